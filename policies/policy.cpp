@@ -1,0 +1,210 @@
+#include "policies/policy.hpp"
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "policies/embedded.hpp"
+#include "sandbox/seccomp.hpp"
+
+namespace nsbox {
+
+namespace {
+
+// Thrown inside the parser only; converted to an Error at its boundary.
+struct PolicyError {
+  std::string msg;
+};
+
+class Parser {
+ public:
+  explicit Parser(std::string source) : source_(std::move(source)) {}
+
+  [[noreturn]] void fail(const toml::source_region& where, const std::string& msg) const {
+    std::string pos = source_;
+    if (where.begin.line) pos += ":" + std::to_string(where.begin.line) + ":" +
+                                 std::to_string(where.begin.column);
+    throw PolicyError{pos + ": " + msg};
+  }
+
+  // Every key of a table must be one we know: a typo must not silently fall
+  // back to a default.
+  void check_keys(const toml::table& t, const std::string& where,
+                  const std::vector<std::string>& known) const {
+    for (auto&& [k, v] : t) {
+      if (std::find(known.begin(), known.end(), std::string(k.str())) != known.end()) continue;
+      std::string list;
+      for (const auto& n : known) list += (list.empty() ? "" : ", ") + n;
+      fail(k.source(), "unknown key \"" + std::string(k.str()) + "\" in " + where +
+                           " (expected one of: " + list + ")");
+    }
+  }
+
+  const toml::table& table(const toml::table& parent, const char* key, const std::string& name,
+                           bool required) const {
+    static const toml::table empty;
+    const toml::node* n = parent.get(key);
+    if (!n) {
+      if (required) fail(parent.source(), "missing table [" + name + "]");
+      return empty;
+    }
+    if (!n->is_table()) fail(n->source(), "\"" + name + "\" must be a table");
+    return *n->as_table();
+  }
+
+  int64_t integer(const toml::table& t, const char* key, const std::string& where, int64_t lo,
+                  int64_t hi, int64_t def) const {
+    const toml::node* n = t.get(key);
+    if (!n) return def;
+    auto v = n->value<int64_t>();
+    if (!n->is_integer() || !v)
+      fail(n->source(), "\"" + std::string(key) + "\" in " + where + " must be an integer");
+    if (*v < lo || *v > hi)
+      fail(n->source(), "\"" + std::string(key) + "\" in " + where + " is " +
+                            std::to_string(*v) + "; allowed range is " + std::to_string(lo) +
+                            ".." + std::to_string(hi));
+    return *v;
+  }
+
+  std::string string(const toml::table& t, const char* key, const std::string& where,
+                     const std::string& def) const {
+    const toml::node* n = t.get(key);
+    if (!n) return def;
+    if (!n->is_string())
+      fail(n->source(), "\"" + std::string(key) + "\" in " + where + " must be a string");
+    return *n->value<std::string>();
+  }
+
+  Policy parse(const toml::table& root) const {
+    Policy p;
+    p.source = source_;
+    check_keys(root, "the top level", {"description", "limits", "network", "seccomp"});
+    p.description = string(root, "description", "the top level", "");
+
+    const toml::table& lim = table(root, "limits", "limits", true);
+    const std::string L = "[limits]";
+    check_keys(lim, L, {"memory_mb", "swap_mb", "pids", "cpu_millicores", "tmpfs_mb", "wall_ms",
+                        "nofile", "fsize_mb"});
+    Limits d;
+    p.limits.memory_bytes = uint64_t(integer(lim, "memory_mb", L, 16, 65536, d.memory_bytes >> 20)) << 20;
+    p.limits.swap_bytes = uint64_t(integer(lim, "swap_mb", L, 0, 65536, 0)) << 20;
+    p.limits.pids = uint32_t(integer(lim, "pids", L, 1, 32768, d.pids));
+    p.limits.cpu_millicores = uint32_t(integer(lim, "cpu_millicores", L, 10, 256000, d.cpu_millicores));
+    p.limits.tmpfs_bytes = uint64_t(integer(lim, "tmpfs_mb", L, 1, 65536, d.tmpfs_bytes >> 20)) << 20;
+    p.limits.wall_ms = uint32_t(integer(lim, "wall_ms", L, 1, 900000, d.wall_ms));
+    p.limits.nofile = uint32_t(integer(lim, "nofile", L, 16, 1048576, d.nofile));
+    p.limits.fsize_bytes = uint64_t(integer(lim, "fsize_mb", L, 1, 1048576, d.fsize_bytes >> 20)) << 20;
+
+    const toml::table& net = table(root, "network", "network", false);
+    check_keys(net, "[network]", {"mode"});
+    std::string mode = string(net, "mode", "[network]", "none");
+    if (mode != "none")
+      fail(net.get("mode")->source(),
+           "network mode \"" + mode + "\" is not supported (supported: \"none\")");
+
+    const toml::table& sc = table(root, "seccomp", "seccomp", true);
+    check_keys(sc, "[seccomp]", {"default_action", "errno", "allow"});
+    std::string action = string(sc, "default_action", "[seccomp]", "errno");
+    static const std::map<std::string, SeccompDefault> actions = {
+        {"errno", SeccompDefault::Errno},
+        {"kill_process", SeccompDefault::KillProcess},
+        {"trap", SeccompDefault::Trap},
+        {"log", SeccompDefault::Log}};
+    auto it = actions.find(action);
+    if (it == actions.end())
+      fail(sc.get("default_action")->source(),
+           "unknown default_action \"" + action + "\" (expected errno, kill_process, trap or log)");
+    p.seccomp.default_action = it->second;
+    std::string err = string(sc, "errno", "[seccomp]", "EPERM");
+    static const std::map<std::string, int> errnos = {
+        {"EPERM", EPERM}, {"EACCES", EACCES}, {"ENOSYS", ENOSYS}, {"EINVAL", EINVAL}};
+    auto e = errnos.find(err);
+    if (e == errnos.end())
+      fail(sc.get("errno")->source(),
+           "unknown errno \"" + err + "\" (expected EPERM, EACCES, ENOSYS or EINVAL)");
+    p.seccomp.errno_value = e->second;
+
+    const toml::table& allow = table(sc, "allow", "seccomp.allow", true);
+    std::set<std::string> names;
+    for (auto&& [group, list] : allow) {
+      const toml::array* arr = list.as_array();
+      if (!arr)
+        fail(list.source(), "[seccomp.allow] group \"" + std::string(group.str()) +
+                                "\" must be an array of syscall names");
+      for (const toml::node& item : *arr) {
+        auto s = item.value<std::string>();
+        if (!item.is_string() || !s)
+          fail(item.source(), "syscall names in group \"" + std::string(group.str()) +
+                                  "\" must be strings");
+        if (!seccomp_syscall_known(*s))
+          fail(item.source(), "unknown syscall \"" + *s + "\" in group \"" +
+                                  std::string(group.str()) + "\" of [seccomp.allow]");
+        names.insert(*s);
+      }
+    }
+    if (names.empty()) fail(allow.source(), "[seccomp.allow] allows no syscall at all");
+    p.seccomp.allow.assign(names.begin(), names.end());
+    return p;
+  }
+
+ private:
+  std::string source_;
+};
+
+}  // namespace
+
+Result<Policy> parse_policy(std::string_view text, const std::string& source) {
+  Parser parser(source);
+  try {
+    toml::table root = toml::parse(text, source);
+    Policy p = parser.parse(root);
+    return p;
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    return make_error("policy", source + ":" + std::to_string(b.line) + ":" +
+                                    std::to_string(b.column) + ": " +
+                                    std::string(e.description()));
+  } catch (const PolicyError& e) {
+    return make_error("policy", e.msg);
+  }
+}
+
+std::vector<std::string> builtin_policy_names() {
+  std::vector<std::string> names;
+  for (const auto& f : embedded_files()) {
+    std::string n = f.name;
+    if (n.rfind("policies/", 0) == 0 && n.size() > 14 && n.substr(n.size() - 5) == ".toml")
+      names.push_back(n.substr(9, n.size() - 14));
+  }
+  return names;
+}
+
+Result<Policy> load_policy(const std::string& name_or_path) {
+  bool is_path = name_or_path.find('/') != std::string::npos ||
+                 (name_or_path.size() > 5 && name_or_path.substr(name_or_path.size() - 5) == ".toml");
+  if (!is_path) {
+    const EmbeddedFile* f = find_embedded("policies/" + name_or_path + ".toml");
+    if (!f) {
+      std::string list;
+      for (const auto& n : builtin_policy_names()) list += (list.empty() ? "" : ", ") + n;
+      return make_error("policy", "no built-in policy \"" + name_or_path +
+                                      "\" (built-in: " + list + "; or give a path to a .toml file)");
+    }
+    auto p = TRY(parse_policy(f->content, "<built-in>/" + name_or_path + ".toml"));
+    p.name = name_or_path;
+    return p;
+  }
+  std::ifstream in(name_or_path);
+  if (!in) return sys_error("policy", name_or_path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (ss.str().size() > (1 << 20)) return make_error("policy", name_or_path + ": larger than 1 MiB");
+  auto p = TRY(parse_policy(ss.str(), name_or_path));
+  p.name = name_or_path;
+  return p;
+}
+
+}  // namespace nsbox

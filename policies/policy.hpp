@@ -1,0 +1,22 @@
+// Policy files (TOML) parsed once into the plain nsbox::Policy struct. Every
+// error names file:line:col and the key; see policies/README.md.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sandbox/result.hpp"
+#include "sandbox/spec.hpp"
+
+namespace nsbox {
+
+Result<Policy> parse_policy(std::string_view text, const std::string& source);
+
+// NAME of a built-in policy (embedded in the binary), or a path to a file
+// (anything with a '/' or ending in ".toml").
+Result<Policy> load_policy(const std::string& name_or_path);
+
+std::vector<std::string> builtin_policy_names();
+
+}  // namespace nsbox

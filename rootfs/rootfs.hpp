@@ -1,0 +1,29 @@
+// The shared runtime rootfs: where it lives by default, whether it is stale,
+// and (re)building it with the builder script embedded in the binary.
+#pragma once
+
+#include <string>
+
+#include "sandbox/result.hpp"
+
+namespace nsbox {
+
+constexpr const char* kHostPython = "/usr/bin/python3";
+constexpr const char* kRunnerPath = "/opt/nsbox/runner.py";  // inside the rootfs
+
+// root: /var/lib/nsbox/rootfs; others: $XDG_DATA_HOME/nsbox/rootfs.
+std::string default_rootfs_dir();
+// Changes whenever the builder, the runner or the host's python changes.
+std::string rootfs_stamp(const std::string& python = kHostPython);
+bool rootfs_fresh(const std::string& dir, const std::string& python = kHostPython);
+
+struct RootfsBuild {
+  bool built = false;     // false: it was fresh already
+  std::string summary;    // "rootfs: built DIR: N files, X MiB"
+};
+// Builds when missing or stale (or always with force), under a lock so that
+// concurrent callers build once. Refuses a non-empty dir that is not ours.
+Result<RootfsBuild> ensure_rootfs(const std::string& dir, bool force,
+                                  const std::string& python = kHostPython);
+
+}  // namespace nsbox

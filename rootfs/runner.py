@@ -1,0 +1,442 @@
+"""nsbox in-sandbox runner: loads one function and serves invocations over a channel fd.
+
+Run as: python3 -I -S /opt/nsbox/runner.py --fd 3 [--function PATH] [--handler NAME]
+
+Protocol (both directions): 4-byte big-endian length, then that many bytes of UTF-8 JSON.
+See the message shapes next to each handler below; the C++ side mirrors them.
+
+Cold start is benchmarked, so start-up imports only os and sys (already loaded by the
+interpreter) and the C module _json: the json package itself costs ~8 ms because json.decoder
+pulls in re, enum and collections, a third of the runner's start-up. traceback and time are
+imported only on the paths that need them.
+"""
+
+import os
+import sys
+
+MAX_FRAME = 6 * 1024 * 1024
+# What get_remaining_time_in_millis() returns when the caller set no deadline: large enough
+# that "have I got time for X?" checks pass, small enough to fit a C int like Lambda's.
+NO_DEADLINE_MS = 2**31 - 1
+EXIT_BAD_REQUEST = 2
+EXIT_USAGE = 2
+
+# Frames whose code lives in this file are the runner's, not the function's; they are cut from
+# reported stack traces so users see only their own code.
+RUNNER_FILE = __file__
+
+
+def _make_codec():
+    """JSON loads/dumps on json's own C accelerator, without importing the json package.
+
+    Same output as json.dumps(o, allow_nan=False) and the same parsing as json.loads, except
+    that NaN/Infinity are rejected on input (we could not echo them back) and the input must be
+    UTF-8. Falls back to the json package if the accelerator is missing.
+    """
+    def no_constant(name):
+        raise ValueError("invalid JSON constant %s" % name)
+
+    def default(o):
+        raise TypeError("Object of type %s is not JSON serializable" % o.__class__.__name__)
+
+    try:
+        import _json
+    except ImportError:
+        import json
+
+        def loads(data):
+            return json.loads(data.decode("utf-8"), parse_constant=no_constant)
+
+        def dumps(o):
+            return json.dumps(o, allow_nan=False)
+        return loads, dumps
+
+    class ScannerContext:  # the attributes _json.make_scanner reads from json.JSONDecoder
+        strict = True
+        object_hook = None
+        object_pairs_hook = None
+        parse_float = float
+        parse_int = int
+        parse_constant = staticmethod(no_constant)
+
+    scan = _json.make_scanner(ScannerContext())
+    ws = " \t\n\r"
+
+    def loads(data):
+        text = data.decode("utf-8")
+        n, i = len(text), 0
+        while i < n and text[i] in ws:
+            i += 1
+        try:
+            obj, end = scan(text, i)
+        except StopIteration as e:
+            raise ValueError("expecting value at char %d" % e.value) from None
+        except SystemError:
+            # _json raises its syntax errors as json.decoder.JSONDecodeError, looked up only in
+            # sys.modules, and fails with SystemError when the json package was never imported.
+            # Bad frames are rare, so only they pay for json, to get its precise message.
+            import json
+            json.loads(text, parse_constant=no_constant)
+            raise ValueError("invalid JSON") from None
+        while end < n and text[end] in ws:
+            end += 1
+        if end != n:
+            raise ValueError("extra data at char %d" % end)
+        return obj
+
+    def dumps(o):
+        # A fresh encoder per call: its circular-reference markers dict must start empty.
+        enc = _json.make_encoder({}, default, _json.encode_basestring_ascii, None,
+                                 ": ", ", ", False, False, False)
+        return "".join(enc(o, 0))
+    return loads, dumps
+
+
+json_loads, json_dumps = _make_codec()
+
+
+class ProtocolError(Exception):
+    """The peer broke framing; the stream cannot be resynchronised, so the runner must exit."""
+
+
+class FrameTooLarge(ProtocolError):
+    """Told apart because the peer gets a bad_request reply before we exit."""
+
+
+class UsageError(Exception):
+    pass
+
+
+class Channel:
+    def __init__(self, fd):
+        # _socket is built in, so this costs nothing at start-up, unlike the socket module
+        # (which pulls in selectors and enum) — and it gives us sendall.
+        import _socket
+        self.sock = _socket.socket(fileno=fd)
+
+    def _read_exact(self, n, at_boundary):
+        buf = bytearray(n)
+        view = memoryview(buf)
+        got = 0
+        while got < n:
+            k = self.sock.recv_into(view[got:])
+            if k == 0:
+                if at_boundary and got == 0:
+                    return None
+                raise ProtocolError("channel closed mid-frame (%d of %d bytes)" % (got, n))
+            got += k
+        return buf
+
+    def read(self):
+        """Returns the payload bytes, or None on a clean EOF between frames."""
+        header = self._read_exact(4, at_boundary=True)
+        if header is None:
+            return None
+        n = int.from_bytes(header, "big")
+        if n > MAX_FRAME:
+            raise FrameTooLarge("frame of %d bytes exceeds the %d byte limit" % (n, MAX_FRAME))
+        if n == 0:
+            return b""
+        return self._read_exact(n, at_boundary=False)
+
+    def send_payload(self, payload):
+        # One sendall of header+payload so a reader never sees a header without its body
+        # interleaved with anything else.
+        self.sock.sendall(len(payload).to_bytes(4, "big") + payload)
+
+    def send(self, msg):
+        self.send_payload(json_dumps(msg).encode())
+
+
+def _user_frames(tb):
+    import traceback
+    frames = [f for f in traceback.extract_tb(tb) if f.filename != RUNNER_FILE]
+    return traceback.format_list(frames)
+
+
+def _safe_str(e):
+    # A user exception's __str__ can itself raise; the report must still go out.
+    try:
+        return str(e)
+    except BaseException:
+        return "<unprintable %s>" % type(e).__name__
+
+
+def _error_body(e):
+    return {
+        "errorType": type(e).__name__,
+        "errorMessage": _safe_str(e),
+        "stackTrace": _user_frames(e.__traceback__),
+    }
+
+
+def _load_error(kind, error_type, message, stack=(), **extra):
+    msg = {"type": "load_error", "kind": kind, "errorType": error_type,
+           "errorMessage": message, "stackTrace": list(stack)}
+    msg.update(extra)
+    return msg
+
+
+class Context:
+    """The Lambda context object, with the attribute names Lambda handlers expect."""
+
+    __slots__ = ("function_name", "function_version", "memory_limit_in_mb", "aws_request_id",
+                 "invoked_function_arn", "log_group_name", "log_stream_name", "identity",
+                 "client_context", "_deadline_ms")
+
+    def __init__(self, raw, default_name):
+        if not isinstance(raw, dict):
+            raw = {}
+        name = raw.get("function_name") or default_name
+        self.function_name = name
+        self.function_version = raw.get("function_version", "$LATEST")
+        self.memory_limit_in_mb = raw.get("memory_limit_mb")
+        self.aws_request_id = raw.get("request_id", "")
+        self.invoked_function_arn = raw.get("invoked_function_arn", "")
+        self.log_group_name = raw.get("log_group_name", "/aws/lambda/" + str(name))
+        self.log_stream_name = raw.get("log_stream_name", "nsbox")
+        self.identity = None
+        self.client_context = None
+        self._deadline_ms = raw.get("deadline_ms")
+
+    def get_remaining_time_in_millis(self):
+        if not isinstance(self._deadline_ms, (int, float)):
+            return NO_DEADLINE_MS
+        import time
+        return max(0, int(self._deadline_ms - time.time() * 1000))
+
+    def __repr__(self):
+        return "<Context function_name=%r aws_request_id=%r>" % (
+            self.function_name, self.aws_request_id)
+
+
+class Runner:
+    def __init__(self, chan):
+        self.chan = chan
+        self.handler = None
+        self.function_path = None
+        self.function_name = None
+
+    # -- load -----------------------------------------------------------------------------
+    # reply: {"type":"ready"} or {"type":"load_error","kind":..,"errorType":..,
+    #        "errorMessage":..,"stackTrace":[..]} (+ "line" for kind "syntax")
+
+    def load(self, path, handler_name):
+        if self.handler is not None:
+            # Refused before reading the file: a second function's module body must never run
+            # in a sandbox that already serves (and may have cached state for) another one.
+            return _load_error("already_loaded", "RuntimeError",
+                               "function %s is already loaded" % self.function_path)
+        if not isinstance(path, str) or not path:
+            return _load_error("not_found", "ValueError", "no function path given")
+        if not isinstance(handler_name, str) or not handler_name:
+            handler_name = "handler"
+        base = os.path.basename(path)
+        stem = base[:-3] if base.endswith(".py") else base
+        try:
+            with open(path, "rb") as f:
+                source = f.read()
+        except OSError as e:
+            return _load_error("not_found", type(e).__name__,
+                               "cannot read %s: %s" % (path, e.strerror or e))
+        try:
+            # Bytes, not str, so that a PEP 263 coding cookie in the file is honoured.
+            code = compile(source, path, "exec", dont_inherit=True)
+        except SyntaxError as e:
+            # str(SyntaxError) already reads "invalid syntax (fn.py, line 3)".
+            stack = []
+            if e.lineno is not None:
+                entry = '  File "%s", line %d\n' % (e.filename or path, e.lineno)
+                if e.text:
+                    entry += "    %s\n" % e.text.strip()
+                stack.append(entry)
+            return _load_error("syntax", type(e).__name__, _safe_str(e), stack, line=e.lineno)
+        except ValueError as e:
+            # e.g. NUL bytes in the source: no line to point at.
+            return _load_error("syntax", type(e).__name__,
+                               "%s (%s)" % (_safe_str(e), base), line=None)
+
+        module = type(sys)(stem)
+        module.__file__ = path
+        directory = os.path.dirname(os.path.abspath(path))
+        if directory not in sys.path:
+            sys.path.insert(0, directory)
+        # Registered before the body runs, as the import system does, so that circular imports
+        # of the function's own module see the half-built module rather than a second copy.
+        previous = sys.modules.get(stem)
+        sys.modules[stem] = module
+        try:
+            exec(code, module.__dict__)
+        except BaseException as e:
+            # BaseException: a module body calling sys.exit() is a broken function, not a
+            # request to stop the runner.
+            if previous is None:
+                sys.modules.pop(stem, None)
+            else:
+                sys.modules[stem] = previous
+            body = _error_body(e)
+            return _load_error("import", body["errorType"], body["errorMessage"],
+                               body["stackTrace"])
+
+        handler = getattr(module, handler_name, None)
+        if handler is None:
+            return _load_error("missing_handler", "AttributeError",
+                               "handler %r not found in %s" % (handler_name, base))
+        if not callable(handler):
+            return _load_error("missing_handler", "TypeError",
+                               "handler %r in %s is not callable" % (handler_name, base))
+        self.handler = handler
+        self.function_path = path
+        self.function_name = stem
+        return {"type": "ready"}
+
+    # -- invoke ---------------------------------------------------------------------------
+    # reply: {"type":"result","id":ID,"ok":true,"result":VALUE}
+    #    or  {"type":"result","id":ID,"ok":false,"kind":"exception"|"bad_result",
+    #         "error":{"errorType":..,"errorMessage":..,"stackTrace":[..]}}
+
+    def invoke(self, msg):
+        req_id = msg.get("id")
+        ctx = Context(msg.get("context"), self.function_name)
+        try:
+            result = self.handler(msg.get("event"), ctx)
+        except BaseException as e:
+            # SystemExit and KeyboardInterrupt included: the sandbox stays alive for the next
+            # request and the caller learns what the function did.
+            return self._result_error(req_id, "exception", _error_body(e))
+        finally:
+            _flush_logs()
+
+        try:
+            encoded = json_dumps(result)
+        except (TypeError, ValueError, RecursionError) as e:
+            return self._result_error(req_id, "bad_result", {
+                "errorType": type(e).__name__,
+                "errorMessage": "result is not JSON serialisable: %s" % _safe_str(e),
+                "stackTrace": [],
+            })
+        head = '{"type": "result", "id": %s, "ok": true, "result": ' % json_dumps(req_id)
+        payload = (head + encoded + "}").encode()
+        if len(payload) > MAX_FRAME:
+            return self._result_error(req_id, "bad_result", {
+                "errorType": "ValueError",
+                "errorMessage": "result is too large: %d bytes, limit %d"
+                                % (len(payload), MAX_FRAME),
+                "stackTrace": [],
+            })
+        # Already encoded: returned as bytes so the caller does not serialise it twice.
+        return payload
+
+    def _result_error(self, req_id, kind, body):
+        return {"type": "result", "id": req_id, "ok": False, "kind": kind, "error": body}
+
+    # -- dispatch -------------------------------------------------------------------------
+
+    def handle(self, payload):
+        try:
+            msg = json_loads(payload)
+        except (ValueError, RecursionError) as e:
+            return _bad_request("payload is not JSON: %s" % _safe_str(e))
+        if not isinstance(msg, dict):
+            return _bad_request("frame must be a JSON object")
+        kind = msg.get("type")
+        if kind == "invoke":
+            if self.handler is None:
+                reply = {"type": "error", "kind": "not_loaded",
+                         "errorMessage": "invoke before a function was loaded"}
+                if "id" in msg:
+                    reply["id"] = msg["id"]
+                return reply
+            return self.invoke(msg)
+        if kind == "load":
+            return self.load(msg.get("function"), msg.get("handler", "handler"))
+        return _bad_request("unknown frame type %r" % (kind,))
+
+
+def _bad_request(message):
+    return {"type": "error", "kind": "bad_request", "errorMessage": message}
+
+
+def _flush_logs():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+
+
+def _parse_args(argv):
+    # Hand-rolled rather than argparse: argparse alone costs several ms of cold start.
+    opts = {"--fd": "3", "--function": None, "--handler": "handler"}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if "=" in arg and arg.split("=", 1)[0] in opts:
+            key, value = arg.split("=", 1)
+        elif arg in opts and i + 1 < len(argv):
+            key, value = arg, argv[i + 1]
+            i += 1
+        else:
+            raise UsageError("bad argument %r (usage: --fd N [--function PATH] "
+                             "[--handler NAME])" % arg)
+        opts[key] = value
+        i += 1
+    try:
+        fd = int(opts["--fd"])
+    except ValueError:
+        raise UsageError("--fd wants a number, got %r" % opts["--fd"])
+    return fd, opts["--function"], opts["--handler"]
+
+
+def main(argv):
+    # Whatever the function prints — including C extensions writing to fd 1 — must land in the
+    # logs, never in the result channel; so fd 1 becomes stderr before any user code runs.
+    os.dup2(2, 1)
+    try:
+        # Line buffering keeps print() output interleaved with stderr output in order.
+        sys.stdout.reconfigure(line_buffering=True)
+    except Exception:
+        pass
+    try:
+        fd, function, handler = _parse_args(argv)
+    except UsageError as e:
+        sys.stderr.write("runner: %s\n" % e)
+        return EXIT_USAGE
+    try:
+        chan = Channel(fd)
+    except OSError as e:
+        sys.stderr.write("runner: channel fd %d: %s\n" % (fd, e))
+        return EXIT_USAGE
+
+    runner = Runner(chan)
+    try:
+        if function is not None:
+            chan.send(runner.load(function, handler))
+            _flush_logs()
+        while True:
+            try:
+                payload = chan.read()
+            except FrameTooLarge as e:
+                chan.send(_bad_request(str(e)))
+                sys.stderr.write("runner: %s\n" % e)
+                return EXIT_BAD_REQUEST
+            except ProtocolError as e:
+                sys.stderr.write("runner: %s\n" % e)
+                return 1
+            if payload is None:
+                return 0
+            reply = runner.handle(payload)
+            if isinstance(reply, bytes):
+                chan.send_payload(reply)
+            else:
+                chan.send(reply)
+    except OSError as e:
+        # The peer vanished or the fd broke; there is nobody left to report to but the log.
+        sys.stderr.write("runner: channel: %s\n" % e)
+        return 1
+    finally:
+        _flush_logs()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

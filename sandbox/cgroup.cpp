@@ -1,0 +1,260 @@
+#include "sandbox/cgroup.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "sandbox/fd.hpp"
+
+namespace nsbox {
+
+namespace {
+
+bool has_token(const std::string& list, const std::string& token, char sep) {
+  std::stringstream ss(list);
+  std::string t;
+  while (std::getline(ss, t, sep))
+    if (t == token) return true;
+  return false;
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// "key value" lines, as in memory.events, pids.events, memory.oom_control.
+uint64_t read_key(const std::string& path, const std::string& key) {
+  std::istringstream in(read_file(path));
+  std::string k;
+  uint64_t v;
+  while (in >> k >> v)
+    if (k == key) return v;
+  return 0;
+}
+
+uint64_t read_number(const std::string& path) {
+  std::istringstream in(read_file(path));
+  uint64_t v = 0;
+  in >> v;
+  return v;
+}
+
+Status write_file(const std::string& path, const std::string& value, bool create) {
+  int flags = O_WRONLY | O_CLOEXEC | (create ? O_CREAT : 0);
+  UniqueFd fd(open(path.c_str(), flags, 0644));
+  if (!fd.valid()) return sys_error("open", path);
+  if (write(fd.get(), value.data(), value.size()) != static_cast<ssize_t>(value.size()))
+    return sys_error("write", path + " <- " + value);
+  return {};
+}
+
+Status ensure_dir(const std::string& path) {
+  if (mkdir(path.c_str(), 0755) != 0 && errno != EEXIST) return sys_error("mkdir", path);
+  return {};
+}
+
+// rmdir fails with EBUSY until the last task has been reaped; a dying
+// sandbox empties within milliseconds.
+Status remove_leaf(const std::string& dir) {
+  for (int i = 0; i < 400; i++) {
+    if (rmdir(dir.c_str()) == 0 || errno == ENOENT) return {};
+    if (errno != EBUSY) return sys_error("rmdir", dir);
+    std::istringstream procs(read_file(dir + "/cgroup.procs"));
+    pid_t pid;
+    while (procs >> pid) kill(pid, SIGKILL);
+    usleep(i < 20 ? 500 : 5000);
+  }
+  return sys_error_n(EBUSY, "rmdir", dir);
+}
+
+}  // namespace
+
+CgroupLayout cgroup_detect(const std::string& mountinfo) {
+  CgroupLayout layout;
+  std::ifstream in(mountinfo);
+  std::string line;
+  std::string v2;
+  while (std::getline(in, line)) {
+    // id parent major:minor root mountpoint options [optional...] - fstype source superopts
+    std::istringstream ls(line);
+    std::string id, parent, dev, root, mnt;
+    ls >> id >> parent >> dev >> root >> mnt;
+    auto dash = line.find(" - ");
+    if (dash == std::string::npos) continue;
+    std::istringstream tail(line.substr(dash + 3));
+    std::string fstype, source, superopts;
+    tail >> fstype >> source >> superopts;
+    if (fstype == "cgroup2") {
+      v2 = mnt;
+    } else if (fstype == "cgroup") {
+      if (has_token(superopts, "memory", ',')) layout.v1_memory = mnt;
+      if (has_token(superopts, "pids", ',')) layout.v1_pids = mnt;
+      if (has_token(superopts, "cpu", ',')) layout.v1_cpu = mnt;
+    }
+  }
+  if (!v2.empty()) {
+    std::istringstream cs(read_file(v2 + "/cgroup.controllers"));
+    std::string c;
+    bool mem = false, pids = false;
+    while (cs >> c) {
+      mem |= c == "memory";
+      pids |= c == "pids";
+    }
+    if (mem && pids) {
+      layout.version = CgroupVersion::V2;
+      layout.v2_mount = v2;
+      return layout;
+    }
+  }
+  if (!layout.v1_memory.empty() && !layout.v1_pids.empty()) {
+    layout.version = CgroupVersion::V1;
+    return layout;
+  }
+  layout.why_none = v2.empty() ? "no cgroup2 mount and no v1 memory+pids hierarchies"
+                               : "cgroup2 at " + v2 +
+                                     " has no memory/pids controllers and v1 has no memory+pids "
+                                     "hierarchies";
+  return layout;
+}
+
+FileWrites cgroup_v2_limit_writes(const Limits& l) {
+  FileWrites w;
+  w.emplace_back("memory.max", std::to_string(l.memory_bytes));
+  w.emplace_back("memory.swap.max", std::to_string(l.swap_bytes));
+  w.emplace_back("pids.max", std::to_string(l.pids));
+  // cpu.max "quota period": millicores/1000 of one CPU per 100 ms period.
+  w.emplace_back("cpu.max", std::to_string(uint64_t{l.cpu_millicores} * 100) + " 100000");
+  return w;
+}
+
+FileWrites cgroup_v1_limit_writes(const std::string& controller, const Limits& l) {
+  FileWrites w;
+  if (controller == "memory") {
+    w.emplace_back("memory.limit_in_bytes", std::to_string(l.memory_bytes));
+    // memsw counts memory+swap; absent when swap accounting is off.
+    w.emplace_back("memory.memsw.limit_in_bytes", std::to_string(l.memory_bytes + l.swap_bytes));
+  } else if (controller == "pids") {
+    w.emplace_back("pids.max", std::to_string(l.pids));
+  } else if (controller == "cpu") {
+    w.emplace_back("cpu.cfs_period_us", "100000");
+    w.emplace_back("cpu.cfs_quota_us", std::to_string(uint64_t{l.cpu_millicores} * 100));
+  }
+  return w;
+}
+
+CgroupLeaf& CgroupLeaf::operator=(CgroupLeaf&& o) noexcept {
+  if (this != &o) {
+    (void)destroy();
+    version_ = o.version_;
+    dirs_ = std::move(o.dirs_);
+    o.dirs_.clear();
+    v2_dirfd_ = std::exchange(o.v2_dirfd_, -1);
+    fake_ = o.fake_;
+  }
+  return *this;
+}
+
+CgroupLeaf::~CgroupLeaf() { (void)destroy(); }
+
+Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::string& id,
+                                      const Limits& limits) {
+  CgroupLeaf leaf;
+  leaf.version_ = layout.version;
+  leaf.fake_ = layout.create_files;
+  auto make = [&](const std::string& mount, const FileWrites& writes,
+                  bool v2) -> Result<std::string> {
+    std::string parent = mount + "/" + layout.group;
+    TRY(ensure_dir(parent));
+    if (v2) {
+      // Controllers must be enabled top-down before a leaf can use them.
+      TRY(write_file(mount + "/cgroup.subtree_control", "+memory +pids +cpu", leaf.fake_));
+      TRY(write_file(parent + "/cgroup.subtree_control", "+memory +pids +cpu", leaf.fake_));
+    }
+    std::string dir = parent + "/" + id;
+    if (mkdir(dir.c_str(), 0755) != 0) return sys_error("mkdir", dir);
+    leaf.dirs_.push_back(dir);  // from here on destroy() removes it
+    for (const auto& [file, value] : writes) {
+      std::string path = dir + "/" + file;
+      // memory.swap.max / memsw exist only with swap accounting; the memory
+      // limit alone still holds, so a missing swap knob is not fatal.
+      if (file.find("swap") != std::string::npos || file.find("memsw") != std::string::npos) {
+        if (!leaf.fake_ && access(path.c_str(), F_OK) != 0) continue;
+      }
+      TRY(write_file(path, value, leaf.fake_));
+    }
+    return dir;
+  };
+  switch (layout.version) {
+    case CgroupVersion::None:
+      return make_error("cgroup", layout.why_none);
+    case CgroupVersion::V2: {
+      std::string dir = TRY(make(layout.v2_mount, cgroup_v2_limit_writes(limits), true));
+      leaf.v2_dirfd_ = open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+      if (leaf.v2_dirfd_ < 0) return sys_error("open", dir);
+      break;
+    }
+    case CgroupVersion::V1:
+      TRY(make(layout.v1_memory, cgroup_v1_limit_writes("memory", limits), false));
+      TRY(make(layout.v1_pids, cgroup_v1_limit_writes("pids", limits), false));
+      if (!layout.v1_cpu.empty())
+        TRY(make(layout.v1_cpu, cgroup_v1_limit_writes("cpu", limits), false));
+      break;
+  }
+  return leaf;
+}
+
+Status CgroupLeaf::attach(pid_t pid) const {
+  for (const auto& dir : dirs_) TRY(write_file(dir + "/cgroup.procs", std::to_string(pid), fake_));
+  return {};
+}
+
+CgroupEvents CgroupLeaf::events() const {
+  CgroupEvents e;
+  if (dirs_.empty()) return e;
+  if (version_ == CgroupVersion::V2) {
+    const std::string& d = dirs_[0];
+    e.oom_kills = read_key(d + "/memory.events", "oom_kill");
+    e.memory_max = read_key(d + "/memory.events", "max");
+    e.pids_max = read_key(d + "/pids.events", "max");
+    e.memory_peak = read_number(d + "/memory.peak");
+  } else {
+    for (const auto& d : dirs_) {
+      if (access((d + "/memory.oom_control").c_str(), F_OK) == 0) {
+        e.oom_kills = read_key(d + "/memory.oom_control", "oom_kill");
+        e.memory_max = read_number(d + "/memory.failcnt");
+        e.memory_peak = read_number(d + "/memory.max_usage_in_bytes");
+      }
+      if (access((d + "/pids.events").c_str(), F_OK) == 0)
+        e.pids_max = read_key(d + "/pids.events", "max");
+    }
+  }
+  return e;
+}
+
+Status CgroupLeaf::destroy() {
+  if (v2_dirfd_ >= 0) close(std::exchange(v2_dirfd_, -1));
+  Status first;
+  if (!fake_) {
+    if (version_ == CgroupVersion::V2 && !dirs_.empty()) {
+      // cgroup.kill (5.14+) kills the whole leaf at once; older kernels fall
+      // through to the per-pid loop in remove_leaf.
+      (void)write_file(dirs_[0] + "/cgroup.kill", "1", false);
+    }
+    for (const auto& d : dirs_) {
+      Status s = remove_leaf(d);
+      if (!s && first) first = s;
+    }
+  }
+  dirs_.clear();
+  return first;
+}
+
+}  // namespace nsbox

@@ -1,0 +1,71 @@
+// cgroup leaves for sandboxes, on v2 and on v1 (memory, pids and cpu
+// hierarchies). The parent creates the leaf and writes its limits before
+// clone; the leaf is killed, waited empty and removed when its owner dies.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sandbox/result.hpp"
+#include "sandbox/spec.hpp"
+
+namespace nsbox {
+
+enum class CgroupVersion { None, V1, V2 };
+
+struct CgroupLayout {
+  CgroupVersion version = CgroupVersion::None;
+  std::string v2_mount;  // the cgroup2 mount point holding memory+pids
+  std::string v1_memory, v1_pids, v1_cpu;  // v1 hierarchy mount points ("" = absent)
+  std::string group = "nsbox";  // parent group under each root
+  bool create_files = false;    // tests against a fake cgroupfs tree
+  std::string why_none;         // when None: what is missing
+};
+
+// Reads a mountinfo file (normally /proc/self/mountinfo). v2 is used when a
+// cgroup2 mount offers memory and pids; else v1 when its memory and pids
+// hierarchies are mounted; else None with the reason.
+CgroupLayout cgroup_detect(const std::string& mountinfo = "/proc/self/mountinfo");
+
+// Pure planners: (file, value) pairs relative to the leaf directory.
+using FileWrites = std::vector<std::pair<std::string, std::string>>;
+FileWrites cgroup_v2_limit_writes(const Limits& limits);
+FileWrites cgroup_v1_limit_writes(const std::string& controller, const Limits& limits);
+
+struct CgroupEvents {
+  uint64_t oom_kills = 0;    // memory limit reached and a task was killed
+  uint64_t memory_max = 0;   // times the memory limit was hit (v1 failcnt / v2 "max")
+  uint64_t pids_max = 0;     // fork/clone refused by the pids limit
+  uint64_t memory_peak = 0;  // bytes
+};
+
+class CgroupLeaf {
+ public:
+  CgroupLeaf() = default;
+  CgroupLeaf(CgroupLeaf&& o) noexcept { *this = std::move(o); }
+  CgroupLeaf& operator=(CgroupLeaf&& o) noexcept;
+  CgroupLeaf(const CgroupLeaf&) = delete;
+  ~CgroupLeaf();
+
+  static Result<CgroupLeaf> create(const CgroupLayout& layout, const std::string& id,
+                                   const Limits& limits);
+  bool valid() const { return !dirs_.empty(); }
+  // v2: an O_PATH fd of the leaf for CLONE_INTO_CGROUP; -1 on v1.
+  int v2_dirfd() const { return v2_dirfd_; }
+  const std::vector<std::string>& dirs() const { return dirs_; }
+  Status attach(pid_t pid) const;
+  CgroupEvents events() const;
+  // Kills what is left, waits for the leaf to empty, removes it.
+  Status destroy();
+
+ private:
+  CgroupVersion version_ = CgroupVersion::None;
+  std::vector<std::string> dirs_;  // one per hierarchy (v1) or one (v2)
+  int v2_dirfd_ = -1;
+  bool fake_ = false;
+};
+
+}  // namespace nsbox

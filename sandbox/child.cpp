@@ -1,0 +1,168 @@
+#include "sandbox/child.hpp"
+
+#include <fcntl.h>
+#include <linux/close_range.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "sandbox/seccomp.hpp"
+
+namespace nsbox {
+
+namespace {
+
+const char* const kStepNames[kStepCount] = {
+    "wait for parent",   "become namespace root", "unshare(CLONE_NEWCGROUP)",
+    "make / private",    "mount",                 "pivot_root",
+    "remount / read-only", "sethostname",         "loopback up",
+    "setrlimit",         "drop privileges",       "set up fds",
+    "fork init",         "seccomp",               "execve",
+};
+
+uint64_t now_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+}
+
+// Global so that fail() can reach them without arguments; the child is a
+// single-threaded copy of the parent, so this is its own memory.
+ChildMsg g_msg;
+int g_sync = -1;
+
+void send_msg() {
+  if (g_sync >= 0) (void)!send(g_sync, &g_msg, sizeof g_msg, MSG_NOSIGNAL);
+}
+
+[[noreturn]] void fail(int32_t step, int err, const char* context = nullptr, int index = -1) {
+  g_msg.type = ChildMsg::kError;
+  g_msg.step = step;
+  g_msg.err = err;
+  g_msg.index = index;
+  if (context) strncpy(g_msg.context, context, sizeof g_msg.context - 1);
+  send_msg();
+  _exit(127);
+}
+
+void done(int32_t step) { g_msg.step_end_ns[step] = now_ns(); }
+
+// PID 1 of the sandbox: reaps orphans (the kernel reparents them here) and
+// exits with the runner's status; its exit kills the rest of the namespace.
+[[noreturn]] void init_loop(pid_t runner) {
+  syscall(SYS_close_range, 0, ~0U, 0);
+  for (;;) {
+    int st;
+    pid_t w = waitpid(-1, &st, 0);
+    if (w == runner) _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    if (w < 0 && errno == ECHILD) _exit(127);
+  }
+}
+
+}  // namespace
+
+const char* child_step_name(int32_t step) {
+  return step >= 0 && step < kStepCount ? kStepNames[step] : "unknown step";
+}
+
+void child_main(const ChildPlan& p) {
+  g_sync = p.sync_fd;
+  // 1. Die with the parent, then wait for it to attach cgroups and write the
+  // id maps. EOF here means the parent died (or gave up) before releasing us.
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(kStepWaitRelease, errno, "PR_SET_PDEATHSIG");
+  char go;
+  if (read(p.sync_fd, &go, 1) != 1) _exit(127);
+  done(kStepWaitRelease);
+
+  // Root mode maps inside uid 0 to an unprivileged host uid; setup runs as
+  // that mapped root so that files it creates have a valid owner.
+  if (p.root_mode) {
+    if (setresgid(0, 0, 0) != 0) fail(kStepBecomeNsRoot, errno, "setresgid(0)");
+    if (setresuid(0, 0, 0) != 0) fail(kStepBecomeNsRoot, errno, "setresuid(0)");
+  }
+  done(kStepBecomeNsRoot);
+
+  // After the parent moved us into the leaf (v1 has no CLONE_INTO_CGROUP),
+  // so the leaf becomes this namespace's root.
+  if (unshare(CLONE_NEWCGROUP) != 0) fail(kStepCgroupNs, errno);
+  done(kStepCgroupNs);
+
+  // 2. Nothing we mount may propagate back to the host.
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    fail(kStepMakePrivate, errno, "/");
+  done(kStepMakePrivate);
+
+  // 3-4. New root, /dev, /tmp, code, /proc (before the old root goes).
+  const MountOp* op = nullptr;
+  if (int err = child_run_mounts(p.mounts, &op))
+    fail(kStepMounts, err, nullptr, static_cast<int>(op - p.mounts.ops.data()));
+  done(kStepMounts);
+
+  // 5. Pivot and detach the old root.
+  const char* sub = nullptr;
+  if (int err = child_pivot_root(p.mounts.new_root.c_str(), &sub)) fail(kStepPivot, err, sub);
+  done(kStepPivot);
+
+  // 6. The overlay was writable only so that setup could add mount points.
+  if (int err = child_remount_ro("/")) fail(kStepRemountRoot, err, "/");
+  done(kStepRemountRoot);
+
+  // 7. Identity and network.
+  if (int err = child_set_hostname(p.hostname)) fail(kStepHostname, err, p.hostname);
+  done(kStepHostname);
+  if (int err = child_loopback_up()) fail(kStepLoopback, err, "lo");
+  done(kStepLoopback);
+
+  // 8. Lower rlimits.
+  const RlimitSetting* rl = nullptr;
+  if (int err = child_set_rlimits(p.rlimits.data(), p.rlimits.size(), &rl))
+    fail(kStepRlimits, err, nullptr, static_cast<int>(rl - p.rlimits.data()));
+  done(kStepRlimits);
+
+  // 9. Drop privileges.
+  if (int err = child_drop_privileges(p.uid, p.gid, p.root_mode, &sub))
+    fail(kStepDropPrivileges, err, sub);
+  done(kStepDropPrivileges);
+
+  // 10. fds: the channel becomes fd 3, stdin is /dev/null, stdout goes to
+  // stderr (a function's prints are logs); everything else closes on exec.
+  int sync = fcntl(p.sync_fd, F_DUPFD_CLOEXEC, 10);
+  int chan = fcntl(p.channel_fd, F_DUPFD_CLOEXEC, 10);
+  if (sync < 0 || chan < 0) fail(kStepFds, errno, "F_DUPFD_CLOEXEC");
+  g_sync = sync;
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull < 0) fail(kStepFds, errno, "/dev/null");
+  if (dup2(devnull, 0) < 0 || dup2(2, 1) < 0 || dup2(chan, 3) < 0) fail(kStepFds, errno, "dup2");
+  if (syscall(SYS_close_range, 4, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
+    fail(kStepFds, errno, "close_range");
+  done(kStepFds);
+
+  // PID 1 stays behind as the reaper; the runner is its child.
+  pid_t runner = fork();
+  if (runner < 0) fail(kStepForkInit, errno);
+  if (runner > 0) init_loop(runner);
+  done(kStepForkInit);
+
+  // 12. Timings go out before seccomp, which may forbid the send.
+  g_msg.type = ChildMsg::kTimings;
+  send_msg();
+  g_msg = ChildMsg{};
+
+  // 13. Seccomp last, so the filter only has to allow the runtime.
+  if (child_load_seccomp(&p.bpf) != 0) fail(kStepSeccomp, errno);
+
+  // 14. Exec; on success the sync socket closes and the parent reads EOF.
+  execve(p.argv[0], p.argv.data(), p.envp.data());
+  fail(kStepExec, errno, p.argv[0]);
+}
+
+}  // namespace nsbox

@@ -1,0 +1,81 @@
+#include "sandbox/framing.hpp"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace nsbox {
+
+std::string encode_frame(const std::string& payload) {
+  uint32_t n = static_cast<uint32_t>(payload.size());
+  std::string out;
+  out.reserve(4 + payload.size());
+  out.push_back(static_cast<char>(n >> 24));
+  out.push_back(static_cast<char>(n >> 16));
+  out.push_back(static_cast<char>(n >> 8));
+  out.push_back(static_cast<char>(n));
+  out += payload;
+  return out;
+}
+
+Result<std::optional<std::string>> FrameDecoder::next() {
+  if (buf_.size() < 4) return std::optional<std::string>();
+  auto b = reinterpret_cast<const unsigned char*>(buf_.data());
+  uint32_t n = uint32_t(b[0]) << 24 | uint32_t(b[1]) << 16 | uint32_t(b[2]) << 8 | b[3];
+  if (n > kMaxFrame)
+    return make_error("frame", "length " + std::to_string(n) + " exceeds the " +
+                                   std::to_string(kMaxFrame) + "-byte limit");
+  if (buf_.size() < 4 + size_t{n}) return std::optional<std::string>();
+  std::string payload = buf_.substr(4, n);
+  buf_.erase(0, 4 + size_t{n});
+  return std::optional<std::string>(std::move(payload));
+}
+
+uint64_t monotonic_ms() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+FrameRead read_frame(int fd, FrameDecoder& dec, uint64_t deadline_ms) {
+  char buf[65536];
+  for (;;) {
+    auto f = dec.next();
+    if (!f) return {ReadStatus::Error, {}, f.error()};
+    if (f.value()) return {ReadStatus::Ok, std::move(*f.value()), {}};
+    int timeout = -1;
+    if (deadline_ms) {
+      uint64_t now = monotonic_ms();
+      if (now >= deadline_ms) return {ReadStatus::Timeout, {}, {}};
+      timeout = static_cast<int>(deadline_ms - now);
+    }
+    struct pollfd pfd = {fd, POLLIN, 0};
+    int rc = poll(&pfd, 1, timeout);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) return {ReadStatus::Error, {}, sys_error("poll", "channel")};
+    if (rc == 0) return {ReadStatus::Timeout, {}, {}};
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return {ReadStatus::Error, {}, sys_error("read", "channel")};
+    if (n == 0) return {ReadStatus::Eof, {}, {}};
+    dec.feed(buf, static_cast<size_t>(n));
+  }
+}
+
+Status write_frame(int fd, const std::string& payload) {
+  if (payload.size() > kMaxFrame)
+    return make_error("frame", "payload of " + std::to_string(payload.size()) +
+                                   " bytes exceeds the limit");
+  std::string frame = encode_frame(payload);
+  size_t off = 0;
+  while (off < frame.size()) {
+    ssize_t n = send(fd, frame.data() + off, frame.size() - off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return sys_error("write", "channel");
+    off += static_cast<size_t>(n);
+  }
+  return {};
+}
+
+}  // namespace nsbox

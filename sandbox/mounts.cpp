@@ -1,0 +1,180 @@
+#include "sandbox/mounts.hpp"
+
+#include <fcntl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+namespace nsbox {
+
+namespace {
+
+std::string basename_of(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+bool is_dir(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+// Flags a remount must repeat: inside a user namespace the kernel locks the
+// nosuid/nodev/noexec/atime flags a mount came with, and a remount that
+// would clear one fails with EPERM (see nsjail mnt.cc computeRemountFlags).
+unsigned long locked_flags(const char* path) {
+  struct statvfs sv;
+  if (statvfs(path, &sv) != 0) return 0;
+  unsigned long f = 0;
+  if (sv.f_flag & ST_NOSUID) f |= MS_NOSUID;
+  if (sv.f_flag & ST_NODEV) f |= MS_NODEV;
+  if (sv.f_flag & ST_NOEXEC) f |= MS_NOEXEC;
+  if (sv.f_flag & ST_NOATIME) f |= MS_NOATIME;
+  if (sv.f_flag & ST_NODIRATIME) f |= MS_NODIRATIME;
+  if (sv.f_flag & ST_RELATIME) f |= MS_RELATIME;
+  return f;
+}
+
+}  // namespace
+
+std::string MountOp::describe() const {
+  switch (kind) {
+    case Tmpfs:
+      return "tmpfs on " + dst;
+    case Overlay:
+      return "overlay on " + dst;
+    case Proc:
+      return "proc on " + dst;
+    case Bind:
+      return "bind " + src + " on " + dst;
+    case RemountRo:
+      return "read-only remount of " + dst;
+    case Mkdir:
+      return "mkdir " + dst;
+    case Touch:
+      return "create " + dst;
+    case Symlink:
+      return "symlink " + dst + " -> " + src;
+  }
+  return dst;
+}
+
+MountPlan plan_mounts(const SandboxSpec& spec) {
+  MountPlan p;
+  p.stage = spec.stage_dir;
+  p.new_root = spec.stage_dir + "/root";
+  const std::string& r = p.new_root;
+  const std::string tmpfs_size = "size=" + std::to_string(spec.limits.tmpfs_bytes);
+  auto add = [&](MountOp::Kind k, std::string src, std::string dst, std::string data = {},
+                 unsigned long flags = 0) {
+    p.ops.push_back(MountOp{k, std::move(src), std::move(dst), std::move(data), flags});
+  };
+  // The staging tmpfs holds the overlay's upper and work dirs: the per-sandbox
+  // writable layer, size-limited, gone with the mount namespace.
+  add(MountOp::Tmpfs, "", p.stage, tmpfs_size + ",mode=0755", MS_NOSUID | MS_NODEV);
+  add(MountOp::Mkdir, "", p.stage + "/upper");
+  add(MountOp::Mkdir, "", p.stage + "/work");
+  add(MountOp::Mkdir, "", r);
+  add(MountOp::Overlay, "", r,
+      "lowerdir=" + spec.rootfs + ",upperdir=" + p.stage + "/upper,workdir=" + p.stage + "/work",
+      MS_NOSUID | MS_NODEV);
+  add(MountOp::Tmpfs, "", r + "/tmp", tmpfs_size + ",mode=1777", MS_NOSUID | MS_NODEV);
+
+  // Minimal /dev: device nodes cannot be created in a user namespace, so the
+  // host's harmless ones are bind-mounted onto empty files.
+  add(MountOp::Tmpfs, "", r + "/dev", "size=65536,mode=0755", MS_NOSUID | MS_NOEXEC);
+  for (const char* dev : {"null", "zero", "full", "random", "urandom"}) {
+    add(MountOp::Touch, "", r + "/dev/" + dev);
+    add(MountOp::Bind, std::string("/dev/") + dev, r + "/dev/" + dev);
+  }
+  add(MountOp::Mkdir, "", r + "/dev/shm");
+  add(MountOp::Tmpfs, "", r + "/dev/shm", tmpfs_size + ",mode=1777",
+      MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  add(MountOp::Symlink, "/proc/self/fd", r + "/dev/fd");
+  add(MountOp::Symlink, "/proc/self/fd/0", r + "/dev/stdin");
+  add(MountOp::Symlink, "/proc/self/fd/1", r + "/dev/stdout");
+  add(MountOp::Symlink, "/proc/self/fd/2", r + "/dev/stderr");
+  add(MountOp::RemountRo, "", r + "/dev");
+
+  // Function code, read-only at a fixed path. A single file gets a tiny
+  // tmpfs to hold its mount point, so siblings of the file stay invisible.
+  const std::string code = r + spec.code_mount;
+  if (is_dir(spec.code_path)) {
+    add(MountOp::Bind, spec.code_path, code);
+    add(MountOp::RemountRo, "", code);
+  } else {
+    std::string file = code + "/" + basename_of(spec.code_path);
+    add(MountOp::Tmpfs, "", code, "size=65536,mode=0755", MS_NOSUID | MS_NODEV);
+    add(MountOp::Touch, "", file);
+    add(MountOp::Bind, spec.code_path, file);
+    add(MountOp::RemountRo, "", file);
+    add(MountOp::RemountRo, "", code);
+  }
+
+  // A fresh procfs for the new PID namespace, mounted while the old root
+  // still shows a fully visible /proc (the kernel requires one in a userns).
+  add(MountOp::Proc, "", r + "/proc", "", MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  return p;
+}
+
+int child_remount_ro(const char* path) {
+  unsigned long flags = MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(path);
+  return mount(nullptr, path, nullptr, flags, nullptr) == 0 ? 0 : errno;
+}
+
+int child_run_mounts(const MountPlan& plan, const MountOp** failed) {
+  for (const MountOp& op : plan.ops) {
+    *failed = &op;
+    const char* dst = op.dst.c_str();
+    int rc = 0;
+    switch (op.kind) {
+      case MountOp::Tmpfs:
+        rc = mount("tmpfs", dst, "tmpfs", op.flags, op.data.c_str());
+        break;
+      case MountOp::Overlay:
+        rc = mount("overlay", dst, "overlay", op.flags, op.data.c_str());
+        break;
+      case MountOp::Proc:
+        rc = mount("proc", dst, "proc", op.flags, nullptr);
+        break;
+      case MountOp::Bind:
+        rc = mount(op.src.c_str(), dst, nullptr, MS_BIND | MS_REC, nullptr);
+        break;
+      case MountOp::RemountRo:
+        if (int err = child_remount_ro(dst)) return err;
+        break;
+      case MountOp::Mkdir:
+        rc = mkdir(dst, 0755);
+        break;
+      case MountOp::Touch: {
+        int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);
+        rc = fd < 0 ? -1 : close(fd);
+        break;
+      }
+      case MountOp::Symlink:
+        rc = symlink(op.src.c_str(), dst);
+        break;
+    }
+    if (rc != 0) return errno;
+  }
+  *failed = nullptr;
+  return 0;
+}
+
+int child_pivot_root(const char* new_root, const char** step) {
+  *step = "chdir";
+  if (chdir(new_root) != 0) return errno;
+  // pivot_root(".", ".") stacks the old root on the new one; detaching "."
+  // then drops it without needing a directory for it in the new tree.
+  *step = "pivot_root";
+  if (syscall(SYS_pivot_root, ".", ".") != 0) return errno;
+  *step = "umount2(old root)";
+  if (umount2(".", MNT_DETACH) != 0) return errno;
+  *step = "chdir(/)";
+  if (chdir("/") != 0) return errno;
+  return 0;
+}
+
+}  // namespace nsbox

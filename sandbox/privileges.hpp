@@ -1,0 +1,33 @@
+// Child-side process hardening steps, each a short function with no
+// allocation: hostname, loopback, rlimits, privilege drop.
+#pragma once
+
+#include <sys/resource.h>
+#include <sys/types.h>
+
+#include <vector>
+
+#include "sandbox/spec.hpp"
+
+namespace nsbox {
+
+struct RlimitSetting {
+  int resource;
+  rlim_t value;
+};
+
+// Pure: the rlimits a sandbox gets. Without cgroups the memory, pids and cpu
+// limits fall back to RLIMIT_AS, RLIMIT_NPROC and RLIMIT_CPU (weaker: per
+// process, not per sandbox).
+std::vector<RlimitSetting> plan_rlimits(const Limits& limits, bool have_cgroups);
+
+int child_set_hostname(const char* name);
+int child_loopback_up();
+// Lowers each limit (soft and hard); never raises a hard limit, which needs
+// the initial namespace.
+int child_set_rlimits(const RlimitSetting* settings, size_t n, const RlimitSetting** failed);
+// crun's order: bounding set, groups, setres[gu]id, capset to empty, ambient
+// cleared, no_new_privs. On failure *step names what failed.
+int child_drop_privileges(uid_t uid, gid_t gid, bool clear_groups, const char** step);
+
+}  // namespace nsbox

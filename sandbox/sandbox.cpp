@@ -1,0 +1,205 @@
+#include "sandbox/sandbox.hpp"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "sandbox/log.hpp"
+#include "sandbox/userns.hpp"
+
+namespace nsbox {
+
+namespace {
+
+constexpr int kSetupTimeoutMs = 10000;
+
+uint64_t now_ns() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
+}
+
+Status mkdir_p(const std::string& path, mode_t mode) {
+  for (size_t i = 1; i <= path.size(); i++) {
+    if (i == path.size() || path[i] == '/') {
+      std::string part = path.substr(0, i);
+      if (mkdir(part.c_str(), mode) != 0 && errno != EEXIST) return sys_error("mkdir", part);
+    }
+  }
+  return {};
+}
+
+std::string rlimit_name(int resource) {
+  switch (resource) {
+    case RLIMIT_CORE: return "RLIMIT_CORE";
+    case RLIMIT_NOFILE: return "RLIMIT_NOFILE";
+    case RLIMIT_FSIZE: return "RLIMIT_FSIZE";
+    case RLIMIT_AS: return "RLIMIT_AS";
+    case RLIMIT_NPROC: return "RLIMIT_NPROC";
+    case RLIMIT_CPU: return "RLIMIT_CPU";
+  }
+  return "rlimit " + std::to_string(resource);
+}
+
+Error child_error(const ChildMsg& m, const ChildPlan& plan) {
+  Error e{m.err, child_step_name(m.step), m.context, {}};
+  if (m.step == kStepMounts && m.index >= 0 && size_t(m.index) < plan.mounts.ops.size()) {
+    const MountOp& op = plan.mounts.ops[m.index];
+    e.step = op.kind == MountOp::Bind || op.kind == MountOp::Tmpfs ||
+                     op.kind == MountOp::Overlay || op.kind == MountOp::Proc
+                 ? "mount"
+                 : "mount plan";
+    e.context = op.describe();
+  } else if (m.step == kStepRlimits && m.index >= 0 && size_t(m.index) < plan.rlimits.size()) {
+    e.context = rlimit_name(plan.rlimits[m.index].resource);
+  } else if (m.step == kStepPivot || m.step == kStepDropPrivileges) {
+    e.step = m.context;  // the sub-step, e.g. "pivot_root" or "setresuid"
+    e.context = m.step == kStepPivot ? plan.mounts.new_root : std::string();
+  }
+  return e;
+}
+
+}  // namespace
+
+Sandbox::~Sandbox() { (void)destroy(); }
+
+Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
+  if (this != &o) {
+    (void)destroy();
+    pid_ = std::exchange(o.pid_, -1);
+    reaped_ = o.reaped_;
+    status_ = o.status_;
+    pidfd_ = std::move(o.pidfd_);
+    channel_ = std::move(o.channel_);
+    cgroup_ = std::move(o.cgroup_);
+    timings_ = o.timings_;
+  }
+  return *this;
+}
+
+Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bpf,
+                               const CgroupLayout& cgroups) {
+  Sandbox sb;
+  // Parent before clone: everything the child needs is built here.
+  // 0755: the namespace root that mounts onto it is an unprivileged host uid
+  // and must be able to traverse the path.
+  TRY(mkdir_p(spec.stage_dir, 0755));
+  if (spec.use_cgroups) sb.cgroup_ = TRY(CgroupLeaf::create(cgroups, spec.id, spec.limits));
+
+  int sync[2], chan[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) != 0)
+    return sys_error("socketpair", "sync");
+  UniqueFd sync_parent(sync[0]), sync_child(sync[1]);
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) != 0)
+    return sys_error("socketpair", "channel");
+  UniqueFd chan_parent(chan[0]), chan_child(chan[1]);
+
+  ChildPlan plan;
+  plan.mounts = plan_mounts(spec);
+  plan.rlimits = plan_rlimits(spec.limits, sb.cgroup_.valid());
+  for (const auto& a : spec.argv) plan.argv.push_back(const_cast<char*>(a.c_str()));
+  plan.argv.push_back(nullptr);
+  for (const auto& e : spec.env) plan.envp.push_back(const_cast<char*>(e.c_str()));
+  plan.envp.push_back(nullptr);
+  plan.bpf = bpf.fprog();
+  plan.hostname = spec.hostname.c_str();
+  plan.sync_fd = sync_child.get();
+  plan.channel_fd = chan_child.get();
+  plan.root_mode = !spec.ids.rootless;
+  plan.uid = spec.ids.inside_uid;
+  plan.gid = spec.ids.inside_gid;
+
+  struct clone_args args;
+  memset(&args, 0, sizeof args);
+  int pidfd = -1;
+  args.flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS |
+               CLONE_NEWNET | CLONE_PIDFD;
+  args.pidfd = reinterpret_cast<uintptr_t>(&pidfd);
+  args.exit_signal = SIGCHLD;
+  if (sb.cgroup_.v2_dirfd() >= 0) {
+    args.flags |= CLONE_INTO_CGROUP;
+    args.cgroup = static_cast<uint64_t>(sb.cgroup_.v2_dirfd());
+  }
+  sb.timings_.clone_ns = now_ns();
+  long pid = syscall(SYS_clone3, &args, sizeof args);
+  if (pid < 0) return sys_error("clone3", "user, mount, pid, ipc, uts and net namespaces");
+  if (pid == 0) child_main(plan);  // never returns
+
+  sb.pid_ = static_cast<pid_t>(pid);
+  sb.pidfd_.reset(pidfd);
+  sync_child.reset();
+  chan_child.reset();
+  sb.channel_ = std::move(chan_parent);
+
+  // Parent after clone: cgroup (v1), id maps, then release.
+  if (sb.cgroup_.valid() && sb.cgroup_.v2_dirfd() < 0) TRY(sb.cgroup_.attach(sb.pid_));
+  TRY(parent_write_id_maps(sb.pid_, spec.ids));
+  if (write(sync_parent.get(), "g", 1) != 1) return sys_error("write", "sync socket");
+
+  // Until EOF: an error message, or timings then EOF when exec succeeded.
+  for (;;) {
+    struct pollfd pfd = {sync_parent.get(), POLLIN, 0};
+    int rc = poll(&pfd, 1, kSetupTimeoutMs);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc <= 0) return make_error("sandbox setup", "child did not finish setup within 10 s");
+    ChildMsg msg;
+    ssize_t n = recv(sync_parent.get(), &msg, sizeof msg, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;  // EOF: exec succeeded (or the child died; the channel will tell)
+    if (n != sizeof msg) return make_error("sandbox setup", "short message from child");
+    if (msg.type == ChildMsg::kError) return child_error(msg, plan);
+    if (msg.type == ChildMsg::kTimings)
+      std::copy(std::begin(msg.step_end_ns), std::end(msg.step_end_ns),
+                sb.timings_.step_end_ns.begin());
+  }
+  sb.timings_.ready_ns = now_ns();
+  return sb;
+}
+
+void Sandbox::kill() {
+  if (pid_ > 0 && !reaped_ && pidfd_.valid())
+    syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+}
+
+bool Sandbox::reap(int wait_ms, int* status) {
+  if (pid_ <= 0) return false;
+  if (!reaped_) {
+    if (wait_ms > 0) {
+      struct pollfd pfd = {pidfd_.get(), POLLIN, 0};
+      poll(&pfd, 1, wait_ms);
+    }
+    int st;
+    pid_t w = waitpid(pid_, &st, wait_ms < 0 ? 0 : WNOHANG);
+    if (w == pid_) {
+      reaped_ = true;
+      status_ = st;
+    } else if (w < 0 && errno == ECHILD) {
+      reaped_ = true;  // reaped elsewhere; nothing left to own
+    }
+  }
+  if (reaped_ && status) *status = status_;
+  return reaped_;
+}
+
+Status Sandbox::destroy() {
+  if (pid_ > 0 && !reaped_) {
+    kill();
+    // PID 1's death makes the kernel kill and reap the whole namespace
+    // before our waitpid returns.
+    reap(-1, nullptr);
+  }
+  channel_.reset();
+  pidfd_.reset();
+  return cgroup_.destroy();
+}
+
+}  // namespace nsbox

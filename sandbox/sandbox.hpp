@@ -1,0 +1,61 @@
+// One sandbox, parent side: prepares the plan, clones the child into its
+// namespaces, attaches cgroups, writes id maps, releases the child and owns
+// everything it made until destroy() (kill via pidfd, reap, remove cgroup).
+#pragma once
+
+#include <sys/types.h>
+
+#include <array>
+#include <cstdint>
+
+#include "sandbox/cgroup.hpp"
+#include "sandbox/child.hpp"
+#include "sandbox/fd.hpp"
+#include "sandbox/result.hpp"
+#include "sandbox/seccomp.hpp"
+#include "sandbox/spec.hpp"
+
+namespace nsbox {
+
+struct SetupTimings {
+  uint64_t clone_ns = 0;                     // parent: before clone3
+  std::array<uint64_t, kStepCount> step_end_ns{};  // child: end of each step
+  uint64_t ready_ns = 0;                     // parent: saw exec succeed
+};
+
+class Sandbox {
+ public:
+  Sandbox() = default;
+  Sandbox(Sandbox&& o) noexcept { *this = std::move(o); }
+  Sandbox& operator=(Sandbox&& o) noexcept;
+  ~Sandbox();
+
+  // cgroups: the layout to create the leaf in; ignored when
+  // spec.use_cgroups is false.
+  static Result<Sandbox> start(const SandboxSpec& spec, const SeccompProgram& bpf,
+                               const CgroupLayout& cgroups);
+
+  pid_t pid() const { return pid_; }
+  int channel() const { return channel_.get(); }
+  const SetupTimings& timings() const { return timings_; }
+  CgroupEvents events() const { return cgroup_.events(); }
+  bool has_cgroup() const { return cgroup_.valid(); }
+
+  void kill();
+  // Reaps PID 1 if it has exited (wait_ms = 0) or waits up to wait_ms;
+  // returns true once reaped, with the wait status in *status.
+  bool reap(int wait_ms, int* status);
+  // Kills, reaps and removes the cgroup leaf. Idempotent.
+  Status destroy();
+
+ private:
+  pid_t pid_ = -1;
+  bool reaped_ = false;
+  int status_ = 0;
+  UniqueFd pidfd_;
+  UniqueFd channel_;
+  CgroupLeaf cgroup_;
+  SetupTimings timings_;
+};
+
+}  // namespace nsbox

@@ -1,0 +1,72 @@
+// Plain, immutable description of one sandbox. Policy files and CLI flags
+// are turned into these structs once (policies/policy.cpp); nothing under
+// sandbox/ knows about TOML or HTTP.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace nsbox {
+
+struct Limits {
+  uint64_t memory_bytes = 128ull << 20;
+  uint64_t swap_bytes = 0;
+  uint32_t pids = 64;
+  uint32_t cpu_millicores = 1000;  // 1000 = one full core
+  uint64_t tmpfs_bytes = 64ull << 20;
+  uint32_t wall_ms = 3000;
+  uint32_t nofile = 256;
+  uint64_t fsize_bytes = 64ull << 20;
+};
+
+enum class NetworkMode { None };
+
+enum class SeccompDefault { Errno, KillProcess, Trap, Log };
+
+struct SeccompPolicy {
+  SeccompDefault default_action = SeccompDefault::Errno;
+  int errno_value = 1;  // EPERM
+  std::vector<std::string> allow;  // syscall names, sorted, unique
+};
+
+struct Policy {
+  std::string name;    // "default", or the file's path
+  std::string source;  // file the policy came from ("<embedded>/default.toml")
+  std::string description;
+  Limits limits;
+  NetworkMode network = NetworkMode::None;
+  SeccompPolicy seccomp;
+};
+
+// How the sandbox's uid/gid inside map to the host.
+struct IdMap {
+  uid_t inside_uid = 1000;  // the sandbox user, as in the rootfs's /etc/passwd
+  gid_t inside_gid = 1000;
+  // Root mode maps inside 0..65535 onto host_base.., so the sandbox user is
+  // host_base+1000 and never host uid 0. Rootless maps only inside_uid onto
+  // the caller's own uid (all an unprivileged writer may map).
+  bool rootless = false;
+  uid_t host_base = 0x70000000;
+  uid_t host_uid = 0;  // rootless: the caller's uid/gid
+  gid_t host_gid = 0;
+};
+
+struct SandboxSpec {
+  std::string id;          // short, unique on the host, used in cgroup names
+  std::string rootfs;      // host path of the shared read-only lower layer
+  std::string code_path;   // host file or directory, mounted read-only
+  std::string code_mount = "/var/task";  // fixed path inside
+  std::string stage_dir;   // host dir the child mounts its private staging tmpfs on
+  std::string hostname = "nsbox";
+  Limits limits;
+  NetworkMode network = NetworkMode::None;
+  IdMap ids;
+  bool use_cgroups = true;  // false: limits fall back to rlimits
+  std::vector<std::string> argv;  // argv[0] is a path inside the sandbox
+  std::vector<std::string> env;   // KEY=VALUE, the whole environment
+};
+
+}  // namespace nsbox

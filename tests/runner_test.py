@@ -1,0 +1,378 @@
+"""Tests of rootfs/runner.py, driven over a real socketpair exactly as the sandbox drives it.
+
+    /usr/bin/python3 tests/runner_test.py
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import unittest
+
+RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "rootfs", "runner.py")
+RUNNER = os.path.normpath(RUNNER)
+MAX_FRAME = 6 * 1024 * 1024
+TIMEOUT = 10
+
+
+class Runner:
+    """One runner process; the child sees its end of the socketpair as fd 3, as in a sandbox."""
+
+    def __init__(self, *args):
+        self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(TIMEOUT)
+        child_fd = child.fileno()
+
+        def to_fd3():
+            # Runs in the child before exec; dup2 leaves the new fd 3 inheritable.
+            os.dup2(child_fd, 3)
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", RUNNER] + list(args),
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            pass_fds=(3,) if child_fd == 3 else (3, child_fd), preexec_fn=to_fd3)
+        child.close()
+
+    def send_raw(self, data):
+        self.sock.sendall(data)
+
+    def send_payload(self, payload):
+        self.send_raw(len(payload).to_bytes(4, "big") + payload)
+
+    def send(self, msg):
+        self.send_payload(json.dumps(msg).encode())
+
+    def _exact(self, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("runner closed the channel after %d of %d bytes" % (len(buf), n))
+            buf += chunk
+        return buf
+
+    def recv(self):
+        n = int.from_bytes(self._exact(4), "big")
+        return json.loads(self._exact(n))
+
+    def call(self, msg):
+        self.send(msg)
+        return self.recv()
+
+    def invoke(self, event=None, req_id=1, context=None):
+        msg = {"type": "invoke", "id": req_id, "event": event}
+        if context is not None:
+            msg["context"] = context
+        return self.call(msg)
+
+    def finish(self):
+        """Close our end and return (exit code, stdout, stderr)."""
+        self.sock.close()
+        out, err = self.proc.communicate(timeout=TIMEOUT)
+        return self.proc.returncode, out.decode(), err.decode()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
+        self.sock.close()
+
+
+class RunnerTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="nsbox-runner-test-")
+        self.addCleanup(self.tmp.cleanup)
+        self.runners = []
+
+    def tearDown(self):
+        for r in self.runners:
+            r.kill()
+
+    def fn(self, source, name="fn.py"):
+        path = os.path.join(self.tmp.name, name)
+        with open(path, "w") as f:
+            f.write(textwrap.dedent(source))
+        return path
+
+    def start(self, *args):
+        r = Runner(*args)
+        self.runners.append(r)
+        return r
+
+    def loaded(self, source, handler=None, name="fn.py"):
+        args = ["--function", self.fn(source, name)]
+        if handler:
+            args += ["--handler", handler]
+        r = self.start(*args)
+        self.assertEqual(r.recv(), {"type": "ready"})
+        return r
+
+    # -- loading ----------------------------------------------------------------------------
+
+    def test_ready_on_good_function(self):
+        self.loaded("def handler(event, context):\n    return 1\n")
+
+    def test_syntax_error_reports_line(self):
+        r = self.start("--function", self.fn("import os\n\nx = = 1\n"))
+        msg = r.recv()
+        self.assertEqual(msg["type"], "load_error")
+        self.assertEqual(msg["kind"], "syntax")
+        self.assertEqual(msg["errorType"], "SyntaxError")
+        self.assertEqual(msg["line"], 3)
+        self.assertEqual(msg["errorMessage"], "invalid syntax (fn.py, line 3)")
+
+    def test_indentation_error_is_syntax(self):
+        r = self.start("--function", self.fn("def handler(e, c):\nreturn 1\n"))
+        msg = r.recv()
+        self.assertEqual((msg["kind"], msg["errorType"], msg["line"]),
+                         ("syntax", "IndentationError", 2))
+
+    def test_missing_file(self):
+        r = self.start("--function", os.path.join(self.tmp.name, "nope.py"))
+        msg = r.recv()
+        self.assertEqual((msg["type"], msg["kind"]), ("load_error", "not_found"))
+        self.assertIn("nope.py", msg["errorMessage"])
+
+    def test_missing_handler(self):
+        r = self.start("--function", self.fn("def other(e, c):\n    pass\n"))
+        msg = r.recv()
+        self.assertEqual(msg["kind"], "missing_handler")
+        self.assertEqual(msg["errorMessage"], "handler 'handler' not found in fn.py")
+
+    def test_handler_not_callable(self):
+        r = self.start("--function", self.fn("handler = 42\n"))
+        self.assertEqual(r.recv()["kind"], "missing_handler")
+
+    def test_import_error_in_module_body(self):
+        r = self.start("--function", self.fn("x = 1\nraise RuntimeError('bad init')\n"))
+        msg = r.recv()
+        self.assertEqual((msg["kind"], msg["errorType"], msg["errorMessage"]),
+                         ("import", "RuntimeError", "bad init"))
+        self.assertEqual(len(msg["stackTrace"]), 1)
+        self.assertIn("fn.py\", line 2", msg["stackTrace"][0])
+
+    def test_sys_exit_in_module_body_is_import_error(self):
+        r = self.start("--function", self.fn("import sys\nsys.exit(3)\n"))
+        msg = r.recv()
+        self.assertEqual((msg["kind"], msg["errorType"]), ("import", "SystemExit"))
+        self.assertEqual(r.call({"type": "invoke", "id": 1})["kind"], "not_loaded")
+
+    def test_handler_flag_picks_another(self):
+        r = self.loaded("def handler(e, c):\n    return 'h'\ndef f(e, c):\n    return 'f'\n",
+                        handler="f")
+        self.assertEqual(r.invoke()["result"], "f")
+
+    def test_module_can_import_sibling_and_itself(self):
+        self.fn("VALUE = 7\n", name="helper.py")
+        r = self.loaded("import helper, fn\n"
+                        "def handler(e, c):\n    return [helper.VALUE, fn.handler is handler]\n")
+        self.assertEqual(r.invoke()["result"], [7, True])
+
+    def test_load_via_frame(self):
+        r = self.start()
+        msg = r.call({"type": "load", "function": self.fn("def handler(e, c):\n    return e\n"),
+                      "handler": "handler"})
+        self.assertEqual(msg, {"type": "ready"})
+        self.assertEqual(r.invoke({"a": 1})["result"], {"a": 1})
+
+    def test_failed_load_then_good_load(self):
+        r = self.start()
+        bad = r.call({"type": "load", "function": self.fn("def handler(:\n", name="bad.py")})
+        self.assertEqual(bad["kind"], "syntax")
+        good = r.call({"type": "load", "function": self.fn("def handler(e, c):\n    return 2\n")})
+        self.assertEqual(good, {"type": "ready"})
+        self.assertEqual(r.invoke()["result"], 2)
+
+    def test_second_load_refused_without_running_it(self):
+        marker = os.path.join(self.tmp.name, "second-ran")
+        r = self.loaded("def handler(e, c):\n    return 'first'\n")
+        second = self.fn("open(%r, 'w').close()\ndef handler(e, c):\n    return 'second'\n"
+                         % marker, name="other.py")
+        msg = r.call({"type": "load", "function": second})
+        self.assertEqual((msg["type"], msg["kind"]), ("load_error", "already_loaded"))
+        self.assertFalse(os.path.exists(marker), "second function's module body ran")
+        self.assertEqual(r.invoke()["result"], "first")
+
+    # -- invoking ---------------------------------------------------------------------------
+
+    def test_result_json_and_context(self):
+        r = self.loaded("""
+            def handler(event, context):
+                return {"event": event, "name": context.function_name,
+                        "version": context.function_version,
+                        "mem": context.memory_limit_in_mb, "req": context.aws_request_id,
+                        "arn": context.invoked_function_arn,
+                        "group": context.log_group_name,
+                        "left": context.get_remaining_time_in_millis()}
+        """)
+        deadline = int(time.time() * 1000) + 5000
+        event = {"k": [1, 2.5, None, True, "é"], "n": {"x": {}}}
+        msg = r.invoke(event, req_id="req-1", context={
+            "function_name": "hello", "function_version": "3", "memory_limit_mb": 256,
+            "request_id": "req-1", "deadline_ms": deadline})
+        self.assertEqual((msg["type"], msg["id"], msg["ok"]), ("result", "req-1", True))
+        res = msg["result"]
+        self.assertEqual(res["event"], event)
+        self.assertEqual((res["name"], res["version"], res["mem"], res["req"], res["arn"]),
+                         ("hello", "3", 256, "req-1", ""))
+        self.assertEqual(res["group"], "/aws/lambda/hello")
+        self.assertTrue(0 < res["left"] <= 5000, res["left"])
+
+    def test_remaining_time_without_deadline_is_large(self):
+        r = self.loaded("def handler(e, c):\n    return c.get_remaining_time_in_millis()\n")
+        self.assertGreater(r.invoke()["result"], 10**6)
+
+    def test_print_goes_to_stderr_not_channel(self):
+        r = self.loaded("""
+            import os, sys
+            print("at import")
+            def handler(event, context):
+                print("hello from print")
+                os.write(1, b"raw fd 1 write\\n")
+                sys.stdout.write("partial line no newline")
+                return "done"
+        """)
+        self.assertEqual(r.invoke()["result"], "done")
+        code, out, err = r.finish()
+        self.assertEqual(code, 0)
+        self.assertEqual(out, "")
+        for text in ("at import", "hello from print", "raw fd 1 write", "partial line"):
+            self.assertIn(text, err)
+
+    def test_exception_reported_with_function_frames(self):
+        r = self.loaded("""
+            def inner():
+                raise ValueError("boom")
+
+            def handler(event, context):
+                inner()
+        """)
+        msg = r.invoke(req_id=9)
+        self.assertEqual((msg["id"], msg["ok"], msg["kind"]), (9, False, "exception"))
+        err = msg["error"]
+        self.assertEqual((err["errorType"], err["errorMessage"]), ("ValueError", "boom"))
+        trace = err["stackTrace"]
+        self.assertEqual(len(trace), 2, trace)
+        self.assertIn('fn.py", line 6, in handler', trace[0])
+        self.assertIn('fn.py", line 3, in inner', trace[1])
+        self.assertIn('raise ValueError("boom")', trace[1])
+        self.assertFalse(any("runner.py" in line for line in trace))
+
+    def test_sys_exit_and_keyboard_interrupt_keep_runner_alive(self):
+        r = self.loaded("""
+            import sys
+            def handler(event, context):
+                if event == "exit":
+                    sys.exit(4)
+                if event == "int":
+                    raise KeyboardInterrupt
+                return "alive"
+        """)
+        msg = r.invoke("exit")
+        self.assertEqual((msg["kind"], msg["error"]["errorType"]), ("exception", "SystemExit"))
+        msg = r.invoke("int")
+        self.assertEqual(msg["error"]["errorType"], "KeyboardInterrupt")
+        self.assertEqual(r.invoke("x")["result"], "alive")
+
+    def test_non_serialisable_result(self):
+        r = self.loaded("def handler(e, c):\n    return {1, 2} if e == 's' else float('nan')\n")
+        msg = r.invoke("s")
+        self.assertEqual((msg["ok"], msg["kind"]), (False, "bad_result"))
+        self.assertEqual(msg["error"]["errorType"], "TypeError")
+        self.assertEqual(msg["error"]["errorMessage"],
+                         "result is not JSON serialisable: Object of type set is not JSON "
+                         "serializable")
+        msg = r.invoke("nan")
+        self.assertEqual((msg["kind"], msg["error"]["errorType"]), ("bad_result", "ValueError"))
+
+    def test_oversized_result(self):
+        r = self.loaded("def handler(e, c):\n    return 'x' * (7 * 1024 * 1024)\n")
+        msg = r.invoke()
+        self.assertEqual(msg["kind"], "bad_result")
+        self.assertIn("too large", msg["error"]["errorMessage"])
+
+    def test_keep_alive_many_invokes(self):
+        r = self.loaded("""
+            count = 0
+            def handler(event, context):
+                global count
+                count += 1
+                if event % 7 == 0:
+                    raise KeyError(event)
+                return count
+        """)
+        for i in range(1, 301):
+            msg = r.invoke(i, req_id=i)
+            self.assertEqual(msg["id"], i)
+            if i % 7 == 0:
+                self.assertEqual(msg["error"]["errorType"], "KeyError")
+            else:
+                self.assertEqual(msg["result"], i)
+        self.assertEqual(r.finish()[0], 0)
+
+    def test_startup_stays_lean(self):
+        # Cold start is benchmarked: the runner must not pull in the json package (re, enum),
+        # traceback or argparse before the function's first request.
+        r = self.loaded("import sys\n"
+                        "def handler(e, c):\n"
+                        "    return [m for m in e if m in sys.modules]\n")
+        self.assertEqual(r.invoke(["json", "re", "enum", "traceback", "argparse", "socket"])
+                         ["result"], [])
+
+    def test_invoke_before_load(self):
+        r = self.start()
+        msg = r.call({"type": "invoke", "id": 5, "event": {}})
+        self.assertEqual((msg["type"], msg["kind"], msg["id"]), ("error", "not_loaded", 5))
+
+    # -- framing ----------------------------------------------------------------------------
+
+    def test_bad_json_and_unknown_type_keep_going(self):
+        r = self.loaded("def handler(e, c):\n    return 'ok'\n")
+        r.send_payload(b"{not json")
+        self.assertEqual(r.recv()["kind"], "bad_request")
+        r.send_payload(b"\xff\xfe")
+        self.assertEqual(r.recv()["kind"], "bad_request")
+        r.send_payload(b"[1, 2]")
+        self.assertEqual(r.recv()["kind"], "bad_request")
+        msg = r.call({"type": "dance"})
+        self.assertEqual((msg["type"], msg["kind"]), ("error", "bad_request"))
+        self.assertEqual(r.invoke()["result"], "ok")
+
+    def test_oversized_frame_header(self):
+        r = self.loaded("def handler(e, c):\n    return 1\n")
+        r.send_raw((MAX_FRAME + 1).to_bytes(4, "big"))
+        msg = r.recv()
+        self.assertEqual((msg["type"], msg["kind"]), ("error", "bad_request"))
+        self.assertEqual(r.proc.wait(TIMEOUT), 2)
+
+    def test_max_size_frame_accepted(self):
+        r = self.loaded("def handler(e, c):\n    return len(e)\n")
+        head = b'{"type": "invoke", "id": 1, "event": "'
+        tail = b'"}'
+        filler = MAX_FRAME - len(head) - len(tail)
+        r.send_payload(head + b"a" * filler + tail)
+        self.assertEqual(r.recv()["result"], filler)
+
+    def test_eof_exits_zero_quietly(self):
+        r = self.loaded("def handler(e, c):\n    return 1\n")
+        code, out, err = r.finish()
+        self.assertEqual((code, out, err), (0, "", ""))
+
+    def test_eof_before_load_exits_zero(self):
+        r = self.start()
+        self.assertEqual(r.finish()[0], 0)
+
+    def test_eof_mid_frame_is_an_error(self):
+        r = self.start()
+        r.send_raw((100).to_bytes(4, "big") + b"{")
+        code, _, err = r.finish()
+        self.assertEqual(code, 1)
+        self.assertIn("mid-frame", err)
+
+
+if __name__ == "__main__":
+    unittest.main()

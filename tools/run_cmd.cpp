@@ -1,0 +1,369 @@
+#include "tools/run_cmd.hpp"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+
+#include "policies/policy.hpp"
+#include "policies/units.hpp"
+#include "rootfs/rootfs.hpp"
+#include "sandbox/framing.hpp"
+#include "sandbox/log.hpp"
+#include "sandbox/sandbox.hpp"
+
+namespace nsbox {
+
+using json = nlohmann::json;
+
+const char* run_usage() {
+  return R"(usage: nsbox run FN.py [options]
+
+Runs handler(event, context) of FN.py once in a fresh sandbox and prints the
+result as JSON on stdout. What the function prints goes to stderr.
+
+options:
+  --event JSON|-      the event (default {}); - reads it from stdin
+  --handler NAME      function to call (default handler; OpenLambda uses f)
+  --policy NAME|FILE  built-in policy (default, strict) or a policy .toml file
+  --memory SIZE       memory limit, e.g. 64M, 1G (a bare number is MiB)
+  --timeout DUR       wall-clock timeout, e.g. 500ms, 3s (a bare number is seconds)
+  --rootfs DIR        runtime rootfs (default: /var/lib/nsbox/rootfs as root,
+                      ~/.local/share/nsbox/rootfs otherwise; built when missing or stale)
+  --no-isolation      run the same runner as a plain subprocess (the unisolated baseline)
+  -v, --verbose       log setup steps and their timings to stderr
+  -h, --help          this text
+
+exit codes:
+  0    the function returned; its result is on stdout
+  1    the function raised (error JSON with errorType, errorMessage, stackTrace on stdout)
+  2    bad usage or input: missing file, syntax error, non-JSON event,
+       result not JSON-serialisable, missing handler, bad policy
+  3    the sandbox could not be set up
+  124  the function timed out
+  137  the function was killed by a limit (memory or pids; named on stderr)
+)";
+}
+
+Result<RunOptions> parse_run_args(const std::vector<std::string>& args) {
+  RunOptions o;
+  auto bad = [](const std::string& m) { return make_error("usage", m); };
+  for (size_t i = 0; i < args.size(); i++) {
+    const std::string& a = args[i];
+    auto value = [&](const char* flag) -> Result<std::string> {
+      if (i + 1 >= args.size()) return make_error("usage", std::string(flag) + " needs a value");
+      return args[++i];
+    };
+    if (a == "-h" || a == "--help") o.help = true;
+    else if (a == "-v" || a == "--verbose") o.verbose = true;
+    else if (a == "--no-isolation") o.no_isolation = true;
+    else if (a == "--event") o.event = TRY(value("--event"));
+    else if (a == "--handler") o.handler = TRY(value("--handler"));
+    else if (a == "--policy") o.policy = TRY(value("--policy"));
+    else if (a == "--memory") o.memory = TRY(value("--memory"));
+    else if (a == "--timeout") o.timeout = TRY(value("--timeout"));
+    else if (a == "--rootfs") o.rootfs = TRY(value("--rootfs"));
+    else if (a.size() > 1 && a[0] == '-') return bad("unknown option " + a);
+    else if (o.function.empty()) o.function = a;
+    else return bad("unexpected argument " + a + " (one function file per run)");
+  }
+  if (o.help) return o;
+  if (o.function.empty()) return bad("missing the function file (nsbox run FN.py)");
+  bool ident = !o.handler.empty() && !std::isdigit(static_cast<unsigned char>(o.handler[0]));
+  for (char c : o.handler) ident &= std::isalnum(static_cast<unsigned char>(c)) || c == '_';
+  if (!ident) return bad("--handler \"" + o.handler + "\" is not a Python identifier");
+  return o;
+}
+
+namespace {
+
+int fail(int code, const std::string& msg) {
+  std::fprintf(stderr, "nsbox: %s\n", msg.c_str());
+  return code;
+}
+
+std::string home_or_tmp(const char* xdg, const char* sub) {
+  const char* v = getenv(xdg);
+  if (v && *v == '/') return std::string(v) + "/nsbox";
+  const char* h = getenv("HOME");
+  return std::string(h && *h ? h : "/tmp") + sub + "/nsbox";
+}
+
+std::string cache_dir() {
+  std::string dir = geteuid() == 0 ? "/var/cache/nsbox" : home_or_tmp("XDG_CACHE_HOME", "/.cache");
+  std::string parent = dir.substr(0, dir.find_last_of('/'));
+  mkdir(parent.c_str(), 0755);
+  mkdir(dir.c_str(), 0700);
+  return dir;
+}
+
+std::string stage_dir() {
+  if (geteuid() == 0) return "/run/nsbox/stage";
+  const char* rt = getenv("XDG_RUNTIME_DIR");
+  if (rt && *rt == '/') return std::string(rt) + "/nsbox/stage";
+  return "/tmp/nsbox-" + std::to_string(geteuid()) + "/stage";
+}
+
+std::string base_name(const std::string& p) {
+  auto s = p.find_last_of('/');
+  return s == std::string::npos ? p : p.substr(s + 1);
+}
+
+std::vector<std::string> sandbox_env() {
+  return {"PATH=/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp", "LANG=C.UTF-8",
+          "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"};
+}
+
+// The unisolated baseline: same runner, same framing, a plain child.
+struct PlainChild {
+  pid_t pid = -1;
+  UniqueFd channel;
+  ~PlainChild() {
+    if (pid > 0) {
+      ::kill(pid, SIGKILL);
+      waitpid(pid, nullptr, 0);
+    }
+  }
+};
+
+Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const std::string& fn,
+                                const std::string& handler) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return sys_error("socketpair");
+  UniqueFd mine(sv[0]), theirs(sv[1]);
+  std::vector<std::string> args = {kHostPython, "-I", "-S", runner, "--fd", "3",
+                                   "--function", fn, "--handler", handler};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<std::string> env = sandbox_env();
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  pid_t pid = fork();
+  if (pid < 0) return sys_error("fork", "runner");
+  if (pid == 0) {
+    dup2(theirs.get(), 3);  // dup2 clears close-on-exec on fd 3
+    int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    dup2(devnull, 0);
+    execve(argv[0], argv.data(), envp.data());
+    _exit(127);
+  }
+  c->pid = pid;
+  c->channel = std::move(mine);
+  return c;
+}
+
+std::string format_limit_bytes(uint64_t b) { return std::to_string(b >> 20) + " MiB"; }
+
+void print_timings(const SetupTimings& t) {
+  uint64_t prev = t.clone_ns;
+  std::string line;
+  for (int s = 0; s < kStepCount; s++) {
+    if (!t.step_end_ns[s]) continue;
+    char buf[96];
+    snprintf(buf, sizeof buf, "%s %.3f ms; ", child_step_name(s), (t.step_end_ns[s] - prev) / 1e6);
+    line += buf;
+    prev = t.step_end_ns[s];
+  }
+  LOG_INFO("setup: %sready after %.3f ms", line.c_str(), (t.ready_ns - t.clone_ns) / 1e6);
+}
+
+}  // namespace
+
+int cmd_run(const std::vector<std::string>& args) {
+  auto parsed = parse_run_args(args);
+  if (!parsed) return fail(kExitUsage, parsed.error().detail + "\n" + run_usage());
+  RunOptions o = parsed.value();
+  if (o.help) {
+    std::fputs(run_usage(), stdout);
+    return kExitOk;
+  }
+  if (o.verbose) set_log_level(LogLevel::Debug);
+
+  // Inputs first: every bad input is exit 2 before anything is built.
+  struct stat st;
+  if (stat(o.function.c_str(), &st) != 0)
+    return fail(kExitUsage, o.function + ": " + std::strerror(errno));
+  if (!S_ISREG(st.st_mode)) return fail(kExitUsage, o.function + ": not a regular file");
+  if (access(o.function.c_str(), R_OK) != 0)
+    return fail(kExitUsage, o.function + ": " + std::strerror(errno));
+  char real[PATH_MAX];
+  if (!realpath(o.function.c_str(), real)) return fail(kExitUsage, o.function + ": " + std::strerror(errno));
+  std::string fn_path = real;
+
+  std::string event_text = o.event;
+  if (o.event == "-") event_text.assign(std::istreambuf_iterator<char>(std::cin), {});
+  json event = json::parse(event_text, nullptr, false);
+  if (event.is_discarded())
+    return fail(kExitUsage, "--event is not valid JSON: " +
+                                (event_text.size() > 80 ? event_text.substr(0, 80) + "..." : event_text));
+
+  auto policy_r = load_policy(o.policy);
+  if (!policy_r) return fail(kExitUsage, policy_r.error().detail);
+  Policy policy = policy_r.value();
+  if (o.memory) {
+    auto m = parse_size(*o.memory);
+    if (!m) return fail(kExitUsage, "--memory " + m.error().detail);
+    if (m.value() < (16ull << 20)) return fail(kExitUsage, "--memory " + *o.memory + ": at least 16M is needed to start Python");
+    policy.limits.memory_bytes = m.value();
+  }
+  if (o.timeout) {
+    auto t = parse_duration_ms(*o.timeout);
+    if (!t) return fail(kExitUsage, "--timeout " + t.error().detail);
+    policy.limits.wall_ms = static_cast<uint32_t>(std::min<uint64_t>(t.value(), 900000));
+  }
+
+  std::string rootfs = o.rootfs ? *o.rootfs : default_rootfs_dir();
+  if (rootfs[0] != '/') {
+    char cwd[PATH_MAX];
+    if (getcwd(cwd, sizeof cwd)) rootfs = std::string(cwd) + "/" + rootfs;
+  }
+  auto built = ensure_rootfs(rootfs, false);
+  if (!built) return fail(kExitSetup, built.error().message());
+  if (built.value().built) LOG_WARN("%s", built.value().summary.c_str());
+
+  const bool rootless = geteuid() != 0;
+  uint64_t deadline = monotonic_ms() + policy.limits.wall_ms;
+  PlainChild plain;
+  Sandbox sandbox;
+  int channel;
+  std::string fn_inside;
+  if (o.no_isolation) {
+    auto r = start_plain(&plain, rootfs + kRunnerPath, fn_path, o.handler);
+    if (!r) return fail(kExitSetup, r.error().message());
+    channel = plain.channel.get();
+    fn_inside = fn_path;
+  } else {
+    auto bpf = seccomp_get(policy.seccomp, cache_dir());
+    if (!bpf) return fail(kExitSetup, "seccomp: " + bpf.error().message());
+    SandboxSpec spec;
+    spec.id = "run-" + std::to_string(getpid());
+    spec.rootfs = rootfs;
+    spec.code_path = fn_path;
+    spec.stage_dir = stage_dir();
+    spec.limits = policy.limits;
+    spec.network = policy.network;
+    spec.ids.rootless = rootless;
+    spec.ids.host_uid = geteuid();
+    spec.ids.host_gid = getegid();
+    CgroupLayout layout;
+    if (rootless) {
+      spec.use_cgroups = false;
+      LOG_WARN("rootless without delegated cgroups: memory, pids and cpu limits fall back to "
+               "per-process rlimits");
+    } else {
+      layout = cgroup_detect();
+      spec.use_cgroups = layout.version != CgroupVersion::None;
+      if (!spec.use_cgroups)
+        LOG_WARN("no usable cgroups (%s): memory, pids and cpu limits fall back to per-process "
+                 "rlimits", layout.why_none.c_str());
+      else
+        LOG_DEBUG("cgroups: %s", layout.version == CgroupVersion::V2 ? "v2" : "v1");
+    }
+    fn_inside = spec.code_mount + "/" + base_name(fn_path);
+    spec.argv = {kHostPython, "-I", "-S", kRunnerPath, "--fd", "3", "--function", fn_inside,
+                 "--handler", o.handler};
+    spec.env = sandbox_env();
+    auto sb = Sandbox::start(spec, bpf.value(), layout);
+    if (!sb) return fail(kExitSetup, "sandbox: " + sb.error().message());
+    sandbox = std::move(sb.value());
+    channel = sandbox.channel();
+    if (o.verbose) print_timings(sandbox.timings());
+  }
+
+  // Decides what a non-result ending means: a limit event beats everything,
+  // because a fork bomb or a memory hog usually shows up as an exception or
+  // a hang rather than as a kill.
+  auto limit_exit = [&](bool memory_error) -> int {
+    CgroupEvents ev = o.no_isolation ? CgroupEvents{} : sandbox.events();
+    if (ev.oom_kills > 0 || memory_error)
+      return fail(kExitKilled, "killed: memory limit of " + format_limit_bytes(policy.limits.memory_bytes) +
+                                   " exceeded (raise it with --memory)");
+    if (ev.pids_max > 0)
+      return fail(kExitKilled, "killed: pids limit of " + std::to_string(policy.limits.pids) +
+                                   " processes/threads reached");
+    return -1;
+  };
+  auto timed_out = [&]() -> int {
+    if (int code = limit_exit(false); code >= 0) return code;
+    return fail(kExitTimeout, "function timed out after " + std::to_string(policy.limits.wall_ms) +
+                                  " ms (raise it with --timeout)");
+  };
+  auto died = [&]() -> int {
+    sandbox.kill();
+    int status = 0;
+    if (o.no_isolation) {
+      waitpid(plain.pid, &status, 0);
+      plain.pid = -1;
+    } else {
+      sandbox.reap(-1, &status);
+    }
+    if (int code = limit_exit(false); code >= 0) return code;
+    int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    json err = {{"errorType", "Runtime.ExitError"},
+                {"errorMessage", "function process exited with status " + std::to_string(code)}};
+    std::cout << err.dump() << std::endl;
+    return kExitFunctionError;
+  };
+
+  FrameDecoder dec;
+  FrameRead fr = read_frame(channel, dec, deadline);
+  if (fr.status == ReadStatus::Timeout) return timed_out();
+  if (fr.status != ReadStatus::Ok) return died();
+  json hello = json::parse(fr.payload, nullptr, false);
+  if (hello.is_discarded() || hello.value("type", "") != "ready") {
+    std::string kind = hello.is_object() ? hello.value("kind", "") : "";
+    std::string msg = hello.is_object() ? hello.value("errorMessage", "") : fr.payload;
+    if (kind == "import") {
+      if (int code = limit_exit(hello.value("errorType", "") == "MemoryError"); code >= 0) return code;
+      json err = {{"errorType", hello.value("errorType", "")}, {"errorMessage", msg},
+                  {"stackTrace", hello.value("stackTrace", json::array())}};
+      std::cout << err.dump() << std::endl;
+      return fail(kExitFunctionError, o.function + ": loading the module raised " +
+                                          hello.value("errorType", "") + ": " + msg);
+    }
+    if (kind == "syntax")
+      return fail(kExitUsage, o.function + ":" + std::to_string(hello.value("line", 0)) + ": " +
+                                  hello.value("errorType", "SyntaxError") + ": " + msg);
+    return fail(kExitUsage, o.function + ": " + msg);
+  }
+
+  json invoke = {{"type", "invoke"},
+                 {"id", "1"},
+                 {"event", event},
+                 {"context",
+                  {{"function_name", base_name(fn_path)},
+                   {"function_version", "$LATEST"},
+                   {"memory_limit_mb", policy.limits.memory_bytes >> 20},
+                   {"request_id", "run-" + std::to_string(getpid())},
+                   {"deadline_ms", static_cast<uint64_t>(time(nullptr)) * 1000 + policy.limits.wall_ms}}}};
+  if (auto w = write_frame(channel, invoke.dump()); !w) return died();
+  fr = read_frame(channel, dec, deadline);
+  if (fr.status == ReadStatus::Timeout) return timed_out();
+  if (fr.status != ReadStatus::Ok) return died();
+  json res = json::parse(fr.payload, nullptr, false);
+  if (res.is_discarded() || res.value("type", "") != "result")
+    return fail(kExitSetup, "runner sent an unexpected reply: " + fr.payload.substr(0, 200));
+  if (res.value("ok", false)) {
+    std::cout << res["result"].dump() << std::endl;
+    return kExitOk;
+  }
+  json err = res.value("error", json::object());
+  std::string kind = res.value("kind", "");
+  if (kind == "bad_result")
+    return fail(kExitUsage, "the function's result is not JSON: " + err.value("errorMessage", ""));
+  if (int code = limit_exit(err.value("errorType", "") == "MemoryError"); code >= 0) return code;
+  std::cout << err.dump() << std::endl;
+  return kExitFunctionError;
+}
+
+}  // namespace nsbox
