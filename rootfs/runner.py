@@ -163,6 +163,17 @@ def _safe_str(e):
 
 
 def _error_body(e):
+    if isinstance(e, MemoryError):
+        # The traceback's frames still hold what the function allocated: free them before
+        # anything else allocates (formatting a trace imports modules and would fail again).
+        tb, e.__traceback__ = e.__traceback__, None
+        while tb is not None:
+            try:
+                tb.tb_frame.clear()
+            except RuntimeError:  # a frame still executing (ours)
+                pass
+            tb = tb.tb_next
+        return {"errorType": "MemoryError", "errorMessage": _safe_str(e), "stackTrace": []}
     return {
         "errorType": type(e).__name__,
         "errorMessage": _safe_str(e),

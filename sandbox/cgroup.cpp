@@ -1,5 +1,6 @@
 #include "sandbox/cgroup.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -148,6 +149,31 @@ FileWrites cgroup_v1_limit_writes(const std::string& controller, const Limits& l
     w.emplace_back("cpu.cfs_quota_us", std::to_string(uint64_t{l.cpu_millicores} * 100));
   }
   return w;
+}
+
+int cgroup_sweep_stale(const CgroupLayout& layout) {
+  std::vector<std::string> roots;
+  if (layout.version == CgroupVersion::V2) roots = {layout.v2_mount};
+  if (layout.version == CgroupVersion::V1) roots = {layout.v1_memory, layout.v1_pids, layout.v1_cpu};
+  int removed = 0;
+  for (const auto& root : roots) {
+    if (root.empty()) continue;
+    std::string parent = root + "/" + layout.group;
+    DIR* d = opendir(parent.c_str());
+    if (!d) continue;
+    while (dirent* e = readdir(d)) {
+      if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
+      const char* dash = strchr(e->d_name, '-');
+      if (!dash) continue;
+      pid_t owner = static_cast<pid_t>(strtol(dash + 1, nullptr, 10));
+      if (owner <= 0 || kill(owner, 0) == 0 || errno != ESRCH) continue;
+      std::string leaf = parent + "/" + e->d_name;
+      if (!read_file(leaf + "/cgroup.procs").empty()) continue;
+      if (rmdir(leaf.c_str()) == 0) removed++;
+    }
+    closedir(d);
+  }
+  return removed;
 }
 
 CgroupLeaf& CgroupLeaf::operator=(CgroupLeaf&& o) noexcept {

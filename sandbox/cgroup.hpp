@@ -42,6 +42,12 @@ struct CgroupEvents {
   uint64_t memory_peak = 0;  // bytes
 };
 
+// Removes leaves left by an owner that was killed before it could clean up
+// (kill -9 of `nsbox run`). Leaf names are "<kind>-<owner pid>[-...]"; a
+// leaf is removed only when that pid is gone and the leaf holds no task.
+// Returns how many were removed.
+int cgroup_sweep_stale(const CgroupLayout& layout);
+
 class CgroupLeaf {
  public:
   CgroupLeaf() = default;

@@ -49,6 +49,8 @@ std::string MountOp::describe() const {
       return "proc on " + dst;
     case Bind:
       return "bind " + src + " on " + dst;
+    case AttachTree:
+      return "move_mount " + src + " on " + dst;
     case RemountRo:
       return "read-only remount of " + dst;
     case Mkdir:
@@ -61,7 +63,12 @@ std::string MountOp::describe() const {
   return dst;
 }
 
-MountPlan plan_mounts(const SandboxSpec& spec) {
+MountSources sources_from_spec(const SandboxSpec& spec) {
+  return MountSources{spec.rootfs, spec.code_path, basename_of(spec.code_path),
+                      is_dir(spec.code_path)};
+}
+
+MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
   MountPlan p;
   p.stage = spec.stage_dir;
   p.new_root = spec.stage_dir + "/root";
@@ -78,7 +85,7 @@ MountPlan plan_mounts(const SandboxSpec& spec) {
   add(MountOp::Mkdir, "", p.stage + "/work");
   add(MountOp::Mkdir, "", r);
   add(MountOp::Overlay, "", r,
-      "lowerdir=" + spec.rootfs + ",upperdir=" + p.stage + "/upper,workdir=" + p.stage + "/work",
+      "lowerdir=" + src.rootfs + ",upperdir=" + p.stage + "/upper,workdir=" + p.stage + "/work",
       MS_NOSUID | MS_NODEV);
   add(MountOp::Tmpfs, "", r + "/tmp", tmpfs_size + ",mode=1777", MS_NOSUID | MS_NODEV);
 
@@ -101,15 +108,22 @@ MountPlan plan_mounts(const SandboxSpec& spec) {
   // Function code, read-only at a fixed path. A single file gets a tiny
   // tmpfs to hold its mount point, so siblings of the file stay invisible.
   const std::string code = r + spec.code_mount;
-  if (is_dir(spec.code_path)) {
-    add(MountOp::Bind, spec.code_path, code);
-    add(MountOp::RemountRo, "", code);
+  auto attach_code = [&](const std::string& dst) {
+    if (src.code_tree_fd >= 0) {
+      MountOp op{MountOp::AttachTree, src.code, dst, {}, 0};
+      op.tree_fd = src.code_tree_fd;
+      p.ops.push_back(op);
+    } else {
+      add(MountOp::Bind, src.code, dst);
+    }
+    add(MountOp::RemountRo, "", dst);
+  };
+  if (src.code_is_dir) {
+    attach_code(code);
   } else {
-    std::string file = code + "/" + basename_of(spec.code_path);
     add(MountOp::Tmpfs, "", code, "size=65536,mode=0755", MS_NOSUID | MS_NODEV);
-    add(MountOp::Touch, "", file);
-    add(MountOp::Bind, spec.code_path, file);
-    add(MountOp::RemountRo, "", file);
+    add(MountOp::Touch, "", code + "/" + src.code_name);
+    attach_code(code + "/" + src.code_name);
     add(MountOp::RemountRo, "", code);
   }
 
@@ -141,6 +155,10 @@ int child_run_mounts(const MountPlan& plan, const MountOp** failed) {
         break;
       case MountOp::Bind:
         rc = mount(op.src.c_str(), dst, nullptr, MS_BIND | MS_REC, nullptr);
+        break;
+      case MountOp::AttachTree:
+        rc = static_cast<int>(syscall(SYS_move_mount, op.tree_fd, "", AT_FDCWD, dst,
+                                      MOVE_MOUNT_F_EMPTY_PATH));
         break;
       case MountOp::RemountRo:
         if (int err = child_remount_ro(dst)) return err;

@@ -11,12 +11,13 @@
 namespace nsbox {
 
 struct MountOp {
-  enum Kind { Tmpfs, Overlay, Proc, Bind, RemountRo, Mkdir, Touch, Symlink };
+  enum Kind { Tmpfs, Overlay, Proc, Bind, AttachTree, RemountRo, Mkdir, Touch, Symlink };
   Kind kind;
   std::string src;   // Bind: host source; Symlink: link target
   std::string dst;   // absolute path in the parent's view (under stage/root)
   std::string data;  // fs options, e.g. "size=67108864,mode=1777"
   unsigned long flags = 0;  // MS_* for Tmpfs/Overlay/Proc/RemountRo
+  int tree_fd = -1;         // AttachTree: a detached mount from open_tree()
   std::string describe() const;  // "mount tmpfs on /run/nsbox/root/tmp"
 };
 
@@ -26,7 +27,26 @@ struct MountPlan {
   std::vector<MountOp> ops;
 };
 
-MountPlan plan_mounts(const SandboxSpec& spec);
+// Where the plan takes the rootfs and the code from: the spec's paths, and
+// in root mode a detached mount of the code made by the parent with
+// open_tree(OPEN_TREE_CLONE). The namespace root is an unprivileged host uid
+// that may be unable to traverse the code's host path (a 0700 home or
+// mkdtemp directory); the detached tree carries the parent's access. (A
+// /proc/self/fd path would not do: bind and overlay refuse mounts of
+// another mount namespace with EINVAL.)
+struct MountSources {
+  std::string rootfs;
+  std::string code;
+  std::string code_name;  // file name under code_mount when code is a file
+  bool code_is_dir = false;
+  int code_tree_fd = -1;  // >= 0: attach this tree instead of binding `code`
+};
+MountSources sources_from_spec(const SandboxSpec& spec);
+
+MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& sources);
+inline MountPlan plan_mounts(const SandboxSpec& spec) {
+  return plan_mounts(spec, sources_from_spec(spec));
+}
 
 // Child side, no allocation. Runs ops in order; on failure returns the errno
 // and sets *failed to the failing op.

@@ -4,6 +4,7 @@
 #include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -103,8 +104,17 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
     return sys_error("socketpair", "channel");
   UniqueFd chan_parent(chan[0]), chan_child(chan[1]);
 
+  MountSources sources = sources_from_spec(spec);
+  UniqueFd code_tree;
+  if (!spec.ids.rootless) {
+    code_tree.reset(static_cast<int>(syscall(SYS_open_tree, AT_FDCWD, spec.code_path.c_str(),
+                                             OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
+    if (!code_tree.valid()) return sys_error("open_tree", spec.code_path);
+    sources.code_tree_fd = code_tree.get();
+  }
+
   ChildPlan plan;
-  plan.mounts = plan_mounts(spec);
+  plan.mounts = plan_mounts(spec, sources);
   plan.rlimits = plan_rlimits(spec.limits, sb.cgroup_.valid());
   for (const auto& a : spec.argv) plan.argv.push_back(const_cast<char*>(a.c_str()));
   plan.argv.push_back(nullptr);

@@ -229,7 +229,7 @@ int cmd_run(const std::vector<std::string>& args) {
   }
   auto built = ensure_rootfs(rootfs, false);
   if (!built) return fail(kExitSetup, built.error().message());
-  if (built.value().built) LOG_WARN("%s", built.value().summary.c_str());
+  if (built.value().built) std::fprintf(stderr, "nsbox: %s\n", built.value().summary.c_str());
 
   const bool rootless = geteuid() != 0;
   uint64_t deadline = monotonic_ms() + policy.limits.wall_ms;
@@ -263,6 +263,7 @@ int cmd_run(const std::vector<std::string>& args) {
     } else {
       layout = cgroup_detect();
       spec.use_cgroups = layout.version != CgroupVersion::None;
+      if (int n = cgroup_sweep_stale(layout)) LOG_INFO("removed %d stale cgroup leaves", n);
       if (!spec.use_cgroups)
         LOG_WARN("no usable cgroups (%s): memory, pids and cpu limits fall back to per-process "
                  "rlimits", layout.why_none.c_str());

@@ -1,0 +1,142 @@
+#include "tests/integration/harness.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+namespace nsbox::test {
+
+nlohmann::json Outcome::json() const { return nlohmann::json::parse(out, nullptr, false); }
+
+std::string nsbox_bin() {
+  const char* b = getenv("NSBOX_BIN");
+  return b ? b : "build/tools/nsbox";
+}
+
+std::string probe(const std::string& name) {
+  const char* d = getenv("NSBOX_PROBES");
+  return std::string(d ? d : "tests/probes") + "/" + name;
+}
+
+std::string host_hostname() {
+  char buf[256] = {};
+  gethostname(buf, sizeof buf - 1);
+  return buf;
+}
+
+Outcome run(const RunSpec& spec) {
+  int out[2], err[2], in[2];
+  if (pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC) || pipe2(in, O_CLOEXEC)) abort();
+  pid_t pid = fork();
+  if (pid == 0) {
+    dup2(in[0], 0);
+    dup2(out[1], 1);
+    dup2(err[1], 2);
+    for (const auto& e : spec.env) putenv(strdup(e.c_str()));
+    if (spec.as_uid) {
+      if (setgroups(0, nullptr) || setresgid(spec.as_uid, spec.as_uid, spec.as_uid) ||
+          setresuid(spec.as_uid, spec.as_uid, spec.as_uid))
+        _exit(126);
+    }
+    std::vector<char*> argv;
+    for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(in[0]);
+  close(out[1]);
+  close(err[1]);
+  if (!spec.stdin_text.empty())
+    (void)!write(in[1], spec.stdin_text.data(), spec.stdin_text.size());
+  close(in[1]);
+  Outcome o;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(spec.timeout_s);
+  struct pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+  int open_fds = 2;
+  while (open_fds > 0) {
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    deadline - std::chrono::steady_clock::now())
+                                    .count());
+    if (left <= 0) {
+      kill(pid, SIGKILL);
+      break;
+    }
+    if (poll(fds, 2, left) <= 0) continue;
+    for (int i = 0; i < 2; i++) {
+      if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP))) continue;
+      char buf[65536];
+      ssize_t n = read(fds[i].fd, buf, sizeof buf);
+      if (n <= 0) {
+        close(fds[i].fd);
+        fds[i].fd = -1;
+        open_fds--;
+      } else {
+        (i == 0 ? o.out : o.err).append(buf, n);
+      }
+    }
+  }
+  for (auto& f : fds)
+    if (f.fd >= 0) close(f.fd);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  o.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return o;
+}
+
+Outcome nsbox_run(const std::string& p, const std::vector<std::string>& args) {
+  RunSpec s;
+  s.argv = {nsbox_bin(), "run", probe(p)};
+  s.argv.insert(s.argv.end(), args.begin(), args.end());
+  return run(s);
+}
+
+namespace {
+
+std::vector<std::string> list_dirs(const std::string& path) {
+  std::vector<std::string> out;
+  DIR* d = opendir(path.c_str());
+  if (!d) return out;
+  while (dirent* e = readdir(d)) {
+    if (e->d_type == DT_DIR && e->d_name[0] != '.') out.push_back(path + "/" + e->d_name);
+  }
+  closedir(d);
+  return out;
+}
+
+}  // namespace
+
+HostResidue host_residue() {
+  HostResidue r;
+  std::ifstream mi("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mi, line)) r.mounts++;
+  for (const std::string root : {"/sys/fs/cgroup/memory/nsbox", "/sys/fs/cgroup/pids/nsbox",
+                                 "/sys/fs/cgroup/cpu/nsbox", "/sys/fs/cgroup/nsbox",
+                                 "/sys/fs/cgroup/unified/nsbox"}) {
+    for (const auto& leaf : list_dirs(root)) {
+      r.cgroup_leaves++;
+      r.describe_leaves.push_back(leaf);
+    }
+  }
+  // Sandbox processes run as host uids from 0x70000000 up (root mode).
+  for (const auto& dir : list_dirs("/proc")) {
+    struct stat st;
+    if (stat(dir.c_str(), &st) == 0 && st.st_uid >= 0x70000000u && st.st_uid != (uid_t)-1)
+      r.sandbox_procs++;
+  }
+  return r;
+}
+
+}  // namespace nsbox::test

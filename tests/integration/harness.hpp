@@ -1,0 +1,43 @@
+// Runs the real nsbox binary and captures what it printed and how it ended.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace nsbox::test {
+
+struct Outcome {
+  int exit_code = -1;  // 128+N when killed by signal N
+  std::string out;
+  std::string err;
+  nlohmann::json json() const;  // stdout parsed (discarded value on failure)
+};
+
+struct RunSpec {
+  std::vector<std::string> argv;
+  std::string stdin_text;
+  std::vector<std::string> env;  // extra KEY=VALUE
+  uid_t as_uid = 0;              // non-zero: drop to this uid/gid before exec
+  int timeout_s = 60;
+};
+
+Outcome run(const RunSpec& spec);
+// `nsbox run PROBE.py ARGS...` with the probe from tests/probes.
+Outcome nsbox_run(const std::string& probe, const std::vector<std::string>& args = {});
+
+std::string nsbox_bin();
+std::string probe(const std::string& name);
+std::string host_hostname();
+
+// What a sandbox could leave behind on the host.
+struct HostResidue {
+  size_t mounts = 0;          // lines of /proc/self/mountinfo
+  size_t cgroup_leaves = 0;   // dirs under <controller>/nsbox/
+  size_t sandbox_procs = 0;   // processes owned by a sandbox host uid
+  std::vector<std::string> describe_leaves;
+};
+HostResidue host_residue();
+
+}  // namespace nsbox::test

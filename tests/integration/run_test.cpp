@@ -1,0 +1,215 @@
+// `nsbox run` as root: every isolation claim checked from inside a sandbox
+// by a probe, then from the host that nothing was left behind.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "tests/integration/harness.hpp"
+
+using nsbox::test::host_hostname;
+using nsbox::test::host_residue;
+using nsbox::test::nsbox_run;
+using nsbox::test::Outcome;
+
+namespace {
+
+std::string sandbox_event() { return R"({"host_hostname": ")" + host_hostname() + R"("})"; }
+
+}  // namespace
+
+TEST_CASE("a probe sees only its own sandbox") {
+  // A file only the host has: the sandbox must not reach it.
+  std::string secret = "/var/tmp/nsbox-host-secret-" + std::to_string(getpid());
+  std::ofstream(secret) << "host only";
+  Outcome o = nsbox_run("isolation.py", {"--event", R"({"host_secret": ")" + secret + R"("})"});
+  unlink(secret.c_str());
+  REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+  auto r = o.json();
+  REQUIRE(r.is_object());
+
+  CHECK(r["hostname"] != host_hostname());
+  CHECK(r["hostname"] == "nsbox");
+  // The function is a descendant of the sandbox's PID 1 and sees no host process.
+  CHECK(r["ppid"] == 1);
+  CHECK(r["pid"].get<int>() > 1);
+  for (int pid : r["pids"]) CHECK(pid <= 2);
+  CHECK(r["ifaces"] == nlohmann::json::array({"lo"}));
+  CHECK(r["write_root"] == "Read-only file system");
+  CHECK(r["write_code"] != "ok");
+  CHECK(r["write_tmp"] == "ok");
+  CHECK(r["code_dir"] == nlohmann::json::array({"isolation.py"}));
+  CHECK(r["host_secret_visible"] == false);
+  CHECK(r["host_etc_shadow"] == false);
+  CHECK(r["CapEff"] == "0000000000000000");
+  CHECK(r["CapBnd"] == "0000000000000000");
+  CHECK(r["CapPrm"] == "0000000000000000");
+  CHECK(r["CapAmb"] == "0000000000000000");
+  CHECK(r["Seccomp"] == "2");
+  CHECK(r["NoNewPrivs"] == "1");
+  CHECK(r["Groups"] == "");
+  CHECK(r["uid"] == 1000);
+  REQUIRE(r["host_uid"].is_number());
+  CHECK(r["host_uid"].get<long>() != 0);
+}
+
+TEST_CASE("denied syscalls fail inside the sandbox") {
+  Outcome o = nsbox_run("syscalls.py", {"--event", sandbox_event()});
+  REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+  auto r = o.json();
+  for (const char* name : {"mount", "ptrace", "unshare", "bpf", "keyctl", "setns", "pivot_root",
+                           "init_module", "clone_newuser"}) {
+    INFO(name);
+    CHECK(r[name] == "EPERM");
+  }
+  CHECK(r["clone3"] == "ENOSYS");
+}
+
+TEST_CASE("the strict policy also denies what default denies") {
+  Outcome o = nsbox_run("syscalls.py", {"--event", sandbox_event(), "--policy", "strict"});
+  REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+  auto r = o.json();
+  for (const char* name : {"mount", "ptrace", "unshare", "bpf", "keyctl"}) CHECK(r[name] == "EPERM");
+}
+
+TEST_CASE("limits end a function with 137 and name the limit") {
+  auto before = host_residue();
+  SUBCASE("memory") {
+    Outcome o = nsbox_run("memory_hog.py", {"--event", sandbox_event(), "--memory", "64M"});
+    CHECK_MESSAGE(o.exit_code == 137, o.err);
+    CHECK(o.err.find("memory limit of 64 MiB") != std::string::npos);
+  }
+  SUBCASE("pids") {
+    Outcome o = nsbox_run("fork_bomb.py", {"--event", sandbox_event()});
+    CHECK_MESSAGE(o.exit_code == 137, o.err);
+    CHECK(o.err.find("pids limit of 64") != std::string::npos);
+  }
+  // The host is unharmed: no sandbox process, cgroup or mount survives.
+  auto after = host_residue();
+  CHECK(after.sandbox_procs == 0);
+  CHECK(after.cgroup_leaves == before.cgroup_leaves);
+  CHECK(after.mounts == before.mounts);
+}
+
+TEST_CASE("an endless loop ends with 124 at the timeout") {
+  Outcome o = nsbox_run("spin.py", {"--timeout", "300ms"});
+  CHECK(o.exit_code == 124);
+  CHECK(o.err.find("timed out after 300 ms") != std::string::npos);
+  CHECK(host_residue().sandbox_procs == 0);
+}
+
+TEST_CASE("results, logs, handlers and exceptions") {
+  SUBCASE("result on stdout, prints on stderr") {
+    Outcome o = nsbox_run("echo.py", {"--event", R"({"k": [1, 2]})"});
+    REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+    auto r = o.json();
+    CHECK(r["event"]["k"] == nlohmann::json::array({1, 2}));
+    CHECK(r["function"] == "echo.py");
+    CHECK(o.out.find("log line") == std::string::npos);
+    CHECK(o.err.find("log line from echo") != std::string::npos);
+  }
+  SUBCASE("event from stdin") {
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin(), "run", nsbox::test::probe("echo.py"), "--event", "-"};
+    s.stdin_text = R"({"from": "stdin"})";
+    Outcome o = nsbox::test::run(s);
+    REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+    CHECK(o.json()["event"]["from"] == "stdin");
+  }
+  SUBCASE("--handler picks another function") {
+    Outcome o = nsbox_run("echo.py", {"--handler", "f"});
+    REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+    CHECK(o.json()["handler"] == "f");
+  }
+  SUBCASE("an exception is exit 1 with errorType, errorMessage, stackTrace") {
+    Outcome o = nsbox_run("raises.py");
+    CHECK(o.exit_code == 1);
+    auto r = o.json();
+    CHECK(r["errorType"] == "ValueError");
+    CHECK(r["errorMessage"] == "boom from probe");
+    REQUIRE(r["stackTrace"].is_array());
+    CHECK(r["stackTrace"].dump().find("raises.py") != std::string::npos);
+  }
+  SUBCASE("--no-isolation runs the same runner unisolated") {
+    Outcome o = nsbox_run("echo.py", {"--no-isolation", "--event", "[3]"});
+    REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+    CHECK(o.json()["event"] == nlohmann::json::array({3}));
+  }
+}
+
+TEST_CASE("bad input gets exit 2 and says what is wrong") {
+  SUBCASE("missing file") {
+    Outcome o = nsbox_run("does_not_exist.py");
+    CHECK(o.exit_code == 2);
+    CHECK(o.err.find("does_not_exist.py: No such file or directory") != std::string::npos);
+  }
+  SUBCASE("syntax error names the line") {
+    Outcome o = nsbox_run("syntax_error.py");
+    CHECK(o.exit_code == 2);
+    CHECK(o.err.find("syntax_error.py:2: SyntaxError") != std::string::npos);
+  }
+  SUBCASE("non-JSON event") {
+    Outcome o = nsbox_run("echo.py", {"--event", "{not json"});
+    CHECK(o.exit_code == 2);
+    CHECK(o.err.find("not valid JSON") != std::string::npos);
+  }
+  SUBCASE("non-serialisable result") {
+    Outcome o = nsbox_run("bad_result.py");
+    CHECK(o.exit_code == 2);
+    CHECK(o.err.find("not JSON") != std::string::npos);
+    CHECK(o.err.find("set") != std::string::npos);
+  }
+  SUBCASE("missing handler") {
+    Outcome o = nsbox_run("no_handler.py");
+    CHECK(o.exit_code == 2);
+    CHECK(o.err.find("handler") != std::string::npos);
+  }
+  SUBCASE("unknown policy") {
+    Outcome o = nsbox_run("echo.py", {"--policy", "nope"});
+    CHECK(o.exit_code == 2);
+    CHECK(o.err.find("no built-in policy \"nope\"") != std::string::npos);
+  }
+  SUBCASE("bad policy file names file, line and key") {
+    std::string path = "/tmp/nsbox-bad-policy-" + std::to_string(getpid()) + ".toml";
+    std::ofstream(path) << "[limits]\nmemroy_mb = 5\n[seccomp]\n[seccomp.allow]\na = [\"read\"]\n";
+    Outcome o = nsbox_run("echo.py", {"--policy", path});
+    unlink(path.c_str());
+    CHECK(o.exit_code == 2);
+    CHECK(o.err.find(path + ":2:1: unknown key \"memroy_mb\"") != std::string::npos);
+  }
+  SUBCASE("bad --memory and --timeout") {
+    CHECK(nsbox_run("echo.py", {"--memory", "lots"}).exit_code == 2);
+    CHECK(nsbox_run("echo.py", {"--timeout", "-1"}).exit_code == 2);
+  }
+  SUBCASE("unknown option") {
+    Outcome o = nsbox_run("echo.py", {"--frobnicate"});
+    CHECK(o.exit_code == 2);
+    CHECK(o.err.find("unknown option --frobnicate") != std::string::npos);
+  }
+}
+
+TEST_CASE("a rootfs that is not ours is refused with exit 3") {
+  std::string dir = "/tmp/nsbox-not-a-rootfs-" + std::to_string(getpid());
+  mkdir(dir.c_str(), 0755);
+  std::ofstream(dir + "/precious") << "x";
+  Outcome o = nsbox_run("echo.py", {"--rootfs", dir});
+  CHECK(o.exit_code == 3);
+  CHECK(o.err.find("not an nsbox rootfs") != std::string::npos);
+  unlink((dir + "/precious").c_str());
+  rmdir(dir.c_str());
+}
+
+TEST_CASE("200 runs in a row leave no mount, cgroup or process behind") {
+  auto before = host_residue();
+  int failures = 0;
+  for (int i = 0; i < 200; i++) {
+    Outcome o = nsbox_run(i % 10 == 9 ? "raises.py" : "echo.py");
+    if (o.exit_code != (i % 10 == 9 ? 1 : 0)) failures++;
+  }
+  CHECK(failures == 0);
+  auto after = host_residue();
+  CHECK(after.mounts == before.mounts);
+  CHECK(after.cgroup_leaves == before.cgroup_leaves);
+  CHECK(after.sandbox_procs == 0);
+}

@@ -1,0 +1,59 @@
+"""Reports what the sandbox looks like from inside. Passive: reads only."""
+import os
+import socket
+
+
+def _status():
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            k, v = line.split(":", 1)
+            out[k] = v.strip()
+    return out
+
+
+def _host_uid(uid):
+    # The kernel's own answer: which host uid our uid maps to.
+    with open("/proc/self/uid_map") as f:
+        for line in f:
+            inside, outside, count = (int(x) for x in line.split())
+            if inside <= uid < inside + count:
+                return outside + (uid - inside)
+    return None
+
+
+def _error(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as e:
+        return e.strerror
+
+
+def handler(event, context):
+    st = _status()
+    r = {
+        "hostname": socket.gethostname(),
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "pids": sorted(int(p) for p in os.listdir("/proc") if p.isdigit()),
+        "uid": os.getuid(),
+        "host_uid": _host_uid(os.getuid()),
+        "CapEff": st["CapEff"],
+        "CapBnd": st["CapBnd"],
+        "CapPrm": st["CapPrm"],
+        "CapAmb": st["CapAmb"],
+        "Seccomp": st["Seccomp"],
+        "NoNewPrivs": st["NoNewPrivs"],
+        "Groups": st["Groups"],
+    }
+    with open("/proc/net/dev") as f:
+        r["ifaces"] = sorted(line.split(":")[0].strip() for line in f.readlines()[2:])
+    r["write_root"] = _error(lambda: open("/nsbox-probe", "w"))
+    r["write_code"] = _error(lambda: open(__file__, "a"))
+    r["code_dir"] = sorted(os.listdir(os.path.dirname(__file__)))
+    r["write_tmp"] = _error(lambda: open("/tmp/probe", "w").write("x"))
+    secret = event.get("host_secret", "")
+    r["host_secret_visible"] = bool(secret) and os.path.exists(secret)
+    r["host_etc_shadow"] = os.path.exists("/etc/shadow")
+    return r

@@ -1,0 +1,4 @@
+def handler(event, context):
+    x = (1,
+
+return x
