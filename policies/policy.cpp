@@ -55,10 +55,12 @@ class Parser {
     return *n->as_table();
   }
 
+  // Limits are all required: a policy states every bound it grants rather
+  // than inheriting defaults from whatever version of nsbox reads it.
   int64_t integer(const toml::table& t, const char* key, const std::string& where, int64_t lo,
-                  int64_t hi, int64_t def) const {
+                  int64_t hi) const {
     const toml::node* n = t.get(key);
-    if (!n) return def;
+    if (!n) fail(t.source(), "missing key \"" + std::string(key) + "\" in " + where);
     auto v = n->value<int64_t>();
     if (!n->is_integer() || !v)
       fail(n->source(), "\"" + std::string(key) + "\" in " + where + " must be an integer");
@@ -88,15 +90,14 @@ class Parser {
     const std::string L = "[limits]";
     check_keys(lim, L, {"memory_mb", "swap_mb", "pids", "cpu_millicores", "tmpfs_mb", "wall_ms",
                         "nofile", "fsize_mb"});
-    Limits d;
-    p.limits.memory_bytes = uint64_t(integer(lim, "memory_mb", L, 16, 65536, d.memory_bytes >> 20)) << 20;
-    p.limits.swap_bytes = uint64_t(integer(lim, "swap_mb", L, 0, 65536, 0)) << 20;
-    p.limits.pids = uint32_t(integer(lim, "pids", L, 1, 32768, d.pids));
-    p.limits.cpu_millicores = uint32_t(integer(lim, "cpu_millicores", L, 10, 256000, d.cpu_millicores));
-    p.limits.tmpfs_bytes = uint64_t(integer(lim, "tmpfs_mb", L, 1, 65536, d.tmpfs_bytes >> 20)) << 20;
-    p.limits.wall_ms = uint32_t(integer(lim, "wall_ms", L, 1, 900000, d.wall_ms));
-    p.limits.nofile = uint32_t(integer(lim, "nofile", L, 16, 1048576, d.nofile));
-    p.limits.fsize_bytes = uint64_t(integer(lim, "fsize_mb", L, 1, 1048576, d.fsize_bytes >> 20)) << 20;
+    p.limits.memory_bytes = uint64_t(integer(lim, "memory_mb", L, 16, 65536)) << 20;
+    p.limits.swap_bytes = uint64_t(integer(lim, "swap_mb", L, 0, 65536)) << 20;
+    p.limits.pids = uint32_t(integer(lim, "pids", L, 1, 32768));
+    p.limits.cpu_millicores = uint32_t(integer(lim, "cpu_millicores", L, 10, 256000));
+    p.limits.tmpfs_bytes = uint64_t(integer(lim, "tmpfs_mb", L, 1, 65536)) << 20;
+    p.limits.wall_ms = uint32_t(integer(lim, "wall_ms", L, 1, 900000));
+    p.limits.nofile = uint32_t(integer(lim, "nofile", L, 16, 1048576));
+    p.limits.fsize_bytes = uint64_t(integer(lim, "fsize_mb", L, 1, 1048576)) << 20;
 
     const toml::table& net = table(root, "network", "network", false);
     check_keys(net, "[network]", {"mode"});
@@ -106,7 +107,11 @@ class Parser {
            "network mode \"" + mode + "\" is not supported (supported: \"none\")");
 
     const toml::table& sc = table(root, "seccomp", "seccomp", true);
-    check_keys(sc, "[seccomp]", {"default_action", "errno", "allow"});
+    check_keys(sc, "[seccomp]", {"default_action", "errno", "allow_fork", "allow"});
+    if (const toml::node* f = sc.get("allow_fork")) {
+      if (!f->is_boolean()) fail(f->source(), "\"allow_fork\" in [seccomp] must be true or false");
+      p.seccomp.allow_fork = *f->value<bool>();
+    }
     std::string action = string(sc, "default_action", "[seccomp]", "errno");
     static const std::map<std::string, SeccompDefault> actions = {
         {"errno", SeccompDefault::Errno},
@@ -128,7 +133,7 @@ class Parser {
     p.seccomp.errno_value = e->second;
 
     const toml::table& allow = table(sc, "allow", "seccomp.allow", true);
-    std::set<std::string> names;
+    std::map<std::string, std::string> names;  // syscall -> group it is in
     for (auto&& [group, list] : allow) {
       const toml::array* arr = list.as_array();
       if (!arr)
@@ -142,11 +147,14 @@ class Parser {
         if (!seccomp_syscall_known(*s))
           fail(item.source(), "unknown syscall \"" + *s + "\" in group \"" +
                                   std::string(group.str()) + "\" of [seccomp.allow]");
-        names.insert(*s);
+        auto [it, fresh] = names.emplace(*s, std::string(group.str()));
+        if (!fresh)
+          fail(item.source(), "syscall \"" + *s + "\" is listed twice (also in group \"" +
+                                  it->second + "\"); list each syscall once");
       }
     }
     if (names.empty()) fail(allow.source(), "[seccomp.allow] allows no syscall at all");
-    p.seccomp.allow.assign(names.begin(), names.end());
+    for (const auto& [name, group] : names) p.seccomp.allow.push_back(name);
     return p;
   }
 

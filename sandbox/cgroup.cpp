@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -76,6 +77,21 @@ Status remove_leaf(const std::string& dir) {
   return sys_error_n(EBUSY, "rmdir", dir);
 }
 
+// proc(5): mountinfo escapes space, tab, newline and backslash as \ooo.
+std::string unescape_mountinfo(const std::string& in) {
+  std::string out;
+  for (size_t i = 0; i < in.size(); i++) {
+    if (in[i] == '\\' && i + 3 < in.size() &&
+        std::isdigit(static_cast<unsigned char>(in[i + 1]))) {
+      out.push_back(static_cast<char>(std::stoi(in.substr(i + 1, 3), nullptr, 8)));
+      i += 3;
+    } else {
+      out.push_back(in[i]);
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 CgroupLayout cgroup_detect(const std::string& mountinfo) {
@@ -88,6 +104,7 @@ CgroupLayout cgroup_detect(const std::string& mountinfo) {
     std::istringstream ls(line);
     std::string id, parent, dev, root, mnt;
     ls >> id >> parent >> dev >> root >> mnt;
+    mnt = unescape_mountinfo(mnt);
     auto dash = line.find(" - ");
     if (dash == std::string::npos) continue;
     std::istringstream tail(line.substr(dash + 3));

@@ -146,8 +146,10 @@ void child_main(const ChildPlan& p) {
     fail(kStepFds, errno, "close_range");
   done(kStepFds);
 
-  // PID 1 stays behind as the reaper; the runner is its child.
-  pid_t runner = fork();
+  // PID 1 stays behind as the reaper; the runner is its child. vfork: the
+  // child shares our memory until it execs, which spares copying the page
+  // tables (a measurable part of a cold start); it only issues syscalls.
+  pid_t runner = vfork();
   if (runner < 0) fail(kStepForkInit, errno);
   if (runner > 0) init_loop(runner);
   done(kStepForkInit);
@@ -155,7 +157,7 @@ void child_main(const ChildPlan& p) {
   // 12. Timings go out before seccomp, which may forbid the send.
   g_msg.type = ChildMsg::kTimings;
   send_msg();
-  g_msg = ChildMsg{};
+  g_msg.type = 0;
 
   // 13. Seccomp last, so the filter only has to allow the runtime.
   if (child_load_seccomp(&p.bpf) != 0) fail(kStepSeccomp, errno);

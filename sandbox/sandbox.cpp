@@ -90,6 +90,7 @@ Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
 Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bpf,
                                const CgroupLayout& cgroups) {
   Sandbox sb;
+  sb.timings_.prepare_ns = now_ns();
   // Parent before clone: everything the child needs is built here.
   // 0755: the namespace root that mounts onto it is an unprivileged host uid
   // and must be able to traverse the path.
@@ -143,6 +144,7 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   long pid = syscall(SYS_clone3, &args, sizeof args);
   if (pid < 0) return sys_error("clone3", "user, mount, pid, ipc, uts and net namespaces");
   if (pid == 0) child_main(plan);  // never returns
+  sb.timings_.cloned_ns = now_ns();
 
   sb.pid_ = static_cast<pid_t>(pid);
   sb.pidfd_.reset(pidfd);
@@ -154,6 +156,7 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   if (sb.cgroup_.valid() && sb.cgroup_.v2_dirfd() < 0) TRY(sb.cgroup_.attach(sb.pid_));
   TRY(parent_write_id_maps(sb.pid_, spec.ids));
   if (write(sync_parent.get(), "g", 1) != 1) return sys_error("write", "sync socket");
+  sb.timings_.released_ns = now_ns();
 
   // Until EOF: an error message, or timings then EOF when exec succeeded.
   for (;;) {

@@ -29,12 +29,15 @@ enum class SeccompDefault { Errno, KillProcess, Trap, Log };
 struct SeccompPolicy {
   SeccompDefault default_action = SeccompDefault::Errno;
   int errno_value = 1;  // EPERM
+  // false: clone must carry CLONE_THREAD, so threads work but fork does not
+  // (glibc's fork is clone(SIGCHLD)); an argument filter, not a list entry.
+  bool allow_fork = true;
   std::vector<std::string> allow;  // syscall names, sorted, unique
 };
 
 struct Policy {
   std::string name;    // "default", or the file's path
-  std::string source;  // file the policy came from ("<embedded>/default.toml")
+  std::string source;  // file the policy came from ("<built-in>/default.toml")
   std::string description;
   Limits limits;
   NetworkMode network = NetworkMode::None;

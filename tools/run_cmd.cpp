@@ -162,11 +162,21 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
   return c;
 }
 
+uint64_t monotonic_us() {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
+}
+
 std::string format_limit_bytes(uint64_t b) { return std::to_string(b >> 20) + " MiB"; }
 
 void print_timings(const SetupTimings& t) {
   uint64_t prev = t.clone_ns;
-  std::string line;
+  char head[160];
+  snprintf(head, sizeof head, "parent: prepare %.3f ms; clone3 %.3f ms; cgroup attach + id maps %.3f ms; ",
+           (t.clone_ns - t.prepare_ns) / 1e6, (t.cloned_ns - t.clone_ns) / 1e6,
+           (t.released_ns - t.cloned_ns) / 1e6);
+  std::string line = head;
   for (int s = 0; s < kStepCount; s++) {
     if (!t.step_end_ns[s]) continue;
     char buf[96];
@@ -232,6 +242,7 @@ int cmd_run(const std::vector<std::string>& args) {
   if (built.value().built) std::fprintf(stderr, "nsbox: %s\n", built.value().summary.c_str());
 
   const bool rootless = geteuid() != 0;
+  const uint64_t t_start = monotonic_us();
   uint64_t deadline = monotonic_ms() + policy.limits.wall_ms;
   PlainChild plain;
   Sandbox sandbox;
@@ -316,8 +327,10 @@ int cmd_run(const std::vector<std::string>& args) {
     return kExitFunctionError;
   };
 
+  const uint64_t t_started = monotonic_us();
   FrameDecoder dec;
   FrameRead fr = read_frame(channel, dec, deadline);
+  const uint64_t t_ready = monotonic_us();
   if (fr.status == ReadStatus::Timeout) return timed_out();
   if (fr.status != ReadStatus::Ok) return died();
   json hello = json::parse(fr.payload, nullptr, false);
@@ -356,6 +369,9 @@ int cmd_run(const std::vector<std::string>& args) {
     return fail(kExitSetup, "runner sent an unexpected reply: " + fr.payload.substr(0, 200));
   if (res.value("ok", false)) {
     std::cout << res["result"].dump() << std::endl;
+    LOG_DEBUG("timing: start %.3f ms, runner ready %.3f ms, invoke %.3f ms",
+              (t_started - t_start) / 1e3, (t_ready - t_started) / 1e3,
+              (monotonic_us() - t_ready) / 1e3);
     return kExitOk;
   }
   json err = res.value("error", json::object());

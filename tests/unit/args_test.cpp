@@ -1,0 +1,125 @@
+// `nsbox run` argument parsing: pure, every error a usage error.
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+#include "tools/run_cmd.hpp"
+
+using nsbox::parse_run_args;
+using nsbox::RunOptions;
+
+namespace {
+
+RunOptions ok(const std::vector<std::string>& args) {
+  auto r = parse_run_args(args);
+  REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().detail));
+  return r.value();
+}
+
+std::string usage_error(const std::vector<std::string>& args) {
+  auto r = parse_run_args(args);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().step == "usage");
+  return r.error().detail;
+}
+
+bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("parse_run_args: defaults with only a function file") {
+  RunOptions o = ok({"fn.py"});
+  CHECK(o.function == "fn.py");
+  CHECK(o.event == "{}");
+  CHECK(o.handler == "handler");
+  CHECK(o.policy == "default");
+  CHECK_FALSE(o.memory.has_value());
+  CHECK_FALSE(o.timeout.has_value());
+  CHECK_FALSE(o.rootfs.has_value());
+  CHECK_FALSE(o.no_isolation);
+  CHECK_FALSE(o.verbose);
+  CHECK_FALSE(o.help);
+}
+
+TEST_CASE("parse_run_args: every flag, before and after the function") {
+  RunOptions o = ok({"--event", "{\"a\": 1}", "--handler", "f", "fn.py", "--policy", "strict",
+                     "--memory", "64M", "--timeout", "500ms", "--rootfs", "/tmp/rfs",
+                     "--no-isolation", "--verbose"});
+  CHECK(o.function == "fn.py");
+  CHECK(o.event == "{\"a\": 1}");
+  CHECK(o.handler == "f");
+  CHECK(o.policy == "strict");
+  REQUIRE(o.memory.has_value());
+  CHECK(*o.memory == "64M");
+  REQUIRE(o.timeout.has_value());
+  CHECK(*o.timeout == "500ms");
+  REQUIRE(o.rootfs.has_value());
+  CHECK(*o.rootfs == "/tmp/rfs");
+  CHECK(o.no_isolation);
+  CHECK(o.verbose);
+  CHECK_FALSE(o.help);
+
+  CHECK(ok({"-v", "fn.py"}).verbose);
+  CHECK(ok({"fn.py", "--event", "-"}).event == "-");
+  // A flag's value is taken verbatim even when it looks like a flag.
+  CHECK(ok({"fn.py", "--policy", "--verbose"}).policy == "--verbose");
+  CHECK_FALSE(ok({"fn.py", "--policy", "--verbose"}).verbose);
+  // The last occurrence wins.
+  CHECK(ok({"fn.py", "--handler", "a", "--handler", "b"}).handler == "b");
+}
+
+TEST_CASE("parse_run_args: a lone \"-\" is a positional argument") {
+  CHECK(ok({"-"}).function == "-");
+}
+
+TEST_CASE("parse_run_args: unknown option") {
+  std::string e = usage_error({"fn.py", "--memroy", "64M"});
+  CHECK(e == "unknown option --memroy");
+  CHECK(usage_error({"-x", "fn.py"}) == "unknown option -x");
+}
+
+TEST_CASE("parse_run_args: a flag without its value") {
+  for (const std::string flag : {"--event", "--handler", "--policy", "--memory", "--timeout", "--rootfs"}) {
+    INFO(flag);
+    CHECK(usage_error({"fn.py", flag}) == std::string(flag) + " needs a value");
+  }
+}
+
+TEST_CASE("parse_run_args: one function file per run") {
+  std::string e = usage_error({"a.py", "b.py"});
+  CHECK(contains(e, "unexpected argument b.py"));
+}
+
+TEST_CASE("parse_run_args: the function file is required") {
+  CHECK(contains(usage_error({}), "missing the function file"));
+  CHECK(contains(usage_error({"--verbose", "--policy", "strict"}), "missing the function file"));
+}
+
+TEST_CASE("parse_run_args: the handler must be a Python identifier") {
+  for (const std::string bad : {"1abc", "a-b", "", "a.b", "a b", "handler()"}) {
+    INFO("handler \"", bad, "\"");
+    std::string e = usage_error({"fn.py", "--handler", bad});
+    CHECK(e == "--handler \"" + std::string(bad) + "\" is not a Python identifier");
+  }
+  for (const std::string good : {"f", "_private", "handler2", "Main_Handler", "_"}) {
+    INFO("handler \"", good, "\"");
+    CHECK(ok({"fn.py", "--handler", good}).handler == good);
+  }
+}
+
+TEST_CASE("parse_run_args: --help needs no function and skips validation") {
+  CHECK(ok({"--help"}).help);
+  CHECK(ok({"-h"}).help);
+  RunOptions o = ok({"fn.py", "--handler", "1abc", "-h"});
+  CHECK(o.help);
+  // Errors met while scanning still win over --help.
+  CHECK(contains(usage_error({"--help", "--bogus"}), "unknown option --bogus"));
+}
+
+TEST_CASE("run_usage documents every flag and exit code") {
+  std::string u = nsbox::run_usage();
+  for (const std::string s : {"--event", "--handler", "--policy", "--memory", "--timeout", "--rootfs",
+                        "--no-isolation", "--verbose", "--help", "124", "137"})
+    CHECK_MESSAGE(contains(u, s), s);
+}

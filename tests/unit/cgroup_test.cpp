@@ -1,0 +1,369 @@
+// cgroups: the pure limit planners, detection from (fake) mountinfo files,
+// and both backends against fake cgroupfs trees (create_files = true).
+#include <doctest/doctest.h>
+
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
+
+#include "sandbox/cgroup.hpp"
+
+using namespace nsbox;
+
+namespace {
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/nsbox-cgroup-test-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() { (void)!system(("rm -rf '" + path + "'").c_str()); }
+  std::string mkdir(const std::string& sub) const {
+    std::string p = path + "/" + sub;
+    REQUIRE(::mkdir(p.c_str(), 0755) == 0);
+    return p;
+  }
+};
+
+void write(const std::string& path, const std::string& text) {
+  std::ofstream f(path);
+  REQUIRE(f);
+  f << text;
+}
+
+std::string read(const std::string& path) {
+  std::ifstream f(path);
+  REQUIRE_MESSAGE(bool(f), path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+bool exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
+
+std::string value_of(const FileWrites& w, const std::string& file) {
+  for (const auto& [f, v] : w)
+    if (f == file) return v;
+  FAIL("no write to " << file);
+  return {};
+}
+
+Limits test_limits() {
+  Limits l;
+  l.memory_bytes = 96ull << 20;
+  l.swap_bytes = 32ull << 20;
+  l.pids = 40;
+  l.cpu_millicores = 250;
+  return l;
+}
+
+const char* kSystemLines =
+    "22 28 0:21 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw\n"
+    "23 28 0:22 / /proc rw,nosuid,nodev,noexec,relatime shared:13 - proc proc rw\n"
+    "28 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro\n";
+
+}  // namespace
+
+TEST_CASE("cgroup_v2_limit_writes: exact files and values") {
+  FileWrites w = cgroup_v2_limit_writes(test_limits());
+  CHECK(w.size() == 4);
+  CHECK(value_of(w, "memory.max") == std::to_string(96ull << 20));
+  CHECK(value_of(w, "memory.swap.max") == std::to_string(32ull << 20));
+  CHECK(value_of(w, "pids.max") == "40");
+  CHECK(value_of(w, "cpu.max") == "25000 100000");
+
+  Limits l;
+  l.cpu_millicores = 2000;  // two cores
+  l.swap_bytes = 0;
+  FileWrites d = cgroup_v2_limit_writes(l);
+  CHECK(value_of(d, "cpu.max") == "200000 100000");
+  CHECK(value_of(d, "memory.swap.max") == "0");
+  CHECK(value_of(d, "memory.max") == std::to_string(128ull << 20));
+}
+
+TEST_CASE("cgroup_v1_limit_writes: exact files and values per controller") {
+  Limits l = test_limits();
+  FileWrites mem = cgroup_v1_limit_writes("memory", l);
+  CHECK(mem.size() == 2);
+  CHECK(value_of(mem, "memory.limit_in_bytes") == std::to_string(96ull << 20));
+  // memsw counts memory + swap.
+  CHECK(value_of(mem, "memory.memsw.limit_in_bytes") == std::to_string(128ull << 20));
+  // The kernel refuses memsw < limit_in_bytes: memory must come first.
+  CHECK(mem[0].first == "memory.limit_in_bytes");
+
+  FileWrites pids = cgroup_v1_limit_writes("pids", l);
+  REQUIRE(pids.size() == 1);
+  CHECK(value_of(pids, "pids.max") == "40");
+
+  FileWrites cpu = cgroup_v1_limit_writes("cpu", l);
+  CHECK(cpu.size() == 2);
+  CHECK(value_of(cpu, "cpu.cfs_period_us") == "100000");
+  CHECK(value_of(cpu, "cpu.cfs_quota_us") == "25000");
+
+  CHECK(cgroup_v1_limit_writes("blkio", l).empty());
+}
+
+TEST_CASE("cgroup_detect: v1 only, with cpu,cpuacct co-mounted") {
+  TempDir t;
+  std::string mi = t.path + "/mountinfo";
+  write(mi, std::string(kSystemLines) +
+                "30 25 0:26 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:10 - "
+                "cgroup cgroup rw,memory\n"
+                "31 25 0:27 / /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime shared:11 - "
+                "cgroup cgroup rw,pids\n"
+                "32 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:12 - "
+                "cgroup cgroup rw,cpu,cpuacct\n"
+                "33 25 0:29 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset\n"
+                "34 25 0:30 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup "
+                "rw,xattr,name=systemd\n");
+  CgroupLayout l = cgroup_detect(mi);
+  CHECK(l.version == CgroupVersion::V1);
+  CHECK(l.v1_memory == "/sys/fs/cgroup/memory");
+  CHECK(l.v1_pids == "/sys/fs/cgroup/pids");
+  // cpuset must not be taken for cpu.
+  CHECK(l.v1_cpu == "/sys/fs/cgroup/cpu,cpuacct");
+  CHECK(l.v2_mount.empty());
+  CHECK(l.why_none.empty());
+}
+
+TEST_CASE("cgroup_detect: v1 without the cpu hierarchy is still V1") {
+  TempDir t;
+  std::string mi = t.path + "/mountinfo";
+  write(mi, "30 25 0:26 / /cg/memory rw,relatime - cgroup cgroup rw,memory\n"
+            "31 25 0:27 / /cg/pids rw,relatime - cgroup cgroup rw,pids\n");
+  CgroupLayout l = cgroup_detect(mi);
+  CHECK(l.version == CgroupVersion::V1);
+  CHECK(l.v1_cpu.empty());
+}
+
+TEST_CASE("cgroup_detect: v1 with memory but no pids is None") {
+  TempDir t;
+  std::string mi = t.path + "/mountinfo";
+  write(mi, "30 25 0:26 / /cg/memory rw,relatime - cgroup cgroup rw,memory\n");
+  CgroupLayout l = cgroup_detect(mi);
+  CHECK(l.version == CgroupVersion::None);
+  CHECK_FALSE(l.why_none.empty());
+}
+
+TEST_CASE("cgroup_detect: cgroup2 offering memory and pids is V2") {
+  TempDir t;
+  std::string mnt = t.mkdir("unified");
+  write(mnt + "/cgroup.controllers", "cpuset cpu io memory hugetlb pids rdma misc\n");
+  std::string mi = t.path + "/mountinfo";
+  write(mi, std::string(kSystemLines) + "29 22 0:26 / " + mnt +
+                " rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 "
+                "rw,nsdelegate,memory_recursiveprot\n");
+  CgroupLayout l = cgroup_detect(mi);
+  CHECK(l.version == CgroupVersion::V2);
+  CHECK(l.v2_mount == mnt);
+  CHECK(l.why_none.empty());
+}
+
+TEST_CASE("cgroup_detect: v2 wins over v1 when both are usable") {
+  TempDir t;
+  std::string mnt = t.mkdir("unified");
+  write(mnt + "/cgroup.controllers", "memory pids\n");
+  std::string mi = t.path + "/mountinfo";
+  write(mi, "30 25 0:26 / /cg/memory rw,relatime - cgroup cgroup rw,memory\n"
+            "31 25 0:27 / /cg/pids rw,relatime - cgroup cgroup rw,pids\n"
+            "29 22 0:25 / " + mnt + " rw,relatime - cgroup2 cgroup2 rw\n");
+  CHECK(cgroup_detect(mi).version == CgroupVersion::V2);
+}
+
+TEST_CASE("cgroup_detect: hybrid (v2 without controllers) falls back to v1") {
+  TempDir t;
+  std::string mnt = t.mkdir("unified");
+  write(mnt + "/cgroup.controllers", "\n");
+  std::string mi = t.path + "/mountinfo";
+  write(mi, "29 22 0:25 / " + mnt + " rw,relatime shared:5 - cgroup2 cgroup2 rw,nsdelegate\n"
+            "30 25 0:26 / /cg/memory rw,relatime shared:10 - cgroup cgroup rw,memory\n"
+            "31 25 0:27 / /cg/pids rw,relatime shared:11 - cgroup cgroup rw,pids\n");
+  CgroupLayout l = cgroup_detect(mi);
+  CHECK(l.version == CgroupVersion::V1);
+  CHECK(l.v1_memory == "/cg/memory");
+  CHECK(l.v1_pids == "/cg/pids");
+}
+
+TEST_CASE("cgroup_detect: v2 with memory but not pids and no v1 is None, naming the mount") {
+  TempDir t;
+  std::string mnt = t.mkdir("unified");
+  write(mnt + "/cgroup.controllers", "cpu memory io\n");
+  std::string mi = t.path + "/mountinfo";
+  write(mi, "29 22 0:25 / " + mnt + " rw,relatime - cgroup2 cgroup2 rw\n");
+  CgroupLayout l = cgroup_detect(mi);
+  CHECK(l.version == CgroupVersion::None);
+  CHECK(l.why_none.find(mnt) != std::string::npos);
+}
+
+// proc(5): spaces in mountinfo paths are escaped as \040 (also \011, \012,
+// \134). cgroup_detect uses the escaped text as the path.
+TEST_CASE("cgroup_detect: an escaped mount point is unescaped") {
+  TempDir t;
+  std::string mnt = t.mkdir("cgroup v2");
+  write(mnt + "/cgroup.controllers", "memory pids\n");
+  std::string escaped = t.path + "/cgroup\\040v2";
+  std::string mi = t.path + "/mountinfo";
+  write(mi, "29 22 0:25 / " + escaped + " rw,relatime - cgroup2 cgroup2 rw\n");
+  CgroupLayout l = cgroup_detect(mi);
+  CHECK(l.version == CgroupVersion::V2);
+  CHECK(l.v2_mount == mnt);
+}
+
+TEST_CASE("cgroup_detect: no cgroup mounts, or no mountinfo, is None with a reason") {
+  TempDir t;
+  std::string mi = t.path + "/mountinfo";
+  write(mi, kSystemLines);
+  CgroupLayout l = cgroup_detect(mi);
+  CHECK(l.version == CgroupVersion::None);
+  CHECK_FALSE(l.why_none.empty());
+
+  CgroupLayout missing = cgroup_detect(t.path + "/no-such-file");
+  CHECK(missing.version == CgroupVersion::None);
+  CHECK_FALSE(missing.why_none.empty());
+}
+
+TEST_CASE("CgroupLeaf (v2, fake tree): create, attach, events") {
+  TempDir t;
+  CgroupLayout layout;
+  layout.version = CgroupVersion::V2;
+  layout.v2_mount = t.path;
+  layout.create_files = true;
+  Limits lim = test_limits();
+  auto r = CgroupLeaf::create(layout, "t1", lim);
+  REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
+  CgroupLeaf leaf = std::move(r.value());
+  std::string dir = t.path + "/nsbox/t1";
+  CHECK(leaf.valid());
+  REQUIRE(leaf.dirs().size() == 1);
+  CHECK(leaf.dirs()[0] == dir);
+  CHECK(leaf.v2_dirfd() >= 0);
+
+  CHECK(read(dir + "/memory.max") == std::to_string(96ull << 20));
+  CHECK(read(dir + "/memory.swap.max") == std::to_string(32ull << 20));
+  CHECK(read(dir + "/pids.max") == "40");
+  CHECK(read(dir + "/cpu.max") == "25000 100000");
+  CHECK(read(t.path + "/cgroup.subtree_control") == "+memory +pids +cpu");
+  CHECK(read(t.path + "/nsbox/cgroup.subtree_control") == "+memory +pids +cpu");
+
+  REQUIRE(leaf.attach(1234));
+  CHECK(read(dir + "/cgroup.procs") == "1234");
+
+  // Nothing has happened yet.
+  CgroupEvents none = leaf.events();
+  CHECK(none.oom_kills == 0);
+  CHECK(none.pids_max == 0);
+
+  write(dir + "/memory.events", "low 0\nhigh 0\nmax 7\noom 3\noom_kill 3\noom_group_kill 0\n");
+  write(dir + "/pids.events", "max 2\n");
+  write(dir + "/memory.peak", "104857600\n");
+  CgroupEvents e = leaf.events();
+  CHECK(e.oom_kills == 3);
+  CHECK(e.memory_max == 7);
+  CHECK(e.pids_max == 2);
+  CHECK(e.memory_peak == 104857600);
+
+  // A second leaf under the same parent, then a duplicate id.
+  auto r2 = CgroupLeaf::create(layout, "t2", lim);
+  REQUIRE(r2);
+  CHECK(exists(t.path + "/nsbox/t2/pids.max"));
+  auto dup = CgroupLeaf::create(layout, "t1", lim);
+  REQUIRE_FALSE(dup);
+  CHECK(dup.error().err == EEXIST);
+
+  // destroy() of a fake leaf forgets it but leaves the files for inspection.
+  REQUIRE(leaf.destroy());
+  CHECK_FALSE(leaf.valid());
+  CHECK(leaf.v2_dirfd() == -1);
+  CHECK(exists(dir + "/memory.max"));
+}
+
+TEST_CASE("CgroupLeaf (v1, fake tree): one leaf per hierarchy") {
+  TempDir t;
+  CgroupLayout layout;
+  layout.version = CgroupVersion::V1;
+  layout.v1_memory = t.mkdir("memory");
+  layout.v1_pids = t.mkdir("pids");
+  layout.v1_cpu = t.mkdir("cpu,cpuacct");
+  layout.create_files = true;
+  auto r = CgroupLeaf::create(layout, "t1", test_limits());
+  REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
+  CgroupLeaf leaf = std::move(r.value());
+  std::string mem = layout.v1_memory + "/nsbox/t1";
+  std::string pids = layout.v1_pids + "/nsbox/t1";
+  std::string cpu = layout.v1_cpu + "/nsbox/t1";
+  REQUIRE(leaf.dirs().size() == 3);
+  CHECK(leaf.dirs()[0] == mem);
+  CHECK(leaf.dirs()[1] == pids);
+  CHECK(leaf.dirs()[2] == cpu);
+  CHECK(leaf.v2_dirfd() == -1);
+
+  CHECK(read(mem + "/memory.limit_in_bytes") == std::to_string(96ull << 20));
+  CHECK(read(mem + "/memory.memsw.limit_in_bytes") == std::to_string(128ull << 20));
+  CHECK(read(pids + "/pids.max") == "40");
+  CHECK(read(cpu + "/cpu.cfs_quota_us") == "25000");
+  CHECK(read(cpu + "/cpu.cfs_period_us") == "100000");
+  // v1 has no subtree_control.
+  CHECK_FALSE(exists(layout.v1_memory + "/cgroup.subtree_control"));
+  CHECK_FALSE(exists(mem + "/pids.max"));
+
+  REQUIRE(leaf.attach(1234));
+  for (const auto& d : {mem, pids, cpu}) CHECK(read(d + "/cgroup.procs") == "1234");
+
+  write(mem + "/memory.oom_control", "oom_kill_disable 0\nunder_oom 0\noom_kill 3\n");
+  write(mem + "/memory.failcnt", "5\n");
+  write(mem + "/memory.max_usage_in_bytes", "1048576\n");
+  write(pids + "/pids.events", "max 2\n");
+  CgroupEvents e = leaf.events();
+  CHECK(e.oom_kills == 3);
+  CHECK(e.memory_max == 5);
+  CHECK(e.memory_peak == 1048576);
+  CHECK(e.pids_max == 2);
+}
+
+TEST_CASE("CgroupLeaf (v1, fake tree): the cpu hierarchy is optional") {
+  TempDir t;
+  CgroupLayout layout;
+  layout.version = CgroupVersion::V1;
+  layout.v1_memory = t.mkdir("memory");
+  layout.v1_pids = t.mkdir("pids");
+  layout.create_files = true;
+  auto r = CgroupLeaf::create(layout, "t1", test_limits());
+  REQUIRE(r);
+  CHECK(r.value().dirs().size() == 2);
+}
+
+TEST_CASE("CgroupLeaf::create on None fails with the reason") {
+  CgroupLayout layout;
+  layout.why_none = "no cgroups here";
+  auto r = CgroupLeaf::create(layout, "t1", Limits{});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().detail == "no cgroups here");
+}
+
+TEST_CASE("CgroupLeaf::create fails on a missing mount point") {
+  TempDir t;
+  CgroupLayout layout;
+  layout.version = CgroupVersion::V2;
+  layout.v2_mount = t.path + "/absent";
+  layout.create_files = true;
+  auto r = CgroupLeaf::create(layout, "t1", Limits{});
+  REQUIRE_FALSE(r);
+  CHECK(r.error().err == ENOENT);
+  CHECK(r.error().context.find(t.path + "/absent") == 0);
+}
+
+TEST_CASE("CgroupLeaf: a default leaf is empty and has no events") {
+  CgroupLeaf leaf;
+  CHECK_FALSE(leaf.valid());
+  CHECK(leaf.attach(1));  // nothing to write to
+  CgroupEvents e = leaf.events();
+  CHECK(e.oom_kills == 0);
+  CHECK(e.pids_max == 0);
+  CHECK(leaf.destroy());
+}

@@ -1,0 +1,235 @@
+// plan_mounts: the pure mount planner (the executor is tested under userns).
+#include <doctest/doctest.h>
+
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <string>
+
+#include "sandbox/mounts.hpp"
+
+using namespace nsbox;
+
+namespace {
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/nsbox-mounts-test-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() { (void)!system(("rm -rf '" + path + "'").c_str()); }
+};
+
+SandboxSpec spec_for(const std::string& code_path) {
+  SandboxSpec s;
+  s.id = "t1";
+  s.rootfs = "/var/lib/nsbox/rootfs";
+  s.code_path = code_path;
+  s.stage_dir = "/run/nsbox/stage";
+  s.limits.tmpfs_bytes = 16ull << 20;
+  return s;
+}
+
+// Index of the first op of `kind` on `dst`, or -1.
+int find_op(const MountPlan& p, MountOp::Kind kind, const std::string& dst) {
+  for (size_t i = 0; i < p.ops.size(); i++)
+    if (p.ops[i].kind == kind && p.ops[i].dst == dst) return static_cast<int>(i);
+  return -1;
+}
+
+int count_kind(const MountPlan& p, MountOp::Kind kind) {
+  return static_cast<int>(std::count_if(p.ops.begin(), p.ops.end(),
+                                        [&](const MountOp& o) { return o.kind == kind; }));
+}
+
+const std::string kRoot = "/run/nsbox/stage/root";
+
+}  // namespace
+
+TEST_CASE("plan_mounts: stage, new root and the staging tmpfs first") {
+  TempDir dir;
+  MountPlan p = plan_mounts(spec_for(dir.path));
+  CHECK(p.stage == "/run/nsbox/stage");
+  CHECK(p.new_root == kRoot);
+  REQUIRE_FALSE(p.ops.empty());
+  const MountOp& first = p.ops.front();
+  CHECK(first.kind == MountOp::Tmpfs);
+  CHECK(first.dst == "/run/nsbox/stage");
+  CHECK(first.data.find("size=" + std::to_string(16ull << 20)) == 0);
+  CHECK((first.flags & MS_NOSUID) != 0);
+  CHECK((first.flags & MS_NODEV) != 0);
+}
+
+TEST_CASE("plan_mounts: overlay of the rootfs with upper and work on the stage") {
+  TempDir dir;
+  MountPlan p = plan_mounts(spec_for(dir.path));
+  int ov = find_op(p, MountOp::Overlay, kRoot);
+  REQUIRE(ov >= 0);
+  CHECK(count_kind(p, MountOp::Overlay) == 1);
+  CHECK(p.ops[ov].data ==
+        "lowerdir=/var/lib/nsbox/rootfs,upperdir=/run/nsbox/stage/upper,workdir=/run/nsbox/stage/work");
+  CHECK((p.ops[ov].flags & MS_NOSUID) != 0);
+  CHECK((p.ops[ov].flags & MS_NODEV) != 0);
+  // Its directories exist before it is mounted, and after the staging tmpfs.
+  int upper = find_op(p, MountOp::Mkdir, "/run/nsbox/stage/upper");
+  int work = find_op(p, MountOp::Mkdir, "/run/nsbox/stage/work");
+  int root = find_op(p, MountOp::Mkdir, kRoot);
+  REQUIRE(upper > 0);
+  REQUIRE(work > 0);
+  REQUIRE(root > 0);
+  CHECK(upper < ov);
+  CHECK(work < ov);
+  CHECK(root < ov);
+}
+
+TEST_CASE("plan_mounts: /tmp is a sticky, nosuid, nodev tmpfs of tmpfs_bytes") {
+  TempDir dir;
+  MountPlan p = plan_mounts(spec_for(dir.path));
+  int tmp = find_op(p, MountOp::Tmpfs, kRoot + "/tmp");
+  REQUIRE(tmp >= 0);
+  const MountOp& op = p.ops[tmp];
+  CHECK(op.data.find("mode=1777") != std::string::npos);
+  CHECK(op.data.find("size=" + std::to_string(16ull << 20)) != std::string::npos);
+  CHECK((op.flags & (MS_NOSUID | MS_NODEV)) == (MS_NOSUID | MS_NODEV));
+  CHECK(tmp > find_op(p, MountOp::Overlay, kRoot));
+}
+
+TEST_CASE("plan_mounts: /dev holds only harmless device binds and is read-only") {
+  TempDir dir;
+  MountPlan p = plan_mounts(spec_for(dir.path));
+  int dev = find_op(p, MountOp::Tmpfs, kRoot + "/dev");
+  REQUIRE(dev >= 0);
+  CHECK((p.ops[dev].flags & MS_NOSUID) != 0);
+  CHECK((p.ops[dev].flags & MS_NOEXEC) != 0);
+  for (const std::string name : {"null", "zero", "full", "random", "urandom"}) {
+    INFO("/dev/", name);
+    std::string dst = kRoot + "/dev/" + name;
+    int touch = find_op(p, MountOp::Touch, dst);
+    int bind = find_op(p, MountOp::Bind, dst);
+    REQUIRE(touch > dev);
+    REQUIRE(bind > touch);
+    CHECK(p.ops[bind].src == std::string("/dev/") + name);
+  }
+  // No other host device is bound in.
+  for (const MountOp& op : p.ops)
+    if (op.kind == MountOp::Bind && op.src.rfind("/dev/", 0) == 0)
+      CHECK(op.dst.rfind(kRoot + "/dev/", 0) == 0);
+  int shm = find_op(p, MountOp::Tmpfs, kRoot + "/dev/shm");
+  REQUIRE(shm > dev);
+  CHECK((p.ops[shm].flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)) == (MS_NOSUID | MS_NODEV | MS_NOEXEC));
+  CHECK(p.ops[shm].data.find("mode=1777") != std::string::npos);
+  int ro = find_op(p, MountOp::RemountRo, kRoot + "/dev");
+  REQUIRE(ro >= 0);
+  CHECK(ro > shm);
+  for (const std::string link : {"fd", "stdin", "stdout", "stderr"}) {
+    int s = find_op(p, MountOp::Symlink, kRoot + "/dev/" + link);
+    CHECK_MESSAGE(s > dev, link);
+    CHECK_MESSAGE(s < ro, link);
+  }
+  CHECK(p.ops[find_op(p, MountOp::Symlink, kRoot + "/dev/stdout")].src == "/proc/self/fd/1");
+}
+
+TEST_CASE("plan_mounts: a code directory is bound read-only at /var/task") {
+  TempDir dir;
+  MountPlan p = plan_mounts(spec_for(dir.path));
+  std::string task = kRoot + "/var/task";
+  int bind = find_op(p, MountOp::Bind, task);
+  REQUIRE(bind >= 0);
+  CHECK(p.ops[bind].src == dir.path);
+  int ro = find_op(p, MountOp::RemountRo, task);
+  CHECK(ro > bind);
+  // No tmpfs is needed to hold a directory's mount point.
+  CHECK(find_op(p, MountOp::Tmpfs, task) == -1);
+  CHECK(count_kind(p, MountOp::Touch) == 5);  // only the /dev nodes
+}
+
+TEST_CASE("plan_mounts: a code file gets its own tmpfs, so its siblings stay invisible") {
+  TempDir dir;
+  std::string file = dir.path + "/fn.py";
+  std::ofstream(file) << "def handler(e, c): return 1\n";
+  std::ofstream(dir.path + "/secret.txt") << "x";
+  MountPlan p = plan_mounts(spec_for(file));
+  std::string task = kRoot + "/var/task";
+  std::string target = task + "/fn.py";
+  int tmpfs = find_op(p, MountOp::Tmpfs, task);
+  int touch = find_op(p, MountOp::Touch, target);
+  int bind = find_op(p, MountOp::Bind, target);
+  int ro_file = find_op(p, MountOp::RemountRo, target);
+  int ro_dir = find_op(p, MountOp::RemountRo, task);
+  REQUIRE(tmpfs >= 0);
+  CHECK(touch > tmpfs);
+  CHECK(bind > touch);
+  CHECK(ro_file > bind);
+  CHECK(ro_dir > touch);
+  CHECK(p.ops[bind].src == file);
+  CHECK((p.ops[tmpfs].flags & (MS_NOSUID | MS_NODEV)) == (MS_NOSUID | MS_NODEV));
+  // The directory holding the file is never bound.
+  for (const MountOp& op : p.ops) CHECK(op.src != dir.path);
+}
+
+TEST_CASE("plan_mounts: a code path that does not exist is planned as a file") {
+  // The planner only distinguishes directories; the executor's bind fails later.
+  MountPlan p = plan_mounts(spec_for("/no/such/handler.py"));
+  CHECK(find_op(p, MountOp::Bind, kRoot + "/var/task/handler.py") >= 0);
+}
+
+TEST_CASE("plan_mounts: a fresh proc is the last op") {
+  TempDir dir;
+  MountPlan p = plan_mounts(spec_for(dir.path));
+  const MountOp& last = p.ops.back();
+  CHECK(last.kind == MountOp::Proc);
+  CHECK(last.dst == kRoot + "/proc");
+  CHECK((last.flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)) == (MS_NOSUID | MS_NODEV | MS_NOEXEC));
+  CHECK(count_kind(p, MountOp::Proc) == 1);
+}
+
+TEST_CASE("plan_mounts: every destination is under the stage, and below the root after the overlay") {
+  TempDir dir;
+  std::string file = dir.path + "/fn.py";
+  std::ofstream(file) << "";
+  for (const std::string& code : {dir.path, file}) {
+    SandboxSpec s = spec_for(code);
+    s.stage_dir = "/tmp/st";
+    MountPlan p = plan_mounts(s);
+    int ov = find_op(p, MountOp::Overlay, "/tmp/st/root");
+    REQUIRE(ov >= 0);
+    for (size_t i = 0; i < p.ops.size(); i++) {
+      const std::string& dst = p.ops[i].dst;
+      INFO("op ", i, ": ", p.ops[i].describe());
+      CHECK((dst == "/tmp/st" || dst.rfind("/tmp/st/", 0) == 0));
+      CHECK(dst.find("..") == std::string::npos);
+      if (int(i) > ov) CHECK(dst.rfind("/tmp/st/root/", 0) == 0);
+    }
+  }
+}
+
+TEST_CASE("plan_mounts: code_mount is honoured") {
+  TempDir dir;
+  SandboxSpec s = spec_for(dir.path);
+  s.code_mount = "/opt/code";
+  MountPlan p = plan_mounts(s);
+  CHECK(find_op(p, MountOp::Bind, kRoot + "/opt/code") >= 0);
+  CHECK(find_op(p, MountOp::Bind, kRoot + "/var/task") == -1);
+}
+
+TEST_CASE("MountOp::describe names the kind, source and destination") {
+  CHECK(MountOp{MountOp::Tmpfs, "", "/r/tmp", "size=1", 0}.describe() == "tmpfs on /r/tmp");
+  CHECK(MountOp{MountOp::Overlay, "", "/r", "", 0}.describe() == "overlay on /r");
+  CHECK(MountOp{MountOp::Proc, "", "/r/proc", "", 0}.describe() == "proc on /r/proc");
+  CHECK(MountOp{MountOp::Bind, "/dev/null", "/r/dev/null", "", 0}.describe() ==
+        "bind /dev/null on /r/dev/null");
+  CHECK(MountOp{MountOp::RemountRo, "", "/r/dev", "", 0}.describe() == "read-only remount of /r/dev");
+  CHECK(MountOp{MountOp::Mkdir, "", "/s/upper", "", 0}.describe() == "mkdir /s/upper");
+  CHECK(MountOp{MountOp::Touch, "", "/r/dev/zero", "", 0}.describe() == "create /r/dev/zero");
+  CHECK(MountOp{MountOp::Symlink, "/proc/self/fd", "/r/dev/fd", "", 0}.describe() ==
+        "symlink /r/dev/fd -> /proc/self/fd");
+  // Every planned op's description mentions its destination.
+  TempDir dir;
+  for (const MountOp& op : plan_mounts(spec_for(dir.path)).ops)
+    CHECK_MESSAGE(op.describe().find(op.dst) != std::string::npos, op.describe());
+}

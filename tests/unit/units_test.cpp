@@ -59,7 +59,7 @@ TEST_CASE("parse_size: a \"b\" suffix means bytes") {
 }
 
 TEST_CASE("parse_size: errors name the input") {
-  for (const char* bad : {"", "-1", "12x", "abc", "0", "0b", "0.1b", "M", ".", "1.2.3M", "12 M",
+  for (const std::string bad : {"", "-1", "12x", "abc", "0", "0b", "0.1b", "M", ".", "1.2.3M", "12 M",
                           "1e3", "+5", "5GiBs", "2000000G", "1234567890123456789"}) {
     auto r = parse_size(bad);
     INFO("input: \"", bad, "\"");
@@ -102,7 +102,7 @@ TEST_CASE("parse_duration_ms: range is 1ms to 24h") {
 }
 
 TEST_CASE("parse_duration_ms: errors name the input") {
-  for (const char* bad : {"", "-1", "12x", "abc", "0", "3h", "s", "1.5.5s", "2 s", "3sec",
+  for (const std::string bad : {"", "-1", "12x", "abc", "0", "3h", "s", "1.5.5s", "2 s", "3sec",
                           "100000m"}) {
     auto r = parse_duration_ms(bad);
     INFO("input: \"", bad, "\"");
