@@ -8,81 +8,20 @@
 #include <toml++/toml.h>
 
 #include "policies/embedded.hpp"
+#include "policies/toml_reader.hpp"
 #include "sandbox/seccomp.hpp"
 
 namespace nsbox {
 
 namespace {
 
-// Thrown inside the parser only; converted to an Error at its boundary.
-struct PolicyError {
-  std::string msg;
-};
-
-class Parser {
+class Parser : public TomlReader {
  public:
-  explicit Parser(std::string source) : source_(std::move(source)) {}
-
-  [[noreturn]] void fail(const toml::source_region& where, const std::string& msg) const {
-    std::string pos = source_;
-    if (where.begin.line) pos += ":" + std::to_string(where.begin.line) + ":" +
-                                 std::to_string(where.begin.column);
-    throw PolicyError{pos + ": " + msg};
-  }
-
-  // Every key of a table must be one we know: a typo must not silently fall
-  // back to a default.
-  void check_keys(const toml::table& t, const std::string& where,
-                  const std::vector<std::string>& known) const {
-    for (auto&& [k, v] : t) {
-      if (std::find(known.begin(), known.end(), std::string(k.str())) != known.end()) continue;
-      std::string list;
-      for (const auto& n : known) list += (list.empty() ? "" : ", ") + n;
-      fail(k.source(), "unknown key \"" + std::string(k.str()) + "\" in " + where +
-                           " (expected one of: " + list + ")");
-    }
-  }
-
-  const toml::table& table(const toml::table& parent, const char* key, const std::string& name,
-                           bool required) const {
-    static const toml::table empty;
-    const toml::node* n = parent.get(key);
-    if (!n) {
-      if (required) fail(parent.source(), "missing table [" + name + "]");
-      return empty;
-    }
-    if (!n->is_table()) fail(n->source(), "\"" + name + "\" must be a table");
-    return *n->as_table();
-  }
-
-  // Limits are all required: a policy states every bound it grants rather
-  // than inheriting defaults from whatever version of nsbox reads it.
-  int64_t integer(const toml::table& t, const char* key, const std::string& where, int64_t lo,
-                  int64_t hi) const {
-    const toml::node* n = t.get(key);
-    if (!n) fail(t.source(), "missing key \"" + std::string(key) + "\" in " + where);
-    auto v = n->value<int64_t>();
-    if (!n->is_integer() || !v)
-      fail(n->source(), "\"" + std::string(key) + "\" in " + where + " must be an integer");
-    if (*v < lo || *v > hi)
-      fail(n->source(), "\"" + std::string(key) + "\" in " + where + " is " +
-                            std::to_string(*v) + "; allowed range is " + std::to_string(lo) +
-                            ".." + std::to_string(hi));
-    return *v;
-  }
-
-  std::string string(const toml::table& t, const char* key, const std::string& where,
-                     const std::string& def) const {
-    const toml::node* n = t.get(key);
-    if (!n) return def;
-    if (!n->is_string())
-      fail(n->source(), "\"" + std::string(key) + "\" in " + where + " must be a string");
-    return *n->value<std::string>();
-  }
+  using TomlReader::TomlReader;
 
   Policy parse(const toml::table& root) const {
     Policy p;
-    p.source = source_;
+    p.source = source();
     check_keys(root, "the top level", {"description", "limits", "network", "seccomp"});
     p.description = string(root, "description", "the top level", "");
 
@@ -108,10 +47,7 @@ class Parser {
 
     const toml::table& sc = table(root, "seccomp", "seccomp", true);
     check_keys(sc, "[seccomp]", {"default_action", "errno", "allow_fork", "allow"});
-    if (const toml::node* f = sc.get("allow_fork")) {
-      if (!f->is_boolean()) fail(f->source(), "\"allow_fork\" in [seccomp] must be true or false");
-      p.seccomp.allow_fork = *f->value<bool>();
-    }
+    p.seccomp.allow_fork = boolean(sc, "allow_fork", "[seccomp]", true);
     std::string action = string(sc, "default_action", "[seccomp]", "errno");
     static const std::map<std::string, SeccompDefault> actions = {
         {"errno", SeccompDefault::Errno},
@@ -157,9 +93,6 @@ class Parser {
     for (const auto& [name, group] : names) p.seccomp.allow.push_back(name);
     return p;
   }
-
- private:
-  std::string source_;
 };
 
 }  // namespace
@@ -175,7 +108,7 @@ Result<Policy> parse_policy(std::string_view text, const std::string& source) {
     return make_error("policy", source + ":" + std::to_string(b.line) + ":" +
                                     std::to_string(b.column) + ": " +
                                     std::string(e.description()));
-  } catch (const PolicyError& e) {
+  } catch (const TomlError& e) {
     return make_error("policy", e.msg);
   }
 }

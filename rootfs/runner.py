@@ -148,8 +148,18 @@ class Channel:
         self.send_payload(json_dumps(msg).encode())
 
 
+# Sources that came in load frames rather than from files: traceback reads
+# lines through linecache, which would otherwise find no file.
+_SOURCES = {}
+
+
 def _user_frames(tb):
     import traceback
+    if _SOURCES:
+        import linecache
+        for path, src in _SOURCES.items():
+            text = src.decode("utf-8", "replace")
+            linecache.cache[path] = (len(text), None, text.splitlines(True), path)
     frames = [f for f in traceback.extract_tb(tb) if f.filename != RUNNER_FILE]
     return traceback.format_list(frames)
 
@@ -232,7 +242,7 @@ class Runner:
     # reply: {"type":"ready"} or {"type":"load_error","kind":..,"errorType":..,
     #        "errorMessage":..,"stackTrace":[..]} (+ "line" for kind "syntax")
 
-    def load(self, path, handler_name):
+    def load(self, path, handler_name, source=None):
         if self.handler is not None:
             # Refused before reading the file: a second function's module body must never run
             # in a sandbox that already serves (and may have cached state for) another one.
@@ -244,12 +254,18 @@ class Runner:
             handler_name = "handler"
         base = os.path.basename(path)
         stem = base[:-3] if base.endswith(".py") else base
-        try:
-            with open(path, "rb") as f:
-                source = f.read()
-        except OSError as e:
-            return _load_error("not_found", type(e).__name__,
-                               "cannot read %s: %s" % (path, e.strerror or e))
+        if isinstance(source, str):
+            # The pool sends the code in the load frame: a blank sandbox has no code mounted,
+            # and the file name only labels tracebacks.
+            source = source.encode("utf-8", "surrogateescape")
+            _SOURCES[path] = source
+        else:
+            try:
+                with open(path, "rb") as f:
+                    source = f.read()
+            except OSError as e:
+                return _load_error("not_found", type(e).__name__,
+                                   "cannot read %s: %s" % (path, e.strerror or e))
         try:
             # Bytes, not str, so that a PEP 263 coding cookie in the file is honoured.
             code = compile(source, path, "exec", dont_inherit=True)
@@ -300,6 +316,22 @@ class Runner:
         self.function_path = path
         self.function_name = stem
         return {"type": "ready"}
+
+    # -- check ------------------------------------------------------------------------------
+    # Compiles without running anything: the daemon's deploy-time syntax check, done inside a
+    # sandbox because compiling hostile source can exhaust memory or time.
+    # reply: {"type":"checked"} or a load_error of kind "syntax"
+
+    def check(self, path, source):
+        if not isinstance(path, str) or not isinstance(source, str):
+            return _bad_request("check needs \"function\" and \"source\" strings")
+        try:
+            compile(source.encode("utf-8", "surrogateescape"), path, "exec", dont_inherit=True)
+        except SyntaxError as e:
+            return _load_error("syntax", type(e).__name__, _safe_str(e), line=e.lineno)
+        except ValueError as e:
+            return _load_error("syntax", type(e).__name__, _safe_str(e), line=None)
+        return {"type": "checked"}
 
     # -- invoke ---------------------------------------------------------------------------
     # reply: {"type":"result","id":ID,"ok":true,"result":VALUE}
@@ -359,8 +391,11 @@ class Runner:
                     reply["id"] = msg["id"]
                 return reply
             return self.invoke(msg)
+        if kind == "check":
+            return self.check(msg.get("function"), msg.get("source"))
         if kind == "load":
-            return self.load(msg.get("function"), msg.get("handler", "handler"))
+            return self.load(msg.get("function"), msg.get("handler", "handler"),
+                             msg.get("source"))
         return _bad_request("unknown frame type %r" % (kind,))
 
 

@@ -216,15 +216,23 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
                   bool v2) -> Result<std::string> {
     std::string parent = mount + "/" + layout.group;
     TRY(ensure_dir(parent));
+    bool have_cpu = true;
     if (v2) {
-      // Controllers must be enabled top-down before a leaf can use them.
-      TRY(write_file(mount + "/cgroup.subtree_control", "+memory +pids +cpu", leaf.fake_));
-      TRY(write_file(parent + "/cgroup.subtree_control", "+memory +pids +cpu", leaf.fake_));
+      // Controllers must be enabled top-down before a leaf can use them;
+      // cpu is optional (detection requires only memory and pids).
+      std::istringstream cs(read_file(mount + "/cgroup.controllers"));
+      std::string c;
+      have_cpu = false;
+      while (cs >> c) have_cpu |= c == "cpu";
+      std::string enable = have_cpu ? "+memory +pids +cpu" : "+memory +pids";
+      TRY(write_file(mount + "/cgroup.subtree_control", enable, leaf.fake_));
+      TRY(write_file(parent + "/cgroup.subtree_control", enable, leaf.fake_));
     }
     std::string dir = parent + "/" + id;
     if (mkdir(dir.c_str(), 0755) != 0) return sys_error("mkdir", dir);
     leaf.dirs_.push_back(dir);  // from here on destroy() removes it
     for (const auto& [file, value] : writes) {
+      if (file == "cpu.max" && !have_cpu) continue;
       std::string path = dir + "/" + file;
       // memory.swap.max / memsw exist only with swap accounting; the memory
       // limit alone still holds, so a missing swap knob is not fatal.
@@ -259,6 +267,25 @@ Status CgroupLeaf::attach(pid_t pid) const {
   return {};
 }
 
+Status CgroupLeaf::set_memory_limit(uint64_t bytes) const {
+  if (dirs_.empty()) return make_error("cgroup", "no cgroup to limit");
+  std::string value = std::to_string(bytes);
+  if (version_ == CgroupVersion::V2) return write_file(dirs_[0] + "/memory.max", value, fake_);
+  // v1 requires memsw >= memory at every moment: raise memsw first when
+  // growing, lower memory first when shrinking (swap stays 0 either way).
+  const std::string& d = dirs_[0];
+  std::string mem = d + "/memory.limit_in_bytes", memsw = d + "/memory.memsw.limit_in_bytes";
+  bool have_memsw = fake_ || access(memsw.c_str(), F_OK) == 0;
+  if (!have_memsw) return write_file(mem, value, fake_);
+  uint64_t current = read_number(mem);
+  if (bytes > current) {
+    TRY(write_file(memsw, value, fake_));
+    return write_file(mem, value, fake_);
+  }
+  TRY(write_file(mem, value, fake_));
+  return write_file(memsw, value, fake_);
+}
+
 CgroupEvents CgroupLeaf::events() const {
   CgroupEvents e;
   if (dirs_.empty()) return e;
@@ -268,12 +295,14 @@ CgroupEvents CgroupLeaf::events() const {
     e.memory_max = read_key(d + "/memory.events", "max");
     e.pids_max = read_key(d + "/pids.events", "max");
     e.memory_peak = read_number(d + "/memory.peak");
+    e.memory_current = read_number(d + "/memory.current");
   } else {
     for (const auto& d : dirs_) {
       if (access((d + "/memory.oom_control").c_str(), F_OK) == 0) {
         e.oom_kills = read_key(d + "/memory.oom_control", "oom_kill");
         e.memory_max = read_number(d + "/memory.failcnt");
         e.memory_peak = read_number(d + "/memory.max_usage_in_bytes");
+        e.memory_current = read_number(d + "/memory.usage_in_bytes");
       }
       if (access((d + "/pids.events").c_str(), F_OK) == 0)
         e.pids_max = read_key(d + "/pids.events", "max");

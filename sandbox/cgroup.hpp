@@ -40,6 +40,7 @@ struct CgroupEvents {
   uint64_t memory_max = 0;   // times the memory limit was hit (v1 failcnt / v2 "max")
   uint64_t pids_max = 0;     // fork/clone refused by the pids limit
   uint64_t memory_peak = 0;  // bytes
+  uint64_t memory_current = 0;  // bytes
 };
 
 // Removes leaves left by an owner that was killed before it could clean up
@@ -64,6 +65,7 @@ class CgroupLeaf {
   const std::vector<std::string>& dirs() const { return dirs_; }
   Status attach(pid_t pid) const;
   CgroupEvents events() const;
+  Status set_memory_limit(uint64_t bytes) const;
   // Kills what is left, waits for the leaf to empty, removes it.
   Status destroy();
 

@@ -76,6 +76,16 @@ const char* child_step_name(int32_t step) {
 
 void child_main(const ChildPlan& p) {
   g_sync = p.sync_fd;
+  // Nothing of the parent's signal setup may reach the function: ignored
+  // dispositions survive exec, and so does the blocked mask.
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD}) signal(sig, SIG_DFL);
+  sigset_t none;
+  sigemptyset(&none);
+  sigprocmask(SIG_SETMASK, &none, nullptr);
+  // The parent's ends of the socket pairs: with them closed here, EOF on the
+  // sync socket really means the parent is gone.
+  if (p.parent_sync_fd >= 0) close(p.parent_sync_fd);
+  if (p.parent_channel_fd >= 0) close(p.parent_channel_fd);
   // 1. Die with the parent, then wait for it to attach cgroups and write the
   // id maps. EOF here means the parent died (or gave up) before releasing us.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(kStepWaitRelease, errno, "PR_SET_PDEATHSIG");
@@ -137,11 +147,13 @@ void child_main(const ChildPlan& p) {
   // stderr (a function's prints are logs); everything else closes on exec.
   int sync = fcntl(p.sync_fd, F_DUPFD_CLOEXEC, 10);
   int chan = fcntl(p.channel_fd, F_DUPFD_CLOEXEC, 10);
-  if (sync < 0 || chan < 0) fail(kStepFds, errno, "F_DUPFD_CLOEXEC");
+  int err = p.stderr_fd >= 0 ? fcntl(p.stderr_fd, F_DUPFD_CLOEXEC, 10) : 2;
+  if (sync < 0 || chan < 0 || err < 0) fail(kStepFds, errno, "F_DUPFD_CLOEXEC");
   g_sync = sync;
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull < 0) fail(kStepFds, errno, "/dev/null");
-  if (dup2(devnull, 0) < 0 || dup2(2, 1) < 0 || dup2(chan, 3) < 0) fail(kStepFds, errno, "dup2");
+  if (dup2(devnull, 0) < 0 || dup2(err, 2) < 0 || dup2(2, 1) < 0 || dup2(chan, 3) < 0)
+    fail(kStepFds, errno, "dup2");
   if (syscall(SYS_close_range, 4, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
     fail(kStepFds, errno, "close_range");
   done(kStepFds);

@@ -118,7 +118,9 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
     }
     add(MountOp::RemountRo, "", dst);
   };
-  if (src.code_is_dir) {
+  if (src.code.empty() && src.code_tree_fd < 0) {
+    // A blank pool sandbox: its code arrives later over the request channel.
+  } else if (src.code_is_dir) {
     attach_code(code);
   } else {
     add(MountOp::Tmpfs, "", code, "size=65536,mode=0755", MS_NOSUID | MS_NODEV);

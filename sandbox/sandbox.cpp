@@ -107,7 +107,7 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
 
   MountSources sources = sources_from_spec(spec);
   UniqueFd code_tree;
-  if (!spec.ids.rootless) {
+  if (!spec.ids.rootless && !spec.code_path.empty()) {
     code_tree.reset(static_cast<int>(syscall(SYS_open_tree, AT_FDCWD, spec.code_path.c_str(),
                                              OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
     if (!code_tree.valid()) return sys_error("open_tree", spec.code_path);
@@ -125,6 +125,9 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   plan.hostname = spec.hostname.c_str();
   plan.sync_fd = sync_child.get();
   plan.channel_fd = chan_child.get();
+  plan.stderr_fd = spec.stderr_fd;
+  plan.parent_sync_fd = sync_parent.get();
+  plan.parent_channel_fd = chan_parent.get();
   plan.root_mode = !spec.ids.rootless;
   plan.uid = spec.ids.inside_uid;
   plan.gid = spec.ids.inside_gid;
@@ -167,7 +170,13 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
     ChildMsg msg;
     ssize_t n = recv(sync_parent.get(), &msg, sizeof msg, 0);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) break;  // EOF: exec succeeded (or the child died; the channel will tell)
+    if (n <= 0) {
+      // EOF: exec succeeded, unless the child died before step 12 (its
+      // timings message) without managing to say why.
+      if (sb.timings_.step_end_ns[kStepForkInit] == 0)
+        return make_error("sandbox setup", "the child died during setup without reporting why");
+      break;
+    }
     if (n != sizeof msg) return make_error("sandbox setup", "short message from child");
     if (msg.type == ChildMsg::kError) return child_error(msg, plan);
     if (msg.type == ChildMsg::kTimings)

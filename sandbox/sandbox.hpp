@@ -42,6 +42,9 @@ class Sandbox {
   int channel() const { return channel_.get(); }
   const SetupTimings& timings() const { return timings_; }
   CgroupEvents events() const { return cgroup_.events(); }
+  // Changes the memory limit of a running sandbox (a pool sandbox made with
+  // the policy's limit and assigned to a function with its own).
+  Status set_memory_limit(uint64_t bytes) { return cgroup_.set_memory_limit(bytes); }
   bool has_cgroup() const { return cgroup_.valid(); }
 
   void kill();

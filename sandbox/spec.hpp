@@ -70,6 +70,7 @@ struct SandboxSpec {
   bool use_cgroups = true;  // false: limits fall back to rlimits
   std::vector<std::string> argv;  // argv[0] is a path inside the sandbox
   std::vector<std::string> env;   // KEY=VALUE, the whole environment
+  int stderr_fd = -1;  // >= 0: the sandbox's stderr (and stdout); else ours
 };
 
 }  // namespace nsbox

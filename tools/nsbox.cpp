@@ -5,6 +5,8 @@
 #include <vector>
 
 #include "rootfs/rootfs.hpp"
+#include "tools/client_cmd.hpp"
+#include "tools/serve_cmd.hpp"
 #include "tools/run_cmd.hpp"
 
 namespace {
@@ -14,6 +16,12 @@ const char* kUsage = R"(usage: nsbox COMMAND [args]
 commands:
   run FN.py [options]        run one function in a fresh sandbox (nsbox run --help)
   rootfs build [--out DIR]   build the shared runtime rootfs (rebuilt when stale)
+  serve [options]            the HTTP daemon (nsbox serve --help)
+  deploy NAME FILE.py        deploy a function to a running daemon
+  invoke NAME [JSON]         invoke a deployed function
+  ls                         list deployed functions
+  rm NAME                    delete a function
+  logs NAME                  what a function printed recently
 )";
 
 int cmd_rootfs(const std::vector<std::string>& args) {
@@ -53,6 +61,8 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "run") return nsbox::cmd_run(args);
     if (cmd == "rootfs") return cmd_rootfs(args);
+    if (cmd == "serve") return nsbox::cmd_serve(args);
+    if (nsbox::is_client_command(cmd)) return nsbox::cmd_client(cmd, args);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nsbox: internal error: %s\n", e.what());
     return 3;

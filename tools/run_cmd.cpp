@@ -311,12 +311,14 @@ int cmd_run(const std::vector<std::string>& args) {
                                   " ms (raise it with --timeout)");
   };
   auto died = [&]() -> int {
-    sandbox.kill();
+    // Reap before killing: the runner usually ended by itself and its status
+    // is the function's (os._exit(5) must read 5, not a SIGKILL of ours).
     int status = 0;
     if (o.no_isolation) {
       waitpid(plain.pid, &status, 0);
       plain.pid = -1;
-    } else {
+    } else if (!sandbox.reap(200, &status)) {
+      sandbox.kill();
       sandbox.reap(-1, &status);
     }
     if (int code = limit_exit(false); code >= 0) return code;

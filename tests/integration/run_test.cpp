@@ -88,7 +88,7 @@ TEST_CASE("limits end a function with 137 and name the limit") {
   // The host is unharmed: no sandbox process, cgroup or mount survives.
   auto after = host_residue();
   CHECK(after.sandbox_procs == 0);
-  CHECK(after.cgroup_leaves == before.cgroup_leaves);
+  CHECK(after.cgroup_leaves <= before.cgroup_leaves);  // runs also sweep stale leaves
   CHECK(after.mounts == before.mounts);
 }
 
@@ -210,6 +210,6 @@ TEST_CASE("200 runs in a row leave no mount, cgroup or process behind") {
   CHECK(failures == 0);
   auto after = host_residue();
   CHECK(after.mounts == before.mounts);
-  CHECK(after.cgroup_leaves == before.cgroup_leaves);
+  CHECK(after.cgroup_leaves <= before.cgroup_leaves);  // runs also sweep stale leaves
   CHECK(after.sandbox_procs == 0);
 }

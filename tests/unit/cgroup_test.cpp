@@ -234,6 +234,8 @@ TEST_CASE("CgroupLeaf (v2, fake tree): create, attach, events") {
   layout.version = CgroupVersion::V2;
   layout.v2_mount = t.path;
   layout.create_files = true;
+  // A real cgroup2 root lists its controllers; cpu is among them here.
+  std::ofstream(t.path + "/cgroup.controllers") << "cpuset cpu io memory pids\n";
   Limits lim = test_limits();
   auto r = CgroupLeaf::create(layout, "t1", lim);
   REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
@@ -366,4 +368,18 @@ TEST_CASE("CgroupLeaf: a default leaf is empty and has no events") {
   CHECK(e.oom_kills == 0);
   CHECK(e.pids_max == 0);
   CHECK(leaf.destroy());
+}
+
+TEST_CASE("CgroupLeaf (v2, fake tree): without the cpu controller, no cpu limit") {
+  TempDir t;
+  CgroupLayout layout;
+  layout.version = CgroupVersion::V2;
+  layout.v2_mount = t.path;
+  layout.create_files = true;
+  std::ofstream(t.path + "/cgroup.controllers") << "memory pids\n";
+  auto r = CgroupLeaf::create(layout, "t2", test_limits());
+  REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
+  CHECK(read(t.path + "/cgroup.subtree_control") == "+memory +pids");
+  CHECK(access((t.path + "/nsbox/t2/cpu.max").c_str(), F_OK) != 0);
+  CHECK(read(t.path + "/nsbox/t2/memory.max") == std::to_string(96ull << 20));
 }

@@ -1,0 +1,102 @@
+#include "gateway/config.hpp"
+
+#include <sys/stat.h>
+
+#include <fstream>
+#include <sstream>
+
+#include "policies/toml_reader.hpp"
+
+namespace nsbox {
+
+Status parse_listen(const std::string& text, std::string* host, int* port) {
+  auto colon = text.rfind(':');
+  if (colon == std::string::npos)
+    return make_error("listen", "\"" + text + "\" is not HOST:PORT (e.g. 127.0.0.1:8080)");
+  std::string h = text.substr(0, colon), p = text.substr(colon + 1);
+  if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  if (h.empty()) h = "127.0.0.1";
+  int v = 0;
+  for (char c : p) {
+    if (c < '0' || c > '9' || v > 65535) return make_error("listen", "bad port in \"" + text + "\"");
+    v = v * 10 + (c - '0');
+  }
+  if (p.empty() || v < 1 || v > 65535) return make_error("listen", "bad port in \"" + text + "\"");
+  *host = h;
+  *port = v;
+  return {};
+}
+
+Result<ServeConfig> parse_serve_config(const std::string& text, const std::string& source) {
+  ServeConfig c;
+  c.source = source;
+  TomlReader r(source);
+  try {
+    toml::table root = toml::parse(text, source);
+    r.check_keys(root, "the top level", {"server", "pool", "functions"});
+    const toml::table& s = r.table(root, "server", "server", false);
+    const std::string S = "[server]";
+    r.check_keys(s, S, {"listen", "state_dir", "token", "max_body_kb", "max_connections",
+                        "rootless", "public_url"});
+    std::string listen = r.string(s, "listen", S, "127.0.0.1:8080");
+    if (Status st = parse_listen(listen, &c.listen_host, &c.listen_port); !st)
+      r.fail(s.get("listen")->source(), st.error().detail);
+    c.state_dir = r.string(s, "state_dir", S, c.state_dir);
+    if (c.state_dir.empty() || c.state_dir[0] != '/')
+      r.fail(s.get("state_dir")->source(), "\"state_dir\" must be an absolute path");
+    c.token = r.string(s, "token", S, "");
+    if (!c.token.empty() && c.token.size() < 16)
+      r.fail(s.get("token")->source(), "\"token\" must be at least 16 characters");
+    int64_t body_kb = 6144, conns = 256;
+    c.max_body_bytes = uint64_t(r.integer(s, "max_body_kb", S, 1, 65536, &body_kb)) << 10;
+    c.max_connections = int(r.integer(s, "max_connections", S, 8, 4096, &conns));
+    c.rootless = r.boolean(s, "rootless", S, false);
+    c.public_url = r.string(s, "public_url", S, "");
+
+    const toml::table& p = r.table(root, "pool", "pool", false);
+    const std::string P = "[pool]";
+    r.check_keys(p, P, {"blank", "max_sandboxes", "memory_budget_mb", "per_function",
+                        "idle_timeout_ms", "queue_per_function", "queue_total",
+                        "queue_timeout_ms"});
+    ServeConfig d;
+    int64_t v;
+    v = d.blank, c.blank = int(r.integer(p, "blank", P, 0, 256, &v));
+    v = d.max_sandboxes, c.max_sandboxes = int(r.integer(p, "max_sandboxes", P, 1, 4096, &v));
+    v = int64_t(d.memory_budget_bytes >> 20);
+    c.memory_budget_bytes = uint64_t(r.integer(p, "memory_budget_mb", P, 64, 1 << 24, &v)) << 20;
+    v = d.per_function, c.per_function = int(r.integer(p, "per_function", P, 1, 1024, &v));
+    v = d.idle_timeout_ms, c.idle_timeout_ms = int(r.integer(p, "idle_timeout_ms", P, 100, 86400000, &v));
+    v = d.queue_per_function, c.queue_per_function = int(r.integer(p, "queue_per_function", P, 0, 100000, &v));
+    v = d.queue_total, c.queue_total = int(r.integer(p, "queue_total", P, 0, 1000000, &v));
+    v = d.queue_timeout_ms, c.queue_timeout_ms = int(r.integer(p, "queue_timeout_ms", P, 1, 600000, &v));
+
+    const toml::table& f = r.table(root, "functions", "functions", false);
+    const std::string F = "[functions]";
+    r.check_keys(f, F, {"default_policy", "log_lines"});
+    c.default_policy = r.string(f, "default_policy", F, c.default_policy);
+    v = d.log_lines, c.log_lines = int(r.integer(f, "log_lines", F, 0, 1000000, &v));
+  } catch (const toml::parse_error& e) {
+    const auto& b = e.source().begin;
+    return make_error("config", source + ":" + std::to_string(b.line) + ":" +
+                                    std::to_string(b.column) + ": " + std::string(e.description()));
+  } catch (const TomlError& e) {
+    return make_error("config", e.msg);
+  }
+  return c;
+}
+
+Result<ServeConfig> load_serve_config(const std::string& path) {
+  std::string file = path;
+  if (file.empty()) {
+    struct stat st;
+    if (stat("/etc/nsbox/nsbox.toml", &st) != 0) return parse_serve_config("", "<embedded defaults>");
+    file = "/etc/nsbox/nsbox.toml";
+  }
+  std::ifstream in(file);
+  if (!in) return sys_error("config", file);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_serve_config(ss.str(), file);
+}
+
+}  // namespace nsbox

@@ -1,0 +1,44 @@
+// The daemon's configuration: /etc/nsbox/nsbox.toml when present, else the
+// embedded defaults below; parsed once into this plain struct (errors name
+// file:line:col and the key).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "sandbox/result.hpp"
+
+namespace nsbox {
+
+struct ServeConfig {
+  // [server]
+  std::string listen_host = "127.0.0.1";
+  int listen_port = 8080;
+  std::string state_dir = "/var/lib/nsbox";
+  std::string token;             // empty: generated into state_dir/token (0600)
+  uint64_t max_body_bytes = 6ull << 20;
+  int max_connections = 256;     // threads serving connections (keep-alive included)
+  bool rootless = false;         // allow running as non-root (no cgroups)
+  std::string public_url;        // base URL in deploy answers; default http://listen
+  // [pool]
+  int blank = 4;                 // blank sandboxes kept ready ahead of demand
+  int max_sandboxes = 64;        // warm + blank + busy, all functions
+  uint64_t memory_budget_bytes = 4ull << 30;  // sum of the sandboxes' memory limits
+  int per_function = 4;          // sandboxes one function may hold at once
+  int idle_timeout_ms = 60000;   // a warm sandbox idle this long is destroyed
+  int queue_per_function = 64;   // requests waiting for one function's sandbox
+  int queue_total = 1024;        // requests waiting, all functions
+  int queue_timeout_ms = 1000;   // a request not started by then gets 503
+  // [functions]
+  std::string default_policy = "default";
+  int log_lines = 1000;          // lines kept per function for GET .../logs
+  std::string source;            // file the config came from, or "<embedded defaults>"
+};
+
+Result<ServeConfig> parse_serve_config(const std::string& text, const std::string& source);
+// path empty: /etc/nsbox/nsbox.toml when it exists, else embedded defaults.
+Result<ServeConfig> load_serve_config(const std::string& path);
+// "127.0.0.1:8080", "[::1]:8080", ":8080"
+Status parse_listen(const std::string& text, std::string* host, int* port);
+
+}  // namespace nsbox

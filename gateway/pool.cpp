@@ -1,0 +1,368 @@
+#include "gateway/pool.hpp"
+
+#include <algorithm>
+
+#include "sandbox/log.hpp"
+
+namespace nsbox {
+
+namespace {
+constexpr auto kSpawnRetryDelay = std::chrono::seconds(1);
+}
+
+Pool::Pool(SpawnerClient& spawner, PoolLimits limits, std::vector<uint64_t> profile_memory)
+    : spawner_(spawner), limits_(limits), profile_memory_(std::move(profile_memory)) {}
+
+Pool::~Pool() { stop(); }
+
+void Pool::start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (running_) return;
+  running_ = true;
+  refill_thread_ = std::thread([this] { refill_loop(); });
+  janitor_thread_ = std::thread([this] { janitor_loop(); });
+}
+
+void Pool::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!running_ && !refill_thread_.joinable()) return;
+    running_ = false;
+  }
+  cv_.notify_all();
+  refill_cv_.notify_all();
+  janitor_cv_.notify_all();
+  if (refill_thread_.joinable()) refill_thread_.join();
+  if (janitor_thread_.joinable()) janitor_thread_.join();
+  std::vector<uint64_t> ids;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [p, q] : blanks_)
+      for (auto& w : q) ids.push_back(w->id);
+    for (auto& [n, f] : functions_)
+      for (auto& w : f.idle) ids.push_back(w->id);
+    blanks_.clear();
+    for (auto& [n, f] : functions_) f.idle.clear();
+    ids.insert(ids.end(), to_destroy_.begin(), to_destroy_.end());
+    to_destroy_.clear();
+  }
+  for (uint64_t id : ids) (void)spawner_.destroy(id);
+}
+
+std::unique_ptr<Worker> Pool::spawn(uint32_t profile, uint64_t memory) {
+  auto s = spawner_.spawn(profile, memory);
+  if (!s) {
+    LOG_WARN("pool: spawning a sandbox failed: %s", s.error().message().c_str());
+    return nullptr;
+  }
+  auto w = std::make_unique<Worker>();
+  w->id = s.value().id;
+  w->channel = std::move(s.value().channel);
+  w->log = std::move(s.value().log);
+  w->profile = profile;
+  w->memory_bytes = memory;
+  w->last_used = Clock::now();
+  return w;
+}
+
+void Pool::forget_locked(std::unique_ptr<Worker> w) {
+  if (!w->function.empty()) {
+    auto it = functions_.find(w->function);
+    if (it != functions_.end()) it->second.held--;
+  }
+  total_--;
+  memory_ -= w->memory_bytes;
+  to_destroy_.push_back(w->id);
+  janitor_cv_.notify_one();
+  refill_cv_.notify_one();
+  cv_.notify_all();
+}
+
+bool Pool::evict_lru_locked() {
+  FunctionState* victim_fn = nullptr;
+  for (auto& [name, f] : functions_) {
+    if (f.idle.empty()) continue;
+    if (!victim_fn || f.idle.back()->last_used < victim_fn->idle.back()->last_used) victim_fn = &f;
+  }
+  if (!victim_fn) return false;
+  std::unique_ptr<Worker> w = std::move(victim_fn->idle.back());
+  victim_fn->idle.pop_back();
+  evictions_++;
+  forget_locked(std::move(w));
+  return true;
+}
+
+bool Pool::drop_blank_locked(uint32_t except_profile) {
+  for (auto& [p, q] : blanks_) {
+    if (p == except_profile || q.empty()) continue;
+    std::unique_ptr<Worker> w = std::move(q.back());
+    q.pop_back();
+    forget_locked(std::move(w));
+    return true;
+  }
+  return false;
+}
+
+Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t profile,
+                          uint64_t memory, Clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  FunctionState& fn = functions_[name];
+  // Admission: refuse at once rather than queue what cannot be served.
+  if (waiting_ >= limits_.queue_total || fn.waiting >= limits_.queue_per_function)
+    return {Status::Overloaded, nullptr, false, "too many requests waiting"};
+  waiting_++;
+  fn.waiting++;
+  struct Unwait {
+    Pool* p;
+    FunctionState* f;
+    ~Unwait() {
+      p->waiting_--;
+      f->waiting--;
+    }
+  } unwait{this, &fn};
+
+  // A cold sandbox belongs to the function from the moment it is leased,
+  // so a failed load still gives its slot back to this function's count.
+  auto cold = [&](std::unique_ptr<Worker> w) {
+    w->function = name;
+    w->version = version;
+    w->generation = fn.generation;
+    return Lease{Status::Ok, std::move(w), true, {}};
+  };
+  for (;;) {
+    if (!running_) return {Status::Overloaded, nullptr, false, "shutting down"};
+    // Warm: the same function and version, most recently used first.
+    for (auto it = fn.idle.begin(); it != fn.idle.end(); ++it) {
+      if ((*it)->version == version && (*it)->generation == fn.generation) {
+        std::unique_ptr<Worker> w = std::move(*it);
+        fn.idle.erase(it);
+        busy_++;
+        return {Status::Ok, std::move(w), false, {}};
+      }
+    }
+    if (fn.held < limits_.per_function) {
+      auto& blanks = blanks_[profile];
+      uint64_t extra = 0;
+      if (!blanks.empty()) {
+        extra = memory > blanks.front()->memory_bytes ? memory - blanks.front()->memory_bytes : 0;
+        if (memory_ + extra <= limits_.memory_budget_bytes) {
+          std::unique_ptr<Worker> w = std::move(blanks.front());
+          blanks.pop_front();
+          refill_cv_.notify_one();
+          memory_ = memory_ - w->memory_bytes + memory;
+          fn.held++;
+          busy_++;
+          lock.unlock();
+          if (w->memory_bytes != memory) {
+            Result<void> s = spawner_.set_memory(w->id, memory);
+            if (!s) {
+              // e.g. the runner already uses more than the new limit: make
+              // one to measure instead.
+              lock.lock();
+              w->memory_bytes = memory;
+              busy_--;
+              forget_locked(std::move(w));
+              total_++;
+              memory_ += memory;
+              lock.unlock();
+              w = spawn(profile, memory);
+              lock.lock();
+              if (!w) {
+                fn.held--;
+                total_--;
+                memory_ -= memory;
+                spawn_failures_++;
+                cv_.notify_all();
+                return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
+              }
+              spawned_++;
+              busy_++;
+              return cold(std::move(w));
+            }
+          }
+          lock.lock();
+          w->memory_bytes = memory;
+          return cold(std::move(w));
+        }
+      }
+      if (total_ < limits_.max_sandboxes && memory_ + memory <= limits_.memory_budget_bytes) {
+        total_++;
+        memory_ += memory;
+        fn.held++;
+        busy_++;
+        lock.unlock();
+        std::unique_ptr<Worker> w = spawn(profile, memory);
+        lock.lock();
+        if (!w) {
+          total_--;
+          memory_ -= memory;
+          fn.held--;
+          busy_--;
+          spawn_failures_++;
+          cv_.notify_all();
+          return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
+        }
+        spawned_++;
+        return cold(std::move(w));
+      }
+      // Make room: the least recently used idle sandbox of any function, or
+      // a blank of another profile.
+      if (evict_lru_locked() || drop_blank_locked(profile)) continue;
+    }
+    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && Clock::now() >= deadline)
+      return {Status::QueueTimeout, nullptr, false, "no sandbox became free in time"};
+  }
+}
+
+Pool::Lease Pool::acquire_blank(uint32_t profile, Clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  for (;;) {
+    if (!running_) return {Status::Overloaded, nullptr, false, "shutting down"};
+    auto& blanks = blanks_[profile];
+    if (!blanks.empty()) {
+      std::unique_ptr<Worker> w = std::move(blanks.front());
+      blanks.pop_front();
+      busy_++;
+      refill_cv_.notify_one();
+      return {Status::Ok, std::move(w), true, {}};
+    }
+    uint64_t memory = profile_memory_.at(profile);
+    if (total_ < limits_.max_sandboxes && memory_ + memory <= limits_.memory_budget_bytes) {
+      total_++;
+      busy_++;
+      memory_ += memory;
+      lock.unlock();
+      std::unique_ptr<Worker> w = spawn(profile, memory);
+      lock.lock();
+      if (!w) {
+        total_--;
+        busy_--;
+        memory_ -= memory;
+        spawn_failures_++;
+        return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
+      }
+      spawned_++;
+      return {Status::Ok, std::move(w), true, {}};
+    }
+    if (evict_lru_locked()) continue;
+    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && Clock::now() >= deadline)
+      return {Status::QueueTimeout, nullptr, false, "no sandbox became free in time"};
+  }
+}
+
+void Pool::release(std::unique_ptr<Worker> w, bool reusable) {
+  std::lock_guard<std::mutex> lock(mu_);
+  busy_--;
+  if (w->function.empty()) {
+    // A blank used for a one-off job, or one whose load failed.
+    forget_locked(std::move(w));
+    return;
+  }
+  FunctionState& fn = functions_[w->function];
+  if (!reusable || !running_ || w->generation != fn.generation) {
+    forget_locked(std::move(w));
+    return;
+  }
+  w->last_used = Clock::now();
+  fn.idle.push_front(std::move(w));
+  cv_.notify_all();
+}
+
+void Pool::revoke(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  FunctionState& fn = functions_[name];
+  fn.generation++;
+  while (!fn.idle.empty()) {
+    std::unique_ptr<Worker> w = std::move(fn.idle.front());
+    fn.idle.pop_front();
+    forget_locked(std::move(w));
+  }
+}
+
+PoolStats Pool::stats() {
+  std::lock_guard<std::mutex> lock(mu_);
+  PoolStats s;
+  for (auto& [p, q] : blanks_) {
+    s.blank += static_cast<int>(q.size());
+    for (auto& w : q) s.ids.push_back(w->id);
+  }
+  for (auto& [n, f] : functions_) {
+    s.idle += static_cast<int>(f.idle.size());
+    for (auto& w : f.idle) s.ids.push_back(w->id);
+  }
+  s.busy = busy_;
+  s.waiting = waiting_;
+  s.memory_bytes = memory_;
+  s.evictions = evictions_;
+  s.idle_expired = idle_expired_;
+  s.spawned = spawned_;
+  s.spawn_failures = spawn_failures_;
+  return s;
+}
+
+void Pool::refill_loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (running_) {
+    // Blanks of the first profile (the default policy) are made ahead of
+    // demand, only into spare capacity: never by evicting warm sandboxes.
+    const uint32_t profile = 0;
+    uint64_t memory = profile_memory_.empty() ? 0 : profile_memory_[0];
+    bool room = total_ < limits_.max_sandboxes && memory_ + memory <= limits_.memory_budget_bytes;
+    if (!profile_memory_.empty() && static_cast<int>(blanks_[profile].size()) < limits_.blank &&
+        room) {
+      total_++;
+      memory_ += memory;
+      lock.unlock();
+      std::unique_ptr<Worker> w = spawn(profile, memory);
+      lock.lock();
+      if (!w) {
+        total_--;
+        memory_ -= memory;
+        spawn_failures_++;
+        refill_cv_.wait_for(lock, kSpawnRetryDelay);
+        continue;
+      }
+      spawned_++;
+      if (!running_) {
+        forget_locked(std::move(w));
+        break;
+      }
+      blanks_[profile].push_back(std::move(w));
+      cv_.notify_all();
+      continue;
+    }
+    refill_cv_.wait_for(lock, std::chrono::milliseconds(500));
+  }
+}
+
+void Pool::janitor_loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (running_ || !to_destroy_.empty()) {
+    auto now = Clock::now();
+    auto idle_limit = std::chrono::milliseconds(limits_.idle_timeout_ms);
+    for (auto& [name, fn] : functions_) {
+      while (!fn.idle.empty() && now - fn.idle.back()->last_used > idle_limit) {
+        std::unique_ptr<Worker> w = std::move(fn.idle.back());
+        fn.idle.pop_back();
+        idle_expired_++;
+        forget_locked(std::move(w));
+      }
+    }
+    std::vector<uint64_t> ids;
+    ids.swap(to_destroy_);
+    if (!ids.empty()) {
+      lock.unlock();
+      for (uint64_t id : ids) {
+        auto s = spawner_.destroy(id);
+        if (!s) LOG_WARN("pool: destroying sandbox %llu: %s", (unsigned long long)id,
+                         s.error().message().c_str());
+      }
+      lock.lock();
+      continue;
+    }
+    if (!running_) break;
+    janitor_cv_.wait_for(lock, std::chrono::milliseconds(250));
+  }
+}
+
+}  // namespace nsbox

@@ -1,0 +1,125 @@
+// The prefork pool (policy; the mechanism is sandbox/spawner): blank
+// sandboxes made ahead of demand, warm sandboxes reused per function and
+// version, per-function caps, a global count and memory budget with LRU
+// eviction of idle sandboxes, idle timeouts, revocation on redeploy/delete,
+// and bounded waiting (admission control).
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "sandbox/fd.hpp"
+#include "sandbox/framing.hpp"
+#include "sandbox/spawner.hpp"
+
+namespace nsbox {
+
+using Clock = std::chrono::steady_clock;
+
+struct PoolLimits {
+  int blank = 4;
+  int max_sandboxes = 64;
+  uint64_t memory_budget_bytes = 4ull << 30;
+  int per_function = 4;
+  int idle_timeout_ms = 60000;
+  int queue_per_function = 64;
+  int queue_total = 1024;
+};
+
+// One sandbox as the gateway holds it. A worker that has loaded function X
+// version V never serves anything else (no state crosses functions).
+struct Worker {
+  uint64_t id = 0;
+  UniqueFd channel;
+  UniqueFd log;
+  FrameDecoder decoder;
+  uint32_t profile = 0;
+  uint64_t memory_bytes = 0;
+  std::string function;  // empty while blank
+  uint64_t version = 0;
+  uint64_t generation = 0;  // the function's revocation generation when loaded
+  Clock::time_point last_used;
+};
+
+struct PoolStats {
+  int blank = 0, idle = 0, busy = 0, waiting = 0;
+  uint64_t memory_bytes = 0;
+  uint64_t evictions = 0, idle_expired = 0, spawned = 0, spawn_failures = 0;
+  std::vector<uint64_t> ids;  // every live sandbox the pool tracks (not busy ones)
+};
+
+class Pool {
+ public:
+  // profile_memory[i]: the memory limit a blank sandbox of profile i gets.
+  Pool(SpawnerClient& spawner, PoolLimits limits, std::vector<uint64_t> profile_memory);
+  ~Pool();
+  void start();
+  // Stops the background threads and destroys every sandbox not leased.
+  void stop();
+
+  enum class Status { Ok, Overloaded, QueueTimeout, SpawnFailed };
+  struct Lease {
+    Status status = Status::Ok;
+    std::unique_ptr<Worker> worker;
+    bool cold = false;  // a blank sandbox: the caller must load the function
+    std::string message;
+  };
+  Lease acquire(const std::string& name, uint64_t version, uint32_t profile, uint64_t memory,
+                Clock::time_point queue_deadline);
+  // A blank sandbox for a one-off job (the deploy-time syntax check); give it
+  // back with release(..., false).
+  Lease acquire_blank(uint32_t profile, Clock::time_point deadline);
+  // reusable=false: the sandbox timed out, died, failed to load or broke
+  // protocol; it is destroyed.
+  void release(std::unique_ptr<Worker> worker, bool reusable);
+  // After a deploy or delete returns, no request is served by the old code:
+  // idle sandboxes of the function are destroyed now, busy ones on release.
+  void revoke(const std::string& name);
+  PoolStats stats();
+
+ private:
+  struct FunctionState {
+    int held = 0;     // idle + busy sandboxes of this function
+    int waiting = 0;
+    uint64_t generation = 0;
+    std::list<std::unique_ptr<Worker>> idle;  // most recently used first
+  };
+
+  bool evict_lru_locked();
+  bool drop_blank_locked(uint32_t except_profile);
+  void forget_locked(std::unique_ptr<Worker> w);  // schedule destroy, free its slot
+  std::unique_ptr<Worker> spawn(uint32_t profile, uint64_t memory);
+  void refill_loop();
+  void janitor_loop();
+
+  SpawnerClient& spawner_;
+  PoolLimits limits_;
+  std::vector<uint64_t> profile_memory_;
+
+  std::mutex mu_;
+  std::condition_variable cv_;         // waiters: a sandbox or a slot freed
+  std::condition_variable refill_cv_;  // a blank was taken or a slot freed
+  std::condition_variable janitor_cv_;
+  bool running_ = false;
+  std::map<uint32_t, std::deque<std::unique_ptr<Worker>>> blanks_;
+  std::map<std::string, FunctionState> functions_;
+  std::vector<uint64_t> to_destroy_;
+  int total_ = 0;       // every sandbox, including busy and being spawned
+  int busy_ = 0;
+  int waiting_ = 0;
+  uint64_t memory_ = 0;
+  uint64_t evictions_ = 0, idle_expired_ = 0, spawned_ = 0, spawn_failures_ = 0;
+  std::thread refill_thread_, janitor_thread_;
+};
+
+}  // namespace nsbox

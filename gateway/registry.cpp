@@ -1,0 +1,623 @@
+// The file-backed function store.
+//
+// Layout: <dir>/functions/<name>/<version>.json, one file per version: a JSON
+// object holding the meta keys (meta_to_json) plus "source". Nothing else is
+// persistent: the index is rebuilt from these files at open.
+//
+// put() writes <dir>/functions/<name>/.<version>.json.tmp-<pid>-<counter>
+// (O_CREAT|O_EXCL, 0600), fsyncs it, renames it to <version>.json and fsyncs
+// the function directory; a new function directory is made durable by
+// fsyncing <dir>/functions first. rename(2) is atomic, so after a crash the
+// version either exists whole or not at all; the directory fsyncs make the
+// rename itself survive power loss (ext4/xfs do not promise that otherwise).
+// Only then does the in-memory index change and put() return.
+//
+// remove() renames <dir>/functions/<name> to
+// <dir>/functions/.deleted-<name>-<pid>-<counter>, fsyncs <dir>/functions and
+// only then deletes the renamed tree (best effort): a crash in between leaves
+// an invisible leftover, never a function with some of its versions missing.
+//
+// open scans the tree: *.tmp-* files and .deleted-* trees are crash leftovers
+// and are deleted; each <N>.json is parsed and checked (name and version
+// against its path, sha256 and size against its source). A file that fails
+// is skipped with a warning and kept for inspection; its version number is
+// never reused, so a later put() cannot overwrite it.
+//
+// Concurrency: write_mu_ serialises put() and remove() (version numbering and
+// renames); mu_ guards the index and is never held across disk I/O, so the
+// request path (latest/get) does not wait behind a put's fsyncs. Sources are
+// read from disk on demand; the latest source of each function is cached.
+#include "gateway/registry.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <stdexcept>
+
+#include "sandbox/fd.hpp"
+#include "sandbox/log.hpp"
+
+namespace nsbox {
+
+using nlohmann::json;
+
+// ---------------------------------------------------------------- names ---
+
+bool valid_function_name(const std::string& name) {
+  if (name.empty() || name.size() > 63) return false;
+  auto alnum = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!alnum(name[0])) return false;
+  for (size_t i = 1; i < name.size(); ++i) {
+    char c = name[i];
+    if (!alnum(c) && c != '_' && c != '-') return false;
+  }
+  return true;
+}
+
+// --------------------------------------------------------------- sha256 ---
+
+namespace {
+
+constexpr std::array<uint32_t, 64> kSha256K = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+uint32_t rotr(uint32_t x, int n) {
+  return (x >> n) | (x << (32 - n));
+}
+
+void sha256_block(uint32_t h[8], const unsigned char* p) {
+  uint32_t w[64];
+  for (int i = 0; i < 16; ++i)
+    w[i] = uint32_t{p[4 * i]} << 24 | uint32_t{p[4 * i + 1]} << 16 | uint32_t{p[4 * i + 2]} << 8 |
+           uint32_t{p[4 * i + 3]};
+  for (int i = 16; i < 64; ++i) {
+    uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
+    uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
+    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
+  }
+  uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
+  for (int i = 0; i < 64; ++i) {
+    uint32_t t1 =
+        k + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kSha256K[i] + w[i];
+    uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
+    k = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
+  }
+  h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
+}
+
+}  // namespace
+
+std::string sha256_hex(std::string_view data) {
+  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+  const auto* p = reinterpret_cast<const unsigned char*>(data.data());
+  const size_t full = data.size() / 64;
+  for (size_t i = 0; i < full; ++i) sha256_block(h, p + 64 * i);
+  // Padding: 0x80, zeros, then the bit length big-endian; it spills into a
+  // second block when fewer than 9 bytes are left in the last one.
+  unsigned char tail[128] = {};
+  const size_t rem = data.size() % 64;
+  if (rem) std::memcpy(tail, p + 64 * full, rem);
+  tail[rem] = 0x80;
+  const size_t tail_len = rem + 9 <= 64 ? 64 : 128;
+  const uint64_t bits = uint64_t{data.size()} * 8;
+  for (int i = 0; i < 8; ++i) tail[tail_len - 1 - i] = static_cast<unsigned char>(bits >> (8 * i));
+  for (size_t off = 0; off < tail_len; off += 64) sha256_block(h, tail + off);
+  static const char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(64);
+  for (uint32_t word : h)
+    for (int shift = 28; shift >= 0; shift -= 4) out += kHex[(word >> shift) & 0xf];
+  return out;
+}
+
+// ----------------------------------------------------------------- json ---
+
+json meta_to_json(const FunctionMeta& m) {
+  return json{{"name", m.name},
+              {"version", m.version},
+              {"handler", m.handler},
+              {"policy", m.policy},
+              {"memory_mb", m.memory_mb},
+              {"timeout_ms", m.timeout_ms},
+              {"created_unix_ms", m.created_unix_ms},
+              {"sha256", m.sha256},
+              {"source_bytes", m.source_bytes}};
+}
+
+namespace {
+
+// JSON-escaped source can be up to 6x its 1 MiB bound (\u00XX); anything
+// beyond that is not a file put() wrote.
+constexpr size_t kMaxVersionFileBytes = 8 * kMaxFunctionSourceBytes;
+
+// Tags temporary and graveyard names so two stores in one process (tests,
+// or a future migration) never pick the same name.
+std::atomic<uint64_t> g_counter{0};
+
+std::string unique_suffix() {
+  return std::to_string(::getpid()) + "-" + std::to_string(++g_counter);
+}
+
+int64_t now_unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+bool starts_with(const std::string& s, std::string_view prefix) {
+  return s.compare(0, prefix.size(), prefix) == 0;
+}
+
+// "<N>.json" with N a decimal without leading zeros, N >= 1.
+std::optional<uint64_t> parse_version_filename(const std::string& f) {
+  constexpr std::string_view kExt = ".json";
+  if (f.size() <= kExt.size() || f.compare(f.size() - kExt.size(), kExt.size(), kExt) != 0)
+    return std::nullopt;
+  const char* b = f.data();
+  const char* e = f.data() + f.size() - kExt.size();
+  if (*b < '1' || *b > '9') return std::nullopt;
+  uint64_t v = 0;
+  auto [ptr, ec] = std::from_chars(b, e, v);
+  if (ec != std::errc() || ptr != e) return std::nullopt;
+  return v;
+}
+
+std::string version_filename(uint64_t v) {
+  return std::to_string(v) + ".json";
+}
+
+// Strict reading of a version file: every key present with its type, so a
+// hand-edited or half-migrated file is refused rather than served with
+// defaults.
+FunctionVersion version_from_json(const json& j) {
+  if (!j.is_object()) throw std::runtime_error("not a JSON object");
+  auto field = [&](const char* key) -> const json& {
+    auto it = j.find(key);
+    if (it == j.end()) throw std::runtime_error(std::string("missing \"") + key + "\"");
+    return *it;
+  };
+  auto str = [&](const char* key) {
+    const json& v = field(key);
+    if (!v.is_string()) throw std::runtime_error(std::string("\"") + key + "\" is not a string");
+    return v.get<std::string>();
+  };
+  auto u64 = [&](const char* key) {
+    const json& v = field(key);
+    if (!v.is_number_unsigned())
+      throw std::runtime_error(std::string("\"") + key + "\" is not an unsigned integer");
+    return v.get<uint64_t>();
+  };
+  FunctionVersion fv;
+  fv.meta.name = str("name");
+  fv.meta.version = u64("version");
+  fv.meta.handler = str("handler");
+  fv.meta.policy = str("policy");
+  fv.meta.memory_mb = u64("memory_mb");
+  fv.meta.timeout_ms = u64("timeout_ms");
+  const json& created = field("created_unix_ms");
+  if (!created.is_number_integer())
+    throw std::runtime_error("\"created_unix_ms\" is not an integer");
+  fv.meta.created_unix_ms = created.get<int64_t>();
+  fv.meta.sha256 = str("sha256");
+  fv.meta.source_bytes = u64("source_bytes");
+  fv.source = str("source");
+  return fv;
+}
+
+// ------------------------------------------------------------- file I/O ---
+
+Status write_all(int fd, std::string_view data, const std::string& path) {
+  while (!data.empty()) {
+    ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_error("write", path);
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return {};
+}
+
+Result<std::string> read_file(const std::string& path) {
+  // O_NOFOLLOW: the store only ever writes regular files; a symlink in it
+  // was planted and must not make us serve an arbitrary host file.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!fd.valid()) return sys_error("open", path);
+  struct stat st;
+  if (::fstat(fd.get(), &st) != 0) return sys_error("fstat", path);
+  if (!S_ISREG(st.st_mode)) return Error{0, "read", path, "not a regular file"};
+  if (static_cast<uint64_t>(st.st_size) > kMaxVersionFileBytes)
+    return Error{0, "read", path, "larger than any version file the store writes"};
+  std::string out(static_cast<size_t>(st.st_size), '\0');
+  size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = ::read(fd.get(), out.data() + got, out.size() - got);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return sys_error("read", path);
+    }
+    if (n == 0) break;  // shrank under us: parse what is there, the checks decide
+    got += static_cast<size_t>(n);
+  }
+  out.resize(got);
+  return out;
+}
+
+// Makes a rename or a new entry in dir survive power loss (fsync(2): syncing
+// a file does not sync the directory entry naming it).
+Status fsync_dir(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return sys_error("open", dir);
+  if (::fsync(fd.get()) != 0) return sys_error("fsync", dir);
+  return {};
+}
+
+// Writes a new file that is durable before anyone can see it under its
+// final name; the temporary is unlinked on any failure.
+Status write_file_durably(const std::string& tmp, std::string_view data) {
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd.valid()) return sys_error("open", tmp);
+  Status s = write_all(fd.get(), data, tmp);
+  if (s && ::fsync(fd.get()) != 0) s = sys_error("fsync", tmp);
+  // close() can report a deferred write error (NFS): it counts.
+  if (s && ::close(fd.release()) != 0) s = sys_error("close", tmp);
+  if (!s) ::unlink(tmp.c_str());
+  return s;
+}
+
+// mkdir -p with mode 0700 for what it creates. Returns whether the last
+// component was created (its parent then needs an fsync).
+Result<bool> make_dirs(const std::string& path) {
+  if (path.empty()) return make_error("mkdir", "empty path");
+  bool created = false;
+  for (size_t pos = path.find('/', 1);; pos = path.find('/', pos + 1)) {
+    std::string prefix = path.substr(0, pos);
+    if (!prefix.empty() && prefix.back() != '/') {
+      if (::mkdir(prefix.c_str(), 0700) == 0) {
+        created = true;
+      } else if (errno == EEXIST) {
+        created = false;
+        struct stat st;
+        if (::stat(prefix.c_str(), &st) != 0) return sys_error("stat", prefix);
+        if (!S_ISDIR(st.st_mode)) return sys_error_n(ENOTDIR, "mkdir", prefix);
+      } else {
+        return sys_error("mkdir", prefix);
+      }
+    }
+    if (pos == std::string::npos) break;
+  }
+  return created;
+}
+
+Result<std::vector<std::string>> list_dir(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return sys_error("opendir", dir);
+  std::vector<std::string> names;
+  errno = 0;
+  while (struct dirent* e = ::readdir(d)) {
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+      names.emplace_back(e->d_name);
+    errno = 0;
+  }
+  int err = errno;
+  ::closedir(d);
+  if (err != 0) return sys_error_n(err, "readdir", dir);
+  return names;
+}
+
+void remove_tree(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+  if (ec) LOG_WARN("could not delete %s: %s", path.c_str(), ec.message().c_str());
+}
+
+// Reads and checks one version file; the checks make a torn, hand-edited or
+// misplaced file an error instead of a served function.
+Result<FunctionVersion> load_version_file(const std::string& path, const std::string& name,
+                                          uint64_t version) {
+  std::string text = TRY(read_file(path));
+  FunctionVersion fv;
+  try {
+    json j = json::parse(text);
+    fv = version_from_json(j);
+  } catch (const std::exception& e) {
+    return Error{0, "load", path, e.what()};
+  }
+  if (fv.meta.name != name)
+    return Error{0, "load", path, "its name \"" + fv.meta.name + "\" disagrees with its path"};
+  if (fv.meta.version != version)
+    return Error{0, "load", path,
+                 "its version " + std::to_string(fv.meta.version) + " disagrees with its path"};
+  if (fv.meta.source_bytes != fv.source.size() || fv.meta.sha256 != sha256_hex(fv.source))
+    return Error{0, "load", path, "its source does not match its sha256 or size"};
+  return fv;
+}
+
+// ---------------------------------------------------------------- store ---
+
+class FileStore final : public FunctionStore {
+ public:
+  explicit FileStore(std::string root) : root_(std::move(root)), functions_(root_ + "/functions") {}
+
+  Status load();
+
+  Result<FunctionMeta> put(const std::string& name, const FunctionVersion& fv) override;
+  std::optional<FunctionVersion> latest(const std::string& name) override;
+  std::optional<FunctionVersion> get(const std::string& name, uint64_t version) override;
+  std::vector<FunctionMeta> list() override;
+  std::vector<uint64_t> versions(const std::string& name) override;
+  Result<bool> remove(const std::string& name) override;
+
+ private:
+  struct Entry {
+    FunctionMeta latest;
+    std::set<uint64_t> versions;
+    // Source of `latest`; shared so a reader copies it outside any lock
+    // only when it must. Null until put() or the first latest().
+    std::shared_ptr<const std::string> latest_source;
+  };
+
+  std::string function_dir(const std::string& name) const { return functions_ + "/" + name; }
+  std::string version_path(const std::string& name, uint64_t v) const {
+    return function_dir(name) + "/" + version_filename(v);
+  }
+  Status load_function_dir(const std::string& name);
+  std::optional<FunctionVersion> read_version(const std::string& name, uint64_t version);
+
+  const std::string root_;
+  const std::string functions_;
+  std::mutex write_mu_;                 // serialises put() and remove(): numbering and renames
+  std::mutex mu_;                       // guards index_ and unloadable_; never held across disk I/O
+  std::map<std::string, Entry> index_;  // ordered: list() is sorted by name
+  // Highest version per name whose file exists but did not load: never
+  // reused, so put() cannot overwrite evidence kept for inspection.
+  std::map<std::string, uint64_t> unloadable_;
+};
+
+Status FileStore::load() {
+  TRY(make_dirs(root_));
+  bool created = TRY(make_dirs(functions_));
+  if (created) TRY(fsync_dir(root_));
+  std::vector<std::string> entries = TRY(list_dir(functions_));
+  for (const std::string& e : entries) {
+    const std::string path = functions_ + "/" + e;
+    if (starts_with(e, ".deleted-")) {
+      // The rename of a remove() was durable; only the cleanup was cut short.
+      LOG_INFO("deleting %s, left by an interrupted remove", path.c_str());
+      remove_tree(path);
+      continue;
+    }
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) return sys_error("lstat", path);
+    if (!valid_function_name(e) || !S_ISDIR(st.st_mode)) {
+      LOG_WARN("ignoring %s: not a function directory", path.c_str());
+      continue;
+    }
+    TRY(load_function_dir(e));
+  }
+  return {};
+}
+
+Status FileStore::load_function_dir(const std::string& name) {
+  const std::string dir = function_dir(name);
+  std::vector<std::string> files = TRY(list_dir(dir));
+  for (const std::string& f : files) {
+    const std::string path = dir + "/" + f;
+    if (f[0] == '.' && f.find(".tmp-") != std::string::npos) {
+      // A put() that never reached its rename: never acknowledged, so no
+      // client was told this version exists.
+      LOG_INFO("deleting %s, left by an interrupted put", path.c_str());
+      if (::unlink(path.c_str()) != 0)
+        LOG_WARN("could not delete %s: %s", path.c_str(), std::strerror(errno));
+      continue;
+    }
+    std::optional<uint64_t> v = parse_version_filename(f);
+    if (!v) {
+      LOG_WARN("ignoring %s: not a version file", path.c_str());
+      continue;
+    }
+    auto fv = load_version_file(path, name, *v);
+    if (!fv) {
+      LOG_WARN("skipping %s (kept on disk, never served)", fv.error().message().c_str());
+      uint64_t& hi = unloadable_[name];
+      hi = std::max(hi, *v);
+      continue;
+    }
+    Entry& entry = index_[name];
+    entry.versions.insert(*v);
+    if (*v >= entry.latest.version) entry.latest = std::move(fv.value().meta);
+  }
+  return {};
+}
+
+Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersion& fv) {
+  if (!valid_function_name(name))
+    return make_error("put", "invalid function name \"" + name +
+                                 "\": use 1-63 of a-z 0-9 _ - starting with a letter or digit");
+  if (fv.source.size() > kMaxFunctionSourceBytes)
+    return make_error("put", name + ": the source is " + std::to_string(fv.source.size()) +
+                                 " bytes, more than the limit of 1 MiB");
+  FunctionMeta m;
+  m.name = name;
+  m.handler = fv.meta.handler;
+  m.policy = fv.meta.policy;
+  m.memory_mb = fv.meta.memory_mb;
+  m.timeout_ms = fv.meta.timeout_ms;
+  m.created_unix_ms = now_unix_ms();
+  m.sha256 = sha256_hex(fv.source);
+  m.source_bytes = fv.source.size();
+
+  std::lock_guard<std::mutex> write_lock(write_mu_);
+  bool known = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    uint64_t last = 0;
+    if (auto it = index_.find(name); it != index_.end()) {
+      known = true;
+      last = *it->second.versions.rbegin();
+    }
+    if (auto it = unloadable_.find(name); it != unloadable_.end())
+      last = std::max(last, it->second);
+    m.version = last + 1;
+  }
+
+  std::string text;
+  try {
+    json j = meta_to_json(m);
+    j["source"] = fv.source;
+    text = j.dump();
+  } catch (const std::exception& e) {
+    // dump() refuses invalid UTF-8 in the source, handler or policy.
+    return make_error("put", name + ": cannot serialise: " + e.what());
+  }
+
+  const std::string dir = function_dir(name);
+  bool created_dir = false;
+  if (::mkdir(dir.c_str(), 0700) == 0)
+    created_dir = true;
+  else if (errno != EEXIST)
+    return sys_error("mkdir", dir);
+  // A directory left by a crash may exist without its entry being durable:
+  // sync the parent for any name the index does not know yet.
+  if (created_dir || !known) TRY(fsync_dir(functions_));
+
+  const std::string final_path = version_path(name, m.version);
+  const std::string tmp = dir + "/." + version_filename(m.version) + ".tmp-" + unique_suffix();
+  TRY(write_file_durably(tmp, text));
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
+    Error e = sys_error("rename", tmp + " -> " + final_path);
+    ::unlink(tmp.c_str());
+    return e;
+  }
+  if (Status s = fsync_dir(dir); !s) {
+    // Not acknowledged, so it must not come back after a restart either.
+    ::unlink(final_path.c_str());
+    return std::move(s).error();
+  }
+
+  auto source = std::make_shared<const std::string>(fv.source);
+  std::lock_guard<std::mutex> lock(mu_);
+  Entry& entry = index_[name];
+  entry.versions.insert(m.version);
+  entry.latest = m;
+  entry.latest_source = std::move(source);
+  return m;
+}
+
+std::optional<FunctionVersion> FileStore::read_version(const std::string& name, uint64_t version) {
+  auto fv = load_version_file(version_path(name, version), name, version);
+  if (fv) return std::move(fv).value();
+  // ENOENT is a concurrent remove(), not damage.
+  if (fv.error().err != ENOENT) LOG_WARN("%s", fv.error().message().c_str());
+  return std::nullopt;
+}
+
+std::optional<FunctionVersion> FileStore::latest(const std::string& name) {
+  FunctionMeta meta;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = index_.find(name);
+    if (it == index_.end()) return std::nullopt;
+    if (it->second.latest_source)
+      return FunctionVersion{it->second.latest, *it->second.latest_source};
+    meta = it->second.latest;
+  }
+  auto fv = read_version(name, meta.version);
+  if (!fv) return std::nullopt;
+  auto source = std::make_shared<const std::string>(fv->source);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = index_.find(name);
+  // Cache only if nothing changed meanwhile (a put() caches its own source;
+  // a remove and redeploy could reuse the version number).
+  if (it != index_.end() && !it->second.latest_source &&
+      it->second.latest.version == meta.version && it->second.latest.sha256 == fv->meta.sha256)
+    it->second.latest_source = std::move(source);
+  return fv;
+}
+
+std::optional<FunctionVersion> FileStore::get(const std::string& name, uint64_t version) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = index_.find(name);
+    if (it == index_.end() || !it->second.versions.count(version)) return std::nullopt;
+    if (version == it->second.latest.version && it->second.latest_source)
+      return FunctionVersion{it->second.latest, *it->second.latest_source};
+  }
+  return read_version(name, version);
+}
+
+std::vector<FunctionMeta> FileStore::list() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<FunctionMeta> out;
+  out.reserve(index_.size());
+  for (const auto& [name, entry] : index_) out.push_back(entry.latest);
+  return out;
+}
+
+std::vector<uint64_t> FileStore::versions(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = index_.find(name);
+  if (it == index_.end()) return {};
+  return {it->second.versions.begin(), it->second.versions.end()};
+}
+
+Result<bool> FileStore::remove(const std::string& name) {
+  if (!valid_function_name(name)) return false;
+  std::lock_guard<std::mutex> write_lock(write_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!index_.count(name)) return false;
+  }
+  const std::string dir = function_dir(name);
+  const std::string grave = functions_ + "/.deleted-" + name + "-" + unique_suffix();
+  if (::rename(dir.c_str(), grave.c_str()) != 0) return sys_error("rename", dir + " -> " + grave);
+  if (Status s = fsync_dir(functions_); !s) {
+    // Not durable: put it back so memory, disk and the answer agree that the
+    // function still exists. If even that fails it is gone from disk and
+    // must go from the index too.
+    if (::rename(grave.c_str(), dir.c_str()) != 0) {
+      std::lock_guard<std::mutex> lock(mu_);
+      index_.erase(name);
+      unloadable_.erase(name);
+    }
+    return std::move(s).error();
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    index_.erase(name);
+    unloadable_.erase(name);
+  }
+  remove_tree(grave);  // best effort: open() finishes the job after a crash
+  return true;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<FunctionStore>> open_file_store(const std::string& dir) {
+  auto store = std::make_unique<FileStore>(dir);
+  TRY(store->load());
+  return std::unique_ptr<FunctionStore>(std::move(store));
+}
+
+}  // namespace nsbox

@@ -1,0 +1,76 @@
+// The daemon's durable function registry: every deployed version of every
+// function, with its source. The gateway only sees FunctionStore, because a
+// later shared store for several nodes implements the same interface.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "sandbox/result.hpp"
+
+namespace nsbox {
+
+// put() refuses larger sources; the gateway checks the same bound first to
+// answer 413 before it spends a sandbox on the syntax check.
+constexpr size_t kMaxFunctionSourceBytes = size_t{1} << 20;
+
+// ^[a-z0-9][a-z0-9_-]{0,62}$ — checked without std::regex (hand-written).
+// The name becomes a directory name and a URL path segment, so it must never
+// be able to say "..", "/" or anything a filesystem folds.
+bool valid_function_name(const std::string& name);
+
+// Lower-case hex SHA-256 (FIPS 180-4) of data. Small and dependency-free:
+// the registry only fingerprints sources, it does not need OpenSSL.
+std::string sha256_hex(std::string_view data);
+
+struct FunctionMeta {
+  std::string name;
+  uint64_t version = 0;  // 1, 2, ... assigned by put()
+  std::string handler = "handler";
+  std::string policy = "default";
+  uint64_t memory_mb = 0;       // 0 = the policy's
+  uint64_t timeout_ms = 0;      // 0 = the policy's
+  int64_t created_unix_ms = 0;  // set by put()
+  std::string sha256;           // hex digest of the source, set by put()
+  uint64_t source_bytes = 0;    // set by put()
+};
+
+struct FunctionVersion {
+  FunctionMeta meta;
+  std::string source;  // the Python source
+};
+
+// Keys: name, version, handler, policy, memory_mb, timeout_ms,
+// created_unix_ms, sha256, source_bytes.
+nlohmann::json meta_to_json(const FunctionMeta& meta);
+
+// Kept behind an interface: a later issue adds a shared store for several nodes.
+// All members are thread-safe and throw nothing.
+class FunctionStore {
+ public:
+  virtual ~FunctionStore() = default;
+  // Assigns the next version (latest+1, or 1 for a new or deleted-then-redeployed
+  // name) and returns only once the version is durable (it survives kill -9 and
+  // power loss). From fv.meta only handler, policy, memory_mb and timeout_ms are
+  // used; name, version, created_unix_ms, sha256 and source_bytes are set here.
+  virtual Result<FunctionMeta> put(const std::string& name, const FunctionVersion& fv) = 0;
+  virtual std::optional<FunctionVersion> latest(const std::string& name) = 0;
+  virtual std::optional<FunctionVersion> get(const std::string& name, uint64_t version) = 0;
+  virtual std::vector<FunctionMeta> list() = 0;  // latest meta of each function, sorted by name
+  virtual std::vector<uint64_t> versions(const std::string& name) = 0;  // ascending
+  // Deletes the function and all its versions durably. false = no such function.
+  virtual Result<bool> remove(const std::string& name) = 0;
+};
+
+// Opens (creating if needed, mode 0700) the file store rooted at dir; loads its
+// index. Leftovers of a crashed put or remove are deleted; a version file that
+// does not load is skipped with a warning and left on disk for inspection.
+Result<std::unique_ptr<FunctionStore>> open_file_store(const std::string& dir);
+
+}  // namespace nsbox

@@ -1,0 +1,449 @@
+#include "gateway/server.hpp"
+
+#include <strings.h>
+#include <sys/random.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+
+#include "gateway/invoker.hpp"
+#include "policies/units.hpp"
+#include "sandbox/log.hpp"
+
+namespace nsbox {
+
+using json = nlohmann::json;
+
+namespace {
+
+constexpr size_t kMaxSourceBytes = 1 << 20;
+constexpr auto kSyntaxCheckTimeout = std::chrono::seconds(5);
+
+void send_json(httplib::Response& res, int status, const json& body) {
+  res.status = status;
+  res.set_content(body.dump() + "\n", "application/json");
+}
+
+void send_error(httplib::Response& res, int status, const std::string& message,
+                json extra = json::object()) {
+  extra["error"] = message;
+  send_json(res, status, extra);
+}
+
+// JSON strings (the registry's format, the runner's frames) must be valid
+// UTF-8; asking the JSON library itself keeps the two rules identical.
+bool valid_utf8(const std::string& s) {
+  try {
+    (void)json(s).dump();
+    return true;
+  } catch (const json::exception&) {
+    return false;
+  }
+}
+
+bool valid_identifier(const std::string& s) {
+  if (s.empty() || s.size() > 128 || std::isdigit(static_cast<unsigned char>(s[0]))) return false;
+  for (char c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
+  return true;
+}
+
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+}  // namespace
+
+Gateway::Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SpawnerClient& spawner,
+                 std::vector<ProfileInfo> profiles, std::string token)
+    : config_(std::move(config)),
+      store_(store),
+      pool_(pool),
+      spawner_(spawner),
+      profiles_(std::move(profiles)),
+      token_(std::move(token)),
+      logs_(static_cast<size_t>(config_.log_lines)) {
+  unsigned char r[4];
+  if (getrandom(r, sizeof r, 0) != sizeof r) r[0] = r[1] = r[2] = r[3] = 0;
+  char buf[16];
+  snprintf(buf, sizeof buf, "%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
+  request_prefix_ = buf;
+  int threads = config_.max_connections;
+  // One thread per connection, keep-alive included: 150 keep-alive clients
+  // must not queue behind a small fixed pool.
+  svr_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  svr_.set_keep_alive_max_count(1000000);
+  // Without TCP_NODELAY every keep-alive response waits out Nagle's ~40 ms.
+  svr_.set_tcp_nodelay(true);
+  svr_.set_payload_max_length(config_.max_body_bytes);
+  routes();
+}
+
+void Gateway::set_token(const std::string& token) {
+  std::lock_guard<std::mutex> lock(token_mu_);
+  token_ = token;
+}
+
+std::string Gateway::next_request_id() {
+  return request_prefix_ + "-" + std::to_string(++request_counter_);
+}
+
+std::string Gateway::base_url() const {
+  if (!config_.public_url.empty()) return config_.public_url;
+  std::string host = config_.listen_host == "0.0.0.0" ? "127.0.0.1" : config_.listen_host;
+  if (host.find(':') != std::string::npos) host = "[" + host + "]";
+  return "http://" + host + ":" + std::to_string(config_.listen_port);
+}
+
+int Gateway::profile_index(const std::string& policy) const {
+  for (size_t i = 0; i < profiles_.size(); i++)
+    if (profiles_[i].name == policy) return static_cast<int>(i);
+  return -1;
+}
+
+bool Gateway::bind(std::string* error) {
+  // cpp-httplib 0.11 listens with a backlog of 5: a burst of new clients
+  // would see dropped SYNs and 1 s retransmits. listen(2) on a listening
+  // socket updates its backlog, so remember the fd and call it again.
+  int listen_fd = -1;
+  svr_.set_socket_options([&listen_fd](socket_t sock) {
+    httplib::default_socket_options(sock);
+    listen_fd = sock;
+  });
+  bool bound = svr_.bind_to_port(config_.listen_host, config_.listen_port);
+  if (bound && listen_fd >= 0 && ::listen(listen_fd, 4096) != 0)
+    LOG_WARN("listen(backlog 4096): %s; keeping cpp-httplib's backlog of 5", strerror(errno));
+  if (!bound) {
+    *error = "cannot listen on " + config_.listen_host + ":" + std::to_string(config_.listen_port) +
+             " (in use, or not an address of this machine?)";
+    return false;
+  }
+  return true;
+}
+
+void Gateway::serve() { svr_.listen_after_bind(); }
+
+bool Gateway::authorized(const httplib::Request& req, httplib::Response& res) {
+  std::string want;
+  {
+    std::lock_guard<std::mutex> lock(token_mu_);
+    want = "Bearer " + token_;
+  }
+  std::string got = req.get_header_value("Authorization");
+  // Constant time in the token's length, so timing does not leak a prefix.
+  unsigned diff = got.size() != want.size();
+  for (size_t i = 0; i < want.size(); i++) diff |= want[i] ^ (i < got.size() ? got[i] : 0);
+  if (diff == 0) return true;
+  res.set_header("WWW-Authenticate", "Bearer");
+  send_error(res, 401,
+             got.empty() ? "missing Authorization: Bearer TOKEN (the token is in the state "
+                           "directory's token file)"
+                         : "bad token");
+  return false;
+}
+
+void Gateway::routes() {
+  svr_.set_exception_handler([](const httplib::Request&, httplib::Response& res,
+                                std::exception_ptr ep) {
+    std::string what = "internal error";
+    try {
+      if (ep) std::rethrow_exception(ep);
+    } catch (const std::exception& e) {
+      what = std::string("internal error: ") + e.what();
+    } catch (...) {
+    }
+    LOG_ERROR("%s", what.c_str());
+    send_error(res, 500, what);
+  });
+  svr_.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    if (!res.body.empty()) return;
+    if (res.status == 413)
+      send_error(res, 413, "request body too large");
+    else if (res.status == 404)
+      send_error(res, 404, "no route for " + req.method + " " + req.path);
+    else
+      send_error(res, res.status, "HTTP " + std::to_string(res.status));
+  });
+
+  svr_.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+    send_json(res, 200, {{"status", "ok"}});
+  });
+  svr_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    handle_metrics(res);
+  });
+  svr_.Get("/functions", [this](const httplib::Request&, httplib::Response& res) {
+    json list = json::array();
+    for (const auto& m : store_.list()) list.push_back(meta_to_json(m));
+    send_json(res, 200, {{"functions", list}});
+  });
+  svr_.Get(R"(/functions/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    std::string name = req.matches[1];
+    if (!valid_function_name(name)) return send_error(res, 400, "invalid function name");
+    auto fv = store_.latest(name);
+    if (!fv) return send_error(res, 404, "no function " + name);
+    json j = meta_to_json(fv->meta);
+    j["versions"] = store_.versions(name);
+    j["url"] = base_url() + "/fn/" + name;
+    send_json(res, 200, j);
+  });
+  svr_.Get(R"(/functions/([^/]+)/logs)",
+           [this](const httplib::Request& req, httplib::Response& res) {
+             if (!authorized(req, res)) return;
+             std::string name = req.matches[1];
+             if (!valid_function_name(name)) return send_error(res, 400, "invalid function name");
+             if (!store_.latest(name)) return send_error(res, 404, "no function " + name);
+             res.set_content(logs_.get(name), "text/plain; charset=utf-8");
+           });
+  svr_.Put(R"(/functions/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_deploy(req, res);
+  });
+  svr_.Delete(R"(/functions/([^/]+))",
+              [this](const httplib::Request& req, httplib::Response& res) {
+                handle_delete(req, res);
+              });
+  svr_.Post(R"(/fn/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_invoke(req, res);
+  });
+  svr_.Get(R"(/fn/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_invoke(req, res);
+  });
+}
+
+void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res) {
+  if (!authorized(req, res)) return;
+  std::string name = req.matches[1];
+  if (!valid_function_name(name))
+    return send_error(res, 400, "invalid function name \"" + name +
+                                    "\": use 1-63 of a-z 0-9 _ - starting with a letter or digit");
+  if (req.body.size() > kMaxSourceBytes) return send_error(res, 413, "source larger than 1 MiB");
+  if (req.body.empty()) return send_error(res, 400, "empty body: send the Python source");
+  if (!valid_utf8(req.body)) return send_error(res, 400, "the source is not valid UTF-8");
+  FunctionVersion fv;
+  fv.source = req.body;
+  fv.meta.handler = req.has_param("handler") ? req.get_param_value("handler") : "handler";
+  if (!valid_identifier(fv.meta.handler))
+    return send_error(res, 400, "handler \"" + fv.meta.handler + "\" is not a Python identifier");
+  fv.meta.policy = req.has_param("policy") ? req.get_param_value("policy") : config_.default_policy;
+  int profile = profile_index(fv.meta.policy);
+  if (profile < 0) {
+    std::string known;
+    for (const auto& p : profiles_) known += (known.empty() ? "" : ", ") + p.name;
+    return send_error(res, 400, "unknown policy \"" + fv.meta.policy + "\" (known: " + known + ")");
+  }
+  if (req.has_param("memory")) {
+    auto m = parse_size(req.get_param_value("memory"));
+    if (!m) return send_error(res, 400, "memory: " + m.error().detail);
+    if (m.value() < (16ull << 20) || m.value() > config_.memory_budget_bytes)
+      return send_error(res, 400, "memory must be between 16M and the pool's memory budget");
+    fv.meta.memory_mb = m.value() >> 20;
+  }
+  if (req.has_param("timeout")) {
+    auto t = parse_duration_ms(req.get_param_value("timeout"));
+    if (!t) return send_error(res, 400, "timeout: " + t.error().detail);
+    if (t.value() > 900000) return send_error(res, 400, "timeout must be at most 15m");
+    fv.meta.timeout_ms = t.value();
+  }
+
+  // Compile inside a sandbox: hostile source can make the compiler itself
+  // exhaust memory or time.
+  Pool::Lease lease = pool_.acquire_blank(
+      static_cast<uint32_t>(profile),
+      Clock::now() + std::chrono::milliseconds(config_.queue_timeout_ms));
+  if (lease.status != Pool::Status::Ok) {
+    res.set_header("Retry-After", "1");
+    return send_error(res, 503, "no sandbox free to check the source: " + lease.message);
+  }
+  Outcome check = check_syntax(*lease.worker, name, fv.source, Clock::now() + kSyntaxCheckTimeout);
+  pool_.release(std::move(lease.worker), false);
+  if (check.kind == Outcome::SyntaxError) return send_json(res, 400, check.result);
+  if (check.kind != Outcome::Ok)
+    return send_error(res, 400, "the source could not be compiled within the sandbox's limits (" +
+                                    check.message + ")");
+
+  auto put = store_.put(name, fv);
+  if (!put) {
+    LOG_ERROR("deploy %s: %s", name.c_str(), put.error().message().c_str());
+    return send_error(res, 500, "could not store the function: " + put.error().message());
+  }
+  // Once this response is sent, no request may be served by older code.
+  pool_.revoke(name);
+  send_json(res, 201,
+            {{"name", name}, {"version", put.value().version}, {"url", base_url() + "/fn/" + name}});
+}
+
+void Gateway::handle_delete(const httplib::Request& req, httplib::Response& res) {
+  if (!authorized(req, res)) return;
+  std::string name = req.matches[1];
+  if (!valid_function_name(name)) return send_error(res, 400, "invalid function name");
+  auto r = store_.remove(name);
+  if (!r) return send_error(res, 500, "could not delete: " + r.error().message());
+  if (!r.value()) return send_error(res, 404, "no function " + name);
+  pool_.revoke(name);
+  logs_.clear(name);
+  send_json(res, 200, {{"name", name}, {"deleted", true}});
+}
+
+void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res) {
+  const auto t0 = Clock::now();
+  const std::string rid = next_request_id();
+  res.set_header("X-Nsbox-Request-Id", rid);
+  std::string name = req.matches[1];
+  std::string outcome = "ok";
+  auto finish = [&](int status) {
+    metrics_.request(name, status, seconds_since(t0));
+    std::fprintf(stderr, "%s %s %s %d %.1f\n", rid.c_str(), name.c_str(), outcome.c_str(), status,
+                 seconds_since(t0) * 1000);
+  };
+  if (!valid_function_name(name)) {
+    name = "-";
+    outcome = "bad_name";
+    send_error(res, 400, "invalid function name");
+    return finish(400);
+  }
+  auto fv = store_.latest(name);
+  if (!fv) {
+    outcome = "not_found";
+    send_error(res, 404, "no function " + name);
+    return finish(404);
+  }
+  json event;
+  if (req.method == "POST") {
+    if (!req.body.empty()) {
+      event = json::parse(req.body, nullptr, false);
+      if (event.is_discarded()) {
+        outcome = "bad_event";
+        send_error(res, 400, "the body is not valid JSON");
+        return finish(400);
+      }
+    } else {
+      event = json::object();
+    }
+  } else {
+    event = json::object();
+    for (const auto& [k, v] : req.params)
+      if (valid_utf8(k) && valid_utf8(v)) event[k] = v;
+  }
+  int profile = profile_index(fv->meta.policy);
+  if (profile < 0) {
+    outcome = "no_policy";
+    send_error(res, 500, "the function's policy \"" + fv->meta.policy + "\" is not loaded");
+    return finish(500);
+  }
+  const Policy& policy = profiles_[profile].policy;
+  uint64_t memory = fv->meta.memory_mb ? fv->meta.memory_mb << 20 : policy.limits.memory_bytes;
+  uint64_t timeout_ms = fv->meta.timeout_ms ? fv->meta.timeout_ms : policy.limits.wall_ms;
+
+  Pool::Lease lease = pool_.acquire(name, fv->meta.version, static_cast<uint32_t>(profile), memory,
+                                    t0 + std::chrono::milliseconds(config_.queue_timeout_ms));
+  if (lease.status != Pool::Status::Ok) {
+    outcome = lease.status == Pool::Status::SpawnFailed ? "spawn_failed" : "overloaded";
+    res.set_header("Retry-After", "1");
+    send_error(res, 503, "overloaded: " + lease.message);
+    return finish(503);
+  }
+  Worker& w = *lease.worker;
+  metrics_.start(name, lease.cold);
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  Outcome o;
+  if (lease.cold) o = load_function(w, *fv, deadline);
+  if (!lease.cold || o.kind == Outcome::Ok)
+    o = invoke(w, fv->meta, event, rid, memory >> 20, deadline);
+  logs_.append(name, "[v" + std::to_string(fv->meta.version) + " " + rid + "] ", drain_log(w));
+
+  std::string died_because;
+  if (o.kind == Outcome::Died) {
+    auto ev = spawner_.events(w.id);
+    if (ev && ev.value().oom_kills > 0)
+      died_because = "memory limit of " + std::to_string(memory >> 20) + " MiB exceeded";
+    else if (ev && ev.value().pids_max > 0)
+      died_because = "pids limit of " + std::to_string(policy.limits.pids) + " reached";
+  }
+  pool_.release(std::move(lease.worker), o.reusable());
+
+  switch (o.kind) {
+    case Outcome::Ok: {
+      const json& r = o.result;
+      if (r.is_object() && r.contains("statusCode")) {
+        // An API-gateway proxy response becomes the HTTP response itself.
+        int status = r["statusCode"].is_number_integer() ? r["statusCode"].get<int>() : 0;
+        if (status < 100 || status > 599) {
+          outcome = "bad_proxy";
+          send_error(res, 502, "the function returned an invalid statusCode");
+          return finish(502);
+        }
+        std::string content_type = "application/json";
+        if (r.contains("headers") && r["headers"].is_object()) {
+          for (const auto& [k, v] : r["headers"].items()) {
+            std::string value = v.is_string() ? v.get<std::string>() : v.dump();
+            if (k.find_first_of("\r\n:") != std::string::npos ||
+                value.find_first_of("\r\n") != std::string::npos)
+              continue;  // no header injection
+            if (strcasecmp(k.c_str(), "Content-Type") == 0) content_type = value;
+            else res.set_header(k, value);
+          }
+        }
+        std::string body;
+        if (r.contains("body")) body = r["body"].is_string() ? r["body"].get<std::string>() : r["body"].dump();
+        res.status = status;
+        res.set_content(body, content_type);
+        return finish(status);
+      }
+      send_json(res, 200, r);
+      return finish(200);
+    }
+    case Outcome::Raised:
+    case Outcome::LoadFailed:
+      outcome = o.kind == Outcome::Raised ? "raised" : "load_failed";
+      send_json(res, 500, o.result);
+      return finish(500);
+    case Outcome::BadResult:
+      outcome = "bad_result";
+      send_json(res, 500, o.result);
+      return finish(500);
+    case Outcome::Timeout:
+      outcome = "timeout";
+      send_error(res, 504, "function timed out after " + std::to_string(timeout_ms) + " ms");
+      return finish(504);
+    case Outcome::SyntaxError:
+    case Outcome::Died:
+      outcome = "died";
+      send_error(res, 502, "the sandbox died" + (died_because.empty() ? "" : ": " + died_because));
+      return finish(502);
+  }
+}
+
+void Gateway::handle_metrics(httplib::Response& res) {
+  std::string out = metrics_.render();
+  PoolStats s = pool_.stats();
+  char buf[1024];
+  snprintf(buf, sizeof buf,
+           "# HELP nsbox_pool_sandboxes Sandboxes by state.\n"
+           "# TYPE nsbox_pool_sandboxes gauge\n"
+           "nsbox_pool_sandboxes{state=\"blank\"} %d\n"
+           "nsbox_pool_sandboxes{state=\"idle\"} %d\n"
+           "nsbox_pool_sandboxes{state=\"busy\"} %d\n"
+           "# TYPE nsbox_pool_waiting_requests gauge\nnsbox_pool_waiting_requests %d\n"
+           "# TYPE nsbox_pool_memory_limit_bytes gauge\nnsbox_pool_memory_limit_bytes %llu\n"
+           "# TYPE nsbox_pool_evictions_total counter\nnsbox_pool_evictions_total %llu\n"
+           "# TYPE nsbox_pool_idle_expired_total counter\nnsbox_pool_idle_expired_total %llu\n"
+           "# TYPE nsbox_pool_spawned_total counter\nnsbox_pool_spawned_total %llu\n"
+           "# TYPE nsbox_pool_spawn_failures_total counter\nnsbox_pool_spawn_failures_total %llu\n",
+           s.blank, s.idle, s.busy, s.waiting, (unsigned long long)s.memory_bytes,
+           (unsigned long long)s.evictions, (unsigned long long)s.idle_expired,
+           (unsigned long long)s.spawned, (unsigned long long)s.spawn_failures);
+  out += buf;
+  out += "# HELP nsbox_sandbox_memory_bytes Memory in use per idle or blank sandbox (cgroup).\n"
+         "# TYPE nsbox_sandbox_memory_bytes gauge\n";
+  for (uint64_t id : s.ids) {
+    auto ev = spawner_.events(id);
+    if (!ev) continue;
+    snprintf(buf, sizeof buf, "nsbox_sandbox_memory_bytes{sandbox=\"%llu\"} %llu\n",
+             (unsigned long long)id, (unsigned long long)ev.value().memory_current);
+    out += buf;
+  }
+  res.set_content(out, "text/plain; version=0.0.4");
+}
+
+}  // namespace nsbox

@@ -1,0 +1,63 @@
+// The HTTP API (cpp-httplib): routes, authentication, admission, and the
+// mapping of sandbox outcomes onto HTTP statuses.
+#pragma once
+
+#include <httplib.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "gateway/config.hpp"
+#include "gateway/logs.hpp"
+#include "gateway/metrics.hpp"
+#include "gateway/pool.hpp"
+#include "gateway/registry.hpp"
+#include "sandbox/spec.hpp"
+
+namespace nsbox {
+
+struct ProfileInfo {
+  std::string name;  // policy name as deploys give it
+  Policy policy;
+};
+
+class Gateway {
+ public:
+  Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SpawnerClient& spawner,
+          std::vector<ProfileInfo> profiles, std::string token);
+  // Binds; false with *error set when the address cannot be used.
+  bool bind(std::string* error);
+  // Serves until stop(); returns when every connection thread has finished.
+  void serve();
+  void stop() { svr_.stop(); }
+  void set_token(const std::string& token);
+
+ private:
+  void routes();
+  bool authorized(const httplib::Request& req, httplib::Response& res);
+  void handle_invoke(const httplib::Request& req, httplib::Response& res);
+  void handle_deploy(const httplib::Request& req, httplib::Response& res);
+  void handle_delete(const httplib::Request& req, httplib::Response& res);
+  void handle_metrics(httplib::Response& res);
+  int profile_index(const std::string& policy) const;
+  std::string base_url() const;
+  std::string next_request_id();
+
+  ServeConfig config_;
+  FunctionStore& store_;
+  Pool& pool_;
+  SpawnerClient& spawner_;
+  std::vector<ProfileInfo> profiles_;
+  std::mutex token_mu_;
+  std::string token_;
+  Metrics metrics_;
+  LogStore logs_;
+  httplib::Server svr_;
+  std::atomic<uint64_t> request_counter_{0};
+  std::string request_prefix_;
+};
+
+}  // namespace nsbox

@@ -1,0 +1,93 @@
+// Strict reading of TOML tables for policies and the daemon's config: every
+// unknown key, missing key, wrong type or out-of-range value throws a
+// TomlError whose text starts with "file:line:col:". Parsers catch it at
+// their boundary and turn it into an Error.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <string>
+#include <toml++/toml.h>
+#include <vector>
+
+namespace nsbox {
+
+struct TomlError {
+  std::string msg;
+};
+
+class TomlReader {
+ public:
+  explicit TomlReader(std::string source) : source_(std::move(source)) {}
+  const std::string& source() const { return source_; }
+
+  [[noreturn]] void fail(const toml::source_region& where, const std::string& msg) const {
+    std::string pos = source_;
+    if (where.begin.line)
+      pos += ":" + std::to_string(where.begin.line) + ":" + std::to_string(where.begin.column);
+    throw TomlError{pos + ": " + msg};
+  }
+
+  // A typo must not silently fall back to a default.
+  void check_keys(const toml::table& t, const std::string& where,
+                  const std::vector<std::string>& known) const {
+    for (auto&& [k, v] : t) {
+      if (std::find(known.begin(), known.end(), std::string(k.str())) != known.end()) continue;
+      std::string list;
+      for (const auto& n : known) list += (list.empty() ? "" : ", ") + n;
+      fail(k.source(), "unknown key \"" + std::string(k.str()) + "\" in " + where +
+                           " (expected one of: " + list + ")");
+    }
+  }
+
+  const toml::table& table(const toml::table& parent, const char* key, const std::string& name,
+                           bool required) const {
+    static const toml::table empty;
+    const toml::node* n = parent.get(key);
+    if (!n) {
+      if (required) fail(parent.source(), "missing table [" + name + "]");
+      return empty;
+    }
+    if (!n->is_table()) fail(n->source(), "\"" + name + "\" must be a table");
+    return *n->as_table();
+  }
+
+  // Required when def is null.
+  int64_t integer(const toml::table& t, const char* key, const std::string& where, int64_t lo,
+                  int64_t hi, const int64_t* def = nullptr) const {
+    const toml::node* n = t.get(key);
+    if (!n) {
+      if (def) return *def;
+      fail(t.source(), "missing key \"" + std::string(key) + "\" in " + where);
+    }
+    auto v = n->value<int64_t>();
+    if (!n->is_integer() || !v)
+      fail(n->source(), "\"" + std::string(key) + "\" in " + where + " must be an integer");
+    if (*v < lo || *v > hi)
+      fail(n->source(), "\"" + std::string(key) + "\" in " + where + " is " + std::to_string(*v) +
+                            "; allowed range is " + std::to_string(lo) + ".." + std::to_string(hi));
+    return *v;
+  }
+
+  std::string string(const toml::table& t, const char* key, const std::string& where,
+                     const std::string& def) const {
+    const toml::node* n = t.get(key);
+    if (!n) return def;
+    if (!n->is_string())
+      fail(n->source(), "\"" + std::string(key) + "\" in " + where + " must be a string");
+    return *n->value<std::string>();
+  }
+
+  bool boolean(const toml::table& t, const char* key, const std::string& where, bool def) const {
+    const toml::node* n = t.get(key);
+    if (!n) return def;
+    if (!n->is_boolean())
+      fail(n->source(), "\"" + std::string(key) + "\" in " + where + " must be true or false");
+    return *n->value<bool>();
+  }
+
+ private:
+  std::string source_;
+};
+
+}  // namespace nsbox

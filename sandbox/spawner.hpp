@@ -1,0 +1,64 @@
+// The spawner: a single-threaded process that owns clone and every pool
+// sandbox (STYLE.md habit 6). The multi-threaded gateway never forks; it
+// asks the spawner over a SOCK_SEQPACKET socket and receives each new
+// sandbox's request channel and log pipe as fds (SCM_RIGHTS). The spawner
+// keeps the Sandbox objects (pidfd, cgroup leaf) and destroys them on
+// request, on shutdown, or when the gateway's end of the socket closes.
+//
+// A later template (fork-server) factory replaces how the spawner makes a
+// blank sandbox; the gateway only ever sees spawn/destroy.
+#pragma once
+
+#include <sys/types.h>
+
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "sandbox/cgroup.hpp"
+#include "sandbox/fd.hpp"
+#include "sandbox/result.hpp"
+#include "sandbox/seccomp.hpp"
+#include "sandbox/spec.hpp"
+
+namespace nsbox {
+
+// What a kind of sandbox looks like, prepared before the spawner forks.
+struct SpawnProfile {
+  SandboxSpec spec;  // id, stderr_fd and limits.memory_bytes are set per spawn
+  SeccompProgram bpf;
+};
+
+struct SpawnedSandbox {
+  uint64_t id = 0;
+  UniqueFd channel;  // framed request channel to the runner
+  UniqueFd log;      // read end of the sandbox's stderr, non-blocking
+  double setup_ms = 0;
+};
+
+class SpawnerClient {
+ public:
+  ~SpawnerClient();
+  // Forks the spawner. Call before the process starts any thread.
+  static Result<std::unique_ptr<SpawnerClient>> start(std::vector<SpawnProfile> profiles,
+                                                      const CgroupLayout& cgroups,
+                                                      bool use_cgroups);
+  Result<SpawnedSandbox> spawn(uint32_t profile, uint64_t memory_bytes);
+  Status set_memory(uint64_t id, uint64_t memory_bytes);
+  Result<CgroupEvents> events(uint64_t id);
+  Status destroy(uint64_t id);
+  // Destroys every sandbox and waits for the spawner to exit. Idempotent.
+  Status shutdown();
+  pid_t pid() const { return pid_; }
+
+ private:
+  SpawnerClient() = default;
+  struct Reply;
+  Result<Reply> call(uint32_t op, uint32_t profile, uint64_t id, uint64_t value, int* fds);
+
+  std::mutex mu_;
+  UniqueFd sock_;
+  pid_t pid_ = -1;
+};
+
+}  // namespace nsbox

@@ -1,0 +1,35 @@
+// A real `nsbox serve` for tests: started on a free loopback port with its
+// own state dir and config, stopped with SIGTERM or killed with -9.
+#pragma once
+
+#include <httplib.h>
+#include <sys/types.h>
+
+#include <memory>
+#include <string>
+
+namespace nsbox::test {
+
+class Daemon {
+ public:
+  // config: TOML for [pool] etc.; [server] listen/state_dir are added.
+  explicit Daemon(std::string state_dir, std::string extra_config = "");
+  ~Daemon();
+  bool start();            // waits until /healthz answers (false after 30 s)
+  int stop();              // SIGTERM, wait; returns the exit status (0 = clean)
+  void kill9();
+  std::unique_ptr<httplib::Client> client(int timeout_s = 30) const;
+  std::string token() const;
+  int port() const { return port_; }
+  std::string log() const;  // what the daemon wrote to stderr
+  pid_t pid() const { return pid_; }
+
+ private:
+  std::string state_dir_, config_path_, log_path_, extra_;
+  int port_ = 0;
+  pid_t pid_ = -1;
+};
+
+httplib::Headers auth(const Daemon& d);
+
+}  // namespace nsbox::test

@@ -1,0 +1,363 @@
+// `nsbox serve` over real HTTP: the API and every error code, the pool's
+// promises (no old code after a deploy returns, no state across functions),
+// durability across restarts and kill -9, overload, and clean teardown.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/daemon.hpp"
+#include "tests/integration/harness.hpp"
+
+using nlohmann::json;
+using nsbox::test::auth;
+using nsbox::test::Daemon;
+
+namespace {
+
+std::string state_dir(const char* tag) {
+  std::string d = "/tmp/nsbox-serve-test-" + std::string(tag) + "-" + std::to_string(getpid());
+  std::string cmd = "rm -rf '" + d + "' '" + d + ".toml' '" + d + ".log'";
+  if (system(cmd.c_str()) != 0) FAIL("cleanup " << d);
+  return d;
+}
+
+const char* kPool = "[pool]\nblank = 2\nmax_sandboxes = 24\nper_function = 2\nidle_timeout_ms = 60000\n";
+
+httplib::Result deploy(const Daemon& d, const std::string& name, const std::string& source,
+                       const std::string& query = "") {
+  return d.client()->Put(("/functions/" + name + query).c_str(), auth(d), source, "text/x-python");
+}
+
+json body(const httplib::Result& r) { return r ? json::parse(r->body, nullptr, false) : json(); }
+
+std::string returns(const std::string& value) {
+  return "def handler(event, context):\n    return " + value + "\n";
+}
+
+}  // namespace
+
+TEST_CASE("serve: the API and its error codes") {
+  Daemon d(state_dir("api"), kPool);
+  REQUIRE(d.start());
+  auto c = d.client();
+
+  CHECK(c->Get("/healthz")->status == 200);
+
+  // Deploy, redeploy, list, show.
+  auto r = deploy(d, "hello", returns("{'hi': event.get('name', 'x')}"));
+  REQUIRE(r);
+  CHECK(r->status == 201);
+  CHECK(body(r)["version"] == 1);
+  CHECK(body(r)["url"] == "http://127.0.0.1:" + std::to_string(d.port()) + "/fn/hello");
+  r = deploy(d, "hello", returns("{'hi': event.get('name', 'y'), 'v': 2}"));
+  CHECK(body(r)["version"] == 2);
+  auto list = body(c->Get("/functions"));
+  REQUIRE(list["functions"].size() == 1);
+  CHECK(list["functions"][0]["name"] == "hello");
+  CHECK(list["functions"][0]["version"] == 2);
+  auto show = body(c->Get("/functions/hello"));
+  CHECK(show["versions"] == json::array({1, 2}));
+
+  // Invoke by POST (JSON event) and by GET (query parameters as the event).
+  r = c->Post("/fn/hello", R"({"name": "ada"})", "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(body(r) == json({{"hi", "ada"}, {"v", 2}}));
+  r = c->Get("/fn/hello?name=bob");
+  CHECK(body(r)["hi"] == "bob");
+
+  // A proxy-shaped result becomes the HTTP response.
+  deploy(d, "proxy",
+         "def handler(e, c):\n    return {'statusCode': 418, 'headers': {'X-Tea': 'yes', "
+         "'Content-Type': 'text/plain'}, 'body': 'short and stout'}\n");
+  r = c->Get("/fn/proxy");
+  REQUIRE(r);
+  CHECK(r->status == 418);
+  CHECK(r->get_header_value("X-Tea") == "yes");
+  CHECK(r->body == "short and stout");
+
+  SUBCASE("400: bad names, syntax errors with the line, bad events, bad parameters") {
+    CHECK(deploy(d, "Bad_Name", returns("1"))->status == 400);
+    CHECK(deploy(d, "-x", returns("1"))->status == 400);
+    CHECK(c->Get("/fn/UPPER")->status == 400);
+    auto s = deploy(d, "broken", "def handler(e, c):\n    return (\n\n");
+    CHECK(s->status == 400);
+    CHECK(body(s)["line"] == 2);
+    CHECK(body(s)["error"].get<std::string>().find("never closed") != std::string::npos);
+    CHECK(c->Get("/functions/broken")->status == 404);  // rejected, not stored
+    CHECK(c->Post("/fn/hello", "{not json", "application/json")->status == 400);
+    CHECK(deploy(d, "h2", returns("1"), "?handler=1bad")->status == 400);
+    CHECK(deploy(d, "h2", returns("1"), "?policy=nope")->status == 400);
+    CHECK(deploy(d, "h2", returns("1"), "?memory=lots")->status == 400);
+    CHECK(deploy(d, "h2", returns("1"), "?timeout=-5")->status == 400);
+  }
+  SUBCASE("401: mutating endpoints need the token") {
+    CHECK(c->Put("/functions/x", returns("1"), "text/x-python")->status == 401);
+    httplib::Headers bad = {{"Authorization", "Bearer wrong-token-wrong-token"}};
+    CHECK(c->Put("/functions/x", bad, returns("1"), "text/x-python")->status == 401);
+    CHECK(c->Delete("/functions/hello")->status == 401);
+    CHECK(c->Get("/functions/hello/logs")->status == 401);
+    // The generated token file is private to root.
+    struct stat st;
+    REQUIRE(stat((std::string("/tmp/nsbox-serve-test-api-") + std::to_string(getpid()) + "/token").c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+  }
+  SUBCASE("404: unknown functions and routes") {
+    CHECK(c->Post("/fn/nope", "{}", "application/json")->status == 404);
+    CHECK(c->Get("/functions/nope")->status == 404);
+    CHECK(c->Delete("/functions/nope", auth(d))->status == 404);
+    CHECK(c->Get("/no/such/route")->status == 404);
+  }
+  SUBCASE("413: bodies over the limit") {
+    std::string big(2 << 20, '#');
+    CHECK(deploy(d, "big", big)->status == 413);
+  }
+  SUBCASE("500: the function raised; the handler's error comes back") {
+    deploy(d, "raises", "def handler(e, c):\n    raise KeyError('gone')\n");
+    auto x = c->Post("/fn/raises", "{}", "application/json");
+    CHECK(x->status == 500);
+    CHECK(body(x)["errorType"] == "KeyError");
+    CHECK(body(x)["stackTrace"].dump().find("raises.py") != std::string::npos);
+  }
+  SUBCASE("logs and delete") {
+    deploy(d, "talker", "def handler(e, c):\n    print('said', e.get('n'))\n    return 1\n");
+    c->Post("/fn/talker", R"({"n": 7})", "application/json");
+    auto logs = c->Get("/functions/talker/logs", auth(d));
+    REQUIRE(logs);
+    CHECK(logs->body.find("said 7") != std::string::npos);
+    CHECK(c->Delete("/functions/talker", auth(d))->status == 200);
+    CHECK(c->Post("/fn/talker", "{}", "application/json")->status == 404);
+  }
+  SUBCASE("metrics") {
+    auto m = c->Get("/metrics");
+    REQUIRE(m);
+    CHECK(m->body.find("nsbox_requests_total{function=\"hello\",status=\"200\"}") != std::string::npos);
+    CHECK(m->body.find("nsbox_request_duration_seconds_bucket{function=\"hello\"") != std::string::npos);
+    CHECK(m->body.find("nsbox_starts_total{function=\"hello\",kind=\"cold\"}") != std::string::npos);
+    CHECK(m->body.find("nsbox_pool_sandboxes{state=\"blank\"}") != std::string::npos);
+    CHECK(m->body.find("nsbox_sandbox_memory_bytes{") != std::string::npos);
+  }
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("serve: failing functions get their code while others keep answering") {
+  Daemon d(state_dir("fail"), kPool);
+  REQUIRE(d.start());
+  auto c = d.client();
+  std::string host = nsbox::test::host_hostname();
+  deploy(d, "steady", returns("'fine'"));
+  deploy(d, "crash", "import os\ndef handler(e, c):\n    os._exit(3)\n");
+  deploy(d, "hang", "def handler(e, c):\n    while True:\n        pass\n", "?timeout=500ms");
+  // A memory hog that refuses to run outside a sandbox and caps itself.
+  deploy(d, "hog",
+         "import socket\ndef handler(e, c):\n    if socket.gethostname() == '" + host +
+             "':\n        raise RuntimeError('not sandboxed')\n    x = []\n    for _ in "
+             "range(1024):\n        x.append(bytearray(1 << 20))\n    return len(x)\n",
+         "?memory=64M");
+  std::atomic<bool> done{false};
+  std::atomic<int> steady_ok{0}, steady_bad{0};
+  std::thread t([&] {
+    auto sc = d.client();
+    while (!done) {
+      auto r = sc->Get("/fn/steady");
+      (r && r->status == 200 ? steady_ok : steady_bad)++;
+    }
+  });
+  auto r = c->Post("/fn/crash", "{}", "application/json");
+  CHECK(r->status == 502);
+  r = c->Post("/fn/hang", "{}", "application/json");
+  CHECK(r->status == 504);
+  r = c->Post("/fn/hog", "{}", "application/json");
+  CHECK(r->status == 502);
+  CHECK(body(r)["error"].get<std::string>().find("memory limit of 64 MiB") != std::string::npos);
+  // Each failure got a fresh sandbox next time: the same codes again.
+  CHECK(c->Post("/fn/crash", "{}", "application/json")->status == 502);
+  CHECK(c->Post("/fn/hang", "{}", "application/json")->status == 504);
+  done = true;
+  t.join();
+  CHECK(steady_ok > 0);
+  CHECK(steady_bad == 0);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("serve: after a deploy or delete returns, no request is served by old code") {
+  Daemon d(state_dir("revoke"), kPool);
+  REQUIRE(d.start());
+  std::atomic<bool> done{false};
+  // Keep warm sandboxes of the function busy and idle meanwhile.
+  std::thread load([&] {
+    auto c = d.client();
+    while (!done) c->Get("/fn/ver");
+  });
+  auto c = d.client();
+  int stale = 0;
+  for (int v = 1; v <= 15; v++) {
+    auto r = deploy(d, "ver", returns(std::to_string(v)));
+    REQUIRE(r->status == 201);
+    for (int k = 0; k < 3; k++) {
+      auto x = c->Get("/fn/ver");
+      if (!x || x->body != std::to_string(v) + "\n") stale++;
+    }
+  }
+  CHECK(c->Delete("/functions/ver", auth(d))->status == 200);
+  CHECK(c->Get("/fn/ver")->status == 404);
+  done = true;
+  load.join();
+  CHECK(stale == 0);
+
+  // No state crosses functions: a global set by one is invisible to another.
+  deploy(d, "setter", "import builtins\ndef handler(e, c):\n    builtins.nsbox_secret = 42\n    return 1\n");
+  deploy(d, "getter", "import builtins\ndef handler(e, c):\n    return getattr(builtins, 'nsbox_secret', None)\n");
+  for (int i = 0; i < 5; i++) {
+    c->Get("/fn/setter");
+    CHECK(c->Get("/fn/getter")->body == "null\n");
+  }
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("serve: 150 functions deployed, each invoked, kept across a restart") {
+  std::string dir = state_dir("many");
+  {
+    Daemon d(dir, kPool);
+    REQUIRE(d.start());
+    for (int i = 0; i < 150; i++)
+      REQUIRE(deploy(d, "fn" + std::to_string(i), returns(std::to_string(i)))->status == 201);
+    auto c = d.client();
+    int wrong = 0;
+    for (int i = 0; i < 150; i++) {
+      auto r = c->Get(("/fn/fn" + std::to_string(i)).c_str());
+      if (!r || r->status != 200 || r->body != std::to_string(i) + "\n") wrong++;
+    }
+    CHECK(wrong == 0);
+    CHECK(d.stop() == 0);
+  }
+  Daemon d(dir, kPool);
+  REQUIRE(d.start());
+  auto c = d.client();
+  CHECK(body(c->Get("/functions"))["functions"].size() == 150);
+  int wrong = 0;
+  for (int i = 0; i < 150; i += 7) {
+    auto r = c->Get(("/fn/fn" + std::to_string(i)).c_str());
+    if (!r || r->body != std::to_string(i) + "\n") wrong++;
+  }
+  CHECK(wrong == 0);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("serve: kill -9 during a burst of deploys loses no acknowledged version") {
+  std::string dir = state_dir("kill9");
+  std::vector<int> acked;
+  {
+    Daemon d(dir, kPool);
+    REQUIRE(d.start());
+    std::atomic<bool> stop{false};
+    std::thread deployer([&] {
+      auto c = d.client(5);
+      // Sources of different sizes, so a torn file would show.
+      for (int v = 1; v <= 400 && !stop; v++) {
+        std::string src = returns(std::to_string(v)) + "# " + std::string(v * 97 % 5000, 'x') + "\n";
+        auto r = c->Put("/functions/burst", auth(d), src, "text/x-python");
+        if (r && r->status == 201) acked.push_back(body(r)["version"].get<int>());
+      }
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    d.kill9();
+    stop = true;
+    deployer.join();
+  }
+  REQUIRE(!acked.empty());
+  // What the killed daemon left: its sandboxes died with it (PDEATHSIG), and
+  // the next spawner sweeps their cgroup leaves within a few seconds.
+  std::vector<std::string> orphans = nsbox::test::host_residue().describe_leaves;
+  Daemon d(dir, kPool);
+  REQUIRE(d.start());
+  auto orphans_left = [&] {
+    size_t n = 0;
+    for (const auto& l : orphans) n += access(l.c_str(), F_OK) == 0;
+    return n;
+  };
+  for (int i = 0; i < 100 && orphans_left() > 0; i++)
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  CHECK(orphans_left() == 0);
+  auto c = d.client();
+  auto show = body(c->Get("/functions/burst"));
+  std::set<int> versions;
+  for (int v : show["versions"]) versions.insert(v);
+  for (int v : acked) CHECK_MESSAGE(versions.count(v) == 1, "acknowledged version " << v << " lost");
+  // The newest version serves its own, whole source.
+  auto r = c->Get("/fn/burst");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body == std::to_string(show["version"].get<int>()) + "\n");
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("serve: overload gets fast 503s with Retry-After, not timeouts") {
+  Daemon d(state_dir("overload"),
+           "[pool]\nblank = 1\nmax_sandboxes = 4\nper_function = 1\nqueue_per_function = 2\n"
+           "queue_timeout_ms = 300\n");
+  REQUIRE(d.start());
+  deploy(d, "slow", "import time\ndef handler(e, c):\n    time.sleep(1)\n    return 1\n");
+  std::vector<std::thread> ts;
+  std::atomic<int> ok{0}, refused{0}, other{0}, retry_after{0};
+  std::atomic<long> slowest_refusal_ms{0};
+  for (int i = 0; i < 8; i++) {
+    ts.emplace_back([&] {
+      auto c = d.client();
+      auto t0 = std::chrono::steady_clock::now();
+      auto r = c->Get("/fn/slow");
+      long ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    std::chrono::steady_clock::now() - t0).count();
+      if (r && r->status == 200) ok++;
+      else if (r && r->status == 503) {
+        refused++;
+        if (!r->get_header_value("Retry-After").empty()) retry_after++;
+        long prev = slowest_refusal_ms;
+        while (ms > prev && !slowest_refusal_ms.compare_exchange_weak(prev, ms)) {
+        }
+      } else other++;
+    });
+  }
+  for (auto& t : ts) t.join();
+  INFO("ok " << ok.load() << ", 503 " << refused.load() << ", other " << other.load());
+  CHECK(ok >= 1);
+  CHECK(refused >= 4);
+  CHECK(retry_after == refused);
+  CHECK(other == 0);
+  // Refused within the queue timeout, never after the function's run time.
+  CHECK_MESSAGE(slowest_refusal_ms < 900, "slowest 503 after " << slowest_refusal_ms.load() << " ms");
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("serve: after SIGTERM no mount, cgroup or process is left") {
+  auto before = nsbox::test::host_residue();
+  Daemon d(state_dir("term"), kPool);
+  REQUIRE(d.start());
+  deploy(d, "a", returns("1"));
+  deploy(d, "b", "import time\ndef handler(e, c):\n    time.sleep(0.3)\n    return 2\n");
+  auto c = d.client();
+  CHECK(c->Get("/fn/a")->status == 200);
+  std::thread inflight([&] {
+    auto c2 = d.client();
+    auto r = c2->Get("/fn/b");
+    CHECK(r);
+    if (r) CHECK(r->status == 200);  // drained, not dropped
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  int rc = d.stop();
+  inflight.join();
+  CHECK(rc == 0);
+  auto after = nsbox::test::host_residue();
+  CHECK(after.sandbox_procs == 0);
+  // <=: a daemon's spawner also sweeps leaves earlier, killed ones left.
+  CHECK(after.cgroup_leaves <= before.cgroup_leaves);
+  CHECK(after.mounts == before.mounts);
+}

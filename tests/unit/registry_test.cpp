@@ -1,0 +1,381 @@
+// The file-backed function registry: naming, versioning, durability layout,
+// crash leftovers and concurrent deploys, on a temporary directory.
+#include "gateway/registry.hpp"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+using nsbox::FunctionMeta;
+using nsbox::FunctionStore;
+using nsbox::FunctionVersion;
+using nsbox::open_file_store;
+using nsbox::valid_function_name;
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// A fresh directory under /tmp, deleted with everything in it.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/nsbox-registry-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+std::unique_ptr<FunctionStore> open_ok(const std::string& dir) {
+  auto r = open_file_store(dir);
+  REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
+  return std::move(r).value();
+}
+
+FunctionVersion fv_of(const std::string& source, const std::string& handler = "handler") {
+  FunctionVersion fv;
+  fv.source = source;
+  fv.meta.handler = handler;
+  return fv;
+}
+
+FunctionMeta put_ok(FunctionStore& s, const std::string& name, const FunctionVersion& fv) {
+  auto r = s.put(name, fv);
+  REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
+  return r.value();
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+  REQUIRE(out.good());
+}
+
+void check_same_meta(const FunctionMeta& a, const FunctionMeta& b) {
+  CHECK(a.name == b.name);
+  CHECK(a.version == b.version);
+  CHECK(a.handler == b.handler);
+  CHECK(a.policy == b.policy);
+  CHECK(a.memory_mb == b.memory_mb);
+  CHECK(a.timeout_ms == b.timeout_ms);
+  CHECK(a.created_unix_ms == b.created_unix_ms);
+  CHECK(a.sha256 == b.sha256);
+  CHECK(a.source_bytes == b.source_bytes);
+}
+
+}  // namespace
+
+TEST_SUITE_BEGIN("registry");
+
+TEST_CASE("registry: valid_function_name") {
+  CHECK(valid_function_name("a"));
+  CHECK(valid_function_name("0"));
+  CHECK(valid_function_name("hello-world_2"));
+  CHECK(valid_function_name("a_b"));
+  CHECK(valid_function_name("9lives"));
+  CHECK(valid_function_name(std::string(63, 'x')));
+  CHECK_FALSE(valid_function_name(""));
+  CHECK_FALSE(valid_function_name(std::string(64, 'x')));
+  CHECK_FALSE(valid_function_name("Hello"));
+  CHECK_FALSE(valid_function_name("helloW"));
+  CHECK_FALSE(valid_function_name("-a"));
+  CHECK_FALSE(valid_function_name("_a"));
+  CHECK_FALSE(valid_function_name("a/b"));
+  CHECK_FALSE(valid_function_name("/"));
+  CHECK_FALSE(valid_function_name(".."));
+  CHECK_FALSE(valid_function_name("."));
+  CHECK_FALSE(valid_function_name("a.b"));
+  CHECK_FALSE(valid_function_name("a b"));
+  CHECK_FALSE(valid_function_name("caf\xc3\xa9"));  // "café"
+  CHECK_FALSE(valid_function_name(std::string("a\0b", 3)));
+}
+
+TEST_CASE("registry: sha256 test vectors") {
+  CHECK(nsbox::sha256_hex("abc") ==
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(nsbox::sha256_hex("") ==
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  // 56 bytes: the length no longer fits in the first padding block.
+  CHECK(nsbox::sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  CHECK(nsbox::sha256_hex(std::string(1000000, 'a')) ==
+        "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST_CASE("registry: put assigns versions; latest, get, list, versions") {
+  TempDir tmp;
+  auto store = open_ok(tmp.path);
+  CHECK_FALSE(store->latest("f").has_value());
+  CHECK(store->list().empty());
+
+  FunctionVersion v1 = fv_of("abc");
+  v1.meta.policy = "strict";
+  v1.meta.memory_mb = 128;
+  v1.meta.timeout_ms = 3000;
+  v1.meta.version = 77;  // ignored: put() numbers versions
+  FunctionMeta m1 = put_ok(*store, "f", v1);
+  CHECK(m1.name == "f");
+  CHECK(m1.version == 1);
+  CHECK(m1.policy == "strict");
+  CHECK(m1.memory_mb == 128);
+  CHECK(m1.timeout_ms == 3000);
+  CHECK(m1.sha256 == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(m1.source_bytes == 3);
+  CHECK(m1.created_unix_ms > 1600000000000);
+
+  CHECK(put_ok(*store, "f", fv_of("def second")).version == 2);
+  FunctionMeta m3 = put_ok(*store, "f", fv_of("def third", "main"));
+  CHECK(m3.version == 3);
+  put_ok(*store, "b", fv_of("b source"));
+
+  auto latest = store->latest("f");
+  REQUIRE(latest.has_value());
+  CHECK(latest->source == "def third");
+  check_same_meta(latest->meta, m3);
+  CHECK(latest->meta.handler == "main");
+
+  auto g1 = store->get("f", 1);
+  REQUIRE(g1.has_value());
+  CHECK(g1->source == "abc");
+  check_same_meta(g1->meta, m1);
+  REQUIRE(store->get("f", 2).has_value());
+  CHECK(store->get("f", 2)->source == "def second");
+  CHECK_FALSE(store->get("f", 4).has_value());
+  CHECK_FALSE(store->get("f", 0).has_value());
+  CHECK_FALSE(store->get("nope", 1).has_value());
+
+  auto list = store->list();
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].name == "b");
+  CHECK(list[0].version == 1);
+  CHECK(list[1].name == "f");
+  CHECK(list[1].version == 3);
+  CHECK(list[1].handler == "main");
+
+  CHECK(store->versions("f") == std::vector<uint64_t>{1, 2, 3});
+  CHECK(store->versions("nope").empty());
+
+  // The layout other tools (backups, the later shared store) rely on.
+  CHECK(fs::is_regular_file(tmp.path + "/functions/f/3.json"));
+  struct stat st;
+  REQUIRE(::stat((tmp.path + "/functions/f/3.json").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+  auto j = nlohmann::json::parse(std::ifstream(tmp.path + "/functions/f/3.json"));
+  CHECK(j["source"] == "def third");
+  CHECK(j["version"] == 3);
+}
+
+TEST_CASE("registry: meta_to_json keys") {
+  FunctionMeta m;
+  m.name = "f";
+  m.version = 4;
+  m.created_unix_ms = 12;
+  auto j = nsbox::meta_to_json(m);
+  for (const char* k : {"name", "version", "handler", "policy", "memory_mb", "timeout_ms",
+                        "created_unix_ms", "sha256", "source_bytes"})
+    CHECK_MESSAGE(j.contains(k), k);
+  CHECK(j.size() == 9);
+  CHECK(j["version"] == 4);
+  CHECK(j["handler"] == "handler");
+}
+
+TEST_CASE("registry: remove and redeploy") {
+  TempDir tmp;
+  auto store = open_ok(tmp.path);
+  put_ok(*store, "f", fv_of("1"));
+  put_ok(*store, "f", fv_of("2"));
+  put_ok(*store, "g", fv_of("g"));
+
+  auto r = store->remove("f");
+  REQUIRE(bool(r));
+  CHECK(r.value());
+  CHECK_FALSE(store->latest("f").has_value());
+  CHECK_FALSE(store->get("f", 1).has_value());
+  CHECK(store->versions("f").empty());
+  auto list = store->list();
+  REQUIRE(list.size() == 1);
+  CHECK(list[0].name == "g");
+  CHECK_FALSE(fs::exists(tmp.path + "/functions/f"));
+
+  auto again = store->remove("f");
+  REQUIRE(bool(again));
+  CHECK_FALSE(again.value());
+  auto bad = store->remove("../x");
+  REQUIRE(bool(bad));
+  CHECK_FALSE(bad.value());
+
+  CHECK(put_ok(*store, "f", fv_of("new")).version == 1);
+  CHECK(store->latest("f")->source == "new");
+  CHECK(store->versions("f") == std::vector<uint64_t>{1});
+
+  // Nothing but the live functions is left behind.
+  std::set<std::string> names;
+  for (const auto& e : fs::directory_iterator(tmp.path + "/functions"))
+    names.insert(e.path().filename().string());
+  CHECK(names == std::set<std::string>{"f", "g"});
+}
+
+TEST_CASE("registry: a second open sees everything") {
+  TempDir tmp;
+  std::vector<FunctionMeta> metas;
+  {
+    auto store = open_ok(tmp.path);
+    FunctionVersion a = fv_of("def handler(e, c):\n    return 'caf\xc3\xa9'\n", "h1");
+    a.meta.policy = "net";
+    a.meta.memory_mb = 256;
+    a.meta.timeout_ms = 1500;
+    metas.push_back(put_ok(*store, "alpha", a));
+    metas.push_back(put_ok(*store, "alpha", fv_of("v2", "h2")));
+    metas.push_back(put_ok(*store, "beta", fv_of("beta")));
+    put_ok(*store, "gone", fv_of("x"));
+    REQUIRE(store->remove("gone").value());
+  }
+  auto store = open_ok(tmp.path);
+  auto list = store->list();
+  REQUIRE(list.size() == 2);
+  check_same_meta(list[0], metas[1]);
+  check_same_meta(list[1], metas[2]);
+  CHECK(store->versions("alpha") == std::vector<uint64_t>{1, 2});
+  auto a1 = store->get("alpha", 1);
+  REQUIRE(a1.has_value());
+  check_same_meta(a1->meta, metas[0]);
+  CHECK(a1->source == "def handler(e, c):\n    return 'caf\xc3\xa9'\n");
+  auto latest = store->latest("alpha");
+  REQUIRE(latest.has_value());
+  check_same_meta(latest->meta, metas[1]);
+  CHECK(latest->source == "v2");
+  CHECK(store->latest("alpha")->source == "v2");  // now from the cache
+  CHECK_FALSE(store->latest("gone").has_value());
+  CHECK(put_ok(*store, "alpha", fv_of("v3")).version == 3);
+}
+
+TEST_CASE("registry: open cleans crash leftovers and skips bad files") {
+  TempDir tmp;
+  {
+    auto store = open_ok(tmp.path);
+    put_ok(*store, "f", fv_of("one"));
+    put_ok(*store, "f", fv_of("two"));
+  }
+  const std::string fdir = tmp.path + "/functions/f";
+  const std::string leftover_tmp = fdir + "/.3.json.tmp-1-1";
+  write_text(leftover_tmp, "{\"partial\":");
+  const std::string grave = tmp.path + "/functions/.deleted-x-1-1";
+  fs::create_directories(grave);
+  write_text(grave + "/1.json", "{}");
+  // Torn and garbage version files, and one that claims another identity.
+  write_text(fdir + "/3.json", "{\"name\":\"f\",\"vers");
+  write_text(fdir + "/4.json", "\x01\x02 garbage");
+  std::string two = [&] {
+    std::ifstream in(fdir + "/2.json");
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }();
+  auto moved = nlohmann::json::parse(two);
+  write_text(fdir + "/5.json", moved.dump());  // says version 2
+  moved["name"] = "g";
+  fs::create_directories(tmp.path + "/functions/h");
+  moved["version"] = 1;
+  write_text(tmp.path + "/functions/h/1.json", moved.dump());  // says name g
+  auto tampered = nlohmann::json::parse(two);
+  tampered["source"] = "evil";
+  tampered["version"] = 6;
+  write_text(fdir + "/6.json", tampered.dump());  // sha256 no longer matches
+
+  auto store = open_ok(tmp.path);
+  CHECK_FALSE(fs::exists(leftover_tmp));
+  CHECK_FALSE(fs::exists(grave));
+  // Kept for inspection, never served.
+  for (int v : {3, 4, 5, 6}) CHECK(fs::exists(fdir + "/" + std::to_string(v) + ".json"));
+  CHECK(store->versions("f") == std::vector<uint64_t>{1, 2});
+  CHECK(store->latest("f")->source == "two");
+  CHECK_FALSE(store->get("f", 3).has_value());
+  CHECK_FALSE(store->latest("h").has_value());
+  REQUIRE(store->list().size() == 1);
+  // The next version does not overwrite a skipped file.
+  CHECK(put_ok(*store, "f", fv_of("three")).version == 7);
+  CHECK(fs::exists(fdir + "/6.json"));
+  CHECK(store->latest("f")->source == "three");
+}
+
+TEST_CASE("registry: concurrent puts get distinct versions") {
+  TempDir tmp;
+  auto store = open_ok(tmp.path);
+  constexpr int kThreads = 8, kEach = 25;
+  std::vector<std::vector<uint64_t>> got(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        auto r = store->put("same", fv_of("t" + std::to_string(t) + " i" + std::to_string(i)));
+        if (r) got[t].push_back(r.value().version);
+        store->latest("same");  // readers run alongside
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::set<uint64_t> all;
+  size_t count = 0;
+  for (const auto& g : got) {
+    count += g.size();
+    all.insert(g.begin(), g.end());
+  }
+  CHECK(count == kThreads * kEach);
+  CHECK(all.size() == kThreads * kEach);
+  std::vector<uint64_t> expect;
+  for (uint64_t v = 1; v <= kThreads * kEach; ++v) expect.push_back(v);
+  CHECK(store->versions("same") == expect);
+  CHECK(store->latest("same")->meta.version == kThreads * kEach);
+  auto reopened = open_ok(tmp.path);
+  CHECK(reopened->versions("same") == expect);
+}
+
+TEST_CASE("registry: bad input is an error, not a crash") {
+  TempDir tmp;
+  auto store = open_ok(tmp.path);
+  for (const char* name : {"", "Bad", "../etc", "a/b", "-x"}) {
+    auto r = store->put(name, fv_of("x"));
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message().find("invalid function name") != std::string::npos);
+  }
+  auto big = store->put("f", fv_of(std::string(nsbox::kMaxFunctionSourceBytes + 1, 'x')));
+  REQUIRE_FALSE(big);
+  CHECK(big.error().message().find("1 MiB") != std::string::npos);
+  CHECK(bool(store->put("f", fv_of(std::string(nsbox::kMaxFunctionSourceBytes, 'x')))));
+  // nlohmann's dump() throws on invalid UTF-8: it must come back as an error.
+  auto utf = store->put("g", fv_of("\xff\xfe"));
+  REQUIRE_FALSE(utf);
+  CHECK_FALSE(store->latest("g").has_value());
+  CHECK_FALSE(fs::exists(tmp.path + "/functions/g/1.json"));
+  CHECK(store->versions("f") == std::vector<uint64_t>{1});
+}
+
+TEST_CASE("registry: open errors name the step and path") {
+  TempDir tmp;
+  write_text(tmp.path + "/file", "x");
+  auto r = open_file_store(tmp.path + "/file/store");
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message().find(tmp.path + "/file") != std::string::npos);
+}
+
+TEST_CASE("registry: open creates the directory with mode 0700") {
+  TempDir tmp;
+  auto store = open_ok(tmp.path + "/a/b");
+  struct stat st;
+  REQUIRE(::stat((tmp.path + "/a/b").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  CHECK(fs::is_directory(tmp.path + "/a/b/functions"));
+}
+
+TEST_SUITE_END();

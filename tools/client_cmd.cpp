@@ -1,0 +1,732 @@
+// The HTTP client subcommands (deploy, invoke, ls, rm, logs): thin wrappers
+// over the daemon's API. Exit codes: 0 ok, 1 the server answered with an
+// error, 2 bad usage or input, 3 the server could not be reached or answered
+// something unexpected; invoke maps function outcomes like `nsbox run`
+// (1 raised, 124 timed out, 137 killed by a limit).
+#include "tools/client_cmd.hpp"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <httplib.h>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
+
+namespace nsbox {
+
+namespace {
+
+using json = nlohmann::json;
+
+constexpr const char* kDefaultServer = "http://127.0.0.1:8080";
+constexpr const char* kDefaultTokenFile = "/var/lib/nsbox/token";
+constexpr uint64_t kMaxSourceBytes = 1ull << 20;
+constexpr int kConnectTimeoutSec = 3;
+constexpr int kReadTimeoutSec = 60;
+
+enum Exit { kOk = 0, kServerError = 1, kUsage = 2, kUnreachable = 3 };
+
+// ---- usage ------------------------------------------------------------------
+
+const char* kCommonOptions = R"U(
+common options:
+  --server URL        the daemon (default http://127.0.0.1:8080; http only)
+  --token TOKEN       API token (default: $NSBOX_TOKEN, else /var/lib/nsbox/token
+                      when readable: sudo cat /var/lib/nsbox/token)
+  --token-file PATH   read the API token from PATH
+  -h, --help          this text
+)U";
+
+const char* kDeployUsage = R"U(usage: nsbox deploy NAME FILE.py [options]
+
+Uploads FILE.py (at most 1 MiB) as function NAME to a running `nsbox serve`;
+deploying an existing NAME makes a new version. Prints
+"Deployed at URL (version: N)". Needs the API token.
+NAME: 1-63 characters of a-z 0-9 _ -, starting with a letter or digit.
+
+options:
+  --handler NAME      function to call (default: handler)
+  --policy NAME       sandbox policy profile (default: the server's)
+  --memory SIZE       memory limit, e.g. 64M, 1G
+  --timeout DUR       wall-clock limit per invocation, e.g. 500ms, 3s
+)U";
+
+const char* kInvokeUsage = R"U(usage: nsbox invoke NAME [JSON|-] [options]
+
+Calls function NAME with the event JSON (default {}; - reads it from stdin)
+and prints what it returned on stdout.
+
+exit codes:
+  0    the function returned; its result is on stdout
+  1    the function raised; the error JSON is on stdout
+  2    bad usage, or the event is not JSON
+  3    the daemon could not be reached or refused the request
+       (no such function, overloaded, bad token, ...; the reason is on stderr)
+  124  the function timed out
+  137  the function was killed by a limit (memory, pids) or its sandbox died
+)U";
+
+const char* kLsUsage = R"U(usage: nsbox ls [--json] [options]
+
+Lists the deployed functions: NAME VERSION HANDLER POLICY CREATED (UTC).
+
+options:
+  --json              print the server's JSON answer as is
+)U";
+
+const char* kRmUsage = R"U(usage: nsbox rm NAME [options]
+
+Deletes function NAME (all its versions). Needs the API token.
+)U";
+
+const char* kLogsUsage = R"U(usage: nsbox logs NAME [options]
+
+Prints what function NAME printed recently (the server keeps the last lines).
+Needs the API token.
+)U";
+
+const char* usage_for(const std::string& cmd) {
+  if (cmd == "deploy") return kDeployUsage;
+  if (cmd == "invoke") return kInvokeUsage;
+  if (cmd == "ls") return kLsUsage;
+  if (cmd == "rm") return kRmUsage;
+  return kLogsUsage;
+}
+
+void print_usage(const std::string& cmd, FILE* to) {
+  std::fputs(usage_for(cmd), to);
+  std::fputs(kCommonOptions, to);
+}
+
+int usage_error(const std::string& cmd, const std::string& msg) {
+  std::fprintf(stderr, "nsbox %s: %s\n", cmd.c_str(), msg.c_str());
+  std::fprintf(stderr, "(nsbox %s --help for usage)\n", cmd.c_str());
+  return kUsage;
+}
+
+// ---- small helpers ----------------------------------------------------------
+
+// Same rule as the registry's valid_function_name (gateway/registry.hpp):
+// ^[a-z0-9][a-z0-9_-]{0,62}$.
+bool valid_name(const std::string& s) {
+  if (s.empty() || s.size() > 63) return false;
+  auto lower_digit = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
+  if (!lower_digit(s[0])) return false;
+  return std::all_of(s.begin() + 1, s.end(),
+                     [&](char c) { return lower_digit(c) || c == '_' || c == '-'; });
+}
+
+std::string bad_name_message(const std::string& name) {
+  return "invalid function name \"" + name +
+         "\" (1-63 characters of a-z 0-9 _ -, starting with a letter or digit)";
+}
+
+std::string percent_encode(const std::string& s) {
+  static const char* hex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '.' || c == '_' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += hex[c >> 4];
+      out += hex[c & 15];
+    }
+  }
+  return out;
+}
+
+std::string trim(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  size_t e = s.find_last_not_of(" \t\r\n");
+  return s.substr(b, e - b + 1);
+}
+
+void print_body(const std::string& body) {
+  std::fwrite(body.data(), 1, body.size(), stdout);
+  if (!body.empty() && body.back() != '\n') std::fputc('\n', stdout);
+  std::fflush(stdout);
+}
+
+// ---- server URL ---------------------------------------------------------------
+
+struct ServerUrl {
+  std::string host;  // without brackets for IPv6 literals
+  int port = 8080;
+  std::string display;  // normalised, for messages: http://host:port
+};
+
+// http://HOST[:PORT][/]; HOST may be a name, an IPv4 address or [IPv6].
+std::optional<ServerUrl> parse_server_url(const std::string& url, std::string* err) {
+  std::string rest = url;
+  size_t sep = url.find("://");
+  if (sep != std::string::npos) {
+    std::string scheme = url.substr(0, sep);
+    std::transform(scheme.begin(), scheme.end(), scheme.begin(),
+                   [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    if (scheme == "https") {
+      *err = "https is not supported (the daemon speaks plain http; put a TLS proxy in front "
+             "of it if needed): " + url;
+      return std::nullopt;
+    }
+    if (scheme != "http") {
+      *err = "unsupported scheme \"" + scheme + "\" in " + url + " (use http://HOST:PORT)";
+      return std::nullopt;
+    }
+    rest = url.substr(sep + 3);
+  }
+  if (!rest.empty() && rest.back() == '/') rest.pop_back();
+  if (rest.find_first_of("/?#") != std::string::npos) {
+    *err = "the server URL takes no path, query or fragment: " + url + " (use http://HOST:PORT)";
+    return std::nullopt;
+  }
+  if (rest.find('@') != std::string::npos) {
+    *err = "the server URL takes no user info: " + url;
+    return std::nullopt;
+  }
+  ServerUrl u;
+  std::string port_text;
+  if (!rest.empty() && rest[0] == '[') {
+    size_t close = rest.find(']');
+    if (close == std::string::npos) {
+      *err = "unterminated [IPv6] address in " + url;
+      return std::nullopt;
+    }
+    u.host = rest.substr(1, close - 1);
+    std::string after = rest.substr(close + 1);
+    if (!after.empty()) {
+      if (after[0] != ':') {
+        *err = "unexpected \"" + after + "\" after the address in " + url;
+        return std::nullopt;
+      }
+      port_text = after.substr(1);
+      if (port_text.empty()) {
+        *err = "empty port in " + url;
+        return std::nullopt;
+      }
+    }
+  } else {
+    size_t colon = rest.find(':');
+    if (colon != std::string::npos && rest.find(':', colon + 1) != std::string::npos) {
+      *err = "write IPv6 addresses in brackets: http://[::1]:8080 (got " + url + ")";
+      return std::nullopt;
+    }
+    u.host = rest.substr(0, colon);
+    if (colon != std::string::npos) {
+      port_text = rest.substr(colon + 1);
+      if (port_text.empty()) {
+        *err = "empty port in " + url;
+        return std::nullopt;
+      }
+    }
+  }
+  if (u.host.empty()) {
+    *err = "no host in server URL " + url;
+    return std::nullopt;
+  }
+  for (char c : u.host) {
+    if (std::isspace(static_cast<unsigned char>(c)) || c == '[' || c == ']') {
+      *err = "bad host in server URL " + url;
+      return std::nullopt;
+    }
+  }
+  if (!port_text.empty()) {
+    if (port_text.size() > 5 ||
+        !std::all_of(port_text.begin(), port_text.end(),
+                     [](unsigned char c) { return std::isdigit(c); })) {
+      *err = "bad port \"" + port_text + "\" in " + url;
+      return std::nullopt;
+    }
+    u.port = std::atoi(port_text.c_str());
+    if (u.port < 1 || u.port > 65535) {
+      *err = "port out of range in " + url;
+      return std::nullopt;
+    }
+  }
+  bool v6 = u.host.find(':') != std::string::npos;
+  u.display = "http://" + (v6 ? "[" + u.host + "]" : u.host) + ":" + std::to_string(u.port);
+  return u;
+}
+
+// ---- arguments ----------------------------------------------------------------
+
+struct Args {
+  std::string server = kDefaultServer;
+  std::optional<std::string> token;       // --token
+  std::optional<std::string> token_file;  // --token-file
+  std::optional<std::string> handler, policy, memory, timeout;  // deploy
+  bool json = false;                                            // ls
+  bool help = false;
+  std::vector<std::string> positional;
+};
+
+// Returns an error message, or empty on success.
+std::string parse_args(const std::string& cmd, const std::vector<std::string>& in, Args* a) {
+  bool deploy = cmd == "deploy";
+  bool only_positional = false;
+  for (size_t i = 0; i < in.size(); i++) {
+    std::string arg = in[i];
+    if (only_positional || arg == "-" || arg.empty() || arg[0] != '-') {
+      a->positional.push_back(arg);
+      continue;
+    }
+    if (arg == "--") {
+      only_positional = true;
+      continue;
+    }
+    if (arg == "-h" || arg == "--help") {
+      a->help = true;
+      continue;
+    }
+    if (arg == "--json" && cmd == "ls") {
+      a->json = true;
+      continue;
+    }
+    // Options taking a value: --opt VALUE or --opt=VALUE.
+    std::optional<std::string> inline_value;
+    size_t eq = arg.find('=');
+    if (arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      inline_value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+    }
+    std::optional<std::string>* target = nullptr;
+    std::string* plain_target = nullptr;
+    if (arg == "--server") plain_target = &a->server;
+    else if (arg == "--token") target = &a->token;
+    else if (arg == "--token-file") target = &a->token_file;
+    else if (deploy && arg == "--handler") target = &a->handler;
+    else if (deploy && arg == "--policy") target = &a->policy;
+    else if (deploy && arg == "--memory") target = &a->memory;
+    else if (deploy && arg == "--timeout") target = &a->timeout;
+    else return "unknown option " + in[i];
+    std::string value;
+    if (inline_value) {
+      value = *inline_value;
+    } else {
+      // "--memory --server URL" is a forgotten value, not a memory of "--server".
+      if (i + 1 >= in.size() || in[i + 1].rfind("--", 0) == 0) return arg + " needs a value";
+      value = in[++i];
+    }
+    if (value.empty()) return arg + " needs a non-empty value";
+    if (plain_target) *plain_target = value;
+    else *target = value;
+  }
+  return "";
+}
+
+// ---- token --------------------------------------------------------------------
+
+struct Token {
+  std::string value;   // empty: none
+  std::string source;  // where it came from, for messages
+  bool default_file_unreadable = false;  // /var/lib/nsbox/token exists but is not readable
+};
+
+// Returns false (message printed) when an explicitly named token file cannot
+// be read.
+bool find_token(const Args& a, Token* t) {
+  auto read_file = [](const std::string& path, std::string* out) -> int {
+    std::ifstream f(path, std::ios::binary);
+    if (!f) return errno ? errno : EIO;
+    out->assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
+    if (f.bad()) return EIO;
+    return 0;
+  };
+  if (a.token) {
+    t->value = trim(*a.token);
+    t->source = "--token";
+    return true;
+  }
+  if (a.token_file) {
+    std::string text;
+    errno = 0;
+    if (int e = read_file(*a.token_file, &text)) {
+      std::fprintf(stderr, "nsbox: cannot read token file %s: %s\n", a.token_file->c_str(),
+                   std::strerror(e));
+      return false;
+    }
+    t->value = trim(text);
+    t->source = "--token-file " + *a.token_file;
+    if (t->value.empty()) {
+      std::fprintf(stderr, "nsbox: token file %s is empty\n", a.token_file->c_str());
+      return false;
+    }
+    return true;
+  }
+  if (const char* env = std::getenv("NSBOX_TOKEN"); env && *env) {
+    t->value = trim(env);
+    t->source = "NSBOX_TOKEN";
+    return true;
+  }
+  std::string text;
+  errno = 0;
+  int e = read_file(kDefaultTokenFile, &text);
+  if (e == 0) {
+    t->value = trim(text);
+    t->source = kDefaultTokenFile;
+  } else if (e != ENOENT) {
+    t->default_file_unreadable = true;
+  }
+  return true;
+}
+
+void print_token_hint(const Token& t) {
+  if (t.default_file_unreadable) {
+    std::fprintf(stderr,
+                 "nsbox: %s is not readable by you; run\n"
+                 "  export NSBOX_TOKEN=$(sudo cat %s)\n"
+                 "or pass --token-file PATH\n",
+                 kDefaultTokenFile, kDefaultTokenFile);
+  } else {
+    std::fprintf(stderr,
+                 "nsbox: the daemon writes its token to %s; run\n"
+                 "  export NSBOX_TOKEN=$(sudo cat %s)\n"
+                 "or pass --token-file PATH (with --server, use that daemon's token)\n",
+                 kDefaultTokenFile, kDefaultTokenFile);
+  }
+}
+
+// ---- HTTP ---------------------------------------------------------------------
+
+struct Ctx {
+  std::string cmd;
+  ServerUrl url;
+  Token token;
+};
+
+std::unique_ptr<httplib::Client> make_client(const Ctx& c) {
+  auto cli = std::make_unique<httplib::Client>(c.url.host, c.url.port);
+  cli->set_connection_timeout(kConnectTimeoutSec, 0);
+  cli->set_read_timeout(kReadTimeoutSec, 0);
+  cli->set_write_timeout(kReadTimeoutSec, 0);
+  cli->set_url_encode(false);  // paths and queries are encoded here
+  cli->set_keep_alive(false);
+  return cli;
+}
+
+httplib::Headers headers_for(const Ctx& c) {
+  httplib::Headers h{{"User-Agent", "nsbox-cli"}, {"Accept", "application/json, text/plain"}};
+  if (!c.token.value.empty()) h.emplace("Authorization", "Bearer " + c.token.value);
+  return h;
+}
+
+// Prints why the request got no answer; returns the exit code.
+int report_transport_error(const Ctx& c, httplib::Error err) {
+  if (err == httplib::Error::Connection || err == httplib::Error::ConnectionTimeout) {
+    std::fprintf(stderr, "nsbox: cannot reach %s: %s (is `nsbox serve` running?)\n",
+                 c.url.display.c_str(), httplib::to_string(err).c_str());
+  } else if (err == httplib::Error::Read) {
+    std::fprintf(stderr,
+                 "nsbox: no answer from %s: %s (the connection closed, or nothing came "
+                 "within %d s)\n",
+                 c.url.display.c_str(), httplib::to_string(err).c_str(), kReadTimeoutSec);
+  } else {
+    std::fprintf(stderr, "nsbox: request to %s failed: %s\n", c.url.display.c_str(),
+                 httplib::to_string(err).c_str());
+  }
+  return kUnreachable;
+}
+
+std::string status_text(int status) {
+  switch (status) {
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 409: return "Conflict";
+    case 413: return "Payload Too Large";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "HTTP " + std::to_string(status);
+  }
+}
+
+// The server's message: "error" of a JSON object body (plus any other keys,
+// e.g. "line"), else the body's text, else the status text.
+std::string server_message(int status, const std::string& body) {
+  json j = json::parse(body, nullptr, false);
+  if (!j.is_discarded() && j.is_object() && j.contains("error")) {
+    std::string msg = j["error"].is_string() ? j["error"].get<std::string>() : j["error"].dump();
+    std::string extra;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      if (it.key() == "error") continue;
+      if (!extra.empty()) extra += ", ";
+      extra += it.key() + ": " + (it->is_string() ? it->get<std::string>() : it->dump());
+    }
+    if (!extra.empty()) msg += " (" + extra + ")";
+    return msg;
+  }
+  std::string text = trim(body);
+  if (text.empty()) return status_text(status);
+  if (text.size() > 300) text = text.substr(0, 300) + "...";
+  return text;
+}
+
+// Prints "nsbox: STATUS: message" (and the token hint for 401).
+void report_server_error(const Ctx& c, int status, const std::string& body) {
+  std::fprintf(stderr, "nsbox: %d: %s\n", status, server_message(status, body).c_str());
+  if (status == 401) {
+    if (c.token.value.empty()) {
+      std::fprintf(stderr, "nsbox: no API token was sent\n");
+    } else {
+      std::fprintf(stderr, "nsbox: the server rejected the token from %s\n",
+                   c.token.source.c_str());
+    }
+    print_token_hint(c.token);
+  }
+}
+
+int unexpected_reply(const Ctx& c, int status, const std::string& why) {
+  std::fprintf(stderr, "nsbox: unexpected answer from %s (status %d): %s\n",
+               c.url.display.c_str(), status, why.c_str());
+  return kUnreachable;
+}
+
+bool need_token(const Ctx& c) {
+  if (!c.token.value.empty()) return true;
+  std::fprintf(stderr, "nsbox: %s needs the API token\n", c.cmd.c_str());
+  print_token_hint(c.token);
+  return false;
+}
+
+// ---- commands -----------------------------------------------------------------
+
+int do_deploy(Ctx& c, const Args& a) {
+  if (a.positional.size() != 2) {
+    return usage_error(c.cmd, a.positional.size() < 2 ? "needs NAME and FILE.py"
+                                                       : "too many arguments");
+  }
+  const std::string& name = a.positional[0];
+  const std::string& file = a.positional[1];
+  if (!valid_name(name)) return usage_error(c.cmd, bad_name_message(name));
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) {
+    std::fprintf(stderr, "nsbox: %s: %s\n", file.c_str(), std::strerror(errno));
+    return kUsage;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    std::fprintf(stderr, "nsbox: %s: not a regular file\n", file.c_str());
+    return kUsage;
+  }
+  if (static_cast<uint64_t>(st.st_size) > kMaxSourceBytes) {
+    std::fprintf(stderr, "nsbox: %s: %lld bytes, more than the 1 MiB limit\n", file.c_str(),
+                 static_cast<long long>(st.st_size));
+    return kUsage;
+  }
+  std::ifstream f(file, std::ios::binary);
+  if (!f) {
+    std::fprintf(stderr, "nsbox: cannot read %s: %s\n", file.c_str(), std::strerror(errno));
+    return kUsage;
+  }
+  std::string source((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  if (source.size() > kMaxSourceBytes) {
+    std::fprintf(stderr, "nsbox: %s: more than the 1 MiB limit\n", file.c_str());
+    return kUsage;
+  }
+  if (!need_token(c)) return kUsage;
+
+  std::string query;
+  auto add = [&](const char* key, const std::optional<std::string>& v) {
+    if (!v) return;
+    query += query.empty() ? '?' : '&';
+    query += key;
+    query += '=';
+    query += percent_encode(*v);
+  };
+  add("handler", a.handler);
+  add("policy", a.policy);
+  add("memory", a.memory);
+  add("timeout", a.timeout);
+
+  auto cli = make_client(c);
+  auto res = cli->Put(("/functions/" + name + query).c_str(), headers_for(c), source,
+                      "text/x-python");
+  if (!res) return report_transport_error(c, res.error());
+  if (res->status < 200 || res->status > 299) {
+    report_server_error(c, res->status, res->body);
+    return kServerError;
+  }
+  json j = json::parse(res->body, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("url") || !j["url"].is_string() ||
+      !j.contains("version")) {
+    return unexpected_reply(c, res->status, "expected {\"name\", \"version\", \"url\"}, got " +
+                                                trim(res->body).substr(0, 200));
+  }
+  const json& v = j["version"];
+  std::string version = v.is_string() ? v.get<std::string>() : v.dump();
+  std::printf("Deployed at %s (version: %s)\n", j["url"].get<std::string>().c_str(),
+              version.c_str());
+  return kOk;
+}
+
+int do_invoke(Ctx& c, const Args& a) {
+  if (a.positional.empty()) return usage_error(c.cmd, "needs NAME");
+  if (a.positional.size() > 2) return usage_error(c.cmd, "too many arguments (NAME [JSON|-])");
+  const std::string& name = a.positional[0];
+  if (!valid_name(name)) return usage_error(c.cmd, bad_name_message(name));
+  std::string event = a.positional.size() == 2 ? a.positional[1] : "{}";
+  if (event == "-") {
+    event.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+  }
+  json parsed = json::parse(event, nullptr, false);
+  if (parsed.is_discarded()) {
+    std::string shown = trim(event);
+    if (shown.size() > 80) shown = shown.substr(0, 80) + "...";
+    std::fprintf(stderr, "nsbox: the event is not valid JSON: %s\n", shown.c_str());
+    return kUsage;
+  }
+
+  auto cli = make_client(c);
+  auto res = cli->Post(("/fn/" + name).c_str(), headers_for(c), event, "application/json");
+  if (!res) return report_transport_error(c, res.error());
+  int s = res->status;
+  if (s >= 200 && s <= 299) {
+    print_body(res->body);
+    return kOk;
+  }
+  if (s == 500) {
+    // The function raised: its error JSON (errorType, errorMessage,
+    // stackTrace) goes to stdout like a result, as `nsbox run` does.
+    print_body(res->body);
+    json j = json::parse(res->body, nullptr, false);
+    if (!j.is_discarded() && j.is_object() && j.contains("error") && !j.contains("errorType")) {
+      report_server_error(c, s, res->body);  // a daemon-side failure, say so too
+    }
+    return 1;
+  }
+  report_server_error(c, s, res->body);
+  if (s == 504) return 124;
+  if (s == 502) return 137;
+  return kUnreachable;
+}
+
+std::string cell(const json& f, const char* key) {
+  if (!f.contains(key) || f[key].is_null()) return "-";
+  const json& v = f[key];
+  return v.is_string() ? v.get<std::string>() : v.dump();
+}
+
+std::string iso_utc_from_ms(const json& f) {
+  if (!f.contains("created_unix_ms") || !f["created_unix_ms"].is_number()) return "-";
+  auto ms = f["created_unix_ms"].get<double>();
+  time_t secs = static_cast<time_t>(ms / 1000.0);
+  struct tm tm {};
+  if (!gmtime_r(&secs, &tm)) return "-";
+  char buf[32];
+  if (std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) return "-";
+  return buf;
+}
+
+int do_ls(Ctx& c, const Args& a) {
+  if (!a.positional.empty()) return usage_error(c.cmd, "takes no arguments");
+  auto cli = make_client(c);
+  auto res = cli->Get("/functions", headers_for(c));
+  if (!res) return report_transport_error(c, res.error());
+  if (res->status < 200 || res->status > 299) {
+    report_server_error(c, res->status, res->body);
+    return kServerError;
+  }
+  json j = json::parse(res->body, nullptr, false);
+  if (j.is_discarded() || !j.is_object() || !j.contains("functions") ||
+      !j["functions"].is_array()) {
+    return unexpected_reply(c, res->status, "expected {\"functions\": [...]}, got " +
+                                                trim(res->body).substr(0, 200));
+  }
+  if (a.json) {
+    print_body(res->body);
+    return kOk;
+  }
+  std::vector<std::vector<std::string>> rows;
+  rows.push_back({"NAME", "VERSION", "HANDLER", "POLICY", "CREATED"});
+  std::vector<json> fns;
+  for (const auto& f : j["functions"]) {
+    if (f.is_object()) fns.push_back(f);
+  }
+  std::sort(fns.begin(), fns.end(),
+            [](const json& x, const json& y) { return cell(x, "name") < cell(y, "name"); });
+  for (const auto& f : fns) {
+    rows.push_back({cell(f, "name"), cell(f, "version"), cell(f, "handler"), cell(f, "policy"),
+                    iso_utc_from_ms(f)});
+  }
+  std::vector<size_t> width(5, 0);
+  for (const auto& r : rows)
+    for (size_t i = 0; i < r.size(); i++) width[i] = std::max(width[i], r[i].size());
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); i++) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
+    }
+    std::printf("%s\n", line.c_str());
+  }
+  return kOk;
+}
+
+int do_rm_or_logs(Ctx& c, const Args& a) {
+  bool rm = c.cmd == "rm";
+  if (a.positional.size() != 1) {
+    return usage_error(c.cmd, a.positional.empty() ? "needs NAME" : "too many arguments");
+  }
+  const std::string& name = a.positional[0];
+  if (!valid_name(name)) return usage_error(c.cmd, bad_name_message(name));
+  if (!need_token(c)) return kUsage;
+  auto cli = make_client(c);
+  auto res = rm ? cli->Delete(("/functions/" + name).c_str(), headers_for(c))
+                : cli->Get(("/functions/" + name + "/logs").c_str(), headers_for(c));
+  if (!res) return report_transport_error(c, res.error());
+  if (res->status == 404) {
+    std::fprintf(stderr, "nsbox: no function %s\n", name.c_str());
+    return kServerError;
+  }
+  if (res->status < 200 || res->status > 299) {
+    report_server_error(c, res->status, res->body);
+    return kServerError;
+  }
+  if (rm) std::printf("Deleted %s\n", name.c_str());
+  else print_body(res->body);
+  return kOk;
+}
+
+}  // namespace
+
+bool is_client_command(const std::string& cmd) {
+  return cmd == "deploy" || cmd == "invoke" || cmd == "ls" || cmd == "rm" || cmd == "logs";
+}
+
+int cmd_client(const std::string& cmd, const std::vector<std::string>& args) {
+  Args a;
+  std::string err = parse_args(cmd, args, &a);
+  if (a.help) {
+    print_usage(cmd, stdout);
+    return kOk;
+  }
+  if (!err.empty()) return usage_error(cmd, err);
+  Ctx c;
+  c.cmd = cmd;
+  std::string url_err;
+  auto url = parse_server_url(a.server, &url_err);
+  if (!url) return usage_error(cmd, "--server: " + url_err);
+  c.url = *url;
+  if (!find_token(a, &c.token)) return kUsage;
+  if (cmd == "deploy") return do_deploy(c, a);
+  if (cmd == "invoke") return do_invoke(c, a);
+  if (cmd == "ls") return do_ls(c, a);
+  return do_rm_or_logs(c, a);
+}
+
+}  // namespace nsbox

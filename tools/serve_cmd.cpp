@@ -1,0 +1,251 @@
+#include "tools/serve_cmd.hpp"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "gateway/config.hpp"
+#include "gateway/pool.hpp"
+#include "gateway/registry.hpp"
+#include "gateway/server.hpp"
+#include "policies/policy.hpp"
+#include "rootfs/rootfs.hpp"
+#include "sandbox/log.hpp"
+#include "sandbox/spawner.hpp"
+
+namespace nsbox {
+
+namespace {
+
+const char* kServeUsage = R"(usage: nsbox serve [options]
+
+The HTTP daemon: deploy functions with PUT /functions/NAME, invoke them with
+POST /fn/NAME. Runs in the foreground and logs to stderr (one access-log line
+per request: request-id function outcome status latency-ms).
+
+options:
+  --config FILE        configuration (default /etc/nsbox/nsbox.toml when present,
+                       else embedded defaults: listen 127.0.0.1:8080, state /var/lib/nsbox)
+  --listen ADDR:PORT   override [server] listen
+  --state-dir DIR      override [server] state_dir (functions, token)
+  --rootless           allow running as an ordinary user (no cgroups: rlimits only)
+  --foreground         accepted for service managers; nsbox always stays in the foreground
+  -v, --verbose        debug logging
+signals: SIGTERM/SIGINT drain in-flight requests, destroy every sandbox, exit 0;
+         SIGHUP reloads the token from the config file.
+)";
+
+int fail(const std::string& msg) {
+  std::fprintf(stderr, "nsbox serve: %s\n", msg.c_str());
+  return 1;
+}
+
+Status mkdir_mode(const std::string& path, mode_t mode) {
+  if (mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return sys_error("mkdir", path);
+  // 0711 for the state dir: the sandboxes' unprivileged root must traverse
+  // it to reach the rootfs beneath, but may not list it.
+  if (chmod(path.c_str(), mode) != 0) return sys_error("chmod", path);
+  return {};
+}
+
+// The admin token: from the config, else read from (or generated into)
+// STATE/token with mode 0600.
+Result<std::string> load_token(const ServeConfig& c) {
+  if (!c.token.empty()) return c.token;
+  std::string path = c.state_dir + "/token";
+  std::ifstream in(path);
+  if (in) {
+    std::string t;
+    std::getline(in, t);
+    if (t.size() >= 16) return t;
+  }
+  unsigned char r[24];
+  if (getrandom(r, sizeof r, 0) != sizeof r) return sys_error("getrandom", "token");
+  std::string t;
+  char hex[3];
+  for (unsigned char b : r) {
+    snprintf(hex, sizeof hex, "%02x", b);
+    t += hex;
+  }
+  std::string tmp = path + ".tmp";
+  unlink(tmp.c_str());
+  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) return sys_error("open", tmp);
+  std::string line = t + "\n";
+  bool ok = write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
+            fsync(fd) == 0;
+  close(fd);
+  if (!ok || rename(tmp.c_str(), path.c_str()) != 0) return sys_error("write", path);
+  LOG_WARN("generated an admin token into %s (mode 0600)", path.c_str());
+  return t;
+}
+
+std::vector<std::string> sandbox_env() {
+  return {"PATH=/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp", "LANG=C.UTF-8",
+          "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"};
+}
+
+}  // namespace
+
+int cmd_serve(const std::vector<std::string>& args) {
+  std::string config_path, listen, state_dir;
+  bool rootless = false;
+  for (size_t i = 0; i < args.size(); i++) {
+    const std::string& a = args[i];
+    auto value = [&](std::string* out) {
+      if (i + 1 >= args.size()) return false;
+      *out = args[++i];
+      return true;
+    };
+    if (a == "-h" || a == "--help") {
+      std::fputs(kServeUsage, stdout);
+      return 0;
+    } else if (a == "--config") {
+      if (!value(&config_path)) return fail("--config needs a file");
+    } else if (a == "--listen") {
+      if (!value(&listen)) return fail("--listen needs ADDR:PORT");
+    } else if (a == "--state-dir") {
+      if (!value(&state_dir)) return fail("--state-dir needs a directory");
+    } else if (a == "--rootless") {
+      rootless = true;
+    } else if (a == "--foreground") {
+    } else if (a == "-v" || a == "--verbose") {
+      set_log_level(LogLevel::Debug);
+    } else {
+      std::fprintf(stderr, "nsbox serve: unknown option %s\n%s", a.c_str(), kServeUsage);
+      return 2;
+    }
+  }
+  auto cfg = load_serve_config(config_path);
+  if (!cfg) return fail(cfg.error().detail.empty() ? cfg.error().message() : cfg.error().detail);
+  ServeConfig config = cfg.value();
+  if (!listen.empty()) {
+    if (Status s = parse_listen(listen, &config.listen_host, &config.listen_port); !s)
+      return fail(s.error().detail);
+  }
+  if (!state_dir.empty()) config.state_dir = state_dir;
+  if (rootless) config.rootless = true;
+  if (geteuid() != 0 && !config.rootless)
+    return fail("must run as root (sudo nsbox serve), or ask for rootless mode with --rootless");
+
+  if (Status s = mkdir_mode(config.state_dir, 0711); !s) return fail(s.error().message());
+  auto token = load_token(config);
+  if (!token) return fail(token.error().message());
+  auto store = open_file_store(config.state_dir);
+  if (!store) return fail(store.error().message());
+
+  std::string rootfs = config.state_dir + "/rootfs";
+  auto built = ensure_rootfs(rootfs, false);
+  if (!built) return fail(built.error().message());
+  if (built.value().built) LOG_WARN("%s", built.value().summary.c_str());
+
+  // One profile per policy, compiled once; blank sandboxes are per profile.
+  std::vector<ProfileInfo> infos;
+  std::vector<SpawnProfile> profiles;
+  std::vector<uint64_t> profile_memory;
+  std::vector<std::string> names = builtin_policy_names();
+  // The default policy first: the pool prefills blanks of profile 0.
+  std::stable_partition(names.begin(), names.end(),
+                        [&](const std::string& n) { return n == config.default_policy; });
+  std::string cache = geteuid() == 0 ? "/var/cache/nsbox" : config.state_dir + "/cache";
+  mkdir(cache.c_str(), 0700);
+  CgroupLayout layout = cgroup_detect();
+  bool use_cgroups = !config.rootless && layout.version != CgroupVersion::None;
+  if (!use_cgroups)
+    LOG_WARN("no usable cgroups (%s): memory, pids and cpu limits fall back to per-process "
+             "rlimits", config.rootless ? "rootless" : layout.why_none.c_str());
+  for (const auto& n : names) {
+    auto p = load_policy(n);
+    if (!p) return fail(p.error().detail);
+    auto bpf = seccomp_get(p.value().seccomp, cache);
+    if (!bpf) return fail("policy " + n + ": seccomp: " + bpf.error().message());
+    SpawnProfile sp;
+    sp.spec.rootfs = rootfs;
+    sp.spec.stage_dir = geteuid() == 0 ? "/run/nsbox/stage" : config.state_dir + "/stage";
+    sp.spec.limits = p.value().limits;
+    sp.spec.network = p.value().network;
+    sp.spec.ids.rootless = geteuid() != 0;
+    sp.spec.ids.host_uid = geteuid();
+    sp.spec.ids.host_gid = getegid();
+    sp.spec.argv = {kHostPython, "-I", "-S", kRunnerPath, "--fd", "3"};
+    sp.spec.env = sandbox_env();
+    sp.bpf = bpf.value();
+    profiles.push_back(sp);
+    profile_memory.push_back(p.value().limits.memory_bytes);
+    infos.push_back({n, p.value()});
+  }
+  if (infos.empty() || infos[0].name != config.default_policy)
+    return fail("default_policy \"" + config.default_policy + "\" is not a built-in policy");
+
+  // The spawner is forked before any thread exists (never fork a
+  // multi-threaded process), and before signals are blocked below.
+  auto spawner = SpawnerClient::start(profiles, layout, use_cgroups);
+  if (!spawner) return fail(spawner.error().message());
+
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  PoolLimits limits;
+  limits.blank = config.blank;
+  limits.max_sandboxes = config.max_sandboxes;
+  limits.memory_budget_bytes = config.memory_budget_bytes;
+  limits.per_function = config.per_function;
+  limits.idle_timeout_ms = config.idle_timeout_ms;
+  limits.queue_per_function = config.queue_per_function;
+  limits.queue_total = config.queue_total;
+  Pool pool(*spawner.value(), limits, profile_memory);
+  Gateway gateway(config, *store.value(), pool, *spawner.value(), infos, token.value());
+  std::string err;
+  if (!gateway.bind(&err)) {
+    (void)spawner.value()->shutdown();
+    return fail(err);
+  }
+  pool.start();
+
+  std::thread signals([&] {
+    for (;;) {
+      int sig = 0;
+      if (sigwait(&sigs, &sig) != 0) continue;
+      if (sig == SIGHUP) {
+        auto again = load_serve_config(config_path);
+        if (!again) {
+          LOG_ERROR("reload: %s; keeping the running configuration", again.error().detail.c_str());
+          continue;
+        }
+        if (!again.value().token.empty()) gateway.set_token(again.value().token);
+        LOG_WARN("reloaded %s: the token is updated; listen, state_dir and pool sizes take "
+                 "effect at the next start", again.value().source.c_str());
+        continue;
+      }
+      LOG_WARN("%s: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      gateway.stop();
+      return;
+    }
+  });
+  std::fprintf(stderr, "nsbox serve: listening on http://%s:%d (state %s, config %s)\n",
+               config.listen_host.c_str(), config.listen_port, config.state_dir.c_str(),
+               config.source.c_str());
+  gateway.serve();  // returns after stop(), once connection threads finished
+  // If serving ended by itself, wake the signal thread so it can finish.
+  pthread_kill(signals.native_handle(), SIGTERM);
+  signals.join();
+  pool.stop();
+  (void)spawner.value()->shutdown();
+  std::fprintf(stderr, "nsbox serve: stopped\n");
+  return 0;
+}
+
+}  // namespace nsbox
