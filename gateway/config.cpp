@@ -1,6 +1,7 @@
 #include "gateway/config.hpp"
 
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 
 #include <fstream>
 #include <sstream>
@@ -62,8 +63,14 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     int64_t v;
     v = d.blank, c.blank = int(r.integer(p, "blank", P, 0, 256, &v));
     v = d.max_sandboxes, c.max_sandboxes = int(r.integer(p, "max_sandboxes", P, 1, 4096, &v));
-    v = int64_t(d.memory_budget_bytes >> 20);
-    c.memory_budget_bytes = uint64_t(r.integer(p, "memory_budget_mb", P, 64, 1 << 24, &v)) << 20;
+    v = 0;
+    c.memory_budget_bytes = uint64_t(r.integer(p, "memory_budget_mb", P, 0, 1 << 24, &v)) << 20;
+    if (c.memory_budget_bytes == 0) {
+      struct sysinfo si;
+      c.memory_budget_bytes = sysinfo(&si) == 0 ? 2 * uint64_t(si.totalram) * si.mem_unit : 8ull << 30;
+    } else if (c.memory_budget_bytes < (64ull << 20)) {
+      r.fail(p.get("memory_budget_mb")->source(), "\"memory_budget_mb\" must be 0 (auto) or at least 64");
+    }
     v = d.per_function, c.per_function = int(r.integer(p, "per_function", P, 1, 1024, &v));
     v = d.idle_timeout_ms, c.idle_timeout_ms = int(r.integer(p, "idle_timeout_ms", P, 100, 86400000, &v));
     v = d.queue_per_function, c.queue_per_function = int(r.integer(p, "queue_per_function", P, 0, 100000, &v));

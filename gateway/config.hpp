@@ -22,8 +22,11 @@ struct ServeConfig {
   std::string public_url;        // base URL in deploy answers; default http://listen
   // [pool]
   int blank = 4;                 // blank sandboxes kept ready ahead of demand
-  int max_sandboxes = 64;        // warm + blank + busy, all functions
-  uint64_t memory_budget_bytes = 4ull << 30;  // sum of the sandboxes' memory limits
+  int max_sandboxes = 256;       // warm + blank + busy, all functions
+  // Sum of the sandboxes' memory limits. Limits are ceilings a sandbox rarely
+  // reaches (an idle Python runner uses ~10 MiB), so the embedded default
+  // (0 = auto) is twice the machine's RAM.
+  uint64_t memory_budget_bytes = 0;
   int per_function = 4;          // sandboxes one function may hold at once
   int idle_timeout_ms = 60000;   // a warm sandbox idle this long is destroyed
   int queue_per_function = 64;   // requests waiting for one function's sandbox

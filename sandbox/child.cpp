@@ -25,7 +25,7 @@ const char* const kStepNames[kStepCount] = {
     "wait for parent",   "become namespace root", "unshare(CLONE_NEWCGROUP)",
     "make / private",    "mount",                 "pivot_root",
     "remount / read-only", "sethostname",         "loopback up",
-    "setrlimit",         "drop privileges",       "set up fds",
+    "set up fds",        "setrlimit",             "drop privileges",
     "fork init",         "seccomp",               "execve",
 };
 
@@ -132,31 +132,33 @@ void child_main(const ChildPlan& p) {
   if (int err = child_loopback_up()) fail(kStepLoopback, err, "lo");
   done(kStepLoopback);
 
-  // 8. Lower rlimits.
+  // 8. fds, before the rlimits: the spawner may hold hundreds of fds, and
+  // with RLIMIT_NOFILE lowered no new fd could be allocated above the limit.
+  // Layout: 0 /dev/null, 1 and 2 the log (a function's prints are logs), 3
+  // the request channel, 4 the sync socket (close-on-exec); nothing else.
+  int sync = fcntl(p.sync_fd, F_DUPFD_CLOEXEC, 10);
+  int chan = fcntl(p.channel_fd, F_DUPFD_CLOEXEC, 10);
+  int err = fcntl(p.stderr_fd >= 0 ? p.stderr_fd : 2, F_DUPFD_CLOEXEC, 10);
+  if (sync < 0 || chan < 0 || err < 0) fail(kStepFds, errno, "F_DUPFD_CLOEXEC");
+  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  if (devnull < 0) fail(kStepFds, errno, "/dev/null");
+  if (dup2(devnull, 0) < 0 || dup2(err, 2) < 0 || dup2(2, 1) < 0 || dup2(chan, 3) < 0 ||
+      dup3(sync, 4, O_CLOEXEC) < 0)
+    fail(kStepFds, errno, "dup2");
+  g_sync = 4;
+  if (syscall(SYS_close_range, 5, ~0U, 0) != 0) fail(kStepFds, errno, "close_range");
+  done(kStepFds);
+
+  // 9. Lower rlimits.
   const RlimitSetting* rl = nullptr;
   if (int err = child_set_rlimits(p.rlimits.data(), p.rlimits.size(), &rl))
     fail(kStepRlimits, err, nullptr, static_cast<int>(rl - p.rlimits.data()));
   done(kStepRlimits);
 
-  // 9. Drop privileges.
+  // 10. Drop privileges.
   if (int err = child_drop_privileges(p.uid, p.gid, p.root_mode, &sub))
     fail(kStepDropPrivileges, err, sub);
   done(kStepDropPrivileges);
-
-  // 10. fds: the channel becomes fd 3, stdin is /dev/null, stdout goes to
-  // stderr (a function's prints are logs); everything else closes on exec.
-  int sync = fcntl(p.sync_fd, F_DUPFD_CLOEXEC, 10);
-  int chan = fcntl(p.channel_fd, F_DUPFD_CLOEXEC, 10);
-  int err = p.stderr_fd >= 0 ? fcntl(p.stderr_fd, F_DUPFD_CLOEXEC, 10) : 2;
-  if (sync < 0 || chan < 0 || err < 0) fail(kStepFds, errno, "F_DUPFD_CLOEXEC");
-  g_sync = sync;
-  int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
-  if (devnull < 0) fail(kStepFds, errno, "/dev/null");
-  if (dup2(devnull, 0) < 0 || dup2(err, 2) < 0 || dup2(2, 1) < 0 || dup2(chan, 3) < 0)
-    fail(kStepFds, errno, "dup2");
-  if (syscall(SYS_close_range, 4, ~0U, CLOSE_RANGE_CLOEXEC) != 0)
-    fail(kStepFds, errno, "close_range");
-  done(kStepFds);
 
   // PID 1 stays behind as the reaper; the runner is its child. vfork: the
   // child shares our memory until it execs, which spares copying the page

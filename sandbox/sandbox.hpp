@@ -40,6 +40,9 @@ class Sandbox {
 
   pid_t pid() const { return pid_; }
   int channel() const { return channel_.get(); }
+  // Hands the request channel to a new owner (the spawner passes it on to
+  // the gateway and keeps no copy).
+  UniqueFd take_channel() { return std::move(channel_); }
   const SetupTimings& timings() const { return timings_; }
   CgroupEvents events() const { return cgroup_.events(); }
   // Changes the memory limit of a running sandbox (a pool sandbox made with

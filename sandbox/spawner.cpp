@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -102,6 +103,12 @@ void fill_error(ReplyMsg* r, const Error& e) {
   signal(SIGHUP, SIG_IGN);
   signal(SIGPIPE, SIG_IGN);
   prctl(PR_SET_NAME, "nsbox-spawner");
+  // One pidfd per sandbox: the soft limit of 1024 would cap the pool.
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   if (use_cgroups) cgroup_sweep_stale(layout);
 
   std::map<uint64_t, Sandbox> sandboxes;
@@ -155,7 +162,7 @@ void fill_error(ReplyMsg* r, const Error& e) {
         }
         const SetupTimings& t = sb.value().timings();
         reply.setup_ms = (t.ready_ns - t.prepare_ns) / 1e6;
-        channel.reset(dup(sb.value().channel()));
+        channel = sb.value().take_channel();
         reply.id = id;
         sandboxes.emplace(id, std::move(sb.value()));
         fds[0] = channel.get();

@@ -8,7 +8,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 BUILD=${NSBOX_BUILD_DIR:-build}
-PACKAGES=(meson ninja-build g++ pkg-config python3 libseccomp-dev libcap-dev
+PACKAGES=(meson ninja-build g++ pkg-config python3 curl libseccomp-dev libcap-dev
           libcpp-httplib-dev libtomlplusplus-dev nlohmann-json3-dev doctest-dev)
 
 as_root() {
@@ -51,9 +51,20 @@ install_packages
 build
 case "$cmd" in
   run)
-    # The main job. Until the HTTP daemon lands this is one isolated run of
-    # the example function on the built-in default policy.
-    as_root "$BUILD/tools/nsbox" run tools/examples/hello.py --event '{"name": "nsbox"}' "$@"
+    # The main job: the daemon on its embedded defaults (127.0.0.1:8080,
+    # state in /var/lib/nsbox) with the example function deployed. ^C or
+    # SIGTERM drains and stops it.
+    as_root "$BUILD/tools/nsbox" serve "$@" &
+    daemon=$!
+    trap 'as_root kill -TERM $daemon 2>/dev/null; wait $daemon' INT TERM
+    for _ in $(seq 1 300); do
+      curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break
+      kill -0 $daemon 2>/dev/null || { wait $daemon; exit $?; }
+      sleep 0.1
+    done
+    NSBOX_TOKEN=$(as_root cat /var/lib/nsbox/token) "$BUILD/tools/nsbox" deploy hello tools/examples/hello.py
+    echo "try: curl -s -d '{\"name\": \"you\"}' http://127.0.0.1:8080/fn/hello" >&2
+    wait $daemon
     ;;
   test)
     status=0

@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -136,6 +137,12 @@ int cmd_serve(const std::vector<std::string>& args) {
   if (geteuid() != 0 && !config.rootless)
     return fail("must run as root (sudo nsbox serve), or ask for rootless mode with --rootless");
 
+  // Two fds per sandbox plus one per connection: 1024 is too few.
+  struct rlimit nofile;
+  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &nofile);
+  }
   if (Status s = mkdir_mode(config.state_dir, 0711); !s) return fail(s.error().message());
   auto token = load_token(config);
   if (!token) return fail(token.error().message());
