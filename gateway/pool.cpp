@@ -29,6 +29,10 @@ void Pool::stop() {
     if (!running_ && !refill_thread_.joinable()) return;
     running_ = false;
   }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (auto& [n, f] : functions_) f.cv.notify_all();
+  }
   cv_.notify_all();
   refill_cv_.notify_all();
   janitor_cv_.notify_all();
@@ -75,6 +79,12 @@ void Pool::forget_locked(std::unique_ptr<Worker> w) {
   to_destroy_.push_back(w->id);
   janitor_cv_.notify_one();
   refill_cv_.notify_one();
+  notify_capacity_locked();
+}
+
+void Pool::notify_capacity_locked() {
+  for (auto& [name, f] : functions_)
+    if (f.waiting > 0) f.cv.notify_one();
   cv_.notify_all();
 }
 
@@ -172,7 +182,7 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t pr
                 total_--;
                 memory_ -= memory;
                 spawn_failures_++;
-                cv_.notify_all();
+                notify_capacity_locked();
                 return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
               }
               spawned_++;
@@ -199,7 +209,7 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t pr
           fn.held--;
           busy_--;
           spawn_failures_++;
-          cv_.notify_all();
+          notify_capacity_locked();
           return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
         }
         spawned_++;
@@ -209,8 +219,11 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t pr
       // a blank of another profile.
       if (evict_lru_locked() || drop_blank_locked(profile)) continue;
     }
-    if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && Clock::now() >= deadline)
+    if (fn.cv.wait_until(lock, deadline) == std::cv_status::timeout && Clock::now() >= deadline) {
+      // A wake-up meant for us may have raced with the deadline: pass it on.
+      fn.cv.notify_one();
       return {Status::QueueTimeout, nullptr, false, "no sandbox became free in time"};
+    }
   }
 }
 
@@ -265,7 +278,7 @@ void Pool::release(std::unique_ptr<Worker> w, bool reusable) {
   }
   w->last_used = Clock::now();
   fn.idle.push_front(std::move(w));
-  cv_.notify_all();
+  fn.cv.notify_one();
 }
 
 void Pool::revoke(const std::string& name) {
@@ -328,7 +341,7 @@ void Pool::refill_loop() {
         break;
       }
       blanks_[profile].push_back(std::move(w));
-      cv_.notify_all();
+      notify_capacity_locked();
       continue;
     }
     refill_cv_.wait_for(lock, std::chrono::milliseconds(500));

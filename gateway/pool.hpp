@@ -93,11 +93,15 @@ class Pool {
     int waiting = 0;
     uint64_t generation = 0;
     std::list<std::unique_ptr<Worker>> idle;  // most recently used first
+    // Waiters of this function only: a sandbox going idle wakes exactly one
+    // of them instead of every waiter of every function.
+    std::condition_variable cv;
   };
 
   bool evict_lru_locked();
   bool drop_blank_locked(uint32_t except_profile);
   void forget_locked(std::unique_ptr<Worker> w);  // schedule destroy, free its slot
+  void notify_capacity_locked();  // a slot or a blank appeared: one waiter per function
   std::unique_ptr<Worker> spawn(uint32_t profile, uint64_t memory);
   void refill_loop();
   void janitor_loop();
@@ -107,7 +111,7 @@ class Pool {
   std::vector<uint64_t> profile_memory_;
 
   std::mutex mu_;
-  std::condition_variable cv_;         // waiters: a sandbox or a slot freed
+  std::condition_variable cv_;         // acquire_blank waiters
   std::condition_variable refill_cv_;  // a blank was taken or a slot freed
   std::condition_variable janitor_cv_;
   bool running_ = false;

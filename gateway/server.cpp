@@ -350,7 +350,8 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
   if (lease.cold) o = load_function(w, *fv, deadline);
   if (!lease.cold || o.kind == Outcome::Ok)
     o = invoke(w, fv->meta, event, rid, memory >> 20, deadline);
-  logs_.append(name, "[v" + std::to_string(fv->meta.version) + " " + rid + "] ", drain_log(w));
+  if (std::string printed = drain_log(w); !printed.empty())
+    logs_.append(name, "[v" + std::to_string(fv->meta.version) + " " + rid + "] ", printed);
 
   std::string died_because;
   if (o.kind == Outcome::Died) {

@@ -113,31 +113,32 @@ class Channel:
         # (which pulls in selectors and enum) — and it gives us sendall.
         import _socket
         self.sock = _socket.socket(fileno=fd)
+        self.buf = bytearray()
 
-    def _read_exact(self, n, at_boundary):
-        buf = bytearray(n)
-        view = memoryview(buf)
-        got = 0
-        while got < n:
-            k = self.sock.recv_into(view[got:])
-            if k == 0:
-                if at_boundary and got == 0:
-                    return None
-                raise ProtocolError("channel closed mid-frame (%d of %d bytes)" % (got, n))
-            got += k
-        return buf
+    def _fill(self, n, at_boundary):
+        # Reads whatever has arrived (up to 64 KiB at a time) until n bytes are buffered: a
+        # frame usually arrives whole, so one recv per request instead of two.
+        buf = self.buf
+        while len(buf) < n:
+            chunk = self.sock.recv(max(65536, n - len(buf)))
+            if not chunk:
+                if at_boundary and not buf:
+                    return False
+                raise ProtocolError("channel closed mid-frame (%d of %d bytes)" % (len(buf), n))
+            buf += chunk
+        return True
 
     def read(self):
         """Returns the payload bytes, or None on a clean EOF between frames."""
-        header = self._read_exact(4, at_boundary=True)
-        if header is None:
+        if not self._fill(4, at_boundary=True):
             return None
-        n = int.from_bytes(header, "big")
+        n = int.from_bytes(self.buf[:4], "big")
         if n > MAX_FRAME:
             raise FrameTooLarge("frame of %d bytes exceeds the %d byte limit" % (n, MAX_FRAME))
-        if n == 0:
-            return b""
-        return self._read_exact(n, at_boundary=False)
+        self._fill(4 + n, at_boundary=False)
+        payload = bytes(self.buf[4:4 + n])
+        del self.buf[:4 + n]
+        return payload
 
     def send_payload(self, payload):
         # One sendall of header+payload so a reader never sees a header without its body
