@@ -5,6 +5,8 @@
 // (1 raised, 124 timed out, 137 killed by a limit).
 #include "tools/client_cmd.hpp"
 
+#include "gateway/registry.hpp"
+
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -114,16 +116,6 @@ int usage_error(const std::string& cmd, const std::string& msg) {
 }
 
 // ---- small helpers ----------------------------------------------------------
-
-// Same rule as the registry's valid_function_name (gateway/registry.hpp):
-// ^[a-z0-9][a-z0-9_-]{0,62}$.
-bool valid_name(const std::string& s) {
-  if (s.empty() || s.size() > 63) return false;
-  auto lower_digit = [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); };
-  if (!lower_digit(s[0])) return false;
-  return std::all_of(s.begin() + 1, s.end(),
-                     [&](char c) { return lower_digit(c) || c == '_' || c == '-'; });
-}
 
 std::string bad_name_message(const std::string& name) {
   return "invalid function name \"" + name +
@@ -513,7 +505,7 @@ int do_deploy(Ctx& c, const Args& a) {
   }
   const std::string& name = a.positional[0];
   const std::string& file = a.positional[1];
-  if (!valid_name(name)) return usage_error(c.cmd, bad_name_message(name));
+  if (!valid_function_name(name)) return usage_error(c.cmd, bad_name_message(name));
   struct stat st {};
   if (::stat(file.c_str(), &st) != 0) {
     std::fprintf(stderr, "nsbox: %s: %s\n", file.c_str(), std::strerror(errno));
@@ -578,7 +570,7 @@ int do_invoke(Ctx& c, const Args& a) {
   if (a.positional.empty()) return usage_error(c.cmd, "needs NAME");
   if (a.positional.size() > 2) return usage_error(c.cmd, "too many arguments (NAME [JSON|-])");
   const std::string& name = a.positional[0];
-  if (!valid_name(name)) return usage_error(c.cmd, bad_name_message(name));
+  if (!valid_function_name(name)) return usage_error(c.cmd, bad_name_message(name));
   std::string event = a.positional.size() == 2 ? a.positional[1] : "{}";
   if (event == "-") {
     event.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
@@ -683,7 +675,7 @@ int do_rm_or_logs(Ctx& c, const Args& a) {
     return usage_error(c.cmd, a.positional.empty() ? "needs NAME" : "too many arguments");
   }
   const std::string& name = a.positional[0];
-  if (!valid_name(name)) return usage_error(c.cmd, bad_name_message(name));
+  if (!valid_function_name(name)) return usage_error(c.cmd, bad_name_message(name));
   if (!need_token(c)) return kUsage;
   auto cli = make_client(c);
   auto res = rm ? cli->Delete(("/functions/" + name).c_str(), headers_for(c))

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
+#include <sstream>
 #include <chrono>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -360,4 +362,82 @@ TEST_CASE("serve: after SIGTERM no mount, cgroup or process is left") {
   // <=: a daemon's spawner also sweeps leaves earlier, killed ones left.
   CHECK(after.cgroup_leaves <= before.cgroup_leaves);
   CHECK(after.mounts == before.mounts);
+}
+
+TEST_CASE("serve: the CLI client against the real daemon") {
+  Daemon d(state_dir("cli"), kPool);
+  REQUIRE(d.start());
+  std::string server = "http://127.0.0.1:" + std::to_string(d.port());
+  auto cli = [&](std::vector<std::string> args, const std::string& input = "") {
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin()};
+    s.argv.insert(s.argv.end(), args.begin(), args.end());
+    s.argv.push_back("--server");
+    s.argv.push_back(server);
+    s.env = {"NSBOX_TOKEN=" + d.token()};
+    s.stdin_text = input;
+    return nsbox::test::run(s);
+  };
+  auto o = cli({"deploy", "echo", nsbox::test::probe("echo.py")});
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  CHECK(o.out == "Deployed at " + server + "/fn/echo (version: 1)\n");
+  o = cli({"invoke", "echo", R"({"k": 5})"});
+  CHECK(o.exit_code == 0);
+  CHECK(o.json()["event"]["k"] == 5);
+  o = cli({"ls"});
+  CHECK(o.exit_code == 0);
+  CHECK(o.out.find("echo") != std::string::npos);
+  o = cli({"logs", "echo"});
+  CHECK(o.out.find("log line from echo") != std::string::npos);
+  cli({"deploy", "raises", nsbox::test::probe("raises.py")});
+  o = cli({"invoke", "raises"});
+  CHECK(o.exit_code == 1);
+  CHECK(o.json()["errorType"] == "ValueError");
+  o = cli({"deploy", "bad", nsbox::test::probe("syntax_error.py")});
+  CHECK(o.exit_code != 0);
+  CHECK(o.err.find("line") != std::string::npos);
+  o = cli({"rm", "echo"});
+  CHECK(o.exit_code == 0);
+  o = cli({"invoke", "echo"});
+  CHECK(o.exit_code == 3);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads the token") {
+  nsbox::test::RunSpec s;
+  s.argv = {nsbox::test::nsbox_bin(), "serve", "--listen", "127.0.0.1:1", "--state-dir",
+            "/tmp/nsbox-never-created"};
+  s.as_uid = 65534;
+  auto o = nsbox::test::run(s);
+  CHECK(o.exit_code == 1);
+  CHECK(o.err.find("must run as root") != std::string::npos);
+  CHECK(o.err.find("--rootless") != std::string::npos);
+
+  std::string dir = state_dir("hup");
+  Daemon d(dir, "token = \"first-token-0123456789\"\n");
+  REQUIRE(d.start());
+  auto c = d.client();
+  httplib::Headers first = {{"Authorization", "Bearer first-token-0123456789"}};
+  httplib::Headers second = {{"Authorization", "Bearer second-token-0123456789"}};
+  CHECK(c->Put("/functions/t", first, returns("1"), "text/x-python")->status == 201);
+  // Rewrite the config with a new token and reload.
+  std::string conf;
+  {
+    std::ifstream in(dir + ".toml");
+    std::stringstream ss;
+    ss << in.rdbuf();
+    conf = ss.str();
+  }
+  conf.replace(conf.find("first-token"), 11, "second-token");
+  std::ofstream(dir + ".toml") << conf;
+  kill(d.pid(), SIGHUP);
+  int status = 0;
+  for (int i = 0; i < 50; i++) {
+    status = c->Put("/functions/t", second, returns("2"), "text/x-python")->status;
+    if (status == 201) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  CHECK(status == 201);
+  CHECK(c->Put("/functions/t", first, returns("3"), "text/x-python")->status == 401);
+  CHECK(d.stop() == 0);
 }
