@@ -33,16 +33,31 @@ build() {
   ninja -C "$BUILD" >/dev/null
 }
 
-# Prints the plain closing line CI reads, from meson's own test log.
+# Prints the plain closing line CI reads, from meson's own test logs.
 summarize() {
-  /usr/bin/python3 - "$BUILD/meson-logs/testlog.json" <<'PY'
-import json, sys
+  /usr/bin/python3 - "$@" <<'PY'
+import json, os, sys
 counts = {"OK": 0, "FAIL": 0, "SKIP": 0}
-for line in open(sys.argv[1]):
-    r = json.loads(line)["result"]
-    counts["OK" if r in ("OK", "EXPECTEDFAIL") else "SKIP" if r == "SKIP" else "FAIL"] += 1
+for log in sys.argv[1:]:
+    if not os.path.exists(log):
+        counts["FAIL"] += 1
+        continue
+    for line in open(log):
+        r = json.loads(line)["result"]
+        counts["OK" if r in ("OK", "EXPECTEDFAIL") else "SKIP" if r == "SKIP" else "FAIL"] += 1
 print(f"{counts['OK']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
 PY
+}
+
+# The unit suite again under AddressSanitizer and UBSan, in its own build
+# dir (incremental, like the main one).
+sanitized_unit_tests() {
+  local dir="$BUILD-sanitize"
+  if [ ! -f "$dir/build.ninja" ]; then
+    meson setup "$dir" -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
+  fi
+  ninja -C "$dir" tests/unit/unit_tests >/dev/null
+  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 meson test -C "$dir" --suite unit --no-rebuild --print-errorlogs
 }
 
 cmd=${1:-test}
@@ -69,7 +84,8 @@ case "$cmd" in
   test)
     status=0
     meson test -C "$BUILD" --print-errorlogs || status=$?
-    summarize
+    sanitized_unit_tests || status=$?
+    summarize "$BUILD/meson-logs/testlog.json" "$BUILD-sanitize/meson-logs/testlog.json"
     exit $status
     ;;
   *)
