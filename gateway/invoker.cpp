@@ -23,7 +23,8 @@ Outcome exchange(Worker& w, const json& request, Clock::time_point deadline, jso
     o.message = "the sandbox closed its request channel";
     return o;
   }
-  FrameRead fr = read_frame(w.channel.get(), w.decoder, to_monotonic_ms(deadline));
+  FrameRead fr = read_frame(w.channel.get(), w.decoder, to_monotonic_ms(deadline), w.log.get(),
+                            [&w] { w.pending_log += drain_log(w); });
   if (fr.status == ReadStatus::Timeout) {
     o.kind = Outcome::Timeout;
     o.message = "timed out";
@@ -114,14 +115,18 @@ Outcome invoke(Worker& w, const FunctionMeta& meta, const json& event,
 }
 
 std::string drain_log(Worker& w) {
-  std::string out;
+  std::string out = std::move(w.pending_log);
+  w.pending_log.clear();
   char buf[16384];
-  for (;;) {
+  for (int i = 0; i < 128; i++) {  // bounded: a writer may never pause
     ssize_t n = read(w.log.get(), buf, sizeof buf);
     if (n <= 0) break;
     out.append(buf, static_cast<size_t>(n));
-    if (out.size() > (1 << 20)) break;
   }
+  // Keep the tail: the ring keeps only the last lines anyway, and a function
+  // printing without end must not grow the gateway's memory.
+  constexpr size_t kKeep = 256 << 10;
+  if (out.size() > kKeep) out = "[... output truncated ...]\n" + out.substr(out.size() - kKeep);
   return out;
 }
 

@@ -42,6 +42,7 @@ struct Worker {
   uint64_t id = 0;
   UniqueFd channel;
   UniqueFd log;
+  std::string pending_log;  // drained while waiting for a reply
   FrameDecoder decoder;
   uint32_t profile = 0;
   uint64_t memory_bytes = 0;

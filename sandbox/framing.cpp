@@ -38,7 +38,8 @@ uint64_t monotonic_ms() {
   return uint64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
 }
 
-FrameRead read_frame(int fd, FrameDecoder& dec, uint64_t deadline_ms) {
+FrameRead read_frame(int fd, FrameDecoder& dec, uint64_t deadline_ms, int side_fd,
+                     const std::function<void()>& on_side) {
   char buf[65536];
   for (;;) {
     auto f = dec.next();
@@ -50,11 +51,15 @@ FrameRead read_frame(int fd, FrameDecoder& dec, uint64_t deadline_ms) {
       if (now >= deadline_ms) return {ReadStatus::Timeout, {}, {}};
       timeout = static_cast<int>(deadline_ms - now);
     }
-    struct pollfd pfd = {fd, POLLIN, 0};
-    int rc = poll(&pfd, 1, timeout);
+    struct pollfd pfd[2] = {{fd, POLLIN, 0}, {side_fd, POLLIN, 0}};
+    int rc = poll(pfd, side_fd >= 0 ? 2 : 1, timeout);
     if (rc < 0 && errno == EINTR) continue;
     if (rc < 0) return {ReadStatus::Error, {}, sys_error("poll", "channel")};
     if (rc == 0) return {ReadStatus::Timeout, {}, {}};
+    if (side_fd >= 0 && (pfd[1].revents & POLLIN) && on_side) on_side();
+    if (side_fd >= 0 && (pfd[1].revents & (POLLHUP | POLLERR)) && !(pfd[1].revents & POLLIN))
+      side_fd = -1;  // the writer is gone; keep waiting on the channel alone
+    if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
     ssize_t n = read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return {ReadStatus::Error, {}, sys_error("read", "channel")};

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -34,7 +35,11 @@ struct FrameRead {
   std::string payload;
   Error error;
 };
-FrameRead read_frame(int fd, FrameDecoder& dec, uint64_t deadline_ms);
+// side_fd (optional): another fd to keep serviced while waiting, e.g. the
+// sandbox's log pipe, which would otherwise fill and block a chatty function
+// until its timeout; on_side is called whenever it is readable.
+FrameRead read_frame(int fd, FrameDecoder& dec, uint64_t deadline_ms, int side_fd = -1,
+                     const std::function<void()>& on_side = {});
 Status write_frame(int fd, const std::string& payload);
 uint64_t monotonic_ms();
 

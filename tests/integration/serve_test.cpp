@@ -129,6 +129,15 @@ TEST_CASE("serve: the API and its error codes") {
     CHECK(body(x)["errorType"] == "KeyError");
     CHECK(body(x)["stackTrace"].dump().find("raises.py") != std::string::npos);
   }
+  SUBCASE("a function printing far more than the log pipe holds still answers") {
+    deploy(d, "chatty",
+           "import sys\ndef handler(e, c):\n    for i in range(80000):\n        print('line', i, 'x' * 60)\n    return 'done'\n");
+    auto x = c->Get("/fn/chatty");
+    REQUIRE(x);
+    CHECK(x->status == 200);
+    auto logs = c->Get("/functions/chatty/logs", auth(d));
+    CHECK(logs->body.find("line 79999") != std::string::npos);
+  }
   SUBCASE("logs and delete") {
     deploy(d, "talker", "def handler(e, c):\n    print('said', e.get('n'))\n    return 1\n");
     c->Post("/fn/talker", R"({"n": 7})", "application/json");
