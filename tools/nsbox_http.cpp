@@ -1,0 +1,27 @@
+// nsbox-http: the HTTP half of the CLI (serve and the client commands),
+// exec'd by `nsbox`; see tools/nsbox.cpp for why it is a separate binary.
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "tools/client_cmd.hpp"
+#include "tools/serve_cmd.hpp"
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: nsbox serve|deploy|invoke|ls|rm|logs ...\n");
+    return 2;
+  }
+  std::vector<std::string> args(argv + 2, argv + argc);
+  std::string cmd = argv[1];
+  try {
+    if (cmd == "serve") return nsbox::cmd_serve(args);
+    if (nsbox::is_client_command(cmd)) return nsbox::cmd_client(cmd, args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "nsbox: internal error: %s\n", e.what());
+    return 3;
+  }
+  std::fprintf(stderr, "nsbox: unknown command \"%s\"\n", cmd.c_str());
+  return 2;
+}
