@@ -16,9 +16,10 @@ uint64_t to_monotonic_ms(Clock::time_point t) {
 
 // One request-reply exchange; anything but a well-formed JSON object reply
 // in time means the sandbox can no longer be trusted.
-Outcome exchange(Worker& w, const json& request, Clock::time_point deadline, json* reply) {
+Outcome exchange_text(Worker& w, const std::string& request, Clock::time_point deadline,
+                      json* reply) {
   Outcome o;
-  if (auto s = write_frame(w.channel.get(), request.dump()); !s) {
+  if (auto s = write_frame(w.channel.get(), request); !s) {
     o.kind = Outcome::Died;
     o.message = "the sandbox closed its request channel";
     return o;
@@ -43,6 +44,10 @@ Outcome exchange(Worker& w, const json& request, Clock::time_point deadline, jso
   }
   o.kind = Outcome::Ok;
   return o;
+}
+
+Outcome exchange(Worker& w, const json& request, Clock::time_point deadline, json* reply) {
+  return exchange_text(w, request.dump(), deadline, reply);
 }
 
 }  // namespace
@@ -80,24 +85,28 @@ Outcome check_syntax(Worker& w, const std::string& name, const std::string& sour
   return o;
 }
 
-Outcome invoke(Worker& w, const FunctionMeta& meta, const json& event,
+Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_json,
                const std::string& request_id, uint64_t memory_mb, Clock::time_point deadline) {
   struct timeval tv;
   gettimeofday(&tv, nullptr);
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
   uint64_t deadline_ms = uint64_t(tv.tv_sec) * 1000 + tv.tv_usec / 1000 + std::max<int64_t>(left, 0);
+  json head = {{"type", "invoke"},
+               {"id", request_id},
+               {"context",
+                {{"function_name", meta.name},
+                 {"function_version", std::to_string(meta.version)},
+                 {"memory_limit_mb", memory_mb},
+                 {"request_id", request_id},
+                 {"deadline_ms", deadline_ms}}}};
+  // {"context":...,"id":...,"type":"invoke"} + ,"event":EVENT}
+  std::string frame = head.dump();
+  frame.pop_back();
+  frame += ",\"event\":";
+  frame += event_json;
+  frame += '}';
   json reply;
-  Outcome o = exchange(w,
-                       {{"type", "invoke"},
-                        {"id", request_id},
-                        {"event", event},
-                        {"context",
-                         {{"function_name", meta.name},
-                          {"function_version", std::to_string(meta.version)},
-                          {"memory_limit_mb", memory_mb},
-                          {"request_id", request_id},
-                          {"deadline_ms", deadline_ms}}}},
-                       deadline, &reply);
+  Outcome o = exchange_text(w, frame, deadline, &reply);
   if (o.kind != Outcome::Ok) return o;
   if (reply.value("type", "") != "result" || reply.value("id", json()) != request_id) {
     o.kind = Outcome::Died;

@@ -34,7 +34,8 @@ std::string function_path(const std::string& name);
 Outcome load_function(Worker& w, const FunctionVersion& fv, Clock::time_point deadline);
 Outcome check_syntax(Worker& w, const std::string& name, const std::string& source,
                      Clock::time_point deadline);
-Outcome invoke(Worker& w, const FunctionMeta& meta, const nlohmann::json& event,
+// event_json: a complete, already validated JSON text.
+Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_json,
                const std::string& request_id, uint64_t memory_mb, Clock::time_point deadline);
 
 // Non-blocking: whatever the sandbox has written to stderr so far.

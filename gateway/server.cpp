@@ -293,8 +293,7 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
   std::string outcome = "ok";
   auto finish = [&](int status) {
     metrics_.request(name, status, seconds_since(t0));
-    std::fprintf(stderr, "%s %s %s %d %.1f\n", rid.c_str(), name.c_str(), outcome.c_str(), status,
-                 seconds_since(t0) * 1000);
+    access_log_.line(rid, name, outcome, status, seconds_since(t0) * 1000);
   };
   if (!valid_function_name(name)) {
     name = "-";
@@ -308,22 +307,23 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
     send_error(res, 404, "no function " + name);
     return finish(404);
   }
-  json event;
+  // The event travels as text: a POST body is validated (no document built)
+  // and spliced into the invoke frame as it is.
+  std::string event = "{}";
   if (req.method == "POST") {
     if (!req.body.empty()) {
-      event = json::parse(req.body, nullptr, false);
-      if (event.is_discarded()) {
+      if (!json::accept(req.body)) {
         outcome = "bad_event";
         send_error(res, 400, "the body is not valid JSON");
         return finish(400);
       }
-    } else {
-      event = json::object();
+      event = req.body;
     }
-  } else {
-    event = json::object();
+  } else if (!req.params.empty()) {
+    json q = json::object();
     for (const auto& [k, v] : req.params)
-      if (valid_utf8(k) && valid_utf8(v)) event[k] = v;
+      if (valid_utf8(k) && valid_utf8(v)) q[k] = v;
+    event = q.dump();
   }
   int profile = profile_index(fv->meta.policy);
   if (profile < 0) {
@@ -350,8 +350,12 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
   if (lease.cold) o = load_function(w, *fv, deadline);
   if (!lease.cold || o.kind == Outcome::Ok)
     o = invoke(w, fv->meta, event, rid, memory >> 20, deadline);
-  if (std::string printed = drain_log(w); !printed.empty())
-    logs_.append(name, "[v" + std::to_string(fv->meta.version) + " " + rid + "] ", printed);
+  // The runner flushes its output before replying, and the wait for the
+  // reply drained the pipe: what it printed is already in pending_log.
+  if (!w.pending_log.empty()) {
+    logs_.append(name, "[v" + std::to_string(fv->meta.version) + " " + rid + "] ", w.pending_log);
+    w.pending_log.clear();
+  }
 
   std::string died_because;
   if (o.kind == Outcome::Died) {

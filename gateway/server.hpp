@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "gateway/access_log.hpp"
 #include "gateway/config.hpp"
 #include "gateway/logs.hpp"
 #include "gateway/metrics.hpp"
@@ -54,6 +55,7 @@ class Gateway {
   std::mutex token_mu_;
   std::string token_;
   Metrics metrics_;
+  AccessLog access_log_;
   LogStore logs_;
   httplib::Server svr_;
   std::atomic<uint64_t> request_counter_{0};
