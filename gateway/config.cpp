@@ -73,8 +73,8 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     }
     v = d.per_function, c.per_function = int(r.integer(p, "per_function", P, 1, 1024, &v));
     v = d.idle_timeout_ms, c.idle_timeout_ms = int(r.integer(p, "idle_timeout_ms", P, 100, 86400000, &v));
-    v = d.queue_per_function, c.queue_per_function = int(r.integer(p, "queue_per_function", P, 0, 100000, &v));
-    v = d.queue_total, c.queue_total = int(r.integer(p, "queue_total", P, 0, 1000000, &v));
+    v = d.queue_per_function, c.queue_per_function = int(r.integer(p, "queue_per_function", P, 1, 100000, &v));
+    v = d.queue_total, c.queue_total = int(r.integer(p, "queue_total", P, 1, 1000000, &v));
     v = d.queue_timeout_ms, c.queue_timeout_ms = int(r.integer(p, "queue_timeout_ms", P, 1, 600000, &v));
 
     const toml::table& f = r.table(root, "functions", "functions", false);

@@ -9,6 +9,41 @@ using json = nlohmann::json;
 
 namespace {
 
+// Replies come from hostile code: read fields without ever throwing.
+std::string str(const json& j, const char* key, const std::string& def = "") {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : def;
+}
+
+json field(const json& j, const char* key, json def) {
+  auto it = j.find(key);
+  return it != j.end() ? *it : def;
+}
+
+// nlohmann parses iteratively but copies and serialises recursively: a
+// reply nested 100k deep would overflow the connection thread's stack.
+bool nesting_within(const std::string& text, int limit) {
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); i++) {
+    char c = text[i];
+    if (in_string) {
+      if (c == '\\') i++;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > limit) return false;
+    } else if (c == ']' || c == '}') {
+      depth--;
+    }
+  }
+  return true;
+}
+
+constexpr int kMaxNesting = 256;
+constexpr size_t kMaxLogPerRequest = 1 << 20;  // drained per request; beyond, the pipe fills
+
 uint64_t to_monotonic_ms(Clock::time_point t) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(t - Clock::now()).count();
   return monotonic_ms() + static_cast<uint64_t>(std::max<int64_t>(left, 0));
@@ -19,13 +54,19 @@ uint64_t to_monotonic_ms(Clock::time_point t) {
 Outcome exchange_text(Worker& w, const std::string& request, Clock::time_point deadline,
                       json* reply) {
   Outcome o;
-  if (auto s = write_frame(w.channel.get(), request); !s) {
-    o.kind = Outcome::Died;
-    o.message = "the sandbox closed its request channel";
+  // A sandbox that stops reading must not hold a connection thread forever.
+  if (auto s = write_frame(w.channel.get(), request, to_monotonic_ms(deadline)); !s) {
+    o.kind = s.error().err == ETIMEDOUT ? Outcome::Timeout : Outcome::Died;
+    o.message = s.error().err == ETIMEDOUT ? "timed out" : "the sandbox closed its request channel";
     return o;
   }
+  // Past kMaxLogPerRequest the log pipe is left to fill: a function printing
+  // without end then blocks itself, instead of costing the gateway a core.
   FrameRead fr = read_frame(w.channel.get(), w.decoder, to_monotonic_ms(deadline), w.log.get(),
-                            [&w] { w.pending_log += drain_log(w); });
+                            [&w] {
+                              w.pending_log += drain_log(w);
+                              return w.pending_log.size() < kMaxLogPerRequest;
+                            });
   if (fr.status == ReadStatus::Timeout) {
     o.kind = Outcome::Timeout;
     o.message = "timed out";
@@ -34,6 +75,11 @@ Outcome exchange_text(Worker& w, const std::string& request, Clock::time_point d
   if (fr.status != ReadStatus::Ok) {
     o.kind = Outcome::Died;
     o.message = "the sandbox died";
+    return o;
+  }
+  if (!nesting_within(fr.payload, kMaxNesting)) {
+    o.kind = Outcome::Died;
+    o.message = "the sandbox replied with JSON nested deeper than " + std::to_string(kMaxNesting);
     return o;
   }
   *reply = json::parse(fr.payload, nullptr, false);
@@ -63,12 +109,12 @@ Outcome load_function(Worker& w, const FunctionVersion& fv, Clock::time_point de
                         {"source", fv.source}},
                        deadline, &reply);
   if (o.kind != Outcome::Ok) return o;
-  if (reply.value("type", "") == "ready") return o;
+  if (str(reply, "type") == "ready") return o;
   o.kind = Outcome::LoadFailed;
-  o.result = {{"errorType", reply.value("errorType", "Runtime.LoadError")},
-              {"errorMessage", reply.value("errorMessage", "")},
-              {"stackTrace", reply.value("stackTrace", json::array())}};
-  o.message = reply.value("errorMessage", "loading the function failed");
+  o.result = {{"errorType", str(reply, "errorType", "Runtime.LoadError")},
+              {"errorMessage", str(reply, "errorMessage")},
+              {"stackTrace", field(reply, "stackTrace", json::array())}};
+  o.message = str(reply, "errorMessage", "loading the function failed");
   return o;
 }
 
@@ -78,10 +124,11 @@ Outcome check_syntax(Worker& w, const std::string& name, const std::string& sour
   Outcome o = exchange(w, {{"type", "check"}, {"function", function_path(name)}, {"source", source}},
                        deadline, &reply);
   if (o.kind != Outcome::Ok) return o;
-  if (reply.value("type", "") == "checked") return o;
+  if (str(reply, "type") == "checked") return o;
   o.kind = Outcome::SyntaxError;
-  o.message = reply.value("errorMessage", "syntax error");
-  o.result = {{"error", o.message}, {"line", reply.value("line", json())}};
+  o.message = str(reply, "errorMessage", "syntax error");
+  json line = field(reply, "line", json());
+  o.result = {{"error", o.message}, {"line", line.is_number_integer() ? line : json()}};
   return o;
 }
 
@@ -108,18 +155,31 @@ Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_jso
   json reply;
   Outcome o = exchange_text(w, frame, deadline, &reply);
   if (o.kind != Outcome::Ok) return o;
-  if (reply.value("type", "") != "result" || reply.value("id", json()) != request_id) {
+  if (str(reply, "type") == "error" && str(reply, "kind") == "bad_request") {
+    // The runtime could not decode an event that is valid JSON (e.g. an
+    // integer beyond Python's 4300-digit limit): the client's fault, and
+    // the sandbox is unharmed.
+    o.kind = Outcome::BadEvent;
+    o.message = str(reply, "errorMessage", "the runtime could not decode the event");
+    return o;
+  }
+  if (str(reply, "type") != "result" || str(reply, "id") != request_id) {
     o.kind = Outcome::Died;
     o.message = "the sandbox broke protocol";
     return o;
   }
-  if (reply.value("ok", false)) {
-    o.result = reply.value("result", json());
+  json ok = field(reply, "ok", false);
+  if (ok.is_boolean() && ok.get<bool>()) {
+    o.result = field(reply, "result", json());
     return o;
   }
-  o.kind = reply.value("kind", "") == "bad_result" ? Outcome::BadResult : Outcome::Raised;
-  o.result = reply.value("error", json::object());
-  o.message = o.result.value("errorMessage", "");
+  o.kind = str(reply, "kind") == "bad_result" ? Outcome::BadResult : Outcome::Raised;
+  json error = field(reply, "error", json::object());
+  if (!error.is_object()) error = json::object();
+  o.result = {{"errorType", str(error, "errorType", "Runtime.Error")},
+              {"errorMessage", str(error, "errorMessage")},
+              {"stackTrace", field(error, "stackTrace", json::array())}};
+  o.message = str(error, "errorMessage");
   return o;
 }
 
@@ -127,7 +187,7 @@ std::string drain_log(Worker& w) {
   std::string out = std::move(w.pending_log);
   w.pending_log.clear();
   char buf[16384];
-  for (int i = 0; i < 128; i++) {  // bounded: a writer may never pause
+  for (int i = 0; i < 16; i++) {  // bounded: a writer may never pause
     ssize_t n = read(w.log.get(), buf, sizeof buf);
     if (n <= 0) break;
     out.append(buf, static_cast<size_t>(n));

@@ -19,13 +19,16 @@ struct Outcome {
     BadResult,    // the result was not JSON-serialisable
     LoadFailed,   // the module body raised or the handler is missing
     SyntaxError,  // check(): result holds errorMessage and line
+    BadEvent,     // the runtime could not decode the event (400); the sandbox is fine
     Timeout,      // the deadline passed; the sandbox must be destroyed
     Died,         // the channel closed or broke protocol; destroy
   };
   Kind kind = Died;
   nlohmann::json result;
   std::string message;
-  bool reusable() const { return kind == Ok || kind == Raised || kind == BadResult; }
+  bool reusable() const {
+    return kind == Ok || kind == Raised || kind == BadResult || kind == BadEvent;
+  }
 };
 
 // Path the code appears under in tracebacks.

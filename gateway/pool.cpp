@@ -102,6 +102,20 @@ bool Pool::evict_lru_locked() {
   return true;
 }
 
+// An idle sandbox of this function that holds another version: it counts
+// against the per-function cap but can never serve this request.
+bool Pool::evict_own_stale_locked(FunctionState& fn, uint64_t version) {
+  for (auto it = fn.idle.begin(); it != fn.idle.end(); ++it) {
+    if ((*it)->version != version || (*it)->generation != fn.generation) {
+      std::unique_ptr<Worker> w = std::move(*it);
+      fn.idle.erase(it);
+      forget_locked(std::move(w));
+      return true;
+    }
+  }
+  return false;
+}
+
 bool Pool::drop_blank_locked(uint32_t except_profile) {
   for (auto& [p, q] : blanks_) {
     if (p == except_profile || q.empty()) continue;
@@ -139,8 +153,10 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t pr
     w->generation = fn.generation;
     return Lease{Status::Ok, std::move(w), true, {}};
   };
+  bool last_try = false;
   for (;;) {
     if (!running_) return {Status::Overloaded, nullptr, false, "shutting down"};
+    if (version < fn.min_version) return {Status::Stale, nullptr, false, "the function changed"};
     // Warm: the same function and version, most recently used first.
     for (auto it = fn.idle.begin(); it != fn.idle.end(); ++it) {
       if ((*it)->version == version && (*it)->generation == fn.generation) {
@@ -150,6 +166,7 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t pr
         return {Status::Ok, std::move(w), false, {}};
       }
     }
+    if (fn.held >= limits_.per_function && evict_own_stale_locked(fn, version)) continue;
     if (fn.held < limits_.per_function) {
       auto& blanks = blanks_[profile];
       uint64_t extra = 0;
@@ -219,11 +236,14 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t pr
       // a blank of another profile.
       if (evict_lru_locked() || drop_blank_locked(profile)) continue;
     }
-    if (fn.cv.wait_until(lock, deadline) == std::cv_status::timeout && Clock::now() >= deadline) {
+    if (last_try) {
       // A wake-up meant for us may have raced with the deadline: pass it on.
       fn.cv.notify_one();
       return {Status::QueueTimeout, nullptr, false, "no sandbox became free in time"};
     }
+    // At the deadline, look once more before giving up.
+    if (fn.cv.wait_until(lock, deadline) == std::cv_status::timeout && Clock::now() >= deadline)
+      last_try = true;
   }
 }
 
@@ -279,12 +299,22 @@ void Pool::release(std::unique_ptr<Worker> w, bool reusable) {
   w->last_used = Clock::now();
   fn.idle.push_front(std::move(w));
   fn.cv.notify_one();
+  // Waiters of other functions blocked on the global budget can now evict
+  // this idle sandbox.
+  if (waiting_ > fn.waiting) notify_capacity_locked();
 }
 
-void Pool::revoke(const std::string& name) {
+void Pool::revoke(const std::string& name, uint64_t min_version) {
   std::lock_guard<std::mutex> lock(mu_);
   FunctionState& fn = functions_[name];
   fn.generation++;
+  // Deploys only raise the floor (their revokes may arrive out of order);
+  // a delete sets it to the top, and the first deploy after it (version 1
+  // again) brings it back down.
+  if (fn.min_version == UINT64_MAX || min_version == UINT64_MAX)
+    fn.min_version = min_version;
+  else
+    fn.min_version = std::max(fn.min_version, min_version);
   while (!fn.idle.empty()) {
     std::unique_ptr<Worker> w = std::move(fn.idle.front());
     fn.idle.pop_front();

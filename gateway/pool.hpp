@@ -68,7 +68,7 @@ class Pool {
   // Stops the background threads and destroys every sandbox not leased.
   void stop();
 
-  enum class Status { Ok, Overloaded, QueueTimeout, SpawnFailed };
+  enum class Status { Ok, Overloaded, QueueTimeout, SpawnFailed, Stale };
   struct Lease {
     Status status = Status::Ok;
     std::unique_ptr<Worker> worker;
@@ -84,8 +84,11 @@ class Pool {
   // protocol; it is destroyed.
   void release(std::unique_ptr<Worker> worker, bool reusable);
   // After a deploy or delete returns, no request is served by the old code:
-  // idle sandboxes of the function are destroyed now, busy ones on release.
-  void revoke(const std::string& name);
+  // idle sandboxes of the function are destroyed now, busy ones on release,
+  // and acquire() refuses versions below min_version (Status::Stale) — a
+  // request that read the old version before the deploy must look again.
+  // A delete passes UINT64_MAX.
+  void revoke(const std::string& name, uint64_t min_version);
   PoolStats stats();
 
  private:
@@ -93,6 +96,7 @@ class Pool {
     int held = 0;     // idle + busy sandboxes of this function
     int waiting = 0;
     uint64_t generation = 0;
+    uint64_t min_version = 0;
     std::list<std::unique_ptr<Worker>> idle;  // most recently used first
     // Waiters of this function only: a sandbox going idle wakes exactly one
     // of them instead of every waiter of every function.
@@ -100,6 +104,7 @@ class Pool {
   };
 
   bool evict_lru_locked();
+  bool evict_own_stale_locked(FunctionState& fn, uint64_t version);
   bool drop_blank_locked(uint32_t except_profile);
   void forget_locked(std::unique_ptr<Worker> w);  // schedule destroy, free its slot
   void notify_capacity_locked();  // a slot or a blank appeared: one waiter per function

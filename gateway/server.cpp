@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cctype>
 #include <cstring>
 
 #include "gateway/invoker.hpp"
@@ -21,9 +22,37 @@ namespace {
 constexpr size_t kMaxSourceBytes = 1 << 20;
 constexpr auto kSyntaxCheckTimeout = std::chrono::seconds(5);
 
+// Everything sent may hold hostile text (a decoded path, a function's
+// result): invalid UTF-8 is replaced rather than thrown on, since an
+// exception in httplib's error handler would terminate the daemon.
+std::string safe_dump(const json& j) {
+  return j.dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
 void send_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump() + "\n", "application/json");
+  res.set_content(safe_dump(body) + "\n", "application/json");
+}
+
+// Response headers a function may not set: framing and hop-by-hop headers
+// would let it desynchronise keep-alive clients and shared proxies.
+bool forbidden_header(const std::string& name) {
+  static const char* const kForbidden[] = {"content-length", "transfer-encoding", "connection",
+                                           "keep-alive", "upgrade", "te", "trailer", "host"};
+  std::string lower;
+  for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower.rfind("proxy-", 0) == 0) return true;
+  for (const char* f : kForbidden)
+    if (lower == f) return true;
+  return false;
+}
+
+// RFC 9110 token characters.
+bool header_token(const std::string& name) {
+  if (name.empty() || name.size() > 256) return false;
+  for (unsigned char c : name)
+    if (!(std::isalnum(c) || std::strchr("!#$%&'*+-.^_`|~", c))) return false;
+  return true;
 }
 
 void send_error(httplib::Response& res, int status, const std::string& message,
@@ -268,7 +297,7 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
     return send_error(res, 500, "could not store the function: " + put.error().message());
   }
   // Once this response is sent, no request may be served by older code.
-  pool_.revoke(name);
+  pool_.revoke(name, put.value().version);
   send_json(res, 201,
             {{"name", name}, {"version", put.value().version}, {"url", base_url() + "/fn/" + name}});
 }
@@ -280,7 +309,7 @@ void Gateway::handle_delete(const httplib::Request& req, httplib::Response& res)
   auto r = store_.remove(name);
   if (!r) return send_error(res, 500, "could not delete: " + r.error().message());
   if (!r.value()) return send_error(res, 404, "no function " + name);
-  pool_.revoke(name);
+  pool_.revoke(name, UINT64_MAX);
   logs_.clear(name);
   send_json(res, 200, {{"name", name}, {"deleted", true}});
 }
@@ -303,8 +332,9 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
   }
   auto fv = store_.latest(name);
   if (!fv) {
-    outcome = "not_found";
     send_error(res, 404, "no function " + name);
+    name = "-";  // metrics keep no per-name state for functions that do not exist
+    outcome = "not_found";
     return finish(404);
   }
   // The event travels as text: a POST body is validated (no document built)
@@ -337,12 +367,30 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
 
   Pool::Lease lease = pool_.acquire(name, fv->meta.version, static_cast<uint32_t>(profile), memory,
                                     t0 + std::chrono::milliseconds(config_.queue_timeout_ms));
+  if (lease.status == Pool::Status::Stale) {
+    // A deploy or delete returned while we waited: never serve the old code.
+    outcome = "stale";
+    res.set_header("Retry-After", "0");
+    send_error(res, 503, "the function changed while this request waited; retry");
+    return finish(503);
+  }
   if (lease.status != Pool::Status::Ok) {
     outcome = lease.status == Pool::Status::SpawnFailed ? "spawn_failed" : "overloaded";
     res.set_header("Retry-After", "1");
     send_error(res, 503, "overloaded: " + lease.message);
     return finish(503);
   }
+  // Whatever happens below, the sandbox goes back to the pool (destroyed
+  // unless the outcome says it is still sound): an exception must not leak
+  // it and its slot.
+  struct LeaseGuard {
+    Pool& pool;
+    std::unique_ptr<Worker>& worker;
+    bool reusable = false;
+    ~LeaseGuard() {
+      if (worker) pool.release(std::move(worker), reusable);
+    }
+  } guard{pool_, lease.worker};
   Worker& w = *lease.worker;
   metrics_.start(name, lease.cold);
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -365,6 +413,7 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
     else if (ev && ev.value().pids_max > 0)
       died_because = "pids limit of " + std::to_string(policy.limits.pids) + " reached";
   }
+  guard.reusable = o.reusable();
   pool_.release(std::move(lease.worker), o.reusable());
 
   switch (o.kind) {
@@ -372,8 +421,9 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
       const json& r = o.result;
       if (r.is_object() && r.contains("statusCode")) {
         // An API-gateway proxy response becomes the HTTP response itself.
-        int status = r["statusCode"].is_number_integer() ? r["statusCode"].get<int>() : 0;
-        if (status < 100 || status > 599) {
+        const json& sc = r["statusCode"];
+        int64_t status = sc.is_number_integer() ? sc.get<int64_t>() : 0;
+        if (status < 200 || status > 599) {
           outcome = "bad_proxy";
           send_error(res, 502, "the function returned an invalid statusCode");
           return finish(502);
@@ -381,19 +431,20 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
         std::string content_type = "application/json";
         if (r.contains("headers") && r["headers"].is_object()) {
           for (const auto& [k, v] : r["headers"].items()) {
-            std::string value = v.is_string() ? v.get<std::string>() : v.dump();
-            if (k.find_first_of("\r\n:") != std::string::npos ||
+            std::string value = v.is_string() ? v.get<std::string>() : safe_dump(v);
+            if (!header_token(k) || forbidden_header(k) ||
                 value.find_first_of("\r\n") != std::string::npos)
-              continue;  // no header injection
+              continue;  // no header injection, no framing of our own
             if (strcasecmp(k.c_str(), "Content-Type") == 0) content_type = value;
             else res.set_header(k, value);
           }
         }
         std::string body;
-        if (r.contains("body")) body = r["body"].is_string() ? r["body"].get<std::string>() : r["body"].dump();
-        res.status = status;
+        if (r.contains("body"))
+          body = r["body"].is_string() ? r["body"].get<std::string>() : safe_dump(r["body"]);
+        res.status = static_cast<int>(status);
         res.set_content(body, content_type);
-        return finish(status);
+        return finish(static_cast<int>(status));
       }
       send_json(res, 200, r);
       return finish(200);
@@ -407,6 +458,10 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
       outcome = "bad_result";
       send_json(res, 500, o.result);
       return finish(500);
+    case Outcome::BadEvent:
+      outcome = "bad_event";
+      send_error(res, 400, "the event could not be decoded by the runtime: " + o.message);
+      return finish(400);
     case Outcome::Timeout:
       outcome = "timeout";
       send_error(res, 504, "function timed out after " + std::to_string(timeout_ms) + " ms");

@@ -39,7 +39,7 @@ uint64_t monotonic_ms() {
 }
 
 FrameRead read_frame(int fd, FrameDecoder& dec, uint64_t deadline_ms, int side_fd,
-                     const std::function<void()>& on_side) {
+                     const std::function<bool()>& on_side) {
   char buf[65536];
   for (;;) {
     auto f = dec.next();
@@ -56,7 +56,7 @@ FrameRead read_frame(int fd, FrameDecoder& dec, uint64_t deadline_ms, int side_f
     if (rc < 0 && errno == EINTR) continue;
     if (rc < 0) return {ReadStatus::Error, {}, sys_error("poll", "channel")};
     if (rc == 0) return {ReadStatus::Timeout, {}, {}};
-    if (side_fd >= 0 && (pfd[1].revents & POLLIN) && on_side) on_side();
+    if (side_fd >= 0 && (pfd[1].revents & POLLIN) && on_side && !on_side()) side_fd = -1;
     if (side_fd >= 0 && (pfd[1].revents & (POLLHUP | POLLERR)) && !(pfd[1].revents & POLLIN))
       side_fd = -1;  // the writer is gone; keep waiting on the channel alone
     if (!(pfd[0].revents & (POLLIN | POLLHUP | POLLERR))) continue;
@@ -68,15 +68,23 @@ FrameRead read_frame(int fd, FrameDecoder& dec, uint64_t deadline_ms, int side_f
   }
 }
 
-Status write_frame(int fd, const std::string& payload) {
+Status write_frame(int fd, const std::string& payload, uint64_t deadline_ms) {
   if (payload.size() > kMaxFrame)
     return make_error("frame", "payload of " + std::to_string(payload.size()) +
                                    " bytes exceeds the limit");
   std::string frame = encode_frame(payload);
   size_t off = 0;
   while (off < frame.size()) {
-    ssize_t n = send(fd, frame.data() + off, frame.size() - off, MSG_NOSIGNAL);
+    ssize_t n = send(fd, frame.data() + off, frame.size() - off,
+                     MSG_NOSIGNAL | (deadline_ms ? MSG_DONTWAIT : 0));
     if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && errno == EAGAIN && deadline_ms) {
+      uint64_t now = monotonic_ms();
+      if (now >= deadline_ms) return sys_error_n(ETIMEDOUT, "write", "channel");
+      struct pollfd pfd = {fd, POLLOUT, 0};
+      poll(&pfd, 1, static_cast<int>(deadline_ms - now));
+      continue;
+    }
     if (n < 0) return sys_error("write", "channel");
     off += static_cast<size_t>(n);
   }

@@ -37,10 +37,13 @@ struct FrameRead {
 };
 // side_fd (optional): another fd to keep serviced while waiting, e.g. the
 // sandbox's log pipe, which would otherwise fill and block a chatty function
-// until its timeout; on_side is called whenever it is readable.
+// until its timeout; on_side is called whenever it is readable and returns
+// false to stop watching it.
 FrameRead read_frame(int fd, FrameDecoder& dec, uint64_t deadline_ms, int side_fd = -1,
-                     const std::function<void()>& on_side = {});
-Status write_frame(int fd, const std::string& payload);
+                     const std::function<bool()>& on_side = {});
+// With a deadline, a peer that stops reading makes this fail with ETIMEDOUT
+// rather than block.
+Status write_frame(int fd, const std::string& payload, uint64_t deadline_ms = 0);
 uint64_t monotonic_ms();
 
 }  // namespace nsbox

@@ -259,8 +259,12 @@ Result<SpawnerClient::Reply> SpawnerClient::call(uint32_t op, uint32_t profile, 
 
 Result<SpawnedSandbox> SpawnerClient::spawn(uint32_t profile, uint64_t memory_bytes) {
   Reply r = TRY(call(kSpawn, profile, 0, memory_bytes, nullptr));
-  if (!r.fds[0].valid() || !r.fds[1].valid())
-    return make_error("spawner", "reply carried no fds");
+  if (!r.fds[0].valid() || !r.fds[1].valid()) {
+    // The fds were lost on the way (e.g. EMFILE here): the sandbox exists
+    // but nobody can reach it, so it must not live on in the spawner.
+    (void)destroy(r.msg.id);
+    return make_error("spawner", "reply carried no fds (out of file descriptors?)");
+  }
   SpawnedSandbox s;
   s.id = r.msg.id;
   s.channel = std::move(r.fds[0]);

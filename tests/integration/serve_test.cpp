@@ -138,6 +138,36 @@ TEST_CASE("serve: the API and its error codes") {
     auto logs = c->Get("/functions/chatty/logs", auth(d));
     CHECK(logs->body.find("line 79999") != std::string::npos);
   }
+  SUBCASE("hostile requests and hostile functions get their code; the daemon keeps serving") {
+    // A decoded path that is not UTF-8.
+    auto x = c->Get("/%FF");
+    REQUIRE(x);
+    CHECK(x->status == 404);
+    // An integer Python's json refuses (over 4300 digits) is the client's fault.
+    x = c->Post("/fn/hello", std::string(5000, '7'), "application/json");
+    CHECK(x->status == 400);
+    // A reply nested 100k deep, forged on the channel by the function itself.
+    deploy(d, "deep",
+           "import os, json\ndef handler(e, c):\n    body = b'{\"type\":\"result\",\"id\":\"' + "
+           "c.aws_request_id.encode() + b'\",\"ok\":true,\"result\":' + b'[' * 100000 + b']' * 100000 + b'}'\n"
+           "    os.write(3, len(body).to_bytes(4, 'big') + body)\n    import time\n    time.sleep(5)\n");
+    x = c->Get("/fn/deep");
+    REQUIRE(x);
+    CHECK(x->status == 502);
+    // Framing headers and out-of-range statuses from a proxy-shaped result.
+    deploy(d, "forge",
+           "def handler(e, c):\n    return {'statusCode': 200, 'headers': {'Content-Length': '0', "
+           "'Transfer-Encoding': 'chunked', 'Bad Name': 'x', 'X-Ok': 'y'}, 'body': 'hello'}\n");
+    x = c->Get("/fn/forge");
+    REQUIRE(x);
+    CHECK(x->status == 200);
+    CHECK(x->body == "hello");
+    CHECK(x->get_header_value("X-Ok") == "y");
+    CHECK(x->get_header_value("Transfer-Encoding").empty());
+    deploy(d, "wrap", "def handler(e, c):\n    return {'statusCode': 4294967496, 'body': 'x'}\n");
+    CHECK(c->Get("/fn/wrap")->status == 502);
+    CHECK(c->Get("/healthz")->status == 200);
+  }
   SUBCASE("logs and delete") {
     deploy(d, "talker", "def handler(e, c):\n    print('said', e.get('n'))\n    return 1\n");
     c->Post("/fn/talker", R"({"n": 7})", "application/json");
