@@ -196,7 +196,8 @@ void Gateway::routes() {
       send_error(res, res.status, "HTTP " + std::to_string(res.status));
   });
 
-  svr_.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+  svr_.Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
+    if (!spawner_.alive()) return send_json(res, 503, {{"status", "the spawner has exited"}});
     send_json(res, 200, {{"status", "ok"}});
   });
   svr_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {

@@ -48,7 +48,7 @@ def _make_codec():
             return json.loads(data.decode("utf-8"), parse_constant=no_constant)
 
         def dumps(o):
-            return json.dumps(o, allow_nan=False)
+            return json.dumps(o, allow_nan=False, ensure_ascii=False)
         return loads, dumps
 
     class ScannerContext:  # the attributes _json.make_scanner reads from json.JSONDecoder
@@ -86,7 +86,9 @@ def _make_codec():
 
     def dumps(o):
         # A fresh encoder per call: its circular-reference markers dict must start empty.
-        enc = _json.make_encoder({}, default, _json.encode_basestring_ascii, None,
+        # UTF-8 out, not \\u escapes: a lone surrogate (e.g. from surrogateescape) then fails
+        # to encode here and becomes a bad_result, instead of a frame the gateway cannot parse.
+        enc = _json.make_encoder({}, default, _json.encode_basestring, None,
                                  ": ", ", ", False, False, False)
         return "".join(enc(o, 0))
     return loads, dumps
@@ -146,7 +148,9 @@ class Channel:
         self.sock.sendall(len(payload).to_bytes(4, "big") + payload)
 
     def send(self, msg):
-        self.send_payload(json_dumps(msg).encode())
+        # surrogatepass-free: replace what cannot be UTF-8 (an exception message can hold
+        # anything) rather than die on it.
+        self.send_payload(json_dumps(msg).encode("utf-8", "replace"))
 
 
 # Sources that came in load frames rather than from files: traceback reads
@@ -353,6 +357,7 @@ class Runner:
 
         try:
             encoded = json_dumps(result)
+            encoded.encode("utf-8")  # strict: lone surrogates are not JSON text
         except (TypeError, ValueError, RecursionError) as e:
             return self._result_error(req_id, "bad_result", {
                 "errorType": type(e).__name__,

@@ -288,6 +288,18 @@ Status SpawnerClient::destroy(uint64_t id) {
   return {};
 }
 
+bool SpawnerClient::alive() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (pid_ <= 0) return false;
+  int st;
+  if (waitpid(pid_, &st, WNOHANG) == pid_) {
+    pid_ = -1;
+    sock_.reset();
+    return false;
+  }
+  return true;
+}
+
 Status SpawnerClient::shutdown() {
   if (pid_ <= 0) return {};
   (void)call(kShutdown, 0, 0, 0, nullptr);

@@ -50,6 +50,8 @@ class SpawnerClient {
   // Destroys every sandbox and waits for the spawner to exit. Idempotent.
   Status shutdown();
   pid_t pid() const { return pid_; }
+  // False once the spawner process has exited (it is reaped here).
+  bool alive();
 
  private:
   SpawnerClient() = default;

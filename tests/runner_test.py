@@ -289,6 +289,12 @@ class RunnerTest(unittest.TestCase):
         msg = r.invoke("nan")
         self.assertEqual((msg["kind"], msg["error"]["errorType"]), ("bad_result", "ValueError"))
 
+    def test_lone_surrogate_is_bad_result_and_unicode_passes(self):
+        r = self.loaded("def handler(e, c):\n    return '\\udcff' if e == 's' else 'h\u00e9\u20ac'\n")
+        msg = r.invoke("s")
+        self.assertEqual((msg["ok"], msg["kind"]), (False, "bad_result"))
+        self.assertEqual(r.invoke("u")["result"], "h\u00e9\u20ac")
+
     def test_oversized_result(self):
         r = self.loaded("def handler(e, c):\n    return 'x' * (7 * 1024 * 1024)\n")
         msg = r.invoke()

@@ -11,6 +11,8 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <atomic>
+#include <chrono>
 #include <thread>
 
 #include "gateway/config.hpp"
@@ -242,17 +244,33 @@ int cmd_serve(const std::vector<std::string>& args) {
       return;
     }
   });
+  // Fail-stop: without its spawner the daemon can make no sandbox, so it
+  // exits non-zero and lets the service manager restart it.
+  std::atomic<bool> spawner_lost{false}, stopping{false};
+  std::thread watchdog([&] {
+    while (!stopping) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      if (!stopping && !spawner.value()->alive()) {
+        LOG_ERROR("the spawner process exited; stopping so that the service manager restarts us");
+        spawner_lost = true;
+        pthread_kill(signals.native_handle(), SIGTERM);
+        return;
+      }
+    }
+  });
   std::fprintf(stderr, "nsbox serve: listening on http://%s:%d (state %s, config %s)\n",
                config.listen_host.c_str(), config.listen_port, config.state_dir.c_str(),
                config.source.c_str());
   gateway.serve();  // returns after stop(), once connection threads finished
+  stopping = true;
+  watchdog.join();
   // If serving ended by itself, wake the signal thread so it can finish.
   pthread_kill(signals.native_handle(), SIGTERM);
   signals.join();
   pool.stop();
   (void)spawner.value()->shutdown();
   std::fprintf(stderr, "nsbox serve: stopped\n");
-  return 0;
+  return spawner_lost ? 1 : 0;
 }
 
 }  // namespace nsbox

@@ -73,6 +73,18 @@ int Daemon::stop() {
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+int Daemon::wait_exit(int timeout_ms) {
+  for (int waited = 0; pid_ > 0 && waited <= timeout_ms; waited += 50) {
+    int st;
+    if (waitpid(pid_, &st, WNOHANG) == pid_) {
+      pid_ = -1;
+      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return -1;
+}
+
 void Daemon::kill9() {
   if (pid_ <= 0) return;
   kill(pid_, SIGKILL);

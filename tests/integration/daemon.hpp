@@ -18,6 +18,8 @@ class Daemon {
   bool start();            // waits until /healthz answers (false after 30 s)
   int stop();              // SIGTERM, wait; returns the exit status (0 = clean)
   void kill9();
+  // Waits for the daemon to exit by itself; its exit status, or -1 on timeout.
+  int wait_exit(int timeout_ms);
   std::unique_ptr<httplib::Client> client(int timeout_s = 30) const;
   std::string token() const;
   int port() const { return port_; }

@@ -2,7 +2,9 @@
 // promises (no old code after a deploy returns, no state across functions),
 // durability across restarts and kill -9, overload, and clean teardown.
 #include <doctest/doctest.h>
+#include <dirent.h>
 #include <signal.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -479,4 +481,34 @@ TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads 
   CHECK(status == 201);
   CHECK(c->Put("/functions/t", first, returns("3"), "text/x-python")->status == 401);
   CHECK(d.stop() == 0);
+}
+
+TEST_CASE("serve: fail-stop when the spawner dies") {
+  Daemon d(state_dir("spawnerdeath"), kPool);
+  REQUIRE(d.start());
+  // The spawner is the daemon's child running the same binary.
+  pid_t spawner = -1;
+  DIR* proc = opendir("/proc");
+  REQUIRE(proc);
+  while (dirent* e = readdir(proc)) {
+    pid_t pid = static_cast<pid_t>(atoi(e->d_name));
+    if (pid <= 0) continue;
+    std::ifstream stat("/proc/" + std::string(e->d_name) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    auto close_paren = line.rfind(')');
+    if (close_paren == std::string::npos) continue;
+    std::istringstream rest(line.substr(close_paren + 2));
+    char state;
+    pid_t ppid;
+    rest >> state >> ppid;
+    if (ppid == d.pid() && line.find("(nsbox-spawner)") != std::string::npos) spawner = pid;
+  }
+  closedir(proc);
+  REQUIRE(spawner > 0);
+  kill(spawner, SIGKILL);
+  // The daemon notices, stops, and exits non-zero for its service manager.
+  int status = d.wait_exit(10000);
+  CHECK(status == 1);
+  CHECK(d.log().find("the spawner process exited") != std::string::npos);
 }
