@@ -19,7 +19,8 @@ Status parse_listen(const std::string& text, std::string* host, int* port) {
   if (h.empty()) h = "127.0.0.1";
   int v = 0;
   for (char c : p) {
-    if (c < '0' || c > '9' || v > 65535) return make_error("listen", "bad port in \"" + text + "\"");
+    if (c < '0' || c > '9' || v > 65535)
+      return make_error("listen", "bad port in \"" + text + "\"");
     v = v * 10 + (c - '0');
   }
   if (p.empty() || v < 1 || v > 65535) return make_error("listen", "bad port in \"" + text + "\"");
@@ -37,8 +38,9 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     r.check_keys(root, "the top level", {"server", "pool", "functions"});
     const toml::table& s = r.table(root, "server", "server", false);
     const std::string S = "[server]";
-    r.check_keys(s, S, {"listen", "state_dir", "token", "max_body_kb", "max_connections",
-                        "rootless", "public_url"});
+    r.check_keys(s, S,
+                 {"listen", "state_dir", "token", "max_body_kb", "max_connections", "rootless",
+                  "public_url"});
     std::string listen = r.string(s, "listen", S, "127.0.0.1:8080");
     if (Status st = parse_listen(listen, &c.listen_host, &c.listen_port); !st)
       r.fail(s.get("listen")->source(), st.error().detail);
@@ -56,9 +58,9 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
 
     const toml::table& p = r.table(root, "pool", "pool", false);
     const std::string P = "[pool]";
-    r.check_keys(p, P, {"blank", "max_sandboxes", "memory_budget_mb", "per_function",
-                        "idle_timeout_ms", "queue_per_function", "queue_total",
-                        "queue_timeout_ms"});
+    r.check_keys(p, P,
+                 {"blank", "max_sandboxes", "memory_budget_mb", "per_function", "idle_timeout_ms",
+                  "queue_per_function", "queue_total", "queue_timeout_ms"});
     ServeConfig d;
     int64_t v;
     v = d.blank, c.blank = int(r.integer(p, "blank", P, 0, 256, &v));
@@ -67,15 +69,20 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     c.memory_budget_bytes = uint64_t(r.integer(p, "memory_budget_mb", P, 0, 1 << 24, &v)) << 20;
     if (c.memory_budget_bytes == 0) {
       struct sysinfo si;
-      c.memory_budget_bytes = sysinfo(&si) == 0 ? 2 * uint64_t(si.totalram) * si.mem_unit : 8ull << 30;
+      c.memory_budget_bytes =
+          sysinfo(&si) == 0 ? 2 * uint64_t(si.totalram) * si.mem_unit : 8ull << 30;
     } else if (c.memory_budget_bytes < (64ull << 20)) {
-      r.fail(p.get("memory_budget_mb")->source(), "\"memory_budget_mb\" must be 0 (auto) or at least 64");
+      r.fail(p.get("memory_budget_mb")->source(),
+             "\"memory_budget_mb\" must be 0 (auto) or at least 64");
     }
     v = d.per_function, c.per_function = int(r.integer(p, "per_function", P, 1, 1024, &v));
-    v = d.idle_timeout_ms, c.idle_timeout_ms = int(r.integer(p, "idle_timeout_ms", P, 100, 86400000, &v));
-    v = d.queue_per_function, c.queue_per_function = int(r.integer(p, "queue_per_function", P, 1, 100000, &v));
+    v = d.idle_timeout_ms,
+    c.idle_timeout_ms = int(r.integer(p, "idle_timeout_ms", P, 100, 86400000, &v));
+    v = d.queue_per_function,
+    c.queue_per_function = int(r.integer(p, "queue_per_function", P, 1, 100000, &v));
     v = d.queue_total, c.queue_total = int(r.integer(p, "queue_total", P, 1, 1000000, &v));
-    v = d.queue_timeout_ms, c.queue_timeout_ms = int(r.integer(p, "queue_timeout_ms", P, 1, 600000, &v));
+    v = d.queue_timeout_ms,
+    c.queue_timeout_ms = int(r.integer(p, "queue_timeout_ms", P, 1, 600000, &v));
 
     const toml::table& f = r.table(root, "functions", "functions", false);
     const std::string F = "[functions]";
@@ -96,7 +103,8 @@ Result<ServeConfig> load_serve_config(const std::string& path) {
   std::string file = path;
   if (file.empty()) {
     struct stat st;
-    if (stat("/etc/nsbox/nsbox.toml", &st) != 0) return parse_serve_config("", "<embedded defaults>");
+    if (stat("/etc/nsbox/nsbox.toml", &st) != 0)
+      return parse_serve_config("", "<embedded defaults>");
     file = "/etc/nsbox/nsbox.toml";
   }
   std::ifstream in(file);

@@ -15,27 +15,27 @@ struct ServeConfig {
   std::string listen_host = "127.0.0.1";
   int listen_port = 8080;
   std::string state_dir = "/var/lib/nsbox";
-  std::string token;             // empty: generated into state_dir/token (0600)
+  std::string token;  // empty: generated into state_dir/token (0600)
   uint64_t max_body_bytes = 6ull << 20;
-  int max_connections = 256;     // threads serving connections (keep-alive included)
-  bool rootless = false;         // allow running as non-root (no cgroups)
-  std::string public_url;        // base URL in deploy answers; default http://listen
+  int max_connections = 256;  // threads serving connections (keep-alive included)
+  bool rootless = false;      // allow running as non-root (no cgroups)
+  std::string public_url;     // base URL in deploy answers; default http://listen
   // [pool]
-  int blank = 4;                 // blank sandboxes kept ready ahead of demand
-  int max_sandboxes = 256;       // warm + blank + busy, all functions
+  int blank = 4;            // blank sandboxes kept ready ahead of demand
+  int max_sandboxes = 256;  // warm + blank + busy, all functions
   // Sum of the sandboxes' memory limits. Limits are ceilings a sandbox rarely
   // reaches (an idle Python runner uses ~10 MiB), so the embedded default
   // (0 = auto) is twice the machine's RAM.
   uint64_t memory_budget_bytes = 0;
-  int per_function = 4;          // sandboxes one function may hold at once
-  int idle_timeout_ms = 60000;   // a warm sandbox idle this long is destroyed
-  int queue_per_function = 64;   // requests waiting for one function's sandbox
-  int queue_total = 1024;        // requests waiting, all functions
-  int queue_timeout_ms = 1000;   // a request not started by then gets 503
+  int per_function = 4;         // sandboxes one function may hold at once
+  int idle_timeout_ms = 60000;  // a warm sandbox idle this long is destroyed
+  int queue_per_function = 64;  // requests waiting for one function's sandbox
+  int queue_total = 1024;       // requests waiting, all functions
+  int queue_timeout_ms = 1000;  // a request not started by then gets 503
   // [functions]
   std::string default_policy = "default";
-  int log_lines = 1000;          // lines kept per function for GET .../logs
-  std::string source;            // file the config came from, or "<embedded defaults>"
+  int log_lines = 1000;  // lines kept per function for GET .../logs
+  std::string source;    // file the config came from, or "<embedded defaults>"
 };
 
 Result<ServeConfig> parse_serve_config(const std::string& text, const std::string& source);

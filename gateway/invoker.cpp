@@ -28,8 +28,10 @@ bool nesting_within(const std::string& text, int limit) {
   for (size_t i = 0; i < text.size(); i++) {
     char c = text[i];
     if (in_string) {
-      if (c == '\\') i++;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        i++;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -62,11 +64,11 @@ Outcome exchange_text(Worker& w, const std::string& request, Clock::time_point d
   }
   // Past kMaxLogPerRequest the log pipe is left to fill: a function printing
   // without end then blocks itself, instead of costing the gateway a core.
-  FrameRead fr = read_frame(w.channel.get(), w.decoder, to_monotonic_ms(deadline), w.log.get(),
-                            [&w] {
-                              w.pending_log += drain_log(w);
-                              return w.pending_log.size() < kMaxLogPerRequest;
-                            });
+  FrameRead fr =
+      read_frame(w.channel.get(), w.decoder, to_monotonic_ms(deadline), w.log.get(), [&w] {
+        w.pending_log += drain_log(w);
+        return w.pending_log.size() < kMaxLogPerRequest;
+      });
   if (fr.status == ReadStatus::Timeout) {
     o.kind = Outcome::Timeout;
     o.message = "timed out";
@@ -98,7 +100,9 @@ Outcome exchange(Worker& w, const json& request, Clock::time_point deadline, jso
 
 }  // namespace
 
-std::string function_path(const std::string& name) { return "/var/task/" + name + ".py"; }
+std::string function_path(const std::string& name) {
+  return "/var/task/" + name + ".py";
+}
 
 Outcome load_function(Worker& w, const FunctionVersion& fv, Clock::time_point deadline) {
   json reply;
@@ -121,8 +125,9 @@ Outcome load_function(Worker& w, const FunctionVersion& fv, Clock::time_point de
 Outcome check_syntax(Worker& w, const std::string& name, const std::string& source,
                      Clock::time_point deadline) {
   json reply;
-  Outcome o = exchange(w, {{"type", "check"}, {"function", function_path(name)}, {"source", source}},
-                       deadline, &reply);
+  Outcome o =
+      exchange(w, {{"type", "check"}, {"function", function_path(name)}, {"source", source}},
+               deadline, &reply);
   if (o.kind != Outcome::Ok) return o;
   if (str(reply, "type") == "checked") return o;
   o.kind = Outcome::SyntaxError;
@@ -136,8 +141,10 @@ Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_jso
                const std::string& request_id, uint64_t memory_mb, Clock::time_point deadline) {
   struct timeval tv;
   gettimeofday(&tv, nullptr);
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
-  uint64_t deadline_ms = uint64_t(tv.tv_sec) * 1000 + tv.tv_usec / 1000 + std::max<int64_t>(left, 0);
+  auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  uint64_t deadline_ms =
+      uint64_t(tv.tv_sec) * 1000 + tv.tv_usec / 1000 + std::max<int64_t>(left, 0);
   json head = {{"type", "invoke"},
                {"id", request_id},
                {"context",

@@ -3,9 +3,8 @@
 // statuses in server.cpp.
 #pragma once
 
-#include <string>
-
 #include <nlohmann/json.hpp>
+#include <string>
 
 #include "gateway/pool.hpp"
 #include "gateway/registry.hpp"

@@ -47,8 +47,9 @@ std::string Metrics::render() {
              (unsigned long long)h.count);
     out += buf;
   }
-  out += "# HELP nsbox_starts_total Invocations by start kind: cold (function loaded into a "
-         "blank sandbox) or warm (sandbox reused).\n";
+  out +=
+      "# HELP nsbox_starts_total Invocations by start kind: cold (function loaded into a "
+      "blank sandbox) or warm (sandbox reused).\n";
   out += "# TYPE nsbox_starts_total counter\n";
   for (const auto& [k, v] : starts_) {
     snprintf(buf, sizeof buf, "nsbox_starts_total{function=\"%s\",kind=\"%s\"} %llu\n",

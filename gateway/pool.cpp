@@ -13,7 +13,9 @@ constexpr auto kSpawnRetryDelay = std::chrono::seconds(1);
 Pool::Pool(SpawnerClient& spawner, PoolLimits limits, std::vector<uint64_t> profile_memory)
     : spawner_(spawner), limits_(limits), profile_memory_(std::move(profile_memory)) {}
 
-Pool::~Pool() { stop(); }
+Pool::~Pool() {
+  stop();
+}
 
 void Pool::start() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -397,8 +399,9 @@ void Pool::janitor_loop() {
       lock.unlock();
       for (uint64_t id : ids) {
         auto s = spawner_.destroy(id);
-        if (!s) LOG_WARN("pool: destroying sandbox %llu: %s", (unsigned long long)id,
-                         s.error().message().c_str());
+        if (!s)
+          LOG_WARN("pool: destroying sandbox %llu: %s", (unsigned long long)id,
+                   s.error().message().c_str());
       }
       lock.lock();
       continue;

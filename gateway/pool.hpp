@@ -93,7 +93,7 @@ class Pool {
 
  private:
   struct FunctionState {
-    int held = 0;     // idle + busy sandboxes of this function
+    int held = 0;  // idle + busy sandboxes of this function
     int waiting = 0;
     uint64_t generation = 0;
     uint64_t min_version = 0;
@@ -124,7 +124,7 @@ class Pool {
   std::map<uint32_t, std::deque<std::unique_ptr<Worker>>> blanks_;
   std::map<std::string, FunctionState> functions_;
   std::vector<uint64_t> to_destroy_;
-  int total_ = 0;       // every sandbox, including busy and being spawned
+  int total_ = 0;  // every sandbox, including busy and being spawned
   int busy_ = 0;
   int waiting_ = 0;
   uint64_t memory_ = 0;

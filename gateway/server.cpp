@@ -5,8 +5,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cstdio>
 #include <cctype>
+#include <cstdio>
 #include <cstring>
 
 #include "gateway/invoker.hpp"
@@ -37,8 +37,10 @@ void send_json(httplib::Response& res, int status, const json& body) {
 // Response headers a function may not set: framing and hop-by-hop headers
 // would let it desynchronise keep-alive clients and shared proxies.
 bool forbidden_header(const std::string& name) {
-  static const char* const kForbidden[] = {"content-length", "transfer-encoding", "connection",
-                                           "keep-alive", "upgrade", "te", "trailer", "host"};
+  static const char* const kForbidden[] = {"content-length", "transfer-encoding",
+                                           "connection",     "keep-alive",
+                                           "upgrade",        "te",
+                                           "trailer",        "host"};
   std::string lower;
   for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   if (lower.rfind("proxy-", 0) == 0) return true;
@@ -152,7 +154,9 @@ bool Gateway::bind(std::string* error) {
   return true;
 }
 
-void Gateway::serve() { svr_.listen_after_bind(); }
+void Gateway::serve() {
+  svr_.listen_after_bind();
+}
 
 bool Gateway::authorized(const httplib::Request& req, httplib::Response& res) {
   std::string want;
@@ -174,18 +178,18 @@ bool Gateway::authorized(const httplib::Request& req, httplib::Response& res) {
 }
 
 void Gateway::routes() {
-  svr_.set_exception_handler([](const httplib::Request&, httplib::Response& res,
-                                std::exception_ptr ep) {
-    std::string what = "internal error";
-    try {
-      if (ep) std::rethrow_exception(ep);
-    } catch (const std::exception& e) {
-      what = std::string("internal error: ") + e.what();
-    } catch (...) {
-    }
-    LOG_ERROR("%s", what.c_str());
-    send_error(res, 500, what);
-  });
+  svr_.set_exception_handler(
+      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+        std::string what = "internal error";
+        try {
+          if (ep) std::rethrow_exception(ep);
+        } catch (const std::exception& e) {
+          what = std::string("internal error: ") + e.what();
+        } catch (...) {
+        }
+        LOG_ERROR("%s", what.c_str());
+        send_error(res, 500, what);
+      });
   svr_.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
     if (res.status == 413)
@@ -200,9 +204,8 @@ void Gateway::routes() {
     if (!spawner_.alive()) return send_json(res, 503, {{"status", "the spawner has exited"}});
     send_json(res, 200, {{"status", "ok"}});
   });
-  svr_.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-    handle_metrics(res);
-  });
+  svr_.Get("/metrics",
+           [this](const httplib::Request&, httplib::Response& res) { handle_metrics(res); });
   svr_.Get("/functions", [this](const httplib::Request&, httplib::Response& res) {
     json list = json::array();
     for (const auto& m : store_.list()) list.push_back(meta_to_json(m));
@@ -229,10 +232,9 @@ void Gateway::routes() {
   svr_.Put(R"(/functions/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
     handle_deploy(req, res);
   });
-  svr_.Delete(R"(/functions/([^/]+))",
-              [this](const httplib::Request& req, httplib::Response& res) {
-                handle_delete(req, res);
-              });
+  svr_.Delete(R"(/functions/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+    handle_delete(req, res);
+  });
   svr_.Post(R"(/fn/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
     handle_invoke(req, res);
   });
@@ -245,8 +247,9 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   if (!authorized(req, res)) return;
   std::string name = req.matches[1];
   if (!valid_function_name(name))
-    return send_error(res, 400, "invalid function name \"" + name +
-                                    "\": use 1-63 of a-z 0-9 _ - starting with a letter or digit");
+    return send_error(res, 400,
+                      "invalid function name \"" + name +
+                          "\": use 1-63 of a-z 0-9 _ - starting with a letter or digit");
   if (req.body.size() > kMaxSourceBytes) return send_error(res, 413, "source larger than 1 MiB");
   if (req.body.empty()) return send_error(res, 400, "empty body: send the Python source");
   if (!valid_utf8(req.body)) return send_error(res, 400, "the source is not valid UTF-8");
@@ -278,9 +281,9 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
 
   // Compile inside a sandbox: hostile source can make the compiler itself
   // exhaust memory or time.
-  Pool::Lease lease = pool_.acquire_blank(
-      static_cast<uint32_t>(profile),
-      Clock::now() + std::chrono::milliseconds(config_.queue_timeout_ms));
+  Pool::Lease lease =
+      pool_.acquire_blank(static_cast<uint32_t>(profile),
+                          Clock::now() + std::chrono::milliseconds(config_.queue_timeout_ms));
   if (lease.status != Pool::Status::Ok) {
     res.set_header("Retry-After", "1");
     return send_error(res, 503, "no sandbox free to check the source: " + lease.message);
@@ -289,8 +292,9 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   pool_.release(std::move(lease.worker), false);
   if (check.kind == Outcome::SyntaxError) return send_json(res, 400, check.result);
   if (check.kind != Outcome::Ok)
-    return send_error(res, 400, "the source could not be compiled within the sandbox's limits (" +
-                                    check.message + ")");
+    return send_error(
+        res, 400,
+        "the source could not be compiled within the sandbox's limits (" + check.message + ")");
 
   auto put = store_.put(name, fv);
   if (!put) {
@@ -299,8 +303,9 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   }
   // Once this response is sent, no request may be served by older code.
   pool_.revoke(name, put.value().version);
-  send_json(res, 201,
-            {{"name", name}, {"version", put.value().version}, {"url", base_url() + "/fn/" + name}});
+  send_json(
+      res, 201,
+      {{"name", name}, {"version", put.value().version}, {"url", base_url() + "/fn/" + name}});
 }
 
 void Gateway::handle_delete(const httplib::Request& req, httplib::Response& res) {
@@ -436,8 +441,10 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
             if (!header_token(k) || forbidden_header(k) ||
                 value.find_first_of("\r\n") != std::string::npos)
               continue;  // no header injection, no framing of our own
-            if (strcasecmp(k.c_str(), "Content-Type") == 0) content_type = value;
-            else res.set_header(k, value);
+            if (strcasecmp(k.c_str(), "Content-Type") == 0)
+              content_type = value;
+            else
+              res.set_header(k, value);
           }
         }
         std::string body;
@@ -495,8 +502,9 @@ void Gateway::handle_metrics(httplib::Response& res) {
            (unsigned long long)s.evictions, (unsigned long long)s.idle_expired,
            (unsigned long long)s.spawned, (unsigned long long)s.spawn_failures);
   out += buf;
-  out += "# HELP nsbox_sandbox_memory_bytes Memory in use per idle or blank sandbox (cgroup).\n"
-         "# TYPE nsbox_sandbox_memory_bytes gauge\n";
+  out +=
+      "# HELP nsbox_sandbox_memory_bytes Memory in use per idle or blank sandbox (cgroup).\n"
+      "# TYPE nsbox_sandbox_memory_bytes gauge\n";
   for (uint64_t id : s.ids) {
     auto ev = spawner_.events(id);
     if (!ev) continue;

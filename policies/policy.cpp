@@ -1,11 +1,12 @@
 #include "policies/policy.hpp"
 
+#include <toml++/toml.h>
+
 #include <algorithm>
 #include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "policies/embedded.hpp"
 #include "policies/toml_reader.hpp"
@@ -27,8 +28,9 @@ class Parser : public TomlReader {
 
     const toml::table& lim = table(root, "limits", "limits", true);
     const std::string L = "[limits]";
-    check_keys(lim, L, {"memory_mb", "swap_mb", "pids", "cpu_millicores", "tmpfs_mb", "wall_ms",
-                        "nofile", "fsize_mb"});
+    check_keys(lim, L,
+               {"memory_mb", "swap_mb", "pids", "cpu_millicores", "tmpfs_mb", "wall_ms", "nofile",
+                "fsize_mb"});
     p.limits.memory_bytes = uint64_t(integer(lim, "memory_mb", L, 16, 65536)) << 20;
     p.limits.swap_bytes = uint64_t(integer(lim, "swap_mb", L, 0, 65536)) << 20;
     p.limits.pids = uint32_t(integer(lim, "pids", L, 1, 32768));
@@ -78,8 +80,8 @@ class Parser : public TomlReader {
       for (const toml::node& item : *arr) {
         auto s = item.value<std::string>();
         if (!item.is_string() || !s)
-          fail(item.source(), "syscall names in group \"" + std::string(group.str()) +
-                                  "\" must be strings");
+          fail(item.source(),
+               "syscall names in group \"" + std::string(group.str()) + "\" must be strings");
         if (!seccomp_syscall_known(*s))
           fail(item.source(), "unknown syscall \"" + *s + "\" in group \"" +
                                   std::string(group.str()) + "\" of [seccomp.allow]");
@@ -106,8 +108,7 @@ Result<Policy> parse_policy(std::string_view text, const std::string& source) {
   } catch (const toml::parse_error& e) {
     const auto& b = e.source().begin;
     return make_error("policy", source + ":" + std::to_string(b.line) + ":" +
-                                    std::to_string(b.column) + ": " +
-                                    std::string(e.description()));
+                                    std::to_string(b.column) + ": " + std::string(e.description()));
   } catch (const TomlError& e) {
     return make_error("policy", e.msg);
   }
@@ -124,15 +125,16 @@ std::vector<std::string> builtin_policy_names() {
 }
 
 Result<Policy> load_policy(const std::string& name_or_path) {
-  bool is_path = name_or_path.find('/') != std::string::npos ||
-                 (name_or_path.size() > 5 && name_or_path.substr(name_or_path.size() - 5) == ".toml");
+  bool is_path =
+      name_or_path.find('/') != std::string::npos ||
+      (name_or_path.size() > 5 && name_or_path.substr(name_or_path.size() - 5) == ".toml");
   if (!is_path) {
     const EmbeddedFile* f = find_embedded("policies/" + name_or_path + ".toml");
     if (!f) {
       std::string list;
       for (const auto& n : builtin_policy_names()) list += (list.empty() ? "" : ", ") + n;
-      return make_error("policy", "no built-in policy \"" + name_or_path +
-                                      "\" (built-in: " + list + "; or give a path to a .toml file)");
+      return make_error("policy", "no built-in policy \"" + name_or_path + "\" (built-in: " + list +
+                                      "; or give a path to a .toml file)");
     }
     auto p = TRY(parse_policy(f->content, "<built-in>/" + name_or_path + ".toml"));
     p.name = name_or_path;
@@ -142,7 +144,8 @@ Result<Policy> load_policy(const std::string& name_or_path) {
   if (!in) return sys_error("policy", name_or_path);
   std::stringstream ss;
   ss << in.rdbuf();
-  if (ss.str().size() > (1 << 20)) return make_error("policy", name_or_path + ": larger than 1 MiB");
+  if (ss.str().size() > (1 << 20))
+    return make_error("policy", name_or_path + ": larger than 1 MiB");
   auto p = TRY(parse_policy(ss.str(), name_or_path));
   p.name = name_or_path;
   return p;

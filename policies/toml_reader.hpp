@@ -4,10 +4,11 @@
 // their boundary and turn it into an Error.
 #pragma once
 
+#include <toml++/toml.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <string>
-#include <toml++/toml.h>
 #include <vector>
 
 namespace nsbox {

@@ -11,8 +11,12 @@ namespace {
 bool split_number(const std::string& t, double* value, std::string* unit) {
   size_t i = 0;
   bool digits = false, dot = false;
-  while (i < t.size() && (std::isdigit(static_cast<unsigned char>(t[i])) || (t[i] == '.' && !dot))) {
-    if (t[i] == '.') dot = true; else digits = true;
+  while (i < t.size() &&
+         (std::isdigit(static_cast<unsigned char>(t[i])) || (t[i] == '.' && !dot))) {
+    if (t[i] == '.')
+      dot = true;
+    else
+      digits = true;
     i++;
   }
   if (!digits || i > 18) return false;
@@ -32,11 +36,16 @@ Result<uint64_t> parse_size(const std::string& text) {
   };
   if (!split_number(text, &v, &unit)) return bad("not a size");
   double mult;
-  if (unit == "b") mult = 1;
-  else if (unit == "k" || unit == "kb" || unit == "kib") mult = 1024.0;
-  else if (unit.empty() || unit == "m" || unit == "mb" || unit == "mib") mult = 1024.0 * 1024;
-  else if (unit == "g" || unit == "gb" || unit == "gib") mult = 1024.0 * 1024 * 1024;
-  else return bad("unknown unit \"" + unit + "\"");
+  if (unit == "b")
+    mult = 1;
+  else if (unit == "k" || unit == "kb" || unit == "kib")
+    mult = 1024.0;
+  else if (unit.empty() || unit == "m" || unit == "mb" || unit == "mib")
+    mult = 1024.0 * 1024;
+  else if (unit == "g" || unit == "gb" || unit == "gib")
+    mult = 1024.0 * 1024 * 1024;
+  else
+    return bad("unknown unit \"" + unit + "\"");
   double bytes = std::floor(v * mult);
   if (bytes < 1 || bytes > double(uint64_t{1} << 50)) return bad("out of range");
   return static_cast<uint64_t>(bytes);
@@ -50,10 +59,14 @@ Result<uint64_t> parse_duration_ms(const std::string& text) {
   };
   if (!split_number(text, &v, &unit)) return bad("not a duration");
   double mult;
-  if (unit == "ms") mult = 1;
-  else if (unit.empty() || unit == "s") mult = 1000;
-  else if (unit == "m" || unit == "min") mult = 60000;
-  else return bad("unknown unit \"" + unit + "\"");
+  if (unit == "ms")
+    mult = 1;
+  else if (unit.empty() || unit == "s")
+    mult = 1000;
+  else if (unit == "m" || unit == "min")
+    mult = 60000;
+  else
+    return bad("unknown unit \"" + unit + "\"");
   double ms = std::floor(v * mult);
   if (ms < 1 || ms > 24.0 * 3600 * 1000) return bad("out of range (1ms to 24h)");
   return static_cast<uint64_t>(ms);

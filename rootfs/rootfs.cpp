@@ -90,9 +90,12 @@ bool rootfs_fresh(const std::string& dir, const std::string& python) {
 }
 
 Result<RootfsBuild> ensure_rootfs(const std::string& dir, bool force, const std::string& python) {
-  if (dir.empty() || dir[0] != '/') return make_error("rootfs", "\"" + dir + "\" must be an absolute path");
+  if (dir.empty() || dir[0] != '/')
+    return make_error("rootfs", "\"" + dir + "\" must be an absolute path");
   if (dir.find_first_of(",:\\") != std::string::npos)
-    return make_error("rootfs", "\"" + dir + "\" contains ',', ':' or '\\', which overlayfs options cannot carry");
+    return make_error(
+        "rootfs",
+        "\"" + dir + "\" contains ',', ':' or '\\', which overlayfs options cannot carry");
   RootfsBuild result;
   if (!force && rootfs_fresh(dir, python)) return result;
 
@@ -104,8 +107,9 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir, bool force, const std:
   if (flock(lock.get(), LOCK_EX) != 0) return sys_error("flock", lock_path);
   if (!force && rootfs_fresh(dir, python)) return result;  // built while we waited
   if (read_stamp(dir).empty() && dir_nonempty(dir))
-    return make_error("rootfs", dir + " exists but is not an nsbox rootfs (no .nsbox-stamp); "
-                                      "remove it or pick another --rootfs");
+    return make_error("rootfs", dir +
+                                    " exists but is not an nsbox rootfs (no .nsbox-stamp); "
+                                    "remove it or pick another --rootfs");
 
   const EmbeddedFile* builder = find_embedded("rootfs/build_rootfs.py");
   const EmbeddedFile* runner = find_embedded("rootfs/runner.py");
@@ -121,9 +125,10 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir, bool force, const std:
   }
   std::string script(builder->content);
   std::string stamp = rootfs_stamp(python);
-  std::vector<const char*> argv = {python.c_str(), "-I", "-c", script.c_str(), "--out",
-                                   dir.c_str(), "--runner", tmpl, "--stamp", stamp.c_str(),
-                                   "--python", python.c_str(), nullptr};
+  std::vector<const char*> argv = {python.c_str(), "-I",          "-c",       script.c_str(),
+                                   "--out",        dir.c_str(),   "--runner", tmpl,
+                                   "--stamp",      stamp.c_str(), "--python", python.c_str(),
+                                   nullptr};
   int pipefd[2];
   if (pipe2(pipefd, O_CLOEXEC) != 0) return sys_error("pipe2");
   pid_t pid = fork();
@@ -145,8 +150,8 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir, bool force, const std:
   }
   unlink(tmpl);
   if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-    return make_error("rootfs", "building " + dir + " with " + python +
-                                    " failed (see the messages above)");
+    return make_error("rootfs",
+                      "building " + dir + " with " + python + " failed (see the messages above)");
   while (!out.empty() && out.back() == '\n') out.pop_back();
   result.built = true;
   result.summary = out;

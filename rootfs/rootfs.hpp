@@ -18,8 +18,8 @@ std::string rootfs_stamp(const std::string& python = kHostPython);
 bool rootfs_fresh(const std::string& dir, const std::string& python = kHostPython);
 
 struct RootfsBuild {
-  bool built = false;     // false: it was fresh already
-  std::string summary;    // "rootfs: built DIR: N files, X MiB"
+  bool built = false;   // false: it was fresh already
+  std::string summary;  // "rootfs: built DIR: N files, X MiB"
 };
 // Builds when missing or stale (or always with force), under a lock so that
 // concurrent callers build once. Refuses a non-empty dir that is not ours.

@@ -81,8 +81,7 @@ Status remove_leaf(const std::string& dir) {
 std::string unescape_mountinfo(const std::string& in) {
   std::string out;
   for (size_t i = 0; i < in.size(); i++) {
-    if (in[i] == '\\' && i + 3 < in.size() &&
-        std::isdigit(static_cast<unsigned char>(in[i + 1]))) {
+    if (in[i] == '\\' && i + 3 < in.size() && std::isdigit(static_cast<unsigned char>(in[i + 1]))) {
       out.push_back(static_cast<char>(std::stoi(in.substr(i + 1, 3), nullptr, 8)));
       i += 3;
     } else {
@@ -171,7 +170,8 @@ FileWrites cgroup_v1_limit_writes(const std::string& controller, const Limits& l
 int cgroup_sweep_stale(const CgroupLayout& layout) {
   std::vector<std::string> roots;
   if (layout.version == CgroupVersion::V2) roots = {layout.v2_mount};
-  if (layout.version == CgroupVersion::V1) roots = {layout.v1_memory, layout.v1_pids, layout.v1_cpu};
+  if (layout.version == CgroupVersion::V1)
+    roots = {layout.v1_memory, layout.v1_pids, layout.v1_cpu};
   int removed = 0;
   for (const auto& root : roots) {
     if (root.empty()) continue;
@@ -205,7 +205,9 @@ CgroupLeaf& CgroupLeaf::operator=(CgroupLeaf&& o) noexcept {
   return *this;
 }
 
-CgroupLeaf::~CgroupLeaf() { (void)destroy(); }
+CgroupLeaf::~CgroupLeaf() {
+  (void)destroy();
+}
 
 Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::string& id,
                                       const Limits& limits) {

@@ -18,11 +18,11 @@ enum class CgroupVersion { None, V1, V2 };
 
 struct CgroupLayout {
   CgroupVersion version = CgroupVersion::None;
-  std::string v2_mount;  // the cgroup2 mount point holding memory+pids
+  std::string v2_mount;                    // the cgroup2 mount point holding memory+pids
   std::string v1_memory, v1_pids, v1_cpu;  // v1 hierarchy mount points ("" = absent)
-  std::string group = "nsbox";  // parent group under each root
-  bool create_files = false;    // tests against a fake cgroupfs tree
-  std::string why_none;         // when None: what is missing
+  std::string group = "nsbox";             // parent group under each root
+  bool create_files = false;               // tests against a fake cgroupfs tree
+  std::string why_none;                    // when None: what is missing
 };
 
 // Reads a mountinfo file (normally /proc/self/mountinfo). v2 is used when a
@@ -36,10 +36,10 @@ FileWrites cgroup_v2_limit_writes(const Limits& limits);
 FileWrites cgroup_v1_limit_writes(const std::string& controller, const Limits& limits);
 
 struct CgroupEvents {
-  uint64_t oom_kills = 0;    // memory limit reached and a task was killed
-  uint64_t memory_max = 0;   // times the memory limit was hit (v1 failcnt / v2 "max")
-  uint64_t pids_max = 0;     // fork/clone refused by the pids limit
-  uint64_t memory_peak = 0;  // bytes
+  uint64_t oom_kills = 0;       // memory limit reached and a task was killed
+  uint64_t memory_max = 0;      // times the memory limit was hit (v1 failcnt / v2 "max")
+  uint64_t pids_max = 0;        // fork/clone refused by the pids limit
+  uint64_t memory_peak = 0;     // bytes
   uint64_t memory_current = 0;  // bytes
 };
 

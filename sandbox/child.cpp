@@ -22,11 +22,21 @@ namespace nsbox {
 namespace {
 
 const char* const kStepNames[kStepCount] = {
-    "wait for parent",   "become namespace root", "unshare(CLONE_NEWCGROUP)",
-    "make / private",    "mount",                 "pivot_root",
-    "remount / read-only", "sethostname",         "loopback up",
-    "set up fds",        "setrlimit",             "drop privileges",
-    "fork init",         "seccomp",               "execve",
+    "wait for parent",
+    "become namespace root",
+    "unshare(CLONE_NEWCGROUP)",
+    "make / private",
+    "mount",
+    "pivot_root",
+    "remount / read-only",
+    "sethostname",
+    "loopback up",
+    "set up fds",
+    "setrlimit",
+    "drop privileges",
+    "fork init",
+    "seccomp",
+    "execve",
 };
 
 uint64_t now_ns() {
@@ -54,7 +64,9 @@ void send_msg() {
   _exit(127);
 }
 
-void done(int32_t step) { g_msg.step_end_ns[step] = now_ns(); }
+void done(int32_t step) {
+  g_msg.step_end_ns[step] = now_ns();
+}
 
 // PID 1 of the sandbox: reaps orphans (the kernel reparents them here) and
 // exits with the runner's status; its exit kills the rest of the namespace.

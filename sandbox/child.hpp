@@ -44,8 +44,8 @@ struct ChildMsg {
   int32_t type = 0;
   int32_t step = 0;
   int32_t err = 0;
-  int32_t index = -1;    // kStepMounts: which op; kStepRlimits: which limit
-  char context[192] = {};  // static sub-step text or a path
+  int32_t index = -1;                     // kStepMounts: which op; kStepRlimits: which limit
+  char context[192] = {};                 // static sub-step text or a path
   uint64_t step_end_ns[kStepCount] = {};  // CLOCK_MONOTONIC at the end of each step
 };
 
@@ -56,10 +56,10 @@ struct ChildPlan {
   std::vector<char*> envp;
   sock_fprog bpf{};
   const char* hostname = nullptr;
-  int sync_fd = -1;     // child's end, close-on-exec
-  int channel_fd = -1;  // child's end; becomes fd 3
-  int stderr_fd = -1;   // >= 0: becomes fd 2 (and 1)
-  int parent_sync_fd = -1;     // the parent's ends, closed first thing
+  int sync_fd = -1;         // child's end, close-on-exec
+  int channel_fd = -1;      // child's end; becomes fd 3
+  int stderr_fd = -1;       // >= 0: becomes fd 2 (and 1)
+  int parent_sync_fd = -1;  // the parent's ends, closed first thing
   int parent_channel_fd = -1;
   bool root_mode = false;  // switch to the namespace's uid 0 for setup
   uid_t uid = 1000;

@@ -70,8 +70,8 @@ FrameRead read_frame(int fd, FrameDecoder& dec, uint64_t deadline_ms, int side_f
 
 Status write_frame(int fd, const std::string& payload, uint64_t deadline_ms) {
   if (payload.size() > kMaxFrame)
-    return make_error("frame", "payload of " + std::to_string(payload.size()) +
-                                   " bytes exceeds the limit");
+    return make_error("frame",
+                      "payload of " + std::to_string(payload.size()) + " bytes exceeds the limit");
   std::string frame = encode_frame(payload);
   size_t off = 0;
   while (off < frame.size()) {

@@ -10,8 +10,12 @@ LogLevel g_level = LogLevel::Warn;
 const char* const kNames[] = {"error", "warning", "info", "debug"};
 }  // namespace
 
-void set_log_level(LogLevel level) { g_level = level; }
-LogLevel log_level() { return g_level; }
+void set_log_level(LogLevel level) {
+  g_level = level;
+}
+LogLevel log_level() {
+  return g_level;
+}
 
 void log_msg(LogLevel level, const char* fmt, ...) {
   if (level > g_level) return;

@@ -159,8 +159,8 @@ int child_run_mounts(const MountPlan& plan, const MountOp** failed) {
         rc = mount(op.src.c_str(), dst, nullptr, MS_BIND | MS_REC, nullptr);
         break;
       case MountOp::AttachTree:
-        rc = static_cast<int>(syscall(SYS_move_mount, op.tree_fd, "", AT_FDCWD, dst,
-                                      MOVE_MOUNT_F_EMPTY_PATH));
+        rc = static_cast<int>(
+            syscall(SYS_move_mount, op.tree_fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH));
         break;
       case MountOp::RemountRo:
         if (int err = child_remount_ro(dst)) return err;

@@ -13,11 +13,11 @@ namespace nsbox {
 struct MountOp {
   enum Kind { Tmpfs, Overlay, Proc, Bind, AttachTree, RemountRo, Mkdir, Touch, Symlink };
   Kind kind;
-  std::string src;   // Bind: host source; Symlink: link target
-  std::string dst;   // absolute path in the parent's view (under stage/root)
-  std::string data;  // fs options, e.g. "size=67108864,mode=1777"
-  unsigned long flags = 0;  // MS_* for Tmpfs/Overlay/Proc/RemountRo
-  int tree_fd = -1;         // AttachTree: a detached mount from open_tree()
+  std::string src;               // Bind: host source; Symlink: link target
+  std::string dst;               // absolute path in the parent's view (under stage/root)
+  std::string data;              // fs options, e.g. "size=67108864,mode=1777"
+  unsigned long flags = 0;       // MS_* for Tmpfs/Overlay/Proc/RemountRo
+  int tree_fd = -1;              // AttachTree: a detached mount from open_tree()
   std::string describe() const;  // "mount tmpfs on /run/nsbox/root/tmp"
 };
 

@@ -61,9 +61,9 @@ using Status = Result<void>;
 
 // Propagates the error of a Result, else yields its value (GNU statement
 // expression, as in crun's and systemd's C).
-#define TRY(expr)                                       \
-  ({                                                    \
-    auto _try_r = (expr);                               \
-    if (!_try_r) return std::move(_try_r).error();      \
-    std::move(_try_r).value();                          \
+#define TRY(expr)                                  \
+  ({                                               \
+    auto _try_r = (expr);                          \
+    if (!_try_r) return std::move(_try_r).error(); \
+    std::move(_try_r).value();                     \
   })

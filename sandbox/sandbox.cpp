@@ -41,12 +41,18 @@ Status mkdir_p(const std::string& path, mode_t mode) {
 
 std::string rlimit_name(int resource) {
   switch (resource) {
-    case RLIMIT_CORE: return "RLIMIT_CORE";
-    case RLIMIT_NOFILE: return "RLIMIT_NOFILE";
-    case RLIMIT_FSIZE: return "RLIMIT_FSIZE";
-    case RLIMIT_AS: return "RLIMIT_AS";
-    case RLIMIT_NPROC: return "RLIMIT_NPROC";
-    case RLIMIT_CPU: return "RLIMIT_CPU";
+    case RLIMIT_CORE:
+      return "RLIMIT_CORE";
+    case RLIMIT_NOFILE:
+      return "RLIMIT_NOFILE";
+    case RLIMIT_FSIZE:
+      return "RLIMIT_FSIZE";
+    case RLIMIT_AS:
+      return "RLIMIT_AS";
+    case RLIMIT_NPROC:
+      return "RLIMIT_NPROC";
+    case RLIMIT_CPU:
+      return "RLIMIT_CPU";
   }
   return "rlimit " + std::to_string(resource);
 }
@@ -55,8 +61,8 @@ Error child_error(const ChildMsg& m, const ChildPlan& plan) {
   Error e{m.err, child_step_name(m.step), m.context, {}};
   if (m.step == kStepMounts && m.index >= 0 && size_t(m.index) < plan.mounts.ops.size()) {
     const MountOp& op = plan.mounts.ops[m.index];
-    e.step = op.kind == MountOp::Bind || op.kind == MountOp::Tmpfs ||
-                     op.kind == MountOp::Overlay || op.kind == MountOp::Proc
+    e.step = op.kind == MountOp::Bind || op.kind == MountOp::Tmpfs || op.kind == MountOp::Overlay ||
+                     op.kind == MountOp::Proc
                  ? "mount"
                  : "mount plan";
     e.context = op.describe();
@@ -71,7 +77,9 @@ Error child_error(const ChildMsg& m, const ChildPlan& plan) {
 
 }  // namespace
 
-Sandbox::~Sandbox() { (void)destroy(); }
+Sandbox::~Sandbox() {
+  (void)destroy();
+}
 
 Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
   if (this != &o) {

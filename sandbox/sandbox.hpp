@@ -18,12 +18,12 @@
 namespace nsbox {
 
 struct SetupTimings {
-  uint64_t prepare_ns = 0;                   // parent: start() entered
-  uint64_t clone_ns = 0;                     // parent: before clone3
-  uint64_t cloned_ns = 0;                    // parent: clone3 returned
-  uint64_t released_ns = 0;                  // parent: child released
+  uint64_t prepare_ns = 0;                         // parent: start() entered
+  uint64_t clone_ns = 0;                           // parent: before clone3
+  uint64_t cloned_ns = 0;                          // parent: clone3 returned
+  uint64_t released_ns = 0;                        // parent: child released
   std::array<uint64_t, kStepCount> step_end_ns{};  // child: end of each step
-  uint64_t ready_ns = 0;                     // parent: saw exec succeed
+  uint64_t ready_ns = 0;                           // parent: saw exec succeed
 };
 
 class Sandbox {

@@ -20,8 +20,7 @@ namespace nsbox {
 namespace {
 
 constexpr uint64_t kNamespaceFlags = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWUSER |
-                                     CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP |
-                                     CLONE_NEWTIME;
+                                     CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWCGROUP | CLONE_NEWTIME;
 
 struct CtxDeleter {
   void operator()(void* ctx) const { seccomp_release(static_cast<scmp_filter_ctx>(ctx)); }
@@ -94,7 +93,8 @@ std::string seccomp_canonical(const SeccompPolicy& p) {
   std::string s = "v2 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
                   "." + std::to_string(v->micro) + " action " +
                   std::to_string(static_cast<int>(p.default_action)) + " errno " +
-                  std::to_string(p.errno_value) + " fork " + std::to_string(p.allow_fork) + " allow";
+                  std::to_string(p.errno_value) + " fork " + std::to_string(p.allow_fork) +
+                  " allow";
   for (const auto& n : p.allow) s += " " + n;
   return s;
 }

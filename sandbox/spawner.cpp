@@ -79,8 +79,10 @@ ssize_t recv_with_fds(int sock, void* data, size_t len, int* fds, int max_fds) {
     int count = static_cast<int>((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
     const int* in = reinterpret_cast<const int*>(CMSG_DATA(c));
     for (int i = 0; i < count; i++) {
-      if (got < max_fds) fds[got++] = in[i];
-      else close(in[i]);
+      if (got < max_fds)
+        fds[got++] = in[i];
+      else
+        close(in[i]);
     }
   }
   return n;
@@ -218,7 +220,9 @@ struct SpawnerClient::Reply {
   UniqueFd fds[2];
 };
 
-SpawnerClient::~SpawnerClient() { (void)shutdown(); }
+SpawnerClient::~SpawnerClient() {
+  (void)shutdown();
+}
 
 Result<std::unique_ptr<SpawnerClient>> SpawnerClient::start(std::vector<SpawnProfile> profiles,
                                                             const CgroupLayout& cgroups,

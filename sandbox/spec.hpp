@@ -58,19 +58,19 @@ struct IdMap {
 };
 
 struct SandboxSpec {
-  std::string id;          // short, unique on the host, used in cgroup names
-  std::string rootfs;      // host path of the shared read-only lower layer
-  std::string code_path;   // host file or directory, mounted read-only
+  std::string id;                        // short, unique on the host, used in cgroup names
+  std::string rootfs;                    // host path of the shared read-only lower layer
+  std::string code_path;                 // host file or directory, mounted read-only
   std::string code_mount = "/var/task";  // fixed path inside
-  std::string stage_dir;   // host dir the child mounts its private staging tmpfs on
+  std::string stage_dir;                 // host dir the child mounts its private staging tmpfs on
   std::string hostname = "nsbox";
   Limits limits;
   NetworkMode network = NetworkMode::None;
   IdMap ids;
-  bool use_cgroups = true;  // false: limits fall back to rlimits
+  bool use_cgroups = true;        // false: limits fall back to rlimits
   std::vector<std::string> argv;  // argv[0] is a path inside the sandbox
   std::vector<std::string> env;   // KEY=VALUE, the whole environment
-  int stderr_fd = -1;  // >= 0: the sandbox's stderr (and stdout); else ours
+  int stderr_fd = -1;             // >= 0: the sandbox's stderr (and stdout); else ours
 };
 
 }  // namespace nsbox

@@ -5,8 +5,7 @@
 // (1 raised, 124 timed out, 137 killed by a limit).
 #include "tools/client_cmd.hpp"
 
-#include "gateway/registry.hpp"
-
+#include <httplib.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -16,12 +15,13 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
-#include <httplib.h>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
+
+#include "gateway/registry.hpp"
 
 namespace nsbox {
 
@@ -167,8 +167,10 @@ std::optional<ServerUrl> parse_server_url(const std::string& url, std::string* e
     std::transform(scheme.begin(), scheme.end(), scheme.begin(),
                    [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
     if (scheme == "https") {
-      *err = "https is not supported (the daemon speaks plain http; put a TLS proxy in front "
-             "of it if needed): " + url;
+      *err =
+          "https is not supported (the daemon speaks plain http; put a TLS proxy in front "
+          "of it if needed): " +
+          url;
       return std::nullopt;
     }
     if (scheme != "http") {
@@ -233,9 +235,8 @@ std::optional<ServerUrl> parse_server_url(const std::string& url, std::string* e
     }
   }
   if (!port_text.empty()) {
-    if (port_text.size() > 5 ||
-        !std::all_of(port_text.begin(), port_text.end(),
-                     [](unsigned char c) { return std::isdigit(c); })) {
+    if (port_text.size() > 5 || !std::all_of(port_text.begin(), port_text.end(),
+                                             [](unsigned char c) { return std::isdigit(c); })) {
       *err = "bad port \"" + port_text + "\" in " + url;
       return std::nullopt;
     }
@@ -254,8 +255,8 @@ std::optional<ServerUrl> parse_server_url(const std::string& url, std::string* e
 
 struct Args {
   std::string server = kDefaultServer;
-  std::optional<std::string> token;       // --token
-  std::optional<std::string> token_file;  // --token-file
+  std::optional<std::string> token;                             // --token
+  std::optional<std::string> token_file;                        // --token-file
   std::optional<std::string> handler, policy, memory, timeout;  // deploy
   bool json = false;                                            // ls
   bool help = false;
@@ -293,14 +294,22 @@ std::string parse_args(const std::string& cmd, const std::vector<std::string>& i
     }
     std::optional<std::string>* target = nullptr;
     std::string* plain_target = nullptr;
-    if (arg == "--server") plain_target = &a->server;
-    else if (arg == "--token") target = &a->token;
-    else if (arg == "--token-file") target = &a->token_file;
-    else if (deploy && arg == "--handler") target = &a->handler;
-    else if (deploy && arg == "--policy") target = &a->policy;
-    else if (deploy && arg == "--memory") target = &a->memory;
-    else if (deploy && arg == "--timeout") target = &a->timeout;
-    else return "unknown option " + in[i];
+    if (arg == "--server")
+      plain_target = &a->server;
+    else if (arg == "--token")
+      target = &a->token;
+    else if (arg == "--token-file")
+      target = &a->token_file;
+    else if (deploy && arg == "--handler")
+      target = &a->handler;
+    else if (deploy && arg == "--policy")
+      target = &a->policy;
+    else if (deploy && arg == "--memory")
+      target = &a->memory;
+    else if (deploy && arg == "--timeout")
+      target = &a->timeout;
+    else
+      return "unknown option " + in[i];
     std::string value;
     if (inline_value) {
       value = *inline_value;
@@ -310,8 +319,10 @@ std::string parse_args(const std::string& cmd, const std::vector<std::string>& i
       value = in[++i];
     }
     if (value.empty()) return arg + " needs a non-empty value";
-    if (plain_target) *plain_target = value;
-    else *target = value;
+    if (plain_target)
+      *plain_target = value;
+    else
+      *target = value;
   }
   return "";
 }
@@ -319,8 +330,8 @@ std::string parse_args(const std::string& cmd, const std::vector<std::string>& i
 // ---- token --------------------------------------------------------------------
 
 struct Token {
-  std::string value;   // empty: none
-  std::string source;  // where it came from, for messages
+  std::string value;                     // empty: none
+  std::string source;                    // where it came from, for messages
   bool default_file_unreadable = false;  // /var/lib/nsbox/token exists but is not readable
 };
 
@@ -431,20 +442,34 @@ int report_transport_error(const Ctx& c, httplib::Error err) {
 
 std::string status_text(int status) {
   switch (status) {
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "HTTP " + std::to_string(status);
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Payload Too Large";
+    case 415:
+      return "Unsupported Media Type";
+    case 429:
+      return "Too Many Requests";
+    case 500:
+      return "Internal Server Error";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    default:
+      return "HTTP " + std::to_string(status);
   }
 }
 
@@ -484,8 +509,8 @@ void report_server_error(const Ctx& c, int status, const std::string& body) {
 }
 
 int unexpected_reply(const Ctx& c, int status, const std::string& why) {
-  std::fprintf(stderr, "nsbox: unexpected answer from %s (status %d): %s\n",
-               c.url.display.c_str(), status, why.c_str());
+  std::fprintf(stderr, "nsbox: unexpected answer from %s (status %d): %s\n", c.url.display.c_str(),
+               status, why.c_str());
   return kUnreachable;
 }
 
@@ -500,8 +525,8 @@ bool need_token(const Ctx& c) {
 
 int do_deploy(Ctx& c, const Args& a) {
   if (a.positional.size() != 2) {
-    return usage_error(c.cmd, a.positional.size() < 2 ? "needs NAME and FILE.py"
-                                                       : "too many arguments");
+    return usage_error(c.cmd,
+                       a.positional.size() < 2 ? "needs NAME and FILE.py" : "too many arguments");
   }
   const std::string& name = a.positional[0];
   const std::string& file = a.positional[1];
@@ -546,8 +571,8 @@ int do_deploy(Ctx& c, const Args& a) {
   add("timeout", a.timeout);
 
   auto cli = make_client(c);
-  auto res = cli->Put(("/functions/" + name + query).c_str(), headers_for(c), source,
-                      "text/x-python");
+  auto res =
+      cli->Put(("/functions/" + name + query).c_str(), headers_for(c), source, "text/x-python");
   if (!res) return report_transport_error(c, res.error());
   if (res->status < 200 || res->status > 299) {
     report_server_error(c, res->status, res->body);
@@ -556,8 +581,9 @@ int do_deploy(Ctx& c, const Args& a) {
   json j = json::parse(res->body, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("url") || !j["url"].is_string() ||
       !j.contains("version")) {
-    return unexpected_reply(c, res->status, "expected {\"name\", \"version\", \"url\"}, got " +
-                                                trim(res->body).substr(0, 200));
+    return unexpected_reply(
+        c, res->status,
+        "expected {\"name\", \"version\", \"url\"}, got " + trim(res->body).substr(0, 200));
   }
   const json& v = j["version"];
   std::string version = v.is_string() ? v.get<std::string>() : v.dump();
@@ -636,8 +662,8 @@ int do_ls(Ctx& c, const Args& a) {
   json j = json::parse(res->body, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("functions") ||
       !j["functions"].is_array()) {
-    return unexpected_reply(c, res->status, "expected {\"functions\": [...]}, got " +
-                                                trim(res->body).substr(0, 200));
+    return unexpected_reply(
+        c, res->status, "expected {\"functions\": [...]}, got " + trim(res->body).substr(0, 200));
   }
   if (a.json) {
     print_body(res->body);
@@ -689,8 +715,10 @@ int do_rm_or_logs(Ctx& c, const Args& a) {
     report_server_error(c, res->status, res->body);
     return kServerError;
   }
-  if (rm) std::printf("Deleted %s\n", name.c_str());
-  else print_body(res->body);
+  if (rm)
+    std::printf("Deleted %s\n", name.c_str());
+  else
+    print_body(res->body);
   return kOk;
 }
 

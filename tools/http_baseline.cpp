@@ -15,15 +15,14 @@
 // server with cpp-httplib's defaults would measure.
 
 #include <httplib.h>
-
 #include <pthread.h>
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cerrno>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <cerrno>
 #include <cstring>
 #include <string>
 #include <thread>
@@ -41,7 +40,8 @@ bool parse_listen(const std::string& s, std::string& host, int& port) {
   auto colon = s.rfind(':');
   if (colon == std::string::npos || colon == 0 || colon + 1 >= s.size()) return false;
   host = s.substr(0, colon);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
+    host = host.substr(1, host.size() - 2);
   char* end = nullptr;
   long p = std::strtol(s.c_str() + colon + 1, &end, 10);
   if (*end != '\0' || p < 0 || p > 65535) return false;
@@ -81,7 +81,8 @@ int main(int argc, char** argv) {
   std::string host;
   int port = 0;
   if (!parse_listen(listen, host, port)) {
-    std::fprintf(stderr, "http_baseline: bad --listen \"%s\" (want HOST:PORT)\n%s", listen.c_str(), kUsage);
+    std::fprintf(stderr, "http_baseline: bad --listen \"%s\" (want HOST:PORT)\n%s", listen.c_str(),
+                 kUsage);
     return 2;
   }
 
@@ -128,12 +129,14 @@ int main(int argc, char** argv) {
       return 1;
     }
   } else if (!svr.bind_to_port(host.c_str(), port)) {
-    std::fprintf(stderr, "http_baseline: cannot bind %s: %s\n", listen.c_str(), std::strerror(errno));
+    std::fprintf(stderr, "http_baseline: cannot bind %s: %s\n", listen.c_str(),
+                 std::strerror(errno));
     return 1;
   }
 
   if (backlog > 0 && listen_fd >= 0 && ::listen(listen_fd, static_cast<int>(backlog)) != 0)
-    std::fprintf(stderr, "http_baseline: cannot raise the listen backlog: %s\n", std::strerror(errno));
+    std::fprintf(stderr, "http_baseline: cannot raise the listen backlog: %s\n",
+                 std::strerror(errno));
 
   std::atomic<bool> done{false};
   std::thread waiter([&] {

@@ -13,9 +13,9 @@
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -100,9 +100,11 @@ long parse_long(const std::string& flag, const std::string& v, long lo, long hi)
   char* end = nullptr;
   errno = 0;
   long x = std::strtol(v.c_str(), &end, 10);
-  if (v.empty() || *end != '\0' || errno != 0) usage_error(flag + " needs an integer, got \"" + v + "\"");
+  if (v.empty() || *end != '\0' || errno != 0)
+    usage_error(flag + " needs an integer, got \"" + v + "\"");
   if (x < lo || x > hi)
-    usage_error(flag + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " + v);
+    usage_error(flag + " must be in " + std::to_string(lo) + ".." + std::to_string(hi) + ", got " +
+                v);
   return x;
 }
 
@@ -142,7 +144,8 @@ Target parse_url(const std::string& url) {
   }
   if (t.host.empty()) usage_error("--url has no host: \"" + url + "\"");
   if (!is_local_host(t.host))
-    usage_error("refusing host \"" + t.host + "\": loadgen only targets 127.x.x.x, localhost or ::1");
+    usage_error("refusing host \"" + t.host +
+                "\": loadgen only targets 127.x.x.x, localhost or ::1");
   if (!port_str.empty()) t.port = static_cast<int>(parse_long("--url port", port_str, 1, 65535));
   return t;
 }
@@ -160,9 +163,10 @@ Options parse_args(int argc, char** argv) {
       o.json = true;
       continue;
     }
-    static const char* const kValued[] = {"--url", "--clients", "--requests", "--functions", "--prefix",
-                                          "--name", "--path-template", "--method", "--body", "--header",
-                                          "--connect-timeout-ms", "--timeout-ms"};
+    static const char* const kValued[] = {
+        "--url",    "--clients", "--requests",           "--functions",
+        "--prefix", "--name",    "--path-template",      "--method",
+        "--body",   "--header",  "--connect-timeout-ms", "--timeout-ms"};
     std::string v;
     auto eq = a.find('=');
     std::string flag = a.substr(0, eq);
@@ -172,31 +176,45 @@ Options parse_args(int argc, char** argv) {
       v = a.substr(eq + 1);
       a = a.substr(0, eq);
     } else {
-      if (i + 1 >= argc) usage_error(a + (a.rfind("--", 0) == 0 ? " needs a value" : ": unexpected argument"));
+      if (i + 1 >= argc)
+        usage_error(a + (a.rfind("--", 0) == 0 ? " needs a value" : ": unexpected argument"));
       v = argv[++i];
     }
-    if (a == "--url") o.url = v;
-    else if (a == "--clients") o.clients = parse_long(a, v, 1, kMaxClients), have_clients = true;
-    else if (a == "--requests") o.requests = parse_long(a, v, 1, kMaxRequests), have_requests = true;
-    else if (a == "--functions") o.functions = parse_long(a, v, 1, kMaxClients);
-    else if (a == "--prefix") o.prefix = v;
-    else if (a == "--name") o.name = v;
-    else if (a == "--path-template") o.path_template = v;
+    if (a == "--url")
+      o.url = v;
+    else if (a == "--clients")
+      o.clients = parse_long(a, v, 1, kMaxClients), have_clients = true;
+    else if (a == "--requests")
+      o.requests = parse_long(a, v, 1, kMaxRequests), have_requests = true;
+    else if (a == "--functions")
+      o.functions = parse_long(a, v, 1, kMaxClients);
+    else if (a == "--prefix")
+      o.prefix = v;
+    else if (a == "--name")
+      o.name = v;
+    else if (a == "--path-template")
+      o.path_template = v;
     else if (a == "--method") {
       std::string m = v;
-      std::transform(m.begin(), m.end(), m.begin(), [](unsigned char c) { return std::toupper(c); });
+      std::transform(m.begin(), m.end(), m.begin(),
+                     [](unsigned char c) { return std::toupper(c); });
       if (m != "POST" && m != "GET") usage_error("--method must be POST or GET");
       o.method = m;
-    } else if (a == "--body") o.body = v;
-    else if (a == "--connect-timeout-ms") o.connect_timeout_ms = parse_long(a, v, 1, 600000);
-    else if (a == "--timeout-ms") o.timeout_ms = parse_long(a, v, 1, 600000);
-    else usage_error("unknown option \"" + a + "\"");
+    } else if (a == "--body")
+      o.body = v;
+    else if (a == "--connect-timeout-ms")
+      o.connect_timeout_ms = parse_long(a, v, 1, 600000);
+    else if (a == "--timeout-ms")
+      o.timeout_ms = parse_long(a, v, 1, 600000);
+    else
+      usage_error("unknown option \"" + a + "\"");
   }
   if (o.url.empty()) usage_error("--url is required");
   if (!have_clients) usage_error("--clients is required");
   if (!have_requests) usage_error("--requests is required");
   if (o.functions == 0) o.functions = o.clients;
-  if (o.path_template.empty() || o.path_template.front() != '/') usage_error("--path-template must start with /");
+  if (o.path_template.empty() || o.path_template.front() != '/')
+    usage_error("--path-template must start with /");
   if (o.name && o.name->empty()) usage_error("--name must not be empty");
   return o;
 }
@@ -216,11 +234,16 @@ std::string path_for(const Options& o, const Target& t, const std::string& name)
 
 std::string error_kind(httplib::Error e) {
   switch (e) {
-    case httplib::Error::ConnectionTimeout: return "connect_timeout";
-    case httplib::Error::Read: return "read";  // includes read timeouts and closed connections
-    case httplib::Error::Write: return "write";
-    case httplib::Error::Connection: return "connection";
-    default: return httplib::to_string(e);
+    case httplib::Error::ConnectionTimeout:
+      return "connect_timeout";
+    case httplib::Error::Read:
+      return "read";  // includes read timeouts and closed connections
+    case httplib::Error::Write:
+      return "write";
+    case httplib::Error::Connection:
+      return "connection";
+    default:
+      return httplib::to_string(e);
   }
 }
 
@@ -239,7 +262,7 @@ void run_client(const Options& o, const Target& t, long index, std::latch& start
   for (long k = 0; k < o.requests; ++k) {
     auto t0 = std::chrono::steady_clock::now();
     httplib::Result res = post ? cli.Post(path.c_str(), o.headers, o.body, "application/json")
-                                : cli.Get(path.c_str(), o.headers);
+                               : cli.Get(path.c_str(), o.headers);
     auto t1 = std::chrono::steady_clock::now();
     if (!res) {
       ++r.drops;
@@ -260,7 +283,9 @@ double percentile(const std::vector<double>& sorted, double p) {
   return sorted[std::min(rank, sorted.size()) - 1];
 }
 
-double round3(double x) { return std::round(x * 1000.0) / 1000.0; }
+double round3(double x) {
+  return std::round(x * 1000.0) / 1000.0;
+}
 
 }  // namespace
 
@@ -296,7 +321,8 @@ int main(int argc, char** argv) {
   const double throughput = duration_s > 0 ? static_cast<double>(completed) / duration_s : 0.0;
   const double drop_pct = 100.0 * static_cast<double>(all.drops) / static_cast<double>(total);
   const double p50 = percentile(all.latencies_ms, 50), p90 = percentile(all.latencies_ms, 90),
-               p99 = percentile(all.latencies_ms, 99), mx = all.latencies_ms.empty() ? 0.0 : all.latencies_ms.back();
+               p99 = percentile(all.latencies_ms, 99),
+               mx = all.latencies_ms.empty() ? 0.0 : all.latencies_ms.back();
 
   if (o.json) {
     nlohmann::json j;
@@ -323,11 +349,12 @@ int main(int argc, char** argv) {
     return 0;
   }
 
-  std::string target = o.name ? *o.name
-                              : (o.functions == 1 ? o.prefix + "0"
-                                                  : o.prefix + "0.." + o.prefix + std::to_string(o.functions - 1));
-  std::printf("target:      %s %s%s (%s)\n", o.method.c_str(), o.url.c_str(), o.path_template.c_str(),
-              target.c_str());
+  std::string target =
+      o.name ? *o.name
+             : (o.functions == 1 ? o.prefix + "0"
+                                 : o.prefix + "0.." + o.prefix + std::to_string(o.functions - 1));
+  std::printf("target:      %s %s%s (%s)\n", o.method.c_str(), o.url.c_str(),
+              o.path_template.c_str(), target.c_str());
   std::printf("clients:     %ld x %ld requests = %ld requests\n", o.clients, o.requests, total);
   std::printf("duration:    %.3f s\n", duration_s);
   std::printf("throughput:  %.1f req/s (responses of any status)\n", throughput);
@@ -340,7 +367,7 @@ int main(int argc, char** argv) {
   std::printf("\nby status:  ");
   if (all.by_status.empty()) std::printf(" (none)");
   for (auto& [k, v] : all.by_status) std::printf(" %d: %ld", k, v);
-  std::printf("\nlatency ms:  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f  (%ld responses)\n", p50, p90, p99, mx,
-              completed);
+  std::printf("\nlatency ms:  p50 %.3f  p90 %.3f  p99 %.3f  max %.3f  (%ld responses)\n", p50, p90,
+              p99, mx, completed);
   return 0;
 }

@@ -62,18 +62,30 @@ Result<RunOptions> parse_run_args(const std::vector<std::string>& args) {
       if (i + 1 >= args.size()) return make_error("usage", std::string(flag) + " needs a value");
       return args[++i];
     };
-    if (a == "-h" || a == "--help") o.help = true;
-    else if (a == "-v" || a == "--verbose") o.verbose = true;
-    else if (a == "--no-isolation") o.no_isolation = true;
-    else if (a == "--event") o.event = TRY(value("--event"));
-    else if (a == "--handler") o.handler = TRY(value("--handler"));
-    else if (a == "--policy") o.policy = TRY(value("--policy"));
-    else if (a == "--memory") o.memory = TRY(value("--memory"));
-    else if (a == "--timeout") o.timeout = TRY(value("--timeout"));
-    else if (a == "--rootfs") o.rootfs = TRY(value("--rootfs"));
-    else if (a.size() > 1 && a[0] == '-') return bad("unknown option " + a);
-    else if (o.function.empty()) o.function = a;
-    else return bad("unexpected argument " + a + " (one function file per run)");
+    if (a == "-h" || a == "--help")
+      o.help = true;
+    else if (a == "-v" || a == "--verbose")
+      o.verbose = true;
+    else if (a == "--no-isolation")
+      o.no_isolation = true;
+    else if (a == "--event")
+      o.event = TRY(value("--event"));
+    else if (a == "--handler")
+      o.handler = TRY(value("--handler"));
+    else if (a == "--policy")
+      o.policy = TRY(value("--policy"));
+    else if (a == "--memory")
+      o.memory = TRY(value("--memory"));
+    else if (a == "--timeout")
+      o.timeout = TRY(value("--timeout"));
+    else if (a == "--rootfs")
+      o.rootfs = TRY(value("--rootfs"));
+    else if (a.size() > 1 && a[0] == '-')
+      return bad("unknown option " + a);
+    else if (o.function.empty())
+      o.function = a;
+    else
+      return bad("unexpected argument " + a + " (one function file per run)");
   }
   if (o.help) return o;
   if (o.function.empty()) return bad("missing the function file (nsbox run FN.py)");
@@ -118,7 +130,7 @@ std::string base_name(const std::string& p) {
 }
 
 std::vector<std::string> sandbox_env() {
-  return {"PATH=/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp", "LANG=C.UTF-8",
+  return {"PATH=/usr/bin:/bin",        "HOME=/tmp",         "TMPDIR=/tmp", "LANG=C.UTF-8",
           "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"};
 }
 
@@ -139,8 +151,8 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return sys_error("socketpair");
   UniqueFd mine(sv[0]), theirs(sv[1]);
-  std::vector<std::string> args = {kHostPython, "-I", "-S", runner, "--fd", "3",
-                                   "--function", fn, "--handler", handler};
+  std::vector<std::string> args = {kHostPython, "-I",         "-S", runner,      "--fd",
+                                   "3",         "--function", fn,   "--handler", handler};
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -168,12 +180,15 @@ uint64_t monotonic_us() {
   return uint64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
 }
 
-std::string format_limit_bytes(uint64_t b) { return std::to_string(b >> 20) + " MiB"; }
+std::string format_limit_bytes(uint64_t b) {
+  return std::to_string(b >> 20) + " MiB";
+}
 
 void print_timings(const SetupTimings& t) {
   uint64_t prev = t.clone_ns;
   char head[160];
-  snprintf(head, sizeof head, "parent: prepare %.3f ms; clone3 %.3f ms; cgroup attach + id maps %.3f ms; ",
+  snprintf(head, sizeof head,
+           "parent: prepare %.3f ms; clone3 %.3f ms; cgroup attach + id maps %.3f ms; ",
            (t.clone_ns - t.prepare_ns) / 1e6, (t.cloned_ns - t.clone_ns) / 1e6,
            (t.released_ns - t.cloned_ns) / 1e6);
   std::string line = head;
@@ -207,15 +222,17 @@ int cmd_run(const std::vector<std::string>& args) {
   if (access(o.function.c_str(), R_OK) != 0)
     return fail(kExitUsage, o.function + ": " + std::strerror(errno));
   char real[PATH_MAX];
-  if (!realpath(o.function.c_str(), real)) return fail(kExitUsage, o.function + ": " + std::strerror(errno));
+  if (!realpath(o.function.c_str(), real))
+    return fail(kExitUsage, o.function + ": " + std::strerror(errno));
   std::string fn_path = real;
 
   std::string event_text = o.event;
   if (o.event == "-") event_text.assign(std::istreambuf_iterator<char>(std::cin), {});
   json event = json::parse(event_text, nullptr, false);
   if (event.is_discarded())
-    return fail(kExitUsage, "--event is not valid JSON: " +
-                                (event_text.size() > 80 ? event_text.substr(0, 80) + "..." : event_text));
+    return fail(kExitUsage,
+                "--event is not valid JSON: " +
+                    (event_text.size() > 80 ? event_text.substr(0, 80) + "..." : event_text));
 
   auto policy_r = load_policy(o.policy);
   if (!policy_r) return fail(kExitUsage, policy_r.error().detail);
@@ -223,7 +240,8 @@ int cmd_run(const std::vector<std::string>& args) {
   if (o.memory) {
     auto m = parse_size(*o.memory);
     if (!m) return fail(kExitUsage, "--memory " + m.error().detail);
-    if (m.value() < (16ull << 20)) return fail(kExitUsage, "--memory " + *o.memory + ": at least 16M is needed to start Python");
+    if (m.value() < (16ull << 20))
+      return fail(kExitUsage, "--memory " + *o.memory + ": at least 16M is needed to start Python");
     policy.limits.memory_bytes = m.value();
   }
   if (o.timeout) {
@@ -269,21 +287,24 @@ int cmd_run(const std::vector<std::string>& args) {
     CgroupLayout layout;
     if (rootless) {
       spec.use_cgroups = false;
-      LOG_WARN("rootless without delegated cgroups: memory, pids and cpu limits fall back to "
-               "per-process rlimits");
+      LOG_WARN(
+          "rootless without delegated cgroups: memory, pids and cpu limits fall back to "
+          "per-process rlimits");
     } else {
       layout = cgroup_detect();
       spec.use_cgroups = layout.version != CgroupVersion::None;
       if (int n = cgroup_sweep_stale(layout)) LOG_INFO("removed %d stale cgroup leaves", n);
       if (!spec.use_cgroups)
-        LOG_WARN("no usable cgroups (%s): memory, pids and cpu limits fall back to per-process "
-                 "rlimits", layout.why_none.c_str());
+        LOG_WARN(
+            "no usable cgroups (%s): memory, pids and cpu limits fall back to per-process "
+            "rlimits",
+            layout.why_none.c_str());
       else
         LOG_DEBUG("cgroups: %s", layout.version == CgroupVersion::V2 ? "v2" : "v1");
     }
     fn_inside = spec.code_mount + "/" + base_name(fn_path);
-    spec.argv = {kHostPython, "-I", "-S", kRunnerPath, "--fd", "3", "--function", fn_inside,
-                 "--handler", o.handler};
+    spec.argv = {kHostPython, "-I",         "-S",      kRunnerPath, "--fd",
+                 "3",         "--function", fn_inside, "--handler", o.handler};
     spec.env = sandbox_env();
     auto sb = Sandbox::start(spec, bpf.value(), layout);
     if (!sb) return fail(kExitSetup, "sandbox: " + sb.error().message());
@@ -298,7 +319,8 @@ int cmd_run(const std::vector<std::string>& args) {
   auto limit_exit = [&](bool memory_error) -> int {
     CgroupEvents ev = o.no_isolation ? CgroupEvents{} : sandbox.events();
     if (ev.oom_kills > 0 || memory_error)
-      return fail(kExitKilled, "killed: memory limit of " + format_limit_bytes(policy.limits.memory_bytes) +
+      return fail(kExitKilled, "killed: memory limit of " +
+                                   format_limit_bytes(policy.limits.memory_bytes) +
                                    " exceeded (raise it with --memory)");
     if (ev.pids_max > 0)
       return fail(kExitKilled, "killed: pids limit of " + std::to_string(policy.limits.pids) +
@@ -340,8 +362,10 @@ int cmd_run(const std::vector<std::string>& args) {
     std::string kind = hello.is_object() ? hello.value("kind", "") : "";
     std::string msg = hello.is_object() ? hello.value("errorMessage", "") : fr.payload;
     if (kind == "import") {
-      if (int code = limit_exit(hello.value("errorType", "") == "MemoryError"); code >= 0) return code;
-      json err = {{"errorType", hello.value("errorType", "")}, {"errorMessage", msg},
+      if (int code = limit_exit(hello.value("errorType", "") == "MemoryError"); code >= 0)
+        return code;
+      json err = {{"errorType", hello.value("errorType", "")},
+                  {"errorMessage", msg},
                   {"stackTrace", hello.value("stackTrace", json::array())}};
       std::cout << err.dump() << std::endl;
       return fail(kExitFunctionError, o.function + ": loading the module raised " +
@@ -353,15 +377,16 @@ int cmd_run(const std::vector<std::string>& args) {
     return fail(kExitUsage, o.function + ": " + msg);
   }
 
-  json invoke = {{"type", "invoke"},
-                 {"id", "1"},
-                 {"event", event},
-                 {"context",
-                  {{"function_name", base_name(fn_path)},
-                   {"function_version", "$LATEST"},
-                   {"memory_limit_mb", policy.limits.memory_bytes >> 20},
-                   {"request_id", "run-" + std::to_string(getpid())},
-                   {"deadline_ms", static_cast<uint64_t>(time(nullptr)) * 1000 + policy.limits.wall_ms}}}};
+  json invoke = {
+      {"type", "invoke"},
+      {"id", "1"},
+      {"event", event},
+      {"context",
+       {{"function_name", base_name(fn_path)},
+        {"function_version", "$LATEST"},
+        {"memory_limit_mb", policy.limits.memory_bytes >> 20},
+        {"request_id", "run-" + std::to_string(getpid())},
+        {"deadline_ms", static_cast<uint64_t>(time(nullptr)) * 1000 + policy.limits.wall_ms}}}};
   if (auto w = write_frame(channel, invoke.dump()); !w) return died();
   fr = read_frame(channel, dec, deadline);
   if (fr.status == ReadStatus::Timeout) return timed_out();

@@ -8,11 +8,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
-#include <atomic>
-#include <chrono>
 #include <thread>
 
 #include "gateway/config.hpp"
@@ -83,8 +83,8 @@ Result<std::string> load_token(const ServeConfig& c) {
   int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) return sys_error("open", tmp);
   std::string line = t + "\n";
-  bool ok = write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) &&
-            fsync(fd) == 0;
+  bool ok =
+      write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && fsync(fd) == 0;
   close(fd);
   if (!ok || rename(tmp.c_str(), path.c_str()) != 0) return sys_error("write", path);
   LOG_WARN("generated an admin token into %s (mode 0600)", path.c_str());
@@ -92,7 +92,7 @@ Result<std::string> load_token(const ServeConfig& c) {
 }
 
 std::vector<std::string> sandbox_env() {
-  return {"PATH=/usr/bin:/bin", "HOME=/tmp", "TMPDIR=/tmp", "LANG=C.UTF-8",
+  return {"PATH=/usr/bin:/bin",        "HOME=/tmp",         "TMPDIR=/tmp", "LANG=C.UTF-8",
           "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"};
 }
 
@@ -169,8 +169,10 @@ int cmd_serve(const std::vector<std::string>& args) {
   CgroupLayout layout = cgroup_detect();
   bool use_cgroups = !config.rootless && layout.version != CgroupVersion::None;
   if (!use_cgroups)
-    LOG_WARN("no usable cgroups (%s): memory, pids and cpu limits fall back to per-process "
-             "rlimits", config.rootless ? "rootless" : layout.why_none.c_str());
+    LOG_WARN(
+        "no usable cgroups (%s): memory, pids and cpu limits fall back to per-process "
+        "rlimits",
+        config.rootless ? "rootless" : layout.why_none.c_str());
   for (const auto& n : names) {
     auto p = load_policy(n);
     if (!p) return fail(p.error().detail);
@@ -235,8 +237,10 @@ int cmd_serve(const std::vector<std::string>& args) {
           continue;
         }
         if (!again.value().token.empty()) gateway.set_token(again.value().token);
-        LOG_WARN("reloaded %s: the token is updated; listen, state_dir and pool sizes take "
-                 "effect at the next start", again.value().source.c_str());
+        LOG_WARN(
+            "reloaded %s: the token is updated; listen, state_dir and pool sizes take "
+            "effect at the next start",
+            again.value().source.c_str());
         continue;
       }
       LOG_WARN("%s: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -117,6 +117,8 @@ std::string Daemon::log() const {
   return ss.str();
 }
 
-httplib::Headers auth(const Daemon& d) { return {{"Authorization", "Bearer " + d.token()}}; }
+httplib::Headers auth(const Daemon& d) {
+  return {{"Authorization", "Bearer " + d.token()}};
+}
 
 }  // namespace nsbox::test

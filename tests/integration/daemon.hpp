@@ -15,8 +15,8 @@ class Daemon {
   // config: TOML for [pool] etc.; [server] listen/state_dir are added.
   explicit Daemon(std::string state_dir, std::string extra_config = "");
   ~Daemon();
-  bool start();            // waits until /healthz answers (false after 30 s)
-  int stop();              // SIGTERM, wait; returns the exit status (0 = clean)
+  bool start();  // waits until /healthz answers (false after 30 s)
+  int stop();    // SIGTERM, wait; returns the exit status (0 = clean)
   void kill9();
   // Waits for the daemon to exit by itself; its exit status, or -1 on timeout.
   int wait_exit(int timeout_ms);

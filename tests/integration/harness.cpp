@@ -17,7 +17,9 @@
 
 namespace nsbox::test {
 
-nlohmann::json Outcome::json() const { return nlohmann::json::parse(out, nullptr, false); }
+nlohmann::json Outcome::json() const {
+  return nlohmann::json::parse(out, nullptr, false);
+}
 
 std::string nsbox_bin() {
   const char* b = getenv("NSBOX_BIN");
@@ -58,8 +60,7 @@ Outcome run(const RunSpec& spec) {
   close(in[0]);
   close(out[1]);
   close(err[1]);
-  if (!spec.stdin_text.empty())
-    (void)!write(in[1], spec.stdin_text.data(), spec.stdin_text.size());
+  if (!spec.stdin_text.empty()) (void)!write(in[1], spec.stdin_text.data(), spec.stdin_text.size());
   close(in[1]);
   Outcome o;
   auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(spec.timeout_s);
@@ -122,9 +123,9 @@ HostResidue host_residue() {
   std::ifstream mi("/proc/self/mountinfo");
   std::string line;
   while (std::getline(mi, line)) r.mounts++;
-  for (const std::string root : {"/sys/fs/cgroup/memory/nsbox", "/sys/fs/cgroup/pids/nsbox",
-                                 "/sys/fs/cgroup/cpu/nsbox", "/sys/fs/cgroup/nsbox",
-                                 "/sys/fs/cgroup/unified/nsbox"}) {
+  for (const std::string root :
+       {"/sys/fs/cgroup/memory/nsbox", "/sys/fs/cgroup/pids/nsbox", "/sys/fs/cgroup/cpu/nsbox",
+        "/sys/fs/cgroup/nsbox", "/sys/fs/cgroup/unified/nsbox"}) {
     for (const auto& leaf : list_dirs(root)) {
       r.cgroup_leaves++;
       r.describe_leaves.push_back(leaf);

@@ -1,10 +1,9 @@
 // Runs the real nsbox binary and captures what it printed and how it ended.
 #pragma once
 
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
-
-#include <nlohmann/json.hpp>
 
 namespace nsbox::test {
 
@@ -33,9 +32,9 @@ std::string host_hostname();
 
 // What a sandbox could leave behind on the host.
 struct HostResidue {
-  size_t mounts = 0;          // lines of /proc/self/mountinfo
-  size_t cgroup_leaves = 0;   // dirs under <controller>/nsbox/
-  size_t sandbox_procs = 0;   // processes owned by a sandbox host uid
+  size_t mounts = 0;         // lines of /proc/self/mountinfo
+  size_t cgroup_leaves = 0;  // dirs under <controller>/nsbox/
+  size_t sandbox_procs = 0;  // processes owned by a sandbox host uid
   std::vector<std::string> describe_leaves;
 };
 HostResidue host_residue();

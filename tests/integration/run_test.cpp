@@ -15,7 +15,9 @@ using nsbox::test::Outcome;
 
 namespace {
 
-std::string sandbox_event() { return R"({"host_hostname": ")" + host_hostname() + R"("})"; }
+std::string sandbox_event() {
+  return R"({"host_hostname": ")" + host_hostname() + R"("})";
+}
 
 }  // namespace
 
@@ -70,7 +72,8 @@ TEST_CASE("the strict policy also denies what default denies") {
   Outcome o = nsbox_run("syscalls.py", {"--event", sandbox_event(), "--policy", "strict"});
   REQUIRE_MESSAGE(o.exit_code == 0, o.err);
   auto r = o.json();
-  for (const char* name : {"mount", "ptrace", "unshare", "bpf", "keyctl"}) CHECK(r[name] == "EPERM");
+  for (const char* name : {"mount", "ptrace", "unshare", "bpf", "keyctl"})
+    CHECK(r[name] == "EPERM");
 }
 
 TEST_CASE("limits end a function with 137 and name the limit") {

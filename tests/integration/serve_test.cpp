@@ -1,19 +1,19 @@
 // `nsbox serve` over real HTTP: the API and every error code, the pool's
 // promises (no old code after a deploy returns, no state across functions),
 // durability across restarts and kill -9, overload, and clean teardown.
-#include <doctest/doctest.h>
 #include <dirent.h>
+#include <doctest/doctest.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <fstream>
-#include <sstream>
 #include <chrono>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <thread>
 #include <vector>
 
@@ -33,14 +33,17 @@ std::string state_dir(const char* tag) {
   return d;
 }
 
-const char* kPool = "[pool]\nblank = 2\nmax_sandboxes = 24\nper_function = 2\nidle_timeout_ms = 60000\n";
+const char* kPool =
+    "[pool]\nblank = 2\nmax_sandboxes = 24\nper_function = 2\nidle_timeout_ms = 60000\n";
 
 httplib::Result deploy(const Daemon& d, const std::string& name, const std::string& source,
                        const std::string& query = "") {
   return d.client()->Put(("/functions/" + name + query).c_str(), auth(d), source, "text/x-python");
 }
 
-json body(const httplib::Result& r) { return r ? json::parse(r->body, nullptr, false) : json(); }
+json body(const httplib::Result& r) {
+  return r ? json::parse(r->body, nullptr, false) : json();
+}
 
 std::string returns(const std::string& value) {
   return "def handler(event, context):\n    return " + value + "\n";
@@ -111,7 +114,9 @@ TEST_CASE("serve: the API and its error codes") {
     CHECK(c->Get("/functions/hello/logs")->status == 401);
     // The generated token file is private to root.
     struct stat st;
-    REQUIRE(stat((std::string("/tmp/nsbox-serve-test-api-") + std::to_string(getpid()) + "/token").c_str(), &st) == 0);
+    REQUIRE(stat((std::string("/tmp/nsbox-serve-test-api-") + std::to_string(getpid()) + "/token")
+                     .c_str(),
+                 &st) == 0);
     CHECK((st.st_mode & 0777) == 0600);
   }
   SUBCASE("404: unknown functions and routes") {
@@ -133,7 +138,8 @@ TEST_CASE("serve: the API and its error codes") {
   }
   SUBCASE("a function printing far more than the log pipe holds still answers") {
     deploy(d, "chatty",
-           "import sys\ndef handler(e, c):\n    for i in range(80000):\n        print('line', i, 'x' * 60)\n    return 'done'\n");
+           "import sys\ndef handler(e, c):\n    for i in range(80000):\n        print('line', i, "
+           "'x' * 60)\n    return 'done'\n");
     auto x = c->Get("/fn/chatty");
     REQUIRE(x);
     CHECK(x->status == 200);
@@ -151,8 +157,10 @@ TEST_CASE("serve: the API and its error codes") {
     // A reply nested 100k deep, forged on the channel by the function itself.
     deploy(d, "deep",
            "import os, json\ndef handler(e, c):\n    body = b'{\"type\":\"result\",\"id\":\"' + "
-           "c.aws_request_id.encode() + b'\",\"ok\":true,\"result\":' + b'[' * 100000 + b']' * 100000 + b'}'\n"
-           "    os.write(3, len(body).to_bytes(4, 'big') + body)\n    import time\n    time.sleep(5)\n");
+           "c.aws_request_id.encode() + b'\",\"ok\":true,\"result\":' + b'[' * 100000 + b']' * "
+           "100000 + b'}'\n"
+           "    os.write(3, len(body).to_bytes(4, 'big') + body)\n    import time\n    "
+           "time.sleep(5)\n");
     x = c->Get("/fn/deep");
     REQUIRE(x);
     CHECK(x->status == 502);
@@ -182,9 +190,12 @@ TEST_CASE("serve: the API and its error codes") {
   SUBCASE("metrics") {
     auto m = c->Get("/metrics");
     REQUIRE(m);
-    CHECK(m->body.find("nsbox_requests_total{function=\"hello\",status=\"200\"}") != std::string::npos);
-    CHECK(m->body.find("nsbox_request_duration_seconds_bucket{function=\"hello\"") != std::string::npos);
-    CHECK(m->body.find("nsbox_starts_total{function=\"hello\",kind=\"cold\"}") != std::string::npos);
+    CHECK(m->body.find("nsbox_requests_total{function=\"hello\",status=\"200\"}") !=
+          std::string::npos);
+    CHECK(m->body.find("nsbox_request_duration_seconds_bucket{function=\"hello\"") !=
+          std::string::npos);
+    CHECK(m->body.find("nsbox_starts_total{function=\"hello\",kind=\"cold\"}") !=
+          std::string::npos);
     CHECK(m->body.find("nsbox_pool_sandboxes{state=\"blank\"}") != std::string::npos);
     CHECK(m->body.find("nsbox_sandbox_memory_bytes{") != std::string::npos);
   }
@@ -257,8 +268,11 @@ TEST_CASE("serve: after a deploy or delete returns, no request is served by old 
   CHECK(stale == 0);
 
   // No state crosses functions: a global set by one is invisible to another.
-  deploy(d, "setter", "import builtins\ndef handler(e, c):\n    builtins.nsbox_secret = 42\n    return 1\n");
-  deploy(d, "getter", "import builtins\ndef handler(e, c):\n    return getattr(builtins, 'nsbox_secret', None)\n");
+  deploy(d, "setter",
+         "import builtins\ndef handler(e, c):\n    builtins.nsbox_secret = 42\n    return 1\n");
+  deploy(
+      d, "getter",
+      "import builtins\ndef handler(e, c):\n    return getattr(builtins, 'nsbox_secret', None)\n");
   for (int i = 0; i < 5; i++) {
     c->Get("/fn/setter");
     CHECK(c->Get("/fn/getter")->body == "null\n");
@@ -306,7 +320,8 @@ TEST_CASE("serve: kill -9 during a burst of deploys loses no acknowledged versio
       auto c = d.client(5);
       // Sources of different sizes, so a torn file would show.
       for (int v = 1; v <= 400 && !stop; v++) {
-        std::string src = returns(std::to_string(v)) + "# " + std::string(v * 97 % 5000, 'x') + "\n";
+        std::string src =
+            returns(std::to_string(v)) + "# " + std::string(v * 97 % 5000, 'x') + "\n";
         auto r = c->Put("/functions/burst", auth(d), src, "text/x-python");
         if (r && r->status == 201) acked.push_back(body(r)["version"].get<int>());
       }
@@ -334,7 +349,8 @@ TEST_CASE("serve: kill -9 during a burst of deploys loses no acknowledged versio
   auto show = body(c->Get("/functions/burst"));
   std::set<int> versions;
   for (int v : show["versions"]) versions.insert(v);
-  for (int v : acked) CHECK_MESSAGE(versions.count(v) == 1, "acknowledged version " << v << " lost");
+  for (int v : acked)
+    CHECK_MESSAGE(versions.count(v) == 1, "acknowledged version " << v << " lost");
   // The newest version serves its own, whole source.
   auto r = c->Get("/fn/burst");
   REQUIRE(r);
@@ -358,15 +374,18 @@ TEST_CASE("serve: overload gets fast 503s with Retry-After, not timeouts") {
       auto t0 = std::chrono::steady_clock::now();
       auto r = c->Get("/fn/slow");
       long ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                    std::chrono::steady_clock::now() - t0).count();
-      if (r && r->status == 200) ok++;
+                    std::chrono::steady_clock::now() - t0)
+                    .count();
+      if (r && r->status == 200)
+        ok++;
       else if (r && r->status == 503) {
         refused++;
         if (!r->get_header_value("Retry-After").empty()) retry_after++;
         long prev = slowest_refusal_ms;
         while (ms > prev && !slowest_refusal_ms.compare_exchange_weak(prev, ms)) {
         }
-      } else other++;
+      } else
+        other++;
     });
   }
   for (auto& t : ts) t.join();
@@ -376,7 +395,8 @@ TEST_CASE("serve: overload gets fast 503s with Retry-After, not timeouts") {
   CHECK(retry_after == refused);
   CHECK(other == 0);
   // Refused within the queue timeout, never after the function's run time.
-  CHECK_MESSAGE(slowest_refusal_ms < 900, "slowest 503 after " << slowest_refusal_ms.load() << " ms");
+  CHECK_MESSAGE(slowest_refusal_ms < 900,
+                "slowest 503 after " << slowest_refusal_ms.load() << " ms");
   CHECK(d.stop() == 0);
 }
 
@@ -446,7 +466,7 @@ TEST_CASE("serve: the CLI client against the real daemon") {
 
 TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads the token") {
   nsbox::test::RunSpec s;
-  s.argv = {nsbox::test::nsbox_bin(), "serve", "--listen", "127.0.0.1:1", "--state-dir",
+  s.argv = {nsbox::test::nsbox_bin(),  "serve", "--listen", "127.0.0.1:1", "--state-dir",
             "/tmp/nsbox-never-created"};
   s.as_uid = 65534;
   auto o = nsbox::test::run(s);

@@ -24,7 +24,9 @@ std::string usage_error(const std::vector<std::string>& args) {
   return r.error().detail;
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 }  // namespace
 
@@ -43,9 +45,9 @@ TEST_CASE("parse_run_args: defaults with only a function file") {
 }
 
 TEST_CASE("parse_run_args: every flag, before and after the function") {
-  RunOptions o = ok({"--event", "{\"a\": 1}", "--handler", "f", "fn.py", "--policy", "strict",
-                     "--memory", "64M", "--timeout", "500ms", "--rootfs", "/tmp/rfs",
-                     "--no-isolation", "--verbose"});
+  RunOptions o =
+      ok({"--event", "{\"a\": 1}", "--handler", "f", "fn.py", "--policy", "strict", "--memory",
+          "64M", "--timeout", "500ms", "--rootfs", "/tmp/rfs", "--no-isolation", "--verbose"});
   CHECK(o.function == "fn.py");
   CHECK(o.event == "{\"a\": 1}");
   CHECK(o.handler == "f");
@@ -80,7 +82,8 @@ TEST_CASE("parse_run_args: unknown option") {
 }
 
 TEST_CASE("parse_run_args: a flag without its value") {
-  for (const std::string flag : {"--event", "--handler", "--policy", "--memory", "--timeout", "--rootfs"}) {
+  for (const std::string flag :
+       {"--event", "--handler", "--policy", "--memory", "--timeout", "--rootfs"}) {
     INFO(flag);
     CHECK(usage_error({"fn.py", flag}) == std::string(flag) + " needs a value");
   }
@@ -119,7 +122,7 @@ TEST_CASE("parse_run_args: --help needs no function and skips validation") {
 
 TEST_CASE("run_usage documents every flag and exit code") {
   std::string u = nsbox::run_usage();
-  for (const std::string s : {"--event", "--handler", "--policy", "--memory", "--timeout", "--rootfs",
-                        "--no-isolation", "--verbose", "--help", "124", "137"})
+  for (const std::string s : {"--event", "--handler", "--policy", "--memory", "--timeout",
+                              "--rootfs", "--no-isolation", "--verbose", "--help", "124", "137"})
     CHECK_MESSAGE(contains(u, s), s);
 }

@@ -1,7 +1,8 @@
 // cgroups: the pure limit planners, detection from (fake) mountinfo files,
 // and both backends against fake cgroupfs trees (create_files = true).
-#include <doctest/doctest.h>
+#include "sandbox/cgroup.hpp"
 
+#include <doctest/doctest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -9,8 +10,6 @@
 #include <fstream>
 #include <sstream>
 #include <string>
-
-#include "sandbox/cgroup.hpp"
 
 using namespace nsbox;
 
@@ -45,7 +44,9 @@ std::string read(const std::string& path) {
   return ss.str();
 }
 
-bool exists(const std::string& path) { return access(path.c_str(), F_OK) == 0; }
+bool exists(const std::string& path) {
+  return access(path.c_str(), F_OK) == 0;
+}
 
 std::string value_of(const FileWrites& w, const std::string& file) {
   for (const auto& [f, v] : w)
@@ -112,16 +113,17 @@ TEST_CASE("cgroup_v1_limit_writes: exact files and values per controller") {
 TEST_CASE("cgroup_detect: v1 only, with cpu,cpuacct co-mounted") {
   TempDir t;
   std::string mi = t.path + "/mountinfo";
-  write(mi, std::string(kSystemLines) +
-                "30 25 0:26 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:10 - "
-                "cgroup cgroup rw,memory\n"
-                "31 25 0:27 / /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime shared:11 - "
-                "cgroup cgroup rw,pids\n"
-                "32 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:12 - "
-                "cgroup cgroup rw,cpu,cpuacct\n"
-                "33 25 0:29 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset\n"
-                "34 25 0:30 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup "
-                "rw,xattr,name=systemd\n");
+  write(mi,
+        std::string(kSystemLines) +
+            "30 25 0:26 / /sys/fs/cgroup/memory rw,nosuid,nodev,noexec,relatime shared:10 - "
+            "cgroup cgroup rw,memory\n"
+            "31 25 0:27 / /sys/fs/cgroup/pids rw,nosuid,nodev,noexec,relatime shared:11 - "
+            "cgroup cgroup rw,pids\n"
+            "32 25 0:28 / /sys/fs/cgroup/cpu,cpuacct rw,nosuid,nodev,noexec,relatime shared:12 - "
+            "cgroup cgroup rw,cpu,cpuacct\n"
+            "33 25 0:29 / /sys/fs/cgroup/cpuset rw,relatime - cgroup cgroup rw,cpuset\n"
+            "34 25 0:30 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup "
+            "rw,xattr,name=systemd\n");
   CgroupLayout l = cgroup_detect(mi);
   CHECK(l.version == CgroupVersion::V1);
   CHECK(l.v1_memory == "/sys/fs/cgroup/memory");
@@ -135,8 +137,9 @@ TEST_CASE("cgroup_detect: v1 only, with cpu,cpuacct co-mounted") {
 TEST_CASE("cgroup_detect: v1 without the cpu hierarchy is still V1") {
   TempDir t;
   std::string mi = t.path + "/mountinfo";
-  write(mi, "30 25 0:26 / /cg/memory rw,relatime - cgroup cgroup rw,memory\n"
-            "31 25 0:27 / /cg/pids rw,relatime - cgroup cgroup rw,pids\n");
+  write(mi,
+        "30 25 0:26 / /cg/memory rw,relatime - cgroup cgroup rw,memory\n"
+        "31 25 0:27 / /cg/pids rw,relatime - cgroup cgroup rw,pids\n");
   CgroupLayout l = cgroup_detect(mi);
   CHECK(l.version == CgroupVersion::V1);
   CHECK(l.v1_cpu.empty());
@@ -170,9 +173,11 @@ TEST_CASE("cgroup_detect: v2 wins over v1 when both are usable") {
   std::string mnt = t.mkdir("unified");
   write(mnt + "/cgroup.controllers", "memory pids\n");
   std::string mi = t.path + "/mountinfo";
-  write(mi, "30 25 0:26 / /cg/memory rw,relatime - cgroup cgroup rw,memory\n"
-            "31 25 0:27 / /cg/pids rw,relatime - cgroup cgroup rw,pids\n"
-            "29 22 0:25 / " + mnt + " rw,relatime - cgroup2 cgroup2 rw\n");
+  write(mi,
+        "30 25 0:26 / /cg/memory rw,relatime - cgroup cgroup rw,memory\n"
+        "31 25 0:27 / /cg/pids rw,relatime - cgroup cgroup rw,pids\n"
+        "29 22 0:25 / " +
+            mnt + " rw,relatime - cgroup2 cgroup2 rw\n");
   CHECK(cgroup_detect(mi).version == CgroupVersion::V2);
 }
 
@@ -181,9 +186,10 @@ TEST_CASE("cgroup_detect: hybrid (v2 without controllers) falls back to v1") {
   std::string mnt = t.mkdir("unified");
   write(mnt + "/cgroup.controllers", "\n");
   std::string mi = t.path + "/mountinfo";
-  write(mi, "29 22 0:25 / " + mnt + " rw,relatime shared:5 - cgroup2 cgroup2 rw,nsdelegate\n"
-            "30 25 0:26 / /cg/memory rw,relatime shared:10 - cgroup cgroup rw,memory\n"
-            "31 25 0:27 / /cg/pids rw,relatime shared:11 - cgroup cgroup rw,pids\n");
+  write(mi, "29 22 0:25 / " + mnt +
+                " rw,relatime shared:5 - cgroup2 cgroup2 rw,nsdelegate\n"
+                "30 25 0:26 / /cg/memory rw,relatime shared:10 - cgroup cgroup rw,memory\n"
+                "31 25 0:27 / /cg/pids rw,relatime shared:11 - cgroup cgroup rw,pids\n");
   CgroupLayout l = cgroup_detect(mi);
   CHECK(l.version == CgroupVersion::V1);
   CHECK(l.v1_memory == "/cg/memory");

@@ -1,13 +1,12 @@
 // The host <-> runner framing: 4-byte big-endian length, then the payload.
-#include <doctest/doctest.h>
+#include "sandbox/framing.hpp"
 
+#include <doctest/doctest.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <string>
-
-#include "sandbox/framing.hpp"
 
 using namespace nsbox;
 
@@ -70,7 +69,8 @@ TEST_CASE("FrameDecoder: byte-by-byte feeding yields the frame only when complet
 }
 
 TEST_CASE("FrameDecoder: two frames and a partial third in one feed") {
-  std::string wire = encode_frame("first") + encode_frame("second") + encode_frame("third").substr(0, 6);
+  std::string wire =
+      encode_frame("first") + encode_frame("second") + encode_frame("third").substr(0, 6);
   FrameDecoder d;
   d.feed(wire.data(), wire.size());
   auto a = next_ok(d);
@@ -112,8 +112,8 @@ TEST_CASE("FrameDecoder: binary payloads with NUL and high bytes survive") {
 
 TEST_CASE("FrameDecoder: a length above kMaxFrame is an error, kMaxFrame itself is not") {
   uint32_t over = kMaxFrame + 1;
-  std::string hdr = bytes({int(over >> 24), int((over >> 16) & 0xff), int((over >> 8) & 0xff),
-                           int(over & 0xff)});
+  std::string hdr =
+      bytes({int(over >> 24), int((over >> 16) & 0xff), int((over >> 8) & 0xff), int(over & 0xff)});
   FrameDecoder d;
   d.feed(hdr.data(), hdr.size());
   auto r = d.next();
@@ -126,8 +126,8 @@ TEST_CASE("FrameDecoder: a length above kMaxFrame is an error, kMaxFrame itself 
   CHECK_FALSE(huge.next());
 
   uint32_t at = kMaxFrame;
-  std::string ok_hdr = bytes({int(at >> 24), int((at >> 16) & 0xff), int((at >> 8) & 0xff),
-                              int(at & 0xff)});
+  std::string ok_hdr =
+      bytes({int(at >> 24), int((at >> 16) & 0xff), int((at >> 8) & 0xff), int(at & 0xff)});
   FrameDecoder exact;
   exact.feed(ok_hdr.data(), ok_hdr.size());
   auto w = exact.next();

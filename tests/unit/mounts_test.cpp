@@ -1,6 +1,7 @@
 // plan_mounts: the pure mount planner (the executor is tested under userns).
-#include <doctest/doctest.h>
+#include "sandbox/mounts.hpp"
 
+#include <doctest/doctest.h>
 #include <stdlib.h>
 #include <sys/mount.h>
 #include <unistd.h>
@@ -8,8 +9,6 @@
 #include <algorithm>
 #include <fstream>
 #include <string>
-
-#include "sandbox/mounts.hpp"
 
 using namespace nsbox;
 
@@ -43,8 +42,8 @@ int find_op(const MountPlan& p, MountOp::Kind kind, const std::string& dst) {
 }
 
 int count_kind(const MountPlan& p, MountOp::Kind kind) {
-  return static_cast<int>(std::count_if(p.ops.begin(), p.ops.end(),
-                                        [&](const MountOp& o) { return o.kind == kind; }));
+  return static_cast<int>(
+      std::count_if(p.ops.begin(), p.ops.end(), [&](const MountOp& o) { return o.kind == kind; }));
 }
 
 const std::string kRoot = "/run/nsbox/stage/root";
@@ -72,7 +71,8 @@ TEST_CASE("plan_mounts: overlay of the rootfs with upper and work on the stage")
   REQUIRE(ov >= 0);
   CHECK(count_kind(p, MountOp::Overlay) == 1);
   CHECK(p.ops[ov].data ==
-        "lowerdir=/var/lib/nsbox/rootfs,upperdir=/run/nsbox/stage/upper,workdir=/run/nsbox/stage/work");
+        "lowerdir=/var/lib/nsbox/rootfs,upperdir=/run/nsbox/stage/upper,workdir=/run/nsbox/stage/"
+        "work");
   CHECK((p.ops[ov].flags & MS_NOSUID) != 0);
   CHECK((p.ops[ov].flags & MS_NODEV) != 0);
   // Its directories exist before it is mounted, and after the staging tmpfs.
@@ -121,7 +121,8 @@ TEST_CASE("plan_mounts: /dev holds only harmless device binds and is read-only")
       CHECK(op.dst.rfind(kRoot + "/dev/", 0) == 0);
   int shm = find_op(p, MountOp::Tmpfs, kRoot + "/dev/shm");
   REQUIRE(shm > dev);
-  CHECK((p.ops[shm].flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)) == (MS_NOSUID | MS_NODEV | MS_NOEXEC));
+  CHECK((p.ops[shm].flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)) ==
+        (MS_NOSUID | MS_NODEV | MS_NOEXEC));
   CHECK(p.ops[shm].data.find("mode=1777") != std::string::npos);
   int ro = find_op(p, MountOp::RemountRo, kRoot + "/dev");
   REQUIRE(ro >= 0);
@@ -188,7 +189,8 @@ TEST_CASE("plan_mounts: a fresh proc is the last op") {
   CHECK(count_kind(p, MountOp::Proc) == 1);
 }
 
-TEST_CASE("plan_mounts: every destination is under the stage, and below the root after the overlay") {
+TEST_CASE(
+    "plan_mounts: every destination is under the stage, and below the root after the overlay") {
   TempDir dir;
   std::string file = dir.path + "/fn.py";
   std::ofstream(file) << "";
@@ -223,7 +225,8 @@ TEST_CASE("MountOp::describe names the kind, source and destination") {
   CHECK(MountOp{MountOp::Proc, "", "/r/proc", "", 0}.describe() == "proc on /r/proc");
   CHECK(MountOp{MountOp::Bind, "/dev/null", "/r/dev/null", "", 0}.describe() ==
         "bind /dev/null on /r/dev/null");
-  CHECK(MountOp{MountOp::RemountRo, "", "/r/dev", "", 0}.describe() == "read-only remount of /r/dev");
+  CHECK(MountOp{MountOp::RemountRo, "", "/r/dev", "", 0}.describe() ==
+        "read-only remount of /r/dev");
   CHECK(MountOp{MountOp::Mkdir, "", "/s/upper", "", 0}.describe() == "mkdir /s/upper");
   CHECK(MountOp{MountOp::Touch, "", "/r/dev/zero", "", 0}.describe() == "create /r/dev/zero");
   CHECK(MountOp{MountOp::Symlink, "/proc/self/fd", "/r/dev/fd", "", 0}.describe() ==

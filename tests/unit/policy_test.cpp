@@ -1,7 +1,8 @@
 // Policy parsing: the two shipped policies, and every error reported with the
 // exact FILE:LINE:COL of the offending key or value.
-#include <doctest/doctest.h>
+#include "policies/policy.hpp"
 
+#include <doctest/doctest.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -13,7 +14,6 @@
 #include <vector>
 
 #include "policies/embedded.hpp"
-#include "policies/policy.hpp"
 
 using namespace nsbox;
 
@@ -22,19 +22,19 @@ namespace {
 // A complete, valid policy. Line numbers matter: the error tests below
 // replace or insert lines and expect positions relative to this text.
 const std::vector<std::string> kBase = {
-    "[limits]",                                    // 1
-    "memory_mb = 64",                              // 2
-    "swap_mb = 0",                                 // 3
-    "pids = 16",                                   // 4
-    "cpu_millicores = 500",                        // 5
-    "tmpfs_mb = 16",                               // 6
-    "wall_ms = 1000",                              // 7
-    "nofile = 64",                                 // 8
-    "fsize_mb = 16",                               // 9
-    "[seccomp]",                                   // 10
-    "default_action = \"errno\"",                  // 11
-    "errno = \"EPERM\"",                           // 12
-    "[seccomp.allow]",                             // 13
+    "[limits]",                                       // 1
+    "memory_mb = 64",                                 // 2
+    "swap_mb = 0",                                    // 3
+    "pids = 16",                                      // 4
+    "cpu_millicores = 500",                           // 5
+    "tmpfs_mb = 16",                                  // 6
+    "wall_ms = 1000",                                 // 7
+    "nofile = 64",                                    // 8
+    "fsize_mb = 16",                                  // 9
+    "[seccomp]",                                      // 10
+    "default_action = \"errno\"",                     // 11
+    "errno = \"EPERM\"",                              // 12
+    "[seccomp.allow]",                                // 13
     "basic = [\"write\", \"read\", \"exit_group\"]",  // 14
 };
 
@@ -73,7 +73,9 @@ std::string parse_error(const std::string& text) {
   return r.error().detail;
 }
 
-bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
 
 bool allowed(const Policy& p, const std::string& name) {
   return std::binary_search(p.seccomp.allow.begin(), p.seccomp.allow.end(), name);
@@ -125,9 +127,9 @@ TEST_CASE("parse_policy: a valid document fills every field") {
 
 TEST_CASE("parse_policy: allow groups are merged, default_action and errno are mapped") {
   std::string text = join({"[limits]", "memory_mb = 32", "swap_mb = 8", "pids = 1",
-                           "cpu_millicores = 10", "tmpfs_mb = 1", "wall_ms = 900000",
-                           "nofile = 16", "fsize_mb = 1", "[network]", "mode = \"none\"",
-                           "[seccomp]", "default_action = \"kill_process\"", "errno = \"EACCES\"",
+                           "cpu_millicores = 10", "tmpfs_mb = 1", "wall_ms = 900000", "nofile = 16",
+                           "fsize_mb = 1", "[network]", "mode = \"none\"", "[seccomp]",
+                           "default_action = \"kill_process\"", "errno = \"EACCES\"",
                            "[seccomp.allow]", "b = [\"read\"]", "a = [\"getpid\", \"brk\"]"});
   auto r = parse_policy(text, "t.toml");
   REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().detail));
@@ -141,9 +143,9 @@ TEST_CASE("parse_policy: allow groups are merged, default_action and errno are m
   CHECK(p.seccomp.errno_value == EACCES);
   CHECK(p.seccomp.allow == std::vector<std::string>{"brk", "getpid", "read"});
 
-  for (auto [name, action] : {std::pair{"trap", SeccompDefault::Trap},
-                              std::pair{"log", SeccompDefault::Log},
-                              std::pair{"errno", SeccompDefault::Errno}}) {
+  for (auto [name, action] :
+       {std::pair{"trap", SeccompDefault::Trap}, std::pair{"log", SeccompDefault::Log},
+        std::pair{"errno", SeccompDefault::Errno}}) {
     auto q = parse_policy(replace_line(11, std::string("default_action = \"") + name + "\""), "t");
     REQUIRE(q);
     CHECK(q.value().seccomp.default_action == action);
@@ -166,7 +168,8 @@ TEST_CASE("parse_policy: unknown key in [limits] names it and the expected ones"
         "t.toml:3:1: unknown key \"swapp_mb\" in [limits] (expected one of: memory_mb, swap_mb, "
         "pids, cpu_millicores, tmpfs_mb, wall_ms, nofile, fsize_mb)");
   // Indented: the column is the key's.
-  CHECK(contains(parse_error(replace_line(6, "   tmpfs = 16")), "t.toml:6:4: unknown key \"tmpfs\""));
+  CHECK(
+      contains(parse_error(replace_line(6, "   tmpfs = 16")), "t.toml:6:4: unknown key \"tmpfs\""));
 }
 
 TEST_CASE("parse_policy: unknown keys in [network] and [seccomp]") {
@@ -227,8 +230,9 @@ TEST_CASE("parse_policy: unknown syscall names it, its group and its array eleme
 }
 
 TEST_CASE("parse_policy: unknown default_action and errno names") {
-  CHECK(parse_error(replace_line(11, "default_action = \"allow\"")) ==
-        "t.toml:11:18: unknown default_action \"allow\" (expected errno, kill_process, trap or log)");
+  CHECK(
+      parse_error(replace_line(11, "default_action = \"allow\"")) ==
+      "t.toml:11:18: unknown default_action \"allow\" (expected errno, kill_process, trap or log)");
   CHECK(parse_error(replace_line(12, "errno = \"EFOO\"")) ==
         "t.toml:12:9: unknown errno \"EFOO\" (expected EPERM, EACCES, ENOSYS or EINVAL)");
   // Names are case-sensitive.
@@ -238,7 +242,8 @@ TEST_CASE("parse_policy: unknown default_action and errno names") {
 TEST_CASE("parse_policy: only network mode \"none\" is supported") {
   CHECK(parse_error(insert_at(10, {"[network]", "mode = \"host\""})) ==
         "t.toml:11:8: network mode \"host\" is not supported (supported: \"none\")");
-  CHECK(contains(parse_error(insert_at(10, {"[network]", "mode = \"\""})), "t.toml:11:8: network mode \"\""));
+  CHECK(contains(parse_error(insert_at(10, {"[network]", "mode = \"\""})),
+                 "t.toml:11:8: network mode \"\""));
   // An absent [network] means "none".
   auto r = parse_policy(join(kBase), "t.toml");
   REQUIRE(r);
@@ -273,7 +278,8 @@ TEST_CASE("parse_policy: an empty allow list is an error at [seccomp.allow]") {
 // rejected)". parse_policy merges the groups into a std::set, so a duplicate
 // is silently accepted.
 TEST_CASE("parse_policy: a syscall listed twice is rejected (README)") {
-  auto same_group = parse_policy(replace_line(14, "basic = [\"read\", \"read\", \"write\"]"), "t.toml");
+  auto same_group =
+      parse_policy(replace_line(14, "basic = [\"read\", \"read\", \"write\"]"), "t.toml");
   CHECK_FALSE(same_group);
   auto two_groups = parse_policy(join(kBase) + "more = [\"read\"]\n", "t.toml");
   CHECK_FALSE(two_groups);
@@ -302,8 +308,8 @@ TEST_CASE("load_policy: the built-in default policy") {
   CHECK(p.limits.fsize_bytes == 64ull << 20);
   CHECK(p.seccomp.default_action == SeccompDefault::Errno);
   CHECK(p.seccomp.errno_value == EPERM);
-  for (const std::string s : {"socket", "connect", "bind", "vfork", "wait4", "kill", "clone", "execve",
-                        "exit_group", "read", "write", "futex"})
+  for (const std::string s : {"socket", "connect", "bind", "vfork", "wait4", "kill", "clone",
+                              "execve", "exit_group", "read", "write", "futex"})
     CHECK_MESSAGE(allowed(p, s), s);
   CHECK_FALSE(allowed(p, "clone3"));
 }
@@ -323,9 +329,10 @@ TEST_CASE("load_policy: the built-in strict policy") {
   CHECK(p.seccomp.default_action == SeccompDefault::Errno);
   CHECK(p.seccomp.errno_value == EPERM);
   // What strict.toml says it drops.
-  for (const std::string s : {"socket", "connect", "bind", "listen", "accept", "accept4", "socketpair",
-                        "vfork", "wait4", "kill", "chown", "mknod", "setxattr", "memfd_create",
-                        "timerfd_create", "signalfd4", "setpriority", "execveat"})
+  for (const std::string s :
+       {"socket", "connect", "bind", "listen", "accept", "accept4", "socketpair", "vfork", "wait4",
+        "kill", "chown", "mknod", "setxattr", "memfd_create", "timerfd_create", "signalfd4",
+        "setpriority", "execveat"})
     CHECK_MESSAGE(!allowed(p, s), s);
   // What it keeps: threads and the runner's fd 3.
   for (const std::string s : {"clone", "futex", "execve", "recvmsg", "sendmsg", "read", "write"})
@@ -355,12 +362,36 @@ TEST_CASE("load_policy: strict allows a subset of default") {
 TEST_CASE("load_policy: no built-in policy allows an escape syscall") {
   for (const auto& name : builtin_policy_names()) {
     Policy p = builtin(name);
-    for (const std::string s : {"mount", "umount2", "unshare", "setns", "ptrace", "bpf", "keyctl",
-                          "pivot_root", "chroot", "init_module", "finit_module", "delete_module",
-                          "add_key", "request_key", "kexec_load", "reboot", "swapon",
-                          "perf_event_open", "userfaultfd", "io_uring_setup", "personality",
-                          "open_by_handle_at", "process_vm_writev", "clone3", "sethostname",
-                          "settimeofday", "clock_settime", "fsopen", "move_mount", "open_tree"})
+    for (const std::string s : {"mount",
+                                "umount2",
+                                "unshare",
+                                "setns",
+                                "ptrace",
+                                "bpf",
+                                "keyctl",
+                                "pivot_root",
+                                "chroot",
+                                "init_module",
+                                "finit_module",
+                                "delete_module",
+                                "add_key",
+                                "request_key",
+                                "kexec_load",
+                                "reboot",
+                                "swapon",
+                                "perf_event_open",
+                                "userfaultfd",
+                                "io_uring_setup",
+                                "personality",
+                                "open_by_handle_at",
+                                "process_vm_writev",
+                                "clone3",
+                                "sethostname",
+                                "settimeofday",
+                                "clock_settime",
+                                "fsopen",
+                                "move_mount",
+                                "open_tree"})
       CHECK_MESSAGE(!allowed(p, s), name << " allows " << s);
   }
 }

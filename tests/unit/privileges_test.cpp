@@ -1,11 +1,10 @@
 // plan_rlimits: which rlimits a sandbox gets, with and without cgroups.
-#include <doctest/doctest.h>
+#include "sandbox/privileges.hpp"
 
+#include <doctest/doctest.h>
 #include <sys/resource.h>
 
 #include <vector>
-
-#include "sandbox/privileges.hpp"
 
 using namespace nsbox;
 

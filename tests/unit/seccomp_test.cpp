@@ -1,9 +1,10 @@
 // Seccomp: names, canonical text, compilation, the on-disk cache, and the
 // compiled programs loaded for real in a forked child (no root needed:
 // no_new_privs, load, try the syscall, report the errno).
-#include <doctest/doctest.h>
+#include "sandbox/seccomp.hpp"
 
 #include <dirent.h>
+#include <doctest/doctest.h>
 #include <errno.h>
 #include <linux/bpf.h>
 #include <linux/sched.h>
@@ -25,7 +26,6 @@
 #include <vector>
 
 #include "policies/policy.hpp"
-#include "sandbox/seccomp.hpp"
 
 using namespace nsbox;
 
@@ -104,7 +104,9 @@ struct Report {
   Outcome probe[kProbeCount];
 };
 
-Outcome outcome(long ret) { return {ret, ret == -1 ? errno : 0}; }
+Outcome outcome(long ret) {
+  return {ret, ret == -1 ? errno : 0};
+}
 
 // Raw clone(2) with only flags: 0 in the new process, which leaves at once.
 Outcome try_clone(unsigned long flags) {
@@ -142,7 +144,8 @@ Report run_probes(const SeccompProgram* prog, unsigned mask) {
     }
     auto want = [&](Probe p) { return (mask >> p) & 1u; };
     if (want(kMount))  // ENOENT without a filter: the target does not exist
-      r.probe[kMount] = outcome(syscall(SYS_mount, "none", "/nonexistent-nsbox-target", "tmpfs", 0, nullptr));
+      r.probe[kMount] =
+          outcome(syscall(SYS_mount, "none", "/nonexistent-nsbox-target", "tmpfs", 0, nullptr));
     if (want(kUnshareUser)) r.probe[kUnshareUser] = outcome(syscall(SYS_unshare, CLONE_NEWUSER));
     if (want(kPtraceMe)) r.probe[kPtraceMe] = outcome(syscall(SYS_ptrace, PTRACE_TRACEME, 0, 0, 0));
     if (want(kBpf))  // EINVAL without a filter: no attr
@@ -174,18 +177,22 @@ Report run_probes(const SeccompProgram* prog, unsigned mask) {
   int status = 0;
   REQUIRE(waitpid(pid, &status, 0) == pid);
   REQUIRE_MESSAGE(n == ssize_t(sizeof r), "child died before reporting, status " << status);
-  REQUIRE_MESSAGE(r.load_ret == 0, "loading the filter failed: " << std::string(strerror(r.load_err)));
+  REQUIRE_MESSAGE(r.load_ret == 0,
+                  "loading the filter failed: " << std::string(strerror(r.load_err)));
   REQUIRE(WIFEXITED(status));
   return r;
 }
 
-constexpr unsigned bit(Probe p) { return 1u << p; }
+constexpr unsigned bit(Probe p) {
+  return 1u << p;
+}
 constexpr unsigned kAllProbes = (1u << kProbeCount) - 1;
 
 void check_denied(const Report& r, Probe p, int err, const std::string& what) {
   INFO(what);
   CHECK(r.probe[p].ret == -1);
-  CHECK_MESSAGE(r.probe[p].err == err, "errno " << r.probe[p].err << " (" << std::string(strerror(r.probe[p].err)) << ")");
+  CHECK_MESSAGE(r.probe[p].err == err,
+                "errno " << r.probe[p].err << " (" << std::string(strerror(r.probe[p].err)) << ")");
 }
 
 }  // namespace
@@ -223,10 +230,12 @@ TEST_CASE("seccomp_canonical changes with everything that changes the program") 
   y.allow = {"get", "pid"};
   CHECK(seccomp_canonical(x) != seccomp_canonical(y));
 
-  CHECK(seccomp_canonical(builtin_seccomp("default")) != seccomp_canonical(builtin_seccomp("strict")));
+  CHECK(seccomp_canonical(builtin_seccomp("default")) !=
+        seccomp_canonical(builtin_seccomp("strict")));
 }
 
-TEST_CASE("seccomp_compile: the built-in policies give non-empty, distinct, loadable-size programs") {
+TEST_CASE(
+    "seccomp_compile: the built-in policies give non-empty, distinct, loadable-size programs") {
   SeccompProgram d = compile(builtin_seccomp("default"));
   SeccompProgram s = compile(builtin_seccomp("strict"));
   CHECK(d.insns.size() > 10);
@@ -358,7 +367,8 @@ TEST_CASE("seccomp_get: no cache dir, or a missing one, still compiles") {
 }
 
 TEST_CASE("kernel: without a filter the probes fail differently (control)") {
-  Report r = run_probes(nullptr, bit(kMount) | bit(kBpf) | bit(kKeyctl) | bit(kClone3) | bit(kGetpid));
+  Report r =
+      run_probes(nullptr, bit(kMount) | bit(kBpf) | bit(kKeyctl) | bit(kClone3) | bit(kGetpid));
   CHECK(r.probe[kMount].ret == -1);
   CHECK(r.probe[kMount].err == ENOENT);
   CHECK(r.probe[kBpf].err != EPERM);

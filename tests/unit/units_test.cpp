@@ -1,9 +1,9 @@
 // parse_size / parse_duration_ms: the units people type on a command line.
+#include "policies/units.hpp"
+
 #include <doctest/doctest.h>
 
 #include <string>
-
-#include "policies/units.hpp"
 
 using nsbox::parse_duration_ms;
 using nsbox::parse_size;
@@ -59,8 +59,8 @@ TEST_CASE("parse_size: a \"b\" suffix means bytes") {
 }
 
 TEST_CASE("parse_size: errors name the input") {
-  for (const std::string bad : {"", "-1", "12x", "abc", "0", "0b", "0.1b", "M", ".", "1.2.3M", "12 M",
-                          "1e3", "+5", "5GiBs", "2000000G", "1234567890123456789"}) {
+  for (const std::string bad : {"", "-1", "12x", "abc", "0", "0b", "0.1b", "M", ".", "1.2.3M",
+                                "12 M", "1e3", "+5", "5GiBs", "2000000G", "1234567890123456789"}) {
     auto r = parse_size(bad);
     INFO("input: \"", bad, "\"");
     REQUIRE_FALSE(r);
@@ -102,8 +102,8 @@ TEST_CASE("parse_duration_ms: range is 1ms to 24h") {
 }
 
 TEST_CASE("parse_duration_ms: errors name the input") {
-  for (const std::string bad : {"", "-1", "12x", "abc", "0", "3h", "s", "1.5.5s", "2 s", "3sec",
-                          "100000m"}) {
+  for (const std::string bad :
+       {"", "-1", "12x", "abc", "0", "3h", "s", "1.5.5s", "2 s", "3sec", "100000m"}) {
     auto r = parse_duration_ms(bad);
     INFO("input: \"", bad, "\"");
     REQUIRE_FALSE(r);

@@ -1,10 +1,10 @@
 // plan_id_maps: the text written to /proc/PID/{uid_map,gid_map,setgroups}.
+#include "sandbox/userns.hpp"
+
 #include <doctest/doctest.h>
 
 #include <sstream>
 #include <string>
-
-#include "sandbox/userns.hpp"
 
 using namespace nsbox;
 
