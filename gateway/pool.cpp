@@ -324,6 +324,13 @@ void Pool::revoke(const std::string& name, uint64_t min_version) {
   }
 }
 
+void Pool::set_limits(const PoolLimits& limits) {
+  std::lock_guard<std::mutex> lock(mu_);
+  limits_ = limits;
+  refill_cv_.notify_one();
+  notify_capacity_locked();
+}
+
 PoolStats Pool::stats() {
   std::lock_guard<std::mutex> lock(mu_);
   PoolStats s;

@@ -90,6 +90,9 @@ class Pool {
   // A delete passes UINT64_MAX.
   void revoke(const std::string& name, uint64_t min_version);
   PoolStats stats();
+  // SIGHUP: new caps apply to the next decision; nothing running is killed
+  // (a lower cap is reached as sandboxes idle out or get evicted).
+  void set_limits(const PoolLimits& limits);
 
  private:
   struct FunctionState {

@@ -112,9 +112,31 @@ Gateway::Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SpawnerCl
   routes();
 }
 
-void Gateway::set_token(const std::string& token) {
+std::string Gateway::reload(const ServeConfig& next) {
   std::lock_guard<std::mutex> lock(token_mu_);
-  token_ = token;
+  std::string applied;
+  if (!next.token.empty() && next.token != token_) {
+    token_ = next.token;
+    applied += " token";
+  }
+  if (profile_index(next.default_policy) >= 0 && next.default_policy != config_.default_policy) {
+    config_.default_policy = next.default_policy;
+    applied += " default_policy";
+  }
+  if (next.queue_timeout_ms != config_.queue_timeout_ms) {
+    config_.queue_timeout_ms = next.queue_timeout_ms;
+    applied += " queue_timeout_ms";
+  }
+  if (next.memory_budget_bytes != config_.memory_budget_bytes) {
+    config_.memory_budget_bytes = next.memory_budget_bytes;
+    applied += " memory_budget_mb";
+  }
+  return applied;
+}
+
+int Gateway::queue_timeout_ms() {
+  std::lock_guard<std::mutex> lock(token_mu_);
+  return config_.queue_timeout_ms;
 }
 
 std::string Gateway::next_request_id() {
@@ -258,7 +280,15 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   fv.meta.handler = req.has_param("handler") ? req.get_param_value("handler") : "handler";
   if (!valid_identifier(fv.meta.handler))
     return send_error(res, 400, "handler \"" + fv.meta.handler + "\" is not a Python identifier");
-  fv.meta.policy = req.has_param("policy") ? req.get_param_value("policy") : config_.default_policy;
+  int queue_timeout_ms;
+  uint64_t memory_budget;
+  {
+    std::lock_guard<std::mutex> lock(token_mu_);
+    fv.meta.policy =
+        req.has_param("policy") ? req.get_param_value("policy") : config_.default_policy;
+    queue_timeout_ms = config_.queue_timeout_ms;
+    memory_budget = config_.memory_budget_bytes;
+  }
   int profile = profile_index(fv.meta.policy);
   if (profile < 0) {
     std::string known;
@@ -268,7 +298,7 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   if (req.has_param("memory")) {
     auto m = parse_size(req.get_param_value("memory"));
     if (!m) return send_error(res, 400, "memory: " + m.error().detail);
-    if (m.value() < (16ull << 20) || m.value() > config_.memory_budget_bytes)
+    if (m.value() < (16ull << 20) || m.value() > memory_budget)
       return send_error(res, 400, "memory must be between 16M and the pool's memory budget");
     fv.meta.memory_mb = m.value() >> 20;
   }
@@ -283,7 +313,7 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   // exhaust memory or time.
   Pool::Lease lease =
       pool_.acquire_blank(static_cast<uint32_t>(profile),
-                          Clock::now() + std::chrono::milliseconds(config_.queue_timeout_ms));
+                          Clock::now() + std::chrono::milliseconds(queue_timeout_ms));
   if (lease.status != Pool::Status::Ok) {
     res.set_header("Retry-After", "1");
     return send_error(res, 503, "no sandbox free to check the source: " + lease.message);
@@ -372,7 +402,7 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
   uint64_t timeout_ms = fv->meta.timeout_ms ? fv->meta.timeout_ms : policy.limits.wall_ms;
 
   Pool::Lease lease = pool_.acquire(name, fv->meta.version, static_cast<uint32_t>(profile), memory,
-                                    t0 + std::chrono::milliseconds(config_.queue_timeout_ms));
+                                    t0 + std::chrono::milliseconds(queue_timeout_ms()));
   if (lease.status == Pool::Status::Stale) {
     // A deploy or delete returned while we waited: never serve the old code.
     outcome = "stale";

@@ -34,7 +34,9 @@ class Gateway {
   // Serves until stop(); returns when every connection thread has finished.
   void serve();
   void stop() { svr_.stop(); }
-  void set_token(const std::string& token);
+  // SIGHUP: applies what can change while serving (token, default policy,
+  // queue timeout, memory budget for deploys); returns what it applied.
+  std::string reload(const ServeConfig& next);
 
  private:
   void routes();
@@ -46,13 +48,14 @@ class Gateway {
   int profile_index(const std::string& policy) const;
   std::string base_url() const;
   std::string next_request_id();
+  int queue_timeout_ms();
 
   ServeConfig config_;
   FunctionStore& store_;
   Pool& pool_;
   SpawnerClient& spawner_;
   std::vector<ProfileInfo> profiles_;
-  std::mutex token_mu_;
+  std::mutex token_mu_;  // guards token_ and the reloadable config_ fields
   std::string token_;
   Metrics metrics_;
   AccessLog access_log_;

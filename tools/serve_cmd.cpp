@@ -43,7 +43,9 @@ options:
   --foreground         accepted for service managers; nsbox always stays in the foreground
   -v, --verbose        debug logging
 signals: SIGTERM/SIGINT drain in-flight requests, destroy every sandbox, exit 0;
-         SIGHUP reloads the token from the config file.
+         SIGHUP reloads the config file: token, default_policy, queue_timeout_ms,
+         memory_budget_mb and the [pool] sizes apply at once; listen, state_dir,
+         max_connections and max_body_kb at the next start.
 )";
 
 int fail(const std::string& msg) {
@@ -89,6 +91,18 @@ Result<std::string> load_token(const ServeConfig& c) {
   if (!ok || rename(tmp.c_str(), path.c_str()) != 0) return sys_error("write", path);
   LOG_WARN("generated an admin token into %s (mode 0600)", path.c_str());
   return t;
+}
+
+PoolLimits pool_limits(const ServeConfig& c) {
+  PoolLimits l;
+  l.blank = c.blank;
+  l.max_sandboxes = c.max_sandboxes;
+  l.memory_budget_bytes = c.memory_budget_bytes;
+  l.per_function = c.per_function;
+  l.idle_timeout_ms = c.idle_timeout_ms;
+  l.queue_per_function = c.queue_per_function;
+  l.queue_total = c.queue_total;
+  return l;
 }
 
 std::vector<std::string> sandbox_env() {
@@ -209,15 +223,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  PoolLimits limits;
-  limits.blank = config.blank;
-  limits.max_sandboxes = config.max_sandboxes;
-  limits.memory_budget_bytes = config.memory_budget_bytes;
-  limits.per_function = config.per_function;
-  limits.idle_timeout_ms = config.idle_timeout_ms;
-  limits.queue_per_function = config.queue_per_function;
-  limits.queue_total = config.queue_total;
-  Pool pool(*spawner.value(), limits, profile_memory);
+  Pool pool(*spawner.value(), pool_limits(config), profile_memory);
   Gateway gateway(config, *store.value(), pool, *spawner.value(), infos, token.value());
   std::string err;
   if (!gateway.bind(&err)) {
@@ -236,11 +242,11 @@ int cmd_serve(const std::vector<std::string>& args) {
           LOG_ERROR("reload: %s; keeping the running configuration", again.error().detail.c_str());
           continue;
         }
-        if (!again.value().token.empty()) gateway.set_token(again.value().token);
-        LOG_WARN(
-            "reloaded %s: the token is updated; listen, state_dir and pool sizes take "
-            "effect at the next start",
-            again.value().source.c_str());
+        std::string applied = gateway.reload(again.value());
+        pool.set_limits(pool_limits(again.value()));
+        LOG_WARN("reloaded %s: applied%s and the [pool] sizes; listen, state_dir, "
+                 "max_connections and max_body_kb take effect at the next start",
+                 again.value().source.c_str(), applied.c_str());
         continue;
       }
       LOG_WARN("%s: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -500,6 +500,7 @@ TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads 
   }
   CHECK(status == 201);
   CHECK(c->Put("/functions/t", first, returns("3"), "text/x-python")->status == 401);
+  CHECK(d.log().find("applied token") != std::string::npos);
   CHECK(d.stop() == 0);
 }
 
