@@ -134,8 +134,21 @@ HostResidue host_residue() {
   // Sandbox processes run as host uids from 0x70000000 up (root mode).
   for (const auto& dir : list_dirs("/proc")) {
     struct stat st;
-    if (stat(dir.c_str(), &st) == 0 && st.st_uid >= 0x70000000u && st.st_uid != (uid_t)-1)
+    if (stat(dir.c_str(), &st) == 0 && st.st_uid >= 0x70000000u && st.st_uid != (uid_t)-1) {
+      std::ifstream status(dir + "/status");
+      std::string line, state;
+      while (std::getline(status, line))
+        if (line.rfind("State:", 0) == 0) state = line.substr(7);
+      // A zombie holds no memory, mount or cgroup: it is a sandbox PID 1
+      // orphaned by a killed daemon and waiting for the host's init to reap
+      // it (this VM's init reaps lazily). Only live processes count.
+      if (state.rfind("Z", 0) == 0) continue;
       r.sandbox_procs++;
+      std::ifstream cmd(dir + "/cmdline");
+      std::string c;
+      std::getline(cmd, c, '\0');
+      r.describe_procs += dir + " " + c + " [" + state + "]; ";
+    }
   }
   return r;
 }

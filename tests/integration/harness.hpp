@@ -36,6 +36,7 @@ struct HostResidue {
   size_t cgroup_leaves = 0;  // dirs under <controller>/nsbox/
   size_t sandbox_procs = 0;  // processes owned by a sandbox host uid
   std::vector<std::string> describe_leaves;
+  std::string describe_procs;  // "pid uid cmdline; ..." of the sandbox processes
 };
 HostResidue host_residue();
 

@@ -90,7 +90,7 @@ TEST_CASE("limits end a function with 137 and name the limit") {
   }
   // The host is unharmed: no sandbox process, cgroup or mount survives.
   auto after = host_residue();
-  CHECK(after.sandbox_procs == 0);
+  CHECK_MESSAGE(after.sandbox_procs == 0, after.describe_procs);
   CHECK(after.cgroup_leaves <= before.cgroup_leaves);  // runs also sweep stale leaves
   CHECK(after.mounts == before.mounts);
 }
@@ -99,7 +99,8 @@ TEST_CASE("an endless loop ends with 124 at the timeout") {
   Outcome o = nsbox_run("spin.py", {"--timeout", "300ms"});
   CHECK(o.exit_code == 124);
   CHECK(o.err.find("timed out after 300 ms") != std::string::npos);
-  CHECK(host_residue().sandbox_procs == 0);
+  auto residue = host_residue();
+  CHECK_MESSAGE(residue.sandbox_procs == 0, residue.describe_procs);
 }
 
 TEST_CASE("results, logs, handlers and exceptions") {
