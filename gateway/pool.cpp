@@ -71,6 +71,26 @@ std::unique_ptr<Worker> Pool::spawn(uint32_t profile, uint64_t memory) {
   return w;
 }
 
+std::unique_ptr<Worker> Pool::spawn_counted(std::unique_lock<std::mutex>& lock, uint32_t profile,
+                                            uint64_t memory) {
+  // Counted before the spawn, which runs unlocked, so that concurrent
+  // callers see the slot taken; uncounted again if it fails.
+  total_++;
+  memory_ += memory;
+  lock.unlock();
+  std::unique_ptr<Worker> w = spawn(profile, memory);
+  lock.lock();
+  if (!w) {
+    total_--;
+    memory_ -= memory;
+    spawn_failures_++;
+    notify_capacity_locked();
+    return nullptr;
+  }
+  spawned_++;
+  return w;
+}
+
 void Pool::forget_locked(std::unique_ptr<Worker> w) {
   if (!w->function.empty()) {
     auto it = functions_.find(w->function);
@@ -171,68 +191,39 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t pr
     if (fn.held >= limits_.per_function && evict_own_stale_locked(fn, version)) continue;
     if (fn.held < limits_.per_function) {
       auto& blanks = blanks_[profile];
-      uint64_t extra = 0;
-      if (!blanks.empty()) {
-        extra = memory > blanks.front()->memory_bytes ? memory - blanks.front()->memory_bytes : 0;
-        if (memory_ + extra <= limits_.memory_budget_bytes) {
-          std::unique_ptr<Worker> w = std::move(blanks.front());
-          blanks.pop_front();
-          refill_cv_.notify_one();
-          memory_ = memory_ - w->memory_bytes + memory;
-          fn.held++;
-          busy_++;
-          lock.unlock();
-          if (w->memory_bytes != memory) {
-            Result<void> s = spawner_.set_memory(w->id, memory);
-            if (!s) {
-              // e.g. the runner already uses more than the new limit: make
-              // one to measure instead.
-              lock.lock();
-              w->memory_bytes = memory;
-              busy_--;
-              forget_locked(std::move(w));
-              total_++;
-              memory_ += memory;
-              lock.unlock();
-              w = spawn(profile, memory);
-              lock.lock();
-              if (!w) {
-                fn.held--;
-                total_--;
-                memory_ -= memory;
-                spawn_failures_++;
-                notify_capacity_locked();
-                return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
-              }
-              spawned_++;
-              busy_++;
-              return cold(std::move(w));
-            }
-          }
-          lock.lock();
-          w->memory_bytes = memory;
-          return cold(std::move(w));
-        }
-      }
-      if (total_ < limits_.max_sandboxes && memory_ + memory <= limits_.memory_budget_bytes) {
-        total_++;
-        memory_ += memory;
+      uint64_t extra = blanks.empty() || memory <= blanks.front()->memory_bytes
+                           ? 0
+                           : memory - blanks.front()->memory_bytes;
+      if (!blanks.empty() && memory_ + extra <= limits_.memory_budget_bytes) {
+        std::unique_ptr<Worker> w = std::move(blanks.front());
+        blanks.pop_front();
+        refill_cv_.notify_one();
         fn.held++;
         busy_++;
+        if (w->memory_bytes == memory) return cold(std::move(w));
+        memory_ = memory_ - w->memory_bytes + memory;
+        w->memory_bytes = memory;
         lock.unlock();
-        std::unique_ptr<Worker> w = spawn(profile, memory);
+        Result<void> limited = spawner_.set_memory(w->id, memory);
         lock.lock();
-        if (!w) {
-          total_--;
-          memory_ -= memory;
-          fn.held--;
-          busy_--;
-          spawn_failures_++;
-          notify_capacity_locked();
-          return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
-        }
-        spawned_++;
-        return cold(std::move(w));
+        if (limited) return cold(std::move(w));
+        // e.g. the runner already uses more than the new limit: replace
+        // the blank with one made to measure.
+        forget_locked(std::move(w));
+        w = spawn_counted(lock, profile, memory);
+        if (w) return cold(std::move(w));
+        fn.held--;
+        busy_--;
+        return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
+      }
+      if (total_ < limits_.max_sandboxes && memory_ + memory <= limits_.memory_budget_bytes) {
+        fn.held++;
+        busy_++;
+        std::unique_ptr<Worker> w = spawn_counted(lock, profile, memory);
+        if (w) return cold(std::move(w));
+        fn.held--;
+        busy_--;
+        return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
       }
       // Make room: the least recently used idle sandbox of any function, or
       // a blank of another profile.
@@ -263,21 +254,11 @@ Pool::Lease Pool::acquire_blank(uint32_t profile, Clock::time_point deadline) {
     }
     uint64_t memory = profile_memory_.at(profile);
     if (total_ < limits_.max_sandboxes && memory_ + memory <= limits_.memory_budget_bytes) {
-      total_++;
       busy_++;
-      memory_ += memory;
-      lock.unlock();
-      std::unique_ptr<Worker> w = spawn(profile, memory);
-      lock.lock();
-      if (!w) {
-        total_--;
-        busy_--;
-        memory_ -= memory;
-        spawn_failures_++;
-        return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
-      }
-      spawned_++;
-      return {Status::Ok, std::move(w), true, {}};
+      std::unique_ptr<Worker> w = spawn_counted(lock, profile, memory);
+      if (w) return {Status::Ok, std::move(w), true, {}};
+      busy_--;
+      return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
     }
     if (evict_lru_locked()) continue;
     if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && Clock::now() >= deadline)
@@ -362,19 +343,11 @@ void Pool::refill_loop() {
     bool room = total_ < limits_.max_sandboxes && memory_ + memory <= limits_.memory_budget_bytes;
     if (!profile_memory_.empty() && static_cast<int>(blanks_[profile].size()) < limits_.blank &&
         room) {
-      total_++;
-      memory_ += memory;
-      lock.unlock();
-      std::unique_ptr<Worker> w = spawn(profile, memory);
-      lock.lock();
+      std::unique_ptr<Worker> w = spawn_counted(lock, profile, memory);
       if (!w) {
-        total_--;
-        memory_ -= memory;
-        spawn_failures_++;
         refill_cv_.wait_for(lock, kSpawnRetryDelay);
         continue;
       }
-      spawned_++;
       if (!running_) {
         forget_locked(std::move(w));
         break;

@@ -112,6 +112,9 @@ class Pool {
   void forget_locked(std::unique_ptr<Worker> w);  // schedule destroy, free its slot
   void notify_capacity_locked();  // a slot or a blank appeared: one waiter per function
   std::unique_ptr<Worker> spawn(uint32_t profile, uint64_t memory);
+  // Lock held on entry and on return; capacity already checked by the caller.
+  std::unique_ptr<Worker> spawn_counted(std::unique_lock<std::mutex>& lock, uint32_t profile,
+                                        uint64_t memory);
   void refill_loop();
   void janitor_loop();
 

@@ -311,9 +311,8 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
 
   // Compile inside a sandbox: hostile source can make the compiler itself
   // exhaust memory or time.
-  Pool::Lease lease =
-      pool_.acquire_blank(static_cast<uint32_t>(profile),
-                          Clock::now() + std::chrono::milliseconds(queue_timeout_ms));
+  Pool::Lease lease = pool_.acquire_blank(
+      static_cast<uint32_t>(profile), Clock::now() + std::chrono::milliseconds(queue_timeout_ms));
   if (lease.status != Pool::Status::Ok) {
     res.set_header("Retry-After", "1");
     return send_error(res, 503, "no sandbox free to check the source: " + lease.message);

@@ -244,9 +244,10 @@ int cmd_serve(const std::vector<std::string>& args) {
         }
         std::string applied = gateway.reload(again.value());
         pool.set_limits(pool_limits(again.value()));
-        LOG_WARN("reloaded %s: applied%s and the [pool] sizes; listen, state_dir, "
-                 "max_connections and max_body_kb take effect at the next start",
-                 again.value().source.c_str(), applied.c_str());
+        LOG_WARN(
+            "reloaded %s: applied%s and the [pool] sizes; listen, state_dir, "
+            "max_connections and max_body_kb take effect at the next start",
+            again.value().source.c_str(), applied.c_str());
         continue;
       }
       LOG_WARN("%s: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
