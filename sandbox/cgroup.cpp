@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "sandbox/fd.hpp"
+#include "sandbox/log.hpp"
 
 namespace nsbox {
 
@@ -206,7 +207,9 @@ CgroupLeaf& CgroupLeaf::operator=(CgroupLeaf&& o) noexcept {
 }
 
 CgroupLeaf::~CgroupLeaf() {
-  (void)destroy();
+  // A destructor cannot return the error; it must not vanish either.
+  if (Status s = destroy(); !s)
+    LOG_WARN("cgroup leaf left behind: %s", s.error().message().c_str());
 }
 
 Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::string& id,

@@ -78,7 +78,8 @@ Error child_error(const ChildMsg& m, const ChildPlan& plan) {
 }  // namespace
 
 Sandbox::~Sandbox() {
-  (void)destroy();
+  // destroy() names what it could not remove; a destructor can only log it.
+  if (Status s = destroy(); !s) LOG_WARN("sandbox teardown: %s", s.error().message().c_str());
 }
 
 Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
@@ -170,9 +171,13 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   sb.timings_.released_ns = now_ns();
 
   // Until EOF: an error message, or timings then EOF when exec succeeded.
+  // One deadline for the whole setup, not per message.
+  const uint64_t setup_deadline = now_ns() / 1000000 + kSetupTimeoutMs;
   for (;;) {
     struct pollfd pfd = {sync_parent.get(), POLLIN, 0};
-    int rc = poll(&pfd, 1, kSetupTimeoutMs);
+    uint64_t now_ms = now_ns() / 1000000;
+    int left = now_ms >= setup_deadline ? 0 : static_cast<int>(setup_deadline - now_ms);
+    int rc = poll(&pfd, 1, left);
     if (rc < 0 && errno == EINTR) continue;
     if (rc <= 0) return make_error("sandbox setup", "child did not finish setup within 10 s");
     ChildMsg msg;
