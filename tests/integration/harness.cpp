@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -46,6 +47,11 @@ std::string unprivileged_copy(const std::string& path, mode_t mode) {
     std::string d = "/tmp/nsbox-unpriv-" + std::to_string(getpid());
     mkdir(d.c_str(), 0755);
     chmod(d.c_str(), 0755);
+    // Tens of MiB of binaries: gone when the test binary exits.
+    std::atexit([] {
+      std::string cmd = "rm -rf /tmp/nsbox-unpriv-" + std::to_string(getpid());
+      if (system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove %s\n", cmd.c_str());
+    });
     return d;
   }();
   std::string base = path.substr(path.find_last_of('/') + 1);

@@ -26,12 +26,20 @@ using nsbox::test::Daemon;
 
 namespace {
 
-std::string state_dir(const char* tag) {
-  std::string d = "/tmp/nsbox-serve-test-" + std::string(tag) + "-" + std::to_string(getpid());
-  std::string cmd = "rm -rf '" + d + "' '" + d + ".toml' '" + d + ".log'";
-  if (system(cmd.c_str()) != 0) FAIL("cleanup " << d);
-  return d;
-}
+// A daemon's state dir (with its 45 MiB rootfs), config and log, removed
+// when the test case ends, so repeated runs do not fill /tmp.
+struct StateDir {
+  std::string path;
+  explicit StateDir(const char* tag)
+      : path("/tmp/nsbox-serve-test-" + std::string(tag) + "-" + std::to_string(getpid())) {
+    remove();
+  }
+  ~StateDir() { remove(); }
+  void remove() const {
+    std::string cmd = "rm -rf '" + path + "' '" + path + ".toml' '" + path + ".log'";
+    if (system(cmd.c_str()) != 0) MESSAGE("could not remove " << path);
+  }
+};
 
 const char* kPool =
     "[pool]\nblank = 2\nmax_sandboxes = 24\nper_function = 2\nidle_timeout_ms = 60000\n";
@@ -52,7 +60,8 @@ std::string returns(const std::string& value) {
 }  // namespace
 
 TEST_CASE("serve: the API and its error codes") {
-  Daemon d(state_dir("api"), kPool);
+  StateDir sd("api");
+  Daemon d(sd.path, kPool);
   REQUIRE(d.start());
   auto c = d.client();
 
@@ -203,7 +212,8 @@ TEST_CASE("serve: the API and its error codes") {
 }
 
 TEST_CASE("serve: failing functions get their code while others keep answering") {
-  Daemon d(state_dir("fail"), kPool);
+  StateDir sd("fail");
+  Daemon d(sd.path, kPool);
   REQUIRE(d.start());
   auto c = d.client();
   std::string host = nsbox::test::host_hostname();
@@ -243,7 +253,8 @@ TEST_CASE("serve: failing functions get their code while others keep answering")
 }
 
 TEST_CASE("serve: after a deploy or delete returns, no request is served by old code") {
-  Daemon d(state_dir("revoke"), kPool);
+  StateDir sd("revoke");
+  Daemon d(sd.path, kPool);
   REQUIRE(d.start());
   std::atomic<bool> done{false};
   // Keep warm sandboxes of the function busy and idle meanwhile.
@@ -281,7 +292,8 @@ TEST_CASE("serve: after a deploy or delete returns, no request is served by old 
 }
 
 TEST_CASE("serve: 150 functions deployed, each invoked, kept across a restart") {
-  std::string dir = state_dir("many");
+  StateDir sd("many");
+  std::string dir = sd.path;
   {
     Daemon d(dir, kPool);
     REQUIRE(d.start());
@@ -310,7 +322,8 @@ TEST_CASE("serve: 150 functions deployed, each invoked, kept across a restart") 
 }
 
 TEST_CASE("serve: kill -9 during a burst of deploys loses no acknowledged version") {
-  std::string dir = state_dir("kill9");
+  StateDir sd("kill9");
+  std::string dir = sd.path;
   std::vector<int> acked;
   {
     Daemon d(dir, kPool);
@@ -360,7 +373,8 @@ TEST_CASE("serve: kill -9 during a burst of deploys loses no acknowledged versio
 }
 
 TEST_CASE("serve: overload gets fast 503s with Retry-After, not timeouts") {
-  Daemon d(state_dir("overload"),
+  StateDir sd("overload");
+  Daemon d(sd.path,
            "[pool]\nblank = 1\nmax_sandboxes = 4\nper_function = 1\nqueue_per_function = 2\n"
            "queue_timeout_ms = 300\n");
   REQUIRE(d.start());
@@ -402,7 +416,8 @@ TEST_CASE("serve: overload gets fast 503s with Retry-After, not timeouts") {
 
 TEST_CASE("serve: after SIGTERM no mount, cgroup or process is left") {
   auto before = nsbox::test::host_residue();
-  Daemon d(state_dir("term"), kPool);
+  StateDir sd("term");
+  Daemon d(sd.path, kPool);
   REQUIRE(d.start());
   deploy(d, "a", returns("1"));
   deploy(d, "b", "import time\ndef handler(e, c):\n    time.sleep(0.3)\n    return 2\n");
@@ -426,7 +441,8 @@ TEST_CASE("serve: after SIGTERM no mount, cgroup or process is left") {
 }
 
 TEST_CASE("serve: the CLI client against the real daemon") {
-  Daemon d(state_dir("cli"), kPool);
+  StateDir sd("cli");
+  Daemon d(sd.path, kPool);
   REQUIRE(d.start());
   std::string server = "http://127.0.0.1:" + std::to_string(d.port());
   auto cli = [&](std::vector<std::string> args, const std::string& input = "") {
@@ -474,7 +490,8 @@ TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads 
   CHECK(o.err.find("must run as root") != std::string::npos);
   CHECK(o.err.find("--rootless") != std::string::npos);
 
-  std::string dir = state_dir("hup");
+  StateDir sd("hup");
+  std::string dir = sd.path;
   Daemon d(dir, "token = \"first-token-0123456789\"\n");
   REQUIRE(d.start());
   auto c = d.client();
@@ -505,7 +522,8 @@ TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads 
 }
 
 TEST_CASE("serve: fail-stop when the spawner dies") {
-  Daemon d(state_dir("spawnerdeath"), kPool);
+  StateDir sd("spawnerdeath");
+  Daemon d(sd.path, kPool);
   REQUIRE(d.start());
   // The spawner is the daemon's child running the same binary.
   pid_t spawner = -1;
