@@ -129,11 +129,6 @@ std::string base_name(const std::string& p) {
   return s == std::string::npos ? p : p.substr(s + 1);
 }
 
-std::vector<std::string> sandbox_env() {
-  return {"PATH=/usr/bin:/bin",        "HOME=/tmp",         "TMPDIR=/tmp", "LANG=C.UTF-8",
-          "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"};
-}
-
 // The unisolated baseline: same runner, same framing, a plain child.
 struct PlainChild {
   pid_t pid = -1;
@@ -151,12 +146,11 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return sys_error("socketpair");
   UniqueFd mine(sv[0]), theirs(sv[1]);
-  std::vector<std::string> args = {kHostPython, "-I",         "-S", runner,      "--fd",
-                                   "3",         "--function", fn,   "--handler", handler};
+  std::vector<std::string> args = runner_argv(runner, fn, handler);
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
-  std::vector<std::string> env = sandbox_env();
+  std::vector<std::string> env = runner_env();
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
@@ -303,9 +297,8 @@ int cmd_run(const std::vector<std::string>& args) {
         LOG_DEBUG("cgroups: %s", layout.version == CgroupVersion::V2 ? "v2" : "v1");
     }
     fn_inside = spec.code_mount + "/" + base_name(fn_path);
-    spec.argv = {kHostPython, "-I",         "-S",      kRunnerPath, "--fd",
-                 "3",         "--function", fn_inside, "--handler", o.handler};
-    spec.env = sandbox_env();
+    spec.argv = runner_argv(kRunnerPath, fn_inside, o.handler);
+    spec.env = runner_env();
     auto sb = Sandbox::start(spec, bpf.value(), layout);
     if (!sb) return fail(kExitSetup, "sandbox: " + sb.error().message());
     sandbox = std::move(sb.value());

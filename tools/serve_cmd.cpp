@@ -105,11 +105,6 @@ PoolLimits pool_limits(const ServeConfig& c) {
   return l;
 }
 
-std::vector<std::string> sandbox_env() {
-  return {"PATH=/usr/bin:/bin",        "HOME=/tmp",         "TMPDIR=/tmp", "LANG=C.UTF-8",
-          "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"};
-}
-
 }  // namespace
 
 int cmd_serve(const std::vector<std::string>& args) {
@@ -200,8 +195,8 @@ int cmd_serve(const std::vector<std::string>& args) {
     sp.spec.ids.rootless = geteuid() != 0;
     sp.spec.ids.host_uid = geteuid();
     sp.spec.ids.host_gid = getegid();
-    sp.spec.argv = {kHostPython, "-I", "-S", kRunnerPath, "--fd", "3"};
-    sp.spec.env = sandbox_env();
+    sp.spec.argv = runner_argv(kRunnerPath);
+    sp.spec.env = runner_env();
     sp.bpf = bpf.value();
     profiles.push_back(sp);
     profile_memory.push_back(p.value().limits.memory_bytes);
