@@ -267,7 +267,7 @@ Pool::Lease Pool::acquire_blank(uint32_t profile, Clock::time_point deadline) {
 }
 
 void Pool::release(std::unique_ptr<Worker> w, bool reusable) {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   busy_--;
   if (w->function.empty()) {
     // A blank used for a one-off job, or one whose load failed.
@@ -281,10 +281,15 @@ void Pool::release(std::unique_ptr<Worker> w, bool reusable) {
   }
   w->last_used = Clock::now();
   fn.idle.push_front(std::move(w));
-  fn.cv.notify_one();
   // Waiters of other functions blocked on the global budget can now evict
   // this idle sandbox.
   if (waiting_ > fn.waiting) notify_capacity_locked();
+  const bool wake = fn.waiting > 0;
+  lock.unlock();
+  // Notified after unlocking: a waiter woken under the lock would only block
+  // again on mu_ (two more futex calls and a context switch per hand-off).
+  // fn outlives the lock: functions_ never erases, and map nodes are stable.
+  if (wake) fn.cv.notify_one();
 }
 
 void Pool::revoke(const std::string& name, uint64_t min_version) {
