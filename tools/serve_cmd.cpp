@@ -227,6 +227,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   }
   pool.start();
 
+  std::atomic<bool> served{false};
   std::thread signals([&] {
     for (;;) {
       int sig = 0;
@@ -246,7 +247,14 @@ int cmd_serve(const std::vector<std::string>& args) {
         continue;
       }
       LOG_WARN("%s: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      // cpp-httplib's stop() does nothing until its accept loop has begun:
+      // a signal just after start would be lost and the daemon would serve
+      // on, so repeat it until serving has ended.
       gateway.stop();
+      while (!served) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        gateway.stop();
+      }
       return;
     }
   });
@@ -268,6 +276,7 @@ int cmd_serve(const std::vector<std::string>& args) {
                config.listen_host.c_str(), config.listen_port, config.state_dir.c_str(),
                config.source.c_str());
   gateway.serve();  // returns after stop(), once connection threads finished
+  served = true;
   stopping = true;
   watchdog.join();
   // If serving ended by itself, wake the signal thread so it can finish.
