@@ -57,7 +57,7 @@ Outcome exchange_text(Worker& w, const std::string& request, Clock::time_point d
                       json* reply) {
   Outcome o;
   // A sandbox that stops reading must not hold a connection thread forever.
-  if (auto s = write_frame(w.channel.get(), request, to_monotonic_ms(deadline)); !s) {
+  if (auto s = write_frame(w.channel.to_runner.get(), request, to_monotonic_ms(deadline)); !s) {
     o.kind = s.error().err == ETIMEDOUT ? Outcome::Timeout : Outcome::Died;
     o.message = s.error().err == ETIMEDOUT ? "timed out" : "the sandbox closed its request channel";
     return o;
@@ -65,7 +65,7 @@ Outcome exchange_text(Worker& w, const std::string& request, Clock::time_point d
   // Past kMaxLogPerRequest the log pipe is left to fill: a function printing
   // without end then blocks itself, instead of costing the gateway a core.
   FrameRead fr =
-      read_frame(w.channel.get(), w.decoder, to_monotonic_ms(deadline), w.log.get(), [&w] {
+      read_frame(w.channel.from_runner.get(), w.decoder, to_monotonic_ms(deadline), w.log.get(), [&w] {
         w.pending_log += drain_log(w);
         return w.pending_log.size() < kMaxLogPerRequest;
       });

@@ -40,7 +40,7 @@ struct PoolLimits {
 // version V never serves anything else (no state crosses functions).
 struct Worker {
   uint64_t id = 0;
-  UniqueFd channel;
+  ChannelFds channel;
   UniqueFd log;
   std::string pending_log;  // drained while waiting for a reply
   FrameDecoder decoder;

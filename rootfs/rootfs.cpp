@@ -160,7 +160,7 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir, bool force, const std:
 
 std::vector<std::string> runner_argv(const std::string& runner, const std::string& function,
                                      const std::string& handler) {
-  std::vector<std::string> argv = {kHostPython, "-I", "-S", runner, "--fd", "3"};
+  std::vector<std::string> argv = {kHostPython, "-I", "-S", runner, "--fd", "3", "--out-fd", "4"};
   if (!function.empty()) {
     argv.insert(argv.end(), {"--function", function, "--handler", handler});
   }

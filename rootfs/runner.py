@@ -1,6 +1,9 @@
 """nsbox in-sandbox runner: loads one function and serves invocations over a channel fd.
 
-Run as: python3 -I -S /opt/nsbox/runner.py --fd 3 [--function PATH] [--handler NAME]
+Run as: python3 -I -S /opt/nsbox/runner.py --fd 3 --out-fd 4 [--function PATH] [--handler NAME]
+
+Requests arrive on --fd and replies leave on --out-fd: the two pipes of a sandbox's channel.
+Without --out-fd, --fd is one bidirectional (socket) channel.
 
 Protocol (both directions): 4-byte big-endian length, then that many bytes of UTF-8 JSON.
 See the message shapes next to each handler below; the C++ side mirrors them.
@@ -110,28 +113,34 @@ class UsageError(Exception):
 
 
 class Channel:
-    def __init__(self, fd):
-        # _socket is built in, so this costs nothing at start-up, unlike the socket module
-        # (which pulls in selectors and enum) — and it gives us sendall.
-        import _socket
-        import select  # built into Debian's python3, like _socket
-        self.sock = _socket.socket(fileno=fd)
+    def __init__(self, fd, out_fd=None):
+        self.fd = fd
+        self.out_fd = fd if out_fd is None else out_fd
         self.buf = bytearray()
-        # Waiting in poll() rather than in a blocking recv(): a unix socket wakes everything
-        # sleeping on it when the peer *reads* what we sent (to say "writable"), and a task
-        # asleep in recv() cannot tell that wake-up from "readable", so every request cost the
-        # runner a second, useless context switch. poll() only wakes for the events it asked
-        # for. (Measured: 1.9 -> 1.0 voluntary switches per request.)
-        self.poller = select.poll()
-        self.poller.register(fd, select.POLLIN)
+        self.poller = None
+        if self.out_fd == fd:
+            # One socket both ways. A unix socket wakes every task asleep on it when the peer
+            # *reads* what we sent (to say "writable"), and a task blocked in read() cannot
+            # tell that from "readable": it would wake twice per request. poll() wakes only
+            # for what it asked for. Pipes (the sandbox's channel) need none of this.
+            import select  # built into Debian's python3
+            self.poller = select.poll()
+            self.poller.register(fd, select.POLLIN)
+        # Fail now, not at the first request, if an fd is not open.
+        for f in (fd, self.out_fd):
+            try:
+                os.fstat(f)
+            except OSError as e:
+                raise UsageError("channel fd %d: %s" % (f, e.strerror)) from None
 
     def _fill(self, n, at_boundary):
         # Reads whatever has arrived (up to 64 KiB at a time) until n bytes are buffered: a
-        # frame usually arrives whole, so one recv per request instead of two.
+        # frame usually arrives whole, so one read per request instead of two.
         buf = self.buf
         while len(buf) < n:
-            self.poller.poll()  # readable, or hung up: recv then tells which
-            chunk = self.sock.recv(max(65536, n - len(buf)))
+            if self.poller is not None:
+                self.poller.poll()  # readable, or hung up: read then tells which
+            chunk = os.read(self.fd, max(65536, n - len(buf)))
             if not chunk:
                 if at_boundary and not buf:
                     return False
@@ -152,9 +161,10 @@ class Channel:
         return payload
 
     def send_payload(self, payload):
-        # One sendall of header+payload so a reader never sees a header without its body
-        # interleaved with anything else.
-        self.sock.sendall(len(payload).to_bytes(4, "big") + payload)
+        # Header and payload in one write, so that a small reply is one wake-up for the reader.
+        data = memoryview(len(payload).to_bytes(4, "big") + payload)
+        while data:
+            data = data[os.write(self.out_fd, data):]
 
     def send(self, msg):
         # surrogatepass-free: replace what cannot be UTF-8 (an exception message can hold
@@ -428,7 +438,7 @@ def _flush_logs():
 
 def _parse_args(argv):
     # Hand-rolled rather than argparse: argparse alone costs several ms of cold start.
-    opts = {"--fd": "3", "--function": None, "--handler": "handler"}
+    opts = {"--fd": "3", "--out-fd": None, "--function": None, "--handler": "handler"}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -438,15 +448,20 @@ def _parse_args(argv):
             key, value = arg, argv[i + 1]
             i += 1
         else:
-            raise UsageError("bad argument %r (usage: --fd N [--function PATH] "
+            raise UsageError("bad argument %r (usage: --fd N [--out-fd M] [--function PATH] "
                              "[--handler NAME])" % arg)
         opts[key] = value
         i += 1
-    try:
-        fd = int(opts["--fd"])
-    except ValueError:
-        raise UsageError("--fd wants a number, got %r" % opts["--fd"])
-    return fd, opts["--function"], opts["--handler"]
+    fds = []
+    for key in ("--fd", "--out-fd"):
+        if opts[key] is None:
+            fds.append(None)
+            continue
+        try:
+            fds.append(int(opts[key]))
+        except ValueError:
+            raise UsageError("%s wants a number, got %r" % (key, opts[key]))
+    return fds[0], fds[1], opts["--function"], opts["--handler"]
 
 
 def main(argv):
@@ -459,14 +474,14 @@ def main(argv):
     except Exception:
         pass
     try:
-        fd, function, handler = _parse_args(argv)
+        fd, out_fd, function, handler = _parse_args(argv)
     except UsageError as e:
         sys.stderr.write("runner: %s\n" % e)
         return EXIT_USAGE
     try:
-        chan = Channel(fd)
-    except OSError as e:
-        sys.stderr.write("runner: channel fd %d: %s\n" % (fd, e))
+        chan = Channel(fd, out_fd)
+    except UsageError as e:
+        sys.stderr.write("runner: %s\n" % e)
         return EXIT_USAGE
 
     runner = Runner(chan)

@@ -94,10 +94,10 @@ void child_main(const ChildPlan& p) {
   sigset_t none;
   sigemptyset(&none);
   sigprocmask(SIG_SETMASK, &none, nullptr);
-  // The parent's ends of the socket pairs: with them closed here, EOF on the
-  // sync socket really means the parent is gone.
-  if (p.parent_sync_fd >= 0) close(p.parent_sync_fd);
-  if (p.parent_channel_fd >= 0) close(p.parent_channel_fd);
+  // The parent's ends of the sync socket and the channel pipes: with them
+  // closed here, EOF on the sync socket really means the parent is gone.
+  for (int fd : {p.parent_sync_fd, p.parent_request_fd, p.parent_reply_fd})
+    if (fd >= 0) close(fd);
   // 1. Die with the parent, then wait for it to attach cgroups and write the
   // id maps. EOF here means the parent died (or gave up) before releasing us.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(kStepWaitRelease, errno, "PR_SET_PDEATHSIG");
@@ -147,18 +147,20 @@ void child_main(const ChildPlan& p) {
   // 8. fds, before the rlimits: the spawner may hold hundreds of fds, and
   // with RLIMIT_NOFILE lowered no new fd could be allocated above the limit.
   // Layout: 0 /dev/null, 1 and 2 the log (a function's prints are logs), 3
-  // the request channel, 4 the sync socket (close-on-exec); nothing else.
+  // requests in, 4 replies out, 5 the sync socket (close-on-exec); nothing
+  // else.
   int sync = fcntl(p.sync_fd, F_DUPFD_CLOEXEC, 10);
-  int chan = fcntl(p.channel_fd, F_DUPFD_CLOEXEC, 10);
+  int in = fcntl(p.request_fd, F_DUPFD_CLOEXEC, 10);
+  int out = fcntl(p.reply_fd, F_DUPFD_CLOEXEC, 10);
   int err = fcntl(p.stderr_fd >= 0 ? p.stderr_fd : 2, F_DUPFD_CLOEXEC, 10);
-  if (sync < 0 || chan < 0 || err < 0) fail(kStepFds, errno, "F_DUPFD_CLOEXEC");
+  if (sync < 0 || in < 0 || out < 0 || err < 0) fail(kStepFds, errno, "F_DUPFD_CLOEXEC");
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
   if (devnull < 0) fail(kStepFds, errno, "/dev/null");
-  if (dup2(devnull, 0) < 0 || dup2(err, 2) < 0 || dup2(2, 1) < 0 || dup2(chan, 3) < 0 ||
-      dup3(sync, 4, O_CLOEXEC) < 0)
+  if (dup2(devnull, 0) < 0 || dup2(err, 2) < 0 || dup2(2, 1) < 0 || dup2(in, 3) < 0 ||
+      dup2(out, 4) < 0 || dup3(sync, 5, O_CLOEXEC) < 0)
     fail(kStepFds, errno, "dup2");
-  g_sync = 4;
-  if (syscall(SYS_close_range, 5, ~0U, 0) != 0) fail(kStepFds, errno, "close_range");
+  g_sync = 5;
+  if (syscall(SYS_close_range, 6, ~0U, 0) != 0) fail(kStepFds, errno, "close_range");
   done(kStepFds);
 
   // 9. Lower rlimits.

@@ -57,10 +57,12 @@ struct ChildPlan {
   sock_fprog bpf{};
   const char* hostname = nullptr;
   int sync_fd = -1;         // child's end, close-on-exec
-  int channel_fd = -1;      // child's end; becomes fd 3
+  int request_fd = -1;      // the runner reads requests here; becomes fd 3
+  int reply_fd = -1;        // and writes replies here; becomes fd 4
   int stderr_fd = -1;       // >= 0: becomes fd 2 (and 1)
   int parent_sync_fd = -1;  // the parent's ends, closed first thing
-  int parent_channel_fd = -1;
+  int parent_request_fd = -1;
+  int parent_reply_fd = -1;
   bool root_mode = false;  // switch to the namespace's uid 0 for setup
   uid_t uid = 1000;
   gid_t gid = 1000;

@@ -1,11 +1,27 @@
 #include "sandbox/framing.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 namespace nsbox {
+
+Result<ChannelEnds> make_channel() {
+  int req[2], rep[2];
+  if (pipe2(req, O_CLOEXEC) != 0) return sys_error("pipe2", "request channel");
+  ChannelEnds e;
+  e.runner_in.reset(req[0]);
+  e.host.to_runner.reset(req[1]);
+  if (pipe2(rep, O_CLOEXEC) != 0) return sys_error("pipe2", "reply channel");
+  e.host.from_runner.reset(rep[0]);
+  e.runner_out.reset(rep[1]);
+  // Only the host's write end: the runner's ends are separate open files
+  // and stay blocking, so the runner sleeps in read() without a poll().
+  if (fcntl(e.host.to_runner.get(), F_SETFL, O_NONBLOCK) != 0)
+    return sys_error("fcntl", "O_NONBLOCK on the request channel");
+  return e;
+}
 
 std::string encode_frame(const std::string& payload) {
   uint32_t n = static_cast<uint32_t>(payload.size());
@@ -75,14 +91,17 @@ Status write_frame(int fd, const std::string& payload, uint64_t deadline_ms) {
   std::string frame = encode_frame(payload);
   size_t off = 0;
   while (off < frame.size()) {
-    ssize_t n = send(fd, frame.data() + off, frame.size() - off,
-                     MSG_NOSIGNAL | (deadline_ms ? MSG_DONTWAIT : 0));
+    ssize_t n = write(fd, frame.data() + off, frame.size() - off);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0 && errno == EAGAIN && deadline_ms) {
-      uint64_t now = monotonic_ms();
-      if (now >= deadline_ms) return sys_error_n(ETIMEDOUT, "write", "channel");
+    if (n < 0 && errno == EAGAIN) {
+      int timeout = -1;
+      if (deadline_ms) {
+        uint64_t now = monotonic_ms();
+        if (now >= deadline_ms) return sys_error_n(ETIMEDOUT, "write", "channel");
+        timeout = static_cast<int>(deadline_ms - now);
+      }
       struct pollfd pfd = {fd, POLLOUT, 0};
-      poll(&pfd, 1, static_cast<int>(deadline_ms - now));
+      poll(&pfd, 1, timeout);
       continue;
     }
     if (n < 0) return sys_error("write", "channel");

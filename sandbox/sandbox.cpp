@@ -106,13 +106,11 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   TRY(mkdir_p(spec.stage_dir, 0755));
   if (spec.use_cgroups) sb.cgroup_ = TRY(CgroupLeaf::create(cgroups, spec.id, spec.limits));
 
-  int sync[2], chan[2];
+  int sync[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) != 0)
     return sys_error("socketpair", "sync");
   UniqueFd sync_parent(sync[0]), sync_child(sync[1]);
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) != 0)
-    return sys_error("socketpair", "channel");
-  UniqueFd chan_parent(chan[0]), chan_child(chan[1]);
+  ChannelEnds chan = TRY(make_channel());
 
   MountSources sources = sources_from_spec(spec);
   UniqueFd code_tree;
@@ -133,10 +131,12 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   plan.bpf = bpf.fprog();
   plan.hostname = spec.hostname.c_str();
   plan.sync_fd = sync_child.get();
-  plan.channel_fd = chan_child.get();
+  plan.request_fd = chan.runner_in.get();
+  plan.reply_fd = chan.runner_out.get();
   plan.stderr_fd = spec.stderr_fd;
   plan.parent_sync_fd = sync_parent.get();
-  plan.parent_channel_fd = chan_parent.get();
+  plan.parent_request_fd = chan.host.to_runner.get();
+  plan.parent_reply_fd = chan.host.from_runner.get();
   plan.root_mode = !spec.ids.rootless;
   plan.uid = spec.ids.inside_uid;
   plan.gid = spec.ids.inside_gid;
@@ -161,8 +161,9 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   sb.pid_ = static_cast<pid_t>(pid);
   sb.pidfd_.reset(pidfd);
   sync_child.reset();
-  chan_child.reset();
-  sb.channel_ = std::move(chan_parent);
+  chan.runner_in.reset();
+  chan.runner_out.reset();
+  sb.channel_ = std::move(chan.host);
 
   // Parent after clone: cgroup (v1), id maps, then release.
   if (sb.cgroup_.valid() && sb.cgroup_.v2_dirfd() < 0) TRY(sb.cgroup_.attach(sb.pid_));
@@ -232,7 +233,7 @@ Status Sandbox::destroy() {
     // before our waitpid returns.
     reap(-1, nullptr);
   }
-  channel_.reset();
+  channel_ = {};
   pidfd_.reset();
   return cgroup_.destroy();
 }

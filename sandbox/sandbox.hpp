@@ -11,6 +11,7 @@
 #include "sandbox/cgroup.hpp"
 #include "sandbox/child.hpp"
 #include "sandbox/fd.hpp"
+#include "sandbox/framing.hpp"
 #include "sandbox/result.hpp"
 #include "sandbox/seccomp.hpp"
 #include "sandbox/spec.hpp"
@@ -39,10 +40,10 @@ class Sandbox {
                                const CgroupLayout& cgroups);
 
   pid_t pid() const { return pid_; }
-  int channel() const { return channel_.get(); }
+  const ChannelFds& channel() const { return channel_; }
   // Hands the request channel to a new owner (the spawner passes it on to
   // the gateway and keeps no copy).
-  UniqueFd take_channel() { return std::move(channel_); }
+  ChannelFds take_channel() { return std::move(channel_); }
   const SetupTimings& timings() const { return timings_; }
   CgroupEvents events() const { return cgroup_.events(); }
   // Changes the memory limit of a running sandbox (a pool sandbox made with
@@ -62,7 +63,7 @@ class Sandbox {
   bool reaped_ = false;
   int status_ = 0;
   UniqueFd pidfd_;
-  UniqueFd channel_;
+  ChannelFds channel_;
   CgroupLeaf cgroup_;
   SetupTimings timings_;
 };

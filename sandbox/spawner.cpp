@@ -38,13 +38,14 @@ struct ReplyMsg {
 };
 
 constexpr size_t kPipeSize = 1 << 20;  // logs are drained after each request
+constexpr int kMaxFds = 3;              // a spawn's reply: two channel pipes and the log
 
 ssize_t send_with_fds(int sock, const void* data, size_t len, const int* fds, int nfds) {
   struct iovec iov = {const_cast<void*>(data), len};
   struct msghdr msg = {};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(struct cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * 2)];
+  alignas(struct cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kMaxFds)];
   if (nfds > 0) {
     msg.msg_control = ctrl;
     msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
@@ -66,7 +67,7 @@ ssize_t recv_with_fds(int sock, void* data, size_t len, int* fds, int max_fds) {
   struct msghdr msg = {};
   msg.msg_iov = &iov;
   msg.msg_iovlen = 1;
-  alignas(struct cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * 2)];
+  alignas(struct cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kMaxFds)];
   msg.msg_control = ctrl;
   msg.msg_controllen = sizeof ctrl;
   ssize_t n;
@@ -132,10 +133,10 @@ void fill_error(ReplyMsg* r, const Error& e) {
     ReplyMsg reply = {};
     reply.ok = 1;
     reply.id = req.id;
-    int fds[2] = {-1, -1};
+    int fds[kMaxFds] = {-1, -1, -1};
     int nfds = 0;
     UniqueFd log_read;
-    UniqueFd channel;
+    ChannelFds channel;
     switch (req.op) {
       case kSpawn: {
         if (req.profile >= profiles.size()) {
@@ -167,9 +168,10 @@ void fill_error(ReplyMsg* r, const Error& e) {
         channel = sb.value().take_channel();
         reply.id = id;
         sandboxes.emplace(id, std::move(sb.value()));
-        fds[0] = channel.get();
-        fds[1] = log_read.get();
-        nfds = 2;
+        fds[0] = channel.to_runner.get();
+        fds[1] = channel.from_runner.get();
+        fds[2] = log_read.get();
+        nfds = 3;
         break;
       }
       case kSetMemory: {
@@ -217,7 +219,7 @@ void fill_error(ReplyMsg* r, const Error& e) {
 
 struct SpawnerClient::Reply {
   ReplyMsg msg;
-  UniqueFd fds[2];
+  UniqueFd fds[kMaxFds];
 };
 
 SpawnerClient::~SpawnerClient() {
@@ -251,10 +253,9 @@ Result<SpawnerClient::Reply> SpawnerClient::call(uint32_t op, uint32_t profile, 
   if (send_with_fds(sock_.get(), &req, sizeof req, nullptr, 0) != sizeof req)
     return sys_error("send", "spawner socket");
   Reply r;
-  int fds[2] = {-1, -1};
-  ssize_t n = recv_with_fds(sock_.get(), &r.msg, sizeof r.msg, fds, 2);
-  r.fds[0].reset(fds[0]);
-  r.fds[1].reset(fds[1]);
+  int fds[kMaxFds] = {-1, -1, -1};
+  ssize_t n = recv_with_fds(sock_.get(), &r.msg, sizeof r.msg, fds, kMaxFds);
+  for (int i = 0; i < kMaxFds; i++) r.fds[i].reset(fds[i]);
   if (n < 0) return sys_error("recv", "spawner socket");
   if (n != sizeof r.msg) return make_error("spawner", "exited or sent a short reply");
   if (!r.msg.ok) return Error{r.msg.err, r.msg.message, {}, {}};
@@ -263,7 +264,7 @@ Result<SpawnerClient::Reply> SpawnerClient::call(uint32_t op, uint32_t profile, 
 
 Result<SpawnedSandbox> SpawnerClient::spawn(uint32_t profile, uint64_t memory_bytes) {
   Reply r = TRY(call(kSpawn, profile, 0, memory_bytes, nullptr));
-  if (!r.fds[0].valid() || !r.fds[1].valid()) {
+  if (!r.fds[0].valid() || !r.fds[1].valid() || !r.fds[2].valid()) {
     // The fds were lost on the way (e.g. EMFILE here): the sandbox exists
     // but nobody can reach it, so it must not live on in the spawner.
     (void)destroy(r.msg.id);
@@ -271,8 +272,9 @@ Result<SpawnedSandbox> SpawnerClient::spawn(uint32_t profile, uint64_t memory_by
   }
   SpawnedSandbox s;
   s.id = r.msg.id;
-  s.channel = std::move(r.fds[0]);
-  s.log = std::move(r.fds[1]);
+  s.channel.to_runner = std::move(r.fds[0]);
+  s.channel.from_runner = std::move(r.fds[1]);
+  s.log = std::move(r.fds[2]);
   s.setup_ms = r.msg.setup_ms;
   return s;
 }

@@ -1,7 +1,7 @@
 // The spawner: a single-threaded process that owns clone and every pool
 // sandbox (STYLE.md habit 6). The multi-threaded gateway never forks; it
 // asks the spawner over a SOCK_SEQPACKET socket and receives each new
-// sandbox's request channel and log pipe as fds (SCM_RIGHTS). The spawner
+// sandbox's request channel (two pipes) and log pipe as fds (SCM_RIGHTS). The spawner
 // keeps the Sandbox objects (pidfd, cgroup leaf) and destroys them on
 // request, on shutdown, or when the gateway's end of the socket closes.
 //
@@ -17,6 +17,7 @@
 
 #include "sandbox/cgroup.hpp"
 #include "sandbox/fd.hpp"
+#include "sandbox/framing.hpp"
 #include "sandbox/result.hpp"
 #include "sandbox/seccomp.hpp"
 #include "sandbox/spec.hpp"
@@ -31,8 +32,8 @@ struct SpawnProfile {
 
 struct SpawnedSandbox {
   uint64_t id = 0;
-  UniqueFd channel;  // framed request channel to the runner
-  UniqueFd log;      // read end of the sandbox's stderr, non-blocking
+  ChannelFds channel;  // framed request channel to the runner
+  UniqueFd log;        // read end of the sandbox's stderr, non-blocking
   double setup_ms = 0;
 };
 

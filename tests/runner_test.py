@@ -1,10 +1,12 @@
-"""Tests of rootfs/runner.py, driven over a real socketpair exactly as the sandbox drives it.
+"""Tests of rootfs/runner.py, driven over real pipes exactly as the sandbox drives it.
 
     /usr/bin/python3 tests/runner_test.py
 """
 
+import fcntl
 import json
 import os
+import select
 import socket
 import subprocess
 import sys
@@ -20,25 +22,44 @@ TIMEOUT = 10
 
 
 class Runner:
-    """One runner process; the child sees its end of the socketpair as fd 3, as in a sandbox."""
+    """One runner process wired as in a sandbox: requests on its fd 3 and replies on its fd 4,
+    two pipes. With socket_mode, one socketpair on fd 3 instead (the runner's --fd-only mode)."""
 
-    def __init__(self, *args):
-        self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(TIMEOUT)
-        child_fd = child.fileno()
+    def __init__(self, *args, socket_mode=False):
+        if socket_mode:
+            self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.wfd = self.rfd = self.sock.fileno()
+            wiring = {3: child.fileno()}
+            mine = [child]
+        else:
+            self.sock = None
+            req_r, self.wfd = os.pipe()
+            self.rfd, rep_w = os.pipe()
+            wiring = {3: req_r, 4: rep_w}
+            args = ("--out-fd", "4") + args
+            mine = []
 
-        def to_fd3():
-            # Runs in the child before exec; dup2 leaves the new fd 3 inheritable.
-            os.dup2(child_fd, 3)
+        def wire():
+            # Runs in the child before exec. Copied high first, since a source may already sit
+            # on 3 or 4; dup2 leaves the targets inheritable.
+            high = {target: fcntl.fcntl(src, fcntl.F_DUPFD, 10) for target, src in wiring.items()}
+            for target, fd in high.items():
+                os.dup2(fd, target)
 
         self.proc = subprocess.Popen(
             [sys.executable, "-I", "-S", RUNNER] + list(args),
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            pass_fds=(3,) if child_fd == 3 else (3, child_fd), preexec_fn=to_fd3)
-        child.close()
+            pass_fds=tuple(wiring), preexec_fn=wire)
+        for f in mine:
+            f.close()
+        if not socket_mode:
+            os.close(req_r)
+            os.close(rep_w)
 
     def send_raw(self, data):
-        self.sock.sendall(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.wfd, view):]
 
     def send_payload(self, payload):
         self.send_raw(len(payload).to_bytes(4, "big") + payload)
@@ -49,7 +70,9 @@ class Runner:
     def _exact(self, n):
         buf = b""
         while len(buf) < n:
-            chunk = self.sock.recv(n - len(buf))
+            if not select.select([self.rfd], [], [], TIMEOUT)[0]:
+                raise TimeoutError("no reply from the runner within %d s" % TIMEOUT)
+            chunk = os.read(self.rfd, n - len(buf))
             if not chunk:
                 raise EOFError("runner closed the channel after %d of %d bytes" % (len(buf), n))
             buf += chunk
@@ -69,9 +92,20 @@ class Runner:
             msg["context"] = context
         return self.call(msg)
 
+    def close(self):
+        if self.sock is not None:
+            self.sock.close()
+        else:
+            for fd in (self.wfd, self.rfd):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass  # closed already
+        self.wfd = self.rfd = -1
+
     def finish(self):
-        """Close our end and return (exit code, stdout, stderr)."""
-        self.sock.close()
+        """Close our ends and return (exit code, stdout, stderr)."""
+        self.close()
         out, err = self.proc.communicate(timeout=TIMEOUT)
         return self.proc.returncode, out.decode(), err.decode()
 
@@ -79,7 +113,7 @@ class Runner:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.communicate()
-        self.sock.close()
+        self.close()
 
 
 class RunnerTest(unittest.TestCase):
@@ -98,8 +132,8 @@ class RunnerTest(unittest.TestCase):
             f.write(textwrap.dedent(source))
         return path
 
-    def start(self, *args):
-        r = Runner(*args)
+    def start(self, *args, socket_mode=False):
+        r = Runner(*args, socket_mode=socket_mode)
         self.runners.append(r)
         return r
 
@@ -371,6 +405,20 @@ class RunnerTest(unittest.TestCase):
     def test_eof_before_load_exits_zero(self):
         r = self.start()
         self.assertEqual(r.finish()[0], 0)
+
+    def test_one_socket_both_ways_without_out_fd(self):
+        r = self.start("--function", self.fn("def handler(e, c):\n    return e['n'] * 2\n"),
+                       socket_mode=True)
+        self.assertEqual(r.recv()["type"], "ready")
+        for n in range(3):
+            self.assertEqual(r.invoke({"n": n}, req_id=n)["result"], n * 2)
+        self.assertEqual(r.finish()[0], 0)
+
+    def test_out_fd_not_open_is_a_usage_error(self):
+        r = self.start("--out-fd", "9")  # the pipes are wired to 3 and 4 only
+        code, _, err = r.finish()
+        self.assertEqual(code, 2)
+        self.assertIn("channel fd 9", err)
 
     def test_eof_mid_frame_is_an_error(self):
         r = self.start()

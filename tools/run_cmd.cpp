@@ -132,7 +132,7 @@ std::string base_name(const std::string& p) {
 // The unisolated baseline: same runner, same framing, a plain child.
 struct PlainChild {
   pid_t pid = -1;
-  UniqueFd channel;
+  ChannelFds channel;
   ~PlainChild() {
     if (pid > 0) {
       ::kill(pid, SIGKILL);
@@ -143,9 +143,7 @@ struct PlainChild {
 
 Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const std::string& fn,
                                 const std::string& handler) {
-  int sv[2];
-  if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) return sys_error("socketpair");
-  UniqueFd mine(sv[0]), theirs(sv[1]);
+  ChannelEnds chan = TRY(make_channel());
   std::vector<std::string> args = runner_argv(runner, fn, handler);
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -157,14 +155,19 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
   pid_t pid = fork();
   if (pid < 0) return sys_error("fork", "runner");
   if (pid == 0) {
-    dup2(theirs.get(), 3);  // dup2 clears close-on-exec on fd 3
+    // The sandbox's fd layout. Copied high first, since an end may already
+    // sit on 3 or 4, and dup2 onto itself would keep close-on-exec.
+    int in = fcntl(chan.runner_in.get(), F_DUPFD_CLOEXEC, 10);
+    int out = fcntl(chan.runner_out.get(), F_DUPFD_CLOEXEC, 10);
+    if (in < 0 || out < 0 || dup2(in, 3) < 0 || dup2(out, 4) < 0) _exit(127);
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     dup2(devnull, 0);
+    signal(SIGPIPE, SIG_DFL);  // ignored dispositions survive exec
     execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }
   c->pid = pid;
-  c->channel = std::move(mine);
+  c->channel = std::move(chan.host);
   return c;
 }
 
@@ -202,6 +205,9 @@ int cmd_run(const std::vector<std::string>& args) {
   auto parsed = parse_run_args(args);
   if (!parsed) return fail(kExitUsage, parsed.error().detail + "\n" + run_usage());
   RunOptions o = parsed.value();
+  // A runner that dies makes our next write fail with EPIPE, reported as
+  // its death, rather than kill us with SIGPIPE.
+  signal(SIGPIPE, SIG_IGN);
   if (o.help) {
     std::fputs(run_usage(), stdout);
     return kExitOk;
@@ -258,12 +264,13 @@ int cmd_run(const std::vector<std::string>& args) {
   uint64_t deadline = monotonic_ms() + policy.limits.wall_ms;
   PlainChild plain;
   Sandbox sandbox;
-  int channel;
+  int to_runner, from_runner;
   std::string fn_inside;
   if (o.no_isolation) {
     auto r = start_plain(&plain, rootfs + kRunnerPath, fn_path, o.handler);
     if (!r) return fail(kExitSetup, r.error().message());
-    channel = plain.channel.get();
+    to_runner = plain.channel.to_runner.get();
+    from_runner = plain.channel.from_runner.get();
     fn_inside = fn_path;
   } else {
     auto bpf = seccomp_get(policy.seccomp, cache_dir());
@@ -302,7 +309,8 @@ int cmd_run(const std::vector<std::string>& args) {
     auto sb = Sandbox::start(spec, bpf.value(), layout);
     if (!sb) return fail(kExitSetup, "sandbox: " + sb.error().message());
     sandbox = std::move(sb.value());
-    channel = sandbox.channel();
+    to_runner = sandbox.channel().to_runner.get();
+    from_runner = sandbox.channel().from_runner.get();
     if (o.verbose) print_timings(sandbox.timings());
   }
 
@@ -346,7 +354,7 @@ int cmd_run(const std::vector<std::string>& args) {
 
   const uint64_t t_started = monotonic_us();
   FrameDecoder dec;
-  FrameRead fr = read_frame(channel, dec, deadline);
+  FrameRead fr = read_frame(from_runner, dec, deadline);
   const uint64_t t_ready = monotonic_us();
   if (fr.status == ReadStatus::Timeout) return timed_out();
   if (fr.status != ReadStatus::Ok) return died();
@@ -380,8 +388,11 @@ int cmd_run(const std::vector<std::string>& args) {
         {"memory_limit_mb", policy.limits.memory_bytes >> 20},
         {"request_id", "run-" + std::to_string(getpid())},
         {"deadline_ms", static_cast<uint64_t>(time(nullptr)) * 1000 + policy.limits.wall_ms}}}};
-  if (auto w = write_frame(channel, invoke.dump()); !w) return died();
-  fr = read_frame(channel, dec, deadline);
+  if (auto w = write_frame(to_runner, invoke.dump(), deadline); !w) {
+    if (w.error().err == ETIMEDOUT) return timed_out();
+    return died();
+  }
+  fr = read_frame(from_runner, dec, deadline);
   if (fr.status == ReadStatus::Timeout) return timed_out();
   if (fr.status != ReadStatus::Ok) return died();
   json res = json::parse(fr.payload, nullptr, false);

@@ -163,12 +163,12 @@ TEST_CASE("serve: the API and its error codes") {
     // An integer Python's json refuses (over 4300 digits) is the client's fault.
     x = c->Post("/fn/hello", std::string(5000, '7'), "application/json");
     CHECK(x->status == 400);
-    // A reply nested 100k deep, forged on the channel by the function itself.
+    // A reply nested 100k deep, forged on the reply pipe (fd 4) by the function itself.
     deploy(d, "deep",
            "import os, json\ndef handler(e, c):\n    body = b'{\"type\":\"result\",\"id\":\"' + "
            "c.aws_request_id.encode() + b'\",\"ok\":true,\"result\":' + b'[' * 100000 + b']' * "
            "100000 + b'}'\n"
-           "    os.write(3, len(body).to_bytes(4, 'big') + body)\n    import time\n    "
+           "    os.write(4, len(body).to_bytes(4, 'big') + body)\n    import time\n    "
            "time.sleep(5)\n");
     x = c->Get("/fn/deep");
     REQUIRE(x);

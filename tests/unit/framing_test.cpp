@@ -2,6 +2,8 @@
 #include "sandbox/framing.hpp"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -237,10 +239,69 @@ TEST_CASE("read_frame: an oversized length on the wire is an Error") {
   CHECK(r.error.step == "frame");
 }
 
-TEST_CASE("write_frame to a closed peer fails instead of raising SIGPIPE") {
-  SocketPair sp;
-  sp.close_end(1);
-  auto r = write_frame(sp.fd[0], "x");
+// Processes that write frames ignore SIGPIPE (make_channel says so).
+struct IgnoreSigpipe {
+  void (*old)(int) = signal(SIGPIPE, SIG_IGN);
+  ~IgnoreSigpipe() { signal(SIGPIPE, old); }
+};
+
+TEST_CASE("make_channel: close-on-exec ends; only the host's write end is non-blocking") {
+  auto c = make_channel();
+  REQUIRE_MESSAGE(bool(c), (c ? std::string() : c.error().message()));
+  ChannelEnds& e = c.value();
+  for (int fd : {e.host.to_runner.get(), e.host.from_runner.get(), e.runner_in.get(),
+                 e.runner_out.get()})
+    CHECK((fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);
+  CHECK((fcntl(e.host.to_runner.get(), F_GETFL) & O_NONBLOCK) != 0);
+  CHECK((fcntl(e.host.from_runner.get(), F_GETFL) & O_NONBLOCK) == 0);
+  CHECK((fcntl(e.runner_in.get(), F_GETFL) & O_NONBLOCK) == 0);
+  CHECK((fcntl(e.runner_out.get(), F_GETFL) & O_NONBLOCK) == 0);
+}
+
+TEST_CASE("make_channel: a frame larger than the pipe goes down and comes back") {
+  auto c = make_channel();
+  REQUIRE(c);
+  ChannelEnds& e = c.value();
+  std::string big(300000, 'q');  // beyond a pipe's 64 KiB: the host's write must wait in poll
+  big[200001] = 'B';
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {  // an echoing runner on the blocking ends
+    FrameDecoder d;
+    FrameRead r = read_frame(e.runner_in.get(), d, 0);
+    _exit(r.status == ReadStatus::Ok && write_frame(e.runner_out.get(), r.payload) ? 0 : 1);
+  }
+  e.runner_in.reset();
+  e.runner_out.reset();
+  REQUIRE(write_frame(e.host.to_runner.get(), big, monotonic_ms() + 5000));
+  FrameDecoder d;
+  FrameRead back = read_frame(e.host.from_runner.get(), d, monotonic_ms() + 5000);
+  REQUIRE(back.status == ReadStatus::Ok);
+  CHECK(back.payload == big);
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  // The runner is gone and held the only write end: EOF, not a hang.
+  CHECK(read_frame(e.host.from_runner.get(), d, monotonic_ms() + 1000).status == ReadStatus::Eof);
+}
+
+TEST_CASE("write_frame: a runner that never reads makes it time out, not block") {
+  auto c = make_channel();
+  REQUIRE(c);
+  uint64_t t0 = monotonic_ms();
+  auto r = write_frame(c.value().host.to_runner.get(), std::string(1 << 20, 'x'), t0 + 200);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().err == ETIMEDOUT);
+  CHECK(monotonic_ms() - t0 < 3000);
+}
+
+TEST_CASE("write_frame to a pipe whose reader is gone fails with EPIPE") {
+  IgnoreSigpipe ignore;
+  auto c = make_channel();
+  REQUIRE(c);
+  c.value().runner_in.reset();
+  auto r = write_frame(c.value().host.to_runner.get(), "x", monotonic_ms() + 1000);
   REQUIRE_FALSE(r);
   CHECK(r.error().err == EPIPE);
 }
