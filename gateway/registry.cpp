@@ -364,6 +364,7 @@ class FileStore final : public FunctionStore {
 
   Result<FunctionMeta> put(const std::string& name, const FunctionVersion& fv) override;
   std::optional<FunctionVersion> latest(const std::string& name) override;
+  std::optional<FunctionMeta> latest_meta(const std::string& name) override;
   std::optional<FunctionVersion> get(const std::string& name, uint64_t version) override;
   std::vector<FunctionMeta> list() override;
   std::vector<uint64_t> versions(const std::string& name) override;
@@ -554,6 +555,13 @@ std::optional<FunctionVersion> FileStore::latest(const std::string& name) {
       it->second.latest.version == meta.version && it->second.latest.sha256 == fv->meta.sha256)
     it->second.latest_source = std::move(source);
   return fv;
+}
+
+std::optional<FunctionMeta> FileStore::latest_meta(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = index_.find(name);
+  if (it == index_.end()) return std::nullopt;
+  return it->second.latest;
 }
 
 std::optional<FunctionVersion> FileStore::get(const std::string& name, uint64_t version) {

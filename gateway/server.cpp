@@ -236,9 +236,9 @@ void Gateway::routes() {
   svr_.Get(R"(/functions/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
     std::string name = req.matches[1];
     if (!valid_function_name(name)) return send_error(res, 400, "invalid function name");
-    auto fv = store_.latest(name);
-    if (!fv) return send_error(res, 404, "no function " + name);
-    json j = meta_to_json(fv->meta);
+    auto meta = store_.latest_meta(name);
+    if (!meta) return send_error(res, 404, "no function " + name);
+    json j = meta_to_json(*meta);
     j["versions"] = store_.versions(name);
     j["url"] = base_url() + "/fn/" + name;
     send_json(res, 200, j);
@@ -248,7 +248,7 @@ void Gateway::routes() {
              if (!authorized(req, res)) return;
              std::string name = req.matches[1];
              if (!valid_function_name(name)) return send_error(res, 400, "invalid function name");
-             if (!store_.latest(name)) return send_error(res, 404, "no function " + name);
+             if (!store_.latest_meta(name)) return send_error(res, 404, "no function " + name);
              res.set_content(logs_.get(name), "text/plain; charset=utf-8");
            });
   svr_.Put(R"(/functions/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
@@ -365,8 +365,8 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
     send_error(res, 400, "invalid function name");
     return finish(400);
   }
-  auto fv = store_.latest(name);
-  if (!fv) {
+  auto meta = store_.latest_meta(name);
+  if (!meta) {
     send_error(res, 404, "no function " + name);
     name = "-";  // metrics keep no per-name state for functions that do not exist
     outcome = "not_found";
@@ -390,17 +390,17 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
       if (valid_utf8(k) && valid_utf8(v)) q[k] = v;
     event = q.dump();
   }
-  int profile = profile_index(fv->meta.policy);
+  int profile = profile_index(meta->policy);
   if (profile < 0) {
     outcome = "no_policy";
-    send_error(res, 500, "the function's policy \"" + fv->meta.policy + "\" is not loaded");
+    send_error(res, 500, "the function's policy \"" + meta->policy + "\" is not loaded");
     return finish(500);
   }
   const Policy& policy = profiles_[profile].policy;
-  uint64_t memory = fv->meta.memory_mb ? fv->meta.memory_mb << 20 : policy.limits.memory_bytes;
-  uint64_t timeout_ms = fv->meta.timeout_ms ? fv->meta.timeout_ms : policy.limits.wall_ms;
+  uint64_t memory = meta->memory_mb ? meta->memory_mb << 20 : policy.limits.memory_bytes;
+  uint64_t timeout_ms = meta->timeout_ms ? meta->timeout_ms : policy.limits.wall_ms;
 
-  Pool::Lease lease = pool_.acquire(name, fv->meta.version, static_cast<uint32_t>(profile), memory,
+  Pool::Lease lease = pool_.acquire(name, meta->version, static_cast<uint32_t>(profile), memory,
                                     t0 + std::chrono::milliseconds(queue_timeout_ms()));
   if (lease.status == Pool::Status::Stale) {
     // A deploy or delete returned while we waited: never serve the old code.
@@ -430,13 +430,26 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
   metrics_.start(name, lease.cold);
   auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   Outcome o;
-  if (lease.cold) o = load_function(w, *fv, deadline);
+  if (lease.cold) {
+    // Only a cold sandbox needs the code: fetched now, by the exact version
+    // leased, so that it cannot be a newer one than the pool was told.
+    auto fv = store_.get(name, meta->version);
+    if (!fv) {
+      // Deleted (or replaced after a delete) since we looked: as when the
+      // pool reports Stale, the client retries and sees what exists now.
+      outcome = "stale";
+      res.set_header("Retry-After", "0");
+      send_error(res, 503, "the function changed while this request waited; retry");
+      return finish(503);
+    }
+    o = load_function(w, *fv, deadline);
+  }
   if (!lease.cold || o.kind == Outcome::Ok)
-    o = invoke(w, fv->meta, event, rid, memory >> 20, deadline);
+    o = invoke(w, *meta, event, rid, memory >> 20, deadline);
   // The runner flushes its output before replying, and the wait for the
   // reply drained the pipe: what it printed is already in pending_log.
   if (!w.pending_log.empty()) {
-    logs_.append(name, "[v" + std::to_string(fv->meta.version) + " " + rid + "] ", w.pending_log);
+    logs_.append(name, "[v" + std::to_string(meta->version) + " " + rid + "] ", w.pending_log);
     w.pending_log.clear();
   }
 

@@ -146,6 +146,10 @@ TEST_CASE("registry: put assigns versions; latest, get, list, versions") {
   CHECK(latest->source == "def third");
   check_same_meta(latest->meta, m3);
   CHECK(latest->meta.handler == "main");
+  auto meta = store->latest_meta("f");
+  REQUIRE(meta.has_value());
+  check_same_meta(*meta, m3);
+  CHECK_FALSE(store->latest_meta("nope").has_value());
 
   auto g1 = store->get("f", 1);
   REQUIRE(g1.has_value());
@@ -203,6 +207,7 @@ TEST_CASE("registry: remove and redeploy") {
   REQUIRE(bool(r));
   CHECK(r.value());
   CHECK_FALSE(store->latest("f").has_value());
+  CHECK_FALSE(store->latest_meta("f").has_value());
   CHECK_FALSE(store->get("f", 1).has_value());
   CHECK(store->versions("f").empty());
   auto list = store->list();
@@ -219,6 +224,7 @@ TEST_CASE("registry: remove and redeploy") {
 
   CHECK(put_ok(*store, "f", fv_of("new")).version == 1);
   CHECK(store->latest("f")->source == "new");
+  CHECK(store->latest_meta("f")->version == 1);
   CHECK(store->versions("f") == std::vector<uint64_t>{1});
 
   // Nothing but the live functions is left behind.
