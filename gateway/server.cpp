@@ -214,7 +214,15 @@ void Gateway::routes() {
       });
   svr_.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
     if (!res.body.empty()) return;
-    if (res.status == 413)
+    if (res.status == 413 &&
+        req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0)
+      // cpp-httplib caps form-encoded bodies (curl -d's default type) at
+      // 8 KiB, far below our limit: say how to send the body instead.
+      send_error(res, 413,
+                 "request body too large for Content-Type application/x-www-form-urlencoded "
+                 "(8 KiB); send it with its own type, e.g. curl -H 'Content-Type: "
+                 "text/x-python' --data-binary @fn.py, or application/json for events");
+    else if (res.status == 413)
       send_error(res, 413, "request body too large");
     else if (res.status == 404)
       send_error(res, 404, "no route for " + req.method + " " + req.path);

@@ -137,6 +137,13 @@ TEST_CASE("serve: the API and its error codes") {
   SUBCASE("413: bodies over the limit") {
     std::string big(2 << 20, '#');
     CHECK(deploy(d, "big", big)->status == 413);
+    // curl -d's default type: cpp-httplib caps it at 8 KiB, and the error
+    // says how to send the source instead.
+    auto form = c->Put("/functions/formed", auth(d), std::string(20000, '#'),
+                       "application/x-www-form-urlencoded");
+    REQUIRE(form);
+    CHECK(form->status == 413);
+    CHECK(form->body.find("Content-Type: text/x-python") != std::string::npos);
   }
   SUBCASE("500: the function raised; the handler's error comes back") {
     deploy(d, "raises", "def handler(e, c):\n    raise KeyError('gone')\n");
