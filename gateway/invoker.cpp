@@ -43,6 +43,26 @@ bool nesting_within(const std::string& text, int limit) {
   return true;
 }
 
+// A JSON string literal of s. Names and request ids are ASCII already; any
+// other byte >= 0x20 passes through (the caller hands us UTF-8).
+void append_json_string(std::string& out, const std::string& s) {
+  static const char kHex[] = "0123456789abcdef";
+  out += '"';
+  for (unsigned char c : s) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += static_cast<char>(c);
+    } else if (c < 0x20) {
+      out += "\\u00";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  out += '"';
+}
+
 constexpr int kMaxNesting = 256;
 constexpr size_t kMaxLogPerRequest = 1 << 20;  // drained per request; beyond, the pipe fills
 
@@ -145,18 +165,24 @@ Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_jso
       std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
   uint64_t deadline_ms =
       uint64_t(tv.tv_sec) * 1000 + tv.tv_usec / 1000 + std::max<int64_t>(left, 0);
-  json head = {{"type", "invoke"},
-               {"id", request_id},
-               {"context",
-                {{"function_name", meta.name},
-                 {"function_version", std::to_string(meta.version)},
-                 {"memory_limit_mb", memory_mb},
-                 {"request_id", request_id},
-                 {"deadline_ms", deadline_ms}}}};
-  // {"context":...,"id":...,"type":"invoke"} + ,"event":EVENT}
-  std::string frame = head.dump();
-  frame.pop_back();
-  frame += ",\"event\":";
+  // Written out rather than built as a json document: this is on every
+  // request, and a document costs an allocation per node. The event is
+  // spliced in as the caller validated it.
+  std::string frame;
+  frame.reserve(192 + meta.name.size() + 2 * request_id.size() + event_json.size());
+  frame += "{\"type\":\"invoke\",\"id\":";
+  append_json_string(frame, request_id);
+  frame += ",\"context\":{\"function_name\":";
+  append_json_string(frame, meta.name);
+  frame += ",\"function_version\":\"";
+  frame += std::to_string(meta.version);
+  frame += "\",\"memory_limit_mb\":";
+  frame += std::to_string(memory_mb);
+  frame += ",\"request_id\":";
+  append_json_string(frame, request_id);
+  frame += ",\"deadline_ms\":";
+  frame += std::to_string(deadline_ms);
+  frame += "},\"event\":";
   frame += event_json;
   frame += '}';
   json reply;
@@ -175,9 +201,10 @@ Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_jso
     o.message = "the sandbox broke protocol";
     return o;
   }
-  json ok = field(reply, "ok", false);
-  if (ok.is_boolean() && ok.get<bool>()) {
-    o.result = field(reply, "result", json());
+  auto ok = reply.find("ok");
+  if (ok != reply.end() && ok->is_boolean() && ok->get<bool>()) {
+    auto result = reply.find("result");
+    if (result != reply.end()) o.result = std::move(*result);  // no copy of a large result
     return o;
   }
   o.kind = str(reply, "kind") == "bad_result" ? Outcome::BadResult : Outcome::Raised;
