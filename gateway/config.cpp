@@ -50,7 +50,7 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     c.token = r.string(s, "token", S, "");
     if (!c.token.empty() && c.token.size() < 16)
       r.fail(s.get("token")->source(), "\"token\" must be at least 16 characters");
-    int64_t body_kb = 6144, conns = 256;
+    int64_t body_kb = int64_t(c.max_body_bytes >> 10), conns = c.max_connections;
     c.max_body_bytes = uint64_t(r.integer(s, "max_body_kb", S, 1, 65536, &body_kb)) << 10;
     c.max_connections = int(r.integer(s, "max_connections", S, 8, 4096, &conns));
     c.rootless = r.boolean(s, "rootless", S, false);

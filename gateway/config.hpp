@@ -17,7 +17,7 @@ struct ServeConfig {
   std::string state_dir = "/var/lib/nsbox";
   std::string token;  // empty: generated into state_dir/token (0600)
   uint64_t max_body_bytes = 6ull << 20;
-  int max_connections = 256;  // threads serving connections (keep-alive included)
+  int max_connections = 1024;  // connection threads, made on demand (keep-alive holds one)
   bool rootless = false;      // allow running as non-root (no cgroups)
   std::string public_url;     // base URL in deploy answers; default http://listen
   // [pool]

@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "gateway/conn_threads.hpp"
 #include "gateway/invoker.hpp"
 #include "policies/units.hpp"
 #include "sandbox/log.hpp"
@@ -20,6 +21,8 @@ using json = nlohmann::json;
 namespace {
 
 constexpr size_t kMaxSourceBytes = 1 << 20;
+constexpr size_t kKeepConnectionThreads = 16;
+constexpr auto kConnectionThreadIdleExit = std::chrono::seconds(30);
 constexpr auto kSyntaxCheckTimeout = std::chrono::seconds(5);
 
 // Everything sent may hold hostile text (a decoded path, a function's
@@ -101,10 +104,13 @@ Gateway::Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SpawnerCl
   char buf[16];
   snprintf(buf, sizeof buf, "%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
   request_prefix_ = buf;
-  int threads = config_.max_connections;
-  // One thread per connection, keep-alive included: 150 keep-alive clients
-  // must not queue behind a small fixed pool.
-  svr_.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+  size_t threads = static_cast<size_t>(config_.max_connections);
+  // One thread per connection, keep-alive included, made on demand: 150
+  // keep-alive clients must not queue behind a small fixed pool, and an idle
+  // daemon should not hold max_connections threads.
+  svr_.new_task_queue = [threads] {
+    return new ConnectionThreads(threads, kKeepConnectionThreads, kConnectionThreadIdleExit);
+  };
   svr_.set_keep_alive_max_count(1000000);
   // Without TCP_NODELAY every keep-alive response waits out Nagle's ~40 ms.
   svr_.set_tcp_nodelay(true);
