@@ -49,7 +49,7 @@ void Pool::stop() {
       for (auto& w : f.idle) ids.push_back(w->id);
     blanks_.clear();
     for (auto& [n, f] : functions_) f.idle.clear();
-    ids.insert(ids.end(), to_destroy_.begin(), to_destroy_.end());
+    for (const Doomed& d : to_destroy_) ids.push_back(d.id);
     to_destroy_.clear();
   }
   for (uint64_t id : ids) (void)spawner_.destroy(id);
@@ -96,12 +96,18 @@ void Pool::forget_locked(std::unique_ptr<Worker> w) {
     auto it = functions_.find(w->function);
     if (it != functions_.end()) it->second.held--;
   }
-  total_--;
-  memory_ -= w->memory_bytes;
-  to_destroy_.push_back(w->id);
+  dying_++;
+  dying_memory_ += w->memory_bytes;
+  to_destroy_.push_back({w->id, w->memory_bytes});
   janitor_cv_.notify_one();
-  refill_cv_.notify_one();
+  // The function's own slot (held) is free at once: its waiters may take a
+  // blank now. Budget waiters are woken again by the janitor.
   notify_capacity_locked();
+}
+
+bool Pool::room_once_dying_gone_locked(uint64_t memory) const {
+  return total_ - dying_ < limits_.max_sandboxes &&
+         memory_ - dying_memory_ + memory <= limits_.memory_budget_bytes;
 }
 
 void Pool::notify_capacity_locked() {
@@ -226,8 +232,10 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t pr
         return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
       }
       // Make room: the least recently used idle sandbox of any function, or
-      // a blank of another profile.
-      if (evict_lru_locked() || drop_blank_locked(profile)) continue;
+      // a blank of another profile; unless those already being destroyed
+      // will make it, then wait for the janitor (it notifies).
+      if (!room_once_dying_gone_locked(memory) && (evict_lru_locked() || drop_blank_locked(profile)))
+        continue;
     }
     if (last_try) {
       // A wake-up meant for us may have raced with the deadline: pass it on.
@@ -260,7 +268,7 @@ Pool::Lease Pool::acquire_blank(uint32_t profile, Clock::time_point deadline) {
       busy_--;
       return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
     }
-    if (evict_lru_locked()) continue;
+    if (!room_once_dying_gone_locked(memory) && evict_lru_locked()) continue;
     if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && Clock::now() >= deadline)
       return {Status::QueueTimeout, nullptr, false, "no sandbox became free in time"};
   }
@@ -378,17 +386,27 @@ void Pool::janitor_loop() {
         forget_locked(std::move(w));
       }
     }
-    std::vector<uint64_t> ids;
-    ids.swap(to_destroy_);
-    if (!ids.empty()) {
+    std::vector<Doomed> doomed;
+    doomed.swap(to_destroy_);
+    if (!doomed.empty()) {
       lock.unlock();
-      for (uint64_t id : ids) {
-        auto s = spawner_.destroy(id);
+      for (const Doomed& d : doomed) {
+        auto s = spawner_.destroy(d.id);
         if (!s)
-          LOG_WARN("pool: destroying sandbox %llu: %s", (unsigned long long)id,
+          LOG_WARN("pool: destroying sandbox %llu: %s", (unsigned long long)d.id,
                    s.error().message().c_str());
       }
       lock.lock();
+      // Only now is the slot free. (A sandbox the spawner failed to destroy
+      // is logged and no longer counted: the spawner keeps no handle to retry.)
+      for (const Doomed& d : doomed) {
+        total_--;
+        dying_--;
+        memory_ -= d.memory;
+        dying_memory_ -= d.memory;
+      }
+      refill_cv_.notify_one();
+      notify_capacity_locked();
       continue;
     }
     if (!running_) break;

@@ -109,7 +109,10 @@ class Pool {
   bool evict_lru_locked();
   bool evict_own_stale_locked(FunctionState& fn, uint64_t version);
   bool drop_blank_locked(uint32_t except_profile);
-  void forget_locked(std::unique_ptr<Worker> w);  // schedule destroy, free its slot
+  void forget_locked(std::unique_ptr<Worker> w);  // schedule destroy; the slot frees after it
+  // Whether the sandboxes already being destroyed will leave room for one
+  // more of this size: then the caller waits rather than evicts another.
+  bool room_once_dying_gone_locked(uint64_t memory) const;
   void notify_capacity_locked();  // a slot or a blank appeared: one waiter per function
   std::unique_ptr<Worker> spawn(uint32_t profile, uint64_t memory);
   // Lock held on entry and on return; capacity already checked by the caller.
@@ -129,11 +132,20 @@ class Pool {
   bool running_ = false;
   std::map<uint32_t, std::deque<std::unique_ptr<Worker>>> blanks_;
   std::map<std::string, FunctionState> functions_;
-  std::vector<uint64_t> to_destroy_;
-  int total_ = 0;  // every sandbox, including busy and being spawned
+  struct Doomed {
+    uint64_t id;
+    uint64_t memory;
+  };
+  std::vector<Doomed> to_destroy_;
+  // Every sandbox, including busy, being spawned and being destroyed: a
+  // sandbox leaves the count (and memory_) only once the janitor has
+  // destroyed it, so the budget bounds what really exists.
+  int total_ = 0;
+  int dying_ = 0;  // of total_: forgotten, not yet destroyed
   int busy_ = 0;
   int waiting_ = 0;
   uint64_t memory_ = 0;
+  uint64_t dying_memory_ = 0;
   uint64_t evictions_ = 0, idle_expired_ = 0, spawned_ = 0, spawn_failures_ = 0;
   std::thread refill_thread_, janitor_thread_;
 };
