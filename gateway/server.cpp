@@ -22,6 +22,7 @@ namespace {
 
 constexpr size_t kMaxSourceBytes = 1 << 20;
 constexpr size_t kKeepConnectionThreads = 16;
+constexpr auto kSandboxMemoryRefresh = std::chrono::seconds(1);
 constexpr auto kConnectionThreadIdleExit = std::chrono::seconds(30);
 constexpr auto kSyntaxCheckTimeout = std::chrono::seconds(5);
 
@@ -559,14 +560,25 @@ void Gateway::handle_metrics(httplib::Response& res) {
            (unsigned long long)s.spawned, (unsigned long long)s.spawn_failures);
   out += buf;
   out +=
-      "# HELP nsbox_sandbox_memory_bytes Memory in use per idle or blank sandbox (cgroup).\n"
+      "# HELP nsbox_sandbox_memory_bytes Memory in use per idle or blank sandbox (cgroup), "
+      "at most 1 s old.\n"
       "# TYPE nsbox_sandbox_memory_bytes gauge\n";
-  for (uint64_t id : s.ids) {
-    auto ev = spawner_.events(id);
-    if (!ev) continue;
-    snprintf(buf, sizeof buf, "nsbox_sandbox_memory_bytes{sandbox=\"%llu\"} %llu\n",
-             (unsigned long long)id, (unsigned long long)ev.value().memory_current);
-    out += buf;
+  {
+    // Held across the refresh: concurrent scrapes wait for it and share it.
+    std::lock_guard<std::mutex> lock(sandbox_memory_mu_);
+    if (Clock::now() - sandbox_memory_at_ >= kSandboxMemoryRefresh) {
+      std::string text;
+      for (uint64_t id : s.ids) {
+        auto ev = spawner_.events(id);
+        if (!ev) continue;
+        snprintf(buf, sizeof buf, "nsbox_sandbox_memory_bytes{sandbox=\"%llu\"} %llu\n",
+                 (unsigned long long)id, (unsigned long long)ev.value().memory_current);
+        text += buf;
+      }
+      sandbox_memory_text_ = std::move(text);
+      sandbox_memory_at_ = Clock::now();
+    }
+    out += sandbox_memory_text_;
   }
   res.set_content(out, "text/plain; version=0.0.4");
 }

@@ -5,6 +5,7 @@
 #include <httplib.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -56,6 +57,12 @@ class Gateway {
   SpawnerClient& spawner_;
   std::vector<ProfileInfo> profiles_;
   std::mutex token_mu_;  // guards token_ and the reloadable config_ fields
+  // /metrics is public: its per-sandbox memory lines (one spawner call per
+  // sandbox) are refreshed at most once a second, however often it is
+  // scraped, so scrapes cannot keep the spawner from making sandboxes.
+  std::mutex sandbox_memory_mu_;
+  std::chrono::steady_clock::time_point sandbox_memory_at_{};
+  std::string sandbox_memory_text_;
   std::string token_;
   Metrics metrics_;
   AccessLog access_log_;
