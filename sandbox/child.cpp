@@ -51,7 +51,11 @@ ChildMsg g_msg;
 int g_sync = -1;
 
 void send_msg() {
-  if (g_sync >= 0) (void)!send(g_sync, &g_msg, sizeof g_msg, MSG_NOSIGNAL);
+  // write(), not send(): after seccomp only write is sure to be allowed (the
+  // strict policy denies every socket call, sendto included), and an exec
+  // failure must still be reported. A parent that is gone means SIGPIPE or
+  // EPIPE; either way this process is about to exit.
+  if (g_sync >= 0) (void)!write(g_sync, &g_msg, sizeof g_msg);
 }
 
 [[noreturn]] void fail(int32_t step, int err, const char* context = nullptr, int index = -1) {

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 
 #include "tests/integration/harness.hpp"
@@ -202,6 +203,25 @@ TEST_CASE("a rootfs that is not ours is refused with exit 3") {
   CHECK(o.err.find("not an nsbox rootfs") != std::string::npos);
   unlink((dir + "/precious").c_str());
   rmdir(dir.c_str());
+}
+
+TEST_CASE("a runtime that cannot exec is a setup error naming execve, under every policy") {
+  // The exec runs after seccomp, so its failure must be reported with a
+  // syscall every policy allows (strict allows no socket call).
+  std::string dir = "/tmp/nsbox-noexec-rootfs-" + std::to_string(getpid());
+  nsbox::test::RunSpec build;
+  build.argv = {nsbox::test::nsbox_bin(), "rootfs", "build", "--out", dir};
+  Outcome b = nsbox::test::run(build);
+  REQUIRE_MESSAGE(b.exit_code == 0, b.err);
+  REQUIRE(unlink((dir + "/usr/bin/python3").c_str()) == 0);
+  for (const char* policy : {"default", "strict"}) {
+    INFO("policy ", std::string(policy));
+    Outcome o = nsbox_run("echo.py", {"--rootfs", dir, "--policy", policy});
+    CHECK(o.exit_code == 3);
+    CHECK(o.err.find("execve") != std::string::npos);
+    CHECK(o.err.find("/usr/bin/python3") != std::string::npos);
+  }
+  REQUIRE(std::system(("rm -rf " + dir).c_str()) == 0);
 }
 
 TEST_CASE("200 runs in a row leave no mount, cgroup or process behind") {
