@@ -130,11 +130,14 @@ bool Pool::evict_lru_locked() {
   return true;
 }
 
-// An idle sandbox of this function that holds another version: it counts
-// against the per-function cap but can never serve this request.
-bool Pool::evict_own_stale_locked(FunctionState& fn, uint64_t version) {
+// An idle sandbox of this function that holds another version (or was made
+// under other limits): it counts against the per-function cap but can never
+// serve this request.
+bool Pool::evict_own_stale_locked(FunctionState& fn, uint64_t version, uint32_t profile,
+                                  uint64_t memory) {
   for (auto it = fn.idle.begin(); it != fn.idle.end(); ++it) {
-    if ((*it)->version != version || (*it)->generation != fn.generation) {
+    if ((*it)->version != version || (*it)->generation != fn.generation ||
+        (*it)->profile != profile || (*it)->memory_bytes != memory) {
       std::unique_ptr<Worker> w = std::move(*it);
       fn.idle.erase(it);
       forget_locked(std::move(w));
@@ -185,16 +188,20 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t pr
   for (;;) {
     if (!running_) return {Status::Overloaded, nullptr, false, "shutting down"};
     if (version < fn.min_version) return {Status::Stale, nullptr, false, "the function changed"};
-    // Warm: the same function and version, most recently used first.
+    // Warm: the same function and version, most recently used first, made
+    // with the same policy profile and memory limit (a sandbox is never
+    // trusted with a request planned under other limits).
     for (auto it = fn.idle.begin(); it != fn.idle.end(); ++it) {
-      if ((*it)->version == version && (*it)->generation == fn.generation) {
+      if ((*it)->version == version && (*it)->generation == fn.generation &&
+          (*it)->profile == profile && (*it)->memory_bytes == memory) {
         std::unique_ptr<Worker> w = std::move(*it);
         fn.idle.erase(it);
         busy_++;
         return {Status::Ok, std::move(w), false, {}};
       }
     }
-    if (fn.held >= limits_.per_function && evict_own_stale_locked(fn, version)) continue;
+    if (fn.held >= limits_.per_function && evict_own_stale_locked(fn, version, profile, memory))
+      continue;
     if (fn.held < limits_.per_function) {
       auto& blanks = blanks_[profile];
       uint64_t extra = blanks.empty() || memory <= blanks.front()->memory_bytes

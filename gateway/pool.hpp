@@ -107,7 +107,8 @@ class Pool {
   };
 
   bool evict_lru_locked();
-  bool evict_own_stale_locked(FunctionState& fn, uint64_t version);
+  bool evict_own_stale_locked(FunctionState& fn, uint64_t version, uint32_t profile,
+                              uint64_t memory);
   bool drop_blank_locked(uint32_t except_profile);
   void forget_locked(std::unique_ptr<Worker> w);  // schedule destroy; the slot frees after it
   // Whether the sandboxes already being destroyed will leave room for one

@@ -46,6 +46,10 @@ struct FunctionVersion {
   std::string source;  // the Python source
 };
 
+// Whether a and b describe the same deploy: versions restart at 1 after a
+// delete, so (name, version) alone may name two different deploys over time.
+bool same_deploy(const FunctionMeta& a, const FunctionMeta& b);
+
 // Keys: name, version, handler, policy, memory_mb, timeout_ms,
 // created_unix_ms, sha256, source_bytes.
 nlohmann::json meta_to_json(const FunctionMeta& meta);

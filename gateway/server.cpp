@@ -447,11 +447,14 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
   Outcome o;
   if (lease.cold) {
     // Only a cold sandbox needs the code: fetched now, by the exact version
-    // leased, so that it cannot be a newer one than the pool was told.
+    // leased, and only if it is still the deploy this request was planned
+    // for. Versions restart at 1 after a delete, so a delete and redeploy
+    // while we waited would otherwise load the new code into a sandbox made
+    // with the old deploy's policy and limits, and the pool would keep it.
     auto fv = store_.get(name, meta->version);
-    if (!fv) {
-      // Deleted (or replaced after a delete) since we looked: as when the
-      // pool reports Stale, the client retries and sees what exists now.
+    if (!fv || !same_deploy(fv->meta, *meta)) {
+      // Deleted or replaced since we looked: as when the pool reports
+      // Stale, the client retries and sees what exists now.
       outcome = "stale";
       res.set_header("Retry-After", "0");
       send_error(res, 503, "the function changed while this request waited; retry");

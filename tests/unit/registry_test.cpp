@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <string>
 #include <thread>
@@ -194,6 +195,38 @@ TEST_CASE("registry: meta_to_json keys") {
   CHECK(j.size() == 9);
   CHECK(j["version"] == 4);
   CHECK(j["handler"] == "handler");
+}
+
+TEST_CASE("registry: same_deploy tells a redeploy under a reused version apart") {
+  TempDir tmp;
+  auto store = open_ok(tmp.path);
+  FunctionMeta first = put_ok(*store, "f", fv_of("same source"));
+  CHECK(same_deploy(first, *store->latest_meta("f")));
+  REQUIRE(store->remove("f").value());
+  // Versions restart at 1 after a delete: same name, same version, same
+  // source, yet another deploy (here under another policy).
+  usleep(2000);  // created_unix_ms has millisecond resolution
+  FunctionVersion again = fv_of("same source");
+  again.meta.policy = "strict";
+  FunctionMeta second = put_ok(*store, "f", again);
+  REQUIRE(second.version == first.version);
+  CHECK_FALSE(same_deploy(first, second));
+  // Every field that changes what runs, or how, counts.
+  FunctionMeta m = second;
+  CHECK(same_deploy(m, second));
+  for (auto change : std::vector<std::function<void(FunctionMeta&)>>{
+           [](FunctionMeta& x) { x.sha256[0] = x.sha256[0] == 'a' ? 'b' : 'a'; },
+           [](FunctionMeta& x) { x.created_unix_ms++; },
+           [](FunctionMeta& x) { x.policy = "default"; },
+           [](FunctionMeta& x) { x.handler = "other"; },
+           [](FunctionMeta& x) { x.memory_mb = 64; },
+           [](FunctionMeta& x) { x.timeout_ms = 10; },
+           [](FunctionMeta& x) { x.version = 2; },
+           [](FunctionMeta& x) { x.name = "g"; }}) {
+    FunctionMeta changed = second;
+    change(changed);
+    CHECK_FALSE(same_deploy(changed, second));
+  }
 }
 
 TEST_CASE("registry: remove and redeploy") {
