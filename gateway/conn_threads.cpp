@@ -58,14 +58,20 @@ void ConnectionThreads::work() {
     fn = nullptr;  // the connection's state goes before we wait again
     lock.lock();
   }
-  // Hand our std::thread to whoever comes next to join (a joinable thread
-  // that has exited still holds its stack). shutdown() may have taken it
-  // already, and then joins it itself.
+  // A joinable thread that has exited still holds its stack until joined.
+  // Join those that retired before us, and leave ourselves to whoever comes
+  // next (enqueue, the next to retire, or shutdown), so that after a burst
+  // at most one exited thread waits to be joined. shutdown() may have taken
+  // our std::thread already, and then joins it itself.
+  std::vector<std::thread> earlier;
+  earlier.swap(retired_);
   auto it = threads_.find(std::this_thread::get_id());
   if (it != threads_.end()) {
     retired_.push_back(std::move(it->second));
     threads_.erase(it);
   }
+  lock.unlock();
+  for (auto& t : earlier) t.join();
 }
 
 void ConnectionThreads::shutdown() {

@@ -148,7 +148,8 @@ int cmd_serve(const std::vector<std::string>& args) {
   if (geteuid() != 0 && !config.rootless)
     return fail("must run as root (sudo nsbox serve), or ask for rootless mode with --rootless");
 
-  // Two fds per sandbox plus one per connection: 1024 is too few.
+  // Three fds per sandbox (two channel pipes, the log) plus one per
+  // connection: 1024 is too few.
   struct rlimit nofile;
   if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
     nofile.rlim_cur = nofile.rlim_max;
