@@ -452,6 +452,18 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
     // while we waited would otherwise load the new code into a sandbox made
     // with the old deploy's policy and limits, and the pool would keep it.
     auto fv = store_.get(name, meta->version);
+    if (!fv) {
+      auto now = store_.latest_meta(name);
+      if (now && same_deploy(*now, *meta)) {
+        // Still the deploy we planned for, yet its file did not load: the
+        // store is damaged (logged by the store), and retrying will not help.
+        outcome = "store_error";
+        send_error(res, 500,
+                   "could not read version " + std::to_string(meta->version) + " of " + name +
+                       " from the function store (see the daemon's log)");
+        return finish(500);
+      }
+    }
     if (!fv || !same_deploy(fv->meta, *meta)) {
       // Deleted or replaced since we looked: as when the pool reports
       // Stale, the client retries and sees what exists now.

@@ -346,6 +346,24 @@ TEST_CASE("serve: a request that waited through a delete and redeploy never runs
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE("serve: a version file damaged after start is a 500 naming the store, not a retry loop") {
+  StateDir sd("rot");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "rot", returns("1"))->status == 201);
+  // After a restart the source is read from disk at the first cold start.
+  REQUIRE(d.stop() == 0);
+  REQUIRE(d.start());
+  std::ofstream(sd.path + "/functions/rot/1.json", std::ios::trunc) << "{ not json";
+  auto x = d.client()->Get("/fn/rot");
+  REQUIRE(x);
+  CHECK(x->status == 500);
+  CHECK(x->body.find("function store") != std::string::npos);
+  CHECK(x->get_header_value("Retry-After").empty());
+  CHECK(d.client()->Get("/healthz")->status == 200);
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("serve: 150 functions deployed, each invoked, kept across a restart") {
   StateDir sd("many");
   std::string dir = sd.path;
