@@ -94,15 +94,28 @@ std::unique_ptr<Worker> Pool::spawn_counted(std::unique_lock<std::mutex>& lock, 
 void Pool::forget_locked(std::unique_ptr<Worker> w) {
   if (!w->function.empty()) {
     auto it = functions_.find(w->function);
-    if (it != functions_.end()) it->second.held--;
+    if (it != functions_.end()) {
+      // The function's own slot (held) is free at once: one of its waiters
+      // may take a blank now. Nothing else changed until the janitor has
+      // destroyed the sandbox, and it wakes everyone then.
+      it->second.held--;
+      if (it->second.waiting > 0) it->second.cv.notify_one();
+    }
   }
   dying_++;
   dying_memory_ += w->memory_bytes;
   to_destroy_.push_back({w->id, w->memory_bytes});
   janitor_cv_.notify_one();
-  // The function's own slot (held) is free at once: its waiters may take a
-  // blank now. Budget waiters are woken again by the janitor.
-  notify_capacity_locked();
+}
+
+void Pool::notify_room_freed_locked() {
+  // Every waiter, not one per function: several may have waited on the
+  // same dying sandboxes (room_once_dying_gone_locked), and whoever finds
+  // no room now evicts for itself.
+  for (auto& [name, f] : functions_)
+    if (f.waiting > 0) f.cv.notify_all();
+  cv_.notify_all();
+  refill_cv_.notify_one();
 }
 
 bool Pool::room_once_dying_gone_locked(uint64_t memory) const {
@@ -130,14 +143,14 @@ bool Pool::evict_lru_locked() {
   return true;
 }
 
-// An idle sandbox of this function that holds another version (or was made
-// under other limits): it counts against the per-function cap but can never
-// serve this request.
-bool Pool::evict_own_stale_locked(FunctionState& fn, uint64_t version, uint32_t profile,
-                                  uint64_t memory) {
+// An idle sandbox of this function that holds another version: it counts
+// against the per-function cap but can never serve this request. (Not
+// profile or memory: a request planned before a delete and redeploy carries
+// the old ones, and would destroy the new deploy's good sandbox for a lease
+// the gateway then refuses.)
+bool Pool::evict_own_stale_locked(FunctionState& fn, uint64_t version) {
   for (auto it = fn.idle.begin(); it != fn.idle.end(); ++it) {
-    if ((*it)->version != version || (*it)->generation != fn.generation ||
-        (*it)->profile != profile || (*it)->memory_bytes != memory) {
+    if ((*it)->version != version || (*it)->generation != fn.generation) {
       std::unique_ptr<Worker> w = std::move(*it);
       fn.idle.erase(it);
       forget_locked(std::move(w));
@@ -185,6 +198,7 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t pr
     return Lease{Status::Ok, std::move(w), true, {}};
   };
   bool last_try = false;
+  bool blanks_fit = true;  // false once re-limiting a blank failed for us
   for (;;) {
     if (!running_) return {Status::Overloaded, nullptr, false, "shutting down"};
     if (version < fn.min_version) return {Status::Stale, nullptr, false, "the function changed"};
@@ -200,14 +214,13 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t pr
         return {Status::Ok, std::move(w), false, {}};
       }
     }
-    if (fn.held >= limits_.per_function && evict_own_stale_locked(fn, version, profile, memory))
-      continue;
+    if (fn.held >= limits_.per_function && evict_own_stale_locked(fn, version)) continue;
     if (fn.held < limits_.per_function) {
       auto& blanks = blanks_[profile];
       uint64_t extra = blanks.empty() || memory <= blanks.front()->memory_bytes
                            ? 0
                            : memory - blanks.front()->memory_bytes;
-      if (!blanks.empty() && memory_ + extra <= limits_.memory_budget_bytes) {
+      if (blanks_fit && !blanks.empty() && memory_ + extra <= limits_.memory_budget_bytes) {
         std::unique_ptr<Worker> w = std::move(blanks.front());
         blanks.pop_front();
         refill_cv_.notify_one();
@@ -220,14 +233,14 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t pr
         Result<void> limited = spawner_.set_memory(w->id, memory);
         lock.lock();
         if (limited) return cold(std::move(w));
-        // e.g. the runner already uses more than the new limit: replace
-        // the blank with one made to measure.
+        // e.g. the runner already uses more than the new limit, or no
+        // cgroup (rootless): discard the blank and go round again for one
+        // made to measure, within the budget like any other spawn.
         forget_locked(std::move(w));
-        w = spawn_counted(lock, profile, memory);
-        if (w) return cold(std::move(w));
         fn.held--;
         busy_--;
-        return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
+        blanks_fit = false;
+        continue;
       }
       if (total_ < limits_.max_sandboxes && memory_ + memory <= limits_.memory_budget_bytes) {
         fn.held++;
@@ -240,8 +253,10 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t pr
       }
       // Make room: the least recently used idle sandbox of any function, or
       // a blank of another profile; unless those already being destroyed
-      // will make it, then wait for the janitor (it notifies).
-      if (!room_once_dying_gone_locked(memory) && (evict_lru_locked() || drop_blank_locked(profile)))
+      // will make it, then wait for the janitor (it wakes every waiter).
+      // Not on the last try: the room would come too late for us.
+      if (!last_try && !room_once_dying_gone_locked(memory) &&
+          (evict_lru_locked() || drop_blank_locked(profile)))
         continue;
     }
     if (last_try) {
@@ -412,8 +427,7 @@ void Pool::janitor_loop() {
         memory_ -= d.memory;
         dying_memory_ -= d.memory;
       }
-      refill_cv_.notify_one();
-      notify_capacity_locked();
+      notify_room_freed_locked();
       continue;
     }
     if (!running_) break;

@@ -107,14 +107,14 @@ class Pool {
   };
 
   bool evict_lru_locked();
-  bool evict_own_stale_locked(FunctionState& fn, uint64_t version, uint32_t profile,
-                              uint64_t memory);
+  bool evict_own_stale_locked(FunctionState& fn, uint64_t version);
   bool drop_blank_locked(uint32_t except_profile);
   void forget_locked(std::unique_ptr<Worker> w);  // schedule destroy; the slot frees after it
   // Whether the sandboxes already being destroyed will leave room for one
   // more of this size: then the caller waits rather than evicts another.
   bool room_once_dying_gone_locked(uint64_t memory) const;
   void notify_capacity_locked();  // a slot or a blank appeared: one waiter per function
+  void notify_room_freed_locked();  // the janitor destroyed sandboxes: every waiter
   std::unique_ptr<Worker> spawn(uint32_t profile, uint64_t memory);
   // Lock held on entry and on return; capacity already checked by the caller.
   std::unique_ptr<Worker> spawn_counted(std::unique_lock<std::mutex>& lock, uint32_t profile,
