@@ -10,7 +10,7 @@ namespace {
 constexpr auto kSpawnRetryDelay = std::chrono::seconds(1);
 }
 
-Pool::Pool(SpawnerClient& spawner, PoolLimits limits, std::vector<uint64_t> profile_memory)
+Pool::Pool(SandboxFactory& spawner, PoolLimits limits, std::vector<uint64_t> profile_memory)
     : spawner_(spawner), limits_(limits), profile_memory_(std::move(profile_memory)) {}
 
 Pool::~Pool() {

@@ -62,7 +62,7 @@ struct PoolStats {
 class Pool {
  public:
   // profile_memory[i]: the memory limit a blank sandbox of profile i gets.
-  Pool(SpawnerClient& spawner, PoolLimits limits, std::vector<uint64_t> profile_memory);
+  Pool(SandboxFactory& spawner, PoolLimits limits, std::vector<uint64_t> profile_memory);
   ~Pool();
   void start();
   // Stops the background threads and destroys every sandbox not leased.
@@ -122,7 +122,7 @@ class Pool {
   void refill_loop();
   void janitor_loop();
 
-  SpawnerClient& spawner_;
+  SandboxFactory& spawner_;
   PoolLimits limits_;
   std::vector<uint64_t> profile_memory_;
 

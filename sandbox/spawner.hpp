@@ -37,17 +37,28 @@ struct SpawnedSandbox {
   double setup_ms = 0;
 };
 
-class SpawnerClient {
+// What the pool needs from whatever makes sandboxes: the spawner process
+// below today, a template (fork-server) factory later; a fake in the pool's
+// unit tests. Thread-safe.
+class SandboxFactory {
  public:
-  ~SpawnerClient();
+  virtual ~SandboxFactory() = default;
+  virtual Result<SpawnedSandbox> spawn(uint32_t profile, uint64_t memory_bytes) = 0;
+  virtual Status set_memory(uint64_t id, uint64_t memory_bytes) = 0;
+  virtual Status destroy(uint64_t id) = 0;
+};
+
+class SpawnerClient final : public SandboxFactory {
+ public:
+  ~SpawnerClient() override;
   // Forks the spawner. Call before the process starts any thread.
   static Result<std::unique_ptr<SpawnerClient>> start(std::vector<SpawnProfile> profiles,
                                                       const CgroupLayout& cgroups,
                                                       bool use_cgroups);
-  Result<SpawnedSandbox> spawn(uint32_t profile, uint64_t memory_bytes);
-  Status set_memory(uint64_t id, uint64_t memory_bytes);
+  Result<SpawnedSandbox> spawn(uint32_t profile, uint64_t memory_bytes) override;
+  Status set_memory(uint64_t id, uint64_t memory_bytes) override;
   Result<CgroupEvents> events(uint64_t id);
-  Status destroy(uint64_t id);
+  Status destroy(uint64_t id) override;
   // Destroys every sandbox and waits for the spawner to exit. Idempotent.
   Status shutdown();
   pid_t pid() const { return pid_; }

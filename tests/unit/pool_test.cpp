@@ -1,0 +1,123 @@
+// The pool's budget and wake-ups, against a fake sandbox factory whose
+// destroys take time like the real spawner's (kill, reap, cgroup rmdir).
+#include "gateway/pool.hpp"
+
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+using namespace nsbox;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr uint64_t kMemory = 64ull << 20;
+
+class FakeFactory final : public SandboxFactory {
+ public:
+  explicit FakeFactory(std::chrono::milliseconds destroy_time) : destroy_time_(destroy_time) {}
+  Result<SpawnedSandbox> spawn(uint32_t, uint64_t) override {
+    std::this_thread::sleep_for(1ms);
+    SpawnedSandbox s;
+    s.id = next_++;
+    int now = ++live_;
+    int seen = most_.load();
+    while (now > seen && !most_.compare_exchange_weak(seen, now)) {
+    }
+    return s;
+  }
+  Status set_memory(uint64_t, uint64_t) override { return {}; }
+  Status destroy(uint64_t) override {
+    std::this_thread::sleep_for(destroy_time_);
+    --live_;
+    return {};
+  }
+  int most_alive() const { return most_.load(); }
+  int alive() const { return live_.load(); }
+
+ private:
+  std::chrono::milliseconds destroy_time_;
+  std::atomic<uint64_t> next_{1};
+  std::atomic<int> live_{0}, most_{0};
+};
+
+PoolLimits limits(int max_sandboxes, int blank) {
+  PoolLimits l;
+  l.blank = blank;
+  l.max_sandboxes = max_sandboxes;
+  l.per_function = 4;
+  l.memory_budget_bytes = 1ull << 40;
+  l.idle_timeout_ms = 600000;
+  return l;
+}
+
+// Leases a cold sandbox for name and gives it back warm.
+void warm_up(Pool& pool, const std::string& name) {
+  auto l = pool.acquire(name, 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(l.status == Pool::Status::Ok);
+  pool.release(std::move(l.worker), true);
+}
+
+}  // namespace
+
+TEST_CASE("pool: never more sandboxes alive than max_sandboxes, even while destroys are slow") {
+  FakeFactory factory(5ms);
+  Pool pool(factory, limits(8, 2), {kMemory});
+  pool.start();
+  // Each new function evicts the least recently used idle one.
+  for (int i = 0; i < 60; i++) warm_up(pool, "f" + std::to_string(i));
+  CHECK(factory.most_alive() <= 8);
+  CHECK(pool.stats().evictions >= 50);
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
+TEST_CASE("pool: requests waiting on the same dying sandboxes are all served") {
+  FakeFactory factory(20ms);
+  Pool pool(factory, limits(4, 0), {kMemory});
+  pool.start();
+  for (int i = 0; i < 4; i++) warm_up(pool, "other" + std::to_string(i));
+  // The pool is full of idle sandboxes of other functions; three cold
+  // requests for one function arrive at once.
+  std::atomic<int> served{0};
+  std::vector<std::thread> ts;
+  std::mutex mu;
+  std::vector<Pool::Lease> leases;
+  for (int i = 0; i < 3; i++) {
+    ts.emplace_back([&] {
+      auto l = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s);
+      if (l.status == Pool::Status::Ok) served++;
+      std::lock_guard<std::mutex> lock(mu);
+      leases.push_back(std::move(l));
+    });
+  }
+  for (auto& t : ts) t.join();
+  CHECK(served == 3);
+  CHECK(factory.most_alive() <= 4);
+  for (auto& l : leases)
+    if (l.worker) pool.release(std::move(l.worker), true);
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
+TEST_CASE("pool: a revoked function's waiting request is refused as stale, its sandboxes go") {
+  FakeFactory factory(1ms);
+  Pool pool(factory, limits(4, 0), {kMemory});
+  pool.start();
+  warm_up(pool, "f");
+  pool.revoke("f", 2);  // a deploy of version 2 returned
+  auto stale = pool.acquire("f", 1, 0, kMemory, Clock::now() + 1s);
+  CHECK(stale.status == Pool::Status::Stale);
+  auto fresh = pool.acquire("f", 2, 0, kMemory, Clock::now() + 1s);
+  REQUIRE(fresh.status == Pool::Status::Ok);
+  CHECK(fresh.cold);  // the old version's warm sandbox was not reused
+  pool.release(std::move(fresh.worker), true);
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
