@@ -338,6 +338,9 @@ void Pool::revoke(const std::string& name, uint64_t min_version) {
     fn.idle.pop_front();
     forget_locked(std::move(w));
   }
+  // Waiters planned for an older version learn it now (Stale), instead of
+  // holding their queue places until the deadline.
+  fn.cv.notify_all();
 }
 
 void Pool::set_limits(const PoolLimits& limits) {

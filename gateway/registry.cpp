@@ -578,6 +578,17 @@ std::optional<FunctionVersion> FileStore::get(const std::string& name, uint64_t 
     if (version == it->second.latest.version && it->second.latest_source)
       return FunctionVersion{it->second.latest, *it->second.latest_source};
   }
+  if (auto fv = read_version(name, version)) return fv;
+  // A remove() may be between its rename and its index update (it holds
+  // write_mu_ throughout): wait for it, then look again, so that callers
+  // can tell "deleted" (nullopt here, and gone from the index) from
+  // "listed but unreadable".
+  std::lock_guard<std::mutex> write_lock(write_mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = index_.find(name);
+    if (it == index_.end() || !it->second.versions.count(version)) return std::nullopt;
+  }
   return read_version(name, version);
 }
 

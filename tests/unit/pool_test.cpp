@@ -121,3 +121,24 @@ TEST_CASE("pool: a revoked function's waiting request is refused as stale, its s
   pool.stop();
   CHECK(factory.alive() == 0);
 }
+
+TEST_CASE("pool: a deploy wakes requests waiting for the old version at once") {
+  FakeFactory factory(1ms);
+  PoolLimits l = limits(4, 0);
+  l.per_function = 1;
+  Pool pool(factory, l, {kMemory});
+  pool.start();
+  auto busy = pool.acquire("f", 1, 0, kMemory, Clock::now() + 1s);  // holds f's only slot
+  REQUIRE(busy.status == Pool::Status::Ok);
+  Pool::Status status = Pool::Status::Ok;
+  auto t0 = Clock::now();
+  std::thread waiter([&] { status = pool.acquire("f", 1, 0, kMemory, t0 + 5s).status; });
+  std::this_thread::sleep_for(100ms);
+  pool.revoke("f", 2);
+  waiter.join();
+  CHECK(status == Pool::Status::Stale);
+  CHECK(Clock::now() - t0 < 2s);  // not at its 5 s deadline
+  pool.release(std::move(busy.worker), true);
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
