@@ -18,8 +18,8 @@ struct ServeConfig {
   std::string token;  // empty: generated into state_dir/token (0600)
   uint64_t max_body_bytes = 6ull << 20;
   int max_connections = 1024;  // connection threads, made on demand (keep-alive holds one)
-  bool rootless = false;      // allow running as non-root (no cgroups)
-  std::string public_url;     // base URL in deploy answers; default http://listen
+  bool rootless = false;       // allow running as non-root (no cgroups)
+  std::string public_url;      // base URL in deploy answers; default http://listen
   // [pool]
   int blank = 4;            // blank sandboxes kept ready ahead of demand
   int max_sandboxes = 256;  // warm + blank + busy, all functions

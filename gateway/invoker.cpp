@@ -84,11 +84,11 @@ Outcome exchange_text(Worker& w, const std::string& request, Clock::time_point d
   }
   // Past kMaxLogPerRequest the log pipe is left to fill: a function printing
   // without end then blocks itself, instead of costing the gateway a core.
-  FrameRead fr =
-      read_frame(w.channel.from_runner.get(), w.decoder, to_monotonic_ms(deadline), w.log.get(), [&w] {
-        w.pending_log += drain_log(w);
-        return w.pending_log.size() < kMaxLogPerRequest;
-      });
+  FrameRead fr = read_frame(w.channel.from_runner.get(), w.decoder, to_monotonic_ms(deadline),
+                            w.log.get(), [&w] {
+                              w.pending_log += drain_log(w);
+                              return w.pending_log.size() < kMaxLogPerRequest;
+                            });
   if (fr.status == ReadStatus::Timeout) {
     o.kind = Outcome::Timeout;
     o.message = "timed out";

@@ -133,8 +133,8 @@ std::string sha256_hex(std::string_view data) {
 
 bool same_deploy(const FunctionMeta& a, const FunctionMeta& b) {
   return a.name == b.name && a.version == b.version && a.sha256 == b.sha256 &&
-         a.created_unix_ms == b.created_unix_ms && a.policy == b.policy &&
-         a.handler == b.handler && a.memory_mb == b.memory_mb && a.timeout_ms == b.timeout_ms;
+         a.created_unix_ms == b.created_unix_ms && a.policy == b.policy && a.handler == b.handler &&
+         a.memory_mb == b.memory_mb && a.timeout_ms == b.timeout_ms;
 }
 
 // ----------------------------------------------------------------- json ---

@@ -38,7 +38,7 @@ struct ReplyMsg {
 };
 
 constexpr size_t kPipeSize = 1 << 20;  // logs are drained after each request
-constexpr int kMaxFds = 3;              // a spawn's reply: two channel pipes and the log
+constexpr int kMaxFds = 3;             // a spawn's reply: two channel pipes and the log
 
 ssize_t send_with_fds(int sock, const void* data, size_t len, const int* fds, int nfds) {
   struct iovec iov = {const_cast<void*>(data), len};

@@ -298,8 +298,9 @@ TEST_CASE("serve: after a deploy or delete returns, no request is served by old 
   CHECK(d.stop() == 0);
 }
 
-TEST_CASE("serve: a request that waited through a delete and redeploy never runs the new code "
-          "under the old policy") {
+TEST_CASE(
+    "serve: a request that waited through a delete and redeploy never runs the new code "
+    "under the old policy") {
   // Versions restart at 1 after a delete, so the waiting request's "version
   // 1" names another deploy by the time it gets a sandbox. Here the pool
   // refuses it as stale; a request that read the registry just before the
@@ -310,8 +311,9 @@ TEST_CASE("serve: a request that waited through a delete and redeploy never runs
   Daemon d(sd.path,
            "[pool]\nblank = 2\nmax_sandboxes = 8\nper_function = 1\nqueue_timeout_ms = 10000\n");
   REQUIRE(d.start());
-  REQUIRE(deploy(d, "race", "import time\ndef handler(e, c):\n    time.sleep(1.5)\n"
-                            "    return 'old'\n")
+  REQUIRE(deploy(d, "race",
+                 "import time\ndef handler(e, c):\n    time.sleep(1.5)\n"
+                 "    return 'old'\n")
               ->status == 201);
   // Under strict no socket call is allowed; under default it is.
   const std::string probe =

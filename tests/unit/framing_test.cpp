@@ -249,8 +249,8 @@ TEST_CASE("make_channel: close-on-exec ends; only the host's write end is non-bl
   auto c = make_channel();
   REQUIRE_MESSAGE(bool(c), (c ? std::string() : c.error().message()));
   ChannelEnds& e = c.value();
-  for (int fd : {e.host.to_runner.get(), e.host.from_runner.get(), e.runner_in.get(),
-                 e.runner_out.get()})
+  for (int fd :
+       {e.host.to_runner.get(), e.host.from_runner.get(), e.runner_in.get(), e.runner_out.get()})
     CHECK((fcntl(fd, F_GETFD) & FD_CLOEXEC) != 0);
   CHECK((fcntl(e.host.to_runner.get(), F_GETFL) & O_NONBLOCK) != 0);
   CHECK((fcntl(e.host.from_runner.get(), F_GETFL) & O_NONBLOCK) == 0);

@@ -330,10 +330,10 @@ TEST_CASE("load_policy: the built-in strict policy") {
   CHECK(p.seccomp.errno_value == EPERM);
   // What strict.toml says it drops.
   for (const std::string s :
-       {"socket", "connect", "bind", "listen", "accept", "accept4", "socketpair", "recvfrom",
-        "sendto", "recvmsg", "sendmsg", "getsockopt", "vfork", "wait4",
-        "kill", "chown", "mknod", "setxattr", "memfd_create", "timerfd_create", "signalfd4",
-        "setpriority", "execveat"})
+       {"socket",       "connect",        "bind",      "listen",      "accept",  "accept4",
+        "socketpair",   "recvfrom",       "sendto",    "recvmsg",     "sendmsg", "getsockopt",
+        "vfork",        "wait4",          "kill",      "chown",       "mknod",   "setxattr",
+        "memfd_create", "timerfd_create", "signalfd4", "setpriority", "execveat"})
     CHECK_MESSAGE(!allowed(p, s), s);
   // What it keeps: threads and the runner's channel (read/write on its pipes).
   for (const std::string s : {"clone", "futex", "execve", "read", "write", "poll"})

@@ -218,10 +218,8 @@ TEST_CASE("registry: same_deploy tells a redeploy under a reused version apart")
            [](FunctionMeta& x) { x.sha256[0] = x.sha256[0] == 'a' ? 'b' : 'a'; },
            [](FunctionMeta& x) { x.created_unix_ms++; },
            [](FunctionMeta& x) { x.policy = "default"; },
-           [](FunctionMeta& x) { x.handler = "other"; },
-           [](FunctionMeta& x) { x.memory_mb = 64; },
-           [](FunctionMeta& x) { x.timeout_ms = 10; },
-           [](FunctionMeta& x) { x.version = 2; },
+           [](FunctionMeta& x) { x.handler = "other"; }, [](FunctionMeta& x) { x.memory_mb = 64; },
+           [](FunctionMeta& x) { x.timeout_ms = 10; }, [](FunctionMeta& x) { x.version = 2; },
            [](FunctionMeta& x) { x.name = "g"; }}) {
     FunctionMeta changed = second;
     change(changed);
