@@ -417,13 +417,15 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
 
   Pool::Lease lease = pool_.acquire(name, meta->version, static_cast<uint32_t>(profile), memory,
                                     t0 + std::chrono::milliseconds(queue_timeout_ms()));
-  if (lease.status == Pool::Status::Stale) {
-    // A deploy or delete returned while we waited: never serve the old code.
+  // A deploy or delete returned while we waited: never serve the old code;
+  // the client retries at once and sees what exists now.
+  auto refuse_stale = [&] {
     outcome = "stale";
     res.set_header("Retry-After", "0");
     send_error(res, 503, "the function changed while this request waited; retry");
     return finish(503);
-  }
+  };
+  if (lease.status == Pool::Status::Stale) return refuse_stale();
   if (lease.status != Pool::Status::Ok) {
     outcome = lease.status == Pool::Status::SpawnFailed ? "spawn_failed" : "overloaded";
     res.set_header("Retry-After", "1");
@@ -464,14 +466,7 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
         return finish(500);
       }
     }
-    if (!fv || !same_deploy(fv->meta, *meta)) {
-      // Deleted or replaced since we looked: as when the pool reports
-      // Stale, the client retries and sees what exists now.
-      outcome = "stale";
-      res.set_header("Retry-After", "0");
-      send_error(res, 503, "the function changed while this request waited; retry");
-      return finish(503);
-    }
+    if (!fv || !same_deploy(fv->meta, *meta)) return refuse_stale();  // deleted or replaced
     o = load_function(w, *fv, deadline);
   }
   if (!lease.cold || o.kind == Outcome::Ok)
