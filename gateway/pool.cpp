@@ -124,8 +124,12 @@ bool Pool::room_once_dying_gone_locked(uint64_t memory) const {
 }
 
 void Pool::notify_capacity_locked() {
+  // Only functions under their own cap: the waiters of a function at its cap
+  // wait for one of its own sandboxes (release wakes them), and waking them
+  // for every other function's release was a thundering herd (149 clients
+  // on 8 functions: 7.3k req/s, against 20k for the same clients on one).
   for (auto& [name, f] : functions_)
-    if (f.waiting > 0) f.cv.notify_one();
+    if (f.waiting > 0 && f.held < limits_.per_function) f.cv.notify_one();
   cv_.notify_all();
 }
 
@@ -347,7 +351,7 @@ void Pool::set_limits(const PoolLimits& limits) {
   std::lock_guard<std::mutex> lock(mu_);
   limits_ = limits;
   refill_cv_.notify_one();
-  notify_capacity_locked();
+  notify_capacity_locked();  // against the new caps: a raised one frees waiters at the old
 }
 
 PoolStats Pool::stats() {

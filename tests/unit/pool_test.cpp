@@ -142,3 +142,54 @@ TEST_CASE("pool: a deploy wakes requests waiting for the old version at once") {
   pool.stop();
   CHECK(factory.alive() == 0);
 }
+
+// Releases wake only the waiters that can use what was released; these two
+// are the ones that must still be woken.
+TEST_CASE("pool: a request waiting on the global budget is woken when another function goes idle") {
+  FakeFactory factory(1ms);
+  Pool pool(factory, limits(1, 0), {kMemory});
+  pool.start();
+  auto busy = pool.acquire("a", 1, 0, kMemory, Clock::now() + 1s);  // the only slot
+  REQUIRE(busy.status == Pool::Status::Ok);
+  Pool::Status status = Pool::Status::Overloaded;
+  auto t0 = Clock::now();
+  std::thread waiter([&] {
+    auto l = pool.acquire("b", 1, 0, kMemory, t0 + 5s);  // under its own cap, no room
+    status = l.status;
+    if (l.worker) pool.release(std::move(l.worker), true);
+  });
+  std::this_thread::sleep_for(100ms);
+  pool.release(std::move(busy.worker), true);  // idle now: b may evict it
+  waiter.join();
+  CHECK(status == Pool::Status::Ok);
+  CHECK(Clock::now() - t0 < 2s);
+  CHECK(factory.most_alive() <= 1);
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
+TEST_CASE("pool: raising per_function on reload wakes requests waiting at the old cap") {
+  FakeFactory factory(1ms);
+  PoolLimits l = limits(8, 0);
+  l.per_function = 1;
+  Pool pool(factory, l, {kMemory});
+  pool.start();
+  auto busy = pool.acquire("f", 1, 0, kMemory, Clock::now() + 1s);
+  REQUIRE(busy.status == Pool::Status::Ok);
+  Pool::Status status = Pool::Status::Overloaded;
+  auto t0 = Clock::now();
+  std::thread waiter([&] {
+    auto w = pool.acquire("f", 1, 0, kMemory, t0 + 5s);
+    status = w.status;
+    if (w.worker) pool.release(std::move(w.worker), true);
+  });
+  std::this_thread::sleep_for(100ms);
+  l.per_function = 2;
+  pool.set_limits(l);
+  waiter.join();
+  CHECK(status == Pool::Status::Ok);
+  CHECK(Clock::now() - t0 < 2s);
+  pool.release(std::move(busy.worker), true);
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
