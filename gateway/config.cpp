@@ -40,7 +40,7 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     const std::string S = "[server]";
     r.check_keys(s, S,
                  {"listen", "state_dir", "token", "max_body_kb", "max_connections", "rootless",
-                  "public_url"});
+                  "public_url", "batch_scheduling"});
     std::string listen = r.string(s, "listen", S, "127.0.0.1:8080");
     if (Status st = parse_listen(listen, &c.listen_host, &c.listen_port); !st)
       r.fail(s.get("listen")->source(), st.error().detail);
@@ -55,6 +55,7 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     c.max_connections = int(r.integer(s, "max_connections", S, 8, 4096, &conns));
     c.rootless = r.boolean(s, "rootless", S, false);
     c.public_url = r.string(s, "public_url", S, "");
+    c.batch_scheduling = r.boolean(s, "batch_scheduling", S, true);
 
     const toml::table& p = r.table(root, "pool", "pool", false);
     const std::string P = "[pool]";

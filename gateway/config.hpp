@@ -20,6 +20,14 @@ struct ServeConfig {
   int max_connections = 1024;  // connection threads, made on demand (keep-alive holds one)
   bool rootless = false;       // allow running as non-root (no cgroups)
   std::string public_url;      // base URL in deploy answers; default http://listen
+  // SCHED_BATCH for the daemon, its spawner and so every sandbox (set at
+  // start, inherited). A woken batch task does not preempt the running one.
+  // A request hops client -> connection thread -> sandbox -> connection
+  // thread -> client, and each hop's waker is about to sleep anyway; with
+  // wake-up preemption it is switched out first and back in just to sleep:
+  // +14% warm throughput here, while a bare httplib server gains 1%. CPU
+  // shares and nice values are unchanged.
+  bool batch_scheduling = true;
   // [pool]
   int blank = 4;            // blank sandboxes kept ready ahead of demand
   int max_sandboxes = 256;  // warm + blank + busy, all functions

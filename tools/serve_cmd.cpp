@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/random.h>
 #include <sys/resource.h>
@@ -11,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -45,7 +47,7 @@ options:
 signals: SIGTERM/SIGINT drain in-flight requests, destroy every sandbox, exit 0;
          SIGHUP reloads the config file: token, default_policy, queue_timeout_ms,
          memory_budget_mb and the [pool] sizes apply at once; listen, state_dir,
-         max_connections and max_body_kb at the next start.
+         max_connections, max_body_kb and batch_scheduling at the next start.
 )";
 
 int fail(const std::string& msg) {
@@ -147,6 +149,14 @@ int cmd_serve(const std::vector<std::string>& args) {
   if (rootless) config.rootless = true;
   if (geteuid() != 0 && !config.rootless)
     return fail("must run as root (sudo nsbox serve), or ask for rootless mode with --rootless");
+  // Before any thread and before the spawner is forked: all of them, and so
+  // every sandbox, inherit it (ServeConfig::batch_scheduling says why).
+  if (config.batch_scheduling) {
+    struct sched_param none {};
+    if (sched_setscheduler(0, SCHED_BATCH, &none) != 0)
+      LOG_WARN("batch_scheduling: sched_setscheduler(SCHED_BATCH): %s; staying SCHED_OTHER",
+               strerror(errno));
+  }
 
   // Three fds per sandbox (two channel pipes, the log) plus one per
   // connection: 1024 is too few.
@@ -243,7 +253,7 @@ int cmd_serve(const std::vector<std::string>& args) {
         pool.set_limits(pool_limits(again.value()));
         LOG_WARN(
             "reloaded %s: applied%s and the [pool] sizes; listen, state_dir, "
-            "max_connections and max_body_kb take effect at the next start",
+            "max_connections, max_body_kb and batch_scheduling take effect at the next start",
             again.value().source.c_str(), applied.c_str());
         continue;
       }

@@ -3,6 +3,7 @@
 // durability across restarts and kill -9, overload, and clean teardown.
 #include <dirent.h>
 #include <doctest/doctest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -55,6 +56,20 @@ json body(const httplib::Result& r) {
 
 std::string returns(const std::string& value) {
   return "def handler(event, context):\n    return " + value + "\n";
+}
+
+// A process's scheduling policy: field 41 of /proc/.../stat (0 = SCHED_OTHER,
+// 3 = SCHED_BATCH), counted from after the command's closing parenthesis.
+int stat_policy(const std::string& stat_path) {
+  std::ifstream f(stat_path);
+  std::string text((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  auto close = text.rfind(')');
+  if (close == std::string::npos) return -1;
+  std::istringstream rest(text.substr(close + 1));
+  std::string field;
+  for (int i = 0; i < 39 && rest >> field; i++) {
+  }
+  return rest ? std::stoi(field) : -1;
 }
 
 }  // namespace
@@ -625,4 +640,36 @@ TEST_CASE("serve: fail-stop when the spawner dies") {
   int status = d.wait_exit(10000);
   CHECK(status == 1);
   CHECK(d.log().find("the spawner process exited") != std::string::npos);
+}
+
+TEST_CASE("serve: batch_scheduling puts the daemon's threads and its sandboxes in SCHED_BATCH") {
+  const std::string fn =
+      "def handler(event, context):\n    with open('/proc/self/stat') as f:\n"
+      "        stat = f.read()\n    return int(stat.rsplit(')', 1)[1].split()[38])\n";
+  // Off means "left as started": what this test process runs with.
+  const int inherited = sched_getscheduler(0);
+  for (bool on : {true, false}) {
+    CAPTURE(on);
+    const int want = on ? SCHED_BATCH : inherited;
+    StateDir sd(on ? "batch" : "nobatch");
+    Daemon d(sd.path, std::string(on ? "" : "batch_scheduling = false\n") + kPool);
+    REQUIRE(d.start());
+    REQUIRE(deploy(d, "policy", fn)->status == 201);
+    auto r = d.client()->Post("/fn/policy", "{}", "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(body(r) == want);  // the function's own process, in its sandbox
+    std::string task_dir = "/proc/" + std::to_string(d.pid()) + "/task";
+    DIR* dir = opendir(task_dir.c_str());
+    REQUIRE(dir != nullptr);
+    int threads = 0;
+    while (dirent* e = readdir(dir)) {
+      if (e->d_name[0] == '.') continue;
+      threads++;
+      CHECK(stat_policy(task_dir + "/" + e->d_name + "/stat") == want);
+    }
+    closedir(dir);
+    CHECK(threads > 1);
+    CHECK(d.stop() == 0);
+  }
 }
