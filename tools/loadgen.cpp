@@ -15,6 +15,7 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <cstring>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -52,6 +53,8 @@ options:
   --body JSON               POST body (default {})
   --connect-timeout-ms MS   connect timeout (default 1500)
   --timeout-ms MS           read/write timeout per request (default 1500)
+  --trace FILE              one line per request: client, start and latency in ms
+                            from the common start, HTTP status (0 = dropped)
   --header "Name: value"    extra request header (repeatable), e.g. Authorization
   --json                    print one JSON object instead of the human report
   -h, --help                this text
@@ -74,6 +77,7 @@ struct Options {
   long connect_timeout_ms = 1500;
   long timeout_ms = 1500;
   bool json = false;
+  std::string trace;
   httplib::Headers headers;
 };
 
@@ -83,8 +87,14 @@ struct Target {
   std::string base_path;  // without trailing slash
 };
 
+struct Traced {
+  double start_ms, latency_ms;
+  int status;
+};
+
 struct ClientResult {
   std::vector<double> latencies_ms;  // of requests that got a response
+  std::vector<Traced> trace;         // every request, with --trace
   long ok = 0;
   std::map<int, long> by_status;
   std::map<std::string, long> drops_by_error;
@@ -166,7 +176,7 @@ Options parse_args(int argc, char** argv) {
     static const char* const kValued[] = {
         "--url",    "--clients", "--requests",           "--functions",
         "--prefix", "--name",    "--path-template",      "--method",
-        "--body",   "--header",  "--connect-timeout-ms", "--timeout-ms"};
+        "--body",   "--header",  "--connect-timeout-ms", "--timeout-ms", "--trace"};
     std::string v;
     auto eq = a.find('=');
     std::string flag = a.substr(0, eq);
@@ -206,6 +216,8 @@ Options parse_args(int argc, char** argv) {
       o.connect_timeout_ms = parse_long(a, v, 1, 600000);
     else if (a == "--timeout-ms")
       o.timeout_ms = parse_long(a, v, 1, 600000);
+    else if (a == "--trace")
+      o.trace = v;
     else
       usage_error("unknown option \"" + a + "\"");
   }
@@ -247,7 +259,8 @@ std::string error_kind(httplib::Error e) {
   }
 }
 
-void run_client(const Options& o, const Target& t, long index, std::latch& start, ClientResult& r) {
+void run_client(const Options& o, const Target& t, long index, std::latch& start,
+                const std::chrono::steady_clock::time_point& epoch, ClientResult& r) {
   httplib::Client cli(t.host, t.port);
   cli.set_keep_alive(true);
   cli.set_tcp_nodelay(true);
@@ -264,6 +277,10 @@ void run_client(const Options& o, const Target& t, long index, std::latch& start
     httplib::Result res = post ? cli.Post(path.c_str(), o.headers, o.body, "application/json")
                                : cli.Get(path.c_str(), o.headers);
     auto t1 = std::chrono::steady_clock::now();
+    if (!o.trace.empty())
+      r.trace.push_back({std::chrono::duration<double, std::milli>(t0 - epoch).count(),
+                         std::chrono::duration<double, std::milli>(t1 - t0).count(),
+                         res ? res->status : 0});
     if (!res) {
       ++r.drops;
       ++r.drops_by_error[error_kind(res.error())];
@@ -297,12 +314,13 @@ int main(int argc, char** argv) {
   std::vector<std::thread> threads;
   threads.reserve(results.size());
   std::latch start(o.clients + 1);
-  for (long i = 0; i < o.clients; ++i)
-    threads.emplace_back(run_client, std::cref(o), std::cref(t), i, std::ref(start),
-                         std::ref(results[static_cast<size_t>(i)]));
+  // Set before the latch opens; the clients read it only after.
   auto t0 = std::chrono::steady_clock::now();
-  start.arrive_and_wait();
+  for (long i = 0; i < o.clients; ++i)
+    threads.emplace_back(run_client, std::cref(o), std::cref(t), i, std::ref(start), std::cref(t0),
+                         std::ref(results[static_cast<size_t>(i)]));
   t0 = std::chrono::steady_clock::now();
+  start.arrive_and_wait();
   for (auto& th : threads) th.join();
   auto t1 = std::chrono::steady_clock::now();
   double duration_s = std::chrono::duration<double>(t1 - t0).count();
@@ -316,6 +334,21 @@ int main(int argc, char** argv) {
     all.latencies_ms.insert(all.latencies_ms.end(), r.latencies_ms.begin(), r.latencies_ms.end());
   }
   std::sort(all.latencies_ms.begin(), all.latencies_ms.end());
+  if (!o.trace.empty()) {
+    FILE* f = std::fopen(o.trace.c_str(), "w");
+    if (!f) {
+      std::fprintf(stderr, "loadgen: --trace %s: %s\n", o.trace.c_str(), std::strerror(errno));
+      return 1;
+    }
+    // The common start on CLOCK_MONOTONIC, to line the trace up with other
+    // tools' timestamps (e.g. perf record -k CLOCK_MONOTONIC).
+    std::fprintf(f, "# start %.6f s CLOCK_MONOTONIC\nclient start_ms latency_ms status\n",
+                 std::chrono::duration<double>(t0.time_since_epoch()).count());
+    for (size_t i = 0; i < results.size(); i++)
+      for (const Traced& x : results[i].trace)
+        std::fprintf(f, "%zu %.3f %.3f %d\n", i, x.start_ms, x.latency_ms, x.status);
+    std::fclose(f);
+  }
   const long total = o.clients * o.requests;
   const long completed = static_cast<long>(all.latencies_ms.size());
   const double throughput = duration_s > 0 ? static_cast<double>(completed) / duration_s : 0.0;
