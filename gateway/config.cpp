@@ -61,7 +61,7 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     const std::string P = "[pool]";
     r.check_keys(p, P,
                  {"blank", "max_sandboxes", "memory_budget_mb", "per_function", "idle_timeout_ms",
-                  "queue_per_function", "queue_total", "queue_timeout_ms"});
+                  "queue_per_function", "queue_total", "queue_timeout_ms", "cpu_limits"});
     ServeConfig d;
     int64_t v;
     v = d.blank, c.blank = int(r.integer(p, "blank", P, 0, 256, &v));
@@ -84,6 +84,7 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     v = d.queue_total, c.queue_total = int(r.integer(p, "queue_total", P, 1, 1000000, &v));
     v = d.queue_timeout_ms,
     c.queue_timeout_ms = int(r.integer(p, "queue_timeout_ms", P, 1, 600000, &v));
+    c.cpu_limits = r.boolean(p, "cpu_limits", P, true);
 
     const toml::table& f = r.table(root, "functions", "functions", false);
     const std::string F = "[functions]";

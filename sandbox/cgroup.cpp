@@ -51,7 +51,9 @@ uint64_t read_number(const std::string& path) {
 }
 
 Status write_file(const std::string& path, const std::string& value, bool create) {
-  int flags = O_WRONLY | O_CLOEXEC | (create ? O_CREAT : 0);
+  // create: a fake tree for tests, where each write replaces the file as a
+  // cgroupfs write replaces the setting.
+  int flags = O_WRONLY | O_CLOEXEC | (create ? O_CREAT | O_TRUNC : 0);
   UniqueFd fd(open(path.c_str(), flags, 0644));
   if (!fd.valid()) return sys_error("open", path);
   if (write(fd.get(), value.data(), value.size()) != static_cast<ssize_t>(value.size()))
@@ -229,9 +231,16 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
       std::string c;
       have_cpu = false;
       while (cs >> c) have_cpu |= c == "cpu";
+      have_cpu = have_cpu && layout.cpu_limits;
       std::string enable = have_cpu ? "+memory +pids +cpu" : "+memory +pids";
       TRY(write_file(mount + "/cgroup.subtree_control", enable, leaf.fake_));
       TRY(write_file(parent + "/cgroup.subtree_control", enable, leaf.fake_));
+      // A daemon run with CPU caps may have left cpu enabled for the
+      // children; only turning it off takes the sandboxes out of it. It
+      // fails (busy) while a child of another daemon still uses cpu: then
+      // they share the parent and this is only a cap we do not set.
+      if (!layout.cpu_limits)
+        (void)write_file(parent + "/cgroup.subtree_control", "-cpu", leaf.fake_);
     }
     std::string dir = parent + "/" + id;
     if (mkdir(dir.c_str(), 0755) != 0) return sys_error("mkdir", dir);
@@ -260,7 +269,7 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
     case CgroupVersion::V1:
       TRY(make(layout.v1_memory, cgroup_v1_limit_writes("memory", limits), false));
       TRY(make(layout.v1_pids, cgroup_v1_limit_writes("pids", limits), false));
-      if (!layout.v1_cpu.empty())
+      if (!layout.v1_cpu.empty() && layout.cpu_limits)
         TRY(make(layout.v1_cpu, cgroup_v1_limit_writes("cpu", limits), false));
       break;
   }

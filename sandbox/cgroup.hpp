@@ -21,6 +21,11 @@ struct CgroupLayout {
   std::string v2_mount;                    // the cgroup2 mount point holding memory+pids
   std::string v1_memory, v1_pids, v1_cpu;  // v1 hierarchy mount points ("" = absent)
   std::string group = "nsbox";             // parent group under each root
+  // false: sandboxes get no cpu controller, so no CPU cap (cpu_millicores is
+  // ignored) and no group scheduling, which is what costs tail latency with
+  // many busy sandboxes (docs/benchmarks.md). The v1 cpu hierarchy is still
+  // swept of stale leaves.
+  bool cpu_limits = true;
   bool create_files = false;               // tests against a fake cgroupfs tree
   std::string why_none;                    // when None: what is missing
 };

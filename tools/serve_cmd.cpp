@@ -47,7 +47,8 @@ options:
 signals: SIGTERM/SIGINT drain in-flight requests, destroy every sandbox, exit 0;
          SIGHUP reloads the config file: token, default_policy, queue_timeout_ms,
          memory_budget_mb and the [pool] sizes apply at once; listen, state_dir,
-         max_connections, max_body_kb and batch_scheduling at the next start.
+         max_connections, max_body_kb, batch_scheduling and cpu_limits at the next
+         start.
 )";
 
 int fail(const std::string& msg) {
@@ -187,7 +188,11 @@ int cmd_serve(const std::vector<std::string>& args) {
   std::string cache = geteuid() == 0 ? "/var/cache/nsbox" : config.state_dir + "/cache";
   mkdir(cache.c_str(), 0700);
   CgroupLayout layout = cgroup_detect();
+  layout.cpu_limits = config.cpu_limits;
   bool use_cgroups = !config.rootless && layout.version != CgroupVersion::None;
+  if (use_cgroups && !config.cpu_limits)
+    LOG_WARN("cpu_limits = false: sandboxes get no CPU cap; the policies' cpu_millicores are "
+             "ignored");
   if (!use_cgroups)
     LOG_WARN(
         "no usable cgroups (%s): memory, pids and cpu limits fall back to per-process "
@@ -253,7 +258,8 @@ int cmd_serve(const std::vector<std::string>& args) {
         pool.set_limits(pool_limits(again.value()));
         LOG_WARN(
             "reloaded %s: applied%s and the [pool] sizes; listen, state_dir, "
-            "max_connections, max_body_kb and batch_scheduling take effect at the next start",
+            "max_connections, max_body_kb, batch_scheduling and cpu_limits take effect at the next "
+            "start",
             again.value().source.c_str(), applied.c_str());
         continue;
       }

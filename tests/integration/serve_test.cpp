@@ -72,6 +72,34 @@ int stat_policy(const std::string& stat_path) {
   return rest ? std::stoi(field) : -1;
 }
 
+// Sandbox cgroups of this daemon (srv-<spawner pid>-<n>) that are under the
+// cpu controller: leaves in the v1 cpu hierarchy, or v2 leaves whose
+// cgroup.controllers lists cpu.
+int cpu_controlled_leaves(pid_t daemon) {
+  std::ifstream children("/proc/" + std::to_string(daemon) + "/task/" + std::to_string(daemon) +
+                         "/children");
+  pid_t spawner = 0;
+  children >> spawner;
+  REQUIRE(spawner > 0);
+  const std::string prefix = "srv-" + std::to_string(spawner) + "-";
+  int n = 0;
+  for (const std::string parent :
+       {"/sys/fs/cgroup/cpu/nsbox", "/sys/fs/cgroup/nsbox", "/sys/fs/cgroup/unified/nsbox"}) {
+    DIR* d = opendir(parent.c_str());
+    if (!d) continue;
+    const bool v1 = parent == "/sys/fs/cgroup/cpu/nsbox";
+    while (dirent* e = readdir(d)) {
+      if (std::string(e->d_name).rfind(prefix, 0) != 0) continue;
+      std::ifstream ctl(parent + "/" + e->d_name + "/cgroup.controllers");
+      std::string c, all;
+      while (ctl >> c) all += " " + c + " ";
+      if (v1 || all.find(" cpu ") != std::string::npos) n++;
+    }
+    closedir(d);
+  }
+  return n;
+}
+
 }  // namespace
 
 TEST_CASE("serve: the API and its error codes") {
@@ -670,6 +698,27 @@ TEST_CASE("serve: batch_scheduling puts the daemon's threads and its sandboxes i
     }
     closedir(dir);
     CHECK(threads > 1);
+    CHECK(d.stop() == 0);
+  }
+}
+
+TEST_CASE("serve: cpu_limits = false gives sandboxes no cpu cgroup; the default caps them") {
+  for (bool caps : {true, false}) {
+    CAPTURE(caps);
+    StateDir sd(caps ? "cpucaps" : "nocpucaps");
+    Daemon d(sd.path, std::string(kPool) + (caps ? "" : "cpu_limits = false\n"));
+    REQUIRE(d.start());
+    REQUIRE(deploy(d, "f", returns("1"))->status == 201);
+    auto r = d.client()->Post("/fn/f", "{}", "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    // The blanks and f's sandbox exist now (kPool keeps 2 blanks).
+    int leaves = cpu_controlled_leaves(d.pid());
+    if (caps)
+      CHECK(leaves > 0);
+    else
+      CHECK(leaves == 0);
+    CHECK((d.log().find("sandboxes get no CPU cap") != std::string::npos) == !caps);
     CHECK(d.stop() == 0);
   }
 }

@@ -389,3 +389,37 @@ TEST_CASE("CgroupLeaf (v2, fake tree): without the cpu controller, no cpu limit"
   CHECK(access((t.path + "/nsbox/t2/cpu.max").c_str(), F_OK) != 0);
   CHECK(read(t.path + "/nsbox/t2/memory.max") == std::to_string(96ull << 20));
 }
+
+TEST_CASE("CgroupLeaf (fake trees): cpu_limits = false gives sandboxes no cpu controller") {
+  SUBCASE("v1: no leaf in the cpu hierarchy") {
+    TempDir t;
+    CgroupLayout layout;
+    layout.version = CgroupVersion::V1;
+    layout.v1_memory = t.mkdir("memory");
+    layout.v1_pids = t.mkdir("pids");
+    layout.v1_cpu = t.mkdir("cpu,cpuacct");
+    layout.create_files = true;
+    layout.cpu_limits = false;
+    auto r = CgroupLeaf::create(layout, "t1", test_limits());
+    REQUIRE(r);
+    CHECK(r.value().dirs().size() == 2);
+    CHECK(access((layout.v1_cpu + "/nsbox/t1").c_str(), F_OK) != 0);
+    CHECK(read(layout.v1_memory + "/nsbox/t1/memory.limit_in_bytes") ==
+          std::to_string(96ull << 20));
+  }
+  SUBCASE("v2: cpu neither enabled nor limited, and turned off for the children") {
+    TempDir t;
+    CgroupLayout layout;
+    layout.version = CgroupVersion::V2;
+    layout.v2_mount = t.path;
+    layout.create_files = true;
+    layout.cpu_limits = false;
+    std::ofstream(t.path + "/cgroup.controllers") << "cpuset cpu io memory pids\n";
+    auto r = CgroupLeaf::create(layout, "t1", test_limits());
+    REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
+    CHECK(read(t.path + "/cgroup.subtree_control") == "+memory +pids");
+    CHECK(read(t.path + "/nsbox/cgroup.subtree_control") == "-cpu");  // the last write
+    CHECK(access((t.path + "/nsbox/t1/cpu.max").c_str(), F_OK) != 0);
+    CHECK(read(t.path + "/nsbox/t1/pids.max") == "40");
+  }
+}
