@@ -84,7 +84,7 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     v = d.queue_total, c.queue_total = int(r.integer(p, "queue_total", P, 1, 1000000, &v));
     v = d.queue_timeout_ms,
     c.queue_timeout_ms = int(r.integer(p, "queue_timeout_ms", P, 1, 600000, &v));
-    c.cpu_limits = r.boolean(p, "cpu_limits", P, true);
+    c.cpu_limits = r.boolean(p, "cpu_limits", P, false);
 
     const toml::table& f = r.table(root, "functions", "functions", false);
     const std::string F = "[functions]";
