@@ -113,7 +113,8 @@ class Pool {
   // Whether the sandboxes already being destroyed will leave room for one
   // more of this size: then the caller waits rather than evicts another.
   bool room_once_dying_gone_locked(uint64_t memory) const;
-  void notify_capacity_locked();    // a slot or a blank appeared: one waiter per function under its cap
+  // A slot or a blank appeared: one waiter per function under its cap.
+  void notify_capacity_locked();
   void notify_room_freed_locked();  // the janitor destroyed sandboxes: every waiter
   std::unique_ptr<Worker> spawn(uint32_t profile, uint64_t memory);
   // Lock held on entry and on return; capacity already checked by the caller.

@@ -26,8 +26,8 @@ struct CgroupLayout {
   // many busy sandboxes (docs/benchmarks.md). The v1 cpu hierarchy is still
   // swept of stale leaves.
   bool cpu_limits = true;
-  bool create_files = false;               // tests against a fake cgroupfs tree
-  std::string why_none;                    // when None: what is missing
+  bool create_files = false;  // tests against a fake cgroupfs tree
+  std::string why_none;       // when None: what is missing
 };
 
 // Reads a mountinfo file (normally /proc/self/mountinfo). v2 is used when a

@@ -15,11 +15,11 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
-#include <cstring>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <latch>
 #include <map>
 #include <mutex>
@@ -176,7 +176,8 @@ Options parse_args(int argc, char** argv) {
     static const char* const kValued[] = {
         "--url",    "--clients", "--requests",           "--functions",
         "--prefix", "--name",    "--path-template",      "--method",
-        "--body",   "--header",  "--connect-timeout-ms", "--timeout-ms", "--trace"};
+        "--body",   "--header",  "--connect-timeout-ms", "--timeout-ms",
+        "--trace"};
     std::string v;
     auto eq = a.find('=');
     std::string flag = a.substr(0, eq);

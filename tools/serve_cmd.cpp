@@ -191,8 +191,9 @@ int cmd_serve(const std::vector<std::string>& args) {
   layout.cpu_limits = config.cpu_limits;
   bool use_cgroups = !config.rootless && layout.version != CgroupVersion::None;
   if (use_cgroups && !config.cpu_limits)
-    LOG_INFO("cpu_limits = false: sandboxes get no CPU cap (the policies' cpu_millicores apply "
-             "to nsbox run; [pool] cpu_limits = true applies them here)");
+    LOG_INFO(
+        "cpu_limits = false: sandboxes get no CPU cap (the policies' cpu_millicores apply "
+        "to nsbox run; [pool] cpu_limits = true applies them here)");
   if (!use_cgroups)
     LOG_WARN(
         "no usable cgroups (%s): memory, pids and cpu limits fall back to per-process "
