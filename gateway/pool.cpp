@@ -253,6 +253,9 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t pr
         if (w) return cold(std::move(w));
         fn.held--;
         busy_--;
+        // The slot this spawn held is free again: a sibling waiting at the
+        // cap may try (spawn_counted's notify skipped it while we held it).
+        if (fn.waiting > 1) fn.cv.notify_one();
         return {Status::SpawnFailed, nullptr, false, "could not create a sandbox"};
       }
       // Make room: the least recently used idle sandbox of any function, or
@@ -351,7 +354,11 @@ void Pool::set_limits(const PoolLimits& limits) {
   std::lock_guard<std::mutex> lock(mu_);
   limits_ = limits;
   refill_cv_.notify_one();
-  notify_capacity_locked();  // against the new caps: a raised one frees waiters at the old
+  // Every waiter (a reload is rare): a raised per_function cap may free
+  // several waiters of one function at once.
+  for (auto& [name, f] : functions_)
+    if (f.waiting > 0) f.cv.notify_all();
+  cv_.notify_all();
 }
 
 PoolStats Pool::stats() {

@@ -23,7 +23,11 @@ class FakeFactory final : public SandboxFactory {
  public:
   explicit FakeFactory(std::chrono::milliseconds destroy_time) : destroy_time_(destroy_time) {}
   Result<SpawnedSandbox> spawn(uint32_t, uint64_t) override {
-    std::this_thread::sleep_for(1ms);
+    std::this_thread::sleep_for(spawn_time);
+    if (fail_spawns > 0) {
+      fail_spawns--;
+      return make_error("spawn", "failing as the test asked");
+    }
     SpawnedSandbox s;
     s.id = next_++;
     int now = ++live_;
@@ -39,6 +43,8 @@ class FakeFactory final : public SandboxFactory {
     return {};
   }
   int most_alive() const { return most_.load(); }
+  std::chrono::milliseconds spawn_time{1};
+  std::atomic<int> fail_spawns{0};
   int alive() const { return live_.load(); }
 
  private:
@@ -189,6 +195,62 @@ TEST_CASE("pool: raising per_function on reload wakes requests waiting at the ol
   waiter.join();
   CHECK(status == Pool::Status::Ok);
   CHECK(Clock::now() - t0 < 2s);
+  pool.release(std::move(busy.worker), true);
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
+TEST_CASE("pool: a failed spawn wakes a request waiting at the function's cap") {
+  FakeFactory factory(1ms);
+  factory.spawn_time = 200ms;  // the second request arrives while the first spawns
+  factory.fail_spawns = 1;
+  PoolLimits l = limits(8, 0);
+  l.per_function = 1;
+  Pool pool(factory, l, {kMemory});
+  pool.start();
+  Pool::Status first = Pool::Status::Ok, second = Pool::Status::Overloaded;
+  auto t0 = Clock::now();
+  std::thread a([&] { first = pool.acquire("f", 1, 0, kMemory, t0 + 5s).status; });
+  std::this_thread::sleep_for(50ms);
+  std::thread b([&] {
+    auto w = pool.acquire("f", 1, 0, kMemory, t0 + 5s);  // at the cap: waits
+    second = w.status;
+    if (w.worker) pool.release(std::move(w.worker), true);
+  });
+  a.join();
+  b.join();
+  CHECK(first == Pool::Status::SpawnFailed);
+  CHECK(second == Pool::Status::Ok);
+  CHECK(Clock::now() - t0 < 2s);  // not at its 5 s deadline
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
+TEST_CASE("pool: raising per_function on reload wakes every request waiting at the old cap") {
+  FakeFactory factory(1ms);
+  PoolLimits l = limits(8, 0);
+  l.per_function = 1;
+  Pool pool(factory, l, {kMemory});
+  pool.start();
+  auto busy = pool.acquire("f", 1, 0, kMemory, Clock::now() + 1s);
+  REQUIRE(busy.status == Pool::Status::Ok);
+  std::atomic<int> served{0};
+  auto t0 = Clock::now();
+  std::vector<Pool::Lease> leases(3);
+  std::vector<std::thread> ts;
+  for (int i = 0; i < 3; i++)
+    ts.emplace_back([&, i] {
+      leases[i] = pool.acquire("f", 1, 0, kMemory, t0 + 5s);
+      if (leases[i].status == Pool::Status::Ok) served++;
+    });
+  std::this_thread::sleep_for(100ms);
+  l.per_function = 4;
+  pool.set_limits(l);
+  for (auto& t : ts) t.join();
+  CHECK(served == 3);
+  CHECK(Clock::now() - t0 < 2s);
+  for (auto& le : leases)
+    if (le.worker) pool.release(std::move(le.worker), true);
   pool.release(std::move(busy.worker), true);
   pool.stop();
   CHECK(factory.alive() == 0);
