@@ -176,9 +176,13 @@ int cgroup_sweep_stale(const CgroupLayout& layout) {
   if (layout.version == CgroupVersion::V1)
     roots = {layout.v1_memory, layout.v1_pids, layout.v1_cpu};
   int removed = 0;
+  std::vector<std::string> parents;
   for (const auto& root : roots) {
     if (root.empty()) continue;
-    std::string parent = root + "/" + layout.group;
+    parents.push_back(root + "/" + layout.group);
+    if (layout.version == CgroupVersion::V2) parents.push_back(root + "/" + layout.group + "-nocpu");
+  }
+  for (const auto& parent : parents) {
     DIR* d = opendir(parent.c_str());
     if (!d) continue;
     while (dirent* e = readdir(d)) {
@@ -194,6 +198,14 @@ int cgroup_sweep_stale(const CgroupLayout& layout) {
     closedir(d);
   }
   return removed;
+}
+
+static std::string group_for(const CgroupLayout& layout, bool v2) {
+  // v2 enables controllers per parent for all its children, and nsbox/ has
+  // cpu enabled once any capped sandbox (nsbox run) has lived there;
+  // turning it off again would strip the caps of the ones still running.
+  // Uncapped sandboxes get a parent of their own that never enables cpu.
+  return v2 && !layout.cpu_limits ? layout.group + "-nocpu" : layout.group;
 }
 
 CgroupLeaf& CgroupLeaf::operator=(CgroupLeaf&& o) noexcept {
@@ -221,7 +233,7 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
   leaf.fake_ = layout.create_files;
   auto make = [&](const std::string& mount, const FileWrites& writes,
                   bool v2) -> Result<std::string> {
-    std::string parent = mount + "/" + layout.group;
+    std::string parent = mount + "/" + group_for(layout, v2);
     TRY(ensure_dir(parent));
     bool have_cpu = true;
     if (v2) {
@@ -235,12 +247,6 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
       std::string enable = have_cpu ? "+memory +pids +cpu" : "+memory +pids";
       TRY(write_file(mount + "/cgroup.subtree_control", enable, leaf.fake_));
       TRY(write_file(parent + "/cgroup.subtree_control", enable, leaf.fake_));
-      // A daemon run with CPU caps may have left cpu enabled for the
-      // children; only turning it off takes the sandboxes out of it. It
-      // fails (busy) while a child of another daemon still uses cpu: then
-      // they share the parent and this is only a cap we do not set.
-      if (!layout.cpu_limits)
-        (void)write_file(parent + "/cgroup.subtree_control", "-cpu", leaf.fake_);
     }
     std::string dir = parent + "/" + id;
     if (mkdir(dir.c_str(), 0755) != 0) return sys_error("mkdir", dir);

@@ -170,7 +170,8 @@ HostResidue host_residue() {
   while (std::getline(mi, line)) r.mounts++;
   for (const std::string root :
        {"/sys/fs/cgroup/memory/nsbox", "/sys/fs/cgroup/pids/nsbox", "/sys/fs/cgroup/cpu/nsbox",
-        "/sys/fs/cgroup/nsbox", "/sys/fs/cgroup/unified/nsbox"}) {
+        "/sys/fs/cgroup/nsbox", "/sys/fs/cgroup/unified/nsbox", "/sys/fs/cgroup/nsbox-nocpu",
+        "/sys/fs/cgroup/unified/nsbox-nocpu"}) {
     for (const auto& leaf : list_dirs(root)) {
       r.cgroup_leaves++;
       r.describe_leaves.push_back(leaf);

@@ -407,7 +407,7 @@ TEST_CASE("CgroupLeaf (fake trees): cpu_limits = false gives sandboxes no cpu co
     CHECK(read(layout.v1_memory + "/nsbox/t1/memory.limit_in_bytes") ==
           std::to_string(96ull << 20));
   }
-  SUBCASE("v2: cpu neither enabled nor limited, and turned off for the children") {
+  SUBCASE("v2: a parent of their own that never enables cpu; nsbox/ is left alone") {
     TempDir t;
     CgroupLayout layout;
     layout.version = CgroupVersion::V2;
@@ -418,8 +418,9 @@ TEST_CASE("CgroupLeaf (fake trees): cpu_limits = false gives sandboxes no cpu co
     auto r = CgroupLeaf::create(layout, "t1", test_limits());
     REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
     CHECK(read(t.path + "/cgroup.subtree_control") == "+memory +pids");
-    CHECK(read(t.path + "/nsbox/cgroup.subtree_control") == "-cpu");  // the last write
-    CHECK(access((t.path + "/nsbox/t1/cpu.max").c_str(), F_OK) != 0);
-    CHECK(read(t.path + "/nsbox/t1/pids.max") == "40");
+    CHECK(read(t.path + "/nsbox-nocpu/cgroup.subtree_control") == "+memory +pids");
+    CHECK(access((t.path + "/nsbox-nocpu/t1/cpu.max").c_str(), F_OK) != 0);
+    CHECK(read(t.path + "/nsbox-nocpu/t1/pids.max") == "40");
+    CHECK(access((t.path + "/nsbox").c_str(), F_OK) != 0);  // capped sandboxes' parent untouched
   }
 }
