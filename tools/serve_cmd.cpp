@@ -155,7 +155,8 @@ int cmd_serve(const std::vector<std::string>& args) {
   if (config.batch_scheduling) {
     struct sched_param none {};
     if (sched_setscheduler(0, SCHED_BATCH, &none) != 0)
-      LOG_WARN("batch_scheduling: sched_setscheduler(SCHED_BATCH): %s; staying SCHED_OTHER",
+      LOG_WARN("batch_scheduling: sched_setscheduler(SCHED_BATCH): %s; keeping the policy it was "
+               "started with",
                strerror(errno));
   }
 

@@ -72,6 +72,16 @@ int stat_policy(const std::string& stat_path) {
   return rest ? std::stoi(field) : -1;
 }
 
+// A v1 cpu hierarchy, or a cgroup2 root offering cpu.
+bool cpu_controller_present() {
+  if (access("/sys/fs/cgroup/cpu", F_OK) == 0) return true;
+  std::ifstream ctl("/sys/fs/cgroup/cgroup.controllers");
+  std::string c;
+  while (ctl >> c)
+    if (c == "cpu") return true;
+  return false;
+}
+
 // Sandbox cgroups of this daemon (srv-<spawner pid>-<n>) that are under the
 // cpu controller: leaves in the v1 cpu hierarchy, or v2 leaves whose
 // cgroup.controllers lists cpu.
@@ -84,7 +94,8 @@ int cpu_controlled_leaves(pid_t daemon) {
   const std::string prefix = "srv-" + std::to_string(spawner) + "-";
   int n = 0;
   for (const std::string parent :
-       {"/sys/fs/cgroup/cpu/nsbox", "/sys/fs/cgroup/nsbox", "/sys/fs/cgroup/unified/nsbox"}) {
+       {"/sys/fs/cgroup/cpu/nsbox", "/sys/fs/cgroup/nsbox", "/sys/fs/cgroup/unified/nsbox",
+        "/sys/fs/cgroup/nsbox-nocpu", "/sys/fs/cgroup/unified/nsbox-nocpu"}) {
     DIR* d = opendir(parent.c_str());
     if (!d) continue;
     const bool v1 = parent == "/sys/fs/cgroup/cpu/nsbox";
@@ -714,8 +725,10 @@ TEST_CASE("serve: sandboxes get a capped cpu cgroup only with cpu_limits = true"
     CHECK(r->status == 200);
     // The blanks and f's sandbox exist now (kPool keeps 2 blanks).
     int leaves = cpu_controlled_leaves(d.pid());
-    if (caps)
+    if (caps && cpu_controller_present())
       CHECK(leaves > 0);
+    else if (caps)
+      MESSAGE("no cpu controller on this host: the capped case has nothing to find");
     else
       CHECK(leaves == 0);
     CHECK(d.stop() == 0);
