@@ -217,8 +217,10 @@ Options parse_args(int argc, char** argv) {
       o.connect_timeout_ms = parse_long(a, v, 1, 600000);
     else if (a == "--timeout-ms")
       o.timeout_ms = parse_long(a, v, 1, 600000);
-    else if (a == "--trace")
+    else if (a == "--trace") {
+      if (v.empty()) usage_error("--trace needs a file name");
       o.trace = v;
+    }
     else
       usage_error("unknown option \"" + a + "\"");
   }
@@ -271,6 +273,7 @@ void run_client(const Options& o, const Target& t, long index, std::latch& start
   const std::string path = path_for(o, t, function_name(o, index));
   const bool post = o.method == "POST";
   r.latencies_ms.reserve(static_cast<size_t>(o.requests));
+  if (!o.trace.empty()) r.trace.reserve(static_cast<size_t>(o.requests));
 
   start.arrive_and_wait();
   for (long k = 0; k < o.requests; ++k) {
@@ -314,14 +317,22 @@ int main(int argc, char** argv) {
   std::vector<ClientResult> results(static_cast<size_t>(o.clients));
   std::vector<std::thread> threads;
   threads.reserve(results.size());
+  // Opened now: a bad path is an error before the run, not after it.
+  FILE* trace = nullptr;
+  if (!o.trace.empty() && !(trace = std::fopen(o.trace.c_str(), "w"))) {
+    std::fprintf(stderr, "loadgen: --trace %s: %s\n", o.trace.c_str(), std::strerror(errno));
+    return 1;
+  }
   std::latch start(o.clients + 1);
-  // Set before the latch opens; the clients read it only after.
-  auto t0 = std::chrono::steady_clock::now();
+  // The trace's zero. Written before this thread arrives at the latch, which
+  // no client passes before then: they read it after.
+  std::chrono::steady_clock::time_point epoch;
   for (long i = 0; i < o.clients; ++i)
-    threads.emplace_back(run_client, std::cref(o), std::cref(t), i, std::ref(start), std::cref(t0),
-                         std::ref(results[static_cast<size_t>(i)]));
-  t0 = std::chrono::steady_clock::now();
+    threads.emplace_back(run_client, std::cref(o), std::cref(t), i, std::ref(start),
+                         std::cref(epoch), std::ref(results[static_cast<size_t>(i)]));
+  epoch = std::chrono::steady_clock::now();
   start.arrive_and_wait();
+  auto t0 = std::chrono::steady_clock::now();
   for (auto& th : threads) th.join();
   auto t1 = std::chrono::steady_clock::now();
   double duration_s = std::chrono::duration<double>(t1 - t0).count();
@@ -335,20 +346,18 @@ int main(int argc, char** argv) {
     all.latencies_ms.insert(all.latencies_ms.end(), r.latencies_ms.begin(), r.latencies_ms.end());
   }
   std::sort(all.latencies_ms.begin(), all.latencies_ms.end());
-  if (!o.trace.empty()) {
-    FILE* f = std::fopen(o.trace.c_str(), "w");
-    if (!f) {
+  if (trace) {
+    // The common start on CLOCK_MONOTONIC, to line the trace up with other
+    // tools' timestamps (e.g. perf record -k CLOCK_MONOTONIC).
+    std::fprintf(trace, "# start %.6f s CLOCK_MONOTONIC\nclient start_ms latency_ms status\n",
+                 std::chrono::duration<double>(epoch.time_since_epoch()).count());
+    for (size_t i = 0; i < results.size(); i++)
+      for (const Traced& x : results[i].trace)
+        std::fprintf(trace, "%zu %.3f %.3f %d\n", i, x.start_ms, x.latency_ms, x.status);
+    if (std::fclose(trace) != 0) {
       std::fprintf(stderr, "loadgen: --trace %s: %s\n", o.trace.c_str(), std::strerror(errno));
       return 1;
     }
-    // The common start on CLOCK_MONOTONIC, to line the trace up with other
-    // tools' timestamps (e.g. perf record -k CLOCK_MONOTONIC).
-    std::fprintf(f, "# start %.6f s CLOCK_MONOTONIC\nclient start_ms latency_ms status\n",
-                 std::chrono::duration<double>(t0.time_since_epoch()).count());
-    for (size_t i = 0; i < results.size(); i++)
-      for (const Traced& x : results[i].trace)
-        std::fprintf(f, "%zu %.3f %.3f %d\n", i, x.start_ms, x.latency_ms, x.status);
-    std::fclose(f);
   }
   const long total = o.clients * o.requests;
   const long completed = static_cast<long>(all.latencies_ms.size());
