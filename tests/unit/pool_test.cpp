@@ -174,32 +174,6 @@ TEST_CASE("pool: a request waiting on the global budget is woken when another fu
   CHECK(factory.alive() == 0);
 }
 
-TEST_CASE("pool: raising per_function on reload wakes requests waiting at the old cap") {
-  FakeFactory factory(1ms);
-  PoolLimits l = limits(8, 0);
-  l.per_function = 1;
-  Pool pool(factory, l, {kMemory});
-  pool.start();
-  auto busy = pool.acquire("f", 1, 0, kMemory, Clock::now() + 1s);
-  REQUIRE(busy.status == Pool::Status::Ok);
-  Pool::Status status = Pool::Status::Overloaded;
-  auto t0 = Clock::now();
-  std::thread waiter([&] {
-    auto w = pool.acquire("f", 1, 0, kMemory, t0 + 5s);
-    status = w.status;
-    if (w.worker) pool.release(std::move(w.worker), true);
-  });
-  std::this_thread::sleep_for(100ms);
-  l.per_function = 2;
-  pool.set_limits(l);
-  waiter.join();
-  CHECK(status == Pool::Status::Ok);
-  CHECK(Clock::now() - t0 < 2s);
-  pool.release(std::move(busy.worker), true);
-  pool.stop();
-  CHECK(factory.alive() == 0);
-}
-
 TEST_CASE("pool: a failed spawn wakes a request waiting at the function's cap") {
   FakeFactory factory(1ms);
   factory.spawn_time = 200ms;  // the second request arrives while the first spawns
