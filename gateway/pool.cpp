@@ -108,7 +108,7 @@ void Pool::forget_locked(std::unique_ptr<Worker> w) {
   janitor_cv_.notify_one();
 }
 
-void Pool::notify_room_freed_locked() {
+void Pool::notify_every_waiter_locked() {
   // Every waiter, not one per function: several may have waited on the
   // same dying sandboxes (room_once_dying_gone_locked), and whoever finds
   // no room now evicts for itself.
@@ -353,12 +353,9 @@ void Pool::revoke(const std::string& name, uint64_t min_version) {
 void Pool::set_limits(const PoolLimits& limits) {
   std::lock_guard<std::mutex> lock(mu_);
   limits_ = limits;
-  refill_cv_.notify_one();
   // Every waiter (a reload is rare): a raised per_function cap may free
   // several waiters of one function at once.
-  for (auto& [name, f] : functions_)
-    if (f.waiting > 0) f.cv.notify_all();
-  cv_.notify_all();
+  notify_every_waiter_locked();
 }
 
 PoolStats Pool::stats() {
@@ -441,7 +438,7 @@ void Pool::janitor_loop() {
         memory_ -= d.memory;
         dying_memory_ -= d.memory;
       }
-      notify_room_freed_locked();
+      notify_every_waiter_locked();
       continue;
     }
     if (!running_) break;

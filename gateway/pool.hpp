@@ -115,7 +115,9 @@ class Pool {
   bool room_once_dying_gone_locked(uint64_t memory) const;
   // A slot or a blank appeared: one waiter per function under its cap.
   void notify_capacity_locked();
-  void notify_room_freed_locked();  // the janitor destroyed sandboxes: every waiter
+  // Sandboxes were destroyed (janitor) or the caps changed (reload): every
+  // waiter, and the refill thread.
+  void notify_every_waiter_locked();
   std::unique_ptr<Worker> spawn(uint32_t profile, uint64_t memory);
   // Lock held on entry and on return; capacity already checked by the caller.
   std::unique_ptr<Worker> spawn_counted(std::unique_lock<std::mutex>& lock, uint32_t profile,

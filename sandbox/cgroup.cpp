@@ -170,6 +170,18 @@ FileWrites cgroup_v1_limit_writes(const std::string& controller, const Limits& l
   return w;
 }
 
+static std::string nocpu_group(const CgroupLayout& layout) {
+  return layout.group + "-nocpu";
+}
+
+static std::string group_for(const CgroupLayout& layout, bool v2) {
+  // v2 enables controllers per parent for all its children, and nsbox/ has
+  // cpu enabled once any capped sandbox (nsbox run) has lived there;
+  // turning it off again would strip the caps of the ones still running.
+  // Uncapped sandboxes get a parent of their own that never enables cpu.
+  return v2 && !layout.cpu_limits ? nocpu_group(layout) : layout.group;
+}
+
 int cgroup_sweep_stale(const CgroupLayout& layout) {
   std::vector<std::string> roots;
   if (layout.version == CgroupVersion::V2) roots = {layout.v2_mount};
@@ -180,7 +192,7 @@ int cgroup_sweep_stale(const CgroupLayout& layout) {
   for (const auto& root : roots) {
     if (root.empty()) continue;
     parents.push_back(root + "/" + layout.group);
-    if (layout.version == CgroupVersion::V2) parents.push_back(root + "/" + layout.group + "-nocpu");
+    if (layout.version == CgroupVersion::V2) parents.push_back(root + "/" + nocpu_group(layout));
   }
   for (const auto& parent : parents) {
     DIR* d = opendir(parent.c_str());
@@ -198,14 +210,6 @@ int cgroup_sweep_stale(const CgroupLayout& layout) {
     closedir(d);
   }
   return removed;
-}
-
-static std::string group_for(const CgroupLayout& layout, bool v2) {
-  // v2 enables controllers per parent for all its children, and nsbox/ has
-  // cpu enabled once any capped sandbox (nsbox run) has lived there;
-  // turning it off again would strip the caps of the ones still running.
-  // Uncapped sandboxes get a parent of their own that never enables cpu.
-  return v2 && !layout.cpu_limits ? layout.group + "-nocpu" : layout.group;
 }
 
 CgroupLeaf& CgroupLeaf::operator=(CgroupLeaf&& o) noexcept {

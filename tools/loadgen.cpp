@@ -220,8 +220,7 @@ Options parse_args(int argc, char** argv) {
     else if (a == "--trace") {
       if (v.empty()) usage_error("--trace needs a file name");
       o.trace = v;
-    }
-    else
+    } else
       usage_error("unknown option \"" + a + "\"");
   }
   if (o.url.empty()) usage_error("--url is required");

@@ -155,9 +155,10 @@ int cmd_serve(const std::vector<std::string>& args) {
   if (config.batch_scheduling) {
     struct sched_param none {};
     if (sched_setscheduler(0, SCHED_BATCH, &none) != 0)
-      LOG_WARN("batch_scheduling: sched_setscheduler(SCHED_BATCH): %s; keeping the policy it was "
-               "started with",
-               strerror(errno));
+      LOG_WARN(
+          "batch_scheduling: sched_setscheduler(SCHED_BATCH): %s; keeping the policy it was "
+          "started with",
+          strerror(errno));
   }
 
   // Three fds per sandbox (two channel pipes, the log) plus one per
