@@ -7,6 +7,7 @@
 
 #include <httplib.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -22,6 +23,7 @@
 #include <sstream>
 
 #include "gateway/registry.hpp"
+#include "tools/terminal_escape.hpp"
 
 namespace nsbox {
 
@@ -144,10 +146,12 @@ std::string trim(const std::string& s) {
   return s.substr(b, e - b + 1);
 }
 
+// A body may hold what a function printed or returned: escaped when stdout
+// is a terminal (tools/terminal_escape.hpp), byte-exact otherwise.
 void print_body(const std::string& body) {
-  std::fwrite(body.data(), 1, body.size(), stdout);
-  if (!body.empty() && body.back() != '\n') std::fputc('\n', stdout);
   std::fflush(stdout);
+  write_for_display(STDOUT_FILENO, body);
+  if (!body.empty() && body.back() != '\n') write_for_display(STDOUT_FILENO, "\n");
 }
 
 // ---- server URL ---------------------------------------------------------------
@@ -496,7 +500,10 @@ std::string server_message(int status, const std::string& body) {
 
 // Prints "nsbox: STATUS: message" (and the token hint for 401).
 void report_server_error(const Ctx& c, int status, const std::string& body) {
-  std::fprintf(stderr, "nsbox: %d: %s\n", status, server_message(status, body).c_str());
+  // The message may quote a function (a crash, its error): escaped too.
+  std::fflush(stderr);
+  write_for_display(STDERR_FILENO, "nsbox: " + std::to_string(status) + ": " +
+                                       server_message(status, body) + "\n");
   if (status == 401) {
     if (c.token.value.empty()) {
       std::fprintf(stderr, "nsbox: no API token was sent\n");

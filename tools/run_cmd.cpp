@@ -12,6 +12,7 @@
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "policies/policy.hpp"
 #include "policies/units.hpp"
@@ -19,6 +20,8 @@
 #include "sandbox/framing.hpp"
 #include "sandbox/log.hpp"
 #include "sandbox/sandbox.hpp"
+#include "tools/output_relay.hpp"
+#include "tools/terminal_escape.hpp"
 
 namespace nsbox {
 
@@ -97,10 +100,28 @@ Result<RunOptions> parse_run_args(const std::vector<std::string>& args) {
 
 namespace {
 
+// Messages may quote what a function sent (an exception's message): shown
+// escaped on a terminal like everything else the function prints.
 int fail(int code, const std::string& msg) {
-  std::fprintf(stderr, "nsbox: %s\n", msg.c_str());
+  write_for_display(STDERR_FILENO, "nsbox: " + msg + "\n");
   return code;
 }
+
+// How a run ended, printed only once the function is gone and its output
+// relayed, so that its last prints come before the verdict.
+struct RunEnd {
+  int code = 0;
+  std::string out;  // a JSON line for stdout, or empty
+  std::string err;  // a message for stderr, or empty
+};
+
+RunEnd ended(int code, const std::string& err, const std::string& out = "") {
+  return {code, out, err};
+}
+
+// How long a destination that takes no bytes (a terminal stopped with ^S)
+// may hold up the end of a run once the function is gone.
+constexpr int kRelayGraceMs = 2000;
 
 std::string home_or_tmp(const char* xdg, const char* sub) {
   const char* v = getenv(xdg);
@@ -133,16 +154,18 @@ std::string base_name(const std::string& p) {
 struct PlainChild {
   pid_t pid = -1;
   ChannelFds channel;
-  ~PlainChild() {
+  void stop() {
     if (pid > 0) {
       ::kill(pid, SIGKILL);
       waitpid(pid, nullptr, 0);
     }
+    pid = -1;
   }
+  ~PlainChild() { stop(); }
 };
 
 Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const std::string& fn,
-                                const std::string& handler) {
+                                const std::string& handler, int output_fd) {
   ChannelEnds chan = TRY(make_channel());
   std::vector<std::string> args = runner_argv(runner, fn, handler);
   std::vector<char*> argv;
@@ -162,6 +185,10 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
     if (in < 0 || out < 0 || dup2(in, 3) < 0 || dup2(out, 4) < 0) _exit(127);
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     dup2(devnull, 0);
+    // Its prints go through the relay like a sandbox's, so that the output
+    // looks the same (escaped on a terminal) in both modes.
+    dup2(output_fd, 1);
+    dup2(output_fd, 2);
     signal(SIGPIPE, SIG_DFL);  // ignored dispositions survive exec
     execve(argv[0], argv.data(), envp.data());
     _exit(127);
@@ -259,6 +286,11 @@ int cmd_run(const std::vector<std::string>& args) {
   if (!built) return fail(kExitSetup, built.error().message());
   if (built.value().built) std::fprintf(stderr, "nsbox: %s\n", built.value().summary.c_str());
 
+  // The function's fds 1 and 2: a pipe we copy to our stderr, never the
+  // terminal itself.
+  OutputRelay relay;
+  if (auto r = relay.open(STDERR_FILENO); !r) return fail(kExitSetup, r.error().message());
+
   const bool rootless = geteuid() != 0;
   const uint64_t t_start = monotonic_us();
   uint64_t deadline = monotonic_ms() + policy.limits.wall_ms;
@@ -267,7 +299,7 @@ int cmd_run(const std::vector<std::string>& args) {
   int to_runner, from_runner;
   std::string fn_inside;
   if (o.no_isolation) {
-    auto r = start_plain(&plain, rootfs + kRunnerPath, fn_path, o.handler);
+    auto r = start_plain(&plain, rootfs + kRunnerPath, fn_path, o.handler, relay.write_fd());
     if (!r) return fail(kExitSetup, r.error().message());
     to_runner = plain.channel.to_runner.get();
     from_runner = plain.channel.from_runner.get();
@@ -306,6 +338,7 @@ int cmd_run(const std::vector<std::string>& args) {
     fn_inside = spec.code_mount + "/" + base_name(fn_path);
     spec.argv = runner_argv(kRunnerPath, fn_inside, o.handler);
     spec.env = runner_env();
+    spec.stderr_fd = relay.write_fd();
     auto sb = Sandbox::start(spec, bpf.value(), layout);
     if (!sb) return fail(kExitSetup, "sandbox: " + sb.error().message());
     sandbox = std::move(sb.value());
@@ -313,27 +346,29 @@ int cmd_run(const std::vector<std::string>& args) {
     from_runner = sandbox.channel().from_runner.get();
     if (o.verbose) print_timings(sandbox.timings());
   }
+  relay.close_write_fd();
+  if (auto r = relay.start(); !r) return fail(kExitSetup, r.error().message());
 
   // Decides what a non-result ending means: a limit event beats everything,
   // because a fork bomb or a memory hog usually shows up as an exception or
   // a hang rather than as a kill.
-  auto limit_exit = [&](bool memory_error) -> int {
+  auto limit_exit = [&](bool memory_error) -> std::optional<RunEnd> {
     CgroupEvents ev = o.no_isolation ? CgroupEvents{} : sandbox.events();
     if (ev.oom_kills > 0 || memory_error)
-      return fail(kExitKilled, "killed: memory limit of " +
-                                   format_limit_bytes(policy.limits.memory_bytes) +
-                                   " exceeded (raise it with --memory)");
+      return ended(kExitKilled, "killed: memory limit of " +
+                                    format_limit_bytes(policy.limits.memory_bytes) +
+                                    " exceeded (raise it with --memory)");
     if (ev.pids_max > 0)
-      return fail(kExitKilled, "killed: pids limit of " + std::to_string(policy.limits.pids) +
-                                   " processes/threads reached");
-    return -1;
+      return ended(kExitKilled, "killed: pids limit of " + std::to_string(policy.limits.pids) +
+                                    " processes/threads reached");
+    return std::nullopt;
   };
-  auto timed_out = [&]() -> int {
-    if (int code = limit_exit(false); code >= 0) return code;
-    return fail(kExitTimeout, "function timed out after " + std::to_string(policy.limits.wall_ms) +
-                                  " ms (raise it with --timeout)");
+  auto timed_out = [&]() -> RunEnd {
+    if (auto e = limit_exit(false)) return *e;
+    return ended(kExitTimeout, "function timed out after " + std::to_string(policy.limits.wall_ms) +
+                                   " ms (raise it with --timeout)");
   };
-  auto died = [&]() -> int {
+  auto died = [&]() -> RunEnd {
     // Reap before killing: the runner usually ended by itself and its status
     // is the function's (os._exit(5) must read 5, not a SIGKILL of ours).
     int status = 0;
@@ -344,74 +379,88 @@ int cmd_run(const std::vector<std::string>& args) {
       sandbox.kill();
       sandbox.reap(-1, &status);
     }
-    if (int code = limit_exit(false); code >= 0) return code;
+    if (auto e = limit_exit(false)) return *e;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     json err = {{"errorType", "Runtime.ExitError"},
                 {"errorMessage", "function process exited with status " + std::to_string(code)}};
-    std::cout << err.dump() << std::endl;
-    return kExitFunctionError;
+    return RunEnd{kExitFunctionError, err.dump() + "\n", ""};
   };
 
-  const uint64_t t_started = monotonic_us();
-  FrameDecoder dec;
-  FrameRead fr = read_frame(from_runner, dec, deadline);
-  const uint64_t t_ready = monotonic_us();
-  if (fr.status == ReadStatus::Timeout) return timed_out();
-  if (fr.status != ReadStatus::Ok) return died();
-  json hello = json::parse(fr.payload, nullptr, false);
-  if (hello.is_discarded() || hello.value("type", "") != "ready") {
-    std::string kind = hello.is_object() ? hello.value("kind", "") : "";
-    std::string msg = hello.is_object() ? hello.value("errorMessage", "") : fr.payload;
-    if (kind == "import") {
-      if (int code = limit_exit(hello.value("errorType", "") == "MemoryError"); code >= 0)
-        return code;
-      json err = {{"errorType", hello.value("errorType", "")},
-                  {"errorMessage", msg},
-                  {"stackTrace", hello.value("stackTrace", json::array())}};
-      std::cout << err.dump() << std::endl;
-      return fail(kExitFunctionError, o.function + ": loading the module raised " +
-                                          hello.value("errorType", "") + ": " + msg);
+  // The conversation with the runner; its verdict is printed below, once the
+  // function's output is all out.
+  auto converse = [&]() -> RunEnd {
+    const uint64_t t_started = monotonic_us();
+    FrameDecoder dec;
+    FrameRead fr = read_frame(from_runner, dec, deadline);
+    const uint64_t t_ready = monotonic_us();
+    if (fr.status == ReadStatus::Timeout) return timed_out();
+    if (fr.status != ReadStatus::Ok) return died();
+    json hello = json::parse(fr.payload, nullptr, false);
+    if (hello.is_discarded() || hello.value("type", "") != "ready") {
+      std::string kind = hello.is_object() ? hello.value("kind", "") : "";
+      std::string msg = hello.is_object() ? hello.value("errorMessage", "") : fr.payload;
+      if (kind == "import") {
+        if (auto e = limit_exit(hello.value("errorType", "") == "MemoryError")) return *e;
+        json err = {{"errorType", hello.value("errorType", "")},
+                    {"errorMessage", msg},
+                    {"stackTrace", hello.value("stackTrace", json::array())}};
+        return ended(
+            kExitFunctionError,
+            o.function + ": loading the module raised " + hello.value("errorType", "") + ": " + msg,
+            err.dump() + "\n");
+      }
+      if (kind == "syntax")
+        return ended(kExitUsage, o.function + ":" + std::to_string(hello.value("line", 0)) + ": " +
+                                     hello.value("errorType", "SyntaxError") + ": " + msg);
+      return ended(kExitUsage, o.function + ": " + msg);
     }
-    if (kind == "syntax")
-      return fail(kExitUsage, o.function + ":" + std::to_string(hello.value("line", 0)) + ": " +
-                                  hello.value("errorType", "SyntaxError") + ": " + msg);
-    return fail(kExitUsage, o.function + ": " + msg);
-  }
 
-  json invoke = {
-      {"type", "invoke"},
-      {"id", "1"},
-      {"event", event},
-      {"context",
-       {{"function_name", base_name(fn_path)},
-        {"function_version", "$LATEST"},
-        {"memory_limit_mb", policy.limits.memory_bytes >> 20},
-        {"request_id", "run-" + std::to_string(getpid())},
-        {"deadline_ms", static_cast<uint64_t>(time(nullptr)) * 1000 + policy.limits.wall_ms}}}};
-  if (auto w = write_frame(to_runner, invoke.dump(), deadline); !w) {
-    if (w.error().err == ETIMEDOUT) return timed_out();
-    return died();
-  }
-  fr = read_frame(from_runner, dec, deadline);
-  if (fr.status == ReadStatus::Timeout) return timed_out();
-  if (fr.status != ReadStatus::Ok) return died();
-  json res = json::parse(fr.payload, nullptr, false);
-  if (res.is_discarded() || res.value("type", "") != "result")
-    return fail(kExitSetup, "runner sent an unexpected reply: " + fr.payload.substr(0, 200));
-  if (res.value("ok", false)) {
-    std::cout << res["result"].dump() << std::endl;
-    LOG_DEBUG("timing: start %.3f ms, runner ready %.3f ms, invoke %.3f ms",
-              (t_started - t_start) / 1e3, (t_ready - t_started) / 1e3,
-              (monotonic_us() - t_ready) / 1e3);
-    return kExitOk;
-  }
-  json err = res.value("error", json::object());
-  std::string kind = res.value("kind", "");
-  if (kind == "bad_result")
-    return fail(kExitUsage, "the function's result is not JSON: " + err.value("errorMessage", ""));
-  if (int code = limit_exit(err.value("errorType", "") == "MemoryError"); code >= 0) return code;
-  std::cout << err.dump() << std::endl;
-  return kExitFunctionError;
+    json invoke = {
+        {"type", "invoke"},
+        {"id", "1"},
+        {"event", event},
+        {"context",
+         {{"function_name", base_name(fn_path)},
+          {"function_version", "$LATEST"},
+          {"memory_limit_mb", policy.limits.memory_bytes >> 20},
+          {"request_id", "run-" + std::to_string(getpid())},
+          {"deadline_ms", static_cast<uint64_t>(time(nullptr)) * 1000 + policy.limits.wall_ms}}}};
+    if (auto w = write_frame(to_runner, invoke.dump(), deadline); !w) {
+      if (w.error().err == ETIMEDOUT) return timed_out();
+      return died();
+    }
+    fr = read_frame(from_runner, dec, deadline);
+    if (fr.status == ReadStatus::Timeout) return timed_out();
+    if (fr.status != ReadStatus::Ok) return died();
+    json res = json::parse(fr.payload, nullptr, false);
+    if (res.is_discarded() || res.value("type", "") != "result")
+      return ended(kExitSetup, "runner sent an unexpected reply: " + fr.payload.substr(0, 200));
+    if (res.value("ok", false)) {
+      LOG_DEBUG("timing: start %.3f ms, runner ready %.3f ms, invoke %.3f ms",
+                (t_started - t_start) / 1e3, (t_ready - t_started) / 1e3,
+                (monotonic_us() - t_ready) / 1e3);
+      return RunEnd{kExitOk, res["result"].dump() + "\n", ""};
+    }
+    json err = res.value("error", json::object());
+    std::string kind = res.value("kind", "");
+    if (kind == "bad_result")
+      return ended(kExitUsage,
+                   "the function's result is not JSON: " + err.value("errorMessage", ""));
+    if (auto e = limit_exit(err.value("errorType", "") == "MemoryError")) return *e;
+    return RunEnd{kExitFunctionError, err.dump() + "\n", ""};
+  };
+  RunEnd end = converse();
+
+  // The function goes first (a sandbox's last process gone closes the
+  // pipe), then what is left in the pipe, then the verdict.
+  if (o.no_isolation)
+    plain.stop();
+  else if (auto d = sandbox.destroy(); !d)
+    LOG_WARN("%s", d.error().message().c_str());
+  relay.finish(kRelayGraceMs);
+  if (!end.out.empty()) write_for_display(STDOUT_FILENO, end.out);
+  if (!end.err.empty()) fail(end.code, end.err);
+  return end.code;
 }
 
 }  // namespace nsbox

@@ -5,8 +5,10 @@
 #include <grp.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -138,6 +140,102 @@ Outcome run(const RunSpec& original) {
   int st = 0;
   waitpid(pid, &st, 0);
   o.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return o;
+}
+
+PtyOutcome run_on_pty(const RunSpec& original) {
+  const RunSpec spec = original.as_uid ? for_unprivileged(original) : original;
+  PtyOutcome o;
+  int master = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+  if (master < 0 || grantpt(master) != 0 || unlockpt(master) != 0) abort();
+  char name[128];
+  if (ptsname_r(master, name, sizeof name) != 0) abort();
+  int report[2];
+  if (pipe2(report, O_CLOEXEC) != 0) abort();
+  pid_t shell = fork();
+  if (shell == 0) {
+    // The "shell". Opening the slave as a session leader without a
+    // controlling terminal makes it ours; TIOCSCTTY says so explicitly.
+    if (setsid() < 0) _exit(120);
+    int slave = open(name, O_RDWR | O_CLOEXEC);
+    if (slave < 0 || ioctl(slave, TIOCSCTTY, 0) != 0) _exit(121);
+    pid_t cmd = fork();
+    if (cmd == 0) {
+      dup2(slave, 0);
+      dup2(slave, 1);
+      dup2(slave, 2);
+      for (const auto& e : spec.env) putenv(strdup(e.c_str()));
+      if (spec.as_uid) {
+        if (setgroups(0, nullptr) || setresgid(spec.as_uid, spec.as_uid, spec.as_uid) ||
+            setresuid(spec.as_uid, spec.as_uid, spec.as_uid))
+          _exit(126);
+      }
+      std::vector<char*> argv;
+      for (const auto& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    int st = 0;
+    waitpid(cmd, &st, 0);
+    int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+    // Input typed (or pushed) without a newline waits in the canonical
+    // line buffer, invisible to read(); raw mode hands it over.
+    struct termios t;
+    tcgetattr(slave, &t);
+    cfmakeraw(&t);
+    t.c_cc[VMIN] = 0;
+    t.c_cc[VTIME] = 0;
+    tcsetattr(slave, TCSANOW, &t);
+    std::string typed;
+    char buf[4096];
+    ssize_t n;
+    while ((n = read(slave, buf, sizeof buf)) > 0) typed.append(buf, n);
+    (void)!write(report[1], &code, sizeof code);
+    (void)!write(report[1], typed.data(), typed.size());
+    _exit(0);
+  }
+  close(report[1]);
+  std::string rep;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(spec.timeout_s);
+  struct pollfd fds[2] = {{master, POLLIN, 0}, {report[0], POLLIN, 0}};
+  while (fds[1].fd >= 0) {
+    int left = static_cast<int>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                    deadline - std::chrono::steady_clock::now())
+                                    .count());
+    if (left <= 0) {
+      kill(shell, SIGKILL);
+      break;
+    }
+    if (poll(fds, 2, left) <= 0) continue;
+    char buf[65536];
+    if (fds[0].fd >= 0 && (fds[0].revents & (POLLIN | POLLHUP | POLLERR))) {
+      ssize_t n = read(master, buf, sizeof buf);
+      if (n > 0)
+        o.screen.append(buf, n);
+      else
+        fds[0].fd = -1;  // EIO: no slave open any more
+    }
+    if (fds[1].revents & (POLLIN | POLLHUP)) {
+      ssize_t n = read(report[0], buf, sizeof buf);
+      if (n > 0)
+        rep.append(buf, n);
+      else
+        fds[1].fd = -1;
+    }
+  }
+  // What the command wrote just before it ended may still be in the pty.
+  fcntl(master, F_SETFL, O_NONBLOCK);
+  char buf[65536];
+  ssize_t n;
+  while ((n = read(master, buf, sizeof buf)) > 0) o.screen.append(buf, n);
+  close(master);
+  close(report[0]);
+  waitpid(shell, nullptr, 0);
+  if (rep.size() >= sizeof(int)) {
+    std::memcpy(&o.exit_code, rep.data(), sizeof(int));
+    o.typed = rep.substr(sizeof(int));
+  }
   return o;
 }
 

@@ -23,6 +23,17 @@ struct RunSpec {
 };
 
 Outcome run(const RunSpec& spec);
+
+// Runs spec on a fresh pseudo-terminal as an interactive shell would: a
+// session leader owning the pty as its controlling terminal runs the command
+// in its foreground process group with the pty as fds 0, 1 and 2, waits for
+// it and then reads its terminal, as the shell's next prompt would.
+struct PtyOutcome {
+  int exit_code = -1;
+  std::string screen;  // everything written to the terminal (the master's side)
+  std::string typed;   // input waiting on the terminal afterwards: what the shell would read
+};
+PtyOutcome run_on_pty(const RunSpec& spec);
 // `nsbox run PROBE.py ARGS...` with the probe from tests/probes.
 Outcome nsbox_run(const std::string& probe, const std::vector<std::string>& args = {});
 

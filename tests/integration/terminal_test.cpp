@@ -1,0 +1,162 @@
+// No terminal reaches the function: `nsbox run` started from a terminal (a
+// real pty, owned by a shell-like session leader) hands the function pipes,
+// not the terminal, so TIOCSTI cannot type into the shell; and what the
+// function prints is shown escaped, so it cannot drive the terminal either.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+
+#include "tests/integration/daemon.hpp"
+#include "tests/integration/harness.hpp"
+
+using nsbox::test::PtyOutcome;
+
+namespace {
+
+constexpr uid_t kUser = 65534;
+
+// Bytes as C escapes, for failure messages (the text may be invalid UTF-8).
+std::string visible(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out += static_cast<char>(c);
+    } else {
+      char b[8];
+      snprintf(b, sizeof b, "\\x%02x", c);
+      out += b;
+    }
+  }
+  return out;
+}
+
+std::string sandbox_event() {
+  return R"({"host_hostname": ")" + nsbox::test::host_hostname() + R"("})";
+}
+
+nsbox::test::RunSpec tty_attack(bool rootless, const std::string& policy) {
+  nsbox::test::RunSpec s;
+  s.argv = {nsbox::test::nsbox_bin(),
+            "run",
+            nsbox::test::probe("tty_attack.py"),
+            "--policy",
+            policy,
+            "--event",
+            sandbox_event()};
+  if (rootless) {
+    // The rootless suite's per-user rootfs and cache, built once and shared.
+    std::string dir = "/tmp/nsbox-rootless-test";
+    mkdir(dir.c_str(), 0755);
+    if (chown(dir.c_str(), kUser, kUser) != 0) FAIL("chown " << dir);
+    s.env = {"HOME=/nonexistent", "XDG_DATA_HOME=" + dir + "/data",
+             "XDG_CACHE_HOME=" + dir + "/cache", "XDG_RUNTIME_DIR=" + dir + "/run"};
+    s.as_uid = kUser;
+    s.timeout_s = 120;
+  }
+  return s;
+}
+
+// The result line among the function's (escaped) prints on the terminal.
+nlohmann::json result_on(const std::string& screen) {
+  size_t at = screen.rfind("{\"fds\"");
+  if (at == std::string::npos) return nlohmann::json::value_t::discarded;
+  size_t end = screen.find('\n', at);
+  return nlohmann::json::parse(screen.substr(at, end - at), nullptr, false);
+}
+
+bool has(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+void check_terminal_is_safe(const PtyOutcome& o) {
+  INFO("screen: " << visible(o.screen));
+  REQUIRE(o.exit_code == 0);
+  // Nothing was pushed into the terminal's input.
+  CHECK_MESSAGE(o.typed.empty(), "typed into the shell: " << o.typed);
+  auto r = result_on(o.screen);
+  REQUIRE(r.is_object());
+  CHECK(r["isatty"] == nlohmann::json::array({false, false, false}));
+  for (auto& [target, outcome] : r["tiocsti"].items()) CHECK_MESSAGE(outcome != "ok", target);
+  // The function's escape sequences arrived as text, not as sequences.
+  CHECK_FALSE(has(o.screen, "\x1b"));
+  CHECK_FALSE(has(o.screen, "\xc2\x9b"));
+  CHECK(has(o.screen, "title:\\x1b]0;nsbox-pwned\\x07"));
+  CHECK(has(o.screen, "clip:\\x1b]52;c;bnNib3g=\\x07"));
+  CHECK(has(o.screen, "csi:\\x1b[2J"));
+  CHECK(has(o.screen, "c1:\\u009b31m"));
+  CHECK(has(o.screen, "del:\\u007f"));
+  CHECK(has(o.screen, "lone-cr:a\\rb"));
+  CHECK(has(o.screen, "printed on stderr: \\x1b]0;nsbox-stderr\\x07"));
+}
+
+}  // namespace
+
+TEST_CASE("terminal: a function run from a terminal cannot type into it or drive it (root)") {
+  for (std::string policy : {"default", "strict"}) {
+    CAPTURE(policy);
+    check_terminal_is_safe(nsbox::test::run_on_pty(tty_attack(false, policy)));
+  }
+}
+
+TEST_CASE("terminal: a function run from a terminal cannot type into it or drive it (rootless)") {
+  for (std::string policy : {"default", "strict"}) {
+    CAPTURE(policy);
+    check_terminal_is_safe(nsbox::test::run_on_pty(tty_attack(true, policy)));
+  }
+}
+
+TEST_CASE("terminal: output to pipes stays byte-exact") {
+  auto o = nsbox::test::run(tty_attack(false, "default"));
+  REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+  CHECK(o.json()["isatty"] == nlohmann::json::array({false, false, false}));
+  CHECK(has(o.err,
+            "title:\x1b]0;nsbox-pwned\x07 clip:\x1b]52;c;bnNib3g=\x07 csi:\x1b[2J"
+            " c1:\xc2\x9b"
+            "31m del:\x7f lone-cr:a\rb crlf:x\r\n"));
+}
+
+TEST_CASE("terminal: nsbox logs and nsbox invoke show a function's bytes escaped on a terminal") {
+  std::string dir = "/tmp/nsbox-terminal-test-" + std::to_string(getpid());
+  std::string fn = dir + "-fn.py";
+  std::ofstream(fn) << "def handler(event, context):\n"
+                       "    print('log:\\x1b]0;nsbox-pwned\\x07 c1:\\u009b31m')\n"
+                       "    return 'ret:\\x1b[2J c1:\\u009b31m'\n";
+  nsbox::test::Daemon d(dir, "[pool]\nblank = 1\n");
+  REQUIRE(d.start());
+  auto cli = [&](std::vector<std::string> args) {
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin()};
+    s.argv.insert(s.argv.end(), args.begin(), args.end());
+    s.argv.insert(s.argv.end(), {"--server", "http://127.0.0.1:" + std::to_string(d.port())});
+    s.env = {"NSBOX_TOKEN=" + d.token()};
+    return s;
+  };
+  REQUIRE(nsbox::test::run(cli({"deploy", "esc", fn})).exit_code == 0);
+  PtyOutcome inv = nsbox::test::run_on_pty(cli({"invoke", "esc"}));
+  CHECK(inv.exit_code == 0);
+  PtyOutcome logs = nsbox::test::run_on_pty(cli({"logs", "esc"}));
+  CHECK(logs.exit_code == 0);
+  // Piped, both are byte-exact.
+  auto piped = nsbox::test::run(cli({"logs", "esc"}));
+  d.stop();
+  std::system(("rm -rf '" + dir + "' '" + dir + ".toml' '" + dir + ".log' '" + fn + "'").c_str());
+
+  INFO("invoke: " << visible(inv.screen));
+  INFO("logs: " << visible(logs.screen));
+  for (const auto* o : {&inv, &logs}) {
+    CHECK_FALSE(has(o->screen, "\x1b"));
+    CHECK_FALSE(has(o->screen, "\xc2\x9b"));
+  }
+  CHECK(has(inv.screen, "c1:\\u009b31m"));  // a JSON string: \u001b stays JSON's own escape
+  CHECK(has(logs.screen, "log:\\x1b]0;nsbox-pwned\\x07 c1:\\u009b31m"));
+  CHECK(has(piped.out,
+            "log:\x1b]0;nsbox-pwned\x07 c1:\xc2\x9b"
+            "31m"));
+}
