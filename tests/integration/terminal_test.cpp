@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -159,4 +160,35 @@ TEST_CASE("terminal: nsbox logs and nsbox invoke show a function's bytes escaped
   CHECK(has(piped.out,
             "log:\x1b]0;nsbox-pwned\x07 c1:\xc2\x9b"
             "31m"));
+}
+
+TEST_CASE("terminal: the relay loses nothing at exit and stops with the deadline") {
+  std::string fn = "/tmp/nsbox-terminal-chatty-" + std::to_string(getpid()) + ".py";
+  std::ofstream(fn) << "import os, sys\n"
+                       "def handler(event, context):\n"
+                       "    line = b'x' * 1023 + b'\\n'\n"
+                       "    n = event['lines']\n"
+                       "    i = 0\n"
+                       "    while n < 0 or i < n:\n"
+                       "        sys.stdout.buffer.write(line)\n"
+                       "        i += 1\n"
+                       "    sys.stdout.buffer.write(b'END')\n"
+                       "    sys.stdout.flush()\n"
+                       "    os._exit(0)\n";
+  // 3 MiB, then the process ends without returning: all of it arrives.
+  nsbox::test::RunSpec s;
+  s.argv = {nsbox::test::nsbox_bin(), "run", fn, "--event", R"({"lines": 3072})"};
+  auto o = nsbox::test::run(s);
+  CHECK(o.exit_code == 1);  // Runtime.ExitError: it never answered
+  CHECK(o.err.size() >= 3072 * 1024 + 3);
+  CHECK(o.err.find("END") == 3072 * 1024);
+  // Printing without end: the deadline ends it, as before.
+  s.argv = {nsbox::test::nsbox_bin(), "run", fn, "--event", R"({"lines": -1})", "--timeout", "1s"};
+  auto started = std::chrono::steady_clock::now();
+  o = nsbox::test::run(s);
+  auto took = std::chrono::steady_clock::now() - started;
+  unlink(fn.c_str());
+  CHECK(o.exit_code == 124);
+  CHECK(o.err.find("timed out after 1000 ms") != std::string::npos);
+  CHECK(took < std::chrono::seconds(15));
 }
