@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/close_range.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -23,6 +24,7 @@ namespace {
 
 const char* const kStepNames[kStepCount] = {
     "wait for parent",
+    "setsid",
     "become namespace root",
     "unshare(CLONE_NEWCGROUP)",
     "make / private",
@@ -34,6 +36,7 @@ const char* const kStepNames[kStepCount] = {
     "set up fds",
     "setrlimit",
     "drop privileges",
+    "seal init",
     "fork init",
     "seccomp",
     "execve",
@@ -74,8 +77,15 @@ void done(int32_t step) {
 
 // PID 1 of the sandbox: reaps orphans (the kernel reparents them here) and
 // exits with the runner's status; its exit kills the rest of the namespace.
-[[noreturn]] void init_loop(pid_t runner) {
+// It holds no fd and runs under its own filter (init_filter.hpp), loaded
+// here rather than before vfork: filters are inherited, and the runner's
+// would be cut down to PID 1's. The runner has exec'd by the time vfork
+// returns, but PID 1 is already non-dumpable (step "seal init") and, as the
+// namespace's init, ignores every signal from inside: the function cannot
+// reach it in the window before the filter is in place.
+[[noreturn]] void init_loop(pid_t runner, const sock_fprog* filter) {
   syscall(SYS_close_range, 0, ~0U, 0);
+  if (filter && child_load_seccomp(filter) != 0) _exit(126);
   for (;;) {
     int st;
     pid_t w = waitpid(-1, &st, 0);
@@ -108,6 +118,12 @@ void child_main(const ChildPlan& p) {
   char go;
   if (read(p.sync_fd, &go, 1) != 1) _exit(127);
   done(kStepWaitRelease);
+
+  // A new session: no controlling terminal reaches the function, and it
+  // cannot signal the caller's process group (the TIOCSTI class of
+  // CVE-2017-5226).
+  if (setsid() < 0) fail(kStepNewSession, errno);
+  done(kStepNewSession);
 
   // Root mode maps inside uid 0 to an unprivileged host uid; setup runs as
   // that mapped root so that files it creates have a valid owner.
@@ -178,12 +194,30 @@ void child_main(const ChildPlan& p) {
     fail(kStepDropPrivileges, err, sub);
   done(kStepDropPrivileges);
 
+  // 11. After the last credential change, which reset both: PID 1 (the
+  // process that stays behind as init and never execs) becomes
+  // non-dumpable, so that nobody inside can open its /proc/1/mem or environ
+  // or ptrace it; and it dies with its parent again. dumpable lives in the
+  // mm: the vfork child shares it until exec gives the runner a fresh,
+  // dumpable one.
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) fail(kStepSealInit, errno, "PR_SET_DUMPABLE");
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(kStepSealInit, errno, "PR_SET_PDEATHSIG");
+  {
+    // The parent may have died while the signal was disarmed: then no
+    // signal comes. Its end of the sync socket is open until we exec, so a
+    // hangup here means it is gone (getppid() says 0 in a PID namespace).
+    struct pollfd pfd = {g_sync, POLLIN, 0};
+    if (poll(&pfd, 1, 0) < 0) fail(kStepSealInit, errno, "poll");
+    if (pfd.revents & (POLLHUP | POLLERR)) _exit(127);
+  }
+  done(kStepSealInit);
+
   // PID 1 stays behind as the reaper; the runner is its child. vfork: the
   // child shares our memory until it execs, which spares copying the page
   // tables (a measurable part of a cold start); it only issues syscalls.
   pid_t runner = vfork();
   if (runner < 0) fail(kStepForkInit, errno);
-  if (runner > 0) init_loop(runner);
+  if (runner > 0) init_loop(runner, p.init_bpf);
   done(kStepForkInit);
 
   // 12. Timings go out before seccomp, which may forbid the send.

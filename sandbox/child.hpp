@@ -18,6 +18,7 @@ namespace nsbox {
 
 enum ChildStep : int32_t {
   kStepWaitRelease,
+  kStepNewSession,
   kStepBecomeNsRoot,
   kStepCgroupNs,
   kStepMakePrivate,
@@ -29,6 +30,7 @@ enum ChildStep : int32_t {
   kStepFds,
   kStepRlimits,
   kStepDropPrivileges,
+  kStepSealInit,
   kStepForkInit,
   kStepSeccomp,
   kStepExec,
@@ -55,6 +57,7 @@ struct ChildPlan {
   std::vector<char*> argv;  // point into the spec, which outlives clone
   std::vector<char*> envp;
   sock_fprog bpf{};
+  const sock_fprog* init_bpf = nullptr;  // PID 1's own filter (init_filter.hpp)
   const char* hostname = nullptr;
   int sync_fd = -1;         // child's end, close-on-exec
   int request_fd = -1;      // the runner reads requests here; becomes fd 3

@@ -1,10 +1,12 @@
 #include "sandbox/sandbox.hpp"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -14,6 +16,7 @@
 
 #include <cstring>
 
+#include "sandbox/init_filter.hpp"
 #include "sandbox/log.hpp"
 #include "sandbox/userns.hpp"
 
@@ -75,6 +78,51 @@ Error child_error(const ChildMsg& m, const ChildPlan& plan) {
   return e;
 }
 
+// Root mode: clone3 runs with the slot's host uid as effective uid, because
+// the kernel charges a user namespace's per-user counters (ucounts: inotify,
+// mqueue, user namespaces, RLIMIT_NPROC, ...) to the uid that created it.
+// Real and saved uid stay 0, so the permitted capabilities are kept; the
+// effective set that the switch cleared is raised again, so clone3 keeps
+// root's rights (CLONE_INTO_CGROUP into a root-owned leaf). On destruction
+// euid 0 comes back (which restores the effective set), and what a credential
+// change resets in the caller is put back: its parent-death signal, which the
+// kernel clears (raised at once if the parent died meanwhile). The caller
+// stays non-dumpable, which suits a process that clones sandboxes.
+class CloneAs {
+ public:
+  CloneAs() = default;
+  CloneAs(const CloneAs&) = delete;
+  CloneAs& operator=(const CloneAs&) = delete;
+  Status become(uid_t euid) {
+    ppid_ = getppid();
+    if (prctl(PR_GET_PDEATHSIG, &pdeathsig_) != 0) return sys_error("prctl", "PR_GET_PDEATHSIG");
+    if (setresuid(-1, euid, -1) != 0)
+      return sys_error("setresuid", "slot uid " + std::to_string(euid));
+    active_ = true;
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &hdr, data) != 0) return sys_error("capget");
+    for (auto& d : data) d.effective = d.permitted;
+    if (syscall(SYS_capset, &hdr, data) != 0) return sys_error("capset", "effective = permitted");
+    return {};
+  }
+  ~CloneAs() {
+    if (!active_) return;
+    // Cannot fail: the saved uid is 0. If it did, this process would go on
+    // without root's effective rights, and every later step fails loudly.
+    if (setresuid(-1, 0, -1) != 0) LOG_ERROR("setresuid(-1, 0, -1): %s", strerror(errno));
+    if (pdeathsig_ != 0) {
+      prctl(PR_SET_PDEATHSIG, pdeathsig_);
+      if (getppid() != ppid_) raise(pdeathsig_);
+    }
+  }
+
+ private:
+  bool active_ = false;
+  int pdeathsig_ = 0;
+  pid_t ppid_ = 0;
+};
+
 }  // namespace
 
 Sandbox::~Sandbox() {
@@ -91,6 +139,7 @@ Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
     pidfd_ = std::move(o.pidfd_);
     channel_ = std::move(o.channel_);
     cgroup_ = std::move(o.cgroup_);
+    slot_ = std::move(o.slot_);
     timings_ = o.timings_;
   }
   return *this;
@@ -105,6 +154,13 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   // and must be able to traverse the path.
   TRY(mkdir_p(spec.stage_dir, 0755));
   if (spec.use_cgroups) sb.cgroup_ = TRY(CgroupLeaf::create(cgroups, spec.id, spec.limits));
+  // Root mode: a host uid range of our own (uid_slots.hpp). Rootless mode
+  // has only the caller's uid to map, shared by all its sandboxes.
+  IdMap ids = spec.ids;
+  if (!ids.rootless) {
+    sb.slot_ = TRY(UidSlot::acquire());
+    ids.host_base = sb.slot_.host_base();
+  }
 
   int sync[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) != 0)
@@ -129,6 +185,7 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   for (const auto& e : spec.env) plan.envp.push_back(const_cast<char*>(e.c_str()));
   plan.envp.push_back(nullptr);
   plan.bpf = bpf.fprog();
+  plan.init_bpf = init_seccomp_program();
   plan.hostname = spec.hostname.c_str();
   plan.sync_fd = sync_child.get();
   plan.request_fd = chan.runner_in.get();
@@ -153,9 +210,14 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
     args.cgroup = static_cast<uint64_t>(sb.cgroup_.v2_dirfd());
   }
   sb.timings_.clone_ns = now_ns();
-  long pid = syscall(SYS_clone3, &args, sizeof args);
+  long pid;
+  {
+    CloneAs as;
+    if (!ids.rootless) TRY(as.become(ids.host_base));
+    pid = syscall(SYS_clone3, &args, sizeof args);
+    if (pid == 0) child_main(plan);  // never returns
+  }
   if (pid < 0) return sys_error("clone3", "user, mount, pid, ipc, uts and net namespaces");
-  if (pid == 0) child_main(plan);  // never returns
   sb.timings_.cloned_ns = now_ns();
 
   sb.pid_ = static_cast<pid_t>(pid);
@@ -167,7 +229,8 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
 
   // Parent after clone: cgroup (v1), id maps, then release.
   if (sb.cgroup_.valid() && sb.cgroup_.v2_dirfd() < 0) TRY(sb.cgroup_.attach(sb.pid_));
-  TRY(parent_write_id_maps(sb.pid_, spec.ids));
+  if (sb.slot_.valid()) TRY(sb.slot_.record_holder(sb.pid_));
+  TRY(parent_write_id_maps(sb.pid_, ids));
   if (write(sync_parent.get(), "g", 1) != 1) return sys_error("write", "sync socket");
   sb.timings_.released_ns = now_ns();
 
@@ -233,6 +296,9 @@ Status Sandbox::destroy() {
     // before our waitpid returns.
     reap(-1, nullptr);
   }
+  // PID 1 reaped: its namespace is empty, no process of this tenant is left
+  // to share the uids with the next one.
+  if (reaped_ || pid_ <= 0) slot_.release();
   channel_ = {};
   pidfd_.reset();
   return cgroup_.destroy();

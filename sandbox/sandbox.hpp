@@ -15,6 +15,7 @@
 #include "sandbox/result.hpp"
 #include "sandbox/seccomp.hpp"
 #include "sandbox/spec.hpp"
+#include "sandbox/uid_slots.hpp"
 
 namespace nsbox {
 
@@ -50,6 +51,8 @@ class Sandbox {
   // the policy's limit and assigned to a function with its own).
   Status set_memory_limit(uint64_t bytes) { return cgroup_.set_memory_limit(bytes); }
   bool has_cgroup() const { return cgroup_.valid(); }
+  // Root mode: the host uid range of this sandbox (uid_slots.hpp).
+  const UidSlot& slot() const { return slot_; }
 
   void kill();
   // Reaps PID 1 if it has exited (wait_ms = 0) or waits up to wait_ms;
@@ -65,6 +68,7 @@ class Sandbox {
   UniqueFd pidfd_;
   ChannelFds channel_;
   CgroupLeaf cgroup_;
+  UidSlot slot_;  // released only once PID 1 is reaped
   SetupTimings timings_;
 };
 

@@ -2,15 +2,19 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <map>
+#include <type_traits>
 
 #include "sandbox/log.hpp"
 #include "sandbox/sandbox.hpp"
@@ -19,7 +23,7 @@ namespace nsbox {
 
 namespace {
 
-enum Op : uint32_t { kSpawn = 1, kSetMemory, kEvents, kDestroy, kShutdown };
+enum Op : uint32_t { kSpawn = 1, kSetMemory, kEvents, kDestroy, kShutdown, kConfigure };
 
 struct Request {
   uint32_t op;
@@ -96,9 +100,204 @@ void fill_error(ReplyMsg* r, const Error& e) {
   snprintf(r->message, sizeof r->message, "%s", e.message().c_str());
 }
 
+// The profiles travel to the spawner as bytes (in a memfd), because the
+// spawner is forked before the daemon reads its configuration: nothing the
+// daemon reads later (the admin token, the config text holding it) is ever
+// in the memory of the spawner, nor of the sandboxes' PID 1, which are
+// copies of the spawner that never exec.
+class Encoder {
+ public:
+  template <class T>
+  void pod(const T& v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    buf_.append(reinterpret_cast<const char*>(&v), sizeof v);
+  }
+  void str(const std::string& v) {
+    pod(static_cast<uint64_t>(v.size()));
+    buf_ += v;
+  }
+  void strs(const std::vector<std::string>& v) {
+    pod(static_cast<uint64_t>(v.size()));
+    for (const auto& e : v) str(e);
+  }
+  const std::string& bytes() const { return buf_; }
+
+ private:
+  std::string buf_;
+};
+
+class Decoder {
+ public:
+  explicit Decoder(const std::string& b) : p_(b.data()), left_(b.size()) {}
+  template <class T>
+  void pod(T* v) {
+    static_assert(std::is_trivially_copyable_v<T>);
+    if (!take(sizeof *v)) return;
+    memcpy(v, p_ - sizeof *v, sizeof *v);
+  }
+  void str(std::string* v) {
+    uint64_t n = 0;
+    pod(&n);
+    if (!ok_ || n > left_) {
+      ok_ = false;
+      return;
+    }
+    v->assign(p_, n);
+    take(n);
+  }
+  void strs(std::vector<std::string>* v) {
+    uint64_t n = 0;
+    pod(&n);
+    if (n > left_) ok_ = false;
+    for (uint64_t i = 0; ok_ && i < n; i++) str(&v->emplace_back());
+  }
+  bool ok() const { return ok_ && left_ == 0; }
+  bool more() const { return ok_ && left_ > 0; }
+
+ private:
+  bool take(size_t n) {
+    if (!ok_ || n > left_) return ok_ = false;
+    p_ += n;
+    left_ -= n;
+    return true;
+  }
+  const char* p_;
+  size_t left_;
+  bool ok_ = true;
+};
+
+// A field added to these structs must be added to the codec below too.
+// (x86_64 and aarch64 sizes, libstdc++.)
+static_assert(sizeof(SandboxSpec) == 328 && sizeof(Limits) == 48 && sizeof(IdMap) == 24,
+              "SandboxSpec changed: update encode_setup/decode_setup in spawner.cpp");
+static_assert(sizeof(CgroupLayout) == 208,
+              "CgroupLayout changed: update encode_setup/decode_setup in spawner.cpp");
+
+struct Setup {
+  std::vector<SpawnProfile> profiles;
+  CgroupLayout layout;
+  bool use_cgroups = false;
+};
+
+std::string encode_setup(const std::vector<SpawnProfile>& profiles, const CgroupLayout& l,
+                         bool use_cgroups) {
+  Encoder e;
+  e.pod(use_cgroups);
+  e.pod(l.version);
+  e.str(l.v2_mount);
+  e.str(l.v1_memory);
+  e.str(l.v1_pids);
+  e.str(l.v1_cpu);
+  e.str(l.group);
+  e.pod(l.cpu_limits);
+  e.pod(l.create_files);
+  e.str(l.why_none);
+  for (const auto& p : profiles) {
+    const SandboxSpec& s = p.spec;
+    e.str(s.id);
+    e.str(s.rootfs);
+    e.str(s.code_path);
+    e.str(s.code_mount);
+    e.str(s.stage_dir);
+    e.str(s.hostname);
+    e.pod(s.limits);
+    e.pod(s.network);
+    e.pod(s.ids);
+    e.pod(s.use_cgroups);
+    e.strs(s.argv);
+    e.strs(s.env);
+    e.pod(s.stderr_fd);
+    e.pod(static_cast<uint64_t>(p.bpf.insns.size()));
+    for (const auto& insn : p.bpf.insns) e.pod(insn);
+  }
+  return e.bytes();
+}
+
+bool decode_setup(const std::string& bytes, Setup* out) {
+  Decoder d(bytes);
+  CgroupLayout& l = out->layout;
+  d.pod(&out->use_cgroups);
+  d.pod(&l.version);
+  d.str(&l.v2_mount);
+  d.str(&l.v1_memory);
+  d.str(&l.v1_pids);
+  d.str(&l.v1_cpu);
+  d.str(&l.group);
+  d.pod(&l.cpu_limits);
+  d.pod(&l.create_files);
+  d.str(&l.why_none);
+  while (d.more()) {
+    SpawnProfile& p = out->profiles.emplace_back();
+    SandboxSpec& s = p.spec;
+    d.str(&s.id);
+    d.str(&s.rootfs);
+    d.str(&s.code_path);
+    d.str(&s.code_mount);
+    d.str(&s.stage_dir);
+    d.str(&s.hostname);
+    d.pod(&s.limits);
+    d.pod(&s.network);
+    d.pod(&s.ids);
+    d.pod(&s.use_cgroups);
+    d.strs(&s.argv);
+    d.strs(&s.env);
+    d.pod(&s.stderr_fd);
+    uint64_t n = 0;
+    d.pod(&n);
+    if (n > bytes.size() / sizeof(sock_filter)) return false;
+    p.bpf.insns.resize(n);
+    for (auto& insn : p.bpf.insns) d.pod(&insn);
+  }
+  return d.ok();
+}
+
+Result<std::string> read_memfd(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return sys_error("fstat", "spawner setup");
+  if (st.st_size > (64 << 20)) return make_error("spawner setup", "too large");
+  std::string b(static_cast<size_t>(st.st_size), '\0');
+  if (pread(fd, b.data(), b.size(), 0) != static_cast<ssize_t>(b.size()))
+    return sys_error("pread", "spawner setup");
+  return b;
+}
+
+// Before the profiles arrive: answers only kConfigure and kShutdown.
+Setup wait_for_setup(int sock) {
+  for (;;) {
+    Request req;
+    int fd = -1;
+    ssize_t n = recv_with_fds(sock, &req, sizeof req, &fd, 1);
+    UniqueFd memfd(fd);
+    if (n <= 0) _exit(0);  // the daemon gave up before configuring us
+    ReplyMsg reply = {};
+    if (n == sizeof req && req.op == kShutdown) {
+      send_with_fds(sock, &reply, sizeof reply, nullptr, 0);
+      _exit(0);
+    }
+    Setup setup;
+    if (n != sizeof req || req.op != kConfigure || !memfd.valid()) {
+      fill_error(&reply, make_error("spawner", "not configured yet"));
+    } else if (auto bytes = read_memfd(memfd.get()); !bytes) {
+      fill_error(&reply, bytes.error());
+    } else if (!decode_setup(bytes.value(), &setup) || setup.profiles.size() != req.profile) {
+      fill_error(&reply, make_error("spawner setup", "malformed profiles"));
+    } else {
+      // What a later fork would have inherited: the daemon's scheduling
+      // policy (SCHED_BATCH with batch_scheduling; priority 0 for both).
+      struct sched_param none {};
+      int policy = static_cast<int>(req.value);
+      if (sched_getscheduler(0) != policy && sched_setscheduler(0, policy, &none) != 0)
+        LOG_WARN("spawner: sched_setscheduler(%d): %s", policy, strerror(errno));
+      reply.ok = 1;
+      send_with_fds(sock, &reply, sizeof reply, nullptr, 0);
+      return setup;
+    }
+    send_with_fds(sock, &reply, sizeof reply, nullptr, 0);
+  }
+}
+
 // The spawner's main loop: one request at a time, in order.
-[[noreturn]] void spawner_main(int sock, std::vector<SpawnProfile> profiles,
-                               const CgroupLayout& layout, bool use_cgroups) {
+[[noreturn]] void spawner_main(int sock) {
   // Die with the gateway; let the gateway decide when we stop otherwise (a
   // terminal's ^C reaches the whole process group).
   prctl(PR_SET_PDEATHSIG, SIGKILL);
@@ -113,6 +312,10 @@ void fill_error(ReplyMsg* r, const Error& e) {
     nofile.rlim_cur = nofile.rlim_max;
     setrlimit(RLIMIT_NOFILE, &nofile);
   }
+  Setup setup = wait_for_setup(sock);
+  const std::vector<SpawnProfile>& profiles = setup.profiles;
+  const CgroupLayout& layout = setup.layout;
+  const bool use_cgroups = setup.use_cgroups;
   if (use_cgroups) cgroup_sweep_stale(layout);
 
   std::map<uint64_t, Sandbox> sandboxes;
@@ -227,9 +430,7 @@ SpawnerClient::~SpawnerClient() {
   (void)shutdown();
 }
 
-Result<std::unique_ptr<SpawnerClient>> SpawnerClient::start(std::vector<SpawnProfile> profiles,
-                                                            const CgroupLayout& cgroups,
-                                                            bool use_cgroups) {
+Result<std::unique_ptr<SpawnerClient>> SpawnerClient::fork_early() {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return sys_error("socketpair", "spawner");
@@ -237,7 +438,7 @@ Result<std::unique_ptr<SpawnerClient>> SpawnerClient::start(std::vector<SpawnPro
   if (pid < 0) return sys_error("fork", "spawner");
   if (pid == 0) {
     close(sv[0]);
-    spawner_main(sv[1], std::move(profiles), cgroups, use_cgroups);
+    spawner_main(sv[1]);
   }
   close(sv[1]);
   std::unique_ptr<SpawnerClient> c(new SpawnerClient());
@@ -246,12 +447,34 @@ Result<std::unique_ptr<SpawnerClient>> SpawnerClient::start(std::vector<SpawnPro
   return c;
 }
 
+Status SpawnerClient::configure(const std::vector<SpawnProfile>& profiles,
+                                const CgroupLayout& cgroups, bool use_cgroups) {
+  std::string bytes = encode_setup(profiles, cgroups, use_cgroups);
+  UniqueFd mem(memfd_create("nsbox-spawner-setup", MFD_CLOEXEC));
+  if (!mem.valid()) return sys_error("memfd_create", "spawner setup");
+  if (write(mem.get(), bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size()))
+    return sys_error("write", "spawner setup");
+  int fd = mem.get();
+  int policy = sched_getscheduler(0);
+  TRY(call(kConfigure, static_cast<uint32_t>(profiles.size()), 0,
+           static_cast<uint64_t>(policy < 0 ? SCHED_OTHER : policy), &fd));
+  return {};
+}
+
+Result<std::unique_ptr<SpawnerClient>> SpawnerClient::start(std::vector<SpawnProfile> profiles,
+                                                            const CgroupLayout& cgroups,
+                                                            bool use_cgroups) {
+  auto c = TRY(fork_early());
+  TRY(c->configure(profiles, cgroups, use_cgroups));
+  return c;
+}
+
 Result<SpawnerClient::Reply> SpawnerClient::call(uint32_t op, uint32_t profile, uint64_t id,
-                                                 uint64_t value, int* /*unused*/) {
+                                                 uint64_t value, int* send_fd) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!sock_.valid()) return make_error("spawner", "not running");
   Request req = {op, profile, id, value};
-  if (send_with_fds(sock_.get(), &req, sizeof req, nullptr, 0) != sizeof req)
+  if (send_with_fds(sock_.get(), &req, sizeof req, send_fd, send_fd ? 1 : 0) != sizeof req)
     return sys_error("send", "spawner socket");
   Reply r;
   int fds[kMaxFds] = {-1, -1, -1};

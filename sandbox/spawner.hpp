@@ -51,7 +51,16 @@ class SandboxFactory {
 class SpawnerClient final : public SandboxFactory {
  public:
   ~SpawnerClient() override;
-  // Forks the spawner. Call before the process starts any thread.
+  // Forks the spawner, which waits for configure(). Call before the process
+  // starts any thread and before it reads any secret (the admin token, a
+  // config file that may hold it): the spawner's memory, and that of every
+  // sandbox's PID 1 (a copy of it), is what the process held at this point.
+  static Result<std::unique_ptr<SpawnerClient>> fork_early();
+  // Hands the spawner its profiles (serialised: no memory is shared); it
+  // adopts the caller's scheduling policy, as a fork would have.
+  Status configure(const std::vector<SpawnProfile>& profiles, const CgroupLayout& cgroups,
+                   bool use_cgroups);
+  // fork_early() + configure().
   static Result<std::unique_ptr<SpawnerClient>> start(std::vector<SpawnProfile> profiles,
                                                       const CgroupLayout& cgroups,
                                                       bool use_cgroups);

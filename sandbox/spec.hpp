@@ -49,8 +49,11 @@ struct IdMap {
   uid_t inside_uid = 1000;  // the sandbox user, as in the rootfs's /etc/passwd
   gid_t inside_gid = 1000;
   // Root mode maps inside 0..65535 onto host_base.., so the sandbox user is
-  // host_base+1000 and never host uid 0. Rootless maps only inside_uid onto
-  // the caller's own uid (all an unprivileged writer may map).
+  // host_base+1000 and never host uid 0; Sandbox::start sets host_base to
+  // the sandbox's own uid slot (uid_slots.hpp), so no two live sandboxes
+  // share a host uid. Rootless maps only inside_uid onto the caller's own
+  // uid (all an unprivileged writer may map): all of a caller's sandboxes
+  // share it, and its per-user kernel counters.
   bool rootless = false;
   uid_t host_base = 0x70000000;
   uid_t host_uid = 0;  // rootless: the caller's uid/gid

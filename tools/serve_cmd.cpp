@@ -139,6 +139,11 @@ int cmd_serve(const std::vector<std::string>& args) {
       return 2;
     }
   }
+  // First, before the config (which may hold the admin token) is read: the
+  // spawner and every sandbox's PID 1, a copy of it that never execs, hold
+  // only what this process held here. It gets its profiles below.
+  auto spawner = SpawnerClient::fork_early();
+  if (!spawner) return fail(spawner.error().message());
   auto cfg = load_serve_config(config_path);
   if (!cfg) return fail(cfg.error().detail.empty() ? cfg.error().message() : cfg.error().detail);
   ServeConfig config = cfg.value();
@@ -150,8 +155,9 @@ int cmd_serve(const std::vector<std::string>& args) {
   if (rootless) config.rootless = true;
   if (geteuid() != 0 && !config.rootless)
     return fail("must run as root (sudo nsbox serve), or ask for rootless mode with --rootless");
-  // Before any thread and before the spawner is forked: all of them, and so
-  // every sandbox, inherit it (ServeConfig::batch_scheduling says why).
+  // Before any thread exists: all of them inherit it, and the spawner, so
+  // every sandbox, adopts it at configure() (ServeConfig::batch_scheduling
+  // says why).
   if (config.batch_scheduling) {
     struct sched_param none {};
     if (sched_setscheduler(0, SCHED_BATCH, &none) != 0)
@@ -224,10 +230,10 @@ int cmd_serve(const std::vector<std::string>& args) {
   if (infos.empty() || infos[0].name != config.default_policy)
     return fail("default_policy \"" + config.default_policy + "\" is not a built-in policy");
 
-  // The spawner is forked before any thread exists (never fork a
-  // multi-threaded process), and before signals are blocked below.
-  auto spawner = SpawnerClient::start(profiles, layout, use_cgroups);
-  if (!spawner) return fail(spawner.error().message());
+  // The spawner was forked before any thread existed (never fork a
+  // multi-threaded process) and before any secret was read.
+  if (Status s = spawner.value()->configure(profiles, layout, use_cgroups); !s)
+    return fail(s.error().message());
 
   sigset_t sigs;
   sigemptyset(&sigs);

@@ -1,0 +1,65 @@
+// Root mode: one range of host uids per sandbox ("slot"), so that the
+// kernel's per-user counters (pipe buffer pages charged to the real uid;
+// inotify instances and watches, mqueue bytes, user namespaces and
+// RLIMIT_NPROC charged up to the user namespace's owner) are per sandbox and
+// one function cannot exhaust them for every other.
+//
+// Slot s maps inside 0..65535 onto host kSlotUidBase + s * 65536. A slot is
+// held by an flock on /run/nsbox/slots/<s>, so slots are unique across every
+// process that makes sandboxes (the daemon's spawner and any concurrent
+// `nsbox run` as root). The file names the holder's PID 1 (pid and start
+// time) while it lives; the holder empties it on release, after reaping PID
+// 1 (PID 1 reaped means its PID namespace is empty). An owner killed first
+// leaves the record behind: the next taker reuses the slot only once that
+// PID 1 is gone or a zombie (the kernel makes PID 1 a zombie only after it
+// killed and reaped the rest of its namespace).
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+
+#include "sandbox/fd.hpp"
+#include "sandbox/result.hpp"
+
+namespace nsbox {
+
+constexpr uid_t kSlotUidBase = 0x70000000;
+constexpr uint32_t kSlotUids = 65536;
+// 0x70000000 + 4096 * 65536 = 0x80000000: every sandbox uid stays in
+// [0x70000000, 0x80000000), far from ordinary and from nobody's uids.
+constexpr uint32_t kSlotCount = 4096;
+constexpr const char* kSlotDir = "/run/nsbox/slots";
+
+class UidSlot {
+ public:
+  UidSlot() = default;
+  UidSlot(UidSlot&&) noexcept = default;
+  UidSlot& operator=(UidSlot&& o) noexcept;
+  ~UidSlot() { release(); }
+
+  // Takes a free slot. Each process tries from a random point on, and then
+  // after the slot it took last, so that takers rarely collide. dir is
+  // kSlotDir except in tests.
+  static Result<UidSlot> acquire(const std::string& dir = kSlotDir, uint32_t count = kSlotCount);
+
+  bool valid() const { return fd_.valid(); }
+  uint32_t index() const { return index_; }
+  uid_t host_base() const { return kSlotUidBase + index_ * kSlotUids; }
+  // Records the sandbox's PID 1 (host pid), for takers after a crash.
+  Status record_holder(pid_t pid1);
+  // Empties the record and unlocks. Only after PID 1 was reaped.
+  void release();
+
+ private:
+  UniqueFd fd_;
+  uint32_t index_ = 0;
+};
+
+// Pure, for tests: is the record left in a slot file ("<pid> <starttime>")
+// still a live process? stat_text is that pid's /proc/<pid>/stat ("" when
+// gone).
+bool slot_record_alive(const std::string& record, const std::string& stat_text);
+
+}  // namespace nsbox
