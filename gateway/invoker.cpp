@@ -1,5 +1,7 @@
 #include "gateway/invoker.hpp"
 
+#include "gateway/json_check.hpp"
+
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -66,18 +68,40 @@ void append_json_string(std::string& out, const std::string& s) {
 constexpr int kMaxNesting = 256;
 constexpr size_t kMaxLogPerRequest = 1 << 20;  // drained per request; beyond, the pipe fills
 
+// The invoke envelope's variable parts are bounded (a function name is at
+// most 63 of [a-z0-9_-], a request id at most kMaxRequestId bytes, each
+// escaped to at most 6 bytes a byte, three integers of at most 20 digits),
+// so every event the HTTP front accepts (<= kMaxPayload) fits a frame.
+constexpr size_t kMaxInvokeEnvelope = 256 + 63 * 6 + 2 * kMaxRequestId * 6 + 3 * 20;
+static_assert(kMaxInvokeEnvelope <= kMaxEnvelope);
+
 uint64_t to_monotonic_ms(Clock::time_point t) {
   auto left = std::chrono::duration_cast<std::chrono::milliseconds>(t - Clock::now()).count();
   return monotonic_ms() + static_cast<uint64_t>(std::max<int64_t>(left, 0));
 }
 
-// One request-reply exchange; anything but a well-formed JSON object reply
-// in time means the sandbox can no longer be trusted.
-Outcome exchange_text(Worker& w, const std::string& request, Clock::time_point deadline,
-                      json* reply) {
+Outcome died(const std::string& why) {
+  Outcome o;
+  o.kind = Outcome::Died;
+  o.message = why;
+  return o;
+}
+
+// One request-reply exchange; anything but a well-formed frame whose
+// envelope is a JSON object, in time, means the sandbox can no longer be
+// trusted. The payload is left as it came.
+Outcome exchange(Worker& w, const std::string& envelope, const std::string& payload,
+                 Clock::time_point deadline, json* reply, std::string* reply_payload) {
   Outcome o;
   // A sandbox that stops reading must not hold a connection thread forever.
-  if (auto s = write_frame(w.channel.to_runner.get(), request, to_monotonic_ms(deadline)); !s) {
+  if (auto s = write_frame(w.channel.to_runner.get(), envelope, payload, to_monotonic_ms(deadline));
+      !s) {
+    if (s.error().err == 0) {
+      // Refused before a byte was written: the channel is still in step.
+      o.kind = Outcome::TooLarge;
+      o.message = s.error().detail;
+      return o;
+    }
     o.kind = s.error().err == ETIMEDOUT ? Outcome::Timeout : Outcome::Died;
     o.message = s.error().err == ETIMEDOUT ? "timed out" : "the sandbox closed its request channel";
     return o;
@@ -94,28 +118,23 @@ Outcome exchange_text(Worker& w, const std::string& request, Clock::time_point d
     o.message = "timed out";
     return o;
   }
-  if (fr.status != ReadStatus::Ok) {
-    o.kind = Outcome::Died;
-    o.message = "the sandbox died";
-    return o;
-  }
-  if (!nesting_within(fr.payload, kMaxNesting)) {
-    o.kind = Outcome::Died;
-    o.message = "the sandbox replied with JSON nested deeper than " + std::to_string(kMaxNesting);
-    return o;
-  }
-  *reply = json::parse(fr.payload, nullptr, false);
-  if (!reply->is_object()) {
-    o.kind = Outcome::Died;
-    o.message = "the sandbox broke protocol";
-    return o;
-  }
+  if (fr.status == ReadStatus::Error && fr.error.step == "frame")
+    return died("the sandbox broke protocol: reply " + fr.error.detail);
+  if (fr.status != ReadStatus::Ok) return died("the sandbox died");
+  if (!nesting_within(fr.frame.envelope, kMaxNesting))
+    return died("the sandbox broke protocol: an envelope nested deeper than " +
+                std::to_string(kMaxNesting));
+  *reply = json::parse(fr.frame.envelope, nullptr, false);
+  if (!reply->is_object()) return died("the sandbox broke protocol: the envelope is not an object");
+  *reply_payload = std::move(fr.frame.payload);
   o.kind = Outcome::Ok;
   return o;
 }
 
-Outcome exchange(Worker& w, const json& request, Clock::time_point deadline, json* reply) {
-  return exchange_text(w, request.dump(), deadline, reply);
+// An error object as the runner sends it: forwarded to the client as it is,
+// so it must be a valid JSON object.
+bool valid_error_payload(const std::string& payload) {
+  return json_first_byte(payload) == '{' && json_valid(payload, kMaxNesting);
 }
 
 }  // namespace
@@ -126,18 +145,18 @@ std::string function_path(const std::string& name) {
 
 Outcome load_function(Worker& w, const FunctionVersion& fv, Clock::time_point deadline) {
   json reply;
-  Outcome o = exchange(w,
-                       {{"type", "load"},
-                        {"function", function_path(fv.meta.name)},
-                        {"handler", fv.meta.handler},
-                        {"source", fv.source}},
-                       deadline, &reply);
+  std::string payload;
+  // The source travels as the payload, as it is: no JSON escaping, so a
+  // source of kMaxSourceBytes needs exactly that much of the frame.
+  json env = {{"type", "load"}, {"function", function_path(fv.meta.name)},
+              {"handler", fv.meta.handler}};
+  Outcome o = exchange(w, env.dump(), fv.source, deadline, &reply, &payload);
   if (o.kind != Outcome::Ok) return o;
   if (str(reply, "type") == "ready") return o;
+  if (str(reply, "type") != "load_error" || !valid_error_payload(payload))
+    return died("the sandbox broke protocol: a bad reply to load");
   o.kind = Outcome::LoadFailed;
-  o.result = {{"errorType", str(reply, "errorType", "Runtime.LoadError")},
-              {"errorMessage", str(reply, "errorMessage")},
-              {"stackTrace", field(reply, "stackTrace", json::array())}};
+  o.payload = std::move(payload);
   o.message = str(reply, "errorMessage", "loading the function failed");
   return o;
 }
@@ -145,9 +164,9 @@ Outcome load_function(Worker& w, const FunctionVersion& fv, Clock::time_point de
 Outcome check_syntax(Worker& w, const std::string& name, const std::string& source,
                      Clock::time_point deadline) {
   json reply;
-  Outcome o =
-      exchange(w, {{"type", "check"}, {"function", function_path(name)}, {"source", source}},
-               deadline, &reply);
+  std::string payload;
+  Outcome o = exchange(w, json({{"type", "check"}, {"function", function_path(name)}}).dump(),
+                       source, deadline, &reply, &payload);
   if (o.kind != Outcome::Ok) return o;
   if (str(reply, "type") == "checked") return o;
   o.kind = Outcome::SyntaxError;
@@ -159,6 +178,12 @@ Outcome check_syntax(Worker& w, const std::string& name, const std::string& sour
 
 Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_json,
                const std::string& request_id, uint64_t memory_mb, Clock::time_point deadline) {
+  if (request_id.size() > kMaxRequestId || meta.name.size() > 63) {
+    Outcome o;
+    o.kind = Outcome::TooLarge;
+    o.message = "request id or function name beyond the protocol's bounds";
+    return o;
+  }
   struct timeval tv;
   gettimeofday(&tv, nullptr);
   auto left =
@@ -166,27 +191,28 @@ Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_jso
   uint64_t deadline_ms =
       uint64_t(tv.tv_sec) * 1000 + tv.tv_usec / 1000 + std::max<int64_t>(left, 0);
   // Written out rather than built as a json document: this is on every
-  // request, and a document costs an allocation per node. The event is
-  // spliced in as the caller validated it.
-  std::string frame;
-  frame.reserve(192 + meta.name.size() + 2 * request_id.size() + event_json.size());
-  frame += "{\"type\":\"invoke\",\"id\":";
-  append_json_string(frame, request_id);
-  frame += ",\"context\":{\"function_name\":";
-  append_json_string(frame, meta.name);
-  frame += ",\"function_version\":\"";
-  frame += std::to_string(meta.version);
-  frame += "\",\"memory_limit_mb\":";
-  frame += std::to_string(memory_mb);
-  frame += ",\"request_id\":";
-  append_json_string(frame, request_id);
-  frame += ",\"deadline_ms\":";
-  frame += std::to_string(deadline_ms);
-  frame += "},\"event\":";
-  frame += event_json;
-  frame += '}';
+  // request, and a document costs an allocation per node. The event goes as
+  // the payload, as the caller validated it. "http": a proxy-shaped result
+  // comes back as statusCode and headers in the envelope, the body as the
+  // payload.
+  std::string env;
+  env.reserve(kMaxInvokeEnvelope);
+  env += "{\"type\":\"invoke\",\"http\":true,\"id\":";
+  append_json_string(env, request_id);
+  env += ",\"context\":{\"function_name\":";
+  append_json_string(env, meta.name);
+  env += ",\"function_version\":\"";
+  env += std::to_string(meta.version);
+  env += "\",\"memory_limit_mb\":";
+  env += std::to_string(memory_mb);
+  env += ",\"request_id\":";
+  append_json_string(env, request_id);
+  env += ",\"deadline_ms\":";
+  env += std::to_string(deadline_ms);
+  env += "}}";
   json reply;
-  Outcome o = exchange_text(w, frame, deadline, &reply);
+  std::string payload;
+  Outcome o = exchange(w, env, event_json, deadline, &reply, &payload);
   if (o.kind != Outcome::Ok) return o;
   if (str(reply, "type") == "error" && str(reply, "kind") == "bad_request") {
     // The runtime could not decode an event that is valid JSON (e.g. an
@@ -196,24 +222,29 @@ Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_jso
     o.message = str(reply, "errorMessage", "the runtime could not decode the event");
     return o;
   }
-  if (str(reply, "type") != "result" || str(reply, "id") != request_id) {
-    o.kind = Outcome::Died;
-    o.message = "the sandbox broke protocol";
-    return o;
-  }
+  if (str(reply, "type") != "result" || str(reply, "id") != request_id)
+    return died("the sandbox broke protocol: a reply to another request");
   auto ok = reply.find("ok");
   if (ok != reply.end() && ok->is_boolean() && ok->get<bool>()) {
-    auto result = reply.find("result");
-    if (result != reply.end()) o.result = std::move(*result);  // no copy of a large result
+    if (reply.contains("statusCode")) {
+      // A proxy response's body is opaque bytes, typed by its own
+      // Content-Type; server.cpp checks the status and headers.
+      o.proxy = true;
+    } else if (!json_valid(payload, kMaxNesting)) {
+      // The gateway answers 200 application/json with this text: it must be
+      // JSON, as it was when the daemon parsed every result.
+      return died("the sandbox broke protocol: the result is not valid JSON (or nested deeper than " +
+                  std::to_string(kMaxNesting) + ")");
+    }
+    o.envelope = std::move(reply);
+    o.payload = std::move(payload);  // no copy of a large result
     return o;
   }
+  if (!valid_error_payload(payload))
+    return died("the sandbox broke protocol: the error is not a JSON object");
   o.kind = str(reply, "kind") == "bad_result" ? Outcome::BadResult : Outcome::Raised;
-  json error = field(reply, "error", json::object());
-  if (!error.is_object()) error = json::object();
-  o.result = {{"errorType", str(error, "errorType", "Runtime.Error")},
-              {"errorMessage", str(error, "errorMessage")},
-              {"stackTrace", field(error, "stackTrace", json::array())}};
-  o.message = str(error, "errorMessage");
+  o.message = str(reply, "errorType", "Runtime.Error");
+  o.payload = std::move(payload);
   return o;
 }
 

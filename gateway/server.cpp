@@ -12,6 +12,7 @@
 #include "gateway/conn_threads.hpp"
 #include "gateway/invoker.hpp"
 #include "policies/units.hpp"
+#include "sandbox/framing.hpp"
 #include "sandbox/log.hpp"
 
 namespace nsbox {
@@ -21,6 +22,8 @@ using json = nlohmann::json;
 namespace {
 
 constexpr size_t kMaxSourceBytes = 1 << 20;
+// The source travels to the sandbox as a frame's payload, unescaped.
+static_assert(kMaxSourceBytes <= kMaxPayload);
 constexpr size_t kKeepConnectionThreads = 16;
 constexpr auto kSandboxMemoryRefresh = std::chrono::seconds(1);
 constexpr auto kConnectionThreadIdleExit = std::chrono::seconds(30);
@@ -405,6 +408,17 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
       if (valid_utf8(k) && valid_utf8(v)) q[k] = v;
     event = q.dump();
   }
+  // The event is the invoke frame's payload, as it is: one within the
+  // payload limit always fits a frame (the envelope has its own bounded
+  // allowance). Refused here, before a sandbox is leased, whatever
+  // max_body_kb lets the HTTP front accept.
+  if (event.size() > kMaxPayload) {
+    outcome = "too_large";
+    send_error(res, 413,
+               "the event is " + std::to_string(event.size()) + " bytes; the limit is " +
+                   std::to_string(kMaxPayload) + " (6 MiB)");
+    return finish(413);
+  }
   int profile = profile_index(meta->policy);
   if (profile < 0) {
     outcome = "no_policy";
@@ -489,21 +503,30 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
   guard.reusable = o.reusable();
   pool_.release(std::move(lease.worker), o.reusable());
 
+  // Results and errors are the runner's payload text, checked by the invoker
+  // and moved into the response: no document is built from them and they
+  // are not copied (bounds in docs/architecture.md, "Replies").
+  auto send_payload = [&res](int status, std::string&& text, const std::string& content_type) {
+    res.status = status;
+    res.body = std::move(text);
+    res.set_header("Content-Type", content_type);
+  };
   switch (o.kind) {
     case Outcome::Ok: {
-      const json& r = o.result;
-      if (r.is_object() && r.contains("statusCode")) {
+      if (o.proxy) {
         // An API-gateway proxy response becomes the HTTP response itself.
-        const json& sc = r["statusCode"];
-        int64_t status = sc.is_number_integer() ? sc.get<int64_t>() : 0;
+        const json& env = o.envelope;
+        auto sc = env.find("statusCode");
+        int64_t status = sc != env.end() && sc->is_number_integer() ? sc->get<int64_t>() : 0;
         if (status < 200 || status > 599) {
           outcome = "bad_proxy";
           send_error(res, 502, "the function returned an invalid statusCode");
           return finish(502);
         }
         std::string content_type = "application/json";
-        if (r.contains("headers") && r["headers"].is_object()) {
-          for (const auto& [k, v] : r["headers"].items()) {
+        auto headers = env.find("headers");
+        if (headers != env.end() && headers->is_object()) {
+          for (const auto& [k, v] : headers->items()) {
             std::string value = v.is_string() ? v.get<std::string>() : safe_dump(v);
             if (!header_token(k) || forbidden_header(k) ||
                 value.find_first_of("\r\n") != std::string::npos)
@@ -514,29 +537,30 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
               res.set_header(k, value);
           }
         }
-        std::string body;
-        if (r.contains("body"))
-          body = r["body"].is_string() ? r["body"].get<std::string>() : safe_dump(r["body"]);
-        res.status = static_cast<int>(status);
-        res.set_content(body, content_type);
+        send_payload(static_cast<int>(status), std::move(o.payload), content_type);
         return finish(static_cast<int>(status));
       }
-      send_json(res, 200, r);
+      if (o.payload.empty() || o.payload.back() != '\n') o.payload += '\n';
+      send_payload(200, std::move(o.payload), "application/json");
       return finish(200);
     }
     case Outcome::Raised:
     case Outcome::LoadFailed:
-      outcome = o.kind == Outcome::Raised ? "raised" : "load_failed";
-      send_json(res, 500, o.result);
-      return finish(500);
     case Outcome::BadResult:
-      outcome = "bad_result";
-      send_json(res, 500, o.result);
+      outcome = o.kind == Outcome::Raised       ? "raised"
+                : o.kind == Outcome::LoadFailed ? "load_failed"
+                                                : "bad_result";
+      if (o.payload.empty() || o.payload.back() != '\n') o.payload += '\n';
+      send_payload(500, std::move(o.payload), "application/json");
       return finish(500);
     case Outcome::BadEvent:
       outcome = "bad_event";
       send_error(res, 400, "the event could not be decoded by the runtime: " + o.message);
       return finish(400);
+    case Outcome::TooLarge:
+      outcome = "too_large";
+      send_error(res, 413, o.message);
+      return finish(413);
     case Outcome::Timeout:
       outcome = "timeout";
       send_error(res, 504, "function timed out after " + std::to_string(timeout_ms) + " ms");
@@ -544,7 +568,13 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
     case Outcome::SyntaxError:
     case Outcome::Died:
       outcome = "died";
-      send_error(res, 502, "the sandbox died" + (died_because.empty() ? "" : ": " + died_because));
+      // A limit event names the limit; a broken protocol names what broke
+      // (e.g. a reply over the frame limit, which only a function writing
+      // to the channel itself can send: the runner refuses such results).
+      send_error(res, 502,
+                 !died_because.empty() ? "the sandbox died: " + died_because
+                 : o.message.empty()   ? std::string("the sandbox died")
+                                       : o.message);
       return finish(502);
   }
 }

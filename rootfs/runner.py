@@ -5,8 +5,11 @@ Run as: python3 -I -S /opt/nsbox/runner.py --fd 3 --out-fd 4 [--function PATH] [
 Requests arrive on --fd and replies leave on --out-fd: the two pipes of a sandbox's channel.
 Without --out-fd, --fd is one bidirectional (socket) channel.
 
-Protocol (both directions): 4-byte big-endian length, then that many bytes of UTF-8 JSON.
-See the message shapes next to each handler below; the C++ side mirrors them.
+Protocol (both directions, docs/runner-protocol.md): an 8-byte header (two big-endian u32:
+the envelope's length, the payload's length), the envelope (a small UTF-8 JSON object) and the
+payload (raw bytes: the event, the source, the result, a response body). The daemon parses
+only envelopes; payloads pass through it as bytes. See the message shapes next to each handler
+below; the C++ side (sandbox/framing.hpp, gateway/invoker.cpp) mirrors them.
 
 Cold start is benchmarked, so start-up imports only os and sys (already loaded by the
 interpreter) and the C module _json: the json package itself costs ~8 ms because json.decoder
@@ -17,7 +20,13 @@ imported only on the paths that need them.
 import os
 import sys
 
-MAX_FRAME = 6 * 1024 * 1024
+HEADER = 8
+MAX_ENVELOPE = 16 * 1024
+MAX_PAYLOAD = 6 * 1024 * 1024
+# Error summaries copied into envelopes (the full error is in the payload): the daemon logs
+# them and decides on them without reading the payload.
+MAX_ERROR_TYPE = 128
+MAX_ERROR_SUMMARY = 1024
 # What get_remaining_time_in_millis() returns when the caller set no deadline: large enough
 # that "have I got time for X?" checks pass, small enough to fit a C int like Lambda's.
 NO_DEADLINE_MS = 2**31 - 1
@@ -32,7 +41,8 @@ RUNNER_FILE = __file__
 def _make_codec():
     """JSON loads/dumps on json's own C accelerator, without importing the json package.
 
-    Same output as json.dumps(o, allow_nan=False) and the same parsing as json.loads, except
+    Same output as json.dumps(o, allow_nan=False, separators=(",", ":")) (compact, as the
+    daemon's own JSON) and the same parsing as json.loads, except
     that NaN/Infinity are rejected on input (we could not echo them back) and the input must be
     UTF-8. Falls back to the json package if the accelerator is missing.
     """
@@ -51,7 +61,7 @@ def _make_codec():
             return json.loads(data.decode("utf-8"), parse_constant=no_constant)
 
         def dumps(o):
-            return json.dumps(o, allow_nan=False, ensure_ascii=False)
+            return json.dumps(o, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         return loads, dumps
 
     class ScannerContext:  # the attributes _json.make_scanner reads from json.JSONDecoder
@@ -92,7 +102,7 @@ def _make_codec():
         # UTF-8 out, not \\u escapes: a lone surrogate (e.g. from surrogateescape) then fails
         # to encode here and becomes a bad_result, instead of a frame the gateway cannot parse.
         enc = _json.make_encoder({}, default, _json.encode_basestring, None,
-                                 ": ", ", ", False, False, False)
+                                 ":", ",", False, False, False)
         return "".join(enc(o, 0))
     return loads, dumps
 
@@ -149,27 +159,101 @@ class Channel:
         return True
 
     def read(self):
-        """Returns the payload bytes, or None on a clean EOF between frames."""
-        if not self._fill(4, at_boundary=True):
+        """Returns (envelope bytes, payload bytes), or None on a clean EOF between frames."""
+        if not self._fill(HEADER, at_boundary=True):
             return None
-        n = int.from_bytes(self.buf[:4], "big")
-        if n > MAX_FRAME:
-            raise FrameTooLarge("frame of %d bytes exceeds the %d byte limit" % (n, MAX_FRAME))
-        self._fill(4 + n, at_boundary=False)
-        payload = bytes(self.buf[4:4 + n])
-        del self.buf[:4 + n]
-        return payload
+        n_env = int.from_bytes(self.buf[:4], "big")
+        n_pay = int.from_bytes(self.buf[4:8], "big")
+        if n_env > MAX_ENVELOPE:
+            raise FrameTooLarge("envelope of %d bytes exceeds the %d-byte limit"
+                                % (n_env, MAX_ENVELOPE))
+        if n_pay > MAX_PAYLOAD:
+            raise FrameTooLarge("payload of %d bytes exceeds the %d-byte limit"
+                                % (n_pay, MAX_PAYLOAD))
+        end = HEADER + n_env + n_pay
+        self._fill(end, at_boundary=False)
+        envelope = bytes(self.buf[HEADER:HEADER + n_env])
+        payload = bytes(self.buf[HEADER + n_env:end])
+        del self.buf[:end]
+        return envelope, payload
 
-    def send_payload(self, payload):
-        # Header and payload in one write, so that a small reply is one wake-up for the reader.
-        data = memoryview(len(payload).to_bytes(4, "big") + payload)
-        while data:
-            data = data[os.write(self.out_fd, data):]
+    def send_frame(self, envelope, payload=b""):
+        if len(envelope) > MAX_ENVELOPE:
+            # Only a bug of ours gets here (results check their own envelopes): say so in a
+            # frame the daemon can read rather than send one it must refuse.
+            envelope = encode_envelope({
+                "type": "error", "kind": "internal",
+                "errorMessage": "reply envelope of %d bytes exceeds the limit" % len(envelope)})
+            payload = b""
+        head = len(envelope).to_bytes(4, "big") + len(payload).to_bytes(4, "big") + envelope
+        if len(payload) <= 65536:
+            # One write, so that a small reply is one wake-up for the reader.
+            data = memoryview(head + payload)
+            while data:
+                data = data[os.write(self.out_fd, data):]
+            return
+        # A large payload is written from where it is, not copied behind the header.
+        done = os.writev(self.out_fd, [head, payload])
+        for part in (head, payload):
+            if done >= len(part):
+                done -= len(part)
+                continue
+            data = memoryview(part)[done:]
+            done = 0
+            while data:
+                data = data[os.write(self.out_fd, data):]
 
     def send(self, msg):
-        # surrogatepass-free: replace what cannot be UTF-8 (an exception message can hold
-        # anything) rather than die on it.
-        self.send_payload(json_dumps(msg).encode("utf-8", "replace"))
+        """A reply as built by the handlers: a dict (see _split) or (envelope, payload)."""
+        if isinstance(msg, tuple):
+            envelope, payload = msg
+            if isinstance(envelope, dict):
+                envelope = encode_envelope(envelope)
+            self.send_frame(envelope, payload)
+        else:
+            self.send_frame(*_split(msg))
+
+
+def encode_envelope(msg):
+    # surrogatepass-free: replace what cannot be UTF-8 (an exception message can hold
+    # anything) rather than die on it.
+    return json_dumps(msg).encode("utf-8", "replace")
+
+
+def _clip(value, limit):
+    return value if not isinstance(value, str) or len(value) <= limit else value[:limit] + "..."
+
+
+def _split(msg):
+    """Turns a handler's reply dict into (envelope bytes, payload bytes).
+
+    Errors carry text of any size (a message, a stack trace): the full error object goes in
+    the payload, which the daemon forwards as it is, and the envelope keeps a clipped summary
+    (errorType, and errorMessage for load errors) that the daemon may read.
+    """
+    kind = msg.get("type")
+    if kind == "load_error":
+        error = {"errorType": msg["errorType"], "errorMessage": msg["errorMessage"],
+                 "stackTrace": msg["stackTrace"]}
+        envelope = {k: v for k, v in msg.items() if k not in error}
+        envelope["errorType"] = _clip(msg["errorType"], MAX_ERROR_TYPE)
+        envelope["errorMessage"] = _clip(msg["errorMessage"], MAX_ERROR_SUMMARY)
+        return encode_envelope(envelope), _error_payload(error)
+    if kind == "result" and msg.get("ok") is False:
+        error = msg["error"]
+        envelope = {k: v for k, v in msg.items() if k != "error"}
+        envelope["errorType"] = _clip(error.get("errorType"), MAX_ERROR_TYPE)
+        return encode_envelope(envelope), _error_payload(error)
+    return encode_envelope(msg), b""
+
+
+def _error_payload(error):
+    data = encode_envelope(error) + b"\n"
+    if len(data) > MAX_PAYLOAD:
+        # An exception message of megabytes: keep its start, and the error still fits.
+        error = dict(error, errorMessage=_clip(error["errorMessage"], 1 << 20), stackTrace=[])
+        data = encode_envelope(error) + b"\n"
+    return data
 
 
 # Sources that came in load frames rather than from files: traceback reads
@@ -278,10 +362,9 @@ class Runner:
             handler_name = "handler"
         base = os.path.basename(path)
         stem = base[:-3] if base.endswith(".py") else base
-        if isinstance(source, str):
-            # The pool sends the code in the load frame: a blank sandbox has no code mounted,
-            # and the file name only labels tracebacks.
-            source = source.encode("utf-8", "surrogateescape")
+        if source:
+            # The pool sends the code as the load frame's payload: a blank sandbox has no code
+            # mounted, and the file name only labels tracebacks.
             _SOURCES[path] = source
         else:
             try:
@@ -347,10 +430,10 @@ class Runner:
     # reply: {"type":"checked"} or a load_error of kind "syntax"
 
     def check(self, path, source):
-        if not isinstance(path, str) or not isinstance(source, str):
-            return _bad_request("check needs \"function\" and \"source\" strings")
+        if not isinstance(path, str):
+            return _bad_request("check needs a \"function\" string")
         try:
-            compile(source.encode("utf-8", "surrogateescape"), path, "exec", dont_inherit=True)
+            compile(source, path, "exec", dont_inherit=True)
         except SyntaxError as e:
             return _load_error("syntax", type(e).__name__, _safe_str(e), line=e.lineno)
         except ValueError as e:
@@ -358,15 +441,27 @@ class Runner:
         return {"type": "checked"}
 
     # -- invoke ---------------------------------------------------------------------------
-    # reply: {"type":"result","id":ID,"ok":true,"result":VALUE}
-    #    or  {"type":"result","id":ID,"ok":false,"kind":"exception"|"bad_result",
-    #         "error":{"errorType":..,"errorMessage":..,"stackTrace":[..]}}
+    # request: {"type":"invoke","id":ID,"context":{..},"http":true?} + the event's JSON text
+    # reply:   {"type":"result","id":ID,"ok":true} + the result's JSON text and "\n"
+    #    or, with "http" and a result dict holding "statusCode" (the API-gateway proxy shape):
+    #          {"type":"result","id":ID,"ok":true,"statusCode":N,"headers":{..}} + the body
+    #    or    {"type":"result","id":ID,"ok":false,"kind":"exception"|"bad_result",
+    #           "errorType":..} + {"errorType":..,"errorMessage":..,"stackTrace":[..]}
+    #    or    {"type":"error","kind":"bad_request","id":ID,..} for an event we cannot decode
 
-    def invoke(self, msg):
+    def invoke(self, msg, payload):
         req_id = msg.get("id")
+        event = None
+        if payload:
+            try:
+                event = json_loads(payload)
+            except (ValueError, RecursionError) as e:
+                reply = _bad_request("the event is not JSON: %s" % _safe_str(e))
+                reply["id"] = req_id
+                return reply
         ctx = Context(msg.get("context"), self.function_name)
         try:
-            result = self.handler(msg.get("event"), ctx)
+            result = self.handler(event, ctx)
         except BaseException as e:
             # SystemExit and KeyboardInterrupt included: the sandbox stays alive for the next
             # request and the caller learns what the function did.
@@ -374,39 +469,80 @@ class Runner:
         finally:
             _flush_logs()
 
+        head = {"type": "result", "id": req_id, "ok": True}
         try:
-            encoded = json_dumps(result)
-            encoded.encode("utf-8")  # strict: lone surrogates are not JSON text
+            if msg.get("http") is True and isinstance(result, dict) and "statusCode" in result:
+                return self._proxy(req_id, head, result)
+            data = json_dumps(result).encode("utf-8") + b"\n"  # strict: no lone surrogates
         except (TypeError, ValueError, RecursionError) as e:
-            return self._result_error(req_id, "bad_result", {
-                "errorType": type(e).__name__,
-                "errorMessage": "result is not JSON serialisable: %s" % _safe_str(e),
-                "stackTrace": [],
-            })
-        head = '{"type": "result", "id": %s, "ok": true, "result": ' % json_dumps(req_id)
-        payload = (head + encoded + "}").encode()
-        if len(payload) > MAX_FRAME:
+            return self._not_serialisable(req_id, e)
+        if len(data) > MAX_PAYLOAD:
+            return self._too_large(req_id, "result", len(data) - 1)
+        # Already encoded: the result travels as the payload, untouched by the daemon.
+        return head, data
+
+    def _proxy(self, req_id, head, result):
+        """statusCode and headers go in the envelope, the body as the payload: the daemon
+        checks the first two and copies the body into the HTTP response."""
+        head["statusCode"] = result["statusCode"]
+        headers = result.get("headers")
+        if isinstance(headers, dict):
+            head["headers"] = headers
+        envelope = json_dumps(head).encode("utf-8")
+        if len(envelope) > MAX_ENVELOPE:
             return self._result_error(req_id, "bad_result", {
                 "errorType": "ValueError",
-                "errorMessage": "result is too large: %d bytes, limit %d"
-                                % (len(payload), MAX_FRAME),
-                "stackTrace": [],
-            })
-        # Already encoded: returned as bytes so the caller does not serialise it twice.
-        return payload
+                "errorMessage": "statusCode and headers are too large: %d bytes of JSON, "
+                                "limit %d" % (len(envelope), MAX_ENVELOPE),
+                "stackTrace": []})
+        if "body" not in result:
+            body = b""
+        elif isinstance(result["body"], str):
+            body = result["body"]
+            if result.get("isBase64Encoded") is True:
+                import binascii  # built in; only base64 bodies pay for it
+                try:
+                    body = binascii.a2b_base64(body.encode("ascii"), strict_mode=True)
+                except (ValueError, binascii.Error) as e:
+                    return self._result_error(req_id, "bad_result", {
+                        "errorType": "ValueError",
+                        "errorMessage": "isBase64Encoded is true but the body is not "
+                                        "base64: %s" % _safe_str(e),
+                        "stackTrace": []})
+            else:
+                body = body.encode("utf-8")
+        else:
+            body = json_dumps(result["body"]).encode("utf-8")
+        if len(body) > MAX_PAYLOAD:
+            return self._too_large(req_id, "body", len(body))
+        return envelope, body
+
+    def _not_serialisable(self, req_id, e):
+        return self._result_error(req_id, "bad_result", {
+            "errorType": type(e).__name__,
+            "errorMessage": "result is not JSON serialisable: %s" % _safe_str(e),
+            "stackTrace": [],
+        })
+
+    def _too_large(self, req_id, what, n):
+        return self._result_error(req_id, "bad_result", {
+            "errorType": "ValueError",
+            "errorMessage": "%s is too large: %d bytes, limit %d" % (what, n, MAX_PAYLOAD),
+            "stackTrace": [],
+        })
 
     def _result_error(self, req_id, kind, body):
         return {"type": "result", "id": req_id, "ok": False, "kind": kind, "error": body}
 
     # -- dispatch -------------------------------------------------------------------------
 
-    def handle(self, payload):
+    def handle(self, envelope, payload):
         try:
-            msg = json_loads(payload)
+            msg = json_loads(envelope)
         except (ValueError, RecursionError) as e:
-            return _bad_request("payload is not JSON: %s" % _safe_str(e))
+            return _bad_request("envelope is not JSON: %s" % _safe_str(e))
         if not isinstance(msg, dict):
-            return _bad_request("frame must be a JSON object")
+            return _bad_request("envelope must be a JSON object")
         kind = msg.get("type")
         if kind == "invoke":
             if self.handler is None:
@@ -415,13 +551,12 @@ class Runner:
                 if "id" in msg:
                     reply["id"] = msg["id"]
                 return reply
-            return self.invoke(msg)
+            return self.invoke(msg, payload)
         if kind == "check":
-            return self.check(msg.get("function"), msg.get("source"))
+            return self.check(msg.get("function"), payload)
         if kind == "load":
-            return self.load(msg.get("function"), msg.get("handler", "handler"),
-                             msg.get("source"))
-        return _bad_request("unknown frame type %r" % (kind,))
+            return self.load(msg.get("function"), msg.get("handler", "handler"), payload)
+        return _bad_request("unknown frame type %r" % (_clip(kind, 64),))
 
 
 def _bad_request(message):
@@ -491,7 +626,7 @@ def main(argv):
             _flush_logs()
         while True:
             try:
-                payload = chan.read()
+                frame = chan.read()
             except FrameTooLarge as e:
                 chan.send(_bad_request(str(e)))
                 sys.stderr.write("runner: %s\n" % e)
@@ -499,13 +634,9 @@ def main(argv):
             except ProtocolError as e:
                 sys.stderr.write("runner: %s\n" % e)
                 return 1
-            if payload is None:
+            if frame is None:
                 return 0
-            reply = runner.handle(payload)
-            if isinstance(reply, bytes):
-                chan.send_payload(reply)
-            else:
-                chan.send(reply)
+            chan.send(runner.handle(*frame))
     except OSError as e:
         # The peer vanished or the fd broke; there is nobody left to report to but the log.
         sys.stderr.write("runner: channel: %s\n" % e)

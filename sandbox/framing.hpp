@@ -1,9 +1,14 @@
-// Request channel framing between host and runner: a 4-byte big-endian
-// length, then that many bytes of UTF-8 JSON. One frame per message, so a
-// runner can stay alive and serve many requests on one channel.
+// Request channel framing between host and runner. A frame is an 8-byte
+// header (two big-endian u32: the envelope's length, the payload's length),
+// the envelope (a small UTF-8 JSON object: type, id, status...) and the
+// payload (raw bytes: an event, a source file, a result, a response body).
+// Only the envelope is ever parsed into a document; the payload is copied
+// through, so a 6 MiB result costs the daemon one buffer of 6 MiB. The
+// message shapes are in docs/runner-protocol.md.
 #pragma once
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <optional>
 #include <string>
@@ -32,27 +37,52 @@ struct ChannelEnds {
 // fails with EPIPE).
 Result<ChannelEnds> make_channel();
 
-constexpr uint32_t kMaxFrame = 6u << 20;  // AWS Lambda's payload limit
+// The limits, in both directions. The payload limit is the one users see
+// (AWS Lambda's 6 MB for events and results); every HTTP body that becomes
+// a payload is checked against it before a sandbox is leased, so a request
+// the HTTP front accepted always fits a frame. The envelope's variable parts
+// are bounded (names <= 63, request ids <= kMaxRequestId, numbers, a
+// proxy result's headers), and it needs no share of the payload's limit.
+constexpr uint32_t kFrameHeader = 8;
+constexpr uint32_t kMaxEnvelope = 16u << 10;
+constexpr uint32_t kMaxPayload = 6u << 20;
+constexpr uint32_t kMaxFrame = kFrameHeader + kMaxEnvelope + kMaxPayload;
+constexpr size_t kMaxRequestId = 128;
 
-std::string encode_frame(const std::string& payload);
+struct Frame {
+  std::string envelope;
+  std::string payload;
+};
+
+std::string encode_frame(const std::string& envelope, const std::string& payload = {});
 
 // Incremental decoder: feed bytes as they arrive, take whole frames out.
+// Each part is allocated once, at its announced size, and filled in place:
+// no buffer doubling and no copy out of a shared buffer.
 class FrameDecoder {
  public:
-  void feed(const char* data, size_t n) { buf_.append(data, n); }
-  // A frame, nothing yet, or an error for an oversized length.
-  Result<std::optional<std::string>> next();
-  size_t buffered() const { return buf_.size(); }
+  void feed(const char* data, size_t n);
+  // A frame, nothing yet, or an error for an oversized length (then every
+  // later call fails too: the stream cannot be resynchronised).
+  Result<std::optional<Frame>> next();
+  // Bytes of frames not yet complete.
+  size_t buffered() const { return have_header_ ? kFrameHeader + cur_.envelope.size() + cur_.payload.size() : header_len_; }
 
  private:
-  std::string buf_;
+  std::deque<Frame> ready_;
+  Frame cur_;
+  unsigned char header_[kFrameHeader];
+  size_t header_len_ = 0;
+  bool have_header_ = false;
+  uint32_t envelope_len_ = 0, payload_len_ = 0;
+  std::optional<Error> error_;
 };
 
 // Blocking helpers with a deadline (CLOCK_MONOTONIC ms; 0 = none).
 enum class ReadStatus { Ok, Eof, Timeout, Error };
 struct FrameRead {
   ReadStatus status;
-  std::string payload;
+  Frame frame;
   Error error;
 };
 // side_fd (optional): another fd to keep serviced while waiting, e.g. the
@@ -61,10 +91,12 @@ struct FrameRead {
 // false to stop watching it.
 FrameRead read_frame(int fd, FrameDecoder& dec, uint64_t deadline_ms, int side_fd = -1,
                      const std::function<bool()>& on_side = {});
-// With a deadline, a peer that stops reading makes this fail with ETIMEDOUT
-// rather than block. fd may be non-blocking (it waits in poll); see
-// make_channel about SIGPIPE.
-Status write_frame(int fd, const std::string& payload, uint64_t deadline_ms = 0);
+// The header and envelope are copied, the payload is written from where it
+// is (writev). With a deadline, a peer that stops reading makes this fail
+// with ETIMEDOUT rather than block. fd may be non-blocking (it waits in
+// poll); see make_channel about SIGPIPE.
+Status write_frame(int fd, const std::string& envelope, const std::string& payload = {},
+                   uint64_t deadline_ms = 0);
 uint64_t monotonic_ms();
 
 }  // namespace nsbox

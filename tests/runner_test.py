@@ -1,5 +1,8 @@
 """Tests of rootfs/runner.py, driven over real pipes exactly as the sandbox drives it.
 
+The protocol (docs/runner-protocol.md): each frame is two big-endian u32 lengths, a JSON
+envelope and a raw payload.
+
     /usr/bin/python3 tests/runner_test.py
 """
 
@@ -17,7 +20,8 @@ import unittest
 
 RUNNER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "rootfs", "runner.py")
 RUNNER = os.path.normpath(RUNNER)
-MAX_FRAME = 6 * 1024 * 1024
+MAX_ENVELOPE = 16 * 1024
+MAX_PAYLOAD = 6 * 1024 * 1024
 TIMEOUT = 10
 
 
@@ -61,11 +65,12 @@ class Runner:
         while view:
             view = view[os.write(self.wfd, view):]
 
-    def send_payload(self, payload):
-        self.send_raw(len(payload).to_bytes(4, "big") + payload)
+    def send_frame(self, envelope, payload=b""):
+        self.send_raw(len(envelope).to_bytes(4, "big") + len(payload).to_bytes(4, "big")
+                      + envelope + payload)
 
-    def send(self, msg):
-        self.send_payload(json.dumps(msg).encode())
+    def send(self, msg, payload=b""):
+        self.send_frame(json.dumps(msg).encode(), payload)
 
     def _exact(self, n):
         buf = b""
@@ -78,19 +83,49 @@ class Runner:
             buf += chunk
         return buf
 
-    def recv(self):
-        n = int.from_bytes(self._exact(4), "big")
-        return json.loads(self._exact(n))
+    def recv_frame(self):
+        """(envelope dict, payload bytes), checking the limits the daemon enforces."""
+        head = self._exact(8)
+        n_env, n_pay = int.from_bytes(head[:4], "big"), int.from_bytes(head[4:], "big")
+        assert n_env <= MAX_ENVELOPE, n_env
+        assert n_pay <= MAX_PAYLOAD, n_pay
+        envelope = json.loads(self._exact(n_env))
+        assert isinstance(envelope, dict), envelope
+        return envelope, self._exact(n_pay)
 
-    def call(self, msg):
-        self.send(msg)
+    def recv(self):
+        """The envelope, with the payload decoded into it the way the daemon reads it:
+        "result" (the JSON result), "body" (a proxy response's bytes), "error" (an invoke's
+        error object) or a load error's full fields."""
+        msg, payload = self.recv_frame()
+        kind = msg["type"]
+        if kind == "result" and msg.get("ok") is True:
+            if "statusCode" in msg:
+                msg["body"] = payload
+            else:
+                assert payload.endswith(b"\n"), payload[-20:]
+                msg["result"] = json.loads(payload)
+        elif kind == "result":
+            msg["summary"] = {"errorType": msg.get("errorType")}
+            msg["error"] = json.loads(payload)
+        elif kind == "load_error":
+            msg["summary"] = {"errorType": msg["errorType"], "errorMessage": msg["errorMessage"]}
+            msg.update(json.loads(payload))
+        else:
+            assert payload == b"", payload[:100]
+        return msg
+
+    def call(self, msg, payload=b""):
+        self.send(msg, payload)
         return self.recv()
 
-    def invoke(self, event=None, req_id=1, context=None):
-        msg = {"type": "invoke", "id": req_id, "event": event}
+    def invoke(self, event=None, req_id=1, context=None, http=False):
+        msg = {"type": "invoke", "id": req_id}
         if context is not None:
             msg["context"] = context
-        return self.call(msg)
+        if http:
+            msg["http"] = True
+        return self.call(msg, b"" if event is None else json.dumps(event).encode())
 
     def close(self):
         if self.sock is not None:
@@ -368,34 +403,134 @@ class RunnerTest(unittest.TestCase):
         msg = r.call({"type": "invoke", "id": 5, "event": {}})
         self.assertEqual((msg["type"], msg["kind"], msg["id"]), ("error", "not_loaded", 5))
 
+    # -- the reply envelope (issue 8, item 10) ---------------------------------------------
+
+    def test_result_travels_as_payload_text_not_in_the_envelope(self):
+        r = self.loaded("def handler(e, c):\n    return {'b': [1, 'h\u00e9'], 'a': None}\n")
+        r.send({"type": "invoke", "id": "r1"}, b"{}")
+        env, payload = r.recv_frame()
+        self.assertEqual(env, {"type": "result", "id": "r1", "ok": True})
+        # Compact, in the function's key order, UTF-8 not \\u escapes, one newline.
+        self.assertEqual(payload, '{"b":[1,"h\u00e9"],"a":null}\n'.encode())
+
+    def test_large_result_is_one_payload(self):
+        r = self.loaded("def handler(e, c):\n    return 'x' * 5000000\n")
+        r.send({"type": "invoke", "id": 1})
+        env, payload = r.recv_frame()
+        self.assertEqual(env["ok"], True)
+        self.assertEqual(len(payload), 5000003)
+        self.assertEqual(payload[:3], b'"xx')
+
+    def test_proxy_result_splits_only_when_asked(self):
+        r = self.loaded("""
+            def handler(e, c):
+                return {"statusCode": 201, "headers": {"X-A": "1", "Content-Type": "text/plain"},
+                        "body": "h\u00e9llo", "cookies": ["ignored"]}
+        """)
+        msg = r.invoke(http=True)
+        self.assertEqual((msg["ok"], msg["statusCode"], msg["headers"]),
+                         (True, 201, {"X-A": "1", "Content-Type": "text/plain"}))
+        self.assertEqual(msg["body"], "h\u00e9llo".encode())
+        self.assertNotIn("cookies", msg)
+        # nsbox run does not ask: it prints the result whole.
+        self.assertEqual(r.invoke()["result"]["body"], "h\u00e9llo")
+
+    def test_proxy_bodies(self):
+        r = self.loaded("""
+            def handler(e, c):
+                out = {"statusCode": 200}
+                out.update(e)
+                return out
+        """)
+        self.assertEqual(r.invoke({}, http=True)["body"], b"")
+        self.assertEqual(r.invoke({"body": {"k": [1]}}, http=True)["body"], b'{"k":[1]}')
+        self.assertEqual(r.invoke({"body": None}, http=True)["body"], b"null")
+        msg = r.invoke({"body": "AAEC/w==", "isBase64Encoded": True}, http=True)
+        self.assertEqual(msg["body"], b"\x00\x01\x02\xff")
+        msg = r.invoke({"body": "not base64!", "isBase64Encoded": True}, http=True)
+        self.assertEqual((msg["ok"], msg["kind"]), (False, "bad_result"))
+        self.assertIn("base64", msg["error"]["errorMessage"])
+        msg = r.invoke({"headers": {"X-Big": "v" * MAX_ENVELOPE}}, http=True)
+        self.assertEqual((msg["ok"], msg["kind"]), (False, "bad_result"))
+        self.assertIn("headers are too large", msg["error"]["errorMessage"])
+        self.assertEqual(r.invoke({"body": "x"}, http=True)["body"], b"x")  # still serving
+
+    def test_proxy_body_over_the_payload_limit_is_bad_result(self):
+        r = self.loaded("def handler(e, c):\n    return {'statusCode': 200, "
+                        "'body': 'x' * (%d + 1)}\n" % MAX_PAYLOAD)
+        msg = r.invoke(http=True)
+        self.assertEqual(msg["kind"], "bad_result")
+        self.assertIn("body is too large", msg["error"]["errorMessage"])
+
+    def test_error_in_payload_whole_summary_in_envelope(self):
+        r = self.loaded("def handler(e, c):\n    raise ValueError('m' * 100000)\n")
+        r.send({"type": "invoke", "id": 3})
+        env, payload = r.recv_frame()
+        self.assertEqual(env, {"type": "result", "id": 3, "ok": False, "kind": "exception",
+                               "errorType": "ValueError"})
+        err = json.loads(payload)
+        self.assertEqual(err["errorMessage"], "m" * 100000)
+        self.assertEqual(err["errorType"], "ValueError")
+
+    def test_huge_error_message_is_clipped_to_fit(self):
+        r = self.loaded("def handler(e, c):\n    raise ValueError('m' * (7 << 20))\n")
+        msg = r.invoke()
+        self.assertEqual(msg["error"]["errorType"], "ValueError")
+        self.assertTrue(msg["error"]["errorMessage"].startswith("mmm"))
+
+    def test_load_error_summary_clipped_full_error_in_payload(self):
+        r = self.start("--function", self.fn("raise RuntimeError('e' * 5000)\n"))
+        msg = r.recv()
+        self.assertEqual(msg["kind"], "import")
+        self.assertEqual(msg["errorMessage"], "e" * 5000)
+        self.assertLess(len(msg["summary"]["errorMessage"]), 1100)
+
+    def test_load_and_check_take_the_source_as_payload(self):
+        r = self.start()
+        src = "# coding: latin-1\ndef handler(e, c):\n    return '\xe9'\n".encode("latin-1")
+        self.assertEqual(r.call({"type": "check", "function": "/var/task/f.py"}, src),
+                         {"type": "checked"})
+        bad = r.call({"type": "check", "function": "/var/task/f.py"}, b"def (:\n")
+        self.assertEqual((bad["type"], bad["kind"], bad["line"]), ("load_error", "syntax", 1))
+        self.assertEqual(r.call({"type": "load", "function": "/var/task/f.py",
+                                 "handler": "handler"}, src), {"type": "ready"})
+        self.assertEqual(r.invoke()["result"], "\u00e9")
+
     # -- framing ----------------------------------------------------------------------------
 
     def test_bad_json_and_unknown_type_keep_going(self):
         r = self.loaded("def handler(e, c):\n    return 'ok'\n")
-        r.send_payload(b"{not json")
+        r.send_frame(b"{not json")
         self.assertEqual(r.recv()["kind"], "bad_request")
-        r.send_payload(b"\xff\xfe")
+        r.send_frame(b"\xff\xfe")
         self.assertEqual(r.recv()["kind"], "bad_request")
-        r.send_payload(b"[1, 2]")
+        r.send_frame(b"[1, 2]")
         self.assertEqual(r.recv()["kind"], "bad_request")
+        # An event that is not JSON: the envelope was fine, so the reply names the request.
+        msg = r.call({"type": "invoke", "id": "e1"}, b"{not json")
+        self.assertEqual((msg["type"], msg["kind"], msg["id"]), ("error", "bad_request", "e1"))
         msg = r.call({"type": "dance"})
         self.assertEqual((msg["type"], msg["kind"]), ("error", "bad_request"))
         self.assertEqual(r.invoke()["result"], "ok")
 
     def test_oversized_frame_header(self):
-        r = self.loaded("def handler(e, c):\n    return 1\n")
-        r.send_raw((MAX_FRAME + 1).to_bytes(4, "big"))
-        msg = r.recv()
-        self.assertEqual((msg["type"], msg["kind"]), ("error", "bad_request"))
-        self.assertEqual(r.proc.wait(TIMEOUT), 2)
+        for env_len, pay_len, what in ((MAX_ENVELOPE + 1, 0, "envelope"),
+                                       (2, MAX_PAYLOAD + 1, "payload")):
+            r = self.loaded("def handler(e, c):\n    return 1\n")
+            r.send_raw(env_len.to_bytes(4, "big") + pay_len.to_bytes(4, "big"))
+            msg = r.recv()
+            self.assertEqual((msg["type"], msg["kind"]), ("error", "bad_request"))
+            self.assertIn(what, msg["errorMessage"])
+            self.assertIn(str(MAX_PAYLOAD if what == "payload" else MAX_ENVELOPE),
+                          msg["errorMessage"])
+            self.assertEqual(r.proc.wait(TIMEOUT), 2)
 
-    def test_max_size_frame_accepted(self):
+    def test_max_size_event_accepted(self):
+        # The whole payload limit is the event's: the envelope has its own allowance.
         r = self.loaded("def handler(e, c):\n    return len(e)\n")
-        head = b'{"type": "invoke", "id": 1, "event": "'
-        tail = b'"}'
-        filler = MAX_FRAME - len(head) - len(tail)
-        r.send_payload(head + b"a" * filler + tail)
-        self.assertEqual(r.recv()["result"], filler)
+        msg = {"type": "invoke", "id": "x" * 100, "context": {"function_name": "f" * 63}}
+        self.assertEqual(r.call(msg, b'"' + b"a" * (MAX_PAYLOAD - 2) + b'"')["result"],
+                         MAX_PAYLOAD - 2)
 
     def test_eof_exits_zero_quietly(self):
         r = self.loaded("def handler(e, c):\n    return 1\n")
@@ -422,7 +557,7 @@ class RunnerTest(unittest.TestCase):
 
     def test_eof_mid_frame_is_an_error(self):
         r = self.start()
-        r.send_raw((100).to_bytes(4, "big") + b"{")
+        r.send_raw((100).to_bytes(4, "big") + (0).to_bytes(4, "big") + b"{")
         code, _, err = r.finish()
         self.assertEqual(code, 1)
         self.assertIn("mid-frame", err)

@@ -395,15 +395,18 @@ int cmd_run(const std::vector<std::string>& args) {
     const uint64_t t_ready = monotonic_us();
     if (fr.status == ReadStatus::Timeout) return timed_out();
     if (fr.status != ReadStatus::Ok) return died();
-    json hello = json::parse(fr.payload, nullptr, false);
+    // The runner's protocol (docs/runner-protocol.md): a small JSON envelope
+    // and a payload; a load error's envelope holds errorType and a clipped
+    // errorMessage, its payload the whole error object.
+    json hello = json::parse(fr.frame.envelope, nullptr, false);
     if (hello.is_discarded() || hello.value("type", "") != "ready") {
       std::string kind = hello.is_object() ? hello.value("kind", "") : "";
-      std::string msg = hello.is_object() ? hello.value("errorMessage", "") : fr.payload;
+      std::string msg = hello.is_object() ? hello.value("errorMessage", "") : fr.frame.envelope;
       if (kind == "import") {
         if (auto e = limit_exit(hello.value("errorType", "") == "MemoryError")) return *e;
-        json err = {{"errorType", hello.value("errorType", "")},
-                    {"errorMessage", msg},
-                    {"stackTrace", hello.value("stackTrace", json::array())}};
+        json err = json::parse(fr.frame.payload, nullptr, false);
+        if (!err.is_object())
+          err = {{"errorType", hello.value("errorType", "")}, {"errorMessage", msg}};
         return ended(
             kExitFunctionError,
             o.function + ": loading the module raised " + hello.value("errorType", "") + ": " + msg,
@@ -415,39 +418,50 @@ int cmd_run(const std::vector<std::string>& args) {
       return ended(kExitUsage, o.function + ": " + msg);
     }
 
+    // No "http": a proxy-shaped result is printed whole, as the function
+    // returned it. The event is the payload.
     json invoke = {
         {"type", "invoke"},
         {"id", "1"},
-        {"event", event},
         {"context",
          {{"function_name", base_name(fn_path)},
           {"function_version", "$LATEST"},
           {"memory_limit_mb", policy.limits.memory_bytes >> 20},
           {"request_id", "run-" + std::to_string(getpid())},
           {"deadline_ms", static_cast<uint64_t>(time(nullptr)) * 1000 + policy.limits.wall_ms}}}};
-    if (auto w = write_frame(to_runner, invoke.dump(), deadline); !w) {
+    std::string event_payload = event.dump();
+    if (event_payload.size() > kMaxPayload)
+      return ended(kExitUsage, "the event is " + std::to_string(event_payload.size()) +
+                                   " bytes; the limit is " + std::to_string(kMaxPayload));
+    if (auto w = write_frame(to_runner, invoke.dump(), event_payload, deadline); !w) {
       if (w.error().err == ETIMEDOUT) return timed_out();
       return died();
     }
     fr = read_frame(from_runner, dec, deadline);
     if (fr.status == ReadStatus::Timeout) return timed_out();
     if (fr.status != ReadStatus::Ok) return died();
-    json res = json::parse(fr.payload, nullptr, false);
+    json res = json::parse(fr.frame.envelope, nullptr, false);
     if (res.is_discarded() || res.value("type", "") != "result")
-      return ended(kExitSetup, "runner sent an unexpected reply: " + fr.payload.substr(0, 200));
+      return ended(kExitSetup,
+                   "runner sent an unexpected reply: " + fr.frame.envelope.substr(0, 200));
+    // The payload is the result's (or the error's) JSON text and a newline,
+    // printed as the runner wrote it.
+    std::string& text = fr.frame.payload;
+    if (text.empty() || text.back() != '\n') text += '\n';
     if (res.value("ok", false)) {
       LOG_DEBUG("timing: start %.3f ms, runner ready %.3f ms, invoke %.3f ms",
                 (t_started - t_start) / 1e3, (t_ready - t_started) / 1e3,
                 (monotonic_us() - t_ready) / 1e3);
-      return RunEnd{kExitOk, res["result"].dump() + "\n", ""};
+      return RunEnd{kExitOk, std::move(text), ""};
     }
-    json err = res.value("error", json::object());
+    json err = json::parse(text, nullptr, false);
+    if (!err.is_object()) err = json::object();
     std::string kind = res.value("kind", "");
     if (kind == "bad_result")
       return ended(kExitUsage,
                    "the function's result is not JSON: " + err.value("errorMessage", ""));
-    if (auto e = limit_exit(err.value("errorType", "") == "MemoryError")) return *e;
-    return RunEnd{kExitFunctionError, err.dump() + "\n", ""};
+    if (auto e = limit_exit(res.value("errorType", "") == "MemoryError")) return *e;
+    return RunEnd{kExitFunctionError, std::move(text), ""};
   };
   RunEnd end = converse();
 

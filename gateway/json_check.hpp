@@ -1,0 +1,19 @@
+// Validates JSON text without building a document: a function's result
+// (up to 6 MiB) is forwarded as the bytes the runner sent, so checking it
+// must not cost a copy of it. The rules are the JSON library's (RFC 8259,
+// UTF-8 checked, surrogate escapes paired, any value at the top level).
+#pragma once
+
+#include <string_view>
+
+namespace nsbox {
+
+// First non-whitespace byte, or 0 if none: tells an object from a scalar.
+char json_first_byte(std::string_view text);
+
+// False also for nesting deeper than max_depth (<= 1024), which the daemon
+// refuses anyway: documents it builds from such text would be serialised
+// recursively.
+bool json_valid(std::string_view text, int max_depth);
+
+}  // namespace nsbox

@@ -1,0 +1,92 @@
+// json_valid must accept exactly what the JSON library accepts: results the
+// daemon once parsed are now forwarded as text after this check.
+#include "gateway/json_check.hpp"
+
+#include <doctest/doctest.h>
+
+#include <nlohmann/json.hpp>
+#include <random>
+#include <string>
+#include <vector>
+
+using namespace nsbox;
+
+namespace {
+
+bool library_accepts(const std::string& s) {
+  return nlohmann::json::accept(s);
+}
+
+}  // namespace
+
+TEST_CASE("json_valid: agrees with the JSON library on hand-picked texts") {
+  const std::vector<std::string> texts = {
+      "", " ", "{}", "[]", "[", "]", "{", "}", "null", "true", "false", "nul", "truex", "0",
+      "-0", "01", "-", "1.", "1.5", "1e", "1e+", "1e+5", "1E-5", ".5", "+1", "1.5e3",
+      "123456789012345678901234567890", "\"\"", "\"a\"", "\"\\u00e9\"", "\"\\ud83d\\ude00\"",
+      "\"\\ud83d\"", "\"\\ude00\"", "\"\\ud83d\\u0041\"", "\"\\x\"", "\"\\/\"", "\"\t\"",
+      "\"\x01\"", "\"\x7f\"", "\"\xc3\xa9\"", "\"\xc3\"", "\"\xc0\xaf\"", "\"\xe0\x80\xaf\"",
+      "\"\xed\xa0\x80\"", "\"\xf4\x90\x80\x80\"", "\"\xf0\x9f\x98\x80\"", "\"\xff\"",
+      "{\"a\":1}", "{\"a\" : 1 , \"b\" : [ ] }", "{\"a\":}", "{\"a\" 1}", "{1:2}", "{\"a\":1,}",
+      "[1,]", "[,1]", "[1 2]", "[[[]]]", "[[[]]", "{\"a\":[{\"b\":null}]}", "1 2", "[] []",
+      " \n\t\r[] \n", "[1]x", "\"unterminated", "{\"a\":\"b\"", "[\"a\",\"b\"]", "-1.0e-10",
+      "[true,false,null]", "[tru]", "\"\\u12\"", "\"\\uZZZZ\"", "\"\\"};
+  for (const auto& t : texts) {
+    INFO("text: ", t);
+    CHECK(json_valid(t, 256) == library_accepts(t));
+  }
+}
+
+TEST_CASE("json_valid: stricter than the library on one point, a leading byte order mark") {
+  // RFC 8259 8.1: senders must not add one; the text is forwarded as it is,
+  // so a BOM would reach clients (the library skipped it when it re-serialised).
+  CHECK(library_accepts("\xef\xbb\xbf[]"));
+  CHECK_FALSE(json_valid("\xef\xbb\xbf[]", 256));
+}
+
+TEST_CASE("json_valid: agrees with the JSON library on random mutations") {
+  const std::vector<std::string> seeds = {
+      "{\"statusCode\":200,\"body\":\"h\\u00e9llo\",\"list\":[1,-2.5e3,true,null,{}]}",
+      "[\"\xe2\x82\xac\",\"\\ud83d\\ude00\",[[[0]]],{\"k\":{\"k\":\"v\"}}]"};
+  const std::string alphabet = "{}[]\",:\\u0123456789abcdefABCDEF.eE+-tnrf \t\n\x80\xc3\xed\xf4";
+  std::mt19937 rng(8);
+  int checked = 0;
+  for (int i = 0; i < 20000; i++) {
+    std::string t = seeds[i % seeds.size()];
+    int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits && !t.empty(); e++) {
+      size_t at = rng() % t.size();
+      switch (rng() % 3) {
+        case 0:
+          t[at] = alphabet[rng() % alphabet.size()];
+          break;
+        case 1:
+          t.erase(at, 1);
+          break;
+        default:
+          t.insert(at, 1, alphabet[rng() % alphabet.size()]);
+      }
+    }
+    bool mine = json_valid(t, 256), theirs = library_accepts(t);
+    if (mine != theirs) {
+      FAIL_CHECK("disagree on: " << t << " (json_valid " << mine << ")");
+      break;
+    }
+    checked++;
+  }
+  CHECK(checked == 20000);
+}
+
+TEST_CASE("json_valid: nesting beyond the limit is refused, at the limit accepted") {
+  std::string deep = std::string(256, '[') + std::string(256, ']');
+  CHECK(json_valid(deep, 256));
+  std::string deeper = "[" + deep + "]";
+  CHECK_FALSE(json_valid(deeper, 256));
+  CHECK_FALSE(json_valid(std::string(100000, '[') + std::string(100000, ']'), 256));
+}
+
+TEST_CASE("json_first_byte tells an object from the rest") {
+  CHECK(json_first_byte(" \n{\"a\":1}") == '{');
+  CHECK(json_first_byte("[1]") == '[');
+  CHECK(json_first_byte("  ") == 0);
+}
