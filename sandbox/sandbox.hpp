@@ -50,6 +50,8 @@ class Sandbox {
   // the policy's limit and assigned to a function with its own).
   Status set_memory_limit(uint64_t bytes) { return cgroup_.set_memory_limit(bytes); }
   bool has_cgroup() const { return cgroup_.valid(); }
+  // An fd of the leaf's freeze switch for the pool (invalid without one).
+  Result<FreezeSwitch> freeze_switch() const { return cgroup_.freeze_switch(); }
 
   void kill();
   // Reaps PID 1 if it has exited (wait_ms = 0) or waits up to wait_ms;
