@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -61,17 +62,18 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     const std::string P = "[pool]";
     r.check_keys(p, P,
                  {"blank", "max_sandboxes", "memory_budget_mb", "per_function", "idle_timeout_ms",
-                  "queue_per_function", "queue_total", "queue_timeout_ms", "cpu_limits"});
+                  "queue_per_function", "queue_total", "queue_timeout_ms", "cpu_limits",
+                  "freeze_idle_ms", "min_available_mb", "psi_some_avg10"});
     ServeConfig d;
     int64_t v;
+    struct sysinfo si;
+    const uint64_t ram = sysinfo(&si) == 0 ? uint64_t(si.totalram) * si.mem_unit : 8ull << 30;
     v = d.blank, c.blank = int(r.integer(p, "blank", P, 0, 256, &v));
     v = d.max_sandboxes, c.max_sandboxes = int(r.integer(p, "max_sandboxes", P, 1, 4096, &v));
     v = 0;
     c.memory_budget_bytes = uint64_t(r.integer(p, "memory_budget_mb", P, 0, 1 << 24, &v)) << 20;
     if (c.memory_budget_bytes == 0) {
-      struct sysinfo si;
-      c.memory_budget_bytes =
-          sysinfo(&si) == 0 ? 2 * uint64_t(si.totalram) * si.mem_unit : 8ull << 30;
+      c.memory_budget_bytes = 2 * ram;
     } else if (c.memory_budget_bytes < (64ull << 20)) {
       r.fail(p.get("memory_budget_mb")->source(),
              "\"memory_budget_mb\" must be 0 (auto) or at least 64");
@@ -85,12 +87,31 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     v = d.queue_timeout_ms,
     c.queue_timeout_ms = int(r.integer(p, "queue_timeout_ms", P, 1, 600000, &v));
     c.cpu_limits = r.boolean(p, "cpu_limits", P, false);
+    v = d.freeze_idle_ms, c.freeze_idle_ms = int(r.integer(p, "freeze_idle_ms", P, 0, 600000, &v));
+    v = 0;
+    c.min_available_bytes = uint64_t(r.integer(p, "min_available_mb", P, 0, 1 << 24, &v)) << 20;
+    if (c.min_available_bytes == 0)
+      c.min_available_bytes = std::max<uint64_t>(ram / 32, 256ull << 20);
+    if (const toml::node* n = p.get("psi_some_avg10")) {
+      auto f = n->value<double>();
+      if (!f || !(*f >= 0 && *f <= 100))
+        r.fail(n->source(),
+               "\"psi_some_avg10\" in [pool] must be a number from 0 (off) to 100 (percent)");
+      c.psi_some_avg10 = *f;
+    }
 
     const toml::table& f = r.table(root, "functions", "functions", false);
     const std::string F = "[functions]";
-    r.check_keys(f, F, {"default_policy", "log_lines"});
+    r.check_keys(f, F, {"default_policy", "log_lines", "max_memory_mb"});
     c.default_policy = r.string(f, "default_policy", F, c.default_policy);
     v = d.log_lines, c.log_lines = int(r.integer(f, "log_lines", F, 0, 1000000, &v));
+    v = 0;
+    c.max_memory_bytes = uint64_t(r.integer(f, "max_memory_mb", F, 0, 1 << 24, &v)) << 20;
+    if (c.max_memory_bytes == 0) {
+      c.max_memory_bytes = ram / 4;
+    } else if (c.max_memory_bytes < (16ull << 20)) {
+      r.fail(f.get("max_memory_mb")->source(), "\"max_memory_mb\" must be 0 (auto) or at least 16");
+    }
   } catch (const toml::parse_error& e) {
     const auto& b = e.source().begin;
     return make_error("config", source + ":" + std::to_string(b.line) + ":" +

@@ -46,10 +46,27 @@ struct ServeConfig {
   // here, while fair scheduling of plain tasks already kept other functions
   // answering next to multithreaded CPU hogs (docs/benchmarks.md).
   bool cpu_limits = false;
+  // A warm sandbox with no request in flight is frozen after this grace, so
+  // a thread its function left running uses no CPU between requests; 0:
+  // never (the sandbox runs until its idle timeout).
+  int freeze_idle_ms = 5;
+  // Memory pressure evicts idle sandboxes (LRU) before the kernel's OOM
+  // killer has to act: while MemAvailable is below min_available_bytes (0 =
+  // auto: 1/32 of RAM, at least 256 MiB)...
+  uint64_t min_available_bytes = 0;
+  // ...or while the PSI "some avg10" of /proc/pressure/memory exceeds this
+  // percentage. Off (0) by default: PSI also counts stalls inside a
+  // sandbox's own memory limit, so one tenant thrashing in its limit would
+  // evict every other tenant's warm sandboxes.
+  double psi_some_avg10 = 0;
   // [functions]
   std::string default_policy = "default";
   int log_lines = 1000;  // lines kept per function for GET .../logs
-  std::string source;    // file the config came from, or "<embedded defaults>"
+  // The largest ?memory= a deploy may ask for (0 = auto: a quarter of RAM,
+  // so that one function at the default per_function cap of 4 cannot be
+  // granted more than the machine has).
+  uint64_t max_memory_bytes = 0;
+  std::string source;  // file the config came from, or "<embedded defaults>"
 };
 
 Result<ServeConfig> parse_serve_config(const std::string& text, const std::string& source);

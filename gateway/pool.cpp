@@ -1,6 +1,8 @@
 #include "gateway/pool.hpp"
 
 #include <algorithm>
+#include <fstream>
+#include <sstream>
 
 #include "sandbox/log.hpp"
 
@@ -8,10 +10,53 @@ namespace nsbox {
 
 namespace {
 constexpr auto kSpawnRetryDelay = std::chrono::seconds(1);
+// How often the janitor looks at the machine's memory: a hog grows by
+// hundreds of MB in this time, well within the headroom a threshold leaves.
+constexpr auto kPressureCheck = std::chrono::milliseconds(100);
+}  // namespace
+
+MemoryReading read_memory_reading() {
+  MemoryReading m;
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key;
+  uint64_t kb;
+  std::string unit;
+  while (meminfo >> key >> kb) {
+    std::getline(meminfo, unit);
+    if (key == "MemAvailable:") {
+      m.have_available = true;
+      m.available_bytes = kb << 10;
+      break;
+    }
+  }
+  // "some avg10=1.23 avg60=... total=..." (absent without CONFIG_PSI or
+  // with psi=0 on the command line).
+  std::ifstream psi("/proc/pressure/memory");
+  std::string line;
+  while (std::getline(psi, line)) {
+    std::istringstream ls(line);
+    std::string kind, avg10;
+    ls >> kind >> avg10;
+    if (kind == "some" && avg10.rfind("avg10=", 0) == 0) {
+      m.have_psi = true;
+      m.psi_some_avg10 = std::strtod(avg10.c_str() + 6, nullptr);
+    }
+  }
+  return m;
 }
 
-Pool::Pool(SandboxFactory& spawner, PoolLimits limits, std::vector<uint64_t> profile_memory)
-    : spawner_(spawner), limits_(limits), profile_memory_(std::move(profile_memory)) {}
+bool under_memory_pressure(const MemoryReading& m, const PoolLimits& l) {
+  if (l.min_available_bytes > 0 && m.have_available && m.available_bytes < l.min_available_bytes)
+    return true;
+  return l.psi_some_avg10 > 0 && m.have_psi && m.psi_some_avg10 > l.psi_some_avg10;
+}
+
+Pool::Pool(SandboxFactory& spawner, PoolLimits limits, std::vector<uint64_t> profile_memory,
+           std::function<MemoryReading()> read_memory)
+    : spawner_(spawner),
+      limits_(limits),
+      profile_memory_(std::move(profile_memory)),
+      read_memory_(std::move(read_memory)) {}
 
 Pool::~Pool() {
   stop();
@@ -23,6 +68,7 @@ void Pool::start() {
   running_ = true;
   refill_thread_ = std::thread([this] { refill_loop(); });
   janitor_thread_ = std::thread([this] { janitor_loop(); });
+  freezer_thread_ = std::thread([this] { freezer_loop(); });
 }
 
 void Pool::stop() {
@@ -38,8 +84,10 @@ void Pool::stop() {
   cv_.notify_all();
   refill_cv_.notify_all();
   janitor_cv_.notify_all();
+  freezer_cv_.notify_all();
   if (refill_thread_.joinable()) refill_thread_.join();
   if (janitor_thread_.joinable()) janitor_thread_.join();
+  if (freezer_thread_.joinable()) freezer_thread_.join();
   std::vector<uint64_t> ids;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -65,6 +113,7 @@ std::unique_ptr<Worker> Pool::spawn(uint32_t profile, uint64_t memory) {
   w->id = s.value().id;
   w->channel = std::move(s.value().channel);
   w->log = std::move(s.value().log);
+  w->freeze = std::move(s.value().freeze);
   w->profile = profile;
   w->memory_bytes = memory;
   w->last_used = Clock::now();
@@ -177,6 +226,29 @@ bool Pool::drop_blank_locked(uint32_t except_profile) {
 
 Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t profile,
                           uint64_t memory, Clock::time_point deadline) {
+  return thaw_leased(acquire_unthawed(name, version, profile, memory, deadline));
+}
+
+Pool::Lease Pool::thaw_leased(Lease lease) {
+  // Unlocked: the lease is ours alone, and the freezer only touches idle
+  // sandboxes. The thaw must come before the request is written: a frozen
+  // runner would not read it before the deadline.
+  if (!lease.worker || !lease.worker->frozen) return lease;
+  Worker& w = *lease.worker;
+  w.frozen = false;
+  if (nsbox::Status s = w.freeze.set(false); !s) {
+    LOG_WARN("pool: thawing sandbox %llu: %s", (unsigned long long)w.id,
+             s.error().message().c_str());
+    release(std::move(lease.worker), false);
+    return {Status::SpawnFailed, nullptr, false, "could not thaw a warm sandbox"};
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  thaws_++;
+  return lease;
+}
+
+Pool::Lease Pool::acquire_unthawed(const std::string& name, uint64_t version, uint32_t profile,
+                                   uint64_t memory, Clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   FunctionState& fn = functions_[name];
   // Admission: refuse at once rather than queue what cannot be served.
@@ -317,12 +389,18 @@ void Pool::release(std::unique_ptr<Worker> w, bool reusable) {
     return;
   }
   w->last_used = Clock::now();
+  const bool freeze = w->freeze.valid() && limits_.freeze_idle_ms > 0;
+  const bool first_due = freeze && freeze_queue_.empty();
+  if (freeze) freeze_queue_.push_back({&fn, w->id, w->last_used});
   fn.idle.push_front(std::move(w));
   // Waiters of other functions blocked on the global budget can now evict
   // this idle sandbox.
   if (waiting_ > fn.waiting) notify_capacity_locked();
   const bool wake = fn.waiting > 0;
   lock.unlock();
+  // The freezer sleeps until its first entry is due: only a first entry
+  // needs it awake (a later one is due later).
+  if (first_due) freezer_cv_.notify_one();
   // Notified after unlocking: a waiter woken under the lock would only block
   // again on mu_ (two more futex calls and a context switch per hand-off).
   // fn outlives the lock: functions_ never erases, and map nodes are stable.
@@ -356,6 +434,7 @@ void Pool::set_limits(const PoolLimits& limits) {
   // Every waiter (a reload is rare): a raised per_function cap may free
   // several waiters of one function at once.
   notify_every_waiter_locked();
+  freezer_cv_.notify_one();  // the freeze grace may have changed
 }
 
 PoolStats Pool::stats() {
@@ -369,8 +448,14 @@ PoolStats Pool::stats() {
     s.idle += static_cast<int>(f.idle.size());
     for (auto& w : f.idle) s.ids.push_back(w->id);
   }
+  for (auto& [n, f] : functions_)
+    for (auto& w : f.idle) s.frozen += w->frozen;
   s.busy = busy_;
   s.waiting = waiting_;
+  s.pressure_evictions = pressure_evictions_;
+  s.freezes = freezes_;
+  s.thaws = thaws_;
+  s.memory_pressure = pressure_;
   s.memory_bytes = memory_;
   s.evictions = evictions_;
   s.idle_expired = idle_expired_;
@@ -386,7 +471,9 @@ void Pool::refill_loop() {
     // demand, only into spare capacity: never by evicting warm sandboxes.
     const uint32_t profile = 0;
     uint64_t memory = profile_memory_.empty() ? 0 : profile_memory_[0];
-    bool room = total_ < limits_.max_sandboxes && memory_ + memory <= limits_.memory_budget_bytes;
+    // Under memory pressure nothing is made ahead of demand.
+    bool room = !pressure_ && total_ < limits_.max_sandboxes &&
+                memory_ + memory <= limits_.memory_budget_bytes;
     if (!profile_memory_.empty() && static_cast<int>(blanks_[profile].size()) < limits_.blank &&
         room) {
       std::unique_ptr<Worker> w = spawn_counted(lock, profile, memory);
@@ -406,9 +493,88 @@ void Pool::refill_loop() {
   }
 }
 
+int Pool::relieve_memory_pressure() {
+  MemoryReading m = read_memory_();  // unlocked: /proc reads take tens of us
+  std::lock_guard<std::mutex> lock(mu_);
+  bool was = pressure_;
+  pressure_ = under_memory_pressure(m, limits_);
+  if (pressure_ != was) {
+    LOG_WARN("pool: memory pressure %s (MemAvailable %llu MiB, PSI some avg10 %.2f)",
+             pressure_ ? "began: evicting idle sandboxes" : "ended",
+             (unsigned long long)(m.available_bytes >> 20), m.psi_some_avg10);
+    if (!pressure_) refill_cv_.notify_one();
+  }
+  if (!pressure_) return 0;
+  // A quarter per check: memory returns only once the janitor has
+  // destroyed them, so evicting one at a time would trail a fast hog, and
+  // evicting all at once would cold-start every function for one spike.
+  int idle = 0;
+  for (auto& [n, f] : functions_) idle += static_cast<int>(f.idle.size());
+  int evicted = 0;
+  for (int want = std::max(1, idle / 4); evicted < want && evict_lru_locked(); evicted++) {
+  }
+  if (evicted == 0 && drop_blank_locked(UINT32_MAX)) evicted++;
+  pressure_evictions_ += evicted;
+  return evicted;
+}
+
+int Pool::freeze_due(Clock::time_point now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto grace = std::chrono::milliseconds(limits_.freeze_idle_ms);
+  int frozen = 0;
+  while (!freeze_queue_.empty() && freeze_queue_.front().released + grace <= now) {
+    FreezeDue due = freeze_queue_.front();
+    freeze_queue_.pop_front();
+    // Still idle since that release? (Leased again since, it has a newer
+    // entry; destroyed, it is gone from the list.) The idle list holds at
+    // most per_function sandboxes.
+    for (auto& w : due.fn->idle) {
+      if (w->id != due.id || w->last_used != due.released || w->frozen) continue;
+      // Under the lock, so no acquire can lease it half-frozen; the write
+      // costs ~15 us of CPU on cgroup2 (docs/benchmarks.md).
+      if (nsbox::Status s = w->freeze.set(true); !s) {
+        LOG_WARN("pool: freezing sandbox %llu: %s", (unsigned long long)w->id,
+                 s.error().message().c_str());
+      } else {
+        w->frozen = true;
+        freezes_++;
+        frozen++;
+      }
+      break;
+    }
+  }
+  return frozen;
+}
+
+void Pool::freezer_loop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (running_) {
+    if (freeze_queue_.empty() || limits_.freeze_idle_ms <= 0) {
+      if (limits_.freeze_idle_ms <= 0) freeze_queue_.clear();
+      freezer_cv_.wait(lock);
+      continue;
+    }
+    auto due = freeze_queue_.front().released + std::chrono::milliseconds(limits_.freeze_idle_ms);
+    if (Clock::now() < due) {
+      freezer_cv_.wait_until(lock, due);
+      continue;
+    }
+    lock.unlock();
+    freeze_due(Clock::now());
+    lock.lock();
+  }
+}
+
 void Pool::janitor_loop() {
   std::unique_lock<std::mutex> lock(mu_);
+  auto next_pressure_check = Clock::now();
   while (running_ || !to_destroy_.empty()) {
+    if (running_ && Clock::now() >= next_pressure_check) {
+      lock.unlock();
+      relieve_memory_pressure();
+      lock.lock();
+      next_pressure_check = Clock::now() + kPressureCheck;
+    }
     auto now = Clock::now();
     auto idle_limit = std::chrono::milliseconds(limits_.idle_timeout_ms);
     for (auto& [name, fn] : functions_) {
@@ -442,7 +608,7 @@ void Pool::janitor_loop() {
       continue;
     }
     if (!running_) break;
-    janitor_cv_.wait_for(lock, std::chrono::milliseconds(250));
+    janitor_cv_.wait_until(lock, next_pressure_check);
   }
 }
 

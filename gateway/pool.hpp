@@ -9,6 +9,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <list>
 #include <map>
 #include <memory>
@@ -34,7 +35,28 @@ struct PoolLimits {
   int idle_timeout_ms = 60000;
   int queue_per_function = 64;
   int queue_total = 1024;
+  // A warm sandbox idle this long is frozen (its threads use no CPU) until
+  // the next request leases it; 0: never frozen.
+  int freeze_idle_ms = 5;
+  // Memory pressure: idle sandboxes are evicted, least recently used first,
+  // while the machine's MemAvailable is below min_available_bytes or the
+  // PSI "some avg10" of /proc/pressure/memory is above psi_some_avg10
+  // (percent); 0 turns either off.
+  uint64_t min_available_bytes = 0;
+  double psi_some_avg10 = 0;
 };
+
+// One look at the machine's memory (gateway/pool.cpp reads /proc; the unit
+// tests pass readings of their own).
+struct MemoryReading {
+  bool have_available = false;
+  uint64_t available_bytes = 0;  // MemAvailable
+  bool have_psi = false;
+  double psi_some_avg10 = 0;  // /proc/pressure/memory, percent
+};
+MemoryReading read_memory_reading();
+// Pure: whether this reading calls for evicting idle sandboxes.
+bool under_memory_pressure(const MemoryReading& m, const PoolLimits& limits);
 
 // One sandbox as the gateway holds it. A worker that has loaded function X
 // version V never serves anything else (no state crosses functions).
@@ -50,19 +72,28 @@ struct Worker {
   uint64_t version = 0;
   uint64_t generation = 0;  // the function's revocation generation when loaded
   Clock::time_point last_used;
+  FreezeSwitch freeze;  // invalid: this sandbox is never frozen
+  bool frozen = false;  // changed under the pool's lock while idle
 };
 
 struct PoolStats {
   int blank = 0, idle = 0, busy = 0, waiting = 0;
+  int frozen = 0;  // of idle
   uint64_t memory_bytes = 0;
   uint64_t evictions = 0, idle_expired = 0, spawned = 0, spawn_failures = 0;
-  std::vector<uint64_t> ids;  // every live sandbox the pool tracks (not busy ones)
+  uint64_t pressure_evictions = 0;  // of evictions: made under memory pressure
+  uint64_t freezes = 0, thaws = 0;
+  bool memory_pressure = false;  // at the last check
+  std::vector<uint64_t> ids;     // every live sandbox the pool tracks (not busy ones)
 };
 
 class Pool {
  public:
   // profile_memory[i]: the memory limit a blank sandbox of profile i gets.
-  Pool(SandboxFactory& spawner, PoolLimits limits, std::vector<uint64_t> profile_memory);
+  // read_memory: the pressure source (tests pass a fake); checked by the
+  // janitor every kPressureCheck.
+  Pool(SandboxFactory& spawner, PoolLimits limits, std::vector<uint64_t> profile_memory,
+       std::function<MemoryReading()> read_memory = read_memory_reading);
   ~Pool();
   void start();
   // Stops the background threads and destroys every sandbox not leased.
@@ -93,6 +124,14 @@ class Pool {
   // SIGHUP: new caps apply to the next decision; nothing running is killed
   // (a lower cap is reached as sandboxes idle out or get evicted).
   void set_limits(const PoolLimits& limits);
+  // One memory-pressure check (the janitor's, callable by tests): under
+  // pressure, evicts a quarter of the idle sandboxes (at least one), least
+  // recently used first, or else a blank, and holds back the refill.
+  // Returns how many it evicted.
+  int relieve_memory_pressure();
+  // Freezes the idle sandboxes released at least freeze_idle_ms before now
+  // (the freezer thread's step, callable by tests). Returns how many.
+  int freeze_due(Clock::time_point now);
 
  private:
   struct FunctionState {
@@ -106,6 +145,10 @@ class Pool {
     std::condition_variable cv;
   };
 
+  Lease acquire_unthawed(const std::string& name, uint64_t version, uint32_t profile,
+                         uint64_t memory, Clock::time_point deadline);
+  // A leased sandbox that was frozen while idle is thawed before use.
+  Lease thaw_leased(Lease lease);
   bool evict_lru_locked();
   bool evict_own_stale_locked(FunctionState& fn, uint64_t version);
   bool drop_blank_locked(uint32_t except_profile);
@@ -124,10 +167,12 @@ class Pool {
                                         uint64_t memory);
   void refill_loop();
   void janitor_loop();
+  void freezer_loop();
 
   SandboxFactory& spawner_;
   PoolLimits limits_;
   std::vector<uint64_t> profile_memory_;
+  std::function<MemoryReading()> read_memory_;
 
   std::mutex mu_;
   std::condition_variable cv_;         // acquire_blank waiters
@@ -151,7 +196,18 @@ class Pool {
   uint64_t memory_ = 0;
   uint64_t dying_memory_ = 0;
   uint64_t evictions_ = 0, idle_expired_ = 0, spawned_ = 0, spawn_failures_ = 0;
-  std::thread refill_thread_, janitor_thread_;
+  uint64_t pressure_evictions_ = 0, freezes_ = 0, thaws_ = 0;
+  bool pressure_ = false;  // at the last check: the refill holds back
+  // Released sandboxes in release order, each to be frozen at its time if
+  // still idle since that release.
+  struct FreezeDue {
+    FunctionState* fn;  // functions_ never erases, and map nodes are stable
+    uint64_t id;
+    Clock::time_point released;
+  };
+  std::deque<FreezeDue> freeze_queue_;
+  std::condition_variable freezer_cv_;
+  std::thread refill_thread_, janitor_thread_, freezer_thread_;
 };
 
 }  // namespace nsbox

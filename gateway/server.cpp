@@ -141,6 +141,10 @@ std::string Gateway::reload(const ServeConfig& next) {
     config_.memory_budget_bytes = next.memory_budget_bytes;
     applied += " memory_budget_mb";
   }
+  if (next.max_memory_bytes != config_.max_memory_bytes) {
+    config_.max_memory_bytes = next.max_memory_bytes;
+    applied += " max_memory_mb";
+  }
   return applied;
 }
 
@@ -299,13 +303,14 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   if (!valid_identifier(fv.meta.handler))
     return send_error(res, 400, "handler \"" + fv.meta.handler + "\" is not a Python identifier");
   int queue_timeout_ms;
-  uint64_t memory_budget;
+  uint64_t memory_budget, max_memory;
   {
     std::lock_guard<std::mutex> lock(token_mu_);
     fv.meta.policy =
         req.has_param("policy") ? req.get_param_value("policy") : config_.default_policy;
     queue_timeout_ms = config_.queue_timeout_ms;
     memory_budget = config_.memory_budget_bytes;
+    max_memory = config_.max_memory_bytes;
   }
   int profile = profile_index(fv.meta.policy);
   if (profile < 0) {
@@ -318,6 +323,12 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
     if (!m) return send_error(res, 400, "memory: " + m.error().detail);
     if (m.value() < (16ull << 20) || m.value() > memory_budget)
       return send_error(res, 400, "memory must be between 16M and the pool's memory budget");
+    if (m.value() > max_memory)
+      return send_error(res, 400,
+                        "memory " + std::to_string(m.value() >> 20) +
+                            "M is above the per-function maximum of " +
+                            std::to_string(max_memory >> 20) +
+                            "M ([functions] max_memory_mb in the daemon's config)");
     fv.meta.memory_mb = m.value() >> 20;
   }
   if (req.has_param("timeout")) {
@@ -598,6 +609,19 @@ void Gateway::handle_metrics(httplib::Response& res) {
            s.blank, s.idle, s.busy, s.waiting, (unsigned long long)s.memory_bytes,
            (unsigned long long)s.evictions, (unsigned long long)s.idle_expired,
            (unsigned long long)s.spawned, (unsigned long long)s.spawn_failures);
+  out += buf;
+  snprintf(buf, sizeof buf,
+           "# HELP nsbox_pool_frozen_sandboxes Idle sandboxes frozen (no CPU) until leased.\n"
+           "# TYPE nsbox_pool_frozen_sandboxes gauge\nnsbox_pool_frozen_sandboxes %d\n"
+           "# TYPE nsbox_pool_freezes_total counter\nnsbox_pool_freezes_total %llu\n"
+           "# TYPE nsbox_pool_thaws_total counter\nnsbox_pool_thaws_total %llu\n"
+           "# HELP nsbox_pool_pressure_evictions_total Idle sandboxes evicted under memory "
+           "pressure (also in nsbox_pool_evictions_total).\n"
+           "# TYPE nsbox_pool_pressure_evictions_total counter\n"
+           "nsbox_pool_pressure_evictions_total %llu\n"
+           "# TYPE nsbox_memory_pressure gauge\nnsbox_memory_pressure %d\n",
+           s.frozen, (unsigned long long)s.freezes, (unsigned long long)s.thaws,
+           (unsigned long long)s.pressure_evictions, s.memory_pressure ? 1 : 0);
   out += buf;
   out +=
       "# HELP nsbox_sandbox_memory_bytes Memory in use per idle or blank sandbox (cgroup), "

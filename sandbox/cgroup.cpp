@@ -118,6 +118,7 @@ CgroupLayout cgroup_detect(const std::string& mountinfo) {
       if (has_token(superopts, "memory", ',')) layout.v1_memory = mnt;
       if (has_token(superopts, "pids", ',')) layout.v1_pids = mnt;
       if (has_token(superopts, "cpu", ',')) layout.v1_cpu = mnt;
+      if (has_token(superopts, "freezer", ',')) layout.v1_freezer = mnt;
     }
   }
   if (!v2.empty()) {
@@ -136,6 +137,7 @@ CgroupLayout cgroup_detect(const std::string& mountinfo) {
   }
   if (!layout.v1_memory.empty() && !layout.v1_pids.empty()) {
     layout.version = CgroupVersion::V1;
+    layout.v1_unified = v2;
     return layout;
   }
   layout.why_none = v2.empty() ? "no cgroup2 mount and no v1 memory+pids hierarchies"
@@ -170,6 +172,18 @@ FileWrites cgroup_v1_limit_writes(const std::string& controller, const Limits& l
   return w;
 }
 
+std::pair<std::string, std::string> cgroup_freeze_write(bool v1, bool frozen) {
+  if (v1) return {"freezer.state", frozen ? "FROZEN" : "THAWED"};
+  return {"cgroup.freeze", frozen ? "1" : "0"};
+}
+
+Status FreezeSwitch::set(bool frozen) const {
+  auto [file, value] = cgroup_freeze_write(v1, frozen);
+  if (pwrite(fd.get(), value.data(), value.size(), 0) != static_cast<ssize_t>(value.size()))
+    return sys_error("write", file + " <- " + value);
+  return {};
+}
+
 static std::string nocpu_group(const CgroupLayout& layout) {
   return layout.group + "-nocpu";
 }
@@ -186,7 +200,7 @@ int cgroup_sweep_stale(const CgroupLayout& layout) {
   std::vector<std::string> roots;
   if (layout.version == CgroupVersion::V2) roots = {layout.v2_mount};
   if (layout.version == CgroupVersion::V1)
-    roots = {layout.v1_memory, layout.v1_pids, layout.v1_cpu};
+    roots = {layout.v1_memory, layout.v1_pids, layout.v1_cpu, layout.v1_unified, layout.v1_freezer};
   int removed = 0;
   std::vector<std::string> parents;
   for (const auto& root : roots) {
@@ -220,6 +234,9 @@ CgroupLeaf& CgroupLeaf::operator=(CgroupLeaf&& o) noexcept {
     o.dirs_.clear();
     v2_dirfd_ = std::exchange(o.v2_dirfd_, -1);
     fake_ = o.fake_;
+    freeze_dir_ = std::move(o.freeze_dir_);
+    o.freeze_dir_.clear();
+    freeze_v1_ = o.freeze_v1_;
   }
   return *this;
 }
@@ -274,6 +291,9 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
       std::string dir = TRY(make(layout.v2_mount, cgroup_v2_limit_writes(limits), true));
       leaf.v2_dirfd_ = open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
       if (leaf.v2_dirfd_ < 0) return sys_error("open", dir);
+      // cgroup.freeze is core (no controller), absent only before Linux 5.2.
+      if (layout.freeze && (leaf.fake_ || access((dir + "/cgroup.freeze").c_str(), F_OK) == 0))
+        leaf.freeze_dir_ = dir;
       break;
     }
     case CgroupVersion::V1:
@@ -281,9 +301,50 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
       TRY(make(layout.v1_pids, cgroup_v1_limit_writes("pids", limits), false));
       if (!layout.v1_cpu.empty() && layout.cpu_limits)
         TRY(make(layout.v1_cpu, cgroup_v1_limit_writes("cpu", limits), false));
+      if (layout.freeze) TRY(leaf.make_freezer_v1(layout, id));
       break;
   }
   return leaf;
+}
+
+Status CgroupLeaf::make_freezer_v1(const CgroupLayout& layout, const std::string& id) {
+  // Hybrid first: a cgroup2 leaf freezes for ~15 us of CPU where a v1
+  // freezer write costs ~3.8 ms (cgroup.hpp). A cgroup2 mount that refuses
+  // us (read-only in a container) or predates cgroup.freeze is passed over.
+  if (!layout.v1_unified.empty()) {
+    std::string parent = layout.v1_unified + "/" + layout.group, dir = parent + "/" + id;
+    if (ensure_dir(parent) && mkdir(dir.c_str(), 0755) == 0) {
+      dirs_.push_back(dir);
+      if (fake_ || access((dir + "/cgroup.freeze").c_str(), F_OK) == 0) {
+        freeze_dir_ = dir;
+        return {};
+      }
+    }
+  }
+  if (layout.v1_freezer.empty()) return {};
+  std::string parent = layout.v1_freezer + "/" + layout.group, dir = parent + "/" + id;
+  TRY(ensure_dir(parent));
+  if (mkdir(dir.c_str(), 0755) != 0) return sys_error("mkdir", dir);
+  dirs_.push_back(dir);
+  freeze_dir_ = dir;
+  freeze_v1_ = true;
+  return {};
+}
+
+Status CgroupLeaf::set_frozen(bool frozen) const {
+  if (freeze_dir_.empty()) return make_error("freeze", "the sandbox has no freezer cgroup");
+  auto [file, value] = cgroup_freeze_write(freeze_v1_, frozen);
+  return write_file(freeze_dir_ + "/" + file, value, fake_);
+}
+
+Result<FreezeSwitch> CgroupLeaf::freeze_switch() const {
+  FreezeSwitch s;
+  if (freeze_dir_.empty()) return s;
+  std::string path = freeze_dir_ + "/" + cgroup_freeze_write(freeze_v1_, true).first;
+  s.fd.reset(open(path.c_str(), O_WRONLY | O_CLOEXEC | (fake_ ? O_CREAT : 0), 0644));
+  if (!s.fd.valid()) return sys_error("open", path);
+  s.v1 = freeze_v1_;
+  return s;
 }
 
 Status CgroupLeaf::attach(pid_t pid) const {
@@ -344,12 +405,22 @@ Status CgroupLeaf::destroy() {
       // through to the per-pid loop in remove_leaf.
       (void)write_file(dirs_[0] + "/cgroup.kill", "1", false);
     }
+    if (!freeze_dir_.empty()) {
+      // A frozen leaf: SIGKILL first (pending in a v1 frozen task, fatal
+      // at once in a cgroup2 one), then thaw so that it is delivered.
+      if (!freeze_v1_) (void)write_file(freeze_dir_ + "/cgroup.kill", "1", false);
+      std::istringstream procs(read_file(freeze_dir_ + "/cgroup.procs"));
+      pid_t pid;
+      while (procs >> pid) kill(pid, SIGKILL);
+      (void)set_frozen(false);
+    }
     for (const auto& d : dirs_) {
       Status s = remove_leaf(d);
       if (!s && first) first = s;
     }
   }
   dirs_.clear();
+  freeze_dir_.clear();
   return first;
 }
 

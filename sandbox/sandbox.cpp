@@ -123,6 +123,23 @@ class CloneAs {
   pid_t ppid_ = 0;
 };
 
+// Written by the parent before release, so PID 1 and everything it forks
+// start with it. Written by root (CAP_SYS_RESOURCE), it also becomes the
+// floor the sandbox cannot lower (oom_score_adj_min): a function cannot
+// make the daemon's protection its own. Rootless, the parent may only
+// raise it and sets no floor (the function may lower it back to the
+// runner's own value).
+constexpr const char* kSandboxOomScoreAdj = "1000";
+
+Status prefer_for_oom_killer(pid_t pid, bool rootless) {
+  std::string path = "/proc/" + std::to_string(pid) + "/oom_score_adj";
+  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  ssize_t len = static_cast<ssize_t>(strlen(kSandboxOomScoreAdj));
+  if (fd.valid() && write(fd.get(), kSandboxOomScoreAdj, len) == len) return {};
+  if (rootless) return {};  // best effort: the OOM killer's default choice stands
+  return sys_error("write", path + " <- " + kSandboxOomScoreAdj);
+}
+
 }  // namespace
 
 Sandbox::~Sandbox() {
@@ -231,6 +248,7 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   if (sb.cgroup_.valid() && sb.cgroup_.v2_dirfd() < 0) TRY(sb.cgroup_.attach(sb.pid_));
   if (sb.slot_.valid()) TRY(sb.slot_.record_holder(sb.pid_));
   TRY(parent_write_id_maps(sb.pid_, ids));
+  TRY(prefer_for_oom_killer(sb.pid_, spec.ids.rootless));
   if (write(sync_parent.get(), "g", 1) != 1) return sys_error("write", "sync socket");
   sb.timings_.released_ns = now_ns();
 
@@ -292,6 +310,9 @@ bool Sandbox::reap(int wait_ms, int* status) {
 Status Sandbox::destroy() {
   if (pid_ > 0 && !reaped_) {
     kill();
+    // A frozen sandbox (the pool's idle ones) takes SIGKILL only once
+    // thawed on cgroup v1.
+    if (cgroup_.can_freeze()) (void)cgroup_.set_frozen(false);
     // PID 1's death makes the kernel kill and reap the whole namespace
     // before our waitpid returns.
     reap(-1, nullptr);

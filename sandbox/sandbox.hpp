@@ -53,6 +53,8 @@ class Sandbox {
   bool has_cgroup() const { return cgroup_.valid(); }
   // Root mode: the host uid range of this sandbox (uid_slots.hpp).
   const UidSlot& slot() const { return slot_; }
+  // An fd of the leaf's freeze switch for the pool (invalid without one).
+  Result<FreezeSwitch> freeze_switch() const { return cgroup_.freeze_switch(); }
 
   void kill();
   // Reaps PID 1 if it has exited (wait_ms = 0) or waits up to wait_ms;

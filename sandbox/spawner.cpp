@@ -38,11 +38,12 @@ struct ReplyMsg {
   uint64_t id;
   CgroupEvents events;
   double setup_ms;
+  int32_t freeze;  // 0: no freeze switch; 1: cgroup.freeze; 2: v1 freezer.state
   char message[512];
 };
 
 constexpr size_t kPipeSize = 1 << 20;  // logs are drained after each request
-constexpr int kMaxFds = 3;             // a spawn's reply: two channel pipes and the log
+constexpr int kMaxFds = 4;  // a spawn's reply: two channel pipes, the log, the freeze switch
 
 ssize_t send_with_fds(int sock, const void* data, size_t len, const int* fds, int nfds) {
   struct iovec iov = {const_cast<void*>(data), len};
@@ -337,9 +338,10 @@ Setup wait_for_setup(int sock) {
     ReplyMsg reply = {};
     reply.ok = 1;
     reply.id = req.id;
-    int fds[kMaxFds] = {-1, -1, -1};
+    int fds[kMaxFds] = {-1, -1, -1, -1};
     int nfds = 0;
     UniqueFd log_read;
+    FreezeSwitch freeze;
     ChannelFds channel;
     switch (req.op) {
       case kSpawn: {
@@ -376,6 +378,18 @@ Setup wait_for_setup(int sock) {
         fds[1] = channel.from_runner.get();
         fds[2] = log_read.get();
         nfds = 3;
+        // The pool freezes the sandbox while idle; without the switch it
+        // only stops at its idle timeout (logged, not fatal).
+        auto fz = sandboxes.at(id).freeze_switch();
+        if (!fz)
+          LOG_WARN("sandbox %s: no freeze switch: %s", spec.id.c_str(),
+                   fz.error().message().c_str());
+        if (fz && fz.value().valid()) {
+          freeze = std::move(fz.value());
+          fds[3] = freeze.fd.get();
+          nfds = 4;
+          reply.freeze = freeze.v1 ? 2 : 1;
+        }
         break;
       }
       case kSetMemory: {
@@ -477,7 +491,7 @@ Result<SpawnerClient::Reply> SpawnerClient::call(uint32_t op, uint32_t profile, 
   if (send_with_fds(sock_.get(), &req, sizeof req, send_fd, send_fd ? 1 : 0) != sizeof req)
     return sys_error("send", "spawner socket");
   Reply r;
-  int fds[kMaxFds] = {-1, -1, -1};
+  int fds[kMaxFds] = {-1, -1, -1, -1};
   ssize_t n = recv_with_fds(sock_.get(), &r.msg, sizeof r.msg, fds, kMaxFds);
   for (int i = 0; i < kMaxFds; i++) r.fds[i].reset(fds[i]);
   if (n < 0) return sys_error("recv", "spawner socket");
@@ -499,6 +513,10 @@ Result<SpawnedSandbox> SpawnerClient::spawn(uint32_t profile, uint64_t memory_by
   s.channel.to_runner = std::move(r.fds[0]);
   s.channel.from_runner = std::move(r.fds[1]);
   s.log = std::move(r.fds[2]);
+  if (r.msg.freeze && r.fds[3].valid()) {
+    s.freeze.fd = std::move(r.fds[3]);
+    s.freeze.v1 = r.msg.freeze == 2;
+  }
   s.setup_ms = r.msg.setup_ms;
   return s;
 }

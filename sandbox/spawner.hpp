@@ -32,8 +32,9 @@ struct SpawnProfile {
 
 struct SpawnedSandbox {
   uint64_t id = 0;
-  ChannelFds channel;  // framed request channel to the runner
-  UniqueFd log;        // read end of the sandbox's stderr, non-blocking
+  ChannelFds channel;   // framed request channel to the runner
+  UniqueFd log;         // read end of the sandbox's stderr, non-blocking
+  FreezeSwitch freeze;  // invalid when the sandbox cannot be frozen
   double setup_ms = 0;
 };
 

@@ -105,6 +105,9 @@ PoolLimits pool_limits(const ServeConfig& c) {
   l.idle_timeout_ms = c.idle_timeout_ms;
   l.queue_per_function = c.queue_per_function;
   l.queue_total = c.queue_total;
+  l.freeze_idle_ms = c.freeze_idle_ms;
+  l.min_available_bytes = c.min_available_bytes;
+  l.psi_some_avg10 = c.psi_some_avg10;
   return l;
 }
 
@@ -167,6 +170,19 @@ int cmd_serve(const std::vector<std::string>& args) {
           strerror(errno));
   }
 
+  // Protected from the OOM killer (it prefers the sandboxes, which their
+  // parent gives oom_score_adj 1000), but not exempt (-1000): a leaking
+  // daemon must still be killable. Before the spawner is forked, which
+  // inherits it. tools/nsbox.service sets the same with OOMScoreAdjust=.
+  {
+    int fd = open("/proc/self/oom_score_adj", O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, "-900", 4) != 4)
+      LOG_WARN(
+          "oom_score_adj -900: %s (needs CAP_SYS_RESOURCE); the OOM killer may pick the daemon",
+          strerror(errno));
+    if (fd >= 0) close(fd);
+  }
+
   // Three fds per sandbox (two channel pipes, the log) plus one per
   // connection: 1024 is too few.
   struct rlimit nofile;
@@ -197,6 +213,9 @@ int cmd_serve(const std::vector<std::string>& args) {
   mkdir(cache.c_str(), 0700);
   CgroupLayout layout = cgroup_detect();
   layout.cpu_limits = config.cpu_limits;
+  // Every leaf gets a freeze switch, so that a reload can turn
+  // freeze_idle_ms on.
+  layout.freeze = true;
   bool use_cgroups = !config.rootless && layout.version != CgroupVersion::None;
   if (use_cgroups && !config.cpu_limits)
     LOG_INFO(

@@ -424,3 +424,109 @@ TEST_CASE("CgroupLeaf (fake trees): cpu_limits = false gives sandboxes no cpu co
     CHECK(access((t.path + "/nsbox").c_str(), F_OK) != 0);  // capped sandboxes' parent untouched
   }
 }
+
+TEST_CASE("cgroup_detect: hybrid keeps the cgroup2 mount and the v1 freezer for freezing") {
+  TempDir t;
+  std::string mnt = t.mkdir("unified");
+  write(mnt + "/cgroup.controllers", "\n");
+  std::string mi = t.path + "/mountinfo";
+  write(mi, "29 22 0:25 / " + mnt +
+                " rw,relatime shared:5 - cgroup2 cgroup2 rw,nsdelegate\n"
+                "30 25 0:26 / /cg/memory rw,relatime shared:10 - cgroup cgroup rw,memory\n"
+                "31 25 0:27 / /cg/pids rw,relatime shared:11 - cgroup cgroup rw,pids\n"
+                "32 25 0:28 / /cg/freezer rw,relatime shared:12 - cgroup cgroup rw,freezer\n");
+  CgroupLayout l = cgroup_detect(mi);
+  CHECK(l.version == CgroupVersion::V1);
+  CHECK(l.v1_unified == mnt);
+  CHECK(l.v1_freezer == "/cg/freezer");
+  CHECK_FALSE(l.freeze);  // only serve asks for freeze switches
+}
+
+TEST_CASE("cgroup_freeze_write: cgroup.freeze 1/0, v1 freezer.state FROZEN/THAWED") {
+  CHECK(cgroup_freeze_write(false, true) ==
+        std::make_pair(std::string("cgroup.freeze"), std::string("1")));
+  CHECK(cgroup_freeze_write(false, false).second == "0");
+  CHECK(cgroup_freeze_write(true, true) ==
+        std::make_pair(std::string("freezer.state"), std::string("FROZEN")));
+  CHECK(cgroup_freeze_write(true, false).second == "THAWED");
+}
+
+TEST_CASE("CgroupLeaf (v1 hybrid, fake tree): frozen through a cgroup2 leaf, not the v1 freezer") {
+  TempDir t;
+  CgroupLayout layout;
+  layout.version = CgroupVersion::V1;
+  layout.v1_memory = t.mkdir("memory");
+  layout.v1_pids = t.mkdir("pids");
+  layout.v1_unified = t.mkdir("unified");
+  layout.v1_freezer = t.mkdir("freezer");
+  layout.freeze = true;
+  layout.create_files = true;
+  auto r = CgroupLeaf::create(layout, "t1", test_limits());
+  REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
+  CgroupLeaf leaf = std::move(r.value());
+  std::string uni = layout.v1_unified + "/nsbox/t1";
+  REQUIRE(leaf.dirs().size() == 3);
+  CHECK(leaf.dirs()[2] == uni);
+  CHECK_FALSE(exists(layout.v1_freezer + "/nsbox/t1"));
+  // No controller is enabled on the cgroup2 side: it only freezes.
+  CHECK_FALSE(exists(layout.v1_unified + "/cgroup.subtree_control"));
+  REQUIRE(leaf.attach(1234));
+  CHECK(read(uni + "/cgroup.procs") == "1234");  // every process of the sandbox is in it
+  REQUIRE(leaf.can_freeze());
+  REQUIRE(leaf.set_frozen(true));
+  CHECK(read(uni + "/cgroup.freeze") == "1");
+  auto sw = leaf.freeze_switch();
+  REQUIRE(sw);
+  REQUIRE(sw.value().valid());
+  CHECK_FALSE(sw.value().v1);
+  REQUIRE(sw.value().set(false));
+  CHECK(read(uni + "/cgroup.freeze") == "0");
+}
+
+TEST_CASE("CgroupLeaf (v1, fake tree): without cgroup2, the v1 freezer") {
+  TempDir t;
+  CgroupLayout layout;
+  layout.version = CgroupVersion::V1;
+  layout.v1_memory = t.mkdir("memory");
+  layout.v1_pids = t.mkdir("pids");
+  layout.v1_freezer = t.mkdir("freezer");
+  layout.freeze = true;
+  layout.create_files = true;
+  auto r = CgroupLeaf::create(layout, "t1", test_limits());
+  REQUIRE(r);
+  CgroupLeaf leaf = std::move(r.value());
+  std::string fz = layout.v1_freezer + "/nsbox/t1";
+  REQUIRE(leaf.dirs().size() == 3);
+  CHECK(leaf.dirs()[2] == fz);
+  auto sw = leaf.freeze_switch();
+  REQUIRE(sw);
+  CHECK(sw.value().v1);
+  REQUIRE(sw.value().set(true));
+  CHECK(read(fz + "/freezer.state") == "FROZEN");
+  REQUIRE(sw.value().set(false));
+  CHECK(read(fz + "/freezer.state") == "THAWED");
+}
+
+TEST_CASE("CgroupLeaf (v2, fake tree): the leaf freezes itself; none without freeze") {
+  TempDir t;
+  CgroupLayout layout;
+  layout.version = CgroupVersion::V2;
+  layout.v2_mount = t.path;
+  layout.create_files = true;
+  std::ofstream(t.path + "/cgroup.controllers") << "memory pids\n";
+  {
+    auto r = CgroupLeaf::create(layout, "plain", test_limits());
+    REQUIRE(r);
+    CHECK_FALSE(r.value().can_freeze());
+    auto sw = r.value().freeze_switch();
+    REQUIRE(sw);
+    CHECK_FALSE(sw.value().valid());
+  }
+  layout.freeze = true;
+  auto r = CgroupLeaf::create(layout, "t1", test_limits());
+  REQUIRE(r);
+  CgroupLeaf leaf = std::move(r.value());
+  REQUIRE(leaf.dirs().size() == 1);
+  REQUIRE(leaf.set_frozen(true));
+  CHECK(read(leaf.dirs()[0] + "/cgroup.freeze") == "1");
+}

@@ -3,11 +3,17 @@
 #include "gateway/pool.hpp"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <fstream>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -30,6 +36,11 @@ class FakeFactory final : public SandboxFactory {
     }
     SpawnedSandbox s;
     s.id = next_++;
+    if (!freeze_dir.empty()) {
+      // A plain file stands in for the leaf's cgroup.freeze.
+      std::string path = freeze_dir + "/" + std::to_string(s.id);
+      s.freeze.fd.reset(open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
+    }
     int now = ++live_;
     int seen = most_.load();
     while (now > seen && !most_.compare_exchange_weak(seen, now)) {
@@ -45,6 +56,7 @@ class FakeFactory final : public SandboxFactory {
   int most_alive() const { return most_.load(); }
   std::chrono::milliseconds spawn_time{1};
   std::atomic<int> fail_spawns{0};
+  std::string freeze_dir;  // set: each sandbox gets a freeze switch there
   int alive() const { return live_.load(); }
 
  private:
@@ -226,6 +238,194 @@ TEST_CASE("pool: raising per_function on reload wakes every request waiting at t
   for (auto& le : leases)
     if (le.worker) pool.release(std::move(le.worker), true);
   pool.release(std::move(busy.worker), true);
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
+namespace {
+
+std::string freeze_state(const std::string& dir, uint64_t id) {
+  std::ifstream f(dir + "/" + std::to_string(id));
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+struct FreezeDir {
+  std::string path;
+  FreezeDir() {
+    char tmpl[] = "/tmp/nsbox-pool-test-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~FreezeDir() { (void)!system(("rm -rf '" + path + "'").c_str()); }
+};
+
+}  // namespace
+
+TEST_CASE("pool: an idle warm sandbox is frozen after the grace and thawed when leased") {
+  FreezeDir dir;
+  FakeFactory factory(1ms);
+  factory.freeze_dir = dir.path;
+  PoolLimits l = limits(8, 0);
+  l.freeze_idle_ms = 600000;  // the freezer thread stays out; the test calls its step
+  Pool pool(factory, l, {kMemory});
+  pool.start();
+  auto lease = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(lease.status == Pool::Status::Ok);
+  const uint64_t id = lease.worker->id;
+  pool.release(std::move(lease.worker), true);
+  // Within the grace: nothing is frozen.
+  CHECK(pool.freeze_due(Clock::now()) == 0);
+  CHECK(freeze_state(dir.path, id).empty());
+  // After it: frozen, once.
+  CHECK(pool.freeze_due(Clock::now() + 700s) == 1);
+  CHECK(freeze_state(dir.path, id) == "1");
+  CHECK(pool.stats().frozen == 1);
+  CHECK(pool.freeze_due(Clock::now() + 700s) == 0);
+  // The next request gets it thawed before it can write anything.
+  auto again = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(again.status == Pool::Status::Ok);
+  CHECK_FALSE(again.cold);
+  CHECK(again.worker->id == id);
+  CHECK_FALSE(again.worker->frozen);
+  CHECK(freeze_state(dir.path, id) == "0");
+  // Busy, it is never frozen, whatever time it is.
+  CHECK(pool.freeze_due(Clock::now() + 700s) == 0);
+  CHECK(freeze_state(dir.path, id) == "0");
+  PoolStats s = pool.stats();
+  CHECK(s.freezes == 1);
+  CHECK(s.thaws == 1);
+  pool.release(std::move(again.worker), true);
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
+TEST_CASE("pool: the freezer thread freezes an idle sandbox a few ms after release") {
+  FreezeDir dir;
+  FakeFactory factory(1ms);
+  factory.freeze_dir = dir.path;
+  PoolLimits l = limits(8, 0);
+  l.freeze_idle_ms = 5;
+  Pool pool(factory, l, {kMemory});
+  pool.start();
+  auto lease = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(lease.status == Pool::Status::Ok);
+  const uint64_t id = lease.worker->id;
+  pool.release(std::move(lease.worker), true);
+  // Waits on the observable state (the switch written), bounded.
+  auto deadline = Clock::now() + 5s;
+  while (freeze_state(dir.path, id) != "1" && Clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+  CHECK(freeze_state(dir.path, id) == "1");
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
+TEST_CASE("under_memory_pressure: MemAvailable and PSI thresholds, each optional") {
+  PoolLimits l;
+  MemoryReading m;
+  m.have_available = true;
+  m.available_bytes = 2ull << 30;
+  m.have_psi = true;
+  m.psi_some_avg10 = 50;
+  CHECK_FALSE(under_memory_pressure(m, l));  // both thresholds off
+  l.min_available_bytes = 1ull << 30;
+  CHECK_FALSE(under_memory_pressure(m, l));
+  m.available_bytes = (1ull << 30) - 1;
+  CHECK(under_memory_pressure(m, l));
+  m.have_available = false;  // no MemAvailable (pre-3.14 kernel): that rule is silent
+  CHECK_FALSE(under_memory_pressure(m, l));
+  l.psi_some_avg10 = 60;
+  CHECK_FALSE(under_memory_pressure(m, l));
+  m.psi_some_avg10 = 60.5;
+  CHECK(under_memory_pressure(m, l));
+  m.have_psi = false;  // no /proc/pressure: that rule is silent
+  CHECK_FALSE(under_memory_pressure(m, l));
+}
+
+TEST_CASE("pool: memory pressure evicts idle sandboxes least recently used first, then stops") {
+  FakeFactory factory(1ms);
+  std::mutex mu;
+  MemoryReading reading;
+  reading.have_available = true;
+  reading.available_bytes = 8ull << 30;
+  auto source = [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return reading;
+  };
+  PoolLimits l = limits(16, 0);
+  l.min_available_bytes = 1ull << 30;
+  Pool pool(factory, l, {kMemory}, source);
+  pool.start();
+  std::vector<uint64_t> ids;  // f0 is the least recently used
+  for (int i = 0; i < 8; i++) {
+    auto lease = pool.acquire("f" + std::to_string(i), 1, 0, kMemory, Clock::now() + 2s);
+    REQUIRE(lease.status == Pool::Status::Ok);
+    ids.push_back(lease.worker->id);
+    pool.release(std::move(lease.worker), true);
+  }
+  auto alive = [&](uint64_t id) {
+    auto s = pool.stats().ids;
+    return std::find(s.begin(), s.end(), id) != s.end();
+  };
+  CHECK(pool.relieve_memory_pressure() == 0);
+  CHECK(pool.stats().idle == 8);
+
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    reading.available_bytes = 512ull << 20;
+  }
+  // A quarter of the 8 idle ones: the two least recently used. (The
+  // janitor's own checks may have evicted more by now, never the newest.)
+  int evicted = pool.relieve_memory_pressure();
+  CHECK(evicted >= 1);
+  CHECK_FALSE(alive(ids[0]));
+  CHECK_FALSE(alive(ids[1]));
+  CHECK(alive(ids[7]));
+  PoolStats s = pool.stats();
+  CHECK(s.memory_pressure);
+  CHECK(s.pressure_evictions >= 2);
+  CHECK(s.evictions == s.pressure_evictions);
+
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    reading.available_bytes = 8ull << 30;
+  }
+  CHECK(pool.relieve_memory_pressure() == 0);
+  const int idle_after = pool.stats().idle;
+  CHECK(pool.relieve_memory_pressure() == 0);
+  CHECK(pool.stats().idle == idle_after);
+  CHECK_FALSE(pool.stats().memory_pressure);
+  CHECK(alive(ids[7]));
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
+TEST_CASE("pool: under memory pressure with nothing idle, blanks go and are not refilled") {
+  FakeFactory factory(1ms);
+  std::atomic<bool> low{false};
+  auto source = [&] {
+    MemoryReading m;
+    m.have_available = true;
+    m.available_bytes = low ? 1ull << 20 : 8ull << 30;
+    return m;
+  };
+  PoolLimits l = limits(16, 2);
+  l.min_available_bytes = 1ull << 30;
+  Pool pool(factory, l, {kMemory}, source);
+  pool.start();
+  auto deadline = Clock::now() + 5s;
+  while (pool.stats().blank < 2 && Clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  REQUIRE(pool.stats().blank == 2);
+  low = true;
+  pool.relieve_memory_pressure();
+  pool.relieve_memory_pressure();
+  CHECK(pool.stats().blank == 0);
+  CHECK(pool.stats().memory_pressure);
+  // The refill holds back while the pressure lasts.
+  CHECK(pool.relieve_memory_pressure() == 0);
+  CHECK(pool.stats().blank == 0);
   pool.stop();
   CHECK(factory.alive() == 0);
 }
