@@ -35,7 +35,7 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
   c.source = source;
   TomlReader r(source);
   try {
-    toml::table root = toml::parse(text, source);
+    toml::table root = parse_toml(text, source);
     r.check_keys(root, "the top level", {"server", "pool", "functions"});
     const toml::table& s = r.table(root, "server", "server", false);
     const std::string S = "[server]";
@@ -130,11 +130,8 @@ Result<ServeConfig> load_serve_config(const std::string& path) {
       return parse_serve_config("", "<embedded defaults>");
     file = "/etc/nsbox/nsbox.toml";
   }
-  std::ifstream in(file);
-  if (!in) return sys_error("config", file);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_serve_config(ss.str(), file);
+  std::string text = TRY(read_toml_file(file, "config"));
+  return parse_serve_config(text, file);
 }
 
 }  // namespace nsbox

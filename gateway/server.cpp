@@ -11,6 +11,7 @@
 
 #include "gateway/conn_threads.hpp"
 #include "gateway/invoker.hpp"
+#include "gateway/names.hpp"
 #include "policies/units.hpp"
 #include "sandbox/framing.hpp"
 #include "sandbox/log.hpp"
@@ -68,24 +69,6 @@ void send_error(httplib::Response& res, int status, const std::string& message,
                 json extra = json::object()) {
   extra["error"] = message;
   send_json(res, status, extra);
-}
-
-// JSON strings (the registry's format, the runner's frames) must be valid
-// UTF-8; asking the JSON library itself keeps the two rules identical.
-bool valid_utf8(const std::string& s) {
-  try {
-    (void)json(s).dump();
-    return true;
-  } catch (const json::exception&) {
-    return false;
-  }
-}
-
-bool valid_identifier(const std::string& s) {
-  if (s.empty() || s.size() > 128 || std::isdigit(static_cast<unsigned char>(s[0]))) return false;
-  for (char c : s)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
-  return true;
 }
 
 double seconds_since(Clock::time_point t0) {
@@ -414,10 +397,7 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
       event = req.body;
     }
   } else if (!req.params.empty()) {
-    json q = json::object();
-    for (const auto& [k, v] : req.params)
-      if (valid_utf8(k) && valid_utf8(v)) q[k] = v;
-    event = q.dump();
+    event = query_event(req.params);
   }
   // The event is the invoke frame's payload, as it is: one within the
   // payload limit always fits a frame (the envelope has its own bounded

@@ -3,10 +3,8 @@
 #include <toml++/toml.h>
 
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include "policies/embedded.hpp"
 #include "policies/toml_reader.hpp"
@@ -102,7 +100,7 @@ class Parser : public TomlReader {
 Result<Policy> parse_policy(std::string_view text, const std::string& source) {
   Parser parser(source);
   try {
-    toml::table root = toml::parse(text, source);
+    toml::table root = parse_toml(text, source);
     Policy p = parser.parse(root);
     return p;
   } catch (const toml::parse_error& e) {
@@ -140,13 +138,8 @@ Result<Policy> load_policy(const std::string& name_or_path) {
     p.name = name_or_path;
     return p;
   }
-  std::ifstream in(name_or_path);
-  if (!in) return sys_error("policy", name_or_path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  if (ss.str().size() > (1 << 20))
-    return make_error("policy", name_or_path + ": larger than 1 MiB");
-  auto p = TRY(parse_policy(ss.str(), name_or_path));
+  std::string text = TRY(read_toml_file(name_or_path, "policy"));
+  auto p = TRY(parse_policy(text, name_or_path));
   p.name = name_or_path;
   return p;
 }

@@ -9,13 +9,30 @@
 #include <algorithm>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include "sandbox/result.hpp"
 
 namespace nsbox {
 
 struct TomlError {
   std::string msg;
 };
+
+// Policies and the config are small; a larger file is refused, not parsed.
+constexpr size_t kMaxTomlBytes = 1 << 20;
+// Levels of tables, arrays and inline tables; policies and configs use 4.
+constexpr int kMaxTomlDepth = 32;
+
+// toml::parse after the bounds toml++ lacks (size, and the depth of tables,
+// which it builds and frees recursively). Throws TomlError or
+// toml::parse_error, as the readers below.
+toml::table parse_toml(std::string_view text, const std::string& source);
+
+// The whole file, reading no more than kMaxTomlBytes + 1 bytes; errors
+// name `what` (e.g. "policy") and the path.
+Result<std::string> read_toml_file(const std::string& path, const char* what);
 
 class TomlReader {
  public:

@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${NSBOX_BUILD_DIR:-build}
 PACKAGES=(meson ninja-build g++ pkg-config python3 curl libseccomp-dev libcap-dev
-          libcpp-httplib-dev libtomlplusplus-dev nlohmann-json3-dev doctest-dev)
+          libcpp-httplib-dev libtomlplusplus-dev nlohmann-json3-dev doctest-dev
+          clang libclang-rt-14-dev)  # the last two: libFuzzer (fuzz_tests)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -60,6 +61,28 @@ sanitized_unit_tests() {
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 meson test -C "$dir" --suite unit --no-rebuild --print-errorlogs
 }
 
+# The libFuzzer targets of tests/fuzz, each fuzzed for a bounded time from
+# its committed corpus (read-only), as the meson suite "fuzz": clang, ASan
+# and UBSan, in its own build dir (incremental, like the others).
+fuzz_tests() {
+  local dir="$BUILD-fuzz" targets=() f
+  if [ ! -f "$dir/build.ninja" ]; then
+    CC=clang CXX=clang++ meson setup "$dir" -Dfuzz=true -Db_sanitize=address,undefined \
+      -Db_lundef=false >/dev/null
+  fi
+  for f in tests/fuzz/*_fuzz.cpp; do targets+=("tests/fuzz/$(basename "$f" .cpp)"); done
+  ninja -C "$dir" "${targets[@]}" >/dev/null
+  local status=0
+  meson test -C "$dir" --suite fuzz --no-rebuild --print-errorlogs || status=$?
+  # Executions, coverage and speed per target, from the runs' own output.
+  /usr/bin/python3 -c 'import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    print(r["name"] + ": " + " ".join((r.get("stdout") or "").splitlines()[:1]))' \
+    "$dir/meson-logs/testlog.json" || true
+  return $status
+}
+
 cmd=${1:-test}
 shift || true
 install_packages
@@ -85,7 +108,9 @@ case "$cmd" in
     status=0
     meson test -C "$BUILD" --print-errorlogs || status=$?
     sanitized_unit_tests || status=$?
-    summarize "$BUILD/meson-logs/testlog.json" "$BUILD-sanitize/meson-logs/testlog.json"
+    fuzz_tests || status=$?
+    summarize "$BUILD/meson-logs/testlog.json" "$BUILD-sanitize/meson-logs/testlog.json" \
+      "$BUILD-fuzz/meson-logs/testlog.json"
     exit $status
     ;;
   *)

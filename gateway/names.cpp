@@ -1,0 +1,33 @@
+#include "gateway/names.hpp"
+
+#include <cctype>
+#include <nlohmann/json.hpp>
+
+namespace nsbox {
+
+using json = nlohmann::json;
+
+bool valid_identifier(const std::string& s) {
+  if (s.empty() || s.size() > 128 || std::isdigit(static_cast<unsigned char>(s[0]))) return false;
+  for (char c : s)
+    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
+  return true;
+}
+
+bool valid_utf8(const std::string& s) {
+  try {
+    (void)json(s).dump();
+    return true;
+  } catch (const json::exception&) {
+    return false;
+  }
+}
+
+std::string query_event(const std::multimap<std::string, std::string>& params) {
+  json q = json::object();
+  for (const auto& [k, v] : params)
+    if (valid_utf8(k) && valid_utf8(v)) q[k] = v;
+  return q.dump();
+}
+
+}  // namespace nsbox

@@ -1,0 +1,26 @@
+// What the daemon reads out of a request line before anything else: names,
+// identifiers and the query string of GET /fn/NAME?k=v. Pure functions, so
+// they are unit-tested and fuzzed (tests/fuzz/names_fuzz.cpp) on their own.
+// Function names themselves are the registry's rule (valid_function_name in
+// gateway/registry.hpp): the store and the CLI share it.
+#pragma once
+
+#include <map>
+#include <string>
+
+namespace nsbox {
+
+// A Python identifier in ASCII (a handler name): 1-128 of [A-Za-z0-9_], not
+// starting with a digit.
+bool valid_identifier(const std::string& s);
+
+// JSON strings (the registry's format, the runner's frames) must be valid
+// UTF-8; asking the JSON library itself keeps the two rules identical.
+bool valid_utf8(const std::string& s);
+
+// The event of GET /fn/NAME?k=v: a JSON object of the decoded query
+// parameters, each value a string; for a repeated key the last one wins;
+// pairs that are not valid UTF-8 are dropped. Always a valid JSON object text.
+std::string query_event(const std::multimap<std::string, std::string>& params);
+
+}  // namespace nsbox

@@ -1,0 +1,246 @@
+#include "policies/toml_reader.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "sandbox/fd.hpp"
+
+namespace nsbox {
+
+namespace {
+
+[[noreturn]] void fail_at(const std::string& source, int line, int col, const std::string& msg) {
+  throw TomlError{source + ":" + std::to_string(line) + ":" + std::to_string(col) + ": " + msg};
+}
+
+// toml++ builds and destroys its tree recursively, and bounds only the
+// nesting of values (256 arrays and inline tables), not of tables: a 1 MiB
+// file of "a.a.a...a = 1" or "[a.a...a]" is ~500k tables deep and overflows
+// the stack (of the daemon's main thread at startup, of its SIGHUP reload).
+// So the depth is bounded before toml++ sees the text: a single pass that
+// tells keys from values and strings, and over-counts rather than under:
+// every dot of a key, every [header] part, every array and inline table
+// opened adds a level.
+class DepthScan {
+ public:
+  DepthScan(std::string_view text, const std::string& source) : t_(text), source_(source) {}
+
+  void run() {
+    if (t_.substr(0, 3) == "\xef\xbb\xbf") i_ = 3;  // a byte order mark, which toml++ skips
+    while (i_ < t_.size()) {
+      char c = t_[i_];
+      if (c == '\n') {
+        newline();
+        continue;
+      }
+      if (c == '#') {
+        while (i_ < t_.size() && t_[i_] != '\n') i_++;
+        continue;
+      }
+      if (c == '"' || c == '\'') {
+        skip_string();
+        continue;
+      }
+      if (static_cast<unsigned char>(c) >= 0x80) non_ascii();
+      if (open_.empty() && in_key_ && key_dots_ == 0 && c == '[') {
+        header();
+        continue;
+      }
+      if (in_key_) {
+        if (c == '.') {
+          key_dots_++;
+          check(depth() + key_dots_ + 1);
+        } else if (c == '=') {
+          in_key_ = false;
+          pending_ = key_dots_ + 1;  // the key's dotted tables and the value
+          key_dots_ = 0;
+          check(depth() + pending_);
+        }
+      } else if (c == '{' || c == '[') {
+        open_.push_back({c, pending_});
+        sum_ += pending_;
+        check(sum_ + header_);
+        in_key_ = c == '{';
+        key_dots_ = 0;
+        pending_ = 1;  // an array's elements
+      } else if ((c == '}' || c == ']') && !open_.empty()) {
+        close();
+      } else if (c == ',' && !open_.empty()) {
+        in_key_ = open_.back().kind == '{';
+        key_dots_ = 0;
+        pending_ = 1;
+      }
+      if (in_key_ && (c == '}') && !open_.empty()) close();
+      advance();
+    }
+  }
+
+ private:
+  struct Open {
+    char kind;
+    int levels;
+  };
+
+  static bool bare_key_char(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-';
+  }
+
+  static bool is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+
+  // toml++ 3.3 asks whether such a character is Unicode whitespace, and
+  // its table has holes it marks unreachable (U+00A1..U+0499 among them):
+  // undefined behaviour, found by tests/fuzz. TOML allows them only in
+  // strings and comments anyway.
+  [[noreturn]] void non_ascii() const {
+    fail_at(source_, line_, col_,
+            "non-ASCII character outside a string or comment (TOML allows them only there)");
+  }
+
+  int depth() const { return header_ + sum_; }
+
+  void check(int d) const {
+    if (d > kMaxTomlDepth)
+      fail_at(source_, line_, col_,
+              "nested deeper than " + std::to_string(kMaxTomlDepth) +
+                  " levels (tables, dotted keys, arrays and inline tables all count)");
+  }
+
+  void advance() {
+    i_++;
+    col_++;
+  }
+
+  void newline() {
+    i_++;
+    line_++;
+    col_ = 1;
+    if (open_.empty()) {  // a new key/value pair, header or comment
+      in_key_ = true;
+      key_dots_ = 0;
+    }
+  }
+
+  void close() {
+    sum_ -= open_.back().levels;
+    open_.pop_back();
+    in_key_ = false;
+    pending_ = 1;
+  }
+
+  // [a.b.c] or [[a.b.c]]: tables from the root, so the level every key
+  // below it starts from.
+  void header() {
+    int levels = 1;
+    advance();
+    if (i_ < t_.size() && t_[i_] == '[') {
+      levels++;  // an array of tables: the array, then the table
+      advance();
+    }
+    // toml++ 3.3 only asserts that a key follows (and, built with NDEBUG,
+    // assumes it: undefined behaviour when it does not), so refuse it here.
+    while (i_ < t_.size() && (t_[i_] == ' ' || t_[i_] == '\t')) advance();
+    if (i_ < t_.size() && !bare_key_char(t_[i_]) && t_[i_] != '"' && t_[i_] != '\'' &&
+        t_[i_] != ']')
+      fail_at(source_, line_, col_, "expected a table name after '['");
+    while (i_ < t_.size() && t_[i_] != ']' && t_[i_] != '\n') {
+      if (t_[i_] == '"' || t_[i_] == '\'') {
+        skip_string();
+        continue;
+      }
+      if (t_[i_] == '.') check(++levels);
+      if (static_cast<unsigned char>(t_[i_]) >= 0x80) non_ascii();
+      advance();
+    }
+    check(levels);
+    header_ = levels;
+  }
+
+  // Basic strings honour backslash escapes; literal ones do not. Triple
+  // quotes open multi-line strings, whose closing quotes may be followed by
+  // up to two more quotes that belong to the content.
+  void skip_string() {
+    char q = t_[i_];
+    bool multi = t_.substr(i_, 3) == std::string_view(q == '"' ? "\"\"\"" : "'''");
+    for (int k = 0; k < (multi ? 3 : 1); k++) advance();
+    while (i_ < t_.size()) {
+      char c = t_[i_];
+      if (c == '\n') {
+        if (!multi) return;  // toml++ refuses it here; the pass goes on as at a newline
+        i_++;
+        line_++;
+        col_ = 1;
+        continue;
+      }
+      if (c == '\\' && q == '"') {
+        advance();
+        if (multi && i_ < t_.size() && is_space(t_[i_])) {
+          // A line-ending backslash: toml++ skips the whitespace after it
+          // with the same check as above.
+          while (i_ < t_.size() && is_space(t_[i_])) {
+            if (t_[i_] == '\n') line_++, col_ = 0;
+            advance();
+          }
+          if (i_ < t_.size() && static_cast<unsigned char>(t_[i_]) >= 0x80) non_ascii();
+          continue;
+        }
+        if (i_ < t_.size() && t_[i_] != '\n') advance();
+        continue;
+      }
+      if (c == q) {
+        if (!multi) {
+          advance();
+          return;
+        }
+        if (t_.substr(i_, 3) == std::string_view(q == '"' ? "\"\"\"" : "'''")) {
+          for (int k = 0; k < 3; k++) advance();
+          for (int k = 0; k < 2 && i_ < t_.size() && t_[i_] == q; k++) advance();
+          return;
+        }
+      }
+      advance();
+    }
+  }
+
+  std::string_view t_;
+  const std::string& source_;
+  size_t i_ = 0;
+  int line_ = 1, col_ = 1;
+  std::vector<Open> open_;
+  int sum_ = 0;      // levels the open arrays and inline tables add
+  int header_ = 0;   // levels of the last [header]
+  int pending_ = 1;  // levels the next value adds (its key's dots and itself)
+  int key_dots_ = 0;
+  bool in_key_ = true;
+};
+
+}  // namespace
+
+toml::table parse_toml(std::string_view text, const std::string& source) {
+  if (text.size() > kMaxTomlBytes)
+    throw TomlError{source + ": " + std::to_string(text.size()) + " bytes, larger than the " +
+                    std::to_string(kMaxTomlBytes >> 10) + " KiB a policy or config may have"};
+  DepthScan(text, source).run();
+  return toml::parse(text, source);
+}
+
+Result<std::string> read_toml_file(const std::string& path, const char* what) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) return sys_error(what, path);
+  // Never more than the limit plus one byte: the path may name /dev/zero.
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(fd.get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return sys_error(what, "read " + path);
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > kMaxTomlBytes)
+      return make_error(what, path + ": larger than " + std::to_string(kMaxTomlBytes >> 10) +
+                                  " KiB, the most a policy or config may have");
+  }
+  return text;
+}
+
+}  // namespace nsbox
