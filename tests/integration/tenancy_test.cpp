@@ -206,6 +206,8 @@ void check_pipe_pages_not_shared(const std::function<void()>& start_hog,
   CHECK(hog_uid >= 0x70000000u);
   CHECK(userns_owner(hogs[0]) == hog_uid - 1000);
   json other = check();
+  // Measured while the hog still held its pipes.
+  CHECK(!pids_named("nsbox-pipehog").empty());
   json hog = hog_result();
   INFO("hog: " << hog.dump() << " other: " << other.dump());
   // The hog really reached the limit: its own new pipes are shrunk.
@@ -226,7 +228,7 @@ TEST_CASE("one host uid range per sandbox: pipe pages exhausted by one run stay 
         t = std::thread([&] {
           hog = nsbox::test::nsbox_run(
               "pipes.py",
-              {"--timeout", "20s", "--event", host_event({{"mode", "hog"}, {"hold_ms", 4000}})});
+              {"--timeout", "20s", "--event", host_event({{"mode", "hog"}, {"hold_ms", 8000}})});
         });
       },
       [&] {
@@ -260,7 +262,7 @@ TEST_CASE("serve: one host uid range per sandbox: pipe pages exhausted by one fu
   check_pipe_pages_not_shared(
       [&] {
         t = std::thread([&] {
-          auto r = d.client(60)->Post("/fn/hog", host_event({{"mode", "hog"}, {"hold_ms", 4000}}),
+          auto r = d.client(60)->Post("/fn/hog", host_event({{"mode", "hog"}, {"hold_ms", 8000}}),
                                       "application/json");
           if (r) {
             hog_status = r->status;
@@ -341,7 +343,7 @@ TEST_CASE("serve: kill -9 of the daemon ends its sandboxes, busy or idle") {
   REQUIRE(put->status == 201);
   std::vector<std::thread> calls;
   for (int i = 0; i < 2; i++)
-    calls.emplace_back([&] { d.client(5)->Post("/fn/spin", "{}", "application/json"); });
+    calls.emplace_back([&] { d.client(60)->Post("/fn/spin", "{}", "application/json"); });
   bool spinning = wait_until(
       [] {
         auto r = nsbox::test::host_residue();
