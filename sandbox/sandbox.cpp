@@ -228,13 +228,16 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   }
   sb.timings_.clone_ns = now_ns();
   long pid;
+  int clone_errno;
   {
     CloneAs as;
     if (!ids.rootless) TRY(as.become(ids.host_base));
     pid = syscall(SYS_clone3, &args, sizeof args);
     if (pid == 0) child_main(plan);  // never returns
+    clone_errno = errno;             // before ~CloneAs makes more syscalls
   }
-  if (pid < 0) return sys_error("clone3", "user, mount, pid, ipc, uts and net namespaces");
+  if (pid < 0)
+    return sys_error_n(clone_errno, "clone3", "user, mount, pid, ipc, uts and net namespaces");
   sb.timings_.cloned_ns = now_ns();
 
   sb.pid_ = static_cast<pid_t>(pid);

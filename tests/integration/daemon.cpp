@@ -1,7 +1,9 @@
 #include "tests/integration/daemon.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -38,13 +40,24 @@ bool Daemon::start() {
     std::ofstream(config_path_) << "[server]\nlisten = \"127.0.0.1:" << port_
                                 << "\"\nstate_dir = \"" << state_dir_ << "\"\n"
                                 << extra_;
+    std::string bin = as_uid_ ? unprivileged_nsbox_bin() : nsbox_bin();
+    if (as_uid_) {
+      mkdir(state_dir_.c_str(), 0700);
+      if (chown(state_dir_.c_str(), as_uid_, as_uid_) != 0) return false;
+    }
     pid_ = fork();
     if (pid_ == 0) {
       int fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       dup2(fd, 2);
       dup2(fd, 1);
-      std::string bin = nsbox_bin();
-      execl(bin.c_str(), bin.c_str(), "serve", "--config", config_path_.c_str(), nullptr);
+      if (as_uid_ && (setgroups(0, nullptr) || setresgid(as_uid_, as_uid_, as_uid_) ||
+                      setresuid(as_uid_, as_uid_, as_uid_)))
+        _exit(126);
+      if (as_uid_)
+        execl(bin.c_str(), bin.c_str(), "serve", "--rootless", "--config", config_path_.c_str(),
+              nullptr);
+      else
+        execl(bin.c_str(), bin.c_str(), "serve", "--config", config_path_.c_str(), nullptr);
       _exit(127);
     }
     auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);

@@ -25,11 +25,15 @@ class Daemon {
   int port() const { return port_; }
   std::string log() const;  // what the daemon wrote to stderr
   pid_t pid() const { return pid_; }
+  // Before start(): run `nsbox serve` as this uid/gid (with a copy of the
+  // binary it can reach); the state dir is created for it.
+  void run_as(uid_t uid) { as_uid_ = uid; }
 
  private:
   std::string state_dir_, config_path_, log_path_, extra_;
   int port_ = 0;
   pid_t pid_ = -1;
+  uid_t as_uid_ = 0;
 };
 
 httplib::Headers auth(const Daemon& d);

@@ -83,6 +83,12 @@ RunSpec for_unprivileged(RunSpec spec) {
 
 }  // namespace
 
+std::string unprivileged_nsbox_bin() {
+  std::string bin = nsbox_bin();
+  unprivileged_copy(bin.substr(0, bin.find_last_of('/') + 1) + "nsbox-http", 0755);
+  return unprivileged_copy(bin, 0755);
+}
+
 Outcome run(const RunSpec& original) {
   const RunSpec spec = original.as_uid ? for_unprivileged(original) : original;
   int out[2], err[2], in[2];
@@ -275,24 +281,27 @@ HostResidue host_residue() {
       r.describe_leaves.push_back(leaf);
     }
   }
-  // Sandbox processes run as host uids from 0x70000000 up (root mode).
+  // Sandbox processes run as host uids from 0x70000000 up (root mode). The
+  // real uid from status, not the owner of /proc/PID: a non-dumpable
+  // process (a sandbox's PID 1) shows as root's there.
   for (const auto& dir : list_dirs("/proc")) {
-    struct stat st;
-    if (stat(dir.c_str(), &st) == 0 && st.st_uid >= 0x70000000u && st.st_uid != (uid_t)-1) {
-      std::ifstream status(dir + "/status");
-      std::string line, state;
-      while (std::getline(status, line))
-        if (line.rfind("State:", 0) == 0) state = line.substr(7);
-      // A zombie holds no memory, mount or cgroup: it is a sandbox PID 1
-      // orphaned by a killed daemon and waiting for the host's init to reap
-      // it (this VM's init reaps lazily). Only live processes count.
-      if (state.rfind("Z", 0) == 0) continue;
-      r.sandbox_procs++;
-      std::ifstream cmd(dir + "/cmdline");
-      std::string c;
-      std::getline(cmd, c, '\0');
-      r.describe_procs += dir + " " + c + " [" + state + "]; ";
+    std::ifstream status(dir + "/status");
+    std::string line, state;
+    long long uid = -1;
+    while (std::getline(status, line)) {
+      if (line.rfind("State:", 0) == 0) state = line.substr(7);
+      if (line.rfind("Uid:", 0) == 0) uid = std::stoll(line.substr(4));
     }
+    if (uid < 0x70000000ll || uid == 0xffffffffll) continue;
+    // A zombie holds no memory, mount or cgroup: it is a sandbox PID 1
+    // orphaned by a killed daemon and waiting for the host's init to reap
+    // it (this VM's init reaps lazily). Only live processes count.
+    if (state.rfind("Z", 0) == 0) continue;
+    r.sandbox_procs++;
+    std::ifstream cmd(dir + "/cmdline");
+    std::string c;
+    std::getline(cmd, c, '\0');
+    r.describe_procs += dir + " " + c + " [" + state + "]; ";
   }
   return r;
 }

@@ -38,6 +38,8 @@ PtyOutcome run_on_pty(const RunSpec& spec);
 Outcome nsbox_run(const std::string& probe, const std::vector<std::string>& args = {});
 
 std::string nsbox_bin();
+// A copy of nsbox (and nsbox-http) that an unprivileged uid can reach.
+std::string unprivileged_nsbox_bin();
 std::string probe(const std::string& name);
 std::string host_hostname();
 

@@ -6,6 +6,8 @@
 #include <sstream>
 #include <string>
 
+#include "sandbox/uid_slots.hpp"
+
 using namespace nsbox;
 
 namespace {
@@ -57,6 +59,17 @@ TEST_CASE("plan_id_maps: rootless follows inside_uid/inside_gid") {
   IdMapText t = plan_id_maps(ids);
   CHECK(t.uid_map == "500 1000 1\n");
   CHECK(t.gid_map == "501 1001 1\n");
+}
+
+TEST_CASE("plan_id_maps: root mode maps a uid slot's range, distinct per slot") {
+  IdMap a, b;
+  a.host_base = kSlotUidBase + 3 * kSlotUids;
+  b.host_base = kSlotUidBase + 4 * kSlotUids;
+  IdMapText ta = plan_id_maps(a), tb = plan_id_maps(b);
+  CHECK(host_id(ta.uid_map, 1000) == int64_t{0x70030000} + 1000);
+  CHECK(host_id(tb.uid_map, 1000) == int64_t{0x70040000} + 1000);
+  // Ranges do not overlap: the last uid of one is below the first of the next.
+  CHECK(host_id(ta.uid_map, 65535) < host_id(tb.uid_map, 0));
 }
 
 TEST_CASE("plan_id_maps: root mode maps 65536 ids onto host_base") {

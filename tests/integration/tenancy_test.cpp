@@ -1,0 +1,359 @@
+// Hostile tenants against the sandbox core (issue 8, items 1, 5 and 12):
+// PID 1 of a sandbox is filtered, non-dumpable and holds no secret of the
+// daemon; each root-mode sandbox has host uids of its own, so per-user
+// kernel counters are not shared; sandboxes die with `nsbox run` and with
+// the daemon, even when killed with -9.
+#include <dirent.h>
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <linux/nsfs.h>
+#include <signal.h>
+#include <sys/ioctl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "tests/integration/daemon.hpp"
+#include "tests/integration/harness.hpp"
+
+using nlohmann::json;
+using nsbox::test::auth;
+using nsbox::test::Daemon;
+using nsbox::test::Outcome;
+
+namespace {
+
+constexpr uid_t kNobody = 65534;
+
+// Polls observable state (a process appearing, residue going away) with a
+// bound; returns whether it became true.
+bool wait_until(const std::function<bool()>& pred, int timeout_ms) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+std::string random_hex(size_t bytes) {
+  std::string out;
+  unsigned char b[64];
+  if (getrandom(b, bytes, 0) != static_cast<ssize_t>(bytes)) abort();
+  char hex[3];
+  for (size_t i = 0; i < bytes; i++) {
+    snprintf(hex, sizeof hex, "%02x", b[i]);
+    out += hex;
+  }
+  return out;
+}
+
+// Host pids whose comm is `comm`.
+std::vector<pid_t> pids_named(const std::string& comm) {
+  std::vector<pid_t> out;
+  DIR* d = opendir("/proc");
+  while (dirent* e = d ? readdir(d) : nullptr) {
+    pid_t pid = static_cast<pid_t>(atoi(e->d_name));
+    if (pid <= 0) continue;
+    std::ifstream f(std::string("/proc/") + e->d_name + "/comm");
+    std::string c;
+    if (std::getline(f, c) && c == comm) out.push_back(pid);
+  }
+  if (d) closedir(d);
+  return out;
+}
+
+uid_t proc_uid(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("Uid:", 0) == 0) return static_cast<uid_t>(std::stoul(line.substr(4)));
+  return static_cast<uid_t>(-1);
+}
+
+// The host uid that created the process's user namespace.
+uid_t userns_owner(pid_t pid) {
+  std::string path = "/proc/" + std::to_string(pid) + "/ns/user";
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return static_cast<uid_t>(-1);
+  uid_t owner = static_cast<uid_t>(-1);
+  if (ioctl(fd, NS_GET_OWNER_UID, &owner) != 0) owner = static_cast<uid_t>(-1);
+  close(fd);
+  return owner;
+}
+
+std::string host_event(const json& extra = json::object()) {
+  json ev = extra;
+  ev["host_hostname"] = nsbox::test::host_hostname();
+  return ev.dump();
+}
+
+// `nsbox run` as an ordinary user, sharing rootless_test's per-user rootfs.
+Outcome run_rootless(const std::string& probe, std::vector<std::string> args) {
+  const std::string dir = "/tmp/nsbox-rootless-test";
+  mkdir(dir.c_str(), 0755);
+  if (chown(dir.c_str(), kNobody, kNobody) != 0) FAIL("chown " << dir);
+  nsbox::test::RunSpec s;
+  s.argv = {nsbox::test::nsbox_bin(), "run", nsbox::test::probe(probe)};
+  s.argv.insert(s.argv.end(), args.begin(), args.end());
+  s.env = {"HOME=/nonexistent", "XDG_DATA_HOME=" + dir + "/data",
+           "XDG_CACHE_HOME=" + dir + "/cache", "XDG_RUNTIME_DIR=" + dir + "/run"};
+  s.as_uid = kNobody;
+  s.timeout_s = 120;
+  return nsbox::test::run(s);
+}
+
+struct StateDir {
+  std::string path;
+  explicit StateDir(const char* tag)
+      : path("/tmp/nsbox-tenancy-test-" + std::string(tag) + "-" + std::to_string(getpid())) {
+    remove();
+  }
+  ~StateDir() { remove(); }
+  void remove() const {
+    std::string cmd = "rm -rf '" + path + "' '" + path + ".toml' '" + path + ".log'";
+    if (system(cmd.c_str()) != 0) MESSAGE("could not remove " << path);
+  }
+};
+
+const char* kPool =
+    "[pool]\nblank = 1\nmax_sandboxes = 8\nper_function = 2\nidle_timeout_ms = 60000\n";
+
+void check_pid1(const json& r) {
+  CHECK(r["pid1_seccomp"] == "2");
+  CHECK(r["pid1_no_new_privs"] == "1");
+  CHECK(r["pid1_mem_rw"] != "ok");
+  CHECK(r["pid1_mem_r"] != "ok");
+  CHECK(r["pid1_environ"] != "ok");
+  // PID 1 leads a session of its own: no terminal of the caller's.
+  CHECK(r["sid"] == 1);
+}
+
+}  // namespace
+
+TEST_CASE("PID 1 is filtered, unreadable and in its own session: nsbox run, root and rootless") {
+  for (const char* policy : {"default", "strict"}) {
+    CAPTURE(policy);
+    Outcome o = nsbox::test::nsbox_run("pid1.py", {"--policy", policy, "--event", host_event()});
+    REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+    check_pid1(o.json());
+    Outcome u = run_rootless("pid1.py", {"--policy", policy, "--event", host_event()});
+    REQUIRE_MESSAGE(u.exit_code == 0, u.err);
+    check_pid1(u.json());
+  }
+}
+
+TEST_CASE("serve: a function finds no trace of the admin token, root and rootless") {
+  for (bool rootless : {false, true}) {
+    CAPTURE(rootless);
+    StateDir sd(rootless ? "token-rootless" : "token-root");
+    const std::string token = "nsbox-tenancy-secret-" + random_hex(16);
+    Daemon d(sd.path, "token = \"" + token + "\"\n" + kPool);
+    if (rootless) d.run_as(kNobody);
+    REQUIRE_MESSAGE(d.start(), d.log());
+    auto c = d.client(60);
+    httplib::Headers h = {{"Authorization", "Bearer " + token}};
+    std::ifstream src(nsbox::test::probe("pid1.py"));
+    std::string code((std::istreambuf_iterator<char>(src)), std::istreambuf_iterator<char>());
+    for (const char* policy : {"default", "strict"}) {
+      CAPTURE(policy);
+      std::string name = std::string("pid1-") + policy;
+      auto put = c->Put(("/functions/" + name + "?timeout=30s&policy=" + policy).c_str(), h, code,
+                        "text/x-python");
+      REQUIRE(put);
+      REQUIRE_MESSAGE(put->status == 201, put->body);
+      auto r =
+          c->Post(("/fn/" + name).c_str(), host_event({{"needle", token}}), "application/json");
+      REQUIRE(r);
+      REQUIRE_MESSAGE(r->status == 200, r->body);
+      json res = json::parse(r->body, nullptr, false);
+      check_pid1(res);
+      CHECK(res["found"] == json::array());
+      CHECK(res["files_searched"].get<int>() > 100);  // the search did run
+    }
+    CHECK(d.stop() == 0);
+  }
+}
+
+namespace {
+
+// Two sandboxes at once: one holds all the pipe buffer pages its host uid
+// may have, the other makes a pipe meanwhile. `start_hog` starts the first
+// and returns once the hog holds them (its process renamed itself);
+// `check` runs the second and returns its report.
+void check_pipe_pages_not_shared(const std::function<void()>& start_hog,
+                                 const std::function<json()>& check,
+                                 const std::function<json()>& hog_result) {
+  start_hog();
+  std::vector<pid_t> hogs;
+  REQUIRE(wait_until(
+      [&] {
+        hogs = pids_named("nsbox-pipehog");
+        return !hogs.empty();
+      },
+      30000));
+  REQUIRE(hogs.size() == 1);
+  const uid_t hog_uid = proc_uid(hogs[0]);
+  // The hog runs as its slot's uid 1000, and that slot's uid 0 created its
+  // user namespace, so the namespace's counters are charged to the slot.
+  CHECK(hog_uid >= 0x70000000u);
+  CHECK(userns_owner(hogs[0]) == hog_uid - 1000);
+  json other = check();
+  // Measured while the hog still held its pipes.
+  CHECK(!pids_named("nsbox-pipehog").empty());
+  json hog = hog_result();
+  INFO("hog: " << hog.dump() << " other: " << other.dump());
+  // The hog really reached the limit: its own new pipes are shrunk.
+  CHECK(hog["refused"] == "Operation not permitted");
+  CHECK(hog["after"]["grow"] != "ok");
+  // The neighbour is untouched: a full-size pipe that may grow.
+  CHECK(other["size"] == 65536);
+  CHECK(other["grow"] == "ok");
+}
+
+}  // namespace
+
+TEST_CASE("one host uid range per sandbox: pipe pages exhausted by one run stay another's") {
+  Outcome hog;
+  std::thread t;
+  check_pipe_pages_not_shared(
+      [&] {
+        t = std::thread([&] {
+          hog = nsbox::test::nsbox_run(
+              "pipes.py",
+              {"--timeout", "20s", "--event", host_event({{"mode", "hog"}, {"hold_ms", 8000}})});
+        });
+      },
+      [&] {
+        Outcome o = nsbox::test::nsbox_run("pipes.py", {"--event", host_event()});
+        CHECK_MESSAGE(o.exit_code == 0, o.err);
+        return o.json();
+      },
+      [&] {
+        t.join();
+        CHECK_MESSAGE(hog.exit_code == 0, hog.err);
+        return hog.json();
+      });
+  if (t.joinable()) t.join();
+}
+
+TEST_CASE("serve: one host uid range per sandbox: pipe pages exhausted by one function") {
+  StateDir sd("pipes");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  std::ifstream src(nsbox::test::probe("pipes.py"));
+  std::string code((std::istreambuf_iterator<char>(src)), std::istreambuf_iterator<char>());
+  for (const char* name : {"hog", "check"}) {
+    auto put = d.client()->Put((std::string("/functions/") + name + "?timeout=20s").c_str(),
+                               auth(d), code, "text/x-python");
+    REQUIRE(put);
+    REQUIRE(put->status == 201);
+  }
+  int hog_status = 0;
+  std::string hog_body;
+  std::thread t;
+  check_pipe_pages_not_shared(
+      [&] {
+        t = std::thread([&] {
+          auto r = d.client(60)->Post("/fn/hog", host_event({{"mode", "hog"}, {"hold_ms", 8000}}),
+                                      "application/json");
+          if (r) {
+            hog_status = r->status;
+            hog_body = r->body;
+          }
+        });
+      },
+      [&] {
+        auto r = d.client()->Post("/fn/check", host_event(), "application/json");
+        REQUIRE(r);
+        CHECK_MESSAGE(r->status == 200, r->body);
+        return json::parse(r->body, nullptr, false);
+      },
+      [&] {
+        t.join();
+        CHECK_MESSAGE(hog_status == 200, hog_body);
+        return json::parse(hog_body, nullptr, false);
+      });
+  if (t.joinable()) t.join();
+  CHECK(d.stop() == 0);
+}
+
+namespace {
+
+// Waits until no sandbox process is left, then until a sweep (any later
+// nsbox run) has removed the killed owner's cgroup leaves.
+void check_no_residue(const nsbox::test::HostResidue& before) {
+  bool gone = wait_until([] { return nsbox::test::host_residue().sandbox_procs == 0; }, 5000);
+  CHECK_MESSAGE(gone, "left running: " << nsbox::test::host_residue().describe_procs);
+  CHECK(nsbox::test::host_residue().mounts == before.mounts);
+  // The killed owner could not remove its leaves; the next owner sweeps
+  // leaves whose owner is gone and which hold no task.
+  Outcome sweep = nsbox::test::nsbox_run("echo.py");
+  CHECK_MESSAGE(sweep.exit_code == 0, sweep.err);
+  auto after = nsbox::test::host_residue();
+  CHECK(after.cgroup_leaves <= before.cgroup_leaves);
+  CHECK(after.sandbox_procs == 0);
+}
+
+}  // namespace
+
+TEST_CASE("kill -9 of nsbox run ends its busy sandbox") {
+  auto before = nsbox::test::host_residue();
+  REQUIRE(before.sandbox_procs == 0);
+  pid_t run = fork();
+  if (run == 0) {
+    int null = open("/dev/null", O_WRONLY);
+    dup2(null, 1);
+    dup2(null, 2);
+    std::string bin = nsbox::test::nsbox_bin(), probe = nsbox::test::probe("spin.py");
+    execl(bin.c_str(), bin.c_str(), "run", probe.c_str(), "--timeout", "60s", nullptr);
+    _exit(127);
+  }
+  REQUIRE(run > 0);
+  // Spinning: the runner (the sandbox's uid 1000) is on a CPU.
+  bool spinning = wait_until(
+      [] {
+        auto r = nsbox::test::host_residue();
+        return r.describe_procs.find("[R") != std::string::npos;
+      },
+      30000);
+  CHECK(spinning);
+  kill(run, SIGKILL);
+  waitpid(run, nullptr, 0);
+  check_no_residue(before);
+}
+
+TEST_CASE("serve: kill -9 of the daemon ends its sandboxes, busy or idle") {
+  auto before = nsbox::test::host_residue();
+  REQUIRE(before.sandbox_procs == 0);
+  StateDir sd("kill9");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  auto put =
+      d.client()->Put("/functions/spin?timeout=60s", auth(d),
+                      "def handler(e, c):\n    while True:\n        pass\n", "text/x-python");
+  REQUIRE(put);
+  REQUIRE(put->status == 201);
+  std::vector<std::thread> calls;
+  for (int i = 0; i < 2; i++)
+    calls.emplace_back([&] { d.client(60)->Post("/fn/spin", "{}", "application/json"); });
+  bool spinning = wait_until(
+      [] {
+        auto r = nsbox::test::host_residue();
+        size_t running = 0, pos = 0;
+        while ((pos = r.describe_procs.find("[R", pos)) != std::string::npos) running++, pos++;
+        return running >= 2;
+      },
+      30000);
+  CHECK(spinning);
+  d.kill9();
+  for (auto& t : calls) t.join();
+  check_no_residue(before);
+}

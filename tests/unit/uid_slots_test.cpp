@@ -1,0 +1,163 @@
+// Root mode's per-sandbox host uid ranges (uid_slots.hpp) and PID 1's own
+// seccomp filter (init_filter.hpp).
+#include "sandbox/uid_slots.hpp"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <string>
+
+#include "sandbox/init_filter.hpp"
+#include "sandbox/seccomp.hpp"
+
+using namespace nsbox;
+
+namespace {
+
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char tmpl[] = "/tmp/nsbox-slots-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~TempDir() {
+    std::string cmd = "rm -rf '" + path + "'";
+    (void)!system(cmd.c_str());
+  }
+};
+
+std::string self_stat() {
+  std::ifstream f("/proc/self/stat");
+  std::string s;
+  std::getline(f, s);
+  return s;
+}
+
+std::string start_time_of_self() {
+  std::string s = self_stat();
+  std::istringstream rest(s.substr(s.rfind(')') + 2));
+  std::string field;
+  for (int i = 3; i <= 22; i++) rest >> field;
+  return field;
+}
+
+}  // namespace
+
+TEST_CASE("uid slots: every slot is its own range of 65536 host uids below 0x80000000") {
+  CHECK(kSlotUidBase == 0x70000000u);
+  CHECK(uint64_t{kSlotUidBase} + uint64_t{kSlotCount} * kSlotUids == 0x80000000ull);
+}
+
+TEST_CASE("uid slots: held slots are never handed out twice; released ones are") {
+  TempDir d;
+  std::string dir = d.path + "/slots";
+  std::set<uint32_t> seen;
+  std::vector<UidSlot> held;
+  for (int i = 0; i < 3; i++) {
+    auto s = UidSlot::acquire(dir, 3);
+    REQUIRE_MESSAGE(s, s.error().message());
+    CHECK(s.value().host_base() == kSlotUidBase + s.value().index() * kSlotUids);
+    seen.insert(s.value().index());
+    held.push_back(std::move(s.value()));
+  }
+  CHECK(seen.size() == 3);
+  auto full = UidSlot::acquire(dir, 3);
+  REQUIRE(!full);
+  CHECK(full.error().message().find("3 held") != std::string::npos);
+  uint32_t freed = held[1].index();
+  held[1].release();
+  auto again = UidSlot::acquire(dir, 3);
+  REQUIRE(again);
+  CHECK(again.value().index() == freed);
+  // The directory is private to its owner.
+  struct stat st;
+  REQUIRE(stat(dir.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+}
+
+TEST_CASE("uid slots: a crashed holder's slot waits until its PID 1 is gone") {
+  TempDir d;
+  std::string dir = d.path + "/slots";
+  {
+    auto s = UidSlot::acquire(dir, 1);
+    REQUIRE(s);
+  }
+  // As if the holder was killed while PID 1 (here: this process) lives: the
+  // record stays, the lock is gone.
+  std::ofstream(dir + "/0") << getpid() << " " << start_time_of_self() << "\n";
+  auto blocked = UidSlot::acquire(dir, 1);
+  REQUIRE(!blocked);
+  CHECK(blocked.error().message().find("1 still dying") != std::string::npos);
+  // The same pid with another start time is another process: free.
+  std::ofstream(dir + "/0") << getpid() << " 1\n";
+  auto s = UidSlot::acquire(dir, 1);
+  REQUIRE(s);
+  // The record is emptied on release.
+  CHECK(s.value().record_holder(getpid()));
+  s.value().release();
+  std::ifstream rec(dir + "/0");
+  std::string text;
+  std::getline(rec, text);
+  CHECK(text.empty());
+}
+
+TEST_CASE("slot_record_alive: pid and start time must match a live, non-zombie process") {
+  const std::string st = "123 (python3) S 1 123 123 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 1 0 4242 0";
+  CHECK(slot_record_alive("123 4242\n", st));
+  CHECK(!slot_record_alive("123 4243\n", st));
+  CHECK(!slot_record_alive("123 4242\n", ""));
+  std::string zombie = st;
+  zombie[zombie.find(") S") + 2] = 'Z';
+  CHECK(!slot_record_alive("123 4242\n", zombie));
+  CHECK(!slot_record_alive("", st));
+  // A command name with spaces and parentheses does not shift the fields.
+  CHECK(slot_record_alive("9 77", "9 (a) b) c) R 1 9 9 0 -1 0 1 0 0 0 0 0 0 0 20 0 1 0 77 0"));
+}
+
+namespace {
+
+// Runs fn in a child under PID 1's filter; its wait status.
+template <class F>
+int under_init_filter(F fn) {
+  pid_t pid = fork();
+  if (pid == 0) {
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) _exit(100);
+    if (child_load_seccomp(init_seccomp_program()) != 0) _exit(101);
+    fn();
+    _exit(0);
+  }
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return st;
+}
+
+}  // namespace
+
+TEST_CASE("PID 1's filter: waiting and exiting only; anything else kills") {
+  int st = under_init_filter([] {
+    pid_t c = static_cast<pid_t>(syscall(SYS_getpid));  // any other syscall
+    _exit(c > 0 ? 5 : 6);
+  });
+  CHECK(WIFSIGNALED(st));
+  CHECK(WTERMSIG(st) == SIGSYS);
+  st = under_init_filter([] {
+    int s;
+    // wait4 (no children: ECHILD) and exit_group are what init_loop calls.
+    _exit(waitpid(-1, &s, WNOHANG) < 0 && errno == ECHILD ? 7 : 8);
+  });
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 7);
+  st = under_init_filter([] { syscall(SYS_mount, "none", "/tmp", "tmpfs", 0, nullptr); });
+  CHECK(WIFSIGNALED(st));
+}
