@@ -218,6 +218,14 @@ int cgroup_sweep_stale(const CgroupLayout& layout) {
       pid_t owner = static_cast<pid_t>(strtol(dash + 1, nullptr, 10));
       if (owner <= 0 || kill(owner, 0) == 0 || errno != ESRCH) continue;
       std::string leaf = parent + "/" + e->d_name;
+      if (access((leaf + "/freezer.state").c_str(), F_OK) == 0) {
+        // A v1 frozen task takes no SIGKILL until thawed: a sandbox frozen
+        // when its owner was killed (its PDEATHSIG pending) dies only now.
+        std::istringstream procs(read_file(leaf + "/cgroup.procs"));
+        pid_t pid;
+        while (procs >> pid) kill(pid, SIGKILL);
+        (void)write_file(leaf + "/freezer.state", "THAWED", false);
+      }
       if (!read_file(leaf + "/cgroup.procs").empty()) continue;
       if (rmdir(leaf.c_str()) == 0) removed++;
     }

@@ -275,7 +275,7 @@ HostResidue host_residue() {
   for (const std::string root :
        {"/sys/fs/cgroup/memory/nsbox", "/sys/fs/cgroup/pids/nsbox", "/sys/fs/cgroup/cpu/nsbox",
         "/sys/fs/cgroup/nsbox", "/sys/fs/cgroup/unified/nsbox", "/sys/fs/cgroup/nsbox-nocpu",
-        "/sys/fs/cgroup/unified/nsbox-nocpu"}) {
+        "/sys/fs/cgroup/unified/nsbox-nocpu", "/sys/fs/cgroup/freezer/nsbox"}) {
     for (const auto& leaf : list_dirs(root)) {
       r.cgroup_leaves++;
       r.describe_leaves.push_back(leaf);
