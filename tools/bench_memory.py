@@ -57,15 +57,24 @@ def request(method, url, body=None, token=None):
         return r.read()
 
 
-def frame(sock, obj):
-    data = json.dumps(obj).encode()
-    sock.sendall(len(data).to_bytes(4, "big") + data)
-    head = sock.recv(4)
-    n = int.from_bytes(head, "big")
-    buf = b""
-    while len(buf) < n:
-        buf += sock.recv(n - len(buf))
-    return json.loads(buf)
+def frame(sock, obj, payload=b""):
+    """One request and its reply in the runner protocol (docs/runner-protocol.md): two
+    big-endian lengths, the JSON envelope, the payload. Returns the reply's envelope."""
+    env = json.dumps(obj).encode()
+    sock.sendall(len(env).to_bytes(4, "big") + len(payload).to_bytes(4, "big") + env + payload)
+
+    def exact(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("runner closed the channel")
+            buf += chunk
+        return buf
+    head = exact(8)
+    reply = json.loads(exact(int.from_bytes(head[:4], "big")))
+    exact(int.from_bytes(head[4:], "big"))
+    return reply
 
 
 def main():
@@ -103,7 +112,7 @@ def main():
         r = frame(mine, {"type": "load", "function": "/tmp/nsbox-bench-mem-fn.py",
                          "handler": "handler"})
         assert r.get("type") == "ready", r
-        frame(mine, {"type": "invoke", "id": "1", "event": {}, "context": {}})
+        frame(mine, {"type": "invoke", "id": "1", "context": {}}, b"{}")
         procs.append(p)
         socks.append(mine)
     time.sleep(0.5)

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/random.h>
 #include <sys/resource.h>
@@ -253,6 +254,13 @@ int cmd_serve(const std::vector<std::string>& args) {
   // multi-threaded process) and before any secret was read.
   if (Status s = spawner.value()->configure(profiles, layout, use_cgroups); !s)
     return fail(s.error().message());
+
+  // Replies of up to 6 MiB pass through connection threads (bounds in
+  // docs/architecture.md, "Replies"). glibc raises its mmap threshold to the
+  // largest block freed (up to 32 MiB), after which such buffers come from
+  // the threads' arenas and stay with the process after a burst; a fixed
+  // 1 MiB threshold keeps each in its own mapping, returned when freed.
+  mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
   sigset_t sigs;
   sigemptyset(&sigs);
