@@ -1,5 +1,6 @@
 #include "sandbox/mounts.hpp"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
@@ -38,6 +39,11 @@ unsigned long locked_flags(const char* path) {
 }
 
 }  // namespace
+
+const char* const kProcMaskedFiles[7] = {
+    "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "interrupts"};
+const char* const kProcMaskedDirs[3] = {"acpi", "asound", "scsi"};
+const char* const kProcReadOnly[5] = {"bus", "fs", "irq", "sys", "sysrq-trigger"};
 
 std::string MountOp::describe() const {
   switch (kind) {
@@ -131,7 +137,29 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
 
   // A fresh procfs for the new PID namespace, mounted while the old root
   // still shows a fully visible /proc (the kernel requires one in a userns).
-  add(MountOp::Proc, "", r + "/proc", "", MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  // hidepid=2 (= "invisible"): a process the function may not ptrace, such
+  // as a non-dumpable PID 1, is not even listed. Not subset=pid: it would
+  // also drop /proc/meminfo, cpuinfo, stat, loadavg, mounts and net, which
+  // ordinary code reads (os.getloadavg, /proc/self/net is not enough for
+  // code that opens /proc/net/...).
+  const std::string proc = r + "/proc";
+  add(MountOp::Proc, "", proc, "hidepid=2", MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  // Masks go on the new proc (mounts over the host's one would leave with
+  // the old root). Read-only covers are a bind of the entry onto itself,
+  // which gives a mount that can be remounted read-only on its own.
+  auto optional = [&](MountOp::Kind k, std::string src, std::string dst, std::string data = {},
+                      unsigned long flags = 0) {
+    add(k, std::move(src), std::move(dst), std::move(data), flags);
+    p.ops.back().optional = true;
+  };
+  for (const char* f : kProcMaskedFiles) optional(MountOp::Bind, "/dev/null", proc + "/" + f);
+  for (const char* d : kProcMaskedDirs)
+    optional(MountOp::Tmpfs, "", proc + "/" + d, "size=4096,mode=0555",
+             MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  for (const char* e : kProcReadOnly) {
+    optional(MountOp::Bind, proc + "/" + e, proc + "/" + e);
+    optional(MountOp::RemountRo, "", proc + "/" + e);
+  }
   return p;
 }
 
@@ -153,7 +181,7 @@ int child_run_mounts(const MountPlan& plan, const MountOp** failed) {
         rc = mount("overlay", dst, "overlay", op.flags, op.data.c_str());
         break;
       case MountOp::Proc:
-        rc = mount("proc", dst, "proc", op.flags, nullptr);
+        rc = mount("proc", dst, "proc", op.flags, op.data.c_str());
         break;
       case MountOp::Bind:
         rc = mount(op.src.c_str(), dst, nullptr, MS_BIND | MS_REC, nullptr);
@@ -163,7 +191,10 @@ int child_run_mounts(const MountPlan& plan, const MountOp** failed) {
             syscall(SYS_move_mount, op.tree_fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH));
         break;
       case MountOp::RemountRo:
-        if (int err = child_remount_ro(dst)) return err;
+        if (int err = child_remount_ro(dst)) {
+          if (op.optional && err == ENOENT) continue;
+          return err;
+        }
         break;
       case MountOp::Mkdir:
         rc = mkdir(dst, 0755);
@@ -177,6 +208,7 @@ int child_run_mounts(const MountPlan& plan, const MountOp** failed) {
         rc = symlink(op.src.c_str(), dst);
         break;
     }
+    if (rc != 0 && op.optional && errno == ENOENT) continue;
     if (rc != 0) return errno;
   }
   *failed = nullptr;

@@ -18,6 +18,7 @@ struct MountOp {
   std::string data;              // fs options, e.g. "size=67108864,mode=1777"
   unsigned long flags = 0;       // MS_* for Tmpfs/Overlay/Proc/RemountRo
   int tree_fd = -1;              // AttachTree: a detached mount from open_tree()
+  bool optional = false;         // dst missing (ENOENT) is not an error: skipped
   std::string describe() const;  // "mount tmpfs on /run/nsbox/root/tmp"
 };
 
@@ -42,6 +43,14 @@ struct MountSources {
   int code_tree_fd = -1;  // >= 0: attach this tree instead of binding `code`
 };
 MountSources sources_from_spec(const SandboxSpec& spec);
+
+// /proc entries masked as Docker masks them (moby oci/defaults.go, plus
+// /proc/interrupts): files get /dev/null bound over them, directories an
+// empty read-only tmpfs. Then the entries made read-only. Each only where
+// the kernel has it.
+extern const char* const kProcMaskedFiles[7];
+extern const char* const kProcMaskedDirs[3];
+extern const char* const kProcReadOnly[5];
 
 MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& sources);
 inline MountPlan plan_mounts(const SandboxSpec& spec) {

@@ -4,12 +4,16 @@
 #include <linux/seccomp.h>
 #include <sched.h>
 #include <seccomp.h>
+#include <stddef.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <iterator>
 #include <memory>
 
 #include "sandbox/fd.hpp"
@@ -26,6 +30,73 @@ struct CtxDeleter {
   void operator()(void* ctx) const { seccomp_release(static_cast<scmp_filter_ctx>(ctx)); }
 };
 using Ctx = std::unique_ptr<void, CtxDeleter>;
+
+// The ioctl commands refused whatever fd they target: TIOCSTI pushes bytes
+// into a terminal's input queue and TIOCLINUX (selection paste) does the same
+// on a virtual console (CVE-2017-5226, CVE-2023-28100); TIOCSETD loads a line
+// discipline, a history of kernel bugs; TIOCCONS redirects the console.
+constexpr uint32_t kRefusedIoctls[] = {TIOCSTI, TIOCLINUX, TIOCSETD, TIOCCONS};
+
+// The only socket families a function may create (socket, socketpair).
+constexpr uint32_t kAllowedFamilies[] = {AF_UNIX, AF_INET, AF_INET6};
+
+// Offset of the low 32 bits of syscall argument i in seccomp_data. The
+// kernel declares ioctl's cmd `unsigned int` and socket's family `int`, so
+// only these bits count: comparing the whole 64-bit register would let a
+// caller pass TIOCSTI | 1 << 32 (flatpak's CVE-2019-10063).
+constexpr uint32_t arg_low(int i) {
+  return static_cast<uint32_t>(offsetof(seccomp_data, args) + 8 * i +
+                               (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 0 : 4));
+}
+
+sock_filter stmt(uint16_t code, uint32_t k) {
+  return sock_filter{code, 0, 0, k};
+}
+sock_filter jump(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) {
+  return sock_filter{code, jt, jf, k};
+}
+
+// Argument rules in hand-written BPF, run before libseccomp's program. They
+// are added whatever the policy says (like clone's), and they only ever
+// refuse: a syscall they let through still needs the policy's allowlist.
+// libseccomp 2.5 cannot express them itself: a rule without arguments for
+// the same syscall absorbs every rule with arguments, its 64-bit compares
+// see the high half the kernel ignores, and "family not in a set" has no
+// masked form. Jumps are relative and forward, so the libseccomp program
+// after this prefix runs unchanged; an architecture other than the native
+// one goes straight to it (and is killed there).
+std::vector<sock_filter> argument_prefix() {
+  std::vector<sock_filter> f;
+  const auto nioctl = static_cast<uint8_t>(std::size(kRefusedIoctls));
+  const auto nfam = static_cast<uint8_t>(std::size(kAllowedFamilies));
+  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..5] dispatch
+  // [6] ja end  [7..] ioctl block  [..] family block  [..] refusals  end:
+  const uint8_t ioctl_at = 7;
+  const uint8_t family_at = ioctl_at + 1 + nioctl + 1;
+  const uint8_t eperm_at = family_at + 1 + nfam + 1;
+  const uint8_t end = eperm_at + 1;
+  auto to = [&](uint8_t target) { return static_cast<uint8_t>(target - f.size() - 1); };
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, seccomp_arch_native(), 0, to(end)));
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, to(ioctl_at), 0));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, to(family_at), 0));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_socketpair, to(family_at), 0));
+  f.push_back(stmt(BPF_JMP | BPF_JA, to(end)));
+  // ioctl: a refused command gets EPERM, anything else goes on.
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(1)));
+  for (uint32_t cmd : kRefusedIoctls)
+    f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, cmd, to(eperm_at), 0));
+  f.push_back(stmt(BPF_JMP | BPF_JA, to(end)));
+  // socket, socketpair: an allowed family goes on, any other gets what the
+  // kernel says for a family it does not have.
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(0)));
+  for (uint32_t family : kAllowedFamilies)
+    f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, family, to(end), 0));
+  f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EAFNOSUPPORT & SECCOMP_RET_DATA)));
+  f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)));
+  return f;
+}
 
 uint32_t default_action(const SeccompPolicy& p) {
   switch (p.default_action) {
@@ -90,7 +161,8 @@ bool seccomp_syscall_known(const std::string& name) {
 
 std::string seccomp_canonical(const SeccompPolicy& p) {
   const scmp_version* v = seccomp_version();
-  std::string s = "v2 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
+  // v3: the argument prefix (ioctl commands, socket families).
+  std::string s = "v3 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
                   "." + std::to_string(v->micro) + " action " +
                   std::to_string(static_cast<int>(p.default_action)) + " errno " +
                   std::to_string(p.errno_value) + " fork " + std::to_string(p.allow_fork) +
@@ -137,8 +209,13 @@ Result<SeccompProgram> seccomp_compile(const SeccompPolicy& policy) {
   if (size <= 0 || size % sizeof(sock_filter) != 0)
     return make_error("seccomp_export_bpf", "unexpected program size");
   SeccompProgram prog;
-  prog.insns.resize(size / sizeof(sock_filter));
-  if (pread(mem.get(), prog.insns.data(), size, 0) != size) return sys_error("pread", "nsbox-bpf");
+  prog.insns = argument_prefix();
+  size_t prefix = prog.insns.size();
+  prog.insns.resize(prefix + size / sizeof(sock_filter));
+  if (pread(mem.get(), prog.insns.data() + prefix, size, 0) != size)
+    return sys_error("pread", "nsbox-bpf");
+  if (prog.insns.size() > BPF_MAXINSNS)
+    return make_error("seccomp", "program longer than BPF_MAXINSNS");
   return prog;
 }
 

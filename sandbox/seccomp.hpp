@@ -27,10 +27,13 @@ bool seccomp_syscall_known(const std::string& name);
 // The text the cache key is computed from: everything that changes the BPF.
 std::string seccomp_canonical(const SeccompPolicy& policy);
 
-// Compiles with libseccomp. Beyond the allowlist, two argument rules that a
-// list cannot express: clone is allowed only without namespace flags, and
-// clone3 (whose flags live in memory seccomp cannot read) gets ENOSYS, so
-// glibc falls back to clone.
+// Compiles with libseccomp. Beyond the allowlist, argument rules that a
+// list cannot express, added whatever the policy says: clone is allowed only
+// without namespace flags; clone3 (whose flags live in memory seccomp cannot
+// read) gets ENOSYS, so glibc falls back to clone; ioctl with TIOCSTI,
+// TIOCLINUX, TIOCSETD or TIOCCONS gets EPERM; socket and socketpair with a
+// family other than AF_UNIX, AF_INET, AF_INET6 get EAFNOSUPPORT. The last two
+// compare only the low 32 bits of the argument, as the kernel reads it.
 Result<SeccompProgram> seccomp_compile(const SeccompPolicy& policy);
 
 // Compile or load from cache_dir (ignored when empty or not private to us).

@@ -115,10 +115,11 @@ TEST_CASE("plan_mounts: /dev holds only harmless device binds and is read-only")
     REQUIRE(bind > touch);
     CHECK(p.ops[bind].src == std::string("/dev/") + name);
   }
-  // No other host device is bound in.
+  // No other host device is bound in; /dev/null also masks /proc entries.
   for (const MountOp& op : p.ops)
     if (op.kind == MountOp::Bind && op.src.rfind("/dev/", 0) == 0)
-      CHECK(op.dst.rfind(kRoot + "/dev/", 0) == 0);
+      CHECK((op.dst.rfind(kRoot + "/dev/", 0) == 0 ||
+             (op.src == "/dev/null" && op.dst.rfind(kRoot + "/proc/", 0) == 0)));
   int shm = find_op(p, MountOp::Tmpfs, kRoot + "/dev/shm");
   REQUIRE(shm > dev);
   CHECK((p.ops[shm].flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)) ==
@@ -179,14 +180,58 @@ TEST_CASE("plan_mounts: a code path that does not exist is planned as a file") {
   CHECK(find_op(p, MountOp::Bind, kRoot + "/var/task/handler.py") >= 0);
 }
 
-TEST_CASE("plan_mounts: a fresh proc is the last op") {
+TEST_CASE("plan_mounts: a fresh proc, hiding what the function may not ptrace, comes last") {
   TempDir dir;
   MountPlan p = plan_mounts(spec_for(dir.path));
-  const MountOp& last = p.ops.back();
-  CHECK(last.kind == MountOp::Proc);
-  CHECK(last.dst == kRoot + "/proc");
-  CHECK((last.flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)) == (MS_NOSUID | MS_NODEV | MS_NOEXEC));
+  int proc = find_op(p, MountOp::Proc, kRoot + "/proc");
+  REQUIRE(proc >= 0);
+  const MountOp& op = p.ops[proc];
+  CHECK((op.flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)) == (MS_NOSUID | MS_NODEV | MS_NOEXEC));
+  CHECK(op.data == "hidepid=2");
+  CHECK_FALSE(op.optional);
   CHECK(count_kind(p, MountOp::Proc) == 1);
+  // Only the masks on the new proc follow it.
+  for (size_t i = proc + 1; i < p.ops.size(); i++) {
+    INFO(p.ops[i].describe());
+    CHECK(p.ops[i].dst.rfind(kRoot + "/proc/", 0) == 0);
+    CHECK(p.ops[i].optional);
+  }
+}
+
+TEST_CASE("plan_mounts: /proc is masked as Docker masks it, wherever the kernel has an entry") {
+  TempDir dir;
+  MountPlan p = plan_mounts(spec_for(dir.path));
+  int proc = find_op(p, MountOp::Proc, kRoot + "/proc");
+  REQUIRE(proc >= 0);
+  const std::string pr = kRoot + "/proc/";
+  for (const std::string f : {"kcore", "keys", "latency_stats", "timer_list", "timer_stats",
+                              "sched_debug", "interrupts"}) {
+    INFO("/proc/", f);
+    int b = find_op(p, MountOp::Bind, pr + f);
+    REQUIRE(b > proc);
+    CHECK(p.ops[b].src == "/dev/null");
+    CHECK(p.ops[b].optional);
+  }
+  for (const std::string d : {"acpi", "asound", "scsi"}) {
+    INFO("/proc/", d);
+    int t = find_op(p, MountOp::Tmpfs, pr + d);
+    REQUIRE(t > proc);
+    CHECK((p.ops[t].flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) ==
+          (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC));
+    CHECK(p.ops[t].optional);
+  }
+  for (const std::string e : {"bus", "fs", "irq", "sys", "sysrq-trigger"}) {
+    INFO("/proc/", e);
+    int b = find_op(p, MountOp::Bind, pr + e);
+    int ro = find_op(p, MountOp::RemountRo, pr + e);
+    REQUIRE(b > proc);
+    CHECK(p.ops[b].src == pr + e);  // onto itself: its own mount, remountable
+    CHECK(ro > b);
+    CHECK(p.ops[b].optional);
+    CHECK(p.ops[ro].optional);
+  }
+  // Nothing before /proc is optional: a missing /dev or /tmp is an error.
+  for (int i = 0; i < proc; i++) CHECK_FALSE_MESSAGE(p.ops[i].optional, p.ops[i].describe());
 }
 
 TEST_CASE(
@@ -235,4 +280,32 @@ TEST_CASE("MountOp::describe names the kind, source and destination") {
   TempDir dir;
   for (const MountOp& op : plan_mounts(spec_for(dir.path)).ops)
     CHECK_MESSAGE(op.describe().find(op.dst) != std::string::npos, op.describe());
+}
+
+TEST_CASE("child_run_mounts: an optional op on a missing entry is skipped, other errors stop") {
+  TempDir dir;
+  MountPlan p;
+  auto add = [&](MountOp::Kind k, std::string src, std::string dst, bool optional) {
+    p.ops.push_back(MountOp{k, std::move(src), std::move(dst), {}, 0});
+    p.ops.back().optional = optional;
+  };
+  // None of these reach a mount: each fails on the missing path first.
+  add(MountOp::Bind, "/dev/null", dir.path + "/absent/kcore", true);
+  add(MountOp::Tmpfs, "", dir.path + "/absent/acpi", true);
+  add(MountOp::RemountRo, "", dir.path + "/absent/sys", true);
+  add(MountOp::Mkdir, "", dir.path + "/made", false);
+  const MountOp* failed = &p.ops[0];
+  CHECK(child_run_mounts(p, &failed) == 0);
+  CHECK(failed == nullptr);
+  CHECK(access((dir.path + "/made").c_str(), F_OK) == 0);
+
+  // Optional forgives only absence: EEXIST still fails, and names the op.
+  p.ops.clear();
+  add(MountOp::Mkdir, "", dir.path + "/made", true);
+  CHECK(child_run_mounts(p, &failed) == EEXIST);
+  CHECK(failed == &p.ops[0]);
+  // A required op on a missing path fails.
+  p.ops.clear();
+  add(MountOp::Bind, "/dev/null", dir.path + "/absent/kcore", false);
+  CHECK(child_run_mounts(p, &failed) == ENOENT);
 }

@@ -7,10 +7,12 @@
 #include <doctest/doctest.h>
 #include <errno.h>
 #include <linux/bpf.h>
+#include <linux/netlink.h>
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
@@ -89,6 +91,17 @@ enum Probe {
   kGetpid,
   kSocketInet,
   kSocketpair,
+  kIoctlSti,         // TIOCSTI on a pipe: ENOTTY without a filter
+  kIoctlStiHigh,     // the same with bit 32 set, which the kernel ignores
+  kIoctlLinux,       // TIOCLINUX, high bits set
+  kIoctlSetd,        // TIOCSETD
+  kIoctlCons,        // TIOCCONS
+  kIoctlFionread,    // an ordinary ioctl on the same pipe
+  kSocketVsock,      // AF_VSOCK
+  kSocketVsockHigh,  // AF_VSOCK with bit 32 set
+  kSocketNetlink,    // AF_NETLINK, NETLINK_ROUTE
+  kSocketInetHigh,   // AF_INET with bit 32 set: the kernel sees AF_INET
+  kSocketpairVsock,  // socketpair(AF_VSOCK)
   kProbeCount
 };
 
@@ -166,6 +179,33 @@ Report run_probes(const SeccompProgram* prog, unsigned mask) {
     if (want(kSocketpair)) {
       int sv[2];
       r.probe[kSocketpair] = outcome(syscall(SYS_socketpair, AF_UNIX, SOCK_STREAM, 0, sv));
+    }
+    int p[2];
+    if (pipe(p) != 0) _exit(2);
+    const unsigned long high = 1ul << 32;
+    char c = 'x';
+    int avail = 0;
+    auto ioctl_probe = [&](Probe pr, unsigned long cmd, void* arg) {
+      if (want(pr)) r.probe[pr] = outcome(syscall(SYS_ioctl, p[0], cmd, arg));
+    };
+    ioctl_probe(kIoctlSti, TIOCSTI, &c);
+    ioctl_probe(kIoctlStiHigh, high | TIOCSTI, &c);
+    ioctl_probe(kIoctlLinux, 0xdead00000000ul | TIOCLINUX, &c);
+    ioctl_probe(kIoctlSetd, TIOCSETD, &avail);
+    ioctl_probe(kIoctlCons, TIOCCONS, nullptr);
+    ioctl_probe(kIoctlFionread, FIONREAD, &avail);
+    auto socket_probe = [&](Probe pr, unsigned long family, int type, int proto) {
+      if (!want(pr)) return;
+      r.probe[pr] = outcome(syscall(SYS_socket, family, type, proto));
+      if (r.probe[pr].ret >= 0) close(static_cast<int>(r.probe[pr].ret));
+    };
+    socket_probe(kSocketVsock, AF_VSOCK, SOCK_STREAM, 0);
+    socket_probe(kSocketVsockHigh, high | AF_VSOCK, SOCK_STREAM, 0);
+    socket_probe(kSocketNetlink, AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
+    socket_probe(kSocketInetHigh, high | AF_INET, SOCK_STREAM, 0);
+    if (want(kSocketpairVsock)) {
+      int sv[2];
+      r.probe[kSocketpairVsock] = outcome(syscall(SYS_socketpair, AF_VSOCK, SOCK_STREAM, 0, sv));
     }
     (void)!write(fds[1], &r, sizeof r);
     _exit(0);
@@ -375,6 +415,71 @@ TEST_CASE("kernel: without a filter the probes fail differently (control)") {
   CHECK(r.probe[kKeyctl].err != EPERM);
   CHECK(r.probe[kClone3].err != ENOSYS);
   CHECK(r.probe[kGetpid].ret == r.pid_before);
+}
+
+TEST_CASE("kernel: without a filter, terminal ioctls on a pipe fail with ENOTTY (control)") {
+  Report r = run_probes(
+      nullptr, bit(kIoctlSti) | bit(kIoctlStiHigh) | bit(kIoctlFionread) | bit(kSocketInetHigh));
+  check_denied(r, kIoctlSti, ENOTTY, "TIOCSTI");
+  // The kernel reads cmd as 32 bits: the high half changes nothing.
+  check_denied(r, kIoctlStiHigh, ENOTTY, "TIOCSTI | 1 << 32");
+  CHECK(r.probe[kIoctlFionread].ret == 0);
+  // And family as an int.
+  CHECK(r.probe[kSocketInetHigh].ret >= 0);
+}
+
+// The refusals an attacker tries on every policy: terminal injection and
+// socket families beyond unix/IPv4/IPv6, with the high half of the argument
+// set to dodge a 64-bit compare.
+static void check_argument_rules(const Report& r) {
+  check_denied(r, kIoctlSti, EPERM, "ioctl(TIOCSTI)");
+  check_denied(r, kIoctlStiHigh, EPERM, "ioctl(TIOCSTI | 1 << 32)");
+  check_denied(r, kIoctlLinux, EPERM, "ioctl(TIOCLINUX | high bits)");
+  check_denied(r, kIoctlSetd, EPERM, "ioctl(TIOCSETD)");
+  check_denied(r, kIoctlCons, EPERM, "ioctl(TIOCCONS)");
+  CHECK(r.probe[kIoctlFionread].ret == 0);
+  check_denied(r, kSocketVsock, EAFNOSUPPORT, "socket(AF_VSOCK)");
+  check_denied(r, kSocketVsockHigh, EAFNOSUPPORT, "socket(AF_VSOCK | 1 << 32)");
+  check_denied(r, kSocketNetlink, EAFNOSUPPORT, "socket(AF_NETLINK, NETLINK_ROUTE)");
+  check_denied(r, kSocketpairVsock, EAFNOSUPPORT, "socketpair(AF_VSOCK)");
+}
+
+constexpr unsigned kArgumentProbes = bit(kIoctlSti) | bit(kIoctlStiHigh) | bit(kIoctlLinux) |
+                                     bit(kIoctlSetd) | bit(kIoctlCons) | bit(kIoctlFionread) |
+                                     bit(kSocketVsock) | bit(kSocketVsockHigh) |
+                                     bit(kSocketNetlink) | bit(kSocketpairVsock);
+
+TEST_CASE("kernel: every policy refuses terminal ioctls and socket families off the list") {
+  for (const char* name : {"default", "strict"}) {
+    INFO("policy ", name);
+    SeccompProgram prog = compile(builtin_seccomp(name));
+    Report r = run_probes(&prog, kArgumentProbes | bit(kSocketInetHigh));
+    check_argument_rules(r);
+    if (std::string(name) == "default")
+      CHECK(r.probe[kSocketInetHigh].ret >= 0);  // AF_INET is AF_INET, whatever the high half
+    else
+      check_denied(r, kSocketInetHigh, EPERM, "strict lists no socket");
+  }
+}
+
+TEST_CASE("kernel: a custom policy cannot drop the argument rules") {
+  // default_action = log lets every unlisted syscall through: the rules must
+  // not rely on the default action. Also a different errno.
+  for (SeccompDefault action : {SeccompDefault::Log, SeccompDefault::Errno}) {
+    SeccompPolicy p = builtin_seccomp("default");
+    p.default_action = action;
+    p.errno_value = EACCES;
+    if (action == SeccompDefault::Errno)  // and no socket or ioctl listed at all
+      p.allow.erase(std::remove_if(p.allow.begin(), p.allow.end(),
+                                   [](const std::string& n) {
+                                     return n == "ioctl" || n == "socket" || n == "socketpair";
+                                   }),
+                    p.allow.end());
+    SeccompProgram prog = compile(p);
+    Report r = run_probes(&prog, kArgumentProbes & ~bit(kIoctlFionread));
+    INFO("default action ", static_cast<int>(action));
+    check_argument_rules(r);
+  }
 }
 
 TEST_CASE("kernel: the default policy denies escapes, allows ordinary work") {
