@@ -179,16 +179,17 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
   if (pid < 0) return sys_error("fork", "runner");
   if (pid == 0) {
     // The sandbox's fd layout. Copied high first, since an end may already
-    // sit on 3 or 4, and dup2 onto itself would keep close-on-exec.
+    // sit on 1 to 4, and dup2 onto itself would keep close-on-exec. fds 1
+    // and 2 are the relay's pipe, as in a sandbox, so that the output looks
+    // the same (escaped on a terminal) in both modes.
     int in = fcntl(chan.runner_in.get(), F_DUPFD_CLOEXEC, 10);
     int out = fcntl(chan.runner_out.get(), F_DUPFD_CLOEXEC, 10);
-    if (in < 0 || out < 0 || dup2(in, 3) < 0 || dup2(out, 4) < 0) _exit(127);
+    int log = fcntl(output_fd, F_DUPFD_CLOEXEC, 10);
+    if (in < 0 || out < 0 || log < 0 || dup2(in, 3) < 0 || dup2(out, 4) < 0 || dup2(log, 1) < 0 ||
+        dup2(log, 2) < 0)
+      _exit(127);
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     dup2(devnull, 0);
-    // Its prints go through the relay like a sandbox's, so that the output
-    // looks the same (escaped on a terminal) in both modes.
-    dup2(output_fd, 1);
-    dup2(output_fd, 2);
     signal(SIGPIPE, SIG_DFL);  // ignored dispositions survive exec
     execve(argv[0], argv.data(), envp.data());
     _exit(127);
