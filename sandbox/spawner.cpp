@@ -171,7 +171,7 @@ class Decoder {
 // (x86_64 and aarch64 sizes, libstdc++.)
 static_assert(sizeof(SandboxSpec) == 328 && sizeof(Limits) == 48 && sizeof(IdMap) == 24,
               "SandboxSpec changed: update encode_setup/decode_setup in spawner.cpp");
-static_assert(sizeof(CgroupLayout) == 208,
+static_assert(sizeof(CgroupLayout) == 280,
               "CgroupLayout changed: update encode_setup/decode_setup in spawner.cpp");
 
 struct Setup {
@@ -191,6 +191,9 @@ std::string encode_setup(const std::vector<SpawnProfile>& profiles, const Cgroup
   e.str(l.v1_cpu);
   e.str(l.group);
   e.pod(l.cpu_limits);
+  e.str(l.v1_unified);
+  e.str(l.v1_freezer);
+  e.pod(l.freeze);
   e.pod(l.create_files);
   e.str(l.why_none);
   for (const auto& p : profiles) {
@@ -225,6 +228,9 @@ bool decode_setup(const std::string& bytes, Setup* out) {
   d.str(&l.v1_cpu);
   d.str(&l.group);
   d.pod(&l.cpu_limits);
+  d.str(&l.v1_unified);
+  d.str(&l.v1_freezer);
+  d.pod(&l.freeze);
   d.pod(&l.create_files);
   d.str(&l.why_none);
   while (d.more()) {
