@@ -1,0 +1,182 @@
+"""Tries what a policy must refuse whatever its allowlist says: terminal
+ioctls, socket families off the allowlist, reading the /proc entries Docker
+masks, writing the ones it makes read-only. Reports the outcome of each.
+
+Every attempt is aimed at nothing real: ioctls go to a pipe of our own,
+sockets are closed unused, /proc is only read. Even so it refuses to run
+unless it can see it is inside a sandbox."""
+import ctypes
+import errno
+import os
+import socket
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+_NR_IOCTL, _NR_SOCKET, _NR_SOCKETPAIR = 16, 41, 53
+_HIGH = 1 << 32  # the kernel reads ioctl's cmd and socket's family as 32 bits
+
+TIOCSTI, TIOCLINUX, TIOCCONS, TIOCSETD, FIONREAD = 0x5412, 0x541C, 0x541D, 0x5423, 0x541B
+
+# name: (family, type, protocol); families the sandbox must refuse.
+REFUSED = {
+    "AF_UNSPEC": (0, socket.SOCK_DGRAM, 0),
+    "AF_AX25": (3, socket.SOCK_SEQPACKET, 0),
+    "AF_IPX": (4, socket.SOCK_DGRAM, 0),
+    "AF_APPLETALK": (5, socket.SOCK_DGRAM, 0),
+    "AF_X25": (9, socket.SOCK_SEQPACKET, 0),
+    "AF_KEY": (15, socket.SOCK_RAW, 2),
+    "AF_NETLINK/ROUTE": (16, socket.SOCK_RAW, 0),
+    "AF_NETLINK/SOCK_DIAG": (16, socket.SOCK_RAW, 4),
+    "AF_NETLINK/XFRM": (16, socket.SOCK_RAW, 6),
+    "AF_NETLINK/AUDIT": (16, socket.SOCK_RAW, 9),
+    "AF_NETLINK/NETFILTER": (16, socket.SOCK_RAW, 12),
+    "AF_NETLINK/KOBJECT_UEVENT": (16, socket.SOCK_DGRAM, 15),
+    "AF_NETLINK/GENERIC": (16, socket.SOCK_RAW, 16),
+    "AF_PACKET": (17, socket.SOCK_RAW, 0x0300),
+    "AF_RDS": (21, socket.SOCK_SEQPACKET, 0),
+    "AF_PPPOX": (24, socket.SOCK_STREAM, 0),
+    "AF_LLC": (26, socket.SOCK_DGRAM, 0),
+    "AF_CAN": (29, socket.SOCK_RAW, 1),
+    "AF_TIPC": (30, socket.SOCK_RDM, 0),
+    "AF_BLUETOOTH": (31, socket.SOCK_RAW, 0),
+    "AF_ALG": (38, socket.SOCK_SEQPACKET, 0),
+    "AF_NFC": (39, socket.SOCK_DGRAM, 0),
+    "AF_VSOCK": (40, socket.SOCK_STREAM, 0),
+    "AF_VSOCK/DGRAM": (40, socket.SOCK_DGRAM, 0),
+    "AF_KCM": (41, socket.SOCK_DGRAM, 0),
+    "AF_QIPCRTR": (42, socket.SOCK_DGRAM, 0),
+    "AF_SMC": (43, socket.SOCK_STREAM, 0),
+    "AF_XDP": (44, socket.SOCK_RAW, 0),
+    "AF_MCTP": (45, socket.SOCK_DGRAM, 0),
+    "family 46": (46, socket.SOCK_STREAM, 0),
+    "family 0xffffffff": (0xFFFFFFFF, socket.SOCK_STREAM, 0),
+    # A 64-bit compare would see these as other values than the kernel does.
+    "AF_VSOCK|1<<32": (_HIGH | 40, socket.SOCK_STREAM, 0),
+    "AF_NETLINK|1<<32": (_HIGH | 16, socket.SOCK_RAW, 0),
+}
+# The allowlist (the kernel sees AF_INET below too).
+ALLOWED = {
+    "AF_UNIX": (1, socket.SOCK_STREAM, 0),
+    "AF_INET": (2, socket.SOCK_STREAM, 0),
+    "AF_INET/DGRAM": (2, socket.SOCK_DGRAM, 0),
+    "AF_INET6": (10, socket.SOCK_STREAM, 0),
+    "AF_INET|1<<32": (_HIGH | 2, socket.SOCK_STREAM, 0),
+}
+
+MASKED = ["kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug",
+          "interrupts", "acpi", "asound", "scsi"]
+READ_ONLY = ["bus", "fs", "irq", "sys", "sysrq-trigger"]
+
+
+def _errname(e):
+    return errno.errorcode.get(e, str(e))
+
+
+def _syscall(nr, *args):
+    ctypes.set_errno(0)
+    rc = _libc.syscall(ctypes.c_long(nr), *(ctypes.c_ulong(a) if isinstance(a, int) else a
+                                            for a in args))
+    return rc, ctypes.get_errno()
+
+
+def _socket(family, type_, proto):
+    rc, err = _syscall(_NR_SOCKET, family, type_, proto)
+    if rc >= 0:
+        os.close(rc)
+        return "ok"
+    return _errname(err)
+
+
+def _socketpair(family):
+    fds = (ctypes.c_int * 2)()
+    rc, err = _syscall(_NR_SOCKETPAIR, family, socket.SOCK_STREAM, 0, fds)
+    if rc == 0:
+        os.close(fds[0])
+        os.close(fds[1])
+        return "ok"
+    return _errname(err)
+
+
+def _ioctls():
+    r, w = os.pipe()
+    c = ctypes.c_char(b"x")
+    n = ctypes.c_int(0)
+    out = {}
+    for name, cmd, arg in [("TIOCSTI", TIOCSTI, ctypes.byref(c)),
+                           ("TIOCSTI|1<<32", _HIGH | TIOCSTI, ctypes.byref(c)),
+                           ("TIOCLINUX", TIOCLINUX, ctypes.byref(c)),
+                           ("TIOCLINUX|high", 0xDEAD00000000 | TIOCLINUX, ctypes.byref(c)),
+                           ("TIOCSETD", TIOCSETD, ctypes.byref(n)),
+                           ("TIOCCONS", TIOCCONS, None),
+                           ("FIONREAD", FIONREAD, ctypes.byref(n))]:
+        rc, err = _syscall(_NR_IOCTL, r, cmd, arg)
+        out[name] = "ok" if rc >= 0 else _errname(err)
+    os.close(r)
+    os.close(w)
+    return out
+
+
+def _read_entry(path):
+    """absent | denied:ERR | empty | readable:N (bytes, or entries of a dir)."""
+    try:
+        if os.path.isdir(path):
+            n = len(os.listdir(path))
+        else:
+            with open(path, "rb") as f:
+                n = len(f.read(65536))
+    except FileNotFoundError:
+        return "absent"
+    except OSError as e:
+        return "denied:" + _errname(e.errno)
+    return "empty" if n == 0 else "readable:%d" % n
+
+
+def _read_only(path):
+    try:
+        return "ro" if os.statvfs(path).f_flag & os.ST_RDONLY else "rw"
+    except FileNotFoundError:
+        return "absent"
+
+
+def _proc_options():
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ")
+            if left.split()[4] == "/proc" and right.split()[0] == "proc":
+                return right.split()[2]
+    return None
+
+
+def _works(fn):
+    try:
+        fn()
+        return "ok"
+    except OSError as e:
+        return _errname(e.errno)
+
+
+def handler(event, context):
+    if socket.gethostname() == event.get("host_hostname"):
+        raise RuntimeError("refusing: not inside a sandbox")
+    refused = {name: _socket(*args) for name, args in REFUSED.items()}
+    refused["socketpair(AF_VSOCK)"] = _socketpair(40)
+    refused["socketpair(AF_NETLINK)"] = _socketpair(16)
+    allowed = {name: _socket(*args) for name, args in ALLOWED.items()}
+    allowed["socketpair(AF_UNIX)"] = _socketpair(1)
+    return {
+        "ioctl": _ioctls(),
+        "refused_families": refused,
+        "allowed_families": allowed,
+        # glibc asks NETLINK_ROUTE which address families are configured for
+        # AI_ADDRCONFIG, and assumes both when it cannot.
+        "getaddrinfo_addrconfig": _works(lambda: socket.getaddrinfo(
+            "127.0.0.1", 80, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_ADDRCONFIG)),
+        "masked": {p: _read_entry("/proc/" + p) for p in MASKED},
+        "read_only": {p: _read_only("/proc/" + p) for p in READ_ONLY},
+        "proc_options": _proc_options(),
+        # What ordinary code reads from /proc still works.
+        "self_status": _works(lambda: open("/proc/self/status").read()),
+        "meminfo": _works(lambda: open("/proc/meminfo").read()),
+        "loadavg": _works(os.getloadavg),
+        "cpu_count": os.cpu_count(),
+    }
