@@ -137,13 +137,15 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
 
   // A fresh procfs for the new PID namespace, mounted while the old root
   // still shows a fully visible /proc (the kernel requires one in a userns).
-  // hidepid=2 (= "invisible"): a process the function may not ptrace, such
-  // as a non-dumpable PID 1, is not even listed. Not subset=pid: it would
-  // also drop /proc/meminfo, cpuinfo, stat, loadavg, mounts and net, which
-  // ordinary code reads (os.getloadavg, /proc/self/net is not enough for
-  // code that opens /proc/net/...).
+  // No hidepid: every process of this PID namespace is the same tenant's,
+  // except PID 1, which is non-dumpable (so its mem and environ stay shut)
+  // and must stay listed so that its seccomp state can be checked from
+  // inside; hidepid would hide exactly that and nothing of another tenant.
+  // Not subset=pid: it would also drop /proc/meminfo, cpuinfo, stat,
+  // loadavg, mounts and net, which ordinary code reads; the host-wide
+  // entries that leak are masked below instead, as Docker and crun do.
   const std::string proc = r + "/proc";
-  add(MountOp::Proc, "", proc, "hidepid=2", MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  add(MountOp::Proc, "", proc, "", MS_NOSUID | MS_NODEV | MS_NOEXEC);
   // Masks go on the new proc (mounts over the host's one would leave with
   // the old root). Read-only covers are a bind of the entry onto itself,
   // which gives a mount that can be remounted read-only on its own.
