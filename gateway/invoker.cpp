@@ -1,9 +1,9 @@
 #include "gateway/invoker.hpp"
 
-#include "gateway/json_check.hpp"
-
 #include <sys/time.h>
 #include <unistd.h>
+
+#include "gateway/json_check.hpp"
 
 namespace nsbox {
 
@@ -148,8 +148,8 @@ Outcome load_function(Worker& w, const FunctionVersion& fv, Clock::time_point de
   std::string payload;
   // The source travels as the payload, as it is: no JSON escaping, so a
   // source of kMaxSourceBytes needs exactly that much of the frame.
-  json env = {{"type", "load"}, {"function", function_path(fv.meta.name)},
-              {"handler", fv.meta.handler}};
+  json env = {
+      {"type", "load"}, {"function", function_path(fv.meta.name)}, {"handler", fv.meta.handler}};
   Outcome o = exchange(w, env.dump(), fv.source, deadline, &reply, &payload);
   if (o.kind != Outcome::Ok) return o;
   if (str(reply, "type") == "ready") return o;
@@ -233,8 +233,9 @@ Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_jso
     } else if (!json_valid(payload, kMaxNesting)) {
       // The gateway answers 200 application/json with this text: it must be
       // JSON, as it was when the daemon parsed every result.
-      return died("the sandbox broke protocol: the result is not valid JSON (or nested deeper than " +
-                  std::to_string(kMaxNesting) + ")");
+      return died(
+          "the sandbox broke protocol: the result is not valid JSON (or nested deeper than " +
+          std::to_string(kMaxNesting) + ")");
     }
     o.envelope = std::move(reply);
     o.payload = std::move(payload);  // no copy of a large result

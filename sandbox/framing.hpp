@@ -66,7 +66,9 @@ class FrameDecoder {
   // later call fails too: the stream cannot be resynchronised).
   Result<std::optional<Frame>> next();
   // Bytes of frames not yet complete.
-  size_t buffered() const { return have_header_ ? kFrameHeader + cur_.envelope.size() + cur_.payload.size() : header_len_; }
+  size_t buffered() const {
+    return have_header_ ? kFrameHeader + cur_.envelope.size() + cur_.payload.size() : header_len_;
+  }
 
  private:
   std::deque<Frame> ready_;

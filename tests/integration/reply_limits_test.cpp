@@ -40,8 +40,8 @@ constexpr size_t kMaxBody = 6144 << 10;  // [server] max_body_kb's default
 
 int deploy(const Daemon& d, const std::string& name, const std::string& source,
            const std::string& query = "") {
-  auto r = d.client()->Put(("/functions/" + name + query).c_str(), auth(d), source,
-                           "text/x-python");
+  auto r =
+      d.client()->Put(("/functions/" + name + query).c_str(), auth(d), source, "text/x-python");
   if (r && r->status != 201) MESSAGE("deploy " << name << ": " << r->status << " " << r->body);
   return r ? r->status : 0;
 }
@@ -153,15 +153,15 @@ TEST_CASE("serve: a reply over the frame limit is a 502 naming it; a non-JSON re
   CHECK(d.stop() == 0);
 }
 
-TEST_CASE("serve: concurrent 5 MB replies pass through; the daemon's memory is bounded and given back") {
+TEST_CASE(
+    "serve: concurrent 5 MB replies pass through; the daemon's memory is bounded and given back") {
   StateDir sd("mem");
   Daemon d(sd.path, kPool);
   REQUIRE(d.start());
   constexpr size_t kSize = 5000000;
   constexpr int kClients = 8, kRounds = 2;
   REQUIRE(deploy(d, "big",
-                 "R = 'x' * " + std::to_string(kSize - 2) +
-                     "\ndef handler(e, c):\n    return R\n",
+                 "R = 'x' * " + std::to_string(kSize - 2) + "\ndef handler(e, c):\n    return R\n",
                  "?timeout=60s") == 201);
   REQUIRE(d.client(120)->Get("/fn/big")->status == 200);
   const pid_t pid = d.pid();
@@ -182,9 +182,9 @@ TEST_CASE("serve: concurrent 5 MB replies pass through; the daemon's memory is b
   }
   CHECK(good == kClients * kRounds);
   long long hwm = status_kib(pid, "VmHWM"), rss = status_kib(pid, "VmRSS");
-  MESSAGE("daemon VmRSS " << rss0 / 1024 << " MiB idle, peak VmHWM " << hwm / 1024
-                          << " MiB under " << kClients << " concurrent 5 MB replies, VmRSS after "
-                          << rss / 1024 << " MiB");
+  MESSAGE("daemon VmRSS " << rss0 / 1024 << " MiB idle, peak VmHWM " << hwm / 1024 << " MiB under "
+                          << kClients << " concurrent 5 MB replies, VmRSS after " << rss / 1024
+                          << " MiB");
   // One copy per reply in flight (the payload buffer, moved into the
   // response) and slack; a parsed copy and its re-serialisation cost four.
   CHECK(hwm - std::max(hwm0, rss0) < (kClients * 6 + 24) * 1024);
