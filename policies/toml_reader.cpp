@@ -218,8 +218,8 @@ class DepthScan {
 
 toml::table parse_toml(std::string_view text, const std::string& source) {
   if (text.size() > kMaxTomlBytes)
-    throw TomlError{source + ": " + std::to_string(text.size()) + " bytes, larger than the " +
-                    std::to_string(kMaxTomlBytes >> 10) + " KiB a policy or config may have"};
+    throw TomlError{source + ": " + std::to_string(text.size()) +
+                    " bytes, larger than 1 MiB (the most a policy or config may have)"};
   DepthScan(text, source).run();
   return toml::parse(text, source);
 }
@@ -237,8 +237,7 @@ Result<std::string> read_toml_file(const std::string& path, const char* what) {
     if (n == 0) break;
     text.append(buf, static_cast<size_t>(n));
     if (text.size() > kMaxTomlBytes)
-      return make_error(what, path + ": larger than " + std::to_string(kMaxTomlBytes >> 10) +
-                                  " KiB, the most a policy or config may have");
+      return make_error(what, path + ": larger than 1 MiB (the most a policy or config may have)");
   }
   return text;
 }

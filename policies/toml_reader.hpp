@@ -21,7 +21,7 @@ struct TomlError {
 };
 
 // Policies and the config are small; a larger file is refused, not parsed.
-constexpr size_t kMaxTomlBytes = 1 << 20;
+constexpr size_t kMaxTomlBytes = 1 << 20;  // errors say "1 MiB"
 // Levels of tables, arrays and inline tables; policies and configs use 4.
 constexpr int kMaxTomlDepth = 32;
 

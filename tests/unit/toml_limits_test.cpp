@@ -95,15 +95,15 @@ TEST_CASE("toml: files larger than 1 MiB are refused with a clear error") {
   std::string big = "# " + std::string(kMaxTomlBytes, 'x') + "\n";
   auto c = parse_serve_config(big, "big.toml");
   REQUIRE_FALSE(c);
-  CHECK(c.error().message().find("larger than the 1024 KiB") != std::string::npos);
+  CHECK(c.error().message().find("bytes, larger than 1 MiB") != std::string::npos);
 
   TempFile f(big);
   auto lc = load_serve_config(f.path);
   REQUIRE_FALSE(lc);
-  CHECK(lc.error().message().find(f.path + ": larger than 1024 KiB") != std::string::npos);
+  CHECK(lc.error().message().find(f.path + ": larger than 1 MiB") != std::string::npos);
   auto lp = load_policy(f.path);
   REQUIRE_FALSE(lp);
-  CHECK(lp.error().message().find("larger than 1024 KiB") != std::string::npos);
+  CHECK(lp.error().message().find("larger than 1 MiB") != std::string::npos);
   // Reading stops at the limit: an endless file is refused, not buffered.
   CHECK_FALSE(load_serve_config("/dev/zero"));
   CHECK_FALSE(load_policy("/dev/zero"));
