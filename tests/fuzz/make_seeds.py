@@ -22,45 +22,67 @@ def write(target, name, data):
         f.write(data)
 
 
-def frame(payload):
+def frame(envelope, payload=b""):
+    """The channel's frame: two big-endian lengths, the envelope, the payload."""
+    if isinstance(envelope, str):
+        envelope = envelope.encode()
     if isinstance(payload, str):
         payload = payload.encode()
-    return struct.pack(">I", len(payload)) + payload
+    return struct.pack(">II", len(envelope), len(payload)) + envelope + payload
 
 
+def reply_input(envelope, payload=b""):
+    """reply_fuzz.cpp's input: a byte saying how much of the rest is the
+    envelope (scaled to the input), then the envelope and the payload."""
+    if isinstance(envelope, str):
+        envelope = envelope.encode()
+    if isinstance(payload, str):
+        payload = payload.encode()
+    n = len(envelope) + len(payload)
+    for b in range(256):
+        if n == 0 or n * b // 255 == len(envelope):
+            return bytes([b]) + envelope + payload
+    raise ValueError("no cut byte for this split")
+
+
+def ok(result):
+    return ({"type": "result", "id": RID, "ok": True}, json.dumps(result) + "\n")
+
+
+err = {"errorType": "ValueError", "errorMessage": "bad",
+       "stackTrace": ["  File \"/var/task/f.py\", line 2, in handler"]}
 replies = {
-    "ok": {"type": "result", "id": RID, "ok": True, "result": {"hello": "you", "n": [1, 2.5, None]}},
-    "proxy": {"type": "result", "id": RID, "ok": True,
-              "result": {"statusCode": 201, "headers": {"Content-Type": "text/plain", "X-A": "b"},
-                         "body": "created"}},
-    "raised": {"type": "result", "id": RID, "ok": False, "kind": "exception",
-               "error": {"errorType": "ValueError", "errorMessage": "bad",
-                         "stackTrace": ["  File \"/var/task/f.py\", line 2, in handler"]}},
-    "bad_result": {"type": "result", "id": RID, "ok": False, "kind": "bad_result",
-                   "error": {"errorType": "Runtime.BadResult", "errorMessage": "not JSON"}},
-    "bad_request": {"type": "error", "kind": "bad_request", "errorMessage": "int too large"},
-    "not_loaded": {"type": "error", "kind": "not_loaded", "errorMessage": "no function"},
-    "wrong_id": {"type": "result", "id": "other", "ok": True, "result": 1},
-    "ready": {"type": "ready"},
-    "load_error": {"type": "load_error", "kind": "syntax", "errorType": "SyntaxError",
-                   "errorMessage": "invalid syntax", "line": 3, "stackTrace": []},
+    "ok": ok({"hello": "you", "n": [1, 2.5, None]}),
+    "proxy": ({"type": "result", "id": RID, "ok": True, "statusCode": 201,
+               "headers": {"Content-Type": "text/plain", "X-A": "b"}}, "created"),
+    "raised": ({"type": "result", "id": RID, "ok": False, "kind": "exception",
+                "errorType": "ValueError", "errorMessage": "bad"}, json.dumps(err)),
+    "bad_result": ({"type": "result", "id": RID, "ok": False, "kind": "bad_result",
+                    "errorType": "Runtime.BadResult"},
+                   json.dumps({"errorType": "Runtime.BadResult", "errorMessage": "not JSON"})),
+    "bad_request": ({"type": "error", "kind": "bad_request", "errorMessage": "int too large"}, ""),
+    "wrong_id": ({"type": "result", "id": "other", "ok": True}, "1\n"),
+    "ready": ({"type": "ready"}, ""),
+    "deep": ok(json.loads("[" * 200 + "1" + "]" * 200)),
+    "unicode": ok("\U0001f600 caf\u00e9"),
+    "not_json": ({"type": "result", "id": RID, "ok": True}, "{nope"),
 }
-for name, r in replies.items():
-    write("reply", name + ".json", json.dumps(r))
-write("reply", "deep.json", '{"type":"result","id":"%s","ok":true,"result":%s1%s}'
-      % (RID, "[" * 255, "]" * 255))
-write("reply", "unicode.json", '{"type":"result","id":"%s","ok":true,"result":"\\ud83d\\ude00 caf\u00e9"}' % RID)
+for old in os.listdir(os.path.join(OUT, "reply")) if os.path.isdir(os.path.join(OUT, "reply")) else []:
+    os.unlink(os.path.join(OUT, "reply", old))
+for name, (env, payload) in replies.items():
+    write("reply", name, reply_input(json.dumps(env), payload))
 
 invoke = ('{"type":"invoke","id":"%s","context":{"function_name":"hello","function_version":"1",'
-          '"memory_limit_mb":128,"request_id":"%s","deadline_ms":1764650000000},"event":{"k":"v"}}'
+          '"memory_limit_mb":128,"request_id":"%s","deadline_ms":1764650000000}}'
           % (RID, RID))
 # frame: first byte picks how the bytes are cut into reads.
-write("frame", "invoke", b"\x07" + frame(invoke))
-write("frame", "replies", b"\x01" + b"".join(frame(json.dumps(r)) for r in replies.values()))
+write("frame", "invoke", b"\x07" + frame(invoke, '{"k":"v"}'))
+write("frame", "replies", b"\x01" + b"".join(frame(json.dumps(e), p) for e, p in replies.values()))
 write("frame", "empty_frames", b"\x00" + frame("") * 3)
-write("frame", "partial", b"\x03" + frame(invoke)[:-5])
-write("frame", "too_long", b"\x02" + struct.pack(">I", (6 << 20) + 1) + b"{}")
-write("frame", "at_limit_header", b"\x05" + struct.pack(">I", 6 << 20) + b"{")
+write("frame", "partial", b"\x03" + frame(invoke, '{"k":"v"}')[:-5])
+write("frame", "too_long", b"\x02" + struct.pack(">II", 2, (6 << 20) + 1) + b"{}")
+write("frame", "envelope_too_long", b"\x02" + struct.pack(">II", (16 << 10) + 1, 0) + b"{}")
+write("frame", "at_limit_header", b"\x05" + struct.pack(">II", 1, 6 << 20) + b"{")
 
 for p in ("default", "strict"):
     with open(os.path.join(ROOT, "policies", p + ".toml"), "rb") as f:
