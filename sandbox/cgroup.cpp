@@ -196,6 +196,20 @@ static std::string group_for(const CgroupLayout& layout, bool v2) {
   return v2 && !layout.cpu_limits ? nocpu_group(layout) : layout.group;
 }
 
+namespace {
+// A killed owner stays a zombie until whoever inherited it reaps it, and
+// kill(pid, 0) succeeds on a zombie: an owner killed a moment ago would
+// keep its leaves until the next sweep.
+bool owner_alive(pid_t pid) {
+  if (kill(pid, 0) != 0 && errno == ESRCH) return false;
+  std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  auto close = stat.rfind(')');
+  if (close == std::string::npos || close + 2 >= stat.size()) return !stat.empty();
+  char state = stat[close + 2];
+  return state != 'Z' && state != 'X';
+}
+}  // namespace
+
 int cgroup_sweep_stale(const CgroupLayout& layout) {
   std::vector<std::string> roots;
   if (layout.version == CgroupVersion::V2) roots = {layout.v2_mount};
@@ -216,7 +230,7 @@ int cgroup_sweep_stale(const CgroupLayout& layout) {
       const char* dash = strchr(e->d_name, '-');
       if (!dash) continue;
       pid_t owner = static_cast<pid_t>(strtol(dash + 1, nullptr, 10));
-      if (owner <= 0 || kill(owner, 0) == 0 || errno != ESRCH) continue;
+      if (owner <= 0 || owner_alive(owner)) continue;
       std::string leaf = parent + "/" + e->d_name;
       if (access((leaf + "/freezer.state").c_str(), F_OK) == 0) {
         // A v1 frozen task takes no SIGKILL until thawed: a sandbox frozen

@@ -293,7 +293,7 @@ TEST_CASE("serve: memory pressure evicts idle sandboxes while a hog runs; the da
     invoke(d, name, json::object(), &status);
     REQUIRE(status == 200);
   }
-  REQUIRE(deploy_probe(d, "hog", "hold_memory.py", "?memory=1G")->status == 201);
+  REQUIRE(deploy_probe(d, "hog", "hold_memory.py", "?memory=1G&timeout=20s")->status == 201);
   int status = 0;
   invoke(d, "hog", event, &status);  // warm it: its runner is idle, small
   REQUIRE(status == 200);

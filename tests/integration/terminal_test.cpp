@@ -64,12 +64,22 @@ nsbox::test::RunSpec tty_attack(bool rootless, const std::string& policy) {
   return s;
 }
 
-// The result line among the function's (escaped) prints on the terminal.
+// The result line among the function's (escaped) prints on the terminal:
+// the last line that is a JSON object (its keys come in the function's
+// order, as the runner wrote them).
 nlohmann::json result_on(const std::string& screen) {
-  size_t at = screen.rfind("{\"fds\"");
-  if (at == std::string::npos) return nlohmann::json::value_t::discarded;
-  size_t end = screen.find('\n', at);
-  return nlohmann::json::parse(screen.substr(at, end - at), nullptr, false);
+  size_t end = screen.size();
+  while (end > 0) {
+    size_t start = screen.rfind('\n', end - 1);
+    start = start == std::string::npos ? 0 : start + 1;
+    std::string line = screen.substr(start, end - start);
+    while (!line.empty() && (line.back() == '\r' || line.back() == '\n')) line.pop_back();
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object()) return j;
+    if (start == 0) break;
+    end = start - 1;
+  }
+  return nlohmann::json::value_t::discarded;
 }
 
 bool has(const std::string& s, const std::string& part) {

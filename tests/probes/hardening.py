@@ -143,7 +143,8 @@ def _proc_options():
         for line in f:
             left, right = line.split(" - ")
             if left.split()[4] == "/proc" and right.split()[0] == "proc":
-                return right.split()[2]
+                # The mount's own flags (nosuid, noexec, ...), then procfs's.
+                return left.split()[5] + "," + right.split()[2]
     return None
 
 
