@@ -63,6 +63,14 @@ class DepthScan {
         in_key_ = c == '{';
         key_dots_ = 0;
         pending_ = 1;  // an array's elements
+      } else if (c == '}' && !open_.empty() && open_.back().kind == '[') {
+        // toml++ 3.3 assumes a value never starts with '}' (an assertion,
+        // so undefined behaviour in a release build; found by tests/fuzz).
+        fail_at(source_, line_, col_, "'}' inside an array (expected a value or ']')");
+      } else if ((c == 'T' || c == 't') && date_before() &&
+                 (i_ + 1 >= t_.size() || t_[i_ + 1] < '0' || t_[i_ + 1] > '9')) {
+        // Likewise a date and 'T' not followed by a time's first digit.
+        fail_at(source_, line_, col_, "a date-time needs HH:MM:SS after its 'T'");
       } else if ((c == '}' || c == ']') && !open_.empty()) {
         close();
       } else if (c == ',' && !open_.empty()) {
@@ -98,6 +106,17 @@ class DepthScan {
   }
 
   int depth() const { return header_ + sum_; }
+
+  // YYYY-MM-DD just before the current character.
+  bool date_before() const {
+    if (i_ < 10) return false;
+    for (size_t k = 0; k < 10; k++) {
+      char d = t_[i_ - 10 + k];
+      bool ok = (k == 4 || k == 7) ? d == '-' : (d >= '0' && d <= '9');
+      if (!ok) return false;
+    }
+    return true;
+  }
 
   void check(int d) const {
     if (d > kMaxTomlDepth)

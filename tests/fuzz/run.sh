@@ -10,7 +10,8 @@ fuzzer=$1 corpus=$2 seconds=$3 artifacts=$4 dict=${5:-}
 work=$(mktemp -d /tmp/nsbox-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/new" "$artifacts"
-args=(-max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+# -error_exitcode: libFuzzer's default, 77, is what meson reads as "skipped".
+args=(-max_total_time="$seconds" -timeout=10 -error_exitcode=1 -rss_limit_mb=2048 -print_final_stats=1
       -artifact_prefix="$artifacts/$(basename "$fuzzer")-")
 [ -n "$dict" ] && args+=(-dict="$dict")
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}

@@ -152,3 +152,18 @@ TEST_CASE("toml: non-ASCII outside strings and comments is refused before toml++
   CHECK(toml_error("s = \"\xce\xa3\" # \xce\xa3\n'\xce\xa3' = '\xce\xa3'\n") == "");
   CHECK(toml_error("s = \"\"\"a\\\n  b\xce\xa3\"\"\"\n") == "");
 }
+
+TEST_CASE("toml: '}' in an array and a 'T' without a time are refused before toml++ sees them") {
+  // Found by tests/fuzz/{policy,config}_fuzz: toml++ 3.3 asserts that a
+  // value never starts with '}' and that a date-time's 'T' is followed by
+  // a digit (aborts in a debug build, assumptions in a release one).
+  CHECK(toml_error("io = [\"read\",}}]\n").find("'}' inside an array") != std::string::npos);
+  CHECK(toml_error("a = [ } ]\n").find("'}' inside an array") != std::string::npos);
+  CHECK(toml_error("enj = [1979-05-27Tcpu07:32:00Z]\n").find("HH:MM:SS") != std::string::npos);
+  CHECK(toml_error("d = 1979-05-27t\n").find("HH:MM:SS") != std::string::npos);
+  CHECK_FALSE(parse_policy("[limits]\nio = [\"read\",}}]\n", "a.toml"));
+  // What TOML allows still parses.
+  CHECK(toml_error("a = [{ b = 1 }, { c = [1, 2] }]\n") == "");
+  CHECK(toml_error("d = 1979-05-27T07:32:00Z\ne = [1979-05-27t07:32:00]\nf = 1979-05-27\n") == "");
+  CHECK(toml_error("k = \"1979-05-27T\"\n") == "");
+}
