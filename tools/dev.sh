@@ -9,7 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${NSBOX_BUILD_DIR:-build}
 PACKAGES=(meson ninja-build g++ pkg-config python3 curl libseccomp-dev libcap-dev
-          libcpp-httplib-dev libtomlplusplus-dev nlohmann-json3-dev doctest-dev)
+          libcpp-httplib-dev libtomlplusplus-dev nlohmann-json3-dev doctest-dev
+          nginx-light openssl)  # the reverse-proxy test runs tools/nginx/nsbox.conf
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
