@@ -105,7 +105,8 @@ struct HttpFront::Conn {
   std::string client;  // origin, or what a trusted proxy's X-Forwarded-For said
   std::string key;     // address_key(client) while counted in sending_
   bool counted = false;
-  bool trusted = false;  // peer is a trusted proxy
+  bool trusted = false;         // peer is a trusted proxy
+  bool origin_trusted = false;  // origin is (then not counted per address)
   bool proxy_checked = false;
   bool dead = false;
   bool refusing = false;  // the answer is the front's own; then drain and close
@@ -295,7 +296,7 @@ void HttpFront::accept_all() {
     c->fd = fd;
     c->peer = peer_address(ss);
     c->origin = c->client = c->peer;
-    c->trusted = cidr_contains(config_.trusted_proxies, c->peer);
+    c->trusted = c->origin_trusted = cidr_contains(config_.trusted_proxies, c->peer);
     c->req = std::make_unique<httplib::Request>();
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -322,14 +323,14 @@ bool HttpFront::start_reading(Conn* c) {
   c->chunked.reset();
   c->route = nullptr;
   // A trusted proxy's connection is counted once it says whose it is.
-  if (!c->trusted) count_sending(c, true);
+  if (!c->origin_trusted) count_sending(c, true);
   return true;
 }
 
 void HttpFront::count_sending(Conn* c, bool on) {
   if (on == c->counted) return;
   if (on) {
-    c->key = address_key(c->client);
+    c->key = address_key(c->origin);
     sending_[c->key]++;
   } else {
     auto it = sending_.find(c->key);
@@ -404,9 +405,12 @@ void HttpFront::process(Conn* c) {
   }
   if (c->state == State::Reading) {
     if (c->trusted && !c->proxy_checked) {
-      if (c->in.empty()) return;
-      if (c->in[0] == 'P' && c->in.rfind("POST", 0) != 0 && c->in.rfind("PUT", 0) != 0 &&
-          c->in.rfind("PATCH", 0) != 0) {
+      // A trusted proxy may open with a PROXY v1 line; decide once enough
+      // bytes tell "PROXY " from a method.
+      const std::string_view sig = "PROXY ";
+      size_t n = std::min(c->in.size(), sig.size());
+      if (std::string_view(c->in).substr(0, n) == sig.substr(0, n)) {
+        if (c->in.size() < sig.size()) return;
         std::string client;
         size_t len = 0;
         Parse p = parse_proxy_v1(c->in, &client, &len);
@@ -414,8 +418,8 @@ void HttpFront::process(Conn* c) {
         if (p == Parse::Error) return refuse(c, 400, "malformed PROXY protocol line");
         c->in.erase(0, len);
         if (!client.empty()) c->origin = c->client = client;
-        c->proxy_checked = true;
-        if (!cidr_contains(config_.trusted_proxies, c->client)) count_sending(c, true);
+        c->origin_trusted = cidr_contains(config_.trusted_proxies, c->origin);
+        if (!c->origin_trusted) count_sending(c, true);
       }
       c->proxy_checked = true;
     }
@@ -670,16 +674,22 @@ bool HttpFront::evict_idle() {
   for (const auto& [key, n] : sending_)
     if (n > most) most = n, heaviest = key;
   Conn* newest = nullptr;
+  Conn* drain = nullptr;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (Conn* c : conns_) {
-      if (c->state == State::Idle && c->in.empty() && (!oldest || c->since < oldest->since))
+      // A connection draining after a refusal is worth least, then idle ones.
+      if (c->state == State::Draining) {
+        drain = c;
+      } else if (c->state == State::Idle && c->in.empty() &&
+                 (!oldest || c->since < oldest->since)) {
         oldest = c;
+      }
       if (c->counted && c->key == heaviest && (!newest || c->started > newest->started)) newest = c;
     }
   }
-  if (oldest) {
-    close_conn(oldest);
+  if (drain || oldest) {
+    close_conn(drain ? drain : oldest);
     return true;
   }
   if (newest && most > config_.max_sending_per_address) {

@@ -23,9 +23,14 @@
 
 using nsbox::test::auth;
 using nsbox::test::Daemon;
-using nsbox::test::run;
 
 namespace {
+
+nsbox::test::Outcome run(std::vector<std::string> argv) {
+  nsbox::test::RunSpec s;
+  s.argv = std::move(argv);
+  return nsbox::test::run(s);
+}
 
 std::string nginx_bin() {
   for (const char* p : {"/usr/sbin/nginx", "/usr/bin/nginx"})
@@ -88,10 +93,10 @@ TEST_CASE("proxy: the shipped nginx TLS config in front of the daemon") {
   REQUIRE(system(("rm -rf " + dir + " && mkdir -p " + dir + "/tmp").c_str()) == 0);
   // nginx's workers run as nobody and must read the certificate.
   REQUIRE(system(("chmod 755 " + dir).c_str()) == 0);
-  auto gen = run(
-      {{"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-        "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost",
-        "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"}});
+  auto gen =
+      run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+           "-nodes", "-days", "1", "-subj", "/CN=localhost", "-addext",
+           "subjectAltName=DNS:localhost", "-keyout", dir + "/key.pem", "-out", dir + "/cert.pem"});
   REQUIRE_MESSAGE(gen.exit_code == 0, gen.err);
 
   Daemon d(dir + "/state", "trusted_proxies = [\"127.0.0.1\"]\n[pool]\nblank = 1\n");
@@ -144,7 +149,7 @@ TEST_CASE("proxy: the shipped nginx TLS config in front of the daemon") {
         "--resolve",   "localhost:" + std::to_string(port) + ":127.0.0.1"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     argv.push_back("https://localhost:" + std::to_string(port) + path);
-    return run({argv});
+    return run(argv);
   };
   auto r = curl({}, "/fn/who");
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
@@ -164,8 +169,8 @@ TEST_CASE("proxy: the shipped nginx TLS config in front of the daemon") {
   r = curl({"-H", "Authorization: Bearer " + d.token()}, "/functions");
   CHECK(r.out.rfind("HTTP/1.1 200", 0) == 0);
   // Plain HTTP to the TLS port is refused by nginx.
-  auto plain = run({{"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
-                     "http://127.0.0.1:" + std::to_string(port) + "/healthz"}});
+  auto plain = run({"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+                    "http://127.0.0.1:" + std::to_string(port) + "/healthz"});
   CHECK(plain.out == "400");
 
   kill(pid, SIGQUIT);
