@@ -642,6 +642,27 @@ void HttpFront::refuse_with(Conn* c, httplib::Response& res) {
   send_response(c, res, false);  // then after_write: begin_drain
 }
 
+// A connection over its address's cap is closed at once: unlike other
+// refusals it is not drained, so however many an address opens, they hold
+// no slot of max_connections and no fd past this call (drained connections
+// could otherwise fill the table for a second and starve other addresses).
+// What the client already sent is read first so that, when it sends
+// nothing more, the close is a FIN after the 429 rather than a reset.
+void HttpFront::refuse_over_cap(Conn* c) {
+  refused_address_++;
+  char buf[kReadChunk];
+  for (size_t got = 0; got < kDrainBytes;) {
+    ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n <= 0) break;
+    got += size_t(n);
+  }
+  static const char kOverCap[] =
+      "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+      "Connection: close\r\n\r\n";
+  (void)!send(c->fd, kOverCap, sizeof kOverCap - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  close_conn(c);
+}
+
 void HttpFront::begin_drain(Conn* c) {
   shutdown(c->fd, SHUT_WR);
   c->state = State::Draining;
@@ -664,10 +685,11 @@ void HttpFront::close_conn(Conn* c) {
   close(c->fd);
 }
 
-// Makes room for a new connection: the oldest idle keep-alive connection,
-// else the newest request still being sent from the address sending the
-// most (when that is more than its cap allows).
+// Makes room for a new connection: the newest request still being sent from
+// the address sending the most (when that is more than its cap allows), else
+// a connection draining after a refusal, else the oldest idle keep-alive one.
 bool HttpFront::evict_idle() {
+  const auto now = Clock::now();
   Conn* oldest = nullptr;
   std::string heaviest;
   int most = 0;
@@ -675,6 +697,7 @@ bool HttpFront::evict_idle() {
     if (n > most) most = n, heaviest = key;
   Conn* newest = nullptr;
   Conn* drain = nullptr;
+  Conn* slowest = nullptr;  // of the heaviest address, sending the longest
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (Conn* c : conns_) {
@@ -686,15 +709,28 @@ bool HttpFront::evict_idle() {
         oldest = c;
       }
       if (c->counted && c->key == heaviest && (!newest || c->started > newest->started)) newest = c;
+      if (c->counted && c->key == heaviest && now - c->started >= kSendingGrace &&
+          (!slowest || c->started < slowest->started))
+        slowest = c;
     }
+  }
+  // An address over its cap pays first: evicting a well-behaved client's
+  // idle keep-alive connection would let the attacker choose who is closed.
+  if (newest && most > config_.max_sending_per_address) {
+    refuse_over_cap(newest);
+    return true;
   }
   if (drain || oldest) {
     close_conn(drain ? drain : oldest);
     return true;
   }
-  if (newest && most > config_.max_sending_per_address) {
-    refused_address_++;
-    close_conn(newest);
+  // Every slot holds a request still being sent and no address is over its
+  // cap: many addresses trickle at once. The one that has been sending the
+  // longest, from the address sending the most, goes, so a new client still
+  // gets in (the attackers' connections turn over instead of piling up).
+  if (slowest) {
+    refused_busy_++;
+    close_conn(slowest);
     return true;
   }
   return false;
@@ -719,10 +755,8 @@ void HttpFront::enforce_address_caps(Clock::time_point now) {
     if (list.size() <= size_t(config_.max_sending_per_address)) continue;
     std::sort(list.begin(), list.end(),
               [](const Conn* a, const Conn* b) { return a->started < b->started; });
-    for (size_t i = size_t(config_.max_sending_per_address); i < list.size(); i++) {
-      refused_address_++;
-      refuse(list[i], 429, "too many requests being sent from " + key + " at once");
-    }
+    for (size_t i = size_t(config_.max_sending_per_address); i < list.size(); i++)
+      refuse_over_cap(list[i]);
   }
 }
 

@@ -81,6 +81,7 @@ class HttpFront {
   bool start_reading(Conn* c);
   void enforce_address_caps(std::chrono::steady_clock::time_point now);
   void begin_drain(Conn* c);
+  void refuse_over_cap(Conn* c);
   void free_closed();
   void dispatch(Conn* c);
   void handle(Conn* c);
