@@ -32,10 +32,11 @@ AccessLog::~AccessLog() {
 }
 
 void AccessLog::line(const std::string& request_id, const std::string& function,
-                     const std::string& outcome, int status, double latency_ms) {
-  char buf[256];
-  int n = snprintf(buf, sizeof buf, "%s %s %s %d %.1f\n", request_id.c_str(), function.c_str(),
-                   outcome.c_str(), status, latency_ms);
+                     const std::string& outcome, int status, double latency_ms,
+                     const std::string& client) {
+  char buf[320];
+  int n = snprintf(buf, sizeof buf, "%s %s %s %d %.1f %s\n", request_id.c_str(), function.c_str(),
+                   outcome.c_str(), status, latency_ms, client.empty() ? "-" : client.c_str());
   std::lock_guard<std::mutex> lock(mu_);
   buffer_.append(buf, n > 0 ? std::min<size_t>(n, sizeof buf - 1) : 0);
   if (buffer_.size() >= kFlushBytes) cv_.notify_one();

@@ -1,5 +1,5 @@
 // The access log: one line per request (request-id function outcome status
-// latency-ms) to stderr, buffered and written by a background thread every
+// latency-ms client) to stderr, buffered and written by a background thread every
 // 100 ms, so that serving a request costs no write(2) of its own.
 #pragma once
 
@@ -15,7 +15,7 @@ class AccessLog {
   AccessLog();
   ~AccessLog();  // flushes what is buffered
   void line(const std::string& request_id, const std::string& function, const std::string& outcome,
-            int status, double latency_ms);
+            int status, double latency_ms, const std::string& client);
 
  private:
   void flush_loop();

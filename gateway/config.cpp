@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "gateway/http_parse.hpp"
 #include "policies/toml_reader.hpp"
 
 namespace nsbox {
@@ -39,9 +40,11 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     r.check_keys(root, "the top level", {"server", "pool", "functions"});
     const toml::table& s = r.table(root, "server", "server", false);
     const std::string S = "[server]";
-    r.check_keys(s, S,
-                 {"listen", "state_dir", "token", "max_body_kb", "max_connections", "rootless",
-                  "public_url", "batch_scheduling"});
+    r.check_keys(
+        s, S,
+        {"listen", "state_dir", "token", "read_token", "max_body_kb", "max_connections", "rootless",
+         "public_url", "batch_scheduling", "request_timeout_ms", "keepalive_timeout_ms",
+         "max_sending_per_address", "max_head_kb", "max_headers", "trusted_proxies"});
     std::string listen = r.string(s, "listen", S, "127.0.0.1:8080");
     if (Status st = parse_listen(listen, &c.listen_host, &c.listen_port); !st)
       r.fail(s.get("listen")->source(), st.error().detail);
@@ -51,9 +54,36 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     c.token = r.string(s, "token", S, "");
     if (!c.token.empty() && c.token.size() < 16)
       r.fail(s.get("token")->source(), "\"token\" must be at least 16 characters");
+    c.read_token = r.string(s, "read_token", S, "");
+    if (!c.read_token.empty() && c.read_token.size() < 16)
+      r.fail(s.get("read_token")->source(), "\"read_token\" must be at least 16 characters");
+    if (!c.read_token.empty() && c.read_token == c.token)
+      r.fail(s.get("read_token")->source(), "\"read_token\" must differ from \"token\"");
     int64_t body_kb = int64_t(c.max_body_bytes >> 10), conns = c.max_connections;
     c.max_body_bytes = uint64_t(r.integer(s, "max_body_kb", S, 1, 65536, &body_kb)) << 10;
-    c.max_connections = int(r.integer(s, "max_connections", S, 8, 4096, &conns));
+    c.max_connections = int(r.integer(s, "max_connections", S, 8, 65536, &conns));
+    int64_t v0 = c.request_timeout_ms;
+    c.request_timeout_ms = int(r.integer(s, "request_timeout_ms", S, 100, 3600000, &v0));
+    v0 = c.keepalive_timeout_ms;
+    c.keepalive_timeout_ms = int(r.integer(s, "keepalive_timeout_ms", S, 100, 3600000, &v0));
+    v0 = c.max_sending_per_address;
+    c.max_sending_per_address = int(r.integer(s, "max_sending_per_address", S, 1, 65536, &v0));
+    v0 = int64_t(c.max_head_bytes >> 10);
+    c.max_head_bytes = uint64_t(r.integer(s, "max_head_kb", S, 1, 1024, &v0)) << 10;
+    v0 = c.max_headers;
+    c.max_headers = int(r.integer(s, "max_headers", S, 1, 10000, &v0));
+    if (const toml::node* tp = s.get("trusted_proxies")) {
+      if (!tp->is_array())
+        r.fail(tp->source(), "\"trusted_proxies\" in [server] must be an array of strings");
+      for (const toml::node& e : *tp->as_array()) {
+        Cidr cidr;
+        if (!e.is_string() || !parse_cidr(*e.value<std::string>(), &cidr))
+          r.fail(e.source(),
+                 "\"trusted_proxies\" entries must be addresses or CIDR blocks, e.g. "
+                 "\"127.0.0.1\" or \"10.0.0.0/8\"");
+        c.trusted_proxies.push_back(*e.value<std::string>());
+      }
+    }
     c.rootless = r.boolean(s, "rootless", S, false);
     c.public_url = r.string(s, "public_url", S, "");
     c.batch_scheduling = r.boolean(s, "batch_scheduling", S, true);

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "sandbox/result.hpp"
 
@@ -16,10 +17,22 @@ struct ServeConfig {
   int listen_port = 8080;
   std::string state_dir = "/var/lib/nsbox";
   std::string token;  // empty: generated into state_dir/token (0600)
+  // A separate token for the read-only API (GET /functions..., logs,
+  // /metrics); empty: only the admin token reads them.
+  std::string read_token;
   uint64_t max_body_bytes = 6ull << 20;
-  int max_connections = 1024;  // connection threads, made on demand (keep-alive holds one)
-  bool rootless = false;       // allow running as non-root (no cgroups)
-  std::string public_url;      // base URL in deploy answers; default http://listen
+  int max_connections = 1024;  // open client connections (the oldest idle one makes room)
+  // The HTTP front's bounds (gateway/http_front.hpp).
+  int request_timeout_ms = 30000;      // one deadline for a request's whole head and body
+  int keepalive_timeout_ms = 30000;    // an idle keep-alive connection is closed after this
+  int max_sending_per_address = 32;    // connections still sending a request, per client address
+  uint64_t max_head_bytes = 16 << 10;  // request line and headers
+  int max_headers = 64;
+  // Peers whose PROXY v1 line and X-Forwarded-For are believed (addresses or
+  // CIDR blocks); nobody's by default.
+  std::vector<std::string> trusted_proxies;
+  bool rootless = false;   // allow running as non-root (no cgroups)
+  std::string public_url;  // base URL in deploy answers; default http://listen
   // SCHED_BATCH for the daemon, its spawner and so every sandbox (set at
   // start, inherited). A woken batch task does not preempt the running one.
   // A request hops client -> connection thread -> sandbox -> connection

@@ -9,7 +9,6 @@
 #include <cstdio>
 #include <cstring>
 
-#include "gateway/conn_threads.hpp"
 #include "gateway/invoker.hpp"
 #include "gateway/names.hpp"
 #include "policies/units.hpp"
@@ -25,9 +24,7 @@ namespace {
 constexpr size_t kMaxSourceBytes = 1 << 20;
 // The source travels to the sandbox as a frame's payload, unescaped.
 static_assert(kMaxSourceBytes <= kMaxPayload);
-constexpr size_t kKeepConnectionThreads = 16;
 constexpr auto kSandboxMemoryRefresh = std::chrono::seconds(1);
-constexpr auto kConnectionThreadIdleExit = std::chrono::seconds(30);
 constexpr auto kSyntaxCheckTimeout = std::chrono::seconds(5);
 
 // Everything sent may hold hostile text (a decoded path, a function's
@@ -75,6 +72,59 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+FrontConfig front_config(const ServeConfig& c) {
+  FrontConfig f;
+  f.host = c.listen_host;
+  f.port = c.listen_port;
+  f.head.max_head_bytes = c.max_head_bytes;
+  f.head.max_headers = size_t(c.max_headers);
+  f.max_body_bytes = c.max_body_bytes;
+  f.request_timeout_ms = c.request_timeout_ms;
+  f.idle_timeout_ms = c.keepalive_timeout_ms;
+  f.max_connections = c.max_connections;
+  f.max_sending_per_address = c.max_sending_per_address;
+  f.handler_threads = c.max_connections;
+  for (const auto& t : c.trusted_proxies) {
+    Cidr cidr;
+    if (parse_cidr(t, &cidr)) f.trusted_proxies.push_back(cidr);
+  }
+  return f;
+}
+
+// Constant time in the token's length, so timing does not leak a prefix.
+bool same_secret(const std::string& got, const std::string& want) {
+  unsigned diff = got.size() != want.size();
+  for (size_t i = 0; i < want.size(); i++) diff |= want[i] ^ (i < got.size() ? got[i] : 0);
+  return diff == 0;
+}
+
+// 16 hex digits from getrandom, drawn 64 ids at a time per thread: a
+// request id names one request and predicts none.
+std::string random_request_id() {
+  thread_local unsigned char pool[512];
+  thread_local size_t used = sizeof pool;
+  if (used + 8 > sizeof pool) {
+    size_t got = 0;
+    while (got < sizeof pool) {
+      ssize_t n = getrandom(pool + got, sizeof pool - got, 0);
+      if (n > 0)
+        got += size_t(n);
+      else if (errno != EINTR)
+        abort();  // no randomness: the kernel is broken
+    }
+    used = 0;
+  }
+  static const char kHex[] = "0123456789abcdef";
+  std::string id(16, '0');
+  for (int i = 0; i < 8; i++) {
+    id[2 * i] = kHex[pool[used + i] >> 4];
+    id[2 * i + 1] = kHex[pool[used + i] & 15];
+  }
+  std::memset(pool + used, 0, 8);
+  used += 8;
+  return id;
+}
+
 }  // namespace
 
 Gateway::Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SpawnerClient& spawner,
@@ -85,23 +135,9 @@ Gateway::Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SpawnerCl
       spawner_(spawner),
       profiles_(std::move(profiles)),
       token_(std::move(token)),
-      logs_(static_cast<size_t>(config_.log_lines)) {
-  unsigned char r[4];
-  if (getrandom(r, sizeof r, 0) != sizeof r) r[0] = r[1] = r[2] = r[3] = 0;
-  char buf[16];
-  snprintf(buf, sizeof buf, "%02x%02x%02x%02x", r[0], r[1], r[2], r[3]);
-  request_prefix_ = buf;
-  size_t threads = static_cast<size_t>(config_.max_connections);
-  // One thread per connection, keep-alive included, made on demand: 150
-  // keep-alive clients must not queue behind a small fixed pool, and an idle
-  // daemon should not hold max_connections threads.
-  svr_.new_task_queue = [threads] {
-    return new ConnectionThreads(threads, kKeepConnectionThreads, kConnectionThreadIdleExit);
-  };
-  svr_.set_keep_alive_max_count(1000000);
-  // Without TCP_NODELAY every keep-alive response waits out Nagle's ~40 ms.
-  svr_.set_tcp_nodelay(true);
-  svr_.set_payload_max_length(config_.max_body_bytes);
+      read_token_(config_.read_token),
+      logs_(static_cast<size_t>(config_.log_lines)),
+      front_(front_config(config_)) {
   routes();
 }
 
@@ -111,6 +147,10 @@ std::string Gateway::reload(const ServeConfig& next) {
   if (!next.token.empty() && next.token != token_) {
     token_ = next.token;
     applied += " token";
+  }
+  if (next.read_token != read_token_) {
+    read_token_ = next.read_token;
+    applied += " read_token";
   }
   if (profile_index(next.default_policy) >= 0 && next.default_policy != config_.default_policy) {
     config_.default_policy = next.default_policy;
@@ -137,7 +177,7 @@ int Gateway::queue_timeout_ms() {
 }
 
 std::string Gateway::next_request_id() {
-  return request_prefix_ + "-" + std::to_string(++request_counter_);
+  return random_request_id();
 }
 
 std::string Gateway::base_url() const {
@@ -154,40 +194,25 @@ int Gateway::profile_index(const std::string& policy) const {
 }
 
 bool Gateway::bind(std::string* error) {
-  // cpp-httplib 0.11 listens with a backlog of 5: a burst of new clients
-  // would see dropped SYNs and 1 s retransmits. listen(2) on a listening
-  // socket updates its backlog, so remember the fd and call it again.
-  int listen_fd = -1;
-  svr_.set_socket_options([&listen_fd](socket_t sock) {
-    httplib::default_socket_options(sock);
-    listen_fd = sock;
-  });
-  bool bound = svr_.bind_to_port(config_.listen_host, config_.listen_port);
-  if (bound && listen_fd >= 0 && ::listen(listen_fd, 4096) != 0)
-    LOG_WARN("listen(backlog 4096): %s; keeping cpp-httplib's backlog of 5", strerror(errno));
-  if (!bound) {
-    *error = "cannot listen on " + config_.listen_host + ":" + std::to_string(config_.listen_port) +
-             " (in use, or not an address of this machine?)";
-    return false;
-  }
-  return true;
+  return front_.bind(error);
 }
 
 void Gateway::serve() {
-  svr_.listen_after_bind();
+  front_.serve();
 }
 
-bool Gateway::authorized(const httplib::Request& req, httplib::Response& res) {
-  std::string want;
+bool Gateway::authorized(const httplib::Request& req, httplib::Response& res, Access access) {
+  if (access == Access::Public) return true;
+  std::string want, want_read;
   {
     std::lock_guard<std::mutex> lock(token_mu_);
     want = "Bearer " + token_;
+    if (access == Access::Read && !read_token_.empty()) want_read = "Bearer " + read_token_;
   }
   std::string got = req.get_header_value("Authorization");
-  // Constant time in the token's length, so timing does not leak a prefix.
-  unsigned diff = got.size() != want.size();
-  for (size_t i = 0; i < want.size(); i++) diff |= want[i] ^ (i < got.size() ? got[i] : 0);
-  if (diff == 0) return true;
+  bool ok = same_secret(got, want);
+  if (!want_read.empty()) ok |= same_secret(got, want_read);
+  if (ok) return true;
   res.set_header("WWW-Authenticate", "Bearer");
   send_error(res, 401,
              got.empty() ? "missing Authorization: Bearer TOKEN (the token is in the state "
@@ -197,77 +222,62 @@ bool Gateway::authorized(const httplib::Request& req, httplib::Response& res) {
 }
 
 void Gateway::routes() {
-  svr_.set_exception_handler(
-      [](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
-        std::string what = "internal error";
-        try {
-          if (ep) std::rethrow_exception(ep);
-        } catch (const std::exception& e) {
-          what = std::string("internal error: ") + e.what();
-        } catch (...) {
-        }
-        LOG_ERROR("%s", what.c_str());
-        send_error(res, 500, what);
-      });
-  svr_.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
-    if (!res.body.empty()) return;
-    if (res.status == 413 &&
-        req.get_header_value("Content-Type").rfind("application/x-www-form-urlencoded", 0) == 0)
-      // cpp-httplib caps form-encoded bodies (curl -d's default type) at
-      // 8 KiB, far below our limit: say how to send the body instead.
-      send_error(res, 413,
-                 "request body too large for Content-Type application/x-www-form-urlencoded "
-                 "(8 KiB); send it with its own type, e.g. curl -H 'Content-Type: "
-                 "text/x-python' --data-binary @fn.py, or application/json for events");
-    else if (res.status == 413)
-      send_error(res, 413, "request body too large");
-    else if (res.status == 404)
-      send_error(res, 404, "no route for " + req.method + " " + req.path);
-    else
-      send_error(res, res.status, "HTTP " + std::to_string(res.status));
+  // The front refuses before reading a body: a route that needs a token is
+  // checked on the head alone.
+  front_.set_authorizer([this](const httplib::Request& req, Access access, httplib::Response& res) {
+    return authorized(req, res, access);
+  });
+  front_.set_error_body([](httplib::Response& res, int status, const std::string& message) {
+    send_error(res, status, message);
   });
 
-  svr_.Get("/healthz", [this](const httplib::Request&, httplib::Response& res) {
-    if (!spawner_.alive()) return send_json(res, 503, {{"status", "the spawner has exited"}});
-    send_json(res, 200, {{"status", "ok"}});
-  });
-  svr_.Get("/metrics",
-           [this](const httplib::Request&, httplib::Response& res) { handle_metrics(res); });
-  svr_.Get("/functions", [this](const httplib::Request&, httplib::Response& res) {
-    json list = json::array();
-    for (const auto& m : store_.list()) list.push_back(meta_to_json(m));
-    send_json(res, 200, {{"functions", list}});
-  });
-  svr_.Get(R"(/functions/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-    std::string name = req.matches[1];
-    if (!valid_function_name(name)) return send_error(res, 400, "invalid function name");
-    auto meta = store_.latest_meta(name);
-    if (!meta) return send_error(res, 404, "no function " + name);
-    json j = meta_to_json(*meta);
-    j["versions"] = store_.versions(name);
-    j["url"] = base_url() + "/fn/" + name;
-    send_json(res, 200, j);
-  });
-  svr_.Get(R"(/functions/([^/]+)/logs)",
-           [this](const httplib::Request& req, httplib::Response& res) {
-             if (!authorized(req, res)) return;
-             std::string name = req.matches[1];
-             if (!valid_function_name(name)) return send_error(res, 400, "invalid function name");
-             if (!store_.latest_meta(name)) return send_error(res, 404, "no function " + name);
-             res.set_content(logs_.get(name), "text/plain; charset=utf-8");
-           });
-  svr_.Put(R"(/functions/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-    handle_deploy(req, res);
-  });
-  svr_.Delete(R"(/functions/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-    handle_delete(req, res);
-  });
-  svr_.Post(R"(/fn/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-    handle_invoke(req, res);
-  });
-  svr_.Get(R"(/fn/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
-    handle_invoke(req, res);
-  });
+  front_.route("GET", "/healthz", Access::Public,
+               [this](const httplib::Request&, httplib::Response& res) {
+                 if (!spawner_.alive())
+                   return send_json(res, 503, {{"status", "the spawner has exited"}});
+                 send_json(res, 200, {{"status", "ok"}});
+               });
+  front_.route("GET", "/metrics", Access::Read,
+               [this](const httplib::Request&, httplib::Response& res) { handle_metrics(res); });
+  front_.route("GET", "/functions", Access::Read,
+               [this](const httplib::Request&, httplib::Response& res) {
+                 json list = json::array();
+                 for (const auto& m : store_.list()) list.push_back(meta_to_json(m));
+                 send_json(res, 200, {{"functions", list}});
+               });
+  front_.route("GET", R"(/functions/([^/]+))", Access::Read,
+               [this](const httplib::Request& req, httplib::Response& res) {
+                 std::string name = req.matches[1];
+                 if (!valid_function_name(name))
+                   return send_error(res, 400, "invalid function name");
+                 auto meta = store_.latest_meta(name);
+                 if (!meta) return send_error(res, 404, "no function " + name);
+                 json j = meta_to_json(*meta);
+                 j["versions"] = store_.versions(name);
+                 j["url"] = base_url() + "/fn/" + name;
+                 send_json(res, 200, j);
+               });
+  front_.route("GET", R"(/functions/([^/]+)/logs)", Access::Read,
+               [this](const httplib::Request& req, httplib::Response& res) {
+                 if (!authorized(req, res, Access::Read)) return;
+                 std::string name = req.matches[1];
+                 if (!valid_function_name(name))
+                   return send_error(res, 400, "invalid function name");
+                 if (!store_.latest_meta(name)) return send_error(res, 404, "no function " + name);
+                 res.set_content(logs_.get(name), "text/plain; charset=utf-8");
+               });
+  front_.route(
+      "PUT", R"(/functions/([^/]+))", Access::Admin,
+      [this](const httplib::Request& req, httplib::Response& res) { handle_deploy(req, res); });
+  front_.route(
+      "DELETE", R"(/functions/([^/]+))", Access::Admin,
+      [this](const httplib::Request& req, httplib::Response& res) { handle_delete(req, res); });
+  front_.route(
+      "POST", R"(/fn/([^/]+))", Access::Public,
+      [this](const httplib::Request& req, httplib::Response& res) { handle_invoke(req, res); });
+  front_.route(
+      "GET", R"(/fn/([^/]+))", Access::Public,
+      [this](const httplib::Request& req, httplib::Response& res) { handle_invoke(req, res); });
 }
 
 void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res) {
@@ -369,7 +379,7 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
   std::string outcome = "ok";
   auto finish = [&](int status) {
     metrics_.request(name, status, seconds_since(t0));
-    access_log_.line(rid, name, outcome, status, seconds_since(t0) * 1000);
+    access_log_.line(rid, name, outcome, status, seconds_since(t0) * 1000, req.remote_addr);
   };
   if (!valid_function_name(name)) {
     name = "-";
@@ -624,6 +634,7 @@ void Gateway::handle_metrics(httplib::Response& res) {
     }
     out += sandbox_memory_text_;
   }
+  out += front_.render_metrics();
   res.set_content(out, "text/plain; version=0.0.4");
 }
 

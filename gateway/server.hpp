@@ -13,6 +13,7 @@
 
 #include "gateway/access_log.hpp"
 #include "gateway/config.hpp"
+#include "gateway/http_front.hpp"
 #include "gateway/logs.hpp"
 #include "gateway/metrics.hpp"
 #include "gateway/pool.hpp"
@@ -34,14 +35,16 @@ class Gateway {
   bool bind(std::string* error);
   // Serves until stop(); returns when every connection thread has finished.
   void serve();
-  void stop() { svr_.stop(); }
-  // SIGHUP: applies what can change while serving (token, default policy,
+  void stop() { front_.stop(); }
+  // SIGHUP: applies what can change while serving (tokens, default policy,
   // queue timeout, memory budget for deploys); returns what it applied.
   std::string reload(const ServeConfig& next);
 
  private:
   void routes();
-  bool authorized(const httplib::Request& req, httplib::Response& res);
+  // Admin routes take the admin token; Read routes either token.
+  bool authorized(const httplib::Request& req, httplib::Response& res,
+                  Access access = Access::Admin);
   void handle_invoke(const httplib::Request& req, httplib::Response& res);
   void handle_deploy(const httplib::Request& req, httplib::Response& res);
   void handle_delete(const httplib::Request& req, httplib::Response& res);
@@ -56,20 +59,19 @@ class Gateway {
   Pool& pool_;
   SpawnerClient& spawner_;
   std::vector<ProfileInfo> profiles_;
-  std::mutex token_mu_;  // guards token_ and the reloadable config_ fields
-  // /metrics is public: its per-sandbox memory lines (one spawner call per
-  // sandbox) are refreshed at most once a second, however often it is
-  // scraped, so scrapes cannot keep the spawner from making sandboxes.
+  std::mutex token_mu_;  // guards token_, read_token_ and the reloadable config_ fields
+  // /metrics' per-sandbox memory lines (one spawner call per sandbox) are
+  // refreshed at most once a second, however often it is scraped, so scrapes
+  // cannot keep the spawner from making sandboxes.
   std::mutex sandbox_memory_mu_;
   std::chrono::steady_clock::time_point sandbox_memory_at_{};
   std::string sandbox_memory_text_;
   std::string token_;
+  std::string read_token_;  // empty: none
   Metrics metrics_;
   AccessLog access_log_;
   LogStore logs_;
-  httplib::Server svr_;
-  std::atomic<uint64_t> request_counter_{0};
-  std::string request_prefix_;
+  HttpFront front_;
 };
 
 }  // namespace nsbox

@@ -44,8 +44,9 @@ enum Exit { kOk = 0, kServerError = 1, kUsage = 2, kUnreachable = 3 };
 const char* kCommonOptions = R"U(
 common options:
   --server URL        the daemon (default http://127.0.0.1:8080; http only)
-  --token TOKEN       API token (default: $NSBOX_TOKEN, else /var/lib/nsbox/token
-                      when readable: sudo cat /var/lib/nsbox/token)
+  --token TOKEN       API token, or the read-only token for ls and logs (default:
+                      $NSBOX_TOKEN, else /var/lib/nsbox/token when readable:
+                      sudo cat /var/lib/nsbox/token)
   --token-file PATH   read the API token from PATH
   -h, --help          this text
 )U";
@@ -82,6 +83,7 @@ exit codes:
 const char* kLsUsage = R"U(usage: nsbox ls [--json] [options]
 
 Lists the deployed functions: NAME VERSION HANDLER POLICY CREATED (UTC).
+Needs the API token or the server's read-only token ([server] read_token).
 
 options:
   --json              print the server's JSON answer as is
@@ -95,7 +97,7 @@ Deletes function NAME (all its versions). Needs the API token.
 const char* kLogsUsage = R"U(usage: nsbox logs NAME [options]
 
 Prints what function NAME printed recently (the server keeps the last lines).
-Needs the API token.
+Needs the API token or the server's read-only token ([server] read_token).
 )U";
 
 const char* usage_for(const std::string& cmd) {
@@ -659,6 +661,7 @@ std::string iso_utc_from_ms(const json& f) {
 
 int do_ls(Ctx& c, const Args& a) {
   if (!a.positional.empty()) return usage_error(c.cmd, "takes no arguments");
+  if (!need_token(c)) return kUsage;  // the list is not public
   auto cli = make_client(c);
   auto res = cli->Get("/functions", headers_for(c));
   if (!res) return report_transport_error(c, res.error());

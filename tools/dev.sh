@@ -10,7 +10,8 @@ cd "$(dirname "$0")/.."
 BUILD=${NSBOX_BUILD_DIR:-build}
 PACKAGES=(meson ninja-build g++ pkg-config python3 curl libseccomp-dev libcap-dev
           libcpp-httplib-dev libtomlplusplus-dev nlohmann-json3-dev doctest-dev
-          clang libclang-rt-14-dev)  # the last two: libFuzzer (fuzz_tests)
+          clang libclang-rt-14-dev    # libFuzzer (fuzz_tests)
+          nginx-light openssl)        # the reverse-proxy test runs tools/nginx/nsbox.conf
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

@@ -35,7 +35,7 @@ const char* kServeUsage = R"(usage: nsbox serve [options]
 
 The HTTP daemon: deploy functions with PUT /functions/NAME, invoke them with
 POST /fn/NAME. Runs in the foreground and logs to stderr (one access-log line
-per request: request-id function outcome status latency-ms).
+per request: request-id function outcome status latency-ms client).
 
 options:
   --config FILE        configuration (default /etc/nsbox/nsbox.toml when present,
@@ -46,10 +46,9 @@ options:
   --foreground         accepted for service managers; nsbox always stays in the foreground
   -v, --verbose        debug logging
 signals: SIGTERM/SIGINT drain in-flight requests, destroy every sandbox, exit 0;
-         SIGHUP reloads the config file: token, default_policy, queue_timeout_ms,
+         SIGHUP reloads the config file: token, read_token, default_policy, queue_timeout_ms,
          memory_budget_mb and the [pool] sizes apply at once; listen, state_dir,
-         max_connections, max_body_kb, batch_scheduling and cpu_limits at the next
-         start.
+         the other [server] keys, batch_scheduling and cpu_limits at the next start.
 )";
 
 int fail(const std::string& msg) {

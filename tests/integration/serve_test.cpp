@@ -129,11 +129,11 @@ TEST_CASE("serve: the API and its error codes") {
   CHECK(body(r)["url"] == "http://127.0.0.1:" + std::to_string(d.port()) + "/fn/hello");
   r = deploy(d, "hello", returns("{'hi': event.get('name', 'y'), 'v': 2}"));
   CHECK(body(r)["version"] == 2);
-  auto list = body(c->Get("/functions"));
+  auto list = body(c->Get("/functions", auth(d)));
   REQUIRE(list["functions"].size() == 1);
   CHECK(list["functions"][0]["name"] == "hello");
   CHECK(list["functions"][0]["version"] == 2);
-  auto show = body(c->Get("/functions/hello"));
+  auto show = body(c->Get("/functions/hello", auth(d)));
   CHECK(show["versions"] == json::array({1, 2}));
 
   // Invoke by POST (JSON event) and by GET (query parameters as the event).
@@ -162,7 +162,7 @@ TEST_CASE("serve: the API and its error codes") {
     CHECK(s->status == 400);
     CHECK(body(s)["line"] == 2);
     CHECK(body(s)["error"].get<std::string>().find("never closed") != std::string::npos);
-    CHECK(c->Get("/functions/broken")->status == 404);  // rejected, not stored
+    CHECK(c->Get("/functions/broken", auth(d))->status == 404);  // rejected, not stored
     CHECK(c->Post("/fn/hello", "{not json", "application/json")->status == 400);
     CHECK(deploy(d, "h2", returns("1"), "?handler=1bad")->status == 400);
     CHECK(deploy(d, "h2", returns("1"), "?policy=nope")->status == 400);
@@ -184,7 +184,7 @@ TEST_CASE("serve: the API and its error codes") {
   }
   SUBCASE("404: unknown functions and routes") {
     CHECK(c->Post("/fn/nope", "{}", "application/json")->status == 404);
-    CHECK(c->Get("/functions/nope")->status == 404);
+    CHECK(c->Get("/functions/nope", auth(d))->status == 404);
     CHECK(c->Delete("/functions/nope", auth(d))->status == 404);
     CHECK(c->Get("/no/such/route")->status == 404);
   }
@@ -258,7 +258,7 @@ TEST_CASE("serve: the API and its error codes") {
     CHECK(c->Post("/fn/talker", "{}", "application/json")->status == 404);
   }
   SUBCASE("metrics") {
-    auto m = c->Get("/metrics");
+    auto m = c->Get("/metrics", auth(d));
     REQUIRE(m);
     CHECK(m->body.find("nsbox_requests_total{function=\"hello\",status=\"200\"}") !=
           std::string::npos);
@@ -440,7 +440,7 @@ TEST_CASE("serve: 150 functions deployed, each invoked, kept across a restart") 
   Daemon d(dir, kPool);
   REQUIRE(d.start());
   auto c = d.client();
-  CHECK(body(c->Get("/functions"))["functions"].size() == 150);
+  CHECK(body(c->Get("/functions", auth(d)))["functions"].size() == 150);
   int wrong = 0;
   for (int i = 0; i < 150; i += 7) {
     auto r = c->Get(("/fn/fn" + std::to_string(i)).c_str());
@@ -488,7 +488,7 @@ TEST_CASE("serve: kill -9 during a burst of deploys loses no acknowledged versio
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   CHECK(orphans_left() == 0);
   auto c = d.client();
-  auto show = body(c->Get("/functions/burst"));
+  auto show = body(c->Get("/functions/burst", auth(d)));
   std::set<int> versions;
   for (int v : show["versions"]) versions.insert(v);
   for (int v : acked)

@@ -1,0 +1,823 @@
+#include "gateway/http_front.hpp"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <optional>
+
+#include "sandbox/log.hpp"
+
+namespace nsbox {
+
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+constexpr size_t kReadChunk = 16 << 10;
+constexpr size_t kReadPerEvent = 64 << 10;  // then the next connection's turn
+constexpr size_t kDrainBytes = 256 << 10;   // read and dropped after a refusal, at most
+constexpr auto kDrainTime = std::chrono::seconds(1);
+constexpr auto kSweepEvery = std::chrono::milliseconds(100);
+// A connection counts against its address's cap once it has been sending
+// its request this long: a load generator's connections send theirs in one
+// packet right after connecting and never count, however many it opens.
+constexpr auto kSendingGrace = std::chrono::milliseconds(200);
+constexpr size_t kKeepHandlerThreads = 16;
+constexpr auto kHandlerThreadIdleExit = std::chrono::seconds(30);
+
+const char* reason(int status) {
+  switch (status) {
+    case 100:
+      return "Continue";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 204:
+      return "No Content";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 413:
+      return "Content Too Large";
+    case 417:
+      return "Expectation Failed";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Status";
+  }
+}
+
+std::string peer_address(const sockaddr_storage& ss) {
+  char buf[INET6_ADDRSTRLEN] = "";
+  if (ss.ss_family == AF_INET)
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(ss).sin_addr, buf, sizeof buf);
+  else if (ss.ss_family == AF_INET6)
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(ss).sin6_addr, buf, sizeof buf);
+  return canonical_address(buf);
+}
+
+}  // namespace
+
+enum class HttpFront::State { Reading, Body, Handling, Writing, Idle, Draining };
+
+struct HttpFront::Conn {
+  int fd = -1;
+  std::string peer;    // the socket's peer
+  std::string origin;  // peer, or the source a trusted proxy's PROXY line gave
+  std::string client;  // origin, or what a trusted proxy's X-Forwarded-For said
+  std::string key;     // address_key(client) while counted in sending_
+  bool counted = false;
+  bool trusted = false;         // peer is a trusted proxy
+  bool origin_trusted = false;  // origin is (then not counted per address)
+  bool proxy_checked = false;
+  bool dead = false;
+  bool refusing = false;  // the answer is the front's own; then drain and close
+  State state = State::Reading;
+  Clock::time_point deadline;
+  Clock::time_point since;    // idle since (eviction order)
+  Clock::time_point started;  // began sending its current request
+  std::string in;             // bytes read and not used yet
+  std::unique_ptr<httplib::Request> req;
+  HeadResult head;
+  std::optional<ChunkedDecoder> chunked;
+  const Route* route = nullptr;
+  bool keep_alive = true;
+  bool head_only = false;  // HEAD: the body is not sent
+  // The response being written: head, then body.
+  std::string out_head, out_body;
+  size_t out_off = 0;
+  size_t drained = 0;
+};
+
+HttpFront::HttpFront(FrontConfig config) : config_(std::move(config)) {
+  error_body_ = [](httplib::Response& res, int status, const std::string& message) {
+    res.status = status;
+    res.set_content(message + "\n", "text/plain");
+  };
+  authorize_ = [](const httplib::Request&, Access, httplib::Response&) { return true; };
+}
+
+HttpFront::~HttpFront() {
+  if (threads_) threads_->shutdown();
+  for (Conn* c : conns_) {
+    close(c->fd);
+    delete c;
+  }
+  for (Conn* c : graveyard_) delete c;
+  if (listen_fd_ >= 0) close(listen_fd_);
+  if (epoll_fd_ >= 0) close(epoll_fd_);
+  if (wake_fd_ >= 0) close(wake_fd_);
+}
+
+void HttpFront::route(const std::string& method, const std::string& pattern, Access access,
+                      Handler h) {
+  routes_.push_back({method, std::regex(pattern), access, std::move(h)});
+}
+
+bool HttpFront::bind(std::string* error) {
+  addrinfo hints{}, *ai = nullptr;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+  std::string port = std::to_string(config_.port);
+  const char* host = config_.host.empty() ? nullptr : config_.host.c_str();
+  if (int rc = getaddrinfo(host, port.c_str(), &hints, &ai); rc != 0) {
+    *error = "cannot resolve " + config_.host + ": " + gai_strerror(rc);
+    return false;
+  }
+  int fd = -1;
+  for (addrinfo* p = ai; p; p = p->ai_next) {
+    fd = socket(p->ai_family, p->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, p->ai_protocol);
+    if (fd < 0) continue;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd, p->ai_addr, p->ai_addrlen) == 0 && listen(fd, 4096) == 0) break;
+    close(fd);
+    fd = -1;
+  }
+  freeaddrinfo(ai);
+  if (fd < 0) {
+    *error = "cannot listen on " + config_.host + ":" + port +
+             " (in use, or not an address of this machine?)";
+    return false;
+  }
+  listen_fd_ = fd;
+  epoll_fd_ = epoll_create1(EPOLL_CLOEXEC);
+  wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (epoll_fd_ < 0 || wake_fd_ < 0) {
+    *error = std::string("epoll/eventfd: ") + strerror(errno);
+    return false;
+  }
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.ptr = nullptr;  // the listener
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, listen_fd_, &ev);
+  ev.data.ptr = &wake_fd_;
+  epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
+  threads_ = std::make_unique<ConnectionThreads>(size_t(config_.handler_threads),
+                                                 kKeepHandlerThreads, kHandlerThreadIdleExit);
+  return true;
+}
+
+void HttpFront::stop() {
+  stopping_ = true;
+  if (wake_fd_ >= 0) {
+    uint64_t one = 1;
+    (void)!write(wake_fd_, &one, sizeof one);
+  }
+}
+
+void HttpFront::serve() {
+  epoll_event events[256];
+  auto next_sweep = Clock::now() + kSweepEvery;
+  while (!stopping_) {
+    int n = epoll_wait(epoll_fd_, events, 256, int(kSweepEvery.count()));
+    if (n < 0 && errno != EINTR) {
+      LOG_ERROR("epoll_wait: %s", strerror(errno));
+      break;
+    }
+    for (int i = 0; i < n; i++) {
+      void* p = events[i].data.ptr;
+      if (p == nullptr) {
+        accept_all();
+      } else if (p == &wake_fd_) {
+        uint64_t v;
+        (void)!read(wake_fd_, &v, sizeof v);
+        std::vector<Conn*> ready;
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          ready.swap(ready_);
+        }
+        for (Conn* c : ready) {
+          if (c->dead) continue;
+          process(c);
+          if (!c->dead && (c->state == State::Reading || c->state == State::Body)) arm(c, EPOLLIN);
+        }
+      } else {
+        Conn* c = static_cast<Conn*>(p);
+        if (!c->dead) on_event(c, events[i].events);
+      }
+    }
+    if (Clock::now() >= next_sweep) {
+      sweep();
+      next_sweep = Clock::now() + kSweepEvery;
+    }
+    free_closed();
+  }
+  if (listen_fd_ >= 0) {
+    close(listen_fd_);
+    listen_fd_ = -1;
+  }
+  // Requests in flight finish and are answered (with Connection: close).
+  threads_->shutdown();
+}
+
+void HttpFront::free_closed() {
+  std::vector<Conn*> dead;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    dead.swap(graveyard_);
+  }
+  for (Conn* c : dead) delete c;
+}
+
+void HttpFront::accept_all() {
+  for (int i = 0; i < 256; i++) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    int fd =
+        accept4(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+        // Out of fds: stop listening for a moment rather than spin on the
+        // pending connection; the sweep re-arms the listener.
+        LOG_WARN("accept: %s; pausing accepts for 100 ms", strerror(errno));
+        epoll_event ev{};
+        ev.data.ptr = nullptr;
+        epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);
+        accept_paused_ = true;
+        accept_paused_until_ = Clock::now() + kSweepEvery;
+      }
+      return;
+    }
+    size_t open;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      open = conns_.size();
+    }
+    if (open >= size_t(config_.max_connections) && !evict_idle()) {
+      refused_busy_++;
+      static const char kBusy[] =
+          "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+          "Connection: close\r\n\r\n";
+      (void)!send(fd, kBusy, sizeof kBusy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      close(fd);
+      continue;
+    }
+    auto* c = new Conn;
+    c->fd = fd;
+    c->peer = peer_address(ss);
+    c->origin = c->client = c->peer;
+    c->trusted = c->origin_trusted = cidr_contains(config_.trusted_proxies, c->peer);
+    c->req = std::make_unique<httplib::Request>();
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      conns_.insert(c);
+    }
+    c->state = State::Idle;  // start_reading moves it on
+    if (!start_reading(c)) continue;
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLONESHOT | EPOLLRDHUP;
+    ev.data.ptr = c;
+    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) close_conn(c);
+  }
+}
+
+// A connection begins a request: it now counts as sending for its address
+// (the sweep enforces the cap). False when it was refused (and closed).
+bool HttpFront::start_reading(Conn* c) {
+  c->state = State::Reading;
+  c->started = Clock::now();
+  c->deadline = c->started + std::chrono::milliseconds(config_.request_timeout_ms);
+  c->req = std::make_unique<httplib::Request>();
+  c->chunked.reset();
+  c->route = nullptr;
+  // A trusted proxy's connection is counted once it says whose it is.
+  if (!c->origin_trusted) count_sending(c, true);
+  return true;
+}
+
+void HttpFront::count_sending(Conn* c, bool on) {
+  if (on == c->counted) return;
+  if (on) {
+    c->key = address_key(c->origin);
+    sending_[c->key]++;
+  } else {
+    auto it = sending_.find(c->key);
+    if (it != sending_.end() && --it->second <= 0) sending_.erase(it);
+  }
+  c->counted = on;
+}
+
+void HttpFront::arm(Conn* c, uint32_t events) {
+  epoll_event ev{};
+  ev.events = events | EPOLLONESHOT | EPOLLRDHUP;
+  ev.data.ptr = c;
+  if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c->fd, &ev) != 0)
+    LOG_WARN("epoll_ctl: %s", strerror(errno));
+}
+
+void HttpFront::on_event(Conn* c, uint32_t events) {
+  if (c->state == State::Writing) {
+    if (events & (EPOLLERR | EPOLLHUP)) return close_conn(c);
+    if (!flush(c)) return arm(c, EPOLLOUT);
+    return after_write(c, false);
+  }
+  read_some(c);
+}
+
+void HttpFront::read_some(Conn* c) {
+  char buf[kReadChunk];
+  size_t total = 0;
+  bool eof = false;
+  while (total < kReadPerEvent) {
+    ssize_t n = recv(c->fd, buf, sizeof buf, 0);
+    if (n > 0) {
+      total += size_t(n);
+      if (c->state == State::Draining) {
+        c->drained += size_t(n);
+        if (c->drained > kDrainBytes) return close_conn(c);
+        continue;
+      }
+      c->in.append(buf, size_t(n));
+      // The head must fit its limit: stop reading into a head that cannot.
+      if (c->state == State::Reading && c->in.size() > config_.head.max_head_bytes + 4) break;
+      continue;
+    }
+    if (n == 0)
+      eof = true;
+    else if (errno == EINTR)
+      continue;
+    else if (errno != EAGAIN && errno != EWOULDBLOCK)
+      eof = true;
+    break;
+  }
+  if (c->state == State::Draining) {
+    if (eof) return close_conn(c);
+    return arm(c, EPOLLIN);
+  }
+  if (c->state == State::Idle && !c->in.empty() && !start_reading(c)) return;
+  process(c);
+  if (c->dead || c->state == State::Handling || c->state == State::Writing) return;
+  if (eof) {
+    // A client that half-closes after a complete request still gets its
+    // answer (handled above); one that leaves mid-request is just gone.
+    return close_conn(c);
+  }
+  arm(c, EPOLLIN);
+}
+
+// Runs the parser over what has been read; hands a complete request on.
+void HttpFront::process(Conn* c) {
+  if (c->state == State::Idle) {
+    if (c->in.empty()) return arm(c, EPOLLIN);
+    if (!start_reading(c)) return;
+  }
+  if (c->state == State::Reading) {
+    if (c->trusted && !c->proxy_checked) {
+      // A trusted proxy may open with a PROXY v1 line; decide once enough
+      // bytes tell "PROXY " from a method.
+      const std::string_view sig = "PROXY ";
+      size_t n = std::min(c->in.size(), sig.size());
+      if (std::string_view(c->in).substr(0, n) == sig.substr(0, n)) {
+        if (c->in.size() < sig.size()) return;
+        std::string client;
+        size_t len = 0;
+        Parse p = parse_proxy_v1(c->in, &client, &len);
+        if (p == Parse::NeedMore) return;
+        if (p == Parse::Error) return refuse(c, 400, "malformed PROXY protocol line");
+        c->in.erase(0, len);
+        if (!client.empty()) c->origin = c->client = client;
+        c->origin_trusted = cidr_contains(config_.trusted_proxies, c->origin);
+        if (!c->origin_trusted) count_sending(c, true);
+      }
+      c->proxy_checked = true;
+    }
+    HeadResult r = parse_head(c->in, config_.head, c->req.get());
+    if (r.state == Parse::NeedMore) return;
+    if (r.state == Parse::Error) {
+      if (r.status == 431)
+        head_too_large_++;
+      else
+        bad_requests_++;
+      return refuse(c, r.status, r.message);
+    }
+    c->head = r;
+    c->in.erase(0, r.head_len);
+    httplib::Request& req = *c->req;
+    if (c->trusted) c->client = forwarded_client(c->origin, req, config_.trusted_proxies);
+    req.remote_addr = c->client;
+    c->keep_alive = r.keep_alive;
+    c->head_only = req.method == "HEAD";
+    bool path_known = false;
+    c->route = find_route(req, &path_known);
+    if (!c->route) {
+      bad_requests_++;
+      return refuse(
+          c, path_known ? 405 : 404,
+          (path_known ? "method not allowed for " : "no route for ") + req.method + " " + req.path);
+    }
+    httplib::Response res;
+    if (!authorize_(req, c->route->access, res)) {
+      unauthorized_++;
+      return refuse_with(c, res);
+    }
+    if (!r.chunked && r.content_length > config_.max_body_bytes) {
+      too_large_++;
+      return refuse(c, 413,
+                    "request body too large (limit " +
+                        std::to_string(config_.max_body_bytes >> 10) + " KiB)");
+    }
+    bool has_body = r.chunked || r.content_length > 0;
+    if (r.expect_continue && has_body) {
+      static const char kContinue[] = "HTTP/1.1 100 Continue\r\n\r\n";
+      (void)!send(c->fd, kContinue, sizeof kContinue - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    if (r.chunked) c->chunked.emplace(config_.max_body_bytes, config_.head.max_head_bytes);
+    c->state = State::Body;
+  }
+  if (c->state == State::Body) {
+    httplib::Request& req = *c->req;
+    if (c->chunked) {
+      size_t used = 0;
+      int status = 0;
+      Parse p = c->chunked->feed(c->in, &used, &req.body, &status);
+      c->in.erase(0, used);
+      if (p == Parse::Error) {
+        if (status == 413)
+          too_large_++;
+        else
+          bad_requests_++;
+        return refuse(c, status,
+                      status == 413 ? "request body too large (limit " +
+                                          std::to_string(config_.max_body_bytes >> 10) + " KiB)"
+                                    : "malformed chunked body");
+      }
+      if (p == Parse::NeedMore) return;
+    } else {
+      size_t want = size_t(c->head.content_length) - req.body.size();
+      size_t take = std::min(want, c->in.size());
+      if (req.body.empty() && take == c->in.size()) {
+        req.body.swap(c->in);  // the common case: the whole body came with the head
+      } else {
+        req.body.append(c->in, 0, take);
+        c->in.erase(0, take);
+      }
+      if (req.body.size() < c->head.content_length) return;
+    }
+    dispatch(c);
+  }
+}
+
+const HttpFront::Route* HttpFront::find_route(httplib::Request& req, bool* path_known) {
+  const std::string method = req.method == "HEAD" ? "GET" : req.method;
+  for (const Route& r : routes_)
+    if (r.method == method && std::regex_match(req.path, req.matches, r.re)) return &r;
+  std::smatch m;
+  for (const Route& r : routes_)
+    if (std::regex_match(req.path, m, r.re)) *path_known = true;
+  return nullptr;
+}
+
+void HttpFront::dispatch(Conn* c) {
+  count_sending(c, false);
+  c->state = State::Handling;
+  threads_->enqueue([this, c] { handle(c); });
+}
+
+void HttpFront::handle(Conn* c) {
+  httplib::Response res;
+  try {
+    c->route->handler(*c->req, res);
+  } catch (const std::exception& e) {
+    LOG_ERROR("internal error: %s", e.what());
+    res = httplib::Response();
+    error_body_(res, 500, std::string("internal error: ") + e.what());
+  } catch (...) {
+    res = httplib::Response();
+    error_body_(res, 500, "internal error");
+  }
+  if (res.status < 100) res.status = 200;
+  if (stopping_) c->keep_alive = false;
+  send_response(c, res, true);
+}
+
+void HttpFront::send_response(Conn* c, httplib::Response& res, bool from_worker) {
+  std::string& h = c->out_head;
+  h.clear();
+  h += "HTTP/1.1 ";
+  h += std::to_string(res.status);
+  h += ' ';
+  h += reason(res.status);
+  h += "\r\n";
+  for (const auto& [k, v] : res.headers) {
+    if (strcasecmp(k.c_str(), "Content-Length") == 0 || strcasecmp(k.c_str(), "Connection") == 0)
+      continue;
+    h += k;
+    h += ": ";
+    h += v;
+    h += "\r\n";
+  }
+  h += "Content-Length: ";
+  h += std::to_string(res.body.size());
+  h += "\r\n";
+  if (!c->keep_alive)
+    h += "Connection: close\r\n";
+  else if (c->req && c->req->version == "HTTP/1.0")
+    h += "Connection: keep-alive\r\n";
+  h += "\r\n";
+  c->out_body.clear();
+  if (!c->head_only) c->out_body.swap(res.body);
+  c->out_off = 0;
+  if (flush(c)) return after_write(c, from_worker);
+  if (from_worker && stopping_) {
+    // The epoll thread is gone or going: finish here, briefly.
+    pollfd p{c->fd, POLLOUT, 0};
+    while (poll(&p, 1, 2000) > 0)
+      if (flush(c)) break;
+    return close_conn(c);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  c->state = State::Writing;
+  c->deadline = Clock::now() + std::chrono::milliseconds(config_.request_timeout_ms);
+  arm(c, EPOLLOUT);
+}
+
+// Writes what it can; true once everything is sent (or the peer is gone:
+// then the connection is marked not to be kept).
+bool HttpFront::flush(Conn* c) {
+  for (;;) {
+    size_t hl = c->out_head.size(), bl = c->out_body.size();
+    if (c->out_off >= hl + bl) return true;
+    iovec iov[2];
+    int n = 0;
+    if (c->out_off < hl) iov[n++] = {c->out_head.data() + c->out_off, hl - c->out_off};
+    size_t boff = c->out_off > hl ? c->out_off - hl : 0;
+    if (bl > boff) iov[n++] = {c->out_body.data() + boff, bl - boff};
+    msghdr msg{};
+    msg.msg_iov = iov;
+    msg.msg_iovlen = size_t(n);
+    ssize_t w = sendmsg(c->fd, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w > 0) {
+      c->out_off += size_t(w);
+      continue;
+    }
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return false;
+    c->keep_alive = false;  // the peer is gone
+    c->out_off = hl + bl;
+    return true;
+  }
+}
+
+void HttpFront::after_write(Conn* c, bool from_worker) {
+  (void)from_worker;
+  c->out_head.clear();
+  c->out_body = std::string();
+  if (c->refusing) return begin_drain(c);
+  if (!c->keep_alive) return close_conn(c);
+  c->req = std::make_unique<httplib::Request>();
+  std::lock_guard<std::mutex> lock(mu_);
+  c->state = State::Idle;
+  c->since = Clock::now();
+  c->deadline = c->since + std::chrono::milliseconds(config_.idle_timeout_ms);
+  if (!c->in.empty()) {
+    // Pipelined: the next request is already here, and epoll will not say
+    // so. The epoll thread takes it on its next turn.
+    ready_.push_back(c);
+    uint64_t one = 1;
+    (void)!write(wake_fd_, &one, sizeof one);
+    return;
+  }
+  arm(c, EPOLLIN);
+}
+
+// An answer from the front itself (the request was not handled): sent, then
+// the connection is half-closed and whatever the client still sends is read
+// and dropped for a moment, so it sees the answer rather than a reset.
+void HttpFront::refuse(Conn* c, int status, const std::string& message) {
+  httplib::Response res;
+  error_body_(res, status, message);
+  refuse_with(c, res);
+}
+
+void HttpFront::refuse_with(Conn* c, httplib::Response& res) {
+  count_sending(c, false);
+  c->keep_alive = false;
+  c->refusing = true;
+  c->in.clear();
+  c->in.shrink_to_fit();
+  c->chunked.reset();
+  c->req = std::make_unique<httplib::Request>();
+  send_response(c, res, false);  // then after_write: begin_drain
+}
+
+// A connection over its address's cap is closed at once: unlike other
+// refusals it is not drained, so however many an address opens, they hold
+// no slot of max_connections and no fd past this call (drained connections
+// could otherwise fill the table for a second and starve other addresses).
+// What the client already sent is read first so that, when it sends
+// nothing more, the close is a FIN after the 429 rather than a reset.
+void HttpFront::refuse_over_cap(Conn* c) {
+  refused_address_++;
+  char buf[kReadChunk];
+  for (size_t got = 0; got < kDrainBytes;) {
+    ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT);
+    if (n <= 0) break;
+    got += size_t(n);
+  }
+  static const char kOverCap[] =
+      "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
+      "Connection: close\r\n\r\n";
+  (void)!send(c->fd, kOverCap, sizeof kOverCap - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  close_conn(c);
+}
+
+void HttpFront::begin_drain(Conn* c) {
+  shutdown(c->fd, SHUT_WR);
+  c->state = State::Draining;
+  c->drained = 0;
+  c->deadline = Clock::now() + kDrainTime;
+  arm(c, EPOLLIN);
+}
+
+void HttpFront::close_conn(Conn* c) {
+  if (c->dead) return;
+  count_sending(c, false);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    conns_.erase(c);
+    c->dead = true;
+    // The epoll thread may hold an event for c in this batch: it frees c
+    // after the batch. A worker's connection is not in any batch.
+    graveyard_.push_back(c);
+  }
+  close(c->fd);
+}
+
+// Makes room for a new connection: the newest request still being sent from
+// the address sending the most (when that is more than its cap allows), else
+// a connection draining after a refusal, else the oldest idle keep-alive one.
+bool HttpFront::evict_idle() {
+  const auto now = Clock::now();
+  Conn* oldest = nullptr;
+  std::string heaviest;
+  int most = 0;
+  for (const auto& [key, n] : sending_)
+    if (n > most) most = n, heaviest = key;
+  Conn* newest = nullptr;
+  Conn* drain = nullptr;
+  Conn* slowest = nullptr;  // of the heaviest address, sending the longest
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (Conn* c : conns_) {
+      // A connection draining after a refusal is worth least, then idle ones.
+      if (c->state == State::Draining) {
+        drain = c;
+      } else if (c->state == State::Idle && c->in.empty() &&
+                 (!oldest || c->since < oldest->since)) {
+        oldest = c;
+      }
+      if (c->counted && c->key == heaviest && (!newest || c->started > newest->started)) newest = c;
+      if (c->counted && c->key == heaviest && now - c->started >= kSendingGrace &&
+          (!slowest || c->started < slowest->started))
+        slowest = c;
+    }
+  }
+  // An address over its cap pays first: evicting a well-behaved client's
+  // idle keep-alive connection would let the attacker choose who is closed.
+  if (newest && most > config_.max_sending_per_address) {
+    refuse_over_cap(newest);
+    return true;
+  }
+  if (drain || oldest) {
+    close_conn(drain ? drain : oldest);
+    return true;
+  }
+  // Every slot holds a request still being sent and no address is over its
+  // cap: many addresses trickle at once. The one that has been sending the
+  // longest, from the address sending the most, goes, so a new client still
+  // gets in (the attackers' connections turn over instead of piling up).
+  if (slowest) {
+    refused_busy_++;
+    close_conn(slowest);
+    return true;
+  }
+  return false;
+}
+
+// Each address may have max_sending_per_address connections that have been
+// sending longer than the grace; the newest beyond that get 429.
+void HttpFront::enforce_address_caps(Clock::time_point now) {
+  std::unordered_map<std::string, std::vector<Conn*>> over;
+  for (const auto& [key, n] : sending_)
+    if (n > config_.max_sending_per_address) over[key];
+  if (over.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (Conn* c : conns_) {
+      if (!c->counted || now - c->started < kSendingGrace) continue;
+      auto it = over.find(c->key);
+      if (it != over.end()) it->second.push_back(c);
+    }
+  }
+  for (auto& [key, list] : over) {
+    if (list.size() <= size_t(config_.max_sending_per_address)) continue;
+    std::sort(list.begin(), list.end(),
+              [](const Conn* a, const Conn* b) { return a->started < b->started; });
+    for (size_t i = size_t(config_.max_sending_per_address); i < list.size(); i++)
+      refuse_over_cap(list[i]);
+  }
+}
+
+void HttpFront::sweep() {
+  auto now = Clock::now();
+  if (accept_paused_ && now >= accept_paused_until_) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.ptr = nullptr;
+    epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, listen_fd_, &ev);
+    accept_paused_ = false;
+  }
+  enforce_address_caps(now);
+  std::vector<Conn*> expired;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (Conn* c : conns_)
+      if (c->state != State::Handling && now >= c->deadline) expired.push_back(c);
+  }
+  for (Conn* c : expired) {
+    if (c->state == State::Reading || c->state == State::Body) {
+      timeouts_++;
+      refuse(c, 408,
+             "request not received within " + std::to_string(config_.request_timeout_ms) + " ms");
+    } else {
+      close_conn(c);
+    }
+  }
+}
+
+std::string HttpFront::render_metrics() {
+  size_t open = 0, idle = 0, sending = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    open = conns_.size();
+    for (Conn* c : conns_) {
+      if (c->state == State::Idle) idle++;
+      if (c->state == State::Reading || c->state == State::Body) sending++;
+    }
+  }
+  std::string out =
+      "# HELP nsbox_http_connections Open client connections by state.\n"
+      "# TYPE nsbox_http_connections gauge\n";
+  out += "nsbox_http_connections{state=\"sending\"} " + std::to_string(sending) + "\n";
+  out += "nsbox_http_connections{state=\"idle\"} " + std::to_string(idle) + "\n";
+  out += "nsbox_http_connections{state=\"other\"} " + std::to_string(open - idle - sending) + "\n";
+  out +=
+      "# HELP nsbox_http_refused_total Requests or connections the front refused, by reason.\n"
+      "# TYPE nsbox_http_refused_total counter\n";
+  auto line = [&](const char* why, uint64_t v) {
+    out +=
+        std::string("nsbox_http_refused_total{reason=\"") + why + "\"} " + std::to_string(v) + "\n";
+  };
+  line("busy", refused_busy_);
+  line("per_address", refused_address_);
+  line("timeout", timeouts_);
+  line("body_too_large", too_large_);
+  line("head_too_large", head_too_large_);
+  line("unauthorized", unauthorized_);
+  line("bad_request", bad_requests_);
+  return out;
+}
+
+}  // namespace nsbox

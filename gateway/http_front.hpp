@@ -1,0 +1,125 @@
+// The daemon's HTTP/1.1 front: one epoll thread accepts connections and
+// reads each request's head and body under one deadline and the limits
+// below, checks the route's access level from the head alone (a request
+// that needs the token is refused before its body is read), and only then
+// hands the complete request to a handler thread. Handlers keep cpp-httplib's
+// Request/Response types. Slow or idle clients therefore hold a few KiB of
+// buffer and no thread (docs/architecture.md, "HTTP front").
+#pragma once
+
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <regex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "gateway/conn_threads.hpp"
+#include "gateway/http_parse.hpp"
+
+namespace nsbox {
+
+struct FrontConfig {
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  HeadLimits head;
+  uint64_t max_body_bytes = 6ull << 20;
+  int request_timeout_ms = 30000;     // the whole head and body, from the first byte
+  int idle_timeout_ms = 30000;        // a keep-alive connection waiting for its next request
+  int max_connections = 1024;         // open connections; the oldest idle one makes room
+  int max_sending_per_address = 32;   // connections still sending their request, per client
+  int handler_threads = 1024;         // requests being handled at once
+  std::vector<Cidr> trusted_proxies;  // may send PROXY v1 and X-Forwarded-For
+};
+
+// Who may use a route; the front asks the authorizer before reading a body.
+enum class Access { Public, Read, Admin };
+
+class HttpFront {
+ public:
+  using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
+  // From the head alone: true to go on; false with res filled to refuse
+  // (the body is not read and the connection is closed).
+  using Authorizer = std::function<bool(const httplib::Request&, Access, httplib::Response&)>;
+  // Fills res with the daemon's error format.
+  using ErrorBody = std::function<void(httplib::Response&, int status, const std::string& message)>;
+
+  explicit HttpFront(FrontConfig config);
+  ~HttpFront();
+
+  void route(const std::string& method, const std::string& pattern, Access access, Handler h);
+  void set_authorizer(Authorizer a) { authorize_ = std::move(a); }
+  void set_error_body(ErrorBody e) { error_body_ = std::move(e); }
+  // Called for every request a handler answered, with the client address.
+  bool bind(std::string* error);
+  // Serves until stop(); returns once every handler has finished.
+  void serve();
+  void stop();  // async-signal-unsafe but thread-safe; before serve() makes it return at once
+  std::string render_metrics();
+
+ private:
+  struct Route {
+    std::string method;
+    std::regex re;
+    Access access;
+    Handler handler;
+  };
+  struct Conn;
+  enum class State;
+
+  void accept_all();
+  void on_event(Conn* c, uint32_t events);
+  void read_some(Conn* c);
+  void process(Conn* c);
+  bool start_reading(Conn* c);
+  void enforce_address_caps(std::chrono::steady_clock::time_point now);
+  void begin_drain(Conn* c);
+  void refuse_over_cap(Conn* c);
+  void free_closed();
+  void dispatch(Conn* c);
+  void handle(Conn* c);
+  void send_response(Conn* c, httplib::Response& res, bool from_worker);
+  bool flush(Conn* c);
+  void after_write(Conn* c, bool from_worker);
+  void refuse(Conn* c, int status, const std::string& message);
+  void refuse_with(Conn* c, httplib::Response& res);
+  void close_conn(Conn* c);
+  void count_sending(Conn* c, bool on);
+  void arm(Conn* c, uint32_t events);
+  void sweep();
+  bool evict_idle();
+  const Route* find_route(httplib::Request& req, bool* path_known);
+
+  FrontConfig config_;
+  std::vector<Route> routes_;
+  Authorizer authorize_;
+  ErrorBody error_body_;
+  int listen_fd_ = -1;
+  int epoll_fd_ = -1;
+  int wake_fd_ = -1;  // eventfd: stop, and connections handed back with bytes already read
+  std::atomic<bool> stopping_{false};
+  std::unique_ptr<ConnectionThreads> threads_;
+
+  // Guards the connection set, each connection's state while it changes
+  // hands between the epoll thread and handler threads, and ready_.
+  std::mutex mu_;
+  std::unordered_set<Conn*> conns_;
+  std::vector<Conn*> ready_;      // pipelined requests handed back by workers
+  std::vector<Conn*> graveyard_;  // closed by the epoll thread, freed after the event batch
+  // Epoll thread only: connections still sending, per address_key.
+  std::unordered_map<std::string, int> sending_;
+  std::chrono::steady_clock::time_point accept_paused_until_{};
+  bool accept_paused_ = false;
+
+  std::atomic<uint64_t> refused_busy_{0}, refused_address_{0}, timeouts_{0}, too_large_{0},
+      head_too_large_{0}, unauthorized_{0}, bad_requests_{0};
+};
+
+}  // namespace nsbox

@@ -1,0 +1,411 @@
+// The daemon's HTTP front under hostile clients, over real sockets: the
+// token is checked before a body is read, every body and head is bounded,
+// one deadline covers a whole request, slow connections from one address do
+// not starve another, the client address comes from trusted proxies only,
+// and metadata needs a token.
+#include <arpa/inet.h>
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/daemon.hpp"
+#include "tests/integration/harness.hpp"
+
+using nlohmann::json;
+using nsbox::test::auth;
+using nsbox::test::Daemon;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+struct StateDir {
+  std::string path;
+  explicit StateDir(const char* tag)
+      : path("/tmp/nsbox-front-test-" + std::string(tag) + "-" + std::to_string(getpid())) {
+    remove();
+  }
+  ~StateDir() { remove(); }
+  void remove() const {
+    std::string cmd = "rm -rf '" + path + "' '" + path + ".toml' '" + path + ".log'";
+    if (system(cmd.c_str()) != 0) MESSAGE("could not remove " << path);
+  }
+};
+
+const char* kPool = "[pool]\nblank = 1\nmax_sandboxes = 8\nper_function = 2\n";
+
+// A TCP connection to the daemon from source address src (any 127/8
+// address is this host's).
+int connect_from(const char* src, int port, bool nonblocking = false) {
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  inet_pton(AF_INET, src, &a.sin_addr);
+  REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(uint16_t(port));
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  int rc = connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to);
+  REQUIRE((rc == 0 || (nonblocking && errno == EINPROGRESS)));
+  return fd;
+}
+
+void send_all(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return;
+    off += size_t(n);
+  }
+}
+
+// Reads until the peer closes or timeout_ms passes; *eof says which.
+std::string read_until_close(int fd, int timeout_ms, bool* eof = nullptr) {
+  std::string out;
+  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  if (eof) *eof = false;
+  for (;;) {
+    int left =
+        int(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count());
+    if (left <= 0) return out;
+    pollfd p{fd, POLLIN, 0};
+    if (poll(&p, 1, left) <= 0) return out;
+    char buf[4096];
+    ssize_t n = recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) {
+      if (eof) *eof = true;
+      return out;
+    }
+    out.append(buf, size_t(n));
+  }
+}
+
+int status_of(const std::string& reply) {
+  if (reply.rfind("HTTP/1.", 0) != 0 || reply.size() < 12) return 0;
+  return std::atoi(reply.c_str() + 9);
+}
+
+long vm_hwm_kb(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
+  return -1;
+}
+
+void raise_nofile() {
+  rlimit r{};
+  getrlimit(RLIMIT_NOFILE, &r);
+  r.rlim_cur = r.rlim_max;
+  setrlimit(RLIMIT_NOFILE, &r);
+}
+
+httplib::Result deploy(const Daemon& d, const std::string& name, const std::string& source) {
+  return d.client()->Put(("/functions/" + name).c_str(), auth(d), source, "text/x-python");
+}
+
+// The access-log line of request rid, once the log has it (flushed every
+// 100 ms), or "".
+std::string access_line(const Daemon& d, const std::string& rid) {
+  for (int i = 0; i < 60; i++) {
+    std::istringstream log(d.log());
+    std::string line;
+    while (std::getline(log, line))
+      if (line.rfind(rid + " ", 0) == 0) return line;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return "";
+}
+
+std::string last_field(const std::string& line) {
+  return line.substr(line.rfind(' ') + 1);
+}
+
+std::string request_id(const std::string& reply) {
+  auto p = reply.find("X-Nsbox-Request-Id: ");
+  if (p == std::string::npos) return "";
+  p += 20;
+  return reply.substr(p, reply.find("\r\n", p) - p);
+}
+
+}  // namespace
+
+TEST_CASE("front: a route that needs the token refuses before reading the body") {
+  StateDir sd("auth");
+  Daemon d(sd.path, std::string("max_body_kb = 64\n") + kPool);
+  REQUIRE(d.start());
+
+  {
+    INFO("a PUT's head is enough for a 401; the body is never waited for");
+    for (const std::string& authz :
+         {std::string(), std::string("Authorization: Bearer wrong\r\n")}) {
+      int fd = connect_from("127.0.0.1", d.port());
+      send_all(fd, "PUT /functions/f HTTP/1.1\r\nHost: x\r\n" + authz +
+                       "Content-Type: text/x-python\r\nContent-Length: 32768\r\n\r\n");
+      bool eof = false;
+      std::string reply = read_until_close(fd, 3000, &eof);
+      CHECK(status_of(reply) == 401);
+      CHECK(eof);  // and the connection is closed, its body unread
+      close(fd);
+    }
+  }
+  {
+    INFO("a chunked PUT without the token: 401 while it is still sending");
+    int fd = connect_from("127.0.0.1", d.port());
+    send_all(fd,
+             "PUT /functions/f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "100000\r\n" +
+                 std::string(4096, 'x'));
+    std::string reply = read_until_close(fd, 3000);
+    CHECK(status_of(reply) == 401);
+    close(fd);
+  }
+  {
+    INFO("GET /metrics and the function list need a token too (the head is checked alike)");
+    for (const char* path : {"/metrics", "/functions", "/functions/f", "/functions/f/logs"}) {
+      int fd = connect_from("127.0.0.1", d.port());
+      send_all(fd, std::string("GET ") + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
+      CHECK_MESSAGE(status_of(read_until_close(fd, 3000)) == 401, path);
+      close(fd);
+    }
+  }
+  {
+    INFO("a chunked body over the limit is 413, with the token");
+    int fd = connect_from("127.0.0.1", d.port());
+    std::string chunk(8192, 'x');
+    std::string req = "PUT /functions/big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+                      d.token() + "\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (int i = 0; i < 10; i++) req += "2000\r\n" + chunk + "\r\n";  // 80 KiB > 64 KiB
+    req += "0\r\n\r\n";
+    send_all(fd, req);
+    CHECK(status_of(read_until_close(fd, 3000)) == 413);
+    close(fd);
+    CHECK(d.client()->Get("/functions/big", auth(d))->status == 404);
+  }
+  {
+    INFO("a Content-Length over the limit is 413 before any body byte");
+    int fd = connect_from("127.0.0.1", d.port());
+    send_all(fd, "PUT /functions/big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + d.token() +
+                     "\r\nContent-Length: 81920\r\n\r\n");
+    CHECK(status_of(read_until_close(fd, 3000)) == 413);
+    close(fd);
+  }
+  {
+    INFO("too many headers, or too large a head: 431");
+    std::string many = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+    for (int i = 0; i < 200; i++) many += "X-H" + std::to_string(i) + ": v\r\n";
+    std::string big =
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n";
+    for (const std::string& req : {many + "\r\n", big}) {
+      int fd = connect_from("127.0.0.1", d.port());
+      send_all(fd, req);
+      CHECK(status_of(read_until_close(fd, 3000)) == 431);
+      close(fd);
+    }
+  }
+  // Nothing above broke the daemon.
+  CHECK(d.client()->Get("/healthz")->status == 200);
+}
+
+TEST_CASE("front: unauthenticated chunked uploads do not grow the daemon's memory") {
+  StateDir sd("memory");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  long before = vm_hwm_kb(d.pid());
+  REQUIRE(before > 0);
+  // 200 clients each push up to 64 MiB of chunked body at once, no token.
+  std::vector<std::thread> clients;
+  std::atomic<int> refused{0};
+  for (int i = 0; i < 200; i++) {
+    clients.emplace_back([&] {
+      int fd = connect_from("127.0.0.1", d.port());
+      std::string head =
+          "PUT /functions/f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+      send_all(fd, head);
+      std::string chunk = "100000\r\n" + std::string(1 << 20, 'x') + "\r\n";
+      for (int k = 0; k < 64; k++) {
+        ssize_t n = send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+        if (n < 0) break;  // refused and closed
+      }
+      if (status_of(read_until_close(fd, 5000)) == 401) refused++;
+      close(fd);
+    });
+  }
+  for (auto& t : clients) t.join();
+  long after = vm_hwm_kb(d.pid());
+  MESSAGE("daemon VmHWM " << before << " kB before, " << after << " kB after");
+  CHECK(after - before < 64 * 1024);
+  CHECK(refused > 0);
+  CHECK(d.client()->Get("/healthz")->status == 200);
+}
+
+TEST_CASE("front: one deadline for a whole request, however it trickles") {
+  StateDir sd("deadline");
+  Daemon d(sd.path, std::string("request_timeout_ms = 1000\n") + kPool);
+  REQUIRE(d.start());
+  int fd = connect_from("127.0.0.1", d.port());
+  const std::string req = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + std::string(100, 'a');
+  auto t0 = Clock::now();
+  std::string reply;
+  bool eof = false;
+  // One byte every 100 ms: every single read is prompt, the request is not.
+  for (size_t i = 0; i < req.size() && !eof; i++) {
+    if (send(fd, &req[i], 1, MSG_NOSIGNAL) != 1) break;
+    reply += read_until_close(fd, 100, &eof);
+  }
+  reply += read_until_close(fd, 2000, &eof);
+  double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  CHECK(status_of(reply) == 408);
+  CHECK(eof);
+  CHECK(secs >= 0.9);
+  CHECK(secs < 2.5);
+  close(fd);
+}
+
+TEST_CASE("front: a thousand slow connections from one address do not starve another") {
+  raise_nofile();
+  StateDir sd("slow");
+  // The default config: max_connections 1024, max_sending_per_address 32.
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "echo", "def handler(event, context):\n    return event\n")->status == 200);
+  REQUIRE(d.client()->Post("/fn/echo", "{}", "application/json")->status == 200);
+
+  // The attacker: 1100 connections from 127.0.0.2, each sending its head a
+  // byte at a time.
+  const int kSlow = 1100;
+  std::vector<int> slow;
+  for (int i = 0; i < kSlow; i++) {
+    int fd = connect_from("127.0.0.2", d.port(), true);
+    slow.push_back(fd);
+  }
+  std::atomic<bool> done{false};
+  std::thread trickle([&] {
+    const std::string head = "POST /fn/echo HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    size_t i = 0;
+    while (!done) {
+      for (int fd : slow) (void)!send(fd, &head[i % head.size()], 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      i++;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  });
+  // The victim, from 127.0.0.1, while that goes on.
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  double worst = 0;
+  int ok = 0;
+  for (int i = 0; i < 10; i++) {
+    auto c = d.client(2);
+    auto t0 = Clock::now();
+    auto h = c->Get("/healthz");
+    auto f = c->Post("/fn/echo", R"({"i":1})", "application/json");
+    double secs = std::chrono::duration<double>(Clock::now() - t0).count() / 2;
+    worst = std::max(worst, secs);
+    if (h && h->status == 200 && f && f->status == 200) ok++;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  // The daemon closed all but a few of the attacker's connections.
+  int still_open = 0;
+  for (int fd : slow) {
+    char b;
+    ssize_t n = recv(fd, &b, 1, MSG_DONTWAIT | MSG_PEEK);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) still_open++;
+  }
+  done = true;
+  trickle.join();
+  for (int fd : slow) close(fd);
+  MESSAGE("worst answer " << worst << " s; attacker connections still open: " << still_open
+                          << "; daemon VmHWM " << vm_hwm_kb(d.pid()) << " kB");
+  CHECK(ok == 10);
+  CHECK(worst < 1.0);
+  CHECK(still_open <= 32 + 50);  // the cap, plus those younger than the grace
+
+  {
+    INFO("keep-alive load from one address is not capped");
+    std::atomic<int> good{0};
+    std::vector<std::thread> ts;
+    for (int t = 0; t < 48; t++)
+      ts.emplace_back([&] {
+        auto c = d.client(10);
+        c->set_keep_alive(true);
+        for (int k = 0; k < 20; k++)
+          if (auto r = c->Get("/healthz"); r && r->status == 200) good++;
+      });
+    for (auto& t : ts) t.join();
+    CHECK(good == 48 * 20);
+  }
+}
+
+TEST_CASE("front: the client address comes from trusted proxies only") {
+  StateDir sd("proxy");
+  Daemon d(sd.path, std::string("trusted_proxies = [\"127.0.0.1\"]\n") + kPool);
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "who", "def handler(event, context):\n    return 1\n")->status == 200);
+  auto ask = [&](const char* src, const std::string& prefix, const std::string& headers) {
+    int fd = connect_from(src, d.port());
+    send_all(
+        fd, prefix + "GET /fn/who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers + "\r\n");
+    std::string reply = read_until_close(fd, 10000);
+    close(fd);
+    return reply;
+  };
+  auto seen = [&](const std::string& reply) {
+    REQUIRE(status_of(reply) == 200);
+    std::string line = access_line(d, request_id(reply));
+    REQUIRE(!line.empty());
+    return last_field(line);
+  };
+  CHECK(seen(ask("127.0.0.1", "PROXY TCP4 203.0.113.7 127.0.0.1 4000 80\r\n", "")) ==
+        "203.0.113.7");
+  CHECK(seen(ask("127.0.0.1", "", "X-Forwarded-For: 198.51.100.9\r\n")) == "198.51.100.9");
+  // Hops the client added before the trusted proxy's own are not believed.
+  CHECK(seen(ask("127.0.0.1", "", "X-Forwarded-For: 6.6.6.6, 198.51.100.9\r\n")) == "198.51.100.9");
+  // An untrusted peer's header and PROXY line are ignored or refused.
+  CHECK(seen(ask("127.0.0.5", "", "X-Forwarded-For: 198.51.100.9\r\n")) == "127.0.0.5");
+  CHECK(status_of(ask("127.0.0.5", "PROXY TCP4 203.0.113.7 127.0.0.1 4000 80\r\n", "")) == 400);
+}
+
+TEST_CASE("front: metadata needs a token, the read-only token reads only; ids are random") {
+  StateDir sd("read-token");
+  const std::string read_token = "read-only-token-0123456789";
+  Daemon d(sd.path, "read_token = \"" + read_token + "\"\n" + kPool);
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "f", "def handler(event, context):\n    print('hi')\n    return 1\n")->status ==
+          200);
+  auto c = d.client();
+  httplib::Headers ro = {{"Authorization", "Bearer " + read_token}};
+  for (const char* path : {"/functions", "/functions/f", "/functions/f/logs", "/metrics"}) {
+    CHECK_MESSAGE(c->Get(path)->status == 401, path);
+    CHECK_MESSAGE(c->Get(path, ro)->status == 200, path);
+    CHECK_MESSAGE(c->Get(path, auth(d))->status == 200, path);
+  }
+  CHECK(c->Put("/functions/g", ro, "def handler(e, c):\n    return 1\n", "text/x-python")->status ==
+        401);
+  CHECK(c->Delete("/functions/f", ro)->status == 401);
+  CHECK(c->Get("/healthz")->status == 200);  // stays public
+
+  std::set<std::string> ids;
+  for (int i = 0; i < 20; i++) {
+    auto r = c->Post("/fn/f", "{}", "application/json");
+    REQUIRE(r);
+    std::string id = r->get_header_value("X-Nsbox-Request-Id");
+    CHECK(id.size() == 16);
+    CHECK(id.find_first_not_of("0123456789abcdef") == std::string::npos);
+    ids.insert(id);
+  }
+  CHECK(ids.size() == 20);
+}

@@ -1,0 +1,128 @@
+#include "gateway/http_parse.hpp"
+
+#include <doctest/doctest.h>
+
+#include "gateway/config.hpp"
+
+using namespace nsbox;
+
+namespace {
+HeadResult head(const std::string& text, httplib::Request* req = nullptr) {
+  httplib::Request r;
+  return parse_head(text, HeadLimits{}, req ? req : &r);
+}
+}  // namespace
+
+TEST_CASE("http head: a request, its path, query and headers") {
+  httplib::Request req;
+  auto r = head("GET /fn/a%20b?x=1&y=two HTTP/1.1\r\nHost: h\r\nX-A:  v \r\n\r\nrest", &req);
+  REQUIRE(r.state == Parse::Done);
+  CHECK(r.head_len ==
+        std::string("GET /fn/a%20b?x=1&y=two HTTP/1.1\r\nHost: h\r\nX-A:  v \r\n\r\n").size());
+  CHECK(req.method == "GET");
+  CHECK(req.path == "/fn/a b");
+  CHECK(req.get_param_value("y") == "two");
+  CHECK(req.get_header_value("x-a") == "v");
+  CHECK(r.keep_alive);
+  CHECK(head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive == false);
+  CHECK(head("GET / HTTP/1.0\r\n\r\n").keep_alive == false);
+  CHECK(head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive == true);
+  CHECK(head("GET / HTTP/1.1\r\nHost: h\r\n").state == Parse::NeedMore);
+}
+
+TEST_CASE("http head: limits and ambiguous framing") {
+  std::string many = "GET / HTTP/1.1\r\n";
+  for (int i = 0; i < 65; i++) many += "X: y\r\n";
+  CHECK(head(many + "\r\n").status == 431);
+  CHECK(head(many).status == 431);  // refused before the blank line arrives
+  CHECK(head("GET / HTTP/1.1\r\nX: " + std::string(17000, 'a')).status == 431);
+  CHECK(head("POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n").status ==
+        400);
+  CHECK(head("POST / HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n").status == 400);
+  CHECK(head("POST / HTTP/1.1\r\nContent-Length: +1\r\n\r\n").status == 400);
+  CHECK(head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").status == 501);
+  CHECK(head("GET / HTTP/1.1\r\nX : y\r\n\r\n").status == 400);
+  CHECK(head("GET / HTTP/1.1\r\nX: y\r\n folded\r\n\r\n").status == 400);
+  CHECK(head("GET / HTTP/2.0\r\n\r\n").status == 505);
+  CHECK(head("GET http://x/ HTTP/1.1\r\n\r\n").status == 400);
+  auto r = head("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n");
+  CHECK(r.chunked);
+  CHECK(r.expect_continue);
+}
+
+TEST_CASE("chunked bodies: decoded across any split, bounded") {
+  const std::string wire = "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
+  for (size_t split = 0; split <= wire.size(); split++) {
+    ChunkedDecoder d(100, 1024);
+    std::string body;
+    size_t used = 0;
+    int status = 0;
+    Parse p = d.feed(std::string_view(wire).substr(0, split), &used, &body, &status);
+    size_t total = used;
+    if (p == Parse::NeedMore) {
+      p = d.feed(std::string_view(wire).substr(split), &used, &body, &status);
+      total += used;
+    }
+    REQUIRE(p == Parse::Done);
+    CHECK(body == "hello world");
+    CHECK(wire.substr(total) == "NEXT");
+  }
+  ChunkedDecoder small(8, 1024);
+  std::string body;
+  size_t used;
+  int status = 0;
+  CHECK(small.feed("5\r\nhello\r\n5\r\n", &used, &body, &status) == Parse::Error);
+  CHECK(status == 413);
+  ChunkedDecoder huge(1 << 20, 1024);
+  CHECK(huge.feed("ffffffffffffffffffff\r\n", &used, &body, &status) == Parse::Error);
+  CHECK(status == 413);
+  ChunkedDecoder bad(100, 1024);
+  CHECK(bad.feed("zz\r\n", &used, &body, &status) == Parse::Error);
+  CHECK(status == 400);
+}
+
+TEST_CASE("PROXY v1, trusted proxies and X-Forwarded-For") {
+  std::string client;
+  size_t len = 0;
+  CHECK(parse_proxy_v1("PROXY TCP4 203.0.113.7 10.0.0.1 4000 80\r\nGET", &client, &len) ==
+        Parse::Done);
+  CHECK(client == "203.0.113.7");
+  CHECK(len == 41);
+  CHECK(parse_proxy_v1("PROXY TCP6 2001:db8::1 ::1 4000 80\r\n", &client, &len) == Parse::Done);
+  CHECK(client == "2001:db8::1");
+  CHECK(parse_proxy_v1("PROXY TCP4 203.0.113.7", &client, &len) == Parse::NeedMore);
+  CHECK(parse_proxy_v1("PROXY TCP4 nope 10.0.0.1 1 2\r\n", &client, &len) == Parse::Error);
+  CHECK(parse_proxy_v1("PROXY " + std::string(120, '1'), &client, &len) == Parse::Error);
+
+  std::vector<Cidr> trusted(2);
+  REQUIRE(parse_cidr("10.0.0.0/8", &trusted[0]));
+  REQUIRE(parse_cidr("::1", &trusted[1]));
+  Cidr junk;
+  CHECK_FALSE(parse_cidr("10.0.0.0/33", &junk));
+  CHECK_FALSE(parse_cidr("example.org", &junk));
+  CHECK(cidr_contains(trusted, "10.9.8.7"));
+  CHECK(cidr_contains(trusted, "::ffff:10.9.8.7"));
+  CHECK_FALSE(cidr_contains(trusted, "11.0.0.1"));
+  httplib::Request req;
+  req.headers.emplace("X-Forwarded-For", "6.6.6.6, 198.51.100.9, 10.1.1.1");
+  CHECK(forwarded_client("10.0.0.2", req, trusted) == "198.51.100.9");
+  CHECK(forwarded_client("192.0.2.1", req, trusted) == "192.0.2.1");  // untrusted peer
+  CHECK(address_key("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64");
+}
+
+TEST_CASE("config: the front's [server] keys, with file:line:col errors") {
+  auto c = parse_serve_config(
+      "[server]\nread_token = \"0123456789abcdef0\"\ntrusted_proxies = [\"127.0.0.1\", "
+      "\"10.0.0.0/8\"]\nmax_sending_per_address = 4\nrequest_timeout_ms = 5000\n",
+      "t.toml");
+  REQUIRE(c);
+  CHECK(c.value().trusted_proxies.size() == 2);
+  CHECK(c.value().max_sending_per_address == 4);
+  auto bad =
+      parse_serve_config("[server]\ntrusted_proxies = [\"127.0.0.1\", \"nope\"]\n", "t.toml");
+  REQUIRE(!bad);
+  CHECK(bad.error().detail.find("t.toml:2:") == 0);
+  auto short_token = parse_serve_config("[server]\nread_token = \"short\"\n", "t.toml");
+  REQUIRE(!short_token);
+  CHECK(short_token.error().detail.find("t.toml:2:") == 0);
+}
