@@ -37,7 +37,7 @@ class DepthScan {
         while (i_ < t_.size() && t_[i_] != '\n') i_++;
         continue;
       }
-      if (c == '"' || c == '\'') {
+      if ((c == '"' || c == '\'') && string_may_start()) {
         skip_string();
         continue;
       }
@@ -103,6 +103,19 @@ class DepthScan {
   [[noreturn]] void non_ascii() const {
     fail_at(source_, line_, col_,
             "non-ASCII character outside a string or comment (TOML allows them only there)");
+  }
+
+  // A quote opens a string only where TOML lets one start: a value after
+  // '=', '[', ',' or '{', or a key part at a line's start or after '.'.
+  // A quote in the middle of a bare value is no string to toml++, and
+  // must not hide what follows it from the checks here.
+  bool string_may_start() const {
+    for (size_t k = i_; k > 0; k--) {
+      char p = t_[k - 1];
+      if (p == ' ' || p == '\t') continue;
+      return p == '=' || p == '[' || p == ',' || p == '{' || p == '.' || p == '\n';
+    }
+    return true;
   }
 
   int depth() const { return header_ + sum_; }

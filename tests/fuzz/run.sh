@@ -11,7 +11,11 @@ work=$(mktemp -d /tmp/nsbox-fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/new" "$artifacts"
 # -error_exitcode: libFuzzer's default, 77, is what meson reads as "skipped".
-args=(-max_total_time="$seconds" -timeout=10 -error_exitcode=1 -rss_limit_mb=2048 -print_final_stats=1
+# A fixed seed and a bounded number of runs (time is only a cap): the same
+# binary and corpus explore the same inputs here and in CI, so a green run
+# is reproducible; NSBOX_FUZZ_SEED=0 (random) and NSBOX_FUZZ_RUNS explore further.
+args=(-seed="${NSBOX_FUZZ_SEED:-1}" -runs="${NSBOX_FUZZ_RUNS:-30000}"
+      -max_total_time="$seconds" -timeout=10 -error_exitcode=1 -rss_limit_mb=2048 -print_final_stats=1
       -artifact_prefix="$artifacts/$(basename "$fuzzer")-")
 [ -n "$dict" ] && args+=(-dict="$dict")
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}

@@ -167,3 +167,13 @@ TEST_CASE("toml: '}' in an array and a 'T' without a time are refused before tom
   CHECK(toml_error("d = 1979-05-27T07:32:00Z\ne = [1979-05-27t07:32:00]\nf = 1979-05-27\n") == "");
   CHECK(toml_error("k = \"1979-05-27T\"\n") == "");
 }
+
+TEST_CASE("toml: a quote inside a bare value hides nothing from the pre-scan") {
+  // Found by tests/fuzz/config_fuzz: after `= 1979-05-27T07:32;00Z"` the
+  // pre-scan took the quote for a string and let a non-ASCII character
+  // through to toml++ 3.3's whitespace table (undefined behaviour).
+  CHECK(toml_error("d = 1979-05-27T07:32;00Z\"/var\xd1\x95  # x\n").find("non-ASCII") !=
+        std::string::npos);
+  CHECK(toml_error("a = \"\xd1\x95\"\nb = [\"\xd1\x95\", '\xd1\x95']\nc = { \"k\" = \"\xd1\x95\" }\n"
+                   "\"q\".\"r\" = 1\n") == "");
+}
