@@ -283,7 +283,7 @@ TEST_CASE("front: a thousand slow connections from one address do not starve ano
   // The default config: max_connections 1024, max_sending_per_address 32.
   Daemon d(sd.path, kPool);
   REQUIRE(d.start());
-  REQUIRE(deploy(d, "echo", "def handler(event, context):\n    return event\n")->status == 200);
+  REQUIRE(deploy(d, "echo", "def handler(event, context):\n    return event\n")->status == 201);
   REQUIRE(d.client()->Post("/fn/echo", "{}", "application/json")->status == 200);
 
   // The attacker: 1100 connections from 127.0.0.2, each sending its head a
@@ -354,7 +354,7 @@ TEST_CASE("front: the client address comes from trusted proxies only") {
   StateDir sd("proxy");
   Daemon d(sd.path, std::string("trusted_proxies = [\"127.0.0.1\"]\n") + kPool);
   REQUIRE(d.start());
-  REQUIRE(deploy(d, "who", "def handler(event, context):\n    return 1\n")->status == 200);
+  REQUIRE(deploy(d, "who", "def handler(event, context):\n    return 1\n")->status == 201);
   auto ask = [&](const char* src, const std::string& prefix, const std::string& headers) {
     int fd = connect_from(src, d.port());
     send_all(
@@ -385,7 +385,7 @@ TEST_CASE("front: metadata needs a token, the read-only token reads only; ids ar
   Daemon d(sd.path, "read_token = \"" + read_token + "\"\n" + kPool);
   REQUIRE(d.start());
   REQUIRE(deploy(d, "f", "def handler(event, context):\n    print('hi')\n    return 1\n")->status ==
-          200);
+          201);
   auto c = d.client();
   httplib::Headers ro = {{"Authorization", "Bearer " + read_token}};
   for (const char* path : {"/functions", "/functions/f", "/functions/f/logs", "/metrics"}) {

@@ -104,7 +104,7 @@ TEST_CASE("proxy: the shipped nginx TLS config in front of the daemon") {
   REQUIRE(system(("rm -rf " + dir + " && mkdir -p " + dir + "/tmp").c_str()) == 0);
   // nginx's workers run as nobody and must read the certificate.
   REQUIRE(system(("chmod 755 " + dir).c_str()) == 0);
-  auto gen = run({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+  auto gen = run({"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
                   "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1", "-subj", "/CN=localhost",
                   "-addext", "subjectAltName=DNS:localhost,IP:::1", "-keyout", dir + "/key.pem",
                   "-out", dir + "/cert.pem"});
@@ -115,7 +115,7 @@ TEST_CASE("proxy: the shipped nginx TLS config in front of the daemon") {
   REQUIRE(d.client()
               ->Put("/functions/who", auth(d), "def handler(event, context):\n    return 1\n",
                     "text/x-python")
-              ->status == 200);
+              ->status == 201);
 
   // The shipped file, with only the addresses and paths of this test.
   std::string site = slurp("tools/nginx/nsbox.conf");
@@ -158,7 +158,7 @@ TEST_CASE("proxy: the shipped nginx TLS config in front of the daemon") {
   // curl as the client, from 127.0.0.3, over TLS checked against the cert;
   // HTTP/1.1 unless the call asks for --http2 (the last flag wins).
   auto curl = [&](const std::vector<std::string>& extra, const std::string& path) {
-    std::vector<std::string> argv = {"curl",
+    std::vector<std::string> argv = {"/usr/bin/curl",
                                      "-sS",
                                      "--http1.1",
                                      "-D",
@@ -200,8 +200,8 @@ TEST_CASE("proxy: the shipped nginx TLS config in front of the daemon") {
   CHECK(line.substr(line.rfind(' ') + 1) == "127.0.0.3");
   if (v6) {
     // And an IPv6 client is seen by its own address.
-    auto r6 = run({"curl", "-sS", "-D", "-", "-o", "/dev/null", "--cacert", dir + "/cert.pem", "-g",
-                   "https://[::1]:" + ps + "/fn/who"});
+    auto r6 = run({"/usr/bin/curl", "-sS", "-D", "-", "-o", "/dev/null", "--cacert",
+                   dir + "/cert.pem", "-g", "https://[::1]:" + ps + "/fn/who"});
     REQUIRE_MESSAGE(r6.exit_code == 0, r6.err);
     line = access_line(d, header(r6.out, "x-nsbox-request-id"));
     CHECK(line.substr(line.rfind(' ') + 1) == "::1");
@@ -209,7 +209,7 @@ TEST_CASE("proxy: the shipped nginx TLS config in front of the daemon") {
     MESSAGE("no IPv6 loopback: the [::] listener is not tried");
   }
   // Plain HTTP to the TLS port is refused by nginx.
-  auto plain = run({"curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
+  auto plain = run({"/usr/bin/curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}",
                     "http://127.0.0.1:" + std::to_string(port) + "/healthz"});
   CHECK(plain.out == "400");
 
