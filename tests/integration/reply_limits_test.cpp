@@ -92,9 +92,11 @@ TEST_CASE("serve: an event just under the body limit is served, not a dead sandb
       CHECK(r->status == 200);
       CHECK(r->body == std::to_string(n - 2) + "\n");
     }
+    // The front answers 413 from the head (Content-Length) and closes
+    // without reading the body, so a client still sending may see the
+    // connection end before it reads the answer: either is a refusal.
     auto over = c->Post(("/fn/" + name).c_str(), string_event(kMaxBody + 1), "application/json");
-    REQUIRE(over);
-    CHECK(over->status == 413);
+    if (over) CHECK(over->status == 413);
     CHECK(metric(d, "nsbox_pool_spawned_total") == spawned);
   }
   // The deploy path: a 1 MiB source (the deploy limit) of bytes JSON would
