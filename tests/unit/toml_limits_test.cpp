@@ -174,6 +174,7 @@ TEST_CASE("toml: a quote inside a bare value hides nothing from the pre-scan") {
   // through to toml++ 3.3's whitespace table (undefined behaviour).
   CHECK(toml_error("d = 1979-05-27T07:32;00Z\"/var\xd1\x95  # x\n").find("non-ASCII") !=
         std::string::npos);
-  CHECK(toml_error("a = \"\xd1\x95\"\nb = [\"\xd1\x95\", '\xd1\x95']\nc = { \"k\" = \"\xd1\x95\" }\n"
-                   "\"q\".\"r\" = 1\n") == "");
+  CHECK(
+      toml_error("a = \"\xd1\x95\"\nb = [\"\xd1\x95\", '\xd1\x95']\nc = { \"k\" = \"\xd1\x95\" }\n"
+                 "\"q\".\"r\" = 1\n") == "");
 }
