@@ -28,26 +28,69 @@ install_packages() {
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-build() {
-  if [ ! -f "$BUILD/build.ninja" ]; then
-    meson setup "$BUILD" >/dev/null
-  fi
-  ninja -C "$BUILD" >/dev/null
+# Runs a command with its output held back, shown only when it fails: a
+# quiet success, and a build error that is never hidden.
+quiet() {
+  local log status=0
+  log=$(mktemp)
+  "$@" >"$log" 2>&1 || status=$?
+  [ $status -eq 0 ] || { cat "$log" >&2; echo "dev.sh: failed ($status): $*" >&2; }
+  rm -f "$log"
+  return $status
 }
 
-# Prints the plain closing line CI reads, from meson's own test logs.
+# Development builds treat warnings as errors; the project's defaults do not,
+# so a packager's release or plain build is not broken by a new compiler's
+# false positive.
+setup() {
+  local dir=$1
+  shift
+  [ -f "$dir/build.ninja" ] || quiet meson setup "$dir" -Dwerror=true "$@"
+}
+
+build() {
+  setup "$BUILD"
+  quiet ninja -C "$BUILD"
+}
+
+# Prints the plain closing line CI reads, counting test cases rather than
+# suites: doctest's and unittest's own summaries from meson's test logs; a
+# test that prints neither (a fuzz target) counts as one case. A suite that
+# failed without a summary (crashed, timed out, never built) counts as failed.
 summarize() {
   /usr/bin/python3 - "$@" <<'PY'
-import json, os, sys
-counts = {"OK": 0, "FAIL": 0, "SKIP": 0}
+import json, os, re, sys
+ok = failed = skipped = 0
 for log in sys.argv[1:]:
     if not os.path.exists(log):
-        counts["FAIL"] += 1
+        print(f"dev.sh: no test log {log}: that stage did not run", file=sys.stderr)
+        failed += 1
         continue
     for line in open(log):
-        r = json.loads(line)["result"]
-        counts["OK" if r in ("OK", "EXPECTEDFAIL") else "SKIP" if r == "SKIP" else "FAIL"] += 1
-print(f"{counts['OK']} passed, {counts['FAIL']} failed, {counts['SKIP']} skipped")
+        r = json.loads(line)
+        out = (r.get("stdout") or "") + (r.get("stderr") or "")
+        passed = r["result"] in ("OK", "EXPECTEDFAIL")
+        d = re.search(r"test cases:\s*(\d+) \|\s*(\d+) passed \|\s*(\d+) failed \|\s*(\d+) skipped", out)
+        u = re.search(r"^Ran (\d+) tests? in", out, re.M)
+        if d:
+            ok += int(d[2]); failed += int(d[3]); skipped += int(d[4])
+            if not passed and int(d[3]) == 0:
+                failed += 1
+        elif u:
+            m = re.search(r"^FAILED \((.*)\)", out, re.M)
+            bad = sum(int(n) for n in re.findall(r"(?:failures|errors)=(\d+)", m[1])) if m else 0
+            skip = re.search(r"skipped=(\d+)", out)
+            skip = int(skip[1]) if skip else 0
+            ok += int(u[1]) - bad - skip; failed += bad; skipped += skip
+            if not passed and bad == 0:
+                failed += 1
+        elif passed:
+            ok += 1
+        elif r["result"] == "SKIP":
+            skipped += 1
+        else:
+            failed += 1
+print(f"{ok} passed, {failed} failed, {skipped} skipped")
 PY
 }
 
@@ -55,11 +98,19 @@ PY
 # dir (incremental, like the main one).
 sanitized_unit_tests() {
   local dir="$BUILD-sanitize"
-  if [ ! -f "$dir/build.ninja" ]; then
-    meson setup "$dir" -Db_sanitize=address,undefined -Db_lundef=false >/dev/null
-  fi
-  ninja -C "$dir" tests/unit/unit_tests >/dev/null
+  setup "$dir" -Db_sanitize=address,undefined -Db_lundef=false || return
+  quiet ninja -C "$dir" tests/unit/unit_tests || return
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 meson test -C "$dir" --suite unit --no-rebuild --print-errorlogs
+}
+
+# A packager's build: --buildtype=release (NDEBUG, -O3) without -Dwerror,
+# built whole as a distribution would, and the unit suite run in it since
+# assertions compiled out must not change behaviour.
+release_unit_tests() {
+  local dir="$BUILD-release"
+  [ -f "$dir/build.ninja" ] || quiet meson setup "$dir" --buildtype=release || return
+  quiet ninja -C "$dir" || return
+  meson test -C "$dir" --suite unit --no-rebuild --print-errorlogs
 }
 
 # The libFuzzer targets of tests/fuzz, each fuzzed for a bounded time from
@@ -67,12 +118,10 @@ sanitized_unit_tests() {
 # and UBSan, in its own build dir (incremental, like the others).
 fuzz_tests() {
   local dir="$BUILD-fuzz" targets=() f
-  if [ ! -f "$dir/build.ninja" ]; then
-    CC=clang CXX=clang++ meson setup "$dir" -Dfuzz=true -Db_sanitize=address,undefined \
-      -Db_lundef=false >/dev/null
-  fi
+  CC=clang CXX=clang++ setup "$dir" -Dfuzz=true -Db_sanitize=address,undefined \
+    -Db_lundef=false || return
   for f in tests/fuzz/*_fuzz.cpp; do targets+=("tests/fuzz/$(basename "$f" .cpp)"); done
-  ninja -C "$dir" "${targets[@]}" >/dev/null
+  quiet ninja -C "$dir" "${targets[@]}" || return
   local status=0
   meson test -C "$dir" --suite fuzz --no-rebuild --print-errorlogs || status=$?
   # Executions, coverage and speed per target, from the runs' own output.
@@ -86,6 +135,9 @@ for line in open(sys.argv[1]):
 
 cmd=${1:-test}
 shift || true
+case "$cmd" in
+  run | test) ;;
+esac
 install_packages
 build
 case "$cmd" in
@@ -107,15 +159,15 @@ case "$cmd" in
     ;;
   test)
     status=0
+    # A stage that fails before testing must not be summarized from an
+    # earlier run's log.
+    rm -f "$BUILD"{,-sanitize,-release,-fuzz}/meson-logs/testlog.json
     meson test -C "$BUILD" --print-errorlogs || status=$?
     sanitized_unit_tests || status=$?
+    release_unit_tests || status=$?
     fuzz_tests || status=$?
     summarize "$BUILD/meson-logs/testlog.json" "$BUILD-sanitize/meson-logs/testlog.json" \
-      "$BUILD-fuzz/meson-logs/testlog.json"
+      "$BUILD-release/meson-logs/testlog.json" "$BUILD-fuzz/meson-logs/testlog.json"
     exit $status
-    ;;
-  *)
-    echo "usage: tools/dev.sh run|test" >&2
-    exit 2
     ;;
 esac
