@@ -12,6 +12,41 @@
 
 namespace nsbox {
 
+namespace {
+
+// The keys each table accepts; check_keys refuses any other.
+const std::vector<std::string> kServerKeys = {"listen",
+                                              "state_dir",
+                                              "token",
+                                              "read_token",
+                                              "max_body_kb",
+                                              "max_connections",
+                                              "rootless",
+                                              "public_url",
+                                              "batch_scheduling",
+                                              "request_timeout_ms",
+                                              "keepalive_timeout_ms",
+                                              "max_sending_per_address",
+                                              "max_head_kb",
+                                              "max_headers",
+                                              "trusted_proxies"};
+const std::vector<std::string> kPoolKeys = {
+    "blank",           "max_sandboxes",      "memory_budget_mb", "per_function",
+    "idle_timeout_ms", "queue_per_function", "queue_total",      "queue_timeout_ms",
+    "cpu_limits",      "freeze_idle_ms",     "min_available_mb", "psi_some_avg10"};
+const std::vector<std::string> kFunctionsKeys = {"default_policy", "log_lines", "max_memory_mb"};
+
+}  // namespace
+
+std::vector<ConfigKey> config_keys() {
+  std::vector<ConfigKey> keys;
+  for (const auto& [table, list] :
+       {std::pair{"server", &kServerKeys}, std::pair{"pool", &kPoolKeys},
+        std::pair{"functions", &kFunctionsKeys}})
+    for (const auto& k : *list) keys.push_back({table, k});
+  return keys;
+}
+
 Status parse_listen(const std::string& text, std::string* host, int* port) {
   auto colon = text.rfind(':');
   if (colon == std::string::npos)
@@ -40,11 +75,7 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     r.check_keys(root, "the top level", {"server", "pool", "functions"});
     const toml::table& s = r.table(root, "server", "server", false);
     const std::string S = "[server]";
-    r.check_keys(
-        s, S,
-        {"listen", "state_dir", "token", "read_token", "max_body_kb", "max_connections", "rootless",
-         "public_url", "batch_scheduling", "request_timeout_ms", "keepalive_timeout_ms",
-         "max_sending_per_address", "max_head_kb", "max_headers", "trusted_proxies"});
+    r.check_keys(s, S, kServerKeys);
     std::string listen = r.string(s, "listen", S, "127.0.0.1:8080");
     if (Status st = parse_listen(listen, &c.listen_host, &c.listen_port); !st)
       r.fail(s.get("listen")->source(), st.error().detail);
@@ -90,10 +121,7 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
 
     const toml::table& p = r.table(root, "pool", "pool", false);
     const std::string P = "[pool]";
-    r.check_keys(p, P,
-                 {"blank", "max_sandboxes", "memory_budget_mb", "per_function", "idle_timeout_ms",
-                  "queue_per_function", "queue_total", "queue_timeout_ms", "cpu_limits",
-                  "freeze_idle_ms", "min_available_mb", "psi_some_avg10"});
+    r.check_keys(p, P, kPoolKeys);
     ServeConfig d;
     int64_t v;
     struct sysinfo si;
@@ -132,7 +160,7 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
 
     const toml::table& f = r.table(root, "functions", "functions", false);
     const std::string F = "[functions]";
-    r.check_keys(f, F, {"default_policy", "log_lines", "max_memory_mb"});
+    r.check_keys(f, F, kFunctionsKeys);
     c.default_policy = r.string(f, "default_policy", F, c.default_policy);
     v = d.log_lines, c.log_lines = int(r.integer(f, "log_lines", F, 0, 1000000, &v));
     v = 0;

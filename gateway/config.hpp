@@ -82,6 +82,15 @@ struct ServeConfig {
   std::string source;  // file the config came from, or "<embedded defaults>"
 };
 
+// Every key parse_serve_config accepts, by table ("server", "pool",
+// "functions"): the README's config block is tested against this list
+// (tests/unit/readme_config_test.cpp).
+struct ConfigKey {
+  std::string table;
+  std::string key;
+};
+std::vector<ConfigKey> config_keys();
+
 Result<ServeConfig> parse_serve_config(const std::string& text, const std::string& source);
 // path empty: /etc/nsbox/nsbox.toml when it exists, else embedded defaults.
 Result<ServeConfig> load_serve_config(const std::string& path);
