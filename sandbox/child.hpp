@@ -1,5 +1,5 @@
 // The child's side of sandbox creation: one flat, ordered list of named
-// steps (STYLE.md habit 2), run between clone and exec. Everything it needs
+// steps (CONTRIBUTING.md §2), run between clone and exec. Everything it needs
 // is prepared by the parent in a ChildPlan; the child only issues syscalls.
 #pragma once
 

@@ -1,5 +1,5 @@
 // Errors as values: every failure carries the step that failed, what it
-// acted on and the errno, captured where it happened (STYLE.md habit 7).
+// acted on and the errno, captured where it happened (CONTRIBUTING.md §4).
 // g++ 12 has no std::expected, so Result<T> is a small look-alike.
 #pragma once
 

@@ -1,6 +1,6 @@
 // Seccomp: compile a policy's allowlist to BPF in the parent (once, cached on
 // disk by a hash of the resolved policy), load the ready program in the child
-// as the very last step before exec (STYLE.md habits 4 and 5).
+// as the very last step before exec (CONTRIBUTING.md §2).
 #pragma once
 
 #include <linux/filter.h>

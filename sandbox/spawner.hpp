@@ -1,5 +1,5 @@
 // The spawner: a single-threaded process that owns clone and every pool
-// sandbox (STYLE.md habit 6). The multi-threaded gateway never forks; it
+// sandbox (CONTRIBUTING.md §3). The multi-threaded gateway never forks; it
 // asks the spawner over a SOCK_SEQPACKET socket and receives each new
 // sandbox's request channel (two pipes) and log pipe as fds (SCM_RIGHTS). The spawner
 // keeps the Sandbox objects (pidfd, cgroup leaf) and destroys them on
