@@ -85,9 +85,11 @@ class HttpFront {
   void free_closed();
   void dispatch(Conn* c);
   void handle(Conn* c);
-  void send_response(Conn* c, httplib::Response& res, bool from_worker);
+  // True when the worker took the connection's next request (take_next_inline).
+  bool send_response(Conn* c, httplib::Response& res, bool from_worker);
+  bool take_next_inline(Conn* c);
   bool flush(Conn* c);
-  void after_write(Conn* c, bool from_worker);
+  bool after_write(Conn* c, bool from_worker);
   void refuse(Conn* c, int status, const std::string& message);
   void refuse_with(Conn* c, httplib::Response& res);
   void close_conn(Conn* c);
@@ -119,7 +121,7 @@ class HttpFront {
   bool accept_paused_ = false;
 
   std::atomic<uint64_t> refused_busy_{0}, refused_address_{0}, timeouts_{0}, too_large_{0},
-      head_too_large_{0}, unauthorized_{0}, bad_requests_{0};
+      head_too_large_{0}, unauthorized_{0}, bad_requests_{0}, inline_requests_{0};
 };
 
 }  // namespace nsbox

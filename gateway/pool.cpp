@@ -548,19 +548,26 @@ int Pool::freeze_due(Clock::time_point now) {
 
 void Pool::freezer_loop() {
   std::unique_lock<std::mutex> lock(mu_);
+  // Under load every release queues an entry, each due a grace after its
+  // release: waking for each would cost a wake-up (and a turn on mu_) per
+  // request. One pass per grace at most: a sandbox is frozen between one and
+  // two graces after its release.
+  Clock::time_point last_pass{};
   while (running_) {
     if (freeze_queue_.empty() || limits_.freeze_idle_ms <= 0) {
       if (limits_.freeze_idle_ms <= 0) freeze_queue_.clear();
       freezer_cv_.wait(lock);
       continue;
     }
-    auto due = freeze_queue_.front().released + std::chrono::milliseconds(limits_.freeze_idle_ms);
+    const auto grace = std::chrono::milliseconds(limits_.freeze_idle_ms);
+    auto due = std::max(freeze_queue_.front().released, last_pass) + grace;
     if (Clock::now() < due) {
       freezer_cv_.wait_until(lock, due);
       continue;
     }
     lock.unlock();
-    freeze_due(Clock::now());
+    last_pass = Clock::now();
+    freeze_due(last_pass);
     lock.lock();
   }
 }
