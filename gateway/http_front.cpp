@@ -15,8 +15,9 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <thread>
 
-#include "sandbox/log.hpp"
+#include "base/log.hpp"
 
 namespace nsbox {
 
@@ -132,7 +133,9 @@ struct HttpFront::Conn {
   size_t drained = 0;
 };
 
-HttpFront::HttpFront(FrontConfig config) : config_(std::move(config)) {
+HttpFront::HttpFront(FrontConfig config)
+    : config_(std::move(config)),
+      max_lingering_(4 * int(std::max(1u, std::thread::hardware_concurrency()))) {
   error_body_ = [](httplib::Response& res, int status, const std::string& message) {
     res.status = status;
     res.set_content(message + "\n", "text/plain");
@@ -561,9 +564,17 @@ bool HttpFront::take_next_inline(Conn* c) {
   if (stopping_ || c->trusted) return false;
   if (c->in.empty()) {
     if (!c->linger) return false;
+    // Waiting threads cost context switches once there are more of them
+    // than the CPUs can serve: beyond a few per CPU, connections take the
+    // epoll thread's path.
+    if (lingering_.fetch_add(1) >= max_lingering_) {
+      lingering_--;
+      return false;
+    }
     pollfd p{c->fd, POLLIN, 0};
     const timespec wait{0, kLingerNs};
     int rc = ppoll(&p, 1, &wait, nullptr);
+    lingering_--;
     if (rc <= 0 || !(p.revents & POLLIN)) {
       c->linger = rc != 0;  // in vain: not again until one comes back soon
       return false;

@@ -107,6 +107,8 @@ class HttpFront {
   int epoll_fd_ = -1;
   int wake_fd_ = -1;  // eventfd: stop, and connections handed back with bytes already read
   std::atomic<bool> stopping_{false};
+  std::atomic<int> lingering_{0};  // handler threads waiting for a next request
+  const int max_lingering_;
   std::unique_ptr<ConnectionThreads> threads_;
 
   // Guards the connection set, each connection's state while it changes
