@@ -1,4 +1,4 @@
-#include "sandbox/result.hpp"
+#include "base/result.hpp"
 
 #include <cstring>
 

@@ -2,7 +2,7 @@
 
 #include <system_error>
 
-#include "sandbox/log.hpp"
+#include "base/log.hpp"
 
 namespace nsbox {
 

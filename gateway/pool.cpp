@@ -4,7 +4,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "sandbox/log.hpp"
+#include "base/log.hpp"
 
 namespace nsbox {
 

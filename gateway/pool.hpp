@@ -19,7 +19,7 @@
 #include <thread>
 #include <vector>
 
-#include "sandbox/fd.hpp"
+#include "base/fd.hpp"
 #include "sandbox/framing.hpp"
 #include "sandbox/spawner.hpp"
 

@@ -47,8 +47,10 @@
 #include <set>
 #include <stdexcept>
 
-#include "sandbox/fd.hpp"
-#include "sandbox/log.hpp"
+#include "base/digest.hpp"
+#include "base/fd.hpp"
+#include "base/files.hpp"
+#include "base/log.hpp"
 
 namespace nsbox {
 
@@ -65,70 +67,6 @@ bool valid_function_name(const std::string& name) {
     if (!alnum(c) && c != '_' && c != '-') return false;
   }
   return true;
-}
-
-// --------------------------------------------------------------- sha256 ---
-
-namespace {
-
-constexpr std::array<uint32_t, 64> kSha256K = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-
-uint32_t rotr(uint32_t x, int n) {
-  return (x >> n) | (x << (32 - n));
-}
-
-void sha256_block(uint32_t h[8], const unsigned char* p) {
-  uint32_t w[64];
-  for (int i = 0; i < 16; ++i)
-    w[i] = uint32_t{p[4 * i]} << 24 | uint32_t{p[4 * i + 1]} << 16 | uint32_t{p[4 * i + 2]} << 8 |
-           uint32_t{p[4 * i + 3]};
-  for (int i = 16; i < 64; ++i) {
-    uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-    uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-    w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-  }
-  uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], k = h[7];
-  for (int i = 0; i < 64; ++i) {
-    uint32_t t1 =
-        k + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + kSha256K[i] + w[i];
-    uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-    k = g, g = f, f = e, e = d + t1, d = c, c = b, b = a, a = t1 + t2;
-  }
-  h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e, h[5] += f, h[6] += g, h[7] += k;
-}
-
-}  // namespace
-
-std::string sha256_hex(std::string_view data) {
-  uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                   0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-  const auto* p = reinterpret_cast<const unsigned char*>(data.data());
-  const size_t full = data.size() / 64;
-  for (size_t i = 0; i < full; ++i) sha256_block(h, p + 64 * i);
-  // Padding: 0x80, zeros, then the bit length big-endian; it spills into a
-  // second block when fewer than 9 bytes are left in the last one.
-  unsigned char tail[128] = {};
-  const size_t rem = data.size() % 64;
-  if (rem) std::memcpy(tail, p + 64 * full, rem);
-  tail[rem] = 0x80;
-  const size_t tail_len = rem + 9 <= 64 ? 64 : 128;
-  const uint64_t bits = uint64_t{data.size()} * 8;
-  for (int i = 0; i < 8; ++i) tail[tail_len - 1 - i] = static_cast<unsigned char>(bits >> (8 * i));
-  for (size_t off = 0; off < tail_len; off += 64) sha256_block(h, tail + off);
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(64);
-  for (uint32_t word : h)
-    for (int shift = 28; shift >= 0; shift -= 4) out += kHex[(word >> shift) & 0xf];
-  return out;
 }
 
 bool same_deploy(const FunctionMeta& a, const FunctionMeta& b) {
@@ -292,30 +230,6 @@ Status write_file_durably(const std::string& tmp, std::string_view data) {
   return s;
 }
 
-// mkdir -p with mode 0700 for what it creates. Returns whether the last
-// component was created (its parent then needs an fsync).
-Result<bool> make_dirs(const std::string& path) {
-  if (path.empty()) return make_error("mkdir", "empty path");
-  bool created = false;
-  for (size_t pos = path.find('/', 1);; pos = path.find('/', pos + 1)) {
-    std::string prefix = path.substr(0, pos);
-    if (!prefix.empty() && prefix.back() != '/') {
-      if (::mkdir(prefix.c_str(), 0700) == 0) {
-        created = true;
-      } else if (errno == EEXIST) {
-        created = false;
-        struct stat st;
-        if (::stat(prefix.c_str(), &st) != 0) return sys_error("stat", prefix);
-        if (!S_ISDIR(st.st_mode)) return sys_error_n(ENOTDIR, "mkdir", prefix);
-      } else {
-        return sys_error("mkdir", prefix);
-      }
-    }
-    if (pos == std::string::npos) break;
-  }
-  return created;
-}
-
 Result<std::vector<std::string>> list_dir(const std::string& dir) {
   DIR* d = ::opendir(dir.c_str());
   if (!d) return sys_error("opendir", dir);
@@ -403,8 +317,8 @@ class FileStore final : public FunctionStore {
 };
 
 Status FileStore::load() {
-  TRY(make_dirs(root_));
-  bool created = TRY(make_dirs(functions_));
+  TRY(mkdir_p(root_, 0700));
+  bool created = TRY(mkdir_p(functions_, 0700));
   if (created) TRY(fsync_dir(root_));
   std::vector<std::string> entries = TRY(list_dir(functions_));
   for (const std::string& e : entries) {

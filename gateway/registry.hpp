@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "sandbox/result.hpp"
+#include "base/result.hpp"
 
 namespace nsbox {
 
@@ -24,10 +24,6 @@ constexpr size_t kMaxFunctionSourceBytes = size_t{1} << 20;
 // The name becomes a directory name and a URL path segment, so it must never
 // be able to say "..", "/" or anything a filesystem folds.
 bool valid_function_name(const std::string& name);
-
-// Lower-case hex SHA-256 (FIPS 180-4) of data. Small and dependency-free:
-// the registry only fingerprints sources, it does not need OpenSSL.
-std::string sha256_hex(std::string_view data);
 
 struct FunctionMeta {
   std::string name;

@@ -9,11 +9,12 @@
 #include <cstdio>
 #include <cstring>
 
+#include "base/limits.hpp"
+#include "base/log.hpp"
 #include "gateway/invoker.hpp"
 #include "gateway/names.hpp"
 #include "policies/units.hpp"
 #include "sandbox/framing.hpp"
-#include "sandbox/log.hpp"
 
 namespace nsbox {
 
@@ -21,7 +22,6 @@ using json = nlohmann::json;
 
 namespace {
 
-constexpr size_t kMaxSourceBytes = 1 << 20;
 // The source travels to the sandbox as a frame's payload, unescaped.
 static_assert(kMaxSourceBytes <= kMaxPayload);
 constexpr auto kSandboxMemoryRefresh = std::chrono::seconds(1);

@@ -6,7 +6,7 @@
 #include <string_view>
 #include <vector>
 
-#include "sandbox/result.hpp"
+#include "base/result.hpp"
 #include "sandbox/spec.hpp"
 
 namespace nsbox {

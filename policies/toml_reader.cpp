@@ -3,7 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-#include "sandbox/fd.hpp"
+#include "base/fd.hpp"
 
 namespace nsbox {
 

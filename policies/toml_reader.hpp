@@ -12,7 +12,7 @@
 #include <string_view>
 #include <vector>
 
-#include "sandbox/result.hpp"
+#include "base/result.hpp"
 
 namespace nsbox {
 

@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "sandbox/result.hpp"
+#include "base/result.hpp"
 
 namespace nsbox {
 

@@ -13,34 +13,18 @@
 #include <sstream>
 #include <vector>
 
+#include "base/fd.hpp"
+#include "base/files.hpp"
+#include "base/hash.hpp"
 #include "policies/embedded.hpp"
-#include "sandbox/fd.hpp"
 
 namespace nsbox {
 
 namespace {
 
-uint64_t fnv1a(uint64_t h, std::string_view s) {
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
-}
-
 std::string home_dir() {
   const char* h = getenv("HOME");
   return h && *h ? h : "/tmp";
-}
-
-Status mkdir_p(const std::string& path) {
-  for (size_t i = 1; i <= path.size(); i++) {
-    if (i == path.size() || path[i] == '/') {
-      std::string part = path.substr(0, i);
-      if (mkdir(part.c_str(), 0755) != 0 && errno != EEXIST) return sys_error("mkdir", part);
-    }
-  }
-  return {};
 }
 
 std::string read_stamp(const std::string& dir) {
@@ -69,16 +53,16 @@ std::string default_rootfs_dir() {
 }
 
 std::string rootfs_stamp(const std::string& python) {
-  uint64_t h = 1469598103934665603ull;
+  uint64_t h = kFnv1aOffset;
   for (const char* name : {"rootfs/build_rootfs.py", "rootfs/runner.py"}) {
     const EmbeddedFile* f = find_embedded(name);
-    if (f) h = fnv1a(h, f->content);
+    if (f) h = fnv1a64(f->content, h);
   }
   struct stat st;
   char real[4096];
   if (realpath(python.c_str(), real) && stat(real, &st) == 0) {
-    h = fnv1a(h, real);
-    h = fnv1a(h, std::to_string(st.st_size) + ":" + std::to_string(st.st_mtime));
+    h = fnv1a64(real, h);
+    h = fnv1a64(std::to_string(st.st_size) + ":" + std::to_string(st.st_mtime), h);
   }
   char buf[32];
   snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
@@ -100,7 +84,7 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir, bool force, const std:
   if (!force && rootfs_fresh(dir, python)) return result;
 
   std::string parent = dir.substr(0, dir.find_last_of('/'));
-  TRY(mkdir_p(parent.empty() ? "/" : parent));
+  TRY(mkdir_p(parent.empty() ? "/" : parent, 0755));
   std::string lock_path = dir + ".lock";
   UniqueFd lock(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (!lock.valid()) return sys_error("open", lock_path);

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "sandbox/result.hpp"
+#include "base/result.hpp"
 
 namespace nsbox {
 

@@ -11,8 +11,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "sandbox/fd.hpp"
-#include "sandbox/log.hpp"
+#include "base/fd.hpp"
+#include "base/log.hpp"
 
 namespace nsbox {
 

@@ -9,8 +9,8 @@
 #include <utility>
 #include <vector>
 
-#include "sandbox/fd.hpp"
-#include "sandbox/result.hpp"
+#include "base/fd.hpp"
+#include "base/result.hpp"
 #include "sandbox/spec.hpp"
 
 namespace nsbox {

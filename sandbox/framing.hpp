@@ -13,8 +13,8 @@
 #include <optional>
 #include <string>
 
-#include "sandbox/fd.hpp"
-#include "sandbox/result.hpp"
+#include "base/fd.hpp"
+#include "base/result.hpp"
 
 namespace nsbox {
 

@@ -16,8 +16,9 @@
 
 #include <cstring>
 
+#include "base/files.hpp"
+#include "base/log.hpp"
 #include "sandbox/init_filter.hpp"
-#include "sandbox/log.hpp"
 #include "sandbox/userns.hpp"
 
 namespace nsbox {
@@ -30,16 +31,6 @@ uint64_t now_ns() {
   struct timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return uint64_t(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
-}
-
-Status mkdir_p(const std::string& path, mode_t mode) {
-  for (size_t i = 1; i <= path.size(); i++) {
-    if (i == path.size() || path[i] == '/') {
-      std::string part = path.substr(0, i);
-      if (mkdir(part.c_str(), mode) != 0 && errno != EEXIST) return sys_error("mkdir", part);
-    }
-  }
-  return {};
 }
 
 std::string rlimit_name(int resource) {

@@ -10,9 +10,9 @@
 
 #include "sandbox/cgroup.hpp"
 #include "sandbox/child.hpp"
-#include "sandbox/fd.hpp"
+#include "base/fd.hpp"
 #include "sandbox/framing.hpp"
-#include "sandbox/result.hpp"
+#include "base/result.hpp"
 #include "sandbox/seccomp.hpp"
 #include "sandbox/spec.hpp"
 #include "sandbox/uid_slots.hpp"

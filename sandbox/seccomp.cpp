@@ -16,8 +16,9 @@
 #include <iterator>
 #include <memory>
 
-#include "sandbox/fd.hpp"
-#include "sandbox/log.hpp"
+#include "base/fd.hpp"
+#include "base/hash.hpp"
+#include "base/log.hpp"
 
 namespace nsbox {
 
@@ -110,15 +111,6 @@ uint32_t default_action(const SeccompPolicy& p) {
       return SCMP_ACT_LOG;
   }
   return SCMP_ACT_KILL_PROCESS;
-}
-
-uint64_t fnv1a(const std::string& s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  return h;
 }
 
 // The cache must be writable by nobody but us: whoever can write it chooses
@@ -223,7 +215,7 @@ Result<SeccompProgram> seccomp_get(const SeccompPolicy& policy, const std::strin
   bool use_cache = !cache_dir.empty() && cache_dir_private(cache_dir);
   char name[64];
   snprintf(name, sizeof name, "/seccomp-%016llx.bpf",
-           static_cast<unsigned long long>(fnv1a(seccomp_canonical(policy))));
+           static_cast<unsigned long long>(fnv1a64(seccomp_canonical(policy))));
   std::string path = cache_dir + name;
   if (use_cache) {
     auto cached = read_cache(path);

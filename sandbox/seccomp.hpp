@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "sandbox/result.hpp"
+#include "base/result.hpp"
 #include "sandbox/spec.hpp"
 
 namespace nsbox {

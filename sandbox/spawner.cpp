@@ -16,7 +16,7 @@
 #include <map>
 #include <type_traits>
 
-#include "sandbox/log.hpp"
+#include "base/log.hpp"
 #include "sandbox/sandbox.hpp"
 
 namespace nsbox {

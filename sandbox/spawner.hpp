@@ -16,9 +16,9 @@
 #include <vector>
 
 #include "sandbox/cgroup.hpp"
-#include "sandbox/fd.hpp"
+#include "base/fd.hpp"
 #include "sandbox/framing.hpp"
-#include "sandbox/result.hpp"
+#include "base/result.hpp"
 #include "sandbox/seccomp.hpp"
 #include "sandbox/spec.hpp"
 

@@ -20,8 +20,8 @@
 #include <cstdint>
 #include <string>
 
-#include "sandbox/fd.hpp"
-#include "sandbox/result.hpp"
+#include "base/fd.hpp"
+#include "base/result.hpp"
 
 namespace nsbox {
 

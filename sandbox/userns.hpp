@@ -5,7 +5,7 @@
 
 #include <string>
 
-#include "sandbox/result.hpp"
+#include "base/result.hpp"
 #include "sandbox/spec.hpp"
 
 namespace nsbox {

@@ -22,6 +22,7 @@
 #include <optional>
 #include <sstream>
 
+#include "base/limits.hpp"
 #include "gateway/registry.hpp"
 #include "tools/terminal_escape.hpp"
 
@@ -33,7 +34,6 @@ using json = nlohmann::json;
 
 constexpr const char* kDefaultServer = "http://127.0.0.1:8080";
 constexpr const char* kDefaultTokenFile = "/var/lib/nsbox/token";
-constexpr uint64_t kMaxSourceBytes = 1ull << 20;
 constexpr int kConnectTimeoutSec = 3;
 constexpr int kReadTimeoutSec = 60;
 
@@ -549,7 +549,7 @@ int do_deploy(Ctx& c, const Args& a) {
     std::fprintf(stderr, "nsbox: %s: not a regular file\n", file.c_str());
     return kUsage;
   }
-  if (static_cast<uint64_t>(st.st_size) > kMaxSourceBytes) {
+  if (static_cast<uint64_t>(st.st_size) > uint64_t(kMaxSourceBytes)) {
     std::fprintf(stderr, "nsbox: %s: %lld bytes, more than the 1 MiB limit\n", file.c_str(),
                  static_cast<long long>(st.st_size));
     return kUsage;

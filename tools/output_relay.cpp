@@ -13,7 +13,7 @@
 #include <string>
 #include <thread>
 
-#include "sandbox/fd.hpp"
+#include "base/fd.hpp"
 #include "tools/terminal_escape.hpp"
 
 namespace nsbox {

@@ -14,7 +14,7 @@
 
 #include <memory>
 
-#include "sandbox/result.hpp"
+#include "base/result.hpp"
 
 namespace nsbox {
 

@@ -18,7 +18,7 @@
 #include "policies/units.hpp"
 #include "rootfs/rootfs.hpp"
 #include "sandbox/framing.hpp"
-#include "sandbox/log.hpp"
+#include "base/log.hpp"
 #include "sandbox/sandbox.hpp"
 #include "tools/output_relay.hpp"
 #include "tools/terminal_escape.hpp"

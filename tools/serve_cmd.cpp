@@ -24,7 +24,7 @@
 #include "gateway/server.hpp"
 #include "policies/policy.hpp"
 #include "rootfs/rootfs.hpp"
-#include "sandbox/log.hpp"
+#include "base/log.hpp"
 #include "sandbox/spawner.hpp"
 
 namespace nsbox {

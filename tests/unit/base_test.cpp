@@ -1,0 +1,90 @@
+// base/: the helpers every component shares.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "base/digest.hpp"
+#include "base/files.hpp"
+#include "base/hash.hpp"
+
+namespace {
+
+struct ScratchDir {
+  std::string path;
+  ScratchDir() {
+    char tmpl[] = "/tmp/nsbox-base-test-XXXXXX";
+    REQUIRE(mkdtemp(tmpl) != nullptr);
+    path = tmpl;
+  }
+  ~ScratchDir() {
+    std::string cmd = "rm -rf '" + path + "'";
+    if (system(cmd.c_str()) != 0) MESSAGE("could not remove " << path);
+  }
+};
+
+mode_t mode_of(const std::string& p) {
+  struct stat st {};
+  REQUIRE(stat(p.c_str(), &st) == 0);
+  return st.st_mode & 07777;
+}
+
+}  // namespace
+
+TEST_CASE(
+    "base: mkdir_p creates what is missing, with its mode, and says whether the last was new") {
+  ScratchDir d;
+  const mode_t old = umask(0);
+  auto r = nsbox::mkdir_p(d.path + "/a/b//c/", 0711);
+  REQUIRE(r);
+  CHECK(r.value());
+  CHECK(mode_of(d.path + "/a") == 0711);
+  CHECK(mode_of(d.path + "/a/b/c") == 0711);
+  auto again = nsbox::mkdir_p(d.path + "/a/b/c", 0700);
+  REQUIRE(again);
+  CHECK_FALSE(again.value());
+  CHECK(mode_of(d.path + "/a/b/c") == 0711);  // an existing directory keeps its mode
+  umask(old);
+
+  std::ofstream(d.path + "/file") << "x";
+  auto bad = nsbox::mkdir_p(d.path + "/file/sub", 0700);
+  REQUIRE_FALSE(bad);
+  CHECK(bad.error().err == ENOTDIR);
+  CHECK(bad.error().message().find(d.path + "/file") != std::string::npos);
+  CHECK_FALSE(nsbox::mkdir_p("", 0700));
+}
+
+TEST_CASE("base: ensure_dir accepts a directory, refuses anything else") {
+  ScratchDir d;
+  CHECK(nsbox::ensure_dir(d.path + "/x", 0700));
+  CHECK(nsbox::ensure_dir(d.path + "/x", 0700));
+  std::ofstream(d.path + "/f") << "x";
+  auto s = nsbox::ensure_dir(d.path + "/f", 0700);
+  REQUIRE_FALSE(s);
+  CHECK(s.error().err == ENOTDIR);
+  auto missing = nsbox::ensure_dir(d.path + "/no/such", 0700);
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().err == ENOENT);
+}
+
+TEST_CASE("base: fnv1a64 test vectors, chained") {
+  CHECK(nsbox::fnv1a64("") == 0xcbf29ce484222325ull);
+  CHECK(nsbox::fnv1a64("a") == 0xaf63dc4c8601ec8cull);
+  CHECK(nsbox::fnv1a64("foobar") == 0x85944171f73967e8ull);
+  CHECK(nsbox::fnv1a64("bar", nsbox::fnv1a64("foo")) == nsbox::fnv1a64("foobar"));
+}
+
+TEST_CASE("base: sha256 test vectors") {
+  CHECK(nsbox::sha256_hex("abc") ==
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  CHECK(nsbox::sha256_hex("") ==
+        "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  CHECK(nsbox::sha256_hex("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq") ==
+        "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  CHECK(nsbox::sha256_hex(std::string(1000000, 'a')) ==
+        "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
