@@ -283,7 +283,6 @@ class FileStore final : public FunctionStore {
   Status load();
 
   Result<FunctionMeta> put(const std::string& name, const FunctionVersion& fv) override;
-  std::optional<FunctionVersion> latest(const std::string& name) override;
   std::optional<FunctionMeta> latest_meta(const std::string& name) override;
   std::optional<FunctionVersion> get(const std::string& name, uint64_t version) override;
   std::vector<FunctionMeta> list() override;
@@ -295,7 +294,7 @@ class FileStore final : public FunctionStore {
     FunctionMeta latest;
     std::set<uint64_t> versions;
     // Source of `latest`; shared so a reader copies it outside any lock
-    // only when it must. Null until put() or the first latest().
+    // only when it must. Null until put() or the first get() of it.
     std::shared_ptr<const std::string> latest_source;
   };
 
@@ -454,29 +453,6 @@ std::optional<FunctionVersion> FileStore::read_version(const std::string& name, 
   return std::nullopt;
 }
 
-std::optional<FunctionVersion> FileStore::latest(const std::string& name) {
-  FunctionMeta meta;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    auto it = index_.find(name);
-    if (it == index_.end()) return std::nullopt;
-    if (it->second.latest_source)
-      return FunctionVersion{it->second.latest, *it->second.latest_source};
-    meta = it->second.latest;
-  }
-  auto fv = read_version(name, meta.version);
-  if (!fv) return std::nullopt;
-  auto source = std::make_shared<const std::string>(fv->source);
-  std::lock_guard<std::mutex> lock(mu_);
-  auto it = index_.find(name);
-  // Cache only if nothing changed meanwhile (a put() caches its own source;
-  // a remove and redeploy could reuse the version number).
-  if (it != index_.end() && !it->second.latest_source &&
-      it->second.latest.version == meta.version && it->second.latest.sha256 == fv->meta.sha256)
-    it->second.latest_source = std::move(source);
-  return fv;
-}
-
 std::optional<FunctionMeta> FileStore::latest_meta(const std::string& name) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = index_.find(name);
@@ -492,7 +468,17 @@ std::optional<FunctionVersion> FileStore::get(const std::string& name, uint64_t 
     if (version == it->second.latest.version && it->second.latest_source)
       return FunctionVersion{it->second.latest, *it->second.latest_source};
   }
-  if (auto fv = read_version(name, version)) return fv;
+  if (auto fv = read_version(name, version)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = index_.find(name);
+    // The latest version's source is what cold starts load: keep it, unless
+    // something changed meanwhile (a put() caches its own; a remove and
+    // redeploy could reuse the version number).
+    if (it != index_.end() && !it->second.latest_source &&
+        it->second.latest.version == version && it->second.latest.sha256 == fv->meta.sha256)
+      it->second.latest_source = std::make_shared<const std::string>(fv->source);
+    return fv;
+  }
   // A remove() may be between its rename and its index update (it holds
   // write_mu_ throughout): wait for it, then look again, so that callers
   // can tell "deleted" (nullopt here, and gone from the index) from

@@ -60,7 +60,6 @@ class FunctionStore {
   // power loss). From fv.meta only handler, policy, memory_mb and timeout_ms are
   // used; name, version, created_unix_ms, sha256 and source_bytes are set here.
   virtual Result<FunctionMeta> put(const std::string& name, const FunctionVersion& fv) = 0;
-  virtual std::optional<FunctionVersion> latest(const std::string& name) = 0;
   // The latest version's meta without its source: the request path, where a
   // warm sandbox already holds the code, must not copy up to 1 MiB of it.
   virtual std::optional<FunctionMeta> latest_meta(const std::string& name) = 0;
