@@ -66,7 +66,6 @@ void append_json_string(std::string& out, const std::string& s) {
 }
 
 constexpr int kMaxNesting = 256;
-constexpr size_t kMaxLogPerRequest = 1 << 20;  // drained per request; beyond, the pipe fills
 
 // The invoke envelope's variable parts are bounded (a function name is at
 // most 63 of [a-z0-9_-], a request id at most kMaxRequestId bytes, each
@@ -106,12 +105,13 @@ Outcome exchange(Worker& w, const std::string& envelope, const std::string& payl
     o.message = s.error().err == ETIMEDOUT ? "timed out" : "the sandbox closed its request channel";
     return o;
   }
-  // Past kMaxLogPerRequest the log pipe is left to fill: a function printing
-  // without end then blocks itself, instead of costing the gateway a core.
+  // The log pipe is drained while the reply is awaited, so a function that
+  // prints more than the pipe holds still answers; drain_log keeps only the
+  // tail, and the function's deadline bounds the draining.
   FrameRead fr = read_frame(w.channel.from_runner.get(), w.decoder, to_monotonic_ms(deadline),
                             w.log.get(), [&w] {
-                              w.pending_log += drain_log(w);
-                              return w.pending_log.size() < kMaxLogPerRequest;
+                              w.pending_log = drain_log(w);
+                              return true;
                             });
   if (fr.status == ReadStatus::Timeout) {
     o.kind = Outcome::Timeout;
