@@ -24,6 +24,7 @@
 
 #include "base/limits.hpp"
 #include "gateway/registry.hpp"
+#include "tools/args.hpp"
 #include "tools/terminal_escape.hpp"
 
 namespace nsbox {
@@ -41,28 +42,12 @@ enum Exit { kOk = 0, kServerError = 1, kUsage = 2, kUnreachable = 3 };
 
 // ---- usage ------------------------------------------------------------------
 
-const char* kCommonOptions = R"U(
-common options:
-  --server URL        the daemon (default http://127.0.0.1:8080; http only)
-  --token TOKEN       API token, or the read-only token for ls and logs (default:
-                      $NSBOX_TOKEN, else /var/lib/nsbox/token when readable:
-                      sudo cat /var/lib/nsbox/token)
-  --token-file PATH   read the API token from PATH
-  -h, --help          this text
-)U";
-
 const char* kDeployUsage = R"U(usage: nsbox deploy NAME FILE.py [options]
 
 Uploads FILE.py (at most 1 MiB) as function NAME to a running `nsbox serve`;
 deploying an existing NAME makes a new version. Prints
 "Deployed at URL (version: N)". Needs the API token.
 NAME: 1-63 characters of a-z 0-9 _ -, starting with a letter or digit.
-
-options:
-  --handler NAME      function to call (default: handler)
-  --policy NAME       sandbox policy profile (default: the server's)
-  --memory SIZE       memory limit, e.g. 64M, 1G
-  --timeout DUR       wall-clock limit per invocation, e.g. 500ms, 3s
 )U";
 
 const char* kInvokeUsage = R"U(usage: nsbox invoke NAME [JSON|-] [options]
@@ -84,9 +69,6 @@ const char* kLsUsage = R"U(usage: nsbox ls [--json] [options]
 
 Lists the deployed functions: NAME VERSION HANDLER POLICY CREATED (UTC).
 Needs the API token or the server's read-only token ([server] read_token).
-
-options:
-  --json              print the server's JSON answer as is
 )U";
 
 const char* kRmUsage = R"U(usage: nsbox rm NAME [options]
@@ -106,11 +88,6 @@ const char* usage_for(const std::string& cmd) {
   if (cmd == "ls") return kLsUsage;
   if (cmd == "rm") return kRmUsage;
   return kLogsUsage;
-}
-
-void print_usage(const std::string& cmd, FILE* to) {
-  std::fputs(usage_for(cmd), to);
-  std::fputs(kCommonOptions, to);
 }
 
 int usage_error(const std::string& cmd, const std::string& msg) {
@@ -269,67 +246,47 @@ struct Args {
   std::vector<std::string> positional;
 };
 
+// The options of cmd, writing into a: one table for parsing and --help.
+std::vector<Option> client_options(const std::string& cmd, Args& a) {
+  auto to = [](std::optional<std::string>& field) {
+    return [&field](const std::string& v) { field = v; };
+  };
+  std::vector<Option> o;
+  if (cmd == "deploy") {
+    o.push_back(
+        {"handler", 0, "NAME", "function to call (default: handler)", to(a.handler), false});
+    o.push_back({"policy", 0, "NAME", "sandbox policy profile (default: the server's)",
+                 to(a.policy), false});
+    o.push_back({"memory", 0, "SIZE", "memory limit, e.g. 64M, 1G", to(a.memory), false});
+    o.push_back({"timeout", 0, "DUR", "wall-clock limit per invocation, e.g. 500ms, 3s",
+                 to(a.timeout), false});
+  }
+  if (cmd == "ls")
+    o.push_back({"json", 0, "", "print the server's JSON answer as is",
+                 [&a](const std::string&) { a.json = true; }});
+  o.push_back({"server", 0, "URL", "the daemon (default http://127.0.0.1:8080; http only)",
+               [&a](const std::string& v) { a.server = v; }, false});
+  o.push_back({"token", 0, "TOKEN",
+               "API token, or the read-only token for ls and logs (default:\n"
+               "$NSBOX_TOKEN, else /var/lib/nsbox/token when readable:\n"
+               "sudo cat /var/lib/nsbox/token)",
+               to(a.token), false});
+  o.push_back({"token-file", 0, "PATH", "read the API token from PATH", to(a.token_file), false});
+  return o;
+}
+
+void print_usage(const std::string& cmd, FILE* to) {
+  Args unused;
+  std::fputs(usage_for(cmd), to);
+  std::fputs(("\noptions:\n" + options_help(client_options(cmd, unused))).c_str(), to);
+}
+
 // Returns an error message, or empty on success.
 std::string parse_args(const std::string& cmd, const std::vector<std::string>& in, Args* a) {
-  bool deploy = cmd == "deploy";
-  bool only_positional = false;
-  for (size_t i = 0; i < in.size(); i++) {
-    std::string arg = in[i];
-    if (only_positional || arg == "-" || arg.empty() || arg[0] != '-') {
-      a->positional.push_back(arg);
-      continue;
-    }
-    if (arg == "--") {
-      only_positional = true;
-      continue;
-    }
-    if (arg == "-h" || arg == "--help") {
-      a->help = true;
-      continue;
-    }
-    if (arg == "--json" && cmd == "ls") {
-      a->json = true;
-      continue;
-    }
-    // Options taking a value: --opt VALUE or --opt=VALUE.
-    std::optional<std::string> inline_value;
-    size_t eq = arg.find('=');
-    if (arg.rfind("--", 0) == 0 && eq != std::string::npos) {
-      inline_value = arg.substr(eq + 1);
-      arg = arg.substr(0, eq);
-    }
-    std::optional<std::string>* target = nullptr;
-    std::string* plain_target = nullptr;
-    if (arg == "--server")
-      plain_target = &a->server;
-    else if (arg == "--token")
-      target = &a->token;
-    else if (arg == "--token-file")
-      target = &a->token_file;
-    else if (deploy && arg == "--handler")
-      target = &a->handler;
-    else if (deploy && arg == "--policy")
-      target = &a->policy;
-    else if (deploy && arg == "--memory")
-      target = &a->memory;
-    else if (deploy && arg == "--timeout")
-      target = &a->timeout;
-    else
-      return "unknown option " + in[i];
-    std::string value;
-    if (inline_value) {
-      value = *inline_value;
-    } else {
-      // "--memory --server URL" is a forgotten value, not a memory of "--server".
-      if (i + 1 >= in.size() || in[i + 1].rfind("--", 0) == 0) return arg + " needs a value";
-      value = in[++i];
-    }
-    if (value.empty()) return arg + " needs a non-empty value";
-    if (plain_target)
-      *plain_target = value;
-    else
-      *target = value;
-  }
+  auto parsed = parse_options(client_options(cmd, *a), in);
+  if (!parsed) return parsed.error().detail;
+  a->help = parsed.value().help;
+  a->positional = std::move(parsed.value().positional);
   return "";
 }
 

@@ -14,12 +14,13 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "base/log.hpp"
 #include "policies/policy.hpp"
 #include "policies/units.hpp"
 #include "rootfs/rootfs.hpp"
 #include "sandbox/framing.hpp"
-#include "base/log.hpp"
 #include "sandbox/sandbox.hpp"
+#include "tools/args.hpp"
 #include "tools/output_relay.hpp"
 #include "tools/terminal_escape.hpp"
 
@@ -27,24 +28,43 @@ namespace nsbox {
 
 using json = nlohmann::json;
 
-const char* run_usage() {
+namespace {
+
+// The options of `nsbox run`, writing into o: one table for parsing and --help.
+std::vector<Option> run_options(RunOptions& o) {
+  auto to = [](auto& field) { return [&field](const std::string& v) { field = v; }; };
+  return {
+      {"event", 0, "JSON|-", "the event (default {}); - reads it from stdin", to(o.event)},
+      {"handler", 0, "NAME", "function to call (default handler; OpenLambda uses f)",
+       to(o.handler)},
+      {"policy", 0, "NAME|FILE", "built-in policy (default, strict) or a policy .toml file",
+       to(o.policy)},
+      {"memory", 0, "SIZE", "memory limit, e.g. 64M, 1G (a bare number is MiB)", to(o.memory)},
+      {"timeout", 0, "DUR", "wall-clock timeout, e.g. 500ms, 3s (a bare number is seconds)",
+       to(o.timeout)},
+      {"rootfs", 0, "DIR",
+       "runtime rootfs (default: /var/lib/nsbox/rootfs as root,\n"
+       "~/.local/share/nsbox/rootfs otherwise; built when missing or stale)",
+       to(o.rootfs)},
+      {"no-isolation", 0, "", "run the same runner as a plain subprocess (the unisolated baseline)",
+       [&o](const std::string&) { o.no_isolation = true; }},
+      {"verbose", 'v', "", "log setup steps and their timings to stderr",
+       [&o](const std::string&) { o.verbose = true; }},
+  };
+}
+
+}  // namespace
+
+std::string run_usage() {
+  RunOptions unused;
   return R"(usage: nsbox run FN.py [options]
 
 Runs handler(event, context) of FN.py once in a fresh sandbox and prints the
 result as JSON on stdout. What the function prints goes to stderr.
 
 options:
-  --event JSON|-      the event (default {}); - reads it from stdin
-  --handler NAME      function to call (default handler; OpenLambda uses f)
-  --policy NAME|FILE  built-in policy (default, strict) or a policy .toml file
-  --memory SIZE       memory limit, e.g. 64M, 1G (a bare number is MiB)
-  --timeout DUR       wall-clock timeout, e.g. 500ms, 3s (a bare number is seconds)
-  --rootfs DIR        runtime rootfs (default: /var/lib/nsbox/rootfs as root,
-                      ~/.local/share/nsbox/rootfs otherwise; built when missing or stale)
-  --no-isolation      run the same runner as a plain subprocess (the unisolated baseline)
-  -v, --verbose       log setup steps and their timings to stderr
-  -h, --help          this text
-
+)" + options_help(run_options(unused)) +
+         R"(
 exit codes:
   0    the function returned; its result is on stdout
   1    the function raised (error JSON with errorType, errorMessage, stackTrace on stdout)
@@ -59,39 +79,13 @@ exit codes:
 Result<RunOptions> parse_run_args(const std::vector<std::string>& args) {
   RunOptions o;
   auto bad = [](const std::string& m) { return make_error("usage", m); };
-  for (size_t i = 0; i < args.size(); i++) {
-    const std::string& a = args[i];
-    auto value = [&](const char* flag) -> Result<std::string> {
-      if (i + 1 >= args.size()) return make_error("usage", std::string(flag) + " needs a value");
-      return args[++i];
-    };
-    if (a == "-h" || a == "--help")
-      o.help = true;
-    else if (a == "-v" || a == "--verbose")
-      o.verbose = true;
-    else if (a == "--no-isolation")
-      o.no_isolation = true;
-    else if (a == "--event")
-      o.event = TRY(value("--event"));
-    else if (a == "--handler")
-      o.handler = TRY(value("--handler"));
-    else if (a == "--policy")
-      o.policy = TRY(value("--policy"));
-    else if (a == "--memory")
-      o.memory = TRY(value("--memory"));
-    else if (a == "--timeout")
-      o.timeout = TRY(value("--timeout"));
-    else if (a == "--rootfs")
-      o.rootfs = TRY(value("--rootfs"));
-    else if (a.size() > 1 && a[0] == '-')
-      return bad("unknown option " + a);
-    else if (o.function.empty())
-      o.function = a;
-    else
-      return bad("unexpected argument " + a + " (one function file per run)");
-  }
+  ParsedArgs parsed = TRY(parse_options(run_options(o), args));
+  o.help = parsed.help;
   if (o.help) return o;
-  if (o.function.empty()) return bad("missing the function file (nsbox run FN.py)");
+  if (parsed.positional.empty()) return bad("missing the function file (nsbox run FN.py)");
+  if (parsed.positional.size() > 1)
+    return bad("unexpected argument " + parsed.positional[1] + " (one function file per run)");
+  o.function = parsed.positional[0];
   bool ident = !o.handler.empty() && !std::isdigit(static_cast<unsigned char>(o.handler[0]));
   for (char c : o.handler) ident &= std::isalnum(static_cast<unsigned char>(c)) || c == '_';
   if (!ident) return bad("--handler \"" + o.handler + "\" is not a Python identifier");
@@ -237,7 +231,7 @@ int cmd_run(const std::vector<std::string>& args) {
   // its death, rather than kill us with SIGPIPE.
   signal(SIGPIPE, SIG_IGN);
   if (o.help) {
-    std::fputs(run_usage(), stdout);
+    std::fputs(run_usage().c_str(), stdout);
     return kExitOk;
   }
   if (o.verbose) set_log_level(LogLevel::Debug);

@@ -35,7 +35,7 @@ struct RunOptions {
 
 // Pure; errors are usage errors (exit 2).
 Result<RunOptions> parse_run_args(const std::vector<std::string>& args);
-const char* run_usage();
+std::string run_usage();
 
 int cmd_run(const std::vector<std::string>& args);
 

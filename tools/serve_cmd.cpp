@@ -18,38 +18,61 @@
 #include <sstream>
 #include <thread>
 
+#include "base/log.hpp"
 #include "gateway/config.hpp"
 #include "gateway/pool.hpp"
 #include "gateway/registry.hpp"
 #include "gateway/server.hpp"
 #include "policies/policy.hpp"
 #include "rootfs/rootfs.hpp"
-#include "base/log.hpp"
 #include "sandbox/spawner.hpp"
+#include "tools/args.hpp"
 
 namespace nsbox {
 
 namespace {
 
-const char* kServeUsage = R"(usage: nsbox serve [options]
+struct ServeOptions {
+  std::string config_path, listen, state_dir;
+  bool rootless = false;
+  bool verbose = false;
+};
+
+std::vector<Option> serve_options(ServeOptions& o) {
+  auto to = [](std::string& field) { return [&field](const std::string& v) { field = v; }; };
+  auto on = [](bool& field) { return [&field](const std::string&) { field = true; }; };
+  return {
+      {"config", 0, "FILE",
+       "configuration (default /etc/nsbox/nsbox.toml when present,\n"
+       "else embedded defaults: listen 127.0.0.1:8080, state /var/lib/nsbox)",
+       to(o.config_path), false},
+      {"listen", 0, "ADDR:PORT", "override [server] listen", to(o.listen), false},
+      {"state-dir", 0, "DIR", "override [server] state_dir (functions, token)", to(o.state_dir),
+       false},
+      {"rootless", 0, "", "allow running as an ordinary user (no cgroups: rlimits only)",
+       on(o.rootless)},
+      {"foreground", 0, "", "accepted for service managers; nsbox always stays in the foreground",
+       [](const std::string&) {}},
+      {"verbose", 'v', "", "debug logging", on(o.verbose)},
+  };
+}
+
+std::string serve_usage() {
+  ServeOptions unused;
+  return R"(usage: nsbox serve [options]
 
 The HTTP daemon: deploy functions with PUT /functions/NAME, invoke them with
 POST /fn/NAME. Runs in the foreground and logs to stderr (one access-log line
 per request: request-id function outcome status latency-ms client).
 
 options:
-  --config FILE        configuration (default /etc/nsbox/nsbox.toml when present,
-                       else embedded defaults: listen 127.0.0.1:8080, state /var/lib/nsbox)
-  --listen ADDR:PORT   override [server] listen
-  --state-dir DIR      override [server] state_dir (functions, token)
-  --rootless           allow running as an ordinary user (no cgroups: rlimits only)
-  --foreground         accepted for service managers; nsbox always stays in the foreground
-  -v, --verbose        debug logging
-signals: SIGTERM/SIGINT drain in-flight requests, destroy every sandbox, exit 0;
+)" + options_help(serve_options(unused)) +
+         R"(signals: SIGTERM/SIGINT drain in-flight requests, destroy every sandbox, exit 0;
          SIGHUP reloads the config file: token, read_token, default_policy, queue_timeout_ms,
          memory_budget_mb and the [pool] sizes apply at once; listen, state_dir,
          the other [server] keys, batch_scheduling and cpu_limits at the next start.
 )";
+}
 
 int fail(const std::string& msg) {
   std::fprintf(stderr, "nsbox serve: %s\n", msg.c_str());
@@ -114,34 +137,21 @@ PoolLimits pool_limits(const ServeConfig& c) {
 }  // namespace
 
 int cmd_serve(const std::vector<std::string>& args) {
-  std::string config_path, listen, state_dir;
-  bool rootless = false;
-  for (size_t i = 0; i < args.size(); i++) {
-    const std::string& a = args[i];
-    auto value = [&](std::string* out) {
-      if (i + 1 >= args.size()) return false;
-      *out = args[++i];
-      return true;
-    };
-    if (a == "-h" || a == "--help") {
-      std::fputs(kServeUsage, stdout);
-      return 0;
-    } else if (a == "--config") {
-      if (!value(&config_path)) return fail("--config needs a file");
-    } else if (a == "--listen") {
-      if (!value(&listen)) return fail("--listen needs ADDR:PORT");
-    } else if (a == "--state-dir") {
-      if (!value(&state_dir)) return fail("--state-dir needs a directory");
-    } else if (a == "--rootless") {
-      rootless = true;
-    } else if (a == "--foreground") {
-    } else if (a == "-v" || a == "--verbose") {
-      set_log_level(LogLevel::Debug);
-    } else {
-      std::fprintf(stderr, "nsbox serve: unknown option %s\n%s", a.c_str(), kServeUsage);
-      return 2;
-    }
+  ServeOptions o;
+  auto parsed = parse_options(serve_options(o), args);
+  if (!parsed || !parsed.value().positional.empty()) {
+    std::string why =
+        parsed ? "unexpected argument " + parsed.value().positional[0] : parsed.error().detail;
+    std::fprintf(stderr, "nsbox serve: %s\n%s", why.c_str(), serve_usage().c_str());
+    return 2;
   }
+  if (parsed.value().help) {
+    std::fputs(serve_usage().c_str(), stdout);
+    return 0;
+  }
+  if (o.verbose) set_log_level(LogLevel::Debug);
+  const std::string &config_path = o.config_path, &listen = o.listen, &state_dir = o.state_dir;
+  const bool rootless = o.rootless;
   // First, before the config (which may hold the admin token) is read: the
   // spawner and every sandbox's PID 1, a copy of it that never execs, hold
   // only what this process held here. It gets its profiles below.

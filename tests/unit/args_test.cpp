@@ -1,4 +1,6 @@
 // `nsbox run` argument parsing: pure, every error a usage error.
+#include "tools/args.hpp"
+
 #include <doctest/doctest.h>
 
 #include <string>
@@ -64,9 +66,15 @@ TEST_CASE("parse_run_args: every flag, before and after the function") {
 
   CHECK(ok({"-v", "fn.py"}).verbose);
   CHECK(ok({"fn.py", "--event", "-"}).event == "-");
-  // A flag's value is taken verbatim even when it looks like a flag.
-  CHECK(ok({"fn.py", "--policy", "--verbose"}).policy == "--verbose");
-  CHECK_FALSE(ok({"fn.py", "--policy", "--verbose"}).verbose);
+  // A value that looks like a long option is a forgotten value (as for
+  // every subcommand); --opt=VALUE says it is meant.
+  CHECK(usage_error({"fn.py", "--policy", "--verbose"}) == "--policy needs a value");
+  CHECK(ok({"fn.py", "--policy=--verbose"}).policy == "--verbose");
+  CHECK_FALSE(ok({"fn.py", "--policy=--verbose"}).verbose);
+  CHECK(ok({"fn.py", "--memory=64M"}).memory == "64M");
+  // "--" ends the options: what follows is an argument even if it looks like one.
+  CHECK(ok({"--verbose", "--", "-weird.py"}).function == "-weird.py");
+  CHECK(usage_error({"fn.py", "-vx"}) == "unknown option -x");
   // The last occurrence wins.
   CHECK(ok({"fn.py", "--handler", "a", "--handler", "b"}).handler == "b");
 }
@@ -125,4 +133,40 @@ TEST_CASE("run_usage documents every flag and exit code") {
   for (const std::string s : {"--event", "--handler", "--policy", "--memory", "--timeout",
                               "--rootfs", "--no-isolation", "--verbose", "--help", "124", "137"})
     CHECK_MESSAGE(contains(u, s), s);
+}
+
+TEST_CASE("parse_options: one table drives parsing and --help for every command") {
+  std::string name, seen;
+  bool flag = false;
+  std::vector<nsbox::Option> table = {
+      {"name", 'n', "NAME", "a name\nsecond line", [&](const std::string& v) { name = v; }, false},
+      {"flag", 0, "", "a flag", [&](const std::string&) { flag = true; }},
+  };
+  auto r = nsbox::parse_options(table, {"a", "-n", "x", "b", "--flag", "-", "c"});
+  REQUIRE(r);
+  CHECK(name == "x");
+  CHECK(flag);
+  CHECK(r.value().positional == std::vector<std::string>{"a", "b", "-", "c"});
+  auto empty = nsbox::parse_options(table, {"--name", ""});
+  REQUIRE_FALSE(empty);
+  CHECK(empty.error().detail == "--name needs a non-empty value");
+  auto missing = nsbox::parse_options(table, {"-n"});
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().detail == "-n needs a value");
+  auto bad_flag = nsbox::parse_options(table, {"--flag=1"});
+  REQUIRE_FALSE(bad_flag);
+  // A unique prefix of a long name is that option, as getopt_long has it.
+  name.clear();
+  REQUIRE(nsbox::parse_options(table, {"--na", "y"}));
+  CHECK(name == "y");
+  // Parsing twice starts afresh (getopt's state is global).
+  REQUIRE(nsbox::parse_options(table, {"--name", "z"}));
+  CHECK(name == "z");
+
+  std::string help = nsbox::options_help(table);
+  CHECK(contains(help, "  -n, --name NAME  "));
+  CHECK(contains(help, "a name\n"));
+  CHECK(contains(help, "second line\n"));
+  CHECK(contains(help, "  --flag "));
+  CHECK(contains(help, "  -h, --help "));
 }
