@@ -153,41 +153,52 @@ Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
   return *this;
 }
 
-Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bpf,
-                               const CgroupLayout& cgroups) {
-  Sandbox sb;
-  sb.timings_.prepare_ns = now_ns();
-  // Parent before clone: everything the child needs is built here.
+// What the parent builds before clone and keeps until the child has
+// exec'd. Built in place and never moved: the child plan points into it.
+struct Sandbox::Launch {
+  IdMap ids;
+  UniqueFd sync_parent, sync_child;
+  ChannelEnds chan;
+  UniqueFd code_tree;
+  ChildPlan plan;
+  struct clone_args args;
+  int pidfd = -1;
+};
+
+// Parent, before clone: everything the child needs is built here, so that
+// the child only issues syscalls.
+Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bpf,
+                               const CgroupLayout& cgroups, Launch& l) {
   // 0755: the namespace root that mounts onto it is an unprivileged host uid
   // and must be able to traverse the path.
   TRY(mkdir_p(spec.stage_dir, 0755));
-  if (spec.use_cgroups) sb.cgroup_ = TRY(CgroupLeaf::create(cgroups, spec.id, spec.limits));
+  if (spec.use_cgroups) cgroup_ = TRY(CgroupLeaf::create(cgroups, spec.id, spec.limits));
   // Root mode: a host uid range of our own (uid_slots.hpp). Rootless mode
   // has only the caller's uid to map, shared by all its sandboxes.
-  IdMap ids = spec.ids;
-  if (!ids.rootless) {
-    sb.slot_ = TRY(UidSlot::acquire());
-    ids.host_base = sb.slot_.host_base();
+  l.ids = spec.ids;
+  if (!l.ids.rootless) {
+    slot_ = TRY(UidSlot::acquire());
+    l.ids.host_base = slot_.host_base();
   }
 
   int sync[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sync) != 0)
     return sys_error("socketpair", "sync");
-  UniqueFd sync_parent(sync[0]), sync_child(sync[1]);
-  ChannelEnds chan = TRY(make_channel());
+  l.sync_parent.reset(sync[0]);
+  l.sync_child.reset(sync[1]);
+  l.chan = TRY(make_channel());
 
   MountSources sources = sources_from_spec(spec);
-  UniqueFd code_tree;
   if (!spec.ids.rootless && !spec.code_path.empty()) {
-    code_tree.reset(static_cast<int>(syscall(SYS_open_tree, AT_FDCWD, spec.code_path.c_str(),
-                                             OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
-    if (!code_tree.valid()) return sys_error("open_tree", spec.code_path);
-    sources.code_tree_fd = code_tree.get();
+    l.code_tree.reset(static_cast<int>(syscall(SYS_open_tree, AT_FDCWD, spec.code_path.c_str(),
+                                               OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
+    if (!l.code_tree.valid()) return sys_error("open_tree", spec.code_path);
+    sources.code_tree_fd = l.code_tree.get();
   }
 
-  ChildPlan plan;
+  ChildPlan& plan = l.plan;
   plan.mounts = plan_mounts(spec, sources);
-  plan.rlimits = plan_rlimits(spec.limits, sb.cgroup_.valid());
+  plan.rlimits = plan_rlimits(spec.limits, cgroup_.valid());
   for (const auto& a : spec.argv) plan.argv.push_back(const_cast<char*>(a.c_str()));
   plan.argv.push_back(nullptr);
   for (const auto& e : spec.env) plan.envp.push_back(const_cast<char*>(e.c_str()));
@@ -195,84 +206,109 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   plan.bpf = bpf.fprog();
   plan.init_bpf = init_seccomp_program();
   plan.hostname = spec.hostname.c_str();
-  plan.sync_fd = sync_child.get();
-  plan.request_fd = chan.runner_in.get();
-  plan.reply_fd = chan.runner_out.get();
+  plan.sync_fd = l.sync_child.get();
+  plan.request_fd = l.chan.runner_in.get();
+  plan.reply_fd = l.chan.runner_out.get();
   plan.stderr_fd = spec.stderr_fd;
-  plan.parent_sync_fd = sync_parent.get();
-  plan.parent_request_fd = chan.host.to_runner.get();
-  plan.parent_reply_fd = chan.host.from_runner.get();
+  plan.parent_sync_fd = l.sync_parent.get();
+  plan.parent_request_fd = l.chan.host.to_runner.get();
+  plan.parent_reply_fd = l.chan.host.from_runner.get();
   plan.root_mode = !spec.ids.rootless;
   plan.uid = spec.ids.inside_uid;
   plan.gid = spec.ids.inside_gid;
 
-  struct clone_args args;
-  memset(&args, 0, sizeof args);
-  int pidfd = -1;
-  args.flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS |
-               CLONE_NEWNET | CLONE_PIDFD;
-  args.pidfd = reinterpret_cast<uintptr_t>(&pidfd);
-  args.exit_signal = SIGCHLD;
-  if (sb.cgroup_.v2_dirfd() >= 0) {
-    args.flags |= CLONE_INTO_CGROUP;
-    args.cgroup = static_cast<uint64_t>(sb.cgroup_.v2_dirfd());
+  memset(&l.args, 0, sizeof l.args);
+  l.args.flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS |
+                 CLONE_NEWNET | CLONE_PIDFD;
+  l.args.pidfd = reinterpret_cast<uintptr_t>(&l.pidfd);
+  l.args.exit_signal = SIGCHLD;
+  if (cgroup_.v2_dirfd() >= 0) {
+    l.args.flags |= CLONE_INTO_CGROUP;
+    l.args.cgroup = static_cast<uint64_t>(cgroup_.v2_dirfd());
   }
-  sb.timings_.clone_ns = now_ns();
+  return {};
+}
+
+// clone3 into the namespaces (and, on cgroup v2, into the leaf); the child
+// runs child_main and never comes back here.
+Status Sandbox::parent_clone(Launch& l) {
+  timings_.clone_ns = now_ns();
   long pid;
   int clone_errno;
   {
     CloneAs as;
-    if (!ids.rootless) TRY(as.become(ids.host_base));
-    pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid == 0) child_main(plan);  // never returns
-    clone_errno = errno;             // before ~CloneAs makes more syscalls
+    if (!l.ids.rootless) TRY(as.become(l.ids.host_base));
+    pid = syscall(SYS_clone3, &l.args, sizeof l.args);
+    if (pid == 0) child_main(l.plan);  // never returns
+    clone_errno = errno;               // before ~CloneAs makes more syscalls
   }
   if (pid < 0)
     return sys_error_n(clone_errno, "clone3", "user, mount, pid, ipc, uts and net namespaces");
-  sb.timings_.cloned_ns = now_ns();
+  timings_.cloned_ns = now_ns();
+  pid_ = static_cast<pid_t>(pid);
+  pidfd_.reset(l.pidfd);
+  // The child's ends are the child's now.
+  l.sync_child.reset();
+  l.chan.runner_in.reset();
+  l.chan.runner_out.reset();
+  channel_ = std::move(l.chan.host);
+  return {};
+}
 
-  sb.pid_ = static_cast<pid_t>(pid);
-  sb.pidfd_.reset(pidfd);
-  sync_child.reset();
-  chan.runner_in.reset();
-  chan.runner_out.reset();
-  sb.channel_ = std::move(chan.host);
+// Parent, after clone: cgroup (v1), the slot's holder, id maps and the OOM
+// preference, then release the child.
+Status Sandbox::parent_after_clone(const SandboxSpec& spec, Launch& l) {
+  if (cgroup_.valid() && cgroup_.v2_dirfd() < 0) TRY(cgroup_.attach(pid_));
+  if (slot_.valid()) TRY(slot_.record_holder(pid_));
+  TRY(parent_write_id_maps(pid_, l.ids));
+  TRY(prefer_for_oom_killer(pid_, spec.ids.rootless));
+  if (write(l.sync_parent.get(), "g", 1) != 1) return sys_error("write", "sync socket");
+  timings_.released_ns = now_ns();
+  return {};
+}
 
-  // Parent after clone: cgroup (v1), id maps, then release.
-  if (sb.cgroup_.valid() && sb.cgroup_.v2_dirfd() < 0) TRY(sb.cgroup_.attach(sb.pid_));
-  if (sb.slot_.valid()) TRY(sb.slot_.record_holder(sb.pid_));
-  TRY(parent_write_id_maps(sb.pid_, ids));
-  TRY(prefer_for_oom_killer(sb.pid_, spec.ids.rootless));
-  if (write(sync_parent.get(), "g", 1) != 1) return sys_error("write", "sync socket");
-  sb.timings_.released_ns = now_ns();
-
-  // Until EOF: an error message, or timings then EOF when exec succeeded.
-  // One deadline for the whole setup, not per message.
+// Until EOF on the sync socket: an error message, or timings then EOF when
+// exec succeeded. One deadline for the whole setup, not per message.
+Status Sandbox::parent_await_exec(Launch& l) {
   const uint64_t setup_deadline = now_ns() / 1000000 + kSetupTimeoutMs;
   for (;;) {
-    struct pollfd pfd = {sync_parent.get(), POLLIN, 0};
+    struct pollfd pfd = {l.sync_parent.get(), POLLIN, 0};
     uint64_t now_ms = now_ns() / 1000000;
     int left = now_ms >= setup_deadline ? 0 : static_cast<int>(setup_deadline - now_ms);
     int rc = poll(&pfd, 1, left);
     if (rc < 0 && errno == EINTR) continue;
     if (rc <= 0) return make_error("sandbox setup", "child did not finish setup within 10 s");
     ChildMsg msg;
-    ssize_t n = recv(sync_parent.get(), &msg, sizeof msg, 0);
+    ssize_t n = recv(l.sync_parent.get(), &msg, sizeof msg, 0);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
-      // EOF: exec succeeded, unless the child died before step 12 (its
-      // timings message) without managing to say why.
-      if (sb.timings_.step_end_ns[kStepForkInit] == 0)
+      // EOF: exec succeeded, unless the child died before its timings
+      // message without managing to say why.
+      if (timings_.step_end_ns[kStepForkInit] == 0)
         return make_error("sandbox setup", "the child died during setup without reporting why");
       break;
     }
     if (n != sizeof msg) return make_error("sandbox setup", "short message from child");
-    if (msg.type == ChildMsg::kError) return child_error(msg, plan);
+    if (msg.type == ChildMsg::kError) return child_error(msg, l.plan);
     if (msg.type == ChildMsg::kTimings)
       std::copy(std::begin(msg.step_end_ns), std::end(msg.step_end_ns),
-                sb.timings_.step_end_ns.begin());
+                timings_.step_end_ns.begin());
   }
-  sb.timings_.ready_ns = now_ns();
+  timings_.ready_ns = now_ns();
+  return {};
+}
+
+// The parent's side in four steps, as child_main is the child's; whatever a
+// step made is owned by sb and undone by its destructor if a later one fails.
+Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bpf,
+                               const CgroupLayout& cgroups) {
+  Sandbox sb;
+  sb.timings_.prepare_ns = now_ns();
+  Launch l;
+  TRY(sb.parent_prepare(spec, bpf, cgroups, l));
+  TRY(sb.parent_clone(l));
+  TRY(sb.parent_after_clone(spec, l));
+  TRY(sb.parent_await_exec(l));
   return sb;
 }
 

@@ -8,11 +8,11 @@
 #include <array>
 #include <cstdint>
 
+#include "base/fd.hpp"
+#include "base/result.hpp"
 #include "sandbox/cgroup.hpp"
 #include "sandbox/child.hpp"
-#include "base/fd.hpp"
 #include "sandbox/framing.hpp"
-#include "base/result.hpp"
 #include "sandbox/seccomp.hpp"
 #include "sandbox/spec.hpp"
 #include "sandbox/uid_slots.hpp"
@@ -64,6 +64,13 @@ class Sandbox {
   Status destroy();
 
  private:
+  struct Launch;
+  Status parent_prepare(const SandboxSpec& spec, const SeccompProgram& bpf,
+                        const CgroupLayout& cgroups, Launch& l);
+  Status parent_clone(Launch& l);
+  Status parent_after_clone(const SandboxSpec& spec, Launch& l);
+  Status parent_await_exec(Launch& l);
+
   pid_t pid_ = -1;
   bool reaped_ = false;
   int status_ = 0;
