@@ -37,9 +37,9 @@ struct ServeConfig {
   // start, inherited). A woken batch task does not preempt the running one.
   // A request hops client -> connection thread -> sandbox -> connection
   // thread -> client, and each hop's waker is about to sleep anyway; with
-  // wake-up preemption it is switched out first and back in just to sleep:
-  // +14% warm throughput here, while a bare httplib server gains 1%. CPU
-  // shares and nice values are unchanged.
+  // wake-up preemption it is switched out first and back in just to sleep
+  // (the gain: docs/benchmarks.md, "SCHED_BATCH"). CPU shares and nice
+  // values are unchanged.
   bool batch_scheduling = true;
   // [pool]
   int blank = 4;            // blank sandboxes kept ready ahead of demand

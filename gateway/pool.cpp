@@ -530,8 +530,8 @@ int Pool::freeze_due(Clock::time_point now) {
     // most per_function sandboxes.
     for (auto& w : due.fn->idle) {
       if (w->id != due.id || w->last_used != due.released || w->frozen) continue;
-      // Under the lock, so no acquire can lease it half-frozen; the write
-      // costs ~15 us of CPU on cgroup2 (docs/benchmarks.md).
+      // Under the lock, so no acquire can lease it half-frozen; the write is
+      // cheap on cgroup2 (docs/benchmarks.md, "Freezing idle sandboxes").
       if (nsbox::Status s = w->freeze.set(true); !s) {
         LOG_WARN("pool: freezing sandbox %llu: %s", (unsigned long long)w->id,
                  s.error().message().c_str());

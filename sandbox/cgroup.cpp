@@ -330,8 +330,8 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
 }
 
 Status CgroupLeaf::make_freezer_v1(const CgroupLayout& layout, const std::string& id) {
-  // Hybrid first: a cgroup2 leaf freezes for ~15 us of CPU where a v1
-  // freezer write costs ~3.8 ms (cgroup.hpp). A cgroup2 mount that refuses
+  // Hybrid first: a cgroup2 leaf freezes far more cheaply than the v1
+  // freezer (cgroup.hpp). A cgroup2 mount that refuses
   // us (read-only in a container) or predates cgroup.freeze is passed over.
   if (!layout.v1_unified.empty()) {
     std::string parent = layout.v1_unified + "/" + layout.group, dir = parent + "/" + id;

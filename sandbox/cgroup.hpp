@@ -30,10 +30,10 @@ struct CgroupLayout {
   // Where an idle sandbox is frozen (the pool freezes warm sandboxes with no
   // request in flight). v2: the leaf itself. v1: a leaf in the cgroup2 mount
   // when there is one (the hybrid layout; cgroup.freeze needs no
-  // controller), else one in the v1 freezer hierarchy. A cgroup.freeze write
-  // costs ~15 us of CPU here; a v1 freezer.state write ~3.8 ms while no
-  // other v1 cgroup is frozen (the kernel flips a global static key each
-  // time), ~20 us otherwise (docs/benchmarks.md).
+  // controller), else one in the v1 freezer hierarchy: a v1 freezer.state
+  // write is two orders of magnitude dearer while no other v1 cgroup is
+  // frozen (the kernel flips a global static key each time); figures in
+  // docs/benchmarks.md, "Freezing idle sandboxes".
   std::string v1_unified;     // the cgroup2 mount next to a v1 layout ("" = none)
   std::string v1_freezer;     // the v1 freezer hierarchy ("" = none)
   bool freeze = false;        // give leaves a freeze switch (serve; nsbox run needs none)

@@ -2,7 +2,8 @@
 //
 // The HTTP commands (serve and the client) live in a sibling binary,
 // nsbox-http, that this one execs: cpp-httplib drags in OpenSSL, zlib and
-// brotli, whose loading alone cost `nsbox run` 1.5 ms of every cold start.
+// brotli, whose loading `nsbox run` would pay on every cold start
+// (docs/benchmarks.md, "Cold start of nsbox run").
 #include <limits.h>
 #include <unistd.h>
 
