@@ -22,6 +22,7 @@ namespace nsbox {
 
 namespace {
 
+// child_step_name(): indexed by ChildStep, so in the enum's order (0..16).
 const char* const kStepNames[kStepCount] = {
     "wait for parent",
     "setsid",
@@ -80,9 +81,9 @@ void done(int32_t step) {
 // It holds no fd and runs under its own filter (init_filter.hpp), loaded
 // here rather than before vfork: filters are inherited, and the runner's
 // would be cut down to PID 1's. The runner has exec'd by the time vfork
-// returns, but PID 1 is already non-dumpable (step "seal init") and, as the
-// namespace's init, ignores every signal from inside: the function cannot
-// reach it in the window before the filter is in place.
+// returns, but PID 1 is already non-dumpable (step 13, "seal init") and, as
+// the namespace's init, ignores every signal from inside: the function
+// cannot reach it in the window before the filter is in place.
 [[noreturn]] void init_loop(pid_t runner, const sock_fprog* filter) {
   syscall(SYS_close_range, 0, ~0U, 0);
   if (filter && child_load_seccomp(filter) != 0) _exit(126);
@@ -102,8 +103,9 @@ const char* child_step_name(int32_t step) {
 
 void child_main(const ChildPlan& p) {
   g_sync = p.sync_fd;
-  // Nothing of the parent's signal setup may reach the function: ignored
-  // dispositions survive exec, and so does the blocked mask.
+  // Before step 0 (not a step): nothing of the parent's signal setup may
+  // reach the function: ignored dispositions survive exec, and so does the
+  // blocked mask.
   for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGCHLD}) signal(sig, SIG_DFL);
   sigset_t none;
   sigemptyset(&none);
@@ -112,20 +114,20 @@ void child_main(const ChildPlan& p) {
   // closed here, EOF on the sync socket really means the parent is gone.
   for (int fd : {p.parent_sync_fd, p.parent_request_fd, p.parent_reply_fd})
     if (fd >= 0) close(fd);
-  // 1. Die with the parent, then wait for it to attach cgroups and write the
+  // 0. Die with the parent, then wait for it to attach cgroups and write the
   // id maps. EOF here means the parent died (or gave up) before releasing us.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(kStepWaitRelease, errno, "PR_SET_PDEATHSIG");
   char go;
   if (read(p.sync_fd, &go, 1) != 1) _exit(127);
   done(kStepWaitRelease);
 
-  // A new session: no controlling terminal reaches the function, and it
+  // 1. A new session: no controlling terminal reaches the function, and it
   // cannot signal the caller's process group (the TIOCSTI class of
   // CVE-2017-5226).
   if (setsid() < 0) fail(kStepNewSession, errno);
   done(kStepNewSession);
 
-  // Root mode maps inside uid 0 to an unprivileged host uid; setup runs as
+  // 2. Root mode maps inside uid 0 to an unprivileged host uid; setup runs as
   // that mapped root so that files it creates have a valid owner.
   if (p.root_mode) {
     if (setresgid(0, 0, 0) != 0) fail(kStepBecomeNsRoot, errno, "setresgid(0)");
@@ -133,38 +135,40 @@ void child_main(const ChildPlan& p) {
   }
   done(kStepBecomeNsRoot);
 
-  // After the parent moved us into the leaf (v1 has no CLONE_INTO_CGROUP),
+  // 3. After the parent moved us into the leaf (v1 has no CLONE_INTO_CGROUP),
   // so the leaf becomes this namespace's root.
   if (unshare(CLONE_NEWCGROUP) != 0) fail(kStepCgroupNs, errno);
   done(kStepCgroupNs);
 
-  // 2. Nothing we mount may propagate back to the host.
+  // 4. Nothing we mount may propagate back to the host.
   if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
     fail(kStepMakePrivate, errno, "/");
   done(kStepMakePrivate);
 
-  // 3-4. New root, /dev, /tmp, code, /proc (before the old root goes).
+  // 5. New root, /tmp, /dev, code, /proc (before the old root goes).
   const MountOp* op = nullptr;
   if (int err = child_run_mounts(p.mounts, &op))
     fail(kStepMounts, err, nullptr, static_cast<int>(op - p.mounts.ops.data()));
   done(kStepMounts);
 
-  // 5. Pivot and detach the old root.
+  // 6. Pivot and detach the old root.
   const char* sub = nullptr;
   if (int err = child_pivot_root(p.mounts.new_root.c_str(), &sub)) fail(kStepPivot, err, sub);
   done(kStepPivot);
 
-  // 6. The overlay was writable only so that setup could add mount points.
+  // 7. The overlay was writable only so that setup could add mount points.
   if (int err = child_remount_ro("/")) fail(kStepRemountRoot, err, "/");
   done(kStepRemountRoot);
 
-  // 7. Identity and network.
+  // 8. Identity: the hostname.
   if (int err = child_set_hostname(p.hostname)) fail(kStepHostname, err, p.hostname);
   done(kStepHostname);
+
+  // 9. Network: loopback up (no other interface exists).
   if (int err = child_loopback_up()) fail(kStepLoopback, err, "lo");
   done(kStepLoopback);
 
-  // 8. fds, before the rlimits: the spawner may hold hundreds of fds, and
+  // 10. fds, before the rlimits: the spawner may hold hundreds of fds, and
   // with RLIMIT_NOFILE lowered no new fd could be allocated above the limit.
   // Layout: 0 /dev/null, 1 and 2 the log (a function's prints are logs), 3
   // requests in, 4 replies out, 5 the sync socket (close-on-exec); nothing
@@ -183,18 +187,18 @@ void child_main(const ChildPlan& p) {
   if (syscall(SYS_close_range, 6, ~0U, 0) != 0) fail(kStepFds, errno, "close_range");
   done(kStepFds);
 
-  // 9. Lower rlimits.
+  // 11. Lower rlimits.
   const RlimitSetting* rl = nullptr;
   if (int err = child_set_rlimits(p.rlimits.data(), p.rlimits.size(), &rl))
     fail(kStepRlimits, err, nullptr, static_cast<int>(rl - p.rlimits.data()));
   done(kStepRlimits);
 
-  // 10. Drop privileges.
+  // 12. Drop privileges.
   if (int err = child_drop_privileges(p.uid, p.gid, p.root_mode, &sub))
     fail(kStepDropPrivileges, err, sub);
   done(kStepDropPrivileges);
 
-  // 11. After the last credential change, which reset both: PID 1 (the
+  // 13. After the last credential change, which reset both: PID 1 (the
   // process that stays behind as init and never execs) becomes
   // non-dumpable, so that nobody inside can open its /proc/1/mem or environ
   // or ptrace it; and it dies with its parent again. dumpable lives in the
@@ -212,7 +216,7 @@ void child_main(const ChildPlan& p) {
   }
   done(kStepSealInit);
 
-  // PID 1 stays behind as the reaper; the runner is its child. vfork: the
+  // 14. PID 1 stays behind as the reaper; the runner is its child. vfork: the
   // child shares our memory until it execs, which spares copying the page
   // tables (a measurable part of a cold start); it only issues syscalls.
   pid_t runner = vfork();
@@ -220,15 +224,14 @@ void child_main(const ChildPlan& p) {
   if (runner > 0) init_loop(runner, p.init_bpf);
   done(kStepForkInit);
 
-  // 12. Timings go out before seccomp, which may forbid the send.
+  // 15. Seccomp last, so the filter only has to allow the runtime. The
+  // timings go out first, since the filter may forbid the send.
   g_msg.type = ChildMsg::kTimings;
   send_msg();
   g_msg.type = 0;
-
-  // 13. Seccomp last, so the filter only has to allow the runtime.
   if (child_load_seccomp(&p.bpf) != 0) fail(kStepSeccomp, errno);
 
-  // 14. Exec; on success the sync socket closes and the parent reads EOF.
+  // 16. Exec; on success the sync socket closes and the parent reads EOF.
   execve(p.argv[0], p.argv.data(), p.envp.data());
   fail(kStepExec, errno, p.argv[0]);
 }

@@ -16,25 +16,28 @@
 
 namespace nsbox {
 
+// The child's steps, in the order child_main runs them. The values index
+// ChildMsg::step_end_ns and kStepNames, and are the step numbers used by the
+// comments in child_main and by docs/architecture.md §3.
 enum ChildStep : int32_t {
-  kStepWaitRelease,
-  kStepNewSession,
-  kStepBecomeNsRoot,
-  kStepCgroupNs,
-  kStepMakePrivate,
-  kStepMounts,
-  kStepPivot,
-  kStepRemountRoot,
-  kStepHostname,
-  kStepLoopback,
-  kStepFds,
-  kStepRlimits,
-  kStepDropPrivileges,
-  kStepSealInit,
-  kStepForkInit,
-  kStepSeccomp,
-  kStepExec,
-  kStepCount
+  kStepWaitRelease = 0,      // wait for the parent's release (id maps, v1 cgroups)
+  kStepNewSession = 1,       // setsid: a session of its own
+  kStepBecomeNsRoot = 2,     // root mode: switch to the namespace's uid 0
+  kStepCgroupNs = 3,         // unshare(CLONE_NEWCGROUP), rooted at the leaf
+  kStepMakePrivate = 4,      // make / private: no propagation to the host
+  kStepMounts = 5,           // the mount plan: root, /tmp, /dev, code, /proc
+  kStepPivot = 6,            // pivot_root and detach the old root
+  kStepRemountRoot = 7,      // remount / read-only
+  kStepHostname = 8,         // sethostname
+  kStepLoopback = 9,         // bring lo up
+  kStepFds = 10,             // fd layout 0-5, close the rest
+  kStepRlimits = 11,         // lower the rlimits
+  kStepDropPrivileges = 12,  // bounding set, groups, gid, uid, caps, no_new_privs
+  kStepSealInit = 13,        // PID 1 non-dumpable, death signal re-armed
+  kStepForkInit = 14,        // vfork: PID 1 stays as reaper, the runner goes on
+  kStepSeccomp = 15,         // send the timings, then load the filter
+  kStepExec = 16,            // execve the runner
+  kStepCount = 17
 };
 
 const char* child_step_name(int32_t step);
