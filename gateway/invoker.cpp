@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "gateway/json_check.hpp"
+#include "rootfs/runner_reply.hpp"
 
 namespace nsbox {
 
@@ -11,38 +12,13 @@ using json = nlohmann::json;
 
 namespace {
 
-// Replies come from hostile code: read fields without ever throwing.
 std::string str(const json& j, const char* key, const std::string& def = "") {
-  auto it = j.find(key);
-  return it != j.end() && it->is_string() ? it->get<std::string>() : def;
+  return reply_str(j, key, def);
 }
 
 json field(const json& j, const char* key, json def) {
   auto it = j.find(key);
   return it != j.end() ? *it : def;
-}
-
-// nlohmann parses iteratively but copies and serialises recursively: a
-// reply nested 100k deep would overflow the connection thread's stack.
-bool nesting_within(const std::string& text, int limit) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); i++) {
-    char c = text[i];
-    if (in_string) {
-      if (c == '\\')
-        i++;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > limit) return false;
-    } else if (c == ']' || c == '}') {
-      depth--;
-    }
-  }
-  return true;
 }
 
 // A JSON string literal of s. Names and request ids are ASCII already; any
@@ -65,7 +41,7 @@ void append_json_string(std::string& out, const std::string& s) {
   out += '"';
 }
 
-constexpr int kMaxNesting = 256;
+constexpr int kMaxNesting = kMaxReplyNesting;
 
 // The invoke envelope's variable parts are bounded (a function name is at
 // most 63 of [a-z0-9_-], a request id at most kMaxRequestId bytes, each
@@ -121,11 +97,11 @@ Outcome exchange(Worker& w, const std::string& envelope, const std::string& payl
   if (fr.status == ReadStatus::Error && fr.error.step == "frame")
     return died("the sandbox broke protocol: reply " + fr.error.detail);
   if (fr.status != ReadStatus::Ok) return died("the sandbox died");
-  if (!nesting_within(fr.frame.envelope, kMaxNesting))
-    return died("the sandbox broke protocol: an envelope nested deeper than " +
-                std::to_string(kMaxNesting));
-  *reply = json::parse(fr.frame.envelope, nullptr, false);
-  if (!reply->is_object()) return died("the sandbox broke protocol: the envelope is not an object");
+  auto parsed = parse_envelope(fr.frame.envelope);
+  if (!parsed)
+    return died("the sandbox broke protocol: the envelope is not a JSON object (nested at most " +
+                std::to_string(kMaxNesting) + " deep)");
+  *reply = std::move(*parsed);
   *reply_payload = std::move(fr.frame.payload);
   o.kind = Outcome::Ok;
   return o;

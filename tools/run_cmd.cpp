@@ -18,6 +18,7 @@
 #include "policies/policy.hpp"
 #include "policies/units.hpp"
 #include "rootfs/rootfs.hpp"
+#include "rootfs/runner_reply.hpp"
 #include "sandbox/framing.hpp"
 #include "sandbox/sandbox.hpp"
 #include "tools/args.hpp"
@@ -393,23 +394,29 @@ int cmd_run(const std::vector<std::string>& args) {
     // The runner's protocol (docs/runner-protocol.md): a small JSON envelope
     // and a payload; a load error's envelope holds errorType and a clipped
     // errorMessage, its payload the whole error object.
-    json hello = json::parse(fr.frame.envelope, nullptr, false);
-    if (hello.is_discarded() || hello.value("type", "") != "ready") {
-      std::string kind = hello.is_object() ? hello.value("kind", "") : "";
-      std::string msg = hello.is_object() ? hello.value("errorMessage", "") : fr.frame.envelope;
+    // Read without ever throwing: the function's own code runs in the
+    // process that writes these frames.
+    const auto hello_env = parse_envelope(fr.frame.envelope);
+    const json hello = hello_env ? *hello_env : json::object();
+    if (reply_str(hello, "type") != "ready") {
+      std::string kind = reply_str(hello, "kind");
+      std::string msg =
+          hello_env ? reply_str(hello, "errorMessage")
+                    : "runner sent an unexpected reply: " + fr.frame.envelope.substr(0, 200);
       if (kind == "import") {
-        if (auto e = limit_exit(hello.value("errorType", "") == "MemoryError")) return *e;
+        if (auto e = limit_exit(reply_str(hello, "errorType") == "MemoryError")) return *e;
         json err = json::parse(fr.frame.payload, nullptr, false);
-        if (!err.is_object())
-          err = {{"errorType", hello.value("errorType", "")}, {"errorMessage", msg}};
-        return ended(
-            kExitFunctionError,
-            o.function + ": loading the module raised " + hello.value("errorType", "") + ": " + msg,
-            err.dump() + "\n");
+        if (!err.is_object() || !nesting_within(fr.frame.payload, kMaxReplyNesting))
+          err = {{"errorType", reply_str(hello, "errorType")}, {"errorMessage", msg}};
+        return ended(kExitFunctionError,
+                     o.function + ": loading the module raised " + reply_str(hello, "errorType") +
+                         ": " + msg,
+                     err.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
       }
       if (kind == "syntax")
-        return ended(kExitUsage, o.function + ":" + std::to_string(hello.value("line", 0)) + ": " +
-                                     hello.value("errorType", "SyntaxError") + ": " + msg);
+        return ended(kExitUsage, o.function + ":" + std::to_string(reply_int(hello, "line", 0)) +
+                                     ": " + reply_str(hello, "errorType", "SyntaxError") + ": " +
+                                     msg);
       return ended(kExitUsage, o.function + ": " + msg);
     }
 
@@ -435,27 +442,28 @@ int cmd_run(const std::vector<std::string>& args) {
     fr = read_frame(from_runner, dec, deadline);
     if (fr.status == ReadStatus::Timeout) return timed_out();
     if (fr.status != ReadStatus::Ok) return died();
-    json res = json::parse(fr.frame.envelope, nullptr, false);
-    if (res.is_discarded() || res.value("type", "") != "result")
+    const auto res_env = parse_envelope(fr.frame.envelope);
+    const json res = res_env ? *res_env : json::object();
+    if (reply_str(res, "type") != "result")
       return ended(kExitSetup,
                    "runner sent an unexpected reply: " + fr.frame.envelope.substr(0, 200));
     // The payload is the result's (or the error's) JSON text and a newline,
     // printed as the runner wrote it.
     std::string& text = fr.frame.payload;
     if (text.empty() || text.back() != '\n') text += '\n';
-    if (res.value("ok", false)) {
+    if (reply_bool(res, "ok", false)) {
       LOG_DEBUG("timing: start %.3f ms, runner ready %.3f ms, invoke %.3f ms",
                 (t_started - t_start) / 1e3, (t_ready - t_started) / 1e3,
                 (monotonic_us() - t_ready) / 1e3);
       return RunEnd{kExitOk, std::move(text), ""};
     }
-    json err = json::parse(text, nullptr, false);
-    if (!err.is_object()) err = json::object();
-    std::string kind = res.value("kind", "");
-    if (kind == "bad_result")
-      return ended(kExitUsage,
-                   "the function's result is not JSON: " + err.value("errorMessage", ""));
-    if (auto e = limit_exit(res.value("errorType", "") == "MemoryError")) return *e;
+    std::string kind = reply_str(res, "kind");
+    if (kind == "bad_result") {
+      const auto err = parse_envelope(text);
+      return ended(kExitUsage, "the function's result is not JSON: " +
+                                   (err ? reply_str(*err, "errorMessage") : std::string()));
+    }
+    if (auto e = limit_exit(reply_str(res, "errorType") == "MemoryError")) return *e;
     return RunEnd{kExitFunctionError, std::move(text), ""};
   };
   RunEnd end = converse();
