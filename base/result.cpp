@@ -5,7 +5,9 @@
 namespace nsbox {
 
 std::string Error::message() const {
-  std::string m = step;
+  std::string m;
+  for (const auto& l : layers) m += l + ": ";
+  m += step;
   if (!context.empty()) m += "(" + context + ")";
   if (err != 0) {
     m += ": ";
@@ -16,6 +18,11 @@ std::string Error::message() const {
     m += detail;
   }
   return m;
+}
+
+Error&& Error::within(std::string what) && {
+  layers.insert(layers.begin(), std::move(what));
+  return std::move(*this);
 }
 
 Error sys_error(std::string step, std::string context) {

@@ -7,17 +7,31 @@
 #include <string>
 #include <utility>
 #include <variant>
+#include <vector>
 
 namespace nsbox {
 
 struct Error {
+  Error() = default;
+  // The one constructor; sys_error() and make_error() below are shorthands.
+  Error(int err_, std::string step_, std::string context_ = {}, std::string detail_ = {})
+      : err(err_),
+        step(std::move(step_)),
+        context(std::move(context_)),
+        detail(std::move(detail_)) {}
+
   int err = 0;          // errno; 0 when the failure is not a syscall's
   std::string step;     // e.g. "pivot_root"
   std::string context;  // what the step acted on, e.g. a path
   std::string detail;   // human text when err == 0
+  // What the layers above were doing, outermost first (crun's habit of
+  // wrapping an error at each layer): "starting sandbox 17".
+  std::vector<std::string> layers;
 
-  // "pivot_root(/run/nsbox/root): Operation not permitted"
+  // "starting sandbox 17: pivot_root(/run/nsbox/root): Operation not permitted"
   std::string message() const;
+  // Adds what the caller was doing; returns *this to be returned on.
+  Error&& within(std::string what) &&;
 };
 
 // Captures errno now: call it right after the failing syscall.
@@ -66,4 +80,12 @@ using Status = Result<void>;
     auto _try_r = (expr);                          \
     if (!_try_r) return std::move(_try_r).error(); \
     std::move(_try_r).value();                     \
+  })
+
+// TRY, adding what this layer was doing to the error it propagates.
+#define TRY_WITHIN(expr, what)                                    \
+  ({                                                              \
+    auto _try_r = (expr);                                         \
+    if (!_try_r) return std::move(_try_r).error().within((what)); \
+    std::move(_try_r).value();                                    \
   })

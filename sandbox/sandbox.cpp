@@ -305,10 +305,11 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   Sandbox sb;
   sb.timings_.prepare_ns = now_ns();
   Launch l;
-  TRY(sb.parent_prepare(spec, bpf, cgroups, l));
-  TRY(sb.parent_clone(l));
-  TRY(sb.parent_after_clone(spec, l));
-  TRY(sb.parent_await_exec(l));
+  const std::string what = "sandbox " + spec.id;
+  TRY_WITHIN(sb.parent_prepare(spec, bpf, cgroups, l), "preparing " + what);
+  TRY_WITHIN(sb.parent_clone(l), "creating " + what);
+  TRY_WITHIN(sb.parent_after_clone(spec, l), "releasing " + what);
+  TRY_WITHIN(sb.parent_await_exec(l), "setting up " + what);
   return sb;
 }
 

@@ -88,3 +88,32 @@ TEST_CASE("base: sha256 test vectors") {
   CHECK(nsbox::sha256_hex(std::string(1000000, 'a')) ==
         "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
+
+namespace {
+
+nsbox::Status inner() {
+  errno = EACCES;
+  return nsbox::sys_error("mkdir", "/run/x");
+}
+
+nsbox::Status middle() {
+  TRY_WITHIN(inner(), "preparing sandbox s1");
+  return {};
+}
+
+nsbox::Result<int> outer() {
+  TRY_WITHIN(middle(), "spawning for function f");
+  return 1;
+}
+
+}  // namespace
+
+TEST_CASE("base: an error gains what each layer was doing, outermost first") {
+  auto r = outer();
+  REQUIRE_FALSE(r);
+  CHECK(r.error().err == EACCES);
+  CHECK(r.error().message() ==
+        "spawning for function f: preparing sandbox s1: mkdir(/run/x): Permission denied");
+  CHECK(nsbox::Error(0, "frame", "", "too large").message() == "frame: too large");
+  CHECK(nsbox::make_error("usage", "bad").message() == "usage: bad");
+}
