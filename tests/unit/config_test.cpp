@@ -1,0 +1,458 @@
+// The daemon's config parser (gateway/config.cpp): its defaults, every key
+// it accepts with its type, and each refusal it makes (CONTRIBUTING.md §1:
+// an unknown key, a wrong type or a value out of range is an error naming
+// FILE:LINE:COL and the key; a typo never falls back to a default).
+#include "gateway/config.hpp"
+
+#include <doctest/doctest.h>
+#include <stdlib.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <set>
+#include <sstream>
+#include <string>
+#include <vector>
+
+using namespace nsbox;
+
+namespace {
+
+constexpr uint64_t kMiB = 1ull << 20;
+
+uint64_t ram_bytes() {
+  struct sysinfo si;
+  return sysinfo(&si) == 0 ? uint64_t(si.totalram) * si.mem_unit : 8ull << 30;
+}
+
+// The error text for a config that must be refused; "" when it parsed.
+std::string refusal(const std::string& text) {
+  auto c = parse_serve_config(text, "nsbox.toml");
+  return c ? std::string() : c.error().detail;
+}
+
+bool has(const std::string& text, const std::string& part) {
+  return text.find(part) != std::string::npos;
+}
+
+// Every integer key with its table and allowed range.
+struct IntKey {
+  const char* table;
+  const char* key;
+  int64_t lo, hi;
+};
+const IntKey kIntKeys[] = {
+    {"server", "max_body_kb", 1, 65536},
+    {"server", "max_connections", 8, 65536},
+    {"server", "request_timeout_ms", 100, 3600000},
+    {"server", "keepalive_timeout_ms", 100, 3600000},
+    {"server", "max_sending_per_address", 1, 65536},
+    {"server", "max_head_kb", 1, 1024},
+    {"server", "max_headers", 1, 10000},
+    {"pool", "blank", 0, 256},
+    {"pool", "max_sandboxes", 1, 4096},
+    {"pool", "memory_budget_mb", 0, 1 << 24},
+    {"pool", "per_function", 1, 1024},
+    {"pool", "idle_timeout_ms", 100, 86400000},
+    {"pool", "queue_per_function", 1, 100000},
+    {"pool", "queue_total", 1, 1000000},
+    {"pool", "queue_timeout_ms", 1, 600000},
+    {"pool", "freeze_idle_ms", 0, 600000},
+    {"pool", "min_available_mb", 0, 1 << 24},
+    {"functions", "log_lines", 0, 1000000},
+    {"functions", "max_memory_mb", 0, 1 << 24},
+};
+
+std::string one_key(const std::string& table, const std::string& key, const std::string& value) {
+  return "[" + table + "]\n" + key + " = " + value + "\n";
+}
+
+// A config that sets every key to something other than its default.
+const char* kEverything = R"([server]
+listen = "[::1]:9090"
+state_dir = "/srv/nsbox"
+token = "admin-token-0123456789"
+read_token = "read-token-0123456789"
+max_body_kb = 2048
+max_connections = 100
+rootless = true
+public_url = "https://fn.example.com"
+batch_scheduling = false
+request_timeout_ms = 5000
+keepalive_timeout_ms = 7000
+max_sending_per_address = 3
+max_head_kb = 8
+max_headers = 20
+trusted_proxies = ["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8"]
+
+[pool]
+blank = 0
+max_sandboxes = 16
+memory_budget_mb = 4096
+per_function = 2
+idle_timeout_ms = 1000
+queue_per_function = 5
+queue_total = 50
+queue_timeout_ms = 250
+cpu_limits = true
+freeze_idle_ms = 0
+min_available_mb = 512
+psi_some_avg10 = 12.5
+
+[functions]
+default_policy = "strict"
+log_lines = 10
+max_memory_mb = 256
+)";
+
+}  // namespace
+
+TEST_CASE("config: no file at all gives the documented defaults") {
+  auto c = parse_serve_config("", "<embedded defaults>");
+  REQUIRE(c);
+  const ServeConfig& d = c.value();
+  const uint64_t ram = ram_bytes();
+  CHECK(d.source == "<embedded defaults>");
+  CHECK(d.listen_host == "127.0.0.1");
+  CHECK(d.listen_port == 8080);
+  CHECK(d.state_dir == "/var/lib/nsbox");
+  CHECK(d.token.empty());
+  CHECK(d.read_token.empty());
+  CHECK(d.max_body_bytes == 6 * kMiB);
+  CHECK(d.max_connections == 1024);
+  CHECK(d.request_timeout_ms == 30000);
+  CHECK(d.keepalive_timeout_ms == 30000);
+  CHECK(d.max_sending_per_address == 32);
+  CHECK(d.max_head_bytes == 16u << 10);
+  CHECK(d.max_headers == 64);
+  CHECK(d.trusted_proxies.empty());
+  CHECK_FALSE(d.rootless);
+  CHECK(d.public_url.empty());
+  CHECK(d.batch_scheduling);
+  CHECK(d.blank == 4);
+  CHECK(d.max_sandboxes == 256);
+  CHECK(d.memory_budget_bytes == 2 * ram);  // 0 = auto: twice the RAM
+  CHECK(d.per_function == 4);
+  CHECK(d.idle_timeout_ms == 60000);
+  CHECK(d.queue_per_function == 64);
+  CHECK(d.queue_total == 1024);
+  CHECK(d.queue_timeout_ms == 1000);
+  CHECK_FALSE(d.cpu_limits);
+  CHECK(d.freeze_idle_ms == 5);
+  CHECK(d.min_available_bytes == std::max<uint64_t>(ram / 32, 256 * kMiB));  // auto
+  CHECK(d.psi_some_avg10 == 0);
+  CHECK(d.default_policy == "default");
+  CHECK(d.log_lines == 1000);
+  CHECK(d.max_memory_bytes == ram / 4);  // auto: a quarter of the RAM
+  // Empty tables are the same as none.
+  auto e = parse_serve_config("[server]\n[pool]\n[functions]\n", "empty.toml");
+  REQUIRE(e);
+  CHECK(e.value().listen_port == 8080);
+  CHECK(e.value().blank == 4);
+  CHECK(e.value().log_lines == 1000);
+}
+
+TEST_CASE("config: every key is read, in its unit, into its member") {
+  auto c = parse_serve_config(kEverything, "nsbox.toml");
+  REQUIRE_MESSAGE(c, (c ? std::string() : c.error().message()));
+  const ServeConfig& r = c.value();
+  CHECK(r.source == "nsbox.toml");
+  CHECK(r.listen_host == "::1");
+  CHECK(r.listen_port == 9090);
+  CHECK(r.state_dir == "/srv/nsbox");
+  CHECK(r.token == "admin-token-0123456789");
+  CHECK(r.read_token == "read-token-0123456789");
+  CHECK(r.max_body_bytes == 2048u << 10);
+  CHECK(r.max_connections == 100);
+  CHECK(r.rootless);
+  CHECK(r.public_url == "https://fn.example.com");
+  CHECK_FALSE(r.batch_scheduling);
+  CHECK(r.request_timeout_ms == 5000);
+  CHECK(r.keepalive_timeout_ms == 7000);
+  CHECK(r.max_sending_per_address == 3);
+  CHECK(r.max_head_bytes == 8u << 10);
+  CHECK(r.max_headers == 20);
+  CHECK(r.trusted_proxies ==
+        std::vector<std::string>{"127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8"});
+  CHECK(r.blank == 0);
+  CHECK(r.max_sandboxes == 16);
+  CHECK(r.memory_budget_bytes == 4096 * kMiB);
+  CHECK(r.per_function == 2);
+  CHECK(r.idle_timeout_ms == 1000);
+  CHECK(r.queue_per_function == 5);
+  CHECK(r.queue_total == 50);
+  CHECK(r.queue_timeout_ms == 250);
+  CHECK(r.cpu_limits);
+  CHECK(r.freeze_idle_ms == 0);
+  CHECK(r.min_available_bytes == 512 * kMiB);
+  CHECK(r.psi_some_avg10 == 12.5);
+  CHECK(r.default_policy == "strict");
+  CHECK(r.log_lines == 10);
+  CHECK(r.max_memory_bytes == 256 * kMiB);
+
+  // The config above sets every key the parser accepts (config_keys()), so
+  // a key added to the parser needs a line here too.
+  std::set<std::string> set;
+  std::string table, line;
+  for (std::istringstream in(kEverything); std::getline(in, line);) {
+    if (line.starts_with("["))
+      table = line.substr(1, line.size() - 2);
+    else if (!line.empty())
+      set.insert(table + "." + line.substr(0, line.find(' ')));
+  }
+  for (const auto& k : config_keys()) CHECK_MESSAGE(set.count(k.table + "." + k.key), k.key);
+  CHECK(set.size() == config_keys().size());
+}
+
+TEST_CASE("config: an unknown key or table is an error naming file:line:col and the key") {
+  std::string e = refusal("[server]\nlisten = \"127.0.0.1:8080\"\nlistne = \"x\"\n");
+  CHECK_MESSAGE(e.starts_with("nsbox.toml:3:1: unknown key \"listne\" in [server]"), e);
+  CHECK_MESSAGE(has(e, "expected one of: listen, state_dir"), e);
+  e = refusal("[pool]\n  blanks = 2\n");
+  CHECK_MESSAGE(e.starts_with("nsbox.toml:2:3: unknown key \"blanks\" in [pool]"), e);
+  e = refusal("[functions]\ndefault_policy = \"strict\"\nmax_memory = 64\n");
+  CHECK_MESSAGE(e.starts_with("nsbox.toml:3:1: unknown key \"max_memory\" in [functions]"), e);
+  // A key of another table is unknown in this one.
+  e = refusal("[server]\nblank = 1\n");
+  CHECK_MESSAGE(e.starts_with("nsbox.toml:2:1: unknown key \"blank\" in [server]"), e);
+  e = refusal("[sever]\nlisten = \":1\"\n");
+  CHECK_MESSAGE(e.starts_with("nsbox.toml:1:2: unknown key \"sever\" in the top level"), e);
+  e = refusal("listen = \":1\"\n");
+  CHECK_MESSAGE(e.starts_with("nsbox.toml:1:1: unknown key \"listen\" in the top level"), e);
+  // A table that is not one.
+  e = refusal("pool = 4\n");
+  CHECK_MESSAGE(e.starts_with("nsbox.toml:1:8: \"pool\" must be a table"), e);
+  // Bad TOML: where toml++ stopped.
+  e = refusal("[server]\nlisten = \n");
+  CHECK_MESSAGE(e.starts_with("nsbox.toml:2:10: "), e);
+  CHECK_MESSAGE(has(e, "expected value"), e);
+  e = refusal("[server\n");
+  CHECK_MESSAGE(e.starts_with("nsbox.toml:1:8: "), e);
+}
+
+TEST_CASE("config: a value of the wrong type is refused, naming the key and its type") {
+  std::string e = refusal("[server]\nmax_connections = \"100\"\n");
+  CHECK_MESSAGE(
+      e.starts_with("nsbox.toml:2:19: \"max_connections\" in [server] must be an integer"), e);
+  e = refusal("[pool]\nblank = 1.5\n");
+  CHECK_MESSAGE(e.starts_with("nsbox.toml:2:9: \"blank\" in [pool] must be an integer"), e);
+  e = refusal("[functions]\nlog_lines = true\n");
+  CHECK_MESSAGE(has(e, "\"log_lines\" in [functions] must be an integer"), e);
+  e = refusal("[server]\nrootless = 1\n");
+  CHECK_MESSAGE(e.starts_with("nsbox.toml:2:12: \"rootless\" in [server] must be true or false"),
+                e);
+  e = refusal("[server]\nbatch_scheduling = \"yes\"\n");
+  CHECK_MESSAGE(has(e, "\"batch_scheduling\" in [server] must be true or false"), e);
+  e = refusal("[pool]\ncpu_limits = 0\n");
+  CHECK_MESSAGE(has(e, "\"cpu_limits\" in [pool] must be true or false"), e);
+  for (const char* key : {"listen", "state_dir", "token", "read_token", "public_url"}) {
+    CAPTURE(key);
+    e = refusal(one_key("server", key, "8080"));
+    CHECK_MESSAGE(has(e, "nsbox.toml:2:"), e);
+    CHECK_MESSAGE(has(e, "\"" + std::string(key) + "\" in [server] must be a string"), e);
+  }
+  e = refusal("[functions]\ndefault_policy = [\"strict\"]\n");
+  CHECK_MESSAGE(has(e, "\"default_policy\" in [functions] must be a string"), e);
+  // Every integer key refuses a string, even one of digits.
+  for (const auto& k : kIntKeys) {
+    CAPTURE(k.key);
+    e = refusal(one_key(k.table, k.key, "\"1\""));
+    CHECK_MESSAGE(has(e, "\"" + std::string(k.key) + "\" in [" + k.table + "] must be an integer"),
+                  e);
+  }
+}
+
+TEST_CASE("config: each integer key accepts exactly its range") {
+  for (const auto& k : kIntKeys) {
+    CAPTURE(k.table);
+    CAPTURE(k.key);
+    for (int64_t good : {k.lo, k.hi}) {
+      std::string e = refusal(one_key(k.table, k.key, std::to_string(good)));
+      CHECK_MESSAGE(e.empty(), e);
+    }
+    for (int64_t bad : {k.lo - 1, k.hi + 1}) {
+      std::string e = refusal(one_key(k.table, k.key, std::to_string(bad)));
+      CHECK_MESSAGE(e.starts_with("nsbox.toml:2:"), e);
+      CHECK_MESSAGE(
+          has(e, "\"" + std::string(k.key) + "\" in [" + k.table + "] is " + std::to_string(bad) +
+                     "; allowed range is " + std::to_string(k.lo) + ".." + std::to_string(k.hi)),
+          e);
+    }
+  }
+}
+
+TEST_CASE("config: memory sizes are 0 (auto) or at least a floor") {
+  const uint64_t ram = ram_bytes();
+  SUBCASE("[pool] memory_budget_mb: 0 or at least 64") {
+    auto c = parse_serve_config(one_key("pool", "memory_budget_mb", "0"), "nsbox.toml");
+    REQUIRE(c);
+    CHECK(c.value().memory_budget_bytes == 2 * ram);
+    c = parse_serve_config(one_key("pool", "memory_budget_mb", "64"), "nsbox.toml");
+    REQUIRE(c);
+    CHECK(c.value().memory_budget_bytes == 64 * kMiB);
+    for (const char* v : {"1", "63"}) {
+      std::string e = refusal(one_key("pool", "memory_budget_mb", v));
+      CHECK_MESSAGE(
+          e.starts_with("nsbox.toml:2:20: \"memory_budget_mb\" must be 0 (auto) or at least 64"),
+          e);
+    }
+  }
+  SUBCASE("[functions] max_memory_mb: 0 or at least 16") {
+    auto c = parse_serve_config(one_key("functions", "max_memory_mb", "0"), "nsbox.toml");
+    REQUIRE(c);
+    CHECK(c.value().max_memory_bytes == ram / 4);
+    c = parse_serve_config(one_key("functions", "max_memory_mb", "16"), "nsbox.toml");
+    REQUIRE(c);
+    CHECK(c.value().max_memory_bytes == 16 * kMiB);
+    for (const char* v : {"1", "15"}) {
+      std::string e = refusal(one_key("functions", "max_memory_mb", v));
+      CHECK_MESSAGE(
+          e.starts_with("nsbox.toml:2:17: \"max_memory_mb\" must be 0 (auto) or at least 16"), e);
+    }
+  }
+  SUBCASE("[pool] min_available_mb: 0 is 1/32 of the RAM, at least 256 MiB") {
+    auto c = parse_serve_config(one_key("pool", "min_available_mb", "0"), "nsbox.toml");
+    REQUIRE(c);
+    CHECK(c.value().min_available_bytes == std::max<uint64_t>(ram / 32, 256 * kMiB));
+    c = parse_serve_config(one_key("pool", "min_available_mb", "1"), "nsbox.toml");
+    REQUIRE(c);
+    CHECK(c.value().min_available_bytes == kMiB);
+  }
+}
+
+TEST_CASE("config: [pool] psi_some_avg10 is a percentage") {
+  for (const char* v : {"0", "0.5", "10", "100", "100.0"}) {
+    CAPTURE(v);
+    auto c = parse_serve_config(one_key("pool", "psi_some_avg10", v), "nsbox.toml");
+    REQUIRE_MESSAGE(c, (c ? std::string() : c.error().message()));
+    CHECK(c.value().psi_some_avg10 == std::stod(v));
+  }
+  for (const char* v : {"-0.1", "-1", "100.5", "101", "nan", "inf", "\"10\"", "true"}) {
+    CAPTURE(v);
+    std::string e = refusal(one_key("pool", "psi_some_avg10", v));
+    CHECK_MESSAGE(e.starts_with("nsbox.toml:2:18: \"psi_some_avg10\" in [pool] must be a number "
+                                "from 0 (off) to 100 (percent)"),
+                  e);
+  }
+}
+
+TEST_CASE("config: [server] listen is HOST:PORT") {
+  SUBCASE("parse_listen") {
+    struct Case {
+      const char* text;
+      const char* host;
+      int port;
+    };
+    for (const Case& t :
+         {Case{"127.0.0.1:8080", "127.0.0.1", 8080}, Case{"0.0.0.0:1", "0.0.0.0", 1},
+          Case{"[::1]:8080", "::1", 8080}, Case{"[::]:65535", "::", 65535},
+          Case{":9000", "127.0.0.1", 9000},  // no host: loopback
+          Case{"localhost:80", "localhost", 80}}) {
+      CAPTURE(t.text);
+      std::string host = "unset";
+      int port = -1;
+      Status s = parse_listen(t.text, &host, &port);
+      REQUIRE_MESSAGE(s, s.error().message());
+      CHECK(host == t.host);
+      CHECK(port == t.port);
+    }
+    for (const char* bad :
+         {"8080", "", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
+          "127.0.0.1:99999999999", "127.0.0.1:80a", "127.0.0.1:-1", "127.0.0.1: 80", "[::1]:"}) {
+      CAPTURE(bad);
+      std::string host = "unset";
+      int port = -1;
+      Status s = parse_listen(bad, &host, &port);
+      REQUIRE_FALSE(s);
+      CHECK(s.error().step == "listen");
+      CHECK(has(s.error().detail, std::string("\"") + bad + "\""));
+      // Nothing is written on failure.
+      CHECK(host == "unset");
+      CHECK(port == -1);
+    }
+    std::string host;
+    int port = 0;
+    CHECK(has(parse_listen("8080", &host, &port).error().detail, "is not HOST:PORT"));
+    CHECK(has(parse_listen(":0", &host, &port).error().detail, "bad port"));
+  }
+  SUBCASE("in the config, an error names where the value is") {
+    std::string e = refusal("[server]\nlisten = \"127.0.0.1:0\"\n");
+    CHECK_MESSAGE(e.starts_with("nsbox.toml:2:10: bad port in \"127.0.0.1:0\""), e);
+    e = refusal("[server]\nlisten = \"nope\"\n");
+    CHECK_MESSAGE(e.starts_with("nsbox.toml:2:10: \"nope\" is not HOST:PORT"), e);
+  }
+}
+
+TEST_CASE("config: [server] trusted_proxies holds addresses and CIDR blocks only") {
+  for (const char* ok : {"127.0.0.1", "10.0.0.0/8", "0.0.0.0/0", "192.168.1.7/32", "::1",
+                         "fd00::/8", "::/0", "2001:db8::/128"}) {
+    CAPTURE(ok);
+    auto c = parse_serve_config(std::string("[server]\ntrusted_proxies = [\"") + ok + "\"]\n",
+                                "nsbox.toml");
+    REQUIRE_MESSAGE(c, (c ? std::string() : c.error().message()));
+    CHECK(c.value().trusted_proxies == std::vector<std::string>{ok});
+  }
+  const std::string want =
+      "\"trusted_proxies\" entries must be addresses or CIDR blocks, e.g. \"127.0.0.1\" or "
+      "\"10.0.0.0/8\"";
+  for (const char* bad : {"\"10.0.0.0/33\"", "\"::1/129\"", "\"10.0.0.0/\"", "\"10.0.0.0/8/8\"",
+                          "\"10.0.0.0/x\"", "\"10.0.0.0/0008\"", "\"999.1.1.1\"", "\"10.1\"",
+                          "\"proxy.example.com\"", "\"\"", "\" 127.0.0.1\"", "8", "true"}) {
+    CAPTURE(bad);
+    // The second entry is the bad one: the error points at it.
+    std::string e =
+        refusal(std::string("[server]\ntrusted_proxies = [\"127.0.0.1\", ") + bad + "]\n");
+    CHECK_MESSAGE(e.starts_with("nsbox.toml:2:33: " + want), e);
+  }
+  std::string e = refusal("[server]\ntrusted_proxies = \"127.0.0.1\"\n");
+  CHECK_MESSAGE(
+      e.starts_with("nsbox.toml:2:19: \"trusted_proxies\" in [server] must be an array of strings"),
+      e);
+  auto none = parse_serve_config("[server]\ntrusted_proxies = []\n", "nsbox.toml");
+  REQUIRE(none);
+  CHECK(none.value().trusted_proxies.empty());
+}
+
+TEST_CASE("config: [server] state_dir is absolute; tokens are long and distinct") {
+  for (const char* bad : {"\"\"", "\"var/lib/nsbox\"", "\"./state\"", "\"~/nsbox\""}) {
+    CAPTURE(bad);
+    std::string e = refusal(one_key("server", "state_dir", bad));
+    CHECK_MESSAGE(e.starts_with("nsbox.toml:2:13: \"state_dir\" must be an absolute path"), e);
+  }
+  for (const char* key : {"token", "read_token"}) {
+    CAPTURE(key);
+    const std::string k = key;
+    // Empty: generated (token) or unused (read_token); 16 characters is enough.
+    CHECK(refusal(one_key("server", k, "\"\"")).empty());
+    CHECK(refusal(one_key("server", k, "\"0123456789abcdef\"")).empty());
+    std::string e = refusal(one_key("server", k, "\"0123456789abcde\""));
+    CHECK_MESSAGE(e.starts_with("nsbox.toml:2:" + std::to_string(k.size() + 4) + ": \"" + k +
+                                "\" must be at least 16 characters"),
+                  e);
+  }
+  std::string e = refusal(
+      "[server]\ntoken = \"same-token-0123456789\"\nread_token = \"same-token-0123456789\"\n");
+  CHECK_MESSAGE(e.starts_with("nsbox.toml:3:14: \"read_token\" must differ from \"token\""), e);
+}
+
+TEST_CASE("config: load_serve_config reads the named file and names it in errors") {
+  char path[] = "/tmp/nsbox-config-test-XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  const std::string text = "[server]\nlisten = \"127.0.0.1:9999\"\n[pool]\nblank = 300\n";
+  REQUIRE(write(fd, text.data(), text.size()) == ssize_t(text.size()));
+  close(fd);
+  auto c = load_serve_config(path);
+  unlink(path);
+  REQUIRE_FALSE(c);
+  CHECK_MESSAGE(
+      c.error().detail.starts_with(std::string(path) + ":4:9: \"blank\" in [pool] is 300"),
+      c.error().detail);
+
+  auto missing = load_serve_config("/nonexistent/nsbox.toml");
+  REQUIRE_FALSE(missing);
+  CHECK_MESSAGE(has(missing.error().message(), "/nonexistent/nsbox.toml"),
+                missing.error().message());
+}
