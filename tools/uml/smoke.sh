@@ -1,0 +1,248 @@
+#!/bin/bash
+# The cgroup v2 smoke suite, run by tools/uml/init.sh inside the
+# user-mode-linux guest (Debian 12's kernel, pure cgroup v2): nsbox run, its
+# memory and pids limits, the isolation probe, a daemon serving a few
+# functions, and the v2 code paths seen from outside the sandbox (the leaves
+# under /sys/fs/cgroup, their limit files, CLONE_INTO_CGROUP, a re-limit,
+# memory.events and pids.events, cgroup.freeze, removal and the sweep of a
+# killed run's leaf). Prints one line per check and a closing count in
+# doctest's words, which tools/dev.sh's summarize() reads. Exits 1 when a
+# check failed.
+set -u
+cd "$(dirname "$0")/../.." || exit 2
+if [ "${NSBOX_UML_GUEST:-}" != 1 ]; then
+  # It creates cgroups and starts a daemon as root: only in the guest.
+  echo "smoke.sh runs inside the UML guest; use tools/uml/run.sh" >&2
+  exit 2
+fi
+NSBOX=${NSBOX_BUILD:-build}/tools/nsbox
+PROBES=$PWD/tests/probes
+CG=/sys/fs/cgroup
+# The guest has one CPU and starts processes many times slower than the
+# host, more so when the host is loaded: every timeout is the host's value
+# times SCALE.
+SCALE=${NSBOX_UML_SCALE:-20}
+WALL=$((3 * SCALE))s  # the default policy's wall_ms is 3 s
+EVENT="{\"host_hostname\": \"$(hostname)\"}"
+T=$(mktemp -d)
+
+passed=0 failed=0
+ok() { echo "ok - $1 [${SECONDS}s]"; passed=$((passed + 1)); }
+not_ok() {
+  echo "not ok - $1 [${SECONDS}s]"
+  shift
+  for f in "$@"; do [ -s "$f" ] && sed 's/^/    /' "$f"; done
+  failed=$((failed + 1))
+}
+# check NAME CONDITION... [-- FILES to show on failure]
+check() {
+  local name=$1 files=()
+  shift
+  local cond=()
+  while [ $# -gt 0 ] && [ "$1" != -- ]; do cond+=("$1"); shift; done
+  [ $# -gt 0 ] && shift && files=("$@")
+  if "${cond[@]}"; then ok "$name"; else not_ok "$name" "${files[@]}"; fi
+}
+has() { grep -q -- "$2" "$1"; }
+lacks() { ! grep -q -- "$2" "$1"; }
+not_empty() {
+  local v=
+  read -r v <"$1" 2>/dev/null
+  [ -n "$v" ]
+}
+# A cgroup file's first line equals the value. read is a builtin: a check
+# forks nothing, so the snapshot of a live leaf is taken quickly even when
+# a loaded host makes every process start in the guest take a second.
+cg_is() {
+  local v=
+  read -r v <"$1" 2>/dev/null
+  [ "$v" = "$2" ]
+}
+# Polls a condition every 0.2 s for up to N seconds.
+wait_for() {
+  local n=$(($1 * 5))
+  shift
+  while [ $n -gt 0 ]; do
+    "$@" && return 0
+    sleep 0.2
+    n=$((n - 1))
+  done
+  return 1
+}
+no_leaves() { [ -z "$(find $CG/nsbox $CG/nsbox-nocpu -mindepth 1 -type d 2>/dev/null)" ]; }
+run() {  # run OUT_PREFIX ARGS...: nsbox run with its exit code in PREFIX.rc
+  local p=$1
+  shift
+  timeout $((10 * SCALE)) "$NSBOX" run "$@" >"$p.out" 2>"$p.err"
+  echo $? >"$p.rc"
+}
+rc() { cat "$1.rc"; }
+
+echo "# kernel $(uname -r), $(nproc) CPU, up $(cut -d" " -f1 /proc/uptime) s; cgroup2 root controllers: $(cat $CG/cgroup.controllers)"
+echo "# $(grep -c cgroup /proc/mounts) cgroup mount(s): $(awk '$3 ~ /cgroup/ {print $3 " " $2}' /proc/mounts)"
+read -r ours </proc/$$/cgroup
+echo "# the suite runs in $ours"
+
+# 1. nsbox run of the example function; -v names the cgroup version chosen.
+start=$SECONDS
+run $T/hello -v tools/examples/hello.py --event '{"name": "uml"}' --timeout $WALL
+echo "# the first nsbox run took $((SECONDS - start)) s"
+check "nsbox run prints the example's greeting" \
+  grep -q '"message":"hello, uml"' $T/hello.out -- $T/hello.out $T/hello.err
+check "nsbox run chose cgroup v2" has $T/hello.err "cgroups: v2" -- $T/hello.err
+check "nsbox run reported no cgroup fallback" \
+  lacks $T/hello.err "fall back" -- $T/hello.err
+
+# 2. The leaf of a live sandbox, from outside: created under nsbox/ (cpu
+# enabled there, nsbox run caps CPU), the limits written, the sandbox's
+# processes in it while nsbox itself stays where it was started
+# (CLONE_INTO_CGROUP: nothing is attached after clone on v2), its memory
+# charged there, and the leaf removed when the run ends.
+"$NSBOX" run "$PROBES/hold_memory.py" --memory 96M --timeout $WALL \
+  --event "{\"host_hostname\": \"$(hostname)\", \"mb\": 24, \"hold_s\": 10}" \
+  >$T/hold.out 2>$T/hold.err &
+runner=$!
+leaf=$CG/nsbox/run-$runner
+charged() {
+  local v=0
+  read -r v <$leaf/memory.current 2>/dev/null
+  [ "$v" -ge $((24 << 20)) ]
+}
+if wait_for $((5 * SCALE)) charged; then
+  ok "a live nsbox run's leaf is $leaf with 24 MiB charged to it"
+  check "nsbox/ has memory, pids and cpu enabled" \
+    cg_is $CG/nsbox/cgroup.subtree_control "cpu memory pids" -- $CG/nsbox/cgroup.subtree_control
+  check "memory.max is --memory (96 MiB)" cg_is $leaf/memory.max $((96 << 20))
+  check "memory.swap.max is the policy's swap_mb (0)" cg_is $leaf/memory.swap.max 0
+  check "pids.max is the policy's pids (64)" cg_is $leaf/pids.max 64
+  check "cpu.max is the policy's cpu_millicores (1000: one CPU per 100 ms)" \
+    cg_is $leaf/cpu.max "100000 100000"
+  check "the sandbox's processes are in the leaf" not_empty $leaf/cgroup.procs
+  check "nsbox run itself stays in $ours (the sandbox was cloned into the leaf)" \
+    cg_is /proc/$runner/cgroup "$ours"
+else
+  not_ok "a live nsbox run's leaf $leaf with 24 MiB charged to it" $T/hold.err
+  ls -R $CG/nsbox 2>&1 | sed 's/^/    /'
+fi
+wait $runner
+echo $? >$T/hold.rc
+check "the held-memory function returned" grep -q '"held_mb":24' $T/hold.out -- $T/hold.out $T/hold.err
+check "the leaf is removed when nsbox run ends" test ! -e $leaf
+
+# A killed nsbox run (kill -9: no destructor) takes its sandbox with it but
+# leaves the empty leaf, which the next run sweeps.
+"$NSBOX" run "$PROBES/hold_memory.py" --timeout $WALL \
+  --event "{\"host_hostname\": \"$(hostname)\", \"mb\": 1, \"hold_s\": 10}" \
+  >$T/victim.out 2>&1 &
+victim=$!
+stale=$CG/nsbox/run-$victim
+wait_for $((5 * SCALE)) not_empty $stale/cgroup.procs
+kill -KILL $victim
+wait $victim
+check "a killed nsbox run's sandbox dies with it, its leaf left empty" \
+  wait_for $((5 * SCALE)) eval "test -d $stale && ! not_empty $stale/cgroup.procs"
+
+# 3. Limits: the memory hog and the fork bomb, ended by the cgroup and
+# named from memory.events / pids.events.
+run $T/hog "$PROBES/memory_hog.py" --event "$EVENT" --memory 64M --timeout $WALL
+check "the next nsbox run removed that stale leaf" test ! -e $stale
+check "the memory hog ends with 137 at the 64 MiB memory.max" \
+  test "$(rc $T/hog)" = 137 -a -n "$(grep 'memory limit of 64 MiB' $T/hog.err)" -- $T/hog.out $T/hog.err
+run $T/bomb "$PROBES/fork_bomb.py" --event "$EVENT" --timeout $WALL
+check "the fork bomb ends with 137 at pids.max" \
+  test "$(rc $T/bomb)" = 137 -a -n "$(grep 'pids limit of 64' $T/bomb.err)" -- $T/bomb.out $T/bomb.err
+
+# 4. The isolation probe: what the function sees from inside.
+echo "host only" >/tmp/nsbox-host-secret
+run $T/iso "$PROBES/isolation.py" --event '{"host_secret": "/tmp/nsbox-host-secret"}' --timeout $WALL
+check "the isolation probe finds the sandbox sealed" /usr/bin/python3 -c '
+import json, sys
+r = json.load(open(sys.argv[1]))
+want = {"hostname": "nsbox", "ppid": 1, "ifaces": ["lo"], "write_root": "Read-only file system",
+        "write_tmp": "ok", "code_dir": ["isolation.py"], "host_secret_visible": False,
+        "host_etc_shadow": False, "CapEff": "0" * 16, "CapBnd": "0" * 16, "CapPrm": "0" * 16,
+        "CapAmb": "0" * 16, "Seccomp": "2", "NoNewPrivs": "1", "Groups": "", "uid": 1000}
+bad = {k: r.get(k) for k, v in want.items() if r.get(k) != v}
+if r.get("write_code") == "ok": bad["write_code"] = "ok"
+if any(p > 2 for p in r.get("pids", [99])): bad["pids"] = r.get("pids")
+if not r.get("host_uid"): bad["host_uid"] = r.get("host_uid")
+print(bad or "", end="")
+sys.exit(1 if bad else 0)' $T/iso.out -- $T/iso.out $T/iso.err
+check "no leaf is left by the runs" no_leaves
+
+# 5. The daemon: four functions deployed and served over HTTP, its leaves
+# under nsbox-nocpu/ (cpu_limits = false), idle ones frozen with
+# cgroup.freeze, all removed on SIGTERM.
+PORT=18080
+URL=http://127.0.0.1:$PORT
+cat >$T/nsbox.toml <<EOF
+[server]
+listen = "127.0.0.1:$PORT"
+[pool]
+blank = 1
+queue_timeout_ms = $((1000 * SCALE))
+EOF
+"$NSBOX" serve --config $T/nsbox.toml >$T/serve.log 2>&1 &
+daemon=$!
+if wait_for $((10 * SCALE)) curl -sf -o /dev/null $URL/healthz; then
+  ok "nsbox serve answers /healthz"
+else
+  not_ok "nsbox serve answers /healthz" $T/serve.log
+fi
+AUTH="Authorization: Bearer $(cat /var/lib/nsbox/token 2>/dev/null)"
+CURL=(curl -s --max-time $((10 * SCALE)) -o "$T/body" -w "%{http_code}")
+deploy() {  # deploy NAME FILE [QUERY]
+  local code
+  code=$("${CURL[@]}" -X PUT -H "$AUTH" --data-binary @"$2" "$URL/functions/$1?timeout=$WALL${3:-}")
+  [ "$code" = 201 ] || { echo "    PUT $1: $code $(cat $T/body)"; return 1; }
+}
+check "three functions deploy (201)" eval 'deploy hello tools/examples/hello.py &&
+  deploy echo "$PROBES/echo.py" && deploy hog "$PROBES/memory_hog.py" "&memory=64M"'
+invoke() {  # invoke NAME EVENT OUT: OUT gets the HTTP status, then the body
+  "${CURL[@]}" -d "$2" "$URL/fn/$1" >$3
+  echo >>$3
+  cat $T/body >>$3
+}
+invoke hello '{"name": "uml"}' $T/r1
+check "POST /fn/hello answers the greeting" has $T/r1 '"message":"hello, uml"' -- $T/r1
+invoke echo '{"k": [1, 2]}' $T/r2
+check "POST /fn/echo answers its event" has $T/r2 '"k":\[1,2\]' -- $T/r2
+invoke hog "$EVENT" $T/r3
+check "POST /fn/hog answers 502 naming the memory limit" \
+  eval 'head -1 $T/r3 | grep -qx 502 && grep -q "memory limit of 64 MiB" $T/r3' -- $T/r3
+invoke hello '{}' $T/r4
+check "POST /fn/hello again (warm) answers" has $T/r4 '"message":"hello, world"' -- $T/r4
+# A blank sandbox (the default policy's 128 MiB) leased by a function with
+# a smaller limit is re-limited in place (CgroupLeaf::set_memory_limit).
+deploy small tools/examples/hello.py "&memory=48M"
+invoke small '{"name": "small"}' $T/r6
+check "POST /fn/small (memory=48M) answers" has $T/r6 '"message":"hello, small"' -- $T/r6
+check "a re-limited sandbox's memory.max is 48 MiB" \
+  grep -sqx $((48 << 20)) $CG/nsbox-nocpu/*/memory.max
+"${CURL[@]}" -H "$AUTH" $URL/metrics >/dev/null
+check "GET /metrics reports a sandbox's memory.current" \
+  grep -Eq '^nsbox_sandbox_memory_bytes\{.*\} [1-9]' $T/body -- $T/body
+leaves=$(find $CG/nsbox-nocpu -mindepth 1 -maxdepth 1 -type d 2>/dev/null)
+check "the daemon's sandboxes have leaves under nsbox-nocpu/" test -n "$leaves"
+check "nsbox-nocpu/ enables memory and pids, not cpu" \
+  cg_is $CG/nsbox-nocpu/cgroup.subtree_control "memory pids" -- $CG/nsbox-nocpu/cgroup.subtree_control
+check "a warm sandbox's memory.max is the default policy's 128 MiB" \
+  grep -sqx $((128 << 20)) $CG/nsbox-nocpu/*/memory.max
+frozen() { grep -lx "frozen 1" $CG/nsbox-nocpu/*/cgroup.events >/dev/null 2>&1; }
+check "an idle warm sandbox is frozen (cgroup.events: frozen 1)" wait_for $((2 * SCALE)) frozen
+invoke hello '{"name": "again"}' $T/r5
+check "a frozen sandbox answers (thawed when leased)" has $T/r5 '"message":"hello, again"' -- $T/r5
+kill -TERM $daemon
+# Gone, or a zombie (kill -0 succeeds on one) until bash reaps it.
+daemon_gone() { ! kill -0 $daemon 2>/dev/null || grep -q '^[0-9]* ([^)]*) Z' /proc/$daemon/stat; }
+wait_for $((10 * SCALE)) daemon_gone || kill -KILL $daemon
+wait $daemon
+daemon_status=$?
+check "SIGTERM stops the daemon with 0 (it ended with $daemon_status)" test $daemon_status = 0 -- $T/serve.log
+check "no leaf is left by the daemon" no_leaves
+grep -i "warn\|error" $T/serve.log | sed 's/^/# serve: /'
+
+total=$((passed + failed))
+echo "[doctest] test cases: $total | $passed passed | $failed failed | 0 skipped"
+rm -rf "$T"
+[ $failed -eq 0 ]
