@@ -8,6 +8,8 @@
 #include <memory>
 #include <string>
 
+#include "tests/integration/harness.hpp"
+
 namespace nsbox::test {
 
 class Daemon {
@@ -37,5 +39,9 @@ class Daemon {
 };
 
 httplib::Headers auth(const Daemon& d);
+
+// A daemon's state dir (with its 45 MiB rootfs): the config and log Daemon
+// writes beside it go with it.
+using StateDir = TempDir;
 
 }  // namespace nsbox::test

@@ -28,22 +28,10 @@
 using nlohmann::json;
 using nsbox::test::auth;
 using nsbox::test::Daemon;
+using nsbox::test::StateDir;
 using Clock = std::chrono::steady_clock;
 
 namespace {
-
-struct StateDir {
-  std::string path;
-  explicit StateDir(const char* tag)
-      : path("/tmp/nsbox-front-test-" + std::string(tag) + "-" + std::to_string(getpid())) {
-    remove();
-  }
-  ~StateDir() { remove(); }
-  void remove() const {
-    std::string cmd = "rm -rf '" + path + "' '" + path + ".toml' '" + path + ".log'";
-    if (system(cmd.c_str()) != 0) MESSAGE("could not remove " << path);
-  }
-};
 
 const char* kPool = "[pool]\nblank = 1\nmax_sandboxes = 8\nper_function = 2\n";
 

@@ -11,12 +11,14 @@
 #include <termios.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 namespace nsbox::test {
 
@@ -87,6 +89,25 @@ std::string unprivileged_nsbox_bin() {
   std::string bin = nsbox_bin();
   unprivileged_copy(bin.substr(0, bin.find_last_of('/') + 1) + "nsbox-http", 0755);
   return unprivileged_copy(bin, 0755);
+}
+
+bool rootless_as(uid_t uid, RunSpec* spec) {
+  const std::string dir = "/tmp/nsbox-rootless-test-" + std::to_string(uid);
+  mkdir(dir.c_str(), 0755);
+  // /tmp is anyone's: never follow a link someone put there.
+  struct stat st;
+  if (geteuid() == 0 && lstat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0)
+    (void)!lchown(dir.c_str(), uid, uid);
+  if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != uid) {
+    std::fprintf(stderr, "%s is not a directory of uid %u\n", dir.c_str(), unsigned(uid));
+    return false;
+  }
+  spec->env.insert(spec->env.end(),
+                   {"HOME=/nonexistent", "XDG_DATA_HOME=" + dir + "/data",
+                    "XDG_CACHE_HOME=" + dir + "/cache", "XDG_RUNTIME_DIR=" + dir + "/run"});
+  if (uid != geteuid()) spec->as_uid = uid;
+  spec->timeout_s = std::max(spec->timeout_s, 120);  // the first run builds the rootfs
+  return true;
 }
 
 Outcome run(const RunSpec& original) {
@@ -245,6 +266,30 @@ PtyOutcome run_on_pty(const RunSpec& original) {
   return o;
 }
 
+bool wait_until(const std::function<bool()>& pred, int timeout_ms) {
+  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  while (!pred()) {
+    if (std::chrono::steady_clock::now() > end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return true;
+}
+
+TempDir::TempDir(const std::string& tag)
+    : path("/tmp/nsbox-test-" + tag + "-" + std::to_string(getpid())) {
+  remove();
+}
+
+TempDir::~TempDir() {
+  remove();
+}
+
+void TempDir::remove() const {
+  std::string cmd =
+      "rm -rf '" + path + "' '" + path + ".toml' '" + path + ".log' '" + path + ".lock'";
+  if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove %s\n", path.c_str());
+}
+
 Outcome nsbox_run(const std::string& p, const std::vector<std::string>& args) {
   RunSpec s;
   s.argv = {nsbox_bin(), "run", probe(p)};
@@ -266,6 +311,20 @@ std::vector<std::string> list_dirs(const std::string& path) {
 }
 
 }  // namespace
+
+std::vector<pid_t> pids_named(const std::string& comm) {
+  std::vector<pid_t> out;
+  DIR* d = opendir("/proc");
+  while (dirent* e = d ? readdir(d) : nullptr) {
+    pid_t pid = static_cast<pid_t>(atoi(e->d_name));
+    if (pid <= 0) continue;
+    std::ifstream f(std::string("/proc/") + e->d_name + "/comm");
+    std::string c;
+    if (std::getline(f, c) && c == comm) out.push_back(pid);
+  }
+  if (d) closedir(d);
+  return out;
+}
 
 HostResidue host_residue() {
   HostResidue r;

@@ -1,11 +1,18 @@
 // Runs the real nsbox binary and captures what it printed and how it ended.
 #pragma once
 
+#include <sys/types.h>
+
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 namespace nsbox::test {
+
+// The unprivileged user root's tests run rootless things as: nobody, which
+// every Debian machine has.
+constexpr uid_t kNobody = 65534;
 
 struct Outcome {
   int exit_code = -1;  // 128+N when killed by signal N
@@ -41,7 +48,37 @@ std::string nsbox_bin();
 // A copy of nsbox (and nsbox-http) that an unprivileged uid can reach.
 std::string unprivileged_nsbox_bin();
 std::string probe(const std::string& name);
+
+// Makes spec a rootless run by uid (as_uid when uid is not who we are):
+// HOME and the XDG dirs point into /tmp/nsbox-rootless-test-UID, which
+// keeps uid's rootfs, seccomp cache and stage dir between runs, so the
+// rootfs is built once. The dir is made for uid (given to it when we are
+// root). False, with a message on stderr, when it is not a dir of uid's.
+bool rootless_as(uid_t uid, RunSpec* spec);
 std::string host_hostname();
+
+// A directory for one test case, /tmp/nsbox-test-TAG-PID, and the PATH.toml,
+// PATH.log and PATH.lock that a daemon or a rootfs build writes beside it:
+// removed when made (a run killed earlier may have left them) and when the
+// test case ends, however it ends, so repeated runs do not fill /tmp.
+// Created by whoever uses it first.
+struct TempDir {
+  std::string path;
+  explicit TempDir(const std::string& tag);
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  void remove() const;
+};
+
+// Polls observable state (a process appearing, a gauge reaching a value,
+// residue going away) every 20 ms until pred holds or timeout_ms passed;
+// whether it held. Tests wait on state, never on a guessed sleep.
+bool wait_until(const std::function<bool()>& pred, int timeout_ms);
+
+// Host pids whose comm is `comm`: a probe that renames itself is seen from
+// the host this way while it runs.
+std::vector<pid_t> pids_named(const std::string& comm);
 
 // What a sandbox could leave behind on the host.
 struct HostResidue {

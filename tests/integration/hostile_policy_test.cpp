@@ -4,18 +4,10 @@
 // tests/probes/hardening.py: `nsbox run` as root and rootless, a function
 // under `nsbox serve` as root and `serve --rootless`, both built-in policies.
 #include <doctest/doctest.h>
-#include <fcntl.h>
-#include <grp.h>
-#include <signal.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
-#include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <thread>
 
 #include "tests/integration/daemon.hpp"
 #include "tests/integration/harness.hpp"
@@ -24,8 +16,6 @@ using nlohmann::json;
 using nsbox::test::Outcome;
 
 namespace {
-
-constexpr uid_t kUser = 65534;  // nobody, as in rootless_test.cpp
 
 std::string event() {
   return R"({"host_hostname": ")" + nsbox::test::host_hostname() + R"("})";
@@ -83,72 +73,11 @@ Outcome run_as(uid_t uid, const std::string& policy) {
             event(),
             "--policy",
             policy};
-  if (uid != 0) {
-    const std::string dir = "/tmp/nsbox-rootless-test";  // shared with rootless_test.cpp
-    mkdir(dir.c_str(), 0755);
-    REQUIRE(chown(dir.c_str(), kUser, kUser) == 0);
-    s.env = {"HOME=/nonexistent", "XDG_DATA_HOME=" + dir + "/data",
-             "XDG_CACHE_HOME=" + dir + "/cache", "XDG_RUNTIME_DIR=" + dir + "/run"};
-    s.as_uid = uid;
-    s.timeout_s = 120;
-  }
+  if (uid != 0) REQUIRE(nsbox::test::rootless_as(uid, &s));
   return nsbox::test::run(s);
 }
 
-// `nsbox serve --rootless` as nobody: the harness's Daemon runs as root, so
-// this starts one by hand on a free port with its own state dir.
-struct RootlessDaemon {
-  std::string dir = "/tmp/nsbox-hostile-serve-" + std::to_string(getpid());
-  int port = 0;
-  pid_t pid = -1;
-  ~RootlessDaemon() {
-    if (pid > 0) {
-      kill(pid, SIGTERM);
-      waitpid(pid, nullptr, 0);
-    }
-    (void)!system(("rm -rf '" + dir + "'").c_str());
-  }
-  bool start() {
-    (void)!system(("rm -rf '" + dir + "'").c_str());
-    if (mkdir(dir.c_str(), 0700) != 0 || chown(dir.c_str(), kUser, kUser) != 0) return false;
-    port = 40000 + getpid() % 20000;
-    std::ofstream(dir + "/nsbox.toml")
-        << "[server]\nlisten = \"127.0.0.1:" << port << "\"\nstate_dir = \"" << dir
-        << "/state\"\nrootless = true\ntoken = \"hostile-policy-test-token\"\n"
-        << "[pool]\nblank = 1\nmax_sandboxes = 4\nper_function = 1\n";
-    if (chown((dir + "/nsbox.toml").c_str(), kUser, kUser) != 0) return false;
-    pid = fork();
-    if (pid == 0) {
-      int log = open((dir + "/log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-      dup2(log, 1);
-      dup2(log, 2);
-      if (setgroups(0, nullptr) != 0 || setgid(kUser) != 0 || setuid(kUser) != 0) _exit(126);
-      setenv("HOME", "/nonexistent", 1);
-      std::string bin = nsbox::test::nsbox_bin();
-      std::string cfg = dir + "/nsbox.toml";
-      execl(bin.c_str(), bin.c_str(), "serve", "--rootless", "--config", cfg.c_str(), nullptr);
-      _exit(127);
-    }
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-    while (std::chrono::steady_clock::now() < deadline) {
-      if (waitpid(pid, nullptr, WNOHANG) == pid) {
-        pid = -1;
-        return false;
-      }
-      httplib::Client c("127.0.0.1", port);
-      c.set_connection_timeout(1);
-      if (auto r = c.Get("/healthz"); r && r->status == 200) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return false;
-  }
-  std::string log() const {
-    std::ifstream f(dir + "/log");
-    std::stringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-  }
-};
+const char* kPool = "[pool]\nblank = 1\nmax_sandboxes = 4\nper_function = 1\n";
 
 // Deploys the probe under each built-in policy and invokes it.
 void check_serve(httplib::Client& c, const httplib::Headers& auth, const std::string& log_hint) {
@@ -180,29 +109,27 @@ TEST_CASE("hardening: nsbox run as root, both policies") {
 TEST_CASE("hardening: nsbox run rootless, both policies") {
   for (const std::string policy : {"default", "strict"}) {
     INFO("policy ", policy);
-    Outcome o = run_as(kUser, policy);
+    Outcome o = run_as(nsbox::test::kNobody, policy);
     REQUIRE_MESSAGE(o.exit_code == 0, o.err);
     check_report(o.json(), policy == "default");
   }
 }
 
 TEST_CASE("hardening: a function under nsbox serve as root, both policies") {
-  std::string sd = "/tmp/nsbox-hostile-serve-root-" + std::to_string(getpid());
-  (void)!system(("rm -rf '" + sd + "'").c_str());
-  {
-    nsbox::test::Daemon d(sd, "[pool]\nblank = 1\nmax_sandboxes = 4\nper_function = 1\n");
-    REQUIRE(d.start());
-    auto c = d.client();
-    check_serve(*c, nsbox::test::auth(d), d.log());
-    CHECK(d.stop() == 0);
-  }
-  (void)!system(("rm -rf '" + sd + "' '" + sd + ".toml' '" + sd + ".log'").c_str());
+  nsbox::test::StateDir sd("hostile-root");
+  nsbox::test::Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  auto c = d.client();
+  check_serve(*c, nsbox::test::auth(d), d.log());
+  CHECK(d.stop() == 0);
 }
 
 TEST_CASE("hardening: a function under nsbox serve --rootless, both policies") {
-  RootlessDaemon d;
+  nsbox::test::StateDir sd("hostile-rootless");
+  nsbox::test::Daemon d(sd.path, kPool);
+  d.run_as(nsbox::test::kNobody);
   REQUIRE_MESSAGE(d.start(), d.log());
-  httplib::Client c("127.0.0.1", d.port);
-  c.set_read_timeout(30);
-  check_serve(c, {{"Authorization", "Bearer hostile-policy-test-token"}}, d.log());
+  auto c = d.client();
+  check_serve(*c, nsbox::test::auth(d), d.log());
+  CHECK(d.stop() == 0);
 }

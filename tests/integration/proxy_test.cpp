@@ -100,8 +100,9 @@ TEST_CASE("proxy: the shipped nginx TLS config in front of the daemon") {
     MESSAGE("skipped: no nginx");
     return;
   }
-  const std::string dir = "/tmp/nsbox-proxy-test-" + std::to_string(getpid());
-  REQUIRE(system(("rm -rf " + dir + " && mkdir -p " + dir + "/tmp").c_str()) == 0);
+  nsbox::test::TempDir tmp("proxy");
+  const std::string dir = tmp.path;
+  REQUIRE(system(("mkdir -p " + dir + "/tmp").c_str()) == 0);
   // nginx's workers run as nobody and must read the certificate.
   REQUIRE(system(("chmod 755 " + dir).c_str()) == 0);
   auto gen = run({"/usr/bin/openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
@@ -216,5 +217,4 @@ TEST_CASE("proxy: the shipped nginx TLS config in front of the daemon") {
   kill(pid, SIGQUIT);
   waitpid(pid, nullptr, 0);
   CHECK(d.stop() == 0);
-  CHECK(system(("rm -rf " + dir).c_str()) == 0);
 }

@@ -16,21 +16,9 @@
 using nlohmann::json;
 using nsbox::test::auth;
 using nsbox::test::Daemon;
+using nsbox::test::StateDir;
 
 namespace {
-
-struct StateDir {
-  std::string path;
-  explicit StateDir(const char* tag)
-      : path("/tmp/nsbox-reply-test-" + std::string(tag) + "-" + std::to_string(getpid())) {
-    remove();
-  }
-  ~StateDir() { remove(); }
-  void remove() const {
-    std::string cmd = "rm -rf '" + path + "' '" + path + ".toml' '" + path + ".log'";
-    if (system(cmd.c_str()) != 0) MESSAGE("could not remove " << path);
-  }
-};
 
 // No blank sandboxes: every spawn is a request's, so the counter moves only
 // when a request needed a new sandbox.

@@ -21,22 +21,10 @@
 using nlohmann::json;
 using nsbox::test::auth;
 using nsbox::test::Daemon;
+using nsbox::test::StateDir;
 using namespace std::chrono_literals;
 
 namespace {
-
-struct StateDir {
-  std::string path;
-  explicit StateDir(const char* tag)
-      : path("/tmp/nsbox-resources-test-" + std::string(tag) + "-" + std::to_string(getpid())) {
-    remove();
-  }
-  ~StateDir() { remove(); }
-  void remove() const {
-    std::string cmd = "rm -rf '" + path + "' '" + path + ".toml' '" + path + ".log'";
-    if (system(cmd.c_str()) != 0) MESSAGE("could not remove " << path);
-  }
-};
 
 std::string slurp(const std::string& path) {
   std::ifstream f(path);

@@ -195,20 +195,25 @@ TEST_CASE("bad input gets exit 2 and says what is wrong") {
 }
 
 TEST_CASE("a rootfs that is not ours is refused with exit 3") {
-  std::string dir = "/tmp/nsbox-not-a-rootfs-" + std::to_string(getpid());
+  nsbox::test::TempDir tmp("not-a-rootfs");
+  const std::string& dir = tmp.path;
   mkdir(dir.c_str(), 0755);
   std::ofstream(dir + "/precious") << "x";
   Outcome o = nsbox_run("echo.py", {"--rootfs", dir});
   CHECK(o.exit_code == 3);
   CHECK(o.err.find("not an nsbox rootfs") != std::string::npos);
-  unlink((dir + "/precious").c_str());
-  rmdir(dir.c_str());
+  // Refused, not emptied or built over.
+  std::ifstream precious(dir + "/precious");
+  std::string kept;
+  precious >> kept;
+  CHECK(kept == "x");
 }
 
 TEST_CASE("a runtime that cannot exec is a setup error naming execve, under every policy") {
   // The exec runs after seccomp, so its failure must be reported with a
   // syscall every policy allows (strict allows no socket call).
-  std::string dir = "/tmp/nsbox-noexec-rootfs-" + std::to_string(getpid());
+  nsbox::test::TempDir tmp("noexec-rootfs");
+  const std::string& dir = tmp.path;
   nsbox::test::RunSpec build;
   build.argv = {nsbox::test::nsbox_bin(), "rootfs", "build", "--out", dir};
   Outcome b = nsbox::test::run(build);
@@ -221,7 +226,6 @@ TEST_CASE("a runtime that cannot exec is a setup error naming execve, under ever
     CHECK(o.err.find("execve") != std::string::npos);
     CHECK(o.err.find("/usr/bin/python3") != std::string::npos);
   }
-  REQUIRE(std::system(("rm -rf " + dir).c_str()) == 0);
 }
 
 TEST_CASE("200 runs in a row leave no mount, cgroup or process behind") {

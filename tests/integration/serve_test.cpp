@@ -24,23 +24,9 @@
 using nlohmann::json;
 using nsbox::test::auth;
 using nsbox::test::Daemon;
+using nsbox::test::StateDir;
 
 namespace {
-
-// A daemon's state dir (with its 45 MiB rootfs), config and log, removed
-// when the test case ends, so repeated runs do not fill /tmp.
-struct StateDir {
-  std::string path;
-  explicit StateDir(const char* tag)
-      : path("/tmp/nsbox-serve-test-" + std::string(tag) + "-" + std::to_string(getpid())) {
-    remove();
-  }
-  ~StateDir() { remove(); }
-  void remove() const {
-    std::string cmd = "rm -rf '" + path + "' '" + path + ".toml' '" + path + ".log'";
-    if (system(cmd.c_str()) != 0) MESSAGE("could not remove " << path);
-  }
-};
 
 const char* kPool =
     "[pool]\nblank = 2\nmax_sandboxes = 24\nper_function = 2\nidle_timeout_ms = 60000\n";
@@ -177,9 +163,7 @@ TEST_CASE("serve: the API and its error codes") {
     CHECK(c->Get("/functions/hello/logs")->status == 401);
     // The generated token file is private to root.
     struct stat st;
-    REQUIRE(stat((std::string("/tmp/nsbox-serve-test-api-") + std::to_string(getpid()) + "/token")
-                     .c_str(),
-                 &st) == 0);
+    REQUIRE(stat((sd.path + "/token").c_str(), &st) == 0);
     CHECK((st.st_mode & 0777) == 0600);
   }
   SUBCASE("404: unknown functions and routes") {

@@ -26,22 +26,13 @@
 using nlohmann::json;
 using nsbox::test::auth;
 using nsbox::test::Daemon;
+using nsbox::test::kNobody;
 using nsbox::test::Outcome;
+using nsbox::test::pids_named;
+using nsbox::test::StateDir;
+using nsbox::test::wait_until;
 
 namespace {
-
-constexpr uid_t kNobody = 65534;
-
-// Polls observable state (a process appearing, residue going away) with a
-// bound; returns whether it became true.
-bool wait_until(const std::function<bool()>& pred, int timeout_ms) {
-  auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
-  while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return true;
-}
 
 std::string random_hex(size_t bytes) {
   std::string out;
@@ -52,21 +43,6 @@ std::string random_hex(size_t bytes) {
     snprintf(hex, sizeof hex, "%02x", b[i]);
     out += hex;
   }
-  return out;
-}
-
-// Host pids whose comm is `comm`.
-std::vector<pid_t> pids_named(const std::string& comm) {
-  std::vector<pid_t> out;
-  DIR* d = opendir("/proc");
-  while (dirent* e = d ? readdir(d) : nullptr) {
-    pid_t pid = static_cast<pid_t>(atoi(e->d_name));
-    if (pid <= 0) continue;
-    std::ifstream f(std::string("/proc/") + e->d_name + "/comm");
-    std::string c;
-    if (std::getline(f, c) && c == comm) out.push_back(pid);
-  }
-  if (d) closedir(d);
   return out;
 }
 
@@ -95,33 +71,14 @@ std::string host_event(const json& extra = json::object()) {
   return ev.dump();
 }
 
-// `nsbox run` as an ordinary user, sharing rootless_test's per-user rootfs.
+// `nsbox run` as an ordinary user.
 Outcome run_rootless(const std::string& probe, std::vector<std::string> args) {
-  const std::string dir = "/tmp/nsbox-rootless-test";
-  mkdir(dir.c_str(), 0755);
-  if (chown(dir.c_str(), kNobody, kNobody) != 0) FAIL("chown " << dir);
   nsbox::test::RunSpec s;
   s.argv = {nsbox::test::nsbox_bin(), "run", nsbox::test::probe(probe)};
   s.argv.insert(s.argv.end(), args.begin(), args.end());
-  s.env = {"HOME=/nonexistent", "XDG_DATA_HOME=" + dir + "/data",
-           "XDG_CACHE_HOME=" + dir + "/cache", "XDG_RUNTIME_DIR=" + dir + "/run"};
-  s.as_uid = kNobody;
-  s.timeout_s = 120;
+  REQUIRE(nsbox::test::rootless_as(kNobody, &s));
   return nsbox::test::run(s);
 }
-
-struct StateDir {
-  std::string path;
-  explicit StateDir(const char* tag)
-      : path("/tmp/nsbox-tenancy-test-" + std::string(tag) + "-" + std::to_string(getpid())) {
-    remove();
-  }
-  ~StateDir() { remove(); }
-  void remove() const {
-    std::string cmd = "rm -rf '" + path + "' '" + path + ".toml' '" + path + ".log'";
-    if (system(cmd.c_str()) != 0) MESSAGE("could not remove " << path);
-  }
-};
 
 const char* kPool =
     "[pool]\nblank = 1\nmax_sandboxes = 8\nper_function = 2\nidle_timeout_ms = 60000\n";

@@ -21,8 +21,6 @@ using nsbox::test::PtyOutcome;
 
 namespace {
 
-constexpr uid_t kUser = 65534;
-
 // Bytes as C escapes, for failure messages (the text may be invalid UTF-8).
 std::string visible(const std::string& s) {
   std::string out;
@@ -51,16 +49,7 @@ nsbox::test::RunSpec tty_attack(bool rootless, const std::string& policy) {
             policy,
             "--event",
             sandbox_event()};
-  if (rootless) {
-    // The rootless suite's per-user rootfs and cache, built once and shared.
-    std::string dir = "/tmp/nsbox-rootless-test";
-    mkdir(dir.c_str(), 0755);
-    if (chown(dir.c_str(), kUser, kUser) != 0) FAIL("chown " << dir);
-    s.env = {"HOME=/nonexistent", "XDG_DATA_HOME=" + dir + "/data",
-             "XDG_CACHE_HOME=" + dir + "/cache", "XDG_RUNTIME_DIR=" + dir + "/run"};
-    s.as_uid = kUser;
-    s.timeout_s = 120;
-  }
+  if (rootless && !nsbox::test::rootless_as(nsbox::test::kNobody, &s)) FAIL("no rootless dir");
   return s;
 }
 
@@ -134,12 +123,14 @@ TEST_CASE("terminal: output to pipes stays byte-exact") {
 }
 
 TEST_CASE("terminal: nsbox logs and nsbox invoke show a function's bytes escaped on a terminal") {
-  std::string dir = "/tmp/nsbox-terminal-test-" + std::to_string(getpid());
-  std::string fn = dir + "-fn.py";
+  nsbox::test::StateDir sd("terminal");
+  nsbox::test::TempDir src("terminal-src");
+  REQUIRE(mkdir(src.path.c_str(), 0755) == 0);
+  std::string fn = src.path + "/fn.py";
   std::ofstream(fn) << "def handler(event, context):\n"
                        "    print('log:\\x1b]0;nsbox-pwned\\x07 c1:\\u009b31m')\n"
                        "    return 'ret:\\x1b[2J c1:\\u009b31m'\n";
-  nsbox::test::Daemon d(dir, "[pool]\nblank = 1\n");
+  nsbox::test::Daemon d(sd.path, "[pool]\nblank = 1\n");
   REQUIRE(d.start());
   auto cli = [&](std::vector<std::string> args) {
     nsbox::test::RunSpec s;
@@ -157,7 +148,6 @@ TEST_CASE("terminal: nsbox logs and nsbox invoke show a function's bytes escaped
   // Piped, both are byte-exact.
   auto piped = nsbox::test::run(cli({"logs", "esc"}));
   d.stop();
-  std::system(("rm -rf '" + dir + "' '" + dir + ".toml' '" + dir + ".log' '" + fn + "'").c_str());
 
   INFO("invoke: " << visible(inv.screen));
   INFO("logs: " << visible(logs.screen));
