@@ -91,6 +91,19 @@ std::string unprivileged_nsbox_bin() {
   return unprivileged_copy(bin, 0755);
 }
 
+std::string unprivileged_probes_dir() {
+  std::string dir = probe("");
+  std::string copy;
+  DIR* d = opendir(dir.c_str());
+  if (!d) return "";
+  while (dirent* e = readdir(d)) {
+    std::string name = e->d_name;
+    if (name.size() > 3 && name.ends_with(".py")) copy = unprivileged_copy(dir + name, 0644);
+  }
+  closedir(d);
+  return copy.substr(0, copy.find_last_of('/'));
+}
+
 bool rootless_as(uid_t uid, RunSpec* spec) {
   const std::string dir = "/tmp/nsbox-rootless-test-" + std::to_string(uid);
   mkdir(dir.c_str(), 0755);

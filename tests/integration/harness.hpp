@@ -48,6 +48,8 @@ std::string nsbox_bin();
 // A copy of nsbox (and nsbox-http) that an unprivileged uid can reach.
 std::string unprivileged_nsbox_bin();
 std::string probe(const std::string& name);
+// Copies of every probe that an unprivileged uid can reach: their directory.
+std::string unprivileged_probes_dir();
 
 // Makes spec a rootless run by uid (as_uid when uid is not who we are):
 // HOME and the XDG dirs point into /tmp/nsbox-rootless-test-UID, which
