@@ -6,6 +6,8 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <string>
+#include <vector>
 
 #include "tests/integration/harness.hpp"
 
@@ -69,12 +71,38 @@ TEST_CASE("denied syscalls fail inside the sandbox") {
   CHECK(r["clone3"] == "ENOSYS");
 }
 
-TEST_CASE("the strict policy also denies what default denies") {
-  Outcome o = nsbox_run("syscalls.py", {"--event", sandbox_event(), "--policy", "strict"});
-  REQUIRE_MESSAGE(o.exit_code == 0, o.err);
-  auto r = o.json();
-  for (const char* name : {"mount", "ptrace", "unshare", "bpf", "keyctl"})
-    CHECK(r[name] == "EPERM");
+// What only strict does, so that a --policy strict that were ignored (and
+// default used) fails here: default allows sockets (hardening.py's
+// allowed_families are "ok" under it), runs children until the pids limit
+// ends fork_bomb.py with 137 (the "pids" case below), and kills at 128 MiB.
+TEST_CASE("the strict policy denies sockets and child processes, and has its own limits") {
+  const std::vector<std::string> strict = {"--event", sandbox_event(), "--policy", "strict"};
+  SUBCASE("what default denies, strict denies too") {
+    Outcome o = nsbox_run("syscalls.py", strict);
+    REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+    auto r = o.json();
+    for (const char* name : {"mount", "ptrace", "unshare", "bpf", "keyctl"})
+      CHECK(r[name] == "EPERM");
+  }
+  SUBCASE("no socket, not even of a family default allows") {
+    Outcome o = nsbox_run("hardening.py", strict);
+    REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+    auto allowed = o.json()["allowed_families"];
+    REQUIRE(allowed.size() >= 5);
+    for (auto& [name, v] : allowed.items()) CHECK_MESSAGE(v == "EPERM", name);
+  }
+  SUBCASE("no child process: the first fork fails, long before any pids limit") {
+    Outcome o = nsbox_run("fork_bomb.py", strict);
+    CHECK_MESSAGE(o.exit_code == 1, o.err);
+    auto r = o.json();
+    CHECK(r["errorType"] == "PermissionError");
+    CHECK(r["errorMessage"] == "[Errno 1] Operation not permitted");
+  }
+  SUBCASE("memory limit of 64 MiB") {
+    Outcome o = nsbox_run("memory_hog.py", strict);
+    CHECK_MESSAGE(o.exit_code == 137, o.err);
+    CHECK(o.err.find("memory limit of 64 MiB") != std::string::npos);
+  }
 }
 
 TEST_CASE("limits end a function with 137 and name the limit") {
