@@ -336,51 +336,83 @@ TEST_CASE("serve: after a deploy or delete returns, no request is served by old 
 }
 
 TEST_CASE(
-    "serve: a request that waited through a delete and redeploy never runs the new code "
-    "under the old policy") {
+    "serve: a request waiting when its function is deleted is refused as stale at once; the "
+    "redeploy runs under its own policy") {
   // Versions restart at 1 after a delete, so the waiting request's "version
-  // 1" names another deploy by the time it gets a sandbox. Here the pool
-  // refuses it as stale; a request that read the registry just before the
-  // delete but reached the pool after the redeploy is caught instead by
-  // same_deploy() on the cold path (unit-tested: that window is too narrow
-  // to hit on purpose from outside).
+  // 1" would name another deploy by the time it got a sandbox: the pool
+  // refuses it as stale as soon as the delete returns, and so it can never
+  // run the new code in a sandbox made for the old deploy's policy. A
+  // request that read the registry just before the delete but reached the
+  // pool after the redeploy is caught instead by same_deploy() on the cold
+  // path (unit-tested: that window is too narrow to hit on purpose from
+  // outside).
   StateDir sd("redeploy-race");
   Daemon d(sd.path,
-           "[pool]\nblank = 2\nmax_sandboxes = 8\nper_function = 1\nqueue_timeout_ms = 10000\n");
+           "[pool]\nblank = 2\nmax_sandboxes = 8\nper_function = 1\nqueue_timeout_ms = 30000\n");
   REQUIRE(d.start());
+  // The old code holds race's only sandbox until the test lets it go: it
+  // names its process, so the host sees it running, and waits for SIGUSR1
+  // (at most 20 s, within its deploy's timeout, should the test fail first).
   REQUIRE(deploy(d, "race",
-                 "import time\ndef handler(e, c):\n    time.sleep(1.5)\n"
-                 "    return 'old'\n")
+                 "import signal\n"
+                 "def handler(e, c):\n"
+                 "    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\n"
+                 "    with open('/proc/self/comm', 'w') as f:\n"
+                 "        f.write('nsbox-race-old')\n"
+                 "    released = signal.sigtimedwait({signal.SIGUSR1}, 20)\n"
+                 "    return 'old' if released else 'never released'\n",
+                 "?timeout=30s")
               ->status == 201);
   // Under strict no socket call is allowed; under default it is.
   const std::string probe =
       "import socket\ndef handler(e, c):\n    try:\n        socket.socket().close()\n"
       "        return 'socket allowed'\n    except OSError:\n        return 'socket denied'\n";
-  int waiter_status = 0;
-  std::string waiter_body, waiter_retry;
-  std::thread a([&] { d.client()->Get("/fn/race"); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
-  std::thread b([&] {  // queues behind the slow one
-    auto x = d.client()->Get("/fn/race");
-    if (!x) return;
-    waiter_status = x->status;
-    waiter_body = x->body;
-    waiter_retry = x->get_header_value("Retry-After");
-  });
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
   auto c = d.client();
+  auto waiting = [&] {
+    auto m = c->Get("/metrics", auth(d));
+    const std::string key = "\nnsbox_pool_waiting_requests ";
+    size_t p = m ? m->body.find(key) : std::string::npos;
+    return p == std::string::npos ? -1 : std::atoi(m->body.c_str() + p + key.size());
+  };
+
+  // What a request got: status 0 when no answer came.
+  struct Reply {
+    int status = 0;
+    std::string body, retry_after;
+    void take(const httplib::Result& r) {
+      if (!r) return;
+      status = r->status;
+      body = r->body;
+      retry_after = r->get_header_value("Retry-After");
+    }
+  } old_reply, waiter;
+  // jthreads: a failed REQUIRE below still joins them (the old code gives
+  // up within 20 s) before the daemon goes.
+  std::jthread a([&] { old_reply.take(d.client(60)->Get("/fn/race")); });
+  std::vector<pid_t> holder;
+  REQUIRE(nsbox::test::wait_until(
+      [&] { return !(holder = nsbox::test::pids_named("nsbox-race-old")).empty(); }, 30000));
+  REQUIRE(holder.size() == 1);
+  std::jthread b([&] { waiter.take(d.client(60)->Get("/fn/race")); });
+  // Planned for version 1 under default, it waits in the pool for the
+  // sandbox the old code holds.
+  REQUIRE(nsbox::test::wait_until([&] { return waiting() == 1; }, 30000));
   REQUIRE(c->Delete("/functions/race", auth(d))->status == 200);
+  b.join();  // answered by the delete: the old code still holds the sandbox
+  CHECK(nsbox::test::pids_named("nsbox-race-old") == holder);
+  CHECK(waiter.status == 503);
+  CHECK(waiter.retry_after == "0");
+  CHECK(waiter.body.find("the function changed while this request waited") != std::string::npos);
+  CHECK(waiting() == 0);
+
   auto r = deploy(d, "race", probe, "?policy=strict");
   REQUIRE(r->status == 201);
   REQUIRE(body(r)["version"] == 1);
+  // The request that was already running ends with the code it started.
+  REQUIRE(kill(holder[0], SIGUSR1) == 0);
   a.join();
-  b.join();
-  REQUIRE(waiter_status != 0);
-  // Retried (503) or served by the new deploy under its own policy: never
-  // the new code in a sandbox made for the old deploy's policy.
-  CHECK(waiter_body != "\"socket allowed\"\n");
-  if (waiter_status == 503) CHECK(waiter_retry == "0");
-  MESSAGE("the waiting request got " << waiter_status << " " << waiter_body);
+  CHECK(old_reply.status == 200);
+  CHECK(old_reply.body == "\"old\"\n");
   for (int i = 0; i < 3; i++) CHECK(c->Get("/fn/race")->body == "\"socket denied\"\n");
   CHECK(d.stop() == 0);
 }
