@@ -198,6 +198,15 @@ TEST_CASE("bad input gets exit 2 and says what is wrong") {
     CHECK(o.exit_code == 2);
     CHECK(o.err.find("handler") != std::string::npos);
   }
+  SUBCASE("a forged first frame with fields of the wrong types is a usage error, not a crash") {
+    // The module writes its own "load_error" frame before the runner's:
+    // before one reader served both clients, nsbox run threw on it and
+    // exited 3 "internal error".
+    Outcome o = nsbox_run("forged_hello.py");
+    CHECK(o.exit_code == 2);
+    CHECK(o.err.find("forged_hello.py:0: SyntaxError") != std::string::npos);
+    CHECK(o.err.find("internal error") == std::string::npos);
+  }
   SUBCASE("unknown policy") {
     Outcome o = nsbox_run("echo.py", {"--policy", "nope"});
     CHECK(o.exit_code == 2);
