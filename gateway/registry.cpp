@@ -474,8 +474,8 @@ std::optional<FunctionVersion> FileStore::get(const std::string& name, uint64_t 
     // The latest version's source is what cold starts load: keep it, unless
     // something changed meanwhile (a put() caches its own; a remove and
     // redeploy could reuse the version number).
-    if (it != index_.end() && !it->second.latest_source &&
-        it->second.latest.version == version && it->second.latest.sha256 == fv->meta.sha256)
+    if (it != index_.end() && !it->second.latest_source && it->second.latest.version == version &&
+        it->second.latest.sha256 == fv->meta.sha256)
       it->second.latest_source = std::make_shared<const std::string>(fv->source);
     return fv;
   }

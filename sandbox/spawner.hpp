@@ -15,10 +15,10 @@
 #include <mutex>
 #include <vector>
 
-#include "sandbox/cgroup.hpp"
 #include "base/fd.hpp"
-#include "sandbox/framing.hpp"
 #include "base/result.hpp"
+#include "sandbox/cgroup.hpp"
+#include "sandbox/framing.hpp"
 #include "sandbox/seccomp.hpp"
 #include "sandbox/spec.hpp"
 
