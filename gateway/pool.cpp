@@ -196,14 +196,12 @@ bool Pool::evict_lru_locked() {
   return true;
 }
 
-// An idle sandbox of this function that holds another version: it counts
+// An idle sandbox of this function that holds another deploy: it counts
 // against the per-function cap but can never serve this request. (Not
-// profile or memory: a request planned before a delete and redeploy carries
-// the old ones, and would destroy the new deploy's good sandbox for a lease
-// the gateway then refuses.)
-bool Pool::evict_own_stale_locked(FunctionState& fn, uint64_t version) {
+// profile or memory: those follow from the deploy.)
+bool Pool::evict_own_stale_locked(FunctionState& fn, uint64_t deploy) {
   for (auto it = fn.idle.begin(); it != fn.idle.end(); ++it) {
-    if ((*it)->version != version || (*it)->generation != fn.generation) {
+    if ((*it)->deploy != deploy) {
       std::unique_ptr<Worker> w = std::move(*it);
       fn.idle.erase(it);
       forget_locked(std::move(w));
@@ -224,9 +222,9 @@ bool Pool::drop_blank_locked(uint32_t except_profile) {
   return false;
 }
 
-Pool::Lease Pool::acquire(const std::string& name, uint64_t version, uint32_t profile,
+Pool::Lease Pool::acquire(const std::string& name, uint64_t deploy, uint32_t profile,
                           uint64_t memory, Clock::time_point deadline) {
-  return thaw_leased(acquire_unthawed(name, version, profile, memory, deadline));
+  return thaw_leased(acquire_unthawed(name, deploy, profile, memory, deadline));
 }
 
 Pool::Lease Pool::thaw_leased(Lease lease) {
@@ -247,7 +245,7 @@ Pool::Lease Pool::thaw_leased(Lease lease) {
   return lease;
 }
 
-Pool::Lease Pool::acquire_unthawed(const std::string& name, uint64_t version, uint32_t profile,
+Pool::Lease Pool::acquire_unthawed(const std::string& name, uint64_t deploy, uint32_t profile,
                                    uint64_t memory, Clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   FunctionState& fn = functions_[name];
@@ -269,28 +267,26 @@ Pool::Lease Pool::acquire_unthawed(const std::string& name, uint64_t version, ui
   // so a failed load still gives its slot back to this function's count.
   auto cold = [&](std::unique_ptr<Worker> w) {
     w->function = name;
-    w->version = version;
-    w->generation = fn.generation;
+    w->deploy = deploy;
     return Lease{Status::Ok, std::move(w), true, {}};
   };
   bool last_try = false;
   bool blanks_fit = true;  // false once re-limiting a blank failed for us
   for (;;) {
     if (!running_) return {Status::Overloaded, nullptr, false, "shutting down"};
-    if (version < fn.min_version) return {Status::Stale, nullptr, false, "the function changed"};
-    // Warm: the same function and version, most recently used first, made
-    // with the same policy profile and memory limit (a sandbox is never
-    // trusted with a request planned under other limits).
+    if (deploy < fn.floor) return {Status::Stale, nullptr, false, "the function changed"};
+    // Warm: the same deploy, most recently used first, made with the same
+    // policy profile and memory limit (a sandbox is never trusted with a
+    // request planned under other limits).
     for (auto it = fn.idle.begin(); it != fn.idle.end(); ++it) {
-      if ((*it)->version == version && (*it)->generation == fn.generation &&
-          (*it)->profile == profile && (*it)->memory_bytes == memory) {
+      if ((*it)->deploy == deploy && (*it)->profile == profile && (*it)->memory_bytes == memory) {
         std::unique_ptr<Worker> w = std::move(*it);
         fn.idle.erase(it);
         busy_++;
         return {Status::Ok, std::move(w), false, {}};
       }
     }
-    if (fn.held >= limits_.per_function && evict_own_stale_locked(fn, version)) continue;
+    if (fn.held >= limits_.per_function && evict_own_stale_locked(fn, deploy)) continue;
     if (fn.held < limits_.per_function) {
       auto& blanks = blanks_[profile];
       uint64_t extra = blanks.empty() || memory <= blanks.front()->memory_bytes
@@ -384,7 +380,7 @@ void Pool::release(std::unique_ptr<Worker> w, bool reusable) {
     return;
   }
   FunctionState& fn = functions_[w->function];
-  if (!reusable || !running_ || w->generation != fn.generation) {
+  if (!reusable || !running_ || w->deploy < fn.floor) {
     forget_locked(std::move(w));
     return;
   }
@@ -407,20 +403,17 @@ void Pool::release(std::unique_ptr<Worker> w, bool reusable) {
   if (wake) fn.cv.notify_one();
 }
 
-void Pool::revoke(const std::string& name, uint64_t min_version) {
+void Pool::revoke(const std::string& name, uint64_t deploy) {
   std::lock_guard<std::mutex> lock(mu_);
   FunctionState& fn = functions_[name];
-  fn.generation++;
-  // Deploys only raise the floor (their revokes may arrive out of order);
-  // a delete sets it to the top, and the first deploy after it (version 1
-  // again) brings it back down.
-  if (fn.min_version == UINT64_MAX || min_version == UINT64_MAX)
-    fn.min_version = min_version;
-  else
-    fn.min_version = std::max(fn.min_version, min_version);
-  while (!fn.idle.empty()) {
-    std::unique_ptr<Worker> w = std::move(fn.idle.front());
-    fn.idle.pop_front();
+  fn.floor = std::max(fn.floor, deploy);
+  for (auto it = fn.idle.begin(); it != fn.idle.end();) {
+    if ((*it)->deploy >= fn.floor) {
+      ++it;
+      continue;
+    }
+    std::unique_ptr<Worker> w = std::move(*it);
+    it = fn.idle.erase(it);
     forget_locked(std::move(w));
   }
   // Waiters planned for an older version learn it now (Stale), instead of

@@ -69,8 +69,7 @@ struct Worker {
   uint32_t profile = 0;
   uint64_t memory_bytes = 0;
   std::string function;  // empty while blank
-  uint64_t version = 0;
-  uint64_t generation = 0;  // the function's revocation generation when loaded
+  uint64_t deploy = 0;   // the deploy it holds (FunctionMeta::deploy); 0 while blank
   Clock::time_point last_used;
   FreezeSwitch freeze;  // invalid: this sandbox is never frozen
   bool frozen = false;  // changed under the pool's lock while idle
@@ -106,7 +105,8 @@ class Pool {
     bool cold = false;  // a blank sandbox: the caller must load the function
     std::string message;
   };
-  Lease acquire(const std::string& name, uint64_t version, uint32_t profile, uint64_t memory,
+  // deploy: FunctionMeta::deploy of the deploy the request was planned for.
+  Lease acquire(const std::string& name, uint64_t deploy, uint32_t profile, uint64_t memory,
                 Clock::time_point queue_deadline);
   // A blank sandbox for a one-off job (the deploy-time syntax check); give it
   // back with release(..., false).
@@ -115,11 +115,12 @@ class Pool {
   // protocol; it is destroyed.
   void release(std::unique_ptr<Worker> worker, bool reusable);
   // After a deploy or delete returns, no request is served by the old code:
-  // idle sandboxes of the function are destroyed now, busy ones on release,
-  // and acquire() refuses versions below min_version (Status::Stale) — a
-  // request that read the old version before the deploy must look again.
-  // A delete passes UINT64_MAX.
-  void revoke(const std::string& name, uint64_t min_version);
+  // with deploy the new deploy's number (or the delete's, from the store),
+  // sandboxes of earlier deploys are destroyed (idle ones now, busy ones on
+  // release) and acquire() refuses requests planned for them (Status::Stale)
+  // — a request that read the old deploy must look again. Revokes may
+  // arrive out of order: the highest number wins.
+  void revoke(const std::string& name, uint64_t deploy);
   PoolStats stats();
   // SIGHUP: new caps apply to the next decision; nothing running is killed
   // (a lower cap is reached as sandboxes idle out or get evicted).
@@ -137,20 +138,21 @@ class Pool {
   struct FunctionState {
     int held = 0;  // idle + busy sandboxes of this function
     int waiting = 0;
-    uint64_t generation = 0;
-    uint64_t min_version = 0;
+    // The highest deploy number revoked to: requests and sandboxes of
+    // earlier deploys are never served.
+    uint64_t floor = 0;
     std::list<std::unique_ptr<Worker>> idle;  // most recently used first
     // Waiters of this function only: a sandbox going idle wakes exactly one
     // of them instead of every waiter of every function.
     std::condition_variable cv;
   };
 
-  Lease acquire_unthawed(const std::string& name, uint64_t version, uint32_t profile,
+  Lease acquire_unthawed(const std::string& name, uint64_t deploy, uint32_t profile,
                          uint64_t memory, Clock::time_point deadline);
   // A leased sandbox that was frozen while idle is thawed before use.
   Lease thaw_leased(Lease lease);
   bool evict_lru_locked();
-  bool evict_own_stale_locked(FunctionState& fn, uint64_t version);
+  bool evict_own_stale_locked(FunctionState& fn, uint64_t deploy);
   bool drop_blank_locked(uint32_t except_profile);
   void forget_locked(std::unique_ptr<Worker> w);  // schedule destroy; the slot frees after it
   // Whether the sandboxes already being destroyed will leave room for one

@@ -69,12 +69,6 @@ bool valid_function_name(const std::string& name) {
   return true;
 }
 
-bool same_deploy(const FunctionMeta& a, const FunctionMeta& b) {
-  return a.name == b.name && a.version == b.version && a.sha256 == b.sha256 &&
-         a.created_unix_ms == b.created_unix_ms && a.policy == b.policy && a.handler == b.handler &&
-         a.memory_mb == b.memory_mb && a.timeout_ms == b.timeout_ms;
-}
-
 // ----------------------------------------------------------------- json ---
 
 json meta_to_json(const FunctionMeta& m) {
@@ -93,7 +87,7 @@ namespace {
 
 // JSON-escaped source can be up to 6x its 1 MiB bound (\u00XX); anything
 // beyond that is not a file put() wrote.
-constexpr size_t kMaxVersionFileBytes = 8 * kMaxFunctionSourceBytes;
+constexpr size_t kMaxVersionFileBytes = 8 * kMaxSourceBytes;
 
 // Tags temporary and graveyard names so two stores in one process (tests,
 // or a future migration) never pick the same name.
@@ -287,12 +281,12 @@ class FileStore final : public FunctionStore {
   std::optional<FunctionVersion> get(const std::string& name, uint64_t version) override;
   std::vector<FunctionMeta> list() override;
   std::vector<uint64_t> versions(const std::string& name) override;
-  Result<bool> remove(const std::string& name) override;
+  Result<uint64_t> remove(const std::string& name) override;
 
  private:
   struct Entry {
     FunctionMeta latest;
-    std::set<uint64_t> versions;
+    std::map<uint64_t, uint64_t> versions;  // version -> its deploy number
     // Source of `latest`; shared so a reader copies it outside any lock
     // only when it must. Null until put() or the first get() of it.
     std::shared_ptr<const std::string> latest_source;
@@ -307,7 +301,8 @@ class FileStore final : public FunctionStore {
 
   const std::string root_;
   const std::string functions_;
-  std::mutex write_mu_;                 // serialises put() and remove(): numbering and renames
+  std::mutex write_mu_;  // serialises put() and remove(): numbering and renames
+  uint64_t last_deploy_ = 0;  // the deploy sequence (FunctionMeta::deploy); under mu_
   std::mutex mu_;                       // guards index_ and unloadable_; never held across disk I/O
   std::map<std::string, Entry> index_;  // ordered: list() is sorted by name
   // Highest version per name whose file exists but did not load: never
@@ -335,6 +330,12 @@ Status FileStore::load() {
       continue;
     }
     TRY(load_function_dir(e));
+  }
+  // Numbered once all are loaded, each function's in version order: a
+  // directory lists its files in no particular order.
+  for (auto& [name, entry] : index_) {
+    for (auto& [version, deploy] : entry.versions) deploy = ++last_deploy_;
+    entry.latest.deploy = entry.versions.at(entry.latest.version);
   }
   return {};
 }
@@ -365,7 +366,7 @@ Status FileStore::load_function_dir(const std::string& name) {
       continue;
     }
     Entry& entry = index_[name];
-    entry.versions.insert(*v);
+    entry.versions[*v] = 0;  // numbered by load()
     if (*v >= entry.latest.version) entry.latest = std::move(fv.value().meta);
   }
   return {};
@@ -375,7 +376,7 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
   if (!valid_function_name(name))
     return make_error("put", "invalid function name \"" + name +
                                  "\": use 1-63 of a-z 0-9 _ - starting with a letter or digit");
-  if (fv.source.size() > kMaxFunctionSourceBytes)
+  if (fv.source.size() > kMaxSourceBytes)
     return make_error("put", name + ": the source is " + std::to_string(fv.source.size()) +
                                  " bytes, more than the limit of 1 MiB");
   FunctionMeta m;
@@ -395,7 +396,7 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
     uint64_t last = 0;
     if (auto it = index_.find(name); it != index_.end()) {
       known = true;
-      last = *it->second.versions.rbegin();
+      last = it->second.versions.rbegin()->first;
     }
     if (auto it = unloadable_.find(name); it != unloadable_.end())
       last = std::max(last, it->second);
@@ -438,8 +439,9 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
 
   auto source = std::make_shared<const std::string>(fv.source);
   std::lock_guard<std::mutex> lock(mu_);
+  m.deploy = ++last_deploy_;
   Entry& entry = index_[name];
-  entry.versions.insert(m.version);
+  entry.versions[m.version] = m.deploy;
   entry.latest = m;
   entry.latest_source = std::move(source);
   return m;
@@ -461,35 +463,50 @@ std::optional<FunctionMeta> FileStore::latest_meta(const std::string& name) {
 }
 
 std::optional<FunctionVersion> FileStore::get(const std::string& name, uint64_t version) {
+  // The deploy number of the version asked for; a file read from disk does
+  // not carry one, so it is taken from the index and checked again after.
+  auto deploy_of = [&]() -> uint64_t {
+    auto it = index_.find(name);
+    if (it == index_.end()) return 0;
+    auto v = it->second.versions.find(version);
+    return v == it->second.versions.end() ? 0 : v->second;
+  };
+  uint64_t deploy;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = index_.find(name);
-    if (it == index_.end() || !it->second.versions.count(version)) return std::nullopt;
-    if (version == it->second.latest.version && it->second.latest_source)
-      return FunctionVersion{it->second.latest, *it->second.latest_source};
+    deploy = deploy_of();
+    if (deploy == 0) return std::nullopt;
+    const Entry& entry = index_.at(name);
+    if (entry.latest.deploy == deploy && entry.latest_source)
+      return FunctionVersion{entry.latest, *entry.latest_source};
   }
   if (auto fv = read_version(name, version)) {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = index_.find(name);
-    // The latest version's source is what cold starts load: keep it, unless
-    // something changed meanwhile (a put() caches its own; a remove and
-    // redeploy could reuse the version number).
-    if (it != index_.end() && !it->second.latest_source && it->second.latest.version == version &&
-        it->second.latest.sha256 == fv->meta.sha256)
-      it->second.latest_source = std::make_shared<const std::string>(fv->source);
-    return fv;
+    // Still the same deploy number: no remove() and put() reused the
+    // version while we read, so the file is that deploy's.
+    if (deploy_of() == deploy) {
+      fv->meta.deploy = deploy;
+      // The latest version's source is what cold starts load: keep it.
+      Entry& entry = index_.at(name);
+      if (!entry.latest_source && entry.latest.deploy == deploy)
+        entry.latest_source = std::make_shared<const std::string>(fv->source);
+      return fv;
+    }
   }
-  // A remove() may be between its rename and its index update (it holds
-  // write_mu_ throughout): wait for it, then look again, so that callers
+  // A remove() may be between its rename and its index update, or a remove
+  // and put() may have reused the version while we read (both hold
+  // write_mu_ throughout): wait for them, then look again, so that callers
   // can tell "deleted" (nullopt here, and gone from the index) from
-  // "listed but unreadable".
+  // "listed but unreadable", and get the deploy number of what they read.
   std::lock_guard<std::mutex> write_lock(write_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = index_.find(name);
-    if (it == index_.end() || !it->second.versions.count(version)) return std::nullopt;
+    deploy = deploy_of();
+    if (deploy == 0) return std::nullopt;
   }
-  return read_version(name, version);
+  auto fv = read_version(name, version);
+  if (fv) fv->meta.deploy = deploy;
+  return fv;
 }
 
 std::vector<FunctionMeta> FileStore::list() {
@@ -504,15 +521,17 @@ std::vector<uint64_t> FileStore::versions(const std::string& name) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = index_.find(name);
   if (it == index_.end()) return {};
-  return {it->second.versions.begin(), it->second.versions.end()};
+  std::vector<uint64_t> out;
+  for (const auto& [version, deploy] : it->second.versions) out.push_back(version);
+  return out;
 }
 
-Result<bool> FileStore::remove(const std::string& name) {
-  if (!valid_function_name(name)) return false;
+Result<uint64_t> FileStore::remove(const std::string& name) {
+  if (!valid_function_name(name)) return uint64_t{0};
   std::lock_guard<std::mutex> write_lock(write_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!index_.count(name)) return false;
+    if (!index_.count(name)) return uint64_t{0};
   }
   const std::string dir = function_dir(name);
   const std::string grave = functions_ + "/.deleted-" + name + "-" + unique_suffix();
@@ -528,13 +547,15 @@ Result<bool> FileStore::remove(const std::string& name) {
     }
     return std::move(s).error();
   }
+  uint64_t deploy;
   {
     std::lock_guard<std::mutex> lock(mu_);
     index_.erase(name);
     unloadable_.erase(name);
+    deploy = ++last_deploy_;
   }
   remove_tree(grave);  // best effort: open() finishes the job after a crash
-  return true;
+  return deploy;
 }
 
 }  // namespace

@@ -12,13 +12,10 @@
 #include <string_view>
 #include <vector>
 
+#include "base/limits.hpp"
 #include "base/result.hpp"
 
 namespace nsbox {
-
-// put() refuses larger sources; the gateway checks the same bound first to
-// answer 413 before it spends a sandbox on the syntax check.
-constexpr size_t kMaxFunctionSourceBytes = size_t{1} << 20;
 
 // ^[a-z0-9][a-z0-9_-]{0,62}$ — checked without std::regex (hand-written).
 // The name becomes a directory name and a URL path segment, so it must never
@@ -35,6 +32,14 @@ struct FunctionMeta {
   int64_t created_unix_ms = 0;  // set by put()
   std::string sha256;           // hex digest of the source, set by put()
   uint64_t source_bytes = 0;    // set by put()
+  // Which deploy this is: the deploy identity every other part checks. Set
+  // by the store: each put() and remove() of any function takes the next
+  // number of one sequence, so a number never names two deploys while the
+  // store is open (versions restart at 1 after a delete, so (name, version)
+  // may) and a function's numbers order its deploys and its delete as the
+  // store applied them. Not persisted: versions loaded at open get numbers
+  // in version order, and nothing outside the process holds one.
+  uint64_t deploy = 0;
 };
 
 struct FunctionVersion {
@@ -42,12 +47,9 @@ struct FunctionVersion {
   std::string source;  // the Python source
 };
 
-// Whether a and b describe the same deploy: versions restart at 1 after a
-// delete, so (name, version) alone may name two different deploys over time.
-bool same_deploy(const FunctionMeta& a, const FunctionMeta& b);
-
 // Keys: name, version, handler, policy, memory_mb, timeout_ms,
-// created_unix_ms, sha256, source_bytes.
+// created_unix_ms, sha256, source_bytes (not deploy: it means nothing
+// outside this process).
 nlohmann::json meta_to_json(const FunctionMeta& meta);
 
 // Kept behind an interface: a later issue adds a shared store for several nodes.
@@ -66,8 +68,10 @@ class FunctionStore {
   virtual std::optional<FunctionVersion> get(const std::string& name, uint64_t version) = 0;
   virtual std::vector<FunctionMeta> list() = 0;  // latest meta of each function, sorted by name
   virtual std::vector<uint64_t> versions(const std::string& name) = 0;  // ascending
-  // Deletes the function and all its versions durably. false = no such function.
-  virtual Result<bool> remove(const std::string& name) = 0;
+  // Deletes the function and all its versions durably. Returns the delete's
+  // number in the deploy sequence (see FunctionMeta::deploy), above every
+  // deploy of the function; 0 = no such function.
+  virtual Result<uint64_t> remove(const std::string& name) = 0;
 };
 
 // Opens (creating if needed, mode 0700) the file store rooted at dir; loads its

@@ -353,7 +353,7 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
     return send_error(res, 500, "could not store the function: " + put.error().message());
   }
   // Once this response is sent, no request may be served by older code.
-  pool_.revoke(name, put.value().version);
+  pool_.revoke(name, put.value().deploy);
   send_json(
       res, 201,
       {{"name", name}, {"version", put.value().version}, {"url", base_url() + "/fn/" + name}});
@@ -365,8 +365,8 @@ void Gateway::handle_delete(const httplib::Request& req, httplib::Response& res)
   if (!valid_function_name(name)) return send_error(res, 400, "invalid function name");
   auto r = store_.remove(name);
   if (!r) return send_error(res, 500, "could not delete: " + r.error().message());
-  if (!r.value()) return send_error(res, 404, "no function " + name);
-  pool_.revoke(name, UINT64_MAX);
+  if (r.value() == 0) return send_error(res, 404, "no function " + name);
+  pool_.revoke(name, r.value());
   logs_.clear(name);
   send_json(res, 200, {{"name", name}, {"deleted", true}});
 }
@@ -430,7 +430,7 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
   uint64_t memory = meta->memory_mb ? meta->memory_mb << 20 : policy.limits.memory_bytes;
   uint64_t timeout_ms = meta->timeout_ms ? meta->timeout_ms : policy.limits.wall_ms;
 
-  Pool::Lease lease = pool_.acquire(name, meta->version, static_cast<uint32_t>(profile), memory,
+  Pool::Lease lease = pool_.acquire(name, meta->deploy, static_cast<uint32_t>(profile), memory,
                                     t0 + std::chrono::milliseconds(queue_timeout_ms()));
   // A deploy or delete returned while we waited: never serve the old code;
   // the client retries at once and sees what exists now.
@@ -467,11 +467,11 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
     // leased, and only if it is still the deploy this request was planned
     // for. Versions restart at 1 after a delete, so a delete and redeploy
     // while we waited would otherwise load the new code into a sandbox made
-    // with the old deploy's policy and limits, and the pool would keep it.
+    // with the old deploy's policy and limits.
     auto fv = store_.get(name, meta->version);
     if (!fv) {
       auto now = store_.latest_meta(name);
-      if (now && same_deploy(*now, *meta)) {
+      if (now && now->deploy == meta->deploy) {
         // Still the deploy we planned for, yet its file did not load: the
         // store is damaged (logged by the store), and retrying will not help.
         outcome = "store_error";
@@ -481,7 +481,7 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
         return finish(500);
       }
     }
-    if (!fv || !same_deploy(fv->meta, *meta)) return refuse_stale();  // deleted or replaced
+    if (!fv || fv->meta.deploy != meta->deploy) return refuse_stale();  // deleted or replaced
     o = load_function(w, *fv, deadline);
   }
   if (!lease.cold || o.kind == Outcome::Ok)

@@ -340,12 +340,13 @@ TEST_CASE(
     "redeploy runs under its own policy") {
   // Versions restart at 1 after a delete, so the waiting request's "version
   // 1" would name another deploy by the time it got a sandbox: the pool
-  // refuses it as stale as soon as the delete returns, and so it can never
-  // run the new code in a sandbox made for the old deploy's policy. A
-  // request that read the registry just before the delete but reached the
-  // pool after the redeploy is caught instead by same_deploy() on the cold
-  // path (unit-tested: that window is too narrow to hit on purpose from
-  // outside).
+  // refuses it as stale (its deploy number is below the delete's) as soon
+  // as the delete returns, and so it can never run the new code in a
+  // sandbox made for the old deploy's policy. A request that read the
+  // registry just before the delete but reached the pool after the
+  // redeploy is refused the same way, and one that leased before the
+  // delete is caught by the deploy number on the cold path (unit-tested:
+  // those windows are too narrow to hit on purpose from outside).
   StateDir sd("redeploy-race");
   Daemon d(sd.path,
            "[pool]\nblank = 2\nmax_sandboxes = 8\nper_function = 1\nqueue_timeout_ms = 30000\n");
