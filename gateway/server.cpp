@@ -353,7 +353,7 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
     return send_error(res, 500, "could not store the function: " + put.error().message());
   }
   // Once this response is sent, no request may be served by older code.
-  pool_.revoke(name, put.value().deploy);
+  pool_.revoke(name, put.value().deploy, false);
   send_json(
       res, 201,
       {{"name", name}, {"version", put.value().version}, {"url", base_url() + "/fn/" + name}});
@@ -366,7 +366,7 @@ void Gateway::handle_delete(const httplib::Request& req, httplib::Response& res)
   auto r = store_.remove(name);
   if (!r) return send_error(res, 500, "could not delete: " + r.error().message());
   if (r.value() == 0) return send_error(res, 404, "no function " + name);
-  pool_.revoke(name, r.value());
+  pool_.revoke(name, r.value(), true);
   logs_.clear(name);
   send_json(res, 200, {{"name", name}, {"deleted", true}});
 }

@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -75,6 +76,14 @@ PoolLimits limits(int max_sandboxes, int blank) {
   return l;
 }
 
+// Waits on the pool's observable state, bounded: the tests never sleep to
+// let another thread get somewhere.
+void wait_for(Pool& pool, const std::function<bool(const PoolStats&)>& ready) {
+  auto deadline = Clock::now() + 5s;
+  while (!ready(pool.stats()) && Clock::now() < deadline) std::this_thread::yield();
+  REQUIRE(ready(pool.stats()));
+}
+
 // Leases a cold sandbox for name and gives it back warm.
 void warm_up(Pool& pool, const std::string& name) {
   auto l = pool.acquire(name, 1, 0, kMemory, Clock::now() + 2s);
@@ -129,7 +138,7 @@ TEST_CASE("pool: a revoked function's waiting request is refused as stale, its s
   Pool pool(factory, limits(4, 0), {kMemory});
   pool.start();
   warm_up(pool, "f");
-  pool.revoke("f", 2);  // a deploy of version 2 returned
+  pool.revoke("f", 2, false);  // a deploy of version 2 returned
   auto stale = pool.acquire("f", 1, 0, kMemory, Clock::now() + 1s);
   CHECK(stale.status == Pool::Status::Stale);
   auto fresh = pool.acquire("f", 2, 0, kMemory, Clock::now() + 1s);
@@ -151,8 +160,8 @@ TEST_CASE("pool: a deploy wakes requests waiting for the old version at once") {
   Pool::Status status = Pool::Status::Ok;
   auto t0 = Clock::now();
   std::thread waiter([&] { status = pool.acquire("f", 1, 0, kMemory, t0 + 5s).status; });
-  std::this_thread::sleep_for(100ms);
-  pool.revoke("f", 2);
+  wait_for(pool, [](const PoolStats& s) { return s.waiting == 1; });
+  pool.revoke("f", 2, false);
   waiter.join();
   CHECK(status == Pool::Status::Stale);
   CHECK(Clock::now() - t0 < 2s);  // not at its 5 s deadline
@@ -176,7 +185,7 @@ TEST_CASE("pool: a request waiting on the global budget is woken when another fu
     status = l.status;
     if (l.worker) pool.release(std::move(l.worker), true);
   });
-  std::this_thread::sleep_for(100ms);
+  wait_for(pool, [](const PoolStats& s) { return s.waiting == 1; });
   pool.release(std::move(busy.worker), true);  // idle now: b may evict it
   waiter.join();
   CHECK(status == Pool::Status::Ok);
@@ -197,7 +206,8 @@ TEST_CASE("pool: a failed spawn wakes a request waiting at the function's cap") 
   Pool::Status first = Pool::Status::Ok, second = Pool::Status::Overloaded;
   auto t0 = Clock::now();
   std::thread a([&] { first = pool.acquire("f", 1, 0, kMemory, t0 + 5s).status; });
-  std::this_thread::sleep_for(50ms);
+  // a's slot is counted while its spawn runs (200 ms): b arrives at the cap.
+  wait_for(pool, [](const PoolStats& s) { return s.busy == 1; });
   std::thread b([&] {
     auto w = pool.acquire("f", 1, 0, kMemory, t0 + 5s);  // at the cap: waits
     second = w.status;
@@ -229,7 +239,7 @@ TEST_CASE("pool: raising per_function on reload wakes every request waiting at t
       leases[i] = pool.acquire("f", 1, 0, kMemory, t0 + 5s);
       if (leases[i].status == Pool::Status::Ok) served++;
     });
-  std::this_thread::sleep_for(100ms);
+  wait_for(pool, [](const PoolStats& s) { return s.waiting == 3; });
   l.per_function = 4;
   pool.set_limits(l);
   for (auto& t : ts) t.join();

@@ -1,0 +1,259 @@
+// The pool's accounting and decisions, with no threads, locks, clock or
+// sandbox calls of its own: each call is one state change that returns what
+// the caller must do (lease this sandbox, spawn one, wait, destroy these,
+// wake those waiters). gateway/pool.cpp is the threaded shell that calls it
+// under one mutex and does the slow work unlocked; the unit tests drive it
+// directly and deterministically. Debug builds check every invariant after
+// every change (check_invariants), as SQLite does.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/fd.hpp"
+#include "sandbox/framing.hpp"
+#include "sandbox/spawner.hpp"
+
+namespace nsbox {
+
+using Clock = std::chrono::steady_clock;
+
+struct PoolLimits {
+  int blank = 4;
+  int max_sandboxes = 64;
+  uint64_t memory_budget_bytes = 4ull << 30;
+  int per_function = 4;
+  int idle_timeout_ms = 60000;
+  int queue_per_function = 64;
+  int queue_total = 1024;
+  // A warm sandbox idle this long is frozen (its threads use no CPU) until
+  // the next request leases it; 0: never frozen.
+  int freeze_idle_ms = 5;
+  // Memory pressure: idle sandboxes are evicted, least recently used first,
+  // while the machine's MemAvailable is below min_available_bytes or the
+  // PSI "some avg10" of /proc/pressure/memory is above psi_some_avg10
+  // (percent); 0 turns either off.
+  uint64_t min_available_bytes = 0;
+  double psi_some_avg10 = 0;
+};
+
+// One look at the machine's memory (gateway/pool.cpp reads /proc; the unit
+// tests pass readings of their own).
+struct MemoryReading {
+  bool have_available = false;
+  uint64_t available_bytes = 0;  // MemAvailable
+  bool have_psi = false;
+  double psi_some_avg10 = 0;  // /proc/pressure/memory, percent
+};
+// Pure: whether this reading calls for evicting idle sandboxes.
+bool under_memory_pressure(const MemoryReading& m, const PoolLimits& limits);
+
+// One sandbox as the gateway holds it. A worker that has loaded a deploy of
+// a function never serves anything else (no state crosses functions).
+struct Worker {
+  uint64_t id = 0;
+  ChannelFds channel;
+  UniqueFd log;
+  std::string pending_log;  // drained while waiting for a reply
+  FrameDecoder decoder;
+  uint32_t profile = 0;
+  uint64_t memory_bytes = 0;
+  std::string function;  // empty while blank
+  uint64_t deploy = 0;   // the deploy it holds (FunctionMeta::deploy); 0 while blank
+  Clock::time_point last_used;
+  FreezeSwitch freeze;  // invalid: this sandbox is never frozen
+  bool frozen = false;  // changed under the pool's lock while idle
+};
+
+struct PoolStats {
+  int blank = 0, idle = 0, busy = 0, waiting = 0;
+  int frozen = 0;  // of idle
+  int functions = 0;  // entries the pool keeps (functions with sandboxes, waiters or a redeploy)
+  uint64_t memory_bytes = 0;
+  uint64_t evictions = 0, idle_expired = 0, spawned = 0, spawn_failures = 0;
+  uint64_t pressure_evictions = 0;  // of evictions: made under memory pressure
+  uint64_t freezes = 0, thaws = 0;
+  bool memory_pressure = false;  // at the last check
+  std::vector<uint64_t> ids;     // every live sandbox the pool tracks (not busy ones)
+};
+
+// Whom the shell must wake after a change. Waiters of one function wait on
+// that function's own condition variable, so a released sandbox wakes one
+// waiter that can use it, not every waiter of every function.
+struct Wakes {
+  std::vector<std::string> one;  // notify_one on these functions' waiters
+  std::vector<std::string> all;  // notify_all on these
+  bool blank_waiters = false;    // acquire_blank's waiters (all)
+  bool refill = false;
+  bool janitor = false;  // something waits to be destroyed
+  bool freezer = false;
+  void add(const Wakes& w);
+};
+
+class PoolCore {
+ public:
+  PoolCore(PoolLimits limits, std::vector<uint64_t> profile_memory);
+
+  const PoolLimits& limits() const { return limits_; }
+  uint64_t profile_memory(uint32_t profile) const { return profile_memory_.at(profile); }
+
+  // ---- leasing for a function: admit, then steps until one ends it -----
+  // Admission control: false (Overloaded) when too many requests wait, in
+  // total or for this function; true counts the caller as waiting until
+  // unadmit().
+  bool admit(const std::string& name);
+  void unadmit(const std::string& name);
+
+  struct Step {
+    enum Kind {
+      Warm,     // worker: an idle sandbox of this deploy
+      Cold,     // worker: a blank now owned by the function; resize: set its memory first
+      Spawn,    // a slot is counted for the function: spawn, then spawned() or spawn_failed()
+      Retry,    // something was evicted or dropped: step again
+      Wait,     // wait for a wake-up (or the deadline: then step with last_try)
+      Stale,    // the request was planned for a deploy revoked since
+      Timeout,  // last_try found nothing
+    } kind = Wait;
+    std::unique_ptr<Worker> worker;
+    bool resize = false;
+    Wakes wakes;
+  };
+  // blanks_fit = false: a resize failed for this request; spawn instead.
+  Step acquire_step(const std::string& name, uint64_t deploy, uint32_t profile, uint64_t memory,
+                    bool last_try, bool blanks_fit);
+  // Spawn's answer. spawned() makes the worker the function's cold lease.
+  std::unique_ptr<Worker> spawned(const std::string& name, uint64_t deploy,
+                                  std::unique_ptr<Worker> w);
+  Wakes spawn_failed(const std::string& name, uint64_t memory);
+  // A Cold lease whose set_memory failed: it is destroyed, its slot freed.
+  Wakes resize_failed(std::unique_ptr<Worker> w);
+
+  // ---- a blank for a one-off job (the deploy-time syntax check) --------
+  // Warm never; Cold (never resize), Spawn (then spawned_blank or
+  // spawn_failed with an empty name), Retry, Wait, Timeout.
+  Step blank_step(uint32_t profile, bool last_try);
+  std::unique_ptr<Worker> spawned_blank(std::unique_ptr<Worker> w);
+
+  // ---- giving back -------------------------------------------------------
+  // reusable=false, or not running, or revoked since: destroyed.
+  Wakes release(std::unique_ptr<Worker> w, bool reusable, Clock::time_point now, bool running);
+  // A deploy (deleted=false) or delete returned, with the store's number
+  // for it: earlier deploys' sandboxes go (idle now, busy on release) and
+  // their requests are Stale. Revokes may come out of order: the highest
+  // number wins.
+  Wakes revoke(const std::string& name, uint64_t deploy, bool deleted);
+  // Reload: new caps apply to the next decision; nothing running is killed.
+  Wakes set_limits(const PoolLimits& limits);
+
+  // ---- background work -----------------------------------------------------
+  struct Refill {
+    bool spawn = false;
+    uint32_t profile = 0;
+    uint64_t memory = 0;
+  };
+  // Whether to make a blank ahead of demand (counted when spawn is true:
+  // answer with refilled() or refill_failed()).
+  Refill refill_step();
+  Wakes refilled(std::unique_ptr<Worker> w, bool running);
+  Wakes refill_failed(uint64_t memory);
+
+  Wakes expire_idle(Clock::time_point now);
+  struct Doomed {
+    uint64_t id;
+    uint64_t memory;
+  };
+  std::vector<Doomed> take_doomed();
+  // Only once destroyed do they leave the counts: the budget bounds what
+  // really exists.
+  Wakes destroyed(const std::vector<Doomed>& doomed);
+
+  struct Pressure {
+    bool changed = false;  // began or ended with this reading
+    bool under = false;
+    int evicted = 0;
+    Wakes wakes;
+  };
+  Pressure relieve_pressure(const MemoryReading& m);
+
+  // Freezes, through freeze(w) (true: it froze), the idle sandboxes
+  // released at least freeze_idle_ms before now and idle since. Returns how
+  // many froze.
+  int freeze_due(Clock::time_point now, const std::function<bool(Worker&)>& freeze);
+  // When the freezer should next look (none: nothing queued or freezing off;
+  // the queue is dropped when freezing is off). At most one pass per grace
+  // after last_pass.
+  std::optional<Clock::time_point> next_freeze(Clock::time_point last_pass);
+  void count_thaw() { thaws_++; }
+
+  // Shutdown: every sandbox not leased and every doomed one, to destroy
+  // (then destroyed()).
+  std::vector<Doomed> take_all();
+
+  PoolStats stats() const;
+  // Empty when every invariant holds, else the first that does not.
+  std::string invariant_violation() const;
+
+ private:
+  struct FunctionState {
+    int busy = 0;  // leased, counting a slot being spawned for a lease
+    int waiting = 0;
+    // The highest deploy number revoked to: requests and sandboxes of
+    // earlier deploys are never served.
+    uint64_t floor = 0;
+    bool deleted = false;                     // the last revoke was a delete
+    std::list<std::unique_ptr<Worker>> idle;  // most recently used first
+    int held() const { return busy + static_cast<int>(idle.size()); }
+  };
+  using Functions = std::map<std::string, FunctionState>;
+
+  void check() const;  // aborts on a violation in debug builds
+  // Drops the entry when nothing refers to it and it remembers nothing a
+  // later request needs: a floor matters only while the function exists.
+  void prune(Functions::iterator it);
+  void forget(std::unique_ptr<Worker> w, Wakes& wakes);  // to the doomed list
+  bool evict_lru(Wakes& wakes);
+  bool evict_own_stale(FunctionState& fn, uint64_t deploy, Wakes& wakes);
+  bool drop_blank(uint32_t except_profile, Wakes& wakes);
+  // Whether the sandboxes already being destroyed will leave room for one
+  // more of this size: then the caller waits rather than evicts another.
+  bool room_once_dying_gone(uint64_t memory) const;
+  bool fits(uint64_t memory) const;
+  void wake_capacity(Wakes& wakes) const;  // a slot or blank: one waiter per function under its cap
+  void wake_everyone(Wakes& wakes) const;
+
+  PoolLimits limits_;
+  std::vector<uint64_t> profile_memory_;
+  std::map<uint32_t, std::deque<std::unique_ptr<Worker>>> blanks_;
+  Functions functions_;
+  std::vector<Doomed> doomed_;
+  // Every sandbox: blanks + idle + busy + refilling + dying. A sandbox
+  // leaves total_ (and memory_) only once destroyed.
+  int total_ = 0;
+  int busy_ = 0;       // leased, incl. one-off blanks and slots being spawned for leases
+  int refilling_ = 0;  // blanks being spawned ahead of demand
+  int dying_ = 0;      // forgotten, not yet destroyed
+  int waiting_ = 0;
+  uint64_t memory_ = 0;
+  uint64_t busy_memory_ = 0, refilling_memory_ = 0, dying_memory_ = 0;
+  uint64_t evictions_ = 0, idle_expired_ = 0, spawned_ = 0, spawn_failures_ = 0;
+  uint64_t pressure_evictions_ = 0, freezes_ = 0, thaws_ = 0;
+  bool pressure_ = false;  // at the last check: the refill holds back
+  // Released sandboxes in release order, each to be frozen at its time if
+  // still idle since that release.
+  struct FreezeDue {
+    std::string function;
+    uint64_t id;
+    Clock::time_point released;
+  };
+  std::deque<FreezeDue> freeze_queue_;
+};
+
+}  // namespace nsbox

@@ -1,0 +1,479 @@
+// The pool's decisions, driven step by step without threads, clocks or
+// sandboxes: every test states what PoolCore must answer and whom it must
+// wake, and checks its invariants after each change (invariant_violation,
+// also checked inside every call in debug builds).
+#include "gateway/pool_core.hpp"
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+using namespace nsbox;
+using namespace std::chrono_literals;
+
+namespace {
+
+constexpr uint64_t kMiB = 1ull << 20;
+constexpr uint64_t kMem = 64 * kMiB;
+const Clock::time_point kT0{};
+
+PoolLimits limits(int max_sandboxes, int per_function = 4) {
+  PoolLimits l;
+  l.blank = 0;
+  l.max_sandboxes = max_sandboxes;
+  l.per_function = per_function;
+  l.memory_budget_bytes = 1ull << 40;
+  l.idle_timeout_ms = 60000;
+  l.queue_per_function = 8;
+  l.queue_total = 16;
+  l.freeze_idle_ms = 0;
+  return l;
+}
+
+// What the shell does: fill in a spawned sandbox.
+std::unique_ptr<Worker> made(uint64_t id, uint64_t memory = kMem, uint32_t profile = 0) {
+  auto w = std::make_unique<Worker>();
+  w->id = id;
+  w->memory_bytes = memory;
+  w->profile = profile;
+  return w;
+}
+
+bool has(const std::vector<std::string>& v, const std::string& name) {
+  return std::find(v.begin(), v.end(), name) != v.end();
+}
+
+void holds(const PoolCore& core) {
+  std::string v = core.invariant_violation();
+  CHECK_MESSAGE(v.empty(), v);
+}
+
+// One request for name at deploy: admit, step, spawn if told. Returns the
+// lease (cold or warm) and leaves the request admitted only if it must wait.
+struct Request {
+  PoolCore& core;
+  std::string name;
+  uint64_t deploy;
+  uint64_t memory = kMem;
+  PoolCore::Step last;
+  std::unique_ptr<Worker> lease;
+  bool cold = false;
+  bool admitted = false;
+
+  Request(PoolCore& c, std::string n, uint64_t d, uint64_t m = kMem)
+      : core(c), name(std::move(n)), deploy(d), memory(m) {}
+  // Steps until a lease, a wait or a refusal; next_id: the id a spawn gets.
+  PoolCore::Step::Kind run(uint64_t next_id, bool last_try = false) {
+    if (!admitted) {
+      REQUIRE(core.admit(name));
+      admitted = true;
+    }
+    for (int i = 0; i < 100; i++) {
+      last = core.acquire_step(name, deploy, 0, memory, last_try, true);
+      holds(core);
+      switch (last.kind) {
+        case PoolCore::Step::Retry:
+          continue;
+        case PoolCore::Step::Spawn:
+          lease = core.spawned(name, deploy, made(next_id, memory));
+          cold = true;
+          break;
+        case PoolCore::Step::Warm:
+        case PoolCore::Step::Cold:
+          lease = std::move(last.worker);
+          cold = last.kind == PoolCore::Step::Cold;
+          break;
+        case PoolCore::Step::Wait:
+          return last.kind;  // still admitted
+        default:
+          break;
+      }
+      core.unadmit(name);
+      admitted = false;
+      holds(core);
+      return last.kind;
+    }
+    FAIL("acquire_step retried 100 times");
+    return last.kind;
+  }
+};
+
+// Leases name's sandbox (spawned as id) and gives it back idle at t.
+void warm(PoolCore& core, const std::string& name, uint64_t deploy, uint64_t id,
+          Clock::time_point t = kT0) {
+  Request r(core, name, deploy);
+  REQUIRE(r.run(id) == PoolCore::Step::Spawn);
+  core.release(std::move(r.lease), true, t, true);
+  holds(core);
+}
+
+uint64_t destroy_all(PoolCore& core) {
+  auto doomed = core.take_doomed();
+  core.destroyed(doomed);
+  holds(core);
+  return doomed.size();
+}
+
+}  // namespace
+
+TEST_CASE("pool core: a warm sandbox of the same deploy is leased before anything is spawned") {
+  PoolCore core(limits(8), {kMem});
+  warm(core, "f", 1, 10);
+  Request r(core, "f", 1);
+  CHECK(r.run(11) == PoolCore::Step::Warm);
+  CHECK(r.lease->id == 10);
+  CHECK(core.stats().busy == 1);
+  CHECK(core.stats().idle == 0);
+  // Another memory limit is another sandbox: never trusted with it.
+  Request other(core, "f", 1, 2 * kMem);
+  core.release(std::move(r.lease), true, kT0, true);
+  CHECK(other.run(12) == PoolCore::Step::Spawn);
+  CHECK(other.lease->id == 12);
+}
+
+TEST_CASE("pool core: a blank is taken cold, resized to the function's memory, and refill woken") {
+  PoolLimits l = limits(8);
+  l.blank = 1;
+  PoolCore core(l, {kMem});
+  PoolCore::Refill r = core.refill_step();
+  REQUIRE(r.spawn);
+  CHECK(r.memory == kMem);
+  CHECK_FALSE(core.refill_step().spawn);  // one is on its way: blank = 1
+  core.refilled(made(1), true);
+  CHECK(core.stats().blank == 1);
+  REQUIRE(core.admit("f"));
+  auto st = core.acquire_step("f", 7, 0, 2 * kMem, false, true);
+  REQUIRE(st.kind == PoolCore::Step::Cold);
+  CHECK(st.resize);
+  CHECK(st.wakes.refill);
+  CHECK(st.worker->function == "f");
+  CHECK(st.worker->deploy == 7);
+  CHECK(core.stats().memory_bytes == 2 * kMem);
+  // The resize failed (the runner already uses more): the blank goes and
+  // the next step spawns one made to measure.
+  Wakes w = core.resize_failed(std::move(st.worker));
+  CHECK(w.janitor);
+  st = core.acquire_step("f", 7, 0, 2 * kMem, false, false);
+  CHECK(st.kind == PoolCore::Step::Spawn);
+  core.spawn_failed("f", 2 * kMem);
+  core.unadmit("f");
+  holds(core);
+  CHECK(destroy_all(core) == 1);
+  CHECK(core.stats().memory_bytes == 0);
+  CHECK(core.stats().spawn_failures == 1);
+}
+
+TEST_CASE("pool core: the memory budget is never exceeded; idle sandboxes are evicted LRU") {
+  PoolLimits l = limits(100);
+  l.memory_budget_bytes = 3 * kMem;
+  PoolCore core(l, {kMem});
+  warm(core, "a", 1, 1, kT0 + 1s);
+  warm(core, "b", 2, 2, kT0 + 3s);
+  warm(core, "c", 3, 3, kT0 + 2s);
+  CHECK(core.stats().memory_bytes == 3 * kMem);
+  // A fourth function: the least recently used idle one (a) goes first.
+  Request d(core, "d", 4);
+  REQUIRE(d.run(4) == PoolCore::Step::Wait);  // evicted a; waits for its destroy
+  PoolStats s = core.stats();
+  CHECK(s.evictions == 1);
+  CHECK(std::find(s.ids.begin(), s.ids.end(), 1) == s.ids.end());
+  CHECK(std::find(s.ids.begin(), s.ids.end(), 3) != s.ids.end());
+  // Still counted until destroyed: a second step waits rather than evicts c too.
+  CHECK(d.run(4) == PoolCore::Step::Wait);
+  CHECK(core.stats().evictions == 1);
+  auto doomed = core.take_doomed();
+  REQUIRE(doomed.size() == 1);
+  Wakes w = core.destroyed(doomed);
+  CHECK(has(w.all, "d"));  // the janitor wakes every waiter
+  CHECK(d.run(4) == PoolCore::Step::Spawn);
+  CHECK(core.stats().memory_bytes == 3 * kMem);
+  // A budget too small for one more, with nothing idle: wait, then time out.
+  Request e(core, "e", 5);
+  CHECK(e.run(5) == PoolCore::Step::Wait);  // evicted c; waits for its destroy
+  CHECK(e.run(5, true) == PoolCore::Step::Timeout);
+  CHECK(has(e.last.wakes.one, "e"));  // a wake-up that raced the deadline is passed on
+}
+
+TEST_CASE("pool core: admission refuses past the queue caps, per function and in total") {
+  PoolLimits l = limits(8);
+  l.queue_per_function = 2;
+  l.queue_total = 3;
+  PoolCore core(l, {kMem});
+  CHECK(core.admit("f"));
+  CHECK(core.admit("f"));
+  CHECK_FALSE(core.admit("f"));
+  CHECK(core.admit("g"));
+  CHECK_FALSE(core.admit("h"));  // total
+  CHECK(core.stats().waiting == 3);
+  CHECK(core.stats().functions == 2);  // h's refusal left no entry
+  core.unadmit("f");
+  CHECK(core.admit("h"));
+  holds(core);
+}
+
+TEST_CASE("pool core: a function at its cap waits for its own release, which wakes one of it") {
+  PoolCore core(limits(8, 1), {kMem});
+  Request a(core, "f", 1);
+  REQUIRE(a.run(1) == PoolCore::Step::Spawn);
+  Request b(core, "f", 1);
+  CHECK(b.run(2) == PoolCore::Step::Wait);
+  Wakes w = core.release(std::move(a.lease), true, kT0, true);
+  CHECK(w.one == std::vector<std::string>{"f"});
+  CHECK(b.run(2) == PoolCore::Step::Warm);
+  CHECK(b.lease->id == 1);
+}
+
+TEST_CASE("pool core: a release wakes waiters of other functions only when they wait on the budget") {
+  PoolCore core(limits(1), {kMem});
+  Request a(core, "a", 1);
+  REQUIRE(a.run(1) == PoolCore::Step::Spawn);
+  Request b(core, "b", 1);
+  CHECK(b.run(2) == PoolCore::Step::Wait);  // the only slot is a's
+  Wakes w = core.release(std::move(a.lease), true, kT0, true);
+  CHECK(has(w.one, "b"));  // b may now evict a's idle sandbox
+  CHECK(b.run(2) == PoolCore::Step::Wait);  // evicted; waits for the destroy
+  core.destroyed(core.take_doomed());
+  CHECK(b.run(2) == PoolCore::Step::Spawn);
+  // Nobody else waits: a release wakes no one.
+  Wakes quiet = core.release(std::move(b.lease), true, kT0, true);
+  CHECK(quiet.one.empty());
+  CHECK(quiet.all.empty());
+}
+
+TEST_CASE("pool core: a failed spawn frees the slot and wakes a sibling waiting at the cap") {
+  PoolCore core(limits(8, 1), {kMem});
+  REQUIRE(core.admit("f"));
+  auto st = core.acquire_step("f", 1, 0, kMem, false, true);
+  REQUIRE(st.kind == PoolCore::Step::Spawn);
+  Request sibling(core, "f", 1);
+  CHECK(sibling.run(2) == PoolCore::Step::Wait);  // at the cap while the spawn runs
+  Wakes w = core.spawn_failed("f", kMem);
+  core.unadmit("f");
+  CHECK(has(w.one, "f"));
+  CHECK(sibling.run(2) == PoolCore::Step::Spawn);
+  CHECK(core.stats().spawn_failures == 1);
+}
+
+TEST_CASE("pool core: idle sandboxes expire after idle_timeout_ms, oldest first") {
+  PoolCore core(limits(8), {kMem});
+  warm(core, "f", 1, 1, kT0);
+  warm(core, "g", 1, 2, kT0 + 30s);
+  core.expire_idle(kT0 + 60s);
+  CHECK(core.stats().idle == 2);  // not yet beyond 60 s
+  Wakes w = core.expire_idle(kT0 + 61s);
+  CHECK(w.janitor);
+  PoolStats s = core.stats();
+  CHECK(s.idle == 1);
+  CHECK(s.idle_expired == 1);
+  CHECK(s.ids == std::vector<uint64_t>{2});
+  CHECK(s.functions == 1);  // f's entry went with its last sandbox
+  CHECK(destroy_all(core) == 1);
+}
+
+TEST_CASE("pool core: a revoke makes older requests stale, destroys older sandboxes, wakes waiters") {
+  PoolCore core(limits(8, 1), {kMem});
+  warm(core, "f", 5, 1);
+  Request busy(core, "f", 5);
+  REQUIRE(busy.run(2) == PoolCore::Step::Warm);
+  Request waiter(core, "f", 5);
+  REQUIRE(waiter.run(3) == PoolCore::Step::Wait);
+  Wakes w = core.revoke("f", 9, false);
+  CHECK(has(w.all, "f"));
+  CHECK(waiter.run(3) == PoolCore::Step::Stale);
+  // The busy one of the old deploy is destroyed on release, not kept.
+  core.release(std::move(busy.lease), true, kT0, true);
+  CHECK(core.stats().idle == 0);
+  CHECK(destroy_all(core) == 1);
+  // A late revoke of an older deploy (out of order) does not lower the floor.
+  core.revoke("f", 7, false);
+  Request old(core, "f", 7);
+  CHECK(old.run(4) == PoolCore::Step::Stale);
+  Request fresh(core, "f", 9);
+  CHECK(fresh.run(4) == PoolCore::Step::Spawn);
+  // A sandbox loaded for the new deploy before its revoke arrived is kept.
+  core.release(std::move(fresh.lease), true, kT0, true);
+  core.revoke("f", 9, false);
+  CHECK(core.stats().idle == 1);
+}
+
+TEST_CASE("pool core: a deleted function's entry goes once nothing of it is left") {
+  PoolCore core(limits(8), {kMem});
+  warm(core, "f", 1, 1);
+  Request busy(core, "f", 1);
+  REQUIRE(busy.run(2) == PoolCore::Step::Warm);
+  warm(core, "g", 2, 3);
+  core.revoke("g", 4, false);  // a redeploy: remembered while g exists
+  CHECK(core.stats().functions == 2);
+  core.revoke("f", 5, true);
+  CHECK(core.stats().functions == 2);  // f's busy sandbox still refers to it
+  core.release(std::move(busy.lease), true, kT0, true);
+  PoolStats s = core.stats();
+  CHECK(s.functions == 1);
+  CHECK(s.idle == 0);  // g's deploy-2 sandbox went with its revoke
+  // A thousand functions deployed, used and deleted leave nothing behind.
+  for (uint64_t i = 0; i < 1000; i++) {
+    std::string name = "fn" + std::to_string(i);
+    warm(core, name, 100 + i, 100 + i);
+    core.revoke(name, 5000 + i, true);
+    destroy_all(core);
+  }
+  CHECK(core.stats().functions == 1);
+  destroy_all(core);
+  CHECK(core.stats().memory_bytes == 0);
+}
+
+TEST_CASE("pool core: an idle sandbox of another deploy at the function's cap is evicted for this one") {
+  PoolCore core(limits(8, 1), {kMem});
+  warm(core, "f", 1, 1);
+  Request next(core, "f", 2);  // planned for a deploy whose revoke has not arrived yet
+  CHECK(next.run(2) == PoolCore::Step::Spawn);  // deploy 1's sandbox went to free the slot
+  CHECK(core.stats().idle == 0);
+  CHECK(core.take_doomed().size() == 1);
+}
+
+TEST_CASE("pool core: blank leases for one-off jobs come from the blanks, else a spawn") {
+  PoolLimits l = limits(2);
+  l.blank = 1;
+  PoolCore core(l, {kMem});
+  REQUIRE(core.refill_step().spawn);
+  core.refilled(made(1), true);
+  auto st = core.blank_step(0, false);
+  REQUIRE(st.kind == PoolCore::Step::Cold);
+  CHECK(st.worker->function.empty());
+  CHECK(st.wakes.refill);
+  auto spawn = core.blank_step(0, false);
+  REQUIRE(spawn.kind == PoolCore::Step::Spawn);
+  auto second = core.spawned_blank(made(2));
+  CHECK(core.blank_step(0, false).kind == PoolCore::Step::Wait);  // max_sandboxes = 2
+  CHECK(core.blank_step(0, true).kind == PoolCore::Step::Timeout);
+  // Given back, they are destroyed: a one-off job's sandbox is never reused.
+  core.release(std::move(st.worker), true, kT0, true);
+  core.release(std::move(second), true, kT0, true);
+  CHECK(core.stats().blank == 0);
+  CHECK(destroy_all(core) == 2);
+}
+
+TEST_CASE("pool core: the refill makes blanks only into spare room and not under pressure") {
+  PoolLimits l = limits(2);
+  l.blank = 4;
+  l.min_available_bytes = 1ull << 30;
+  PoolCore core(l, {kMem});
+  REQUIRE(core.refill_step().spawn);
+  REQUIRE(core.refill_step().spawn);
+  CHECK_FALSE(core.refill_step().spawn);  // max_sandboxes
+  core.refilled(made(1), true);
+  core.refill_failed(kMem);
+  CHECK(core.stats().spawn_failures == 1);
+  MemoryReading low;
+  low.have_available = true;
+  low.available_bytes = 1;
+  PoolCore::Pressure p = core.relieve_pressure(low);
+  CHECK(p.changed);
+  CHECK(p.under);
+  CHECK(p.evicted == 1);  // nothing idle: the blank goes
+  CHECK_FALSE(core.refill_step().spawn);
+  MemoryReading fine = low;
+  fine.available_bytes = 8ull << 30;
+  p = core.relieve_pressure(fine);
+  CHECK(p.changed);
+  CHECK(p.wakes.refill);
+  destroy_all(core);
+  CHECK(core.refill_step().spawn);
+}
+
+TEST_CASE("pool core: memory pressure evicts a quarter of the idle sandboxes, LRU first") {
+  PoolLimits l = limits(16);
+  l.min_available_bytes = 1ull << 30;
+  PoolCore core(l, {kMem});
+  for (int i = 0; i < 8; i++) warm(core, "f" + std::to_string(i), 1, 1 + i, kT0 + i * 1s);
+  MemoryReading low;
+  low.have_available = true;
+  low.available_bytes = 1;
+  PoolCore::Pressure p = core.relieve_pressure(low);
+  CHECK(p.evicted == 2);
+  PoolStats s = core.stats();
+  CHECK(std::find(s.ids.begin(), s.ids.end(), 1) == s.ids.end());
+  CHECK(std::find(s.ids.begin(), s.ids.end(), 2) == s.ids.end());
+  CHECK(std::find(s.ids.begin(), s.ids.end(), 3) != s.ids.end());
+  CHECK(s.pressure_evictions == 2);
+  CHECK(s.evictions == 2);
+  CHECK_FALSE(core.relieve_pressure(low).changed);  // still under: no new log line
+}
+
+TEST_CASE("pool core: reload wakes every waiter; a raised cap lets several through") {
+  PoolCore core(limits(8, 1), {kMem});
+  Request a(core, "f", 1);
+  REQUIRE(a.run(1) == PoolCore::Step::Spawn);
+  Request b(core, "f", 1), c(core, "f", 1);
+  REQUIRE(b.run(2) == PoolCore::Step::Wait);
+  REQUIRE(c.run(3) == PoolCore::Step::Wait);
+  PoolLimits raised = limits(8, 4);
+  Wakes w = core.set_limits(raised);
+  CHECK(has(w.all, "f"));
+  CHECK(w.freezer);
+  CHECK(b.run(2) == PoolCore::Step::Spawn);
+  CHECK(c.run(3) == PoolCore::Step::Spawn);
+}
+
+TEST_CASE("pool core: idle sandboxes freeze a grace after release, only if idle since") {
+  PoolLimits l = limits(8);
+  l.freeze_idle_ms = 5;
+  PoolCore core(l, {kMem});
+  int frozen_calls = 0;
+  auto freeze = [&](Worker&) {
+    frozen_calls++;
+    return true;
+  };
+  auto with_switch = [](uint64_t id) {
+    auto w = made(id);
+    w->freeze.fd.reset(::dup(0));  // any valid fd: the core never writes it
+    return w;
+  };
+  REQUIRE(core.admit("f"));
+  REQUIRE(core.acquire_step("f", 1, 0, kMem, false, true).kind == PoolCore::Step::Spawn);
+  auto w = core.spawned("f", 1, with_switch(1));
+  core.unadmit("f");
+  Wakes first = core.release(std::move(w), true, kT0, true);
+  CHECK(first.freezer);  // the first entry wakes the freezer
+  CHECK(core.next_freeze(Clock::time_point{}) == kT0 + 5ms);
+  CHECK(core.freeze_due(kT0 + 4ms, freeze) == 0);
+  // Leased and released again before its time: the old entry is void.
+  Request again(core, "f", 1);
+  REQUIRE(again.run(2) == PoolCore::Step::Warm);
+  Wakes second = core.release(std::move(again.lease), true, kT0 + 3ms, true);
+  CHECK_FALSE(second.freezer);  // a later entry is due later
+  CHECK(core.freeze_due(kT0 + 5ms, freeze) == 0);
+  CHECK(core.freeze_due(kT0 + 8ms, freeze) == 1);
+  CHECK(frozen_calls == 1);
+  CHECK(core.stats().frozen == 1);
+  CHECK(core.freeze_due(kT0 + 100ms, freeze) == 0);  // once
+  // One pass per grace at most.
+  CHECK_FALSE(core.next_freeze(kT0 + 8ms).has_value());
+}
+
+TEST_CASE("pool core: shutdown hands over every sandbox not leased") {
+  PoolLimits l = limits(8);
+  l.blank = 1;
+  PoolCore core(l, {kMem});
+  warm(core, "f", 1, 2);
+  Request busy(core, "g", 1);
+  busy.memory = 2 * kMem;
+  REQUIRE(busy.run(3) == PoolCore::Step::Spawn);
+  REQUIRE(core.refill_step().spawn);
+  core.refilled(made(1), true);
+  auto all = core.take_all();
+  std::vector<uint64_t> ids;
+  for (const auto& d : all) ids.push_back(d.id);
+  std::sort(ids.begin(), ids.end());
+  CHECK(ids == std::vector<uint64_t>{1, 2});
+  core.destroyed(all);
+  holds(core);
+  CHECK(core.stats().memory_bytes == 2 * kMem);  // the busy one, until released
+  core.release(std::move(busy.lease), true, kT0, false);
+  CHECK(destroy_all(core) == 1);
+  CHECK(core.stats().memory_bytes == 0);
+}
