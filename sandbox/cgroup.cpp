@@ -277,8 +277,8 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
   auto make = [&](const std::string& mount, const FileWrites& writes,
                   bool v2) -> Result<std::string> {
     std::string parent = mount + "/" + group_for(layout, v2);
-    TRY(ensure_dir(parent));
     bool have_cpu = true;
+    std::string enable;
     if (v2) {
       // Controllers must be enabled top-down before a leaf can use them;
       // cpu is optional (detection requires only memory and pids).
@@ -287,10 +287,22 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
       have_cpu = false;
       while (cs >> c) have_cpu |= c == "cpu";
       have_cpu = have_cpu && layout.cpu_limits;
-      std::string enable = have_cpu ? "+memory +pids +cpu" : "+memory +pids";
-      TRY(write_file(mount + "/cgroup.subtree_control", enable, leaf.fake_));
-      TRY(write_file(parent + "/cgroup.subtree_control", enable, leaf.fake_));
+      enable = have_cpu ? "+memory +pids +cpu" : "+memory +pids";
+      // Before our directory exists, so a refusal leaves nothing behind.
+      if (Status s = write_file(mount + "/cgroup.subtree_control", enable, leaf.fake_); !s) {
+        if (s.error().err != EBUSY) return std::move(s).error();
+        // cgroup v2's "no internal processes" rule: the mount's root is not
+        // the machine's (a container or a cgroup namespace) and holds
+        // processes, so it cannot hand controllers to children.
+        return make_error("cgroup", mount +
+                                        " holds processes and cannot enable memory and pids "
+                                        "for sub-groups (cgroup v2 allows controllers only "
+                                        "below a group without processes); start nsbox in a "
+                                        "cgroup of its own, e.g. systemd-run --scope");
+      }
     }
+    TRY(ensure_dir(parent));
+    if (v2) TRY(write_file(parent + "/cgroup.subtree_control", enable, leaf.fake_));
     std::string dir = parent + "/" + id;
     if (mkdir(dir.c_str(), 0755) != 0) return sys_error("mkdir", dir);
     leaf.dirs_.push_back(dir);  // from here on destroy() removes it
