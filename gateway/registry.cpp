@@ -47,6 +47,7 @@
 #include <set>
 #include <stdexcept>
 
+#include "base/clock.hpp"
 #include "base/digest.hpp"
 #include "base/fd.hpp"
 #include "base/files.hpp"
@@ -95,12 +96,6 @@ std::atomic<uint64_t> g_counter{0};
 
 std::string unique_suffix() {
   return std::to_string(::getpid()) + "-" + std::to_string(++g_counter);
-}
-
-int64_t now_unix_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
 }
 
 bool starts_with(const std::string& s, std::string_view prefix) {
@@ -385,7 +380,7 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
   m.policy = fv.meta.policy;
   m.memory_mb = fv.meta.memory_mb;
   m.timeout_ms = fv.meta.timeout_ms;
-  m.created_unix_ms = now_unix_ms();
+  m.created_unix_ms = wall_ms();
   m.sha256 = sha256_hex(fv.source);
   m.source_bytes = fv.source.size();
 

@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "base/clock.hpp"
 #include "sandbox/seccomp.hpp"
 
 namespace nsbox {
@@ -43,12 +44,6 @@ const char* const kStepNames[kStepCount] = {
     "execve",
 };
 
-uint64_t now_ns() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
-}
-
 // Global so that fail() can reach them without arguments; the child is a
 // single-threaded copy of the parent, so this is its own memory.
 ChildMsg g_msg;
@@ -73,7 +68,7 @@ void send_msg() {
 }
 
 void done(int32_t step) {
-  g_msg.step_end_ns[step] = now_ns();
+  g_msg.step_end_ns[step] = monotonic_ns();
 }
 
 // PID 1 of the sandbox: reaps orphans (the kernel reparents them here) and

@@ -114,12 +114,6 @@ Result<std::optional<Frame>> FrameDecoder::next() {
   return std::optional<Frame>();
 }
 
-uint64_t monotonic_ms() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
-}
-
 FrameRead read_frame(int fd, FrameDecoder& dec, uint64_t deadline_ms, int side_fd,
                      const std::function<bool()>& on_side) {
   char buf[65536];

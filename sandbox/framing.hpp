@@ -13,6 +13,7 @@
 #include <optional>
 #include <string>
 
+#include "base/clock.hpp"  // deadlines are monotonic_ms() values
 #include "base/fd.hpp"
 #include "base/result.hpp"
 
@@ -99,6 +100,5 @@ FrameRead read_frame(int fd, FrameDecoder& dec, uint64_t deadline_ms, int side_f
 // poll); see make_channel about SIGPIPE.
 Status write_frame(int fd, const std::string& envelope, const std::string& payload = {},
                    uint64_t deadline_ms = 0);
-uint64_t monotonic_ms();
 
 }  // namespace nsbox

@@ -16,6 +16,7 @@
 
 #include <cstring>
 
+#include "base/clock.hpp"
 #include "base/files.hpp"
 #include "base/log.hpp"
 #include "sandbox/init_filter.hpp"
@@ -26,12 +27,6 @@ namespace nsbox {
 namespace {
 
 constexpr int kSetupTimeoutMs = 10000;
-
-uint64_t now_ns() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000ull + ts.tv_nsec;
-}
 
 std::string rlimit_name(int resource) {
   switch (resource) {
@@ -232,7 +227,7 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
 // clone3 into the namespaces (and, on cgroup v2, into the leaf); the child
 // runs child_main and never comes back here.
 Status Sandbox::parent_clone(Launch& l) {
-  timings_.clone_ns = now_ns();
+  timings_.clone_ns = monotonic_ns();
   long pid;
   int clone_errno;
   {
@@ -244,7 +239,7 @@ Status Sandbox::parent_clone(Launch& l) {
   }
   if (pid < 0)
     return sys_error_n(clone_errno, "clone3", "user, mount, pid, ipc, uts and net namespaces");
-  timings_.cloned_ns = now_ns();
+  timings_.cloned_ns = monotonic_ns();
   pid_ = static_cast<pid_t>(pid);
   pidfd_.reset(l.pidfd);
   // The child's ends are the child's now.
@@ -263,17 +258,17 @@ Status Sandbox::parent_after_clone(const SandboxSpec& spec, Launch& l) {
   TRY(parent_write_id_maps(pid_, l.ids));
   TRY(prefer_for_oom_killer(pid_, spec.ids.rootless));
   if (write(l.sync_parent.get(), "g", 1) != 1) return sys_error("write", "sync socket");
-  timings_.released_ns = now_ns();
+  timings_.released_ns = monotonic_ns();
   return {};
 }
 
 // Until EOF on the sync socket: an error message, or timings then EOF when
 // exec succeeded. One deadline for the whole setup, not per message.
 Status Sandbox::parent_await_exec(Launch& l) {
-  const uint64_t setup_deadline = now_ns() / 1000000 + kSetupTimeoutMs;
+  const uint64_t setup_deadline = monotonic_ms() + kSetupTimeoutMs;
   for (;;) {
     struct pollfd pfd = {l.sync_parent.get(), POLLIN, 0};
-    uint64_t now_ms = now_ns() / 1000000;
+    uint64_t now_ms = monotonic_ms();
     int left = now_ms >= setup_deadline ? 0 : static_cast<int>(setup_deadline - now_ms);
     int rc = poll(&pfd, 1, left);
     if (rc < 0 && errno == EINTR) continue;
@@ -294,7 +289,7 @@ Status Sandbox::parent_await_exec(Launch& l) {
       std::copy(std::begin(msg.step_end_ns), std::end(msg.step_end_ns),
                 timings_.step_end_ns.begin());
   }
-  timings_.ready_ns = now_ns();
+  timings_.ready_ns = monotonic_ns();
   return {};
 }
 
@@ -303,7 +298,7 @@ Status Sandbox::parent_await_exec(Launch& l) {
 Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bpf,
                                const CgroupLayout& cgroups) {
   Sandbox sb;
-  sb.timings_.prepare_ns = now_ns();
+  sb.timings_.prepare_ns = monotonic_ns();
   Launch l;
   const std::string what = "sandbox " + spec.id;
   TRY_WITHIN(sb.parent_prepare(spec, bpf, cgroups, l), "preparing " + what);

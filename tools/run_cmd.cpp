@@ -194,12 +194,6 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
   return c;
 }
 
-uint64_t monotonic_us() {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000 + ts.tv_nsec / 1000;
-}
-
 std::string format_limit_bytes(uint64_t b) {
   return std::to_string(b >> 20) + " MiB";
 }

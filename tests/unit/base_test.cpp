@@ -8,6 +8,7 @@
 #include <fstream>
 #include <string>
 
+#include "base/clock.hpp"
 #include "base/digest.hpp"
 #include "base/files.hpp"
 #include "base/hash.hpp"
@@ -116,4 +117,18 @@ TEST_CASE("base: an error gains what each layer was doing, outermost first") {
         "spawning for function f: preparing sandbox s1: mkdir(/run/x): Permission denied");
   CHECK(nsbox::Error(0, "frame", "", "too large").message() == "frame: too large");
   CHECK(nsbox::make_error("usage", "bad").message() == "usage: bad");
+}
+
+TEST_CASE("base/clock: the monotonic units agree and the wall clock is the epoch's") {
+  const uint64_t ns = nsbox::monotonic_ns();
+  const uint64_t us = nsbox::monotonic_us();
+  const uint64_t ms = nsbox::monotonic_ms();
+  CHECK(us >= ns / 1000);
+  CHECK(us - ns / 1000 < 1000000);  // read within a second of each other
+  CHECK(ms >= us / 1000);
+  CHECK(ms - us / 1000 < 1000);
+  const int64_t wall = nsbox::wall_ms();
+  const int64_t epoch_s = static_cast<int64_t>(time(nullptr));
+  CHECK(wall / 1000 >= epoch_s - 1);
+  CHECK(wall / 1000 <= epoch_s + 1);
 }
