@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <vector>
 
 namespace nsbox {
 
@@ -26,6 +28,29 @@ Result<bool> mkdir_p(const std::string& path, mode_t mode) {
     if (!created) TRY(ensure_dir(part, mode));
   }
   return created;
+}
+
+Status check_reachable_by_others(const std::string& path) {
+  if (path.empty() || path[0] != '/') return make_error("reachable", path + " is not absolute");
+  std::vector<std::string> dirs = {"/"};
+  for (size_t i = 1; i < path.size(); i++)
+    if (path[i] == '/') dirs.push_back(path.substr(0, i));
+  if (path.size() > 1) dirs.push_back(path);
+  for (const std::string& dir : dirs) {
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0) return sys_error("stat", dir);
+    if (!S_ISDIR(st.st_mode)) continue;  // the last component may be a file
+    if ((st.st_mode & S_IXOTH) == 0) {
+      char mode[8];
+      std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
+      return make_error("reachable", dir + " (mode " + mode +
+                                         ") lets no other user through, so a sandbox's "
+                                         "unprivileged user cannot reach " +
+                                         path + ": chmod o+x " + dir +
+                                         ", or use a directory elsewhere");
+    }
+  }
+  return {};
 }
 
 }  // namespace nsbox

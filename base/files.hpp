@@ -18,4 +18,10 @@ Result<bool> mkdir_p(const std::string& path, mode_t mode);
 // One directory: created with mode, or already there as a directory.
 Status ensure_dir(const std::string& path, mode_t mode);
 
+// Whether a user who is neither the owner nor in the group of any directory
+// on the way (a sandbox's unprivileged uid) can reach path: every directory
+// from / down to path must grant others search (o+x). The error names the
+// first that does not, its mode, and the fix. path must be absolute.
+Status check_reachable_by_others(const std::string& path);
+
 }  // namespace nsbox

@@ -167,6 +167,13 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
   // 0755: the namespace root that mounts onto it is an unprivileged host uid
   // and must be able to traverse the path.
   TRY(mkdir_p(spec.stage_dir, 0755));
+  // Root mode: that uid also mounts the runtime tree as the overlay's lower
+  // layer. A closed directory on the way is said here, by name, rather than
+  // as an EACCES from a mount in the child.
+  if (!spec.ids.rootless) {
+    TRY(check_reachable_by_others(spec.stage_dir));
+    TRY(check_reachable_by_others(spec.rootfs));
+  }
   if (spec.use_cgroups) cgroup_ = TRY(CgroupLeaf::create(cgroups, spec.id, spec.limits));
   // Root mode: a host uid range of our own (uid_slots.hpp). Rootless mode
   // has only the caller's uid to map, shared by all its sandboxes.

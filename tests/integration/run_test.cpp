@@ -265,6 +265,28 @@ TEST_CASE("a runtime that cannot exec is a setup error naming execve, under ever
   }
 }
 
+TEST_CASE("a rootfs behind a directory closed to other users is refused by name, not by EACCES") {
+  // The overlay is mounted by the sandbox's unprivileged uid: a state or
+  // cache directory under a 0700 parent used to fail every sandbox with
+  // "mount(overlay ...): Permission denied".
+  nsbox::test::TempDir tmp("closed-rootfs");
+  const std::string closed = tmp.path + "/closed";
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  REQUIRE(mkdir(closed.c_str(), 0700) == 0);
+  REQUIRE(chmod(closed.c_str(), 0700) == 0);  // whatever the umask
+  nsbox::test::RunSpec build;
+  build.argv = {nsbox::test::nsbox_bin(), "rootfs", "build", "--out", closed + "/rootfs"};
+  Outcome b = nsbox::test::run(build);
+  REQUIRE_MESSAGE(b.exit_code == 0, b.err);
+  Outcome o = nsbox_run("echo.py", {"--rootfs", closed + "/rootfs"});
+  CHECK(o.exit_code == 3);
+  CHECK_MESSAGE(o.err.find(closed + " (mode 0700)") != std::string::npos, o.err);
+  CHECK(o.err.find("chmod o+x " + closed) != std::string::npos);
+  REQUIRE(chmod(closed.c_str(), 0711) == 0);
+  Outcome fixed = nsbox_run("echo.py", {"--rootfs", closed + "/rootfs"});
+  CHECK_MESSAGE(fixed.exit_code == 0, fixed.err);
+}
+
 TEST_CASE("200 runs in a row leave no mount, cgroup or process behind") {
   auto before = host_residue();
   int failures = 0;

@@ -132,3 +132,25 @@ TEST_CASE("base/clock: the monotonic units agree and the wall clock is the epoch
   CHECK(wall / 1000 >= epoch_s - 1);
   CHECK(wall / 1000 <= epoch_s + 1);
 }
+
+TEST_CASE("base/files: check_reachable_by_others names the first closed directory") {
+  char tmpl[] = "/tmp/nsbox-reach-XXXXXX";
+  REQUIRE(mkdtemp(tmpl) != nullptr);
+  const std::string top = tmpl;
+  REQUIRE(chmod(top.c_str(), 0755) == 0);
+  REQUIRE(mkdir((top + "/closed").c_str(), 0700) == 0);
+  REQUIRE(mkdir((top + "/closed/inner").c_str(), 0755) == 0);
+  REQUIRE(mkdir((top + "/open").c_str(), 0711) == 0);
+  { std::ofstream(top + "/open/file") << "x"; }
+  CHECK(bool(nsbox::check_reachable_by_others(top + "/open")));
+  CHECK(bool(nsbox::check_reachable_by_others(top + "/open/file")));
+  auto closed = nsbox::check_reachable_by_others(top + "/closed/inner");
+  REQUIRE_FALSE(bool(closed));
+  CHECK(closed.error().message().find(top + "/closed (mode 0700)") != std::string::npos);
+  CHECK(closed.error().message().find("chmod o+x " + top + "/closed,") != std::string::npos);
+  CHECK_FALSE(bool(nsbox::check_reachable_by_others(top + "/missing")));
+  CHECK_FALSE(bool(nsbox::check_reachable_by_others("relative/path")));
+  REQUIRE(chmod((top + "/closed").c_str(), 0755) == 0);
+  CHECK(bool(nsbox::check_reachable_by_others(top + "/closed/inner")));
+  (void)!system(("rm -rf '" + top + "'").c_str());
+}
