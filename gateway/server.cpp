@@ -127,12 +127,12 @@ std::string random_request_id() {
 
 }  // namespace
 
-Gateway::Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SpawnerClient& spawner,
+Gateway::Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SandboxFactory& factory,
                  std::vector<ProfileInfo> profiles, std::string token)
     : config_(std::move(config)),
       store_(store),
       pool_(pool),
-      spawner_(spawner),
+      factory_(factory),
       profiles_(std::move(profiles)),
       token_(std::move(token)),
       read_token_(config_.read_token),
@@ -233,7 +233,7 @@ void Gateway::routes() {
 
   front_.route("GET", "/healthz", Access::Public,
                [this](const httplib::Request&, httplib::Response& res) {
-                 if (!spawner_.alive())
+                 if (!factory_.healthy())
                    return send_json(res, 503, {{"status", "the spawner has exited"}});
                  send_json(res, 200, {{"status", "ok"}});
                });
@@ -495,7 +495,7 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
 
   std::string died_because;
   if (o.kind == Outcome::Died) {
-    auto ev = spawner_.events(w.id);
+    auto ev = factory_.events(w.id);
     if (ev && ev.value().oom_kills > 0)
       died_because = "memory limit of " + std::to_string(memory >> 20) + " MiB exceeded";
     else if (ev && ev.value().pids_max > 0)
@@ -623,7 +623,7 @@ void Gateway::handle_metrics(httplib::Response& res) {
     if (Clock::now() - sandbox_memory_at_ >= kSandboxMemoryRefresh) {
       std::string text;
       for (uint64_t id : s.ids) {
-        auto ev = spawner_.events(id);
+        auto ev = factory_.events(id);
         if (!ev) continue;
         snprintf(buf, sizeof buf, "nsbox_sandbox_memory_bytes{sandbox=\"%llu\"} %llu\n",
                  (unsigned long long)id, (unsigned long long)ev.value().memory_current);

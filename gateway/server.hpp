@@ -29,7 +29,7 @@ struct ProfileInfo {
 
 class Gateway {
  public:
-  Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SpawnerClient& spawner,
+  Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SandboxFactory& factory,
           std::vector<ProfileInfo> profiles, std::string token);
   // Binds; false with *error set when the address cannot be used.
   bool bind(std::string* error);
@@ -57,7 +57,7 @@ class Gateway {
   ServeConfig config_;
   FunctionStore& store_;
   Pool& pool_;
-  SpawnerClient& spawner_;
+  SandboxFactory& factory_;
   std::vector<ProfileInfo> profiles_;
   std::mutex token_mu_;  // guards token_, read_token_ and the reloadable config_ fields
   // /metrics' per-sandbox memory lines (one spawner call per sandbox) are
