@@ -1,5 +1,6 @@
-// The HTTP API (cpp-httplib): routes, authentication, admission, and the
-// mapping of sandbox outcomes onto HTTP statuses.
+// The HTTP API (cpp-httplib's Request/Response types): routes,
+// authentication, request validation, and the mapping of an invocation's
+// outcome (gateway/invocation.hpp) onto an HTTP status.
 #pragma once
 
 #include <httplib.h>
@@ -14,6 +15,7 @@
 #include "gateway/access_log.hpp"
 #include "gateway/config.hpp"
 #include "gateway/http_front.hpp"
+#include "gateway/invocation.hpp"
 #include "gateway/logs.hpp"
 #include "gateway/metrics.hpp"
 #include "gateway/pool.hpp"
@@ -21,11 +23,6 @@
 #include "sandbox/spec.hpp"
 
 namespace nsbox {
-
-struct ProfileInfo {
-  std::string name;  // policy name as deploys give it
-  Policy policy;
-};
 
 class Gateway {
  public:
@@ -49,7 +46,6 @@ class Gateway {
   void handle_deploy(const httplib::Request& req, httplib::Response& res);
   void handle_delete(const httplib::Request& req, httplib::Response& res);
   void handle_metrics(httplib::Response& res);
-  int profile_index(const std::string& policy) const;
   std::string base_url() const;
   std::string next_request_id();
   int queue_timeout_ms();
@@ -58,7 +54,6 @@ class Gateway {
   FunctionStore& store_;
   Pool& pool_;
   SandboxFactory& factory_;
-  std::vector<ProfileInfo> profiles_;
   std::mutex token_mu_;  // guards token_, read_token_ and the reloadable config_ fields
   // /metrics' per-sandbox memory lines (one spawner call per sandbox) are
   // refreshed at most once a second, however often it is scraped, so scrapes
@@ -71,6 +66,7 @@ class Gateway {
   Metrics metrics_;
   AccessLog access_log_;
   LogStore logs_;
+  Invocations invocations_;  // after logs_, which it writes to
   HttpFront front_;
 };
 
