@@ -3,7 +3,8 @@
 // leased sandbox (warm, or cold and loaded with the exact deploy the request
 // was planned for), the invoke, its printed lines, why a sandbox died, and
 // the sandbox's return to the pool. No HTTP here: gateway/server.cpp maps
-// each outcome onto a status.
+// each outcome onto a status, and the unit tests drive this with a fake
+// store and fake sandboxes (tests/unit/invocation_test.cpp).
 #pragma once
 
 #include <cstdint>
