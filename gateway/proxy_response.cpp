@@ -3,7 +3,7 @@
 #include <strings.h>
 
 #include <cctype>
-#include <cstring>
+#include <string_view>
 
 namespace nsbox {
 
@@ -23,9 +23,14 @@ bool forbidden_header(const std::string& name) {
 }
 
 bool header_token(const std::string& name) {
+  // Not strchr: it finds the terminating NUL too, and a name such as
+  // "Content-Length\0x" would pass, which a reader of C strings in front of
+  // us takes for Content-Length.
+  static constexpr std::string_view kSymbols = "!#$%&'*+-.^_`|~";
   if (name.empty() || name.size() > 256) return false;
   for (unsigned char c : name)
-    if (!(std::isalnum(c) || std::strchr("!#$%&'*+-.^_`|~", c))) return false;
+    if (!(std::isalnum(c) || kSymbols.find(static_cast<char>(c)) != std::string_view::npos))
+      return false;
   return true;
 }
 
@@ -42,7 +47,9 @@ std::optional<ProxyHead> proxy_head(const json& envelope) {
     // is replaced, not thrown on.
     std::string value = v.is_string() ? v.get<std::string>()
                                       : v.dump(-1, ' ', false, json::error_handler_t::replace);
-    if (!header_token(k) || forbidden_header(k) || value.find_first_of("\r\n") != std::string::npos)
+    // RFC 9110 5.5: CR, LF and NUL in a value are invalid and dangerous.
+    if (!header_token(k) || forbidden_header(k) ||
+        value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
       continue;  // no header injection, no framing of our own
     if (strcasecmp(k.c_str(), "Content-Type") == 0)
       head.content_type = value;

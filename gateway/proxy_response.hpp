@@ -21,7 +21,8 @@ struct ProxyHead {
 // From the reply's envelope (statusCode, headers as the function returned
 // them). nullopt when statusCode is not a JSON integer in 200-599. Headers
 // that would let the function frame the response itself or inject another
-// header are dropped: see forbidden_header and header_token.
+// header are dropped: see forbidden_header and header_token; so is a value
+// with CR, LF or NUL.
 std::optional<ProxyHead> proxy_head(const nlohmann::json& envelope);
 
 // Framing and hop-by-hop headers (Content-Length, Transfer-Encoding,

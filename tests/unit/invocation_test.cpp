@@ -213,7 +213,10 @@ class FakeRunners final : public SandboxFactory {
                         {"Proxy-Authorization", "x"},
                         {"X-Split", "a\r\nSet-Cookie: evil=1"},
                         {"X-Bare-Newline", "a\nb"},
+                        {"X-Nul-Value", std::string("a\0b", 3)},
                         {"Bad Name", "x"},
+                        // A C-string reader in front of us would see Content-Length.
+                        {std::string("Content-Length\0x", 16), "5"},
                         {"X-Good", "yes"},
                         {"X-Number", 7},
                         {"Content-Type", "text/plain"}};
