@@ -21,7 +21,6 @@ namespace {
 
 // The source travels to the sandbox as a frame's payload, unescaped.
 static_assert(kMaxSourceBytes <= kMaxPayload);
-constexpr auto kSandboxMemoryRefresh = std::chrono::seconds(1);
 
 // Everything sent may hold hostile text (a decoded path, a function's
 // result): invalid UTF-8 is replaced rather than thrown on, since an
@@ -163,6 +162,7 @@ Gateway::Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SandboxFa
       factory_(factory),
       token_(std::move(token)),
       read_token_(config_.read_token),
+      sandbox_memory_(factory),
       logs_(static_cast<size_t>(config_.log_lines)),
       invocations_(store, pool, factory, logs_, std::move(profiles)),
       front_(front_config(config_)) {
@@ -416,61 +416,10 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
 }
 
 void Gateway::handle_metrics(httplib::Response& res) {
-  std::string out = metrics_.render();
   PoolStats s = pool_.stats();
-  char buf[1024];
-  snprintf(buf, sizeof buf,
-           "# HELP nsbox_pool_sandboxes Sandboxes by state.\n"
-           "# TYPE nsbox_pool_sandboxes gauge\n"
-           "nsbox_pool_sandboxes{state=\"blank\"} %d\n"
-           "nsbox_pool_sandboxes{state=\"idle\"} %d\n"
-           "nsbox_pool_sandboxes{state=\"busy\"} %d\n"
-           "# TYPE nsbox_pool_waiting_requests gauge\nnsbox_pool_waiting_requests %d\n"
-           "# TYPE nsbox_pool_memory_limit_bytes gauge\nnsbox_pool_memory_limit_bytes %llu\n"
-           "# TYPE nsbox_pool_evictions_total counter\nnsbox_pool_evictions_total %llu\n"
-           "# TYPE nsbox_pool_idle_expired_total counter\nnsbox_pool_idle_expired_total %llu\n"
-           "# TYPE nsbox_pool_spawned_total counter\nnsbox_pool_spawned_total %llu\n"
-           "# TYPE nsbox_pool_spawn_failures_total counter\nnsbox_pool_spawn_failures_total %llu\n",
-           s.blank, s.idle, s.busy, s.waiting, (unsigned long long)s.memory_bytes,
-           (unsigned long long)s.evictions, (unsigned long long)s.idle_expired,
-           (unsigned long long)s.spawned, (unsigned long long)s.spawn_failures);
-  out += buf;
-  snprintf(buf, sizeof buf,
-           "# HELP nsbox_pool_frozen_sandboxes Idle sandboxes frozen (no CPU) until leased.\n"
-           "# TYPE nsbox_pool_frozen_sandboxes gauge\nnsbox_pool_frozen_sandboxes %d\n"
-           "# TYPE nsbox_pool_freezes_total counter\nnsbox_pool_freezes_total %llu\n"
-           "# TYPE nsbox_pool_thaws_total counter\nnsbox_pool_thaws_total %llu\n"
-           "# HELP nsbox_pool_pressure_evictions_total Idle sandboxes evicted under memory "
-           "pressure (also in nsbox_pool_evictions_total).\n"
-           "# TYPE nsbox_pool_pressure_evictions_total counter\n"
-           "nsbox_pool_pressure_evictions_total %llu\n"
-           "# TYPE nsbox_memory_pressure gauge\nnsbox_memory_pressure %d\n",
-           s.frozen, (unsigned long long)s.freezes, (unsigned long long)s.thaws,
-           (unsigned long long)s.pressure_evictions, s.memory_pressure ? 1 : 0);
-  out += buf;
-  out +=
-      "# HELP nsbox_sandbox_memory_bytes Memory in use per idle or blank sandbox (cgroup), "
-      "at most 1 s old.\n"
-      "# TYPE nsbox_sandbox_memory_bytes gauge\n";
-  {
-    // Held across the refresh: concurrent scrapes wait for it and share it.
-    std::lock_guard<std::mutex> lock(sandbox_memory_mu_);
-    if (Clock::now() - sandbox_memory_at_ >= kSandboxMemoryRefresh) {
-      std::string text;
-      for (uint64_t id : s.ids) {
-        auto ev = factory_.events(id);
-        if (!ev) continue;
-        snprintf(buf, sizeof buf, "nsbox_sandbox_memory_bytes{sandbox=\"%llu\"} %llu\n",
-                 (unsigned long long)id, (unsigned long long)ev.value().memory_current);
-        text += buf;
-      }
-      sandbox_memory_text_ = std::move(text);
-      sandbox_memory_at_ = Clock::now();
-    }
-    out += sandbox_memory_text_;
-  }
-  out += front_.render_metrics();
-  res.set_content(out, "text/plain; version=0.0.4");
+  res.set_content(metrics_.render() + render_pool_stats(s) + sandbox_memory_.render(s.ids) +
+                      front_.render_metrics(),
+                  "text/plain; version=0.0.4");
 }
 
 }  // namespace nsbox

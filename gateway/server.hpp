@@ -55,15 +55,10 @@ class Gateway {
   Pool& pool_;
   SandboxFactory& factory_;
   std::mutex token_mu_;  // guards token_, read_token_ and the reloadable config_ fields
-  // /metrics' per-sandbox memory lines (one spawner call per sandbox) are
-  // refreshed at most once a second, however often it is scraped, so scrapes
-  // cannot keep the spawner from making sandboxes.
-  std::mutex sandbox_memory_mu_;
-  std::chrono::steady_clock::time_point sandbox_memory_at_{};
-  std::string sandbox_memory_text_;
   std::string token_;
   std::string read_token_;  // empty: none
   Metrics metrics_;
+  SandboxMemory sandbox_memory_;
   AccessLog access_log_;
   LogStore logs_;
   Invocations invocations_;  // after logs_, which it writes to
