@@ -14,6 +14,7 @@ using O = InvokeResult::Outcome;
 namespace {
 
 constexpr auto kSyntaxCheckTimeout = std::chrono::seconds(5);
+constexpr const char* kStale = "the function changed while this request waited; retry";
 
 InvokeResult refused(O outcome, std::string message) {
   InvokeResult r;
@@ -128,7 +129,6 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
   Pool::Lease lease = pool_.acquire(req.name, meta.deploy, profile, memory, req.queue_deadline);
   // A deploy or delete returned while we waited: never serve the old code;
   // the client retries at once and sees what exists now.
-  const std::string kStale = "the function changed while this request waited; retry";
   if (lease.status == Pool::Status::Stale) return refused(O::Stale, kStale);
   if (lease.status != Pool::Status::Ok)
     return refused(lease.status == Pool::Status::SpawnFailed ? O::SpawnFailed : O::Overloaded,
