@@ -4,6 +4,10 @@
 
 namespace nsbox {
 
+namespace {
+constexpr auto kSandboxMemoryRefresh = std::chrono::seconds(1);
+}
+
 void Metrics::request(const std::string& function, int status, double seconds) {
   std::lock_guard<std::mutex> lock(mu_);
   requests_[{function, status}]++;
@@ -57,6 +61,63 @@ std::string Metrics::render() {
     out += buf;
   }
   return out;
+}
+
+std::string render_pool_stats(const PoolStats& s) {
+  std::string out;
+  char buf[1024];
+  snprintf(buf, sizeof buf,
+           "# HELP nsbox_pool_sandboxes Sandboxes by state.\n"
+           "# TYPE nsbox_pool_sandboxes gauge\n"
+           "nsbox_pool_sandboxes{state=\"blank\"} %d\n"
+           "nsbox_pool_sandboxes{state=\"idle\"} %d\n"
+           "nsbox_pool_sandboxes{state=\"busy\"} %d\n"
+           "# TYPE nsbox_pool_waiting_requests gauge\nnsbox_pool_waiting_requests %d\n"
+           "# TYPE nsbox_pool_memory_limit_bytes gauge\nnsbox_pool_memory_limit_bytes %llu\n"
+           "# TYPE nsbox_pool_evictions_total counter\nnsbox_pool_evictions_total %llu\n"
+           "# TYPE nsbox_pool_idle_expired_total counter\nnsbox_pool_idle_expired_total %llu\n"
+           "# TYPE nsbox_pool_spawned_total counter\nnsbox_pool_spawned_total %llu\n"
+           "# TYPE nsbox_pool_spawn_failures_total counter\nnsbox_pool_spawn_failures_total %llu\n",
+           s.blank, s.idle, s.busy, s.waiting, (unsigned long long)s.memory_bytes,
+           (unsigned long long)s.evictions, (unsigned long long)s.idle_expired,
+           (unsigned long long)s.spawned, (unsigned long long)s.spawn_failures);
+  out += buf;
+  snprintf(buf, sizeof buf,
+           "# HELP nsbox_pool_frozen_sandboxes Idle sandboxes frozen (no CPU) until leased.\n"
+           "# TYPE nsbox_pool_frozen_sandboxes gauge\nnsbox_pool_frozen_sandboxes %d\n"
+           "# TYPE nsbox_pool_freezes_total counter\nnsbox_pool_freezes_total %llu\n"
+           "# TYPE nsbox_pool_thaws_total counter\nnsbox_pool_thaws_total %llu\n"
+           "# HELP nsbox_pool_pressure_evictions_total Idle sandboxes evicted under memory "
+           "pressure (also in nsbox_pool_evictions_total).\n"
+           "# TYPE nsbox_pool_pressure_evictions_total counter\n"
+           "nsbox_pool_pressure_evictions_total %llu\n"
+           "# TYPE nsbox_memory_pressure gauge\nnsbox_memory_pressure %d\n",
+           s.frozen, (unsigned long long)s.freezes, (unsigned long long)s.thaws,
+           (unsigned long long)s.pressure_evictions, s.memory_pressure ? 1 : 0);
+  out += buf;
+  return out;
+}
+
+std::string SandboxMemory::render(const std::vector<uint64_t>& ids) {
+  std::string out =
+      "# HELP nsbox_sandbox_memory_bytes Memory in use per idle or blank sandbox (cgroup), "
+      "at most 1 s old.\n"
+      "# TYPE nsbox_sandbox_memory_bytes gauge\n";
+  std::lock_guard<std::mutex> lock(mu_);
+  if (std::chrono::steady_clock::now() - at_ >= kSandboxMemoryRefresh) {
+    std::string lines;
+    char buf[128];
+    for (uint64_t id : ids) {
+      auto ev = factory_.events(id);
+      if (!ev) continue;  // destroyed since the pool listed it
+      snprintf(buf, sizeof buf, "nsbox_sandbox_memory_bytes{sandbox=\"%llu\"} %llu\n",
+               (unsigned long long)id, (unsigned long long)ev.value().memory_current);
+      lines += buf;
+    }
+    lines_ = std::move(lines);
+    at_ = std::chrono::steady_clock::now();
+  }
+  return out + lines_;
 }
 
 }  // namespace nsbox

@@ -1,17 +1,14 @@
 #include "gateway/server.hpp"
 
-#include <strings.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cctype>
 #include <cstdio>
 #include <cstring>
 
 #include "base/limits.hpp"
 #include "base/log.hpp"
-#include "gateway/invoker.hpp"
 #include "gateway/names.hpp"
 #include "policies/units.hpp"
 #include "sandbox/framing.hpp"
@@ -24,8 +21,6 @@ namespace {
 
 // The source travels to the sandbox as a frame's payload, unescaped.
 static_assert(kMaxSourceBytes <= kMaxPayload);
-constexpr auto kSandboxMemoryRefresh = std::chrono::seconds(1);
-constexpr auto kSyntaxCheckTimeout = std::chrono::seconds(5);
 
 // Everything sent may hold hostile text (a decoded path, a function's
 // result): invalid UTF-8 is replaced rather than thrown on, since an
@@ -39,29 +34,6 @@ void send_json(httplib::Response& res, int status, const json& body) {
   res.set_content(safe_dump(body) + "\n", "application/json");
 }
 
-// Response headers a function may not set: framing and hop-by-hop headers
-// would let it desynchronise keep-alive clients and shared proxies.
-bool forbidden_header(const std::string& name) {
-  static const char* const kForbidden[] = {"content-length", "transfer-encoding",
-                                           "connection",     "keep-alive",
-                                           "upgrade",        "te",
-                                           "trailer",        "host"};
-  std::string lower;
-  for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (lower.rfind("proxy-", 0) == 0) return true;
-  for (const char* f : kForbidden)
-    if (lower == f) return true;
-  return false;
-}
-
-// RFC 9110 token characters.
-bool header_token(const std::string& name) {
-  if (name.empty() || name.size() > 256) return false;
-  for (unsigned char c : name)
-    if (!(std::isalnum(c) || std::strchr("!#$%&'*+-.^_`|~", c))) return false;
-  return true;
-}
-
 void send_error(httplib::Response& res, int status, const std::string& message,
                 json extra = json::object()) {
   extra["error"] = message;
@@ -70,6 +42,61 @@ void send_error(httplib::Response& res, int status, const std::string& message,
 
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+// The one place an invocation's outcome becomes HTTP; returns the status.
+// Results and errors are moved into the body, not copied (bounds in
+// docs/architecture.md, "Replies").
+int send_outcome(httplib::Response& res, InvokeResult& r) {
+  using O = InvokeResult::Outcome;
+  auto payload = [&](int status, const std::string& content_type) {
+    res.status = status;
+    res.body = std::move(r.payload);
+    res.set_header("Content-Type", content_type);
+    return status;
+  };
+  auto json_payload = [&](int status) {
+    if (r.payload.empty() || r.payload.back() != '\n') r.payload += '\n';
+    return payload(status, "application/json");
+  };
+  auto error = [&](int status) {
+    send_error(res, status, r.message);
+    return status;
+  };
+  switch (r.outcome) {
+    case O::Ok:
+      return json_payload(200);
+    case O::Proxy:
+      for (const auto& [name, value] : r.headers) res.set_header(name, value);
+      return payload(r.status, r.content_type);
+    case O::Raised:
+    case O::LoadFailed:
+    case O::BadResult:
+      return json_payload(500);
+    case O::BadEvent:
+      return error(400);
+    case O::NotFound:
+      return error(404);
+    case O::TooLarge:
+      return error(413);
+    case O::NoPolicy:
+    case O::StoreError:
+      return error(500);
+    case O::BadProxy:
+    case O::Died:
+      return error(502);
+    case O::Stale:
+      // Nothing to wait for: the client asks again and sees what exists now.
+      res.set_header("Retry-After", "0");
+      return error(503);
+    case O::Overloaded:
+    case O::SpawnFailed:
+      res.set_header("Retry-After", "1");
+      return error(503);
+    case O::Timeout:
+      return error(504);
+  }
+  return error(500);
 }
 
 FrontConfig front_config(const ServeConfig& c) {
@@ -127,16 +154,17 @@ std::string random_request_id() {
 
 }  // namespace
 
-Gateway::Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SpawnerClient& spawner,
+Gateway::Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SandboxFactory& factory,
                  std::vector<ProfileInfo> profiles, std::string token)
     : config_(std::move(config)),
       store_(store),
       pool_(pool),
-      spawner_(spawner),
-      profiles_(std::move(profiles)),
+      factory_(factory),
       token_(std::move(token)),
       read_token_(config_.read_token),
+      sandbox_memory_(factory),
       logs_(static_cast<size_t>(config_.log_lines)),
+      invocations_(store, pool, factory, logs_, std::move(profiles)),
       front_(front_config(config_)) {
   routes();
 }
@@ -152,7 +180,8 @@ std::string Gateway::reload(const ServeConfig& next) {
     read_token_ = next.read_token;
     applied += " read_token";
   }
-  if (profile_index(next.default_policy) >= 0 && next.default_policy != config_.default_policy) {
+  if (invocations_.profile_index(next.default_policy) >= 0 &&
+      next.default_policy != config_.default_policy) {
     config_.default_policy = next.default_policy;
     applied += " default_policy";
   }
@@ -185,12 +214,6 @@ std::string Gateway::base_url() const {
   std::string host = config_.listen_host == "0.0.0.0" ? "127.0.0.1" : config_.listen_host;
   if (host.find(':') != std::string::npos) host = "[" + host + "]";
   return "http://" + host + ":" + std::to_string(config_.listen_port);
-}
-
-int Gateway::profile_index(const std::string& policy) const {
-  for (size_t i = 0; i < profiles_.size(); i++)
-    if (profiles_[i].name == policy) return static_cast<int>(i);
-  return -1;
 }
 
 bool Gateway::bind(std::string* error) {
@@ -233,7 +256,7 @@ void Gateway::routes() {
 
   front_.route("GET", "/healthz", Access::Public,
                [this](const httplib::Request&, httplib::Response& res) {
-                 if (!spawner_.alive())
+                 if (!factory_.healthy())
                    return send_json(res, 503, {{"status", "the spawner has exited"}});
                  send_json(res, 200, {{"status", "ok"}});
                });
@@ -305,12 +328,11 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
     memory_budget = config_.memory_budget_bytes;
     max_memory = config_.max_memory_bytes;
   }
-  int profile = profile_index(fv.meta.policy);
-  if (profile < 0) {
-    std::string known;
-    for (const auto& p : profiles_) known += (known.empty() ? "" : ", ") + p.name;
-    return send_error(res, 400, "unknown policy \"" + fv.meta.policy + "\" (known: " + known + ")");
-  }
+  int profile = invocations_.profile_index(fv.meta.policy);
+  if (profile < 0)
+    return send_error(
+        res, 400,
+        "unknown policy \"" + fv.meta.policy + "\" (known: " + invocations_.profile_names() + ")");
   if (req.has_param("memory")) {
     auto m = parse_size(req.get_param_value("memory"));
     if (!m) return send_error(res, 400, "memory: " + m.error().detail);
@@ -331,21 +353,15 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
     fv.meta.timeout_ms = t.value();
   }
 
-  // Compile inside a sandbox: hostile source can make the compiler itself
-  // exhaust memory or time.
-  Pool::Lease lease = pool_.acquire_blank(
-      static_cast<uint32_t>(profile), Clock::now() + std::chrono::milliseconds(queue_timeout_ms));
-  if (lease.status != Pool::Status::Ok) {
+  CheckResult check =
+      invocations_.check(name, fv.source, static_cast<uint32_t>(profile),
+                         Clock::now() + std::chrono::milliseconds(queue_timeout_ms));
+  if (check.outcome == CheckResult::Outcome::NoSandbox) {
     res.set_header("Retry-After", "1");
-    return send_error(res, 503, "no sandbox free to check the source: " + lease.message);
+    return send_error(res, 503, check.message);
   }
-  Outcome check = check_syntax(*lease.worker, name, fv.source, Clock::now() + kSyntaxCheckTimeout);
-  pool_.release(std::move(lease.worker), false);
-  if (check.kind == Outcome::SyntaxError) return send_json(res, 400, check.result);
-  if (check.kind != Outcome::Ok)
-    return send_error(
-        res, 400,
-        "the source could not be compiled within the sandbox's limits (" + check.message + ")");
+  if (check.outcome == CheckResult::Outcome::SyntaxError) return send_json(res, 400, check.error);
+  if (check.outcome != CheckResult::Outcome::Ok) return send_error(res, 400, check.message);
 
   auto put = store_.put(name, fv);
   if (!put) {
@@ -373,269 +389,37 @@ void Gateway::handle_delete(const httplib::Request& req, httplib::Response& res)
 
 void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res) {
   const auto t0 = Clock::now();
-  const std::string rid = next_request_id();
-  res.set_header("X-Nsbox-Request-Id", rid);
-  std::string name = req.matches[1];
-  std::string outcome = "ok";
-  auto finish = [&](int status) {
+  InvokeRequest in;
+  in.request_id = next_request_id();
+  res.set_header("X-Nsbox-Request-Id", in.request_id);
+  in.name = req.matches[1];
+  auto finish = [&](const std::string& name, const char* outcome, int status) {
     metrics_.request(name, status, seconds_since(t0));
-    access_log_.line(rid, name, outcome, status, seconds_since(t0) * 1000, req.remote_addr);
+    access_log_.line(in.request_id, name, outcome, status, seconds_since(t0) * 1000,
+                     req.remote_addr);
   };
-  if (!valid_function_name(name)) {
-    name = "-";
-    outcome = "bad_name";
+  if (!valid_function_name(in.name)) {
     send_error(res, 400, "invalid function name");
-    return finish(400);
+    return finish("-", "bad_name", 400);
   }
-  auto meta = store_.latest_meta(name);
-  if (!meta) {
-    send_error(res, 404, "no function " + name);
-    name = "-";  // metrics keep no per-name state for functions that do not exist
-    outcome = "not_found";
-    return finish(404);
-  }
-  // The event travels as text: a POST body is validated (no document built)
-  // and spliced into the invoke frame as it is.
-  std::string event = "{}";
-  if (req.method == "POST") {
-    if (!req.body.empty()) {
-      if (!json::accept(req.body)) {
-        outcome = "bad_event";
-        send_error(res, 400, "the body is not valid JSON");
-        return finish(400);
-      }
-      event = req.body;
-    }
-  } else if (!req.params.empty()) {
-    event = query_event(req.params);
-  }
-  // The event is the invoke frame's payload, as it is: one within the
-  // payload limit always fits a frame (the envelope has its own bounded
-  // allowance). Refused here, before a sandbox is leased, whatever
-  // max_body_kb lets the HTTP front accept.
-  if (event.size() > kMaxPayload) {
-    outcome = "too_large";
-    send_error(res, 413,
-               "the event is " + std::to_string(event.size()) + " bytes; the limit is " +
-                   std::to_string(kMaxPayload) + " (6 MiB)");
-    return finish(413);
-  }
-  int profile = profile_index(meta->policy);
-  if (profile < 0) {
-    outcome = "no_policy";
-    send_error(res, 500, "the function's policy \"" + meta->policy + "\" is not loaded");
-    return finish(500);
-  }
-  const Policy& policy = profiles_[profile].policy;
-  uint64_t memory = meta->memory_mb ? meta->memory_mb << 20 : policy.limits.memory_bytes;
-  uint64_t timeout_ms = meta->timeout_ms ? meta->timeout_ms : policy.limits.wall_ms;
-
-  Pool::Lease lease = pool_.acquire(name, meta->deploy, static_cast<uint32_t>(profile), memory,
-                                    t0 + std::chrono::milliseconds(queue_timeout_ms()));
-  // A deploy or delete returned while we waited: never serve the old code;
-  // the client retries at once and sees what exists now.
-  auto refuse_stale = [&] {
-    outcome = "stale";
-    res.set_header("Retry-After", "0");
-    send_error(res, 503, "the function changed while this request waited; retry");
-    return finish(503);
-  };
-  if (lease.status == Pool::Status::Stale) return refuse_stale();
-  if (lease.status != Pool::Status::Ok) {
-    outcome = lease.status == Pool::Status::SpawnFailed ? "spawn_failed" : "overloaded";
-    res.set_header("Retry-After", "1");
-    send_error(res, 503, "overloaded: " + lease.message);
-    return finish(503);
-  }
-  // Whatever happens below, the sandbox goes back to the pool (destroyed
-  // unless the outcome says it is still sound): an exception must not leak
-  // it and its slot.
-  struct LeaseGuard {
-    Pool& pool;
-    std::unique_ptr<Worker>& worker;
-    bool reusable = false;
-    ~LeaseGuard() {
-      if (worker) pool.release(std::move(worker), reusable);
-    }
-  } guard{pool_, lease.worker};
-  Worker& w = *lease.worker;
-  metrics_.start(name, lease.cold);
-  auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
-  Outcome o;
-  if (lease.cold) {
-    // Only a cold sandbox needs the code: fetched now, by the exact version
-    // leased, and only if it is still the deploy this request was planned
-    // for. Versions restart at 1 after a delete, so a delete and redeploy
-    // while we waited would otherwise load the new code into a sandbox made
-    // with the old deploy's policy and limits.
-    auto fv = store_.get(name, meta->version);
-    if (!fv) {
-      auto now = store_.latest_meta(name);
-      if (now && now->deploy == meta->deploy) {
-        // Still the deploy we planned for, yet its file did not load: the
-        // store is damaged (logged by the store), and retrying will not help.
-        outcome = "store_error";
-        send_error(res, 500,
-                   "could not read version " + std::to_string(meta->version) + " of " + name +
-                       " from the function store (see the daemon's log)");
-        return finish(500);
-      }
-    }
-    if (!fv || fv->meta.deploy != meta->deploy) return refuse_stale();  // deleted or replaced
-    o = load_function(w, *fv, deadline);
-  }
-  if (!lease.cold || o.kind == Outcome::Ok)
-    o = invoke(w, *meta, event, rid, memory >> 20, deadline);
-  // The runner flushes its output before replying, and the wait for the
-  // reply drained the pipe: what it printed is already in pending_log.
-  if (!w.pending_log.empty()) {
-    logs_.append(name, "[v" + std::to_string(meta->version) + " " + rid + "] ", w.pending_log);
-    w.pending_log.clear();
-  }
-
-  std::string died_because;
-  if (o.kind == Outcome::Died) {
-    auto ev = spawner_.events(w.id);
-    if (ev && ev.value().oom_kills > 0)
-      died_because = "memory limit of " + std::to_string(memory >> 20) + " MiB exceeded";
-    else if (ev && ev.value().pids_max > 0)
-      died_because = "pids limit of " + std::to_string(policy.limits.pids) + " reached";
-  }
-  guard.reusable = o.reusable();
-  pool_.release(std::move(lease.worker), o.reusable());
-
-  // Results and errors are the runner's payload text, checked by the invoker
-  // and moved into the response: no document is built from them and they
-  // are not copied (bounds in docs/architecture.md, "Replies").
-  auto send_payload = [&res](int status, std::string&& text, const std::string& content_type) {
-    res.status = status;
-    res.body = std::move(text);
-    res.set_header("Content-Type", content_type);
-  };
-  switch (o.kind) {
-    case Outcome::Ok: {
-      if (o.proxy) {
-        // An API-gateway proxy response becomes the HTTP response itself.
-        const json& env = o.envelope;
-        auto sc = env.find("statusCode");
-        int64_t status = sc != env.end() && sc->is_number_integer() ? sc->get<int64_t>() : 0;
-        if (status < 200 || status > 599) {
-          outcome = "bad_proxy";
-          send_error(res, 502, "the function returned an invalid statusCode");
-          return finish(502);
-        }
-        std::string content_type = "application/json";
-        auto headers = env.find("headers");
-        if (headers != env.end() && headers->is_object()) {
-          for (const auto& [k, v] : headers->items()) {
-            std::string value = v.is_string() ? v.get<std::string>() : safe_dump(v);
-            if (!header_token(k) || forbidden_header(k) ||
-                value.find_first_of("\r\n") != std::string::npos)
-              continue;  // no header injection, no framing of our own
-            if (strcasecmp(k.c_str(), "Content-Type") == 0)
-              content_type = value;
-            else
-              res.set_header(k, value);
-          }
-        }
-        send_payload(static_cast<int>(status), std::move(o.payload), content_type);
-        return finish(static_cast<int>(status));
-      }
-      if (o.payload.empty() || o.payload.back() != '\n') o.payload += '\n';
-      send_payload(200, std::move(o.payload), "application/json");
-      return finish(200);
-    }
-    case Outcome::Raised:
-    case Outcome::LoadFailed:
-    case Outcome::BadResult:
-      outcome = o.kind == Outcome::Raised       ? "raised"
-                : o.kind == Outcome::LoadFailed ? "load_failed"
-                                                : "bad_result";
-      if (o.payload.empty() || o.payload.back() != '\n') o.payload += '\n';
-      send_payload(500, std::move(o.payload), "application/json");
-      return finish(500);
-    case Outcome::BadEvent:
-      outcome = "bad_event";
-      send_error(res, 400, "the event could not be decoded by the runtime: " + o.message);
-      return finish(400);
-    case Outcome::TooLarge:
-      outcome = "too_large";
-      send_error(res, 413, o.message);
-      return finish(413);
-    case Outcome::Timeout:
-      outcome = "timeout";
-      send_error(res, 504, "function timed out after " + std::to_string(timeout_ms) + " ms");
-      return finish(504);
-    case Outcome::SyntaxError:
-    case Outcome::Died:
-      outcome = "died";
-      // A limit event names the limit; a broken protocol names what broke
-      // (e.g. a reply over the frame limit, which only a function writing
-      // to the channel itself can send: the runner refuses such results).
-      send_error(res, 502,
-                 !died_because.empty() ? "the sandbox died: " + died_because
-                 : o.message.empty()   ? std::string("the sandbox died")
-                                       : o.message);
-      return finish(502);
-  }
+  if (req.method == "POST")
+    in.event = req.body;
+  else if (!req.params.empty())
+    in.event = query_event(req.params);
+  in.queue_deadline = t0 + std::chrono::milliseconds(queue_timeout_ms());
+  InvokeResult r = invocations_.invoke(in);
+  if (r.leased) metrics_.start(in.name, r.cold);
+  const int status = send_outcome(res, r);
+  // Metrics keep no per-name state for functions that do not exist.
+  finish(r.outcome == InvokeResult::Outcome::NotFound ? "-" : in.name, outcome_name(r.outcome),
+         status);
 }
 
 void Gateway::handle_metrics(httplib::Response& res) {
-  std::string out = metrics_.render();
   PoolStats s = pool_.stats();
-  char buf[1024];
-  snprintf(buf, sizeof buf,
-           "# HELP nsbox_pool_sandboxes Sandboxes by state.\n"
-           "# TYPE nsbox_pool_sandboxes gauge\n"
-           "nsbox_pool_sandboxes{state=\"blank\"} %d\n"
-           "nsbox_pool_sandboxes{state=\"idle\"} %d\n"
-           "nsbox_pool_sandboxes{state=\"busy\"} %d\n"
-           "# TYPE nsbox_pool_waiting_requests gauge\nnsbox_pool_waiting_requests %d\n"
-           "# TYPE nsbox_pool_memory_limit_bytes gauge\nnsbox_pool_memory_limit_bytes %llu\n"
-           "# TYPE nsbox_pool_evictions_total counter\nnsbox_pool_evictions_total %llu\n"
-           "# TYPE nsbox_pool_idle_expired_total counter\nnsbox_pool_idle_expired_total %llu\n"
-           "# TYPE nsbox_pool_spawned_total counter\nnsbox_pool_spawned_total %llu\n"
-           "# TYPE nsbox_pool_spawn_failures_total counter\nnsbox_pool_spawn_failures_total %llu\n",
-           s.blank, s.idle, s.busy, s.waiting, (unsigned long long)s.memory_bytes,
-           (unsigned long long)s.evictions, (unsigned long long)s.idle_expired,
-           (unsigned long long)s.spawned, (unsigned long long)s.spawn_failures);
-  out += buf;
-  snprintf(buf, sizeof buf,
-           "# HELP nsbox_pool_frozen_sandboxes Idle sandboxes frozen (no CPU) until leased.\n"
-           "# TYPE nsbox_pool_frozen_sandboxes gauge\nnsbox_pool_frozen_sandboxes %d\n"
-           "# TYPE nsbox_pool_freezes_total counter\nnsbox_pool_freezes_total %llu\n"
-           "# TYPE nsbox_pool_thaws_total counter\nnsbox_pool_thaws_total %llu\n"
-           "# HELP nsbox_pool_pressure_evictions_total Idle sandboxes evicted under memory "
-           "pressure (also in nsbox_pool_evictions_total).\n"
-           "# TYPE nsbox_pool_pressure_evictions_total counter\n"
-           "nsbox_pool_pressure_evictions_total %llu\n"
-           "# TYPE nsbox_memory_pressure gauge\nnsbox_memory_pressure %d\n",
-           s.frozen, (unsigned long long)s.freezes, (unsigned long long)s.thaws,
-           (unsigned long long)s.pressure_evictions, s.memory_pressure ? 1 : 0);
-  out += buf;
-  out +=
-      "# HELP nsbox_sandbox_memory_bytes Memory in use per idle or blank sandbox (cgroup), "
-      "at most 1 s old.\n"
-      "# TYPE nsbox_sandbox_memory_bytes gauge\n";
-  {
-    // Held across the refresh: concurrent scrapes wait for it and share it.
-    std::lock_guard<std::mutex> lock(sandbox_memory_mu_);
-    if (Clock::now() - sandbox_memory_at_ >= kSandboxMemoryRefresh) {
-      std::string text;
-      for (uint64_t id : s.ids) {
-        auto ev = spawner_.events(id);
-        if (!ev) continue;
-        snprintf(buf, sizeof buf, "nsbox_sandbox_memory_bytes{sandbox=\"%llu\"} %llu\n",
-                 (unsigned long long)id, (unsigned long long)ev.value().memory_current);
-        text += buf;
-      }
-      sandbox_memory_text_ = std::move(text);
-      sandbox_memory_at_ = Clock::now();
-    }
-    out += sandbox_memory_text_;
-  }
-  out += front_.render_metrics();
-  res.set_content(out, "text/plain; version=0.0.4");
+  res.set_content(metrics_.render() + render_pool_stats(s) + sandbox_memory_.render(s.ids) +
+                      front_.render_metrics(),
+                  "text/plain; version=0.0.4");
 }
 
 }  // namespace nsbox

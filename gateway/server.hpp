@@ -1,5 +1,6 @@
-// The HTTP API (cpp-httplib): routes, authentication, admission, and the
-// mapping of sandbox outcomes onto HTTP statuses.
+// The HTTP API (cpp-httplib's Request/Response types): routes,
+// authentication, request validation, and the mapping of an invocation's
+// outcome (gateway/invocation.hpp) onto an HTTP status.
 #pragma once
 
 #include <httplib.h>
@@ -14,6 +15,7 @@
 #include "gateway/access_log.hpp"
 #include "gateway/config.hpp"
 #include "gateway/http_front.hpp"
+#include "gateway/invocation.hpp"
 #include "gateway/logs.hpp"
 #include "gateway/metrics.hpp"
 #include "gateway/pool.hpp"
@@ -22,14 +24,9 @@
 
 namespace nsbox {
 
-struct ProfileInfo {
-  std::string name;  // policy name as deploys give it
-  Policy policy;
-};
-
 class Gateway {
  public:
-  Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SpawnerClient& spawner,
+  Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SandboxFactory& factory,
           std::vector<ProfileInfo> profiles, std::string token);
   // Binds; false with *error set when the address cannot be used.
   bool bind(std::string* error);
@@ -49,7 +46,6 @@ class Gateway {
   void handle_deploy(const httplib::Request& req, httplib::Response& res);
   void handle_delete(const httplib::Request& req, httplib::Response& res);
   void handle_metrics(httplib::Response& res);
-  int profile_index(const std::string& policy) const;
   std::string base_url() const;
   std::string next_request_id();
   int queue_timeout_ms();
@@ -57,20 +53,15 @@ class Gateway {
   ServeConfig config_;
   FunctionStore& store_;
   Pool& pool_;
-  SpawnerClient& spawner_;
-  std::vector<ProfileInfo> profiles_;
+  SandboxFactory& factory_;
   std::mutex token_mu_;  // guards token_, read_token_ and the reloadable config_ fields
-  // /metrics' per-sandbox memory lines (one spawner call per sandbox) are
-  // refreshed at most once a second, however often it is scraped, so scrapes
-  // cannot keep the spawner from making sandboxes.
-  std::mutex sandbox_memory_mu_;
-  std::chrono::steady_clock::time_point sandbox_memory_at_{};
-  std::string sandbox_memory_text_;
   std::string token_;
   std::string read_token_;  // empty: none
   Metrics metrics_;
+  SandboxMemory sandbox_memory_;
   AccessLog access_log_;
   LogStore logs_;
+  Invocations invocations_;  // after logs_, which it writes to
   HttpFront front_;
 };
 

@@ -6,7 +6,7 @@
 // request, on shutdown, or when the gateway's end of the socket closes.
 //
 // A later template (fork-server) factory replaces how the spawner makes a
-// blank sandbox; the gateway only ever sees spawn/destroy.
+// blank sandbox; the gateway only ever sees SandboxFactory.
 #pragma once
 
 #include <sys/types.h>
@@ -38,15 +38,22 @@ struct SpawnedSandbox {
   double setup_ms = 0;
 };
 
-// What the pool needs from whatever makes sandboxes: the spawner process
-// below today, a template (fork-server) factory later; a fake in the pool's
-// unit tests. Thread-safe.
+// What the gateway needs from whatever makes sandboxes: the spawner process
+// below today, a template (fork-server) factory later; fakes in the unit
+// tests. The pool and the gateway hold only this, so a second factory
+// replaces the first without touching them. Thread-safe.
 class SandboxFactory {
  public:
   virtual ~SandboxFactory() = default;
   virtual Result<SpawnedSandbox> spawn(uint32_t profile, uint64_t memory_bytes) = 0;
   virtual Status set_memory(uint64_t id, uint64_t memory_bytes) = 0;
+  // The sandbox's cgroup counters: why a sandbox died (an OOM kill, the pids
+  // limit) and /metrics' memory per sandbox. An error when it has none.
+  virtual Result<CgroupEvents> events(uint64_t id) = 0;
   virtual Status destroy(uint64_t id) = 0;
+  // False once the factory can make no more sandboxes (its process exited):
+  // /healthz answers 503 then.
+  virtual bool healthy() = 0;
 };
 
 class SpawnerClient final : public SandboxFactory {
@@ -67,13 +74,14 @@ class SpawnerClient final : public SandboxFactory {
                                                       bool use_cgroups);
   Result<SpawnedSandbox> spawn(uint32_t profile, uint64_t memory_bytes) override;
   Status set_memory(uint64_t id, uint64_t memory_bytes) override;
-  Result<CgroupEvents> events(uint64_t id);
+  Result<CgroupEvents> events(uint64_t id) override;
   Status destroy(uint64_t id) override;
   // Destroys every sandbox and waits for the spawner to exit. Idempotent.
   Status shutdown();
   pid_t pid() const { return pid_; }
   // False once the spawner process has exited (it is reaped here).
   bool alive();
+  bool healthy() override { return alive(); }
 
  private:
   SpawnerClient() = default;

@@ -49,6 +49,8 @@ class FakeFactory final : public SandboxFactory {
     return s;
   }
   Status set_memory(uint64_t, uint64_t) override { return {}; }
+  Result<CgroupEvents> events(uint64_t) override { return CgroupEvents{}; }
+  bool healthy() override { return true; }
   Status destroy(uint64_t) override {
     std::this_thread::sleep_for(destroy_time_);
     --live_;

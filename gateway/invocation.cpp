@@ -1,0 +1,278 @@
+#include "gateway/invocation.hpp"
+
+#include <memory>
+
+#include "gateway/invoker.hpp"
+#include "gateway/proxy_response.hpp"
+#include "sandbox/framing.hpp"
+
+namespace nsbox {
+
+using json = nlohmann::json;
+using O = InvokeResult::Outcome;
+
+namespace {
+
+constexpr auto kSyntaxCheckTimeout = std::chrono::seconds(5);
+constexpr const char* kStale = "the function changed while this request waited; retry";
+
+InvokeResult refused(O outcome, std::string message) {
+  InvokeResult r;
+  r.outcome = outcome;
+  r.message = std::move(message);
+  return r;
+}
+
+// Whatever happens while a sandbox is leased, it goes back to the pool, and
+// is destroyed unless the outcome showed it still sound: an exception or an
+// early return must not leak it and its slot.
+class LeaseGuard {
+ public:
+  LeaseGuard(Pool& pool, std::unique_ptr<Worker> worker)
+      : pool_(pool), worker_(std::move(worker)) {}
+  LeaseGuard(const LeaseGuard&) = delete;
+  LeaseGuard& operator=(const LeaseGuard&) = delete;
+  ~LeaseGuard() { release(false); }
+  Worker& worker() { return *worker_; }
+  void release(bool reusable) {
+    if (worker_) pool_.release(std::move(worker_), reusable);
+  }
+
+ private:
+  Pool& pool_;
+  std::unique_ptr<Worker> worker_;
+};
+
+}  // namespace
+
+const char* outcome_name(O o) {
+  switch (o) {
+    case O::Ok:
+    case O::Proxy:
+      return "ok";
+    case O::BadProxy:
+      return "bad_proxy";
+    case O::Raised:
+      return "raised";
+    case O::LoadFailed:
+      return "load_failed";
+    case O::BadResult:
+      return "bad_result";
+    case O::BadEvent:
+      return "bad_event";
+    case O::TooLarge:
+      return "too_large";
+    case O::NotFound:
+      return "not_found";
+    case O::NoPolicy:
+      return "no_policy";
+    case O::Stale:
+      return "stale";
+    case O::Overloaded:
+      return "overloaded";
+    case O::SpawnFailed:
+      return "spawn_failed";
+    case O::StoreError:
+      return "store_error";
+    case O::Timeout:
+      return "timeout";
+    case O::Died:
+      return "died";
+  }
+  return "unknown";
+}
+
+Invocations::Invocations(FunctionStore& store, Pool& pool, SandboxFactory& factory, LogStore& logs,
+                         std::vector<ProfileInfo> profiles)
+    : store_(store), pool_(pool), factory_(factory), logs_(logs), profiles_(std::move(profiles)) {}
+
+int Invocations::profile_index(const std::string& policy) const {
+  for (size_t i = 0; i < profiles_.size(); i++)
+    if (profiles_[i].name == policy) return static_cast<int>(i);
+  return -1;
+}
+
+std::string Invocations::profile_names() const {
+  std::string known;
+  for (const auto& p : profiles_) known += (known.empty() ? "" : ", ") + p.name;
+  return known;
+}
+
+InvokeResult Invocations::invoke(const InvokeRequest& req) {
+  auto meta = store_.latest_meta(req.name);
+  if (!meta) return refused(O::NotFound, "no function " + req.name);
+  // The event travels as text: validated (no document built) and spliced
+  // into the invoke frame as it is.
+  static const std::string kNoEvent = "{}";
+  const std::string& event = req.event.empty() ? kNoEvent : req.event;
+  if (!json::accept(event)) return refused(O::BadEvent, "the body is not valid JSON");
+  // The event is the invoke frame's payload, as it is: one within the
+  // payload limit always fits a frame (the envelope has its own bounded
+  // allowance). Refused here, before a sandbox is leased, whatever
+  // max_body_kb lets the HTTP front accept.
+  if (event.size() > kMaxPayload)
+    return refused(O::TooLarge, "the event is " + std::to_string(event.size()) +
+                                    " bytes; the limit is " + std::to_string(kMaxPayload) +
+                                    " (6 MiB)");
+  int profile = profile_index(meta->policy);
+  if (profile < 0)
+    return refused(O::NoPolicy, "the function's policy \"" + meta->policy + "\" is not loaded");
+  return run(req, *meta, event, static_cast<uint32_t>(profile));
+}
+
+InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta,
+                              const std::string& event, uint32_t profile) {
+  const Policy& policy = profiles_[profile].policy;
+  const uint64_t memory = meta.memory_mb ? meta.memory_mb << 20 : policy.limits.memory_bytes;
+  const uint64_t timeout_ms = meta.timeout_ms ? meta.timeout_ms : policy.limits.wall_ms;
+
+  Pool::Lease lease = pool_.acquire(req.name, meta.deploy, profile, memory, req.queue_deadline);
+  // A deploy or delete returned while we waited: never serve the old code;
+  // the client retries at once and sees what exists now.
+  if (lease.status == Pool::Status::Stale) return refused(O::Stale, kStale);
+  if (lease.status != Pool::Status::Ok)
+    return refused(lease.status == Pool::Status::SpawnFailed ? O::SpawnFailed : O::Overloaded,
+                   "overloaded: " + lease.message);
+  InvokeResult r;
+  r.leased = true;
+  r.cold = lease.cold;
+  LeaseGuard guard(pool_, std::move(lease.worker));
+  Worker& w = guard.worker();
+  // The function's timeout starts now: queueing is not charged to it.
+  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  Outcome o;
+  if (r.cold) {
+    // Only a cold sandbox needs the code: fetched now, by the exact version
+    // leased, and only if it is still the deploy this request was planned
+    // for. Versions restart at 1 after a delete, so a delete and redeploy
+    // while we waited would otherwise load the new code into a sandbox made
+    // with the old deploy's policy and limits.
+    auto fv = store_.get(req.name, meta.version);
+    if (!fv) {
+      auto now = store_.latest_meta(req.name);
+      if (now && now->deploy == meta.deploy) {
+        // Still the deploy we planned for, yet its file did not load: the
+        // store is damaged (logged by the store), and retrying will not help.
+        r.outcome = O::StoreError;
+        r.message = "could not read version " + std::to_string(meta.version) + " of " + req.name +
+                    " from the function store (see the daemon's log)";
+        return r;
+      }
+    }
+    if (!fv || fv->meta.deploy != meta.deploy) {  // deleted or replaced
+      r.outcome = O::Stale;
+      r.message = kStale;
+      return r;
+    }
+    o = load_function(w, *fv, deadline);
+  }
+  if (!r.cold || o.kind == Outcome::Ok)
+    o = nsbox::invoke(w, meta, event, req.request_id, memory >> 20, deadline);
+  // The runner flushes its output before replying, and the wait for the
+  // reply drained the pipe: what it printed is already in pending_log.
+  if (!w.pending_log.empty()) {
+    logs_.append(req.name, "[v" + std::to_string(meta.version) + " " + req.request_id + "] ",
+                 w.pending_log);
+    w.pending_log.clear();
+  }
+  // Asked before the release: a destroyed sandbox has no cgroup to ask.
+  const std::string died_because =
+      o.kind == Outcome::Died ? death_cause(w.id, memory, policy) : std::string();
+  guard.release(o.reusable());
+
+  // Results and errors are the runner's payload text, checked by the invoker
+  // and moved on: no document is built from them and they are not copied
+  // (bounds in docs/architecture.md, "Replies").
+  switch (o.kind) {
+    case Outcome::Ok:
+      if (o.proxy) {
+        auto head = proxy_head(o.envelope);
+        if (!head) {
+          r.outcome = O::BadProxy;
+          r.message = "the function returned an invalid statusCode";
+          return r;
+        }
+        r.outcome = O::Proxy;
+        r.status = head->status;
+        r.content_type = std::move(head->content_type);
+        r.headers = std::move(head->headers);
+      } else {
+        r.outcome = O::Ok;
+      }
+      r.payload = std::move(o.payload);
+      return r;
+    case Outcome::Raised:
+    case Outcome::LoadFailed:
+    case Outcome::BadResult:
+      r.outcome = o.kind == Outcome::Raised       ? O::Raised
+                  : o.kind == Outcome::LoadFailed ? O::LoadFailed
+                                                  : O::BadResult;
+      r.payload = std::move(o.payload);
+      return r;
+    case Outcome::BadEvent:
+      r.outcome = O::BadEvent;
+      r.message = "the event could not be decoded by the runtime: " + o.message;
+      return r;
+    case Outcome::TooLarge:
+      r.outcome = O::TooLarge;
+      r.message = o.message;
+      return r;
+    case Outcome::Timeout:
+      r.outcome = O::Timeout;
+      r.message = "function timed out after " + std::to_string(timeout_ms) + " ms";
+      return r;
+    case Outcome::SyntaxError:  // not a reply to invoke: the sandbox is out of step
+    case Outcome::Died:
+      r.outcome = O::Died;
+      // A limit event names the limit; a broken protocol names what broke
+      // (e.g. a reply over the frame limit, which only a function writing
+      // to the channel itself can send: the runner refuses such results).
+      r.message = !died_because.empty() ? "the sandbox died: " + died_because
+                  : o.message.empty()   ? std::string("the sandbox died")
+                                        : o.message;
+      return r;
+  }
+  return r;
+}
+
+std::string Invocations::death_cause(uint64_t id, uint64_t memory, const Policy& policy) {
+  auto ev = factory_.events(id);
+  if (!ev) return "";
+  if (ev.value().oom_kills > 0)
+    return "memory limit of " + std::to_string(memory >> 20) + " MiB exceeded";
+  if (ev.value().pids_max > 0)
+    return "pids limit of " + std::to_string(policy.limits.pids) + " reached";
+  return "";
+}
+
+CheckResult Invocations::check(const std::string& name, const std::string& source, uint32_t profile,
+                               Clock::time_point queue_deadline) {
+  CheckResult r;
+  if (profile >= profiles_.size()) {
+    r.message = "no policy profile " + std::to_string(profile) + " is loaded";
+    return r;
+  }
+  Pool::Lease lease = pool_.acquire_blank(profile, queue_deadline);
+  if (lease.status != Pool::Status::Ok) {
+    r.outcome = CheckResult::Outcome::NoSandbox;
+    r.message = "no sandbox free to check the source: " + lease.message;
+    return r;
+  }
+  // A blank used once: the release destroys it, whatever the outcome.
+  LeaseGuard guard(pool_, std::move(lease.worker));
+  Outcome o = check_syntax(guard.worker(), name, source, Clock::now() + kSyntaxCheckTimeout);
+  guard.release(false);
+  if (o.kind == Outcome::Ok) {
+    r.outcome = CheckResult::Outcome::Ok;
+  } else if (o.kind == Outcome::SyntaxError) {
+    r.outcome = CheckResult::Outcome::SyntaxError;
+    r.error = std::move(o.result);
+    r.message = o.message;
+  } else {
+    r.outcome = CheckResult::Outcome::Failed;
+    r.message = "the source could not be compiled within the sandbox's limits (" + o.message + ")";
+  }
+  return r;
+}
+
+}  // namespace nsbox

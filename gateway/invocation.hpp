@@ -1,0 +1,113 @@
+// The request path of POST/GET /fn/NAME, from a validated name and the
+// event's text to an outcome: the function's latest deploy, its limits, a
+// leased sandbox (warm, or cold and loaded with the exact deploy the request
+// was planned for), the invoke, its printed lines, why a sandbox died, and
+// the sandbox's return to the pool. No HTTP here: gateway/server.cpp maps
+// each outcome onto a status, and the unit tests drive this with a fake
+// store and fake sandboxes (tests/unit/invocation_test.cpp).
+#pragma once
+
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "gateway/logs.hpp"
+#include "gateway/pool.hpp"
+#include "gateway/registry.hpp"
+#include "sandbox/spawner.hpp"
+#include "sandbox/spec.hpp"
+
+namespace nsbox {
+
+// One loaded policy; its index is the pool's profile number.
+struct ProfileInfo {
+  std::string name;  // policy name as deploys give it
+  Policy policy;
+};
+
+struct InvokeRequest {
+  std::string name;        // valid_function_name() already
+  std::string event;       // the event's JSON text as the client sent it; empty: {}
+  std::string request_id;  // the runner's aws_request_id and the log lines' prefix
+  // The wait for a sandbox ends here; the function's own timeout starts
+  // once it has one.
+  Clock::time_point queue_deadline;
+};
+
+struct InvokeResult {
+  enum class Outcome {
+    Ok,           // payload: the result's JSON text
+    Proxy,        // status, content_type, headers and payload (the body) of a proxy response
+    BadProxy,     // a proxy response with an invalid statusCode
+    Raised,       // payload: the function's error object
+    LoadFailed,   // payload: the error object of the module body or a missing handler
+    BadResult,    // payload: the error object for a result that could not be sent
+    BadEvent,     // not JSON, or JSON the runtime could not decode
+    TooLarge,     // the event does not fit a frame
+    NotFound,     // no such function
+    NoPolicy,     // the function's policy is not loaded in this daemon
+    Stale,        // a deploy or delete came while the request waited: retry at once
+    Overloaded,   // no sandbox in time (queue full or queue timeout)
+    SpawnFailed,  // no sandbox could be made
+    StoreError,   // the deploy's source could not be read from the store
+    Timeout,      // the function ran out of time; the sandbox was destroyed
+    Died,         // the sandbox died or broke protocol; it was destroyed
+  };
+  Outcome outcome = Outcome::Died;
+  std::string payload;  // Ok, Proxy, Raised, LoadFailed, BadResult: sent as it is
+  int status = 0;       // Proxy
+  std::string content_type;
+  std::vector<std::pair<std::string, std::string>> headers;  // Proxy, filtered
+  std::string message;  // every other outcome: what went wrong, for the client
+  bool leased = false;  // a sandbox was leased (the metrics count a start)
+  bool cold = false;    // it was blank and the function had to be loaded
+};
+
+// The access log's name of an outcome ("ok", "raised", "stale", ...).
+const char* outcome_name(InvokeResult::Outcome o);
+
+struct CheckResult {
+  enum class Outcome {
+    Ok,
+    SyntaxError,  // error holds {error, line}
+    NoSandbox,    // none free before the deadline; message says why
+    Failed,       // the check timed out or the sandbox died; message says how
+  };
+  Outcome outcome = Outcome::Failed;
+  nlohmann::json error;
+  std::string message;
+};
+
+class Invocations {
+ public:
+  Invocations(FunctionStore& store, Pool& pool, SandboxFactory& factory, LogStore& logs,
+              std::vector<ProfileInfo> profiles);
+
+  InvokeResult invoke(const InvokeRequest& req);
+  // Compiles source in a blank sandbox of the profile, which is destroyed
+  // afterwards: hostile source can make the compiler itself exhaust memory
+  // or time.
+  CheckResult check(const std::string& name, const std::string& source, uint32_t profile,
+                    Clock::time_point queue_deadline);
+
+  // -1 when no such policy is loaded.
+  int profile_index(const std::string& policy) const;
+  // "default, strict": for an error naming what a deploy may ask for.
+  std::string profile_names() const;
+
+ private:
+  InvokeResult run(const InvokeRequest& req, const FunctionMeta& meta, const std::string& event,
+                   uint32_t profile);
+  // What the sandbox's cgroup says killed it; empty when it says nothing.
+  std::string death_cause(uint64_t id, uint64_t memory, const Policy& policy);
+
+  FunctionStore& store_;
+  Pool& pool_;
+  SandboxFactory& factory_;
+  LogStore& logs_;
+  const std::vector<ProfileInfo> profiles_;
+};
+
+}  // namespace nsbox

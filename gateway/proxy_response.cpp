@@ -1,0 +1,62 @@
+#include "gateway/proxy_response.hpp"
+
+#include <strings.h>
+
+#include <cctype>
+#include <string_view>
+
+namespace nsbox {
+
+using json = nlohmann::json;
+
+bool forbidden_header(const std::string& name) {
+  static const char* const kForbidden[] = {"content-length", "transfer-encoding",
+                                           "connection",     "keep-alive",
+                                           "upgrade",        "te",
+                                           "trailer",        "host"};
+  std::string lower;
+  for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  if (lower.rfind("proxy-", 0) == 0) return true;
+  for (const char* f : kForbidden)
+    if (lower == f) return true;
+  return false;
+}
+
+bool header_token(const std::string& name) {
+  // Not strchr: it finds the terminating NUL too, and a name such as
+  // "Content-Length\0x" would pass, which a reader of C strings in front of
+  // us takes for Content-Length.
+  static constexpr std::string_view kSymbols = "!#$%&'*+-.^_`|~";
+  if (name.empty() || name.size() > 256) return false;
+  for (unsigned char c : name)
+    if (!(std::isalnum(c) || kSymbols.find(static_cast<char>(c)) != std::string_view::npos))
+      return false;
+  return true;
+}
+
+std::optional<ProxyHead> proxy_head(const json& envelope) {
+  auto sc = envelope.find("statusCode");
+  int64_t status = sc != envelope.end() && sc->is_number_integer() ? sc->get<int64_t>() : 0;
+  if (status < 200 || status > 599) return std::nullopt;
+  ProxyHead head;
+  head.status = static_cast<int>(status);
+  auto headers = envelope.find("headers");
+  if (headers == envelope.end() || !headers->is_object()) return head;
+  for (const auto& [k, v] : headers->items()) {
+    // A value that is not a string is sent as its JSON; invalid UTF-8 in it
+    // is replaced, not thrown on.
+    std::string value = v.is_string() ? v.get<std::string>()
+                                      : v.dump(-1, ' ', false, json::error_handler_t::replace);
+    // RFC 9110 5.5: CR, LF and NUL in a value are invalid and dangerous.
+    if (!header_token(k) || forbidden_header(k) ||
+        value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
+      continue;  // no header injection, no framing of our own
+    if (strcasecmp(k.c_str(), "Content-Type") == 0)
+      head.content_type = value;
+    else
+      head.headers.emplace_back(k, value);
+  }
+  return head;
+}
+
+}  // namespace nsbox
