@@ -245,6 +245,21 @@ std::string Invocations::death_cause(uint64_t id, uint64_t memory, const Policy&
   return "";
 }
 
+Result<FunctionMeta> Invocations::deploy(const std::string& name, const FunctionVersion& fv) {
+  auto put = store_.put(name, fv);
+  if (put) pool_.revoke(name, put.value().deploy, false);
+  return put;
+}
+
+Result<bool> Invocations::remove(const std::string& name) {
+  auto r = store_.remove(name);
+  if (!r) return std::move(r).error();
+  if (r.value() == 0) return false;
+  pool_.revoke(name, r.value(), true);
+  logs_.clear(name);
+  return true;
+}
+
 CheckResult Invocations::check(const std::string& name, const std::string& source, uint32_t profile,
                                Clock::time_point queue_deadline) {
   CheckResult r;

@@ -92,6 +92,14 @@ class Invocations {
   CheckResult check(const std::string& name, const std::string& source, uint32_t profile,
                     Clock::time_point queue_deadline);
 
+  // A deploy and a delete are stored, then revoked in the pool with the
+  // store's number for them (FunctionMeta::deploy), before the caller
+  // answers: once it has, no request is served by the older code. The one
+  // place where the store's writes and the pool's view of them meet.
+  Result<FunctionMeta> deploy(const std::string& name, const FunctionVersion& fv);
+  // false: no such function.
+  Result<bool> remove(const std::string& name);
+
   // -1 when no such policy is loaded.
   int profile_index(const std::string& policy) const;
   // "default, strict": for an error naming what a deploy may ask for.

@@ -363,13 +363,11 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   if (check.outcome == CheckResult::Outcome::SyntaxError) return send_json(res, 400, check.error);
   if (check.outcome != CheckResult::Outcome::Ok) return send_error(res, 400, check.message);
 
-  auto put = store_.put(name, fv);
+  auto put = invocations_.deploy(name, fv);
   if (!put) {
     LOG_ERROR("deploy %s: %s", name.c_str(), put.error().message().c_str());
     return send_error(res, 500, "could not store the function: " + put.error().message());
   }
-  // Once this response is sent, no request may be served by older code.
-  pool_.revoke(name, put.value().deploy, false);
   send_json(
       res, 201,
       {{"name", name}, {"version", put.value().version}, {"url", base_url() + "/fn/" + name}});
@@ -379,11 +377,9 @@ void Gateway::handle_delete(const httplib::Request& req, httplib::Response& res)
   if (!authorized(req, res)) return;
   std::string name = req.matches[1];
   if (!valid_function_name(name)) return send_error(res, 400, "invalid function name");
-  auto r = store_.remove(name);
+  auto r = invocations_.remove(name);
   if (!r) return send_error(res, 500, "could not delete: " + r.error().message());
-  if (r.value() == 0) return send_error(res, 404, "no function " + name);
-  pool_.revoke(name, r.value(), true);
-  logs_.clear(name);
+  if (!r.value()) return send_error(res, 404, "no function " + name);
   send_json(res, 200, {{"name", name}, {"deleted", true}});
 }
 

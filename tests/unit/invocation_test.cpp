@@ -479,3 +479,32 @@ TEST_CASE("invocation: the deploy check compiles in a blank that is destroyed af
   CHECK(rig.factory.wait_destroyed(2));
   CHECK(rig.pool.stats().blank == 0);
 }
+
+TEST_CASE("invocation: a deploy or delete through the service revokes before it returns") {
+  Rig rig;
+  FunctionVersion v1;
+  v1.source = "return {\"v\":1}";
+  REQUIRE(rig.invocations.deploy("f", v1));
+  REQUIRE(rig.call("f").payload == "{\"v\":1}");
+  CHECK(rig.pool.stats().idle == 1);
+  FunctionVersion v2;
+  v2.source = "return {\"v\":2}";
+  auto put = rig.invocations.deploy("f", v2);
+  REQUIRE(put);
+  CHECK(put.value().version == 2);
+  // The old deploy's warm sandbox went with the revoke, before any request.
+  CHECK(rig.pool.stats().idle == 0);
+  InvokeResult r = rig.call("f");
+  CHECK(r.payload == "{\"v\":2}");
+  CHECK(r.cold);
+  auto gone = rig.invocations.remove("f");
+  REQUIRE(gone);
+  CHECK(gone.value());
+  CHECK(rig.pool.stats().idle == 0);
+  CHECK(rig.pool.stats().functions == 0);  // a deleted function leaves no pool entry
+  CHECK(rig.logs.get("f").empty());
+  CHECK(rig.call("f").outcome == O::NotFound);
+  auto again = rig.invocations.remove("f");
+  REQUIRE(again);
+  CHECK_FALSE(again.value());
+}
