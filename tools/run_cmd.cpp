@@ -19,6 +19,7 @@
 #include "policies/units.hpp"
 #include "rootfs/rootfs.hpp"
 #include "rootfs/runner_reply.hpp"
+#include "rootfs/runner_spec.hpp"
 #include "sandbox/framing.hpp"
 #include "sandbox/sandbox.hpp"
 #include "tools/args.hpp"
@@ -287,34 +288,23 @@ int cmd_run(const std::vector<std::string>& args) {
   OutputRelay relay;
   if (auto r = relay.open(STDERR_FILENO); !r) return fail(kExitSetup, r.error().message());
 
-  const bool rootless = geteuid() != 0;
   const uint64_t t_start = monotonic_us();
   uint64_t deadline = monotonic_ms() + policy.limits.wall_ms;
   PlainChild plain;
   Sandbox sandbox;
   int to_runner, from_runner;
-  std::string fn_inside;
   if (o.no_isolation) {
     auto r = start_plain(&plain, rootfs + kRunnerPath, fn_path, o.handler, relay.write_fd());
     if (!r) return fail(kExitSetup, r.error().message());
     to_runner = plain.channel.to_runner.get();
     from_runner = plain.channel.from_runner.get();
-    fn_inside = fn_path;
   } else {
     auto bpf = seccomp_get(policy.seccomp, cache_dir());
     if (!bpf) return fail(kExitSetup, "seccomp: " + bpf.error().message());
-    SandboxSpec spec;
+    SandboxSpec spec = runner_spec(policy, rootfs, stage_dir(), caller_ids(), fn_path, o.handler);
     spec.id = "run-" + std::to_string(getpid());
-    spec.rootfs = rootfs;
-    spec.code_path = fn_path;
-    spec.stage_dir = stage_dir();
-    spec.limits = policy.limits;
-    spec.network = policy.network;
-    spec.ids.rootless = rootless;
-    spec.ids.host_uid = geteuid();
-    spec.ids.host_gid = getegid();
     CgroupLayout layout;
-    if (rootless) {
+    if (spec.ids.rootless) {
       spec.use_cgroups = false;
       LOG_WARN(
           "rootless without delegated cgroups: memory, pids and cpu limits fall back to "
@@ -331,9 +321,6 @@ int cmd_run(const std::vector<std::string>& args) {
       else
         LOG_DEBUG("cgroups: %s", layout.version == CgroupVersion::V2 ? "v2" : "v1");
     }
-    fn_inside = spec.code_mount + "/" + base_name(fn_path);
-    spec.argv = runner_argv(kRunnerPath, fn_inside, o.handler);
-    spec.env = runner_env();
     spec.stderr_fd = relay.write_fd();
     auto sb = Sandbox::start(spec, bpf.value(), layout);
     if (!sb) return fail(kExitSetup, "sandbox: " + sb.error().message());
