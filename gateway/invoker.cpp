@@ -3,7 +3,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#include "gateway/json_check.hpp"
+#include "rootfs/json_check.hpp"
 #include "rootfs/runner_reply.hpp"
 
 namespace nsbox {
