@@ -142,18 +142,4 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir, bool force, const std:
   return result;
 }
 
-std::vector<std::string> runner_argv(const std::string& runner, const std::string& function,
-                                     const std::string& handler) {
-  std::vector<std::string> argv = {kHostPython, "-I", "-S", runner, "--fd", "3", "--out-fd", "4"};
-  if (!function.empty()) {
-    argv.insert(argv.end(), {"--function", function, "--handler", handler});
-  }
-  return argv;
-}
-
-std::vector<std::string> runner_env() {
-  return {"PATH=/usr/bin:/bin",        "HOME=/tmp",         "TMPDIR=/tmp", "LANG=C.UTF-8",
-          "PYTHONDONTWRITEBYTECODE=1", "PYTHONUNBUFFERED=1"};
-}
-
 }  // namespace nsbox

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <string>
-#include <vector>
 
 #include "base/result.hpp"
 
@@ -11,15 +10,6 @@ namespace nsbox {
 
 constexpr const char* kHostPython = "/usr/bin/python3";
 constexpr const char* kRunnerPath = "/opt/nsbox/runner.py";  // inside the rootfs
-
-// The runner's command line: isolated python (-I: no user site, no env vars;
-// -S: no site.py), reading request frames on fd 3 and writing replies on
-// fd 4 (the channel's two pipes). With an empty function, the
-// sandbox starts blank and is told its function by the first frame.
-std::vector<std::string> runner_argv(const std::string& runner, const std::string& function = "",
-                                     const std::string& handler = "");
-// The whole environment a function sees: nothing inherited from the host.
-std::vector<std::string> runner_env();
 
 // root: /var/lib/nsbox/rootfs; others: $XDG_DATA_HOME/nsbox/rootfs.
 std::string default_rootfs_dir();

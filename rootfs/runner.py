@@ -7,9 +7,10 @@ Without --out-fd, --fd is one bidirectional (socket) channel.
 
 Protocol (both directions, docs/runner-protocol.md): an 8-byte header (two big-endian u32:
 the envelope's length, the payload's length), the envelope (a small UTF-8 JSON object) and the
-payload (raw bytes: the event, the source, the result, a response body). The daemon parses
+payload (raw bytes: the event, the source, the result, a response body). The host parses
 only envelopes; payloads pass through it as bytes. See the message shapes next to each handler
-below; the C++ side (sandbox/framing.hpp, gateway/invoker.cpp) mirrors them.
+below; the host's side, for nsbox run and the daemon alike, is rootfs/runner_client.cpp (frames:
+sandbox/framing.cpp).
 
 Cold start is benchmarked, so start-up imports only os and sys (already loaded by the
 interpreter) and the C module _json: the json package itself costs ~8 ms because json.decoder

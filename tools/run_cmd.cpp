@@ -18,7 +18,9 @@
 #include "policies/policy.hpp"
 #include "policies/units.hpp"
 #include "rootfs/rootfs.hpp"
+#include "rootfs/runner_client.hpp"
 #include "rootfs/runner_reply.hpp"
+#include "rootfs/runner_spec.hpp"
 #include "sandbox/framing.hpp"
 #include "sandbox/sandbox.hpp"
 #include "tools/args.hpp"
@@ -69,9 +71,9 @@ options:
 exit codes:
   0    the function returned; its result is on stdout
   1    the function raised (error JSON with errorType, errorMessage, stackTrace on stdout)
-  2    bad usage or input: missing file, syntax error, non-JSON event,
-       result not JSON-serialisable, missing handler, bad policy
-  3    the sandbox could not be set up
+  2    bad usage or input: missing file, syntax error, non-JSON event (or one the
+       runtime cannot decode), result not JSON-serialisable, missing handler, bad policy
+  3    the sandbox could not be set up, or the function broke the runner's protocol
   124  the function timed out
   137  the function was killed by a limit (memory or pids; named on stderr)
 )";
@@ -243,13 +245,22 @@ int cmd_run(const std::vector<std::string>& args) {
     return fail(kExitUsage, o.function + ": " + std::strerror(errno));
   std::string fn_path = real;
 
+  // The event is validated, not parsed: it goes to the runtime as the text
+  // the user gave, as the daemon sends a request's body (a document would
+  // turn a 5000-digit integer into null, and serialising a deeply nested
+  // one recurses once per level).
   std::string event_text = o.event;
   if (o.event == "-") event_text.assign(std::istreambuf_iterator<char>(std::cin), {});
-  json event = json::parse(event_text, nullptr, false);
-  if (event.is_discarded())
+  if (!json::accept(event_text))
     return fail(kExitUsage,
                 "--event is not valid JSON: " +
                     (event_text.size() > 80 ? event_text.substr(0, 80) + "..." : event_text));
+  // Accepted above but not by the runtime's decoder: a file saved with a
+  // byte order mark is still the event the user meant.
+  if (event_text.rfind("\xEF\xBB\xBF", 0) == 0) event_text.erase(0, 3);
+  if (event_text.size() > kMaxPayload)
+    return fail(kExitUsage, "the event is " + std::to_string(event_text.size()) +
+                                " bytes; the limit is " + std::to_string(kMaxPayload));
 
   auto policy_r = load_policy(o.policy);
   if (!policy_r) return fail(kExitUsage, policy_r.error().detail);
@@ -281,34 +292,23 @@ int cmd_run(const std::vector<std::string>& args) {
   OutputRelay relay;
   if (auto r = relay.open(STDERR_FILENO); !r) return fail(kExitSetup, r.error().message());
 
-  const bool rootless = geteuid() != 0;
   const uint64_t t_start = monotonic_us();
   uint64_t deadline = monotonic_ms() + policy.limits.wall_ms;
   PlainChild plain;
   Sandbox sandbox;
   int to_runner, from_runner;
-  std::string fn_inside;
   if (o.no_isolation) {
     auto r = start_plain(&plain, rootfs + kRunnerPath, fn_path, o.handler, relay.write_fd());
     if (!r) return fail(kExitSetup, r.error().message());
     to_runner = plain.channel.to_runner.get();
     from_runner = plain.channel.from_runner.get();
-    fn_inside = fn_path;
   } else {
     auto bpf = seccomp_get(policy.seccomp, cache_dir());
     if (!bpf) return fail(kExitSetup, "seccomp: " + bpf.error().message());
-    SandboxSpec spec;
+    SandboxSpec spec = runner_spec(policy, rootfs, stage_dir(), caller_ids(), fn_path, o.handler);
     spec.id = "run-" + std::to_string(getpid());
-    spec.rootfs = rootfs;
-    spec.code_path = fn_path;
-    spec.stage_dir = stage_dir();
-    spec.limits = policy.limits;
-    spec.network = policy.network;
-    spec.ids.rootless = rootless;
-    spec.ids.host_uid = geteuid();
-    spec.ids.host_gid = getegid();
     CgroupLayout layout;
-    if (rootless) {
+    if (spec.ids.rootless) {
       spec.use_cgroups = false;
       LOG_WARN(
           "rootless without delegated cgroups: memory, pids and cpu limits fall back to "
@@ -325,9 +325,6 @@ int cmd_run(const std::vector<std::string>& args) {
       else
         LOG_DEBUG("cgroups: %s", layout.version == CgroupVersion::V2 ? "v2" : "v1");
     }
-    fn_inside = spec.code_mount + "/" + base_name(fn_path);
-    spec.argv = runner_argv(kRunnerPath, fn_inside, o.handler);
-    spec.env = runner_env();
     spec.stderr_fd = relay.write_fd();
     auto sb = Sandbox::start(spec, bpf.value(), layout);
     if (!sb) return fail(kExitSetup, "sandbox: " + sb.error().message());
@@ -376,89 +373,77 @@ int cmd_run(const std::vector<std::string>& args) {
     return RunEnd{kExitFunctionError, err.dump() + "\n", ""};
   };
 
+  // What the runtime's outcome means here, for its load reply and its
+  // result alike (rootfs/runner_client.hpp classifies the replies, for the
+  // daemon too).
+  auto verdict = [&](Outcome& r) -> RunEnd {
+    // Error objects and results are printed as the runtime wrote them.
+    if (r.payload.empty() || r.payload.back() != '\n') r.payload += '\n';
+    switch (r.kind) {
+      case Outcome::Ok:
+        return RunEnd{kExitOk, std::move(r.payload), ""};
+      case Outcome::Raised:
+        if (auto e = limit_exit(r.error_type == "MemoryError")) return *e;
+        return RunEnd{kExitFunctionError, std::move(r.payload), ""};
+      case Outcome::BadResult: {
+        const auto err = parse_envelope(r.payload);
+        return ended(kExitUsage, "the function's result is not JSON: " +
+                                     (err ? reply_str(*err, "errorMessage") : std::string()));
+      }
+      case Outcome::LoadFailed:
+        if (r.error_kind == "import") {
+          if (auto e = limit_exit(r.error_type == "MemoryError")) return *e;
+          return ended(
+              kExitFunctionError,
+              o.function + ": loading the module raised " + r.error_type + ": " + r.message,
+              std::move(r.payload));
+        }
+        if (r.error_kind != "syntax") return ended(kExitUsage, o.function + ": " + r.message);
+        [[fallthrough]];
+      case Outcome::SyntaxError:
+        return ended(kExitUsage, o.function + ":" + std::to_string(r.line) + ": " + r.error_type +
+                                     ": " + r.message);
+      case Outcome::BadEvent:
+        return ended(kExitUsage, "the event could not be decoded by the runtime: " + r.message);
+      case Outcome::TooLarge:
+        return ended(kExitUsage, r.message);
+      case Outcome::Timeout:
+        return timed_out();
+      case Outcome::Died:
+        // A reply the protocol forbids can only come from the function's
+        // own code writing to the channel: no exit status to report.
+        if (r.broke_protocol) return ended(kExitSetup, r.message);
+        return died();
+    }
+    return ended(kExitSetup, r.message);  // not reached: every kind is handled above
+  };
+
   // The conversation with the runner; its verdict is printed below, once the
   // function's output is all out.
   auto converse = [&]() -> RunEnd {
     const uint64_t t_started = monotonic_us();
-    FrameDecoder dec;
-    FrameRead fr = read_frame(from_runner, dec, deadline);
+    FrameDecoder decoder;
+    RunnerChannel chan;
+    chan.to_runner = to_runner;
+    chan.from_runner = from_runner;
+    chan.decoder = &decoder;
+    // Started with --function, the runner loads it and says how that went.
+    Outcome hello = runner_await_load(chan, deadline);
     const uint64_t t_ready = monotonic_us();
-    if (fr.status == ReadStatus::Timeout) return timed_out();
-    if (fr.status != ReadStatus::Ok) return died();
-    // The runner's protocol (docs/runner-protocol.md): a small JSON envelope
-    // and a payload; a load error's envelope holds errorType and a clipped
-    // errorMessage, its payload the whole error object.
-    // Read without ever throwing: the function's own code runs in the
-    // process that writes these frames.
-    const auto hello_env = parse_envelope(fr.frame.envelope);
-    const json hello = hello_env ? *hello_env : json::object();
-    if (reply_str(hello, "type") != "ready") {
-      std::string kind = reply_str(hello, "kind");
-      std::string msg =
-          hello_env ? reply_str(hello, "errorMessage")
-                    : "runner sent an unexpected reply: " + fr.frame.envelope.substr(0, 200);
-      if (kind == "import") {
-        if (auto e = limit_exit(reply_str(hello, "errorType") == "MemoryError")) return *e;
-        json err = json::parse(fr.frame.payload, nullptr, false);
-        if (!err.is_object() || !nesting_within(fr.frame.payload, kMaxReplyNesting))
-          err = {{"errorType", reply_str(hello, "errorType")}, {"errorMessage", msg}};
-        return ended(kExitFunctionError,
-                     o.function + ": loading the module raised " + reply_str(hello, "errorType") +
-                         ": " + msg,
-                     err.dump(-1, ' ', false, json::error_handler_t::replace) + "\n");
-      }
-      if (kind == "syntax")
-        return ended(kExitUsage, o.function + ":" + std::to_string(reply_int(hello, "line", 0)) +
-                                     ": " + reply_str(hello, "errorType", "SyntaxError") + ": " +
-                                     msg);
-      return ended(kExitUsage, o.function + ": " + msg);
-    }
-
+    if (hello.kind != Outcome::Ok) return verdict(hello);
     // No "http": a proxy-shaped result is printed whole, as the function
-    // returned it. The event is the payload.
-    json invoke = {
-        {"type", "invoke"},
-        {"id", "1"},
-        {"context",
-         {{"function_name", base_name(fn_path)},
-          {"function_version", "$LATEST"},
-          {"memory_limit_mb", policy.limits.memory_bytes >> 20},
-          {"request_id", "run-" + std::to_string(getpid())},
-          {"deadline_ms", static_cast<uint64_t>(time(nullptr)) * 1000 + policy.limits.wall_ms}}}};
-    std::string event_payload = event.dump();
-    if (event_payload.size() > kMaxPayload)
-      return ended(kExitUsage, "the event is " + std::to_string(event_payload.size()) +
-                                   " bytes; the limit is " + std::to_string(kMaxPayload));
-    if (auto w = write_frame(to_runner, invoke.dump(), event_payload, deadline); !w) {
-      if (w.error().err == ETIMEDOUT) return timed_out();
-      return died();
-    }
-    fr = read_frame(from_runner, dec, deadline);
-    if (fr.status == ReadStatus::Timeout) return timed_out();
-    if (fr.status != ReadStatus::Ok) return died();
-    const auto res_env = parse_envelope(fr.frame.envelope);
-    const json res = res_env ? *res_env : json::object();
-    if (reply_str(res, "type") != "result")
-      return ended(kExitSetup,
-                   "runner sent an unexpected reply: " + fr.frame.envelope.substr(0, 200));
-    // The payload is the result's (or the error's) JSON text and a newline,
-    // printed as the runner wrote it.
-    std::string& text = fr.frame.payload;
-    if (text.empty() || text.back() != '\n') text += '\n';
-    if (reply_bool(res, "ok", false)) {
+    // returned it.
+    RunnerInvoke req;
+    req.id = "run-" + std::to_string(getpid());
+    req.function_name = base_name(fn_path);
+    req.function_version = "$LATEST";
+    req.memory_mb = policy.limits.memory_bytes >> 20;
+    Outcome res = runner_invoke(chan, req, event_text, deadline);
+    if (res.kind == Outcome::Ok)
       LOG_DEBUG("timing: start %.3f ms, runner ready %.3f ms, invoke %.3f ms",
                 (t_started - t_start) / 1e3, (t_ready - t_started) / 1e3,
                 (monotonic_us() - t_ready) / 1e3);
-      return RunEnd{kExitOk, std::move(text), ""};
-    }
-    std::string kind = reply_str(res, "kind");
-    if (kind == "bad_result") {
-      const auto err = parse_envelope(text);
-      return ended(kExitUsage, "the function's result is not JSON: " +
-                                   (err ? reply_str(*err, "errorMessage") : std::string()));
-    }
-    if (auto e = limit_exit(reply_str(res, "errorType") == "MemoryError")) return *e;
-    return RunEnd{kExitFunctionError, std::move(text), ""};
+    return verdict(res);
   };
   RunEnd end = converse();
 

@@ -25,6 +25,7 @@
 #include "gateway/server.hpp"
 #include "policies/policy.hpp"
 #include "rootfs/rootfs.hpp"
+#include "rootfs/runner_spec.hpp"
 #include "sandbox/spawner.hpp"
 #include "tools/args.hpp"
 
@@ -242,15 +243,10 @@ int cmd_serve(const std::vector<std::string>& args) {
     auto bpf = seccomp_get(p.value().seccomp, cache);
     if (!bpf) return fail("policy " + n + ": seccomp: " + bpf.error().message());
     SpawnProfile sp;
-    sp.spec.rootfs = rootfs;
-    sp.spec.stage_dir = geteuid() == 0 ? "/run/nsbox/stage" : config.state_dir + "/stage";
-    sp.spec.limits = p.value().limits;
-    sp.spec.network = p.value().network;
-    sp.spec.ids.rootless = geteuid() != 0;
-    sp.spec.ids.host_uid = geteuid();
-    sp.spec.ids.host_gid = getegid();
-    sp.spec.argv = runner_argv(kRunnerPath);
-    sp.spec.env = runner_env();
+    // Blank: no function; the spawner sets id, memory and stderr per spawn.
+    sp.spec = runner_spec(p.value(), rootfs,
+                          geteuid() == 0 ? "/run/nsbox/stage" : config.state_dir + "/stage",
+                          caller_ids());
     sp.bpf = bpf.value();
     profiles.push_back(sp);
     profile_memory.push_back(p.value().limits.memory_bytes);

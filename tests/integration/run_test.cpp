@@ -187,6 +187,15 @@ TEST_CASE("bad input gets exit 2 and says what is wrong") {
     CHECK(o.exit_code == 2);
     CHECK(o.err.find("not valid JSON") != std::string::npos);
   }
+  SUBCASE("an event the runtime cannot decode is bad input, as the daemon's 400") {
+    // Valid JSON, nested deeper than Python's decoder recurses: the runner
+    // answers bad_request, which nsbox run once called an unexpected reply
+    // (exit 3).
+    std::string deep = std::string(5000, '[') + std::string(5000, ']');
+    Outcome o = nsbox_run("echo.py", {"--event", deep});
+    CHECK(o.exit_code == 2);
+    CHECK(o.err.find("could not be decoded by the runtime") != std::string::npos);
+  }
   SUBCASE("non-serialisable result") {
     Outcome o = nsbox_run("bad_result.py");
     CHECK(o.exit_code == 2);
@@ -229,6 +238,48 @@ TEST_CASE("bad input gets exit 2 and says what is wrong") {
     CHECK(o.exit_code == 2);
     CHECK(o.err.find("unknown option --frobnicate") != std::string::npos);
   }
+}
+
+TEST_CASE("a reply the protocol forbids is exit 3 naming what broke, as the daemon's 502") {
+  // Frames the function's own code writes on the reply pipe before the
+  // runner's answer. nsbox run once printed the first two as results (exit
+  // 0) and took the third for the runner's death (exit 1).
+  struct Forgery {
+    const char* forge;
+    const char* named;
+  };
+  for (Forgery f : {Forgery{"other_id", "a reply to another request"},
+                    Forgery{"not_json", "not valid JSON"}, Forgery{"oversized", "6291456"}}) {
+    for (bool isolated : {true, false}) {
+      CAPTURE(f.forge);
+      CAPTURE(isolated);
+      std::vector<std::string> args = {"--event", R"({"forge": ")" + std::string(f.forge) + "\"}"};
+      if (!isolated) args.push_back("--no-isolation");
+      Outcome o = nsbox_run("forged_reply.py", args);
+      CHECK(o.exit_code == 3);
+      CHECK(o.err.find("broke protocol") != std::string::npos);
+      CHECK(o.err.find(f.named) != std::string::npos);
+      CHECK(o.out.empty());
+    }
+  }
+}
+
+TEST_CASE("a function file whose name is not UTF-8 runs; the context gets U+FFFD for it") {
+  // The name goes into the invoke envelope, which must be JSON: nsbox run
+  // once threw on it ("internal error", exit 3).
+  nsbox::test::TempDir tmp("latin1-name");
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  std::string fn = tmp.path + "/caf\xe9.py";
+  {
+    std::ifstream in(nsbox::test::probe("echo.py"));
+    std::ofstream out(fn);
+    out << in.rdbuf();
+  }
+  nsbox::test::RunSpec s;
+  s.argv = {nsbox::test::nsbox_bin(), "run", fn};
+  Outcome o = nsbox::test::run(s);
+  REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+  CHECK(o.json()["function"] == "caf\xef\xbf\xbd.py");
 }
 
 TEST_CASE("a rootfs that is not ours is refused with exit 3") {

@@ -177,10 +177,14 @@ class FakeRunners final : public SandboxFactory {
       const std::string type = env.value("type", "");
       if (type == "check") {
         if (fr.frame.payload.find("syntax error") != std::string::npos)
-          reply(out, {{"type", "load_error"},
-                      {"kind", "syntax"},
-                      {"errorMessage", "invalid syntax"},
-                      {"line", 3}});
+          // As the runner: the summary in the envelope, the error object
+          // as the payload.
+          reply(out,
+                {{"type", "load_error"},
+                 {"kind", "syntax"},
+                 {"errorMessage", "invalid syntax"},
+                 {"line", 3}},
+                R"({"errorType":"SyntaxError","errorMessage":"invalid syntax","stackTrace":[]})");
         else
           reply(out, {{"type", "checked"}});
         continue;

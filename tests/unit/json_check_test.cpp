@@ -1,6 +1,6 @@
 // json_valid must accept exactly what the JSON library accepts: results the
 // daemon once parsed are now forwarded as text after this check.
-#include "gateway/json_check.hpp"
+#include "rootfs/json_check.hpp"
 
 #include <doctest/doctest.h>
 

@@ -1,4 +1,4 @@
-#include "gateway/json_check.hpp"
+#include "rootfs/json_check.hpp"
 
 #include <cstdint>
 

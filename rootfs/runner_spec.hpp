@@ -1,0 +1,37 @@
+// How a sandbox that runs the runner is described: its command line, its
+// environment, and the SandboxSpec a policy makes of them. `nsbox run` and
+// the daemon's spawner profiles both start from runner_spec(), so the
+// policy reaches a sandbox the same way whoever starts it.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "sandbox/spec.hpp"
+
+namespace nsbox {
+
+// The runner's command line: isolated python (-I: no user site, no env vars;
+// -S: no site.py), reading request frames on fd 3 and writing replies on
+// fd 4 (the channel's two pipes). With an empty function, the
+// sandbox starts blank and is told its function by the first frame.
+std::vector<std::string> runner_argv(const std::string& runner, const std::string& function = "",
+                                     const std::string& handler = "");
+// The whole environment a function sees: nothing inherited from the host.
+std::vector<std::string> runner_env();
+
+// The id mapping this process can have: as root, a uid slot's range (the
+// slot is picked at start); otherwise only the caller's own uid and gid.
+IdMap caller_ids();
+
+// A sandbox running the runner under policy: the policy's limits and
+// network, the shared rootfs, the stage dir, the runner's argv and env.
+// function: the host path of a function file, mounted read-only at
+// code_mount and loaded at start (`nsbox run`); empty: a blank sandbox,
+// told its function by a load frame (the daemon). The caller still sets
+// what only it knows: id, use_cgroups, stderr_fd.
+SandboxSpec runner_spec(const Policy& policy, const std::string& rootfs,
+                        const std::string& stage_dir, const IdMap& ids,
+                        const std::string& function = "", const std::string& handler = "handler");
+
+}  // namespace nsbox
