@@ -18,6 +18,7 @@
 #include <sstream>
 #include <thread>
 
+#include "base/files.hpp"
 #include "base/log.hpp"
 #include "gateway/config.hpp"
 #include "gateway/pool.hpp"
@@ -202,6 +203,11 @@ int cmd_serve(const std::vector<std::string>& args) {
     setrlimit(RLIMIT_NOFILE, &nofile);
   }
   if (Status s = mkdir_mode(config.state_dir, 0711); !s) return fail(s.error().message());
+  // The sandboxes' unprivileged uid mounts the rootfs beneath it: a closed
+  // directory above the state dir would fail every sandbox; refuse to start.
+  if (geteuid() == 0 && !config.rootless)
+    if (Status s = check_reachable_by_others(config.state_dir); !s)
+      return fail("state_dir " + config.state_dir + ": " + s.error().message());
   auto token = load_token(config);
   if (!token) return fail(token.error().message());
   auto store = open_file_store(config.state_dir);

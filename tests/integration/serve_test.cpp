@@ -671,6 +671,24 @@ TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads 
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE("serve: refuses a state dir below a directory closed to other users, naming it") {
+  // Every sandbox would fail to mount the rootfs beneath it (its uid is
+  // unprivileged): the daemon says so at start instead.
+  nsbox::test::TempDir tmp("closed-state");
+  const std::string closed = tmp.path + "/closed";
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  REQUIRE(mkdir(closed.c_str(), 0700) == 0);
+  REQUIRE(chmod(closed.c_str(), 0700) == 0);
+  nsbox::test::RunSpec s;
+  s.argv = {nsbox::test::nsbox_bin(), "serve", "--listen", "127.0.0.1:1", "--state-dir",
+            closed + "/state"};
+  auto o = nsbox::test::run(s);
+  CHECK(o.exit_code == 1);
+  CHECK_MESSAGE(o.err.find(closed + " (mode 0700)") != std::string::npos, o.err);
+  CHECK(o.err.find("chmod o+x " + closed) != std::string::npos);
+  CHECK(access((closed + "/state/rootfs").c_str(), F_OK) != 0);  // refused before building
+}
+
 TEST_CASE("serve: fail-stop when the spawner dies") {
   StateDir sd("spawnerdeath");
   Daemon d(sd.path, kPool);
