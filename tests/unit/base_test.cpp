@@ -4,28 +4,17 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <fstream>
 #include <string>
 
 #include "base/digest.hpp"
 #include "base/files.hpp"
 #include "base/hash.hpp"
+#include "tests/unit/temp_dir.hpp"
 
 namespace {
 
-struct ScratchDir {
-  std::string path;
-  ScratchDir() {
-    char tmpl[] = "/tmp/nsbox-base-test-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~ScratchDir() {
-    std::string cmd = "rm -rf '" + path + "'";
-    if (system(cmd.c_str()) != 0) MESSAGE("could not remove " << path);
-  }
-};
+using nsbox::test::TempDir;
 
 mode_t mode_of(const std::string& p) {
   struct stat st {};
@@ -37,7 +26,7 @@ mode_t mode_of(const std::string& p) {
 
 TEST_CASE(
     "base: mkdir_p creates what is missing, with its mode, and says whether the last was new") {
-  ScratchDir d;
+  TempDir d("base-test");
   const mode_t old = umask(0);
   auto r = nsbox::mkdir_p(d.path + "/a/b//c/", 0711);
   REQUIRE(r);
@@ -59,7 +48,7 @@ TEST_CASE(
 }
 
 TEST_CASE("base: ensure_dir accepts a directory, refuses anything else") {
-  ScratchDir d;
+  TempDir d("base-test");
   CHECK(nsbox::ensure_dir(d.path + "/x", 0700));
   CHECK(nsbox::ensure_dir(d.path + "/x", 0700));
   std::ofstream(d.path + "/f") << "x";
