@@ -97,7 +97,7 @@ void ConnectionThreads::shutdown() {
 
 ConnectionThreads::Stats ConnectionThreads::stats() {
   std::lock_guard<std::mutex> lock(mu_);
-  return {threads_.size(), idle_, jobs_.size()};
+  return {threads_.size(), idle_, jobs_.size(), shutdown_};
 }
 
 }  // namespace nsbox

@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "base/log.hpp"
+#include "gateway/http_status.hpp"
 
 namespace nsbox {
 
@@ -40,55 +41,6 @@ constexpr size_t kKeepHandlerThreads = 16;
 // client in a closed loop sends it within tens of microseconds.
 constexpr long kLingerNs = 1000 * 1000;
 constexpr auto kHandlerThreadIdleExit = std::chrono::seconds(30);
-
-const char* reason(int status) {
-  switch (status) {
-    case 100:
-      return "Continue";
-    case 200:
-      return "OK";
-    case 201:
-      return "Created";
-    case 204:
-      return "No Content";
-    case 400:
-      return "Bad Request";
-    case 401:
-      return "Unauthorized";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 408:
-      return "Request Timeout";
-    case 409:
-      return "Conflict";
-    case 413:
-      return "Content Too Large";
-    case 417:
-      return "Expectation Failed";
-    case 429:
-      return "Too Many Requests";
-    case 431:
-      return "Request Header Fields Too Large";
-    case 500:
-      return "Internal Server Error";
-    case 501:
-      return "Not Implemented";
-    case 502:
-      return "Bad Gateway";
-    case 503:
-      return "Service Unavailable";
-    case 504:
-      return "Gateway Timeout";
-    case 505:
-      return "HTTP Version Not Supported";
-    default:
-      return "Status";
-  }
-}
 
 std::string peer_address(const sockaddr_storage& ss) {
   char buf[INET6_ADDRSTRLEN] = "";
@@ -613,7 +565,11 @@ bool HttpFront::send_response(Conn* c, httplib::Response& res, bool from_worker)
   h += "HTTP/1.1 ";
   h += std::to_string(res.status);
   h += ' ';
-  h += reason(res.status);
+  // A code the table lacks (a function may answer any 200-599) gets a
+  // neutral phrase: clients ignore it (RFC 9112 §4), but some parsers
+  // expect one.
+  const std::string_view phrase = http_reason(res.status);
+  h += phrase.empty() ? std::string_view("Status") : phrase;
   h += "\r\n";
   for (const auto& [k, v] : res.headers) {
     if (strcasecmp(k.c_str(), "Content-Length") == 0 || strcasecmp(k.c_str(), "Connection") == 0)

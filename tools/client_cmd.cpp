@@ -23,6 +23,7 @@
 #include <sstream>
 
 #include "base/limits.hpp"
+#include "gateway/http_status.hpp"
 #include "gateway/registry.hpp"
 #include "tools/args.hpp"
 #include "tools/terminal_escape.hpp"
@@ -404,36 +405,8 @@ int report_transport_error(const Ctx& c, httplib::Error err) {
 }
 
 std::string status_text(int status) {
-  switch (status) {
-    case 400:
-      return "Bad Request";
-    case 401:
-      return "Unauthorized";
-    case 403:
-      return "Forbidden";
-    case 404:
-      return "Not Found";
-    case 405:
-      return "Method Not Allowed";
-    case 409:
-      return "Conflict";
-    case 413:
-      return "Payload Too Large";
-    case 415:
-      return "Unsupported Media Type";
-    case 429:
-      return "Too Many Requests";
-    case 500:
-      return "Internal Server Error";
-    case 502:
-      return "Bad Gateway";
-    case 503:
-      return "Service Unavailable";
-    case 504:
-      return "Gateway Timeout";
-    default:
-      return "HTTP " + std::to_string(status);
-  }
+  const std::string_view phrase = http_reason(status);
+  return phrase.empty() ? "HTTP " + std::to_string(status) : std::string(phrase);
 }
 
 // The server's message: "error" of a JSON object body (plus any other keys,

@@ -7,10 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
+#include <algorithm>
 #include <fstream>
 #include <sstream>
-#include <thread>
+#include <vector>
 
 #include "tests/integration/harness.hpp"
 
@@ -60,19 +60,22 @@ bool Daemon::start() {
         execl(bin.c_str(), bin.c_str(), "serve", "--config", config_path_.c_str(), nullptr);
       _exit(127);
     }
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-    while (std::chrono::steady_clock::now() < deadline) {
-      int st;
-      if (waitpid(pid_, &st, WNOHANG) == pid_) {
-        pid_ = -1;
-        break;  // exited: maybe the port was taken; try another
-      }
-      httplib::Client c("127.0.0.1", port_);
-      c.set_connection_timeout(1);
-      if (auto r = c.Get("/healthz"); r && r->status == 200) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    if (pid_ > 0) return false;
+    bool exited = false;
+    bool answered = wait_until(
+        [&] {
+          int st;
+          if (waitpid(pid_, &st, WNOHANG) == pid_) {
+            exited = true;
+            return true;
+          }
+          httplib::Client c("127.0.0.1", port_);
+          c.set_connection_timeout(1);
+          auto r = c.Get("/healthz");
+          return r && r->status == 200;
+        },
+        30000, "nsbox serve on port " + std::to_string(port_) + " to answer /healthz");
+    if (!exited) return answered;
+    pid_ = -1;  // maybe the port was taken; try another
   }
   return false;
 }
@@ -87,25 +90,30 @@ int Daemon::stop() {
 }
 
 int Daemon::wait_exit(int timeout_ms) {
-  for (int waited = 0; pid_ > 0 && waited <= timeout_ms; waited += 50) {
-    int st;
-    if (waitpid(pid_, &st, WNOHANG) == pid_) {
-      pid_ = -1;
-      return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return -1;
+  if (pid_ <= 0) return -1;
+  int status = -1;
+  wait_until(
+      [&] {
+        int st;
+        if (waitpid(pid_, &st, WNOHANG) != pid_) return false;
+        pid_ = -1;
+        status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        return true;
+      },
+      timeout_ms, "nsbox serve to exit");
+  return status;
 }
 
-void Daemon::kill9() {
-  if (pid_ <= 0) return;
+bool Daemon::kill9() {
+  if (pid_ <= 0) return true;
+  const std::vector<pid_t> started = descendants(pid_);
   kill(pid_, SIGKILL);
   waitpid(pid_, nullptr, 0);
   pid_ = -1;
-  // The spawner and the sandboxes die with it (PDEATHSIG); give the kernel a
-  // moment to finish tearing the namespaces down.
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  // The spawner and the sandboxes die with it (PDEATHSIG), a moment later:
+  // the next daemon, or a residue check, must not see them still there.
+  return wait_until([&] { return std::none_of(started.begin(), started.end(), running); }, 10000,
+                    "the killed daemon's spawner and sandboxes to die");
 }
 
 std::unique_ptr<httplib::Client> Daemon::client(int timeout_s) const {
@@ -132,6 +140,34 @@ std::string Daemon::log() const {
 
 httplib::Headers auth(const Daemon& d) {
   return {{"Authorization", "Bearer " + d.token()}};
+}
+
+double Daemon::metric(const std::string& key) const {
+  auto r = client()->Get("/metrics", auth(*this));
+  if (!r || r->status != 200) return -1;
+  std::istringstream in(r->body);
+  std::string line;
+  while (std::getline(in, line))
+    if (line.rfind(key + " ", 0) == 0) return std::stod(line.substr(key.size() + 1));
+  return -1;
+}
+
+std::string Daemon::access_line(const std::string& rid) const {
+  std::string found;
+  if (rid.empty()) return found;
+  wait_until(
+      [&] {
+        std::istringstream text(log());
+        std::string line;
+        while (std::getline(text, line))
+          if (line.rfind(rid + " ", 0) == 0) {
+            found = line;
+            return true;
+          }
+        return false;
+      },
+      3000, "the access-log line of request " + rid);
+  return found;
 }
 
 }  // namespace nsbox::test

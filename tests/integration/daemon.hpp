@@ -19,13 +19,22 @@ class Daemon {
   ~Daemon();
   bool start();  // waits until /healthz answers (false after 30 s)
   int stop();    // SIGTERM, wait; returns the exit status (0 = clean)
-  void kill9();
+  // SIGKILL, then waits until the processes the daemon had started (the
+  // spawner, the sandboxes), which die with it, are gone: whether they went
+  // within 10 s.
+  [[nodiscard]] bool kill9();
   // Waits for the daemon to exit by itself; its exit status, or -1 on timeout.
   int wait_exit(int timeout_ms);
   std::unique_ptr<httplib::Client> client(int timeout_s = 30) const;
   std::string token() const;
   int port() const { return port_; }
   std::string log() const;  // what the daemon wrote to stderr
+  // The access-log line of request rid, once the log has it (it is flushed
+  // every 100 ms), or "" when none came within 3 s.
+  std::string access_line(const std::string& rid) const;
+  // A value of /metrics: the first line that starts with key (labels
+  // included) and a space; -1 when there is none or no answer.
+  double metric(const std::string& key) const;
   pid_t pid() const { return pid_; }
   // Before start(): run `nsbox serve` as this uid/gid (with a copy of the
   // binary it can reach); the state dir is created for it.

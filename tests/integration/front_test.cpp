@@ -29,6 +29,7 @@ using nlohmann::json;
 using nsbox::test::auth;
 using nsbox::test::Daemon;
 using nsbox::test::StateDir;
+using nsbox::test::wait_until;
 using Clock = std::chrono::steady_clock;
 
 namespace {
@@ -105,19 +106,6 @@ void raise_nofile() {
 
 httplib::Result deploy(const Daemon& d, const std::string& name, const std::string& source) {
   return d.client()->Put(("/functions/" + name).c_str(), auth(d), source, "text/x-python");
-}
-
-// The access-log line of request rid, once the log has it (flushed every
-// 100 ms), or "".
-std::string access_line(const Daemon& d, const std::string& rid) {
-  for (int i = 0; i < 60; i++) {
-    std::istringstream log(d.log());
-    std::string line;
-    while (std::getline(log, line))
-      if (line.rfind(rid + " ", 0) == 0) return line;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return "";
 }
 
 std::string last_field(const std::string& line) {
@@ -289,11 +277,15 @@ TEST_CASE("front: a thousand slow connections from one address do not starve ano
     while (!done) {
       for (int fd : slow) (void)!send(fd, &head[i % head.size()], 1, MSG_NOSIGNAL | MSG_DONTWAIT);
       i++;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the attacker's pace
     }
   });
-  // The victim, from 127.0.0.1, while that goes on.
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // The victim, from 127.0.0.1, while that goes on: from when the front
+  // has begun refusing the attacker's connections over its cap. CHECK, not
+  // REQUIRE: the trickle thread must be joined below.
+  CHECK(
+      wait_until([&] { return d.metric("nsbox_http_refused_total{reason=\"per_address\"}") >= 1; },
+                 10000, "the front to refuse the attacker's connections over its cap"));
   double worst = 0;
   int ok = 0;
   for (int i = 0; i < 10; i++) {
@@ -304,6 +296,7 @@ TEST_CASE("front: a thousand slow connections from one address do not starve ano
     double secs = std::chrono::duration<double>(Clock::now() - t0).count() / 2;
     worst = std::max(worst, secs);
     if (h && h->status == 200 && f && f->status == 200) ok++;
+    // Pacing, not a wait: the samples span the attack, not just its start.
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   // The daemon closed all but a few of the attacker's connections.
@@ -353,7 +346,7 @@ TEST_CASE("front: the client address comes from trusted proxies only") {
   };
   auto seen = [&](const std::string& reply) {
     REQUIRE(status_of(reply) == 200);
-    std::string line = access_line(d, request_id(reply));
+    std::string line = d.access_line(request_id(reply));
     REQUIRE(!line.empty());
     return last_field(line);
   };

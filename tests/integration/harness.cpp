@@ -279,10 +279,13 @@ PtyOutcome run_on_pty(const RunSpec& original) {
   return o;
 }
 
-bool wait_until(const std::function<bool()>& pred, int timeout_ms) {
+bool wait_until(const std::function<bool()>& pred, int timeout_ms, const std::string& what) {
   auto end = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
   while (!pred()) {
-    if (std::chrono::steady_clock::now() > end) return false;
+    if (std::chrono::steady_clock::now() > end) {
+      std::fprintf(stderr, "timed out after %d ms waiting for %s\n", timeout_ms, what.c_str());
+      return false;
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
   return true;
@@ -337,6 +340,50 @@ std::vector<pid_t> pids_named(const std::string& comm) {
   }
   if (d) closedir(d);
   return out;
+}
+
+namespace {
+
+// Field 3 (state) and 4 (ppid) of /proc/PID/stat; false when pid is gone.
+bool stat_of(pid_t pid, char* state, pid_t* ppid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string line;
+  if (!std::getline(f, line)) return false;
+  // comm may hold spaces and parentheses: the fields resume after the last ')'.
+  auto close = line.rfind(')');
+  if (close == std::string::npos) return false;
+  std::istringstream rest(line.substr(close + 1));
+  return bool(rest >> *state >> *ppid);
+}
+
+}  // namespace
+
+std::vector<pid_t> descendants(pid_t pid) {
+  std::vector<std::pair<pid_t, pid_t>> parent_of;  // (pid, ppid) of every process
+  for (const auto& dir : list_dirs("/proc")) {
+    pid_t p = static_cast<pid_t>(atoi(dir.c_str() + 6));
+    char state;
+    pid_t ppid;
+    if (p > 0 && stat_of(p, &state, &ppid)) parent_of.emplace_back(p, ppid);
+  }
+  std::vector<pid_t> out;
+  std::vector<pid_t> next = {pid};
+  while (!next.empty()) {
+    pid_t parent = next.back();
+    next.pop_back();
+    for (const auto& [p, pp] : parent_of) {
+      if (pp != parent) continue;
+      out.push_back(p);
+      next.push_back(p);
+    }
+  }
+  return out;
+}
+
+bool running(pid_t pid) {
+  char state = 0;
+  pid_t ppid;
+  return stat_of(pid, &state, &ppid) && state != 'Z' && state != 'X';
 }
 
 HostResidue host_residue() {

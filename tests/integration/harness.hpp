@@ -75,12 +75,22 @@ struct TempDir {
 
 // Polls observable state (a process appearing, a gauge reaching a value,
 // residue going away) every 20 ms until pred holds or timeout_ms passed;
-// whether it held. Tests wait on state, never on a guessed sleep.
-bool wait_until(const std::function<bool()>& pred, int timeout_ms);
+// whether it held. Tests wait on state, never on a guessed sleep. On a
+// timeout it prints "timed out after N ms waiting for WHAT" to stderr, so a
+// failed REQUIRE(wait_until(...)) says what never happened.
+bool wait_until(const std::function<bool()>& pred, int timeout_ms, const std::string& what);
 
 // Host pids whose comm is `comm`: a probe that renames itself is seen from
 // the host this way while it runs.
 std::vector<pid_t> pids_named(const std::string& comm);
+
+// Every process below pid (its children, theirs, ...) as /proc shows them
+// now. Taken before pid is killed: its orphans are reparented, and then
+// nothing finds them under it.
+std::vector<pid_t> descendants(pid_t pid);
+// Whether pid exists and is not a zombie (which holds no memory, mount or
+// cgroup, and which this VM's init may be slow to reap).
+bool running(pid_t pid);
 
 // What a sandbox could leave behind on the host.
 struct HostResidue {

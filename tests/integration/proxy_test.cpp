@@ -12,11 +12,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
-#include <thread>
 
 #include "tests/integration/daemon.hpp"
 #include "tests/integration/harness.hpp"
@@ -70,17 +68,6 @@ bool port_open(int port) {
   bool ok = connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
   close(fd);
   return ok;
-}
-
-std::string access_line(const Daemon& d, const std::string& rid) {
-  for (int i = 0; i < 60 && !rid.empty(); i++) {
-    std::istringstream log(d.log());
-    std::string line;
-    while (std::getline(log, line))
-      if (line.rfind(rid + " ", 0) == 0) return line;
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return "";
 }
 
 std::string header(const std::string& head, const std::string& name) {
@@ -149,11 +136,8 @@ TEST_CASE("proxy: the shipped nginx TLS config in front of the daemon") {
           nullptr);
     _exit(127);
   }
-  bool up = false;
-  for (int i = 0; i < 100 && !up; i++) {
-    up = port_open(port);
-    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
+  bool up = nsbox::test::wait_until([&] { return port_open(port); }, 5000,
+                                    "nginx to listen on port " + std::to_string(port));
   REQUIRE_MESSAGE(up, slurp(dir + "/error.log"));
 
   // curl as the client, from 127.0.0.3, over TLS checked against the cert;
@@ -179,13 +163,13 @@ TEST_CASE("proxy: the shipped nginx TLS config in front of the daemon") {
   auto r = curl({}, "/fn/who");
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   CHECK(r.out.rfind("HTTP/1.1 200", 0) == 0);
-  std::string line = access_line(d, header(r.out, "X-Nsbox-Request-Id"));
+  std::string line = d.access_line(header(r.out, "X-Nsbox-Request-Id"));
   CHECK(line.substr(line.rfind(' ') + 1) == "127.0.0.3");
 
   // A client's own X-Forwarded-For does not make it someone else.
   r = curl({"-H", "X-Forwarded-For: 203.0.113.66"}, "/fn/who");
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
-  line = access_line(d, header(r.out, "X-Nsbox-Request-Id"));
+  line = d.access_line(header(r.out, "X-Nsbox-Request-Id"));
   CHECK(line.substr(line.rfind(' ') + 1) == "127.0.0.3");
 
   // The token still guards metadata through the proxy.
@@ -197,14 +181,14 @@ TEST_CASE("proxy: the shipped nginx TLS config in front of the daemon") {
   r = curl({"--http2"}, "/fn/who");
   REQUIRE_MESSAGE(r.exit_code == 0, r.err);
   CHECK(r.out.rfind("HTTP/2 200", 0) == 0);
-  line = access_line(d, header(r.out, "x-nsbox-request-id"));
+  line = d.access_line(header(r.out, "x-nsbox-request-id"));
   CHECK(line.substr(line.rfind(' ') + 1) == "127.0.0.3");
   if (v6) {
     // And an IPv6 client is seen by its own address.
     auto r6 = run({"/usr/bin/curl", "-sS", "-D", "-", "-o", "/dev/null", "--cacert",
                    dir + "/cert.pem", "-g", "https://[::1]:" + ps + "/fn/who"});
     REQUIRE_MESSAGE(r6.exit_code == 0, r6.err);
-    line = access_line(d, header(r6.out, "x-nsbox-request-id"));
+    line = d.access_line(header(r6.out, "x-nsbox-request-id"));
     CHECK(line.substr(line.rfind(' ') + 1) == "::1");
   } else {
     MESSAGE("no IPv6 loopback: the [::] listener is not tried");

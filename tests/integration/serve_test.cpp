@@ -396,12 +396,14 @@ TEST_CASE(
   });
   std::vector<pid_t> holder;
   REQUIRE(nsbox::test::wait_until(
-      [&] { return !(holder = nsbox::test::pids_named("nsbox-race-old")).empty(); }, 30000));
+      [&] { return !(holder = nsbox::test::pids_named("nsbox-race-old")).empty(); }, 30000,
+      "the old code to hold race's sandbox"));
   REQUIRE(holder.size() == 1);
   std::jthread b([&] { waiter.take(d.client(60)->Get("/fn/race")); });
   // Planned for version 1 under default, it waits in the pool for the
   // sandbox the old code holds.
-  REQUIRE(nsbox::test::wait_until([&] { return waiting() == 1; }, 30000));
+  REQUIRE(nsbox::test::wait_until([&] { return waiting() == 1; }, 30000,
+                                  "the second request to wait in the pool"));
   REQUIRE(c->Delete("/functions/race", auth(d))->status == 200);
   b.join();
   // Answered by the delete, not by the old code giving the sandbox back.
@@ -479,6 +481,7 @@ TEST_CASE("serve: kill -9 during a burst of deploys loses no acknowledged versio
     Daemon d(dir, kPool);
     REQUIRE(d.start());
     std::atomic<bool> stop{false};
+    std::atomic<int> acked_count{0};
     std::thread deployer([&] {
       auto c = d.client(5);
       // Sources of different sizes, so a torn file would show.
@@ -486,11 +489,17 @@ TEST_CASE("serve: kill -9 during a burst of deploys loses no acknowledged versio
         std::string src =
             returns(std::to_string(v)) + "# " + std::string(v * 97 % 5000, 'x') + "\n";
         auto r = c->Put("/functions/burst", auth(d), src, "text/x-python");
-        if (r && r->status == 201) acked.push_back(body(r)["version"].get<int>());
+        if (r && r->status == 201) {
+          acked.push_back(body(r)["version"].get<int>());
+          acked_count++;
+        }
       }
     });
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-    d.kill9();
+    // Killed mid-burst: some versions acknowledged, the next already sent.
+    // CHECK, not REQUIRE: the deployer must be joined.
+    CHECK(nsbox::test::wait_until([&] { return acked_count >= 20; }, 60000,
+                                  "20 deploys to be acknowledged"));
+    CHECK(d.kill9());
     stop = true;
     deployer.join();
   }
@@ -505,9 +514,8 @@ TEST_CASE("serve: kill -9 during a burst of deploys loses no acknowledged versio
     for (const auto& l : orphans) n += access(l.c_str(), F_OK) == 0;
     return n;
   };
-  for (int i = 0; i < 100 && orphans_left() > 0; i++)
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  CHECK(orphans_left() == 0);
+  CHECK(nsbox::test::wait_until([&] { return orphans_left() == 0; }, 10000,
+                                "the new spawner to sweep the killed one's cgroup leaves"));
   auto c = d.client();
   auto show = body(c->Get("/functions/burst", auth(d)));
   std::set<int> versions;
@@ -570,7 +578,17 @@ TEST_CASE("serve: after SIGTERM no mount, cgroup or process is left") {
   Daemon d(sd.path, kPool);
   REQUIRE(d.start());
   deploy(d, "a", returns("1"));
-  deploy(d, "b", "import time\ndef handler(e, c):\n    time.sleep(0.3)\n    return 2\n");
+  // b runs until the test lets it go (at most 20 s, within its timeout),
+  // named so the host sees it running.
+  deploy(d, "b",
+         "import signal\n"
+         "def handler(e, c):\n"
+         "    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})\n"
+         "    with open('/proc/self/comm', 'w') as f:\n"
+         "        f.write('nsbox-inflight')\n"
+         "    signal.sigtimedwait({signal.SIGUSR1}, 20)\n"
+         "    return 2\n",
+         "?timeout=30s");
   auto c = d.client();
   CHECK(c->Get("/fn/a")->status == 200);
   std::thread inflight([&] {
@@ -579,7 +597,16 @@ TEST_CASE("serve: after SIGTERM no mount, cgroup or process is left") {
     CHECK(r);
     if (r) CHECK(r->status == 200);  // drained, not dropped
   });
-  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  // SIGTERM while b runs; b ends only once the daemon is draining.
+  std::vector<pid_t> running;
+  CHECK(nsbox::test::wait_until(
+      [&] { return !(running = nsbox::test::pids_named("nsbox-inflight")).empty(); }, 30000,
+      "b's request to run"));
+  kill(d.pid(), SIGTERM);
+  CHECK(nsbox::test::wait_until(
+      [&] { return d.log().find("SIGTERM: draining") != std::string::npos; }, 10000,
+      "the daemon to begin draining"));
+  for (pid_t p : running) kill(p, SIGUSR1);
   int rc = d.stop();
   inflight.join();
   CHECK(rc == 0);
@@ -660,11 +687,13 @@ TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads 
   std::ofstream(dir + ".toml") << conf;
   kill(d.pid(), SIGHUP);
   int status = 0;
-  for (int i = 0; i < 50; i++) {
-    status = c->Put("/functions/t", second, returns("2"), "text/x-python")->status;
-    if (status == 201) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  CHECK(nsbox::test::wait_until(
+      [&] {
+        auto r = c->Put("/functions/t", second, returns("2"), "text/x-python");
+        status = r ? r->status : 0;
+        return status == 201;
+      },
+      5000, "the reloaded token to be accepted"));
   CHECK(status == 201);
   CHECK(c->Put("/functions/t", first, returns("3"), "text/x-python")->status == 401);
   CHECK(d.log().find("applied token") != std::string::npos);

@@ -155,7 +155,7 @@ void check_pipe_pages_not_shared(const std::function<void()>& start_hog,
         hogs = pids_named("nsbox-pipehog");
         return !hogs.empty();
       },
-      30000));
+      30000, "the hog to hold its pipes"));
   REQUIRE(hogs.size() == 1);
   const uid_t hog_uid = proc_uid(hogs[0]);
   // The hog runs as its slot's uid 1000, and that slot's uid 0 created its
@@ -163,10 +163,12 @@ void check_pipe_pages_not_shared(const std::function<void()>& start_hog,
   CHECK(hog_uid >= 0x70000000u);
   CHECK(userns_owner(hogs[0]) == hog_uid - 1000);
   json other = check();
-  // Measured while the hog still held its pipes.
+  // Measured while the hog still held its pipes: it holds them until told.
   CHECK(!pids_named("nsbox-pipehog").empty());
+  CHECK(kill(hogs[0], SIGUSR1) == 0);
   json hog = hog_result();
   INFO("hog: " << hog.dump() << " other: " << other.dump());
+  CHECK(hog["released"] == true);
   // The hog really reached the limit: its own new pipes are shrunk.
   CHECK(hog["refused"] == "Operation not permitted");
   CHECK(hog["after"]["grow"] != "ok");
@@ -247,7 +249,8 @@ namespace {
 // Waits until no sandbox process is left, then until a sweep (any later
 // nsbox run) has removed the killed owner's cgroup leaves.
 void check_no_residue(const nsbox::test::HostResidue& before) {
-  bool gone = wait_until([] { return nsbox::test::host_residue().sandbox_procs == 0; }, 5000);
+  bool gone = wait_until([] { return nsbox::test::host_residue().sandbox_procs == 0; }, 5000,
+                         "no sandbox process to be left");
   CHECK_MESSAGE(gone, "left running: " << nsbox::test::host_residue().describe_procs);
   CHECK(nsbox::test::host_residue().mounts == before.mounts);
   // The killed owner could not remove its leaves; the next owner sweeps
@@ -280,7 +283,7 @@ TEST_CASE("kill -9 of nsbox run ends its busy sandbox") {
         auto r = nsbox::test::host_residue();
         return r.describe_procs.find("[R") != std::string::npos;
       },
-      30000);
+      30000, "the sandbox's runner to spin");
   CHECK(spinning);
   kill(run, SIGKILL);
   waitpid(run, nullptr, 0);
@@ -308,9 +311,9 @@ TEST_CASE("serve: kill -9 of the daemon ends its sandboxes, busy or idle") {
         while ((pos = r.describe_procs.find("[R", pos)) != std::string::npos) running++, pos++;
         return running >= 2;
       },
-      30000);
+      30000, "both sandboxes' runners to spin");
   CHECK(spinning);
-  d.kill9();
+  CHECK(d.kill9());
   for (auto& t : calls) t.join();
   check_no_residue(before);
 }

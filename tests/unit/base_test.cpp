@@ -4,7 +4,6 @@
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <fstream>
 #include <string>
 
@@ -12,21 +11,11 @@
 #include "base/digest.hpp"
 #include "base/files.hpp"
 #include "base/hash.hpp"
+#include "tests/unit/temp_dir.hpp"
 
 namespace {
 
-struct ScratchDir {
-  std::string path;
-  ScratchDir() {
-    char tmpl[] = "/tmp/nsbox-base-test-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~ScratchDir() {
-    std::string cmd = "rm -rf '" + path + "'";
-    if (system(cmd.c_str()) != 0) MESSAGE("could not remove " << path);
-  }
-};
+using nsbox::test::TempDir;
 
 mode_t mode_of(const std::string& p) {
   struct stat st {};
@@ -38,7 +27,7 @@ mode_t mode_of(const std::string& p) {
 
 TEST_CASE(
     "base: mkdir_p creates what is missing, with its mode, and says whether the last was new") {
-  ScratchDir d;
+  TempDir d("base-test");
   const mode_t old = umask(0);
   auto r = nsbox::mkdir_p(d.path + "/a/b//c/", 0711);
   REQUIRE(r);
@@ -60,7 +49,7 @@ TEST_CASE(
 }
 
 TEST_CASE("base: ensure_dir accepts a directory, refuses anything else") {
-  ScratchDir d;
+  TempDir d("base-test");
   CHECK(nsbox::ensure_dir(d.path + "/x", 0700));
   CHECK(nsbox::ensure_dir(d.path + "/x", 0700));
   std::ofstream(d.path + "/f") << "x";
@@ -134,9 +123,8 @@ TEST_CASE("base/clock: the monotonic units agree and the wall clock is the epoch
 }
 
 TEST_CASE("base/files: check_reachable_by_others names the first closed directory") {
-  char tmpl[] = "/tmp/nsbox-reach-XXXXXX";
-  REQUIRE(mkdtemp(tmpl) != nullptr);
-  const std::string top = tmpl;
+  TempDir d("reach");
+  const std::string& top = d.path;
   REQUIRE(chmod(top.c_str(), 0755) == 0);
   REQUIRE(mkdir((top + "/closed").c_str(), 0700) == 0);
   REQUIRE(mkdir((top + "/closed/inner").c_str(), 0755) == 0);
@@ -152,5 +140,4 @@ TEST_CASE("base/files: check_reachable_by_others names the first closed director
   CHECK_FALSE(bool(nsbox::check_reachable_by_others("relative/path")));
   REQUIRE(chmod((top + "/closed").c_str(), 0755) == 0);
   CHECK(bool(nsbox::check_reachable_by_others(top + "/closed/inner")));
-  (void)!system(("rm -rf '" + top + "'").c_str());
 }

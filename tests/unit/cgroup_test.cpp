@@ -3,7 +3,6 @@
 #include "sandbox/cgroup.hpp"
 
 #include <doctest/doctest.h>
-#include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -11,24 +10,20 @@
 #include <sstream>
 #include <string>
 
+#include "tests/unit/temp_dir.hpp"
+
 using namespace nsbox;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/nsbox-cgroup-test-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { (void)!system(("rm -rf '" + path + "'").c_str()); }
-  std::string mkdir(const std::string& sub) const {
-    std::string p = path + "/" + sub;
-    REQUIRE(::mkdir(p.c_str(), 0755) == 0);
-    return p;
-  }
-};
+using nsbox::test::TempDir;
+
+// A stand-in for a cgroup mount point or controller hierarchy.
+std::string subdir(const TempDir& t, const std::string& name) {
+  std::string p = t.path + "/" + name;
+  REQUIRE(::mkdir(p.c_str(), 0755) == 0);
+  return p;
+}
 
 void write(const std::string& path, const std::string& text) {
   std::ofstream f(path);
@@ -111,7 +106,7 @@ TEST_CASE("cgroup_v1_limit_writes: exact files and values per controller") {
 }
 
 TEST_CASE("cgroup_detect: v1 only, with cpu,cpuacct co-mounted") {
-  TempDir t;
+  TempDir t("cgroup-test");
   std::string mi = t.path + "/mountinfo";
   write(mi,
         std::string(kSystemLines) +
@@ -135,7 +130,7 @@ TEST_CASE("cgroup_detect: v1 only, with cpu,cpuacct co-mounted") {
 }
 
 TEST_CASE("cgroup_detect: v1 without the cpu hierarchy is still V1") {
-  TempDir t;
+  TempDir t("cgroup-test");
   std::string mi = t.path + "/mountinfo";
   write(mi,
         "30 25 0:26 / /cg/memory rw,relatime - cgroup cgroup rw,memory\n"
@@ -146,7 +141,7 @@ TEST_CASE("cgroup_detect: v1 without the cpu hierarchy is still V1") {
 }
 
 TEST_CASE("cgroup_detect: v1 with memory but no pids is None") {
-  TempDir t;
+  TempDir t("cgroup-test");
   std::string mi = t.path + "/mountinfo";
   write(mi, "30 25 0:26 / /cg/memory rw,relatime - cgroup cgroup rw,memory\n");
   CgroupLayout l = cgroup_detect(mi);
@@ -155,8 +150,8 @@ TEST_CASE("cgroup_detect: v1 with memory but no pids is None") {
 }
 
 TEST_CASE("cgroup_detect: cgroup2 offering memory and pids is V2") {
-  TempDir t;
-  std::string mnt = t.mkdir("unified");
+  TempDir t("cgroup-test");
+  std::string mnt = subdir(t, "unified");
   write(mnt + "/cgroup.controllers", "cpuset cpu io memory hugetlb pids rdma misc\n");
   std::string mi = t.path + "/mountinfo";
   write(mi, std::string(kSystemLines) + "29 22 0:26 / " + mnt +
@@ -169,8 +164,8 @@ TEST_CASE("cgroup_detect: cgroup2 offering memory and pids is V2") {
 }
 
 TEST_CASE("cgroup_detect: v2 wins over v1 when both are usable") {
-  TempDir t;
-  std::string mnt = t.mkdir("unified");
+  TempDir t("cgroup-test");
+  std::string mnt = subdir(t, "unified");
   write(mnt + "/cgroup.controllers", "memory pids\n");
   std::string mi = t.path + "/mountinfo";
   write(mi,
@@ -182,8 +177,8 @@ TEST_CASE("cgroup_detect: v2 wins over v1 when both are usable") {
 }
 
 TEST_CASE("cgroup_detect: hybrid (v2 without controllers) falls back to v1") {
-  TempDir t;
-  std::string mnt = t.mkdir("unified");
+  TempDir t("cgroup-test");
+  std::string mnt = subdir(t, "unified");
   write(mnt + "/cgroup.controllers", "\n");
   std::string mi = t.path + "/mountinfo";
   write(mi, "29 22 0:25 / " + mnt +
@@ -197,8 +192,8 @@ TEST_CASE("cgroup_detect: hybrid (v2 without controllers) falls back to v1") {
 }
 
 TEST_CASE("cgroup_detect: v2 with memory but not pids and no v1 is None, naming the mount") {
-  TempDir t;
-  std::string mnt = t.mkdir("unified");
+  TempDir t("cgroup-test");
+  std::string mnt = subdir(t, "unified");
   write(mnt + "/cgroup.controllers", "cpu memory io\n");
   std::string mi = t.path + "/mountinfo";
   write(mi, "29 22 0:25 / " + mnt + " rw,relatime - cgroup2 cgroup2 rw\n");
@@ -210,8 +205,8 @@ TEST_CASE("cgroup_detect: v2 with memory but not pids and no v1 is None, naming 
 // proc(5): spaces in mountinfo paths are escaped as \040 (also \011, \012,
 // \134). cgroup_detect uses the escaped text as the path.
 TEST_CASE("cgroup_detect: an escaped mount point is unescaped") {
-  TempDir t;
-  std::string mnt = t.mkdir("cgroup v2");
+  TempDir t("cgroup-test");
+  std::string mnt = subdir(t, "cgroup v2");
   write(mnt + "/cgroup.controllers", "memory pids\n");
   std::string escaped = t.path + "/cgroup\\040v2";
   std::string mi = t.path + "/mountinfo";
@@ -222,7 +217,7 @@ TEST_CASE("cgroup_detect: an escaped mount point is unescaped") {
 }
 
 TEST_CASE("cgroup_detect: no cgroup mounts, or no mountinfo, is None with a reason") {
-  TempDir t;
+  TempDir t("cgroup-test");
   std::string mi = t.path + "/mountinfo";
   write(mi, kSystemLines);
   CgroupLayout l = cgroup_detect(mi);
@@ -235,7 +230,7 @@ TEST_CASE("cgroup_detect: no cgroup mounts, or no mountinfo, is None with a reas
 }
 
 TEST_CASE("CgroupLeaf (v2, fake tree): create, attach, events") {
-  TempDir t;
+  TempDir t("cgroup-test");
   CgroupLayout layout;
   layout.version = CgroupVersion::V2;
   layout.v2_mount = t.path;
@@ -292,12 +287,12 @@ TEST_CASE("CgroupLeaf (v2, fake tree): create, attach, events") {
 }
 
 TEST_CASE("CgroupLeaf (v1, fake tree): one leaf per hierarchy") {
-  TempDir t;
+  TempDir t("cgroup-test");
   CgroupLayout layout;
   layout.version = CgroupVersion::V1;
-  layout.v1_memory = t.mkdir("memory");
-  layout.v1_pids = t.mkdir("pids");
-  layout.v1_cpu = t.mkdir("cpu,cpuacct");
+  layout.v1_memory = subdir(t, "memory");
+  layout.v1_pids = subdir(t, "pids");
+  layout.v1_cpu = subdir(t, "cpu,cpuacct");
   layout.create_files = true;
   auto r = CgroupLeaf::create(layout, "t1", test_limits());
   REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
@@ -335,11 +330,11 @@ TEST_CASE("CgroupLeaf (v1, fake tree): one leaf per hierarchy") {
 }
 
 TEST_CASE("CgroupLeaf (v1, fake tree): the cpu hierarchy is optional") {
-  TempDir t;
+  TempDir t("cgroup-test");
   CgroupLayout layout;
   layout.version = CgroupVersion::V1;
-  layout.v1_memory = t.mkdir("memory");
-  layout.v1_pids = t.mkdir("pids");
+  layout.v1_memory = subdir(t, "memory");
+  layout.v1_pids = subdir(t, "pids");
   layout.create_files = true;
   auto r = CgroupLeaf::create(layout, "t1", test_limits());
   REQUIRE(r);
@@ -355,7 +350,7 @@ TEST_CASE("CgroupLeaf::create on None fails with the reason") {
 }
 
 TEST_CASE("CgroupLeaf::create fails on a missing mount point") {
-  TempDir t;
+  TempDir t("cgroup-test");
   CgroupLayout layout;
   layout.version = CgroupVersion::V2;
   layout.v2_mount = t.path + "/absent";
@@ -377,7 +372,7 @@ TEST_CASE("CgroupLeaf: a default leaf is empty and has no events") {
 }
 
 TEST_CASE("CgroupLeaf (v2, fake tree): without the cpu controller, no cpu limit") {
-  TempDir t;
+  TempDir t("cgroup-test");
   CgroupLayout layout;
   layout.version = CgroupVersion::V2;
   layout.v2_mount = t.path;
@@ -392,12 +387,12 @@ TEST_CASE("CgroupLeaf (v2, fake tree): without the cpu controller, no cpu limit"
 
 TEST_CASE("CgroupLeaf (fake trees): cpu_limits = false gives sandboxes no cpu controller") {
   SUBCASE("v1: no leaf in the cpu hierarchy") {
-    TempDir t;
+    TempDir t("cgroup-test");
     CgroupLayout layout;
     layout.version = CgroupVersion::V1;
-    layout.v1_memory = t.mkdir("memory");
-    layout.v1_pids = t.mkdir("pids");
-    layout.v1_cpu = t.mkdir("cpu,cpuacct");
+    layout.v1_memory = subdir(t, "memory");
+    layout.v1_pids = subdir(t, "pids");
+    layout.v1_cpu = subdir(t, "cpu,cpuacct");
     layout.create_files = true;
     layout.cpu_limits = false;
     auto r = CgroupLeaf::create(layout, "t1", test_limits());
@@ -408,7 +403,7 @@ TEST_CASE("CgroupLeaf (fake trees): cpu_limits = false gives sandboxes no cpu co
           std::to_string(96ull << 20));
   }
   SUBCASE("v2: a parent of their own that never enables cpu; nsbox/ is left alone") {
-    TempDir t;
+    TempDir t("cgroup-test");
     CgroupLayout layout;
     layout.version = CgroupVersion::V2;
     layout.v2_mount = t.path;
@@ -426,8 +421,8 @@ TEST_CASE("CgroupLeaf (fake trees): cpu_limits = false gives sandboxes no cpu co
 }
 
 TEST_CASE("cgroup_detect: hybrid keeps the cgroup2 mount and the v1 freezer for freezing") {
-  TempDir t;
-  std::string mnt = t.mkdir("unified");
+  TempDir t("cgroup-test");
+  std::string mnt = subdir(t, "unified");
   write(mnt + "/cgroup.controllers", "\n");
   std::string mi = t.path + "/mountinfo";
   write(mi, "29 22 0:25 / " + mnt +
@@ -452,13 +447,13 @@ TEST_CASE("cgroup_freeze_write: cgroup.freeze 1/0, v1 freezer.state FROZEN/THAWE
 }
 
 TEST_CASE("CgroupLeaf (v1 hybrid, fake tree): frozen through a cgroup2 leaf, not the v1 freezer") {
-  TempDir t;
+  TempDir t("cgroup-test");
   CgroupLayout layout;
   layout.version = CgroupVersion::V1;
-  layout.v1_memory = t.mkdir("memory");
-  layout.v1_pids = t.mkdir("pids");
-  layout.v1_unified = t.mkdir("unified");
-  layout.v1_freezer = t.mkdir("freezer");
+  layout.v1_memory = subdir(t, "memory");
+  layout.v1_pids = subdir(t, "pids");
+  layout.v1_unified = subdir(t, "unified");
+  layout.v1_freezer = subdir(t, "freezer");
   layout.freeze = true;
   layout.create_files = true;
   auto r = CgroupLeaf::create(layout, "t1", test_limits());
@@ -484,12 +479,12 @@ TEST_CASE("CgroupLeaf (v1 hybrid, fake tree): frozen through a cgroup2 leaf, not
 }
 
 TEST_CASE("CgroupLeaf (v1, fake tree): without cgroup2, the v1 freezer") {
-  TempDir t;
+  TempDir t("cgroup-test");
   CgroupLayout layout;
   layout.version = CgroupVersion::V1;
-  layout.v1_memory = t.mkdir("memory");
-  layout.v1_pids = t.mkdir("pids");
-  layout.v1_freezer = t.mkdir("freezer");
+  layout.v1_memory = subdir(t, "memory");
+  layout.v1_pids = subdir(t, "pids");
+  layout.v1_freezer = subdir(t, "freezer");
   layout.freeze = true;
   layout.create_files = true;
   auto r = CgroupLeaf::create(layout, "t1", test_limits());
@@ -508,7 +503,7 @@ TEST_CASE("CgroupLeaf (v1, fake tree): without cgroup2, the v1 freezer") {
 }
 
 TEST_CASE("CgroupLeaf (v2, fake tree): the leaf freezes itself; none without freeze") {
-  TempDir t;
+  TempDir t("cgroup-test");
   CgroupLayout layout;
   layout.version = CgroupVersion::V2;
   layout.v2_mount = t.path;

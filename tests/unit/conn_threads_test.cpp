@@ -59,12 +59,13 @@ TEST_CASE("connection threads: none at start, one per concurrent connection up t
   CHECK(eventually([&] { return g.running == 3; }));
   CHECK(q.stats().threads == 3);
   // Beyond the cap, connections wait in order instead of starting threads.
+  // enqueue decides at once and the four are held, so no fifth can start
+  // later: the two left are in the queue.
   for (int i = 0; i < 3; i++) q.enqueue(g.job());
   CHECK(eventually([&] { return g.running == 4; }));
-  std::this_thread::sleep_for(50ms);
-  CHECK(g.running == 4);
   CHECK(q.stats().threads == 4);
   CHECK(q.stats().queued == 2);
+  CHECK(g.running == 4);
   g.release();
   CHECK(eventually([&] { return g.done == 6; }));
   CHECK(q.stats().queued == 0);
@@ -90,6 +91,8 @@ TEST_CASE("connection threads: idle ones retire down to the floor") {
   CHECK(q.stats().threads == 6);
   g.release();
   CHECK(eventually([&] { return q.stats().threads == 2; }));
+  // Three idle spells pass: what the floor must outlast, not a wait for
+  // something to happen.
   std::this_thread::sleep_for(300ms);
   CHECK(q.stats().threads == 2);  // the floor stays
   // Retired threads were joined, and new work still gets a thread.
@@ -106,14 +109,18 @@ TEST_CASE("connection threads: shutdown serves what is queued, then joins") {
     for (int i = 0; i < 2; i++) q.enqueue(g.job());
     REQUIRE(eventually([&] { return g.running == 2; }));
     for (int i = 0; i < 5; i++) q.enqueue([&served] { served++; });
-    std::thread opener([&g] {
-      std::this_thread::sleep_for(50ms);
+    // The gate opens only once shutdown() has begun, with both jobs still
+    // held and five queued.
+    std::atomic<bool> opened_during_shutdown{false};
+    std::thread opener([&g, &q, &opened_during_shutdown] {
+      opened_during_shutdown = eventually([&q] { return q.stats().stopping; });
       g.release();
     });
     q.shutdown();  // returns only after the gate opened and all ran
     CHECK(g.done == 2);
     CHECK(served == 5);
     opener.join();
+    CHECK(opened_during_shutdown);
     q.shutdown();  // idempotent
   }
   CHECK(served == 5);

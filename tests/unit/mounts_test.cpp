@@ -2,7 +2,6 @@
 #include "sandbox/mounts.hpp"
 
 #include <doctest/doctest.h>
-#include <stdlib.h>
 #include <sys/mount.h>
 #include <unistd.h>
 
@@ -10,19 +9,13 @@
 #include <fstream>
 #include <string>
 
+#include "tests/unit/temp_dir.hpp"
+
 using namespace nsbox;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/nsbox-mounts-test-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { (void)!system(("rm -rf '" + path + "'").c_str()); }
-};
+using nsbox::test::TempDir;
 
 SandboxSpec spec_for(const std::string& code_path) {
   SandboxSpec s;
@@ -51,7 +44,7 @@ const std::string kRoot = "/run/nsbox/stage/root";
 }  // namespace
 
 TEST_CASE("plan_mounts: stage, new root and the staging tmpfs first") {
-  TempDir dir;
+  TempDir dir("mounts-test");
   MountPlan p = plan_mounts(spec_for(dir.path));
   CHECK(p.stage == "/run/nsbox/stage");
   CHECK(p.new_root == kRoot);
@@ -65,7 +58,7 @@ TEST_CASE("plan_mounts: stage, new root and the staging tmpfs first") {
 }
 
 TEST_CASE("plan_mounts: overlay of the rootfs with upper and work on the stage") {
-  TempDir dir;
+  TempDir dir("mounts-test");
   MountPlan p = plan_mounts(spec_for(dir.path));
   int ov = find_op(p, MountOp::Overlay, kRoot);
   REQUIRE(ov >= 0);
@@ -88,7 +81,7 @@ TEST_CASE("plan_mounts: overlay of the rootfs with upper and work on the stage")
 }
 
 TEST_CASE("plan_mounts: /tmp is a sticky, nosuid, nodev tmpfs of tmpfs_bytes") {
-  TempDir dir;
+  TempDir dir("mounts-test");
   MountPlan p = plan_mounts(spec_for(dir.path));
   int tmp = find_op(p, MountOp::Tmpfs, kRoot + "/tmp");
   REQUIRE(tmp >= 0);
@@ -100,7 +93,7 @@ TEST_CASE("plan_mounts: /tmp is a sticky, nosuid, nodev tmpfs of tmpfs_bytes") {
 }
 
 TEST_CASE("plan_mounts: /dev holds only harmless device binds and is read-only") {
-  TempDir dir;
+  TempDir dir("mounts-test");
   MountPlan p = plan_mounts(spec_for(dir.path));
   int dev = find_op(p, MountOp::Tmpfs, kRoot + "/dev");
   REQUIRE(dev >= 0);
@@ -137,7 +130,7 @@ TEST_CASE("plan_mounts: /dev holds only harmless device binds and is read-only")
 }
 
 TEST_CASE("plan_mounts: a code directory is bound read-only at /var/task") {
-  TempDir dir;
+  TempDir dir("mounts-test");
   MountPlan p = plan_mounts(spec_for(dir.path));
   std::string task = kRoot + "/var/task";
   int bind = find_op(p, MountOp::Bind, task);
@@ -151,7 +144,7 @@ TEST_CASE("plan_mounts: a code directory is bound read-only at /var/task") {
 }
 
 TEST_CASE("plan_mounts: a code file gets its own tmpfs, so its siblings stay invisible") {
-  TempDir dir;
+  TempDir dir("mounts-test");
   std::string file = dir.path + "/fn.py";
   std::ofstream(file) << "def handler(e, c): return 1\n";
   std::ofstream(dir.path + "/secret.txt") << "x";
@@ -181,7 +174,7 @@ TEST_CASE("plan_mounts: a code path that does not exist is planned as a file") {
 }
 
 TEST_CASE("plan_mounts: a fresh proc, nosuid/nodev/noexec, comes last") {
-  TempDir dir;
+  TempDir dir("mounts-test");
   MountPlan p = plan_mounts(spec_for(dir.path));
   int proc = find_op(p, MountOp::Proc, kRoot + "/proc");
   REQUIRE(proc >= 0);
@@ -200,7 +193,7 @@ TEST_CASE("plan_mounts: a fresh proc, nosuid/nodev/noexec, comes last") {
 }
 
 TEST_CASE("plan_mounts: /proc is masked as Docker masks it, wherever the kernel has an entry") {
-  TempDir dir;
+  TempDir dir("mounts-test");
   MountPlan p = plan_mounts(spec_for(dir.path));
   int proc = find_op(p, MountOp::Proc, kRoot + "/proc");
   REQUIRE(proc >= 0);
@@ -237,7 +230,7 @@ TEST_CASE("plan_mounts: /proc is masked as Docker masks it, wherever the kernel 
 
 TEST_CASE(
     "plan_mounts: every destination is under the stage, and below the root after the overlay") {
-  TempDir dir;
+  TempDir dir("mounts-test");
   std::string file = dir.path + "/fn.py";
   std::ofstream(file) << "";
   for (const std::string& code : {dir.path, file}) {
@@ -257,7 +250,7 @@ TEST_CASE(
 }
 
 TEST_CASE("plan_mounts: code_mount is honoured") {
-  TempDir dir;
+  TempDir dir("mounts-test");
   SandboxSpec s = spec_for(dir.path);
   s.code_mount = "/opt/code";
   MountPlan p = plan_mounts(s);
@@ -278,13 +271,13 @@ TEST_CASE("MountOp::describe names the kind, source and destination") {
   CHECK(MountOp{MountOp::Symlink, "/proc/self/fd", "/r/dev/fd", "", 0}.describe() ==
         "symlink /r/dev/fd -> /proc/self/fd");
   // Every planned op's description mentions its destination.
-  TempDir dir;
+  TempDir dir("mounts-test");
   for (const MountOp& op : plan_mounts(spec_for(dir.path)).ops)
     CHECK_MESSAGE(op.describe().find(op.dst) != std::string::npos, op.describe());
 }
 
 TEST_CASE("child_run_mounts: an optional op on a missing entry is skipped, other errors stop") {
-  TempDir dir;
+  TempDir dir("mounts-test");
   MountPlan p;
   auto add = [&](MountOp::Kind k, std::string src, std::string dst, bool optional) {
     p.ops.push_back(MountOp{k, std::move(src), std::move(dst), {}, 0});

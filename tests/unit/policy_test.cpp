@@ -4,7 +4,6 @@
 
 #include <doctest/doctest.h>
 #include <errno.h>
-#include <stdlib.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +13,7 @@
 #include <vector>
 
 #include "policies/embedded.hpp"
+#include "tests/unit/temp_dir.hpp"
 
 using namespace nsbox;
 
@@ -87,20 +87,14 @@ Policy builtin(const std::string& name) {
   return r.value();
 }
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/nsbox-policy-test-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { (void)!system(("rm -rf '" + path + "'").c_str()); }
-  std::string write(const std::string& name, const std::string& content) const {
-    std::string p = path + "/" + name;
-    std::ofstream(p) << content;
-    return p;
-  }
-};
+using nsbox::test::TempDir;
+
+// A policy file in dir: its path.
+std::string write_file(const TempDir& dir, const std::string& name, const std::string& content) {
+  std::string p = dir.path + "/" + name;
+  std::ofstream(p) << content;
+  return p;
+}
 
 }  // namespace
 
@@ -440,8 +434,8 @@ TEST_CASE("load_policy: a missing file fails with its errno and path") {
 }
 
 TEST_CASE("load_policy: a policy file sets name and source to its path") {
-  TempDir dir;
-  std::string path = dir.write("mine.toml", join(kBase));
+  TempDir dir("policy-test");
+  std::string path = write_file(dir, "mine.toml", join(kBase));
   auto r = load_policy(path);
   REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().detail));
   CHECK(r.value().name == path);
@@ -450,15 +444,16 @@ TEST_CASE("load_policy: a policy file sets name and source to its path") {
   CHECK(r.value().seccomp.allow == std::vector<std::string>{"exit_group", "read", "write"});
 
   // Errors in a file are positioned in that file.
-  std::string bad = dir.write("bad.toml", replace_line(4, "pids = 0"));
+  std::string bad = write_file(dir, "bad.toml", replace_line(4, "pids = 0"));
   auto e = load_policy(bad);
   REQUIRE_FALSE(e);
   CHECK(e.error().detail.rfind(bad + ":4:8: ", 0) == 0);
 }
 
 TEST_CASE("load_policy: a file larger than 1 MiB is refused") {
-  TempDir dir;
-  std::string path = dir.write("big.toml", join(kBase) + "# " + std::string(1 << 20, 'x') + "\n");
+  TempDir dir("policy-test");
+  std::string path =
+      write_file(dir, "big.toml", join(kBase) + "# " + std::string(1 << 20, 'x') + "\n");
   auto r = load_policy(path);
   REQUIRE_FALSE(r);
   CHECK(contains(r.error().detail, "larger than 1 MiB"));

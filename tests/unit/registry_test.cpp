@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "tests/unit/temp_dir.hpp"
+
 using nsbox::FunctionMeta;
 using nsbox::FunctionStore;
 using nsbox::FunctionVersion;
@@ -37,19 +39,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A fresh directory under /tmp, deleted with everything in it.
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/nsbox-registry-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using nsbox::test::TempDir;
 
 std::unique_ptr<FunctionStore> open_ok(const std::string& dir) {
   auto r = open_file_store(dir);
@@ -116,7 +106,7 @@ TEST_CASE("registry: valid_function_name") {
 }
 
 TEST_CASE("registry: put assigns versions; latest, get, list, versions") {
-  TempDir tmp;
+  TempDir tmp("registry");
   auto store = open_ok(tmp.path);
   CHECK_FALSE(latest_of(*store, "f").has_value());
   CHECK(store->list().empty());
@@ -197,7 +187,7 @@ TEST_CASE("registry: meta_to_json keys") {
 }
 
 TEST_CASE("registry: deploy numbers tell a redeploy under a reused version apart") {
-  TempDir tmp;
+  TempDir tmp("registry");
   auto store = open_ok(tmp.path);
   FunctionMeta first = put_ok(*store, "f", fv_of("same source"));
   FunctionMeta other = put_ok(*store, "g", fv_of("g"));
@@ -235,7 +225,7 @@ TEST_CASE("registry: deploy numbers tell a redeploy under a reused version apart
 }
 
 TEST_CASE("registry: remove and redeploy") {
-  TempDir tmp;
+  TempDir tmp("registry");
   auto store = open_ok(tmp.path);
   put_ok(*store, "f", fv_of("1"));
   put_ok(*store, "f", fv_of("2"));
@@ -273,7 +263,7 @@ TEST_CASE("registry: remove and redeploy") {
 }
 
 TEST_CASE("registry: a second open sees everything") {
-  TempDir tmp;
+  TempDir tmp("registry");
   std::vector<FunctionMeta> metas;
   {
     auto store = open_ok(tmp.path);
@@ -307,7 +297,7 @@ TEST_CASE("registry: a second open sees everything") {
 }
 
 TEST_CASE("registry: open cleans crash leftovers and skips bad files") {
-  TempDir tmp;
+  TempDir tmp("registry");
   {
     auto store = open_ok(tmp.path);
     put_ok(*store, "f", fv_of("one"));
@@ -354,7 +344,7 @@ TEST_CASE("registry: open cleans crash leftovers and skips bad files") {
 }
 
 TEST_CASE("registry: concurrent puts get distinct versions") {
-  TempDir tmp;
+  TempDir tmp("registry");
   auto store = open_ok(tmp.path);
   constexpr int kThreads = 8, kEach = 25;
   std::vector<std::vector<uint64_t>> got(kThreads);
@@ -386,7 +376,7 @@ TEST_CASE("registry: concurrent puts get distinct versions") {
 }
 
 TEST_CASE("registry: bad input is an error, not a crash") {
-  TempDir tmp;
+  TempDir tmp("registry");
   auto store = open_ok(tmp.path);
   for (const char* name : {"", "Bad", "../etc", "a/b", "-x"}) {
     auto r = store->put(name, fv_of("x"));
@@ -406,7 +396,7 @@ TEST_CASE("registry: bad input is an error, not a crash") {
 }
 
 TEST_CASE("registry: open errors name the step and path") {
-  TempDir tmp;
+  TempDir tmp("registry");
   write_text(tmp.path + "/file", "x");
   auto r = open_file_store(tmp.path + "/file/store");
   REQUIRE_FALSE(r);
@@ -414,7 +404,7 @@ TEST_CASE("registry: open errors name the step and path") {
 }
 
 TEST_CASE("registry: open creates the directory with mode 0700") {
-  TempDir tmp;
+  TempDir tmp("registry");
   auto store = open_ok(tmp.path + "/a/b");
   struct stat st;
   REQUIRE(::stat((tmp.path + "/a/b").c_str(), &st) == 0);

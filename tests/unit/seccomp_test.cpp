@@ -11,7 +11,6 @@
 #include <linux/sched.h>
 #include <sched.h>
 #include <signal.h>
-#include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
@@ -28,30 +27,25 @@
 #include <vector>
 
 #include "policies/policy.hpp"
+#include "tests/unit/temp_dir.hpp"
 
 using namespace nsbox;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/nsbox-seccomp-test-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() { (void)!system(("rm -rf '" + path + "'").c_str()); }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    DIR* d = opendir(path.c_str());
-    REQUIRE(d);
-    while (dirent* e = readdir(d))
-      if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) names.push_back(e->d_name);
-    closedir(d);
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-};
+using nsbox::test::TempDir;
+
+// What the seccomp cache put in dir, sorted.
+std::vector<std::string> entries(const TempDir& dir) {
+  std::vector<std::string> names;
+  DIR* d = opendir(dir.path.c_str());
+  REQUIRE(d);
+  while (dirent* e = readdir(d))
+    if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0) names.push_back(e->d_name);
+  closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
 
 SeccompPolicy builtin_seccomp(const std::string& name) {
   auto r = load_policy(name);
@@ -298,13 +292,13 @@ TEST_CASE("seccomp_compile: an unknown syscall is an error naming it") {
 }
 
 TEST_CASE("seccomp_get: a private cache dir gets exactly one file, reused on the next call") {
-  TempDir dir;
+  TempDir dir("seccomp-test");
   REQUIRE(chmod(dir.path.c_str(), 0700) == 0);
   SeccompPolicy pol = builtin_seccomp("default");
   auto first = seccomp_get(pol, dir.path);
   REQUIRE(first);
   CHECK(same_program(first.value(), compile(pol)));
-  auto files = dir.entries();
+  auto files = entries(dir);
   REQUIRE(files.size() == 1);
   const std::string& name = files[0];
   CHECK(name.rfind("seccomp-", 0) == 0);
@@ -319,20 +313,20 @@ TEST_CASE("seccomp_get: a private cache dir gets exactly one file, reused on the
   auto second = seccomp_get(pol, dir.path);
   REQUIRE(second);
   CHECK(same_program(first.value(), second.value()));
-  CHECK(dir.entries() == files);
+  CHECK(entries(dir) == files);
 
   // A different policy gets its own file.
   auto strict = seccomp_get(builtin_seccomp("strict"), dir.path);
   REQUIRE(strict);
-  CHECK(dir.entries().size() == 2);
+  CHECK(entries(dir).size() == 2);
 }
 
 TEST_CASE("seccomp_get: the second call really comes from the cache file") {
-  TempDir dir;
+  TempDir dir("seccomp-test");
   REQUIRE(chmod(dir.path.c_str(), 0700) == 0);
   SeccompPolicy pol = builtin_seccomp("default");
   REQUIRE(seccomp_get(pol, dir.path));
-  auto files = dir.entries();
+  auto files = entries(dir);
   REQUIRE(files.size() == 1);
   // Put another valid program in its place: seccomp_get must return it.
   SeccompProgram strict = compile(builtin_seccomp("strict"));
@@ -347,11 +341,11 @@ TEST_CASE("seccomp_get: the second call really comes from the cache file") {
 }
 
 TEST_CASE("seccomp_get: a corrupt cache file is recompiled and replaced") {
-  TempDir dir;
+  TempDir dir("seccomp-test");
   REQUIRE(chmod(dir.path.c_str(), 0700) == 0);
   SeccompPolicy pol = builtin_seccomp("default");
   REQUIRE(seccomp_get(pol, dir.path));
-  auto files = dir.entries();
+  auto files = entries(dir);
   REQUIRE(files.size() == 1);
   std::string path = dir.path + "/" + files[0];
   std::ofstream(path, std::ios::trunc) << "abc";  // not a multiple of 8 bytes
@@ -360,14 +354,14 @@ TEST_CASE("seccomp_get: a corrupt cache file is recompiled and replaced") {
   SeccompProgram good = compile(pol);
   CHECK(same_program(got.value(), good));
   CHECK(slurp(path).size() == good.insns.size() * sizeof(sock_filter));
-  CHECK(dir.entries() == files);
+  CHECK(entries(dir) == files);
 }
 
 TEST_CASE("seccomp_get: a cache dir others can write is not used") {
   SeccompPolicy pol = builtin_seccomp("default");
   SeccompProgram good = compile(pol);
   for (mode_t mode : {0777, 0770, 0702}) {
-    TempDir dir;
+    TempDir dir("seccomp-test");
     REQUIRE(chmod(dir.path.c_str(), mode) == 0);
     char octal[8];
     snprintf(octal, sizeof octal, "%o", static_cast<unsigned>(mode));
@@ -375,13 +369,13 @@ TEST_CASE("seccomp_get: a cache dir others can write is not used") {
     auto got = seccomp_get(pol, dir.path);
     REQUIRE(got);
     CHECK(same_program(got.value(), good));
-    CHECK(dir.entries().empty());
+    CHECK(entries(dir).empty());
   }
   // Also not a planted file in a world-writable dir.
-  TempDir dir;
+  TempDir dir("seccomp-test");
   REQUIRE(chmod(dir.path.c_str(), 0700) == 0);
   REQUIRE(seccomp_get(pol, dir.path));
-  auto files = dir.entries();
+  auto files = entries(dir);
   REQUIRE(files.size() == 1);
   SeccompProgram strict = compile(builtin_seccomp("strict"));
   {

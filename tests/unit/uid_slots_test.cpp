@@ -5,7 +5,6 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <signal.h>
-#include <stdlib.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -19,23 +18,13 @@
 
 #include "sandbox/init_filter.hpp"
 #include "sandbox/seccomp.hpp"
+#include "tests/unit/temp_dir.hpp"
 
 using namespace nsbox;
 
 namespace {
 
-struct TempDir {
-  std::string path;
-  TempDir() {
-    char tmpl[] = "/tmp/nsbox-slots-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~TempDir() {
-    std::string cmd = "rm -rf '" + path + "'";
-    (void)!system(cmd.c_str());
-  }
-};
+using nsbox::test::TempDir;
 
 std::string self_stat() {
   std::ifstream f("/proc/self/stat");
@@ -60,7 +49,7 @@ TEST_CASE("uid slots: every slot is its own range of 65536 host uids below 0x800
 }
 
 TEST_CASE("uid slots: held slots are never handed out twice; released ones are") {
-  TempDir d;
+  TempDir d("slots");
   std::string dir = d.path + "/slots";
   std::set<uint32_t> seen;
   std::vector<UidSlot> held;
@@ -87,7 +76,7 @@ TEST_CASE("uid slots: held slots are never handed out twice; released ones are")
 }
 
 TEST_CASE("uid slots: a crashed holder's slot waits until its PID 1 is gone") {
-  TempDir d;
+  TempDir d("slots");
   std::string dir = d.path + "/slots";
   {
     auto s = UidSlot::acquire(dir, 1);
