@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include "tests/unit/temp_dir.hpp"
+
 using namespace nsbox;
 using namespace std::chrono_literals;
 
@@ -263,20 +265,10 @@ std::string freeze_state(const std::string& dir, uint64_t id) {
   return ss.str();
 }
 
-struct FreezeDir {
-  std::string path;
-  FreezeDir() {
-    char tmpl[] = "/tmp/nsbox-pool-test-XXXXXX";
-    REQUIRE(mkdtemp(tmpl) != nullptr);
-    path = tmpl;
-  }
-  ~FreezeDir() { (void)!system(("rm -rf '" + path + "'").c_str()); }
-};
-
 }  // namespace
 
 TEST_CASE("pool: an idle warm sandbox is frozen after the grace and thawed when leased") {
-  FreezeDir dir;
+  nsbox::test::TempDir dir("pool-freeze");
   FakeFactory factory(1ms);
   factory.freeze_dir = dir.path;
   PoolLimits l = limits(8, 0);
@@ -314,7 +306,7 @@ TEST_CASE("pool: an idle warm sandbox is frozen after the grace and thawed when 
 }
 
 TEST_CASE("pool: the freezer thread freezes an idle sandbox a few ms after release") {
-  FreezeDir dir;
+  nsbox::test::TempDir dir("pool-freeze");
   FakeFactory factory(1ms);
   factory.freeze_dir = dir.path;
   PoolLimits l = limits(8, 0);
