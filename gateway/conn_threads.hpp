@@ -31,9 +31,9 @@ class ConnectionThreads final : public httplib::TaskQueue {
   void shutdown() override;
 
   struct Stats {
-    size_t threads = 0;  // alive
-    size_t idle = 0;     // alive and waiting for a connection
-    size_t queued = 0;   // connections waiting for a thread
+    size_t threads = 0;     // alive
+    size_t idle = 0;        // alive and waiting for a connection
+    size_t queued = 0;      // connections waiting for a thread
     bool stopping = false;  // shutdown() has begun
   };
   Stats stats();

@@ -57,7 +57,8 @@ std::string PoolCore::invariant_violation() const {
       idle++;
       memory += w->memory_bytes;
       if (w->function != name) return name + ": an idle sandbox of another function";
-      if (w->deploy == 0 || w->deploy < fn.floor) return name + ": an idle sandbox of a revoked deploy";
+      if (w->deploy == 0 || w->deploy < fn.floor)
+        return name + ": an idle sandbox of a revoked deploy";
       if (prev && prev->last_used < w->last_used) return name + ": idle list not most recent first";
       prev = w.get();
     }

@@ -75,7 +75,7 @@ struct Worker {
 
 struct PoolStats {
   int blank = 0, idle = 0, busy = 0, waiting = 0;
-  int frozen = 0;  // of idle
+  int frozen = 0;     // of idle
   int functions = 0;  // entries the pool keeps (functions with sandboxes, waiters or a redeploy)
   uint64_t memory_bytes = 0;
   uint64_t evictions = 0, idle_expired = 0, spawned = 0, spawn_failures = 0;

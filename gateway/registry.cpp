@@ -296,8 +296,8 @@ class FileStore final : public FunctionStore {
 
   const std::string root_;
   const std::string functions_;
-  std::mutex write_mu_;  // serialises put() and remove(): numbering and renames
-  uint64_t last_deploy_ = 0;  // the deploy sequence (FunctionMeta::deploy); under mu_
+  std::mutex write_mu_;                 // serialises put() and remove(): numbering and renames
+  uint64_t last_deploy_ = 0;            // the deploy sequence (FunctionMeta::deploy); under mu_
   std::mutex mu_;                       // guards index_ and unloadable_; never held across disk I/O
   std::map<std::string, Entry> index_;  // ordered: list() is sorted by name
   // Highest version per name whose file exists but did not load: never

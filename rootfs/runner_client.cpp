@@ -1,6 +1,5 @@
 #include "rootfs/runner_client.hpp"
 
-
 #include <cerrno>
 
 #include "rootfs/json_check.hpp"

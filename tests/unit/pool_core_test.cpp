@@ -227,14 +227,15 @@ TEST_CASE("pool core: a function at its cap waits for its own release, which wak
   CHECK(b.lease->id == 1);
 }
 
-TEST_CASE("pool core: a release wakes waiters of other functions only when they wait on the budget") {
+TEST_CASE(
+    "pool core: a release wakes waiters of other functions only when they wait on the budget") {
   PoolCore core(limits(1), {kMem});
   Request a(core, "a", 1);
   REQUIRE(a.run(1) == PoolCore::Step::Spawn);
   Request b(core, "b", 1);
   CHECK(b.run(2) == PoolCore::Step::Wait);  // the only slot is a's
   Wakes w = core.release(std::move(a.lease), true, kT0, true);
-  CHECK(has(w.one, "b"));  // b may now evict a's idle sandbox
+  CHECK(has(w.one, "b"));                   // b may now evict a's idle sandbox
   CHECK(b.run(2) == PoolCore::Step::Wait);  // evicted; waits for the destroy
   core.destroyed(core.take_doomed());
   CHECK(b.run(2) == PoolCore::Step::Spawn);
@@ -274,7 +275,8 @@ TEST_CASE("pool core: idle sandboxes expire after idle_timeout_ms, oldest first"
   CHECK(destroy_all(core) == 1);
 }
 
-TEST_CASE("pool core: a revoke makes older requests stale, destroys older sandboxes, wakes waiters") {
+TEST_CASE(
+    "pool core: a revoke makes older requests stale, destroys older sandboxes, wakes waiters") {
   PoolCore core(limits(8, 1), {kMem});
   warm(core, "f", 5, 1);
   Request busy(core, "f", 5);
@@ -326,7 +328,8 @@ TEST_CASE("pool core: a deleted function's entry goes once nothing of it is left
   CHECK(core.stats().memory_bytes == 0);
 }
 
-TEST_CASE("pool core: an idle sandbox of another deploy at the function's cap is evicted for this one") {
+TEST_CASE(
+    "pool core: an idle sandbox of another deploy at the function's cap is evicted for this one") {
   PoolCore core(limits(8, 1), {kMem});
   warm(core, "f", 1, 1);
   Request next(core, "f", 2);  // planned for a deploy whose revoke has not arrived yet
