@@ -30,10 +30,20 @@ const std::vector<std::string> kServerKeys = {"listen",
                                               "max_head_kb",
                                               "max_headers",
                                               "trusted_proxies"};
-const std::vector<std::string> kPoolKeys = {
-    "blank",           "max_sandboxes",      "memory_budget_mb", "per_function",
-    "idle_timeout_ms", "queue_per_function", "queue_total",      "queue_timeout_ms",
-    "cpu_limits",      "freeze_idle_ms",     "min_available_mb", "psi_some_avg10"};
+const std::vector<std::string> kPoolKeys = {"blank",
+                                            "max_sandboxes",
+                                            "memory_budget_mb",
+                                            "per_function",
+                                            "idle_timeout_ms",
+                                            "queue_per_function",
+                                            "queue_total",
+                                            "queue_timeout_ms",
+                                            "cpu_limits",
+                                            "freeze_idle_ms",
+                                            "min_available_mb",
+                                            "psi_some_avg10",
+                                            "isolation",
+                                            "allow_comparison_isolation"};
 const std::vector<std::string> kFunctionsKeys = {"default_policy", "log_lines", "max_memory_mb"};
 
 }  // namespace
@@ -157,6 +167,19 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
                "\"psi_some_avg10\" in [pool] must be a number from 0 (off) to 100 (percent)");
       c.psi_some_avg10 = *f;
     }
+    std::string iso = r.string(p, "isolation", P, "nsbox");
+    auto parsed_iso = parse_isolation(iso);
+    if (!parsed_iso)
+      r.fail(p.get("isolation")->source(),
+             "\"isolation\" must be one of " + isolation_names() + ", not \"" + iso + "\"");
+    c.isolation = *parsed_iso;
+    c.allow_comparison_isolation = r.boolean(p, "allow_comparison_isolation", P, false);
+    if (c.isolation != Isolation::Nsbox && !c.allow_comparison_isolation)
+      r.fail(p.get("isolation")->source(),
+             "isolation = \"" + iso +
+                 "\" exists to measure nsbox against it (nsbox bench), not to serve: it lacks "
+                 "nsbox's seccomp, uid and limit guarantees. Remove the key, or set "
+                 "allow_comparison_isolation = true in [pool] to run it anyway");
 
     const toml::table& f = r.table(root, "functions", "functions", false);
     const std::string F = "[functions]";

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "base/result.hpp"
+#include "gateway/isolation.hpp"
 
 namespace nsbox {
 
@@ -72,6 +73,11 @@ struct ServeConfig {
   // sandbox's own memory limit, so one tenant thrashing in its limit would
   // evict every other tenant's warm sandboxes.
   double psi_some_avg10 = 0;
+  // How sandboxes are made: nsbox's own, or one of the mechanisms nsbox
+  // bench compares it with (gateway/isolation.hpp), which the daemon refuses
+  // unless allow_comparison_isolation is set too.
+  Isolation isolation = Isolation::Nsbox;
+  bool allow_comparison_isolation = false;
   // [functions]
   std::string default_policy = "default";
   int log_lines = 1000;  // lines kept per function for GET .../logs

@@ -21,6 +21,7 @@
 #include "base/files.hpp"
 #include "base/log.hpp"
 #include "gateway/config.hpp"
+#include "gateway/external_factory.hpp"
 #include "gateway/pool.hpp"
 #include "gateway/registry.hpp"
 #include "gateway/server.hpp"
@@ -281,8 +282,27 @@ int cmd_serve(const std::vector<std::string>& args) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
 
-  Pool pool(*spawner.value(), pool_limits(config), profile_memory);
-  Gateway gateway(config, *store.value(), pool, *spawner.value(), infos, token.value());
+  // A comparison mechanism (nsbox bench) replaces the spawner's sandboxes;
+  // the spawner stays, idle, so that every mechanism's daemon is the same.
+  std::unique_ptr<ExternalFactory> external;
+  SandboxFactory* factory = spawner.value().get();
+  if (config.isolation != Isolation::Nsbox) {
+    if (geteuid() != 0) return fail("isolation other than nsbox needs root");
+    std::vector<ExternalProfile> eps;
+    for (const auto& info : infos)
+      eps.push_back({info.policy.limits.pids, info.policy.limits.tmpfs_bytes});
+    auto made =
+        ExternalFactory::start(config.isolation, rootfs,
+                               "/run/nsbox/compare-" + std::to_string(getpid()), runner_env(), eps);
+    if (!made) return fail(made.error().message());
+    external = std::move(made.value());
+    factory = external.get();
+    LOG_WARN("isolation = \"%s\": sandboxes are made by %s, for comparison only",
+             isolation_name(config.isolation), find_tool(config.isolation).c_str());
+  }
+
+  Pool pool(*factory, pool_limits(config), profile_memory);
+  Gateway gateway(config, *store.value(), pool, *factory, infos, token.value());
   std::string err;
   if (!gateway.bind(&err)) {
     (void)spawner.value()->shutdown();
@@ -347,6 +367,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   pthread_kill(signals.native_handle(), SIGTERM);
   signals.join();
   pool.stop();
+  external.reset();
   (void)spawner.value()->shutdown();
   std::fprintf(stderr, "nsbox serve: stopped\n");
   return spawner_lost ? 1 : 0;

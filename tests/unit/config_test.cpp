@@ -100,6 +100,8 @@ cpu_limits = true
 freeze_idle_ms = 0
 min_available_mb = 512
 psi_some_avg10 = 12.5
+isolation = "bwrap"
+allow_comparison_isolation = true
 
 [functions]
 default_policy = "strict"
@@ -188,6 +190,8 @@ TEST_CASE("config: every key is read, in its unit, into its member") {
   CHECK(r.freeze_idle_ms == 0);
   CHECK(r.min_available_bytes == 512 * kMiB);
   CHECK(r.psi_some_avg10 == 12.5);
+  CHECK(r.isolation == Isolation::Bwrap);
+  CHECK(r.allow_comparison_isolation);
   CHECK(r.default_policy == "strict");
   CHECK(r.log_lines == 10);
   CHECK(r.max_memory_bytes == 256 * kMiB);
@@ -336,6 +340,24 @@ TEST_CASE("config: [pool] psi_some_avg10 is a percentage") {
                                 "from 0 (off) to 100 (percent)"),
                   e);
   }
+}
+
+TEST_CASE("config: [pool] isolation other than nsbox needs allow_comparison_isolation") {
+  auto c = parse_serve_config("", "nsbox.toml");
+  REQUIRE(c);
+  CHECK(c.value().isolation == Isolation::Nsbox);
+  CHECK_FALSE(c.value().allow_comparison_isolation);
+  for (const char* m : {"none", "bwrap", "crun", "runc", "docker"}) {
+    std::string e = refusal(std::string("[pool]\nisolation = \"") + m + "\"\n");
+    CHECK_MESSAGE(has(e, "nsbox.toml:2:"), e);
+    CHECK_MESSAGE(has(e, "allow_comparison_isolation = true"), e);
+    CHECK(refusal(std::string("[pool]\nisolation = \"") + m +
+                  "\"\nallow_comparison_isolation = true\n") == "");
+  }
+  CHECK(refusal("[pool]\nisolation = \"nsbox\"\n") == "");
+  std::string e = refusal("[pool]\nisolation = \"lxc\"\nallow_comparison_isolation = true\n");
+  CHECK_MESSAGE(has(e, "nsbox, none, bwrap, crun, runc, docker"), e);
+  CHECK_MESSAGE(has(e, "\"lxc\""), e);
 }
 
 TEST_CASE("config: [server] listen is HOST:PORT") {
