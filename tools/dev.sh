@@ -12,7 +12,8 @@ PACKAGES=(meson ninja-build g++ pkg-config python3 curl libseccomp-dev libssl-de
           libcpp-httplib-dev libtomlplusplus-dev nlohmann-json3-dev doctest-dev
           clang libclang-rt-14-dev    # libFuzzer (fuzz_tests)
           nginx-light openssl         # the reverse-proxy test runs tools/nginx/nsbox.conf
-          user-mode-linux kmod)       # the cgroup v2 stage boots Debian's kernel (tools/uml/)
+          user-mode-linux kmod        # the cgroup v2 stage boots Debian's kernel (tools/uml/)
+          bubblewrap crun runc docker.io python3-matplotlib)  # nsbox bench's comparison rows
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi

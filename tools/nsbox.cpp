@@ -28,6 +28,7 @@ commands:
   ls                         list deployed functions
   rm NAME                    delete a function
   logs NAME                  what a function printed recently
+  bench paper [options]      nsbox against none, bwrap, crun, runc and docker (nsbox bench -h)
 )";
 
 int cmd_rootfs(const std::vector<std::string>& args) {
@@ -61,17 +62,38 @@ bool is_http_command(const std::string& cmd) {
   return false;
 }
 
-// Replaces this process (same pid: signals to `nsbox serve` still arrive).
-int exec_http(char** argv) {
+// The directory this binary is in, or "" (an error printed).
+std::string self_dir() {
   char self[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
   if (n <= 0) {
     std::perror("nsbox: readlink(/proc/self/exe)");
-    return 3;
+    return {};
   }
   self[n] = 0;
   std::string dir(self);
-  dir = dir.substr(0, dir.find_last_of('/'));
+  return dir.substr(0, dir.find_last_of('/'));
+}
+
+// The bench is a Python script (it drives daemons and plots); Debian's own
+// python3, which python3-matplotlib installs into.
+int exec_bench(int argc, char** argv) {
+  std::string dir = self_dir();
+  if (dir.empty()) return 3;
+  std::string script = dir + "/nsbox-bench";
+  std::vector<char*> args = {const_cast<char*>("/usr/bin/python3"), script.data()};
+  for (int i = 2; i < argc; i++) args.push_back(argv[i]);
+  args.push_back(nullptr);
+  execv(args[0], args.data());
+  std::fprintf(stderr, "nsbox: cannot run /usr/bin/python3 %s: %s\n", script.c_str(),
+               std::strerror(errno));
+  return 3;
+}
+
+// Replaces this process (same pid: signals to `nsbox serve` still arrive).
+int exec_http(char** argv) {
+  std::string dir = self_dir();
+  if (dir.empty()) return 3;
   std::string http = dir + "/nsbox-http";
   argv[0] = const_cast<char*>(http.c_str());
   execv(http.c_str(), argv);
@@ -93,6 +115,7 @@ int main(int argc, char** argv) {
     if (cmd == "run") return nsbox::cmd_run(args);
     if (cmd == "rootfs") return cmd_rootfs(args);
     if (is_http_command(cmd)) return exec_http(argv);
+    if (cmd == "bench") return exec_bench(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nsbox: internal error: %s\n", e.what());
     return 3;

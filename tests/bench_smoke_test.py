@@ -1,0 +1,63 @@
+"""CI's smoke run of `nsbox bench paper --quick` with every mechanism (meson suite "bench").
+
+dev.sh installs bubblewrap, crun, runc, docker.io and python3-matplotlib, so on CI every row
+must run: the bench exits non-zero when one did not, and this test names it. Root only (the
+bench runs daemons); NSBOX_MUST_WORK=1 (CI) turns "not root" into a failure.
+
+Run: sudo python3 tests/bench_smoke_test.py (NSBOX_BIN: the nsbox binary, default build/tools).
+"""
+import json
+import os
+import subprocess
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NSBOX = os.environ.get("NSBOX_BIN") or os.path.join(HERE, "..", "build", "tools", "nsbox")
+MECHANISMS = ["nsbox", "none", "bwrap", "crun", "runc", "docker"]
+
+
+class BenchSmoke(unittest.TestCase):
+    def test_quick_run_of_every_mechanism(self):
+        if os.geteuid() != 0:
+            if os.environ.get("NSBOX_MUST_WORK") == "1":
+                self.fail("nsbox bench needs root")
+            self.skipTest("nsbox bench needs root")
+        with tempfile.TemporaryDirectory() as out:
+            doc = os.path.join(out, "doc", "isolation-cost.md")
+            r = subprocess.run([NSBOX, "bench", "paper", "--quick", "--install", "--out", out,
+                                "--doc", doc, "--mechanisms", ",".join(MECHANISMS)],
+                               capture_output=True, text=True, timeout=900)
+            self.assertEqual(r.returncode, 0, "nsbox bench failed:\n" + r.stderr[-3000:])
+            summary = json.load(open(os.path.join(out, "summary.json")))
+            self.assertEqual(summary["skipped"], {})
+            by = {x["mechanism"]: x for x in summary["results"]}
+            self.assertEqual(sorted(by), sorted(MECHANISMS))
+            for m, x in by.items():
+                self.assertTrue(all(s["requests"] == 30 * s["clients"] for s in x["steps"]), m)
+                self.assertGreater(sum(s["ok"] for s in x["steps"]), 0, m)
+                self.assertGreater(x["cold_pool_empty_ms"], 0, m)
+                self.assertGreater(x["light"]["max_mem_kb"], 0, m)
+            # nsbox serves the paper's load without a drop.
+            self.assertEqual(sum(s["drops"] for s in by["nsbox"]["steps"]), 0)
+            tables = open(os.path.join(out, "tables.md")).read()
+            for m in MECHANISMS:
+                self.assertIn("| %s |" % m, tables)
+            self.assertIn("OpenLambda (Docker, paused containers) (paper, 2017)", tables)
+            for n in range(2, 10):
+                with open(os.path.join(out, "fig%d.png" % n), "rb") as f:
+                    self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+            report = open(doc).read()
+            self.assertIn("## Reading", report)
+            self.assertIn("isolation-cost/fig2.png", report)
+            for name in ("samples.csv", "steps.csv"):
+                with open(os.path.join(out, name)) as f:
+                    self.assertGreater(len(f.readlines()), 2, name)
+            # Nothing of a comparison sandbox is left behind.
+            left = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            self.assertNotIn("/opt/nsbox/runner.py --fd 3", left)
+            self.assertFalse([d for d in os.listdir("/run/nsbox") if d.startswith("compare-")])
+
+
+if __name__ == "__main__":
+    unittest.main()
