@@ -43,7 +43,8 @@ const std::vector<std::string> kPoolKeys = {"blank",
                                             "min_available_mb",
                                             "psi_some_avg10",
                                             "isolation",
-                                            "allow_comparison_isolation"};
+                                            "allow_comparison_isolation",
+                                            "layers"};
 const std::vector<std::string> kFunctionsKeys = {"default_policy", "log_lines", "max_memory_mb"};
 
 }  // namespace
@@ -180,6 +181,14 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
                  "\" exists to measure nsbox against it (nsbox bench), not to serve: it lacks "
                  "nsbox's seccomp, uid and limit guarantees. Remove the key, or set "
                  "allow_comparison_isolation = true in [pool] to run it anyway");
+    v = kLayerAll;
+    c.layers = int(r.integer(p, "layers", P, kLayerNone, kLayerAll, &v));
+    if (c.layers != kLayerAll && (c.isolation != Isolation::Nsbox || !c.allow_comparison_isolation))
+      r.fail(p.get("layers")->source(),
+             "\"layers\" below " + std::to_string(int(kLayerAll)) +
+                 " builds sandboxes without some of their isolation, to measure what each layer "
+                 "costs (nsbox bench layers); it needs isolation = \"nsbox\" and "
+                 "allow_comparison_isolation = true in [pool]");
 
     const toml::table& f = r.table(root, "functions", "functions", false);
     const std::string F = "[functions]";

@@ -9,6 +9,7 @@
 
 #include "base/result.hpp"
 #include "gateway/isolation.hpp"
+#include "sandbox/spec.hpp"
 
 namespace nsbox {
 
@@ -78,6 +79,9 @@ struct ServeConfig {
   // unless allow_comparison_isolation is set too.
   Isolation isolation = Isolation::Nsbox;
   bool allow_comparison_isolation = false;
+  // SandboxLayer (sandbox/spec.hpp): fewer than all only for nsbox bench
+  // layers, with allow_comparison_isolation.
+  int layers = kLayerAll;
   // [functions]
   std::string default_policy = "default";
   int log_lines = 1000;  // lines kept per function for GET .../logs

@@ -139,7 +139,7 @@ Status write_text(const std::string& path, const std::string& text) {
 }
 
 UniqueFd open_fifo_reader(const std::string& path) {
-  return UniqueFd(open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC));
+  return UniqueFd(open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW));
 }
 
 }  // namespace
@@ -277,8 +277,10 @@ Result<SpawnedSandbox> ExternalFactory::spawn(uint32_t profile, uint64_t memory_
   out.id = id;
 
   if (iso_ == Isolation::Docker) {
-    if (mkdir(p.bundle.c_str(), 0700) != 0 || chown(p.bundle.c_str(), p.uid, p.uid) != 0)
-      return sys_error("mkdir", p.bundle);
+    // The directory stays root's: the container's user may open the FIFOs
+    // (its own) but not replace them, say with a symlink to a host file
+    // that the host would then open for writing.
+    if (mkdir(p.bundle.c_str(), 0711) != 0) return sys_error("mkdir", p.bundle);
     for (const char* n : {"/in", "/out", "/err"}) {
       std::string f = p.bundle + n;
       if (mkfifo(f.c_str(), 0600) != 0 || chown(f.c_str(), p.uid, p.uid) != 0)
@@ -304,7 +306,7 @@ Result<SpawnedSandbox> ExternalFactory::spawn(uint32_t profile, uint64_t memory_
     UniqueFd to;
     const int64_t deadline = int64_t(monotonic_ms()) + kReadyTimeoutMs;
     while (!to.valid()) {
-      to.reset(open((p.bundle + "/in").c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC));
+      to.reset(open((p.bundle + "/in").c_str(), O_WRONLY | O_NONBLOCK | O_CLOEXEC | O_NOFOLLOW));
       if (to.valid()) break;
       if (errno != ENXIO || int64_t(monotonic_ms()) > deadline)
         return cleanup(sys_error("open", p.bundle + "/in"));

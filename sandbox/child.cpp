@@ -124,7 +124,7 @@ void child_main(const ChildPlan& p) {
 
   // 2. Root mode maps inside uid 0 to an unprivileged host uid; setup runs as
   // that mapped root so that files it creates have a valid owner.
-  if (p.root_mode) {
+  if (p.root_mode && p.layers >= kLayerUser) {
     if (setresgid(0, 0, 0) != 0) fail(kStepBecomeNsRoot, errno, "setresgid(0)");
     if (setresuid(0, 0, 0) != 0) fail(kStepBecomeNsRoot, errno, "setresuid(0)");
   }
@@ -132,35 +132,39 @@ void child_main(const ChildPlan& p) {
 
   // 3. After the parent moved us into the leaf (v1 has no CLONE_INTO_CGROUP),
   // so the leaf becomes this namespace's root.
-  if (unshare(CLONE_NEWCGROUP) != 0) fail(kStepCgroupNs, errno);
+  if (p.layers >= kLayerCgroups && unshare(CLONE_NEWCGROUP) != 0) fail(kStepCgroupNs, errno);
   done(kStepCgroupNs);
 
-  // 4. Nothing we mount may propagate back to the host.
-  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
-    fail(kStepMakePrivate, errno, "/");
-  done(kStepMakePrivate);
-
-  // 5. New root, /tmp, /dev, code, /proc (before the old root goes).
-  const MountOp* op = nullptr;
-  if (int err = child_run_mounts(p.mounts, &op))
-    fail(kStepMounts, err, nullptr, static_cast<int>(op - p.mounts.ops.data()));
-  done(kStepMounts);
-
-  // 6. Pivot and detach the old root.
   const char* sub = nullptr;
-  if (int err = child_pivot_root(p.mounts.new_root.c_str(), &sub)) fail(kStepPivot, err, sub);
-  done(kStepPivot);
+  if (p.layers >= kLayerMount) {
+    // 4. Nothing we mount may propagate back to the host.
+    if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+      fail(kStepMakePrivate, errno, "/");
+    done(kStepMakePrivate);
 
-  // 7. The overlay was writable only so that setup could add mount points.
-  if (int err = child_remount_ro("/")) fail(kStepRemountRoot, err, "/");
-  done(kStepRemountRoot);
+    // 5. New root, /tmp, /dev, code, /proc (before the old root goes).
+    const MountOp* op = nullptr;
+    if (int err = child_run_mounts(p.mounts, &op))
+      fail(kStepMounts, err, nullptr, static_cast<int>(op - p.mounts.ops.data()));
+    done(kStepMounts);
+
+    // 6. Pivot and detach the old root.
+    if (int err = child_pivot_root(p.mounts.new_root.c_str(), &sub)) fail(kStepPivot, err, sub);
+    done(kStepPivot);
+
+    // 7. The overlay was writable only so that setup could add mount points.
+    if (int err = child_remount_ro("/")) fail(kStepRemountRoot, err, "/");
+    done(kStepRemountRoot);
+  }
 
   // 8. Identity: the hostname.
-  if (int err = child_set_hostname(p.hostname)) fail(kStepHostname, err, p.hostname);
+  if (p.layers >= kLayerIpcUts)
+    if (int err = child_set_hostname(p.hostname)) fail(kStepHostname, err, p.hostname);
   done(kStepHostname);
 
   // 9. Network: loopback up (no other interface exists).
-  if (int err = child_loopback_up()) fail(kStepLoopback, err, "lo");
+  if (p.layers >= kLayerNet)
+    if (int err = child_loopback_up()) fail(kStepLoopback, err, "lo");
   done(kStepLoopback);
 
   // 10. fds, before the rlimits: the spawner may hold hundreds of fds, and
@@ -188,9 +192,15 @@ void child_main(const ChildPlan& p) {
     fail(kStepRlimits, err, nullptr, static_cast<int>(rl - p.rlimits.data()));
   done(kStepRlimits);
 
-  // 12. Drop privileges.
-  if (int err = child_drop_privileges(p.uid, p.gid, p.root_mode, &sub))
+  // 12. Drop privileges. Below that layer, only the uid and gid change
+  // (from host root without a user namespace, which clears the
+  // capabilities; from the namespace's root with one).
+  if (p.layers >= kLayerPrivileges) {
+    if (int err = child_drop_privileges(p.uid, p.gid, p.root_mode, &sub))
+      fail(kStepDropPrivileges, err, sub);
+  } else if (int err = child_change_ids(p.uid, p.gid, p.root_mode, &sub)) {
     fail(kStepDropPrivileges, err, sub);
+  }
   done(kStepDropPrivileges);
 
   // 13. After the last credential change, which reset both: PID 1 (the
@@ -216,7 +226,11 @@ void child_main(const ChildPlan& p) {
   // tables (a measurable part of a cold start); it only issues syscalls.
   pid_t runner = vfork();
   if (runner < 0) fail(kStepForkInit, errno);
-  if (runner > 0) init_loop(runner, p.init_bpf);
+  if (runner > 0) init_loop(runner, p.layers >= kLayerSeccomp ? p.init_bpf : nullptr);
+  // Without a PID namespace, PID 1's death does not take the runner with
+  // it: the runner dies with it by signal instead.
+  if (p.layers < kLayerPid && prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
+    fail(kStepForkInit, errno, "PR_SET_PDEATHSIG");
   done(kStepForkInit);
 
   // 15. Seccomp last, so the filter only has to allow the runtime. The
@@ -224,7 +238,7 @@ void child_main(const ChildPlan& p) {
   g_msg.type = ChildMsg::kTimings;
   send_msg();
   g_msg.type = 0;
-  if (child_load_seccomp(&p.bpf) != 0) fail(kStepSeccomp, errno);
+  if (p.layers >= kLayerSeccomp && child_load_seccomp(&p.bpf) != 0) fail(kStepSeccomp, errno);
 
   // 16. Exec; on success the sync socket closes and the parent reads EOF.
   execve(p.argv[0], p.argv.data(), p.envp.data());

@@ -70,6 +70,7 @@ struct ChildPlan {
   int parent_request_fd = -1;
   int parent_reply_fd = -1;
   bool root_mode = false;  // switch to the namespace's uid 0 for setup
+  int layers = kLayerAll;  // SandboxLayer: the steps of the layers below it are skipped
   uid_t uid = 1000;
   gid_t gid = 1000;
 };

@@ -64,6 +64,18 @@ int child_set_rlimits(const RlimitSetting* s, size_t n, const RlimitSetting** fa
   return 0;
 }
 
+int child_change_ids(uid_t uid, gid_t gid, bool clear_groups, const char** step) {
+  if (clear_groups) {
+    *step = "setgroups";
+    if (setgroups(0, nullptr) != 0) return errno;
+  }
+  *step = "setresgid";
+  if (setresgid(gid, gid, gid) != 0) return errno;
+  *step = "setresuid";
+  if (setresuid(uid, uid, uid) != 0) return errno;
+  return 0;
+}
+
 int child_drop_privileges(uid_t uid, gid_t gid, bool clear_groups, const char** step) {
   *step = "prctl(PR_CAPBSET_DROP)";
   for (int cap = 0; cap <= CAP_LAST_CAP + 8; cap++) {

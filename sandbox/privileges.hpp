@@ -29,5 +29,7 @@ int child_set_rlimits(const RlimitSetting* settings, size_t n, const RlimitSetti
 // crun's order: bounding set, groups, setres[gu]id, capset to empty, ambient
 // cleared, no_new_privs. On failure *step names what failed.
 int child_drop_privileges(uid_t uid, gid_t gid, bool clear_groups, const char** step);
+// Below kLayerPrivileges (nsbox bench layers): groups, gid and uid only.
+int child_change_ids(uid_t uid, gid_t gid, bool clear_groups, const char** step);
 
 }  // namespace nsbox

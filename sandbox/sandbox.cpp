@@ -24,6 +24,15 @@
 
 namespace nsbox {
 
+const char* layer_name(int layer) {
+  static const char* const kNames[] = {"none",           "+ mount, overlay, pivot_root",
+                                       "+ PID",          "+ network",
+                                       "+ IPC, UTS",     "+ user namespace",
+                                       "+ cgroups",      "+ caps dropped, no_new_privs",
+                                       "+ seccomp (all)"};
+  return layer >= 0 && layer <= kLayerAll ? kNames[layer] : "?";
+}
+
 namespace {
 
 constexpr int kSetupTimeoutMs = 10000;
@@ -152,6 +161,7 @@ Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
 // exec'd. Built in place and never moved: the child plan points into it.
 struct Sandbox::Launch {
   IdMap ids;
+  std::vector<std::string> argv;  // the spec's, rootfs-prefixed below kLayerMount
   UniqueFd sync_parent, sync_child;
   ChannelEnds chan;
   UniqueFd code_tree;
@@ -174,7 +184,11 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
     TRY(check_reachable_by_others(spec.stage_dir));
     TRY(check_reachable_by_others(spec.rootfs));
   }
-  if (spec.use_cgroups) cgroup_ = TRY(CgroupLeaf::create(cgroups, spec.id, spec.limits));
+  if (spec.layers < kLayerNone || spec.layers > kLayerAll)
+    return make_error("sandbox layers",
+                      std::to_string(spec.layers) + " is not 0.." + std::to_string(int(kLayerAll)));
+  if (spec.use_cgroups && spec.layers >= kLayerCgroups)
+    cgroup_ = TRY(CgroupLeaf::create(cgroups, spec.id, spec.limits));
   // Root mode: a host uid range of our own (uid_slots.hpp). Rootless mode
   // has only the caller's uid to map, shared by all its sandboxes.
   l.ids = spec.ids;
@@ -201,7 +215,13 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
   ChildPlan& plan = l.plan;
   plan.mounts = plan_mounts(spec, sources);
   plan.rlimits = plan_rlimits(spec.limits, cgroup_.valid());
-  for (const auto& a : spec.argv) plan.argv.push_back(const_cast<char*>(a.c_str()));
+  // Without a mount namespace the runner sees the host's tree: argv's
+  // absolute paths name files inside the rootfs.
+  l.argv = spec.argv;
+  if (spec.layers < kLayerMount)
+    for (auto& a : l.argv)
+      if (a.starts_with("/")) a = spec.rootfs + a;
+  for (const auto& a : l.argv) plan.argv.push_back(const_cast<char*>(a.c_str()));
   plan.argv.push_back(nullptr);
   for (const auto& e : spec.env) plan.envp.push_back(const_cast<char*>(e.c_str()));
   plan.envp.push_back(nullptr);
@@ -216,12 +236,22 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
   plan.parent_request_fd = l.chan.host.to_runner.get();
   plan.parent_reply_fd = l.chan.host.from_runner.get();
   plan.root_mode = !spec.ids.rootless;
+  plan.layers = spec.layers;
   plan.uid = spec.ids.inside_uid;
   plan.gid = spec.ids.inside_gid;
+  if (spec.layers < kLayerUser && plan.root_mode) {
+    // No user namespace to map into: the sandbox user is the slot's host uid.
+    plan.uid = l.ids.host_base + spec.ids.inside_uid;
+    plan.gid = l.ids.host_base + spec.ids.inside_gid;
+  }
 
   memset(&l.args, 0, sizeof l.args);
-  l.args.flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS |
-                 CLONE_NEWNET | CLONE_PIDFD;
+  l.args.flags = CLONE_PIDFD;
+  if (spec.layers >= kLayerMount) l.args.flags |= CLONE_NEWNS;
+  if (spec.layers >= kLayerPid) l.args.flags |= CLONE_NEWPID;
+  if (spec.layers >= kLayerNet) l.args.flags |= CLONE_NEWNET;
+  if (spec.layers >= kLayerIpcUts) l.args.flags |= CLONE_NEWIPC | CLONE_NEWUTS;
+  if (spec.layers >= kLayerUser) l.args.flags |= CLONE_NEWUSER;
   l.args.pidfd = reinterpret_cast<uintptr_t>(&l.pidfd);
   l.args.exit_signal = SIGCHLD;
   if (cgroup_.v2_dirfd() >= 0) {
@@ -239,7 +269,7 @@ Status Sandbox::parent_clone(Launch& l) {
   int clone_errno;
   {
     CloneAs as;
-    if (!l.ids.rootless) TRY(as.become(l.ids.host_base));
+    if (!l.ids.rootless && (l.args.flags & CLONE_NEWUSER)) TRY(as.become(l.ids.host_base));
     pid = syscall(SYS_clone3, &l.args, sizeof l.args);
     if (pid == 0) child_main(l.plan);  // never returns
     clone_errno = errno;               // before ~CloneAs makes more syscalls
@@ -262,7 +292,7 @@ Status Sandbox::parent_clone(Launch& l) {
 Status Sandbox::parent_after_clone(const SandboxSpec& spec, Launch& l) {
   if (cgroup_.valid() && cgroup_.v2_dirfd() < 0) TRY(cgroup_.attach(pid_));
   if (slot_.valid()) TRY(slot_.record_holder(pid_));
-  TRY(parent_write_id_maps(pid_, l.ids));
+  if (l.args.flags & CLONE_NEWUSER) TRY(parent_write_id_maps(pid_, l.ids));
   TRY(prefer_for_oom_killer(pid_, spec.ids.rootless));
   if (write(l.sync_parent.get(), "g", 1) != 1) return sys_error("write", "sync socket");
   timings_.released_ns = monotonic_ns();

@@ -169,7 +169,7 @@ class Decoder {
 
 // A field added to these structs must be added to the codec below too.
 // (x86_64 and aarch64 sizes, libstdc++.)
-static_assert(sizeof(SandboxSpec) == 328 && sizeof(Limits) == 48 && sizeof(IdMap) == 24,
+static_assert(sizeof(SandboxSpec) == 336 && sizeof(Limits) == 48 && sizeof(IdMap) == 24,
               "SandboxSpec changed: update encode_setup/decode_setup in spawner.cpp");
 static_assert(sizeof(CgroupLayout) == 280,
               "CgroupLayout changed: update encode_setup/decode_setup in spawner.cpp");
@@ -208,6 +208,7 @@ std::string encode_setup(const std::vector<SpawnProfile>& profiles, const Cgroup
     e.pod(s.network);
     e.pod(s.ids);
     e.pod(s.use_cgroups);
+    e.pod(s.layers);
     e.strs(s.argv);
     e.strs(s.env);
     e.pod(s.stderr_fd);
@@ -246,6 +247,7 @@ bool decode_setup(const std::string& bytes, Setup* out) {
     d.pod(&s.network);
     d.pod(&s.ids);
     d.pod(&s.use_cgroups);
+    d.pod(&s.layers);
     d.strs(&s.argv);
     d.strs(&s.env);
     d.pod(&s.stderr_fd);

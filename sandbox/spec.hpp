@@ -60,6 +60,28 @@ struct IdMap {
   gid_t host_gid = 0;
 };
 
+// How much of a sandbox is built, one layer on top of the other in this
+// order: nsbox bench layers measures what each costs. Every sandbox the
+// product makes has all of them; fewer only when a config asks for them
+// beside allow_comparison_isolation (gateway/config.cpp). Below kLayerUser
+// setup runs as host root (no user namespace to be root in) and the runner
+// is switched to the slot's host uid before exec; below kLayerMount the
+// runner sees the host's tree, so argv's absolute paths are taken to be
+// inside the rootfs and prefixed with it.
+enum SandboxLayer : int {
+  kLayerNone = 0,        // a child of the spawner as the slot's uid, nothing else
+  kLayerMount = 1,       // + mount namespace, overlay root, pivot_root, /proc, /dev, /tmp
+  kLayerPid = 2,         // + PID namespace
+  kLayerNet = 3,         // + network namespace (loopback only)
+  kLayerIpcUts = 4,      // + IPC and UTS namespaces (own hostname)
+  kLayerUser = 5,        // + user namespace (setup as the namespace's root)
+  kLayerCgroups = 6,     // + cgroup leaf with limits, cgroup namespace
+  kLayerPrivileges = 7,  // + capability bounding set dropped, caps cleared, no_new_privs
+  kLayerSeccomp = 8,     // + seccomp filters (the runner's and PID 1's)
+  kLayerAll = kLayerSeccomp,
+};
+const char* layer_name(int layer);
+
 struct SandboxSpec {
   std::string id;                        // short, unique on the host, used in cgroup names
   std::string rootfs;                    // host path of the shared read-only lower layer
@@ -71,6 +93,7 @@ struct SandboxSpec {
   NetworkMode network = NetworkMode::None;
   IdMap ids;
   bool use_cgroups = true;        // false: limits fall back to rlimits
+  int layers = kLayerAll;         // SandboxLayer: always kLayerAll but in nsbox bench
   std::vector<std::string> argv;  // argv[0] is a path inside the sandbox
   std::vector<std::string> env;   // KEY=VALUE, the whole environment
   int stderr_fd = -1;             // >= 0: the sandbox's stderr (and stdout); else ours

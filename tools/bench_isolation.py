@@ -1,8 +1,8 @@
 #!/usr/bin/python3
 """nsbox bench: what isolation costs, side by side, behind one gateway.
 
-    nsbox bench paper [--mechanisms nsbox,none,bwrap,crun,runc,docker] [--quick] [--cpus 1]
-                      [--install] [--out DIR] [--doc docs/isolation-cost.md]
+    nsbox bench paper|layers|all [--mechanisms nsbox,none,bwrap,crun,runc,docker] [--quick]
+                      [--cpus 1] [--install] [--out DIR] [--doc docs/isolation-cost.md]
 
 The 2017 evaluation's protocol (150 functions returning the time; closed-loop clients 1 to 149
 in steps of 2, each bound to one function, 30 requests each, 1500 ms connect and response
@@ -14,6 +14,11 @@ changed (gateway/isolation.hpp), so the figures differ by how a sandbox is made 
 Also per mechanism: cold start (first request of a never-invoked function) with a blank
 sandbox ready and with the pool empty, and marginal memory per warm function by density
 (memory in use with 150 warm functions minus with 20, over 130).
+
+`layers`: nsbox's own sandbox built one layer at a time (`[pool] layers`, sandbox/spec.hpp:
+none; + mount namespace, overlay and pivot_root; + PID; + network; + IPC and UTS; + user
+namespace; + cgroups; + capability drop and no_new_privs; + seccomp = all): cold start, warm
+latency and memory per warm sandbox for each, as ratios to the first row.
 
 Memory in use is AnonPages + SUnreclaim + KernelStack + PageTables + Percpu + Shmem from
 /proc/meminfo: MemAvailable moves with the page cache. --cpus 1 pins the daemon, its
@@ -307,12 +312,14 @@ class Docker:
 
 
 class Daemon:
-    def __init__(self, binary, work, mech, port, cpus):
-        self.mech, self.port, self.work = mech, port, work
+    def __init__(self, binary, work, mech, port, cpus, layers=8):
+        self.mech, self.port, self.work, self.layers = mech, port, work, layers
+        self.label = mech if layers == 8 else "layers %d" % layers
+        self.tag = mech if layers == 8 else "layers%d" % layers
         self.url = "http://127.0.0.1:%d" % port
-        self.config = os.path.join(work, "nsbox-%s.toml" % mech)
+        self.config = os.path.join(work, "nsbox-%s.toml" % self.tag)
         self.write_config(blank=4)
-        log = open(os.path.join(work, "daemon-%s.log" % mech), "w")
+        log = open(os.path.join(work, "daemon-%s.log" % self.tag), "w")
         self.proc = subprocess.Popen(
             [binary, "serve", "--config", self.config], stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
@@ -331,6 +338,8 @@ class Daemon:
     def write_config(self, blank):
         iso = "" if self.mech == "nsbox" else (
             'isolation = "%s"\nallow_comparison_isolation = true\n' % self.mech)
+        if self.layers != 8:
+            iso = "layers = %d\nallow_comparison_isolation = true\n" % self.layers
         with open(self.config, "w") as f:
             f.write('[server]\nlisten = "127.0.0.1:%d"\nstate_dir = "%s"\ntoken = "%s"\n'
                     "max_connections = 4096\nmax_sending_per_address = 1024\n"
@@ -343,7 +352,7 @@ class Daemon:
         time.sleep(0.5)
 
     def log_tail(self):
-        with open(os.path.join(self.work, "daemon-%s.log" % self.mech)) as f:
+        with open(os.path.join(self.work, "daemon-%s.log" % self.tag)) as f:
             return " / ".join(f.read().strip().splitlines()[-3:])
 
     def deploy(self, name, source):
@@ -368,9 +377,10 @@ class Daemon:
             self.proc.wait()
 
 
-def loadgen(tool, port, clients, requests, cpus, trace):
+def loadgen(tool, port, clients, requests, cpus, trace, target=None):
+    target = target or ["--prefix", "fn", "--functions", str(clients)]
     argv = [tool, "--url", "http://127.0.0.1:%d" % port, "--clients", str(clients),
-            "--requests", str(requests), "--prefix", "fn", "--functions", str(clients),
+            "--requests", str(requests)] + target + [
             "--connect-timeout-ms", "1500", "--timeout-ms", "1500", "--trace", trace, "--json"]
     t = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True,
@@ -381,6 +391,63 @@ def loadgen(tool, port, clients, requests, cpus, trace):
     js = json.loads(r.stdout)
     with open(trace) as f:
         return parse_trace(f.read()), js.get("duration_s") or duration
+
+
+def deploy_all(d, names):
+    say("%s: deploying %d functions" % (d.label, len(names)))
+    # A deploy checks the source's syntax in a sandbox: in parallel, so that a slow
+    # mechanism's sandboxes are made side by side.
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda n: d.deploy(n, TIME_FN), names))
+
+
+def cold_names(a):
+    return ["cold%d" % i for i in range(4 + 2 * (3 if a.quick else 10))]
+
+
+def cold_starts(d, a, pause):
+    """Median first-request latency of never-invoked functions: with blank sandboxes ready
+    (pause: time for them to refill), then with the pool empty (no blank kept; the ones
+    left are used up first)."""
+    n = 3 if a.quick else 10
+    ready = []
+    for i in range(n):
+        time.sleep(pause)
+        ready.append(d.invoke_ms("cold%d" % i))
+    d.reload(blank=0)
+    for i in range(n, n + 4):
+        d.invoke_ms("cold%d" % i)
+    empty = [d.invoke_ms("cold%d" % i) for i in range(n + 4, 2 * n + 4)]
+    d.reload(blank=4)
+    res = {"cold_blank_ready_ms": statistics.median(ready),
+           "cold_pool_empty_ms": statistics.median(empty)}
+    say("%s: cold start %.1f ms with a blank ready, %.1f ms with the pool empty (medians)"
+        % (d.label, res["cold_blank_ready_ms"], res["cold_pool_empty_ms"]))
+    return res
+
+
+def density(d, a, low_n, high_n, prefix="fn"):
+    """Memory per warm function: memory in use with high_n warm minus with low_n, over the
+    difference (each settled, the median of three samples)."""
+    def settle_and_measure():
+        time.sleep(0.5 if a.quick else 3)
+        vals = []
+        for _ in range(3):
+            vals.append(mem_used_kb(open("/proc/meminfo").read()))
+            time.sleep(1)
+        return statistics.median(vals)
+    for i in range(low_n):
+        d.invoke_ms("%s%d" % (prefix, i))
+    low = settle_and_measure()
+    for i in range(low_n, high_n):
+        d.invoke_ms("%s%d" % (prefix, i))
+    high = settle_and_measure()
+    res = {"density_low_kb": low, "density_high_kb": high,
+           "marginal_density_mb": marginal_mb(low, high, high_n - low_n),
+           "density_functions": [low_n, high_n]}
+    say("%s: %.2f MB per warm function by density (%d -> %d warm)"
+        % (d.label, res["marginal_density_mb"], low_n, high_n))
+    return res
 
 
 def run_mechanism(mech, a, tools, sampler, docker, port):
@@ -394,59 +461,18 @@ def run_mechanism(mech, a, tools, sampler, docker, port):
             for pid in docker.daemon_pids():
                 pin(pid, cpus_server)
         # --quick: as many functions as its steps and density use.
-        functions = 40 if a.quick else FUNCTIONS
-        cold_n = 4 if a.quick else 10
-        names = ["fn%d" % i for i in range(functions)] + [
-            "cold%d" % i for i in range(4 + 2 * cold_n)]
-        say("%s: deploying %d functions" % (mech, len(names)))
-        # A deploy checks the source's syntax in a sandbox: in parallel, so that a slow
-        # mechanism's sandboxes are made side by side.
-        with concurrent.futures.ThreadPoolExecutor(8) as ex:
-            list(ex.map(lambda n: d.deploy(n, TIME_FN), names))
-
-        # Cold start with blank sandboxes ready: time for them to refill between requests.
+        functions = 24 if a.quick else FUNCTIONS
+        deploy_all(d, ["fn%d" % i for i in range(functions)] + cold_names(a))
         sampler.mech, sampler.phase = mech, "cold"
-        ready = []
-        for i in range(cold_n):
-            time.sleep(1.0 if mech != "docker" else 2.0)
-            ready.append(d.invoke_ms("cold%d" % i))
-        # With the pool empty: no blank kept; the ones left are used up first.
-        d.reload(blank=0)
-        for i in range(cold_n, cold_n + 4):
-            d.invoke_ms("cold%d" % i)
-        empty = [d.invoke_ms("cold%d" % i) for i in range(cold_n + 4, 2 * cold_n + 4)]
-        d.reload(blank=4)
-        res["cold_blank_ready_ms"] = statistics.median(ready)
-        res["cold_pool_empty_ms"] = statistics.median(empty)
-        say("%s: cold start %.1f ms with a blank ready, %.1f ms with the pool empty (medians)"
-            % (mech, res["cold_blank_ready_ms"], res["cold_pool_empty_ms"]))
-
-        # Density: memory with 20 warm functions, then with all 150.
-        def settle_and_measure():
-            time.sleep(1 if a.quick else 3)
-            vals = []
-            for _ in range(3):
-                vals.append(mem_used_kb(open("/proc/meminfo").read()))
-                time.sleep(1)
-            return statistics.median(vals)
+        pause = (2.0 if mech == "docker" else 1.0) / (2 if a.quick else 1)
+        res.update(cold_starts(d, a, pause))
         sampler.phase = "density"
-        low_n, high_n = (10, 40) if a.quick else (20, FUNCTIONS)
-        for i in range(low_n):
-            d.invoke_ms("fn%d" % i)
-        low = settle_and_measure()
-        for i in range(low_n, high_n):
-            d.invoke_ms("fn%d" % i)
-        high = settle_and_measure()
-        res["density_low_kb"], res["density_high_kb"] = low, high
-        res["marginal_density_mb"] = marginal_mb(low, high, high_n - low_n)
-        res["density_functions"] = [low_n, high_n]
-        say("%s: %.2f MB per warm function by density (%d -> %d warm)"
-            % (mech, res["marginal_density_mb"], low_n, high_n))
+        res.update(density(d, a, *((4, 24) if a.quick else (20, FUNCTIONS))))
 
         # The paper's sweep.
         nbytes = response_bytes(port, "fn0")
         res["response_bytes"] = nbytes
-        steps = [1, 3, 7, 15, 31] if a.quick else list(range(1, functions, 2))
+        steps = [1, 3, 7, 15, 23] if a.quick else list(range(1, functions, 2))
         sampler.phase = "sweep"
         trace = os.path.join(a.work, "trace.txt")
         for c in steps:
@@ -460,11 +486,11 @@ def run_mechanism(mech, a, tools, sampler, docker, port):
         print(file=sys.stderr)
 
         # Light and heavy one-minute runs, each followed by an idle tail for recovery.
-        run_s, tail_s = (5, 3) if a.quick else (60, 15)
+        run_s, tail_s = (3, 2) if a.quick else (60, 15)
         for name, clients in (("light", 3), ("heavy", 7)):
             sampler.phase = "baseline-" + name
             t_base = sampler.now()
-            time.sleep(5 if not a.quick else 2)
+            time.sleep(5 if not a.quick else 1)
             base = [r[3] for r in sampler.between(mech, t_base, sampler.now())]
             # Fresh functions, as the paper's runs started from a server that had not yet
             # served them: the first request of each is a cold start.
@@ -497,6 +523,51 @@ def run_mechanism(mech, a, tools, sampler, docker, port):
         sampler.phase = "stop"
         d.stop()
     return res
+
+
+LAYER_NAMES = ["none (a spawner child as the slot's uid)", "+ mount ns, overlay, pivot_root",
+               "+ PID ns", "+ network ns", "+ IPC and UTS ns", "+ user ns", "+ cgroups",
+               "+ caps dropped, no_new_privs", "+ seccomp (all: nsbox)"]
+
+
+def run_layer(layer, a, tools, port):
+    """One row of the layers table: nsbox's own sandboxes built up to `layer`."""
+    cpus_server = {0} if a.cpus == 1 else None
+    cpus_load = {1} if a.cpus == 1 else None
+    d = Daemon(tools["nsbox"], a.work, "nsbox", port, cpus_server, layers=layer)
+    d.label = "layers %d" % layer
+    low_n, high_n = (4, 16) if a.quick else (20, 80)
+    res = {"layer": layer, "name": LAYER_NAMES[layer]}
+    try:
+        deploy_all(d, ["warm0"] + cold_names(a) + ["dens%d" % i for i in range(high_n)])
+        res.update(cold_starts(d, a, pause=0.5))
+        d.invoke_ms("warm0")
+        reqs, _ = loadgen(tools["loadgen"], port, 1, 300 if a.quick else 2000, cpus_load,
+                          os.path.join(a.work, "trace.txt"), ["--name", "warm0"])
+        lat = [r[2] for r in reqs if r[3] == 200]
+        if len(lat) != len(reqs):
+            raise RuntimeError("warm requests failed: %d of %d" % (len(reqs) - len(lat),
+                                                                    len(reqs)))
+        res["warm_p50_ms"], res["warm_p99_ms"] = percentile(lat, 50), percentile(lat, 99)
+        res.update(density(d, a, low_n, high_n, prefix="dens"))
+    finally:
+        d.stop()
+    return res
+
+
+def layers_md(rows):
+    base = rows[0] if rows and rows[0]["layer"] == 0 else None
+
+    def x(r, k):
+        return ratio(r[k], base[k]) if base else None
+    return ("### Layers: nsbox's sandbox built one layer at a time (ratios to the first row)\n" +
+            table_md(["layer", "cold, pool empty (ms)", "x", "cold, blank ready (ms)", "x",
+                      "warm p50 (ms)", "x", "warm p99 (ms)", "MB per warm sandbox", "x"],
+                     [(r["name"], r["cold_pool_empty_ms"], x(r, "cold_pool_empty_ms"),
+                       r["cold_blank_ready_ms"], x(r, "cold_blank_ready_ms"), r["warm_p50_ms"],
+                       x(r, "warm_p50_ms"), r["warm_p99_ms"], r["marginal_density_mb"],
+                       x(r, "marginal_density_mb")) for r in rows]) +
+            "\nThe template factory's row comes with it (issue 11).\n")
 
 
 def preflight(mech, a, docker):
@@ -669,7 +740,7 @@ def machine():
         os.cpu_count(), cpu, mem, platform.release(), cg)
 
 
-def write_doc(a, results, skipped, tables, figures):
+def write_doc(a, results, skipped, tables, figures, layer_rows):
     by = {r["mechanism"]: r for r in results}
     fig_dir = os.path.splitext(a.doc)[0]
     os.makedirs(fig_dir, exist_ok=True)
@@ -677,7 +748,7 @@ def write_doc(a, results, skipped, tables, figures):
         shutil.copy(os.path.join(a.out, name), os.path.join(fig_dir, name))
     rel = os.path.basename(fig_dir)
     lines = ["# What isolation costs: nsbox against none, bubblewrap, crun, runc and Docker\n",
-             "Generated by `nsbox bench paper` (tools/bench_isolation.py); do not edit by hand.\n",
+             "Generated by `nsbox bench` (tools/bench_isolation.py); do not edit by hand.\n",
              "- machine: " + machine(),
              "- command: `" + " ".join(a.argv) + "`",
              "- date: " + datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -705,6 +776,16 @@ def write_doc(a, results, skipped, tables, figures):
                          fmt(ratio(r["cold_pool_empty_ms"], none["cold_pool_empty_ms"]), 1),
                          r["light"]["avg_idle"], none["light"]["avg_idle"],
                          fmt(max((s["p99_ms"] or 0) for s in r["steps"]))))
+    if layer_rows and layer_rows[0]["layer"] == 0:
+        base, top = layer_rows[0], layer_rows[-1]
+        steps = sorted(((r["cold_pool_empty_ms"] - p["cold_pool_empty_ms"], r["name"])
+                        for p, r in zip(layer_rows, layer_rows[1:])), reverse=True)
+        lines.append("- **Layers**: all of nsbox's isolation costs %s x the bare spawner child's "
+                     "cold start and %s x its memory per warm sandbox; the dearest layers for "
+                     "cold start: %s." % (
+                         fmt(ratio(top["cold_pool_empty_ms"], base["cold_pool_empty_ms"]), 2),
+                         fmt(ratio(top["marginal_density_mb"], base["marginal_density_mb"]), 2),
+                         ", ".join("%s (%+.1f ms)" % (n, d) for d, n in steps[:3])))
     lines.append("- The paper measured Docker-isolated OpenLambda at 14.56 MB per function against "
                  "Clofly's 2.76 MB unisolated: 5.3x.")
     if figures:
@@ -717,7 +798,9 @@ def write_doc(a, results, skipped, tables, figures):
 
 def main(argv):
     p = argparse.ArgumentParser(prog="nsbox bench", description=__doc__.split("\n\n")[0])
-    p.add_argument("what", choices=["paper"])
+    p.add_argument("what", choices=["paper", "layers", "all"],
+                   help="paper: the 2017 protocol per mechanism; layers: nsbox's sandbox one "
+                   "layer at a time; all: both")
     p.add_argument("--mechanisms", default=",".join(MECHANISMS))
     p.add_argument("--quick", action="store_true", help="a few steps, short runs (<= 3 min)")
     p.add_argument("--cpus", type=int, choices=[1], help="pin the server to CPU 0, load to CPU 1")
@@ -752,10 +835,10 @@ def main(argv):
     docker = Docker()
     sampler = Sampler("cpu0" if a.cpus == 1 else "cpu")
     sampler.start()
-    results, skipped = [], {}
+    results, skipped, layer_rows = [], {}, []
     t_start = time.monotonic()
     try:
-        for i, m in enumerate(mechs):
+        for i, m in enumerate(mechs if a.what in ("paper", "all") else []):
             why = preflight(m, a, docker)
             if why:
                 say("%s: NOT RUN: %s" % (m, why))
@@ -766,12 +849,29 @@ def main(argv):
             except (RuntimeError, OSError, ValueError) as e:
                 say("%s: FAILED: %s" % (m, e))
                 skipped[m] = "failed: %s" % e
+        for layer in (range(9) if a.what in ("layers", "all") else []):
+            try:
+                layer_rows.append(run_layer(layer, a, tools, a.port + 10 + layer))
+            except (RuntimeError, OSError, ValueError) as e:
+                say("layers %d: FAILED: %s" % (layer, e))
+                skipped["layers %d" % layer] = "failed: %s" % e
     finally:
         sampler.stop()
         docker.stop()
-    tables, figures = write_outputs(a, results, skipped, sampler)
+    tables, figures = write_outputs(a, results, skipped, sampler) if results else ("", [])
+    if layer_rows:
+        lt = layers_md(layer_rows)
+        with open(os.path.join(a.out, "layers.csv"), "w") as f:
+            keys = ["layer", "name", "cold_pool_empty_ms", "cold_blank_ready_ms", "warm_p50_ms",
+                    "warm_p99_ms", "marginal_density_mb"]
+            f.write(csv_text(keys, [[r[k] for k in keys] for r in layer_rows]))
+        tables = (tables + "\n" if tables else "") + lt
+        if not results and skipped:
+            tables += "\n" + table_md(["row", "why"], sorted(skipped.items()))
+        with open(os.path.join(a.out, "tables.md"), "w") as f:
+            f.write(tables)
     if a.doc:
-        write_doc(a, results, skipped, tables, figures)
+        write_doc(a, results, skipped, tables, figures, layer_rows)
     shutil.rmtree(a.work, ignore_errors=True)
     print(tables)
     say("done in %.0f s; results in %s%s" % (time.monotonic() - t_start, a.out,

@@ -254,6 +254,7 @@ int cmd_serve(const std::vector<std::string>& args) {
     sp.spec = runner_spec(p.value(), rootfs,
                           geteuid() == 0 ? "/run/nsbox/stage" : config.state_dir + "/stage",
                           caller_ids());
+    sp.spec.layers = config.layers;
     sp.bpf = bpf.value();
     profiles.push_back(sp);
     profile_memory.push_back(p.value().limits.memory_bytes);
@@ -286,6 +287,9 @@ int cmd_serve(const std::vector<std::string>& args) {
   // the spawner stays, idle, so that every mechanism's daemon is the same.
   std::unique_ptr<ExternalFactory> external;
   SandboxFactory* factory = spawner.value().get();
+  if (config.layers != kLayerAll)
+    LOG_WARN("layers = %d: sandboxes are built only up to \"%s\", for comparison only",
+             config.layers, layer_name(config.layers));
   if (config.isolation != Isolation::Nsbox) {
     if (geteuid() != 0) return fail("isolation other than nsbox needs root");
     std::vector<ExternalProfile> eps;

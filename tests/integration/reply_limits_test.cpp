@@ -178,7 +178,12 @@ TEST_CASE(
   // One copy per reply in flight (the payload buffer, moved into the
   // response) and slack; a parsed copy and its re-serialisation cost four.
   CHECK(hwm - std::max(hwm0, rss0) < (kClients * 6 + 24) * 1024);
-  // Reply buffers are their own mappings, returned when freed.
-  CHECK(rss - rss0 < 24 * 1024);
+  // Reply buffers are their own mappings, returned when freed. A client has
+  // the whole body before the connection thread that sent it frees the
+  // buffer: on a loaded machine that thread may not have run yet.
+  CHECK(nsbox::test::wait_until(
+      [&] { return (rss = status_kib(pid, "VmRSS")) - rss0 < 24 * 1024; }, 10000,
+      "the daemon to give the reply buffers back (VmRSS within 24 MiB of idle)"));
+  MESSAGE("VmRSS once given back: " << rss / 1024 << " MiB");
   CHECK(d.stop() == 0);
 }

@@ -102,6 +102,7 @@ min_available_mb = 512
 psi_some_avg10 = 12.5
 isolation = "bwrap"
 allow_comparison_isolation = true
+layers = 8
 
 [functions]
 default_policy = "strict"
@@ -192,6 +193,7 @@ TEST_CASE("config: every key is read, in its unit, into its member") {
   CHECK(r.psi_some_avg10 == 12.5);
   CHECK(r.isolation == Isolation::Bwrap);
   CHECK(r.allow_comparison_isolation);
+  CHECK(r.layers == kLayerAll);
   CHECK(r.default_policy == "strict");
   CHECK(r.log_lines == 10);
   CHECK(r.max_memory_bytes == 256 * kMiB);
@@ -355,6 +357,18 @@ TEST_CASE("config: [pool] isolation other than nsbox needs allow_comparison_isol
                   "\"\nallow_comparison_isolation = true\n") == "");
   }
   CHECK(refusal("[pool]\nisolation = \"nsbox\"\n") == "");
+  // Fewer layers: nsbox's own sandboxes only, and only when allowed.
+  CHECK(refusal("[pool]\nlayers = 3\nallow_comparison_isolation = true\n") == "");
+  CHECK(parse_serve_config("[pool]\nlayers = 0\nallow_comparison_isolation = true\n", "x")
+            .value()
+            .layers == 0);
+  std::string l = refusal("[pool]\nlayers = 3\n");
+  CHECK_MESSAGE(has(l, "nsbox.toml:2:"), l);
+  CHECK_MESSAGE(has(l, "allow_comparison_isolation = true"), l);
+  CHECK(has(refusal("[pool]\nlayers = 3\nisolation = \"none\"\nallow_comparison_isolation = "
+                    "true\n"),
+            "isolation = \"nsbox\""));
+  CHECK(has(refusal("[pool]\nlayers = 9\nallow_comparison_isolation = true\n"), "0..8"));
   std::string e = refusal("[pool]\nisolation = \"lxc\"\nallow_comparison_isolation = true\n");
   CHECK_MESSAGE(has(e, "nsbox, none, bwrap, crun, runc, docker"), e);
   CHECK_MESSAGE(has(e, "\"lxc\""), e);
