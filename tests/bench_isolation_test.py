@@ -130,5 +130,24 @@ class Output(unittest.TestCase):
         self.assertIn("| docker | dockerd is not running |", t)
 
 
+class Reuse(unittest.TestCase):
+    def test_an_earlier_paper_run_loads_back_as_written(self):
+        import json
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            rows = [("nsbox", "light", 1.5, 97.25, 1000), ("docker", "heavy-tail", 2.0, 50.0, 2000)]
+            with open(os.path.join(d, "samples.csv"), "w") as f:
+                f.write(bench.csv_text(["mechanism", "phase", "t_s", "cpu_idle_pct",
+                                        "mem_used_kb"], rows))
+            with open(os.path.join(d, "summary.json"), "w") as f:
+                json.dump({"results": [{"mechanism": "nsbox"}], "skipped": {"runc": "x"},
+                           "command": "nsbox bench paper", "date": "D"}, f)
+            results, skipped, loaded, cmd = bench.load_paper(d)
+            self.assertEqual(results, [{"mechanism": "nsbox"}])
+            self.assertEqual(skipped, {"runc": "x"})
+            self.assertEqual(loaded, rows)
+            self.assertEqual(cmd, "`nsbox bench paper` (D)")
+
+
 if __name__ == "__main__":
     unittest.main()
