@@ -375,6 +375,21 @@ Status ExternalFactory::remove(Box& box) {
   }
   auto del = destroy_argv(box.plan);
   if (!del.empty()) result = run_tool(del);
+  if (box.plan.iso == Isolation::Crun || box.plan.iso == Isolation::Runc) {
+    // `delete --force` kills the container and removes its cgroups, but a
+    // leaf whose last process had not yet exited is left behind (once in
+    // some hundreds here): remove the now empty leaves ourselves.
+    std::vector<std::string> leaves = {std::string("/sys/fs/cgroup/") + kCompareCgroup + "/" +
+                                       box.plan.id};
+    std::error_code ec;
+    for (const auto& h : std::filesystem::directory_iterator("/sys/fs/cgroup", ec))
+      leaves.push_back(h.path().string() + "/" + kCompareCgroup + "/" + box.plan.id);
+    const int64_t deadline = int64_t(monotonic_ms()) + 2000;
+    for (const auto& leaf : leaves) {
+      while (rmdir(leaf.c_str()) != 0 && errno == EBUSY && int64_t(monotonic_ms()) < deadline)
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+  }
   if (!box.plan.bundle.empty()) {
     std::error_code ec;
     std::filesystem::remove_all(box.plan.bundle, ec);
