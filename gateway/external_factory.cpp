@@ -270,9 +270,6 @@ Result<SpawnedSandbox> ExternalFactory::spawn(uint32_t profile, uint64_t memory_
   p.uid = oci ? box->slot.host_base() : box->slot.host_base() + 1000;
 
   const double t0 = double(monotonic_us()) / 1000.0;
-  int lp[2];
-  if (pipe2(lp, O_CLOEXEC) != 0) return sys_error("pipe2");
-  UniqueFd log_r(lp[0]), log_w(lp[1]);
   SpawnedSandbox out;
   out.id = id;
 
@@ -330,6 +327,10 @@ Result<SpawnedSandbox> ExternalFactory::spawn(uint32_t profile, uint64_t memory_
     return out;
   }
 
+  // The log: the sandbox's stdout and stderr (docker's is the err FIFO).
+  int lp[2];
+  if (pipe2(lp, O_CLOEXEC) != 0) return sys_error("pipe2");
+  UniqueFd log_r(lp[0]), log_w(lp[1]);
   auto ch = make_channel();
   if (!ch) return ch.error();
   if (oci) {
