@@ -1,6 +1,8 @@
 #include "base/files.hpp"
 
+#include <limits.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -51,6 +53,18 @@ Status check_reachable_by_others(const std::string& path) {
     }
   }
   return {};
+}
+
+Result<std::string> sibling_program(const std::string& name) {
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return sys_error("readlink", "/proc/self/exe");
+  self[n] = 0;
+  std::string dir(self);
+  std::string path = dir.substr(0, dir.find_last_of('/')) + "/" + name;
+  if (access(path.c_str(), X_OK) != 0)
+    return sys_error("access", path + " (install " + name + " next to " + dir + ")");
+  return path;
 }
 
 }  // namespace nsbox

@@ -24,4 +24,8 @@ Status ensure_dir(const std::string& path, mode_t mode);
 // first that does not, its mode, and the fix. path must be absolute.
 Status check_reachable_by_others(const std::string& path);
 
+// A program installed beside the running binary (/proc/self/exe's
+// directory): nsbox finds nsbox-http, nsbox-bench and nsbox-template so.
+Result<std::string> sibling_program(const std::string& name);
+
 }  // namespace nsbox

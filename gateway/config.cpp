@@ -9,10 +9,31 @@
 
 #include "gateway/http_parse.hpp"
 #include "policies/toml_reader.hpp"
+#include "rootfs/runner_spec.hpp"
 
 namespace nsbox {
 
 namespace {
+
+// A module a template imports: dotted identifiers of at most 128 characters
+// (no path, no option: the list reaches nsbox-template's command line).
+bool valid_module_name(const std::string& m) {
+  if (m.empty() || m.size() > 128) return false;
+  bool start = true;
+  for (char c : m) {
+    bool alpha = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    bool digit = c >= '0' && c <= '9';
+    if (c == '.') {
+      if (start) return false;
+      start = true;
+    } else if (alpha || (digit && !start)) {
+      start = false;
+    } else {
+      return false;
+    }
+  }
+  return !start;
+}
 
 // The keys each table accepts; check_keys refuses any other.
 const std::vector<std::string> kServerKeys = {"listen",
@@ -44,7 +65,10 @@ const std::vector<std::string> kPoolKeys = {"blank",
                                             "psi_some_avg10",
                                             "isolation",
                                             "allow_comparison_isolation",
-                                            "layers"};
+                                            "layers",
+                                            "factory",
+                                            "template_modules",
+                                            "template_rotate_after"};
 const std::vector<std::string> kFunctionsKeys = {"default_policy", "log_lines", "max_memory_mb"};
 
 }  // namespace
@@ -189,6 +213,22 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
                  " builds sandboxes without some of their isolation, to measure what each layer "
                  "costs (nsbox bench layers); it needs isolation = \"nsbox\" and "
                  "allow_comparison_isolation = true in [pool]");
+
+    std::string factory = r.string(p, "factory", P, "template");
+    if (factory != "template" && factory != "exec")
+      r.fail(p.get("factory")->source(),
+             "\"factory\" must be \"template\" (clone sandboxes from a started interpreter) or "
+             "\"exec\" (start one per sandbox), not \"" +
+                 factory + "\"");
+    c.template_factory = factory == "template";
+    c.template_modules = r.strings(p, "template_modules", P, default_template_modules(), 256);
+    v = int64_t(d.template_rotate_after);
+    c.template_rotate_after = uint64_t(r.integer(p, "template_rotate_after", P, 0, 1 << 30, &v));
+    for (const auto& m : c.template_modules)
+      if (!valid_module_name(m))
+        r.fail(p.get("template_modules")->source(),
+               "\"template_modules\" entry \"" + m +
+                   "\" is not a Python module name (dotted identifiers, e.g. \"urllib.parse\")");
 
     const toml::table& f = r.table(root, "functions", "functions", false);
     const std::string F = "[functions]";

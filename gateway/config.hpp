@@ -82,6 +82,16 @@ struct ServeConfig {
   // SandboxLayer (sandbox/spec.hpp): fewer than all only for nsbox bench
   // layers, with allow_comparison_isolation.
   int layers = kLayerAll;
+  // How nsbox's sandboxes are made (isolation = "nsbox"): cloned from a
+  // template with the interpreter started and template_modules imported
+  // (sandbox/template.hpp), or by exec of a fresh interpreter. Rootless
+  // mode always execs.
+  bool template_factory = true;
+  std::vector<std::string> template_modules;  // default_template_modules()
+  // A template is replaced by a fresh one after this many clones, which
+  // then share no address-space layout or hash seed with the earlier ones
+  // (docs/security.md, "Known limits"); 0 = only when it dies.
+  uint64_t template_rotate_after = 1000;
   // [functions]
   std::string default_policy = "default";
   int log_lines = 1000;  // lines kept per function for GET .../logs

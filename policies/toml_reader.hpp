@@ -96,6 +96,25 @@ class TomlReader {
     return *n->value<std::string>();
   }
 
+  // An array of strings, at most max_items of them.
+  std::vector<std::string> strings(const toml::table& t, const char* key, const std::string& where,
+                                   const std::vector<std::string>& def, size_t max_items) const {
+    const toml::node* n = t.get(key);
+    if (!n) return def;
+    const std::string what = "\"" + std::string(key) + "\" in " + where;
+    if (!n->is_array()) fail(n->source(), what + " must be an array of strings");
+    const toml::array& a = *n->as_array();
+    if (a.size() > max_items)
+      fail(n->source(), what + " has " + std::to_string(a.size()) + " entries; at most " +
+                            std::to_string(max_items) + " are allowed");
+    std::vector<std::string> out;
+    for (const toml::node& e : a) {
+      if (!e.is_string()) fail(e.source(), what + " must hold only strings");
+      out.push_back(*e.value<std::string>());
+    }
+    return out;
+  }
+
   bool boolean(const toml::table& t, const char* key, const std::string& where, bool def) const {
     const toml::node* n = t.get(key);
     if (!n) return def;

@@ -20,6 +20,13 @@ std::vector<std::string> runner_argv(const std::string& runner, const std::strin
 // The whole environment a function sees: nothing inherited from the host.
 std::vector<std::string> runner_env();
 
+// What a Python template (the template factory, sandbox/template.hpp)
+// imports before its first clone, so that no sandbox pays for them: what
+// the runner itself imports on its paths, and the standard library modules
+// handlers most often start with. Each costs the template memory once,
+// shared by every sandbox.
+std::vector<std::string> default_template_modules();
+
 // The id mapping this process can have: as root, a uid slot's range (the
 // slot is picked at start); otherwise only the caller's own uid and gid.
 IdMap caller_ids();

@@ -223,10 +223,17 @@ void child_main(const ChildPlan& p) {
 
   // 14. PID 1 stays behind as the reaper; the runner is its child. vfork: the
   // child shares our memory until it execs, which spares copying the page
-  // tables (a measurable part of a cold start); it only issues syscalls.
-  pid_t runner = vfork();
+  // tables (a measurable part of a cold start); it only issues syscalls. A
+  // runner that goes on in-process never execs, so it needs memory of its
+  // own: fork, copy-on-write.
+  pid_t runner = p.run_in_process ? fork() : vfork();
   if (runner < 0) fail(kStepForkInit, errno);
   if (runner > 0) init_loop(runner, p.layers >= kLayerSeccomp ? p.init_bpf : nullptr);
+  // An exec'd runner gets a fresh, dumpable mm; one that goes on in-process
+  // has its own copy of PID 1's, sealed at step 13: unsealed here, so that
+  // the function sees its own /proc entries exactly as after exec.
+  if (p.run_in_process && prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0)
+    fail(kStepForkInit, errno, "PR_SET_DUMPABLE");
   // Without a PID namespace, PID 1's death does not take the runner with
   // it: the runner dies with it by signal instead.
   if (p.layers < kLayerPid && prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
@@ -241,6 +248,14 @@ void child_main(const ChildPlan& p) {
   if (p.layers >= kLayerSeccomp && child_load_seccomp(&p.bpf) != 0) fail(kStepSeccomp, errno);
 
   // 16. Exec; on success the sync socket closes and the parent reads EOF.
+  // From a template the runner is already loaded: close the socket by hand
+  // for the same EOF and go on in this process.
+  if (p.run_in_process) {
+    close(g_sync);
+    g_sync = -1;
+    p.run_in_process(p);
+    _exit(127);
+  }
   execve(p.argv[0], p.argv.data(), p.envp.data());
   fail(kStepExec, errno, p.argv[0]);
 }

@@ -36,7 +36,7 @@ enum ChildStep : int32_t {
   kStepSealInit = 13,        // PID 1 non-dumpable, death signal re-armed
   kStepForkInit = 14,        // vfork: PID 1 stays as reaper, the runner goes on
   kStepSeccomp = 15,         // send the timings, then load the filter
-  kStepExec = 16,            // execve the runner
+  kStepExec = 16,            // execve the runner (or, from a template, go on in-process)
   kStepCount = 17
 };
 
@@ -73,6 +73,13 @@ struct ChildPlan {
   int layers = kLayerAll;  // SandboxLayer: the steps of the layers below it are skipped
   uid_t uid = 1000;
   gid_t gid = 1000;
+  // Set by a template process (sandbox/template.hpp): instead of execve, the
+  // runner goes on in this process's copy of the already initialised
+  // interpreter, so step 14 forks PID 1 rather than vforking it, and step 16
+  // calls this, after the sync socket is closed (its EOF then means "the
+  // runner is running", as it means "exec succeeded" otherwise). It does not
+  // return; if it did, the runner exits 127.
+  void (*run_in_process)(const ChildPlan& plan) = nullptr;
 };
 
 [[noreturn]] void child_main(const ChildPlan& plan);

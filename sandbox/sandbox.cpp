@@ -1,7 +1,6 @@
 #include "sandbox/sandbox.hpp"
 
 #include <fcntl.h>
-#include <linux/capability.h>
 #include <linux/sched.h>
 #include <poll.h>
 #include <signal.h>
@@ -19,7 +18,7 @@
 #include "base/clock.hpp"
 #include "base/files.hpp"
 #include "base/log.hpp"
-#include "sandbox/init_filter.hpp"
+#include "sandbox/launch.hpp"
 #include "sandbox/userns.hpp"
 
 namespace nsbox {
@@ -73,51 +72,6 @@ Error child_error(const ChildMsg& m, const ChildPlan& plan) {
   return e;
 }
 
-// Root mode: clone3 runs with the slot's host uid as effective uid, because
-// the kernel charges a user namespace's per-user counters (ucounts: inotify,
-// mqueue, user namespaces, RLIMIT_NPROC, ...) to the uid that created it.
-// Real and saved uid stay 0, so the permitted capabilities are kept; the
-// effective set that the switch cleared is raised again, so clone3 keeps
-// root's rights (CLONE_INTO_CGROUP into a root-owned leaf). On destruction
-// euid 0 comes back (which restores the effective set), and what a credential
-// change resets in the caller is put back: its parent-death signal, which the
-// kernel clears (raised at once if the parent died meanwhile). The caller
-// stays non-dumpable, which suits a process that clones sandboxes.
-class CloneAs {
- public:
-  CloneAs() = default;
-  CloneAs(const CloneAs&) = delete;
-  CloneAs& operator=(const CloneAs&) = delete;
-  Status become(uid_t euid) {
-    ppid_ = getppid();
-    if (prctl(PR_GET_PDEATHSIG, &pdeathsig_) != 0) return sys_error("prctl", "PR_GET_PDEATHSIG");
-    if (setresuid(-1, euid, -1) != 0)
-      return sys_error("setresuid", "slot uid " + std::to_string(euid));
-    active_ = true;
-    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct data[2];
-    if (syscall(SYS_capget, &hdr, data) != 0) return sys_error("capget");
-    for (auto& d : data) d.effective = d.permitted;
-    if (syscall(SYS_capset, &hdr, data) != 0) return sys_error("capset", "effective = permitted");
-    return {};
-  }
-  ~CloneAs() {
-    if (!active_) return;
-    // Cannot fail: the saved uid is 0. If it did, this process would go on
-    // without root's effective rights, and every later step fails loudly.
-    if (setresuid(-1, 0, -1) != 0) LOG_ERROR("setresuid(-1, 0, -1): %s", strerror(errno));
-    if (pdeathsig_ != 0) {
-      prctl(PR_SET_PDEATHSIG, pdeathsig_);
-      if (getppid() != ppid_) raise(pdeathsig_);
-    }
-  }
-
- private:
-  bool active_ = false;
-  int pdeathsig_ = 0;
-  pid_t ppid_ = 0;
-};
-
 // Written by the parent before release, so PID 1 and everything it forks
 // start with it. Written by root (CAP_SYS_RESOURCE), it also becomes the
 // floor the sandbox cannot lower (oom_score_adj_min): a function cannot
@@ -165,9 +119,12 @@ struct Sandbox::Launch {
   UniqueFd sync_parent, sync_child;
   ChannelEnds chan;
   UniqueFd code_tree;
+  MountSources sources;
   ChildPlan plan;
-  struct clone_args args;
-  int pidfd = -1;
+  CloneRequest clone;
+  TemplateProcess* from_template = nullptr;
+  const SandboxSpec* spec = nullptr;
+  const SeccompProgram* bpf = nullptr;
 };
 
 // Parent, before clone: everything the child needs is built here, so that
@@ -204,81 +161,55 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
   l.sync_child.reset(sync[1]);
   l.chan = TRY(make_channel());
 
-  MountSources sources = sources_from_spec(spec);
+  l.sources = sources_from_spec(spec);
   if (!spec.ids.rootless && !spec.code_path.empty()) {
     l.code_tree.reset(static_cast<int>(syscall(SYS_open_tree, AT_FDCWD, spec.code_path.c_str(),
                                                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
     if (!l.code_tree.valid()) return sys_error("open_tree", spec.code_path);
-    sources.code_tree_fd = l.code_tree.get();
+    l.sources.code_tree_fd = l.code_tree.get();
   }
 
-  ChildPlan& plan = l.plan;
-  plan.mounts = plan_mounts(spec, sources);
-  plan.rlimits = plan_rlimits(spec.limits, cgroup_.valid());
-  // Without a mount namespace the runner sees the host's tree: argv's
-  // absolute paths name files inside the rootfs.
-  l.argv = spec.argv;
-  if (spec.layers < kLayerMount)
-    for (auto& a : l.argv)
-      if (a.starts_with("/")) a = spec.rootfs + a;
-  for (const auto& a : l.argv) plan.argv.push_back(const_cast<char*>(a.c_str()));
-  plan.argv.push_back(nullptr);
-  for (const auto& e : spec.env) plan.envp.push_back(const_cast<char*>(e.c_str()));
-  plan.envp.push_back(nullptr);
-  plan.bpf = bpf.fprog();
-  plan.init_bpf = init_seccomp_program();
-  plan.hostname = spec.hostname.c_str();
-  plan.sync_fd = l.sync_child.get();
-  plan.request_fd = l.chan.runner_in.get();
-  plan.reply_fd = l.chan.runner_out.get();
-  plan.stderr_fd = spec.stderr_fd;
-  plan.parent_sync_fd = l.sync_parent.get();
-  plan.parent_request_fd = l.chan.host.to_runner.get();
-  plan.parent_reply_fd = l.chan.host.from_runner.get();
-  plan.root_mode = !spec.ids.rootless;
-  plan.layers = spec.layers;
-  plan.uid = spec.ids.inside_uid;
-  plan.gid = spec.ids.inside_gid;
-  if (spec.layers < kLayerUser && plan.root_mode) {
-    // No user namespace to map into: the sandbox user is the slot's host uid.
-    plan.uid = l.ids.host_base + spec.ids.inside_uid;
-    plan.gid = l.ids.host_base + spec.ids.inside_gid;
-  }
-
-  memset(&l.args, 0, sizeof l.args);
-  l.args.flags = CLONE_PIDFD;
-  if (spec.layers >= kLayerMount) l.args.flags |= CLONE_NEWNS;
-  if (spec.layers >= kLayerPid) l.args.flags |= CLONE_NEWPID;
-  if (spec.layers >= kLayerNet) l.args.flags |= CLONE_NEWNET;
-  if (spec.layers >= kLayerIpcUts) l.args.flags |= CLONE_NEWIPC | CLONE_NEWUTS;
-  if (spec.layers >= kLayerUser) l.args.flags |= CLONE_NEWUSER;
-  l.args.pidfd = reinterpret_cast<uintptr_t>(&l.pidfd);
-  l.args.exit_signal = SIGCHLD;
-  if (cgroup_.v2_dirfd() >= 0) {
-    l.args.flags |= CLONE_INTO_CGROUP;
-    l.args.cgroup = static_cast<uint64_t>(cgroup_.v2_dirfd());
-  }
+  ChildFds fds;
+  fds.sync = l.sync_child.get();
+  fds.request = l.chan.runner_in.get();
+  fds.reply = l.chan.runner_out.get();
+  fds.stderr_fd = spec.stderr_fd;
+  fds.parent_sync = l.sync_parent.get();
+  fds.parent_request = l.chan.host.to_runner.get();
+  fds.parent_reply = l.chan.host.from_runner.get();
+  build_child_plan(spec, l.sources, l.ids, cgroup_.valid(), bpf, fds, &l.argv, &l.plan);
+  l.clone.flags = sandbox_clone_flags(spec.layers);
+  l.clone.ids = l.ids;
+  l.clone.cgroup_dirfd = cgroup_.v2_dirfd();
+  l.spec = &spec;
+  l.bpf = &bpf;
   return {};
 }
 
 // clone3 into the namespaces (and, on cgroup v2, into the leaf); the child
-// runs child_main and never comes back here.
+// runs child_main and never comes back here. From a template, the template
+// clones (the same plan, built there from the same spec) and the child is
+// ours all the same (CLONE_PARENT).
 Status Sandbox::parent_clone(Launch& l) {
   timings_.clone_ns = monotonic_ns();
-  long pid;
-  int clone_errno;
-  {
-    CloneAs as;
-    if (!l.ids.rootless && (l.args.flags & CLONE_NEWUSER)) TRY(as.become(l.ids.host_base));
-    pid = syscall(SYS_clone3, &l.args, sizeof l.args);
-    if (pid == 0) child_main(l.plan);  // never returns
-    clone_errno = errno;               // before ~CloneAs makes more syscalls
+  if (l.from_template) {
+    TemplateCloneFds fds;
+    fds.sync = l.sync_child.get();
+    fds.request = l.chan.runner_in.get();
+    fds.reply = l.chan.runner_out.get();
+    fds.stderr_fd = l.plan.stderr_fd;
+    fds.code_tree = l.code_tree.get();
+    fds.cgroup_dirfd = l.clone.cgroup_dirfd;
+    pid_ = TRY(l.from_template->clone(*l.spec, l.sources, l.ids, cgroup_.valid(), *l.bpf,
+                                      l.clone.flags, fds));
+    pidfd_.reset(static_cast<int>(syscall(SYS_pidfd_open, pid_, 0)));
+    if (!pidfd_.valid()) return sys_error("pidfd_open", "sandbox PID 1 " + std::to_string(pid_));
+  } else {
+    int pidfd = -1;
+    pid_ = TRY(clone_sandbox_child(l.plan, l.clone, &pidfd));
+    pidfd_.reset(pidfd);
   }
-  if (pid < 0)
-    return sys_error_n(clone_errno, "clone3", "user, mount, pid, ipc, uts and net namespaces");
   timings_.cloned_ns = monotonic_ns();
-  pid_ = static_cast<pid_t>(pid);
-  pidfd_.reset(l.pidfd);
   // The child's ends are the child's now.
   l.sync_child.reset();
   l.chan.runner_in.reset();
@@ -292,7 +223,7 @@ Status Sandbox::parent_clone(Launch& l) {
 Status Sandbox::parent_after_clone(const SandboxSpec& spec, Launch& l) {
   if (cgroup_.valid() && cgroup_.v2_dirfd() < 0) TRY(cgroup_.attach(pid_));
   if (slot_.valid()) TRY(slot_.record_holder(pid_));
-  if (l.args.flags & CLONE_NEWUSER) TRY(parent_write_id_maps(pid_, l.ids));
+  if (l.clone.flags & CLONE_NEWUSER) TRY(parent_write_id_maps(pid_, l.ids));
   TRY(prefer_for_oom_killer(pid_, spec.ids.rootless));
   if (write(l.sync_parent.get(), "g", 1) != 1) return sys_error("write", "sync socket");
   timings_.released_ns = monotonic_ns();
@@ -333,10 +264,11 @@ Status Sandbox::parent_await_exec(Launch& l) {
 // The parent's side in four steps, as child_main is the child's; whatever a
 // step made is owned by sb and undone by its destructor if a later one fails.
 Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bpf,
-                               const CgroupLayout& cgroups) {
+                               const CgroupLayout& cgroups, TemplateProcess* from_template) {
   Sandbox sb;
   sb.timings_.prepare_ns = monotonic_ns();
   Launch l;
+  l.from_template = from_template;
   const std::string what = "sandbox " + spec.id;
   TRY_WITHIN(sb.parent_prepare(spec, bpf, cgroups, l), "preparing " + what);
   TRY_WITHIN(sb.parent_clone(l), "creating " + what);

@@ -15,6 +15,7 @@
 #include "sandbox/framing.hpp"
 #include "sandbox/seccomp.hpp"
 #include "sandbox/spec.hpp"
+#include "sandbox/template.hpp"
 #include "sandbox/uid_slots.hpp"
 
 namespace nsbox {
@@ -36,9 +37,11 @@ class Sandbox {
   ~Sandbox();
 
   // cgroups: the layout to create the leaf in; ignored when
-  // spec.use_cgroups is false.
+  // spec.use_cgroups is false. from_template: cloned by that template
+  // (template.hpp) rather than by this process; PID 1 is ours either way.
   static Result<Sandbox> start(const SandboxSpec& spec, const SeccompProgram& bpf,
-                               const CgroupLayout& cgroups);
+                               const CgroupLayout& cgroups,
+                               TemplateProcess* from_template = nullptr);
 
   pid_t pid() const { return pid_; }
   const ChannelFds& channel() const { return channel_; }

@@ -12,12 +12,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <fstream>
 #include <map>
-#include <type_traits>
 
 #include "base/log.hpp"
+#include "sandbox/fd_passing.hpp"
 #include "sandbox/sandbox.hpp"
+#include "sandbox/spec_codec.hpp"
+#include "sandbox/template_keeper.hpp"
 
 namespace nsbox {
 
@@ -45,132 +49,17 @@ struct ReplyMsg {
 constexpr size_t kPipeSize = 1 << 20;  // logs are drained after each request
 constexpr int kMaxFds = 4;  // a spawn's reply: two channel pipes, the log, the freeze switch
 
-ssize_t send_with_fds(int sock, const void* data, size_t len, const int* fds, int nfds) {
-  struct iovec iov = {const_cast<void*>(data), len};
-  struct msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(struct cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kMaxFds)];
-  if (nfds > 0) {
-    msg.msg_control = ctrl;
-    msg.msg_controllen = CMSG_SPACE(sizeof(int) * nfds);
-    struct cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int) * nfds);
-    memcpy(CMSG_DATA(c), fds, sizeof(int) * nfds);
-  }
-  ssize_t n;
-  do {
-    n = sendmsg(sock, &msg, MSG_NOSIGNAL);
-  } while (n < 0 && errno == EINTR);
-  return n;
-}
-
-ssize_t recv_with_fds(int sock, void* data, size_t len, int* fds, int max_fds) {
-  struct iovec iov = {data, len};
-  struct msghdr msg = {};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  alignas(struct cmsghdr) char ctrl[CMSG_SPACE(sizeof(int) * kMaxFds)] = {};
-  msg.msg_control = ctrl;
-  msg.msg_controllen = sizeof ctrl;
-  ssize_t n;
-  do {
-    n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-  } while (n < 0 && errno == EINTR);
-  if (n < 0) return n;  // msg_controllen is not updated on failure: no cmsg to walk
-  int got = 0;
-  for (struct cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
-    int count = static_cast<int>((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
-    const int* in = reinterpret_cast<const int*>(CMSG_DATA(c));
-    for (int i = 0; i < count; i++) {
-      if (got < max_fds)
-        fds[got++] = in[i];
-      else
-        close(in[i]);
-    }
-  }
-  return n;
-}
-
 void fill_error(ReplyMsg* r, const Error& e) {
   r->ok = 0;
   r->err = e.err;
   snprintf(r->message, sizeof r->message, "%s", e.message().c_str());
 }
 
-// The profiles travel to the spawner as bytes (in a memfd), because the
-// spawner is forked before the daemon reads its configuration: nothing the
-// daemon reads later (the admin token, the config text holding it) is ever
-// in the memory of the spawner, nor of the sandboxes' PID 1, which are
-// copies of the spawner that never exec.
-class Encoder {
- public:
-  template <class T>
-  void pod(const T& v) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    buf_.append(reinterpret_cast<const char*>(&v), sizeof v);
-  }
-  void str(const std::string& v) {
-    pod(static_cast<uint64_t>(v.size()));
-    buf_ += v;
-  }
-  void strs(const std::vector<std::string>& v) {
-    pod(static_cast<uint64_t>(v.size()));
-    for (const auto& e : v) str(e);
-  }
-  const std::string& bytes() const { return buf_; }
-
- private:
-  std::string buf_;
-};
-
-class Decoder {
- public:
-  explicit Decoder(const std::string& b) : p_(b.data()), left_(b.size()) {}
-  template <class T>
-  void pod(T* v) {
-    static_assert(std::is_trivially_copyable_v<T>);
-    if (!take(sizeof *v)) return;
-    memcpy(v, p_ - sizeof *v, sizeof *v);
-  }
-  void str(std::string* v) {
-    uint64_t n = 0;
-    pod(&n);
-    if (!ok_ || n > left_) {
-      ok_ = false;
-      return;
-    }
-    v->assign(p_, n);
-    take(n);
-  }
-  void strs(std::vector<std::string>* v) {
-    uint64_t n = 0;
-    pod(&n);
-    if (n > left_) ok_ = false;
-    for (uint64_t i = 0; ok_ && i < n; i++) str(&v->emplace_back());
-  }
-  bool ok() const { return ok_ && left_ == 0; }
-  bool more() const { return ok_ && left_ > 0; }
-
- private:
-  bool take(size_t n) {
-    if (!ok_ || n > left_) return ok_ = false;
-    p_ += n;
-    left_ -= n;
-    return true;
-  }
-  const char* p_;
-  size_t left_;
-  bool ok_ = true;
-};
-
-// A field added to these structs must be added to the codec below too.
-// (x86_64 and aarch64 sizes, libstdc++.)
-static_assert(sizeof(SandboxSpec) == 336 && sizeof(Limits) == 48 && sizeof(IdMap) == 24,
-              "SandboxSpec changed: update encode_setup/decode_setup in spawner.cpp");
+// The profiles travel to the spawner as bytes (in a memfd, sandbox/spec_codec.hpp),
+// because the spawner is forked before the daemon reads its configuration:
+// nothing the daemon reads later (the admin token, the config text holding
+// it) is ever in the memory of the spawner, nor of the sandboxes' PID 1,
+// which are copies of the spawner that never exec.
 static_assert(sizeof(CgroupLayout) == 280,
               "CgroupLayout changed: update encode_setup/decode_setup in spawner.cpp");
 
@@ -178,11 +67,17 @@ struct Setup {
   std::vector<SpawnProfile> profiles;
   CgroupLayout layout;
   bool use_cgroups = false;
+  FactoryOptions factory;
+  std::unique_ptr<TemplateKeeper> templates;  // with factory.use_template
 };
 
 std::string encode_setup(const std::vector<SpawnProfile>& profiles, const CgroupLayout& l,
-                         bool use_cgroups) {
+                         bool use_cgroups, const FactoryOptions& f) {
   Encoder e;
+  e.pod(f.use_template);
+  e.str(f.template_binary);
+  e.strs(f.template_modules);
+  e.pod(f.template_rotate_after);
   e.pod(use_cgroups);
   e.pod(l.version);
   e.str(l.v2_mount);
@@ -197,23 +92,8 @@ std::string encode_setup(const std::vector<SpawnProfile>& profiles, const Cgroup
   e.pod(l.create_files);
   e.str(l.why_none);
   for (const auto& p : profiles) {
-    const SandboxSpec& s = p.spec;
-    e.str(s.id);
-    e.str(s.rootfs);
-    e.str(s.code_path);
-    e.str(s.code_mount);
-    e.str(s.stage_dir);
-    e.str(s.hostname);
-    e.pod(s.limits);
-    e.pod(s.network);
-    e.pod(s.ids);
-    e.pod(s.use_cgroups);
-    e.pod(s.layers);
-    e.strs(s.argv);
-    e.strs(s.env);
-    e.pod(s.stderr_fd);
-    e.pod(static_cast<uint64_t>(p.bpf.insns.size()));
-    for (const auto& insn : p.bpf.insns) e.pod(insn);
+    encode_spec(e, p.spec);
+    encode_bpf(e, p.bpf);
   }
   return e.bytes();
 }
@@ -221,6 +101,10 @@ std::string encode_setup(const std::vector<SpawnProfile>& profiles, const Cgroup
 bool decode_setup(const std::string& bytes, Setup* out) {
   Decoder d(bytes);
   CgroupLayout& l = out->layout;
+  d.pod(&out->factory.use_template);
+  d.str(&out->factory.template_binary);
+  d.strs(&out->factory.template_modules);
+  d.pod(&out->factory.template_rotate_after);
   d.pod(&out->use_cgroups);
   d.pod(&l.version);
   d.str(&l.v2_mount);
@@ -236,26 +120,8 @@ bool decode_setup(const std::string& bytes, Setup* out) {
   d.str(&l.why_none);
   while (d.more()) {
     SpawnProfile& p = out->profiles.emplace_back();
-    SandboxSpec& s = p.spec;
-    d.str(&s.id);
-    d.str(&s.rootfs);
-    d.str(&s.code_path);
-    d.str(&s.code_mount);
-    d.str(&s.stage_dir);
-    d.str(&s.hostname);
-    d.pod(&s.limits);
-    d.pod(&s.network);
-    d.pod(&s.ids);
-    d.pod(&s.use_cgroups);
-    d.pod(&s.layers);
-    d.strs(&s.argv);
-    d.strs(&s.env);
-    d.pod(&s.stderr_fd);
-    uint64_t n = 0;
-    d.pod(&n);
-    if (n > bytes.size() / sizeof(sock_filter)) return false;
-    p.bpf.insns.resize(n);
-    for (auto& insn : p.bpf.insns) d.pod(&insn);
+    decode_spec(d, &p.spec);
+    decode_bpf(d, &p.bpf);
   }
   return d.ok();
 }
@@ -268,6 +134,44 @@ Result<std::string> read_memfd(int fd) {
   if (pread(fd, b.data(), b.size(), 0) != static_cast<ssize_t>(b.size()))
     return sys_error("pread", "spawner setup");
   return b;
+}
+
+// What a later fork would have inherited: the daemon's scheduling policy
+// (SCHED_BATCH with batch_scheduling; priority 0 for both). Before the
+// templates start, which inherit it, as the sandboxes they clone do.
+void adopt_scheduling(int policy) {
+  struct sched_param none {};
+  if (sched_getscheduler(0) != policy && sched_setscheduler(0, policy, &none) != 0)
+    LOG_WARN("spawner: sched_setscheduler(%d): %s", policy, strerror(errno));
+}
+
+// With the template factory: every profile's runtime tree gets its template
+// now, so that a template that cannot start fails configure() with why.
+Status start_templates(Setup& setup) {
+  if (!setup.factory.use_template) return {};
+  setup.templates = std::make_unique<TemplateKeeper>(
+      TemplateOptions{setup.factory.template_binary, "", setup.factory.template_modules},
+      setup.factory.template_rotate_after);
+  for (const auto& p : setup.profiles) TRY(setup.templates->start(p.spec.rootfs));
+  return {};
+}
+
+// Children of ours that no Sandbox owns: a sandbox a template cloned (as our
+// child) but could not tell us about, because it died before its reply.
+// Such a child gets EOF on its sync socket and exits; it is reaped here.
+void reap_strays(const std::map<uint64_t, Sandbox>& sandboxes, const TemplateKeeper* templates) {
+  std::vector<pid_t> known;
+  for (const auto& [id, sb] : sandboxes) known.push_back(sb.pid());
+  if (templates)
+    templates->each(
+        [&](const std::string&, const TemplateProcess& t) { known.push_back(t.pid()); });
+  std::ifstream children("/proc/self/task/" + std::to_string(getpid()) + "/children");
+  pid_t pid;
+  while (children >> pid)
+    if (std::find(known.begin(), known.end(), pid) == known.end()) {
+      int st;
+      waitpid(pid, &st, WNOHANG);
+    }
 }
 
 // Before the profiles arrive: answers only kConfigure and kShutdown.
@@ -290,13 +194,10 @@ Setup wait_for_setup(int sock) {
       fill_error(&reply, bytes.error());
     } else if (!decode_setup(bytes.value(), &setup) || setup.profiles.size() != req.profile) {
       fill_error(&reply, make_error("spawner setup", "malformed profiles"));
+    } else if (Status t = (adopt_scheduling(static_cast<int>(req.value)), start_templates(setup));
+               !t) {
+      fill_error(&reply, t.error());
     } else {
-      // What a later fork would have inherited: the daemon's scheduling
-      // policy (SCHED_BATCH with batch_scheduling; priority 0 for both).
-      struct sched_param none {};
-      int policy = static_cast<int>(req.value);
-      if (sched_getscheduler(0) != policy && sched_setscheduler(0, policy, &none) != 0)
-        LOG_WARN("spawner: sched_setscheduler(%d): %s", policy, strerror(errno));
       reply.ok = 1;
       send_with_fds(sock, &reply, sizeof reply, nullptr, 0);
       return setup;
@@ -336,6 +237,11 @@ Setup wait_for_setup(int sock) {
     struct pollfd pfd = {sock, POLLIN, 0};
     if (poll(&pfd, 1, 5000) == 0) {
       if (use_cgroups) cgroup_sweep_stale(layout);
+      // A template that died is replaced now rather than at the next
+      // sandbox, which would otherwise wait for it (or be exec'd).
+      if (setup.templates)
+        for (const auto& p : profiles) (void)setup.templates->get(p.spec.rootfs);
+      reap_strays(sandboxes, setup.templates.get());
       continue;
     }
     Request req;
@@ -372,7 +278,15 @@ Setup wait_for_setup(int sock) {
         if (req.value) spec.limits.memory_bytes = req.value;
         spec.stderr_fd = log_write.get();
         spec.use_cgroups = use_cgroups;
-        auto sb = Sandbox::start(spec, profiles[req.profile].bpf, layout);
+        TemplateProcess* tmpl = setup.templates ? setup.templates->get(spec.rootfs) : nullptr;
+        auto sb = Sandbox::start(spec, profiles[req.profile].bpf, layout, tmpl);
+        if (!sb && tmpl && !tmpl->alive()) {
+          // The template died under the request: this sandbox is exec'd,
+          // the next request restarts the template.
+          LOG_WARN("template died while cloning %s; exec'ing it", spec.id.c_str());
+          reap_strays(sandboxes, setup.templates.get());
+          sb = Sandbox::start(spec, profiles[req.profile].bpf, layout);
+        }
         if (!sb) {
           fill_error(&reply, sb.error());
           break;
@@ -470,8 +384,9 @@ Result<std::unique_ptr<SpawnerClient>> SpawnerClient::fork_early() {
 }
 
 Status SpawnerClient::configure(const std::vector<SpawnProfile>& profiles,
-                                const CgroupLayout& cgroups, bool use_cgroups) {
-  std::string bytes = encode_setup(profiles, cgroups, use_cgroups);
+                                const CgroupLayout& cgroups, bool use_cgroups,
+                                const FactoryOptions& factory) {
+  std::string bytes = encode_setup(profiles, cgroups, use_cgroups, factory);
   UniqueFd mem(memfd_create("nsbox-spawner-setup", MFD_CLOEXEC));
   if (!mem.valid()) return sys_error("memfd_create", "spawner setup");
   if (write(mem.get(), bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size()))
@@ -485,9 +400,10 @@ Status SpawnerClient::configure(const std::vector<SpawnProfile>& profiles,
 
 Result<std::unique_ptr<SpawnerClient>> SpawnerClient::start(std::vector<SpawnProfile> profiles,
                                                             const CgroupLayout& cgroups,
-                                                            bool use_cgroups) {
+                                                            bool use_cgroups,
+                                                            const FactoryOptions& factory) {
   auto c = TRY(fork_early());
-  TRY(c->configure(profiles, cgroups, use_cgroups));
+  TRY(c->configure(profiles, cgroups, use_cgroups, factory));
   return c;
 }
 

@@ -5,14 +5,16 @@
 // keeps the Sandbox objects (pidfd, cgroup leaf) and destroys them on
 // request, on shutdown, or when the gateway's end of the socket closes.
 //
-// A later template (fork-server) factory replaces how the spawner makes a
-// blank sandbox; the gateway only ever sees SandboxFactory.
+// With the template factory (template.hpp) the spawner asks a template to
+// clone each sandbox instead of cloning it itself; it owns the sandbox all
+// the same, and the gateway only ever sees SandboxFactory.
 #pragma once
 
 #include <sys/types.h>
 
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "base/fd.hpp"
@@ -28,6 +30,15 @@ namespace nsbox {
 struct SpawnProfile {
   SandboxSpec spec;  // id, stderr_fd and limits.memory_bytes are set per spawn
   SeccompProgram bpf;
+};
+
+// How the spawner makes sandboxes: by clone + exec of a fresh interpreter,
+// or cloned from a template that has it already started (template.hpp).
+struct FactoryOptions {
+  bool use_template = false;
+  std::string template_binary;                // nsbox-template
+  std::vector<std::string> template_modules;  // imported by the template
+  uint64_t template_rotate_after = 0;         // clones per template; 0 = never replaced
 };
 
 struct SpawnedSandbox {
@@ -66,12 +77,14 @@ class SpawnerClient final : public SandboxFactory {
   static Result<std::unique_ptr<SpawnerClient>> fork_early();
   // Hands the spawner its profiles (serialised: no memory is shared); it
   // adopts the caller's scheduling policy, as a fork would have.
+  // With a template, the spawner starts it here, and an error says why it
+  // could not (a module that does not import, say).
   Status configure(const std::vector<SpawnProfile>& profiles, const CgroupLayout& cgroups,
-                   bool use_cgroups);
+                   bool use_cgroups, const FactoryOptions& factory = {});
   // fork_early() + configure().
   static Result<std::unique_ptr<SpawnerClient>> start(std::vector<SpawnProfile> profiles,
-                                                      const CgroupLayout& cgroups,
-                                                      bool use_cgroups);
+                                                      const CgroupLayout& cgroups, bool use_cgroups,
+                                                      const FactoryOptions& factory = {});
   Result<SpawnedSandbox> spawn(uint32_t profile, uint64_t memory_bytes) override;
   Status set_memory(uint64_t id, uint64_t memory_bytes) override;
   Result<CgroupEvents> events(uint64_t id) override;

@@ -9,6 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD=${NSBOX_BUILD_DIR:-build}
 PACKAGES=(meson ninja-build g++ pkg-config python3 curl libseccomp-dev libssl-dev
+          python3-dev                 # nsbox-template embeds the interpreter the rootfs is built from
           libcpp-httplib-dev libtomlplusplus-dev nlohmann-json3-dev doctest-dev
           clang libclang-rt-14-dev    # libFuzzer (fuzz_tests)
           nginx-light openssl         # the reverse-proxy test runs tools/nginx/nsbox.conf

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "base/files.hpp"
 #include "base/log.hpp"
 #include "policies/policy.hpp"
 #include "policies/units.hpp"
@@ -23,6 +24,7 @@
 #include "rootfs/runner_spec.hpp"
 #include "sandbox/framing.hpp"
 #include "sandbox/sandbox.hpp"
+#include "sandbox/template.hpp"
 #include "tools/args.hpp"
 #include "tools/output_relay.hpp"
 #include "tools/terminal_escape.hpp"
@@ -51,6 +53,10 @@ std::vector<Option> run_options(RunOptions& o) {
        to(o.rootfs)},
       {"no-isolation", 0, "", "run the same runner as a plain subprocess (the unisolated baseline)",
        [&o](const std::string&) { o.no_isolation = true; }},
+      {"factory", 0, "exec|template",
+       "how the sandbox is made: exec a fresh interpreter (default), or clone\n"
+       "it from a template with the interpreter already started (root only)",
+       to(o.factory)},
       {"verbose", 'v', "", "log setup steps and their timings to stderr",
        [&o](const std::string&) { o.verbose = true; }},
   };
@@ -92,6 +98,10 @@ Result<RunOptions> parse_run_args(const std::vector<std::string>& args) {
   bool ident = !o.handler.empty() && !std::isdigit(static_cast<unsigned char>(o.handler[0]));
   for (char c : o.handler) ident &= std::isalnum(static_cast<unsigned char>(c)) || c == '_';
   if (!ident) return bad("--handler \"" + o.handler + "\" is not a Python identifier");
+  if (o.factory != "exec" && o.factory != "template")
+    return bad("--factory \"" + o.factory + "\": use exec or template");
+  if (o.factory == "template" && o.no_isolation)
+    return bad("--factory template makes sandboxes; it does not go with --no-isolation");
   return o;
 }
 
@@ -326,7 +336,22 @@ int cmd_run(const std::vector<std::string>& args) {
         LOG_DEBUG("cgroups: %s", layout.version == CgroupVersion::V2 ? "v2" : "v1");
     }
     spec.stderr_fd = relay.write_fd();
-    auto sb = Sandbox::start(spec, bpf.value(), layout);
+    TemplateProcess tmpl;
+    if (o.factory == "template") {
+      if (spec.ids.rootless)
+        return fail(kExitSetup,
+                    "--factory template needs root (the template clones each sandbox as its "
+                    "own host uid); use --factory exec");
+      auto bin = sibling_program("nsbox-template");
+      if (!bin) return fail(kExitSetup, bin.error().message());
+      const uint64_t t0 = monotonic_us();
+      auto t =
+          TemplateProcess::start(TemplateOptions{bin.value(), rootfs, default_template_modules()});
+      if (!t) return fail(kExitSetup, t.error().message());
+      tmpl = std::move(t.value());
+      LOG_DEBUG("template started in %.1f ms (pid %d)", (monotonic_us() - t0) / 1e3, tmpl.pid());
+    }
+    auto sb = Sandbox::start(spec, bpf.value(), layout, tmpl.pid() > 0 ? &tmpl : nullptr);
     if (!sb) return fail(kExitSetup, "sandbox: " + sb.error().message());
     sandbox = std::move(sb.value());
     to_runner = sandbox.channel().to_runner.get();

@@ -29,6 +29,7 @@ struct RunOptions {
   std::optional<std::string> timeout;  // DURATION
   std::optional<std::string> rootfs;
   bool no_isolation = false;
+  std::string factory = "exec";  // exec | template
   bool verbose = false;
   bool help = false;
 };

@@ -265,8 +265,24 @@ int cmd_serve(const std::vector<std::string>& args) {
 
   // The spawner was forked before any thread existed (never fork a
   // multi-threaded process) and before any secret was read.
-  if (Status s = spawner.value()->configure(profiles, layout, use_cgroups); !s)
-    return fail(s.error().message());
+  FactoryOptions how;
+  how.use_template = config.template_factory && config.isolation == Isolation::Nsbox;
+  if (how.use_template && (config.rootless || geteuid() != 0)) {
+    LOG_WARN(
+        "factory = \"template\" needs root (the template clones each sandbox as its own host "
+        "uid); rootless sandboxes are exec'd");
+    how.use_template = false;
+  }
+  if (how.use_template) {
+    auto bin = sibling_program("nsbox-template");
+    if (!bin) return fail("factory = \"template\": " + bin.error().message());
+    how.template_binary = bin.value();
+    how.template_modules = config.template_modules;
+    how.template_rotate_after = config.template_rotate_after;
+  }
+  if (Status s = spawner.value()->configure(profiles, layout, use_cgroups, how); !s)
+    return fail(s.error().message() +
+                (how.use_template ? " (set [pool] factory = \"exec\" to run without it)" : ""));
 
   // Replies of up to 6 MiB pass through connection threads (bounds in
   // docs/architecture.md, "Replies"). glibc raises its mmap threshold to the

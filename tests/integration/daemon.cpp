@@ -170,4 +170,28 @@ std::string Daemon::access_line(const std::string& rid) const {
   return found;
 }
 
+httplib::Result deploy_probe(const Daemon& d, const std::string& name, const std::string& probe,
+                             const std::string& query) {
+  std::ifstream f(nsbox::test::probe(probe));
+  std::stringstream code;
+  code << f.rdbuf();
+  return d.client()->Put(("/functions/" + name + query).c_str(), auth(d), code.str(),
+                         "text/x-python");
+}
+
+nlohmann::json invoke(const Daemon& d, const std::string& name, const nlohmann::json& event,
+                      int* status) {
+  auto r = d.client()->Post(("/fn/" + name).c_str(), event.dump(), "application/json");
+  if (status) *status = r ? r->status : 0;
+  return r ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
+}
+
+pid_t spawner_of(const Daemon& d) {
+  std::ifstream children("/proc/" + std::to_string(d.pid()) + "/task/" + std::to_string(d.pid()) +
+                         "/children");
+  pid_t spawner = 0;
+  children >> spawner;
+  return spawner;
+}
+
 }  // namespace nsbox::test

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "tests/integration/harness.hpp"
@@ -48,6 +49,17 @@ class Daemon {
 };
 
 httplib::Headers auth(const Daemon& d);
+
+// PUT /functions/NAME with a probe of tests/probes as its code; query is
+// appended ("?policy=strict").
+httplib::Result deploy_probe(const Daemon& d, const std::string& name, const std::string& probe,
+                             const std::string& query = "");
+// POST /fn/NAME with event; the body parsed (discarded on a parse error),
+// the status in *status (0 without an answer).
+nlohmann::json invoke(const Daemon& d, const std::string& name, const nlohmann::json& event,
+                      int* status = nullptr);
+// The daemon's spawner (its only child), 0 when there is none.
+pid_t spawner_of(const Daemon& d);
 
 // A daemon's state dir (with its 45 MiB rootfs): the config and log Daemon
 // writes beside it go with it.

@@ -21,6 +21,9 @@
 using nlohmann::json;
 using nsbox::test::auth;
 using nsbox::test::Daemon;
+using nsbox::test::deploy_probe;
+using nsbox::test::invoke;
+using nsbox::test::spawner_of;
 using nsbox::test::StateDir;
 using namespace std::chrono_literals;
 
@@ -31,26 +34,6 @@ std::string slurp(const std::string& path) {
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
-}
-
-httplib::Result deploy_probe(const Daemon& d, const std::string& name, const std::string& probe,
-                             const std::string& query = "") {
-  return d.client()->Put(("/functions/" + name + query).c_str(), auth(d),
-                         slurp(nsbox::test::probe(probe)), "text/x-python");
-}
-
-json invoke(const Daemon& d, const std::string& name, json event, int* status = nullptr) {
-  auto r = d.client()->Post(("/fn/" + name).c_str(), event.dump(), "application/json");
-  if (status) *status = r ? r->status : 0;
-  return r ? json::parse(r->body, nullptr, false) : json();
-}
-
-pid_t spawner_of(const Daemon& d) {
-  std::ifstream children("/proc/" + std::to_string(d.pid()) + "/task/" + std::to_string(d.pid()) +
-                         "/children");
-  pid_t spawner = 0;
-  children >> spawner;
-  return spawner;
 }
 
 // The leaf (srv-<spawner>-<n>) of a sandbox process of this spawner, from

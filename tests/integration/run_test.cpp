@@ -22,53 +22,70 @@ std::string sandbox_event() {
   return R"({"host_hostname": ")" + host_hostname() + R"("})";
 }
 
+// The isolation claims hold for both ways a sandbox is made: exec'd, or
+// cloned from a template (sandbox/template.hpp). The cases below run their
+// checks once per factory, `factory` being the --factory argument.
+const char* const kFactories[] = {"exec", "template"};
+
+std::vector<std::string> with(std::vector<std::string> args, const std::string& factory) {
+  args.insert(args.end(), {"--factory", factory});
+  return args;
+}
+
 }  // namespace
 
 TEST_CASE("a probe sees only its own sandbox") {
-  // A file only the host has: the sandbox must not reach it.
-  std::string secret = "/var/tmp/nsbox-host-secret-" + std::to_string(getpid());
-  std::ofstream(secret) << "host only";
-  Outcome o = nsbox_run("isolation.py", {"--event", R"({"host_secret": ")" + secret + R"("})"});
-  unlink(secret.c_str());
-  REQUIRE_MESSAGE(o.exit_code == 0, o.err);
-  auto r = o.json();
-  REQUIRE(r.is_object());
+  for (const std::string factory : kFactories) {
+    CAPTURE(factory);
+    // A file only the host has: the sandbox must not reach it.
+    std::string secret = "/var/tmp/nsbox-host-secret-" + std::to_string(getpid());
+    std::ofstream(secret) << "host only";
+    Outcome o = nsbox_run("isolation.py",
+                          with({"--event", R"({"host_secret": ")" + secret + R"("})"}, factory));
+    unlink(secret.c_str());
+    REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+    auto r = o.json();
+    REQUIRE(r.is_object());
 
-  CHECK(r["hostname"] != host_hostname());
-  CHECK(r["hostname"] == "nsbox");
-  // The function is a descendant of the sandbox's PID 1 and sees no host process.
-  CHECK(r["ppid"] == 1);
-  CHECK(r["pid"].get<int>() > 1);
-  for (int pid : r["pids"]) CHECK(pid <= 2);
-  CHECK(r["ifaces"] == nlohmann::json::array({"lo"}));
-  CHECK(r["write_root"] == "Read-only file system");
-  CHECK(r["write_code"] != "ok");
-  CHECK(r["write_tmp"] == "ok");
-  CHECK(r["code_dir"] == nlohmann::json::array({"isolation.py"}));
-  CHECK(r["host_secret_visible"] == false);
-  CHECK(r["host_etc_shadow"] == false);
-  CHECK(r["CapEff"] == "0000000000000000");
-  CHECK(r["CapBnd"] == "0000000000000000");
-  CHECK(r["CapPrm"] == "0000000000000000");
-  CHECK(r["CapAmb"] == "0000000000000000");
-  CHECK(r["Seccomp"] == "2");
-  CHECK(r["NoNewPrivs"] == "1");
-  CHECK(r["Groups"] == "");
-  CHECK(r["uid"] == 1000);
-  REQUIRE(r["host_uid"].is_number());
-  CHECK(r["host_uid"].get<long>() != 0);
+    CHECK(r["hostname"] != host_hostname());
+    CHECK(r["hostname"] == "nsbox");
+    // The function is a descendant of the sandbox's PID 1 and sees no host process.
+    CHECK(r["ppid"] == 1);
+    CHECK(r["pid"].get<int>() > 1);
+    for (int pid : r["pids"]) CHECK(pid <= 2);
+    CHECK(r["ifaces"] == nlohmann::json::array({"lo"}));
+    CHECK(r["write_root"] == "Read-only file system");
+    CHECK(r["write_code"] != "ok");
+    CHECK(r["write_tmp"] == "ok");
+    CHECK(r["code_dir"] == nlohmann::json::array({"isolation.py"}));
+    CHECK(r["host_secret_visible"] == false);
+    CHECK(r["host_etc_shadow"] == false);
+    CHECK(r["CapEff"] == "0000000000000000");
+    CHECK(r["CapBnd"] == "0000000000000000");
+    CHECK(r["CapPrm"] == "0000000000000000");
+    CHECK(r["CapAmb"] == "0000000000000000");
+    CHECK(r["Seccomp"] == "2");
+    CHECK(r["NoNewPrivs"] == "1");
+    CHECK(r["Groups"] == "");
+    CHECK(r["uid"] == 1000);
+    REQUIRE(r["host_uid"].is_number());
+    CHECK(r["host_uid"].get<long>() != 0);
+  }
 }
 
 TEST_CASE("denied syscalls fail inside the sandbox") {
-  Outcome o = nsbox_run("syscalls.py", {"--event", sandbox_event()});
-  REQUIRE_MESSAGE(o.exit_code == 0, o.err);
-  auto r = o.json();
-  for (const char* name : {"mount", "ptrace", "unshare", "bpf", "keyctl", "setns", "pivot_root",
-                           "init_module", "clone_newuser"}) {
-    INFO(name);
-    CHECK(r[name] == "EPERM");
+  for (const std::string factory : kFactories) {
+    CAPTURE(factory);
+    Outcome o = nsbox_run("syscalls.py", with({"--event", sandbox_event()}, factory));
+    REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+    auto r = o.json();
+    for (const char* name : {"mount", "ptrace", "unshare", "bpf", "keyctl", "setns", "pivot_root",
+                             "init_module", "clone_newuser"}) {
+      INFO(name);
+      CHECK(r[name] == "EPERM");
+    }
+    CHECK(r["clone3"] == "ENOSYS");
   }
-  CHECK(r["clone3"] == "ENOSYS");
 }
 
 // What only strict does, so that a --policy strict that were ignored (and
@@ -76,60 +93,94 @@ TEST_CASE("denied syscalls fail inside the sandbox") {
 // allowed_families are "ok" under it), runs children until the pids limit
 // ends fork_bomb.py with 137 (the "pids" case below), and kills at 128 MiB.
 TEST_CASE("the strict policy denies sockets and child processes, and has its own limits") {
-  const std::vector<std::string> strict = {"--event", sandbox_event(), "--policy", "strict"};
-  SUBCASE("what default denies, strict denies too") {
-    Outcome o = nsbox_run("syscalls.py", strict);
-    REQUIRE_MESSAGE(o.exit_code == 0, o.err);
-    auto r = o.json();
-    for (const char* name : {"mount", "ptrace", "unshare", "bpf", "keyctl"})
-      CHECK(r[name] == "EPERM");
-  }
-  SUBCASE("no socket, not even of a family default allows") {
-    Outcome o = nsbox_run("hardening.py", strict);
-    REQUIRE_MESSAGE(o.exit_code == 0, o.err);
-    auto allowed = o.json()["allowed_families"];
-    REQUIRE(allowed.size() >= 5);
-    for (auto& [name, v] : allowed.items()) CHECK_MESSAGE(v == "EPERM", name);
-  }
-  SUBCASE("no child process: the first fork fails, long before any pids limit") {
-    Outcome o = nsbox_run("fork_bomb.py", strict);
-    CHECK_MESSAGE(o.exit_code == 1, o.err);
-    auto r = o.json();
-    CHECK(r["errorType"] == "PermissionError");
-    CHECK(r["errorMessage"] == "[Errno 1] Operation not permitted");
-  }
-  SUBCASE("memory limit of 64 MiB") {
-    Outcome o = nsbox_run("memory_hog.py", strict);
-    CHECK_MESSAGE(o.exit_code == 137, o.err);
-    CHECK(o.err.find("memory limit of 64 MiB") != std::string::npos);
+  for (const std::string factory : kFactories) {
+    CAPTURE(factory);
+    const std::vector<std::string> strict =
+        with({"--event", sandbox_event(), "--policy", "strict"}, factory);
+    {  // "what default denies, strict denies too"
+      Outcome o = nsbox_run("syscalls.py", strict);
+      REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+      auto r = o.json();
+      for (const char* name : {"mount", "ptrace", "unshare", "bpf", "keyctl"})
+        CHECK(r[name] == "EPERM");
+    }
+    {  // "no socket, not even of a family default allows"
+      Outcome o = nsbox_run("hardening.py", strict);
+      REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+      auto allowed = o.json()["allowed_families"];
+      REQUIRE(allowed.size() >= 5);
+      for (auto& [name, v] : allowed.items()) CHECK_MESSAGE(v == "EPERM", name);
+    }
+    {  // "no child process: the first fork fails, long before any pids limit"
+      Outcome o = nsbox_run("fork_bomb.py", strict);
+      CHECK_MESSAGE(o.exit_code == 1, o.err);
+      auto r = o.json();
+      CHECK(r["errorType"] == "PermissionError");
+      CHECK(r["errorMessage"] == "[Errno 1] Operation not permitted");
+    }
+    {  // "memory limit of 64 MiB"
+      Outcome o = nsbox_run("memory_hog.py", strict);
+      CHECK_MESSAGE(o.exit_code == 137, o.err);
+      CHECK(o.err.find("memory limit of 64 MiB") != std::string::npos);
+    }
   }
 }
 
 TEST_CASE("limits end a function with 137 and name the limit") {
-  auto before = host_residue();
-  SUBCASE("memory") {
-    Outcome o = nsbox_run("memory_hog.py", {"--event", sandbox_event(), "--memory", "64M"});
-    CHECK_MESSAGE(o.exit_code == 137, o.err);
-    CHECK(o.err.find("memory limit of 64 MiB") != std::string::npos);
+  for (const std::string factory : kFactories) {
+    CAPTURE(factory);
+    auto before = host_residue();
+    {  // "memory"
+      Outcome o = nsbox_run("memory_hog.py",
+                            with({"--event", sandbox_event(), "--memory", "64M"}, factory));
+      CHECK_MESSAGE(o.exit_code == 137, o.err);
+      CHECK(o.err.find("memory limit of 64 MiB") != std::string::npos);
+    }
+    {  // "pids"
+      Outcome o = nsbox_run("fork_bomb.py", with({"--event", sandbox_event()}, factory));
+      CHECK_MESSAGE(o.exit_code == 137, o.err);
+      CHECK(o.err.find("pids limit of 64") != std::string::npos);
+    }
+    // The host is unharmed: no sandbox process, cgroup or mount survives.
+    auto after = host_residue();
+    CHECK_MESSAGE(after.sandbox_procs == 0, after.describe_procs);
+    CHECK(after.cgroup_leaves <= before.cgroup_leaves);  // runs also sweep stale leaves
+    CHECK(after.mounts == before.mounts);
   }
-  SUBCASE("pids") {
-    Outcome o = nsbox_run("fork_bomb.py", {"--event", sandbox_event()});
-    CHECK_MESSAGE(o.exit_code == 137, o.err);
-    CHECK(o.err.find("pids limit of 64") != std::string::npos);
-  }
-  // The host is unharmed: no sandbox process, cgroup or mount survives.
-  auto after = host_residue();
-  CHECK_MESSAGE(after.sandbox_procs == 0, after.describe_procs);
-  CHECK(after.cgroup_leaves <= before.cgroup_leaves);  // runs also sweep stale leaves
-  CHECK(after.mounts == before.mounts);
 }
 
 TEST_CASE("an endless loop ends with 124 at the timeout") {
-  Outcome o = nsbox_run("spin.py", {"--timeout", "300ms"});
-  CHECK(o.exit_code == 124);
-  CHECK(o.err.find("timed out after 300 ms") != std::string::npos);
-  auto residue = host_residue();
-  CHECK_MESSAGE(residue.sandbox_procs == 0, residue.describe_procs);
+  for (const std::string factory : kFactories) {
+    CAPTURE(factory);
+    Outcome o = nsbox_run("spin.py", with({"--timeout", "300ms"}, factory));
+    CHECK(o.exit_code == 124);
+    CHECK(o.err.find("timed out after 300 ms") != std::string::npos);
+    auto residue = host_residue();
+    CHECK_MESSAGE(residue.sandbox_procs == 0, residue.describe_procs);
+  }
+}
+
+TEST_CASE("a runner cloned from a template cannot tell it was not exec'd") {
+  // What a function can see of its interpreter and process: flags,
+  // encodings, paths, signal dispositions and mask, limits, fds, argv and
+  // environment. Only the values of one process (pid-free here) may differ.
+  Outcome exec = nsbox_run("interpreter.py", with({}, "exec"));
+  Outcome tmpl = nsbox_run("interpreter.py", with({}, "template"));
+  REQUIRE_MESSAGE(exec.exit_code == 0, exec.err);
+  REQUIRE_MESSAGE(tmpl.exit_code == 0, tmpl.err);
+  auto a = exec.json(), b = tmpl.json();
+  REQUIRE(a.is_object());
+  REQUIRE(a.size() > 15);
+  for (auto& [k, v] : a.items())
+    CHECK_MESSAGE(b[k] == v, k, ": exec ", v.dump(), ", template ", b[k].dump());
+  CHECK(a.size() == b.size());
+  CHECK(b["exe"] == "/usr/bin/python3");
+  CHECK(b["prefix"] == "/usr");
+}
+
+TEST_CASE("--factory is exec or template, and a template makes sandboxes only") {
+  CHECK(nsbox_run("echo.py", {"--factory", "zygote"}).exit_code == 2);
+  CHECK(nsbox_run("echo.py", {"--factory", "template", "--no-isolation"}).exit_code == 2);
 }
 
 TEST_CASE("results, logs, handlers and exceptions") {
@@ -342,7 +393,9 @@ TEST_CASE("200 runs in a row leave no mount, cgroup or process behind") {
   auto before = host_residue();
   int failures = 0;
   for (int i = 0; i < 200; i++) {
-    Outcome o = nsbox_run(i % 10 == 9 ? "raises.py" : "echo.py");
+    // Every fourth from a template (and its template gone with the run).
+    Outcome o = nsbox_run(i % 10 == 9 ? "raises.py" : "echo.py",
+                          with({}, i % 4 == 3 ? "template" : "exec"));
     if (o.exit_code != (i % 10 == 9 ? 1 : 0)) failures++;
   }
   CHECK(failures == 0);

@@ -16,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "rootfs/runner_spec.hpp"
+
 using namespace nsbox;
 
 namespace {
@@ -103,6 +105,9 @@ psi_some_avg10 = 12.5
 isolation = "bwrap"
 allow_comparison_isolation = true
 layers = 8
+factory = "exec"
+template_modules = ["json", "urllib.parse"]
+template_rotate_after = 50
 
 [functions]
 default_policy = "strict"
@@ -194,6 +199,9 @@ TEST_CASE("config: every key is read, in its unit, into its member") {
   CHECK(r.isolation == Isolation::Bwrap);
   CHECK(r.allow_comparison_isolation);
   CHECK(r.layers == kLayerAll);
+  CHECK_FALSE(r.template_factory);
+  CHECK(r.template_modules == std::vector<std::string>{"json", "urllib.parse"});
+  CHECK(r.template_rotate_after == 50);
   CHECK(r.default_policy == "strict");
   CHECK(r.log_lines == 10);
   CHECK(r.max_memory_bytes == 256 * kMiB);
@@ -372,6 +380,35 @@ TEST_CASE("config: [pool] isolation other than nsbox needs allow_comparison_isol
   std::string e = refusal("[pool]\nisolation = \"lxc\"\nallow_comparison_isolation = true\n");
   CHECK_MESSAGE(has(e, "nsbox, none, bwrap, crun, runc, docker"), e);
   CHECK_MESSAGE(has(e, "\"lxc\""), e);
+}
+
+TEST_CASE("config: [pool] factory and template_modules") {
+  auto c = parse_serve_config("", "nsbox.toml");
+  REQUIRE(c);
+  CHECK(c.value().template_factory);
+  CHECK(c.value().template_modules == default_template_modules());
+  CHECK(c.value().template_rotate_after == 1000);
+  CHECK_FALSE(parse_serve_config("[pool]\nfactory = \"exec\"\n", "x").value().template_factory);
+  std::string f = refusal("[pool]\nfactory = \"zygote\"\n");
+  CHECK_MESSAGE(has(f, "nsbox.toml:2:"), f);
+  CHECK_MESSAGE(has(f, "\"zygote\""), f);
+  CHECK(refusal("[pool]\ntemplate_modules = []\n") == "");
+  CHECK(refusal("[pool]\ntemplate_modules = [\"xml.etree.ElementTree\", \"_json\"]\n") == "");
+  // Names only: each reaches nsbox-template, joined, so nothing that could
+  // be a path, an option or a separator.
+  for (const char* bad : {"", "../os", "a,b", "-m", "1abc", "a..b", "a.", ".a", "os path",
+                          "json\\n", "\u00e9t\u00e9"}) {
+    std::string e = refusal(std::string("[pool]\ntemplate_modules = [\"") + bad + "\"]\n");
+    CHECK_MESSAGE(has(e, "nsbox.toml:2:"), bad, " -> ", e);
+    CHECK_MESSAGE(has(e, "not a Python module name"), bad, " -> ", e);
+  }
+  CHECK(has(refusal("[pool]\ntemplate_modules = \"json\"\n"), "array of strings"));
+  CHECK(has(refusal("[pool]\ntemplate_modules = [1]\n"), "only strings"));
+  CHECK(has(refusal("[pool]\ntemplate_modules = [\"" + std::string(129, 'a') + "\"]\n"),
+            "not a Python module name"));
+  std::string many = "[pool]\ntemplate_modules = [";
+  for (int i = 0; i < 257; i++) many += "\"m" + std::to_string(i) + "\",";
+  CHECK(has(refusal(many + "]\n"), "at most 256"));
 }
 
 TEST_CASE("config: [server] listen is HOST:PORT") {

@@ -1,0 +1,54 @@
+// What the exec path (Sandbox::start, which clones from the caller) and the
+// template path (a template process that clones on request) share: the
+// child's plan, built from the spec and the fds the child gets, and the
+// clone3 itself. Both sides build the same plan from the same spec, so the
+// parent can name a child's failing mount while the template ran it.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "base/result.hpp"
+#include "sandbox/child.hpp"
+#include "sandbox/mounts.hpp"
+#include "sandbox/seccomp.hpp"
+#include "sandbox/spec.hpp"
+
+namespace nsbox {
+
+// Borrowed fds the child is given, as numbers in the process that clones.
+struct ChildFds {
+  int sync = -1;       // the child's end of the sync socket
+  int request = -1;    // becomes fd 3
+  int reply = -1;      // becomes fd 4
+  int stderr_fd = -1;  // becomes fd 2 and 1 (-1: the cloner's fd 2)
+  int parent_sync = -1;
+  int parent_request = -1;
+  int parent_reply = -1;
+};
+
+// The plan child_main runs. ids are the spec's with the uid slot's
+// host_base; argv is storage the plan points into (rootfs-prefixed below
+// kLayerMount); the spec, bpf and argv must outlive the clone.
+void build_child_plan(const SandboxSpec& spec, const MountSources& sources, const IdMap& ids,
+                      bool has_cgroup, const SeccompProgram& bpf, const ChildFds& fds,
+                      std::vector<std::string>* argv, ChildPlan* plan);
+
+// The namespaces a sandbox of that many layers is cloned into (without
+// CLONE_NEWCGROUP, which the child unshares after release).
+uint64_t sandbox_clone_flags(int layers);
+
+struct CloneRequest {
+  uint64_t flags = 0;     // sandbox_clone_flags, plus CLONE_PARENT from a template
+  IdMap ids;              // root mode with a user namespace: clone as host_base
+  int cgroup_dirfd = -1;  // >= 0: CLONE_INTO_CGROUP (cgroup v2)
+};
+
+// clone3 with CLONE_PIDFD; the child runs child_main(plan) and never returns.
+// Returns the child's pid and sets *pidfd.
+Result<pid_t> clone_sandbox_child(const ChildPlan& plan, const CloneRequest& req, int* pidfd);
+
+}  // namespace nsbox

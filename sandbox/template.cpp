@@ -1,0 +1,313 @@
+#include "sandbox/template.hpp"
+
+#include <fcntl.h>
+#include <linux/sched.h>
+#include <poll.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+
+#include "base/clock.hpp"
+#include "base/log.hpp"
+#include "sandbox/fd_passing.hpp"
+#include "sandbox/spec_codec.hpp"
+
+namespace nsbox {
+
+namespace {
+
+constexpr int kReadyTimeoutMs = 30000;
+constexpr int kCloneTimeoutMs = 10000;
+constexpr size_t kMaxRequest = 256 << 10;  // a spec and a BPF program of <= 4096 insns
+
+struct TemplateReply {
+  int32_t ok = 0;
+  int32_t err = 0;
+  int32_t pid = 0;
+  char message[500] = {};
+};
+
+// Presence bits for the optional fds, in this order after the four fixed ones.
+constexpr uint32_t kHasStderr = 1, kHasCodeTree = 2, kHasCgroup = 4;
+
+Status wait_readable(int fd, int timeout_ms, const char* what) {
+  const uint64_t deadline = monotonic_ms() + timeout_ms;
+  for (;;) {
+    struct pollfd pfd = {fd, POLLIN, 0};
+    uint64_t now = monotonic_ms();
+    int left = now >= deadline ? 0 : static_cast<int>(deadline - now);
+    int rc = poll(&pfd, 1, left);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) return sys_error("poll", what);
+    if (rc == 0) return make_error(what, "no answer within " + std::to_string(timeout_ms) + " ms");
+    return {};
+  }
+}
+
+Result<TemplateReply> read_reply(int sock, int timeout_ms, const char* what) {
+  TRY(wait_readable(sock, timeout_ms, what));
+  TemplateReply r;
+  ssize_t n;
+  do {
+    n = recv(sock, &r, sizeof r, 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return sys_error("recv", what);
+  if (n == 0) return make_error(what, "the template exited");
+  if (n != sizeof r) return make_error(what, "short reply from the template");
+  r.message[sizeof r.message - 1] = '\0';
+  if (!r.ok) return Error{r.err, r.message, {}, {}};
+  return r;
+}
+
+void send_reply(int sock, const TemplateReply& r) {
+  (void)send_with_fds(sock, &r, sizeof r, nullptr, 0);
+}
+
+TemplateReply error_reply(const Error& e) {
+  TemplateReply r;
+  r.ok = 0;
+  r.err = e.err;
+  snprintf(r.message, sizeof r.message, "%s", e.message().c_str());
+  return r;
+}
+
+}  // namespace
+
+TemplateProcess& TemplateProcess::operator=(TemplateProcess&& o) noexcept {
+  if (this != &o) {
+    stop();
+    pid_ = std::exchange(o.pid_, -1);
+    sock_ = std::move(o.sock_);
+  }
+  return *this;
+}
+
+Result<TemplateProcess> TemplateProcess::start(const TemplateOptions& o) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    return sys_error("socketpair", "template");
+  UniqueFd mine(sv[0]), theirs(sv[1]);
+  // The options travel on the socket, not the command line: a sandbox's
+  // /proc/self/cmdline is the template's, and shows no host path this way.
+  char arg0[] = "nsbox-template";
+  char* argv[] = {arg0, nullptr};
+  Encoder opts;
+  opts.str(o.rootfs);
+  opts.strs(o.modules);
+  // Nothing of the asker's environment: the template's is the runner's
+  // concern, and each sandbox gets the spec's.
+  char path_env[] = "PATH=/usr/bin:/bin";
+  char lang_env[] = "LANG=C.UTF-8";
+  char* envp[] = {path_env, lang_env, nullptr};
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  // The socket becomes fd 3 (dup2 clears close-on-exec); everything else but
+  // 0-2 is closed.
+  posix_spawn_file_actions_adddup2(&fa, theirs.get(), 3);
+  posix_spawn_file_actions_addclosefrom_np(&fa, 4);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  sigset_t all;
+  sigfillset(&all);
+  posix_spawnattr_setsigdefault(&attr, &all);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  pid_t pid;
+  int rc = posix_spawn(&pid, o.binary.c_str(), &fa, &attr, argv, envp);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) return sys_error_n(rc, "posix_spawn", o.binary);
+  TemplateProcess t;
+  t.pid_ = pid;
+  t.sock_ = std::move(mine);
+  theirs.reset();
+  const std::string& b = opts.bytes();
+  if (send_with_fds(t.sock_.get(), b.data(), b.size(), nullptr, 0) !=
+      static_cast<ssize_t>(b.size()))
+    return sys_error("send", "template options");
+  TRY_WITHIN(read_reply(t.sock_.get(), kReadyTimeoutMs, "template start"),
+             "starting the template " + o.binary);
+  return t;
+}
+
+Result<pid_t> TemplateProcess::clone(const SandboxSpec& spec, const MountSources& src,
+                                     const IdMap& ids, bool has_cgroup, const SeccompProgram& bpf,
+                                     uint64_t flags, const TemplateCloneFds& fds) {
+  if (!sock_.valid()) return make_error("template", "not running");
+  Encoder e;
+  uint32_t has = (fds.stderr_fd >= 0 ? kHasStderr : 0) | (fds.code_tree >= 0 ? kHasCodeTree : 0) |
+                 (fds.cgroup_dirfd >= 0 ? kHasCgroup : 0);
+  e.pod(has);
+  e.pod(flags);
+  e.pod(ids);
+  e.pod(has_cgroup);
+  e.str(src.rootfs);
+  e.str(src.code);
+  e.str(src.code_name);
+  e.pod(src.code_is_dir);
+  encode_spec(e, spec);
+  encode_bpf(e, bpf);
+  int send_fds[6];
+  int n = 0;
+  for (int fd : {fds.sync, fds.request, fds.reply}) send_fds[n++] = fd;
+  for (int fd : {fds.stderr_fd, fds.code_tree, fds.cgroup_dirfd})
+    if (fd >= 0) send_fds[n++] = fd;
+  const std::string& b = e.bytes();
+  if (b.size() > kMaxRequest) return make_error("template clone", "request too large");
+  if (send_with_fds(sock_.get(), b.data(), b.size(), send_fds, n) != static_cast<ssize_t>(b.size()))
+    return sys_error("send", "template socket");
+  TemplateReply r = TRY(read_reply(sock_.get(), kCloneTimeoutMs, "template clone"));
+  return static_cast<pid_t>(r.pid);
+}
+
+bool TemplateProcess::alive() {
+  if (pid_ <= 0) return false;
+  int st;
+  if (waitpid(pid_, &st, WNOHANG) == pid_) {
+    pid_ = -1;
+    sock_.reset();
+    return false;
+  }
+  return true;
+}
+
+void TemplateProcess::stop() {
+  sock_.reset();
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  int st;
+  while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+  }
+  pid_ = -1;
+}
+
+uint64_t TemplateProcess::rss_bytes() const {
+  if (pid_ <= 0) return 0;
+  std::ifstream in("/proc/" + std::to_string(pid_) + "/smaps_rollup");
+  std::string key;
+  uint64_t kb = 0;
+  while (in >> key) {
+    if (key == "Rss:") {
+      in >> kb;
+      return kb << 10;
+    }
+    in.ignore(1 << 16, '\n');
+  }
+  return 0;
+}
+
+Result<TemplateOptions> template_receive_options(int sock) {
+  std::string buf(64 << 10, '\0');
+  ssize_t n;
+  do {
+    n = recv(sock, buf.data(), buf.size(), 0);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return sys_error("recv", "template options");
+  Decoder d(buf.data(), static_cast<size_t>(n));
+  TemplateOptions o;
+  d.str(&o.rootfs);
+  d.strs(&o.modules);
+  if (!d.ok()) return make_error("template options", "malformed");
+  return o;
+}
+
+Status template_send_ready(int sock, const Status& init) {
+  TemplateReply r;
+  if (init) {
+    r.ok = 1;
+    r.pid = getpid();
+  } else {
+    r = error_reply(init.error());
+  }
+  if (send_with_fds(sock, &r, sizeof r, nullptr, 0) != sizeof r)
+    return sys_error("send", "template ready");
+  return {};
+}
+
+namespace {
+
+// One request: decode, plan, clone. The received fds are closed on return
+// (the child has its copies); the plan and the spec it points into live on
+// this stack frame, which the child's copy of memory keeps.
+TemplateReply serve_one(const std::string& buf, size_t len, int* fds, int nfds,
+                        void (*run)(const ChildPlan&)) {
+  UniqueFd owned[6];
+  for (int i = 0; i < nfds && i < 6; i++) owned[i].reset(fds[i]);
+  Decoder d(buf.data(), len);
+  uint32_t has = 0;
+  uint64_t flags = 0;
+  IdMap ids;
+  bool has_cgroup = false;
+  MountSources src;
+  SandboxSpec spec;
+  SeccompProgram bpf;
+  d.pod(&has);
+  d.pod(&flags);
+  d.pod(&ids);
+  d.pod(&has_cgroup);
+  d.str(&src.rootfs);
+  d.str(&src.code);
+  d.str(&src.code_name);
+  d.pod(&src.code_is_dir);
+  decode_spec(d, &spec);
+  decode_bpf(d, &bpf);
+  if (!d.ok()) return error_reply(make_error("template clone", "malformed request"));
+  int want = 3 + ((has & kHasStderr) ? 1 : 0) + ((has & kHasCodeTree) ? 1 : 0) +
+             ((has & kHasCgroup) ? 1 : 0);
+  if (nfds != want) return error_reply(make_error("template clone", "wrong number of fds"));
+  // Only what a sandbox is made of: namespaces, nothing that would share
+  // memory, files or a thread group with the template.
+  const uint64_t allowed =
+      CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
+  if (flags & ~allowed) return error_reply(make_error("template clone", "flags not allowed"));
+  int i = 3;
+  ChildFds cf;
+  cf.sync = fds[0];
+  cf.request = fds[1];
+  cf.reply = fds[2];
+  if (has & kHasStderr) cf.stderr_fd = fds[i++];
+  if (has & kHasCodeTree) src.code_tree_fd = fds[i++];
+  CloneRequest req;
+  req.flags = flags | CLONE_PARENT;
+  req.ids = ids;
+  if (has & kHasCgroup) req.cgroup_dirfd = fds[i++];
+  std::vector<std::string> argv;
+  ChildPlan plan;
+  build_child_plan(spec, src, ids, has_cgroup, bpf, cf, &argv, &plan);
+  plan.run_in_process = run;
+  int pidfd = -1;
+  auto pid = clone_sandbox_child(plan, req, &pidfd);
+  if (!pid) return error_reply(pid.error());
+  // The asker, whose child it is, opens its own pidfd.
+  close(pidfd);
+  TemplateReply r;
+  r.ok = 1;
+  r.pid = pid.value();
+  return r;
+}
+
+}  // namespace
+
+void template_serve(int sock, void (*run)(const ChildPlan&)) {
+  std::string buf(kMaxRequest, '\0');
+  for (;;) {
+    int fds[kMaxPassedFds];
+    std::fill(std::begin(fds), std::end(fds), -1);
+    ssize_t n = recv_with_fds(sock, buf.data(), buf.size(), fds, 6);
+    if (n <= 0) _exit(0);  // the asker is gone
+    int nfds = 0;
+    while (nfds < 6 && fds[nfds] >= 0) nfds++;
+    send_reply(sock, serve_one(buf, static_cast<size_t>(n), fds, nfds, run));
+  }
+}
+
+}  // namespace nsbox

@@ -1,0 +1,230 @@
+// The template factory (sandbox/template.hpp) behind the daemon: sandboxes
+// cloned from one template are as isolated as exec'd ones and share nothing
+// writable with each other or with the template; a template that dies is
+// replaced and costs no request.
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/daemon.hpp"
+#include "tests/integration/harness.hpp"
+
+using nlohmann::json;
+using nsbox::test::Daemon;
+using nsbox::test::deploy_probe;
+using nsbox::test::invoke;
+using nsbox::test::spawner_of;
+using nsbox::test::StateDir;
+
+namespace {
+
+std::string status_field(pid_t pid, const std::string& key) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(key + ":", 0) == 0) return line.substr(key.size() + 1);
+  return "";
+}
+
+// The spawner's template: its child named nsbox-template that runs as root
+// (the sandboxes it cloned are the spawner's children too, under their
+// slots' uids). 0 when there is none.
+pid_t template_of(pid_t spawner) {
+  std::ifstream children("/proc/" + std::to_string(spawner) + "/task/" + std::to_string(spawner) +
+                         "/children");
+  pid_t pid;
+  while (children >> pid) {
+    std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+    std::string name;
+    comm >> name;
+    std::string uid = status_field(pid, "Uid");
+    if (name == "nsbox-template" && uid.find_first_not_of("\t 0") == std::string::npos) return pid;
+  }
+  return 0;
+}
+
+json in_sandbox(json event) {
+  event["host_hostname"] = nsbox::test::host_hostname();
+  return event;
+}
+
+}  // namespace
+
+TEST_CASE("serve: a sandbox is the same sandbox from either factory") {
+  for (const std::string factory : {"template", "exec"}) {
+    CAPTURE(factory);
+    StateDir sd("factory-" + factory);
+    Daemon d(sd.path, "[pool]\nfactory = \"" + factory + "\"\n");
+    REQUIRE(d.start());
+    const pid_t spawner = spawner_of(d);
+    REQUIRE(spawner > 0);
+    CHECK((template_of(spawner) > 0) == (factory == "template"));
+    REQUIRE(deploy_probe(d, "iso", "isolation.py")->status == 201);
+    int status = 0;
+    json r = invoke(d, "iso", {{"host_secret", "/etc/shadow"}}, &status);
+    REQUIRE_MESSAGE(status == 200, r.dump());
+    CHECK(r["hostname"] == "nsbox");
+    CHECK(r["ppid"] == 1);
+    for (int pid : r["pids"]) CHECK(pid <= 2);
+    CHECK(r["ifaces"] == json::array({"lo"}));
+    CHECK(r["write_root"] == "Read-only file system");
+    CHECK(r["write_tmp"] == "ok");
+    CHECK(r["host_secret_visible"] == false);
+    CHECK(r["CapEff"] == "0000000000000000");
+    CHECK(r["CapBnd"] == "0000000000000000");
+    CHECK(r["Seccomp"] == "2");
+    CHECK(r["NoNewPrivs"] == "1");
+    CHECK(r["uid"] == 1000);
+    REQUIRE(r["host_uid"].is_number());
+    CHECK(r["host_uid"].get<long>() != 0);
+    CHECK(d.stop() == 0);
+  }
+}
+
+TEST_CASE("serve: sandboxes cloned from one template share no memory, file or random state") {
+  StateDir sd("template-share");
+  Daemon d(sd.path);
+  REQUIRE(d.start());
+  REQUIRE(template_of(spawner_of(d)) > 0);
+  REQUIRE(deploy_probe(d, "a", "template_share.py")->status == 201);
+  REQUIRE(deploy_probe(d, "b", "template_share.py")->status == 201);
+  int status = 0;
+  json planted = invoke(d, "a", in_sandbox({{"op", "plant"}}), &status);
+  REQUIRE_MESSAGE(status == 200, planted.dump());
+  const std::string secret = planted["secret"];
+  // Its own sandbox finds the secret everywhere it put it: a look that could
+  // not find it would prove nothing about the sibling.
+  json self = invoke(d, "a", in_sandbox({{"op", "look"}, {"secret", secret}}), &status);
+  REQUIRE_MESSAGE(status == 200, self.dump());
+  CHECK(self["pid"] == planted["pid"]);  // the same warm sandbox
+  for (const char* where : {"json module", "builtins", "environ", "/tmp/nsbox-secret"})
+    CHECK_MESSAGE(
+        std::find(self["found"].begin(), self["found"].end(), where) != self["found"].end(), where,
+        " in ", self.dump());
+  json sibling = invoke(d, "b", in_sandbox({{"op", "look"}, {"secret", secret}}), &status);
+  REQUIRE_MESSAGE(status == 200, sibling.dump());
+  CHECK_MESSAGE(sibling["found"] == json::array(), sibling.dump());
+  // Each clone re-seeds random after the fork: the first draw of a sibling
+  // is not its template's (nor the other sibling's).
+  CHECK(sibling["random"] != planted["random"]);
+  CHECK(sibling["urandom"] != planted["urandom"]);
+}
+
+TEST_CASE("serve: a sandbox that corrupts its memory harms no sibling and not the template") {
+  StateDir sd("template-corrupt");
+  Daemon d(sd.path);
+  REQUIRE(d.start());
+  const pid_t spawner = spawner_of(d);
+  const pid_t tmpl = template_of(spawner);
+  REQUIRE(tmpl > 0);
+  REQUIRE(deploy_probe(d, "bystander", "echo.py")->status == 201);
+  REQUIRE(deploy_probe(d, "vandal", "template_share.py")->status == 201);
+  int status = 0;
+  json before = invoke(d, "bystander", {{"n", 1}}, &status);
+  REQUIRE(status == 200);
+  // Zeroes pages it shares copy-on-write with the template, then uses them:
+  // its own process dies.
+  json vandal = invoke(d, "vandal", in_sandbox({{"op", "corrupt"}}), &status);
+  CHECK_MESSAGE(status != 200, vandal.dump());
+  json after = invoke(d, "bystander", {{"n", 2}}, &status);
+  CHECK(status == 200);
+  CHECK(after["event"]["n"] == 2);
+  // A sandbox cloned after the damage is whole, from the same template.
+  REQUIRE(deploy_probe(d, "fresh", "echo.py")->status == 201);
+  json fresh = invoke(d, "fresh", {{"n", 3}}, &status);
+  CHECK(status == 200);
+  CHECK(fresh["event"]["n"] == 3);
+  CHECK(template_of(spawner) == tmpl);
+  // And the vandal's function still works in a new sandbox.
+  json again = invoke(d, "vandal", in_sandbox({{"op", "look"}, {"secret", "x"}}), &status);
+  CHECK_MESSAGE(status == 200, again.dump());
+}
+
+TEST_CASE("serve: killing the template loses no request that had not started") {
+  StateDir sd("template-kill");
+  // No blank sandboxes: every first request of a function is a clone.
+  Daemon d(sd.path, "[pool]\nblank = 0\n");
+  REQUIRE(d.start());
+  const pid_t spawner = spawner_of(d);
+  const pid_t tmpl = template_of(spawner);
+  REQUIRE(tmpl > 0);
+  constexpr int kFunctions = 16;
+  for (int i = 0; i < kFunctions; i++)
+    REQUIRE(deploy_probe(d, "f" + std::to_string(i), "echo.py")->status == 201);
+  std::vector<int> statuses(kFunctions, 0);
+  {
+    std::vector<std::jthread> clients;
+    for (int i = 0; i < kFunctions; i++)
+      clients.emplace_back([&, i] {
+        invoke(d, "f" + std::to_string(i), {{"i", i}}, &statuses[i]);
+      });
+    REQUIRE(kill(tmpl, SIGKILL) == 0);
+  }
+  for (int i = 0; i < kFunctions; i++) CHECK_MESSAGE(statuses[i] == 200, "f", i);
+  // A new template takes its place (at the next clone, or within the
+  // spawner's idle check), and the next function is cloned from it.
+  REQUIRE(nsbox::test::wait_until(
+      [&] {
+        pid_t now = template_of(spawner);
+        return now > 0 && now != tmpl;
+      },
+      15000, "a new template"));
+  REQUIRE(deploy_probe(d, "late", "echo.py")->status == 201);
+  int status = 0;
+  invoke(d, "late", {{"i", -1}}, &status);
+  CHECK(status == 200);
+  const std::string log = d.log();
+  CHECK_MESSAGE((log.find("it exited; starting a new one") != std::string::npos ||
+                 log.find("template died while cloning") != std::string::npos),
+                log);
+}
+
+TEST_CASE("serve: a rebuilt runtime tree gets a new template") {
+  StateDir sd("template-rebuild");
+  Daemon d(sd.path);
+  REQUIRE(d.start());
+  const pid_t spawner = spawner_of(d);
+  const pid_t tmpl = template_of(spawner);
+  REQUIRE(tmpl > 0);
+  nsbox::test::RunSpec s;
+  s.argv = {nsbox::test::nsbox_bin(), "rootfs", "build", "--out", sd.path + "/rootfs"};
+  auto built = nsbox::test::run(s);
+  REQUIRE_MESSAGE(built.exit_code == 0, built.err);
+  REQUIRE(deploy_probe(d, "after", "echo.py")->status == 201);
+  int status = 0;
+  invoke(d, "after", {{"n", 1}}, &status);
+  CHECK(status == 200);
+  const pid_t now = template_of(spawner);
+  CHECK(now > 0);
+  CHECK(now != tmpl);
+  CHECK(d.log().find("the runtime tree was rebuilt") != std::string::npos);
+}
+
+TEST_CASE("serve: a template is replaced after template_rotate_after clones") {
+  StateDir sd("template-rotate");
+  Daemon d(sd.path, "[pool]\nblank = 0\ntemplate_rotate_after = 2\n");
+  REQUIRE(d.start());
+  const pid_t spawner = spawner_of(d);
+  std::vector<pid_t> seen = {template_of(spawner)};
+  REQUIRE(seen[0] > 0);
+  for (int i = 0; i < 5; i++) {
+    const std::string name = "r" + std::to_string(i);
+    REQUIRE(deploy_probe(d, name, "echo.py")->status == 201);
+    int status = 0;
+    invoke(d, name, {{"i", i}}, &status);
+    CHECK(status == 200);
+    pid_t now = template_of(spawner);
+    REQUIRE(now > 0);
+    if (now != seen.back()) seen.push_back(now);
+  }
+  // Five clones, two per template: at least two replacements.
+  CHECK(seen.size() >= 3);
+  CHECK(d.log().find("it made template_rotate_after sandboxes") != std::string::npos);
+}

@@ -1,0 +1,233 @@
+// nsbox-template: a Python runtime's template (sandbox/template.hpp). It
+// starts the interpreter once, with the runtime tree's /usr in place of the
+// host's so that every path a module recorded is the path it has inside a
+// sandbox, imports the configured modules and compiles the runner, then
+// clones sandboxes on request. In each sandbox's runner, after the child's
+// setup and its seccomp filter, run_runner() goes on where exec would have
+// started a fresh interpreter.
+//
+// It never runs user code: functions arrive in the sandbox, over its
+// channel, after the clone. Started by the spawner or `nsbox run` with its
+// socket on fd 3, on which its options arrive and a start-up error is
+// reported.
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "base/result.hpp"
+#include "rootfs/rootfs.hpp"
+#include "sandbox/template.hpp"
+
+namespace nsbox {
+namespace {
+
+constexpr int kSock = 3;
+
+// In the sandbox: the environment and argv are the spec's, the signal
+// dispositions Python's own start-up sets (PyConfig.install_signal_handlers
+// is off in the template, which must keep the kernel's defaults), and the
+// runner runs as __main__ as `python3 runner.py` would run it.
+constexpr const char* kEnter = R"PY(
+def _nsbox_enter(code, orig_argv, env):
+    import builtins, os, signal, sys
+    argv = orig_argv[1:]
+    while argv and argv[0].startswith("-"):
+        argv = argv[1:]
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    os.environ.clear()
+    for kv in env:
+        k, _, v = kv.partition("=")
+        os.environ[k] = v
+    sys.argv = list(argv)
+    sys.orig_argv = list(orig_argv)
+    main = type(sys)("__main__")
+    main.__file__ = argv[0]
+    main.__builtins__ = builtins
+    main.__cached__ = None
+    sys.modules["__main__"] = main
+    exec(code, main.__dict__)
+)PY";
+
+PyObject* g_enter = nullptr;   // _nsbox_enter
+PyObject* g_runner = nullptr;  // the runner's code object
+
+// The runtime tree may not be under /usr, which the template replaces.
+Status check_options(const TemplateOptions& o) {
+  if (o.rootfs.empty() || o.rootfs[0] != '/')
+    return make_error("nsbox-template", "the rootfs must be an absolute path");
+  if (o.rootfs == "/usr" || o.rootfs.starts_with("/usr/"))
+    return make_error("nsbox-template",
+                      o.rootfs + " is under /usr, which the template replaces with the runtime's");
+  return {};
+}
+
+// A mount namespace of our own whose /usr is the runtime tree's: the
+// interpreter's prefix, sys.path and every module's __file__ are then the
+// paths a sandbox sees after its pivot_root. Everything else stays the
+// host's: each sandbox's own setup needs the host's stage dir, rootfs and
+// a fully visible /proc (docs/architecture.md §3, step 5).
+Status enter_runtime_tree(const std::string& rootfs) {
+  if (unshare(CLONE_NEWNS) != 0) return sys_error("unshare", "CLONE_NEWNS");
+  if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
+    return sys_error("mount", "make / private");
+  std::string usr = rootfs + "/usr";
+  if (mount(usr.c_str(), "/usr", nullptr, MS_BIND | MS_REC, nullptr) != 0)
+    return sys_error("mount", usr + " on /usr");
+  if (mount(nullptr, "/usr", nullptr, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV,
+            nullptr) != 0)
+    return sys_error("mount", "remount /usr read-only");
+  // A sandbox's /proc/self/exe is the template's: make it the runtime's
+  // interpreter, as an exec'd runner's is, rather than a host path. Best
+  // effort: without it the link names where nsbox-template is installed.
+  int exe = open(kHostPython, O_RDONLY | O_CLOEXEC);
+  if (exe < 0 || prctl(PR_SET_MM, PR_SET_MM_EXE_FILE, exe, 0, 0) != 0)
+    fprintf(stderr, "nsbox-template: warning: cannot set /proc/self/exe to %s: %s\n", kHostPython,
+            strerror(errno));
+  if (exe >= 0) close(exe);
+  return {};
+}
+
+std::string py_error_text() {
+  PyObject *type, *value, *tb;
+  PyErr_Fetch(&type, &value, &tb);
+  std::string out = "unknown error";
+  if (value) {
+    if (PyObject* s = PyObject_Str(value)) {
+      if (const char* c = PyUnicode_AsUTF8(s)) out = c;
+      Py_DECREF(s);
+    }
+  }
+  Py_XDECREF(type);
+  Py_XDECREF(value);
+  Py_XDECREF(tb);
+  PyErr_Clear();
+  return out;
+}
+
+Status start_python(const TemplateOptions& o) {
+  // As `python3 -I -S` starts in a sandbox: the locale configured (LC_CTYPE
+  // from LANG=C.UTF-8, which the template's environment carries) and UTF-8
+  // mode on, so that the encodings of stdio, file names and open() are the
+  // exec'd runner's; sys.flags is compared in tests/probes/interpreter.py.
+  PyPreConfig pre;
+  PyPreConfig_InitIsolatedConfig(&pre);
+  pre.configure_locale = 1;
+  pre.utf8_mode = 1;
+  PyStatus ps = Py_PreInitialize(&pre);
+  if (PyStatus_Exception(ps))
+    return make_error("Python pre-initialisation", ps.err_msg ? ps.err_msg : "failed");
+  PyConfig config;
+  PyConfig_InitIsolatedConfig(&config);
+  config.site_import = 0;
+  // As -I leaves it (PYTHONDONTWRITEBYTECODE is ignored); nothing can be
+  // written anyway: /usr is read-only here and in every sandbox.
+  config.write_bytecode = 1;
+  config.buffered_stdio = 0;
+  config.install_signal_handlers = 0;
+  config.parse_argv = 0;
+  PyStatus st = PyConfig_SetBytesString(&config, &config.program_name, kHostPython);
+  if (!PyStatus_Exception(st)) st = Py_InitializeFromConfig(&config);
+  PyConfig_Clear(&config);
+  if (PyStatus_Exception(st))
+    return make_error("Python start-up", st.err_msg ? st.err_msg : "failed");
+
+  for (const auto& m : o.modules) {
+    PyObject* mod = PyImport_ImportModule(m.c_str());
+    if (!mod) return make_error("import " + m, py_error_text());
+    Py_DECREF(mod);
+  }
+  PyObject* globals = PyDict_New();
+  PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins());
+  PyObject* r = PyRun_String(kEnter, Py_file_input, globals, globals);
+  if (!r) return make_error("template bootstrap", py_error_text());
+  Py_DECREF(r);
+  g_enter = PyDict_GetItemString(globals, "_nsbox_enter");
+  Py_XINCREF(g_enter);
+
+  std::string path = o.rootfs + kRunnerPath;
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return sys_error("open", path);
+  std::stringstream text;
+  text << in.rdbuf();
+  g_runner = Py_CompileString(text.str().c_str(), kRunnerPath, Py_file_input);
+  if (!g_runner) return make_error(std::string("compile ") + kRunnerPath, py_error_text());
+
+  // Everything allocated so far is the template's, shared by every sandbox:
+  // gc.freeze() moves it out of the collector's generations, so a
+  // collection in a sandbox never writes to (and un-shares) those pages.
+  PyObject* gc = PyImport_ImportModule("gc");
+  if (!gc) return make_error("import gc", py_error_text());
+  for (const char* call : {"collect", "freeze"}) {
+    PyObject* res = PyObject_CallMethod(gc, call, nullptr);
+    if (!res) return make_error(std::string("gc.") + call, py_error_text());
+    Py_DECREF(res);
+  }
+  Py_DECREF(gc);
+  return {};
+}
+
+PyObject* str_list(char* const* v) {
+  PyObject* list = PyList_New(0);
+  for (; *v; v++) {
+    PyObject* s = PyUnicode_DecodeFSDefault(*v);
+    PyList_Append(list, s);
+    Py_DECREF(s);
+  }
+  return list;
+}
+
+// In the sandbox's runner process, after its seccomp filter: what the
+// interpreter would do after `exec python3`, minus the start-up.
+void run_runner(const ChildPlan& plan) {
+  PyOS_AfterFork_Child();  // the interpreter's own after-fork work and os.register_at_fork hooks
+  PyObject* argv = str_list(plan.argv.data());
+  PyObject* env = str_list(plan.envp.data());
+  PyObject* r = PyObject_CallFunctionObjArgs(g_enter, g_runner, argv, env, nullptr);
+  // SystemExit (how the runner ends) exits here with its code, as it would
+  // from `python3 runner.py`; anything else is printed and exits 1.
+  if (!r) PyErr_Print();
+  fflush(stdout);
+  fflush(stderr);
+  _exit(r ? 0 : 1);
+}
+
+int template_main() {
+  // Dies with whoever started it; the sandboxes it made are that process's
+  // children, not ours.
+  prctl(PR_SET_PDEATHSIG, SIGKILL);
+  prctl(PR_SET_NAME, "nsbox-template");
+  if (getppid() == 1) return 1;
+  Status init = [&]() -> Status {
+    if (geteuid() != 0)
+      return make_error("nsbox-template",
+                        "needs root: it clones each sandbox as its own host uid "
+                        "(use the exec factory unprivileged)");
+    TemplateOptions o = TRY(template_receive_options(kSock));
+    TRY(check_options(o));
+    TRY(enter_runtime_tree(o.rootfs));
+    TRY(start_python(o));
+    return {};
+  }();
+  if (Status s = template_send_ready(kSock, init); !s || !init) return 1;
+  template_serve(kSock, run_runner);
+}
+
+}  // namespace
+}  // namespace nsbox
+
+int main() {
+  return nsbox::template_main();
+}
