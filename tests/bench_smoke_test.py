@@ -1,4 +1,5 @@
-"""CI's smoke run of `nsbox bench paper --quick` with every mechanism (meson suite "bench").
+"""CI's smoke runs of `nsbox bench paper --quick` with every mechanism and of
+`nsbox bench template --quick` (meson suite "bench").
 
 dev.sh installs bubblewrap, crun, runc, docker.io and python3-matplotlib, so on CI every row
 must run: the bench exits non-zero when one did not, and this test names it. Root only (the
@@ -57,6 +58,32 @@ class BenchSmoke(unittest.TestCase):
             left = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
             self.assertNotIn("/opt/nsbox/runner.py --fd 3", left)
             self.assertFalse([d for d in os.listdir("/run/nsbox") if d.startswith("compare-")])
+
+    def test_quick_run_of_the_template_bench(self):
+        if os.geteuid() != 0:
+            if os.environ.get("NSBOX_MUST_WORK") == "1":
+                self.fail("nsbox bench needs root")
+            self.skipTest("nsbox bench needs root")
+        with tempfile.TemporaryDirectory() as out:
+            r = subprocess.run([NSBOX, "bench", "template", "--quick", "--out", out],
+                               capture_output=True, text=True, timeout=900)
+            self.assertEqual(r.returncode, 0, "nsbox bench template failed:\n" + r.stderr[-3000:])
+            res = json.load(open(os.path.join(out, "template.json")))
+            self.assertEqual(sorted(res["factories"]), ["exec", "template"])
+            for f, x in res["factories"].items():
+                self.assertEqual(x["creation"]["sandboxes"], 100, f)
+                self.assertGreater(x["creation"]["per_second"], 0, f)
+                self.assertGreater(x["cold"]["median_ms"], 0, f)
+                self.assertEqual(x["burst"]["requests"], 30, f)
+                self.assertEqual(x["burst"]["errors"], 0, f)
+                self.assertGreater(x["density"]["mb"], 0, f)
+            self.assertGreater(res["bare_python"]["mb"], 0)
+            table = open(os.path.join(out, "template.md")).read()
+            self.assertIn("| cold start median, no blank (ms) |", table)
+            self.assertIn("Bare idle `python3 -I -S`", table)
+            # Every sandbox and template went with its daemon.
+            left = subprocess.run(["ps", "-eo", "comm"], capture_output=True, text=True).stdout
+            self.assertNotIn("nsbox-template", left)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 
     nsbox bench paper|layers|all [--mechanisms nsbox,none,bwrap,crun,runc,docker] [--quick]
                       [--cpus 1] [--install] [--out DIR] [--doc docs/isolation-cost.md]
+    nsbox bench template [--quick] ...   the template factory against exec (bench_template.py)
 
 The 2017 evaluation's protocol (150 functions returning the time; closed-loop clients 1 to 149
 in steps of 2, each bound to one function, 30 requests each, 1500 ms connect and response
@@ -817,6 +818,13 @@ def write_doc(a, results, skipped, tables, figures, layer_rows):
 
 
 def main(argv):
+    if argv and argv[0] == "template":
+        # The template factory against the exec factory (tools/bench_template.py, installed
+        # beside this file as nsbox-bench-template).
+        here = os.path.dirname(os.path.abspath(__file__))
+        script = next(p for p in (os.path.join(here, "nsbox-bench-template"),
+                                  os.path.join(here, "bench_template.py")) if os.path.exists(p))
+        os.execv(sys.executable, [sys.executable, script] + argv[1:])
     p = argparse.ArgumentParser(prog="nsbox bench", description=__doc__.split("\n\n")[0])
     p.add_argument("what", choices=["paper", "layers", "all"],
                    help="paper: the 2017 protocol per mechanism; layers: nsbox's sandbox one "

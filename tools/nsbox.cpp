@@ -29,6 +29,7 @@ commands:
   rm NAME                    delete a function
   logs NAME                  what a function printed recently
   bench paper [options]      nsbox against none, bwrap, crun, runc and docker (nsbox bench -h)
+  bench template [options]   template factory against exec: creation rate, cold start, memory
 )";
 
 int cmd_rootfs(const std::vector<std::string>& args) {

@@ -1,0 +1,259 @@
+#!/usr/bin/python3
+"""nsbox bench template: the template factory against the exec factory, in one run.
+
+    nsbox bench template [--sandboxes 1000] [--cold 50] [--burst 300] [--density 200,2000]
+                         [--quick] [--out DIR]
+
+Each factory gets its own daemon (`[pool] factory = "template"` or `"exec"`, nothing else
+changed), measured phase by phase, the two interleaved so a noisy machine slows both alike:
+
+  creation  blank sandboxes made per second: the pool is told (SIGHUP) to keep --sandboxes
+            blanks and the time until /metrics counts them all is taken; memory in use with
+            them, over none, gives MB per ready (blank) sandbox.
+  cold      first request of a never-invoked function with no blank sandbox (blank = 0):
+            median and p99 of --cold functions called one after another.
+  burst     --burst never-invoked functions called at once by as many clients (loadgen):
+            errors and p99.
+  density   MB per warm function: memory in use with the high count of warm functions minus
+            with the low count, over the difference; and the same for bare idle
+            `python3 -I -S` processes (the unisolated baseline) in the same run.
+
+Memory in use is AnonPages + SUnreclaim + KernelStack + PageTables + Percpu + Shmem from
+/proc/meminfo (bench_isolation.py). Results: DIR/template.json and a Markdown table on stdout.
+Root only; the daemons listen on 127.0.0.1.
+"""
+import argparse
+import datetime
+import importlib.machinery
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# The shared helpers (Daemon, http, loadgen, percentiles, memory in use) live in the main
+# bench, installed beside this file as nsbox-bench (tools/bench_isolation.py in the tree).
+_lib_path = next(p for p in (os.path.join(HERE, "nsbox-bench"),
+                             os.path.join(HERE, "bench_isolation.py")) if os.path.exists(p))
+lib = importlib.machinery.SourceFileLoader("nsbox_bench", _lib_path).load_module()
+
+FACTORIES = ["template", "exec"]
+
+
+class FactoryDaemon(lib.Daemon):
+    """lib.Daemon with [pool] factory and room for thousands of sandboxes."""
+
+    def __init__(self, binary, work, factory, port, capacity):
+        # Starts with no blank sandbox (lib.Daemon asks for 4): the pool never trims blanks
+        # it has, and the cold phase needs none.
+        self.factory, self.capacity, self.start_blank = factory, capacity, 0
+        super().__init__(binary, work, "nsbox", port, None)
+        self.label = self.tag = factory
+        self.start_blank = None
+
+    def write_config(self, blank):
+        blank = blank if self.start_blank is None else self.start_blank
+        self.config = os.path.join(self.work, "nsbox-%s.toml" % self.factory)
+        with open(self.config, "w") as f:
+            f.write('[server]\nlisten = "127.0.0.1:%d"\nstate_dir = "%s"\ntoken = "%s"\n'
+                    "max_connections = 8192\nmax_sending_per_address = 4096\n"
+                    "[pool]\nblank = %d\nmax_sandboxes = %d\nmemory_budget_mb = %d\n"
+                    "idle_timeout_ms = 3600000\nqueue_total = 100000\n"
+                    'factory = "%s"\n'
+                    % (self.port, os.path.join(self.work, "state-" + self.factory), lib.TOKEN,
+                       blank, self.capacity + 64, 1 << 22, self.factory))
+
+    def metric(self, key):
+        st, body = lib.http("GET", self.url + "/metrics", token=lib.TOKEN)
+        for line in body.decode(errors="replace").splitlines():
+            if line.startswith(key + " "):
+                return float(line.split()[-1])
+        return -1
+
+
+def mem_now():
+    vals = []
+    for _ in range(3):
+        vals.append(lib.mem_used_kb(open("/proc/meminfo").read()))
+        time.sleep(0.5)
+    return statistics.median(vals)
+
+
+def creation(d, n):
+    base = mem_now()
+    t = time.monotonic()
+    d.reload(blank=n)
+    key = 'nsbox_pool_sandboxes{state="blank"}'
+    while d.metric(key) < n:
+        if time.monotonic() - t > 600:
+            raise RuntimeError("%d blanks not made in 600 s (%d)" % (n, d.metric(key)))
+        time.sleep(0.05)
+    secs = time.monotonic() - t - 0.5  # reload() sleeps 0.5 s after the SIGHUP
+    time.sleep(2)
+    full = mem_now()
+    res = {"sandboxes": n, "seconds": secs, "per_second": n / secs,
+           "blank_mb": (full - base) / 1024 / n}
+    lib.say("%s: %d blanks in %.2f s: %.0f per second; %.2f MB per blank"
+            % (d.label, n, secs, res["per_second"], res["blank_mb"]))
+    return res
+
+
+def cold(d, names):
+    lat = sorted(d.invoke_ms(n) for n in names)
+    res = {"n": len(lat), "median_ms": statistics.median(lat), "p99_ms": lib.percentile(lat, 99),
+           "max_ms": lat[-1]}
+    lib.say("%s: cold start median %.1f ms, p99 %.1f ms (%d functions, no blank)"
+            % (d.label, res["median_ms"], res["p99_ms"], len(lat)))
+    return res
+
+
+def burst(d, loadgen, n, work):
+    reqs, dur = lib.loadgen(loadgen, d.port, n, 1, None, os.path.join(work, "burst.txt"),
+                            ["--prefix", "burst", "--functions", str(n)])
+    ok = [r[2] for r in reqs if r[3] == 200]
+    res = {"clients": n, "requests": len(reqs), "errors": len(reqs) - len(ok),
+           "p99_ms": lib.percentile(ok, 99) if ok else None,
+           "median_ms": statistics.median(ok) if ok else None}
+    lib.say("%s: burst of %d new functions: %d errors, p99 %s ms"
+            % (d.label, n, res["errors"], lib.fmt(res["p99_ms"])))
+    return res
+
+
+def density(d, low, high):
+    for i in range(low):
+        d.invoke_ms("dens%d" % i)
+    time.sleep(2)
+    m_low = mem_now()
+    for i in range(low, high):
+        d.invoke_ms("dens%d" % i)
+    time.sleep(2)
+    m_high = mem_now()
+    res = {"low": low, "high": high, "mb": lib.marginal_mb(m_low, m_high, high - low)}
+    lib.say("%s: %.2f MB per warm function (%d -> %d warm)" % (d.label, res["mb"], low, high))
+    return res
+
+
+def bare_python(low, high):
+    """Idle `python3 -I -S` processes, each blocked reading its stdin: the same count sums."""
+    procs = []
+
+    def grow(to):
+        while len(procs) < to:
+            procs.append(subprocess.Popen(["/usr/bin/python3", "-I", "-S", "-c",
+                                           "import sys; sys.stdin.read()"],
+                                          stdin=subprocess.PIPE))
+    try:
+        grow(low)
+        time.sleep(2)
+        m_low = mem_now()
+        grow(high)
+        time.sleep(2)
+        m_high = mem_now()
+    finally:
+        for p in procs:
+            p.stdin.close()
+        for p in procs:
+            p.wait()
+    res = {"low": low, "high": high, "mb": lib.marginal_mb(m_low, m_high, high - low)}
+    lib.say("bare python3 -I -S: %.2f MB per idle process (%d -> %d)" % (res["mb"], low, high))
+    return res
+
+
+def main(argv):
+    p = argparse.ArgumentParser(prog="nsbox bench template", description=__doc__.split("\n\n")[0])
+    p.add_argument("--sandboxes", type=int, default=1000)
+    p.add_argument("--cold", type=int, default=50)
+    p.add_argument("--burst", type=int, default=300)
+    p.add_argument("--density", default="200,2000")
+    p.add_argument("--quick", action="store_true", help="small counts (a minute or two)")
+    p.add_argument("--out", help="results directory (default bench-results/DATE-template)")
+    p.add_argument("--build", help="directory with nsbox and loadgen (default: this script's)")
+    p.add_argument("--port", type=int, default=18580)
+    a = p.parse_args(argv)
+    if os.geteuid() != 0:
+        p.error("runs daemons as root: sudo nsbox bench template")
+    if a.quick:
+        a.sandboxes, a.cold, a.burst, a.density = 100, 10, 30, "20,100"
+    try:
+        low, high = (int(x) for x in a.density.split(","))
+    except ValueError:
+        p.error("--density wants LOW,HIGH, e.g. 200,2000")
+    if not 0 <= low < high:
+        p.error("--density: LOW must be below HIGH")
+    build = a.build or HERE
+    nsbox, loadgen = os.path.join(build, "nsbox"), os.path.join(build, "loadgen")
+    a.out = a.out or os.path.join("bench-results",
+                                  datetime.datetime.now().strftime("%Y%m%d-%H%M%S-template"))
+    os.makedirs(a.out, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="nsbox-bench-template-", dir="/var/tmp")
+    os.chmod(work, 0o711)
+    capacity = max(a.sandboxes, high, a.burst + a.cold) + 16
+    started = time.monotonic()
+    res = {"command": "nsbox bench template " + " ".join(argv),
+           "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+           "factories": {}}
+    daemons = {}
+    try:
+        for i, f in enumerate(FACTORIES):
+            res["factories"][f] = {}
+        # Creation first, each factory in a daemon of its own that makes blanks and goes
+        # (the pool keeps blanks it has: they must not serve the cold phase).
+        for i, f in enumerate(FACTORIES):
+            d = FactoryDaemon(nsbox, work, f, a.port + 10 + i, capacity)
+            try:
+                res["factories"][f]["creation"] = creation(d, a.sandboxes)
+            finally:
+                d.stop()
+        for i, f in enumerate(FACTORIES):
+            d = FactoryDaemon(nsbox, work, f, a.port + i, capacity)
+            daemons[f] = d
+            names = (["cold%d" % k for k in range(a.cold)] +
+                     ["burst%d" % k for k in range(a.burst)] +
+                     ["dens%d" % k for k in range(high)])
+            lib.deploy_all(d, names)
+        # Phase by phase, factory by factory: a slow minute of the machine hits both.
+        for f, d in daemons.items():
+            res["factories"][f]["cold"] = cold(d, ["cold%d" % k for k in range(a.cold)])
+        for f, d in daemons.items():
+            res["factories"][f]["burst"] = burst(d, loadgen, a.burst, work)
+        res["bare_python"] = bare_python(low, high)
+        for f, d in daemons.items():
+            res["factories"][f]["density"] = density(d, low, high)
+            d.stop()  # its warm sandboxes must not weigh on the next factory's figure
+    finally:
+        for d in daemons.values():
+            if d.proc.poll() is None:
+                d.stop()
+    t, e = res["factories"]["template"], res["factories"]["exec"]
+    rows = [
+        ("blank sandboxes per second (%d)" % a.sandboxes, t["creation"]["per_second"],
+         e["creation"]["per_second"]),
+        ("MB per ready (blank) sandbox", t["creation"]["blank_mb"], e["creation"]["blank_mb"]),
+        ("cold start median, no blank (ms)", t["cold"]["median_ms"], e["cold"]["median_ms"]),
+        ("cold start p99 (ms)", t["cold"]["p99_ms"], e["cold"]["p99_ms"]),
+        ("burst of %d new functions: errors" % a.burst, t["burst"]["errors"],
+         e["burst"]["errors"]),
+        ("burst p99 (ms)", t["burst"]["p99_ms"], e["burst"]["p99_ms"]),
+        ("MB per warm function (%d -> %d)" % (low, high), t["density"]["mb"],
+         e["density"]["mb"]),
+    ]
+    table = lib.table_md(["", "template", "exec", "template / exec"],
+                         [(r[0], r[1], r[2], lib.ratio(r[1], r[2])) for r in rows])
+    table += ("\nBare idle `python3 -I -S`, same run: %.2f MB per process (%d -> %d).\n"
+              % (res["bare_python"]["mb"], low, high))
+    with open(os.path.join(a.out, "template.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    with open(os.path.join(a.out, "template.md"), "w") as f:
+        f.write(table)
+    print(table)
+    lib.say("done in %.0f s; results in %s" % (time.monotonic() - started, a.out))
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
