@@ -161,8 +161,8 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     int64_t v;
     struct sysinfo si;
     const uint64_t ram = sysinfo(&si) == 0 ? uint64_t(si.totalram) * si.mem_unit : 8ull << 30;
-    v = d.blank, c.blank = int(r.integer(p, "blank", P, 0, 256, &v));
-    v = d.max_sandboxes, c.max_sandboxes = int(r.integer(p, "max_sandboxes", P, 1, 4096, &v));
+    v = d.blank, c.blank = int(r.integer(p, "blank", P, 0, 4096, &v));
+    v = d.max_sandboxes, c.max_sandboxes = int(r.integer(p, "max_sandboxes", P, 1, 32768, &v));
     v = 0;
     c.memory_budget_bytes = uint64_t(r.integer(p, "memory_budget_mb", P, 0, 1 << 24, &v)) << 20;
     if (c.memory_budget_bytes == 0) {

@@ -152,7 +152,12 @@ Status start_templates(Setup& setup) {
   setup.templates = std::make_unique<TemplateKeeper>(
       TemplateOptions{setup.factory.template_binary, "", setup.factory.template_modules},
       setup.factory.template_rotate_after);
-  for (const auto& p : setup.profiles) TRY(setup.templates->start(p.spec.rootfs));
+  std::vector<std::string> started;
+  for (const auto& p : setup.profiles) {
+    if (std::find(started.begin(), started.end(), p.spec.rootfs) != started.end()) continue;
+    TRY(setup.templates->start(p.spec.rootfs));
+    started.push_back(p.spec.rootfs);
+  }
   return {};
 }
 

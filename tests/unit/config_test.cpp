@@ -53,8 +53,8 @@ const IntKey kIntKeys[] = {
     {"server", "max_sending_per_address", 1, 65536},
     {"server", "max_head_kb", 1, 1024},
     {"server", "max_headers", 1, 10000},
-    {"pool", "blank", 0, 256},
-    {"pool", "max_sandboxes", 1, 4096},
+    {"pool", "blank", 0, 4096},
+    {"pool", "max_sandboxes", 1, 32768},
     {"pool", "memory_budget_mb", 0, 1 << 24},
     {"pool", "per_function", 1, 1024},
     {"pool", "idle_timeout_ms", 100, 86400000},
@@ -514,14 +514,14 @@ TEST_CASE("config: load_serve_config reads the named file and names it in errors
   char path[] = "/tmp/nsbox-config-test-XXXXXX";
   int fd = mkstemp(path);
   REQUIRE(fd >= 0);
-  const std::string text = "[server]\nlisten = \"127.0.0.1:9999\"\n[pool]\nblank = 300\n";
+  const std::string text = "[server]\nlisten = \"127.0.0.1:9999\"\n[pool]\nblank = 5000\n";
   REQUIRE(write(fd, text.data(), text.size()) == ssize_t(text.size()));
   close(fd);
   auto c = load_serve_config(path);
   unlink(path);
   REQUIRE_FALSE(c);
   CHECK_MESSAGE(
-      c.error().detail.starts_with(std::string(path) + ":4:9: \"blank\" in [pool] is 300"),
+      c.error().detail.starts_with(std::string(path) + ":4:9: \"blank\" in [pool] is 5000"),
       c.error().detail);
 
   auto missing = load_serve_config("/nonexistent/nsbox.toml");
