@@ -99,25 +99,63 @@ std::string render_pool_stats(const PoolStats& s) {
 }
 
 std::string SandboxMemory::render(const std::vector<uint64_t>& ids) {
-  std::string out =
-      "# HELP nsbox_sandbox_memory_bytes Memory in use per idle or blank sandbox (cgroup), "
-      "at most 1 s old.\n"
-      "# TYPE nsbox_sandbox_memory_bytes gauge\n";
   std::lock_guard<std::mutex> lock(mu_);
   if (std::chrono::steady_clock::now() - at_ >= kSandboxMemoryRefresh) {
-    std::string lines;
-    char buf[128];
+    // Three families per sandbox, each line group under its own HELP/TYPE:
+    // the cgroup's charge, and what its processes map of their own (USS)
+    // and as their share of what they map with others (PSS), which for a
+    // clone of a template is mostly the template's heap.
+    std::string charge, uss, pss;
+    char buf[160];
     for (uint64_t id : ids) {
       auto ev = factory_.events(id);
       if (!ev) continue;  // destroyed since the pool listed it
       snprintf(buf, sizeof buf, "nsbox_sandbox_memory_bytes{sandbox=\"%llu\"} %llu\n",
                (unsigned long long)id, (unsigned long long)ev.value().memory_current);
-      lines += buf;
+      charge += buf;
+      auto m = factory_.process_memory(id);
+      if (!m) continue;
+      snprintf(buf, sizeof buf, "nsbox_sandbox_uss_bytes{sandbox=\"%llu\"} %llu\n",
+               (unsigned long long)id, (unsigned long long)m.value().uss);
+      uss += buf;
+      snprintf(buf, sizeof buf, "nsbox_sandbox_pss_bytes{sandbox=\"%llu\"} %llu\n",
+               (unsigned long long)id, (unsigned long long)m.value().pss);
+      pss += buf;
     }
-    lines_ = std::move(lines);
+    std::string templates;
+    if (auto t = factory_.template_memory(); t && t.value().processes > 0) {
+      const ProcessMemory& m = t.value();
+      snprintf(buf, sizeof buf,
+               "# HELP nsbox_templates Template processes running (the template factory).\n"
+               "# TYPE nsbox_templates gauge\nnsbox_templates %u\n",
+               m.processes);
+      templates += buf;
+      for (auto [name, v] :
+           {std::pair<const char*, uint64_t>{"rss", m.rss}, {"pss", m.pss}, {"uss", m.uss}}) {
+        snprintf(buf, sizeof buf,
+                 "# HELP nsbox_template_%s_bytes The templates' own memory (%s), shared by "
+                 "their clones.\n# TYPE nsbox_template_%s_bytes gauge\n"
+                 "nsbox_template_%s_bytes %llu\n",
+                 name, name, name, name, (unsigned long long)v);
+        templates += buf;
+      }
+    }
+    lines_ =
+        "# HELP nsbox_sandbox_memory_bytes Memory charged to each idle or blank sandbox's "
+        "cgroup, at most 1 s old.\n"
+        "# TYPE nsbox_sandbox_memory_bytes gauge\n" +
+        charge +
+        "# HELP nsbox_sandbox_uss_bytes Memory only each idle or blank sandbox's processes map "
+        "(USS).\n"
+        "# TYPE nsbox_sandbox_uss_bytes gauge\n" +
+        uss +
+        "# HELP nsbox_sandbox_pss_bytes Each idle or blank sandbox's proportional share of the "
+        "memory its processes map (PSS).\n"
+        "# TYPE nsbox_sandbox_pss_bytes gauge\n" +
+        pss + templates;
     at_ = std::chrono::steady_clock::now();
   }
-  return out + lines_;
+  return lines_;
 }
 
 }  // namespace nsbox

@@ -27,7 +27,16 @@ namespace nsbox {
 
 namespace {
 
-enum Op : uint32_t { kSpawn = 1, kSetMemory, kEvents, kDestroy, kShutdown, kConfigure };
+enum Op : uint32_t {
+  kSpawn = 1,
+  kSetMemory,
+  kEvents,
+  kDestroy,
+  kShutdown,
+  kConfigure,
+  kProcessMemory,
+  kTemplateMemory
+};
 
 struct Request {
   uint32_t op;
@@ -41,6 +50,7 @@ struct ReplyMsg {
   int32_t err;
   uint64_t id;
   CgroupEvents events;
+  ProcessMemory memory;  // kProcessMemory, kTemplateMemory
   double setup_ms;
   int32_t freeze;  // 0: no freeze switch; 1: cgroup.freeze; 2: v1 freezer.state
   char message[512];
@@ -338,6 +348,31 @@ Setup wait_for_setup(int sock) {
         reply.events = it->second.events();
         break;
       }
+      case kProcessMemory: {
+        auto it = sandboxes.find(req.id);
+        if (it == sandboxes.end()) {
+          fill_error(&reply, make_error("process memory", "no such sandbox"));
+          break;
+        }
+        auto m = read_tree_memory(it->second.pid());
+        if (!m)
+          fill_error(&reply, m.error());
+        else
+          reply.memory = m.value();
+        break;
+      }
+      case kTemplateMemory: {
+        if (setup.templates)
+          setup.templates->each([&](const std::string&, const TemplateProcess& t) {
+            if (auto m = read_tree_memory(t.pid())) {
+              reply.memory.rss += m.value().rss;
+              reply.memory.pss += m.value().pss;
+              reply.memory.uss += m.value().uss;
+              reply.memory.processes++;
+            }
+          });
+        break;
+      }
       case kDestroy: {
         auto it = sandboxes.find(req.id);
         if (it != sandboxes.end()) {
@@ -458,6 +493,16 @@ Status SpawnerClient::set_memory(uint64_t id, uint64_t bytes) {
 Result<CgroupEvents> SpawnerClient::events(uint64_t id) {
   Reply r = TRY(call(kEvents, 0, id, 0, nullptr));
   return r.msg.events;
+}
+
+Result<ProcessMemory> SpawnerClient::process_memory(uint64_t id) {
+  Reply r = TRY(call(kProcessMemory, 0, id, 0, nullptr));
+  return r.msg.memory;
+}
+
+Result<ProcessMemory> SpawnerClient::template_memory() {
+  Reply r = TRY(call(kTemplateMemory, 0, 0, 0, nullptr));
+  return r.msg.memory;
 }
 
 Status SpawnerClient::destroy(uint64_t id) {

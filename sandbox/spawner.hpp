@@ -21,6 +21,7 @@
 #include "base/result.hpp"
 #include "sandbox/cgroup.hpp"
 #include "sandbox/framing.hpp"
+#include "sandbox/proc_memory.hpp"
 #include "sandbox/seccomp.hpp"
 #include "sandbox/spec.hpp"
 
@@ -65,6 +66,14 @@ class SandboxFactory {
   // False once the factory can make no more sandboxes (its process exited):
   // /healthz answers 503 then.
   virtual bool healthy() = 0;
+  // The sandbox's processes' own memory (proc_memory.hpp: USS, PSS, RSS),
+  // for /metrics beside the cgroup's charge. An error where unknown.
+  virtual Result<ProcessMemory> process_memory(uint64_t /*id*/) {
+    return make_error("process memory", "not known to this factory");
+  }
+  // The templates' own memory, summed (processes = how many run); what
+  // their clones share. Zero without templates.
+  virtual Result<ProcessMemory> template_memory() { return ProcessMemory{}; }
 };
 
 class SpawnerClient final : public SandboxFactory {
@@ -89,6 +98,8 @@ class SpawnerClient final : public SandboxFactory {
   Status set_memory(uint64_t id, uint64_t memory_bytes) override;
   Result<CgroupEvents> events(uint64_t id) override;
   Status destroy(uint64_t id) override;
+  Result<ProcessMemory> process_memory(uint64_t id) override;
+  Result<ProcessMemory> template_memory() override;
   // Destroys every sandbox and waits for the spawner to exit. Idempotent.
   Status shutdown();
   pid_t pid() const { return pid_; }

@@ -11,7 +11,6 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <iterator>
 
 #include "base/clock.hpp"
@@ -188,21 +187,6 @@ void TemplateProcess::stop() {
   while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
   }
   pid_ = -1;
-}
-
-uint64_t TemplateProcess::rss_bytes() const {
-  if (pid_ <= 0) return 0;
-  std::ifstream in("/proc/" + std::to_string(pid_) + "/smaps_rollup");
-  std::string key;
-  uint64_t kb = 0;
-  while (in >> key) {
-    if (key == "Rss:") {
-      in >> kb;
-      return kb << 10;
-    }
-    in.ignore(1 << 16, '\n');
-  }
-  return 0;
 }
 
 Result<TemplateOptions> template_receive_options(int sock) {

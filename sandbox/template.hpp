@@ -73,9 +73,6 @@ class TemplateProcess {
   bool alive();
   // Kills and reaps it. Idempotent.
   void stop();
-  // The template's own memory, from /proc/<pid>/smaps_rollup: what its
-  // sandboxes share (bytes of Rss and Pss; 0 when unreadable).
-  uint64_t rss_bytes() const;
 
  private:
   pid_t pid_ = -1;

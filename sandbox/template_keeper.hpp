@@ -28,7 +28,7 @@ class TemplateKeeper {
   // kRetryMs), and then the caller execs.
   TemplateProcess* get(const std::string& rootfs);
   uint64_t restarts() const { return restarts_; }
-  // pid and resident bytes of each live template, for /metrics.
+  // Each live template, for /metrics.
   template <class F>
   void each(F f) const {
     for (const auto& [rootfs, e] : by_rootfs_)

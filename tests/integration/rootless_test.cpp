@@ -67,3 +67,11 @@ TEST_CASE("rootless: denied syscalls, memory limit and timeout") {
   Outcome t = run_rootless("spin.py", {"--timeout", "300ms"});
   CHECK(t.exit_code == 124);
 }
+
+TEST_CASE("rootless: --factory template is refused with why and what to use") {
+  Outcome o = run_rootless("echo.py", {"--factory", "template"});
+  CHECK(o.exit_code == 3);
+  CHECK_MESSAGE(o.err.find("needs root") != std::string::npos, o.err);
+  CHECK_MESSAGE(o.err.find("--factory exec") != std::string::npos, o.err);
+  CHECK(o.out.empty());
+}

@@ -84,6 +84,19 @@ TEST_CASE("serve: a sandbox is the same sandbox from either factory") {
     CHECK(r["uid"] == 1000);
     REQUIRE(r["host_uid"].is_number());
     CHECK(r["host_uid"].get<long>() != 0);
+    // /metrics: per sandbox its cgroup charge, USS and PSS; the templates'
+    // own memory only from the template factory. A clone maps most of its
+    // heap with the template, so its USS is well below its RSS-based PSS.
+    auto m = d.client()->Get("/metrics", nsbox::test::auth(d));
+    REQUIRE(m);
+    const std::string text = m->body;
+    CHECK(text.find("nsbox_sandbox_uss_bytes{sandbox=") != std::string::npos);
+    CHECK(text.find("nsbox_sandbox_pss_bytes{sandbox=") != std::string::npos);
+    CHECK((text.find("\nnsbox_templates 1\n") != std::string::npos) == (factory == "template"));
+    if (factory == "template") {
+      CHECK(d.metric("nsbox_template_pss_bytes") > 1e6);
+      CHECK(d.metric("nsbox_template_uss_bytes") > 0);
+    }
     CHECK(d.stop() == 0);
   }
 }

@@ -31,6 +31,26 @@ class CountingFactory final : public SandboxFactory {
   int calls = 0;
 };
 
+// Also knows its sandboxes' processes and a template.
+class MemoryFactory final : public SandboxFactory {
+ public:
+  Result<SpawnedSandbox> spawn(uint32_t, uint64_t) override {
+    return make_error("spawn", "not in this test");
+  }
+  Status set_memory(uint64_t, uint64_t) override { return {}; }
+  Result<CgroupEvents> events(uint64_t id) override {
+    CgroupEvents ev;
+    ev.memory_current = id * 1000;
+    return ev;
+  }
+  Result<ProcessMemory> process_memory(uint64_t id) override {
+    return ProcessMemory{id * 300, id * 200, id * 100, 2};
+  }
+  Result<ProcessMemory> template_memory() override { return ProcessMemory{9000, 8000, 7000, 1}; }
+  Status destroy(uint64_t) override { return {}; }
+  bool healthy() override { return true; }
+};
+
 bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
@@ -64,4 +84,25 @@ TEST_CASE("metrics: sandbox memory costs a factory call per sandbox at most once
   // A scrape right after is served from the last refresh.
   CHECK(memory.render({1, 2, 3, 4}) == first);
   CHECK(factory.calls == 3);
+}
+
+TEST_CASE("metrics: per sandbox its cgroup charge, USS and PSS; the templates' own memory") {
+  MemoryFactory factory;
+  SandboxMemory memory(factory);
+  std::string text = memory.render({5});
+  CHECK(has(text, "nsbox_sandbox_memory_bytes{sandbox=\"5\"} 5000\n"));
+  CHECK(has(text,
+            "# TYPE nsbox_sandbox_uss_bytes gauge\nnsbox_sandbox_uss_bytes{sandbox=\"5\"} 500\n"));
+  CHECK(has(text,
+            "# TYPE nsbox_sandbox_pss_bytes gauge\nnsbox_sandbox_pss_bytes{sandbox=\"5\"} 1000\n"));
+  CHECK(has(text, "nsbox_templates 1\n"));
+  CHECK(has(text, "nsbox_template_rss_bytes 9000\n"));
+  CHECK(has(text, "nsbox_template_pss_bytes 8000\n"));
+  CHECK(has(text, "nsbox_template_uss_bytes 7000\n"));
+  // A factory without processes or templates (CountingFactory) adds no such line.
+  CountingFactory plain;
+  SandboxMemory other(plain);
+  std::string p = other.render({1});
+  CHECK_FALSE(has(p, "uss_bytes{"));
+  CHECK_FALSE(has(p, "nsbox_templates"));
 }
