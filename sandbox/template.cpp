@@ -164,8 +164,15 @@ Result<pid_t> TemplateProcess::clone(const SandboxSpec& spec, const MountSources
   if (b.size() > kMaxRequest) return make_error("template clone", "request too large");
   if (send_with_fds(sock_.get(), b.data(), b.size(), send_fds, n) != static_cast<ssize_t>(b.size()))
     return sys_error("send", "template socket");
-  TemplateReply r = TRY(read_reply(sock_.get(), kCloneTimeoutMs, "template clone"));
-  return static_cast<pid_t>(r.pid);
+  auto r = read_reply(sock_.get(), kCloneTimeoutMs, "template clone");
+  if (!r) {
+    // A template that cannot answer in time is not trusted with the next
+    // request: killed here, it is replaced before the next clone (and this
+    // sandbox is exec'd by the caller, which sees it dead).
+    if (r.error().step == "template clone") stop();
+    return r.error();
+  }
+  return static_cast<pid_t>(r.value().pid);
 }
 
 bool TemplateProcess::alive() {

@@ -2,11 +2,13 @@
 // cloned from one template are as isolated as exec'd ones and share nothing
 // writable with each other or with the template; a template that dies is
 // replaced and costs no request.
+#include <dirent.h>
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -35,19 +37,40 @@ std::string status_field(pid_t pid, const std::string& key) {
 
 // The spawner's template: its child named nsbox-template that runs as root
 // (the sandboxes it cloned are the spawner's children too, under their
-// slots' uids). 0 when there is none.
+// slots' uids). 0 when there is none. From a scan of /proc: a children file
+// may miss entries while other children come and go (proc(5)).
 pid_t template_of(pid_t spawner) {
-  std::ifstream children("/proc/" + std::to_string(spawner) + "/task/" + std::to_string(spawner) +
-                         "/children");
-  pid_t pid;
-  while (children >> pid) {
+  DIR* proc = opendir("/proc");
+  if (!proc) return 0;
+  pid_t found = 0;
+  while (struct dirent* e = readdir(proc)) {
+    pid_t pid = static_cast<pid_t>(atoi(e->d_name));
+    if (pid <= 0) continue;
     std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
     std::string name;
     comm >> name;
+    if (name != "nsbox-template") continue;
+    if (atoi(status_field(pid, "PPid").c_str()) != spawner) continue;
     std::string uid = status_field(pid, "Uid");
-    if (name == "nsbox-template" && uid.find_first_not_of("\t 0") == std::string::npos) return pid;
+    if (uid.find_first_not_of("\t 0") == std::string::npos) found = pid;
   }
-  return 0;
+  closedir(proc);
+  return found;
+}
+
+std::string process_list() {
+  nsbox::test::RunSpec s;
+  s.argv = {"/bin/ps", "-eo", "pid,ppid,uid,comm"};
+  return nsbox::test::run(s).out;
+}
+
+// The daemon's template once it shows (it is started before the daemon
+// answers /healthz, so at once but for a scan racing its start).
+pid_t wait_template(const Daemon& d) {
+  const pid_t spawner = spawner_of(d);
+  pid_t t = 0;
+  nsbox::test::wait_until([&] { return (t = template_of(spawner)) > 0; }, 5000, "the template");
+  return t;
 }
 
 json in_sandbox(json event) {
@@ -65,7 +88,10 @@ TEST_CASE("serve: a sandbox is the same sandbox from either factory") {
     REQUIRE(d.start());
     const pid_t spawner = spawner_of(d);
     REQUIRE(spawner > 0);
-    CHECK((template_of(spawner) > 0) == (factory == "template"));
+    if (factory == "template")
+      CHECK(wait_template(d) > 0);
+    else
+      CHECK(template_of(spawner) == 0);
     REQUIRE(deploy_probe(d, "iso", "isolation.py")->status == 201);
     int status = 0;
     json r = invoke(d, "iso", {{"host_secret", "/etc/shadow"}}, &status);
@@ -105,7 +131,7 @@ TEST_CASE("serve: sandboxes cloned from one template share no memory, file or ra
   StateDir sd("template-share");
   Daemon d(sd.path);
   REQUIRE(d.start());
-  REQUIRE(template_of(spawner_of(d)) > 0);
+  REQUIRE_MESSAGE(wait_template(d) > 0, process_list());
   REQUIRE(deploy_probe(d, "a", "template_share.py")->status == 201);
   REQUIRE(deploy_probe(d, "b", "template_share.py")->status == 201);
   int status = 0;
@@ -135,8 +161,8 @@ TEST_CASE("serve: a sandbox that corrupts its memory harms no sibling and not th
   Daemon d(sd.path);
   REQUIRE(d.start());
   const pid_t spawner = spawner_of(d);
-  const pid_t tmpl = template_of(spawner);
-  REQUIRE(tmpl > 0);
+  const pid_t tmpl = wait_template(d);
+  REQUIRE_MESSAGE(tmpl > 0, "spawner ", spawner, "\n", process_list());
   REQUIRE(deploy_probe(d, "bystander", "echo.py")->status == 201);
   REQUIRE(deploy_probe(d, "vandal", "template_share.py")->status == 201);
   int status = 0;
@@ -154,7 +180,7 @@ TEST_CASE("serve: a sandbox that corrupts its memory harms no sibling and not th
   json fresh = invoke(d, "fresh", {{"n", 3}}, &status);
   CHECK(status == 200);
   CHECK(fresh["event"]["n"] == 3);
-  CHECK(template_of(spawner) == tmpl);
+  CHECK_MESSAGE(template_of(spawner) == tmpl, d.log());
   // And the vandal's function still works in a new sandbox.
   json again = invoke(d, "vandal", in_sandbox({{"op", "look"}, {"secret", "x"}}), &status);
   CHECK_MESSAGE(status == 200, again.dump());
@@ -166,8 +192,8 @@ TEST_CASE("serve: killing the template loses no request that had not started") {
   Daemon d(sd.path, "[pool]\nblank = 0\n");
   REQUIRE(d.start());
   const pid_t spawner = spawner_of(d);
-  const pid_t tmpl = template_of(spawner);
-  REQUIRE(tmpl > 0);
+  const pid_t tmpl = wait_template(d);
+  REQUIRE_MESSAGE(tmpl > 0, "spawner ", spawner, "\n", process_list());
   constexpr int kFunctions = 16;
   for (int i = 0; i < kFunctions; i++)
     REQUIRE(deploy_probe(d, "f" + std::to_string(i), "echo.py")->status == 201);
@@ -204,8 +230,8 @@ TEST_CASE("serve: a rebuilt runtime tree gets a new template") {
   Daemon d(sd.path);
   REQUIRE(d.start());
   const pid_t spawner = spawner_of(d);
-  const pid_t tmpl = template_of(spawner);
-  REQUIRE(tmpl > 0);
+  const pid_t tmpl = wait_template(d);
+  REQUIRE_MESSAGE(tmpl > 0, "spawner ", spawner, "\n", process_list());
   nsbox::test::RunSpec s;
   s.argv = {nsbox::test::nsbox_bin(), "rootfs", "build", "--out", sd.path + "/rootfs"};
   auto built = nsbox::test::run(s);
@@ -225,8 +251,8 @@ TEST_CASE("serve: a template is replaced after template_rotate_after clones") {
   Daemon d(sd.path, "[pool]\nblank = 0\ntemplate_rotate_after = 2\n");
   REQUIRE(d.start());
   const pid_t spawner = spawner_of(d);
-  std::vector<pid_t> seen = {template_of(spawner)};
-  REQUIRE(seen[0] > 0);
+  std::vector<pid_t> seen = {wait_template(d)};
+  REQUIRE_MESSAGE(seen[0] > 0, "spawner ", spawner, "\n", process_list());
   for (int i = 0; i < 5; i++) {
     const std::string name = "r" + std::to_string(i);
     REQUIRE(deploy_probe(d, name, "echo.py")->status == 201);
