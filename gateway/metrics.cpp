@@ -91,9 +91,15 @@ std::string render_pool_stats(const PoolStats& s) {
            "pressure (also in nsbox_pool_evictions_total).\n"
            "# TYPE nsbox_pool_pressure_evictions_total counter\n"
            "nsbox_pool_pressure_evictions_total %llu\n"
-           "# TYPE nsbox_memory_pressure gauge\nnsbox_memory_pressure %d\n",
+           "# TYPE nsbox_memory_pressure gauge\nnsbox_memory_pressure %d\n"
+           "# HELP nsbox_pool_function_templates Function templates kept or being made "
+           "(deployed with template=1; counted in the budget, not in nsbox_pool_sandboxes).\n"
+           "# TYPE nsbox_pool_function_templates gauge\nnsbox_pool_function_templates %d\n"
+           "# TYPE nsbox_pool_template_evictions_total counter\n"
+           "nsbox_pool_template_evictions_total %llu\n",
            s.frozen, (unsigned long long)s.freezes, (unsigned long long)s.thaws,
-           (unsigned long long)s.pressure_evictions, s.memory_pressure ? 1 : 0);
+           (unsigned long long)s.pressure_evictions, s.memory_pressure ? 1 : 0, s.templates,
+           (unsigned long long)s.template_evictions);
   out += buf;
   return out;
 }
@@ -130,14 +136,13 @@ std::string SandboxMemory::render(const std::vector<uint64_t>& ids) {
                "# TYPE nsbox_templates gauge\nnsbox_templates %u\n",
                m.processes);
       templates += buf;
+      // Built by appending: the three lines do not fit buf.
       for (auto [name, v] :
-           {std::pair<const char*, uint64_t>{"rss", m.rss}, {"pss", m.pss}, {"uss", m.uss}}) {
-        snprintf(buf, sizeof buf,
-                 "# HELP nsbox_template_%s_bytes The templates' own memory (%s), shared by "
-                 "their clones.\n# TYPE nsbox_template_%s_bytes gauge\n"
-                 "nsbox_template_%s_bytes %llu\n",
-                 name, name, name, name, (unsigned long long)v);
-        templates += buf;
+           {std::pair<std::string, uint64_t>{"rss", m.rss}, {"pss", m.pss}, {"uss", m.uss}}) {
+        const std::string metric = "nsbox_template_" + name + "_bytes";
+        templates += "# HELP " + metric + " The templates' own memory (" + name +
+                     "), shared by their clones.\n# TYPE " + metric + " gauge\n" + metric + " " +
+                     std::to_string(v) + "\n";
       }
     }
     lines_ =

@@ -46,7 +46,9 @@ class MemoryFactory final : public SandboxFactory {
   Result<ProcessMemory> process_memory(uint64_t id) override {
     return ProcessMemory{id * 300, id * 200, id * 100, 2};
   }
-  Result<ProcessMemory> template_memory() override { return ProcessMemory{9000, 8000, 7000, 1}; }
+  Result<ProcessMemory> template_memory() override {
+    return ProcessMemory{1234567890123, 23456789012, 3456789012, 1};
+  }
   Status destroy(uint64_t) override { return {}; }
   bool healthy() override { return true; }
 };
@@ -96,9 +98,9 @@ TEST_CASE("metrics: per sandbox its cgroup charge, USS and PSS; the templates' o
   CHECK(has(text,
             "# TYPE nsbox_sandbox_pss_bytes gauge\nnsbox_sandbox_pss_bytes{sandbox=\"5\"} 1000\n"));
   CHECK(has(text, "nsbox_templates 1\n"));
-  CHECK(has(text, "nsbox_template_rss_bytes 9000\n"));
-  CHECK(has(text, "nsbox_template_pss_bytes 8000\n"));
-  CHECK(has(text, "nsbox_template_uss_bytes 7000\n"));
+  CHECK(has(text, "nsbox_template_rss_bytes 1234567890123\n"));
+  CHECK(has(text, "nsbox_template_pss_bytes 23456789012\n"));
+  CHECK(has(text, "nsbox_template_uss_bytes 3456789012\n"));
   // A factory without processes or templates (CountingFactory) adds no such line.
   CountingFactory plain;
   SandboxMemory other(plain);
