@@ -1,5 +1,8 @@
 #include "gateway/invocation.hpp"
 
+#include <poll.h>
+
+#include <algorithm>
 #include <memory>
 
 #include "gateway/invoker.hpp"
@@ -120,13 +123,59 @@ InvokeResult Invocations::invoke(const InvokeRequest& req) {
   return run(req, *meta, event, static_cast<uint32_t>(profile));
 }
 
+namespace {
+
+// The runner's end of the reply pipe is closed: it has exited.
+bool hung_up(const Worker& w) {
+  struct pollfd p = {w.channel.from_runner.get(), 0, 0};
+  return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+}
+
+}  // namespace
+
+std::string Invocations::template_unsupported(uint32_t profile) const {
+  const Policy& p = profiles_.at(profile).policy;
+  const auto& allow = p.seccomp.allow;
+  auto allowed = [&](const char* name) {
+    return std::binary_search(allow.begin(), allow.end(), std::string(name));
+  };
+  if (!p.seccomp.allow_fork || !allowed("recvmsg") || !allowed("sendto"))
+    return "policy \"" + profiles_.at(profile).name +
+           "\" does not allow fork, recvmsg and sendto, which a function template needs "
+           "(the default policy allows them)";
+  return {};
+}
+
 InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta,
                               const std::string& event, uint32_t profile) {
   const Policy& policy = profiles_[profile].policy;
   const uint64_t memory = meta.memory_mb ? meta.memory_mb << 20 : policy.limits.memory_bytes;
   const uint64_t timeout_ms = meta.timeout_ms ? meta.timeout_ms : policy.limits.wall_ms;
 
-  Pool::Lease lease = pool_.acquire(req.name, meta.deploy, profile, memory, req.queue_deadline);
+  // A function deployed with a template: the request that makes it loads
+  // the exact deploy planned for, as a cold sandbox would.
+  const Pool::TemplateLoader load_template = [&](Worker& t) {
+    auto fv = store_.get(req.name, meta.version);
+    if (!fv || fv->meta.deploy != meta.deploy) return false;
+    Outcome lo = load_function(t, *fv, Clock::now() + std::chrono::milliseconds(timeout_ms));
+    if (!t.pending_log.empty()) {
+      logs_.append(req.name, "[v" + std::to_string(meta.version) + " template] ", t.pending_log);
+      t.pending_log.clear();
+    }
+    return lo.kind == Outcome::Ok;
+  };
+  Pool::Lease lease;
+  for (int attempt = 0;; attempt++) {
+    lease = pool_.acquire(req.name, meta.deploy, profile, memory, req.queue_deadline,
+                          meta.use_template ? &load_template : nullptr);
+    if (lease.status != Pool::Status::Ok || lease.cold || lease.forked || attempt == 3 ||
+        !hung_up(*lease.worker))
+      break;
+    // A warm sandbox that died while idle (killed, or its function template
+    // went, and its instances with it): nothing was sent to it yet, so the
+    // request takes another rather than fail.
+    pool_.release(std::move(lease.worker), false);
+  }
   // A deploy or delete returned while we waited: never serve the old code;
   // the client retries at once and sees what exists now.
   if (lease.status == Pool::Status::Stale) return refused(O::Stale, kStale);
@@ -135,13 +184,15 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
                    "overloaded: " + lease.message);
   InvokeResult r;
   r.leased = true;
-  r.cold = lease.cold;
+  // A new instance of a template is a cold start that needs no load.
+  const bool must_load = lease.cold;
+  r.cold = lease.cold || lease.forked;
   LeaseGuard guard(pool_, std::move(lease.worker));
   Worker& w = guard.worker();
   // The function's timeout starts now: queueing is not charged to it.
   const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
   Outcome o;
-  if (r.cold) {
+  if (must_load) {
     // Only a cold sandbox needs the code: fetched now, by the exact version
     // leased, and only if it is still the deploy this request was planned
     // for. Versions restart at 1 after a delete, so a delete and redeploy
@@ -166,7 +217,7 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
     }
     o = load_function(w, *fv, deadline);
   }
-  if (!r.cold || o.kind == Outcome::Ok)
+  if (!must_load || o.kind == Outcome::Ok)
     o = nsbox::invoke(w, meta, event, req.request_id, memory >> 20, deadline);
   // The runner flushes its output before replying, and the wait for the
   // reply drained the pipe: what it printed is already in pending_log.

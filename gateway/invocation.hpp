@@ -104,6 +104,10 @@ class Invocations {
   int profile_index(const std::string& policy) const;
   // "default, strict": for an error naming what a deploy may ask for.
   std::string profile_names() const;
+  // Why a function of this profile cannot be deployed with a function
+  // template, or "" when it can: the template's runner forks its instances
+  // and receives their fds over a unix socket, so the policy must allow both.
+  std::string template_unsupported(uint32_t profile) const;
 
  private:
   InvokeResult run(const InvokeRequest& req, const FunctionMeta& meta, const std::string& event,

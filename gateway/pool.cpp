@@ -117,7 +117,10 @@ void Pool::stop() {
 }
 
 std::unique_ptr<Worker> Pool::spawn(uint32_t profile, uint64_t memory) {
-  auto s = spawner_.spawn(profile, memory);
+  return worker(spawner_.spawn(profile, memory), profile, memory);
+}
+
+std::unique_ptr<Worker> Pool::worker(Result<SpawnedSandbox> s, uint32_t profile, uint64_t memory) {
   if (!s) {
     LOG_WARN("pool: spawning a sandbox failed: %s", s.error().message().c_str());
     return nullptr;
@@ -134,7 +137,8 @@ std::unique_ptr<Worker> Pool::spawn(uint32_t profile, uint64_t memory) {
 }
 
 Pool::Lease Pool::acquire(const std::string& name, uint64_t deploy, uint32_t profile,
-                          uint64_t memory, Clock::time_point deadline) {
+                          uint64_t memory, Clock::time_point deadline,
+                          const TemplateLoader* load_template) {
   std::unique_lock<std::mutex> lock(mu_);
   if (!running_) return {Status::Overloaded, nullptr, false, "shutting down"};
   // Admission: refuse at once rather than queue what cannot be served.
@@ -143,7 +147,7 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t deploy, uint32_t pro
   if (!fw.cv) fw.cv = std::make_shared<std::condition_variable>();
   fw.users++;
   Waiters cv = fw.cv;
-  Lease lease = acquire_admitted(lock, name, deploy, profile, memory, deadline, *cv);
+  Lease lease = acquire_admitted(lock, name, deploy, profile, memory, deadline, *cv, load_template);
   core_.unadmit(name);
   if (auto it = waiters_.find(name); it != waiters_.end() && --it->second.users == 0)
     waiters_.erase(it);
@@ -151,14 +155,39 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t deploy, uint32_t pro
   return thaw_leased(std::move(lease));
 }
 
+uint64_t Pool::template_for(std::unique_lock<std::mutex>& lock, const std::string& name,
+                            uint64_t deploy, uint32_t profile, uint64_t memory,
+                            const TemplateLoader& load) {
+  PoolCore::TemplatePlan plan = core_.template_step(name, deploy, profile, memory, Clock::now());
+  wake_locked(plan.wakes);
+  if (plan.kind != PoolCore::TemplatePlan::Make) return plan.id;
+  // This request makes it: spawned with a fork socket and loaded (the
+  // function's import, once), unlocked. Concurrent requests of the function
+  // go the ordinary way meanwhile.
+  lock.unlock();
+  std::unique_ptr<Worker> w = worker(spawner_.spawn_template(profile, memory), profile, memory);
+  const bool loaded = w && load(*w);
+  lock.lock();
+  wake_locked(core_.template_made(name, deploy, memory, std::move(w), loaded && running_));
+  if (!running_) return 0;
+  plan = core_.template_step(name, deploy, profile, memory, Clock::now());
+  wake_locked(plan.wakes);
+  return plan.kind == PoolCore::TemplatePlan::Use ? plan.id : 0;
+}
+
 Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std::string& name,
                                    uint64_t deploy, uint32_t profile, uint64_t memory,
-                                   Clock::time_point deadline, std::condition_variable& cv) {
+                                   Clock::time_point deadline, std::condition_variable& cv,
+                                   const TemplateLoader* load_template) {
   bool last_try = false;
   bool blanks_fit = true;  // false once re-limiting a blank failed for us
+  uint64_t tmpl =
+      load_template ? template_for(lock, name, deploy, profile, memory, *load_template) : 0;
   for (;;) {
     if (!running_) return {Status::Overloaded, nullptr, false, "shutting down"};
-    PoolCore::Step st = core_.acquire_step(name, deploy, profile, memory, last_try, blanks_fit);
+    // With a template, a new sandbox is its instance, not a blank.
+    PoolCore::Step st =
+        core_.acquire_step(name, deploy, profile, memory, last_try, blanks_fit && tmpl == 0);
     wake_locked(st.wakes);
     switch (st.kind) {
       case PoolCore::Step::Warm:
@@ -177,7 +206,22 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         return {Status::Ok, std::move(st.worker), true, {}};
       case PoolCore::Step::Spawn: {
         lock.unlock();
-        std::unique_ptr<Worker> w = spawn(profile, memory);
+        std::unique_ptr<Worker> w;
+        if (tmpl) {
+          w = worker(spawner_.fork_instance(tmpl, profile, memory), profile, memory);
+          if (w) w->template_id = tmpl;
+        }
+        lock.lock();
+        if (w) {
+          Lease lease{Status::Ok, core_.spawned(name, deploy, std::move(w)), false, {}};
+          lease.forked = true;
+          return lease;
+        }
+        // A template that cannot fork is dead or broken: it goes, and this
+        // request is served the ordinary way.
+        if (tmpl) wake_locked(core_.template_gone(name, std::exchange(tmpl, 0)));
+        lock.unlock();
+        w = spawn(profile, memory);
         lock.lock();
         if (!w) {
           wake_locked(core_.spawn_failed(name, memory));

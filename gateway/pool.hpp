@@ -43,10 +43,15 @@ class Pool {
     std::unique_ptr<Worker> worker;
     bool cold = false;  // a blank sandbox: the caller must load the function
     std::string message;
+    bool forked = false;  // a new instance of the function's template: loaded already
   };
+  // Loads the function into a new function template; true when it loaded.
+  using TemplateLoader = std::function<bool(Worker&)>;
   // deploy: FunctionMeta::deploy of the deploy the request was planned for.
+  // load_template: for a function deployed with a template (PoolCore's
+  // template_step); new sandboxes are then its instances.
   Lease acquire(const std::string& name, uint64_t deploy, uint32_t profile, uint64_t memory,
-                Clock::time_point queue_deadline);
+                Clock::time_point queue_deadline, const TemplateLoader* load_template = nullptr);
   // A blank sandbox for a one-off job (the deploy-time syntax check); give it
   // back with release(..., false).
   Lease acquire_blank(uint32_t profile, Clock::time_point deadline);
@@ -87,10 +92,17 @@ class Pool {
   void wake_locked(const Wakes& w) { fire(pending_locked(w)); }
   Lease acquire_admitted(std::unique_lock<std::mutex>& lock, const std::string& name,
                          uint64_t deploy, uint32_t profile, uint64_t memory,
-                         Clock::time_point deadline, std::condition_variable& cv);
+                         Clock::time_point deadline, std::condition_variable& cv,
+                         const TemplateLoader* load_template);
+  // The function's template (made now if this request is the one to make
+  // it), or 0 to go without.
+  uint64_t template_for(std::unique_lock<std::mutex>& lock, const std::string& name,
+                        uint64_t deploy, uint32_t profile, uint64_t memory,
+                        const TemplateLoader& load);
   // A leased sandbox that was frozen while idle is thawed before use.
   Lease thaw_leased(Lease lease);
   std::unique_ptr<Worker> spawn(uint32_t profile, uint64_t memory);
+  std::unique_ptr<Worker> worker(Result<SpawnedSandbox> s, uint32_t profile, uint64_t memory);
   void refill_loop();
   void janitor_loop();
   void freezer_loop();

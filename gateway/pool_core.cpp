@@ -36,8 +36,8 @@ void PoolCore::check() const {
 }
 
 std::string PoolCore::invariant_violation() const {
-  int blanks = 0, idle = 0, fn_busy = 0, fn_waiting = 0;
-  uint64_t memory = 0;
+  int blanks = 0, idle = 0, fn_busy = 0, fn_waiting = 0, templates = 0;
+  uint64_t memory = 0, template_memory = 0;
   for (const auto& [profile, q] : blanks_) {
     for (const auto& w : q) {
       blanks++;
@@ -48,8 +48,15 @@ std::string PoolCore::invariant_violation() const {
   }
   for (const auto& [name, fn] : functions_) {
     if (fn.busy < 0 || fn.waiting < 0) return name + ": a negative count";
-    if (fn.held() == 0 && fn.waiting == 0 && (fn.floor == 0 || fn.deleted))
-      return name + ": an entry nothing refers to was kept";
+    if (fn.unused()) return name + ": an entry nothing refers to was kept";
+    templates += fn.has_template();
+    if (fn.tmpl) {
+      template_memory += fn.tmpl->memory_bytes;
+      if (fn.tmpl->function != name) return name + ": a template of another function";
+      if (fn.making_template) return name + ": a template kept while another is made";
+      if (fn.tmpl->deploy < fn.floor && fn.busy == 0)
+        return name + ": a revoked deploy's template outlived its last lease";
+    }
     fn_busy += fn.busy;
     fn_waiting += fn.waiting;
     const Worker* prev = nullptr;
@@ -66,9 +73,12 @@ std::string PoolCore::invariant_violation() const {
   if (fn_busy > busy_) return "functions lease more sandboxes than are busy";
   if (fn_waiting != waiting_) return "waiting requests counted differently per function";
   if (busy_ < 0 || refilling_ < 0 || dying_ < 0 || waiting_ < 0) return "a negative count";
-  if (total_ != blanks + idle + busy_ + refilling_ + dying_)
-    return "total " + std::to_string(total_) + " is not blanks + idle + busy + refilling + dying";
-  if (memory_ != memory + busy_memory_ + refilling_memory_ + dying_memory_)
+  if (templates != templates_) return "templates counted differently per function";
+  if (template_memory > templates_memory_) return "kept templates exceed their counted memory";
+  if (total_ != blanks + idle + busy_ + refilling_ + dying_ + templates_)
+    return "total " + std::to_string(total_) +
+           " is not blanks + idle + busy + refilling + dying + templates";
+  if (memory_ != memory + busy_memory_ + refilling_memory_ + dying_memory_ + templates_memory_)
     return "memory is not the sum of every sandbox's";
   if (static_cast<int>(doomed_.size()) > dying_) return "more doomed than dying";
   for (size_t i = 1; i < freeze_queue_.size(); i++)
@@ -81,7 +91,7 @@ std::string PoolCore::invariant_violation() const {
 
 void PoolCore::prune(Functions::iterator it) {
   const FunctionState& fn = it->second;
-  if (fn.held() == 0 && fn.waiting == 0 && (fn.floor == 0 || fn.deleted)) functions_.erase(it);
+  if (fn.unused()) functions_.erase(it);
 }
 
 void PoolCore::forget(std::unique_ptr<Worker> w, Wakes& wakes) {
@@ -128,15 +138,54 @@ void PoolCore::wake_everyone(Wakes& wakes) const {
   wakes.refill = true;
 }
 
+void PoolCore::forget_template(FunctionState& fn, Wakes& wakes) {
+  std::unique_ptr<Worker> t = std::move(fn.tmpl);
+  templates_--;
+  templates_memory_ -= t->memory_bytes;
+  // Its idle instances die with it (they live in its PID namespace): gone
+  // now rather than found dead by the next request.
+  for (auto w = fn.idle.begin(); w != fn.idle.end();) {
+    if ((*w)->template_id != t->id) {
+      ++w;
+      continue;
+    }
+    std::unique_ptr<Worker> doomed = std::move(*w);
+    w = fn.idle.erase(w);
+    forget(std::move(doomed), wakes);
+  }
+  forget(std::move(t), wakes);
+}
+
 bool PoolCore::evict_lru(Wakes& wakes) {
+  // The least recently used of: each function's oldest idle sandbox, and
+  // each template that nothing of its function uses (no lease, no waiter,
+  // no idle instance: those go first, as the older entries).
   auto victim = functions_.end();
+  bool victim_is_template = false;
+  Clock::time_point oldest;
   for (auto it = functions_.begin(); it != functions_.end(); ++it) {
-    if (it->second.idle.empty()) continue;
-    if (victim == functions_.end() ||
-        it->second.idle.back()->last_used < victim->second.idle.back()->last_used)
+    const FunctionState& fn = it->second;
+    std::optional<Clock::time_point> t;
+    bool is_template = false;
+    if (!fn.idle.empty()) {
+      t = fn.idle.back()->last_used;
+    } else if (fn.tmpl && fn.busy == 0 && fn.waiting == 0) {
+      t = fn.tmpl_used;
+      is_template = true;
+    }
+    if (t && (victim == functions_.end() || *t < oldest)) {
       victim = it;
+      oldest = *t;
+      victim_is_template = is_template;
+    }
   }
   if (victim == functions_.end()) return false;
+  if (victim_is_template) {
+    template_evictions_++;
+    forget_template(victim->second, wakes);
+    prune(victim);
+    return true;
+  }
   std::unique_ptr<Worker> w = std::move(victim->second.idle.back());
   victim->second.idle.pop_back();
   evictions_++;
@@ -275,6 +324,10 @@ std::unique_ptr<Worker> PoolCore::spawned(const std::string& name, uint64_t depl
   spawned_++;
   w->function = name;
   w->deploy = deploy;
+  if (w->template_id != 0) {
+    FunctionState& fn = functions_.at(name);  // admitted
+    if (fn.tmpl && fn.tmpl->id == w->template_id) fn.tmpl_forks++;
+  }
   check();
   return w;
 }
@@ -340,6 +393,90 @@ std::unique_ptr<Worker> PoolCore::spawned_blank(std::unique_ptr<Worker> w) {
   return w;
 }
 
+// ------------------------------------------------------ function templates ---
+
+PoolCore::TemplatePlan PoolCore::template_step(const std::string& name, uint64_t deploy,
+                                               uint32_t profile, uint64_t memory,
+                                               Clock::time_point now) {
+  TemplatePlan plan;
+  FunctionState& fn = functions_.at(name);  // admitted: kept until unadmit
+  if (deploy < fn.floor) return plan;
+  if (fn.tmpl) {
+    Worker& t = *fn.tmpl;
+    if (t.deploy == deploy && t.profile == profile && t.memory_bytes == memory) {
+      fn.tmpl_used = now;
+      plan.kind = TemplatePlan::Use;
+      plan.id = t.id;
+      return plan;
+    }
+    // Another deploy's: an older one's goes once nothing of it is leased.
+    if (t.deploy > deploy || fn.busy > 0) return plan;
+    forget_template(fn, plan.wakes);
+  }
+  if (fn.making_template || fn.template_failed == deploy || !fits(memory)) {
+    check();
+    return plan;
+  }
+  fn.making_template = true;
+  templates_++;
+  templates_memory_ += memory;
+  total_++;
+  memory_ += memory;
+  plan.kind = TemplatePlan::Make;
+  check();
+  return plan;
+}
+
+Wakes PoolCore::template_made(const std::string& name, uint64_t deploy, uint64_t memory,
+                              std::unique_ptr<Worker> w, bool loaded) {
+  Wakes wakes;
+  auto it = functions_.find(name);  // kept while making_template
+  FunctionState& fn = it->second;
+  fn.making_template = false;
+  templates_--;
+  templates_memory_ -= memory;
+  if (!w) {
+    // Not made (a factory without templates, or no resources): the
+    // function goes on without one until its next deploy.
+    total_--;
+    memory_ -= memory;
+    spawn_failures_++;
+    fn.template_failed = deploy;
+    wake_capacity(wakes);
+  } else {
+    spawned_++;
+    w->function = name;
+    w->deploy = deploy;
+    if (!loaded) fn.template_failed = deploy;
+    if (!loaded || deploy < fn.floor || fn.tmpl) {
+      forget(std::move(w), wakes);
+    } else {
+      templates_++;
+      templates_memory_ += w->memory_bytes;
+      fn.tmpl_used = w->last_used;
+      fn.tmpl_forks = 0;
+      fn.tmpl = std::move(w);
+    }
+  }
+  prune(it);
+  check();
+  return wakes;
+}
+
+Wakes PoolCore::template_gone(const std::string& name, uint64_t id) {
+  Wakes wakes;
+  auto it = functions_.find(name);
+  if (it == functions_.end()) return wakes;
+  FunctionState& fn = it->second;
+  if (fn.tmpl && fn.tmpl->id == id) {
+    if (fn.tmpl_forks == 0) fn.template_failed = fn.tmpl->deploy;
+    forget_template(fn, wakes);
+  }
+  prune(it);
+  check();
+  return wakes;
+}
+
 // ------------------------------------------------------------ giving back ---
 
 Wakes PoolCore::release(std::unique_ptr<Worker> w, bool reusable, Clock::time_point now,
@@ -356,7 +493,11 @@ Wakes PoolCore::release(std::unique_ptr<Worker> w, bool reusable, Clock::time_po
   auto it = functions_.find(w->function);  // kept while it has a busy sandbox
   FunctionState& fn = it->second;
   fn.busy--;
-  if (!reusable || !running || w->deploy < fn.floor) {
+  // A revoked deploy's template waited for its last lease.
+  if (fn.tmpl && fn.tmpl->deploy < fn.floor && fn.busy == 0) forget_template(fn, wakes);
+  // An instance whose template has gone died with it.
+  const bool orphan = w->template_id != 0 && (!fn.tmpl || fn.tmpl->id != w->template_id);
+  if (!reusable || !running || w->deploy < fn.floor || orphan) {
     forget(std::move(w), wakes);
     prune(it);
     check();
@@ -394,6 +535,7 @@ Wakes PoolCore::revoke(const std::string& name, uint64_t deploy, bool deleted) {
     w = fn.idle.erase(w);
     forget(std::move(doomed), wakes);
   }
+  if (fn.tmpl && fn.tmpl->deploy < fn.floor && fn.busy == 0) forget_template(fn, wakes);
   // Waiters planned for an older deploy learn it now (Stale), instead of
   // holding their queue places until the deadline.
   if (fn.waiting > 0) wakes.all.push_back(name);
@@ -565,6 +707,7 @@ std::vector<PoolCore::Doomed> PoolCore::take_all() {
   blanks_.clear();
   for (auto it = functions_.begin(); it != functions_.end();) {
     auto next = std::next(it);
+    if (it->second.tmpl) forget_template(it->second, ignored);
     for (auto& w : it->second.idle) forget(std::move(w), ignored);
     it->second.idle.clear();
     prune(it);
@@ -588,7 +731,11 @@ PoolStats PoolCore::stats() const {
       s.frozen += w->frozen;
     }
   }
+  for (const auto& [n, f] : functions_)
+    if (f.tmpl) s.ids.push_back(f.tmpl->id);
   s.functions = static_cast<int>(functions_.size());
+  s.templates = templates_;
+  s.template_evictions = template_evictions_;
   s.busy = busy_;
   s.waiting = waiting_;
   s.memory_bytes = memory_;

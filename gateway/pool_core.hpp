@@ -69,20 +69,23 @@ struct Worker {
   std::string function;  // empty while blank
   uint64_t deploy = 0;   // the deploy it holds (FunctionMeta::deploy); 0 while blank
   Clock::time_point last_used;
-  FreezeSwitch freeze;  // invalid: this sandbox is never frozen
-  bool frozen = false;  // changed under the pool's lock while idle
+  uint64_t template_id = 0;  // an instance forked from this function template
+  FreezeSwitch freeze;       // invalid: this sandbox is never frozen
+  bool frozen = false;       // changed under the pool's lock while idle
 };
 
 struct PoolStats {
   int blank = 0, idle = 0, busy = 0, waiting = 0;
   int frozen = 0;     // of idle
   int functions = 0;  // entries the pool keeps (functions with sandboxes, waiters or a redeploy)
+  int templates = 0;  // function templates kept (or being made)
   uint64_t memory_bytes = 0;
   uint64_t evictions = 0, idle_expired = 0, spawned = 0, spawn_failures = 0;
   uint64_t pressure_evictions = 0;  // of evictions: made under memory pressure
   uint64_t freezes = 0, thaws = 0;
-  bool memory_pressure = false;  // at the last check
-  std::vector<uint64_t> ids;     // every live sandbox the pool tracks (not busy ones)
+  bool memory_pressure = false;     // at the last check
+  std::vector<uint64_t> ids;        // every live sandbox the pool tracks (not busy ones)
+  uint64_t template_evictions = 0;  // function templates evicted to make room
 };
 
 // Whom the shell must wake after a change. Waiters of one function wait on
@@ -135,6 +138,34 @@ class PoolCore {
   Wakes spawn_failed(const std::string& name, uint64_t memory);
   // A Cold lease whose set_memory failed: it is destroyed, its slot freed.
   Wakes resize_failed(std::unique_ptr<Worker> w);
+
+  // ---- function templates (sandbox/instance.hpp) -------------------------
+  // A function deployed with a template has at most one, of its newest
+  // deploy: a sandbox that loaded the function and only forks. It counts
+  // against max_sandboxes and the memory budget like any sandbox, is never
+  // leased, and goes least recently used first when room is needed (only
+  // while none of its function's sandboxes is leased: its instances live in
+  // its namespaces and die with it), on redeploy or delete, and at shutdown.
+  struct TemplatePlan {
+    enum Kind {
+      None,  // no template: the ordinary path (a blank, load)
+      Use,   // fork instances of template id (a Spawn step forks instead)
+      Make,  // a slot is counted: spawn_template, load, then template_made()
+    } kind = None;
+    uint64_t id = 0;
+    Wakes wakes;
+  };
+  // For an admitted request of a function deployed with a template.
+  TemplatePlan template_step(const std::string& name, uint64_t deploy, uint32_t profile,
+                             uint64_t memory, Clock::time_point now);
+  // Make's answer: w is the loaded template, or null when it could not be
+  // made; loaded = false: it was made but did not load, and goes. Either
+  // way no template is tried again for that deploy.
+  Wakes template_made(const std::string& name, uint64_t deploy, uint64_t memory,
+                      std::unique_ptr<Worker> w, bool loaded);
+  // A fork from template id failed: it is dead or broken, and goes. One that
+  // never made an instance is not made again for that deploy.
+  Wakes template_gone(const std::string& name, uint64_t id);
 
   // ---- a blank for a one-off job (the deploy-time syntax check) --------
   // Warm never; Cold (never resize), Spawn (then spawned_blank or
@@ -210,16 +241,31 @@ class PoolCore {
     uint64_t floor = 0;
     bool deleted = false;                     // the last revoke was a delete
     std::list<std::unique_ptr<Worker>> idle;  // most recently used first
+    // The function template (never leased, not counted in held()), when it
+    // was last forked from, and whether one is being made.
+    std::unique_ptr<Worker> tmpl;
+    Clock::time_point tmpl_used;
+    bool making_template = false;
+    uint64_t tmpl_forks = 0;       // instances it made
+    uint64_t template_failed = 0;  // the deploy whose template would not load or fork
     int held() const { return busy + static_cast<int>(idle.size()); }
+    bool has_template() const { return tmpl != nullptr || making_template; }
+    // Nothing refers to it and it remembers nothing a later request needs:
+    // a floor or a failed template matter only while the function exists.
+    bool unused() const {
+      return held() == 0 && waiting == 0 && !has_template() &&
+             ((floor == 0 && template_failed == 0) || deleted);
+    }
   };
   using Functions = std::map<std::string, FunctionState>;
 
   void check() const;  // aborts on a violation in debug builds
-  // Drops the entry when nothing refers to it and it remembers nothing a
-  // later request needs: a floor matters only while the function exists.
+  // Drops the entry once FunctionState::unused().
   void prune(Functions::iterator it);
   void forget(std::unique_ptr<Worker> w, Wakes& wakes);  // to the doomed list
   bool evict_lru(Wakes& wakes);
+  // Forgets fn's template now (a dying sandbox like any other).
+  void forget_template(FunctionState& fn, Wakes& wakes);
   bool evict_own_stale(FunctionState& fn, uint64_t deploy, Wakes& wakes);
   bool drop_blank(uint32_t except_profile, Wakes& wakes);
   // Whether the sandboxes already being destroyed will leave room for one
@@ -245,6 +291,10 @@ class PoolCore {
   uint64_t busy_memory_ = 0, refilling_memory_ = 0, dying_memory_ = 0;
   uint64_t evictions_ = 0, idle_expired_ = 0, spawned_ = 0, spawn_failures_ = 0;
   uint64_t pressure_evictions_ = 0, freezes_ = 0, thaws_ = 0;
+  // Function templates kept or being made, in total_ and memory_.
+  int templates_ = 0;
+  uint64_t templates_memory_ = 0;
+  uint64_t template_evictions_ = 0;
   bool pressure_ = false;  // at the last check: the refill holds back
   // Released sandboxes in release order, each to be frozen at its time if
   // still idle since that release.

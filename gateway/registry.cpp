@@ -79,6 +79,7 @@ json meta_to_json(const FunctionMeta& m) {
               {"policy", m.policy},
               {"memory_mb", m.memory_mb},
               {"timeout_ms", m.timeout_ms},
+              {"template", m.use_template},
               {"created_unix_ms", m.created_unix_ms},
               {"sha256", m.sha256},
               {"source_bytes", m.source_bytes}};
@@ -148,6 +149,11 @@ FunctionVersion version_from_json(const json& j) {
   fv.meta.policy = str("policy");
   fv.meta.memory_mb = u64("memory_mb");
   fv.meta.timeout_ms = u64("timeout_ms");
+  // Absent from the files of stores written before templates existed.
+  if (auto t = j.find("template"); t != j.end()) {
+    if (!t->is_boolean()) throw std::runtime_error("\"template\" is not a boolean");
+    fv.meta.use_template = t->get<bool>();
+  }
   const json& created = field("created_unix_ms");
   if (!created.is_number_integer())
     throw std::runtime_error("\"created_unix_ms\" is not an integer");
@@ -380,6 +386,7 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
   m.policy = fv.meta.policy;
   m.memory_mb = fv.meta.memory_mb;
   m.timeout_ms = fv.meta.timeout_ms;
+  m.use_template = fv.meta.use_template;
   m.created_unix_ms = wall_ms();
   m.sha256 = sha256_hex(fv.source);
   m.source_bytes = fv.source.size();

@@ -27,8 +27,11 @@ struct FunctionMeta {
   uint64_t version = 0;  // 1, 2, ... assigned by put()
   std::string handler = "handler";
   std::string policy = "default";
-  uint64_t memory_mb = 0;       // 0 = the policy's
-  uint64_t timeout_ms = 0;      // 0 = the policy's
+  uint64_t memory_mb = 0;   // 0 = the policy's
+  uint64_t timeout_ms = 0;  // 0 = the policy's
+  // Deployed with ?template=1: its sandboxes are forked from a function
+  // template that has imported it once (docs/architecture.md §15).
+  bool use_template = false;
   int64_t created_unix_ms = 0;  // set by put()
   std::string sha256;           // hex digest of the source, set by put()
   uint64_t source_bytes = 0;    // set by put()
@@ -47,7 +50,7 @@ struct FunctionVersion {
   std::string source;  // the Python source
 };
 
-// Keys: name, version, handler, policy, memory_mb, timeout_ms,
+// Keys: name, version, handler, policy, memory_mb, timeout_ms, template,
 // created_unix_ms, sha256, source_bytes (not deploy: it means nothing
 // outside this process).
 nlohmann::json meta_to_json(const FunctionMeta& meta);
@@ -59,7 +62,7 @@ class FunctionStore {
   virtual ~FunctionStore() = default;
   // Assigns the next version (latest+1, or 1 for a new or deleted-then-redeployed
   // name) and returns only once the version is durable (it survives kill -9 and
-  // power loss). From fv.meta only handler, policy, memory_mb and timeout_ms are
+  // power loss). From fv.meta only handler, policy, memory_mb, timeout_ms and use_template are
   // used; name, version, created_unix_ms, sha256 and source_bytes are set here.
   virtual Result<FunctionMeta> put(const std::string& name, const FunctionVersion& fv) = 0;
   // The latest version's meta without its source: the request path, where a

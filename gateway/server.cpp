@@ -352,6 +352,18 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
     if (t.value() > 900000) return send_error(res, 400, "timeout must be at most 15m");
     fv.meta.timeout_ms = t.value();
   }
+  if (req.has_param("template")) {
+    const std::string v = req.get_param_value("template");
+    if (v == "1" || v == "true")
+      fv.meta.use_template = true;
+    else if (v != "0" && v != "false")
+      return send_error(res, 400, "template must be 1, true, 0 or false, not \"" + v + "\"");
+    if (fv.meta.use_template) {
+      if (std::string why = invocations_.template_unsupported(static_cast<uint32_t>(profile));
+          !why.empty())
+        return send_error(res, 400, "template=1: " + why);
+    }
+  }
 
   CheckResult check =
       invocations_.check(name, fv.source, static_cast<uint32_t>(profile),

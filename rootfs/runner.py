@@ -572,9 +572,66 @@ def _flush_logs():
             pass
 
 
+def _serve_forks(fd):
+    """A function template's life once its function is loaded (docs/architecture.md §15).
+
+    Each request on the fork socket carries three fds: an instance's request pipe, reply pipe
+    and log. The template forks; the child puts them at 3, 4 and 2 (and 1), answers "k" (the
+    daemon learns its pid from the socket's credentials) and returns, to serve requests with
+    the function already imported. The template itself never returns: it exits when the
+    daemon closes the socket.
+    """
+    import array
+    import signal
+    import socket
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fd)
+    # Nobody here waits for the instances: the kernel reaps them.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    space = socket.CMSG_SPACE(8 * array.array("i").itemsize)
+    while True:
+        try:
+            _msg, ancdata, _flags, _addr = sock.recvmsg(16, space)
+        except InterruptedError:
+            continue
+        fds = array.array("i")
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+        if not _msg and not fds:
+            os._exit(0)  # the daemon is gone, or destroyed us
+        if len(fds) != 3:
+            for f in fds:
+                os.close(f)
+            sock.send(b"e:expected 3 fds, got %d" % len(fds))
+            continue
+        try:
+            pid = os.fork()
+        except OSError as e:
+            for f in fds:
+                os.close(f)
+            sock.send(("e:fork: %s" % e.strerror).encode("utf-8", "replace"))
+            continue
+        if pid:
+            for f in fds:
+                os.close(f)
+            continue
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        os.dup2(fds[0], 3)
+        os.dup2(fds[1], 4)
+        os.dup2(fds[2], 2)
+        os.dup2(2, 1)
+        for f in fds:
+            if f > 4:
+                os.close(f)
+        sock.send(b"k")
+        sock.close()
+        return
+
+
 def _parse_args(argv):
     # Hand-rolled rather than argparse: argparse alone costs several ms of cold start.
-    opts = {"--fd": "3", "--out-fd": None, "--function": None, "--handler": "handler"}
+    opts = {"--fd": "3", "--out-fd": None, "--function": None, "--handler": "handler",
+            "--fork-fd": None}
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -585,11 +642,11 @@ def _parse_args(argv):
             i += 1
         else:
             raise UsageError("bad argument %r (usage: --fd N [--out-fd M] [--function PATH] "
-                             "[--handler NAME])" % arg)
+                             "[--handler NAME] [--fork-fd K])" % arg)
         opts[key] = value
         i += 1
     fds = []
-    for key in ("--fd", "--out-fd"):
+    for key in ("--fd", "--out-fd", "--fork-fd"):
         if opts[key] is None:
             fds.append(None)
             continue
@@ -597,7 +654,7 @@ def _parse_args(argv):
             fds.append(int(opts[key]))
         except ValueError:
             raise UsageError("%s wants a number, got %r" % (key, opts[key]))
-    return fds[0], fds[1], opts["--function"], opts["--handler"]
+    return fds[0], fds[1], opts["--function"], opts["--handler"], fds[2]
 
 
 def main(argv):
@@ -610,7 +667,7 @@ def main(argv):
     except Exception:
         pass
     try:
-        fd, out_fd, function, handler = _parse_args(argv)
+        fd, out_fd, function, handler, fork_fd = _parse_args(argv)
     except UsageError as e:
         sys.stderr.write("runner: %s\n" % e)
         return EXIT_USAGE
@@ -638,6 +695,12 @@ def main(argv):
             if frame is None:
                 return 0
             chan.send(runner.handle(*frame))
+            if fork_fd is not None and runner.handler is not None:
+                # A function template: loaded, and no request has run. Returns only in an
+                # instance, which serves its own channel from here on.
+                _flush_logs()
+                _serve_forks(fork_fd)
+                fork_fd = None
     except OSError as e:
         # The peer vanished or the fd broke; there is nobody left to report to but the log.
         sys.stderr.write("runner: channel: %s\n" % e)

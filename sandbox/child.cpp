@@ -170,9 +170,11 @@ void child_main(const ChildPlan& p) {
   // 10. fds, before the rlimits: the spawner may hold hundreds of fds, and
   // with RLIMIT_NOFILE lowered no new fd could be allocated above the limit.
   // Layout: 0 /dev/null, 1 and 2 the log (a function's prints are logs), 3
-  // requests in, 4 replies out, 5 the sync socket (close-on-exec); nothing
-  // else.
+  // requests in, 4 replies out, 5 the sync socket (close-on-exec), and in a
+  // function template 6 its fork socket; nothing else.
   int sync = fcntl(p.sync_fd, F_DUPFD_CLOEXEC, 10);
+  int fork_sock = p.fork_fd >= 0 ? fcntl(p.fork_fd, F_DUPFD_CLOEXEC, 10) : -1;
+  if (p.fork_fd >= 0 && fork_sock < 0) fail(kStepFds, errno, "F_DUPFD_CLOEXEC");
   int in = fcntl(p.request_fd, F_DUPFD_CLOEXEC, 10);
   int out = fcntl(p.reply_fd, F_DUPFD_CLOEXEC, 10);
   int err = fcntl(p.stderr_fd >= 0 ? p.stderr_fd : 2, F_DUPFD_CLOEXEC, 10);
@@ -182,8 +184,10 @@ void child_main(const ChildPlan& p) {
   if (dup2(devnull, 0) < 0 || dup2(err, 2) < 0 || dup2(2, 1) < 0 || dup2(in, 3) < 0 ||
       dup2(out, 4) < 0 || dup3(sync, 5, O_CLOEXEC) < 0)
     fail(kStepFds, errno, "dup2");
+  if (fork_sock >= 0 && dup2(fork_sock, 6) < 0) fail(kStepFds, errno, "dup2");
   g_sync = 5;
-  if (syscall(SYS_close_range, 6, ~0U, 0) != 0) fail(kStepFds, errno, "close_range");
+  if (syscall(SYS_close_range, fork_sock >= 0 ? 7 : 6, ~0U, 0) != 0)
+    fail(kStepFds, errno, "close_range");
   done(kStepFds);
 
   // 11. Lower rlimits.

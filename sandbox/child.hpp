@@ -66,6 +66,7 @@ struct ChildPlan {
   int request_fd = -1;      // the runner reads requests here; becomes fd 3
   int reply_fd = -1;        // and writes replies here; becomes fd 4
   int stderr_fd = -1;       // >= 0: becomes fd 2 (and 1)
+  int fork_fd = -1;         // >= 0: becomes fd 6 (a function template's fork socket)
   int parent_sync_fd = -1;  // the parent's ends, closed first thing
   int parent_request_fd = -1;
   int parent_reply_fd = -1;

@@ -25,6 +25,7 @@ struct ChildFds {
   int request = -1;    // becomes fd 3
   int reply = -1;      // becomes fd 4
   int stderr_fd = -1;  // becomes fd 2 and 1 (-1: the cloner's fd 2)
+  int fork = -1;       // becomes fd 6: a function template's fork socket
   int parent_sync = -1;
   int parent_request = -1;
   int parent_reply = -1;

@@ -174,6 +174,7 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
   fds.request = l.chan.runner_in.get();
   fds.reply = l.chan.runner_out.get();
   fds.stderr_fd = spec.stderr_fd;
+  fds.fork = spec.fork_fd;
   fds.parent_sync = l.sync_parent.get();
   fds.parent_request = l.chan.host.to_runner.get();
   fds.parent_reply = l.chan.host.from_runner.get();
@@ -270,6 +271,9 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   Launch l;
   l.from_template = from_template;
   const std::string what = "sandbox " + spec.id;
+  // A template's clone request carries a fixed set of fds, without this one.
+  if (from_template && spec.fork_fd >= 0)
+    return make_error("preparing " + what, "a function template is exec'd, not cloned");
   TRY_WITHIN(sb.parent_prepare(spec, bpf, cgroups, l), "preparing " + what);
   TRY_WITHIN(sb.parent_clone(l), "creating " + what);
   TRY_WITHIN(sb.parent_after_clone(spec, l), "releasing " + what);

@@ -17,8 +17,10 @@
 #include <fstream>
 #include <map>
 
+#include "base/clock.hpp"
 #include "base/log.hpp"
 #include "sandbox/fd_passing.hpp"
+#include "sandbox/instance.hpp"
 #include "sandbox/sandbox.hpp"
 #include "sandbox/spec_codec.hpp"
 #include "sandbox/template_keeper.hpp"
@@ -35,7 +37,9 @@ enum Op : uint32_t {
   kShutdown,
   kConfigure,
   kProcessMemory,
-  kTemplateMemory
+  kTemplateMemory,
+  kSpawnTemplate,  // kSpawn, with a fork socket: a function template (instance.hpp)
+  kFork            // an instance of function template id
 };
 
 struct Request {
@@ -244,6 +248,9 @@ Setup wait_for_setup(int sock) {
   if (use_cgroups) cgroup_sweep_stale(layout);
 
   std::map<uint64_t, Sandbox> sandboxes;
+  // Function templates' fork sockets (our ends), and their instances.
+  std::map<uint64_t, UniqueFd> fork_socks;
+  std::map<uint64_t, ForkedInstance> instances;
   uint64_t next_id = 1;
   const std::string prefix = "srv-" + std::to_string(getpid()) + "-";
   for (;;) {
@@ -273,6 +280,7 @@ Setup wait_for_setup(int sock) {
     FreezeSwitch freeze;
     ChannelFds channel;
     switch (req.op) {
+      case kSpawnTemplate:
       case kSpawn: {
         if (req.profile >= profiles.size()) {
           fill_error(&reply, make_error("spawn", "no such profile"));
@@ -293,7 +301,32 @@ Setup wait_for_setup(int sock) {
         if (req.value) spec.limits.memory_bytes = req.value;
         spec.stderr_fd = log_write.get();
         spec.use_cgroups = use_cgroups;
-        TemplateProcess* tmpl = setup.templates ? setup.templates->get(spec.rootfs) : nullptr;
+        UniqueFd fork_mine, fork_theirs;
+        if (req.op == kSpawnTemplate) {
+          int sv[2];
+          if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
+            fill_error(&reply, sys_error("socketpair", "fork socket"));
+            break;
+          }
+          fork_mine.reset(sv[0]);
+          fork_theirs.reset(sv[1]);
+          // The kernel then attaches each answer's sender, as a pid of ours.
+          // Non-blocking: a template that stops reading must never stall
+          // the spawner (instance.cpp waits for answers in poll).
+          const int on = 1;
+          if (setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0 ||
+              fcntl(sv[0], F_SETFL, O_NONBLOCK) != 0) {
+            fill_error(&reply, sys_error("setsockopt", "SO_PASSCRED on the fork socket"));
+            break;
+          }
+          spec.fork_fd = sv[1];
+          spec.argv.push_back("--fork-fd");
+          spec.argv.push_back("6");
+        }
+        // A function template lives long and is made rarely: exec'd, never
+        // cloned from a runtime template (whose requests carry no fork fd).
+        TemplateProcess* tmpl =
+            setup.templates && req.op == kSpawn ? setup.templates->get(spec.rootfs) : nullptr;
         auto sb = Sandbox::start(spec, profiles[req.profile].bpf, layout, tmpl);
         if (!sb && tmpl && !tmpl->alive()) {
           // The template died under the request: this sandbox is exec'd,
@@ -311,6 +344,7 @@ Setup wait_for_setup(int sock) {
         channel = sb.value().take_channel();
         reply.id = id;
         sandboxes.emplace(id, std::move(sb.value()));
+        if (fork_mine.valid()) fork_socks.emplace(id, std::move(fork_mine));
         fds[0] = channel.to_runner.get();
         fds[1] = channel.from_runner.get();
         fds[2] = log_read.get();
@@ -329,32 +363,72 @@ Setup wait_for_setup(int sock) {
         }
         break;
       }
+      case kFork: {
+        auto t = fork_socks.find(req.id);
+        auto sb = sandboxes.find(req.id);
+        if (t == fork_socks.end() || sb == sandboxes.end() || req.profile >= profiles.size()) {
+          fill_error(&reply, make_error("fork", "no such function template"));
+          break;
+        }
+        InstanceRequest ir;
+        ir.fork_sock = t->second.get();
+        ir.template_init = sb->second.pid();
+        uint64_t id = next_id++;
+        ir.id = prefix + std::to_string(id);
+        ir.limits = profiles[req.profile].spec.limits;
+        if (req.value) ir.limits.memory_bytes = req.value;
+        ir.use_cgroups = use_cgroups;
+        const uint64_t t0 = monotonic_ns();
+        auto inst = ForkedInstance::fork(layout, ir, &channel, &log_read);
+        if (!inst) {
+          fill_error(&reply, inst.error());
+          break;
+        }
+        reply.setup_ms = (monotonic_ns() - t0) / 1e6;
+        reply.id = id;
+        auto& placed = instances.emplace(id, std::move(inst.value())).first->second;
+        fds[0] = channel.to_runner.get();
+        fds[1] = channel.from_runner.get();
+        fds[2] = log_read.get();
+        nfds = 3;
+        if (auto fz = placed.freeze_switch(); fz && fz.value().valid()) {
+          freeze = std::move(fz.value());
+          fds[3] = freeze.fd.get();
+          nfds = 4;
+          reply.freeze = freeze.v1 ? 2 : 1;
+        }
+        break;
+      }
       case kSetMemory: {
         auto it = sandboxes.find(req.id);
-        if (it == sandboxes.end()) {
+        auto in = instances.find(req.id);
+        if (it == sandboxes.end() && in == instances.end()) {
           fill_error(&reply, make_error("set_memory", "no such sandbox"));
           break;
         }
-        Status s = it->second.set_memory_limit(req.value);
+        Status s = it != sandboxes.end() ? it->second.set_memory_limit(req.value)
+                                         : in->second.set_memory_limit(req.value);
         if (!s) fill_error(&reply, s.error());
         break;
       }
       case kEvents: {
         auto it = sandboxes.find(req.id);
-        if (it == sandboxes.end()) {
+        auto in = instances.find(req.id);
+        if (it == sandboxes.end() && in == instances.end()) {
           fill_error(&reply, make_error("events", "no such sandbox"));
           break;
         }
-        reply.events = it->second.events();
+        reply.events = it != sandboxes.end() ? it->second.events() : in->second.events();
         break;
       }
       case kProcessMemory: {
         auto it = sandboxes.find(req.id);
-        if (it == sandboxes.end()) {
+        auto in = instances.find(req.id);
+        if (it == sandboxes.end() && in == instances.end()) {
           fill_error(&reply, make_error("process memory", "no such sandbox"));
           break;
         }
-        auto m = read_tree_memory(it->second.pid());
+        auto m = read_tree_memory(it != sandboxes.end() ? it->second.pid() : in->second.pid());
         if (!m)
           fill_error(&reply, m.error());
         else
@@ -374,15 +448,25 @@ Setup wait_for_setup(int sock) {
         break;
       }
       case kDestroy: {
+        // A template's instances die with it (they live in its PID
+        // namespace); their leaves go when the gateway destroys them.
+        fork_socks.erase(req.id);
         auto it = sandboxes.find(req.id);
         if (it != sandboxes.end()) {
           Status s = it->second.destroy();
           if (!s) fill_error(&reply, s.error());
           sandboxes.erase(it);
         }
+        if (auto in = instances.find(req.id); in != instances.end()) {
+          Status s = in->second.destroy();
+          if (!s) fill_error(&reply, s.error());
+          instances.erase(in);
+        }
         break;
       }
       case kShutdown:
+        instances.clear();
+        fork_socks.clear();
         sandboxes.clear();  // each destructor kills, reaps and removes its cgroup
         send_with_fds(sock, &reply, sizeof reply, nullptr, 0);
         _exit(0);
@@ -391,6 +475,7 @@ Setup wait_for_setup(int sock) {
     }
     send_with_fds(sock, &reply, sizeof reply, fds, nfds);
   }
+  instances.clear();
   sandboxes.clear();
   _exit(0);
 }
@@ -465,7 +550,19 @@ Result<SpawnerClient::Reply> SpawnerClient::call(uint32_t op, uint32_t profile, 
 }
 
 Result<SpawnedSandbox> SpawnerClient::spawn(uint32_t profile, uint64_t memory_bytes) {
-  Reply r = TRY(call(kSpawn, profile, 0, memory_bytes, nullptr));
+  return received(TRY(call(kSpawn, profile, 0, memory_bytes, nullptr)));
+}
+
+Result<SpawnedSandbox> SpawnerClient::spawn_template(uint32_t profile, uint64_t memory_bytes) {
+  return received(TRY(call(kSpawnTemplate, profile, 0, memory_bytes, nullptr)));
+}
+
+Result<SpawnedSandbox> SpawnerClient::fork_instance(uint64_t template_id, uint32_t profile,
+                                                    uint64_t memory_bytes) {
+  return received(TRY(call(kFork, profile, template_id, memory_bytes, nullptr)));
+}
+
+Result<SpawnedSandbox> SpawnerClient::received(Reply r) {
   if (!r.fds[0].valid() || !r.fds[1].valid() || !r.fds[2].valid()) {
     // The fds were lost on the way (e.g. EMFILE here): the sandbox exists
     // but nobody can reach it, so it must not live on in the spawner.

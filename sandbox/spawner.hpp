@@ -71,6 +71,18 @@ class SandboxFactory {
   virtual Result<ProcessMemory> process_memory(uint64_t /*id*/) {
     return make_error("process memory", "not known to this factory");
   }
+  // A function template (sandbox/instance.hpp): made as spawn() makes a
+  // sandbox, but its runner, once a function is loaded, forks instances
+  // instead of serving requests. Unsupported by default.
+  virtual Result<SpawnedSandbox> spawn_template(uint32_t /*profile*/, uint64_t /*memory_bytes*/) {
+    return make_error("function template", "not supported by this factory");
+  }
+  // An instance of that template, the function already loaded, with its own
+  // channel and cgroup leaf; destroy() it as any sandbox.
+  virtual Result<SpawnedSandbox> fork_instance(uint64_t /*template_id*/, uint32_t /*profile*/,
+                                               uint64_t /*memory_bytes*/) {
+    return make_error("function template", "not supported by this factory");
+  }
   // The templates' own memory, summed (processes = how many run); what
   // their clones share. Zero without templates.
   virtual Result<ProcessMemory> template_memory() { return ProcessMemory{}; }
@@ -95,6 +107,9 @@ class SpawnerClient final : public SandboxFactory {
                                                       const CgroupLayout& cgroups, bool use_cgroups,
                                                       const FactoryOptions& factory = {});
   Result<SpawnedSandbox> spawn(uint32_t profile, uint64_t memory_bytes) override;
+  Result<SpawnedSandbox> spawn_template(uint32_t profile, uint64_t memory_bytes) override;
+  Result<SpawnedSandbox> fork_instance(uint64_t template_id, uint32_t profile,
+                                       uint64_t memory_bytes) override;
   Status set_memory(uint64_t id, uint64_t memory_bytes) override;
   Result<CgroupEvents> events(uint64_t id) override;
   Status destroy(uint64_t id) override;
@@ -110,6 +125,7 @@ class SpawnerClient final : public SandboxFactory {
  private:
   SpawnerClient() = default;
   struct Reply;
+  Result<SpawnedSandbox> received(Reply r);
   Result<Reply> call(uint32_t op, uint32_t profile, uint64_t id, uint64_t value, int* fds);
 
   std::mutex mu_;

@@ -97,6 +97,9 @@ struct SandboxSpec {
   std::vector<std::string> argv;  // argv[0] is a path inside the sandbox
   std::vector<std::string> env;   // KEY=VALUE, the whole environment
   int stderr_fd = -1;             // >= 0: the sandbox's stderr (and stdout); else ours
+  // >= 0: a function template's fork socket (docs/architecture.md §15), fd 6
+  // in the runner. Exec'd sandboxes only: never sent to a template.
+  int fork_fd = -1;
 };
 
 }  // namespace nsbox

@@ -29,7 +29,7 @@ class Runner:
     """One runner process wired as in a sandbox: requests on its fd 3 and replies on its fd 4,
     two pipes. With socket_mode, one socketpair on fd 3 instead (the runner's --fd-only mode)."""
 
-    def __init__(self, *args, socket_mode=False):
+    def __init__(self, *args, socket_mode=False, extra=None):
         if socket_mode:
             self.sock, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
             self.wfd = self.rfd = self.sock.fileno()
@@ -42,6 +42,7 @@ class Runner:
             wiring = {3: req_r, 4: rep_w}
             args = ("--out-fd", "4") + args
             mine = []
+        wiring.update(extra or {})
 
         def wire():
             # Runs in the child before exec. Copied high first, since a source may already sit
@@ -151,7 +152,9 @@ class Runner:
         self.close()
 
 
-class RunnerTest(unittest.TestCase):
+class RunnerCase(unittest.TestCase):
+    """Starts runners and removes them (and their files) after each test."""
+
     def setUp(self):
         self.tmp = tempfile.TemporaryDirectory(prefix="nsbox-runner-test-")
         self.addCleanup(self.tmp.cleanup)
@@ -167,8 +170,8 @@ class RunnerTest(unittest.TestCase):
             f.write(textwrap.dedent(source))
         return path
 
-    def start(self, *args, socket_mode=False):
-        r = Runner(*args, socket_mode=socket_mode)
+    def start(self, *args, socket_mode=False, extra=None):
+        r = Runner(*args, socket_mode=socket_mode, extra=extra)
         self.runners.append(r)
         return r
 
@@ -180,6 +183,8 @@ class RunnerTest(unittest.TestCase):
         self.assertEqual(r.recv(), {"type": "ready"})
         return r
 
+
+class RunnerTest(RunnerCase):
     # -- loading ----------------------------------------------------------------------------
 
     def test_ready_on_good_function(self):
@@ -561,6 +566,99 @@ class RunnerTest(unittest.TestCase):
         code, _, err = r.finish()
         self.assertEqual(code, 1)
         self.assertIn("mid-frame", err)
+
+
+class Channel(Runner):
+    """The daemon's ends of an instance's channel: frames as with a Runner, no process."""
+
+    def __init__(self, wfd, rfd):
+        self.sock = None
+        self.wfd, self.rfd = wfd, rfd
+
+
+class ForkServerTest(RunnerCase):
+    """--fork-fd: a function template. Once loaded it only forks instances, each answering on
+    the fds its request carried; the module body runs once."""
+
+    SOURCE = """\
+        import os
+        with open(%r, "a") as f:
+            f.write("x")
+        def handler(event, context):
+            with open(%r) as f:
+                return {"pid": os.getpid(), "imports": len(f.read())}
+        """
+
+    def template(self):
+        self.mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.addCleanup(self.mine.close)
+        self.mine.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+        count = os.path.join(self.tmp.name, "imports")
+        r = self.start("--fork-fd", "6", extra={6: theirs.fileno()})
+        theirs.close()
+        ready = r.call({"type": "load", "function": self.fn(self.SOURCE % (count, count))})
+        self.assertEqual(ready, {"type": "ready"})
+        return r
+
+    def answer(self):
+        self.assertTrue(select.select([self.mine], [], [], TIMEOUT)[0], "no answer")
+        msg, ancdata, _, _ = self.mine.recvmsg(256, socket.CMSG_SPACE(12))
+        pid = None
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                pid = int.from_bytes(data[:4], sys.byteorder)
+        return msg, pid
+
+    def fork(self):
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        log_r, log_w = os.pipe()
+        socket.send_fds(self.mine, [b"f"], [req_r, rep_w, log_w])
+        for fd in (req_r, rep_w, log_w):
+            os.close(fd)
+        msg, pid = self.answer()
+        self.assertEqual(msg, b"k")
+        inst = Channel(req_w, rep_r)
+        self.addCleanup(inst.close)
+        self.addCleanup(os.close, log_r)
+        return inst, pid
+
+    def test_instances_skip_the_import_and_are_separate_processes(self):
+        r = self.template()
+        a, a_pid = self.fork()
+        b, b_pid = self.fork()
+        ra, rb = a.invoke({})["result"], b.invoke({})["result"]
+        self.assertEqual((ra["imports"], rb["imports"]), (1, 1))
+        # The answer's credentials name the instance itself.
+        self.assertEqual((ra["pid"], rb["pid"]), (a_pid, b_pid))
+        self.assertNotIn(r.proc.pid, (a_pid, b_pid))
+        self.assertNotEqual(a_pid, b_pid)
+        # An instance whose channel closes exits; the template goes on forking.
+        a.close()
+        c, c_pid = self.fork()
+        self.assertEqual(c.invoke({})["result"]["pid"], c_pid)
+        # Once the daemon's end closes, the template exits cleanly.
+        self.mine.close()
+        self.assertEqual(r.finish()[0], 0)
+
+    def test_a_request_without_three_fds_is_refused_and_the_template_goes_on(self):
+        r = self.template()
+        self.mine.send(b"f")
+        msg, pid = self.answer()
+        self.assertTrue(msg.startswith(b"e:expected 3 fds"), msg)
+        self.assertEqual(pid, r.proc.pid)  # the template itself answered
+        inst, _ = self.fork()
+        self.assertEqual(inst.invoke({})["result"]["imports"], 1)
+
+    def test_a_template_that_failed_to_load_does_not_fork(self):
+        self.mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.addCleanup(self.mine.close)
+        r = self.start("--fork-fd", "6", extra={6: theirs.fileno()})
+        theirs.close()
+        bad = r.call({"type": "load", "function": self.fn("def handler(:\n")})
+        self.assertEqual(bad["type"], "load_error")
+        # Still an ordinary runner on its channel, not a fork server.
+        self.assertEqual(r.invoke({})["kind"], "not_loaded")
 
 
 if __name__ == "__main__":

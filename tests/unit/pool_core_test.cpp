@@ -480,3 +480,244 @@ TEST_CASE("pool core: shutdown hands over every sandbox not leased") {
   CHECK(destroy_all(core) == 1);
   CHECK(core.stats().memory_bytes == 0);
 }
+
+// ---------------------------------------------------------- function templates
+
+namespace {
+
+// A request of a function deployed with a template, as the shell runs it:
+// template_step (making the template when told), then acquire_step with
+// blanks not fitting, a Spawn answered by a fork of the template.
+struct TemplatedRequest {
+  PoolCore& core;
+  std::string name;
+  uint64_t deploy;
+  PoolCore::TemplatePlan plan;
+  std::unique_ptr<Worker> lease;
+  PoolCore::Step::Kind kind = PoolCore::Step::Wait;
+
+  TemplatedRequest(PoolCore& c, std::string n, uint64_t d)
+      : core(c), name(std::move(n)), deploy(d) {}
+  // template_id: the id a made template gets; instance_id: a fork's.
+  void run(uint64_t template_id, uint64_t instance_id, bool loads = true,
+           Clock::time_point now = kT0) {
+    REQUIRE(core.admit(name));
+    plan = core.template_step(name, deploy, 0, kMem, now);
+    holds(core);
+    if (plan.kind == PoolCore::TemplatePlan::Make) {
+      core.template_made(name, deploy, kMem, made(template_id), loads);
+      holds(core);
+      plan = core.template_step(name, deploy, 0, kMem, now);
+      holds(core);
+    }
+    const bool have = plan.kind == PoolCore::TemplatePlan::Use;
+    for (int i = 0; i < 100; i++) {
+      PoolCore::Step st = core.acquire_step(name, deploy, 0, kMem, false, !have);
+      holds(core);
+      kind = st.kind;
+      if (kind == PoolCore::Step::Retry) continue;
+      if (kind == PoolCore::Step::Spawn) {
+        auto w = made(instance_id);
+        if (have) w->template_id = plan.id;
+        lease = core.spawned(name, deploy, std::move(w));
+      } else if (kind == PoolCore::Step::Warm || kind == PoolCore::Step::Cold) {
+        lease = std::move(st.worker);
+      }
+      break;
+    }
+    core.unadmit(name);
+    holds(core);
+  }
+};
+
+}  // namespace
+
+TEST_CASE("pool core: a function template is made once, then every new sandbox is its instance") {
+  PoolLimits l = limits(8);
+  l.blank = 1;
+  PoolCore core(l, {kMem});
+  REQUIRE(core.refill_step().spawn);
+  core.refilled(made(1), true);
+  TemplatedRequest a(core, "f", 1);
+  a.run(10, 11);
+  CHECK(a.plan.kind == PoolCore::TemplatePlan::Use);
+  CHECK(a.plan.id == 10);
+  // A spawn, forked from the template: the blank stays for other functions.
+  REQUIRE(a.kind == PoolCore::Step::Spawn);
+  CHECK(a.lease->template_id == 10);
+  CHECK(core.stats().blank == 1);
+  PoolStats s = core.stats();
+  CHECK(s.templates == 1);
+  CHECK(s.memory_bytes == 3 * kMem);  // blank + template + instance
+  CHECK(std::find(s.ids.begin(), s.ids.end(), 10) != s.ids.end());
+  // A second request while the first is busy: another instance, no second
+  // template.
+  TemplatedRequest b(core, "f", 1);
+  b.run(20, 12);
+  CHECK(b.plan.id == 10);
+  REQUIRE(b.kind == PoolCore::Step::Spawn);
+  CHECK(core.stats().templates == 1);
+  // Released instances are reused warm like any sandbox.
+  core.release(std::move(a.lease), true, kT0, true);
+  TemplatedRequest c(core, "f", 1);
+  c.run(30, 13);
+  CHECK(c.kind == PoolCore::Step::Warm);
+  CHECK(c.lease->id == 11);
+  core.release(std::move(b.lease), true, kT0, true);
+  core.release(std::move(c.lease), true, kT0, true);
+  // Shutdown hands over the template with everything else.
+  auto all = core.take_all();
+  CHECK(all.size() == 4);
+  core.destroyed(all);
+  holds(core);
+  CHECK(core.stats().templates == 0);
+  CHECK(core.stats().memory_bytes == 0);
+}
+
+TEST_CASE("pool core: a template that does not load is not tried again for that deploy") {
+  PoolCore core(limits(8), {kMem});
+  TemplatedRequest a(core, "f", 1);
+  a.run(10, 11, /*loads=*/false);
+  CHECK(a.plan.kind == PoolCore::TemplatePlan::None);
+  // The ordinary path: a spawn that is not an instance (its load reports
+  // the function's error).
+  REQUIRE(a.kind == PoolCore::Step::Spawn);
+  CHECK(a.lease->template_id == 0);
+  CHECK(destroy_all(core) == 1);  // the template that did not load
+  core.release(std::move(a.lease), false, kT0, true);
+  TemplatedRequest b(core, "f", 1);
+  b.run(20, 21);
+  CHECK(b.plan.kind == PoolCore::TemplatePlan::None);
+  CHECK(core.stats().templates == 0);
+  core.release(std::move(b.lease), false, kT0, true);
+  // The next deploy gets its chance.
+  core.revoke("f", 2, false);
+  TemplatedRequest c(core, "f", 2);
+  c.run(30, 31);
+  CHECK(c.plan.kind == PoolCore::TemplatePlan::Use);
+  CHECK(c.plan.id == 30);
+}
+
+TEST_CASE("pool core: a dead template goes with its idle instances; its busy ones on release") {
+  PoolCore core(limits(8), {kMem});
+  TemplatedRequest a(core, "f", 1);
+  a.run(10, 11);
+  TemplatedRequest b(core, "f", 1);
+  b.run(10, 12);
+  core.release(std::move(a.lease), true, kT0, true);
+  CHECK(core.stats().idle == 1);
+  // A fork failed: the template is dead, and so is every instance of it.
+  REQUIRE(core.admit("f"));
+  Wakes w = core.template_gone("f", 10);
+  core.unadmit("f");
+  CHECK(w.janitor);
+  holds(core);
+  CHECK(core.stats().templates == 0);
+  CHECK(core.stats().idle == 0);
+  CHECK(destroy_all(core) == 2);  // the template and the idle instance
+  // The busy instance, released as if fine, is not kept: it died too.
+  core.release(std::move(b.lease), true, kT0, true);
+  CHECK(core.stats().idle == 0);
+  CHECK(destroy_all(core) == 1);
+  CHECK(core.stats().memory_bytes == 0);
+}
+
+TEST_CASE("pool core: a redeploy retires the template once its last instance is released") {
+  PoolCore core(limits(8), {kMem});
+  TemplatedRequest a(core, "f", 1);
+  a.run(10, 11);
+  core.revoke("f", 2, false);
+  holds(core);
+  CHECK(core.stats().templates == 1);  // an instance of it is still leased
+  // The new deploy's request does not fork from the old template.
+  TemplatedRequest b(core, "f", 2);
+  b.run(20, 21);
+  CHECK(b.plan.kind == PoolCore::TemplatePlan::None);
+  core.release(std::move(b.lease), true, kT0, true);
+  core.release(std::move(a.lease), true, kT0, true);
+  CHECK(core.stats().templates == 0);
+  CHECK(destroy_all(core) == 2);  // the old template and its instance
+  // A delete with nothing leased retires it at once.
+  TemplatedRequest c(core, "f", 2);
+  c.run(30, 31);
+  CHECK(c.plan.kind == PoolCore::TemplatePlan::Use);
+  core.release(std::move(c.lease), true, kT0, true);
+  core.revoke("f", 3, true);
+  holds(core);
+  CHECK(core.stats().templates == 0);
+  CHECK(core.stats().functions == 0);
+}
+
+TEST_CASE("pool core: templates count in the budget and are evicted LRU after their instances") {
+  PoolLimits l = limits(100);
+  l.memory_budget_bytes = 4 * kMem;
+  PoolCore core(l, {kMem});
+  TemplatedRequest a(core, "a", 1);
+  a.run(10, 11, true, kT0 + 1s);
+  core.release(std::move(a.lease), true, kT0 + 5s, true);
+  TemplatedRequest b(core, "b", 2);
+  b.run(20, 21, true, kT0 + 2s);
+  core.release(std::move(b.lease), true, kT0 + 6s, true);
+  CHECK(core.stats().memory_bytes == 4 * kMem);
+  // Room for c: the LRU entry is a's idle instance (released at 5 s, older
+  // than b's at 6 s; templates wait behind their own instances).
+  Request c(core, "c", 3);
+  REQUIRE(c.run(30) == PoolCore::Step::Wait);
+  CHECK(destroy_all(core) == 1);
+  CHECK(core.stats().templates == 2);
+  REQUIRE(c.run(30) == PoolCore::Step::Spawn);
+  core.release(std::move(c.lease), true, kT0 + 7s, true);
+  // Next: a's template (last forked at 1 s), not b's instance (6 s).
+  Request d(core, "d", 4);
+  REQUIRE(d.run(40) == PoolCore::Step::Wait);
+  PoolStats s = core.stats();
+  CHECK(s.templates == 1);
+  CHECK(s.template_evictions == 1);
+  CHECK(std::find(s.ids.begin(), s.ids.end(), 10) == s.ids.end());
+  CHECK(std::find(s.ids.begin(), s.ids.end(), 21) != s.ids.end());
+  CHECK(destroy_all(core) == 1);
+  REQUIRE(d.run(40) == PoolCore::Step::Spawn);
+  core.release(std::move(d.lease), true, kT0 + 8s, true);
+  // A template whose function has a lease is never the victim: b's
+  // instance is leased, so the LRU is c's idle sandbox.
+  TemplatedRequest b2(core, "b", 2);
+  b2.run(20, 22, true, kT0 + 9s);
+  REQUIRE(b2.kind == PoolCore::Step::Warm);
+  Request e(core, "e", 5);
+  REQUIRE(e.run(50) == PoolCore::Step::Wait);
+  s = core.stats();
+  CHECK(s.templates == 1);
+  CHECK(std::find(s.ids.begin(), s.ids.end(), 30) == s.ids.end());
+  core.release(std::move(b2.lease), true, kT0 + 10s, true);
+}
+
+TEST_CASE("pool core: no template is made when it does not fit; the request goes on without") {
+  PoolLimits l = limits(1);
+  PoolCore core(l, {kMem});
+  TemplatedRequest a(core, "f", 1);
+  REQUIRE(core.admit("other"));
+  REQUIRE(core.acquire_step("other", 9, 0, kMem, false, true).kind == PoolCore::Step::Spawn);
+  auto other = core.spawned("other", 9, made(1));
+  core.unadmit("other");
+  // max_sandboxes = 1 is used up: no template, and the request waits.
+  a.run(10, 11);
+  CHECK(a.plan.kind == PoolCore::TemplatePlan::None);
+  CHECK(a.kind == PoolCore::Step::Wait);
+  CHECK(core.stats().templates == 0);
+  core.release(std::move(other), false, kT0, true);
+}
+
+TEST_CASE("pool core: a template that cannot fork even once is not made again for that deploy") {
+  PoolCore core(limits(8), {kMem});
+  REQUIRE(core.admit("f"));
+  auto plan = core.template_step("f", 1, 0, kMem, kT0);
+  REQUIRE(plan.kind == PoolCore::TemplatePlan::Make);
+  core.template_made("f", 1, kMem, made(10), true);
+  plan = core.template_step("f", 1, 0, kMem, kT0);
+  REQUIRE(plan.kind == PoolCore::TemplatePlan::Use);
+  core.template_gone("f", 10);  // its first fork failed (e.g. its pids limit)
+  CHECK(core.template_step("f", 1, 0, kMem, kT0).kind == PoolCore::TemplatePlan::None);
+  core.unadmit("f");
+  holds(core);
+  CHECK(destroy_all(core) == 1);
+}

@@ -179,9 +179,10 @@ TEST_CASE("registry: meta_to_json keys") {
   m.created_unix_ms = 12;
   auto j = nsbox::meta_to_json(m);
   for (const char* k : {"name", "version", "handler", "policy", "memory_mb", "timeout_ms",
-                        "created_unix_ms", "sha256", "source_bytes"})
+                        "template", "created_unix_ms", "sha256", "source_bytes"})
     CHECK_MESSAGE(j.contains(k), k);
-  CHECK(j.size() == 9);
+  CHECK(j.size() == 10);
+  CHECK(j["template"] == false);
   CHECK(j["version"] == 4);
   CHECK(j["handler"] == "handler");
 }
@@ -294,6 +295,40 @@ TEST_CASE("registry: a second open sees everything") {
   CHECK(latest_of(*store, "alpha")->source == "v2");  // now from the cache
   CHECK_FALSE(latest_of(*store, "gone").has_value());
   CHECK(put_ok(*store, "alpha", fv_of("v3")).version == 3);
+}
+
+TEST_CASE("registry: the template option survives a reopen; files without it load") {
+  TempDir tmp("registry");
+  {
+    auto store = open_ok(tmp.path);
+    FunctionVersion t = fv_of("with");
+    t.meta.use_template = true;
+    put_ok(*store, "f", t);
+    put_ok(*store, "f", fv_of("without"));
+  }
+  const std::string fdir = tmp.path + "/functions/f";
+  auto read = [&](int v) {
+    std::ifstream in(fdir + "/" + std::to_string(v) + ".json");
+    return nlohmann::json::parse(std::string(std::istreambuf_iterator<char>(in), {}));
+  };
+  // A version file from before the option existed (no key), and one whose
+  // option is not a boolean.
+  auto old = read(2);
+  old.erase("template");
+  old["version"] = 3;
+  write_text(fdir + "/3.json", old.dump());
+  auto bad = read(2);
+  bad["template"] = "yes";
+  bad["version"] = 4;
+  write_text(fdir + "/4.json", bad.dump());
+
+  auto store = open_ok(tmp.path);
+  CHECK(store->get("f", 1)->meta.use_template);
+  CHECK_FALSE(store->get("f", 2)->meta.use_template);
+  REQUIRE(store->get("f", 3).has_value());
+  CHECK_FALSE(store->get("f", 3)->meta.use_template);
+  CHECK_FALSE(store->get("f", 4).has_value());
+  CHECK(store->versions("f") == std::vector<uint64_t>{1, 2, 3});
 }
 
 TEST_CASE("registry: open cleans crash leftovers and skips bad files") {

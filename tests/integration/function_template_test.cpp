@@ -1,0 +1,195 @@
+// Function templates (sandbox/instance.hpp, docs/architecture.md §15): a
+// function deployed with template=1 is imported once, in a sandbox that then
+// only forks; its instances skip the import, each in a cgroup of its own,
+// and the template's death costs no request.
+#include <dirent.h>
+#include <doctest/doctest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/integration/daemon.hpp"
+#include "tests/integration/harness.hpp"
+
+using nlohmann::json;
+using nsbox::test::Daemon;
+using nsbox::test::deploy_probe;
+using nsbox::test::invoke;
+using nsbox::test::StateDir;
+
+namespace {
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+std::string status_field(pid_t pid, const std::string& key) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(key + ":", 0) == 0) return line.substr(key.size() + 1);
+  return "";
+}
+
+// Host pids of every runner of a function template: the template's own
+// (pid 2 in its namespace) and its instances.
+struct TemplateProcs {
+  pid_t runner = 0;
+  std::vector<pid_t> instances;
+};
+
+TemplateProcs template_procs() {
+  TemplateProcs out;
+  DIR* proc = opendir("/proc");
+  if (!proc) return out;
+  while (struct dirent* e = readdir(proc)) {
+    pid_t pid = static_cast<pid_t>(atoi(e->d_name));
+    if (pid <= 0) continue;
+    std::string cmd = read_text("/proc/" + std::to_string(pid) + "/cmdline");
+    if (cmd.find("--fork-fd") == std::string::npos) continue;
+    std::string nspid = status_field(pid, "NSpid");
+    const std::string inner = nspid.substr(nspid.find_last_of(" \t") + 1);
+    if (inner == "2")
+      out.runner = pid;
+    else if (inner != "1")
+      out.instances.push_back(pid);
+  }
+  closedir(proc);
+  return out;
+}
+
+json in_sandbox(json event) {
+  event["host_hostname"] = nsbox::test::host_hostname();
+  return event;
+}
+
+}  // namespace
+
+TEST_CASE("serve: a function deployed with template=1 is imported once; instances are its forks") {
+  StateDir sd("fn-template");
+  Daemon d(sd.path);
+  REQUIRE(d.start());
+  REQUIRE(deploy_probe(d, "slow", "slow_import.py", "?template=1")->status == 201);
+  int status = 0;
+  json first = invoke(d, "slow", in_sandbox({}), &status);
+  REQUIRE_MESSAGE(status == 200, first.dump(), d.log());
+  CHECK(first["imports"] == 1);
+  CHECK(first["hostname"] == "nsbox");
+  CHECK(first["uid"] == 1000);
+  CHECK(d.metric("nsbox_pool_function_templates") == 1);
+
+  // Three at once: three instances, none of which ran the module body again.
+  constexpr int kClients = 3;
+  std::vector<json> got(kClients);
+  std::vector<int> statuses(kClients, 0);
+  {
+    std::vector<std::jthread> clients;
+    for (int i = 0; i < kClients; i++)
+      clients.emplace_back([&, i] {
+        got[i] = invoke(d, "slow", in_sandbox({{"sleep_ms", 700}}), &statuses[i]);
+      });
+    // While they run: every runner of the template is a sandbox process
+    // (no host root), and each instance is in a cgroup of its own.
+    REQUIRE(nsbox::test::wait_until([] { return template_procs().instances.size() >= kClients; },
+                                    5000, "three instances"));
+    TemplateProcs p = template_procs();
+    REQUIRE(p.runner > 0);
+    std::set<std::string> cgroups = {read_text("/proc/" + std::to_string(p.runner) + "/cgroup")};
+    for (pid_t pid : p.instances) {
+      CHECK(status_field(pid, "Uid").find_first_not_of("\t 0") != std::string::npos);
+      CHECK(status_field(pid, "CapEff").find_first_not_of("\t 0") == std::string::npos);
+      CHECK(status_field(pid, "Seccomp").find('2') != std::string::npos);
+      cgroups.insert(read_text("/proc/" + std::to_string(pid) + "/cgroup"));
+    }
+    CHECK(cgroups.size() == p.instances.size() + 1);
+  }
+  std::set<long> pids;
+  std::set<std::string> draws;
+  for (int i = 0; i < kClients; i++) {
+    REQUIRE_MESSAGE(statuses[i] == 200, got[i].dump());
+    CHECK(got[i]["imports"] == 1);
+    pids.insert(got[i]["pid"].get<long>());
+    draws.insert(got[i]["random"].dump());
+  }
+  CHECK(pids.size() == kClients);   // separate processes
+  CHECK(draws.size() == kClients);  // random re-seeded in each
+  CHECK(d.metric("nsbox_pool_function_templates") == 1);
+
+  // The isolation probe, deployed with a template, sees a whole sandbox.
+  REQUIRE(deploy_probe(d, "iso", "isolation.py", "?template=1")->status == 201);
+  json r = invoke(d, "iso", {{"host_secret", "/etc/shadow"}}, &status);
+  REQUIRE_MESSAGE(status == 200, r.dump());
+  CHECK(r["hostname"] == "nsbox");
+  CHECK(r["ifaces"] == json::array({"lo"}));
+  CHECK(r["write_root"] == "Read-only file system");
+  CHECK(r["host_secret_visible"] == false);
+  CHECK(r["CapEff"] == "0000000000000000");
+  CHECK(r["Seccomp"] == "2");
+  CHECK(r["NoNewPrivs"] == "1");
+  REQUIRE(r["host_uid"].is_number());
+  CHECK(r["host_uid"].get<long>() != 0);
+  CHECK(d.metric("nsbox_pool_function_templates") == 2);
+
+  // A redeploy retires the template; nothing of it outlives the daemon.
+  REQUIRE(deploy_probe(d, "slow", "slow_import.py")->status == 201);
+  json plain = invoke(d, "slow", in_sandbox({}), &status);
+  CHECK(status == 200);
+  CHECK(d.stop() == 0);
+  TemplateProcs left = template_procs();
+  CHECK(left.runner == 0);
+  CHECK(left.instances.empty());
+}
+
+TEST_CASE("serve: template=1 is refused where it cannot work, with the reason") {
+  StateDir sd("fn-template-refused");
+  Daemon d(sd.path);
+  REQUIRE(d.start());
+  auto strict = deploy_probe(d, "s", "echo.py", "?template=1&policy=strict");
+  REQUIRE(strict);
+  CHECK(strict->status == 400);
+  CHECK(strict->body.find("function template") != std::string::npos);
+  auto bad = deploy_probe(d, "s", "echo.py", "?template=maybe");
+  REQUIRE(bad);
+  CHECK(bad->status == 400);
+  CHECK(bad->body.find("template must be") != std::string::npos);
+  // A module that fails to import: the template is not kept, and the error
+  // is the function's, as without a template.
+  REQUIRE(deploy_probe(d, "r", "no_handler.py", "?template=1")->status == 201);
+  int status = 0;
+  json r = invoke(d, "r", {}, &status);
+  CHECK(status != 200);
+  CHECK(d.metric("nsbox_pool_function_templates") == 0);
+}
+
+TEST_CASE("serve: a function template that dies costs no request and is made again") {
+  StateDir sd("fn-template-kill");
+  Daemon d(sd.path);
+  REQUIRE(d.start());
+  REQUIRE(deploy_probe(d, "slow", "slow_import.py", "?template=1")->status == 201);
+  int status = 0;
+  invoke(d, "slow", in_sandbox({}), &status);
+  REQUIRE(status == 200);
+  TemplateProcs p = template_procs();
+  REQUIRE(p.runner > 0);
+  REQUIRE(p.instances.size() == 1);
+  // Its runner killed: its sandbox ends, and the idle instance with it.
+  REQUIRE(kill(p.runner, SIGKILL) == 0);
+  REQUIRE(nsbox::test::wait_until([] { return template_procs().instances.empty(); }, 5000,
+                                  "the instances gone"));
+  for (int i = 0; i < 3; i++) {
+    json r = invoke(d, "slow", in_sandbox({}), &status);
+    CHECK_MESSAGE(status == 200, i, " ", r.dump(), d.log());
+  }
+  // A new template was made (a new sandbox: its import count starts again).
+  REQUIRE(
+      nsbox::test::wait_until([] { return template_procs().runner > 0; }, 5000, "a new template"));
+  CHECK(template_procs().runner != p.runner);
+  CHECK(d.metric("nsbox_pool_function_templates") == 1);
+}
