@@ -1,6 +1,7 @@
 #include "gateway/pool.hpp"
 
 #include <algorithm>
+#include <cerrno>
 #include <fstream>
 #include <sstream>
 
@@ -207,8 +208,11 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
       case PoolCore::Step::Spawn: {
         lock.unlock();
         std::unique_ptr<Worker> w;
+        bool hung = false;  // the template did not answer in time
         if (tmpl) {
-          w = worker(spawner_.fork_instance(tmpl, profile, memory), profile, memory);
+          auto forked = spawner_.fork_instance(tmpl, profile, memory);
+          hung = !forked && forked.error().err == ETIMEDOUT;
+          w = worker(std::move(forked), profile, memory);
           if (w) w->template_id = tmpl;
         }
         lock.lock();
@@ -219,7 +223,7 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         }
         // A template that cannot fork is dead or broken: it goes, and this
         // request is served the ordinary way.
-        if (tmpl) wake_locked(core_.template_gone(name, std::exchange(tmpl, 0)));
+        if (tmpl) wake_locked(core_.template_gone(name, std::exchange(tmpl, 0), hung));
         lock.unlock();
         w = spawn(profile, memory);
         lock.lock();

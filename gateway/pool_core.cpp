@@ -463,13 +463,13 @@ Wakes PoolCore::template_made(const std::string& name, uint64_t deploy, uint64_t
   return wakes;
 }
 
-Wakes PoolCore::template_gone(const std::string& name, uint64_t id) {
+Wakes PoolCore::template_gone(const std::string& name, uint64_t id, bool hung) {
   Wakes wakes;
   auto it = functions_.find(name);
   if (it == functions_.end()) return wakes;
   FunctionState& fn = it->second;
   if (fn.tmpl && fn.tmpl->id == id) {
-    if (fn.tmpl_forks == 0) fn.template_failed = fn.tmpl->deploy;
+    if (fn.tmpl_forks == 0 || hung) fn.template_failed = fn.tmpl->deploy;
     forget_template(fn, wakes);
   }
   prune(it);

@@ -164,8 +164,9 @@ class PoolCore {
   Wakes template_made(const std::string& name, uint64_t deploy, uint64_t memory,
                       std::unique_ptr<Worker> w, bool loaded);
   // A fork from template id failed: it is dead or broken, and goes. One that
-  // never made an instance is not made again for that deploy.
-  Wakes template_gone(const std::string& name, uint64_t id);
+  // never made an instance, or hung (did not answer: each such fork stalls
+  // the spawner), is not made again for that deploy.
+  Wakes template_gone(const std::string& name, uint64_t id, bool hung = false);
 
   // ---- a blank for a one-off job (the deploy-time syntax check) --------
   // Warm never; Cold (never resize), Spawn (then spawned_blank or

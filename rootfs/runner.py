@@ -587,6 +587,8 @@ def _serve_forks(fd):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fd)
     # Nobody here waits for the instances: the kernel reaps them.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    # What the import made is shared with every instance: out of the collector's generations,
+    # a collection in an instance does not write to (and so copy) those pages.
     space = socket.CMSG_SPACE(8 * array.array("i").itemsize)
     while True:
         try:
@@ -615,6 +617,10 @@ def _serve_forks(fd):
             for f in fds:
                 os.close(f)
             continue
+        # The answer first: the daemon makes this instance's cgroup while we wire it up, and
+        # the request it then sends waits in the pipe until we read it.
+        sock.send(b"k")
+        sock.close()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         os.dup2(fds[0], 3)
         os.dup2(fds[1], 4)
@@ -623,8 +629,6 @@ def _serve_forks(fd):
         for f in fds:
             if f > 4:
                 os.close(f)
-        sock.send(b"k")
-        sock.close()
         return
 
 

@@ -82,8 +82,8 @@ Result<Answer> receive_answer(int sock, int timeout_ms) {
     if (rc < 0 && errno == EINTR) continue;
     if (rc < 0) return sys_error("poll", "fork socket");
     if (rc == 0)
-      return make_error("fork",
-                        "the template did not answer within " + std::to_string(timeout_ms) + " ms");
+      return Error(ETIMEDOUT, "fork", "the function template",
+                   "no answer within " + std::to_string(timeout_ms) + " ms");
     break;
   }
   Answer a;

@@ -36,7 +36,9 @@ struct InstanceRequest {
   std::string id;  // the leaf's name, as a sandbox id
   Limits limits;
   bool use_cgroups = true;
-  int timeout_ms = 5000;
+  // A fork takes milliseconds; the spawner waits this long at most (it is
+  // single-threaded: every sandbox waits with it). Past it: ETIMEDOUT.
+  int timeout_ms = 1000;
 };
 
 class ForkedInstance {

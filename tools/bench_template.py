@@ -17,6 +17,12 @@ changed), measured phase by phase, the two interleaved so a noisy machine slows 
   density   MB per warm function: memory in use with the high count of warm functions minus
             with the low count, over the difference; and the same for bare idle
             `python3 -I -S` processes (the unisolated baseline) in the same run.
+  function template
+            a function whose import takes 200 ms, deployed with and without template=1 in a
+            third daemon (template factory, idle sandboxes expire after 100 ms): --cold
+            cold starts of each, interleaved, each after its last sandbox expired. With the
+            template a cold start is a fork of the template (the first request, which makes
+            it, is reported apart); without, a blank loads the function.
 
 Memory in use is AnonPages + SUnreclaim + KernelStack + PageTables + Percpu + Shmem from
 /proc/meminfo (bench_isolation.py). Results: DIR/template.json and a Markdown table on stdout.
@@ -47,25 +53,26 @@ FACTORIES = ["template", "exec"]
 class FactoryDaemon(lib.Daemon):
     """lib.Daemon with [pool] factory and room for thousands of sandboxes."""
 
-    def __init__(self, binary, work, factory, port, capacity):
+    def __init__(self, binary, work, factory, port, capacity, idle_ms=3600000, name=None):
         # Starts with no blank sandbox (lib.Daemon asks for 4): the pool never trims blanks
         # it has, and the cold phase needs none.
         self.factory, self.capacity, self.start_blank = factory, capacity, 0
+        self.idle_ms, self.name = idle_ms, name or factory
         super().__init__(binary, work, "nsbox", port, None)
-        self.label = self.tag = factory
+        self.label = self.tag = self.name
         self.start_blank = None
 
     def write_config(self, blank):
         blank = blank if self.start_blank is None else self.start_blank
-        self.config = os.path.join(self.work, "nsbox-%s.toml" % self.factory)
+        self.config = os.path.join(self.work, "nsbox-%s.toml" % self.name)
         with open(self.config, "w") as f:
             f.write('[server]\nlisten = "127.0.0.1:%d"\nstate_dir = "%s"\ntoken = "%s"\n'
                     "max_connections = 8192\nmax_sending_per_address = 4096\n"
                     "[pool]\nblank = %d\nmax_sandboxes = %d\nmemory_budget_mb = %d\n"
-                    "idle_timeout_ms = 3600000\nqueue_total = 100000\n"
+                    "idle_timeout_ms = %d\nqueue_total = 100000\n"
                     'factory = "%s"\n'
-                    % (self.port, os.path.join(self.work, "state-" + self.factory), lib.TOKEN,
-                       blank, self.capacity + 64, 1 << 22, self.factory))
+                    % (self.port, os.path.join(self.work, "state-" + self.name), lib.TOKEN,
+                       blank, self.capacity + 64, 1 << 22, self.idle_ms, self.factory))
 
     def metric(self, key):
         st, body = lib.http("GET", self.url + "/metrics", token=lib.TOKEN)
@@ -134,6 +141,46 @@ def density(d, low, high):
     m_high = mem_now()
     res = {"low": low, "high": high, "mb": lib.marginal_mb(m_low, m_high, high - low)}
     lib.say("%s: %.2f MB per warm function (%d -> %d warm)" % (d.label, res["mb"], low, high))
+    return res
+
+
+SLOW_IMPORT = """\
+import time
+time.sleep(0.2)  # an import that takes 200 ms (numpy, pandas, a model...)
+
+
+def handler(event, context):
+    return 1
+"""
+
+
+def function_template(binary, work, port, n):
+    d = FactoryDaemon(binary, work, "template", port, 64, idle_ms=100, name="ftemplate")
+    try:
+        d.reload(blank=4)
+        for name, query in (("imp_t", "?template=1"), ("imp_p", "")):
+            st, body = lib.http("PUT", d.url + "/functions/" + name + query,
+                                SLOW_IMPORT.encode(), lib.TOKEN)
+            if st != 201:
+                raise RuntimeError("deploy %s: %d %s" % (name, st, body[:200]))
+        first = d.invoke_ms("imp_t")  # makes the template: import + fork
+        lat = {"imp_t": [], "imp_p": []}
+        for _ in range(n):
+            for name in lat:
+                time.sleep(0.5)  # its sandbox expires (100 ms) and is destroyed
+                lat[name].append(d.invoke_ms(name))
+        templates = d.metric("nsbox_pool_function_templates")
+    finally:
+        d.stop()
+    res = {"first_ms": first, "templates": templates}
+    for name, key in (("imp_t", "template"), ("imp_p", "plain")):
+        v = sorted(lat[name])
+        res[key] = {"n": len(v), "median_ms": statistics.median(v),
+                    "p99_ms": lib.percentile(v, 99)}
+    lib.say("function template: 200 ms import, cold start median %.1f ms (p99 %.1f) with it, "
+            "%.1f ms (p99 %.1f) without; the first request, which made it, %.1f ms"
+            % (res["template"]["median_ms"], res["template"]["p99_ms"],
+               res["plain"]["median_ms"], res["plain"]["p99_ms"], first))
     return res
 
 
@@ -220,6 +267,7 @@ def main(argv):
             res["factories"][f]["cold"] = cold(d, ["cold%d" % k for k in range(a.cold)])
         for f, d in daemons.items():
             res["factories"][f]["burst"] = burst(d, loadgen, a.burst, work)
+        res["function_template"] = function_template(nsbox, work, a.port + 20, a.cold)
         res["bare_python"] = bare_python(low, high)
         for f, d in daemons.items():
             res["factories"][f]["density"] = density(d, low, high)
@@ -245,6 +293,15 @@ def main(argv):
                          [(r[0], r[1], r[2], lib.ratio(r[1], r[2])) for r in rows])
     table += ("\nBare idle `python3 -I -S`, same run: %.2f MB per process (%d -> %d).\n"
               % (res["bare_python"]["mb"], low, high))
+    ft = res["function_template"]
+    table += "\n" + lib.table_md(
+        ["function with a 200 ms import", "template=1", "without", "template / without"],
+        [("cold start median (ms)", ft["template"]["median_ms"], ft["plain"]["median_ms"],
+          lib.ratio(ft["template"]["median_ms"], ft["plain"]["median_ms"])),
+         ("cold start p99 (ms)", ft["template"]["p99_ms"], ft["plain"]["p99_ms"],
+          lib.ratio(ft["template"]["p99_ms"], ft["plain"]["p99_ms"]))])
+    table += ("\nThe first request of the template=1 function, which made its template: "
+              "%.1f ms.\n" % ft["first_ms"])
     with open(os.path.join(a.out, "template.json"), "w") as f:
         json.dump(res, f, indent=1)
     with open(os.path.join(a.out, "template.md"), "w") as f:

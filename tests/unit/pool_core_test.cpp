@@ -721,3 +721,23 @@ TEST_CASE("pool core: a template that cannot fork even once is not made again fo
   holds(core);
   CHECK(destroy_all(core) == 1);
 }
+
+TEST_CASE("pool core: a template that dies is made again, one that hangs is not") {
+  for (bool hung : {false, true}) {
+    CAPTURE(hung);
+    PoolCore core(limits(8), {kMem});
+    TemplatedRequest a(core, "f", 1);
+    a.run(10, 11);
+    REQUIRE(a.kind == PoolCore::Step::Spawn);
+    core.release(std::move(a.lease), false, kT0, true);
+    REQUIRE(core.admit("f"));
+    core.template_gone("f", 10, hung);
+    // After an instance: a death is a fault to recover from; a fork that
+    // did not answer stalled the spawner, and would again.
+    CHECK(core.template_step("f", 1, 0, kMem, kT0).kind ==
+          (hung ? PoolCore::TemplatePlan::None : PoolCore::TemplatePlan::Make));
+    if (!hung) core.template_made("f", 1, kMem, made(20), true);
+    core.unadmit("f");
+    holds(core);
+  }
+}
