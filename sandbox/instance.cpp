@@ -159,10 +159,12 @@ Result<ForkedInstance> ForkedInstance::fork(const CgroupLayout& layout, const In
 
 Status ForkedInstance::destroy() {
   Status s;
+  // The instance itself first (it may not have reached its leaf: a move
+  // that failed), then everything in its leaf, waiting until it is empty.
+  if (pidfd_.valid()) syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
   if (leaf_.valid()) {
-    s = leaf_.destroy();  // kills everything in it and waits until it is empty
+    s = leaf_.destroy();
   } else if (pidfd_.valid()) {
-    syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
     struct pollfd pfd = {pidfd_.get(), POLLIN, 0};
     while (poll(&pfd, 1, 1000) < 0 && errno == EINTR) {
     }

@@ -18,6 +18,7 @@
 #include <map>
 
 #include "base/clock.hpp"
+#include "base/host_limits.hpp"
 #include "base/log.hpp"
 #include "sandbox/fd_passing.hpp"
 #include "sandbox/instance.hpp"
@@ -235,12 +236,10 @@ Setup wait_for_setup(int sock) {
   signal(SIGHUP, SIG_IGN);
   signal(SIGPIPE, SIG_IGN);
   prctl(PR_SET_NAME, "nsbox-spawner");
-  // One pidfd per sandbox: the soft limit of 1024 would cap the pool.
-  struct rlimit nofile;
-  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-    nofile.rlim_cur = nofile.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &nofile);
-  }
+  // A pidfd, a slot lock and a cgroup fd per sandbox: the soft limit of
+  // 1024 would cap the pool. As high as the kernel lets a root process go
+  // (the gateway says so when the result caps max_sandboxes).
+  raise_open_files(rlim_t(1) << 20);
   Setup setup = wait_for_setup(sock);
   const std::vector<SpawnProfile>& profiles = setup.profiles;
   const CgroupLayout& layout = setup.layout;

@@ -2,7 +2,7 @@
 """nsbox bench template: the template factory against the exec factory, in one run.
 
     nsbox bench template [--sandboxes 1000] [--cold 50] [--burst 300] [--density 200,2000]
-                         [--quick] [--out DIR]
+                         [--phases creation,cold,burst,ftemplate,density] [--quick] [--out DIR]
 
 Each factory gets its own daemon (`[pool] factory = "template"` or `"exec"`, nothing else
 changed), measured phase by phase, the two interleaved so a noisy machine slows both alike:
@@ -16,7 +16,11 @@ changed), measured phase by phase, the two interleaved so a noisy machine slows 
             errors and p99.
   density   MB per warm function: memory in use with the high count of warm functions minus
             with the low count, over the difference; and the same for bare idle
-            `python3 -I -S` processes (the unisolated baseline) in the same run.
+            `python3 -I -S` processes (the unisolated baseline) in the same run. A function
+            that fails past the low count ends the climb: the figure is over the ones reached,
+            the failure (the host limit met) is reported, and every warm function is then
+            asked once more (how many answered). --density 200,10000 --phases density tries
+            10,000.
   function template
             a function whose import takes 200 ms, deployed with and without template=1 in a
             third daemon (template factory, idle sandboxes expire after 100 ms): --cold
@@ -131,16 +135,38 @@ def burst(d, loadgen, n, work):
 
 
 def density(d, low, high):
+    """Warm functions low, then up to high: the figure is over the ones reached. A failure
+    past low ends the climb (the limit met is reported); then every warm one is asked again."""
     for i in range(low):
         d.invoke_ms("dens%d" % i)
     time.sleep(2)
     m_low = mem_now()
+    reached, stopped_by = low, None
     for i in range(low, high):
-        d.invoke_ms("dens%d" % i)
+        try:
+            d.invoke_ms("dens%d" % i)
+        except RuntimeError as e:
+            stopped_by = str(e)[:300]
+            lib.say("%s: stopped at %d warm functions: %s" % (d.label, reached, stopped_by))
+            break
+        reached = i + 1
+        if reached % 1000 == 0:
+            lib.say("%s: %d warm functions, %.0f MB in use"
+                    % (d.label, reached, lib.mem_used_kb(open("/proc/meminfo").read()) / 1024))
     time.sleep(2)
     m_high = mem_now()
-    res = {"low": low, "high": high, "mb": lib.marginal_mb(m_low, m_high, high - low)}
-    lib.say("%s: %.2f MB per warm function (%d -> %d warm)" % (d.label, res["mb"], low, high))
+    failed = 0
+    for i in range(reached):
+        try:
+            d.invoke_ms("dens%d" % i)
+        except RuntimeError:
+            failed += 1
+    res = {"low": low, "high": high, "reached": reached, "stopped_by": stopped_by,
+           "answered_after": reached - failed, "mem_in_use_mb": m_high / 1024,
+           "mb": lib.marginal_mb(m_low, m_high, reached - low) if reached > low else None}
+    lib.say("%s: %s MB per warm function (%d -> %d warm; %d of them answered again); %.0f MB in "
+            "use" % (d.label, lib.fmt(res["mb"]), low, reached, reached - failed,
+                     res["mem_in_use_mb"]))
     return res
 
 
@@ -220,6 +246,8 @@ def main(argv):
     p.add_argument("--out", help="results directory (default bench-results/DATE-template)")
     p.add_argument("--build", help="directory with nsbox and loadgen (default: this script's)")
     p.add_argument("--port", type=int, default=18580)
+    p.add_argument("--phases", default="creation,cold,burst,ftemplate,density",
+                   help="which phases to run (comma-separated)")
     a = p.parse_args(argv)
     if os.geteuid() != 0:
         p.error("runs daemons as root: sudo nsbox bench template")
@@ -244,64 +272,82 @@ def main(argv):
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
            "factories": {}}
     daemons = {}
+    phases = set(a.phases.split(","))
     try:
         for i, f in enumerate(FACTORIES):
             res["factories"][f] = {}
         # Creation first, each factory in a daemon of its own that makes blanks and goes
         # (the pool keeps blanks it has: they must not serve the cold phase).
-        for i, f in enumerate(FACTORIES):
+        for i, f in enumerate(FACTORIES if "creation" in phases else []):
             d = FactoryDaemon(nsbox, work, f, a.port + 10 + i, capacity)
             try:
                 res["factories"][f]["creation"] = creation(d, a.sandboxes)
             finally:
                 d.stop()
-        for i, f in enumerate(FACTORIES):
-            d = FactoryDaemon(nsbox, work, f, a.port + i, capacity)
-            daemons[f] = d
-            names = (["cold%d" % k for k in range(a.cold)] +
-                     ["burst%d" % k for k in range(a.burst)] +
-                     ["dens%d" % k for k in range(high)])
-            lib.deploy_all(d, names)
+        if phases & {"cold", "burst", "density"}:
+            for i, f in enumerate(FACTORIES):
+                d = FactoryDaemon(nsbox, work, f, a.port + i, capacity)
+                daemons[f] = d
+                names = (["cold%d" % k for k in range(a.cold if "cold" in phases else 0)] +
+                         ["burst%d" % k for k in range(a.burst if "burst" in phases else 0)] +
+                         ["dens%d" % k for k in range(high if "density" in phases else 0)])
+                lib.deploy_all(d, names)
         # Phase by phase, factory by factory: a slow minute of the machine hits both.
         for f, d in daemons.items():
-            res["factories"][f]["cold"] = cold(d, ["cold%d" % k for k in range(a.cold)])
+            if "cold" in phases:
+                res["factories"][f]["cold"] = cold(d, ["cold%d" % k for k in range(a.cold)])
         for f, d in daemons.items():
-            res["factories"][f]["burst"] = burst(d, loadgen, a.burst, work)
-        res["function_template"] = function_template(nsbox, work, a.port + 20, a.cold)
-        res["bare_python"] = bare_python(low, high)
+            if "burst" in phases:
+                res["factories"][f]["burst"] = burst(d, loadgen, a.burst, work)
+        if "ftemplate" in phases:
+            res["function_template"] = function_template(nsbox, work, a.port + 20, a.cold)
+        if "density" in phases:
+            res["bare_python"] = bare_python(low, high)
         for f, d in daemons.items():
-            res["factories"][f]["density"] = density(d, low, high)
+            if "density" in phases:
+                res["factories"][f]["density"] = density(d, low, high)
             d.stop()  # its warm sandboxes must not weigh on the next factory's figure
     finally:
         for d in daemons.values():
             if d.proc.poll() is None:
                 d.stop()
     t, e = res["factories"]["template"], res["factories"]["exec"]
+
+    def row(label, phase, key):
+        if phase not in t:
+            return None
+        return (label, t[phase][key], e[phase][key], lib.ratio(t[phase][key], e[phase][key]))
     rows = [
-        ("blank sandboxes per second (%d)" % a.sandboxes, t["creation"]["per_second"],
-         e["creation"]["per_second"]),
-        ("MB per ready (blank) sandbox", t["creation"]["blank_mb"], e["creation"]["blank_mb"]),
-        ("cold start median, no blank (ms)", t["cold"]["median_ms"], e["cold"]["median_ms"]),
-        ("cold start p99 (ms)", t["cold"]["p99_ms"], e["cold"]["p99_ms"]),
-        ("burst of %d new functions: errors" % a.burst, t["burst"]["errors"],
-         e["burst"]["errors"]),
-        ("burst p99 (ms)", t["burst"]["p99_ms"], e["burst"]["p99_ms"]),
-        ("MB per warm function (%d -> %d)" % (low, high), t["density"]["mb"],
-         e["density"]["mb"]),
+        row("blank sandboxes per second (%d)" % a.sandboxes, "creation", "per_second"),
+        row("MB per ready (blank) sandbox", "creation", "blank_mb"),
+        row("cold start median, no blank (ms)", "cold", "median_ms"),
+        row("cold start p99 (ms)", "cold", "p99_ms"),
+        row("burst of %d new functions: errors" % a.burst, "burst", "errors"),
+        row("burst p99 (ms)", "burst", "p99_ms"),
+        row("MB per warm function (%d -> %d)" % (low, high), "density", "mb"),
+        row("warm functions reached (of %d)" % high, "density", "reached"),
+        row("of them answering afterwards", "density", "answered_after"),
+        row("memory in use at the top (MB)", "density", "mem_in_use_mb"),
     ]
-    table = lib.table_md(["", "template", "exec", "template / exec"],
-                         [(r[0], r[1], r[2], lib.ratio(r[1], r[2])) for r in rows])
-    table += ("\nBare idle `python3 -I -S`, same run: %.2f MB per process (%d -> %d).\n"
-              % (res["bare_python"]["mb"], low, high))
-    ft = res["function_template"]
-    table += "\n" + lib.table_md(
-        ["function with a 200 ms import", "template=1", "without", "template / without"],
-        [("cold start median (ms)", ft["template"]["median_ms"], ft["plain"]["median_ms"],
-          lib.ratio(ft["template"]["median_ms"], ft["plain"]["median_ms"])),
-         ("cold start p99 (ms)", ft["template"]["p99_ms"], ft["plain"]["p99_ms"],
-          lib.ratio(ft["template"]["p99_ms"], ft["plain"]["p99_ms"]))])
-    table += ("\nThe first request of the template=1 function, which made its template: "
-              "%.1f ms.\n" % ft["first_ms"])
+    table = lib.table_md(["", "template", "exec", "template / exec"], [r for r in rows if r])
+    if "density" in t:
+        table += ("\nBare idle `python3 -I -S`, same run: %.2f MB per process (%d -> %d).\n"
+                  % (res["bare_python"]["mb"], low, high))
+        for f in FACTORIES:
+            if res["factories"][f]["density"]["stopped_by"]:
+                table += ("%s stopped at %d warm functions: %s\n"
+                          % (f, res["factories"][f]["density"]["reached"],
+                             res["factories"][f]["density"]["stopped_by"]))
+    if "function_template" in res:
+        ft = res["function_template"]
+        table += "\n" + lib.table_md(
+            ["function with a 200 ms import", "template=1", "without", "template / without"],
+            [("cold start median (ms)", ft["template"]["median_ms"], ft["plain"]["median_ms"],
+              lib.ratio(ft["template"]["median_ms"], ft["plain"]["median_ms"])),
+             ("cold start p99 (ms)", ft["template"]["p99_ms"], ft["plain"]["p99_ms"],
+              lib.ratio(ft["template"]["p99_ms"], ft["plain"]["p99_ms"]))])
+        table += ("\nThe first request of the template=1 function, which made its template: "
+                  "%.1f ms.\n" % ft["first_ms"])
     with open(os.path.join(a.out, "template.json"), "w") as f:
         json.dump(res, f, indent=1)
     with open(os.path.join(a.out, "template.md"), "w") as f:

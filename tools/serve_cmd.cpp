@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "base/files.hpp"
+#include "base/host_limits.hpp"
 #include "base/log.hpp"
 #include "gateway/config.hpp"
 #include "gateway/external_factory.hpp"
@@ -29,11 +30,45 @@
 #include "rootfs/rootfs.hpp"
 #include "rootfs/runner_spec.hpp"
 #include "sandbox/spawner.hpp"
+#include "sandbox/uid_slots.hpp"
 #include "tools/args.hpp"
 
 namespace nsbox {
 
 namespace {
+
+// The host limits max_sandboxes runs into before memory does, raised where
+// a root process may and otherwise said in one line each: nsbox never
+// changes the host's settings (pid_max) itself.
+void warn_capacity(const ServeConfig& c) {
+  const uint64_t n = static_cast<uint64_t>(c.max_sandboxes);
+  // Four fds per sandbox (two channel pipes, the log, the freeze switch)
+  // plus one per connection, and some to spare.
+  const uint64_t want = 4 * n + static_cast<uint64_t>(c.max_connections) + 1024;
+  const rlim_t got = raise_open_files(want);
+  if (got < want)
+    LOG_WARN(
+        "open files: the limit is %llu, enough for about %llu of max_sandboxes = %llu (4 fds "
+        "each, plus connections); raising it needs CAP_SYS_RESOURCE (tools/nsbox.service sets "
+        "LimitNOFILE=)",
+        (unsigned long long)got,
+        (unsigned long long)(got > uint64_t(c.max_connections) + 1024
+                                 ? (got - c.max_connections - 1024) / 4
+                                 : 0),
+        (unsigned long long)n);
+  // At least two processes per sandbox (PID 1 and the runner).
+  if (uint64_t pids = pid_max(); pids && 2 * n + 1024 > pids)
+    LOG_WARN(
+        "kernel.pid_max is %llu: about %llu sandboxes fit (2 processes each) of max_sandboxes = "
+        "%llu; raise it with sysctl if you need more",
+        (unsigned long long)pids, (unsigned long long)((pids > 1024 ? pids - 1024 : 0) / 2),
+        (unsigned long long)n);
+  if (!c.rootless && n > kSlotCount)
+    LOG_WARN(
+        "max_sandboxes = %llu: root mode has %u uid slots (a range of host uids per sandbox), "
+        "so sandboxes beyond that many fail to spawn",
+        (unsigned long long)n, kSlotCount);
+}
 
 struct ServeOptions {
   std::string config_path, listen, state_dir;
@@ -196,13 +231,7 @@ int cmd_serve(const std::vector<std::string>& args) {
     if (fd >= 0) close(fd);
   }
 
-  // Three fds per sandbox (two channel pipes, the log) plus one per
-  // connection: 1024 is too few.
-  struct rlimit nofile;
-  if (getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-    nofile.rlim_cur = nofile.rlim_max;
-    setrlimit(RLIMIT_NOFILE, &nofile);
-  }
+  warn_capacity(config);
   if (Status s = mkdir_mode(config.state_dir, 0711); !s) return fail(s.error().message());
   // The sandboxes' unprivileged uid mounts the rootfs beneath it: a closed
   // directory above the state dir would fail every sandbox; refuse to start.

@@ -1,0 +1,39 @@
+#include "base/host_limits.hpp"
+
+#include <algorithm>
+#include <fstream>
+
+namespace nsbox {
+
+namespace {
+
+uint64_t read_number(const char* path) {
+  std::ifstream f(path);
+  uint64_t v = 0;
+  return (f >> v) ? v : 0;
+}
+
+}  // namespace
+
+rlim_t raise_open_files(rlim_t want) {
+  struct rlimit now;
+  if (getrlimit(RLIMIT_NOFILE, &now) != 0) return 0;
+  if (want > now.rlim_max) {
+    const uint64_t ceiling = read_number("/proc/sys/fs/nr_open");
+    struct rlimit more = now;
+    more.rlim_max = ceiling ? std::min<rlim_t>(want, ceiling) : want;
+    more.rlim_cur = more.rlim_max;
+    if (more.rlim_max > now.rlim_max && setrlimit(RLIMIT_NOFILE, &more) == 0) return more.rlim_cur;
+  }
+  if (now.rlim_cur < now.rlim_max) {
+    now.rlim_cur = now.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &now) != 0) getrlimit(RLIMIT_NOFILE, &now);
+  }
+  return now.rlim_cur;
+}
+
+uint64_t pid_max() {
+  return read_number("/proc/sys/kernel/pid_max");
+}
+
+}  // namespace nsbox
