@@ -248,6 +248,8 @@ def main(argv):
     p.add_argument("--port", type=int, default=18580)
     p.add_argument("--phases", default="creation,cold,burst,ftemplate,density",
                    help="which phases to run (comma-separated)")
+    p.add_argument("--factories", default="template,exec",
+                   help="which factories to measure (comma-separated)")
     a = p.parse_args(argv)
     if os.geteuid() != 0:
         p.error("runs daemons as root: sudo nsbox bench template")
@@ -273,19 +275,20 @@ def main(argv):
            "factories": {}}
     daemons = {}
     phases = set(a.phases.split(","))
+    factories = [f for f in FACTORIES if f in a.factories.split(",")]
     try:
-        for i, f in enumerate(FACTORIES):
+        for i, f in enumerate(factories):
             res["factories"][f] = {}
         # Creation first, each factory in a daemon of its own that makes blanks and goes
         # (the pool keeps blanks it has: they must not serve the cold phase).
-        for i, f in enumerate(FACTORIES if "creation" in phases else []):
+        for i, f in enumerate(factories if "creation" in phases else []):
             d = FactoryDaemon(nsbox, work, f, a.port + 10 + i, capacity)
             try:
                 res["factories"][f]["creation"] = creation(d, a.sandboxes)
             finally:
                 d.stop()
         if phases & {"cold", "burst", "density"}:
-            for i, f in enumerate(FACTORIES):
+            for i, f in enumerate(factories):
                 d = FactoryDaemon(nsbox, work, f, a.port + i, capacity)
                 daemons[f] = d
                 names = (["cold%d" % k for k in range(a.cold if "cold" in phases else 0)] +
@@ -301,22 +304,27 @@ def main(argv):
                 res["factories"][f]["burst"] = burst(d, loadgen, a.burst, work)
         if "ftemplate" in phases:
             res["function_template"] = function_template(nsbox, work, a.port + 20, a.cold)
-        if "density" in phases:
-            res["bare_python"] = bare_python(low, high)
         for f, d in daemons.items():
             if "density" in phases:
                 res["factories"][f]["density"] = density(d, low, high)
             d.stop()  # its warm sandboxes must not weigh on the next factory's figure
+        if "density" in phases:
+            # As many as the factories reached (a climb may stop early), and the machine's
+            # memory cannot hold 10,000 Python processes.
+            top = max(res["factories"][f]["density"]["reached"] for f in factories)
+            res["bare_python"] = bare_python(low, min(top, 4000))
     finally:
         for d in daemons.values():
             if d.proc.poll() is None:
                 d.stop()
-    t, e = res["factories"]["template"], res["factories"]["exec"]
+    t, e = res["factories"].get("template", {}), res["factories"].get("exec", {})
 
     def row(label, phase, key):
-        if phase not in t:
+        tv = t[phase][key] if phase in t else None
+        ev = e[phase][key] if phase in e else None
+        if tv is None and ev is None:
             return None
-        return (label, t[phase][key], e[phase][key], lib.ratio(t[phase][key], e[phase][key]))
+        return (label, tv, ev, lib.ratio(tv, ev))
     rows = [
         row("blank sandboxes per second (%d)" % a.sandboxes, "creation", "per_second"),
         row("MB per ready (blank) sandbox", "creation", "blank_mb"),
@@ -330,10 +338,10 @@ def main(argv):
         row("memory in use at the top (MB)", "density", "mem_in_use_mb"),
     ]
     table = lib.table_md(["", "template", "exec", "template / exec"], [r for r in rows if r])
-    if "density" in t:
+    if "bare_python" in res:
         table += ("\nBare idle `python3 -I -S`, same run: %.2f MB per process (%d -> %d).\n"
-                  % (res["bare_python"]["mb"], low, high))
-        for f in FACTORIES:
+                  % (res["bare_python"]["mb"], low, res["bare_python"]["high"]))
+        for f in factories:
             if res["factories"][f]["density"]["stopped_by"]:
                 table += ("%s stopped at %d warm functions: %s\n"
                           % (f, res["factories"][f]["density"]["reached"],
