@@ -206,6 +206,8 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         }
         return {Status::Ok, std::move(st.worker), true, {}};
       case PoolCore::Step::Spawn: {
+        // Another request may have seen the template die since we planned.
+        if (tmpl && !core_.template_usable(name, tmpl)) tmpl = 0;
         lock.unlock();
         std::unique_ptr<Worker> w;
         bool hung = false;  // the template did not answer in time

@@ -54,8 +54,10 @@ std::string PoolCore::invariant_violation() const {
       template_memory += fn.tmpl->memory_bytes;
       if (fn.tmpl->function != name) return name + ": a template of another function";
       if (fn.making_template) return name + ": a template kept while another is made";
-      if (fn.tmpl->deploy < fn.floor && fn.busy == 0)
+      if (fn.tmpl->deploy < fn.floor && fn.tmpl_busy == 0)
         return name + ": a revoked deploy's template outlived its last lease";
+      if (fn.tmpl_busy < 0 || fn.tmpl_busy > fn.busy)
+        return name + ": its template's leased instances miscounted";
     }
     fn_busy += fn.busy;
     fn_waiting += fn.waiting;
@@ -140,6 +142,7 @@ void PoolCore::wake_everyone(Wakes& wakes) const {
 
 void PoolCore::forget_template(FunctionState& fn, Wakes& wakes) {
   std::unique_ptr<Worker> t = std::move(fn.tmpl);
+  fn.tmpl_busy = 0;  // those leased are orphans now: forgotten on release
   templates_--;
   templates_memory_ -= t->memory_bytes;
   // Its idle instances die with it (they live in its PID namespace): gone
@@ -169,7 +172,7 @@ bool PoolCore::evict_lru(Wakes& wakes) {
     bool is_template = false;
     if (!fn.idle.empty()) {
       t = fn.idle.back()->last_used;
-    } else if (fn.tmpl && fn.busy == 0 && fn.waiting == 0) {
+    } else if (fn.tmpl && fn.tmpl_busy == 0 && fn.waiting == 0) {
       t = fn.tmpl_used;
       is_template = true;
     }
@@ -263,6 +266,7 @@ PoolCore::Step PoolCore::acquire_step(const std::string& name, uint64_t deploy, 
       st.worker = std::move(*it);
       fn.idle.erase(it);
       fn.busy++;
+      if (fn.tmpl && st.worker->template_id == fn.tmpl->id) fn.tmpl_busy++;
       busy_++;
       busy_memory_ += st.worker->memory_bytes;
       return done(Step::Warm);
@@ -326,7 +330,10 @@ std::unique_ptr<Worker> PoolCore::spawned(const std::string& name, uint64_t depl
   w->deploy = deploy;
   if (w->template_id != 0) {
     FunctionState& fn = functions_.at(name);  // admitted
-    if (fn.tmpl && fn.tmpl->id == w->template_id) fn.tmpl_forks++;
+    if (fn.tmpl && fn.tmpl->id == w->template_id) {
+      fn.tmpl_forks++;
+      fn.tmpl_busy++;
+    }
   }
   check();
   return w;
@@ -410,7 +417,7 @@ PoolCore::TemplatePlan PoolCore::template_step(const std::string& name, uint64_t
       return plan;
     }
     // Another deploy's: an older one's goes once nothing of it is leased.
-    if (t.deploy > deploy || fn.busy > 0) return plan;
+    if (t.deploy > deploy || fn.tmpl_busy > 0) return plan;
     forget_template(fn, plan.wakes);
   }
   if (fn.making_template || fn.template_failed == deploy || !fits(memory)) {
@@ -469,12 +476,19 @@ Wakes PoolCore::template_gone(const std::string& name, uint64_t id, bool hung) {
   if (it == functions_.end()) return wakes;
   FunctionState& fn = it->second;
   if (fn.tmpl && fn.tmpl->id == id) {
-    if (fn.tmpl_forks == 0 || hung) fn.template_failed = fn.tmpl->deploy;
+    if (fn.tmpl_forks == 0 || hung || ++fn.template_deaths >= 3)
+      fn.template_failed = fn.tmpl->deploy;
     forget_template(fn, wakes);
   }
   prune(it);
   check();
   return wakes;
+}
+
+bool PoolCore::template_usable(const std::string& name, uint64_t id) const {
+  auto it = functions_.find(name);
+  return it != functions_.end() && it->second.tmpl && it->second.tmpl->id == id &&
+         it->second.tmpl->deploy >= it->second.floor;
 }
 
 // ------------------------------------------------------------ giving back ---
@@ -493,8 +507,9 @@ Wakes PoolCore::release(std::unique_ptr<Worker> w, bool reusable, Clock::time_po
   auto it = functions_.find(w->function);  // kept while it has a busy sandbox
   FunctionState& fn = it->second;
   fn.busy--;
-  // A revoked deploy's template waited for its last lease.
-  if (fn.tmpl && fn.tmpl->deploy < fn.floor && fn.busy == 0) forget_template(fn, wakes);
+  if (fn.tmpl && w->template_id == fn.tmpl->id) fn.tmpl_busy--;
+  // A revoked deploy's template waited for its last leased instance.
+  if (fn.tmpl && fn.tmpl->deploy < fn.floor && fn.tmpl_busy == 0) forget_template(fn, wakes);
   // An instance whose template has gone died with it.
   const bool orphan = w->template_id != 0 && (!fn.tmpl || fn.tmpl->id != w->template_id);
   if (!reusable || !running || w->deploy < fn.floor || orphan) {
@@ -525,6 +540,7 @@ Wakes PoolCore::revoke(const std::string& name, uint64_t deploy, bool deleted) {
   if (deploy >= fn.floor) {
     fn.floor = deploy;
     fn.deleted = deleted;
+    fn.template_deaths = 0;  // a new deploy's templates start afresh
   }
   for (auto w = fn.idle.begin(); w != fn.idle.end();) {
     if ((*w)->deploy >= fn.floor) {
@@ -535,7 +551,7 @@ Wakes PoolCore::revoke(const std::string& name, uint64_t deploy, bool deleted) {
     w = fn.idle.erase(w);
     forget(std::move(doomed), wakes);
   }
-  if (fn.tmpl && fn.tmpl->deploy < fn.floor && fn.busy == 0) forget_template(fn, wakes);
+  if (fn.tmpl && fn.tmpl->deploy < fn.floor && fn.tmpl_busy == 0) forget_template(fn, wakes);
   // Waiters planned for an older deploy learn it now (Stale), instead of
   // holding their queue places until the deadline.
   if (fn.waiting > 0) wakes.all.push_back(name);

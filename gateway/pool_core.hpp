@@ -165,8 +165,12 @@ class PoolCore {
                       std::unique_ptr<Worker> w, bool loaded);
   // A fork from template id failed: it is dead or broken, and goes. One that
   // never made an instance, or hung (did not answer: each such fork stalls
-  // the spawner), is not made again for that deploy.
+  // the spawner), or the third to die for that deploy, is not made again
+  // for it.
   Wakes template_gone(const std::string& name, uint64_t id, bool hung = false);
+  // Whether template id is still the one to fork from (another request may
+  // have seen it die since this one planned to).
+  bool template_usable(const std::string& name, uint64_t id) const;
 
   // ---- a blank for a one-off job (the deploy-time syntax check) --------
   // Warm never; Cold (never resize), Spawn (then spawned_blank or
@@ -248,14 +252,16 @@ class PoolCore {
     Clock::time_point tmpl_used;
     bool making_template = false;
     uint64_t tmpl_forks = 0;       // instances it made
+    int tmpl_busy = 0;             // of them, leased now
+    int template_deaths = 0;       // templates of the current deploy that died
     uint64_t template_failed = 0;  // the deploy whose template would not load or fork
     int held() const { return busy + static_cast<int>(idle.size()); }
     bool has_template() const { return tmpl != nullptr || making_template; }
     // Nothing refers to it and it remembers nothing a later request needs:
-    // a floor or a failed template matter only while the function exists.
+    // a floor or a template's failures matter only while the function exists.
     bool unused() const {
       return held() == 0 && waiting == 0 && !has_template() &&
-             ((floor == 0 && template_failed == 0) || deleted);
+             ((floor == 0 && template_failed == 0 && template_deaths == 0) || deleted);
     }
   };
   using Functions = std::map<std::string, FunctionState>;

@@ -575,11 +575,12 @@ def _flush_logs():
 def _serve_forks(fd):
     """A function template's life once its function is loaded (docs/architecture.md §15).
 
-    Each request on the fork socket carries three fds: an instance's request pipe, reply pipe
-    and log. The template forks; the child puts them at 3, 4 and 2 (and 1), answers "k" (the
-    daemon learns its pid from the socket's credentials) and returns, to serve requests with
-    the function already imported. The template itself never returns: it exits when the
-    daemon closes the socket.
+    Each request on the fork socket carries an instance's request pipe, reply pipe and log,
+    an answer pipe, and the cgroup.procs files of the instance's cgroup leaf. The template
+    forks; the child joins the leaf (writes 0 to each), puts the pipes at 3, 4 and 2 (and 1),
+    answers "k" and returns, to serve requests with the function already imported. The
+    template answers "e:<why>" when it cannot fork, and exits when the daemon closes the
+    socket; it never returns.
     """
     import array
     import signal
@@ -587,49 +588,59 @@ def _serve_forks(fd):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fd)
     # Nobody here waits for the instances: the kernel reaps them.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    # What the import made is shared with every instance: out of the collector's generations,
-    # a collection in an instance does not write to (and so copy) those pages.
-    space = socket.CMSG_SPACE(8 * array.array("i").itemsize)
+    space = socket.CMSG_SPACE(16 * array.array("i").itemsize)
     while True:
         try:
-            _msg, ancdata, _flags, _addr = sock.recvmsg(16, space)
+            msg, ancdata, _flags, _addr = sock.recvmsg(16, space)
         except InterruptedError:
             continue
         fds = array.array("i")
         for level, kind, data in ancdata:
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
-        if not _msg and not fds:
+        fds = list(fds)
+        if not msg and not fds:
             os._exit(0)  # the daemon is gone, or destroyed us
-        if len(fds) != 3:
+        if len(fds) < 5:
             for f in fds:
                 os.close(f)
-            sock.send(b"e:expected 3 fds, got %d" % len(fds))
-            continue
+            continue  # nowhere to answer: the daemon's wait times out
+        chan_in, chan_out, log, answer, procs = fds[0], fds[1], fds[2], fds[3], fds[4:]
         try:
             pid = os.fork()
         except OSError as e:
+            _answer(answer, "e:fork: %s" % e.strerror)
             for f in fds:
                 os.close(f)
-            sock.send(("e:fork: %s" % e.strerror).encode("utf-8", "replace"))
             continue
         if pid:
             for f in fds:
                 os.close(f)
             continue
-        # The answer first: the daemon makes this instance's cgroup while we wire it up, and
-        # the request it then sends waits in the pipe until we read it.
-        sock.send(b"k")
         sock.close()
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        os.dup2(fds[0], 3)
-        os.dup2(fds[1], 4)
-        os.dup2(fds[2], 2)
+        try:
+            for f in procs:
+                os.write(f, b"0")
+        except OSError as e:
+            _answer(answer, "e:joining the cgroup leaf: %s" % e.strerror)
+            os._exit(1)
+        os.dup2(chan_in, 3)
+        os.dup2(chan_out, 4)
+        os.dup2(log, 2)
         os.dup2(2, 1)
+        _answer(answer, "k")
         for f in fds:
             if f > 4:
                 os.close(f)
         return
+
+
+def _answer(fd, text):
+    try:
+        os.write(fd, text.encode("utf-8", "replace")[:255])
+    except OSError:
+        pass
 
 
 def _parse_args(argv):

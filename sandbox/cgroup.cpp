@@ -386,6 +386,15 @@ Status CgroupLeaf::attach(pid_t pid) const {
   return {};
 }
 
+std::vector<pid_t> CgroupLeaf::procs() const {
+  std::vector<pid_t> out;
+  if (dirs_.empty() || fake_) return out;
+  std::istringstream in(read_file(dirs_[0] + "/cgroup.procs"));
+  pid_t pid;
+  while (in >> pid) out.push_back(pid);
+  return out;
+}
+
 Status CgroupLeaf::set_memory_limit(uint64_t bytes) const {
   if (dirs_.empty()) return make_error("cgroup", "no cgroup to limit");
   std::string value = std::to_string(bytes);

@@ -93,6 +93,8 @@ class CgroupLeaf {
   int v2_dirfd() const { return v2_dirfd_; }
   const std::vector<std::string>& dirs() const { return dirs_; }
   Status attach(pid_t pid) const;
+  // The processes in it (host pids, from its first hierarchy); empty without one.
+  std::vector<pid_t> procs() const;
   CgroupEvents events() const;
   Status set_memory_limit(uint64_t bytes) const;
   bool can_freeze() const { return !freeze_dir_.empty(); }

@@ -8,7 +8,9 @@
 
 namespace nsbox {
 
-constexpr int kMaxPassedFds = 8;
+// A fork request: three channel fds, an answer pipe and a cgroup.procs per
+// cgroup v1 hierarchy.
+constexpr int kMaxPassedFds = 16;
 
 // MSG_NOSIGNAL, retried on EINTR. Returns what sendmsg returns.
 ssize_t send_with_fds(int sock, const void* data, size_t len, const int* fds, int nfds);

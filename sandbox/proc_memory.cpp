@@ -74,4 +74,19 @@ Result<ProcessMemory> read_tree_memory(pid_t root) {
   return sum;
 }
 
+ProcessMemory read_pids_memory(const std::vector<pid_t>& pids) {
+  ProcessMemory sum;
+  for (pid_t pid : pids) {
+    bool ok = false;
+    std::string text = slurp("/proc/" + std::to_string(pid) + "/smaps_rollup", &ok);
+    if (!ok || text.empty()) continue;
+    ProcessMemory m = parse_smaps_rollup(text);
+    sum.rss += m.rss;
+    sum.pss += m.pss;
+    sum.uss += m.uss;
+    sum.processes++;
+  }
+  return sum;
+}
+
 }  // namespace nsbox

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "base/result.hpp"
 
@@ -26,5 +27,7 @@ struct ProcessMemory {
 ProcessMemory parse_smaps_rollup(const std::string& text);
 // root and all its descendants, summed. An error when root is gone.
 Result<ProcessMemory> read_tree_memory(pid_t root);
+// These processes (a cgroup leaf's), summed; those gone meanwhile are left out.
+ProcessMemory read_pids_memory(const std::vector<pid_t>& pids);
 
 }  // namespace nsbox

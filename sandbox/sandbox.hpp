@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <vector>
 
 #include "base/fd.hpp"
 #include "base/result.hpp"
@@ -54,6 +55,9 @@ class Sandbox {
   // the policy's limit and assigned to a function with its own).
   Status set_memory_limit(uint64_t bytes) { return cgroup_.set_memory_limit(bytes); }
   bool has_cgroup() const { return cgroup_.valid(); }
+  // The processes in its cgroup leaf (a function template's: without the
+  // instances it forked, which have leaves of their own).
+  std::vector<pid_t> cgroup_procs() const { return cgroup_.procs(); }
   // Root mode: the host uid range of this sandbox (uid_slots.hpp).
   const UidSlot& slot() const { return slot_; }
   // An fd of the leaf's freeze switch for the pool (invalid without one).

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -302,6 +303,13 @@ Setup wait_for_setup(int sock) {
         spec.use_cgroups = use_cgroups;
         UniqueFd fork_mine, fork_theirs;
         if (req.op == kSpawnTemplate) {
+          // Instances join cgroup leaves of their own, and live in the
+          // template's PID namespace: nothing less will do.
+          if (!use_cgroups || spec.layers != kLayerAll) {
+            fill_error(&reply,
+                       make_error("function template", "needs cgroups and every isolation layer"));
+            break;
+          }
           int sv[2];
           if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0) {
             fill_error(&reply, sys_error("socketpair", "fork socket"));
@@ -309,13 +317,12 @@ Setup wait_for_setup(int sock) {
           }
           fork_mine.reset(sv[0]);
           fork_theirs.reset(sv[1]);
-          // The kernel then attaches each answer's sender, as a pid of ours.
-          // Non-blocking: a template that stops reading must never stall
-          // the spawner (instance.cpp waits for answers in poll).
-          const int on = 1;
-          if (setsockopt(sv[0], SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0 ||
-              fcntl(sv[0], F_SETFL, O_NONBLOCK) != 0) {
-            fill_error(&reply, sys_error("setsockopt", "SO_PASSCRED on the fork socket"));
+          // One way: shut for reading before the template exists, so it
+          // can never queue a message (or an fd) to us; answers come on a
+          // pipe per fork (instance.hpp). Non-blocking: a template that
+          // stops reading costs a failed fork, never a stalled spawner.
+          if (shutdown(sv[0], SHUT_RD) != 0 || fcntl(sv[0], F_SETFL, O_NONBLOCK) != 0) {
+            fill_error(&reply, sys_error("shutdown", "the fork socket's read side"));
             break;
           }
           spec.fork_fd = sv[1];
@@ -371,12 +378,17 @@ Setup wait_for_setup(int sock) {
         }
         InstanceRequest ir;
         ir.fork_sock = t->second.get();
-        ir.template_init = sb->second.pid();
         uint64_t id = next_id++;
-        ir.id = prefix + std::to_string(id);
+        // An instance sees its leaf's name in /proc/self/cgroup (it is
+        // outside its template's cgroup namespace root): random, so that
+        // it does not count the daemon's sandboxes.
+        uint64_t tag = 0;
+        if (getrandom(&tag, sizeof tag, 0) != sizeof tag) tag = monotonic_ns();
+        char tag_hex[17];
+        snprintf(tag_hex, sizeof tag_hex, "%016llx", (unsigned long long)tag);
+        ir.id = prefix + "i" + tag_hex;
         ir.limits = profiles[req.profile].spec.limits;
         if (req.value) ir.limits.memory_bytes = req.value;
-        ir.use_cgroups = use_cgroups;
         const uint64_t t0 = monotonic_ns();
         auto inst = ForkedInstance::fork(layout, ir, &channel, &log_read);
         if (!inst) {
@@ -427,11 +439,17 @@ Setup wait_for_setup(int sock) {
           fill_error(&reply, make_error("process memory", "no such sandbox"));
           break;
         }
-        auto m = read_tree_memory(it != sandboxes.end() ? it->second.pid() : in->second.pid());
-        if (!m)
+        // An instance, and a function template (whose tree holds its
+        // instances): the processes of its own leaf. Any other sandbox: PID 1's tree.
+        if (in != instances.end()) {
+          reply.memory = read_pids_memory(in->second.procs());
+        } else if (fork_socks.count(req.id)) {
+          reply.memory = read_pids_memory(it->second.cgroup_procs());
+        } else if (auto m = read_tree_memory(it->second.pid()); !m) {
           fill_error(&reply, m.error());
-        else
+        } else {
           reply.memory = m.value();
+        }
         break;
       }
       case kTemplateMemory: {

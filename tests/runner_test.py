@@ -589,74 +589,79 @@ class ForkServerTest(RunnerCase):
                 return {"pid": os.getpid(), "imports": len(f.read())}
         """
 
-    def template(self):
+    def template(self, source=None):
         self.mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.addCleanup(self.mine.close)
-        self.mine.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         count = os.path.join(self.tmp.name, "imports")
         r = self.start("--fork-fd", "6", extra={6: theirs.fileno()})
         theirs.close()
-        ready = r.call({"type": "load", "function": self.fn(self.SOURCE % (count, count))})
-        self.assertEqual(ready, {"type": "ready"})
-        return r
+        loaded = r.call({"type": "load",
+                         "function": self.fn(source or self.SOURCE % (count, count))})
+        return r, loaded
 
-    def answer(self):
-        self.assertTrue(select.select([self.mine], [], [], TIMEOUT)[0], "no answer")
-        msg, ancdata, _, _ = self.mine.recvmsg(256, socket.CMSG_SPACE(12))
-        pid = None
-        for level, kind, data in ancdata:
-            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                pid = int.from_bytes(data[:4], sys.byteorder)
-        return msg, pid
+    def answer(self, fd):
+        self.assertTrue(select.select([fd], [], [], TIMEOUT)[0], "no answer")
+        return os.read(fd, 256)
 
-    def fork(self):
+    def fork(self, procs_files=1):
+        """Asks for an instance; returns (channel, answer, [what each procs file got])."""
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
         log_r, log_w = os.pipe()
-        socket.send_fds(self.mine, [b"f"], [req_r, rep_w, log_w])
-        for fd in (req_r, rep_w, log_w):
+        ans_r, ans_w = os.pipe()
+        # Files standing in for the leaf's cgroup.procs: the instance writes 0 to each.
+        paths = [os.path.join(self.tmp.name, "procs%d-%d" % (i, req_w)) for i in range(procs_files)]
+        procs = [os.open(p, os.O_WRONLY | os.O_CREAT, 0o600) for p in paths]
+        socket.send_fds(self.mine, [b"f"], [req_r, rep_w, log_w, ans_w] + procs)
+        for fd in [req_r, rep_w, log_w, ans_w] + procs:
             os.close(fd)
-        msg, pid = self.answer()
-        self.assertEqual(msg, b"k")
+        answer = self.answer(ans_r)
+        os.close(ans_r)
         inst = Channel(req_w, rep_r)
         self.addCleanup(inst.close)
         self.addCleanup(os.close, log_r)
-        return inst, pid
+        joined = []
+        for p in paths:
+            with open(p, "rb") as f:
+                joined.append(f.read())
+        return inst, answer, joined
 
     def test_instances_skip_the_import_and_are_separate_processes(self):
-        r = self.template()
-        a, a_pid = self.fork()
-        b, b_pid = self.fork()
+        r, loaded = self.template()
+        self.assertEqual(loaded, {"type": "ready"})
+        a, answer, joined = self.fork(procs_files=2)
+        self.assertEqual(answer, b"k")
+        self.assertEqual(joined, [b"0", b"0"])  # joined its leaf in every hierarchy
+        b, _, _ = self.fork()
         ra, rb = a.invoke({})["result"], b.invoke({})["result"]
         self.assertEqual((ra["imports"], rb["imports"]), (1, 1))
-        # The answer's credentials name the instance itself.
-        self.assertEqual((ra["pid"], rb["pid"]), (a_pid, b_pid))
-        self.assertNotIn(r.proc.pid, (a_pid, b_pid))
-        self.assertNotEqual(a_pid, b_pid)
+        self.assertNotEqual(ra["pid"], rb["pid"])
+        self.assertNotIn(r.proc.pid, (ra["pid"], rb["pid"]))
         # An instance whose channel closes exits; the template goes on forking.
         a.close()
-        c, c_pid = self.fork()
-        self.assertEqual(c.invoke({})["result"]["pid"], c_pid)
+        c, answer, _ = self.fork()
+        self.assertEqual(answer, b"k")
+        self.assertEqual(c.invoke({})["result"]["imports"], 1)
         # Once the daemon's end closes, the template exits cleanly.
         self.mine.close()
         self.assertEqual(r.finish()[0], 0)
 
-    def test_a_request_without_three_fds_is_refused_and_the_template_goes_on(self):
-        r = self.template()
-        self.mine.send(b"f")
-        msg, pid = self.answer()
-        self.assertTrue(msg.startswith(b"e:expected 3 fds"), msg)
-        self.assertEqual(pid, r.proc.pid)  # the template itself answered
-        inst, _ = self.fork()
+    def test_a_request_short_of_fds_gets_no_instance_and_the_template_goes_on(self):
+        self.template()
+        ans_r, ans_w = os.pipe()
+        socket.send_fds(self.mine, [b"f"], [ans_w])
+        os.close(ans_w)
+        # No instance, no answer: the only writer closed the pipe.
+        self.assertTrue(select.select([ans_r], [], [], TIMEOUT)[0])
+        self.assertEqual(os.read(ans_r, 16), b"")
+        os.close(ans_r)
+        inst, answer, _ = self.fork()
+        self.assertEqual(answer, b"k")
         self.assertEqual(inst.invoke({})["result"]["imports"], 1)
 
     def test_a_template_that_failed_to_load_does_not_fork(self):
-        self.mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self.addCleanup(self.mine.close)
-        r = self.start("--fork-fd", "6", extra={6: theirs.fileno()})
-        theirs.close()
-        bad = r.call({"type": "load", "function": self.fn("def handler(:\n")})
-        self.assertEqual(bad["type"], "load_error")
+        r, loaded = self.template("def handler(:\n")
+        self.assertEqual(loaded["type"], "load_error")
         # Still an ordinary runner on its channel, not a fork server.
         self.assertEqual(r.invoke({})["kind"], "not_loaded")
 

@@ -242,6 +242,7 @@ struct Args {
   std::optional<std::string> token;                             // --token
   std::optional<std::string> token_file;                        // --token-file
   std::optional<std::string> handler, policy, memory, timeout;  // deploy
+  std::optional<std::string> use_template;                      // deploy --template
   bool json = false;                                            // ls
   bool help = false;
   std::vector<std::string> positional;
@@ -261,6 +262,11 @@ std::vector<Option> client_options(const std::string& cmd, Args& a) {
     o.push_back({"memory", 0, "SIZE", "memory limit, e.g. 64M, 1G", to(a.memory), false});
     o.push_back({"timeout", 0, "DUR", "wall-clock limit per invocation, e.g. 500ms, 3s",
                  to(a.timeout), false});
+    o.push_back({"template", 0, "",
+                 "import once into a function template and fork its sandboxes\n"
+                 "from it (for slow imports; its sandboxes share one sandbox's\n"
+                 "namespaces)",
+                 [&a](const std::string&) { a.use_template = "1"; }});
   }
   if (cmd == "ls")
     o.push_back({"json", 0, "", "print the server's JSON answer as is",
@@ -508,6 +514,7 @@ int do_deploy(Ctx& c, const Args& a) {
   add("policy", a.policy);
   add("memory", a.memory);
   add("timeout", a.timeout);
+  add("template", a.use_template);
 
   auto cli = make_client(c);
   auto res =

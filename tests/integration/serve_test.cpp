@@ -650,6 +650,15 @@ TEST_CASE("serve: the CLI client against the real daemon") {
   o = cli({"deploy", "bad", nsbox::test::probe("syntax_error.py")});
   CHECK(o.exit_code != 0);
   CHECK(o.err.find("line") != std::string::npos);
+  // --template asks for a function template, as the metadata then says.
+  o = cli({"deploy", "--template", "tpl", nsbox::test::probe("echo.py")});
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  auto meta = d.client()->Get("/functions/tpl", nsbox::test::auth(d));
+  REQUIRE(meta);
+  CHECK(nlohmann::json::parse(meta->body, nullptr, false)["template"] == true);
+  o = cli({"invoke", "tpl", R"({"k": 6})"});
+  CHECK(o.exit_code == 0);
+  CHECK(o.json()["event"]["k"] == 6);
   o = cli({"rm", "echo"});
   CHECK(o.exit_code == 0);
   o = cli({"invoke", "echo"});

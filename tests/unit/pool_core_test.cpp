@@ -722,6 +722,63 @@ TEST_CASE("pool core: a template that cannot fork even once is not made again fo
   CHECK(destroy_all(core) == 1);
 }
 
+TEST_CASE("pool core: the third template of a deploy to die is the last") {
+  PoolCore core(limits(8), {kMem});
+  for (int i = 0; i < 3; i++) {
+    CAPTURE(i);
+    TemplatedRequest a(core, "f", 1);
+    a.run(10 + i, 20 + i);
+    REQUIRE(a.plan.kind == PoolCore::TemplatePlan::Use);
+    REQUIRE(a.kind == PoolCore::Step::Spawn);
+    core.release(std::move(a.lease), false, kT0, true);
+    REQUIRE(core.admit("f"));
+    core.template_gone("f", 10 + i);
+    core.unadmit("f");
+    holds(core);
+  }
+  REQUIRE(core.admit("f"));
+  CHECK(core.template_step("f", 1, 0, kMem, kT0).kind == PoolCore::TemplatePlan::None);
+  core.unadmit("f");
+  // A redeploy starts afresh.
+  core.revoke("f", 2, false);
+  REQUIRE(core.admit("f"));
+  CHECK(core.template_step("f", 2, 0, kMem, kT0).kind == PoolCore::TemplatePlan::Make);
+  core.template_made("f", 2, kMem, nullptr, false);
+  core.unadmit("f");
+  holds(core);
+}
+
+TEST_CASE("pool core: an old deploy's template goes with its last instance, not the function's") {
+  PoolCore core(limits(8), {kMem});
+  TemplatedRequest old_a(core, "f", 1);
+  old_a.run(10, 11);
+  core.revoke("f", 2, false);
+  // The new deploy is busy all along (steady traffic): that must not keep
+  // the old template alive.
+  TemplatedRequest new_a(core, "f", 2);
+  new_a.run(20, 21);
+  REQUIRE(new_a.lease);
+  CHECK(core.stats().templates == 1);
+  core.release(std::move(old_a.lease), true, kT0, true);
+  CHECK(core.stats().templates == 0);
+  holds(core);
+  // Now the new deploy gets its own.
+  TemplatedRequest new_b(core, "f", 2);
+  new_b.run(30, 31);
+  CHECK(new_b.plan.kind == PoolCore::TemplatePlan::Use);
+  CHECK(new_b.plan.id == 30);
+  // A template another request saw die is not forked from.
+  REQUIRE(core.admit("f"));
+  CHECK(core.template_usable("f", 30));
+  core.template_gone("f", 30);
+  CHECK_FALSE(core.template_usable("f", 30));
+  core.unadmit("f");
+  core.release(std::move(new_a.lease), true, kT0, true);
+  core.release(std::move(new_b.lease), true, kT0, true);
+  CHECK(core.stats().idle == 1);  // new_a's sandbox; new_b's died with its template
+  holds(core);
+}
+
 TEST_CASE("pool core: a template that dies is made again, one that hangs is not") {
   for (bool hung : {false, true}) {
     CAPTURE(hung);
