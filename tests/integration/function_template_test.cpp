@@ -193,3 +193,25 @@ TEST_CASE("serve: a function template that dies costs no request and is made aga
   CHECK(template_procs().runner != p.runner);
   CHECK(d.metric("nsbox_pool_function_templates") == 1);
 }
+
+TEST_CASE("serve: a function template cannot send anything back to the daemon") {
+  StateDir sd("fn-template-attack");
+  Daemon d(sd.path);
+  REQUIRE(d.start());
+  REQUIRE(deploy_probe(d, "talk", "template_attack.py", "?template=1")->status == 201);
+  int status = 0;
+  json r = invoke(d, "talk", in_sandbox({}), &status);
+  REQUIRE_MESSAGE(status == 200, r.dump(), d.log());
+  // Its module body ran in the template, where fd 6 is the fork socket,
+  // and the daemon's side takes nothing: not a message, not an fd.
+  CHECK(r["fork_fd"] == "socket");
+  CHECK(r["message"] == "Broken pipe");
+  CHECK(r["fd"] == "Broken pipe");
+  // Its template still forks, and the daemon still serves everyone.
+  json again = invoke(d, "talk", in_sandbox({}), &status);
+  CHECK(status == 200);
+  REQUIRE(deploy_probe(d, "echo", "echo.py")->status == 201);
+  invoke(d, "echo", {{"n", 1}}, &status);
+  CHECK(status == 200);
+  CHECK(d.metric("nsbox_pool_function_templates") == 1);
+}
