@@ -229,6 +229,8 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
   // Asked before the release: a destroyed sandbox has no cgroup to ask.
   const std::string died_because =
       o.kind == Outcome::Died ? death_cause(w.id, memory, policy) : std::string();
+  const std::string timeout_note =
+      o.kind == Outcome::Timeout ? memory_note(w.id, memory) : std::string();
   guard.release(o.reusable());
 
   // Results and errors are the runner's payload text, checked by the invoker
@@ -270,7 +272,7 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
       return r;
     case Outcome::Timeout:
       r.outcome = O::Timeout;
-      r.message = "function timed out after " + std::to_string(timeout_ms) + " ms";
+      r.message = "function timed out after " + std::to_string(timeout_ms) + " ms" + timeout_note;
       return r;
     case Outcome::SyntaxError:  // not a reply to invoke: the sandbox is out of step
     case Outcome::Died:
@@ -294,6 +296,14 @@ std::string Invocations::death_cause(uint64_t id, uint64_t memory, const Policy&
   if (ev.value().pids_max > 0)
     return "pids limit of " + std::to_string(policy.limits.pids) + " reached";
   return "";
+}
+
+std::string Invocations::memory_note(uint64_t id, uint64_t memory) {
+  auto ev = factory_.events(id);
+  if (!ev || !ev.value().reached_memory_limit(memory)) return "";
+  return " at its memory limit of " + std::to_string(memory >> 20) +
+         " MiB, where it was likely thrashing: the kernel reclaimed its pages " +
+         std::to_string(ev.value().memory_max) + " times rather than kill it (raise its memory)";
 }
 
 Result<FunctionMeta> Invocations::deploy(const std::string& name, const FunctionVersion& fv) {

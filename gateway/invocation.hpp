@@ -114,6 +114,8 @@ class Invocations {
                    uint32_t profile);
   // What the sandbox's cgroup says killed it; empty when it says nothing.
   std::string death_cause(uint64_t id, uint64_t memory, const Policy& policy);
+  // Why a timeout may really be the memory limit (CgroupEvents::reached_memory_limit), or "".
+  std::string memory_note(uint64_t id, uint64_t memory);
 
   FunctionStore& store_;
   Pool& pool_;

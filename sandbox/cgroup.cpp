@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 #include <fstream>
@@ -412,6 +413,12 @@ Status CgroupLeaf::set_memory_limit(uint64_t bytes) const {
   }
   TRY(write_file(mem, value, fake_));
   return write_file(memsw, value, fake_);
+}
+
+bool CgroupEvents::reached_memory_limit(uint64_t limit_bytes) const {
+  if (limit_bytes == 0 || memory_max == 0) return false;
+  const uint64_t margin = std::max<uint64_t>(256 << 10, limit_bytes / 32);
+  return std::max(memory_peak, memory_current) + margin >= limit_bytes;
 }
 
 CgroupEvents CgroupLeaf::events() const {

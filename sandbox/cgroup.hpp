@@ -57,6 +57,14 @@ struct CgroupEvents {
   uint64_t pids_max = 0;        // fork/clone refused by the pids limit
   uint64_t memory_peak = 0;     // bytes
   uint64_t memory_current = 0;  // bytes
+
+  // The leaf hit its memory limit and came within a margin of it (peak, or
+  // current where the kernel has no peak). A function that timed out so was
+  // likely thrashing: with no swap the kernel reclaims and refaults a
+  // process's file pages (its code) rather than declare OOM while any are
+  // reclaimable, and one whose anonymous memory filled the limit can spin
+  // there until the wall timeout instead of being killed.
+  bool reached_memory_limit(uint64_t limit_bytes) const;
 };
 
 // Removes leaves left by an owner that was killed before it could clean up

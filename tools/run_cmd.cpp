@@ -377,8 +377,15 @@ int cmd_run(const std::vector<std::string>& args) {
   };
   auto timed_out = [&]() -> RunEnd {
     if (auto e = limit_exit(false)) return *e;
-    return ended(kExitTimeout, "function timed out after " + std::to_string(policy.limits.wall_ms) +
-                                   " ms (raise it with --timeout)");
+    std::string why = "function timed out after " + std::to_string(policy.limits.wall_ms) + " ms";
+    CgroupEvents ev = o.no_isolation ? CgroupEvents{} : sandbox.events();
+    if (ev.reached_memory_limit(policy.limits.memory_bytes))
+      return ended(kExitTimeout, why + " at its memory limit of " +
+                                     format_limit_bytes(policy.limits.memory_bytes) +
+                                     ", where it was likely thrashing: the kernel reclaimed its "
+                                     "pages " + std::to_string(ev.memory_max) +
+                                     " times rather than kill it (raise it with --memory)");
+    return ended(kExitTimeout, why + " (raise it with --timeout)");
   };
   auto died = [&]() -> RunEnd {
     // Reap before killing: the runner usually ended by itself and its status

@@ -525,3 +525,27 @@ TEST_CASE("CgroupLeaf (v2, fake tree): the leaf freezes itself; none without fre
   REQUIRE(leaf.set_frozen(true));
   CHECK(read(leaf.dirs()[0] + "/cgroup.freeze") == "1");
 }
+
+TEST_CASE("CgroupEvents::reached_memory_limit: hit and still near the limit") {
+  const uint64_t limit = 64ull << 20;
+  CgroupEvents e;
+  e.memory_peak = limit - 4096;
+  CHECK_FALSE(e.reached_memory_limit(limit));  // never hit: no reclaim at the limit
+  e.memory_max = 20000;
+  CHECK(e.reached_memory_limit(limit));
+  CHECK_FALSE(e.reached_memory_limit(0));  // no limit
+  // The margin is limit / 32 (2 MiB here): just inside, just outside.
+  e.memory_peak = limit - (2ull << 20);
+  CHECK(e.reached_memory_limit(limit));
+  e.memory_peak = limit - (2ull << 20) - 4096;
+  CHECK_FALSE(e.reached_memory_limit(limit));
+  // Kernels without memory.peak: the current charge stands in for it.
+  e.memory_peak = 0;
+  e.memory_current = limit - 8192;
+  CHECK(e.reached_memory_limit(limit));
+  // Small limits keep a 256 KiB margin rather than limit / 32.
+  CgroupEvents s;
+  s.memory_max = 1;
+  s.memory_current = (4ull << 20) - (200 << 10);
+  CHECK(s.reached_memory_limit(4ull << 20));
+}
