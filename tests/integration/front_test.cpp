@@ -90,11 +90,8 @@ int status_of(const std::string& reply) {
 }
 
 long vm_hwm_kb(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::atol(line.c_str() + 6);
-  return -1;
+  const std::string v = nsbox::test::proc_status(pid, "VmHWM");
+  return v.empty() ? -1 : std::atol(v.c_str());
 }
 
 void raise_nofile() {

@@ -21,6 +21,8 @@ using nlohmann::json;
 using nsbox::test::Daemon;
 using nsbox::test::deploy_probe;
 using nsbox::test::invoke;
+using nsbox::test::in_sandbox;
+using nsbox::test::proc_status;
 using nsbox::test::StateDir;
 
 namespace {
@@ -28,14 +30,6 @@ namespace {
 std::string read_text(const std::string& path) {
   std::ifstream f(path);
   return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-std::string status_field(pid_t pid, const std::string& key) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind(key + ":", 0) == 0) return line.substr(key.size() + 1);
-  return "";
 }
 
 // Host pids of every runner of a function template: the template's own
@@ -54,7 +48,7 @@ TemplateProcs template_procs() {
     if (pid <= 0) continue;
     std::string cmd = read_text("/proc/" + std::to_string(pid) + "/cmdline");
     if (cmd.find("--fork-fd") == std::string::npos) continue;
-    std::string nspid = status_field(pid, "NSpid");
+    std::string nspid = proc_status(pid, "NSpid");
     const std::string inner = nspid.substr(nspid.find_last_of(" \t") + 1);
     if (inner == "2")
       out.runner = pid;
@@ -63,11 +57,6 @@ TemplateProcs template_procs() {
   }
   closedir(proc);
   return out;
-}
-
-json in_sandbox(json event) {
-  event["host_hostname"] = nsbox::test::host_hostname();
-  return event;
 }
 
 }  // namespace
@@ -103,9 +92,9 @@ TEST_CASE("serve: a function deployed with template=1 is imported once; instance
     REQUIRE(p.runner > 0);
     std::set<std::string> cgroups = {read_text("/proc/" + std::to_string(p.runner) + "/cgroup")};
     for (pid_t pid : p.instances) {
-      CHECK(status_field(pid, "Uid").find_first_not_of("\t 0") != std::string::npos);
-      CHECK(status_field(pid, "CapEff").find_first_not_of("\t 0") == std::string::npos);
-      CHECK(status_field(pid, "Seccomp").find('2') != std::string::npos);
+      CHECK(proc_status(pid, "Uid").find_first_not_of("\t 0") != std::string::npos);
+      CHECK(proc_status(pid, "CapEff").find_first_not_of("\t 0") == std::string::npos);
+      CHECK(proc_status(pid, "Seccomp").find('2') != std::string::npos);
       cgroups.insert(read_text("/proc/" + std::to_string(pid) + "/cgroup"));
     }
     CHECK(cgroups.size() == p.instances.size() + 1);

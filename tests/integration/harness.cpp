@@ -42,6 +42,19 @@ std::string host_hostname() {
   return buf;
 }
 
+nlohmann::json in_sandbox(nlohmann::json event) {
+  event["host_hostname"] = host_hostname();
+  return event;
+}
+
+std::string proc_status(pid_t pid, const std::string& key) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(key + ":", 0) == 0) return line.substr(key.size() + 1);
+  return "";
+}
+
 namespace {
 
 // An unprivileged user may not be able to reach the build tree (CI may clone

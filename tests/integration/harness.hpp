@@ -58,6 +58,11 @@ std::string unprivileged_probes_dir();
 // root). False, with a message on stderr, when it is not a dir of uid's.
 bool rootless_as(uid_t uid, RunSpec* spec);
 std::string host_hostname();
+// The event with "host_hostname" added: what the breakout and resource
+// probes compare their own hostname with, refusing to act when they match.
+nlohmann::json in_sandbox(nlohmann::json event = nlohmann::json::object());
+// The text after "key:" on that line of /proc/PID/status ("" when absent).
+std::string proc_status(pid_t pid, const std::string& key);
 
 // A directory for one test case, /tmp/nsbox-test-TAG-PID, and the PATH.toml,
 // PATH.log and PATH.lock that a daemon or a rootfs build writes beside it:

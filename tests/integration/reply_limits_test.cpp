@@ -43,11 +43,8 @@ long long metric(const Daemon& d, const std::string& line_prefix) {
 }
 
 long long status_kib(pid_t pid, const std::string& key) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind(key + ":", 0) == 0) return std::stoll(line.substr(key.size() + 1));
-  return -1;
+  const std::string v = nsbox::test::proc_status(pid, key);
+  return v.empty() ? -1 : std::stoll(v);
 }
 
 // A JSON string event of exactly n bytes.

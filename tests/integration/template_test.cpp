@@ -23,17 +23,11 @@ using nsbox::test::Daemon;
 using nsbox::test::deploy_probe;
 using nsbox::test::invoke;
 using nsbox::test::spawner_of;
+using nsbox::test::in_sandbox;
+using nsbox::test::proc_status;
 using nsbox::test::StateDir;
 
 namespace {
-
-std::string status_field(pid_t pid, const std::string& key) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind(key + ":", 0) == 0) return line.substr(key.size() + 1);
-  return "";
-}
 
 // The spawner's template: its child named nsbox-template that runs as root
 // (the sandboxes it cloned are the spawner's children too, under their
@@ -50,8 +44,8 @@ pid_t template_of(pid_t spawner) {
     std::string name;
     comm >> name;
     if (name != "nsbox-template") continue;
-    if (atoi(status_field(pid, "PPid").c_str()) != spawner) continue;
-    std::string uid = status_field(pid, "Uid");
+    if (atoi(proc_status(pid, "PPid").c_str()) != spawner) continue;
+    std::string uid = proc_status(pid, "Uid");
     if (uid.find_first_not_of("\t 0") == std::string::npos) found = pid;
   }
   closedir(proc);
@@ -71,11 +65,6 @@ pid_t wait_template(const Daemon& d) {
   pid_t t = 0;
   nsbox::test::wait_until([&] { return (t = template_of(spawner)) > 0; }, 5000, "the template");
   return t;
-}
-
-json in_sandbox(json event) {
-  event["host_hostname"] = nsbox::test::host_hostname();
-  return event;
 }
 
 }  // namespace

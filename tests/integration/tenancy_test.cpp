@@ -47,11 +47,8 @@ std::string random_hex(size_t bytes) {
 }
 
 uid_t proc_uid(pid_t pid) {
-  std::ifstream f("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("Uid:", 0) == 0) return static_cast<uid_t>(std::stoul(line.substr(4)));
-  return static_cast<uid_t>(-1);
+  const std::string v = nsbox::test::proc_status(pid, "Uid");
+  return v.empty() ? static_cast<uid_t>(-1) : static_cast<uid_t>(std::stoul(v));
 }
 
 // The host uid that created the process's user namespace.
@@ -66,9 +63,7 @@ uid_t userns_owner(pid_t pid) {
 }
 
 std::string host_event(const json& extra = json::object()) {
-  json ev = extra;
-  ev["host_hostname"] = nsbox::test::host_hostname();
-  return ev.dump();
+  return nsbox::test::in_sandbox(extra).dump();
 }
 
 // `nsbox run` as an ordinary user.
