@@ -78,12 +78,19 @@ class BenchSmoke(unittest.TestCase):
                 self.assertEqual(x["burst"]["errors"], 0, f)
                 self.assertGreater(x["density"]["mb"], 0, f)
             self.assertGreater(res["bare_python"]["mb"], 0)
+            # Docker's ready sandboxes, the baseline measured in the same run.
+            self.assertEqual(res["docker"].get("skipped"), None)
+            self.assertEqual(res["docker"]["sandboxes"], 10)
+            self.assertGreater(res["docker"]["blank_mb"], 0)
             table = open(os.path.join(out, "template.md")).read()
             self.assertIn("| cold start median, no blank (ms) |", table)
             self.assertIn("Bare idle `python3 -I -S`", table)
+            self.assertIn("Docker, a container per sandbox", table)
             # Every sandbox and template went with its daemon.
             left = subprocess.run(["ps", "-eo", "comm"], capture_output=True, text=True).stdout
             self.assertNotIn("nsbox-template", left)
+            left = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+            self.assertNotIn("/opt/nsbox/runner.py --fd 3", left)
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ sandbox ready and with the pool empty, and marginal memory per warm function by 
 
 `layers`: nsbox's own sandbox built one layer at a time (`[pool] layers`, sandbox/spec.hpp:
 none; + mount namespace, overlay and pivot_root; + PID; + network; + IPC and UTS; + user
-namespace; + cgroups; + capability drop and no_new_privs; + seccomp = all): cold start, warm
-latency and memory per warm sandbox for each, as ratios to the first row.
+namespace; + cgroups; + capability drop and no_new_privs; + seccomp = all) by the exec
+factory, then all layers once more from the template factory (the daemon's default): cold
+start, warm latency and memory per warm sandbox for each, as ratios to the first row.
 
 Memory in use is AnonPages + SUnreclaim + KernelStack + PageTables + Percpu + Shmem from
 /proc/meminfo: MemAvailable moves with the page cache. --cpus 1 pins the daemon, its
@@ -313,10 +314,14 @@ class Docker:
 
 
 class Daemon:
-    def __init__(self, binary, work, mech, port, cpus, layers=8):
+    def __init__(self, binary, work, mech, port, cpus, layers=8, factory=None):
+        # factory None: the daemon's default ([pool] factory, "template").
         self.mech, self.port, self.work, self.layers = mech, port, work, layers
+        self.factory = factory
         self.label = mech if layers == 8 else "layers %d" % layers
         self.tag = mech if layers == 8 else "layers%d" % layers
+        if factory:
+            self.label, self.tag = self.label + " " + factory, self.tag + "-" + factory
         self.url = "http://127.0.0.1:%d" % port
         self.config = os.path.join(work, "nsbox-%s.toml" % self.tag)
         self.write_config(blank=4)
@@ -341,6 +346,8 @@ class Daemon:
             'isolation = "%s"\nallow_comparison_isolation = true\n' % self.mech)
         if self.layers != 8:
             iso = "layers = %d\nallow_comparison_isolation = true\n" % self.layers
+        if self.factory:
+            iso += 'factory = "%s"\n' % self.factory
         with open(self.config, "w") as f:
             f.write('[server]\nlisten = "127.0.0.1:%d"\nstate_dir = "%s"\ntoken = "%s"\n'
                     "max_connections = 4096\nmax_sending_per_address = 1024\n"
@@ -536,14 +543,15 @@ LAYER_NAMES = ["none (a spawner child as the slot's uid)", "+ mount ns, overlay,
                "+ caps dropped, no_new_privs", "+ seccomp (all: nsbox)"]
 
 
-def run_layer(layer, a, tools, port):
-    """One row of the layers table: nsbox's own sandboxes built up to `layer`."""
+def run_layer(layer, a, tools, port, factory="exec"):
+    """One row of the layers table: nsbox's own sandboxes built up to `layer` by `factory`."""
     cpus_server = {0} if a.cpus == 1 else None
     cpus_load = {1} if a.cpus == 1 else None
-    d = Daemon(tools["nsbox"], a.work, "nsbox", port, cpus_server, layers=layer)
-    d.label = "layers %d" % layer
+    d = Daemon(tools["nsbox"], a.work, "nsbox", port, cpus_server, layers=layer, factory=factory)
+    d.label = "layers %d (%s)" % (layer, factory)
     low_n, high_n = (4, 16) if a.quick else (20, 80)
-    res = {"layer": layer, "name": LAYER_NAMES[layer]}
+    res = {"layer": layer, "factory": factory,
+           "name": LAYER_NAMES[layer] + (", template factory" if factory == "template" else "")}
     try:
         deploy_all(d, ["warm0"] + cold_names(a) + ["dens%d" % i for i in range(high_n)])
         res.update(cold_starts(d, a, pause=0.5))
@@ -573,7 +581,9 @@ def layers_md(rows):
                        r["cold_blank_ready_ms"], x(r, "cold_blank_ready_ms"), r["warm_p50_ms"],
                        x(r, "warm_p50_ms"), r["warm_p99_ms"], r["marginal_density_mb"],
                        x(r, "marginal_density_mb")) for r in rows]) +
-            "\nThe template factory's row comes with it (issue 11).\n")
+            "\nEvery row but the last is made by the exec factory (clone and exec of a fresh "
+            "interpreter); the last is the same sandbox cloned from the template factory, the "
+            "daemon's default.\n")
 
 
 def preflight(mech, a, docker):
@@ -797,16 +807,28 @@ def write_doc(a, results, skipped, tables, figures, layer_rows):
                          fmt(ratio(r["cold_pool_empty_ms"], none["cold_pool_empty_ms"]), 1),
                          r["light"]["avg_idle"], none["light"]["avg_idle"],
                          fmt(max((s["p99_ms"] or 0) for s in r["steps"]))))
-    if layer_rows and layer_rows[0]["layer"] == 0:
-        base, top = layer_rows[0], layer_rows[-1]
+    built = [r for r in layer_rows if r.get("factory", "exec") == "exec"]
+    if built and built[0]["layer"] == 0:
+        base, top = built[0], built[-1]
         steps = sorted(((r["cold_pool_empty_ms"] - p["cold_pool_empty_ms"], r["name"])
-                        for p, r in zip(layer_rows, layer_rows[1:])), reverse=True)
+                        for p, r in zip(built, built[1:])), reverse=True)
         lines.append("- **Layers**: all of nsbox's isolation costs %s x the bare spawner child's "
                      "cold start and %s x its memory per warm sandbox; the dearest layers for "
                      "cold start: %s." % (
                          fmt(ratio(top["cold_pool_empty_ms"], base["cold_pool_empty_ms"]), 2),
                          fmt(ratio(top["marginal_density_mb"], base["marginal_density_mb"]), 2),
                          ", ".join("%s (%+.1f ms)" % (n, d) for d, n in steps[:3])))
+    tmpl = [r for r in layer_rows if r.get("factory") == "template"]
+    whole = [r for r in built if r["layer"] == 8]
+    if tmpl and whole:
+        t, e = tmpl[0], whole[0]
+        lines.append("- **Template factory**: the whole sandbox cloned from a template costs %s x "
+                     "the exec factory's cold start with the pool empty (%s against %s ms) and "
+                     "%s x its memory per warm sandbox (%s against %s MB)." % (
+                         fmt(ratio(t["cold_pool_empty_ms"], e["cold_pool_empty_ms"]), 2),
+                         fmt(t["cold_pool_empty_ms"]), fmt(e["cold_pool_empty_ms"]),
+                         fmt(ratio(t["marginal_density_mb"], e["marginal_density_mb"]), 2),
+                         fmt(t["marginal_density_mb"], 2), fmt(e["marginal_density_mb"], 2)))
     lines.append("- The paper measured Docker-isolated OpenLambda at 14.56 MB per function against "
                  "Clofly's 2.76 MB unisolated: 5.3x.")
     if figures:
@@ -888,12 +910,15 @@ def main(argv):
             except (RuntimeError, OSError, ValueError) as e:
                 say("%s: FAILED: %s" % (m, e))
                 skipped[m] = "failed: %s" % e
-        for layer in (layer_list if a.what in ("layers", "all") else []):
+        # The exec factory builds every layer; the template factory makes only whole
+        # sandboxes, its row last.
+        runs = [(x, "exec") for x in layer_list] + [(8, "template")] * (8 in layer_list)
+        for i, (layer, factory) in enumerate(runs if a.what in ("layers", "all") else []):
             try:
-                layer_rows.append(run_layer(layer, a, tools, a.port + 10 + layer))
+                layer_rows.append(run_layer(layer, a, tools, a.port + 10 + i, factory))
             except (RuntimeError, OSError, ValueError) as e:
-                say("layers %d: FAILED: %s" % (layer, e))
-                skipped["layers %d" % layer] = "failed: %s" % e
+                say("layers %d (%s): FAILED: %s" % (layer, factory, e))
+                skipped["layers %d %s" % (layer, factory)] = "failed: %s" % e
     finally:
         sampler.stop()
         docker.stop()
@@ -908,7 +933,7 @@ def main(argv):
             json.dump(layer_rows, f, indent=1)
         lt = layers_md(layer_rows)
         with open(os.path.join(a.out, "layers.csv"), "w") as f:
-            keys = ["layer", "name", "cold_pool_empty_ms", "cold_blank_ready_ms", "warm_p50_ms",
+            keys = ["layer", "factory", "name", "cold_pool_empty_ms", "cold_blank_ready_ms", "warm_p50_ms",
                     "warm_p99_ms", "marginal_density_mb"]
             f.write(csv_text(keys, [[r[k] for k in keys] for r in layer_rows]))
         tables = (tables + "\n" if tables else "") + lt

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """nsbox bench template: the template factory against the exec factory, in one run.
 
-    nsbox bench template [--sandboxes 1000] [--cold 50] [--burst 300] [--density 200,2000]
+    nsbox bench template [--sandboxes 1000] [--docker 100] [--cold 50] [--burst 300]
+                         [--density 200,2000]
                          [--phases creation,cold,burst,ftemplate,density] [--quick] [--out DIR]
 
 Each factory gets its own daemon (`[pool] factory = "template"` or `"exec"`, nothing else
@@ -9,7 +10,11 @@ changed), measured phase by phase, the two interleaved so a noisy machine slows 
 
   creation  blank sandboxes made per second: the pool is told (SIGHUP) to keep --sandboxes
             blanks and the time until /metrics counts them all is taken; memory in use with
-            them, over none, gives MB per ready (blank) sandbox.
+            them, over none, gives MB per ready (blank) sandbox. The same for --docker
+            blanks of a third daemon in the Docker comparison mode (a container per sandbox,
+            the same runner on the same rootfs; gateway/isolation.hpp): the baseline for
+            ready-sandbox memory. dockerd is started (no bridge, no iptables rules) and
+            stopped again when none runs; its own memory, there before, is not counted.
   cold      first request of a never-invoked function with no blank sandbox (blank = 0):
             median and p99 of --cold functions called one after another.
   burst     --burst never-invoked functions called at once by as many clients (loadgen):
@@ -62,6 +67,10 @@ class FactoryDaemon(lib.Daemon):
         # it has, and the cold phase needs none.
         self.factory, self.capacity, self.start_blank = factory, capacity, 0
         self.idle_ms, self.name = idle_ms, name or factory
+        # "docker": the comparison mode (gateway/isolation.hpp), the same runner and rootfs in
+        # a container per sandbox; the factory setting is then unused.
+        self.pool_extra = ('isolation = "docker"\nallow_comparison_isolation = true\n'
+                           if factory == "docker" else 'factory = "%s"\n' % factory)
         super().__init__(binary, work, "nsbox", port, None)
         self.label = self.tag = self.name
         self.start_blank = None
@@ -73,10 +82,9 @@ class FactoryDaemon(lib.Daemon):
             f.write('[server]\nlisten = "127.0.0.1:%d"\nstate_dir = "%s"\ntoken = "%s"\n'
                     "max_connections = 8192\nmax_sending_per_address = 4096\n"
                     "[pool]\nblank = %d\nmax_sandboxes = %d\nmemory_budget_mb = %d\n"
-                    "idle_timeout_ms = %d\nqueue_total = 100000\n"
-                    'factory = "%s"\n'
+                    "idle_timeout_ms = %d\nqueue_total = 100000\n%s"
                     % (self.port, os.path.join(self.work, "state-" + self.name), lib.TOKEN,
-                       blank, self.capacity + 64, 1 << 22, self.idle_ms, self.factory))
+                       blank, self.capacity + 64, 1 << 22, self.idle_ms, self.pool_extra))
 
     def metric(self, key):
         st, body = lib.http("GET", self.url + "/metrics", token=lib.TOKEN)
@@ -95,6 +103,7 @@ def mem_now():
 
 
 def creation(d, n):
+    time.sleep(2)
     base = mem_now()
     t = time.monotonic()
     d.reload(blank=n)
@@ -111,6 +120,23 @@ def creation(d, n):
     lib.say("%s: %d blanks in %.2f s: %.0f per second; %.2f MB per blank"
             % (d.label, n, secs, res["per_second"], res["blank_mb"]))
     return res
+
+
+def docker_creation(binary, work, port, n):
+    """Ready-sandbox memory of Docker's containers: creation() in the Docker comparison mode."""
+    docker = lib.Docker()
+    why = docker.ensure(True, work)
+    if why:
+        lib.say("docker: not measured: " + why)
+        return {"skipped": why}
+    try:
+        d = FactoryDaemon(binary, work, "docker", port, n)
+        try:
+            return creation(d, n)
+        finally:
+            d.stop()
+    finally:
+        docker.stop()
 
 
 def cold(d, names):
@@ -239,6 +265,8 @@ def bare_python(low, high):
 def main(argv):
     p = argparse.ArgumentParser(prog="nsbox bench template", description=__doc__.split("\n\n")[0])
     p.add_argument("--sandboxes", type=int, default=1000)
+    p.add_argument("--docker", type=int, default=100,
+                   help="Docker blanks for the ready-sandbox baseline (0: none)")
     p.add_argument("--cold", type=int, default=50)
     p.add_argument("--burst", type=int, default=300)
     p.add_argument("--density", default="200,2000")
@@ -254,7 +282,7 @@ def main(argv):
     if os.geteuid() != 0:
         p.error("runs daemons as root: sudo nsbox bench template")
     if a.quick:
-        a.sandboxes, a.cold, a.burst, a.density = 100, 10, 30, "20,100"
+        a.sandboxes, a.docker, a.cold, a.burst, a.density = 100, 10, 10, 30, "20,100"
     try:
         low, high = (int(x) for x in a.density.split(","))
     except ValueError:
@@ -287,6 +315,8 @@ def main(argv):
                 res["factories"][f]["creation"] = creation(d, a.sandboxes)
             finally:
                 d.stop()
+        if "creation" in phases and a.docker > 0:
+            res["docker"] = docker_creation(nsbox, work, a.port + 12, a.docker)
         if phases & {"cold", "burst", "density"}:
             for i, f in enumerate(factories):
                 d = FactoryDaemon(nsbox, work, f, a.port + i, capacity)
@@ -338,6 +368,17 @@ def main(argv):
         row("memory in use at the top (MB)", "density", "mem_in_use_mb"),
     ]
     table = lib.table_md(["", "template", "exec", "template / exec"], [r for r in rows if r])
+    if "docker" in res:
+        dk = res["docker"]
+        if "skipped" in dk:
+            table += "\nDocker ready sandboxes: not measured: %s.\n" % dk["skipped"]
+        else:
+            tb = t.get("creation", {}).get("blank_mb")
+            table += ("\nDocker, a container per sandbox running the same runner on the same "
+                      "rootfs, same run: %.2f MB per ready sandbox (%d, %.1f per second); "
+                      "template / docker %s.\n"
+                      % (dk["blank_mb"], dk["sandboxes"], dk["per_second"],
+                         lib.fmt(lib.ratio(tb, dk["blank_mb"]), 2)))
     if "bare_python" in res:
         table += ("\nBare idle `python3 -I -S`, same run: %.2f MB per process (%d -> %d).\n"
                   % (res["bare_python"]["mb"], low, res["bare_python"]["high"]))
