@@ -446,6 +446,22 @@ CgroupEvents CgroupLeaf::events() const {
   return e;
 }
 
+Status CgroupLeaf::remove_if_empty() {
+  Status first;
+  std::vector<std::string> left;
+  for (const auto& d : dirs_) {
+    if (fake_ || rmdir(d.c_str()) == 0 || errno == ENOENT) continue;
+    if (first) first = sys_error("rmdir", d);
+    left.push_back(d);
+  }
+  dirs_ = std::move(left);
+  if (dirs_.empty()) {
+    if (v2_dirfd_ >= 0) close(std::exchange(v2_dirfd_, -1));
+    freeze_dir_.clear();
+  }
+  return first;
+}
+
 Status CgroupLeaf::destroy() {
   if (v2_dirfd_ >= 0) close(std::exchange(v2_dirfd_, -1));
   Status first;

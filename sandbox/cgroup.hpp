@@ -112,6 +112,9 @@ class CgroupLeaf {
   // Kills what is left (thawing a frozen leaf first: a v1 frozen task
   // takes no SIGKILL until thawed), waits for the leaf to empty, removes it.
   Status destroy();
+  // Removes the leaf if nothing is in it: no kill, no wait. EBUSY when a
+  // process is there; what was not removed stays, for destroy().
+  Status remove_if_empty();
 
  private:
   Status make_freezer_v1(const CgroupLayout& layout, const std::string& id);

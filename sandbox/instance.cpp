@@ -53,8 +53,10 @@ Result<ForkedInstance> ForkedInstance::fork(const CgroupLayout& layout, const In
                                             ChannelFds* channel, UniqueFd* log) {
   ForkedInstance inst;
   inst.leaf_ = TRY(CgroupLeaf::create(layout, req.id, req.limits));
+  // Limited as the instance is: whatever is in it for the moment it lives.
+  CgroupLeaf join = TRY(CgroupLeaf::create(layout, req.id + "-join", req.limits));
   std::vector<UniqueFd> procs;
-  for (const std::string& dir : inst.leaf_.dirs()) {
+  for (const std::string& dir : join.dirs()) {
     procs.emplace_back(open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
     if (!procs.back().valid()) return sys_error("open", dir + "/cgroup.procs");
   }
@@ -83,12 +85,30 @@ Result<ForkedInstance> ForkedInstance::fork(const CgroupLayout& layout, const In
   answer_write.reset();
   procs.clear();
 
-  std::string answer = TRY(read_answer(answer_read.get(), req.timeout_ms));
-  if (answer.rfind("e:", 0) == 0)
-    return make_error("fork", "the function template could not fork: " + answer.substr(2));
-  if (answer != "k") return make_error("fork", "malformed answer from the function template");
+  // From here on, a failure kills the template before the join leaf (and
+  // the instance's leaf) are destroyed on the way out.
+  auto failed = [&](Error e) -> Error {
+    if (req.kill_template) req.kill_template();
+    return e;
+  };
+  auto answer = read_answer(answer_read.get(), req.timeout_ms);
+  if (!answer) return failed(std::move(answer).error());
+  if (answer.value().rfind("e:", 0) == 0)
+    return failed(make_error("fork", "the function template could not fork: " +
+                                         answer.value().substr(2)));
+  if (answer.value() != "k")
+    return failed(make_error("fork", "malformed answer from the function template"));
+  const std::vector<pid_t> joined = join.procs();
+  if (joined.size() != 1)
+    return failed(make_error("fork", std::to_string(joined.size()) +
+                                         " processes joined the instance's leaf, not one"));
+  if (Status s = inst.leaf_.attach(joined[0]); !s)
+    return failed(Error(s.error().err, "fork", "moving the instance to its leaf",
+                        s.error().message()));
+  if (Status s = join.remove_if_empty(); !s)
+    return failed(Error(s.error().err, "fork", "removing the join leaf", s.error().message()));
   if (inst.leaf_.procs().empty())
-    return make_error("fork", "the instance did not join its cgroup leaf");
+    return failed(make_error("fork", "the instance left its cgroup leaf"));
   *channel = std::move(ch.host);
   *log = std::move(log_read);
   return inst;

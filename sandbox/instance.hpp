@@ -13,16 +13,27 @@
 // Nothing flows from the template to the spawner but bytes on a pipe. The
 // fork socket is one-way (shut for reading on our side before the template
 // exists, so no fd can ever be queued to us: closing the last reference to
-// a file can block its closer, e.g. a lingering TCP socket). The instance
-// joins its leaf itself, by writing 0 to the leaf's cgroup.procs files that
-// we opened (the open file carries our credentials and cgroup namespace),
-// so we never look a pid up, and nothing outside the template's PID
-// namespace can be moved or killed through a leaf: a pid written there is
-// resolved in the writer's namespace.
+// a file can block its closer, e.g. a lingering TCP socket).
+//
+// Getting the instance into its leaf: it writes 0 to cgroup.procs files we
+// opened (a write is checked against the opener's credentials and cgroup
+// namespace, and a pid written is resolved in the writer's PID namespace,
+// so nothing outside the template's can be moved). We never look a pid up
+// on its word. But the template may keep those files, and a process moved
+// through them is not held to the destination's pids.max (only fork is),
+// nor does its memory charge move with it: kept files would let the
+// function fork past every pids limit and leave memory charged to leaves
+// already destroyed. So the files it gets are a join leaf's, which lives
+// for this fork only: the instance joins it, we move that one process on
+// to its own leaf and remove the join leaf, after which every write to the
+// kept files fails (ENODEV). A join leaf holding anything else, or
+// refilling, is the template's doing: it is killed (its PID namespace, so
+// everything that could write there dies) before the leaf goes.
 #pragma once
 
 #include <sys/types.h>
 
+#include <functional>
 #include <string>
 
 #include "base/fd.hpp"
@@ -41,6 +52,11 @@ struct InstanceRequest {
   // sandbox waits with it), so it waits this long at most. Past it:
   // ETIMEDOUT, and the pool gives up on the template.
   int timeout_ms = 500;
+  // Kills the template's PID 1, and so its whole PID namespace. Called on
+  // every failure after the request was sent: the pool drops a template
+  // that failed to fork anyway, and only this guarantees that nothing is
+  // left to write into the join leaf when it is removed.
+  std::function<void()> kill_template;
 };
 
 class ForkedInstance {

@@ -389,6 +389,8 @@ Setup wait_for_setup(int sock) {
         ir.id = prefix + "i" + tag_hex;
         ir.limits = profiles[req.profile].spec.limits;
         if (req.value) ir.limits.memory_bytes = req.value;
+        Sandbox& tmpl = sb->second;
+        ir.kill_template = [&tmpl] { tmpl.kill(); };
         const uint64_t t0 = monotonic_ns();
         auto inst = ForkedInstance::fork(layout, ir, &channel, &log_read);
         if (!inst) {

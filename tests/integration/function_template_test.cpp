@@ -183,7 +183,7 @@ TEST_CASE("serve: a function template that dies costs no request and is made aga
   CHECK(d.metric("nsbox_pool_function_templates") == 1);
 }
 
-TEST_CASE("serve: a function template cannot send anything back to the daemon") {
+TEST_CASE("serve: a function template cannot send anything back to the daemon, nor keep its leaves") {
   StateDir sd("fn-template-attack");
   Daemon d(sd.path);
   REQUIRE(d.start());
@@ -196,9 +196,19 @@ TEST_CASE("serve: a function template cannot send anything back to the daemon") 
   CHECK(r["fork_fd"] == "socket");
   CHECK(r["message"] == "Broken pipe");
   CHECK(r["fd"] == "Broken pipe");
+  // It kept the cgroup.procs files its fork requests lent it (every
+  // instance's join leaf): each write fails, as the leaf is gone, and the
+  // instance stays in its own leaf. Were the files live, a write would
+  // move the writer past its leaf's pids.max and away from its memory.
+  REQUIRE(r["kept_writes"].is_array());
+  CHECK(r["kept_writes"].size() >= 1);
+  for (const auto& w : r["kept_writes"]) CHECK(w == "No such device");
+  CHECK(r["cgroup_changed"] == false);
   // Its template still forks, and the daemon still serves everyone.
   json again = invoke(d, "talk", in_sandbox({}), &status);
   CHECK(status == 200);
+  for (const auto& w : again["kept_writes"]) CHECK(w == "No such device");
+  CHECK(again["cgroup_changed"] == false);
   REQUIRE(deploy_probe(d, "echo", "echo.py")->status == 201);
   invoke(d, "echo", {{"n", 1}}, &status);
   CHECK(status == 200);

@@ -1,15 +1,34 @@
-"""A function template's module body that tries to talk back to the daemon (deploy with
-template=1): at import it sends a message and then an fd over the fork socket (fd 6), which
-must both fail (the daemon's side is shut for reading); it also reports what fd 6 is.
+"""A function template's module body that tries to talk back to the daemon and to keep
+what the daemon lends it (deploy with template=1):
 
-The handler returns what the import saw. Refuses to act outside a sandbox: the import sends
-nothing unless the hostname is "nsbox" (what nsbox names every sandbox), and the handler
-answers "refused" when the hostname is the host's (event["host_hostname"]).
+- at import it sends a message and then an fd over the fork socket (fd 6), which must both
+  fail (the daemon's side is shut for reading); it also reports what fd 6 is;
+- it replaces os.close so that the template and its instances keep every regular file the
+  fork requests hand them (the cgroup.procs files an instance joins its leaf through); the
+  handler then writes "0" to each kept file, which would move the instance into that leaf
+  were the file still live, and reports each errno and whether /proc/self/cgroup changed.
+
+The handler returns what the import saw and what the writes did. Refuses to act outside a
+sandbox: the import does nothing unless the hostname is "nsbox" (what nsbox names every
+sandbox), and the handler answers "refused" when the hostname is the host's
+(event["host_hostname"]). It writes only "0" (itself), to at most 64 files.
 """
 import os
 import socket
+import stat
 
 SEEN = {}
+KEPT = []
+
+
+def _keep_regular_files(fd, _close=os.close):
+    try:
+        if stat.S_ISREG(os.fstat(fd).st_mode) and len(KEPT) < 64:
+            KEPT.append(fd)
+            return
+    except OSError:
+        pass
+    _close(fd)
 
 
 if socket.gethostname() == "nsbox":
@@ -26,9 +45,23 @@ if socket.gethostname() == "nsbox":
         s.detach()  # the runner's fork server needs fd 6
     except OSError as e:
         SEEN["fork_fd"] = e.strerror
+    os.close = _keep_regular_files
+
+
+def _cgroup():
+    with open("/proc/self/cgroup") as f:
+        return f.read()
 
 
 def handler(event, context):
     if socket.gethostname() == event.get("host_hostname"):
         return {"refused": "not inside a sandbox"}
-    return dict(SEEN, pid=os.getpid())
+    before = _cgroup()
+    writes = []
+    for fd in KEPT:
+        try:
+            os.write(fd, b"0")
+            writes.append("moved")
+        except OSError as e:
+            writes.append(e.strerror)
+    return dict(SEEN, pid=os.getpid(), kept_writes=writes, cgroup_changed=_cgroup() != before)
