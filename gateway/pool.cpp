@@ -211,16 +211,29 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         lock.unlock();
         std::unique_ptr<Worker> w;
         bool hung = false;  // the template did not answer in time
+        bool slow = false;  // it did, but slowly
         if (tmpl) {
+          const auto t0 = Clock::now();
           auto forked = spawner_.fork_instance(tmpl, profile, memory);
           hung = !forked && forked.error().err == ETIMEDOUT;
+          slow = Clock::now() - t0 > std::chrono::milliseconds(PoolCore::kSlowForkMs);
           w = worker(std::move(forked), profile, memory);
           if (w) w->template_id = tmpl;
         }
         lock.lock();
+        if (w && !core_.template_usable(name, tmpl)) {
+          // Its deploy was revoked, or the template dropped, while we forked:
+          // the instance may run code no longer deployed, or die with it. It
+          // goes, and the request steps again (Stale, or the ordinary way).
+          std::unique_ptr<Worker> doomed = core_.spawned(name, deploy, std::move(w));
+          wake_locked(core_.release(std::move(doomed), false, Clock::now(), running_));
+          tmpl = 0;
+          continue;
+        }
         if (w) {
           Lease lease{Status::Ok, core_.spawned(name, deploy, std::move(w)), false, {}};
           lease.forked = true;
+          if (slow) wake_locked(core_.template_slow(name, tmpl));
           return lease;
         }
         // A template that cannot fork is dead or broken: it goes, and this

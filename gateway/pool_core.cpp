@@ -54,8 +54,8 @@ std::string PoolCore::invariant_violation() const {
       template_memory += fn.tmpl->memory_bytes;
       if (fn.tmpl->function != name) return name + ": a template of another function";
       if (fn.making_template) return name + ": a template kept while another is made";
-      if (fn.tmpl->deploy < fn.floor && fn.tmpl_busy == 0)
-        return name + ": a revoked deploy's template outlived its last lease";
+      if (fn.tmpl_retiring() && fn.tmpl_busy == 0)
+        return name + ": a retired or revoked template outlived its last lease";
       if (fn.tmpl_busy < 0 || fn.tmpl_busy > fn.busy)
         return name + ": its template's leased instances miscounted";
     }
@@ -410,7 +410,8 @@ PoolCore::TemplatePlan PoolCore::template_step(const std::string& name, uint64_t
   if (deploy < fn.floor) return plan;
   if (fn.tmpl) {
     Worker& t = *fn.tmpl;
-    if (t.deploy == deploy && t.profile == profile && t.memory_bytes == memory) {
+    if (!fn.tmpl_retired && t.deploy == deploy && t.profile == profile &&
+        t.memory_bytes == memory) {
       fn.tmpl_used = now;
       plan.kind = TemplatePlan::Use;
       plan.id = t.id;
@@ -420,7 +421,11 @@ PoolCore::TemplatePlan PoolCore::template_step(const std::string& name, uint64_t
     if (t.deploy > deploy || fn.tmpl_busy > 0) return plan;
     forget_template(fn, plan.wakes);
   }
-  if (fn.making_template || fn.template_failed == deploy || !fits(memory)) {
+  // Room for the template and the instance this request forks: a template
+  // in the last slot would leave its own function nowhere to run.
+  const bool room_for_two = total_ + 2 <= limits_.max_sandboxes &&
+                            memory_ + 2 * memory <= limits_.memory_budget_bytes;
+  if (fn.making_template || fn.template_failed == deploy || !room_for_two) {
     check();
     return plan;
   }
@@ -462,6 +467,8 @@ Wakes PoolCore::template_made(const std::string& name, uint64_t deploy, uint64_t
       templates_memory_ += w->memory_bytes;
       fn.tmpl_used = w->last_used;
       fn.tmpl_forks = 0;
+      fn.tmpl_slow = 0;
+      fn.tmpl_retired = false;
       fn.tmpl = std::move(w);
     }
   }
@@ -485,10 +492,25 @@ Wakes PoolCore::template_gone(const std::string& name, uint64_t id, bool hung) {
   return wakes;
 }
 
+Wakes PoolCore::template_slow(const std::string& name, uint64_t id) {
+  Wakes wakes;
+  auto it = functions_.find(name);
+  if (it == functions_.end()) return wakes;
+  FunctionState& fn = it->second;
+  if (fn.tmpl && fn.tmpl->id == id && ++fn.tmpl_slow >= 3 && !fn.tmpl_retired) {
+    fn.tmpl_retired = true;
+    fn.template_failed = fn.tmpl->deploy;
+    if (fn.tmpl_busy == 0) forget_template(fn, wakes);
+  }
+  prune(it);
+  check();
+  return wakes;
+}
+
 bool PoolCore::template_usable(const std::string& name, uint64_t id) const {
   auto it = functions_.find(name);
   return it != functions_.end() && it->second.tmpl && it->second.tmpl->id == id &&
-         it->second.tmpl->deploy >= it->second.floor;
+         !it->second.tmpl_retiring();
 }
 
 // ------------------------------------------------------------ giving back ---
@@ -508,8 +530,8 @@ Wakes PoolCore::release(std::unique_ptr<Worker> w, bool reusable, Clock::time_po
   FunctionState& fn = it->second;
   fn.busy--;
   if (fn.tmpl && w->template_id == fn.tmpl->id) fn.tmpl_busy--;
-  // A revoked deploy's template waited for its last leased instance.
-  if (fn.tmpl && fn.tmpl->deploy < fn.floor && fn.tmpl_busy == 0) forget_template(fn, wakes);
+  // A revoked deploy's or a retired template waited for its last leased instance.
+  if (fn.tmpl_retiring() && fn.tmpl_busy == 0) forget_template(fn, wakes);
   // An instance whose template has gone died with it.
   const bool orphan = w->template_id != 0 && (!fn.tmpl || fn.tmpl->id != w->template_id);
   if (!reusable || !running || w->deploy < fn.floor || orphan) {
@@ -551,7 +573,7 @@ Wakes PoolCore::revoke(const std::string& name, uint64_t deploy, bool deleted) {
     w = fn.idle.erase(w);
     forget(std::move(doomed), wakes);
   }
-  if (fn.tmpl && fn.tmpl->deploy < fn.floor && fn.tmpl_busy == 0) forget_template(fn, wakes);
+  if (fn.tmpl_retiring() && fn.tmpl_busy == 0) forget_template(fn, wakes);
   // Waiters planned for an older deploy learn it now (Stale), instead of
   // holding their queue places until the deadline.
   if (fn.waiting > 0) wakes.all.push_back(name);

@@ -168,8 +168,13 @@ class PoolCore {
   // the spawner), or the third to die for that deploy, is not made again
   // for it.
   Wakes template_gone(const std::string& name, uint64_t id, bool hung = false);
+  // A fork from template id worked but took over kSlowForkMs: each such
+  // fork stalls the spawner, which every function shares. The third retires
+  // it for its deploy (no more forks; it goes with its last leased instance).
+  static constexpr int kSlowForkMs = 100;
+  Wakes template_slow(const std::string& name, uint64_t id);
   // Whether template id is still the one to fork from (another request may
-  // have seen it die since this one planned to).
+  // have seen it die, or its deploy revoked, since this one planned to).
   bool template_usable(const std::string& name, uint64_t id) const;
 
   // ---- a blank for a one-off job (the deploy-time syntax check) --------
@@ -253,9 +258,14 @@ class PoolCore {
     bool making_template = false;
     uint64_t tmpl_forks = 0;       // instances it made
     int tmpl_busy = 0;             // of them, leased now
+    int tmpl_slow = 0;             // forks that took over kSlowForkMs
+    bool tmpl_retired = false;     // no more forks; goes with its last leased instance
     int template_deaths = 0;       // templates of the current deploy that died
     uint64_t template_failed = 0;  // the deploy whose template would not load or fork
     int held() const { return busy + static_cast<int>(idle.size()); }
+    // A template that forks no more (a revoked deploy's, or retired) and
+    // goes once none of its instances is leased.
+    bool tmpl_retiring() const { return tmpl && (tmpl->deploy < floor || tmpl_retired); }
     bool has_template() const { return tmpl != nullptr || making_template; }
     // Nothing refers to it and it remembers nothing a later request needs:
     // a floor or a template's failures matter only while the function exists.

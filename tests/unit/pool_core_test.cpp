@@ -798,3 +798,62 @@ TEST_CASE("pool core: a template that dies is made again, one that hangs is not"
     holds(core);
   }
 }
+
+TEST_CASE("pool core: a template is made only with room for it and the instance it forks") {
+  // max_sandboxes = 2 with another function's sandbox leased: a template in
+  // the last slot would leave this request nowhere to run.
+  PoolCore core(limits(2), {kMem});
+  REQUIRE(core.admit("other"));
+  REQUIRE(core.acquire_step("other", 9, 0, kMem, false, true).kind == PoolCore::Step::Spawn);
+  auto other = core.spawned("other", 9, made(1));
+  core.unadmit("other");
+  TemplatedRequest a(core, "f", 1);
+  a.run(10, 11);
+  CHECK(a.plan.kind == PoolCore::TemplatePlan::None);
+  CHECK(a.kind == PoolCore::Step::Spawn);  // the ordinary way, in the last slot
+  CHECK(core.stats().templates == 0);
+  core.release(std::move(a.lease), false, kT0, true);
+  core.release(std::move(other), false, kT0, true);
+  holds(core);
+  // With the room (an empty pool of two), it is made and forked from.
+  PoolCore empty(limits(2), {kMem});
+  TemplatedRequest b(empty, "f", 1);
+  b.run(20, 21);
+  CHECK(b.plan.kind == PoolCore::TemplatePlan::Use);
+  REQUIRE(b.kind == PoolCore::Step::Spawn);
+  CHECK(empty.stats().templates == 1);
+  empty.release(std::move(b.lease), false, kT0, true);
+  holds(empty);
+}
+
+TEST_CASE("pool core: the third slow fork retires a template; it goes with its last instance") {
+  PoolCore core(limits(8), {kMem});
+  TemplatedRequest a(core, "f", 1);
+  a.run(10, 11);
+  REQUIRE(a.plan.kind == PoolCore::TemplatePlan::Use);
+  REQUIRE(a.kind == PoolCore::Step::Spawn);
+  core.template_slow("f", 10);
+  core.template_slow("f", 10);
+  CHECK(core.template_usable("f", 10));
+  core.template_slow("f", 10);  // the third
+  holds(core);
+  // No more forks, but its leased instance lives on (it dies with it).
+  CHECK_FALSE(core.template_usable("f", 10));
+  CHECK(core.stats().templates == 1);
+  REQUIRE(core.admit("f"));
+  CHECK(core.template_step("f", 1, 0, kMem, kT0).kind == PoolCore::TemplatePlan::None);
+  core.unadmit("f");
+  core.release(std::move(a.lease), true, kT0, true);
+  holds(core);
+  CHECK(core.stats().templates == 0);
+  // Not made again for that deploy; a new deploy may have one.
+  REQUIRE(core.admit("f"));
+  CHECK(core.template_step("f", 1, 0, kMem, kT0).kind == PoolCore::TemplatePlan::None);
+  core.unadmit("f");
+  core.revoke("f", 2, false);
+  REQUIRE(core.admit("f"));
+  CHECK(core.template_step("f", 2, 0, kMem, kT0).kind == PoolCore::TemplatePlan::Make);
+  core.template_made("f", 2, kMem, made(30), true);
+  core.unadmit("f");
+  holds(core);
+}
