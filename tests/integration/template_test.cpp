@@ -3,6 +3,7 @@
 // writable with each other or with the template; a template that dies is
 // replaced and costs no request.
 #include <dirent.h>
+#include <sys/stat.h>
 #include <doctest/doctest.h>
 #include <signal.h>
 #include <unistd.h>
@@ -29,13 +30,22 @@ using nsbox::test::StateDir;
 
 namespace {
 
-// The spawner's template: its child named nsbox-template that runs as root
-// (the sandboxes it cloned are the spawner's children too, under their
-// slots' uids). 0 when there is none. From a scan of /proc: a children file
-// may miss entries while other children come and go (proc(5)).
+// The spawner's template: its child named nsbox-template in the host's user
+// namespace (the sandboxes it clones are the spawner's children too, with
+// its name until they exec, but each in a user namespace of its own from
+// birth), with real uid 0 (its effective uid is a slot's while it clones,
+// which a scan may catch). 0 when there is none. From a scan of /proc: a
+// children file may miss entries while other children come and go (proc(5)).
+ino_t user_ns(pid_t pid) {
+  struct stat st {};
+  if (stat(("/proc/" + std::to_string(pid) + "/ns/user").c_str(), &st) != 0) return 0;
+  return st.st_ino;
+}
+
 pid_t template_of(pid_t spawner) {
   DIR* proc = opendir("/proc");
   if (!proc) return 0;
+  const ino_t host_ns = user_ns(getpid());
   pid_t found = 0;
   while (struct dirent* e = readdir(proc)) {
     pid_t pid = static_cast<pid_t>(atoi(e->d_name));
@@ -45,8 +55,8 @@ pid_t template_of(pid_t spawner) {
     comm >> name;
     if (name != "nsbox-template") continue;
     if (atoi(proc_status(pid, "PPid").c_str()) != spawner) continue;
-    std::string uid = proc_status(pid, "Uid");
-    if (uid.find_first_not_of("\t 0") == std::string::npos) found = pid;
+    if (user_ns(pid) != host_ns) continue;
+    if (atol(proc_status(pid, "Uid").c_str()) == 0) found = pid;  // the real uid
   }
   closedir(proc);
   return found;
