@@ -423,8 +423,8 @@ PoolCore::TemplatePlan PoolCore::template_step(const std::string& name, uint64_t
   }
   // Room for the template and the instance this request forks: a template
   // in the last slot would leave its own function nowhere to run.
-  const bool room_for_two = total_ + 2 <= limits_.max_sandboxes &&
-                            memory_ + 2 * memory <= limits_.memory_budget_bytes;
+  const bool room_for_two =
+      total_ + 2 <= limits_.max_sandboxes && memory_ + 2 * memory <= limits_.memory_budget_bytes;
   if (fn.making_template || fn.template_failed == deploy || !room_for_two) {
     check();
     return plan;

@@ -94,17 +94,17 @@ Result<ForkedInstance> ForkedInstance::fork(const CgroupLayout& layout, const In
   auto answer = read_answer(answer_read.get(), req.timeout_ms);
   if (!answer) return failed(std::move(answer).error());
   if (answer.value().rfind("e:", 0) == 0)
-    return failed(make_error("fork", "the function template could not fork: " +
-                                         answer.value().substr(2)));
+    return failed(
+        make_error("fork", "the function template could not fork: " + answer.value().substr(2)));
   if (answer.value() != "k")
     return failed(make_error("fork", "malformed answer from the function template"));
   const std::vector<pid_t> joined = join.procs();
   if (joined.size() != 1)
-    return failed(make_error("fork", std::to_string(joined.size()) +
-                                         " processes joined the instance's leaf, not one"));
+    return failed(make_error(
+        "fork", std::to_string(joined.size()) + " processes joined the instance's leaf, not one"));
   if (Status s = inst.leaf_.attach(joined[0]); !s)
-    return failed(Error(s.error().err, "fork", "moving the instance to its leaf",
-                        s.error().message()));
+    return failed(
+        Error(s.error().err, "fork", "moving the instance to its leaf", s.error().message()));
   if (Status s = join.remove_if_empty(); !s)
     return failed(Error(s.error().err, "fork", "removing the join leaf", s.error().message()));
   if (inst.leaf_.procs().empty())

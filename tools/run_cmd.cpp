@@ -383,7 +383,8 @@ int cmd_run(const std::vector<std::string>& args) {
       return ended(kExitTimeout, why + " at its memory limit of " +
                                      format_limit_bytes(policy.limits.memory_bytes) +
                                      ", where it was likely thrashing: the kernel reclaimed its "
-                                     "pages " + std::to_string(ev.memory_max) +
+                                     "pages " +
+                                     std::to_string(ev.memory_max) +
                                      " times rather than kill it (raise it with --memory)");
     return ended(kExitTimeout, why + " (raise it with --timeout)");
   };

@@ -20,8 +20,8 @@
 using nlohmann::json;
 using nsbox::test::Daemon;
 using nsbox::test::deploy_probe;
-using nsbox::test::invoke;
 using nsbox::test::in_sandbox;
+using nsbox::test::invoke;
 using nsbox::test::proc_status;
 using nsbox::test::StateDir;
 
@@ -87,7 +87,9 @@ TEST_CASE("serve: a function deployed with template=1 is imported once; instance
     // While they run: every runner of the template is a sandbox process
     // (no host root), and each instance is in a cgroup of its own (once it
     // has joined it: a child just forked is still in the template's).
-    auto cgroup_of = [](pid_t pid) { return read_text("/proc/" + std::to_string(pid) + "/cgroup"); };
+    auto cgroup_of = [](pid_t pid) {
+      return read_text("/proc/" + std::to_string(pid) + "/cgroup");
+    };
     TemplateProcs p;
     std::set<std::string> cgroups;
     REQUIRE(nsbox::test::wait_until(
@@ -191,7 +193,8 @@ TEST_CASE("serve: a function template that dies costs no request and is made aga
   CHECK(d.metric("nsbox_pool_function_templates") == 1);
 }
 
-TEST_CASE("serve: a function template cannot send anything back to the daemon, nor keep its leaves") {
+TEST_CASE(
+    "serve: a function template cannot send anything back to the daemon, nor keep its leaves") {
   StateDir sd("fn-template-attack");
   Daemon d(sd.path);
   REQUIRE(d.start());

@@ -3,9 +3,9 @@
 // writable with each other or with the template; a template that dies is
 // replaced and costs no request.
 #include <dirent.h>
-#include <sys/stat.h>
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -22,10 +22,10 @@
 using nlohmann::json;
 using nsbox::test::Daemon;
 using nsbox::test::deploy_probe;
-using nsbox::test::invoke;
-using nsbox::test::spawner_of;
 using nsbox::test::in_sandbox;
+using nsbox::test::invoke;
 using nsbox::test::proc_status;
+using nsbox::test::spawner_of;
 using nsbox::test::StateDir;
 
 namespace {
