@@ -59,6 +59,8 @@ std::string MountOp::describe() const {
       return "move_mount " + src + " on " + dst;
     case RemountRo:
       return "read-only remount of " + dst;
+    case Remount:
+      return "remount of " + dst;
     case Mkdir:
       return "mkdir " + dst;
     case Touch:
@@ -84,35 +86,42 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
                  unsigned long flags = 0) {
     p.ops.push_back(MountOp{k, std::move(src), std::move(dst), std::move(data), flags});
   };
-  // The staging tmpfs holds the overlay's upper and work dirs: the per-sandbox
-  // writable layer, size-limited, gone with the mount namespace.
+  // One tmpfs, the stage, is every byte a sandbox can write: the overlay's
+  // upper and work dirs, /tmp, /dev/shm, and the directories that hold /dev
+  // and a code file's mount point are its subdirectories, bind-mounted into
+  // place. A superblock per mount would cost more than its own memory: the
+  // kernel gives every memory cgroup a slot for each superblock's shrinker
+  // (1 KiB per 64 of them, however many exist at once), so memory per
+  // sandbox would grow with the number of sandboxes (docs/architecture.md).
   add(MountOp::Tmpfs, "", p.stage, tmpfs_size + ",mode=0755", MS_NOSUID | MS_NODEV);
+  auto mkdir_mode = [&](const std::string& dst, mode_t mode) {
+    add(MountOp::Mkdir, "", dst);
+    p.ops.back().mode = mode;
+  };
   add(MountOp::Mkdir, "", p.stage + "/upper");
   add(MountOp::Mkdir, "", p.stage + "/work");
   add(MountOp::Mkdir, "", r);
-  add(MountOp::Overlay, "", r,
-      "lowerdir=" + src.rootfs + ",upperdir=" + p.stage + "/upper,workdir=" + p.stage + "/work",
-      MS_NOSUID | MS_NODEV);
-  add(MountOp::Tmpfs, "", r + "/tmp", tmpfs_size + ",mode=1777", MS_NOSUID | MS_NODEV);
+  mkdir_mode(p.stage + "/tmp", 01777);
+  mkdir_mode(p.stage + "/shm", 01777);
+  // Bound read-only over the /proc directories Docker masks.
+  mkdir_mode(p.stage + "/empty", 0555);
 
   // Minimal /dev: device nodes cannot be created in a user namespace, so the
   // host's harmless ones are bind-mounted onto empty files.
-  add(MountOp::Tmpfs, "", r + "/dev", "size=65536,mode=0755", MS_NOSUID | MS_NOEXEC);
-  for (const char* dev : {"null", "zero", "full", "random", "urandom"}) {
-    add(MountOp::Touch, "", r + "/dev/" + dev);
-    add(MountOp::Bind, std::string("/dev/") + dev, r + "/dev/" + dev);
+  const std::string dev = p.stage + "/dev";
+  add(MountOp::Mkdir, "", dev);
+  for (const char* d : {"null", "zero", "full", "random", "urandom"}) {
+    add(MountOp::Touch, "", dev + "/" + d);
+    add(MountOp::Bind, std::string("/dev/") + d, dev + "/" + d);
   }
-  add(MountOp::Mkdir, "", r + "/dev/shm");
-  add(MountOp::Tmpfs, "", r + "/dev/shm", tmpfs_size + ",mode=1777",
-      MS_NOSUID | MS_NODEV | MS_NOEXEC);
-  add(MountOp::Symlink, "/proc/self/fd", r + "/dev/fd");
-  add(MountOp::Symlink, "/proc/self/fd/0", r + "/dev/stdin");
-  add(MountOp::Symlink, "/proc/self/fd/1", r + "/dev/stdout");
-  add(MountOp::Symlink, "/proc/self/fd/2", r + "/dev/stderr");
-  add(MountOp::RemountRo, "", r + "/dev");
+  add(MountOp::Mkdir, "", dev + "/shm");
+  add(MountOp::Symlink, "/proc/self/fd", dev + "/fd");
+  add(MountOp::Symlink, "/proc/self/fd/0", dev + "/stdin");
+  add(MountOp::Symlink, "/proc/self/fd/1", dev + "/stdout");
+  add(MountOp::Symlink, "/proc/self/fd/2", dev + "/stderr");
 
-  // Function code, read-only at a fixed path. A single file gets a tiny
-  // tmpfs to hold its mount point, so siblings of the file stay invisible.
+  // Function code, read-only at a fixed path. A single file is bound onto an
+  // empty file in a directory of its own, so its host siblings stay invisible.
   const std::string code = r + spec.code_mount;
   auto attach_code = [&](const std::string& dst) {
     if (src.code_tree_fd >= 0) {
@@ -124,14 +133,29 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
     }
     add(MountOp::RemountRo, "", dst);
   };
+  const bool code_file = !(src.code.empty() && src.code_tree_fd < 0) && !src.code_is_dir;
+  if (code_file) {
+    add(MountOp::Mkdir, "", p.stage + "/code");
+    add(MountOp::Touch, "", p.stage + "/code/" + src.code_name);
+    attach_code(p.stage + "/code/" + src.code_name);
+  }
+
+  add(MountOp::Overlay, "", r,
+      "lowerdir=" + src.rootfs + ",upperdir=" + p.stage + "/upper,workdir=" + p.stage + "/work",
+      MS_NOSUID | MS_NODEV);
+  // Binds keep the stage's nosuid,nodev; the remounts add the rest.
+  add(MountOp::Bind, p.stage + "/tmp", r + "/tmp");
+  add(MountOp::Bind, dev, r + "/dev");  // recursive: the device binds come along
+  add(MountOp::Bind, p.stage + "/shm", r + "/dev/shm");
+  add(MountOp::Remount, "", r + "/dev/shm", {}, MS_NOEXEC);
+  add(MountOp::RemountRo, "", r + "/dev", {}, MS_NOEXEC);
+
   if (src.code.empty() && src.code_tree_fd < 0) {
     // A blank pool sandbox: its code arrives later over the request channel.
   } else if (src.code_is_dir) {
     attach_code(code);
   } else {
-    add(MountOp::Tmpfs, "", code, "size=65536,mode=0755", MS_NOSUID | MS_NODEV);
-    add(MountOp::Touch, "", code + "/" + src.code_name);
-    attach_code(code + "/" + src.code_name);
+    add(MountOp::Bind, p.stage + "/code", code);
     add(MountOp::RemountRo, "", code);
   }
 
@@ -155,9 +179,10 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
     p.ops.back().optional = true;
   };
   for (const char* f : kProcMaskedFiles) optional(MountOp::Bind, "/dev/null", proc + "/" + f);
-  for (const char* d : kProcMaskedDirs)
-    optional(MountOp::Tmpfs, "", proc + "/" + d, "size=4096,mode=0555",
-             MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  for (const char* d : kProcMaskedDirs) {
+    optional(MountOp::Bind, p.stage + "/empty", proc + "/" + d);
+    optional(MountOp::RemountRo, "", proc + "/" + d, {}, MS_NOEXEC);
+  }
   for (const char* e : kProcReadOnly) {
     optional(MountOp::Bind, proc + "/" + e, proc + "/" + e);
     optional(MountOp::RemountRo, "", proc + "/" + e);
@@ -165,9 +190,13 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
   return p;
 }
 
-int child_remount_ro(const char* path) {
-  unsigned long flags = MS_REMOUNT | MS_BIND | MS_RDONLY | locked_flags(path);
+int child_remount(const char* path, unsigned long flags) {
+  flags |= MS_REMOUNT | MS_BIND | locked_flags(path);
   return mount(nullptr, path, nullptr, flags, nullptr) == 0 ? 0 : errno;
+}
+
+int child_remount_ro(const char* path) {
+  return child_remount(path, MS_RDONLY);
 }
 
 int child_run_mounts(const MountPlan& plan, const MountOp** failed) {
@@ -193,13 +222,17 @@ int child_run_mounts(const MountPlan& plan, const MountOp** failed) {
             syscall(SYS_move_mount, op.tree_fd, "", AT_FDCWD, dst, MOVE_MOUNT_F_EMPTY_PATH));
         break;
       case MountOp::RemountRo:
-        if (int err = child_remount_ro(dst)) {
+      case MountOp::Remount:
+        if (int err =
+                child_remount(dst, op.flags | (op.kind == MountOp::RemountRo ? MS_RDONLY : 0))) {
           if (op.optional && err == ENOENT) continue;
           return err;
         }
         break;
       case MountOp::Mkdir:
-        rc = mkdir(dst, 0755);
+        // chmod too: the umask would strip bits such as /tmp's 1777.
+        rc = mkdir(dst, op.mode);
+        if (rc == 0 && op.mode != 0755) rc = chmod(dst, op.mode);
         break;
       case MountOp::Touch: {
         int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);

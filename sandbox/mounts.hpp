@@ -3,6 +3,8 @@
 // child only executes the list, then pivots.
 #pragma once
 
+#include <sys/types.h>
+
 #include <string>
 #include <vector>
 
@@ -11,14 +13,15 @@
 namespace nsbox {
 
 struct MountOp {
-  enum Kind { Tmpfs, Overlay, Proc, Bind, AttachTree, RemountRo, Mkdir, Touch, Symlink };
+  enum Kind { Tmpfs, Overlay, Proc, Bind, AttachTree, RemountRo, Remount, Mkdir, Touch, Symlink };
   Kind kind;
   std::string src;               // Bind: host source; Symlink: link target
   std::string dst;               // absolute path in the parent's view (under stage/root)
   std::string data;              // fs options, e.g. "size=67108864,mode=1777"
-  unsigned long flags = 0;       // MS_* for Tmpfs/Overlay/Proc/RemountRo
+  unsigned long flags = 0;       // MS_* for Tmpfs/Overlay/Proc; added by Remount(Ro)
   int tree_fd = -1;              // AttachTree: a detached mount from open_tree()
   bool optional = false;         // dst missing (ENOENT) is not an error: skipped
+  mode_t mode = 0755;            // Mkdir
   std::string describe() const;  // "mount tmpfs on /run/nsbox/root/tmp"
 };
 
@@ -46,7 +49,7 @@ MountSources sources_from_spec(const SandboxSpec& spec);
 
 // /proc entries masked as Docker masks them (moby oci/defaults.go, plus
 // /proc/interrupts): files get /dev/null bound over them, directories an
-// empty read-only tmpfs. Then the entries made read-only. Each only where
+// empty read-only directory. Then the entries made read-only. Each only where
 // the kernel has it.
 extern const char* const kProcMaskedFiles[7];
 extern const char* const kProcMaskedDirs[3];
@@ -62,7 +65,9 @@ inline MountPlan plan_mounts(const SandboxSpec& spec) {
 int child_run_mounts(const MountPlan& plan, const MountOp** failed);
 // pivot_root(".", ".") in new_root, then detach the old root (crun do_pivot).
 int child_pivot_root(const char* new_root, const char** step);
-// Remount path read-only, keeping the flags the kernel locked on it.
+// Remount the bind mount at path with flags added (MS_RDONLY, MS_NOEXEC...),
+// keeping the flags the kernel locked on it.
+int child_remount(const char* path, unsigned long flags);
 int child_remount_ro(const char* path);
 
 }  // namespace nsbox

@@ -44,6 +44,9 @@ TEST_CASE("rootless: isolated through a user namespace, limits on rlimits") {
   CHECK(r["ppid"] == 1);
   CHECK(r["ifaces"] == nlohmann::json::array({"lo"}));
   CHECK(r["write_root"] == "Read-only file system");
+  CHECK(r["write_shm"] == "ok");
+  CHECK(r["write_dev"] == "Read-only file system");
+  CHECK(r["tmpfs_superblocks"] == 1);
   CHECK(r["CapEff"] == "0000000000000000");
   CHECK(r["CapBnd"] == "0000000000000000");
   CHECK(r["Seccomp"] == "2");

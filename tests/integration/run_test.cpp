@@ -57,6 +57,11 @@ TEST_CASE("a probe sees only its own sandbox") {
     CHECK(r["write_root"] == "Read-only file system");
     CHECK(r["write_code"] != "ok");
     CHECK(r["write_tmp"] == "ok");
+    CHECK(r["write_shm"] == "ok");
+    CHECK(r["write_dev"] == "Read-only file system");
+    CHECK(r["sticky"]["/tmp"] == "0o1777");
+    CHECK(r["sticky"]["/dev/shm"] == "0o1777");
+    CHECK(r["tmpfs_superblocks"] == 1);
     CHECK(r["code_dir"] == nlohmann::json::array({"isolation.py"}));
     CHECK(r["host_secret_visible"] == false);
     CHECK(r["host_etc_shadow"] == false);
@@ -146,6 +151,23 @@ TEST_CASE("limits end a function with 137 and name the limit") {
     CHECK_MESSAGE(after.sandbox_procs == 0, after.describe_procs);
     CHECK(after.cgroup_leaves <= before.cgroup_leaves);  // runs also sweep stale leaves
     CHECK(after.mounts == before.mounts);
+  }
+}
+
+TEST_CASE("/tmp and /dev/shm share one tmpfs of tmpfs_mb") {
+  for (const std::string factory : kFactories) {
+    CAPTURE(factory);
+    // strict: tmpfs_mb = 16, memory_mb above it (tmpfs pages are charged there).
+    Outcome o = nsbox_run("tmpfs_fill.py",
+                          with({"--event", sandbox_event(), "--policy", "strict"}, factory));
+    REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+    auto r = o.json();
+    CHECK(r["tmp_error"] == "ENOSPC");
+    // 16 MiB less what the stage already holds (directories, the overlay's work dir).
+    CHECK(r["tmp_mb"].get<int>() >= 14);
+    CHECK(r["tmp_mb"].get<int>() <= 16);
+    CHECK(r["shm_while_tmp_full"] == "ENOSPC");
+    CHECK(r["shm_after"] == "ok");
   }
 }
 

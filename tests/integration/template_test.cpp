@@ -101,6 +101,9 @@ TEST_CASE("serve: a sandbox is the same sandbox from either factory") {
     CHECK(r["ifaces"] == json::array({"lo"}));
     CHECK(r["write_root"] == "Read-only file system");
     CHECK(r["write_tmp"] == "ok");
+    CHECK(r["write_shm"] == "ok");
+    CHECK(r["write_dev"] == "Read-only file system");
+    CHECK(r["tmpfs_superblocks"] == 1);
     CHECK(r["host_secret_visible"] == false);
     CHECK(r["CapEff"] == "0000000000000000");
     CHECK(r["CapBnd"] == "0000000000000000");

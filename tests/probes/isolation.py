@@ -53,6 +53,13 @@ def handler(event, context):
     r["write_code"] = _error(lambda: open(__file__, "a"))
     r["code_dir"] = sorted(os.listdir(os.path.dirname(__file__)))
     r["write_tmp"] = _error(lambda: open("/tmp/probe", "w").write("x"))
+    r["write_shm"] = _error(lambda: open("/dev/shm/probe", "w").write("x"))
+    r["write_dev"] = _error(lambda: open("/dev/probe", "w"))
+    r["sticky"] = {d: oct(os.stat(d).st_mode & 0o7777) for d in ("/tmp", "/dev/shm")}
+    # Every writable byte is on one tmpfs (sandbox/mounts.cpp says why).
+    with open("/proc/self/mountinfo") as f:
+        r["tmpfs_superblocks"] = len({line.split()[2] for line in f
+                                      if line.split(" - ")[1].split()[0] == "tmpfs"})
     secret = event.get("host_secret", "")
     r["host_secret_visible"] = bool(secret) and os.path.exists(secret)
     r["host_etc_shadow"] = os.path.exists("/etc/shadow")

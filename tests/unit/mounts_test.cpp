@@ -3,6 +3,7 @@
 
 #include <doctest/doctest.h>
 #include <sys/mount.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -80,53 +81,82 @@ TEST_CASE("plan_mounts: overlay of the rootfs with upper and work on the stage")
   CHECK(root < ov);
 }
 
-TEST_CASE("plan_mounts: /tmp is a sticky, nosuid, nodev tmpfs of tmpfs_bytes") {
+// The op binding src onto dst, or -1.
+int find_bind(const MountPlan& p, const std::string& src, const std::string& dst) {
+  for (size_t i = 0; i < p.ops.size(); i++)
+    if (p.ops[i].kind == MountOp::Bind && p.ops[i].src == src && p.ops[i].dst == dst)
+      return static_cast<int>(i);
+  return -1;
+}
+
+TEST_CASE("plan_mounts: the stage is the only tmpfs: /tmp and /dev/shm are sticky dirs on it") {
   TempDir dir("mounts-test");
-  MountPlan p = plan_mounts(spec_for(dir.path));
-  int tmp = find_op(p, MountOp::Tmpfs, kRoot + "/tmp");
-  REQUIRE(tmp >= 0);
-  const MountOp& op = p.ops[tmp];
-  CHECK(op.data.find("mode=1777") != std::string::npos);
-  CHECK(op.data.find("size=" + std::to_string(16ull << 20)) != std::string::npos);
-  CHECK((op.flags & (MS_NOSUID | MS_NODEV)) == (MS_NOSUID | MS_NODEV));
-  CHECK(tmp > find_op(p, MountOp::Overlay, kRoot));
+  std::string file = dir.path + "/fn.py";
+  std::ofstream(file) << "";
+  for (const std::string& code : {dir.path, file, std::string()}) {
+    INFO("code: ", code);
+    MountPlan p = plan_mounts(spec_for(code));
+    // Every superblock costs each memory cgroup a shrinker slot (mounts.cpp):
+    // one tmpfs, one overlay, one proc, nothing else.
+    CHECK(count_kind(p, MountOp::Tmpfs) == 1);
+    CHECK(count_kind(p, MountOp::Overlay) == 1);
+    CHECK(count_kind(p, MountOp::Proc) == 1);
+    int ov = find_op(p, MountOp::Overlay, kRoot);
+    for (const auto& [dir_name, dst] :
+         {std::pair<std::string, std::string>{"tmp", "/tmp"}, {"shm", "/dev/shm"}}) {
+      INFO(dst);
+      int mk = find_op(p, MountOp::Mkdir, "/run/nsbox/stage/" + dir_name);
+      REQUIRE(mk > 0);
+      CHECK(p.ops[mk].mode == 01777);
+      int b = find_bind(p, "/run/nsbox/stage/" + dir_name, kRoot + dst);
+      REQUIRE(b > ov);
+      CHECK(b > mk);
+    }
+    // /dev/shm is also noexec; the binds inherit the stage's nosuid,nodev.
+    int shm = find_bind(p, "/run/nsbox/stage/shm", kRoot + "/dev/shm");
+    int noexec = find_op(p, MountOp::Remount, kRoot + "/dev/shm");
+    REQUIRE(noexec > shm);
+    CHECK((p.ops[noexec].flags & MS_NOEXEC) != 0);
+    CHECK((p.ops[0].flags & (MS_NOSUID | MS_NODEV)) == (MS_NOSUID | MS_NODEV));
+  }
 }
 
 TEST_CASE("plan_mounts: /dev holds only harmless device binds and is read-only") {
   TempDir dir("mounts-test");
   MountPlan p = plan_mounts(spec_for(dir.path));
-  int dev = find_op(p, MountOp::Tmpfs, kRoot + "/dev");
-  REQUIRE(dev >= 0);
-  CHECK((p.ops[dev].flags & MS_NOSUID) != 0);
-  CHECK((p.ops[dev].flags & MS_NOEXEC) != 0);
+  const std::string sdev = "/run/nsbox/stage/dev";
+  int mk = find_op(p, MountOp::Mkdir, sdev);
+  REQUIRE(mk >= 0);
   for (const std::string name : {"null", "zero", "full", "random", "urandom"}) {
     INFO("/dev/", name);
-    std::string dst = kRoot + "/dev/" + name;
+    std::string dst = sdev + "/" + name;
     int touch = find_op(p, MountOp::Touch, dst);
     int bind = find_op(p, MountOp::Bind, dst);
-    REQUIRE(touch > dev);
+    REQUIRE(touch > mk);
     REQUIRE(bind > touch);
     CHECK(p.ops[bind].src == std::string("/dev/") + name);
   }
   // No other host device is bound in; /dev/null also masks /proc entries.
   for (const MountOp& op : p.ops)
     if (op.kind == MountOp::Bind && op.src.rfind("/dev/", 0) == 0)
-      CHECK((op.dst.rfind(kRoot + "/dev/", 0) == 0 ||
+      CHECK((op.dst.rfind(sdev + "/", 0) == 0 ||
              (op.src == "/dev/null" && op.dst.rfind(kRoot + "/proc/", 0) == 0)));
-  int shm = find_op(p, MountOp::Tmpfs, kRoot + "/dev/shm");
-  REQUIRE(shm > dev);
-  CHECK((p.ops[shm].flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)) ==
-        (MS_NOSUID | MS_NODEV | MS_NOEXEC));
-  CHECK(p.ops[shm].data.find("mode=1777") != std::string::npos);
+  // The whole directory goes into place at once (a bind carries the device
+  // binds under it), then becomes read-only and noexec.
+  int dev = find_bind(p, sdev, kRoot + "/dev");
+  REQUIRE(dev > find_op(p, MountOp::Bind, sdev + "/urandom"));
+  int shm = find_bind(p, "/run/nsbox/stage/shm", kRoot + "/dev/shm");
+  CHECK(shm > dev);
   int ro = find_op(p, MountOp::RemountRo, kRoot + "/dev");
   REQUIRE(ro >= 0);
   CHECK(ro > shm);
+  CHECK((p.ops[ro].flags & MS_NOEXEC) != 0);
   for (const std::string link : {"fd", "stdin", "stdout", "stderr"}) {
-    int s = find_op(p, MountOp::Symlink, kRoot + "/dev/" + link);
-    CHECK_MESSAGE(s > dev, link);
-    CHECK_MESSAGE(s < ro, link);
+    int s = find_op(p, MountOp::Symlink, sdev + "/" + link);
+    CHECK_MESSAGE(s > mk, link);
+    CHECK_MESSAGE(s < dev, link);
   }
-  CHECK(p.ops[find_op(p, MountOp::Symlink, kRoot + "/dev/stdout")].src == "/proc/self/fd/1");
+  CHECK(p.ops[find_op(p, MountOp::Symlink, sdev + "/stdout")].src == "/proc/self/fd/1");
 }
 
 TEST_CASE("plan_mounts: a code directory is bound read-only at /var/task") {
@@ -143,26 +173,28 @@ TEST_CASE("plan_mounts: a code directory is bound read-only at /var/task") {
   CHECK(count_kind(p, MountOp::Touch) == 5);  // only the /dev nodes
 }
 
-TEST_CASE("plan_mounts: a code file gets its own tmpfs, so its siblings stay invisible") {
+TEST_CASE("plan_mounts: a code file gets a directory of its own, so its siblings stay invisible") {
   TempDir dir("mounts-test");
   std::string file = dir.path + "/fn.py";
   std::ofstream(file) << "def handler(e, c): return 1\n";
   std::ofstream(dir.path + "/secret.txt") << "x";
   MountPlan p = plan_mounts(spec_for(file));
   std::string task = kRoot + "/var/task";
-  std::string target = task + "/fn.py";
-  int tmpfs = find_op(p, MountOp::Tmpfs, task);
-  int touch = find_op(p, MountOp::Touch, target);
-  int bind = find_op(p, MountOp::Bind, target);
-  int ro_file = find_op(p, MountOp::RemountRo, target);
+  const std::string scode = "/run/nsbox/stage/code";
+  int mk = find_op(p, MountOp::Mkdir, scode);
+  int touch = find_op(p, MountOp::Touch, scode + "/fn.py");
+  int bind = find_op(p, MountOp::Bind, scode + "/fn.py");
+  int ro_file = find_op(p, MountOp::RemountRo, scode + "/fn.py");
+  int place = find_bind(p, scode, task);
   int ro_dir = find_op(p, MountOp::RemountRo, task);
-  REQUIRE(tmpfs >= 0);
-  CHECK(touch > tmpfs);
+  REQUIRE(mk >= 0);
+  CHECK(touch > mk);
   CHECK(bind > touch);
   CHECK(ro_file > bind);
-  CHECK(ro_dir > touch);
+  CHECK(place > ro_file);
+  CHECK(ro_dir > place);
   CHECK(p.ops[bind].src == file);
-  CHECK((p.ops[tmpfs].flags & (MS_NOSUID | MS_NODEV)) == (MS_NOSUID | MS_NODEV));
+  CHECK(find_op(p, MountOp::Tmpfs, task) == -1);
   // The directory holding the file is never bound.
   for (const MountOp& op : p.ops) CHECK(op.src != dir.path);
 }
@@ -170,7 +202,7 @@ TEST_CASE("plan_mounts: a code file gets its own tmpfs, so its siblings stay inv
 TEST_CASE("plan_mounts: a code path that does not exist is planned as a file") {
   // The planner only distinguishes directories; the executor's bind fails later.
   MountPlan p = plan_mounts(spec_for("/no/such/handler.py"));
-  CHECK(find_op(p, MountOp::Bind, kRoot + "/var/task/handler.py") >= 0);
+  CHECK(find_op(p, MountOp::Bind, "/run/nsbox/stage/code/handler.py") >= 0);
 }
 
 TEST_CASE("plan_mounts: a fresh proc, nosuid/nodev/noexec, comes last") {
@@ -206,13 +238,18 @@ TEST_CASE("plan_mounts: /proc is masked as Docker masks it, wherever the kernel 
     CHECK(p.ops[b].src == "/dev/null");
     CHECK(p.ops[b].optional);
   }
+  int empty = find_op(p, MountOp::Mkdir, "/run/nsbox/stage/empty");
+  REQUIRE(empty >= 0);
+  CHECK(p.ops[empty].mode == 0555);
   for (const std::string d : {"acpi", "asound", "scsi"}) {
     INFO("/proc/", d);
-    int t = find_op(p, MountOp::Tmpfs, pr + d);
-    REQUIRE(t > proc);
-    CHECK((p.ops[t].flags & (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)) ==
-          (MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC));
-    CHECK(p.ops[t].optional);
+    int b = find_bind(p, "/run/nsbox/stage/empty", pr + d);
+    int ro = find_op(p, MountOp::RemountRo, pr + d);
+    REQUIRE(b > proc);
+    CHECK(ro > b);
+    CHECK((p.ops[ro].flags & MS_NOEXEC) != 0);
+    CHECK(p.ops[b].optional);
+    CHECK(p.ops[ro].optional);
   }
   for (const std::string e : {"bus", "fs", "irq", "sys", "sysrq-trigger"}) {
     INFO("/proc/", e);
@@ -266,6 +303,7 @@ TEST_CASE("MountOp::describe names the kind, source and destination") {
         "bind /dev/null on /r/dev/null");
   CHECK(MountOp{MountOp::RemountRo, "", "/r/dev", "", 0}.describe() ==
         "read-only remount of /r/dev");
+  CHECK(MountOp{MountOp::Remount, "", "/r/dev/shm", "", 0}.describe() == "remount of /r/dev/shm");
   CHECK(MountOp{MountOp::Mkdir, "", "/s/upper", "", 0}.describe() == "mkdir /s/upper");
   CHECK(MountOp{MountOp::Touch, "", "/r/dev/zero", "", 0}.describe() == "create /r/dev/zero");
   CHECK(MountOp{MountOp::Symlink, "/proc/self/fd", "/r/dev/fd", "", 0}.describe() ==
@@ -292,6 +330,17 @@ TEST_CASE("child_run_mounts: an optional op on a missing entry is skipped, other
   CHECK(child_run_mounts(p, &failed) == 0);
   CHECK(failed == nullptr);
   CHECK(access((dir.path + "/made").c_str(), F_OK) == 0);
+
+  // A Mkdir gets its mode exactly, whatever the umask.
+  p.ops.clear();
+  add(MountOp::Mkdir, "", dir.path + "/sticky", false);
+  p.ops.back().mode = 01777;
+  mode_t old = umask(022);
+  CHECK(child_run_mounts(p, &failed) == 0);
+  umask(old);
+  struct stat st;
+  REQUIRE(stat((dir.path + "/sticky").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 01777);
 
   // Optional forgives only absence: EEXIST still fails, and names the op.
   p.ops.clear();
