@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "rootfs/rootfs.hpp"
+#include "sandbox/uid_slots.hpp"
 
 namespace nsbox {
 
@@ -235,8 +236,10 @@ std::string oci_config(const ExternalPlan& p) {
                                     {{"type", "mount"}},
                                     {{"type", "user"}},
                                     {{"type", "cgroup"}}})},
-        {"uidMappings", json::array({{{"containerID", 0}, {"hostID", p.uid}, {"size", 65536}}})},
-        {"gidMappings", json::array({{{"containerID", 0}, {"hostID", p.uid}, {"size", 65536}}})},
+        {"uidMappings",
+         json::array({{{"containerID", 0}, {"hostID", p.uid}, {"size", kSlotUids}}})},
+        {"gidMappings",
+         json::array({{{"containerID", 0}, {"hostID", p.uid}, {"size", kSlotUids}}})},
         {"resources", {{"memory", {{"limit", p.memory_bytes}}}, {"pids", {{"limit", p.pids}}}}},
         {"cgroupsPath", std::string("/") + kCompareCgroup + "/" + p.id},
         {"maskedPaths",

@@ -42,7 +42,7 @@ struct ExternalPlan {
   std::string rootfs;  // host path of the shared runtime tree
   std::string tool;    // absolute path of bwrap, crun, runc or docker
   // none, bwrap, docker: the host uid (and gid) the runner runs as. crun,
-  // runc: the first host uid of the user namespace's 65536, the runner
+  // runc: the first host uid of the user namespace's kSlotUids, the runner
   // being uid 1000 inside, as in an nsbox sandbox.
   uid_t uid = 0;
   uint64_t memory_bytes = 0;  // crun, runc, docker: the cgroup limit

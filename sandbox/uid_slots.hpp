@@ -4,7 +4,7 @@
 // RLIMIT_NPROC charged up to the user namespace's owner) are per sandbox and
 // one function cannot exhaust them for every other.
 //
-// Slot s maps inside 0..65535 onto host kSlotUidBase + s * 65536. A slot is
+// Slot s maps inside 0..4095 onto host kSlotUidBase + s * 4096. A slot is
 // held by an flock on /run/nsbox/slots/<s>, so slots are unique across every
 // process that makes sandboxes (the daemon's spawner and any concurrent
 // `nsbox run` as root). The file names the holder's PID 1 (pid and start
@@ -26,10 +26,13 @@
 namespace nsbox {
 
 constexpr uid_t kSlotUidBase = 0x70000000;
-constexpr uint32_t kSlotUids = 65536;
-// 0x70000000 + 4096 * 65536 = 0x80000000: every sandbox uid stays in
+// 4096 ids per sandbox: its user (1000) and root, with room to spare; the
+// rootfs's files are host root's and show as the overflow id whatever the
+// range. A smaller range means more slots: 65,536 sandboxes at once.
+constexpr uint32_t kSlotUids = 4096;
+// 0x70000000 + 65536 * 4096 = 0x80000000: every sandbox uid stays in
 // [0x70000000, 0x80000000), far from ordinary and from nobody's uids.
-constexpr uint32_t kSlotCount = 4096;
+constexpr uint32_t kSlotCount = 65536;
 constexpr const char* kSlotDir = "/run/nsbox/slots";
 
 class UidSlot {

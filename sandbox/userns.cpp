@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "base/fd.hpp"
+#include "sandbox/uid_slots.hpp"
 
 namespace nsbox {
 
@@ -14,8 +15,8 @@ IdMapText plan_id_maps(const IdMap& ids) {
     t.gid_map = std::to_string(ids.inside_gid) + " " + std::to_string(ids.host_gid) + " 1\n";
     t.setgroups = "deny";
   } else {
-    t.uid_map = "0 " + std::to_string(ids.host_base) + " 65536\n";
-    t.gid_map = "0 " + std::to_string(ids.host_base) + " 65536\n";
+    t.uid_map = "0 " + std::to_string(ids.host_base) + " " + std::to_string(kSlotUids) + "\n";
+    t.gid_map = "0 " + std::to_string(ids.host_base) + " " + std::to_string(kSlotUids) + "\n";
     t.setgroups = "allow";
   }
   return t;

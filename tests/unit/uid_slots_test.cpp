@@ -18,6 +18,7 @@
 
 #include "sandbox/init_filter.hpp"
 #include "sandbox/seccomp.hpp"
+#include "sandbox/spec.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace nsbox;
@@ -43,9 +44,14 @@ std::string start_time_of_self() {
 
 }  // namespace
 
-TEST_CASE("uid slots: every slot is its own range of 65536 host uids below 0x80000000") {
+TEST_CASE("uid slots: 65536 slots, each its own range of 4096 host uids below 0x80000000") {
   CHECK(kSlotUidBase == 0x70000000u);
   CHECK(uint64_t{kSlotUidBase} + uint64_t{kSlotCount} * kSlotUids == 0x80000000ull);
+  // Room for 10,000 sandboxes and more; the sandbox user (1000) inside every range.
+  CHECK(kSlotCount == 65536u);
+  CHECK(kSlotUids == 4096u);
+  CHECK(SandboxSpec{}.ids.inside_uid < kSlotUids);
+  CHECK(SandboxSpec{}.ids.inside_gid < kSlotUids);
 }
 
 TEST_CASE("uid slots: held slots are never handed out twice; released ones are") {

@@ -66,23 +66,24 @@ TEST_CASE("plan_id_maps: root mode maps a uid slot's range, distinct per slot") 
   a.host_base = kSlotUidBase + 3 * kSlotUids;
   b.host_base = kSlotUidBase + 4 * kSlotUids;
   IdMapText ta = plan_id_maps(a), tb = plan_id_maps(b);
-  CHECK(host_id(ta.uid_map, 1000) == int64_t{0x70030000} + 1000);
-  CHECK(host_id(tb.uid_map, 1000) == int64_t{0x70040000} + 1000);
+  CHECK(host_id(ta.uid_map, 1000) == int64_t{0x70003000} + 1000);
+  CHECK(host_id(tb.uid_map, 1000) == int64_t{0x70004000} + 1000);
   // Ranges do not overlap: the last uid of one is below the first of the next.
-  CHECK(host_id(ta.uid_map, 65535) < host_id(tb.uid_map, 0));
+  CHECK(host_id(ta.uid_map, 4095) < host_id(tb.uid_map, 0));
+  CHECK(host_id(ta.uid_map, 4095) == host_id(tb.uid_map, 0) - 1);
 }
 
-TEST_CASE("plan_id_maps: root mode maps 65536 ids onto host_base") {
+TEST_CASE("plan_id_maps: root mode maps 4096 ids onto host_base") {
   IdMap ids;  // defaults: root mode, host_base 0x70000000
   IdMapText t = plan_id_maps(ids);
-  CHECK(t.uid_map == "0 " + std::to_string(0x70000000u) + " 65536\n");
-  CHECK(t.gid_map == "0 " + std::to_string(0x70000000u) + " 65536\n");
+  CHECK(t.uid_map == "0 " + std::to_string(0x70000000u) + " 4096\n");
+  CHECK(t.gid_map == "0 " + std::to_string(0x70000000u) + " 4096\n");
   CHECK(t.setgroups == "allow");
 
   ids.host_base = 100000;
   t = plan_id_maps(ids);
-  CHECK(t.uid_map == "0 100000 65536\n");
-  CHECK(t.gid_map == "0 100000 65536\n");
+  CHECK(t.uid_map == "0 100000 4096\n");
+  CHECK(t.gid_map == "0 100000 4096\n");
 }
 
 TEST_CASE("plan_id_maps: in root mode the sandbox user is never host root") {
