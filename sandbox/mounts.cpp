@@ -25,9 +25,10 @@ bool is_dir(const std::string& path) {
 // Flags a remount must repeat: inside a user namespace the kernel locks the
 // nosuid/nodev/noexec/atime flags a mount came with, and a remount that
 // would clear one fails with EPERM (see nsjail mnt.cc computeRemountFlags).
-unsigned long locked_flags(const char* path) {
+// Fails rather than guess: a remount without them would clear them.
+int locked_flags(const char* path, unsigned long* out) {
   struct statvfs sv;
-  if (statvfs(path, &sv) != 0) return 0;
+  if (statvfs(path, &sv) != 0) return errno;
   unsigned long f = 0;
   if (sv.f_flag & ST_NOSUID) f |= MS_NOSUID;
   if (sv.f_flag & ST_NODEV) f |= MS_NODEV;
@@ -35,7 +36,8 @@ unsigned long locked_flags(const char* path) {
   if (sv.f_flag & ST_NOATIME) f |= MS_NOATIME;
   if (sv.f_flag & ST_NODIRATIME) f |= MS_NODIRATIME;
   if (sv.f_flag & ST_RELATIME) f |= MS_RELATIME;
-  return f;
+  *out = f;
+  return 0;
 }
 
 }  // namespace
@@ -143,12 +145,13 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
   add(MountOp::Overlay, "", r,
       "lowerdir=" + src.rootfs + ",upperdir=" + p.stage + "/upper,workdir=" + p.stage + "/work",
       MS_NOSUID | MS_NODEV);
-  // Binds keep the stage's nosuid,nodev; the remounts add the rest.
+  // Binds inherit the stage's nosuid,nodev; the remounts repeat them (so
+  // they never rest on inheritance alone) and add the rest.
   add(MountOp::Bind, p.stage + "/tmp", r + "/tmp");
   add(MountOp::Bind, dev, r + "/dev");  // recursive: the device binds come along
   add(MountOp::Bind, p.stage + "/shm", r + "/dev/shm");
-  add(MountOp::Remount, "", r + "/dev/shm", {}, MS_NOEXEC);
-  add(MountOp::RemountRo, "", r + "/dev", {}, MS_NOEXEC);
+  add(MountOp::Remount, "", r + "/dev/shm", {}, MS_NOSUID | MS_NODEV | MS_NOEXEC);
+  add(MountOp::RemountRo, "", r + "/dev", {}, MS_NOSUID | MS_NODEV | MS_NOEXEC);
 
   if (src.code.empty() && src.code_tree_fd < 0) {
     // A blank pool sandbox: its code arrives later over the request channel.
@@ -181,7 +184,7 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
   for (const char* f : kProcMaskedFiles) optional(MountOp::Bind, "/dev/null", proc + "/" + f);
   for (const char* d : kProcMaskedDirs) {
     optional(MountOp::Bind, p.stage + "/empty", proc + "/" + d);
-    optional(MountOp::RemountRo, "", proc + "/" + d, {}, MS_NOEXEC);
+    optional(MountOp::RemountRo, "", proc + "/" + d, {}, MS_NOSUID | MS_NODEV | MS_NOEXEC);
   }
   for (const char* e : kProcReadOnly) {
     optional(MountOp::Bind, proc + "/" + e, proc + "/" + e);
@@ -191,7 +194,9 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
 }
 
 int child_remount(const char* path, unsigned long flags) {
-  flags |= MS_REMOUNT | MS_BIND | locked_flags(path);
+  unsigned long locked = 0;
+  if (int err = locked_flags(path, &locked)) return err;
+  flags |= MS_REMOUNT | MS_BIND | locked;
   return mount(nullptr, path, nullptr, flags, nullptr) == 0 ? 0 : errno;
 }
 
@@ -230,9 +235,10 @@ int child_run_mounts(const MountPlan& plan, const MountOp** failed) {
         }
         break;
       case MountOp::Mkdir:
-        // chmod too: the umask would strip bits such as /tmp's 1777.
+        // chmod too: the caller's umask would strip bits (/tmp's 1777, or
+        // /dev's 0755 under a umask of 077).
         rc = mkdir(dst, op.mode);
-        if (rc == 0 && op.mode != 0755) rc = chmod(dst, op.mode);
+        if (rc == 0) rc = chmod(dst, op.mode);
         break;
       case MountOp::Touch: {
         int fd = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0444);

@@ -56,10 +56,10 @@ def handler(event, context):
     r["write_shm"] = _error(lambda: open("/dev/shm/probe", "w").write("x"))
     r["write_dev"] = _error(lambda: open("/dev/probe", "w"))
     r["sticky"] = {d: oct(os.stat(d).st_mode & 0o7777) for d in ("/tmp", "/dev/shm")}
-    # Every writable byte is on one tmpfs (sandbox/mounts.cpp says why).
-    with open("/proc/self/mountinfo") as f:
-        r["tmpfs_superblocks"] = len({line.split()[2] for line in f
-                                      if line.split(" - ")[1].split()[0] == "tmpfs"})
+    # Every writable byte is on one tmpfs (sandbox/mounts.cpp says why): these are its
+    # directories, not mounts of their own (the device binds under /dev are the host's).
+    on = [p for p in ("/tmp", "/dev/shm", "/dev", "/proc/acpi") if os.path.exists(p)]
+    r["tmpfs_superblocks"] = len({os.stat(p).st_dev for p in on})
     secret = event.get("host_secret", "")
     r["host_secret_visible"] = bool(secret) and os.path.exists(secret)
     r["host_etc_shadow"] = os.path.exists("/etc/shadow")

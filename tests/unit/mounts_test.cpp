@@ -116,7 +116,8 @@ TEST_CASE("plan_mounts: the stage is the only tmpfs: /tmp and /dev/shm are stick
     int shm = find_bind(p, "/run/nsbox/stage/shm", kRoot + "/dev/shm");
     int noexec = find_op(p, MountOp::Remount, kRoot + "/dev/shm");
     REQUIRE(noexec > shm);
-    CHECK((p.ops[noexec].flags & MS_NOEXEC) != 0);
+    CHECK((p.ops[noexec].flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)) ==
+          (MS_NOSUID | MS_NODEV | MS_NOEXEC));
     CHECK((p.ops[0].flags & (MS_NOSUID | MS_NODEV)) == (MS_NOSUID | MS_NODEV));
   }
 }
@@ -150,7 +151,8 @@ TEST_CASE("plan_mounts: /dev holds only harmless device binds and is read-only")
   int ro = find_op(p, MountOp::RemountRo, kRoot + "/dev");
   REQUIRE(ro >= 0);
   CHECK(ro > shm);
-  CHECK((p.ops[ro].flags & MS_NOEXEC) != 0);
+  CHECK((p.ops[ro].flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)) ==
+        (MS_NOSUID | MS_NODEV | MS_NOEXEC));
   for (const std::string link : {"fd", "stdin", "stdout", "stderr"}) {
     int s = find_op(p, MountOp::Symlink, sdev + "/" + link);
     CHECK_MESSAGE(s > mk, link);
@@ -247,7 +249,8 @@ TEST_CASE("plan_mounts: /proc is masked as Docker masks it, wherever the kernel 
     int ro = find_op(p, MountOp::RemountRo, pr + d);
     REQUIRE(b > proc);
     CHECK(ro > b);
-    CHECK((p.ops[ro].flags & MS_NOEXEC) != 0);
+    CHECK((p.ops[ro].flags & (MS_NOSUID | MS_NODEV | MS_NOEXEC)) ==
+          (MS_NOSUID | MS_NODEV | MS_NOEXEC));
     CHECK(p.ops[b].optional);
     CHECK(p.ops[ro].optional);
   }
@@ -335,12 +338,15 @@ TEST_CASE("child_run_mounts: an optional op on a missing entry is skipped, other
   p.ops.clear();
   add(MountOp::Mkdir, "", dir.path + "/sticky", false);
   p.ops.back().mode = 01777;
-  mode_t old = umask(022);
+  add(MountOp::Mkdir, "", dir.path + "/plain", false);
+  mode_t old = umask(077);
   CHECK(child_run_mounts(p, &failed) == 0);
   umask(old);
   struct stat st;
   REQUIRE(stat((dir.path + "/sticky").c_str(), &st) == 0);
   CHECK((st.st_mode & 07777) == 01777);
+  REQUIRE(stat((dir.path + "/plain").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0755);
 
   // Optional forgives only absence: EEXIST still fails, and names the op.
   p.ops.clear();
