@@ -48,7 +48,7 @@ struct Policy {
 struct IdMap {
   uid_t inside_uid = 1000;  // the sandbox user, as in the rootfs's /etc/passwd
   gid_t inside_gid = 1000;
-  // Root mode maps inside 0..65535 onto host_base.., so the sandbox user is
+  // Root mode maps inside 0..4095 onto host_base.., so the sandbox user is
   // host_base+1000 and never host uid 0; Sandbox::start sets host_base to
   // the sandbox's own uid slot (uid_slots.hpp), so no two live sandboxes
   // share a host uid. Rootless maps only inside_uid onto the caller's own

@@ -1,5 +1,6 @@
 #include "sandbox/uid_slots.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/random.h>
@@ -17,6 +18,7 @@ namespace {
 
 std::atomic<uint32_t> g_next{0};
 std::atomic<bool> g_seeded{false};
+std::atomic<bool> g_legacy_clear{false};
 
 uint32_t start_hint(uint32_t count) {
   if (!g_seeded.exchange(true)) {
@@ -93,7 +95,47 @@ UidSlot& UidSlot::operator=(UidSlot&& o) noexcept {
   return *this;
 }
 
+Status check_legacy_slots(const std::string& dir, bool remove) {
+  UniqueFd dirfd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dirfd.valid()) {
+    if (errno == ENOENT) return {};
+    return sys_error("open", dir);
+  }
+  for (uint32_t t = 0; t < 4096; t++) {
+    char name[16];
+    snprintf(name, sizeof name, "%u", t);
+    UniqueFd fd(openat(dirfd.get(), name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+    if (!fd.valid()) continue;
+    bool held = flock(fd.get(), LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
+    if (!held) {
+      std::string rec = read_small(dirfd.get(), name);
+      long long pid = 0;
+      held = sscanf(rec.c_str(), "%lld", &pid) == 1 && pid > 0 &&
+             slot_record_alive(rec, proc_stat(static_cast<pid_t>(pid)));
+    }
+    if (held)
+      return make_error("uid slots",
+                        dir + "/" + name +
+                            " is held by an older nsbox (a range of 65,536 uids that overlaps "
+                            "this version's slots); stop every older nsbox serve or run, then "
+                            "start again");
+  }
+  if (remove) {
+    if (DIR* d = fdopendir(dup(dirfd.get()))) {
+      while (dirent* e = readdir(d))
+        if (e->d_type == DT_REG) (void)unlinkat(dirfd.get(), e->d_name, 0);
+      closedir(d);
+    }
+    (void)rmdir(dir.c_str());
+  }
+  return {};
+}
+
 Result<UidSlot> UidSlot::acquire(const std::string& dir, uint32_t count) {
+  if (dir == kSlotDir && !g_legacy_clear.load()) {
+    TRY(check_legacy_slots(kLegacySlotDir, true));
+    g_legacy_clear = true;
+  }
   UniqueFd dirfd = TRY(open_slot_dir(dir));
   const uint32_t first = start_hint(count);
   uint32_t busy = 0, dying = 0;

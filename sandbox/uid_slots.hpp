@@ -5,7 +5,7 @@
 // one function cannot exhaust them for every other.
 //
 // Slot s maps inside 0..4095 onto host kSlotUidBase + s * 4096. A slot is
-// held by an flock on /run/nsbox/slots/<s>, so slots are unique across every
+// held by an flock on /run/nsbox/uid-slots/<s>, so slots are unique across every
 // process that makes sandboxes (the daemon's spawner and any concurrent
 // `nsbox run` as root). The file names the holder's PID 1 (pid and start
 // time) while it lives; the holder empties it on release, after reaping PID
@@ -33,7 +33,11 @@ constexpr uint32_t kSlotUids = 4096;
 // 0x70000000 + 65536 * 4096 = 0x80000000: every sandbox uid stays in
 // [0x70000000, 0x80000000), far from ordinary and from nobody's uids.
 constexpr uint32_t kSlotCount = 65536;
-constexpr const char* kSlotDir = "/run/nsbox/slots";
+constexpr const char* kSlotDir = "/run/nsbox/uid-slots";
+// Where nsbox before 65,536 slots kept its 4,096 slots of 65,536 uids: its
+// slot t overlaps today's 16t..16t+15, so none may be taken while one of
+// those is held (an older nsbox still running across an upgrade).
+constexpr const char* kLegacySlotDir = "/run/nsbox/slots";
 
 class UidSlot {
  public:
@@ -59,6 +63,12 @@ class UidSlot {
   UniqueFd fd_;
   uint32_t index_ = 0;
 };
+
+// An error naming a slot of the old layout in dir that is held (locked, or
+// recorded by a PID 1 still alive); ok when none is or dir does not exist.
+// With remove, a dir found clear is deleted, so later checks cost nothing.
+// acquire() from kSlotDir asks it (removing) until it first says ok.
+Status check_legacy_slots(const std::string& dir = kLegacySlotDir, bool remove = false);
 
 // Pure, for tests: is the record left in a slot file ("<pid> <starttime>")
 // still a live process? stat_text is that pid's /proc/<pid>/stat ("" when

@@ -5,6 +5,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -105,6 +106,52 @@ TEST_CASE("uid slots: a crashed holder's slot waits until its PID 1 is gone") {
   std::string text;
   std::getline(rec, text);
   CHECK(text.empty());
+}
+
+TEST_CASE("uid slots: a slot of the old layout still held blocks every new one") {
+  TempDir d("slots");
+  std::string legacy = d.path + "/legacy";
+  // No old directory, or only free and dead entries: nothing blocks.
+  CHECK(check_legacy_slots(legacy));
+  REQUIRE(mkdir(legacy.c_str(), 0700) == 0);
+  std::ofstream(legacy + "/5") << "";
+  std::ofstream(legacy + "/6") << getpid() << " 1\n";  // another process's record: gone
+  CHECK(check_legacy_slots(legacy));
+  // A live holder's record (this process, as if it were an old PID 1).
+  std::ofstream(legacy + "/7") << getpid() << " " << start_time_of_self() << "\n";
+  Status s = check_legacy_slots(legacy);
+  REQUIRE(!s);
+  CHECK(s.error().message().find(legacy + "/7") != std::string::npos);
+  CHECK(s.error().message().find("older nsbox") != std::string::npos);
+  std::ofstream(legacy + "/7") << "";
+  CHECK(check_legacy_slots(legacy));
+  // An old process holding the lock, record or not.
+  int fd = open((legacy + "/4095").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  REQUIRE(fd >= 0);
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    // flock is per open file: the child's own open of the file holds it.
+    int cfd = open((legacy + "/4095").c_str(), O_RDWR | O_CLOEXEC);
+    if (cfd < 0 || flock(cfd, LOCK_EX) != 0) _exit(1);
+    pause();
+    _exit(0);
+  }
+  bool blocked = false;
+  for (int i = 0; i < 200 && !blocked; i++) {
+    blocked = !check_legacy_slots(legacy);
+    if (!blocked) usleep(10000);
+  }
+  CHECK(blocked);
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  close(fd);
+  CHECK(check_legacy_slots(legacy));
+  // Found clear, it may go, whatever files it holds: later checks then cost nothing.
+  std::ofstream(legacy + "/40000") << "";
+  CHECK(check_legacy_slots(legacy, true));
+  CHECK(access(legacy.c_str(), F_OK) != 0);
+  CHECK(check_legacy_slots(legacy));
 }
 
 TEST_CASE("slot_record_alive: pid and start time must match a live, non-zombie process") {
