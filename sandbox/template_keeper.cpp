@@ -60,7 +60,6 @@ TemplateProcess* TemplateKeeper::get(const std::string& rootfs) {
   }
   if (e.proc.alive() || monotonic_ms() - e.last_try_ms >= kRetryMs || e.last_try_ms == 0) {
     LOG_WARN("template for %s: %s; starting a new one", rootfs.c_str(), why);
-    restarts_++;
     if (Status s = launch(rootfs, e); !s) {
       LOG_WARN("template for %s: %s; sandboxes are exec'd until it starts", rootfs.c_str(),
                s.error().message().c_str());

@@ -27,7 +27,6 @@ class TemplateKeeper {
   // when it cannot be started now (said once per attempt, at most once per
   // kRetryMs), and then the caller execs.
   TemplateProcess* get(const std::string& rootfs);
-  uint64_t restarts() const { return restarts_; }
   // Each live template, for /metrics.
   template <class F>
   void each(F f) const {
@@ -48,7 +47,6 @@ class TemplateKeeper {
   TemplateOptions base_;
   uint64_t rotate_after_ = 0;
   std::map<std::string, Entry> by_rootfs_;
-  uint64_t restarts_ = 0;
 };
 
 }  // namespace nsbox
