@@ -72,6 +72,14 @@ class Memory(unittest.TestCase):
     def test_memory_in_use_counts_kernel_memory(self):
         self.assertEqual(bench.mem_used_kb(MEMINFO), 300000 + 2000 + 10000 + 5000 + 40000 + 3000)
 
+    def test_memory_by_key(self):
+        by = bench.mem_by_key_kb(MEMINFO)
+        self.assertEqual(sorted(by), sorted(bench.MEMINFO_KEYS))
+        self.assertEqual(by["SUnreclaim"], 40000)
+        self.assertEqual(by["AnonPages"], 300000)
+        with self.assertRaises(ValueError):
+            bench.mem_by_key_kb(MEMINFO.replace("SUnreclaim", "SReclaimable"))
+
     def test_a_missing_key_is_an_error_not_a_smaller_figure(self):
         with self.assertRaises(ValueError):
             bench.mem_used_kb(MEMINFO.replace("Percpu", "Xpercpu"))

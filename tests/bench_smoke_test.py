@@ -77,6 +77,13 @@ class BenchSmoke(unittest.TestCase):
                 self.assertEqual(x["burst"]["requests"], 30, f)
                 self.assertEqual(x["burst"]["errors"], 0, f)
                 self.assertGreater(x["density"]["mb"], 0, f)
+                # Where it goes, by /proc/meminfo key; they add up to the figure.
+                by = x["density"]["by_key_kb"]
+                self.assertIn("SUnreclaim", by, f)
+                self.assertAlmostEqual(sum(by.values()) * 1024 / 1e6, x["density"]["mb"],
+                                       places=3, msg=f)
+            # What a memory cgroup costs here: found and measured (CI runs as root).
+            self.assertIsInstance(res["memcg_kb"], float)
             self.assertGreater(res["bare_python"]["mb"], 0)
             # Docker's ready sandboxes, the baseline measured in the same run.
             self.assertEqual(res["docker"].get("skipped"), None)
@@ -86,6 +93,7 @@ class BenchSmoke(unittest.TestCase):
             self.assertIn("| cold start median, no blank (ms) |", table)
             self.assertIn("Bare idle `python3 -I -S`", table)
             self.assertIn("Docker, a container per sandbox", table)
+            self.assertIn("A new memory cgroup costs", table)
             # Every sandbox and template went with its daemon.
             left = subprocess.run(["ps", "-eo", "comm"], capture_output=True, text=True).stdout
             self.assertNotIn("nsbox-template", left)

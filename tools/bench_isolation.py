@@ -129,18 +129,22 @@ def step_stats(requests, duration_s, response_bytes):
     }
 
 
-def mem_used_kb(meminfo_text):
-    """Memory in use, kernel included: the MEMINFO_KEYS lines of /proc/meminfo, in kB."""
-    total, seen = 0, set()
+def mem_by_key_kb(meminfo_text):
+    """The MEMINFO_KEYS lines of /proc/meminfo, in kB, by key."""
+    found = {}
     for line in meminfo_text.splitlines():
         key, _, rest = line.partition(":")
         if key in MEMINFO_KEYS:
-            total += int(rest.split()[0])
-            seen.add(key)
-    missing = set(MEMINFO_KEYS) - seen
+            found[key] = int(rest.split()[0])
+    missing = set(MEMINFO_KEYS) - set(found)
     if missing:
         raise ValueError("/proc/meminfo lacks " + ", ".join(sorted(missing)))
-    return total
+    return found
+
+
+def mem_used_kb(meminfo_text):
+    """Memory in use, kernel included: the MEMINFO_KEYS lines of /proc/meminfo, in kB."""
+    return sum(mem_by_key_kb(meminfo_text).values())
 
 
 def cpu_times(stat_text, cpu="cpu"):

@@ -94,12 +94,62 @@ class FactoryDaemon(lib.Daemon):
         return -1
 
 
-def mem_now():
-    vals = []
+def mem_keys_now():
+    """Memory in use by /proc/meminfo key (kB), each the median of three readings."""
+    samples = []
     for _ in range(3):
-        vals.append(lib.mem_used_kb(open("/proc/meminfo").read()))
+        samples.append(lib.mem_by_key_kb(open("/proc/meminfo").read()))
         time.sleep(0.5)
-    return statistics.median(vals)
+    return {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+
+
+def mem_now():
+    return sum(mem_keys_now().values())
+
+
+def memcg_parent():
+    """Where nsbox makes its cgroup leaves, with the memory controller: the v1 memory
+    hierarchy's nsbox/, or a v2 mount's nsbox/ that enables memory for its children."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ")
+            fstype, opts, mnt = right.split()[0], right.split()[2], left.split()[4]
+            parent = os.path.join(mnt, "nsbox")
+            if fstype == "cgroup" and "memory" in opts.split(",") and os.path.isdir(parent):
+                return parent
+            if fstype == "cgroup2":
+                try:
+                    with open(os.path.join(parent, "cgroup.subtree_control")) as sc:
+                        if "memory" in sc.read().split():
+                            return parent
+                except OSError:
+                    pass
+    return None
+
+
+def memcg_cost_kb(n=100):
+    """Kernel memory one new memory cgroup costs on this host now (SUnreclaim + Percpu over n
+    empty ones, made and removed). Every sandbox has one, and the kernel sizes each one's
+    shrinker map by the most superblocks it has held at once since boot (architecture.md
+    section 4), so this grows with the number of sandboxes and stays after them."""
+    parent = memcg_parent()
+    if not parent:
+        return None
+    keys = ("SUnreclaim", "Percpu")
+    # Named <word>-<pid>-..., so a stale-leaf sweep removes them if this bench dies.
+    dirs = [os.path.join(parent, "memcgprobe-%d-%d" % (os.getpid(), i)) for i in range(n)]
+    before = mem_keys_now()
+    try:
+        for d in dirs:
+            os.mkdir(d)
+        after = mem_keys_now()
+    finally:
+        for d in dirs:
+            try:
+                os.rmdir(d)
+            except OSError:
+                pass
+    return sum(after[k] - before[k] for k in keys) / n
 
 
 def creation(d, n):
@@ -166,7 +216,8 @@ def density(d, low, high):
     for i in range(low):
         d.invoke_ms("dens%d" % i)
     time.sleep(2)
-    m_low = mem_now()
+    k_low = mem_keys_now()
+    m_low = sum(k_low.values())
     reached, stopped_by = low, None
     for i in range(low, high):
         try:
@@ -180,7 +231,8 @@ def density(d, low, high):
             lib.say("%s: %d warm functions, %.0f MB in use"
                     % (d.label, reached, lib.mem_used_kb(open("/proc/meminfo").read()) / 1024))
     time.sleep(2)
-    m_high = mem_now()
+    k_high = mem_keys_now()
+    m_high = sum(k_high.values())
     failed = 0
     for i in range(reached):
         try:
@@ -189,10 +241,16 @@ def density(d, low, high):
             failed += 1
     res = {"low": low, "high": high, "reached": reached, "stopped_by": stopped_by,
            "answered_after": reached - failed, "mem_in_use_mb": m_high / 1024,
-           "mb": lib.marginal_mb(m_low, m_high, reached - low) if reached > low else None}
+           "mb": lib.marginal_mb(m_low, m_high, reached - low) if reached > low else None,
+           # Where it goes: kB per warm function by /proc/meminfo key.
+           "by_key_kb": ({k: (k_high[k] - k_low[k]) / (reached - low) for k in k_high}
+                         if reached > low else None)}
     lib.say("%s: %s MB per warm function (%d -> %d warm; %d of them answered again); %.0f MB in "
             "use" % (d.label, lib.fmt(res["mb"]), low, reached, reached - failed,
                      res["mem_in_use_mb"]))
+    if res["by_key_kb"]:
+        lib.say("%s: per warm function, kB: %s" % (d.label, ", ".join(
+            "%s %.0f" % (k, v) for k, v in res["by_key_kb"].items())))
     return res
 
 
@@ -334,6 +392,10 @@ def main(argv):
                 res["factories"][f]["burst"] = burst(d, loadgen, a.burst, work)
         if "ftemplate" in phases:
             res["function_template"] = function_template(nsbox, work, a.port + 20, a.cold)
+        if "density" in phases:
+            res["memcg_kb"] = memcg_cost_kb()
+            lib.say("a new memory cgroup costs %s kB of kernel memory on this host now"
+                    % lib.fmt(res["memcg_kb"], 0))
         for f, d in daemons.items():
             if "density" in phases:
                 res["factories"][f]["density"] = density(d, low, high)
@@ -382,6 +444,15 @@ def main(argv):
     if "bare_python" in res:
         table += ("\nBare idle `python3 -I -S`, same run: %.2f MB per process (%d -> %d).\n"
                   % (res["bare_python"]["mb"], low, res["bare_python"]["high"]))
+        for f in factories:
+            by = res["factories"][f]["density"]["by_key_kb"]
+            if by:
+                table += ("%s, kB per warm function by /proc/meminfo key: %s.\n"
+                          % (f, ", ".join("%s %.0f" % (k, v) for k, v in by.items())))
+        if res.get("memcg_kb") is not None:
+            table += ("A new memory cgroup costs %.0f kB of kernel memory on this host now (one "
+                      "per sandbox; it grows with the most superblocks the kernel has held at "
+                      "once since boot: docs/architecture.md section 4).\n" % res["memcg_kb"])
         for f in factories:
             if res["factories"][f]["density"]["stopped_by"]:
                 table += ("%s stopped at %d warm functions: %s\n"
