@@ -135,7 +135,9 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
     }
     add(MountOp::RemountRo, "", dst);
   };
-  const bool code_file = !(src.code.empty() && src.code_tree_fd < 0) && !src.code_is_dir;
+  // A blank pool sandbox has no code: it arrives later over the request channel.
+  const bool blank = src.code.empty() && src.code_tree_fd < 0;
+  const bool code_file = !blank && !src.code_is_dir;
   if (code_file) {
     add(MountOp::Mkdir, "", p.stage + "/code");
     add(MountOp::Touch, "", p.stage + "/code/" + src.code_name);
@@ -153,13 +155,11 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
   add(MountOp::Remount, "", r + "/dev/shm", {}, MS_NOSUID | MS_NODEV | MS_NOEXEC);
   add(MountOp::RemountRo, "", r + "/dev", {}, MS_NOSUID | MS_NODEV | MS_NOEXEC);
 
-  if (src.code.empty() && src.code_tree_fd < 0) {
-    // A blank pool sandbox: its code arrives later over the request channel.
-  } else if (src.code_is_dir) {
-    attach_code(code);
-  } else {
+  if (code_file) {
     add(MountOp::Bind, p.stage + "/code", code);
     add(MountOp::RemountRo, "", code);
+  } else if (!blank) {
+    attach_code(code);
   }
 
   // A fresh procfs for the new PID namespace, mounted while the old root

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstring>
 #include <sstream>
+#include <vector>
 
 namespace nsbox {
 
@@ -101,14 +102,21 @@ Status check_legacy_slots(const std::string& dir, bool remove) {
     if (errno == ENOENT) return {};
     return sys_error("open", dir);
   }
-  for (uint32_t t = 0; t < 4096; t++) {
-    char name[16];
-    snprintf(name, sizeof name, "%u", t);
-    UniqueFd fd(openat(dirfd.get(), name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  // Every file, whatever its name: one pass finds a holder and lists what to delete.
+  std::vector<std::string> names;
+  if (DIR* d = fdopendir(dup(dirfd.get()))) {
+    while (dirent* e = readdir(d))
+      if (e->d_type == DT_REG) names.emplace_back(e->d_name);
+    closedir(d);
+  } else {
+    return sys_error("opendir", dir);
+  }
+  for (const std::string& name : names) {
+    UniqueFd fd(openat(dirfd.get(), name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd.valid()) continue;
     bool held = flock(fd.get(), LOCK_SH | LOCK_NB) != 0 && errno == EWOULDBLOCK;
     if (!held) {
-      std::string rec = read_small(dirfd.get(), name);
+      std::string rec = read_small(dirfd.get(), name.c_str());
       long long pid = 0;
       held = sscanf(rec.c_str(), "%lld", &pid) == 1 && pid > 0 &&
              slot_record_alive(rec, proc_stat(static_cast<pid_t>(pid)));
@@ -121,11 +129,7 @@ Status check_legacy_slots(const std::string& dir, bool remove) {
                             "start again");
   }
   if (remove) {
-    if (DIR* d = fdopendir(dup(dirfd.get()))) {
-      while (dirent* e = readdir(d))
-        if (e->d_type == DT_REG) (void)unlinkat(dirfd.get(), e->d_name, 0);
-      closedir(d);
-    }
+    for (const std::string& name : names) (void)unlinkat(dirfd.get(), name.c_str(), 0);
     (void)rmdir(dir.c_str());
   }
   return {};

@@ -125,6 +125,11 @@ TEST_CASE("uid slots: a slot of the old layout still held blocks every new one")
   CHECK(s.error().message().find("older nsbox") != std::string::npos);
   std::ofstream(legacy + "/7") << "";
   CHECK(check_legacy_slots(legacy));
+  // Whatever the file's name.
+  std::ofstream(legacy + "/40001") << getpid() << " " << start_time_of_self() << "\n";
+  CHECK(!check_legacy_slots(legacy));
+  std::ofstream(legacy + "/40001") << "";
+  CHECK(check_legacy_slots(legacy));
   // An old process holding the lock, record or not.
   int fd = open((legacy + "/4095").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   REQUIRE(fd >= 0);
