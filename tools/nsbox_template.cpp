@@ -27,6 +27,7 @@
 
 #include "base/result.hpp"
 #include "rootfs/rootfs.hpp"
+#include "sandbox/heap_pack.hpp"
 #include "sandbox/template.hpp"
 
 namespace nsbox {
@@ -34,35 +35,63 @@ namespace {
 
 constexpr int kSock = 3;
 
-// In the sandbox: the environment and argv are the spec's, the signal
-// dispositions Python's own start-up sets (PyConfig.install_signal_handlers
-// is off in the template, which must keep the kernel's defaults), and the
-// runner runs as __main__ as `python3 runner.py` would run it.
-constexpr const char* kEnter = R"PY(
-def _nsbox_enter(code, orig_argv, env):
-    import builtins, os, signal, sys
+// The template's half: the runner's body (its classes, functions and JSON
+// codec) runs once here, and so do the imports a sandbox's start-up needs
+// (signal's enum classes alone are hundreds of objects). What they build is
+// shared copy-on-write; building it again in each sandbox cost ~150 page
+// faults, and as many private pages, per sandbox.
+//
+// The sandbox's half, after fork and seccomp: the environment and argv are
+// the spec's, the signal dispositions Python's own start-up sets
+// (PyConfig.install_signal_handlers is off in the template, which must keep
+// the kernel's defaults), and the runner runs as __main__ as `python3
+// runner.py` would run it. Everything it runs writes the code and function
+// objects it touches (reference counts, 3.11's adaptive bytecode), so it
+// stays short: _signal rather than signal's enum wrappers, which give the
+// same dispositions.
+constexpr const char* kBootstrap = R"PY(
+import builtins, os, signal, sys
+from _signal import SIG_IGN, SIGINT, SIGPIPE, SIGXFSZ, default_int_handler
+from _signal import signal as _set_signal
+
+def _nsbox_load(code, path):
+    main = type(sys)("__main__")
+    main.__file__ = path
+    main.__builtins__ = builtins
+    main.__cached__ = None
+    # Not "__main__" while the body runs: its last lines would call main().
+    main.__name__ = "__nsbox_runner__"
+    exec(code, main.__dict__)
+    main.__name__ = "__main__"
+    for value in list(main.__dict__.values()):
+        if getattr(value, "__module__", None) == "__nsbox_runner__":
+            value.__module__ = "__main__"
+    return main
+
+def _nsbox_enter(main, orig_argv, env):
     argv = orig_argv[1:]
     while argv and argv[0].startswith("-"):
         argv = argv[1:]
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    os.environ.clear()
+    _set_signal(SIGINT, default_int_handler)
+    _set_signal(SIGPIPE, SIG_IGN)
+    _set_signal(SIGXFSZ, SIG_IGN)
+    for k in list(os.environ):
+        del os.environ[k]
     for kv in env:
         k, _, v = kv.partition("=")
         os.environ[k] = v
     sys.argv = list(argv)
     sys.orig_argv = list(orig_argv)
-    main = type(sys)("__main__")
-    main.__file__ = argv[0]
-    main.__builtins__ = builtins
-    main.__cached__ = None
     sys.modules["__main__"] = main
-    exec(code, main.__dict__)
+    sys.exit(main.main(argv[1:]))
 )PY";
 
+// Exported by libpython, though not declared in its public headers: the
+// table of pymalloc's size classes that sys._debugmallocstats() prints.
+extern "C" int _PyObject_DebugMallocStats(FILE* out);
+
 PyObject* g_enter = nullptr;   // _nsbox_enter
-PyObject* g_runner = nullptr;  // the runner's code object
+PyObject* g_runner = nullptr;  // the runner's module, its body run once here
 
 // The runtime tree may not be under /usr, which the template replaces.
 Status check_options(const TemplateOptions& o) {
@@ -151,7 +180,7 @@ Status start_python(const TemplateOptions& o) {
   }
   PyObject* globals = PyDict_New();
   PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins());
-  PyObject* r = PyRun_String(kEnter, Py_file_input, globals, globals);
+  PyObject* r = PyRun_String(kBootstrap, Py_file_input, globals, globals);
   if (!r) return make_error("template bootstrap", py_error_text());
   Py_DECREF(r);
   g_enter = PyDict_GetItemString(globals, "_nsbox_enter");
@@ -162,8 +191,15 @@ Status start_python(const TemplateOptions& o) {
   if (!in) return sys_error("open", path);
   std::stringstream text;
   text << in.rdbuf();
-  g_runner = Py_CompileString(text.str().c_str(), kRunnerPath, Py_file_input);
-  if (!g_runner) return make_error(std::string("compile ") + kRunnerPath, py_error_text());
+  PyObject* code = Py_CompileString(text.str().c_str(), kRunnerPath, Py_file_input);
+  if (!code) return make_error(std::string("compile ") + kRunnerPath, py_error_text());
+  PyObject* load = PyDict_GetItemString(globals, "_nsbox_load");
+  PyObject* path_obj = PyUnicode_FromString(kRunnerPath);
+  g_runner =
+      load && path_obj ? PyObject_CallFunctionObjArgs(load, code, path_obj, nullptr) : nullptr;
+  Py_XDECREF(path_obj);
+  Py_DECREF(code);
+  if (!g_runner) return make_error(std::string("load ") + kRunnerPath, py_error_text());
 
   // Everything allocated so far is the template's, shared by every sandbox:
   // gc.freeze() moves it out of the collector's generations, so a
@@ -176,6 +212,31 @@ Status start_python(const TemplateOptions& o) {
     Py_DECREF(res);
   }
   Py_DECREF(gc);
+  return {};
+}
+
+// The last thing before the first fork (sandbox/heap_pack.hpp): the free
+// blocks of pymalloc's partly used pools and glibc's free chunks taken for
+// good, so that a sandbox's allocations start on fresh pages rather than
+// in holes scattered over pages it shares with this process. The filled
+// space was free already; it costs the template nothing it did not hold.
+Status pack_heap() {
+  {
+    char* buf = nullptr;
+    size_t len = 0;
+    FILE* f = open_memstream(&buf, &len);
+    if (!f) return sys_error("open_memstream", "pymalloc statistics");
+    int pymalloc = _PyObject_DebugMallocStats(f);
+    fclose(f);
+    std::string text(buf ? buf : "", len);
+    free(buf);
+    if (pymalloc)
+      for (const PoolClass& c : parse_pymalloc_classes(text))
+        for (long i = 0; i < c.avail; i++)
+          if (!PyObject_Malloc(c.block_size)) return make_error("pymalloc", "out of memory");
+  }
+  // Last: everything above freed what it allocated, which left holes.
+  fill_malloc_holes();
   return {};
 }
 
@@ -219,6 +280,7 @@ int template_main() {
     TRY(check_options(o));
     TRY(enter_runtime_tree(o.rootfs));
     TRY(start_python(o));
+    TRY(pack_heap());
     return {};
   }();
   if (Status s = template_send_ready(kSock, init); !s || !init) return 1;
