@@ -1,12 +1,14 @@
 #include "gateway/metrics.hpp"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace nsbox {
 
 namespace {
 constexpr auto kSandboxMemoryRefresh = std::chrono::seconds(1);
-}
+constexpr int kRefreshIdleFactor = 19;  // idle time per unit of refresh time
+}  // namespace
 
 void Metrics::request(const std::string& function, int status, double seconds) {
   std::lock_guard<std::mutex> lock(mu_);
@@ -106,7 +108,8 @@ std::string render_pool_stats(const PoolStats& s) {
 
 std::string SandboxMemory::render(const std::vector<uint64_t>& ids) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (std::chrono::steady_clock::now() - at_ >= kSandboxMemoryRefresh) {
+  const Clock::time_point start = now_();
+  if (!refreshed_ || start >= next_) {
     // Three families per sandbox, each line group under its own HELP/TYPE:
     // the cgroup's charge, and what its processes map of their own (USS)
     // and as their share of what they map with others (PSS), which for a
@@ -147,7 +150,7 @@ std::string SandboxMemory::render(const std::vector<uint64_t>& ids) {
     }
     lines_ =
         "# HELP nsbox_sandbox_memory_bytes Memory charged to each idle or blank sandbox's "
-        "cgroup, at most 1 s old.\n"
+        "cgroup, refreshed at most once a second (less often with many sandboxes).\n"
         "# TYPE nsbox_sandbox_memory_bytes gauge\n" +
         charge +
         "# HELP nsbox_sandbox_uss_bytes Memory only each idle or blank sandbox's processes map "
@@ -158,7 +161,10 @@ std::string SandboxMemory::render(const std::vector<uint64_t>& ids) {
         "memory its processes map (PSS).\n"
         "# TYPE nsbox_sandbox_pss_bytes gauge\n" +
         pss + templates;
-    at_ = std::chrono::steady_clock::now();
+    const Clock::time_point end = now_();
+    next_ =
+        end + std::max<Clock::duration>(kSandboxMemoryRefresh, (end - start) * kRefreshIdleFactor);
+    refreshed_ = true;
   }
   return lines_;
 }

@@ -40,20 +40,27 @@ class Metrics {
 
 std::string render_pool_stats(const PoolStats& s);
 
-// nsbox_sandbox_memory_bytes, a line per sandbox. Each line costs a factory
-// call (a round trip to the spawner), so the lines are refreshed at most
-// once a second however often /metrics is scraped: scrapes cannot keep the
-// spawner from making sandboxes.
+// nsbox_sandbox_memory_bytes, a line per sandbox. Each line costs factory
+// calls (round trips to the spawner, which reads the cgroup and walks the
+// sandbox's page tables), so scrapes must not keep the spawner from making
+// sandboxes: the lines are refreshed at most once a second however often
+// /metrics is scraped, and with thousands of sandboxes, whose refresh takes
+// seconds, only after 19 times as long as the last refresh took, so that
+// refreshes take at most a twentieth of the spawner's time.
 class SandboxMemory {
  public:
-  explicit SandboxMemory(SandboxFactory& factory) : factory_(factory) {}
+  using Clock = std::chrono::steady_clock;
+  explicit SandboxMemory(SandboxFactory& factory, Clock::time_point (*now)() = Clock::now)
+      : factory_(factory), now_(now) {}
   // ids: the sandboxes to report (PoolStats::ids); used only on a refresh.
   std::string render(const std::vector<uint64_t>& ids);
 
  private:
   SandboxFactory& factory_;
+  Clock::time_point (*now_)();
   std::mutex mu_;  // held across a refresh: concurrent scrapes wait and share it
-  std::chrono::steady_clock::time_point at_{};
+  bool refreshed_ = false;
+  Clock::time_point next_{};  // no refresh before
   std::string lines_;
 };
 

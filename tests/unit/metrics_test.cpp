@@ -53,6 +53,29 @@ class MemoryFactory final : public SandboxFactory {
   bool healthy() override { return true; }
 };
 
+// A clock the test moves, and a factory whose every call takes 10 ms of it:
+// a slow spawner, as with thousands of sandboxes.
+SandboxMemory::Clock::time_point g_now{};
+SandboxMemory::Clock::time_point fake_now() {
+  return g_now;
+}
+
+class SlowFactory final : public SandboxFactory {
+ public:
+  Result<SpawnedSandbox> spawn(uint32_t, uint64_t) override {
+    return make_error("spawn", "not in this test");
+  }
+  Status set_memory(uint64_t, uint64_t) override { return {}; }
+  Result<CgroupEvents> events(uint64_t) override {
+    calls++;
+    g_now += std::chrono::milliseconds(10);
+    return CgroupEvents{};
+  }
+  Status destroy(uint64_t) override { return {}; }
+  bool healthy() override { return true; }
+  int calls = 0;
+};
+
 bool has(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
 }
@@ -107,4 +130,30 @@ TEST_CASE("metrics: per sandbox its cgroup charge, USS and PSS; the templates' o
   std::string p = other.render({1});
   CHECK_FALSE(has(p, "uss_bytes{"));
   CHECK_FALSE(has(p, "nsbox_templates"));
+}
+
+TEST_CASE("metrics: a slow refresh waits 19 times as long before the next") {
+  using std::chrono::milliseconds;
+  SlowFactory factory;
+  SandboxMemory memory(factory, fake_now);
+  std::vector<uint64_t> ids(5);  // 5 calls: 50 ms, under a second either way
+  memory.render(ids);
+  CHECK(factory.calls == 5);
+  g_now += milliseconds(999);
+  memory.render(ids);
+  CHECK(factory.calls == 5);
+  g_now += milliseconds(1);
+  memory.render(ids);
+  CHECK(factory.calls == 10);
+  // 200 sandboxes: 2 s a refresh, then 38 s without one.
+  std::vector<uint64_t> many(200);
+  g_now += milliseconds(1000);
+  memory.render(many);
+  CHECK(factory.calls == 210);
+  g_now += milliseconds(37999);
+  memory.render(many);
+  CHECK(factory.calls == 210);
+  g_now += milliseconds(1);
+  memory.render(many);
+  CHECK(factory.calls == 410);
 }
