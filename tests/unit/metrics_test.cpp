@@ -136,24 +136,24 @@ TEST_CASE("metrics: a slow refresh waits 19 times as long before the next") {
   using std::chrono::milliseconds;
   SlowFactory factory;
   SandboxMemory memory(factory, fake_now);
-  std::vector<uint64_t> ids(5);  // 5 calls: 50 ms, under a second either way
-  memory.render(ids);
-  CHECK(factory.calls == 5);
-  g_now += milliseconds(999);
-  memory.render(ids);
-  CHECK(factory.calls == 5);
-  g_now += milliseconds(1);
-  memory.render(ids);
-  CHECK(factory.calls == 10);
-  // 200 sandboxes: 2 s a refresh, then 38 s without one.
-  std::vector<uint64_t> many(200);
-  g_now += milliseconds(1000);
-  memory.render(many);
-  CHECK(factory.calls == 210);
-  g_now += milliseconds(37999);
-  memory.render(many);
-  CHECK(factory.calls == 210);
-  g_now += milliseconds(1);
-  memory.render(many);
-  CHECK(factory.calls == 410);
+  // Each call takes 10 ms: 5 sandboxes refresh in 50 ms, and the second's
+  // floor holds; 200 take 2 s, and then 38 s pass without a refresh.
+  struct Case {
+    size_t sandboxes;
+    int quiet_ms;  // how long after a refresh the next one is refused
+  };
+  for (Case c : {Case{5, 999}, Case{200, 37999}}) {
+    CAPTURE(c.sandboxes);
+    std::vector<uint64_t> ids(c.sandboxes);
+    g_now += milliseconds(100000);  // long after any earlier refresh
+    const int before = factory.calls;
+    memory.render(ids);
+    CHECK(factory.calls == before + int(c.sandboxes));
+    g_now += milliseconds(c.quiet_ms);
+    memory.render(ids);
+    CHECK(factory.calls == before + int(c.sandboxes));
+    g_now += milliseconds(1);
+    memory.render(ids);
+    CHECK(factory.calls == before + 2 * int(c.sandboxes));
+  }
 }
