@@ -8,6 +8,9 @@ namespace nsbox {
 namespace {
 constexpr auto kSandboxMemoryRefresh = std::chrono::seconds(1);
 constexpr int kRefreshIdleFactor = 19;  // idle time per unit of refresh time
+// However slow the last refresh (it also counts the time queued behind
+// spawns), the lines are never older than this plus one refresh.
+constexpr auto kSandboxMemoryMaxWait = std::chrono::seconds(60);
 }  // namespace
 
 void Metrics::request(const std::string& function, int status, double seconds) {
@@ -109,7 +112,7 @@ std::string render_pool_stats(const PoolStats& s) {
 std::string SandboxMemory::render(const std::vector<uint64_t>& ids) {
   std::lock_guard<std::mutex> lock(mu_);
   const Clock::time_point start = now_();
-  if (!refreshed_ || start >= next_) {
+  if (start >= next_) {
     // Three families per sandbox, each line group under its own HELP/TYPE:
     // the cgroup's charge, and what its processes map of their own (USS)
     // and as their share of what they map with others (PSS), which for a
@@ -150,7 +153,8 @@ std::string SandboxMemory::render(const std::vector<uint64_t>& ids) {
     }
     lines_ =
         "# HELP nsbox_sandbox_memory_bytes Memory charged to each idle or blank sandbox's "
-        "cgroup, refreshed at most once a second (less often with many sandboxes).\n"
+        "cgroup, refreshed at most once a second, and with many sandboxes after 19 times as "
+        "long as a refresh takes (at most 60 s).\n"
         "# TYPE nsbox_sandbox_memory_bytes gauge\n" +
         charge +
         "# HELP nsbox_sandbox_uss_bytes Memory only each idle or blank sandbox's processes map "
@@ -162,9 +166,8 @@ std::string SandboxMemory::render(const std::vector<uint64_t>& ids) {
         "# TYPE nsbox_sandbox_pss_bytes gauge\n" +
         pss + templates;
     const Clock::time_point end = now_();
-    next_ =
-        end + std::max<Clock::duration>(kSandboxMemoryRefresh, (end - start) * kRefreshIdleFactor);
-    refreshed_ = true;
+    next_ = end + std::clamp<Clock::duration>((end - start) * kRefreshIdleFactor,
+                                              kSandboxMemoryRefresh, kSandboxMemoryMaxWait);
   }
   return lines_;
 }

@@ -45,8 +45,9 @@ std::string render_pool_stats(const PoolStats& s);
 // sandbox's page tables), so scrapes must not keep the spawner from making
 // sandboxes: the lines are refreshed at most once a second however often
 // /metrics is scraped, and with thousands of sandboxes, whose refresh takes
-// seconds, only after 19 times as long as the last refresh took, so that
-// refreshes take at most a twentieth of the spawner's time.
+// seconds, only after 19 times as long as the last refresh took (but at
+// most 60 s), so that refreshes take at most a twentieth of the spawner's
+// time.
 class SandboxMemory {
  public:
   using Clock = std::chrono::steady_clock;
@@ -58,9 +59,8 @@ class SandboxMemory {
  private:
   SandboxFactory& factory_;
   Clock::time_point (*now_)();
-  std::mutex mu_;  // held across a refresh: concurrent scrapes wait and share it
-  bool refreshed_ = false;
-  Clock::time_point next_{};  // no refresh before
+  std::mutex mu_;             // held across a refresh: concurrent scrapes wait and share it
+  Clock::time_point next_{};  // no refresh before (the clock's zero: the first is due)
   std::string lines_;
 };
 

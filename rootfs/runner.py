@@ -16,6 +16,12 @@ Cold start is benchmarked, so start-up imports only os and sys (already loaded b
 interpreter) and the C module _json: the json package itself costs ~8 ms because json.decoder
 pulls in re, enum and collections, a third of the runner's start-up. traceback and time are
 imported only on the paths that need them.
+
+With the template factory this module's body runs once, in the template, as root and with the
+host's view, before any sandbox exists (tools/nsbox_template.cpp); each sandbox then calls
+main(). So the top level only defines: nothing there may read the environment, open files or
+touch the host. The last statement must stay the `if __name__ == "__main__":` guard, which the
+template drops.
 """
 
 import os

@@ -30,10 +30,13 @@ std::vector<PoolClass> parse_pymalloc_classes(std::string_view text);
 size_t malloc_free_below_top();
 
 // Allocates (and never frees) the smallest chunks until no free space below
-// the top is left; returns how many. For a single-threaded process (the
-// template): other threads' arenas are not filled from this one. It stops when a round takes nothing.
-// Chunks in glibc's per-thread cache (at most 7 of each small size) are
-// not free space to mallinfo2, and are left.
+// the top is left, and returns how many; it stops when a round takes
+// nothing. Every page of that space becomes resident, including those
+// malloc_trim(0) here has just returned. Chunks in glibc's per-thread cache
+// (at most 7 of each small size) are not free space to mallinfo2, and are
+// left. For a single-threaded process (the template): other threads'
+// arenas are not filled from this one, and their free space would cost one
+// round of chunks taken from this arena's top before the loop stops.
 long fill_malloc_holes();
 
 }  // namespace nsbox

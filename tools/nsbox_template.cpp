@@ -54,18 +54,21 @@ import builtins, os, signal, sys
 from _signal import SIG_IGN, SIGINT, SIGPIPE, SIGXFSZ, default_int_handler
 from _signal import signal as _set_signal
 
-def _nsbox_load(code, path):
+def _nsbox_load(source, path):
+    # As __main__, so that every class and function it defines says so, but
+    # without its last statement, the guard that calls main().
+    import ast
+    tree = ast.parse(source, path)
+    guard = tree.body[-1] if tree.body else None
+    if not (isinstance(guard, ast.If) and ast.unparse(guard.test) == "__name__ == '__main__'"):
+        raise ValueError("does not end with its `if __name__ == '__main__':` guard")
+    del tree.body[-1]
     main = type(sys)("__main__")
     main.__file__ = path
     main.__builtins__ = builtins
     main.__cached__ = None
-    # Not "__main__" while the body runs: its last lines would call main().
-    main.__name__ = "__nsbox_runner__"
-    exec(code, main.__dict__)
-    main.__name__ = "__main__"
-    for value in list(main.__dict__.values()):
-        if getattr(value, "__module__", None) == "__nsbox_runner__":
-            value.__module__ = "__main__"
+    main.__annotations__ = {}
+    exec(compile(tree, path, "exec", dont_inherit=True), main.__dict__)
     return main
 
 def _nsbox_enter(main, orig_argv, env):
@@ -191,14 +194,15 @@ Status start_python(const TemplateOptions& o) {
   if (!in) return sys_error("open", path);
   std::stringstream text;
   text << in.rdbuf();
-  PyObject* code = Py_CompileString(text.str().c_str(), kRunnerPath, Py_file_input);
-  if (!code) return make_error(std::string("compile ") + kRunnerPath, py_error_text());
+  const std::string source = text.str();
   PyObject* load = PyDict_GetItemString(globals, "_nsbox_load");
+  PyObject* source_obj = PyBytes_FromStringAndSize(source.data(), Py_ssize_t(source.size()));
   PyObject* path_obj = PyUnicode_FromString(kRunnerPath);
-  g_runner =
-      load && path_obj ? PyObject_CallFunctionObjArgs(load, code, path_obj, nullptr) : nullptr;
+  g_runner = load && source_obj && path_obj
+                 ? PyObject_CallFunctionObjArgs(load, source_obj, path_obj, nullptr)
+                 : nullptr;
+  Py_XDECREF(source_obj);
   Py_XDECREF(path_obj);
-  Py_DECREF(code);
   if (!g_runner) return make_error(std::string("load ") + kRunnerPath, py_error_text());
 
   // Everything allocated so far is the template's, shared by every sandbox:
@@ -218,8 +222,10 @@ Status start_python(const TemplateOptions& o) {
 // The last thing before the first fork (sandbox/heap_pack.hpp): the free
 // blocks of pymalloc's partly used pools and glibc's free chunks taken for
 // good, so that a sandbox's allocations start on fresh pages rather than
-// in holes scattered over pages it shares with this process. The filled
-// space was free already; it costs the template nothing it did not hold.
+// in holes scattered over pages it shares with this process. The template
+// then holds all of its free space resident (the never-used tails of its
+// pools, the pages inside large free chunks): once, for every clone.
+// Best effort: a template that cannot pack still clones.
 Status pack_heap() {
   {
     char* buf = nullptr;
@@ -280,7 +286,9 @@ int template_main() {
     TRY(check_options(o));
     TRY(enter_runtime_tree(o.rootfs));
     TRY(start_python(o));
-    TRY(pack_heap());
+    if (Status s = pack_heap(); !s)
+      fprintf(stderr, "nsbox-template: warning: heap not packed: %s\n",
+              s.error().message().c_str());
     return {};
   }();
   if (Status s = template_send_ready(kSock, init); !s || !init) return 1;

@@ -137,12 +137,14 @@ TEST_CASE("metrics: a slow refresh waits 19 times as long before the next") {
   SlowFactory factory;
   SandboxMemory memory(factory, fake_now);
   // Each call takes 10 ms: 5 sandboxes refresh in 50 ms, and the second's
-  // floor holds; 200 take 2 s, and then 38 s pass without a refresh.
+  // floor holds; 200 take 2 s, and then 38 s pass without a refresh; 1000
+  // take 10 s, and 190 s would be due, but 60 s is the most it waits.
   struct Case {
     size_t sandboxes;
     int quiet_ms;  // how long after a refresh the next one is refused
   };
-  for (Case c : {Case{5, 999}, Case{200, 37999}}) {
+  // 1000 take 10 s: 190 s would be due, 60 s is the most it waits.
+  for (Case c : {Case{5, 999}, Case{200, 37999}, Case{1000, 59999}}) {
     CAPTURE(c.sandboxes);
     std::vector<uint64_t> ids(c.sandboxes);
     g_now += milliseconds(100000);  // long after any earlier refresh
