@@ -73,6 +73,7 @@ class BenchSmoke(unittest.TestCase):
             for f, x in res["factories"].items():
                 self.assertEqual(x["creation"]["sandboxes"], 100, f)
                 self.assertGreater(x["creation"]["per_second"], 0, f)
+                self.assertGreater(x["creation"]["stop_seconds"], 0, f)
                 self.assertGreater(x["cold"]["median_ms"], 0, f)
                 self.assertEqual(x["burst"]["requests"], 30, f)
                 self.assertEqual(x["burst"]["errors"], 0, f)

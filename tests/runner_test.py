@@ -542,6 +542,18 @@ class RunnerTest(RunnerCase):
         code, out, err = r.finish()
         self.assertEqual((code, out, err), (0, "", ""))
 
+    def test_eof_exits_without_finalizing_the_interpreter(self):
+        # Finalization would free every object, copying a template's shared heap in each
+        # clone; the runner leaves with os._exit instead, after flushing what was printed.
+        r = self.loaded("import atexit, sys\n"
+                        "atexit.register(lambda: sys.stderr.write('finalized\\n'))\n"
+                        "def handler(e, c):\n    print('printed'); return 1\n")
+        self.assertEqual(r.invoke({})["result"], 1)
+        code, out, err = r.finish()
+        self.assertEqual(code, 0)
+        self.assertIn("printed", err)
+        self.assertNotIn("finalized", err)
+
     def test_eof_before_load_exits_zero(self):
         r = self.start()
         self.assertEqual(r.finish()[0], 0)

@@ -86,7 +86,7 @@ def _nsbox_enter(main, orig_argv, env):
     sys.argv = list(argv)
     sys.orig_argv = list(orig_argv)
     sys.modules["__main__"] = main
-    sys.exit(main.main(argv[1:]))
+    main.run(argv[1:])
 )PY";
 
 // Exported by libpython, though not declared in its public headers: the
@@ -263,8 +263,10 @@ void run_runner(const ChildPlan& plan) {
   PyObject* argv = str_list(plan.argv.data());
   PyObject* env = str_list(plan.envp.data());
   PyObject* r = PyObject_CallFunctionObjArgs(g_enter, g_runner, argv, env, nullptr);
-  // SystemExit (how the runner ends) exits here with its code, as it would
-  // from `python3 runner.py`; anything else is printed and exits 1.
+  // The runner ends in os._exit (runner.py's run()), which skips the
+  // finalization that would copy the shared heap. Only an exception that
+  // escapes it gets here: printed (a SystemExit exits with its code, as
+  // from `python3 runner.py`), then status 1.
   if (!r) PyErr_Print();
   fflush(stdout);
   fflush(stderr);
