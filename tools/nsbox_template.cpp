@@ -49,6 +49,34 @@ constexpr int kSock = 3;
 // objects it touches (reference counts, 3.11's adaptive bytecode), so it
 // stays short: _signal rather than signal's enum wrappers, which give the
 // same dispositions.
+// Around the imports of template_modules: the after-fork hooks they
+// register are kept and registered again afterwards, in the same order,
+// except random's, `_inst.seed`, which becomes its C base method bound to the
+// same instance. Both re-seed the generator from os.urandom (the Python
+// method also resets gauss_next, which only gauss() sets and the template
+// never calls), but the Python method runs frames and touches objects all
+// over the shared heap: ~30 more copied pages in every sandbox.
+constexpr const char* kForkHooksBefore = R"PY(
+import os
+_nsbox_hooks = []
+_nsbox_register_at_fork = os.register_at_fork
+def _nsbox_record(**hooks):
+    _nsbox_hooks.append(hooks)
+os.register_at_fork = _nsbox_record
+)PY";
+
+constexpr const char* kForkHooksAfter = R"PY(
+import os, sys
+os.register_at_fork = _nsbox_register_at_fork
+_random_module = sys.modules.get("random")
+for hooks in _nsbox_hooks:
+    if _random_module is not None and hooks.get("after_in_child") == _random_module._inst.seed:
+        import _random
+        hooks["after_in_child"] = _random.Random.seed.__get__(_random_module._inst)
+    os.register_at_fork(**hooks)
+del _nsbox_hooks, _nsbox_record, _nsbox_register_at_fork, _random_module
+)PY";
+
 constexpr const char* kBootstrap = R"PY(
 import builtins, os, signal, sys
 from _signal import SIG_IGN, SIGINT, SIGPIPE, SIGXFSZ, default_int_handler
@@ -176,16 +204,22 @@ Status start_python(const TemplateOptions& o) {
   if (PyStatus_Exception(st))
     return make_error("Python start-up", st.err_msg ? st.err_msg : "failed");
 
+  PyObject* globals = PyDict_New();
+  PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins());
+  auto run = [globals](const char* code, const char* what) -> Status {
+    PyObject* r = PyRun_String(code, Py_file_input, globals, globals);
+    if (!r) return make_error(what, py_error_text());
+    Py_DECREF(r);
+    return {};
+  };
+  TRY(run(kForkHooksBefore, "template bootstrap (fork hooks)"));
   for (const auto& m : o.modules) {
     PyObject* mod = PyImport_ImportModule(m.c_str());
     if (!mod) return make_error("import " + m, py_error_text());
     Py_DECREF(mod);
   }
-  PyObject* globals = PyDict_New();
-  PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins());
-  PyObject* r = PyRun_String(kBootstrap, Py_file_input, globals, globals);
-  if (!r) return make_error("template bootstrap", py_error_text());
-  Py_DECREF(r);
+  TRY(run(kForkHooksAfter, "template bootstrap (fork hooks)"));
+  TRY(run(kBootstrap, "template bootstrap"));
   g_enter = PyDict_GetItemString(globals, "_nsbox_enter");
   Py_XINCREF(g_enter);
 
