@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 
 #include "base/clock.hpp"
@@ -48,6 +49,7 @@ const char* const kStepNames[kStepCount] = {
 // single-threaded copy of the parent, so this is its own memory.
 ChildMsg g_msg;
 int g_sync = -1;
+int g_init_program = -1;  // its fixed fd once step 10 has run
 
 void send_msg() {
   // write(), not send(): after seccomp only write is sure to be allowed (the
@@ -73,6 +75,9 @@ void done(int32_t step) {
 
 // PID 1 of the sandbox: reaps orphans (the kernel reparents them here) and
 // exits with the runner's status; its exit kills the rest of the namespace.
+// It execs nsbox-init, which does the same (init_program.hpp), so as to stop
+// holding a copy of its creator's memory; only if that exec fails does it
+// go on here, as it did before nsbox-init existed.
 // It holds no fd and runs under its own filter (init_filter.hpp), loaded
 // here rather than before vfork: filters are inherited, and the runner's
 // would be cut down to PID 1's. The runner has exec'd by the time vfork
@@ -80,6 +85,20 @@ void done(int32_t step) {
 // the namespace's init, ignores every signal from inside: the function
 // cannot reach it in the window before the filter is in place.
 [[noreturn]] void init_loop(pid_t runner, const sock_fprog* filter) {
+  if (g_init_program >= 0) {
+    // The sync socket first: the parent's EOF must not wait for the exec,
+    // which frees this copy of the creator's address space.
+    close(g_sync);
+    g_sync = -1;
+    char pid[24];
+    snprintf(pid, sizeof pid, "%d", static_cast<int>(runner));
+    char arg0[] = "nsbox-init";
+    char load[] = "0";
+    load[0] = filter ? '1' : '0';
+    char* argv[] = {arg0, pid, load, nullptr};
+    char* envp[] = {nullptr};
+    syscall(SYS_execveat, g_init_program, "", argv, envp, AT_EMPTY_PATH);
+  }
   syscall(SYS_close_range, 0, ~0U, 0);
   if (filter && child_load_seccomp(filter) != 0) _exit(126);
   for (;;) {
@@ -175,6 +194,8 @@ void child_main(const ChildPlan& p) {
   int sync = fcntl(p.sync_fd, F_DUPFD_CLOEXEC, 10);
   int fork_sock = p.fork_fd >= 0 ? fcntl(p.fork_fd, F_DUPFD_CLOEXEC, 10) : -1;
   if (p.fork_fd >= 0 && fork_sock < 0) fail(kStepFds, errno, "F_DUPFD_CLOEXEC");
+  int init_prog = p.init_program_fd >= 0 ? fcntl(p.init_program_fd, F_DUPFD_CLOEXEC, 10) : -1;
+  if (p.init_program_fd >= 0 && init_prog < 0) fail(kStepFds, errno, "F_DUPFD_CLOEXEC");
   int in = fcntl(p.request_fd, F_DUPFD_CLOEXEC, 10);
   int out = fcntl(p.reply_fd, F_DUPFD_CLOEXEC, 10);
   int err = fcntl(p.stderr_fd >= 0 ? p.stderr_fd : 2, F_DUPFD_CLOEXEC, 10);
@@ -186,8 +207,14 @@ void child_main(const ChildPlan& p) {
     fail(kStepFds, errno, "dup2");
   if (fork_sock >= 0 && dup2(fork_sock, 6) < 0) fail(kStepFds, errno, "dup2");
   g_sync = 5;
-  if (syscall(SYS_close_range, fork_sock >= 0 ? 7 : 6, ~0U, 0) != 0)
-    fail(kStepFds, errno, "close_range");
+  int next_fd = fork_sock >= 0 ? 7 : 6;
+  // PID 1's program, close-on-exec: the exec'd runner never has it, and the
+  // runner that goes on in-process closes it first thing (step 14).
+  if (init_prog >= 0) {
+    if (dup3(init_prog, next_fd, O_CLOEXEC) < 0) fail(kStepFds, errno, "dup3");
+    g_init_program = next_fd++;
+  }
+  if (syscall(SYS_close_range, next_fd, ~0U, 0) != 0) fail(kStepFds, errno, "close_range");
   done(kStepFds);
 
   // 11. Lower rlimits.
@@ -233,6 +260,7 @@ void child_main(const ChildPlan& p) {
   pid_t runner = p.run_in_process ? fork() : vfork();
   if (runner < 0) fail(kStepForkInit, errno);
   if (runner > 0) init_loop(runner, p.layers >= kLayerSeccomp ? p.init_bpf : nullptr);
+  if (g_init_program >= 0) close(g_init_program);
   // An exec'd runner gets a fresh, dumpable mm; one that goes on in-process
   // has its own copy of PID 1's, sealed at step 13: unsealed here, so that
   // the function sees its own /proc entries exactly as after exec.

@@ -62,12 +62,13 @@ struct ChildPlan {
   sock_fprog bpf{};
   const sock_fprog* init_bpf = nullptr;  // PID 1's own filter (init_filter.hpp)
   const char* hostname = nullptr;
-  int sync_fd = -1;         // child's end, close-on-exec
-  int request_fd = -1;      // the runner reads requests here; becomes fd 3
-  int reply_fd = -1;        // and writes replies here; becomes fd 4
-  int stderr_fd = -1;       // >= 0: becomes fd 2 (and 1)
-  int fork_fd = -1;         // >= 0: becomes fd 6 (a function template's fork socket)
-  int parent_sync_fd = -1;  // the parent's ends, closed first thing
+  int sync_fd = -1;          // child's end, close-on-exec
+  int request_fd = -1;       // the runner reads requests here; becomes fd 3
+  int reply_fd = -1;         // and writes replies here; becomes fd 4
+  int stderr_fd = -1;        // >= 0: becomes fd 2 (and 1)
+  int fork_fd = -1;          // >= 0: becomes fd 6 (a function template's fork socket)
+  int init_program_fd = -1;  // >= 0: PID 1 execs it after the fork (init_program.hpp)
+  int parent_sync_fd = -1;   // the parent's ends, closed first thing
   int parent_request_fd = -1;
   int parent_reply_fd = -1;
   bool root_mode = false;  // switch to the namespace's uid 0 for setup

@@ -91,6 +91,7 @@ void build_child_plan(const SandboxSpec& spec, const MountSources& sources, cons
   p.reply_fd = fds.reply;
   p.stderr_fd = fds.stderr_fd;
   p.fork_fd = fds.fork;
+  p.init_program_fd = fds.init_program;
   p.parent_sync_fd = fds.parent_sync;
   p.parent_request_fd = fds.parent_request;
   p.parent_reply_fd = fds.parent_reply;

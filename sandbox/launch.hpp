@@ -21,11 +21,12 @@ namespace nsbox {
 
 // Borrowed fds the child is given, as numbers in the process that clones.
 struct ChildFds {
-  int sync = -1;       // the child's end of the sync socket
-  int request = -1;    // becomes fd 3
-  int reply = -1;      // becomes fd 4
-  int stderr_fd = -1;  // becomes fd 2 and 1 (-1: the cloner's fd 2)
-  int fork = -1;       // becomes fd 6: a function template's fork socket
+  int sync = -1;          // the child's end of the sync socket
+  int request = -1;       // becomes fd 3
+  int reply = -1;         // becomes fd 4
+  int stderr_fd = -1;     // becomes fd 2 and 1 (-1: the cloner's fd 2)
+  int fork = -1;          // becomes fd 6: a function template's fork socket
+  int init_program = -1;  // what PID 1 execs after its fork (init_program.hpp)
   int parent_sync = -1;
   int parent_request = -1;
   int parent_reply = -1;

@@ -18,6 +18,7 @@
 #include "base/clock.hpp"
 #include "base/files.hpp"
 #include "base/log.hpp"
+#include "sandbox/init_program.hpp"
 #include "sandbox/launch.hpp"
 #include "sandbox/userns.hpp"
 
@@ -175,6 +176,7 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
   fds.reply = l.chan.runner_out.get();
   fds.stderr_fd = spec.stderr_fd;
   fds.fork = spec.fork_fd;
+  fds.init_program = init_program_fd();
   fds.parent_sync = l.sync_parent.get();
   fds.parent_request = l.chan.host.to_runner.get();
   fds.parent_reply = l.chan.host.from_runner.get();

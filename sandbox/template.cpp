@@ -19,6 +19,7 @@
 #include "base/clock.hpp"
 #include "base/log.hpp"
 #include "sandbox/fd_passing.hpp"
+#include "sandbox/init_program.hpp"
 #include "sandbox/spec_codec.hpp"
 
 namespace nsbox {
@@ -281,6 +282,7 @@ void serve_one(int sock, const char* buf, size_t len, int* fds, int nfds,
   cf.sync = fds[0];
   cf.request = fds[1];
   cf.reply = fds[2];
+  cf.init_program = init_program_fd();
   if (has & kHasStderr) cf.stderr_fd = fds[i++];
   if (has & kHasCodeTree) src.code_tree_fd = fds[i++];
   CloneRequest req;

@@ -28,6 +28,7 @@
 #include "base/result.hpp"
 #include "rootfs/rootfs.hpp"
 #include "sandbox/heap_pack.hpp"
+#include "sandbox/init_program.hpp"
 #include "sandbox/template.hpp"
 
 namespace nsbox {
@@ -354,6 +355,8 @@ int template_main() {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   prctl(PR_SET_NAME, "nsbox-template");
   if (getppid() == 1) return 1;
+  // Before the runtime tree replaces /usr, where nsbox-init may be installed.
+  (void)init_program_fd();
   Status init = [&]() -> Status {
     if (geteuid() != 0)
       return make_error("nsbox-template",

@@ -81,14 +81,19 @@ std::string unprivileged_copy(const std::string& path, mode_t mode) {
   return copy;
 }
 
+// nsbox and the programs it finds beside itself, as an install puts them.
+std::string unprivileged_nsbox_copy(const std::string& bin) {
+  for (const char* sibling : {"nsbox-http", "nsbox-init"})
+    unprivileged_copy(bin.substr(0, bin.find_last_of('/') + 1) + sibling, 0755);
+  return unprivileged_copy(bin, 0755);
+}
+
 RunSpec for_unprivileged(RunSpec spec) {
   std::string bin = nsbox_bin();
   std::string probes = probe("");
   for (auto& a : spec.argv) {
     if (a == bin) {
-      std::string http = bin.substr(0, bin.find_last_of('/') + 1) + "nsbox-http";
-      unprivileged_copy(http, 0755);
-      a = unprivileged_copy(bin, 0755);
+      a = unprivileged_nsbox_copy(bin);
     } else if (a.rfind(probes, 0) == 0) {
       a = unprivileged_copy(a, 0644);
     }
@@ -99,9 +104,7 @@ RunSpec for_unprivileged(RunSpec spec) {
 }  // namespace
 
 std::string unprivileged_nsbox_bin() {
-  std::string bin = nsbox_bin();
-  unprivileged_copy(bin.substr(0, bin.find_last_of('/') + 1) + "nsbox-http", 0755);
-  return unprivileged_copy(bin, 0755);
+  return unprivileged_nsbox_copy(nsbox_bin());
 }
 
 std::string unprivileged_probes_dir() {

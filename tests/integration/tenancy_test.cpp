@@ -84,6 +84,10 @@ void check_pid1(const json& r) {
   CHECK(r["pid1_mem_rw"] != "ok");
   CHECK(r["pid1_mem_r"] != "ok");
   CHECK(r["pid1_environ"] != "ok");
+  // PID 1 is nsbox-init, exec'd from a file the sandbox may not read: it
+  // holds no copy of the spawner's or the template's memory.
+  CHECK(r["pid1_program"] == "nsbox-init");
+  CHECK(r["pid1_exe"] != "ok");
   // PID 1 leads a session of its own: no terminal of the caller's.
   CHECK(r["sid"] == 1);
 }

@@ -1,5 +1,5 @@
 """Hostile, but reads only: looks for a way into the sandbox's PID 1 (the
-reaper nsbox leaves behind, which never execs) and for a secret of the
+reaper nsbox leaves behind, nsbox-init from a file it may not read) and for a secret of the
 daemon anywhere the function can read: every other process's cmdline,
 environ and memory (where it can be opened), and the files of its tree.
 Refuses to run unless it sees it is inside a sandbox. Bounded: at most 64
@@ -70,6 +70,8 @@ def handler(event, context):
         "pid1_mem_rw": _error(lambda: open("/proc/1/mem", "r+b", 0).close()),
         "pid1_mem_r": _error(lambda: open("/proc/1/mem", "rb", 0).close()),
         "pid1_environ": _error(lambda: _read("/proc/1/environ")),
+        "pid1_program": _read("/proc/1/cmdline").split(b"\0")[0].decode(),
+        "pid1_exe": _error(lambda: os.readlink("/proc/1/exe")),
         "found": [],
         "mem_readable": [],
     }

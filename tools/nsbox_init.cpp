@@ -1,0 +1,43 @@
+// nsbox-init: a sandbox's PID 1 once setup is done (docs/architecture.md §3,
+// step 14). PID 1 forks the runner and then execs this, from a sealed memfd
+// the sandbox may execute but not read (sandbox/init_program.hpp), so that it
+// stops holding a copy of its parent's address space: the spawner's, or the
+// template's whole interpreter. It reaps orphans and exits with the runner's
+// status; its exit kills the rest of the namespace.
+//
+// Static, so that the exec loads nothing from the sandbox's root. An
+// unreadable program leaves the process non-dumpable; this says so again
+// first, as the in-process init did before it.
+
+#include <linux/close_range.h>
+#include <linux/seccomp.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+
+#include "sandbox/init_filter.hpp"
+
+int main(int argc, char** argv) {
+  prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+  // An exec from an fd names the process after the fd's number.
+  prctl(PR_SET_NAME, "nsbox-init", 0, 0, 0);
+  // argv: the runner's pid, and whether to load PID 1's filter.
+  if (argc != 3) _exit(127);
+  char* end = nullptr;
+  long runner = strtol(argv[1], &end, 10);
+  if (*end || runner <= 0) _exit(127);
+  syscall(SYS_close_range, 0, ~0U, 0);
+  if (argv[2][0] == '1' &&
+      syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, nsbox::init_seccomp_program()) != 0)
+    _exit(126);
+  for (;;) {
+    int st;
+    pid_t w = waitpid(-1, &st, 0);
+    if (w == runner) _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    if (w < 0 && errno == ECHILD) _exit(127);
+  }
+}
