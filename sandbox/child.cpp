@@ -86,10 +86,11 @@ void done(int32_t step) {
 // cannot reach it in the window before the filter is in place.
 [[noreturn]] void init_loop(pid_t runner, const sock_fprog* filter) {
   if (g_init_program >= 0) {
-    // The sync socket first: the parent's EOF must not wait for the exec,
-    // which frees this copy of the creator's address space.
-    close(g_sync);
-    g_sync = -1;
+    // The sync socket stays open across the exec, and nsbox-init closes it
+    // once it has made itself non-dumpable: the parent's EOF, and so the
+    // first request, must not come while a host whose fs.suid_dumpable is 1
+    // leaves the new program dumpable.
+    if (fcntl(g_sync, F_SETFD, 0) != 0) _exit(127);
     char pid[24];
     snprintf(pid, sizeof pid, "%d", static_cast<int>(runner));
     char arg0[] = "nsbox-init";

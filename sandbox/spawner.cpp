@@ -22,6 +22,7 @@
 #include "base/host_limits.hpp"
 #include "base/log.hpp"
 #include "sandbox/fd_passing.hpp"
+#include "sandbox/init_program.hpp"
 #include "sandbox/instance.hpp"
 #include "sandbox/sandbox.hpp"
 #include "sandbox/spec_codec.hpp"
@@ -241,6 +242,9 @@ Setup wait_for_setup(int sock) {
   // 1024 would cap the pool. As high as the kernel lets a root process go
   // (the gateway says so when the result caps max_sandboxes).
   raise_open_files(rlim_t(1) << 20);
+  // nsbox-init as installed now, beside the code that execs it, rather than
+  // at the first sandbox, after an upgrade may have replaced it.
+  (void)init_program_fd();
   Setup setup = wait_for_setup(sock);
   const std::vector<SpawnProfile>& profiles = setup.profiles;
   const CgroupLayout& layout = setup.layout;

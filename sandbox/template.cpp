@@ -307,10 +307,11 @@ void serve_one(int sock, const char* buf, size_t len, int* fds, int nfds,
 }  // namespace
 
 void template_serve(int sock, void (*run)(const ChildPlan&)) {
-  // Wiped in every clone (MADV_WIPEONFORK): a sandbox must not find its own
-  // or an earlier sandbox's request (ids, uids, paths) in its memory, and
-  // the next request lands in pages of the template's own instead of
-  // copying pages it shares with the last clone.
+  // Wiped in every clone (MADV_WIPEONFORK): a sandbox does not find an
+  // earlier sandbox's request (ids, uids, paths) in this buffer (its own
+  // request it keeps, decoded, in its plan), and the next request lands in
+  // pages of the template's own instead of copying pages it shares with the
+  // last clone.
   void* mem =
       mmap(nullptr, kMaxRequest, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (mem == MAP_FAILED || madvise(mem, kMaxRequest, MADV_WIPEONFORK) != 0) {

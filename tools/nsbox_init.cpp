@@ -6,8 +6,10 @@
 // status; its exit kills the rest of the namespace.
 //
 // Static, so that the exec loads nothing from the sandbox's root. An
-// unreadable program leaves the process non-dumpable; this says so again
-// first, as the in-process init did before it.
+// unreadable program leaves the process non-dumpable where fs.suid_dumpable
+// is 0 or 2 (0 or root-only); this says so again first, for hosts where it
+// is 1, and only then closes every fd, the sync socket included: that EOF is
+// what lets the daemon send the sandbox its first request.
 
 #include <linux/close_range.h>
 #include <linux/seccomp.h>

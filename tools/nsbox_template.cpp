@@ -55,30 +55,55 @@ constexpr int kWarmRounds = 16;
 // same dispositions.
 // Around the imports of template_modules: the after-fork hooks they
 // register are kept and registered again afterwards, in the same order,
-// except random's, `_inst.seed`, which becomes its C base method bound to the
-// same instance. Both re-seed the generator from os.urandom (the Python
-// method also resets gauss_next, which only gauss() sets and the template
-// never calls), but the Python method runs frames and touches objects all
-// over the shared heap: ~30 more copied pages in every sandbox.
+// except random's, `_inst.seed`, which becomes two C calls on the same
+// instance: its C base method (the same re-seed from os.urandom) and the
+// reset of gauss_next that the Python method also does. The Python method
+// runs frames and touches objects all over the shared heap: ~30 more copied
+// pages in every sandbox. A module that kept the recorder (`from os import
+// register_at_fork`) reaches the real function through it afterwards; the
+// recorder checks its arguments as the real one does.
 constexpr const char* kForkHooksBefore = R"PY(
 import os
-_nsbox_hooks = []
-_nsbox_register_at_fork = os.register_at_fork
-def _nsbox_record(**hooks):
-    _nsbox_hooks.append(hooks)
-os.register_at_fork = _nsbox_record
+
+def _nsbox_fork_hooks():
+    real = os.register_at_fork
+    kept, recording = [], [True]
+    names = {"before", "after_in_child", "after_in_parent"}
+
+    def register_at_fork(**hooks):
+        if not recording[0]:
+            return real(**hooks)
+        if not hooks or not set(hooks) <= names:
+            raise TypeError("register_at_fork() takes the keyword arguments %s, at least one"
+                            % ", ".join(sorted(names)))
+        for name, hook in hooks.items():
+            if not callable(hook):
+                raise TypeError("'%s' must be callable, not %s" % (name, type(hook).__name__))
+        kept.append(hooks)
+
+    def replay():
+        import sys
+        recording[0] = False
+        os.register_at_fork = real
+        rnd = sys.modules.get("random")
+        for hooks in kept:
+            if rnd is not None and hooks.get("after_in_child") == rnd._inst.seed:
+                import _random, functools
+                real(after_in_child=_random.Random.seed.__get__(rnd._inst))
+                hooks = dict(hooks, after_in_child=functools.partial(
+                    setattr, rnd._inst, "gauss_next", None))
+            real(**hooks)
+
+    os.register_at_fork = register_at_fork
+    return replay
+
+_nsbox_replay_fork_hooks = _nsbox_fork_hooks()
+del _nsbox_fork_hooks
 )PY";
 
 constexpr const char* kForkHooksAfter = R"PY(
-import os, sys
-os.register_at_fork = _nsbox_register_at_fork
-_random_module = sys.modules.get("random")
-for hooks in _nsbox_hooks:
-    if _random_module is not None and hooks.get("after_in_child") == _random_module._inst.seed:
-        import _random
-        hooks["after_in_child"] = _random.Random.seed.__get__(_random_module._inst)
-    os.register_at_fork(**hooks)
-del _nsbox_hooks, _nsbox_record, _nsbox_register_at_fork, _random_module
+_nsbox_replay_fork_hooks()
+del _nsbox_replay_fork_hooks
 )PY";
 
 constexpr const char* kBootstrap = R"PY(
@@ -110,8 +135,8 @@ def _nsbox_warm(main, rounds):
     # run in a clone copies the pages of every code object on it. Nothing of it stays: its
     # module, its sys.path entry and its source go again.
     source = b"def handler(event, context):\n    return {'n': event, 'name': context.function_name}\n"
-    path = "/nsbox-warm-up/warm.py"
-    path_before, modules_before = list(sys.path), set(sys.modules)
+    path = "/nsbox-warm-up/_nsbox_warm_up.py"
+    path_before, previous = list(sys.path), sys.modules.get("_nsbox_warm_up")
     load = b'{"type":"load","function":"%s","handler":"handler"}' % path.encode()
     for i in range(rounds):
         req_r, req_w = os.pipe()
@@ -132,9 +157,12 @@ def _nsbox_warm(main, rounds):
         finally:
             for fd in (req_r, req_w, rep_r, rep_w):
                 os.close(fd)
+    # Modules the path imported stay, as the template's other imports do.
     sys.path[:] = path_before
-    for name in set(sys.modules) - modules_before:
-        del sys.modules[name]
+    if previous is None:
+        sys.modules.pop("_nsbox_warm_up", None)
+    else:
+        sys.modules["_nsbox_warm_up"] = previous
     main._SOURCES.clear()
 
 def _nsbox_enter(main, orig_argv, env):
