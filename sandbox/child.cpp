@@ -9,7 +9,6 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
-#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,6 +17,7 @@
 #include <cstring>
 
 #include "base/clock.hpp"
+#include "sandbox/init_reaper.hpp"
 #include "sandbox/seccomp.hpp"
 
 namespace nsbox {
@@ -78,36 +78,29 @@ void done(int32_t step) {
 // It execs nsbox-init, which does the same (init_program.hpp), so as to stop
 // holding a copy of its creator's memory; only if that exec fails does it
 // go on here, as it did before nsbox-init existed.
-// It holds no fd and runs under its own filter (init_filter.hpp), loaded
+// It holds no fd and runs under its own filter (init_reaper.hpp), loaded
 // here rather than before vfork: filters are inherited, and the runner's
 // would be cut down to PID 1's. The runner has exec'd by the time vfork
 // returns, but PID 1 is already non-dumpable (step 13, "seal init") and, as
 // the namespace's init, ignores every signal from inside: the function
 // cannot reach it in the window before the filter is in place.
-[[noreturn]] void init_loop(pid_t runner, const sock_fprog* filter) {
-  if (g_init_program >= 0) {
-    // The sync socket stays open across the exec, and nsbox-init closes it
-    // once it has made itself non-dumpable: the parent's EOF, and so the
-    // first request, must not come while a host whose fs.suid_dumpable is 1
-    // leaves the new program dumpable.
-    if (fcntl(g_sync, F_SETFD, 0) != 0) _exit(127);
+[[noreturn]] void init_loop(pid_t runner, bool load_filter) {
+  // The sync socket stays open across the exec, and nsbox-init closes it
+  // once it has made itself non-dumpable: the parent's EOF, and so the
+  // first request, must not come while a host whose fs.suid_dumpable is 1
+  // leaves the new program dumpable. If the socket cannot be kept, or the
+  // exec fails, PID 1 reaps here instead.
+  if (g_init_program >= 0 && fcntl(g_sync, F_SETFD, 0) == 0) {
     char pid[24];
     snprintf(pid, sizeof pid, "%d", static_cast<int>(runner));
     char arg0[] = "nsbox-init";
     char load[] = "0";
-    load[0] = filter ? '1' : '0';
+    load[0] = load_filter ? '1' : '0';
     char* argv[] = {arg0, pid, load, nullptr};
     char* envp[] = {nullptr};
     syscall(SYS_execveat, g_init_program, "", argv, envp, AT_EMPTY_PATH);
   }
-  syscall(SYS_close_range, 0, ~0U, 0);
-  if (filter && child_load_seccomp(filter) != 0) _exit(126);
-  for (;;) {
-    int st;
-    pid_t w = waitpid(-1, &st, 0);
-    if (w == runner) _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-    if (w < 0 && errno == ECHILD) _exit(127);
-  }
+  init_reap(runner, load_filter);
 }
 
 }  // namespace
@@ -260,7 +253,7 @@ void child_main(const ChildPlan& p) {
   // own: fork, copy-on-write.
   pid_t runner = p.run_in_process ? fork() : vfork();
   if (runner < 0) fail(kStepForkInit, errno);
-  if (runner > 0) init_loop(runner, p.layers >= kLayerSeccomp ? p.init_bpf : nullptr);
+  if (runner > 0) init_loop(runner, p.layers >= kLayerSeccomp);
   if (g_init_program >= 0) close(g_init_program);
   // An exec'd runner gets a fresh, dumpable mm; one that goes on in-process
   // has its own copy of PID 1's, sealed at step 13: unsealed here, so that

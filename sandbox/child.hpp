@@ -60,7 +60,6 @@ struct ChildPlan {
   std::vector<char*> argv;  // point into the spec, which outlives clone
   std::vector<char*> envp;
   sock_fprog bpf{};
-  const sock_fprog* init_bpf = nullptr;  // PID 1's own filter (init_filter.hpp)
   const char* hostname = nullptr;
   int sync_fd = -1;          // child's end, close-on-exec
   int request_fd = -1;       // the runner reads requests here; becomes fd 3

@@ -11,7 +11,6 @@
 #include <cstring>
 
 #include "base/log.hpp"
-#include "sandbox/init_filter.hpp"
 #include "sandbox/privileges.hpp"
 
 namespace nsbox {
@@ -84,7 +83,6 @@ void build_child_plan(const SandboxSpec& spec, const MountSources& sources, cons
   for (const auto& e : spec.env) p.envp.push_back(const_cast<char*>(e.c_str()));
   p.envp.push_back(nullptr);
   p.bpf = bpf.fprog();
-  p.init_bpf = init_seccomp_program();
   p.hostname = spec.hostname.c_str();
   p.sync_fd = fds.sync;
   p.request_fd = fds.request;

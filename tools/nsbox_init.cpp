@@ -11,17 +11,12 @@
 // is 1, and only then closes every fd, the sync socket included: that EOF is
 // what lets the daemon send the sandbox its first request.
 
-#include <linux/close_range.h>
-#include <linux/seccomp.h>
 #include <sys/prctl.h>
-#include <sys/syscall.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <cstdlib>
 
-#include "sandbox/init_filter.hpp"
+#include "sandbox/init_reaper.hpp"
 
 int main(int argc, char** argv) {
   prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
@@ -32,14 +27,5 @@ int main(int argc, char** argv) {
   char* end = nullptr;
   long runner = strtol(argv[1], &end, 10);
   if (*end || runner <= 0) _exit(127);
-  syscall(SYS_close_range, 0, ~0U, 0);
-  if (argv[2][0] == '1' &&
-      syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, nsbox::init_seccomp_program()) != 0)
-    _exit(126);
-  for (;;) {
-    int st;
-    pid_t w = waitpid(-1, &st, 0);
-    if (w == runner) _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-    if (w < 0 && errno == ECHILD) _exit(127);
-  }
+  nsbox::init_reap(static_cast<pid_t>(runner), argv[2][0] == '1');
 }

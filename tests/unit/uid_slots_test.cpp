@@ -1,5 +1,5 @@
 // Root mode's per-sandbox host uid ranges (uid_slots.hpp) and PID 1's own
-// seccomp filter (init_filter.hpp).
+// seccomp filter (init_reaper.hpp).
 #include "sandbox/uid_slots.hpp"
 
 #include <doctest/doctest.h>
@@ -17,7 +17,7 @@
 #include <sstream>
 #include <string>
 
-#include "sandbox/init_filter.hpp"
+#include "sandbox/init_reaper.hpp"
 #include "sandbox/seccomp.hpp"
 #include "sandbox/spec.hpp"
 #include "tests/unit/temp_dir.hpp"

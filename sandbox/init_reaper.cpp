@@ -1,9 +1,14 @@
-#include "sandbox/init_filter.hpp"
+#include "sandbox/init_reaper.hpp"
 
 #include <linux/audit.h>
+#include <linux/close_range.h>
 #include <linux/seccomp.h>
 #include <stddef.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 namespace nsbox {
 
@@ -14,7 +19,7 @@ constexpr unsigned kArch = AUDIT_ARCH_X86_64;
 #elif defined(__aarch64__)
 constexpr unsigned kArch = AUDIT_ARCH_AARCH64;
 #else
-#error "init_filter: add this architecture's AUDIT_ARCH"
+#error "init_reaper: add this architecture's AUDIT_ARCH"
 #endif
 
 // x32 syscalls share the x86_64 arch value and are told apart by this bit.
@@ -52,6 +57,17 @@ const sock_fprog kFprog = {sizeof kProgram / sizeof kProgram[0], kProgram};
 
 const sock_fprog* init_seccomp_program() {
   return &kFprog;
+}
+
+void init_reap(pid_t runner, bool load_filter) {
+  syscall(SYS_close_range, 0, ~0U, 0);
+  if (load_filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &kFprog) != 0) _exit(126);
+  for (;;) {
+    int st;
+    pid_t w = waitpid(-1, &st, 0);
+    if (w == runner) _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    if (w < 0 && errno == ECHILD) _exit(127);
+  }
 }
 
 }  // namespace nsbox
