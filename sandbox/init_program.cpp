@@ -49,20 +49,25 @@ Result<int> make_init_program() {
   return out.release();
 }
 
+std::once_flag g_once;
+int g_fd = -1;
+
 }  // namespace
 
 int init_program_fd() {
-  static std::once_flag once;
-  static int fd = -1;
-  std::call_once(once, [] {
+  std::call_once(g_once, [] {
     Result<int> r = make_init_program();
     if (r) {
-      fd = r.value();
+      g_fd = r.value();
     } else {
       LOG_WARN("sandboxes' PID 1 stays a copy of its creator (%s)", r.error().message().c_str());
     }
   });
-  return fd;
+  return g_fd;
+}
+
+void init_program_adopt(int fd) {
+  std::call_once(g_once, [fd] { g_fd = fd; });
 }
 
 }  // namespace nsbox

@@ -138,7 +138,9 @@ Result<TemplateProcess> TemplateProcess::start(const TemplateOptions& o) {
   t.sock_ = std::move(mine);
   theirs.reset();
   const std::string& b = opts.bytes();
-  if (send_with_fds(t.sock_.get(), b.data(), b.size(), nullptr, 0) !=
+  // Our nsbox-init memfd goes with them: one copy, read once, for both.
+  const int init_program = init_program_fd();
+  if (send_with_fds(t.sock_.get(), b.data(), b.size(), &init_program, init_program >= 0 ? 1 : 0) !=
       static_cast<ssize_t>(b.size()))
     return sys_error("send", "template options");
   TRY_WITHIN(read_reply(t.sock_.get(), kReadyTimeoutMs, "template start"),
@@ -206,11 +208,10 @@ void TemplateProcess::stop() {
 
 Result<TemplateOptions> template_receive_options(int sock) {
   std::string buf(64 << 10, '\0');
-  ssize_t n;
-  do {
-    n = recv(sock, buf.data(), buf.size(), 0);
-  } while (n < 0 && errno == EINTR);
+  int init_program = -1;
+  ssize_t n = recv_with_fds(sock, buf.data(), buf.size(), &init_program, 1);
   if (n < 0) return sys_error("recv", "template options");
+  init_program_adopt(init_program);
   Decoder d(buf.data(), static_cast<size_t>(n));
   TemplateOptions o;
   d.str(&o.rootfs);

@@ -28,7 +28,6 @@
 #include "base/result.hpp"
 #include "rootfs/rootfs.hpp"
 #include "sandbox/heap_pack.hpp"
-#include "sandbox/init_program.hpp"
 #include "sandbox/template.hpp"
 
 namespace nsbox {
@@ -143,6 +142,7 @@ def _nsbox_warm(main, rounds):
         rep_r, rep_w = os.pipe()
         try:
             chan = main.Channel(req_r, rep_w)
+            daemon = main.Channel(rep_r, req_w)  # the other side, framing as the runner does
             runner = main.Runner(chan)
             frames = [(load, source)]
             for n in range(3):
@@ -150,10 +150,11 @@ def _nsbox_warm(main, rounds):
                                b'"function_version":"$LATEST","memory_limit_mb":128,'
                                b'"request_id":"w%d","deadline_ms":%d}}' % (n, n, 2**40), b"%d" % n))
             for envelope, payload in frames:
-                os.write(req_w, len(envelope).to_bytes(4, "big") + len(payload).to_bytes(4, "big")
-                         + envelope + payload)
+                daemon.send_frame(envelope, payload)
                 chan.send(runner.handle(*chan.read()))
-                os.read(rep_r, 1 << 16)
+                reply = main.json_loads(daemon.read()[0])
+                if reply["type"] not in ("ready", "result") or not reply.get("ok", True):
+                    raise RuntimeError("the warm-up's own function failed: %r" % reply)
         finally:
             for fd in (req_r, req_w, rep_r, rep_w):
                 os.close(fd)
@@ -180,12 +181,23 @@ def _nsbox_enter(main, orig_argv, env):
     sys.argv = list(argv)
     sys.orig_argv = list(orig_argv)
     sys.modules["__main__"] = main
-    main.run(argv[1:])
+    main.run(argv[1:], _nsbox_exit)
 )PY";
 
 // Exported by libpython, though not declared in its public headers: the
 // table of pymalloc's size classes that sys._debugmallocstats() prints.
 extern "C" int _PyObject_DebugMallocStats(FILE* out);
+
+// A clone's way out (runner.py's run()): libc's stdio buffers flushed, as
+// exit() would (a C extension's printf), then _exit: no atexit hooks and no
+// finalization, which would copy the shared heap page by page.
+PyObject* flush_and_exit(PyObject*, PyObject* code) {
+  long status = PyLong_AsLong(code);
+  if (status == -1 && PyErr_Occurred()) return nullptr;
+  fflush(nullptr);
+  _exit(static_cast<int>(status));
+}
+PyMethodDef g_exit_def = {"_nsbox_exit", flush_and_exit, METH_O, nullptr};
 
 PyObject* g_enter = nullptr;   // _nsbox_enter
 PyObject* g_runner = nullptr;  // the runner's module, its body run once here
@@ -272,6 +284,10 @@ Status start_python(const TemplateOptions& o) {
 
   PyObject* globals = PyDict_New();
   PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins());
+  PyObject* exit_fn = PyCFunction_New(&g_exit_def, nullptr);
+  if (!exit_fn || PyDict_SetItemString(globals, "_nsbox_exit", exit_fn) != 0)
+    return make_error("Python", "_nsbox_exit: " + py_error_text());
+  Py_DECREF(exit_fn);
   auto run = [globals](const char* code, const char* what) -> Status {
     PyObject* r = PyRun_String(code, Py_file_input, globals, globals);
     if (!r) return make_error(what, py_error_text());
@@ -367,13 +383,11 @@ void run_runner(const ChildPlan& plan) {
   PyObject* argv = str_list(plan.argv.data());
   PyObject* env = str_list(plan.envp.data());
   PyObject* r = PyObject_CallFunctionObjArgs(g_enter, g_runner, argv, env, nullptr);
-  // The runner ends in os._exit (runner.py's run()), which skips the
-  // finalization that would copy the shared heap. Only an exception that
-  // escapes it gets here: printed (a SystemExit exits with its code, as
-  // from `python3 runner.py`), then status 1.
+  // The runner ends in flush_and_exit. Only an exception that escapes it
+  // gets here: printed (a SystemExit exits with its code, as from
+  // `python3 runner.py`), then status 1.
   if (!r) PyErr_Print();
-  fflush(stdout);
-  fflush(stderr);
+  fflush(nullptr);
   _exit(r ? 0 : 1);
 }
 
@@ -383,8 +397,6 @@ int template_main() {
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   prctl(PR_SET_NAME, "nsbox-template");
   if (getppid() == 1) return 1;
-  // Before the runtime tree replaces /usr, where nsbox-init may be installed.
-  (void)init_program_fd();
   Status init = [&]() -> Status {
     if (geteuid() != 0)
       return make_error("nsbox-template",
