@@ -49,8 +49,10 @@ size_t utf8_length(const std::string& s, size_t i) {
 // (invoke is on every request; a document costs an allocation per node).
 // Names and ids are ASCII in the daemon, but nsbox run's function name is a
 // file name, which may be any bytes: what is not UTF-8 becomes U+FFFD, so
-// the runtime always gets JSON it can parse.
-void append_json_string(std::string& out, const std::string& s) {
+// the runtime always gets JSON it can parse. A path the runtime opens
+// (os_path) keeps such a byte as Python's surrogateescape does (PEP 383:
+// U+DC80..U+DCFF), so that open() finds the file's very bytes.
+void append_json_string(std::string& out, const std::string& s, bool os_path = false) {
   static const char kHex[] = "0123456789abcdef";
   out += '"';
   for (size_t i = 0; i < s.size();) {
@@ -67,6 +69,11 @@ void append_json_string(std::string& out, const std::string& s) {
     } else if (size_t n = utf8_length(s, i)) {
       out.append(s, i, n);
       i += n;
+    } else if (os_path && c >= 0x80) {
+      out += "\\udc";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+      i++;
     } else {
       out += "\\ufffd";
       i++;
@@ -217,7 +224,7 @@ Outcome runner_load(const RunnerChannel& ch, const std::string& path, const std:
   // The source travels as the payload, as it is: no JSON escaping, so a
   // source of N bytes needs exactly N bytes of the frame.
   std::string env = "{\"type\":\"load\",\"function\":";
-  append_json_string(env, path);
+  append_json_string(env, path, /*os_path=*/true);
   env += ",\"handler\":";
   append_json_string(env, handler);
   env += '}';

@@ -35,8 +35,8 @@ IdMap caller_ids() {
 }
 
 SandboxSpec runner_spec(const Policy& policy, const std::string& rootfs,
-                        const std::string& stage_dir, const IdMap& ids, const std::string& function,
-                        const std::string& handler) {
+                        const std::string& stage_dir, const IdMap& ids,
+                        const std::string& function) {
   SandboxSpec spec;
   spec.rootfs = rootfs;
   spec.stage_dir = stage_dir;
@@ -44,17 +44,16 @@ SandboxSpec runner_spec(const Policy& policy, const std::string& rootfs,
   spec.network = policy.network;
   spec.ids = ids;
   spec.env = runner_env();
-  if (function.empty()) {
-    spec.argv = runner_argv(kRunnerPath);
-    return spec;
-  }
-  // A single file is mounted as code_mount/<its name> (plan_mounts), so
-  // inside it is found by its base name.
+  spec.argv = runner_argv(kRunnerPath);
   spec.code_path = function;
-  auto slash = function.find_last_of('/');
-  std::string base = slash == std::string::npos ? function : function.substr(slash + 1);
-  spec.argv = runner_argv(kRunnerPath, spec.code_mount + "/" + base, handler);
   return spec;
+}
+
+std::string function_path_inside(const SandboxSpec& spec) {
+  // A single file is mounted as code_mount/<its name> (plan_mounts).
+  auto slash = spec.code_path.find_last_of('/');
+  return spec.code_mount + "/" +
+         (slash == std::string::npos ? spec.code_path : spec.code_path.substr(slash + 1));
 }
 
 }  // namespace nsbox

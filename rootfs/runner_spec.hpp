@@ -34,11 +34,18 @@ IdMap caller_ids();
 // A sandbox running the runner under policy: the policy's limits and
 // network, the shared rootfs, the stage dir, the runner's argv and env.
 // function: the host path of a function file, mounted read-only at
-// code_mount and loaded at start (`nsbox run`); empty: a blank sandbox,
-// told its function by a load frame (the daemon). The caller still sets
-// what only it knows: id, use_cgroups, stderr_fd.
+// code_mount (`nsbox run`); empty: nothing mounted (the daemon). Either way
+// the runner starts blank and is told its function by a load frame
+// (runner_load), never by its command line: no code of the function may
+// run before the sandbox is set up, and that ends after the runner has
+// started, when PID 1 has exec'd nsbox-init and made it non-dumpable
+// (Sandbox::start returns then). The caller still sets what only it knows:
+// id, use_cgroups, stderr_fd.
 SandboxSpec runner_spec(const Policy& policy, const std::string& rootfs,
                         const std::string& stage_dir, const IdMap& ids,
-                        const std::string& function = "", const std::string& handler = "handler");
+                        const std::string& function = "");
+// Where runner_spec's function file is inside the sandbox: code_mount/<its
+// base name>.
+std::string function_path_inside(const SandboxSpec& spec);
 
 }  // namespace nsbox

@@ -307,6 +307,7 @@ int cmd_run(const std::vector<std::string>& args) {
   PlainChild plain;
   Sandbox sandbox;
   int to_runner, from_runner;
+  std::string fn_inside;  // the function's path in the sandbox
   if (o.no_isolation) {
     auto r = start_plain(&plain, rootfs + kRunnerPath, fn_path, o.handler, relay.write_fd());
     if (!r) return fail(kExitSetup, r.error().message());
@@ -315,8 +316,9 @@ int cmd_run(const std::vector<std::string>& args) {
   } else {
     auto bpf = seccomp_get(policy.seccomp, cache_dir());
     if (!bpf) return fail(kExitSetup, "seccomp: " + bpf.error().message());
-    SandboxSpec spec = runner_spec(policy, rootfs, stage_dir(), caller_ids(), fn_path, o.handler);
+    SandboxSpec spec = runner_spec(policy, rootfs, stage_dir(), caller_ids(), fn_path);
     spec.id = "run-" + std::to_string(getpid());
+    fn_inside = function_path_inside(spec);
     CgroupLayout layout;
     if (spec.ids.rootless) {
       spec.use_cgroups = false;
@@ -460,8 +462,11 @@ int cmd_run(const std::vector<std::string>& args) {
     chan.to_runner = to_runner;
     chan.from_runner = from_runner;
     chan.decoder = &decoder;
-    // Started with --function, the runner loads it and says how that went.
-    Outcome hello = runner_await_load(chan, deadline);
+    // A sandbox is told its function only now that it is set up
+    // (runner_spec); the plain runner, which has no setup to wait for, was
+    // started with --function and says how loading it went.
+    Outcome hello = o.no_isolation ? runner_await_load(chan, deadline)
+                                   : runner_load(chan, fn_inside, o.handler, "", deadline);
     const uint64_t t_ready = monotonic_us();
     if (hello.kind != Outcome::Ok) return verdict(hello);
     // No "http": a proxy-shaped result is printed whole, as the function

@@ -43,7 +43,7 @@ TEST_CASE("runner_spec: the policy's limits and network, the rootfs and the stag
   ids.rootless = true;
   ids.host_uid = 4321;
   ids.host_gid = 8765;
-  SandboxSpec s = runner_spec(p, "/srv/rootfs", "/run/x/stage", ids, "/home/u/code/fn.py", "f");
+  SandboxSpec s = runner_spec(p, "/srv/rootfs", "/run/x/stage", ids, "/home/u/code/fn.py");
   CHECK(s.rootfs == "/srv/rootfs");
   CHECK(s.stage_dir == "/run/x/stage");
   CHECK(s.limits.memory_bytes == 96ull << 20);
@@ -64,16 +64,17 @@ TEST_CASE("runner_spec: the policy's limits and network, the rootfs and the stag
   CHECK(s.use_cgroups);
 }
 
-TEST_CASE("runner_spec: a function file is mounted and named inside by its base name") {
-  SandboxSpec s =
-      runner_spec(unusual_policy(), "/r", "/s", IdMap{}, "/home/u/code/my_fn.py", "entry");
+TEST_CASE("runner_spec: a function file is mounted, named inside by its base name, not loaded") {
+  SandboxSpec s = runner_spec(unusual_policy(), "/r", "/s", IdMap{}, "/home/u/code/my_fn.py");
   CHECK(s.code_path == "/home/u/code/my_fn.py");
+  CHECK(function_path_inside(s) == s.code_mount + "/my_fn.py");
+  CHECK(function_path_inside(s) == "/var/task/my_fn.py");
   REQUIRE(s.argv.size() >= 4);
   CHECK(s.argv[0] == kHostPython);
   CHECK(std::find(s.argv.begin(), s.argv.end(), std::string(kRunnerPath)) != s.argv.end());
-  CHECK(after(s.argv, "--function") == s.code_mount + "/my_fn.py");
-  CHECK(after(s.argv, "--function") == "/var/task/my_fn.py");
-  CHECK(after(s.argv, "--handler") == "entry");
+  // Loaded by a frame once the sandbox is set up, never at the runner's start.
+  CHECK(std::find(s.argv.begin(), s.argv.end(), "--function") == s.argv.end());
+  CHECK(std::find(s.argv.begin(), s.argv.end(), "--handler") == s.argv.end());
   // The channel: requests on 3, replies on 4, as make_channel's ends are placed.
   CHECK(after(s.argv, "--fd") == "3");
   CHECK(after(s.argv, "--out-fd") == "4");
