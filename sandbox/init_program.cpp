@@ -66,8 +66,13 @@ int init_program_fd() {
   return g_fd;
 }
 
-void init_program_adopt(int fd) {
-  std::call_once(g_once, [fd] { g_fd = fd; });
+bool init_program_adopt(int fd) {
+  bool adopted = false;
+  std::call_once(g_once, [&] {
+    g_fd = fd;
+    adopted = true;
+  });
+  return adopted;
 }
 
 }  // namespace nsbox

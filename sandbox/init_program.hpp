@@ -19,7 +19,8 @@ int init_program_fd();
 
 // For a process whose creator made the memfd already (a template, handed
 // the spawner's with its options): init_program_fd() returns fd from now
-// on (-1: none, and nothing said). Only before the first init_program_fd().
-void init_program_adopt(int fd);
+// on (-1: none, and nothing said). False, and fd left to the caller, if
+// init_program_fd() or an adoption came first.
+bool init_program_adopt(int fd);
 
 }  // namespace nsbox

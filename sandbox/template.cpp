@@ -101,9 +101,12 @@ Result<TemplateProcess> TemplateProcess::start(const TemplateOptions& o) {
   // /proc/self/cmdline is the template's, and shows no host path this way.
   char arg0[] = "nsbox-template";
   char* argv[] = {arg0, nullptr};
+  // Our nsbox-init memfd goes with them: one copy, read once, for both.
+  const int init_program = init_program_fd();
   Encoder opts;
   opts.str(o.rootfs);
   opts.strs(o.modules);
+  opts.pod(static_cast<uint8_t>(init_program >= 0));
   // Nothing of the asker's environment: the template's is the runner's
   // concern, and each sandbox gets the spec's.
   char path_env[] = "PATH=/usr/bin:/bin";
@@ -138,8 +141,6 @@ Result<TemplateProcess> TemplateProcess::start(const TemplateOptions& o) {
   t.sock_ = std::move(mine);
   theirs.reset();
   const std::string& b = opts.bytes();
-  // Our nsbox-init memfd goes with them: one copy, read once, for both.
-  const int init_program = init_program_fd();
   if (send_with_fds(t.sock_.get(), b.data(), b.size(), &init_program, init_program >= 0 ? 1 : 0) !=
       static_cast<ssize_t>(b.size()))
     return sys_error("send", "template options");
@@ -211,12 +212,22 @@ Result<TemplateOptions> template_receive_options(int sock) {
   int init_program = -1;
   ssize_t n = recv_with_fds(sock, buf.data(), buf.size(), &init_program, 1);
   if (n < 0) return sys_error("recv", "template options");
-  init_program_adopt(init_program);
+  UniqueFd init_fd(init_program);
   Decoder d(buf.data(), static_cast<size_t>(n));
   TemplateOptions o;
+  uint8_t has_init_program = 0;
   d.str(&o.rootfs);
   d.strs(&o.modules);
+  d.pod(&has_init_program);
   if (!d.ok()) return make_error("template options", "malformed");
+  if ((has_init_program != 0) != init_fd.valid())
+    return make_error("template options", has_init_program ? "the nsbox-init fd did not arrive"
+                                                           : "an fd came that was not sent");
+  // Adopted, never made here: after enter_runtime_tree, nsbox-init "beside
+  // this program" would be the runtime tree's /usr/bin/nsbox-init.
+  if (!init_program_adopt(init_fd.get()))
+    return make_error("template options", "nsbox-init's fd was taken before the options came");
+  (void)init_fd.release();
   return o;
 }
 

@@ -412,6 +412,9 @@ int template_main() {
     return {};
   }();
   if (Status s = template_send_ready(kSock, init); !s || !init) return 1;
+  // Whatever a configured module printed is not any sandbox's to flush
+  // (each clone's exit flushes libc's buffers into its own log).
+  fflush(nullptr);
   template_serve(kSock, run_runner);
 }
 
