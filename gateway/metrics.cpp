@@ -70,7 +70,7 @@ std::string Metrics::render() {
 
 std::string render_pool_stats(const PoolStats& s) {
   std::string out;
-  char buf[1024];
+  char buf[2048];
   snprintf(buf, sizeof buf,
            "# HELP nsbox_pool_sandboxes Sandboxes by state.\n"
            "# TYPE nsbox_pool_sandboxes gauge\n"
@@ -78,12 +78,15 @@ std::string render_pool_stats(const PoolStats& s) {
            "nsbox_pool_sandboxes{state=\"idle\"} %d\n"
            "nsbox_pool_sandboxes{state=\"busy\"} %d\n"
            "# TYPE nsbox_pool_waiting_requests gauge\nnsbox_pool_waiting_requests %d\n"
+           "# HELP nsbox_pool_max_sandboxes The cap on sandboxes in force: max_sandboxes, or "
+           "lower where the host's open files, pid_max or uid slots allow fewer.\n"
+           "# TYPE nsbox_pool_max_sandboxes gauge\nnsbox_pool_max_sandboxes %d\n"
            "# TYPE nsbox_pool_memory_limit_bytes gauge\nnsbox_pool_memory_limit_bytes %llu\n"
            "# TYPE nsbox_pool_evictions_total counter\nnsbox_pool_evictions_total %llu\n"
            "# TYPE nsbox_pool_idle_expired_total counter\nnsbox_pool_idle_expired_total %llu\n"
            "# TYPE nsbox_pool_spawned_total counter\nnsbox_pool_spawned_total %llu\n"
            "# TYPE nsbox_pool_spawn_failures_total counter\nnsbox_pool_spawn_failures_total %llu\n",
-           s.blank, s.idle, s.busy, s.waiting, (unsigned long long)s.memory_bytes,
+           s.blank, s.idle, s.busy, s.waiting, s.max_sandboxes, (unsigned long long)s.memory_bytes,
            (unsigned long long)s.evictions, (unsigned long long)s.idle_expired,
            (unsigned long long)s.spawned, (unsigned long long)s.spawn_failures);
   out += buf;

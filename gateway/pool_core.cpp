@@ -774,6 +774,7 @@ PoolStats PoolCore::stats() const {
   s.functions = static_cast<int>(functions_.size());
   s.templates = templates_;
   s.template_evictions = template_evictions_;
+  s.max_sandboxes = limits_.max_sandboxes;
   s.busy = busy_;
   s.waiting = waiting_;
   s.memory_bytes = memory_;

@@ -86,6 +86,7 @@ struct PoolStats {
   bool memory_pressure = false;     // at the last check
   std::vector<uint64_t> ids;        // every live sandbox the pool tracks (not busy ones)
   uint64_t template_evictions = 0;  // function templates evicted to make room
+  int max_sandboxes = 0;            // the cap in force (lowered to what the host allows)
 };
 
 // Whom the shell must wake after a change. Waiters of one function wait on

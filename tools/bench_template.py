@@ -81,7 +81,7 @@ class FactoryDaemon(lib.Daemon):
         self.config = os.path.join(self.work, "nsbox-%s.toml" % self.name)
         with open(self.config, "w") as f:
             f.write('[server]\nlisten = "127.0.0.1:%d"\nstate_dir = "%s"\ntoken = "%s"\n'
-                    "max_connections = 8192\nmax_sending_per_address = 4096\n"
+                    "max_connections = 1024\nmax_sending_per_address = 4096\n"
                     "[pool]\nblank = %d\nmax_sandboxes = %d\nmemory_budget_mb = %d\n"
                     "idle_timeout_ms = %d\nqueue_total = 100000\n%s"
                     % (self.port, os.path.join(self.work, "state-" + self.name), lib.TOKEN,
@@ -228,7 +228,18 @@ def density(d, low, high):
     k_low = mem_keys_now()
     m_low = sum(k_low.values())
     reached, stopped_by = low, None
+    # The daemon lowers max_sandboxes to what the host allows (open files, pid_max): past
+    # that cap a new function evicts an old one, and the count of warm ones stops growing.
+    cap = int(d.metric("nsbox_pool_max_sandboxes"))
+    if 0 < cap < high:
+        lib.say("%s: the daemon holds at most %d sandboxes on this host (its log says why)"
+                % (d.label, cap))
     for i in range(low, high):
+        if 0 < cap <= i:
+            stopped_by = ("the daemon's max_sandboxes, lowered to %d to fit the host's limits "
+                          "(its log names the one)" % cap)
+            lib.say("%s: stopped at %d warm functions: %s" % (d.label, reached, stopped_by))
+            break
         try:
             d.invoke_ms("dens%d" % i)
         except RuntimeError as e:

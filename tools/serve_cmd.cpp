@@ -21,6 +21,7 @@
 #include "base/files.hpp"
 #include "base/host_limits.hpp"
 #include "base/log.hpp"
+#include "gateway/capacity.hpp"
 #include "gateway/config.hpp"
 #include "gateway/external_factory.hpp"
 #include "gateway/pool.hpp"
@@ -37,37 +38,15 @@ namespace nsbox {
 
 namespace {
 
-// The host limits max_sandboxes runs into before memory does, raised where
-// a root process may and otherwise said in one line each: nsbox never
-// changes the host's settings (pid_max) itself.
-void warn_capacity(const ServeConfig& c) {
-  const uint64_t n = static_cast<uint64_t>(c.max_sandboxes);
-  // Four fds per sandbox (two channel pipes, the log, the freeze switch)
-  // plus one per connection, and some to spare.
-  const uint64_t want = 4 * n + static_cast<uint64_t>(c.max_connections) + 1024;
-  const rlim_t got = raise_open_files(want);
-  if (got < want)
-    LOG_WARN(
-        "open files: the limit is %llu, enough for about %llu of max_sandboxes = %llu (4 fds "
-        "each, plus connections); raising it needs CAP_SYS_RESOURCE (tools/nsbox.service sets "
-        "LimitNOFILE=)",
-        (unsigned long long)got,
-        (unsigned long long)(got > uint64_t(c.max_connections) + 1024
-                                 ? (got - c.max_connections - 1024) / 4
-                                 : 0),
-        (unsigned long long)n);
-  // At least two processes per sandbox (PID 1 and the runner).
-  if (uint64_t pids = pid_max(); pids && 2 * n + 1024 > pids)
-    LOG_WARN(
-        "kernel.pid_max is %llu: about %llu sandboxes fit (2 processes each) of max_sandboxes = "
-        "%llu; raise it with sysctl if you need more",
-        (unsigned long long)pids, (unsigned long long)((pids > 1024 ? pids - 1024 : 0) / 2),
-        (unsigned long long)n);
-  if (!c.rootless && n > kSlotCount)
-    LOG_WARN(
-        "max_sandboxes = %llu: root mode has %u uid slots (a range of host uids per sandbox), "
-        "so sandboxes beyond that many fail to spawn",
-        (unsigned long long)n, kSlotCount);
+// Lowers max_sandboxes to what the host allows (gateway/capacity.hpp),
+// saying so in one line: at start, and on every reload.
+void fit_capacity(ServeConfig& c, const HostLimits& host) {
+  Capacity fit = fit_max_sandboxes(c.max_sandboxes, c.max_connections, host);
+  if (fit.max_sandboxes < c.max_sandboxes) {
+    LOG_WARN("max_sandboxes lowered from %d to %d: %s", c.max_sandboxes, fit.max_sandboxes,
+             fit.why.c_str());
+    c.max_sandboxes = fit.max_sandboxes;
+  }
 }
 
 struct ServeOptions {
@@ -231,7 +210,12 @@ int cmd_serve(const std::vector<std::string>& args) {
     if (fd >= 0) close(fd);
   }
 
-  warn_capacity(config);
+  HostLimits host;
+  host.open_files =
+      raise_open_files(open_files_wanted(config.max_sandboxes, config.max_connections));
+  host.pid_max = pid_max();
+  host.uid_slots = config.rootless ? 0 : kSlotCount;
+  fit_capacity(config, host);
   if (Status s = mkdir_mode(config.state_dir, 0711); !s) return fail(s.error().message());
   // The sandboxes' unprivileged uid mounts the rootfs beneath it: a closed
   // directory above the state dir would fail every sandbox; refuse to start.
@@ -370,13 +354,21 @@ int cmd_serve(const std::vector<std::string>& args) {
           LOG_ERROR("reload: %s; keeping the running configuration", again.error().detail.c_str());
           continue;
         }
-        std::string applied = gateway.reload(again.value());
-        pool.set_limits(pool_limits(again.value()));
+        ServeConfig next = std::move(again.value());
+        next.max_connections = config.max_connections;  // fixed until the next start
+        // The host again: a larger max_sandboxes may need (and get) more
+        // open files, and pid_max may have been raised since.
+        host.open_files =
+            raise_open_files(open_files_wanted(next.max_sandboxes, next.max_connections));
+        host.pid_max = pid_max();
+        fit_capacity(next, host);
+        std::string applied = gateway.reload(next);
+        pool.set_limits(pool_limits(next));
         LOG_WARN(
             "reloaded %s: applied%s and the [pool] sizes; listen, state_dir, "
             "max_connections, max_body_kb, batch_scheduling and cpu_limits take effect at the next "
             "start",
-            again.value().source.c_str(), applied.c_str());
+            next.source.c_str(), applied.c_str());
         continue;
       }
       LOG_WARN("%s: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");

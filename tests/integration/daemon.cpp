@@ -2,12 +2,19 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -50,6 +57,21 @@ bool Daemon::start() {
       int fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       dup2(fd, 2);
       dup2(fd, 1);
+      if (open_files_) {
+        // Gone from every set an exec as root could take it back from.
+        __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+        __user_cap_data_struct caps[2]{};
+        rlimit r{open_files_, open_files_};
+        bool ok = syscall(SYS_capget, &h, caps) == 0;
+        caps[CAP_SYS_RESOURCE / 32].inheritable &= ~(1u << (CAP_SYS_RESOURCE % 32));
+        if (!ok || syscall(SYS_capset, &h, caps) != 0 ||
+            prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 ||
+            prctl(PR_CAPBSET_DROP, CAP_SYS_RESOURCE, 0, 0, 0) != 0 ||
+            setrlimit(RLIMIT_NOFILE, &r) != 0) {
+          fprintf(stderr, "test harness: cannot limit open files: %s\n", strerror(errno));
+          _exit(125);
+        }
+      }
       if (as_uid_ && (setgroups(0, nullptr) || setresgid(as_uid_, as_uid_, as_uid_) ||
                       setresuid(as_uid_, as_uid_, as_uid_)))
         _exit(126);

@@ -40,12 +40,17 @@ class Daemon {
   // Before start(): run `nsbox serve` as this uid/gid (with a copy of the
   // binary it can reach); the state dir is created for it.
   void run_as(uid_t uid) { as_uid_ = uid; }
+  // Before start(): `nsbox serve` with RLIMIT_NOFILE n (soft and hard) and
+  // without CAP_SYS_RESOURCE, so that it cannot raise it: a host whose
+  // limit it must live with.
+  void limit_open_files(uint64_t n) { open_files_ = n; }
 
  private:
   std::string state_dir_, config_path_, log_path_, extra_;
   int port_ = 0;
   pid_t pid_ = -1;
   uid_t as_uid_ = 0;
+  uint64_t open_files_ = 0;
 };
 
 httplib::Headers auth(const Daemon& d);

@@ -296,6 +296,38 @@ TEST_CASE("serve: failing functions get their code while others keep answering")
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE("serve: with too few open files, max_sandboxes is lowered and the LRU makes room") {
+  // 64 connections + 256 spare + 4 fds for each of 6 sandboxes: the daemon
+  // holds no more than 6, and past them each new function evicts the least
+  // recently used one. (The hazard the cap averts, spawns failing and the
+  // listener pausing on EMFILE, would come only near 80 sandboxes here: the
+  // reserve is for connections this test does not open.)
+  StateDir sd("nofile");
+  Daemon d(sd.path,
+           "max_connections = 64\n[pool]\nblank = 0\nmax_sandboxes = 100\nper_function = 1\n"
+           "idle_timeout_ms = 60000\n");
+  d.limit_open_files(64 + 256 + 4 * 6);
+  REQUIRE(d.start());
+  CHECK(d.log().find("max_sandboxes lowered from 100 to 6: open files: the limit is 344") !=
+        std::string::npos);
+  CHECK(d.metric("nsbox_pool_max_sandboxes") == 6);
+  auto c = d.client();
+  for (int i = 0; i < 10; i++) {
+    const std::string name = "f" + std::to_string(i);
+    REQUIRE(deploy(d, name, returns(std::to_string(i)))->status == 201);
+    auto r = c->Post("/fn/" + name, "{}", "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+    CHECK(body(r) == i);
+  }
+  CHECK(d.metric("nsbox_pool_evictions_total") >= 4);
+  CHECK(d.metric("nsbox_pool_spawn_failures_total") == 0);
+  auto r = c->Post("/fn/f0", "{}", "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("serve: after a deploy or delete returns, no request is served by old code") {
   StateDir sd("revoke");
   Daemon d(sd.path, kPool);

@@ -1,0 +1,46 @@
+#include "gateway/capacity.hpp"
+
+#include <algorithm>
+
+namespace nsbox {
+
+uint64_t open_files_wanted(int max_sandboxes, int max_connections) {
+  return kGatewayFdsPerSandbox * static_cast<uint64_t>(std::max(max_sandboxes, 0)) +
+         static_cast<uint64_t>(std::max(max_connections, 0)) + kSpareFds;
+}
+
+Capacity fit_max_sandboxes(int max_sandboxes, int max_connections, const HostLimits& host) {
+  Capacity c;
+  uint64_t fit = static_cast<uint64_t>(std::max(max_sandboxes, 1));
+  auto lower = [&](uint64_t n, std::string why) {
+    if (n < fit) {
+      fit = n;
+      c.why = std::move(why);
+    }
+  };
+  const uint64_t connections = static_cast<uint64_t>(std::max(max_connections, 0));
+  if (host.open_files)
+    lower(host.open_files > connections + kSpareFds
+              ? (host.open_files - connections - kSpareFds) / kGatewayFdsPerSandbox
+              : 0,
+          "open files: the limit is " + std::to_string(host.open_files) + ", " +
+              std::to_string(kGatewayFdsPerSandbox) + " per sandbox plus max_connections = " +
+              std::to_string(max_connections) + " and " + std::to_string(kSpareFds) +
+              " to spare; raising it needs CAP_SYS_RESOURCE (tools/nsbox.service sets "
+              "LimitNOFILE=)");
+  if (host.pid_max)
+    lower(host.pid_max > connections + kSpareProcesses
+              ? (host.pid_max - connections - kSpareProcesses) / kProcessesPerSandbox
+              : 0,
+          "kernel.pid_max is " + std::to_string(host.pid_max) + ", " +
+              std::to_string(kProcessesPerSandbox) +
+              " processes per sandbox plus a thread per connection; nsbox never changes it "
+              "(sysctl kernel.pid_max)");
+  if (host.uid_slots)
+    lower(host.uid_slots,
+          "root mode has " + std::to_string(host.uid_slots) + " uid slots, one per sandbox");
+  c.max_sandboxes = static_cast<int>(std::max<uint64_t>(fit, 1));
+  return c;
+}
+
+}  // namespace nsbox

@@ -1,0 +1,41 @@
+// How many sandboxes the host lets one daemon hold at once. max_sandboxes
+// is the operator's wish; open files, kernel.pid_max and the uid slots can
+// cap it lower. Past such a limit a spawn fails, and once the gateway's fds
+// are gone it cannot even accept a connection: so the daemon lowers
+// max_sandboxes to what fits instead, says so in one line, and at that cap
+// the pool makes room as at any other (the least recently used idle
+// sandbox goes). Pure: serve_cmd.cpp reads the host.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace nsbox {
+
+// The gateway's fds per sandbox: the channel's two pipes, the log pipe and
+// the freeze switch (the spawner holds fewer).
+constexpr uint64_t kGatewayFdsPerSandbox = 4;
+// The daemon's own: listener, epoll, the spawner's socket, the access
+// log (~15), and files opened for a moment (the registry, /proc).
+constexpr uint64_t kSpareFds = 256;
+// At least PID 1 and the runner; besides them, one thread per connection
+// and the host's own processes.
+constexpr uint64_t kProcessesPerSandbox = 2;
+constexpr uint64_t kSpareProcesses = 1024;
+
+struct HostLimits {
+  uint64_t open_files = 0;  // RLIMIT_NOFILE, after raising it where we may; 0: unknown
+  uint64_t pid_max = 0;     // 0: unknown
+  uint64_t uid_slots = 0;   // root mode's uid slots; 0: none needed (rootless)
+};
+
+// What open_files must be for max_sandboxes and max_connections.
+uint64_t open_files_wanted(int max_sandboxes, int max_connections);
+
+struct Capacity {
+  int max_sandboxes = 0;  // what fits, at most the wish, at least 1
+  std::string why;        // the limit that lowered it; empty when the wish fits
+};
+Capacity fit_max_sandboxes(int max_sandboxes, int max_connections, const HostLimits& host);
+
+}  // namespace nsbox

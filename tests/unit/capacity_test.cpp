@@ -1,0 +1,50 @@
+// gateway/capacity.hpp: max_sandboxes lowered to what the host's limits allow.
+#include "gateway/capacity.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace nsbox;
+
+TEST_CASE("capacity: a wish that fits is kept, and nothing is said") {
+  HostLimits h{1 << 20, 4 << 20, 65536};
+  Capacity c = fit_max_sandboxes(256, 1024, h);
+  CHECK(c.max_sandboxes == 256);
+  CHECK(c.why.empty());
+  CHECK(open_files_wanted(256, 1024) == 4 * 256 + 1024 + 256);
+}
+
+TEST_CASE("capacity: open files cap it, with connections and spare fds reserved") {
+  // This machine: a hard limit of 20,000 that only CAP_SYS_RESOURCE raises.
+  HostLimits h{20000, 32768, 65536};
+  Capacity c = fit_max_sandboxes(10000, 2048, h);
+  CHECK(c.max_sandboxes == (20000 - 2048 - 256) / 4);
+  CHECK(c.why.find("open files: the limit is 20000") == 0);
+  CHECK(c.why.find("LimitNOFILE") != std::string::npos);
+  // Exactly enough: kept.
+  CHECK(fit_max_sandboxes(100, 64, HostLimits{open_files_wanted(100, 64), 0, 0}).max_sandboxes ==
+        100);
+  CHECK(
+      fit_max_sandboxes(100, 64, HostLimits{open_files_wanted(100, 64) - 1, 0, 0}).max_sandboxes ==
+      99);
+}
+
+TEST_CASE("capacity: pid_max and the uid slots cap it too; the lowest limit is named") {
+  Capacity c = fit_max_sandboxes(30000, 64, HostLimits{1 << 20, 32768, 65536});
+  CHECK(c.max_sandboxes == (32768 - 64 - 1024) / 2);
+  CHECK(c.why.find("kernel.pid_max is 32768") == 0);
+  c = fit_max_sandboxes(30000, 64, HostLimits{1 << 20, 0, 4096});  // pid_max unknown
+  CHECK(c.max_sandboxes == 4096);
+  CHECK(c.why.find("uid slots") != std::string::npos);
+}
+
+TEST_CASE("capacity: never below one sandbox, however small the limits") {
+  Capacity c = fit_max_sandboxes(64, 1024, HostLimits{512, 100, 0});
+  CHECK(c.max_sandboxes == 1);
+  CHECK(!c.why.empty());
+}
+
+TEST_CASE("capacity: a limit that could not be read caps nothing") {
+  Capacity c = fit_max_sandboxes(300, 1024, HostLimits{0, 0, 0});
+  CHECK(c.max_sandboxes == 300);
+  CHECK(c.why.empty());
+}
