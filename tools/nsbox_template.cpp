@@ -136,7 +136,13 @@ def _nsbox_warm(main, rounds):
     source = b"def handler(event, context):\n    return {'n': event, 'name': context.function_name}\n"
     path = "/nsbox-warm-up/_nsbox_warm_up.py"
     path_before, previous = list(sys.path), sys.modules.get("_nsbox_warm_up")
-    load = b'{"type":"load","function":"%s","handler":"handler"}' % path.encode()
+    frames = [(main.encode_envelope({"type": "load", "function": path, "handler": "handler"}),
+               source)]
+    for n in range(3):
+        context = {"function_name": "warm", "function_version": "$LATEST",
+                   "memory_limit_mb": 128, "request_id": "w%d" % n, "deadline_ms": 2**40}
+        invoke = {"type": "invoke", "id": "w%d" % n, "context": context}
+        frames.append((main.encode_envelope(invoke), b"%d" % n))
     for i in range(rounds):
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
@@ -144,11 +150,6 @@ def _nsbox_warm(main, rounds):
             chan = main.Channel(req_r, rep_w)
             daemon = main.Channel(rep_r, req_w)  # the other side, framing as the runner does
             runner = main.Runner(chan)
-            frames = [(load, source)]
-            for n in range(3):
-                frames.append((b'{"type":"invoke","id":"w%d","context":{"function_name":"warm",'
-                               b'"function_version":"$LATEST","memory_limit_mb":128,'
-                               b'"request_id":"w%d","deadline_ms":%d}}' % (n, n, 2**40), b"%d" % n))
             for envelope, payload in frames:
                 daemon.send_frame(envelope, payload)
                 chan.send(runner.handle(*chan.read()))
