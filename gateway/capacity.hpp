@@ -13,7 +13,7 @@
 namespace nsbox {
 
 // The gateway's fds per sandbox: the channel's two pipes, the log pipe and
-// the freeze switch (the spawner holds fewer).
+// the freeze switch (the spawner holds one: the uid slot's lock).
 constexpr uint64_t kGatewayFdsPerSandbox = 4;
 // The daemon's own: listener, epoll, the spawner's socket, the access
 // log (~15), and files opened for a moment (the registry, /proc).

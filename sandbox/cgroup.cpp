@@ -456,14 +456,18 @@ Status CgroupLeaf::remove_if_empty() {
   }
   dirs_ = std::move(left);
   if (dirs_.empty()) {
-    if (v2_dirfd_ >= 0) close(std::exchange(v2_dirfd_, -1));
+    close_dirfd();
     freeze_dir_.clear();
   }
   return first;
 }
 
-Status CgroupLeaf::destroy() {
+void CgroupLeaf::close_dirfd() {
   if (v2_dirfd_ >= 0) close(std::exchange(v2_dirfd_, -1));
+}
+
+Status CgroupLeaf::destroy() {
+  close_dirfd();
   Status first;
   if (!fake_) {
     if (version_ == CgroupVersion::V2 && !dirs_.empty()) {

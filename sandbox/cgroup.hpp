@@ -99,6 +99,9 @@ class CgroupLeaf {
   bool valid() const { return !dirs_.empty(); }
   // v2: an O_PATH fd of the leaf for CLONE_INTO_CGROUP; -1 on v1.
   int v2_dirfd() const { return v2_dirfd_; }
+  // Once PID 1 is in the leaf: the spawner would otherwise hold one fd per
+  // sandbox for nothing, and its open files bound how many it can hold.
+  void close_dirfd();
   const std::vector<std::string>& dirs() const { return dirs_; }
   Status attach(pid_t pid) const;
   // The processes in it (host pids, from its first hierarchy); empty without one.

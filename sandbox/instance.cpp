@@ -111,6 +111,7 @@ Result<ForkedInstance> ForkedInstance::fork(const CgroupLayout& layout, const In
     return failed(make_error("fork", "the instance left its cgroup leaf"));
   *channel = std::move(ch.host);
   *log = std::move(log_read);
+  inst.leaf_.close_dirfd();  // moved by its path, not cloned into
   return inst;
 }
 

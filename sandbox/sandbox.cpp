@@ -103,7 +103,6 @@ Sandbox& Sandbox::operator=(Sandbox&& o) noexcept {
     pid_ = std::exchange(o.pid_, -1);
     reaped_ = o.reaped_;
     status_ = o.status_;
-    pidfd_ = std::move(o.pidfd_);
     channel_ = std::move(o.channel_);
     cgroup_ = std::move(o.cgroup_);
     slot_ = std::move(o.slot_);
@@ -124,6 +123,7 @@ struct Sandbox::Launch {
   ChildPlan plan;
   CloneRequest clone;
   TemplateProcess* from_template = nullptr;
+  bool cloned_into_leaf = false;
   const SandboxSpec* spec = nullptr;
   const SeccompProgram* bpf = nullptr;
 };
@@ -205,14 +205,15 @@ Status Sandbox::parent_clone(Launch& l) {
     fds.cgroup_dirfd = l.clone.cgroup_dirfd;
     pid_ = TRY(l.from_template->clone(*l.spec, l.sources, l.ids, cgroup_.valid(), *l.bpf,
                                       l.clone.flags, fds));
-    pidfd_.reset(static_cast<int>(syscall(SYS_pidfd_open, pid_, 0)));
-    if (!pidfd_.valid()) return sys_error("pidfd_open", "sandbox PID 1 " + std::to_string(pid_));
   } else {
     int pidfd = -1;
     pid_ = TRY(clone_sandbox_child(l.plan, l.clone, &pidfd));
-    pidfd_.reset(pidfd);
+    close(pidfd);  // open_pidfd() makes one when it is needed
   }
   timings_.cloned_ns = monotonic_ns();
+  // On v2 PID 1 was cloned into its leaf: the fd has done its work.
+  l.cloned_into_leaf = l.clone.cgroup_dirfd >= 0;
+  cgroup_.close_dirfd();
   // The child's ends are the child's now.
   l.sync_child.reset();
   l.chan.runner_in.reset();
@@ -224,7 +225,7 @@ Status Sandbox::parent_clone(Launch& l) {
 // Parent, after clone: cgroup (v1), the slot's holder, id maps and the OOM
 // preference, then release the child.
 Status Sandbox::parent_after_clone(const SandboxSpec& spec, Launch& l) {
-  if (cgroup_.valid() && cgroup_.v2_dirfd() < 0) TRY(cgroup_.attach(pid_));
+  if (cgroup_.valid() && !l.cloned_into_leaf) TRY(cgroup_.attach(pid_));
   if (slot_.valid()) TRY(slot_.record_holder(pid_));
   if (l.clone.flags & CLONE_NEWUSER) TRY(parent_write_id_maps(pid_, l.ids));
   TRY(prefer_for_oom_killer(pid_, spec.ids.rootless));
@@ -283,16 +284,31 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   return sb;
 }
 
+// PID 1 is our child until we reap it (a template clones it with
+// CLONE_PARENT), so its pid cannot name another process before then. The
+// waitid check makes that hold even if something else reaped it: a pid
+// that is no child of ours is never signalled.
+UniqueFd Sandbox::open_pidfd() const {
+  if (pid_ <= 0 || reaped_) return UniqueFd();
+  UniqueFd fd(static_cast<int>(syscall(SYS_pidfd_open, pid_, 0)));
+  if (!fd.valid()) return fd;
+  siginfo_t si = {};
+  if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd.get()), &si,
+             WEXITED | WNOHANG | WNOWAIT) != 0)
+    return UniqueFd();
+  return fd;
+}
+
 void Sandbox::kill() {
-  if (pid_ > 0 && !reaped_ && pidfd_.valid())
-    syscall(SYS_pidfd_send_signal, pidfd_.get(), SIGKILL, nullptr, 0);
+  if (UniqueFd fd = open_pidfd(); fd.valid())
+    syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0);
 }
 
 bool Sandbox::reap(int wait_ms, int* status) {
   if (pid_ <= 0) return false;
   if (!reaped_) {
-    if (wait_ms > 0) {
-      struct pollfd pfd = {pidfd_.get(), POLLIN, 0};
+    if (UniqueFd fd = wait_ms > 0 ? open_pidfd() : UniqueFd(); fd.valid()) {
+      struct pollfd pfd = {fd.get(), POLLIN, 0};
       poll(&pfd, 1, wait_ms);
     }
     int st;
@@ -322,7 +338,6 @@ Status Sandbox::destroy() {
   // to share the uids with the next one.
   if (reaped_ || pid_ <= 0) slot_.release();
   channel_ = {};
-  pidfd_.reset();
   return cgroup_.destroy();
 }
 

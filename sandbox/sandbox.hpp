@@ -1,6 +1,8 @@
 // One sandbox, parent side: prepares the plan, clones the child into its
 // namespaces, attaches cgroups, writes id maps, releases the child and owns
 // everything it made until destroy() (kill via pidfd, reap, remove cgroup).
+// It keeps no fd per sandbox but the uid slot's lock: the spawner holds
+// thousands of Sandboxes, and its open files bound how many.
 #pragma once
 
 #include <sys/types.h>
@@ -77,11 +79,12 @@ class Sandbox {
   Status parent_clone(Launch& l);
   Status parent_after_clone(const SandboxSpec& spec, Launch& l);
   Status parent_await_exec(Launch& l);
+  // A pidfd of PID 1, opened now; invalid once reaped.
+  UniqueFd open_pidfd() const;
 
   pid_t pid_ = -1;
   bool reaped_ = false;
   int status_ = 0;
-  UniqueFd pidfd_;
   ChannelFds channel_;
   CgroupLeaf cgroup_;
   UidSlot slot_;  // released only once PID 1 is reaped

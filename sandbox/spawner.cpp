@@ -238,7 +238,7 @@ Setup wait_for_setup(int sock) {
   signal(SIGHUP, SIG_IGN);
   signal(SIGPIPE, SIG_IGN);
   prctl(PR_SET_NAME, "nsbox-spawner");
-  // A pidfd, a slot lock and a cgroup fd per sandbox: the soft limit of
+  // A slot lock per sandbox (root mode), and fds for a moment: the soft limit of
   // 1024 would cap the pool. As high as the kernel lets a root process go
   // (the gateway says so when the result caps max_sandboxes).
   raise_open_files(rlim_t(1) << 20);

@@ -328,6 +328,49 @@ TEST_CASE("serve: with too few open files, max_sandboxes is lowered and the LRU 
   CHECK(d.stop() == 0);
 }
 
+// The daemon's processes each have an open-files limit (20,000 hard here,
+// unraisable without CAP_SYS_RESOURCE), so what the spawner holds per
+// sandbox bounds how many there can be: its uid slot's lock in root mode,
+// nothing else (no pidfd, no cgroup fd) once the sandbox is made.
+TEST_CASE("serve: the spawner holds at most one fd per warm sandbox, from either factory") {
+  for (const char* factory : {"template", "exec"}) {
+    CAPTURE(factory);
+    StateDir sd(std::string("fds-") + factory);
+    Daemon d(sd.path, std::string("[pool]\nfactory = \"") + factory +
+                          "\"\nblank = 0\nmax_sandboxes = 64\nper_function = 1\n"
+                          "idle_timeout_ms = 60000\n");
+    REQUIRE(d.start());
+    const pid_t spawner = nsbox::test::spawner_of(d);
+    REQUIRE(spawner > 0);
+    auto fds = [&] {
+      size_t n = 0;
+      if (DIR* dir = opendir(("/proc/" + std::to_string(spawner) + "/fd").c_str())) {
+        while (struct dirent* e = readdir(dir)) n += e->d_name[0] != '.';
+        closedir(dir);
+      }
+      return n;
+    };
+    auto c = d.client();
+    auto warm_up = [&](int from, int to) {
+      for (int i = from; i < to; i++) {
+        const std::string name = "f" + std::to_string(i);
+        REQUIRE(deploy(d, name, returns(std::to_string(i)))->status == 201);
+        auto r = c->Post("/fn/" + name, "{}", "application/json");
+        REQUIRE(r);
+        REQUIRE(r->status == 200);
+      }
+    };
+    warm_up(0, 4);
+    const size_t at_4 = fds();
+    warm_up(4, 44);
+    const size_t at_44 = fds();
+    CHECK(d.metric("nsbox_pool_sandboxes{state=\"idle\"}") == 44);
+    CHECK(at_44 <= at_4 + 40);
+    CHECK(at_44 >= at_4 + 40);  // the slot locks: one per sandbox as root
+    CHECK(d.stop() == 0);
+  }
+}
+
 TEST_CASE("serve: after a deploy or delete returns, no request is served by old code") {
   StateDir sd("revoke");
   Daemon d(sd.path, kPool);
