@@ -19,7 +19,17 @@ Capacity fit_max_sandboxes(int max_sandboxes, int max_connections, const HostLim
     }
   };
   const uint64_t connections = static_cast<uint64_t>(std::max(max_connections, 0));
-  if (host.open_files)
+  const uint64_t unparked_need =
+      kGatewayFdsPerSandbox * (connections + kUnparkedReserve) + connections + kSpareFds;
+  if (host.open_files && host.park_idle && host.open_files >= unparked_need)
+    lower((host.open_files - kSpareFds) / kSpawnerFdsPerSandbox,
+          "open files: the limit is " + std::to_string(host.open_files) +
+              ", one per sandbox in the spawner (the gateway parks frozen sandboxes' fds in fd "
+              "keepers) and " +
+              std::to_string(kSpareFds) +
+              " to spare; raising it needs CAP_SYS_RESOURCE (tools/nsbox.service sets "
+              "LimitNOFILE=)");
+  else if (host.open_files)
     lower(host.open_files > connections + kSpareFds
               ? (host.open_files - connections - kSpareFds) / kGatewayFdsPerSandbox
               : 0,

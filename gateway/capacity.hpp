@@ -15,6 +15,12 @@ namespace nsbox {
 // The gateway's fds per sandbox: the channel's two pipes, the log pipe and
 // the freeze switch (the spawner holds one: the uid slot's lock).
 constexpr uint64_t kGatewayFdsPerSandbox = 4;
+// The spawner's per sandbox: its uid slot's lock (root mode).
+constexpr uint64_t kSpawnerFdsPerSandbox = 1;
+// With parking, the sandboxes whose fds the gateway still holds: those in
+// use (at most one per connection) and, beside them, blanks and those
+// released too recently to be frozen yet.
+constexpr uint64_t kUnparkedReserve = 256;
 // The daemon's own: listener, epoll, the spawner's socket, the access
 // log (~15), and files opened for a moment (the registry, /proc).
 constexpr uint64_t kSpareFds = 256;
@@ -27,6 +33,9 @@ struct HostLimits {
   uint64_t open_files = 0;  // RLIMIT_NOFILE, after raising it where we may; 0: unknown
   uint64_t pid_max = 0;     // 0: unknown
   uint64_t uid_slots = 0;   // root mode's uid slots; 0: none needed (rootless)
+  // Frozen idle sandboxes' fds wait in fd keepers (gateway/fd_parking.hpp):
+  // the gateway's table then bounds only the sandboxes it has not parked.
+  bool park_idle = false;
 };
 
 // What open_files must be for max_sandboxes and max_connections.

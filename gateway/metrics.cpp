@@ -93,6 +93,10 @@ std::string render_pool_stats(const PoolStats& s) {
   snprintf(buf, sizeof buf,
            "# HELP nsbox_pool_frozen_sandboxes Idle sandboxes frozen (no CPU) until leased.\n"
            "# TYPE nsbox_pool_frozen_sandboxes gauge\nnsbox_pool_frozen_sandboxes %d\n"
+           "# HELP nsbox_pool_parked_sandboxes Frozen sandboxes whose fds wait in an fd keeper "
+           "process, outside the gateway's open files.\n"
+           "# TYPE nsbox_pool_parked_sandboxes gauge\nnsbox_pool_parked_sandboxes %llu\n"
+           "# TYPE nsbox_fd_keepers gauge\nnsbox_fd_keepers %llu\n"
            "# TYPE nsbox_pool_freezes_total counter\nnsbox_pool_freezes_total %llu\n"
            "# TYPE nsbox_pool_thaws_total counter\nnsbox_pool_thaws_total %llu\n"
            "# HELP nsbox_pool_pressure_evictions_total Idle sandboxes evicted under memory "
@@ -105,7 +109,8 @@ std::string render_pool_stats(const PoolStats& s) {
            "# TYPE nsbox_pool_function_templates gauge\nnsbox_pool_function_templates %d\n"
            "# TYPE nsbox_pool_template_evictions_total counter\n"
            "nsbox_pool_template_evictions_total %llu\n",
-           s.frozen, (unsigned long long)s.freezes, (unsigned long long)s.thaws,
+           s.frozen, (unsigned long long)s.parked, (unsigned long long)s.keepers,
+           (unsigned long long)s.freezes, (unsigned long long)s.thaws,
            (unsigned long long)s.pressure_evictions, s.memory_pressure ? 1 : 0, s.templates,
            (unsigned long long)s.template_evictions);
   out += buf;

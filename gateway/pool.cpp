@@ -140,6 +140,19 @@ std::unique_ptr<Worker> Pool::worker(Result<SpawnedSandbox> s, uint32_t profile,
 Pool::Lease Pool::acquire(const std::string& name, uint64_t deploy, uint32_t profile,
                           uint64_t memory, Clock::time_point deadline,
                           const TemplateLoader* load_template) {
+  // A warm sandbox that cannot be thawed (its fds' keeper died, its cgroup
+  // went) is destroyed, and the request takes another rather than failing.
+  for (int attempt = 1;; attempt++) {
+    Lease lease = acquire_once(name, deploy, profile, memory, deadline, load_template);
+    const bool warm = lease.worker && lease.worker->frozen;
+    lease = thaw_leased(std::move(lease));
+    if (!warm || lease.status == Status::Ok || attempt == 3) return lease;
+  }
+}
+
+Pool::Lease Pool::acquire_once(const std::string& name, uint64_t deploy, uint32_t profile,
+                               uint64_t memory, Clock::time_point deadline,
+                               const TemplateLoader* load_template) {
   std::unique_lock<std::mutex> lock(mu_);
   if (!running_) return {Status::Overloaded, nullptr, false, "shutting down"};
   // Admission: refuse at once rather than queue what cannot be served.
@@ -152,8 +165,7 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t deploy, uint32_t pro
   core_.unadmit(name);
   if (auto it = waiters_.find(name); it != waiters_.end() && --it->second.users == 0)
     waiters_.erase(it);
-  lock.unlock();
-  return thaw_leased(std::move(lease));
+  return lease;
 }
 
 uint64_t Pool::template_for(std::unique_lock<std::mutex>& lock, const std::string& name,
@@ -270,6 +282,19 @@ Pool::Lease Pool::thaw_leased(Lease lease) {
   if (!lease.worker || !lease.worker->frozen) return lease;
   Worker& w = *lease.worker;
   w.frozen = false;
+  if (w.parked.valid()) {
+    auto fds = w.parked.take();
+    if (!fds) {
+      LOG_WARN("pool: sandbox %llu: %s", (unsigned long long)w.id, fds.error().message().c_str());
+      release(std::move(lease.worker), false);
+      return {Status::SpawnFailed, nullptr, false, "could not thaw a warm sandbox"};
+    }
+    // park()'s order.
+    w.channel.to_runner = std::move(fds.value()[0]);
+    w.channel.from_runner = std::move(fds.value()[1]);
+    w.log = std::move(fds.value()[2]);
+    w.freeze.fd = std::move(fds.value()[3]);
+  }
   if (nsbox::Status s = w.freeze.set(false); !s) {
     LOG_WARN("pool: thawing sandbox %llu: %s", (unsigned long long)w.id,
              s.error().message().c_str());
@@ -334,8 +359,16 @@ void Pool::set_limits(const PoolLimits& limits) {
 }
 
 PoolStats Pool::stats() {
-  std::lock_guard<std::mutex> lock(mu_);
-  return core_.stats();
+  PoolStats s;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    s = core_.stats();
+  }
+  if (parking_) {
+    s.parked = parking_->parked();
+    s.keepers = parking_->keepers();
+  }
+  return s;
 }
 
 void Pool::refill_loop() {
@@ -374,11 +407,22 @@ int Pool::freeze_due(Clock::time_point now) {
   std::lock_guard<std::mutex> lock(mu_);
   // Under the lock, so no acquire can lease a sandbox half-frozen; the write
   // is cheap on cgroup2 (docs/benchmarks.md, "Freezing idle sandboxes").
-  return core_.freeze_due(now, [](Worker& w) {
+  return core_.freeze_due(now, [this](Worker& w) {
     if (nsbox::Status s = w.freeze.set(true); !s) {
       LOG_WARN("pool: freezing sandbox %llu: %s", (unsigned long long)w.id,
                s.error().message().c_str());
       return false;
+    }
+    // Frozen, it reads and writes nothing until thawed: its fds can wait
+    // outside the gateway's table. Not parked, it stays frozen here.
+    if (parking_) {
+      auto t = parking_->park(w.id,
+                              {&w.channel.to_runner, &w.channel.from_runner, &w.log, &w.freeze.fd});
+      if (t)
+        w.parked = ParkedFds(parking_, t.value());
+      else
+        LOG_WARN("pool: sandbox %llu keeps its fds: %s", (unsigned long long)w.id,
+                 t.error().message().c_str());
     }
     return true;
   });

@@ -78,6 +78,10 @@ class Pool {
   // Freezes the idle sandboxes released at least freeze_idle_ms before now
   // (the freezer thread's step, callable by tests). Returns how many.
   int freeze_due(Clock::time_point now);
+  // From now on, a sandbox frozen while idle hands its fds to parking's
+  // keepers until it is leased again. Before start(); parking outlives the
+  // pool.
+  void set_parking(FdParking* parking) { parking_ = parking; }
 
  private:
   // Condition variables by function, alive while someone waits on them;
@@ -101,6 +105,8 @@ class Pool {
                         const TemplateLoader& load);
   // A leased sandbox that was frozen while idle is thawed before use.
   Lease thaw_leased(Lease lease);
+  Lease acquire_once(const std::string& name, uint64_t deploy, uint32_t profile, uint64_t memory,
+                     Clock::time_point deadline, const TemplateLoader* load_template);
   std::unique_ptr<Worker> spawn(uint32_t profile, uint64_t memory);
   std::unique_ptr<Worker> worker(Result<SpawnedSandbox> s, uint32_t profile, uint64_t memory);
   void refill_loop();
@@ -109,6 +115,7 @@ class Pool {
 
   SandboxFactory& spawner_;
   std::function<MemoryReading()> read_memory_;
+  FdParking* parking_ = nullptr;
 
   std::mutex mu_;
   PoolCore core_;  // under mu_

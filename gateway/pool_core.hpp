@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "base/fd.hpp"
+#include "gateway/fd_parking.hpp"
 #include "sandbox/framing.hpp"
 #include "sandbox/spawner.hpp"
 
@@ -72,6 +73,9 @@ struct Worker {
   uint64_t template_id = 0;  // an instance forked from this function template
   FreezeSwitch freeze;       // invalid: this sandbox is never frozen
   bool frozen = false;       // changed under the pool's lock while idle
+  // While frozen, channel, log and freeze may wait in an fd keeper
+  // (fd_parking.hpp): then they are invalid here until thawed.
+  ParkedFds parked;
 };
 
 struct PoolStats {
@@ -83,10 +87,11 @@ struct PoolStats {
   uint64_t evictions = 0, idle_expired = 0, spawned = 0, spawn_failures = 0;
   uint64_t pressure_evictions = 0;  // of evictions: made under memory pressure
   uint64_t freezes = 0, thaws = 0;
-  bool memory_pressure = false;     // at the last check
-  std::vector<uint64_t> ids;        // every live sandbox the pool tracks (not busy ones)
-  uint64_t template_evictions = 0;  // function templates evicted to make room
-  int max_sandboxes = 0;            // the cap in force (lowered to what the host allows)
+  bool memory_pressure = false;      // at the last check
+  std::vector<uint64_t> ids;         // every live sandbox the pool tracks (not busy ones)
+  uint64_t template_evictions = 0;   // function templates evicted to make room
+  int max_sandboxes = 0;             // the cap in force (lowered to what the host allows)
+  uint64_t parked = 0, keepers = 0;  // frozen sandboxes whose fds fd keepers hold; keepers
 };
 
 // Whom the shell must wake after a change. Waiters of one function wait on

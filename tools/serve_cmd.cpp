@@ -24,6 +24,7 @@
 #include "gateway/capacity.hpp"
 #include "gateway/config.hpp"
 #include "gateway/external_factory.hpp"
+#include "gateway/fd_parking.hpp"
 #include "gateway/pool.hpp"
 #include "gateway/registry.hpp"
 #include "gateway/server.hpp"
@@ -215,7 +216,6 @@ int cmd_serve(const std::vector<std::string>& args) {
       raise_open_files(open_files_wanted(config.max_sandboxes, config.max_connections));
   host.pid_max = pid_max();
   host.uid_slots = config.rootless ? 0 : kSlotCount;
-  fit_capacity(config, host);
   if (Status s = mkdir_mode(config.state_dir, 0711); !s) return fail(s.error().message());
   // The sandboxes' unprivileged uid mounts the rootfs beneath it: a closed
   // directory above the state dir would fail every sandbox; refuse to start.
@@ -334,7 +334,23 @@ int cmd_serve(const std::vector<std::string>& args) {
              isolation_name(config.isolation), find_tool(config.isolation).c_str());
   }
 
+  // Frozen idle sandboxes' fds wait in fd keepers, so that the gateway's
+  // open files bound only the sandboxes in use (gateway/fd_parking.hpp).
+  // Only nsbox's own sandboxes are frozen, and only with a freeze switch.
+  std::unique_ptr<FdParking> parking;
+  const bool freezable = use_cgroups && (layout.version == CgroupVersion::V2 ||
+                                         !layout.v1_unified.empty() || !layout.v1_freezer.empty());
+  if (config.isolation == Isolation::Nsbox && freezable) {
+    if (auto keeper = sibling_program("nsbox-fdkeeper"))
+      parking = std::make_unique<FdParking>(keeper.value());
+    else
+      LOG_WARN("%s: frozen sandboxes keep their fds in the gateway",
+               keeper.error().message().c_str());
+  }
+  host.park_idle = parking && config.freeze_idle_ms > 0;
+  fit_capacity(config, host);
   Pool pool(*factory, pool_limits(config), profile_memory);
+  pool.set_parking(parking.get());
   Gateway gateway(config, *store.value(), pool, *factory, infos, token.value());
   std::string err;
   if (!gateway.bind(&err)) {
@@ -361,6 +377,7 @@ int cmd_serve(const std::vector<std::string>& args) {
         host.open_files =
             raise_open_files(open_files_wanted(next.max_sandboxes, next.max_connections));
         host.pid_max = pid_max();
+        host.park_idle = parking && next.freeze_idle_ms > 0;
         fit_capacity(next, host);
         std::string applied = gateway.reload(next);
         pool.set_limits(pool_limits(next));

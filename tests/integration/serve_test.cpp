@@ -328,6 +328,101 @@ TEST_CASE("serve: with too few open files, max_sandboxes is lowered and the LRU 
   CHECK(d.stop() == 0);
 }
 
+// A frozen sandbox reads and writes nothing, so its four fds wait in an fd
+// keeper process (gateway/fd_parking.hpp): the gateway's own open files then
+// bound only the sandboxes in use. 1,320 open files hold 264 sandboxes
+// without parking; here 300 stay warm, are answered again (their fds
+// fetched back), and survive their keeper's death by being replaced.
+TEST_CASE("serve: frozen sandboxes' fds wait in fd keepers, past the gateway's own open files") {
+  StateDir sd("parked");
+  Daemon d(sd.path,
+           "max_connections = 8\n[pool]\nblank = 1\nmax_sandboxes = 400\nper_function = 1\n"
+           "idle_timeout_ms = 600000\nfreeze_idle_ms = 5\n");
+  d.limit_open_files(4 * (8 + 256) + 8 + 256);
+  REQUIRE(d.start());
+  CHECK(d.log().find("max_sandboxes lowered") == std::string::npos);
+  CHECK(d.metric("nsbox_pool_max_sandboxes") == 400);
+  auto c = d.client();
+  const int n = 300;
+  int wrong = 0;
+  for (int i = 0; i < n; i++) {
+    const std::string name = "p" + std::to_string(i);
+    REQUIRE(deploy(d, name, returns(std::to_string(i)))->status == 201);
+    auto r = c->Post("/fn/" + name, "{}", "application/json");
+    if (!r || r->status != 200 || body(r) != i) wrong++;
+  }
+  CHECK(wrong == 0);
+  nsbox::test::wait_until([&] { return d.metric("nsbox_pool_parked_sandboxes") >= n; }, 5000,
+                          "every warm sandbox parked");
+  CHECK(d.metric("nsbox_pool_sandboxes{state=\"idle\"}") == n);
+  CHECK(d.metric("nsbox_pool_evictions_total") == 0);
+  CHECK(d.metric("nsbox_pool_spawn_failures_total") == 0);
+  CHECK(d.metric("nsbox_fd_keepers") == 1);
+  auto fds_of = [](pid_t pid) {
+    size_t k = 0;
+    if (DIR* dir = opendir(("/proc/" + std::to_string(pid) + "/fd").c_str())) {
+      while (struct dirent* e = readdir(dir)) k += e->d_name[0] != '.';
+      closedir(dir);
+    }
+    return k;
+  };
+  CHECK(fds_of(d.pid()) < 200);  // 1,200 if the gateway held them
+
+  // Each answered again: its fds come back from the keeper, and go back.
+  const double spawned = d.metric("nsbox_pool_spawned_total");
+  wrong = 0;
+  for (int i = 0; i < n; i += 3) {
+    auto r = c->Post("/fn/p" + std::to_string(i), "{}", "application/json");
+    if (!r || r->status != 200 || body(r) != i) wrong++;
+  }
+  CHECK(wrong == 0);
+  CHECK(d.metric("nsbox_pool_spawned_total") <= spawned + 2);  // none made again (a blank may be)
+
+  // The keeper killed: the sandboxes whose fds it held are lost, and their
+  // next requests get new ones, not errors.
+  // (Started by the freezer thread: in that thread's children file.)
+  std::vector<pid_t> keepers;
+  if (DIR* tasks = opendir(("/proc/" + std::to_string(d.pid()) + "/task").c_str())) {
+    while (struct dirent* t = readdir(tasks)) {
+      if (t->d_name[0] == '.') continue;
+      std::ifstream children("/proc/" + std::to_string(d.pid()) + "/task/" + t->d_name +
+                             "/children");
+      pid_t p;
+      while (children >> p) {
+        std::ifstream comm("/proc/" + std::to_string(p) + "/comm");
+        std::string name;
+        comm >> name;
+        if (name == "nsbox-fdkeeper") keepers.push_back(p);
+      }
+    }
+    closedir(tasks);
+  }
+  REQUIRE(keepers.size() == 1);
+  REQUIRE(kill(keepers[0], SIGKILL) == 0);
+  wrong = 0;
+  for (int i = 1; i < 40; i += 3) {
+    auto r = c->Post("/fn/p" + std::to_string(i), "{}", "application/json");
+    if (!r || r->status != 200 || body(r) != i) wrong++;
+  }
+  CHECK(wrong == 0);
+  CHECK(d.metric("nsbox_pool_spawn_failures_total") == 0);
+  CHECK(d.log().find("unpark") != std::string::npos);  // the lost ones were seen as lost
+  CHECK(d.metric("nsbox_fd_keepers") == 1);            // a new keeper took the next parks
+  CHECK(d.stop() == 0);
+  // No keeper outlives the daemon (EOF on its socket ends it).
+  int left = 0;
+  if (DIR* proc = opendir("/proc")) {
+    while (struct dirent* e = readdir(proc)) {
+      std::ifstream comm(std::string("/proc/") + e->d_name + "/comm");
+      std::string name;
+      comm >> name;
+      left += name == "nsbox-fdkeeper";
+    }
+    closedir(proc);
+  }
+  CHECK(left == 0);
+}
+
 // The daemon's processes each have an open-files limit (20,000 hard here,
 // unraisable without CAP_SYS_RESOURCE), so what the spawner holds per
 // sandbox bounds how many there can be: its uid slot's lock in root mode,

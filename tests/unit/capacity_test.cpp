@@ -48,3 +48,20 @@ TEST_CASE("capacity: a limit that could not be read caps nothing") {
   CHECK(c.max_sandboxes == 300);
   CHECK(c.why.empty());
 }
+
+TEST_CASE("capacity: with frozen sandboxes' fds parked, the spawner's one fd each is the bound") {
+  // This machine with parking: 10,000 fit; pid_max is the next limit.
+  HostLimits h{20000, 32768, 65536, true};
+  Capacity c = fit_max_sandboxes(10000, 1024, h);
+  CHECK(c.max_sandboxes == 10000);
+  CHECK(c.why.empty());
+  c = fit_max_sandboxes(30000, 1024, HostLimits{20000, 0, 65536, true});
+  CHECK(c.max_sandboxes == 20000 - 256);
+  CHECK(c.why.find("one per sandbox in the spawner") != std::string::npos);
+  // Too few for even the sandboxes the gateway keeps unparked (four fds for
+  // each connection's and the reserve's): as without parking.
+  const uint64_t need = 4 * (64 + 256) + 64 + 256;
+  CHECK(fit_max_sandboxes(100, 64, HostLimits{need, 0, 0, true}).max_sandboxes == 100);
+  CHECK(fit_max_sandboxes(1000, 64, HostLimits{need - 1, 0, 0, true}).max_sandboxes ==
+        (need - 1 - 64 - 256) / 4);
+}

@@ -1,0 +1,244 @@
+#include "gateway/fd_parking.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
+#include <cerrno>
+#include <csignal>
+#include <cstring>
+
+#include "base/clock.hpp"
+#include "base/log.hpp"
+#include "gateway/fd_keeper_wire.hpp"
+#include "sandbox/fd_passing.hpp"
+
+namespace nsbox {
+
+namespace {
+
+// A keeper's own fds (stdio, its socket) and some slack.
+constexpr uint64_t kKeeperOwnFds = 16;
+// 64 keepers of 20,000 fds: 320,000 parked sandboxes, beyond any pid_max.
+constexpr size_t kMaxKeepers = 64;
+// park() and drop() run under the pool's lock: a keeper that does not take
+// a message at once is given this long, then it is not used.
+constexpr int kSendWaitMs = 20;
+constexpr int kTakeTimeoutMs = 2000;
+constexpr int kHelloTimeoutMs = 5000;
+
+// Sends one message (and fds), waiting up to wait_ms for room. 0 or errno.
+int send_msg(int sock, const KeeperMsg& m, const int* fds, int nfds, int wait_ms) {
+  const uint64_t deadline = monotonic_ms() + static_cast<uint64_t>(wait_ms);
+  for (;;) {
+    ssize_t n = send_with_fds(sock, &m, sizeof m, fds, nfds);
+    if (n == static_cast<ssize_t>(sizeof m)) return 0;
+    if (n >= 0) return EIO;
+    if (errno != EAGAIN) return errno;
+    const uint64_t now = monotonic_ms();
+    if (now >= deadline) return EAGAIN;
+    struct pollfd pfd = {sock, POLLOUT, 0};
+    poll(&pfd, 1, static_cast<int>(deadline - now));
+  }
+}
+
+// One message (and up to kKeeperMaxFds fds) within deadline_ms. 0, or
+// ETIMEDOUT, or EPIPE for EOF, or errno.
+int recv_msg(int sock, KeeperMsg* m, std::vector<UniqueFd>* fds, uint64_t deadline_ms) {
+  for (;;) {
+    const uint64_t now = monotonic_ms();
+    if (now >= deadline_ms) return ETIMEDOUT;
+    struct pollfd pfd = {sock, POLLIN, 0};
+    int rc = poll(&pfd, 1, static_cast<int>(deadline_ms - now));
+    if (rc < 0 && errno != EINTR) return errno;
+    if (rc <= 0) continue;
+    int got[kKeeperMaxFds] = {-1, -1, -1, -1};
+    ssize_t n = recv_with_fds(sock, m, sizeof *m, got, kKeeperMaxFds);
+    fds->clear();
+    for (int fd : got)
+      if (fd >= 0) fds->emplace_back(fd);
+    if (n < 0 && errno == EAGAIN) continue;
+    if (n < 0) return errno;
+    if (n == 0) return EPIPE;
+    if (n == static_cast<ssize_t>(sizeof *m)) return 0;
+  }
+}
+
+}  // namespace
+
+struct FdParking::Keeper {
+  UniqueFd sock;  // non-blocking
+  pid_t pid = -1;
+  uint64_t capacity = 0;  // fds it may hold
+  uint64_t held = 0;      // fds it holds (as we count them)
+  bool alive = true;
+  std::mutex take_mu;  // one kTake answer awaited at a time
+};
+
+FdParking::FdParking(std::string keeper_program) : program_(std::move(keeper_program)) {}
+
+Result<std::unique_ptr<FdParking::Keeper>> FdParking::start_keeper() {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    return sys_error("socketpair", "fd keeper");
+  UniqueFd ours(sv[0]), theirs(sv[1]);
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t at;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&at);
+  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
+  posix_spawn_file_actions_adddup2(&fa, theirs.get(), kKeeperSockFd);
+  posix_spawn_file_actions_addclosefrom_np(&fa, kKeeperSockFd + 1);
+  sigset_t none, def;
+  sigemptyset(&none);
+  sigemptyset(&def);
+  sigaddset(&def, SIGPIPE);
+  posix_spawnattr_setsigmask(&at, &none);
+  posix_spawnattr_setsigdefault(&at, &def);
+  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  char* argv[] = {const_cast<char*>("nsbox-fdkeeper"), nullptr};
+  char* envp[] = {nullptr};
+  pid_t pid = -1;
+  int rc = posix_spawn(&pid, program_.c_str(), &fa, &at, argv, envp);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&at);
+  if (rc != 0) return Error(rc, "posix_spawn", program_, std::strerror(rc));
+  theirs.reset();
+  auto k = std::make_unique<Keeper>();
+  k->pid = pid;
+  k->sock = std::move(ours);
+  fcntl(k->sock.get(), F_SETFL, O_NONBLOCK);
+  KeeperMsg hello;
+  std::vector<UniqueFd> none_fds;
+  int err = recv_msg(k->sock.get(), &hello, &none_fds, monotonic_ms() + kHelloTimeoutMs);
+  if (err != 0 || hello.op != KeeperMsg::kHello || hello.value <= kKeeperOwnFds + kKeeperMaxFds) {
+    k->sock.reset();
+    kill(pid, SIGKILL);
+    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    return make_error("fd keeper", program_ + " did not start (" +
+                                       (err ? std::string(std::strerror(err)) : "bad hello") + ")");
+  }
+  k->capacity = hello.value - kKeeperOwnFds;
+  return k;
+}
+
+Result<size_t> FdParking::keeper_with_room(uint32_t nfds) {
+  for (size_t i = 0; i < keepers_.size(); i++)
+    if (keepers_[i]->alive && keepers_[i]->held + nfds <= keepers_[i]->capacity) return i;
+  if (keepers_.size() >= kMaxKeepers) return make_error("fd keeper", "every keeper is full");
+  keepers_.push_back(TRY(start_keeper()));
+  LOG_INFO("pool: started fd keeper %zu (pid %d) for frozen sandboxes' fds", keepers_.size(),
+           static_cast<int>(keepers_.back()->pid));
+  return keepers_.size() - 1;
+}
+
+Result<FdParking::Ticket> FdParking::park(uint64_t tag, const std::vector<UniqueFd*>& fds) {
+  if (fds.empty() || fds.size() > static_cast<size_t>(kKeeperMaxFds))
+    return make_error("park", "bad fd count");
+  std::vector<int> raw;
+  for (UniqueFd* f : fds) {
+    if (!f->valid()) return make_error("park", "an fd is not open");
+    raw.push_back(f->get());
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  const uint32_t n = static_cast<uint32_t>(raw.size());
+  size_t i = TRY(keeper_with_room(n));
+  Keeper& k = *keepers_[i];
+  KeeperMsg m;
+  m.op = KeeperMsg::kPark;
+  m.nfds = n;
+  m.tag = tag;
+  if (int err = send_msg(k.sock.get(), m, raw.data(), static_cast<int>(n), kSendWaitMs)) {
+    if (err != EAGAIN) k.alive = false;
+    return Error(err, "park", "sending to fd keeper " + std::to_string(k.pid), std::strerror(err));
+  }
+  for (UniqueFd* f : fds) f->reset();
+  k.held += n;
+  parked_++;
+  return Ticket{i, tag, n};
+}
+
+Result<std::vector<UniqueFd>> FdParking::take(const Ticket& t) {
+  Keeper* k = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (t.keeper >= keepers_.size()) return make_error("unpark", "no such keeper");
+    k = keepers_[t.keeper].get();  // keepers are never removed before ~FdParking
+    k->held -= std::min<uint64_t>(k->held, t.nfds);
+    parked_--;
+  }
+  std::lock_guard<std::mutex> one(k->take_mu);
+  KeeperMsg m;
+  m.op = KeeperMsg::kTake;
+  m.tag = t.tag;
+  const uint64_t deadline = monotonic_ms() + kTakeTimeoutMs;
+  if (int err = send_msg(k->sock.get(), m, nullptr, 0, kTakeTimeoutMs))
+    return Error(err, "unpark", "asking fd keeper " + std::to_string(k->pid), std::strerror(err));
+  for (;;) {
+    KeeperMsg reply;
+    std::vector<UniqueFd> fds;
+    int err = recv_msg(k->sock.get(), &reply, &fds, deadline);
+    if (err == EPIPE) {
+      std::lock_guard<std::mutex> lock(mu_);
+      k->alive = false;
+    }
+    if (err) return Error(err, "unpark", "fd keeper " + std::to_string(k->pid), std::strerror(err));
+    // An answer to an earlier take that gave up waiting: its fds go.
+    if (reply.op != KeeperMsg::kTake || reply.tag != t.tag) continue;
+    if (fds.size() != t.nfds || reply.nfds != t.nfds)
+      return make_error("unpark", "fd keeper " + std::to_string(k->pid) + " gave back " +
+                                      std::to_string(fds.size()) + " of " + std::to_string(t.nfds) +
+                                      " fds");
+    return fds;
+  }
+}
+
+void FdParking::drop(const Ticket& t) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (t.keeper >= keepers_.size()) return;
+  Keeper& k = *keepers_[t.keeper];
+  k.held -= std::min<uint64_t>(k.held, t.nfds);
+  parked_--;
+  KeeperMsg m;
+  m.op = KeeperMsg::kDrop;
+  m.tag = t.tag;
+  if (int err = send_msg(k.sock.get(), m, nullptr, 0, kSendWaitMs); err && k.alive)
+    LOG_WARN("pool: fd keeper %d kept a gone sandbox's fds: %s", static_cast<int>(k.pid),
+             std::strerror(err));
+}
+
+size_t FdParking::parked() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return parked_;
+}
+
+size_t FdParking::keepers() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t n = 0;
+  for (const auto& k : keepers_) n += k->alive;
+  return n;
+}
+
+FdParking::~FdParking() {
+  // EOF on its socket ends each keeper; whatever it held closes with it.
+  for (auto& k : keepers_) k->sock.reset();
+  for (auto& k : keepers_)
+    while (waitpid(k->pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+}
+
+Result<std::vector<UniqueFd>> ParkedFds::take() {
+  FdParking* p = std::exchange(parking_, nullptr);
+  if (!p) return make_error("unpark", "nothing parked");
+  return p->take(ticket_);
+}
+
+void ParkedFds::reset() {
+  if (FdParking* p = std::exchange(parking_, nullptr)) p->drop(ticket_);
+}
+
+}  // namespace nsbox
