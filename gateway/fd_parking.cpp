@@ -23,6 +23,9 @@ namespace {
 constexpr uint64_t kKeeperOwnFds = 16;
 // 64 keepers of 20,000 fds: 320,000 parked sandboxes, beyond any pid_max.
 constexpr size_t kMaxKeepers = 64;
+// Dead keepers stay listed (a take may still be using one) until the
+// parking goes: a keeper killed again and again stops being replaced here.
+constexpr size_t kMaxKeepersEver = 1024;
 // park() and drop() run under the pool's lock: a keeper that does not take
 // a message at once is given this long, then it is not used.
 constexpr int kSendWaitMs = 20;
@@ -127,9 +130,13 @@ Result<std::unique_ptr<FdParking::Keeper>> FdParking::start_keeper() {
 }
 
 Result<size_t> FdParking::keeper_with_room(uint32_t nfds) {
-  for (size_t i = 0; i < keepers_.size(); i++)
+  size_t alive = 0;
+  for (size_t i = 0; i < keepers_.size(); i++) {
+    alive += keepers_[i]->alive;
     if (keepers_[i]->alive && keepers_[i]->held + nfds <= keepers_[i]->capacity) return i;
-  if (keepers_.size() >= kMaxKeepers) return make_error("fd keeper", "every keeper is full");
+  }
+  if (alive >= kMaxKeepers || keepers_.size() >= kMaxKeepersEver)
+    return make_error("fd keeper", "every keeper is full");
   keepers_.push_back(TRY(start_keeper()));
   LOG_INFO("pool: started fd keeper %zu (pid %d) for frozen sandboxes' fds", keepers_.size(),
            static_cast<int>(keepers_.back()->pid));
@@ -146,16 +153,23 @@ Result<FdParking::Ticket> FdParking::park(uint64_t tag, const std::vector<Unique
   }
   std::lock_guard<std::mutex> lock(mu_);
   const uint32_t n = static_cast<uint32_t>(raw.size());
-  size_t i = TRY(keeper_with_room(n));
-  Keeper& k = *keepers_[i];
   KeeperMsg m;
   m.op = KeeperMsg::kPark;
   m.nfds = n;
   m.tag = tag;
-  if (int err = send_msg(k.sock.get(), m, raw.data(), static_cast<int>(n), kSendWaitMs)) {
+  // A keeper found dead on the way is passed over once for a new one.
+  size_t i = 0;
+  for (int attempt = 1;; attempt++) {
+    i = TRY(keeper_with_room(n));
+    Keeper& k = *keepers_[i];
+    int err = send_msg(k.sock.get(), m, raw.data(), static_cast<int>(n), kSendWaitMs);
+    if (err == 0) break;
     if (err != EAGAIN) k.alive = false;
-    return Error(err, "park", "sending to fd keeper " + std::to_string(k.pid), std::strerror(err));
+    if (err == EAGAIN || attempt == 2)
+      return Error(err, "park", "sending to fd keeper " + std::to_string(k.pid),
+                   std::strerror(err));
   }
+  Keeper& k = *keepers_[i];
   for (UniqueFd* f : fds) f->reset();
   k.held += n;
   parked_++;
@@ -168,16 +182,31 @@ Result<std::vector<UniqueFd>> FdParking::take(const Ticket& t) {
     std::lock_guard<std::mutex> lock(mu_);
     if (t.keeper >= keepers_.size()) return make_error("unpark", "no such keeper");
     k = keepers_[t.keeper].get();  // keepers are never removed before ~FdParking
-    k->held -= std::min<uint64_t>(k->held, t.nfds);
     parked_--;
   }
+  // Counted as held until the answer is in: a park meanwhile must not
+  // overfill the keeper (the kernel would drop the fds past its limit).
+  struct Unheld {
+    FdParking* p;
+    Keeper* k;
+    uint32_t n;
+    ~Unheld() {
+      std::lock_guard<std::mutex> lock(p->mu_);
+      k->held -= std::min<uint64_t>(k->held, n);
+    }
+  } unheld{this, k, t.nfds};
   std::lock_guard<std::mutex> one(k->take_mu);
   KeeperMsg m;
   m.op = KeeperMsg::kTake;
   m.tag = t.tag;
   const uint64_t deadline = monotonic_ms() + kTakeTimeoutMs;
-  if (int err = send_msg(k->sock.get(), m, nullptr, 0, kTakeTimeoutMs))
+  if (int err = send_msg(k->sock.get(), m, nullptr, 0, kTakeTimeoutMs)) {
+    if (err != EAGAIN) {
+      std::lock_guard<std::mutex> lock(mu_);
+      k->alive = false;
+    }
     return Error(err, "unpark", "asking fd keeper " + std::to_string(k->pid), std::strerror(err));
+  }
   for (;;) {
     KeeperMsg reply;
     std::vector<UniqueFd> fds;
@@ -185,6 +214,13 @@ Result<std::vector<UniqueFd>> FdParking::take(const Ticket& t) {
     if (err == EPIPE) {
       std::lock_guard<std::mutex> lock(mu_);
       k->alive = false;
+    } else if (err == ETIMEDOUT) {
+      // Its answer may still come (and be discarded by a later take): the
+      // keeper is told to let the fds go either way.
+      KeeperMsg drop;
+      drop.op = KeeperMsg::kDrop;
+      drop.tag = t.tag;
+      (void)send_msg(k->sock.get(), drop, nullptr, 0, kSendWaitMs);
     }
     if (err) return Error(err, "unpark", "fd keeper " + std::to_string(k->pid), std::strerror(err));
     // An answer to an earlier take that gave up waiting: its fds go.

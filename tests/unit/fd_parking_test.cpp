@@ -1,0 +1,141 @@
+// gateway/fd_parking.hpp against real nsbox-fdkeeper processes: parked fds
+// come back as the same open files in the same order, dropped ones are
+// closed by the keeper, and a dead keeper costs what it held, not the next
+// park.
+#include "gateway/fd_parking.hpp"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+
+using namespace nsbox;
+
+namespace {
+
+// meson test says where the keeper is; else it is built beside tools/.
+std::string keeper_path() {
+  if (const char* p = getenv("NSBOX_FDKEEPER")) return p;
+  char self[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  REQUIRE(n > 0);
+  std::string s(self, static_cast<size_t>(n));
+  for (int up = 0; up < 3; up++) s = s.substr(0, s.find_last_of('/'));
+  return s + "/tools/nsbox-fdkeeper";  // build/tests/unit/unit_tests -> build/tools
+}
+
+struct Pipe {
+  UniqueFd r, w;
+  Pipe() {
+    int p[2];
+    REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+    r.reset(p[0]);
+    w.reset(p[1]);
+  }
+};
+
+// The write end sees POLLERR once every read end is closed.
+bool readers_gone(int write_fd, int ms) {
+  struct pollfd pfd = {write_fd, 0, 0};
+  return poll(&pfd, 1, ms) == 1 && (pfd.revents & POLLERR);
+}
+
+}  // namespace
+
+TEST_CASE("fd parking: parked fds come back as the same files in the same order") {
+  FdParking parking(keeper_path());
+  Pipe a, b;
+  auto t = parking.park(7, {&a.r, &b.w});
+  REQUIRE(t);
+  CHECK(!a.r.valid());  // ours are closed
+  CHECK(!b.w.valid());
+  CHECK(parking.parked() == 1);
+  CHECK(parking.keepers() == 1);
+  CHECK(!readers_gone(a.w.get(), 0));  // the keeper holds a's read end open
+
+  REQUIRE(write(a.w.get(), "x", 1) == 1);
+  auto fds = parking.take(t.value());
+  REQUIRE(fds);
+  REQUIRE(fds.value().size() == 2);
+  char c = 0;
+  CHECK(read(fds.value()[0].get(), &c, 1) == 1);
+  CHECK(c == 'x');
+  REQUIRE(write(fds.value()[1].get(), "y", 1) == 1);
+  CHECK(read(b.r.get(), &c, 1) == 1);
+  CHECK(c == 'y');
+  CHECK(parking.parked() == 0);
+  // A ticket is good for one take.
+  CHECK(!parking.take(t.value()));
+}
+
+TEST_CASE("fd parking: a dropped or destroyed parking closes what the keeper held") {
+  Pipe a, b;
+  {
+    FdParking parking(keeper_path());
+    auto t = parking.park(1, {&a.r});
+    REQUIRE(t);
+    {
+      ParkedFds held(&parking, t.value());
+      CHECK(held.valid());
+    }  // dropped
+    CHECK(readers_gone(a.w.get(), 2000));
+    CHECK(parking.parked() == 0);
+    REQUIRE(parking.park(2, {&b.r}));
+  }  // the keeper goes with the parking, and b's read end with it
+  CHECK(readers_gone(b.w.get(), 2000));
+}
+
+TEST_CASE("fd parking: a dead keeper loses its fds; the next park starts another") {
+  FdParking parking(keeper_path());
+  Pipe a, b;
+  auto t = parking.park(1, {&a.r});
+  REQUIRE(t);
+  // The keeper is our child, named so.
+  pid_t keeper = 0;
+  {
+    std::string children;
+    FILE* f = fopen(("/proc/self/task/" + std::to_string(gettid()) + "/children").c_str(), "r");
+    REQUIRE(f);
+    int pid;
+    while (fscanf(f, "%d", &pid) == 1) {
+      char comm[64] = {};
+      FILE* c = fopen(("/proc/" + std::to_string(pid) + "/comm").c_str(), "r");
+      if (c && fgets(comm, sizeof comm, c) && std::string(comm) == "nsbox-fdkeeper\n") keeper = pid;
+      if (c) fclose(c);
+    }
+    fclose(f);
+  }
+  REQUIRE(keeper > 0);
+  REQUIRE(kill(keeper, SIGKILL) == 0);
+  CHECK(readers_gone(a.w.get(), 2000));
+  auto lost = parking.take(t.value());
+  CHECK(!lost);
+  CHECK(parking.keepers() == 0);
+  auto t2 = parking.park(2, {&b.r});
+  REQUIRE(t2);
+  CHECK(t2.value().keeper != t.value().keeper);
+  CHECK(parking.keepers() == 1);
+  auto back = parking.take(t2.value());
+  REQUIRE(back);
+  CHECK(back.value().size() == 1);
+}
+
+TEST_CASE("fd parking: bad requests move nothing") {
+  FdParking parking(keeper_path());
+  Pipe a;
+  UniqueFd closed;
+  CHECK(!parking.park(1, {}));
+  CHECK(!parking.park(1, {&a.r, &closed}));
+  CHECK(a.r.valid());             // still ours
+  CHECK(parking.keepers() == 0);  // none started for nothing
+  FdParking nowhere("/nonexistent/nsbox-fdkeeper");
+  auto t = nowhere.park(1, {&a.r});
+  CHECK(!t);
+  CHECK(a.r.valid());
+}
