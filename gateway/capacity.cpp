@@ -9,7 +9,8 @@ uint64_t open_files_wanted(int max_sandboxes, int max_connections) {
          static_cast<uint64_t>(std::max(max_connections, 0)) + kSpareFds;
 }
 
-Capacity fit_max_sandboxes(int max_sandboxes, int max_connections, const HostLimits& host) {
+Capacity fit_max_sandboxes(int max_sandboxes, int max_connections, const HostLimits& host,
+                           int blank) {
   Capacity c;
   uint64_t fit = static_cast<uint64_t>(std::max(max_sandboxes, 1));
   auto lower = [&](uint64_t n, std::string why) {
@@ -20,7 +21,9 @@ Capacity fit_max_sandboxes(int max_sandboxes, int max_connections, const HostLim
   };
   const uint64_t connections = static_cast<uint64_t>(std::max(max_connections, 0));
   const uint64_t unparked_need =
-      kGatewayFdsPerSandbox * (connections + kUnparkedReserve) + connections + kSpareFds;
+      kGatewayFdsPerSandbox *
+          (connections + static_cast<uint64_t>(std::max(blank, 0)) + kUnparkedReserve) +
+      connections + kSpareFds;
   if (host.open_files && host.park_idle && host.open_files >= unparked_need)
     lower((host.open_files - kSpareFds) / kSpawnerFdsPerSandbox,
           "open files: the limit is " + std::to_string(host.open_files) +

@@ -18,8 +18,10 @@ constexpr uint64_t kGatewayFdsPerSandbox = 4;
 // The spawner's per sandbox: its uid slot's lock (root mode).
 constexpr uint64_t kSpawnerFdsPerSandbox = 1;
 // With parking, the sandboxes whose fds the gateway still holds: those in
-// use (at most one per connection) and, beside them, blanks and those
-// released too recently to be frozen yet.
+// use (at most one per connection), the blanks and, beside them, function
+// templates and those released too recently to be frozen yet. The pool
+// enforces it (Pool::set_parking's fd budget); this only decides whether
+// parking leaves the gateway enough room to be worth it.
 constexpr uint64_t kUnparkedReserve = 256;
 // The daemon's own: listener, epoll, the spawner's socket, the access
 // log (~15), and files opened for a moment (the registry, /proc).
@@ -45,6 +47,8 @@ struct Capacity {
   int max_sandboxes = 0;  // what fits, at most the wish, at least 1
   std::string why;        // the limit that lowered it; empty when the wish fits
 };
-Capacity fit_max_sandboxes(int max_sandboxes, int max_connections, const HostLimits& host);
+// blank: the pool's blank sandboxes, which are never frozen (so never parked).
+Capacity fit_max_sandboxes(int max_sandboxes, int max_connections, const HostLimits& host,
+                           int blank = 0);
 
 }  // namespace nsbox

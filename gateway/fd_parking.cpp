@@ -27,8 +27,12 @@ constexpr size_t kMaxKeepers = 64;
 // parking goes: a keeper killed again and again stops being replaced here.
 constexpr size_t kMaxKeepersEver = 1024;
 // park() and drop() run under the pool's lock: a keeper that does not take
-// a message at once is given this long, then it is not used.
-constexpr int kSendWaitMs = 20;
+// a message at once is given this long, and then parking pauses for
+// kCongestedMs rather than make every due sandbox wait as long again.
+constexpr int kSendWaitMs = 5;
+constexpr uint64_t kCongestedMs = 100;
+// A keeper that has not answered a take in this long is taken for hung:
+// killed, with what it held (those sandboxes are lost, and cold-start).
 constexpr int kTakeTimeoutMs = 2000;
 constexpr int kHelloTimeoutMs = 5000;
 
@@ -72,13 +76,23 @@ int recv_msg(int sock, KeeperMsg* m, std::vector<UniqueFd>* fds, uint64_t deadli
 }  // namespace
 
 struct FdParking::Keeper {
-  UniqueFd sock;  // non-blocking
-  pid_t pid = -1;
+  UniqueFd sock;          // non-blocking
+  pid_t pid = -1;         // -1 once reaped
   uint64_t capacity = 0;  // fds it may hold
-  uint64_t held = 0;      // fds it holds (as we count them)
-  bool alive = true;
-  std::mutex take_mu;  // one kTake answer awaited at a time
+  uint64_t held = 0;      // fds it holds, or may still hold
+  bool alive = true;      // under mu_; once false, never used again
+  std::mutex take_mu;     // one kTake answer awaited at a time
 };
+
+// Under mu_. Killed so that what it holds is closed, not kept by a hung
+// keeper; reaped later (keeper_with_room, ~FdParking).
+void FdParking::mark_dead(Keeper& k) {
+  if (!k.alive) return;
+  k.alive = false;
+  if (k.pid > 0) ::kill(k.pid, SIGKILL);
+  LOG_WARN("pool: fd keeper %d is gone; the sandboxes whose fds it held will be made again",
+           static_cast<int>(k.pid));
+}
 
 FdParking::FdParking(std::string keeper_program) : program_(std::move(keeper_program)) {}
 
@@ -132,6 +146,8 @@ Result<std::unique_ptr<FdParking::Keeper>> FdParking::start_keeper() {
 Result<size_t> FdParking::keeper_with_room(uint32_t nfds) {
   size_t alive = 0;
   for (size_t i = 0; i < keepers_.size(); i++) {
+    Keeper& k = *keepers_[i];
+    if (!k.alive && k.pid > 0 && waitpid(k.pid, nullptr, WNOHANG) == k.pid) k.pid = -1;
     alive += keepers_[i]->alive;
     if (keepers_[i]->alive && keepers_[i]->held + nfds <= keepers_[i]->capacity) return i;
   }
@@ -143,6 +159,12 @@ Result<size_t> FdParking::keeper_with_room(uint32_t nfds) {
   return keepers_.size() - 1;
 }
 
+Status FdParking::prepare() {
+  std::lock_guard<std::mutex> lock(mu_);
+  TRY(keeper_with_room(0));
+  return {};
+}
+
 Result<FdParking::Ticket> FdParking::park(uint64_t tag, const std::vector<UniqueFd*>& fds) {
   if (fds.empty() || fds.size() > static_cast<size_t>(kKeeperMaxFds))
     return make_error("park", "bad fd count");
@@ -152,6 +174,8 @@ Result<FdParking::Ticket> FdParking::park(uint64_t tag, const std::vector<Unique
     raw.push_back(f->get());
   }
   std::lock_guard<std::mutex> lock(mu_);
+  if (monotonic_ms() < congested_until_ms_)
+    return make_error("park", "the fd keepers are busy; trying again shortly");
   const uint32_t n = static_cast<uint32_t>(raw.size());
   KeeperMsg m;
   m.op = KeeperMsg::kPark;
@@ -164,7 +188,10 @@ Result<FdParking::Ticket> FdParking::park(uint64_t tag, const std::vector<Unique
     Keeper& k = *keepers_[i];
     int err = send_msg(k.sock.get(), m, raw.data(), static_cast<int>(n), kSendWaitMs);
     if (err == 0) break;
-    if (err != EAGAIN) k.alive = false;
+    if (err == EAGAIN)
+      congested_until_ms_ = monotonic_ms() + kCongestedMs;
+    else
+      mark_dead(k);
     if (err == EAGAIN || attempt == 2)
       return Error(err, "park", "sending to fd keeper " + std::to_string(k.pid),
                    std::strerror(err));
@@ -183,48 +210,41 @@ Result<std::vector<UniqueFd>> FdParking::take(const Ticket& t) {
     if (t.keeper >= keepers_.size()) return make_error("unpark", "no such keeper");
     k = keepers_[t.keeper].get();  // keepers are never removed before ~FdParking
     parked_--;
+    if (!k->alive) return make_error("unpark", "the fd keeper that held them is gone");
   }
-  // Counted as held until the answer is in: a park meanwhile must not
-  // overfill the keeper (the kernel would drop the fds past its limit).
+  // The keeper's count goes down only once it has let go of the fds (it
+  // answered, was told to drop them, or died): until then a park must not
+  // overfill it, since the kernel would drop the fds past its limit.
+  bool let_go = false;
   struct Unheld {
     FdParking* p;
     Keeper* k;
     uint32_t n;
+    const bool* let_go;
     ~Unheld() {
       std::lock_guard<std::mutex> lock(p->mu_);
-      k->held -= std::min<uint64_t>(k->held, n);
+      if (*let_go || !k->alive) k->held -= std::min<uint64_t>(k->held, n);
     }
-  } unheld{this, k, t.nfds};
+  } unheld{this, k, t.nfds, &let_go};
   std::lock_guard<std::mutex> one(k->take_mu);
   KeeperMsg m;
   m.op = KeeperMsg::kTake;
   m.tag = t.tag;
   const uint64_t deadline = monotonic_ms() + kTakeTimeoutMs;
-  if (int err = send_msg(k->sock.get(), m, nullptr, 0, kTakeTimeoutMs)) {
-    if (err != EAGAIN) {
-      std::lock_guard<std::mutex> lock(mu_);
-      k->alive = false;
-    }
-    return Error(err, "unpark", "asking fd keeper " + std::to_string(k->pid), std::strerror(err));
-  }
+  int err = send_msg(k->sock.get(), m, nullptr, 0, kTakeTimeoutMs);
   for (;;) {
     KeeperMsg reply;
     std::vector<UniqueFd> fds;
-    int err = recv_msg(k->sock.get(), &reply, &fds, deadline);
-    if (err == EPIPE) {
+    if (err == 0) err = recv_msg(k->sock.get(), &reply, &fds, deadline);
+    if (err) {
+      // Dead, or hung (no room for our question, or no answer in time).
       std::lock_guard<std::mutex> lock(mu_);
-      k->alive = false;
-    } else if (err == ETIMEDOUT) {
-      // Its answer may still come (and be discarded by a later take): the
-      // keeper is told to let the fds go either way.
-      KeeperMsg drop;
-      drop.op = KeeperMsg::kDrop;
-      drop.tag = t.tag;
-      (void)send_msg(k->sock.get(), drop, nullptr, 0, kSendWaitMs);
+      mark_dead(*k);
+      return Error(err, "unpark", "fd keeper " + std::to_string(k->pid), std::strerror(err));
     }
-    if (err) return Error(err, "unpark", "fd keeper " + std::to_string(k->pid), std::strerror(err));
-    // An answer to an earlier take that gave up waiting: its fds go.
+    // An answer to an earlier take whose sandbox was given up: its fds go.
     if (reply.op != KeeperMsg::kTake || reply.tag != t.tag) continue;
+    let_go = true;
     if (fds.size() != t.nfds || reply.nfds != t.nfds)
       return make_error("unpark", "fd keeper " + std::to_string(k->pid) + " gave back " +
                                       std::to_string(fds.size()) + " of " + std::to_string(t.nfds) +
@@ -237,14 +257,21 @@ void FdParking::drop(const Ticket& t) {
   std::lock_guard<std::mutex> lock(mu_);
   if (t.keeper >= keepers_.size()) return;
   Keeper& k = *keepers_[t.keeper];
-  k.held -= std::min<uint64_t>(k.held, t.nfds);
   parked_--;
+  if (!k.alive) return;  // what it held went with it
   KeeperMsg m;
   m.op = KeeperMsg::kDrop;
   m.tag = t.tag;
-  if (int err = send_msg(k.sock.get(), m, nullptr, 0, kSendWaitMs); err && k.alive)
-    LOG_WARN("pool: fd keeper %d kept a gone sandbox's fds: %s", static_cast<int>(k.pid),
-             std::strerror(err));
+  int err = send_msg(k.sock.get(), m, nullptr, 0, kSendWaitMs);
+  if (err == 0) {
+    k.held -= std::min<uint64_t>(k.held, t.nfds);
+    return;
+  }
+  // Still counted as held: the keeper keeps them until it goes, and a
+  // keeper that cannot take a message is as good as hung.
+  LOG_WARN("pool: fd keeper %d keeps a gone sandbox's fds: %s", static_cast<int>(k.pid),
+           std::strerror(err));
+  if (err != EAGAIN) mark_dead(k);
 }
 
 size_t FdParking::parked() const {
@@ -263,8 +290,9 @@ FdParking::~FdParking() {
   // EOF on its socket ends each keeper; whatever it held closes with it.
   for (auto& k : keepers_) k->sock.reset();
   for (auto& k : keepers_)
-    while (waitpid(k->pid, nullptr, 0) < 0 && errno == EINTR) {
-    }
+    if (k->pid > 0)
+      while (waitpid(k->pid, nullptr, 0) < 0 && errno == EINTR) {
+      }
 }
 
 Result<std::vector<UniqueFd>> ParkedFds::take() {

@@ -40,6 +40,9 @@ class FdParking {
     uint32_t nfds = 0;
     bool valid() const { return keeper != SIZE_MAX; }
   };
+  // Starts the first keeper now, outside any lock of the pool's: an error
+  // when none can be started (then nothing should be parked).
+  Status prepare();
   // Hands the fds to a keeper, under tag (unique among parked ones), and
   // closes ours. On an error nothing moved and the fds are still ours.
   Result<Ticket> park(uint64_t tag, const std::vector<UniqueFd*>& fds);
@@ -55,12 +58,14 @@ class FdParking {
  private:
   struct Keeper;
   Result<size_t> keeper_with_room(uint32_t nfds);  // under mu_
+  void mark_dead(Keeper& k);                       // under mu_
   Result<std::unique_ptr<Keeper>> start_keeper();
 
   const std::string program_;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Keeper>> keepers_;
   size_t parked_ = 0;
+  uint64_t congested_until_ms_ = 0;  // no park tried before (monotonic_ms)
 };
 
 // A worker's parked fds: dropped at the keeper when it goes unthawed.

@@ -5,6 +5,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/clock.hpp"
 #include "base/log.hpp"
 
 namespace nsbox {
@@ -117,7 +118,17 @@ void Pool::stop() {
   core_.destroyed(all);
 }
 
+nsbox::Status Pool::fd_room() {
+  // Four: a spawn reply's fds (the channel's two, the log, the freeze switch).
+  if (fd_budget_ <= 0 || held_fds_.load() + 4 <= fd_budget_) return {};
+  return make_error("pool", "the gateway's open files hold " + std::to_string(held_fds_.load()) +
+                                " fds of sandboxes it has not parked (of " +
+                                std::to_string(fd_budget_) +
+                                " it may use): no new sandbox until some go");
+}
+
 std::unique_ptr<Worker> Pool::spawn(uint32_t profile, uint64_t memory) {
+  if (nsbox::Status room = fd_room(); !room) return worker(room.error(), profile, memory);
   return worker(spawner_.spawn(profile, memory), profile, memory);
 }
 
@@ -131,6 +142,8 @@ std::unique_ptr<Worker> Pool::worker(Result<SpawnedSandbox> s, uint32_t profile,
   w->channel = std::move(s.value().channel);
   w->log = std::move(s.value().log);
   w->freeze = std::move(s.value().freeze);
+  w->fds_held = FdCharge(&held_fds_, w->channel.to_runner.valid() + w->channel.from_runner.valid() +
+                                         w->log.valid() + w->freeze.valid());
   w->profile = profile;
   w->memory_bytes = memory;
   w->last_used = Clock::now();
@@ -142,11 +155,14 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t deploy, uint32_t pro
                           const TemplateLoader* load_template) {
   // A warm sandbox that cannot be thawed (its fds' keeper died, its cgroup
   // went) is destroyed, and the request takes another rather than failing.
+  // Each failure destroys the sandbox it leased, so the function's frozen
+  // ones run out: after a keeper's death, a function with several parked
+  // sandboxes cold-starts rather than fail.
   for (int attempt = 1;; attempt++) {
     Lease lease = acquire_once(name, deploy, profile, memory, deadline, load_template);
     const bool warm = lease.worker && lease.worker->frozen;
     lease = thaw_leased(std::move(lease));
-    if (!warm || lease.status == Status::Ok || attempt == 3) return lease;
+    if (!warm || lease.status == Status::Ok || attempt == 16) return lease;
   }
 }
 
@@ -178,7 +194,10 @@ uint64_t Pool::template_for(std::unique_lock<std::mutex>& lock, const std::strin
   // function's import, once), unlocked. Concurrent requests of the function
   // go the ordinary way meanwhile.
   lock.unlock();
-  std::unique_ptr<Worker> w = worker(spawner_.spawn_template(profile, memory), profile, memory);
+  nsbox::Status room = fd_room();
+  std::unique_ptr<Worker> w =
+      room ? worker(spawner_.spawn_template(profile, memory), profile, memory)
+           : worker(room.error(), profile, memory);
   const bool loaded = w && load(*w);
   lock.lock();
   wake_locked(core_.template_made(name, deploy, memory, std::move(w), loaded && running_));
@@ -226,7 +245,9 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         bool slow = false;  // it did, but slowly
         if (tmpl) {
           const auto t0 = Clock::now();
-          auto forked = spawner_.fork_instance(tmpl, profile, memory);
+          nsbox::Status room = fd_room();
+          auto forked = room ? spawner_.fork_instance(tmpl, profile, memory)
+                             : Result<SpawnedSandbox>(room.error());
           hung = !forked && forked.error().err == ETIMEDOUT;
           slow = Clock::now() - t0 > std::chrono::milliseconds(PoolCore::kSlowForkMs);
           w = worker(std::move(forked), profile, memory);
@@ -294,6 +315,7 @@ Pool::Lease Pool::thaw_leased(Lease lease) {
     w.channel.from_runner = std::move(fds.value()[1]);
     w.log = std::move(fds.value()[2]);
     w.freeze.fd = std::move(fds.value()[3]);
+    w.fds_held.set(4);
   }
   if (nsbox::Status s = w.freeze.set(false); !s) {
     LOG_WARN("pool: thawing sandbox %llu: %s", (unsigned long long)w.id,
@@ -418,11 +440,14 @@ int Pool::freeze_due(Clock::time_point now) {
     if (parking_) {
       auto t = parking_->park(w.id,
                               {&w.channel.to_runner, &w.channel.from_runner, &w.log, &w.freeze.fd});
-      if (t)
+      if (t) {
         w.parked = ParkedFds(parking_, t.value());
-      else
+        w.fds_held.set(0);
+      } else if (const uint64_t now_ms = monotonic_ms(); now_ms >= fd_warned_ms_ + 1000) {
+        fd_warned_ms_ = now_ms;  // once a second at most: a pass may meet many
         LOG_WARN("pool: sandbox %llu keeps its fds: %s", (unsigned long long)w.id,
                  t.error().message().c_str());
+      }
     }
     return true;
   });

@@ -7,6 +7,7 @@
 // waiting, the background threads, and the factory calls made unlocked.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -80,8 +81,13 @@ class Pool {
   int freeze_due(Clock::time_point now);
   // From now on, a sandbox frozen while idle hands its fds to parking's
   // keepers until it is leased again. Before start(); parking outlives the
-  // pool.
-  void set_parking(FdParking* parking) { parking_ = parking; }
+  // pool. fd_budget: what the fds of the sandboxes the gateway still holds
+  // may reach; past it no sandbox is made (a spawn failure) until some go,
+  // so that the gateway itself never runs out (0: no such check).
+  void set_parking(FdParking* parking, int64_t fd_budget) {
+    parking_ = parking;
+    fd_budget_ = fd_budget;
+  }
 
  private:
   // Condition variables by function, alive while someone waits on them;
@@ -116,6 +122,11 @@ class Pool {
   SandboxFactory& spawner_;
   std::function<MemoryReading()> read_memory_;
   FdParking* parking_ = nullptr;
+  int64_t fd_budget_ = 0;
+  std::atomic<int64_t> held_fds_{0};  // FdCharge: fds of sandboxes not parked
+  std::atomic<uint64_t> fd_warned_ms_{0};
+  // An error when a new sandbox's fds would pass fd_budget_.
+  nsbox::Status fd_room();
 
   std::mutex mu_;
   PoolCore core_;  // under mu_

@@ -7,6 +7,7 @@
 // every change (check_invariants), as SQLite does.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -57,6 +58,34 @@ struct MemoryReading {
 // Pure: whether this reading calls for evicting idle sandboxes.
 bool under_memory_pressure(const MemoryReading& m, const PoolLimits& limits);
 
+// A worker's share of the fds the gateway holds for sandboxes it has not
+// parked (Pool's count), given back when the worker goes.
+class FdCharge {
+ public:
+  FdCharge() = default;
+  FdCharge(std::atomic<int64_t>* counter, int64_t n) : counter_(counter), n_(n) {
+    if (counter_) counter_->fetch_add(n_);
+  }
+  FdCharge(FdCharge&& o) noexcept { *this = std::move(o); }
+  FdCharge& operator=(FdCharge&& o) noexcept {
+    if (this != &o) {
+      set(0);
+      counter_ = std::exchange(o.counter_, nullptr);
+      n_ = std::exchange(o.n_, 0);
+    }
+    return *this;
+  }
+  ~FdCharge() { set(0); }
+  void set(int64_t n) {
+    if (counter_) counter_->fetch_add(n - n_);
+    n_ = n;
+  }
+
+ private:
+  std::atomic<int64_t>* counter_ = nullptr;
+  int64_t n_ = 0;
+};
+
 // One sandbox as the gateway holds it. A worker that has loaded a deploy of
 // a function never serves anything else (no state crosses functions).
 struct Worker {
@@ -76,6 +105,7 @@ struct Worker {
   // While frozen, channel, log and freeze may wait in an fd keeper
   // (fd_parking.hpp): then they are invalid here until thawed.
   ParkedFds parked;
+  FdCharge fds_held;  // 0 while parked
 };
 
 struct PoolStats {

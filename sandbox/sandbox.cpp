@@ -287,29 +287,53 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
 // PID 1 is our child until we reap it (a template clones it with
 // CLONE_PARENT), so its pid cannot name another process before then. The
 // waitid check makes that hold even if something else reaped it: a pid
-// that is no child of ours is never signalled.
-UniqueFd Sandbox::open_pidfd() const {
-  if (pid_ <= 0 || reaped_) return UniqueFd();
+// that is no child of ours is never signalled. *gone: it is not (ECHILD).
+UniqueFd Sandbox::open_pidfd(bool* gone) const {
+  *gone = false;
+  if (pid_ <= 0 || reaped_) {
+    *gone = true;
+    return UniqueFd();
+  }
   UniqueFd fd(static_cast<int>(syscall(SYS_pidfd_open, pid_, 0)));
-  if (!fd.valid()) return fd;
+  if (!fd.valid()) {
+    *gone = errno == ESRCH;
+    return fd;
+  }
   siginfo_t si = {};
   if (waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(fd.get()), &si,
-             WEXITED | WNOHANG | WNOWAIT) != 0)
-    return UniqueFd();
+             WEXITED | WNOHANG | WNOWAIT) != 0) {
+    *gone = errno == ECHILD;
+    if (*gone) return UniqueFd();
+  }
   return fd;
 }
 
 void Sandbox::kill() {
-  if (UniqueFd fd = open_pidfd(); fd.valid())
+  bool gone = false;
+  if (UniqueFd fd = open_pidfd(&gone); fd.valid())
     syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0);
+  else if (!gone)
+    // No pidfd to be had (EMFILE, ENOMEM): PID 1 is still our unreaped
+    // child, so its pid is still its own.
+    ::kill(pid_, SIGKILL);
 }
 
 bool Sandbox::reap(int wait_ms, int* status) {
   if (pid_ <= 0) return false;
   if (!reaped_) {
-    if (UniqueFd fd = wait_ms > 0 ? open_pidfd() : UniqueFd(); fd.valid()) {
+    bool gone = false;
+    if (UniqueFd fd = wait_ms > 0 ? open_pidfd(&gone) : UniqueFd(); fd.valid()) {
       struct pollfd pfd = {fd.get(), POLLIN, 0};
       poll(&pfd, 1, wait_ms);
+    } else if (wait_ms > 0 && !gone) {
+      // Without a pidfd: look every millisecond.
+      for (int waited = 0; waited < wait_ms; waited++) {
+        siginfo_t si = {};
+        if (waitid(P_PID, static_cast<id_t>(pid_), &si, WEXITED | WNOHANG | WNOWAIT) != 0 ||
+            si.si_pid == pid_)
+          break;
+        usleep(1000);
+      }
     }
     int st;
     pid_t w = waitpid(pid_, &st, wait_ms < 0 ? 0 : WNOHANG);

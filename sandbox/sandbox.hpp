@@ -79,8 +79,9 @@ class Sandbox {
   Status parent_clone(Launch& l);
   Status parent_after_clone(const SandboxSpec& spec, Launch& l);
   Status parent_await_exec(Launch& l);
-  // A pidfd of PID 1, opened now; invalid once reaped.
-  UniqueFd open_pidfd() const;
+  // A pidfd of PID 1, opened now; invalid once reaped, or when none could
+  // be opened (then *gone says whether PID 1 is no longer ours).
+  UniqueFd open_pidfd(bool* gone) const;
 
   pid_t pid_ = -1;
   bool reaped_ = false;

@@ -42,7 +42,7 @@ namespace {
 // Lowers max_sandboxes to what the host allows (gateway/capacity.hpp),
 // saying so in one line: at start, and on every reload.
 void fit_capacity(ServeConfig& c, const HostLimits& host) {
-  Capacity fit = fit_max_sandboxes(c.max_sandboxes, c.max_connections, host);
+  Capacity fit = fit_max_sandboxes(c.max_sandboxes, c.max_connections, host, c.blank);
   if (fit.max_sandboxes < c.max_sandboxes) {
     LOG_WARN("max_sandboxes lowered from %d to %d: %s", c.max_sandboxes, fit.max_sandboxes,
              fit.why.c_str());
@@ -341,16 +341,26 @@ int cmd_serve(const std::vector<std::string>& args) {
   const bool freezable = use_cgroups && (layout.version == CgroupVersion::V2 ||
                                          !layout.v1_unified.empty() || !layout.v1_freezer.empty());
   if (config.isolation == Isolation::Nsbox && freezable) {
-    if (auto keeper = sibling_program("nsbox-fdkeeper"))
-      parking = std::make_unique<FdParking>(keeper.value());
-    else
+    auto keeper = sibling_program("nsbox-fdkeeper");
+    if (keeper) parking = std::make_unique<FdParking>(keeper.value());
+    // The first keeper now, so that one that cannot start is known before
+    // the capacity counts on it (and is not started under the pool's lock).
+    Status ready = keeper ? parking->prepare() : Status(keeper.error());
+    if (!ready) {
       LOG_WARN("%s: frozen sandboxes keep their fds in the gateway",
-               keeper.error().message().c_str());
+               ready.error().message().c_str());
+      parking.reset();
+    }
   }
   host.park_idle = parking && config.freeze_idle_ms > 0;
   fit_capacity(config, host);
   Pool pool(*factory, pool_limits(config), profile_memory);
-  pool.set_parking(parking.get());
+  // What the gateway may hold for sandboxes it has not parked: its limit
+  // less the connections' and its own.
+  const uint64_t own = static_cast<uint64_t>(config.max_connections) + kSpareFds;
+  pool.set_parking(parking.get(), parking && host.open_files > own
+                                      ? static_cast<int64_t>(host.open_files - own)
+                                      : 0);
   Gateway gateway(config, *store.value(), pool, *factory, infos, token.value());
   std::string err;
   if (!gateway.bind(&err)) {

@@ -64,4 +64,8 @@ TEST_CASE("capacity: with frozen sandboxes' fds parked, the spawner's one fd eac
   CHECK(fit_max_sandboxes(100, 64, HostLimits{need, 0, 0, true}).max_sandboxes == 100);
   CHECK(fit_max_sandboxes(1000, 64, HostLimits{need - 1, 0, 0, true}).max_sandboxes ==
         (need - 1 - 64 - 256) / 4);
+  // Blanks are never frozen: they count among the unparked.
+  CHECK(fit_max_sandboxes(1000, 64, HostLimits{need, 0, 0, true}, 10).max_sandboxes ==
+        (need - 64 - 256) / 4);
+  CHECK(fit_max_sandboxes(1000, 64, HostLimits{need + 40, 0, 0, true}, 10).max_sandboxes == 1000);
 }

@@ -15,20 +15,12 @@
 #include <cstdlib>
 #include <string>
 
+#include "tests/unit/keeper_path.hpp"
+
 using namespace nsbox;
+using nsbox::test::keeper_path;
 
 namespace {
-
-// meson test says where the keeper is; else it is built beside tools/.
-std::string keeper_path() {
-  if (const char* p = getenv("NSBOX_FDKEEPER")) return p;
-  char self[PATH_MAX];
-  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-  REQUIRE(n > 0);
-  std::string s(self, static_cast<size_t>(n));
-  for (int up = 0; up < 3; up++) s = s.substr(0, s.find_last_of('/'));
-  return s + "/tools/nsbox-fdkeeper";  // build/tests/unit/unit_tests -> build/tools
-}
 
 struct Pipe {
   UniqueFd r, w;

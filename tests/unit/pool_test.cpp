@@ -8,10 +8,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <set>
 #include <sstream>
@@ -19,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "tests/unit/keeper_path.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace nsbox;
@@ -39,6 +42,19 @@ class FakeFactory final : public SandboxFactory {
     }
     SpawnedSandbox s;
     s.id = next_++;
+    if (with_pipes) {
+      // Pipes stand in for the channel and the log; the runner's ends are
+      // kept, so that a test can see the gateway's ends are the same.
+      int a[2], b[2], c[2];
+      REQUIRE(pipe2(a, O_CLOEXEC) == 0);
+      REQUIRE(pipe2(b, O_CLOEXEC) == 0);
+      REQUIRE(pipe2(c, O_CLOEXEC) == 0);
+      s.channel.to_runner.reset(a[1]);
+      s.channel.from_runner.reset(b[0]);
+      s.log.reset(c[0]);
+      std::lock_guard<std::mutex> lock(mu_);
+      runner_ends_[s.id] = {UniqueFd(a[0]), UniqueFd(b[1]), UniqueFd(c[1])};
+    }
     if (!freeze_dir.empty()) {
       // A plain file stands in for the leaf's cgroup.freeze.
       std::string path = freeze_dir + "/" + std::to_string(s.id);
@@ -61,13 +77,23 @@ class FakeFactory final : public SandboxFactory {
   int most_alive() const { return most_.load(); }
   std::chrono::milliseconds spawn_time{1};
   std::atomic<int> fail_spawns{0};
-  std::string freeze_dir;  // set: each sandbox gets a freeze switch there
+  std::string freeze_dir;   // set: each sandbox gets a freeze switch there
+  bool with_pipes = false;  // each sandbox gets a channel and a log
   int alive() const { return live_.load(); }
+  // Writes as sandbox id's runner would: a reply, then its log.
+  void runner_says(uint64_t id, const std::string& reply, const std::string& log) {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto& e = runner_ends_.at(id);
+    REQUIRE(write(e[1].get(), reply.data(), reply.size()) == ssize_t(reply.size()));
+    REQUIRE(write(e[2].get(), log.data(), log.size()) == ssize_t(log.size()));
+  }
 
  private:
   std::chrono::milliseconds destroy_time_;
   std::atomic<uint64_t> next_{1};
   std::atomic<int> live_{0}, most_{0};
+  std::mutex mu_;
+  std::map<uint64_t, std::array<UniqueFd, 3>> runner_ends_;  // in, out, log (write)
 };
 
 PoolLimits limits(int max_sandboxes, int blank) {
@@ -431,5 +457,68 @@ TEST_CASE("pool: under memory pressure with nothing idle, blanks go and are not 
   CHECK(pool.relieve_memory_pressure() == 0);
   CHECK(pool.stats().blank == 0);
   pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
+namespace {
+
+std::string read_some(int fd) {
+  char buf[64];
+  ssize_t n = read(fd, buf, sizeof buf);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+}  // namespace
+
+TEST_CASE("pool: frozen sandboxes' fds wait in a keeper; past the fd budget none is made") {
+  nsbox::test::TempDir dir("pool-park");
+  FakeFactory factory(1ms);
+  factory.freeze_dir = dir.path;
+  factory.with_pipes = true;
+  FdParking parking(nsbox::test::keeper_path());
+  PoolLimits l = limits(8, 0);
+  l.freeze_idle_ms = 600000;  // the test calls the freezer's step
+  Pool pool(factory, l, {kMemory});
+  pool.set_parking(&parking, 8);  // two sandboxes' fds
+  pool.start();
+
+  auto f = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(f.status == Pool::Status::Ok);
+  const uint64_t id = f.worker->id;
+  pool.release(std::move(f.worker), true);
+  CHECK(pool.freeze_due(Clock::now() + 700s) == 1);
+  CHECK(pool.stats().parked == 1);
+  CHECK(pool.stats().keepers == 1);
+
+  // Two more held by the gateway fill the budget: a fourth is refused as
+  // a spawn failure, not made.
+  auto g = pool.acquire("g", 1, 0, kMemory, Clock::now() + 2s);
+  auto h = pool.acquire("h", 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(g.status == Pool::Status::Ok);
+  REQUIRE(h.status == Pool::Status::Ok);
+  auto i = pool.acquire("i", 1, 0, kMemory, Clock::now() + 200ms);
+  CHECK(i.status != Pool::Status::Ok);
+  CHECK(pool.stats().spawn_failures >= 1);
+  // One of them parked, there is room again.
+  pool.release(std::move(g.worker), true);
+  CHECK(pool.freeze_due(Clock::now() + 700s) == 1);
+  i = pool.acquire("i", 1, 0, kMemory, Clock::now() + 2s);
+  CHECK(i.status == Pool::Status::Ok);
+
+  // f again: thawed with its own fds back, in their places.
+  factory.runner_says(id, "reply", "log");
+  auto again = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(again.status == Pool::Status::Ok);
+  CHECK(again.worker->id == id);
+  CHECK_FALSE(again.worker->parked.valid());
+  CHECK(read_some(again.worker->channel.from_runner.get()) == "reply");
+  CHECK(read_some(again.worker->log.get()) == "log");
+  CHECK(freeze_state(dir.path, id) == "0");  // thawed through the fetched switch
+  CHECK(pool.stats().parked == 1);           // g's
+  pool.release(std::move(again.worker), true);
+  pool.release(std::move(h.worker), true);
+  pool.release(std::move(i.worker), true);
+  pool.stop();
+  CHECK(parking.parked() == 0);  // the stop dropped g's
   CHECK(factory.alive() == 0);
 }
