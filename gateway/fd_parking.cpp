@@ -145,10 +145,11 @@ Result<std::unique_ptr<FdParking::Keeper>> FdParking::start_keeper() {
 
 Result<size_t> FdParking::keeper_with_room(uint32_t nfds) {
   size_t alive = 0;
+  for (auto& k : keepers_) {
+    if (!k->alive && k->pid > 0 && waitpid(k->pid, nullptr, WNOHANG) == k->pid) k->pid = -1;
+    alive += k->alive;
+  }
   for (size_t i = 0; i < keepers_.size(); i++) {
-    Keeper& k = *keepers_[i];
-    if (!k.alive && k.pid > 0 && waitpid(k.pid, nullptr, WNOHANG) == k.pid) k.pid = -1;
-    alive += keepers_[i]->alive;
     if (keepers_[i]->alive && keepers_[i]->held + nfds <= keepers_[i]->capacity) return i;
   }
   if (alive >= kMaxKeepers || keepers_.size() >= kMaxKeepersEver)
@@ -175,7 +176,7 @@ Result<FdParking::Ticket> FdParking::park(uint64_t tag, const std::vector<Unique
   }
   std::lock_guard<std::mutex> lock(mu_);
   if (monotonic_ms() < congested_until_ms_)
-    return make_error("park", "the fd keepers are busy; trying again shortly");
+    return Error(EAGAIN, "park", "the fd keepers are busy; trying again shortly");
   const uint32_t n = static_cast<uint32_t>(raw.size());
   KeeperMsg m;
   m.op = KeeperMsg::kPark;
@@ -205,12 +206,14 @@ Result<FdParking::Ticket> FdParking::park(uint64_t tag, const std::vector<Unique
 
 Result<std::vector<UniqueFd>> FdParking::take(const Ticket& t) {
   Keeper* k = nullptr;
+  std::string who;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (t.keeper >= keepers_.size()) return make_error("unpark", "no such keeper");
     k = keepers_[t.keeper].get();  // keepers are never removed before ~FdParking
     parked_--;
     if (!k->alive) return make_error("unpark", "the fd keeper that held them is gone");
+    who = "fd keeper " + std::to_string(k->pid);
   }
   // The keeper's count goes down only once it has let go of the fds (it
   // answered, was told to drop them, or died): until then a park must not
@@ -227,6 +230,10 @@ Result<std::vector<UniqueFd>> FdParking::take(const Ticket& t) {
     }
   } unheld{this, k, t.nfds, &let_go};
   std::lock_guard<std::mutex> one(k->take_mu);
+  {
+    std::lock_guard<std::mutex> lock(mu_);  // it may have died while we waited our turn
+    if (!k->alive) return make_error("unpark", "the fd keeper that held them is gone");
+  }
   KeeperMsg m;
   m.op = KeeperMsg::kTake;
   m.tag = t.tag;
@@ -240,15 +247,14 @@ Result<std::vector<UniqueFd>> FdParking::take(const Ticket& t) {
       // Dead, or hung (no room for our question, or no answer in time).
       std::lock_guard<std::mutex> lock(mu_);
       mark_dead(*k);
-      return Error(err, "unpark", "fd keeper " + std::to_string(k->pid), std::strerror(err));
+      return Error(err, "unpark", who, std::strerror(err));
     }
     // An answer to an earlier take whose sandbox was given up: its fds go.
     if (reply.op != KeeperMsg::kTake || reply.tag != t.tag) continue;
     let_go = true;
     if (fds.size() != t.nfds || reply.nfds != t.nfds)
-      return make_error("unpark", "fd keeper " + std::to_string(k->pid) + " gave back " +
-                                      std::to_string(fds.size()) + " of " + std::to_string(t.nfds) +
-                                      " fds");
+      return make_error("unpark", who + " gave back " + std::to_string(fds.size()) + " of " +
+                                      std::to_string(t.nfds) + " fds");
     return fds;
   }
 }
@@ -262,16 +268,25 @@ void FdParking::drop(const Ticket& t) {
   KeeperMsg m;
   m.op = KeeperMsg::kDrop;
   m.tag = t.tag;
-  int err = send_msg(k.sock.get(), m, nullptr, 0, kSendWaitMs);
+  // While the keepers' queues are full, not even the short wait: drops
+  // come in bulk (an eviction, a revoke) and under the pool's lock.
+  const int wait_ms = monotonic_ms() < congested_until_ms_ ? 0 : kSendWaitMs;
+  int err = send_msg(k.sock.get(), m, nullptr, 0, wait_ms);
   if (err == 0) {
     k.held -= std::min<uint64_t>(k.held, t.nfds);
     return;
   }
+  if (err == EAGAIN) congested_until_ms_ = monotonic_ms() + kCongestedMs;
   // Still counted as held: the keeper keeps them until it goes, and a
   // keeper that cannot take a message is as good as hung.
   LOG_WARN("pool: fd keeper %d keeps a gone sandbox's fds: %s", static_cast<int>(k.pid),
            std::strerror(err));
   if (err != EAGAIN) mark_dead(k);
+}
+
+bool FdParking::paused() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return monotonic_ms() < congested_until_ms_;
 }
 
 size_t FdParking::parked() const {

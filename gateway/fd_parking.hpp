@@ -52,6 +52,9 @@ class FdParking {
   // The keeper closes what it holds under the ticket. Never waits.
   void drop(const Ticket& t);
 
+  // True while parking pauses after a keeper's queue was full: park()
+  // would fail with EAGAIN now, and may work again shortly.
+  bool paused() const;
   size_t parked() const;   // sandboxes whose fds a keeper holds
   size_t keepers() const;  // keeper processes started and alive
 

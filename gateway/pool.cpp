@@ -118,21 +118,31 @@ void Pool::stop() {
   core_.destroyed(all);
 }
 
-nsbox::Status Pool::fd_room() {
-  // Four: a spawn reply's fds (the channel's two, the log, the freeze switch).
-  if (fd_budget_ <= 0 || held_fds_.load() + 4 <= fd_budget_) return {};
-  return make_error("pool", "the gateway's open files hold " + std::to_string(held_fds_.load()) +
-                                " fds of sandboxes it has not parked (of " +
-                                std::to_string(fd_budget_) +
-                                " it may use): no new sandbox until some go");
+nsbox::Status Pool::reserve_fds() {
+  // Four: a spawn reply's fds (the channel's two, the log, the freeze
+  // switch). Reserved before the spawn, so that concurrent spawns cannot
+  // all pass the same check.
+  if (fd_budget_ <= 0) return {};
+  int64_t held = held_fds_.load();
+  do {
+    if (held + 4 > fd_budget_)
+      return make_error("pool", "the gateway's open files hold " + std::to_string(held) +
+                                    " fds of sandboxes it has not parked (of " +
+                                    std::to_string(fd_budget_) +
+                                    " it may use): no new sandbox until some go");
+  } while (!held_fds_.compare_exchange_weak(held, held + 4));
+  return {};
 }
 
 std::unique_ptr<Worker> Pool::spawn(uint32_t profile, uint64_t memory) {
-  if (nsbox::Status room = fd_room(); !room) return worker(room.error(), profile, memory);
-  return worker(spawner_.spawn(profile, memory), profile, memory);
+  if (nsbox::Status room = reserve_fds(); !room) return worker(room.error(), profile, memory);
+  return worker(spawner_.spawn(profile, memory), profile, memory, true);
 }
 
-std::unique_ptr<Worker> Pool::worker(Result<SpawnedSandbox> s, uint32_t profile, uint64_t memory) {
+std::unique_ptr<Worker> Pool::worker(Result<SpawnedSandbox> s, uint32_t profile, uint64_t memory,
+                                     bool reserved) {
+  // The reservation becomes the worker's charge, or goes with the failure.
+  if (reserved && fd_budget_ > 0) held_fds_ -= 4;
   if (!s) {
     LOG_WARN("pool: spawning a sandbox failed: %s", s.error().message().c_str());
     return nullptr;
@@ -162,7 +172,8 @@ Pool::Lease Pool::acquire(const std::string& name, uint64_t deploy, uint32_t pro
     Lease lease = acquire_once(name, deploy, profile, memory, deadline, load_template);
     const bool warm = lease.worker && lease.worker->frozen;
     lease = thaw_leased(std::move(lease));
-    if (!warm || lease.status == Status::Ok || attempt == 16) return lease;
+    if (!warm || lease.status == Status::Ok || attempt == 16 || Clock::now() >= deadline)
+      return lease;
   }
 }
 
@@ -194,9 +205,9 @@ uint64_t Pool::template_for(std::unique_lock<std::mutex>& lock, const std::strin
   // function's import, once), unlocked. Concurrent requests of the function
   // go the ordinary way meanwhile.
   lock.unlock();
-  nsbox::Status room = fd_room();
+  nsbox::Status room = reserve_fds();
   std::unique_ptr<Worker> w =
-      room ? worker(spawner_.spawn_template(profile, memory), profile, memory)
+      room ? worker(spawner_.spawn_template(profile, memory), profile, memory, true)
            : worker(room.error(), profile, memory);
   const bool loaded = w && load(*w);
   lock.lock();
@@ -245,12 +256,12 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         bool slow = false;  // it did, but slowly
         if (tmpl) {
           const auto t0 = Clock::now();
-          nsbox::Status room = fd_room();
+          nsbox::Status room = reserve_fds();
           auto forked = room ? spawner_.fork_instance(tmpl, profile, memory)
                              : Result<SpawnedSandbox>(room.error());
           hung = !forked && forked.error().err == ETIMEDOUT;
           slow = Clock::now() - t0 > std::chrono::milliseconds(PoolCore::kSlowForkMs);
-          w = worker(std::move(forked), profile, memory);
+          w = worker(std::move(forked), profile, memory, static_cast<bool>(room));
           if (w) w->template_id = tmpl;
         }
         lock.lock();
@@ -429,27 +440,36 @@ int Pool::freeze_due(Clock::time_point now) {
   std::lock_guard<std::mutex> lock(mu_);
   // Under the lock, so no acquire can lease a sandbox half-frozen; the write
   // is cheap on cgroup2 (docs/benchmarks.md, "Freezing idle sandboxes").
+  using Freeze = PoolCore::Freeze;
   return core_.freeze_due(now, [this](Worker& w) {
+    // While the keepers' queues are full, a sandbox is frozen (and parked)
+    // on a later pass: frozen now, it would keep its fds here until leased.
+    if (parking_ && parking_->paused()) return Freeze::Later;
     if (nsbox::Status s = w.freeze.set(true); !s) {
       LOG_WARN("pool: freezing sandbox %llu: %s", (unsigned long long)w.id,
                s.error().message().c_str());
-      return false;
+      return Freeze::Failed;
     }
     // Frozen, it reads and writes nothing until thawed: its fds can wait
-    // outside the gateway's table. Not parked, it stays frozen here.
-    if (parking_) {
-      auto t = parking_->park(w.id,
-                              {&w.channel.to_runner, &w.channel.from_runner, &w.log, &w.freeze.fd});
-      if (t) {
-        w.parked = ParkedFds(parking_, t.value());
-        w.fds_held.set(0);
-      } else if (const uint64_t now_ms = monotonic_ms(); now_ms >= fd_warned_ms_ + 1000) {
-        fd_warned_ms_ = now_ms;  // once a second at most: a pass may meet many
-        LOG_WARN("pool: sandbox %llu keeps its fds: %s", (unsigned long long)w.id,
-                 t.error().message().c_str());
-      }
+    // outside the gateway's table.
+    if (!parking_) return Freeze::Done;
+    auto t =
+        parking_->park(w.id, {&w.channel.to_runner, &w.channel.from_runner, &w.log, &w.freeze.fd});
+    if (t) {
+      w.parked = ParkedFds(parking_, t.value());
+      w.fds_held.set(0);
+      return Freeze::Done;
     }
-    return true;
+    if (const uint64_t now_ms = monotonic_ms(); now_ms >= fd_warned_ms_ + 1000) {
+      fd_warned_ms_ = now_ms;  // once a second at most: a pass may meet many
+      LOG_WARN("pool: sandbox %llu keeps its fds: %s", (unsigned long long)w.id,
+               t.error().message().c_str());
+    }
+    // A full queue passes: thawed, it is frozen and parked a grace later.
+    // Any other failure lasts: it stays frozen here, its fds counted in the
+    // gateway's budget, until leased.
+    if (t.error().err == EAGAIN && w.freeze.set(false)) return Freeze::Later;
+    return Freeze::Done;
   });
 }
 

@@ -114,7 +114,8 @@ class Pool {
   Lease acquire_once(const std::string& name, uint64_t deploy, uint32_t profile, uint64_t memory,
                      Clock::time_point deadline, const TemplateLoader* load_template);
   std::unique_ptr<Worker> spawn(uint32_t profile, uint64_t memory);
-  std::unique_ptr<Worker> worker(Result<SpawnedSandbox> s, uint32_t profile, uint64_t memory);
+  std::unique_ptr<Worker> worker(Result<SpawnedSandbox> s, uint32_t profile, uint64_t memory,
+                                 bool reserved = false);
   void refill_loop();
   void janitor_loop();
   void freezer_loop();
@@ -125,8 +126,9 @@ class Pool {
   int64_t fd_budget_ = 0;
   std::atomic<int64_t> held_fds_{0};  // FdCharge: fds of sandboxes not parked
   std::atomic<uint64_t> fd_warned_ms_{0};
-  // An error when a new sandbox's fds would pass fd_budget_.
-  nsbox::Status fd_room();
+  // Counts a new sandbox's fds against fd_budget_ before it is made, or an
+  // error when they would pass it. worker(..., reserved) takes it over.
+  nsbox::Status reserve_fds();
 
   std::mutex mu_;
   PoolCore core_;  // under mu_

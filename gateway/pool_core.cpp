@@ -545,7 +545,7 @@ Wakes PoolCore::release(std::unique_ptr<Worker> w, bool reusable, Clock::time_po
   // The freezer sleeps until its first entry is due: only a first entry
   // needs it awake (a later one is due later).
   if (freeze && freeze_queue_.empty()) wakes.freezer = true;
-  if (freeze) freeze_queue_.push_back({w->function, w->id, now});
+  if (freeze) freeze_queue_.push_back({w->function, w->id, now, now});
   fn.idle.push_front(std::move(w));
   // Waiters of other functions blocked on the global budget can now evict
   // this idle sandbox.
@@ -700,9 +700,10 @@ PoolCore::Pressure PoolCore::relieve_pressure(const MemoryReading& m) {
   return p;
 }
 
-int PoolCore::freeze_due(Clock::time_point now, const std::function<bool(Worker&)>& freeze) {
+int PoolCore::freeze_due(Clock::time_point now, const std::function<Freeze(Worker&)>& freeze) {
   const auto grace = std::chrono::milliseconds(limits_.freeze_idle_ms);
   int frozen = 0;
+  std::vector<FreezeDue> later;
   while (!freeze_queue_.empty() && freeze_queue_.front().released + grace <= now) {
     FreezeDue due = std::move(freeze_queue_.front());
     freeze_queue_.pop_front();
@@ -712,15 +713,27 @@ int PoolCore::freeze_due(Clock::time_point now, const std::function<bool(Worker&
     // entry; destroyed, it is gone from the list.) The idle list holds at
     // most per_function sandboxes.
     for (auto& w : it->second.idle) {
-      if (w->id != due.id || w->last_used != due.released || w->frozen) continue;
-      if (freeze(*w)) {
-        w->frozen = true;
-        freezes_++;
-        frozen++;
+      if (w->id != due.id || w->last_used != due.idle_since || w->frozen) continue;
+      switch (freeze(*w)) {
+        case Freeze::Done:
+          w->frozen = true;
+          freezes_++;
+          frozen++;
+          break;
+        case Freeze::Failed:
+          break;
+        case Freeze::Later:
+          // Due again a grace from now: after every entry now queued, so
+          // the queue stays in order.
+          later.push_back({due.function, due.id, now, due.idle_since});
+          if (!freeze_queue_.empty() && freeze_queue_.back().released > now)
+            later.back().released = freeze_queue_.back().released;
+          break;
       }
       break;
     }
   }
+  for (auto& d : later) freeze_queue_.push_back(std::move(d));
   check();
   return frozen;
 }

@@ -260,10 +260,10 @@ class PoolCore {
   };
   Pressure relieve_pressure(const MemoryReading& m);
 
-  // Freezes, through freeze(w) (true: it froze), the idle sandboxes
-  // released at least freeze_idle_ms before now and idle since. Returns how
-  // many froze.
-  int freeze_due(Clock::time_point now, const std::function<bool(Worker&)>& freeze);
+  // Freezes, through freeze(w), the idle sandboxes released at least
+  // freeze_idle_ms before now and idle since. Returns how many froze.
+  enum class Freeze { Done, Failed, Later };  // Later: not now, look again a grace from now
+  int freeze_due(Clock::time_point now, const std::function<Freeze(Worker&)>& freeze);
   // When the freezer should next look (none: nothing queued or freezing off;
   // the queue is dropped when freezing is off). At most one pass per grace
   // after last_pass.
@@ -354,7 +354,8 @@ class PoolCore {
   struct FreezeDue {
     std::string function;
     uint64_t id;
-    Clock::time_point released;
+    Clock::time_point released;    // when it is due from (the queue's order)
+    Clock::time_point idle_since;  // the release it must still be idle since
   };
   std::deque<FreezeDue> freeze_queue_;
 };

@@ -312,9 +312,11 @@ void Sandbox::kill() {
   bool gone = false;
   if (UniqueFd fd = open_pidfd(&gone); fd.valid())
     syscall(SYS_pidfd_send_signal, fd.get(), SIGKILL, nullptr, 0);
-  else if (!gone)
+  else if (siginfo_t si = {}; !gone && (waitid(P_PID, static_cast<id_t>(pid_), &si,
+                                               WEXITED | WNOHANG | WNOWAIT) == 0 ||
+                                        errno != ECHILD))
     // No pidfd to be had (EMFILE, ENOMEM): PID 1 is still our unreaped
-    // child, so its pid is still its own.
+    // child (waitid says so), so its pid is still its own.
     ::kill(pid_, SIGKILL);
 }
 

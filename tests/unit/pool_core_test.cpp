@@ -429,7 +429,7 @@ TEST_CASE("pool core: idle sandboxes freeze a grace after release, only if idle 
   int frozen_calls = 0;
   auto freeze = [&](Worker&) {
     frozen_calls++;
-    return true;
+    return PoolCore::Freeze::Done;
   };
   auto with_switch = [](uint64_t id) {
     auto w = made(id);
@@ -456,6 +456,37 @@ TEST_CASE("pool core: idle sandboxes freeze a grace after release, only if idle 
   CHECK(core.freeze_due(kT0 + 100ms, freeze) == 0);  // once
   // One pass per grace at most.
   CHECK_FALSE(core.next_freeze(kT0 + 8ms).has_value());
+}
+
+TEST_CASE("pool core: a sandbox whose freeze must wait is looked at again a grace later") {
+  PoolLimits l = limits(8);
+  l.freeze_idle_ms = 5;
+  PoolCore core(l, {kMem});
+  auto w = made(1);
+  w->freeze.fd.reset(::dup(0));
+  REQUIRE(core.admit("f"));
+  REQUIRE(core.acquire_step("f", 1, 0, kMem, false, true).kind == PoolCore::Step::Spawn);
+  auto spawned = core.spawned("f", 1, std::move(w));
+  core.unadmit("f");
+  core.release(std::move(spawned), true, kT0, true);
+  int calls = 0;
+  auto later = [&](Worker&) {
+    calls++;
+    return PoolCore::Freeze::Later;
+  };
+  auto done = [&](Worker&) {
+    calls++;
+    return PoolCore::Freeze::Done;
+  };
+  CHECK(core.freeze_due(kT0 + 5ms, later) == 0);
+  CHECK(calls == 1);
+  CHECK(core.stats().frozen == 0);
+  // Due again a grace after that pass, still matched to the same release.
+  CHECK(core.next_freeze(Clock::time_point{}) == kT0 + 10ms);
+  CHECK(core.freeze_due(kT0 + 9ms, done) == 0);
+  CHECK(core.freeze_due(kT0 + 10ms, done) == 1);
+  CHECK(calls == 2);
+  CHECK(core.stats().frozen == 1);
 }
 
 TEST_CASE("pool core: shutdown hands over every sandbox not leased") {
