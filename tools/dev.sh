@@ -102,7 +102,8 @@ PY
 sanitized_unit_tests() {
   local dir="$BUILD-sanitize"
   setup "$dir" -Db_sanitize=address,undefined -Db_lundef=false || return
-  quiet ninja -C "$dir" tests/unit/unit_tests || return
+  # The unit suite starts real fd keepers (tests/unit/fd_parking_test.cpp).
+  quiet ninja -C "$dir" tests/unit/unit_tests tools/nsbox-fdkeeper || return
   UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 meson test -C "$dir" --suite unit --no-rebuild --print-errorlogs
 }
 
