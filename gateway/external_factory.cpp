@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -18,6 +17,7 @@
 #include "base/files.hpp"
 #include "base/hash.hpp"
 #include "base/log.hpp"
+#include "base/spawn.hpp"
 #include "sandbox/uid_slots.hpp"
 
 namespace nsbox {
@@ -28,49 +28,15 @@ constexpr int kToolTimeoutMs = 60000;   // docker run/rm, crun run/delete
 constexpr int kReadyTimeoutMs = 30000;  // docker: the shim opening its FIFOs
 constexpr size_t kMaxToolOutput = 16 << 10;
 
-std::vector<char*> cstrings(std::vector<std::string>& v) {
-  std::vector<char*> out;
-  for (auto& s : v) out.push_back(s.data());
-  out.push_back(nullptr);
-  return out;
-}
-
 // The fds a command starts with: 0 is /dev/null; 1 and 2 are `out`; 3 and 4
-// the runner's channel ends when given. Everything else is closed, the
-// signal mask emptied and SIGPIPE (which the daemon ignores, and exec
-// would keep ignored) back to its default.
-Result<pid_t> start_process(std::vector<std::string> argv, std::vector<std::string> env, int out,
-                            int in3 = -1, int out4 = -1, bool own_group = false) {
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t at;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&at);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, out, 1);
-  posix_spawn_file_actions_adddup2(&fa, out, 2);
-  if (in3 >= 0) posix_spawn_file_actions_adddup2(&fa, in3, 3);
-  if (out4 >= 0) posix_spawn_file_actions_adddup2(&fa, out4, 4);
-  posix_spawn_file_actions_addclosefrom_np(&fa, in3 >= 0 ? 5 : 3);
-  sigset_t none, def;
-  sigemptyset(&none);
-  sigemptyset(&def);
-  sigaddset(&def, SIGPIPE);
-  posix_spawnattr_setsigmask(&at, &none);
-  posix_spawnattr_setsigdefault(&at, &def);
-  short flags = POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF;
-  if (own_group) {
-    flags |= POSIX_SPAWN_SETPGROUP;
-    posix_spawnattr_setpgroup(&at, 0);
-  }
-  posix_spawnattr_setflags(&at, flags);
-  auto args = cstrings(argv);
-  auto envp = cstrings(env);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, args[0], &fa, &at, args.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&at);
-  if (rc != 0) return make_error("posix_spawn", argv[0] + ": " + std::strerror(rc));
-  return pid;
+// the runner's channel ends when given. Everything else is closed.
+Result<pid_t> start_process(const std::vector<std::string>& argv,
+                            const std::vector<std::string>& env, int out, int in3 = -1,
+                            int out4 = -1, bool own_group = false) {
+  std::vector<ChildFd> fds = {{1, out}, {2, out}};
+  if (in3 >= 0) fds.push_back({3, in3});
+  if (out4 >= 0) fds.push_back({4, out4});
+  return spawn_program(argv, env, fds, own_group);
 }
 
 // Waits for pid until timeout_ms, reading whatever `out` delivers (bounded);
