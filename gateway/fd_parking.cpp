@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 
@@ -12,6 +11,7 @@
 
 #include "base/clock.hpp"
 #include "base/log.hpp"
+#include "base/spawn.hpp"
 #include "gateway/fd_keeper_wire.hpp"
 #include "sandbox/fd_passing.hpp"
 
@@ -101,28 +101,10 @@ Result<std::unique_ptr<FdParking::Keeper>> FdParking::start_keeper() {
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return sys_error("socketpair", "fd keeper");
   UniqueFd ours(sv[0]), theirs(sv[1]);
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t at;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&at);
-  posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_adddup2(&fa, theirs.get(), kKeeperSockFd);
-  posix_spawn_file_actions_addclosefrom_np(&fa, kKeeperSockFd + 1);
-  sigset_t none, def;
-  sigemptyset(&none);
-  sigemptyset(&def);
-  sigaddset(&def, SIGPIPE);
-  posix_spawnattr_setsigmask(&at, &none);
-  posix_spawnattr_setsigdefault(&at, &def);
-  posix_spawnattr_setflags(&at, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  char* argv[] = {const_cast<char*>("nsbox-fdkeeper"), nullptr};
-  char* envp[] = {nullptr};
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, program_.c_str(), &fa, &at, argv, envp);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&at);
-  if (rc != 0) return Error(rc, "posix_spawn", program_, std::strerror(rc));
+  // stdout to /dev/null, stderr the daemon's (a keeper says why it ends).
+  auto spawned = spawn_program({program_}, {}, {{1, -1}, {kKeeperSockFd, theirs.get()}});
+  if (!spawned) return spawned.error();
+  const pid_t pid = spawned.value();
   theirs.reset();
   auto k = std::make_unique<Keeper>();
   k->pid = pid;
@@ -160,9 +142,9 @@ Result<size_t> FdParking::keeper_with_room(uint32_t nfds) {
   return keepers_.size() - 1;
 }
 
-Status FdParking::prepare() {
+Status FdParking::prepare(uint32_t room) {
   std::lock_guard<std::mutex> lock(mu_);
-  TRY(keeper_with_room(0));
+  TRY(keeper_with_room(room));
   return {};
 }
 
@@ -175,6 +157,7 @@ Result<FdParking::Ticket> FdParking::park(uint64_t tag, const std::vector<Unique
     raw.push_back(f->get());
   }
   std::lock_guard<std::mutex> lock(mu_);
+  send_drops();
   if (monotonic_ms() < congested_until_ms_)
     return Error(EAGAIN, "park", "the fd keepers are busy; trying again shortly");
   const uint32_t n = static_cast<uint32_t>(raw.size());
@@ -259,29 +242,45 @@ Result<std::vector<UniqueFd>> FdParking::take(const Ticket& t) {
   }
 }
 
-void FdParking::drop(const Ticket& t) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (t.keeper >= keepers_.size()) return;
+bool FdParking::send_drop(const Ticket& t, int wait_ms) {
   Keeper& k = *keepers_[t.keeper];
-  parked_--;
-  if (!k.alive) return;  // what it held went with it
+  if (!k.alive) return true;  // what it held went with it
   KeeperMsg m;
   m.op = KeeperMsg::kDrop;
   m.tag = t.tag;
-  // While the keepers' queues are full, not even the short wait: drops
-  // come in bulk (an eviction, a revoke) and under the pool's lock.
-  const int wait_ms = monotonic_ms() < congested_until_ms_ ? 0 : kSendWaitMs;
   int err = send_msg(k.sock.get(), m, nullptr, 0, wait_ms);
   if (err == 0) {
     k.held -= std::min<uint64_t>(k.held, t.nfds);
-    return;
+    return true;
   }
-  if (err == EAGAIN) congested_until_ms_ = monotonic_ms() + kCongestedMs;
-  // Still counted as held: the keeper keeps them until it goes, and a
-  // keeper that cannot take a message is as good as hung.
-  LOG_WARN("pool: fd keeper %d keeps a gone sandbox's fds: %s", static_cast<int>(k.pid),
-           std::strerror(err));
-  if (err != EAGAIN) mark_dead(k);
+  if (err == EAGAIN) {
+    congested_until_ms_ = monotonic_ms() + kCongestedMs;
+    return false;
+  }
+  LOG_WARN("pool: fd keeper %d cannot be told to close a gone sandbox's fds: %s",
+           static_cast<int>(k.pid), std::strerror(err));
+  mark_dead(k);  // a keeper that cannot take a message is as good as hung
+  return true;
+}
+
+void FdParking::send_drops() {
+  if (unsent_drops_.empty() || monotonic_ms() < congested_until_ms_) return;
+  size_t sent = 0;
+  while (sent < unsent_drops_.size() && send_drop(unsent_drops_[sent], 0)) sent++;
+  unsent_drops_.erase(unsent_drops_.begin(), unsent_drops_.begin() + sent);
+}
+
+void FdParking::drop(const Ticket& t) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (t.keeper >= keepers_.size()) return;
+  parked_--;
+  send_drops();
+  // While the keepers' queues are full, not even the short wait: drops
+  // come in bulk (an eviction, a revoke) and under the pool's lock. One
+  // that finds a queue full is sent later (the fds stay counted as held
+  // until then, so the keeper is never overfilled).
+  const bool congested = monotonic_ms() < congested_until_ms_;
+  if (!unsent_drops_.empty() || congested || !send_drop(t, kSendWaitMs)) unsent_drops_.push_back(t);
 }
 
 bool FdParking::paused() const {

@@ -40,9 +40,10 @@ class FdParking {
     uint32_t nfds = 0;
     bool valid() const { return keeper != SIZE_MAX; }
   };
-  // Starts the first keeper now, outside any lock of the pool's: an error
-  // when none can be started (then nothing should be parked).
-  Status prepare();
+  // Starts a keeper now, outside any lock of the pool's, unless a live one
+  // has room for `room` more fds: an error when none can be started (at
+  // start-up: then nothing should be parked).
+  Status prepare(uint32_t room = 0);
   // Hands the fds to a keeper, under tag (unique among parked ones), and
   // closes ours. On an error nothing moved and the fds are still ours.
   Result<Ticket> park(uint64_t tag, const std::vector<UniqueFd*>& fds);
@@ -62,13 +63,18 @@ class FdParking {
   struct Keeper;
   Result<size_t> keeper_with_room(uint32_t nfds);  // under mu_
   void mark_dead(Keeper& k);                       // under mu_
+  // Under mu_: tells the keepers to close what a drop could not reach them
+  // about (their queues were full). Never waits.
+  void send_drops();
+  bool send_drop(const Ticket& t, int wait_ms);  // under mu_; false: EAGAIN
   Result<std::unique_ptr<Keeper>> start_keeper();
 
   const std::string program_;
   mutable std::mutex mu_;
   std::vector<std::unique_ptr<Keeper>> keepers_;
   size_t parked_ = 0;
-  uint64_t congested_until_ms_ = 0;  // no park tried before (monotonic_ms)
+  std::vector<Ticket> unsent_drops_;  // still counted in their keepers' held
+  uint64_t congested_until_ms_ = 0;   // no park tried before (monotonic_ms)
 };
 
 // A worker's parked fds: dropped at the keeper when it goes unthawed.

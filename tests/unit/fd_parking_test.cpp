@@ -38,6 +38,22 @@ bool readers_gone(int write_fd, int ms) {
   return poll(&pfd, 1, ms) == 1 && (pfd.revents & POLLERR);
 }
 
+// The keeper: our child, named so. 0 when there is none.
+pid_t child_keeper() {
+  pid_t keeper = 0;
+  FILE* f = fopen(("/proc/self/task/" + std::to_string(gettid()) + "/children").c_str(), "r");
+  if (!f) return 0;
+  int pid;
+  while (fscanf(f, "%d", &pid) == 1) {
+    char comm[64] = {};
+    FILE* c = fopen(("/proc/" + std::to_string(pid) + "/comm").c_str(), "r");
+    if (c && fgets(comm, sizeof comm, c) && std::string(comm) == "nsbox-fdkeeper\n") keeper = pid;
+    if (c) fclose(c);
+  }
+  fclose(f);
+  return keeper;
+}
+
 }  // namespace
 
 TEST_CASE("fd parking: parked fds come back as the same files in the same order") {
@@ -88,21 +104,7 @@ TEST_CASE("fd parking: a dead keeper loses its fds; the next park starts another
   Pipe a, b;
   auto t = parking.park(1, {&a.r});
   REQUIRE(t);
-  // The keeper is our child, named so.
-  pid_t keeper = 0;
-  {
-    std::string children;
-    FILE* f = fopen(("/proc/self/task/" + std::to_string(gettid()) + "/children").c_str(), "r");
-    REQUIRE(f);
-    int pid;
-    while (fscanf(f, "%d", &pid) == 1) {
-      char comm[64] = {};
-      FILE* c = fopen(("/proc/" + std::to_string(pid) + "/comm").c_str(), "r");
-      if (c && fgets(comm, sizeof comm, c) && std::string(comm) == "nsbox-fdkeeper\n") keeper = pid;
-      if (c) fclose(c);
-    }
-    fclose(f);
-  }
+  pid_t keeper = child_keeper();
   REQUIRE(keeper > 0);
   REQUIRE(kill(keeper, SIGKILL) == 0);
   CHECK(readers_gone(a.w.get(), 2000));
@@ -130,4 +132,37 @@ TEST_CASE("fd parking: bad requests move nothing") {
   auto t = nowhere.park(1, {&a.r});
   CHECK(!t);
   CHECK(a.r.valid());
+}
+
+TEST_CASE("fd parking: a drop that finds the keeper's queue full is sent once it has room") {
+  FdParking parking(keeper_path());
+  Pipe a;
+  auto t = parking.park(1, {&a.r});
+  REQUIRE(t);
+  pid_t keeper = child_keeper();
+  REQUIRE(keeper > 0);
+  // A stopped keeper reads nothing: parks fill its queue until one waits
+  // too long, and parking pauses.
+  REQUIRE(kill(keeper, SIGSTOP) == 0);
+  bool full = false;
+  for (uint64_t tag = 2; tag < 100000 && !full; tag++) {
+    UniqueFd null(open("/dev/null", O_RDONLY | O_CLOEXEC));
+    REQUIRE(null.valid());
+    auto more = parking.park(tag, {&null});
+    if (!more) {
+      CHECK(more.error().err == EAGAIN);
+      full = true;
+    }
+  }
+  REQUIRE(full);
+  CHECK(parking.paused());
+  parking.drop(t.value());  // cannot reach the keeper now
+  REQUIRE(kill(keeper, SIGCONT) == 0);
+  CHECK(!readers_gone(a.w.get(), 300));  // the keeper still holds a's read end
+  // Once the pause is over, the next park sends the drop first.
+  for (int i = 0; i < 50 && parking.paused(); i++) usleep(10 * 1000);
+  REQUIRE(!parking.paused());
+  Pipe b;
+  REQUIRE(parking.park(100001, {&b.r}));
+  CHECK(readers_gone(a.w.get(), 2000));
 }
