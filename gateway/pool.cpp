@@ -15,6 +15,14 @@ constexpr auto kSpawnRetryDelay = std::chrono::seconds(1);
 // How often the janitor looks at the machine's memory: a hog grows by
 // hundreds of MB in this time, well within the headroom a threshold leaves.
 constexpr auto kPressureCheck = std::chrono::milliseconds(100);
+// The fds of 256 sandboxes: what a freezer pass parks in the common case.
+constexpr uint32_t kParkRoomFds = 4 * 256;
+
+// A sandbox's fds in the gateway, in the order they are parked and taken
+// back: the channel's two pipes, the log, the freeze switch.
+std::vector<UniqueFd*> gateway_fds(Worker& w) {
+  return {&w.channel.to_runner, &w.channel.from_runner, &w.log, &w.freeze.fd};
+}
 }  // namespace
 
 MemoryReading read_memory_reading() {
@@ -121,14 +129,15 @@ void Pool::stop() {
 nsbox::Status Pool::reserve_fds() {
   // Four: a spawn reply's fds (the channel's two, the log, the freeze
   // switch). Reserved before the spawn, so that concurrent spawns cannot
-  // all pass the same check.
-  if (fd_budget_ <= 0) return {};
+  // all pass the same check; counted even without a budget, so that one
+  // set later (a reload) starts from the true count.
+  const int64_t budget = fd_budget_.load();
   int64_t held = held_fds_.load();
   do {
-    if (held + 4 > fd_budget_)
+    if (budget > 0 && held + 4 > budget)
       return make_error("pool", "the gateway's open files hold " + std::to_string(held) +
                                     " fds of sandboxes it has not parked (of " +
-                                    std::to_string(fd_budget_) +
+                                    std::to_string(budget) +
                                     " it may use): no new sandbox until some go");
   } while (!held_fds_.compare_exchange_weak(held, held + 4));
   return {};
@@ -142,7 +151,7 @@ std::unique_ptr<Worker> Pool::spawn(uint32_t profile, uint64_t memory) {
 std::unique_ptr<Worker> Pool::worker(Result<SpawnedSandbox> s, uint32_t profile, uint64_t memory,
                                      bool reserved) {
   // The reservation becomes the worker's charge, or goes with the failure.
-  if (reserved && fd_budget_ > 0) held_fds_ -= 4;
+  if (reserved) held_fds_ -= 4;
   if (!s) {
     LOG_WARN("pool: spawning a sandbox failed: %s", s.error().message().c_str());
     return nullptr;
@@ -152,8 +161,9 @@ std::unique_ptr<Worker> Pool::worker(Result<SpawnedSandbox> s, uint32_t profile,
   w->channel = std::move(s.value().channel);
   w->log = std::move(s.value().log);
   w->freeze = std::move(s.value().freeze);
-  w->fds_held = FdCharge(&held_fds_, w->channel.to_runner.valid() + w->channel.from_runner.valid() +
-                                         w->log.valid() + w->freeze.valid());
+  int open = 0;
+  for (UniqueFd* fd : gateway_fds(*w)) open += fd->valid();
+  w->fds_held = FdCharge(&held_fds_, open);
   w->profile = profile;
   w->memory_bytes = memory;
   w->last_used = Clock::now();
@@ -321,12 +331,10 @@ Pool::Lease Pool::thaw_leased(Lease lease) {
       release(std::move(lease.worker), false);
       return {Status::SpawnFailed, nullptr, false, "could not thaw a warm sandbox"};
     }
-    // park()'s order.
-    w.channel.to_runner = std::move(fds.value()[0]);
-    w.channel.from_runner = std::move(fds.value()[1]);
-    w.log = std::move(fds.value()[2]);
-    w.freeze.fd = std::move(fds.value()[3]);
-    w.fds_held.set(4);
+    // park()'s order (take() gave back as many as were parked).
+    std::vector<UniqueFd*> slots = gateway_fds(w);
+    for (size_t i = 0; i < slots.size(); i++) *slots[i] = std::move(fds.value()[i]);
+    w.fds_held.set(static_cast<int>(slots.size()));
   }
   if (nsbox::Status s = w.freeze.set(false); !s) {
     LOG_WARN("pool: thawing sandbox %llu: %s", (unsigned long long)w.id,
@@ -437,6 +445,10 @@ int Pool::relieve_memory_pressure() {
 }
 
 int Pool::freeze_due(Clock::time_point now) {
+  // A keeper that has died or filled up is replaced here, not by a park
+  // under the pool's lock (a keeper takes milliseconds to start). Room for
+  // a pass's worth of parks; a park still starts one if a pass needs more.
+  if (parking_) (void)parking_->prepare(kParkRoomFds);
   std::lock_guard<std::mutex> lock(mu_);
   // Under the lock, so no acquire can lease a sandbox half-frozen; the write
   // is cheap on cgroup2 (docs/benchmarks.md, "Freezing idle sandboxes").
@@ -453,8 +465,7 @@ int Pool::freeze_due(Clock::time_point now) {
     // Frozen, it reads and writes nothing until thawed: its fds can wait
     // outside the gateway's table.
     if (!parking_) return Freeze::Done;
-    auto t =
-        parking_->park(w.id, {&w.channel.to_runner, &w.channel.from_runner, &w.log, &w.freeze.fd});
+    auto t = parking_->park(w.id, gateway_fds(w));
     if (t) {
       w.parked = ParkedFds(parking_, t.value());
       w.fds_held.set(0);

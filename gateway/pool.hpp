@@ -88,6 +88,8 @@ class Pool {
     parking_ = parking;
     fd_budget_ = fd_budget;
   }
+  // A new budget, e.g. after a reload raised the open-files limit.
+  void set_fd_budget(int64_t fd_budget) { fd_budget_ = fd_budget; }
 
  private:
   // Condition variables by function, alive while someone waits on them;
@@ -123,7 +125,7 @@ class Pool {
   SandboxFactory& spawner_;
   std::function<MemoryReading()> read_memory_;
   FdParking* parking_ = nullptr;
-  int64_t fd_budget_ = 0;
+  std::atomic<int64_t> fd_budget_{0};
   std::atomic<int64_t> held_fds_{0};  // FdCharge: fds of sandboxes not parked
   std::atomic<uint64_t> fd_warned_ms_{0};
   // Counts a new sandbox's fds against fd_budget_ before it is made, or an

@@ -92,6 +92,13 @@ options:
 )";
 }
 
+// What the gateway may hold for sandboxes it has not parked: its open-files
+// limit less the connections' and its own. 0 (no check) without parking.
+int64_t unparked_fd_budget(bool parking, const HostLimits& host, const ServeConfig& config) {
+  const uint64_t own = static_cast<uint64_t>(config.max_connections) + kSpareFds;
+  return parking && host.open_files > own ? static_cast<int64_t>(host.open_files - own) : 0;
+}
+
 int fail(const std::string& msg) {
   std::fprintf(stderr, "nsbox serve: %s\n", msg.c_str());
   return 1;
@@ -355,12 +362,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   host.park_idle = parking && config.freeze_idle_ms > 0;
   fit_capacity(config, host);
   Pool pool(*factory, pool_limits(config), profile_memory);
-  // What the gateway may hold for sandboxes it has not parked: its limit
-  // less the connections' and its own.
-  const uint64_t own = static_cast<uint64_t>(config.max_connections) + kSpareFds;
-  pool.set_parking(parking.get(), parking && host.open_files > own
-                                      ? static_cast<int64_t>(host.open_files - own)
-                                      : 0);
+  pool.set_parking(parking.get(), unparked_fd_budget(parking != nullptr, host, config));
   Gateway gateway(config, *store.value(), pool, *factory, infos, token.value());
   std::string err;
   if (!gateway.bind(&err)) {
@@ -391,6 +393,7 @@ int cmd_serve(const std::vector<std::string>& args) {
         fit_capacity(next, host);
         std::string applied = gateway.reload(next);
         pool.set_limits(pool_limits(next));
+        pool.set_fd_budget(unparked_fd_budget(parking != nullptr, host, next));
         LOG_WARN(
             "reloaded %s: applied%s and the [pool] sizes; listen, state_dir, "
             "max_connections, max_body_kb, batch_scheduling and cpu_limits take effect at the next "
