@@ -144,6 +144,9 @@ Result<size_t> FdParking::keeper_with_room(uint32_t nfds) {
 
 Status FdParking::prepare(uint32_t room) {
   std::lock_guard<std::mutex> lock(mu_);
+  // Never more than half a keeper's room, so that a small open-files limit
+  // does not start a keeper on every call.
+  for (auto& k : keepers_) room = std::min<uint64_t>(room, k->capacity / 2);
   TRY(keeper_with_room(room));
   return {};
 }

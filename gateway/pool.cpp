@@ -15,8 +15,11 @@ constexpr auto kSpawnRetryDelay = std::chrono::seconds(1);
 // How often the janitor looks at the machine's memory: a hog grows by
 // hundreds of MB in this time, well within the headroom a threshold leaves.
 constexpr auto kPressureCheck = std::chrono::milliseconds(100);
-// The fds of 256 sandboxes: what a freezer pass parks in the common case.
-constexpr uint32_t kParkRoomFds = 4 * 256;
+// A sandbox's fds in the gateway (see gateway_fds).
+constexpr int kSandboxFds = 4;
+// The most sandboxes a freezer pass makes keeper room for before it
+// takes the pool's lock.
+constexpr size_t kParkRoomSandboxes = 256;
 
 // A sandbox's fds in the gateway, in the order they are parked and taken
 // back: the channel's two pipes, the log, the freeze switch.
@@ -127,19 +130,19 @@ void Pool::stop() {
 }
 
 nsbox::Status Pool::reserve_fds() {
-  // Four: a spawn reply's fds (the channel's two, the log, the freeze
+  // kSandboxFds: a spawn reply's fds (the channel's two, the log, the freeze
   // switch). Reserved before the spawn, so that concurrent spawns cannot
   // all pass the same check; counted even without a budget, so that one
   // set later (a reload) starts from the true count.
   const int64_t budget = fd_budget_.load();
   int64_t held = held_fds_.load();
   do {
-    if (budget > 0 && held + 4 > budget)
+    if (budget > 0 && held + kSandboxFds > budget)
       return make_error("pool", "the gateway's open files hold " + std::to_string(held) +
                                     " fds of sandboxes it has not parked (of " +
                                     std::to_string(budget) +
                                     " it may use): no new sandbox until some go");
-  } while (!held_fds_.compare_exchange_weak(held, held + 4));
+  } while (!held_fds_.compare_exchange_weak(held, held + kSandboxFds));
   return {};
 }
 
@@ -151,7 +154,7 @@ std::unique_ptr<Worker> Pool::spawn(uint32_t profile, uint64_t memory) {
 std::unique_ptr<Worker> Pool::worker(Result<SpawnedSandbox> s, uint32_t profile, uint64_t memory,
                                      bool reserved) {
   // The reservation becomes the worker's charge, or goes with the failure.
-  if (reserved) held_fds_ -= 4;
+  if (reserved) held_fds_ -= kSandboxFds;
   if (!s) {
     LOG_WARN("pool: spawning a sandbox failed: %s", s.error().message().c_str());
     return nullptr;
@@ -446,9 +449,16 @@ int Pool::relieve_memory_pressure() {
 
 int Pool::freeze_due(Clock::time_point now) {
   // A keeper that has died or filled up is replaced here, not by a park
-  // under the pool's lock (a keeper takes milliseconds to start). Room for
-  // a pass's worth of parks; a park still starts one if a pass needs more.
-  if (parking_) (void)parking_->prepare(kParkRoomFds);
+  // under the pool's lock (a keeper takes milliseconds to start): room for
+  // the sandboxes now due. A park still starts one if the pass needs more.
+  if (parking_) {
+    size_t due = 0;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      due = core_.freeze_due_count(now, kParkRoomSandboxes);
+    }
+    if (due > 0) (void)parking_->prepare(static_cast<uint32_t>(due * kSandboxFds));
+  }
   std::lock_guard<std::mutex> lock(mu_);
   // Under the lock, so no acquire can lease a sandbox half-frozen; the write
   // is cheap on cgroup2 (docs/benchmarks.md, "Freezing idle sandboxes").

@@ -738,6 +738,14 @@ int PoolCore::freeze_due(Clock::time_point now, const std::function<Freeze(Worke
   return frozen;
 }
 
+size_t PoolCore::freeze_due_count(Clock::time_point now, size_t cap) const {
+  const auto grace = std::chrono::milliseconds(limits_.freeze_idle_ms);
+  size_t n = 0;
+  for (auto it = freeze_queue_.begin(); n < cap && it != freeze_queue_.end(); ++it, ++n)
+    if (it->released + grace > now) break;
+  return n;
+}
+
 std::optional<Clock::time_point> PoolCore::next_freeze(Clock::time_point last_pass) {
   if (limits_.freeze_idle_ms <= 0) {
     freeze_queue_.clear();

@@ -264,6 +264,9 @@ class PoolCore {
   // freeze_idle_ms before now and idle since. Returns how many froze.
   enum class Freeze { Done, Failed, Later };  // Later: not now, look again a grace from now
   int freeze_due(Clock::time_point now, const std::function<Freeze(Worker&)>& freeze);
+  // How many entries such a pass would look at (at most `cap`): an upper
+  // bound on the sandboxes it freezes.
+  size_t freeze_due_count(Clock::time_point now, size_t cap) const;
   // When the freezer should next look (none: nothing queued or freezing off;
   // the queue is dropped when freezing is off). At most one pass per grace
   // after last_pass.

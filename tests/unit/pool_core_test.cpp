@@ -449,6 +449,11 @@ TEST_CASE("pool core: idle sandboxes freeze a grace after release, only if idle 
   REQUIRE(again.run(2) == PoolCore::Step::Warm);
   Wakes second = core.release(std::move(again.lease), true, kT0 + 3ms, true);
   CHECK_FALSE(second.freezer);  // a later entry is due later
+  // What a pass would look at: both entries once due (one is void), capped.
+  CHECK(core.freeze_due_count(kT0 + 4ms, 10) == 0);
+  CHECK(core.freeze_due_count(kT0 + 5ms, 10) == 1);
+  CHECK(core.freeze_due_count(kT0 + 8ms, 10) == 2);
+  CHECK(core.freeze_due_count(kT0 + 8ms, 1) == 1);
   CHECK(core.freeze_due(kT0 + 5ms, freeze) == 0);
   CHECK(core.freeze_due(kT0 + 8ms, freeze) == 1);
   CHECK(frozen_calls == 1);
