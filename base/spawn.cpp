@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "base/fd.hpp"
+
 namespace nsbox {
 
 namespace {
@@ -24,18 +26,33 @@ Result<pid_t> spawn_program(const std::vector<std::string>& argv,
                             const std::vector<std::string>& env, const std::vector<ChildFd>& fds,
                             bool own_group) {
   if (argv.empty()) return make_error("posix_spawn", "no program given");
+  int highest = 2;
+  for (const ChildFd& f : fds) {
+    if (f.target < 0) return make_error("posix_spawn", argv[0] + ": a negative fd target");
+    highest = std::max(highest, f.target);
+  }
+  // Each source copied above every target first: the actions run in order,
+  // and a source that is also a target (a daemon started with fd 1 closed
+  // gets 1 from its next socket) would be overwritten before it is copied.
+  std::vector<UniqueFd> sources;
+  for (const ChildFd& f : fds) {
+    if (f.source < 0) {
+      sources.emplace_back();
+      continue;
+    }
+    sources.emplace_back(fcntl(f.source, F_DUPFD_CLOEXEC, highest + 1));
+    if (!sources.back().valid()) return sys_error("fcntl F_DUPFD", argv[0]);
+  }
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t at;
   posix_spawn_file_actions_init(&fa);
   posix_spawnattr_init(&at);
   posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-  int highest = 2;
-  for (const ChildFd& f : fds) {
-    if (f.source < 0)
-      posix_spawn_file_actions_addopen(&fa, f.target, "/dev/null", O_WRONLY, 0);
+  for (size_t i = 0; i < fds.size(); i++) {
+    if (fds[i].source < 0)
+      posix_spawn_file_actions_addopen(&fa, fds[i].target, "/dev/null", O_WRONLY, 0);
     else
-      posix_spawn_file_actions_adddup2(&fa, f.source, f.target);
-    highest = std::max(highest, f.target);
+      posix_spawn_file_actions_adddup2(&fa, sources[i].get(), fds[i].target);
   }
   posix_spawn_file_actions_addclosefrom_np(&fa, highest + 1);
   sigset_t none, def;

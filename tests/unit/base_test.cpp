@@ -1,6 +1,8 @@
 // base/: the helpers every component shares.
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +13,7 @@
 #include "base/digest.hpp"
 #include "base/files.hpp"
 #include "base/hash.hpp"
+#include "base/spawn.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 namespace {
@@ -140,4 +143,49 @@ TEST_CASE("base/files: check_reachable_by_others names the first closed director
   CHECK_FALSE(bool(nsbox::check_reachable_by_others("relative/path")));
   REQUIRE(chmod((top + "/closed").c_str(), 0755) == 0);
   CHECK(bool(nsbox::check_reachable_by_others(top + "/closed/inner")));
+}
+
+TEST_CASE("base/spawn: each target gets its own source, even one that is another's target") {
+  // Two pipes whose write ends sit at fds x and x+1; the child gets them
+  // swapped. Copied in order without care, the first dup2 would overwrite
+  // the second's source and both targets would be the same pipe.
+  int a[2], b[2];
+  REQUIRE(pipe2(a, O_CLOEXEC) == 0);
+  REQUIRE(pipe2(b, O_CLOEXEC) == 0);
+  int x = 0;
+  for (x = 60; x < 1000; x++)
+    if (fcntl(x, F_GETFD) < 0 && fcntl(x + 1, F_GETFD) < 0) break;
+  REQUIRE(dup3(a[1], x, O_CLOEXEC) == x);
+  REQUIRE(dup3(b[1], x + 1, O_CLOEXEC) == x + 1);
+  close(a[1]);
+  close(b[1]);
+  const std::string xs = std::to_string(x), ys = std::to_string(x + 1);
+  // (python3: dash redirects single-digit fds only.)
+  auto pid =
+      nsbox::spawn_program({"/usr/bin/python3", "-c",
+                            "import os; os.write(" + xs + ", b'a'); os.write(" + ys + ", b'b')"},
+                           {}, {{2, -1}, {x + 1, x}, {x, x + 1}});
+  REQUIRE(pid);
+  close(x);
+  close(x + 1);
+  int status = 0;
+  REQUIRE(waitpid(pid.value(), &status, 0) == pid.value());
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  auto all = [](int fd) {
+    std::string s;
+    char buf[64];
+    ssize_t n;
+    while ((n = read(fd, buf, sizeof buf)) > 0) s.append(buf, static_cast<size_t>(n));
+    close(fd);
+    return s;
+  };
+  CHECK(all(b[0]) == "a");  // the child's x is our x+1
+  CHECK(all(a[0]) == "b");
+}
+
+TEST_CASE("base/spawn: a missing program is an error that names it") {
+  auto pid = nsbox::spawn_program({"/nonexistent/nsbox-helper"}, {}, {});
+  REQUIRE(!pid);
+  CHECK(pid.error().message().find("/nonexistent/nsbox-helper") != std::string::npos);
 }
