@@ -31,8 +31,9 @@ constexpr size_t kMaxKeepersEver = 1024;
 // kCongestedMs rather than make every due sandbox wait as long again.
 constexpr int kSendWaitMs = 5;
 constexpr uint64_t kCongestedMs = 100;
-// A keeper that has not answered a take in this long is taken for hung:
-// killed, with what it held (those sandboxes are lost, and cold-start).
+// A keeper that has not answered a take, or taken any message, in this long
+// is taken for hung: killed, with what it held (those sandboxes are lost,
+// and cold-start).
 constexpr int kTakeTimeoutMs = 2000;
 constexpr int kHelloTimeoutMs = 5000;
 
@@ -76,12 +77,13 @@ int recv_msg(int sock, KeeperMsg* m, std::vector<UniqueFd>* fds, uint64_t deadli
 }  // namespace
 
 struct FdParking::Keeper {
-  UniqueFd sock;          // non-blocking
-  pid_t pid = -1;         // -1 once reaped
-  uint64_t capacity = 0;  // fds it may hold
-  uint64_t held = 0;      // fds it holds, or may still hold
-  bool alive = true;      // under mu_; once false, never used again
-  std::mutex take_mu;     // one kTake answer awaited at a time
+  UniqueFd sock;               // non-blocking
+  pid_t pid = -1;              // -1 once reaped
+  uint64_t capacity = 0;       // fds it may hold
+  uint64_t held = 0;           // fds it holds, or may still hold
+  bool alive = true;           // under mu_; once false, never used again
+  uint64_t full_since_ms = 0;  // under mu_: sends have found its queue full since (0: no)
+  std::mutex take_mu;          // one kTake answer awaited at a time
 };
 
 // Under mu_. Killed so that what it holds is closed, not kept by a hung
@@ -125,17 +127,34 @@ Result<std::unique_ptr<FdParking::Keeper>> FdParking::start_keeper() {
   return k;
 }
 
-Result<size_t> FdParking::keeper_with_room(uint32_t nfds) {
-  size_t alive = 0;
+size_t FdParking::find_room(uint64_t nfds) {
   for (auto& k : keepers_) {
-    if (!k->alive && k->pid > 0 && waitpid(k->pid, nullptr, WNOHANG) == k->pid) k->pid = -1;
-    alive += k->alive;
+    if (k->alive) continue;
+    if (k->pid > 0 && waitpid(k->pid, nullptr, WNOHANG) == k->pid) k->pid = -1;
+    // Its socket too, unless a take still waits on it (a take looks at
+    // alive, under mu_, before it touches the socket).
+    if (k->sock.valid() && k->take_mu.try_lock()) {
+      k->sock.reset();
+      k->take_mu.unlock();
+    }
   }
   for (size_t i = 0; i < keepers_.size(); i++) {
     if (keepers_[i]->alive && keepers_[i]->held + nfds <= keepers_[i]->capacity) return i;
   }
+  return SIZE_MAX;
+}
+
+Status FdParking::may_start() const {
+  size_t alive = 0;
+  for (const auto& k : keepers_) alive += k->alive;
   if (alive >= kMaxKeepers || keepers_.size() >= kMaxKeepersEver)
     return make_error("fd keeper", "every keeper is full");
+  return {};
+}
+
+Result<size_t> FdParking::keeper_with_room(uint32_t nfds) {
+  if (size_t i = find_room(nfds); i != SIZE_MAX) return i;
+  TRY(may_start());
   keepers_.push_back(TRY(start_keeper()));
   LOG_INFO("pool: started fd keeper %zu (pid %d) for frozen sandboxes' fds", keepers_.size(),
            static_cast<int>(keepers_.back()->pid));
@@ -143,12 +162,39 @@ Result<size_t> FdParking::keeper_with_room(uint32_t nfds) {
 }
 
 Status FdParking::prepare(uint32_t room) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    send_drops();
+    // Never more than half a keeper's room, so that a small open-files limit
+    // does not start a keeper on every call.
+    uint64_t want = room;
+    for (auto& k : keepers_) want = std::min<uint64_t>(want, k->capacity / 2);
+    if (find_room(want) != SIZE_MAX) return {};
+    TRY(may_start());
+  }
+  // Unlocked: a start takes milliseconds (up to kHelloTimeoutMs), and a drop
+  // under the pool's lock must not wait for it. Only the freezer thread
+  // prepares, so two starts do not race.
+  auto k = start_keeper();
+  if (!k) return k.error();
   std::lock_guard<std::mutex> lock(mu_);
-  // Never more than half a keeper's room, so that a small open-files limit
-  // does not start a keeper on every call.
-  for (auto& k : keepers_) room = std::min<uint64_t>(room, k->capacity / 2);
-  TRY(keeper_with_room(room));
+  keepers_.push_back(std::move(k.value()));
+  LOG_INFO("pool: started fd keeper %zu (pid %d) for frozen sandboxes' fds", keepers_.size(),
+           static_cast<int>(keepers_.back()->pid));
   return {};
+}
+
+void FdParking::note_full(Keeper& k) {
+  const uint64_t now = monotonic_ms();
+  congested_until_ms_ = now + kCongestedMs;
+  if (k.full_since_ms == 0) {
+    k.full_since_ms = now;
+    return;
+  }
+  if (now - k.full_since_ms < static_cast<uint64_t>(kTakeTimeoutMs)) return;
+  LOG_WARN("pool: fd keeper %d has taken no message for %llu ms", static_cast<int>(k.pid),
+           static_cast<unsigned long long>(now - k.full_since_ms));
+  mark_dead(k);  // hung: what it held goes with it, and parking goes on with a new one
 }
 
 Result<FdParking::Ticket> FdParking::park(uint64_t tag, const std::vector<UniqueFd*>& fds) {
@@ -174,9 +220,12 @@ Result<FdParking::Ticket> FdParking::park(uint64_t tag, const std::vector<Unique
     i = TRY(keeper_with_room(n));
     Keeper& k = *keepers_[i];
     int err = send_msg(k.sock.get(), m, raw.data(), static_cast<int>(n), kSendWaitMs);
-    if (err == 0) break;
+    if (err == 0) {
+      k.full_since_ms = 0;
+      break;
+    }
     if (err == EAGAIN)
-      congested_until_ms_ = monotonic_ms() + kCongestedMs;
+      note_full(k);
     else
       mark_dead(k);
     if (err == EAGAIN || attempt == 2)
@@ -254,11 +303,12 @@ bool FdParking::send_drop(const Ticket& t, int wait_ms) {
   int err = send_msg(k.sock.get(), m, nullptr, 0, wait_ms);
   if (err == 0) {
     k.held -= std::min<uint64_t>(k.held, t.nfds);
+    k.full_since_ms = 0;
     return true;
   }
   if (err == EAGAIN) {
-    congested_until_ms_ = monotonic_ms() + kCongestedMs;
-    return false;
+    note_full(k);
+    return !k.alive;  // a hung keeper killed: what it held is closed
   }
   LOG_WARN("pool: fd keeper %d cannot be told to close a gone sandbox's fds: %s",
            static_cast<int>(k.pid), std::strerror(err));
@@ -268,9 +318,12 @@ bool FdParking::send_drop(const Ticket& t, int wait_ms) {
 
 void FdParking::send_drops() {
   if (unsent_drops_.empty() || monotonic_ms() < congested_until_ms_) return;
-  size_t sent = 0;
-  while (sent < unsent_drops_.size() && send_drop(unsent_drops_[sent], 0)) sent++;
-  unsent_drops_.erase(unsent_drops_.begin(), unsent_drops_.begin() + sent);
+  // Each keeper's own: one whose queue is still full keeps its drops, and
+  // the others' go.
+  std::vector<Ticket> left;
+  for (const Ticket& t : unsent_drops_)
+    if (!send_drop(t, 0)) left.push_back(t);
+  unsent_drops_.swap(left);
 }
 
 void FdParking::drop(const Ticket& t) {
@@ -283,7 +336,7 @@ void FdParking::drop(const Ticket& t) {
   // that finds a queue full is sent later (the fds stay counted as held
   // until then, so the keeper is never overfilled).
   const bool congested = monotonic_ms() < congested_until_ms_;
-  if (!unsent_drops_.empty() || congested || !send_drop(t, kSendWaitMs)) unsent_drops_.push_back(t);
+  if (congested || !send_drop(t, kSendWaitMs)) unsent_drops_.push_back(t);
 }
 
 bool FdParking::paused() const {

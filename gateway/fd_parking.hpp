@@ -40,9 +40,10 @@ class FdParking {
     uint32_t nfds = 0;
     bool valid() const { return keeper != SIZE_MAX; }
   };
-  // Starts a keeper now, outside any lock of the pool's, unless a live one
-  // has room for `room` more fds: an error when none can be started (at
-  // start-up: then nothing should be parked).
+  // Starts a keeper now, unless a live one has room for `room` more fds (at
+  // most half a keeper's), and sends the drops that waited: an error when
+  // none can be started (at start-up: then nothing should be parked). The
+  // keeper starts outside every lock, since drop() runs under the pool's.
   Status prepare(uint32_t room = 0);
   // Hands the fds to a keeper, under tag (unique among parked ones), and
   // closes ours. On an error nothing moved and the fds are still ours.
@@ -62,7 +63,14 @@ class FdParking {
  private:
   struct Keeper;
   Result<size_t> keeper_with_room(uint32_t nfds);  // under mu_
-  void mark_dead(Keeper& k);                       // under mu_
+  // Under mu_: a live keeper with room for nfds (reaping dead ones on the
+  // way), or SIZE_MAX; and whether another may be started.
+  size_t find_room(uint64_t nfds);
+  Status may_start() const;
+  void mark_dead(Keeper& k);  // under mu_
+  // Under mu_: a send to k found its queue full. Parking pauses; a keeper
+  // that has taken nothing for kTakeTimeoutMs is taken for hung.
+  void note_full(Keeper& k);
   // Under mu_: tells the keepers to close what a drop could not reach them
   // about (their queues were full). Never waits.
   void send_drops();

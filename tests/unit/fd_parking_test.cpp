@@ -166,3 +166,46 @@ TEST_CASE("fd parking: a drop that finds the keeper's queue full is sent once it
   REQUIRE(parking.park(100001, {&b.r}));
   CHECK(readers_gone(a.w.get(), 2000));
 }
+
+TEST_CASE("fd parking: a keeper that takes nothing for 2 s is killed, and a new one goes on") {
+  FdParking parking(keeper_path());
+  Pipe a;
+  auto t = parking.park(1, {&a.r});
+  REQUIRE(t);
+  pid_t keeper = child_keeper();
+  REQUIRE(keeper > 0);
+  REQUIRE(kill(keeper, SIGSTOP) == 0);
+  bool full = false;
+  for (uint64_t tag = 2; tag < 100000 && !full; tag++) {
+    UniqueFd null(open("/dev/null", O_RDONLY | O_CLOEXEC));
+    REQUIRE(null.valid());
+    full = !parking.park(tag, {&null});
+  }
+  REQUIRE(full);
+  CHECK(parking.keepers() == 1);  // full for a moment: kept
+  usleep(2100 * 1000);
+  UniqueFd null(open("/dev/null", O_RDONLY | O_CLOEXEC));
+  CHECK(!parking.park(100001, {&null}));  // full for 2 s: hung
+  CHECK(parking.keepers() == 0);
+  CHECK(readers_gone(a.w.get(), 2000));  // killed, though stopped: what it held is closed
+  for (int i = 0; i < 50 && parking.paused(); i++) usleep(10 * 1000);
+  Pipe b;
+  auto t2 = parking.park(100002, {&b.r});
+  REQUIRE(t2);
+  CHECK(parking.keepers() == 1);
+  auto back = parking.take(t2.value());
+  REQUIRE(back);
+  CHECK(back.value().size() == 1);
+}
+
+TEST_CASE("fd parking: prepare starts a keeper only when none has the room asked for") {
+  FdParking parking(keeper_path());
+  CHECK(parking.keepers() == 0);
+  REQUIRE(parking.prepare());
+  CHECK(parking.keepers() == 1);
+  REQUIRE(parking.prepare(64));
+  CHECK(parking.keepers() == 1);
+  // Asking for more than a keeper holds asks for half of one: still room.
+  REQUIRE(parking.prepare(UINT32_MAX));
+  CHECK(parking.keepers() == 1);
+}
