@@ -54,6 +54,28 @@ pid_t child_keeper() {
   return keeper;
 }
 
+// Parks a's read end under tag 1, stops the keeper (a stopped keeper reads
+// nothing), then parks /dev/null under tags 2, 3, ... until a park finds its
+// queue full (EAGAIN) and parking pauses. Returns the keeper's pid.
+pid_t park_and_stop(FdParking& parking, Pipe& a, FdParking::Ticket* t) {
+  auto first = parking.park(1, {&a.r});
+  REQUIRE(first);
+  *t = first.value();
+  const pid_t keeper = child_keeper();
+  REQUIRE(keeper > 0);
+  REQUIRE(kill(keeper, SIGSTOP) == 0);
+  for (uint64_t tag = 2; tag < 100000; tag++) {
+    UniqueFd null(open("/dev/null", O_RDONLY | O_CLOEXEC));
+    REQUIRE(null.valid());
+    auto more = parking.park(tag, {&null});
+    if (more) continue;
+    REQUIRE(more.error().err == EAGAIN);
+    return keeper;
+  }
+  FAIL("the stopped keeper's queue never filled");
+  return keeper;
+}
+
 }  // namespace
 
 TEST_CASE("fd parking: parked fds come back as the same files in the same order") {
@@ -137,26 +159,10 @@ TEST_CASE("fd parking: bad requests move nothing") {
 TEST_CASE("fd parking: a drop that finds the keeper's queue full is sent once it has room") {
   FdParking parking(keeper_path());
   Pipe a;
-  auto t = parking.park(1, {&a.r});
-  REQUIRE(t);
-  pid_t keeper = child_keeper();
-  REQUIRE(keeper > 0);
-  // A stopped keeper reads nothing: parks fill its queue until one waits
-  // too long, and parking pauses.
-  REQUIRE(kill(keeper, SIGSTOP) == 0);
-  bool full = false;
-  for (uint64_t tag = 2; tag < 100000 && !full; tag++) {
-    UniqueFd null(open("/dev/null", O_RDONLY | O_CLOEXEC));
-    REQUIRE(null.valid());
-    auto more = parking.park(tag, {&null});
-    if (!more) {
-      CHECK(more.error().err == EAGAIN);
-      full = true;
-    }
-  }
-  REQUIRE(full);
+  FdParking::Ticket t;
+  const pid_t keeper = park_and_stop(parking, a, &t);
   CHECK(parking.paused());
-  parking.drop(t.value());  // cannot reach the keeper now
+  parking.drop(t);  // cannot reach the keeper now
   REQUIRE(kill(keeper, SIGCONT) == 0);
   CHECK(!readers_gone(a.w.get(), 300));  // the keeper still holds a's read end
   // Once the pause is over, the next park sends the drop first.
@@ -170,18 +176,8 @@ TEST_CASE("fd parking: a drop that finds the keeper's queue full is sent once it
 TEST_CASE("fd parking: a keeper that takes nothing for 2 s is killed, and a new one goes on") {
   FdParking parking(keeper_path());
   Pipe a;
-  auto t = parking.park(1, {&a.r});
-  REQUIRE(t);
-  pid_t keeper = child_keeper();
-  REQUIRE(keeper > 0);
-  REQUIRE(kill(keeper, SIGSTOP) == 0);
-  bool full = false;
-  for (uint64_t tag = 2; tag < 100000 && !full; tag++) {
-    UniqueFd null(open("/dev/null", O_RDONLY | O_CLOEXEC));
-    REQUIRE(null.valid());
-    full = !parking.park(tag, {&null});
-  }
-  REQUIRE(full);
+  FdParking::Ticket t;
+  park_and_stop(parking, a, &t);
   CHECK(parking.keepers() == 1);  // full for a moment: kept
   usleep(2100 * 1000);
   UniqueFd null(open("/dev/null", O_RDONLY | O_CLOEXEC));
