@@ -155,7 +155,11 @@ Status FdParking::may_start() const {
 Result<size_t> FdParking::keeper_with_room(uint32_t nfds) {
   if (size_t i = find_room(nfds); i != SIZE_MAX) return i;
   TRY(may_start());
-  keepers_.push_back(TRY(start_keeper()));
+  return add_keeper(TRY(start_keeper()));
+}
+
+size_t FdParking::add_keeper(std::unique_ptr<Keeper> k) {
+  keepers_.push_back(std::move(k));
   LOG_INFO("pool: started fd keeper %zu (pid %d) for frozen sandboxes' fds", keepers_.size(),
            static_cast<int>(keepers_.back()->pid));
   return keepers_.size() - 1;
@@ -173,14 +177,12 @@ Status FdParking::prepare(uint32_t room) {
     TRY(may_start());
   }
   // Unlocked: a start takes milliseconds (up to kHelloTimeoutMs), and a drop
-  // under the pool's lock must not wait for it. Only the freezer thread
-  // prepares, so two starts do not race.
+  // under the pool's lock must not wait for it. Once the pool runs only its
+  // freezer thread prepares, so two starts do not race.
   auto k = start_keeper();
   if (!k) return k.error();
   std::lock_guard<std::mutex> lock(mu_);
-  keepers_.push_back(std::move(k.value()));
-  LOG_INFO("pool: started fd keeper %zu (pid %d) for frozen sandboxes' fds", keepers_.size(),
-           static_cast<int>(keepers_.back()->pid));
+  add_keeper(std::move(k.value()));
   return {};
 }
 

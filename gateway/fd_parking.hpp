@@ -67,7 +67,8 @@ class FdParking {
   // way), or SIZE_MAX; and whether another may be started.
   size_t find_room(uint64_t nfds);
   Status may_start() const;
-  void mark_dead(Keeper& k);  // under mu_
+  size_t add_keeper(std::unique_ptr<Keeper> k);  // under mu_; its index
+  void mark_dead(Keeper& k);                     // under mu_
   // Under mu_: a send to k found its queue full. Parking pauses; a keeper
   // that has taken nothing for kTakeTimeoutMs is taken for hung.
   void note_full(Keeper& k);
