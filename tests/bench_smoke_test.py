@@ -74,6 +74,12 @@ class BenchSmoke(unittest.TestCase):
                 self.assertEqual(x["creation"]["sandboxes"], 100, f)
                 self.assertGreater(x["creation"]["per_second"], 0, f)
                 self.assertGreater(x["creation"]["stop_seconds"], 0, f)
+                # Making a sandbox costs CPU and page faults; the split adds up.
+                c = x["creation"]
+                self.assertGreater(c["cpu_ms"], 0, f)
+                self.assertGreater(c["faults"], 0, f)
+                self.assertAlmostEqual(c["user_ms"] + c["system_ms"], c["cpu_ms"], places=6,
+                                       msg=f)
                 self.assertGreater(x["cold"]["median_ms"], 0, f)
                 self.assertEqual(x["burst"]["requests"], 30, f)
                 self.assertEqual(x["burst"]["errors"], 0, f)
@@ -86,6 +92,7 @@ class BenchSmoke(unittest.TestCase):
             # What a memory cgroup costs here: found and measured (CI runs as root).
             self.assertIsInstance(res["memcg_kb"], float)
             self.assertGreater(res["bare_python"]["mb"], 0)
+            self.assertGreater(res["cow_fault_us"], 0)
             # Docker's ready sandboxes, the baseline measured in the same run.
             self.assertEqual(res["docker"].get("skipped"), None)
             self.assertEqual(res["docker"]["sandboxes"], 10)
@@ -95,6 +102,8 @@ class BenchSmoke(unittest.TestCase):
             self.assertIn("Bare idle `python3 -I -S`", table)
             self.assertIn("Docker, a container per sandbox", table)
             self.assertIn("A new memory cgroup costs", table)
+            self.assertIn("| CPU per ready sandbox, whole machine (ms) |", table)
+            self.assertIn("Host: a copy-on-write page fault costs", table)
             # Every sandbox and template went with its daemon.
             left = subprocess.run(["ps", "-eo", "comm"], capture_output=True, text=True).stdout
             self.assertNotIn("nsbox-template", left)
