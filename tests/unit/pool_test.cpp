@@ -470,6 +470,46 @@ std::string read_some(int fd) {
 
 }  // namespace
 
+TEST_CASE("pool: at the fd budget a request evicts an idle sandbox that holds fds, or fails") {
+  FakeFactory factory(1ms);
+  factory.with_pipes = true;
+  PoolLimits l = limits(8, 0);
+  l.freeze_idle_ms = 600000;  // nothing is frozen, so nothing is parked
+  Pool pool(factory, l, {kMemory});
+  FdParking parking(nsbox::test::keeper_path());
+  pool.set_parking(&parking, 8);  // two sandboxes' fds
+  pool.start();
+
+  auto f = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s);
+  auto g = pool.acquire("g", 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(f.status == Pool::Status::Ok);
+  REQUIRE(g.status == Pool::Status::Ok);
+  // Both leased: nothing can go, so a third request is refused.
+  auto h = pool.acquire("h", 1, 0, kMemory, Clock::now() + 200ms);
+  CHECK(h.status == Pool::Status::SpawnFailed);
+  CHECK(pool.stats().evictions == 0);
+  // g idle, f still leased: h takes g's place rather than fail.
+  const uint64_t g_id = g.worker->id;
+  pool.release(std::move(g.worker), true);
+  h = pool.acquire("h", 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(h.status == Pool::Status::Ok);
+  CHECK(h.worker->id != g_id);
+  CHECK(pool.stats().evictions == 1);
+  CHECK(pool.stats().idle == 0);
+  // f, released, is the next to go; the most recently used idle one stays.
+  pool.release(std::move(f.worker), true);
+  pool.release(std::move(h.worker), true);
+  auto i = pool.acquire("i", 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(i.status == Pool::Status::Ok);
+  auto again = pool.acquire("h", 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(again.status == Pool::Status::Ok);
+  CHECK_FALSE(again.cold);  // h's own sandbox, still there
+  pool.release(std::move(i.worker), true);
+  pool.release(std::move(again.worker), true);
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
 TEST_CASE("pool: frozen sandboxes' fds wait in a keeper; past the fd budget none is made") {
   nsbox::test::TempDir dir("pool-park");
   FakeFactory factory(1ms);
