@@ -389,11 +389,12 @@ class Daemon:
             self.proc.wait()
 
 
-def loadgen(tool, port, clients, requests, cpus, trace, target=None):
+def loadgen(tool, port, clients, requests, cpus, trace, target=None, timeout_ms=1500):
     target = target or ["--prefix", "fn", "--functions", str(clients)]
     argv = [tool, "--url", "http://127.0.0.1:%d" % port, "--clients", str(clients),
             "--requests", str(requests)] + target + [
-            "--connect-timeout-ms", "1500", "--timeout-ms", "1500", "--trace", trace, "--json"]
+            "--connect-timeout-ms", str(timeout_ms), "--timeout-ms", str(timeout_ms),
+            "--trace", trace, "--json"]
     t = time.monotonic()
     r = subprocess.run(argv, capture_output=True, text=True,
                        preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)

@@ -20,7 +20,8 @@ changed), measured phase by phase, the two interleaved so a noisy machine slows 
   cold      first request of a never-invoked function with no blank sandbox (blank = 0):
             median and p99 of --cold functions called one after another.
   burst     --burst never-invoked functions called at once by as many clients (loadgen):
-            errors and p99.
+            errors, median and p99, and how many took over 1.5 s (the paper's client
+            timeout; here the clients wait up to 60 s, so an error is a failed request).
   density   MB per warm function: memory in use with the high count of warm functions minus
             with the low count, over the difference; and the same for bare idle
             `python3 -I -S` processes (the unisolated baseline) in the same run. A function
@@ -257,15 +258,23 @@ def cold(d, names):
     return res
 
 
+# The 2017 evaluation's client timeout, which the paper bench keeps: here a request slower
+# than it is counted, not cut off, so that an error is a request the daemon failed and the
+# p99 is every request's.
+SLOW_MS = 1500
+
+
 def burst(d, loadgen, n, work):
     reqs, dur = lib.loadgen(loadgen, d.port, n, 1, None, os.path.join(work, "burst.txt"),
-                            ["--prefix", "burst", "--functions", str(n)])
+                            ["--prefix", "burst", "--functions", str(n)], timeout_ms=60000)
     ok = [r[2] for r in reqs if r[3] == 200]
     res = {"clients": n, "requests": len(reqs), "errors": len(reqs) - len(ok),
            "p99_ms": lib.percentile(ok, 99) if ok else None,
-           "median_ms": statistics.median(ok) if ok else None}
-    lib.say("%s: burst of %d new functions: %d errors, p99 %s ms"
-            % (d.label, n, res["errors"], lib.fmt(res["p99_ms"])))
+           "median_ms": statistics.median(ok) if ok else None,
+           "over_slow_ms": sum(1 for ms in ok if ms > SLOW_MS)}
+    lib.say("%s: burst of %d new functions: %d errors, median %s ms, p99 %s ms, %d over %d ms"
+            % (d.label, n, res["errors"], lib.fmt(res["median_ms"]), lib.fmt(res["p99_ms"]),
+               res["over_slow_ms"], SLOW_MS))
     return res
 
 
@@ -498,7 +507,9 @@ def main(argv):
         row("cold start median, no blank (ms)", "cold", "median_ms"),
         row("cold start p99 (ms)", "cold", "p99_ms"),
         row("burst of %d new functions: errors" % a.burst, "burst", "errors"),
+        row("burst median (ms)", "burst", "median_ms"),
         row("burst p99 (ms)", "burst", "p99_ms"),
+        row("burst: answered after over %d ms" % SLOW_MS, "burst", "over_slow_ms"),
         row("MB per warm function (%d -> %d)" % (low, high), "density", "mb"),
         row("warm functions reached (of %d)" % high, "density", "reached"),
         row("of them answering afterwards", "density", "answered_after"),
