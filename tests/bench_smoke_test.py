@@ -83,9 +83,9 @@ class BenchSmoke(unittest.TestCase):
                 self.assertGreater(x["cold"]["median_ms"], 0, f)
                 self.assertEqual(x["burst"]["requests"], 30, f)
                 self.assertEqual(x["burst"]["errors"], 0, f)
-                # Every request answered, the slow ones counted rather than cut off.
+                # Every request answered: the p99 is over all of them.
                 self.assertGreater(x["burst"]["p99_ms"], 0, f)
-                self.assertLessEqual(x["burst"]["over_slow_ms"], 30, f)
+                self.assertIn("over_slow_ms", x["burst"], f)
                 self.assertGreater(x["density"]["mb"], 0, f)
                 # Where it goes, by /proc/meminfo key; they add up to the figure.
                 by = x["density"]["by_key_kb"]
