@@ -129,24 +129,7 @@ void Pool::stop() {
   core_.destroyed(all);
 }
 
-nsbox::Status Pool::reserve_fds(bool may_evict) {
-  nsbox::Status room = reserve_fds_once();
-  // At the budget, a request's sandbox takes the place of an idle one that
-  // holds fds here, as at max_sandboxes; a refill only waits. A few tries:
-  // concurrent spawns may take the room an eviction made.
-  for (int tries = 0; !room && may_evict && tries < 4; tries++) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      Wakes wakes;
-      if (!core_.evict_for_fds(wakes)) break;
-      wake_locked(wakes);
-    }
-    room = reserve_fds_once();
-  }
-  return room;
-}
-
-nsbox::Status Pool::reserve_fds_once() {
+nsbox::Status Pool::reserve_fds() {
   // kSandboxFds: a spawn reply's fds (the channel's two, the log, the freeze
   // switch). Reserved before the spawn, so that concurrent spawns cannot
   // all pass the same check; counted even without a budget, so that one
@@ -163,9 +146,8 @@ nsbox::Status Pool::reserve_fds_once() {
   return {};
 }
 
-std::unique_ptr<Worker> Pool::spawn(uint32_t profile, uint64_t memory, bool may_evict) {
-  if (nsbox::Status room = reserve_fds(may_evict); !room)
-    return worker(room.error(), profile, memory);
+std::unique_ptr<Worker> Pool::spawn(uint32_t profile, uint64_t memory) {
+  if (nsbox::Status room = reserve_fds(); !room) return worker(room.error(), profile, memory);
   return worker(spawner_.spawn(profile, memory), profile, memory, true);
 }
 
@@ -287,9 +269,9 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         bool slow = false;    // it did, but slowly
         bool no_fds = false;  // the gateway's fd budget, not the template, refused
         if (tmpl) {
-          const auto t0 = Clock::now();
-          nsbox::Status room = reserve_fds(true);
+          nsbox::Status room = reserve_fds();
           no_fds = !room;
+          const auto t0 = Clock::now();  // the fork's own time only
           auto forked = room ? spawner_.fork_instance(tmpl, profile, memory)
                              : Result<SpawnedSandbox>(room.error());
           hung = !forked && forked.error().err == ETIMEDOUT;
@@ -318,7 +300,7 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         // fds stays: the ordinary spawn meets the same budget.
         if (tmpl && !no_fds) wake_locked(core_.template_gone(name, std::exchange(tmpl, 0), hung));
         lock.unlock();
-        w = spawn(profile, memory, true);
+        w = spawn(profile, memory);
         lock.lock();
         if (!w) {
           wake_locked(core_.spawn_failed(name, memory));
@@ -384,7 +366,7 @@ Pool::Lease Pool::acquire_blank(uint32_t profile, Clock::time_point deadline) {
       case PoolCore::Step::Spawn: {
         const uint64_t memory = core_.profile_memory(profile);
         lock.unlock();
-        std::unique_ptr<Worker> w = spawn(profile, memory, true);
+        std::unique_ptr<Worker> w = spawn(profile, memory);
         lock.lock();
         if (!w) {
           wake_locked(core_.spawn_failed({}, memory));

@@ -115,8 +115,7 @@ class Pool {
   Lease thaw_leased(Lease lease);
   Lease acquire_once(const std::string& name, uint64_t deploy, uint32_t profile, uint64_t memory,
                      Clock::time_point deadline, const TemplateLoader* load_template);
-  // may_evict: a request's spawn, which may evict an idle sandbox for fds.
-  std::unique_ptr<Worker> spawn(uint32_t profile, uint64_t memory, bool may_evict = false);
+  std::unique_ptr<Worker> spawn(uint32_t profile, uint64_t memory);
   std::unique_ptr<Worker> worker(Result<SpawnedSandbox> s, uint32_t profile, uint64_t memory,
                                  bool reserved = false);
   void refill_loop();
@@ -131,9 +130,7 @@ class Pool {
   std::atomic<uint64_t> fd_warned_ms_{0};
   // Counts a new sandbox's fds against fd_budget_ before it is made, or an
   // error when they would pass it. worker(..., reserved) takes it over.
-  // may_evict: a request's sandbox, which may evict an idle one for room.
-  nsbox::Status reserve_fds(bool may_evict = false);
-  nsbox::Status reserve_fds_once();
+  nsbox::Status reserve_fds();
 
   std::mutex mu_;
   PoolCore core_;  // under mu_

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <limits>
 
 namespace nsbox {
 
@@ -211,29 +210,6 @@ bool PoolCore::evict_own_stale(FunctionState& fn, uint64_t deploy, Wakes& wakes)
     }
   }
   return false;
-}
-
-bool PoolCore::evict_for_fds(Wakes& wakes) {
-  // Every idle list is walked, not just its oldest entries: those are the
-  // ones most likely frozen and parked already. Only reached at the budget.
-  auto victim_fn = functions_.end();
-  std::list<std::unique_ptr<Worker>>::iterator victim;
-  for (auto it = functions_.begin(); it != functions_.end(); ++it) {
-    for (auto w = it->second.idle.begin(); w != it->second.idle.end(); ++w) {
-      if ((*w)->fds_held.count() <= 0) continue;
-      if (victim_fn == functions_.end() || (*w)->last_used < (*victim)->last_used) {
-        victim_fn = it;
-        victim = w;
-      }
-    }
-  }
-  if (victim_fn == functions_.end()) return drop_blank(std::numeric_limits<uint32_t>::max(), wakes);
-  std::unique_ptr<Worker> w = std::move(*victim);
-  victim_fn->second.idle.erase(victim);
-  evictions_++;
-  forget(std::move(w), wakes);
-  prune(victim_fn);
-  return true;
 }
 
 bool PoolCore::drop_blank(uint32_t except_profile, Wakes& wakes) {

@@ -76,7 +76,6 @@ class FdCharge {
     return *this;
   }
   ~FdCharge() { set(0); }
-  int64_t count() const { return n_; }
   void set(int64_t n) {
     if (counter_) counter_->fetch_add(n - n_);
     n_ = n;
@@ -244,11 +243,6 @@ class PoolCore {
   Wakes refill_failed(uint64_t memory);
 
   Wakes expire_idle(Clock::time_point now);
-  // The gateway's fds are at their budget (Pool::reserve_fds): the least
-  // recently used idle sandbox whose fds the gateway still holds (not
-  // parked) goes, or else a blank, so that a request's sandbox can be made,
-  // as at max_sandboxes. False: nothing idle holds any.
-  bool evict_for_fds(Wakes& wakes);
   struct Doomed {
     uint64_t id;
     uint64_t memory;

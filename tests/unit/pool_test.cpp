@@ -66,6 +66,16 @@ class FakeFactory final : public SandboxFactory {
     }
     return s;
   }
+  // Function templates: made and forked as any sandbox here.
+  Result<SpawnedSandbox> spawn_template(uint32_t profile, uint64_t memory) override {
+    templates_made++;
+    return spawn(profile, memory);
+  }
+  Result<SpawnedSandbox> fork_instance(uint64_t, uint32_t profile, uint64_t memory) override {
+    forks++;
+    return spawn(profile, memory);
+  }
+  std::atomic<int> forks{0}, templates_made{0};
   Status set_memory(uint64_t, uint64_t) override { return {}; }
   Result<CgroupEvents> events(uint64_t) override { return CgroupEvents{}; }
   bool healthy() override { return true; }
@@ -470,42 +480,36 @@ std::string read_some(int fd) {
 
 }  // namespace
 
-TEST_CASE("pool: at the fd budget a request evicts an idle sandbox that holds fds, or fails") {
+TEST_CASE("pool: a function template's fork refused for fds keeps the template") {
   FakeFactory factory(1ms);
-  factory.with_pipes = true;
-  PoolLimits l = limits(8, 0);
-  l.freeze_idle_ms = 600000;  // nothing is frozen, so nothing is parked
-  Pool pool(factory, l, {kMemory});
+  factory.with_pipes = true;  // three fds a sandbox: the channel's two and the log
+  Pool pool(factory, limits(8, 0), {kMemory});
   FdParking parking(nsbox::test::keeper_path());
-  pool.set_parking(&parking, 8);  // two sandboxes' fds
+  pool.set_parking(&parking, 8);
   pool.start();
+  const Pool::TemplateLoader loads = [](Worker&) { return true; };
 
-  auto f = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s);
-  auto g = pool.acquire("g", 1, 0, kMemory, Clock::now() + 2s);
-  REQUIRE(f.status == Pool::Status::Ok);
-  REQUIRE(g.status == Pool::Status::Ok);
-  // Both leased: nothing can go, so a third request is refused.
-  auto h = pool.acquire("h", 1, 0, kMemory, Clock::now() + 200ms);
-  CHECK(h.status == Pool::Status::SpawnFailed);
-  CHECK(pool.stats().evictions == 0);
-  // g idle, f still leased: h takes g's place rather than fail.
-  const uint64_t g_id = g.worker->id;
-  pool.release(std::move(g.worker), true);
-  h = pool.acquire("h", 1, 0, kMemory, Clock::now() + 2s);
-  REQUIRE(h.status == Pool::Status::Ok);
-  CHECK(h.worker->id != g_id);
-  CHECK(pool.stats().evictions == 1);
-  CHECK(pool.stats().idle == 0);
-  // f, released, is the next to go; the most recently used idle one stays.
-  pool.release(std::move(f.worker), true);
-  pool.release(std::move(h.worker), true);
-  auto i = pool.acquire("i", 1, 0, kMemory, Clock::now() + 2s);
-  REQUIRE(i.status == Pool::Status::Ok);
-  auto again = pool.acquire("h", 1, 0, kMemory, Clock::now() + 2s);
-  REQUIRE(again.status == Pool::Status::Ok);
-  CHECK_FALSE(again.cold);  // h's own sandbox, still there
-  pool.release(std::move(i.worker), true);
-  pool.release(std::move(again.worker), true);
+  // The template (3 fds) and its first instance (3), leased.
+  auto a = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s, &loads);
+  REQUIRE(a.status == Pool::Status::Ok);
+  CHECK(a.forked);
+  CHECK(factory.forks == 1);
+  CHECK(pool.stats().templates == 1);
+  // A second instance would pass the budget: the request fails, and the
+  // template, which did nothing wrong, stays (it was dropped as broken).
+  auto b = pool.acquire("f", 1, 0, kMemory, Clock::now() + 200ms, &loads);
+  CHECK(b.status == Pool::Status::SpawnFailed);
+  CHECK(factory.forks == 1);
+  CHECK(pool.stats().templates == 1);
+  // With room again, it forks the next instance.
+  pool.set_fd_budget(20);
+  auto c = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s, &loads);
+  REQUIRE(c.status == Pool::Status::Ok);
+  CHECK(c.forked);
+  CHECK(factory.forks == 2);
+  CHECK(factory.templates_made == 1);  // the same template
+  pool.release(std::move(a.worker), true);
+  pool.release(std::move(c.worker), true);
   pool.stop();
   CHECK(factory.alive() == 0);
 }
