@@ -389,7 +389,12 @@ class Daemon:
             self.proc.wait()
 
 
-def loadgen(tool, port, clients, requests, cpus, trace, target=None, timeout_ms=1500):
+# The 2017 evaluation's client timeout (connect and response): its clients gave up here.
+CLIENT_TIMEOUT_MS = 1500
+
+
+def loadgen(tool, port, clients, requests, cpus, trace, target=None,
+            timeout_ms=CLIENT_TIMEOUT_MS):
     target = target or ["--prefix", "fn", "--functions", str(clients)]
     argv = [tool, "--url", "http://127.0.0.1:%d" % port, "--clients", str(clients),
             "--requests", str(requests)] + target + [
