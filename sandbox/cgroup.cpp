@@ -256,6 +256,7 @@ CgroupLeaf& CgroupLeaf::operator=(CgroupLeaf&& o) noexcept {
     dirs_ = std::move(o.dirs_);
     o.dirs_.clear();
     v2_dirfd_ = std::exchange(o.v2_dirfd_, -1);
+    v2_dir_ = std::move(o.v2_dir_);
     fake_ = o.fake_;
     freeze_dir_ = std::move(o.freeze_dir_);
     o.freeze_dir_.clear();
@@ -326,6 +327,7 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
       std::string dir = TRY(make(layout.v2_mount, cgroup_v2_limit_writes(limits), true));
       leaf.v2_dirfd_ = open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
       if (leaf.v2_dirfd_ < 0) return sys_error("open", dir);
+      leaf.v2_dir_ = dir;
       // cgroup.freeze is core (no controller), absent only before Linux 5.2.
       if (layout.freeze && (leaf.fake_ || access((dir + "/cgroup.freeze").c_str(), F_OK) == 0))
         leaf.freeze_dir_ = dir;
@@ -350,6 +352,11 @@ Status CgroupLeaf::make_freezer_v1(const CgroupLayout& layout, const std::string
     std::string parent = layout.v1_unified + "/" + layout.group, dir = parent + "/" + id;
     if (ensure_dir(parent) && mkdir(dir.c_str(), 0755) == 0) {
       dirs_.push_back(dir);
+      // PID 1 is cloned into it (CgroupEntry); without the fd, attach() moves it.
+      if (!fake_) {
+        v2_dirfd_ = open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+        if (v2_dirfd_ >= 0) v2_dir_ = dir;
+      }
       if (fake_ || access((dir + "/cgroup.freeze").c_str(), F_OK) == 0) {
         freeze_dir_ = dir;
         return {};
@@ -385,6 +392,30 @@ Result<FreezeSwitch> CgroupLeaf::freeze_switch() const {
 Status CgroupLeaf::attach(pid_t pid) const {
   for (const auto& dir : dirs_) TRY(write_file(dir + "/cgroup.procs", std::to_string(pid), fake_));
   return {};
+}
+
+Result<CgroupEntry> CgroupLeaf::entry() const {
+  CgroupEntry e;
+  if (fake_ || dirs_.empty()) return e;
+  e.clone_into = v2_dirfd_;
+  e.complete = true;
+  for (const auto& dir : dirs_) {
+    if (v2_dirfd_ >= 0 && dir == v2_dir_) continue;  // cloned into
+    if (version_ != CgroupVersion::V1) {
+      e.complete = false;
+      continue;
+    }
+    std::string path = dir + "/tasks";
+    UniqueFd fd(open(path.c_str(), O_WRONLY | O_CLOEXEC));
+    if (fd.valid()) {
+      e.tasks.push_back(std::move(fd));
+    } else if (errno == ENOENT) {
+      e.complete = false;  // a cgroup2 leaf we hold no fd of: attach() moves the pid
+    } else {
+      return sys_error("open", path);
+    }
+  }
+  return e;
 }
 
 std::vector<pid_t> CgroupLeaf::procs() const {
@@ -464,6 +495,7 @@ Status CgroupLeaf::remove_if_empty() {
 
 void CgroupLeaf::close_dirfd() {
   if (v2_dirfd_ >= 0) close(std::exchange(v2_dirfd_, -1));
+  v2_dir_.clear();
 }
 
 Status CgroupLeaf::destroy() {

@@ -86,6 +86,21 @@ struct FreezeSwitch {
 // The (file, value) a freeze or thaw writes: pure, for the tests.
 std::pair<std::string, std::string> cgroup_freeze_write(bool v1, bool frozen);
 
+// How a new PID 1 gets into its leaf without attach(). Moving a process
+// into a cgroup (a cgroup.procs write) takes a machine-wide lock whose first
+// taker after a quiet spell waits out an RCU grace period: 10-20 ms here, on
+// every cold start that follows a pause (docs/benchmarks.md, issue 11 part
+// 11). Two ways in skip that lock: clone3(CLONE_INTO_CGROUP) into the leaf's
+// cgroup2 directory, and, on v1, a single thread moving itself by writing
+// "0" to a hierarchy's `tasks` file. The child does the latter at step 3
+// through these fds, which the kernel checks against the credentials of the
+// process that opened them (ours), not the child's.
+struct CgroupEntry {
+  int clone_into = -1;          // borrowed O_PATH fd for CLONE_INTO_CGROUP, or -1
+  std::vector<UniqueFd> tasks;  // v1: one `tasks` file per hierarchy, for the child
+  bool complete = false;        // the two cover every hierarchy: no attach() needed
+};
+
 class CgroupLeaf {
  public:
   CgroupLeaf() = default;
@@ -97,8 +112,11 @@ class CgroupLeaf {
   static Result<CgroupLeaf> create(const CgroupLayout& layout, const std::string& id,
                                    const Limits& limits);
   bool valid() const { return !dirs_.empty(); }
-  // v2: an O_PATH fd of the leaf for CLONE_INTO_CGROUP; -1 on v1.
+  // An O_PATH fd of the leaf's cgroup2 directory for CLONE_INTO_CGROUP: the
+  // leaf itself on v2, the freeze leaf of the hybrid layout on v1; else -1.
   int v2_dirfd() const { return v2_dirfd_; }
+  // The ways in for a new PID 1 (CgroupEntry); a fake tree offers none.
+  Result<CgroupEntry> entry() const;
   // Once PID 1 is in the leaf: the spawner would otherwise hold one fd per
   // sandbox for nothing, and its open files bound how many it can hold.
   void close_dirfd();
@@ -125,6 +143,7 @@ class CgroupLeaf {
   CgroupVersion version_ = CgroupVersion::None;
   std::vector<std::string> dirs_;  // one per hierarchy (v1) or one (v2)
   int v2_dirfd_ = -1;
+  std::string v2_dir_;  // the directory v2_dirfd_ opens
   bool fake_ = false;
   std::string freeze_dir_;  // one of dirs_, or "" when nothing can freeze it
   bool freeze_v1_ = false;

@@ -29,7 +29,7 @@ const char* const kStepNames[kStepCount] = {
     "wait for parent",
     "setsid",
     "become namespace root",
-    "unshare(CLONE_NEWCGROUP)",
+    "join cgroup, unshare(CLONE_NEWCGROUP)",
     "make / private",
     "mount",
     "pivot_root",
@@ -143,8 +143,13 @@ void child_main(const ChildPlan& p) {
   }
   done(kStepBecomeNsRoot);
 
-  // 3. After the parent moved us into the leaf (v1 has no CLONE_INTO_CGROUP),
-  // so the leaf becomes this namespace's root.
+  // 3. Into the leaf, so that it becomes this namespace's root. On v2 we were
+  // cloned into it; on v1 (no CLONE_INTO_CGROUP) this process moves itself,
+  // one hierarchy at a time, before it runs anything of the function's.
+  for (int fd : p.cgroup_tasks_fds) {
+    if (write(fd, "0", 1) != 1) fail(kStepCgroupNs, errno, "write 0 to the leaf's tasks file");
+    close(fd);
+  }
   if (p.layers >= kLayerCgroups && unshare(CLONE_NEWCGROUP) != 0) fail(kStepCgroupNs, errno);
   done(kStepCgroupNs);
 

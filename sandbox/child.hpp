@@ -20,10 +20,10 @@ namespace nsbox {
 // ChildMsg::step_end_ns and kStepNames, and are the step numbers used by the
 // comments in child_main and by docs/architecture.md §3.
 enum ChildStep : int32_t {
-  kStepWaitRelease = 0,      // wait for the parent's release (id maps, v1 cgroups)
+  kStepWaitRelease = 0,      // wait for the parent's release (id maps)
   kStepNewSession = 1,       // setsid: a session of its own
   kStepBecomeNsRoot = 2,     // root mode: switch to the namespace's uid 0
-  kStepCgroupNs = 3,         // unshare(CLONE_NEWCGROUP), rooted at the leaf
+  kStepCgroupNs = 3,         // v1: move into the leaf; unshare(CLONE_NEWCGROUP) rooted there
   kStepMakePrivate = 4,      // make / private: no propagation to the host
   kStepMounts = 5,           // the mount plan: root, /tmp, /dev, code, /proc
   kStepPivot = 6,            // pivot_root and detach the old root
@@ -70,6 +70,10 @@ struct ChildPlan {
   int parent_sync_fd = -1;   // the parent's ends, closed first thing
   int parent_request_fd = -1;
   int parent_reply_fd = -1;
+  // cgroup v1: the leaf's `tasks` files, opened by the parent; step 3 writes
+  // "0" to each (the process moves itself, which skips the lock a move by
+  // pid takes; sandbox/cgroup.hpp) and closes it.
+  std::vector<int> cgroup_tasks_fds;
   bool root_mode = false;  // switch to the namespace's uid 0 for setup
   int layers = kLayerAll;  // SandboxLayer: the steps of the layers below it are skipped
   uid_t uid = 1000;

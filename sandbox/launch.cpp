@@ -93,6 +93,7 @@ void build_child_plan(const SandboxSpec& spec, const MountSources& sources, cons
   p.parent_sync_fd = fds.parent_sync;
   p.parent_request_fd = fds.parent_request;
   p.parent_reply_fd = fds.parent_reply;
+  p.cgroup_tasks_fds = fds.cgroup_tasks;
   p.root_mode = !ids.rootless;
   p.layers = spec.layers;
   p.uid = spec.ids.inside_uid;

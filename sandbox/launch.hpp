@@ -30,6 +30,7 @@ struct ChildFds {
   int parent_sync = -1;
   int parent_request = -1;
   int parent_reply = -1;
+  std::vector<int> cgroup_tasks;  // v1 `tasks` files the child moves itself in by
 };
 
 // The plan child_main runs. ids are the spec's with the uid slot's

@@ -123,6 +123,8 @@ struct Sandbox::Launch {
   ChildPlan plan;
   CloneRequest clone;
   TemplateProcess* from_template = nullptr;
+  CgroupEntry cgroup_entry;  // the child enters its leaf by these (cgroup.hpp)
+  std::vector<int> cgroup_tasks;
   bool cloned_into_leaf = false;
   const SandboxSpec* spec = nullptr;
   const SeccompProgram* bpf = nullptr;
@@ -145,8 +147,11 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
   if (spec.layers < kLayerNone || spec.layers > kLayerAll)
     return make_error("sandbox layers",
                       std::to_string(spec.layers) + " is not 0.." + std::to_string(int(kLayerAll)));
-  if (spec.use_cgroups && spec.layers >= kLayerCgroups)
+  if (spec.use_cgroups && spec.layers >= kLayerCgroups) {
     cgroup_ = TRY(CgroupLeaf::create(cgroups, spec.id, spec.limits));
+    l.cgroup_entry = TRY(cgroup_.entry());
+    for (const UniqueFd& fd : l.cgroup_entry.tasks) l.cgroup_tasks.push_back(fd.get());
+  }
   // Root mode: a host uid range of our own (uid_slots.hpp). Rootless mode
   // has only the caller's uid to map, shared by all its sandboxes.
   l.ids = spec.ids;
@@ -180,10 +185,11 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
   fds.parent_sync = l.sync_parent.get();
   fds.parent_request = l.chan.host.to_runner.get();
   fds.parent_reply = l.chan.host.from_runner.get();
+  fds.cgroup_tasks = l.cgroup_tasks;
   build_child_plan(spec, l.sources, l.ids, cgroup_.valid(), bpf, fds, &l.argv, &l.plan);
   l.clone.flags = sandbox_clone_flags(spec.layers);
   l.clone.ids = l.ids;
-  l.clone.cgroup_dirfd = cgroup_.v2_dirfd();
+  l.clone.cgroup_dirfd = l.cgroup_entry.clone_into;
   l.spec = &spec;
   l.bpf = &bpf;
   return {};
@@ -203,6 +209,7 @@ Status Sandbox::parent_clone(Launch& l) {
     fds.stderr_fd = l.plan.stderr_fd;
     fds.code_tree = l.code_tree.get();
     fds.cgroup_dirfd = l.clone.cgroup_dirfd;
+    fds.cgroup_tasks = l.cgroup_tasks;
     pid_ = TRY(l.from_template->clone(*l.spec, l.sources, l.ids, cgroup_.valid(), *l.bpf,
                                       l.clone.flags, fds));
   } else {
@@ -211,8 +218,11 @@ Status Sandbox::parent_clone(Launch& l) {
     close(pidfd);  // open_pidfd() makes one when it is needed
   }
   timings_.cloned_ns = monotonic_ns();
-  // On v2 PID 1 was cloned into its leaf: the fd has done its work.
-  l.cloned_into_leaf = l.clone.cgroup_dirfd >= 0;
+  // PID 1 was cloned into its leaf, or will move itself in at step 3: the
+  // fds are the child's now.
+  l.cloned_into_leaf = l.cgroup_entry.complete;
+  l.cgroup_entry.tasks.clear();
+  l.cgroup_tasks.clear();
   cgroup_.close_dirfd();
   // The child's ends are the child's now.
   l.sync_child.reset();
@@ -222,7 +232,8 @@ Status Sandbox::parent_clone(Launch& l) {
   return {};
 }
 
-// Parent, after clone: cgroup (v1), the slot's holder, id maps and the OOM
+// Parent, after clone: the cgroup (only where the child cannot enter its
+// leaf itself: a fake tree), the slot's holder, id maps and the OOM
 // preference, then release the child.
 Status Sandbox::parent_after_clone(const SandboxSpec& spec, Launch& l) {
   if (cgroup_.valid() && !l.cloned_into_leaf) TRY(cgroup_.attach(pid_));

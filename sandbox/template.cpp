@@ -37,8 +37,12 @@ struct TemplateReply {
   char message[500] = {};
 };
 
-// Presence bits for the optional fds, in this order after the four fixed ones.
+// Presence bits for the optional fds, in this order after the three fixed
+// ones; then as many cgroup v1 `tasks` files as the request says.
 constexpr uint32_t kHasStderr = 1, kHasCodeTree = 2, kHasCgroup = 4;
+// One per v1 hierarchy: memory, pids, cpu and the freezer.
+constexpr uint8_t kMaxTasksFds = 4;
+constexpr int kMaxCloneFds = 6 + kMaxTasksFds;
 
 Status wait_readable(int fd, int timeout_ms, const char* what) {
   const uint64_t deadline = monotonic_ms() + timeout_ms;
@@ -156,7 +160,10 @@ Result<pid_t> TemplateProcess::clone(const SandboxSpec& spec, const MountSources
   Encoder e;
   uint32_t has = (fds.stderr_fd >= 0 ? kHasStderr : 0) | (fds.code_tree >= 0 ? kHasCodeTree : 0) |
                  (fds.cgroup_dirfd >= 0 ? kHasCgroup : 0);
+  if (fds.cgroup_tasks.size() > kMaxTasksFds)
+    return make_error("template clone", "more cgroup hierarchies than a request carries");
   e.pod(has);
+  e.pod(static_cast<uint8_t>(fds.cgroup_tasks.size()));
   e.pod(flags);
   e.pod(ids);
   e.pod(has_cgroup);
@@ -166,11 +173,12 @@ Result<pid_t> TemplateProcess::clone(const SandboxSpec& spec, const MountSources
   e.pod(src.code_is_dir);
   encode_spec(e, spec);
   encode_bpf(e, bpf);
-  int send_fds[6];
+  int send_fds[kMaxCloneFds];
   int n = 0;
   for (int fd : {fds.sync, fds.request, fds.reply}) send_fds[n++] = fd;
   for (int fd : {fds.stderr_fd, fds.code_tree, fds.cgroup_dirfd})
     if (fd >= 0) send_fds[n++] = fd;
+  for (int fd : fds.cgroup_tasks) send_fds[n++] = fd;
   const std::string& b = e.bytes();
   if (b.size() > kMaxRequest) return make_error("template clone", "request too large");
   if (send_with_fds(sock_.get(), b.data(), b.size(), send_fds, n) != static_cast<ssize_t>(b.size()))
@@ -259,10 +267,11 @@ namespace {
 void serve_one(int sock, const char* buf, size_t len, int* fds, int nfds,
                void (*run)(const ChildPlan&)) {
   auto answer = [sock](const TemplateReply& r) { send_reply(sock, r); };
-  UniqueFd owned[6];
-  for (int i = 0; i < nfds && i < 6; i++) owned[i].reset(fds[i]);
+  UniqueFd owned[kMaxCloneFds];
+  for (int i = 0; i < nfds && i < kMaxCloneFds; i++) owned[i].reset(fds[i]);
   Decoder d(buf, len);
   uint32_t has = 0;
+  uint8_t ntasks = 0;
   uint64_t flags = 0;
   IdMap ids;
   bool has_cgroup = false;
@@ -270,6 +279,7 @@ void serve_one(int sock, const char* buf, size_t len, int* fds, int nfds,
   SandboxSpec spec;
   SeccompProgram bpf;
   d.pod(&has);
+  d.pod(&ntasks);
   d.pod(&flags);
   d.pod(&ids);
   d.pod(&has_cgroup);
@@ -280,8 +290,10 @@ void serve_one(int sock, const char* buf, size_t len, int* fds, int nfds,
   decode_spec(d, &spec);
   decode_bpf(d, &bpf);
   if (!d.ok()) return answer(error_reply(make_error("template clone", "malformed request")));
+  if (ntasks > kMaxTasksFds)
+    return answer(error_reply(make_error("template clone", "too many cgroup tasks files")));
   int want = 3 + ((has & kHasStderr) ? 1 : 0) + ((has & kHasCodeTree) ? 1 : 0) +
-             ((has & kHasCgroup) ? 1 : 0);
+             ((has & kHasCgroup) ? 1 : 0) + ntasks;
   if (nfds != want) return answer(error_reply(make_error("template clone", "wrong number of fds")));
   // Only what a sandbox is made of: namespaces, nothing that would share
   // memory, files or a thread group with the template.
@@ -301,6 +313,7 @@ void serve_one(int sock, const char* buf, size_t len, int* fds, int nfds,
   req.flags = flags | CLONE_PARENT;
   req.ids = ids;
   if (has & kHasCgroup) req.cgroup_dirfd = fds[i++];
+  for (int k = 0; k < ntasks; k++) cf.cgroup_tasks.push_back(fds[i++]);
   std::vector<std::string> argv;
   ChildPlan plan;
   build_child_plan(spec, src, ids, has_cgroup, bpf, cf, &argv, &plan);
@@ -335,10 +348,10 @@ void template_serve(int sock, void (*run)(const ChildPlan&)) {
   for (;;) {
     int fds[kMaxPassedFds];
     std::fill(std::begin(fds), std::end(fds), -1);
-    ssize_t n = recv_with_fds(sock, buf, kMaxRequest, fds, 6);
+    ssize_t n = recv_with_fds(sock, buf, kMaxRequest, fds, kMaxCloneFds);
     if (n <= 0) _exit(0);  // the asker is gone
     int nfds = 0;
-    while (nfds < 6 && fds[nfds] >= 0) nfds++;
+    while (nfds < kMaxCloneFds && fds[nfds] >= 0) nfds++;
     serve_one(sock, buf, static_cast<size_t>(n), fds, nfds, run);
   }
 }

@@ -44,8 +44,9 @@ struct TemplateOptions {
 // What a clone request carries besides the spec: fds in the asker's numbering.
 struct TemplateCloneFds {
   int sync = -1, request = -1, reply = -1, stderr_fd = -1;
-  int code_tree = -1;     // root mode with code: the open_tree copy
-  int cgroup_dirfd = -1;  // cgroup v2: CLONE_INTO_CGROUP
+  int code_tree = -1;             // root mode with code: the open_tree copy
+  int cgroup_dirfd = -1;          // cgroup2: CLONE_INTO_CGROUP
+  std::vector<int> cgroup_tasks;  // cgroup v1: the leaf's `tasks` files (ChildPlan)
 };
 
 // The asker's handle on a running template. Move-only; the destructor kills

@@ -213,8 +213,7 @@ std::string format_limit_bytes(uint64_t b) {
 void print_timings(const SetupTimings& t) {
   uint64_t prev = t.clone_ns;
   char head[160];
-  snprintf(head, sizeof head,
-           "parent: prepare %.3f ms; clone3 %.3f ms; cgroup attach + id maps %.3f ms; ",
+  snprintf(head, sizeof head, "parent: prepare %.3f ms; clone3 %.3f ms; id maps %.3f ms; ",
            (t.clone_ns - t.prepare_ns) / 1e6, (t.cloned_ns - t.clone_ns) / 1e6,
            (t.released_ns - t.cloned_ns) / 1e6);
   std::string line = head;

@@ -77,6 +77,80 @@ pid_t wait_template(const Daemon& d) {
   return t;
 }
 
+// The processes of this spawner's sandboxes: its children named nsbox-init
+// (each sandbox's PID 1, cloned with CLONE_PARENT) and their children.
+std::vector<pid_t> sandbox_processes(pid_t spawner) {
+  std::vector<pid_t> inits, all;
+  auto scan = [](auto&& keep) {
+    DIR* proc = opendir("/proc");
+    if (!proc) return;
+    while (struct dirent* e = readdir(proc)) {
+      pid_t pid = static_cast<pid_t>(atoi(e->d_name));
+      if (pid > 0) keep(pid);
+    }
+    closedir(proc);
+  };
+  scan([&](pid_t pid) {
+    std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+    std::string name;
+    comm >> name;
+    if (name == "nsbox-init" && atoi(proc_status(pid, "PPid").c_str()) == spawner)
+      inits.push_back(pid);
+  });
+  all = inits;
+  scan([&](pid_t pid) {
+    if (std::find(inits.begin(), inits.end(), atoi(proc_status(pid, "PPid").c_str())) !=
+        inits.end())
+      all.push_back(pid);
+  });
+  return all;
+}
+
+bool is_dir(const std::string& path) {
+  struct stat st {};
+  return stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool alive(pid_t pid) {
+  const std::string state = proc_status(pid, "State");
+  return !state.empty() && state.find('Z') == std::string::npos &&
+         state.find('X') == std::string::npos;
+}
+
+// Checks that pid is in one srv-<spawner>-<n> leaf in every hierarchy that
+// has that leaf (v1: memory, pids, cpu when capped; the cgroup2 line on v2
+// or where the hybrid layout freezes there). False, checking nothing, for a
+// process that is exiting: the pool may be replacing a sandbox meanwhile,
+// and a zombie's /proc/<pid>/cgroup shows "/" for a leaf already removed.
+bool check_in_leaf(pid_t pid, pid_t spawner) {
+  CAPTURE(pid);
+  if (!alive(pid)) return false;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/cgroup");
+  std::vector<std::pair<std::string, std::string>> lines;  // controllers, path
+  std::string line, leaf;
+  const std::string tag = "/srv-" + std::to_string(spawner) + "-";
+  while (std::getline(in, line)) {
+    auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    lines.emplace_back(line.substr(a + 1, b - a - 1), line.substr(b + 1));
+    if (lines.back().second.find(tag) != std::string::npos) leaf = lines.back().second;
+  }
+  if (!alive(pid)) return false;
+  REQUIRE_MESSAGE(!leaf.empty(), "in no leaf of the spawner");
+  int checked = 0;
+  for (const auto& [controllers, path] : lines) {
+    CAPTURE(controllers);
+    const bool has_leaf = controllers.empty() ? is_dir("/sys/fs/cgroup/unified" + leaf) ||
+                                                    is_dir("/sys/fs/cgroup" + leaf)
+                                              : is_dir("/sys/fs/cgroup/" + controllers + leaf);
+    if (!has_leaf) continue;
+    CHECK(path == leaf);
+    checked++;
+  }
+  CHECK(checked >= 1);
+  return true;
+}
+
 }  // namespace
 
 TEST_CASE("serve: a sandbox is the same sandbox from either factory") {
@@ -112,6 +186,11 @@ TEST_CASE("serve: a sandbox is the same sandbox from either factory") {
     CHECK(r["uid"] == 1000);
     REQUIRE(r["host_uid"].is_number());
     CHECK(r["host_uid"].get<long>() != 0);
+    // PID 1 enters its leaf itself, or is cloned into it (sandbox/cgroup.hpp):
+    // it and the runner are there in every hierarchy the leaf was made in.
+    int live = 0;
+    for (pid_t pid : sandbox_processes(spawner)) live += check_in_leaf(pid, spawner);
+    CHECK(live >= 2);
     // /metrics: per sandbox its cgroup charge, USS and PSS; the templates'
     // own memory only from the template factory. A clone maps most of its
     // heap with the template, so its USS is well below its RSS-based PSS.

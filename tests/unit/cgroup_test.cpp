@@ -315,6 +315,12 @@ TEST_CASE("CgroupLeaf (v1, fake tree): one leaf per hierarchy") {
   CHECK_FALSE(exists(layout.v1_memory + "/cgroup.subtree_control"));
   CHECK_FALSE(exists(mem + "/pids.max"));
 
+  // A fake tree offers no way in but attach(): the kernel's moves need cgroupfs.
+  auto entry = leaf.entry();
+  REQUIRE(entry);
+  CHECK_FALSE(entry.value().complete);
+  CHECK(entry.value().clone_into == -1);
+  CHECK(entry.value().tasks.empty());
   REQUIRE(leaf.attach(1234));
   for (const auto& d : {mem, pids, cpu}) CHECK(read(d + "/cgroup.procs") == "1234");
 
