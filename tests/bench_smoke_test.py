@@ -110,6 +110,9 @@ class BenchSmoke(unittest.TestCase):
             self.assertIn("A new memory cgroup costs", table)
             self.assertIn("| CPU per ready sandbox, whole machine (ms) |", table)
             self.assertIn("Host: a copy-on-write page fault costs", table)
+            # Whether the host's cgroup mounts make a move by pid wait (CI has cgroups).
+            self.assertIn(res["favordynmods"], (True, False))
+            self.assertIn("Host: cgroup mounts with", table)
             # Every sandbox and template went with its daemon.
             left = subprocess.run(["ps", "-eo", "comm"], capture_output=True, text=True).stdout
             self.assertNotIn("nsbox-template", left)

@@ -175,6 +175,20 @@ def cpu_and_faults():
     return (v[0] + v[1]) * tick, (v[2] + v[5] + v[6]) * tick, faults
 
 
+def cgroup_favordynmods(mountinfo="/proc/self/mountinfo"):
+    """Whether every cgroup mount carries favordynmods (kernel >= 6.0): without it, a move
+    into a cgroup by pid waits an RCU grace period when it follows a quiet spell. nsbox's
+    sandboxes enter their leaves without such a move; a function template's instance is
+    still moved so (docs/architecture.md, "Entering the leaf"). None: no cgroup mount."""
+    opts = []
+    for line in open(mountinfo):
+        pre, _, post = line.partition(" - ")
+        fields = post.split()
+        if len(fields) >= 3 and fields[0] in ("cgroup", "cgroup2"):
+            opts.append(set(pre.split()[5].split(",")) | set(fields[2].split(",")))
+    return all("favordynmods" in o for o in opts) if opts else None
+
+
 def cow_fault_us(pages=2000):
     """What one copy-on-write fault costs on this host (µs): a child writes one byte to each
     of `pages` pages it shares with its parent. Paravirtualized guests pay far more per fault
@@ -453,9 +467,13 @@ def main(argv):
     started = time.monotonic()
     res = {"command": "nsbox bench template " + " ".join(argv),
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "factories": {}, "cow_fault_us": cow_fault_us()}
+           "factories": {}, "cow_fault_us": cow_fault_us(), "favordynmods": cgroup_favordynmods()}
     lib.say("host: a copy-on-write page fault costs %.1f us here (a clone's start-up is "
             "mostly faults: the creation figures scale with it)" % res["cow_fault_us"])
+    if res["favordynmods"] is False:
+        lib.say("host: cgroup mounts without favordynmods: a move into a cgroup by pid after a "
+                "pause waits an RCU grace period; sandboxes avoid it, a function template's "
+                "instance does not (its cold start after idle pays it; back to back it does not)")
     daemons = {}
     phases = set(a.phases.split(","))
     factories = [f for f in FACTORIES if f in a.factories.split(",")]
@@ -540,6 +558,10 @@ def main(argv):
     table += ("\nHost: a copy-on-write page fault costs %.1f us; 500 ready sandboxes a second "
               "on its %d cores leave %.1f ms of CPU each.\n"
               % (res["cow_fault_us"], os.cpu_count(), os.cpu_count() * 1000 / 500))
+    if res["favordynmods"] is not None:
+        table += ("Host: cgroup mounts %s favordynmods (a move into a cgroup by pid after a "
+                  "pause %s an RCU grace period).\n"
+                  % (("with", "skips") if res["favordynmods"] else ("without", "waits")))
     if "docker" in res:
         dk = res["docker"]
         if "skipped" in dk:
