@@ -122,8 +122,8 @@ void child_main(const ChildPlan& p) {
   // closed here, EOF on the sync socket really means the parent is gone.
   for (int fd : {p.parent_sync_fd, p.parent_request_fd, p.parent_reply_fd})
     if (fd >= 0) close(fd);
-  // 0. Die with the parent, then wait for it to attach cgroups and write the
-  // id maps. EOF here means the parent died (or gave up) before releasing us.
+  // 0. Die with the parent, then wait for it to write the id maps. EOF here means the parent died
+  // (or gave up) before releasing us.
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0) fail(kStepWaitRelease, errno, "PR_SET_PDEATHSIG");
   char go;
   if (read(p.sync_fd, &go, 1) != 1) _exit(127);

@@ -8,8 +8,9 @@
 
 namespace nsbox {
 
-// A fork request: three channel fds, an answer pipe and a cgroup.procs per
-// cgroup v1 hierarchy.
+// The most any message carries: a fork request (three channel fds, an answer
+// pipe and a cgroup.procs per cgroup v1 hierarchy) or a template's clone
+// request (sandbox/template.cpp).
 constexpr int kMaxPassedFds = 16;
 
 // MSG_NOSIGNAL, retried on EINTR. Returns what sendmsg returns.

@@ -47,7 +47,7 @@ uint64_t sandbox_clone_flags(int layers);
 struct CloneRequest {
   uint64_t flags = 0;     // sandbox_clone_flags, plus CLONE_PARENT from a template
   IdMap ids;              // root mode with a user namespace: clone as host_base
-  int cgroup_dirfd = -1;  // >= 0: CLONE_INTO_CGROUP (cgroup v2)
+  int cgroup_dirfd = -1;  // >= 0: CLONE_INTO_CGROUP (the leaf's cgroup2 directory)
 };
 
 // clone3 with CLONE_PIDFD; the child runs child_main(plan) and never returns.

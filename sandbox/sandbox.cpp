@@ -150,6 +150,8 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
   if (spec.use_cgroups && spec.layers >= kLayerCgroups) {
     cgroup_ = TRY(CgroupLeaf::create(cgroups, spec.id, spec.limits));
     l.cgroup_entry = TRY(cgroup_.entry());
+    // Where attach() must move PID 1 anyway, the child moves nothing itself.
+    if (!l.cgroup_entry.complete) l.cgroup_entry.tasks.clear();
     for (const UniqueFd& fd : l.cgroup_entry.tasks) l.cgroup_tasks.push_back(fd.get());
   }
   // Root mode: a host uid range of our own (uid_slots.hpp). Rootless mode
@@ -195,7 +197,7 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
   return {};
 }
 
-// clone3 into the namespaces (and, on cgroup v2, into the leaf); the child
+// clone3 into the namespaces (and into the leaf's cgroup2 directory); the child
 // runs child_main and never comes back here. From a template, the template
 // clones (the same plan, built there from the same spec) and the child is
 // ours all the same (CLONE_PARENT).

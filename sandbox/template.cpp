@@ -43,6 +43,7 @@ constexpr uint32_t kHasStderr = 1, kHasCodeTree = 2, kHasCgroup = 4;
 // One per v1 hierarchy: memory, pids, cpu and the freezer.
 constexpr uint8_t kMaxTasksFds = 4;
 constexpr int kMaxCloneFds = 6 + kMaxTasksFds;
+static_assert(kMaxCloneFds <= kMaxPassedFds, "a clone request's fds must fit one message");
 
 Status wait_readable(int fd, int timeout_ms, const char* what) {
   const uint64_t deadline = monotonic_ms() + timeout_ms;

@@ -196,6 +196,9 @@ TEST_CASE("a runner cloned from a template cannot tell it was not exec'd") {
   for (auto& [k, v] : a.items())
     CHECK_MESSAGE(b[k] == v, k, ": exec ", v.dump(), ", template ", b[k].dump());
   CHECK(a.size() == b.size());
+  // Nothing but the runner's own fds, from either factory: no cgroup file,
+  // socket or template fd that made the sandbox reaches the function.
+  CHECK(b["fds"] == nlohmann::json::array({"0", "1", "2", "3", "4", "5"}));
   CHECK(b["exe"] == "/usr/bin/python3");
   CHECK(b["prefix"] == "/usr");
 }
