@@ -415,6 +415,8 @@ Result<CgroupEntry> CgroupLeaf::entry() const {
       return sys_error("open", path);
     }
   }
+  // Where attach() must move PID 1 anyway, the child moves nothing itself.
+  if (!e.complete) e.tasks.clear();
   return e;
 }
 

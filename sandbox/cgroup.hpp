@@ -98,7 +98,8 @@ std::pair<std::string, std::string> cgroup_freeze_write(bool v1, bool frozen);
 struct CgroupEntry {
   int clone_into = -1;          // borrowed O_PATH fd for CLONE_INTO_CGROUP, or -1
   std::vector<UniqueFd> tasks;  // v1: one `tasks` file per hierarchy, for the child
-  bool complete = false;        // the two cover every hierarchy: no attach() needed
+  bool complete = false;        // the two cover every hierarchy: no attach() needed;
+                                // when false, tasks is empty and attach() moves PID 1
 };
 
 class CgroupLeaf {

@@ -124,7 +124,6 @@ struct Sandbox::Launch {
   CloneRequest clone;
   TemplateProcess* from_template = nullptr;
   CgroupEntry cgroup_entry;  // the child enters its leaf by these (cgroup.hpp)
-  std::vector<int> cgroup_tasks;
   bool cloned_into_leaf = false;
   const SandboxSpec* spec = nullptr;
   const SeccompProgram* bpf = nullptr;
@@ -150,9 +149,6 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
   if (spec.use_cgroups && spec.layers >= kLayerCgroups) {
     cgroup_ = TRY(CgroupLeaf::create(cgroups, spec.id, spec.limits));
     l.cgroup_entry = TRY(cgroup_.entry());
-    // Where attach() must move PID 1 anyway, the child moves nothing itself.
-    if (!l.cgroup_entry.complete) l.cgroup_entry.tasks.clear();
-    for (const UniqueFd& fd : l.cgroup_entry.tasks) l.cgroup_tasks.push_back(fd.get());
   }
   // Root mode: a host uid range of our own (uid_slots.hpp). Rootless mode
   // has only the caller's uid to map, shared by all its sandboxes.
@@ -187,7 +183,7 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
   fds.parent_sync = l.sync_parent.get();
   fds.parent_request = l.chan.host.to_runner.get();
   fds.parent_reply = l.chan.host.from_runner.get();
-  fds.cgroup_tasks = l.cgroup_tasks;
+  for (const UniqueFd& fd : l.cgroup_entry.tasks) fds.cgroup_tasks.push_back(fd.get());
   build_child_plan(spec, l.sources, l.ids, cgroup_.valid(), bpf, fds, &l.argv, &l.plan);
   l.clone.flags = sandbox_clone_flags(spec.layers);
   l.clone.ids = l.ids;
@@ -211,7 +207,7 @@ Status Sandbox::parent_clone(Launch& l) {
     fds.stderr_fd = l.plan.stderr_fd;
     fds.code_tree = l.code_tree.get();
     fds.cgroup_dirfd = l.clone.cgroup_dirfd;
-    fds.cgroup_tasks = l.cgroup_tasks;
+    fds.cgroup_tasks = l.plan.cgroup_tasks_fds;
     pid_ = TRY(l.from_template->clone(*l.spec, l.sources, l.ids, cgroup_.valid(), *l.bpf,
                                       l.clone.flags, fds));
   } else {
@@ -224,7 +220,6 @@ Status Sandbox::parent_clone(Launch& l) {
   // fds are the child's now.
   l.cloned_into_leaf = l.cgroup_entry.complete;
   l.cgroup_entry.tasks.clear();
-  l.cgroup_tasks.clear();
   cgroup_.close_dirfd();
   // The child's ends are the child's now.
   l.sync_child.reset();
