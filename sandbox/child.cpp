@@ -45,11 +45,15 @@ const char* const kStepNames[kStepCount] = {
     "execve",
 };
 
-// Global so that fail() can reach them without arguments; the child is a
-// single-threaded copy of the parent, so this is its own memory.
+// Global so that fail() can reach them without arguments. The child is a
+// single-threaded copy of the parent, or (ChildPlan::shares_memory) runs in
+// the parent's memory while the parent sleeps: either way no one else
+// touches them meanwhile, but in the second case they hold the last child's
+// values, so child_main resets them first.
 ChildMsg g_msg;
 int g_sync = -1;
 int g_init_program = -1;  // its fixed fd once step 10 has run
+bool g_shares_memory = false;
 
 void send_msg() {
   // write(), not send(): after seccomp only write is sure to be allowed (the
@@ -100,6 +104,12 @@ void done(int32_t step) {
     char* envp[] = {nullptr};
     syscall(SYS_execveat, g_init_program, "", argv, envp, AT_EMPTY_PATH);
   }
+  // Reaping here would keep the cloner asleep for the sandbox's lifetime.
+  if (g_shares_memory) {
+    int err = g_init_program < 0 ? ENOENT : errno;
+    kill(runner, SIGKILL);
+    fail(kStepForkInit, err, "exec nsbox-init (PID 1 shares its cloner's memory)");
+  }
   init_reap(runner, load_filter);
 }
 
@@ -110,7 +120,11 @@ const char* child_step_name(int32_t step) {
 }
 
 void child_main(const ChildPlan& p) {
+  g_msg = ChildMsg{};
   g_sync = p.sync_fd;
+  g_init_program = -1;
+  g_shares_memory = p.shares_memory;
+  if (p.announce) p.announce(p);
   // Before step 0 (not a step): nothing of the parent's signal setup may
   // reach the function: ignored dispositions survive exec, and so does the
   // blocked mask.

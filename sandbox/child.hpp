@@ -85,6 +85,13 @@ struct ChildPlan {
   // runner is running", as it means "exec succeeded" otherwise). It does not
   // return; if it did, the runner exits 127.
   void (*run_in_process)(const ChildPlan& plan) = nullptr;
+  // Cloned vfork-style (CloneRequest::shared_memory_pid): PID 1 runs in its
+  // cloner's memory, which sleeps until PID 1 execs nsbox-init, so PID 1
+  // must exec it or exit (never reap in-process), and it owes its cloner's
+  // asker the answer the sleeping cloner cannot give: announce() is called
+  // first thing, before step 0 waits for the release that answer leads to.
+  bool shares_memory = false;
+  void (*announce)(const ChildPlan& plan) = nullptr;
 };
 
 [[noreturn]] void child_main(const ChildPlan& plan);

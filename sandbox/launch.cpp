@@ -62,6 +62,37 @@ class CloneAs {
   pid_t ppid_ = 0;
 };
 
+// clone3 as vfork(2) is built: with CLONE_VM | CLONE_VFORK and no stack of
+// its own, the child runs first on the caller's stack and overwrites the
+// frames below the caller's, the return address of this very call among
+// them; so the return address is kept in a register across the syscall
+// (which clobbers only rcx and r11) and pushed back by each side. The
+// caller must treat it as returning twice, as it would vfork.
+#if defined(__x86_64__)
+extern "C" long nsbox_clone3_shared_stack(struct clone_args* args, size_t size)
+    __attribute__((returns_twice));
+asm(R"(
+  .text
+  .globl nsbox_clone3_shared_stack
+  .type nsbox_clone3_shared_stack, @function
+nsbox_clone3_shared_stack:
+  popq %rdx
+  movl $435, %eax
+  syscall
+  pushq %rdx
+  ret
+  .size nsbox_clone3_shared_stack, .-nsbox_clone3_shared_stack
+)");
+static_assert(SYS_clone3 == 435, "the stub above hard-codes clone3's number");
+#endif
+
+#if defined(__SANITIZE_ADDRESS__)
+// The child's frames below ours left AddressSanitizer's stack poison behind
+// (it never returned from them); this clears it below `sp`, as ASan's own
+// vfork interceptor does, so that our next calls are not misreported.
+extern "C" void __asan_handle_vfork(void* sp);
+#endif
+
 }  // namespace
 
 void build_child_plan(const SandboxSpec& spec, const MountSources& sources, const IdMap& ids,
@@ -126,12 +157,36 @@ Result<pid_t> clone_sandbox_child(const ChildPlan& plan, const CloneRequest& req
     args.flags |= CLONE_INTO_CGROUP;
     args.cgroup = static_cast<uint64_t>(req.cgroup_dirfd);
   }
+  const bool share = req.shared_memory_pid != nullptr;
+  if (share != plan.shares_memory || (share && !kCloneCanShareMemory))
+    return make_error("clone3", "the plan and the request disagree on sharing memory");
+  if (share) {
+    args.flags |= CLONE_VM | CLONE_VFORK | CLONE_PARENT_SETTID;
+    args.parent_tid = reinterpret_cast<uintptr_t>(req.shared_memory_pid);
+  }
   long pid;
   int clone_errno;
   {
     CloneAs as;
     if (!req.ids.rootless && (args.flags & CLONE_NEWUSER)) TRY(as.become(req.ids.host_base));
+#if defined(__x86_64__)
+    // Called here, not from a helper: the child must never return from the
+    // function it was cloned in, whose frame the parent goes on with.
+    if (share) {
+      pid = nsbox_clone3_shared_stack(&args, sizeof args);
+#if defined(__SANITIZE_ADDRESS__)
+      if (pid != 0) __asan_handle_vfork(__builtin_frame_address(0));
+#endif
+      if (pid < 0 && pid > -4096) {
+        errno = static_cast<int>(-pid);
+        pid = -1;
+      }
+    } else {
+      pid = syscall(SYS_clone3, &args, sizeof args);
+    }
+#else
     pid = syscall(SYS_clone3, &args, sizeof args);
+#endif
     if (pid == 0) child_main(plan);  // never returns
     clone_errno = errno;             // before ~CloneAs makes more syscalls
   }

@@ -48,7 +48,21 @@ struct CloneRequest {
   uint64_t flags = 0;     // sandbox_clone_flags, plus CLONE_PARENT from a template
   IdMap ids;              // root mode with a user namespace: clone as host_base
   int cgroup_dirfd = -1;  // >= 0: CLONE_INTO_CGROUP (the leaf's cgroup2 directory)
+  // Non-null: the child borrows the caller's memory and stack, as vfork(2)
+  // does (CLONE_VM | CLONE_VFORK), and the caller sleeps until the child has
+  // exec'd or exited. The kernel stores the child's pid here before the child
+  // runs, so the child can tell the pid to whoever waits for it (the caller
+  // cannot until it wakes). Only where kCloneCanShareMemory; the plan must
+  // say so too (ChildPlan::shares_memory).
+  pid_t* shared_memory_pid = nullptr;
 };
+
+// Whether this architecture has the vfork-style clone3 (an assembly stub).
+#if defined(__x86_64__)
+inline constexpr bool kCloneCanShareMemory = true;
+#else
+inline constexpr bool kCloneCanShareMemory = false;
+#endif
 
 // clone3 with CLONE_PIDFD; the child runs child_main(plan) and never returns.
 // Returns the child's pid and sets *pidfd.

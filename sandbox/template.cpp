@@ -255,9 +255,28 @@ Status template_send_ready(int sock, const Status& init) {
 
 namespace {
 
+// The clone being made, for its PID 1, which runs in this memory while this
+// process sleeps (ChildPlan::shares_memory) and answers the asker itself.
+int g_answer_sock = -1;
+pid_t g_clone_pid = 0;    // the kernel writes PID 1's pid here (CLONE_PARENT_SETTID)
+bool g_answered = false;  // PID 1 sent the answer
+
+// PID 1, first thing (child_main): the same answer this process gives when
+// a clone has its own memory. Then PID 1 drops its copy of the socket: no
+// sandbox keeps a line to the spawner.
+void announce_clone(const ChildPlan&) {
+  TemplateReply r;
+  r.ok = 1;
+  r.pid = g_clone_pid;
+  if (send_with_fds(g_answer_sock, &r, sizeof r, nullptr, 0) != sizeof r) _exit(127);
+  close(g_answer_sock);
+  g_answered = true;
+}
+
 // One request: decode, plan, clone, answer. The received fds are closed on
 // return (the child has its copies); the plan and the spec it points into
-// live on this stack frame, which the child's copy of memory keeps.
+// live on this stack frame, which the child reads in this memory while this
+// process sleeps (or in its own copy, where PID 1 cannot share memory).
 //
 // The answer goes out before anything is freed: every page the template
 // writes after a clone is shared with that clone, so each first write is a
@@ -319,11 +338,31 @@ void serve_one(int sock, const char* buf, size_t len, int* fds, int nfds,
   ChildPlan plan;
   build_child_plan(spec, src, ids, has_cgroup, bpf, cf, &argv, &plan);
   plan.run_in_process = run;
+  // PID 1 borrows this process's memory rather than copying it (and then
+  // dropping the copy when it execs nsbox-init): two copies of the page
+  // tables per sandbox become one, the runner's.
+  if constexpr (kCloneCanShareMemory) {
+    g_answer_sock = sock;
+    g_clone_pid = 0;
+    g_answered = false;
+    plan.shares_memory = true;
+    plan.announce = announce_clone;
+    req.shared_memory_pid = &g_clone_pid;
+  }
   int pidfd = -1;
   auto pid = clone_sandbox_child(plan, req, &pidfd);
   if (!pid) return answer(error_reply(pid.error()));
   // The asker, whose child it is, opens its own pidfd.
   close(pidfd);
+  if (plan.shares_memory) {
+    // PID 1 has exec'd or exited by now. It answered unless it died first
+    // (killed from outside, or the socket failed); then the asker must hear.
+    if (!g_answered)
+      answer(error_reply(make_error("template clone",
+                                    "the sandbox's PID 1 exited before it "
+                                    "could report its pid")));
+    return;
+  }
   TemplateReply r;
   r.ok = 1;
   r.pid = pid.value();
