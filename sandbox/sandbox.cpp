@@ -132,7 +132,7 @@ struct Sandbox::Launch {
 // Parent, before clone: everything the child needs is built here, so that
 // the child only issues syscalls.
 Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bpf,
-                               const CgroupLayout& cgroups, Launch& l) {
+                               CgroupLeaf made_leaf, const CgroupLayout& cgroups, Launch& l) {
   // 0755: the namespace root that mounts onto it is an unprivileged host uid
   // and must be able to traverse the path.
   TRY(mkdir_p(spec.stage_dir, 0755));
@@ -147,7 +147,8 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
     return make_error("sandbox layers",
                       std::to_string(spec.layers) + " is not 0.." + std::to_string(int(kLayerAll)));
   if (spec.use_cgroups && spec.layers >= kLayerCgroups) {
-    cgroup_ = TRY(CgroupLeaf::create(cgroups, spec.id, spec.limits));
+    cgroup_ = made_leaf.valid() ? std::move(made_leaf)
+                                : TRY(CgroupLeaf::create(cgroups, spec.id, spec.limits));
     l.cgroup_entry = TRY(cgroup_.entry());
   }
   // Root mode: a host uid range of our own (uid_slots.hpp). Rootless mode
@@ -276,7 +277,8 @@ Status Sandbox::parent_await_exec(Launch& l) {
 // The parent's side in four steps, as child_main is the child's; whatever a
 // step made is owned by sb and undone by its destructor if a later one fails.
 Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bpf,
-                               const CgroupLayout& cgroups, TemplateProcess* from_template) {
+                               const CgroupLayout& cgroups, TemplateProcess* from_template,
+                               CgroupLeaf made_leaf) {
   Sandbox sb;
   sb.timings_.prepare_ns = monotonic_ns();
   Launch l;
@@ -285,7 +287,7 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   // A template's clone request carries a fixed set of fds, without this one.
   if (from_template && spec.fork_fd >= 0)
     return make_error("preparing " + what, "a function template is exec'd, not cloned");
-  TRY_WITHIN(sb.parent_prepare(spec, bpf, cgroups, l), "preparing " + what);
+  TRY_WITHIN(sb.parent_prepare(spec, bpf, std::move(made_leaf), cgroups, l), "preparing " + what);
   TRY_WITHIN(sb.parent_clone(l), "creating " + what);
   TRY_WITHIN(sb.parent_after_clone(spec, l), "releasing " + what);
   TRY_WITHIN(sb.parent_await_exec(l), "setting up " + what);

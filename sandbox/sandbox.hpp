@@ -42,9 +42,11 @@ class Sandbox {
   // cgroups: the layout to create the leaf in; ignored when
   // spec.use_cgroups is false. from_template: cloned by that template
   // (template.hpp) rather than by this process; PID 1 is ours either way.
+  // made_leaf: when valid, an empty, never used leaf made ahead with exactly
+  // spec.limits, taken instead of creating one.
   static Result<Sandbox> start(const SandboxSpec& spec, const SeccompProgram& bpf,
                                const CgroupLayout& cgroups,
-                               TemplateProcess* from_template = nullptr);
+                               TemplateProcess* from_template = nullptr, CgroupLeaf made_leaf = {});
 
   pid_t pid() const { return pid_; }
   const ChannelFds& channel() const { return channel_; }
@@ -74,7 +76,7 @@ class Sandbox {
 
  private:
   struct Launch;
-  Status parent_prepare(const SandboxSpec& spec, const SeccompProgram& bpf,
+  Status parent_prepare(const SandboxSpec& spec, const SeccompProgram& bpf, CgroupLeaf made_leaf,
                         const CgroupLayout& cgroups, Launch& l);
   Status parent_clone(Launch& l);
   Status parent_after_clone(const SandboxSpec& spec, Launch& l);

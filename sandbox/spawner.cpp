@@ -257,10 +257,38 @@ Setup wait_for_setup(int sock) {
   std::map<uint64_t, ForkedInstance> instances;
   uint64_t next_id = 1;
   const std::string prefix = "srv-" + std::to_string(getpid()) + "-";
+  // Cgroup leaves made ahead while no request waits, a few per profile: the
+  // mkdirs and limit writes are ~0.3-0.6 ms of a cold start. A spare leaf is
+  // empty and never used before a sandbox takes it, made with its profile's
+  // limits (a sandbox with others makes its own), and goes with the spawner
+  // (or, if the spawner is killed, with the next one's sweep: same names).
+  constexpr size_t kSpareLeaves = 4;
+  std::vector<std::vector<CgroupLeaf>> spare_leaves(profiles.size());
+  uint64_t next_leaf = 1;
+  bool spare_leaves_fail = false;  // once: no retry loop against a refusing tree
+  auto profile_short_of_leaves = [&]() -> int {
+    if (!use_cgroups || spare_leaves_fail) return -1;
+    for (size_t i = 0; i < profiles.size(); i++)
+      if (profiles[i].spec.layers >= kLayerCgroups && spare_leaves[i].size() < kSpareLeaves)
+        return static_cast<int>(i);
+    return -1;
+  };
   for (;;) {
     // Every few idle seconds, sweep leaves that an earlier, killed spawner
     // could not remove while its sandboxes were still dying.
     struct pollfd pfd = {sock, POLLIN, 0};
+    const int short_of_leaves = profile_short_of_leaves();
+    if (short_of_leaves >= 0 && poll(&pfd, 1, 0) == 0) {
+      auto leaf = CgroupLeaf::create(layout, prefix + "l" + std::to_string(next_leaf++),
+                                     profiles[short_of_leaves].spec.limits);
+      if (leaf) {
+        spare_leaves[short_of_leaves].push_back(std::move(leaf.value()));
+      } else {
+        spare_leaves_fail = true;
+        LOG_WARN("no cgroup leaves made ahead: %s", leaf.error().message().c_str());
+      }
+      continue;
+    }
     if (poll(&pfd, 1, 5000) == 0) {
       if (use_cgroups) cgroup_sweep_stale(layout);
       // A template that died is replaced now rather than at the next
@@ -337,7 +365,15 @@ Setup wait_for_setup(int sock) {
         // cloned from a runtime template (whose requests carry no fork fd).
         TemplateProcess* tmpl =
             setup.templates && req.op == kSpawn ? setup.templates->get(spec.rootfs) : nullptr;
-        auto sb = Sandbox::start(spec, profiles[req.profile].bpf, layout, tmpl);
+        CgroupLeaf made_leaf;
+        auto& spare = spare_leaves[req.profile];
+        if (!spare.empty() && req.op == kSpawn &&
+            spec.limits == profiles[req.profile].spec.limits) {
+          made_leaf = std::move(spare.back());
+          spare.pop_back();
+        }
+        auto sb =
+            Sandbox::start(spec, profiles[req.profile].bpf, layout, tmpl, std::move(made_leaf));
         if (!sb && tmpl && !tmpl->alive()) {
           // The template died under the request: this sandbox is exec'd,
           // the next request restarts the template.
@@ -491,6 +527,7 @@ Setup wait_for_setup(int sock) {
         instances.clear();
         fork_socks.clear();
         sandboxes.clear();  // each destructor kills, reaps and removes its cgroup
+        spare_leaves.clear();
         send_with_fds(sock, &reply, sizeof reply, nullptr, 0);
         _exit(0);
       default:
@@ -500,6 +537,7 @@ Setup wait_for_setup(int sock) {
   }
   instances.clear();
   sandboxes.clear();
+  spare_leaves.clear();
   _exit(0);
 }
 

@@ -20,6 +20,7 @@ struct Limits {
   uint32_t wall_ms = 3000;
   uint32_t nofile = 256;
   uint64_t fsize_bytes = 64ull << 20;
+  bool operator==(const Limits&) const = default;
 };
 
 enum class NetworkMode { None };
