@@ -257,19 +257,22 @@ Setup wait_for_setup(int sock) {
   std::map<uint64_t, ForkedInstance> instances;
   uint64_t next_id = 1;
   const std::string prefix = "srv-" + std::to_string(getpid()) + "-";
-  // Cgroup leaves made ahead while no request waits, a few per profile: the
+  // Cgroup leaves made ahead while no request waits, a few per profile once
+  // a sandbox of it has been asked for (most daemons use one policy): the
   // mkdirs and limit writes are ~0.3-0.6 ms of a cold start. A spare leaf is
   // empty and never used before a sandbox takes it, made with its profile's
   // limits (a sandbox with others makes its own), and goes with the spawner
   // (or, if the spawner is killed, with the next one's sweep: same names).
   constexpr size_t kSpareLeaves = 4;
   std::vector<std::vector<CgroupLeaf>> spare_leaves(profiles.size());
+  std::vector<bool> profile_used(profiles.size(), false);
   uint64_t next_leaf = 1;
   bool spare_leaves_fail = false;  // once: no retry loop against a refusing tree
   auto profile_short_of_leaves = [&]() -> int {
     if (!use_cgroups || spare_leaves_fail) return -1;
     for (size_t i = 0; i < profiles.size(); i++)
-      if (profiles[i].spec.layers >= kLayerCgroups && spare_leaves[i].size() < kSpareLeaves)
+      if (profile_used[i] && profiles[i].spec.layers >= kLayerCgroups &&
+          spare_leaves[i].size() < kSpareLeaves)
         return static_cast<int>(i);
     return -1;
   };
@@ -366,6 +369,7 @@ Setup wait_for_setup(int sock) {
         TemplateProcess* tmpl =
             setup.templates && req.op == kSpawn ? setup.templates->get(spec.rootfs) : nullptr;
         CgroupLeaf made_leaf;
+        profile_used[req.profile] = true;
         auto& spare = spare_leaves[req.profile];
         if (!spare.empty() && req.op == kSpawn &&
             spec.limits == profiles[req.profile].spec.limits) {

@@ -12,6 +12,8 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -97,7 +99,78 @@ int cpu_controlled_leaves(pid_t daemon) {
   return n;
 }
 
+// This spawner's leaves made ahead (srv-<spawner>-l<n>) in the memory
+// hierarchy (v1) or the v2 tree: name -> the processes in it.
+std::map<std::string, std::string> spare_named_leaves(pid_t spawner) {
+  const std::string prefix = "srv-" + std::to_string(spawner) + "-l";
+  std::map<std::string, std::string> out;
+  for (const std::string parent :
+       {"/sys/fs/cgroup/memory/nsbox", "/sys/fs/cgroup/nsbox", "/sys/fs/cgroup/nsbox-nocpu"}) {
+    DIR* d = opendir(parent.c_str());
+    if (!d) continue;
+    while (dirent* e = readdir(d)) {
+      if (std::string(e->d_name).rfind(prefix, 0) != 0) continue;
+      std::ifstream procs(parent + "/" + e->d_name + "/cgroup.procs");
+      std::string all((std::istreambuf_iterator<char>(procs)), std::istreambuf_iterator<char>());
+      out[e->d_name] = all;
+    }
+    closedir(d);
+  }
+  return out;
+}
+
+// Any leaf of this spawner left in any hierarchy.
+std::vector<std::string> leaves_left(pid_t spawner) {
+  const std::string prefix = "srv-" + std::to_string(spawner) + "-";
+  std::vector<std::string> out;
+  for (const std::string root :
+       {"/sys/fs/cgroup", "/sys/fs/cgroup/memory", "/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu",
+        "/sys/fs/cgroup/unified", "/sys/fs/cgroup/freezer"}) {
+    for (const std::string group : {"/nsbox", "/nsbox-nocpu"}) {
+      DIR* d = opendir((root + group).c_str());
+      if (!d) continue;
+      while (dirent* e = readdir(d))
+        if (std::string(e->d_name).rfind(prefix, 0) == 0)
+          out.push_back(root + group + "/" + e->d_name);
+      closedir(d);
+    }
+  }
+  return out;
+}
+
 }  // namespace
+
+TEST_CASE("serve: cgroup leaves made ahead are empty until a sandbox takes one, and go at stop") {
+  StateDir sd("spare-leaves");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  const pid_t spawner = spawner_of(d);
+  REQUIRE(spawner > 0);
+  // Once the pool has its blanks and the spawner is idle: four spares, never used.
+  std::map<std::string, std::string> leaves;
+  REQUIRE(nsbox::test::wait_until(
+      [&] {
+        leaves = spare_named_leaves(spawner);
+        int empty = 0;
+        for (const auto& [name, procs] : leaves) empty += procs.empty();
+        return empty == 4;
+      },
+      10000, "four spare leaves"));
+  // The function's sandbox is a blank or a new one; either way it went into a leaf made
+  // ahead, not one made on its path (which would be named by its id, srv-<spawner>-<n>).
+  REQUIRE(deploy_probe(d, "f", "echo.py")->status == 201);
+  int status = 0;
+  invoke(d, "f", {{"n", 1}}, &status);
+  CHECK(status == 200);
+  leaves = spare_named_leaves(spawner);
+  int used = 0;
+  for (const auto& [name, procs] : leaves) used += !procs.empty();
+  CHECK_MESSAGE(used >= 1, "no sandbox in a leaf made ahead");
+  CHECK(d.stop() == 0);
+  const auto left = leaves_left(spawner);
+  for (const auto& leaf : left) CHECK_MESSAGE(false, "left behind: ", leaf);
+  CHECK(left.empty());
+}
 
 TEST_CASE("serve: the API and its error codes") {
   StateDir sd("api");
