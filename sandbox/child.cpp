@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
+#include <sys/rseq.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -111,6 +112,23 @@ void done(int32_t step) {
     fail(kStepForkInit, err, "exec nsbox-init (PID 1 shares its cloner's memory)");
   }
   init_reap(runner, load_filter);
+}
+
+// The kernel gives a CLONE_VM child no rseq registration, and PID 1's fork
+// copies that into the runner, whose copy of glibc's area still holds the
+// template's last CPU: sched_getcpu() would read it, and rseq users would run
+// unprotected. Registered again here as glibc does at a thread's start (its
+// registration length: at least the original 32 bytes); if that fails, the
+// area says so and glibc asks the kernel instead.
+void register_rseq_again() {
+  if (__rseq_size == 0) return;  // glibc does not use rseq here
+  auto* area = reinterpret_cast<struct rseq*>(static_cast<char*>(__builtin_thread_pointer()) +
+                                              __rseq_offset);
+  if (static_cast<int32_t>(area->cpu_id) == RSEQ_CPU_ID_REGISTRATION_FAILED) return;
+  const uint32_t len = __rseq_size > 32 ? __rseq_size : 32;
+  area->cpu_id = static_cast<uint32_t>(RSEQ_CPU_ID_UNINITIALIZED);
+  if (syscall(SYS_rseq, area, len, 0, RSEQ_SIG) != 0)
+    area->cpu_id = static_cast<uint32_t>(RSEQ_CPU_ID_REGISTRATION_FAILED);
 }
 
 }  // namespace
@@ -274,6 +292,7 @@ void child_main(const ChildPlan& p) {
   if (runner < 0) fail(kStepForkInit, errno);
   if (runner > 0) init_loop(runner, p.layers >= kLayerSeccomp);
   if (g_init_program >= 0) close(g_init_program);
+  if (p.shares_memory) register_rseq_again();
   // An exec'd runner gets a fresh, dumpable mm; one that goes on in-process
   // has its own copy of PID 1's, sealed at step 13: unsealed here, so that
   // the function sees its own /proc entries exactly as after exec.

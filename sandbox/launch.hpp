@@ -58,7 +58,10 @@ struct CloneRequest {
 };
 
 // Whether this architecture has the vfork-style clone3 (an assembly stub).
-#if defined(__x86_64__)
+// Not with user shadow stacks (-fcf-protection=return): the child's returns
+// and calls would rewrite the shadow stack it shares with the parent, which
+// glibc's vfork handles and the stub does not.
+#if defined(__x86_64__) && !(defined(__CET__) && (__CET__ & 2))
 inline constexpr bool kCloneCanShareMemory = true;
 #else
 inline constexpr bool kCloneCanShareMemory = false;

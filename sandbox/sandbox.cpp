@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <fstream>
 
 #include "base/clock.hpp"
 #include "base/files.hpp"
@@ -88,6 +89,22 @@ Status prefer_for_oom_killer(pid_t pid, bool rootless) {
   if (fd.valid() && write(fd.get(), kSandboxOomScoreAdj, len) == len) return {};
   if (rootless) return {};  // best effort: the OOM killer's default choice stands
   return sys_error("write", path + " <- " + kSandboxOomScoreAdj);
+}
+
+// A template's PID 1 borrows the template's memory until it execs nsbox-init
+// (launch.hpp), and the OOM killer would count that memory as PID 1's and
+// kill every process sharing it, the template too. So for a clone the
+// preference is written once PID 1 runs nsbox-init (after EOF): to PID 1 and
+// to the runner it forked, which would have inherited it. Nothing of the
+// function's has run before then.
+Status prefer_clone_for_oom_killer(pid_t pid, bool rootless) {
+  TRY(prefer_for_oom_killer(pid, rootless));
+  const std::string p = std::to_string(pid);
+  std::ifstream children("/proc/" + p + "/task/" + p + "/children");
+  pid_t child;
+  // A runner that is gone already fails the first request, not this.
+  while (children >> child) (void)prefer_for_oom_killer(child, rootless);
+  return {};
 }
 
 }  // namespace
@@ -237,7 +254,7 @@ Status Sandbox::parent_after_clone(const SandboxSpec& spec, Launch& l) {
   if (cgroup_.valid() && !l.cloned_into_leaf) TRY(cgroup_.attach(pid_));
   if (slot_.valid()) TRY(slot_.record_holder(pid_));
   if (l.clone.flags & CLONE_NEWUSER) TRY(parent_write_id_maps(pid_, l.ids));
-  TRY(prefer_for_oom_killer(pid_, spec.ids.rootless));
+  if (!l.from_template) TRY(prefer_for_oom_killer(pid_, spec.ids.rootless));
   if (write(l.sync_parent.get(), "g", 1) != 1) return sys_error("write", "sync socket");
   timings_.released_ns = monotonic_ns();
   return {};
@@ -270,6 +287,7 @@ Status Sandbox::parent_await_exec(Launch& l) {
       std::copy(std::begin(msg.step_end_ns), std::end(msg.step_end_ns),
                 timings_.step_end_ns.begin());
   }
+  if (l.from_template) TRY(prefer_clone_for_oom_killer(pid_, l.spec->ids.rootless));
   timings_.ready_ns = monotonic_ns();
   return {};
 }

@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iterator>
 
@@ -268,9 +269,31 @@ void announce_clone(const ChildPlan&) {
   TemplateReply r;
   r.ok = 1;
   r.pid = g_clone_pid;
+  // Before the send: a PID 1 killed after its answer went out must not
+  // leave the woken template to answer again (the asker would then read
+  // that answer for its next request). Killed before the send, the asker
+  // hears nothing and gives up on the template (kCloneTimeoutMs).
+  g_answered = true;
   if (send_with_fds(g_answer_sock, &r, sizeof r, nullptr, 0) != sizeof r) _exit(127);
   close(g_answer_sock);
-  g_answered = true;
+}
+
+// Whether PID 1 may borrow this process's memory: the architecture allows
+// it; PID 1 can exec nsbox-init (otherwise it would reap in-process, in this
+// memory, and keep this process asleep); and this process has one thread,
+// since CLONE_VFORK stops only the calling one (a thread a module started
+// would run in the memory PID 1 is using).
+bool may_share_memory(int init_program) {
+  if (!kCloneCanShareMemory || init_program < 0) return false;
+  char buf[1024];
+  UniqueFd fd(open("/proc/self/stat", O_RDONLY | O_CLOEXEC));
+  ssize_t n = fd.valid() ? read(fd.get(), buf, sizeof buf - 1) : -1;
+  if (n <= 0) return false;
+  buf[n] = 0;
+  // Field 20, num_threads, counted after the command's closing parenthesis.
+  const char* p = strrchr(buf, ')');
+  for (int field = 2; p && field < 20; field++) p = strchr(p + 1, ' ');
+  return p && atoi(p + 1) == 1;
 }
 
 // One request: decode, plan, clone, answer. The received fds are closed on
@@ -341,7 +364,7 @@ void serve_one(int sock, const char* buf, size_t len, int* fds, int nfds,
   // PID 1 borrows this process's memory rather than copying it (and then
   // dropping the copy when it execs nsbox-init): two copies of the page
   // tables per sandbox become one, the runner's.
-  if constexpr (kCloneCanShareMemory) {
+  if (may_share_memory(cf.init_program)) {
     g_answer_sock = sock;
     g_clone_pid = 0;
     g_answered = false;
