@@ -68,7 +68,7 @@ class CloneAs {
 // them; so the return address is kept in a register across the syscall
 // (which clobbers only rcx and r11) and pushed back by each side. The
 // caller must treat it as returning twice, as it would vfork.
-#if defined(__x86_64__) && !(defined(__CET__) && (__CET__ & 2))
+#if defined(NSBOX_CLONE_SHARED_STACK)
 extern "C" long nsbox_clone3_shared_stack(struct clone_args* args, size_t size)
     __attribute__((returns_twice));
 asm(R"(
@@ -169,7 +169,7 @@ Result<pid_t> clone_sandbox_child(const ChildPlan& plan, const CloneRequest& req
   {
     CloneAs as;
     if (!req.ids.rootless && (args.flags & CLONE_NEWUSER)) TRY(as.become(req.ids.host_base));
-#if defined(__x86_64__) && !(defined(__CET__) && (__CET__ & 2))
+#if defined(NSBOX_CLONE_SHARED_STACK)
     // Called here, not from a helper: the child must never return from the
     // function it was cloned in, whose frame the parent goes on with.
     if (share) {

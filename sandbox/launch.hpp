@@ -62,6 +62,7 @@ struct CloneRequest {
 // and calls would rewrite the shadow stack it shares with the parent, which
 // glibc's vfork handles and the stub does not.
 #if defined(__x86_64__) && !(defined(__CET__) && (__CET__ & 2))
+#define NSBOX_CLONE_SHARED_STACK 1
 inline constexpr bool kCloneCanShareMemory = true;
 #else
 inline constexpr bool kCloneCanShareMemory = false;

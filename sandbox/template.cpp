@@ -7,13 +7,13 @@
 #include <spawn.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <iterator>
 
@@ -285,15 +285,10 @@ void announce_clone(const ChildPlan&) {
 // would run in the memory PID 1 is using).
 bool may_share_memory(int init_program) {
   if (!kCloneCanShareMemory || init_program < 0) return false;
-  char buf[1024];
-  UniqueFd fd(open("/proc/self/stat", O_RDONLY | O_CLOEXEC));
-  ssize_t n = fd.valid() ? read(fd.get(), buf, sizeof buf - 1) : -1;
-  if (n <= 0) return false;
-  buf[n] = 0;
-  // Field 20, num_threads, counted after the command's closing parenthesis.
-  const char* p = strrchr(buf, ')');
-  for (int field = 2; p && field < 20; field++) p = strchr(p + 1, ' ');
-  return p && atoi(p + 1) == 1;
+  // procfs counts a process's threads in its task directory's link count
+  // (2 + threads): one stat, no parsing.
+  struct stat st;
+  return stat("/proc/self/task", &st) == 0 && st.st_nlink == 3;
 }
 
 // One request: decode, plan, clone, answer. The received fds are closed on
