@@ -213,7 +213,7 @@ void child_main(const ChildPlan& p) {
   done(kStepHostname);
 
   // 9. Network: loopback up (no other interface exists).
-  if (p.layers >= kLayerNet)
+  if (p.layers >= kLayerNet && p.loopback_up)
     if (int err = child_loopback_up()) fail(kStepLoopback, err, "lo");
   done(kStepLoopback);
 

@@ -75,6 +75,9 @@ struct ChildPlan {
   // pid takes; sandbox/cgroup.hpp) and closes it.
   std::vector<int> cgroup_tasks_fds;
   bool root_mode = false;  // switch to the namespace's uid 0 for setup
+  // Step 9 brings lo up (from kLayerNet), but not in a network namespace
+  // made ahead, whose owner (not this user namespace) brought it up.
+  bool loopback_up = true;
   int layers = kLayerAll;  // SandboxLayer: the steps of the layers below it are skipped
   uid_t uid = 1000;
   gid_t gid = 1000;

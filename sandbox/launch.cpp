@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "base/log.hpp"
+#include "sandbox/netns.hpp"
 #include "sandbox/privileges.hpp"
 
 namespace nsbox {
@@ -125,6 +126,7 @@ void build_child_plan(const SandboxSpec& spec, const MountSources& sources, cons
   p.parent_request_fd = fds.parent_request;
   p.parent_reply_fd = fds.parent_reply;
   p.cgroup_tasks_fds = fds.cgroup_tasks;
+  p.loopback_up = spec.layers >= kLayerNet && fds.netns < 0;
   p.root_mode = !ids.rootless;
   p.layers = spec.layers;
   p.uid = spec.ids.inside_uid;
@@ -157,6 +159,8 @@ Result<pid_t> clone_sandbox_child(const ChildPlan& plan, const CloneRequest& req
     args.flags |= CLONE_INTO_CGROUP;
     args.cgroup = static_cast<uint64_t>(req.cgroup_dirfd);
   }
+  if (req.netns_fd >= 0 && (req.flags & CLONE_NEWNET))
+    return make_error("clone3", "a network namespace made ahead and CLONE_NEWNET");
   const bool share = req.shared_memory_pid != nullptr;
   if (share != plan.shares_memory || (share && !kCloneCanShareMemory))
     return make_error("clone3", "the plan and the request disagree on sharing memory");
@@ -167,6 +171,9 @@ Result<pid_t> clone_sandbox_child(const ChildPlan& plan, const CloneRequest& req
   long pid;
   int clone_errno;
   {
+    // Entered as root, left after the clone (and after ~CloneAs).
+    NetnsVisit visit;
+    if (req.netns_fd >= 0) TRY(visit.enter(req.netns_fd));
     CloneAs as;
     if (!req.ids.rootless && (args.flags & CLONE_NEWUSER)) TRY(as.become(req.ids.host_base));
 #if defined(NSBOX_CLONE_SHARED_STACK)

@@ -27,6 +27,9 @@ struct ChildFds {
   int stderr_fd = -1;     // becomes fd 2 and 1 (-1: the cloner's fd 2)
   int fork = -1;          // becomes fd 6: a function template's fork socket
   int init_program = -1;  // what PID 1 execs after its fork (init_program.hpp)
+  // A network namespace made ahead (netns.hpp), loopback up: not the child's
+  // fd but the namespace the cloner enters for the clone (CloneRequest).
+  int netns = -1;
   int parent_sync = -1;
   int parent_request = -1;
   int parent_reply = -1;
@@ -48,6 +51,9 @@ struct CloneRequest {
   uint64_t flags = 0;     // sandbox_clone_flags, plus CLONE_PARENT from a template
   IdMap ids;              // root mode with a user namespace: clone as host_base
   int cgroup_dirfd = -1;  // >= 0: CLONE_INTO_CGROUP (the leaf's cgroup2 directory)
+  // >= 0: the child's network namespace, made ahead (netns.hpp): entered by
+  // the caller for the clone3, whose flags must then not have CLONE_NEWNET.
+  int netns_fd = -1;
   // Non-null: the child borrows the caller's memory and stack, as vfork(2)
   // does (CLONE_VM | CLONE_VFORK), and the caller sleeps until the child has
   // exec'd or exited. The kernel stores the child's pid here before the child

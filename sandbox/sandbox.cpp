@@ -136,6 +136,7 @@ struct Sandbox::Launch {
   UniqueFd sync_parent, sync_child;
   ChannelEnds chan;
   UniqueFd code_tree;
+  UniqueFd netns;  // made ahead: the cloner enters it for the clone
   MountSources sources;
   ChildPlan plan;
   CloneRequest clone;
@@ -148,8 +149,8 @@ struct Sandbox::Launch {
 
 // Parent, before clone: everything the child needs is built here, so that
 // the child only issues syscalls.
-Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bpf,
-                               CgroupLeaf made_leaf, const CgroupLayout& cgroups, Launch& l) {
+Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bpf, MadeAhead made,
+                               const CgroupLayout& cgroups, Launch& l) {
   // 0755: the namespace root that mounts onto it is an unprivileged host uid
   // and must be able to traverse the path.
   TRY(mkdir_p(spec.stage_dir, 0755));
@@ -164,7 +165,7 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
     return make_error("sandbox layers",
                       std::to_string(spec.layers) + " is not 0.." + std::to_string(int(kLayerAll)));
   if (spec.use_cgroups && spec.layers >= kLayerCgroups) {
-    cgroup_ = made_leaf.valid() ? std::move(made_leaf)
+    cgroup_ = made.leaf.valid() ? std::move(made.leaf)
                                 : TRY(CgroupLeaf::create(cgroups, spec.id, spec.limits));
     l.cgroup_entry = TRY(cgroup_.entry());
   }
@@ -190,6 +191,9 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
     if (!l.code_tree.valid()) return sys_error("open_tree", spec.code_path);
     l.sources.code_tree_fd = l.code_tree.get();
   }
+  // Root mode: a network namespace made ahead (its loopback up) instead of
+  // CLONE_NEWNET, when the spawner has one (netns.hpp).
+  if (!spec.ids.rootless && spec.layers >= kLayerNet) l.netns = std::move(made.netns);
 
   ChildFds fds;
   fds.sync = l.sync_child.get();
@@ -198,12 +202,17 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
   fds.stderr_fd = spec.stderr_fd;
   fds.fork = spec.fork_fd;
   fds.init_program = init_program_fd();
+  fds.netns = l.netns.get();
   fds.parent_sync = l.sync_parent.get();
   fds.parent_request = l.chan.host.to_runner.get();
   fds.parent_reply = l.chan.host.from_runner.get();
   for (const UniqueFd& fd : l.cgroup_entry.tasks) fds.cgroup_tasks.push_back(fd.get());
   build_child_plan(spec, l.sources, l.ids, cgroup_.valid(), bpf, fds, &l.argv, &l.plan);
   l.clone.flags = sandbox_clone_flags(spec.layers);
+  if (l.netns.valid()) {
+    l.clone.flags &= ~static_cast<uint64_t>(CLONE_NEWNET);
+    l.clone.netns_fd = l.netns.get();
+  }
   l.clone.ids = l.ids;
   l.clone.cgroup_dirfd = l.cgroup_entry.clone_into;
   l.spec = &spec;
@@ -226,6 +235,7 @@ Status Sandbox::parent_clone(Launch& l) {
     fds.code_tree = l.code_tree.get();
     fds.cgroup_dirfd = l.clone.cgroup_dirfd;
     fds.cgroup_tasks = l.plan.cgroup_tasks_fds;
+    fds.netns = l.netns.get();
     pid_ = TRY(l.from_template->clone(*l.spec, l.sources, l.ids, cgroup_.valid(), *l.bpf,
                                       l.clone.flags, fds));
   } else {
@@ -239,6 +249,7 @@ Status Sandbox::parent_clone(Launch& l) {
   l.cloned_into_leaf = l.cgroup_entry.complete;
   l.cgroup_entry.tasks.clear();
   cgroup_.close_dirfd();
+  l.netns.reset();  // the child's alone now
   // The child's ends are the child's now.
   l.sync_child.reset();
   l.chan.runner_in.reset();
@@ -296,7 +307,7 @@ Status Sandbox::parent_await_exec(Launch& l) {
 // step made is owned by sb and undone by its destructor if a later one fails.
 Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bpf,
                                const CgroupLayout& cgroups, TemplateProcess* from_template,
-                               CgroupLeaf made_leaf) {
+                               MadeAhead made) {
   Sandbox sb;
   sb.timings_.prepare_ns = monotonic_ns();
   Launch l;
@@ -305,7 +316,7 @@ Result<Sandbox> Sandbox::start(const SandboxSpec& spec, const SeccompProgram& bp
   // A template's clone request carries a fixed set of fds, without this one.
   if (from_template && spec.fork_fd >= 0)
     return make_error("preparing " + what, "a function template is exec'd, not cloned");
-  TRY_WITHIN(sb.parent_prepare(spec, bpf, std::move(made_leaf), cgroups, l), "preparing " + what);
+  TRY_WITHIN(sb.parent_prepare(spec, bpf, std::move(made), cgroups, l), "preparing " + what);
   TRY_WITHIN(sb.parent_clone(l), "creating " + what);
   TRY_WITHIN(sb.parent_after_clone(spec, l), "releasing " + what);
   TRY_WITHIN(sb.parent_await_exec(l), "setting up " + what);

@@ -32,6 +32,13 @@ struct SetupTimings {
   uint64_t ready_ns = 0;                           // parent: saw exec succeed
 };
 
+// Parts of a sandbox a spawner makes while no request waits, off the cold
+// start's path. Each is empty and never used before one sandbox takes it.
+struct MadeAhead {
+  CgroupLeaf leaf;  // made with exactly spec.limits
+  UniqueFd netns;   // make_network_namespace() (netns.hpp); root mode only
+};
+
 class Sandbox {
  public:
   Sandbox() = default;
@@ -42,11 +49,11 @@ class Sandbox {
   // cgroups: the layout to create the leaf in; ignored when
   // spec.use_cgroups is false. from_template: cloned by that template
   // (template.hpp) rather than by this process; PID 1 is ours either way.
-  // made_leaf: when valid, an empty, never used leaf made ahead with exactly
-  // spec.limits, taken instead of creating one.
+  // made: what a spawner made ahead for this sandbox (MadeAhead), each
+  // taken instead of making one.
   static Result<Sandbox> start(const SandboxSpec& spec, const SeccompProgram& bpf,
                                const CgroupLayout& cgroups,
-                               TemplateProcess* from_template = nullptr, CgroupLeaf made_leaf = {});
+                               TemplateProcess* from_template = nullptr, MadeAhead made = {});
 
   pid_t pid() const { return pid_; }
   const ChannelFds& channel() const { return channel_; }
@@ -76,7 +83,7 @@ class Sandbox {
 
  private:
   struct Launch;
-  Status parent_prepare(const SandboxSpec& spec, const SeccompProgram& bpf, CgroupLeaf made_leaf,
+  Status parent_prepare(const SandboxSpec& spec, const SeccompProgram& bpf, MadeAhead made,
                         const CgroupLayout& cgroups, Launch& l);
   Status parent_clone(Launch& l);
   Status parent_after_clone(const SandboxSpec& spec, Launch& l);

@@ -24,6 +24,7 @@
 #include "sandbox/fd_passing.hpp"
 #include "sandbox/init_program.hpp"
 #include "sandbox/instance.hpp"
+#include "sandbox/netns.hpp"
 #include "sandbox/sandbox.hpp"
 #include "sandbox/spec_codec.hpp"
 #include "sandbox/template_keeper.hpp"
@@ -276,19 +277,35 @@ Setup wait_for_setup(int sock) {
         return static_cast<int>(i);
     return -1;
   };
+  // Network namespaces likewise (netns.hpp: ~0.3 ms each, the costliest
+  // namespace by far), once a root-mode sandbox with one has been asked for.
+  // Each is an fd only: nothing names it, and it goes with its last holder.
+  constexpr size_t kSpareNetns = 4;
+  std::vector<UniqueFd> spare_netns;
+  bool netns_used = false;
+  bool spare_netns_fail = false;
+  auto takes_netns = [](const SandboxSpec& s) { return !s.ids.rootless && s.layers >= kLayerNet; };
   for (;;) {
     // Every few idle seconds, sweep leaves that an earlier, killed spawner
     // could not remove while its sandboxes were still dying.
     struct pollfd pfd = {sock, POLLIN, 0};
     const int short_of_leaves = profile_short_of_leaves();
-    if (short_of_leaves >= 0 && poll(&pfd, 1, 0) == 0) {
-      auto leaf = CgroupLeaf::create(layout, prefix + "l" + std::to_string(next_leaf++),
-                                     profiles[short_of_leaves].spec.limits);
-      if (leaf) {
-        spare_leaves[short_of_leaves].push_back(std::move(leaf.value()));
+    const bool short_of_netns = netns_used && !spare_netns_fail && spare_netns.size() < kSpareNetns;
+    if ((short_of_leaves >= 0 || short_of_netns) && poll(&pfd, 1, 0) == 0) {
+      if (short_of_leaves >= 0) {
+        auto leaf = CgroupLeaf::create(layout, prefix + "l" + std::to_string(next_leaf++),
+                                       profiles[short_of_leaves].spec.limits);
+        if (leaf) {
+          spare_leaves[short_of_leaves].push_back(std::move(leaf.value()));
+        } else {
+          spare_leaves_fail = true;
+          LOG_WARN("no cgroup leaves made ahead: %s", leaf.error().message().c_str());
+        }
+      } else if (auto ns = make_network_namespace()) {
+        spare_netns.push_back(std::move(ns.value()));
       } else {
-        spare_leaves_fail = true;
-        LOG_WARN("no cgroup leaves made ahead: %s", leaf.error().message().c_str());
+        spare_netns_fail = true;
+        LOG_WARN("no network namespaces made ahead: %s", ns.error().message().c_str());
       }
       continue;
     }
@@ -368,16 +385,22 @@ Setup wait_for_setup(int sock) {
         // cloned from a runtime template (whose requests carry no fork fd).
         TemplateProcess* tmpl =
             setup.templates && req.op == kSpawn ? setup.templates->get(spec.rootfs) : nullptr;
-        CgroupLeaf made_leaf;
+        MadeAhead made;
         profile_used[req.profile] = true;
         auto& spare = spare_leaves[req.profile];
         if (!spare.empty() && req.op == kSpawn &&
             spec.limits == profiles[req.profile].spec.limits) {
-          made_leaf = std::move(spare.back());
+          made.leaf = std::move(spare.back());
           spare.pop_back();
         }
-        auto sb =
-            Sandbox::start(spec, profiles[req.profile].bpf, layout, tmpl, std::move(made_leaf));
+        if (takes_netns(spec)) {
+          netns_used = true;
+          if (!spare_netns.empty()) {
+            made.netns = std::move(spare_netns.back());
+            spare_netns.pop_back();
+          }
+        }
+        auto sb = Sandbox::start(spec, profiles[req.profile].bpf, layout, tmpl, std::move(made));
         if (!sb && tmpl && !tmpl->alive()) {
           // The template died under the request: this sandbox is exec'd,
           // the next request restarts the template.
@@ -532,6 +555,7 @@ Setup wait_for_setup(int sock) {
         fork_socks.clear();
         sandboxes.clear();  // each destructor kills, reaps and removes its cgroup
         spare_leaves.clear();
+        spare_netns.clear();
         send_with_fds(sock, &reply, sizeof reply, nullptr, 0);
         _exit(0);
       default:
@@ -542,6 +566,7 @@ Setup wait_for_setup(int sock) {
   instances.clear();
   sandboxes.clear();
   spare_leaves.clear();
+  spare_netns.clear();
   _exit(0);
 }
 

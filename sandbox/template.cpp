@@ -40,10 +40,10 @@ struct TemplateReply {
 
 // Presence bits for the optional fds, in this order after the three fixed
 // ones; then as many cgroup v1 `tasks` files as the request says.
-constexpr uint32_t kHasStderr = 1, kHasCodeTree = 2, kHasCgroup = 4;
+constexpr uint32_t kHasStderr = 1, kHasCodeTree = 2, kHasCgroup = 4, kHasNetns = 8;
 // One per v1 hierarchy: memory, pids, cpu and the freezer.
 constexpr uint8_t kMaxTasksFds = 4;
-constexpr int kMaxCloneFds = 6 + kMaxTasksFds;
+constexpr int kMaxCloneFds = 7 + kMaxTasksFds;
 static_assert(kMaxCloneFds <= kMaxPassedFds, "a clone request's fds must fit one message");
 
 Status wait_readable(int fd, int timeout_ms, const char* what) {
@@ -161,7 +161,7 @@ Result<pid_t> TemplateProcess::clone(const SandboxSpec& spec, const MountSources
   if (!sock_.valid()) return make_error("template", "not running");
   Encoder e;
   uint32_t has = (fds.stderr_fd >= 0 ? kHasStderr : 0) | (fds.code_tree >= 0 ? kHasCodeTree : 0) |
-                 (fds.cgroup_dirfd >= 0 ? kHasCgroup : 0);
+                 (fds.cgroup_dirfd >= 0 ? kHasCgroup : 0) | (fds.netns >= 0 ? kHasNetns : 0);
   if (fds.cgroup_tasks.size() > kMaxTasksFds)
     return make_error("template clone", "more cgroup hierarchies than a request carries");
   e.pod(has);
@@ -178,7 +178,7 @@ Result<pid_t> TemplateProcess::clone(const SandboxSpec& spec, const MountSources
   int send_fds[kMaxCloneFds];
   int n = 0;
   for (int fd : {fds.sync, fds.request, fds.reply}) send_fds[n++] = fd;
-  for (int fd : {fds.stderr_fd, fds.code_tree, fds.cgroup_dirfd})
+  for (int fd : {fds.stderr_fd, fds.code_tree, fds.cgroup_dirfd, fds.netns})
     if (fd >= 0) send_fds[n++] = fd;
   for (int fd : fds.cgroup_tasks) send_fds[n++] = fd;
   const std::string& b = e.bytes();
@@ -331,7 +331,7 @@ void serve_one(int sock, const char* buf, size_t len, int* fds, int nfds,
   if (ntasks > kMaxTasksFds)
     return answer(error_reply(make_error("template clone", "too many cgroup tasks files")));
   int want = 3 + ((has & kHasStderr) ? 1 : 0) + ((has & kHasCodeTree) ? 1 : 0) +
-             ((has & kHasCgroup) ? 1 : 0) + ntasks;
+             ((has & kHasCgroup) ? 1 : 0) + ((has & kHasNetns) ? 1 : 0) + ntasks;
   if (nfds != want) return answer(error_reply(make_error("template clone", "wrong number of fds")));
   // Only what a sandbox is made of: namespaces, nothing that would share
   // memory, files or a thread group with the template.
@@ -351,6 +351,7 @@ void serve_one(int sock, const char* buf, size_t len, int* fds, int nfds,
   req.flags = flags | CLONE_PARENT;
   req.ids = ids;
   if (has & kHasCgroup) req.cgroup_dirfd = fds[i++];
+  if (has & kHasNetns) cf.netns = req.netns_fd = fds[i++];
   for (int k = 0; k < ntasks; k++) cf.cgroup_tasks.push_back(fds[i++]);
   std::vector<std::string> argv;
   ChildPlan plan;

@@ -47,6 +47,7 @@ struct TemplateCloneFds {
   int code_tree = -1;             // root mode with code: the open_tree copy
   int cgroup_dirfd = -1;          // cgroup2: CLONE_INTO_CGROUP
   std::vector<int> cgroup_tasks;  // cgroup v1: the leaf's `tasks` files (ChildPlan)
+  int netns = -1;                 // a network namespace made ahead (netns.hpp)
 };
 
 // The asker's handle on a running template. Move-only; the destructor kills

@@ -119,6 +119,22 @@ std::map<std::string, std::string> spare_named_leaves(pid_t spawner) {
   return out;
 }
 
+// The network namespaces a process holds open (made ahead, netns.hpp), by inode.
+std::set<ino_t> netns_held(pid_t pid) {
+  std::set<ino_t> out;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
+  if (DIR* d = opendir(dir.c_str())) {
+    while (dirent* e = readdir(d)) {
+      char link[64] = {};
+      if (readlink((dir + "/" + e->d_name).c_str(), link, sizeof link - 1) > 0 &&
+          std::string(link).rfind("net:[", 0) == 0)
+        out.insert(std::stoull(link + 5));
+    }
+    closedir(d);
+  }
+  return out;
+}
+
 // Any leaf of this spawner left in any hierarchy.
 std::vector<std::string> leaves_left(pid_t spawner) {
   const std::string prefix = "srv-" + std::to_string(spawner) + "-";
@@ -170,6 +186,59 @@ TEST_CASE("serve: cgroup leaves made ahead are empty until a sandbox takes one, 
   const auto left = leaves_left(spawner);
   for (const auto& leaf : left) CHECK_MESSAGE(false, "left behind: ", leaf);
   CHECK(left.empty());
+}
+
+// A function's own network namespace: only a loopback, up, that carries a
+// connection; and which namespace it is.
+const char* kNetnsProbe = R"(import os, socket
+def handler(event, context):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(1)
+    c = socket.create_connection(s.getsockname(), timeout=2)
+    a, _ = s.accept()
+    c.sendall(b"x")
+    devs = sorted(l.split(":")[0].strip() for l in open("/proc/net/dev").read().splitlines()[2:])
+    return {"ns": os.stat("/proc/self/ns/net").st_ino, "devs": devs, "lo": a.recv(1).decode()}
+)";
+
+TEST_CASE("serve: a network namespace made ahead goes to one sandbox, loopback up") {
+  struct stat host_ns;
+  REQUIRE(stat("/proc/self/ns/net", &host_ns) == 0);
+  for (const char* factory : {"template", "exec"}) {
+    CAPTURE(factory);
+    StateDir sd(std::string("netns-") + factory);
+    Daemon d(sd.path, std::string("[pool]\nfactory = \"") + factory +
+                          "\"\nblank = 0\nmax_sandboxes = 16\nper_function = 1\n");
+    REQUIRE(d.start());
+    const pid_t spawner = spawner_of(d);
+    REQUIRE(spawner > 0);
+    std::set<uint64_t> seen;
+    for (int i = 0; i < 4; i++) {
+      CAPTURE(i);
+      const std::string name = "n" + std::to_string(i);
+      REQUIRE(deploy(d, name, kNetnsProbe)->status == 201);
+      // The first sandbox makes its own; then the idle spawner holds four.
+      std::set<ino_t> ahead;
+      if (i > 0)
+        REQUIRE(nsbox::test::wait_until([&] { return (ahead = netns_held(spawner)).size() == 4; },
+                                        10000, "four network namespaces made ahead"));
+      auto r = d.client()->Post(("/fn/" + name).c_str(), "{}", "application/json");
+      REQUIRE(r);
+      REQUIRE(r->status == 200);
+      const json j = body(r);
+      CHECK(j["devs"] == json::array({"lo"}));
+      CHECK(j["lo"] == "x");
+      const uint64_t ns = j["ns"].get<uint64_t>();
+      CHECK(ns != host_ns.st_ino);
+      CHECK_MESSAGE(seen.insert(ns).second, "two sandboxes in one network namespace");
+      if (i > 0) {
+        CHECK_MESSAGE(ahead.count(ns) == 1, "not a namespace made ahead");
+        CHECK_MESSAGE(netns_held(spawner).count(ns) == 0, "the spawner kept a sandbox's namespace");
+      }
+    }
+    CHECK(d.stop() == 0);
+  }
 }
 
 TEST_CASE("serve: the API and its error codes") {
@@ -510,12 +579,21 @@ TEST_CASE("serve: the spawner holds at most one fd per warm sandbox, from either
     REQUIRE(d.start());
     const pid_t spawner = nsbox::test::spawner_of(d);
     REQUIRE(spawner > 0);
+    // Not counting the network namespaces made ahead: at most four, however
+    // many sandboxes there are, and refilled while the spawner idles.
     auto fds = [&] {
-      size_t n = 0;
-      if (DIR* dir = opendir(("/proc/" + std::to_string(spawner) + "/fd").c_str())) {
-        while (struct dirent* e = readdir(dir)) n += e->d_name[0] != '.';
-        closedir(dir);
+      size_t n = 0, ahead = 0;
+      const std::string dir = "/proc/" + std::to_string(spawner) + "/fd";
+      if (DIR* d = opendir(dir.c_str())) {
+        while (struct dirent* e = readdir(d)) {
+          if (e->d_name[0] == '.') continue;
+          char link[64] = {};
+          readlink((dir + "/" + e->d_name).c_str(), link, sizeof link - 1);
+          (std::string(link).rfind("net:[", 0) == 0 ? ahead : n)++;
+        }
+        closedir(d);
       }
+      CHECK(ahead <= 4);
       return n;
     };
     auto c = d.client();

@@ -1,0 +1,136 @@
+// Network namespaces made ahead (sandbox/netns.hpp), in a forked child that is
+// root of a user namespace of its own: what the spawner does as host root.
+#include "sandbox/netns.hpp"
+
+#include <doctest/doctest.h>
+#include <fcntl.h>
+#include <net/if.h>
+#include <sched.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+using namespace nsbox;
+
+namespace {
+
+ino_t netns_ino() {
+  struct stat st;
+  return stat("/proc/thread-self/ns/net", &st) == 0 ? st.st_ino : 0;
+}
+
+bool loopback_is_up() {
+  int fd = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  struct ifreq ifr;
+  memset(&ifr, 0, sizeof ifr);
+  strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+  bool up = fd >= 0 && ioctl(fd, SIOCGIFFLAGS, &ifr) == 0 && (ifr.ifr_flags & IFF_UP);
+  if (fd >= 0) close(fd);
+  return up;
+}
+
+std::string devices() {
+  std::ifstream f("/proc/thread-self/net/dev");
+  std::string line, out;
+  for (int i = 0; std::getline(f, line); i++)
+    if (i >= 2) {
+      std::string name = line.substr(0, line.find(':'));
+      out += name.substr(name.find_first_not_of(' ')) + ";";
+    }
+  return out;
+}
+
+// Runs the checks in a child that is root of a user namespace of its own (and, with
+// CLONE_NEWNET in `also`, of a network namespace it owns); what failed comes back as text.
+std::string in_own_user_namespace(std::string (*checks)(), int also = 0) {
+  int p[2];
+  REQUIRE(pipe(p) == 0);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(p[0]);
+    std::string out =
+        unshare(CLONE_NEWUSER | also) != 0 ? std::string("unshare: ") + strerror(errno) : checks();
+    (void)!write(p[1], out.data(), out.size());
+    _exit(0);
+  }
+  close(p[1]);
+  std::string got;
+  char buf[512];
+  for (ssize_t n; (n = read(p[0], buf, sizeof buf)) > 0;) got.append(buf, n);
+  close(p[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  CHECK(WIFEXITED(status));
+  return got;
+}
+
+}  // namespace
+
+TEST_CASE("a network namespace made ahead is new, has only its loopback, up; the maker stays") {
+  std::string failed = in_own_user_namespace(
+      []() -> std::string {
+        const ino_t home = netns_ino();
+        auto made = make_network_namespace();
+        if (!made) return "make_network_namespace: " + made.error().message();
+        if (netns_ino() != home) return "the maker did not go back to its own namespace";
+        struct stat st;
+        if (fstat(made.value().get(), &st) != 0 || st.st_ino == home) return "not a new namespace";
+        {
+          NetnsVisit visit;
+          if (auto s = visit.enter(made.value().get()); !s) return "enter: " + s.error().message();
+          if (netns_ino() != st.st_ino) return "NetnsVisit did not enter it";
+          if (!loopback_is_up()) return "lo is not up";
+          if (devices() != "lo;") return "devices: " + devices();
+        }
+        if (netns_ino() != home) return "NetnsVisit did not go back";
+        // Each one is its own.
+        auto second = make_network_namespace();
+        struct stat st2;
+        if (!second || fstat(second.value().get(), &st2) != 0 || st2.st_ino == st.st_ino)
+          return "a second namespace is not a new one";
+        return "";
+      },
+      CLONE_NEWNET);
+  CHECK_MESSAGE(failed.empty(), failed);
+}
+
+TEST_CASE("NetnsVisit names what it could not enter, and stays where it was") {
+  std::string failed = in_own_user_namespace(
+      []() -> std::string {
+        const ino_t home = netns_ino();
+        NetnsVisit visit;
+        auto s = visit.enter(open("/dev/null", O_RDONLY | O_CLOEXEC));
+        if (s) return "entered /dev/null";
+        if (s.error().message().find("setns") == std::string::npos)
+          return "error does not name setns: " + s.error().message();
+        if (netns_ino() != home) return "moved";
+        return "";
+      },
+      CLONE_NEWNET);
+  CHECK_MESSAGE(failed.empty(), failed);
+}
+
+// Root of a user namespace that does not own its network namespace (a container on the
+// host's network) could make one but not come back: it is told so, and nothing moves.
+TEST_CASE("nothing is made ahead where the maker could not come back") {
+  std::string failed = in_own_user_namespace([]() -> std::string {
+    const ino_t home = netns_ino();
+    auto made = make_network_namespace();
+    if (made) return "made one";
+    if (made.error().message().find("come back") == std::string::npos)
+      return "error does not say why: " + made.error().message();
+    if (netns_ino() != home) return "moved";
+    NetnsVisit visit;
+    if (visit.enter(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC))) return "entered";
+    return netns_ino() == home ? "" : "moved";
+  });
+  CHECK_MESSAGE(failed.empty(), failed);
+}
