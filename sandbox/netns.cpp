@@ -1,13 +1,24 @@
 #include "sandbox/netns.hpp"
 
 #include <fcntl.h>
+#include <linux/close_range.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
+#include "base/log.hpp"
+#include "sandbox/fd_passing.hpp"
 #include "sandbox/privileges.hpp"
 
 namespace nsbox {
@@ -65,6 +76,114 @@ Status NetnsVisit::enter(int fd) {
 
 NetnsVisit::~NetnsVisit() {
   if (home_.valid() && setns(home_.get(), CLONE_NEWNET) != 0) cannot_go_home(errno);
+}
+
+namespace {
+
+// The helper: one namespace per byte asked, sent back with SCM_RIGHTS; on a
+// failure its text, once, then gone. EOF (the parent closed or died) ends it.
+[[noreturn]] void maker_main(int sock, pid_t parent) {
+  prctl(PR_SET_NAME, "nsbox-netns");
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(0);
+  for (;;) {
+    char c;
+    ssize_t n = recv(sock, &c, 1, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) _exit(0);
+    auto made = make_network_namespace();
+    if (!made) {
+      const std::string why = made.error().message();
+      send_with_fds(sock, why.data(), why.size(), nullptr, 0);
+      _exit(1);
+    }
+    int fd = made.value().get();
+    if (send_with_fds(sock, "n", 1, &fd, 1) != 1) _exit(0);
+  }
+}
+
+}  // namespace
+
+NetnsMaker& NetnsMaker::operator=(NetnsMaker&& o) noexcept {
+  if (this != &o) {
+    stop();
+    pid_ = std::exchange(o.pid_, -1);
+    sock_ = std::move(o.sock_);
+    ready_ = std::move(o.ready_);
+  }
+  return *this;
+}
+
+Result<NetnsMaker> NetnsMaker::start(size_t keep) {
+  int sv[2];
+  if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
+    return sys_error("socketpair", "network namespace maker");
+  const pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) {
+    const int err = errno;
+    close(sv[0]);
+    close(sv[1]);
+    return sys_error_n(err, "fork", "network namespace maker");
+  }
+  if (pid == 0) {
+    // Nothing of the parent's but this socket and 0-2.
+    const unsigned keep_fd = static_cast<unsigned>(sv[1]);
+    if (keep_fd > 3) syscall(SYS_close_range, 3u, keep_fd - 1, 0u);
+    syscall(SYS_close_range, keep_fd + 1, ~0u, 0u);
+    maker_main(sv[1], parent);
+  }
+  close(sv[1]);
+  NetnsMaker m;
+  m.pid_ = pid;
+  m.sock_.reset(sv[0]);
+  if (fcntl(m.sock_.get(), F_SETFL, O_NONBLOCK) != 0) return sys_error("fcntl", "O_NONBLOCK");
+  for (size_t i = 0; i < keep; i++) m.ask();
+  return m;
+}
+
+void NetnsMaker::ask() {
+  if (sock_.valid() && send_with_fds(sock_.get(), "+", 1, nullptr, 0) != 1) stop();
+}
+
+void NetnsMaker::collect() {
+  while (sock_.valid()) {
+    char buf[512];
+    int fd = -1;
+    ssize_t n = recv_with_fds(sock_.get(), buf, sizeof buf - 1, &fd, 1);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+    if (n > 0 && fd >= 0) {
+      ready_.emplace_back(fd);
+      continue;
+    }
+    if (fd >= 0) close(fd);
+    if (n > 0) {
+      buf[n] = 0;
+      LOG_WARN("no network namespaces made ahead: %s", buf);
+    } else {
+      LOG_WARN("no network namespaces made ahead: the helper is gone");
+    }
+    stop();
+  }
+}
+
+UniqueFd NetnsMaker::take() {
+  collect();
+  if (ready_.empty()) return UniqueFd();
+  UniqueFd fd = std::move(ready_.back());
+  ready_.pop_back();
+  ask();
+  return fd;
+}
+
+void NetnsMaker::stop() {
+  sock_.reset();
+  ready_.clear();
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    pid_ = -1;
+  }
 }
 
 }  // namespace nsbox

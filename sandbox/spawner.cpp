@@ -182,8 +182,9 @@ Status start_templates(Setup& setup) {
 // Children of ours that no Sandbox owns: a sandbox a template cloned (as our
 // child) but could not tell us about, because it died before its reply.
 // Such a child gets EOF on its sync socket and exits; it is reaped here.
-void reap_strays(const std::map<uint64_t, Sandbox>& sandboxes, const TemplateKeeper* templates) {
-  std::vector<pid_t> known;
+void reap_strays(const std::map<uint64_t, Sandbox>& sandboxes, const TemplateKeeper* templates,
+                 pid_t helper) {
+  std::vector<pid_t> known = {helper};
   for (const auto& [id, sb] : sandboxes) known.push_back(sb.pid());
   if (templates)
     templates->each(
@@ -277,47 +278,52 @@ Setup wait_for_setup(int sock) {
         return static_cast<int>(i);
     return -1;
   };
-  // Network namespaces likewise (netns.hpp: ~0.3 ms each, the costliest
-  // namespace by far), once a root-mode sandbox with one has been asked for.
+  // Network namespaces likewise, but by a helper process on the other core
+  // (netns.hpp: ~0.4 ms each with the loopback, the costliest namespace by
+  // far), started when the first root-mode sandbox with one is asked for.
   // Each is an fd only: nothing names it, and it goes with its last holder.
-  constexpr size_t kSpareNetns = 4;
-  std::vector<UniqueFd> spare_netns;
-  bool netns_used = false;
-  bool spare_netns_fail = false;
+  constexpr size_t kNetnsAhead = 4;
+  NetnsMaker netns_maker;
+  bool netns_maker_tried = false;
   auto takes_netns = [](const SandboxSpec& s) { return !s.ids.rootless && s.layers >= kLayerNet; };
+  constexpr uint64_t kIdleMs = 5000;
+  uint64_t idle_at = monotonic_ms() + kIdleMs;
   for (;;) {
     // Every few idle seconds, sweep leaves that an earlier, killed spawner
     // could not remove while its sandboxes were still dying.
-    struct pollfd pfd = {sock, POLLIN, 0};
+    struct pollfd pfd[2] = {{sock, POLLIN, 0}, {netns_maker.socket_fd(), POLLIN, 0}};
+    const nfds_t npfd = netns_maker.running() ? 2 : 1;
     const int short_of_leaves = profile_short_of_leaves();
-    const bool short_of_netns = netns_used && !spare_netns_fail && spare_netns.size() < kSpareNetns;
-    if ((short_of_leaves >= 0 || short_of_netns) && poll(&pfd, 1, 0) == 0) {
-      if (short_of_leaves >= 0) {
-        auto leaf = CgroupLeaf::create(layout, prefix + "l" + std::to_string(next_leaf++),
-                                       profiles[short_of_leaves].spec.limits);
-        if (leaf) {
-          spare_leaves[short_of_leaves].push_back(std::move(leaf.value()));
-        } else {
-          spare_leaves_fail = true;
-          LOG_WARN("no cgroup leaves made ahead: %s", leaf.error().message().c_str());
-        }
-      } else if (auto ns = make_network_namespace()) {
-        spare_netns.push_back(std::move(ns.value()));
+    if (short_of_leaves >= 0 && poll(pfd, 1, 0) == 0) {
+      auto leaf = CgroupLeaf::create(layout, prefix + "l" + std::to_string(next_leaf++),
+                                     profiles[short_of_leaves].spec.limits);
+      if (leaf) {
+        spare_leaves[short_of_leaves].push_back(std::move(leaf.value()));
       } else {
-        spare_netns_fail = true;
-        LOG_WARN("no network namespaces made ahead: %s", ns.error().message().c_str());
+        spare_leaves_fail = true;
+        LOG_WARN("no cgroup leaves made ahead: %s", leaf.error().message().c_str());
       }
       continue;
     }
-    if (poll(&pfd, 1, 5000) == 0) {
+    // Idle means five seconds without a request: the maker's deliveries
+    // wake us without putting that off.
+    const uint64_t now = monotonic_ms();
+    const int ready = poll(pfd, npfd, idle_at > now ? static_cast<int>(idle_at - now) : 0);
+    if (ready > 0 && npfd == 2 && pfd[1].revents) {
+      netns_maker.collect();
+      if (!pfd[0].revents) continue;
+    }
+    if (ready == 0) {
+      idle_at = monotonic_ms() + kIdleMs;
       if (use_cgroups) cgroup_sweep_stale(layout);
       // A template that died is replaced now rather than at the next
       // sandbox, which would otherwise wait for it (or be exec'd).
       if (setup.templates)
         for (const auto& p : profiles) (void)setup.templates->get(p.spec.rootfs);
-      reap_strays(sandboxes, setup.templates.get());
+      reap_strays(sandboxes, setup.templates.get(), netns_maker.pid());
       continue;
     }
+    idle_at = monotonic_ms() + kIdleMs;
     Request req;
     int none[2];
     ssize_t n = recv_with_fds(sock, &req, sizeof req, none, 0);
@@ -394,18 +400,21 @@ Setup wait_for_setup(int sock) {
           spare.pop_back();
         }
         if (takes_netns(spec)) {
-          netns_used = true;
-          if (!spare_netns.empty()) {
-            made.netns = std::move(spare_netns.back());
-            spare_netns.pop_back();
+          if (!netns_maker_tried) {
+            netns_maker_tried = true;
+            if (auto m = NetnsMaker::start(kNetnsAhead))
+              netns_maker = std::move(m.value());
+            else
+              LOG_WARN("no network namespaces made ahead: %s", m.error().message().c_str());
           }
+          made.netns = netns_maker.take();
         }
         auto sb = Sandbox::start(spec, profiles[req.profile].bpf, layout, tmpl, std::move(made));
         if (!sb && tmpl && !tmpl->alive()) {
           // The template died under the request: this sandbox is exec'd,
           // the next request restarts the template.
           LOG_WARN("template died while cloning %s; exec'ing it", spec.id.c_str());
-          reap_strays(sandboxes, setup.templates.get());
+          reap_strays(sandboxes, setup.templates.get(), netns_maker.pid());
           sb = Sandbox::start(spec, profiles[req.profile].bpf, layout);
         }
         if (!sb) {
@@ -555,7 +564,7 @@ Setup wait_for_setup(int sock) {
         fork_socks.clear();
         sandboxes.clear();  // each destructor kills, reaps and removes its cgroup
         spare_leaves.clear();
-        spare_netns.clear();
+        netns_maker.stop();
         send_with_fds(sock, &reply, sizeof reply, nullptr, 0);
         _exit(0);
       default:
@@ -566,7 +575,7 @@ Setup wait_for_setup(int sock) {
   instances.clear();
   sandboxes.clear();
   spare_leaves.clear();
-  spare_netns.clear();
+  netns_maker.stop();
   _exit(0);
 }
 

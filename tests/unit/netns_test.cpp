@@ -5,7 +5,9 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -132,5 +134,44 @@ TEST_CASE("nothing is made ahead where the maker could not come back") {
     if (visit.enter(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC))) return "entered";
     return netns_ino() == home ? "" : "moved";
   });
+  CHECK_MESSAGE(failed.empty(), failed);
+}
+
+TEST_CASE("the maker process keeps namespaces made ahead and goes when stopped") {
+  std::string failed = in_own_user_namespace(
+      []() -> std::string {
+        auto m = NetnsMaker::start(2);
+        if (!m) return "start: " + m.error().message();
+        NetnsMaker& maker = m.value();
+        const pid_t helper = maker.pid();
+        auto wait_ready = [&](size_t n) {
+          for (int i = 0; i < 200 && maker.ready() < n; i++) {
+            struct pollfd p = {maker.socket_fd(), POLLIN, 0};
+            if (poll(&p, 1, 50) > 0) maker.collect();
+          }
+          return maker.ready() >= n;
+        };
+        if (!wait_ready(2)) return "two were not made";
+        const ino_t home = netns_ino();
+        UniqueFd a = maker.take();
+        if (!a.valid()) return "take gave nothing";
+        if (!wait_ready(2)) return "the one taken was not made again";
+        UniqueFd b = maker.take();
+        struct stat sa, sb;
+        if (!b.valid() || fstat(a.get(), &sa) != 0 || fstat(b.get(), &sb) != 0)
+          return "second take";
+        if (sa.st_ino == sb.st_ino || sa.st_ino == home || sb.st_ino == home)
+          return "not new, distinct namespaces";
+        {
+          NetnsVisit visit;
+          if (!visit.enter(a.get()) || !loopback_is_up() || devices() != "lo;")
+            return "a made namespace without its loopback up";
+        }
+        maker.stop();
+        if (maker.take().valid()) return "a stopped maker gave one";
+        if (kill(helper, 0) == 0 || errno != ESRCH) return "the helper outlived stop()";
+        return "";
+      },
+      CLONE_NEWNET);
   CHECK_MESSAGE(failed.empty(), failed);
 }
