@@ -109,6 +109,8 @@ NetnsMaker& NetnsMaker::operator=(NetnsMaker&& o) noexcept {
     pid_ = std::exchange(o.pid_, -1);
     sock_ = std::move(o.sock_);
     ready_ = std::move(o.ready_);
+    keep_ = o.keep_;
+    asked_ = o.asked_;
   }
   return *this;
 }
@@ -137,12 +139,16 @@ Result<NetnsMaker> NetnsMaker::start(size_t keep) {
   m.pid_ = pid;
   m.sock_.reset(sv[0]);
   if (fcntl(m.sock_.get(), F_SETFL, O_NONBLOCK) != 0) return sys_error("fcntl", "O_NONBLOCK");
-  for (size_t i = 0; i < keep; i++) m.ask();
+  m.keep_ = keep;
+  m.top_up();
   return m;
 }
 
-void NetnsMaker::ask() {
-  if (sock_.valid() && send_with_fds(sock_.get(), "+", 1, nullptr, 0) != 1) stop();
+void NetnsMaker::top_up() {
+  while (sock_.valid() && ready_.size() + asked_ < keep_) {
+    if (send_with_fds(sock_.get(), "+", 1, nullptr, 0) != 1) return stop();
+    asked_++;
+  }
 }
 
 void NetnsMaker::collect() {
@@ -153,6 +159,7 @@ void NetnsMaker::collect() {
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
     if (n > 0 && fd >= 0) {
       ready_.emplace_back(fd);
+      if (asked_ > 0) asked_--;
       continue;
     }
     if (fd >= 0) close(fd);
@@ -171,13 +178,13 @@ UniqueFd NetnsMaker::take() {
   if (ready_.empty()) return UniqueFd();
   UniqueFd fd = std::move(ready_.back());
   ready_.pop_back();
-  ask();
   return fd;
 }
 
 void NetnsMaker::stop() {
   sock_.reset();
   ready_.clear();
+  asked_ = 0;
   if (pid_ > 0) {
     kill(pid_, SIGKILL);
     while (waitpid(pid_, nullptr, 0) < 0 && errno == EINTR) {

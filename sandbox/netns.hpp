@@ -41,9 +41,11 @@ class NetnsVisit {
 };
 
 // A helper process ("nsbox-netns", forked from the caller) that keeps `keep`
-// namespaces made ahead: asked for one each time one is taken, it makes it
-// while the caller goes on, so the ~0.4 ms leaves the caller's path even
-// when requests come back to back. It reads only one-byte asks from its
+// namespaces made ahead: top_up() asks it for as many as were taken, and it
+// makes them while the caller goes on, so the ~0.4 ms leaves the caller's
+// path even when requests come back to back. Ask after the sandbox that took
+// one is made, not before: made meanwhile, the next one competes with that
+// sandbox's own setup for the CPU. It reads only one-byte asks from its
 // socket and dies with its parent. Fork it from a single-threaded process
 // that holds nothing the helper may not have: it closes every fd but its
 // socket and 0-2, and only ever _exits.
@@ -58,6 +60,8 @@ class NetnsMaker {
   // A namespace made ahead, or an invalid fd when none is ready (the clone
   // then makes its own). Never blocks.
   UniqueFd take();
+  // Asks for enough to bring made and asked-for ones back to `keep`.
+  void top_up();
   // Takes in what the helper sent meanwhile (the socket polls readable).
   void collect();
   int socket_fd() const { return sock_.get(); }
@@ -68,10 +72,11 @@ class NetnsMaker {
   void stop();
 
  private:
-  void ask();
   pid_t pid_ = -1;
   UniqueFd sock_;
   std::vector<UniqueFd> ready_;
+  size_t keep_ = 0;
+  size_t asked_ = 0;  // asked for and not yet received
 };
 
 }  // namespace nsbox

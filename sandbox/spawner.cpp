@@ -571,6 +571,7 @@ Setup wait_for_setup(int sock) {
         fill_error(&reply, make_error("spawner", "unknown request"));
     }
     send_with_fds(sock, &reply, sizeof reply, fds, nfds);
+    netns_maker.top_up();  // replacing what this request took, now that it is answered
   }
   instances.clear();
   sandboxes.clear();

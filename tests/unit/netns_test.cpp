@@ -155,6 +155,7 @@ TEST_CASE("the maker process keeps namespaces made ahead and goes when stopped")
         const ino_t home = netns_ino();
         UniqueFd a = maker.take();
         if (!a.valid()) return "take gave nothing";
+        maker.top_up();
         if (!wait_ready(2)) return "the one taken was not made again";
         UniqueFd b = maker.take();
         struct stat sa, sb;
