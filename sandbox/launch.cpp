@@ -159,6 +159,11 @@ Result<pid_t> clone_sandbox_child(const ChildPlan& plan, const CloneRequest& req
     args.flags |= CLONE_INTO_CGROUP;
     args.cgroup = static_cast<uint64_t>(req.cgroup_dirfd);
   }
+  // From kLayerNet the child gets a network namespace of its own: exactly one
+  // of a new one (and step 9 brings its lo up) or one made ahead (lo is up).
+  if (plan.layers >= kLayerNet && ((req.netns_fd >= 0) == ((req.flags & CLONE_NEWNET) != 0) ||
+                                   plan.loopback_up != (req.netns_fd < 0)))
+    return make_error("clone3", "the plan and the request disagree on the network namespace");
   if (req.netns_fd >= 0 && (req.flags & CLONE_NEWNET))
     return make_error("clone3", "a network namespace made ahead and CLONE_NEWNET");
   const bool share = req.shared_memory_pid != nullptr;

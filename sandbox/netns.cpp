@@ -84,12 +84,18 @@ namespace {
 // failure its text, once, then gone. EOF (the parent closed or died) ends it.
 [[noreturn]] void maker_main(int sock, pid_t parent) {
   prctl(PR_SET_NAME, "nsbox-netns");
+  // A copy of the spawner's memory: no core dump, no ptrace by anyone else.
+  prctl(PR_SET_DUMPABLE, 0);
   if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(0);
   for (;;) {
     char c;
     ssize_t n = recv(sock, &c, 1, 0);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) _exit(0);
+    if (n == 0) _exit(0);  // the spawner closed its end: stopping
+    if (n < 0) {
+      fprintf(stderr, "nsbox-netns: recv: %s\n", strerror(errno));
+      _exit(1);
+    }
     auto made = make_network_namespace();
     if (!made) {
       const std::string why = made.error().message();
@@ -97,7 +103,10 @@ namespace {
       _exit(1);
     }
     int fd = made.value().get();
-    if (send_with_fds(sock, "n", 1, &fd, 1) != 1) _exit(0);
+    if (send_with_fds(sock, "n", 1, &fd, 1) != 1) {
+      fprintf(stderr, "nsbox-netns: send: %s\n", strerror(errno));
+      _exit(1);
+    }
   }
 }
 
@@ -111,6 +120,7 @@ NetnsMaker& NetnsMaker::operator=(NetnsMaker&& o) noexcept {
     ready_ = std::move(o.ready_);
     keep_ = o.keep_;
     asked_ = o.asked_;
+    delivered_ = o.delivered_;
   }
   return *this;
 }
@@ -139,14 +149,17 @@ Result<NetnsMaker> NetnsMaker::start(size_t keep) {
   m.pid_ = pid;
   m.sock_.reset(sv[0]);
   if (fcntl(m.sock_.get(), F_SETFL, O_NONBLOCK) != 0) return sys_error("fcntl", "O_NONBLOCK");
-  m.keep_ = keep;
-  m.top_up();
+  m.keep_ = keep;  // asked for at the first top_up(), not during the sandbox being made now
   return m;
 }
 
 void NetnsMaker::top_up() {
   while (sock_.valid() && ready_.size() + asked_ < keep_) {
-    if (send_with_fds(sock_.get(), "+", 1, nullptr, 0) != 1) return stop();
+    if (send_with_fds(sock_.get(), "+", 1, nullptr, 0) != 1) {
+      LOG_WARN("network namespaces made ahead: send to the helper: %s; making them inline",
+               strerror(errno));
+      return stop();
+    }
     asked_++;
   }
 }
@@ -156,18 +169,26 @@ void NetnsMaker::collect() {
     char buf[512];
     int fd = -1;
     ssize_t n = recv_with_fds(sock_.get(), buf, sizeof buf - 1, &fd, 1);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
-    if (n > 0 && fd >= 0) {
-      ready_.emplace_back(fd);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) return;
+    if (n == 1 && buf[0] == 'n') {
       if (asked_ > 0) asked_--;
+      // Without its fd the namespace was lost on the way (our fd table full):
+      // the next top_up asks again.
+      if (fd >= 0) {
+        ready_.emplace_back(fd);
+        delivered_++;
+      }
       continue;
     }
     if (fd >= 0) close(fd);
     if (n > 0) {
       buf[n] = 0;
-      LOG_WARN("no network namespaces made ahead: %s", buf);
+      LOG_WARN("network namespaces made ahead: the helper failed: %s; making them inline", buf);
+    } else if (n == 0) {
+      LOG_WARN("network namespaces made ahead: the helper exited; making them inline");
     } else {
-      LOG_WARN("no network namespaces made ahead: the helper is gone");
+      LOG_WARN("network namespaces made ahead: recv from the helper: %s; making them inline",
+               strerror(errno));
     }
     stop();
   }

@@ -56,6 +56,7 @@ class NetnsMaker {
   NetnsMaker& operator=(NetnsMaker&& o) noexcept;
   ~NetnsMaker() { stop(); }
 
+  // Starts the helper; it makes nothing before the first top_up().
   static Result<NetnsMaker> start(size_t keep);
   // A namespace made ahead, or an invalid fd when none is ready (the clone
   // then makes its own). Never blocks.
@@ -68,6 +69,9 @@ class NetnsMaker {
   size_t ready() const { return ready_.size(); }
   bool running() const { return sock_.valid(); }
   pid_t pid() const { return pid_; }
+  // Namespaces received from this helper, kept after stop(): whether it
+  // ever worked.
+  size_t delivered() const { return delivered_; }
   // Kills and reaps the helper; the namespaces it held go with it.
   void stop();
 
@@ -77,6 +81,7 @@ class NetnsMaker {
   std::vector<UniqueFd> ready_;
   size_t keep_ = 0;
   size_t asked_ = 0;  // asked for and not yet received
+  size_t delivered_ = 0;
 };
 
 }  // namespace nsbox

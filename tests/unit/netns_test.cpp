@@ -109,7 +109,8 @@ TEST_CASE("NetnsVisit names what it could not enter, and stays where it was") {
       []() -> std::string {
         const ino_t home = netns_ino();
         NetnsVisit visit;
-        auto s = visit.enter(open("/dev/null", O_RDONLY | O_CLOEXEC));
+        UniqueFd null_fd(open("/dev/null", O_RDONLY | O_CLOEXEC));
+        auto s = visit.enter(null_fd.get());
         if (s) return "entered /dev/null";
         if (s.error().message().find("setns") == std::string::npos)
           return "error does not name setns: " + s.error().message();
@@ -131,7 +132,8 @@ TEST_CASE("nothing is made ahead where the maker could not come back") {
       return "error does not say why: " + made.error().message();
     if (netns_ino() != home) return "moved";
     NetnsVisit visit;
-    if (visit.enter(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC))) return "entered";
+    UniqueFd own(open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC));
+    if (visit.enter(own.get())) return "entered";
     return netns_ino() == home ? "" : "moved";
   });
   CHECK_MESSAGE(failed.empty(), failed);
@@ -144,6 +146,8 @@ TEST_CASE("the maker process keeps namespaces made ahead and goes when stopped")
         if (!m) return "start: " + m.error().message();
         NetnsMaker& maker = m.value();
         const pid_t helper = maker.pid();
+        if (maker.ready() != 0) return "made some before the first top_up";
+        maker.top_up();
         auto wait_ready = [&](size_t n) {
           for (int i = 0; i < 200 && maker.ready() < n; i++) {
             struct pollfd p = {maker.socket_fd(), POLLIN, 0};
