@@ -17,6 +17,7 @@
 #include <cstring>
 #include <string>
 
+#include "base/clock.hpp"
 #include "base/log.hpp"
 #include "sandbox/fd_passing.hpp"
 #include "sandbox/privileges.hpp"
@@ -121,6 +122,8 @@ NetnsMaker& NetnsMaker::operator=(NetnsMaker&& o) noexcept {
     keep_ = o.keep_;
     asked_ = o.asked_;
     delivered_ = o.delivered_;
+    retry_at_ms_ = o.retry_at_ms_;
+    refused_ = o.refused_;
   }
   return *this;
 }
@@ -151,6 +154,22 @@ Result<NetnsMaker> NetnsMaker::start(size_t keep) {
   if (fcntl(m.sock_.get(), F_SETFL, O_NONBLOCK) != 0) return sys_error("fcntl", "O_NONBLOCK");
   m.keep_ = keep;  // asked for at the first top_up(), not during the sandbox being made now
   return m;
+}
+
+void NetnsMaker::ensure_running(size_t keep, uint64_t retry_ms) {
+  const uint64_t now = monotonic_ms();
+  if (running() || refused_ || now < retry_at_ms_) return;
+  if (retry_at_ms_ > 0 && delivered_ == 0) {
+    refused_ = true;  // the last helper never made one: neither would the next
+    LOG_WARN("network namespaces made ahead: the helper never delivered one; not restarted");
+    return;
+  }
+  auto m = start(keep);
+  if (m)
+    *this = std::move(m.value());
+  else
+    LOG_WARN("no network namespaces made ahead: %s", m.error().message().c_str());
+  retry_at_ms_ = now + retry_ms;
 }
 
 void NetnsMaker::top_up() {

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -58,6 +59,11 @@ class NetnsMaker {
 
   // Starts the helper; it makes nothing before the first top_up().
   static Result<NetnsMaker> start(size_t keep);
+  // start()s the helper unless it runs or may not be started yet: one that
+  // delivered a namespace and then died is started again `retry_ms` after
+  // its start; one that never delivered (a host that refuses) is not started
+  // again, and the sandboxes make their own. Says each failure in one line.
+  void ensure_running(size_t keep, uint64_t retry_ms = 60000);
   // A namespace made ahead, or an invalid fd when none is ready (the clone
   // then makes its own). Never blocks.
   UniqueFd take();
@@ -69,9 +75,6 @@ class NetnsMaker {
   size_t ready() const { return ready_.size(); }
   bool running() const { return sock_.valid(); }
   pid_t pid() const { return pid_; }
-  // Namespaces received from this helper, kept after stop(): whether it
-  // ever worked.
-  size_t delivered() const { return delivered_; }
   // Kills and reaps the helper; the namespaces it held go with it.
   void stop();
 
@@ -80,8 +83,11 @@ class NetnsMaker {
   UniqueFd sock_;
   std::vector<UniqueFd> ready_;
   size_t keep_ = 0;
-  size_t asked_ = 0;  // asked for and not yet received
-  size_t delivered_ = 0;
+  size_t asked_ = 0;      // asked for and not yet received
+  size_t delivered_ = 0;  // by this helper, kept after stop(): whether it worked
+  // ensure_running()'s restart policy, kept across the helpers it starts.
+  uint64_t retry_at_ms_ = 0;
+  bool refused_ = false;
 };
 
 }  // namespace nsbox

@@ -193,7 +193,7 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
   }
   // Root mode: a network namespace made ahead (its loopback up) instead of
   // CLONE_NEWNET, when the spawner has one (netns.hpp).
-  if (!spec.ids.rootless && spec.layers >= kLayerNet) l.netns = std::move(made.netns);
+  if (uses_made_netns(spec)) l.netns = std::move(made.netns);
 
   ChildFds fds;
   fds.sync = l.sync_child.get();

@@ -36,8 +36,15 @@ struct SetupTimings {
 // start's path. Each is empty and never used before one sandbox takes it.
 struct MadeAhead {
   CgroupLeaf leaf;  // made with exactly spec.limits
-  UniqueFd netns;   // make_network_namespace() (netns.hpp); root mode only
+  UniqueFd netns;   // make_network_namespace() (netns.hpp); uses_made_netns() only
 };
+
+// Whether a sandbox of `spec` takes a network namespace made ahead when one
+// is there: root mode, from kLayerNet up. Rootless mode makes its own, in
+// the sandbox's user namespace: an unprivileged spawner can make none outside.
+inline bool uses_made_netns(const SandboxSpec& spec) {
+  return !spec.ids.rootless && spec.layers >= kLayerNet;
+}
 
 class Sandbox {
  public:

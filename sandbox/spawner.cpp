@@ -284,12 +284,6 @@ Setup wait_for_setup(int sock) {
   // Each is an fd only: nothing names it, and it goes with its last holder.
   constexpr size_t kNetnsAhead = 4;
   NetnsMaker netns_maker;
-  // A helper that worked and died is started again after a minute; one
-  // that never delivered a namespace (a host that refuses) is not.
-  constexpr uint64_t kNetnsRetryMs = 60000;
-  uint64_t netns_maker_retry_at = 0;
-  bool netns_maker_refused = false;
-  auto takes_netns = [](const SandboxSpec& s) { return !s.ids.rootless && s.layers >= kLayerNet; };
   constexpr uint64_t kIdleMs = 5000;
   uint64_t idle_at = monotonic_ms() + kIdleMs;
   for (;;) {
@@ -403,18 +397,8 @@ Setup wait_for_setup(int sock) {
           made.leaf = std::move(spare.back());
           spare.pop_back();
         }
-        if (takes_netns(spec)) {
-          if (!netns_maker.running() && !netns_maker_refused &&
-              monotonic_ms() >= netns_maker_retry_at) {
-            if (netns_maker_retry_at > 0 && netns_maker.delivered() == 0) {
-              netns_maker_refused = true;
-            } else if (auto m = NetnsMaker::start(kNetnsAhead)) {
-              netns_maker = std::move(m.value());
-            } else {
-              LOG_WARN("no network namespaces made ahead: %s", m.error().message().c_str());
-            }
-            netns_maker_retry_at = monotonic_ms() + kNetnsRetryMs;
-          }
+        if (uses_made_netns(spec)) {
+          netns_maker.ensure_running(kNetnsAhead);
           made.netns = netns_maker.take();
         }
         auto sb = Sandbox::start(spec, profiles[req.profile].bpf, layout, tmpl, std::move(made));

@@ -12,6 +12,7 @@
 #include <atomic>
 #include <chrono>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -235,15 +236,13 @@ TEST_CASE("serve: a network namespace made ahead goes to one sandbox, loopback u
     // Inode numbers name namespaces only while they live: these all do, each held by a
     // warm sandbox until the stop.
     std::set<uint64_t> seen;
-    for (int i = 0; i < 4; i++) {
+    // Deploys and calls function n<i>: its own namespace, only lo, which carries a
+    // connection. Returns the namespace's inode.
+    auto call_new = [&](int i, std::function<void()> before_call) -> uint64_t {
       CAPTURE(i);
       const std::string name = "n" + std::to_string(i);
       REQUIRE(deploy(d, name, kNetnsProbe)->status == 201);
-      // The first sandbox makes its own; then the idle spawner holds four.
-      std::set<ino_t> ahead;
-      if (i > 0)
-        REQUIRE(nsbox::test::wait_until([&] { return (ahead = netns_held(spawner)).size() == 4; },
-                                        10000, "four network namespaces made ahead"));
+      before_call();
       auto r = d.client()->Post(("/fn/" + name).c_str(), "{}", "application/json");
       REQUIRE(r);
       REQUIRE(r->status == 200);
@@ -253,6 +252,17 @@ TEST_CASE("serve: a network namespace made ahead goes to one sandbox, loopback u
       const uint64_t ns = j["ns"].get<uint64_t>();
       CHECK(ns != host_ns.st_ino);
       CHECK_MESSAGE(seen.insert(ns).second, "two sandboxes in one network namespace");
+      return ns;
+    };
+    for (int i = 0; i < 4; i++) {
+      CAPTURE(i);
+      // The first sandbox makes its own; then the idle spawner holds four.
+      std::set<ino_t> ahead;
+      const uint64_t ns = call_new(i, [&] {
+        if (i > 0)
+          REQUIRE(nsbox::test::wait_until([&] { return (ahead = netns_held(spawner)).size() == 4; },
+                                          10000, "four network namespaces made ahead"));
+      });
       if (i > 0) {
         CHECK_MESSAGE(ahead.count(ns) == 1, "not a namespace made ahead");
         CHECK_MESSAGE(netns_held(spawner).count(ns) == 0, "the spawner kept a sandbox's namespace");
@@ -272,19 +282,7 @@ TEST_CASE("serve: a network namespace made ahead goes to one sandbox, loopback u
     REQUIRE(kill(helpers[0], SIGKILL) == 0);
     CHECK(nsbox::test::wait_until([&] { return children_named(spawner, "nsbox-netns").empty(); },
                                   10000, "the spawner to reap its killed helper"));
-    for (int i = 4; i < 6; i++) {
-      const std::string name = "n" + std::to_string(i);
-      REQUIRE(deploy(d, name, kNetnsProbe)->status == 201);
-      auto r = d.client()->Post(("/fn/" + name).c_str(), "{}", "application/json");
-      REQUIRE(r);
-      REQUIRE(r->status == 200);
-      const json j = body(r);
-      CHECK(j["devs"] == json::array({"lo"}));
-      CHECK(j["lo"] == "x");
-      const uint64_t ns = j["ns"].get<uint64_t>();
-      CHECK(ns != host_ns.st_ino);
-      CHECK_MESSAGE(seen.insert(ns).second, "two sandboxes in one network namespace");
-    }
+    for (int i = 4; i < 6; i++) call_new(i, [] {});
     CHECK(d.stop() == 0);
   }
 }

@@ -180,3 +180,63 @@ TEST_CASE("the maker process keeps namespaces made ahead and goes when stopped")
       CLONE_NEWNET);
   CHECK_MESSAGE(failed.empty(), failed);
 }
+
+namespace {
+
+// Waits until the maker has `n` ready or its helper is gone (collect() saw it go).
+bool settle(NetnsMaker& maker, size_t n) {
+  for (int i = 0; i < 200 && maker.running() && maker.ready() < n; i++) {
+    struct pollfd p = {maker.socket_fd(), POLLIN, 0};
+    if (poll(&p, 1, 50) > 0) maker.collect();
+  }
+  return maker.ready() >= n;
+}
+
+}  // namespace
+
+TEST_CASE("a helper that worked is started again once the interval passed, not before") {
+  std::string failed = in_own_user_namespace(
+      []() -> std::string {
+        NetnsMaker maker;
+        maker.ensure_running(1, 0);
+        if (!maker.running()) return "not started";
+        const pid_t first = maker.pid();
+        maker.top_up();
+        if (!settle(maker, 1)) return "the first helper made nothing";
+        (void)maker.take();
+        kill(first, SIGKILL);
+        settle(maker, 1);  // sees the helper's end
+        if (maker.running()) return "a killed helper still counts as running";
+        maker.ensure_running(1, 60000);  // interval 0 since its start: due now
+        if (!maker.running() || maker.pid() == first) return "a helper that worked not restarted";
+        maker.top_up();
+        if (!settle(maker, 1)) return "the restarted helper made nothing";
+        kill(maker.pid(), SIGKILL);
+        settle(maker, 2);
+        if (maker.running()) return "the second killed helper still counts as running";
+        maker.ensure_running(1, 60000);
+        if (maker.running()) return "restarted within the minute after its start";
+        return "";
+      },
+      CLONE_NEWNET);
+  CHECK_MESSAGE(failed.empty(), failed);
+}
+
+// As above, a helper that cannot come back: it fails its first namespace, and
+// starting another would only fail again.
+TEST_CASE("a helper that never delivered a namespace is not started again") {
+  std::string failed = in_own_user_namespace([]() -> std::string {
+    NetnsMaker maker;
+    maker.ensure_running(1, 0);
+    if (!maker.running()) return "not started";
+    maker.top_up();
+    if (settle(maker, 1)) return "made one where it could not come back";
+    if (maker.running()) return "a failed helper still counts as running";
+    for (int i = 0; i < 3; i++) {
+      maker.ensure_running(1, 0);
+      if (maker.running()) return "a helper that never delivered was started again";
+    }
+    return maker.take().valid() ? "gave a namespace" : "";
+  });
+  CHECK_MESSAGE(failed.empty(), failed);
+}
