@@ -83,6 +83,8 @@ class BenchSmoke(unittest.TestCase):
                 self.assertGreater(x["cold"]["median_ms"], 0, f)
                 self.assertGreater(x["cold"]["paused_median_ms"], 0, f)
                 self.assertGreater(x["cold"]["paused_p99_ms"], 0, f)
+                self.assertGreater(x["cold"]["paused_warm_median_ms"], 0, f)
+                self.assertGreater(x["cold"]["warm_median_ms"], 0, f)
                 self.assertEqual(x["burst"]["requests"], 30, f)
                 self.assertEqual(x["burst"]["errors"], 0, f)
                 # Every request answered: the p99 is over all of them.
@@ -105,6 +107,7 @@ class BenchSmoke(unittest.TestCase):
             table = open(os.path.join(out, "template.md")).read()
             self.assertIn("| cold start median, no blank (ms) |", table)
             self.assertIn("| cold start after 200 ms idle, median (ms) |", table)
+            self.assertIn("| warm request after 200 ms idle, median (ms) |", table)
             self.assertIn("Bare idle `python3 -I -S`", table)
             self.assertIn("Docker, a container per sandbox", table)
             self.assertIn("A new memory cgroup costs", table)
