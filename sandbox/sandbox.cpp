@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 
@@ -24,6 +25,23 @@
 #include "sandbox/userns.hpp"
 
 namespace nsbox {
+
+std::string format_timings(const SetupTimings& t) {
+  char buf[160];
+  snprintf(buf, sizeof buf, "parent: prepare %.3f ms; clone3 %.3f ms; id maps %.3f ms; ",
+           (t.clone_ns - t.prepare_ns) / 1e6, (t.cloned_ns - t.clone_ns) / 1e6,
+           (t.released_ns - t.cloned_ns) / 1e6);
+  std::string line = buf;
+  uint64_t prev = t.clone_ns;
+  for (int s = 0; s < kStepCount; s++) {
+    if (!t.step_end_ns[s]) continue;  // a step this sandbox's layers skip
+    snprintf(buf, sizeof buf, "%s %.3f ms; ", child_step_name(s), (t.step_end_ns[s] - prev) / 1e6);
+    line += buf;
+    prev = t.step_end_ns[s];
+  }
+  snprintf(buf, sizeof buf, "ready after %.3f ms", (t.ready_ns - t.clone_ns) / 1e6);
+  return line + buf;
+}
 
 const char* layer_name(int layer) {
   static const char* const kNames[] = {"none",           "+ mount, overlay, pivot_root",

@@ -9,6 +9,7 @@
 
 #include <array>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "base/fd.hpp"
@@ -31,6 +32,10 @@ struct SetupTimings {
   std::array<uint64_t, kStepCount> step_end_ns{};  // child: end of each step
   uint64_t ready_ns = 0;                           // parent: saw exec succeed
 };
+
+// One line, each step's share in ms in the order they ran, for `-v`: "parent:
+// prepare 0.150 ms; clone3 0.500 ms; ...; ready after 3.100 ms".
+std::string format_timings(const SetupTimings& t);
 
 // Parts of a sandbox a spawner makes while no request waits, off the cold
 // start's path. Each is empty and never used before one sandbox takes it.

@@ -415,6 +415,8 @@ Setup wait_for_setup(int sock) {
         }
         const SetupTimings& t = sb.value().timings();
         reply.setup_ms = (t.ready_ns - t.prepare_ns) / 1e6;
+        if (log_level() >= LogLevel::Debug)  // serve -v: each step, as run -v shows them
+          LOG_DEBUG("sandbox %s setup: %s", spec.id.c_str(), format_timings(t).c_str());
         channel = sb.value().take_channel();
         reply.id = id;
         sandboxes.emplace(id, std::move(sb.value()));

@@ -210,23 +210,6 @@ std::string format_limit_bytes(uint64_t b) {
   return std::to_string(b >> 20) + " MiB";
 }
 
-void print_timings(const SetupTimings& t) {
-  uint64_t prev = t.clone_ns;
-  char head[160];
-  snprintf(head, sizeof head, "parent: prepare %.3f ms; clone3 %.3f ms; id maps %.3f ms; ",
-           (t.clone_ns - t.prepare_ns) / 1e6, (t.cloned_ns - t.clone_ns) / 1e6,
-           (t.released_ns - t.cloned_ns) / 1e6);
-  std::string line = head;
-  for (int s = 0; s < kStepCount; s++) {
-    if (!t.step_end_ns[s]) continue;
-    char buf[96];
-    snprintf(buf, sizeof buf, "%s %.3f ms; ", child_step_name(s), (t.step_end_ns[s] - prev) / 1e6);
-    line += buf;
-    prev = t.step_end_ns[s];
-  }
-  LOG_INFO("setup: %sready after %.3f ms", line.c_str(), (t.ready_ns - t.clone_ns) / 1e6);
-}
-
 }  // namespace
 
 int cmd_run(const std::vector<std::string>& args) {
@@ -357,7 +340,7 @@ int cmd_run(const std::vector<std::string>& args) {
     sandbox = std::move(sb.value());
     to_runner = sandbox.channel().to_runner.get();
     from_runner = sandbox.channel().from_runner.get();
-    if (o.verbose) print_timings(sandbox.timings());
+    if (o.verbose) LOG_INFO("setup: %s", format_timings(sandbox.timings()).c_str());
   }
   relay.close_write_fd();
   if (auto r = relay.start(); !r) return fail(kExitSetup, r.error().message());

@@ -75,11 +75,12 @@ bool Daemon::start() {
       if (as_uid_ && (setgroups(0, nullptr) || setresgid(as_uid_, as_uid_, as_uid_) ||
                       setresuid(as_uid_, as_uid_, as_uid_)))
         _exit(126);
-      if (as_uid_)
-        execl(bin.c_str(), bin.c_str(), "serve", "--rootless", "--config", config_path_.c_str(),
-              nullptr);
-      else
-        execl(bin.c_str(), bin.c_str(), "serve", "--config", config_path_.c_str(), nullptr);
+      const char* argv[] = {bin.c_str(), "serve", "--config", config_path_.c_str(),
+                            nullptr,     nullptr, nullptr};
+      int argc = 4;
+      if (as_uid_) argv[argc++] = "--rootless";
+      if (verbose_) argv[argc++] = "-v";
+      execv(bin.c_str(), const_cast<char* const*>(argv));
       _exit(127);
     }
     bool exited = false;

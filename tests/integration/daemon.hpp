@@ -44,6 +44,8 @@ class Daemon {
   // without CAP_SYS_RESOURCE, so that it cannot raise it: a host whose
   // limit it must live with.
   void limit_open_files(uint64_t n) { open_files_ = n; }
+  // Before start(): `nsbox serve -v` (debug logging).
+  void verbose() { verbose_ = true; }
 
  private:
   std::string state_dir_, config_path_, log_path_, extra_;
@@ -51,6 +53,7 @@ class Daemon {
   pid_t pid_ = -1;
   uid_t as_uid_ = 0;
   uint64_t open_files_ = 0;
+  bool verbose_ = false;
 };
 
 httplib::Headers auth(const Daemon& d);

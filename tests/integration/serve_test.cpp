@@ -287,6 +287,46 @@ TEST_CASE("serve: a network namespace made ahead goes to one sandbox, loopback u
   }
 }
 
+// serve -v shows each sandbox's setup as run -v does: every step the child ran, in
+// order, with its share; without -v, none of it.
+TEST_CASE("serve -v: each sandbox's setup steps, timed, in the log") {
+  for (const char* factory : {"template", "exec"}) {
+    for (bool verbose : {true, false}) {
+      CAPTURE(factory);
+      CAPTURE(verbose);
+      StateDir sd(std::string("setup-log-") + factory);
+      Daemon d(sd.path, std::string("[pool]\nfactory = \"") + factory + "\"\nblank = 0\n");
+      if (verbose) d.verbose();
+      REQUIRE(d.start());
+      REQUIRE(deploy(d, "f", "def handler(event, context):\n    return 1\n")->status == 201);
+      auto r = d.client()->Post("/fn/f", "{}", "application/json");
+      REQUIRE(r);
+      REQUIRE(r->status == 200);
+      CHECK(d.stop() == 0);
+      const std::string log = d.log();
+      const size_t at = log.find(" setup: parent: prepare ");
+      if (!verbose) {
+        CHECK_MESSAGE(at == std::string::npos, log);
+        continue;
+      }
+      REQUIRE_MESSAGE(at != std::string::npos, log);
+      const std::string line = log.substr(at, log.find('\n', at) - at);
+      CAPTURE(line);
+      size_t prev = 0;
+      for (const char* step :
+           {"clone3", "id maps", "mount", "pivot_root", "drop privileges", "ready after"}) {
+        const size_t p = line.find(std::string("; ") + step + " ");
+        CHECK_MESSAGE(p != std::string::npos, step);
+        CHECK_MESSAGE(p > prev, step, " out of order");
+        prev = p;
+      }
+      const double ready = std::stod(line.substr(line.find("ready after ") + 12));
+      CHECK(ready > 0);
+      CHECK(ready < 30000);
+    }
+  }
+}
+
 TEST_CASE("serve: the API and its error codes") {
   StateDir sd("api");
   Daemon d(sd.path, kPool);
