@@ -27,6 +27,10 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 constexpr size_t kReadChunk = 16 << 10;
+// No route's path is longer (a function name is at most 63 bytes), and no
+// longer one is matched: std::regex recurses once per character, and a path
+// of ~30,000 (a head of max_head_kb = 32 or more) overflows the stack.
+constexpr size_t kMaxRoutePath = 256;
 constexpr size_t kReadPerEvent = 64 << 10;  // then the next connection's turn
 constexpr size_t kDrainBytes = 256 << 10;   // read and dropped after a refusal, at most
 constexpr auto kDrainTime = std::chrono::seconds(1);
@@ -407,6 +411,13 @@ void HttpFront::process(Conn* c) {
     req.remote_addr = c->client;
     c->keep_alive = r.keep_alive;
     c->head_only = req.method == "HEAD";
+    if (req.path.size() > kMaxRoutePath) {
+      bad_requests_++;
+      return refuse(c, 414,
+                    "request path of " + std::to_string(req.path.size()) +
+                        " bytes: no route takes more than " + std::to_string(kMaxRoutePath) +
+                        " (a function name is at most 63)");
+    }
     bool path_known = false;
     c->route = find_route(req, &path_known);
     if (!c->route) {
@@ -468,6 +479,7 @@ void HttpFront::process(Conn* c) {
 }
 
 const HttpFront::Route* HttpFront::find_route(httplib::Request& req, bool* path_known) {
+  if (req.path.size() > kMaxRoutePath) return nullptr;
   const std::string method = req.method == "HEAD" ? "GET" : req.method;
   for (const Route& r : routes_)
     if (r.method == method && std::regex_match(req.path, req.matches, r.re)) return &r;
