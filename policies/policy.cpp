@@ -83,6 +83,9 @@ class Parser : public TomlReader {
         if (!seccomp_syscall_known(*s))
           fail(item.source(), "unknown syscall \"" + *s + "\" in group \"" +
                                   std::string(group.str()) + "\" of [seccomp.allow]");
+        if (const char* why = seccomp_never_allowed(*s))
+          fail(item.source(), "syscall \"" + *s + "\" in group \"" + std::string(group.str()) +
+                                  "\" may never be allowed: " + why + "; remove it");
         auto [it, fresh] = names.emplace(*s, std::string(group.str()));
         if (!fresh)
           fail(item.source(), "syscall \"" + *s + "\" is listed twice (also in group \"" +

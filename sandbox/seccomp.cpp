@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <initializer_list>
 #include <iterator>
 #include <memory>
 
@@ -151,6 +152,42 @@ bool seccomp_syscall_known(const std::string& name) {
   return seccomp_syscall_resolve_name(name.c_str()) != __NR_SCMP_ERROR;
 }
 
+const char* seccomp_never_allowed(const std::string& name) {
+  // The sandbox drops its capabilities, but unshare(CLONE_NEWUSER) would give
+  // it a full set again in a nested namespace, and with it everything below
+  // that asks for one; the rest need none, or reach past the sandbox.
+  struct Never {
+    const char* why;
+    std::initializer_list<const char*> names;
+  };
+  static const Never kNever[] = {
+      {"it makes or enters namespaces (a nested user namespace has every capability)",
+       {"unshare", "setns"}},
+      {"it changes mounts or the root",
+       {"mount", "umount2", "pivot_root", "chroot", "mount_setattr", "move_mount", "open_tree",
+        "fsopen", "fsconfig", "fsmount", "fspick"}},
+      {"it reads or writes other processes",
+       {"ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "process_madvise",
+        "kcmp"}},
+      {"it opens a large kernel attack surface (bpf, perf, userfaultfd, io_uring, keyrings)",
+       {"bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
+        "io_uring_register", "keyctl", "add_key", "request_key", "fanotify_init"}},
+      {"it changes the host kernel, its clock, devices or logs",
+       {"init_module", "finit_module", "delete_module", "kexec_load",    "kexec_file_load",
+        "reboot",      "swapon",       "swapoff",       "acct",          "quotactl",
+        "quotactl_fd", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+        "iopl",        "ioperm",       "syslog",        "vhangup",       "lookup_dcookie"}},
+      {"it opens files by handle, past the sandbox's root", {"open_by_handle_at"}},
+      {"it changes the process's execution domain (turns off ASLR)", {"personality"}},
+      {"it renames the host, where a sandbox has no UTS namespace",
+       {"sethostname", "setdomainname"}},
+  };
+  for (const Never& n : kNever)
+    for (const char* s : n.names)
+      if (name == s) return n.why;
+  return nullptr;
+}
+
 std::string seccomp_canonical(const SeccompPolicy& p) {
   const scmp_version* v = seccomp_version();
   // v3: the argument prefix (ioctl commands, socket families).
@@ -171,6 +208,8 @@ Result<SeccompProgram> seccomp_compile(const SeccompPolicy& policy) {
   for (const auto& name : policy.allow) {
     int nr = seccomp_syscall_resolve_name(name.c_str());
     if (nr == __NR_SCMP_ERROR) return make_error("seccomp", "unknown syscall \"" + name + "\"");
+    if (const char* why = seccomp_never_allowed(name))
+      return make_error("seccomp", "\"" + name + "\" may never be allowed: " + why);
     if (name == "clone") {
       // Threads yes, namespaces never; children only when the policy allows.
       uint64_t mask = kNamespaceFlags | (policy.allow_fork ? 0 : CLONE_THREAD);

@@ -24,6 +24,12 @@ struct SeccompProgram {
 // True when libseccomp knows the name on this architecture.
 bool seccomp_syscall_known(const std::string& name);
 
+// Why no policy may allow syscall `name`, or nullptr when one may: what it
+// would give a function (new namespaces, mounts, other processes' memory,
+// the kernel's attack surface of io_uring, bpf or keyrings, host-wide state).
+// seccomp_compile refuses such a policy; the policy parser says where.
+const char* seccomp_never_allowed(const std::string& name);
+
 // The text the cache key is computed from: everything that changes the BPF.
 std::string seccomp_canonical(const SeccompPolicy& policy);
 

@@ -223,6 +223,26 @@ TEST_CASE("parse_policy: unknown syscall names it, its group and its array eleme
         "t.toml:17:5: unknown syscall \"connectt\" in group \"net\" of [seccomp.allow]");
 }
 
+// A policy file is operator input, but a wrong one must not turn the sandbox
+// off: a group that allows unshare would hand a function a nested user
+// namespace with every capability. Refused where it is listed, with why.
+TEST_CASE("parse_policy: a syscall no policy may allow is refused where it is listed") {
+  CHECK(parse_error(replace_line(14, "basic = [\"read\", \"unshare\", \"exit_group\"]")) ==
+        "t.toml:14:18: syscall \"unshare\" in group \"basic\" may never be allowed: it makes "
+        "or enters namespaces (a nested user namespace has every capability); remove it");
+  std::string text = join(kBase) + "danger = [\n  \"getpid\",\n    \"io_uring_setup\",\n]\n";
+  CHECK(contains(parse_error(text),
+                 "t.toml:17:5: syscall \"io_uring_setup\" in group \"danger\" "
+                 "may never be allowed: it opens a large kernel attack surface"));
+  for (const char* name : {"mount", "setns", "ptrace", "bpf", "keyctl", "userfaultfd",
+                           "perf_event_open", "init_module", "personality", "process_vm_readv"})
+    CHECK_MESSAGE(contains(parse_error(replace_line(14, std::string("basic = [\"") + name + "\"]")),
+                           std::string("syscall \"") + name +
+                               "\" in group \"basic\" may never "
+                               "be allowed: "),
+                  name);
+}
+
 TEST_CASE("parse_policy: unknown default_action and errno names") {
   CHECK(
       parse_error(replace_line(11, "default_action = \"allow\"")) ==

@@ -291,6 +291,26 @@ TEST_CASE("seccomp_compile: an unknown syscall is an error naming it") {
   CHECK(r.error().detail.find("not_a_syscall") != std::string::npos);
 }
 
+// Whatever a policy struct says: no filter that lets a function make a user
+// namespace (and so get its capabilities back), mount, or trace.
+TEST_CASE("seccomp_compile: a syscall no policy may allow is refused, with why") {
+  for (const char* name : {"unshare", "setns", "mount", "ptrace", "bpf", "io_uring_setup", "keyctl",
+                           "personality", "open_by_handle_at", "syslog"}) {
+    CAPTURE(name);
+    REQUIRE(seccomp_syscall_known(name));
+    REQUIRE(seccomp_never_allowed(name) != nullptr);
+    SeccompPolicy p;
+    p.allow = {"read", name};
+    auto r = seccomp_compile(p);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().detail.find(std::string("\"") + name + "\" may never be allowed: ") !=
+          std::string::npos);
+  }
+  // What functions need stays allowed, clone (with its namespace rule) among them.
+  for (const char* name : {"read", "clone", "mmap", "socket", "ioctl", "prctl", "seccomp"})
+    CHECK_MESSAGE(seccomp_never_allowed(name) == nullptr, name);
+}
+
 TEST_CASE("seccomp_get: a private cache dir gets exactly one file, reused on the next call") {
   TempDir dir("seccomp-test");
   REQUIRE(chmod(dir.path.c_str(), 0700) == 0);
