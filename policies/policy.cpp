@@ -31,7 +31,9 @@ class Parser : public TomlReader {
                 "fsize_mb"});
     p.limits.memory_bytes = uint64_t(integer(lim, "memory_mb", L, 16, 65536)) << 20;
     p.limits.swap_bytes = uint64_t(integer(lim, "swap_mb", L, 0, 65536)) << 20;
-    p.limits.pids = uint32_t(integer(lim, "pids", L, 1, 32768));
+    // At least PID 1 and the runner: with 1 no sandbox ever starts, and the
+    // error would come from fork, not from here.
+    p.limits.pids = uint32_t(integer(lim, "pids", L, 2, 32768));
     p.limits.cpu_millicores = uint32_t(integer(lim, "cpu_millicores", L, 10, 256000));
     p.limits.tmpfs_bytes = uint64_t(integer(lim, "tmpfs_mb", L, 1, 65536)) << 20;
     p.limits.wall_ms = uint32_t(integer(lim, "wall_ms", L, 1, 900000));

@@ -120,7 +120,7 @@ TEST_CASE("parse_policy: a valid document fills every field") {
 }
 
 TEST_CASE("parse_policy: allow groups are merged, default_action and errno are mapped") {
-  std::string text = join({"[limits]", "memory_mb = 32", "swap_mb = 8", "pids = 1",
+  std::string text = join({"[limits]", "memory_mb = 32", "swap_mb = 8", "pids = 2",
                            "cpu_millicores = 10", "tmpfs_mb = 1", "wall_ms = 900000", "nofile = 16",
                            "fsize_mb = 1", "[network]", "mode = \"none\"", "[seccomp]",
                            "default_action = \"kill_process\"", "errno = \"EACCES\"",
@@ -130,7 +130,7 @@ TEST_CASE("parse_policy: allow groups are merged, default_action and errno are m
   const Policy& p = r.value();
   CHECK(p.limits.memory_bytes == 32ull << 20);
   CHECK(p.limits.swap_bytes == 8ull << 20);
-  CHECK(p.limits.pids == 1);
+  CHECK(p.limits.pids == 2);
   CHECK(p.limits.cpu_millicores == 10);
   CHECK(p.limits.wall_ms == 900000);
   CHECK(p.seccomp.default_action == SeccompDefault::KillProcess);
@@ -175,7 +175,10 @@ TEST_CASE("parse_policy: unknown keys in [network] and [seccomp]") {
 
 TEST_CASE("parse_policy: value out of range names the key and the range") {
   CHECK(parse_error(replace_line(4, "pids = 0")) ==
-        "t.toml:4:8: \"pids\" in [limits] is 0; allowed range is 1..32768");
+        "t.toml:4:8: \"pids\" in [limits] is 0; allowed range is 2..32768");
+  // PID 1 and the runner: with one, no sandbox could start.
+  CHECK(parse_error(replace_line(4, "pids = 1")) ==
+        "t.toml:4:8: \"pids\" in [limits] is 1; allowed range is 2..32768");
   CHECK(parse_error(replace_line(2, "memory_mb = 8")) ==
         "t.toml:2:13: \"memory_mb\" in [limits] is 8; allowed range is 16..65536");
   CHECK(parse_error(replace_line(2, "memory_mb = 65537")) ==
