@@ -592,9 +592,12 @@ bool HttpFront::send_response(Conn* c, httplib::Response& res, bool from_worker)
     h += "\r\n";
   }
   // 204 and 304 answers end at their head (RFC 9110 15.3.5, 15.4.5): a body
-  // a function returned with them would be read as the next response.
-  const bool no_content = res.status == 204 || res.status == 304;
-  if (!no_content) {
+  // a function returned with them would be read as the next response. A 205
+  // may carry none either (15.3.6), but ends at its Content-Length of 0.
+  const bool no_content = res.status == 204 || res.status == 304 || res.status == 205;
+  if (res.status == 205) {
+    h += "Content-Length: 0\r\n";
+  } else if (!no_content) {
     h += "Content-Length: ";
     h += std::to_string(res.body.size());
     h += "\r\n";

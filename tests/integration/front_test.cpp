@@ -499,6 +499,38 @@ TEST_CASE("front: requests taken by the answering thread get the same checks") {
   close(fd);
 }
 
+// A function picks its status; the ones that carry no content (RFC 9110
+// 15.3.5, 15.3.6, 15.4.5) are sent without the body it returned, so that the
+// body cannot be read as the next response on a kept-alive connection.
+TEST_CASE("front: 204, 205 and 304 answers send no body a function gave them") {
+  StateDir sd("nocontent");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "st",
+                 "def handler(event, context):\n"
+                 "    return {'statusCode': event['s'], 'body': 'HTTP/1.1 200 OK\\r\\n"
+                 "Content-Length: 6\\r\\n\\r\\nforged'}\n")
+              ->status == 201);
+  int fd = connect_from("127.0.0.1", d.port());
+  send_all(fd, post("/fn/st", "{\"s\": 204}") + post("/fn/st", "{\"s\": 205}") +
+                   post("/fn/st", "{\"s\": 304}") + post("/fn/st", "{\"s\": 200}"));
+  std::string buf;
+  const std::string r204 = read_response(fd, &buf, 10000);
+  const std::string r205 = read_response(fd, &buf, 10000);
+  const std::string r304 = read_response(fd, &buf, 10000);
+  const std::string r200 = read_response(fd, &buf, 10000);
+  close(fd);
+  CHECK(status_of(r204) == 204);
+  CHECK(status_of(r205) == 205);
+  CHECK(r205.find("Content-Length: 0\r\n") != std::string::npos);
+  CHECK(status_of(r304) == 304);
+  for (const std::string* r : {&r204, &r205, &r304}) CHECK(r->find("forged") == std::string::npos);
+  CHECK(status_of(r200) == 200);
+  CHECK(r200.find("forged") != std::string::npos);  // a 200 sends it, as its body
+  CHECK(buf.empty());
+  CHECK(d.stop() == 0);
+}
+
 // A route is matched with std::regex, which recurses per character: a long
 // path (allowed by a large max_head_kb) once overflowed the epoll thread's
 // stack before any token check. Refused with 414 instead, first request or
