@@ -4,6 +4,7 @@ Run: python3 tests/bench_isolation_test.py (meson suite "unit").
 """
 import importlib.util
 import os
+import socket
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -155,6 +156,20 @@ class Reuse(unittest.TestCase):
             self.assertEqual(skipped, {"runc": "x"})
             self.assertEqual(loaded, rows)
             self.assertEqual(cmd, "`nsbox bench paper` (D)")
+
+
+class Ports(unittest.TestCase):
+    def test_a_taken_port_is_said_before_a_daemon_starts(self):
+        held = socket.socket()
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        try:
+            with self.assertRaisesRegex(RuntimeError, "127.0.0.1:%d is taken" % port):
+                bench.port_free_or_fail(port)
+        finally:
+            held.close()
+        bench.port_free_or_fail(port)  # free again: no error
 
 
 if __name__ == "__main__":

@@ -317,6 +317,20 @@ class Docker:
             subprocess.run(["pkill", "-x", "containerd"])
 
 
+def port_free_or_fail(port):
+    """Another daemon on the port would answer /healthz for ours, which then fails to bind:
+    every figure would be that daemon's. Said before starting instead."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+    except OSError as e:
+        raise RuntimeError("127.0.0.1:%d is taken (%s): stop what listens there or pass --port "
+                           "(this bench uses a few ports from there up)" % (port, e.strerror))
+    finally:
+        s.close()
+
+
 class Daemon:
     def __init__(self, binary, work, mech, port, cpus, layers=8, factory=None):
         # factory None: the daemon's default ([pool] factory, "template").
@@ -329,6 +343,7 @@ class Daemon:
         self.url = "http://127.0.0.1:%d" % port
         self.config = os.path.join(work, "nsbox-%s.toml" % self.tag)
         self.write_config(blank=4)
+        port_free_or_fail(port)
         log = open(os.path.join(work, "daemon-%s.log" % self.tag), "w")
         self.proc = subprocess.Popen(
             [binary, "serve", "--config", self.config], stdout=log, stderr=subprocess.STDOUT,
