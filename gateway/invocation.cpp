@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 
 #include "gateway/invoker.hpp"
 #include "gateway/proxy_response.hpp"
@@ -153,11 +154,16 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
   const uint64_t timeout_ms = meta.timeout_ms ? meta.timeout_ms : policy.limits.wall_ms;
 
   // A function deployed with a template: the request that makes it loads
-  // the exact deploy planned for, as a cold sandbox would.
+  // the exact deploy planned for, as a cold sandbox would, and that import
+  // counts against this request's timeout as a cold sandbox's does (one
+  // that hangs is not then waited for again in the ordinary way).
+  std::optional<Clock::time_point> template_loaded_from;
   const Pool::TemplateLoader load_template = [&](Worker& t) {
     auto fv = store_.get(req.name, meta.version);
     if (!fv || fv->meta.deploy != meta.deploy) return false;
-    Outcome lo = load_function(t, *fv, Clock::now() + std::chrono::milliseconds(timeout_ms));
+    template_loaded_from = Clock::now();
+    Outcome lo =
+        load_function(t, *fv, *template_loaded_from + std::chrono::milliseconds(timeout_ms));
     if (!t.pending_log.empty()) {
       logs_.append(req.name, "[v" + std::to_string(meta.version) + " template] ", t.pending_log);
       t.pending_log.clear();
@@ -189,8 +195,10 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
   r.cold = lease.cold || lease.forked;
   LeaseGuard guard(pool_, std::move(lease.worker));
   Worker& w = guard.worker();
-  // The function's timeout starts now: queueing is not charged to it.
-  const auto deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  // The function's timeout starts now, or when this request began loading
+  // the function's template: queueing is not charged to it, importing is.
+  const auto deadline =
+      template_loaded_from.value_or(Clock::now()) + std::chrono::milliseconds(timeout_ms);
   Outcome o;
   if (must_load) {
     // Only a cold sandbox needs the code: fetched now, by the exact version

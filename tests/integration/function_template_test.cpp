@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -165,6 +166,31 @@ TEST_CASE("serve: template=1 is refused where it cannot work, with the reason") 
   json r = invoke(d, "r", {}, &status);
   CHECK(status != 200);
   CHECK(d.metric("nsbox_pool_function_templates") == 0);
+}
+
+// The request that makes a function's template waits for its import, as a
+// cold sandbox's request does, and within the same timeout: an import that
+// hangs is answered 504 once, at the function's timeout, not waited for a
+// second time in a blank sandbox.
+TEST_CASE("serve: a function template's import counts against its first request's timeout") {
+  StateDir sd("fn-template-hang");
+  Daemon d(sd.path);
+  REQUIRE(d.start());
+  REQUIRE(deploy_probe(d, "hang", "hang_import.py", "?template=1&timeout=1s")->status == 201);
+  for (int i = 0; i < 2; i++) {
+    CAPTURE(i);
+    int status = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    invoke(d, "hang", {}, &status);
+    const auto ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+            .count();
+    CHECK(status == 504);
+    CHECK(ms >= 1000);
+    CHECK_MESSAGE(ms < 1800, "waited ", ms, " ms for a 1 s timeout");
+  }
+  CHECK(d.metric("nsbox_pool_function_templates") == 0);
+  CHECK(d.stop() == 0);
 }
 
 TEST_CASE("serve: a function template that dies costs no request and is made again") {
