@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # One entry point for a fresh Debian 12 machine: installs what is missing,
 # builds, and then either runs the main job or passes all tests.
-#   tools/dev.sh run [ARGS...]   set up, then run the example function
+#   tools/dev.sh run [ARGS...]   set up, then run the example function (ARGS go to
+#                                `nsbox serve`; --listen, --state-dir and --config are followed)
 #   tools/dev.sh test            set up, then run every test suite
 # Idempotent: a second run installs nothing and rebuilds only what changed.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 BUILD=${NSBOX_BUILD_DIR:-build}
+USAGE="usage: tools/dev.sh run [nsbox serve ARGS...] | tools/dev.sh test"
+# What building and serving need; `run` installs only these.
 PACKAGES=(meson ninja-build g++ pkg-config python3 curl libseccomp-dev libssl-dev
           python3-dev                 # nsbox-template embeds the interpreter the rootfs is built from
-          libcpp-httplib-dev libtomlplusplus-dev nlohmann-json3-dev doctest-dev
-          clang libclang-rt-14-dev    # libFuzzer (fuzz_tests)
+          libcpp-httplib-dev libtomlplusplus-dev nlohmann-json3-dev doctest-dev)
+# What the test suites add: `test` only, since some are services a host that
+# only serves functions does not want (nginx, dockerd).
+TEST_PACKAGES=(clang libclang-rt-14-dev    # libFuzzer (fuzz_tests)
           nginx-light openssl         # the reverse-proxy test runs tools/nginx/nsbox.conf
           user-mode-linux kmod        # the cgroup v2 stage boots Debian's kernel (tools/uml/)
           bubblewrap crun runc docker.io python3-matplotlib)  # nsbox bench's comparison rows
@@ -22,7 +27,7 @@ as_root() {
 
 install_packages() {
   local missing=()
-  for p in "${PACKAGES[@]}"; do
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -146,29 +151,90 @@ uml_tests() {
   meson test -C "$BUILD" --suite uml --no-rebuild --print-errorlogs --logbase testlog-uml
 }
 
+# Where `nsbox serve ARGS` will listen and keep its state: the embedded
+# defaults, then its --config's [server] table, then --listen and --state-dir.
+# Prints "URL STATE_DIR".
+serve_address() {
+  local listen=127.0.0.1:8080 state=/var/lib/nsbox config="" i
+  local args=("$@")
+  for ((i = 0; i < ${#args[@]}; i++)); do
+    case "${args[i]}" in
+      --config) config=${args[i + 1]:-} ;;
+      --config=*) config=${args[i]#--config=} ;;
+    esac
+  done
+  if [ -n "$config" ] && [ -r "$config" ]; then
+    read -r l s < <(/usr/bin/python3 -c 'import sys, tomllib
+try:
+    c = tomllib.load(open(sys.argv[1], "rb")).get("server", {})
+except Exception:
+    c = {}
+print(c.get("listen") or "-", c.get("state_dir") or "-")' "$config")
+    [ "$l" = - ] || listen=$l
+    [ "$s" = - ] || state=$s
+  fi
+  for ((i = 0; i < ${#args[@]}; i++)); do
+    case "${args[i]}" in
+      --listen) listen=${args[i + 1]:-$listen} ;;
+      --listen=*) listen=${args[i]#--listen=} ;;
+      --state-dir) state=${args[i + 1]:-$state} ;;
+      --state-dir=*) state=${args[i]#--state-dir=} ;;
+    esac
+  done
+  # A wildcard address is reached on loopback.
+  listen=${listen/#0.0.0.0:/127.0.0.1:}
+  listen=${listen/#\[::\]:/[::1]:}
+  echo "http://$listen $state"
+}
+
 cmd=${1:-test}
 shift || true
 case "$cmd" in
-  run | test) ;;
+  run) install_packages "${PACKAGES[@]}" ;;
+  test) install_packages "${PACKAGES[@]}" "${TEST_PACKAGES[@]}" ;;
+  -h | --help | help) echo "$USAGE"; exit 0 ;;
+  *) echo "dev.sh: unknown command \"$cmd\"" >&2; echo "$USAGE" >&2; exit 2 ;;
 esac
-install_packages
 build
 case "$cmd" in
   run)
     # The main job: the daemon on its embedded defaults (127.0.0.1:8080,
     # state in /var/lib/nsbox) with the example function deployed. ^C or
-    # SIGTERM drains and stops it.
-    as_root "$BUILD/tools/nsbox" serve "$@" &
+    # SIGTERM drains and stops it, as does any failure on the way.
+    read -r url state < <(serve_address "$@")
+    if curl -sf "$url/healthz" >/dev/null 2>&1; then
+      echo "dev.sh: something already answers at $url (an nsbox serve from an earlier run?):" \
+        "stop it, or pass --listen ADDR" >&2
+      exit 1
+    fi
+    # Started directly (or by sudo, which passes signals on), not in a
+    # subshell: $! is then the process to stop.
+    if [ "$(id -u)" -eq 0 ]; then
+      "$BUILD/tools/nsbox" serve "$@" &
+    else
+      sudo "$BUILD/tools/nsbox" serve "$@" &
+    fi
     daemon=$!
-    trap 'as_root kill -TERM $daemon 2>/dev/null; wait $daemon' INT TERM
+    # Not kill -0: as a user, signalling the root daemon is refused while it lives.
+    alive() { local s; s=$(ps -o stat= -p "$daemon" 2>/dev/null) && [ "${s:0:1}" != Z ]; }
+    stop_daemon() { as_root kill -TERM "$daemon" 2>/dev/null || true; wait "$daemon" 2>/dev/null; }
+    trap 'stop_daemon; exit 130' INT
+    trap 'stop_daemon; exit 143' TERM
+    trap 'stop_daemon' EXIT
+    up=0
     for _ in $(seq 1 300); do
-      curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break
-      kill -0 $daemon 2>/dev/null || { wait $daemon; exit $?; }
+      alive || { trap - EXIT; wait "$daemon"; exit $?; }
+      curl -sf "$url/healthz" >/dev/null 2>&1 && { up=1; break; }
       sleep 0.1
     done
-    NSBOX_TOKEN=$(as_root cat /var/lib/nsbox/token) "$BUILD/tools/nsbox" deploy hello tools/examples/hello.py
-    echo "try: curl -s -d '{\"name\": \"you\"}' http://127.0.0.1:8080/fn/hello" >&2
-    wait $daemon
+    [ $up = 1 ] || { echo "dev.sh: nsbox serve did not answer at $url in 30 s" >&2; exit 1; }
+    NSBOX_TOKEN=$(as_root cat "$state/token") "$BUILD/tools/nsbox" deploy --server "$url" \
+      hello tools/examples/hello.py
+    echo "try: curl -s -d '{\"name\": \"you\"}' $url/fn/hello" >&2
+    status=0
+    wait "$daemon" || status=$?
+    trap - EXIT
+    exit $status
     ;;
   test)
     status=0
