@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "gateway/http_parse.hpp"
+#include "policies/policy.hpp"
 #include "policies/toml_reader.hpp"
 #include "rootfs/runner_spec.hpp"
 
@@ -234,6 +235,15 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     const std::string F = "[functions]";
     r.check_keys(f, F, kFunctionsKeys);
     c.default_policy = r.string(f, "default_policy", F, c.default_policy);
+    // Said here, where the file says it: at start this would come only
+    // after the token and rootfs, and a reload would quietly keep the old.
+    if (const auto names = builtin_policy_names();
+        std::find(names.begin(), names.end(), c.default_policy) == names.end()) {
+      std::string known;
+      for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+      r.fail(f.get("default_policy")->source(), "\"default_policy\" \"" + c.default_policy +
+                                                    "\" is not a built-in policy (" + known + ")");
+    }
     v = d.log_lines, c.log_lines = int(r.integer(f, "log_lines", F, 0, 1000000, &v));
     v = 0;
     c.max_memory_bytes = uint64_t(r.integer(f, "max_memory_mb", F, 0, 1 << 24, &v)) << 20;

@@ -87,7 +87,7 @@ options:
 )" + options_help(serve_options(unused)) +
          R"(signals: SIGTERM/SIGINT drain in-flight requests, destroy every sandbox, exit 0;
          SIGHUP reloads the config file: token, read_token, default_policy, queue_timeout_ms,
-         memory_budget_mb and the [pool] sizes apply at once; listen, state_dir,
+         memory_budget_mb, max_memory_mb and the [pool] sizes apply at once; listen, state_dir,
          the other [server] keys, batch_scheduling and cpu_limits at the next start.
 )";
 }
@@ -395,10 +395,10 @@ int cmd_serve(const std::vector<std::string>& args) {
         pool.set_limits(pool_limits(next));
         pool.set_fd_budget(unparked_fd_budget(parking != nullptr, host, next));
         LOG_WARN(
-            "reloaded %s: applied%s and the [pool] sizes; listen, state_dir, "
+            "reloaded %s: applied%s the [pool] sizes; listen, state_dir, "
             "max_connections, max_body_kb, batch_scheduling and cpu_limits take effect at the next "
             "start",
-            next.source.c_str(), applied.c_str());
+            next.source.c_str(), applied.empty() ? "" : (applied + " and").c_str());
         continue;
       }
       LOG_WARN("%s: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");

@@ -411,6 +411,19 @@ TEST_CASE("config: [pool] factory and template_modules") {
   CHECK(has(refusal(many + "]\n"), "at most 256"));
 }
 
+// A misspelt default policy is said where the file says it: at start it
+// came only after the token and the rootfs, and a reload kept the old one
+// while logging that it had reloaded.
+TEST_CASE("config: [functions] default_policy names a built-in policy") {
+  CHECK(parse_serve_config("[functions]\ndefault_policy = \"strict\"\n", "x")
+            .value()
+            .default_policy == "strict");
+  const std::string e = refusal("[functions]\ndefault_policy = \"strcit\"\n");
+  CHECK_MESSAGE(has(e, "nsbox.toml:2:18: \"default_policy\" \"strcit\" is not a built-in policy"),
+                e);
+  CHECK_MESSAGE(has(e, "default, strict"), e);
+}
+
 TEST_CASE("config: [server] listen is HOST:PORT") {
   SUBCASE("parse_listen") {
     struct Case {
