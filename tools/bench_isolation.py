@@ -84,7 +84,7 @@ def say(msg):
     print("bench: " + msg, file=sys.stderr, flush=True)
 
 
-# ---- pure logic (tests/bench/bench_isolation_test.py) ----
+# ---- pure logic (tests/bench_isolation_test.py) ----
 
 def percentile(values, q):
     """Nearest-rank percentile (q in 0..100) of values; None when there are none."""
