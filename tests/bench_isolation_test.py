@@ -172,5 +172,31 @@ class Ports(unittest.TestCase):
         bench.port_free_or_fail(port)  # free again: no error
 
 
+class HostSettings(unittest.TestCase):
+    """bench template's one-line host notes, read from a sysfs tree made here."""
+
+    def setUp(self):
+        import importlib.machinery
+        self.tmpl = importlib.machinery.SourceFileLoader(
+            "bench_template", os.path.join(HERE, "..", "tools", "bench_template.py")).load_module()
+
+    def sysfs(self, driver, poll_ns):
+        import tempfile
+        root = tempfile.mkdtemp()
+        os.makedirs(os.path.join(root, "devices/system/cpu/cpuidle"))
+        os.makedirs(os.path.join(root, "module/haltpoll/parameters"))
+        with open(os.path.join(root, "devices/system/cpu/cpuidle/current_driver"), "w") as f:
+            f.write(driver + "\n")
+        with open(os.path.join(root, "module/haltpoll/parameters/guest_halt_poll_ns"), "w") as f:
+            f.write(poll_ns + "\n")
+        return root
+
+    def test_idle_vcpus_halt(self):
+        self.assertTrue(self.tmpl.idle_vcpus_halt(self.sysfs("haltpoll", "0")))
+        self.assertFalse(self.tmpl.idle_vcpus_halt(self.sysfs("haltpoll", "200000")))
+        self.assertIsNone(self.tmpl.idle_vcpus_halt(self.sysfs("intel_idle", "0")))
+        self.assertIsNone(self.tmpl.idle_vcpus_halt("/nonexistent"))
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -100,6 +100,7 @@ class BenchSmoke(unittest.TestCase):
             self.assertIsInstance(res["memcg_kb"], float)
             self.assertGreater(res["bare_python"]["mb"], 0)
             self.assertGreater(res["cow_fault_us"], 0)
+            self.assertIn(res["idle_vcpus_halt"], (True, False, None))
             # Docker's ready sandboxes, the baseline measured in the same run.
             self.assertEqual(res["docker"].get("skipped"), None)
             self.assertEqual(res["docker"]["sandboxes"], 10)

@@ -191,6 +191,21 @@ def cgroup_favordynmods(mountinfo="/proc/self/mountinfo"):
     return all("favordynmods" in o for o in opts) if opts else None
 
 
+def idle_vcpus_halt(sysfs="/sys"):
+    """Whether an idle CPU here halts at once under the guest haltpoll cpuidle driver
+    (guest_halt_poll_ns 0): on a paravirtualized host every wake-up of a process on an idle
+    vCPU then goes through the hypervisor, which a request after a pause meets at each hop
+    between processes. None: another cpuidle driver, or none."""
+    try:
+        with open(os.path.join(sysfs, "devices/system/cpu/cpuidle/current_driver")) as f:
+            if f.read().strip() != "haltpoll":
+                return None
+        with open(os.path.join(sysfs, "module/haltpoll/parameters/guest_halt_poll_ns")) as f:
+            return int(f.read().strip()) == 0
+    except (OSError, ValueError):
+        return None
+
+
 def cow_fault_us(pages=2000):
     """What one copy-on-write fault costs on this host (µs): a child writes one byte to each
     of `pages` pages it shares with its parent. Paravirtualized guests pay far more per fault
@@ -479,13 +494,18 @@ def main(argv):
     started = time.monotonic()
     res = {"command": "nsbox bench template " + " ".join(argv),
            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "factories": {}, "cow_fault_us": cow_fault_us(), "favordynmods": cgroup_favordynmods()}
+           "factories": {}, "cow_fault_us": cow_fault_us(), "favordynmods": cgroup_favordynmods(),
+           "idle_vcpus_halt": idle_vcpus_halt()}
     lib.say("host: a copy-on-write page fault costs %.1f us here (a clone's start-up is "
             "mostly faults: the creation figures scale with it)" % res["cow_fault_us"])
     if res["favordynmods"] is False:
         lib.say("host: cgroup mounts without favordynmods: a move into a cgroup by pid after a "
                 "pause waits an RCU grace period; sandboxes avoid it, a function template's "
                 "instance does not (its cold start after idle pays it; back to back it does not)")
+    if res["idle_vcpus_halt"]:
+        lib.say("host: idle vCPUs halt at once (cpuidle haltpoll, guest_halt_poll_ns 0): a "
+                "request after a pause pays a hypervisor wake-up at each hop between processes; "
+                "the cold phase's warm request after the same pause measures that alone")
     daemons = {}
     phases = set(a.phases.split(","))
     factories = [f for f in FACTORIES if f in a.factories.split(",")]
