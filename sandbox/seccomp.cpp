@@ -256,6 +256,11 @@ Result<SeccompProgram> seccomp_get(const SeccompPolicy& policy, const std::strin
   snprintf(name, sizeof name, "/seccomp-%016llx.bpf",
            static_cast<unsigned long long>(fnv1a64(seccomp_canonical(policy))));
   std::string path = cache_dir + name;
+  // A filter cached by an older nsbox must not let through what this one
+  // refuses to compile.
+  for (const auto& n : policy.allow)
+    if (const char* why = seccomp_never_allowed(n))
+      return make_error("seccomp", "\"" + n + "\" may never be allowed: " + why);
   if (use_cache) {
     auto cached = read_cache(path);
     if (cached) return cached;

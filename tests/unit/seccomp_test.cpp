@@ -26,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "base/hash.hpp"
 #include "policies/policy.hpp"
 #include "tests/unit/temp_dir.hpp"
 
@@ -358,6 +359,27 @@ TEST_CASE("seccomp_get: the second call really comes from the cache file") {
   auto got = seccomp_get(pol, dir.path);
   REQUIRE(got);
   CHECK(same_program(got.value(), strict));
+}
+
+// An older nsbox may have compiled and cached a filter for a policy this one
+// refuses: the cache is not a way around the refusal.
+TEST_CASE("seccomp_get: a cached filter never lets through what compiling refuses") {
+  TempDir dir("seccomp-test");
+  REQUIRE(chmod(dir.path.c_str(), 0700) == 0);
+  SeccompPolicy pol = builtin_seccomp("default");
+  pol.allow.push_back("unshare");
+  SeccompProgram any = compile(builtin_seccomp("default"));
+  char name[64];
+  snprintf(name, sizeof name, "/seccomp-%016llx.bpf",
+           static_cast<unsigned long long>(fnv1a64(seccomp_canonical(pol))));
+  {
+    std::ofstream f(dir.path + name, std::ios::binary);
+    f.write(reinterpret_cast<const char*>(any.insns.data()),
+            static_cast<std::streamsize>(any.insns.size() * sizeof(sock_filter)));
+  }
+  auto got = seccomp_get(pol, dir.path);
+  REQUIRE_FALSE(got);
+  CHECK(got.error().detail.find("\"unshare\" may never be allowed") != std::string::npos);
 }
 
 TEST_CASE("seccomp_get: a corrupt cache file is recompiled and replaced") {
