@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <utility>
@@ -41,10 +42,22 @@ Result<std::string> read_answer(int fd, int timeout_ms) {
 
 }  // namespace
 
+std::string format_instance_timings(const InstanceTimings& t) {
+  char buf[256];
+  snprintf(buf, sizeof buf,
+           "leaves %.3f ms; send %.3f ms; fork and join %.3f ms; move %.3f ms; remove join leaf "
+           "%.3f ms; ready after %.3f ms",
+           (t.leaves_ns - t.start_ns) / 1e6, (t.sent_ns - t.leaves_ns) / 1e6,
+           (t.answered_ns - t.sent_ns) / 1e6, (t.moved_ns - t.answered_ns) / 1e6,
+           (t.done_ns - t.moved_ns) / 1e6, (t.done_ns - t.start_ns) / 1e6);
+  return buf;
+}
+
 ForkedInstance& ForkedInstance::operator=(ForkedInstance&& o) noexcept {
   if (this != &o) {
     (void)destroy();
     leaf_ = std::move(o.leaf_);
+    timings_ = o.timings_;
   }
   return *this;
 }
@@ -52,6 +65,7 @@ ForkedInstance& ForkedInstance::operator=(ForkedInstance&& o) noexcept {
 Result<ForkedInstance> ForkedInstance::fork(const CgroupLayout& layout, const InstanceRequest& req,
                                             ChannelFds* channel, UniqueFd* log) {
   ForkedInstance inst;
+  inst.timings_.start_ns = monotonic_ns();
   inst.leaf_ = TRY(CgroupLeaf::create(layout, req.id, req.limits));
   // Limited as the instance is: whatever is in it for the moment it lives.
   CgroupLeaf join = TRY(CgroupLeaf::create(layout, req.id + "-join", req.limits));
@@ -60,6 +74,7 @@ Result<ForkedInstance> ForkedInstance::fork(const CgroupLayout& layout, const In
     procs.emplace_back(open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
     if (!procs.back().valid()) return sys_error("open", dir + "/cgroup.procs");
   }
+  inst.timings_.leaves_ns = monotonic_ns();
   ChannelEnds ch = TRY(make_channel());
   int lp[2], ap[2];
   if (pipe2(lp, O_CLOEXEC) != 0) return sys_error("pipe2", "instance log");
@@ -84,6 +99,7 @@ Result<ForkedInstance> ForkedInstance::fork(const CgroupLayout& layout, const In
   log_write.reset();
   answer_write.reset();
   procs.clear();
+  inst.timings_.sent_ns = monotonic_ns();
 
   // From here on, a failure kills the template before the join leaf (and
   // the instance's leaf) are destroyed on the way out.
@@ -98,6 +114,7 @@ Result<ForkedInstance> ForkedInstance::fork(const CgroupLayout& layout, const In
         make_error("fork", "the function template could not fork: " + answer.value().substr(2)));
   if (answer.value() != "k")
     return failed(make_error("fork", "malformed answer from the function template"));
+  inst.timings_.answered_ns = monotonic_ns();
   const std::vector<pid_t> joined = join.procs();
   if (joined.size() != 1)
     return failed(make_error(
@@ -105,10 +122,12 @@ Result<ForkedInstance> ForkedInstance::fork(const CgroupLayout& layout, const In
   if (Status s = inst.leaf_.attach(joined[0]); !s)
     return failed(
         Error(s.error().err, "fork", "moving the instance to its leaf", s.error().message()));
+  inst.timings_.moved_ns = monotonic_ns();
   if (Status s = join.remove_if_empty(); !s)
     return failed(Error(s.error().err, "fork", "removing the join leaf", s.error().message()));
   if (inst.leaf_.procs().empty())
     return failed(make_error("fork", "the instance left its cgroup leaf"));
+  inst.timings_.done_ns = monotonic_ns();
   *channel = std::move(ch.host);
   *log = std::move(log_read);
   inst.leaf_.close_dirfd();  // moved by its path, not cloned into

@@ -59,6 +59,19 @@ struct InstanceRequest {
   std::function<void()> kill_template;
 };
 
+// When each step of ForkedInstance::fork ended, for `serve -v`.
+struct InstanceTimings {
+  uint64_t start_ns = 0;
+  uint64_t leaves_ns = 0;    // its leaf and the join leaf made, files opened
+  uint64_t sent_ns = 0;      // the fork request sent
+  uint64_t answered_ns = 0;  // the template answered: the instance has joined
+  uint64_t moved_ns = 0;     // moved on to its own leaf
+  uint64_t done_ns = 0;      // the join leaf removed
+};
+
+// One line, as format_timings() gives for a sandbox.
+std::string format_instance_timings(const InstanceTimings& t);
+
 class ForkedInstance {
  public:
   ForkedInstance() = default;
@@ -79,9 +92,11 @@ class ForkedInstance {
   Result<FreezeSwitch> freeze_switch() const { return leaf_.freeze_switch(); }
   // Kills everything in its leaf and removes it. Idempotent.
   Status destroy() { return leaf_.valid() ? leaf_.destroy() : Status{}; }
+  const InstanceTimings& timings() const { return timings_; }
 
  private:
   CgroupLeaf leaf_;
+  InstanceTimings timings_;
 };
 
 }  // namespace nsbox

@@ -470,6 +470,9 @@ Setup wait_for_setup(int sock) {
         reply.setup_ms = (monotonic_ns() - t0) / 1e6;
         reply.id = id;
         auto& placed = instances.emplace(id, std::move(inst.value())).first->second;
+        if (log_level() >= LogLevel::Debug)
+          LOG_DEBUG("instance %s setup: %s", ir.id.c_str(),
+                    format_instance_timings(placed.timings()).c_str());
         fds[0] = channel.to_runner.get();
         fds[1] = channel.from_runner.get();
         fds[2] = log_read.get();

@@ -327,6 +327,43 @@ TEST_CASE("serve -v: each sandbox's setup steps, timed, in the log") {
   }
 }
 
+TEST_CASE("serve -v: a function template's instance logs its steps, timed") {
+  for (bool verbose : {true, false}) {
+    CAPTURE(verbose);
+    StateDir sd("instance-log");
+    Daemon d(sd.path, "[pool]\nblank = 0\n");
+    if (verbose) d.verbose();
+    REQUIRE(d.start());
+    REQUIRE(deploy(d, "f", "def handler(event, context):\n    return 1\n", "?template=1")->status ==
+            201);
+    auto r = d.client()->Post("/fn/f", "{}", "application/json");
+    REQUIRE(r);
+    REQUIRE(r->status == 200);
+    CHECK(d.metric("nsbox_pool_function_templates") == 1);
+    CHECK(d.stop() == 0);
+    const std::string log = d.log();
+    const size_t at = log.find("instance ");
+    const size_t steps = log.find(" setup: leaves ", at == std::string::npos ? 0 : at);
+    if (!verbose) {
+      CHECK_MESSAGE(steps == std::string::npos, log);
+      continue;
+    }
+    REQUIRE_MESSAGE(steps != std::string::npos, log);
+    const std::string line = log.substr(steps, log.find('\n', steps) - steps);
+    CAPTURE(line);
+    size_t prev = 0;
+    for (const char* step : {"send", "fork and join", "move", "remove join leaf", "ready after"}) {
+      const size_t p = line.find(std::string("; ") + step + " ");
+      CHECK_MESSAGE(p != std::string::npos, step);
+      CHECK_MESSAGE(p > prev, step, " out of order");
+      prev = p;
+    }
+    const double ready = std::stod(line.substr(line.find("ready after ") + 12));
+    CHECK(ready > 0);
+    CHECK(ready < 30000);
+  }
+}
+
 TEST_CASE("serve: the API and its error codes") {
   StateDir sd("api");
   Daemon d(sd.path, kPool);
