@@ -200,7 +200,16 @@ std::string seccomp_canonical(const SeccompPolicy& p) {
   return s;
 }
 
+// Checked by seccomp_compile and by seccomp_get before its cache.
+static Status refuse_never_allowed(const SeccompPolicy& policy) {
+  for (const auto& name : policy.allow)
+    if (const char* why = seccomp_never_allowed(name))
+      return make_error("seccomp", "\"" + name + "\" may never be allowed: " + why);
+  return {};
+}
+
 Result<SeccompProgram> seccomp_compile(const SeccompPolicy& policy) {
+  TRY(refuse_never_allowed(policy));
   Ctx ctx(seccomp_init(default_action(policy)));
   if (!ctx) return make_error("seccomp_init", "out of memory");
   scmp_filter_ctx c = ctx.get();
@@ -208,8 +217,6 @@ Result<SeccompProgram> seccomp_compile(const SeccompPolicy& policy) {
   for (const auto& name : policy.allow) {
     int nr = seccomp_syscall_resolve_name(name.c_str());
     if (nr == __NR_SCMP_ERROR) return make_error("seccomp", "unknown syscall \"" + name + "\"");
-    if (const char* why = seccomp_never_allowed(name))
-      return make_error("seccomp", "\"" + name + "\" may never be allowed: " + why);
     if (name == "clone") {
       // Threads yes, namespaces never; children only when the policy allows.
       uint64_t mask = kNamespaceFlags | (policy.allow_fork ? 0 : CLONE_THREAD);
@@ -256,11 +263,9 @@ Result<SeccompProgram> seccomp_get(const SeccompPolicy& policy, const std::strin
   snprintf(name, sizeof name, "/seccomp-%016llx.bpf",
            static_cast<unsigned long long>(fnv1a64(seccomp_canonical(policy))));
   std::string path = cache_dir + name;
-  // A filter cached by an older nsbox must not let through what this one
-  // refuses to compile.
-  for (const auto& n : policy.allow)
-    if (const char* why = seccomp_never_allowed(n))
-      return make_error("seccomp", "\"" + n + "\" may never be allowed: " + why);
+  // Before the cache: a filter cached by an older nsbox must not let
+  // through what this one refuses to compile.
+  TRY(refuse_never_allowed(policy));
   if (use_cache) {
     auto cached = read_cache(path);
     if (cached) return cached;
