@@ -266,16 +266,15 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         lock.unlock();
         std::unique_ptr<Worker> w;
         bool hung = false;    // the template did not answer in time
-        bool slow = false;    // it did, but slowly
+        double fork_ms = 0;   // the spawner's time for it (not its queue's)
         bool no_fds = false;  // the gateway's fd budget, not the template, refused
         if (tmpl) {
           nsbox::Status room = reserve_fds();
           no_fds = !room;
-          const auto t0 = Clock::now();  // the fork's own time only
           auto forked = room ? spawner_.fork_instance(tmpl, profile, memory)
                              : Result<SpawnedSandbox>(room.error());
           hung = !forked && forked.error().err == ETIMEDOUT;
-          slow = Clock::now() - t0 > std::chrono::milliseconds(PoolCore::kSlowForkMs);
+          if (forked) fork_ms = forked.value().setup_ms;
           w = worker(std::move(forked), profile, memory, static_cast<bool>(room));
           if (w) w->template_id = tmpl;
         }
@@ -292,7 +291,7 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         if (w) {
           Lease lease{Status::Ok, core_.spawned(name, deploy, std::move(w)), false, {}};
           lease.forked = true;
-          if (slow) wake_locked(core_.template_slow(name, tmpl));
+          wake_locked(core_.template_forked(name, tmpl, fork_ms, Clock::now()));
           return lease;
         }
         // A template that cannot fork is dead or broken: it goes, and this

@@ -467,7 +467,8 @@ Wakes PoolCore::template_made(const std::string& name, uint64_t deploy, uint64_t
       templates_memory_ += w->memory_bytes;
       fn.tmpl_used = w->last_used;
       fn.tmpl_forks = 0;
-      fn.tmpl_slow = 0;
+      fn.tmpl_debt_ms = 0;
+      fn.tmpl_debt_at = w->last_used;
       fn.tmpl_retired = false;
       fn.tmpl = std::move(w);
     }
@@ -492,12 +493,20 @@ Wakes PoolCore::template_gone(const std::string& name, uint64_t id, bool hung) {
   return wakes;
 }
 
-Wakes PoolCore::template_slow(const std::string& name, uint64_t id) {
+Wakes PoolCore::template_forked(const std::string& name, uint64_t id, double fork_ms,
+                                Clock::time_point now) {
   Wakes wakes;
   auto it = functions_.find(name);
   if (it == functions_.end()) return wakes;
   FunctionState& fn = it->second;
-  if (fn.tmpl && fn.tmpl->id == id && ++fn.tmpl_slow >= 3 && !fn.tmpl_retired) {
+  if (!fn.tmpl || fn.tmpl->id != id) return wakes;
+  if (now > fn.tmpl_debt_at) {
+    const double s = std::chrono::duration<double>(now - fn.tmpl_debt_at).count();
+    fn.tmpl_debt_ms = std::max(0.0, fn.tmpl_debt_ms - s * kForkDebtDrainMsPerS);
+    fn.tmpl_debt_at = now;
+  }
+  fn.tmpl_debt_ms += std::max(0.0, fork_ms - kForkAllowanceMs);
+  if (fn.tmpl_debt_ms > kForkDebtMaxMs && !fn.tmpl_retired) {
     fn.tmpl_retired = true;
     fn.template_failed = fn.tmpl->deploy;
     if (fn.tmpl_busy == 0) forget_template(fn, wakes);

@@ -204,11 +204,20 @@ class PoolCore {
   // the spawner), or the third to die for that deploy, is not made again
   // for it.
   Wakes template_gone(const std::string& name, uint64_t id, bool hung = false);
-  // A fork from template id worked but took over kSlowForkMs: each such
-  // fork stalls the spawner, which every function shares. The third retires
-  // it for its deploy (no more forks; it goes with its last leased instance).
-  static constexpr int kSlowForkMs = 100;
-  Wakes template_slow(const std::string& name, uint64_t id);
+  // A fork from template id worked and took fork_ms of the spawner's time.
+  // The spawner is single-threaded and every function shares it, and how
+  // long a fork takes is up to the template (it runs the function's code),
+  // so a template may not make it wait much longer than a sandbox would:
+  // what a fork takes over kForkAllowanceMs is debt, the debt drains at
+  // kForkDebtDrainMsPerS, and past kForkDebtMaxMs the template is retired
+  // for its deploy (no more forks; it goes with its last leased instance).
+  // Three forks of 105 ms retire it, four of 99 ms do; a fork slowed now and
+  // then by the host (an RCU grace period after a pause: 10-25 ms) never does.
+  static constexpr double kForkAllowanceMs = 20;
+  static constexpr double kForkDebtDrainMsPerS = 10;
+  static constexpr double kForkDebtMaxMs = 250;
+  Wakes template_forked(const std::string& name, uint64_t id, double fork_ms,
+                        Clock::time_point now);
   // Whether template id is still the one to fork from (another request may
   // have seen it die, or its deploy revoked, since this one planned to).
   bool template_usable(const std::string& name, uint64_t id) const;
@@ -295,12 +304,13 @@ class PoolCore {
     std::unique_ptr<Worker> tmpl;
     Clock::time_point tmpl_used;
     bool making_template = false;
-    uint64_t tmpl_forks = 0;       // instances it made
-    int tmpl_busy = 0;             // of them, leased now
-    int tmpl_slow = 0;             // forks that took over kSlowForkMs
-    bool tmpl_retired = false;     // no more forks; goes with its last leased instance
-    int template_deaths = 0;       // templates of the current deploy that died
-    uint64_t template_failed = 0;  // the deploy whose template would not load or fork
+    uint64_t tmpl_forks = 0;         // instances it made
+    int tmpl_busy = 0;               // of them, leased now
+    double tmpl_debt_ms = 0;         // its forks' time over the allowance, drained
+    Clock::time_point tmpl_debt_at;  // when tmpl_debt_ms was last drained
+    bool tmpl_retired = false;       // no more forks; goes with its last leased instance
+    int template_deaths = 0;         // templates of the current deploy that died
+    uint64_t template_failed = 0;    // the deploy whose template would not load or fork
     int held() const { return busy + static_cast<int>(idle.size()); }
     // A template that forks no more (a revoked deploy's, or retired) and
     // goes once none of its instances is leased.
