@@ -289,6 +289,31 @@ TEST_CASE("serve: a network namespace made ahead goes to one sandbox, loopback u
 
 // serve -v shows each sandbox's setup as run -v does: every step the child ran, in
 // order, with its share; without -v, none of it.
+// serve -v logs a line of timed steps per sandbox (or instance) it makes:
+// the first line holding marker must list steps in order and end "ready
+// after N ms" with a plausible N. Without -v there is no such line.
+static void check_step_line(const std::string& log, const char* marker,
+                            std::initializer_list<const char*> steps, bool verbose) {
+  const size_t at = log.find(marker);
+  if (!verbose) {
+    CHECK_MESSAGE(at == std::string::npos, log);
+    return;
+  }
+  REQUIRE_MESSAGE(at != std::string::npos, log);
+  const std::string line = log.substr(at, log.find('\n', at) - at);
+  CAPTURE(line);
+  size_t prev = 0;
+  for (const char* step : steps) {
+    const size_t p = line.find(std::string("; ") + step + " ");
+    CHECK_MESSAGE(p != std::string::npos, step);
+    CHECK_MESSAGE(p > prev, step, " out of order");
+    prev = p;
+  }
+  const double ready = std::stod(line.substr(line.find("; ready after ") + 14));
+  CHECK(ready > 0);
+  CHECK(ready < 30000);
+}
+
 TEST_CASE("serve -v: each sandbox's setup steps, timed, in the log") {
   for (const char* factory : {"template", "exec"}) {
     for (bool verbose : {true, false}) {
@@ -303,26 +328,9 @@ TEST_CASE("serve -v: each sandbox's setup steps, timed, in the log") {
       REQUIRE(r);
       REQUIRE(r->status == 200);
       CHECK(d.stop() == 0);
-      const std::string log = d.log();
-      const size_t at = log.find(" setup: parent: prepare ");
-      if (!verbose) {
-        CHECK_MESSAGE(at == std::string::npos, log);
-        continue;
-      }
-      REQUIRE_MESSAGE(at != std::string::npos, log);
-      const std::string line = log.substr(at, log.find('\n', at) - at);
-      CAPTURE(line);
-      size_t prev = 0;
-      for (const char* step :
-           {"clone3", "id maps", "mount", "pivot_root", "drop privileges", "ready after"}) {
-        const size_t p = line.find(std::string("; ") + step + " ");
-        CHECK_MESSAGE(p != std::string::npos, step);
-        CHECK_MESSAGE(p > prev, step, " out of order");
-        prev = p;
-      }
-      const double ready = std::stod(line.substr(line.find("ready after ") + 12));
-      CHECK(ready > 0);
-      CHECK(ready < 30000);
+      check_step_line(
+          d.log(), " setup: parent: prepare ",
+          {"clone3", "id maps", "mount", "pivot_root", "drop privileges", "ready after"}, verbose);
     }
   }
 }
@@ -341,26 +349,8 @@ TEST_CASE("serve -v: a function template's instance logs its steps, timed") {
     REQUIRE(r->status == 200);
     CHECK(d.metric("nsbox_pool_function_templates") == 1);
     CHECK(d.stop() == 0);
-    const std::string log = d.log();
-    const size_t at = log.find("instance ");
-    const size_t steps = log.find(" setup: leaves ", at == std::string::npos ? 0 : at);
-    if (!verbose) {
-      CHECK_MESSAGE(steps == std::string::npos, log);
-      continue;
-    }
-    REQUIRE_MESSAGE(steps != std::string::npos, log);
-    const std::string line = log.substr(steps, log.find('\n', steps) - steps);
-    CAPTURE(line);
-    size_t prev = 0;
-    for (const char* step : {"send", "fork and join", "move", "remove join leaf", "ready after"}) {
-      const size_t p = line.find(std::string("; ") + step + " ");
-      CHECK_MESSAGE(p != std::string::npos, step);
-      CHECK_MESSAGE(p > prev, step, " out of order");
-      prev = p;
-    }
-    const double ready = std::stod(line.substr(line.find("ready after ") + 12));
-    CHECK(ready > 0);
-    CHECK(ready < 30000);
+    check_step_line(d.log(), " setup: leaves ",
+                    {"send", "fork and join", "move", "remove join leaf", "ready after"}, verbose);
   }
 }
 

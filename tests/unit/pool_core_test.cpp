@@ -863,59 +863,39 @@ TEST_CASE("pool core: a template is made only with room for it and the instance 
 }
 
 TEST_CASE("pool core: a template's fork time over the allowance is debt, and the debt drains") {
-  auto fresh = [](PoolCore& core) {
-    TemplatedRequest a(core, "f", 1);
-    a.run(10, 11);
-    REQUIRE(a.plan.kind == PoolCore::TemplatePlan::Use);
-    REQUIRE(a.kind == PoolCore::Step::Spawn);
-    return std::move(a.lease);
-  };
+  // doctest runs this body once per SUBCASE: each starts from a fresh core.
+  PoolCore core(limits(8), {kMem});
+  TemplatedRequest a(core, "f", 1);
+  a.run(10, 11);
+  REQUIRE(a.plan.kind == PoolCore::TemplatePlan::Use);
+  REQUIRE(a.kind == PoolCore::Step::Spawn);
   SUBCASE("forks just under 100 ms, back to back: the fourth retires it") {
-    PoolCore core(limits(8), {kMem});
-    auto lease = fresh(core);
     for (int i = 0; i < 3; i++) core.template_forked("f", 10, 99, kT0);
     CHECK(core.template_usable("f", 10));
     core.template_forked("f", 10, 99, kT0);
     CHECK_FALSE(core.template_usable("f", 10));
-    core.release(std::move(lease), true, kT0, true);
-    holds(core);
   }
   SUBCASE("the same forks 10 s apart: drained faster than they add") {
-    PoolCore core(limits(8), {kMem});
-    auto lease = fresh(core);
     for (int i = 0; i < 50; i++)
       core.template_forked("f", 10, 99, kT0 + std::chrono::seconds(10 * i));
     CHECK(core.template_usable("f", 10));
-    core.release(std::move(lease), true, kT0, true);
-    holds(core);
   }
-  SUBCASE("forks within the allowance, back to back, never") {
-    PoolCore core(limits(8), {kMem});
-    auto lease = fresh(core);
+  SUBCASE("forks within the allowance, back to back, never; a little over it adds up") {
     for (int i = 0; i < 1000; i++) core.template_forked("f", 10, 20, kT0);
     CHECK(core.template_usable("f", 10));
-    // A little over it adds up without a pause...
     for (int i = 0; i < 60; i++) core.template_forked("f", 10, 25, kT0);
     CHECK_FALSE(core.template_usable("f", 10));
-    core.release(std::move(lease), true, kT0, true);
-    holds(core);
   }
   SUBCASE("...but not a second apart (a host's grace period after a pause)") {
-    PoolCore core(limits(8), {kMem});
-    auto lease = fresh(core);
     for (int i = 0; i < 1000; i++) core.template_forked("f", 10, 25, kT0 + std::chrono::seconds(i));
     CHECK(core.template_usable("f", 10));
-    core.release(std::move(lease), true, kT0, true);
-    holds(core);
   }
   SUBCASE("another template's id is ignored") {
-    PoolCore core(limits(8), {kMem});
-    auto lease = fresh(core);
     for (int i = 0; i < 10; i++) core.template_forked("f", 99, 400, kT0);
     CHECK(core.template_usable("f", 10));
-    core.release(std::move(lease), true, kT0, true);
-    holds(core);
   }
+  core.release(std::move(a.lease), true, kT0, true);
+  holds(core);
 }
 
 TEST_CASE("pool core: slow forks retire a template; it goes with its last instance") {
