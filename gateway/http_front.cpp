@@ -193,7 +193,10 @@ void HttpFront::serve() {
         for (Conn* c : ready) {
           if (c->dead) continue;
           process(c);
-          if (!c->dead && (c->state == State::Reading || c->state == State::Body)) arm(c, EPOLLIN);
+          if (c->state == State::Handling)
+            hand_off(c);
+          else if (!c->dead && (c->state == State::Reading || c->state == State::Body))
+            arm(c, EPOLLIN);
         }
       } else {
         Conn* c = static_cast<Conn*>(p);
@@ -360,7 +363,8 @@ void HttpFront::read_some(Conn* c) {
     if (!start_reading(c)) return;
   }
   process(c);
-  if (c->dead || c->state == State::Handling || c->state == State::Writing) return;
+  if (c->state == State::Handling) return hand_off(c);
+  if (c->dead || c->state == State::Writing) return;
   if (eof) {
     // A client that half-closes after a complete request still gets its
     // answer (handled above); one that leaves mid-request is just gone.
@@ -492,6 +496,9 @@ const HttpFront::Route* HttpFront::find_route(httplib::Request& req, bool* path_
 void HttpFront::dispatch(Conn* c) {
   count_sending(c, false);
   c->state = State::Handling;
+}
+
+void HttpFront::hand_off(Conn* c) {
   threads_->enqueue([this, c] { handle(c); });
 }
 
@@ -734,6 +741,9 @@ void HttpFront::begin_drain(Conn* c) {
 void HttpFront::close_conn(Conn* c) {
   if (c->dead) return;
   count_sending(c, false);
+  // Once c is in the graveyard the epoll thread may free it (and a new
+  // connection get its memory): nothing of c is read after the lock.
+  const int fd = c->fd;
   {
     std::lock_guard<std::mutex> lock(mu_);
     conns_.erase(c);
@@ -742,7 +752,7 @@ void HttpFront::close_conn(Conn* c) {
     // after the batch. A worker's connection is not in any batch.
     graveyard_.push_back(c);
   }
-  close(c->fd);
+  close(fd);
 }
 
 // Makes room for a new connection: the newest request still being sent from

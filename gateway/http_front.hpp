@@ -77,13 +77,17 @@ class HttpFront {
   void accept_all();
   void on_event(Conn* c, uint32_t events);
   void read_some(Conn* c);
+  // Epoll thread only. Parses what c has read; a complete request leaves c
+  // Handling, and the caller hands it off once done with it: from then on
+  // a handler thread owns c, and may close it and let it be freed.
   void process(Conn* c);
   bool start_reading(Conn* c);
   void enforce_address_caps(std::chrono::steady_clock::time_point now);
   void begin_drain(Conn* c);
   void refuse_over_cap(Conn* c);
   void free_closed();
-  void dispatch(Conn* c);
+  void dispatch(Conn* c);  // marks c Handling
+  void hand_off(Conn* c);  // to a handler thread; the caller touches c no more
   void handle(Conn* c);
   // True when the worker took the connection's next request (take_next_inline).
   bool send_response(Conn* c, httplib::Response& res, bool from_worker);

@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -561,5 +562,58 @@ TEST_CASE("front: a very long path is refused with 414, not matched") {
   // The longest a route takes is still routed: a 63-byte name's logs.
   const std::string name(63, 'x');
   CHECK(d.client()->Get(("/functions/" + name + "/logs").c_str(), auth(d))->status == 404);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("front: connections closed by the thread that answered them each get their own answer") {
+  // The answering thread closes a Connection: close connection; the epoll
+  // thread frees it and may give its memory to the next connection at once.
+  // Reading the fd from the freed object closed another client's socket:
+  // answers went to the wrong client, and sockets were left open.
+  StateDir sd("closers");
+  Daemon d(sd.path, std::string("max_connections = 64\n") + kPool);
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "echo", "def handler(event, context):\n    return event\n")->status == 201);
+  const auto fds = [&] {
+    int n = 0;
+    for (const auto& e :
+         std::filesystem::directory_iterator("/proc/" + std::to_string(d.pid()) + "/fd")) {
+      (void)e;
+      n++;
+    }
+    return n;
+  };
+  std::string buf;
+  int warm = connect_from("127.0.0.1", d.port());
+  send_all(warm, post("/fn/echo", "{}", "Connection: close\r\n"));
+  REQUIRE(status_of(read_response(warm, &buf, 10000)) == 200);
+  close(warm);
+  const int before = fds();
+  constexpr int kClients = 8, kEach = 400;
+  std::atomic<int> ok{0}, wrong{0}, lost{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < kClients; t++)
+    clients.emplace_back([&, t] {
+      for (int i = 0; i < kEach; i++) {
+        const std::string id = "c" + std::to_string(t) + "x" + std::to_string(i);
+        int fd = connect_from("127.0.0.1", d.port());
+        send_all(fd, post("/fn/echo", "{\"id\": \"" + id + "\"}", "Connection: close\r\n"));
+        bool eof = false;
+        std::string reply = read_until_close(fd, 5000, &eof);
+        close(fd);
+        if (!eof || status_of(reply) != 200)
+          lost++;
+        else if (reply.find("\"" + id + "\"") == std::string::npos)
+          wrong++;
+        else
+          ok++;
+      }
+    });
+  for (auto& c : clients) c.join();
+  CHECK(wrong == 0);
+  CHECK(lost == 0);
+  CHECK(ok == kClients * kEach);
+  // Every connection's socket was closed: the daemon holds what it held.
+  CHECK(wait_until([&] { return fds() <= before + 2; }, 5000, "the daemon's fds back"));
   CHECK(d.stop() == 0);
 }
