@@ -308,7 +308,11 @@ void HttpFront::count_sending(Conn* c, bool on) {
 
 void HttpFront::arm(Conn* c, uint32_t events) {
   epoll_event ev{};
-  ev.events = events | EPOLLONESHOT | EPOLLRDHUP;
+  // RDHUP only while reading: it stays raised once the peer half-closes, so
+  // a connection waiting to write to a half-closed client that does not
+  // read would come back at once, every time (the epoll thread spinning).
+  // A write that cannot complete ends with EPOLLERR/EPOLLHUP or the deadline.
+  ev.events = events | EPOLLONESHOT | ((events & EPOLLIN) ? EPOLLRDHUP : 0u);
   ev.data.ptr = c;
   if (epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c->fd, &ev) != 0)
     LOG_WARN("epoll_ctl: %s", strerror(errno));

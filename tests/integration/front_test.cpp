@@ -617,3 +617,46 @@ TEST_CASE("front: connections closed by the thread that answered them each get t
   CHECK(wait_until([&] { return fds() <= before + 2; }, 5000, "the daemon's fds back"));
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("front: a client that half-closes and never reads its answer does not spin the front") {
+  StateDir sd("halfclose");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "big",
+                 "def handler(event, context):\n    return 'a' * min(int(event['n']), 8000000)\n")
+              ->status == 201);
+  // A small receive buffer, so that the 5 MB answer cannot all be sent.
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  int small = 4096;
+  REQUIRE(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0);
+  sockaddr_in to{};
+  to.sin_family = AF_INET;
+  to.sin_port = htons(uint16_t(d.port()));
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+  send_all(fd, post("/fn/big", "{\"n\": 5000000}"));
+  REQUIRE(shutdown(fd, SHUT_WR) == 0);
+  const auto cpu_ticks = [&] {
+    std::ifstream f("/proc/" + std::to_string(d.pid()) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(f)), {});
+    std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    long utime = 0, stime = 0;
+    for (int i = 3; i <= 15 && rest >> field; i++) {
+      if (i == 14) utime = std::stol(field);
+      if (i == 15) stime = std::stol(field);
+    }
+    return utime + stime;
+  };
+  // Its answer is made and waits to be written.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  const long before = cpu_ticks();
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const long used = cpu_ticks() - before;
+  // Spinning, the epoll thread took a whole CPU: 200 ticks in these 2 s.
+  CHECK_MESSAGE(used < 40, used, " ticks in 2 s");
+  REQUIRE(d.client()->Get("/healthz")->status == 200);
+  close(fd);
+  CHECK(d.stop() == 0);
+}
