@@ -16,7 +16,8 @@ bool forbidden_header(const std::string& name) {
                                            "trailer",        "host"};
   std::string lower;
   for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  if (lower.rfind("proxy-", 0) == 0) return true;
+  // x-nsbox-*: ours (the request id), which a function must not forge.
+  if (lower.rfind("proxy-", 0) == 0 || lower.rfind("x-nsbox-", 0) == 0) return true;
   for (const char* f : kForbidden)
     if (lower == f) return true;
   return false;

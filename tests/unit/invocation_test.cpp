@@ -221,6 +221,9 @@ class FakeRunners final : public SandboxFactory {
                         {"Bad Name", "x"},
                         // A C-string reader in front of us would see Content-Length.
                         {std::string("Content-Length\0x", 16), "5"},
+                        // Ours: a forged request id would mislead whoever correlates logs.
+                        {"X-Nsbox-Request-Id", "0000000000000000"},
+                        {"x-nsbox-anything", "1"},
                         {"X-Good", "yes"},
                         {"X-Number", 7},
                         {"Content-Type", "text/plain"}};
