@@ -85,6 +85,9 @@ class Sandbox {
   const UidSlot& slot() const { return slot_; }
   // An fd of the leaf's freeze switch for the pool (invalid without one).
   Result<FreezeSwitch> freeze_switch() const { return cgroup_.freeze_switch(); }
+  bool can_freeze() const { return cgroup_.can_freeze(); }
+  // Freezes or thaws the leaf (a function template between its forks).
+  Status set_frozen(bool frozen) const { return cgroup_.set_frozen(frozen); }
 
   void kill();
   // Reaps PID 1 if it has exited (wait_ms = 0) or waits up to wait_ms;

@@ -17,6 +17,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <set>
 
 #include "base/clock.hpp"
 #include "base/host_limits.hpp"
@@ -257,6 +258,10 @@ Setup wait_for_setup(int sock) {
   // Function templates' fork sockets (our ends), and their instances.
   std::map<uint64_t, UniqueFd> fork_socks;
   std::map<uint64_t, ForkedInstance> instances;
+  // Function templates frozen between forks (kFork). Frozen, a template's
+  // PID 1 cannot see its runner die and end the sandbox; the fork socket's
+  // hang-up says so instead, and the template is thawed to end.
+  std::set<uint64_t> frozen_templates;
   uint64_t next_id = 1;
   const std::string prefix = "srv-" + std::to_string(getpid()) + "-";
   // Cgroup leaves made ahead while no request waits, a few per profile once
@@ -289,10 +294,16 @@ Setup wait_for_setup(int sock) {
   for (;;) {
     // Every few idle seconds, sweep leaves that an earlier, killed spawner
     // could not remove while its sandboxes were still dying.
-    struct pollfd pfd[2] = {{sock, POLLIN, 0}, {netns_maker.socket_fd(), POLLIN, 0}};
-    const nfds_t npfd = netns_maker.running() ? 2 : 1;
+    std::vector<struct pollfd> pfd = {{sock, POLLIN, 0}, {netns_maker.socket_fd(), POLLIN, 0}};
+    const size_t npfd = netns_maker.running() ? 2 : 1;
+    pfd.resize(npfd);
+    std::vector<uint64_t> watched;  // frozen templates, after the fixed entries
+    for (uint64_t t : frozen_templates) {
+      pfd.push_back({fork_socks.at(t).get(), 0, 0});  // POLLHUP needs no asking
+      watched.push_back(t);
+    }
     const int short_of_leaves = profile_short_of_leaves();
-    if (short_of_leaves >= 0 && poll(pfd, 1, 0) == 0) {
+    if (short_of_leaves >= 0 && poll(pfd.data(), 1, 0) == 0) {
       auto leaf = CgroupLeaf::create(layout, prefix + "l" + std::to_string(next_leaf++),
                                      profiles[short_of_leaves].spec.limits);
       if (leaf) {
@@ -306,11 +317,24 @@ Setup wait_for_setup(int sock) {
     // Idle means five seconds without a request: the maker's deliveries
     // wake us without putting that off.
     const uint64_t now = monotonic_ms();
-    const int ready = poll(pfd, npfd, idle_at > now ? static_cast<int>(idle_at - now) : 0);
+    const int ready =
+        poll(pfd.data(), pfd.size(), idle_at > now ? static_cast<int>(idle_at - now) : 0);
+    bool hung_up = false;
+    for (size_t i = npfd; ready > 0 && i < pfd.size(); i++) {
+      if (!pfd[i].revents) continue;
+      // Its runner is gone (every holder of the socket's other end closed
+      // it): thawed, PID 1 sees that and ends the sandbox, instances and
+      // all, as an unfrozen one would have at once.
+      hung_up = true;
+      frozen_templates.erase(watched[i - npfd]);
+      if (auto t = sandboxes.find(watched[i - npfd]); t != sandboxes.end())
+        (void)t->second.set_frozen(false);
+    }
     if (ready > 0 && npfd == 2 && pfd[1].revents) {
       netns_maker.collect();
       if (!pfd[0].revents) continue;
     }
+    if (hung_up && !pfd[0].revents) continue;
     if (ready == 0) {
       idle_at = monotonic_ms() + kIdleMs;
       if (use_cgroups) cgroup_sweep_stale(layout);
@@ -462,11 +486,21 @@ Setup wait_for_setup(int sock) {
         Sandbox& tmpl = sb->second;
         ir.kill_template = [&tmpl] { tmpl.kill(); };
         const uint64_t t0 = monotonic_ns();
+        // A template runs only to fork: frozen in between, so that threads
+        // its module body started cannot use the CPU while nobody asks.
+        if (frozen_templates.erase(req.id)) {
+          if (Status s = tmpl.set_frozen(false); !s) {
+            fill_error(&reply, Error(s.error().err, "fork", "thawing the function template",
+                                     s.error().message()));
+            break;
+          }
+        }
         auto inst = ForkedInstance::fork(layout, ir, &channel, &log_read);
         if (!inst) {
           fill_error(&reply, inst.error());
-          break;
+          break;  // the template is dropped (killed by then if it was asked)
         }
+        if (tmpl.can_freeze() && tmpl.set_frozen(true)) frozen_templates.insert(req.id);
         reply.setup_ms = (monotonic_ns() - t0) / 1e6;
         reply.id = id;
         auto& placed = instances.emplace(id, std::move(inst.value())).first->second;
@@ -543,6 +577,7 @@ Setup wait_for_setup(int sock) {
         // A template's instances die with it (they live in its PID
         // namespace); their leaves go when the gateway destroys them.
         fork_socks.erase(req.id);
+        frozen_templates.erase(req.id);
         auto it = sandboxes.find(req.id);
         if (it != sandboxes.end()) {
           Status s = it->second.destroy();
@@ -558,6 +593,7 @@ Setup wait_for_setup(int sock) {
       }
       case kShutdown:
         instances.clear();
+        frozen_templates.clear();
         fork_socks.clear();
         sandboxes.clear();  // each destructor kills, reaps and removes its cgroup
         spare_leaves.clear();

@@ -9,8 +9,10 @@
 
 #include <chrono>
 #include <fstream>
+#include <future>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -222,6 +224,49 @@ TEST_CASE("serve: a function template whose forks keep the spawner waiting is re
     CHECK(r["pid"] == 2);
   }
   CHECK(d.metric("nsbox_pool_function_templates") == 0);
+  CHECK(d.stop() == 0);
+}
+
+// utime + stime of a process, in clock ticks.
+static long cpu_ticks(pid_t pid) {
+  const std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
+  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
+  std::string field;
+  long ticks = 0;
+  for (int i = 3; i <= 15 && rest >> field; i++)
+    if (i == 14 || i == 15) ticks += std::stol(field);
+  return ticks;
+}
+
+TEST_CASE("serve: a function template is frozen between its forks") {
+  StateDir sd("fn-template-frozen");
+  Daemon d(sd.path);
+  REQUIRE(d.start());
+  REQUIRE(deploy_probe(d, "spin", "template_spin.py", "?template=1")->status == 201);
+  int status = 0;
+  json r = invoke(d, "spin", in_sandbox({}), &status);
+  REQUIRE_MESSAGE(status == 200, r.dump(), d.log());
+  const TemplateProcs p = template_procs();
+  REQUIRE(p.runner > 0);
+  // Its module body's thread spins in the template, not in the instance
+  // (a fork copies only the forking thread): left running, it would take a
+  // CPU until the template goes, whoever asks for the function.
+  const long before = cpu_ticks(p.runner);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const long used = cpu_ticks(p.runner) - before;
+  CHECK_MESSAGE(used < 20, used, " ticks in 2 s");
+  // Thawed for each fork: the next instance comes as before.
+  auto second = std::async(std::launch::async, [&] {
+    int st = 0;
+    json got = invoke(d, "spin", in_sandbox({{"sleep_ms", 500}}), &st);
+    return st;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(150));  // it holds the idle instance
+  json again = invoke(d, "spin", in_sandbox({}), &status);
+  CHECK_MESSAGE(status == 200, again.dump(), d.log());
+  CHECK(second.get() == 200);
+  CHECK(template_procs().instances.size() == 2);
+  CHECK(d.metric("nsbox_pool_function_templates") == 1);
   CHECK(d.stop() == 0);
 }
 
