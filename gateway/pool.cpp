@@ -261,8 +261,14 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         }
         return {Status::Ok, std::move(st.worker), true, {}};
       case PoolCore::Step::Spawn: {
+        // Another request's fork from the template first (forking_); out of
+        // time for that, this one goes the ordinary way.
+        while (tmpl && forking_.count(tmpl) && running_)
+          if (cv.wait_until(lock, deadline) == std::cv_status::timeout) tmpl = 0;
         // Another request may have seen the template die since we planned.
         if (tmpl && !core_.template_usable(name, tmpl)) tmpl = 0;
+        const uint64_t forking = tmpl;
+        if (forking) forking_.insert(forking);
         lock.unlock();
         std::unique_ptr<Worker> w;
         bool hung = false;    // the template did not answer in time
@@ -279,6 +285,10 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
           if (w) w->template_id = tmpl;
         }
         lock.lock();
+        if (forking) {
+          forking_.erase(forking);
+          cv.notify_all();
+        }
         if (w && !core_.template_usable(name, tmpl)) {
           // Its deploy was revoked, or the template dropped, while we forked:
           // the instance may run code no longer deployed, or die with it. It

@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -140,6 +141,11 @@ class Pool {
     int users = 0;
   };
   std::map<std::string, FunctionWaiters> waiters_;
+  // Function templates with a fork under way: one at a time each (the
+  // spawner serves every function, and a template's fork takes as long as
+  // the function's code makes it), so that a fork's time is counted against
+  // its template (PoolCore::template_forked) before the next one starts.
+  std::set<uint64_t> forking_;
   std::condition_variable cv_;         // acquire_blank waiters
   std::condition_variable refill_cv_;  // a blank was taken or a slot freed
   std::condition_variable janitor_cv_;

@@ -73,9 +73,19 @@ class FakeFactory final : public SandboxFactory {
   }
   Result<SpawnedSandbox> fork_instance(uint64_t, uint32_t profile, uint64_t memory) override {
     forks++;
-    return spawn(profile, memory);
+    const int now = ++forking_;
+    int seen = most_forking.load();
+    while (now > seen && !most_forking.compare_exchange_weak(seen, now)) {
+    }
+    std::this_thread::sleep_for(fork_time);
+    --forking_;
+    auto s = spawn(profile, memory);
+    if (s) s.value().setup_ms = fork_ms;  // the spawner's own time for the fork
+    return s;
   }
-  std::atomic<int> forks{0}, templates_made{0};
+  std::atomic<int> forks{0}, templates_made{0}, most_forking{0};
+  std::chrono::milliseconds fork_time{0};
+  double fork_ms = 1;
   Status set_memory(uint64_t, uint64_t) override { return {}; }
   Result<CgroupEvents> events(uint64_t) override { return CgroupEvents{}; }
   bool healthy() override { return true; }
@@ -101,7 +111,7 @@ class FakeFactory final : public SandboxFactory {
  private:
   std::chrono::milliseconds destroy_time_;
   std::atomic<uint64_t> next_{1};
-  std::atomic<int> live_{0}, most_{0};
+  std::atomic<int> live_{0}, most_{0}, forking_{0};
   std::mutex mu_;
   std::map<uint64_t, std::array<UniqueFd, 3>> runner_ends_;  // in, out, log (write)
 };
@@ -564,5 +574,51 @@ TEST_CASE("pool: frozen sandboxes' fds wait in a keeper; past the fd budget none
   pool.release(std::move(i.worker), true);
   pool.stop();
   CHECK(parking.parked() == 0);  // the stop dropped g's
+  CHECK(factory.alive() == 0);
+}
+
+TEST_CASE("pool: a function template forks one instance at a time; slow forks stop the queue") {
+  FakeFactory factory(1ms);
+  factory.fork_time = 30ms;
+  Pool pool(factory, limits(16, 0), {kMemory});
+  pool.start();
+  const Pool::TemplateLoader loads = [](Worker&) { return true; };
+  auto first = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s, &loads);
+  REQUIRE(first.status == Pool::Status::Ok);
+  REQUIRE(first.forked);
+  auto burst = [&](int n) {
+    std::vector<Pool::Lease> leases(static_cast<size_t>(n));
+    std::vector<std::thread> ts;
+    for (int i = 0; i < n; i++)
+      ts.emplace_back([&, i] {
+        leases[static_cast<size_t>(i)] =
+            pool.acquire("f", 1, 0, kMemory, Clock::now() + 5s, &loads);
+      });
+    for (auto& t : ts) t.join();
+    return leases;
+  };
+  SUBCASE("honest forks: all served by forks, never two at once in the spawner") {
+    auto leases = burst(3);
+    for (auto& l : leases) {
+      CHECK(l.status == Pool::Status::Ok);
+      CHECK(l.forked);
+      pool.release(std::move(l.worker), true);
+    }
+    CHECK(factory.forks == 4);
+    CHECK(factory.most_forking == 1);
+  }
+  SUBCASE("a fork of 450 ms retires the template before the queued ones start") {
+    factory.fork_ms = 450;  // over the debt limit at once
+    auto leases = burst(3);
+    for (auto& l : leases) {
+      CHECK(l.status == Pool::Status::Ok);
+      pool.release(std::move(l.worker), true);
+    }
+    // One more fork (the first of the burst), then the ordinary way.
+    CHECK(factory.forks == 2);
+    CHECK(factory.most_forking == 1);
+  }
+  pool.release(std::move(first.worker), true);
+  pool.stop();
   CHECK(factory.alive() == 0);
 }
