@@ -78,6 +78,7 @@ struct HttpFront::Conn {
   std::string in;             // bytes read and not used yet
   std::unique_ptr<httplib::Request> req;
   HeadResult head;
+  HeadScan scan;  // of the head still arriving
   std::optional<ChunkedDecoder> chunked;
   const Route* route = nullptr;
   bool keep_alive = true;
@@ -286,6 +287,7 @@ bool HttpFront::start_reading(Conn* c) {
   c->state = State::Reading;
   c->started = Clock::now();
   c->deadline = c->started + std::chrono::milliseconds(config_.request_timeout_ms);
+  c->scan = {};
   c->req = std::make_unique<httplib::Request>();
   c->chunked.reset();
   c->route = nullptr;
@@ -397,13 +399,14 @@ void HttpFront::process(Conn* c) {
         if (p == Parse::NeedMore) return;
         if (p == Parse::Error) return refuse(c, 400, "malformed PROXY protocol line");
         c->in.erase(0, len);
+        c->scan = {};
         if (!client.empty()) c->origin = c->client = client;
         c->origin_trusted = cidr_contains(config_.trusted_proxies, c->origin);
         if (!c->origin_trusted) count_sending(c, true);
       }
       c->proxy_checked = true;
     }
-    HeadResult r = parse_head(c->in, config_.head, c->req.get());
+    HeadResult r = parse_head(c->in, config_.head, c->req.get(), &c->scan);
     if (r.state == Parse::NeedMore) return;
     if (r.state == Parse::Error) {
       if (r.status == 431)

@@ -4,6 +4,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstring>
 
@@ -46,21 +47,26 @@ HeadResult fail(int status, std::string message) {
 
 }  // namespace
 
-HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::Request* req) {
+HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::Request* req,
+                      HeadScan* scan) {
+  HeadScan fresh;
+  HeadScan& s = scan ? *scan : fresh;
   // Blank lines before the request line are allowed (RFC 9112 2.2) but
   // bounded like the rest of the head.
-  size_t start = 0;
+  size_t start = s.start;
   while (start + 1 < buf.size() && buf[start] == '\r' && buf[start + 1] == '\n') start += 2;
-  size_t end = buf.find("\r\n\r\n", start);
+  s.start = start;
+  size_t end = buf.find("\r\n\r\n", std::max(start, s.searched));
   if (end == std::string_view::npos) {
+    s.searched = buf.size() >= 3 ? buf.size() - 3 : 0;
     if (buf.size() > limits.max_head_bytes) return fail(431, "request head too large");
     // Count lines as they arrive, so a head of many tiny headers is refused
     // before it reaches the byte limit.
-    size_t lines = 0;
-    for (size_t p = buf.find("\r\n", start); p != std::string_view::npos;
+    for (size_t p = buf.find("\r\n", std::max(start, s.counted)); p != std::string_view::npos;
          p = buf.find("\r\n", p + 2))
-      lines++;
-    if (lines > limits.max_headers + 1) return fail(431, "too many request headers");
+      s.lines++;
+    s.counted = buf.size() >= 1 ? buf.size() - 1 : 0;
+    if (s.lines > limits.max_headers + 1) return fail(431, "too many request headers");
     return {};
   }
   size_t head_len = end + 4;

@@ -33,12 +33,26 @@ struct HeadResult {
   bool expect_continue = false;
 };
 
+// How far parse_head has looked into a head still arriving, so that each
+// read scans only what is new: rescanning from the start made a head sent a
+// few bytes at a time cost time quadratic in its size (max_head_kb may be
+// 1024), and a few slow clients could keep the epoll thread busy.
+struct HeadScan {
+  size_t start = 0;     // past the blank lines before the request line
+  size_t searched = 0;  // no blank line (the head's end) starts before this
+  size_t counted = 0;   // the line breaks starting before this are in lines
+  size_t lines = 0;
+};
+
 // Parses the head at the start of buf into req (method, target, path
 // decoded, params, version, headers). NeedMore while the blank line has not
 // arrived and the limits still allow it. Rejects what proxies could read
 // differently (obs-fold, space before the colon, both Content-Length and
 // Transfer-Encoding, differing Content-Lengths, codings other than chunked).
-HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::Request* req);
+// With scan, a later call for the same head (buf grown, its start
+// unchanged) picks up where this one stopped.
+HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::Request* req,
+                      HeadScan* scan = nullptr);
 
 // Decodes a chunked body as it arrives; trailers are read and dropped.
 class ChunkedDecoder {

@@ -50,6 +50,43 @@ TEST_CASE("http head: limits and ambiguous framing") {
   CHECK(r.expect_continue);
 }
 
+TEST_CASE("http head: scanned as it arrives, with the same result as all at once") {
+  // Each call with a HeadScan looks only at what is new; the verdict at
+  // every length must be the one a fresh parse of those bytes gives.
+  std::string many = "GET / HTTP/1.1\r\n";
+  for (int i = 0; i < 70; i++) many += "X: y\r\n";  // more than max_headers
+  many += "\r\n";
+  const std::string heads[] = {
+      "GET /fn/a?x=1 HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n",
+      "\r\n\r\nPOST /p HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+      many,
+      std::string(20000, '\r'),
+      "GET / HTTP/1.1\r\n" + std::string(17000, 'a') + "\r\n\r\n",
+      "GET / HTTP/1.1\r\r\n\n\r\n\r\n",
+  };
+  for (const std::string& text : heads) {
+    for (size_t step : {size_t(1), size_t(2), size_t(3), size_t(7), size_t(1000)}) {
+      CAPTURE(text.substr(0, 40));
+      CAPTURE(step);
+      HeadScan scan;
+      for (size_t n = std::min(step, text.size());; n = std::min(n + step, text.size())) {
+        httplib::Request a, b;
+        HeadResult inc = parse_head(std::string_view(text).substr(0, n), HeadLimits{}, &a, &scan);
+        HeadResult once = parse_head(std::string_view(text).substr(0, n), HeadLimits{}, &b);
+        REQUIRE(inc.state == once.state);
+        REQUIRE(inc.status == once.status);
+        REQUIRE(inc.message == once.message);
+        if (inc.state == Parse::Done) {
+          CHECK(inc.head_len == once.head_len);
+          CHECK(a.path == b.path);
+          CHECK(a.headers == b.headers);
+        }
+        if (inc.state != Parse::NeedMore || n == text.size()) break;
+      }
+    }
+  }
+}
+
 TEST_CASE("chunked bodies: decoded across any split, bounded") {
   const std::string wire = "5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nTrailer: x\r\n\r\nNEXT";
   for (size_t split = 0; split <= wire.size(); split++) {
