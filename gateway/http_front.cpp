@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <map>
 #include <optional>
 #include <thread>
 
@@ -764,7 +765,8 @@ void HttpFront::close_conn(Conn* c) {
 
 // Makes room for a new connection: the newest request still being sent from
 // the address sending the most (when that is more than its cap allows), else
-// a connection draining after a refusal, else the oldest idle keep-alive one.
+// a connection draining after a refusal, else the oldest idle keep-alive one,
+// else the longest sending one, else the answer waiting longest to be read.
 bool HttpFront::evict_idle() {
   const auto now = Clock::now();
   Conn* oldest = nullptr;
@@ -775,9 +777,20 @@ bool HttpFront::evict_idle() {
   Conn* newest = nullptr;
   Conn* drain = nullptr;
   Conn* slowest = nullptr;  // of the heaviest address, sending the longest
+  Conn* unread = nullptr;   // of the address with the most unread answers, the oldest
   {
     std::lock_guard<std::mutex> lock(mu_);
+    std::map<std::string, int> writing;  // answers waiting to be read, per address
+    for (Conn* c : conns_)
+      if (c->state == State::Writing && !c->origin_trusted && !c->key.empty()) writing[c->key]++;
+    std::string reader;  // the address with the most
+    int most_writing = 0;
+    for (const auto& [key, n] : writing)
+      if (n > most_writing) most_writing = n, reader = key;
     for (Conn* c : conns_) {
+      if (c->state == State::Writing && !c->origin_trusted && c->key == reader &&
+          (!unread || c->deadline < unread->deadline))
+        unread = c;
       // A connection draining after a refusal is worth least, then idle ones.
       if (c->state == State::Draining) {
         drain = c;
@@ -808,6 +821,16 @@ bool HttpFront::evict_idle() {
   if (slowest) {
     refused_busy_++;
     close_conn(slowest);
+    return true;
+  }
+  // Every slot holds a request being handled or an answer not yet read.
+  // An answer its client does not read is held with its body until the
+  // request's deadline: without this, one address that never reads could
+  // keep the table full. Its oldest goes (a proxy in front buffers answers,
+  // so its clients never look like this).
+  if (unread) {
+    refused_busy_++;
+    close_conn(unread);
     return true;
   }
   return false;

@@ -660,3 +660,46 @@ TEST_CASE("front: a client that half-closes and never reads its answer does not 
   close(fd);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("front: answers one address never reads cannot keep the connection table full") {
+  StateDir sd("unread");
+  Daemon d(sd.path,
+           "max_connections = 8\n[pool]\nblank = 1\nmax_sandboxes = 12\nper_function = 8\n");
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "big",
+                 "def handler(event, context):\n    return 'a' * min(int(event['n']), 8000000)\n")
+              ->status == 201);
+  // Eight connections from 127.0.0.2, each asking for 5 MB it never reads.
+  std::vector<int> stuck;
+  for (int i = 0; i < 8; i++) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd >= 0);
+    int small = 4096;
+    REQUIRE(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0);
+    sockaddr_in from{};
+    from.sin_family = AF_INET;
+    inet_pton(AF_INET, "127.0.0.2", &from.sin_addr);
+    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(uint16_t(d.port()));
+    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+    REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+    send_all(fd, post("/fn/big", "{\"n\": 5000000}"));
+    stuck.push_back(fd);
+  }
+  // Each answer has begun to arrive (and stalls, unread).
+  for (int fd : stuck) {
+    pollfd p{fd, POLLIN, 0};
+    REQUIRE(poll(&p, 1, 20000) == 1);
+  }
+  // Another client still gets in, three times over.
+  for (int i = 0; i < 3; i++) {
+    int fd = connect_from("127.0.0.1", d.port());
+    send_all(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    CHECK(status_of(read_until_close(fd, 5000)) == 200);
+    close(fd);
+  }
+  for (int fd : stuck) close(fd);
+  CHECK(d.stop() == 0);
+}
