@@ -61,11 +61,15 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
     s.searched = buf.size() >= 3 ? buf.size() - 3 : 0;
     if (buf.size() > limits.max_head_bytes) return fail(431, "request head too large");
     // Count lines as they arrive, so a head of many tiny headers is refused
-    // before it reaches the byte limit.
-    for (size_t p = buf.find("\r\n", std::max(start, s.counted)); p != std::string_view::npos;
-         p = buf.find("\r\n", p + 2))
+    // before it reaches the byte limit; a bare LF is refused at once (else
+    // a head of them would wait for its deadline: it never ends).
+    for (size_t p = buf.find('\n', std::max(start, s.counted)); p != std::string_view::npos;
+         p = buf.find('\n', p + 1)) {
+      if (p == 0 || buf[p - 1] != '\r')
+        return fail(400, "bare LF in the request head (lines end in CRLF)");
       s.lines++;
-    s.counted = buf.size() >= 1 ? buf.size() - 1 : 0;
+    }
+    s.counted = buf.size();
     if (s.lines > limits.max_headers + 1) return fail(431, "too many request headers");
     return {};
   }

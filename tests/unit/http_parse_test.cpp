@@ -50,6 +50,14 @@ TEST_CASE("http head: limits and ambiguous framing") {
   CHECK(r.expect_continue);
 }
 
+TEST_CASE("http head: bare LFs are refused before the head ends, not left to time out") {
+  HeadResult r = head("GET /healthz HTTP/1.1\nHost: x\n\n");
+  CHECK(r.state == Parse::Error);
+  CHECK(r.status == 400);
+  CHECK(r.message.find("bare LF") != std::string::npos);
+  CHECK(head("GET / HTTP/1.1\r\nHost: x\r\n").state == Parse::NeedMore);
+}
+
 TEST_CASE("http head: scanned as it arrives, with the same result as all at once") {
   // Each call with a HeadScan looks only at what is new; the verdict at
   // every length must be the one a fresh parse of those bytes gives.
@@ -63,6 +71,7 @@ TEST_CASE("http head: scanned as it arrives, with the same result as all at once
       std::string(20000, '\r'),
       "GET / HTTP/1.1\r\n" + std::string(17000, 'a') + "\r\n\r\n",
       "GET / HTTP/1.1\r\r\n\n\r\n\r\n",
+      "GET /healthz HTTP/1.1\nHost: x\n\n",
   };
   for (const std::string& text : heads) {
     for (size_t step : {size_t(1), size_t(2), size_t(3), size_t(7), size_t(1000)}) {
