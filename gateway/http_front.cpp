@@ -469,10 +469,14 @@ void HttpFront::process(Conn* c) {
           too_large_++;
         else
           bad_requests_++;
-        return refuse(c, status,
-                      status == 413 ? "request body too large (limit " +
-                                          std::to_string(config_.max_body_bytes >> 10) + " KiB)"
-                                    : "malformed chunked body");
+        std::string why = "malformed chunked body";
+        if (status == 413)
+          why = "request body too large (limit " + std::to_string(config_.max_body_bytes >> 10) +
+                " KiB)";
+        else if (status == 431)
+          why = "chunked trailer too large (limit " +
+                std::to_string(config_.head.max_head_bytes >> 10) + " KiB, max_head_kb)";
+        return refuse(c, status, why);
       }
       if (p == Parse::NeedMore) return;
     } else {

@@ -703,3 +703,20 @@ TEST_CASE("front: answers one address never reads cannot keep the connection tab
   for (int fd : stuck) close(fd);
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("front: a chunked trailer over the limit is 431, and says so") {
+  StateDir sd("trailer");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "echo", "def handler(event, context):\n    return event\n")->status == 201);
+  int fd = connect_from("127.0.0.1", d.port());
+  send_all(fd,
+           "POST /fn/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+           "X: " +
+               std::string(20000, 'a') + "\r\n\r\n");
+  const std::string reply = read_until_close(fd, 5000);
+  close(fd);
+  CHECK(status_of(reply) == 431);
+  CHECK_MESSAGE(reply.find("chunked trailer too large (limit 16 KiB") != std::string::npos, reply);
+  CHECK(d.stop() == 0);
+}
