@@ -9,6 +9,10 @@ namespace nsbox {
 
 namespace {
 constexpr size_t kFlushBytes = 64 << 10;  // flush early when this much is waiting
+// stderr is a blocking pipe or file: while its reader stalls, the flush
+// thread waits in write() and lines pile up here. Past this they are
+// dropped (and counted in the next flush) rather than held without bound.
+constexpr size_t kMaxWaitingBytes = 4 << 20;
 
 void write_all(const std::string& s) {
   size_t off = 0;
@@ -38,6 +42,10 @@ void AccessLog::line(const std::string& request_id, const std::string& function,
   int n = snprintf(buf, sizeof buf, "%s %s %s %d %.1f %s\n", request_id.c_str(), function.c_str(),
                    outcome.c_str(), status, latency_ms, client.empty() ? "-" : client.c_str());
   std::lock_guard<std::mutex> lock(mu_);
+  if (buffer_.size() >= kMaxWaitingBytes) {
+    dropped_++;
+    return;
+  }
   buffer_.append(buf, n > 0 ? std::min<size_t>(n, sizeof buf - 1) : 0);
   if (buffer_.size() >= kFlushBytes) cv_.notify_one();
 }
@@ -48,7 +56,13 @@ void AccessLog::flush_loop() {
     cv_.wait_for(lock, std::chrono::milliseconds(100),
                  [this] { return stopping_ || buffer_.size() >= kFlushBytes; });
     std::string out;
-    out.swap(buffer_);
+    if (dropped_) {
+      out = "nsbox: access log: " + std::to_string(dropped_) +
+            " lines dropped while stderr was not read\n";
+      dropped_ = 0;
+    }
+    out += buffer_;
+    buffer_.clear();
     bool stop = stopping_;
     lock.unlock();
     if (!out.empty()) write_all(out);

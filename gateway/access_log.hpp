@@ -22,6 +22,7 @@ class AccessLog {
   std::mutex mu_;
   std::condition_variable cv_;
   std::string buffer_;
+  uint64_t dropped_ = 0;  // lines not kept: buffer_ was full (under mu_)
   bool stopping_ = false;
   std::thread thread_;
 };
