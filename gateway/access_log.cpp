@@ -10,7 +10,8 @@ namespace nsbox {
 namespace {
 constexpr size_t kFlushBytes = 64 << 10;  // flush early when this much is waiting
 // stderr is a blocking pipe or file: while its reader stalls, the flush
-// thread waits in write() and lines pile up here. Past this they are
+// thread waits in write() and lines pile up here (besides the batch it
+// holds, at most as large). Past this they are
 // dropped (and counted in the next flush) rather than held without bound.
 constexpr size_t kMaxWaitingBytes = 4 << 20;
 
