@@ -28,6 +28,7 @@
 
 using nlohmann::json;
 using nsbox::test::auth;
+using nsbox::test::cpu_ticks;
 using nsbox::test::Daemon;
 using nsbox::test::StateDir;
 using nsbox::test::wait_until;
@@ -36,12 +37,17 @@ using Clock = std::chrono::steady_clock;
 namespace {
 
 const char* kPool = "[pool]\nblank = 1\nmax_sandboxes = 8\nper_function = 2\n";
+// Answers as many bytes as {"n": N} asks, up to 8 MB.
+const char* kBigAnswer =
+    "def handler(event, context):\n    return 'a' * min(int(event['n']), 8000000)\n";
 
 // A TCP connection to the daemon from source address src (any 127/8
-// address is this host's).
-int connect_from(const char* src, int port, bool nonblocking = false) {
+// address is this host's). rcvbuf: a small receive buffer, so that a large
+// answer cannot all be sent while the client does not read.
+int connect_from(const char* src, int port, bool nonblocking = false, int rcvbuf = 0) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | (nonblocking ? SOCK_NONBLOCK : 0), 0);
   REQUIRE(fd >= 0);
+  if (rcvbuf > 0) REQUIRE(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof rcvbuf) == 0);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   inet_pton(AF_INET, src, &a.sin_addr);
@@ -622,38 +628,15 @@ TEST_CASE("front: a client that half-closes and never reads its answer does not 
   StateDir sd("halfclose");
   Daemon d(sd.path, kPool);
   REQUIRE(d.start());
-  REQUIRE(deploy(d, "big",
-                 "def handler(event, context):\n    return 'a' * min(int(event['n']), 8000000)\n")
-              ->status == 201);
-  // A small receive buffer, so that the 5 MB answer cannot all be sent.
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  REQUIRE(fd >= 0);
-  int small = 4096;
-  REQUIRE(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0);
-  sockaddr_in to{};
-  to.sin_family = AF_INET;
-  to.sin_port = htons(uint16_t(d.port()));
-  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-  REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+  REQUIRE(deploy(d, "big", kBigAnswer)->status == 201);
+  int fd = connect_from("127.0.0.1", d.port(), false, 4096);
   send_all(fd, post("/fn/big", "{\"n\": 5000000}"));
   REQUIRE(shutdown(fd, SHUT_WR) == 0);
-  const auto cpu_ticks = [&] {
-    std::ifstream f("/proc/" + std::to_string(d.pid()) + "/stat");
-    std::string stat((std::istreambuf_iterator<char>(f)), {});
-    std::istringstream rest(stat.substr(stat.rfind(')') + 2));
-    std::string field;
-    long utime = 0, stime = 0;
-    for (int i = 3; i <= 15 && rest >> field; i++) {
-      if (i == 14) utime = std::stol(field);
-      if (i == 15) stime = std::stol(field);
-    }
-    return utime + stime;
-  };
   // Its answer is made and waits to be written.
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
-  const long before = cpu_ticks();
+  const long before = cpu_ticks(d.pid());
   std::this_thread::sleep_for(std::chrono::seconds(2));
-  const long used = cpu_ticks() - before;
+  const long used = cpu_ticks(d.pid()) - before;
   // Spinning, the epoll thread took a whole CPU: 200 ticks in these 2 s.
   CHECK_MESSAGE(used < 40, used, " ticks in 2 s");
   REQUIRE(d.client()->Get("/healthz")->status == 200);
@@ -666,25 +649,11 @@ TEST_CASE("front: answers one address never reads cannot keep the connection tab
   Daemon d(sd.path,
            "max_connections = 8\n[pool]\nblank = 1\nmax_sandboxes = 12\nper_function = 8\n");
   REQUIRE(d.start());
-  REQUIRE(deploy(d, "big",
-                 "def handler(event, context):\n    return 'a' * min(int(event['n']), 8000000)\n")
-              ->status == 201);
+  REQUIRE(deploy(d, "big", kBigAnswer)->status == 201);
   // Eight connections from 127.0.0.2, each asking for 5 MB it never reads.
   std::vector<int> stuck;
   for (int i = 0; i < 8; i++) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    REQUIRE(fd >= 0);
-    int small = 4096;
-    REQUIRE(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof small) == 0);
-    sockaddr_in from{};
-    from.sin_family = AF_INET;
-    inet_pton(AF_INET, "127.0.0.2", &from.sin_addr);
-    REQUIRE(bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof from) == 0);
-    sockaddr_in to{};
-    to.sin_family = AF_INET;
-    to.sin_port = htons(uint16_t(d.port()));
-    inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
-    REQUIRE(connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof to) == 0);
+    int fd = connect_from("127.0.0.2", d.port(), false, 4096);
     send_all(fd, post("/fn/big", "{\"n\": 5000000}"));
     stuck.push_back(fd);
   }

@@ -21,6 +21,7 @@
 #include "tests/integration/harness.hpp"
 
 using nlohmann::json;
+using nsbox::test::cpu_ticks;
 using nsbox::test::Daemon;
 using nsbox::test::deploy_probe;
 using nsbox::test::in_sandbox;
@@ -225,17 +226,6 @@ TEST_CASE("serve: a function template whose forks keep the spawner waiting is re
   }
   CHECK(d.metric("nsbox_pool_function_templates") == 0);
   CHECK(d.stop() == 0);
-}
-
-// utime + stime of a process, in clock ticks.
-static long cpu_ticks(pid_t pid) {
-  const std::string stat = read_text("/proc/" + std::to_string(pid) + "/stat");
-  std::istringstream rest(stat.substr(stat.rfind(')') + 2));
-  std::string field;
-  long ticks = 0;
-  for (int i = 3; i <= 15 && rest >> field; i++)
-    if (i == 14 || i == 15) ticks += std::stol(field);
-  return ticks;
 }
 
 TEST_CASE("serve: a function template is frozen between its forks") {

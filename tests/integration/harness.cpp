@@ -55,6 +55,19 @@ std::string proc_status(pid_t pid, const std::string& key) {
   return "";
 }
 
+long cpu_ticks(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  const std::string stat((std::istreambuf_iterator<char>(f)), {});
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos) return -1;
+  std::istringstream rest(stat.substr(paren + 2));  // from field 3, the state
+  std::string field;
+  long ticks = 0;
+  for (int i = 3; i <= 15 && rest >> field; i++)
+    if (i == 14 || i == 15) ticks += std::stol(field);  // utime, stime
+  return ticks;
+}
+
 namespace {
 
 // An unprivileged user may not be able to reach the build tree (CI may clone

@@ -63,6 +63,8 @@ std::string host_hostname();
 nlohmann::json in_sandbox(nlohmann::json event = nlohmann::json::object());
 // The text after "key:" on that line of /proc/PID/status ("" when absent).
 std::string proc_status(pid_t pid, const std::string& key);
+// A process's CPU time so far (utime + stime), in clock ticks; -1 if gone.
+long cpu_ticks(pid_t pid);
 
 // A directory for one test case, /tmp/nsbox-test-TAG-PID, and the PATH.toml,
 // PATH.log and PATH.lock that a daemon or a rootfs build writes beside it:
