@@ -153,6 +153,7 @@ FileWrites cgroup_v2_limit_writes(const Limits& l) {
   w.emplace_back("memory.max", std::to_string(l.memory_bytes));
   w.emplace_back("memory.swap.max", std::to_string(l.swap_bytes));
   w.emplace_back("pids.max", std::to_string(l.pids));
+  if (l.cpu_millicores == 0) return w;
   // cpu.max "quota period": millicores/1000 of one CPU per 100 ms period.
   w.emplace_back("cpu.max", std::to_string(uint64_t{l.cpu_millicores} * 100) + " 100000");
   return w;
@@ -166,7 +167,7 @@ FileWrites cgroup_v1_limit_writes(const std::string& controller, const Limits& l
     w.emplace_back("memory.memsw.limit_in_bytes", std::to_string(l.memory_bytes + l.swap_bytes));
   } else if (controller == "pids") {
     w.emplace_back("pids.max", std::to_string(l.pids));
-  } else if (controller == "cpu") {
+  } else if (controller == "cpu" && l.cpu_millicores > 0) {
     w.emplace_back("cpu.cfs_period_us", "100000");
     w.emplace_back("cpu.cfs_quota_us", std::to_string(uint64_t{l.cpu_millicores} * 100));
   }
@@ -197,6 +198,12 @@ static std::string group_for(const CgroupLayout& layout, bool v2) {
   return v2 && !layout.cpu_limits ? nocpu_group(layout) : layout.group;
 }
 
+// Where a layout's leaves go under one hierarchy's mount.
+static std::string parent_of(const CgroupLayout& layout, const std::string& mount, bool v2) {
+  std::string p = mount + "/" + group_for(layout, v2);
+  return layout.subgroup.empty() ? p : p + "/" + layout.subgroup;
+}
+
 namespace {
 // A killed owner stays a zombie until whoever inherited it reaps it, and
 // kill(pid, 0) succeeds on a zombie: an owner killed a moment ago would
@@ -208,6 +215,35 @@ bool owner_alive(pid_t pid) {
   if (close == std::string::npos || close + 2 >= stat.size()) return !stat.empty();
   char state = stat[close + 2];
   return state != 'Z' && state != 'X';
+}
+}  // namespace
+
+namespace {
+// Removes a stale leaf, and first whatever leaves are below it (a function
+// template's family holds its template's and instances' leaves). Returns
+// how many were removed.
+int remove_stale(const std::string& leaf, int depth) {
+  int removed = 0;
+  if (depth < 2) {
+    if (DIR* d = opendir(leaf.c_str())) {
+      std::vector<std::string> below;
+      while (dirent* e = readdir(d))
+        if (e->d_type == DT_DIR && e->d_name[0] != '.') below.push_back(leaf + "/" + e->d_name);
+      closedir(d);
+      for (const auto& b : below) removed += remove_stale(b, depth + 1);
+    }
+  }
+  if (access((leaf + "/freezer.state").c_str(), F_OK) == 0) {
+    // A v1 frozen task takes no SIGKILL until thawed: a sandbox frozen
+    // when its owner was killed (its PDEATHSIG pending) dies only now.
+    std::istringstream procs(read_file(leaf + "/cgroup.procs"));
+    pid_t pid;
+    while (procs >> pid) kill(pid, SIGKILL);
+    (void)write_file(leaf + "/freezer.state", "THAWED", false);
+  }
+  if (!read_file(leaf + "/cgroup.procs").empty()) return removed;
+  if (rmdir(leaf.c_str()) == 0) removed++;
+  return removed;
 }
 }  // namespace
 
@@ -226,25 +262,17 @@ int cgroup_sweep_stale(const CgroupLayout& layout) {
   for (const auto& parent : parents) {
     DIR* d = opendir(parent.c_str());
     if (!d) continue;
+    std::vector<std::string> stale;
     while (dirent* e = readdir(d)) {
       if (e->d_type != DT_DIR || e->d_name[0] == '.') continue;
       const char* dash = strchr(e->d_name, '-');
       if (!dash) continue;
       pid_t owner = static_cast<pid_t>(strtol(dash + 1, nullptr, 10));
       if (owner <= 0 || owner_alive(owner)) continue;
-      std::string leaf = parent + "/" + e->d_name;
-      if (access((leaf + "/freezer.state").c_str(), F_OK) == 0) {
-        // A v1 frozen task takes no SIGKILL until thawed: a sandbox frozen
-        // when its owner was killed (its PDEATHSIG pending) dies only now.
-        std::istringstream procs(read_file(leaf + "/cgroup.procs"));
-        pid_t pid;
-        while (procs >> pid) kill(pid, SIGKILL);
-        (void)write_file(leaf + "/freezer.state", "THAWED", false);
-      }
-      if (!read_file(leaf + "/cgroup.procs").empty()) continue;
-      if (rmdir(leaf.c_str()) == 0) removed++;
+      stale.push_back(parent + "/" + e->d_name);
     }
     closedir(d);
+    for (const auto& leaf : stale) removed += remove_stale(leaf, 0);
   }
   return removed;
 }
@@ -278,7 +306,7 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
   leaf.fake_ = layout.create_files;
   auto make = [&](const std::string& mount, const FileWrites& writes,
                   bool v2) -> Result<std::string> {
-    std::string parent = mount + "/" + group_for(layout, v2);
+    std::string parent = parent_of(layout, mount, v2);
     bool have_cpu = true;
     std::string enable;
     if (v2) {
@@ -349,7 +377,7 @@ Status CgroupLeaf::make_freezer_v1(const CgroupLayout& layout, const std::string
   // freezer (cgroup.hpp). A cgroup2 mount that refuses
   // us (read-only in a container) or predates cgroup.freeze is passed over.
   if (!layout.v1_unified.empty()) {
-    std::string parent = layout.v1_unified + "/" + layout.group, dir = parent + "/" + id;
+    std::string parent = parent_of(layout, layout.v1_unified, false), dir = parent + "/" + id;
     if (ensure_dir(parent) && mkdir(dir.c_str(), 0755) == 0) {
       dirs_.push_back(dir);
       // PID 1 is cloned into it (CgroupEntry); without the fd, attach() moves it.
@@ -364,7 +392,7 @@ Status CgroupLeaf::make_freezer_v1(const CgroupLayout& layout, const std::string
     }
   }
   if (layout.v1_freezer.empty()) return {};
-  std::string parent = layout.v1_freezer + "/" + layout.group, dir = parent + "/" + id;
+  std::string parent = parent_of(layout, layout.v1_freezer, false), dir = parent + "/" + id;
   TRY(ensure_dir(parent));
   if (mkdir(dir.c_str(), 0755) != 0) return sys_error("mkdir", dir);
   dirs_.push_back(dir);
@@ -429,23 +457,31 @@ std::vector<pid_t> CgroupLeaf::procs() const {
   return out;
 }
 
-Status CgroupLeaf::set_memory_limit(uint64_t bytes) const {
+Status CgroupLeaf::set_memory_limit(uint64_t bytes, uint64_t swap_bytes) const {
   if (dirs_.empty()) return make_error("cgroup", "no cgroup to limit");
   std::string value = std::to_string(bytes);
   if (version_ == CgroupVersion::V2) return write_file(dirs_[0] + "/memory.max", value, fake_);
   // v1 requires memsw >= memory at every moment: raise memsw first when
-  // growing, lower memory first when shrinking (swap stays 0 either way).
+  // growing, lower memory first when shrinking.
   const std::string& d = dirs_[0];
   std::string mem = d + "/memory.limit_in_bytes", memsw = d + "/memory.memsw.limit_in_bytes";
   bool have_memsw = fake_ || access(memsw.c_str(), F_OK) == 0;
   if (!have_memsw) return write_file(mem, value, fake_);
+  const std::string sw = std::to_string(bytes + swap_bytes);
   uint64_t current = read_number(mem);
   if (bytes > current) {
-    TRY(write_file(memsw, value, fake_));
+    TRY(write_file(memsw, sw, fake_));
     return write_file(mem, value, fake_);
   }
   TRY(write_file(mem, value, fake_));
-  return write_file(memsw, value, fake_);
+  return write_file(memsw, sw, fake_);
+}
+
+Status CgroupLeaf::set_pids_limit(uint64_t pids) const {
+  // create() makes v1 leaves memory first, pids second.
+  const size_t at = version_ == CgroupVersion::V2 ? 0 : 1;
+  if (dirs_.size() <= at) return make_error("cgroup", "no pids controller to limit");
+  return write_file(dirs_[at] + "/pids.max", std::to_string(pids), fake_);
 }
 
 bool CgroupEvents::reached_memory_limit(uint64_t limit_bytes) const {

@@ -22,6 +22,9 @@ struct CgroupLayout {
   std::string v2_mount;                    // the cgroup2 mount point holding memory+pids
   std::string v1_memory, v1_pids, v1_cpu;  // v1 hierarchy mount points ("" = absent)
   std::string group = "nsbox";             // parent group under each root
+  // A group below `group` to make leaves in ("" = none): a function
+  // template's family (family.hpp), whose own limits bound all its leaves.
+  std::string subgroup;
   // false: sandboxes get no cpu controller, so no CPU cap (cpu_millicores is
   // ignored) and no group scheduling, which is what costs tail latency with
   // many busy sandboxes (docs/benchmarks.md). The v1 cpu hierarchy is still
@@ -126,7 +129,10 @@ class CgroupLeaf {
   // The processes in it (host pids, from its first hierarchy); empty without one.
   std::vector<pid_t> procs() const;
   CgroupEvents events() const;
-  Status set_memory_limit(uint64_t bytes) const;
+  // swap_bytes: v1's memsw is set to bytes + swap_bytes; v2's swap limit
+  // is left as it is.
+  Status set_memory_limit(uint64_t bytes, uint64_t swap_bytes = 0) const;
+  Status set_pids_limit(uint64_t pids) const;
   bool can_freeze() const { return !freeze_dir_.empty(); }
   Status set_frozen(bool frozen) const;
   // An fd of the leaf's freeze file (see FreezeSwitch); invalid without one.

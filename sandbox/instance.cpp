@@ -56,16 +56,45 @@ std::string format_instance_timings(const InstanceTimings& t) {
 ForkedInstance& ForkedInstance::operator=(ForkedInstance&& o) noexcept {
   if (this != &o) {
     (void)destroy();
+    family_ = std::move(o.family_);
+    limits_ = o.limits_;
     leaf_ = std::move(o.leaf_);
     timings_ = o.timings_;
   }
   return *this;
 }
 
-Result<ForkedInstance> ForkedInstance::fork(const CgroupLayout& layout, const InstanceRequest& req,
-                                            ChannelFds* channel, UniqueFd* log) {
+Status ForkedInstance::destroy() {
+  Status s = leaf_.valid() ? leaf_.destroy() : Status{};
+  // Its room goes only with its leaf: a leaf left behind may still hold
+  // a process.
+  if (family_ && !leaf_.valid()) {
+    family_->shrink(limits_);
+    family_.reset();
+  }
+  return s;
+}
+
+Status ForkedInstance::set_memory_limit(uint64_t bytes) {
+  const uint64_t from = limits_.memory_bytes;
+  // The family first when growing and last when shrinking, so that the
+  // leaf never has room the family does not.
+  if (bytes > from) TRY(family_->resize(from, bytes));
+  TRY(leaf_.set_memory_limit(bytes, limits_.swap_bytes));
+  if (bytes < from) (void)family_->resize(from, bytes);
+  limits_.memory_bytes = bytes;
+  return {};
+}
+
+Result<ForkedInstance> ForkedInstance::fork(const InstanceRequest& req, ChannelFds* channel,
+                                            UniqueFd* log) {
   ForkedInstance inst;
   inst.timings_.start_ns = monotonic_ns();
+  if (!req.family) return make_error("fork", "the function template has no family cgroup");
+  TRY(req.family->grow(req.limits));
+  inst.family_ = req.family;
+  inst.limits_ = req.limits;
+  const CgroupLayout& layout = req.family->layout();
   inst.leaf_ = TRY(CgroupLeaf::create(layout, req.id, req.limits));
   // Limited as the instance is: whatever is in it for the moment it lives.
   CgroupLeaf join = TRY(CgroupLeaf::create(layout, req.id + "-join", req.limits));

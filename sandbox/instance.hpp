@@ -34,11 +34,13 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "base/fd.hpp"
 #include "base/result.hpp"
 #include "sandbox/cgroup.hpp"
+#include "sandbox/family.hpp"
 #include "sandbox/framing.hpp"
 #include "sandbox/spec.hpp"
 
@@ -46,7 +48,11 @@ namespace nsbox {
 
 struct InstanceRequest {
   int fork_sock = -1;  // our end of the template's fork socket (send only)
-  std::string id;      // the leaf's name
+  // The template's family (family.hpp): the instance's leaf and its join
+  // leaf are made below it, and it grows by the instance's limits while
+  // the instance lives.
+  std::shared_ptr<TemplateFamily> family;
+  std::string id;  // the leaf's name
   Limits limits;
   // A fork takes milliseconds; the spawner is single-threaded (every
   // sandbox waits with it), so it waits this long at most. Past it:
@@ -82,19 +88,23 @@ class ForkedInstance {
   // Makes the leaf, asks the template for an instance that joins it, and
   // adopts it. channel and log are the gateway's ends of the instance's
   // request channel and log pipe (log non-blocking).
-  static Result<ForkedInstance> fork(const CgroupLayout& layout, const InstanceRequest& req,
-                                     ChannelFds* channel, UniqueFd* log);
+  static Result<ForkedInstance> fork(const InstanceRequest& req, ChannelFds* channel,
+                                     UniqueFd* log);
 
   // The processes in its leaf (the instance and what it started).
   std::vector<pid_t> procs() const { return leaf_.procs(); }
   CgroupEvents events() const { return leaf_.events(); }
-  Status set_memory_limit(uint64_t bytes) { return leaf_.set_memory_limit(bytes); }
+  Status set_memory_limit(uint64_t bytes);
   Result<FreezeSwitch> freeze_switch() const { return leaf_.freeze_switch(); }
-  // Kills everything in its leaf and removes it. Idempotent.
-  Status destroy() { return leaf_.valid() ? leaf_.destroy() : Status{}; }
+  // Kills everything in its leaf, removes it and gives its room in the
+  // family back (which kills the family if what is left does not fit).
+  // Idempotent.
+  Status destroy();
   const InstanceTimings& timings() const { return timings_; }
 
  private:
+  std::shared_ptr<TemplateFamily> family_;  // grown by limits_ while set
+  Limits limits_;
   CgroupLeaf leaf_;
   InstanceTimings timings_;
 };

@@ -79,7 +79,7 @@ void fill_error(ReplyMsg* r, const Error& e) {
 // nothing the daemon reads later (the admin token, the config text holding
 // it) is ever in the memory of the spawner, nor of the sandboxes' PID 1,
 // which are copies of the spawner that never exec.
-static_assert(sizeof(CgroupLayout) == 280,
+static_assert(sizeof(CgroupLayout) == 312,
               "CgroupLayout changed: update encode_setup/decode_setup in spawner.cpp");
 
 struct Setup {
@@ -104,6 +104,7 @@ std::string encode_setup(const std::vector<SpawnProfile>& profiles, const Cgroup
   e.str(l.v1_pids);
   e.str(l.v1_cpu);
   e.str(l.group);
+  e.str(l.subgroup);
   e.pod(l.cpu_limits);
   e.str(l.v1_unified);
   e.str(l.v1_freezer);
@@ -131,6 +132,7 @@ bool decode_setup(const std::string& bytes, Setup* out) {
   d.str(&l.v1_pids);
   d.str(&l.v1_cpu);
   d.str(&l.group);
+  d.str(&l.subgroup);
   d.pod(&l.cpu_limits);
   d.str(&l.v1_unified);
   d.str(&l.v1_freezer);
@@ -258,6 +260,10 @@ Setup wait_for_setup(int sock) {
   // Function templates' fork sockets (our ends), and their instances.
   std::map<uint64_t, UniqueFd> fork_socks;
   std::map<uint64_t, ForkedInstance> instances;
+  // Function templates' families (family.hpp), by template. An instance
+  // holds its family too, so a family outlives its template while any of
+  // its instances' leaves is left.
+  std::map<uint64_t, std::shared_ptr<TemplateFamily>> families;
   // Function templates frozen between forks (kFork). Frozen, a template's
   // PID 1 cannot see its runner die and end the sandbox; the fork socket's
   // hang-up says so instead, and the template is thawed to end.
@@ -425,7 +431,27 @@ Setup wait_for_setup(int sock) {
           netns_maker.ensure_running(kNetnsAhead);
           made.netns = netns_maker.take();
         }
-        auto sb = Sandbox::start(spec, profiles[req.profile].bpf, layout, tmpl, std::move(made));
+        std::shared_ptr<TemplateFamily> family;
+        if (req.op == kSpawnTemplate) {
+          // Its leaf, and every instance's, below one group limited to
+          // their sum: what an instance hands its template stays counted.
+          auto f = TemplateFamily::create(
+              layout, prefix + "f" + std::to_string(id), spec.limits,
+              [&sandboxes, &frozen_templates, id] {
+                frozen_templates.erase(id);
+                if (auto t = sandboxes.find(id); t != sandboxes.end()) {
+                  t->second.kill();
+                  (void)t->second.set_frozen(false);  // a v1-frozen PID 1 dies once thawed
+                }
+              });
+          if (!f) {
+            fill_error(&reply, f.error());
+            break;
+          }
+          family = std::move(f.value());
+        }
+        auto sb = Sandbox::start(spec, profiles[req.profile].bpf,
+                                 family ? family->layout() : layout, tmpl, std::move(made));
         if (!sb && tmpl && !tmpl->alive()) {
           // The template died under the request: this sandbox is exec'd,
           // the next request restarts the template.
@@ -445,6 +471,7 @@ Setup wait_for_setup(int sock) {
         reply.id = id;
         sandboxes.emplace(id, std::move(sb.value()));
         if (fork_mine.valid()) fork_socks.emplace(id, std::move(fork_mine));
+        if (family) families.emplace(id, std::move(family));
         fds[0] = channel.to_runner.get();
         fds[1] = channel.from_runner.get();
         fds[2] = log_read.get();
@@ -466,12 +493,15 @@ Setup wait_for_setup(int sock) {
       case kFork: {
         auto t = fork_socks.find(req.id);
         auto sb = sandboxes.find(req.id);
-        if (t == fork_socks.end() || sb == sandboxes.end() || req.profile >= profiles.size()) {
+        auto fam = families.find(req.id);
+        if (t == fork_socks.end() || sb == sandboxes.end() || fam == families.end() ||
+            req.profile >= profiles.size()) {
           fill_error(&reply, make_error("fork", "no such function template"));
           break;
         }
         InstanceRequest ir;
         ir.fork_sock = t->second.get();
+        ir.family = fam->second;
         uint64_t id = next_id++;
         // An instance sees its leaf's name in /proc/self/cgroup (it is
         // outside its template's cgroup namespace root): random, so that
@@ -495,7 +525,7 @@ Setup wait_for_setup(int sock) {
             break;
           }
         }
-        auto inst = ForkedInstance::fork(layout, ir, &channel, &log_read);
+        auto inst = ForkedInstance::fork(ir, &channel, &log_read);
         if (!inst) {
           fill_error(&reply, inst.error());
           break;  // the template is dropped (killed by then if it was asked)
@@ -584,6 +614,9 @@ Setup wait_for_setup(int sock) {
           if (!s) fill_error(&reply, s.error());
           sandboxes.erase(it);
         }
+        // After the template's leaf, which is below it; its instances hold
+        // it until their leaves go too.
+        families.erase(req.id);
         if (auto in = instances.find(req.id); in != instances.end()) {
           Status s = in->second.destroy();
           if (!s) fill_error(&reply, s.error());
@@ -596,6 +629,7 @@ Setup wait_for_setup(int sock) {
         frozen_templates.clear();
         fork_socks.clear();
         sandboxes.clear();  // each destructor kills, reaps and removes its cgroup
+        families.clear();   // the groups above the templates' leaves, now empty
         spare_leaves.clear();
         netns_maker.stop();
         send_with_fds(sock, &reply, sizeof reply, nullptr, 0);
@@ -608,6 +642,7 @@ Setup wait_for_setup(int sock) {
   }
   instances.clear();
   sandboxes.clear();
+  families.clear();
   spare_leaves.clear();
   netns_maker.stop();
   _exit(0);

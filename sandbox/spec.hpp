@@ -15,7 +15,7 @@ struct Limits {
   uint64_t memory_bytes = 128ull << 20;
   uint64_t swap_bytes = 0;
   uint32_t pids = 64;
-  uint32_t cpu_millicores = 1000;  // 1000 = one full core
+  uint32_t cpu_millicores = 1000;  // 1000 = one full core; 0 = no cap (policies allow 10 up)
   uint64_t tmpfs_bytes = 64ull << 20;
   uint32_t wall_ms = 3000;
   uint32_t nofile = 256;

@@ -318,3 +318,111 @@ TEST_CASE(
   CHECK(status == 200);
   CHECK(d.metric("nsbox_pool_function_templates") == 1);
 }
+
+namespace {
+
+uint64_t shmem_kb() {
+  std::ifstream in("/proc/meminfo");
+  std::string k, unit;
+  uint64_t kb = 0;
+  while (in >> k >> kb >> unit)
+    if (k == "Shmem:") return kb;
+  return 0;
+}
+
+// The memory hierarchy's path of a process, as the host sees it (v1: the
+// memory line; v2: the one line).
+std::string memory_cgroup(pid_t pid) {
+  std::istringstream in(read_text("/proc/" + std::to_string(pid) + "/cgroup"));
+  std::string line, v2;
+  while (std::getline(in, line)) {
+    auto second = line.find(':', line.find(':') + 1);
+    if (second == std::string::npos) continue;
+    const std::string controllers = line.substr(line.find(':') + 1, second - line.find(':') - 1);
+    if (controllers.find("memory") != std::string::npos) return line.substr(second + 1);
+    if (line.rfind("0::", 0) == 0) v2 = line.substr(second + 1);
+  }
+  return v2;
+}
+
+std::string parent_dir(const std::string& path) {
+  return path.substr(0, path.rfind('/'));
+}
+
+}  // namespace
+
+TEST_CASE("serve: memory an instance hands to its function template stays within the function's") {
+  StateDir sd("fn-template-hoard");
+  Daemon d(sd.path, "[pool]\nidle_timeout_ms = 300\n");
+  REQUIRE(d.start());
+  REQUIRE(deploy_probe(d, "hoard", "template_hoard.py", "?template=1&memory=64M")->status == 201);
+  int status = 0;
+  json first = invoke(d, "hoard", in_sandbox({}), &status);
+  REQUIRE_MESSAGE(status == 200, first.dump(), d.log());
+  const TemplateProcs p = template_procs();
+  REQUIRE(p.runner > 0);
+  REQUIRE(p.instances.size() == 1);
+  // The template's leaf and its instances' are below one group of their own.
+  const std::string family = parent_dir(memory_cgroup(p.runner));
+  CHECK(family.find("/nsbox") == 0);
+  CHECK(family.find("-f") != std::string::npos);
+  CHECK(parent_dir(memory_cgroup(p.instances[0])) == family);
+  CHECK(memory_cgroup(p.instances[0]) != memory_cgroup(p.runner));
+
+  // Four instances at once, each handing its template 40 MiB (within its
+  // own 64 MiB) and then going idle, and so away.
+  const uint64_t before = shmem_kb();
+  constexpr int kClients = 4;
+  std::vector<json> got(kClients);
+  std::vector<int> statuses(kClients, 0);
+  {
+    std::vector<std::jthread> clients;
+    for (int i = 0; i < kClients; i++)
+      clients.emplace_back([&, i] {
+        got[i] =
+            invoke(d, "hoard", in_sandbox({{"hoard_mb", 40}, {"sleep_ms", 800}}), &statuses[i]);
+      });
+  }
+  for (int i = 0; i < kClients; i++) {
+    REQUIRE_MESSAGE(statuses[i] == 200, got[i].dump(), d.log());
+    CHECK(got[i]["sent"] == "sent");
+  }
+  // 160 MiB went to the template, more than its own 64 MiB: once the
+  // instances are gone, the function's group no longer has room for it,
+  // and the template goes with what it held. Before the group, the memory
+  // stayed, charged to the removed leaves under no limit, until the
+  // template went for some other reason.
+  CHECK_MESSAGE(nsbox::test::wait_until([&] { return shmem_kb() < before + (48 << 10); }, 15000,
+                                        "the hoarded memory freed"),
+                "Shmem grew by ", (shmem_kb() - before) >> 10, " MiB; ", d.log());
+  CHECK(d.log().find("holds more than its sandboxes may") != std::string::npos);
+  CHECK(template_procs().runner != p.runner);
+  // The daemon and the function still serve.
+  json again = invoke(d, "hoard", in_sandbox({}), &status);
+  CHECK_MESSAGE(status == 200, again.dump(), d.log());
+
+  // A daemon killed with its template's family in place: the next one
+  // sweeps the family, and the leaves below it first.
+  TemplateProcs now;
+  for (int i = 0; i < 3 && now.runner <= 0; i++) {
+    invoke(d, "hoard", in_sandbox({}), &status);  // the fork that finds it dead drops it
+    CHECK(status == 200);
+    now = template_procs();
+  }
+  REQUIRE(now.runner > 0);
+  const std::string group = parent_dir(memory_cgroup(now.runner));
+  REQUIRE(group.find("-f") != std::string::npos);
+  const std::string host_dir =
+      (access("/sys/fs/cgroup/memory/nsbox", F_OK) == 0 ? "/sys/fs/cgroup/memory"
+                                                        : "/sys/fs/cgroup") +
+      group;
+  REQUIRE_MESSAGE(access(host_dir.c_str(), F_OK) == 0, host_dir);
+  REQUIRE(d.kill9());
+  Daemon next(sd.path);
+  REQUIRE(next.start());
+  CHECK_MESSAGE(nsbox::test::wait_until([&] { return access(host_dir.c_str(), F_OK) != 0; }, 15000,
+                                        "the killed daemon's family swept"),
+                host_dir);
+  CHECK(next.stop() == 0);
+  CHECK(template_procs().runner == 0);
+}

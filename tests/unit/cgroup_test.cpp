@@ -10,6 +10,7 @@
 #include <sstream>
 #include <string>
 
+#include "sandbox/family.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace nsbox;
@@ -554,4 +555,124 @@ TEST_CASE("CgroupEvents::reached_memory_limit: hit and still near the limit") {
   s.memory_max = 1;
   s.memory_current = (4ull << 20) - (200 << 10);
   CHECK(s.reached_memory_limit(4ull << 20));
+}
+
+namespace {
+
+Limits family_limits(uint64_t memory_mb, uint32_t pids) {
+  Limits l;
+  l.memory_bytes = memory_mb << 20;
+  l.swap_bytes = 0;
+  l.pids = pids;
+  l.cpu_millicores = 250;
+  return l;
+}
+
+std::string mb(uint64_t n) {
+  return std::to_string(n << 20);
+}
+
+}  // namespace
+
+// A function template's family (sandbox/family.hpp): where it and its
+// members' leaves go, and how its limits follow its members. The kernel's
+// side (a removed leaf's charge still counted in the family) is tested by
+// the integration suite.
+
+TEST_CASE("cgroup limit planners: no cpu cap for cpu_millicores = 0") {
+  Limits l = family_limits(64, 10);
+  l.cpu_millicores = 0;
+  for (const auto& [file, value] : cgroup_v2_limit_writes(l)) CHECK(file != "cpu.max");
+  CHECK(cgroup_v2_limit_writes(l).size() == 3);
+  CHECK(cgroup_v1_limit_writes("cpu", l).empty());
+  CHECK(cgroup_v1_limit_writes("memory", l).size() == 2);
+}
+
+TEST_CASE("TemplateFamily (v1 hybrid, fake tree): one group above its members' leaves") {
+  TempDir t("cgroup-test");
+  CgroupLayout layout;
+  layout.version = CgroupVersion::V1;
+  layout.v1_memory = subdir(t, "memory");
+  layout.v1_pids = subdir(t, "pids");
+  layout.v1_cpu = subdir(t, "cpu");
+  layout.v1_unified = subdir(t, "unified");
+  layout.freeze = true;
+  layout.create_files = true;
+  int overdrawn = 0;
+  auto f = TemplateFamily::create(layout, "srv-1-f1", family_limits(64, 32), [&] { overdrawn++; });
+  REQUIRE_MESSAGE(bool(f), (f ? std::string() : f.error().message()));
+  TemplateFamily& fam = *f.value();
+  const std::string mem = layout.v1_memory + "/nsbox/srv-1-f1",
+                    pids = layout.v1_pids + "/nsbox/srv-1-f1",
+                    cpu = layout.v1_cpu + "/nsbox/srv-1-f1",
+                    uni = layout.v1_unified + "/nsbox/srv-1-f1";
+  CHECK(read(mem + "/memory.limit_in_bytes") == mb(64));
+  CHECK(read(pids + "/pids.max") == "32");
+  // Each member keeps its own CPU cap; the family adds none.
+  CHECK(exists(cpu));
+  CHECK_FALSE(exists(cpu + "/cpu.cfs_quota_us"));
+  CHECK(exists(uni));  // the parent of its members' freeze leaves
+
+  // The template's leaf and each instance's are made below it.
+  CHECK(fam.layout().subgroup == "srv-1-f1");
+  auto leaf = CgroupLeaf::create(fam.layout(), "srv-1-2", family_limits(64, 32));
+  REQUIRE(leaf);
+  CHECK(leaf.value().dirs()[0] == mem + "/srv-1-2");
+  CHECK(leaf.value().dirs()[1] == pids + "/srv-1-2");
+  CHECK(leaf.value().dirs()[2] == cpu + "/srv-1-2");
+  CHECK(read(cpu + "/srv-1-2/cpu.cfs_quota_us") == "25000");
+  CHECK(leaf.value().dirs()[3] == uni + "/srv-1-2");
+  CHECK(leaf.value().can_freeze());
+
+  // An instance's room: the family grows by its limits while it lives.
+  REQUIRE(fam.grow(family_limits(48, 16)));
+  CHECK(read(mem + "/memory.limit_in_bytes") == mb(112));
+  CHECK(read(mem + "/memory.memsw.limit_in_bytes") == mb(112));
+  CHECK(read(pids + "/pids.max") == "48");
+  REQUIRE(fam.grow(family_limits(48, 16)));
+  CHECK(read(mem + "/memory.limit_in_bytes") == mb(160));
+  // Its limit raised from 48 to 80 MiB.
+  REQUIRE(fam.resize(48ull << 20, 80ull << 20));
+  CHECK(read(mem + "/memory.limit_in_bytes") == mb(192));
+  CHECK(fam.shrink(family_limits(80, 16)));
+  CHECK(read(mem + "/memory.limit_in_bytes") == mb(112));
+  CHECK(read(pids + "/pids.max") == "48");
+  CHECK(overdrawn == 0);
+
+  // A write refused (here: the file is a directory; in the kernel, v1's
+  // EBUSY for a group holding more than the new limit): the family is
+  // overdrawn, and the callback kills it.
+  REQUIRE(::unlink((mem + "/memory.limit_in_bytes").c_str()) == 0);
+  REQUIRE(::mkdir((mem + "/memory.limit_in_bytes").c_str(), 0755) == 0);
+  CHECK_FALSE(fam.shrink(family_limits(48, 16)));
+  CHECK(overdrawn == 1);
+  // What it may hold from then on is still the template's alone.
+  CHECK(fam.memory_bytes() == 64ull << 20);
+  CHECK(fam.pids() == 32);
+}
+
+TEST_CASE("TemplateFamily (v2, fake tree): controllers enabled for its members") {
+  TempDir t("cgroup-test");
+  CgroupLayout layout;
+  layout.version = CgroupVersion::V2;
+  layout.v2_mount = subdir(t, "cg2");
+  layout.create_files = true;
+  {
+    std::ofstream c(layout.v2_mount + "/cgroup.controllers");
+    c << "cpu memory pids\n";
+  }
+  auto f = TemplateFamily::create(layout, "srv-1-f1", family_limits(64, 32), [] {});
+  REQUIRE(f);
+  const std::string dir = layout.v2_mount + "/nsbox/srv-1-f1";
+  CHECK(read(dir + "/memory.max") == mb(64));
+  CHECK(read(dir + "/pids.max") == "32");
+  CHECK_FALSE(exists(dir + "/cpu.max"));
+  auto leaf = CgroupLeaf::create(f.value()->layout(), "srv-1-i0", family_limits(48, 16));
+  REQUIRE(leaf);
+  CHECK(leaf.value().dirs()[0] == dir + "/srv-1-i0");
+  CHECK(read(dir + "/cgroup.subtree_control") == "+memory +pids +cpu");
+  CHECK(read(dir + "/srv-1-i0/cpu.max") == "25000 100000");
+  REQUIRE(f.value()->grow(family_limits(48, 16)));
+  CHECK(read(dir + "/memory.max") == mb(112));
+  CHECK(read(dir + "/pids.max") == "48");
 }

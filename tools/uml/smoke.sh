@@ -219,6 +219,17 @@ invoke small '{"name": "small"}' $T/r6
 check "POST /fn/small (memory=48M) answers" has $T/r6 '"message":"hello, small"' -- $T/r6
 check "a re-limited sandbox's memory.max is 48 MiB" \
   grep -sqx $((48 << 20)) $CG/nsbox-nocpu/*/memory.max
+# A function template (docs/architecture.md §15): its leaf and its
+# instance's below one group of their own, limited to their sum.
+deploy tmpl "$PROBES/slow_import.py" "&template=1&memory=48M"
+invoke tmpl '{}' $T/r7
+check "POST /fn/tmpl (template=1) answers" has $T/r7 '"imports"' -- $T/r7 $T/serve.log
+fam=$(ls -d $CG/nsbox-nocpu/srv-*-f*/ 2>/dev/null | head -1)
+check "a function template's family holds its template's and instance's leaves" \
+  eval '[ -n "$fam" ] && [ "$(find "$fam" -mindepth 1 -maxdepth 1 -type d | wc -l)" -ge 2 ]'
+check "the family's memory.max is their sum (48 + 48 MiB)" cg_is "${fam}memory.max" $((96 << 20))
+check "the family enables memory and pids for its leaves" \
+  cg_is "${fam}cgroup.subtree_control" "memory pids" -- "${fam}cgroup.subtree_control"
 "${CURL[@]}" -H "$AUTH" $URL/metrics >/dev/null
 check "GET /metrics reports a sandbox's memory.current" \
   grep -Eq '^nsbox_sandbox_memory_bytes\{.*\} [1-9]' $T/body -- $T/body
@@ -240,6 +251,36 @@ wait $daemon
 daemon_status=$?
 check "SIGTERM stops the daemon with 0 (it ended with $daemon_status)" test $daemon_status = 0 -- $T/serve.log
 check "no leaf is left by the daemon" no_leaves
+
+# 6. Memory an instance hands its function template counts in the
+# function's group (docs/architecture.md §15): once the instance is gone
+# the group's memory.max comes down to the template's 48 MiB, and on v2 the
+# kernel OOM-kills inside the group rather than let the template keep the
+# 44 MiB the instance handed it.
+cat >$T/hoard.toml <<EOF
+[server]
+listen = "127.0.0.1:$PORT"
+[pool]
+blank = 0
+idle_timeout_ms = 1000
+queue_timeout_ms = $((1000 * SCALE))
+EOF
+"$NSBOX" serve --config $T/hoard.toml >$T/hoard.log 2>&1 &
+daemon=$!
+wait_for $((10 * SCALE)) curl -sf -o /dev/null $URL/healthz
+deploy hoard "$PROBES/template_hoard.py" "&template=1&memory=48M"
+invoke hoard "{\"host_hostname\": \"$(hostname)\", \"hoard_mb\": 44}" $T/r8
+check "POST /fn/hoard hands 44 MiB to its template" has $T/r8 '"sent":"sent"' -- $T/r8 $T/hoard.log
+fam=$(ls -d $CG/nsbox-nocpu/srv-*-f*/ 2>/dev/null | head -1)
+oom_killed() { grep -qE "^oom_kill [1-9]" "${fam}memory.events"; }
+check "the group OOM-kills once the instance is gone" \
+  wait_for $((5 * SCALE)) oom_killed -- "${fam}memory.events" $T/hoard.log
+invoke hoard "$EVENT" $T/r9
+check "the function still answers" has $T/r9 '"hoarded_mb":0' -- $T/r9 $T/hoard.log
+kill -TERM $daemon
+wait_for $((10 * SCALE)) daemon_gone || kill -KILL $daemon
+wait $daemon
+check "no leaf is left by the second daemon" no_leaves
 grep -i "warn\|error" $T/serve.log | sed 's/^/# serve: /'
 
 total=$((passed + failed))
