@@ -582,9 +582,10 @@ def _serve_forks(fd):
     """A function template's life once its function is loaded (docs/architecture.md §15).
 
     Each request on the fork socket carries an instance's request pipe, reply pipe and log,
-    an answer pipe, and the cgroup.procs files of the instance's cgroup leaf. The template
-    forks; the child joins the leaf (writes 0 to each), puts the pipes at 3, 4 and 2 (and 1),
-    answers "k" and returns, to serve requests with the function already imported. The
+    an answer pipe, and the files through which a process joins the instance's join cgroup
+    leaf (v1 tasks, v2 cgroup.procs). The template forks; the child joins the leaf (writes 0
+    to each), puts the pipes at 3, 4 and 2 (and 1), answers "k" and returns, to serve
+    requests with the function already imported. The
     template answers "e:<why>" when it cannot fork, and exits when the daemon closes the
     socket; it never returns.
     """

@@ -289,6 +289,8 @@ CgroupLeaf& CgroupLeaf::operator=(CgroupLeaf&& o) noexcept {
     freeze_dir_ = std::move(o.freeze_dir_);
     o.freeze_dir_.clear();
     freeze_v1_ = o.freeze_v1_;
+    unified_dir_ = std::move(o.unified_dir_);
+    o.unified_dir_.clear();
   }
   return *this;
 }
@@ -380,6 +382,7 @@ Status CgroupLeaf::make_freezer_v1(const CgroupLayout& layout, const std::string
     std::string parent = parent_of(layout, layout.v1_unified, false), dir = parent + "/" + id;
     if (ensure_dir(parent) && mkdir(dir.c_str(), 0755) == 0) {
       dirs_.push_back(dir);
+      unified_dir_ = dir;
       // PID 1 is cloned into it (CgroupEntry); without the fd, attach() moves it.
       if (!fake_) {
         v2_dirfd_ = open(dir.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -446,6 +449,35 @@ Result<CgroupEntry> CgroupLeaf::entry() const {
   // Where attach() must move PID 1 anyway, the child moves nothing itself.
   if (!e.complete) e.tasks.clear();
   return e;
+}
+
+namespace {
+std::vector<pid_t> read_pids(const std::string& path) {
+  std::vector<pid_t> out;
+  std::istringstream in(read_file(path));
+  pid_t pid;
+  while (in >> pid) out.push_back(pid);
+  return out;
+}
+}  // namespace
+
+std::vector<std::vector<pid_t>> CgroupLeaf::v1_tasks() const {
+  std::vector<std::vector<pid_t>> out;
+  if (version_ != CgroupVersion::V1) return out;
+  for (const auto& d : dirs_)
+    if (d != unified_dir_) out.push_back(read_pids(d + "/tasks"));
+  return out;
+}
+
+Result<std::vector<UniqueFd>> CgroupLeaf::self_join_files() const {
+  std::vector<UniqueFd> out;
+  for (const auto& d : dirs_) {
+    if (d == unified_dir_) continue;
+    const std::string path = d + (version_ == CgroupVersion::V1 ? "/tasks" : "/cgroup.procs");
+    out.emplace_back(open(path.c_str(), O_WRONLY | O_CLOEXEC | (fake_ ? O_CREAT : 0), 0644));
+    if (!out.back().valid()) return sys_error("open", path);
+  }
+  return out;
 }
 
 std::vector<pid_t> CgroupLeaf::procs() const {
@@ -524,6 +556,7 @@ Status CgroupLeaf::remove_if_empty() {
     left.push_back(d);
   }
   dirs_ = std::move(left);
+  if (std::find(dirs_.begin(), dirs_.end(), unified_dir_) == dirs_.end()) unified_dir_.clear();
   if (dirs_.empty()) {
     close_dirfd();
     freeze_dir_.clear();
@@ -561,6 +594,7 @@ Status CgroupLeaf::destroy() {
   }
   dirs_.clear();
   freeze_dir_.clear();
+  unified_dir_.clear();
   return first;
 }
 

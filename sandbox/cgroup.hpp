@@ -128,6 +128,13 @@ class CgroupLeaf {
   Status attach(pid_t pid) const;
   // The processes in it (host pids, from its first hierarchy); empty without one.
   std::vector<pid_t> procs() const;
+  // v1 only. The threads in each v1 hierarchy's leaf (the hybrid layout's
+  // cgroup2 freeze leaf left out): one list per hierarchy, in dirs() order.
+  std::vector<std::vector<pid_t>> v1_tasks() const;
+  // The files a process writes "0" to to join the leaf itself, opened for
+  // writing: v1's `tasks` (a thread moving itself takes no machine-wide
+  // lock), else cgroup.procs; the hybrid layout's cgroup2 leaf left out.
+  Result<std::vector<UniqueFd>> self_join_files() const;
   CgroupEvents events() const;
   // swap_bytes: v1's memsw is set to bytes + swap_bytes; v2's swap limit
   // is left as it is.
@@ -154,6 +161,7 @@ class CgroupLeaf {
   bool fake_ = false;
   std::string freeze_dir_;  // one of dirs_, or "" when nothing can freeze it
   bool freeze_v1_ = false;
+  std::string unified_dir_;  // v1: the hybrid layout's cgroup2 leaf in dirs_, or ""
 };
 
 }  // namespace nsbox

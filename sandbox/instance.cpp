@@ -50,7 +50,13 @@ std::string format_instance_timings(const InstanceTimings& t) {
            (t.leaves_ns - t.start_ns) / 1e6, (t.sent_ns - t.leaves_ns) / 1e6,
            (t.answered_ns - t.sent_ns) / 1e6, (t.moved_ns - t.answered_ns) / 1e6,
            (t.done_ns - t.moved_ns) / 1e6, (t.done_ns - t.start_ns) / 1e6);
-  return buf;
+  std::string line = buf;
+  if (t.settled_ns) {
+    snprintf(buf, sizeof buf, "; after the reply: moved to its own leaf %.3f ms later",
+             (t.settled_ns - t.done_ns) / 1e6);
+    line += buf;
+  }
+  return line;
 }
 
 ForkedInstance& ForkedInstance::operator=(ForkedInstance&& o) noexcept {
@@ -60,11 +66,15 @@ ForkedInstance& ForkedInstance::operator=(ForkedInstance&& o) noexcept {
     limits_ = o.limits_;
     leaf_ = std::move(o.leaf_);
     timings_ = o.timings_;
+    join_ = std::move(o.join_);
+    kill_template_ = std::move(o.kill_template_);
   }
   return *this;
 }
 
 Status ForkedInstance::destroy() {
+  kill_template_ = nullptr;
+  (void)join_.destroy();  // never settled: what is in it goes with the instance
   Status s = leaf_.valid() ? leaf_.destroy() : Status{};
   // Its room goes only with its leaf: a leaf left behind may still hold
   // a process.
@@ -96,13 +106,13 @@ Result<ForkedInstance> ForkedInstance::fork(const InstanceRequest& req, ChannelF
   inst.limits_ = req.limits;
   const CgroupLayout& layout = req.family->layout();
   inst.leaf_ = TRY(CgroupLeaf::create(layout, req.id, req.limits));
-  // Limited as the instance is: whatever is in it for the moment it lives.
-  CgroupLeaf join = TRY(CgroupLeaf::create(layout, req.id + "-join", req.limits));
-  std::vector<UniqueFd> procs;
-  for (const std::string& dir : join.dirs()) {
-    procs.emplace_back(open((dir + "/cgroup.procs").c_str(), O_WRONLY | O_CLOEXEC));
-    if (!procs.back().valid()) return sys_error("open", dir + "/cgroup.procs");
-  }
+  // Limited as the instance is: whatever is in it for the moment it
+  // lives. No freeze leaf of its own: the hybrid layout's cgroup2 leaf is
+  // joined after the reply (settle()).
+  CgroupLayout join_layout = layout;
+  join_layout.freeze = false;
+  CgroupLeaf join = TRY(CgroupLeaf::create(join_layout, req.id + "-join", req.limits));
+  std::vector<UniqueFd> procs = TRY(join.self_join_files());
   inst.timings_.leaves_ns = monotonic_ns();
   ChannelEnds ch = TRY(make_channel());
   int lp[2], ap[2];
@@ -144,23 +154,67 @@ Result<ForkedInstance> ForkedInstance::fork(const InstanceRequest& req, ChannelF
   if (answer.value() != "k")
     return failed(make_error("fork", "malformed answer from the function template"));
   inst.timings_.answered_ns = monotonic_ns();
-  const std::vector<pid_t> joined = join.procs();
-  if (joined.size() != 1)
-    return failed(make_error(
-        "fork", std::to_string(joined.size()) + " processes joined the instance's leaf, not one"));
-  if (Status s = inst.leaf_.attach(joined[0]); !s)
-    return failed(
-        Error(s.error().err, "fork", "moving the instance to its leaf", s.error().message()));
-  inst.timings_.moved_ns = monotonic_ns();
-  if (Status s = join.remove_if_empty(); !s)
-    return failed(Error(s.error().err, "fork", "removing the join leaf", s.error().message()));
-  if (inst.leaf_.procs().empty())
-    return failed(make_error("fork", "the instance left its cgroup leaf"));
-  inst.timings_.done_ns = monotonic_ns();
+  if (layout.version == CgroupVersion::V1) {
+    // It joined through `tasks`, which takes no machine-wide lock: one
+    // thread, the same in every hierarchy. Moving it on to its own leaf
+    // does take that lock (only a thread moving itself skips it), so that
+    // is settle()'s, after the reply: until then it serves in the join
+    // leaf, limited as in its own.
+    const std::vector<std::vector<pid_t>> joined = join.v1_tasks();
+    if (joined.empty()) return failed(make_error("fork", "no cgroup hierarchy to join"));
+    for (const auto& tids : joined)
+      if (tids.size() != 1 || tids[0] != joined[0][0])
+        return failed(make_error(
+            "fork", std::to_string(tids.size()) + " threads joined the instance's leaf, not one"));
+    inst.join_ = std::move(join);
+    inst.kill_template_ = req.kill_template;
+    inst.timings_.moved_ns = inst.timings_.done_ns = monotonic_ns();
+  } else {
+    const std::vector<pid_t> joined = join.procs();
+    if (joined.size() != 1)
+      return failed(make_error("fork", std::to_string(joined.size()) +
+                                           " processes joined the instance's leaf, not one"));
+    if (Status s = inst.leaf_.attach(joined[0]); !s)
+      return failed(
+          Error(s.error().err, "fork", "moving the instance to its leaf", s.error().message()));
+    inst.timings_.moved_ns = monotonic_ns();
+    if (Status s = join.remove_if_empty(); !s)
+      return failed(Error(s.error().err, "fork", "removing the join leaf", s.error().message()));
+    if (inst.leaf_.procs().empty())
+      return failed(make_error("fork", "the instance left its cgroup leaf"));
+    inst.timings_.done_ns = monotonic_ns();
+  }
   *channel = std::move(ch.host);
   *log = std::move(log_read);
   inst.leaf_.close_dirfd();  // moved by its path, not cloned into
   return inst;
+}
+
+Status ForkedInstance::settle() {
+  if (!join_.valid()) return {};
+  auto kill = std::exchange(kill_template_, nullptr);
+  // As in fork(): the template dies before the join leaf goes.
+  auto failed = [&](Error e) -> Status {
+    if (kill) kill();
+    (void)join_.destroy();
+    return e;
+  };
+  // Everything in the join leaf: the instance, and whatever it started
+  // since it answered. Whole processes (cgroup.procs), in every hierarchy;
+  // one that ended meanwhile is passed over. A join leaf that keeps
+  // refilling is the template's doing.
+  for (int round = 0; round < 8; round++) {
+    const std::vector<pid_t> in = join_.procs();
+    if (in.empty()) break;
+    for (pid_t pid : in)
+      if (Status s = leaf_.attach(pid); !s && s.error().err != ESRCH)
+        return failed(
+            Error(s.error().err, "fork", "moving the instance to its leaf", s.error().message()));
+  }
+  if (Status s = join_.remove_if_empty(); !s)
+    return failed(Error(s.error().err, "fork", "removing the join leaf", s.error().message()));
+  timings_.settled_ns = monotonic_ns();
+  return {};
 }
 
 }  // namespace nsbox

@@ -15,20 +15,23 @@
 // exists, so no fd can ever be queued to us: closing the last reference to
 // a file can block its closer, e.g. a lingering TCP socket).
 //
-// Getting the instance into its leaf: it writes 0 to cgroup.procs files we
-// opened (a write is checked against the opener's credentials and cgroup
-// namespace, and a pid written is resolved in the writer's PID namespace,
-// so nothing outside the template's can be moved). We never look a pid up
-// on its word. But the template may keep those files, and a process moved
-// through them is not held to the destination's pids.max (only fork is),
-// nor does its memory charge move with it: kept files would let the
-// function fork past every pids limit and leave memory charged to leaves
-// already destroyed. So the files it gets are a join leaf's, which lives
-// for this fork only: the instance joins it, we move that one process on
-// to its own leaf and remove the join leaf, after which every write to the
-// kept files fails (ENODEV). A join leaf holding anything else, or
-// refilling, is the template's doing: it is killed (its PID namespace, so
-// everything that could write there dies) before the leaf goes.
+// Getting the instance into its leaf: it writes 0 to files we opened (v1
+// `tasks`, v2 cgroup.procs; a write is checked against the opener's
+// credentials and cgroup namespace, and a pid written is resolved in the
+// writer's PID namespace, so nothing outside the template's can be moved).
+// We never look a pid up on its word. But the template may keep those
+// files, and a process moved through them is not held to the destination's
+// pids.max (only fork is), nor does its memory charge move with it; and
+// any write of a pid takes the machine-wide lock that stalls every fork on
+// the host. So the files it gets are a join leaf's, which lives for this
+// fork only: the instance joins it, we move it on to its own leaf and
+// remove the join leaf, after which every write to the kept files fails
+// (ENODEV). On v1 the instance joins through `tasks`, which takes no lock
+// (a thread moving itself), and our move, which does, waits until the
+// gateway has the instance (settle()). A join leaf holding anything else
+// at the fork, or refilling, is the template's doing: it is killed (its
+// PID namespace, so everything that could write there dies) before the
+// leaf goes. The template's family (family.hpp) bounds all of it.
 #pragma once
 
 #include <sys/types.h>
@@ -73,6 +76,7 @@ struct InstanceTimings {
   uint64_t answered_ns = 0;  // the template answered: the instance has joined
   uint64_t moved_ns = 0;     // moved on to its own leaf
   uint64_t done_ns = 0;      // the join leaf removed
+  uint64_t settled_ns = 0;   // v1: moved on and the join leaf removed (settle())
 };
 
 // One line, as format_timings() gives for a sandbox.
@@ -91,6 +95,17 @@ class ForkedInstance {
   static Result<ForkedInstance> fork(const InstanceRequest& req, ChannelFds* channel,
                                      UniqueFd* log);
 
+  // v1: moves the instance, and whatever it started meanwhile, from its
+  // join leaf to its own leaf and removes the join leaf. fork() leaves that
+  // to this on v1 because a move by pid takes a machine-wide lock that may
+  // wait out an RCU grace period (~10 ms after a pause), and only a thread
+  // moving itself skips it: called once the gateway has the instance, the
+  // wait is not its request's. Until then the instance serves in its join
+  // leaf (the same limits) and, on the hybrid layout, in its template's
+  // cgroup2 leaf, so the template is frozen again only after this. A
+  // failure kills the template, as in fork(). Idempotent; nothing to do
+  // on v2.
+  Status settle();
   // The processes in its leaf (the instance and what it started).
   std::vector<pid_t> procs() const { return leaf_.procs(); }
   CgroupEvents events() const { return leaf_.events(); }
@@ -107,6 +122,8 @@ class ForkedInstance {
   Limits limits_;
   CgroupLeaf leaf_;
   InstanceTimings timings_;
+  CgroupLeaf join_;                      // v1, until settle()
+  std::function<void()> kill_template_;  // until settle()
 };
 
 }  // namespace nsbox

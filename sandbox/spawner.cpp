@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <set>
 
@@ -362,6 +363,8 @@ Setup wait_for_setup(int sock) {
     reply.id = req.id;
     int fds[kMaxFds] = {-1, -1, -1, -1};
     int nfds = 0;
+    // What is left to do once the reply is sent (kFork: it would only delay it).
+    std::function<void()> after_reply;
     UniqueFd log_read;
     FreezeSwitch freeze;
     ChannelFds channel;
@@ -530,13 +533,20 @@ Setup wait_for_setup(int sock) {
           fill_error(&reply, inst.error());
           break;  // the template is dropped (killed by then if it was asked)
         }
-        if (tmpl.can_freeze() && tmpl.set_frozen(true)) frozen_templates.insert(req.id);
         reply.setup_ms = (monotonic_ns() - t0) / 1e6;
         reply.id = id;
         auto& placed = instances.emplace(id, std::move(inst.value())).first->second;
-        if (log_level() >= LogLevel::Debug)
-          LOG_DEBUG("instance %s setup: %s", ir.id.c_str(),
-                    format_instance_timings(placed.timings()).c_str());
+        // Into its cgroup2 leaf (the hybrid layout), then the template
+        // frozen again: the instance was in the template's cgroup2 leaf
+        // until then, and must not freeze with it.
+        after_reply = [&placed, &tmpl, &frozen_templates, tmpl_id = req.id, name = ir.id] {
+          if (Status s = placed.settle(); !s)
+            LOG_WARN("instance %s: %s", name.c_str(), s.error().message().c_str());
+          if (tmpl.can_freeze() && tmpl.set_frozen(true)) frozen_templates.insert(tmpl_id);
+          if (log_level() >= LogLevel::Debug)
+            LOG_DEBUG("instance %s setup: %s", name.c_str(),
+                      format_instance_timings(placed.timings()).c_str());
+        };
         fds[0] = channel.to_runner.get();
         fds[1] = channel.from_runner.get();
         fds[2] = log_read.get();
@@ -638,6 +648,7 @@ Setup wait_for_setup(int sock) {
         fill_error(&reply, make_error("spawner", "unknown request"));
     }
     send_with_fds(sock, &reply, sizeof reply, fds, nfds);
+    if (after_reply) after_reply();
     netns_maker.top_up();  // replacing what this request took, now that it is answered
   }
   instances.clear();

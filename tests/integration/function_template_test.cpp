@@ -293,7 +293,9 @@ TEST_CASE(
   REQUIRE(d.start());
   REQUIRE(deploy_probe(d, "talk", "template_attack.py", "?template=1")->status == 201);
   int status = 0;
-  json r = invoke(d, "talk", in_sandbox({}), &status);
+  // The handler writes 300 ms into its request: on v1 the join leaf lives
+  // until the spawner has moved the instance on, after the reply.
+  json r = invoke(d, "talk", in_sandbox({{"sleep_ms", 300}}), &status);
   REQUIRE_MESSAGE(status == 200, r.dump(), d.log());
   // Its module body ran in the template, where fd 6 is the fork socket,
   // and the daemon's side takes nothing: not a message, not an fd.
@@ -309,7 +311,7 @@ TEST_CASE(
   for (const auto& w : r["kept_writes"]) CHECK(w == "No such device");
   CHECK(r["cgroup_changed"] == false);
   // Its template still forks, and the daemon still serves everyone.
-  json again = invoke(d, "talk", in_sandbox({}), &status);
+  json again = invoke(d, "talk", in_sandbox({{"sleep_ms", 300}}), &status);
   CHECK(status == 200);
   for (const auto& w : again["kept_writes"]) CHECK(w == "No such device");
   CHECK(again["cgroup_changed"] == false);

@@ -8,7 +8,10 @@ what the daemon lends it (deploy with template=1):
   handler then writes "0" to each kept file, which would move the instance into that leaf
   were the file still live, and reports each errno and whether /proc/self/cgroup changed.
 
-The handler returns what the import saw and what the writes did. Refuses to act outside a
+The handler writes after event["sleep_ms"] (at most 2,000): on cgroup v1 the daemon moves an
+instance on from its join leaf only after handing it its first request (the move waits out an
+RCU grace period, which would otherwise delay that request), and the join leaf's files are
+live until then. The handler returns what the import saw and what the writes did. Refuses to act outside a
 sandbox: the import does nothing unless the hostname is "nsbox" (what nsbox names every
 sandbox), and the handler answers "refused" when the hostname is the host's
 (event["host_hostname"]). It writes only "0" (itself), to at most 64 files.
@@ -16,6 +19,7 @@ sandbox), and the handler answers "refused" when the hostname is the host's
 import os
 import socket
 import stat
+import time
 
 SEEN = {}
 KEPT = []
@@ -56,6 +60,7 @@ def _cgroup():
 def handler(event, context):
     if socket.gethostname() == event.get("host_hostname"):
         return {"refused": "not inside a sandbox"}
+    time.sleep(max(0, min(int(event.get("sleep_ms", 0)), 2000)) / 1000)
     before = _cgroup()
     writes = []
     for fd in KEPT:

@@ -9,6 +9,7 @@
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "sandbox/family.hpp"
 #include "tests/unit/temp_dir.hpp"
@@ -451,6 +452,45 @@ TEST_CASE("cgroup_freeze_write: cgroup.freeze 1/0, v1 freezer.state FROZEN/THAWE
   CHECK(cgroup_freeze_write(true, true) ==
         std::make_pair(std::string("freezer.state"), std::string("FROZEN")));
   CHECK(cgroup_freeze_write(true, false).second == "THAWED");
+}
+
+TEST_CASE("CgroupLeaf (fake trees): the files a process joins through, and v1's threads") {
+  TempDir t("cgroup-test");
+  CgroupLayout layout;
+  layout.version = CgroupVersion::V1;
+  layout.v1_memory = subdir(t, "memory");
+  layout.v1_pids = subdir(t, "pids");
+  layout.v1_unified = subdir(t, "unified");
+  layout.freeze = true;
+  layout.create_files = true;
+  auto r = CgroupLeaf::create(layout, "j1", test_limits());
+  REQUIRE(r);
+  const CgroupLeaf& leaf = r.value();
+  // v1: `tasks` (a thread moving itself takes no global lock), in every v1
+  // hierarchy; the hybrid layout's cgroup2 leaf is not joined this way.
+  auto files = leaf.self_join_files();
+  REQUIRE(files);
+  CHECK(files.value().size() == 2);
+  CHECK(exists(layout.v1_memory + "/nsbox/j1/tasks"));
+  CHECK(exists(layout.v1_pids + "/nsbox/j1/tasks"));
+  CHECK_FALSE(exists(layout.v1_unified + "/nsbox/j1/tasks"));
+  write(layout.v1_memory + "/nsbox/j1/tasks", "41\n");
+  write(layout.v1_pids + "/nsbox/j1/tasks", "41\n42\n");
+  auto tasks = leaf.v1_tasks();
+  REQUIRE(tasks.size() == 2);
+  CHECK(tasks[0] == std::vector<pid_t>{41});
+  CHECK(tasks[1] == std::vector<pid_t>{41, 42});
+
+  CgroupLayout v2;
+  v2.version = CgroupVersion::V2;
+  v2.v2_mount = subdir(t, "cg2");
+  v2.create_files = true;
+  auto r2 = CgroupLeaf::create(v2, "j2", test_limits());
+  REQUIRE(r2);
+  auto files2 = r2.value().self_join_files();
+  REQUIRE(files2);
+  CHECK(files2.value().size() == 1);  // cgroup.procs: v2 has no tasks
+  CHECK(r2.value().v1_tasks().empty());
 }
 
 TEST_CASE("CgroupLeaf (v1 hybrid, fake tree): frozen through a cgroup2 leaf, not the v1 freezer") {
