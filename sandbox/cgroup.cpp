@@ -277,6 +277,20 @@ int cgroup_sweep_stale(const CgroupLayout& layout) {
   return removed;
 }
 
+bool cgroup_warm_move_lock(const CgroupLayout& layout) {
+  if (layout.version != CgroupVersion::V1 || layout.v1_memory.empty()) return false;
+  std::istringstream in(read_file("/proc/self/cgroup"));
+  std::string line;
+  while (std::getline(in, line)) {
+    // hierarchy-id:controllers:path
+    const auto a = line.find(':'), b = line.find(':', a + 1);
+    if (a == std::string::npos || b == std::string::npos) continue;
+    if (!has_token(line.substr(a + 1, b - a - 1), "memory", ',')) continue;
+    return bool(write_file(layout.v1_memory + line.substr(b + 1) + "/cgroup.procs", "0", false));
+  }
+  return false;
+}
+
 CgroupLeaf& CgroupLeaf::operator=(CgroupLeaf&& o) noexcept {
   if (this != &o) {
     (void)destroy();
@@ -509,11 +523,22 @@ Status CgroupLeaf::set_memory_limit(uint64_t bytes, uint64_t swap_bytes) const {
   return write_file(memsw, sw, fake_);
 }
 
+Status CgroupLeaf::set_swap_limit(uint64_t bytes) const {
+  if (version_ != CgroupVersion::V2 || dirs_.empty()) return {};  // v1: memsw, with memory
+  const std::string path = dirs_[0] + "/memory.swap.max";
+  if (!fake_ && access(path.c_str(), F_OK) != 0) return {};  // no swap accounting
+  return write_file(path, std::to_string(bytes), fake_);
+}
+
 Status CgroupLeaf::set_pids_limit(uint64_t pids) const {
   // create() makes v1 leaves memory first, pids second.
   const size_t at = version_ == CgroupVersion::V2 ? 0 : 1;
   if (dirs_.size() <= at) return make_error("cgroup", "no pids controller to limit");
-  return write_file(dirs_[at] + "/pids.max", std::to_string(pids), fake_);
+  // Above the kernel's PID_MAX_LIMIT pids.max takes only "max" (a family
+  // of many instances with large limits sums past it).
+  constexpr uint64_t kPidMaxLimit = 4194304;
+  return write_file(dirs_[at] + "/pids.max", pids >= kPidMaxLimit ? "max" : std::to_string(pids),
+                    fake_);
 }
 
 bool CgroupEvents::reached_memory_limit(uint64_t limit_bytes) const {

@@ -70,6 +70,16 @@ struct CgroupEvents {
   bool reached_memory_limit(uint64_t limit_bytes) const;
 };
 
+// v1: takes and lets go of the machine-wide lock that a move by pid takes,
+// by moving the caller into the memory cgroup it is already in. The lock's
+// first taker after a pause waits out an RCU grace period, and the kernel
+// looks a written pid up only after taking it: a pid read from a leaf and
+// then written would be looked up that long after it was read, time for
+// its process to end and its pid to go to another. Taken just before, the
+// lock is quick to take again for a while, so that lookup follows within
+// microseconds. Best effort: false when it could not.
+bool cgroup_warm_move_lock(const CgroupLayout& layout);
+
 // Removes leaves left by an owner that was killed before it could clean up
 // (kill -9 of `nsbox run`). Leaf names are "<kind>-<owner pid>[-...]"; a
 // leaf is removed only when that pid is gone and the leaf holds no task.
@@ -139,6 +149,8 @@ class CgroupLeaf {
   // swap_bytes: v1's memsw is set to bytes + swap_bytes; v2's swap limit
   // is left as it is.
   Status set_memory_limit(uint64_t bytes, uint64_t swap_bytes = 0) const;
+  // v2's memory.swap.max (v1 sets memsw with set_memory_limit).
+  Status set_swap_limit(uint64_t bytes) const;
   Status set_pids_limit(uint64_t pids) const;
   bool can_freeze() const { return !freeze_dir_.empty(); }
   Status set_frozen(bool frozen) const;

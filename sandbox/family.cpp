@@ -35,7 +35,9 @@ Status TemplateFamily::write_limits(uint64_t memory, uint64_t swap, uint64_t pid
   // Pids first when growing and last when shrinking, like memory: a
   // failure halfway leaves the family no larger than its members allow.
   if (pids > pids_) TRY(group_.set_pids_limit(pids));
+  if (swap > swap_) TRY(group_.set_swap_limit(swap));
   TRY(group_.set_memory_limit(memory, swap));
+  if (swap < swap_) TRY(group_.set_swap_limit(swap));
   if (pids < pids_) TRY(group_.set_pids_limit(pids));
   memory_ = memory;
   swap_ = swap;

@@ -68,6 +68,7 @@ ForkedInstance& ForkedInstance::operator=(ForkedInstance&& o) noexcept {
     timings_ = o.timings_;
     join_ = std::move(o.join_);
     kill_template_ = std::move(o.kill_template_);
+    layout_ = std::move(o.layout_);
   }
   return *this;
 }
@@ -78,7 +79,7 @@ Status ForkedInstance::destroy() {
   Status s = leaf_.valid() ? leaf_.destroy() : Status{};
   // Its room goes only with its leaf: a leaf left behind may still hold
   // a process.
-  if (family_ && !leaf_.valid()) {
+  if (family_ && s) {
     family_->shrink(limits_);
     family_.reset();
   }
@@ -168,6 +169,7 @@ Result<ForkedInstance> ForkedInstance::fork(const InstanceRequest& req, ChannelF
             "fork", std::to_string(tids.size()) + " threads joined the instance's leaf, not one"));
     inst.join_ = std::move(join);
     inst.kill_template_ = req.kill_template;
+    inst.layout_ = layout;
     inst.timings_.moved_ns = inst.timings_.done_ns = monotonic_ns();
   } else {
     const std::vector<pid_t> joined = join.procs();
@@ -202,10 +204,17 @@ Status ForkedInstance::settle() {
   // Everything in the join leaf: the instance, and whatever it started
   // since it answered. Whole processes (cgroup.procs), in every hierarchy;
   // one that ended meanwhile is passed over. A join leaf that keeps
-  // refilling is the template's doing.
+  // refilling, or holds more processes than the instance may have, is the
+  // template's doing (and the spawner's time).
+  // So that each pid is looked up as soon as it is read.
+  (void)cgroup_warm_move_lock(std::exchange(layout_, CgroupLayout{}));
+  uint64_t moved = 0;
   for (int round = 0; round < 8; round++) {
     const std::vector<pid_t> in = join_.procs();
     if (in.empty()) break;
+    moved += in.size();
+    if (moved > limits_.pids)
+      return failed(make_error("fork", "the join leaf holds more processes than the instance may"));
     for (pid_t pid : in)
       if (Status s = leaf_.attach(pid); !s && s.error().err != ESRCH)
         return failed(

@@ -124,6 +124,7 @@ class ForkedInstance {
   InstanceTimings timings_;
   CgroupLeaf join_;                      // v1, until settle()
   std::function<void()> kill_template_;  // until settle()
+  CgroupLayout layout_;                  // v1, for settle()
 };
 
 }  // namespace nsbox

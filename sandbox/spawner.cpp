@@ -540,9 +540,13 @@ Setup wait_for_setup(int sock) {
         // frozen again: the instance was in the template's cgroup2 leaf
         // until then, and must not freeze with it.
         after_reply = [&placed, &tmpl, &frozen_templates, tmpl_id = req.id, name = ir.id] {
-          if (Status s = placed.settle(); !s)
+          if (Status s = placed.settle(); !s) {
+            // The template was killed: nothing to freeze (a v1-frozen
+            // process would hold its SIGKILL pending).
             LOG_WARN("instance %s: %s", name.c_str(), s.error().message().c_str());
-          if (tmpl.can_freeze() && tmpl.set_frozen(true)) frozen_templates.insert(tmpl_id);
+          } else if (tmpl.can_freeze() && tmpl.set_frozen(true)) {
+            frozen_templates.insert(tmpl_id);
+          }
           if (log_level() >= LogLevel::Debug)
             LOG_DEBUG("instance %s setup: %s", name.c_str(),
                       format_instance_timings(placed.timings()).c_str());

@@ -63,16 +63,27 @@ TemplateProcs template_procs() {
   return out;
 }
 
+// Deploys a probe (query: template=1 and any more) and makes its first
+// request, the one that makes its function template: it must answer 200.
+json first_templated(const Daemon& d, const std::string& name, const std::string& probe,
+                     const std::string& query = "?template=1", const json& event = in_sandbox({})) {
+  auto deployed = deploy_probe(d, name, probe, query);
+  REQUIRE(deployed);
+  REQUIRE_MESSAGE(deployed->status == 201, deployed->body);
+  int status = 0;
+  json r = invoke(d, name, event, &status);
+  REQUIRE_MESSAGE(status == 200, r.dump(), d.log());
+  return r;
+}
+
 }  // namespace
 
 TEST_CASE("serve: a function deployed with template=1 is imported once; instances are its forks") {
   StateDir sd("fn-template");
   Daemon d(sd.path);
   REQUIRE(d.start());
-  REQUIRE(deploy_probe(d, "slow", "slow_import.py", "?template=1")->status == 201);
+  json first = first_templated(d, "slow", "slow_import.py");
   int status = 0;
-  json first = invoke(d, "slow", in_sandbox({}), &status);
-  REQUIRE_MESSAGE(status == 200, first.dump(), d.log());
   CHECK(first["imports"] == 1);
   CHECK(first["hostname"] == "nsbox");
   CHECK(first["uid"] == 1000);
@@ -201,10 +212,8 @@ TEST_CASE("serve: a function template whose forks keep the spawner waiting is re
   // Idle instances expire at once: every request below forks a new one.
   Daemon d(sd.path, "[pool]\nidle_timeout_ms = 100\n");
   REQUIRE(d.start());
-  REQUIRE(deploy_probe(d, "sf", "slow_fork.py", "?template=1")->status == 201);
+  json r = first_templated(d, "sf", "slow_fork.py");
   int status = 0;
-  json r = invoke(d, "sf", in_sandbox({}), &status);
-  REQUIRE_MESSAGE(status == 200, r.dump(), d.log());
   REQUIRE(d.metric("nsbox_pool_function_templates") == 1);
   CHECK(r["pid"] > 2);  // an instance
   // 90 ms a fork, 70 over the allowance: the fourth fork passes 250 ms of
@@ -232,10 +241,8 @@ TEST_CASE("serve: a function template is frozen between its forks") {
   StateDir sd("fn-template-frozen");
   Daemon d(sd.path);
   REQUIRE(d.start());
-  REQUIRE(deploy_probe(d, "spin", "template_spin.py", "?template=1")->status == 201);
+  json r = first_templated(d, "spin", "template_spin.py");
   int status = 0;
-  json r = invoke(d, "spin", in_sandbox({}), &status);
-  REQUIRE_MESSAGE(status == 200, r.dump(), d.log());
   const TemplateProcs p = template_procs();
   REQUIRE(p.runner > 0);
   // Its module body's thread spins in the template, not in the instance
@@ -264,10 +271,8 @@ TEST_CASE("serve: a function template that dies costs no request and is made aga
   StateDir sd("fn-template-kill");
   Daemon d(sd.path);
   REQUIRE(d.start());
-  REQUIRE(deploy_probe(d, "slow", "slow_import.py", "?template=1")->status == 201);
+  first_templated(d, "slow", "slow_import.py");
   int status = 0;
-  invoke(d, "slow", in_sandbox({}), &status);
-  REQUIRE(status == 200);
   TemplateProcs p = template_procs();
   REQUIRE(p.runner > 0);
   REQUIRE(p.instances.size() == 1);
@@ -291,12 +296,11 @@ TEST_CASE(
   StateDir sd("fn-template-attack");
   Daemon d(sd.path);
   REQUIRE(d.start());
-  REQUIRE(deploy_probe(d, "talk", "template_attack.py", "?template=1")->status == 201);
-  int status = 0;
   // The handler writes 300 ms into its request: on v1 the join leaf lives
   // until the spawner has moved the instance on, after the reply.
-  json r = invoke(d, "talk", in_sandbox({{"sleep_ms", 300}}), &status);
-  REQUIRE_MESSAGE(status == 200, r.dump(), d.log());
+  json r = first_templated(d, "talk", "template_attack.py", "?template=1",
+                           in_sandbox({{"sleep_ms", 300}}));
+  int status = 0;
   // Its module body ran in the template, where fd 6 is the fork socket,
   // and the daemon's side takes nothing: not a message, not an fd.
   CHECK(r["fork_fd"] == "socket");
@@ -357,10 +361,8 @@ TEST_CASE("serve: memory an instance hands to its function template stays within
   StateDir sd("fn-template-hoard");
   Daemon d(sd.path, "[pool]\nidle_timeout_ms = 300\n");
   REQUIRE(d.start());
-  REQUIRE(deploy_probe(d, "hoard", "template_hoard.py", "?template=1&memory=64M")->status == 201);
+  first_templated(d, "hoard", "template_hoard.py", "?template=1&memory=64M");
   int status = 0;
-  json first = invoke(d, "hoard", in_sandbox({}), &status);
-  REQUIRE_MESSAGE(status == 200, first.dump(), d.log());
   const TemplateProcs p = template_procs();
   REQUIRE(p.runner > 0);
   REQUIRE(p.instances.size() == 1);

@@ -712,7 +712,16 @@ TEST_CASE("TemplateFamily (v2, fake tree): controllers enabled for its members")
   CHECK(leaf.value().dirs()[0] == dir + "/srv-1-i0");
   CHECK(read(dir + "/cgroup.subtree_control") == "+memory +pids +cpu");
   CHECK(read(dir + "/srv-1-i0/cpu.max") == "25000 100000");
-  REQUIRE(f.value()->grow(family_limits(48, 16)));
+  Limits with_swap = family_limits(48, 16);
+  with_swap.swap_bytes = 8ull << 20;
+  REQUIRE(f.value()->grow(with_swap));
   CHECK(read(dir + "/memory.max") == mb(112));
+  CHECK(read(dir + "/memory.swap.max") == mb(8));  // v2 keeps swap apart from memory
+  CHECK(read(dir + "/pids.max") == "48");
+  // Past the kernel's PID_MAX_LIMIT pids.max takes only "max".
+  Limits many = family_limits(16, 4194304);
+  REQUIRE(f.value()->grow(many));
+  CHECK(read(dir + "/pids.max") == "max");
+  CHECK(f.value()->shrink(many));
   CHECK(read(dir + "/pids.max") == "48");
 }
