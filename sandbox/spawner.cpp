@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/random.h>
@@ -68,6 +69,51 @@ struct ReplyMsg {
 
 constexpr size_t kPipeSize = 1 << 20;  // logs are drained after each request
 constexpr int kMaxFds = 4;  // a spawn's reply: two channel pipes, the log, the freeze switch
+
+// Function templates frozen between forks (kFork). Frozen, a template's
+// PID 1 cannot see its runner die and end the sandbox; the fork socket's
+// hang-up says so instead, and the template is thawed to end. The sockets
+// are watched in one epoll set, so that the spawner's poll stays one entry
+// however many templates there are.
+class FrozenTemplates {
+ public:
+  FrozenTemplates() : ep_(epoll_create1(EPOLL_CLOEXEC)) {}
+  int fd() const { return ep_.get(); }
+  // Watches sock (the template's fork socket, ours: open while watched).
+  // False when it cannot be watched: then the template must not be frozen.
+  bool add(uint64_t id, int sock) {
+    struct epoll_event ev = {};
+    ev.events = 0;  // EPOLLHUP needs no asking
+    ev.data.u64 = id;
+    if (!ep_.valid() || epoll_ctl(ep_.get(), EPOLL_CTL_ADD, sock, &ev) != 0) return false;
+    socks_[id] = sock;
+    return true;
+  }
+  // Whether it was watched (and so frozen).
+  bool remove(uint64_t id) {
+    auto it = socks_.find(id);
+    if (it == socks_.end()) return false;
+    epoll_ctl(ep_.get(), EPOLL_CTL_DEL, it->second, nullptr);
+    socks_.erase(it);
+    return true;
+  }
+  // The templates whose runner is gone, no longer watched.
+  std::vector<uint64_t> hung_up() {
+    std::vector<uint64_t> out;
+    struct epoll_event evs[64];
+    const int n = epoll_wait(ep_.get(), evs, 64, 0);
+    for (int i = 0; i < n; i++)
+      if (remove(evs[i].data.u64)) out.push_back(evs[i].data.u64);
+    return out;
+  }
+  void clear() {
+    while (!socks_.empty()) remove(socks_.begin()->first);
+  }
+
+ private:
+  UniqueFd ep_;
+  std::map<uint64_t, int> socks_;
+};
 
 void fill_error(ReplyMsg* r, const Error& e) {
   r->ok = 0;
@@ -265,10 +311,7 @@ Setup wait_for_setup(int sock) {
   // holds its family too, so a family outlives its template while any of
   // its instances' leaves is left.
   std::map<uint64_t, std::shared_ptr<TemplateFamily>> families;
-  // Function templates frozen between forks (kFork). Frozen, a template's
-  // PID 1 cannot see its runner die and end the sandbox; the fork socket's
-  // hang-up says so instead, and the template is thawed to end.
-  std::set<uint64_t> frozen_templates;
+  FrozenTemplates frozen_templates;
   uint64_t next_id = 1;
   const std::string prefix = "srv-" + std::to_string(getpid()) + "-";
   // Cgroup leaves made ahead while no request waits, a few per profile once
@@ -301,16 +344,11 @@ Setup wait_for_setup(int sock) {
   for (;;) {
     // Every few idle seconds, sweep leaves that an earlier, killed spawner
     // could not remove while its sandboxes were still dying.
-    std::vector<struct pollfd> pfd = {{sock, POLLIN, 0}, {netns_maker.socket_fd(), POLLIN, 0}};
-    const size_t npfd = netns_maker.running() ? 2 : 1;
-    pfd.resize(npfd);
-    std::vector<uint64_t> watched;  // frozen templates, after the fixed entries
-    for (uint64_t t : frozen_templates) {
-      pfd.push_back({fork_socks.at(t).get(), 0, 0});  // POLLHUP needs no asking
-      watched.push_back(t);
-    }
+    struct pollfd pfd[3] = {{sock, POLLIN, 0}, {frozen_templates.fd(), POLLIN, 0}, {-1, 0, 0}};
+    nfds_t npfd = 2;
+    if (netns_maker.running()) pfd[npfd++] = {netns_maker.socket_fd(), POLLIN, 0};
     const int short_of_leaves = profile_short_of_leaves();
-    if (short_of_leaves >= 0 && poll(pfd.data(), 1, 0) == 0) {
+    if (short_of_leaves >= 0 && poll(pfd, 1, 0) == 0) {
       auto leaf = CgroupLeaf::create(layout, prefix + "l" + std::to_string(next_leaf++),
                                      profiles[short_of_leaves].spec.limits);
       if (leaf) {
@@ -324,24 +362,16 @@ Setup wait_for_setup(int sock) {
     // Idle means five seconds without a request: the maker's deliveries
     // wake us without putting that off.
     const uint64_t now = monotonic_ms();
-    const int ready =
-        poll(pfd.data(), pfd.size(), idle_at > now ? static_cast<int>(idle_at - now) : 0);
-    bool hung_up = false;
-    for (size_t i = npfd; ready > 0 && i < pfd.size(); i++) {
-      if (!pfd[i].revents) continue;
+    const int ready = poll(pfd, npfd, idle_at > now ? static_cast<int>(idle_at - now) : 0);
+    if (ready > 0 && pfd[1].revents) {
       // Its runner is gone (every holder of the socket's other end closed
       // it): thawed, PID 1 sees that and ends the sandbox, instances and
       // all, as an unfrozen one would have at once.
-      hung_up = true;
-      frozen_templates.erase(watched[i - npfd]);
-      if (auto t = sandboxes.find(watched[i - npfd]); t != sandboxes.end())
-        (void)t->second.set_frozen(false);
+      for (uint64_t t : frozen_templates.hung_up())
+        if (auto it = sandboxes.find(t); it != sandboxes.end()) (void)it->second.set_frozen(false);
     }
-    if (ready > 0 && npfd == 2 && pfd[1].revents) {
-      netns_maker.collect();
-      if (!pfd[0].revents) continue;
-    }
-    if (hung_up && !pfd[0].revents) continue;
+    if (ready > 0 && npfd == 3 && pfd[2].revents) netns_maker.collect();
+    if (ready > 0 && !pfd[0].revents) continue;
     if (ready == 0) {
       idle_at = monotonic_ms() + kIdleMs;
       if (use_cgroups) cgroup_sweep_stale(layout);
@@ -441,7 +471,7 @@ Setup wait_for_setup(int sock) {
           auto f = TemplateFamily::create(
               layout, prefix + "f" + std::to_string(id), spec.limits,
               [&sandboxes, &frozen_templates, id] {
-                frozen_templates.erase(id);
+                frozen_templates.remove(id);
                 if (auto t = sandboxes.find(id); t != sandboxes.end()) {
                   t->second.kill();
                   (void)t->second.set_frozen(false);  // a v1-frozen PID 1 dies once thawed
@@ -521,7 +551,7 @@ Setup wait_for_setup(int sock) {
         const uint64_t t0 = monotonic_ns();
         // A template runs only to fork: frozen in between, so that threads
         // its module body started cannot use the CPU while nobody asks.
-        if (frozen_templates.erase(req.id)) {
+        if (frozen_templates.remove(req.id)) {
           if (Status s = tmpl.set_frozen(false); !s) {
             fill_error(&reply, Error(s.error().err, "fork", "thawing the function template",
                                      s.error().message()));
@@ -539,13 +569,15 @@ Setup wait_for_setup(int sock) {
         // Into its cgroup2 leaf (the hybrid layout), then the template
         // frozen again: the instance was in the template's cgroup2 leaf
         // until then, and must not freeze with it.
-        after_reply = [&placed, &tmpl, &frozen_templates, tmpl_id = req.id, name = ir.id] {
+        after_reply = [&placed, &tmpl, &frozen_templates, tmpl_id = req.id, name = ir.id,
+                       sock_fd = ir.fork_sock] {
           if (Status s = placed.settle(); !s) {
             // The template was killed: nothing to freeze (a v1-frozen
             // process would hold its SIGKILL pending).
             LOG_WARN("instance %s: %s", name.c_str(), s.error().message().c_str());
-          } else if (tmpl.can_freeze() && tmpl.set_frozen(true)) {
-            frozen_templates.insert(tmpl_id);
+          } else if (tmpl.can_freeze() && frozen_templates.add(tmpl_id, sock_fd)) {
+            // Watched first: frozen unwatched, its runner's death would go unseen.
+            if (!tmpl.set_frozen(true)) frozen_templates.remove(tmpl_id);
           }
           if (log_level() >= LogLevel::Debug)
             LOG_DEBUG("instance %s setup: %s", name.c_str(),
@@ -620,8 +652,8 @@ Setup wait_for_setup(int sock) {
       case kDestroy: {
         // A template's instances die with it (they live in its PID
         // namespace); their leaves go when the gateway destroys them.
+        frozen_templates.remove(req.id);  // before its socket closes
         fork_socks.erase(req.id);
-        frozen_templates.erase(req.id);
         auto it = sandboxes.find(req.id);
         if (it != sandboxes.end()) {
           Status s = it->second.destroy();

@@ -63,6 +63,21 @@ TemplateProcs template_procs() {
   return out;
 }
 
+// Whether a process's cgroup2 leaf is frozen (cgroup.events), on v2 or in
+// the hybrid layout's cgroup2 mount, where the spawner freezes templates.
+bool cgroup2_frozen(pid_t pid) {
+  std::istringstream in(read_text("/proc/" + std::to_string(pid) + "/cgroup"));
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("0::", 0) != 0) continue;
+    for (const std::string mount : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"}) {
+      const std::string events = read_text(mount + line.substr(3) + "/cgroup.events");
+      if (!events.empty()) return events.find("frozen 1") != std::string::npos;
+    }
+  }
+  return false;
+}
+
 // Deploys a probe (query: template=1 and any more) and makes its first
 // request, the one that makes its function template: it must answer 200.
 json first_templated(const Daemon& d, const std::string& name, const std::string& probe,
@@ -276,6 +291,10 @@ TEST_CASE("serve: a function template that dies costs no request and is made aga
   TemplateProcs p = template_procs();
   REQUIRE(p.runner > 0);
   REQUIRE(p.instances.size() == 1);
+  // Frozen again once its instance is settled, a moment after the reply:
+  // its PID 1 cannot see the runner die, the spawner's watch must.
+  REQUIRE(nsbox::test::wait_until([&] { return cgroup2_frozen(p.runner); }, 5000,
+                                  "the template frozen"));
   // Its runner killed: its sandbox ends, and the idle instance with it.
   REQUIRE(kill(p.runner, SIGKILL) == 0);
   REQUIRE(nsbox::test::wait_until([] { return template_procs().instances.empty(); }, 5000,
