@@ -67,12 +67,28 @@ Status ensure_dir(const std::string& path) {
   return {};
 }
 
+bool has_subdir(const std::string& dir) {
+  DIR* d = opendir(dir.c_str());
+  if (!d) return false;
+  bool found = false;
+  while (dirent* e = readdir(d))
+    if (e->d_type == DT_DIR && e->d_name[0] != '.') {
+      found = true;
+      break;
+    }
+  closedir(d);
+  return found;
+}
+
 // rmdir fails with EBUSY until the last task has been reaped; a dying
 // sandbox empties within milliseconds.
 Status remove_leaf(const std::string& dir) {
   for (int i = 0; i < 400; i++) {
     if (rmdir(dir.c_str()) == 0 || errno == ENOENT) return {};
     if (errno != EBUSY) return sys_error("rmdir", dir);
+    // A group with a leaf left below it (a function template's, whose
+    // member could not be removed) will not empty by waiting.
+    if (has_subdir(dir)) return sys_error_n(EBUSY, "rmdir", dir + " (a leaf is left below it)");
     std::istringstream procs(read_file(dir + "/cgroup.procs"));
     pid_t pid;
     while (procs >> pid) kill(pid, SIGKILL);

@@ -1,15 +1,39 @@
 #include "sandbox/family.hpp"
 
+#include <unistd.h>
+
+#include <fstream>
+#include <string>
 #include <utility>
 
 #include "base/log.hpp"
 
 namespace nsbox {
 
+namespace {
+// /proc/swaps lists a header line, then one per active swap area.
+bool host_has_swap() {
+  std::ifstream in("/proc/swaps");
+  std::string line;
+  int lines = 0;
+  while (std::getline(in, line) && lines < 2) lines++;
+  return lines > 1;
+}
+}  // namespace
+
 Result<std::shared_ptr<TemplateFamily>> TemplateFamily::create(const CgroupLayout& layout,
                                                                const std::string& id,
                                                                const Limits& template_limits,
                                                                std::function<void()> on_overdrawn) {
+  // v1 bounds what its members hand back by refusing a lower limit; with
+  // swap and no swap accounting (no memsw) the kernel would swap it out
+  // instead, uncounted.
+  if (layout.version == CgroupVersion::V1 && !layout.create_files && host_has_swap() &&
+      access((layout.v1_memory + "/memory.memsw.limit_in_bytes").c_str(), F_OK) != 0)
+    return make_error("function template",
+                      "this host has swap but no swap accounting in its v1 memory cgroups "
+                      "(memory.memsw.*), so what an instance hands its template could be swapped "
+                      "out unbounded; boot with swapaccount=1, or deploy without template=1");
   std::shared_ptr<TemplateFamily> f(new TemplateFamily());
   Limits own = template_limits;
   own.cpu_millicores = 0;  // each member's leaf keeps its own CPU cap
