@@ -70,7 +70,8 @@ const std::vector<std::string> kPoolKeys = {"blank",
                                             "factory",
                                             "template_modules",
                                             "template_rotate_after"};
-const std::vector<std::string> kFunctionsKeys = {"default_policy", "log_lines", "max_memory_mb"};
+const std::vector<std::string> kFunctionsKeys = {"default_policy", "log_lines", "log_mb",
+                                                 "max_memory_mb"};
 
 }  // namespace
 
@@ -245,6 +246,8 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
                                                     "\" is not a built-in policy (" + known + ")");
     }
     v = d.log_lines, c.log_lines = int(r.integer(f, "log_lines", F, 0, 1000000, &v));
+    v = int64_t(d.log_bytes >> 20);
+    c.log_bytes = uint64_t(r.integer(f, "log_mb", F, 1, 1 << 16, &v)) << 20;
     v = 0;
     c.max_memory_bytes = uint64_t(r.integer(f, "max_memory_mb", F, 0, 1 << 24, &v)) << 20;
     if (c.max_memory_bytes == 0) {

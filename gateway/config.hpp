@@ -95,6 +95,9 @@ struct ServeConfig {
   // [functions]
   std::string default_policy = "default";
   int log_lines = 1000;  // lines kept per function for GET .../logs
+  // Bytes of those lines kept across all functions: each function may print
+  // log_lines of up to 4 KiB, and a deployer may add functions.
+  uint64_t log_bytes = 64ull << 20;
   // The largest ?memory= a deploy may ask for (0 = auto: a quarter of RAM,
   // so that one function at the default per_function cap of 4 cannot be
   // granted more than the machine has).

@@ -163,7 +163,7 @@ Gateway::Gateway(ServeConfig config, FunctionStore& store, Pool& pool, SandboxFa
       token_(std::move(token)),
       read_token_(config_.read_token),
       sandbox_memory_(factory),
-      logs_(static_cast<size_t>(config_.log_lines)),
+      logs_(static_cast<size_t>(config_.log_lines), static_cast<size_t>(config_.log_bytes)),
       invocations_(store, pool, factory, logs_, std::move(profiles)),
       front_(front_config(config_)) {
   routes();

@@ -64,6 +64,7 @@ const IntKey kIntKeys[] = {
     {"pool", "freeze_idle_ms", 0, 600000},
     {"pool", "min_available_mb", 0, 1 << 24},
     {"functions", "log_lines", 0, 1000000},
+    {"functions", "log_mb", 1, 1 << 16},
     {"functions", "max_memory_mb", 0, 1 << 24},
 };
 
@@ -112,6 +113,7 @@ template_rotate_after = 50
 [functions]
 default_policy = "strict"
 log_lines = 10
+log_mb = 3
 max_memory_mb = 256
 )";
 
@@ -153,6 +155,7 @@ TEST_CASE("config: no file at all gives the documented defaults") {
   CHECK(d.psi_some_avg10 == 0);
   CHECK(d.default_policy == "default");
   CHECK(d.log_lines == 1000);
+  CHECK(d.log_bytes == 64 * kMiB);
   CHECK(d.max_memory_bytes == ram / 4);  // auto: a quarter of the RAM
   // Empty tables are the same as none.
   auto e = parse_serve_config("[server]\n[pool]\n[functions]\n", "empty.toml");
@@ -204,6 +207,7 @@ TEST_CASE("config: every key is read, in its unit, into its member") {
   CHECK(r.template_rotate_after == 50);
   CHECK(r.default_policy == "strict");
   CHECK(r.log_lines == 10);
+  CHECK(r.log_bytes == 3 * kMiB);
   CHECK(r.max_memory_bytes == 256 * kMiB);
 
   // The config above sets every key the parser accepts (config_keys()), so

@@ -278,7 +278,7 @@ struct Rig {
   FakeRunners factory;
   MemoryStore store;
   Pool pool{factory, pool_limits(), {kMemory}, [] { return MemoryReading{}; }};
-  LogStore logs{100};
+  LogStore logs{100, 1 << 20};
   Invocations invocations{store, pool, factory, logs, profiles()};
   int requests = 0;
 

@@ -128,6 +128,7 @@ TEST_CASE("README: the nsbox serve config block is what the parser reads") {
   CHECK(r.psi_some_avg10 == d.psi_some_avg10);
   CHECK(r.default_policy == d.default_policy);
   CHECK(r.log_lines == d.log_lines);
+  CHECK(r.log_bytes == d.log_bytes);
   CHECK(r.max_memory_bytes == d.max_memory_bytes);
 }
 

@@ -1,0 +1,75 @@
+// The per-function rings of printed lines (gateway/logs.hpp) and the byte
+// budget they share.
+#include "gateway/logs.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+using nsbox::LogStore;
+
+namespace {
+
+size_t count_lines(const std::string& s) {
+  size_t n = 0;
+  for (char c : s) n += c == '\n';
+  return n;
+}
+
+}  // namespace
+
+TEST_CASE("logs: a function keeps its last max_lines lines, prefixed") {
+  LogStore logs(3, 1 << 20);
+  logs.append("f", "[v1 a] ", "one\ntwo\n");
+  logs.append("f", "[v1 b] ", "three\nfour\nfive");
+  CHECK(logs.get("f") == "[v1 b] three\n[v1 b] four\n[v1 b] five\n");
+  CHECK(logs.get("g").empty());
+  logs.clear("f");
+  CHECK(logs.get("f").empty());
+  CHECK(logs.bytes() == 0);
+}
+
+TEST_CASE("logs: a line longer than 4 KiB is cut") {
+  LogStore logs(10, 1 << 20);
+  logs.append("f", "", std::string(10000, 'x'));
+  CHECK(logs.get("f") == std::string(4096, 'x') + "\n");
+}
+
+TEST_CASE("logs: all functions' lines stay within the byte budget") {
+  const size_t budget = 64 * 1024;
+  LogStore logs(1000, budget);
+  const std::string line(1000, 'y');
+  // Far more functions, each printing far more, than the budget holds.
+  for (int f = 0; f < 200; ++f) {
+    for (int i = 0; i < 20; ++i) logs.append("fn" + std::to_string(f), "", line);
+    CHECK(logs.bytes() <= budget);
+  }
+  size_t kept = 0;
+  for (int f = 0; f < 200; ++f) kept += logs.get("fn" + std::to_string(f)).size();
+  CHECK(kept <= budget);
+  CHECK(kept > budget / 2);  // the budget is used, not emptied
+  // Empty lines are not free either.
+  for (int i = 0; i < 100000; ++i) logs.append("empty" + std::to_string(i % 500), "", "\n\n");
+  CHECK(logs.bytes() <= budget);
+}
+
+TEST_CASE("logs: a function printing much displaces its own lines, not a quiet one's") {
+  const size_t budget = 32 * 1024;
+  LogStore logs(1000, budget);
+  logs.append("quiet", "", "started\nready");
+  const std::string before = logs.get("quiet");
+  for (int i = 0; i < 5000; ++i) logs.append("loud", "", std::string(200, 'z'));
+  CHECK(logs.get("quiet") == before);
+  CHECK(logs.bytes() <= budget);
+  const size_t loud = count_lines(logs.get("loud"));
+  CHECK(loud > 0);
+  CHECK(loud < 5000);
+  // Its newest line is the one kept.
+  logs.append("loud", "", "last");
+  CHECK(logs.get("loud").ends_with("\nlast\n"));
+  // A line that alone exceeds the budget is not kept and evicts nothing.
+  LogStore tiny(10, 100);
+  tiny.append("f", "", "ok");
+  tiny.append("f", "", std::string(200, 'w'));
+  CHECK(tiny.get("f") == "ok\n");
+}
