@@ -293,8 +293,8 @@ int cgroup_sweep_stale(const CgroupLayout& layout) {
   return removed;
 }
 
-bool cgroup_warm_move_lock(const CgroupLayout& layout) {
-  if (layout.version != CgroupVersion::V1 || layout.v1_memory.empty()) return false;
+bool cgroup_warm_move_lock(const std::string& v1_memory) {
+  if (v1_memory.empty()) return false;
   std::istringstream in(read_file("/proc/self/cgroup"));
   std::string line;
   while (std::getline(in, line)) {
@@ -302,7 +302,7 @@ bool cgroup_warm_move_lock(const CgroupLayout& layout) {
     const auto a = line.find(':'), b = line.find(':', a + 1);
     if (a == std::string::npos || b == std::string::npos) continue;
     if (!has_token(line.substr(a + 1, b - a - 1), "memory", ',')) continue;
-    return bool(write_file(layout.v1_memory + line.substr(b + 1) + "/cgroup.procs", "0", false));
+    return bool(write_file(v1_memory + line.substr(b + 1) + "/cgroup.procs", "0", false));
   }
   return false;
 }

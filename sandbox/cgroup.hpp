@@ -78,7 +78,8 @@ struct CgroupEvents {
 // its process to end and its pid to go to another. Taken just before, the
 // lock is quick to take again for a while, so that lookup follows within
 // microseconds. Best effort: false when it could not.
-bool cgroup_warm_move_lock(const CgroupLayout& layout);
+// v1_memory: the v1 memory hierarchy's mount (CgroupLayout::v1_memory).
+bool cgroup_warm_move_lock(const std::string& v1_memory);
 
 // Removes leaves left by an owner that was killed before it could clean up
 // (kill -9 of `nsbox run`). Leaf names are "<kind>-<owner pid>[-...]"; a

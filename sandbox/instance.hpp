@@ -74,9 +74,10 @@ struct InstanceTimings {
   uint64_t leaves_ns = 0;    // its leaf and the join leaf made, files opened
   uint64_t sent_ns = 0;      // the fork request sent
   uint64_t answered_ns = 0;  // the template answered: the instance has joined
-  uint64_t moved_ns = 0;     // moved on to its own leaf
-  uint64_t done_ns = 0;      // the join leaf removed
+  uint64_t moved_ns = 0;     // moved on to its own leaf (v1: the join leaf checked)
+  uint64_t done_ns = 0;      // the join leaf removed (v1: = moved_ns)
   uint64_t settled_ns = 0;   // v1: moved on and the join leaf removed (settle())
+  bool v1 = false;           // the move and the removal are settle()'s
 };
 
 // One line, as format_timings() gives for a sandbox.
@@ -124,7 +125,7 @@ class ForkedInstance {
   InstanceTimings timings_;
   CgroupLeaf join_;                      // v1, until settle()
   std::function<void()> kill_template_;  // until settle()
-  CgroupLayout layout_;                  // v1, for settle()
+  std::string v1_memory_;                // v1 memory mount, for settle()
 };
 
 }  // namespace nsbox
