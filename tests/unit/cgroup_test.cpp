@@ -27,6 +27,41 @@ std::string subdir(const TempDir& t, const std::string& name) {
   return p;
 }
 
+// A fake v1 layout with files (create_files): memory and pids hierarchies,
+// and the optional ones named ("cpu" or "cpu,cpuacct", "unified",
+// "freezer"); freezing is on where a freezer, cgroup2 or v1, is there.
+CgroupLayout fake_v1(const TempDir& t, std::initializer_list<std::string> optional = {}) {
+  CgroupLayout l;
+  l.version = CgroupVersion::V1;
+  l.v1_memory = subdir(t, "memory");
+  l.v1_pids = subdir(t, "pids");
+  for (const std::string& h : optional) {
+    if (h.starts_with("cpu")) {
+      l.v1_cpu = subdir(t, h);
+    } else if (h == "unified") {
+      l.v1_unified = subdir(t, h);
+    } else if (h == "freezer") {
+      l.v1_freezer = subdir(t, h);
+    } else {
+      FAIL("no fake hierarchy " << h);
+    }
+  }
+  l.freeze = !l.v1_unified.empty() || !l.v1_freezer.empty();
+  l.create_files = true;
+  return l;
+}
+
+// A fake cgroup2 mount with files (create_files), its root offering
+// controllers (a space-separated list, as cgroup.controllers has it).
+CgroupLayout fake_v2(const std::string& mount, const std::string& controllers) {
+  CgroupLayout l;
+  l.version = CgroupVersion::V2;
+  l.v2_mount = mount;
+  l.create_files = true;
+  std::ofstream(mount + "/cgroup.controllers") << controllers << "\n";
+  return l;
+}
+
 void write(const std::string& path, const std::string& text) {
   std::ofstream f(path);
   REQUIRE(f);
@@ -233,12 +268,8 @@ TEST_CASE("cgroup_detect: no cgroup mounts, or no mountinfo, is None with a reas
 
 TEST_CASE("CgroupLeaf (v2, fake tree): create, attach, events") {
   TempDir t("cgroup-test");
-  CgroupLayout layout;
-  layout.version = CgroupVersion::V2;
-  layout.v2_mount = t.path;
-  layout.create_files = true;
   // A real cgroup2 root lists its controllers; cpu is among them here.
-  std::ofstream(t.path + "/cgroup.controllers") << "cpuset cpu io memory pids\n";
+  CgroupLayout layout = fake_v2(t.path, "cpuset cpu io memory pids");
   Limits lim = test_limits();
   auto r = CgroupLeaf::create(layout, "t1", lim);
   REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
@@ -290,12 +321,7 @@ TEST_CASE("CgroupLeaf (v2, fake tree): create, attach, events") {
 
 TEST_CASE("CgroupLeaf (v1, fake tree): one leaf per hierarchy") {
   TempDir t("cgroup-test");
-  CgroupLayout layout;
-  layout.version = CgroupVersion::V1;
-  layout.v1_memory = subdir(t, "memory");
-  layout.v1_pids = subdir(t, "pids");
-  layout.v1_cpu = subdir(t, "cpu,cpuacct");
-  layout.create_files = true;
+  CgroupLayout layout = fake_v1(t, {"cpu,cpuacct"});
   auto r = CgroupLeaf::create(layout, "t1", test_limits());
   REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
   CgroupLeaf leaf = std::move(r.value());
@@ -339,11 +365,7 @@ TEST_CASE("CgroupLeaf (v1, fake tree): one leaf per hierarchy") {
 
 TEST_CASE("CgroupLeaf (v1, fake tree): the cpu hierarchy is optional") {
   TempDir t("cgroup-test");
-  CgroupLayout layout;
-  layout.version = CgroupVersion::V1;
-  layout.v1_memory = subdir(t, "memory");
-  layout.v1_pids = subdir(t, "pids");
-  layout.create_files = true;
+  CgroupLayout layout = fake_v1(t);
   auto r = CgroupLeaf::create(layout, "t1", test_limits());
   REQUIRE(r);
   CHECK(r.value().dirs().size() == 2);
@@ -381,11 +403,7 @@ TEST_CASE("CgroupLeaf: a default leaf is empty and has no events") {
 
 TEST_CASE("CgroupLeaf (v2, fake tree): without the cpu controller, no cpu limit") {
   TempDir t("cgroup-test");
-  CgroupLayout layout;
-  layout.version = CgroupVersion::V2;
-  layout.v2_mount = t.path;
-  layout.create_files = true;
-  std::ofstream(t.path + "/cgroup.controllers") << "memory pids\n";
+  CgroupLayout layout = fake_v2(t.path, "memory pids");
   auto r = CgroupLeaf::create(layout, "t2", test_limits());
   REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
   CHECK(read(t.path + "/cgroup.subtree_control") == "+memory +pids");
@@ -396,12 +414,7 @@ TEST_CASE("CgroupLeaf (v2, fake tree): without the cpu controller, no cpu limit"
 TEST_CASE("CgroupLeaf (fake trees): cpu_limits = false gives sandboxes no cpu controller") {
   SUBCASE("v1: no leaf in the cpu hierarchy") {
     TempDir t("cgroup-test");
-    CgroupLayout layout;
-    layout.version = CgroupVersion::V1;
-    layout.v1_memory = subdir(t, "memory");
-    layout.v1_pids = subdir(t, "pids");
-    layout.v1_cpu = subdir(t, "cpu,cpuacct");
-    layout.create_files = true;
+    CgroupLayout layout = fake_v1(t, {"cpu,cpuacct"});
     layout.cpu_limits = false;
     auto r = CgroupLeaf::create(layout, "t1", test_limits());
     REQUIRE(r);
@@ -412,12 +425,8 @@ TEST_CASE("CgroupLeaf (fake trees): cpu_limits = false gives sandboxes no cpu co
   }
   SUBCASE("v2: a parent of their own that never enables cpu; nsbox/ is left alone") {
     TempDir t("cgroup-test");
-    CgroupLayout layout;
-    layout.version = CgroupVersion::V2;
-    layout.v2_mount = t.path;
-    layout.create_files = true;
+    CgroupLayout layout = fake_v2(t.path, "cpuset cpu io memory pids");
     layout.cpu_limits = false;
-    std::ofstream(t.path + "/cgroup.controllers") << "cpuset cpu io memory pids\n";
     auto r = CgroupLeaf::create(layout, "t1", test_limits());
     REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
     CHECK(read(t.path + "/cgroup.subtree_control") == "+memory +pids");
@@ -456,13 +465,7 @@ TEST_CASE("cgroup_freeze_write: cgroup.freeze 1/0, v1 freezer.state FROZEN/THAWE
 
 TEST_CASE("CgroupLeaf (fake trees): the files a process joins through, and v1's threads") {
   TempDir t("cgroup-test");
-  CgroupLayout layout;
-  layout.version = CgroupVersion::V1;
-  layout.v1_memory = subdir(t, "memory");
-  layout.v1_pids = subdir(t, "pids");
-  layout.v1_unified = subdir(t, "unified");
-  layout.freeze = true;
-  layout.create_files = true;
+  CgroupLayout layout = fake_v1(t, {"unified"});
   auto r = CgroupLeaf::create(layout, "j1", test_limits());
   REQUIRE(r);
   const CgroupLeaf& leaf = r.value();
@@ -495,14 +498,7 @@ TEST_CASE("CgroupLeaf (fake trees): the files a process joins through, and v1's 
 
 TEST_CASE("CgroupLeaf (v1 hybrid, fake tree): frozen through a cgroup2 leaf, not the v1 freezer") {
   TempDir t("cgroup-test");
-  CgroupLayout layout;
-  layout.version = CgroupVersion::V1;
-  layout.v1_memory = subdir(t, "memory");
-  layout.v1_pids = subdir(t, "pids");
-  layout.v1_unified = subdir(t, "unified");
-  layout.v1_freezer = subdir(t, "freezer");
-  layout.freeze = true;
-  layout.create_files = true;
+  CgroupLayout layout = fake_v1(t, {"unified", "freezer"});
   auto r = CgroupLeaf::create(layout, "t1", test_limits());
   REQUIRE_MESSAGE(bool(r), (r ? std::string() : r.error().message()));
   CgroupLeaf leaf = std::move(r.value());
@@ -527,13 +523,7 @@ TEST_CASE("CgroupLeaf (v1 hybrid, fake tree): frozen through a cgroup2 leaf, not
 
 TEST_CASE("CgroupLeaf (v1, fake tree): without cgroup2, the v1 freezer") {
   TempDir t("cgroup-test");
-  CgroupLayout layout;
-  layout.version = CgroupVersion::V1;
-  layout.v1_memory = subdir(t, "memory");
-  layout.v1_pids = subdir(t, "pids");
-  layout.v1_freezer = subdir(t, "freezer");
-  layout.freeze = true;
-  layout.create_files = true;
+  CgroupLayout layout = fake_v1(t, {"freezer"});
   auto r = CgroupLeaf::create(layout, "t1", test_limits());
   REQUIRE(r);
   CgroupLeaf leaf = std::move(r.value());
@@ -551,11 +541,7 @@ TEST_CASE("CgroupLeaf (v1, fake tree): without cgroup2, the v1 freezer") {
 
 TEST_CASE("CgroupLeaf (v2, fake tree): the leaf freezes itself; none without freeze") {
   TempDir t("cgroup-test");
-  CgroupLayout layout;
-  layout.version = CgroupVersion::V2;
-  layout.v2_mount = t.path;
-  layout.create_files = true;
-  std::ofstream(t.path + "/cgroup.controllers") << "memory pids\n";
+  CgroupLayout layout = fake_v2(t.path, "memory pids");
   {
     auto r = CgroupLeaf::create(layout, "plain", test_limits());
     REQUIRE(r);
@@ -630,14 +616,7 @@ TEST_CASE("cgroup limit planners: no cpu cap for cpu_millicores = 0") {
 
 TEST_CASE("TemplateFamily (v1 hybrid, fake tree): one group above its members' leaves") {
   TempDir t("cgroup-test");
-  CgroupLayout layout;
-  layout.version = CgroupVersion::V1;
-  layout.v1_memory = subdir(t, "memory");
-  layout.v1_pids = subdir(t, "pids");
-  layout.v1_cpu = subdir(t, "cpu");
-  layout.v1_unified = subdir(t, "unified");
-  layout.freeze = true;
-  layout.create_files = true;
+  CgroupLayout layout = fake_v1(t, {"cpu", "unified"});
   int overdrawn = 0;
   auto f = TemplateFamily::create(layout, "srv-1-f1", family_limits(64, 32), [&] { overdrawn++; });
   REQUIRE_MESSAGE(bool(f), (f ? std::string() : f.error().message()));
@@ -693,14 +672,7 @@ TEST_CASE("TemplateFamily (v1 hybrid, fake tree): one group above its members' l
 
 TEST_CASE("TemplateFamily (v2, fake tree): controllers enabled for its members") {
   TempDir t("cgroup-test");
-  CgroupLayout layout;
-  layout.version = CgroupVersion::V2;
-  layout.v2_mount = subdir(t, "cg2");
-  layout.create_files = true;
-  {
-    std::ofstream c(layout.v2_mount + "/cgroup.controllers");
-    c << "cpu memory pids\n";
-  }
+  CgroupLayout layout = fake_v2(subdir(t, "cg2"), "cpu memory pids");
   auto f = TemplateFamily::create(layout, "srv-1-f1", family_limits(64, 32), [] {});
   REQUIRE(f);
   const std::string dir = layout.v2_mount + "/nsbox/srv-1-f1";
