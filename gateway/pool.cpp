@@ -100,7 +100,10 @@ void Pool::start() {
   std::lock_guard<std::mutex> lock(mu_);
   if (running_) return;
   running_ = true;
-  refill_thread_ = std::thread([this] { refill_loop(); });
+  // One refill thread per spawn the factory makes at once (one per
+  // spawner), so that blanks are made side by side.
+  for (int i = 0; i < std::max(1, spawner_.parallelism()); i++)
+    refill_threads_.emplace_back([this] { refill_loop(); });
   janitor_thread_ = std::thread([this] { janitor_loop(); });
   freezer_thread_ = std::thread([this] { freezer_loop(); });
 }
@@ -108,7 +111,7 @@ void Pool::start() {
 void Pool::stop() {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!running_ && !refill_thread_.joinable()) return;
+    if (!running_ && refill_threads_.empty()) return;
     running_ = false;
     for (auto& [n, w] : waiters_) w.cv->notify_all();
   }
@@ -116,7 +119,8 @@ void Pool::stop() {
   refill_cv_.notify_all();
   janitor_cv_.notify_all();
   freezer_cv_.notify_all();
-  if (refill_thread_.joinable()) refill_thread_.join();
+  for (auto& t : refill_threads_) t.join();
+  refill_threads_.clear();
   if (janitor_thread_.joinable()) janitor_thread_.join();
   if (freezer_thread_.joinable()) freezer_thread_.join();
   std::vector<PoolCore::Doomed> all;
@@ -435,6 +439,8 @@ void Pool::refill_loop() {
       refill_cv_.wait_for(lock, std::chrono::milliseconds(500));
       continue;
     }
+    // Another refill thread may make the next blank meanwhile.
+    refill_cv_.notify_one();
     lock.unlock();
     std::unique_ptr<Worker> w = spawn(r.profile, r.memory);
     lock.lock();

@@ -150,7 +150,8 @@ class Pool {
   std::condition_variable refill_cv_;  // a blank was taken or a slot freed
   std::condition_variable janitor_cv_;
   std::condition_variable freezer_cv_;
-  std::thread refill_thread_, janitor_thread_, freezer_thread_;
+  std::vector<std::thread> refill_threads_;  // one per spawn the factory makes at once
+  std::thread janitor_thread_, freezer_thread_;
 };
 
 }  // namespace nsbox

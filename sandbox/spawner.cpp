@@ -706,7 +706,8 @@ SpawnerClient::~SpawnerClient() {
   (void)shutdown();
 }
 
-Result<std::unique_ptr<SpawnerClient>> SpawnerClient::fork_early() {
+Result<std::unique_ptr<SpawnerClient>> SpawnerClient::fork_early(
+    const std::vector<int>& close_in_child) {
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return sys_error("socketpair", "spawner");
@@ -714,6 +715,7 @@ Result<std::unique_ptr<SpawnerClient>> SpawnerClient::fork_early() {
   if (pid < 0) return sys_error("fork", "spawner");
   if (pid == 0) {
     close(sv[0]);
+    for (int fd : close_in_child) close(fd);
     spawner_main(sv[1]);
   }
   close(sv[1]);

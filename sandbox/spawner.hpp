@@ -86,6 +86,8 @@ class SandboxFactory {
   // The templates' own memory, summed (processes = how many run); what
   // their clones share. Zero without templates.
   virtual Result<ProcessMemory> template_memory() { return ProcessMemory{}; }
+  // How many spawns it makes at once (callers in more threads wait).
+  virtual int parallelism() const { return 1; }
 };
 
 class SpawnerClient final : public SandboxFactory {
@@ -95,7 +97,13 @@ class SpawnerClient final : public SandboxFactory {
   // starts any thread and before it reads any secret (the admin token, a
   // config file that may hold it): the spawner's memory, and that of every
   // sandbox's PID 1 (a copy of it), is what the process held at this point.
-  static Result<std::unique_ptr<SpawnerClient>> fork_early();
+  // close_in_child: fds the new spawner must not keep (an earlier
+  // spawner's socket: held there, that spawner would not see the daemon
+  // go).
+  static Result<std::unique_ptr<SpawnerClient>> fork_early(
+      const std::vector<int>& close_in_child = {});
+  // The daemon's end of its socket, for close_in_child.
+  int socket_fd() const { return sock_.get(); }
   // Hands the spawner its profiles (serialised: no memory is shared); it
   // adopts the caller's scheduling policy, as a fork would have.
   // With a template, the spawner starts it here, and an error says why it

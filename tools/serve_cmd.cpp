@@ -11,8 +11,10 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -31,6 +33,7 @@
 #include "policies/policy.hpp"
 #include "rootfs/rootfs.hpp"
 #include "rootfs/runner_spec.hpp"
+#include "sandbox/factory_group.hpp"
 #include "sandbox/spawner.hpp"
 #include "sandbox/uid_slots.hpp"
 #include "tools/args.hpp"
@@ -51,7 +54,7 @@ void fit_capacity(ServeConfig& c, const HostLimits& host) {
 }
 
 struct ServeOptions {
-  std::string config_path, listen, state_dir;
+  std::string config_path, listen, state_dir, spawners;
   bool rootless = false;
   bool verbose = false;
 };
@@ -71,6 +74,10 @@ std::vector<Option> serve_options(ServeOptions& o) {
        on(o.rootless)},
       {"foreground", 0, "", "accepted for service managers; nsbox always stays in the foreground",
        [](const std::string&) {}},
+      {"spawners", 0, "N",
+       "spawner processes, each making one sandbox at a time\n"
+       "(default: one per CPU, at most 4; 1..64)",
+       to(o.spawners), false},
       {"verbose", 'v', "", "debug logging", on(o.verbose)},
   };
 }
@@ -174,14 +181,37 @@ int cmd_serve(const std::vector<std::string>& args) {
     std::fputs(serve_usage().c_str(), stdout);
     return 0;
   }
+  // Read before the config: the spawners are forked before it (below).
+  int spawner_count = FactoryGroup::default_count();
+  if (!o.spawners.empty()) {
+    char* end = nullptr;
+    errno = 0;
+    const long n = std::strtol(o.spawners.c_str(), &end, 10);
+    if (errno || end == o.spawners.c_str() || *end || n < 1 || n > 64) {
+      std::fprintf(stderr, "nsbox serve: --spawners \"%s\" must be a whole number from 1 to 64\n%s",
+                   o.spawners.c_str(), serve_usage().c_str());
+      return 2;
+    }
+    spawner_count = static_cast<int>(n);
+  }
   if (o.verbose) set_log_level(LogLevel::Debug);
   const std::string &config_path = o.config_path, &listen = o.listen, &state_dir = o.state_dir;
   const bool rootless = o.rootless;
   // First, before the config (which may hold the admin token) is read: the
   // spawner and every sandbox's PID 1, a copy of it that never execs, hold
-  // only what this process held here. It gets its profiles below.
-  auto spawner = SpawnerClient::fork_early();
-  if (!spawner) return fail(spawner.error().message());
+  // only what this process held here. They get their profiles below. One
+  // spawner makes one sandbox at a time; one per CPU (FactoryGroup) lets
+  // sandboxes be made side by side.
+  std::vector<std::unique_ptr<SpawnerClient>> spawners;
+  for (std::vector<int> earlier; int(spawners.size()) < spawner_count;) {
+    auto s = SpawnerClient::fork_early(earlier);
+    if (!s) return fail(s.error().message());
+    earlier.push_back(s.value()->socket_fd());
+    spawners.push_back(std::move(s.value()));
+  }
+  auto shutdown_spawners = [&spawners] {
+    for (auto& s : spawners) (void)s->shutdown();
+  };
   auto cfg = load_serve_config(config_path);
   if (!cfg) return fail(cfg.error().detail.empty() ? cfg.error().message() : cfg.error().detail);
   ServeConfig config = cfg.value();
@@ -300,9 +330,14 @@ int cmd_serve(const std::vector<std::string>& args) {
     how.template_modules = config.template_modules;
     how.template_rotate_after = config.template_rotate_after;
   }
-  if (Status s = spawner.value()->configure(profiles, layout, use_cgroups, how); !s)
-    return fail(s.error().message() +
-                (how.use_template ? " (set [pool] factory = \"exec\" to run without it)" : ""));
+  for (auto& spawner : spawners)
+    if (Status s = spawner->configure(profiles, layout, use_cgroups, how); !s)
+      return fail(s.error().message() +
+                  (how.use_template ? " (set [pool] factory = \"exec\" to run without it)" : ""));
+  std::vector<SandboxFactory*> members;
+  for (auto& spawner : spawners) members.push_back(spawner.get());
+  FactoryGroup spawner_group(members);
+  LOG_DEBUG("%zu spawners", spawners.size());
 
   // Replies of up to 6 MiB pass through connection threads (bounds in
   // docs/architecture.md, "Replies"). glibc raises its mmap threshold to the
@@ -322,7 +357,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   // A comparison mechanism (nsbox bench) replaces the spawner's sandboxes;
   // the spawner stays, idle, so that every mechanism's daemon is the same.
   std::unique_ptr<ExternalFactory> external;
-  SandboxFactory* factory = spawner.value().get();
+  SandboxFactory* factory = &spawner_group;
   if (config.layers != kLayerAll)
     LOG_WARN("layers = %d: sandboxes are built only up to \"%s\", for comparison only",
              config.layers, layer_name(config.layers));
@@ -366,7 +401,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   Gateway gateway(config, *store.value(), pool, *factory, infos, token.value());
   std::string err;
   if (!gateway.bind(&err)) {
-    (void)spawner.value()->shutdown();
+    shutdown_spawners();
     return fail(err);
   }
   pool.start();
@@ -419,8 +454,8 @@ int cmd_serve(const std::vector<std::string>& args) {
   std::thread watchdog([&] {
     while (!stopping) {
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      if (!stopping && !spawner.value()->alive()) {
-        LOG_ERROR("the spawner process exited; stopping so that the service manager restarts us");
+      if (!stopping && !spawner_group.healthy()) {
+        LOG_ERROR("a spawner process exited; stopping so that the service manager restarts us");
         spawner_lost = true;
         pthread_kill(signals.native_handle(), SIGTERM);
         return;
@@ -439,7 +474,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   signals.join();
   pool.stop();
   external.reset();
-  (void)spawner.value()->shutdown();
+  shutdown_spawners();
   std::fprintf(stderr, "nsbox serve: stopped\n");
   return spawner_lost ? 1 : 0;
 }

@@ -76,10 +76,15 @@ bool Daemon::start() {
                       setresuid(as_uid_, as_uid_, as_uid_)))
         _exit(126);
       const char* argv[] = {bin.c_str(), "serve", "--config", config_path_.c_str(),
-                            nullptr,     nullptr, nullptr};
+                            nullptr,     nullptr, nullptr,    nullptr,
+                            nullptr};
       int argc = 4;
       if (as_uid_) argv[argc++] = "--rootless";
       if (verbose_) argv[argc++] = "-v";
+      if (!spawners_.empty()) {
+        argv[argc++] = "--spawners";
+        argv[argc++] = spawners_.c_str();
+      }
       execv(bin.c_str(), const_cast<char* const*>(argv));
       _exit(127);
     }

@@ -46,6 +46,9 @@ class Daemon {
   void limit_open_files(uint64_t n) { open_files_ = n; }
   // Before start(): `nsbox serve -v` (debug logging).
   void verbose() { verbose_ = true; }
+  // Before start(): `nsbox serve --spawners n`, for a test of what one
+  // spawner holds (spawner_of finds the first).
+  void spawners(int n) { spawners_ = std::to_string(n); }
 
  private:
   std::string state_dir_, config_path_, log_path_, extra_;
@@ -54,6 +57,7 @@ class Daemon {
   uid_t as_uid_ = 0;
   uint64_t open_files_ = 0;
   bool verbose_ = false;
+  std::string spawners_;
 };
 
 httplib::Headers auth(const Daemon& d);
@@ -66,7 +70,7 @@ httplib::Result deploy_probe(const Daemon& d, const std::string& name, const std
 // the status in *status (0 without an answer).
 nlohmann::json invoke(const Daemon& d, const std::string& name, const nlohmann::json& event,
                       int* status = nullptr);
-// The daemon's spawner (its only child), 0 when there is none.
+// The daemon's first spawner (its first child), 0 when there is none.
 pid_t spawner_of(const Daemon& d);
 
 // A daemon's state dir (with its 45 MiB rootfs): the config and log Daemon

@@ -125,6 +125,7 @@ TEST_CASE("serve: a thread left spinning after the answer uses no CPU once the s
   auto before = nsbox::test::host_residue();
   StateDir sd("freeze");
   Daemon d(sd.path, "[pool]\nblank = 1\nper_function = 1\nfreeze_idle_ms = 5\n");
+  d.spawners(1);  // the spinner's leaf is found below the spawner
   REQUIRE(d.start());
   const pid_t spawner = spawner_of(d);
   REQUIRE(spawner > 0);

@@ -9,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <fstream>
@@ -230,6 +231,7 @@ TEST_CASE("serve: a network namespace made ahead goes to one sandbox, loopback u
     StateDir sd(std::string("netns-") + factory);
     Daemon d(sd.path, std::string("[pool]\nfactory = \"") + factory +
                           "\"\nblank = 0\nmax_sandboxes = 16\nper_function = 1\n");
+    d.spawners(1);  // the namespaces made ahead are one spawner's
     REQUIRE(d.start());
     const pid_t spawner = spawner_of(d);
     REQUIRE(spawner > 0);
@@ -700,6 +702,7 @@ TEST_CASE("serve: the spawner holds at most one fd per warm sandbox, from either
     Daemon d(sd.path, std::string("[pool]\nfactory = \"") + factory +
                           "\"\nblank = 0\nmax_sandboxes = 64\nper_function = 1\n"
                           "idle_timeout_ms = 60000\n");
+    d.spawners(1);  // every sandbox's fd in one spawner
     REQUIRE(d.start());
     const pid_t spawner = nsbox::test::spawner_of(d);
     REQUIRE(spawner > 0);
@@ -1208,7 +1211,60 @@ TEST_CASE("serve: fail-stop when the spawner dies") {
   // The daemon notices, stops, and exits non-zero for its service manager.
   int status = d.wait_exit(10000);
   CHECK(status == 1);
-  CHECK(d.log().find("the spawner process exited") != std::string::npos);
+  CHECK(d.log().find("a spawner process exited") != std::string::npos);
+}
+
+TEST_CASE("serve: one spawner per CPU, at most four, each making sandboxes") {
+  StateDir sd("spawners");
+  Daemon d(sd.path, "[pool]\nblank = 0\n");
+  d.verbose();
+  REQUIRE(d.start());
+  const long want = std::clamp(sysconf(_SC_NPROCESSORS_ONLN), 1L, 4L);
+  std::set<pid_t> spawners;
+  for (pid_t p : nsbox::test::pids_named("nsbox-spawner")) {
+    std::ifstream stat("/proc/" + std::to_string(p) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    std::istringstream rest(line.substr(line.rfind(')') + 2));
+    char state;
+    pid_t ppid = 0;
+    rest >> state >> ppid;
+    if (ppid == d.pid()) spawners.insert(p);
+  }
+  CHECK(long(spawners.size()) == want);
+  constexpr int kFunctions = 8;
+  for (int i = 0; i < kFunctions; i++)
+    REQUIRE(deploy(d, "f" + std::to_string(i), "def handler(event, context):\n    return 7\n")
+                ->status == 201);
+  // Cold starts at once, each a sandbox made for it.
+  std::vector<std::string> got(kFunctions);
+  std::vector<std::thread> callers;
+  for (int i = 0; i < kFunctions; i++)
+    callers.emplace_back([&, i] {
+      auto r = d.client()->Post("/fn/f" + std::to_string(i), "{}", "application/json");
+      got[i] = r ? std::to_string(r->status) + " " + body(r).dump() : "no answer";
+    });
+  for (auto& t : callers) t.join();
+  for (const std::string& g : got) CHECK(g == "200 7");
+  CHECK(d.metric("nsbox_templates") == want);  // one runtime template each
+  CHECK(d.stop() == 0);
+  // Which spawner made each sandbox: serve -v names it srv-<spawner pid>-<n>.
+  std::set<pid_t> makers;
+  const std::string log = d.log(), marker = "sandbox srv-";
+  for (size_t at = log.find(marker); at != std::string::npos; at = log.find(marker, at + 1))
+    makers.insert(static_cast<pid_t>(std::stol(log.substr(at + marker.size()))));
+  CHECK_MESSAGE(makers == spawners, log);
+  // --spawners sets the count; nonsense is refused before anything starts.
+  for (const char* bad : {"0", "65", "two", "2x", ""}) {
+    CAPTURE(bad);
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin(), "serve", "--spawners", bad, "--listen", "127.0.0.1:1",
+              "--state-dir", "/tmp/nsbox-never-created"};
+    auto o = nsbox::test::run(s);
+    CHECK(o.exit_code == 2);
+    CHECK(o.err.find("--spawners") != std::string::npos);
+  }
+  CHECK(access("/tmp/nsbox-never-created", F_OK) != 0);
 }
 
 TEST_CASE("serve: batch_scheduling puts the daemon's threads and its sandboxes in SCHED_BATCH") {

@@ -158,6 +158,7 @@ TEST_CASE("serve: a sandbox is the same sandbox from either factory") {
     CAPTURE(factory);
     StateDir sd("factory-" + factory);
     Daemon d(sd.path, "[pool]\nfactory = \"" + factory + "\"\n");
+    d.spawners(1);  // its sandboxes, and one template, are the spawner's
     REQUIRE(d.start());
     const pid_t spawner = spawner_of(d);
     REQUIRE(spawner > 0);

@@ -1,0 +1,122 @@
+#include "sandbox/factory_group.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <limits>
+
+namespace nsbox {
+
+FactoryGroup::FactoryGroup(std::vector<SandboxFactory*> members) {
+  for (SandboxFactory* f : members) {
+    auto m = std::make_unique<Member>();
+    m->factory = f;
+    members_.push_back(std::move(m));
+  }
+}
+
+int FactoryGroup::default_count() {
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  return static_cast<int>(std::clamp(cpus, 1L, 4L));
+}
+
+size_t FactoryGroup::pick() {
+  const size_t n = members_.size();
+  const size_t start = turn_.fetch_add(1, std::memory_order_relaxed) % n;
+  size_t best = start;
+  for (size_t i = 1; i < n; i++) {
+    const size_t k = (start + i) % n;
+    if (members_[k]->in_flight.load() < members_[best]->in_flight.load()) best = k;
+  }
+  return best;
+}
+
+template <typename F>
+Result<SpawnedSandbox> FactoryGroup::made_by(size_t k, F&& f) {
+  Member& m = *members_[k];
+  m.in_flight++;
+  Result<SpawnedSandbox> r = f(*m.factory);
+  m.in_flight--;
+  if (!r) return r;
+  const uint64_t n = members_.size();
+  if (r.value().id > (std::numeric_limits<uint64_t>::max() - k) / n) {
+    // Never after 2^62 sandboxes; a wrapped id would name another's.
+    (void)m.factory->destroy(r.value().id);
+    return make_error("sandbox ids", "a spawner's ids ran out");
+  }
+  r.value().id = r.value().id * n + k;
+  return r;
+}
+
+bool FactoryGroup::route(uint64_t id, size_t* k, uint64_t* inner) const {
+  *k = static_cast<size_t>(id % members_.size());
+  *inner = id / members_.size();
+  return *inner != 0;
+}
+
+Result<SpawnedSandbox> FactoryGroup::spawn(uint32_t profile, uint64_t memory_bytes) {
+  return made_by(pick(), [&](SandboxFactory& f) { return f.spawn(profile, memory_bytes); });
+}
+
+Result<SpawnedSandbox> FactoryGroup::spawn_template(uint32_t profile, uint64_t memory_bytes) {
+  return made_by(pick(),
+                 [&](SandboxFactory& f) { return f.spawn_template(profile, memory_bytes); });
+}
+
+Result<SpawnedSandbox> FactoryGroup::fork_instance(uint64_t template_id, uint32_t profile,
+                                                   uint64_t memory_bytes) {
+  size_t k;
+  uint64_t inner;
+  if (!route(template_id, &k, &inner))
+    return make_error("function template", "no template " + std::to_string(template_id));
+  return made_by(k,
+                 [&](SandboxFactory& f) { return f.fork_instance(inner, profile, memory_bytes); });
+}
+
+Status FactoryGroup::set_memory(uint64_t id, uint64_t memory_bytes) {
+  size_t k;
+  uint64_t inner;
+  if (!route(id, &k, &inner)) return make_error("sandbox", "no sandbox " + std::to_string(id));
+  return members_[k]->factory->set_memory(inner, memory_bytes);
+}
+
+Result<CgroupEvents> FactoryGroup::events(uint64_t id) {
+  size_t k;
+  uint64_t inner;
+  if (!route(id, &k, &inner)) return make_error("sandbox", "no sandbox " + std::to_string(id));
+  return members_[k]->factory->events(inner);
+}
+
+Status FactoryGroup::destroy(uint64_t id) {
+  size_t k;
+  uint64_t inner;
+  if (!route(id, &k, &inner)) return make_error("sandbox", "no sandbox " + std::to_string(id));
+  return members_[k]->factory->destroy(inner);
+}
+
+Result<ProcessMemory> FactoryGroup::process_memory(uint64_t id) {
+  size_t k;
+  uint64_t inner;
+  if (!route(id, &k, &inner)) return make_error("sandbox", "no sandbox " + std::to_string(id));
+  return members_[k]->factory->process_memory(inner);
+}
+
+Result<ProcessMemory> FactoryGroup::template_memory() {
+  ProcessMemory sum;
+  for (const auto& m : members_) {
+    ProcessMemory one = TRY(m->factory->template_memory());
+    sum.rss += one.rss;
+    sum.pss += one.pss;
+    sum.uss += one.uss;
+    sum.processes += one.processes;
+  }
+  return sum;
+}
+
+bool FactoryGroup::healthy() {
+  for (const auto& m : members_)
+    if (!m->factory->healthy()) return false;
+  return true;
+}
+
+}  // namespace nsbox
