@@ -332,7 +332,7 @@ def port_free_or_fail(port):
 
 
 class Daemon:
-    def __init__(self, binary, work, mech, port, cpus, layers=8, factory=None):
+    def __init__(self, binary, work, mech, port, cpus, layers=8, factory=None, serve_args=()):
         # factory None: the daemon's default ([pool] factory, "template").
         self.mech, self.port, self.work, self.layers = mech, port, work, layers
         self.factory = factory
@@ -346,7 +346,8 @@ class Daemon:
         port_free_or_fail(port)
         log = open(os.path.join(work, "daemon-%s.log" % self.tag), "w")
         self.proc = subprocess.Popen(
-            [binary, "serve", "--config", self.config], stdout=log, stderr=subprocess.STDOUT,
+            [binary, "serve", "--config", self.config] + list(serve_args), stdout=log,
+            stderr=subprocess.STDOUT,
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus else None)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:

@@ -2,7 +2,7 @@
 """nsbox bench template: the template factory against the exec factory, in one run.
 
     nsbox bench template [--sandboxes 1000] [--docker 100] [--cold 50] [--burst 300]
-                         [--density 200,2000]
+                         [--density 200,2000] [--split N] [--spawners N]
                          [--phases creation,cold,burst,ftemplate,density] [--quick] [--out DIR]
 
 Each factory gets its own daemon (`[pool] factory = "template"` or `"exec"`, nothing else
@@ -17,6 +17,11 @@ changed), measured phase by phase, the two interleaved so a noisy machine slows 
             the same runner on the same rootfs; gateway/isolation.hpp): the baseline for
             ready-sandbox memory. dockerd is started (no bridge, no iptables rules) and
             stopped again when none runs; its own memory, there before, is not counted.
+            With --split N, --sandboxes blanks are also made by N template-factory daemons
+            of one spawner each at once, alternating with one such daemon, twice: whether
+            the spawner, which makes one sandbox at a time, or the machine bounds the rate.
+            --spawners N runs every daemon with `nsbox serve --spawners N` (default: the
+            daemon's own, one per CPU, at most four).
   cold      first request of a never-invoked function with no blank sandbox (blank = 0):
             median and p99 of --cold functions called one after another, and of --cold
             more, each called after 200 ms of idle time (what a request after a pause
@@ -54,6 +59,7 @@ import importlib.machinery
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -73,7 +79,12 @@ FACTORIES = ["template", "exec"]
 class FactoryDaemon(lib.Daemon):
     """lib.Daemon with [pool] factory and room for thousands of sandboxes."""
 
-    def __init__(self, binary, work, factory, port, capacity, idle_ms=3600000, name=None):
+    # `nsbox serve --spawners N` for every daemon of this run (main: --spawners); None: the
+    # daemon's default, one per CPU (at most four).
+    spawners = None
+
+    def __init__(self, binary, work, factory, port, capacity, idle_ms=3600000, name=None,
+                 spawners=None):
         # Starts with no blank sandbox (lib.Daemon asks for 4): the pool never trims blanks
         # it has, and the cold phase needs none.
         self.factory, self.capacity, self.start_blank = factory, capacity, 0
@@ -82,7 +93,9 @@ class FactoryDaemon(lib.Daemon):
         # a container per sandbox; the factory setting is then unused.
         self.pool_extra = ('isolation = "docker"\nallow_comparison_isolation = true\n'
                            if factory == "docker" else 'factory = "%s"\n' % factory)
-        super().__init__(binary, work, "nsbox", port, None)
+        n = spawners or FactoryDaemon.spawners
+        super().__init__(binary, work, "nsbox", port, None,
+                         serve_args=["--spawners", str(n)] if n else [])
         self.label = self.tag = self.name
         self.start_blank = None
 
@@ -232,21 +245,30 @@ def cow_fault_us(pages=2000):
     return float(got)
 
 
+def make_blanks(ds, n):
+    """Tells the daemons at once (SIGHUP) to keep n blanks between them and waits for them:
+    (seconds, user ms, system ms, page faults) of the whole machine meanwhile, so this
+    bench's own polling is in it too (small: a /metrics request every 50 ms)."""
+    shares = [n // len(ds) + (1 if i < n % len(ds) else 0) for i in range(len(ds))]
+    t = time.monotonic()
+    cpu0 = cpu_and_faults()
+    for d, k in zip(ds, shares):
+        d.write_config(k)
+        d.proc.send_signal(signal.SIGHUP)
+    key = 'nsbox_pool_sandboxes{state="blank"}'
+    while any(d.metric(key) < k for d, k in zip(ds, shares)):
+        if time.monotonic() - t > 600:
+            raise RuntimeError("%d blanks not made in 600 s (%s)"
+                               % (n, [d.metric(key) for d in ds]))
+        time.sleep(0.05)
+    secs = time.monotonic() - t
+    return (secs,) + tuple(b - a for a, b in zip(cpu0, cpu_and_faults()))
+
+
 def creation(d, n):
     time.sleep(2)
     base = mem_now()
-    t = time.monotonic()
-    cpu0 = cpu_and_faults()
-    d.reload(blank=n)
-    key = 'nsbox_pool_sandboxes{state="blank"}'
-    while d.metric(key) < n:
-        if time.monotonic() - t > 600:
-            raise RuntimeError("%d blanks not made in 600 s (%d)" % (n, d.metric(key)))
-        time.sleep(0.05)
-    secs = time.monotonic() - t - 0.5  # reload() sleeps 0.5 s after the SIGHUP
-    # The whole machine's CPU and faults while the blanks were made, so this bench's own
-    # polling is in it too (small: a /metrics request every 50 ms).
-    user, system, faults = (b - a for a, b in zip(cpu0, cpu_and_faults()))
+    secs, user, system, faults = make_blanks([d], n)
     time.sleep(2)
     full = mem_now()
     # Then the daemon stops with them all: each runner, told by EOF, must go without
@@ -262,6 +284,28 @@ def creation(d, n):
             "per blank %.1f ms of CPU (user %.1f, system %.1f) and %.0f page faults"
             % (d.label, n, secs, res["per_second"], res["blank_mb"], stop, res["cpu_ms"],
                res["user_ms"], res["system_ms"], res["faults"]))
+    return res
+
+
+def creation_split(binary, work, port, n, k):
+    """n blanks made by k template-factory daemons at once, k spawners and k templates: whether
+    the spawner, which makes one sandbox at a time, or the machine bounds the rate."""
+    ds = []
+    try:
+        for i in range(k):
+            # One spawner each: the daemons stand for the spawners of one daemon.
+            ds.append(FactoryDaemon(binary, work, "template", port + i, n, name="split%d" % i,
+                                    spawners=1))
+        time.sleep(2)
+        secs, user, system, faults = make_blanks(ds, n)
+    finally:
+        for d in ds:
+            d.stop()
+    res = {"daemons": k, "sandboxes": n, "seconds": secs, "per_second": n / secs,
+           "cpu_ms": (user + system) / n, "faults": faults / n}
+    lib.say("%d template daemons at once: %d blanks in %.2f s: %.0f per second; per blank %.1f "
+            "ms of CPU and %.0f page faults" % (k, n, secs, res["per_second"], res["cpu_ms"],
+                                                res["faults"]))
     return res
 
 
@@ -472,9 +516,15 @@ def main(argv):
                    help="which phases to run (comma-separated)")
     p.add_argument("--factories", default="template,exec",
                    help="which factories to measure (comma-separated)")
+    p.add_argument("--spawners", type=int, default=0,
+                   help="nsbox serve --spawners for every daemon (0: its default, one per CPU)")
+    p.add_argument("--split", type=int, default=0,
+                   help="creation: also make --sandboxes blanks with this many template "
+                        "daemons at once, alternating with one daemon (0: not)")
     a = p.parse_args(argv)
     if os.geteuid() != 0:
         p.error("runs daemons as root: sudo nsbox bench template")
+    FactoryDaemon.spawners = a.spawners or None
     if a.quick:
         a.sandboxes, a.docker, a.cold, a.burst, a.density = 100, 10, 10, 30, "20,100"
     try:
@@ -520,6 +570,13 @@ def main(argv):
                 res["factories"][f]["creation"] = creation(d, a.sandboxes)
             finally:
                 d.stop()
+        if "creation" in phases and a.split > 1:
+            # Alternating, so that a slow minute of the machine hits both.
+            res["split"] = []
+            for r in range(2):
+                one = creation_split(nsbox, work, a.port + 30, a.sandboxes, 1)
+                many = creation_split(nsbox, work, a.port + 30, a.sandboxes, a.split)
+                res["split"].append({"one": one, "many": many})
         if "creation" in phases and a.docker > 0:
             res["docker"] = docker_creation(nsbox, work, a.port + 12, a.docker)
         if phases & {"cold", "burst", "density"}:
@@ -608,6 +665,14 @@ def main(argv):
                       "template / docker %s.\n"
                       % (dk["blank_mb"], dk["sandboxes"], dk["per_second"],
                          lib.fmt(lib.ratio(tb, dk["blank_mb"]), 2)))
+    if "split" in res:
+        table += "\n" + lib.table_md(
+            ["template blanks (%d), by round" % a.sandboxes, "1 daemon",
+             "%d daemons at once" % a.split, "%d / 1" % a.split],
+            [(label + " r%d" % (i + 1), r["one"][key], r["many"][key],
+              lib.ratio(r["many"][key], r["one"][key]))
+             for i, r in enumerate(res["split"])
+             for label, key in (("per second", "per_second"), ("CPU per blank (ms)", "cpu_ms"))])
     if "bare_python" in res:
         table += ("\nBare idle `python3 -I -S`, same run: %.2f MB per process (%d -> %d).\n"
                   % (res["bare_python"]["mb"], low, res["bare_python"]["high"]))
