@@ -8,17 +8,22 @@ namespace {
 constexpr size_t kMaxLineBytes = 4096;
 }
 
-void LogStore::drop_oldest(Rings::iterator it) {
+void LogStore::drop_oldest(Rings::iterator it, size_t floor) {
   Ring& ring = it->second;
-  const size_t cost = ring.lines.front().size() + kLineOverhead;
-  by_size_.erase({ring.bytes, it->first});
-  ring.lines.pop_front();
-  ring.bytes -= cost;
-  total_ -= cost;
+  by_size_.erase(key(ring, it->first));
+  // At least one line, then more until the budget is met or the ring is
+  // no longer above floor (the next largest): one set update for the lot.
+  do {
+    const size_t cost = ring.lines.front().capacity() + kLineOverhead;
+    ring.lines.pop_front();
+    ring.bytes -= cost;
+    total_ -= cost;
+  } while (!ring.lines.empty() && total_ > max_bytes_ && ring.bytes > floor);
   if (ring.lines.empty()) {
+    total_ -= ring.bytes;  // the ring's own overhead
     rings_.erase(it);
   } else {
-    by_size_.insert({ring.bytes, it->first});
+    by_size_.insert(key(ring, it->first));
   }
 }
 
@@ -26,23 +31,48 @@ void LogStore::append(const std::string& function, const std::string& prefix,
                       const std::string& text) {
   if (text.empty() || max_lines_ == 0 || max_bytes_ == 0) return;
   std::lock_guard<std::mutex> lock(mu_);
+  auto [it, made] = rings_.try_emplace(function);
+  Ring& ring = it->second;
+  if (made) {
+    ring.bytes = kRingOverhead;
+    total_ += ring.bytes;
+  } else {
+    by_size_.erase(key(ring, function));
+  }
+  ring.stamp = ++appends_;
   size_t start = 0;
   while (start < text.size()) {
     size_t end = text.find('\n', start);
     if (end == std::string::npos) end = text.size();
-    std::string line = prefix + text.substr(start, std::min(end - start, kMaxLineBytes));
+    const size_t len = std::min(end - start, kMaxLineBytes);
+    std::string line;
+    line.reserve(prefix.size() + len);  // exactly: capacity() is what it costs
+    line.append(prefix).append(text, start, len);
     start = end + 1;
-    const size_t cost = line.size() + kLineOverhead;
-    if (cost > max_bytes_) continue;  // could never be kept
-    auto it = rings_.try_emplace(function).first;
-    Ring& ring = it->second;
-    if (ring.bytes > 0) by_size_.erase({ring.bytes, function});
+    const size_t cost = line.capacity() + kLineOverhead;
+    if (cost + kRingOverhead > max_bytes_) continue;  // could never be kept
     ring.lines.push_back(std::move(line));
     ring.bytes += cost;
     total_ += cost;
-    by_size_.insert({ring.bytes, function});
-    while (ring.lines.size() > max_lines_) drop_oldest(it);
-    while (total_ > max_bytes_) drop_oldest(rings_.find(by_size_.rbegin()->second));
+    if (ring.lines.size() > max_lines_) {
+      const size_t old = ring.lines.front().capacity() + kLineOverhead;
+      ring.lines.pop_front();
+      ring.bytes -= old;
+      total_ -= old;
+    }
+  }
+  if (ring.lines.empty()) {  // new, and no line could be kept
+    total_ -= ring.bytes;
+    rings_.erase(it);
+    return;
+  }
+  by_size_.insert(key(ring, function));
+  // Past the budget, the largest rings lose their oldest lines, down to
+  // the next largest at a time.
+  while (total_ > max_bytes_ && !by_size_.empty()) {
+    auto largest = std::prev(by_size_.end());
+    const size_t floor = by_size_.size() > 1 ? std::get<0>(*std::prev(largest)) : 0;
+    drop_oldest(rings_.find(std::get<2>(*largest)), floor);
   }
 }
 
@@ -59,7 +89,7 @@ void LogStore::clear(const std::string& function) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = rings_.find(function);
   if (it == rings_.end()) return;
-  by_size_.erase({it->second.bytes, function});
+  by_size_.erase(key(it->second, function));
   total_ -= it->second.bytes;
   rings_.erase(it);
 }

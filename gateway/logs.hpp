@@ -3,12 +3,13 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <deque>
 #include <map>
 #include <mutex>
 #include <set>
 #include <string>
-#include <utility>
+#include <tuple>
 
 namespace nsbox {
 
@@ -26,24 +27,41 @@ class LogStore {
   void clear(const std::string& function);
   size_t bytes();  // what the lines held count against max_bytes
 
-  // A line's cost beyond its text, so that empty lines are not free.
-  static constexpr size_t kLineOverhead = 64;
+  // What a line costs beyond its string's capacity (the string object in
+  // the deque, the allocator's header), and a function's ring beyond its
+  // lines: the budget counts memory, so that many functions of one short
+  // line each, or many empty lines, cannot exceed it unseen.
+  // (The ring's: its map and set entries, each with a copy of the name of
+  // at most 63 bytes, the deque and its first chunk: ~0.9 KiB with glibc.
+  // The same for every function, so that equal rings tie and the one
+  // appended to longest ago goes first.)
+  static constexpr size_t kLineOverhead = 48;
+  static constexpr size_t kRingOverhead = 1024;
 
  private:
   struct Ring {
     std::deque<std::string> lines;
-    size_t bytes = 0;
+    size_t bytes = 0;    // its lines' costs and its own overhead
+    uint64_t stamp = 0;  // when it was last appended to
   };
   using Rings = std::map<std::string, Ring>;
-  void drop_oldest(Rings::iterator it);
+  // Drops the ring's oldest line, and more while the store is over budget
+  // and the ring holds more than floor bytes; an emptied ring goes.
+  void drop_oldest(Rings::iterator it, size_t floor);
 
   size_t max_lines_;
   size_t max_bytes_;
   std::mutex mu_;
   Rings rings_;
   size_t total_ = 0;
-  // (bytes, function) of every ring, to find the largest in log time.
-  std::set<std::pair<size_t, std::string>> by_size_;
+  // (bytes, age, function) of every ring, to find the largest in log
+  // time, and among equals the one appended to longest ago.
+  using Key = std::tuple<size_t, uint64_t, std::string>;
+  static Key key(const Ring& ring, const std::string& function) {
+    return {ring.bytes, ~ring.stamp, function};
+  }
+  std::set<Key> by_size_;
+  uint64_t appends_ = 0;
 };
 
 }  // namespace nsbox

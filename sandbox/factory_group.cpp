@@ -1,5 +1,6 @@
 #include "sandbox/factory_group.hpp"
 
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,17 +17,28 @@ FactoryGroup::FactoryGroup(std::vector<SandboxFactory*> members) {
 }
 
 int FactoryGroup::default_count() {
-  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  // The CPUs this process may run on (a container's cpuset, taskset), not
+  // the host's: spawners beyond them would only take turns.
+  cpu_set_t set;
+  long cpus =
+      sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : sysconf(_SC_NPROCESSORS_ONLN);
   return static_cast<int>(std::clamp(cpus, 1L, 4L));
 }
 
 size_t FactoryGroup::pick() {
   const size_t n = members_.size();
   const size_t start = turn_.fetch_add(1, std::memory_order_relaxed) % n;
+  // A lost member fails at once and so always looks free: passed over
+  // (the daemon stops meanwhile), unless every member is lost.
+  auto worse = [&](size_t a, size_t b) {
+    const bool lost_a = members_[a]->lost.load(), lost_b = members_[b]->lost.load();
+    if (lost_a != lost_b) return lost_a;
+    return members_[a]->in_flight.load() > members_[b]->in_flight.load();
+  };
   size_t best = start;
   for (size_t i = 1; i < n; i++) {
     const size_t k = (start + i) % n;
-    if (members_[k]->in_flight.load() < members_[best]->in_flight.load()) best = k;
+    if (worse(best, k)) best = k;
   }
   return best;
 }
@@ -37,7 +49,10 @@ Result<SpawnedSandbox> FactoryGroup::made_by(size_t k, F&& f) {
   m.in_flight++;
   Result<SpawnedSandbox> r = f(*m.factory);
   m.in_flight--;
-  if (!r) return r;
+  if (!r) {
+    if (!m.factory->healthy()) m.lost = true;
+    return r;
+  }
   const uint64_t n = members_.size();
   if (r.value().id > (std::numeric_limits<uint64_t>::max() - k) / n) {
     // Never after 2^62 sandboxes; a wrapped id would name another's.

@@ -23,7 +23,8 @@ class FactoryGroup final : public SandboxFactory {
   explicit FactoryGroup(std::vector<SandboxFactory*> members);
 
   // The member with the fewest calls in flight, the next in turn among
-  // equals: a spawn waits behind no other while a member is free.
+  // equals: a spawn waits behind no other while a member is free. Calls
+  // about existing sandboxes (destroy, events) are not counted.
   Result<SpawnedSandbox> spawn(uint32_t profile, uint64_t memory_bytes) override;
   Result<SpawnedSandbox> spawn_template(uint32_t profile, uint64_t memory_bytes) override;
   // The template's member: an instance is its template's fork.
@@ -39,14 +40,15 @@ class FactoryGroup final : public SandboxFactory {
   bool healthy() override;
   int parallelism() const override { return static_cast<int>(members_.size()); }
 
-  // How many spawners a daemon runs here: one per online CPU, at most four
-  // (each holds a runtime template of its own, ~10 MB).
+  // How many spawners a daemon runs here: one per CPU it may run on, at
+  // most four (each holds a runtime template of its own, ~10 MB).
   static int default_count();
 
  private:
   struct Member {
     SandboxFactory* factory;
     std::atomic<int> in_flight{0};
+    std::atomic<bool> lost{false};  // a call failed and it was not healthy
   };
   size_t pick();
   // Runs f on member k, counting it in flight, and makes a returned

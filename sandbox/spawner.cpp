@@ -678,6 +678,9 @@ Setup wait_for_setup(int sock) {
         families.clear();   // the groups above the templates' leaves, now empty
         spare_leaves.clear();
         netns_maker.stop();
+        // And what a lost sibling spawner left (the daemon stops when one
+        // dies): its sandboxes died with it, their leaves did not.
+        if (use_cgroups) cgroup_sweep_stale(layout);
         send_with_fds(sock, &reply, sizeof reply, nullptr, 0);
         _exit(0);
       default:

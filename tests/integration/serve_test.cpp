@@ -1183,10 +1183,20 @@ TEST_CASE("serve: refuses a state dir below a directory closed to other users, n
   CHECK(access((closed + "/state/rootfs").c_str(), F_OK) != 0);  // refused before building
 }
 
-TEST_CASE("serve: fail-stop when the spawner dies") {
+TEST_CASE("serve: fail-stop when a spawner dies; the others sweep what it left") {
+  const auto before = nsbox::test::host_residue();
   StateDir sd("spawnerdeath");
   Daemon d(sd.path, kPool);
+  d.spawners(2);
   REQUIRE(d.start());
+  // Sandboxes from both, so that the one killed leaves leaves behind.
+  for (int i = 0; i < 4; i++) {
+    const std::string name = "w" + std::to_string(i);
+    REQUIRE(deploy(d, name, "def handler(event, context):\n    return 1\n")->status == 201);
+    auto r = d.client()->Post("/fn/" + name, "{}", "application/json");
+    REQUIRE(r);
+    CHECK(r->status == 200);
+  }
   // The spawner is the daemon's child running the same binary.
   pid_t spawner = -1;
   DIR* proc = opendir("/proc");
@@ -1212,6 +1222,13 @@ TEST_CASE("serve: fail-stop when the spawner dies") {
   int status = d.wait_exit(10000);
   CHECK(status == 1);
   CHECK(d.log().find("a spawner process exited") != std::string::npos);
+  // Its sandboxes died with it (PID 1's death signal); their leaves were
+  // the other spawner's to sweep as it stopped, not the next start's.
+  const auto after = nsbox::test::host_residue();
+  std::string left;
+  for (const auto& leaf : after.describe_leaves) left += leaf + " ";
+  CHECK_MESSAGE(after.cgroup_leaves == before.cgroup_leaves, left);
+  CHECK(after.sandbox_procs == before.sandbox_procs);
 }
 
 TEST_CASE("serve: one spawner per CPU, at most four, each making sandboxes") {
@@ -1258,8 +1275,14 @@ TEST_CASE("serve: one spawner per CPU, at most four, each making sandboxes") {
   for (const char* bad : {"0", "65", "two", "2x", ""}) {
     CAPTURE(bad);
     nsbox::test::RunSpec s;
-    s.argv = {nsbox::test::nsbox_bin(), "serve", "--spawners", bad, "--listen", "127.0.0.1:1",
-              "--state-dir", "/tmp/nsbox-never-created"};
+    s.argv = {nsbox::test::nsbox_bin(),
+              "serve",
+              "--spawners",
+              bad,
+              "--listen",
+              "127.0.0.1:1",
+              "--state-dir",
+              "/tmp/nsbox-never-created"};
     auto o = nsbox::test::run(s);
     CHECK(o.exit_code == 2);
     CHECK(o.err.find("--spawners") != std::string::npos);

@@ -28,6 +28,7 @@ struct FakeMember final : SandboxFactory {
 
   Result<SpawnedSandbox> spawn(uint32_t, uint64_t) override {
     std::unique_lock<std::mutex> lock(mu);
+    if (!alive) return make_error("spawner", "not running");
     spawning++;
     cv.notify_all();
     cv.wait(lock, [&] { return !hold; });
@@ -148,4 +149,18 @@ TEST_CASE("FactoryGroup: healthy only with every member; template memory summed"
   CHECK_FALSE(g.healthy());
   CHECK(FactoryGroup::default_count() >= 1);
   CHECK(FactoryGroup::default_count() <= 4);
+}
+
+TEST_CASE("FactoryGroup: a lost member, which fails at once, is passed over") {
+  FakeMember a, b;
+  FactoryGroup g({&a, &b});
+  b.alive = false;
+  // It looks the least busy, and takes a spawn only until one fails there.
+  int failed = 0;
+  for (int i = 0; i < 10; i++) failed += !g.spawn(0, 1);
+  CHECK(failed == 1);
+  CHECK(a.next == 10);
+  // With every member lost, a spawn still fails rather than hang.
+  a.alive = false;
+  CHECK_FALSE(g.spawn(0, 1));
 }
