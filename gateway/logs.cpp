@@ -8,13 +8,17 @@ namespace {
 constexpr size_t kMaxLineBytes = 4096;
 }
 
+size_t LogStore::line_cost(const std::string& line) {
+  return line.capacity() + kLineOverhead;
+}
+
 void LogStore::drop_oldest(Rings::iterator it, size_t floor) {
   Ring& ring = it->second;
   by_size_.erase(key(ring, it->first));
   // At least one line, then more until the budget is met or the ring is
   // no longer above floor (the next largest): one set update for the lot.
   do {
-    const size_t cost = ring.lines.front().capacity() + kLineOverhead;
+    const size_t cost = line_cost(ring.lines.front());
     ring.lines.pop_front();
     ring.bytes -= cost;
     total_ -= cost;
@@ -49,13 +53,13 @@ void LogStore::append(const std::string& function, const std::string& prefix,
     line.reserve(prefix.size() + len);  // exactly: capacity() is what it costs
     line.append(prefix).append(text, start, len);
     start = end + 1;
-    const size_t cost = line.capacity() + kLineOverhead;
+    const size_t cost = line_cost(line);
     if (cost + kRingOverhead > max_bytes_) continue;  // could never be kept
     ring.lines.push_back(std::move(line));
     ring.bytes += cost;
     total_ += cost;
     if (ring.lines.size() > max_lines_) {
-      const size_t old = ring.lines.front().capacity() + kLineOverhead;
+      const size_t old = line_cost(ring.lines.front());
       ring.lines.pop_front();
       ring.bytes -= old;
       total_ -= old;

@@ -45,6 +45,7 @@ class LogStore {
     uint64_t stamp = 0;  // when it was last appended to
   };
   using Rings = std::map<std::string, Ring>;
+  static size_t line_cost(const std::string& line);  // what it counts against max_bytes
   // Drops the ring's oldest line, and more while the store is over budget
   // and the ring holds more than floor bytes; an emptied ring goes.
   void drop_oldest(Rings::iterator it, size_t floor);

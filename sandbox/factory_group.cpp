@@ -88,32 +88,29 @@ Result<SpawnedSandbox> FactoryGroup::fork_instance(uint64_t template_id, uint32_
                  [&](SandboxFactory& f) { return f.fork_instance(inner, profile, memory_bytes); });
 }
 
-Status FactoryGroup::set_memory(uint64_t id, uint64_t memory_bytes) {
+template <typename F>
+std::invoke_result_t<F, SandboxFactory&, uint64_t> FactoryGroup::routed(uint64_t id, F&& f) {
   size_t k;
   uint64_t inner;
   if (!route(id, &k, &inner)) return make_error("sandbox", "no sandbox " + std::to_string(id));
-  return members_[k]->factory->set_memory(inner, memory_bytes);
+  return f(*members_[k]->factory, inner);
+}
+
+Status FactoryGroup::set_memory(uint64_t id, uint64_t memory_bytes) {
+  return routed(id,
+                [&](SandboxFactory& f, uint64_t own) { return f.set_memory(own, memory_bytes); });
 }
 
 Result<CgroupEvents> FactoryGroup::events(uint64_t id) {
-  size_t k;
-  uint64_t inner;
-  if (!route(id, &k, &inner)) return make_error("sandbox", "no sandbox " + std::to_string(id));
-  return members_[k]->factory->events(inner);
+  return routed(id, [](SandboxFactory& f, uint64_t own) { return f.events(own); });
 }
 
 Status FactoryGroup::destroy(uint64_t id) {
-  size_t k;
-  uint64_t inner;
-  if (!route(id, &k, &inner)) return make_error("sandbox", "no sandbox " + std::to_string(id));
-  return members_[k]->factory->destroy(inner);
+  return routed(id, [](SandboxFactory& f, uint64_t own) { return f.destroy(own); });
 }
 
 Result<ProcessMemory> FactoryGroup::process_memory(uint64_t id) {
-  size_t k;
-  uint64_t inner;
-  if (!route(id, &k, &inner)) return make_error("sandbox", "no sandbox " + std::to_string(id));
-  return members_[k]->factory->process_memory(inner);
+  return routed(id, [](SandboxFactory& f, uint64_t own) { return f.process_memory(own); });
 }
 
 Result<ProcessMemory> FactoryGroup::template_memory() {

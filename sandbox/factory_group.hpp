@@ -11,6 +11,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "sandbox/spawner.hpp"
@@ -58,6 +59,9 @@ class FactoryGroup final : public SandboxFactory {
   // Which member owns a group id, and its id there. False for an id no
   // member could have made.
   bool route(uint64_t id, size_t* k, uint64_t* inner) const;
+  // f(the owning member, its own id), or an error for an id no member made.
+  template <typename F>
+  std::invoke_result_t<F, SandboxFactory&, uint64_t> routed(uint64_t id, F&& f);
 
   std::vector<std::unique_ptr<Member>> members_;
   std::atomic<uint64_t> turn_{0};

@@ -214,6 +214,19 @@ nlohmann::json invoke(const Daemon& d, const std::string& name, const nlohmann::
   return r ? nlohmann::json::parse(r->body, nullptr, false) : nlohmann::json();
 }
 
+std::vector<pid_t> spawners_of(const Daemon& d) {
+  std::vector<pid_t> out;
+  std::ifstream children("/proc/" + std::to_string(d.pid()) + "/task/" + std::to_string(d.pid()) +
+                         "/children");
+  for (pid_t pid; children >> pid;) {
+    std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    if (name == "nsbox-spawner") out.push_back(pid);
+  }
+  return out;
+}
+
 pid_t spawner_of(const Daemon& d) {
   std::ifstream children("/proc/" + std::to_string(d.pid()) + "/task/" + std::to_string(d.pid()) +
                          "/children");

@@ -8,6 +8,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "tests/integration/harness.hpp"
 
@@ -72,6 +73,8 @@ nlohmann::json invoke(const Daemon& d, const std::string& name, const nlohmann::
                       int* status = nullptr);
 // The daemon's first spawner (its first child), 0 when there is none.
 pid_t spawner_of(const Daemon& d);
+// All its spawners (children named nsbox-spawner), in the order forked.
+std::vector<pid_t> spawners_of(const Daemon& d);
 
 // A daemon's state dir (with its 45 MiB rootfs): the config and log Daemon
 // writes beside it go with it.

@@ -1197,25 +1197,9 @@ TEST_CASE("serve: fail-stop when a spawner dies; the others sweep what it left")
     REQUIRE(r);
     CHECK(r->status == 200);
   }
-  // The spawner is the daemon's child running the same binary.
-  pid_t spawner = -1;
-  DIR* proc = opendir("/proc");
-  REQUIRE(proc);
-  while (dirent* e = readdir(proc)) {
-    pid_t pid = static_cast<pid_t>(atoi(e->d_name));
-    if (pid <= 0) continue;
-    std::ifstream stat("/proc/" + std::string(e->d_name) + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    auto close_paren = line.rfind(')');
-    if (close_paren == std::string::npos) continue;
-    std::istringstream rest(line.substr(close_paren + 2));
-    char state;
-    pid_t ppid;
-    rest >> state >> ppid;
-    if (ppid == d.pid() && line.find("(nsbox-spawner)") != std::string::npos) spawner = pid;
-  }
-  closedir(proc);
+  const std::vector<pid_t> spawners = nsbox::test::spawners_of(d);
+  REQUIRE(spawners.size() == 2);
+  const pid_t spawner = spawners.back();
   REQUIRE(spawner > 0);
   kill(spawner, SIGKILL);
   // The daemon notices, stops, and exits non-zero for its service manager.
@@ -1237,17 +1221,8 @@ TEST_CASE("serve: one spawner per CPU, at most four, each making sandboxes") {
   d.verbose();
   REQUIRE(d.start());
   const long want = std::clamp(sysconf(_SC_NPROCESSORS_ONLN), 1L, 4L);
-  std::set<pid_t> spawners;
-  for (pid_t p : nsbox::test::pids_named("nsbox-spawner")) {
-    std::ifstream stat("/proc/" + std::to_string(p) + "/stat");
-    std::string line;
-    std::getline(stat, line);
-    std::istringstream rest(line.substr(line.rfind(')') + 2));
-    char state;
-    pid_t ppid = 0;
-    rest >> state >> ppid;
-    if (ppid == d.pid()) spawners.insert(p);
-  }
+  const std::vector<pid_t> forked = nsbox::test::spawners_of(d);
+  const std::set<pid_t> spawners(forked.begin(), forked.end());
   CHECK(long(spawners.size()) == want);
   constexpr int kFunctions = 8;
   for (int i = 0; i < kFunctions; i++)
