@@ -301,7 +301,7 @@ Setup wait_for_setup(int sock) {
   const std::vector<SpawnProfile>& profiles = setup.profiles;
   const CgroupLayout& layout = setup.layout;
   const bool use_cgroups = setup.use_cgroups;
-  if (use_cgroups) cgroup_sweep_stale(layout);
+  if (use_cgroups) cgroup_sweep_stale(layout, getpid());
 
   std::map<uint64_t, Sandbox> sandboxes;
   // Function templates' fork sockets (our ends), and their instances.
@@ -828,15 +828,12 @@ Status SpawnerClient::destroy(uint64_t id) {
 }
 
 bool SpawnerClient::alive() {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (pid_ <= 0) return false;
-  int st;
-  if (waitpid(pid_, &st, WNOHANG) == pid_) {
-    pid_ = -1;
-    sock_.reset();
-    return false;
-  }
-  return true;
+  // Without mu_, which a call holds for its whole round trip. WNOWAIT looks
+  // without reaping, so the pid cannot be reused while pid_ names it.
+  const pid_t pid = pid_.load();
+  if (pid <= 0) return false;
+  siginfo_t si{};
+  return !(waitid(P_PID, pid, &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid == pid);
 }
 
 Status SpawnerClient::shutdown() {

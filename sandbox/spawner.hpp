@@ -12,6 +12,7 @@
 
 #include <sys/types.h>
 
+#include <atomic>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -125,8 +126,10 @@ class SpawnerClient final : public SandboxFactory {
   Result<ProcessMemory> template_memory() override;
   // Destroys every sandbox and waits for the spawner to exit. Idempotent.
   Status shutdown();
-  pid_t pid() const { return pid_; }
-  // False once the spawner process has exited (it is reaped here).
+  pid_t pid() const { return pid_.load(); }
+  // False once the spawner process has exited. Never waits for a call in
+  // flight: /healthz and the watchdog ask while spawns may take long, or
+  // hang. The exited spawner is reaped by shutdown().
   bool alive();
   bool healthy() override { return alive(); }
 
@@ -138,7 +141,7 @@ class SpawnerClient final : public SandboxFactory {
 
   std::mutex mu_;
   UniqueFd sock_;
-  pid_t pid_ = -1;
+  std::atomic<pid_t> pid_{-1};
 };
 
 }  // namespace nsbox

@@ -1318,3 +1318,32 @@ TEST_CASE("serve: sandboxes get a capped cpu cgroup only with cpu_limits = true"
     CHECK(d.stop() == 0);
   }
 }
+
+TEST_CASE("serve: /healthz answers while a spawn hangs") {
+  StateDir sd("healthhang");
+  Daemon d(sd.path, "[pool]\nblank = 0\n");
+  d.spawners(1);
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "slow", "def handler(event, context):\n    return 3\n")->status == 201);
+  const pid_t spawner = nsbox::test::spawner_of(d);
+  REQUIRE(spawner > 0);
+  // A stopped spawner stands for one that is slow or hung: the cold start
+  // below waits on it, holding the daemon's end of its socket.
+  REQUIRE(kill(spawner, SIGSTOP) == 0);
+  std::string invoked = "no answer";
+  std::thread caller([&] {
+    auto r = d.client()->Post("/fn/slow", "{}", "application/json");
+    if (r) invoked = std::to_string(r->status) + " " + body(r).dump();
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  // The spawner lives, so the daemon is healthy, and says so at once rather
+  // than after the spawn (a health check that times out gets it restarted).
+  auto h = d.client(5)->Get("/healthz");
+  const bool answered = bool(h);
+  kill(spawner, SIGCONT);
+  caller.join();
+  REQUIRE(answered);
+  CHECK(h->status == 200);
+  CHECK(invoked == "200 3");
+  CHECK(d.stop() == 0);
+}
