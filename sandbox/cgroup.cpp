@@ -263,7 +263,7 @@ int remove_stale(const std::string& leaf, int depth) {
 }
 }  // namespace
 
-int cgroup_sweep_stale(const CgroupLayout& layout) {
+int cgroup_sweep_stale(const CgroupLayout& layout, pid_t starting) {
   std::vector<std::string> roots;
   if (layout.version == CgroupVersion::V2) roots = {layout.v2_mount};
   if (layout.version == CgroupVersion::V1)
@@ -284,7 +284,7 @@ int cgroup_sweep_stale(const CgroupLayout& layout) {
       const char* dash = strchr(e->d_name, '-');
       if (!dash) continue;
       pid_t owner = static_cast<pid_t>(strtol(dash + 1, nullptr, 10));
-      if (owner <= 0 || owner_alive(owner)) continue;
+      if (owner <= 0 || (owner != starting && owner_alive(owner))) continue;
       stale.push_back(parent + "/" + e->d_name);
     }
     closedir(d);

@@ -310,7 +310,8 @@ int cmd_run(const std::vector<std::string>& args) {
     } else {
       layout = cgroup_detect();
       spec.use_cgroups = layout.version != CgroupVersion::None;
-      if (int n = cgroup_sweep_stale(layout)) LOG_INFO("removed %d stale cgroup leaves", n);
+      if (int n = cgroup_sweep_stale(layout, getpid()))
+        LOG_INFO("removed %d stale cgroup leaves", n);
       if (!spec.use_cgroups)
         LOG_WARN(
             "no usable cgroups (%s): memory, pids and cpu limits fall back to per-process "

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -696,4 +697,29 @@ TEST_CASE("TemplateFamily (v2, fake tree): controllers enabled for its members")
   CHECK(read(dir + "/pids.max") == "max");
   CHECK(f.value()->shrink(many));
   CHECK(read(dir + "/pids.max") == "48");
+}
+
+TEST_CASE("cgroup_sweep_stale: a dead owner's leaves, and a starting owner's own") {
+  TempDir t("cgroup-test");
+  CgroupLayout layout = fake_v2(t.path, "memory pids");
+  const std::string group = subdir(t, layout.group);
+  pid_t dead = fork();
+  REQUIRE(dead >= 0);
+  if (dead == 0) _exit(0);
+  int st;
+  REQUIRE(waitpid(dead, &st, 0) == dead);
+  const std::string gone = group + "/srv-" + std::to_string(dead) + "-1";
+  const std::string mine = group + "/srv-" + std::to_string(getpid()) + "-1";
+  const std::string live = group + "/run-1";  // PID 1 never exits
+  for (const auto& d : {gone, mine, live}) REQUIRE(::mkdir(d.c_str(), 0755) == 0);
+
+  CHECK(cgroup_sweep_stale(layout) == 1);
+  CHECK_FALSE(exists(gone));
+  CHECK(exists(mine));
+  CHECK(exists(live));
+  // A leaf named by the caller's pid, from before it started, is an earlier
+  // owner's with the same pid: swept at start, or its names would collide.
+  CHECK(cgroup_sweep_stale(layout, getpid()) == 1);
+  CHECK_FALSE(exists(mine));
+  CHECK(exists(live));
 }
