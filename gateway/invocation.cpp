@@ -165,7 +165,8 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
     Outcome lo =
         load_function(t, *fv, *template_loaded_from + std::chrono::milliseconds(timeout_ms));
     if (!t.pending_log.empty()) {
-      logs_.append(req.name, "[v" + std::to_string(meta.version) + " template] ", t.pending_log);
+      logs_.append(req.name, meta.deploy, "[v" + std::to_string(meta.version) + " template] ",
+                   t.pending_log);
       t.pending_log.clear();
     }
     return lo.kind == Outcome::Ok;
@@ -230,8 +231,8 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
   // The runner flushes its output before replying, and the wait for the
   // reply drained the pipe: what it printed is already in pending_log.
   if (!w.pending_log.empty()) {
-    logs_.append(req.name, "[v" + std::to_string(meta.version) + " " + req.request_id + "] ",
-                 w.pending_log);
+    logs_.append(req.name, meta.deploy,
+                 "[v" + std::to_string(meta.version) + " " + req.request_id + "] ", w.pending_log);
     w.pending_log.clear();
   }
   // Asked before the release: a destroyed sandbox has no cgroup to ask.
@@ -325,7 +326,7 @@ Result<bool> Invocations::remove(const std::string& name) {
   if (!r) return std::move(r).error();
   if (r.value() == 0) return false;
   pool_.revoke(name, r.value(), true);
-  logs_.clear(name);
+  logs_.clear(name, r.value());
   return true;
 }
 

@@ -31,10 +31,11 @@ void LogStore::drop_oldest(Rings::iterator it, size_t floor) {
   }
 }
 
-void LogStore::append(const std::string& function, const std::string& prefix,
+void LogStore::append(const std::string& function, uint64_t deploy, const std::string& prefix,
                       const std::string& text) {
   if (text.empty() || max_lines_ == 0 || max_bytes_ == 0) return;
   std::lock_guard<std::mutex> lock(mu_);
+  if (auto gone = removed_.find(function); gone != removed_.end() && deploy < gone->second) return;
   auto [it, made] = rings_.try_emplace(function);
   Ring& ring = it->second;
   if (made) {
@@ -89,8 +90,18 @@ std::string LogStore::get(const std::string& function) {
   return out;
 }
 
-void LogStore::clear(const std::string& function) {
+void LogStore::clear(const std::string& function, uint64_t removed_at) {
   std::lock_guard<std::mutex> lock(mu_);
+  auto [gone, made] = removed_.try_emplace(function, removed_at);
+  if (!made && gone->second < removed_at) {
+    removed_order_.erase({gone->second, function});
+    gone->second = removed_at;
+  }
+  removed_order_.insert({gone->second, function});
+  if (removed_order_.size() > kMaxRemoved) {
+    removed_.erase(removed_order_.begin()->second);
+    removed_order_.erase(removed_order_.begin());
+  }
   auto it = rings_.find(function);
   if (it == rings_.end()) return;
   by_size_.erase(key(it->second, function));

@@ -10,6 +10,7 @@
 #include <set>
 #include <string>
 #include <tuple>
+#include <utility>
 
 namespace nsbox {
 
@@ -22,9 +23,16 @@ class LogStore {
   // Splits text into lines, prefixing each with the version and request.
   // Past max_bytes, the function holding the most loses its oldest lines:
   // a function that prints much displaces its own lines, not others'.
-  void append(const std::string& function, const std::string& prefix, const std::string& text);
+  // deploy: the deploy (FunctionMeta::deploy) whose sandbox printed it;
+  // text from a deploy that a clear() has since removed is dropped.
+  void append(const std::string& function, uint64_t deploy, const std::string& prefix,
+              const std::string& text);
   std::string get(const std::string& function);
-  void clear(const std::string& function);
+  // The function was deleted by the deploy sequence's number removed_at:
+  // its lines go, and so do lines that requests of its deploys, still in
+  // flight, append later (or they would outlive the delete, and show under
+  // a function later deployed with the same name).
+  void clear(const std::string& function, uint64_t removed_at);
   size_t bytes();  // what the lines held count against max_bytes
 
   // What a line costs beyond its string's capacity (the string object in
@@ -63,6 +71,12 @@ class LogStore {
   }
   std::set<Key> by_size_;
   uint64_t appends_ = 0;
+  // The latest clear() of each function, the fewest recent ones kept: a
+  // request outliving thousands of later deletes is not worth unbounded
+  // memory (and its lines would still be bounded by max_bytes).
+  static constexpr size_t kMaxRemoved = 4096;
+  std::map<std::string, uint64_t> removed_;
+  std::set<std::pair<uint64_t, std::string>> removed_order_;
 };
 
 }  // namespace nsbox

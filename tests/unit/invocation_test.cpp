@@ -150,6 +150,17 @@ class FakeRunners final : public SandboxFactory {
     std::lock_guard<std::mutex> lock(mu_);
     return destroyed_.size();
   }
+  // The "gated" script: waits (bounded) until n requests are held at the
+  // gate, and lets them all answer.
+  bool wait_gated(int n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return cv_.wait_for(lock, 5s, [&] { return gated_ >= n; });
+  }
+  void open_gate() {
+    std::lock_guard<std::mutex> lock(mu_);
+    gate_open_ = true;
+    cv_.notify_all();
+  }
 
  private:
   // A write that fails ends nothing here: the host then sees no reply, and
@@ -160,6 +171,7 @@ class FakeRunners final : public SandboxFactory {
 
   // The scripts, by the deployed source:
   //   "return X"  prints a line, then answers X (JSON text)
+  //   "gated X"   prints a line, waits for open_gate(), then answers X
   //   "echo"      answers the event
   //   "raise"     answers an exception (kErrorObject)
   //   "proxy"     answers a proxy response with hostile headers
@@ -200,6 +212,16 @@ class FakeRunners final : public SandboxFactory {
         std::string line = "hello from " + rid + "\n";
         (void)!write(log, line.data(), line.size());
         reply(out, {{"type", "result"}, {"id", rid}, {"ok", true}}, source.substr(7));
+      } else if (source.rfind("gated ", 0) == 0) {
+        std::string line = "gated " + rid + "\n";
+        (void)!write(log, line.data(), line.size());
+        {
+          std::unique_lock<std::mutex> lock(mu_);
+          gated_++;
+          cv_.notify_all();
+          cv_.wait_for(lock, 10s, [&] { return gate_open_; });
+        }
+        reply(out, {{"type", "result"}, {"id", rid}, {"ok", true}}, source.substr(6));
       } else if (source == "echo") {
         reply(out, {{"type", "result"}, {"id", rid}, {"ok", true}}, fr.frame.payload);
       } else if (source == "raise") {
@@ -250,6 +272,8 @@ class FakeRunners final : public SandboxFactory {
   std::mutex mu_;
   std::condition_variable cv_;
   std::set<uint64_t> destroyed_, oom_killed_;
+  int gated_ = 0;
+  bool gate_open_ = false;
   std::vector<std::thread> threads_;
 };
 
@@ -370,6 +394,28 @@ TEST_CASE("invocation: what the function printed goes to the log store under its
   REQUIRE(rig.call("f").outcome == O::Ok);
   REQUIRE(rig.call("f").outcome == O::Ok);
   CHECK(rig.logs.get("f") == "[v1 req-1] hello from req-1\n[v1 req-2] hello from req-2\n");
+}
+
+TEST_CASE("invocation: what a request in flight prints after its function's delete is dropped") {
+  Rig rig;
+  FunctionVersion old;
+  old.source = "gated 1";
+  REQUIRE(rig.invocations.deploy("f", old));
+  InvokeResult late;
+  std::thread caller([&] { late = rig.call("f"); });
+  REQUIRE(rig.factory.wait_gated(1));
+  // Deleted, and deployed again under the same name (by anyone who may
+  // deploy), while the old code still runs.
+  REQUIRE(rig.invocations.remove("f"));
+  FunctionVersion fresh;
+  fresh.source = "return 2";
+  REQUIRE(rig.invocations.deploy("f", fresh));
+  rig.factory.open_gate();
+  caller.join();
+  CHECK(late.outcome == O::Ok);
+  CHECK(rig.logs.get("f").empty());
+  REQUIRE(rig.call("f").payload == "2");
+  CHECK(rig.logs.get("f") == "[v1 req-2] hello from req-2\n");
 }
 
 TEST_CASE("invocation: a deploy between the lookup and the cold load is Stale; the sandbox goes") {
