@@ -12,6 +12,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <initializer_list>
 #include <iterator>
@@ -152,36 +153,37 @@ bool seccomp_syscall_known(const std::string& name) {
   return seccomp_syscall_resolve_name(name.c_str()) != __NR_SCMP_ERROR;
 }
 
+namespace {
+// The sandbox drops its capabilities, but unshare(CLONE_NEWUSER) would give
+// it a full set again in a nested namespace, and with it everything below
+// that asks for one; the rest need none, or reach past the sandbox.
+struct Never {
+  const char* why;
+  std::initializer_list<const char*> names;
+};
+const Never kNever[] = {
+    {"it makes or enters namespaces (a nested user namespace has every capability)",
+     {"unshare", "setns"}},
+    {"it changes mounts or the root",
+     {"mount", "umount2", "pivot_root", "chroot", "mount_setattr", "move_mount", "open_tree",
+      "fsopen", "fsconfig", "fsmount", "fspick"}},
+    {"it reads or writes other processes",
+     {"ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "process_madvise", "kcmp"}},
+    {"it opens a large kernel attack surface (bpf, perf, userfaultfd, io_uring, keyrings)",
+     {"bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
+      "io_uring_register", "keyctl", "add_key", "request_key", "fanotify_init"}},
+    {"it changes the host kernel, its clock, devices or logs",
+     {"init_module", "finit_module", "delete_module", "kexec_load",    "kexec_file_load",
+      "reboot",      "swapon",       "swapoff",       "acct",          "quotactl",
+      "quotactl_fd", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
+      "iopl",        "ioperm",       "syslog",        "vhangup",       "lookup_dcookie"}},
+    {"it opens files by handle, past the sandbox's root", {"open_by_handle_at"}},
+    {"it changes the process's execution domain (turns off ASLR)", {"personality"}},
+    {"it renames the host, where a sandbox has no UTS namespace", {"sethostname", "setdomainname"}},
+};
+}  // namespace
+
 const char* seccomp_never_allowed(const std::string& name) {
-  // The sandbox drops its capabilities, but unshare(CLONE_NEWUSER) would give
-  // it a full set again in a nested namespace, and with it everything below
-  // that asks for one; the rest need none, or reach past the sandbox.
-  struct Never {
-    const char* why;
-    std::initializer_list<const char*> names;
-  };
-  static const Never kNever[] = {
-      {"it makes or enters namespaces (a nested user namespace has every capability)",
-       {"unshare", "setns"}},
-      {"it changes mounts or the root",
-       {"mount", "umount2", "pivot_root", "chroot", "mount_setattr", "move_mount", "open_tree",
-        "fsopen", "fsconfig", "fsmount", "fspick"}},
-      {"it reads or writes other processes",
-       {"ptrace", "process_vm_readv", "process_vm_writev", "pidfd_getfd", "process_madvise",
-        "kcmp"}},
-      {"it opens a large kernel attack surface (bpf, perf, userfaultfd, io_uring, keyrings)",
-       {"bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
-        "io_uring_register", "keyctl", "add_key", "request_key", "fanotify_init"}},
-      {"it changes the host kernel, its clock, devices or logs",
-       {"init_module", "finit_module", "delete_module", "kexec_load",    "kexec_file_load",
-        "reboot",      "swapon",       "swapoff",       "acct",          "quotactl",
-        "quotactl_fd", "settimeofday", "clock_settime", "clock_adjtime", "adjtimex",
-        "iopl",        "ioperm",       "syslog",        "vhangup",       "lookup_dcookie"}},
-      {"it opens files by handle, past the sandbox's root", {"open_by_handle_at"}},
-      {"it changes the process's execution domain (turns off ASLR)", {"personality"}},
-      {"it renames the host, where a sandbox has no UTS namespace",
-       {"sethostname", "setdomainname"}},
-  };
   for (const Never& n : kNever)
     for (const char* s : n.names)
       if (name == s) return n.why;
@@ -190,8 +192,9 @@ const char* seccomp_never_allowed(const std::string& name) {
 
 std::string seccomp_canonical(const SeccompPolicy& p) {
   const scmp_version* v = seccomp_version();
-  // v3: the argument prefix (ioctl commands, socket families).
-  std::string s = "v3 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
+  // v3: the argument prefix (ioctl commands, socket families); v4: the
+  // denials a "log" default needs.
+  std::string s = "v4 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
                   "." + std::to_string(v->micro) + " action " +
                   std::to_string(static_cast<int>(p.default_action)) + " errno " +
                   std::to_string(p.errno_value) + " fork " + std::to_string(p.allow_fork) +
@@ -205,6 +208,41 @@ static Status refuse_never_allowed(const SeccompPolicy& policy) {
   for (const auto& name : policy.allow)
     if (const char* why = seccomp_never_allowed(name))
       return make_error("seccomp", "\"" + name + "\" may never be allowed: " + why);
+  return {};
+}
+
+// "log" lets through every call the list does not name: what no policy may
+// allow (the never-allowed calls, clone's namespace flags, and fork where
+// the policy forbids it) is then denied by rules of its own, not left to
+// the default action.
+static Status deny_beyond_any_policy(scmp_filter_ctx c, const SeccompPolicy& policy) {
+  const uint32_t deny = SCMP_ACT_ERRNO(static_cast<uint32_t>(policy.errno_value));
+  int rc;
+  for (const Never& n : kNever)
+    for (const char* name : n.names) {
+      int nr = seccomp_syscall_resolve_name(name);
+      if (nr == __NR_SCMP_ERROR) continue;  // not on this architecture
+      if ((rc = seccomp_rule_add(c, deny, nr, 0)) < 0)
+        return sys_error_n(-rc, "seccomp_rule_add", name);
+    }
+  // One rule per flag: the allow rule takes clone only with none of them.
+  for (uint64_t flag = 1; flag; flag <<= 1) {
+    if (!(kNamespaceFlags & flag)) continue;
+    rc = seccomp_rule_add(c, deny, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, flag, flag));
+    if (rc < 0) return sys_error_n(-rc, "seccomp_rule_add", "clone");
+  }
+  if (!policy.allow_fork) {
+    rc =
+        seccomp_rule_add(c, deny, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0));
+    if (rc < 0) return sys_error_n(-rc, "seccomp_rule_add", "clone");
+    for (const char* name : {"fork", "vfork"}) {
+      if (std::find(policy.allow.begin(), policy.allow.end(), name) != policy.allow.end()) continue;
+      int nr = seccomp_syscall_resolve_name(name);
+      if (nr == __NR_SCMP_ERROR) continue;
+      if ((rc = seccomp_rule_add(c, deny, nr, 0)) < 0)
+        return sys_error_n(-rc, "seccomp_rule_add", name);
+    }
+  }
   return {};
 }
 
@@ -231,6 +269,7 @@ Result<SeccompProgram> seccomp_compile(const SeccompPolicy& policy) {
   }
   rc = seccomp_rule_add(c, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
   if (rc < 0) return sys_error_n(-rc, "seccomp_rule_add", "clone3");
+  if (policy.default_action == SeccompDefault::Log) TRY(deny_beyond_any_policy(c, policy));
   // no_new_privs is set by our own privilege drop, in a known order.
   rc = seccomp_attr_set(c, SCMP_FLTATR_CTL_NNP, 0);
   if (rc < 0) return sys_error_n(-rc, "seccomp_attr_set", "CTL_NNP");

@@ -583,3 +583,32 @@ TEST_CASE("kernel: the policy's errno is the one returned") {
   check_denied(r, kCloneNewUser, EACCES, "clone(CLONE_NEWUSER|SIGCHLD)");
   CHECK(r.probe[kGetpid].ret == r.pid_before);
 }
+
+TEST_CASE("kernel: default_action = log still denies what no policy may allow") {
+  // "log" lets unlisted calls through; the never-allowed calls and clone's
+  // namespace flags must not be among them (with the policy's errno).
+  for (const char* name : {"default", "strict"}) {
+    INFO("policy ", name);
+    SeccompPolicy p = builtin_seccomp(name);
+    p.default_action = SeccompDefault::Log;
+    p.errno_value = EACCES;
+    SeccompProgram prog = compile(p);
+    Report r = run_probes(&prog, kAllProbes & ~kArgumentProbes);
+    check_denied(r, kMount, EACCES, "mount");
+    check_denied(r, kUnshareUser, EACCES, "unshare(CLONE_NEWUSER)");
+    check_denied(r, kPtraceMe, EACCES, "ptrace(PTRACE_TRACEME)");
+    check_denied(r, kBpf, EACCES, "bpf");
+    check_denied(r, kKeyctl, EACCES, "keyctl");
+    check_denied(r, kClone3, ENOSYS, "clone3");
+    check_denied(r, kCloneNewUser, EACCES, "clone(CLONE_NEWUSER|SIGCHLD)");
+    check_denied(r, kCloneNewNs, EACCES, "clone(CLONE_NEWNS|SIGCHLD)");
+    check_denied(r, kCloneNewPid, EACCES, "clone(CLONE_NEWPID|SIGCHLD)");
+    CHECK(r.probe[kGetpid].ret == r.pid_before);
+    if (std::string(name) == "default") {
+      CHECK(r.probe[kCloneFork].ret > 0);
+    } else {
+      check_denied(r, kCloneFork, EACCES, "clone(SIGCHLD) under strict");
+      CHECK(r.probe[kSocketInet].ret >= 0);  // unlisted, so logged and let through
+    }
+  }
+}
