@@ -292,6 +292,9 @@ bool HttpFront::start_reading(Conn* c) {
   c->req = std::make_unique<httplib::Request>();
   c->chunked.reset();
   c->route = nullptr;
+  // Until this request's head says HEAD: an answer the front makes before
+  // then (a malformed head, a timeout) has its body, whatever came before.
+  c->head_only = false;
   // A trusted proxy's connection is counted once it says whose it is.
   if (!c->origin_trusted) count_sending(c, true);
   return true;
@@ -430,13 +433,15 @@ void HttpFront::process(Conn* c) {
                         " bytes: no route takes more than " + std::to_string(kMaxRoutePath) +
                         " (a function name is at most 63)");
     }
-    bool path_known = false;
-    c->route = find_route(req, &path_known);
+    std::string allow;
+    c->route = find_route(req, &allow);
     if (!c->route) {
       bad_requests_++;
-      return refuse(
-          c, path_known ? 405 : 404,
-          (path_known ? "method not allowed for " : "no route for ") + req.method + " " + req.path);
+      if (allow.empty()) return refuse(c, 404, "no route for " + req.method + " " + req.path);
+      httplib::Response res;
+      error_body_(res, 405, "method not allowed for " + req.method + " " + req.path);
+      res.set_header("Allow", allow);  // a 405 must say what is (RFC 9110 15.5.6)
+      return refuse_with(c, res);
     }
     httplib::Response res;
     if (!authorize_(req, c->route->access, res)) {
@@ -494,14 +499,22 @@ void HttpFront::process(Conn* c) {
   }
 }
 
-const HttpFront::Route* HttpFront::find_route(httplib::Request& req, bool* path_known) {
+const HttpFront::Route* HttpFront::find_route(httplib::Request& req, std::string* allow) {
   if (req.path.size() > kMaxRoutePath) return nullptr;
   const std::string method = req.method == "HEAD" ? "GET" : req.method;
   for (const Route& r : routes_)
     if (r.method == method && std::regex_match(req.path, req.matches, r.re)) return &r;
   std::smatch m;
-  for (const Route& r : routes_)
-    if (std::regex_match(req.path, m, r.re)) *path_known = true;
+  std::vector<std::string> methods;
+  auto add = [&](const std::string& one) {
+    if (std::find(methods.begin(), methods.end(), one) == methods.end()) methods.push_back(one);
+  };
+  for (const Route& r : routes_) {
+    if (!std::regex_match(req.path, m, r.re)) continue;
+    add(r.method);
+    if (r.method == "GET") add("HEAD");
+  }
+  for (const std::string& one : methods) *allow += (allow->empty() ? "" : ", ") + one;
   return nullptr;
 }
 
@@ -573,8 +586,8 @@ bool HttpFront::take_next_inline(Conn* c) {
   if (r.content_length > config_.max_body_bytes ||
       c->in.size() - r.head_len < size_t(r.content_length))
     return false;
-  bool path_known = false;
-  const Route* route = find_route(req, &path_known);
+  std::string allow;
+  const Route* route = find_route(req, &allow);
   if (!route) return false;
   httplib::Response refusal;
   if (!authorize_(req, route->access, refusal)) return false;

@@ -101,7 +101,9 @@ class HttpFront {
   void arm(Conn* c, uint32_t events);
   void sweep();
   bool evict_idle();
-  const Route* find_route(httplib::Request& req, bool* path_known);
+  // allow: where no route takes the method, the methods that the path's
+  // routes take ("" = none: the path is unknown).
+  const Route* find_route(httplib::Request& req, std::string* allow);
 
   FrontConfig config_;
   std::vector<Route> routes_;

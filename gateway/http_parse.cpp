@@ -86,28 +86,42 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
   std::string_view method = line.substr(0, sp1);
   std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   std::string_view version = line.substr(sp2 + 1);
+  bool absolute = false;
   if (method.empty()) return fail(400, "malformed request line");
   for (unsigned char c : method)
     if (!tchar(c)) return fail(400, "malformed method");
   if (version != "HTTP/1.1" && version != "HTTP/1.0")
     return fail(version.rfind("HTTP/", 0) == 0 ? 505 : 400, "HTTP/1.1 or HTTP/1.0 only");
-  if (target.empty() || target[0] != '/') return fail(400, "the target must be a path");
   for (unsigned char c : target)
     if (c <= ' ' || c == 0x7f) return fail(400, "malformed target");
+  // The absolute form, which a server must accept (RFC 9112 3.2.2): its
+  // scheme and authority are dropped, as nothing here is routed by host.
+  for (const char* scheme : {"http://", "https://"}) {
+    const size_t n = std::strlen(scheme);
+    if (target.size() < n || strncasecmp(target.data(), scheme, n) != 0) continue;
+    const size_t end = std::min(target.find_first_of("/?", n), target.size());
+    if (end == n) return fail(400, "the target's authority is empty");
+    target.remove_prefix(end);
+    absolute = true;
+    break;
+  }
+  if (!absolute && (target.empty() || target[0] != '/'))
+    return fail(400, "the target must be a path or an absolute http URI");
 
+  std::string t(target);
+  if (absolute && (t.empty() || t[0] == '?')) t.insert(0, "/");
   req->method = std::string(method);
-  req->target = std::string(target);
+  req->target = t;
   req->version = std::string(version);
-  size_t q = target.find('?');
-  req->path = httplib::detail::decode_url(std::string(target.substr(0, q)), false);
+  size_t q = t.find('?');
+  req->path = httplib::detail::decode_url(t.substr(0, q), false);
   req->params.clear();
-  if (q != std::string_view::npos)
-    httplib::detail::parse_query_text(std::string(target.substr(q + 1)), req->params);
+  if (q != std::string::npos) httplib::detail::parse_query_text(t.substr(q + 1), req->params);
   req->headers.clear();
 
   HeadResult r;
   bool have_length = false, have_te = false, close = version == "HTTP/1.0";
-  size_t count = 0;
+  size_t count = 0, hosts = 0;
   size_t pos = eol + 2;
   while (pos < head.size()) {
     size_t e = head.find("\r\n", pos);
@@ -140,12 +154,19 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
     } else if (ieq(name, "Connection")) {
       if (has_token(value, "close")) close = true;
       if (version == "HTTP/1.0" && has_token(value, "keep-alive")) close = false;
+    } else if (ieq(name, "Host")) {
+      hosts++;
     } else if (ieq(name, "Expect")) {
       if (!ieq(value, "100-continue")) return fail(417, "only Expect: 100-continue");
       r.expect_continue = version == "HTTP/1.1";
     }
     req->headers.emplace(std::string(name), std::string(value));
   }
+  // RFC 9112 3.2: exactly one Host in HTTP/1.1, at most one in 1.0; a
+  // proxy in front that read another Host than ours would route otherwise.
+  if (hosts > 1) return fail(400, "more than one Host header");
+  if (hosts == 0 && version == "HTTP/1.1")
+    return fail(400, "an HTTP/1.1 request needs a Host header");
   if (have_te && have_length) return fail(400, "both Content-Length and Transfer-Encoding");
   if (have_te && version == "HTTP/1.0") return fail(400, "chunked body in HTTP/1.0");
   r.state = Parse::Done;

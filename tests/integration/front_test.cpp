@@ -689,3 +689,53 @@ TEST_CASE("front: a chunked trailer over the limit is 431, and says so") {
   CHECK_MESSAGE(reply.find("chunked trailer too large (limit 16 KiB") != std::string::npos, reply);
   CHECK(d.stop() == 0);
 }
+
+// What the front answers itself after a HEAD on the same connection keeps
+// its body (the HEAD's "no body" was once carried over: a Content-Length
+// with no body behind it); a 405 says which methods the path takes; the
+// head's Host and absolute-form rules of RFC 9112.
+TEST_CASE("front: refusals after a HEAD have their body; 405 has Allow; Host and absolute form") {
+  StateDir sd("headthen");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  for (const std::string& bad :
+       {std::string("GET /healthz HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n"),
+        std::string("GET /healthz HTTP/1.1\r\n\r\n")}) {
+    CAPTURE(bad);
+    int fd = connect_from("127.0.0.1", d.port());
+    send_all(fd, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    // The HEAD's answer: a head with a Content-Length, and no body.
+    std::string head;
+    char c;
+    while (head.find("\r\n\r\n") == std::string::npos && recv(fd, &c, 1, 0) == 1) head += c;
+    REQUIRE(status_of(head) == 200);
+    send_all(fd, bad);
+    std::string buf = read_until_close(fd, 10000);
+    close(fd);
+    CHECK(status_of(buf) == 400);
+    const size_t end = buf.find("\r\n\r\n");
+    REQUIRE(end != std::string::npos);
+    const auto p = buf.find("Content-Length: ");
+    REQUIRE(p != std::string::npos);
+    CHECK(buf.size() - end - 4 == std::stoul(buf.substr(p + 16)));
+    CHECK(buf.find("\"error\"", end) != std::string::npos);
+  }
+  int fd = connect_from("127.0.0.1", d.port());
+  send_all(fd, "OPTIONS /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string reply = read_until_close(fd, 10000);
+  close(fd);
+  CHECK(status_of(reply) == 405);
+  CHECK(reply.find("\r\nAllow: GET, HEAD\r\n") != std::string::npos);
+  fd = connect_from("127.0.0.1", d.port());
+  send_all(fd, "GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
+  reply = read_until_close(fd, 10000);
+  close(fd);
+  CHECK(status_of(reply) == 400);
+  CHECK(reply.find("more than one Host header") != std::string::npos);
+  fd = connect_from("127.0.0.1", d.port());
+  send_all(fd, "GET http://127.0.0.1/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  reply = read_until_close(fd, 10000);
+  close(fd);
+  CHECK(status_of(reply) == 200);
+  CHECK(d.stop() == 0);
+}

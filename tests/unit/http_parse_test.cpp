@@ -24,7 +24,7 @@ TEST_CASE("http head: a request, its path, query and headers") {
   CHECK(req.get_param_value("y") == "two");
   CHECK(req.get_header_value("x-a") == "v");
   CHECK(r.keep_alive);
-  CHECK(head("GET / HTTP/1.1\r\nConnection: close\r\n\r\n").keep_alive == false);
+  CHECK(head("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n").keep_alive == false);
   CHECK(head("GET / HTTP/1.0\r\n\r\n").keep_alive == false);
   CHECK(head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive == true);
   CHECK(head("GET / HTTP/1.1\r\nHost: h\r\n").state == Parse::NeedMore);
@@ -44,10 +44,41 @@ TEST_CASE("http head: limits and ambiguous framing") {
   CHECK(head("GET / HTTP/1.1\r\nX : y\r\n\r\n").status == 400);
   CHECK(head("GET / HTTP/1.1\r\nX: y\r\n folded\r\n\r\n").status == 400);
   CHECK(head("GET / HTTP/2.0\r\n\r\n").status == 505);
-  CHECK(head("GET http://x/ HTTP/1.1\r\n\r\n").status == 400);
-  auto r = head("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n");
+  auto r = head(
+      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\nExpect: 100-continue\r\n\r\n");
   CHECK(r.chunked);
   CHECK(r.expect_continue);
+}
+
+TEST_CASE("http head: Host, exactly once in HTTP/1.1 (RFC 9112 3.2)") {
+  CHECK(head("GET / HTTP/1.1\r\nHost: h\r\n\r\n").state == Parse::Done);
+  CHECK(head("GET / HTTP/1.1\r\nhost:\r\n\r\n").state == Parse::Done);  // empty is allowed
+  HeadResult none = head("GET / HTTP/1.1\r\nX: y\r\n\r\n");
+  CHECK(none.status == 400);
+  CHECK(none.message == "an HTTP/1.1 request needs a Host header");
+  HeadResult two = head("GET / HTTP/1.1\r\nHost: a\r\nX: y\r\nHOST: b\r\n\r\n");
+  CHECK(two.status == 400);
+  CHECK(two.message == "more than one Host header");
+  CHECK(head("GET / HTTP/1.0\r\n\r\n").state == Parse::Done);
+  CHECK(head("GET / HTTP/1.0\r\nHost: a\r\nHost: a\r\n\r\n").status == 400);
+}
+
+TEST_CASE("http head: an absolute-form target is routed by its path (RFC 9112 3.2.2)") {
+  httplib::Request req;
+  REQUIRE(head("POST http://127.0.0.1:8080/fn/a%20b?x=1 HTTP/1.1\r\nHost: h\r\n\r\n", &req).state ==
+          Parse::Done);
+  CHECK(req.path == "/fn/a b");
+  CHECK(req.target == "/fn/a%20b?x=1");
+  CHECK(req.get_param_value("x") == "1");
+  REQUIRE(head("GET HTTPS://h HTTP/1.1\r\nHost: h\r\n\r\n", &req).state == Parse::Done);
+  CHECK(req.path == "/");
+  REQUIRE(head("GET http://h?q=2 HTTP/1.1\r\nHost: h\r\n\r\n", &req).state == Parse::Done);
+  CHECK(req.path == "/");
+  CHECK(req.get_param_value("q") == "2");
+  CHECK(head("GET http:///fn/a HTTP/1.1\r\nHost: h\r\n\r\n").status == 400);
+  CHECK(head("GET ftp://h/fn/a HTTP/1.1\r\nHost: h\r\n\r\n").status == 400);
+  CHECK(head("GET fn/a HTTP/1.1\r\nHost: h\r\n\r\n").status == 400);
+  CHECK(head("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n").status == 400);
 }
 
 TEST_CASE("http head: bare LFs are refused before the head ends, not left to time out") {
