@@ -42,6 +42,7 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <set>
@@ -181,7 +182,9 @@ Status write_all(int fd, std::string_view data, const std::string& path) {
 Result<std::string> read_file(const std::string& path) {
   // O_NOFOLLOW: the store only ever writes regular files; a symlink in it
   // was planted and must not make us serve an arbitrary host file.
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  // O_NONBLOCK: a FIFO planted in the store would block the open until a
+  // writer came, and the daemon with it; it is refused below instead.
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
   if (!fd.valid()) return sys_error("open", path);
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return sys_error("fstat", path);
@@ -402,6 +405,12 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
     }
     if (auto it = unloadable_.find(name); it != unloadable_.end())
       last = std::max(last, it->second);
+    // Only a planted file can hold the last number; wrapping to 0 would
+    // acknowledge versions that never load again (and overwrite each other).
+    if (last == std::numeric_limits<uint64_t>::max())
+      return make_error("put", name + ": no version number is left after " + std::to_string(last) +
+                                   " (a file in " + function_dir(name) +
+                                   " claims it); delete the function or that file");
     m.version = last + 1;
   }
 

@@ -1,6 +1,7 @@
 #include "policies/toml_reader.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "base/fd.hpp"
@@ -257,8 +258,16 @@ toml::table parse_toml(std::string_view text, const std::string& source) {
 }
 
 Result<std::string> read_toml_file(const std::string& path, const char* what) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  // O_NONBLOCK, then refused: opening a FIFO would wait for a writer, and
+  // on SIGHUP that would be the daemon's only signal thread waiting.
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (fd.get() < 0) return sys_error(what, path);
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) return sys_error(what, "fstat " + path);
+  if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))
+    return make_error(what, path + ": a FIFO or socket, not a file; give the path of a file");
+  // Back to blocking reads for what else may be read (a character device).
+  if (fcntl(fd.get(), F_SETFL, 0) != 0) return sys_error(what, "fcntl " + path);
   // Never more than the limit plus one byte: the path may name /dev/zero.
   std::string text;
   char buf[65536];

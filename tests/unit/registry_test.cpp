@@ -448,3 +448,24 @@ TEST_CASE("registry: open creates the directory with mode 0700") {
 }
 
 TEST_SUITE_END();
+
+TEST_CASE(
+    "registry: a planted FIFO is skipped without waiting; the last version number is not wrapped") {
+  TempDir tmp("registry");
+  {
+    auto store = open_ok(tmp.path);
+    put_ok(*store, "f", fv_of("one"));
+  }
+  const std::string fdir = tmp.path + "/functions/f";
+  REQUIRE(mkfifo((fdir + "/2.json").c_str(), 0600) == 0);
+  write_text(fdir + "/18446744073709551615.json", "garbage");
+  auto store = open_ok(tmp.path);  // an open of the FIFO would wait for a writer
+  CHECK(store->versions("f") == std::vector<uint64_t>{1});
+  FunctionVersion two = fv_of("two");
+  auto r = store->put("f", two);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message().find("no version number is left") != std::string::npos);
+  CHECK(latest_of(*store, "f")->source == "one");
+  // Other functions deploy as before.
+  CHECK(put_ok(*store, "g", fv_of("g1")).version == 1);
+}

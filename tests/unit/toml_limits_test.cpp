@@ -4,6 +4,7 @@
 // builds and frees recursively; files have a size limit, read no further.
 #include <doctest/doctest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <fstream>
@@ -177,4 +178,18 @@ TEST_CASE("toml: a quote inside a bare value hides nothing from the pre-scan") {
   CHECK(
       toml_error("a = \"\xd1\x95\"\nb = [\"\xd1\x95\", '\xd1\x95']\nc = { \"k\" = \"\xd1\x95\" }\n"
                  "\"q\".\"r\" = 1\n") == "");
+}
+
+TEST_CASE("toml: a FIFO as the config or policy is refused at once, not waited on") {
+  TempFile dir_anchor("");  // a unique name to derive the FIFO's from
+  const std::string fifo = dir_anchor.path + ".fifo";
+  REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);
+  // Opening it for reading would wait for a writer that never comes.
+  auto c = load_serve_config(fifo);
+  REQUIRE_FALSE(c);
+  CHECK(c.error().message().find("a FIFO or socket, not a file") != std::string::npos);
+  auto p = load_policy(fifo);
+  REQUIRE_FALSE(p);
+  CHECK(p.error().message().find(fifo) != std::string::npos);
+  unlink(fifo.c_str());
 }
