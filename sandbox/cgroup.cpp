@@ -175,12 +175,18 @@ FileWrites cgroup_v2_limit_writes(const Limits& l) {
   return w;
 }
 
+static const char kV1TcpLimit[] = "memory.kmem.tcp.limit_in_bytes";
+
 FileWrites cgroup_v1_limit_writes(const std::string& controller, const Limits& l) {
   FileWrites w;
   if (controller == "memory") {
     w.emplace_back("memory.limit_in_bytes", std::to_string(l.memory_bytes));
     // memsw counts memory+swap; absent when swap accounting is off.
     w.emplace_back("memory.memsw.limit_in_bytes", std::to_string(l.memory_bytes + l.swap_bytes));
+    // v1 charges TCP buffers to a leaf only once its own limit is written
+    // (and apart from limit_in_bytes): without it a function could hold
+    // unread loopback data far past its memory, up to the host's tcp_mem.
+    w.emplace_back(kV1TcpLimit, std::to_string(l.memory_bytes));
   } else if (controller == "pids") {
     w.emplace_back("pids.max", std::to_string(l.pids));
   } else if (controller == "cpu" && l.cpu_millicores > 0) {
@@ -373,7 +379,9 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
       std::string path = dir + "/" + file;
       // memory.swap.max / memsw exist only with swap accounting; the memory
       // limit alone still holds, so a missing swap knob is not fatal.
-      if (file.find("swap") != std::string::npos || file.find("memsw") != std::string::npos) {
+      // Nor is the TCP knob, absent on kernels without kernel memory accounting.
+      if (file.find("swap") != std::string::npos || file.find("memsw") != std::string::npos ||
+          file == kV1TcpLimit) {
         if (!leaf.fake_ && access(path.c_str(), F_OK) != 0) continue;
       }
       TRY(write_file(path, value, leaf.fake_));
@@ -527,6 +535,8 @@ Status CgroupLeaf::set_memory_limit(uint64_t bytes, uint64_t swap_bytes) const {
   // growing, lower memory first when shrinking.
   const std::string& d = dirs_[0];
   std::string mem = d + "/memory.limit_in_bytes", memsw = d + "/memory.memsw.limit_in_bytes";
+  const std::string tcp = d + "/" + kV1TcpLimit;
+  if (fake_ || access(tcp.c_str(), F_OK) == 0) TRY(write_file(tcp, value, fake_));
   bool have_memsw = fake_ || access(memsw.c_str(), F_OK) == 0;
   if (!have_memsw) return write_file(mem, value, fake_);
   const std::string sw = std::to_string(bytes + swap_bytes);

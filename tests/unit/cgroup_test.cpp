@@ -124,8 +124,10 @@ TEST_CASE("cgroup_v2_limit_writes: exact files and values") {
 TEST_CASE("cgroup_v1_limit_writes: exact files and values per controller") {
   Limits l = test_limits();
   FileWrites mem = cgroup_v1_limit_writes("memory", l);
-  CHECK(mem.size() == 2);
+  CHECK(mem.size() == 3);
   CHECK(value_of(mem, "memory.limit_in_bytes") == std::to_string(96ull << 20));
+  // TCP buffers, charged on v1 only with a limit of their own.
+  CHECK(value_of(mem, "memory.kmem.tcp.limit_in_bytes") == std::to_string(96ull << 20));
   // memsw counts memory + swap.
   CHECK(value_of(mem, "memory.memsw.limit_in_bytes") == std::to_string(128ull << 20));
   // The kernel refuses memsw < limit_in_bytes: memory must come first.
@@ -612,7 +614,7 @@ TEST_CASE("cgroup limit planners: no cpu cap for cpu_millicores = 0") {
   for (const auto& [file, value] : cgroup_v2_limit_writes(l)) CHECK(file != "cpu.max");
   CHECK(cgroup_v2_limit_writes(l).size() == 3);
   CHECK(cgroup_v1_limit_writes("cpu", l).empty());
-  CHECK(cgroup_v1_limit_writes("memory", l).size() == 2);
+  CHECK(cgroup_v1_limit_writes("memory", l).size() == 3);
 }
 
 TEST_CASE("TemplateFamily (v1 hybrid, fake tree): one group above its members' leaves") {
