@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
 
@@ -313,6 +314,18 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   if (req.body.size() > kMaxSourceBytes) return send_error(res, 413, "source larger than 1 MiB");
   if (req.body.empty()) return send_error(res, 400, "empty body: send the Python source");
   if (!valid_utf8(req.body)) return send_error(res, 400, "the source is not valid UTF-8");
+  // A misspelt option would otherwise deploy with the default it meant to
+  // change, and a repeated one with whichever came first.
+  static const char* const kOptions[] = {"handler", "memory", "policy", "template", "timeout"};
+  for (const auto& [key, value] : req.params) {
+    if (std::find_if(std::begin(kOptions), std::end(kOptions),
+                     [&](const char* o) { return key == o; }) == std::end(kOptions))
+      return send_error(res, 400,
+                        "unknown deploy option \"" + key +
+                            "\" (known: handler, memory, policy, template, timeout)");
+    if (req.get_param_value_count(key) > 1)
+      return send_error(res, 400, "deploy option \"" + key + "\" given more than once");
+  }
   FunctionVersion fv;
   fv.source = req.body;
   fv.meta.handler = req.has_param("handler") ? req.get_param_value("handler") : "handler";
@@ -348,8 +361,10 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   }
   if (req.has_param("timeout")) {
     auto t = parse_duration_ms(req.get_param_value("timeout"));
-    if (!t) return send_error(res, 400, "timeout: " + t.error().detail);
-    if (t.value() > 900000) return send_error(res, 400, "timeout must be at most 15m");
+    if (!t || t.value() > 900000)
+      return send_error(res, 400,
+                        "timeout: " + (t ? std::string("too long") : t.error().detail) +
+                            "; a function's timeout is 1ms to 15m (e.g. 30s)");
     fv.meta.timeout_ms = t.value();
   }
   if (req.has_param("template")) {

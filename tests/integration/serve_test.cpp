@@ -1347,3 +1347,28 @@ TEST_CASE("serve: /healthz answers while a spawn hangs") {
   CHECK(invoked == "200 3");
   CHECK(d.stop() == 0);
 }
+
+TEST_CASE("serve: deploy options that are unknown, repeated or out of range are refused by name") {
+  StateDir sd("deployopts");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  const std::string src = "def handler(event, context):\n    return 1\n";
+  const std::pair<const char*, const char*> bad[] = {
+      {"?timout=5s", "unknown deploy option \\\"timout\\\""},
+      {"?memory=32M&memory=64M", "deploy option \\\"memory\\\" given more than once"},
+      {"?timeout=25h", "a function's timeout is 1ms to 15m"},
+      {"?timeout=16m", "a function's timeout is 1ms to 15m"},
+  };
+  for (const auto& [query, why] : bad) {
+    CAPTURE(query);
+    auto r = deploy(d, "f", src, query);
+    REQUIRE(r);
+    CHECK(r->status == 400);
+    CHECK_MESSAGE(r->body.find(why) != std::string::npos, r->body);
+  }
+  CHECK(d.client()->Get("/functions/f", auth(d))->status == 404);  // none was deployed
+  auto ok = deploy(d, "f", src, "?memory=32M&timeout=15m&template=0&handler=handler");
+  REQUIRE(ok);
+  CHECK(ok->status == 201);
+  CHECK(d.stop() == 0);
+}
