@@ -256,9 +256,7 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
       r.fail(f.get("max_memory_mb")->source(), "\"max_memory_mb\" must be 0 (auto) or at least 16");
     }
   } catch (const toml::parse_error& e) {
-    const auto& b = e.source().begin;
-    return make_error("config", source + ":" + std::to_string(b.line) + ":" +
-                                    std::to_string(b.column) + ": " + std::string(e.description()));
+    return make_error("config", toml_parse_message(e, source, text));
   } catch (const TomlError& e) {
     return make_error("config", e.msg);
   }

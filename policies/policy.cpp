@@ -109,9 +109,7 @@ Result<Policy> parse_policy(std::string_view text, const std::string& source) {
     Policy p = parser.parse(root);
     return p;
   } catch (const toml::parse_error& e) {
-    const auto& b = e.source().begin;
-    return make_error("policy", source + ":" + std::to_string(b.line) + ":" +
-                                    std::to_string(b.column) + ": " + std::string(e.description()));
+    return make_error("policy", toml_parse_message(e, source, text));
   } catch (const TomlError& e) {
     return make_error("policy", e.msg);
   }

@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
+
 #include "base/fd.hpp"
 
 namespace nsbox {
@@ -255,6 +257,34 @@ toml::table parse_toml(std::string_view text, const std::string& source) {
                     " bytes, larger than 1 MiB (the most a policy or config may have)"};
   DepthScan(text, source).run();
   return toml::parse(text, source);
+}
+
+std::string toml_parse_message(const toml::parse_error& e, const std::string& source,
+                               std::string_view text) {
+  const auto& b = e.source().begin;
+  std::string msg = source + ":" + std::to_string(b.line) + ":" + std::to_string(b.column) + ": " +
+                    std::string(e.description());
+  size_t start = 0;
+  for (uint32_t n = 1; n < b.line && start != std::string_view::npos; n++) {
+    start = text.find('\n', start);
+    if (start != std::string_view::npos) start++;
+  }
+  if (b.line == 0 || start == std::string_view::npos || start >= text.size()) return msg;
+  std::string_view line = text.substr(start, text.find('\n', start) - start);
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  constexpr size_t kShown = 80;
+  std::string shown;
+  char hex[8];
+  for (unsigned char c : line.substr(0, kShown)) {
+    if (c < 0x20 || c >= 0x7f || c == '\\') {
+      snprintf(hex, sizeof hex, "\\x%02x", c);  // a hostile file may hold terminal escapes
+      shown += hex;
+    } else {
+      shown += char(c);
+    }
+  }
+  if (line.size() > kShown) shown += "...";
+  return msg + " (line " + std::to_string(b.line) + ": " + shown + ")";
 }
 
 Result<std::string> read_toml_file(const std::string& path, const char* what) {

@@ -30,6 +30,12 @@ constexpr int kMaxTomlDepth = 32;
 // toml::parse_error, as the readers below.
 toml::table parse_toml(std::string_view text, const std::string& source);
 
+// "file:line:col: what toml++ says (line N: the line's text)": the line is
+// shown, escaped and cut at 80 bytes, as the message alone may not name the
+// key (an integer too large for 64 bits, say).
+std::string toml_parse_message(const toml::parse_error& e, const std::string& source,
+                               std::string_view text);
+
 // The whole file, reading no more than kMaxTomlBytes + 1 bytes; errors
 // name `what` (e.g. "policy") and the path.
 Result<std::string> read_toml_file(const std::string& path, const char* what);

@@ -193,3 +193,18 @@ TEST_CASE("toml: a FIFO as the config or policy is refused at once, not waited o
   CHECK(p.error().message().find(fifo) != std::string::npos);
   unlink(fifo.c_str());
 }
+
+TEST_CASE("toml: a syntax error shows its line, escaped, so the key is named") {
+  auto c = parse_serve_config("[pool]\nblank = 99999999999999999999999\n", "c.toml");
+  REQUIRE_FALSE(c);
+  const std::string m = c.error().message();
+  CHECK(m.find("c.toml:2:") != std::string::npos);
+  CHECK(m.find("(line 2: blank = 99999999999999999999999)") != std::string::npos);
+  // What a hostile file holds is shown escaped, and cut.
+  auto p = parse_policy("x = \x1b[31m" + std::string(200, 'a') + "\n", "p.toml");
+  REQUIRE_FALSE(p);
+  const std::string pm = p.error().message();
+  CHECK(pm.find("(line 1: x = \\x1b[31m") != std::string::npos);
+  CHECK(pm.find('\x1b') == std::string::npos);
+  CHECK(pm.find("...)") != std::string::npos);
+}
