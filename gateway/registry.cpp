@@ -542,7 +542,9 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
   std::lock_guard<std::mutex> write_lock(write_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!index_.count(name)) return uint64_t{0};
+    // A name with only unloadable files is deletable too: its top number
+    // would otherwise block every later put, with no way out but the host.
+    if (!index_.count(name) && !unloadable_.count(name)) return uint64_t{0};
   }
   const std::string dir = function_dir(name);
   const std::string grave = functions_ + "/.deleted-" + name + "-" + unique_suffix();

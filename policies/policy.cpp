@@ -88,6 +88,10 @@ class Parser : public TomlReader {
         if (const char* why = seccomp_never_allowed(*s))
           fail(item.source(), "syscall \"" + *s + "\" in group \"" + std::string(group.str()) +
                                   "\" may never be allowed: " + why + "; remove it");
+        if (!p.seccomp.allow_fork && (*s == "fork" || *s == "vfork"))
+          fail(item.source(), "syscall \"" + *s + "\" in group \"" + std::string(group.str()) +
+                                  "\" makes child processes, which allow_fork = false forbids; "
+                                  "remove it or set allow_fork = true");
         auto [it, fresh] = names.emplace(*s, std::string(group.str()));
         if (!fresh)
           fail(item.source(), "syscall \"" + *s + "\" is listed twice (also in group \"" +

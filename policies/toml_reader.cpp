@@ -288,17 +288,15 @@ std::string toml_parse_message(const toml::parse_error& e, const std::string& so
 }
 
 Result<std::string> read_toml_file(const std::string& path, const char* what) {
-  // O_NONBLOCK, then refused: opening a FIFO would wait for a writer, and
-  // on SIGHUP that would be the daemon's only signal thread waiting.
+  // O_NONBLOCK, and only a regular file read: a FIFO would wait in open()
+  // for a writer, a terminal or /dev/kmsg in read(), and on SIGHUP that
+  // would be the daemon's only signal thread waiting.
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (fd.get() < 0) return sys_error(what, path);
   struct stat st;
   if (fstat(fd.get(), &st) != 0) return sys_error(what, "fstat " + path);
-  if (S_ISFIFO(st.st_mode) || S_ISSOCK(st.st_mode))
-    return make_error(what, path + ": a FIFO or socket, not a file; give the path of a file");
-  // Back to blocking reads for what else may be read (a character device).
-  if (fcntl(fd.get(), F_SETFL, 0) != 0) return sys_error(what, "fcntl " + path);
-  // Never more than the limit plus one byte: the path may name /dev/zero.
+  if (!S_ISREG(st.st_mode)) return make_error(what, path + ": not a regular file");
+  // Never more than the limit plus one byte: the file may grow as it is read.
   std::string text;
   char buf[65536];
   for (;;) {

@@ -12,7 +12,6 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <initializer_list>
 #include <iterator>
@@ -205,9 +204,13 @@ std::string seccomp_canonical(const SeccompPolicy& p) {
 
 // Checked by seccomp_compile and by seccomp_get before its cache.
 static Status refuse_never_allowed(const SeccompPolicy& policy) {
-  for (const auto& name : policy.allow)
+  for (const auto& name : policy.allow) {
     if (const char* why = seccomp_never_allowed(name))
       return make_error("seccomp", "\"" + name + "\" may never be allowed: " + why);
+    if (!policy.allow_fork && (name == "fork" || name == "vfork"))
+      return make_error("seccomp",
+                        "\"" + name + "\" makes child processes, which allow_fork = false forbids");
+  }
   return {};
 }
 
@@ -235,8 +238,7 @@ static Status deny_beyond_any_policy(scmp_filter_ctx c, const SeccompPolicy& pol
     rc =
         seccomp_rule_add(c, deny, SCMP_SYS(clone), 1, SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0));
     if (rc < 0) return sys_error_n(-rc, "seccomp_rule_add", "clone");
-    for (const char* name : {"fork", "vfork"}) {
-      if (std::find(policy.allow.begin(), policy.allow.end(), name) != policy.allow.end()) continue;
+    for (const char* name : {"fork", "vfork"}) {  // never listed then (refuse_never_allowed)
       int nr = seccomp_syscall_resolve_name(name);
       if (nr == __NR_SCMP_ERROR) continue;
       if ((rc = seccomp_rule_add(c, deny, nr, 0)) < 0)

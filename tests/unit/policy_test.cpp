@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "policies/embedded.hpp"
+#include "sandbox/seccomp.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace nsbox;
@@ -480,4 +481,24 @@ TEST_CASE("load_policy: a file larger than 1 MiB is refused") {
   auto r = load_policy(path);
   REQUIRE_FALSE(r);
   CHECK(contains(r.error().detail, "larger than 1 MiB"));
+}
+
+// allow_fork = false promises threads and no child processes: a listed
+// fork or vfork would break it under any default action.
+TEST_CASE("parse_policy: fork and vfork are refused where allow_fork = false") {
+  auto lines = kBase;
+  lines.insert(lines.begin() + 11, "allow_fork = false");
+  lines.back() = "basic = [\"read\", \"vfork\", \"exit_group\"]";
+  CHECK(parse_error(join(lines)) ==
+        "t.toml:15:18: syscall \"vfork\" in group \"basic\" makes child processes, which "
+        "allow_fork = false forbids; remove it or set allow_fork = true");
+  lines.back() = "basic = [\"read\", \"fork\", \"exit_group\"]";
+  CHECK(contains(parse_error(join(lines)), "t.toml:15:18: syscall \"fork\""));
+  // The compiler refuses such a policy built in code, too.
+  SeccompPolicy p;
+  p.allow_fork = false;
+  p.allow = {"read", "vfork"};
+  auto r = seccomp_compile(p);
+  REQUIRE_FALSE(r);
+  CHECK(contains(r.error().message(), "\"vfork\" makes child processes"));
 }

@@ -469,3 +469,18 @@ TEST_CASE(
   // Other functions deploy as before.
   CHECK(put_ok(*store, "g", fv_of("g1")).version == 1);
 }
+
+TEST_CASE("registry: a function with only unloadable files can be deleted, and deployed again") {
+  TempDir tmp("registry");
+  { auto store = open_ok(tmp.path); }
+  const std::string fdir = tmp.path + "/functions/f";
+  fs::create_directories(fdir);
+  write_text(fdir + "/18446744073709551615.json", "garbage");
+  auto store = open_ok(tmp.path);
+  CHECK_FALSE(store->put("f", fv_of("one")));  // no number left
+  auto gone = store->remove("f");
+  REQUIRE(gone);
+  CHECK(gone.value() > 0);
+  CHECK_FALSE(fs::exists(fdir + "/18446744073709551615.json"));
+  CHECK(put_ok(*store, "f", fv_of("one")).version == 1);
+}

@@ -180,18 +180,25 @@ TEST_CASE("toml: a quote inside a bare value hides nothing from the pre-scan") {
                  "\"q\".\"r\" = 1\n") == "");
 }
 
-TEST_CASE("toml: a FIFO as the config or policy is refused at once, not waited on") {
+TEST_CASE("toml: a FIFO, a terminal or a device as the config or policy is refused at once") {
   TempFile dir_anchor("");  // a unique name to derive the FIFO's from
   const std::string fifo = dir_anchor.path + ".fifo";
   REQUIRE(mkfifo(fifo.c_str(), 0600) == 0);
   // Opening it for reading would wait for a writer that never comes.
   auto c = load_serve_config(fifo);
   REQUIRE_FALSE(c);
-  CHECK(c.error().message().find("a FIFO or socket, not a file") != std::string::npos);
+  CHECK(c.error().message().find(fifo + ": not a regular file") != std::string::npos);
   auto p = load_policy(fifo);
   REQUIRE_FALSE(p);
   CHECK(p.error().message().find(fifo) != std::string::npos);
   unlink(fifo.c_str());
+  // A terminal would wait in read() instead; a directory fails there.
+  for (const char* other : {"/dev/ptmx", "/dev/null", "/"}) {
+    CAPTURE(other);
+    auto r = load_serve_config(other);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message().find("not a regular file") != std::string::npos);
+  }
 }
 
 TEST_CASE("toml: a syntax error shows its line, escaped, so the key is named") {
