@@ -319,10 +319,11 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   static const char* const kOptions[] = {"handler", "memory", "policy", "template", "timeout"};
   for (const auto& [key, value] : req.params) {
     if (std::find_if(std::begin(kOptions), std::end(kOptions),
-                     [&](const char* o) { return key == o; }) == std::end(kOptions))
-      return send_error(res, 400,
-                        "unknown deploy option \"" + key +
-                            "\" (known: handler, memory, policy, template, timeout)");
+                     [&](const char* o) { return key == o; }) == std::end(kOptions)) {
+      std::string known;
+      for (const char* o : kOptions) known += (known.empty() ? "" : ", ") + std::string(o);
+      return send_error(res, 400, "unknown deploy option \"" + key + "\" (known: " + known + ")");
+    }
     if (req.get_param_value_count(key) > 1)
       return send_error(res, 400, "deploy option \"" + key + "\" given more than once");
   }

@@ -295,7 +295,8 @@ Result<std::string> read_toml_file(const std::string& path, const char* what) {
   if (fd.get() < 0) return sys_error(what, path);
   struct stat st;
   if (fstat(fd.get(), &st) != 0) return sys_error(what, "fstat " + path);
-  if (!S_ISREG(st.st_mode)) return make_error(what, path + ": not a regular file");
+  if (!S_ISREG(st.st_mode))
+    return make_error(what, path + ": not a regular file; give the path of a TOML file");
   // Never more than the limit plus one byte: the file may grow as it is read.
   std::string text;
   char buf[65536];
