@@ -227,6 +227,10 @@ uint64_t Pool::template_for(std::unique_lock<std::mutex>& lock, const std::strin
       room ? worker(spawner_.spawn_template(profile, memory), profile, memory, true)
            : worker(room.error(), profile, memory);
   const bool loaded = w && load(*w);
+  if (loaded)
+    if (nsbox::Status s = spawner_.rest_template(w->id); !s)
+      LOG_WARN("pool: function template %llu not frozen: %s", (unsigned long long)w->id,
+               s.error().message().c_str());
   lock.lock();
   wake_locked(core_.template_made(name, deploy, memory, std::move(w), loaded && running_));
   if (!running_) return 0;

@@ -96,6 +96,10 @@ std::invoke_result_t<F, SandboxFactory&, uint64_t> FactoryGroup::routed(uint64_t
   return f(*members_[k]->factory, inner);
 }
 
+Status FactoryGroup::rest_template(uint64_t template_id) {
+  return routed(template_id, [](SandboxFactory& f, uint64_t own) { return f.rest_template(own); });
+}
+
 Status FactoryGroup::set_memory(uint64_t id, uint64_t memory_bytes) {
   return routed(id,
                 [&](SandboxFactory& f, uint64_t own) { return f.set_memory(own, memory_bytes); });

@@ -31,6 +31,7 @@ class FactoryGroup final : public SandboxFactory {
   // The template's member: an instance is its template's fork.
   Result<SpawnedSandbox> fork_instance(uint64_t template_id, uint32_t profile,
                                        uint64_t memory_bytes) override;
+  Status rest_template(uint64_t template_id) override;
   Status set_memory(uint64_t id, uint64_t memory_bytes) override;
   Result<CgroupEvents> events(uint64_t id) override;
   Status destroy(uint64_t id) override;

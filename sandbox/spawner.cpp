@@ -46,7 +46,8 @@ enum Op : uint32_t {
   kProcessMemory,
   kTemplateMemory,
   kSpawnTemplate,  // kSpawn, with a fork socket: a function template (instance.hpp)
-  kFork            // an instance of function template id
+  kFork,           // an instance of function template id
+  kRestTemplate    // function template id is loaded: frozen until its first fork
 };
 
 struct Request {
@@ -364,11 +365,16 @@ Setup wait_for_setup(int sock) {
     const uint64_t now = monotonic_ms();
     const int ready = poll(pfd, npfd, idle_at > now ? static_cast<int>(idle_at - now) : 0);
     if (ready > 0 && pfd[1].revents) {
-      // Its runner is gone (every holder of the socket's other end closed
-      // it): thawed, PID 1 sees that and ends the sandbox, instances and
-      // all, as an unfrozen one would have at once.
+      // Its runner closed or shut down its end of the socket, or is gone:
+      // it can never fork again, so it is killed, instances and all, then
+      // thawed (a v1-frozen PID 1 dies once thawed). Thawed alone, a runner
+      // that hung up on purpose would run its module body's threads
+      // unfrozen for good.
       for (uint64_t t : frozen_templates.hung_up())
-        if (auto it = sandboxes.find(t); it != sandboxes.end()) (void)it->second.set_frozen(false);
+        if (auto it = sandboxes.find(t); it != sandboxes.end()) {
+          it->second.kill();
+          (void)it->second.set_frozen(false);
+        }
     }
     if (ready > 0 && npfd == 3 && pfd[2].revents) netns_maker.collect();
     if (ready > 0 && !pfd[0].revents) continue;
@@ -595,6 +601,25 @@ Setup wait_for_setup(int sock) {
         }
         break;
       }
+      case kRestTemplate: {
+        // Frozen from the moment it is loaded, not from its first fork:
+        // a template the pool never forks (a warm sandbox served first)
+        // would otherwise run its module body's threads meanwhile.
+        auto t = fork_socks.find(req.id);
+        auto sb = sandboxes.find(req.id);
+        if (t == fork_socks.end() || sb == sandboxes.end()) {
+          fill_error(&reply, make_error("rest", "no such function template"));
+          break;
+        }
+        // Watched first: frozen unwatched, its runner's death would go unseen.
+        if (sb->second.can_freeze() && frozen_templates.add(req.id, t->second.get())) {
+          if (Status s = sb->second.set_frozen(true); !s) {
+            frozen_templates.remove(req.id);
+            fill_error(&reply, s.error());
+          }
+        }
+        break;
+      }
       case kSetMemory: {
         auto it = sandboxes.find(req.id);
         auto in = instances.find(req.id);
@@ -780,6 +805,11 @@ Result<SpawnedSandbox> SpawnerClient::spawn_template(uint32_t profile, uint64_t 
 Result<SpawnedSandbox> SpawnerClient::fork_instance(uint64_t template_id, uint32_t profile,
                                                     uint64_t memory_bytes) {
   return received(TRY(call(kFork, profile, template_id, memory_bytes, nullptr)));
+}
+
+Status SpawnerClient::rest_template(uint64_t template_id) {
+  TRY(call(kRestTemplate, 0, template_id, 0, nullptr));
+  return {};
 }
 
 Result<SpawnedSandbox> SpawnerClient::received(Reply r) {

@@ -84,6 +84,9 @@ class SandboxFactory {
                                                uint64_t /*memory_bytes*/) {
     return make_error("function template", "not supported by this factory");
   }
+  // That template is loaded: frozen until its next fork_instance(), so that
+  // threads its module body started use no CPU while nobody asks for it.
+  virtual Status rest_template(uint64_t /*template_id*/) { return {}; }
   // The templates' own memory, summed (processes = how many run); what
   // their clones share. Zero without templates.
   virtual Result<ProcessMemory> template_memory() { return ProcessMemory{}; }
@@ -119,6 +122,7 @@ class SpawnerClient final : public SandboxFactory {
   Result<SpawnedSandbox> spawn_template(uint32_t profile, uint64_t memory_bytes) override;
   Result<SpawnedSandbox> fork_instance(uint64_t template_id, uint32_t profile,
                                        uint64_t memory_bytes) override;
+  Status rest_template(uint64_t template_id) override;
   Status set_memory(uint64_t id, uint64_t memory_bytes) override;
   Result<CgroupEvents> events(uint64_t id) override;
   Status destroy(uint64_t id) override;

@@ -282,6 +282,59 @@ TEST_CASE("serve: a function template is frozen between its forks") {
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE("serve: a function template is frozen once loaded, though no request forks it") {
+  StateDir sd("fn-template-rest");
+  Daemon d(sd.path);
+  REQUIRE(d.start());
+  auto deployed = deploy_probe(d, "idle", "template_unfrozen.py", "?template=1");
+  REQUIRE(deployed);
+  REQUIRE_MESSAGE(deployed->status == 201, deployed->body);
+  // The first request makes the template (a 1 s import there); the second,
+  // sent meanwhile, is served the ordinary way, and its sandbox, idle by
+  // the time the template is loaded, serves the first too: no fork.
+  auto first = std::async(std::launch::async, [&] {
+    int st = 0;
+    json r = invoke(d, "idle", in_sandbox({}), &st);
+    return st;
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  int status = 0;
+  json second = invoke(d, "idle", in_sandbox({}), &status);
+  CHECK_MESSAGE(status == 200, second.dump(), d.log());
+  CHECK(first.get() == 200);
+  const TemplateProcs p = template_procs();
+  REQUIRE(p.runner > 0);
+  CHECK(p.instances.empty());
+  // Its module body's thread spins unless the template is frozen.
+  const long before = cpu_ticks(p.runner);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  const long used = cpu_ticks(p.runner) - before;
+  CHECK_MESSAGE(used < 20, used, " ticks in 2 s");
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("serve: a function template that hangs up its fork socket is killed, not thawed") {
+  StateDir sd("fn-template-hangup");
+  Daemon d(sd.path);
+  REQUIRE(d.start());
+  auto deployed = deploy_probe(d, "hangup", "template_unfrozen.py", "?template=1");
+  REQUIRE(deployed);
+  REQUIRE_MESSAGE(deployed->status == 201, deployed->body);
+  // Loaded, frozen, thawed for its one fork, after which it shuts its end
+  // of the socket and sleeps, its spinning thread running on. Its instance
+  // dies with it, maybe before it answers: the status is not the point.
+  int status = 0;
+  (void)invoke(d, "hangup", in_sandbox({}), &status);
+  CHECK(nsbox::test::wait_until([] { return template_procs().runner == 0; }, 5000,
+                                "the template killed"));
+  // The daemon serves on.
+  auto echo = deploy_probe(d, "echo", "echo.py");
+  REQUIRE(echo);
+  json r = invoke(d, "echo", {{"x", 1}}, &status);
+  CHECK_MESSAGE(status == 200, r.dump(), d.log());
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("serve: a function template that dies costs no request and is made again") {
   StateDir sd("fn-template-kill");
   Daemon d(sd.path);
