@@ -16,7 +16,9 @@ namespace nsbox {
 
 std::vector<RlimitSetting> plan_rlimits(const Limits& l, bool have_cgroups) {
   std::vector<RlimitSetting> r = {
-      {RLIMIT_CORE, 0},
+      // 1, not 0: a core_pattern that pipes ignores the limit, except
+      // that 1 aborts the dump (seccomp.cpp keeps it from being changed).
+      {RLIMIT_CORE, 1},
       {RLIMIT_NOFILE, l.nofile},
       {RLIMIT_FSIZE, l.fsize_bytes},
   };

@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -51,6 +52,12 @@ constexpr uint32_t arg_low(int i) {
                                (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 0 : 4));
 }
 
+// The high 32 bits, for a pointer argument, whose every bit counts.
+constexpr uint32_t arg_high(int i) {
+  return static_cast<uint32_t>(offsetof(seccomp_data, args) + 8 * i +
+                               (__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ ? 4 : 0));
+}
+
 sock_filter stmt(uint16_t code, uint32_t k) {
   return sock_filter{code, 0, 0, k};
 }
@@ -71,11 +78,14 @@ std::vector<sock_filter> argument_prefix() {
   std::vector<sock_filter> f;
   const auto nioctl = static_cast<uint8_t>(std::size(kRefusedIoctls));
   const auto nfam = static_cast<uint8_t>(std::size(kAllowedFamilies));
-  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..5] dispatch
-  // [6] ja end  [7..] ioctl block  [..] family block  [..] refusals  end:
-  const uint8_t ioctl_at = 7;
+  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..7] dispatch
+  // [8] ja end  [9..] ioctl block  [..] family block  [..] setrlimit block
+  // [..] prlimit64 block  [..] refusals  end:
+  const uint8_t ioctl_at = 9;
   const uint8_t family_at = ioctl_at + 1 + nioctl + 1;
-  const uint8_t eperm_at = family_at + 1 + nfam + 1;
+  const uint8_t setrlimit_at = family_at + 1 + nfam + 1;
+  const uint8_t prlimit_at = setrlimit_at + 3;
+  const uint8_t eperm_at = prlimit_at + 6;
   const uint8_t end = eperm_at + 1;
   auto to = [&](uint8_t target) { return static_cast<uint8_t>(target - f.size() - 1); };
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)));
@@ -84,6 +94,8 @@ std::vector<sock_filter> argument_prefix() {
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, to(ioctl_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, to(family_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_socketpair, to(family_at), 0));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_setrlimit, to(setrlimit_at), 0));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_prlimit64, to(prlimit_at), 0));
   f.push_back(stmt(BPF_JMP | BPF_JA, to(end)));
   // ioctl: a refused command gets EPERM, anything else goes on.
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(1)));
@@ -96,6 +108,20 @@ std::vector<sock_filter> argument_prefix() {
   for (uint32_t family : kAllowedFamilies)
     f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, family, to(end), 0));
   f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EAFNOSUPPORT & SECCOMP_RET_DATA)));
+  // RLIMIT_CORE stays at 1 (plan_rlimits): with a core_pattern that pipes
+  // (systemd-coredump, apport) the kernel ignores the limit, except that 1
+  // aborts the dump, and 0 would let every crash start the host's handler
+  // as root. Lowering a hard limit needs no privilege, so setting it is
+  // refused; reading it (prlimit64 without a new limit) goes on.
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(0)));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, RLIMIT_CORE, to(eperm_at), 0));
+  f.push_back(stmt(BPF_JMP | BPF_JA, to(end)));
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(1)));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, RLIMIT_CORE, 0, to(end)));
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(2)));  // new_limit, a pointer
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, to(eperm_at)));
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_high(2)));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 0, to(end), to(eperm_at)));
   f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)));
   return f;
 }
@@ -192,8 +218,8 @@ const char* seccomp_never_allowed(const std::string& name) {
 std::string seccomp_canonical(const SeccompPolicy& p) {
   const scmp_version* v = seccomp_version();
   // v3: the argument prefix (ioctl commands, socket families); v4: the
-  // denials a "log" default needs.
-  std::string s = "v4 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
+  // denials a "log" default needs; v5: RLIMIT_CORE fixed.
+  std::string s = "v5 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
                   "." + std::to_string(v->micro) + " action " +
                   std::to_string(static_cast<int>(p.default_action)) + " errno " +
                   std::to_string(p.errno_value) + " fork " + std::to_string(p.allow_fork) +

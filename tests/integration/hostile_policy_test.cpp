@@ -1,5 +1,5 @@
 // What every policy refuses whatever its allowlist says (terminal ioctls,
-// socket families off the allowlist) and the /proc a function sees (Docker's
+// socket families off the allowlist, lowering RLIMIT_CORE) and the /proc a function sees (Docker's
 // masked and read-only entries, proc mount flags), checked from inside a sandbox by
 // tests/probes/hardening.py: `nsbox run` as root and rootless, a function
 // under `nsbox serve` as root and `serve --rootless`, both built-in policies.
@@ -38,6 +38,10 @@ void check_report(const json& r, bool sockets) {
        {"TIOCSTI", "TIOCSTI|1<<32", "TIOCLINUX", "TIOCLINUX|high", "TIOCSETD", "TIOCCONS"})
     CHECK_MESSAGE(r["ioctl"][cmd] == "EPERM", cmd);
   CHECK(r["ioctl"]["FIONREAD"] == "ok");
+  // RLIMIT_CORE 1, which aborts a dump to a core_pattern pipe, and stays so.
+  CHECK(r["core"]["get"] == json::array({1, 1}));
+  CHECK(r["core"]["setrlimit"] == "EPERM");
+  CHECK(r["core"]["prlimit64"] == "EPERM");
   // Item 3: every family off the allowlist gets what the kernel says for a
   // family it lacks; the allowlist works where the policy allows sockets.
   REQUIRE(r["refused_families"].size() >= 30);

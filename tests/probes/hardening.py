@@ -1,5 +1,5 @@
 """Tries what a policy must refuse whatever its allowlist says: terminal
-ioctls, socket families off the allowlist, reading the /proc entries Docker
+ioctls, socket families off the allowlist, lowering RLIMIT_CORE, reading the /proc entries Docker
 masks, writing the ones it makes read-only. Reports the outcome of each.
 
 Every attempt is aimed at nothing real: ioctls go to a pipe of our own,
@@ -12,7 +12,8 @@ import socket
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
-_NR_IOCTL, _NR_SOCKET, _NR_SOCKETPAIR = 16, 41, 53
+_NR_IOCTL, _NR_SOCKET, _NR_SOCKETPAIR, _NR_SETRLIMIT, _NR_PRLIMIT64 = 16, 41, 53, 160, 302
+RLIMIT_CORE = 4
 _HIGH = 1 << 32  # the kernel reads ioctl's cmd and socket's family as 32 bits
 
 TIOCSTI, TIOCLINUX, TIOCCONS, TIOCSETD, FIONREAD = 0x5412, 0x541C, 0x541D, 0x5423, 0x541B
@@ -116,6 +117,21 @@ def _ioctls():
     return out
 
 
+def _core_limit():
+    """RLIMIT_CORE as [soft, hard], and what lowering it to 0 each way gets."""
+    lim = (ctypes.c_ulong * 2)()
+    rc, err = _syscall(_NR_PRLIMIT64, 0, RLIMIT_CORE, None, lim)
+    if rc != 0:
+        return {"get": _errname(err)}
+    zero = (ctypes.c_ulong * 2)(0, 0)
+    out = {"get": [lim[0], lim[1]]}
+    for name, nr, args in [("setrlimit", _NR_SETRLIMIT, (RLIMIT_CORE, zero)),
+                           ("prlimit64", _NR_PRLIMIT64, (0, RLIMIT_CORE, zero, None))]:
+        rc, err = _syscall(nr, *args)
+        out[name] = "ok" if rc == 0 else _errname(err)
+    return out
+
+
 def _read_entry(path):
     """absent | denied:ERR | empty | readable:N (bytes, or entries of a dir)."""
     try:
@@ -166,6 +182,7 @@ def handler(event, context):
     allowed["socketpair(AF_UNIX)"] = _socketpair(1)
     return {
         "ioctl": _ioctls(),
+        "core": _core_limit(),
         "refused_families": refused,
         "allowed_families": allowed,
         # glibc asks NETLINK_ROUTE which address families are configured for

@@ -28,11 +28,11 @@ Limits test_limits() {
 
 }  // namespace
 
-TEST_CASE("plan_rlimits with cgroups: core 0, nofile and fsize only") {
+TEST_CASE("plan_rlimits with cgroups: core 1, nofile and fsize only") {
   auto r = plan_rlimits(test_limits(), true);
   CHECK(r.size() == 3);
   REQUIRE(find(r, RLIMIT_CORE));
-  CHECK(find(r, RLIMIT_CORE)->value == 0);
+  CHECK(find(r, RLIMIT_CORE)->value == 1);
   REQUIRE(find(r, RLIMIT_NOFILE));
   CHECK(find(r, RLIMIT_NOFILE)->value == 128);
   REQUIRE(find(r, RLIMIT_FSIZE));
@@ -47,7 +47,7 @@ TEST_CASE("plan_rlimits without cgroups: AS, NPROC and CPU fall back to rlimits"
   auto r = plan_rlimits(test_limits(), false);
   CHECK(r.size() == 6);
   REQUIRE(find(r, RLIMIT_CORE));
-  CHECK(find(r, RLIMIT_CORE)->value == 0);
+  CHECK(find(r, RLIMIT_CORE)->value == 1);
   REQUIRE(find(r, RLIMIT_NOFILE));
   CHECK(find(r, RLIMIT_NOFILE)->value == 128);
   REQUIRE(find(r, RLIMIT_FSIZE));

@@ -14,6 +14,7 @@
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -97,6 +98,11 @@ enum Probe {
   kSocketNetlink,    // AF_NETLINK, NETLINK_ROUTE
   kSocketInetHigh,   // AF_INET with bit 32 set: the kernel sees AF_INET
   kSocketpairVsock,  // socketpair(AF_VSOCK)
+  kSetrlimitCore,    // setrlimit(RLIMIT_CORE) to 0
+  kPrlimitCoreSet,   // prlimit64(RLIMIT_CORE) with a new limit
+  kPrlimitCoreHigh,  // the same, the new limit's pointer with only high bits set
+  kPrlimitCoreGet,   // prlimit64(RLIMIT_CORE) reading only
+  kPrlimitNofile,    // prlimit64(RLIMIT_NOFILE) set to what it is
   kProbeCount
 };
 
@@ -202,6 +208,17 @@ Report run_probes(const SeccompProgram* prog, unsigned mask) {
       int sv[2];
       r.probe[kSocketpairVsock] = outcome(syscall(SYS_socketpair, AF_VSOCK, SOCK_STREAM, 0, sv));
     }
+    struct rlimit zero = {0, 0}, got = {};
+    if (want(kSetrlimitCore))
+      r.probe[kSetrlimitCore] = outcome(syscall(SYS_setrlimit, high | RLIMIT_CORE, &zero));
+    if (want(kPrlimitCoreSet))
+      r.probe[kPrlimitCoreSet] = outcome(syscall(SYS_prlimit64, 0, RLIMIT_CORE, &zero, nullptr));
+    if (want(kPrlimitCoreHigh))  // EFAULT without a filter
+      r.probe[kPrlimitCoreHigh] = outcome(syscall(SYS_prlimit64, 0, RLIMIT_CORE, high, nullptr));
+    if (want(kPrlimitCoreGet))
+      r.probe[kPrlimitCoreGet] = outcome(syscall(SYS_prlimit64, 0, RLIMIT_CORE, nullptr, &got));
+    if (want(kPrlimitNofile) && getrlimit(RLIMIT_NOFILE, &got) == 0)
+      r.probe[kPrlimitNofile] = outcome(syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &got, nullptr));
     (void)!write(fds[1], &r, sizeof r);
     _exit(0);
   }
@@ -479,6 +496,12 @@ TEST_CASE("kernel: without a filter, terminal ioctls on a pipe fail with ENOTTY 
   CHECK(r.probe[kSocketInetHigh].ret >= 0);
 }
 
+TEST_CASE("kernel: without a filter, RLIMIT_CORE can be lowered (control)") {
+  Report r = run_probes(nullptr, bit(kSetrlimitCore) | bit(kPrlimitCoreHigh));
+  CHECK(r.probe[kSetrlimitCore].ret == 0);  // the resource is read as 32 bits
+  check_denied(r, kPrlimitCoreHigh, EFAULT, "prlimit64(RLIMIT_CORE, bad pointer)");
+}
+
 // The refusals an attacker tries on every policy: terminal injection and
 // socket families beyond unix/IPv4/IPv6, with the high half of the argument
 // set to dodge a 64-bit compare.
@@ -493,12 +516,18 @@ static void check_argument_rules(const Report& r) {
   check_denied(r, kSocketVsockHigh, EAFNOSUPPORT, "socket(AF_VSOCK | 1 << 32)");
   check_denied(r, kSocketNetlink, EAFNOSUPPORT, "socket(AF_NETLINK, NETLINK_ROUTE)");
   check_denied(r, kSocketpairVsock, EAFNOSUPPORT, "socketpair(AF_VSOCK)");
+  check_denied(r, kSetrlimitCore, EPERM, "setrlimit(1 << 32 | RLIMIT_CORE)");
+  check_denied(r, kPrlimitCoreSet, EPERM, "prlimit64(RLIMIT_CORE, new limit)");
+  check_denied(r, kPrlimitCoreHigh, EPERM, "prlimit64(RLIMIT_CORE, high-bits pointer)");
+  CHECK(r.probe[kPrlimitCoreGet].ret == 0);
+  CHECK(r.probe[kPrlimitNofile].ret == 0);
 }
 
-constexpr unsigned kArgumentProbes = bit(kIoctlSti) | bit(kIoctlStiHigh) | bit(kIoctlLinux) |
-                                     bit(kIoctlSetd) | bit(kIoctlCons) | bit(kIoctlFionread) |
-                                     bit(kSocketVsock) | bit(kSocketVsockHigh) |
-                                     bit(kSocketNetlink) | bit(kSocketpairVsock);
+constexpr unsigned kArgumentProbes =
+    bit(kIoctlSti) | bit(kIoctlStiHigh) | bit(kIoctlLinux) | bit(kIoctlSetd) | bit(kIoctlCons) |
+    bit(kIoctlFionread) | bit(kSocketVsock) | bit(kSocketVsockHigh) | bit(kSocketNetlink) |
+    bit(kSocketpairVsock) | bit(kSetrlimitCore) | bit(kPrlimitCoreSet) | bit(kPrlimitCoreHigh) |
+    bit(kPrlimitCoreGet) | bit(kPrlimitNofile);
 
 TEST_CASE("kernel: every policy refuses terminal ioctls and socket families off the list") {
   for (const char* name : {"default", "strict"}) {
