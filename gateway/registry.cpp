@@ -23,6 +23,11 @@
 // is skipped with a warning and kept for inspection; its version number is
 // never reused, so a later put() cannot overwrite it.
 //
+// One process at a time: open takes an exclusive flock on <dir>/functions.lock,
+// held while the store is open, since two daemons numbering versions in one
+// directory would each acknowledge the same version; renames use
+// RENAME_NOREPLACE as well, so an existing version is never replaced.
+//
 // Concurrency: write_mu_ serialises put() and remove() (version numbering and
 // renames); mu_ guards the index and is never held across disk I/O, so the
 // request path (latest/get) does not wait behind a put's fsyncs. Sources are
@@ -31,6 +36,8 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -305,6 +312,7 @@ class FileStore final : public FunctionStore {
 
   const std::string root_;
   const std::string functions_;
+  UniqueFd lock_;                       // functions.lock, flocked while open
   std::mutex write_mu_;                 // serialises put() and remove(): numbering and renames
   uint64_t last_deploy_ = 0;            // the deploy sequence (FunctionMeta::deploy); under mu_
   std::mutex mu_;                       // guards index_ and unloadable_; never held across disk I/O
@@ -316,8 +324,20 @@ class FileStore final : public FunctionStore {
 
 Status FileStore::load() {
   TRY(mkdir_p(root_, 0700));
-  bool created = TRY(mkdir_p(functions_, 0700));
-  if (created) TRY(fsync_dir(root_));
+  const std::string lock_path = root_ + "/functions.lock";
+  lock_.reset(
+      ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600));
+  if (!lock_.valid()) return sys_error("open", lock_path);
+  if (::flock(lock_.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno != EWOULDBLOCK) return sys_error("flock", lock_path);
+    return make_error("function store",
+                      root_ + " is in use by another nsbox serve (it holds " + lock_path +
+                          "); stop that one, or give this one another --state-dir");
+  }
+  TRY(mkdir_p(functions_, 0700));
+  // Every open, not only the one that made it: a crash before this fsync
+  // would leave functions/ in place with its entry never made durable.
+  TRY(fsync_dir(root_));
   std::vector<std::string> entries = TRY(list_dir(functions_));
   for (const std::string& e : entries) {
     const std::string path = functions_ + "/" + e;
@@ -430,6 +450,12 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
     created_dir = true;
   else if (errno != EEXIST)
     return sys_error("mkdir", dir);
+  // Only a directory of its own: a symlink would be followed here and
+  // skipped by the next open, losing what this put acknowledges.
+  struct stat dst;
+  if (::lstat(dir.c_str(), &dst) != 0) return sys_error("lstat", dir);
+  if (!S_ISDIR(dst.st_mode))
+    return make_error("put", dir + " is not a directory (a symlink?); move it out of the store");
   // A directory left by a crash may exist without its entry being durable:
   // sync the parent for any name the index does not know yet.
   if (created_dir || !known) TRY(fsync_dir(functions_));
@@ -437,7 +463,10 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
   const std::string final_path = version_path(name, m.version);
   const std::string tmp = dir + "/." + version_filename(m.version) + ".tmp-" + unique_suffix();
   TRY(write_file_durably(tmp, text));
-  if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
+  int renamed = ::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, final_path.c_str(), RENAME_NOREPLACE);
+  if (renamed != 0 && errno == EINVAL)  // a filesystem without the flag (NFS)
+    renamed = ::rename(tmp.c_str(), final_path.c_str());
+  if (renamed != 0) {
     Error e = sys_error("rename", tmp + " -> " + final_path);
     ::unlink(tmp.c_str());
     return e;
@@ -539,7 +568,7 @@ std::vector<uint64_t> FileStore::versions(const std::string& name) {
 
 Result<uint64_t> FileStore::remove(const std::string& name) {
   if (!valid_function_name(name)) return uint64_t{0};
-  std::lock_guard<std::mutex> write_lock(write_mu_);
+  std::unique_lock<std::mutex> write_lock(write_mu_);
   {
     std::lock_guard<std::mutex> lock(mu_);
     // A name with only unloadable files is deletable too: its top number
@@ -567,7 +596,11 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
     unloadable_.erase(name);
     deploy = ++last_deploy_;
   }
-  remove_tree(grave);  // best effort: open() finishes the job after a crash
+  // Unlocked: a function of many versions takes a while to delete, and
+  // nothing else uses the grave. Best effort: open() finishes the job
+  // after a crash.
+  write_lock.unlock();
+  remove_tree(grave);
   return deploy;
 }
 

@@ -406,8 +406,37 @@ TEST_CASE("registry: concurrent puts get distinct versions") {
   for (uint64_t v = 1; v <= kThreads * kEach; ++v) expect.push_back(v);
   CHECK(store->versions("same") == expect);
   CHECK(latest_of(*store, "same")->meta.version == kThreads * kEach);
+  store.reset();
   auto reopened = open_ok(tmp.path);
   CHECK(reopened->versions("same") == expect);
+}
+
+TEST_CASE("registry: a store is open in one process at a time") {
+  TempDir tmp("registry");
+  auto first = open_ok(tmp.path);
+  put_ok(*first, "f", fv_of("first"));
+  // A second daemon on the same state dir would number its versions from
+  // the same files and replace what the first acknowledged.
+  auto second = open_file_store(tmp.path);
+  REQUIRE_FALSE(second);
+  CHECK(second.error().message().find("in use by another nsbox serve") != std::string::npos);
+  CHECK(second.error().message().find("--state-dir") != std::string::npos);
+  first.reset();
+  auto again = open_ok(tmp.path);
+  CHECK(again->versions("f") == std::vector<uint64_t>{1});
+}
+
+TEST_CASE("registry: a function directory that is a symlink is refused, not followed") {
+  TempDir tmp("registry");
+  { auto store = open_ok(tmp.path); }
+  fs::create_directories(tmp.path + "/elsewhere");
+  fs::create_directory_symlink(tmp.path + "/elsewhere", tmp.path + "/functions/foo");
+  auto store = open_ok(tmp.path);
+  auto r = store->put("foo", fv_of("x"));
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message().find("not a directory") != std::string::npos);
+  CHECK(fs::is_empty(tmp.path + "/elsewhere"));
+  CHECK_FALSE(store->latest_meta("foo"));
 }
 
 TEST_CASE("registry: bad input is an error, not a crash") {
