@@ -32,6 +32,20 @@ rlim_t raise_open_files(rlim_t want) {
   return now.rlim_cur;
 }
 
+bool raise_core_limit_to_one() {
+  struct rlimit now;
+  if (getrlimit(RLIMIT_CORE, &now) != 0) return false;
+  if (now.rlim_max >= 1) return true;
+  now.rlim_max = 1;
+  return setrlimit(RLIMIT_CORE, &now) == 0;
+}
+
+bool core_pattern_pipes() {
+  std::ifstream f("/proc/sys/kernel/core_pattern");
+  const int c = f.get();
+  return c == '|' || c == '@';
+}
+
 uint64_t pid_max() {
   return read_number("/proc/sys/kernel/pid_max");
 }

@@ -15,6 +15,19 @@ namespace nsbox {
 // soft limit now in force.
 rlim_t raise_open_files(rlim_t want);
 
+// Room for the sandboxes' RLIMIT_CORE of 1 (sandbox/privileges.cpp): a hard
+// limit of 0 cannot be raised from inside their user namespaces, and 0 lets
+// a piped core_pattern start the host's handler for every crash. Raises a
+// hard limit of 0 to 1 (root only); false when it stays 0.
+bool raise_core_limit_to_one();
+// Whether kernel.core_pattern hands dumps to a program ("|...") or a socket
+// ("@..."), which ignore a core limit of 0.
+bool core_pattern_pipes();
+inline constexpr char kCoreLimitWarning[] =
+    "the hard RLIMIT_CORE is 0 and could not be raised (no CAP_SYS_RESOURCE), and "
+    "kernel.core_pattern pipes: a crash in a sandbox starts the host's core handler; start nsbox "
+    "with a hard core limit of at least 1 (ulimit -Hc, LimitCORE=)";
+
 // /proc/sys/kernel/pid_max; 0 when unreadable.
 uint64_t pid_max();
 

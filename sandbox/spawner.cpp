@@ -295,6 +295,9 @@ Setup wait_for_setup(int sock) {
   // 1024 would cap the pool. As high as the kernel lets a root process go
   // (the gateway says so when the result caps max_sandboxes).
   raise_open_files(rlim_t(1) << 20);
+  // Before the runtime template starts: it and every sandbox inherit it.
+  if (!raise_core_limit_to_one() && geteuid() == 0 && core_pattern_pipes())
+    LOG_WARN("%s", kCoreLimitWarning);
   // nsbox-init as installed now, beside the code that execs it, rather than
   // at the first sandbox, after an upgrade may have replaced it.
   (void)init_program_fd();

@@ -15,6 +15,7 @@
 #include <optional>
 
 #include "base/files.hpp"
+#include "base/host_limits.hpp"
 #include "base/log.hpp"
 #include "policies/policy.hpp"
 #include "policies/units.hpp"
@@ -321,6 +322,9 @@ int cmd_run(const std::vector<std::string>& args) {
         LOG_DEBUG("cgroups: %s", layout.version == CgroupVersion::V2 ? "v2" : "v1");
     }
     spec.stderr_fd = relay.write_fd();
+    // Before the template and the sandbox, which inherit it.
+    if (!raise_core_limit_to_one() && !spec.ids.rootless && core_pattern_pipes())
+      LOG_WARN("%s", kCoreLimitWarning);
     TemplateProcess tmpl;
     if (o.factory == "template") {
       if (spec.ids.rootless)

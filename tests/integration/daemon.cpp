@@ -72,6 +72,7 @@ bool Daemon::start() {
           _exit(125);
         }
       }
+      if (rlimit z{0, 0}; zero_core_ && setrlimit(RLIMIT_CORE, &z) != 0) _exit(125);
       if (as_uid_ && (setgroups(0, nullptr) || setresgid(as_uid_, as_uid_, as_uid_) ||
                       setresuid(as_uid_, as_uid_, as_uid_)))
         _exit(126);

@@ -45,6 +45,8 @@ class Daemon {
   // without CAP_SYS_RESOURCE, so that it cannot raise it: a host whose
   // limit it must live with.
   void limit_open_files(uint64_t n) { open_files_ = n; }
+  // Starts it with RLIMIT_CORE 0, soft and hard.
+  void zero_core_limit() { zero_core_ = true; }
   // Before start(): `nsbox serve -v` (debug logging).
   void verbose() { verbose_ = true; }
   // Before start(): `nsbox serve --spawners n`, for a test of what one
@@ -57,6 +59,7 @@ class Daemon {
   pid_t pid_ = -1;
   uid_t as_uid_ = 0;
   uint64_t open_files_ = 0;
+  bool zero_core_ = false;
   bool verbose_ = false;
   std::string spawners_;
 };
