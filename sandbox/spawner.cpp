@@ -375,6 +375,8 @@ Setup wait_for_setup(int sock) {
       // unfrozen for good.
       for (uint64_t t : frozen_templates.hung_up())
         if (auto it = sandboxes.find(t); it != sandboxes.end()) {
+          LOG_WARN("function template %s%llu hung up its fork socket (gone, or closed it): killed",
+                   prefix.c_str(), (unsigned long long)t);
           it->second.kill();
           (void)it->second.set_frozen(false);
         }

@@ -286,10 +286,10 @@ TEST_CASE("serve: a function template is frozen once loaded, though no request f
   StateDir sd("fn-template-rest");
   Daemon d(sd.path);
   REQUIRE(d.start());
-  auto deployed = deploy_probe(d, "idle", "template_unfrozen.py", "?template=1");
+  auto deployed = deploy_probe(d, "idle", "template_unfrozen.py", "?template=1&timeout=10s");
   REQUIRE(deployed);
   REQUIRE_MESSAGE(deployed->status == 201, deployed->body);
-  // The first request makes the template (a 1 s import there); the second,
+  // The first request makes the template (a 3 s import there); the second,
   // sent meanwhile, is served the ordinary way, and its sandbox, idle by
   // the time the template is loaded, serves the first too: no fork.
   auto first = std::async(std::launch::async, [&] {
@@ -317,16 +317,18 @@ TEST_CASE("serve: a function template that hangs up its fork socket is killed, n
   StateDir sd("fn-template-hangup");
   Daemon d(sd.path);
   REQUIRE(d.start());
-  auto deployed = deploy_probe(d, "hangup", "template_unfrozen.py", "?template=1");
+  auto deployed = deploy_probe(d, "hangup", "template_unfrozen.py", "?template=1&timeout=10s");
   REQUIRE(deployed);
   REQUIRE_MESSAGE(deployed->status == 201, deployed->body);
-  // Loaded, frozen, thawed for its one fork, after which it shuts its end
+  // Loaded, frozen, thawed for its one fork, at which it shuts its end
   // of the socket and sleeps, its spinning thread running on. Its instance
   // dies with it, maybe before it answers: the status is not the point.
   int status = 0;
   (void)invoke(d, "hangup", in_sandbox({}), &status);
   CHECK(nsbox::test::wait_until([] { return template_procs().runner == 0; }, 5000,
                                 "the template killed"));
+  // Killed for its hang-up, not gone for another reason.
+  CHECK_MESSAGE(d.log().find("hung up its fork socket") != std::string::npos, d.log());
   // The daemon serves on.
   auto echo = deploy_probe(d, "echo", "echo.py");
   REQUIRE(echo);
