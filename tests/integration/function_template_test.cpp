@@ -80,11 +80,16 @@ bool cgroup2_frozen(pid_t pid) {
 
 // Deploys a probe (query: template=1 and any more) and makes its first
 // request, the one that makes its function template: it must answer 200.
-json first_templated(const Daemon& d, const std::string& name, const std::string& probe,
-                     const std::string& query = "?template=1", const json& event = in_sandbox({})) {
+void deploy_ok(const Daemon& d, const std::string& name, const std::string& probe,
+               const std::string& query) {
   auto deployed = deploy_probe(d, name, probe, query);
   REQUIRE(deployed);
   REQUIRE_MESSAGE(deployed->status == 201, deployed->body);
+}
+
+json first_templated(const Daemon& d, const std::string& name, const std::string& probe,
+                     const std::string& query = "?template=1", const json& event = in_sandbox({})) {
+  deploy_ok(d, name, probe, query);
   int status = 0;
   json r = invoke(d, name, event, &status);
   REQUIRE_MESSAGE(status == 200, r.dump(), d.log());
@@ -286,9 +291,7 @@ TEST_CASE("serve: a function template is frozen once loaded, though no request f
   StateDir sd("fn-template-rest");
   Daemon d(sd.path);
   REQUIRE(d.start());
-  auto deployed = deploy_probe(d, "idle", "template_unfrozen.py", "?template=1&timeout=10s");
-  REQUIRE(deployed);
-  REQUIRE_MESSAGE(deployed->status == 201, deployed->body);
+  deploy_ok(d, "idle", "template_unfrozen.py", "?template=1&timeout=10s");
   // The first request makes the template (a 3 s import there); the second,
   // sent meanwhile, is served the ordinary way, and its sandbox, idle by
   // the time the template is loaded, serves the first too: no fork.
@@ -317,9 +320,7 @@ TEST_CASE("serve: a function template that hangs up its fork socket is killed, n
   StateDir sd("fn-template-hangup");
   Daemon d(sd.path);
   REQUIRE(d.start());
-  auto deployed = deploy_probe(d, "hangup", "template_unfrozen.py", "?template=1&timeout=10s");
-  REQUIRE(deployed);
-  REQUIRE_MESSAGE(deployed->status == 201, deployed->body);
+  deploy_ok(d, "hangup", "template_unfrozen.py", "?template=1&timeout=10s");
   // Loaded, frozen, thawed for its one fork, at which it shuts its end
   // of the socket and sleeps, its spinning thread running on. Its instance
   // dies with it, maybe before it answers: the status is not the point.
