@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "base/host_limits.hpp"
 #include "tests/integration/daemon.hpp"
 #include "tests/integration/harness.hpp"
 
@@ -112,12 +113,6 @@ bool can_raise_hard_limits() {
   return false;
 }
 
-bool core_pattern_pipes() {
-  std::ifstream f("/proc/sys/kernel/core_pattern");
-  const int c = f.get();
-  return c == '|' || c == '@';
-}
-
 }  // namespace
 
 TEST_CASE("hardening: nsbox run as root, both policies") {
@@ -135,8 +130,8 @@ TEST_CASE("hardening: nsbox run as root, both policies") {
 // The UML suite sees the raise with a piped pattern in its own kernel.
 TEST_CASE("hardening: started with a hard core limit of 0") {
   const bool raised = can_raise_hard_limits();
-  const bool warned = !raised && core_pattern_pipes();
-  INFO("CAP_SYS_RESOURCE ", raised, ", core_pattern pipes ", core_pattern_pipes());
+  const bool warned = !raised && nsbox::core_pattern_pipes();
+  INFO("CAP_SYS_RESOURCE ", raised, ", core_pattern pipes ", nsbox::core_pattern_pipes());
   nsbox::test::RunSpec s;
   s.argv = {"/bin/sh",
             "-c",
