@@ -20,6 +20,7 @@
 #include <sstream>
 #include <thread>
 
+#include "base/fd.hpp"
 #include "base/files.hpp"
 #include "base/host_limits.hpp"
 #include "base/log.hpp"
@@ -111,11 +112,32 @@ int fail(const std::string& msg) {
   return 1;
 }
 
-Status mkdir_mode(const std::string& path, mode_t mode) {
-  if (mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return sys_error("mkdir", path);
-  // 0711 for the state dir: the sandboxes' unprivileged root must traverse
-  // it to reach the rootfs beneath, but may not list it.
-  if (chmod(path.c_str(), mode) != 0) return sys_error("chmod", path);
+// The state dir holds the token, the function store and the rootfs every
+// sandbox mounts, so it must be the daemon's own: a directory it owns that
+// no one else may write. One that exists is checked before it is changed
+// (a state_dir of /tmp or of a file must not be chmod'ed by root). Mode
+// 0711: the sandboxes' unprivileged root must traverse it to reach the
+// rootfs beneath, but may not list it.
+Status prepare_state_dir(const std::string& path) {
+  const std::string fix = "; give nsbox a directory of its own (state_dir, --state-dir)";
+  if (mkdir(path.c_str(), 0711) != 0 && errno != EEXIST) return sys_error("mkdir", path);
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno == ENOTDIR) return make_error("state_dir", path + " is not a directory" + fix);
+    return sys_error("open", path);
+  }
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) return sys_error("fstat", path);
+  if (st.st_uid != geteuid())
+    return make_error("state_dir", path + " belongs to uid " + std::to_string(st.st_uid) +
+                                       ", not to the user nsbox serve runs as (uid " +
+                                       std::to_string(geteuid()) + ")" + fix);
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
+    return make_error("state_dir", path + " is writable by other users (mode " + mode + ")" + fix);
+  }
+  if (fchmod(fd.get(), 0711) != 0) return sys_error("chmod", path);
   return {};
 }
 
@@ -219,7 +241,10 @@ int cmd_serve(const std::vector<std::string>& args) {
     if (Status s = parse_listen(listen, &config.listen_host, &config.listen_port); !s)
       return fail(s.error().detail);
   }
-  if (!state_dir.empty()) config.state_dir = state_dir;
+  if (!state_dir.empty()) {
+    if (state_dir[0] != '/') return fail("--state-dir " + state_dir + ": must be an absolute path");
+    config.state_dir = state_dir;
+  }
   if (rootless) config.rootless = true;
   if (geteuid() != 0 && !config.rootless)
     return fail("must run as root (sudo nsbox serve), or ask for rootless mode with --rootless");
@@ -253,7 +278,7 @@ int cmd_serve(const std::vector<std::string>& args) {
       raise_open_files(open_files_wanted(config.max_sandboxes, config.max_connections));
   host.pid_max = pid_max();
   host.uid_slots = config.rootless ? 0 : kSlotCount;
-  if (Status s = mkdir_mode(config.state_dir, 0711); !s) return fail(s.error().message());
+  if (Status s = prepare_state_dir(config.state_dir); !s) return fail(s.error().message());
   // The sandboxes' unprivileged uid mounts the rootfs beneath it: a closed
   // directory above the state dir would fail every sandbox; refuse to start.
   if (geteuid() == 0 && !config.rootless)

@@ -1183,6 +1183,45 @@ TEST_CASE("serve: refuses a state dir below a directory closed to other users, n
   CHECK(access((closed + "/state/rootfs").c_str(), F_OK) != 0);  // refused before building
 }
 
+TEST_CASE("serve: refuses a state dir that is not its own, and leaves it as it was") {
+  // Root chmod'ing whatever state_dir names would turn /tmp into 0711 or a
+  // file into 0711 before the start fails.
+  nsbox::test::TempDir tmp("foreign-state");
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  const std::string shared = tmp.path + "/shared", file = tmp.path + "/file",
+                    theirs = tmp.path + "/theirs";
+  REQUIRE(mkdir(shared.c_str(), 0755) == 0);
+  REQUIRE(chmod(shared.c_str(), 01777) == 0);
+  std::ofstream(file) << "x";
+  REQUIRE(chmod(file.c_str(), 0644) == 0);
+  REQUIRE(mkdir(theirs.c_str(), 0755) == 0);
+  REQUIRE(chown(theirs.c_str(), 65534, 65534) == 0);
+  auto mode_of = [](const std::string& p) {
+    struct stat st {};
+    REQUIRE(stat(p.c_str(), &st) == 0);
+    return unsigned(st.st_mode & 07777);
+  };
+  struct Case {
+    std::string dir, says;
+    unsigned mode;
+  };
+  for (const Case& k :
+       {Case{shared, "writable by other users (mode 1777)", 01777},
+        Case{file, "is not a directory", 0644}, Case{theirs, "belongs to uid 65534", 0755},
+        Case{"rel/state", "absolute", 0}}) {
+    INFO("state dir ", k.dir);
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin(), "serve", "--listen", "127.0.0.1:1", "--state-dir", k.dir};
+    auto o = nsbox::test::run(s);
+    CHECK(o.exit_code == 1);
+    CHECK_MESSAGE(o.err.find(k.says) != std::string::npos, o.err);
+    if (k.mode == 0) continue;
+    CHECK(o.err.find("give nsbox a directory of its own") != std::string::npos);
+    CHECK(mode_of(k.dir) == k.mode);
+    CHECK(access((k.dir + "/functions").c_str(), F_OK) != 0);
+  }
+}
+
 TEST_CASE("serve: fail-stop when a spawner dies; the others sweep what it left") {
   const auto before = nsbox::test::host_residue();
   StateDir sd("spawnerdeath");
