@@ -326,6 +326,8 @@ def build(args, tmp):
 
 
 def swap(tmp, out):
+    # The previous tree stays as OUT.old-PID: running sandboxes' overlays may
+    # still read it. nsbox removes it once nothing uses the rootfs.
     old = "%s.old-%d" % (out, os.getpid())
     moved = False
     with Step("replacing %s" % out):
@@ -338,8 +340,6 @@ def swap(tmp, out):
             if moved:
                 os.rename(old, out)  # put the previous, working rootfs back
             raise
-    if moved:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def main(argv):

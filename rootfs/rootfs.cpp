@@ -2,13 +2,19 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <vector>
@@ -73,6 +79,140 @@ bool rootfs_fresh(const std::string& dir, const std::string& python) {
   return read_stamp(dir) == rootfs_stamp(python);
 }
 
+namespace {
+
+// Builds DIR.tmp-PID and has it renamed into place, the previous tree to
+// DIR.old-PID, which the caller removes once nothing uses it. SIGINT or
+// SIGTERM stop the build: the builder and every process it started (one
+// process group) are killed and their half-built tree removed, so nothing
+// is left running or on disk (the error's errno is EINTR). The builder
+// inherits the build lock, so a builder that outlived its parent would
+// still keep a second one from starting.
+Result<std::string> run_builder(const std::string& dir, const std::string& python, int lock_fd) {
+  const EmbeddedFile* builder = find_embedded("rootfs/build_rootfs.py");
+  const EmbeddedFile* runner = find_embedded("rootfs/runner.py");
+  if (!builder || !runner) return make_error("rootfs", "builder or runner not embedded");
+  char tmpl[] = "/tmp/nsbox-runner-XXXXXX";
+  int tfd = mkstemp(tmpl);
+  if (tfd < 0) return sys_error("mkstemp", tmpl);
+  UniqueFd tmp(tfd);
+  struct Unlink {
+    const char* path;
+    ~Unlink() { unlink(path); }
+  } unlink_runner{tmpl};
+  if (write(tfd, runner->content.data(), runner->content.size()) !=
+      static_cast<ssize_t>(runner->content.size()))
+    return sys_error("write", tmpl);
+  std::string script(builder->content);
+  std::string stamp = rootfs_stamp(python);
+  std::vector<const char*> argv = {python.c_str(), "-I",          "-c",       script.c_str(),
+                                   "--out",        dir.c_str(),   "--runner", tmpl,
+                                   "--stamp",      stamp.c_str(), "--python", python.c_str(),
+                                   nullptr};
+
+  sigset_t stop, old;
+  sigemptyset(&stop);
+  sigaddset(&stop, SIGINT);
+  sigaddset(&stop, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop, &old);
+  struct Restore {
+    sigset_t mask;
+    ~Restore() { pthread_sigmask(SIG_SETMASK, &mask, nullptr); }
+  } restore{old};
+  UniqueFd sig(signalfd(-1, &stop, SFD_CLOEXEC | SFD_NONBLOCK));
+  if (!sig.valid()) return sys_error("signalfd", "rootfs builder");
+  int pipefd[2];
+  if (pipe2(pipefd, O_CLOEXEC) != 0) return sys_error("pipe2");
+  UniqueFd rd(pipefd[0]), wr(pipefd[1]);
+  const pid_t parent = getpid();
+  pid_t pid = fork();
+  if (pid < 0) return sys_error("fork", "rootfs builder");
+  if (pid == 0) {
+    setpgid(0, 0);
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    fcntl(lock_fd, F_SETFD, 0);
+    dup2(wr.get(), 1);
+    execv(argv[0], const_cast<char* const*>(argv.data()));
+    perror(python.c_str());
+    _exit(127);
+  }
+  setpgid(pid, pid);  // either side may run first; both set it
+  wr.reset();
+  std::string out;
+  int stopped_by = 0;
+  for (bool open = true; open && stopped_by == 0;) {
+    struct pollfd p[2] = {{rd.get(), POLLIN, 0}, {sig.get(), POLLIN, 0}};
+    if (poll(p, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      stopped_by = -1;
+      break;
+    }
+    if (p[1].revents & POLLIN) {
+      struct signalfd_siginfo si;
+      if (read(sig.get(), &si, sizeof si) == sizeof si) stopped_by = int(si.ssi_signo);
+    }
+    if (p[0].revents & (POLLIN | POLLHUP)) {
+      char buf[4096];
+      ssize_t n = read(rd.get(), buf, sizeof buf);
+      if (n > 0)
+        out.append(buf, size_t(n));
+      else if (n == 0 || errno != EINTR)
+        open = false;
+    }
+  }
+  if (stopped_by != 0) {
+    kill(-pid, SIGKILL);
+    kill(pid, SIGKILL);
+  }
+  int st = 0;
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
+  if (stopped_by != 0) {
+    // Whatever of the group outlived its leader dies with the signal above;
+    // the tree it was writing goes here.
+    std::error_code ec;
+    std::filesystem::remove_all(dir + ".tmp-" + std::to_string(pid), ec);
+    if (stopped_by < 0) return sys_error("poll", "rootfs builder");
+    return Error{EINTR, "rootfs", dir,
+                 std::string("the build was stopped by SIG") + sigabbrev_np(stopped_by) +
+                     " before it finished; nothing of it is left"};
+  }
+  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+    return make_error("rootfs",
+                      "building " + dir + " with " + python + " failed (see the messages above)");
+  while (!out.empty() && out.back() == '\n') out.pop_back();
+  return out;
+}
+
+// Leftovers of earlier builds, beside DIR: half-built trees of builders
+// that were killed (always safe to remove under the build lock, which every
+// builder holds) and, when nothing uses the rootfs any more, the trees that
+// rebuilds replaced.
+void remove_leftovers(const std::string& dir, bool replaced_too) {
+  const size_t slash = dir.find_last_of('/');
+  const std::string parent = slash == 0 ? "/" : dir.substr(0, slash);
+  const std::string base = dir.substr(slash + 1);
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(parent, ec)) {
+    const std::string name = e.path().filename().string();
+    const bool tmp = name.rfind(base + ".tmp-", 0) == 0;
+    const bool old = name.rfind(base + ".old-", 0) == 0;
+    if (tmp || (old && replaced_too)) {
+      std::error_code rm;
+      std::filesystem::remove_all(e.path(), rm);
+      if (rm)
+        std::fprintf(stderr, "nsbox: rootfs: could not remove %s: %s\n", e.path().c_str(),
+                     rm.message().c_str());
+    }
+  }
+}
+
+}  // namespace
+
 Result<RootfsBuild> ensure_rootfs(const std::string& dir, bool force, const std::string& python) {
   if (dir.empty() || dir[0] != '/')
     return make_error("rootfs", "\"" + dir + "\" must be an absolute path");
@@ -81,64 +221,32 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir, bool force, const std:
         "rootfs",
         "\"" + dir + "\" contains ',', ':' or '\\', which overlayfs options cannot carry");
   RootfsBuild result;
-  if (!force && rootfs_fresh(dir, python)) return result;
-
   std::string parent = dir.substr(0, dir.find_last_of('/'));
   TRY(mkdir_p(parent.empty() ? "/" : parent, 0755));
-  std::string lock_path = dir + ".lock";
+  // Two locks beside the tree: DIR.lock, held by whoever checks or builds,
+  // so that concurrent callers build once; DIR.users, shared by every
+  // process that uses the tree (a daemon, for its lifetime), so that a
+  // rebuild knows whether the tree it replaced may go yet: a running
+  // sandbox's overlay still reads it.
+  std::string lock_path = dir + ".lock", users_path = dir + ".users";
   UniqueFd lock(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (!lock.valid()) return sys_error("open", lock_path);
   if (flock(lock.get(), LOCK_EX) != 0) return sys_error("flock", lock_path);
-  if (!force && rootfs_fresh(dir, python)) return result;  // built while we waited
-  if (read_stamp(dir).empty() && dir_nonempty(dir))
-    return make_error("rootfs", dir +
-                                    " exists but is not an nsbox rootfs (no .nsbox-stamp); "
-                                    "remove it or pick another --rootfs");
+  result.in_use = UniqueFd(open(users_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!result.in_use.valid()) return sys_error("open", users_path);
+  const bool unused = flock(result.in_use.get(), LOCK_EX | LOCK_NB) == 0;
+  remove_leftovers(dir, unused);
 
-  const EmbeddedFile* builder = find_embedded("rootfs/build_rootfs.py");
-  const EmbeddedFile* runner = find_embedded("rootfs/runner.py");
-  if (!builder || !runner) return make_error("rootfs", "builder or runner not embedded");
-  char tmpl[] = "/tmp/nsbox-runner-XXXXXX";
-  int tfd = mkstemp(tmpl);
-  if (tfd < 0) return sys_error("mkstemp", tmpl);
-  UniqueFd tmp(tfd);
-  if (write(tfd, runner->content.data(), runner->content.size()) !=
-      static_cast<ssize_t>(runner->content.size())) {
-    unlink(tmpl);
-    return sys_error("write", tmpl);
+  if (force || !rootfs_fresh(dir, python)) {
+    if (read_stamp(dir).empty() && dir_nonempty(dir))
+      return make_error("rootfs", dir +
+                                      " exists but is not an nsbox rootfs (no .nsbox-stamp); "
+                                      "remove it or pick another --rootfs");
+    result.summary = TRY(run_builder(dir, python, lock.get()));
+    result.built = true;
+    if (unused) remove_leftovers(dir, true);
   }
-  std::string script(builder->content);
-  std::string stamp = rootfs_stamp(python);
-  std::vector<const char*> argv = {python.c_str(), "-I",          "-c",       script.c_str(),
-                                   "--out",        dir.c_str(),   "--runner", tmpl,
-                                   "--stamp",      stamp.c_str(), "--python", python.c_str(),
-                                   nullptr};
-  int pipefd[2];
-  if (pipe2(pipefd, O_CLOEXEC) != 0) return sys_error("pipe2");
-  pid_t pid = fork();
-  if (pid < 0) return sys_error("fork", "rootfs builder");
-  if (pid == 0) {
-    dup2(pipefd[1], 1);
-    execv(argv[0], const_cast<char* const*>(argv.data()));
-    perror(python.c_str());
-    _exit(127);
-  }
-  close(pipefd[1]);
-  std::string out;
-  char buf[4096];
-  ssize_t n;
-  while ((n = read(pipefd[0], buf, sizeof buf)) > 0) out.append(buf, n);
-  close(pipefd[0]);
-  int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
-  }
-  unlink(tmpl);
-  if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-    return make_error("rootfs",
-                      "building " + dir + " with " + python + " failed (see the messages above)");
-  while (!out.empty() && out.back() == '\n') out.pop_back();
-  result.built = true;
-  result.summary = out;
+  if (flock(result.in_use.get(), LOCK_SH) != 0) return sys_error("flock", users_path);
   return result;
 }
 

@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "base/fd.hpp"
 #include "base/result.hpp"
 
 namespace nsbox {
@@ -20,9 +21,15 @@ bool rootfs_fresh(const std::string& dir, const std::string& python = kHostPytho
 struct RootfsBuild {
   bool built = false;   // false: it was fresh already
   std::string summary;  // "rootfs: built DIR: N files, X MiB"
+  // A shared lock on DIR.users: keep it while the tree is in use, so that a
+  // rebuild meanwhile leaves the tree it replaces on disk (removed by the
+  // first call that finds no user).
+  UniqueFd in_use;
 };
 // Builds when missing or stale (or always with force), under a lock so that
 // concurrent callers build once. Refuses a non-empty dir that is not ours.
+// SIGINT and SIGTERM stop a build, leaving nothing of it: the error's errno
+// is then EINTR.
 Result<RootfsBuild> ensure_rootfs(const std::string& dir, bool force,
                                   const std::string& python = kHostPython);
 

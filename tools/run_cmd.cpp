@@ -279,6 +279,9 @@ int cmd_run(const std::vector<std::string>& args) {
   auto built = ensure_rootfs(rootfs, false);
   if (!built) return fail(kExitSetup, built.error().message());
   if (built.value().built) std::fprintf(stderr, "nsbox: %s\n", built.value().summary.c_str());
+  // Held until the function ends: a rebuild meanwhile keeps the tree that
+  // its overlay reads.
+  const UniqueFd rootfs_in_use = std::move(built.value().in_use);
 
   // The function's fds 1 and 2: a pipe we copy to our stderr, never the
   // terminal itself.

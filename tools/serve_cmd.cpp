@@ -234,6 +234,18 @@ int cmd_serve(const std::vector<std::string>& args) {
   auto shutdown_spawners = [&spawners] {
     for (auto& s : spawners) (void)s->shutdown();
   };
+  // Blocked from here, after the spawners' fork and before any thread:
+  // every thread inherits the mask and the main loop takes them from a
+  // signalfd. A SIGTERM before then (say, while the rootfs builds) waits
+  // for it or stops the build (ensure_rootfs), instead of killing the
+  // daemon with a builder still running; a SIGHUP waits for the main loop.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  sigaddset(&sigs, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+  signal(SIGPIPE, SIG_IGN);
   auto cfg = load_serve_config(config_path);
   if (!cfg) return fail(cfg.error().detail.empty() ? cfg.error().message() : cfg.error().detail);
   ServeConfig config = cfg.value();
@@ -291,8 +303,16 @@ int cmd_serve(const std::vector<std::string>& args) {
 
   std::string rootfs = config.state_dir + "/rootfs";
   auto built = ensure_rootfs(rootfs, false);
+  if (!built && built.error().err == EINTR) {
+    LOG_WARN("%s; stopping", built.error().message().c_str());
+    shutdown_spawners();
+    return 0;
+  }
   if (!built) return fail(built.error().message());
   if (built.value().built) LOG_WARN("%s", built.value().summary.c_str());
+  // Held while the daemon runs: a rebuild meanwhile keeps the tree that its
+  // sandboxes' overlays read.
+  const UniqueFd rootfs_in_use = std::move(built.value().in_use);
 
   // One profile per policy, compiled once; blank sandboxes are per profile.
   std::vector<ProfileInfo> infos;
@@ -371,13 +391,6 @@ int cmd_serve(const std::vector<std::string>& args) {
   // 1 MiB threshold keeps each in its own mapping, returned when freed.
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
-  sigset_t sigs;
-  sigemptyset(&sigs);
-  sigaddset(&sigs, SIGTERM);
-  sigaddset(&sigs, SIGINT);
-  sigaddset(&sigs, SIGHUP);
-  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
-  signal(SIGPIPE, SIG_IGN);
 
   // A comparison mechanism (nsbox bench) replaces the spawner's sandboxes;
   // the spawner stays, idle, so that every mechanism's daemon is the same.

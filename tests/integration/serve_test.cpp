@@ -3,6 +3,7 @@
 // durability across restarts and kill -9, overload, and clean teardown.
 #include <dirent.h>
 #include <doctest/doctest.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <iterator>
@@ -1071,6 +1073,64 @@ TEST_CASE("serve: after SIGTERM no mount, cgroup or process is left") {
   // <=: a daemon's spawner also sweeps leaves earlier, killed ones left.
   CHECK(after.cgroup_leaves <= before.cgroup_leaves);
   CHECK(after.mounts == before.mounts);
+}
+
+TEST_CASE("serve: SIGTERM while the rootfs builds leaves no builder and no half-built tree") {
+  // The first start on an empty state dir builds the runtime tree; a stop
+  // signal then must stop the builder (and the workers it started) too.
+  nsbox::test::TempDir tmp("term-build");
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  const std::string state = tmp.path + "/state", log = tmp.path + "/log";
+  auto runner_files = [] {
+    std::set<std::string> names;
+    for (const auto& e : std::filesystem::directory_iterator("/tmp"))
+      if (e.path().filename().string().rfind("nsbox-runner-", 0) == 0)
+        names.insert(e.path().string());
+    return names;
+  };
+  const auto runners_before = runner_files();
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    dup2(fd, 1);
+    dup2(fd, 2);
+    execl(nsbox::test::nsbox_bin().c_str(), "nsbox", "serve", "--listen", "127.0.0.1:1",
+          "--state-dir", state.c_str(), nullptr);
+    _exit(127);
+  }
+  // Builder processes: every process whose command line names the tree.
+  const std::string out_arg = state + "/rootfs";
+  auto builders = [&] {
+    std::vector<pid_t> found;
+    for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+      const pid_t p = static_cast<pid_t>(atoi(e.path().filename().c_str()));
+      if (p <= 0) continue;
+      std::ifstream in(e.path() / "cmdline");
+      std::string cmdline((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (cmdline.find(out_arg) != std::string::npos) found.push_back(p);
+    }
+    return found;
+  };
+  CHECK(nsbox::test::wait_until([&] { return !builders().empty(); }, 20000, "the builder"));
+  usleep(300 * 1000);  // into the build: the tree half-written
+  kill(pid, SIGTERM);
+  int st = 0;
+  REQUIRE(waitpid(pid, &st, 0) == pid);
+  std::ifstream in(log);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  INFO(text);
+  CHECK(WIFEXITED(st));
+  CHECK(WEXITSTATUS(st) == 0);
+  CHECK(text.find("stopped by SIGTERM") != std::string::npos);
+  // Within a second: left alone, the builder would finish its tree in two.
+  CHECK(nsbox::test::wait_until([&] { return builders().empty(); }, 1000, "no builder left"));
+  std::vector<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(state))
+    if (e.path().filename().string().rfind("rootfs", 0) == 0 && e.is_directory())
+      left.push_back(e.path().filename().string());
+  CHECK_MESSAGE(left.empty(), (left.empty() ? std::string() : left[0]));
+  CHECK(runner_files() == runners_before);
 }
 
 TEST_CASE("serve: the CLI client against the real daemon") {

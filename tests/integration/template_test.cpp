@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -316,16 +317,46 @@ TEST_CASE("serve: a rebuilt runtime tree gets a new template") {
   REQUIRE_MESSAGE(tmpl > 0, "spawner ", spawner, "\n", process_list());
   nsbox::test::RunSpec s;
   s.argv = {nsbox::test::nsbox_bin(), "rootfs", "build", "--out", sd.path + "/rootfs"};
+  // A function made warm before the rebuild: its overlay reads the tree
+  // the rebuild replaces, which must stay until nothing uses it.
+  auto c = d.client();
+  REQUIRE(c->Put("/functions/before", nsbox::test::auth(d),
+                 "import importlib, os\n"
+                 "BORN = os.urandom(8).hex()\n"
+                 "def handler(e, c):\n"
+                 "    m = importlib.import_module(e['module']) if e else None\n"
+                 "    return {'born': BORN, 'module': m and m.__name__}\n",
+                 "text/x-python")
+              ->status == 201);
+  int status = 0;
+  const json first = invoke(d, "before", nullptr, &status);
+  REQUIRE(status == 200);
   auto built = nsbox::test::run(s);
   REQUIRE_MESSAGE(built.exit_code == 0, built.err);
+  auto replaced = [&] {
+    int n = 0;
+    for (const auto& e : std::filesystem::directory_iterator(sd.path))
+      n += e.path().filename().string().rfind("rootfs.old-", 0) == 0;
+    return n;
+  };
+  CHECK(replaced() == 1);
+  // The same warm sandbox imports a module no one has imported yet.
+  const json later = invoke(d, "before", {{"module", "colorsys"}}, &status);
+  CHECK_MESSAGE(status == 200, later.dump());
+  CHECK(later.value("born", "") == first.value("born", "?"));
+  CHECK(later.value("module", "") == "colorsys");
   REQUIRE(deploy_probe(d, "after", "echo.py")->status == 201);
-  int status = 0;
   invoke(d, "after", {{"n", 1}}, &status);
   CHECK(status == 200);
   const pid_t now = template_of(spawner);
   CHECK(now > 0);
   CHECK(now != tmpl);
   CHECK(d.log().find("the runtime tree was rebuilt") != std::string::npos);
+  // Stopped, the daemon no longer uses the replaced tree: the next start
+  // removes it.
+  REQUIRE(d.stop() == 0);
+  REQUIRE(d.start());
+  CHECK(replaced() == 0);
 }
 
 TEST_CASE("serve: a template is replaced after template_rotate_after clones") {
