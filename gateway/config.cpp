@@ -14,6 +14,12 @@
 
 namespace nsbox {
 
+bool token_chars_ok(const std::string& t) {
+  for (unsigned char ch : t)
+    if (ch <= 0x20 || ch >= 0x7f) return false;
+  return true;
+}
+
 namespace {
 
 // A module a template imports: dotted identifiers of at most 128 characters
@@ -119,12 +125,17 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     c.state_dir = r.string(s, "state_dir", S, c.state_dir);
     if (c.state_dir.empty() || c.state_dir[0] != '/')
       r.fail(s.get("state_dir")->source(), "\"state_dir\" must be an absolute path");
-    c.token = r.string(s, "token", S, "");
-    if (!c.token.empty() && c.token.size() < 16)
-      r.fail(s.get("token")->source(), "\"token\" must be at least 16 characters");
-    c.read_token = r.string(s, "read_token", S, "");
-    if (!c.read_token.empty() && c.read_token.size() < 16)
-      r.fail(s.get("read_token")->source(), "\"read_token\" must be at least 16 characters");
+    // A token is compared with a header value, which loses its surrounding
+    // blanks: one with blanks or control characters could never match.
+    for (const char* key : {"token", "read_token"}) {
+      std::string t = r.string(s, key, S, "");
+      if (!t.empty() && t.size() < 16)
+        r.fail(s.get(key)->source(), "\"" + std::string(key) + "\" must be at least 16 characters");
+      if (!token_chars_ok(t))
+        r.fail(s.get(key)->source(),
+               "\"" + std::string(key) + "\" may hold only printable ASCII characters, no spaces");
+      (std::string(key) == "token" ? c.token : c.read_token) = t;
+    }
     if (!c.read_token.empty() && c.read_token == c.token)
       r.fail(s.get("read_token")->source(), "\"read_token\" must differ from \"token\"");
     int64_t body_kb = int64_t(c.max_body_bytes >> 10), conns = c.max_connections;

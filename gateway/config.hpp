@@ -117,6 +117,9 @@ std::vector<ConfigKey> config_keys();
 Result<ServeConfig> parse_serve_config(const std::string& text, const std::string& source);
 // path empty: /etc/nsbox/nsbox.toml when it exists, else embedded defaults.
 Result<ServeConfig> load_serve_config(const std::string& path);
+// Whether a token holds only printable ASCII without spaces: what an
+// Authorization header's value can carry once its blanks are trimmed.
+bool token_chars_ok(const std::string& token);
 // "127.0.0.1:8080", "[::1]:8080", ":8080"
 Status parse_listen(const std::string& text, std::string* host, int* port);
 

@@ -150,6 +150,12 @@ Result<std::string> load_token(const ServeConfig& c) {
   if (in) {
     std::string t;
     std::getline(in, t);
+    while (!t.empty() && (t.back() == '\r' || t.back() == ' ' || t.back() == '\t')) t.pop_back();
+    if (!token_chars_ok(t))
+      return make_error("token", path +
+                                     " holds a token with spaces or control characters, which no "
+                                     "Authorization header can carry; put one line of printable "
+                                     "ASCII in it, or delete it to have one generated");
     if (t.size() >= 16) return t;
   }
   unsigned char r[24];
@@ -391,7 +397,6 @@ int cmd_serve(const std::vector<std::string>& args) {
   // 1 MiB threshold keeps each in its own mapping, returned when freed.
   mallopt(M_MMAP_THRESHOLD, 1 << 20);
 
-
   // A comparison mechanism (nsbox bench) replaces the spawner's sandboxes;
   // the spawner stays, idle, so that every mechanism's daemon is the same.
   std::unique_ptr<ExternalFactory> external;
@@ -457,6 +462,18 @@ int cmd_serve(const std::vector<std::string>& args) {
         }
         ServeConfig next = std::move(again.value());
         next.max_connections = config.max_connections;  // fixed until the next start
+        next.state_dir = config.state_dir;
+        // A token removed from the config falls back to STATE/token, as at
+        // a start: the old one must stop working, not stay in force.
+        if (next.token.empty()) {
+          auto from_file = load_token(next);
+          if (!from_file) {
+            LOG_ERROR("reload: %s; keeping the running configuration",
+                      from_file.error().message().c_str());
+            continue;
+          }
+          next.token = from_file.value();
+        }
         // The host again: a larger max_sandboxes may need (and get) more
         // open files, and pid_max may have been raised since.
         host.open_files =

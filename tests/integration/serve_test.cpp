@@ -1222,6 +1222,25 @@ TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads 
   CHECK(status == 201);
   CHECK(c->Put("/functions/t", first, returns("3"), "text/x-python")->status == 401);
   CHECK(d.log().find("applied token") != std::string::npos);
+  // The token line removed: the one in force falls back to STATE/token (as
+  // at a start), and the config's old one stops working.
+  conf.erase(conf.find("token = \"second-token"),
+             conf.find('\n', conf.find("second-token")) + 1 - conf.find("token = \"second-token"));
+  REQUIRE(conf.find("second-token") == std::string::npos);
+  std::ofstream(dir + ".toml") << conf;
+  kill(d.pid(), SIGHUP);
+  std::string from_file;
+  CHECK(nsbox::test::wait_until(
+      [&] {
+        std::ifstream in(dir + "/token");
+        from_file.clear();
+        std::getline(in, from_file);
+        return from_file.size() >= 16 &&
+               c->Put("/functions/t", second, returns("4"), "text/x-python")->status == 401;
+      },
+      5000, "the removed token to be refused"));
+  httplib::Headers file_token = {{"Authorization", "Bearer " + from_file}};
+  CHECK(c->Put("/functions/t", file_token, returns("5"), "text/x-python")->status == 201);
   CHECK(d.stop() == 0);
 }
 

@@ -521,6 +521,15 @@ TEST_CASE("config: [server] state_dir is absolute; tokens are long and distinct"
     CHECK_MESSAGE(e.starts_with("nsbox.toml:2:" + std::to_string(k.size() + 4) + ": \"" + k +
                                 "\" must be at least 16 characters"),
                   e);
+    // Header values lose their blanks: such a token could never match.
+    for (const char* bad : {"\" 0123456789abcdef\"", "\"0123456789abcdef\\r\"",
+                            "\"0123456789 abcdef\"", "\"0123456789abcdéf\""}) {
+      CAPTURE(bad);
+      e = refusal(one_key("server", k, bad));
+      CHECK_MESSAGE(e.find("\"" + k + "\" may hold only printable ASCII characters, no spaces") !=
+                        std::string::npos,
+                    e);
+    }
   }
   std::string e = refusal(
       "[server]\ntoken = \"same-token-0123456789\"\nread_token = \"same-token-0123456789\"\n");
