@@ -116,7 +116,13 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
   size_t q = t.find('?');
   req->path = httplib::detail::decode_url(t.substr(0, q), false);
   req->params.clear();
-  if (q != std::string::npos) httplib::detail::parse_query_text(t.substr(q + 1), req->params);
+  if (q != std::string::npos) {
+    const std::string_view query = std::string_view(t).substr(q + 1);
+    if (size_t(std::count(query.begin(), query.end(), '&')) >= limits.max_query_params)
+      return fail(414,
+                  "more than " + std::to_string(limits.max_query_params) + " query parameters");
+    httplib::detail::parse_query_text(std::string(query), req->params);
+  }
   req->headers.clear();
 
   HeadResult r;

@@ -18,13 +18,18 @@ namespace nsbox {
 struct HeadLimits {
   size_t max_head_bytes = 16 << 10;  // request line + headers + blank line
   size_t max_headers = 64;
+  // Parsed into a map before auth and routing: each parameter costs a map
+  // node and two strings (~110 bytes), so a head full of "a&b&c..." would
+  // hold ~40 times its size and take ~100 times a normal head's parse on
+  // the epoll thread. Deploy options and GET events need a handful.
+  size_t max_query_params = 256;
 };
 
 enum class Parse { NeedMore, Done, Error };
 
 struct HeadResult {
   Parse state = Parse::NeedMore;
-  int status = 0;        // on Error: 400, 431, 501, 505
+  int status = 0;        // on Error: 400, 414, 431, 501, 505
   std::string message;   // on Error
   size_t head_len = 0;   // on Done: bytes of the head, blank line included
   bool chunked = false;  // on Done: Transfer-Encoding: chunked

@@ -36,6 +36,18 @@ TEST_CASE("http head: limits and ambiguous framing") {
   CHECK(head(many + "\r\n").status == 431);
   CHECK(head(many).status == 431);  // refused before the blank line arrives
   CHECK(head("GET / HTTP/1.1\r\nX: " + std::string(17000, 'a')).status == 431);
+  // Query parameters are parsed into a map before auth: at most 256.
+  auto query = [](int n) {
+    std::string q;
+    for (int i = 0; i < n; i++) q += (i ? "&k" : "k") + std::to_string(i);
+    return "GET /fn/f?" + q + " HTTP/1.1\r\nHost: h\r\n\r\n";
+  };
+  httplib::Request many_params;
+  CHECK(head(query(256), &many_params).state == Parse::Done);
+  CHECK(many_params.params.size() == 256);
+  const HeadResult over = head(query(257));
+  CHECK(over.status == 414);
+  CHECK(over.message == "more than 256 query parameters");
   CHECK(
       head("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n")
           .message == "both Content-Length and Transfer-Encoding");
