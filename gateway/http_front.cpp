@@ -224,6 +224,13 @@ void HttpFront::free_closed() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     dead.swap(graveyard_);
+    // A pipelined connection waits in ready_ for the next turn; if the sweep
+    // closed it meanwhile (the epoll thread stalled past its idle deadline),
+    // that turn must not find it freed.
+    if (!dead.empty() && !ready_.empty())
+      std::erase_if(ready_, [&dead](Conn* c) {
+        return std::find(dead.begin(), dead.end(), c) != dead.end();
+      });
   }
   for (Conn* c : dead) delete c;
 }
