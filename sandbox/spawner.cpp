@@ -789,6 +789,24 @@ Result<SpawnerClient::Reply> SpawnerClient::call(uint32_t op, uint32_t profile, 
   Request req = {op, profile, id, value};
   if (send_with_fds(sock_.get(), &req, sizeof req, send_fd, send_fd ? 1 : 0) != sizeof req)
     return sys_error("send", "spawner socket");
+  // Without a deadline a stopped or stuck spawner would hold every caller
+  // (the janitor, refills, the shutdown) behind mu_ for good.
+  const int timeout_ms = call_timeout_ms_.load();
+  const uint64_t deadline = monotonic_ms() + uint64_t(timeout_ms);
+  for (;;) {
+    const uint64_t now = monotonic_ms();
+    struct pollfd p = {sock_.get(), POLLIN, 0};
+    const int rc = poll(&p, 1, now >= deadline ? 0 : int(deadline - now));
+    if (rc > 0) break;
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) return sys_error("poll", "spawner socket");
+    const pid_t pid = pid_.load();
+    if (pid > 0) kill(pid, SIGKILL);
+    sock_.reset();
+    LOG_ERROR("spawner %d gave no answer within %d ms; killed it", pid, timeout_ms);
+    return make_error("spawner", "gave no answer within " + std::to_string(timeout_ms) +
+                                     " ms (stopped or stuck); killed it");
+  }
   Reply r;
   int fds[kMaxFds] = {-1, -1, -1, -1};
   ssize_t n = recv_with_fds(sock_.get(), &r.msg, sizeof r.msg, fds, kMaxFds);
@@ -878,8 +896,19 @@ Status SpawnerClient::shutdown() {
     std::lock_guard<std::mutex> lock(mu_);
     sock_.reset();
   }
+  // It exits once its sandboxes are gone; one that has not within the
+  // call deadline is killed, so that a stuck spawner cannot hold the
+  // daemon's exit.
   int st;
-  while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+  const uint64_t deadline = monotonic_ms() + uint64_t(call_timeout_ms_.load());
+  pid_t w;
+  while ((w = waitpid(pid_, &st, WNOHANG)) == 0 && monotonic_ms() < deadline) usleep(10 * 1000);
+  if (w == 0) {
+    LOG_ERROR("spawner %d did not exit within %d ms of its shutdown; killed it", pid_.load(),
+              call_timeout_ms_.load());
+    kill(pid_, SIGKILL);
+    while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
+    }
   }
   pid_ = -1;
   return {};

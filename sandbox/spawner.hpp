@@ -136,6 +136,12 @@ class SpawnerClient final : public SandboxFactory {
   // hang. The exited spawner is reaped by shutdown().
   bool alive();
   bool healthy() override { return alive(); }
+  // How long a call waits for the spawner's answer before it takes the
+  // spawner for hung and kills it (the daemon then fail-stops, as when a
+  // spawner dies). The spawner's own steps have deadlines (a template's
+  // start 30 s, a clone 10 s, a sandbox's setup 10 s), so the default
+  // leaves room for all of them in one request.
+  void set_call_timeout_ms(int ms) { call_timeout_ms_ = ms; }
 
  private:
   SpawnerClient() = default;
@@ -146,6 +152,7 @@ class SpawnerClient final : public SandboxFactory {
   std::mutex mu_;
   UniqueFd sock_;
   std::atomic<pid_t> pid_{-1};
+  std::atomic<int> call_timeout_ms_{120000};
 };
 
 }  // namespace nsbox
