@@ -54,6 +54,22 @@ void fit_capacity(ServeConfig& c, const HostLimits& host) {
   }
 }
 
+// A memory budget (0: auto) that cannot hold one sandbox of some policy
+// would leave every request of that policy waiting for room that never
+// comes, while /healthz says ok: refused instead, at start and at reload.
+Status check_memory_budget(const ServeConfig& c, const std::vector<ProfileInfo>& infos) {
+  if (c.memory_budget_bytes == 0) return {};
+  for (const auto& info : infos)
+    if (info.policy.limits.memory_bytes > c.memory_budget_bytes)
+      return make_error("memory_budget_mb",
+                        std::to_string(c.memory_budget_bytes >> 20) +
+                            " MiB cannot hold one sandbox of policy \"" + info.name + "\" (" +
+                            std::to_string(info.policy.limits.memory_bytes >> 20) +
+                            " MiB): raise [pool] memory_budget_mb in " + c.source +
+                            " to at least that, or set it to 0 (auto)");
+  return {};
+}
+
 struct ServeOptions {
   std::string config_path, listen, state_dir, spawners;
   bool rootless = false;
@@ -363,6 +379,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   }
   if (infos.empty() || infos[0].name != config.default_policy)
     return fail("default_policy \"" + config.default_policy + "\" is not a built-in policy");
+  if (Status s = check_memory_budget(config, infos); !s) return fail(s.error().message());
 
   // The spawner was forked before any thread existed (never fork a
   // multi-threaded process) and before any secret was read.
@@ -480,6 +497,10 @@ int cmd_serve(const std::vector<std::string>& args) {
             raise_open_files(open_files_wanted(next.max_sandboxes, next.max_connections));
         host.pid_max = pid_max();
         host.park_idle = parking && next.freeze_idle_ms > 0;
+        if (Status s = check_memory_budget(next, infos); !s) {
+          LOG_ERROR("reload: %s; keeping the running configuration", s.error().message().c_str());
+          continue;
+        }
         fit_capacity(next, host);
         std::string applied = gateway.reload(next);
         pool.set_limits(pool_limits(next));

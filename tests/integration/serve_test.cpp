@@ -1301,6 +1301,39 @@ TEST_CASE("serve: refuses a state dir that is not its own, and leaves it as it w
   }
 }
 
+TEST_CASE("serve: a memory budget that cannot hold one sandbox is refused, at start and reload") {
+  StateDir sd("small-budget");
+  {
+    Daemon d(sd.path, "[pool]\nmemory_budget_mb = 100\n");
+    CHECK_FALSE(d.start());
+    const std::string log = d.log();
+    CHECK_MESSAGE(log.find("memory_budget_mb: 100 MiB cannot hold one sandbox of policy") !=
+                      std::string::npos,
+                  log);
+    CHECK(log.find("or set it to 0 (auto)") != std::string::npos);
+  }
+  Daemon d(sd.path, "[pool]\nmemory_budget_mb = 2048\n");
+  REQUIRE(d.start());
+  std::string conf;
+  {
+    std::ifstream in(sd.path + ".toml");
+    conf.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  conf.replace(conf.find("memory_budget_mb = 2048"), 23, "memory_budget_mb = 100");
+  std::ofstream(sd.path + ".toml") << conf;
+  kill(d.pid(), SIGHUP);
+  CHECK(nsbox::test::wait_until(
+      [&] {
+        return d.log().find("reload: memory_budget_mb: 100 MiB cannot hold") != std::string::npos;
+      },
+      5000, "the reload to be refused"));
+  deploy(d, "still", returns("7"));
+  auto r = d.client()->Get("/fn/still");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("serve: fail-stop when a spawner dies; the others sweep what it left") {
   const auto before = nsbox::test::host_residue();
   StateDir sd("spawnerdeath");
