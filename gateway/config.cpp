@@ -11,6 +11,7 @@
 #include "policies/policy.hpp"
 #include "policies/toml_reader.hpp"
 #include "rootfs/runner_spec.hpp"
+#include "sandbox/framing.hpp"
 
 namespace nsbox {
 
@@ -139,7 +140,10 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     if (!c.read_token.empty() && c.read_token == c.token)
       r.fail(s.get("read_token")->source(), "\"read_token\" must differ from \"token\"");
     int64_t body_kb = int64_t(c.max_body_bytes >> 10), conns = c.max_connections;
-    c.max_body_bytes = uint64_t(r.integer(s, "max_body_kb", S, 1, 65536, &body_kb)) << 10;
+    // No body beyond the runner protocol's payload (an event) can be served;
+    // a larger limit would only buffer more for clients not yet refused.
+    c.max_body_bytes = uint64_t(r.integer(s, "max_body_kb", S, 1, kMaxPayload >> 10, &body_kb))
+                       << 10;
     c.max_connections = int(r.integer(s, "max_connections", S, 8, 65536, &conns));
     int64_t v0 = c.request_timeout_ms;
     c.request_timeout_ms = int(r.integer(s, "request_timeout_ms", S, 100, 3600000, &v0));

@@ -46,7 +46,7 @@ struct IntKey {
   int64_t lo, hi;
 };
 const IntKey kIntKeys[] = {
-    {"server", "max_body_kb", 1, 65536},
+    {"server", "max_body_kb", 1, 6144},
     {"server", "max_connections", 8, 65536},
     {"server", "request_timeout_ms", 100, 3600000},
     {"server", "keepalive_timeout_ms", 100, 3600000},
