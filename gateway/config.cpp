@@ -55,6 +55,7 @@ const std::vector<std::string> kServerKeys = {"listen",
                                               "batch_scheduling",
                                               "request_timeout_ms",
                                               "keepalive_timeout_ms",
+                                              "drain_timeout_ms",
                                               "max_sending_per_address",
                                               "max_head_kb",
                                               "max_headers",
@@ -149,6 +150,8 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     c.request_timeout_ms = int(r.integer(s, "request_timeout_ms", S, 100, 3600000, &v0));
     v0 = c.keepalive_timeout_ms;
     c.keepalive_timeout_ms = int(r.integer(s, "keepalive_timeout_ms", S, 100, 3600000, &v0));
+    v0 = c.drain_timeout_ms;
+    c.drain_timeout_ms = int(r.integer(s, "drain_timeout_ms", S, 0, 3600000, &v0));
     v0 = c.max_sending_per_address;
     c.max_sending_per_address = int(r.integer(s, "max_sending_per_address", S, 1, 65536, &v0));
     v0 = int64_t(c.max_head_bytes >> 10);

@@ -27,6 +27,10 @@ struct ServeConfig {
   // The HTTP front's bounds (gateway/http_front.hpp).
   int request_timeout_ms = 30000;      // one deadline for a request's whole head and body
   int keepalive_timeout_ms = 30000;    // an idle keep-alive connection is closed after this
+  // How long SIGTERM waits for requests in flight before it destroys their
+  // sandboxes: below the unit's TimeoutStopSec (30 s), after which systemd
+  // would SIGKILL the daemon and leave its sandboxes' cgroups.
+  int drain_timeout_ms = 20000;
   int max_sending_per_address = 32;    // connections still sending a request, per client address
   uint64_t max_head_bytes = 16 << 10;  // request line and headers
   int max_headers = 64;

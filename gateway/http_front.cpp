@@ -651,9 +651,11 @@ bool HttpFront::send_response(Conn* c, httplib::Response& res, bool from_worker)
   c->out_off = 0;
   if (flush(c)) return after_write(c, from_worker);
   if (from_worker && stopping_) {
-    // The epoll thread is gone or going: finish here, briefly.
+    // The epoll thread is gone or going: finish here, briefly (a client
+    // that reads a byte at a time must not hold the daemon's exit).
     pollfd p{c->fd, POLLOUT, 0};
-    while (poll(&p, 1, 2000) > 0)
+    const auto give_up = Clock::now() + std::chrono::seconds(5);
+    while (Clock::now() < give_up && poll(&p, 1, 1000) > 0)
       if (flush(c)) break;
     close_conn(c);
     return false;

@@ -82,6 +82,8 @@ const char* outcome_name(O o) {
       return "timeout";
     case O::Died:
       return "died";
+    case O::Stopped:
+      return "stopped";
   }
   return "unknown";
 }
@@ -285,6 +287,13 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
       return r;
     case Outcome::SyntaxError:  // not a reply to invoke: the sandbox is out of step
     case Outcome::Died:
+      if (cut_) {
+        r.outcome = O::Stopped;
+        r.message =
+            "the daemon stopped before the function finished (its drain_timeout_ms ran out); "
+            "retry";
+        return r;
+      }
       r.outcome = O::Died;
       // A limit event names the limit; a broken protocol names what broke
       // (e.g. a reply over the frame limit, which only a function writing

@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <atomic>
 #include <string>
 #include <utility>
 #include <vector>
@@ -54,6 +55,7 @@ struct InvokeResult {
     StoreError,   // the deploy's source could not be read from the store
     Timeout,      // the function ran out of time; the sandbox was destroyed
     Died,         // the sandbox died or broke protocol; it was destroyed
+    Stopped,      // the daemon stopped before it finished (drain_timeout_ms ran out)
   };
   Outcome outcome = Outcome::Died;
   std::string payload;  // Ok, Proxy, Raised, LoadFailed, BadResult: sent as it is
@@ -109,6 +111,11 @@ class Invocations {
   // and receives their fds over a unix socket, so the policy must allow both.
   std::string template_unsupported(uint32_t profile) const;
 
+  // The daemon's drain ran out: the sandboxes still serving requests are
+  // being destroyed, and those requests end as Stopped, not Died (the
+  // function did nothing wrong).
+  void cut_short() { cut_ = true; }
+
  private:
   InvokeResult run(const InvokeRequest& req, const FunctionMeta& meta, const std::string& event,
                    uint32_t profile);
@@ -122,6 +129,7 @@ class Invocations {
   SandboxFactory& factory_;
   LogStore& logs_;
   const std::vector<ProfileInfo> profiles_;
+  std::atomic<bool> cut_{false};
 };
 
 }  // namespace nsbox

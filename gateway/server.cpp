@@ -92,6 +92,7 @@ int send_outcome(httplib::Response& res, InvokeResult& r) {
       return error(503);
     case O::Overloaded:
     case O::SpawnFailed:
+    case O::Stopped:
       res.set_header("Retry-After", "1");
       return error(503);
     case O::Timeout:

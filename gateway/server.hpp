@@ -33,6 +33,8 @@ class Gateway {
   // Serves until stop(); returns when every connection thread has finished.
   void serve();
   void stop() { front_.stop(); }
+  // The drain ran out: requests whose sandboxes are destroyed now answer 503.
+  void cut_short() { invocations_.cut_short(); }
   // SIGHUP: applies what can change while serving (tokens, default policy,
   // queue timeout, memory budget for deploys); returns what it applied.
   std::string reload(const ServeConfig& next);

@@ -20,6 +20,7 @@
 #include <sstream>
 #include <thread>
 
+#include "base/clock.hpp"
 #include "base/fd.hpp"
 #include "base/files.hpp"
 #include "base/host_limits.hpp"
@@ -467,6 +468,9 @@ int cmd_serve(const std::vector<std::string>& args) {
   pool.start();
 
   std::atomic<bool> served{false};
+  // spawner_lost: the watchdog saw a spawner exit; stopping: the spawners'
+  // exit from here on is ours, not a loss.
+  std::atomic<bool> spawner_lost{false}, stopping{false};
   std::thread signals([&] {
     for (;;) {
       int sig = 0;
@@ -517,16 +521,31 @@ int cmd_serve(const std::vector<std::string>& args) {
       // a signal just after start would be lost and the daemon would serve
       // on, so repeat it until serving has ended.
       gateway.stop();
+      // Requests in flight finish, for at most drain_timeout_ms; then their
+      // sandboxes are destroyed with every other (the spawners' shutdown),
+      // so that the daemon exits, cleanly, before a service manager's stop
+      // timeout kills it and leaves their cgroups behind.
+      const uint64_t cut_at = monotonic_ms() + uint64_t(config.drain_timeout_ms);
+      bool cut = false;
       while (!served) {
         std::this_thread::sleep_for(std::chrono::milliseconds(20));
         gateway.stop();
+        if (!cut && !served && monotonic_ms() >= cut_at) {
+          cut = true;
+          LOG_WARN(
+              "requests still running after drain_timeout_ms (%d ms); destroying their "
+              "sandboxes",
+              config.drain_timeout_ms);
+          stopping = true;
+          gateway.cut_short();
+          shutdown_spawners();
+        }
       }
       return;
     }
   });
   // Fail-stop: without its spawner the daemon can make no sandbox, so it
   // exits non-zero and lets the service manager restart it.
-  std::atomic<bool> spawner_lost{false}, stopping{false};
   std::thread watchdog([&] {
     while (!stopping) {
       std::this_thread::sleep_for(std::chrono::milliseconds(500));

@@ -1075,6 +1075,50 @@ TEST_CASE("serve: after SIGTERM no mount, cgroup or process is left") {
   CHECK(after.mounts == before.mounts);
 }
 
+TEST_CASE("serve: SIGTERM ends requests still running after drain_timeout_ms, leaving nothing") {
+  // A request that would run for ten minutes must not hold the daemon's
+  // exit past its drain: a service manager's stop timeout would SIGKILL it
+  // and leave the sandboxes' cgroups.
+  auto before = nsbox::test::host_residue();
+  StateDir sd("drain-cut");
+  Daemon d(sd.path, std::string("drain_timeout_ms = 1000\n") + kPool);
+  REQUIRE(d.start());
+  deploy(d, "long",
+         "import time\n"
+         "def handler(e, c):\n"
+         "    with open('/proc/self/comm', 'w') as f:\n"
+         "        f.write('nsbox-long')\n"
+         "    time.sleep(600)\n"
+         "    return 1\n",
+         "?timeout=15m");
+  int status = 0;
+  std::string retry_after, answer;
+  std::thread inflight([&] {
+    if (auto r = d.client(60)->Get("/fn/long")) {
+      status = r->status;
+      retry_after = r->get_header_value("Retry-After");
+      answer = r->body;
+    }
+  });
+  CHECK(nsbox::test::wait_until([&] { return !nsbox::test::pids_named("nsbox-long").empty(); },
+                                30000, "the request to run"));
+  kill(d.pid(), SIGTERM);
+  const int rc = d.wait_exit(15000);
+  if (rc < 0) (void)d.kill9();  // not stopped: the test has failed; clean up
+  inflight.join();
+  CHECK(rc == 0);
+  CHECK(status == 503);
+  CHECK(retry_after == "1");
+  CHECK_MESSAGE(answer.find("drain_timeout_ms ran out") != std::string::npos, answer);
+  CHECK(d.log().find("requests still running after drain_timeout_ms (1000 ms)") !=
+        std::string::npos);
+  auto after = nsbox::test::host_residue();
+  CHECK(after.sandbox_procs == 0);
+  CHECK(nsbox::test::pids_named("nsbox-long").empty());
+  CHECK(after.cgroup_leaves <= before.cgroup_leaves);
+  CHECK(after.mounts == before.mounts);
+}
+
 TEST_CASE("serve: SIGTERM while the rootfs builds leaves no builder and no half-built tree") {
   // The first start on an empty state dir builds the runtime tree; a stop
   // signal then must stop the builder (and the workers it started) too.

@@ -50,6 +50,7 @@ const IntKey kIntKeys[] = {
     {"server", "max_connections", 8, 65536},
     {"server", "request_timeout_ms", 100, 3600000},
     {"server", "keepalive_timeout_ms", 100, 3600000},
+    {"server", "drain_timeout_ms", 0, 3600000},
     {"server", "max_sending_per_address", 1, 65536},
     {"server", "max_head_kb", 1, 1024},
     {"server", "max_headers", 1, 10000},
@@ -85,6 +86,7 @@ public_url = "https://fn.example.com"
 batch_scheduling = false
 request_timeout_ms = 5000
 keepalive_timeout_ms = 7000
+drain_timeout_ms = 4000
 max_sending_per_address = 3
 max_head_kb = 8
 max_headers = 20
@@ -182,6 +184,7 @@ TEST_CASE("config: every key is read, in its unit, into its member") {
   CHECK_FALSE(r.batch_scheduling);
   CHECK(r.request_timeout_ms == 5000);
   CHECK(r.keepalive_timeout_ms == 7000);
+  CHECK(r.drain_timeout_ms == 4000);
   CHECK(r.max_sending_per_address == 3);
   CHECK(r.max_head_bytes == 8u << 10);
   CHECK(r.max_headers == 20);

@@ -107,6 +107,7 @@ TEST_CASE("README: the nsbox serve config block is what the parser reads") {
   CHECK(r.max_connections == d.max_connections);
   CHECK(r.request_timeout_ms == d.request_timeout_ms);
   CHECK(r.keepalive_timeout_ms == d.keepalive_timeout_ms);
+  CHECK(r.drain_timeout_ms == d.drain_timeout_ms);
   CHECK(r.max_sending_per_address == d.max_sending_per_address);
   CHECK(r.max_head_bytes == d.max_head_bytes);
   CHECK(r.max_headers == d.max_headers);
