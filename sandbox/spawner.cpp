@@ -707,6 +707,9 @@ Setup wait_for_setup(int sock) {
         sandboxes.clear();  // each destructor kills, reaps and removes its cgroup
         families.clear();   // the groups above the templates' leaves, now empty
         spare_leaves.clear();
+        // Killed and reaped before the answer, not left to their death
+        // signal: once the daemon has its answer, nothing of ours runs.
+        setup.templates.reset();
         netns_maker.stop();
         // And what a lost sibling spawner left (the daemon stops when one
         // dies): its sandboxes died with it, their leaves did not.
@@ -724,6 +727,7 @@ Setup wait_for_setup(int sock) {
   sandboxes.clear();
   families.clear();
   spare_leaves.clear();
+  setup.templates.reset();
   netns_maker.stop();
   _exit(0);
 }

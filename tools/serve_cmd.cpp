@@ -192,6 +192,11 @@ Result<std::string> load_token(const ServeConfig& c) {
       write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && fsync(fd) == 0;
   close(fd);
   if (!ok || rename(tmp.c_str(), path.c_str()) != 0) return sys_error("write", path);
+  // The rename is durable only once the directory is: a crash before that
+  // could bring back no token after clients were given this one.
+  if (UniqueFd dir(open(c.state_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+      !dir.valid() || fsync(dir.get()) != 0)
+    return sys_error("fsync", c.state_dir);
   LOG_WARN("generated an admin token into %s (mode 0600)", path.c_str());
   return t;
 }

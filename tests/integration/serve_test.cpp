@@ -1065,9 +1065,17 @@ TEST_CASE("serve: after SIGTERM no mount, cgroup or process is left") {
       [&] { return d.log().find("SIGTERM: draining") != std::string::npos; }, 10000,
       "the daemon to begin draining"));
   for (pid_t p : running) kill(p, SIGUSR1);
+  const std::vector<pid_t> templates = nsbox::test::pids_named("nsbox-template");
+  CHECK_FALSE(templates.empty());
   int rc = d.stop();
   inflight.join();
   CHECK(rc == 0);
+  // The runtime templates are killed and reaped before the daemon exits,
+  // not left to die later of their death signal.
+  for (pid_t t : templates) {
+    CAPTURE(t);
+    CHECK(kill(t, 0) != 0);
+  }
   auto after = nsbox::test::host_residue();
   CHECK(after.sandbox_procs == 0);
   // <=: a daemon's spawner also sweeps leaves earlier, killed ones left.
