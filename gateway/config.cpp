@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/log.hpp"
 #include "gateway/http_parse.hpp"
 #include "policies/policy.hpp"
 #include "policies/toml_reader.hpp"
@@ -142,9 +143,18 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
       r.fail(s.get("read_token")->source(), "\"read_token\" must differ from \"token\"");
     int64_t body_kb = int64_t(c.max_body_bytes >> 10), conns = c.max_connections;
     // No body beyond the runner protocol's payload (an event) can be served;
-    // a larger limit would only buffer more for clients not yet refused.
-    c.max_body_bytes = uint64_t(r.integer(s, "max_body_kb", S, 1, kMaxPayload >> 10, &body_kb))
-                       << 10;
+    // a larger limit would only buffer more for clients not yet refused. A
+    // larger value (accepted before) is lowered, said, not refused: a config
+    // that worked keeps working.
+    c.max_body_bytes = uint64_t(r.integer(s, "max_body_kb", S, 1, 65536, &body_kb)) << 10;
+    if (c.max_body_bytes > kMaxPayload) {
+      LOG_WARN(
+          "%s: max_body_kb = %llu lowered to %u: no larger body can be served (an event "
+          "is at most %u KiB)",
+          source.c_str(), static_cast<unsigned long long>(c.max_body_bytes >> 10),
+          kMaxPayload >> 10, kMaxPayload >> 10);
+      c.max_body_bytes = kMaxPayload;
+    }
     c.max_connections = int(r.integer(s, "max_connections", S, 8, 65536, &conns));
     int64_t v0 = c.request_timeout_ms;
     c.request_timeout_ms = int(r.integer(s, "request_timeout_ms", S, 100, 3600000, &v0));

@@ -13,6 +13,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -174,8 +175,15 @@ Result<std::string> run_builder(const std::string& dir, const std::string& pytho
   if (stopped_by != 0) {
     // Whatever of the group outlived its leader dies with the signal above;
     // the tree it was writing goes here.
+    // Workers of the group may still be dying and writing a file or two:
+    // retried for a moment.
     std::error_code ec;
-    std::filesystem::remove_all(dir + ".tmp-" + std::to_string(pid), ec);
+    const std::string half = dir + ".tmp-" + std::to_string(pid);
+    for (int i = 0; i < 30; i++) {
+      std::filesystem::remove_all(half, ec);
+      if (!ec) break;
+      usleep(100 * 1000);
+    }
     if (stopped_by < 0) return sys_error("poll", "rootfs builder");
     return Error{EINTR, "rootfs", dir,
                  std::string("the build was stopped by SIG") + sigabbrev_np(stopped_by) +
@@ -188,10 +196,19 @@ Result<std::string> run_builder(const std::string& dir, const std::string& pytho
   return out;
 }
 
+// Whether name is BASE.<kind>-PID, as build_rootfs.py names the trees it
+// builds (tmp) and replaces (old): nothing else beside DIR is touched.
+bool leftover_name(const std::string& name, const std::string& base, const std::string& kind) {
+  const std::string prefix = base + "." + kind + "-";
+  return name.size() > prefix.size() && name.compare(0, prefix.size(), prefix) == 0 &&
+         std::all_of(name.begin() + long(prefix.size()), name.end(),
+                     [](char c) { return c >= '0' && c <= '9'; });
+}
+
 // Leftovers of earlier builds, beside DIR: half-built trees of builders
-// that were killed (always safe to remove under the build lock, which every
+// that were killed (safe to remove under the build lock, which every
 // builder holds) and, when nothing uses the rootfs any more, the trees that
-// rebuilds replaced.
+// rebuilds replaced (each an nsbox rootfs, with its stamp).
 void remove_leftovers(const std::string& dir, bool replaced_too) {
   const size_t slash = dir.find_last_of('/');
   const std::string parent = slash == 0 ? "/" : dir.substr(0, slash);
@@ -199,45 +216,88 @@ void remove_leftovers(const std::string& dir, bool replaced_too) {
   std::error_code ec;
   for (const auto& e : std::filesystem::directory_iterator(parent, ec)) {
     const std::string name = e.path().filename().string();
-    const bool tmp = name.rfind(base + ".tmp-", 0) == 0;
-    const bool old = name.rfind(base + ".old-", 0) == 0;
-    if (tmp || (old && replaced_too)) {
-      std::error_code rm;
-      std::filesystem::remove_all(e.path(), rm);
-      if (rm)
-        std::fprintf(stderr, "nsbox: rootfs: could not remove %s: %s\n", e.path().c_str(),
-                     rm.message().c_str());
-    }
+    const bool tmp = leftover_name(name, base, "tmp");
+    const bool old =
+        replaced_too && leftover_name(name, base, "old") && !read_stamp(e.path().string()).empty();
+    if (!tmp && !old) continue;
+    std::error_code rm;
+    std::filesystem::remove_all(e.path(), rm);
+    if (rm)
+      std::fprintf(stderr, "nsbox: rootfs: could not remove %s: %s\n", e.path().c_str(),
+                   rm.message().c_str());
+  }
+}
+
+// DIR.users, for a flock; read-only where the caller may not write beside
+// the tree (another user's tree: flock needs no write access). Invalid when
+// it neither exists nor can be made.
+UniqueFd open_users(const std::string& path) {
+  UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  if (!fd.valid()) fd.reset(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  return fd;
+}
+
+// The build lock, waiting for another build to finish; a SIGINT or SIGTERM
+// pending meanwhile (the daemon blocks them) ends the wait.
+Status lock_build(int fd, const std::string& path) {
+  for (;;) {
+    if (flock(fd, LOCK_EX | LOCK_NB) == 0) return {};
+    if (errno != EWOULDBLOCK && errno != EINTR) return sys_error("flock", path);
+    sigset_t pending;
+    sigpending(&pending);
+    if (sigismember(&pending, SIGINT) || sigismember(&pending, SIGTERM))
+      return Error{EINTR, "rootfs", path,
+                   "stopped by a signal while another process was building the rootfs"};
+    usleep(100 * 1000);
   }
 }
 
 }  // namespace
 
-Result<RootfsBuild> ensure_rootfs(const std::string& dir, bool force, const std::string& python) {
-  if (dir.empty() || dir[0] != '/')
-    return make_error("rootfs", "\"" + dir + "\" must be an absolute path");
+Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
+                                  const std::string& python) {
+  std::string dir = dir_arg;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  if (dir.empty() || dir[0] != '/' || dir == "/")
+    return make_error("rootfs", "\"" + dir_arg + "\" must be an absolute path other than /");
   if (dir.find_first_of(",:\\") != std::string::npos)
     return make_error(
         "rootfs",
         "\"" + dir + "\" contains ',', ':' or '\\', which overlayfs options cannot carry");
   RootfsBuild result;
+  // Two locks beside the tree: DIR.lock, held by whoever builds, so that
+  // concurrent callers build once; DIR.users, shared by every process that
+  // uses the tree (a daemon, for its lifetime), so that a rebuild knows
+  // whether the tree it replaced may go yet: a running sandbox's overlay
+  // still reads it.
+  const std::string lock_path = dir + ".lock", users_path = dir + ".users";
+  if (!force && rootfs_fresh(dir, python)) {
+    // Fresh: used at once, without the build lock, which a build elsewhere
+    // may hold for a while. Leftovers go when no one uses the tree and no
+    // build runs.
+    result.in_use = open_users(users_path);
+    if (result.in_use.valid()) {
+      if (flock(result.in_use.get(), LOCK_EX | LOCK_NB) == 0) {
+        UniqueFd lock(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+        if (!lock.valid()) lock.reset(open(lock_path.c_str(), O_RDONLY | O_CLOEXEC));
+        if (lock.valid() && flock(lock.get(), LOCK_EX | LOCK_NB) == 0) remove_leftovers(dir, true);
+      }
+      // Waits only while a build that found the tree unused swaps it.
+      if (flock(result.in_use.get(), LOCK_SH) != 0) return sys_error("flock", users_path);
+    }
+    return result;
+  }
+
   std::string parent = dir.substr(0, dir.find_last_of('/'));
   TRY(mkdir_p(parent.empty() ? "/" : parent, 0755));
-  // Two locks beside the tree: DIR.lock, held by whoever checks or builds,
-  // so that concurrent callers build once; DIR.users, shared by every
-  // process that uses the tree (a daemon, for its lifetime), so that a
-  // rebuild knows whether the tree it replaced may go yet: a running
-  // sandbox's overlay still reads it.
-  std::string lock_path = dir + ".lock", users_path = dir + ".users";
   UniqueFd lock(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   if (!lock.valid()) return sys_error("open", lock_path);
-  if (flock(lock.get(), LOCK_EX) != 0) return sys_error("flock", lock_path);
-  result.in_use = UniqueFd(open(users_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  TRY(lock_build(lock.get(), lock_path));
+  result.in_use = open_users(users_path);
   if (!result.in_use.valid()) return sys_error("open", users_path);
   const bool unused = flock(result.in_use.get(), LOCK_EX | LOCK_NB) == 0;
   remove_leftovers(dir, unused);
-
-  if (force || !rootfs_fresh(dir, python)) {
+  if (force || !rootfs_fresh(dir, python)) {  // else built while we waited
     if (read_stamp(dir).empty() && dir_nonempty(dir))
       return make_error("rootfs", dir +
                                       " exists but is not an nsbox rootfs (no .nsbox-stamp); "

@@ -787,7 +787,7 @@ Result<std::unique_ptr<SpawnerClient>> SpawnerClient::start(std::vector<SpawnPro
 }
 
 Result<SpawnerClient::Reply> SpawnerClient::call(uint32_t op, uint32_t profile, uint64_t id,
-                                                 uint64_t value, int* send_fd) {
+                                                 uint64_t value, int* send_fd, int timeout_ms) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!sock_.valid()) return make_error("spawner", "not running");
   Request req = {op, profile, id, value};
@@ -795,7 +795,7 @@ Result<SpawnerClient::Reply> SpawnerClient::call(uint32_t op, uint32_t profile, 
     return sys_error("send", "spawner socket");
   // Without a deadline a stopped or stuck spawner would hold every caller
   // (the janitor, refills, the shutdown) behind mu_ for good.
-  const int timeout_ms = call_timeout_ms_.load();
+  if (timeout_ms < 0) timeout_ms = call_timeout_ms_.load();
   const uint64_t deadline = monotonic_ms() + uint64_t(timeout_ms);
   for (;;) {
     const uint64_t now = monotonic_ms();
@@ -895,21 +895,24 @@ bool SpawnerClient::alive() {
 
 Status SpawnerClient::shutdown() {
   if (pid_ <= 0) return {};
-  (void)call(kShutdown, 0, 0, 0, nullptr);
+  // One bound for the answer (it comes once every sandbox is destroyed) and
+  // the exit after it; a spawner past it is killed, so that a stuck one
+  // cannot hold the daemon's exit (its sandboxes die with it, of their
+  // death signal, and the next start sweeps their leaves).
+  constexpr int kShutdownTimeoutMs = 20000;
+  const int bound = std::min(call_timeout_ms_.load(), kShutdownTimeoutMs);
+  const uint64_t deadline = monotonic_ms() + uint64_t(bound);
+  (void)call(kShutdown, 0, 0, 0, nullptr, bound);
   {
     std::lock_guard<std::mutex> lock(mu_);
     sock_.reset();
   }
-  // It exits once its sandboxes are gone; one that has not within the
-  // call deadline is killed, so that a stuck spawner cannot hold the
-  // daemon's exit.
   int st;
-  const uint64_t deadline = monotonic_ms() + uint64_t(call_timeout_ms_.load());
   pid_t w;
   while ((w = waitpid(pid_, &st, WNOHANG)) == 0 && monotonic_ms() < deadline) usleep(10 * 1000);
   if (w == 0) {
     LOG_ERROR("spawner %d did not exit within %d ms of its shutdown; killed it", pid_.load(),
-              call_timeout_ms_.load());
+              bound);
     kill(pid_, SIGKILL);
     while (waitpid(pid_, &st, 0) < 0 && errno == EINTR) {
     }

@@ -141,13 +141,17 @@ class SpawnerClient final : public SandboxFactory {
   // spawner dies). The spawner's own steps have deadlines (a template's
   // start 30 s, a clone 10 s, a sandbox's setup 10 s), so the default
   // leaves room for all of them in one request.
+  // At shutdown the bound is shorter (20 s at most), for the answer and then
+  // for the exit: a service manager's stop timeout is not much longer.
   void set_call_timeout_ms(int ms) { call_timeout_ms_ = ms; }
 
  private:
   SpawnerClient() = default;
   struct Reply;
   Result<SpawnedSandbox> received(Reply r);
-  Result<Reply> call(uint32_t op, uint32_t profile, uint64_t id, uint64_t value, int* fds);
+  // timeout_ms < 0: call_timeout_ms_.
+  Result<Reply> call(uint32_t op, uint32_t profile, uint64_t id, uint64_t value, int* fds,
+                     int timeout_ms = -1);
 
   std::mutex mu_;
   UniqueFd sock_;

@@ -259,8 +259,12 @@ int cmd_serve(const std::vector<std::string>& args) {
     earlier.push_back(s.value()->socket_fd());
     spawners.push_back(std::move(s.value()));
   }
+  // Side by side: each may take up to its shutdown bound (20 s), and one
+  // after another they could outlast a service manager's stop timeout.
   auto shutdown_spawners = [&spawners] {
-    for (auto& s : spawners) (void)s->shutdown();
+    std::vector<std::thread> stopping;
+    for (auto& s : spawners) stopping.emplace_back([&s] { (void)s->shutdown(); });
+    for (auto& t : stopping) t.join();
   };
   // Blocked from here, after the spawners' fork and before any thread:
   // every thread inherits the mask and the main loop takes them from a
@@ -554,7 +558,9 @@ int cmd_serve(const std::vector<std::string>& args) {
   std::thread watchdog([&] {
     while (!stopping) {
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      if (!stopping && !spawner_group.healthy()) {
+      // healthy() first: a spawner gone because the drain was cut sets
+      // stopping before its shutdown, so it is read after.
+      if (!spawner_group.healthy() && !stopping) {
         LOG_ERROR("a spawner process exited; stopping so that the service manager restarts us");
         spawner_lost = true;
         pthread_kill(signals.native_handle(), SIGTERM);

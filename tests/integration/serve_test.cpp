@@ -1287,8 +1287,9 @@ TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads 
         std::ifstream in(dir + "/token");
         from_file.clear();
         std::getline(in, from_file);
-        return from_file.size() >= 16 &&
-               c->Put("/functions/t", second, returns("4"), "text/x-python")->status == 401;
+        if (from_file.size() < 16) return false;
+        auto r = c->Put("/functions/t", second, returns("4"), "text/x-python");
+        return r && r->status == 401;
       },
       5000, "the removed token to be refused"));
   httplib::Headers file_token = {{"Authorization", "Bearer " + from_file}};

@@ -46,7 +46,7 @@ struct IntKey {
   int64_t lo, hi;
 };
 const IntKey kIntKeys[] = {
-    {"server", "max_body_kb", 1, 6144},
+    {"server", "max_body_kb", 1, 65536},
     {"server", "max_connections", 8, 65536},
     {"server", "request_timeout_ms", 100, 3600000},
     {"server", "keepalive_timeout_ms", 100, 3600000},
@@ -537,6 +537,21 @@ TEST_CASE("config: [server] state_dir is absolute; tokens are long and distinct"
   std::string e = refusal(
       "[server]\ntoken = \"same-token-0123456789\"\nread_token = \"same-token-0123456789\"\n");
   CHECK_MESSAGE(e.starts_with("nsbox.toml:3:14: \"read_token\" must differ from \"token\""), e);
+}
+
+TEST_CASE("config: a max_body_kb above what can be served is lowered to 6144") {
+  for (const char* v : {"6145", "65536"}) {
+    CAPTURE(v);
+    auto r = parse_serve_config(one_key("server", "max_body_kb", v), "nsbox.toml");
+    REQUIRE(r);
+    CHECK(r.value().max_body_bytes == 6144u << 10);
+  }
+  auto kept = parse_serve_config(one_key("server", "max_body_kb", "6144"), "nsbox.toml");
+  REQUIRE(kept);
+  CHECK(kept.value().max_body_bytes == 6144u << 10);
+  auto small = parse_serve_config(one_key("server", "max_body_kb", "64"), "nsbox.toml");
+  REQUIRE(small);
+  CHECK(small.value().max_body_bytes == 64u << 10);
 }
 
 TEST_CASE("config: load_serve_config reads the named file and names it in errors") {
