@@ -1,5 +1,6 @@
 #include "base/files.hpp"
 
+#include <fcntl.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -7,6 +8,8 @@
 #include <cerrno>
 #include <cstdio>
 #include <vector>
+
+#include "base/fd.hpp"
 
 namespace nsbox {
 
@@ -32,6 +35,19 @@ Result<bool> mkdir_p(const std::string& path, mode_t mode) {
   return created;
 }
 
+Status fsync_dir(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return sys_error("open", dir);
+  if (::fsync(fd.get()) != 0) return sys_error("fsync", dir);
+  return {};
+}
+
+std::string mode_octal(mode_t mode) {
+  char text[8];
+  std::snprintf(text, sizeof text, "%04o", unsigned(mode & 07777));
+  return text;
+}
+
 Status check_reachable_by_others(const std::string& path) {
   if (path.empty() || path[0] != '/') return make_error("reachable", path + " is not absolute");
   std::vector<std::string> dirs = {"/"};
@@ -43,9 +59,7 @@ Status check_reachable_by_others(const std::string& path) {
     if (::stat(dir.c_str(), &st) != 0) return sys_error("stat", dir);
     if (!S_ISDIR(st.st_mode)) continue;  // the last component may be a file
     if ((st.st_mode & S_IXOTH) == 0) {
-      char mode[8];
-      std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
-      return make_error("reachable", dir + " (mode " + mode +
+      return make_error("reachable", dir + " (mode " + mode_octal(st.st_mode) +
                                          ") lets no other user through, so a sandbox's "
                                          "unprivileged user cannot reach " +
                                          path + ": chmod o+x " + dir +

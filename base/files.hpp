@@ -24,6 +24,13 @@ Status ensure_dir(const std::string& path, mode_t mode);
 // first that does not, its mode, and the fix. path must be absolute.
 Status check_reachable_by_others(const std::string& path);
 
+// Makes a rename or a new entry in dir survive power loss (fsync(2): syncing
+// a file does not sync the directory entry naming it).
+Status fsync_dir(const std::string& dir);
+
+// A mode's permission bits as chmod takes them: "0711", "1777".
+std::string mode_octal(mode_t mode);
+
 // A program installed beside the running binary (/proc/self/exe's
 // directory): nsbox finds nsbox-http, nsbox-bench and nsbox-template so.
 Result<std::string> sibling_program(const std::string& name);

@@ -25,8 +25,8 @@ struct ServeConfig {
   uint64_t max_body_bytes = 6ull << 20;
   int max_connections = 1024;  // open client connections (the oldest idle one makes room)
   // The HTTP front's bounds (gateway/http_front.hpp).
-  int request_timeout_ms = 30000;      // one deadline for a request's whole head and body
-  int keepalive_timeout_ms = 30000;    // an idle keep-alive connection is closed after this
+  int request_timeout_ms = 30000;    // one deadline for a request's whole head and body
+  int keepalive_timeout_ms = 30000;  // an idle keep-alive connection is closed after this
   // How long SIGTERM waits for requests in flight before it destroys their
   // sandboxes: below the unit's TimeoutStopSec (30 s), after which systemd
   // would SIGKILL the daemon and leave its sandboxes' cgroups.

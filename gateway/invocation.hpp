@@ -7,9 +7,9 @@
 // store and fake sandboxes (tests/unit/invocation_test.cpp).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <nlohmann/json.hpp>
-#include <atomic>
 #include <string>
 #include <utility>
 #include <vector>

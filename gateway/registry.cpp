@@ -213,15 +213,6 @@ Result<std::string> read_file(const std::string& path) {
   return out;
 }
 
-// Makes a rename or a new entry in dir survive power loss (fsync(2): syncing
-// a file does not sync the directory entry naming it).
-Status fsync_dir(const std::string& dir) {
-  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.valid()) return sys_error("open", dir);
-  if (::fsync(fd.get()) != 0) return sys_error("fsync", dir);
-  return {};
-}
-
 // Writes a new file that is durable before anyone can see it under its
 // final name; the temporary is unlinked on any failure.
 Status write_file_durably(const std::string& tmp, std::string_view data) {

@@ -149,11 +149,9 @@ Status prepare_state_dir(const std::string& path) {
     return make_error("state_dir", path + " belongs to uid " + std::to_string(st.st_uid) +
                                        ", not to the user nsbox serve runs as (uid " +
                                        std::to_string(geteuid()) + ")" + fix);
-  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0) {
-    char mode[8];
-    std::snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
-    return make_error("state_dir", path + " is writable by other users (mode " + mode + ")" + fix);
-  }
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+    return make_error("state_dir", path + " is writable by other users (mode " +
+                                       mode_octal(st.st_mode) + ")" + fix);
   if (fchmod(fd.get(), 0711) != 0) return sys_error("chmod", path);
   return {};
 }
@@ -194,9 +192,7 @@ Result<std::string> load_token(const ServeConfig& c) {
   if (!ok || rename(tmp.c_str(), path.c_str()) != 0) return sys_error("write", path);
   // The rename is durable only once the directory is: a crash before that
   // could bring back no token after clients were given this one.
-  if (UniqueFd dir(open(c.state_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-      !dir.valid() || fsync(dir.get()) != 0)
-    return sys_error("fsync", c.state_dir);
+  TRY(fsync_dir(c.state_dir));
   LOG_WARN("generated an admin token into %s (mode 0600)", path.c_str());
   return t;
 }
