@@ -37,10 +37,14 @@ using json = nlohmann::json;
 namespace {
 
 // The options of `nsbox run`, writing into o: one table for parsing and --help.
-std::vector<Option> run_options(RunOptions& o) {
+std::vector<Option> run_options(RunOptions& o, bool* event_given) {
   auto to = [](auto& field) { return [&field](const std::string& v) { field = v; }; };
   return {
-      {"event", 0, "JSON|-", "the event (default {}); - reads it from stdin", to(o.event)},
+      {"event", 0, "JSON|-", "the event (default {}); - reads it from stdin; or EVENT after FN.py",
+       [&o, event_given](const std::string& v) {
+         o.event = v;
+         *event_given = true;
+       }},
       {"handler", 0, "NAME", "function to call (default handler; OpenLambda uses f)",
        to(o.handler)},
       {"policy", 0, "NAME|FILE", "built-in policy (default, strict) or a policy .toml file",
@@ -67,13 +71,14 @@ std::vector<Option> run_options(RunOptions& o) {
 
 std::string run_usage() {
   RunOptions unused;
-  return R"(usage: nsbox run FN.py [options]
+  bool unused_given = false;
+  return R"(usage: nsbox run FN.py [EVENT] [options]
 
 Runs handler(event, context) of FN.py once in a fresh sandbox and prints the
 result as JSON on stdout. What the function prints goes to stderr.
 
 options:
-)" + options_help(run_options(unused)) +
+)" + options_help(run_options(unused, &unused_given)) +
          R"(
 exit codes:
   0    the function returned; its result is on stdout
@@ -89,12 +94,22 @@ exit codes:
 Result<RunOptions> parse_run_args(const std::vector<std::string>& args) {
   RunOptions o;
   auto bad = [](const std::string& m) { return make_error("usage", m); };
-  ParsedArgs parsed = TRY(parse_options(run_options(o), args));
+  bool event_given = false;
+  ParsedArgs parsed = TRY(parse_options(run_options(o, &event_given), args));
   o.help = parsed.help;
   if (o.help) return o;
   if (parsed.positional.empty()) return bad("missing the function file (nsbox run FN.py)");
-  if (parsed.positional.size() > 1)
-    return bad("unexpected argument " + parsed.positional[1] + " (one function file per run)");
+  // `nsbox run FN.py EVENT`, as `nsbox invoke NAME EVENT` takes it; a second
+  // argument that is not JSON is more likely a second function file.
+  if (parsed.positional.size() > 2 ||
+      (parsed.positional.size() == 2 && parsed.positional[1] != "-" &&
+       !json::accept(parsed.positional[1])))
+    return bad("unexpected argument " + parsed.positional.back() +
+               " (one function file per run, then at most an EVENT in JSON)");
+  if (parsed.positional.size() == 2) {
+    if (event_given) return bad("the event is given twice: as EVENT and as --event");
+    o.event = parsed.positional[1];
+  }
   o.function = parsed.positional[0];
   bool ident = !o.handler.empty() && !std::isdigit(static_cast<unsigned char>(o.handler[0]));
   for (char c : o.handler) ident &= std::isalnum(static_cast<unsigned char>(c)) || c == '_';

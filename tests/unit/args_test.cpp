@@ -100,6 +100,16 @@ TEST_CASE("parse_run_args: a flag without its value") {
 TEST_CASE("parse_run_args: one function file per run") {
   std::string e = usage_error({"a.py", "b.py"});
   CHECK(contains(e, "unexpected argument b.py"));
+  CHECK(contains(usage_error({"a.py", "{}", "c.py"}), "unexpected argument c.py"));
+}
+
+TEST_CASE("parse_run_args: the event may follow the function file, as for nsbox invoke") {
+  CHECK(ok({"fn.py", R"({"a": 1})"}).event == R"({"a": 1})");
+  CHECK(ok({"fn.py", "-"}).event == "-");
+  CHECK(ok({"fn.py", "3"}).event == "3");
+  CHECK(ok({"fn.py"}).event == "{}");
+  CHECK(contains(usage_error({"fn.py", "{}", "--event", "{}"}), "the event is given twice"));
+  CHECK(contains(usage_error({"fn.py", "{bad"}), "unexpected argument {bad"));
 }
 
 TEST_CASE("parse_run_args: the function file is required") {
