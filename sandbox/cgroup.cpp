@@ -10,6 +10,7 @@
 #include <cctype>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include "base/fd.hpp"
@@ -78,6 +79,18 @@ bool has_subdir(const std::string& dir) {
     }
   closedir(d);
   return found;
+}
+
+// Leaves this process failed to remove, for cgroup_retry_left_behind().
+// Only the spawner's thread and a one-shot `nsbox run` destroy leaves; the
+// mutex keeps a second thread (a test's) from corrupting it.
+std::mutex g_left_mutex;
+std::vector<std::string> g_left_behind;
+
+void leave_behind(const std::string& dir) {
+  std::lock_guard<std::mutex> lock(g_left_mutex);
+  if (std::find(g_left_behind.begin(), g_left_behind.end(), dir) == g_left_behind.end())
+    g_left_behind.push_back(dir);
 }
 
 // rmdir fails with EBUSY until the last task has been reaped; a dying
@@ -268,6 +281,23 @@ int remove_stale(const std::string& leaf, int depth) {
   return removed;
 }
 }  // namespace
+
+size_t cgroup_retry_left_behind() {
+  std::lock_guard<std::mutex> lock(g_left_mutex);
+  std::vector<std::string> still;
+  for (const auto& dir : g_left_behind) {
+    if (rmdir(dir.c_str()) == 0 || errno == ENOENT) continue;
+    // A v1 leaf's tasks may be frozen through another hierarchy; whatever
+    // is still in it was the sandbox's and is killed again.
+    std::istringstream procs(read_file(dir + "/cgroup.procs"));
+    pid_t pid;
+    while (procs >> pid) kill(pid, SIGKILL);
+    if (rmdir(dir.c_str()) == 0 || errno == ENOENT) continue;
+    still.push_back(dir);
+  }
+  g_left_behind = std::move(still);
+  return g_left_behind.size();
+}
 
 int cgroup_sweep_stale(const CgroupLayout& layout, pid_t starting) {
   std::vector<std::string> roots;
@@ -640,7 +670,9 @@ Status CgroupLeaf::destroy() {
     }
     for (const auto& d : dirs_) {
       Status s = remove_leaf(d);
-      if (!s && first) first = s;
+      if (s) continue;
+      if (first) first = s;
+      leave_behind(d);
     }
   }
   dirs_.clear();

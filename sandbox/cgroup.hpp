@@ -90,6 +90,13 @@ bool cgroup_warm_move_lock(const std::string& v1_memory);
 // Returns how many were removed.
 int cgroup_sweep_stale(const CgroupLayout& layout, pid_t starting = 0);
 
+// Tries again to remove the leaves whose CgroupLeaf::destroy() failed in
+// this process (a task that took longer than its wait to die): the sweep
+// above leaves a live owner's leaves alone, so without this they would stay
+// until the owner exits. Kills what is still in them; never waits. Returns
+// how many are still left.
+size_t cgroup_retry_left_behind();
+
 // A leaf's freeze switch as an open file, for a process that does not own
 // the leaf: the spawner hands it to the gateway, whose pool freezes idle
 // sandboxes and thaws them when a request leases one.

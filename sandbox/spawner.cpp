@@ -345,6 +345,7 @@ Setup wait_for_setup(int sock) {
   NetnsMaker netns_maker;
   constexpr uint64_t kIdleMs = 5000;
   uint64_t idle_at = monotonic_ms() + kIdleMs;
+  size_t leaves_left = 0;  // of ended sandboxes, whose removal failed so far
   for (;;) {
     // Every few idle seconds, sweep leaves that an earlier, killed spawner
     // could not remove while its sandboxes were still dying.
@@ -385,7 +386,14 @@ Setup wait_for_setup(int sock) {
     if (ready > 0 && !pfd[0].revents) continue;
     if (ready == 0) {
       idle_at = monotonic_ms() + kIdleMs;
-      if (use_cgroups) cgroup_sweep_stale(layout);
+      if (use_cgroups) {
+        cgroup_sweep_stale(layout);
+        // Said when the count changes, not every idle spell.
+        if (size_t left = cgroup_retry_left_behind(); left != leaves_left) {
+          if (left) LOG_WARN("%zu cgroup leaves of ended sandboxes still cannot be removed", left);
+          leaves_left = left;
+        }
+      }
       // A template that died is replaced now rather than at the next
       // sandbox, which would otherwise wait for it (or be exec'd).
       if (setup.templates)
@@ -712,8 +720,10 @@ Setup wait_for_setup(int sock) {
         setup.templates.reset();
         netns_maker.stop();
         // And what a lost sibling spawner left (the daemon stops when one
-        // dies): its sandboxes died with it, their leaves did not.
-        if (use_cgroups) cgroup_sweep_stale(layout);
+        // dies): its sandboxes died with it, their leaves did not. Our own
+        // leaves are all stale now too (every sandbox is gone): one whose
+        // removal failed must not outlive the daemon.
+        if (use_cgroups) cgroup_sweep_stale(layout, getpid());
         send_with_fds(sock, &reply, sizeof reply, nullptr, 0);
         _exit(0);
       default:

@@ -725,3 +725,40 @@ TEST_CASE("cgroup_sweep_stale: a dead owner's leaves, and a starting owner's own
   CHECK_FALSE(exists(mine));
   CHECK(exists(live));
 }
+
+// The real hierarchy (root only; CI runs the unit suite as root): a leaf
+// that destroy() cannot remove (here a cgroup made below it, as a function
+// template's member leaf would be) is not forgotten but tried again.
+TEST_CASE("CgroupLeaf::destroy: a leaf it could not remove is tried again later" *
+          doctest::skip(geteuid() != 0)) {
+  CgroupLayout layout = cgroup_detect();
+  REQUIRE_MESSAGE(layout.version != CgroupVersion::None, layout.why_none);
+  layout.group = "nsbox-unit-" + std::to_string(getpid());
+  layout.freeze = false;
+  const std::string id = "t-" + std::to_string(getpid()) + "-1";
+  std::vector<std::string> groups;
+  if (layout.version == CgroupVersion::V2) {
+    groups = {layout.v2_mount + "/" + layout.group};
+  } else {
+    groups = {layout.v1_memory + "/" + layout.group, layout.v1_pids + "/" + layout.group};
+    if (!layout.v1_cpu.empty() && layout.cpu_limits)
+      groups.push_back(layout.v1_cpu + "/" + layout.group);
+  }
+  const std::string leaf_dir = groups[0] + "/" + id, below = leaf_dir + "/below";
+  {
+    auto leaf = CgroupLeaf::create(layout, id, Limits{});
+    REQUIRE_MESSAGE(leaf, (leaf ? "" : leaf.error().message()));
+    REQUIRE(::mkdir(below.c_str(), 0755) == 0);
+    Status s = leaf.value().destroy();
+    REQUIRE_FALSE(s);
+    CHECK(s.error().message().find("a leaf is left below it") != std::string::npos);
+    CHECK(::access(leaf_dir.c_str(), F_OK) == 0);
+    CHECK(cgroup_retry_left_behind() == 1);  // still blocked: kept on the list
+    CHECK(::access(leaf_dir.c_str(), F_OK) == 0);
+  }
+  REQUIRE(::rmdir(below.c_str()) == 0);
+  CHECK(cgroup_retry_left_behind() == 0);
+  CHECK(::access(leaf_dir.c_str(), F_OK) != 0);
+  CHECK(cgroup_retry_left_behind() == 0);  // and gone from the list
+  for (const auto& g : groups) CHECK(::rmdir(g.c_str()) == 0);
+}
