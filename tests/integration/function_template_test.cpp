@@ -257,6 +257,27 @@ TEST_CASE("serve: a function template whose forks keep the spawner waiting is re
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE("serve: a function template's fork error cannot forge a line of the daemon's log") {
+  StateDir sd("fn-template-forged");
+  Daemon d(sd.path);
+  REQUIRE(d.start());
+  first_templated(d, "ff", "forged_fork_error.py");
+  // Each fork fails: served without the template, and the failure logged.
+  int status = 0;
+  for (int i = 0; i < 2; i++) {
+    json r = invoke(d, "ff", in_sandbox({}), &status);
+    CHECK_MESSAGE(status == 200, r.dump(), d.log());
+  }
+  REQUIRE(nsbox::test::wait_until([&] { return d.log().find("FORGED") != std::string::npos; }, 5000,
+                                  "the failure logged"));
+  const std::string log = d.log();
+  CHECK(log.find("\nFORGED") == std::string::npos);
+  CHECK(log.find("\\nFORGED") != std::string::npos);  // the newline, escaped
+  CHECK(log.find('\x1b') == std::string::npos);
+  CHECK(log.find("\xc2\x9b") == std::string::npos);
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("serve: a function template is frozen between its forks") {
   StateDir sd("fn-template-frozen");
   Daemon d(sd.path);

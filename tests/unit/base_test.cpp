@@ -13,6 +13,7 @@
 #include "base/digest.hpp"
 #include "base/files.hpp"
 #include "base/hash.hpp"
+#include "base/log.hpp"
 #include "base/spawn.hpp"
 #include "tests/unit/temp_dir.hpp"
 
@@ -188,4 +189,17 @@ TEST_CASE("base/spawn: a missing program is an error that names it") {
   auto pid = nsbox::spawn_program({"/nonexistent/nsbox-helper"}, {}, {});
   REQUIRE(!pid);
   CHECK(pid.error().message().find("/nonexistent/nsbox-helper") != std::string::npos);
+}
+
+TEST_CASE("log_escape: one line, no terminal controls, UTF-8 and tabs kept") {
+  CHECK(nsbox::log_escape("plain text") == "plain text");
+  CHECK(nsbox::log_escape("a\nb\rc") == "a\\nb\\rc");
+  CHECK(nsbox::log_escape("\x1b[2J\x7f") == "\\x1b[2J\\x7f");
+  CHECK(nsbox::log_escape(std::string("nul\0x", 5)) == "nul\\x00x");
+  CHECK(nsbox::log_escape("tab\there") == "tab\there");
+  CHECK(nsbox::log_escape("caf\xc3\xa9 \xe2\x82\xac") == "caf\xc3\xa9 \xe2\x82\xac");
+  // U+009B (CSI) in UTF-8, and a lone C2 at the end left as it is.
+  CHECK(nsbox::log_escape("\xc2\x9b"
+                          "2J") == "\\xc2\\x9b2J");
+  CHECK(nsbox::log_escape("\xc2\xa0 \xc2") == "\xc2\xa0 \xc2");
 }
