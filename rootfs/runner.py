@@ -397,24 +397,34 @@ class Runner:
             return _load_error("syntax", type(e).__name__,
                                "%s (%s)" % (_safe_str(e), base), line=None)
 
-        module = type(sys)(stem)
+        # The daemon names the file after the function, so a function called "socket",
+        # "traceback" or "time" must not take that module's place: the runner's own later
+        # imports (and the function's) would get the function. Such a module is registered
+        # under a name of its own, and its directory goes last on the path, not first.
+        key = stem
+        if stem in sys.modules or stem in sys.stdlib_module_names:
+            key = "__nsbox_function__"
+        module = type(sys)(key)
         module.__file__ = path
         directory = os.path.dirname(os.path.abspath(path))
         if directory not in sys.path:
-            sys.path.insert(0, directory)
+            if key == stem:
+                sys.path.insert(0, directory)
+            else:
+                sys.path.append(directory)
         # Registered before the body runs, as the import system does, so that circular imports
         # of the function's own module see the half-built module rather than a second copy.
-        previous = sys.modules.get(stem)
-        sys.modules[stem] = module
+        previous = sys.modules.get(key)
+        sys.modules[key] = module
         try:
             exec(code, module.__dict__)
         except BaseException as e:
             # BaseException: a module body calling sys.exit() is a broken function, not a
             # request to stop the runner.
             if previous is None:
-                sys.modules.pop(stem, None)
+                sys.modules.pop(key, None)
             else:
-                sys.modules[stem] = previous
+                sys.modules[key] = previous
             body = _error_body(e)
             return _load_error("import", body["errorType"], body["errorMessage"],
                                body["stackTrace"])

@@ -246,6 +246,27 @@ class RunnerTest(RunnerCase):
                         "def handler(e, c):\n    return [helper.VALUE, fn.handler is handler]\n")
         self.assertEqual(r.invoke()["result"], [7, True])
 
+    def test_function_named_like_a_module_does_not_replace_it(self):
+        # The daemon names the file after the function: "traceback" must not become the
+        # runner's traceback module (an exception would kill the runner), nor "time" the
+        # context's clock, nor "socket" anybody's socket.
+        for name in ("traceback", "time", "socket", "colorsys"):
+            with self.subTest(name=name):
+                self.fn("VALUE = 5\n", name="helper.py")
+                r = self.loaded("import %s as mod, helper\n"
+                                "def handler(e, c):\n"
+                                "    if (e or {}).get('raise'):\n"
+                                "        raise ValueError('boom')\n"
+                                "    return [mod.__name__, __name__ != mod.__name__,\n"
+                                "            c.get_remaining_time_in_millis() > 0, helper.VALUE]\n"
+                                % name, name=name + ".py")
+                first = r.invoke()
+                self.assertEqual(first.get("result"), [name, True, True, 5], first)
+                msg = r.invoke({"raise": True})
+                self.assertEqual((msg["ok"], msg["kind"]), (False, "exception"), msg)
+                self.assertEqual(msg["error"]["errorMessage"], "boom")
+                self.assertEqual(r.invoke()["result"], [name, True, True, 5])
+
     def test_load_via_frame(self):
         r = self.start()
         msg = r.call({"type": "load", "function": self.fn("def handler(e, c):\n    return e\n"),
