@@ -48,6 +48,23 @@ std::string mode_octal(mode_t mode) {
   return text;
 }
 
+Result<std::string> private_tmp_dir() {
+  const std::string dir = "/tmp/nsbox-" + std::to_string(geteuid());
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir", dir);
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) return sys_error("lstat", dir);
+  if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0)
+    return make_error("private dir",
+                      dir + " is not a private directory of yours (" +
+                          (S_ISLNK(st.st_mode)    ? std::string("a symlink")
+                           : !S_ISDIR(st.st_mode) ? std::string("not a directory")
+                                                  : "owner uid " + std::to_string(st.st_uid) +
+                                                        ", mode " + mode_octal(st.st_mode)) +
+                          "): another user may have made it. Remove it, or set HOME and "
+                          "XDG_RUNTIME_DIR to directories of your own");
+  return dir;
+}
+
 Status check_reachable_by_others(const std::string& path) {
   if (path.empty() || path[0] != '/') return make_error("reachable", path + " is not absolute");
   std::vector<std::string> dirs = {"/"};

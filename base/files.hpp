@@ -31,6 +31,13 @@ Status fsync_dir(const std::string& dir);
 // A mode's permission bits as chmod takes them: "0711", "1777".
 std::string mode_octal(mode_t mode);
 
+// /tmp/nsbox-EUID, a directory only the caller can enter: where a user
+// without HOME or XDG_RUNTIME_DIR keeps what nsbox makes. Made 0700 when
+// missing; one already there must be a real directory (not a symlink) of
+// the caller's that no one else can enter, or another local user could
+// have made it to watch or change what the caller's sandboxes run.
+Result<std::string> private_tmp_dir();
+
 // A program installed beside the running binary (/proc/self/exe's
 // directory): nsbox finds nsbox-http, nsbox-bench and nsbox-template so.
 Result<std::string> sibling_program(const std::string& name);

@@ -29,9 +29,12 @@ namespace nsbox {
 
 namespace {
 
-std::string home_dir() {
+// HOME, or without one a private directory: a shared path such as /tmp
+// would let another user plant the tree that sandboxes run.
+Result<std::string> home_dir() {
   const char* h = getenv("HOME");
-  return h && *h ? h : "/tmp";
+  if (h && *h == '/') return std::string(h);
+  return private_tmp_dir();
 }
 
 std::string read_stamp(const std::string& dir) {
@@ -52,10 +55,10 @@ bool dir_nonempty(const std::string& dir) {
 
 }  // namespace
 
-std::string default_rootfs_dir() {
-  if (geteuid() == 0) return "/var/lib/nsbox/rootfs";
+Result<std::string> default_rootfs_dir() {
+  if (geteuid() == 0) return std::string("/var/lib/nsbox/rootfs");
   const char* xdg = getenv("XDG_DATA_HOME");
-  std::string base = xdg && *xdg == '/' ? xdg : home_dir() + "/.local/share";
+  std::string base = xdg && *xdg == '/' ? xdg : TRY(home_dir()) + "/.local/share";
   return base + "/nsbox/rootfs";
 }
 

@@ -13,7 +13,7 @@ constexpr const char* kHostPython = "/usr/bin/python3";
 constexpr const char* kRunnerPath = "/opt/nsbox/runner.py";  // inside the rootfs
 
 // root: /var/lib/nsbox/rootfs; others: $XDG_DATA_HOME/nsbox/rootfs.
-std::string default_rootfs_dir();
+Result<std::string> default_rootfs_dir();
 // Changes whenever the builder, the runner or the host's python changes.
 std::string rootfs_stamp(const std::string& python = kHostPython);
 bool rootfs_fresh(const std::string& dir, const std::string& python = kHostPython);

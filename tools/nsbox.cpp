@@ -37,7 +37,7 @@ int cmd_rootfs(const std::vector<std::string>& args) {
     std::fprintf(stderr, "usage: nsbox rootfs build [--out DIR] [--python PATH]\n");
     return 2;
   }
-  std::string out = nsbox::default_rootfs_dir();
+  std::string out;
   std::string python = nsbox::kHostPython;
   for (size_t i = 1; i < args.size(); i++) {
     if ((args[i] == "--out" || args[i] == "--python") && i + 1 < args.size()) {
@@ -47,6 +47,14 @@ int cmd_rootfs(const std::vector<std::string>& args) {
       std::fprintf(stderr, "nsbox: rootfs build: unknown argument %s\n", args[i].c_str());
       return 2;
     }
+  }
+  if (out.empty()) {
+    auto dir = nsbox::default_rootfs_dir();
+    if (!dir) {
+      std::fprintf(stderr, "nsbox: rootfs build: %s\n", dir.error().message().c_str());
+      return 1;
+    }
+    out = dir.value();
   }
   auto r = nsbox::ensure_rootfs(out, true, python);
   if (!r) {

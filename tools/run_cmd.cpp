@@ -146,26 +146,35 @@ RunEnd ended(int code, const std::string& err, const std::string& out = "") {
 // may hold up the end of a run once the function is gone.
 constexpr int kRelayGraceMs = 2000;
 
-std::string home_or_tmp(const char* xdg, const char* sub) {
-  const char* v = getenv(xdg);
-  if (v && *v == '/') return std::string(v) + "/nsbox";
-  const char* h = getenv("HOME");
-  return std::string(h && *h ? h : "/tmp") + sub + "/nsbox";
-}
-
+// The seccomp cache: "" (no cache) when there is no private place for it.
 std::string cache_dir() {
-  std::string dir = geteuid() == 0 ? "/var/cache/nsbox" : home_or_tmp("XDG_CACHE_HOME", "/.cache");
+  std::string dir = "/var/cache/nsbox";
+  if (geteuid() != 0) {
+    const char* xdg = getenv("XDG_CACHE_HOME");
+    const char* home = getenv("HOME");
+    if (xdg && *xdg == '/') {
+      dir = std::string(xdg) + "/nsbox";
+    } else if (home && *home == '/') {
+      dir = std::string(home) + "/.cache/nsbox";
+    } else {
+      auto tmp = private_tmp_dir();
+      if (!tmp) return "";
+      dir = tmp.value() + "/cache";
+    }
+  }
   std::string parent = dir.substr(0, dir.find_last_of('/'));
   mkdir(parent.c_str(), 0755);
   mkdir(dir.c_str(), 0700);
   return dir;
 }
 
-std::string stage_dir() {
-  if (geteuid() == 0) return "/run/nsbox/stage";
+// Where sandboxes' stages are mounted: never a path in /tmp another user
+// could have made first (private_tmp_dir).
+Result<std::string> stage_dir() {
+  if (geteuid() == 0) return std::string("/run/nsbox/stage");
   const char* rt = getenv("XDG_RUNTIME_DIR");
   if (rt && *rt == '/') return std::string(rt) + "/nsbox/stage";
-  return "/tmp/nsbox-" + std::to_string(geteuid()) + "/stage";
+  return TRY(private_tmp_dir()) + "/stage";
 }
 
 std::string base_name(const std::string& p) {
@@ -286,7 +295,14 @@ int cmd_run(const std::vector<std::string>& args) {
     policy.limits.wall_ms = static_cast<uint32_t>(std::min<uint64_t>(t.value(), 900000));
   }
 
-  std::string rootfs = o.rootfs ? *o.rootfs : default_rootfs_dir();
+  std::string rootfs;
+  if (o.rootfs) {
+    rootfs = *o.rootfs;
+  } else {
+    auto dir = default_rootfs_dir();
+    if (!dir) return fail(kExitSetup, dir.error().message());
+    rootfs = dir.value();
+  }
   if (rootfs[0] != '/') {
     char cwd[PATH_MAX];
     if (getcwd(cwd, sizeof cwd)) rootfs = std::string(cwd) + "/" + rootfs;
@@ -317,7 +333,9 @@ int cmd_run(const std::vector<std::string>& args) {
   } else {
     auto bpf = seccomp_get(policy.seccomp, cache_dir());
     if (!bpf) return fail(kExitSetup, "seccomp: " + bpf.error().message());
-    SandboxSpec spec = runner_spec(policy, rootfs, stage_dir(), caller_ids(), fn_path);
+    auto stage = stage_dir();
+    if (!stage) return fail(kExitSetup, stage.error().message());
+    SandboxSpec spec = runner_spec(policy, rootfs, stage.value(), caller_ids(), fn_path);
     spec.id = "run-" + std::to_string(getpid());
     fn_inside = function_path_inside(spec);
     CgroupLayout layout;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
@@ -315,4 +316,52 @@ TEST_CASE("serve: kill -9 of the daemon ends its sandboxes, busy or idle") {
   CHECK(d.kill9());
   for (auto& t : calls) t.join();
   check_no_residue(before);
+}
+
+// Without HOME or XDG_RUNTIME_DIR a rootless run keeps its stage (and
+// rootfs and seccomp cache) in /tmp/nsbox-UID: a directory another local
+// user made there first, or a symlink to one, would let that user watch or
+// change what the caller's sandboxes see. It is used only when it is a
+// real directory of the caller's that no one else can enter.
+TEST_CASE("nsbox run without HOME or XDG_RUNTIME_DIR refuses a /tmp/nsbox-UID not its own") {
+  const std::string dir = "/tmp/nsbox-" + std::to_string(kNobody);
+  const std::string aside = dir + ".aside-" + std::to_string(getpid());
+  const bool had = ::rename(dir.c_str(), aside.c_str()) == 0;
+  const std::string target = "/tmp/nsbox-test-target-" + std::to_string(getpid());
+  auto run_it = [] {
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin(), "run", nsbox::test::probe("echo.py"), "--event",
+              R"({"x": 1})"};
+    REQUIRE(nsbox::test::rootless_as(kNobody, &s));
+    s.env.push_back("XDG_RUNTIME_DIR=");  // unset: the /tmp fallback
+    return nsbox::test::run(s);
+  };
+  // Made by another user (root here), open to all.
+  REQUIRE(::mkdir(dir.c_str(), 0755) == 0);
+  Outcome o = run_it();
+  CHECK(o.exit_code == 3);
+  CHECK_MESSAGE(o.err.find(dir + " is not a private directory of yours") != std::string::npos,
+                o.err);
+  CHECK(::access((dir + "/stage").c_str(), F_OK) != 0);
+  REQUIRE(::rmdir(dir.c_str()) == 0);
+  // A symlink to a directory another user owns.
+  REQUIRE(::mkdir(target.c_str(), 0777) == 0);
+  REQUIRE(::symlink(target.c_str(), dir.c_str()) == 0);
+  o = run_it();
+  CHECK(o.exit_code == 3);
+  CHECK_MESSAGE(o.err.find("a symlink") != std::string::npos, o.err);
+  CHECK(::access((target + "/stage").c_str(), F_OK) != 0);
+  REQUIRE(::unlink(dir.c_str()) == 0);
+  REQUIRE(::rmdir(target.c_str()) == 0);
+  // None there: made, private, and the run goes ahead.
+  o = run_it();
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  struct stat st {};
+  REQUIRE(::lstat(dir.c_str(), &st) == 0);
+  CHECK(S_ISDIR(st.st_mode));
+  CHECK(st.st_uid == kNobody);
+  CHECK((st.st_mode & 0777) == 0700);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (had) CHECK(::rename(aside.c_str(), dir.c_str()) == 0);
 }
