@@ -242,7 +242,7 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
       o.kind == Outcome::Died ? death_cause(w.id, memory, policy) : std::string();
   const std::string timeout_note =
       o.kind == Outcome::Timeout ? memory_note(w.id, memory) : std::string();
-  guard.release(o.reusable());
+  guard.release(o.reusable() && sent_only_its_reply(w));
 
   // Results and errors are the runner's payload text, checked by the invoker
   // and moved on: no document is built from them and they are not copied
@@ -304,6 +304,16 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
       return r;
   }
   return r;
+}
+
+// A sandbox that sent more than its reply (frames or part of one in the
+// decoder, bytes waiting in the pipe) would meet its next request with
+// them, and the decoder would hold them in the daemon meanwhile: it is not
+// given another request.
+bool Invocations::sent_only_its_reply(const Worker& w) {
+  if (!w.decoder.empty()) return false;
+  struct pollfd p = {w.channel.from_runner.get(), POLLIN, 0};
+  return poll(&p, 1, 0) == 0;
 }
 
 std::string Invocations::death_cause(uint64_t id, uint64_t memory, const Policy& policy) {

@@ -120,6 +120,7 @@ class Invocations {
   InvokeResult run(const InvokeRequest& req, const FunctionMeta& meta, const std::string& event,
                    uint32_t profile);
   // What the sandbox's cgroup says killed it; empty when it says nothing.
+  static bool sent_only_its_reply(const Worker& w);
   std::string death_cause(uint64_t id, uint64_t memory, const Policy& policy);
   // Why a timeout may really be the memory limit (CgroupEvents::reached_memory_limit), or "".
   std::string memory_note(uint64_t id, uint64_t memory);

@@ -66,6 +66,8 @@ class FrameDecoder {
   // A frame, nothing yet, or an error for an oversized length (then every
   // later call fails too: the stream cannot be resynchronised).
   Result<std::optional<Frame>> next();
+  // Nothing held: no complete frame waiting, no part of one.
+  bool empty() const { return ready_.empty() && buffered() == 0; }
   // Bytes of frames not yet complete.
   size_t buffered() const {
     return have_header_ ? kFrameHeader + cur_.envelope.size() + cur_.payload.size() : header_len_;

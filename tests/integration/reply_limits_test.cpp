@@ -98,6 +98,38 @@ TEST_CASE("serve: an event just under the body limit is served, not a dead sandb
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE("serve: a sandbox that sent more than its reply is not given another request") {
+  StateDir sd("more-than-reply");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  auto c = d.client(60);
+  // Its own reply, forged on the reply pipe (fd 4) by the handler, followed
+  // by empty frames: the runner's reply then comes after them.
+  REQUIRE(deploy(d, "more", R"PY(import os
+def handler(e, c):
+    if e.get('forge'):
+        env = b'{"type":"result","id":"' + c.aws_request_id.encode() + b'","ok":true}'
+        body = b'"forged"'
+        head = len(env).to_bytes(4, 'big') + len(body).to_bytes(4, 'big')
+        os.write(4, head + env + body + bytes(8) * 200)
+    return 'plain'
+)PY") == 201);
+  auto r = c->Post("/fn/more", R"({"forge": true})", "application/json");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body.starts_with("\"forged\""));
+  const long long spawned = metric(d, "nsbox_pool_spawned_total");
+  for (int i = 0; i < 3; i++) {
+    r = c->Post("/fn/more", "{}", "application/json");
+    REQUIRE(r);
+    CHECK_MESSAGE(r->status == 200, r->body);
+    CHECK(r->body.starts_with("\"plain\""));
+  }
+  // One new sandbox for the three: the forger's was destroyed, not reused.
+  CHECK(metric(d, "nsbox_pool_spawned_total") == spawned + 1);
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("serve: a reply over the frame limit is a 502 naming it; a non-JSON result never a 200") {
   StateDir sd("forge");
   Daemon d(sd.path, kPool);

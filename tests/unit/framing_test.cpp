@@ -100,11 +100,14 @@ TEST_CASE("FrameDecoder: two frames and a partial third in one feed") {
   std::string wire = encode_frame("first", "1") + encode_frame("second") +
                      encode_frame("third", "333").substr(0, 10);
   FrameDecoder d;
+  CHECK(d.empty());
   d.feed(wire.data(), wire.size());
   auto a = next_ok(d);
+  CHECK_FALSE(d.empty());  // the second frame waits
   auto b = next_ok(d);
   REQUIRE(a.has_value());
   REQUIRE(b.has_value());
+  CHECK_FALSE(d.empty());  // part of the third
   CHECK(a->envelope == "first");
   CHECK(a->payload == "1");
   CHECK(b->envelope == "second");
@@ -117,6 +120,7 @@ TEST_CASE("FrameDecoder: two frames and a partial third in one feed") {
   REQUIRE(c.has_value());
   CHECK(c->envelope == "third");
   CHECK(c->payload == "333");
+  CHECK(d.empty());
 }
 
 TEST_CASE("FrameDecoder: an empty frame is a frame, distinct from no frame") {
