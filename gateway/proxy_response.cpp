@@ -17,7 +17,11 @@ bool forbidden_header(const std::string& name) {
   std::string lower;
   for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   // x-nsbox-*: ours (the request id), which a function must not forge.
-  if (lower.rfind("proxy-", 0) == 0 || lower.rfind("x-nsbox-", 0) == 0) return true;
+  // x-accel-*: nginx's orders to itself from the server behind it (an
+  // internal redirect to any route, rate limits), which are not a tenant's.
+  if (lower.rfind("proxy-", 0) == 0 || lower.rfind("x-nsbox-", 0) == 0 ||
+      lower.rfind("x-accel-", 0) == 0)
+    return true;
   for (const char* f : kForbidden)
     if (lower == f) return true;
   return false;

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <httplib.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -18,6 +19,7 @@
 #include <functional>
 #include <iterator>
 #include <map>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -1183,6 +1185,45 @@ TEST_CASE("serve: SIGTERM while the rootfs builds leaves no builder and no half-
       left.push_back(e.path().filename().string());
   CHECK_MESSAGE(left.empty(), (left.empty() ? std::string() : left[0]));
   CHECK(runner_files() == runners_before);
+}
+
+// Invoking needs no token: the CLI must not send the admin's to /fn/,
+// where a proxy in front or a redirect of the function's choosing would
+// carry it on. Deploying still sends it (the control).
+TEST_CASE("nsbox invoke sends no token; nsbox deploy does") {
+  httplib::Server srv;
+  std::mutex mu;
+  std::map<std::string, std::string> seen;  // path -> Authorization
+  auto record = [&](const httplib::Request& req, httplib::Response& res) {
+    std::lock_guard<std::mutex> lock(mu);
+    seen[req.path] =
+        req.has_header("Authorization") ? req.get_header_value("Authorization") : "(none)";
+    res.status = req.path.starts_with("/fn/") ? 200 : 201;
+    res.set_content(R"({"name": "x", "version": 1, "url": "http://127.0.0.1/fn/x"})",
+                    "application/json");
+  };
+  srv.Post("/fn/x", record);
+  srv.Put("/functions/x", record);
+  const int port = srv.bind_to_any_port("127.0.0.1");
+  REQUIRE(port > 0);
+  std::thread listener([&] { srv.listen_after_bind(); });
+  auto cli = [&](std::vector<std::string> args) {
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin()};
+    s.argv.insert(s.argv.end(), args.begin(), args.end());
+    s.argv.insert(s.argv.end(), {"--server", "http://127.0.0.1:" + std::to_string(port)});
+    s.env = {"NSBOX_TOKEN=admin-secret-token"};
+    return nsbox::test::run(s);
+  };
+  auto o = cli({"invoke", "x", "{}"});
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  o = cli({"deploy", "x", nsbox::test::probe("echo.py")});
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  srv.stop();
+  listener.join();
+  std::lock_guard<std::mutex> lock(mu);
+  CHECK(seen["/fn/x"] == "(none)");
+  CHECK(seen["/functions/x"] == "Bearer admin-secret-token");
 }
 
 TEST_CASE("serve: the CLI client against the real daemon") {

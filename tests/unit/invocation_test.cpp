@@ -246,6 +246,10 @@ class FakeRunners final : public SandboxFactory {
                         // Ours: a forged request id would mislead whoever correlates logs.
                         {"X-Nsbox-Request-Id", "0000000000000000"},
                         {"x-nsbox-anything", "1"},
+                        // Obeyed by nginx in front (an internal redirect to
+                        // another route, with the client's headers).
+                        {"X-Accel-Redirect", "/functions/victim/logs"},
+                        {"x-accel-buffering", "no"},
                         {"X-Good", "yes"},
                         {"X-Number", 7},
                         {"Content-Type", "text/plain"}};
