@@ -356,6 +356,16 @@ CheckResult Invocations::check(const std::string& name, const std::string& sourc
     r.message = "no policy profile " + std::to_string(profile) + " is loaded";
     return r;
   }
+  if (!checks_.try_acquire_until(queue_deadline)) {
+    r.outcome = CheckResult::Outcome::NoSandbox;
+    r.message = "other deploys' sources are being checked (at most " +
+                std::to_string(kConcurrentChecks) + " at once); retry";
+    return r;
+  }
+  struct Turn {
+    std::counting_semaphore<kConcurrentChecks>& s;
+    ~Turn() { s.release(); }
+  } turn{checks_};
   Pool::Lease lease = pool_.acquire_blank(profile, queue_deadline);
   if (lease.status != Pool::Status::Ok) {
     r.outcome = CheckResult::Outcome::NoSandbox;

@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdint>
 #include <nlohmann/json.hpp>
+#include <semaphore>
 #include <string>
 #include <utility>
 #include <vector>
@@ -90,7 +91,9 @@ class Invocations {
   InvokeResult invoke(const InvokeRequest& req);
   // Compiles source in a blank sandbox of the profile, which is destroyed
   // afterwards: hostile source can make the compiler itself exhaust memory
-  // or time.
+  // or time. At most kConcurrentChecks at once; the rest wait their turn
+  // until queue_deadline.
+  static constexpr int kConcurrentChecks = 2;
   CheckResult check(const std::string& name, const std::string& source, uint32_t profile,
                     Clock::time_point queue_deadline);
 
@@ -119,8 +122,9 @@ class Invocations {
  private:
   InvokeResult run(const InvokeRequest& req, const FunctionMeta& meta, const std::string& event,
                    uint32_t profile);
-  // What the sandbox's cgroup says killed it; empty when it says nothing.
+  // Whether the sandbox sent nothing after its reply (then it may serve again).
   static bool sent_only_its_reply(const Worker& w);
+  // What the sandbox's cgroup says killed it; empty when it says nothing.
   std::string death_cause(uint64_t id, uint64_t memory, const Policy& policy);
   // Why a timeout may really be the memory limit (CgroupEvents::reached_memory_limit), or "".
   std::string memory_note(uint64_t id, uint64_t memory);
@@ -131,6 +135,9 @@ class Invocations {
   LogStore& logs_;
   const std::vector<ProfileInfo> profiles_;
   std::atomic<bool> cut_{false};
+  // A check takes a blank, and a full pool evicts an idle sandbox for it:
+  // many slow checks at once would evict every tenant's warm sandboxes.
+  std::counting_semaphore<kConcurrentChecks> checks_{kConcurrentChecks};
 };
 
 }  // namespace nsbox

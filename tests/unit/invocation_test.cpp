@@ -15,6 +15,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <future>
 #include <map>
 #include <mutex>
 #include <set>
@@ -156,6 +157,10 @@ class FakeRunners final : public SandboxFactory {
     std::unique_lock<std::mutex> lock(mu_);
     return cv_.wait_for(lock, 5s, [&] { return gated_ >= n; });
   }
+  int gated() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return gated_;
+  }
   void open_gate() {
     std::lock_guard<std::mutex> lock(mu_);
     gate_open_ = true;
@@ -178,7 +183,8 @@ class FakeRunners final : public SandboxFactory {
   //   "break"     answers another request's id (a protocol break)
   //   "oom"       dies at once, its cgroup showing an OOM kill
   //   "hang"      never answers
-  // A check answers a syntax error when the source says "syntax error".
+  // A check answers a syntax error when the source says "syntax error", and
+  // waits for open_gate() first when it says "gated check".
   void serve(uint64_t id, int in, int out, int log) {
     FrameDecoder dec;
     std::string source;
@@ -188,6 +194,12 @@ class FakeRunners final : public SandboxFactory {
       json env = json::parse(fr.frame.envelope);
       const std::string type = env.value("type", "");
       if (type == "check") {
+        if (fr.frame.payload.find("gated check") != std::string::npos) {
+          std::unique_lock<std::mutex> lock(mu_);
+          gated_++;
+          cv_.notify_all();
+          cv_.wait_for(lock, 10s, [&] { return gate_open_; });
+        }
         if (fr.frame.payload.find("syntax error") != std::string::npos)
           // As the runner: the summary in the envelope, the error object
           // as the payload.
@@ -535,6 +547,35 @@ TEST_CASE("invocation: the deploy check compiles in a blank that is destroyed af
   CHECK(bad.error == json{{"error", "invalid syntax"}, {"line", 3}});
   CHECK(rig.factory.wait_destroyed(2));
   CHECK(rig.pool.stats().blank == 0);
+}
+
+TEST_CASE("invocation: at most two deploy checks at once; the others wait their turn") {
+  Rig rig;
+  constexpr int kChecks = Invocations::kConcurrentChecks + 2;
+  std::vector<std::future<CheckResult>> checks;
+  for (int i = 0; i < kChecks; i++)
+    checks.push_back(std::async(std::launch::async, [&] {
+      return rig.invocations.check("f", "gated check", 0, Clock::now() + 5s);
+    }));
+  REQUIRE(rig.factory.wait_gated(Invocations::kConcurrentChecks));
+  std::this_thread::sleep_for(200ms);
+  CHECK(rig.factory.gated() == Invocations::kConcurrentChecks);  // the others wait
+  rig.factory.open_gate();
+  for (auto& c : checks) CHECK(c.get().outcome == CheckResult::Outcome::Ok);
+  CHECK(rig.factory.gated() == kChecks);
+  // One that cannot get its turn by its deadline says so.
+  Rig busy;
+  std::vector<std::future<CheckResult>> held;
+  for (int i = 0; i < Invocations::kConcurrentChecks; i++)
+    held.push_back(std::async(std::launch::async, [&] {
+      return busy.invocations.check("f", "gated check", 0, Clock::now() + 5s);
+    }));
+  REQUIRE(busy.factory.wait_gated(Invocations::kConcurrentChecks));
+  CheckResult late = busy.invocations.check("f", "return 1", 0, Clock::now() + 100ms);
+  CHECK(late.outcome == CheckResult::Outcome::NoSandbox);
+  CHECK(late.message.find("at most 2 at once") != std::string::npos);
+  busy.factory.open_gate();
+  for (auto& c : held) CHECK(c.get().outcome == CheckResult::Outcome::Ok);
 }
 
 TEST_CASE("invocation: a deploy or delete through the service revokes before it returns") {
