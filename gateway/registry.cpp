@@ -50,6 +50,7 @@
 #include <cstring>
 #include <filesystem>
 #include <limits>
+#include <list>
 #include <map>
 #include <mutex>
 #include <set>
@@ -274,7 +275,10 @@ Result<FunctionVersion> load_version_file(const std::string& path, const std::st
 
 class FileStore final : public FunctionStore {
  public:
-  explicit FileStore(std::string root) : root_(std::move(root)), functions_(root_ + "/functions") {}
+  FileStore(std::string root, size_t source_cache_bytes)
+      : root_(std::move(root)),
+        functions_(root_ + "/functions"),
+        source_cache_bytes_(source_cache_bytes) {}
 
   Status load();
 
@@ -284,15 +288,28 @@ class FileStore final : public FunctionStore {
   std::vector<FunctionMeta> list() override;
   std::vector<uint64_t> versions(const std::string& name) override;
   Result<uint64_t> remove(const std::string& name) override;
+  size_t cached_source_bytes() override {
+    std::lock_guard<std::mutex> lock(mu_);
+    return cached_bytes_;
+  }
 
  private:
   struct Entry {
     FunctionMeta latest;
     std::map<uint64_t, uint64_t> versions;  // version -> its deploy number
-    // Source of `latest`; shared so a reader copies it outside any lock
-    // only when it must. Null until put() or the first get() of it.
+    // Source of `latest`, which cold starts load. Null until put() or the
+    // first get() of it, and again once the cache's least recently used.
     std::shared_ptr<const std::string> latest_source;
+    std::list<std::string>::iterator lru;  // its place in lru_, while cached
   };
+
+  // The latest sources are kept within source_cache_bytes_ (least recently
+  // used first out; they are read from disk again when asked for): up to
+  // 1 MiB a function would otherwise stay in the daemon for every function
+  // ever deployed. Under mu_.
+  void cache_source(const std::string& name, Entry& entry,
+                    std::shared_ptr<const std::string> source);
+  void uncache_source(Entry& entry);
 
   std::string function_dir(const std::string& name) const { return functions_ + "/" + name; }
   std::string version_path(const std::string& name, uint64_t v) const {
@@ -311,7 +328,30 @@ class FileStore final : public FunctionStore {
   // Highest version per name whose file exists but did not load: never
   // reused, so put() cannot overwrite evidence kept for inspection.
   std::map<std::string, uint64_t> unloadable_;
+  const size_t source_cache_bytes_;
+  std::list<std::string> lru_;  // names with a cached source, most recent first
+  size_t cached_bytes_ = 0;
 };
+
+void FileStore::uncache_source(Entry& entry) {
+  if (!entry.latest_source) return;
+  cached_bytes_ -= entry.latest_source->size();
+  lru_.erase(entry.lru);
+  entry.latest_source.reset();
+}
+
+void FileStore::cache_source(const std::string& name, Entry& entry,
+                             std::shared_ptr<const std::string> source) {
+  uncache_source(entry);
+  cached_bytes_ += source->size();
+  entry.latest_source = std::move(source);
+  lru_.push_front(name);
+  entry.lru = lru_.begin();
+  // The one just cached stays even when it alone is over the limit: it is
+  // about to be loaded.
+  while (cached_bytes_ > source_cache_bytes_ && lru_.size() > 1)
+    uncache_source(index_.at(lru_.back()));
+}
 
 Status FileStore::load() {
   TRY(mkdir_p(root_, 0700));
@@ -474,7 +514,7 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
   Entry& entry = index_[name];
   entry.versions[m.version] = m.deploy;
   entry.latest = m;
-  entry.latest_source = std::move(source);
+  cache_source(name, entry, std::move(source));
   return m;
 }
 
@@ -507,9 +547,11 @@ std::optional<FunctionVersion> FileStore::get(const std::string& name, uint64_t 
     std::lock_guard<std::mutex> lock(mu_);
     deploy = deploy_of();
     if (deploy == 0) return std::nullopt;
-    const Entry& entry = index_.at(name);
-    if (entry.latest.deploy == deploy && entry.latest_source)
+    Entry& entry = index_.at(name);
+    if (entry.latest.deploy == deploy && entry.latest_source) {
+      lru_.splice(lru_.begin(), lru_, entry.lru);
       return FunctionVersion{entry.latest, *entry.latest_source};
+    }
   }
   if (auto fv = read_version(name, version)) {
     std::lock_guard<std::mutex> lock(mu_);
@@ -520,7 +562,7 @@ std::optional<FunctionVersion> FileStore::get(const std::string& name, uint64_t 
       // The latest version's source is what cold starts load: keep it.
       Entry& entry = index_.at(name);
       if (!entry.latest_source && entry.latest.deploy == deploy)
-        entry.latest_source = std::make_shared<const std::string>(fv->source);
+        cache_source(name, entry, std::make_shared<const std::string>(fv->source));
       return fv;
     }
   }
@@ -575,6 +617,7 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
     // must go from the index too.
     if (::rename(grave.c_str(), dir.c_str()) != 0) {
       std::lock_guard<std::mutex> lock(mu_);
+      if (auto it = index_.find(name); it != index_.end()) uncache_source(it->second);
       index_.erase(name);
       unloadable_.erase(name);
     }
@@ -583,6 +626,7 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
   uint64_t deploy;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (auto it = index_.find(name); it != index_.end()) uncache_source(it->second);
     index_.erase(name);
     unloadable_.erase(name);
     deploy = ++last_deploy_;
@@ -597,8 +641,9 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
 
 }  // namespace
 
-Result<std::unique_ptr<FunctionStore>> open_file_store(const std::string& dir) {
-  auto store = std::make_unique<FileStore>(dir);
+Result<std::unique_ptr<FunctionStore>> open_file_store(const std::string& dir,
+                                                       size_t source_cache_bytes) {
+  auto store = std::make_unique<FileStore>(dir, source_cache_bytes);
   TRY(store->load());
   return std::unique_ptr<FunctionStore>(std::move(store));
 }

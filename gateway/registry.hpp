@@ -75,11 +75,17 @@ class FunctionStore {
   // number in the deploy sequence (see FunctionMeta::deploy), above every
   // deploy of the function; 0 = no such function.
   virtual Result<uint64_t> remove(const std::string& name) = 0;
+  // Bytes of sources kept in memory (the latest versions' most recently used).
+  virtual size_t cached_source_bytes() { return 0; }
 };
 
 // Opens (creating if needed, mode 0700) the file store rooted at dir; loads its
 // index. Leftovers of a crashed put or remove are deleted; a version file that
 // does not load is skipped with a warning and left on disk for inspection.
-Result<std::unique_ptr<FunctionStore>> open_file_store(const std::string& dir);
+// source_cache_bytes bounds the latest sources kept in memory; the rest
+// are read from disk when a cold start asks for them.
+constexpr size_t kSourceCacheBytes = 64ull << 20;
+Result<std::unique_ptr<FunctionStore>> open_file_store(
+    const std::string& dir, size_t source_cache_bytes = kSourceCacheBytes);
 
 }  // namespace nsbox

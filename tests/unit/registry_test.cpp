@@ -513,3 +513,34 @@ TEST_CASE("registry: a function with only unloadable files can be deleted, and d
   CHECK_FALSE(fs::exists(fdir + "/18446744073709551615.json"));
   CHECK(put_ok(*store, "f", fv_of("one")).version == 1);
 }
+
+TEST_CASE("registry: the latest sources kept in memory stay within the cache's bytes") {
+  TempDir tmp("registry-cache");
+  auto r = open_file_store(tmp.path, 3000);
+  REQUIRE(r);
+  FunctionStore& s = *r.value();
+  auto source = [](int i) { return "# " + std::to_string(i) + "\n" + std::string(1000, 'x'); };
+  for (int i = 0; i < 10; i++) put_ok(s, "f" + std::to_string(i), fv_of(source(i)));
+  // Three fit (each ~1006 bytes would make four over 3000): the rest were
+  // dropped, least recently used first.
+  CHECK(s.cached_source_bytes() <= 3000);
+  CHECK(s.cached_source_bytes() >= 2000);
+  // Each is still served whole, read from disk when not in memory.
+  for (int i = 0; i < 10; i++) {
+    auto fv = latest_of(s, "f" + std::to_string(i));
+    REQUIRE(fv);
+    CHECK(fv->source == source(i));
+    CHECK(s.cached_source_bytes() <= 3000);
+  }
+  // A redeploy replaces its cached source rather than adding to it, and a
+  // remove drops it.
+  put_ok(s, "f9", fv_of(source(99)));
+  CHECK(latest_of(s, "f9")->source == source(99));
+  CHECK(s.cached_source_bytes() <= 3000);
+  for (int i = 0; i < 10; i++) REQUIRE(s.remove("f" + std::to_string(i)));
+  CHECK(s.cached_source_bytes() == 0);
+  // One source over the whole limit is still kept: it is about to be loaded.
+  put_ok(s, "big", fv_of(std::string(5000, 'y')));
+  CHECK(s.cached_source_bytes() == 5000);
+  CHECK(latest_of(s, "big")->source.size() == 5000);
+}
