@@ -28,6 +28,13 @@ void Metrics::start(const std::string& function, bool cold) {
   starts_[{function, cold}]++;
 }
 
+void Metrics::forget(const std::string& function) {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::erase_if(requests_, [&](const auto& kv) { return kv.first.first == function; });
+  std::erase_if(starts_, [&](const auto& kv) { return kv.first.first == function; });
+  latency_.erase(function);
+}
+
 std::string Metrics::render() {
   std::lock_guard<std::mutex> lock(mu_);
   std::string out;

@@ -22,6 +22,9 @@ class Metrics {
                                                       0.5,   1,    2.5,   5,    10};
   void request(const std::string& function, int status, double seconds);
   void start(const std::string& function, bool cold);
+  // Drops a deleted function's series: the statuses are the function's to
+  // choose (up to 400 of them), and names come and go with deploys.
+  void forget(const std::string& function);
   // Lines for everything recorded so far; the pool's gauges are
   // render_pool_stats'.
   std::string render();

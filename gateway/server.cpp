@@ -409,6 +409,7 @@ void Gateway::handle_delete(const httplib::Request& req, httplib::Response& res)
   auto r = invocations_.remove(name);
   if (!r) return send_error(res, 500, "could not delete: " + r.error().message());
   if (!r.value()) return send_error(res, 404, "no function " + name);
+  metrics_.forget(name);
   send_json(res, 200, {{"name", name}, {"deleted", true}});
 }
 

@@ -159,3 +159,18 @@ TEST_CASE("metrics: a slow refresh waits 19 times as long before the next") {
     CHECK(factory.calls == before + 2 * int(c.sandboxes));
   }
 }
+
+TEST_CASE("metrics: a deleted function's series go; the others' stay") {
+  nsbox::Metrics m;
+  for (int status : {200, 201, 418, 599}) m.request("gone", status, 0.01);
+  m.start("gone", true);
+  m.request("kept", 200, 0.02);
+  m.start("kept", false);
+  CHECK(m.render().find("function=\"gone\"") != std::string::npos);
+  m.forget("gone");
+  const std::string out = m.render();
+  CHECK(out.find("function=\"gone\"") == std::string::npos);
+  CHECK(out.find("nsbox_requests_total{function=\"kept\",status=\"200\"} 1") != std::string::npos);
+  CHECK(out.find("nsbox_request_duration_seconds_count{function=\"kept\"} 1") != std::string::npos);
+  CHECK(out.find("function=\"kept\",kind=\"warm\"") != std::string::npos);
+}
