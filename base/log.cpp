@@ -4,11 +4,14 @@
 #include <cstdio>
 #include <string>
 
+#include "base/terminal_escape.hpp"
+
 namespace nsbox {
 
 namespace {
 LogLevel g_level = LogLevel::Warn;
 const char* const kNames[] = {"error", "warning", "info", "debug"};
+constexpr size_t kMaxLogLine = 3800;  // escaped message; the prefix and newline fit in PIPE_BUF
 }  // namespace
 
 void set_log_level(LogLevel level) {
@@ -30,30 +33,27 @@ void log_msg(LogLevel level, const char* fmt, ...) {
 }
 
 std::string log_escape(std::string_view s) {
-  static const char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(s.size());
-  auto hex = [&](unsigned char c) {
-    out += "\\x";
-    out += kHex[c >> 4];
-    out += kHex[c & 15];
-  };
-  for (size_t i = 0; i < s.size(); i++) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    if (c == '\n') {
-      out += "\\n";
-    } else if (c == '\r') {
-      out += "\\r";
-    } else if ((c < 0x20 && c != '\t') || c == 0x7f) {
-      hex(c);
-    } else if (c == 0xc2 && i + 1 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0x80 &&
-               static_cast<unsigned char>(s[i + 1]) <= 0x9f) {
-      // U+0080..U+009F, the C1 controls (CSI among them) in UTF-8.
-      hex(c);
-      hex(static_cast<unsigned char>(s[++i]));
-    } else {
-      out += static_cast<char>(c);
-    }
+  // Newlines and CRs as text first, so that every message is one line; the
+  // terminal escaper then takes what else a terminal or journal viewer
+  // would obey (C0 and C1 controls, bidi overrides, invalid UTF-8).
+  std::string flat;
+  flat.reserve(s.size());
+  for (char c : s) {
+    if (c == '\n')
+      flat += "\\n";
+    else if (c == '\r')
+      flat += "\\r";
+    else
+      flat += c;
+  }
+  std::string out = escape_for_terminal(flat);
+  // Escaping can quadruple a message: kept under PIPE_BUF, so that one write
+  // still carries a whole line among concurrent writers.
+  if (out.size() > kMaxLogLine) {
+    size_t cut = kMaxLogLine;
+    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xc0) == 0x80) cut--;
+    out.resize(cut);
+    out += "...";
   }
   return out;
 }

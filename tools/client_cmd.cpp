@@ -23,10 +23,10 @@
 #include <sstream>
 
 #include "base/limits.hpp"
+#include "base/terminal_escape.hpp"
 #include "gateway/http_status.hpp"
 #include "gateway/registry.hpp"
 #include "tools/args.hpp"
-#include "tools/terminal_escape.hpp"
 
 namespace nsbox {
 
@@ -61,7 +61,7 @@ exit codes:
   1    the function raised; the error JSON is on stdout
   2    bad usage, or the event is not JSON
   3    the daemon could not be reached or refused the request
-       (no such function, overloaded, bad token, ...; the reason is on stderr)
+       (no such function, overloaded, ...; the reason is on stderr)
   124  the function timed out
   137  the function was killed by a limit (memory, pids) or its sandbox died
 )U";
@@ -437,12 +437,18 @@ std::string server_message(int status, const std::string& body) {
 }
 
 // Prints "nsbox: STATUS: message" (and the token hint for 401).
-void report_server_error(const Ctx& c, int status, const std::string& body) {
+// sent_token: whether the request carried the token (invoke sends none).
+void report_server_error(const Ctx& c, int status, const std::string& body,
+                         bool sent_token = true) {
   // The message may quote a function (a crash, its error): escaped too.
   std::fflush(stderr);
   write_for_display(STDERR_FILENO, "nsbox: " + std::to_string(status) + ": " +
                                        server_message(status, body) + "\n");
-  if (status == 401) {
+  if (status == 401 && !sent_token) {
+    std::fprintf(stderr,
+                 "nsbox: invoking needs no token here; something in front of the daemon "
+                 "asked for one\n");
+  } else if (status == 401) {
     if (c.token.value.empty()) {
       std::fprintf(stderr, "nsbox: no API token was sent\n");
     } else {
@@ -572,11 +578,11 @@ int do_invoke(Ctx& c, const Args& a) {
     print_body(res->body);
     json j = json::parse(res->body, nullptr, false);
     if (!j.is_discarded() && j.is_object() && j.contains("error") && !j.contains("errorType")) {
-      report_server_error(c, s, res->body);  // a daemon-side failure, say so too
+      report_server_error(c, s, res->body, false);  // a daemon-side failure, say so too
     }
     return 1;
   }
-  report_server_error(c, s, res->body);
+  report_server_error(c, s, res->body, false);
   if (s == 504) return 124;
   if (s == 502) return 137;
   return kUnreachable;

@@ -14,7 +14,7 @@
 #include <thread>
 
 #include "base/fd.hpp"
-#include "tools/terminal_escape.hpp"
+#include "base/terminal_escape.hpp"
 
 namespace nsbox {
 

@@ -17,6 +17,7 @@
 #include "base/files.hpp"
 #include "base/host_limits.hpp"
 #include "base/log.hpp"
+#include "base/terminal_escape.hpp"
 #include "policies/policy.hpp"
 #include "policies/units.hpp"
 #include "rootfs/rootfs.hpp"
@@ -28,7 +29,6 @@
 #include "sandbox/template.hpp"
 #include "tools/args.hpp"
 #include "tools/output_relay.hpp"
-#include "tools/terminal_escape.hpp"
 
 namespace nsbox {
 
@@ -101,11 +101,13 @@ Result<RunOptions> parse_run_args(const std::vector<std::string>& args) {
   if (parsed.positional.empty()) return bad("missing the function file (nsbox run FN.py)");
   // `nsbox run FN.py EVENT`, as `nsbox invoke NAME EVENT` takes it; a second
   // argument that is not JSON is more likely a second function file.
-  if (parsed.positional.size() > 2 ||
-      (parsed.positional.size() == 2 && parsed.positional[1] != "-" &&
-       !json::accept(parsed.positional[1])))
-    return bad("unexpected argument " + parsed.positional.back() +
-               " (one function file per run, then at most an EVENT in JSON)");
+  if (parsed.positional.size() >= 2) {
+    const std::string& second = parsed.positional[1];
+    const bool event = second == "-" || json::accept(second);
+    if (!event || parsed.positional.size() > 2)
+      return bad("unexpected argument " + (event ? parsed.positional[2] : second) +
+                 " (one function file per run, then at most an EVENT in JSON)");
+  }
   if (parsed.positional.size() == 2) {
     if (event_given) return bad("the event is given twice: as EVENT and as --event");
     o.event = parsed.positional[1];

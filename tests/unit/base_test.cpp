@@ -193,13 +193,26 @@ TEST_CASE("base/spawn: a missing program is an error that names it") {
 
 TEST_CASE("log_escape: one line, no terminal controls, UTF-8 and tabs kept") {
   CHECK(nsbox::log_escape("plain text") == "plain text");
-  CHECK(nsbox::log_escape("a\nb\rc") == "a\\nb\\rc");
-  CHECK(nsbox::log_escape("\x1b[2J\x7f") == "\\x1b[2J\\x7f");
+  CHECK(nsbox::log_escape("a\nb\rc\r\n") == "a\\nb\\rc\\r\\n");
+  CHECK(nsbox::log_escape("\x1b[2J\x7f") == "\\x1b[2J\\u007f");
   CHECK(nsbox::log_escape(std::string("nul\0x", 5)) == "nul\\x00x");
   CHECK(nsbox::log_escape("tab\there") == "tab\there");
   CHECK(nsbox::log_escape("caf\xc3\xa9 \xe2\x82\xac") == "caf\xc3\xa9 \xe2\x82\xac");
-  // U+009B (CSI) in UTF-8, and a lone C2 at the end left as it is.
+  // C1 controls, as UTF-8 and as a raw byte (CSI to a terminal in 8-bit
+  // mode), bidi overrides, and invalid UTF-8 byte by byte.
   CHECK(nsbox::log_escape("\xc2\x9b"
-                          "2J") == "\\xc2\\x9b2J");
-  CHECK(nsbox::log_escape("\xc2\xa0 \xc2") == "\xc2\xa0 \xc2");
+                          "2J") == "\\u009b2J");
+  CHECK(nsbox::log_escape("\x9b"
+                          "2J") == "\\x9b2J");
+  CHECK(nsbox::log_escape("a\xe2\x80\xae"
+                          "b") == "a\\u202eb");
+  CHECK(nsbox::log_escape("\xc2\xa0 \xc2") == "\xc2\xa0 \\xc2");
+  // Escaping can quadruple a message; the result stays under PIPE_BUF.
+  const std::string escaped = nsbox::log_escape(std::string(2000, '\x01'));
+  CHECK(escaped.size() < 4000);
+  CHECK(escaped.ends_with("..."));
+  CHECK(escaped.starts_with("\\x01\\x01"));
+  // Not cut inside a UTF-8 sequence.
+  const std::string wide = nsbox::log_escape(std::string(3799, 'a') + "\xe2\x82\xac");
+  CHECK(wide == std::string(3799, 'a') + "...");
 }

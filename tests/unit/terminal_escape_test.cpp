@@ -1,6 +1,6 @@
 // Escaping a function's output for a terminal: what is shown, what is
 // escaped, and that a stream cut anywhere escapes exactly like the whole.
-#include "tools/terminal_escape.hpp"
+#include "base/terminal_escape.hpp"
 
 #include <doctest/doctest.h>
 

@@ -1,4 +1,4 @@
-#include "tools/terminal_escape.hpp"
+#include "base/terminal_escape.hpp"
 
 #include <unistd.h>
 
