@@ -20,7 +20,7 @@ namespace {
 const char* kUsage = R"(usage: nsbox COMMAND [args]
 
 commands:
-  run FN.py [options]        run one function in a fresh sandbox (nsbox run --help)
+  run FN.py [EVENT] [opts]   run one function in a fresh sandbox (nsbox run --help)
   rootfs build [--out DIR]   build the shared runtime rootfs (rebuilt when stale)
   serve [options]            the HTTP daemon (nsbox serve --help)
   deploy NAME FILE.py        deploy a function to a running daemon

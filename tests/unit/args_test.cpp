@@ -101,6 +101,7 @@ TEST_CASE("parse_run_args: one function file per run") {
   std::string e = usage_error({"a.py", "b.py"});
   CHECK(contains(e, "unexpected argument b.py"));
   CHECK(contains(usage_error({"a.py", "{}", "c.py"}), "unexpected argument c.py"));
+  CHECK(contains(usage_error({"a.py", "b.py", "{}"}), "unexpected argument b.py"));
 }
 
 TEST_CASE("parse_run_args: the event may follow the function file, as for nsbox invoke") {
