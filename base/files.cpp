@@ -51,17 +51,30 @@ std::string mode_octal(mode_t mode) {
 Result<std::string> private_tmp_dir() {
   const std::string dir = "/tmp/nsbox-" + std::to_string(geteuid());
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return sys_error("mkdir", dir);
+  auto refuse = [&](const std::string& what) -> Error {
+    return make_error("private dir", dir + " is not a directory of yours (" + what +
+                                         "): another user may have made it. Remove it, or set "
+                                         "HOME and XDG_RUNTIME_DIR to directories of your own");
+  };
+  // Opened without following a link, then checked and tightened through the
+  // fd: what is checked is what gets chmod'ed.
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid()) {
+    // With O_DIRECTORY a symlink is ENOTDIR, not ELOOP: lstat tells them apart.
+    struct stat lst;
+    if ((errno == ELOOP || errno == ENOTDIR) && ::lstat(dir.c_str(), &lst) == 0)
+      return refuse(S_ISLNK(lst.st_mode) ? "a symlink" : "not a directory");
+    return sys_error("open", dir);
+  }
   struct stat st;
-  if (::lstat(dir.c_str(), &st) != 0) return sys_error("lstat", dir);
-  if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0)
-    return make_error("private dir",
-                      dir + " is not a private directory of yours (" +
-                          (S_ISLNK(st.st_mode)    ? std::string("a symlink")
-                           : !S_ISDIR(st.st_mode) ? std::string("not a directory")
-                                                  : "owner uid " + std::to_string(st.st_uid) +
-                                                        ", mode " + mode_octal(st.st_mode)) +
-                          "): another user may have made it. Remove it, or set HOME and "
-                          "XDG_RUNTIME_DIR to directories of your own");
+  if (::fstat(fd.get(), &st) != 0) return sys_error("fstat", dir);
+  if (st.st_uid != geteuid())
+    return refuse("owner uid " + std::to_string(st.st_uid) + ", mode " + mode_octal(st.st_mode));
+  // Ours but open to others: an older nsbox made it 0755. Nobody else can
+  // have put anything in it unless it was writable to them.
+  if ((st.st_mode & 022) != 0)
+    return refuse("mode " + mode_octal(st.st_mode) + ", writable by others");
+  if ((st.st_mode & 077) != 0 && ::fchmod(fd.get(), 0700) != 0) return sys_error("chmod", dir);
   return dir;
 }
 

@@ -340,7 +340,7 @@ TEST_CASE("nsbox run without HOME or XDG_RUNTIME_DIR refuses a /tmp/nsbox-UID no
   REQUIRE(::mkdir(dir.c_str(), 0755) == 0);
   Outcome o = run_it();
   CHECK(o.exit_code == 3);
-  CHECK_MESSAGE(o.err.find(dir + " is not a private directory of yours") != std::string::npos,
+  CHECK_MESSAGE(o.err.find(dir + " is not a directory of yours (owner uid 0") != std::string::npos,
                 o.err);
   CHECK(::access((dir + "/stage").c_str(), F_OK) != 0);
   REQUIRE(::rmdir(dir.c_str()) == 0);
@@ -361,6 +361,17 @@ TEST_CASE("nsbox run without HOME or XDG_RUNTIME_DIR refuses a /tmp/nsbox-UID no
   CHECK(S_ISDIR(st.st_mode));
   CHECK(st.st_uid == kNobody);
   CHECK((st.st_mode & 0777) == 0700);
+  // Its own, 0755 as an older nsbox made it: closed to others, and used.
+  REQUIRE(::chmod(dir.c_str(), 0755) == 0);
+  o = run_it();
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  REQUIRE(::lstat(dir.c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0700);
+  // Its own but writable by others: someone else may have put things in it.
+  REQUIRE(::chmod(dir.c_str(), 0777) == 0);
+  o = run_it();
+  CHECK(o.exit_code == 3);
+  CHECK_MESSAGE(o.err.find("writable by others") != std::string::npos, o.err);
   std::error_code ec;
   std::filesystem::remove_all(dir, ec);
   if (had) CHECK(::rename(aside.c_str(), dir.c_str()) == 0);
