@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -731,7 +732,14 @@ TEST_CASE("cgroup_sweep_stale: a dead owner's leaves, and a starting owner's own
 // template's member leaf would be) is not forgotten but tried again.
 TEST_CASE("CgroupLeaf::destroy: a leaf it could not remove is tried again later" *
           doctest::skip(geteuid() != 0)) {
+  // Root without usable cgroups (a container): said, and failed only where
+  // the test must run (CI sets NSBOX_MUST_WORK).
+  const bool must_work = std::getenv("NSBOX_MUST_WORK") != nullptr;
   CgroupLayout layout = cgroup_detect();
+  if (layout.version == CgroupVersion::None && !must_work) {
+    MESSAGE("no usable cgroups here, not tried: " << layout.why_none);
+    return;
+  }
   REQUIRE_MESSAGE(layout.version != CgroupVersion::None, layout.why_none);
   layout.group = "nsbox-unit-" + std::to_string(getpid());
   layout.freeze = false;
@@ -747,6 +755,11 @@ TEST_CASE("CgroupLeaf::destroy: a leaf it could not remove is tried again later"
   const std::string leaf_dir = groups[0] + "/" + id, below = leaf_dir + "/below";
   {
     auto leaf = CgroupLeaf::create(layout, id, Limits{});
+    if (!leaf && !must_work) {
+      MESSAGE("cannot make a cgroup here, not tried: " << leaf.error().message());
+      for (const auto& g : groups) ::rmdir(g.c_str());
+      return;
+    }
     REQUIRE_MESSAGE(leaf, (leaf ? "" : leaf.error().message()));
     REQUIRE(::mkdir(below.c_str(), 0755) == 0);
     Status s = leaf.value().destroy();
