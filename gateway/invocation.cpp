@@ -356,16 +356,27 @@ CheckResult Invocations::check(const std::string& name, const std::string& sourc
     r.message = "no policy profile " + std::to_string(profile) + " is loaded";
     return r;
   }
-  if (!checks_.try_acquire_until(queue_deadline)) {
-    r.outcome = CheckResult::Outcome::NoSandbox;
-    r.message = "other deploys' sources are being checked (at most " +
-                std::to_string(kConcurrentChecks) + " at once); retry";
-    return r;
+  {
+    std::unique_lock<std::mutex> lock(checks_mu_);
+    if (!checks_cv_.wait_until(lock, queue_deadline,
+                               [&] { return checks_running_ < kConcurrentChecks; })) {
+      r.outcome = CheckResult::Outcome::NoSandbox;
+      r.message = "other deploys' sources are being checked (at most " +
+                  std::to_string(kConcurrentChecks) + " at once); retry";
+      return r;
+    }
+    checks_running_++;
   }
   struct Turn {
-    std::counting_semaphore<kConcurrentChecks>& s;
-    ~Turn() { s.release(); }
-  } turn{checks_};
+    Invocations& self;
+    ~Turn() {
+      {
+        std::lock_guard<std::mutex> lock(self.checks_mu_);
+        self.checks_running_--;
+      }
+      self.checks_cv_.notify_one();
+    }
+  } turn{*this};
   Pool::Lease lease = pool_.acquire_blank(profile, queue_deadline);
   if (lease.status != Pool::Status::Ok) {
     r.outcome = CheckResult::Outcome::NoSandbox;

@@ -8,9 +8,10 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
+#include <mutex>
 #include <nlohmann/json.hpp>
-#include <semaphore>
 #include <string>
 #include <utility>
 #include <vector>
@@ -104,6 +105,8 @@ class Invocations {
   Result<FunctionMeta> deploy(const std::string& name, const FunctionVersion& fv);
   // false: no such function.
   Result<bool> remove(const std::string& name);
+  // Whether the function is deployed now.
+  bool exists(const std::string& name) { return store_.latest_meta(name).has_value(); }
 
   // -1 when no such policy is loaded.
   int profile_index(const std::string& policy) const;
@@ -137,7 +140,11 @@ class Invocations {
   std::atomic<bool> cut_{false};
   // A check takes a blank, and a full pool evicts an idle sandbox for it:
   // many slow checks at once would evict every tenant's warm sandboxes.
-  std::counting_semaphore<kConcurrentChecks> checks_{kConcurrentChecks};
+  // (Not std::counting_semaphore: GCC 12's try_acquire_until can sleep to
+  // its deadline with a slot free, GCC bug 104928.)
+  std::mutex checks_mu_;
+  std::condition_variable checks_cv_;
+  int checks_running_ = 0;
 };
 
 }  // namespace nsbox

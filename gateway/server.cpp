@@ -439,6 +439,10 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
   // Metrics keep no per-name state for functions that do not exist.
   finish(r.outcome == InvokeResult::Outcome::NotFound ? "-" : in.name, outcome_name(r.outcome),
          status);
+  // Nor for one deleted while this request ran: the delete's own forget()
+  // may have come before this request's lines.
+  if (r.outcome != InvokeResult::Outcome::NotFound && !invocations_.exists(in.name))
+    metrics_.forget(in.name);
 }
 
 void Gateway::handle_metrics(httplib::Response& res) {
