@@ -402,7 +402,7 @@ class Runner:
         # imports (and the function's) would get the function. Such a module is registered
         # under a name of its own, and its directory goes last on the path, not first.
         key = stem
-        if stem in sys.modules or stem in sys.stdlib_module_names:
+        if stem in sys.modules or stem in getattr(sys, "stdlib_module_names", ()):
             key = "__nsbox_function__"
         module = type(sys)(key)
         module.__file__ = path
