@@ -539,6 +539,18 @@ TEST_CASE("registry: the latest sources kept in memory stay within the cache's b
   CHECK(s.cached_source_bytes() <= 3000);
   for (int i = 0; i < 10; i++) REQUIRE(s.remove("f" + std::to_string(i)));
   CHECK(s.cached_source_bytes() == 0);
+  // Least recently used first out: with a, b, c cached and a asked for, d
+  // pushes out b (a FIFO would drop a). Bytes tell which: each name's
+  // source has a size of its own.
+  put_ok(s, "a", fv_of(std::string(900, 'a')));
+  put_ok(s, "b", fv_of(std::string(901, 'b')));
+  put_ok(s, "c", fv_of(std::string(902, 'c')));
+  CHECK(s.cached_source_bytes() == 900 + 901 + 902);
+  CHECK(latest_of(s, "a")->source.size() == 900);
+  put_ok(s, "d", fv_of(std::string(903, 'd')));
+  CHECK(s.cached_source_bytes() == 900 + 902 + 903);
+  for (const char* n : {"a", "b", "c", "d"}) REQUIRE(s.remove(n));
+  CHECK(s.cached_source_bytes() == 0);
   // One source over the whole limit is still kept: it is about to be loaded.
   put_ok(s, "big", fv_of(std::string(5000, 'y')));
   CHECK(s.cached_source_bytes() == 5000);
