@@ -356,9 +356,12 @@ CheckResult Invocations::check(const std::string& name, const std::string& sourc
     r.message = "no policy profile " + std::to_string(profile) + " is loaded";
     return r;
   }
+  const auto queue_time = queue_deadline - Clock::now();
   {
     std::unique_lock<std::mutex> lock(checks_mu_);
-    if (!checks_cv_.wait_until(lock, queue_deadline,
+    const auto turn_deadline =
+        Clock::now() + std::max<Clock::duration>(queue_time, check_turn_wait_);
+    if (!checks_cv_.wait_until(lock, turn_deadline,
                                [&] { return checks_running_ < kConcurrentChecks; })) {
       r.outcome = CheckResult::Outcome::NoSandbox;
       r.message = "other deploys' sources are being checked (at most " +
@@ -377,7 +380,7 @@ CheckResult Invocations::check(const std::string& name, const std::string& sourc
       self.checks_cv_.notify_one();
     }
   } turn{*this};
-  Pool::Lease lease = pool_.acquire_blank(profile, queue_deadline);
+  Pool::Lease lease = pool_.acquire_blank(profile, Clock::now() + queue_time);
   if (lease.status != Pool::Status::Ok) {
     r.outcome = CheckResult::Outcome::NoSandbox;
     r.message = "no sandbox free to check the source: " + lease.message;

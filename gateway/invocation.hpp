@@ -93,8 +93,10 @@ class Invocations {
   // Compiles source in a blank sandbox of the profile, which is destroyed
   // afterwards: hostile source can make the compiler itself exhaust memory
   // or time. At most kConcurrentChecks at once; the rest wait their turn
-  // until queue_deadline.
-  static constexpr int kConcurrentChecks = 2;
+  // (up to check_turn_wait, at least the queue's time), and then have the
+  // queue's time (queue_deadline - now) for a sandbox.
+  static constexpr int kConcurrentChecks = 4;
+  void set_check_turn_wait(std::chrono::milliseconds wait) { check_turn_wait_ = wait; }
   CheckResult check(const std::string& name, const std::string& source, uint32_t profile,
                     Clock::time_point queue_deadline);
 
@@ -145,6 +147,9 @@ class Invocations {
   std::mutex checks_mu_;
   std::condition_variable checks_cv_;
   int checks_running_ = 0;
+  // A deploy is an operator's, and a slow mechanism's checks (a container
+  // each, in the comparison modes) take seconds: waiting beats a 503.
+  std::chrono::milliseconds check_turn_wait_{60000};
 };
 
 }  // namespace nsbox

@@ -549,16 +549,18 @@ TEST_CASE("invocation: the deploy check compiles in a blank that is destroyed af
   CHECK(rig.pool.stats().blank == 0);
 }
 
-TEST_CASE("invocation: at most two deploy checks at once; the others wait their turn") {
+TEST_CASE("invocation: at most four deploy checks at once; the others wait their turn") {
   Rig rig;
   constexpr int kChecks = Invocations::kConcurrentChecks + 2;
   std::vector<std::future<CheckResult>> checks;
+  // Each with a queue time of 1 s, which those waiting their turn outlast:
+  // the turn has a bound of its own, and the queue time starts after it.
   for (int i = 0; i < kChecks; i++)
     checks.push_back(std::async(std::launch::async, [&] {
-      return rig.invocations.check("f", "gated check", 0, Clock::now() + 5s);
+      return rig.invocations.check("f", "gated check", 0, Clock::now() + 1s);
     }));
   REQUIRE(rig.factory.wait_gated(Invocations::kConcurrentChecks));
-  std::this_thread::sleep_for(200ms);
+  std::this_thread::sleep_for(1500ms);
   CHECK(rig.factory.gated() == Invocations::kConcurrentChecks);  // the others wait
   rig.factory.open_gate();
   for (auto& c : checks) CHECK(c.get().outcome == CheckResult::Outcome::Ok);
@@ -571,9 +573,10 @@ TEST_CASE("invocation: at most two deploy checks at once; the others wait their 
       return busy.invocations.check("f", "gated check", 0, Clock::now() + 5s);
     }));
   REQUIRE(busy.factory.wait_gated(Invocations::kConcurrentChecks));
-  CheckResult late = busy.invocations.check("f", "return 1", 0, Clock::now() + 100ms);
+  busy.invocations.set_check_turn_wait(100ms);
+  CheckResult late = busy.invocations.check("f", "return 1", 0, Clock::now() + 50ms);
   CHECK(late.outcome == CheckResult::Outcome::NoSandbox);
-  CHECK(late.message.find("at most 2 at once") != std::string::npos);
+  CHECK(late.message.find("at most 4 at once") != std::string::npos);
   busy.factory.open_gate();
   for (auto& c : held) CHECK(c.get().outcome == CheckResult::Outcome::Ok);
 }
