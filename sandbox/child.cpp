@@ -202,7 +202,8 @@ void child_main(const ChildPlan& p) {
     if (int err = child_pivot_root(p.mounts.new_root.c_str(), &sub)) fail(kStepPivot, err, sub);
     done(kStepPivot);
 
-    // 7. The overlay was writable only so that setup could add mount points.
+    // 7. The overlay was writable only so that setup could add mount points
+    // (a template's clone binds one that never was: shared_root.hpp).
     if (int err = child_remount_ro("/")) fail(kStepRemountRoot, err, "/");
     done(kStepRemountRoot);
   }

@@ -8,6 +8,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include "sandbox/shared_root.hpp"
+
 namespace nsbox {
 
 namespace {
@@ -53,6 +55,8 @@ std::string MountOp::describe() const {
       return "tmpfs on " + dst;
     case Overlay:
       return "overlay on " + dst;
+    case SharedRoot:
+      return "bind of the shared overlay " + src + " on " + dst;
     case Proc:
       return "proc on " + dst;
     case Bind:
@@ -100,8 +104,10 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
     add(MountOp::Mkdir, "", dst);
     p.ops.back().mode = mode;
   };
-  add(MountOp::Mkdir, "", p.stage + "/upper");
-  add(MountOp::Mkdir, "", p.stage + "/work");
+  if (!src.rootfs_shared) {
+    add(MountOp::Mkdir, "", p.stage + "/upper");
+    add(MountOp::Mkdir, "", p.stage + "/work");
+  }
   add(MountOp::Mkdir, "", r);
   mkdir_mode(p.stage + "/tmp", 01777);
   mkdir_mode(p.stage + "/shm", 01777);
@@ -144,9 +150,12 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
     attach_code(p.stage + "/code/" + src.code_name);
   }
 
-  add(MountOp::Overlay, "", r,
-      "lowerdir=" + src.rootfs + ",upperdir=" + p.stage + "/upper,workdir=" + p.stage + "/work",
-      MS_NOSUID | MS_NODEV);
+  if (src.rootfs_shared)
+    add(MountOp::SharedRoot, src.rootfs, r);
+  else
+    add(MountOp::Overlay, "", r,
+        "lowerdir=" + src.rootfs + ",upperdir=" + p.stage + "/upper,workdir=" + p.stage + "/work",
+        MS_NOSUID | MS_NODEV);
   // Binds inherit the stage's nosuid,nodev; the remounts repeat them (so
   // they never rest on inheritance alone) and add the rest.
   add(MountOp::Bind, p.stage + "/tmp", r + "/tmp");
@@ -215,6 +224,16 @@ int child_run_mounts(const MountPlan& plan, const MountOp** failed) {
         break;
       case MountOp::Overlay:
         rc = mount("overlay", dst, "overlay", op.flags, op.data.c_str());
+        break;
+      case MountOp::SharedRoot:
+        // Not recursive: the overlay has nothing mounted below it. Its
+        // read-only, nosuid and nodev flags come along locked, as the
+        // template's namespace was copied into this less privileged one.
+        rc = mount(op.src.c_str(), dst, nullptr, MS_BIND, nullptr);
+        if (rc == 0 && !is_overlay(dst)) {
+          errno = ESTALE;  // the tree was replaced after the template's check
+          rc = -1;
+        }
         break;
       case MountOp::Proc:
         rc = mount("proc", dst, "proc", op.flags, op.data.c_str());

@@ -13,7 +13,19 @@
 namespace nsbox {
 
 struct MountOp {
-  enum Kind { Tmpfs, Overlay, Proc, Bind, AttachTree, RemountRo, Remount, Mkdir, Touch, Symlink };
+  enum Kind {
+    Tmpfs,
+    Overlay,
+    SharedRoot,  // bind of the template's read-only overlay (shared_root.hpp)
+    Proc,
+    Bind,
+    AttachTree,
+    RemountRo,
+    Remount,
+    Mkdir,
+    Touch,
+    Symlink
+  };
   Kind kind;
   std::string src;               // Bind: host source; Symlink: link target
   std::string dst;               // absolute path in the parent's view (under stage/root)
@@ -44,6 +56,9 @@ struct MountSources {
   std::string code_name;  // file name under code_mount when code is a file
   bool code_is_dir = false;
   int code_tree_fd = -1;  // >= 0: attach this tree instead of binding `code`
+  // `rootfs` is already a read-only overlay of the tree, mounted once by the
+  // template this sandbox is cloned from (shared_root.hpp): bind it.
+  bool rootfs_shared = false;
 };
 MountSources sources_from_spec(const SandboxSpec& spec);
 

@@ -21,6 +21,7 @@
 #include "base/log.hpp"
 #include "sandbox/fd_passing.hpp"
 #include "sandbox/init_program.hpp"
+#include "sandbox/shared_root.hpp"
 #include "sandbox/spec_codec.hpp"
 
 namespace nsbox {
@@ -256,6 +257,10 @@ Status template_send_ready(int sock, const Status& init) {
 
 namespace {
 
+// template_share_root's overlay: the tree's path and the overlay's device.
+std::string g_shared_root;
+dev_t g_shared_root_dev = 0;
+
 // The clone being made, for its PID 1, which runs in this memory while this
 // process sleeps (ChildPlan::shares_memory) and answers the asker itself.
 int g_answer_sock = -1;
@@ -325,6 +330,10 @@ void serve_one(int sock, const char* buf, size_t len, int* fds, int nfds,
   d.str(&src.code);
   d.str(&src.code_name);
   d.pod(&src.code_is_dir);
+  // Decided here, not asked for: only this process knows what its namespace
+  // has mounted where.
+  src.rootfs_shared = g_shared_root_dev != 0 && src.rootfs == g_shared_root &&
+                      shared_root_in_place(src.rootfs, g_shared_root_dev);
   decode_spec(d, &spec);
   decode_bpf(d, &bpf);
   if (!d.ok()) return answer(error_reply(make_error("template clone", "malformed request")));
@@ -389,6 +398,19 @@ void serve_one(int sock, const char* buf, size_t len, int* fds, int nfds,
 }
 
 }  // namespace
+
+void template_share_root(const std::string& rootfs) {
+  auto dev = mount_shared_root(rootfs);
+  if (!dev) {
+    fprintf(stderr,
+            "nsbox-template: warning: each sandbox mounts an overlay of its own, "
+            "as no shared one could be made: %s\n",
+            dev.error().message().c_str());
+    return;
+  }
+  g_shared_root = rootfs;
+  g_shared_root_dev = dev.value();
+}
 
 void template_serve(int sock, void (*run)(const ChildPlan&)) {
   // Wiped in every clone (MADV_WIPEONFORK): a sandbox does not find an

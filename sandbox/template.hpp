@@ -86,6 +86,11 @@ class TemplateProcess {
 // the runner does in the clone instead of execve (ChildPlan::run_in_process).
 Result<TemplateOptions> template_receive_options(int sock);  // binary is left empty
 Status template_send_ready(int sock, const Status& init);
+// In the template's own mount namespace: the shared read-only root
+// (shared_root.hpp) that clones naming the same tree bind instead of
+// mounting an overlay each. Without it (the reason said on stderr) every
+// clone mounts its own, as an exec'd sandbox does.
+void template_share_root(const std::string& rootfs);
 [[noreturn]] void template_serve(int sock, void (*run)(const ChildPlan& plan));
 
 }  // namespace nsbox

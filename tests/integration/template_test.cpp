@@ -180,6 +180,11 @@ TEST_CASE("serve: a sandbox is the same sandbox from either factory") {
     CHECK(r["write_shm"] == "ok");
     CHECK(r["write_dev"] == "Read-only file system");
     CHECK(r["tmpfs_superblocks"] == 1);
+    CHECK(r["root_fs"] == "overlay");
+    for (const char* opt : {"ro", "nosuid", "nodev"})
+      CHECK_MESSAGE(std::find(r["root_options"].begin(), r["root_options"].end(), opt) !=
+                        r["root_options"].end(),
+                    opt, " in ", r["root_options"].dump());
     CHECK(r["host_secret_visible"] == false);
     CHECK(r["CapEff"] == "0000000000000000");
     CHECK(r["CapBnd"] == "0000000000000000");
@@ -208,6 +213,40 @@ TEST_CASE("serve: a sandbox is the same sandbox from either factory") {
     }
     CHECK(d.stop() == 0);
   }
+}
+
+// The template mounts one read-only overlay of the runtime tree in its own
+// mount namespace, and its clones bind it (sandbox/shared_root.hpp): no
+// overlay superblock per sandbox, and nothing mounted on the host.
+TEST_CASE("serve: a template's sandboxes share one read-only overlay root, the host none") {
+  StateDir sd("template-root");
+  Daemon d(sd.path);
+  d.spawners(1);  // one template: every sandbox below is its clone
+  REQUIRE(d.start());
+  const pid_t tmpl = wait_template(d);
+  REQUIRE_MESSAGE(tmpl > 0, process_list());
+  REQUIRE(deploy_probe(d, "a", "isolation.py")->status == 201);
+  REQUIRE(deploy_probe(d, "b", "isolation.py")->status == 201);
+  int status = 0;
+  json a = invoke(d, "a", json::object(), &status);
+  REQUIRE_MESSAGE(status == 200, a.dump());
+  json b = invoke(d, "b", json::object(), &status);
+  REQUIRE_MESSAGE(status == 200, b.dump());
+  CHECK(a["root_fs"] == "overlay");
+  CHECK(b["root_fs"] == "overlay");
+  CHECK_MESSAGE(a["root_dev"] == b["root_dev"], a.dump(), "\n", b.dump());
+  CHECK(a["write_root"] == "Read-only file system");
+  const std::string tree = sd.path + "/rootfs";
+  auto mounted_on = [&](const std::string& mountinfo) {
+    std::ifstream f(mountinfo);
+    std::string line;
+    int n = 0;
+    while (std::getline(f, line)) n += line.find(" " + tree + " ") != std::string::npos;
+    return n;
+  };
+  CHECK(mounted_on("/proc/self/mountinfo") == 0);
+  // The empty tmpfs and the overlay above it, in the template's namespace.
+  CHECK(mounted_on("/proc/" + std::to_string(tmpl) + "/mountinfo") == 2);
 }
 
 TEST_CASE("serve: sandboxes cloned from one template share no memory, file or random state") {

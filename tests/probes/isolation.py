@@ -30,6 +30,17 @@ def _error(fn):
         return e.strerror
 
 
+def _root_mount():
+    # The last mount on "/" in mountinfo is the one the sandbox sees.
+    found = None
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, right = line.split(" - ")
+            if left.split()[4] == "/":
+                found = {"options": left.split()[5].split(","), "fs": right.split()[0]}
+    return found
+
+
 def handler(event, context):
     st = _status()
     r = {
@@ -60,6 +71,10 @@ def handler(event, context):
     # directories, not mounts of their own (the device binds under /dev are the host's).
     on = [p for p in ("/tmp", "/dev/shm", "/dev", "/proc/acpi") if os.path.exists(p)]
     r["tmpfs_superblocks"] = len({os.stat(p).st_dev for p in on})
+    root = _root_mount()
+    r["root_fs"] = root and root["fs"]
+    r["root_options"] = root and sorted(root["options"])
+    r["root_dev"] = os.stat("/").st_dev
     secret = event.get("host_secret", "")
     r["host_secret_visible"] = bool(secret) and os.path.exists(secret)
     r["host_etc_shadow"] = os.path.exists("/etc/shadow")

@@ -2,14 +2,19 @@
 #include "sandbox/mounts.hpp"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <string>
 
+#include "sandbox/shared_root.hpp"
 #include "tests/unit/temp_dir.hpp"
 
 using namespace nsbox;
@@ -357,4 +362,99 @@ TEST_CASE("child_run_mounts: an optional op on a missing entry is skipped, other
   p.ops.clear();
   add(MountOp::Bind, "/dev/null", dir.path + "/absent/kcore", false);
   CHECK(child_run_mounts(p, &failed) == ENOENT);
+}
+
+TEST_CASE("plan_mounts: a template's clone binds the shared root instead of an overlay") {
+  TempDir dir("mounts-test");
+  MountSources src = sources_from_spec(spec_for(dir.path));
+  src.rootfs_shared = true;
+  MountPlan p = plan_mounts(spec_for(dir.path), src);
+  CHECK(count_kind(p, MountOp::Overlay) == 0);
+  CHECK(count_kind(p, MountOp::SharedRoot) == 1);
+  int root = find_op(p, MountOp::SharedRoot, kRoot);
+  REQUIRE(root >= 0);
+  CHECK(p.ops[root].src == "/var/lib/nsbox/rootfs");
+  // Nothing for an upper layer: the stage holds only what the sandbox writes.
+  CHECK(find_op(p, MountOp::Mkdir, "/run/nsbox/stage/upper") == -1);
+  CHECK(find_op(p, MountOp::Mkdir, "/run/nsbox/stage/work") == -1);
+  // Everything else lands on it, as on an overlay of its own.
+  CHECK(find_bind(p, "/run/nsbox/stage/tmp", kRoot + "/tmp") > root);
+  CHECK(find_op(p, MountOp::Proc, kRoot + "/proc") > root);
+}
+
+namespace {
+
+// In a child of its own mount namespace (root only): what mount_shared_root
+// makes of `tree`, one word per check. Then, if `rebuild`, this process (in
+// the host's namespace, where the tree is no mount point) renames the tree
+// away and makes another at its path, as a rootfs rebuild does, and the
+// child looks again.
+std::string shared_root_outcome(const std::string& tree, bool rebuild) {
+  int out[2], go[2];
+  REQUIRE(pipe(out) == 0);
+  REQUIRE(pipe(go) == 0);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    close(out[0]);
+    close(go[1]);
+    std::string r;
+    auto say = [&](const std::string& w) {
+      r = w + " ";
+      (void)!write(out[1], r.data(), r.size());
+    };
+    if (unshare(CLONE_NEWNS) != 0 || mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr))
+      say("unshare-failed");
+    else if (auto dev = mount_shared_root(tree); !dev) {
+      say("error:" + dev.error().message());
+    } else {
+      say(is_overlay(tree.c_str()) ? "overlay" : "not-overlay");
+      say(shared_root_in_place(tree, dev.value()) ? "in-place" : "not-in-place");
+      std::ifstream f(tree + "/marker");
+      std::string marker;
+      f >> marker;
+      say("marker=" + marker);
+      int fd = open((tree + "/new").c_str(), O_WRONLY | O_CREAT, 0644);
+      say(fd < 0 && errno == EROFS ? "read-only" : "writable");
+      say("ready");
+      char c;
+      if (rebuild && read(go[0], &c, 1) == 1)
+        say(shared_root_in_place(tree, dev.value()) ? "moved-in-place" : "moved-not-in-place");
+    }
+    _exit(0);
+  }
+  close(out[1]);
+  close(go[0]);
+  std::string r;
+  char buf[512];
+  ssize_t n;
+  while (r.find("ready ") == std::string::npos && r.find("error:") == std::string::npos &&
+         (n = read(out[0], buf, sizeof buf)) > 0)
+    r.append(buf, static_cast<size_t>(n));
+  if (rebuild && rename(tree.c_str(), (tree + ".old").c_str()) == 0 &&
+      mkdir(tree.c_str(), 0755) == 0)
+    (void)!write(go[1], "g", 1);
+  close(go[1]);
+  while ((n = read(out[0], buf, sizeof buf)) > 0) r.append(buf, static_cast<size_t>(n));
+  close(out[0]);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("mount_shared_root: a read-only overlay of the tree over the tree's own path" *
+          doctest::skip(geteuid() != 0)) {
+  TempDir dir("shared-root-test");
+  const std::string tree = dir.path + "/rootfs";
+  REQUIRE(mkdir(tree.c_str(), 0755) == 0);
+  std::ofstream(tree + "/marker") << "here";
+  CHECK(shared_root_outcome(tree, true) ==
+        "overlay in-place marker=here read-only ready moved-not-in-place ");
+  // The host's namespace saw none of it: the tree is a plain directory here.
+  CHECK_FALSE(is_overlay(tree.c_str()));
+  CHECK(std::filesystem::exists(tree + ".old/marker"));
+  // Paths overlay's option syntax would read otherwise are refused.
+  CHECK(shared_root_outcome(dir.path + "/a,b", false).find("error:") == 0);
 }
