@@ -1,8 +1,9 @@
 // What the exec path (Sandbox::start, which clones from the caller) and the
 // template path (a template process that clones on request) share: the
 // child's plan, built from the spec and the fds the child gets, and the
-// clone3 itself. Both sides build the same plan from the same spec, so the
-// parent can name a child's failing mount while the template ran it.
+// clone3 itself. Both sides build the same plan from the same spec (the
+// template's binding its shared root, as its answer says), so the parent
+// can name a child's failing mount while the template ran it.
 #pragma once
 
 #include <sys/types.h>

@@ -104,7 +104,7 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
     add(MountOp::Mkdir, "", dst);
     p.ops.back().mode = mode;
   };
-  if (!src.rootfs_shared) {
+  if (src.shared_root_dev == 0) {
     add(MountOp::Mkdir, "", p.stage + "/upper");
     add(MountOp::Mkdir, "", p.stage + "/work");
   }
@@ -150,12 +150,14 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
     attach_code(p.stage + "/code/" + src.code_name);
   }
 
-  if (src.rootfs_shared)
+  if (src.shared_root_dev != 0) {
     add(MountOp::SharedRoot, src.rootfs, r);
-  else
+    p.ops.back().dev = src.shared_root_dev;
+  } else {
     add(MountOp::Overlay, "", r,
         "lowerdir=" + src.rootfs + ",upperdir=" + p.stage + "/upper,workdir=" + p.stage + "/work",
         MS_NOSUID | MS_NODEV);
+  }
   // Binds inherit the stage's nosuid,nodev; the remounts repeat them (so
   // they never rest on inheritance alone) and add the rest.
   add(MountOp::Bind, p.stage + "/tmp", r + "/tmp");
@@ -230,9 +232,14 @@ int child_run_mounts(const MountPlan& plan, const MountOp** failed) {
         // read-only, nosuid and nodev flags come along locked, as the
         // template's namespace was copied into this less privileged one.
         rc = mount(op.src.c_str(), dst, nullptr, MS_BIND, nullptr);
-        if (rc == 0 && !is_overlay(dst)) {
-          errno = ESTALE;  // the tree was replaced after the template's check
-          rc = -1;
+        if (rc == 0) {
+          // The template's overlay, not whatever is at the path now: a
+          // rebuild may have put another tree there since its check.
+          struct stat st;
+          if (stat(dst, &st) != 0 || st.st_dev != op.dev || !is_overlay(dst)) {
+            errno = ESTALE;
+            rc = -1;
+          }
         }
         break;
       case MountOp::Proc:

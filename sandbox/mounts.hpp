@@ -34,6 +34,7 @@ struct MountOp {
   int tree_fd = -1;              // AttachTree: a detached mount from open_tree()
   bool optional = false;         // dst missing (ENOENT) is not an error: skipped
   mode_t mode = 0755;            // Mkdir
+  dev_t dev = 0;                 // SharedRoot: the device the bind must show
   std::string describe() const;  // "mount tmpfs on /run/nsbox/root/tmp"
 };
 
@@ -56,9 +57,10 @@ struct MountSources {
   std::string code_name;  // file name under code_mount when code is a file
   bool code_is_dir = false;
   int code_tree_fd = -1;  // >= 0: attach this tree instead of binding `code`
-  // `rootfs` is already a read-only overlay of the tree, mounted once by the
-  // template this sandbox is cloned from (shared_root.hpp): bind it.
-  bool rootfs_shared = false;
+  // Not 0: `rootfs` is already a read-only overlay of the tree, this device,
+  // mounted once by the template this sandbox is cloned from
+  // (shared_root.hpp): bind it.
+  dev_t shared_root_dev = 0;
 };
 MountSources sources_from_spec(const SandboxSpec& spec);
 

@@ -79,7 +79,7 @@ Error child_error(const ChildMsg& m, const ChildPlan& plan) {
   if (m.step == kStepMounts && m.index >= 0 && size_t(m.index) < plan.mounts.ops.size()) {
     const MountOp& op = plan.mounts.ops[m.index];
     e.step = op.kind == MountOp::Bind || op.kind == MountOp::Tmpfs || op.kind == MountOp::Overlay ||
-                     op.kind == MountOp::Proc
+                     op.kind == MountOp::SharedRoot || op.kind == MountOp::Proc
                  ? "mount"
                  : "mount plan";
     e.context = op.describe();
@@ -240,8 +240,9 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
 
 // clone3 into the namespaces (and into the leaf's cgroup2 directory); the child
 // runs child_main and never comes back here. From a template, the template
-// clones (the same plan, built there from the same spec) and the child is
-// ours all the same (CLONE_PARENT).
+// clones (the same plan, built there from the same spec, but binding the
+// template's shared root where it has one) and the child is ours all the
+// same (CLONE_PARENT).
 Status Sandbox::parent_clone(Launch& l) {
   timings_.clone_ns = monotonic_ns();
   if (l.from_template) {
@@ -255,7 +256,7 @@ Status Sandbox::parent_clone(Launch& l) {
     fds.cgroup_tasks = l.plan.cgroup_tasks_fds;
     fds.netns = l.netns.get();
     pid_ = TRY(l.from_template->clone(*l.spec, l.sources, l.ids, cgroup_.valid(), *l.bpf,
-                                      l.clone.flags, fds));
+                                      l.clone.flags, fds, &l.sources.shared_root_dev));
   } else {
     int pidfd = -1;
     pid_ = TRY(clone_sandbox_child(l.plan, l.clone, &pidfd));
@@ -311,7 +312,12 @@ Status Sandbox::parent_await_exec(Launch& l) {
       break;
     }
     if (n != sizeof msg) return make_error("sandbox setup", "short message from child");
-    if (msg.type == ChildMsg::kError) return child_error(msg, l.plan);
+    if (msg.type == ChildMsg::kError) {
+      // The plan the clone ran binds its template's shared root: the op an
+      // error names is counted in that plan, not in the one made here.
+      if (l.sources.shared_root_dev != 0) l.plan.mounts = plan_mounts(*l.spec, l.sources);
+      return child_error(msg, l.plan);
+    }
     if (msg.type == ChildMsg::kTimings)
       std::copy(std::begin(msg.step_end_ns), std::end(msg.step_end_ns),
                 timings_.step_end_ns.begin());

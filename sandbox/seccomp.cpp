@@ -40,6 +40,13 @@ using Ctx = std::unique_ptr<void, CtxDeleter>;
 // discipline, a history of kernel bugs; TIOCCONS redirects the console.
 constexpr uint32_t kRefusedIoctls[] = {TIOCSTI, TIOCLINUX, TIOCSETD, TIOCCONS};
 
+// The fcntl commands refused whatever fd they target. F_NOTIFY (dnotify)
+// reports every access to files in a watched directory, and a template's
+// clones share their root's inodes (shared_root.hpp): it would show a
+// sandbox what its siblings read from the runtime tree, and when.
+// F_SETLEASE likewise reports other openers of a file.
+constexpr uint32_t kRefusedFcntls[] = {F_NOTIFY, F_SETLEASE};
+
 // The only socket families a function may create (socket, socketpair).
 constexpr uint32_t kAllowedFamilies[] = {AF_UNIX, AF_INET, AF_INET6};
 
@@ -77,12 +84,14 @@ sock_filter jump(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) {
 std::vector<sock_filter> argument_prefix() {
   std::vector<sock_filter> f;
   const auto nioctl = static_cast<uint8_t>(std::size(kRefusedIoctls));
+  const auto nfcntl = static_cast<uint8_t>(std::size(kRefusedFcntls));
   const auto nfam = static_cast<uint8_t>(std::size(kAllowedFamilies));
-  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..7] dispatch
-  // [8] ja end  [9..] ioctl block  [..] family block  [..] setrlimit block
-  // [..] prlimit64 block  [..] refusals  end:
-  const uint8_t ioctl_at = 9;
-  const uint8_t family_at = ioctl_at + 1 + nioctl + 1;
+  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..8] dispatch
+  // [9] ja end  [10..] ioctl block  [..] fcntl block  [..] family block
+  // [..] setrlimit block  [..] prlimit64 block  [..] refusals  end:
+  const uint8_t ioctl_at = 10;
+  const uint8_t fcntl_at = ioctl_at + 1 + nioctl + 1;
+  const uint8_t family_at = fcntl_at + 1 + nfcntl + 1;
   const uint8_t setrlimit_at = family_at + 1 + nfam + 1;
   const uint8_t prlimit_at = setrlimit_at + 3;
   const uint8_t eperm_at = prlimit_at + 6;
@@ -92,6 +101,7 @@ std::vector<sock_filter> argument_prefix() {
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, seccomp_arch_native(), 0, to(end)));
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioctl, to(ioctl_at), 0));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_fcntl, to(fcntl_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, to(family_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_socketpair, to(family_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_setrlimit, to(setrlimit_at), 0));
@@ -100,6 +110,11 @@ std::vector<sock_filter> argument_prefix() {
   // ioctl: a refused command gets EPERM, anything else goes on.
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(1)));
   for (uint32_t cmd : kRefusedIoctls)
+    f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, cmd, to(eperm_at), 0));
+  f.push_back(stmt(BPF_JMP | BPF_JA, to(end)));
+  // fcntl: the same, its cmd an `unsigned int` too.
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(1)));
+  for (uint32_t cmd : kRefusedFcntls)
     f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, cmd, to(eperm_at), 0));
   f.push_back(stmt(BPF_JMP | BPF_JA, to(end)));
   // socket, socketpair: an allowed family goes on, any other gets what the
@@ -218,8 +233,8 @@ const char* seccomp_never_allowed(const std::string& name) {
 std::string seccomp_canonical(const SeccompPolicy& p) {
   const scmp_version* v = seccomp_version();
   // v3: the argument prefix (ioctl commands, socket families); v4: the
-  // denials a "log" default needs; v5: RLIMIT_CORE fixed.
-  std::string s = "v5 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
+  // denials a "log" default needs; v5: RLIMIT_CORE fixed; v6: fcntl commands.
+  std::string s = "v6 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
                   "." + std::to_string(v->micro) + " action " +
                   std::to_string(static_cast<int>(p.default_action)) + " errno " +
                   std::to_string(p.errno_value) + " fork " + std::to_string(p.allow_fork) +

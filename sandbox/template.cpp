@@ -36,6 +36,9 @@ struct TemplateReply {
   int32_t ok = 0;
   int32_t err = 0;
   int32_t pid = 0;
+  // Not 0: the clone binds the template's shared root of this device, and
+  // its plan (which an error's op index points into) has no upper layer.
+  uint64_t shared_root_dev = 0;
   char message[500] = {};
 };
 
@@ -158,7 +161,9 @@ Result<TemplateProcess> TemplateProcess::start(const TemplateOptions& o) {
 
 Result<pid_t> TemplateProcess::clone(const SandboxSpec& spec, const MountSources& src,
                                      const IdMap& ids, bool has_cgroup, const SeccompProgram& bpf,
-                                     uint64_t flags, const TemplateCloneFds& fds) {
+                                     uint64_t flags, const TemplateCloneFds& fds,
+                                     dev_t* shared_root_dev) {
+  *shared_root_dev = 0;
   if (!sock_.valid()) return make_error("template", "not running");
   Encoder e;
   uint32_t has = (fds.stderr_fd >= 0 ? kHasStderr : 0) | (fds.code_tree >= 0 ? kHasCodeTree : 0) |
@@ -194,6 +199,7 @@ Result<pid_t> TemplateProcess::clone(const SandboxSpec& spec, const MountSources
     if (r.error().step == "template clone") stop();
     return r.error();
   }
+  *shared_root_dev = static_cast<dev_t>(r.value().shared_root_dev);
   return static_cast<pid_t>(r.value().pid);
 }
 
@@ -270,10 +276,12 @@ bool g_answered = false;  // PID 1 sent the answer
 // PID 1, first thing (child_main): the same answer this process gives when
 // a clone has its own memory. Then PID 1 drops its copy of the socket: no
 // sandbox keeps a line to the spawner.
-void announce_clone(const ChildPlan&) {
+void announce_clone(const ChildPlan& plan) {
   TemplateReply r;
   r.ok = 1;
   r.pid = g_clone_pid;
+  for (const MountOp& op : plan.mounts.ops)
+    if (op.kind == MountOp::SharedRoot) r.shared_root_dev = op.dev;
   // Before the send: a PID 1 killed after its answer went out must not
   // leave the woken template to answer again (the asker would then read
   // that answer for its next request). Killed before the send, the asker
@@ -332,8 +340,9 @@ void serve_one(int sock, const char* buf, size_t len, int* fds, int nfds,
   d.pod(&src.code_is_dir);
   // Decided here, not asked for: only this process knows what its namespace
   // has mounted where.
-  src.rootfs_shared = g_shared_root_dev != 0 && src.rootfs == g_shared_root &&
-                      shared_root_in_place(src.rootfs, g_shared_root_dev);
+  if (g_shared_root_dev != 0 && src.rootfs == g_shared_root &&
+      shared_root_in_place(src.rootfs, g_shared_root_dev))
+    src.shared_root_dev = g_shared_root_dev;
   decode_spec(d, &spec);
   decode_bpf(d, &bpf);
   if (!d.ok()) return answer(error_reply(make_error("template clone", "malformed request")));
@@ -394,22 +403,34 @@ void serve_one(int sock, const char* buf, size_t len, int* fds, int nfds,
   TemplateReply r;
   r.ok = 1;
   r.pid = pid.value();
+  r.shared_root_dev = src.shared_root_dev;
   answer(r);
 }
 
 }  // namespace
 
-void template_share_root(const std::string& rootfs) {
+Status template_share_root(const std::string& rootfs) {
+  struct stat before {};
+  if (stat(rootfs.c_str(), &before) != 0) return sys_error("stat", rootfs);
   auto dev = mount_shared_root(rootfs);
   if (!dev) {
+    // Half made and not undone (an unmount that failed), the tree would
+    // stay hidden under the empty tmpfs from every clone's overlay: then
+    // this template is not used at all.
+    struct stat now {};
+    if (stat(rootfs.c_str(), &now) != 0 || now.st_dev != before.st_dev ||
+        now.st_ino != before.st_ino)
+      return make_error("shared root", dev.error().message() + "; " + rootfs +
+                                           " stays covered in the template's namespace");
     fprintf(stderr,
             "nsbox-template: warning: each sandbox mounts an overlay of its own, "
             "as no shared one could be made: %s\n",
             dev.error().message().c_str());
-    return;
+    return {};
   }
   g_shared_root = rootfs;
   g_shared_root_dev = dev.value();
+  return {};
 }
 
 void template_serve(int sock, void (*run)(const ChildPlan&)) {

@@ -64,11 +64,13 @@ class TemplateProcess {
   static Result<TemplateProcess> start(const TemplateOptions& options);
 
   // The template clones a sandbox child running child_main on the plan it
-  // builds from these (the same as build_child_plan here); returns its pid,
-  // a child of this process.
+  // builds from these (build_child_plan, with the template's shared root
+  // where it has one); returns its pid, a child of this process, and sets
+  // *shared_root_dev to the device of the root it binds (0: an overlay of
+  // its own), which the plan built here lacks.
   Result<pid_t> clone(const SandboxSpec& spec, const MountSources& sources, const IdMap& ids,
                       bool has_cgroup, const SeccompProgram& bpf, uint64_t flags,
-                      const TemplateCloneFds& fds);
+                      const TemplateCloneFds& fds, dev_t* shared_root_dev);
 
   pid_t pid() const { return pid_; }
   // False once the process has exited (then reaped here).
@@ -90,7 +92,8 @@ Status template_send_ready(int sock, const Status& init);
 // (shared_root.hpp) that clones naming the same tree bind instead of
 // mounting an overlay each. Without it (the reason said on stderr) every
 // clone mounts its own, as an exec'd sandbox does.
-void template_share_root(const std::string& rootfs);
+// Fails only if a half-made mount could not be undone.
+Status template_share_root(const std::string& rootfs);
 [[noreturn]] void template_serve(int sock, void (*run)(const ChildPlan& plan));
 
 }  // namespace nsbox

@@ -406,7 +406,7 @@ int template_main() {
     TemplateOptions o = TRY(template_receive_options(kSock));
     TRY(check_options(o));
     TRY(enter_runtime_tree(o.rootfs));
-    template_share_root(o.rootfs);
+    TRY(template_share_root(o.rootfs));
     TRY(start_python(o));
     if (Status s = pack_heap(); !s)
       fprintf(stderr, "nsbox-template: warning: heap not packed: %s\n",

@@ -40,6 +40,10 @@ void check_report(const json& r, bool sockets, int core = 1) {
        {"TIOCSTI", "TIOCSTI|1<<32", "TIOCLINUX", "TIOCLINUX|high", "TIOCSETD", "TIOCCONS"})
     CHECK_MESSAGE(r["ioctl"][cmd] == "EPERM", cmd);
   CHECK(r["ioctl"]["FIONREAD"] == "ok");
+  // dnotify and leases refused: a template's clones share their root's inodes.
+  for (const char* cmd : {"F_NOTIFY", "F_NOTIFY|1<<32", "F_SETLEASE"})
+    CHECK_MESSAGE(r["fcntl"][cmd] == "EPERM", cmd);
+  CHECK(r["fcntl"]["F_GETFL"] == "ok");
   // RLIMIT_CORE 1, which aborts a dump to a core_pattern pipe, and stays so.
   CHECK(r["core"]["get"] == json::array({core, core}));
   CHECK(r["core"]["setrlimit"] == "EPERM");

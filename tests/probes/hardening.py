@@ -13,6 +13,8 @@ import socket
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _NR_IOCTL, _NR_SOCKET, _NR_SOCKETPAIR, _NR_SETRLIMIT, _NR_PRLIMIT64 = 16, 41, 53, 160, 302
+_NR_FCNTL = 72
+F_GETFL, F_SETLEASE, F_NOTIFY, DN_ACCESS, F_RDLCK = 3, 1024, 1026, 1, 0
 RLIMIT_CORE = 4
 _HIGH = 1 << 32  # the kernel reads ioctl's cmd and socket's family as 32 bits
 
@@ -117,6 +119,21 @@ def _ioctls():
     return out
 
 
+def _fcntls():
+    """dnotify would show a template's clone what its siblings read from the
+    root they share; a lease, who else opens a file."""
+    fd = os.open("/usr/lib", os.O_RDONLY | os.O_DIRECTORY)
+    out = {}
+    for name, cmd, arg in [("F_NOTIFY", F_NOTIFY, DN_ACCESS),
+                           ("F_NOTIFY|1<<32", _HIGH | F_NOTIFY, DN_ACCESS),
+                           ("F_SETLEASE", F_SETLEASE, F_RDLCK),
+                           ("F_GETFL", F_GETFL, 0)]:
+        rc, err = _syscall(_NR_FCNTL, fd, cmd, arg)
+        out[name] = "ok" if rc >= 0 else _errname(err)
+    os.close(fd)
+    return out
+
+
 def _core_limit():
     """RLIMIT_CORE as [soft, hard], and what lowering it to 0 each way gets."""
     lim = (ctypes.c_ulong * 2)()
@@ -182,6 +199,7 @@ def handler(event, context):
     allowed["socketpair(AF_UNIX)"] = _socketpair(1)
     return {
         "ioctl": _ioctls(),
+        "fcntl": _fcntls(),
         "core": _core_limit(),
         "refused_families": refused,
         "allowed_families": allowed,

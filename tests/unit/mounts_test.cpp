@@ -367,13 +367,14 @@ TEST_CASE("child_run_mounts: an optional op on a missing entry is skipped, other
 TEST_CASE("plan_mounts: a template's clone binds the shared root instead of an overlay") {
   TempDir dir("mounts-test");
   MountSources src = sources_from_spec(spec_for(dir.path));
-  src.rootfs_shared = true;
+  src.shared_root_dev = 42;
   MountPlan p = plan_mounts(spec_for(dir.path), src);
   CHECK(count_kind(p, MountOp::Overlay) == 0);
   CHECK(count_kind(p, MountOp::SharedRoot) == 1);
   int root = find_op(p, MountOp::SharedRoot, kRoot);
   REQUIRE(root >= 0);
   CHECK(p.ops[root].src == "/var/lib/nsbox/rootfs");
+  CHECK(p.ops[root].dev == 42);
   // Nothing for an upper layer: the stage holds only what the sandbox writes.
   CHECK(find_op(p, MountOp::Mkdir, "/run/nsbox/stage/upper") == -1);
   CHECK(find_op(p, MountOp::Mkdir, "/run/nsbox/stage/work") == -1);
@@ -416,6 +417,18 @@ std::string shared_root_outcome(const std::string& tree, bool rebuild) {
       say("marker=" + marker);
       int fd = open((tree + "/new").c_str(), O_WRONLY | O_CREAT, 0644);
       say(fd < 0 && errno == EROFS ? "read-only" : "writable");
+      // What a clone's plan does with it: bind it, and only if it is the
+      // overlay of that device.
+      const std::string target = tree + ".target";
+      for (dev_t want : {dev.value(), dev.value() + 1}) {
+        MountPlan plan;
+        plan.ops.push_back(MountOp{MountOp::SharedRoot, tree, target, {}, 0});
+        plan.ops.back().dev = want;
+        const MountOp* failed = nullptr;
+        int err = child_run_mounts(plan, &failed);
+        say(err == 0 ? "bound" : err == ESTALE ? "stale" : "error:" + std::to_string(err));
+        umount2(target.c_str(), MNT_DETACH);
+      }
       say("ready");
       char c;
       if (rebuild && read(go[0], &c, 1) == 1)
@@ -449,9 +462,10 @@ TEST_CASE("mount_shared_root: a read-only overlay of the tree over the tree's ow
   TempDir dir("shared-root-test");
   const std::string tree = dir.path + "/rootfs";
   REQUIRE(mkdir(tree.c_str(), 0755) == 0);
+  REQUIRE(mkdir((tree + ".target").c_str(), 0755) == 0);
   std::ofstream(tree + "/marker") << "here";
   CHECK(shared_root_outcome(tree, true) ==
-        "overlay in-place marker=here read-only ready moved-not-in-place ");
+        "overlay in-place marker=here read-only bound stale ready moved-not-in-place ");
   // The host's namespace saw none of it: the tree is a plain directory here.
   CHECK_FALSE(is_overlay(tree.c_str()));
   CHECK(std::filesystem::exists(tree + ".old/marker"));

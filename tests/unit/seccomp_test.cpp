@@ -6,6 +6,7 @@
 #include <dirent.h>
 #include <doctest/doctest.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/bpf.h>
 #include <linux/netlink.h>
 #include <linux/sched.h>
@@ -103,6 +104,10 @@ enum Probe {
   kPrlimitCoreHigh,  // the same, the new limit's pointer with only high bits set
   kPrlimitCoreGet,   // prlimit64(RLIMIT_CORE) reading only
   kPrlimitNofile,    // prlimit64(RLIMIT_NOFILE) set to what it is
+  kFcntlNotify,      // F_NOTIFY (dnotify) on a directory: 0 without a filter
+  kFcntlNotifyHigh,  // the same with bit 32 set
+  kFcntlSetlease,    // F_SETLEASE on a directory: EINVAL without a filter
+  kFcntlGetfl,       // an ordinary fcntl on the same directory
   kProbeCount
 };
 
@@ -133,7 +138,7 @@ Outcome try_clone(unsigned long flags) {
 
 // In a forked child: optionally load `prog`, run the probes selected by
 // `mask` (the others stay {0, 0}), report through a pipe.
-Report run_probes(const SeccompProgram* prog, unsigned mask) {
+Report run_probes(const SeccompProgram* prog, uint64_t mask) {
   int fds[2];
   REQUIRE(pipe(fds) == 0);
   pid_t pid = fork();
@@ -219,6 +224,14 @@ Report run_probes(const SeccompProgram* prog, unsigned mask) {
       r.probe[kPrlimitCoreGet] = outcome(syscall(SYS_prlimit64, 0, RLIMIT_CORE, nullptr, &got));
     if (want(kPrlimitNofile) && getrlimit(RLIMIT_NOFILE, &got) == 0)
       r.probe[kPrlimitNofile] = outcome(syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &got, nullptr));
+    int dir = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    auto fcntl_probe = [&](Probe pr, unsigned long cmd, unsigned long arg) {
+      if (want(pr)) r.probe[pr] = outcome(syscall(SYS_fcntl, dir, cmd, arg));
+    };
+    fcntl_probe(kFcntlNotify, F_NOTIFY, DN_ACCESS);
+    fcntl_probe(kFcntlNotifyHigh, high | F_NOTIFY, DN_ACCESS);
+    fcntl_probe(kFcntlSetlease, F_SETLEASE, F_RDLCK);
+    fcntl_probe(kFcntlGetfl, F_GETFL, 0);
     (void)!write(fds[1], &r, sizeof r);
     _exit(0);
   }
@@ -235,10 +248,10 @@ Report run_probes(const SeccompProgram* prog, unsigned mask) {
   return r;
 }
 
-constexpr unsigned bit(Probe p) {
-  return 1u << p;
+constexpr uint64_t bit(Probe p) {
+  return uint64_t{1} << p;
 }
-constexpr unsigned kAllProbes = (1u << kProbeCount) - 1;
+constexpr uint64_t kAllProbes = (uint64_t{1} << kProbeCount) - 1;
 
 void check_denied(const Report& r, Probe p, int err, const std::string& what) {
   INFO(what);
@@ -496,6 +509,13 @@ TEST_CASE("kernel: without a filter, terminal ioctls on a pipe fail with ENOTTY 
   CHECK(r.probe[kSocketInetHigh].ret >= 0);
 }
 
+TEST_CASE("kernel: without a filter, F_NOTIFY watches a directory (control)") {
+  Report r = run_probes(nullptr, bit(kFcntlNotify) | bit(kFcntlNotifyHigh) | bit(kFcntlSetlease));
+  CHECK(r.probe[kFcntlNotify].ret == 0);
+  CHECK(r.probe[kFcntlNotifyHigh].ret == 0);  // cmd is read as 32 bits
+  check_denied(r, kFcntlSetlease, EINVAL, "F_SETLEASE on a directory");
+}
+
 TEST_CASE("kernel: without a filter, RLIMIT_CORE can be lowered (control)") {
   Report r = run_probes(nullptr, bit(kSetrlimitCore) | bit(kPrlimitCoreHigh));
   CHECK(r.probe[kSetrlimitCore].ret == 0);  // the resource is read as 32 bits
@@ -521,13 +541,18 @@ static void check_argument_rules(const Report& r) {
   check_denied(r, kPrlimitCoreHigh, EPERM, "prlimit64(RLIMIT_CORE, high-bits pointer)");
   CHECK(r.probe[kPrlimitCoreGet].ret == 0);
   CHECK(r.probe[kPrlimitNofile].ret == 0);
+  check_denied(r, kFcntlNotify, EPERM, "fcntl(F_NOTIFY)");
+  check_denied(r, kFcntlNotifyHigh, EPERM, "fcntl(F_NOTIFY | 1 << 32)");
+  check_denied(r, kFcntlSetlease, EPERM, "fcntl(F_SETLEASE)");
+  CHECK(r.probe[kFcntlGetfl].ret >= 0);
 }
 
-constexpr unsigned kArgumentProbes =
+constexpr uint64_t kArgumentProbes =
     bit(kIoctlSti) | bit(kIoctlStiHigh) | bit(kIoctlLinux) | bit(kIoctlSetd) | bit(kIoctlCons) |
     bit(kIoctlFionread) | bit(kSocketVsock) | bit(kSocketVsockHigh) | bit(kSocketNetlink) |
     bit(kSocketpairVsock) | bit(kSetrlimitCore) | bit(kPrlimitCoreSet) | bit(kPrlimitCoreHigh) |
-    bit(kPrlimitCoreGet) | bit(kPrlimitNofile);
+    bit(kPrlimitCoreGet) | bit(kPrlimitNofile) | bit(kFcntlNotify) | bit(kFcntlNotifyHigh) |
+    bit(kFcntlSetlease) | bit(kFcntlGetfl);
 
 TEST_CASE("kernel: every policy refuses terminal ioctls and socket families off the list") {
   for (const char* name : {"default", "strict"}) {
