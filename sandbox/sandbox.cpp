@@ -255,8 +255,10 @@ Status Sandbox::parent_clone(Launch& l) {
     fds.cgroup_dirfd = l.clone.cgroup_dirfd;
     fds.cgroup_tasks = l.plan.cgroup_tasks_fds;
     fds.netns = l.netns.get();
+    dev_t shared_root = 0;
     pid_ = TRY(l.from_template->clone(*l.spec, l.sources, l.ids, cgroup_.valid(), *l.bpf,
-                                      l.clone.flags, fds, &l.sources.shared_root_dev));
+                                      l.clone.flags, fds, &shared_root));
+    l.sources.shared_root_dev = shared_root;
   } else {
     int pidfd = -1;
     pid_ = TRY(clone_sandbox_child(l.plan, l.clone, &pidfd));

@@ -5,6 +5,7 @@
 #include <sched.h>
 #include <seccomp.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -138,6 +139,9 @@ std::vector<sock_filter> argument_prefix() {
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_high(2)));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 0, to(end), to(eperm_at)));
   f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)));
+  // A miscounted layout would jump into libseccomp's program, which the
+  // kernel would not refuse.
+  if (f.size() != end) abort();
   return f;
 }
 

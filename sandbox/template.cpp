@@ -36,11 +36,15 @@ struct TemplateReply {
   int32_t ok = 0;
   int32_t err = 0;
   int32_t pid = 0;
+  int32_t reserved = 0;
   // Not 0: the clone binds the template's shared root of this device, and
   // its plan (which an error's op index points into) has no upper layer.
   uint64_t shared_root_dev = 0;
-  char message[500] = {};
+  char message[504] = {};
 };
+// No padding: every byte sent is a field's, and a reply of another size (a
+// template of another build) is refused rather than read at other offsets.
+static_assert(sizeof(TemplateReply) == 528, "TemplateReply has padding");
 
 // Presence bits for the optional fds, in this order after the three fixed
 // ones; then as many cgroup v1 `tasks` files as the request says.
@@ -69,11 +73,11 @@ Result<TemplateReply> read_reply(int sock, int timeout_ms, const char* what) {
   TemplateReply r;
   ssize_t n;
   do {
-    n = recv(sock, &r, sizeof r, 0);
+    n = recv(sock, &r, sizeof r, MSG_TRUNC);
   } while (n < 0 && errno == EINTR);
   if (n < 0) return sys_error("recv", what);
   if (n == 0) return make_error(what, "the template exited");
-  if (n != sizeof r) return make_error(what, "short reply from the template");
+  if (n != sizeof r) return make_error(what, "a reply of another size from the template");
   r.message[sizeof r.message - 1] = '\0';
   if (!r.ok) return Error{r.err, r.message, {}, {}};
   return r;

@@ -1,6 +1,7 @@
 """Tries what a policy must refuse whatever its allowlist says: terminal
-ioctls, socket families off the allowlist, lowering RLIMIT_CORE, reading the /proc entries Docker
-masks, writing the ones it makes read-only. Reports the outcome of each.
+ioctls, dnotify and leases (fcntl F_NOTIFY, F_SETLEASE), socket families off
+the allowlist, lowering RLIMIT_CORE, reading the /proc entries Docker masks,
+writing the ones it makes read-only. Reports the outcome of each.
 
 Every attempt is aimed at nothing real: ioctls go to a pipe of our own,
 sockets are closed unused, /proc is only read. Even so it refuses to run
