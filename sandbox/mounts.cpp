@@ -235,8 +235,7 @@ int child_run_mounts(const MountPlan& plan, const MountOp** failed) {
         if (rc == 0) {
           // The template's overlay, not whatever is at the path now: a
           // rebuild may have put another tree there since its check.
-          struct stat st;
-          if (stat(dst, &st) != 0 || st.st_dev != op.dev || !is_overlay(dst)) {
+          if (!shared_root_in_place(op.dst, op.dev)) {
             errno = ESTALE;
             rc = -1;
           }

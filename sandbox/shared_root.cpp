@@ -38,9 +38,9 @@ Result<dev_t> mount_shared_root(const std::string& rootfs) {
   return st.st_dev;
 }
 
-bool shared_root_in_place(const std::string& rootfs, dev_t dev) {
+bool shared_root_in_place(const std::string& path, dev_t dev) {
   struct stat st;
-  return stat(rootfs.c_str(), &st) == 0 && st.st_dev == dev && is_overlay(rootfs.c_str());
+  return stat(path.c_str(), &st) == 0 && st.st_dev == dev && is_overlay(path.c_str());
 }
 
 bool is_overlay(const char* path) {

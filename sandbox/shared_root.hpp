@@ -27,14 +27,15 @@ namespace nsbox {
 // nodev. Returns the overlay's device number, for shared_root_in_place.
 Result<dev_t> mount_shared_root(const std::string& rootfs);
 
-// Whether `rootfs` still resolves to the overlay mounted by
-// mount_shared_root (device `dev`). A rebuild renames the old tree away and
-// puts a new one at the path; the mount stays on the old one.
-bool shared_root_in_place(const std::string& rootfs, dev_t dev);
+// Whether `path` resolves to the overlay mounted by mount_shared_root
+// (device `dev`): the template's check on the tree's path before each clone
+// (a rebuild renames the old tree away and puts a new one at the path; the
+// mount stays on the old one), and the clone's check on its bind (a rename
+// between the two would give it the plain tree, writable where the host's
+// filesystem is, or another overlay).
+bool shared_root_in_place(const std::string& path, dev_t dev);
 
-// The child's check after binding the shared root: it is an overlay (a
-// rename between the template's check and the bind would give the plain
-// tree instead, writable where the host's filesystem is).
+// Whether `path` is on an overlayfs.
 bool is_overlay(const char* path);
 
 }  // namespace nsbox
