@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "base/log.hpp"
+#include "gateway/host_check.hpp"
 #include "gateway/http_parse.hpp"
 #include "policies/policy.hpp"
 #include "policies/toml_reader.hpp"
@@ -60,7 +61,8 @@ const std::vector<std::string> kServerKeys = {"listen",
                                               "max_sending_per_address",
                                               "max_head_kb",
                                               "max_headers",
-                                              "trusted_proxies"};
+                                              "trusted_proxies",
+                                              "allowed_hosts"};
 const std::vector<std::string> kPoolKeys = {"blank",
                                             "max_sandboxes",
                                             "memory_budget_mb",
@@ -178,6 +180,17 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
                  "\"trusted_proxies\" entries must be addresses or CIDR blocks, e.g. "
                  "\"127.0.0.1\" or \"10.0.0.0/8\"");
         c.trusted_proxies.push_back(*e.value<std::string>());
+      }
+    }
+    if (const toml::node* ah = s.get("allowed_hosts")) {
+      if (!ah->is_array())
+        r.fail(ah->source(), "\"allowed_hosts\" in [server] must be an array of strings");
+      for (const toml::node& e : *ah->as_array()) {
+        if (!e.is_string() || !valid_allowed_host(*e.value<std::string>()))
+          r.fail(e.source(),
+                 "\"allowed_hosts\" entries must be host names or addresses clients put in "
+                 "Host, e.g. \"nsbox.example.org\" or \"10.0.0.5\" (\"*\" alone: any)");
+        c.allowed_hosts.push_back(*e.value<std::string>());
       }
     }
     c.rootless = r.boolean(s, "rootless", S, false);

@@ -37,6 +37,9 @@ struct ServeConfig {
   // Peers whose PROXY v1 line and X-Forwarded-For are believed (addresses or
   // CIDR blocks); nobody's by default.
   std::vector<std::string> trusted_proxies;
+  // Host names answered besides loopback ones and public_url's host; empty:
+  // those only when listening on loopback, any otherwise (gateway/host_check).
+  std::vector<std::string> allowed_hosts;
   bool rootless = false;   // allow running as non-root (no cgroups)
   std::string public_url;  // base URL in deploy answers; default http://listen
   // SCHED_BATCH for the daemon, its spawner and so every sandbox (set at

@@ -27,6 +27,11 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+const std::string* find_header(const httplib::Request& req, const char* name) {
+  auto it = req.headers.find(name);  // case-insensitive: httplib::Headers compares so
+  return it == req.headers.end() ? nullptr : &it->second;
+}
+
 constexpr size_t kReadChunk = 16 << 10;
 // No route's path is longer (a function name is at most 63 bytes), and no
 // longer one is matched: std::regex recurses once per character, and a path
@@ -433,6 +438,10 @@ void HttpFront::process(Conn* c) {
     req.remote_addr = c->client;
     c->keep_alive = r.keep_alive;
     c->head_only = req.method == "HEAD";
+    if (const std::string* host = find_header(req, "Host"); !host_allowed(config_.hosts, host)) {
+      misdirected_++;
+      return refuse(c, 421, host_refusal(config_.hosts, *host));
+    }
     if (req.path.size() > kMaxRoutePath) {
       bad_requests_++;
       return refuse(c, 414,
@@ -590,6 +599,7 @@ bool HttpFront::take_next_inline(Conn* c) {
   httplib::Request& req = *c->req;
   HeadResult r = parse_head(c->in, config_.head, &req);
   if (r.state != Parse::Done || r.chunked || r.expect_continue) return false;
+  if (!host_allowed(config_.hosts, find_header(req, "Host"))) return false;
   if (r.content_length > config_.max_body_bytes ||
       c->in.size() - r.head_len < size_t(r.content_length))
     return false;
@@ -943,6 +953,7 @@ std::string HttpFront::render_metrics() {
   line("head_too_large", head_too_large_);
   line("unauthorized", unauthorized_);
   line("bad_request", bad_requests_);
+  line("misdirected", misdirected_);
   out +=
       "# HELP nsbox_http_inline_requests_total Keep-alive requests taken by the thread that "
       "answered the previous one.\n"

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "gateway/conn_threads.hpp"
+#include "gateway/host_check.hpp"
 #include "gateway/http_parse.hpp"
 
 namespace nsbox {
@@ -37,6 +38,7 @@ struct FrontConfig {
   int max_sending_per_address = 32;   // connections still sending their request, per client
   int handler_threads = 1024;         // requests being handled at once
   std::vector<Cidr> trusted_proxies;  // may send PROXY v1 and X-Forwarded-For
+  HostPolicy hosts;                   // the Host names answered; others get 421
 };
 
 // Who may use a route; the front asks the authorizer before reading a body.
@@ -129,7 +131,7 @@ class HttpFront {
   bool accept_paused_ = false;
 
   std::atomic<uint64_t> refused_busy_{0}, refused_address_{0}, timeouts_{0}, too_large_{0},
-      head_too_large_{0}, unauthorized_{0}, bad_requests_{0}, inline_requests_{0};
+      head_too_large_{0}, unauthorized_{0}, bad_requests_{0}, inline_requests_{0}, misdirected_{0};
 };
 
 }  // namespace nsbox

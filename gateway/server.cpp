@@ -117,6 +117,7 @@ FrontConfig front_config(const ServeConfig& c) {
     Cidr cidr;
     if (parse_cidr(t, &cidr)) f.trusted_proxies.push_back(cidr);
   }
+  f.hosts = make_host_policy(c.listen_host, c.public_url, c.allowed_hosts);
   return f;
 }
 

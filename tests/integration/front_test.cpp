@@ -135,7 +135,7 @@ TEST_CASE("front: a route that needs the token refuses before reading the body")
     for (const std::string& authz :
          {std::string(), std::string("Authorization: Bearer wrong\r\n")}) {
       int fd = connect_from("127.0.0.1", d.port());
-      send_all(fd, "PUT /functions/f HTTP/1.1\r\nHost: x\r\n" + authz +
+      send_all(fd, "PUT /functions/f HTTP/1.1\r\nHost: localhost\r\n" + authz +
                        "Content-Type: text/x-python\r\nContent-Length: 32768\r\n\r\n");
       bool eof = false;
       std::string reply = read_until_close(fd, 3000, &eof);
@@ -148,7 +148,7 @@ TEST_CASE("front: a route that needs the token refuses before reading the body")
     INFO("a chunked PUT without the token: 401 while it is still sending");
     int fd = connect_from("127.0.0.1", d.port());
     send_all(fd,
-             "PUT /functions/f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+             "PUT /functions/f HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
              "100000\r\n" +
                  std::string(4096, 'x'));
     std::string reply = read_until_close(fd, 3000);
@@ -159,7 +159,7 @@ TEST_CASE("front: a route that needs the token refuses before reading the body")
     INFO("GET /metrics and the function list need a token too (the head is checked alike)");
     for (const char* path : {"/metrics", "/functions", "/functions/f", "/functions/f/logs"}) {
       int fd = connect_from("127.0.0.1", d.port());
-      send_all(fd, std::string("GET ") + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
+      send_all(fd, std::string("GET ") + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n");
       CHECK_MESSAGE(status_of(read_until_close(fd, 3000)) == 401, path);
       close(fd);
     }
@@ -168,7 +168,7 @@ TEST_CASE("front: a route that needs the token refuses before reading the body")
     INFO("a chunked body over the limit is 413, with the token");
     int fd = connect_from("127.0.0.1", d.port());
     std::string chunk(8192, 'x');
-    std::string req = "PUT /functions/big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " +
+    std::string req = "PUT /functions/big HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer " +
                       d.token() + "\r\nTransfer-Encoding: chunked\r\n\r\n";
     for (int i = 0; i < 10; i++) req += "2000\r\n" + chunk + "\r\n";  // 80 KiB > 64 KiB
     req += "0\r\n\r\n";
@@ -180,17 +180,18 @@ TEST_CASE("front: a route that needs the token refuses before reading the body")
   {
     INFO("a Content-Length over the limit is 413 before any body byte");
     int fd = connect_from("127.0.0.1", d.port());
-    send_all(fd, "PUT /functions/big HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + d.token() +
-                     "\r\nContent-Length: 81920\r\n\r\n");
+    send_all(fd, "PUT /functions/big HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer " +
+                     d.token() + "\r\nContent-Length: 81920\r\n\r\n");
     CHECK(status_of(read_until_close(fd, 3000)) == 413);
     close(fd);
   }
   {
     INFO("too many headers, or too large a head: 431");
-    std::string many = "GET /healthz HTTP/1.1\r\nHost: x\r\n";
+    std::string many = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n";
     for (int i = 0; i < 200; i++) many += "X-H" + std::to_string(i) + ": v\r\n";
     std::string big =
-        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + std::string(20000, 'a') + "\r\n\r\n";
+        "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Big: " + std::string(20000, 'a') +
+        "\r\n\r\n";
     for (const std::string& req : {many + "\r\n", big}) {
       int fd = connect_from("127.0.0.1", d.port());
       send_all(fd, req);
@@ -215,7 +216,7 @@ TEST_CASE("front: unauthenticated chunked uploads do not grow the daemon's memor
     clients.emplace_back([&] {
       int fd = connect_from("127.0.0.1", d.port());
       std::string head =
-          "PUT /functions/f HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+          "PUT /functions/f HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n";
       send_all(fd, head);
       std::string chunk = "100000\r\n" + std::string(1 << 20, 'x') + "\r\n";
       for (int k = 0; k < 64; k++) {
@@ -239,7 +240,8 @@ TEST_CASE("front: one deadline for a whole request, however it trickles") {
   Daemon d(sd.path, std::string("request_timeout_ms = 1000\n") + kPool);
   REQUIRE(d.start());
   int fd = connect_from("127.0.0.1", d.port());
-  const std::string req = "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + std::string(100, 'a');
+  const std::string req =
+      "GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: " + std::string(100, 'a');
   auto t0 = Clock::now();
   std::string reply;
   bool eof = false;
@@ -276,7 +278,7 @@ TEST_CASE("front: a thousand slow connections from one address do not starve ano
   }
   std::atomic<bool> done{false};
   std::thread trickle([&] {
-    const std::string head = "POST /fn/echo HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    const std::string head = "POST /fn/echo HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
     size_t i = 0;
     while (!done) {
       for (int fd : slow) (void)!send(fd, &head[i % head.size()], 1, MSG_NOSIGNAL | MSG_DONTWAIT);
@@ -342,8 +344,8 @@ TEST_CASE("front: the client address comes from trusted proxies only") {
   REQUIRE(deploy(d, "who", "def handler(event, context):\n    return 1\n")->status == 201);
   auto ask = [&](const char* src, const std::string& prefix, const std::string& headers) {
     int fd = connect_from(src, d.port());
-    send_all(
-        fd, prefix + "GET /fn/who HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers + "\r\n");
+    send_all(fd, prefix + "GET /fn/who HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n" +
+                     headers + "\r\n");
     std::string reply = read_until_close(fd, 10000);
     close(fd);
     return reply;
@@ -425,7 +427,7 @@ std::string read_response(int fd, std::string* buf, int timeout_ms) {
 }
 
 std::string post(const std::string& path, const std::string& body, const std::string& extra = "") {
-  return "POST " + path + " HTTP/1.1\r\nHost: x\r\n" + extra +
+  return "POST " + path + " HTTP/1.1\r\nHost: localhost\r\n" + extra +
          "Content-Length: " + std::to_string(body.size()) + "\r\n\r\n" + body;
 }
 
@@ -462,7 +464,7 @@ TEST_CASE("front: requests taken by the answering thread get the same checks") {
   int fd = connect_from("127.0.0.1", d.port());
   send_all(fd, post("/fn/echo", "{\"n\": 1}") + post("/fn/empty", "{}") +
                    post("/fn/echo", "{\"n\": 2}") +
-                   "DELETE /functions/echo HTTP/1.1\r\nHost: x\r\n\r\n");
+                   "DELETE /functions/echo HTTP/1.1\r\nHost: localhost\r\n\r\n");
   std::string buf;
   std::string r1 = read_response(fd, &buf, 10000);
   std::string r2 = read_response(fd, &buf, 10000);
@@ -495,7 +497,7 @@ TEST_CASE("front: requests taken by the answering thread get the same checks") {
   // A chunked body and an oversized head after an answer: the front's
   // own parser answers them.
   send_all(fd,
-           "POST /fn/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+           "POST /fn/echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n"
            "7\r\n{\"n\":5}\r\n0\r\n\r\n" +
                post("/fn/echo", "{}", "X-Big: " + std::string(20 << 10, 'a') + "\r\n"));
   r1 = read_response(fd, &buf, 10000);
@@ -551,7 +553,7 @@ TEST_CASE("front: a very long path is refused with 414, not matched") {
     CAPTURE(len);
     const std::string path = "/fn/" + std::string(len - 4, 'a');
     int fd = connect_from("127.0.0.1", d.port());
-    send_all(fd, "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    send_all(fd, "GET " + path + " HTTP/1.1\r\nHost: localhost\r\n\r\n");
     std::string reply = read_until_close(fd, 10000);
     close(fd);
     CHECK(status_of(reply) == 414);
@@ -559,7 +561,8 @@ TEST_CASE("front: a very long path is refused with 414, not matched") {
     // After an answer on the same connection: taken by the answering thread.
     fd = connect_from("127.0.0.1", d.port());
     std::string buf;
-    send_all(fd, post("/fn/echo", "{\"n\": 1}") + "GET " + path + " HTTP/1.1\r\nHost: x\r\n\r\n");
+    send_all(fd, post("/fn/echo", "{\"n\": 1}") + "GET " + path +
+                     " HTTP/1.1\r\nHost: localhost\r\n\r\n");
     CHECK(status_of(read_response(fd, &buf, 10000)) == 200);
     CHECK(status_of(read_response(fd, &buf, 10000)) == 414);
     close(fd);
@@ -665,7 +668,7 @@ TEST_CASE("front: answers one address never reads cannot keep the connection tab
   // Another client still gets in, three times over.
   for (int i = 0; i < 3; i++) {
     int fd = connect_from("127.0.0.1", d.port());
-    send_all(fd, "GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    send_all(fd, "GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
     CHECK(status_of(read_until_close(fd, 5000)) == 200);
     close(fd);
   }
@@ -680,7 +683,8 @@ TEST_CASE("front: a chunked trailer over the limit is 431, and says so") {
   REQUIRE(deploy(d, "echo", "def handler(event, context):\n    return event\n")->status == 201);
   int fd = connect_from("127.0.0.1", d.port());
   send_all(fd,
-           "POST /fn/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n"
+           "POST /fn/echo HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: "
+           "chunked\r\n\r\n2\r\n{}\r\n0\r\n"
            "X: " +
                std::string(20000, 'a') + "\r\n\r\n");
   const std::string reply = read_until_close(fd, 5000);
@@ -699,11 +703,11 @@ TEST_CASE("front: refusals after a HEAD have their body; 405 has Allow; Host and
   Daemon d(sd.path, kPool);
   REQUIRE(d.start());
   for (const std::string& bad :
-       {std::string("GET /healthz HTTP/1.1\r\nHost: x\r\nBad Name: y\r\n\r\n"),
+       {std::string("GET /healthz HTTP/1.1\r\nHost: localhost\r\nBad Name: y\r\n\r\n"),
         std::string("GET /healthz HTTP/1.1\r\n\r\n")}) {
     CAPTURE(bad);
     int fd = connect_from("127.0.0.1", d.port());
-    send_all(fd, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    send_all(fd, "HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
     // The HEAD's answer: a head with a Content-Length, and no body.
     std::string head;
     char c;
@@ -728,13 +732,78 @@ TEST_CASE("front: refusals after a HEAD have their body; 405 has Allow; Host and
     close(fd);
     return reply;
   };
-  std::string reply = ask("OPTIONS /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+  std::string reply = ask("OPTIONS /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
   CHECK(status_of(reply) == 405);
   CHECK(reply.find("\r\nAllow: GET, HEAD\r\n") != std::string::npos);
   reply = ask("GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n");
   CHECK(status_of(reply) == 400);
   CHECK(reply.find("more than one Host header") != std::string::npos);
-  reply = ask("GET http://127.0.0.1/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+  reply =
+      ask("GET http://127.0.0.1/healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
   CHECK(status_of(reply) == 200);
   CHECK(d.stop() == 0);
+}
+
+// DNS rebinding: a web page re-points its own name at 127.0.0.1 and calls
+// the daemon as a same-origin site. Its requests carry the page's name as
+// Host, which a daemon on loopback does not answer to.
+TEST_CASE("front: a daemon on loopback answers only to loopback names and the listed hosts") {
+  StateDir sd("hosts");
+  Daemon d(sd.path, std::string("allowed_hosts = [\"fn.example.org\"]\n") + kPool);
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "who", "def handler(event, context):\n    return 'ran'\n")->status == 201);
+  auto ask = [&](const std::string& host) {
+    int fd = connect_from("127.0.0.1", d.port());
+    send_all(fd, "GET /fn/who HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n");
+    std::string reply = read_until_close(fd, 10000);
+    close(fd);
+    return reply;
+  };
+  const std::string port = std::to_string(d.port());
+  for (const std::string& ok :
+       {std::string("localhost"), "localhost:" + port, "127.0.0.1:" + port,
+        std::string("127.0.0.2"), "[::1]:" + port, std::string("LocalHost."),
+        std::string("app.localhost"), "fn.example.org:" + port, std::string("FN.example.org")}) {
+    CAPTURE(ok);
+    std::string reply = ask(ok);
+    CHECK(status_of(reply) == 200);
+    CHECK(reply.find("ran") != std::string::npos);
+  }
+  for (const std::string& bad :
+       {std::string("attacker.example"), "attacker.example:" + port,
+        std::string("localhost.evil.org"), std::string("127.0.0.1.evil.org"), std::string("[::1"),
+        std::string("::1"), std::string("fn.example.org.evil.org"), std::string("")}) {
+    CAPTURE(bad);
+    std::string reply = ask(bad);
+    CHECK(status_of(reply) == 421);
+    CHECK(reply.find("ran") == std::string::npos);
+    CHECK(reply.find("allowed_hosts") != std::string::npos);
+  }
+  CHECK(d.metric("nsbox_http_refused_total{reason=\"misdirected\"}") >= 8);
+  // The answering thread's inline path refuses it too: the request after an
+  // allowed one on the same connection.
+  int fd = connect_from("127.0.0.1", d.port());
+  send_all(fd,
+           "GET /fn/who HTTP/1.1\r\nHost: localhost\r\n\r\n"
+           "GET /fn/who HTTP/1.1\r\nHost: attacker.example\r\n\r\n");
+  std::string buf;
+  std::string r1 = read_response(fd, &buf, 10000);
+  std::string r2 = read_response(fd, &buf, 10000);
+  close(fd);
+  CHECK(status_of(r1) == 200);
+  CHECK(status_of(r2) == 421);
+  CHECK(r2.find("ran") == std::string::npos);
+  CHECK(d.stop() == 0);
+
+  // "*": any name, as a daemon that listens on every address does unasked.
+  StateDir sd2("hosts-any");
+  Daemon any(sd2.path, std::string("allowed_hosts = [\"*\"]\n") + kPool);
+  REQUIRE(any.start());
+  REQUIRE(deploy(any, "who", "def handler(event, context):\n    return 'ran'\n")->status == 201);
+  fd = connect_from("127.0.0.1", any.port());
+  send_all(fd, "GET /fn/who HTTP/1.1\r\nHost: attacker.example\r\nConnection: close\r\n\r\n");
+  std::string reply = read_until_close(fd, 10000);
+  close(fd);
+  CHECK(status_of(reply) == 200);
+  CHECK(any.stop() == 0);
 }

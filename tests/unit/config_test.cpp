@@ -91,6 +91,7 @@ max_sending_per_address = 3
 max_head_kb = 8
 max_headers = 20
 trusted_proxies = ["127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8"]
+allowed_hosts = ["fn.example.com", "10.0.0.5"]
 
 [pool]
 blank = 0
@@ -190,6 +191,7 @@ TEST_CASE("config: every key is read, in its unit, into its member") {
   CHECK(r.max_headers == 20);
   CHECK(r.trusted_proxies ==
         std::vector<std::string>{"127.0.0.1", "10.0.0.0/8", "::1", "fd00::/8"});
+  CHECK(r.allowed_hosts == std::vector<std::string>{"fn.example.com", "10.0.0.5"});
   CHECK(r.blank == 0);
   CHECK(r.max_sandboxes == 16);
   CHECK(r.memory_budget_bytes == 4096 * kMiB);
@@ -572,4 +574,27 @@ TEST_CASE("config: load_serve_config reads the named file and names it in errors
   REQUIRE_FALSE(missing);
   CHECK_MESSAGE(has(missing.error().message(), "/nonexistent/nsbox.toml"),
                 missing.error().message());
+}
+
+TEST_CASE("config: [server] allowed_hosts holds host names, addresses or \"*\"") {
+  for (const char* ok :
+       {"fn.example.org", "10.0.0.5", "[::1]", "fn.example.org:8443", "*", "FN.Example.org."}) {
+    CAPTURE(ok);
+    auto c = parse_serve_config(std::string("[server]\nallowed_hosts = [\"") + ok + "\"]\n",
+                                "nsbox.toml");
+    REQUIRE_MESSAGE(c, (c ? std::string() : c.error().message()));
+    CHECK(c.value().allowed_hosts == std::vector<std::string>{ok});
+  }
+  const std::string want = "\"allowed_hosts\" entries must be host names or addresses";
+  for (const char* bad : {"\"\"", "\"a b\"", "\"x/y\"", "\"::1\"", "\"[::1\"", "\"*.example.org\"",
+                          "\"a@b\"", "8", "true"}) {
+    CAPTURE(bad);
+    std::string e =
+        refusal(std::string("[server]\nallowed_hosts = [\"localhost\", ") + bad + "]\n");
+    CHECK_MESSAGE(e.starts_with("nsbox.toml:2:31: " + want), e);
+  }
+  std::string e = refusal("[server]\nallowed_hosts = \"x\"\n");
+  CHECK_MESSAGE(
+      e.starts_with("nsbox.toml:2:17: \"allowed_hosts\" in [server] must be an array of strings"),
+      e);
 }

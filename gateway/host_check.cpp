@@ -1,0 +1,120 @@
+#include "gateway/host_check.hpp"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+
+namespace nsbox {
+
+namespace {
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out)
+    if (c >= 'A' && c <= 'Z') c = char(c - 'A' + 'a');
+  return out;
+}
+
+bool name_chars_ok(const std::string& s) {
+  if (s.empty() || s.size() > 253) return false;
+  return std::all_of(s.begin(), s.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == ':';
+  });
+}
+
+// A wildcard (0.0.0.0, ::) is not loopback: clients elsewhere may use any
+// name for it, which only the operator knows.
+bool listens_on_loopback(const std::string& host) {
+  return is_loopback_name(lower(host));
+}
+
+}  // namespace
+
+std::string host_name_of(std::string_view a) {
+  std::string name;
+  std::string_view port;
+  if (!a.empty() && a.front() == '[') {
+    size_t end = a.find(']');
+    if (end == std::string_view::npos) return "";
+    name = lower(a.substr(1, end - 1));
+    std::string_view rest = a.substr(end + 1);
+    if (!rest.empty() && rest.front() != ':') return "";
+    if (!rest.empty()) port = rest.substr(1);
+    in6_addr v6;
+    if (inet_pton(AF_INET6, name.c_str(), &v6) != 1) return "";
+  } else {
+    size_t colon = a.find(':');
+    if (colon != std::string_view::npos) {
+      port = a.substr(colon + 1);
+      if (port.empty()) return "";
+    }
+    name = lower(a.substr(0, colon));
+    if (!name.empty() && name.back() == '.') name.pop_back();
+    if (name.find(':') != std::string::npos) return "";  // an IPv6 address needs brackets
+  }
+  if (port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return "";
+  return name_chars_ok(name) ? name : "";
+}
+
+bool is_loopback_name(const std::string& name) {
+  if (name == "localhost") return true;
+  const std::string_view suffix = ".localhost";  // RFC 6761 6.3: never leaves the host
+  if (name.size() > suffix.size() &&
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix.data()) == 0)
+    return true;
+  in_addr v4;
+  if (inet_pton(AF_INET, name.c_str(), &v4) == 1) return (ntohl(v4.s_addr) >> 24) == 127;
+  in6_addr v6;
+  return inet_pton(AF_INET6, name.c_str(), &v6) == 1 && IN6_IS_ADDR_LOOPBACK(&v6);
+}
+
+HostPolicy make_host_policy(const std::string& listen_host, const std::string& public_url,
+                            const std::vector<std::string>& allowed) {
+  HostPolicy p;
+  if (!allowed.empty()) {
+    for (const std::string& a : allowed) {
+      if (a == "*") return HostPolicy{};
+      p.names.push_back(host_name_of(a));
+    }
+    p.any = false;
+    p.loopback = true;  // the daemon's own host may always reach it
+  } else if (listens_on_loopback(listen_host)) {
+    p.any = false;
+    p.loopback = true;
+  }
+  if (!p.any && !public_url.empty()) {
+    std::string_view u = public_url;
+    if (size_t s = u.find("://"); s != std::string_view::npos) u.remove_prefix(s + 3);
+    u = u.substr(0, u.find_first_of("/?#"));
+    if (size_t at = u.rfind('@'); at != std::string_view::npos) u.remove_prefix(at + 1);
+    if (std::string n = host_name_of(u); !n.empty()) p.names.push_back(n);
+  }
+  return p;
+}
+
+bool host_allowed(const HostPolicy& p, const std::string* host_header) {
+  if (p.any || !host_header) return true;
+  const std::string name = host_name_of(*host_header);
+  if (name.empty()) return false;
+  if (p.loopback && is_loopback_name(name)) return true;
+  return std::find(p.names.begin(), p.names.end(), name) != p.names.end();
+}
+
+std::string host_refusal(const HostPolicy& p, const std::string& host_header) {
+  std::string shown = host_header.substr(0, 100);
+  std::string msg = "this daemon does not answer to Host \"" + shown + "\": it answers to ";
+  msg += "localhost and loopback addresses";
+  for (const std::string& n : p.names) msg += ", " + n;
+  msg +=
+      " (a web page may point its own name at this address; list the names clients use "
+      "in [server] allowed_hosts, or public_url)";
+  return msg;
+}
+
+bool valid_allowed_host(const std::string& entry) {
+  return entry == "*" || !host_name_of(entry).empty();
+}
+
+}  // namespace nsbox

@@ -1,0 +1,59 @@
+#include "gateway/host_check.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace nsbox;
+
+TEST_CASE("host_check: the name a Host header gives") {
+  CHECK(host_name_of("localhost") == "localhost");
+  CHECK(host_name_of("LocalHost:8080") == "localhost");
+  CHECK(host_name_of("example.org.") == "example.org");
+  CHECK(host_name_of("[::1]:80") == "::1");
+  CHECK(host_name_of("[::1]") == "::1");
+  CHECK(host_name_of("127.0.0.1:1") == "127.0.0.1");
+  for (const char* bad : {"", ":80", "::1", "[::1", "[::1]x", "[nope]", "a b", "a/b", "a@b", "a\tb",
+                          "[::1]:80]", "a:b", "a:", "a:123456", "a:1:2"}) {
+    CAPTURE(bad);
+    CHECK(host_name_of(bad).empty());
+  }
+  CHECK(host_name_of(std::string(254, 'a')).empty());
+}
+
+TEST_CASE("host_check: loopback names") {
+  for (const char* yes : {"localhost", "a.localhost", "127.0.0.1", "127.255.0.9", "::1"})
+    CHECK_MESSAGE(is_loopback_name(yes), yes);
+  for (const char* no : {"localhost.example.org", "xlocalhost", ".localhost", "128.0.0.1",
+                         "0.0.0.0", "::", "::ffff:127.0.0.1", "127.0.0.1.example.org", "127.1"})
+    CHECK_MESSAGE(!is_loopback_name(no), no);
+}
+
+TEST_CASE("host_check: who is answered, by where the daemon listens") {
+  const std::string evil = "attacker.example", local = "localhost:8080";
+  const std::string pub = "nsbox.example.org", pub_port = "nsbox.example.org:443";
+  // On loopback: loopback names and public_url's host.
+  HostPolicy p = make_host_policy("127.0.0.1", "https://nsbox.example.org/base", {});
+  CHECK(host_allowed(p, &local));
+  CHECK(host_allowed(p, &pub));
+  CHECK(host_allowed(p, &pub_port));
+  CHECK_FALSE(host_allowed(p, &evil));
+  CHECK(host_allowed(p, nullptr));  // HTTP/1.0 without Host: not a browser
+  CHECK(host_refusal(p, evil).find("nsbox.example.org") != std::string::npos);
+  CHECK(host_refusal(p, evil).find("allowed_hosts") != std::string::npos);
+  p = make_host_policy("::1", "", {});
+  CHECK_FALSE(host_allowed(p, &evil));
+  p = make_host_policy("localhost", "", {});
+  CHECK_FALSE(host_allowed(p, &evil));
+  // On every address: any name, unless the operator lists them.
+  p = make_host_policy("0.0.0.0", "", {});
+  CHECK(host_allowed(p, &evil));
+  p = make_host_policy("0.0.0.0", "", {"nsbox.example.org"});
+  CHECK(host_allowed(p, &pub));
+  CHECK(host_allowed(p, &local));
+  CHECK_FALSE(host_allowed(p, &evil));
+  p = make_host_policy("127.0.0.1", "", {"*"});
+  CHECK(host_allowed(p, &evil));
+  // public_url with userinfo and a port: its host, not the user's.
+  p = make_host_policy("127.0.0.1", "http://attacker.example@nsbox.example.org:8443", {});
+  CHECK(host_allowed(p, &pub));
+  CHECK_FALSE(host_allowed(p, &evil));
+}
