@@ -9,6 +9,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -47,6 +48,21 @@ constexpr uint32_t kRefusedIoctls[] = {TIOCSTI, TIOCLINUX, TIOCSETD, TIOCCONS};
 // sandbox what its siblings read from the runtime tree, and when.
 // F_SETLEASE likewise reports other openers of a file.
 constexpr uint32_t kRefusedFcntls[] = {F_NOTIFY, F_SETLEASE};
+
+// Huge pages: hugetlb pages are not charged to the memory cgroup, so a
+// sandbox could drain a host's preallocated pool (nr_hugepages), or take
+// memory beyond its limit where the pool may overcommit. The flag of each
+// call that asks for them without a hugetlbfs mount (a sandbox has none):
+// mmap's MAP_HUGETLB, memfd_create's MFD_HUGETLB, shmget's SHM_HUGETLB.
+// Transparent huge pages (madvise) are ordinary memory, charged as such.
+struct FlagRule {
+  int nr;
+  int arg;
+  uint32_t flag;
+};
+constexpr FlagRule kRefusedFlags[] = {{__NR_mmap, 3, MAP_HUGETLB},
+                                      {__NR_memfd_create, 1, MFD_HUGETLB},
+                                      {__NR_shmget, 2, SHM_HUGETLB}};
 
 // The only socket families a function may create (socket, socketpair).
 constexpr uint32_t kAllowedFamilies[] = {AF_UNIX, AF_INET, AF_INET6};
@@ -87,15 +103,18 @@ std::vector<sock_filter> argument_prefix() {
   const auto nioctl = static_cast<uint8_t>(std::size(kRefusedIoctls));
   const auto nfcntl = static_cast<uint8_t>(std::size(kRefusedFcntls));
   const auto nfam = static_cast<uint8_t>(std::size(kAllowedFamilies));
-  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..8] dispatch
-  // [9] ja end  [10..] ioctl block  [..] fcntl block  [..] family block
-  // [..] setrlimit block  [..] prlimit64 block  [..] refusals  end:
-  const uint8_t ioctl_at = 10;
+  const auto nflag = static_cast<uint8_t>(std::size(kRefusedFlags));
+  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..] dispatch (6 +
+  // nflag)  [..] ja end  [..] ioctl block  [..] fcntl block  [..] family
+  // block  [..] setrlimit block  [..] prlimit64 block  [..] a block of two
+  // per flag rule  [..] refusals  end:
+  const uint8_t ioctl_at = 3 + 6 + nflag + 1;
   const uint8_t fcntl_at = ioctl_at + 1 + nioctl + 1;
   const uint8_t family_at = fcntl_at + 1 + nfcntl + 1;
   const uint8_t setrlimit_at = family_at + 1 + nfam + 1;
   const uint8_t prlimit_at = setrlimit_at + 3;
-  const uint8_t eperm_at = prlimit_at + 6;
+  const uint8_t flags_at = prlimit_at + 6;
+  const uint8_t eperm_at = flags_at + 2 * nflag;
   const uint8_t end = eperm_at + 1;
   auto to = [&](uint8_t target) { return static_cast<uint8_t>(target - f.size() - 1); };
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)));
@@ -107,6 +126,9 @@ std::vector<sock_filter> argument_prefix() {
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_socketpair, to(family_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_setrlimit, to(setrlimit_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_prlimit64, to(prlimit_at), 0));
+  for (uint8_t i = 0; i < nflag; i++)
+    f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, uint32_t(kRefusedFlags[i].nr),
+                     to(uint8_t(flags_at + 2 * i)), 0));
   f.push_back(stmt(BPF_JMP | BPF_JA, to(end)));
   // ioctl: a refused command gets EPERM, anything else goes on.
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(1)));
@@ -138,6 +160,12 @@ std::vector<sock_filter> argument_prefix() {
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, to(eperm_at)));
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_high(2)));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 0, to(end), to(eperm_at)));
+  // A flag rule: the flag set in the argument's low 32 bits (each is an int
+  // or unsigned int) is refused; any other value goes on.
+  for (const FlagRule& r : kRefusedFlags) {
+    f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(r.arg)));
+    f.push_back(jump(BPF_JMP | BPF_JSET | BPF_K, r.flag, to(eperm_at), to(end)));
+  }
   f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)));
   // A miscounted layout would jump into libseccomp's program, which the
   // kernel would not refuse.
@@ -237,8 +265,9 @@ const char* seccomp_never_allowed(const std::string& name) {
 std::string seccomp_canonical(const SeccompPolicy& p) {
   const scmp_version* v = seccomp_version();
   // v3: the argument prefix (ioctl commands, socket families); v4: the
-  // denials a "log" default needs; v5: RLIMIT_CORE fixed; v6: fcntl commands.
-  std::string s = "v6 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
+  // denials a "log" default needs; v5: RLIMIT_CORE fixed; v6: fcntl commands;
+  // v7: huge page flags.
+  std::string s = "v7 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
                   "." + std::to_string(v->micro) + " action " +
                   std::to_string(static_cast<int>(p.default_action)) + " errno " +
                   std::to_string(p.errno_value) + " fork " + std::to_string(p.allow_fork) +

@@ -44,6 +44,12 @@ void check_report(const json& r, bool sockets, int core = 1) {
   for (const char* cmd : {"F_NOTIFY", "F_NOTIFY|1<<32", "F_SETLEASE"})
     CHECK_MESSAGE(r["fcntl"][cmd] == "EPERM", cmd);
   CHECK(r["fcntl"]["F_GETFL"] == "ok");
+  // Huge pages refused: no memory cgroup is charged for them.
+  for (const char* call : {"mmap(MAP_HUGETLB)", "mmap(MAP_HUGETLB|1<<32)"})
+    CHECK_MESSAGE(r["huge_pages"][call] == "EPERM", call);
+  CHECK(r["huge_pages"]["mmap"] == "ok");
+  // strict lists no memfd_create: refused by its allowlist (EPERM) either way.
+  CHECK(r["huge_pages"]["memfd_create(MFD_HUGETLB)"] == "EPERM");
   // RLIMIT_CORE 1, which aborts a dump to a core_pattern pipe, and stays so.
   CHECK(r["core"]["get"] == json::array({core, core}));
   CHECK(r["core"]["setrlimit"] == "EPERM");

@@ -1,5 +1,6 @@
 """Tries what a policy must refuse whatever its allowlist says: terminal
-ioctls, dnotify and leases (fcntl F_NOTIFY, F_SETLEASE), socket families off
+ioctls, dnotify and leases (fcntl F_NOTIFY, F_SETLEASE), huge pages (which
+no memory cgroup is charged for), socket families off
 the allowlist, lowering RLIMIT_CORE, reading the /proc entries Docker masks,
 writing the ones it makes read-only. Reports the outcome of each.
 
@@ -14,7 +15,8 @@ import socket
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
 _NR_IOCTL, _NR_SOCKET, _NR_SOCKETPAIR, _NR_SETRLIMIT, _NR_PRLIMIT64 = 16, 41, 53, 160, 302
-_NR_FCNTL = 72
+_NR_FCNTL, _NR_MMAP, _NR_MUNMAP, _NR_MEMFD_CREATE = 72, 9, 11, 319
+MAP_PRIVATE, MAP_ANONYMOUS, MAP_HUGETLB, MFD_HUGETLB = 0x02, 0x20, 0x40000, 4
 F_GETFL, F_SETLEASE, F_NOTIFY, DN_ACCESS, F_RDLCK = 3, 1024, 1026, 1, 0
 RLIMIT_CORE = 4
 _HIGH = 1 << 32  # the kernel reads ioctl's cmd and socket's family as 32 bits
@@ -135,6 +137,25 @@ def _fcntls():
     return out
 
 
+def _huge_pages():
+    """At most 2 MiB, unmapped or closed at once: without a pool the kernel
+    has no page to give (ENOMEM); the filter refuses before (EPERM)."""
+    out = {}
+    size, anon = 2 << 20, MAP_PRIVATE | MAP_ANONYMOUS
+    for name, flags in [("mmap(MAP_HUGETLB)", anon | MAP_HUGETLB),
+                        ("mmap(MAP_HUGETLB|1<<32)", _HIGH | anon | MAP_HUGETLB),
+                        ("mmap", anon)]:
+        rc, err = _syscall(_NR_MMAP, 0, size, 3, flags, (1 << 64) - 1, 0)
+        if rc not in (-1, None):
+            _syscall(_NR_MUNMAP, rc, size)
+        out[name] = "ok" if rc not in (-1, None) else _errname(err)
+    rc, err = _syscall(_NR_MEMFD_CREATE, ctypes.c_char_p(b"probe"), MFD_HUGETLB)
+    if rc >= 0:
+        os.close(rc)
+    out["memfd_create(MFD_HUGETLB)"] = "ok" if rc >= 0 else _errname(err)
+    return out
+
+
 def _core_limit():
     """RLIMIT_CORE as [soft, hard], and what lowering it to 0 each way gets."""
     lim = (ctypes.c_ulong * 2)()
@@ -201,6 +222,7 @@ def handler(event, context):
     return {
         "ioctl": _ioctls(),
         "fcntl": _fcntls(),
+        "huge_pages": _huge_pages(),
         "core": _core_limit(),
         "refused_families": refused,
         "allowed_families": allowed,

@@ -13,6 +13,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
@@ -108,6 +109,10 @@ enum Probe {
   kFcntlNotifyHigh,  // the same with bit 32 set
   kFcntlSetlease,    // F_SETLEASE on a directory: EINVAL without a filter
   kFcntlGetfl,       // an ordinary fcntl on the same directory
+  kMmapHuge,         // mmap(MAP_HUGETLB): ENOMEM without a filter and no pool
+  kMmapHugeHigh,     // the same with bit 32 of the flags set
+  kMmapPlain,        // an ordinary anonymous mmap
+  kMemfdHuge,        // memfd_create(MFD_HUGETLB): an fd without a filter
   kProbeCount
 };
 
@@ -236,6 +241,20 @@ Report run_probes(const SeccompProgram* prog, uint64_t mask) {
     fcntl_probe(kFcntlNotifyHigh, high | F_NOTIFY, DN_ACCESS);
     fcntl_probe(kFcntlSetlease, F_SETLEASE, F_RDLCK);
     fcntl_probe(kFcntlGetfl, F_GETFL, 0);
+    auto mmap_probe = [&](Probe pr, unsigned long flags, size_t len) {
+      if (!want(pr)) return;
+      long m = syscall(SYS_mmap, nullptr, len, PROT_READ | PROT_WRITE, flags, -1, 0);
+      r.probe[pr] = outcome(m == long(MAP_FAILED) ? -1 : 0);
+      if (m != long(MAP_FAILED)) munmap(reinterpret_cast<void*>(m), len);
+    };
+    const unsigned long anon = MAP_PRIVATE | MAP_ANONYMOUS;
+    mmap_probe(kMmapHuge, anon | MAP_HUGETLB, 2 << 20);
+    mmap_probe(kMmapHugeHigh, high | anon | MAP_HUGETLB, 2 << 20);
+    mmap_probe(kMmapPlain, anon, 4096);
+    if (want(kMemfdHuge)) {
+      r.probe[kMemfdHuge] = outcome(syscall(SYS_memfd_create, "nsbox-probe", MFD_HUGETLB));
+      if (r.probe[kMemfdHuge].ret >= 0) close(int(r.probe[kMemfdHuge].ret));
+    }
     (void)!write(fds[1], &r, sizeof r);
     _exit(0);
   }
@@ -521,6 +540,17 @@ TEST_CASE("kernel: without a filter, F_NOTIFY watches a directory (control)") {
   check_denied(r, kFcntlSetlease, EINVAL, "F_SETLEASE on a directory");
 }
 
+TEST_CASE("kernel: without a filter, huge pages are not refused with EPERM (control)") {
+  Report r = run_probes(nullptr, bit(kMmapHuge) | bit(kMmapHugeHigh) | bit(kMemfdHuge));
+  // Without a pool mmap has no pages to give (ENOMEM); with one it succeeds.
+  for (Probe p : {kMmapHuge, kMmapHugeHigh}) {
+    CAPTURE(int(p));
+    CHECK((r.probe[p].ret == 0 || r.probe[p].err == ENOMEM));
+  }
+  // A hugetlb memfd is made without any page (EINVAL: a kernel without hugetlbfs).
+  CHECK((r.probe[kMemfdHuge].ret >= 0 || r.probe[kMemfdHuge].err == EINVAL));
+}
+
 TEST_CASE("kernel: without a filter, RLIMIT_CORE can be lowered (control)") {
   Report r = run_probes(nullptr, bit(kSetrlimitCore) | bit(kPrlimitCoreHigh));
   CHECK(r.probe[kSetrlimitCore].ret == 0);  // the resource is read as 32 bits
@@ -550,6 +580,9 @@ static void check_argument_rules(const Report& r) {
   check_denied(r, kFcntlNotifyHigh, EPERM, "fcntl(F_NOTIFY | 1 << 32)");
   check_denied(r, kFcntlSetlease, EPERM, "fcntl(F_SETLEASE)");
   CHECK(r.probe[kFcntlGetfl].ret >= 0);
+  check_denied(r, kMmapHuge, EPERM, "mmap(MAP_HUGETLB)");
+  check_denied(r, kMmapHugeHigh, EPERM, "mmap(1 << 32 | MAP_HUGETLB)");
+  CHECK(r.probe[kMmapPlain].ret == 0);
 }
 
 constexpr uint64_t kArgumentProbes =
@@ -557,7 +590,7 @@ constexpr uint64_t kArgumentProbes =
     bit(kIoctlFionread) | bit(kSocketVsock) | bit(kSocketVsockHigh) | bit(kSocketNetlink) |
     bit(kSocketpairVsock) | bit(kSetrlimitCore) | bit(kPrlimitCoreSet) | bit(kPrlimitCoreHigh) |
     bit(kPrlimitCoreGet) | bit(kPrlimitNofile) | bit(kFcntlNotify) | bit(kFcntlNotifyHigh) |
-    bit(kFcntlSetlease) | bit(kFcntlGetfl);
+    bit(kFcntlSetlease) | bit(kFcntlGetfl) | bit(kMmapHuge) | bit(kMmapHugeHigh) | bit(kMmapPlain);
 
 TEST_CASE("kernel: every policy refuses terminal ioctls and socket families off the list") {
   for (const char* name : {"default", "strict"}) {
@@ -586,9 +619,10 @@ TEST_CASE("kernel: a custom policy cannot drop the argument rules") {
                                    }),
                     p.allow.end());
     SeccompProgram prog = compile(p);
-    Report r = run_probes(&prog, kArgumentProbes & ~bit(kIoctlFionread));
+    Report r = run_probes(&prog, (kArgumentProbes & ~bit(kIoctlFionread)) | bit(kMemfdHuge));
     INFO("default action ", static_cast<int>(action));
     check_argument_rules(r);
+    check_denied(r, kMemfdHuge, EPERM, "memfd_create(MFD_HUGETLB)");  // listed in default
   }
 }
 
