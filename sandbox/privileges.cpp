@@ -21,6 +21,11 @@ std::vector<RlimitSetting> plan_rlimits(const Limits& l, bool have_cgroups) {
       {RLIMIT_CORE, 1},
       {RLIMIT_NOFILE, l.nofile},
       {RLIMIT_FSIZE, l.fsize_bytes},
+      // 0, whatever the daemon's unit raised them to (LimitNICE=,
+      // LimitRTPRIO=): a function may lower its priority, never raise it
+      // above the other tenants' and the daemon's.
+      {RLIMIT_NICE, 0},
+      {RLIMIT_RTPRIO, 0},
   };
   if (!have_cgroups) {
     // Address space, not resident memory: generous headroom for the

@@ -54,6 +54,13 @@ void check_report(const json& r, bool sockets, int core = 1) {
   CHECK(r["core"]["get"] == json::array({core, core}));
   CHECK(r["core"]["setrlimit"] == "EPERM");
   CHECK(r["core"]["prlimit64"] == "EPERM");
+  // No priority above what the daemon's other sandboxes get, whatever limits
+  // it was started with; lowering one's own stays allowed where the policy
+  // lists setpriority (strict does not).
+  CHECK(r["priority"]["nice_limit"] == json::array({0, 0}));
+  CHECK(r["priority"]["rtprio_limit"] == json::array({0, 0}));
+  CHECK(r["priority"]["raise"] != "ok");
+  CHECK(r["priority"]["lower"] == (sockets ? "ok" : "EPERM"));
   // Item 3: every family off the allowlist gets what the kernel says for a
   // family it lacks; the allowlist works where the policy allows sockets.
   REQUIRE(r["refused_families"].size() >= 30);

@@ -18,7 +18,7 @@ _NR_IOCTL, _NR_SOCKET, _NR_SOCKETPAIR, _NR_SETRLIMIT, _NR_PRLIMIT64 = 16, 41, 53
 _NR_FCNTL, _NR_MMAP, _NR_MUNMAP, _NR_MEMFD_CREATE = 72, 9, 11, 319
 MAP_PRIVATE, MAP_ANONYMOUS, MAP_HUGETLB, MFD_HUGETLB = 0x02, 0x20, 0x40000, 4
 F_GETFL, F_SETLEASE, F_NOTIFY, DN_ACCESS, F_RDLCK = 3, 1024, 1026, 1, 0
-RLIMIT_CORE = 4
+RLIMIT_CORE, RLIMIT_NICE, RLIMIT_RTPRIO = 4, 13, 14
 _HIGH = 1 << 32  # the kernel reads ioctl's cmd and socket's family as 32 bits
 
 TIOCSTI, TIOCLINUX, TIOCCONS, TIOCSETD, FIONREAD = 0x5412, 0x541C, 0x541D, 0x5423, 0x541B
@@ -171,6 +171,20 @@ def _core_limit():
     return out
 
 
+def _priority():
+    """RLIMIT_NICE and RLIMIT_RTPRIO as [soft, hard], and whether this
+    process may raise its own priority (a lower nice value) or go realtime."""
+    out = {}
+    for name, res in [("nice_limit", RLIMIT_NICE), ("rtprio_limit", RLIMIT_RTPRIO)]:
+        lim = (ctypes.c_ulong * 2)()
+        rc, err = _syscall(_NR_PRLIMIT64, 0, res, None, lim)
+        out[name] = [lim[0], lim[1]] if rc == 0 else _errname(err)
+    now = os.getpriority(os.PRIO_PROCESS, 0)
+    out["raise"] = _works(lambda: os.setpriority(os.PRIO_PROCESS, 0, now - 1))
+    out["lower"] = _works(lambda: os.setpriority(os.PRIO_PROCESS, 0, min(now + 1, 19)))
+    return out
+
+
 def _read_entry(path):
     """absent | denied:ERR | empty | readable:N (bytes, or entries of a dir)."""
     try:
@@ -224,6 +238,7 @@ def handler(event, context):
         "fcntl": _fcntls(),
         "huge_pages": _huge_pages(),
         "core": _core_limit(),
+        "priority": _priority(),
         "refused_families": refused,
         "allowed_families": allowed,
         # glibc asks NETLINK_ROUTE which address families are configured for

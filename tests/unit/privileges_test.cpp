@@ -28,9 +28,16 @@ Limits test_limits() {
 
 }  // namespace
 
-TEST_CASE("plan_rlimits with cgroups: core 1, nofile and fsize only") {
+TEST_CASE("plan_rlimits with cgroups: core 1, nofile, fsize, no nice or realtime priority") {
   auto r = plan_rlimits(test_limits(), true);
-  CHECK(r.size() == 3);
+  CHECK(r.size() == 5);
+  for (bool cg : {true, false}) {
+    auto p = plan_rlimits(test_limits(), cg);
+    REQUIRE(find(p, RLIMIT_NICE));
+    CHECK(find(p, RLIMIT_NICE)->value == 0);
+    REQUIRE(find(p, RLIMIT_RTPRIO));
+    CHECK(find(p, RLIMIT_RTPRIO)->value == 0);
+  }
   REQUIRE(find(r, RLIMIT_CORE));
   CHECK(find(r, RLIMIT_CORE)->value == 1);
   REQUIRE(find(r, RLIMIT_NOFILE));
@@ -45,7 +52,7 @@ TEST_CASE("plan_rlimits with cgroups: core 1, nofile and fsize only") {
 
 TEST_CASE("plan_rlimits without cgroups: AS, NPROC and CPU fall back to rlimits") {
   auto r = plan_rlimits(test_limits(), false);
-  CHECK(r.size() == 6);
+  CHECK(r.size() == 8);
   REQUIRE(find(r, RLIMIT_CORE));
   CHECK(find(r, RLIMIT_CORE)->value == 1);
   REQUIRE(find(r, RLIMIT_NOFILE));

@@ -302,6 +302,18 @@ sleep 2
 check "and no core handler ran for it" test ! -e $MARK
 echo "$pattern" >/proc/sys/kernel/core_pattern
 
+# 8. A unit's LimitNICE= and LimitRTPRIO= reach the daemon, never a
+# sandbox: with them a function could run at nice -20, above every other
+# tenant and the daemon. The host's root here may lack CAP_SYS_RESOURCE to
+# raise them; this guest's root has it.
+check "prlimit raises the nice limit for what it starts (control)" \
+  test "$(prlimit --nice=40:40 prlimit --nice --noheadings -o SOFT | tr -d ' ')" = 40
+prlimit --nice=40:40 --rtprio=99:99 timeout $((10 * SCALE)) "$NSBOX" run "$PROBES/hardening.py" \
+  --event "$EVENT" >$T/prio.out 2>$T/prio.err
+check "started with nice and rtprio limits raised, a sandbox gets 0 and 0" \
+  has $T/prio.out '"nice_limit":\[0,0\],"rtprio_limit":\[0,0\]' -- $T/prio.out $T/prio.err
+check "and cannot raise its priority" lacks $T/prio.out '"raise":"ok"' -- $T/prio.out
+
 total=$((passed + failed))
 echo "[doctest] test cases: $total | $passed passed | $failed failed | 0 skipped"
 rm -rf "$T"
