@@ -54,7 +54,15 @@ void ConnectionThreads::work() {
     std::function<void()> fn = std::move(jobs_.front());
     jobs_.pop_front();
     lock.unlock();
-    fn();
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      // An exception leaving a std::thread ends the process: one request
+      // (out of memory while answering, say) must not take the daemon down.
+      LOG_ERROR("connection thread: a job failed: %s", e.what());
+    } catch (...) {
+      LOG_ERROR("connection thread: a job failed");
+    }
     fn = nullptr;  // the connection's state goes before we wait again
     lock.lock();
   }

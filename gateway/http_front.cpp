@@ -621,6 +621,9 @@ bool HttpFront::take_next_inline(Conn* c) {
 }
 
 bool HttpFront::send_response(Conn* c, httplib::Response& res, bool from_worker) {
+  // A client that does not read its answer keeps the connection for up to
+  // request_timeout_ms: it holds the answer, not its request's body too.
+  if (c->req) std::string().swap(c->req->body);
   std::string& h = c->out_head;
   h.clear();
   h += "HTTP/1.1 ";

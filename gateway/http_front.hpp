@@ -46,7 +46,9 @@ enum class Access { Public, Read, Admin };
 
 class HttpFront {
  public:
-  using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
+  // The request is the handler's to take from (its body may be moved out):
+  // the front only reads its version afterwards.
+  using Handler = std::function<void(httplib::Request&, httplib::Response&)>;
   // From the head alone: true to go on; false with res filled to refuse
   // (the body is not read and the connection is closed).
   using Authorizer = std::function<bool(const httplib::Request&, Access, httplib::Response&)>;

@@ -10,10 +10,14 @@ namespace nsbox {
 using json = nlohmann::json;
 
 bool forbidden_header(const std::string& name) {
-  static const char* const kForbidden[] = {"content-length", "transfer-encoding",
-                                           "connection",     "keep-alive",
-                                           "upgrade",        "te",
-                                           "trailer",        "host"};
+  // clear-site-data and service-worker-allowed act on the whole origin,
+  // which every function shares (/fn/NAME): one tenant's answer could wipe
+  // the others' storage in a visitor's browser, or widen a worker's scope.
+  static const char* const kForbidden[] = {"content-length",  "transfer-encoding",
+                                           "connection",      "keep-alive",
+                                           "upgrade",         "te",
+                                           "trailer",         "host",
+                                           "clear-site-data", "service-worker-allowed"};
   std::string lower;
   for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   // x-nsbox-*: ours (the request id), which a function must not forge.

@@ -298,12 +298,10 @@ void Gateway::routes() {
   front_.route(
       "DELETE", R"(/functions/([^/]+))", Access::Admin,
       [this](const httplib::Request& req, httplib::Response& res) { handle_delete(req, res); });
-  front_.route(
-      "POST", R"(/fn/([^/]+))", Access::Public,
-      [this](const httplib::Request& req, httplib::Response& res) { handle_invoke(req, res); });
-  front_.route(
-      "GET", R"(/fn/([^/]+))", Access::Public,
-      [this](const httplib::Request& req, httplib::Response& res) { handle_invoke(req, res); });
+  front_.route("POST", R"(/fn/([^/]+))", Access::Public,
+               [this](httplib::Request& req, httplib::Response& res) { handle_invoke(req, res); });
+  front_.route("GET", R"(/fn/([^/]+))", Access::Public,
+               [this](httplib::Request& req, httplib::Response& res) { handle_invoke(req, res); });
 }
 
 void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res) {
@@ -414,7 +412,7 @@ void Gateway::handle_delete(const httplib::Request& req, httplib::Response& res)
   send_json(res, 200, {{"name", name}, {"deleted", true}});
 }
 
-void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res) {
+void Gateway::handle_invoke(httplib::Request& req, httplib::Response& res) {
   const auto t0 = Clock::now();
   InvokeRequest in;
   in.request_id = next_request_id();
@@ -429,8 +427,24 @@ void Gateway::handle_invoke(const httplib::Request& req, httplib::Response& res)
     send_error(res, 400, "invalid function name");
     return finish("-", "bad_name", 400);
   }
+  if (req.method == "HEAD") {
+    // The front answers HEAD as GET, and a GET here runs the function: a
+    // link checker or a cache probing a URL must not have side effects.
+    res.set_header("Allow", "GET, POST");
+    send_error(res, 405, "HEAD would run " + in.name + "; invoke it with GET or POST");
+    return finish("-", "bad_method", 405);
+  }
+  if (req.has_header("Service-Worker")) {
+    // A browser fetching a service worker's script says so. Every function
+    // shares this origin, and a worker registered from /fn/NAME would
+    // control the pages of every function under /fn/ in that browser.
+    send_error(res, 403,
+               "a function cannot be a service worker: all functions share this origin, so its "
+               "scope would be every function's pages; serve it from an origin of its own");
+    return finish("-", "service_worker", 403);
+  }
   if (req.method == "POST")
-    in.event = req.body;
+    in.event = std::move(req.body);  // up to max_body_kb, held once
   else if (!req.params.empty())
     in.event = query_event(req.params);
   in.queue_deadline = t0 + std::chrono::milliseconds(queue_timeout_ms());

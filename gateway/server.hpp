@@ -44,7 +44,7 @@ class Gateway {
   // Admin routes take the admin token; Read routes either token.
   bool authorized(const httplib::Request& req, httplib::Response& res,
                   Access access = Access::Admin);
-  void handle_invoke(const httplib::Request& req, httplib::Response& res);
+  void handle_invoke(httplib::Request& req, httplib::Response& res);
   void handle_deploy(const httplib::Request& req, httplib::Response& res);
   void handle_delete(const httplib::Request& req, httplib::Response& res);
   void handle_metrics(httplib::Response& res);

@@ -807,3 +807,43 @@ TEST_CASE("front: a daemon on loopback answers only to loopback names and the li
   CHECK(status_of(reply) == 200);
   CHECK(any.stop() == 0);
 }
+
+// Every function shares the daemon's origin (/fn/NAME): what acts on a whole
+// origin in a browser must not be one tenant's to use. And HEAD, which
+// clients send without expecting side effects, does not run a function.
+TEST_CASE("front: no function is a service worker, and HEAD runs none") {
+  StateDir sd("origin");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "sw",
+                 "def handler(event, context):\n"
+                 "    return {'statusCode': 200, 'body': 'self.onfetch = 0',\n"
+                 "            'headers': {'Content-Type': 'text/javascript',\n"
+                 "                        'Service-Worker-Allowed': '/',\n"
+                 "                        'Clear-Site-Data': '\"*\"', 'X-Kept': '1'}}\n")
+              ->status == 201);
+  auto ask = [&](const std::string& request) {
+    int fd = connect_from("127.0.0.1", d.port());
+    send_all(fd, request);
+    std::string reply = read_until_close(fd, 10000);
+    close(fd);
+    return reply;
+  };
+  std::string r = ask("GET /fn/sw HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  CHECK(status_of(r) == 200);
+  CHECK(r.find("\r\nX-Kept: 1\r\n") != std::string::npos);
+  CHECK(r.find("Service-Worker-Allowed") == std::string::npos);
+  CHECK(r.find("Clear-Site-Data") == std::string::npos);
+  // What a browser sends when it fetches a script to register as a worker.
+  r =
+      ask("GET /fn/sw HTTP/1.1\r\nHost: localhost\r\nService-Worker: script\r\n"
+          "Connection: close\r\n\r\n");
+  CHECK(status_of(r) == 403);
+  CHECK(r.find("self.onfetch") == std::string::npos);
+  CHECK(r.find("origin of its own") != std::string::npos);
+  r = ask("HEAD /fn/sw HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  CHECK(status_of(r) == 405);
+  CHECK(r.find("\r\nAllow: GET, POST\r\n") != std::string::npos);
+  CHECK(r.find("self.onfetch") == std::string::npos);
+  CHECK(d.stop() == 0);
+}

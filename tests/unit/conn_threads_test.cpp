@@ -125,3 +125,14 @@ TEST_CASE("connection threads: shutdown serves what is queued, then joins") {
   }
   CHECK(served == 5);
 }
+
+TEST_CASE("connection threads: a job that throws does not end the process or its thread") {
+  ConnectionThreads q(1, 1, 10s);
+  std::atomic<int> served{0};
+  q.enqueue([] { throw std::bad_alloc(); });
+  q.enqueue([] { throw 7; });
+  q.enqueue([&served] { served++; });
+  CHECK(eventually([&] { return served == 1; }));
+  CHECK(q.stats().threads == 1);  // the same thread served all three
+  q.shutdown();
+}

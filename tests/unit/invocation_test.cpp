@@ -262,6 +262,9 @@ class FakeRunners final : public SandboxFactory {
                         // another route, with the client's headers).
                         {"X-Accel-Redirect", "/functions/victim/logs"},
                         {"x-accel-buffering", "no"},
+                        // Act on the origin every function shares.
+                        {"Clear-Site-Data", "\"*\""},
+                        {"service-worker-allowed", "/"},
                         {"X-Good", "yes"},
                         {"X-Number", 7},
                         {"Content-Type", "text/plain"}};
