@@ -863,9 +863,9 @@ bool HttpFront::evict_idle() {
     return true;
   }
   // Every slot holds a request being handled or an answer not yet read.
-  // An answer its client does not read is held with its body until the
-  // request's deadline: without this, one address that never reads could
-  // keep the table full. Its oldest goes (a proxy in front buffers answers,
+  // An answer its client does not read is held until the request's
+  // deadline: without this, one address that never reads could keep the
+  // table full (cap_unread bounds how many it may hold at all). Its oldest goes (a proxy in front buffers answers,
   // so its clients never look like this).
   if (unread) {
     refused_busy_++;
@@ -899,6 +899,33 @@ void HttpFront::enforce_address_caps(Clock::time_point now) {
   }
 }
 
+// An answer its client does not read holds up to the largest payload until
+// the request's deadline: one address with max_connections of them would pin
+// gigabytes. Each address may have max_sending_per_address answers unread
+// after the grace; beyond that its oldest are closed (a proxy in front is
+// trusted and buffers answers, so its clients never look like this).
+void HttpFront::cap_unread(Clock::time_point now) {
+  const auto timeout = std::chrono::milliseconds(config_.request_timeout_ms);
+  std::unordered_map<std::string, std::vector<Conn*>> writing;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (Conn* c : conns_)
+      if (c->state == State::Writing && !c->origin_trusted && !c->key.empty() &&
+          now - (c->deadline - timeout) >= kSendingGrace)
+        writing[c->key].push_back(c);
+  }
+  const size_t cap = size_t(config_.max_sending_per_address);
+  for (auto& [key, list] : writing) {
+    if (list.size() <= cap) continue;
+    std::sort(list.begin(), list.end(),
+              [](const Conn* a, const Conn* b) { return a->deadline < b->deadline; });
+    for (size_t i = 0; i < list.size() - cap; i++) {
+      unread_closed_++;
+      close_conn(list[i]);
+    }
+  }
+}
+
 void HttpFront::sweep() {
   auto now = Clock::now();
   if (accept_paused_ && now >= accept_paused_until_) {
@@ -909,6 +936,7 @@ void HttpFront::sweep() {
     accept_paused_ = false;
   }
   enforce_address_caps(now);
+  cap_unread(now);
   std::vector<Conn*> expired;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -957,6 +985,7 @@ std::string HttpFront::render_metrics() {
   line("unauthorized", unauthorized_);
   line("bad_request", bad_requests_);
   line("misdirected", misdirected_);
+  line("unread", unread_closed_);
   out +=
       "# HELP nsbox_http_inline_requests_total Keep-alive requests taken by the thread that "
       "answered the previous one.\n"

@@ -32,11 +32,12 @@ struct FrontConfig {
   int port = 8080;
   HeadLimits head;
   uint64_t max_body_bytes = 6ull << 20;
-  int request_timeout_ms = 30000;     // the whole head and body, from the first byte
-  int idle_timeout_ms = 30000;        // a keep-alive connection waiting for its next request
-  int max_connections = 1024;         // open connections; the oldest idle one makes room
-  int max_sending_per_address = 32;   // connections still sending their request, per client
-  int handler_threads = 1024;         // requests being handled at once
+  int request_timeout_ms = 30000;  // the whole head and body, from the first byte
+  int idle_timeout_ms = 30000;     // a keep-alive connection waiting for its next request
+  int max_connections = 1024;      // open connections; the oldest idle one makes room
+  int max_sending_per_address =
+      32;                      // still sending a request, or not reading an answer, per client
+  int handler_threads = 1024;  // requests being handled at once
   std::vector<Cidr> trusted_proxies;  // may send PROXY v1 and X-Forwarded-For
   HostPolicy hosts;                   // the Host names answered; others get 421
 };
@@ -87,6 +88,7 @@ class HttpFront {
   void process(Conn* c);
   bool start_reading(Conn* c);
   void enforce_address_caps(std::chrono::steady_clock::time_point now);
+  void cap_unread(std::chrono::steady_clock::time_point now);
   void begin_drain(Conn* c);
   void refuse_over_cap(Conn* c);
   void free_closed();
@@ -133,7 +135,8 @@ class HttpFront {
   bool accept_paused_ = false;
 
   std::atomic<uint64_t> refused_busy_{0}, refused_address_{0}, timeouts_{0}, too_large_{0},
-      head_too_large_{0}, unauthorized_{0}, bad_requests_{0}, inline_requests_{0}, misdirected_{0};
+      head_too_large_{0}, unauthorized_{0}, bad_requests_{0}, inline_requests_{0}, misdirected_{0},
+      unread_closed_{0};
 };
 
 }  // namespace nsbox

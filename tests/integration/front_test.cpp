@@ -676,6 +676,42 @@ TEST_CASE("front: answers one address never reads cannot keep the connection tab
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE("front: one address holds at most max_sending_per_address unread answers") {
+  StateDir sd("unread-cap");
+  Daemon d(sd.path,
+           "max_sending_per_address = 3\n[pool]\nblank = 1\nmax_sandboxes = 12\n"
+           "per_function = 10\n");
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "big", kBigAnswer)->status == 201);
+  // Ten connections from 127.0.0.2, each asking for 5 MB it never reads:
+  // without the cap the daemon would hold 50 MB for request_timeout_ms.
+  std::vector<int> stuck;
+  for (int i = 0; i < 10; i++) {
+    int fd = connect_from("127.0.0.2", d.port(), false, 4096);
+    send_all(fd, post("/fn/big", "{\"n\": 5000000}"));
+    stuck.push_back(fd);
+  }
+  const std::string key = "nsbox_http_refused_total{reason=\"unread\"}";
+  CHECK(wait_until([&] { return d.metric(key) >= 7; }, 30000, "seven unread answers closed"));
+  CHECK(d.metric(key) == 7);  // the three newest stay
+  // Their clients see the close once they read: part of the answer, then EOF.
+  int closed = 0;
+  for (int fd : stuck) {
+    bool eof = false;
+    std::string got = read_until_close(fd, 2000, &eof);
+    if (eof && got.size() < 5000000) closed++;
+    close(fd);
+  }
+  CHECK(closed == 7);
+  // Another address is not touched by the cap.
+  int fd = connect_from("127.0.0.1", d.port());
+  send_all(fd, post("/fn/big", "{\"n\": 10}"));
+  std::string buf;
+  CHECK(status_of(read_response(fd, &buf, 10000)) == 200);
+  close(fd);
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("front: a chunked trailer over the limit is 431, and says so") {
   StateDir sd("trailer");
   Daemon d(sd.path, kPool);
