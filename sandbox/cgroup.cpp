@@ -660,9 +660,21 @@ Status CgroupLeaf::destroy() {
       (void)write_file(dirs_[0] + "/cgroup.kill", "1", false);
     }
     if (!freeze_dir_.empty()) {
-      // A frozen leaf: SIGKILL first (pending in a v1 frozen task, fatal
-      // at once in a cgroup2 one), then thaw so that it is delivered.
-      if (!freeze_v1_) (void)write_file(freeze_dir_ + "/cgroup.kill", "1", false);
+      // SIGKILL first (pending in a v1 frozen task, fatal at once in a
+      // cgroup2 one), then thaw so that it is delivered. Without
+      // cgroup.kill (the v1 freezer), freeze a running leaf first: a fork
+      // loop would otherwise put a new pid in it between each read of its
+      // list and the kills, for every round of remove_leaf. Once FROZEN
+      // nothing in it forks, so one list is all of it.
+      if (!freeze_v1_) {
+        (void)write_file(freeze_dir_ + "/cgroup.kill", "1", false);
+      } else if (set_frozen(true)) {
+        for (int i = 0; i < 200; i++) {
+          std::string state = read_file(freeze_dir_ + "/freezer.state");
+          if (state.rfind("FROZEN", 0) == 0) break;
+          usleep(1000);
+        }
+      }
       std::istringstream procs(read_file(freeze_dir_ + "/cgroup.procs"));
       pid_t pid;
       while (procs >> pid) kill(pid, SIGKILL);

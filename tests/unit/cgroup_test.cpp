@@ -775,3 +775,60 @@ TEST_CASE("CgroupLeaf::destroy: a leaf it could not remove is tried again later"
   CHECK(cgroup_retry_left_behind() == 0);  // and gone from the list
   for (const auto& g : groups) CHECK(::rmdir(g.c_str()) == 0);
 }
+
+// A leaf destroyed while a fork loop runs in it: each round of kills by pid
+// would miss the child forked since the list was read. Where there is no
+// cgroup.kill (the v1 freezer), destroy freezes the leaf first. Here the
+// host's layout is forced to the v1 freezer where it has one.
+TEST_CASE("CgroupLeaf::destroy: a running fork loop does not outlive its leaf" *
+          doctest::skip(geteuid() != 0)) {
+  const bool must_work = std::getenv("NSBOX_MUST_WORK") != nullptr;
+  CgroupLayout layout = cgroup_detect();
+  if (layout.version == CgroupVersion::None && !must_work) {
+    MESSAGE("no usable cgroups here, not tried: " << layout.why_none);
+    return;
+  }
+  REQUIRE_MESSAGE(layout.version != CgroupVersion::None, layout.why_none);
+  layout.group = "nsbox-unit-" + std::to_string(getpid());
+  if (layout.version == CgroupVersion::V1 && !layout.v1_freezer.empty()) {
+    layout.v1_unified.clear();  // the pure-v1 path: freezer.state, no cgroup.kill
+    MESSAGE("v1 freezer: " << layout.v1_freezer);
+  }
+  layout.freeze = true;
+  const std::string id = "fl-" + std::to_string(getpid());
+  Limits limits;
+  limits.pids = 16;
+  auto leaf = CgroupLeaf::create(layout, id, limits);
+  REQUIRE_MESSAGE(leaf, (leaf ? "" : leaf.error().message()));
+  int ready[2];
+  REQUIRE(pipe(ready) == 0);
+  pid_t walker = fork();
+  REQUIRE(walker >= 0);
+  if (walker == 0) {
+    close(ready[0]);
+    if (!leaf.value().attach(getpid())) _exit(2);
+    (void)!write(ready[1], "x", 1);
+    close(ready[1]);
+    // One process at a time, each a new pid: its parent exits once it has
+    // forked. At most 20,000 forks, whatever happens to the test.
+    for (int i = 0; i < 20000; i++) {
+      pid_t p = fork();
+      if (p != 0) _exit(0);
+    }
+    _exit(0);
+  }
+  close(ready[1]);
+  char c;
+  REQUIRE(read(ready[0], &c, 1) == 1);
+  close(ready[0]);
+  usleep(50 * 1000);  // the loop is well under way
+  std::vector<std::string> dirs = leaf.value().dirs();
+  Status s = leaf.value().destroy();
+  CHECK_MESSAGE(s, (s ? "" : s.error().message()));
+  for (const auto& d : dirs) CHECK_MESSAGE(::access(d.c_str(), F_OK) != 0, d);
+  waitpid(walker, nullptr, 0);
+  cgroup_retry_left_behind();
+  std::vector<std::string> groups;
+  for (const auto& d : dirs) groups.push_back(d.substr(0, d.rfind('/')));
+  for (const auto& g : groups) ::rmdir(g.c_str());
+}
