@@ -367,8 +367,18 @@ Status FileStore::load() {
   }
   TRY(mkdir_p(functions_, 0700));
   // Every open, not only the one that made it: a crash before this fsync
-  // would leave functions/ in place with its entry never made durable.
+  // would leave functions/ in place with its entry never made durable. The
+  // same holds for the state directory's own entry and those above it
+  // (made by this open, or by `nsbox serve` just before): each is synced.
   TRY(fsync_dir(root_));
+  for (std::string up = root_; up.size() > 1;) {
+    size_t slash = up.find_last_of('/');
+    if (slash == std::string::npos) break;
+    up = slash == 0 ? "/" : up.substr(0, slash);
+    UniqueFd fd(::open(up.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!fd.valid()) break;  // not ours to read (rootless): what is above was not made here
+    if (::fsync(fd.get()) != 0) return sys_error("fsync", up);
+  }
   std::vector<std::string> entries = TRY(list_dir(functions_));
   for (const std::string& e : entries) {
     const std::string path = functions_ + "/" + e;
@@ -503,8 +513,15 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
     return e;
   }
   if (Status s = fsync_dir(dir); !s) {
-    // Not acknowledged, so it must not come back after a restart either.
-    ::unlink(final_path.c_str());
+    // Not acknowledged, so it must not come back after a restart either:
+    // unlinked, and the unlink made durable. Where either fails the file
+    // may still be there, now or after a crash; its number is not given to
+    // another deploy (which would fail on it, or be shadowed by it).
+    if (::unlink(final_path.c_str()) != 0 || !fsync_dir(dir)) {
+      std::lock_guard<std::mutex> lock(mu_);
+      uint64_t& hi = unloadable_[name];
+      hi = std::max(hi, m.version);
+    }
     return std::move(s).error();
   }
 
