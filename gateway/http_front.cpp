@@ -468,7 +468,8 @@ void HttpFront::process(Conn* c) {
       too_large_++;
       return refuse(c, 413,
                     "request body too large (limit " +
-                        std::to_string(config_.max_body_bytes >> 10) + " KiB)");
+                        std::to_string(config_.max_body_bytes >> 10) +
+                        " KiB, [server] max_body_kb)");
     }
     bool has_body = r.chunked || r.content_length > 0;
     if (r.expect_continue && has_body) {
@@ -493,7 +494,7 @@ void HttpFront::process(Conn* c) {
         std::string why = "malformed chunked body";
         if (status == 413)
           why = "request body too large (limit " + std::to_string(config_.max_body_bytes >> 10) +
-                " KiB)";
+                " KiB, [server] max_body_kb)";
         else if (status == 431)
           why = "chunked trailer too large (limit " +
                 std::to_string(config_.head.max_head_bytes >> 10) + " KiB, max_head_kb)";
@@ -865,8 +866,8 @@ bool HttpFront::evict_idle() {
   // Every slot holds a request being handled or an answer not yet read.
   // An answer its client does not read is held until the request's
   // deadline: without this, one address that never reads could keep the
-  // table full (cap_unread bounds how many it may hold at all). Its oldest goes (a proxy in front buffers answers,
-  // so its clients never look like this).
+  // table full (cap_unread bounds how many it may hold at all). Its oldest goes (a proxy in front
+  // buffers answers, so its clients never look like this).
   if (unread) {
     refused_busy_++;
     close_conn(unread);
@@ -947,7 +948,8 @@ void HttpFront::sweep() {
     if (c->state == State::Reading || c->state == State::Body) {
       timeouts_++;
       refuse(c, 408,
-             "request not received within " + std::to_string(config_.request_timeout_ms) + " ms");
+             "request not received within " + std::to_string(config_.request_timeout_ms) +
+                 " ms ([server] request_timeout_ms)");
     } else {
       close_conn(c);
     }

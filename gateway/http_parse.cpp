@@ -12,6 +12,16 @@ namespace nsbox {
 
 namespace {
 
+// What a 431 says: the limit, and the key that sets it.
+std::string head_too_large(const HeadLimits& l) {
+  return "request head too large (limit " + std::to_string(l.max_head_bytes >> 10) +
+         " KiB, [server] max_head_kb)";
+}
+std::string too_many_headers(const HeadLimits& l) {
+  return "too many request headers (limit " + std::to_string(l.max_headers) +
+         ", [server] max_headers)";
+}
+
 bool tchar(unsigned char c) {
   return std::isalnum(c) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
 }
@@ -59,7 +69,7 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
   size_t end = buf.find("\r\n\r\n", std::max(start, s.searched));
   if (end == std::string_view::npos) {
     s.searched = buf.size() >= 3 ? buf.size() - 3 : 0;
-    if (buf.size() > limits.max_head_bytes) return fail(431, "request head too large");
+    if (buf.size() > limits.max_head_bytes) return fail(431, head_too_large(limits));
     // Count lines as they arrive, so a head of many tiny headers is refused
     // before it reaches the byte limit; a bare LF is refused at once (else
     // a head of them would wait for its deadline: it never ends).
@@ -70,11 +80,11 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
       s.lines++;
     }
     s.counted = buf.size();
-    if (s.lines > limits.max_headers + 1) return fail(431, "too many request headers");
+    if (s.lines > limits.max_headers + 1) return fail(431, too_many_headers(limits));
     return {};
   }
   size_t head_len = end + 4;
-  if (head_len > limits.max_head_bytes) return fail(431, "request head too large");
+  if (head_len > limits.max_head_bytes) return fail(431, head_too_large(limits));
   std::string_view head = buf.substr(start, end + 2 - start);
 
   size_t eol = head.find("\r\n");
@@ -133,7 +143,7 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
     size_t e = head.find("\r\n", pos);
     std::string_view h = head.substr(pos, e - pos);
     pos = e + 2;
-    if (++count > limits.max_headers) return fail(431, "too many request headers");
+    if (++count > limits.max_headers) return fail(431, too_many_headers(limits));
     if (h.empty() || h[0] == ' ' || h[0] == '\t') return fail(400, "folded header line");
     size_t colon = h.find(':');
     if (colon == std::string_view::npos || colon == 0) return fail(400, "malformed header");

@@ -121,6 +121,12 @@ FrontConfig front_config(const ServeConfig& c) {
   return f;
 }
 
+// Names are echoed as JSON (escaped), shortened: a path may hold 256 bytes.
+std::string bad_name_message(const std::string& name) {
+  return "invalid function name \"" + name.substr(0, 80) +
+         "\": use 1-63 of a-z 0-9 _ - starting with a letter or digit";
+}
+
 // Constant time in the token's length, so timing does not leak a prefix.
 bool same_secret(const std::string& got, const std::string& want) {
   unsigned diff = got.size() != want.size();
@@ -275,7 +281,7 @@ void Gateway::routes() {
                [this](const httplib::Request& req, httplib::Response& res) {
                  std::string name = req.matches[1];
                  if (!valid_function_name(name))
-                   return send_error(res, 400, "invalid function name");
+                   return send_error(res, 400, bad_name_message(name));
                  auto meta = store_.latest_meta(name);
                  if (!meta) return send_error(res, 404, "no function " + name);
                  json j = meta_to_json(*meta);
@@ -288,7 +294,7 @@ void Gateway::routes() {
                  if (!authorized(req, res, Access::Read)) return;
                  std::string name = req.matches[1];
                  if (!valid_function_name(name))
-                   return send_error(res, 400, "invalid function name");
+                   return send_error(res, 400, bad_name_message(name));
                  if (!store_.latest_meta(name)) return send_error(res, 404, "no function " + name);
                  res.set_content(logs_.get(name), "text/plain; charset=utf-8");
                });
@@ -307,10 +313,7 @@ void Gateway::routes() {
 void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res) {
   if (!authorized(req, res)) return;
   std::string name = req.matches[1];
-  if (!valid_function_name(name))
-    return send_error(res, 400,
-                      "invalid function name \"" + name +
-                          "\": use 1-63 of a-z 0-9 _ - starting with a letter or digit");
+  if (!valid_function_name(name)) return send_error(res, 400, bad_name_message(name));
   if (req.body.size() > kMaxSourceBytes) return send_error(res, 413, "source larger than 1 MiB");
   if (req.body.empty()) return send_error(res, 400, "empty body: send the Python source");
   if (!valid_utf8(req.body)) return send_error(res, 400, "the source is not valid UTF-8");
@@ -351,7 +354,9 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
     auto m = parse_size(req.get_param_value("memory"));
     if (!m) return send_error(res, 400, "memory: " + m.error().detail);
     if (m.value() < (16ull << 20) || m.value() > memory_budget)
-      return send_error(res, 400, "memory must be between 16M and the pool's memory budget");
+      return send_error(res, 400,
+                        "memory must be between 16M and the pool's memory budget (" +
+                            std::to_string(memory_budget >> 20) + "M, [pool] memory_budget_mb)");
     if (m.value() > max_memory)
       return send_error(res, 400,
                         "memory " + std::to_string(m.value() >> 20) +
@@ -404,7 +409,7 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
 void Gateway::handle_delete(const httplib::Request& req, httplib::Response& res) {
   if (!authorized(req, res)) return;
   std::string name = req.matches[1];
-  if (!valid_function_name(name)) return send_error(res, 400, "invalid function name");
+  if (!valid_function_name(name)) return send_error(res, 400, bad_name_message(name));
   auto r = invocations_.remove(name);
   if (!r) return send_error(res, 500, "could not delete: " + r.error().message());
   if (!r.value()) return send_error(res, 404, "no function " + name);
@@ -424,7 +429,7 @@ void Gateway::handle_invoke(httplib::Request& req, httplib::Response& res) {
                      req.remote_addr);
   };
   if (!valid_function_name(in.name)) {
-    send_error(res, 400, "invalid function name");
+    send_error(res, 400, bad_name_message(in.name));
     return finish("-", "bad_name", 400);
   }
   if (req.method == "HEAD") {

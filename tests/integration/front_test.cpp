@@ -182,7 +182,9 @@ TEST_CASE("front: a route that needs the token refuses before reading the body")
     int fd = connect_from("127.0.0.1", d.port());
     send_all(fd, "PUT /functions/big HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer " +
                      d.token() + "\r\nContent-Length: 81920\r\n\r\n");
-    CHECK(status_of(read_until_close(fd, 3000)) == 413);
+    std::string reply = read_until_close(fd, 3000);
+    CHECK(status_of(reply) == 413);
+    CHECK_MESSAGE(reply.find("(limit 64 KiB, [server] max_body_kb)") != std::string::npos, reply);
     close(fd);
   }
   {
@@ -195,7 +197,12 @@ TEST_CASE("front: a route that needs the token refuses before reading the body")
     for (const std::string& req : {many + "\r\n", big}) {
       int fd = connect_from("127.0.0.1", d.port());
       send_all(fd, req);
-      CHECK(status_of(read_until_close(fd, 3000)) == 431);
+      std::string reply = read_until_close(fd, 3000);
+      CHECK(status_of(reply) == 431);
+      // What the limit is, and the key that sets it.
+      CHECK_MESSAGE((reply.find("(limit 64, [server] max_headers)") != std::string::npos ||
+                     reply.find("(limit 16 KiB, [server] max_head_kb)") != std::string::npos),
+                    reply);
       close(fd);
     }
   }
