@@ -1,7 +1,8 @@
 """Queues unread data on loopback TCP connections inside the sandbox's own
-network namespace until the kernel refuses more (at most CAP_MB in all, over
-at most MAX_PAIRS connections), and says how much it queued: socket buffers
-are memory the sandbox's limit must count. Refuses to run outside a sandbox."""
+network namespace (or, with {"family": "unix"}, on both ends of unix socket
+pairs) until the kernel refuses more (at most CAP_MB in all, over at most
+MAX_PAIRS connections), and says how much it queued: socket buffers are
+memory the sandbox's limit must count. Refuses to run outside a sandbox."""
 import socket
 
 CAP_MB = 256
@@ -11,24 +12,30 @@ MAX_PAIRS = 100
 def handler(event, context):
     if socket.gethostname() == event.get("host_hostname"):
         raise RuntimeError("refusing: not inside a sandbox")
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(MAX_PAIRS)
+    unix = event.get("family") == "unix"
+    if not unix:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(MAX_PAIRS)
     keep = []
     queued = 0
     chunk = b"\0" * (1 << 16)
     stalled = 0
     while queued < CAP_MB << 20 and len(keep) < MAX_PAIRS and stalled < 3:
-        c = socket.socket()
-        c.connect(listener.getsockname())
-        s, _ = listener.accept()
-        c.setblocking(False)
+        if unix:
+            c, s = socket.socketpair()
+        else:
+            c = socket.socket()
+            c.connect(listener.getsockname())
+            s, _ = listener.accept()
         before = queued
-        try:
-            while queued < CAP_MB << 20:
-                queued += c.send(chunk)
-        except (BlockingIOError, OSError):
-            pass
+        for end in ((c, s) if unix else (c,)):
+            end.setblocking(False)
+            try:
+                while queued < CAP_MB << 20:
+                    queued += end.send(chunk)
+            except (BlockingIOError, OSError):
+                pass
         keep.append((c, s))
         # A connection that takes almost nothing: the kernel has stopped
         # giving this sandbox socket memory.
