@@ -472,6 +472,15 @@ Status CgroupLeaf::make_freezer_v1(const CgroupLayout& layout, const std::string
   return {};
 }
 
+bool CgroupLeaf::frozen_now() const {
+  if (freeze_v1_) return read_file(freeze_dir_ + "/freezer.state").rfind("FROZEN", 0) == 0;
+  std::istringstream events(read_file(freeze_dir_ + "/cgroup.events"));
+  std::string key, value;
+  while (events >> key >> value)
+    if (key == "frozen") return value == "1";
+  return false;
+}
+
 Status CgroupLeaf::set_frozen(bool frozen) const {
   if (freeze_dir_.empty()) return make_error("freeze", "the sandbox has no freezer cgroup");
   auto [file, value] = cgroup_freeze_write(freeze_v1_, frozen);
@@ -662,19 +671,13 @@ Status CgroupLeaf::destroy() {
     if (!freeze_dir_.empty()) {
       // SIGKILL first (pending in a v1 frozen task, fatal at once in a
       // cgroup2 one), then thaw so that it is delivered. Without
-      // cgroup.kill (the v1 freezer), freeze a running leaf first: a fork
-      // loop would otherwise put a new pid in it between each read of its
-      // list and the kills, for every round of remove_leaf. Once FROZEN
-      // nothing in it forks, so one list is all of it.
-      if (!freeze_v1_) {
-        (void)write_file(freeze_dir_ + "/cgroup.kill", "1", false);
-      } else if (set_frozen(true)) {
-        for (int i = 0; i < 200; i++) {
-          std::string state = read_file(freeze_dir_ + "/freezer.state");
-          if (state.rfind("FROZEN", 0) == 0) break;
-          usleep(1000);
-        }
-      }
+      // cgroup.kill (the v1 freezer, cgroup2 before 5.14), freeze a running
+      // leaf first: a fork loop would otherwise put a new pid in it between
+      // each read of its list and the kills, for every round of
+      // remove_leaf. Once frozen nothing in it forks: one list is all of it.
+      const bool killed = !freeze_v1_ && write_file(freeze_dir_ + "/cgroup.kill", "1", false);
+      if (!killed && set_frozen(true))
+        for (int i = 0; i < 200 && !frozen_now(); i++) usleep(1000);
       std::istringstream procs(read_file(freeze_dir_ + "/cgroup.procs"));
       pid_t pid;
       while (procs >> pid) kill(pid, SIGKILL);

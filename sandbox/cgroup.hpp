@@ -164,6 +164,8 @@ class CgroupLeaf {
   Status set_swap_limit(uint64_t bytes) const;
   Status set_pids_limit(uint64_t pids) const;
   bool can_freeze() const { return !freeze_dir_.empty(); }
+  // Whether the leaf's tasks are all frozen now (freezing takes a moment).
+  bool frozen_now() const;
   Status set_frozen(bool frozen) const;
   // An fd of the leaf's freeze file (see FreezeSwitch); invalid without one.
   Result<FreezeSwitch> freeze_switch() const;
