@@ -119,8 +119,8 @@ HttpFront::~HttpFront() {
 }
 
 void HttpFront::route(const std::string& method, const std::string& pattern, Access access,
-                      Handler h) {
-  routes_.push_back({method, std::regex(pattern), access, std::move(h)});
+                      Handler h, bool head) {
+  routes_.push_back({method, std::regex(pattern), access, std::move(h), head});
 }
 
 bool HttpFront::bind(std::string* error) {
@@ -518,9 +518,11 @@ void HttpFront::process(Conn* c) {
 
 const HttpFront::Route* HttpFront::find_route(httplib::Request& req, std::string* allow) {
   if (req.path.size() > kMaxRoutePath) return nullptr;
-  const std::string method = req.method == "HEAD" ? "GET" : req.method;
+  const bool head = req.method == "HEAD";
+  const std::string method = head ? "GET" : req.method;
   for (const Route& r : routes_)
-    if (r.method == method && std::regex_match(req.path, req.matches, r.re)) return &r;
+    if (r.method == method && (!head || r.head) && std::regex_match(req.path, req.matches, r.re))
+      return &r;
   std::smatch m;
   std::vector<std::string> methods;
   auto add = [&](const std::string& one) {
@@ -529,7 +531,7 @@ const HttpFront::Route* HttpFront::find_route(httplib::Request& req, std::string
   for (const Route& r : routes_) {
     if (!std::regex_match(req.path, m, r.re)) continue;
     add(r.method);
-    if (r.method == "GET") add("HEAD");
+    if (r.method == "GET" && r.head) add("HEAD");
   }
   for (const std::string& one : methods) *allow += (allow->empty() ? "" : ", ") + one;
   return nullptr;
@@ -561,7 +563,18 @@ void HttpFront::handle(Conn* c) {
     }
     if (res.status < 100) res.status = 200;
     if (stopping_) c->keep_alive = false;
-    if (!send_response(c, res, true)) return;
+    bool next = false;
+    try {
+      next = send_response(c, res, true);
+    } catch (const std::exception& e) {
+      // Out of memory while answering, or taking the next request inline:
+      // the connection goes, not the daemon, and its slot is freed.
+      LOG_ERROR("answering a request: %s", e.what());
+      c->keep_alive = false;
+      close_conn(c);
+      return;
+    }
+    if (!next) return;
   }
 }
 
@@ -903,7 +916,7 @@ void HttpFront::enforce_address_caps(Clock::time_point now) {
 // An answer its client does not read holds up to the largest payload until
 // the request's deadline: one address with max_connections of them would pin
 // gigabytes. Each address may have max_sending_per_address answers unread
-// after the grace; beyond that its oldest are closed (a proxy in front is
+// after the grace; beyond that its newest are closed (a proxy in front is
 // trusted and buffers answers, so its clients never look like this).
 void HttpFront::cap_unread(Clock::time_point now) {
   const auto timeout = std::chrono::milliseconds(config_.request_timeout_ms);
@@ -918,9 +931,12 @@ void HttpFront::cap_unread(Clock::time_point now) {
   const size_t cap = size_t(config_.max_sending_per_address);
   for (auto& [key, list] : writing) {
     if (list.size() <= cap) continue;
+    // The newest go, as in enforce_address_caps: the address's older
+    // answers (another user's behind the same NAT, say) are not the
+    // attacker's to choose.
     std::sort(list.begin(), list.end(),
               [](const Conn* a, const Conn* b) { return a->deadline < b->deadline; });
-    for (size_t i = 0; i < list.size() - cap; i++) {
+    for (size_t i = cap; i < list.size(); i++) {
       unread_closed_++;
       close_conn(list[i]);
     }

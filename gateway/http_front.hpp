@@ -59,7 +59,10 @@ class HttpFront {
   explicit HttpFront(FrontConfig config);
   ~HttpFront();
 
-  void route(const std::string& method, const std::string& pattern, Access access, Handler h);
+  // head: a GET route also answers HEAD (without the body); false where a
+  // GET has side effects.
+  void route(const std::string& method, const std::string& pattern, Access access, Handler h,
+             bool head = true);
   void set_authorizer(Authorizer a) { authorize_ = std::move(a); }
   void set_error_body(ErrorBody e) { error_body_ = std::move(e); }
   // Called for every request a handler answered, with the client address.
@@ -75,6 +78,7 @@ class HttpFront {
     std::regex re;
     Access access;
     Handler handler;
+    bool head = true;
   };
   struct Conn;
   enum class State;

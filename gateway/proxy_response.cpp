@@ -10,14 +10,27 @@ namespace nsbox {
 using json = nlohmann::json;
 
 bool forbidden_header(const std::string& name) {
-  // clear-site-data and service-worker-allowed act on the whole origin,
-  // which every function shares (/fn/NAME): one tenant's answer could wipe
-  // the others' storage in a visitor's browser, or widen a worker's scope.
-  static const char* const kForbidden[] = {"content-length",  "transfer-encoding",
-                                           "connection",      "keep-alive",
-                                           "upgrade",         "te",
-                                           "trailer",         "host",
-                                           "clear-site-data", "service-worker-allowed"};
+  // The last ones act on the whole origin (or host), which every function
+  // shares (/fn/NAME): one tenant's answer could wipe the others' storage in
+  // a visitor's browser, widen a worker's scope, have every later request to
+  // any function reported to it for a year (NEL with Report-To), or pin
+  // HTTPS and alternative services for the host (the proxy in front sets
+  // Strict-Transport-Security itself).
+  static const char* const kForbidden[] = {"content-length",
+                                           "transfer-encoding",
+                                           "connection",
+                                           "keep-alive",
+                                           "upgrade",
+                                           "te",
+                                           "trailer",
+                                           "host",
+                                           "clear-site-data",
+                                           "service-worker-allowed",
+                                           "nel",
+                                           "report-to",
+                                           "alt-svc",
+                                           "reporting-endpoints",
+                                           "strict-transport-security"};
   std::string lower;
   for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   // x-nsbox-*: ours (the request id), which a function must not forge.

@@ -306,8 +306,11 @@ void Gateway::routes() {
       [this](const httplib::Request& req, httplib::Response& res) { handle_delete(req, res); });
   front_.route("POST", R"(/fn/([^/]+))", Access::Public,
                [this](httplib::Request& req, httplib::Response& res) { handle_invoke(req, res); });
-  front_.route("GET", R"(/fn/([^/]+))", Access::Public,
-               [this](httplib::Request& req, httplib::Response& res) { handle_invoke(req, res); });
+  // No HEAD: a GET runs the function, and a link checker or a cache probing
+  // a URL with HEAD must not (405, Allow: POST, GET).
+  front_.route(
+      "GET", R"(/fn/([^/]+))", Access::Public,
+      [this](httplib::Request& req, httplib::Response& res) { handle_invoke(req, res); }, false);
 }
 
 void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res) {
@@ -431,13 +434,6 @@ void Gateway::handle_invoke(httplib::Request& req, httplib::Response& res) {
   if (!valid_function_name(in.name)) {
     send_error(res, 400, bad_name_message(in.name));
     return finish("-", "bad_name", 400);
-  }
-  if (req.method == "HEAD") {
-    // The front answers HEAD as GET, and a GET here runs the function: a
-    // link checker or a cache probing a URL must not have side effects.
-    res.set_header("Allow", "GET, POST");
-    send_error(res, 405, "HEAD would run " + in.name + "; invoke it with GET or POST");
-    return finish("-", "bad_method", 405);
   }
   if (req.has_header("Service-Worker")) {
     // A browser fetching a service worker's script says so. Every function

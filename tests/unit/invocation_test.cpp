@@ -265,6 +265,11 @@ class FakeRunners final : public SandboxFactory {
                         // Act on the origin every function shares.
                         {"Clear-Site-Data", "\"*\""},
                         {"service-worker-allowed", "/"},
+                        {"NEL", "{\"report_to\":\"t\",\"max_age\":31536000}"},
+                        {"Report-To", "{\"group\":\"t\"}"},
+                        {"Reporting-Endpoints", "t=\"https://x.example/r\""},
+                        {"Alt-Svc", "h3=\":443\""},
+                        {"Strict-Transport-Security", "max-age=1; includeSubDomains"},
                         {"X-Good", "yes"},
                         {"X-Number", 7},
                         {"Content-Type", "text/plain"}};
