@@ -195,6 +195,12 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     }
     c.rootless = r.boolean(s, "rootless", S, false);
     c.public_url = r.string(s, "public_url", S, "");
+    if (!c.public_url.empty() &&
+        ((!c.public_url.starts_with("http://") && !c.public_url.starts_with("https://")) ||
+         url_host(c.public_url).empty()))
+      r.fail(s.get("public_url")->source(),
+             "\"public_url\" must be http://HOST[:PORT][/PATH] or https://..., the base clients "
+             "use (e.g. \"https://nsbox.example.org\")");
     c.batch_scheduling = r.boolean(s, "batch_scheduling", S, true);
 
     const toml::table& p = r.table(root, "pool", "pool", false);

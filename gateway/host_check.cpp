@@ -18,17 +18,18 @@ std::string lower(std::string_view s) {
 bool name_chars_ok(const std::string& s) {
   if (s.empty() || s.size() > 253) return false;
   return std::all_of(s.begin(), s.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == ':';
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == ':' ||
+           c == '_';  // not in DNS host names, but in container service names
   });
 }
+
+}  // namespace
 
 // A wildcard (0.0.0.0, ::) is not loopback: clients elsewhere may use any
 // name for it, which only the operator knows.
 bool listens_on_loopback(const std::string& host) {
   return is_loopback_name(lower(host));
 }
-
-}  // namespace
 
 std::string host_name_of(std::string_view a) {
   std::string name;
@@ -42,6 +43,9 @@ std::string host_name_of(std::string_view a) {
     if (!rest.empty()) port = rest.substr(1);
     in6_addr v6;
     if (inet_pton(AF_INET6, name.c_str(), &v6) != 1) return "";
+    char text[INET6_ADDRSTRLEN];  // one spelling per address: fd00:0::1 is fd00::1
+    if (!inet_ntop(AF_INET6, &v6, text, sizeof text)) return "";
+    name = text;
   } else {
     size_t colon = a.find(':');
     if (colon != std::string_view::npos) {
@@ -84,14 +88,19 @@ HostPolicy make_host_policy(const std::string& listen_host, const std::string& p
     p.any = false;
     p.loopback = true;
   }
-  if (!p.any && !public_url.empty()) {
-    std::string_view u = public_url;
-    if (size_t s = u.find("://"); s != std::string_view::npos) u.remove_prefix(s + 3);
-    u = u.substr(0, u.find_first_of("/?#"));
-    if (size_t at = u.rfind('@'); at != std::string_view::npos) u.remove_prefix(at + 1);
-    if (std::string n = host_name_of(u); !n.empty()) p.names.push_back(n);
-  }
+  if (!p.any && !public_url.empty())
+    if (std::string n = url_host(public_url); !n.empty()) p.names.push_back(n);
   return p;
+}
+
+std::string url_host(const std::string& url) {
+  std::string_view u = url;
+  size_t scheme = u.find("://");
+  if (scheme == std::string_view::npos) return "";
+  u.remove_prefix(scheme + 3);
+  u = u.substr(0, u.find_first_of("/?#"));
+  if (size_t at = u.rfind('@'); at != std::string_view::npos) u.remove_prefix(at + 1);
+  return host_name_of(u);
 }
 
 bool host_allowed(const HostPolicy& p, const std::string* host_header) {

@@ -29,6 +29,14 @@ std::string host_name_of(std::string_view authority);
 
 bool is_loopback_name(const std::string& name);
 
+// Whether a listen address ([server] listen's host, without brackets) is a
+// loopback one.
+bool listens_on_loopback(const std::string& listen_host);
+
+// The host of SCHEME://[USER@]HOST[:PORT][/...], as host_name_of gives it;
+// "" when there is none.
+std::string url_host(const std::string& url);
+
 // A request without Host (HTTP/1.0) passes: browsers always send one.
 bool host_allowed(const HostPolicy& p, const std::string* host_header);
 

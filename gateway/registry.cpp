@@ -371,13 +371,20 @@ Status FileStore::load() {
   // same holds for the state directory's own entry and those above it
   // (made by this open, or by `nsbox serve` just before): each is synced.
   TRY(fsync_dir(root_));
+  struct stat root_st;
+  if (::stat(root_.c_str(), &root_st) != 0) return sys_error("stat", root_);
   for (std::string up = root_; up.size() > 1;) {
     size_t slash = up.find_last_of('/');
     if (slash == std::string::npos) break;
     up = slash == 0 ? "/" : up.substr(0, slash);
     UniqueFd fd(::open(up.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!fd.valid()) break;  // not ours to read (rootless): what is above was not made here
-    if (::fsync(fd.get()) != 0) return sys_error("fsync", up);
+    struct stat st;
+    // Not ours to read (rootless), or another filesystem (a mount point):
+    // what is above was not made for this store.
+    if (!fd.valid() || ::fstat(fd.get(), &st) != 0 || st.st_dev != root_st.st_dev) break;
+    // A filesystem without directory fsync (EINVAL: squashfs, vboxsf, ...)
+    // keeps no promise either way; only an I/O error is one broken.
+    if (::fsync(fd.get()) != 0 && errno != EINVAL && errno != EROFS) return sys_error("fsync", up);
   }
   std::vector<std::string> entries = TRY(list_dir(functions_));
   for (const std::string& e : entries) {

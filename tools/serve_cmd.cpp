@@ -29,6 +29,7 @@
 #include "gateway/config.hpp"
 #include "gateway/external_factory.hpp"
 #include "gateway/fd_parking.hpp"
+#include "gateway/host_check.hpp"
 #include "gateway/pool.hpp"
 #include "gateway/registry.hpp"
 #include "gateway/server.hpp"
@@ -358,6 +359,12 @@ int cmd_serve(const std::vector<std::string>& args) {
   // freeze_idle_ms on.
   layout.freeze = true;
   bool use_cgroups = !config.rootless && layout.version != CgroupVersion::None;
+  if (config.allowed_hosts.empty() && !listens_on_loopback(config.listen_host))
+    LOG_WARN(
+        "listening on %s with no [server] allowed_hosts: any Host is answered, so "
+        "a web page can reach this daemon from a browser that can (DNS rebinding); list the "
+        "names clients use in allowed_hosts",
+        config.listen_host.c_str());
   if (use_cgroups && !config.cpu_limits)
     LOG_INFO(
         "cpu_limits = false: sandboxes get no CPU cap (the policies' cpu_millicores apply "

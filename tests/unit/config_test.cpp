@@ -598,3 +598,18 @@ TEST_CASE("config: [server] allowed_hosts holds host names, addresses or \"*\"")
       e.starts_with("nsbox.toml:2:17: \"allowed_hosts\" in [server] must be an array of strings"),
       e);
 }
+
+TEST_CASE("config: [server] public_url is an http or https URL with a host") {
+  for (const char* ok :
+       {"https://fn.example.com", "http://10.0.0.5:8080/base", "https://[::1]:8443"}) {
+    auto c =
+        parse_serve_config(std::string("[server]\npublic_url = \"") + ok + "\"\n", "nsbox.toml");
+    CHECK_MESSAGE(c, ok);
+  }
+  for (const char* bad : {"fn.example.com", "ftp://fn.example.com", "https://", "https:///x",
+                          "https://a b/", "http://[::1/"}) {
+    CAPTURE(bad);
+    std::string e = refusal(std::string("[server]\npublic_url = \"") + bad + "\"\n");
+    CHECK_MESSAGE(e.starts_with("nsbox.toml:2:14: \"public_url\" must be http://HOST"), e);
+  }
+}

@@ -11,6 +11,10 @@ TEST_CASE("host_check: the name a Host header gives") {
   CHECK(host_name_of("[::1]:80") == "::1");
   CHECK(host_name_of("[::1]") == "::1");
   CHECK(host_name_of("127.0.0.1:1") == "127.0.0.1");
+  CHECK(host_name_of("web_1:8080") == "web_1");  // a container service name
+  // One spelling per IPv6 address.
+  CHECK(host_name_of("[FD00:0::1]") == "fd00::1");
+  CHECK(host_name_of("[0:0:0:0:0:0:0:1]:80") == "::1");
   for (const char* bad : {"", ":80", "::1", "[::1", "[::1]x", "[nope]", "a b", "a/b", "a@b", "a\tb",
                           "[::1]:80]", "a:b", "a:", "a:123456", "a:1:2"}) {
     CAPTURE(bad);
@@ -52,8 +56,20 @@ TEST_CASE("host_check: who is answered, by where the daemon listens") {
   CHECK_FALSE(host_allowed(p, &evil));
   p = make_host_policy("127.0.0.1", "", {"*"});
   CHECK(host_allowed(p, &evil));
+  p = make_host_policy("0.0.0.0", "", {"[fd00::1]"});
+  const std::string v6 = "[fd00:0:0::1]:8080";
+  CHECK(host_allowed(p, &v6));
+  CHECK(url_host("https://[FD00::1]:8443/x") == "fd00::1");
+  CHECK(url_host("nsbox.example.org").empty());
   // public_url with userinfo and a port: its host, not the user's.
   p = make_host_policy("127.0.0.1", "http://attacker.example@nsbox.example.org:8443", {});
   CHECK(host_allowed(p, &pub));
   CHECK_FALSE(host_allowed(p, &evil));
+}
+
+TEST_CASE("host_check: which listen addresses are loopback ones") {
+  for (const char* yes : {"127.0.0.1", "::1", "localhost", "LOCALHOST", "127.0.0.53"})
+    CHECK_MESSAGE(listens_on_loopback(yes), yes);
+  for (const char* no : {"0.0.0.0", "::", "10.0.0.5", "fd00::1", "nsbox.example.org"})
+    CHECK_MESSAGE(!listens_on_loopback(no), no);
 }

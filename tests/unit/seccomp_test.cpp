@@ -17,6 +17,7 @@
 #include <sys/prctl.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/shm.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -113,6 +114,7 @@ enum Probe {
   kMmapHugeHigh,     // the same with bit 32 of the flags set
   kMmapPlain,        // an ordinary anonymous mmap
   kMemfdHuge,        // memfd_create(MFD_HUGETLB): an fd without a filter
+  kShmgetHuge,       // shmget(SHM_HUGETLB): listed by no built-in policy
   kProbeCount
 };
 
@@ -254,6 +256,11 @@ Report run_probes(const SeccompProgram* prog, uint64_t mask) {
     if (want(kMemfdHuge)) {
       r.probe[kMemfdHuge] = outcome(syscall(SYS_memfd_create, "nsbox-probe", MFD_HUGETLB));
       if (r.probe[kMemfdHuge].ret >= 0) close(int(r.probe[kMemfdHuge].ret));
+    }
+    if (want(kShmgetHuge)) {
+      r.probe[kShmgetHuge] =
+          outcome(syscall(SYS_shmget, IPC_PRIVATE, 2 << 20, IPC_CREAT | SHM_HUGETLB | 0600));
+      if (r.probe[kShmgetHuge].ret >= 0) shmctl(int(r.probe[kShmgetHuge].ret), IPC_RMID, nullptr);
     }
     (void)!write(fds[1], &r, sizeof r);
     _exit(0);
@@ -619,10 +626,14 @@ TEST_CASE("kernel: a custom policy cannot drop the argument rules") {
                                    }),
                     p.allow.end());
     SeccompProgram prog = compile(p);
-    Report r = run_probes(&prog, (kArgumentProbes & ~bit(kIoctlFionread)) | bit(kMemfdHuge));
+    Report r = run_probes(
+        &prog, (kArgumentProbes & ~bit(kIoctlFionread)) | bit(kMemfdHuge) | bit(kShmgetHuge));
     INFO("default action ", static_cast<int>(action));
     check_argument_rules(r);
     check_denied(r, kMemfdHuge, EPERM, "memfd_create(MFD_HUGETLB)");  // listed in default
+    // Not listed: the policy's EACCES, or let through by "log", if the
+    // prefix did not refuse it first.
+    check_denied(r, kShmgetHuge, EPERM, "shmget(SHM_HUGETLB)");
   }
 }
 
