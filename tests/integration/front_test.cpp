@@ -654,6 +654,18 @@ TEST_CASE("front: a client that half-closes and never reads its answer does not 
   CHECK(d.stop() == 0);
 }
 
+// n connections from 127.0.0.2 with a small receive buffer, each asking the
+// "big" function for 5 MB that it never reads.
+static std::vector<int> ask_never_read(const Daemon& d, int n) {
+  std::vector<int> fds;
+  for (int i = 0; i < n; i++) {
+    int fd = connect_from("127.0.0.2", d.port(), false, 4096);
+    send_all(fd, post("/fn/big", "{\"n\": 5000000}"));
+    fds.push_back(fd);
+  }
+  return fds;
+}
+
 TEST_CASE("front: answers one address never reads cannot keep the connection table full") {
   StateDir sd("unread");
   Daemon d(sd.path,
@@ -661,12 +673,7 @@ TEST_CASE("front: answers one address never reads cannot keep the connection tab
   REQUIRE(d.start());
   REQUIRE(deploy(d, "big", kBigAnswer)->status == 201);
   // Eight connections from 127.0.0.2, each asking for 5 MB it never reads.
-  std::vector<int> stuck;
-  for (int i = 0; i < 8; i++) {
-    int fd = connect_from("127.0.0.2", d.port(), false, 4096);
-    send_all(fd, post("/fn/big", "{\"n\": 5000000}"));
-    stuck.push_back(fd);
-  }
+  std::vector<int> stuck = ask_never_read(d, 8);
   // Each answer has begun to arrive (and stalls, unread).
   for (int fd : stuck) {
     pollfd p{fd, POLLIN, 0};
@@ -692,12 +699,7 @@ TEST_CASE("front: one address holds at most max_sending_per_address unread answe
   REQUIRE(deploy(d, "big", kBigAnswer)->status == 201);
   // Ten connections from 127.0.0.2, each asking for 5 MB it never reads:
   // without the cap the daemon would hold 50 MB for request_timeout_ms.
-  std::vector<int> stuck;
-  for (int i = 0; i < 10; i++) {
-    int fd = connect_from("127.0.0.2", d.port(), false, 4096);
-    send_all(fd, post("/fn/big", "{\"n\": 5000000}"));
-    stuck.push_back(fd);
-  }
+  std::vector<int> stuck = ask_never_read(d, 10);
   const std::string key = "nsbox_http_refused_total{reason=\"unread\"}";
   CHECK(wait_until([&] { return d.metric(key) >= 7; }, 30000, "seven unread answers closed"));
   CHECK(d.metric(key) == 7);  // the three newest stay

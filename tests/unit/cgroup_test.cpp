@@ -9,6 +9,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -730,18 +731,26 @@ TEST_CASE("cgroup_sweep_stale: a dead owner's leaves, and a starting owner's own
 // The real hierarchy (root only; CI runs the unit suite as root): a leaf
 // that destroy() cannot remove (here a cgroup made below it, as a function
 // template's member leaf would be) is not forgotten but tried again.
-TEST_CASE("CgroupLeaf::destroy: a leaf it could not remove is tried again later" *
-          doctest::skip(geteuid() != 0)) {
-  // Root without usable cgroups (a container): said, and failed only where
-  // the test must run (CI sets NSBOX_MUST_WORK).
-  const bool must_work = std::getenv("NSBOX_MUST_WORK") != nullptr;
+// The host's cgroups, for a test that makes real leaves, under a group of
+// its own. Root without usable cgroups (a container): said, and nullopt;
+// failed instead where the test must run (CI sets NSBOX_MUST_WORK).
+static std::optional<CgroupLayout> host_layout() {
   CgroupLayout layout = cgroup_detect();
-  if (layout.version == CgroupVersion::None && !must_work) {
+  if (layout.version == CgroupVersion::None && !std::getenv("NSBOX_MUST_WORK")) {
     MESSAGE("no usable cgroups here, not tried: " << layout.why_none);
-    return;
+    return std::nullopt;
   }
   REQUIRE_MESSAGE(layout.version != CgroupVersion::None, layout.why_none);
   layout.group = "nsbox-unit-" + std::to_string(getpid());
+  return layout;
+}
+
+TEST_CASE("CgroupLeaf::destroy: a leaf it could not remove is tried again later" *
+          doctest::skip(geteuid() != 0)) {
+  const bool must_work = std::getenv("NSBOX_MUST_WORK") != nullptr;
+  auto host = host_layout();
+  if (!host) return;
+  CgroupLayout layout = *host;
   layout.freeze = false;
   const std::string id = "t-" + std::to_string(getpid()) + "-1";
   std::vector<std::string> groups;
@@ -782,14 +791,9 @@ TEST_CASE("CgroupLeaf::destroy: a leaf it could not remove is tried again later"
 // host's layout is forced to the v1 freezer where it has one.
 TEST_CASE("CgroupLeaf::destroy: a running fork loop does not outlive its leaf" *
           doctest::skip(geteuid() != 0)) {
-  const bool must_work = std::getenv("NSBOX_MUST_WORK") != nullptr;
-  CgroupLayout layout = cgroup_detect();
-  if (layout.version == CgroupVersion::None && !must_work) {
-    MESSAGE("no usable cgroups here, not tried: " << layout.why_none);
-    return;
-  }
-  REQUIRE_MESSAGE(layout.version != CgroupVersion::None, layout.why_none);
-  layout.group = "nsbox-unit-" + std::to_string(getpid());
+  auto host = host_layout();
+  if (!host) return;
+  CgroupLayout layout = *host;
   if (layout.version == CgroupVersion::V1 && !layout.v1_freezer.empty()) {
     layout.v1_unified.clear();  // the pure-v1 path: freezer.state, no cgroup.kill
     MESSAGE("v1 freezer: " << layout.v1_freezer);
