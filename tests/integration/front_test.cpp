@@ -91,6 +91,16 @@ std::string read_until_close(int fd, int timeout_ms, bool* eof = nullptr) {
   }
 }
 
+// One request on a connection of its own from 127.0.0.1; what came back
+// until the close.
+std::string ask_once(const Daemon& d, const std::string& request) {
+  int fd = connect_from("127.0.0.1", d.port());
+  send_all(fd, request);
+  std::string reply = read_until_close(fd, 10000);
+  close(fd);
+  return reply;
+}
+
 int status_of(const std::string& reply) {
   if (reply.rfind("HTTP/1.", 0) != 0 || reply.size() < 12) return 0;
   return std::atoi(reply.c_str() + 9);
@@ -769,14 +779,7 @@ TEST_CASE("front: refusals after a HEAD have their body; 405 has Allow; Host and
     CHECK(buf.size() - end - 4 == std::stoul(buf.substr(p + 16)));
     CHECK(buf.find("\"error\"", end) != std::string::npos);
   }
-  // One request on a connection of its own; what came back until the close.
-  auto ask = [&](const std::string& request) {
-    int fd = connect_from("127.0.0.1", d.port());
-    send_all(fd, request);
-    std::string reply = read_until_close(fd, 10000);
-    close(fd);
-    return reply;
-  };
+  auto ask = [&](const std::string& request) { return ask_once(d, request); };
   std::string reply = ask("OPTIONS /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n");
   CHECK(status_of(reply) == 405);
   CHECK(reply.find("\r\nAllow: GET, HEAD\r\n") != std::string::npos);
@@ -798,11 +801,7 @@ TEST_CASE("front: a daemon on loopback answers only to loopback names and the li
   REQUIRE(d.start());
   REQUIRE(deploy(d, "who", "def handler(event, context):\n    return 'ran'\n")->status == 201);
   auto ask = [&](const std::string& host) {
-    int fd = connect_from("127.0.0.1", d.port());
-    send_all(fd, "GET /fn/who HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n");
-    std::string reply = read_until_close(fd, 10000);
-    close(fd);
-    return reply;
+    return ask_once(d, "GET /fn/who HTTP/1.1\r\nHost: " + host + "\r\nConnection: close\r\n\r\n");
   };
   const std::string port = std::to_string(d.port());
   for (const std::string& ok :
@@ -867,13 +866,7 @@ TEST_CASE("front: no function is a service worker, and HEAD runs none") {
                  "                        'Service-Worker-Allowed': '/',\n"
                  "                        'Clear-Site-Data': '\"*\"', 'X-Kept': '1'}}\n")
               ->status == 201);
-  auto ask = [&](const std::string& request) {
-    int fd = connect_from("127.0.0.1", d.port());
-    send_all(fd, request);
-    std::string reply = read_until_close(fd, 10000);
-    close(fd);
-    return reply;
-  };
+  auto ask = [&](const std::string& request) { return ask_once(d, request); };
   std::string r = ask("GET /fn/sw HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
   CHECK(status_of(r) == 200);
   CHECK(r.find("\r\nX-Kept: 1\r\n") != std::string::npos);
