@@ -663,9 +663,10 @@ Status CgroupLeaf::destroy() {
   close_dirfd();
   Status first;
   if (!fake_) {
-    if (version_ == CgroupVersion::V2 && !dirs_.empty()) {
+    if (version_ == CgroupVersion::V2 && !dirs_.empty() && dirs_[0] != freeze_dir_) {
       // cgroup.kill (5.14+) kills the whole leaf at once; older kernels fall
-      // through to the per-pid loop in remove_leaf.
+      // through to the per-pid loop in remove_leaf. A leaf that is also the
+      // freezer gets its cgroup.kill below.
       (void)write_file(dirs_[0] + "/cgroup.kill", "1", false);
     }
     if (!freeze_dir_.empty()) {
