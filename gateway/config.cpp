@@ -48,6 +48,7 @@ bool valid_module_name(const std::string& m) {
 // The keys each table accepts; check_keys refuses any other.
 const std::vector<std::string> kServerKeys = {"listen",
                                               "state_dir",
+                                              "keep_versions",
                                               "token",
                                               "read_token",
                                               "max_body_kb",
@@ -164,6 +165,8 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     c.keepalive_timeout_ms = int(r.integer(s, "keepalive_timeout_ms", S, 100, 3600000, &v0));
     v0 = c.drain_timeout_ms;
     c.drain_timeout_ms = int(r.integer(s, "drain_timeout_ms", S, 0, 3600000, &v0));
+    int64_t keep = int64_t(c.keep_versions);
+    c.keep_versions = uint64_t(r.integer(s, "keep_versions", S, 0, 1000000, &keep));
     v0 = c.max_sending_per_address;
     c.max_sending_per_address = int(r.integer(s, "max_sending_per_address", S, 1, 65536, &v0));
     v0 = int64_t(c.max_head_bytes >> 10);

@@ -19,6 +19,9 @@ struct ServeConfig {
   int listen_port = 8080;
   std::string state_dir = "/var/lib/nsbox";
   std::string token;  // empty: generated into state_dir/token (0600)
+  // Versions kept per function (older ones are deleted); 0 keeps every one.
+  // A bound, since every deploy otherwise stays on disk for good.
+  uint64_t keep_versions = 10;
   // A separate token for the read-only API (GET /functions..., logs,
   // /metrics); empty: only the admin token reads them.
   std::string read_token;

@@ -17,6 +17,14 @@
 // only then deletes the renamed tree (best effort): a crash in between leaves
 // an invisible leftover, never a function with some of its versions missing.
 //
+// Retention: with keep_versions set, a put() that leaves a function more
+// versions than that deletes its oldest, once the new one is durable (and
+// open does the same). Only superseded versions go: never the latest, so
+// never an acknowledged deploy that is still the one served. They leave the
+// index before their file goes, so a reader sees a deleted version, not a
+// damaged one; the unlink need not be durable (a pruned version that comes
+// back after a crash is pruned again at the next open).
+//
 // open scans the tree: *.tmp-* files and .deleted-* trees are crash leftovers
 // and are deleted; each <N>.json is parsed and checked (name and version
 // against its path, sha256 and size against its source). A file that fails
@@ -275,10 +283,11 @@ Result<FunctionVersion> load_version_file(const std::string& path, const std::st
 
 class FileStore final : public FunctionStore {
  public:
-  FileStore(std::string root, size_t source_cache_bytes)
+  FileStore(std::string root, size_t source_cache_bytes, uint64_t keep_versions)
       : root_(std::move(root)),
         functions_(root_ + "/functions"),
-        source_cache_bytes_(source_cache_bytes) {}
+        source_cache_bytes_(source_cache_bytes),
+        keep_versions_(keep_versions) {}
 
   Status load();
 
@@ -316,6 +325,9 @@ class FileStore final : public FunctionStore {
     return function_dir(name) + "/" + version_filename(v);
   }
   Status load_function_dir(const std::string& name);
+  // Deletes the versions of name beyond the newest keep_versions_. Under
+  // write_mu_ (or in load(), before anyone else has the store).
+  void prune(const std::string& name);
   std::optional<FunctionVersion> read_version(const std::string& name, uint64_t version);
 
   const std::string root_;
@@ -329,7 +341,8 @@ class FileStore final : public FunctionStore {
   // reused, so put() cannot overwrite evidence kept for inspection.
   std::map<std::string, uint64_t> unloadable_;
   const size_t source_cache_bytes_;
-  std::list<std::string> lru_;  // names with a cached source, most recent first
+  const uint64_t keep_versions_;  // 0: every version
+  std::list<std::string> lru_;    // names with a cached source, most recent first
   size_t cached_bytes_ = 0;
 };
 
@@ -409,7 +422,30 @@ Status FileStore::load() {
     for (auto& [version, deploy] : entry.versions) deploy = ++last_deploy_;
     entry.latest.deploy = entry.versions.at(entry.latest.version);
   }
+  for (const auto& [name, entry] : index_) prune(name);
   return {};
+}
+
+void FileStore::prune(const std::string& name) {
+  if (keep_versions_ == 0) return;
+  std::vector<uint64_t> old;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = index_.find(name);
+    if (it == index_.end()) return;
+    auto& versions = it->second.versions;
+    while (versions.size() > keep_versions_) {
+      // The latest is the map's last, so never among these.
+      old.push_back(versions.begin()->first);
+      versions.erase(versions.begin());
+    }
+  }
+  for (uint64_t v : old) {
+    const std::string path = version_path(name, v);
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+      LOG_WARN("could not delete %s (beyond keep_versions = %llu): %s", path.c_str(),
+               static_cast<unsigned long long>(keep_versions_), std::strerror(errno));
+  }
 }
 
 Status FileStore::load_function_dir(const std::string& name) {
@@ -533,12 +569,15 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
   }
 
   auto source = std::make_shared<const std::string>(fv.source);
-  std::lock_guard<std::mutex> lock(mu_);
-  m.deploy = ++last_deploy_;
-  Entry& entry = index_[name];
-  entry.versions[m.version] = m.deploy;
-  entry.latest = m;
-  cache_source(name, entry, std::move(source));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    m.deploy = ++last_deploy_;
+    Entry& entry = index_[name];
+    entry.versions[m.version] = m.deploy;
+    entry.latest = m;
+    cache_source(name, entry, std::move(source));
+  }
+  prune(name);
   return m;
 }
 
@@ -666,8 +705,9 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
 }  // namespace
 
 Result<std::unique_ptr<FunctionStore>> open_file_store(const std::string& dir,
-                                                       size_t source_cache_bytes) {
-  auto store = std::make_unique<FileStore>(dir, source_cache_bytes);
+                                                       size_t source_cache_bytes,
+                                                       uint64_t keep_versions) {
+  auto store = std::make_unique<FileStore>(dir, source_cache_bytes, keep_versions);
   TRY(store->load());
   return std::unique_ptr<FunctionStore>(std::move(store));
 }

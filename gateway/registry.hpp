@@ -83,9 +83,12 @@ class FunctionStore {
 // index. Leftovers of a crashed put or remove are deleted; a version file that
 // does not load is skipped with a warning and left on disk for inspection.
 // source_cache_bytes bounds the latest sources kept in memory; the rest
-// are read from disk when a cold start asks for them.
+// are read from disk when a cold start asks for them. keep_versions > 0
+// keeps each function's newest keep_versions versions and deletes older
+// ones (at open, and after each put); 0 keeps every version.
 constexpr size_t kSourceCacheBytes = 64ull << 20;
 Result<std::unique_ptr<FunctionStore>> open_file_store(
-    const std::string& dir, size_t source_cache_bytes = kSourceCacheBytes);
+    const std::string& dir, size_t source_cache_bytes = kSourceCacheBytes,
+    uint64_t keep_versions = 0);
 
 }  // namespace nsbox

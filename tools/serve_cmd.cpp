@@ -327,7 +327,7 @@ int cmd_serve(const std::vector<std::string>& args) {
       return fail("state_dir " + config.state_dir + ": " + s.error().message());
   auto token = load_token(config);
   if (!token) return fail(token.error().message());
-  auto store = open_file_store(config.state_dir);
+  auto store = open_file_store(config.state_dir, kSourceCacheBytes, config.keep_versions);
   if (!store) return fail(store.error().message());
 
   std::string rootfs = config.state_dir + "/rootfs";

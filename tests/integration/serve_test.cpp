@@ -930,8 +930,11 @@ TEST_CASE("serve: kill -9 during a burst of deploys loses no acknowledged versio
   std::string dir = sd.path;
   std::vector<int> acked;
   pid_t killed_spawner = 0;
+  // Every version kept, so that every acknowledged one can be looked for
+  // (the extra config follows the [server] lines the Daemon writes).
+  const std::string keep_all = std::string("keep_versions = 0\n") + kPool;
   {
-    Daemon d(dir, kPool);
+    Daemon d(dir, keep_all);
     REQUIRE(d.start());
     killed_spawner = spawner_of(d);
     REQUIRE(killed_spawner > 0);
@@ -967,7 +970,7 @@ TEST_CASE("serve: kill -9 during a burst of deploys loses no acknowledged versio
   const std::string mine = "/srv-" + std::to_string(killed_spawner) + "-";
   for (const auto& leaf : nsbox::test::host_residue().describe_leaves)
     if (leaf.find(mine) != std::string::npos) orphans.push_back(leaf);
-  Daemon d(dir, kPool);
+  Daemon d(dir, keep_all);
   REQUIRE(d.start());
   auto orphans_left = [&] {
     size_t n = 0;
@@ -988,6 +991,20 @@ TEST_CASE("serve: kill -9 during a burst of deploys loses no acknowledged versio
   CHECK(r->status == 200);
   CHECK(r->body == std::to_string(show["version"].get<int>()) + "\n");
   CHECK(d.stop() == 0);
+
+  // Restarted with the default keep_versions (10): the newest ten stay,
+  // the latest among them, and it still serves.
+  Daemon kept(dir, kPool);
+  REQUIRE(kept.start());
+  auto after = body(kept.client()->Get("/functions/burst", auth(kept)));
+  std::vector<int> left = after["versions"];
+  REQUIRE(left.size() == 10);
+  CHECK(left.back() == show["version"].get<int>());
+  CHECK(left.front() == left.back() - 9);
+  r = kept.client()->Get("/fn/burst");
+  REQUIRE(r);
+  CHECK(r->body == std::to_string(left.back()) + "\n");
+  CHECK(kept.stop() == 0);
 }
 
 TEST_CASE("serve: overload gets fast 503s with Retry-After, not timeouts") {

@@ -77,6 +77,7 @@ std::string one_key(const std::string& table, const std::string& key, const std:
 const char* kEverything = R"([server]
 listen = "[::1]:9090"
 state_dir = "/srv/nsbox"
+keep_versions = 3
 token = "admin-token-0123456789"
 read_token = "read-token-0123456789"
 max_body_kb = 2048
@@ -131,6 +132,7 @@ TEST_CASE("config: no file at all gives the documented defaults") {
   CHECK(d.listen_host == "127.0.0.1");
   CHECK(d.listen_port == 8080);
   CHECK(d.state_dir == "/var/lib/nsbox");
+  CHECK(d.keep_versions == 10);
   CHECK(d.token.empty());
   CHECK(d.read_token.empty());
   CHECK(d.max_body_bytes == 6 * kMiB);
@@ -176,6 +178,7 @@ TEST_CASE("config: every key is read, in its unit, into its member") {
   CHECK(r.listen_host == "::1");
   CHECK(r.listen_port == 9090);
   CHECK(r.state_dir == "/srv/nsbox");
+  CHECK(r.keep_versions == 3);
   CHECK(r.token == "admin-token-0123456789");
   CHECK(r.read_token == "read-token-0123456789");
   CHECK(r.max_body_bytes == 2048u << 10);

@@ -556,3 +556,44 @@ TEST_CASE("registry: the latest sources kept in memory stay within the cache's b
   CHECK(s.cached_source_bytes() == 5000);
   CHECK(latest_of(s, "big")->source.size() == 5000);
 }
+
+TEST_CASE("registry: keep_versions deletes the oldest versions, never the latest") {
+  TempDir tmp("registry-keep");
+  const std::string fdir = tmp.path + "/functions/f";
+  auto files = [&] {
+    std::set<std::string> out;
+    for (const auto& e : fs::directory_iterator(fdir)) out.insert(e.path().filename().string());
+    return out;
+  };
+  {
+    auto r = open_file_store(tmp.path, nsbox::kSourceCacheBytes, 3);
+    REQUIRE(r);
+    FunctionStore& s = *r.value();
+    for (int i = 1; i <= 5; i++) put_ok(s, "f", fv_of("v = " + std::to_string(i)));
+    put_ok(s, "g", fv_of("g = 1"));
+    CHECK(s.versions("f") == std::vector<uint64_t>{3, 4, 5});
+    CHECK(files() == std::set<std::string>{"3.json", "4.json", "5.json"});
+    // A pruned version reads as deleted, not as damage.
+    CHECK_FALSE(s.get("f", 2));
+    REQUIRE(s.get("f", 3));
+    CHECK(s.get("f", 3)->source == "v = 3");
+    CHECK(latest_of(s, "f")->source == "v = 5");
+    CHECK(s.versions("g") == std::vector<uint64_t>{1});
+    // Numbers keep rising past the pruned ones.
+    CHECK(put_ok(s, "f", fv_of("v = 6")).version == 6);
+    CHECK(files() == std::set<std::string>{"4.json", "5.json", "6.json"});
+  }
+  {
+    // 0 keeps every version, also those a smaller setting would drop.
+    auto all = open_ok(tmp.path);
+    CHECK(all->versions("f") == std::vector<uint64_t>{4, 5, 6});
+    put_ok(*all, "f", fv_of("v = 7"));
+    CHECK(all->versions("f").size() == 4);
+  }
+  // A lower setting applies at open: the latest is what stays.
+  auto r = open_file_store(tmp.path, nsbox::kSourceCacheBytes, 1);
+  REQUIRE(r);
+  CHECK(r.value()->versions("f") == std::vector<uint64_t>{7});
+  CHECK(files() == std::set<std::string>{"7.json"});
+  CHECK(latest_of(*r.value(), "f")->source == "v = 7");
+}
