@@ -99,6 +99,38 @@ Status check_reachable_by_others(const std::string& path) {
   return {};
 }
 
+Status check_private_ancestors(const std::string& path) {
+  if (path.empty() || path[0] != '/') return make_error("ancestors", path + " is not absolute");
+  std::string parent = path.substr(0, path.find_last_of('/'));
+  if (parent.empty()) parent = "/";
+  char real[PATH_MAX];
+  while (::realpath(parent.c_str(), real) == nullptr) {
+    if (errno != ENOENT || parent == "/") return sys_error("realpath", parent);
+    parent = parent.substr(0, parent.find_last_of('/'));
+    if (parent.empty()) parent = "/";
+  }
+  const std::string last(real);
+  std::vector<std::string> dirs = {"/"};
+  for (size_t i = 1; i < last.size(); i++)
+    if (last[i] == '/') dirs.push_back(last.substr(0, i));
+  if (last.size() > 1) dirs.push_back(last);
+  for (const std::string& dir : dirs) {
+    struct stat st;
+    if (::stat(dir.c_str(), &st) != 0) return sys_error("stat", dir);
+    const bool owner_ok = st.st_uid == 0 || st.st_uid == geteuid();
+    const bool group_writes = (st.st_mode & S_IWGRP) != 0 && st.st_gid != 0;
+    const bool others_write = (st.st_mode & S_IWOTH) != 0;
+    const bool sticky_ok = (st.st_mode & S_ISVTX) != 0 && dir != last;
+    if (owner_ok && ((!group_writes && !others_write) || sticky_ok)) continue;
+    return make_error(
+        "ancestors",
+        dir + " (owner uid " + std::to_string(st.st_uid) + ", gid " + std::to_string(st.st_gid) +
+            ", mode " + mode_octal(st.st_mode) + ") lets another user rename or replace " + path +
+            ": use a directory that only root" + (geteuid() == 0 ? "" : " and you") + " can write");
+  }
+  return {};
+}
+
 Result<std::string> sibling_program(const std::string& name) {
   char self[PATH_MAX];
   ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);

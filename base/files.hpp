@@ -24,6 +24,16 @@ Status ensure_dir(const std::string& path, mode_t mode);
 // first that does not, its mode, and the fix. path must be absolute.
 Status check_reachable_by_others(const std::string& path);
 
+// Whether only root and the caller can change what path names: every
+// directory above it, symlinks resolved, must belong to root or the caller
+// and be writable by no one else (group root aside). A sticky directory
+// (/tmp) passes above the last: others cannot rename what is not theirs in
+// it, but they can plant names beside it. Where path's parent does not
+// exist yet, its nearest existing ancestor counts as the last. A root
+// process building or mounting a tree under a directory another user can
+// write would run or serve whatever that user swaps in.
+Status check_private_ancestors(const std::string& path);
+
 // Makes a rename or a new entry in dir survive power loss (fsync(2): syncing
 // a file does not sync the directory entry naming it).
 Status fsync_dir(const std::string& dir);

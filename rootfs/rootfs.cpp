@@ -235,8 +235,8 @@ void remove_leftovers(const std::string& dir, bool replaced_too) {
 // the tree (another user's tree: flock needs no write access). Invalid when
 // it neither exists nor can be made.
 UniqueFd open_users(const std::string& path) {
-  UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-  if (!fd.valid()) fd.reset(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
+  if (!fd.valid()) fd.reset(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   return fd;
 }
 
@@ -267,6 +267,9 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
     return make_error(
         "rootfs",
         "\"" + dir + "\" contains ',', ':' or '\\', which overlayfs options cannot carry");
+  // The builder runs what it copied into DIR.tmp-PID to check it, and
+  // sandboxes mount DIR: neither may be somewhere another user can swap.
+  TRY(check_private_ancestors(dir));
   RootfsBuild result;
   // Two locks beside the tree: DIR.lock, held by whoever builds, so that
   // concurrent callers build once; DIR.users, shared by every process that
@@ -281,8 +284,8 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
     result.in_use = open_users(users_path);
     if (result.in_use.valid()) {
       if (flock(result.in_use.get(), LOCK_EX | LOCK_NB) == 0) {
-        UniqueFd lock(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
-        if (!lock.valid()) lock.reset(open(lock_path.c_str(), O_RDONLY | O_CLOEXEC));
+        UniqueFd lock(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
+        if (!lock.valid()) lock.reset(open(lock_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
         if (lock.valid() && flock(lock.get(), LOCK_EX | LOCK_NB) == 0) remove_leftovers(dir, true);
       }
       // Waits only while a build that found the tree unused swaps it.
@@ -293,7 +296,7 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
 
   std::string parent = dir.substr(0, dir.find_last_of('/'));
   TRY(mkdir_p(parent.empty() ? "/" : parent, 0755));
-  UniqueFd lock(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  UniqueFd lock(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
   if (!lock.valid()) return sys_error("open", lock_path);
   TRY(lock_build(lock.get(), lock_path));
   result.in_use = open_users(users_path);

@@ -70,18 +70,38 @@ long cpu_ticks(pid_t pid) {
 
 namespace {
 
+// This run's scratch directory, /tmp/nsbox-test-XXXXXX: named by mkdtemp,
+// so no other user can have made it or planted links in it (the tests run
+// as root and write where they point), and 0755, so that a sandbox's
+// unprivileged uid can reach what is beneath. Removed when the test binary
+// exits (not when a forked child does).
+const std::string& run_dir() {
+  // The path for the exit handler, in storage that outlives every
+  // std::string destroyed at exit.
+  static char made[32] = "/tmp/nsbox-test-XXXXXX";
+  static const std::string dir = [] {
+    if (mkdtemp(made) == nullptr || chmod(made, 0755) != 0) {
+      std::perror("mkdtemp /tmp/nsbox-test-XXXXXX");
+      std::abort();
+    }
+    static const pid_t owner = getpid();
+    std::atexit([] {
+      if (getpid() != owner) return;
+      std::string cmd = std::string("rm -rf '") + made + "'";
+      if (system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove %s\n", made);
+    });
+    return std::string(made);
+  }();
+  return dir;
+}
+
 // An unprivileged user may not be able to reach the build tree (CI may clone
 // under a 0700 home): give it copies in a world-readable temp dir.
 std::string unprivileged_copy(const std::string& path, mode_t mode) {
   static const std::string dir = [] {
-    std::string d = "/tmp/nsbox-unpriv-" + std::to_string(getpid());
+    std::string d = run_dir() + "/unpriv";
     mkdir(d.c_str(), 0755);
     chmod(d.c_str(), 0755);
-    // Tens of MiB of binaries: gone when the test binary exits.
-    std::atexit([] {
-      std::string cmd = "rm -rf /tmp/nsbox-unpriv-" + std::to_string(getpid());
-      if (system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove %s\n", cmd.c_str());
-    });
     return d;
   }();
   std::string base = path.substr(path.find_last_of('/') + 1);
@@ -320,8 +340,7 @@ bool wait_until(const std::function<bool()>& pred, int timeout_ms, const std::st
   return true;
 }
 
-TempDir::TempDir(const std::string& tag)
-    : path("/tmp/nsbox-test-" + tag + "-" + std::to_string(getpid())) {
+TempDir::TempDir(const std::string& tag) : path(run_dir() + "/" + tag) {
   remove();
 }
 
@@ -330,8 +349,8 @@ TempDir::~TempDir() {
 }
 
 void TempDir::remove() const {
-  std::string cmd =
-      "rm -rf '" + path + "' '" + path + ".toml' '" + path + ".log' '" + path + ".lock'";
+  std::string cmd = "rm -rf '" + path + "' '" + path + ".toml' '" + path + ".log' '" + path +
+                    ".lock' '" + path + ".users'";
   if (std::system(cmd.c_str()) != 0) std::fprintf(stderr, "could not remove %s\n", path.c_str());
 }
 

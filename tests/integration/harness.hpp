@@ -66,8 +66,9 @@ std::string proc_status(pid_t pid, const std::string& key);
 // A process's CPU time so far (utime + stime), in clock ticks; -1 if gone.
 long cpu_ticks(pid_t pid);
 
-// A directory for one test case, /tmp/nsbox-test-TAG-PID, and the PATH.toml,
-// PATH.log and PATH.lock that a daemon or a rootfs build writes beside it:
+// A directory for one test case, /tmp/nsbox-test-XXXXXX/TAG (one mkdtemp
+// directory per test run, 0755), and the PATH.toml, PATH.log, PATH.lock
+// and PATH.users that a daemon or a rootfs build writes beside it:
 // removed when made (a run killed earlier may have left them) and when the
 // test case ends, however it ends, so repeated runs do not fill /tmp.
 // Created by whoever uses it first.

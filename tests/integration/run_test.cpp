@@ -332,10 +332,10 @@ TEST_CASE("bad input gets exit 2 and says what is wrong") {
     CHECK(o.err.find("no built-in policy \"nope\"") != std::string::npos);
   }
   SUBCASE("bad policy file names file, line and key") {
-    std::string path = "/tmp/nsbox-bad-policy-" + std::to_string(getpid()) + ".toml";
+    nsbox::test::TempDir tmp("bad-policy");
+    const std::string path = tmp.path + ".toml";
     std::ofstream(path) << "[limits]\nmemroy_mb = 5\n[seccomp]\n[seccomp.allow]\na = [\"read\"]\n";
     Outcome o = nsbox_run("echo.py", {"--policy", path});
-    unlink(path.c_str());
     CHECK(o.exit_code == 2);
     CHECK(o.err.find(path + ":2:1: unknown key \"memroy_mb\"") != std::string::npos);
   }

@@ -163,7 +163,9 @@ TEST_CASE("terminal: nsbox logs and nsbox invoke show a function's bytes escaped
 }
 
 TEST_CASE("terminal: the relay loses nothing at exit and stops with the deadline") {
-  std::string fn = "/tmp/nsbox-terminal-chatty-" + std::to_string(getpid()) + ".py";
+  nsbox::test::TempDir tmp("terminal-chatty");
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  const std::string fn = tmp.path + "/chatty.py";
   std::ofstream(fn) << "import os, sys\n"
                        "def handler(event, context):\n"
                        "    line = b'x' * 1023 + b'\\n'\n"
@@ -187,7 +189,6 @@ TEST_CASE("terminal: the relay loses nothing at exit and stops with the deadline
   auto started = std::chrono::steady_clock::now();
   o = nsbox::test::run(s);
   auto took = std::chrono::steady_clock::now() - started;
-  unlink(fn.c_str());
   CHECK(o.exit_code == 124);
   CHECK(o.err.find("timed out after 1000 ms") != std::string::npos);
   CHECK(took < std::chrono::seconds(15));

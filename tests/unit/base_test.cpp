@@ -146,6 +146,52 @@ TEST_CASE("base/files: check_reachable_by_others names the first closed director
   CHECK(bool(nsbox::check_reachable_by_others(top + "/closed/inner")));
 }
 
+// Needs root to give directories to other users.
+TEST_CASE("base/files: check_private_ancestors refuses a path another user could swap" *
+          doctest::skip(geteuid() != 0)) {
+  TempDir d("ancestors");  // mkdtemp: ours, 0700, under sticky /tmp
+  const std::string& top = d.path;
+  auto refusal = [](const std::string& path) {
+    auto s = nsbox::check_private_ancestors(path);
+    return s ? std::string() : s.error().message();
+  };
+  CHECK(refusal(top + "/rootfs").empty());
+  // Missing levels: the nearest existing ancestor is the one that counts.
+  CHECK(refusal(top + "/a/b/rootfs").empty());
+  // Writable by others: sticky or not, it may not be the last.
+  for (mode_t mode : {0777, 01777, 0775}) {
+    INFO("mode ", nsbox::mode_octal(mode));
+    REQUIRE(mkdir((top + "/w").c_str(), 0700) == 0);
+    REQUIRE(chmod((top + "/w").c_str(), mode) == 0);
+    // Group root writing is root writing; any other group is another user.
+    if (mode == 0775) REQUIRE(chown((top + "/w").c_str(), 0, 100) == 0);
+    const std::string e = refusal(top + "/w/rootfs");
+    CHECK_MESSAGE(e.find(top + "/w (owner uid 0") != std::string::npos, e);
+    CHECK_MESSAGE(e.find("mode " + nsbox::mode_octal(mode)) != std::string::npos, e);
+    CHECK_MESSAGE(
+        e.find("lets another user rename or replace " + top + "/w/rootfs") != std::string::npos, e);
+    CHECK_MESSAGE(!refusal(top + "/w/not/yet/rootfs").empty(), "below a missing level too");
+    // A sticky one above the last passes (as /tmp does); a plain one does not.
+    REQUIRE(mkdir((top + "/w/own").c_str(), 0755) == 0);
+    CHECK((mode == 01777) == refusal(top + "/w/own/rootfs").empty());
+    REQUIRE(rmdir((top + "/w/own").c_str()) == 0);
+    REQUIRE(rmdir((top + "/w").c_str()) == 0);
+  }
+  REQUIRE(mkdir((top + "/g").c_str(), 0775) == 0);
+  REQUIRE(chmod((top + "/g").c_str(), 0775) == 0);
+  REQUIRE(chown((top + "/g").c_str(), 0, 0) == 0);
+  CHECK(refusal(top + "/g/rootfs").empty());
+  // Another user's directory, even closed to others.
+  REQUIRE(mkdir((top + "/theirs").c_str(), 0755) == 0);
+  REQUIRE(chown((top + "/theirs").c_str(), 65534, 65534) == 0);
+  CHECK_FALSE(refusal(top + "/theirs/rootfs").empty());
+  // A symlink is judged by where it leads.
+  REQUIRE(symlink((top + "/theirs").c_str(), (top + "/link").c_str()) == 0);
+  const std::string e = refusal(top + "/link/rootfs");
+  CHECK_MESSAGE(e.find(top + "/theirs (owner uid 65534") != std::string::npos, e);
+  CHECK_FALSE(refusal("relative/rootfs").empty());
+}
+
 TEST_CASE("base/spawn: each target gets its own source, even one that is another's target") {
   // Two pipes whose write ends sit at fds x and x+1; the child gets them
   // swapped. Copied in order without care, the first dup2 would overwrite
