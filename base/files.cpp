@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/auxv.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -97,6 +98,16 @@ Status check_reachable_by_others(const std::string& path) {
     }
   }
   return {};
+}
+
+bool refuse_setuid(const char* program) {
+  if (::getauxval(AT_SECURE) == 0) return false;
+  std::fprintf(stderr,
+               "%s: refusing to run set-uid or set-gid: it would read and run what the caller "
+               "names with the rights of its owner. Install it without the set-id bits "
+               "(chmod u-s,g-s) and run it with sudo\n",
+               program);
+  return true;
 }
 
 Status check_private_ancestors(const std::string& path) {

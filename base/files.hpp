@@ -24,6 +24,12 @@ Status ensure_dir(const std::string& path, mode_t mode);
 // first that does not, its mode, and the fix. path must be absolute.
 Status check_reachable_by_others(const std::string& path);
 
+// Set-uid or set-gid (AT_SECURE): nsbox reads policy files, rootfs trees
+// and tokens with the rights it runs with and runs what a caller names, so
+// a caller who gets those rights that way gets root. Prints why to stderr
+// and returns true: the caller exits.
+bool refuse_setuid(const char* program);
+
 // Whether only root and the caller can change what path names: every
 // directory above it, symlinks resolved, must belong to root or the caller
 // and be writable by no one else (group root aside). A sticky directory

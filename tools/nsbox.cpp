@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "base/files.hpp"
 #include "rootfs/rootfs.hpp"
 #include "tools/run_cmd.hpp"
 
@@ -114,6 +115,7 @@ int exec_http(char** argv) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (nsbox::refuse_setuid("nsbox")) return 2;
   if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;

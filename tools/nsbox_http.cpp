@@ -5,10 +5,12 @@
 #include <string>
 #include <vector>
 
+#include "base/files.hpp"
 #include "tools/client_cmd.hpp"
 #include "tools/serve_cmd.hpp"
 
 int main(int argc, char** argv) {
+  if (nsbox::refuse_setuid("nsbox")) return 2;
   if (argc < 2) {
     std::fprintf(stderr, "usage: nsbox serve|deploy|invoke|ls|rm|logs ...\n");
     return 2;

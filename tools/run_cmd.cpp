@@ -1,6 +1,7 @@
 #include "tools/run_cmd.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -56,7 +57,9 @@ std::vector<Option> run_options(RunOptions& o, bool* event_given) {
        "runtime rootfs (default: /var/lib/nsbox/rootfs as root,\n"
        "~/.local/share/nsbox/rootfs otherwise; built when missing or stale)",
        to(o.rootfs)},
-      {"no-isolation", 0, "", "run the same runner as a plain subprocess (the unisolated baseline)",
+      {"no-isolation", 0, "",
+       "run the same runner as a plain subprocess (the unisolated baseline;\n"
+       "as root it runs as nobody, 65534)",
        [&o](const std::string&) { o.no_isolation = true; }},
       {"factory", 0, "exec|template",
        "how the sandbox is made: exec a fresh interpreter (default), or clone\n"
@@ -198,6 +201,9 @@ struct PlainChild {
   ~PlainChild() { stop(); }
 };
 
+// Who an unisolated runner started by root runs as.
+constexpr unsigned kNobody = 65534;
+
 Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const std::string& fn,
                                 const std::string& handler, int output_fd) {
   ChannelEnds chan = TRY(make_channel());
@@ -225,6 +231,15 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     dup2(devnull, 0);
     signal(SIGPIPE, SIG_DFL);  // ignored dispositions survive exec
+    // Unisolated is not privileged: `sudo nsbox run --no-isolation` would
+    // otherwise run the function as host root, which no sandbox ever is.
+    if (geteuid() == 0 &&
+        (setgroups(0, nullptr) != 0 || setresgid(kNobody, kNobody, kNobody) != 0 ||
+         setresuid(kNobody, kNobody, kNobody) != 0)) {
+      dprintf(2, "nsbox: --no-isolation: could not drop root to uid %u: %s\n", kNobody,
+              strerror(errno));
+      _exit(127);
+    }
     execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }

@@ -278,6 +278,23 @@ TEST_CASE("results, logs, handlers and exceptions") {
     Outcome o = nsbox_run("echo.py", {"--no-isolation", "--event", "[3]"});
     REQUIRE_MESSAGE(o.exit_code == 0, o.err);
     CHECK(o.json()["event"] == nlohmann::json::array({3}));
+    // Never as root: as root it runs as nobody, with no groups.
+    nsbox::test::TempDir tmp("no-isolation-uid");
+    REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+    const std::string fn = tmp.path + "/ids.py";
+    std::ofstream(fn) << "import os\ndef handler(event, context):\n"
+                         "    return [os.getuid(), os.geteuid(), os.getgid(), os.getgroups()]\n";
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin(), "run", fn, "--no-isolation"};
+    Outcome ids = nsbox::test::run(s);
+    REQUIRE_MESSAGE(ids.exit_code == 0, ids.err);
+    const unsigned me = geteuid() == 0 ? 65534 : geteuid();
+    CHECK(ids.json()[0] == me);
+    CHECK(ids.json()[1] == me);
+    if (geteuid() == 0) {
+      CHECK(ids.json()[2] == 65534);
+      CHECK(ids.json()[3] == nlohmann::json::array());
+    }
   }
 }
 

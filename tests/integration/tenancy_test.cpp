@@ -376,3 +376,32 @@ TEST_CASE("nsbox run without HOME or XDG_RUNTIME_DIR refuses a /tmp/nsbox-UID no
   std::filesystem::remove_all(dir, ec);
   if (had) CHECK(::rename(aside.c_str(), dir.c_str()) == 0);
 }
+
+// A set-uid copy would read policy files, trees and tokens for its caller
+// with root's rights (a policy file's error quotes its lines) and run what
+// the caller names: both front-ends refuse to start that way.
+TEST_CASE("a set-uid nsbox refuses to run") {
+  nsbox::test::TempDir tmp("setuid");
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  for (const std::string name : {"nsbox", "nsbox-http"}) {
+    INFO(name);
+    const std::string bin = nsbox::test::nsbox_bin();
+    const std::string src = bin.substr(0, bin.find_last_of('/') + 1) + name;
+    const std::string copy = tmp.path + "/" + name;
+    REQUIRE(std::system(("cp '" + src + "' '" + copy + "'").c_str()) == 0);
+    REQUIRE(chown(copy.c_str(), 0, 0) == 0);
+    REQUIRE(chmod(copy.c_str(), 04755) == 0);
+    nsbox::test::RunSpec s;
+    s.argv = {copy, name == "nsbox" ? "run" : "ls", "--policy", "/etc/shadow"};
+    s.as_uid = kNobody;
+    Outcome o = nsbox::test::run(s);
+    CHECK(o.exit_code == 2);
+    CHECK_MESSAGE(o.err.find("refusing to run set-uid or set-gid") != std::string::npos, o.err);
+    CHECK(o.err.find("root:") == std::string::npos);
+    // The same binary without the bit runs for that user (and is refused
+    // /etc/shadow as that user).
+    REQUIRE(chmod(copy.c_str(), 0755) == 0);
+    o = nsbox::test::run(s);
+    CHECK(o.err.find("refusing to run set-uid") == std::string::npos);
+  }
+}
