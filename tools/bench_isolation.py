@@ -309,12 +309,20 @@ class Docker:
 
     def stop(self):
         if self.proc:
+            # Only the containerd our dockerd started (its child): the host
+            # may run one of its own, which is not ours to stop.
+            ours = subprocess.run(["pgrep", "-P", str(self.proc.pid), "-x", "containerd"],
+                                  capture_output=True, text=True).stdout.split()
             self.proc.terminate()
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
-            subprocess.run(["pkill", "-x", "containerd"])
+            for pid in ours:
+                try:
+                    os.kill(int(pid), signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
 
 
 def port_free_or_fail(port):

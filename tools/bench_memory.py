@@ -15,10 +15,12 @@ usage: sudo tools/bench_memory.py --server URL --token T [--functions 50]
 import argparse
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 
@@ -102,14 +104,18 @@ def main():
 
     runner = os.path.join(a.rootfs, "opt/nsbox/runner.py")
     procs, socks = [], []
-    with open("/tmp/nsbox-bench-mem-fn.py", "w") as f:
+    # A directory of our own: a fixed name in /tmp could be another user's
+    # file, which these root-run runners would then load.
+    scratch = tempfile.mkdtemp(prefix="nsbox-bench-mem-")
+    fn_path = os.path.join(scratch, "fn.py")
+    with open(fn_path, "w") as f:
         f.write(FN)
     for i in range(n):
         mine, theirs = socket.socketpair()
         p = subprocess.Popen(["/usr/bin/python3", "-I", "-S", runner, "--fd", str(theirs.fileno())],
                              pass_fds=[theirs.fileno()], stdout=subprocess.DEVNULL)
         theirs.close()
-        r = frame(mine, {"type": "load", "function": "/tmp/nsbox-bench-mem-fn.py",
+        r = frame(mine, {"type": "load", "function": fn_path,
                          "handler": "handler"})
         assert r.get("type") == "ready", r
         frame(mine, {"type": "invoke", "id": "1", "context": {}}, b"{}")
@@ -123,6 +129,7 @@ def main():
         s.close()
     for p in procs:
         p.wait(timeout=10)
+    shutil.rmtree(scratch, ignore_errors=True)
     for i in range(n):
         request("DELETE", f"{a.server}/functions/mem{i}", None, a.token)
 
