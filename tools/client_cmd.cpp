@@ -23,7 +23,9 @@
 #include <sstream>
 
 #include "base/limits.hpp"
+#include "base/listeners.hpp"
 #include "base/terminal_escape.hpp"
+#include "gateway/host_check.hpp"
 #include "gateway/http_status.hpp"
 #include "gateway/registry.hpp"
 #include "tools/args.hpp"
@@ -350,6 +352,35 @@ bool find_token(const Args& a, Token* t) {
   } else if (e != ENOENT) {
     t->default_file_unreadable = true;
   }
+  return true;
+}
+
+// The token found in the daemon's default state dir goes only to the
+// daemon that wrote it: one on a loopback address whose listening socket
+// belongs to the token file's owner. Any local user may bind 127.0.0.1:8080
+// while the daemon restarts, and --server may name any host; the admin
+// token must not go to either just because it could be read. Named
+// explicitly (--token, --token-file, NSBOX_TOKEN), it goes where told.
+// Returns false (message printed) to refuse.
+bool default_token_may_go(const Token& t, const ServerUrl& url) {
+  if (t.source != kDefaultTokenFile || t.value.empty()) return true;
+  auto refuse = [&](const std::string& why) {
+    std::fprintf(stderr,
+                 "nsbox: not sending the token in %s to %s: %s. Pass --token-file %s to send "
+                 "it there anyway\n",
+                 kDefaultTokenFile, url.display.c_str(), why.c_str(), kDefaultTokenFile);
+    return false;
+  };
+  const bool v6 = url.host.find(':') != std::string::npos;
+  if (!is_loopback_name(host_name_of(v6 ? "[" + url.host + "]" : url.host)))
+    return refuse("it is sent without being asked for only to a daemon on this host's loopback");
+  struct stat st;
+  if (::stat(kDefaultTokenFile, &st) != 0) return true;
+  for (uid_t uid : loopback_listener_uids(url.port))
+    if (uid != st.st_uid)
+      return refuse("the socket listening on port " + std::to_string(url.port) +
+                    " belongs to uid " + std::to_string(uid) + ", not to the daemon's uid " +
+                    std::to_string(st.st_uid) + " that wrote the token");
   return true;
 }
 
@@ -699,6 +730,7 @@ int cmd_client(const std::string& cmd, const std::vector<std::string>& args) {
   if (!url) return usage_error(cmd, "--server: " + url_err);
   c.url = *url;
   if (!find_token(a, &c.token)) return kUsage;
+  if (!default_token_may_go(c.token, c.url)) return kUsage;
   if (cmd == "deploy") return do_deploy(c, a);
   if (cmd == "invoke") return do_invoke(c, a);
   if (cmd == "ls") return do_ls(c, a);

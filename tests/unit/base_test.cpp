@@ -1,18 +1,24 @@
 // base/: the helpers every component shares.
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
+#include <cstring>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "base/clock.hpp"
 #include "base/digest.hpp"
 #include "base/files.hpp"
 #include "base/hash.hpp"
+#include "base/listeners.hpp"
 #include "base/log.hpp"
 #include "base/spawn.hpp"
 #include "tests/unit/temp_dir.hpp"
@@ -190,6 +196,70 @@ TEST_CASE("base/files: check_private_ancestors refuses a path another user could
   const std::string e = refusal(top + "/link/rootfs");
   CHECK_MESSAGE(e.find(top + "/theirs (owner uid 65534") != std::string::npos, e);
   CHECK_FALSE(refusal("relative/rootfs").empty());
+}
+
+namespace {
+
+// A socket listening on addr (IPv4 or IPv6 text), port chosen by the
+// kernel; its port, or -1.
+int listen_on(const char* addr, int* port) {
+  const bool v6 = std::strchr(addr, ':') != nullptr;
+  int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (v6) {
+    auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
+    a->sin6_family = AF_INET6;
+    inet_pton(AF_INET6, addr, &a->sin6_addr);
+    len = sizeof *a;
+  } else {
+    auto* a = reinterpret_cast<sockaddr_in*>(&ss);
+    a->sin_family = AF_INET;
+    inet_pton(AF_INET, addr, &a->sin_addr);
+    len = sizeof *a;
+  }
+  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 || listen(fd, 1) != 0)
+    return -1;
+  len = sizeof ss;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len);
+  *port = ntohs(v6 ? reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port
+                   : reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  return fd;
+}
+
+}  // namespace
+
+TEST_CASE("base/listeners: the owner of a loopback or wildcard listener, IPv4 and IPv6") {
+  for (const char* addr : {"127.0.0.1", "0.0.0.0", "::1", "::"}) {
+    INFO(addr);
+    int port = 0;
+    int fd = listen_on(addr, &port);
+    REQUIRE(fd >= 0);
+    auto uids = nsbox::loopback_listener_uids(port);
+    CHECK(uids == std::vector<uid_t>{geteuid()});
+    close(fd);
+    CHECK(nsbox::loopback_listener_uids(port).empty());
+  }
+  if (geteuid() != 0) return;
+  // Another user's: what a client must not send root's token to.
+  int p[2];
+  REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+  pid_t child = fork();
+  REQUIRE(child >= 0);
+  if (child == 0) {
+    int port = 0;
+    if (setresuid(65534, 65534, 65534) != 0 || listen_on("127.0.0.1", &port) < 0) _exit(1);
+    (void)!write(p[1], &port, sizeof port);
+    pause();
+    _exit(0);
+  }
+  close(p[1]);
+  int port = 0;
+  REQUIRE(read(p[0], &port, sizeof port) == sizeof port);
+  close(p[0]);
+  CHECK(nsbox::loopback_listener_uids(port) == std::vector<uid_t>{65534});
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
 }
 
 TEST_CASE("base/spawn: each target gets its own source, even one that is another's target") {
