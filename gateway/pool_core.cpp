@@ -120,6 +120,16 @@ bool PoolCore::room_once_dying_gone(uint64_t memory) const {
          memory_ - dying_memory_ + memory <= limits_.memory_budget_bytes;
 }
 
+bool PoolCore::eviction_can_make_room(uint64_t memory) const {
+  // What no eviction frees: leased sandboxes (and slots being spawned for
+  // leases) and those already dying. When they alone leave no room, every
+  // eviction would cost its function a cold start and buy nothing: one
+  // request for a large function could empty the pool of warm sandboxes
+  // and still time out.
+  return busy_ + dying_ < limits_.max_sandboxes &&
+         busy_memory_ + dying_memory_ + memory <= limits_.memory_budget_bytes;
+}
+
 void PoolCore::wake_capacity(Wakes& wakes) const {
   // Only functions under their own cap: the waiters of a function at its cap
   // wait for one of its own sandboxes (release wakes them), and waking them
@@ -311,7 +321,7 @@ PoolCore::Step PoolCore::acquire_step(const std::string& name, uint64_t deploy, 
     // a blank of another profile; unless those already being destroyed
     // will make it, then wait for the janitor (it wakes every waiter).
     // Not on the last try: the room would come too late for us.
-    if (!last_try && !room_once_dying_gone(memory) &&
+    if (!last_try && !room_once_dying_gone(memory) && eviction_can_make_room(memory) &&
         (evict_lru(st.wakes) || drop_blank(profile, st.wakes)))
       return done(Step::Retry);
   }
@@ -385,7 +395,8 @@ PoolCore::Step PoolCore::blank_step(uint32_t profile, bool last_try) {
     memory_ += memory;
     busy_memory_ += memory;
     st.kind = Step::Spawn;
-  } else if (!last_try && !room_once_dying_gone(memory) && evict_lru(st.wakes)) {
+  } else if (!last_try && !room_once_dying_gone(memory) && eviction_can_make_room(memory) &&
+             evict_lru(st.wakes)) {
     st.kind = Step::Retry;
   } else {
     st.kind = last_try ? Step::Timeout : Step::Wait;

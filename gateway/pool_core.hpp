@@ -337,6 +337,10 @@ class PoolCore {
   // Whether the sandboxes already being destroyed will leave room for one
   // more of this size: then the caller waits rather than evicts another.
   bool room_once_dying_gone(uint64_t memory) const;
+  // Whether evicting every idle sandbox, blank and template could leave
+  // room for one more of this size: if not, the caller waits and evicts
+  // nothing.
+  bool eviction_can_make_room(uint64_t memory) const;
   bool fits(uint64_t memory) const;
   void wake_capacity(Wakes& wakes) const;  // a slot or blank: one waiter per function under its cap
   void wake_everyone(Wakes& wakes) const;

@@ -198,6 +198,39 @@ TEST_CASE("pool core: the memory budget is never exceeded; idle sandboxes are ev
   CHECK(has(e.last.wakes.one, "e"));  // a wake-up that raced the deadline is passed on
 }
 
+TEST_CASE("pool core: no eviction when leased sandboxes alone leave no room for the request") {
+  PoolLimits l = limits(100);
+  l.memory_budget_bytes = 10 * kMem;
+  PoolCore core(l, {kMem});
+  warm(core, "a", 1, 1);
+  warm(core, "b", 2, 2);
+  warm(core, "c", 3, 3);
+  Request held(core, "a", 1);
+  REQUIRE(held.run(9) == PoolCore::Step::Warm);  // a is busy: 2 of the budget's 10 leased
+  // 9 more can never fit beside the busy one: evicting b and c would only
+  // make them cold, and the request would time out all the same.
+  Request big(core, "big", 4, 9 * kMem + 1);
+  CHECK(big.run(4) == PoolCore::Step::Wait);
+  CHECK(big.run(4, true) == PoolCore::Step::Timeout);
+  PoolStats s = core.stats();
+  CHECK(s.evictions == 0);
+  CHECK(s.idle == 2);
+  CHECK(core.take_doomed().empty());
+  // The same for a blank lease of a profile that large.
+  PoolCore blanks(l, {kMem, 9 * kMem + 1});
+  warm(blanks, "a", 1, 1);
+  warm(blanks, "b", 2, 2);
+  Request busy(blanks, "a", 1);
+  REQUIRE(busy.run(9) == PoolCore::Step::Warm);
+  CHECK(blanks.blank_step(1, false).kind == PoolCore::Step::Wait);
+  CHECK(blanks.stats().evictions == 0);
+  // Once the leased one is back, evicting makes room: then it evicts.
+  core.release(std::move(held.lease), true, kT0, true);
+  Request again(core, "big", 4, 9 * kMem);
+  CHECK(again.run(4) == PoolCore::Step::Wait);
+  CHECK(core.stats().evictions >= 1);
+}
+
 TEST_CASE("pool core: admission refuses past the queue caps, per function and in total") {
   PoolLimits l = limits(8);
   l.queue_per_function = 2;
