@@ -373,13 +373,23 @@ Setup wait_for_setup(int sock) {
       // it can never fork again, so it is killed, instances and all, then
       // thawed (a v1-frozen PID 1 dies once thawed). Thawed alone, a runner
       // that hung up on purpose would run its module body's threads
-      // unfrozen for good.
+      // unfrozen for good. Then destroyed here, not when the gateway next
+      // asks it to fork (which may be never): its PID 1 would stay a
+      // zombie holding its uid slot, and its leaves would stay. The
+      // gateway's fork then fails ("no such function template") and drops
+      // it; its destroy finds nothing left to do.
       for (uint64_t t : frozen_templates.hung_up())
         if (auto it = sandboxes.find(t); it != sandboxes.end()) {
           LOG_WARN("function template %s%llu hung up its fork socket (gone, or closed it): killed",
                    prefix.c_str(), (unsigned long long)t);
           it->second.kill();
           (void)it->second.set_frozen(false);
+          fork_socks.erase(t);
+          if (Status s = it->second.destroy(); !s)
+            LOG_WARN("function template %s%llu: %s", prefix.c_str(), (unsigned long long)t,
+                     s.error().message().c_str());
+          sandboxes.erase(it);
+          families.erase(t);  // its instances hold the family until their leaves go
         }
     }
     if (ready > 0 && npfd == 3 && pfd[2].revents) netns_maker.collect();

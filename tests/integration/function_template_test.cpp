@@ -372,10 +372,31 @@ TEST_CASE("serve: a function template that dies costs no request and is made aga
   // its PID 1 cannot see the runner die, the spawner's watch must.
   REQUIRE(nsbox::test::wait_until([&] { return cgroup2_frozen(p.runner); }, 5000,
                                   "the template frozen"));
+  // Its PID 1 and the template's cgroup2 leaf, to see them go.
+  const pid_t pid1 = std::stoi(proc_status(p.runner, "PPid"));
+  std::string leaf;
+  {
+    std::istringstream in(read_text("/proc/" + std::to_string(pid1) + "/cgroup"));
+    for (std::string line; std::getline(in, line);)
+      if (line.rfind("0::", 0) == 0) leaf = line.substr(3);
+  }
+  REQUIRE(!leaf.empty());
+  auto leaf_exists = [&] {
+    for (const std::string mount : {"/sys/fs/cgroup/unified", "/sys/fs/cgroup"})
+      if (access((mount + leaf + "/cgroup.procs").c_str(), F_OK) == 0) return true;
+    return false;
+  };
+  REQUIRE(leaf_exists());
   // Its runner killed: its sandbox ends, and the idle instance with it.
   REQUIRE(kill(p.runner, SIGKILL) == 0);
   REQUIRE(nsbox::test::wait_until([] { return template_procs().instances.empty(); }, 5000,
                                   "the instances gone"));
+  // Cleaned up by the spawner at once, not at the function's next request
+  // (which may never come): no zombie PID 1 holding its uid slot, no leaf.
+  CHECK(nsbox::test::wait_until([&] { return kill(pid1, 0) != 0; }, 5000,
+                                "the template's PID 1 reaped"));
+  CHECK(
+      nsbox::test::wait_until([&] { return !leaf_exists(); }, 5000, "the template's leaf removed"));
   for (int i = 0; i < 3; i++) {
     json r = invoke(d, "slow", in_sandbox({}), &status);
     CHECK_MESSAGE(status == 200, i, " ", r.dump(), d.log());
