@@ -51,8 +51,8 @@ std::vector<Option> run_options(RunOptions& o, bool* event_given) {
       {"policy", 0, "NAME|FILE", "built-in policy (default, strict) or a policy .toml file",
        to(o.policy)},
       {"memory", 0, "SIZE", "memory limit, e.g. 64M, 1G (a bare number is MiB)", to(o.memory)},
-      {"timeout", 0, "DUR", "wall-clock timeout, e.g. 500ms, 3s (a bare number is seconds)",
-       to(o.timeout)},
+      {"timeout", 0, "DUR",
+       "wall-clock timeout, e.g. 500ms, 3s (a bare number is seconds; at most 15m)", to(o.timeout)},
       {"rootfs", 0, "DIR",
        "runtime rootfs (default: /var/lib/nsbox/rootfs as root,\n"
        "~/.local/share/nsbox/rootfs otherwise; built when missing or stale)",
@@ -284,7 +284,23 @@ int cmd_run(const std::vector<std::string>& args) {
   // turn a 5000-digit integer into null, and serialising a deeply nested
   // one recurses once per level).
   std::string event_text = o.event;
-  if (o.event == "-") event_text.assign(std::istreambuf_iterator<char>(std::cin), {});
+  if (o.event == "-") {
+    // Read up to one byte past the limit: an endless stdin is refused, not
+    // held in memory.
+    event_text.clear();
+    char buf[65536];
+    while (event_text.size() <= kMaxPayload + 3) {  // + a byte order mark
+      ssize_t n = read(STDIN_FILENO, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0)
+        return fail(kExitUsage, std::string("--event -: reading stdin: ") + strerror(errno));
+      if (n == 0) break;
+      event_text.append(buf, size_t(n));
+    }
+    if (event_text.size() > kMaxPayload + 3)
+      return fail(kExitUsage, "--event -: stdin holds more than the limit of " +
+                                  std::to_string(kMaxPayload) + " bytes");
+  }
   if (!json::accept(event_text))
     return fail(kExitUsage,
                 "--event is not valid JSON: " +
@@ -309,7 +325,9 @@ int cmd_run(const std::vector<std::string>& args) {
   if (o.timeout) {
     auto t = parse_duration_ms(*o.timeout);
     if (!t) return fail(kExitUsage, "--timeout " + t.error().detail);
-    policy.limits.wall_ms = static_cast<uint32_t>(std::min<uint64_t>(t.value(), 900000));
+    // The daemon's bound too (?timeout= up to 15m): said, not silently cut.
+    if (t.value() > 900000) return fail(kExitUsage, "--timeout " + *o.timeout + ": at most 15m");
+    policy.limits.wall_ms = static_cast<uint32_t>(t.value());
   }
 
   std::string rootfs;

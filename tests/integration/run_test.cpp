@@ -359,6 +359,22 @@ TEST_CASE("bad input gets exit 2 and says what is wrong") {
   SUBCASE("bad --memory and --timeout") {
     CHECK(nsbox_run("echo.py", {"--memory", "lots"}).exit_code == 2);
     CHECK(nsbox_run("echo.py", {"--timeout", "-1"}).exit_code == 2);
+    // Over the daemon's bound: refused by name, not cut to it in silence.
+    Outcome o = nsbox_run("echo.py", {"--timeout", "16m"});
+    CHECK(o.exit_code == 2);
+    CHECK_MESSAGE(o.err.find("--timeout 16m: at most 15m") != std::string::npos, o.err);
+  }
+  SUBCASE("an event on stdin past the limit is refused without reading it all") {
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin(), "run", nsbox::test::probe("echo.py"), "--event", "-"};
+    s.stdin_text = "[" + std::string(7 << 20, ' ') + "]";
+    Outcome o = nsbox::test::run(s);
+    CHECK(o.exit_code == 2);
+    CHECK_MESSAGE(o.err.find("stdin holds more than the limit") != std::string::npos, o.err);
+    s.stdin_text = "[1, 2]";
+    o = nsbox::test::run(s);
+    CHECK_MESSAGE(o.exit_code == 0, o.err);
+    CHECK(o.json()["event"] == nlohmann::json::array({1, 2}));
   }
   SUBCASE("unknown option") {
     Outcome o = nsbox_run("echo.py", {"--frobnicate"});
