@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -30,6 +31,7 @@
 #include "sandbox/template.hpp"
 #include "tools/args.hpp"
 #include "tools/output_relay.hpp"
+#include "tools/stop_signals.hpp"
 
 namespace nsbox {
 
@@ -231,6 +233,9 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
     dup2(devnull, 0);
     signal(SIGPIPE, SIG_DFL);  // ignored dispositions survive exec
+    sigset_t none;             // and so do blocked ones (the stop signals)
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
     // Unisolated is not privileged: `sudo nsbox run --no-isolation` would
     // otherwise run the function as host root, which no sandbox ever is.
     if (geteuid() == 0 &&
@@ -348,6 +353,10 @@ int cmd_run(const std::vector<std::string>& args) {
   // Held until the function ends: a rebuild meanwhile keeps the tree that
   // its overlay reads.
   const UniqueFd rootfs_in_use = std::move(built.value().in_use);
+  // From here on something is made that must be removed: a stop signal
+  // kills the sandbox and the run ends the ordinary way (the rootfs build
+  // above stops on its own).
+  watch_stop_signals();
 
   // The function's fds 1 and 2: a pipe we copy to our stderr, never the
   // terminal itself.
@@ -417,6 +426,16 @@ int cmd_run(const std::vector<std::string>& args) {
     to_runner = sandbox.channel().to_runner.get();
     from_runner = sandbox.channel().from_runner.get();
     if (o.verbose) LOG_INFO("setup: %s", format_timings(sandbox.timings()).c_str());
+  }
+  UniqueFd plain_pidfd;
+  if (o.no_isolation) {
+    // By pidfd: the main thread may reap it first, and its pid be reused.
+    plain_pidfd.reset(static_cast<int>(syscall(SYS_pidfd_open, plain.pid, 0)));
+    on_stop_signal([fd = plain_pidfd.get()] {
+      if (fd >= 0) syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0);
+    });
+  } else {
+    on_stop_signal([&sandbox] { sandbox.kill(); });
   }
   relay.close_write_fd();
   if (auto r = relay.start(); !r) return fail(kExitSetup, r.error().message());
@@ -541,7 +560,10 @@ int cmd_run(const std::vector<std::string>& args) {
                 (monotonic_us() - t_ready) / 1e3);
     return verdict(res);
   };
-  RunEnd end = converse();
+  // A signal that came during setup found nothing to kill yet.
+  if (stop_signal()) on_stop_signal(nullptr);
+  RunEnd end = stop_signal() ? RunEnd{} : converse();
+  on_stop_signal(nullptr);  // before the sandbox it acts on goes
 
   // The function goes first (a sandbox's last process gone closes the
   // pipe), then what is left in the pipe, then the verdict.
@@ -550,6 +572,10 @@ int cmd_run(const std::vector<std::string>& args) {
   else if (auto d = sandbox.destroy(); !d)
     LOG_WARN("%s", d.error().message().c_str());
   relay.finish(kRelayGraceMs);
+  if (int sig = stop_signal()) {
+    std::fprintf(stderr, "nsbox: stopped by %s; the sandbox is gone\n", strsignal(sig));
+    return die_of(sig);
+  }
   if (!end.out.empty()) write_for_display(STDOUT_FILENO, end.out);
   if (!end.err.empty()) fail(end.code, end.err);
   return end.code;

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -288,6 +289,56 @@ TEST_CASE("kill -9 of nsbox run ends its busy sandbox") {
   kill(run, SIGKILL);
   waitpid(run, nullptr, 0);
   check_no_residue(before);
+}
+
+TEST_CASE("nsbox run stopped by SIGTERM, SIGINT or SIGHUP removes its sandbox itself") {
+  auto before = nsbox::test::host_residue();
+  REQUIRE(before.sandbox_procs == 0);
+  nsbox::test::TempDir tmp("stop-signals");
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
+    INFO(strsignal(sig));
+    const std::string err_path = tmp.path + "/err-" + std::to_string(sig);
+    pid_t run = fork();
+    if (run == 0) {
+      int null = open("/dev/null", O_WRONLY);
+      int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      dup2(null, 1);
+      dup2(err, 2);
+      std::string bin = nsbox::test::nsbox_bin(), probe = nsbox::test::probe("spin.py");
+      execl(bin.c_str(), bin.c_str(), "run", probe.c_str(), "--timeout", "60s", nullptr);
+      _exit(127);
+    }
+    REQUIRE(run > 0);
+    const std::string leaf = "run-" + std::to_string(run);
+    auto has_leaf = [&](const nsbox::test::HostResidue& r) {
+      for (const auto& l : r.describe_leaves)
+        if (l.find(leaf) != std::string::npos) return true;
+      return false;
+    };
+    bool spinning = wait_until(
+        [&] {
+          auto r = nsbox::test::host_residue();
+          return r.describe_procs.find("[R") != std::string::npos && has_leaf(r);
+        },
+        30000, "the sandbox's runner to spin");
+    CHECK(spinning);
+    kill(run, sig);
+    int status = 0;
+    REQUIRE(waitpid(run, &status, 0) == run);
+    // Died of the signal, as a shell expects of an interrupted command...
+    CHECK(WIFSIGNALED(status));
+    if (WIFSIGNALED(status)) CHECK(WTERMSIG(status) == sig);
+    // ...once its sandbox was gone: leaves removed by the run itself, not
+    // left for the next run's sweep.
+    auto after = nsbox::test::host_residue();
+    CHECK(after.sandbox_procs == 0);
+    CHECK_FALSE(has_leaf(after));
+    CHECK(after.mounts == before.mounts);
+    std::ifstream err(err_path);
+    std::string text((std::istreambuf_iterator<char>(err)), {});
+    CHECK_MESSAGE(text.find("stopped by") != std::string::npos, text);
+  }
 }
 
 TEST_CASE("serve: kill -9 of the daemon ends its sandboxes, busy or idle") {
