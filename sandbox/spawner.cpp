@@ -343,11 +343,11 @@ Setup wait_for_setup(int sock) {
   // Each is an fd only: nothing names it, and it goes with its last holder.
   constexpr size_t kNetnsAhead = 4;
   NetnsMaker netns_maker;
-  constexpr uint64_t kIdleMs = 5000;
-  uint64_t idle_at = monotonic_ms() + kIdleMs;
+  constexpr uint64_t kMaintainMs = 5000;
+  uint64_t maintain_at = monotonic_ms() + kMaintainMs;
   size_t leaves_left = 0;  // of ended sandboxes, whose removal failed so far
   for (;;) {
-    // Every few idle seconds, sweep leaves that an earlier, killed spawner
+    // Every few seconds, sweep leaves that an earlier, killed spawner
     // could not remove while its sandboxes were still dying.
     struct pollfd pfd[3] = {{sock, POLLIN, 0}, {frozen_templates.fd(), POLLIN, 0}, {-1, 0, 0}};
     nfds_t npfd = 2;
@@ -364,10 +364,17 @@ Setup wait_for_setup(int sock) {
       }
       continue;
     }
-    // Idle means five seconds without a request: the maker's deliveries
-    // wake us without putting that off.
+    // Maintenance (below, ready == 0) every five seconds, in the first
+    // moment without a request once due. Requests do not put it off: a
+    // steady trickle of them (one every few seconds) kept it from ever
+    // running, and with it the removal of leaves left behind and the
+    // reaping of strays. Overdue by as much again under a queue that never
+    // empties, it goes first.
     const uint64_t now = monotonic_ms();
-    const int ready = poll(pfd, npfd, idle_at > now ? static_cast<int>(idle_at - now) : 0);
+    const int ready =
+        now >= maintain_at + kMaintainMs
+            ? 0
+            : poll(pfd, npfd, maintain_at > now ? static_cast<int>(maintain_at - now) : 0);
     if (ready > 0 && pfd[1].revents) {
       // Its runner closed or shut down its end of the socket, or is gone:
       // it can never fork again, so it is killed, instances and all, then
@@ -395,10 +402,10 @@ Setup wait_for_setup(int sock) {
     if (ready > 0 && npfd == 3 && pfd[2].revents) netns_maker.collect();
     if (ready > 0 && !pfd[0].revents) continue;
     if (ready == 0) {
-      idle_at = monotonic_ms() + kIdleMs;
+      maintain_at = monotonic_ms() + kMaintainMs;
       if (use_cgroups) {
         cgroup_sweep_stale(layout);
-        // Said when the count changes, not every idle spell.
+        // Said when the count changes, not every round.
         if (size_t left = cgroup_retry_left_behind(); left != leaves_left) {
           if (left) LOG_WARN("%zu cgroup leaves of ended sandboxes still cannot be removed", left);
           leaves_left = left;
@@ -411,7 +418,6 @@ Setup wait_for_setup(int sock) {
       reap_strays(sandboxes, setup.templates.get(), netns_maker.pid());
       continue;
     }
-    idle_at = monotonic_ms() + kIdleMs;
     Request req;
     int none[2];
     ssize_t n = recv_with_fds(sock, &req, sizeof req, none, 0);
