@@ -88,9 +88,11 @@ Status ForkedInstance::destroy() {
   (void)join_.destroy();  // never settled: what is in it goes with the instance
   Status s = leaf_.valid() ? leaf_.destroy() : Status{};
   // Its room goes only with its leaf: a leaf left behind may still hold
-  // a process.
-  if (family_ && s) {
-    family_->shrink(limits_);
+  // a process, so the family keeps that room for good. Dropped either way:
+  // the leaf no longer counts as ours (valid() is false once destroy has
+  // run), and a second destroy (the destructor's) must not shrink it then.
+  if (family_) {
+    if (s) family_->shrink(limits_);
     family_.reset();
   }
   return s;
