@@ -491,8 +491,10 @@ void report_server_error(const Ctx& c, int status, const std::string& body,
 }
 
 int unexpected_reply(const Ctx& c, int status, const std::string& why) {
-  std::fprintf(stderr, "nsbox: unexpected answer from %s (status %d): %s\n", c.url.display.c_str(),
-               status, why.c_str());
+  // why quotes the answer: whatever answers on that port wrote it.
+  std::fflush(stderr);
+  write_for_display(STDERR_FILENO, "nsbox: unexpected answer from " + c.url.display + " (status " +
+                                       std::to_string(status) + "): " + why + "\n");
   return kUnreachable;
 }
 
@@ -570,8 +572,9 @@ int do_deploy(Ctx& c, const Args& a) {
   }
   const json& v = j["version"];
   std::string version = v.is_string() ? v.get<std::string>() : v.dump();
-  std::printf("Deployed at %s (version: %s)\n", j["url"].get<std::string>().c_str(),
-              version.c_str());
+  std::fflush(stdout);
+  write_for_display(STDOUT_FILENO,
+                    "Deployed at " + j["url"].get<std::string>() + " (version: " + version + ")\n");
   return kOk;
 }
 
@@ -671,14 +674,16 @@ int do_ls(Ctx& c, const Args& a) {
   std::vector<size_t> width(5, 0);
   for (const auto& r : rows)
     for (size_t i = 0; i < r.size(); i++) width[i] = std::max(width[i], r[i].size());
+  std::string table;
   for (const auto& r : rows) {
-    std::string line;
     for (size_t i = 0; i < r.size(); i++) {
-      line += r[i];
-      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
+      table += r[i];
+      if (i + 1 < r.size()) table += std::string(width[i] - r[i].size() + 2, ' ');
     }
-    std::printf("%s\n", line.c_str());
+    table += "\n";
   }
+  std::fflush(stdout);
+  write_for_display(STDOUT_FILENO, table);  // the cells are the server's text
   return kOk;
 }
 

@@ -193,3 +193,49 @@ TEST_CASE("terminal: the relay loses nothing at exit and stops with the deadline
   CHECK(o.err.find("timed out after 1000 ms") != std::string::npos);
   CHECK(took < std::chrono::seconds(15));
 }
+
+// Whatever answers on the server's port writes what deploy and ls print
+// (a squatter on 127.0.0.1:8080 while the daemon restarts, say): on a
+// terminal it is escaped like a function's output.
+TEST_CASE("terminal: what a server answers to deploy and ls is escaped on a terminal") {
+  httplib::Server fake;
+  fake.Put("/functions/x", [](const httplib::Request&, httplib::Response& res) {
+    res.status = 201;
+    res.set_content(R"({"name":"x","version":1,"url":"http://h/\u001b]0;pwned\u0007"})",
+                    "application/json");
+  });
+  fake.Get("/functions", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(R"({"functions":[{"name":"a\u001b[2J","version":1,"handler":"h\u009b31m"}]})",
+                    "application/json");
+  });
+  const int port = fake.bind_to_any_port("127.0.0.1");
+  REQUIRE(port > 0);
+  std::thread server([&] { fake.listen_after_bind(); });
+  nsbox::test::TempDir src("terminal-fake");
+  REQUIRE(mkdir(src.path.c_str(), 0755) == 0);
+  const std::string fn = src.path + "/fn.py";
+  std::ofstream(fn) << "def handler(event, context):\n    return 1\n";
+  auto cli = [&](std::vector<std::string> args) {
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin()};
+    s.argv.insert(s.argv.end(), args.begin(), args.end());
+    s.argv.insert(s.argv.end(), {"--server", "http://127.0.0.1:" + std::to_string(port)});
+    s.env = {"NSBOX_TOKEN=some-token-0123456789"};
+    return s;
+  };
+  PtyOutcome deployed = nsbox::test::run_on_pty(cli({"deploy", "x", fn}));
+  PtyOutcome listed = nsbox::test::run_on_pty(cli({"ls"}));
+  fake.stop();
+  server.join();
+  INFO("deploy: " << visible(deployed.screen));
+  INFO("ls: " << visible(listed.screen));
+  CHECK(deployed.exit_code == 0);
+  CHECK(listed.exit_code == 0);
+  for (const auto* o : {&deployed, &listed}) {
+    CHECK_FALSE(has(o->screen, "\x1b"));
+    CHECK_FALSE(has(o->screen, "\x07"));
+    CHECK_FALSE(has(o->screen, "\xc2\x9b"));
+  }
+  CHECK(has(deployed.screen, "Deployed at http://h/\\x1b]0;pwned\\x07"));
+  CHECK(has(listed.screen, "a\\x1b[2J"));
+}
