@@ -87,7 +87,7 @@ struct FdParking::Keeper {
 };
 
 // Under mu_. Killed so that what it holds is closed, not kept by a hung
-// keeper; reaped later (keeper_with_room, ~FdParking).
+// keeper; reaped later (find_room, ~FdParking).
 void FdParking::mark_dead(Keeper& k) {
   if (!k.alive) return;
   k.alive = false;
@@ -155,7 +155,11 @@ Status FdParking::may_start() const {
 Result<size_t> FdParking::keeper_with_room(uint32_t nfds) {
   if (size_t i = find_room(nfds); i != SIZE_MAX) return i;
   TRY(may_start());
-  return add_keeper(TRY(start_keeper()));
+  // Not started here: this runs under the pool's lock, and a start may take
+  // up to kHelloTimeoutMs, during which every acquire and release in the
+  // daemon would wait. The freezer's next prepare() starts one unlocked;
+  // until then the sandbox is frozen on a later pass (EAGAIN).
+  return Error(EAGAIN, "park", "no fd keeper has room; one is started before the next pass");
 }
 
 size_t FdParking::add_keeper(std::unique_ptr<Keeper> k) {

@@ -459,12 +459,14 @@ Wakes PoolCore::template_made(const std::string& name, uint64_t deploy, uint64_t
   templates_--;
   templates_memory_ -= memory;
   if (!w) {
-    // Not made (a factory without templates, or no resources): the
-    // function goes on without one until its next deploy.
+    // Not made (a factory without templates, or no resources for now):
+    // counted like a template that died, so that a passing shortage does
+    // not cost every later cold start its import until the next deploy;
+    // the third gives up on it for this deploy.
     total_--;
     memory_ -= memory;
     spawn_failures_++;
-    fn.template_failed = deploy;
+    if (++fn.template_deaths >= 3) fn.template_failed = deploy;
     wake_capacity(wakes);
   } else {
     spawned_++;

@@ -355,8 +355,8 @@ int cmd_run(const std::vector<std::string>& args) {
   const UniqueFd rootfs_in_use = std::move(built.value().in_use);
   // From here on something is made that must be removed: a stop signal
   // kills the sandbox and the run ends the ordinary way (the rootfs build
-  // above stops on its own).
-  watch_stop_signals();
+  // above stops on its own). Held pending until the sandbox exists.
+  block_stop_signals();
 
   // The function's fds 1 and 2: a pipe we copy to our stderr, never the
   // terminal itself.
@@ -437,6 +437,7 @@ int cmd_run(const std::vector<std::string>& args) {
   } else {
     on_stop_signal([&sandbox] { sandbox.kill(); });
   }
+  watch_stop_signals();
   relay.close_write_fd();
   if (auto r = relay.start(); !r) return fail(kExitSetup, r.error().message());
 

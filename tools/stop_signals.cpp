@@ -26,10 +26,13 @@ sigset_t stop_set() {
 
 }  // namespace
 
-void watch_stop_signals() {
+void block_stop_signals() {
   sigset_t set = stop_set();
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  std::thread([set] {
+}
+
+void watch_stop_signals() {
+  std::thread([set = stop_set()] {
     for (;;) {
       int sig = 0;
       if (sigwait(&set, &sig) != 0) continue;

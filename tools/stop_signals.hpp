@@ -10,8 +10,13 @@
 namespace nsbox {
 
 // Blocks the three signals in the calling thread (and every thread and
-// child it makes afterwards: children reset their mask) and starts a
-// thread that waits for them. Call once, before any other thread starts.
+// child it makes afterwards: children reset their mask). Call before any
+// other thread starts; they stay pending until watch_stop_signals().
+void block_stop_signals();
+
+// Starts the thread that waits for them. Only once the sandbox exists: a
+// thread alive while the sandbox is cloned may hold a lock (malloc's, in
+// its own start) that the clone then waits for forever.
 void watch_stop_signals();
 
 // What a stop signal does: called on the watching thread, at most once per

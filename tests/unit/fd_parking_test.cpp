@@ -58,6 +58,7 @@ pid_t child_keeper() {
 // nothing), then parks /dev/null under tags 2, 3, ... until a park finds its
 // queue full (EAGAIN) and parking pauses. Returns the keeper's pid.
 pid_t park_and_stop(FdParking& parking, Pipe& a, FdParking::Ticket* t) {
+  REQUIRE(parking.prepare());
   auto first = parking.park(1, {&a.r});
   REQUIRE(first);
   *t = first.value();
@@ -80,6 +81,7 @@ pid_t park_and_stop(FdParking& parking, Pipe& a, FdParking::Ticket* t) {
 
 TEST_CASE("fd parking: parked fds come back as the same files in the same order") {
   FdParking parking(keeper_path());
+  REQUIRE(parking.prepare());
   Pipe a, b;
   auto t = parking.park(7, {&a.r, &b.w});
   REQUIRE(t);
@@ -108,6 +110,7 @@ TEST_CASE("fd parking: a dropped or destroyed parking closes what the keeper hel
   Pipe a, b;
   {
     FdParking parking(keeper_path());
+    REQUIRE(parking.prepare());
     auto t = parking.park(1, {&a.r});
     REQUIRE(t);
     {
@@ -121,9 +124,17 @@ TEST_CASE("fd parking: a dropped or destroyed parking closes what the keeper hel
   CHECK(readers_gone(b.w.get(), 2000));
 }
 
-TEST_CASE("fd parking: a dead keeper loses its fds; the next park starts another") {
+TEST_CASE("fd parking: a dead keeper loses its fds; the next prepare starts another") {
   FdParking parking(keeper_path());
   Pipe a, b;
+  // park() runs under the pool's lock: it starts no keeper itself (a start
+  // may take seconds), it says to try again once prepare() has.
+  auto none = parking.park(1, {&a.r});
+  REQUIRE_FALSE(none);
+  CHECK(none.error().err == EAGAIN);
+  CHECK(a.r.valid());
+  CHECK(parking.keepers() == 0);
+  REQUIRE(parking.prepare());
   auto t = parking.park(1, {&a.r});
   REQUIRE(t);
   pid_t keeper = child_keeper();
@@ -133,6 +144,8 @@ TEST_CASE("fd parking: a dead keeper loses its fds; the next park starts another
   auto lost = parking.take(t.value());
   CHECK(!lost);
   CHECK(parking.keepers() == 0);
+  CHECK_FALSE(parking.park(2, {&b.r}));
+  REQUIRE(parking.prepare());
   auto t2 = parking.park(2, {&b.r});
   REQUIRE(t2);
   CHECK(t2.value().keeper != t.value().keeper);
@@ -185,6 +198,7 @@ TEST_CASE("fd parking: a keeper that takes nothing for 2 s is killed, and a new 
   CHECK(parking.keepers() == 0);
   CHECK(readers_gone(a.w.get(), 2000));  // killed, though stopped: what it held is closed
   for (int i = 0; i < 50 && parking.paused(); i++) usleep(10 * 1000);
+  REQUIRE(parking.prepare());
   Pipe b;
   auto t2 = parking.park(100002, {&b.r});
   REQUIRE(t2);
