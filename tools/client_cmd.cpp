@@ -277,7 +277,8 @@ std::vector<Option> client_options(const std::string& cmd, Args& a) {
                [&a](const std::string& v) { a.server = v; }, false});
   o.push_back({"token", 0, "TOKEN",
                "API token, or the read-only token for ls and logs (default:\n"
-               "$NSBOX_TOKEN, else /var/lib/nsbox/token when readable:\n"
+               "$NSBOX_TOKEN, else /var/lib/nsbox/token when readable, sent\n"
+               "only to a daemon on loopback run by that file's owner:\n"
                "sudo cat /var/lib/nsbox/token)",
                to(a.token), false});
   o.push_back({"token-file", 0, "PATH", "read the API token from PATH", to(a.token_file), false});
