@@ -318,6 +318,29 @@ Setup wait_for_setup(int sock) {
   FrozenTemplates frozen_templates;
   uint64_t next_id = 1;
   const std::string prefix = "srv-" + std::to_string(getpid()) + "-";
+  // Function templates killed for hanging up, destroyed once their PID 1
+  // has exited. Never waited for without a bound: on the v1 freezer a
+  // PID 1 cannot finish dying while an instance of its namespace is
+  // frozen, and only the instance's destroy (by this same thread, when the
+  // gateway asks) thaws it.
+  std::set<uint64_t> dead_templates;
+  auto drop_dead_templates = [&](int wait_ms) {
+    for (auto d = dead_templates.begin(); d != dead_templates.end();) {
+      auto it = sandboxes.find(*d);
+      if (it != sandboxes.end() && !it->second.reap(wait_ms, nullptr)) {
+        ++d;
+        continue;
+      }
+      if (it != sandboxes.end()) {
+        if (Status s = it->second.destroy(); !s)
+          LOG_WARN("function template %s%llu: %s", prefix.c_str(), (unsigned long long)*d,
+                   s.error().message().c_str());
+        sandboxes.erase(it);
+      }
+      families.erase(*d);  // its instances hold the family until their leaves go
+      d = dead_templates.erase(d);
+    }
+  };
   // Cgroup leaves made ahead while no request waits, a few per profile once
   // a sandbox of it has been asked for (most daemons use one policy): the
   // mkdirs and limit writes are ~0.3-0.6 ms of a cold start. A spare leaf is
@@ -380,11 +403,11 @@ Setup wait_for_setup(int sock) {
       // it can never fork again, so it is killed, instances and all, then
       // thawed (a v1-frozen PID 1 dies once thawed). Thawed alone, a runner
       // that hung up on purpose would run its module body's threads
-      // unfrozen for good. Then destroyed here, not when the gateway next
-      // asks it to fork (which may be never): its PID 1 would stay a
-      // zombie holding its uid slot, and its leaves would stay. The
-      // gateway's fork then fails ("no such function template") and drops
-      // it; its destroy finds nothing left to do.
+      // unfrozen for good. Then destroyed by us once its PID 1 is gone
+      // (drop_dead_templates), not when the gateway next asks it to fork,
+      // which may be never: its PID 1 would stay a zombie holding its uid
+      // slot, and its leaves would stay. The gateway's fork then fails ("no
+      // such function template") and drops it; its destroy finds nothing.
       for (uint64_t t : frozen_templates.hung_up())
         if (auto it = sandboxes.find(t); it != sandboxes.end()) {
           LOG_WARN("function template %s%llu hung up its fork socket (gone, or closed it): killed",
@@ -392,12 +415,9 @@ Setup wait_for_setup(int sock) {
           it->second.kill();
           (void)it->second.set_frozen(false);
           fork_socks.erase(t);
-          if (Status s = it->second.destroy(); !s)
-            LOG_WARN("function template %s%llu: %s", prefix.c_str(), (unsigned long long)t,
-                     s.error().message().c_str());
-          sandboxes.erase(it);
-          families.erase(t);  // its instances hold the family until their leaves go
+          dead_templates.insert(t);
         }
+      drop_dead_templates(100);
     }
     if (ready > 0 && npfd == 3 && pfd[2].revents) netns_maker.collect();
     if (ready > 0 && !pfd[0].revents) continue;
@@ -416,6 +436,7 @@ Setup wait_for_setup(int sock) {
       if (setup.templates)
         for (const auto& p : profiles) (void)setup.templates->get(p.spec.rootfs);
       reap_strays(sandboxes, setup.templates.get(), netns_maker.pid());
+      drop_dead_templates(0);
       continue;
     }
     Request req;
