@@ -158,7 +158,11 @@ Result<size_t> FdParking::keeper_with_room(uint32_t nfds) {
   // Not started here: this runs under the pool's lock, and a start may take
   // up to kHelloTimeoutMs, during which every acquire and release in the
   // daemon would wait. The freezer's next prepare() starts one unlocked;
-  // until then the sandbox is frozen on a later pass (EAGAIN).
+  // until then the sandbox is frozen on a later pass (EAGAIN). Unless the
+  // last start failed: then it stays frozen with its fds here (not EAGAIN,
+  // which would thaw and freeze it again every pass while starts fail).
+  if (start_failed_)
+    return Error(ECHILD, "park", "no fd keeper has room, and the last one could not start");
   return Error(EAGAIN, "park", "no fd keeper has room; one is started before the next pass");
 }
 
@@ -184,8 +188,9 @@ Status FdParking::prepare(uint32_t room) {
   // under the pool's lock must not wait for it. Once the pool runs only its
   // freezer thread prepares, so two starts do not race.
   auto k = start_keeper();
-  if (!k) return k.error();
   std::lock_guard<std::mutex> lock(mu_);
+  start_failed_ = !k;
+  if (!k) return k.error();
   add_keeper(std::move(k.value()));
   return {};
 }

@@ -62,6 +62,7 @@ class FdParking {
 
  private:
   struct Keeper;
+  bool start_failed_ = false;                      // under mu_: prepare()'s last start failed
   Result<size_t> keeper_with_room(uint32_t nfds);  // under mu_
   // Under mu_: a live keeper with room for nfds (reaping dead ones on the
   // way), or SIZE_MAX; and whether another may be started.

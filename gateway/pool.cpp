@@ -472,7 +472,7 @@ int Pool::relieve_memory_pressure() {
 int Pool::freeze_due(Clock::time_point now) {
   // A keeper that has died or filled up is replaced here, not by a park
   // under the pool's lock (a keeper takes milliseconds to start): room for
-  // the sandboxes now due. A park still starts one if the pass needs more.
+  // the sandboxes now due. A park that finds no room is tried a pass later.
   if (parking_) {
     size_t due = 0;
     {
