@@ -129,7 +129,10 @@ Status check_private_ancestors(const std::string& path) {
     struct stat st;
     if (::stat(dir.c_str(), &st) != 0) return sys_error("stat", dir);
     const bool owner_ok = st.st_uid == 0 || st.st_uid == geteuid();
-    const bool group_writes = (st.st_mode & S_IWGRP) != 0 && st.st_gid != 0;
+    // Group root writing is root writing; the caller's own group is, with
+    // user private groups (umask 002 makes ~/.local 0775), the caller.
+    const bool group_writes =
+        (st.st_mode & S_IWGRP) != 0 && st.st_gid != 0 && st.st_gid != getegid();
     const bool others_write = (st.st_mode & S_IWOTH) != 0;
     const bool sticky_ok = (st.st_mode & S_ISVTX) != 0 && dir != last;
     if (owner_ok && ((!group_writes && !others_write) || sticky_ok)) continue;

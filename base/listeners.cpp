@@ -2,7 +2,6 @@
 
 #include <arpa/inet.h>
 
-#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -14,32 +13,40 @@ namespace {
 
 constexpr const char* kListen = "0A";  // TCP_LISTEN in /proc/net/tcp's st column
 
-// The address part of a /proc/net/tcp{,6} local_address: 8 hex digits
-// (IPv4) or 32 (IPv6), each 32-bit word in host byte order as the kernel
-// prints it.
-bool loopback_or_any(const std::string& hex) {
+// The address part of a /proc/net/tcp{,6} local_address, as an IPv6
+// address (IPv4 as v4-mapped): 8 hex digits (IPv4) or 32 (IPv6), each
+// 32-bit word in host byte order as the kernel prints it.
+bool parse_proc_address(const std::string& hex, in6_addr* out, bool* v4) {
+  *out = in6_addr{};
   if (hex.size() == 8) {
-    uint32_t a = uint32_t(std::strtoul(hex.c_str(), nullptr, 16));
-    in_addr in{a};
-    uint32_t host = ntohl(in.s_addr);
-    return host == 0 || (host >> 24) == 127;
+    uint32_t word = uint32_t(std::strtoul(hex.c_str(), nullptr, 16));
+    out->s6_addr[10] = out->s6_addr[11] = 0xff;
+    std::memcpy(&out->s6_addr[12], &word, 4);
+    *v4 = true;
+    return true;
   }
   if (hex.size() != 32) return false;
-  in6_addr in6{};
   for (int w = 0; w < 4; w++) {
     uint32_t word = uint32_t(std::strtoul(hex.substr(size_t(w) * 8, 8).c_str(), nullptr, 16));
-    std::memcpy(&in6.s6_addr[w * 4], &word, 4);
+    std::memcpy(&out->s6_addr[w * 4], &word, 4);
   }
-  if (IN6_IS_ADDR_UNSPECIFIED(&in6) || IN6_IS_ADDR_LOOPBACK(&in6)) return true;
-  return IN6_IS_ADDR_V4MAPPED(&in6) &&
-         (in6.s6_addr[12] == 127 ||
-          (in6.s6_addr[12] | in6.s6_addr[13] | in6.s6_addr[14] | in6.s6_addr[15]) == 0);
+  *v4 = false;
+  return true;
 }
 
 }  // namespace
 
-std::vector<uid_t> loopback_listener_uids(int port) {
-  std::vector<uid_t> out;
+std::vector<uid_t> listener_uids(const std::string& address, int port) {
+  in6_addr dest{};
+  bool dest_v4 = false;
+  if (in_addr a4; inet_pton(AF_INET, address.c_str(), &a4) == 1) {
+    dest.s6_addr[10] = dest.s6_addr[11] = 0xff;
+    std::memcpy(&dest.s6_addr[12], &a4, 4);
+    dest_v4 = true;
+  } else if (inet_pton(AF_INET6, address.c_str(), &dest) != 1) {
+    return {};
+  }
+  std::vector<uid_t> exact, wildcard;
   for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
     std::ifstream in(table);
     std::string line;
@@ -52,10 +59,19 @@ std::vector<uid_t> loopback_listener_uids(int port) {
       const size_t colon = local.find(':');
       if (state != kListen || colon == std::string::npos) continue;
       if (std::strtol(local.c_str() + colon + 1, nullptr, 16) != port) continue;
-      if (loopback_or_any(local.substr(0, colon))) out.push_back(uid_t(uid));
+      in6_addr bound;
+      bool bound_v4 = false;
+      if (!parse_proc_address(local.substr(0, colon), &bound, &bound_v4)) continue;
+      const bool any = bound_v4 ? std::memcmp(&bound.s6_addr[12], "\0\0\0\0", 4) == 0
+                                : IN6_IS_ADDR_UNSPECIFIED(&bound);
+      if (std::memcmp(&bound, &dest, sizeof dest) == 0) exact.push_back(uid_t(uid));
+      // A v6 wildcard takes IPv4 too unless it is v6-only, which this
+      // table does not say: counted, to err on the side of refusing.
+      else if (any && (bound_v4 == dest_v4 || !bound_v4))
+        wildcard.push_back(uid_t(uid));
     }
   }
-  return out;
+  return exact.empty() ? wildcard : exact;
 }
 
 }  // namespace nsbox

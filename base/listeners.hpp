@@ -1,7 +1,7 @@
-// Who owns the TCP sockets listening on a port of this host, from
-// /proc/net/tcp and /proc/net/tcp6: what a client checks before it sends a
-// secret it found on this host to "the daemon" on a loopback port, which
-// any local user may have bound while the daemon was down.
+// Who owns the TCP socket listening on an address and port of this host,
+// from /proc/net/tcp and /proc/net/tcp6: what a client checks before it
+// sends a secret it found on this host to "the daemon" on a loopback port,
+// which any local user may have bound while the daemon was down.
 #pragma once
 
 #include <sys/types.h>
@@ -11,10 +11,11 @@
 
 namespace nsbox {
 
-// The owners (uids) of the listening sockets a connection to a loopback
-// address on port could reach: those bound to a loopback address or to
-// the wildcard, in this network namespace. Empty when there are none (or
-// the tables cannot be read).
-std::vector<uid_t> loopback_listener_uids(int port);
+// The owners (uids) of the listening sockets that a connection to
+// address:port (an IPv4 or IPv6 literal) reaches, in this network
+// namespace: those bound to exactly that address if there are any (the
+// kernel prefers them), else those bound to the wildcard (0.0.0.0 or ::).
+// Empty when there are none, or the address is not a literal.
+std::vector<uid_t> listener_uids(const std::string& address, int port);
 
 }  // namespace nsbox

@@ -377,11 +377,16 @@ bool default_token_may_go(const Token& t, const ServerUrl& url) {
     return refuse("it is sent without being asked for only to a daemon on this host's loopback");
   struct stat st;
   if (::stat(kDefaultTokenFile, &st) != 0) return true;
-  for (uid_t uid : loopback_listener_uids(url.port))
-    if (uid != st.st_uid)
-      return refuse("the socket listening on port " + std::to_string(url.port) +
-                    " belongs to uid " + std::to_string(uid) + ", not to the daemon's uid " +
-                    std::to_string(st.st_uid) + " that wrote the token");
+  // The socket the connection will reach: "localhost" may be either.
+  std::vector<std::string> addresses = {url.host};
+  if (host_name_of(url.host) == "localhost" || host_name_of(url.host).ends_with(".localhost"))
+    addresses = {"127.0.0.1", "::1"};
+  for (const std::string& address : addresses)
+    for (uid_t uid : listener_uids(address, url.port))
+      if (uid != st.st_uid)
+        return refuse("the socket listening on " + address + " port " + std::to_string(url.port) +
+                      " belongs to uid " + std::to_string(uid) + ", not to the daemon's uid " +
+                      std::to_string(st.st_uid) + " that wrote the token");
   return true;
 }
 

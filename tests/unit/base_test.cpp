@@ -200,8 +200,8 @@ TEST_CASE("base/files: check_private_ancestors refuses a path another user could
 
 namespace {
 
-// A socket listening on addr (IPv4 or IPv6 text), port chosen by the
-// kernel; its port, or -1.
+// A socket listening on addr (IPv4 or IPv6 text) and *port (0: chosen by
+// the kernel, and stored there); its fd, or -1.
 int listen_on(const char* addr, int* port) {
   const bool v6 = std::strchr(addr, ':') != nullptr;
   int fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -210,11 +210,13 @@ int listen_on(const char* addr, int* port) {
   if (v6) {
     auto* a = reinterpret_cast<sockaddr_in6*>(&ss);
     a->sin6_family = AF_INET6;
+    a->sin6_port = htons(uint16_t(*port));
     inet_pton(AF_INET6, addr, &a->sin6_addr);
     len = sizeof *a;
   } else {
     auto* a = reinterpret_cast<sockaddr_in*>(&ss);
     a->sin_family = AF_INET;
+    a->sin_port = htons(uint16_t(*port));
     inet_pton(AF_INET, addr, &a->sin_addr);
     len = sizeof *a;
   }
@@ -227,39 +229,71 @@ int listen_on(const char* addr, int* port) {
   return fd;
 }
 
-}  // namespace
-
-TEST_CASE("base/listeners: the owner of a loopback or wildcard listener, IPv4 and IPv6") {
-  for (const char* addr : {"127.0.0.1", "0.0.0.0", "::1", "::"}) {
-    INFO(addr);
-    int port = 0;
-    int fd = listen_on(addr, &port);
-    REQUIRE(fd >= 0);
-    auto uids = nsbox::loopback_listener_uids(port);
-    CHECK(uids == std::vector<uid_t>{geteuid()});
-    close(fd);
-    CHECK(nsbox::loopback_listener_uids(port).empty());
-  }
-  if (geteuid() != 0) return;
-  // Another user's: what a client must not send root's token to.
+// A listener on addr (IPv4 or IPv6 text, port: 0 for the kernel's choice)
+// made by a child as uid; the child, which holds it until killed.
+pid_t listen_as(uid_t uid, const char* addr, int* port) {
   int p[2];
   REQUIRE(pipe2(p, O_CLOEXEC) == 0);
   pid_t child = fork();
   REQUIRE(child >= 0);
   if (child == 0) {
-    int port = 0;
-    if (setresuid(65534, 65534, 65534) != 0 || listen_on("127.0.0.1", &port) < 0) _exit(1);
-    (void)!write(p[1], &port, sizeof port);
+    int got = *port;
+    if ((uid != geteuid() && setresuid(uid, uid, uid) != 0) || listen_on(addr, &got) < 0) got = -1;
+    (void)!write(p[1], &got, sizeof got);
     pause();
     _exit(0);
   }
   close(p[1]);
-  int port = 0;
-  REQUIRE(read(p[0], &port, sizeof port) == sizeof port);
+  REQUIRE(read(p[0], port, sizeof *port) == sizeof *port);
   close(p[0]);
-  CHECK(nsbox::loopback_listener_uids(port) == std::vector<uid_t>{65534});
+  REQUIRE(*port > 0);
+  return child;
+}
+
+void stop(pid_t child) {
   kill(child, SIGKILL);
   waitpid(child, nullptr, 0);
+}
+
+}  // namespace
+
+TEST_CASE("base/listeners: the owner of the listener a connection reaches, IPv4 and IPv6") {
+  const uid_t me = geteuid();
+  // Bound to the address, or to the wildcard of its family (an IPv6
+  // wildcard counts for IPv4 too: it may be dual-stack).
+  const std::vector<std::pair<const char*, const char*>> cases = {{"127.0.0.1", "127.0.0.1"},
+                                                                  {"0.0.0.0", "127.0.0.1"},
+                                                                  {"::1", "::1"},
+                                                                  {"::", "::1"},
+                                                                  {"::", "127.0.0.1"}};
+  for (const auto& [bound, dest] : cases) {
+    INFO(bound, " -> ", dest);
+    int port = 0;
+    pid_t l = listen_as(me, bound, &port);
+    CHECK(nsbox::listener_uids(dest, port) == std::vector<uid_t>{me});
+    stop(l);
+    CHECK(nsbox::listener_uids(dest, port).empty());
+  }
+  // Bound elsewhere: not reached.
+  int port = 0;
+  pid_t l = listen_as(me, "127.0.0.2", &port);
+  CHECK(nsbox::listener_uids("127.0.0.1", port).empty());
+  CHECK(nsbox::listener_uids("::1", port).empty());
+  CHECK(nsbox::listener_uids("not-an-address", port).empty());
+  stop(l);
+  if (me != 0) return;
+  // Another user's: what a client must not send root's token to. Beside
+  // root's on the same port but another address, it is not the one
+  // reached (a squatter cannot make the client refuse that way).
+  port = 0;
+  pid_t theirs = listen_as(65534, "127.0.0.1", &port);
+  CHECK(nsbox::listener_uids("127.0.0.1", port) == std::vector<uid_t>{65534});
+  stop(theirs);
+  pid_t ours = listen_as(0, "127.0.0.1", &port);
+  theirs = listen_as(65534, "127.0.0.2", &port);
+  CHECK(nsbox::listener_uids("127.0.0.1", port) == std::vector<uid_t>{0});
+  stop(theirs);
+  stop(ours);
 }
 
 TEST_CASE("base/spawn: each target gets its own source, even one that is another's target") {
