@@ -238,12 +238,22 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
     sigprocmask(SIG_SETMASK, &none, nullptr);
     // Unisolated is not privileged: `sudo nsbox run --no-isolation` would
     // otherwise run the function as host root, which no sandbox ever is.
-    if (geteuid() == 0 &&
-        (setgroups(0, nullptr) != 0 || setresgid(kNobody, kNobody, kNobody) != 0 ||
-         setresuid(kNobody, kNobody, kNobody) != 0)) {
+    const bool as_root = geteuid() == 0;
+    if (as_root && (setgroups(0, nullptr) != 0 || setresgid(kNobody, kNobody, kNobody) != 0 ||
+                    setresuid(kNobody, kNobody, kNobody) != 0)) {
       dprintf(2, "nsbox: --no-isolation: could not drop root to uid %u: %s\n", kNobody,
               strerror(errno));
       _exit(127);
+    }
+    // Said here rather than as the runner's failure to load: a sandbox
+    // reads the file through a bind mount, nobody by its path.
+    if (as_root && access(fn.c_str(), R_OK) != 0) {
+      dprintf(2,
+              "nsbox: --no-isolation as root runs the function as nobody (uid %u), who cannot "
+              "read %s (%s): make it and the directories above it readable by others, or run "
+              "without sudo\n",
+              kNobody, fn.c_str(), strerror(errno));
+      _exit(2);
     }
     execve(argv[0], argv.data(), envp.data());
     _exit(127);
@@ -437,6 +447,11 @@ int cmd_run(const std::vector<std::string>& args) {
   } else {
     on_stop_signal([&sandbox] { sandbox.kill(); });
   }
+  // Whatever way this function returns, the action goes before what it
+  // acts on (declared after them, destroyed first).
+  struct ClearStopAction {
+    ~ClearStopAction() { on_stop_signal(nullptr); }
+  } clear_stop_action;
   watch_stop_signals();
   relay.close_write_fd();
   if (auto r = relay.start(); !r) return fail(kExitSetup, r.error().message());

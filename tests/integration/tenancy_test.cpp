@@ -11,6 +11,7 @@
 #include <sys/ioctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -434,6 +435,14 @@ TEST_CASE("nsbox run without HOME or XDG_RUNTIME_DIR refuses a /tmp/nsbox-UID no
 TEST_CASE("a set-uid nsbox refuses to run") {
   nsbox::test::TempDir tmp("setuid");
   REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  // Where /tmp is mounted nosuid (a tmpfs /tmp on many distributions) the
+  // kernel ignores the bit, so there is nothing to refuse: said, not passed.
+  struct statvfs vfs {};
+  REQUIRE(statvfs(tmp.path.c_str(), &vfs) == 0);
+  if (vfs.f_flag & ST_NOSUID) {
+    MESSAGE(tmp.path << " is on a nosuid mount: the set-uid refusal cannot be tried here");
+    return;
+  }
   for (const std::string name : {"nsbox", "nsbox-http"}) {
     INFO(name);
     const std::string bin = nsbox::test::nsbox_bin();
