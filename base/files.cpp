@@ -1,13 +1,16 @@
 #include "base/files.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <limits.h>
+#include <pwd.h>
 #include <sys/auxv.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <vector>
 
 #include "base/fd.hpp"
@@ -110,6 +113,26 @@ bool refuse_setuid(const char* program) {
   return true;
 }
 
+namespace {
+
+// Whether gid is the caller's own group in the user-private-group scheme:
+// the caller's primary group, named as the caller, listing no member. A
+// shared primary group (users) is other users.
+bool callers_private_group(gid_t gid) {
+  if (gid != getegid()) return false;
+  char buf[16384];
+  struct passwd pw, *pwp = nullptr;
+  struct group gr, *grp = nullptr;
+  if (getpwuid_r(geteuid(), &pw, buf, sizeof buf / 2, &pwp) != 0 || !pwp) return false;
+  if (getgrgid_r(gid, &gr, buf + sizeof buf / 2, sizeof buf / 2, &grp) != 0 || !grp) return false;
+  if (std::strcmp(grp->gr_name, pwp->pw_name) != 0) return false;
+  for (char** m = grp->gr_mem; *m; m++)
+    if (std::strcmp(*m, pwp->pw_name) != 0) return false;
+  return true;
+}
+
+}  // namespace
+
 Status check_private_ancestors(const std::string& path) {
   if (path.empty() || path[0] != '/') return make_error("ancestors", path + " is not absolute");
   std::string parent = path.substr(0, path.find_last_of('/'));
@@ -129,10 +152,10 @@ Status check_private_ancestors(const std::string& path) {
     struct stat st;
     if (::stat(dir.c_str(), &st) != 0) return sys_error("stat", dir);
     const bool owner_ok = st.st_uid == 0 || st.st_uid == geteuid();
-    // Group root writing is root writing; the caller's own group is, with
-    // user private groups (umask 002 makes ~/.local 0775), the caller.
+    // Group root writing is root writing; the caller's private group (user
+    // private groups: umask 002 makes ~/.local 0775) is the caller.
     const bool group_writes =
-        (st.st_mode & S_IWGRP) != 0 && st.st_gid != 0 && st.st_gid != getegid();
+        (st.st_mode & S_IWGRP) != 0 && st.st_gid != 0 && !callers_private_group(st.st_gid);
     const bool others_write = (st.st_mode & S_IWOTH) != 0;
     const bool sticky_ok = (st.st_mode & S_ISVTX) != 0 && dir != last;
     if (owner_ok && ((!group_writes && !others_write) || sticky_ok)) continue;

@@ -32,8 +32,8 @@ bool refuse_setuid(const char* program);
 
 // Whether only root and the caller can change what path names: every
 // directory above it, symlinks resolved, must belong to root or the caller
-// and be writable by no one else (group root and the caller's own group
-// aside). A sticky directory
+// and be writable by no one else (group root and the caller's private
+// group aside). A sticky directory
 // (/tmp) passes above the last: others cannot rename what is not theirs in
 // it, but they can plant names beside it. Where path's parent does not
 // exist yet, its nearest existing ancestor counts as the last. A root

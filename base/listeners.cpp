@@ -62,8 +62,11 @@ std::vector<uid_t> listener_uids(const std::string& address, int port) {
       in6_addr bound;
       bool bound_v4 = false;
       if (!parse_proc_address(local.substr(0, colon), &bound, &bound_v4)) continue;
-      const bool any = bound_v4 ? std::memcmp(&bound.s6_addr[12], "\0\0\0\0", 4) == 0
-                                : IN6_IS_ADDR_UNSPECIFIED(&bound);
+      // The wildcard: 0.0.0.0, ::, or ::ffff:0.0.0.0 (which takes IPv4).
+      const bool mapped_any =
+          IN6_IS_ADDR_V4MAPPED(&bound) && std::memcmp(&bound.s6_addr[12], "\0\0\0\0", 4) == 0;
+      const bool any = mapped_any || IN6_IS_ADDR_UNSPECIFIED(&bound);
+      if (mapped_any) bound_v4 = true;
       if (std::memcmp(&bound, &dest, sizeof dest) == 0) exact.push_back(uid_t(uid));
       // A v6 wildcard takes IPv4 too unless it is v6-only, which this
       // table does not say: counted, to err on the side of refusing.

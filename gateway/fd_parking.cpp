@@ -181,7 +181,10 @@ Status FdParking::prepare(uint32_t room) {
     // does not start a keeper on every call.
     uint64_t want = room;
     for (auto& k : keepers_) want = std::min<uint64_t>(want, k->capacity / 2);
-    if (find_room(want) != SIZE_MAX) return {};
+    if (find_room(want) != SIZE_MAX) {
+      start_failed_ = false;  // room again: parks may wait for a start again
+      return {};
+    }
     TRY(may_start());
   }
   // Unlocked: a start takes milliseconds (up to kHelloTimeoutMs), and a drop

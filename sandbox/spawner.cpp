@@ -407,7 +407,8 @@ Setup wait_for_setup(int sock) {
       // (drop_dead_templates), not when the gateway next asks it to fork,
       // which may be never: its PID 1 would stay a zombie holding its uid
       // slot, and its leaves would stay. The gateway's fork then fails ("no
-      // such function template") and drops it; its destroy finds nothing.
+      // such function template") and drops it, destroying its idle
+      // instances before it, as for any template it drops.
       for (uint64_t t : frozen_templates.hung_up())
         if (auto it = sandboxes.find(t); it != sandboxes.end()) {
           LOG_WARN("function template %s%llu hung up its fork socket (gone, or closed it): killed",
@@ -416,8 +417,9 @@ Setup wait_for_setup(int sock) {
           (void)it->second.set_frozen(false);
           fork_socks.erase(t);
           dead_templates.insert(t);
+          (void)it->second.reap(100, nullptr);  // this one only: dies at once unless v1-frozen
         }
-      drop_dead_templates(100);
+      drop_dead_templates(0);
     }
     if (ready > 0 && npfd == 3 && pfd[2].revents) netns_maker.collect();
     if (ready > 0 && !pfd[0].revents) continue;

@@ -11,6 +11,7 @@
 
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -206,6 +207,24 @@ struct PlainChild {
 // Who an unisolated runner started by root runs as.
 constexpr unsigned kNobody = 65534;
 
+// The errno with which call (returning -1 on failure) fails when made as
+// uid (and its gid), in a child: 0 when it succeeds.
+int errno_as(unsigned uid, const std::function<int()>& call) {
+  pid_t pid = fork();
+  if (pid < 0) return errno;
+  if (pid == 0) {
+    if (setgroups(0, nullptr) != 0 || setresgid(uid, uid, uid) != 0 ||
+        setresuid(uid, uid, uid) != 0)
+      _exit(255);
+    _exit(call() == 0 ? 0 : errno & 0x7f);
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!WIFEXITED(status)) return EIO;
+  return WEXITSTATUS(status) == 255 ? EPERM : WEXITSTATUS(status);
+}
+
 Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const std::string& fn,
                                 const std::string& handler, int output_fd) {
   ChannelEnds chan = TRY(make_channel());
@@ -238,22 +257,12 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
     sigprocmask(SIG_SETMASK, &none, nullptr);
     // Unisolated is not privileged: `sudo nsbox run --no-isolation` would
     // otherwise run the function as host root, which no sandbox ever is.
-    const bool as_root = geteuid() == 0;
-    if (as_root && (setgroups(0, nullptr) != 0 || setresgid(kNobody, kNobody, kNobody) != 0 ||
-                    setresuid(kNobody, kNobody, kNobody) != 0)) {
+    if (geteuid() == 0 &&
+        (setgroups(0, nullptr) != 0 || setresgid(kNobody, kNobody, kNobody) != 0 ||
+         setresuid(kNobody, kNobody, kNobody) != 0)) {
       dprintf(2, "nsbox: --no-isolation: could not drop root to uid %u: %s\n", kNobody,
               strerror(errno));
       _exit(127);
-    }
-    // Said here rather than as the runner's failure to load: a sandbox
-    // reads the file through a bind mount, nobody by its path.
-    if (as_root && access(fn.c_str(), R_OK) != 0) {
-      dprintf(2,
-              "nsbox: --no-isolation as root runs the function as nobody (uid %u), who cannot "
-              "read %s (%s): make it and the directories above it readable by others, or run "
-              "without sudo\n",
-              kNobody, fn.c_str(), strerror(errno));
-      _exit(2);
     }
     execve(argv[0], argv.data(), envp.data());
     _exit(127);
@@ -380,6 +389,15 @@ int cmd_run(const std::vector<std::string>& args) {
   int to_runner, from_runner;
   std::string fn_inside;  // the function's path in the sandbox
   if (o.no_isolation) {
+    // Said before it starts, not as the runner's failure to load: a sandbox
+    // reads the file through a bind mount, nobody by its path.
+    if (geteuid() == 0)
+      if (int err = errno_as(kNobody, [&] { return access(fn_path.c_str(), R_OK); }))
+        return fail(kExitUsage, "--no-isolation as root runs the function as nobody (uid " +
+                                    std::to_string(kNobody) + "), who cannot read " + fn_path +
+                                    " (" + std::strerror(err) +
+                                    "): make it and the directories above it readable by "
+                                    "others, or run without sudo");
     auto r = start_plain(&plain, rootfs + kRunnerPath, fn_path, o.handler, relay.write_fd());
     if (!r) return fail(kExitSetup, r.error().message());
     to_runner = plain.channel.to_runner.get();

@@ -294,6 +294,11 @@ TEST_CASE("results, logs, handlers and exceptions") {
     if (geteuid() == 0) {
       CHECK(ids.json()[2] == 65534);
       CHECK(ids.json()[3] == nlohmann::json::array());
+      // One nobody cannot read is refused up front, saying why.
+      REQUIRE(chmod(tmp.path.c_str(), 0700) == 0);
+      Outcome closed = nsbox::test::run(s);
+      CHECK(closed.exit_code == 2);
+      CHECK_MESSAGE(closed.err.find("who cannot read " + fn) != std::string::npos, closed.err);
     }
   }
 }

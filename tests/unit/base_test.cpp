@@ -261,11 +261,14 @@ TEST_CASE("base/listeners: the owner of the listener a connection reaches, IPv4 
   const uid_t me = geteuid();
   // Bound to the address, or to the wildcard of its family (an IPv6
   // wildcard counts for IPv4 too: it may be dual-stack).
-  const std::vector<std::pair<const char*, const char*>> cases = {{"127.0.0.1", "127.0.0.1"},
-                                                                  {"0.0.0.0", "127.0.0.1"},
-                                                                  {"::1", "::1"},
-                                                                  {"::", "::1"},
-                                                                  {"::", "127.0.0.1"}};
+  const std::vector<std::pair<const char*, const char*>> cases = {
+      {"127.0.0.1", "127.0.0.1"},
+      {"0.0.0.0", "127.0.0.1"},
+      {"::1", "::1"},
+      {"::", "::1"},
+      {"::", "127.0.0.1"},
+      {"::ffff:0.0.0.0", "127.0.0.1"},
+      {"::ffff:127.0.0.1", "127.0.0.1"}};
   for (const auto& [bound, dest] : cases) {
     INFO(bound, " -> ", dest);
     int port = 0;
