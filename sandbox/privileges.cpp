@@ -88,14 +88,7 @@ int child_drop_privileges(uid_t uid, gid_t gid, bool clear_groups, const char** 
   for (int cap = 0; cap <= CAP_LAST_CAP + 8; cap++) {
     if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EINVAL) return errno;
   }
-  if (clear_groups) {
-    *step = "setgroups";
-    if (setgroups(0, nullptr) != 0) return errno;
-  }
-  *step = "setresgid";
-  if (setresgid(gid, gid, gid) != 0) return errno;
-  *step = "setresuid";
-  if (setresuid(uid, uid, uid) != 0) return errno;
+  if (int err = child_change_ids(uid, gid, clear_groups, step)) return err;
   // setresuid away from uid 0 clears the capability sets, but in rootless
   // mode we already are uid `uid` and still hold the userns's full set.
   *step = "capset";

@@ -28,6 +28,7 @@
 #include "rootfs/runner_reply.hpp"
 #include "rootfs/runner_spec.hpp"
 #include "sandbox/framing.hpp"
+#include "sandbox/privileges.hpp"
 #include "sandbox/sandbox.hpp"
 #include "sandbox/template.hpp"
 #include "tools/args.hpp"
@@ -213,9 +214,8 @@ int errno_as(unsigned uid, const std::function<int()>& call) {
   pid_t pid = fork();
   if (pid < 0) return errno;
   if (pid == 0) {
-    if (setgroups(0, nullptr) != 0 || setresgid(uid, uid, uid) != 0 ||
-        setresuid(uid, uid, uid) != 0)
-      _exit(255);
+    const char* step = nullptr;
+    if (child_change_ids(uid, uid, true, &step) != 0) _exit(255);
     _exit(call() == 0 ? 0 : errno & 0x7f);
   }
   int status = 0;
@@ -257,12 +257,13 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
     sigprocmask(SIG_SETMASK, &none, nullptr);
     // Unisolated is not privileged: `sudo nsbox run --no-isolation` would
     // otherwise run the function as host root, which no sandbox ever is.
-    if (geteuid() == 0 &&
-        (setgroups(0, nullptr) != 0 || setresgid(kNobody, kNobody, kNobody) != 0 ||
-         setresuid(kNobody, kNobody, kNobody) != 0)) {
-      dprintf(2, "nsbox: --no-isolation: could not drop root to uid %u: %s\n", kNobody,
-              strerror(errno));
-      _exit(127);
+    const char* step = nullptr;
+    if (geteuid() == 0) {
+      if (int err = child_change_ids(kNobody, kNobody, true, &step)) {
+        dprintf(2, "nsbox: --no-isolation: could not drop root to uid %u: %s: %s\n", kNobody, step,
+                strerror(err));
+        _exit(127);
+      }
     }
     execve(argv[0], argv.data(), envp.data());
     _exit(127);
