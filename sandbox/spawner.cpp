@@ -326,12 +326,11 @@ Setup wait_for_setup(int sock) {
   std::set<uint64_t> dead_templates;
   auto drop_dead_templates = [&](int wait_ms) {
     for (auto d = dead_templates.begin(); d != dead_templates.end();) {
-      auto it = sandboxes.find(*d);
-      if (it != sandboxes.end() && !it->second.reap(wait_ms, nullptr)) {
-        ++d;
-        continue;
-      }
-      if (it != sandboxes.end()) {
+      if (auto it = sandboxes.find(*d); it != sandboxes.end()) {
+        if (!it->second.reap(wait_ms, nullptr)) {
+          ++d;
+          continue;
+        }
         if (Status s = it->second.destroy(); !s)
           LOG_WARN("function template %s%llu: %s", prefix.c_str(), (unsigned long long)*d,
                    s.error().message().c_str());
@@ -340,6 +339,25 @@ Setup wait_for_setup(int sock) {
       families.erase(*d);  // its instances hold the family until their leaves go
       d = dead_templates.erase(d);
     }
+  };
+  // A function template that can never fork again is killed, instances
+  // and all, then thawed (a v1-frozen PID 1 dies once thawed). Thawed
+  // alone, a runner that hung up on purpose would run its module body's
+  // threads unfrozen for good. It is destroyed by us once its PID 1 is gone
+  // (drop_dead_templates), not when the gateway next asks it to fork, which
+  // may be never: its PID 1 would stay a zombie holding its uid slot, and
+  // its leaves would stay. The gateway's fork then fails ("no such function
+  // template") and drops it, destroying its idle instances before it, as
+  // for any template it drops.
+  auto kill_template = [&](uint64_t t) {
+    frozen_templates.remove(t);  // before its socket closes
+    fork_socks.erase(t);
+    auto it = sandboxes.find(t);
+    if (it == sandboxes.end()) return;
+    it->second.kill();
+    (void)it->second.set_frozen(false);
+    dead_templates.insert(t);
+    (void)it->second.reap(100, nullptr);  // this one only: dies at once unless v1-frozen
   };
   // Cgroup leaves made ahead while no request waits, a few per profile once
   // a sandbox of it has been asked for (most daemons use one policy): the
@@ -399,26 +417,12 @@ Setup wait_for_setup(int sock) {
             ? 0
             : poll(pfd, npfd, maintain_at > now ? static_cast<int>(maintain_at - now) : 0);
     if (ready > 0 && pfd[1].revents) {
-      // Its runner closed or shut down its end of the socket, or is gone:
-      // it can never fork again, so it is killed, instances and all, then
-      // thawed (a v1-frozen PID 1 dies once thawed). Thawed alone, a runner
-      // that hung up on purpose would run its module body's threads
-      // unfrozen for good. Then destroyed by us once its PID 1 is gone
-      // (drop_dead_templates), not when the gateway next asks it to fork,
-      // which may be never: its PID 1 would stay a zombie holding its uid
-      // slot, and its leaves would stay. The gateway's fork then fails ("no
-      // such function template") and drops it, destroying its idle
-      // instances before it, as for any template it drops.
-      for (uint64_t t : frozen_templates.hung_up())
-        if (auto it = sandboxes.find(t); it != sandboxes.end()) {
-          LOG_WARN("function template %s%llu hung up its fork socket (gone, or closed it): killed",
-                   prefix.c_str(), (unsigned long long)t);
-          it->second.kill();
-          (void)it->second.set_frozen(false);
-          fork_socks.erase(t);
-          dead_templates.insert(t);
-          (void)it->second.reap(100, nullptr);  // this one only: dies at once unless v1-frozen
-        }
+      // Its runner closed or shut down its end of the socket, or is gone.
+      for (uint64_t t : frozen_templates.hung_up()) {
+        LOG_WARN("function template %s%llu hung up its fork socket (gone, or closed it): killed",
+                 prefix.c_str(), (unsigned long long)t);
+        kill_template(t);
+      }
       drop_dead_templates(0);
     }
     if (ready > 0 && npfd == 3 && pfd[2].revents) netns_maker.collect();
@@ -526,15 +530,8 @@ Setup wait_for_setup(int sock) {
         if (req.op == kSpawnTemplate) {
           // Its leaf, and every instance's, below one group limited to
           // their sum: what an instance hands its template stays counted.
-          auto f = TemplateFamily::create(
-              layout, prefix + "f" + std::to_string(id), spec.limits,
-              [&sandboxes, &frozen_templates, id] {
-                frozen_templates.remove(id);
-                if (auto t = sandboxes.find(id); t != sandboxes.end()) {
-                  t->second.kill();
-                  (void)t->second.set_frozen(false);  // a v1-frozen PID 1 dies once thawed
-                }
-              });
+          auto f = TemplateFamily::create(layout, prefix + "f" + std::to_string(id), spec.limits,
+                                          [&kill_template, id] { kill_template(id); });
           if (!f) {
             fill_error(&reply, f.error());
             break;
@@ -771,6 +768,8 @@ Setup wait_for_setup(int sock) {
     send_with_fds(sock, &reply, sizeof reply, fds, nfds);
     if (after_reply) after_reply();
     netns_maker.top_up();  // replacing what this request took, now that it is answered
+    // A template killed by the request (its family overdrawn, family.hpp).
+    if (!dead_templates.empty()) drop_dead_templates(0);
   }
   instances.clear();
   sandboxes.clear();

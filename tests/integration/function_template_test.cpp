@@ -489,6 +489,12 @@ TEST_CASE("serve: memory an instance hands to its function template stays within
   CHECK(family.find("-f") != std::string::npos);
   CHECK(parent_dir(memory_cgroup(p.instances[0])) == family);
   CHECK(memory_cgroup(p.instances[0]) != memory_cgroup(p.runner));
+  const pid_t pid1 = std::stoi(proc_status(p.runner, "PPid"));
+  const std::string template_leaf =
+      (access("/sys/fs/cgroup/memory/nsbox", F_OK) == 0 ? "/sys/fs/cgroup/memory"
+                                                        : "/sys/fs/cgroup") +
+      memory_cgroup(p.runner);
+  REQUIRE_MESSAGE(access(template_leaf.c_str(), F_OK) == 0, template_leaf);
 
   // Four instances at once, each handing its template 40 MiB (within its
   // own 64 MiB) and then going idle, and so away.
@@ -518,6 +524,12 @@ TEST_CASE("serve: memory an instance hands to its function template stays within
                 "Shmem grew by ", (shmem_kb() - before) >> 10, " MiB; ", d.log());
   CHECK(d.log().find("holds more than its sandboxes may") != std::string::npos);
   CHECK(template_procs().runner != p.runner);
+  // Destroyed by the spawner at once, not at the function's next request
+  // (which may never come): no zombie PID 1 holding its uid slot, no leaf.
+  CHECK(nsbox::test::wait_until([&] { return kill(pid1, 0) != 0; }, 3000,
+                                "the overdrawn template's PID 1 reaped"));
+  CHECK(nsbox::test::wait_until([&] { return access(template_leaf.c_str(), F_OK) != 0; }, 3000,
+                                "the overdrawn template's leaf removed"));
   // The daemon and the function still serve.
   json again = invoke(d, "hoard", in_sandbox({}), &status);
   CHECK_MESSAGE(status == 200, again.dump(), d.log());
