@@ -82,13 +82,23 @@ Result<std::string> private_tmp_dir() {
   return dir;
 }
 
-Status check_reachable_by_others(const std::string& path) {
-  if (path.empty() || path[0] != '/') return make_error("reachable", path + " is not absolute");
+namespace {
+
+// "/", "/a", "/a/b" for "/a/b": each directory from the root down, and the
+// path itself. path must be absolute.
+std::vector<std::string> path_and_ancestors(const std::string& path) {
   std::vector<std::string> dirs = {"/"};
   for (size_t i = 1; i < path.size(); i++)
-    if (path[i] == '/') dirs.push_back(path.substr(0, i));
-  if (path.size() > 1) dirs.push_back(path);
-  for (const std::string& dir : dirs) {
+    if (path[i] == '/' && path[i - 1] != '/') dirs.push_back(path.substr(0, i));
+  if (path.size() > 1 && path.back() != '/') dirs.push_back(path);
+  return dirs;
+}
+
+}  // namespace
+
+Status check_reachable_by_others(const std::string& path) {
+  if (path.empty() || path[0] != '/') return make_error("reachable", path + " is not absolute");
+  for (const std::string& dir : path_and_ancestors(path)) {
     struct stat st;
     if (::stat(dir.c_str(), &st) != 0) return sys_error("stat", dir);
     if (!S_ISDIR(st.st_mode)) continue;  // the last component may be a file
@@ -144,11 +154,7 @@ Status check_private_ancestors(const std::string& path) {
     if (parent.empty()) parent = "/";
   }
   const std::string last(real);
-  std::vector<std::string> dirs = {"/"};
-  for (size_t i = 1; i < last.size(); i++)
-    if (last[i] == '/') dirs.push_back(last.substr(0, i));
-  if (last.size() > 1) dirs.push_back(last);
-  for (const std::string& dir : dirs) {
+  for (const std::string& dir : path_and_ancestors(last)) {
     struct stat st;
     if (::stat(dir.c_str(), &st) != 0) return sys_error("stat", dir);
     const bool owner_ok = st.st_uid == 0 || st.st_uid == geteuid();

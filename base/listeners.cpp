@@ -13,6 +13,15 @@ namespace {
 
 constexpr const char* kListen = "0A";  // TCP_LISTEN in /proc/net/tcp's st column
 
+// IPv4 address v4 (4 bytes, network order) as ::ffff:a.b.c.d, the form
+// both tables' addresses and the destination are compared in.
+in6_addr v4_mapped(const void* v4) {
+  in6_addr a{};
+  a.s6_addr[10] = a.s6_addr[11] = 0xff;
+  std::memcpy(&a.s6_addr[12], v4, 4);
+  return a;
+}
+
 // The address part of a /proc/net/tcp{,6} local_address, as an IPv6
 // address (IPv4 as v4-mapped): 8 hex digits (IPv4) or 32 (IPv6), each
 // 32-bit word in host byte order as the kernel prints it.
@@ -20,8 +29,7 @@ bool parse_proc_address(const std::string& hex, in6_addr* out, bool* v4) {
   *out = in6_addr{};
   if (hex.size() == 8) {
     uint32_t word = uint32_t(std::strtoul(hex.c_str(), nullptr, 16));
-    out->s6_addr[10] = out->s6_addr[11] = 0xff;
-    std::memcpy(&out->s6_addr[12], &word, 4);
+    *out = v4_mapped(&word);
     *v4 = true;
     return true;
   }
@@ -40,8 +48,7 @@ std::vector<uid_t> listener_uids(const std::string& address, int port) {
   in6_addr dest{};
   bool dest_v4 = false;
   if (in_addr a4; inet_pton(AF_INET, address.c_str(), &a4) == 1) {
-    dest.s6_addr[10] = dest.s6_addr[11] = 0xff;
-    std::memcpy(&dest.s6_addr[12], &a4, 4);
+    dest = v4_mapped(&a4);
     dest_v4 = true;
   } else if (inet_pton(AF_INET6, address.c_str(), &dest) != 1) {
     return {};
@@ -75,6 +82,17 @@ std::vector<uid_t> listener_uids(const std::string& address, int port) {
     }
   }
   return exact.empty() ? wildcard : exact;
+}
+
+std::string foreign_listener(const std::string& host, int port, uid_t owner) {
+  std::vector<std::string> addresses = {host};
+  if (host == "localhost" || host.ends_with(".localhost")) addresses = {"127.0.0.1", "::1"};
+  for (const std::string& address : addresses)
+    for (uid_t uid : listener_uids(address, port))
+      if (uid != owner)
+        return "the socket listening on " + address + " port " + std::to_string(port) +
+               " belongs to uid " + std::to_string(uid) + ", not to uid " + std::to_string(owner);
+  return "";
 }
 
 }  // namespace nsbox

@@ -18,4 +18,11 @@ namespace nsbox {
 // Empty when there are none, or the address is not a literal.
 std::vector<uid_t> listener_uids(const std::string& address, int port);
 
+// Why a connection to host:port might reach a listening socket that is not
+// owner's: which address, and whose socket it is. Empty when every one it
+// might reach is owner's, or there is none. host is a literal, or
+// localhost (and *.localhost), which may be either 127.0.0.1 or ::1; as
+// host_name_of spells it (lower case, IPv6 without brackets).
+std::string foreign_listener(const std::string& host, int port, uid_t owner);
+
 }  // namespace nsbox

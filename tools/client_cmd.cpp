@@ -373,20 +373,13 @@ bool default_token_may_go(const Token& t, const ServerUrl& url) {
     return false;
   };
   const bool v6 = url.host.find(':') != std::string::npos;
-  if (!is_loopback_name(host_name_of(v6 ? "[" + url.host + "]" : url.host)))
+  const std::string name = host_name_of(v6 ? "[" + url.host + "]" : url.host);
+  if (!is_loopback_name(name))
     return refuse("it is sent without being asked for only to a daemon on this host's loopback");
   struct stat st;
   if (::stat(kDefaultTokenFile, &st) != 0) return true;
-  // The socket the connection will reach: "localhost" may be either.
-  std::vector<std::string> addresses = {url.host};
-  if (host_name_of(url.host) == "localhost" || host_name_of(url.host).ends_with(".localhost"))
-    addresses = {"127.0.0.1", "::1"};
-  for (const std::string& address : addresses)
-    for (uid_t uid : listener_uids(address, url.port))
-      if (uid != st.st_uid)
-        return refuse("the socket listening on " + address + " port " + std::to_string(url.port) +
-                      " belongs to uid " + std::to_string(uid) + ", not to the daemon's uid " +
-                      std::to_string(st.st_uid) + " that wrote the token");
+  if (std::string why = foreign_listener(name, url.port, st.st_uid); !why.empty())
+    return refuse(why + ", the owner of the token file");
   return true;
 }
 

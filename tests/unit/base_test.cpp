@@ -299,6 +299,30 @@ TEST_CASE("base/listeners: the owner of the listener a connection reaches, IPv4 
   stop(ours);
 }
 
+TEST_CASE("base/listeners: a secret's owner is told whose socket a connection would reach") {
+  const uid_t me = geteuid();
+  int port = 0;
+  pid_t l = listen_as(me, "127.0.0.1", &port);
+  CHECK(nsbox::foreign_listener("127.0.0.1", port, me).empty());
+  CHECK(nsbox::foreign_listener("localhost", port, me).empty());
+  const std::string other = nsbox::foreign_listener("localhost", port, me + 1);
+  CHECK(other.find("127.0.0.1 port " + std::to_string(port)) != std::string::npos);
+  CHECK(other.find("belongs to uid " + std::to_string(me)) != std::string::npos);
+  stop(l);
+  CHECK(nsbox::foreign_listener("localhost", port, me + 1).empty());  // nothing listens
+  if (me != 0) return;
+  // localhost may reach ::1 instead: a squatter there is found too, and
+  // *.localhost is localhost.
+  port = 0;
+  pid_t ours = listen_as(0, "127.0.0.1", &port);
+  pid_t theirs = listen_as(65534, "::1", &port);
+  CHECK(nsbox::foreign_listener("127.0.0.1", port, 0).empty());
+  CHECK(nsbox::foreign_listener("localhost", port, 0).find("::1") != std::string::npos);
+  CHECK(nsbox::foreign_listener("a.localhost", port, 0).find("uid 65534") != std::string::npos);
+  stop(theirs);
+  stop(ours);
+}
+
 TEST_CASE("base/spawn: each target gets its own source, even one that is another's target") {
   // Two pipes whose write ends sit at fds x and x+1; the child gets them
   // swapped. Copied in order without care, the first dup2 would overwrite
