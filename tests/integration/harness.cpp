@@ -172,6 +172,16 @@ bool rootless_as(uid_t uid, RunSpec* spec) {
   return true;
 }
 
+RunSpec client_spec(const std::vector<std::string>& args, const std::string& server,
+                    const std::string& token) {
+  RunSpec s;
+  s.argv = {nsbox_bin()};
+  s.argv.insert(s.argv.end(), args.begin(), args.end());
+  s.argv.insert(s.argv.end(), {"--server", server});
+  s.env = {"NSBOX_TOKEN=" + token};
+  return s;
+}
+
 Outcome run(const RunSpec& original) {
   const RunSpec spec = original.as_uid ? for_unprivileged(original) : original;
   int out[2], err[2], in[2];

@@ -41,6 +41,10 @@ struct PtyOutcome {
   std::string typed;   // input waiting on the terminal afterwards: what the shell would read
 };
 PtyOutcome run_on_pty(const RunSpec& spec);
+// `nsbox ARGS... --server SERVER` with NSBOX_TOKEN=token: a client
+// subcommand (deploy, invoke, ls, ...) against a daemon, real or fake.
+RunSpec client_spec(const std::vector<std::string>& args, const std::string& server,
+                    const std::string& token);
 // `nsbox run PROBE.py ARGS...` with the probe from tests/probes.
 Outcome nsbox_run(const std::string& probe, const std::vector<std::string>& args = {});
 

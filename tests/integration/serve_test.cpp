@@ -1225,12 +1225,8 @@ TEST_CASE("nsbox invoke sends no token; nsbox deploy does") {
   REQUIRE(port > 0);
   std::thread listener([&] { srv.listen_after_bind(); });
   auto cli = [&](std::vector<std::string> args) {
-    nsbox::test::RunSpec s;
-    s.argv = {nsbox::test::nsbox_bin()};
-    s.argv.insert(s.argv.end(), args.begin(), args.end());
-    s.argv.insert(s.argv.end(), {"--server", "http://127.0.0.1:" + std::to_string(port)});
-    s.env = {"NSBOX_TOKEN=admin-secret-token"};
-    return nsbox::test::run(s);
+    return nsbox::test::run(nsbox::test::client_spec(
+        args, "http://127.0.0.1:" + std::to_string(port), "admin-secret-token"));
   };
   auto o = cli({"invoke", "x", "{}"});
   CHECK_MESSAGE(o.exit_code == 0, o.err);
@@ -1249,12 +1245,7 @@ TEST_CASE("serve: the CLI client against the real daemon") {
   REQUIRE(d.start());
   std::string server = "http://127.0.0.1:" + std::to_string(d.port());
   auto cli = [&](std::vector<std::string> args, const std::string& input = "") {
-    nsbox::test::RunSpec s;
-    s.argv = {nsbox::test::nsbox_bin()};
-    s.argv.insert(s.argv.end(), args.begin(), args.end());
-    s.argv.push_back("--server");
-    s.argv.push_back(server);
-    s.env = {"NSBOX_TOKEN=" + d.token()};
+    nsbox::test::RunSpec s = nsbox::test::client_spec(args, server, d.token());
     s.stdin_text = input;
     return nsbox::test::run(s);
   };

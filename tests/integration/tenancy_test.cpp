@@ -264,20 +264,28 @@ void check_no_residue(const nsbox::test::HostResidue& before) {
   CHECK(after.sandbox_procs == 0);
 }
 
+// `nsbox run spin.py`, its stdout to /dev/null and its stderr to err_path
+// (or /dev/null); a runner that spins until the run is stopped.
+pid_t start_spinning_run(const std::string& err_path = "/dev/null") {
+  const std::string bin = nsbox::test::nsbox_bin(), probe = nsbox::test::probe("spin.py");
+  pid_t run = fork();
+  if (run == 0) {
+    int null = open("/dev/null", O_WRONLY);
+    int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    dup2(null, 1);
+    dup2(err, 2);
+    execl(bin.c_str(), bin.c_str(), "run", probe.c_str(), "--timeout", "60s", nullptr);
+    _exit(127);
+  }
+  return run;
+}
+
 }  // namespace
 
 TEST_CASE("kill -9 of nsbox run ends its busy sandbox") {
   auto before = nsbox::test::host_residue();
   REQUIRE(before.sandbox_procs == 0);
-  pid_t run = fork();
-  if (run == 0) {
-    int null = open("/dev/null", O_WRONLY);
-    dup2(null, 1);
-    dup2(null, 2);
-    std::string bin = nsbox::test::nsbox_bin(), probe = nsbox::test::probe("spin.py");
-    execl(bin.c_str(), bin.c_str(), "run", probe.c_str(), "--timeout", "60s", nullptr);
-    _exit(127);
-  }
+  pid_t run = start_spinning_run();
   REQUIRE(run > 0);
   // Spinning: the runner (the sandbox's uid 1000) is on a CPU.
   bool spinning = wait_until(
@@ -300,16 +308,7 @@ TEST_CASE("nsbox run stopped by SIGTERM, SIGINT or SIGHUP removes its sandbox it
   for (int sig : {SIGTERM, SIGINT, SIGHUP}) {
     INFO(strsignal(sig));
     const std::string err_path = tmp.path + "/err-" + std::to_string(sig);
-    pid_t run = fork();
-    if (run == 0) {
-      int null = open("/dev/null", O_WRONLY);
-      int err = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-      dup2(null, 1);
-      dup2(err, 2);
-      std::string bin = nsbox::test::nsbox_bin(), probe = nsbox::test::probe("spin.py");
-      execl(bin.c_str(), bin.c_str(), "run", probe.c_str(), "--timeout", "60s", nullptr);
-      _exit(127);
-    }
+    pid_t run = start_spinning_run(err_path);
     REQUIRE(run > 0);
     const std::string leaf = "run-" + std::to_string(run);
     auto has_leaf = [&](const nsbox::test::HostResidue& r) {

@@ -133,12 +133,8 @@ TEST_CASE("terminal: nsbox logs and nsbox invoke show a function's bytes escaped
   nsbox::test::Daemon d(sd.path, "[pool]\nblank = 1\n");
   REQUIRE(d.start());
   auto cli = [&](std::vector<std::string> args) {
-    nsbox::test::RunSpec s;
-    s.argv = {nsbox::test::nsbox_bin()};
-    s.argv.insert(s.argv.end(), args.begin(), args.end());
-    s.argv.insert(s.argv.end(), {"--server", "http://127.0.0.1:" + std::to_string(d.port())});
-    s.env = {"NSBOX_TOKEN=" + d.token()};
-    return s;
+    return nsbox::test::client_spec(args, "http://127.0.0.1:" + std::to_string(d.port()),
+                                    d.token());
   };
   REQUIRE(nsbox::test::run(cli({"deploy", "esc", fn})).exit_code == 0);
   PtyOutcome inv = nsbox::test::run_on_pty(cli({"invoke", "esc"}));
@@ -216,12 +212,8 @@ TEST_CASE("terminal: what a server answers to deploy and ls is escaped on a term
   const std::string fn = src.path + "/fn.py";
   std::ofstream(fn) << "def handler(event, context):\n    return 1\n";
   auto cli = [&](std::vector<std::string> args) {
-    nsbox::test::RunSpec s;
-    s.argv = {nsbox::test::nsbox_bin()};
-    s.argv.insert(s.argv.end(), args.begin(), args.end());
-    s.argv.insert(s.argv.end(), {"--server", "http://127.0.0.1:" + std::to_string(port)});
-    s.env = {"NSBOX_TOKEN=some-token-0123456789"};
-    return s;
+    return nsbox::test::client_spec(args, "http://127.0.0.1:" + std::to_string(port),
+                                    "some-token-0123456789");
   };
   PtyOutcome deployed = nsbox::test::run_on_pty(cli({"deploy", "x", fn}));
   PtyOutcome listed = nsbox::test::run_on_pty(cli({"ls"}));
