@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
@@ -266,8 +267,8 @@ std::string seccomp_canonical(const SeccompPolicy& p) {
   const scmp_version* v = seccomp_version();
   // v3: the argument prefix (ioctl commands, socket families); v4: the
   // denials a "log" default needs; v5: RLIMIT_CORE fixed; v6: fcntl commands;
-  // v7: huge page flags.
-  std::string s = "v7 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
+  // v7: huge page flags; v8: prctl(PR_SET_DUMPABLE, 0).
+  std::string s = "v8 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
                   "." + std::to_string(v->micro) + " action " +
                   std::to_string(static_cast<int>(p.default_action)) + " errno " +
                   std::to_string(p.errno_value) + " fork " + std::to_string(p.allow_fork) +
@@ -345,6 +346,14 @@ Result<SeccompProgram> seccomp_compile(const SeccompPolicy& policy) {
   }
   rc = seccomp_rule_add(c, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
   if (rc < 0) return sys_error_n(-rc, "seccomp_rule_add", "clone3");
+  // Whatever the policy: a process may give up being dumpable, which only
+  // takes from it. A function template does before it forks its first
+  // instance (rootfs/runner.py): its instances run as its uid in its PID
+  // namespace and could otherwise write its memory through /proc/PID/mem,
+  // and so into every later instance. Any other prctl is as the policy says.
+  rc = seccomp_rule_add(c, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 2,
+                        SCMP_A0(SCMP_CMP_EQ, PR_SET_DUMPABLE), SCMP_A1(SCMP_CMP_EQ, 0));
+  if (rc < 0) return sys_error_n(-rc, "seccomp_rule_add", "prctl(PR_SET_DUMPABLE, 0)");
   if (policy.default_action == SeccompDefault::Log) TRY(deny_beyond_any_policy(c, policy));
   // no_new_privs is set by our own privilege drop, in a known order.
   rc = seccomp_attr_set(c, SCMP_FLTATR_CTL_NNP, 0);

@@ -431,6 +431,9 @@ TEST_CASE(
   CHECK(r["kept_writes"].size() >= 1);
   for (const auto& w : r["kept_writes"]) CHECK(w == "No such device");
   CHECK(r["cgroup_changed"] == false);
+  // Nor can a request write into its template's memory, which every later
+  // instance would start from.
+  CHECK(r["template_mem"] == "Permission denied");
   // Its template still forks, and the daemon still serves everyone.
   json again = invoke(d, "talk", in_sandbox({{"sleep_ms", 300}}), &status);
   CHECK(status == 200);

@@ -8,6 +8,10 @@ what the daemon lends it (deploy with template=1):
   handler then writes "0" to each kept file, which would move the instance into that leaf
   were the file still live, and reports each errno and whether /proc/self/cgroup changed.
 
+- the handler also opens its template's memory (/proc/<ppid>/mem, the template being the
+  instance's parent) for writing, which must fail: were it open, a request could write into
+  the template and so into every later instance (it writes nothing there even then).
+
 The handler writes after event["sleep_ms"] (at most 2,000): on cgroup v1 the daemon moves an
 instance on from its join leaf only after handing it its first request (the move waits out an
 RCU grace period, which would otherwise delay that request), and the join leaf's files are
@@ -23,6 +27,7 @@ import time
 
 SEEN = {}
 KEPT = []
+_real_close = os.close
 
 
 def _keep_regular_files(fd, _close=os.close):
@@ -69,4 +74,10 @@ def handler(event, context):
             writes.append("moved")
         except OSError as e:
             writes.append(e.strerror)
-    return dict(SEEN, pid=os.getpid(), kept_writes=writes, cgroup_changed=_cgroup() != before)
+    try:
+        _real_close(os.open("/proc/%d/mem" % os.getppid(), os.O_RDWR))
+        template_mem = "opened"
+    except OSError as e:
+        template_mem = e.strerror
+    return dict(SEEN, pid=os.getpid(), kept_writes=writes, cgroup_changed=_cgroup() != before,
+                template_mem=template_mem)

@@ -115,6 +115,9 @@ enum Probe {
   kMmapPlain,        // an ordinary anonymous mmap
   kMemfdHuge,        // memfd_create(MFD_HUGETLB): an fd without a filter
   kShmgetHuge,       // shmget(SHM_HUGETLB): listed by no built-in policy
+  kPrctlUndumpable,  // prctl(PR_SET_DUMPABLE, 0): allowed by every filter
+  kPrctlDumpable,    // prctl(PR_SET_DUMPABLE, 1), after it: as the policy says
+  kPrctlHighBits,    // prctl(1 << 32 | PR_SET_DUMPABLE, 0)
   kProbeCount
 };
 
@@ -262,6 +265,13 @@ Report run_probes(const SeccompProgram* prog, uint64_t mask) {
           outcome(syscall(SYS_shmget, IPC_PRIVATE, 2 << 20, IPC_CREAT | SHM_HUGETLB | 0600));
       if (r.probe[kShmgetHuge].ret >= 0) shmctl(int(r.probe[kShmgetHuge].ret), IPC_RMID, nullptr);
     }
+    const long high32 = 1L << 32;
+    if (want(kPrctlUndumpable))
+      r.probe[kPrctlUndumpable] = outcome(syscall(SYS_prctl, PR_SET_DUMPABLE, 0, 0, 0, 0));
+    if (want(kPrctlHighBits))
+      r.probe[kPrctlHighBits] = outcome(syscall(SYS_prctl, high32 | PR_SET_DUMPABLE, 0, 0, 0, 0));
+    if (want(kPrctlDumpable))
+      r.probe[kPrctlDumpable] = outcome(syscall(SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0));
     (void)!write(fds[1], &r, sizeof r);
     _exit(0);
   }
@@ -645,6 +655,19 @@ TEST_CASE("kernel: the default policy denies escapes, allows ordinary work") {
   CHECK(r.probe[kCloneFork].ret > 0);
   CHECK(r.probe[kSocketInet].ret >= 0);
   CHECK(r.probe[kSocketpair].ret == 0);
+}
+
+TEST_CASE("kernel: every policy lets a process give up being dumpable, and only that") {
+  // What a function template does before its first instance (runner.py):
+  // the one prctl no policy lists.
+  for (const char* name : {"default", "strict"}) {
+    INFO("policy ", name);
+    SeccompProgram prog = compile(builtin_seccomp(name));
+    Report r = run_probes(&prog, bit(kPrctlUndumpable) | bit(kPrctlDumpable) | bit(kPrctlHighBits));
+    CHECK(r.probe[kPrctlUndumpable].ret == 0);
+    check_denied(r, kPrctlDumpable, EPERM, "prctl(PR_SET_DUMPABLE, 1)");
+    check_denied(r, kPrctlHighBits, EPERM, "prctl(1 << 32 | PR_SET_DUMPABLE, 0)");
+  }
 }
 
 TEST_CASE("kernel: the strict policy also denies creating sockets") {
