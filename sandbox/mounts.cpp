@@ -47,7 +47,7 @@ int locked_flags(const char* path, unsigned long* out) {
 const char* const kProcMaskedFiles[7] = {
     "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "interrupts"};
 const char* const kProcMaskedDirs[3] = {"acpi", "asound", "scsi"};
-const char* const kProcReadOnly[5] = {"bus", "fs", "irq", "sys", "sysrq-trigger"};
+const char* const kProcReadOnly[6] = {"bus", "fs", "irq", "pressure", "sys", "sysrq-trigger"};
 
 std::string MountOp::describe() const {
   switch (kind) {

@@ -70,7 +70,7 @@ MountSources sources_from_spec(const SandboxSpec& spec);
 // the kernel has it.
 extern const char* const kProcMaskedFiles[7];
 extern const char* const kProcMaskedDirs[3];
-extern const char* const kProcReadOnly[5];
+extern const char* const kProcReadOnly[6];
 
 MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& sources);
 inline MountPlan plan_mounts(const SandboxSpec& spec) {

@@ -75,6 +75,9 @@ void check_report(const json& r, bool sockets, int core = 1) {
   }
   for (auto& [name, v] : r["read_only"].items()) CHECK_MESSAGE((v == "ro" || v == "absent"), name);
   CHECK(r["read_only"]["sys"] == "ro");  // every kernel has /proc/sys
+  // Its files are 0666 on the host: writable, each open would add a trigger
+  // the kernel keeps for the whole machine.
+  if (access("/proc/pressure/cpu", F_OK) == 0) CHECK(r["read_only"]["pressure"] == "ro");
   REQUIRE(r["proc_options"].is_string());
   std::string opts = r["proc_options"];
   // No hidepid (sandbox/mounts.cpp says why); nosuid, nodev, noexec.

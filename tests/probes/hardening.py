@@ -71,7 +71,7 @@ ALLOWED = {
 
 MASKED = ["kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug",
           "interrupts", "acpi", "asound", "scsi"]
-READ_ONLY = ["bus", "fs", "irq", "sys", "sysrq-trigger"]
+READ_ONLY = ["bus", "fs", "irq", "pressure", "sys", "sysrq-trigger"]
 
 
 def _errname(e):

@@ -259,7 +259,7 @@ TEST_CASE("plan_mounts: /proc is masked as Docker masks it, wherever the kernel 
     CHECK(p.ops[b].optional);
     CHECK(p.ops[ro].optional);
   }
-  for (const std::string e : {"bus", "fs", "irq", "sys", "sysrq-trigger"}) {
+  for (const std::string e : {"bus", "fs", "irq", "pressure", "sys", "sysrq-trigger"}) {
     INFO("/proc/", e);
     int b = find_op(p, MountOp::Bind, pr + e);
     int ro = find_op(p, MountOp::RemountRo, pr + e);
