@@ -52,6 +52,7 @@ const std::vector<std::string> kServerKeys = {"listen",
                                               "token",
                                               "read_token",
                                               "max_body_kb",
+                                              "max_buffered_mb",
                                               "max_connections",
                                               "rootless",
                                               "public_url",
@@ -159,6 +160,15 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
       c.max_body_bytes = kMaxPayload;
     }
     c.max_connections = int(r.integer(s, "max_connections", S, 8, 65536, &conns));
+    int64_t buffered_mb = int64_t(c.max_buffered_bytes >> 20);
+    c.max_buffered_bytes = uint64_t(r.integer(s, "max_buffered_mb", S, 1, 1 << 20, &buffered_mb))
+                           << 20;
+    if (c.max_buffered_bytes < c.max_body_bytes)
+      r.fail(s.get("max_buffered_mb") ? s.get("max_buffered_mb")->source() : s.source(),
+             "max_buffered_mb (" + std::to_string(c.max_buffered_bytes >> 20) +
+                 " MiB) is below max_body_kb (" + std::to_string(c.max_body_bytes >> 10) +
+                 " KiB): no body of the largest size could ever be received; raise "
+                 "max_buffered_mb or lower max_body_kb");
     int64_t v0 = c.request_timeout_ms;
     c.request_timeout_ms = int(r.integer(s, "request_timeout_ms", S, 100, 3600000, &v0));
     v0 = c.keepalive_timeout_ms;

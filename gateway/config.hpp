@@ -26,6 +26,10 @@ struct ServeConfig {
   // /metrics); empty: only the admin token reads them.
   std::string read_token;
   uint64_t max_body_bytes = 6ull << 20;
+  // Request bodies held by all connections at once: without it,
+  // max_connections clients, none authenticated, could make the daemon
+  // hold max_connections x max_body_bytes (6 GiB by default).
+  uint64_t max_buffered_bytes = 256ull << 20;
   int max_connections = 1024;  // open client connections (the oldest idle one makes room)
   // The HTTP front's bounds (gateway/http_front.hpp).
   int request_timeout_ms = 30000;    // one deadline for a request's whole head and body

@@ -82,6 +82,7 @@ struct HttpFront::Conn {
   Clock::time_point since;    // idle since (eviction order)
   Clock::time_point started;  // began sending its current request
   std::string in;             // bytes read and not used yet
+  uint64_t held = 0;          // its request body's bytes counted in buffered_
   std::unique_ptr<httplib::Request> req;
   HeadResult head;
   HeadScan scan;  // of the head still arriving
@@ -500,6 +501,7 @@ void HttpFront::process(Conn* c) {
                 std::to_string(config_.head.max_head_bytes >> 10) + " KiB, max_head_kb)";
         return refuse(c, status, why);
       }
+      if (!hold_body(c, req.body.size())) return refuse_buffered(c);
       if (p == Parse::NeedMore) return;
     } else {
       size_t want = size_t(c->head.content_length) - req.body.size();
@@ -510,6 +512,7 @@ void HttpFront::process(Conn* c) {
         req.body.append(c->in, 0, take);
         c->in.erase(0, take);
       }
+      if (!hold_body(c, req.body.size())) return refuse_buffered(c);
       if (req.body.size() < c->head.content_length) return;
     }
     dispatch(c);
@@ -638,6 +641,7 @@ bool HttpFront::send_response(Conn* c, httplib::Response& res, bool from_worker)
   // A client that does not read its answer keeps the connection for up to
   // request_timeout_ms: it holds the answer, not its request's body too.
   if (c->req) std::string().swap(c->req->body);
+  release_body(c);
   std::string& h = c->out_head;
   h.clear();
   h += "HTTP/1.1 ";
@@ -761,6 +765,7 @@ void HttpFront::refuse(Conn* c, int status, const std::string& message) {
 
 void HttpFront::refuse_with(Conn* c, httplib::Response& res) {
   count_sending(c, false);
+  release_body(c);
   c->keep_alive = false;
   c->refusing = true;
   c->in.clear();
@@ -791,6 +796,35 @@ void HttpFront::refuse_over_cap(Conn* c) {
   close_conn(c);
 }
 
+bool HttpFront::hold_body(Conn* c, uint64_t total) {
+  if (total <= c->held) return true;
+  const uint64_t more = total - c->held;
+  uint64_t now = buffered_.load();
+  do {
+    if (now + more > config_.max_buffered_bytes) return false;
+  } while (!buffered_.compare_exchange_weak(now, now + more));
+  c->held = total;
+  return true;
+}
+
+void HttpFront::release_body(Conn* c) {
+  buffered_ -= c->held;
+  c->held = 0;
+}
+
+// Counted as the bytes arrive, not reserved from a Content-Length: a client
+// that announces a large body and trickles it holds no more of the budget
+// than it has sent.
+void HttpFront::refuse_buffered(Conn* c) {
+  refused_buffered_++;
+  httplib::Response res;
+  error_body_(res, 503,
+              "server busy: the request bodies being received fill [server] max_buffered_mb (" +
+                  std::to_string(config_.max_buffered_bytes >> 20) + " MiB); retry later");
+  res.set_header("Retry-After", "1");
+  refuse_with(c, res);
+}
+
 void HttpFront::begin_drain(Conn* c) {
   shutdown(c->fd, SHUT_WR);
   c->state = State::Draining;
@@ -802,6 +836,7 @@ void HttpFront::begin_drain(Conn* c) {
 void HttpFront::close_conn(Conn* c) {
   if (c->dead) return;
   count_sending(c, false);
+  release_body(c);
   // Once c is in the graveyard the epoll thread may free it (and a new
   // connection get its memory): nothing of c is read after the lock.
   const int fd = c->fd;
@@ -996,6 +1031,7 @@ std::string HttpFront::render_metrics() {
         std::string("nsbox_http_refused_total{reason=\"") + why + "\"} " + std::to_string(v) + "\n";
   };
   line("busy", refused_busy_);
+  line("buffered", refused_buffered_);
   line("per_address", refused_address_);
   line("timeout", timeouts_);
   line("body_too_large", too_large_);
@@ -1010,6 +1046,12 @@ std::string HttpFront::render_metrics() {
       "# TYPE nsbox_http_inline_requests_total counter\n"
       "nsbox_http_inline_requests_total " +
       std::to_string(inline_requests_) + "\n";
+  out +=
+      "# HELP nsbox_http_buffered_body_bytes Request body bytes held by all connections "
+      "([server] max_buffered_mb).\n"
+      "# TYPE nsbox_http_buffered_body_bytes gauge\n"
+      "nsbox_http_buffered_body_bytes " +
+      std::to_string(buffered_.load()) + "\n";
   return out;
 }
 

@@ -32,6 +32,9 @@ struct FrontConfig {
   int port = 8080;
   HeadLimits head;
   uint64_t max_body_bytes = 6ull << 20;
+  // Request bodies held by all connections together, counted as they
+  // arrive; the request that would pass it gets 503 (Retry-After).
+  uint64_t max_buffered_bytes = 256ull << 20;
   int request_timeout_ms = 30000;  // the whole head and body, from the first byte
   int idle_timeout_ms = 30000;     // a keep-alive connection waiting for its next request
   int max_connections = 1024;      // open connections; the oldest idle one makes room
@@ -107,6 +110,11 @@ class HttpFront {
   void refuse(Conn* c, int status, const std::string& message);
   void refuse_with(Conn* c, httplib::Response& res);
   void close_conn(Conn* c);
+  // Counts c's body, now total bytes, in buffered_; false when that would
+  // pass max_buffered_bytes.
+  bool hold_body(Conn* c, uint64_t total);
+  void release_body(Conn* c);  // any thread that owns c; idempotent
+  void refuse_buffered(Conn* c);
   void count_sending(Conn* c, bool on);
   void arm(Conn* c, uint32_t events);
   void sweep();
@@ -138,9 +146,10 @@ class HttpFront {
   std::chrono::steady_clock::time_point accept_paused_until_{};
   bool accept_paused_ = false;
 
-  std::atomic<uint64_t> refused_busy_{0}, refused_address_{0}, timeouts_{0}, too_large_{0},
-      head_too_large_{0}, unauthorized_{0}, bad_requests_{0}, inline_requests_{0}, misdirected_{0},
-      unread_closed_{0};
+  std::atomic<uint64_t> buffered_{0};  // request body bytes held (hold_body)
+  std::atomic<uint64_t> refused_busy_{0}, refused_buffered_{0}, refused_address_{0}, timeouts_{0},
+      too_large_{0}, head_too_large_{0}, unauthorized_{0}, bad_requests_{0}, inline_requests_{0},
+      misdirected_{0}, unread_closed_{0};
 };
 
 }  // namespace nsbox

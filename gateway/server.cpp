@@ -108,6 +108,7 @@ FrontConfig front_config(const ServeConfig& c) {
   f.head.max_head_bytes = c.max_head_bytes;
   f.head.max_headers = size_t(c.max_headers);
   f.max_body_bytes = c.max_body_bytes;
+  f.max_buffered_bytes = c.max_buffered_bytes;
   f.request_timeout_ms = c.request_timeout_ms;
   f.idle_timeout_ms = c.keepalive_timeout_ms;
   f.max_connections = c.max_connections;

@@ -252,6 +252,45 @@ TEST_CASE("front: unauthenticated chunked uploads do not grow the daemon's memor
   CHECK(d.client()->Get("/healthz")->status == 200);
 }
 
+TEST_CASE("front: all connections together hold at most max_buffered_mb of bodies") {
+  StateDir sd("buffered");
+  Daemon d(sd.path, std::string("max_body_kb = 1024\nmax_buffered_mb = 2\n") + kPool);
+  REQUIRE(d.start());
+  // Unauthenticated invocations (of no function: the body is read before
+  // the name is looked up), each announcing 1 MiB and sending all but its
+  // last byte, from addresses of their own (the per-address cap is not it).
+  auto start_body = [&](const char* src, size_t bytes) {
+    int fd = connect_from(src, d.port());
+    send_all(fd, "POST /fn/none HTTP/1.1\r\nHost: localhost\r\nContent-Length: 1048576\r\n\r\n" +
+                     std::string(bytes, 'x'));
+    return fd;
+  };
+  const size_t most = (1 << 20) - 1;
+  int a = start_body("127.0.0.2", most);
+  int b = start_body("127.0.0.3", most);
+  REQUIRE(wait_until([&] { return d.metric("nsbox_http_buffered_body_bytes") == double(2 * most); },
+                     5000, "both bodies held"));
+  // The third passes 2 MiB with its third byte: 503, and it is told why.
+  int c = start_body("127.0.0.4", 3);
+  std::string reply = read_until_close(c, 5000);
+  close(c);
+  CHECK(status_of(reply) == 503);
+  CHECK_MESSAGE(reply.find("max_buffered_mb (2 MiB)") != std::string::npos, reply);
+  CHECK(reply.find("Retry-After: 1") != std::string::npos);
+  CHECK(d.metric("nsbox_http_refused_total{reason=\"buffered\"}") == 1);
+  // What the first two hold goes with them; a whole 1 MiB body is then read
+  // (404: no such function, not 503).
+  close(a);
+  close(b);
+  CHECK(wait_until([&] { return d.metric("nsbox_http_buffered_body_bytes") == 0; }, 5000,
+                   "the bodies released"));
+  int e = start_body("127.0.0.5", 1 << 20);
+  CHECK(status_of(read_until_close(e, 5000)) == 404);
+  close(e);
+  CHECK(d.metric("nsbox_http_buffered_body_bytes") == 0);
+  CHECK(d.client()->Get("/healthz")->status == 200);
+}
+
 TEST_CASE("front: one deadline for a whole request, however it trickles") {
   StateDir sd("deadline");
   Daemon d(sd.path, std::string("request_timeout_ms = 1000\n") + kPool);

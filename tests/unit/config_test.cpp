@@ -81,6 +81,7 @@ keep_versions = 3
 token = "admin-token-0123456789"
 read_token = "read-token-0123456789"
 max_body_kb = 2048
+max_buffered_mb = 32
 max_connections = 100
 rootless = true
 public_url = "https://fn.example.com"
@@ -136,6 +137,7 @@ TEST_CASE("config: no file at all gives the documented defaults") {
   CHECK(d.token.empty());
   CHECK(d.read_token.empty());
   CHECK(d.max_body_bytes == 6 * kMiB);
+  CHECK(d.max_buffered_bytes == 256 * kMiB);
   CHECK(d.max_connections == 1024);
   CHECK(d.request_timeout_ms == 30000);
   CHECK(d.keepalive_timeout_ms == 30000);
@@ -182,6 +184,7 @@ TEST_CASE("config: every key is read, in its unit, into its member") {
   CHECK(r.token == "admin-token-0123456789");
   CHECK(r.read_token == "read-token-0123456789");
   CHECK(r.max_body_bytes == 2048u << 10);
+  CHECK(r.max_buffered_bytes == 32 * kMiB);
   CHECK(r.max_connections == 100);
   CHECK(r.rootless);
   CHECK(r.public_url == "https://fn.example.com");
@@ -557,6 +560,23 @@ TEST_CASE("config: a max_body_kb above what can be served is lowered to 6144") {
   auto small = parse_serve_config(one_key("server", "max_body_kb", "64"), "nsbox.toml");
   REQUIRE(small);
   CHECK(small.value().max_body_bytes == 64u << 10);
+}
+
+TEST_CASE("config: max_buffered_mb, and never below max_body_kb") {
+  auto r = parse_serve_config(one_key("server", "max_buffered_mb", "64"), "nsbox.toml");
+  REQUIRE(r);
+  CHECK(r.value().max_buffered_bytes == 64 * kMiB);
+  auto small =
+      parse_serve_config("[server]\nmax_body_kb = 1024\nmax_buffered_mb = 1\n", "nsbox.toml");
+  REQUIRE(small);
+  CHECK(small.value().max_buffered_bytes == kMiB);
+  std::string e = refusal("[server]\nmax_buffered_mb = 4\n");
+  CHECK_MESSAGE(e.starts_with("nsbox.toml:2:19: max_buffered_mb (4 MiB) is below max_body_kb "
+                              "(6144 KiB)"),
+                e);
+  CHECK_MESSAGE(e.find("raise max_buffered_mb or lower max_body_kb") != std::string::npos, e);
+  e = refusal("[server]\nmax_buffered_mb = 0\n");
+  CHECK_MESSAGE(e.find("max_buffered_mb") != std::string::npos, e);
 }
 
 TEST_CASE("config: load_serve_config reads the named file and names it in errors") {
