@@ -351,8 +351,9 @@ Result<SeccompProgram> seccomp_compile(const SeccompPolicy& policy) {
   // instance (rootfs/runner.py): its instances run as its uid in its PID
   // namespace and could otherwise write its memory through /proc/PID/mem,
   // and so into every later instance. Any other prctl is as the policy says.
-  rc = seccomp_rule_add(c, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 2,
-                        SCMP_A0(SCMP_CMP_EQ, PR_SET_DUMPABLE), SCMP_A1(SCMP_CMP_EQ, 0));
+  // Both arguments whole (64 bits): a high half set is refused.
+  const scmp_arg_cmp option{0, SCMP_CMP_EQ, PR_SET_DUMPABLE, 0}, value{1, SCMP_CMP_EQ, 0, 0};
+  rc = seccomp_rule_add(c, SCMP_ACT_ALLOW, SCMP_SYS(prctl), 2, option, value);
   if (rc < 0) return sys_error_n(-rc, "seccomp_rule_add", "prctl(PR_SET_DUMPABLE, 0)");
   if (policy.default_action == SeccompDefault::Log) TRY(deny_beyond_any_policy(c, policy));
   // no_new_privs is set by our own privilege drop, in a known order.
