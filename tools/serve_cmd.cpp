@@ -490,7 +490,8 @@ int cmd_serve(const std::vector<std::string>& args) {
       if (sig == SIGHUP) {
         auto again = load_serve_config(config_path);
         if (!again) {
-          LOG_ERROR("reload: %s; keeping the running configuration", again.error().detail.c_str());
+          LOG_ERROR("reload: %s; keeping the running configuration",
+                    again.error().message().c_str());
           continue;
         }
         ServeConfig next = std::move(again.value());

@@ -401,6 +401,13 @@ TEST_CASE("serve: the API and its error codes") {
   CHECK(body(r) == json({{"hi", "ada"}, {"v", 2}}));
   r = c->Get("/fn/hello?name=bob");
   CHECK(body(r)["hi"] == "bob");
+  // A parameter that is not UTF-8 is refused, not dropped from the event.
+  r = c->Get("/fn/hello?name=%ff");
+  REQUIRE(r);
+  CHECK(r->status == 400);
+  CHECK_MESSAGE(r->body.find("query parameter \\\"name\\\" is not valid UTF-8") !=
+                    std::string::npos,
+                r->body);
 
   // A proxy-shaped result becomes the HTTP response.
   deploy(d, "proxy",
@@ -1343,6 +1350,18 @@ TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads 
       5000, "the removed token to be refused"));
   httplib::Headers file_token = {{"Authorization", "Bearer " + from_file}};
   CHECK(c->Put("/functions/t", file_token, returns("5"), "text/x-python")->status == 201);
+  // The config gone: the reload is refused, naming the file and why, and
+  // the daemon serves on with what it has.
+  REQUIRE(rename((dir + ".toml").c_str(), (dir + ".toml.away").c_str()) == 0);
+  kill(d.pid(), SIGHUP);
+  CHECK(nsbox::test::wait_until(
+      [&] {
+        return d.log().find("reload: config(" + dir + ".toml): No such file or directory; " +
+                            "keeping the running configuration") != std::string::npos;
+      },
+      5000, "the reload to be refused, and why"));
+  CHECK(c->Put("/functions/t", file_token, returns("6"), "text/x-python")->status == 201);
+  REQUIRE(rename((dir + ".toml.away").c_str(), (dir + ".toml").c_str()) == 0);
   CHECK(d.stop() == 0);
 }
 
