@@ -56,6 +56,12 @@ bool header_token(const std::string& name) {
   return true;
 }
 
+bool field_value_ok(std::string_view value) {
+  for (unsigned char ch : value)
+    if ((ch < 0x20 && ch != '\t') || ch == 0x7f) return false;
+  return true;
+}
+
 std::optional<ProxyHead> proxy_head(const json& envelope) {
   auto sc = envelope.find("statusCode");
   int64_t status = sc != envelope.end() && sc->is_number_integer() ? sc->get<int64_t>() : 0;
@@ -69,9 +75,10 @@ std::optional<ProxyHead> proxy_head(const json& envelope) {
     // is replaced, not thrown on.
     std::string value = v.is_string() ? v.get<std::string>()
                                       : v.dump(-1, ' ', false, json::error_handler_t::replace);
-    // RFC 9110 5.5: CR, LF and NUL in a value are invalid and dangerous.
-    if (!header_token(k) || forbidden_header(k) ||
-        value.find_first_of(std::string_view("\r\n\0", 3)) != std::string::npos)
+    // RFC 9110 5.5: a value is visible characters, spaces, tabs and
+    // obs-text; CR, LF and NUL are dangerous, and other controls (VT, ESC,
+    // DEL) are read differently by different clients and proxies.
+    if (!header_token(k) || forbidden_header(k) || !field_value_ok(value))
       continue;  // no header injection, no framing of our own
     if (strcasecmp(k.c_str(), "Content-Type") == 0)
       head.content_type = value;

@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -22,7 +23,7 @@ struct ProxyHead {
 // them). nullopt when statusCode is not a JSON integer in 200-599. Headers
 // that would let the function frame the response itself or inject another
 // header are dropped: see forbidden_header and header_token; so is a value
-// with CR, LF or NUL.
+// field_value_ok refuses.
 std::optional<ProxyHead> proxy_head(const nlohmann::json& envelope);
 
 // Framing and hop-by-hop headers (Content-Length, Transfer-Encoding,
@@ -33,5 +34,9 @@ bool forbidden_header(const std::string& name);
 
 // An RFC 9110 token of at most 256 bytes.
 bool header_token(const std::string& name);
+
+// An RFC 9110 field value: no control character but HTAB (so no CR, LF,
+// NUL, VT, ESC or DEL); bytes 0x80-0xff (obs-text) pass.
+bool field_value_ok(std::string_view value);
 
 }  // namespace nsbox

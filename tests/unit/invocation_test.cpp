@@ -252,6 +252,10 @@ class FakeRunners final : public SandboxFactory {
                         {"X-Split", "a\r\nSet-Cookie: evil=1"},
                         {"X-Bare-Newline", "a\nb"},
                         {"X-Nul-Value", std::string("a\0b", 3)},
+                        {"X-Vertical-Tab", "\vz"},
+                        {"X-Escape", "\x1b[2J"},
+                        {"X-Del", "a\x7f"},
+                        {"X-Tab-And-Obs-Text", "a\tb \xc3\xa9"},
                         {"Bad Name", "x"},
                         // A C-string reader in front of us would see Content-Length.
                         {std::string("Content-Length\0x", 16), "5"},
@@ -532,7 +536,8 @@ TEST_CASE("invocation: a proxy response keeps its status and body, drops hostile
   CHECK(r.payload == "made");
   CHECK(r.content_type == "text/plain");
   std::map<std::string, std::string> sent(r.headers.begin(), r.headers.end());
-  CHECK(sent == std::map<std::string, std::string>{{"X-Good", "yes"}, {"X-Number", "7"}});
+  CHECK(sent == std::map<std::string, std::string>{
+                    {"X-Good", "yes"}, {"X-Number", "7"}, {"X-Tab-And-Obs-Text", "a\tb \xc3\xa9"}});
 }
 
 TEST_CASE("invocation: the sandbox goes back to the pool when the request path throws") {
