@@ -23,10 +23,20 @@ bool valid_utf8(const std::string& s) {
   }
 }
 
-std::string query_event(const std::multimap<std::string, std::string>& params) {
+std::optional<std::string> query_event(const std::multimap<std::string, std::string>& params,
+                                       std::string* why) {
   json q = json::object();
-  for (const auto& [k, v] : params)
-    if (valid_utf8(k) && valid_utf8(v)) q[k] = v;
+  for (const auto& [k, v] : params) {
+    if (!valid_utf8(k)) {
+      *why = "a query parameter's name is not valid UTF-8 (percent-encode UTF-8 text)";
+      return std::nullopt;
+    }
+    if (!valid_utf8(v)) {
+      *why = "query parameter \"" + k + "\" is not valid UTF-8 (percent-encode UTF-8 text)";
+      return std::nullopt;
+    }
+    q[k] = v;
+  }
   return q.dump();
 }
 

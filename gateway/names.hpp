@@ -6,6 +6,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 
 namespace nsbox {
@@ -19,8 +20,11 @@ bool valid_identifier(const std::string& s);
 bool valid_utf8(const std::string& s);
 
 // The event of GET /fn/NAME?k=v: a JSON object of the decoded query
-// parameters, each value a string; for a repeated key the last one wins;
-// pairs that are not valid UTF-8 are dropped. Always a valid JSON object text.
-std::string query_event(const std::multimap<std::string, std::string>& params);
+// parameters, each value a string; for a repeated key the last one wins (as
+// Lambda's queryStringParameters). nullopt, with *why naming the parameter,
+// when a key or value is not valid UTF-8: dropped, the function would get
+// another event than the one sent.
+std::optional<std::string> query_event(const std::multimap<std::string, std::string>& params,
+                                       std::string* why);
 
 }  // namespace nsbox

@@ -447,8 +447,15 @@ void Gateway::handle_invoke(httplib::Request& req, httplib::Response& res) {
   }
   if (req.method == "POST")
     in.event = std::move(req.body);  // up to max_body_kb, held once
-  else if (!req.params.empty())
-    in.event = query_event(req.params);
+  else if (!req.params.empty()) {
+    std::string why;
+    std::optional<std::string> event = query_event(req.params, &why);
+    if (!event) {
+      send_error(res, 400, why);
+      return finish(in.name, "bad_query", 400);
+    }
+    in.event = std::move(*event);
+  }
   in.queue_deadline = t0 + std::chrono::milliseconds(queue_timeout_ms());
   InvokeResult r = invocations_.invoke(in);
   if (r.leased) metrics_.start(in.name, r.cold);
