@@ -97,6 +97,7 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
   std::string_view target = line.substr(sp1 + 1, sp2 - sp1 - 1);
   std::string_view version = line.substr(sp2 + 1);
   bool absolute = false;
+  std::string_view authority;  // of an absolute-form target
   if (method.empty()) return fail(400, "malformed request line");
   for (unsigned char c : method)
     if (!tchar(c)) return fail(400, "malformed method");
@@ -104,13 +105,19 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
     return fail(version.rfind("HTTP/", 0) == 0 ? 505 : 400, "HTTP/1.1 or HTTP/1.0 only");
   for (unsigned char c : target)
     if (c <= ' ' || c == 0x7f) return fail(400, "malformed target");
-  // The absolute form, which a server must accept (RFC 9112 3.2.2): its
-  // scheme and authority are dropped, as nothing here is routed by host.
+  // The absolute form, which a server must accept (RFC 9112 3.2.2): routed
+  // by its path, and its authority stands for Host, which the server must
+  // then ignore; a proxy in front routing by the URI must not see another
+  // host than the Host check here.
   for (const char* scheme : {"http://", "https://"}) {
     const size_t n = std::strlen(scheme);
     if (target.size() < n || strncasecmp(target.data(), scheme, n) != 0) continue;
     const size_t end = std::min(target.find_first_of("/?", n), target.size());
     if (end == n) return fail(400, "the target's authority is empty");
+    authority = target.substr(n, end - n);
+    // RFC 9110 4.2.4: userinfo in an http URI is an error to treat as one.
+    if (authority.find('@') != std::string_view::npos)
+      return fail(400, "the target's authority holds userinfo (user@host)");
     target.remove_prefix(end);
     absolute = true;
     break;
@@ -183,6 +190,10 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
   if (hosts > 1) return fail(400, "more than one Host header");
   if (hosts == 0 && version == "HTTP/1.1")
     return fail(400, "an HTTP/1.1 request needs a Host header");
+  if (absolute) {
+    req->headers.erase("Host");
+    req->headers.emplace("Host", std::string(authority));
+  }
   if (have_te && have_length) return fail(400, "both Content-Length and Transfer-Encoding");
   if (have_te && version == "HTTP/1.0") return fail(400, "chunked body in HTTP/1.0");
   r.state = Parse::Done;

@@ -828,6 +828,10 @@ TEST_CASE("front: refusals after a HEAD have their body; 405 has Allow; Host and
   reply =
       ask("GET http://127.0.0.1/healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
   CHECK(status_of(reply) == 200);
+  // The target's authority is the host checked, not the Host sent beside it.
+  reply = ask(
+      "GET http://evil.example/healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+  CHECK(status_of(reply) == 421);
   CHECK(d.stop() == 0);
 }
 

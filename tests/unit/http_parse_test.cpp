@@ -90,6 +90,13 @@ TEST_CASE("http head: an absolute-form target is routed by its path (RFC 9112 3.
   REQUIRE(head("GET http://h?q=2 HTTP/1.1\r\nHost: h\r\n\r\n", &req).state == Parse::Done);
   CHECK(req.path == "/");
   CHECK(req.get_param_value("q") == "2");
+  // Its authority stands for Host (the one sent is still required, once).
+  REQUIRE(head("GET http://evil.example:80/fn/a HTTP/1.1\r\nHost: localhost\r\n\r\n", &req).state ==
+          Parse::Done);
+  CHECK(req.get_header_value("Host") == "evil.example:80");
+  CHECK(req.get_header_value_count("Host") == 1);
+  CHECK(head("GET http://u@h/fn/a HTTP/1.1\r\nHost: h\r\n\r\n").status == 400);
+  CHECK(head("GET http://h/fn/a HTTP/1.1\r\n\r\n").status == 400);
   CHECK(head("GET http:///fn/a HTTP/1.1\r\nHost: h\r\n\r\n").status == 400);
   CHECK(head("GET ftp://h/fn/a HTTP/1.1\r\nHost: h\r\n\r\n").status == 400);
   CHECK(head("GET fn/a HTTP/1.1\r\nHost: h\r\n\r\n").status == 400);
