@@ -56,11 +56,11 @@ Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_jso
   return runner_invoke(channel_of(w), req, event_json, to_monotonic_ms(deadline));
 }
 
-std::string drain_log(Worker& w) {
+std::string drain_log(Worker& w, int max_reads) {
   std::string out = std::move(w.pending_log);
   w.pending_log.clear();
   char buf[16384];
-  for (int i = 0; i < 16; i++) {  // bounded: a writer may never pause
+  for (int i = 0; i < max_reads; i++) {  // bounded: a writer may never pause
     ssize_t n = read(w.log.get(), buf, sizeof buf);
     if (n <= 0) break;
     out.append(buf, static_cast<size_t>(n));

@@ -25,7 +25,9 @@ Outcome check_syntax(Worker& w, const std::string& name, const std::string& sour
 Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_json,
                const std::string& request_id, uint64_t memory_mb, Clock::time_point deadline);
 
-// Non-blocking: whatever the sandbox has written to stderr so far.
-std::string drain_log(Worker& w);
+// Non-blocking: whatever the sandbox has written to stderr so far, in at
+// most max_reads reads of 16 KiB (a writer may never pause), behind what
+// pending_log held; only the last 256 KiB are kept.
+std::string drain_log(Worker& w, int max_reads = 16);
 
 }  // namespace nsbox

@@ -19,6 +19,7 @@
 #include <map>
 #include <mutex>
 #include <set>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -114,7 +115,8 @@ class FakeRunners final : public SandboxFactory {
     if (!ends) return ends.error();
     int log[2];
     if (pipe2(log, O_CLOEXEC) != 0) return sys_error("pipe2", "log");
-    fcntl(log[0], F_SETFL, O_NONBLOCK);  // drain_log reads without waiting
+    fcntl(log[0], F_SETFL, O_NONBLOCK);    // drain_log reads without waiting
+    fcntl(log[0], F_SETPIPE_SZ, 1 << 20);  // as the spawner's
     SpawnedSandbox s;
     s.id = ++spawned_;
     s.channel = std::move(ends.value().host);
@@ -188,6 +190,7 @@ class FakeRunners final : public SandboxFactory {
   void serve(uint64_t id, int in, int out, int log) {
     FrameDecoder dec;
     std::string source;
+    int invokes = 0;
     for (;;) {
       FrameRead fr = read_frame(in, dec, 0);
       if (fr.status != ReadStatus::Ok) return;  // the pool dropped the sandbox
@@ -220,7 +223,17 @@ class FakeRunners final : public SandboxFactory {
         continue;
       }
       const std::string rid = env.value("id", "");
-      if (source.rfind("return ", 0) == 0) {
+      if (source == "flood once" && invokes++ == 0) {
+        // More than a reply's wait drains at a time, and no newline: as
+        // much as the pipe holds stays behind when the reply comes.
+        const std::string flood(600 << 10, 'x');
+        (void)!write(log, flood.data(), flood.size());
+        reply(out, {{"type", "result"}, {"id", rid}, {"ok", true}}, "1");
+      } else if (source == "flood once") {
+        std::string line = "hello from " + rid + "\n";
+        (void)!write(log, line.data(), line.size());
+        reply(out, {{"type", "result"}, {"id", rid}, {"ok", true}}, "2");
+      } else if (source.rfind("return ", 0) == 0) {
         std::string line = "hello from " + rid + "\n";
         (void)!write(log, line.data(), line.size());
         reply(out, {{"type", "result"}, {"id", rid}, {"ok", true}}, source.substr(7));
@@ -422,6 +435,22 @@ TEST_CASE("invocation: what the function printed goes to the log store under its
   REQUIRE(rig.call("f").outcome == O::Ok);
   REQUIRE(rig.call("f").outcome == O::Ok);
   CHECK(rig.logs.get("f") == "[v1 req-1] hello from req-1\n[v1 req-2] hello from req-2\n");
+}
+
+TEST_CASE(
+    "invocation: a request's output left in the pipe at its reply is its own, not the next's") {
+  Rig rig;
+  rig.deploy("f", "flood once");
+  InvokeResult first = rig.call("f");
+  REQUIRE_MESSAGE(first.outcome == O::Ok, first.message);
+  REQUIRE(rig.call("f").outcome == O::Ok);
+  REQUIRE(rig.factory.spawned() == 1);  // both in the same sandbox
+  std::istringstream in(rig.logs.get("f"));
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  REQUIRE(lines.size() >= 2);
+  CHECK(lines.back() == "[v1 req-2] hello from req-2");
+  for (size_t i = 0; i + 1 < lines.size(); i++) CHECK(lines[i].rfind("[v1 req-1] ", 0) == 0);
 }
 
 TEST_CASE("invocation: what a request in flight prints after its function's delete is dropped") {
