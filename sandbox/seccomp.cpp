@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <linux/seccomp.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <stddef.h>
@@ -67,6 +68,13 @@ constexpr FlagRule kRefusedFlags[] = {{__NR_mmap, 3, MAP_HUGETLB},
 
 // The only socket families a function may create (socket, socketpair).
 constexpr uint32_t kAllowedFamilies[] = {AF_UNIX, AF_INET, AF_INET6};
+// And the only protocols for AF_INET and AF_INET6 (0 is the type's own):
+// asking for another (SCTP, L2TP, ...) makes a kernel that has it as a
+// module load it, and such rarely used protocol code is where local
+// privilege escalations are often found. ICMP is the unprivileged ping
+// socket.
+constexpr uint32_t kAllowedInetProtocols[] = {0, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP,
+                                              IPPROTO_ICMPV6};
 
 // Offset of the low 32 bits of syscall argument i in seccomp_data. The
 // kernel declares ioctl's cmd `unsigned int` and socket's family `int`, so
@@ -104,15 +112,17 @@ std::vector<sock_filter> argument_prefix() {
   const auto nioctl = static_cast<uint8_t>(std::size(kRefusedIoctls));
   const auto nfcntl = static_cast<uint8_t>(std::size(kRefusedFcntls));
   const auto nfam = static_cast<uint8_t>(std::size(kAllowedFamilies));
+  const auto nproto = static_cast<uint8_t>(std::size(kAllowedInetProtocols));
   const auto nflag = static_cast<uint8_t>(std::size(kRefusedFlags));
   // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..] dispatch (6 +
   // nflag)  [..] ja end  [..] ioctl block  [..] fcntl block  [..] family
-  // block  [..] setrlimit block  [..] prlimit64 block  [..] a block of two
-  // per flag rule  [..] refusals  end:
+  // block  [..] inet protocol block  [..] setrlimit block  [..] prlimit64
+  // block  [..] a block of two per flag rule  [..] refusals  end:
   const uint8_t ioctl_at = 3 + 6 + nflag + 1;
   const uint8_t fcntl_at = ioctl_at + 1 + nioctl + 1;
   const uint8_t family_at = fcntl_at + 1 + nfcntl + 1;
-  const uint8_t setrlimit_at = family_at + 1 + nfam + 1;
+  const uint8_t protocol_at = family_at + 1 + nfam + 1;
+  const uint8_t setrlimit_at = protocol_at + 1 + nproto + 1;
   const uint8_t prlimit_at = setrlimit_at + 3;
   const uint8_t flags_at = prlimit_at + 6;
   const uint8_t eperm_at = flags_at + 2 * nflag;
@@ -141,12 +151,20 @@ std::vector<sock_filter> argument_prefix() {
   for (uint32_t cmd : kRefusedFcntls)
     f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, cmd, to(eperm_at), 0));
   f.push_back(stmt(BPF_JMP | BPF_JA, to(end)));
-  // socket, socketpair: an allowed family goes on, any other gets what the
-  // kernel says for a family it does not have.
+  // socket, socketpair: an allowed family goes on (IPv4 and IPv6 to their
+  // protocol), any other gets what the kernel says for a family it does
+  // not have.
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(0)));
   for (uint32_t family : kAllowedFamilies)
-    f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, family, to(end), 0));
+    f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, family,
+                     to(family == AF_INET || family == AF_INET6 ? protocol_at : end), 0));
   f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EAFNOSUPPORT & SECCOMP_RET_DATA)));
+  // An allowed protocol goes on, any other gets what the kernel says for a
+  // protocol it does not have.
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(2)));
+  for (uint32_t protocol : kAllowedInetProtocols)
+    f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, protocol, to(end), 0));
+  f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPROTONOSUPPORT & SECCOMP_RET_DATA)));
   // RLIMIT_CORE stays at 1 (plan_rlimits): with a core_pattern that pipes
   // (systemd-coredump, apport) the kernel ignores the limit, except that 1
   // aborts the dump, and 0 would let every crash start the host's handler
@@ -267,8 +285,8 @@ std::string seccomp_canonical(const SeccompPolicy& p) {
   const scmp_version* v = seccomp_version();
   // v3: the argument prefix (ioctl commands, socket families); v4: the
   // denials a "log" default needs; v5: RLIMIT_CORE fixed; v6: fcntl commands;
-  // v7: huge page flags; v8: prctl(PR_SET_DUMPABLE, 0).
-  std::string s = "v8 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
+  // v7: huge page flags; v8: prctl(PR_SET_DUMPABLE, 0); v9: inet protocols.
+  std::string s = "v9 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
                   "." + std::to_string(v->micro) + " action " +
                   std::to_string(static_cast<int>(p.default_action)) + " errno " +
                   std::to_string(p.errno_value) + " fork " + std::to_string(p.allow_fork) +

@@ -65,6 +65,11 @@ void check_report(const json& r, bool sockets, int core = 1) {
   // family it lacks; the allowlist works where the policy allows sockets.
   REQUIRE(r["refused_families"].size() >= 30);
   for (auto& [name, v] : r["refused_families"].items()) CHECK_MESSAGE(v == "EAFNOSUPPORT", name);
+  // IPv4 and IPv6 only with TCP, UDP and ICMP: another protocol would load
+  // its module, on a kernel that has it as one.
+  REQUIRE(r["refused_protocols"].size() == 6);
+  for (auto& [name, v] : r["refused_protocols"].items())
+    CHECK_MESSAGE(v == "EPROTONOSUPPORT", name);
   for (auto& [name, v] : r["allowed_families"].items())
     CHECK_MESSAGE(v == (sockets ? "ok" : "EPERM"), name);
   CHECK(r["getaddrinfo_addrconfig"] == "ok");

@@ -60,6 +60,16 @@ REFUSED = {
     "AF_VSOCK|1<<32": (_HIGH | 40, socket.SOCK_STREAM, 0),
     "AF_NETLINK|1<<32": (_HIGH | 16, socket.SOCK_RAW, 0),
 }
+# IPv4 and IPv6 protocols the sandbox must refuse: a kernel with them as modules would
+# load one on the first ask; MPTCP and UDP-Lite are built in, so the refusal is seen.
+REFUSED_PROTOCOLS = {
+    "AF_INET/SCTP": (2, socket.SOCK_STREAM, 132),
+    "AF_INET6/SCTP": (10, socket.SOCK_SEQPACKET, 132),
+    "AF_INET/L2TP": (2, socket.SOCK_DGRAM, 115),
+    "AF_INET/MPTCP": (2, socket.SOCK_STREAM, 262),
+    "AF_INET/UDPLITE": (2, socket.SOCK_DGRAM, 136),
+    "AF_INET6/DCCP": (10, 6, 33),  # SOCK_DCCP
+}
 # The allowlist (the kernel sees AF_INET below too).
 ALLOWED = {
     "AF_UNIX": (1, socket.SOCK_STREAM, 0),
@@ -67,6 +77,8 @@ ALLOWED = {
     "AF_INET/DGRAM": (2, socket.SOCK_DGRAM, 0),
     "AF_INET6": (10, socket.SOCK_STREAM, 0),
     "AF_INET|1<<32": (_HIGH | 2, socket.SOCK_STREAM, 0),
+    "AF_INET/TCP": (2, socket.SOCK_STREAM, 6),
+    "AF_INET6/UDP": (10, socket.SOCK_DGRAM, 17),
 }
 
 MASKED = ["kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug",
@@ -231,6 +243,7 @@ def handler(event, context):
     refused = {name: _socket(*args) for name, args in REFUSED.items()}
     refused["socketpair(AF_VSOCK)"] = _socketpair(40)
     refused["socketpair(AF_NETLINK)"] = _socketpair(16)
+    refused_protocols = {name: _socket(*args) for name, args in REFUSED_PROTOCOLS.items()}
     allowed = {name: _socket(*args) for name, args in ALLOWED.items()}
     allowed["socketpair(AF_UNIX)"] = _socketpair(1)
     return {
@@ -240,6 +253,7 @@ def handler(event, context):
         "core": _core_limit(),
         "priority": _priority(),
         "refused_families": refused,
+        "refused_protocols": refused_protocols,
         "allowed_families": allowed,
         # glibc asks NETLINK_ROUTE which address families are configured for
         # AI_ADDRCONFIG, and assumes both when it cannot.

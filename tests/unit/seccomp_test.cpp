@@ -10,6 +10,7 @@
 #include <linux/bpf.h>
 #include <linux/netlink.h>
 #include <linux/sched.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/ioctl.h>
@@ -115,6 +116,11 @@ enum Probe {
   kMmapPlain,        // an ordinary anonymous mmap
   kMemfdHuge,        // memfd_create(MFD_HUGETLB): an fd without a filter
   kShmgetHuge,       // shmget(SHM_HUGETLB): listed by no built-in policy
+  kSocketSctp,       // socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP)
+  kSocketL2tp6,      // socket(AF_INET6, SOCK_DGRAM, IPPROTO_L2TP)
+  kSocketUdp6,       // socket(AF_INET6, SOCK_DGRAM, IPPROTO_UDP)
+  kSocketMptcp,      // socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP): built in where it exists
+  kSocketUdplite,    // socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE): likewise
   kPrctlUndumpable,  // prctl(PR_SET_DUMPABLE, 0): allowed by every filter
   kPrctlDumpable,    // prctl(PR_SET_DUMPABLE, 1), after it: as the policy says
   kPrctlHighBits,    // prctl(1 << 32 | PR_SET_DUMPABLE, 0)
@@ -223,6 +229,11 @@ Report run_probes(const SeccompProgram* prog, uint64_t mask) {
     socket_probe(kSocketVsockHigh, high | AF_VSOCK, SOCK_STREAM, 0);
     socket_probe(kSocketNetlink, AF_NETLINK, SOCK_RAW, NETLINK_ROUTE);
     socket_probe(kSocketInetHigh, high | AF_INET, SOCK_STREAM, 0);
+    socket_probe(kSocketSctp, AF_INET, SOCK_STREAM, IPPROTO_SCTP);
+    socket_probe(kSocketL2tp6, AF_INET6, SOCK_DGRAM, 115);  // IPPROTO_L2TP
+    socket_probe(kSocketUdp6, AF_INET6, SOCK_DGRAM, IPPROTO_UDP);
+    socket_probe(kSocketMptcp, AF_INET, SOCK_STREAM, 262);  // IPPROTO_MPTCP
+    socket_probe(kSocketUdplite, AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE);
     if (want(kSocketpairVsock)) {
       int sv[2];
       r.probe[kSocketpairVsock] = outcome(syscall(SYS_socketpair, AF_VSOCK, SOCK_STREAM, 0, sv));
@@ -655,6 +666,28 @@ TEST_CASE("kernel: the default policy denies escapes, allows ordinary work") {
   CHECK(r.probe[kCloneFork].ret > 0);
   CHECK(r.probe[kSocketInet].ret >= 0);
   CHECK(r.probe[kSocketpair].ret == 0);
+}
+
+TEST_CASE("kernel: without a filter, MPTCP or UDP-Lite sockets are made (control)") {
+  // Built-in protocols (no module needed), so the refusals below are the
+  // filter's, not a kernel without them.
+  Report r = run_probes(nullptr, bit(kSocketMptcp) | bit(kSocketUdplite));
+  CHECK((r.probe[kSocketMptcp].ret >= 0 || r.probe[kSocketUdplite].ret >= 0));
+}
+
+TEST_CASE("kernel: IPv4 and IPv6 sockets only of TCP, UDP and ICMP, whatever the policy") {
+  // Another protocol would make a kernel that has it as a module load it.
+  SeccompProgram prog = compile(builtin_seccomp("default"));
+  Report r =
+      run_probes(&prog, bit(kSocketSctp) | bit(kSocketL2tp6) | bit(kSocketUdp6) | bit(kSocketInet) |
+                            bit(kSocketpair) | bit(kSocketMptcp) | bit(kSocketUdplite));
+  check_denied(r, kSocketSctp, EPROTONOSUPPORT, "socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP)");
+  check_denied(r, kSocketL2tp6, EPROTONOSUPPORT, "socket(AF_INET6, SOCK_DGRAM, IPPROTO_L2TP)");
+  check_denied(r, kSocketMptcp, EPROTONOSUPPORT, "socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)");
+  check_denied(r, kSocketUdplite, EPROTONOSUPPORT, "socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE)");
+  CHECK(r.probe[kSocketUdp6].ret >= 0);
+  CHECK(r.probe[kSocketInet].ret >= 0);
+  CHECK(r.probe[kSocketpair].ret == 0);  // AF_UNIX's protocol is not looked at
 }
 
 TEST_CASE("kernel: every policy lets a process give up being dumpable, and only that") {
