@@ -171,8 +171,8 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
       have_length = true;
       r.content_length = n;
     } else if (ieq(name, "Transfer-Encoding")) {
-      if (have_te || !ieq(value, "chunked"))
-        return fail(501, "only Transfer-Encoding: chunked is supported");
+      if (have_te) return fail(400, "more than one Transfer-Encoding header");
+      if (!ieq(value, "chunked")) return fail(501, "only Transfer-Encoding: chunked is supported");
       have_te = true;
     } else if (ieq(name, "Connection")) {
       if (has_token(value, "close")) close = true;

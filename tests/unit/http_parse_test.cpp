@@ -56,6 +56,11 @@ TEST_CASE("http head: limits and ambiguous framing") {
       400);
   CHECK(head("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +1\r\n\r\n").status == 400);
   CHECK(head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").status == 501);
+  HeadResult twice = head(
+      "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
+      "chunked\r\n\r\n");
+  CHECK(twice.status == 400);
+  CHECK(twice.message == "more than one Transfer-Encoding header");
   CHECK(head("GET / HTTP/1.1\r\nX : y\r\n\r\n").status == 400);
   CHECK(head("GET / HTTP/1.1\r\nX: y\r\n folded\r\n\r\n").status == 400);
   CHECK(head("GET / HTTP/2.0\r\n\r\n").status == 505);
