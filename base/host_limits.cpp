@@ -1,7 +1,11 @@
 #include "base/host_limits.hpp"
 
+#include <linux/capability.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
+#include <string>
 
 namespace nsbox {
 
@@ -44,6 +48,16 @@ bool core_pattern_pipes() {
   std::ifstream f("/proc/sys/kernel/core_pattern");
   const int c = f.get();
   return c == '|' || c == '@';
+}
+
+bool have_cap_sys_resource() {
+  std::ifstream f("/proc/self/status");
+  for (std::string line; std::getline(f, line);)
+    if (line.rfind("CapEff:", 0) == 0) {
+      const unsigned long long eff = std::strtoull(line.c_str() + 7, nullptr, 16);
+      return (eff >> CAP_SYS_RESOURCE) & 1;
+    }
+  return false;
 }
 
 uint64_t pid_max() {

@@ -28,6 +28,15 @@ inline constexpr char kCoreLimitWarning[] =
     "kernel.core_pattern pipes: a crash in a sandbox starts the host's core handler; start nsbox "
     "with a hard core limit of at least 1 (ulimit -Hc, LimitCORE=)";
 
+// Whether this process holds CAP_SYS_RESOURCE (its effective set), which
+// root lacks in some containers: without it the sandboxes' oom_score_adj
+// of 1000 is no floor (sandbox/sandbox.cpp), and the core limit and the
+// daemon's -900 cannot be set.
+bool have_cap_sys_resource();
+inline constexpr char kNoOomFloorWarning[] =
+    "no CAP_SYS_RESOURCE (a container?): sandboxes start with oom_score_adj 1000 but may lower it "
+    "back to 0, so under memory pressure the OOM killer may pick another process before them";
+
 // /proc/sys/kernel/pid_max; 0 when unreadable.
 uint64_t pid_max();
 

@@ -434,6 +434,7 @@ int cmd_run(const std::vector<std::string>& args) {
     // Before the template and the sandbox, which inherit it.
     if (!raise_core_limit_to_one() && !spec.ids.rootless && core_pattern_pipes())
       LOG_WARN("%s", kCoreLimitWarning);
+    if (!spec.ids.rootless && !have_cap_sys_resource()) LOG_WARN("%s", kNoOomFloorWarning);
     TemplateProcess tmpl;
     if (o.factory == "template") {
       if (spec.ids.rootless)

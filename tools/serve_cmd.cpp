@@ -312,6 +312,7 @@ int cmd_serve(const std::vector<std::string>& args) {
           "oom_score_adj -900: %s (needs CAP_SYS_RESOURCE); the OOM killer may pick the daemon",
           strerror(errno));
     if (fd >= 0) close(fd);
+    if (!config.rootless && !have_cap_sys_resource()) LOG_WARN("%s", kNoOomFloorWarning);
   }
 
   HostLimits host;
