@@ -819,7 +819,7 @@ void HttpFront::refuse_buffered(Conn* c) {
   refused_buffered_++;
   httplib::Response res;
   error_body_(res, 503,
-              "server busy: the request bodies being received fill [server] max_buffered_mb (" +
+              "server busy: the request bodies held fill [server] max_buffered_mb (" +
                   std::to_string(config_.max_buffered_bytes >> 20) + " MiB); retry later");
   res.set_header("Retry-After", "1");
   refuse_with(c, res);

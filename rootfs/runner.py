@@ -607,7 +607,7 @@ def _serve_forks(fd):
     # Instances inherit it, so neither can they write each other's. Without it, no instance.
     try:
         _give_up_dumpable()
-    except OSError as e:
+    except Exception as e:  # ctypes missing or replaced by the module body: no instance either
         sys.stderr.write("runner: function template: cannot make itself non-dumpable, so its "
                          "instances could write its memory; not forking any: %s\n" % e)
         _flush_logs()
@@ -673,6 +673,10 @@ def _give_up_dumpable():
     if libc.prctl(ctypes.c_int(pr_set_dumpable), zero, zero, zero, zero) != 0:
         err = ctypes.get_errno()
         raise OSError(err, "prctl(PR_SET_DUMPABLE, 0): " + os.strerror(err))
+    # Whether it took (PR_GET_DUMPABLE is not allowed): a non-dumpable process's /proc
+    # entries belong to its user namespace's root, not to it.
+    if os.stat("/proc/self/mem").st_uid == os.getuid():
+        raise OSError(0, "prctl(PR_SET_DUMPABLE, 0) returned 0, yet /proc/self/mem is still ours")
 
 
 def _answer(fd, text):

@@ -68,11 +68,15 @@ constexpr FlagRule kRefusedFlags[] = {{__NR_mmap, 3, MAP_HUGETLB},
 
 // The only socket families a function may create (socket, socketpair).
 constexpr uint32_t kAllowedFamilies[] = {AF_UNIX, AF_INET, AF_INET6};
-// And the only protocols for AF_INET and AF_INET6 (0 is the type's own):
-// asking for another (SCTP, L2TP, ...) makes a kernel that has it as a
-// module load it, and such rarely used protocol code is where local
-// privilege escalations are often found. ICMP is the unprivileged ping
-// socket.
+// And the only types and protocols for AF_INET and AF_INET6 (protocol 0 is
+// the type's own): asking for another makes a kernel that has it as a
+// module load it (SCTP, L2TP by protocol; DCCP also by its type with
+// protocol 0; SOCK_PACKET becomes an AF_PACKET socket), and such rarely
+// used protocol code is where local privilege escalations are often found.
+// ICMP is the unprivileged ping socket. The type is compared without its
+// SOCK_NONBLOCK and SOCK_CLOEXEC flags (the kernel's SOCK_TYPE_MASK).
+constexpr uint32_t kAllowedInetTypes[] = {SOCK_STREAM, SOCK_DGRAM};
+constexpr uint32_t kSockTypeMask = 0xf;
 constexpr uint32_t kAllowedInetProtocols[] = {0, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP,
                                               IPPROTO_ICMPV6};
 
@@ -112,16 +116,19 @@ std::vector<sock_filter> argument_prefix() {
   const auto nioctl = static_cast<uint8_t>(std::size(kRefusedIoctls));
   const auto nfcntl = static_cast<uint8_t>(std::size(kRefusedFcntls));
   const auto nfam = static_cast<uint8_t>(std::size(kAllowedFamilies));
+  const auto ntype = static_cast<uint8_t>(std::size(kAllowedInetTypes));
   const auto nproto = static_cast<uint8_t>(std::size(kAllowedInetProtocols));
   const auto nflag = static_cast<uint8_t>(std::size(kRefusedFlags));
   // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..] dispatch (6 +
   // nflag)  [..] ja end  [..] ioctl block  [..] fcntl block  [..] family
-  // block  [..] inet protocol block  [..] setrlimit block  [..] prlimit64
-  // block  [..] a block of two per flag rule  [..] refusals  end:
+  // block  [..] inet type block  [..] inet protocol block  [..] setrlimit
+  // block  [..] prlimit64 block  [..] a block of two per flag rule  [..]
+  // refusals  end:
   const uint8_t ioctl_at = 3 + 6 + nflag + 1;
   const uint8_t fcntl_at = ioctl_at + 1 + nioctl + 1;
   const uint8_t family_at = fcntl_at + 1 + nfcntl + 1;
-  const uint8_t protocol_at = family_at + 1 + nfam + 1;
+  const uint8_t type_at = family_at + 1 + nfam + 1;
+  const uint8_t protocol_at = type_at + 2 + ntype + 1;
   const uint8_t setrlimit_at = protocol_at + 1 + nproto + 1;
   const uint8_t prlimit_at = setrlimit_at + 3;
   const uint8_t flags_at = prlimit_at + 6;
@@ -152,13 +159,20 @@ std::vector<sock_filter> argument_prefix() {
     f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, cmd, to(eperm_at), 0));
   f.push_back(stmt(BPF_JMP | BPF_JA, to(end)));
   // socket, socketpair: an allowed family goes on (IPv4 and IPv6 to their
-  // protocol), any other gets what the kernel says for a family it does
-  // not have.
+  // type and protocol), any other gets what the kernel says for a family
+  // it does not have.
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(0)));
   for (uint32_t family : kAllowedFamilies)
     f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, family,
-                     to(family == AF_INET || family == AF_INET6 ? protocol_at : end), 0));
+                     to(family == AF_INET || family == AF_INET6 ? type_at : end), 0));
   f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EAFNOSUPPORT & SECCOMP_RET_DATA)));
+  // An allowed type goes on to the protocol, any other gets what the kernel
+  // says for a type the family does not have.
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(1)));
+  f.push_back(stmt(BPF_ALU | BPF_AND | BPF_K, kSockTypeMask));
+  for (uint32_t type : kAllowedInetTypes)
+    f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, type, to(protocol_at), 0));
+  f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (ESOCKTNOSUPPORT & SECCOMP_RET_DATA)));
   // An allowed protocol goes on, any other gets what the kernel says for a
   // protocol it does not have.
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(2)));
@@ -285,8 +299,9 @@ std::string seccomp_canonical(const SeccompPolicy& p) {
   const scmp_version* v = seccomp_version();
   // v3: the argument prefix (ioctl commands, socket families); v4: the
   // denials a "log" default needs; v5: RLIMIT_CORE fixed; v6: fcntl commands;
-  // v7: huge page flags; v8: prctl(PR_SET_DUMPABLE, 0); v9: inet protocols.
-  std::string s = "v9 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
+  // v7: huge page flags; v8: prctl(PR_SET_DUMPABLE, 0); v9: inet protocols;
+  // v10: inet types.
+  std::string s = "v10 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
                   "." + std::to_string(v->micro) + " action " +
                   std::to_string(static_cast<int>(p.default_action)) + " errno " +
                   std::to_string(p.errno_value) + " fork " + std::to_string(p.allow_fork) +

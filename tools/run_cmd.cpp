@@ -434,7 +434,8 @@ int cmd_run(const std::vector<std::string>& args) {
     // Before the template and the sandbox, which inherit it.
     if (!raise_core_limit_to_one() && !spec.ids.rootless && core_pattern_pipes())
       LOG_WARN("%s", kCoreLimitWarning);
-    if (!spec.ids.rootless && !have_cap_sys_resource()) LOG_WARN("%s", kNoOomFloorWarning);
+    // -v only: a run is short, and its stderr is the function's.
+    if (!spec.ids.rootless && !have_cap_sys_resource()) LOG_INFO("%s", kNoOomFloorWarning);
     TemplateProcess tmpl;
     if (o.factory == "template") {
       if (spec.ids.rootless)

@@ -70,6 +70,8 @@ void check_report(const json& r, bool sockets, int core = 1) {
   REQUIRE(r["refused_protocols"].size() == 6);
   for (auto& [name, v] : r["refused_protocols"].items())
     CHECK_MESSAGE(v == "EPROTONOSUPPORT", name);
+  REQUIRE(r["refused_types"].size() == 4);
+  for (auto& [name, v] : r["refused_types"].items()) CHECK_MESSAGE(v == "ESOCKTNOSUPPORT", name);
   for (auto& [name, v] : r["allowed_families"].items())
     CHECK_MESSAGE(v == (sockets ? "ok" : "EPERM"), name);
   CHECK(r["getaddrinfo_addrconfig"] == "ok");

@@ -64,11 +64,19 @@ REFUSED = {
 # load one on the first ask; MPTCP and UDP-Lite are built in, so the refusal is seen.
 REFUSED_PROTOCOLS = {
     "AF_INET/SCTP": (2, socket.SOCK_STREAM, 132),
-    "AF_INET6/SCTP": (10, socket.SOCK_SEQPACKET, 132),
+    "AF_INET6/SCTP": (10, socket.SOCK_STREAM, 132),
     "AF_INET/L2TP": (2, socket.SOCK_DGRAM, 115),
     "AF_INET/MPTCP": (2, socket.SOCK_STREAM, 262),
     "AF_INET/UDPLITE": (2, socket.SOCK_DGRAM, 136),
-    "AF_INET6/DCCP": (10, 6, 33),  # SOCK_DCCP
+    "AF_INET6/DCCP": (10, socket.SOCK_DGRAM, 33),
+}
+# Types likewise: DCCP's module also answers to its type with protocol 0, and SOCK_PACKET
+# makes an AF_PACKET socket.
+REFUSED_TYPES = {
+    "AF_INET/SOCK_DCCP": (2, 6, 0),
+    "AF_INET6/SOCK_SEQPACKET": (10, socket.SOCK_SEQPACKET, 0),
+    "AF_INET/SOCK_PACKET": (2, 10, 0),
+    "AF_INET/SOCK_RAW": (2, socket.SOCK_RAW, 1),
 }
 # The allowlist (the kernel sees AF_INET below too).
 ALLOWED = {
@@ -244,6 +252,7 @@ def handler(event, context):
     refused["socketpair(AF_VSOCK)"] = _socketpair(40)
     refused["socketpair(AF_NETLINK)"] = _socketpair(16)
     refused_protocols = {name: _socket(*args) for name, args in REFUSED_PROTOCOLS.items()}
+    refused_types = {name: _socket(*args) for name, args in REFUSED_TYPES.items()}
     allowed = {name: _socket(*args) for name, args in ALLOWED.items()}
     allowed["socketpair(AF_UNIX)"] = _socketpair(1)
     return {
@@ -254,6 +263,7 @@ def handler(event, context):
         "priority": _priority(),
         "refused_families": refused,
         "refused_protocols": refused_protocols,
+        "refused_types": refused_types,
         "allowed_families": allowed,
         # glibc asks NETLINK_ROUTE which address families are configured for
         # AI_ADDRCONFIG, and assumes both when it cannot.

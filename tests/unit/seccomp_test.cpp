@@ -119,6 +119,9 @@ enum Probe {
   kSocketSctp,       // socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP)
   kSocketL2tp6,      // socket(AF_INET6, SOCK_DGRAM, IPPROTO_L2TP)
   kSocketUdp6,       // socket(AF_INET6, SOCK_DGRAM, IPPROTO_UDP)
+  kSocketDccpType,   // socket(AF_INET, SOCK_DCCP, 0): would load dccp by its type
+  kSocketPacket,     // socket(AF_INET, SOCK_PACKET, 0): an AF_PACKET socket
+  kSocketFlagged,    // socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)
   kSocketMptcp,      // socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP): built in where it exists
   kSocketUdplite,    // socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE): likewise
   kPrctlUndumpable,  // prctl(PR_SET_DUMPABLE, 0): allowed by every filter
@@ -232,6 +235,9 @@ Report run_probes(const SeccompProgram* prog, uint64_t mask) {
     socket_probe(kSocketSctp, AF_INET, SOCK_STREAM, IPPROTO_SCTP);
     socket_probe(kSocketL2tp6, AF_INET6, SOCK_DGRAM, 115);  // IPPROTO_L2TP
     socket_probe(kSocketUdp6, AF_INET6, SOCK_DGRAM, IPPROTO_UDP);
+    socket_probe(kSocketDccpType, AF_INET, 6, 0);  // SOCK_DCCP
+    socket_probe(kSocketPacket, AF_INET, SOCK_PACKET, 0);
+    socket_probe(kSocketFlagged, AF_INET6, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     socket_probe(kSocketMptcp, AF_INET, SOCK_STREAM, 262);  // IPPROTO_MPTCP
     socket_probe(kSocketUdplite, AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE);
     if (want(kSocketpairVsock)) {
@@ -675,16 +681,20 @@ TEST_CASE("kernel: without a filter, MPTCP or UDP-Lite sockets are made (control
   CHECK((r.probe[kSocketMptcp].ret >= 0 || r.probe[kSocketUdplite].ret >= 0));
 }
 
-TEST_CASE("kernel: IPv4 and IPv6 sockets only of TCP, UDP and ICMP, whatever the policy") {
+TEST_CASE("kernel: IPv4 and IPv6 sockets only of stream or datagram type, TCP, UDP or ICMP") {
   // Another protocol would make a kernel that has it as a module load it.
   SeccompProgram prog = compile(builtin_seccomp("default"));
   Report r =
       run_probes(&prog, bit(kSocketSctp) | bit(kSocketL2tp6) | bit(kSocketUdp6) | bit(kSocketInet) |
-                            bit(kSocketpair) | bit(kSocketMptcp) | bit(kSocketUdplite));
+                            bit(kSocketpair) | bit(kSocketMptcp) | bit(kSocketUdplite) |
+                            bit(kSocketDccpType) | bit(kSocketPacket) | bit(kSocketFlagged));
   check_denied(r, kSocketSctp, EPROTONOSUPPORT, "socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP)");
   check_denied(r, kSocketL2tp6, EPROTONOSUPPORT, "socket(AF_INET6, SOCK_DGRAM, IPPROTO_L2TP)");
   check_denied(r, kSocketMptcp, EPROTONOSUPPORT, "socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP)");
   check_denied(r, kSocketUdplite, EPROTONOSUPPORT, "socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE)");
+  check_denied(r, kSocketDccpType, ESOCKTNOSUPPORT, "socket(AF_INET, SOCK_DCCP, 0)");
+  check_denied(r, kSocketPacket, ESOCKTNOSUPPORT, "socket(AF_INET, SOCK_PACKET, 0)");
+  CHECK(r.probe[kSocketFlagged].ret >= 0);
   CHECK(r.probe[kSocketUdp6].ret >= 0);
   CHECK(r.probe[kSocketInet].ret >= 0);
   CHECK(r.probe[kSocketpair].ret == 0);  // AF_UNIX's protocol is not looked at
