@@ -673,10 +673,14 @@ def _give_up_dumpable():
     if libc.prctl(ctypes.c_int(pr_set_dumpable), zero, zero, zero, zero) != 0:
         err = ctypes.get_errno()
         raise OSError(err, "prctl(PR_SET_DUMPABLE, 0): " + os.strerror(err))
-    # Whether it took (PR_GET_DUMPABLE is not allowed): a non-dumpable process's /proc
-    # entries belong to its user namespace's root, not to it.
-    if os.stat("/proc/self/mem").st_uid == os.getuid():
-        raise OSError(0, "prctl(PR_SET_DUMPABLE, 0) returned 0, yet /proc/self/mem is still ours")
+    # Whether it took. PR_GET_DUMPABLE where allowed (outside a sandbox); in one, where the
+    # filter refuses it, by /proc/self/mem's owner: a non-dumpable process's entries belong
+    # to its user namespace's root, not to its own uid (which there is never 0).
+    pr_get_dumpable = 3
+    got = libc.prctl(ctypes.c_int(pr_get_dumpable), zero, zero, zero, zero)
+    if got > 0 or (got < 0 and os.getuid() != 0 and
+                   os.stat("/proc/self/mem").st_uid == os.getuid()):
+        raise OSError(0, "prctl(PR_SET_DUMPABLE, 0) returned 0, yet this process is dumpable")
 
 
 def _answer(fd, text):
