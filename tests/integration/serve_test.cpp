@@ -405,9 +405,9 @@ TEST_CASE("serve: the API and its error codes") {
   r = c->Get("/fn/hello?name=%ff");
   REQUIRE(r);
   CHECK(r->status == 400);
-  CHECK_MESSAGE(r->body.find("query parameter \\\"name\\\" is not valid UTF-8") !=
-                    std::string::npos,
-                r->body);
+  CHECK_MESSAGE(
+      r->body.find("query parameter \\\"name\\\" is not valid UTF-8") != std::string::npos,
+      r->body);
 
   // A proxy-shaped result becomes the HTTP response.
   deploy(d, "proxy",
