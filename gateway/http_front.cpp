@@ -765,7 +765,6 @@ void HttpFront::refuse(Conn* c, int status, const std::string& message) {
 
 void HttpFront::refuse_with(Conn* c, httplib::Response& res) {
   count_sending(c, false);
-  release_body(c);
   c->keep_alive = false;
   c->refusing = true;
   c->in.clear();

@@ -230,10 +230,6 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
   }
   if (!must_load || o.kind == Outcome::Ok)
     o = nsbox::invoke(w, meta, event, req.request_id, memory >> 20, deadline);
-  // The runner flushes its output before replying, and the wait for the
-  // reply drained the pipe as it filled; what it still holds (up to the
-  // pipe's 1 MiB) is this request's too, not the next one's.
-  w.pending_log = drain_log(w, 64);
   if (!w.pending_log.empty()) {
     logs_.append(req.name, meta.deploy,
                  "[v" + std::to_string(meta.version) + " " + req.request_id + "] ", w.pending_log);

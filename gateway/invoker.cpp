@@ -29,6 +29,14 @@ RunnerChannel channel_of(Worker& w) {
   return ch;
 }
 
+// The runner flushes its output before replying, and the wait for the reply
+// drained the pipe as it filled; what it still holds (up to the pipe's 1 MiB)
+// belongs to this exchange, not to the next one's log line.
+Outcome finish(Worker& w, Outcome o) {
+  w.pending_log = drain_log(w, 64);
+  return o;
+}
+
 }  // namespace
 
 std::string function_path(const std::string& name) {
@@ -36,8 +44,8 @@ std::string function_path(const std::string& name) {
 }
 
 Outcome load_function(Worker& w, const FunctionVersion& fv, Clock::time_point deadline) {
-  return runner_load(channel_of(w), function_path(fv.meta.name), fv.meta.handler, fv.source,
-                     to_monotonic_ms(deadline));
+  return finish(w, runner_load(channel_of(w), function_path(fv.meta.name), fv.meta.handler,
+                               fv.source, to_monotonic_ms(deadline)));
 }
 
 Outcome check_syntax(Worker& w, const std::string& name, const std::string& source,
@@ -53,7 +61,7 @@ Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_jso
   req.function_version = std::to_string(meta.version);
   req.memory_mb = memory_mb;
   req.http = true;
-  return runner_invoke(channel_of(w), req, event_json, to_monotonic_ms(deadline));
+  return finish(w, runner_invoke(channel_of(w), req, event_json, to_monotonic_ms(deadline)));
 }
 
 std::string drain_log(Worker& w, int max_reads) {
