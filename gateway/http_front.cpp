@@ -166,7 +166,25 @@ bool HttpFront::bind(std::string* error) {
   epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, wake_fd_, &ev);
   threads_ = std::make_unique<ConnectionThreads>(size_t(config_.handler_threads),
                                                  kKeepHandlerThreads, kHandlerThreadIdleExit);
+  busy_reply_ = canned_reply(503, "server busy: all max_connections (" +
+                                      std::to_string(config_.max_connections) +
+                                      ") connections are in use; retry later");
+  over_cap_reply_ = canned_reply(
+      429,
+      "too many connections from your address are still sending a request "
+      "(max_sending_per_address = " +
+          std::to_string(config_.max_sending_per_address) + "); finish or close them, then retry");
   return true;
+}
+
+std::string HttpFront::canned_reply(int status, const std::string& message) {
+  httplib::Response res;
+  error_body_(res, status, message);
+  std::string out = "HTTP/1.1 " + std::to_string(status) + " " + std::string(http_reason(status)) +
+                    "\r\nContent-Type: " + res.get_header_value("Content-Type") +
+                    "\r\nContent-Length: " + std::to_string(res.body.size()) +
+                    "\r\nRetry-After: 1\r\nConnection: close\r\n\r\n";
+  return out + res.body;
 }
 
 void HttpFront::stop() {
@@ -267,10 +285,7 @@ void HttpFront::accept_all() {
     }
     if (open >= size_t(config_.max_connections) && !evict_idle()) {
       refused_busy_++;
-      static const char kBusy[] =
-          "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
-          "Connection: close\r\n\r\n";
-      (void)!send(fd, kBusy, sizeof kBusy - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+      (void)!send(fd, busy_reply_.data(), busy_reply_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       close(fd);
       continue;
     }
@@ -788,10 +803,7 @@ void HttpFront::refuse_over_cap(Conn* c) {
     if (n <= 0) break;
     got += size_t(n);
   }
-  static const char kOverCap[] =
-      "HTTP/1.1 429 Too Many Requests\r\nContent-Length: 0\r\nRetry-After: 1\r\n"
-      "Connection: close\r\n\r\n";
-  (void)!send(c->fd, kOverCap, sizeof kOverCap - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+  (void)!send(c->fd, over_cap_reply_.data(), over_cap_reply_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   close_conn(c);
 }
 

@@ -98,6 +98,9 @@ class HttpFront {
   void cap_unread(std::chrono::steady_clock::time_point now);
   void begin_drain(Conn* c);
   void refuse_over_cap(Conn* c);
+  // A whole answer sent by a bare send() where no Conn reads on: the
+  // daemon's error body, so even these say why and what to change.
+  std::string canned_reply(int status, const std::string& message);
   void free_closed();
   void dispatch(Conn* c);  // marks c Handling
   void hand_off(Conn* c);  // to a handler thread; the caller touches c no more
@@ -127,6 +130,8 @@ class HttpFront {
   std::vector<Route> routes_;
   Authorizer authorize_;
   ErrorBody error_body_;
+  std::string busy_reply_;      // 503 at accept: the connection table is full
+  std::string over_cap_reply_;  // 429: an address over max_sending_per_address
   int listen_fd_ = -1;
   int epoll_fd_ = -1;
   int wake_fd_ = -1;  // eventfd: stop, and connections handed back with bytes already read

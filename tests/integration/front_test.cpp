@@ -368,6 +368,13 @@ TEST_CASE("front: a thousand slow connections from one address do not starve ano
     ssize_t n = recv(fd, &b, 1, MSG_DONTWAIT | MSG_PEEK);
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) still_open++;
   }
+  // A refused connection was told why and what to change, not just 429.
+  std::string refusal;
+  for (int fd : slow) {
+    char b[1024];
+    ssize_t n = recv(fd, b, sizeof b, MSG_DONTWAIT | MSG_PEEK);
+    if (n > 0 && refusal.empty()) refusal.assign(b, size_t(n));
+  }
   done = true;
   trickle.join();
   for (int fd : slow) close(fd);
@@ -376,6 +383,9 @@ TEST_CASE("front: a thousand slow connections from one address do not starve ano
   CHECK(ok == 10);
   CHECK(worst < 1.0);
   CHECK(still_open <= 32 + 50);  // the cap, plus those younger than the grace
+  CHECK(refusal.rfind("HTTP/1.1 429 Too Many Requests\r\n", 0) == 0);
+  CHECK(refusal.find("Retry-After: 1\r\n") != std::string::npos);
+  CHECK(refusal.find("max_sending_per_address = 32") != std::string::npos);
 
   {
     INFO("keep-alive load from one address is not capped");
