@@ -452,7 +452,9 @@ void Gateway::handle_invoke(httplib::Request& req, httplib::Response& res) {
     std::optional<std::string> event = query_event(req.params, &why);
     if (!event) {
       send_error(res, 400, why);
-      return finish(in.name, "bad_query", 400);
+      // Refused before the pool looked the name up: it may name nothing,
+      // and metrics keep no per-name state for functions that do not exist.
+      return finish("-", "bad_query", 400);
     }
     in.event = std::move(*event);
   }

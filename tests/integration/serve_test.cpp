@@ -408,6 +408,12 @@ TEST_CASE("serve: the API and its error codes") {
   CHECK_MESSAGE(
       r->body.find("query parameter \\\"name\\\" is not valid UTF-8") != std::string::npos,
       r->body);
+  // Refused before the name is looked up, so it leaves no per-name metrics:
+  // names that exist nowhere must not grow /metrics.
+  r = c->Get("/fn/nosuchfn?name=%ff");
+  REQUIRE(r);
+  CHECK(r->status == 400);
+  CHECK(c->Get("/metrics", auth(d))->body.find("nosuchfn") == std::string::npos);
 
   // A proxy-shaped result becomes the HTTP response.
   deploy(d, "proxy",
