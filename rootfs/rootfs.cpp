@@ -231,12 +231,36 @@ void remove_leftovers(const std::string& dir, bool replaced_too) {
   }
 }
 
-// DIR.users, for a flock; read-only where the caller may not write beside
-// the tree (another user's tree: flock needs no write access). Invalid when
-// it neither exists nor can be made.
+// DIR.users, for a shared lock; read-only where the caller may not write
+// beside the tree (another user's tree). Invalid when it neither exists nor
+// can be made.
 UniqueFd open_users(const std::string& path) {
   UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
   if (!fd.valid()) fd.reset(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  return fd;
+}
+
+// DIR.users takes open-file-description locks, not flock: flock grants an
+// exclusive lock through a read-only fd, so any user who may read the file
+// could hold it and stall every daemon and `nsbox run` in their shared wait.
+// An OFD write lock needs a writable fd: others can only share.
+bool lock_users(int fd, bool exclusive, bool wait) {
+  struct flock fl {};
+  fl.l_type = exclusive ? F_WRLCK : F_RDLCK;
+  fl.l_whence = SEEK_SET;
+  for (;;) {
+    if (fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0) return true;
+    if (errno != EINTR) return false;
+  }
+}
+
+// DIR.lock: only its owner may open it at all (0600, mended on open where an
+// older nsbox made it 0644), since flock lets a reader hold it exclusively.
+UniqueFd open_build_lock(const std::string& path) {
+  UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+  struct stat st;
+  if (fd.valid() && fstat(fd.get(), &st) == 0 && st.st_uid == geteuid() && (st.st_mode & 077))
+    fchmod(fd.get(), 0600);
   return fd;
 }
 
@@ -283,25 +307,24 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
     // build runs.
     result.in_use = open_users(users_path);
     if (result.in_use.valid()) {
-      if (flock(result.in_use.get(), LOCK_EX | LOCK_NB) == 0) {
-        UniqueFd lock(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
-        if (!lock.valid()) lock.reset(open(lock_path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+      if (lock_users(result.in_use.get(), true, false)) {
+        UniqueFd lock = open_build_lock(lock_path);
         if (lock.valid() && flock(lock.get(), LOCK_EX | LOCK_NB) == 0) remove_leftovers(dir, true);
       }
       // Waits only while a build that found the tree unused swaps it.
-      if (flock(result.in_use.get(), LOCK_SH) != 0) return sys_error("flock", users_path);
+      if (!lock_users(result.in_use.get(), false, true)) return sys_error("fcntl", users_path);
     }
     return result;
   }
 
   std::string parent = dir.substr(0, dir.find_last_of('/'));
   TRY(mkdir_p(parent.empty() ? "/" : parent, 0755));
-  UniqueFd lock(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644));
+  UniqueFd lock = open_build_lock(lock_path);
   if (!lock.valid()) return sys_error("open", lock_path);
   TRY(lock_build(lock.get(), lock_path));
   result.in_use = open_users(users_path);
   if (!result.in_use.valid()) return sys_error("open", users_path);
-  const bool unused = flock(result.in_use.get(), LOCK_EX | LOCK_NB) == 0;
+  const bool unused = lock_users(result.in_use.get(), true, false);
   remove_leftovers(dir, unused);
   if (force || !rootfs_fresh(dir, python)) {  // else built while we waited
     if (read_stamp(dir).empty() && dir_nonempty(dir))
@@ -312,7 +335,7 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
     result.built = true;
     if (unused) remove_leftovers(dir, true);
   }
-  if (flock(result.in_use.get(), LOCK_SH) != 0) return sys_error("flock", users_path);
+  if (!lock_users(result.in_use.get(), false, true)) return sys_error("fcntl", users_path);
   return result;
 }
 

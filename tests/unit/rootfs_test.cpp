@@ -3,7 +3,11 @@
 #include "rootfs/rootfs.hpp"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <fstream>
 
@@ -66,4 +70,44 @@ TEST_CASE("rootfs: a trailing slash names the same tree and its locks") {
   CHECK_FALSE(r.value().built);
   CHECK(exists(dir + ".users"));
   CHECK_FALSE(exists(dir + "/.users"));
+}
+
+TEST_CASE("rootfs: a reader of DIR.users cannot stall its users; DIR.lock is its owner's only") {
+  test::TempDir tmp("rootfs-locks");
+  const std::string dir = tmp.path + "/rootfs";
+  make_tree(dir, rootfs_stamp());
+  // As an older nsbox left it: readable by everyone.
+  close(open((dir + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
+  chmod((dir + ".lock").c_str(), 0644);
+  REQUIRE(ensure_rootfs(dir, false));
+  struct stat st;
+  REQUIRE(stat((dir + ".lock").c_str(), &st) == 0);
+  CHECK((st.st_mode & 0777) == 0600);
+
+  // Another user may read DIR.users (to share the tree), and flock gives a
+  // reader an exclusive lock; the users' locks are not flocks, and a
+  // reader's exclusive OFD lock is refused.
+  const int reader = open((dir + ".users").c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(reader >= 0);
+  REQUIRE(flock(reader, LOCK_EX | LOCK_NB) == 0);
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  CHECK(fcntl(reader, F_OFD_SETLK, &fl) != 0);
+  fl.l_type = F_RDLCK;
+  CHECK(fcntl(reader, F_OFD_SETLK, &fl) == 0);  // sharing is allowed
+  // A user arriving now gets the tree at once (the old code waited forever).
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    alarm(10);
+    auto r = ensure_rootfs(dir, false);
+    _exit(r && r.value().in_use.valid() ? 0 : 1);
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  CHECK_MESSAGE(WIFEXITED(status), "killed by signal " << WTERMSIG(status));
+  CHECK(WIFEXITED(status));
+  if (WIFEXITED(status)) CHECK(WEXITSTATUS(status) == 0);
+  close(reader);
 }
