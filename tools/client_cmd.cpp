@@ -360,11 +360,28 @@ bool find_token(const Args& a, Token* t) {
 // daemon that wrote it: one on a loopback address whose listening socket
 // belongs to the token file's owner. Any local user may bind 127.0.0.1:8080
 // while the daemon restarts, and --server may name any host; the admin
-// token must not go to either just because it could be read. Named
-// explicitly (--token, --token-file, NSBOX_TOKEN), it goes where told.
+// token must not go to either just because it could be read. NSBOX_TOKEN,
+// which the README has admins export (and so is sent by every later
+// command), goes to a loopback port only when its socket is root's or the
+// caller's: a squatter there would otherwise collect it. Named on the
+// command line (--token, --token-file), it goes where told.
 // Returns false (message printed) to refuse.
-bool default_token_may_go(const Token& t, const ServerUrl& url) {
-  if (t.source != kDefaultTokenFile || t.value.empty()) return true;
+bool token_may_go(const Token& t, const ServerUrl& url) {
+  if (t.value.empty()) return true;
+  const bool v6 = url.host.find(':') != std::string::npos;
+  const std::string name = host_name_of(v6 ? "[" + url.host + "]" : url.host);
+  if (t.source == "NSBOX_TOKEN") {
+    if (!is_loopback_name(name)) return true;
+    std::string why = foreign_listener(name, url.port, 0);
+    if (why.empty() || foreign_listener(name, url.port, getuid()).empty()) return true;
+    std::fprintf(stderr,
+                 "nsbox: not sending NSBOX_TOKEN to %s: %s (root) or to you. Another user may "
+                 "have taken the daemon's port while it was down; pass the token with "
+                 "--token-file to send it there anyway\n",
+                 url.display.c_str(), why.c_str());
+    return false;
+  }
+  if (t.source != kDefaultTokenFile) return true;
   auto refuse = [&](const std::string& why) {
     std::fprintf(stderr,
                  "nsbox: not sending the token in %s to %s: %s. Pass --token-file %s to send "
@@ -372,8 +389,6 @@ bool default_token_may_go(const Token& t, const ServerUrl& url) {
                  kDefaultTokenFile, url.display.c_str(), why.c_str(), kDefaultTokenFile);
     return false;
   };
-  const bool v6 = url.host.find(':') != std::string::npos;
-  const std::string name = host_name_of(v6 ? "[" + url.host + "]" : url.host);
   if (!is_loopback_name(name))
     return refuse("it is sent without being asked for only to a daemon on this host's loopback");
   struct stat st;
@@ -734,7 +749,7 @@ int cmd_client(const std::string& cmd, const std::vector<std::string>& args) {
   if (!url) return usage_error(cmd, "--server: " + url_err);
   c.url = *url;
   if (!find_token(a, &c.token)) return kUsage;
-  if (!default_token_may_go(c.token, c.url)) return kUsage;
+  if (!token_may_go(c.token, c.url)) return kUsage;
   if (cmd == "deploy") return do_deploy(c, a);
   if (cmd == "invoke") return do_invoke(c, a);
   if (cmd == "ls") return do_ls(c, a);

@@ -1,12 +1,16 @@
 // `nsbox serve` over real HTTP: the API and every error code, the pool's
 // promises (no old code after a deploy returns, no state across functions),
 // durability across restarts and kill -9, overload, and clean teardown.
+#include <arpa/inet.h>
 #include <dirent.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <httplib.h>
+#include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1250,6 +1254,77 @@ TEST_CASE("nsbox invoke sends no token; nsbox deploy does") {
   std::lock_guard<std::mutex> lock(mu);
   CHECK(seen["/fn/x"] == "(none)");
   CHECK(seen["/functions/x"] == "Bearer admin-secret-token");
+}
+
+// A squatter: another user (nobody) listening on a loopback port, as one
+// may while the daemon restarts. Writes every request it gets to *seen.
+pid_t squat_as_nobody(int* port, int* seen) {
+  int ports[2], got[2];
+  REQUIRE(pipe2(ports, O_CLOEXEC) == 0);
+  REQUIRE(pipe2(got, O_CLOEXEC) == 0);
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    if (setgroups(0, nullptr) || setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534))
+      _exit(126);
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (bind(l, reinterpret_cast<sockaddr*>(&a), sizeof a) || listen(l, 8) ||
+        getsockname(l, reinterpret_cast<sockaddr*>(&a), &len))
+      _exit(125);
+    const int p = ntohs(a.sin_port);
+    (void)!write(ports[1], &p, sizeof p);
+    for (;;) {
+      int c = accept(l, nullptr, nullptr);
+      if (c < 0) continue;
+      char buf[8192];
+      ssize_t n = recv(c, buf, sizeof buf, 0);
+      if (n > 0) (void)!write(got[1], buf, size_t(n));
+      static const char kReply[] =
+          "HTTP/1.1 201 Created\r\nContent-Type: application/json\r\nContent-Length: 51\r\n"
+          "Connection: close\r\n\r\n{\"name\":\"x\",\"version\":1,\"url\":\"http://127.0.0.1/\"}";
+      (void)!send(c, kReply, sizeof kReply - 1, MSG_NOSIGNAL);
+      close(c);
+    }
+  }
+  close(ports[1]);
+  close(got[1]);
+  REQUIRE(read(ports[0], port, sizeof *port) == sizeof *port);
+  close(ports[0]);
+  *seen = got[0];
+  return pid;
+}
+
+TEST_CASE("NSBOX_TOKEN goes to no other user's socket on a loopback port") {
+  if (geteuid() != 0) return;  // nobody's listener needs root to start
+  int port = 0, seen = -1;
+  const pid_t squatter = squat_as_nobody(&port, &seen);
+  const std::string url = "http://127.0.0.1:" + std::to_string(port);
+  auto o = nsbox::test::run(nsbox::test::client_spec({"deploy", "x", nsbox::test::probe("echo.py")},
+                                                     url, "admin-secret-token"));
+  CHECK(o.exit_code != 0);
+  CHECK_MESSAGE(o.err.find("not sending NSBOX_TOKEN to " + url) != std::string::npos, o.err);
+  CHECK_MESSAGE(o.err.find("belongs to uid 65534") != std::string::npos, o.err);
+  // Control: named on the command line, it goes where told (the squatter
+  // gets it), so the refusal above was not a failed connection.
+  StateDir sd("squat");
+  std::filesystem::create_directories(sd.path);
+  const std::string file = sd.path + "/token";
+  std::ofstream(file) << "explicit-secret-token\n";
+  o = nsbox::test::run(
+      nsbox::test::client_spec({"deploy", "x", nsbox::test::probe("echo.py"), "--token-file", file},
+                               url, "admin-secret-token"));
+  kill(squatter, SIGKILL);
+  waitpid(squatter, nullptr, 0);
+  std::string got;
+  char buf[4096];
+  for (ssize_t n; (n = read(seen, buf, sizeof buf)) > 0;) got.append(buf, size_t(n));
+  close(seen);
+  CHECK(got.find("admin-secret-token") == std::string::npos);
+  CHECK(got.find("Bearer explicit-secret-token") != std::string::npos);
 }
 
 TEST_CASE("serve: the CLI client against the real daemon") {
