@@ -228,26 +228,42 @@ bool cache_dir_private(const std::string& dir) {
   return S_ISDIR(st.st_mode) && st.st_uid == geteuid() && (st.st_mode & 022) == 0;
 }
 
-Result<SeccompProgram> read_cache(const std::string& path) {
+// A cache file is the canonical text it was compiled from, a NUL, then the
+// program. The name is a 64-bit FNV-1a of that text, which anyone who may
+// write a policy can collide on purpose (FNV is not a cryptographic hash): a
+// policy crafted to share the default's name would otherwise have its
+// filter loaded for every sandbox of the default. A file whose text is not
+// exactly the policy's is not used.
+Result<SeccompProgram> read_cache(const std::string& path, const std::string& canonical) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd.valid()) return sys_error("open", path);
   struct stat st;
   if (fstat(fd.get(), &st) != 0) return sys_error("fstat", path);
-  if (st.st_size <= 0 || st.st_size % sizeof(sock_filter) != 0 || st.st_size > (1 << 20))
-    return make_error("seccomp cache", path + " is corrupt");
+  const off_t head = off_t(canonical.size() + 1);
+  if (st.st_size <= head || (st.st_size - head) % sizeof(sock_filter) != 0 ||
+      st.st_size - head > (1 << 20))
+    return make_error("seccomp cache", path + " is corrupt or from another policy");
+  std::string text(canonical.size() + 1, '\0');
+  if (pread(fd.get(), text.data(), text.size(), 0) != ssize_t(text.size()) ||
+      text.compare(0, canonical.size(), canonical) != 0 || text.back() != '\0')
+    return make_error("seccomp cache", path + " was compiled from another policy");
   SeccompProgram prog;
-  prog.insns.resize(st.st_size / sizeof(sock_filter));
-  ssize_t n = pread(fd.get(), prog.insns.data(), st.st_size, 0);
-  if (n != st.st_size) return sys_error("read", path);
+  prog.insns.resize((st.st_size - head) / sizeof(sock_filter));
+  const ssize_t bytes = st.st_size - head;
+  if (pread(fd.get(), prog.insns.data(), bytes, head) != bytes) return sys_error("read", path);
   return prog;
 }
 
-void write_cache(const std::string& path, const SeccompProgram& prog) {
+void write_cache(const std::string& path, const std::string& canonical,
+                 const SeccompProgram& prog) {
   std::string tmp = path + ".tmp." + std::to_string(getpid());
   UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!fd.valid()) return;
-  size_t bytes = prog.insns.size() * sizeof(sock_filter);
-  if (write(fd.get(), prog.insns.data(), bytes) != static_cast<ssize_t>(bytes) ||
+  std::string out = canonical;
+  out.push_back('\0');
+  out.append(reinterpret_cast<const char*>(prog.insns.data()),
+             prog.insns.size() * sizeof(sock_filter));
+  if (write(fd.get(), out.data(), out.size()) != static_cast<ssize_t>(out.size()) ||
       rename(tmp.c_str(), path.c_str()) != 0)
     unlink(tmp.c_str());
 }
@@ -300,12 +316,16 @@ std::string seccomp_canonical(const SeccompPolicy& p) {
   // v3: the argument prefix (ioctl commands, socket families); v4: the
   // denials a "log" default needs; v5: RLIMIT_CORE fixed; v6: fcntl commands;
   // v7: huge page flags; v8: prctl(PR_SET_DUMPABLE, 0); v9: inet protocols;
-  // v10: inet types.
-  std::string s = "v10 libseccomp " + std::to_string(v->major) + "." + std::to_string(v->minor) +
-                  "." + std::to_string(v->micro) + " action " +
-                  std::to_string(static_cast<int>(p.default_action)) + " errno " +
-                  std::to_string(p.errno_value) + " fork " + std::to_string(p.allow_fork) +
-                  " allow";
+  // v10: inet types; v11: the file holds this text. The prefix's own
+  // instructions are hashed in too, so a change to them needs no bump.
+  const std::vector<sock_filter> prefix = argument_prefix();
+  const uint64_t prefix_hash = fnv1a64(std::string_view(
+      reinterpret_cast<const char*>(prefix.data()), prefix.size() * sizeof(sock_filter)));
+  std::string s =
+      "v11 prefix " + std::to_string(prefix_hash) + " libseccomp " + std::to_string(v->major) +
+      "." + std::to_string(v->minor) + "." + std::to_string(v->micro) + " action " +
+      std::to_string(static_cast<int>(p.default_action)) + " errno " +
+      std::to_string(p.errno_value) + " fork " + std::to_string(p.allow_fork) + " allow";
   for (const auto& n : p.allow) s += " " + n;
   return s;
 }
@@ -417,19 +437,20 @@ Result<SeccompProgram> seccomp_compile(const SeccompPolicy& policy) {
 
 Result<SeccompProgram> seccomp_get(const SeccompPolicy& policy, const std::string& cache_dir) {
   bool use_cache = !cache_dir.empty() && cache_dir_private(cache_dir);
+  const std::string canonical = seccomp_canonical(policy);
   char name[64];
   snprintf(name, sizeof name, "/seccomp-%016llx.bpf",
-           static_cast<unsigned long long>(fnv1a64(seccomp_canonical(policy))));
+           static_cast<unsigned long long>(fnv1a64(canonical)));
   std::string path = cache_dir + name;
   // Before the cache: a filter cached by an older nsbox must not let
   // through what this one refuses to compile.
   TRY(refuse_never_allowed(policy));
   if (use_cache) {
-    auto cached = read_cache(path);
+    auto cached = read_cache(path, canonical);
     if (cached) return cached;
   }
   auto prog = seccomp_compile(policy);
-  if (prog && use_cache) write_cache(path, prog.value());
+  if (prog && use_cache) write_cache(path, canonical, prog.value());
   return prog;
 }
 

@@ -429,7 +429,10 @@ TEST_CASE("seccomp_get: a private cache dir gets exactly one file, reused on the
   CHECK(name.size() > 4);
   CHECK(name.substr(name.size() - 4) == ".bpf");
   std::string path = dir.path + "/" + name;
-  CHECK(slurp(path).size() == first.value().insns.size() * sizeof(sock_filter));
+  // The policy's text, a NUL, the program.
+  const std::string text = seccomp_canonical(pol) + '\0';
+  CHECK(slurp(path).starts_with(text));
+  CHECK(slurp(path).size() == text.size() + first.value().insns.size() * sizeof(sock_filter));
   struct stat st;
   REQUIRE(stat(path.c_str(), &st) == 0);
   CHECK((st.st_mode & 077) == 0);
@@ -452,16 +455,28 @@ TEST_CASE("seccomp_get: the second call really comes from the cache file") {
   REQUIRE(seccomp_get(pol, dir.path));
   auto files = entries(dir);
   REQUIRE(files.size() == 1);
-  // Put another valid program in its place: seccomp_get must return it.
+  // Put another valid program in its place, under the policy's own text:
+  // seccomp_get must return it.
   SeccompProgram strict = compile(builtin_seccomp("strict"));
-  {
+  auto put = [&](const std::string& text) {
     std::ofstream f(dir.path + "/" + files[0], std::ios::binary | std::ios::trunc);
+    f.write(text.data(), static_cast<std::streamsize>(text.size()));
+    f.put('\0');
     f.write(reinterpret_cast<const char*>(strict.insns.data()),
             static_cast<std::streamsize>(strict.insns.size() * sizeof(sock_filter)));
-  }
+  };
+  put(seccomp_canonical(pol));
   auto got = seccomp_get(pol, dir.path);
   REQUIRE(got);
   CHECK(same_program(got.value(), strict));
+
+  // Under another policy's text, as a policy crafted to collide with this
+  // one's 64-bit name would leave it: not used, and replaced.
+  put(seccomp_canonical(builtin_seccomp("strict")));
+  got = seccomp_get(pol, dir.path);
+  REQUIRE(got);
+  CHECK(same_program(got.value(), compile(pol)));
+  CHECK(slurp(dir.path + "/" + files[0]).starts_with(seccomp_canonical(pol) + '\0'));
 }
 
 // An older nsbox may have compiled and cached a filter for a policy this one
@@ -498,7 +513,8 @@ TEST_CASE("seccomp_get: a corrupt cache file is recompiled and replaced") {
   REQUIRE(got);
   SeccompProgram good = compile(pol);
   CHECK(same_program(got.value(), good));
-  CHECK(slurp(path).size() == good.insns.size() * sizeof(sock_filter));
+  CHECK(slurp(path).size() ==
+        seccomp_canonical(pol).size() + 1 + good.insns.size() * sizeof(sock_filter));
   CHECK(entries(dir) == files);
 }
 
