@@ -327,6 +327,13 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
   const bool unused = lock_users(result.in_use.get(), true, false);
   remove_leftovers(dir, unused);
   if (force || !rootfs_fresh(dir, python)) {  // else built while we waited
+    // The builder renames what is there aside: only a directory may be, so
+    // that a mistyped --out /etc/passwd moves nothing.
+    struct stat st;
+    if (lstat(dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+      return make_error("rootfs", dir +
+                                      " exists and is not a directory; remove it or pick "
+                                      "another --rootfs");
     if (read_stamp(dir).empty() && dir_nonempty(dir))
       return make_error("rootfs", dir +
                                       " exists but is not an nsbox rootfs (no .nsbox-stamp); "

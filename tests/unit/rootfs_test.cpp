@@ -111,3 +111,22 @@ TEST_CASE("rootfs: a reader of DIR.users cannot stall its users; DIR.lock is its
   if (WIFEXITED(status)) CHECK(WEXITSTATUS(status) == 0);
   close(reader);
 }
+
+TEST_CASE("rootfs: a path that is a file or a symlink is refused, and left as it was") {
+  test::TempDir tmp("rootfs-notdir");
+  const std::string file = tmp.path + "/passwd";
+  std::ofstream(file) << "root:x:0:0::/root:/bin/sh\n";
+  auto r = ensure_rootfs(file, false);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().detail.find("is not a directory") != std::string::npos);
+  struct stat st;
+  REQUIRE(lstat(file.c_str(), &st) == 0);
+  CHECK(S_ISREG(st.st_mode));
+  const std::string link = tmp.path + "/link";
+  REQUIRE(symlink(tmp.path.c_str(), link.c_str()) == 0);
+  r = ensure_rootfs(link, false);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().detail.find("is not a directory") != std::string::npos);
+  REQUIRE(lstat(link.c_str(), &st) == 0);
+  CHECK(S_ISLNK(st.st_mode));
+}
