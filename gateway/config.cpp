@@ -2,6 +2,7 @@
 
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <fstream>
@@ -321,6 +322,25 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     return make_error("config", e.msg);
   }
   return c;
+}
+
+std::string config_file_warning(const ServeConfig& c) {
+  struct stat st;
+  if (c.source.empty() || c.source[0] == '<' || stat(c.source.c_str(), &st) != 0) return "";
+  char mode[8];
+  snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
+  if (st.st_uid != 0 && st.st_uid != geteuid())
+    return c.source + " belongs to uid " + std::to_string(st.st_uid) +
+           ", who would choose the daemon's tokens, limits and policies: chown root " + c.source;
+  if (st.st_mode & 022)
+    return c.source + " (mode " + mode +
+           ") may be changed by other users, who would choose the daemon's tokens, limits and "
+           "policies: chmod go-w " +
+           c.source;
+  if ((!c.token.empty() || !c.read_token.empty()) && (st.st_mode & 044))
+    return c.source + " sets token" + (c.read_token.empty() ? "" : " or read_token") +
+           " and other users may read it (mode " + mode + "): chmod 600 " + c.source;
+  return "";
 }
 
 Result<ServeConfig> load_serve_config(const std::string& path) {

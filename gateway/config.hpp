@@ -131,6 +131,10 @@ std::vector<ConfigKey> config_keys();
 Result<ServeConfig> parse_serve_config(const std::string& text, const std::string& source);
 // path empty: /etc/nsbox/nsbox.toml when it exists, else embedded defaults.
 Result<ServeConfig> load_serve_config(const std::string& path);
+// A config that sets token or read_token holds secrets: like ssh with a key
+// file, a warning (empty: none) when other users may read it. And whatever
+// it holds, when anyone but root or its owner may change it.
+std::string config_file_warning(const ServeConfig& c);
 // Whether a token holds only printable ASCII without spaces: what an
 // Authorization header's value can carry once its blanks are trimmed.
 bool token_chars_ok(const std::string& token);

@@ -278,6 +278,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   auto cfg = load_serve_config(config_path);
   if (!cfg) return fail(cfg.error().detail.empty() ? cfg.error().message() : cfg.error().detail);
   ServeConfig config = cfg.value();
+  if (std::string why = config_file_warning(config); !why.empty()) LOG_WARN("%s", why.c_str());
   if (!listen.empty()) {
     if (Status s = parse_listen(listen, &config.listen_host, &config.listen_port); !s)
       return fail(s.error().detail);
@@ -496,6 +497,8 @@ int cmd_serve(const std::vector<std::string>& args) {
           continue;
         }
         ServeConfig next = std::move(again.value());
+        if (std::string why = config_file_warning(next); !why.empty())
+          LOG_WARN("reload: %s", why.c_str());
         next.max_connections = config.max_connections;  // fixed until the next start
         next.state_dir = config.state_dir;
         // A token removed from the config falls back to STATE/token, as at

@@ -6,6 +6,7 @@
 
 #include <doctest/doctest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
@@ -635,4 +636,34 @@ TEST_CASE("config: [server] public_url is an http or https URL with a host") {
     std::string e = refusal(std::string("[server]\npublic_url = \"") + bad + "\"\n");
     CHECK_MESSAGE(e.starts_with("nsbox.toml:2:14: \"public_url\" must be http://HOST"), e);
   }
+}
+
+TEST_CASE("config: a config holding a token says so when others may read it") {
+  char path[] = "/tmp/nsbox-config-test-XXXXXX";
+  int fd = mkstemp(path);
+  REQUIRE(fd >= 0);
+  const std::string text = "[server]\ntoken = \"0123456789abcdef0123\"\n";
+  REQUIRE(write(fd, text.data(), text.size()) == ssize_t(text.size()));
+  close(fd);
+  auto read = [&](mode_t mode) {
+    REQUIRE(chmod(path, mode) == 0);
+    auto c = load_serve_config(path);
+    REQUIRE(c);
+    return config_file_warning(c.value());
+  };
+  CHECK(read(0600).empty());
+  std::string w = read(0644);
+  CHECK_MESSAGE(
+      has(w, "sets token and other users may read it (mode 0644): chmod 600 " + std::string(path)),
+      w);
+  CHECK(has(read(0640), "mode 0640"));
+  CHECK(has(read(0602), "may be changed by other users"));
+  // Without a secret, being readable is fine; being writable is not.
+  REQUIRE(truncate(path, 0) == 0);
+  CHECK(read(0644).empty());
+  CHECK(has(read(0666), "chmod go-w"));
+  auto defaults = parse_serve_config("", "<embedded defaults>");
+  REQUIRE(defaults);
+  CHECK(config_file_warning(defaults.value()).empty());
+  unlink(path);
 }
