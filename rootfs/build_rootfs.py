@@ -34,6 +34,8 @@ EXCLUDED_DYNLOAD_PREFIXES = ("_test", "_ctypes_test", "_xxtestfuzz", "xxlimited"
 # Loaded with dlopen() by glibc rather than linked, so ldd never lists it; without it a thread
 # that ends via pthread_exit (Python does this for daemon threads at shutdown) aborts.
 DLOPENED_LIBS = ("libgcc_s.so.1",)
+# Beside the stamp: the host files the tree copied that the stamp does not cover.
+SOURCES = ".nsbox-sources"
 
 MERGED_USR_LINKS = {"bin": "usr/bin", "lib": "usr/lib", "lib64": "usr/lib64", "sbin": "usr/sbin"}
 MOUNT_POINTS = ("proc", "dev", "tmp", "var/task", "opt/nsbox", "root", "home", "usr/sbin")
@@ -317,6 +319,17 @@ def build(args, tmp):
             loader = canonical(sorted(loaders)[0])
             libdirs = sorted({os.path.dirname(canonical(os.path.realpath(l))) for l in libs})
             self_check(tmp, py_path, os.path.realpath(loader), libdirs)
+
+    with Step("writing the sources list"):
+        # Every shared library copied, with its size and mtime: nsbox rebuilds the tree when
+        # one changes (a security update of libssl or libexpat), which the stamp alone, made
+        # from the interpreter, would not notice.
+        with open(os.path.join(tmp, SOURCES), "w") as f:
+            for path in sorted(seen):
+                if not os.path.islink(path):
+                    st = os.stat(path)
+                    f.write("%d %d %s\n" % (st.st_size, st.st_mtime_ns, path))
+        os.chmod(os.path.join(tmp, SOURCES), 0o644)
 
     with Step("writing stamp"):
         with open(os.path.join(tmp, ".nsbox-stamp"), "w") as f:

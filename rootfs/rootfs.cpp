@@ -79,8 +79,36 @@ std::string rootfs_stamp(const std::string& python) {
   return buf;
 }
 
+namespace {
+
+// DIR/.nsbox-sources: "SIZE MTIME_NS PATH" for every shared library the
+// builder copied. A security update of one (libssl, libexpat, libc) must
+// reach the sandboxes, which run the tree's copies; the stamp covers only
+// the interpreter. A tree without the list (or with a line that does not
+// parse) is stale.
+bool sources_unchanged(const std::string& dir) {
+  std::ifstream in(dir + "/.nsbox-sources");
+  if (!in) return false;
+  for (std::string line; std::getline(in, line);) {
+    std::istringstream fields(line);
+    unsigned long long size = 0, mtime_ns = 0;
+    std::string path;
+    if (!(fields >> size >> mtime_ns) || !std::getline(fields >> std::ws, path) || path.empty())
+      return false;
+    struct stat st;
+    if (stat(path.c_str(), &st) != 0 || static_cast<unsigned long long>(st.st_size) != size ||
+        static_cast<unsigned long long>(st.st_mtim.tv_sec) * 1000000000ull +
+                static_cast<unsigned long long>(st.st_mtim.tv_nsec) !=
+            mtime_ns)
+      return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 bool rootfs_fresh(const std::string& dir, const std::string& python) {
-  return read_stamp(dir) == rootfs_stamp(python);
+  return read_stamp(dir) == rootfs_stamp(python) && sources_unchanged(dir);
 }
 
 namespace {

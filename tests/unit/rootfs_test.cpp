@@ -20,6 +20,7 @@ namespace {
 void make_tree(const std::string& dir, const std::string& stamp) {
   REQUIRE(mkdir(dir.c_str(), 0755) == 0);
   if (!stamp.empty()) std::ofstream(dir + "/.nsbox-stamp") << stamp;
+  std::ofstream(dir + "/.nsbox-sources");  // no library to check
 }
 
 bool exists(const std::string& p) {
@@ -129,4 +130,33 @@ TEST_CASE("rootfs: a path that is a file or a symlink is refused, and left as it
   CHECK(r.error().detail.find("is not a directory") != std::string::npos);
   REQUIRE(lstat(link.c_str(), &st) == 0);
   CHECK(S_ISLNK(st.st_mode));
+}
+
+TEST_CASE("rootfs: a changed or removed shared library makes the tree stale") {
+  test::TempDir tmp("rootfs-sources");
+  const std::string dir = tmp.path + "/rootfs", lib = tmp.path + "/libexpat.so.1";
+  make_tree(dir, rootfs_stamp());
+  std::ofstream(lib) << "old code";
+  struct stat st;
+  REQUIRE(stat(lib.c_str(), &st) == 0);
+  auto list = [&](const struct stat& s) {
+    std::ofstream(dir + "/.nsbox-sources")
+        << s.st_size << " " << s.st_mtim.tv_sec * 1000000000ll + s.st_mtim.tv_nsec << " " << lib
+        << "\n";
+  };
+  list(st);
+  CHECK(rootfs_fresh(dir));
+  // An update of the same size: only the mtime tells.
+  struct timespec later[2] = {st.st_atim, st.st_mtim};
+  later[1].tv_sec += 10;
+  REQUIRE(utimensat(AT_FDCWD, lib.c_str(), later, 0) == 0);
+  CHECK_FALSE(rootfs_fresh(dir));
+  REQUIRE(stat(lib.c_str(), &st) == 0);
+  list(st);
+  CHECK(rootfs_fresh(dir));
+  REQUIRE(unlink(lib.c_str()) == 0);
+  CHECK_FALSE(rootfs_fresh(dir));
+  // A tree an older nsbox built has no list: stale, so it is rebuilt once.
+  REQUIRE(unlink((dir + "/.nsbox-sources").c_str()) == 0);
+  CHECK_FALSE(rootfs_fresh(dir));
 }
