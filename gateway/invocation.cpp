@@ -107,6 +107,7 @@ std::string Invocations::profile_names() const {
 InvokeResult Invocations::invoke(const InvokeRequest& req) {
   auto meta = store_.latest_meta(req.name);
   if (!meta) return refused(O::NotFound, "no function " + req.name);
+  if (!meta->damaged.empty()) return refused(O::StoreError, meta->damaged);
   // The event travels as text: validated (no document built) and spliced
   // into the invoke frame as it is.
   static const std::string kNoEvent = "{}";

@@ -450,6 +450,7 @@ void FileStore::prune(const std::string& name) {
 
 Status FileStore::load_function_dir(const std::string& name) {
   const std::string dir = function_dir(name);
+  std::string newest_unloadable;
   std::vector<std::string> files = TRY(list_dir(dir));
   for (const std::string& f : files) {
     const std::string path = dir + "/" + f;
@@ -470,12 +471,25 @@ Status FileStore::load_function_dir(const std::string& name) {
     if (!fv) {
       LOG_WARN("skipping %s (kept on disk, never served)", fv.error().message().c_str());
       uint64_t& hi = unloadable_[name];
-      hi = std::max(hi, *v);
+      if (*v >= hi) {
+        hi = *v;
+        newest_unloadable = fv.error().message();
+      }
       continue;
     }
     Entry& entry = index_[name];
     entry.versions[*v] = 0;  // numbered by load()
     if (*v >= entry.latest.version) entry.latest = std::move(fv.value().meta);
+  }
+  auto it = index_.find(name);
+  auto bad = unloadable_.find(name);
+  if (it != index_.end() && bad != unloadable_.end() && bad->second > it->second.latest.version) {
+    it->second.latest.damaged =
+        "version " + std::to_string(bad->second) + " of " + name +
+        " cannot be read from the function store (" + newest_unloadable + "); the older version " +
+        std::to_string(it->second.latest.version) + " is not served in its place: deploy " + name +
+        " again, or delete it";
+    LOG_ERROR("%s", it->second.latest.damaged.c_str());
   }
   return {};
 }

@@ -43,6 +43,11 @@ struct FunctionMeta {
   // store applied them. Not persisted: versions loaded at open get numbers
   // in version order, and nothing outside the process holds one.
   uint64_t deploy = 0;
+  // Set at open when a newer version's file than this one cannot be read
+  // (damaged on disk): what and where. Such a function is not served, this
+  // older version included, until it is redeployed or deleted: serving it
+  // would silently undo an acknowledged deploy. Not persisted.
+  std::string damaged;
 };
 
 struct FunctionVersion {

@@ -286,6 +286,7 @@ void Gateway::routes() {
                  auto meta = store_.latest_meta(name);
                  if (!meta) return send_error(res, 404, "no function " + name);
                  json j = meta_to_json(*meta);
+                 if (!meta->damaged.empty()) j["damaged"] = meta->damaged;
                  j["versions"] = store_.versions(name);
                  j["url"] = base_url() + "/fn/" + name;
                  send_json(res, 200, j);

@@ -651,3 +651,15 @@ TEST_CASE("invocation: a deploy or delete through the service revokes before it 
   REQUIRE(again);
   CHECK_FALSE(again.value());
 }
+
+TEST_CASE("invocation: a function whose latest version is damaged on disk is not served") {
+  Rig rig;
+  FunctionVersion fv;
+  fv.source = "return 1";
+  fv.meta.damaged = "version 3 of f cannot be read from the function store (...)";
+  REQUIRE(rig.store.put("f", fv));
+  InvokeResult r = rig.call("f");
+  CHECK(r.outcome == O::StoreError);
+  CHECK(r.message == fv.meta.damaged);
+  CHECK(rig.factory.spawned() == 0);  // refused before any sandbox
+}

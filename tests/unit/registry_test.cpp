@@ -369,6 +369,12 @@ TEST_CASE("registry: open cleans crash leftovers and skips bad files") {
   for (int v : {3, 4, 5, 6}) CHECK(fs::exists(fdir + "/" + std::to_string(v) + ".json"));
   CHECK(store->versions("f") == std::vector<uint64_t>{1, 2});
   CHECK(latest_of(*store, "f")->source == "two");
+  // Version 6 was acknowledged once and cannot be read: the function is
+  // marked damaged (and so not served) rather than silently rolled back.
+  const std::string damaged = store->latest_meta("f")->damaged;
+  CHECK_MESSAGE(damaged.find("version 6 of f cannot be read") != std::string::npos, damaged);
+  CHECK(damaged.find(fdir + "/6.json") != std::string::npos);
+  CHECK(damaged.find("the older version 2 is not served in its place") != std::string::npos);
   CHECK_FALSE(store->get("f", 3).has_value());
   CHECK_FALSE(latest_of(*store, "h").has_value());
   REQUIRE(store->list().size() == 1);
@@ -376,6 +382,22 @@ TEST_CASE("registry: open cleans crash leftovers and skips bad files") {
   CHECK(put_ok(*store, "f", fv_of("three")).version == 7);
   CHECK(fs::exists(fdir + "/6.json"));
   CHECK(latest_of(*store, "f")->source == "three");
+  CHECK(store->latest_meta("f")->damaged.empty());  // a deploy mends it
+  store.reset();
+  CHECK(open_ok(tmp.path)->latest_meta("f")->damaged.empty());  // 7 is newer than 6
+}
+
+TEST_CASE("registry: an unreadable older version leaves the function undamaged") {
+  TempDir tmp("registry");
+  {
+    auto store = open_ok(tmp.path);
+    put_ok(*store, "f", fv_of("one"));
+    put_ok(*store, "f", fv_of("two"));
+  }
+  write_text(tmp.path + "/functions/f/1.json", "{\"torn");
+  auto store = open_ok(tmp.path);
+  CHECK(store->latest_meta("f")->damaged.empty());
+  CHECK(latest_of(*store, "f")->source == "two");
 }
 
 TEST_CASE("registry: concurrent puts get distinct versions") {
