@@ -96,10 +96,10 @@ bool sources_unchanged(const std::string& dir) {
     if (!(fields >> size >> mtime_ns) || !std::getline(fields >> std::ws, path) || path.empty())
       return false;
     struct stat st;
+    // Whole seconds, as the stamp does: some file systems (hostfs in the
+    // UML guest) report none of the nanoseconds the builder saw.
     if (stat(path.c_str(), &st) != 0 || static_cast<unsigned long long>(st.st_size) != size ||
-        static_cast<unsigned long long>(st.st_mtim.tv_sec) * 1000000000ull +
-                static_cast<unsigned long long>(st.st_mtim.tv_nsec) !=
-            mtime_ns)
+        static_cast<unsigned long long>(st.st_mtim.tv_sec) != mtime_ns / 1000000000ull)
       return false;
   }
   return true;
@@ -268,28 +268,48 @@ UniqueFd open_users(const std::string& path) {
   return fd;
 }
 
-// DIR.users takes open-file-description locks, not flock: flock grants an
-// exclusive lock through a read-only fd, so any user who may read the file
-// could hold it and stall every daemon and `nsbox run` in their shared wait.
-// An OFD write lock needs a writable fd: others can only share.
-bool lock_users(int fd, bool exclusive, bool wait) {
+// A tree's users hold two shared locks on DIR.users. An open-file-
+// description lock: flock grants an exclusive lock through a read-only fd, so
+// any user who may read the file could hold one and stall every daemon and
+// `nsbox run` in a shared wait, whereas an OFD write lock needs a writable
+// fd, so others can only share. And, never waited for, an flock: an nsbox
+// from before the OFD locks takes and tests only that, and the two kinds do
+// not see each other, so each must see the other's users.
+bool mark_in_use(int fd) {
   struct flock fl {};
-  fl.l_type = exclusive ? F_WRLCK : F_RDLCK;
+  fl.l_type = F_RDLCK;
   fl.l_whence = SEEK_SET;
-  for (;;) {
-    if (fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl) == 0) return true;
+  while (fcntl(fd, F_OFD_SETLKW, &fl) != 0)
     if (errno != EINTR) return false;
-  }
+  (void)flock(fd, LOCK_SH | LOCK_NB);
+  return true;
 }
 
-// DIR.lock: only its owner may open it at all (0600, mended on open where an
-// older nsbox made it 0644), since flock lets a reader hold it exclusively.
+// True when no one uses the tree: both exclusive locks taken, without
+// waiting (a reader may hold an flock to look busy, which only keeps
+// leftovers a while). mark_in_use turns them back into shared ones.
+bool claim_unused(int fd) {
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  return fcntl(fd, F_OFD_SETLK, &fl) == 0 && flock(fd, LOCK_EX | LOCK_NB) == 0;
+}
+
+// DIR.lock: only its owner may open it at all (0600), since flock lets a
+// reader hold it exclusively. One an older nsbox left 0644 is made anew, not
+// chmod'ed: an fd someone opened while it was readable would still lock it.
 UniqueFd open_build_lock(const std::string& path) {
-  UniqueFd fd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
   struct stat st;
-  if (fd.valid() && fstat(fd.get(), &st) == 0 && st.st_uid == geteuid() && (st.st_mode & 077))
-    fchmod(fd.get(), 0600);
-  return fd;
+  if (lstat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
+      (st.st_mode & 077))
+    unlink(path.c_str());
+  return UniqueFd(open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600));
+}
+
+// Whether this caller may rebuild the tree: it can write beside it.
+bool may_rebuild(const std::string& dir) {
+  const std::string parent = dir.substr(0, dir.find_last_of('/'));
+  return access(parent.empty() ? "/" : parent.c_str(), W_OK) == 0;
 }
 
 // The build lock, waiting for another build to finish; a SIGINT or SIGTERM
@@ -329,18 +349,38 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
   // whether the tree it replaced may go yet: a running sandbox's overlay
   // still reads it.
   const std::string lock_path = dir + ".lock", users_path = dir + ".users";
-  if (!force && rootfs_fresh(dir, python)) {
+  // The builder renames what is there aside, and sandboxes mount what is
+  // there: only a directory may be (a mistyped --out /etc/passwd must move
+  // nothing, and a symlink would leave the tree's own ancestors unchecked).
+  struct stat st;
+  if (lstat(dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
+    return make_error("rootfs", dir +
+                                    " exists and is not a directory; remove it or pick "
+                                    "another --rootfs");
+  bool fresh = !force && rootfs_fresh(dir, python);
+  if (!force && !fresh && read_stamp(dir) == rootfs_stamp(python) && !may_rebuild(dir)) {
+    // Another user's tree (root's, say) whose libraries were updated since
+    // it was built: only its owner can rebuild it, and a tree that is old
+    // beats no sandbox at all.
+    std::fprintf(stderr,
+                 "nsbox: rootfs: %s was built from shared libraries that have been updated "
+                 "since; using it as it is: its owner can rebuild it (nsbox rootfs build --out "
+                 "%s, or by restarting nsbox serve)\n",
+                 dir.c_str(), dir.c_str());
+    fresh = true;
+  }
+  if (fresh) {
     // Fresh: used at once, without the build lock, which a build elsewhere
     // may hold for a while. Leftovers go when no one uses the tree and no
     // build runs.
     result.in_use = open_users(users_path);
     if (result.in_use.valid()) {
-      if (lock_users(result.in_use.get(), true, false)) {
+      if (claim_unused(result.in_use.get())) {
         UniqueFd lock = open_build_lock(lock_path);
         if (lock.valid() && flock(lock.get(), LOCK_EX | LOCK_NB) == 0) remove_leftovers(dir, true);
       }
       // Waits only while a build that found the tree unused swaps it.
-      if (!lock_users(result.in_use.get(), false, true)) return sys_error("fcntl", users_path);
+      if (!mark_in_use(result.in_use.get())) return sys_error("fcntl", users_path);
     }
     return result;
   }
@@ -352,16 +392,9 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
   TRY(lock_build(lock.get(), lock_path));
   result.in_use = open_users(users_path);
   if (!result.in_use.valid()) return sys_error("open", users_path);
-  const bool unused = lock_users(result.in_use.get(), true, false);
+  const bool unused = claim_unused(result.in_use.get());
   remove_leftovers(dir, unused);
   if (force || !rootfs_fresh(dir, python)) {  // else built while we waited
-    // The builder renames what is there aside: only a directory may be, so
-    // that a mistyped --out /etc/passwd moves nothing.
-    struct stat st;
-    if (lstat(dir.c_str(), &st) == 0 && !S_ISDIR(st.st_mode))
-      return make_error("rootfs", dir +
-                                      " exists and is not a directory; remove it or pick "
-                                      "another --rootfs");
     if (read_stamp(dir).empty() && dir_nonempty(dir))
       return make_error("rootfs", dir +
                                       " exists but is not an nsbox rootfs (no .nsbox-stamp); "
@@ -370,7 +403,7 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
     result.built = true;
     if (unused) remove_leftovers(dir, true);
   }
-  if (!lock_users(result.in_use.get(), false, true)) return sys_error("fcntl", users_path);
+  if (!mark_in_use(result.in_use.get())) return sys_error("fcntl", users_path);
   return result;
 }
 

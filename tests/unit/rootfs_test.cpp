@@ -77,13 +77,20 @@ TEST_CASE("rootfs: a reader of DIR.users cannot stall its users; DIR.lock is its
   test::TempDir tmp("rootfs-locks");
   const std::string dir = tmp.path + "/rootfs";
   make_tree(dir, rootfs_stamp());
-  // As an older nsbox left it: readable by everyone.
+  // As an older nsbox left it: readable by everyone, and opened by someone
+  // while it was.
   close(open((dir + ".lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644));
   chmod((dir + ".lock").c_str(), 0644);
+  const int early = open((dir + ".lock").c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(early >= 0);
   REQUIRE(ensure_rootfs(dir, false));
   struct stat st;
   REQUIRE(stat((dir + ".lock").c_str(), &st) == 0);
   CHECK((st.st_mode & 0777) == 0600);
+  // Made anew: the early fd locks a file no one else opens any more.
+  REQUIRE(fstat(early, &st) == 0);
+  CHECK(st.st_nlink == 0);
+  close(early);
 
   // Another user may read DIR.users (to share the tree), and flock gives a
   // reader an exclusive lock; the users' locks are not flocks, and a
@@ -159,4 +166,41 @@ TEST_CASE("rootfs: a changed or removed shared library makes the tree stale") {
   // A tree an older nsbox built has no list: stale, so it is rebuilt once.
   REQUIRE(unlink((dir + "/.nsbox-sources").c_str()) == 0);
   CHECK_FALSE(rootfs_fresh(dir));
+}
+
+TEST_CASE("rootfs: a user holding only an flock, as an older nsbox does, keeps the old tree") {
+  test::TempDir tmp("rootfs-oldlock");
+  const std::string dir = tmp.path + "/rootfs";
+  make_tree(dir, rootfs_stamp());
+  make_tree(dir + ".old-123", "an older stamp");
+  const int older = open((dir + ".users").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  REQUIRE(older >= 0);
+  REQUIRE(flock(older, LOCK_SH) == 0);  // what an nsbox before the OFD locks holds
+  REQUIRE(ensure_rootfs(dir, false));
+  CHECK(exists(dir + ".old-123"));  // its sandboxes may still read it
+  close(older);
+  REQUIRE(ensure_rootfs(dir, false));
+  CHECK_FALSE(exists(dir + ".old-123"));
+}
+
+TEST_CASE("rootfs: another user's tree with updated libraries is used as it is, not refused") {
+  if (geteuid() != 0) return;  // needs a tree the caller cannot rebuild
+  test::TempDir tmp("rootfs-theirs");
+  REQUIRE(chmod(tmp.path.c_str(), 0755) == 0);
+  const std::string dir = tmp.path + "/rootfs";
+  make_tree(dir, rootfs_stamp());
+  std::ofstream(dir + "/.nsbox-sources") << "1 0 /nonexistent/libssl.so.3\n";
+  CHECK_FALSE(rootfs_fresh(dir));
+  pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    alarm(10);
+    if (setresgid(65534, 65534, 65534) || setresuid(65534, 65534, 65534)) _exit(3);
+    auto r = ensure_rootfs(dir, false);
+    _exit(!r ? 1 : r.value().built ? 2 : 0);
+  }
+  int status = 0;
+  REQUIRE(waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
