@@ -164,9 +164,14 @@ Result<std::unique_ptr<ExternalFactory>> ExternalFactory::start(
         "crun refuses; crun runs in a mount namespace of its own without that mount, on v1");
   }
   if (iso == Isolation::Docker) {
-    // One image per rootfs build: its stamp names it.
-    std::ifstream st(rootfs + "/.nsbox-stamp");
-    std::string stamp((std::istreambuf_iterator<char>(st)), std::istreambuf_iterator<char>());
+    // One image per rootfs build: its stamp and its list of copied
+    // libraries name it (a rebuild for a library update keeps the stamp).
+    std::string stamp;
+    for (const char* name : {"/.nsbox-stamp", "/.nsbox-sources"}) {
+      std::ifstream in(rootfs + name);
+      stamp.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+      stamp.push_back('\0');
+    }
     char tag[64];
     std::snprintf(tag, sizeof tag, "nsbox-runtime:%016llx",
                   static_cast<unsigned long long>(fnv1a64(stamp)));
