@@ -428,8 +428,12 @@ void Gateway::handle_invoke(httplib::Request& req, httplib::Response& res) {
   in.request_id = next_request_id();
   res.set_header("X-Nsbox-Request-Id", in.request_id);
   in.name = req.matches[1];
-  auto finish = [&](const std::string& name, const char* outcome, int status) {
-    metrics_.request(name, status, seconds_since(t0));
+  // metric_name: "-" where the name may name nothing (metrics keep no
+  // per-name state for functions that do not exist); the access log keeps
+  // what was asked for.
+  auto finish = [&](const std::string& name, const char* outcome, int status,
+                    const std::string* metric_name = nullptr) {
+    metrics_.request(metric_name ? *metric_name : name, status, seconds_since(t0));
     access_log_.line(in.request_id, name, outcome, status, seconds_since(t0) * 1000,
                      req.remote_addr);
   };
@@ -453,9 +457,9 @@ void Gateway::handle_invoke(httplib::Request& req, httplib::Response& res) {
     std::optional<std::string> event = query_event(req.params, &why);
     if (!event) {
       send_error(res, 400, why);
-      // Refused before the pool looked the name up: it may name nothing,
-      // and metrics keep no per-name state for functions that do not exist.
-      return finish("-", "bad_query", 400);
+      // Refused before the pool looked the name up: it may name nothing.
+      static const std::string kNone = "-";
+      return finish(in.name, "bad_query", 400, &kNone);
     }
     in.event = std::move(*event);
   }

@@ -56,6 +56,7 @@ mkdir "$WORK/out"
 # XSAVE area of the size it was built for; hosts with a larger one (AMX)
 # refuse that, and the guest's first process dies. The shim lets it write the
 # host's whole area (tools/uml/xstate_shim.c); elsewhere it changes nothing.
+command -v cc >/dev/null || { echo "uml: no C compiler (cc) for tools/uml/xstate_shim.c: apt-get install gcc" >&2; exit 1; }
 cc -O2 -shared -fPIC -o "$WORK/xstate_shim.so" tools/uml/xstate_shim.c -ldl
 
 # The guest's memory is a file UML maps (on /dev/shm when TMPDIR is not
