@@ -1308,6 +1308,15 @@ TEST_CASE("NSBOX_TOKEN goes to no other user's socket on a loopback port") {
   CHECK(o.exit_code != 0);
   CHECK_MESSAGE(o.err.find("not sending NSBOX_TOKEN to " + url) != std::string::npos, o.err);
   CHECK_MESSAGE(o.err.find("belongs to uid 65534") != std::string::npos, o.err);
+  // Other spellings of this host reach the squatter too.
+  for (const std::string host : {"0.0.0.0", "127.1"}) {
+    const std::string other = "http://" + host + ":" + std::to_string(port);
+    o = nsbox::test::run(nsbox::test::client_spec({"deploy", "x", nsbox::test::probe("echo.py")},
+                                                  other, "admin-secret-token"));
+    CHECK(o.exit_code != 0);
+    CHECK_MESSAGE(o.err.find("not sending NSBOX_TOKEN") != std::string::npos,
+                  host << ": " << o.err);
+  }
   // Control: named on the command line, it goes where told (the squatter
   // gets it), so the refusal above was not a failed connection.
   StateDir sd("squat");
