@@ -326,8 +326,9 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   // change, and a repeated one with whichever came first.
   static const char* const kOptions[] = {"handler", "memory", "policy", "template", "timeout"};
   for (const auto& [key, value] : req.params) {
+    const std::string& option = key;  // clang 14 captures no structured binding
     if (std::find_if(std::begin(kOptions), std::end(kOptions),
-                     [&](const char* o) { return key == o; }) == std::end(kOptions)) {
+                     [&](const char* o) { return option == o; }) == std::end(kOptions)) {
       std::string known;
       for (const char* o : kOptions) known += (known.empty() ? "" : ", ") + std::string(o);
       return send_error(res, 400, "unknown deploy option \"" + key + "\" (known: " + known + ")");
