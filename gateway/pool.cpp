@@ -150,9 +150,25 @@ nsbox::Status Pool::reserve_fds() {
   return {};
 }
 
+namespace {
+
+// A factory call that throws (bad_alloc) is a failed spawn like any other:
+// the pool's reservations for it are then given back on the usual path.
+template <class F>
+Result<SpawnedSandbox> no_throw(const char* what, F&& f) {
+  try {
+    return f();
+  } catch (const std::exception& e) {
+    return make_error(what, e.what());
+  }
+}
+
+}  // namespace
+
 std::unique_ptr<Worker> Pool::spawn(uint32_t profile, uint64_t memory) {
   if (nsbox::Status room = reserve_fds(); !room) return worker(room.error(), profile, memory);
-  return worker(spawner_.spawn(profile, memory), profile, memory, true);
+  return worker(no_throw("spawn", [&] { return spawner_.spawn(profile, memory); }), profile, memory,
+                true);
 }
 
 std::unique_ptr<Worker> Pool::worker(Result<SpawnedSandbox> s, uint32_t profile, uint64_t memory,
@@ -163,7 +179,16 @@ std::unique_ptr<Worker> Pool::worker(Result<SpawnedSandbox> s, uint32_t profile,
     LOG_WARN("pool: spawning a sandbox failed: %s", s.error().message().c_str());
     return nullptr;
   }
-  auto w = std::make_unique<Worker>();
+  std::unique_ptr<Worker> w;
+  try {
+    w = std::make_unique<Worker>();
+  } catch (const std::bad_alloc&) {
+    // Nothing would own the sandbox: it goes now.
+    (void)spawner_.destroy(s.value().id);
+    LOG_WARN("pool: out of memory for sandbox %llu's record; destroyed it",
+             (unsigned long long)s.value().id);
+    return nullptr;
+  }
   w->id = s.value().id;
   w->channel = std::move(s.value().channel);
   w->log = std::move(s.value().log);
@@ -205,11 +230,21 @@ Pool::Lease Pool::acquire_once(const std::string& name, uint64_t deploy, uint32_
   if (!fw.cv) fw.cv = std::make_shared<std::condition_variable>();
   fw.users++;
   Waiters cv = fw.cv;
-  Lease lease = acquire_admitted(lock, name, deploy, profile, memory, deadline, *cv, load_template);
-  core_.unadmit(name);
-  if (auto it = waiters_.find(name); it != waiters_.end() && --it->second.users == 0)
-    waiters_.erase(it);
-  return lease;
+  // Undone however acquire_admitted ends, a throw (bad_alloc) included, and
+  // it may end unlocked: the admission and waiter counts must not drift, or
+  // the pool would refuse more and more until a restart.
+  struct Unadmit {
+    Pool& pool;
+    std::unique_lock<std::mutex>& lock;
+    const std::string& name;
+    ~Unadmit() {
+      if (!lock.owns_lock()) lock.lock();
+      pool.core_.unadmit(name);
+      if (auto it = pool.waiters_.find(name); it != pool.waiters_.end() && --it->second.users == 0)
+        pool.waiters_.erase(it);
+    }
+  } unadmit{*this, lock, name};
+  return acquire_admitted(lock, name, deploy, profile, memory, deadline, *cv, load_template);
 }
 
 uint64_t Pool::template_for(std::unique_lock<std::mutex>& lock, const std::string& name,
@@ -224,9 +259,20 @@ uint64_t Pool::template_for(std::unique_lock<std::mutex>& lock, const std::strin
   lock.unlock();
   nsbox::Status room = reserve_fds();
   std::unique_ptr<Worker> w =
-      room ? worker(spawner_.spawn_template(profile, memory), profile, memory, true)
+      room ? worker(no_throw("spawn template",
+                             [&] { return spawner_.spawn_template(profile, memory); }),
+                    profile, memory, true)
            : worker(room.error(), profile, memory);
-  const bool loaded = w && load(*w);
+  // A throw from the load (bad_alloc reading the version) must still reach
+  // template_made below, or the function would never get a template again
+  // and the pool's counts keep the one it planned.
+  bool loaded = false;
+  try {
+    loaded = w && load(*w);
+  } catch (const std::exception& e) {
+    LOG_ERROR("pool: loading function template %llu: %s", w ? (unsigned long long)w->id : 0ULL,
+              e.what());
+  }
   if (loaded)
     if (nsbox::Status s = spawner_.rest_template(w->id); !s)
       LOG_WARN("pool: function template %llu not frozen: %s", (unsigned long long)w->id,
@@ -285,8 +331,10 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         if (tmpl) {
           nsbox::Status room = reserve_fds();
           no_fds = !room;
-          auto forked = room ? spawner_.fork_instance(tmpl, profile, memory)
-                             : Result<SpawnedSandbox>(room.error());
+          auto forked =
+              room ? no_throw("fork instance",
+                              [&] { return spawner_.fork_instance(tmpl, profile, memory); })
+                   : Result<SpawnedSandbox>(room.error());
           hung = !forked && forked.error().err == ETIMEDOUT;
           if (forked) fork_ms = forked.value().setup_ms;
           w = worker(std::move(forked), profile, memory, static_cast<bool>(room));

@@ -36,6 +36,10 @@ class FakeFactory final : public SandboxFactory {
   explicit FakeFactory(std::chrono::milliseconds destroy_time) : destroy_time_(destroy_time) {}
   Result<SpawnedSandbox> spawn(uint32_t, uint64_t) override {
     std::this_thread::sleep_for(spawn_time);
+    if (throw_spawns > 0) {
+      throw_spawns--;
+      throw std::bad_alloc();
+    }
     if (fail_spawns > 0) {
       fail_spawns--;
       return make_error("spawn", "failing as the test asked");
@@ -97,8 +101,9 @@ class FakeFactory final : public SandboxFactory {
   int most_alive() const { return most_.load(); }
   std::chrono::milliseconds spawn_time{1};
   std::atomic<int> fail_spawns{0};
-  std::string freeze_dir;   // set: each sandbox gets a freeze switch there
-  bool with_pipes = false;  // each sandbox gets a channel and a log
+  std::atomic<int> throw_spawns{0};  // as an allocation failure inside the factory
+  std::string freeze_dir;            // set: each sandbox gets a freeze switch there
+  bool with_pipes = false;           // each sandbox gets a channel and a log
   int alive() const { return live_.load(); }
   // Writes as sandbox id's runner would: a reply, then its log.
   void runner_says(uint64_t id, const std::string& reply, const std::string& log) {
@@ -619,6 +624,48 @@ TEST_CASE("pool: a function template forks one instance at a time; slow forks st
     CHECK(factory.most_forking == 1);
   }
   pool.release(std::move(first.worker), true);
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
+TEST_CASE("pool: a spawn or a template load that throws leaves no count behind") {
+  FakeFactory factory(1ms);
+  Pool pool(factory, limits(2, 0), {kMemory});
+  pool.start();
+  // Twice as many throwing spawns as the cap: had each kept its slot, the
+  // pool would now refuse every request.
+  for (int i = 0; i < 4; i++) {
+    factory.throw_spawns = 1;
+    auto r = pool.acquire("f", 1, 0, kMemory, Clock::now() + 500ms);
+    CHECK(r.status == Pool::Status::SpawnFailed);
+  }
+  PoolStats st = pool.stats();
+  CHECK(st.waiting == 0);
+  CHECK(st.busy == 0);
+  auto ok = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(ok.status == Pool::Status::Ok);
+  pool.release(std::move(ok.worker), true);
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
+TEST_CASE("pool: a function template whose load throws leaves no count behind") {
+  FakeFactory factory(1ms);
+  Pool pool(factory, limits(8, 0), {kMemory});
+  pool.start();
+  // That request is served the ordinary way, and the template it planned
+  // is not counted.
+  int loads = 0;
+  const Pool::TemplateLoader throws = [&](Worker&) -> bool {
+    loads++;
+    throw std::bad_alloc();
+  };
+  auto t = pool.acquire("g", 1, 0, kMemory, Clock::now() + 2s, &throws);
+  REQUIRE(t.status == Pool::Status::Ok);
+  CHECK_FALSE(t.forked);
+  CHECK(loads == 1);
+  CHECK(pool.stats().templates == 0);
+  pool.release(std::move(t.worker), true);
   pool.stop();
   CHECK(factory.alive() == 0);
 }
