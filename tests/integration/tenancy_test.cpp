@@ -109,6 +109,29 @@ TEST_CASE("PID 1 is filtered, unreadable and in its own session: nsbox run, root
   }
 }
 
+// Uncapped sandboxes share the daemon's cpu group, where the kernel groups
+// tasks by session: a new session would be a new share as large as another
+// tenant's. nsbox run caps every sandbox in a cpu group of its own.
+TEST_CASE("serve without cpu_limits refuses a new session; nsbox run allows it") {
+  Outcome o = nsbox::test::nsbox_run("new_session.py", {"--event", host_event()});
+  REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+  CHECK(o.json()["setsid"] == "ok");
+  StateDir sd("setsid");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  std::ifstream src(nsbox::test::probe("new_session.py"));
+  std::string code((std::istreambuf_iterator<char>(src)), std::istreambuf_iterator<char>());
+  // The default policy allows setsid (strict allows no fork at all).
+  auto put = d.client()->Put("/functions/session", auth(d), code, "text/x-python");
+  REQUIRE(put);
+  REQUIRE(put->status == 201);
+  auto r = d.client()->Post("/fn/session", host_event(), "application/json");
+  REQUIRE(r);
+  REQUIRE_MESSAGE(r->status == 200, r->body);
+  CHECK(json::parse(r->body)["setsid"] == "Operation not permitted");
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("serve: a function finds no trace of the admin token, root and rootless") {
   for (bool rootless : {false, true}) {
     CAPTURE(rootless);
