@@ -30,6 +30,9 @@ struct Error {
 
   // "starting sandbox 17: pivot_root(/run/nsbox/root): Operation not permitted"
   std::string message() const;
+  // For a user: detail alone where there is one (it says what and where
+  // already), else message().
+  std::string text() const { return detail.empty() ? message() : detail; }
   // Adds what the caller was doing; returns *this to be returned on.
   Error&& within(std::string what) &&;
 };

@@ -297,7 +297,7 @@ void print_usage(const std::string& cmd, FILE* to) {
 // Returns an error message, or empty on success.
 std::string parse_args(const std::string& cmd, const std::vector<std::string>& in, Args* a) {
   auto parsed = parse_options(client_options(cmd, *a), in);
-  if (!parsed) return parsed.error().detail;
+  if (!parsed) return parsed.error().text();
   a->help = parsed.value().help;
   a->positional = std::move(parsed.value().positional);
   return "";

@@ -111,6 +111,11 @@ Result<RunOptions> parse_run_args(const std::vector<std::string>& args) {
   if (parsed.positional.size() >= 2) {
     const std::string& second = parsed.positional[1];
     const bool event = second == "-" || json::accept(second);
+    // Shaped like JSON but not valid: a broken event, not a second file.
+    const size_t first = second.find_first_not_of(" \t\r\n");
+    if (!event && first != std::string::npos &&
+        std::string("{[\"").find(second[first]) != std::string::npos)
+      return bad("the event is not valid JSON: " + second);
     if (!event || parsed.positional.size() > 2)
       return bad("unexpected argument " + (event ? parsed.positional[2] : second) +
                  " (one function file per run, then at most an EVENT in JSON)");
@@ -281,7 +286,7 @@ std::string format_limit_bytes(uint64_t b) {
 
 int cmd_run(const std::vector<std::string>& args) {
   auto parsed = parse_run_args(args);
-  if (!parsed) return fail(kExitUsage, parsed.error().detail + "\n" + run_usage());
+  if (!parsed) return fail(kExitUsage, parsed.error().text() + "\n" + run_usage());
   RunOptions o = parsed.value();
   // A runner that dies makes our next write fail with EPIPE, reported as
   // its death, rather than kill us with SIGPIPE.
@@ -338,18 +343,18 @@ int cmd_run(const std::vector<std::string>& args) {
                                 " bytes; the limit is " + std::to_string(kMaxPayload));
 
   auto policy_r = load_policy(o.policy);
-  if (!policy_r) return fail(kExitUsage, policy_r.error().detail);
+  if (!policy_r) return fail(kExitUsage, policy_r.error().text());
   Policy policy = policy_r.value();
   if (o.memory) {
     auto m = parse_size(*o.memory);
-    if (!m) return fail(kExitUsage, "--memory " + m.error().detail);
+    if (!m) return fail(kExitUsage, "--memory " + m.error().text());
     if (m.value() < (16ull << 20))
       return fail(kExitUsage, "--memory " + *o.memory + ": at least 16M is needed to start Python");
     policy.limits.memory_bytes = m.value();
   }
   if (o.timeout) {
     auto t = parse_duration_ms(*o.timeout);
-    if (!t) return fail(kExitUsage, "--timeout " + t.error().detail);
+    if (!t) return fail(kExitUsage, "--timeout " + t.error().text());
     // The daemon's bound too (?timeout= up to 15m): said, not silently cut.
     if (t.value() > 900000) return fail(kExitUsage, "--timeout " + *o.timeout + ": at most 15m");
     policy.limits.wall_ms = static_cast<uint32_t>(t.value());

@@ -276,7 +276,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
   signal(SIGPIPE, SIG_IGN);
   auto cfg = load_serve_config(config_path);
-  if (!cfg) return fail(cfg.error().detail.empty() ? cfg.error().message() : cfg.error().detail);
+  if (!cfg) return fail(cfg.error().text());
   ServeConfig config = cfg.value();
   if (std::string why = config_file_warning(config); !why.empty()) LOG_WARN("%s", why.c_str());
   if (!listen.empty()) {
@@ -385,7 +385,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   const bool cpu_grouped = use_cgroups && config.cpu_limits;
   for (const auto& n : names) {
     auto p = load_policy(n);
-    if (!p) return fail(p.error().detail);
+    if (!p) return fail(p.error().text());
     if (!cpu_grouped) std::erase(p.value().seccomp.allow, std::string("setsid"));
     auto bpf = seccomp_get(p.value().seccomp, cache);
     if (!bpf) return fail("policy " + n + ": seccomp: " + bpf.error().message());

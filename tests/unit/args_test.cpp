@@ -104,13 +104,19 @@ TEST_CASE("parse_run_args: one function file per run") {
   CHECK(contains(usage_error({"a.py", "b.py", "{}"}), "unexpected argument b.py"));
 }
 
+TEST_CASE("parse_run_args: an event shaped like JSON but broken is called that") {
+  CHECK(usage_error({"a.py", "{bad"}) == "the event is not valid JSON: {bad");
+  CHECK(usage_error({"a.py", " [1,"}) == "the event is not valid JSON:  [1,");
+  CHECK(contains(usage_error({"a.py", "b.py"}), "unexpected argument b.py"));
+}
+
 TEST_CASE("parse_run_args: the event may follow the function file, as for nsbox invoke") {
   CHECK(ok({"fn.py", R"({"a": 1})"}).event == R"({"a": 1})");
   CHECK(ok({"fn.py", "-"}).event == "-");
   CHECK(ok({"fn.py", "3"}).event == "3");
   CHECK(ok({"fn.py"}).event == "{}");
   CHECK(contains(usage_error({"fn.py", "{}", "--event", "{}"}), "the event is given twice"));
-  CHECK(contains(usage_error({"fn.py", "{bad"}), "unexpected argument {bad"));
+  CHECK(usage_error({"fn.py", "{bad"}) == "the event is not valid JSON: {bad");
 }
 
 TEST_CASE("parse_run_args: the function file is required") {
