@@ -246,6 +246,19 @@ bool Gateway::authorized(const httplib::Request& req, httplib::Response& res, Ac
   bool ok = same_secret(got, want);
   if (!want_read.empty()) ok |= same_secret(got, want_read);
   if (ok) return true;
+  if (access == Access::Admin) {
+    std::string read;
+    {
+      std::lock_guard<std::mutex> lock(token_mu_);
+      if (!read_token_.empty()) read = "Bearer " + read_token_;
+    }
+    if (!read.empty() && same_secret(got, read)) {
+      send_error(res, 403,
+                 "this is the read-only token (read_token): deploying and deleting need the "
+                 "admin token");
+      return false;
+    }
+  }
   res.set_header("WWW-Authenticate", "Bearer");
   send_error(res, 401,
              got.empty() ? "missing Authorization: Bearer TOKEN (the token is in the state "

@@ -446,9 +446,13 @@ TEST_CASE("front: metadata needs a token, the read-only token reads only; ids ar
     CHECK_MESSAGE(c->Get(path, ro)->status == 200, path);
     CHECK_MESSAGE(c->Get(path, auth(d))->status == 200, path);
   }
-  CHECK(c->Put("/functions/g", ro, "def handler(e, c):\n    return 1\n", "text/x-python")->status ==
-        401);
-  CHECK(c->Delete("/functions/f", ro)->status == 401);
+  // Refused as read-only (403, saying so), not as a bad token.
+  auto put = c->Put("/functions/g", ro, "def handler(e, c):\n    return 1\n", "text/x-python");
+  REQUIRE(put);
+  CHECK(put->status == 403);
+  CHECK_MESSAGE(put->body.find("read-only token") != std::string::npos, put->body);
+  CHECK(c->Delete("/functions/f", ro)->status == 403);
+  CHECK(c->Delete("/functions/f", {{"Authorization", "Bearer wrong"}})->status == 401);
   CHECK(c->Get("/healthz")->status == 200);  // stays public
 
   std::set<std::string> ids;
