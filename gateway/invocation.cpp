@@ -78,6 +78,8 @@ const char* outcome_name(O o) {
       return "spawn_failed";
     case O::StoreError:
       return "store_error";
+    case O::Unfit:
+      return "unfit";
     case O::Timeout:
       return "timeout";
     case O::Died:
@@ -189,6 +191,9 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
   // A deploy or delete returned while we waited: never serve the old code;
   // the client retries at once and sees what exists now.
   if (lease.status == Pool::Status::Stale) return refused(O::Stale, kStale);
+  if (lease.status == Pool::Status::NeverFits)
+    return refused(O::Unfit, req.name + " " + lease.message +
+                                 ": deploy it again with a smaller ?memory=, or raise the budget");
   if (lease.status != Pool::Status::Ok)
     return refused(lease.status == Pool::Status::SpawnFailed ? O::SpawnFailed : O::Overloaded,
                    "overloaded: " + lease.message);

@@ -51,6 +51,7 @@ struct InvokeResult {
     TooLarge,     // the event does not fit a frame
     NotFound,     // no such function
     NoPolicy,     // the function's policy is not loaded in this daemon
+    Unfit,        // its memory is more than the pool's whole budget
     Stale,        // a deploy or delete came while the request waited: retry at once
     Overloaded,   // no sandbox in time (queue full or queue timeout)
     SpawnFailed,  // no sandbox could be made

@@ -224,6 +224,11 @@ Pool::Lease Pool::acquire_once(const std::string& name, uint64_t deploy, uint32_
                                const TemplateLoader* load_template) {
   std::unique_lock<std::mutex> lock(mu_);
   if (!running_) return {Status::Overloaded, nullptr, false, "shutting down"};
+  if (memory > core_.limits().memory_budget_bytes)
+    return {Status::NeverFits, nullptr, false,
+            "needs " + std::to_string(memory >> 20) + " MiB, more than the whole [pool] " +
+                "memory_budget_mb (" + std::to_string(core_.limits().memory_budget_bytes >> 20) +
+                ")"};
   // Admission: refuse at once rather than queue what cannot be served.
   if (!core_.admit(name)) return {Status::Overloaded, nullptr, false, "too many requests waiting"};
   FunctionWaiters& fw = waiters_[name];

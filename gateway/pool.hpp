@@ -39,7 +39,9 @@ class Pool {
   // Stops the background threads and destroys every sandbox not leased.
   void stop();
 
-  enum class Status { Ok, Overloaded, QueueTimeout, SpawnFailed, Stale };
+  // NeverFits: the sandbox asked for is larger than the whole memory budget
+  // (lowered by a reload since the deploy): no wait would help.
+  enum class Status { Ok, Overloaded, QueueTimeout, SpawnFailed, Stale, NeverFits };
   struct Lease {
     Status status = Status::Ok;
     std::unique_ptr<Worker> worker;

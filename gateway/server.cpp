@@ -81,6 +81,7 @@ int send_outcome(httplib::Response& res, InvokeResult& r) {
     case O::TooLarge:
       return error(413);
     case O::NoPolicy:
+    case O::Unfit:
     case O::StoreError:
       return error(500);
     case O::BadProxy:

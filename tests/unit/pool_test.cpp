@@ -669,3 +669,21 @@ TEST_CASE("pool: a function template whose load throws leaves no count behind") 
   pool.stop();
   CHECK(factory.alive() == 0);
 }
+
+TEST_CASE("pool: a sandbox larger than the whole memory budget is refused at once, not queued") {
+  FakeFactory factory(1ms);
+  PoolLimits l = limits(8, 0);
+  l.memory_budget_bytes = 4 * kMemory;
+  Pool pool(factory, l, {kMemory});
+  pool.start();
+  const auto t0 = Clock::now();
+  auto r = pool.acquire("big", 1, 0, 5 * kMemory, Clock::now() + 2s);
+  CHECK(r.status == Pool::Status::NeverFits);
+  CHECK(r.message == "needs 320 MiB, more than the whole [pool] memory_budget_mb (256)");
+  CHECK(Clock::now() - t0 < 1s);  // the queue's 2 s deadline was not waited out
+  CHECK(pool.stats().waiting == 0);
+  auto ok = pool.acquire("small", 1, 0, 4 * kMemory, Clock::now() + 2s);
+  CHECK(ok.status == Pool::Status::Ok);
+  pool.release(std::move(ok.worker), true);
+  pool.stop();
+}
