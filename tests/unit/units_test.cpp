@@ -99,16 +99,21 @@ TEST_CASE("parse_duration_ms: range is 1ms to 24h") {
   CHECK_FALSE(parse_duration_ms("86401s"));
   CHECK_FALSE(parse_duration_ms("0.5ms"));
   CHECK_FALSE(parse_duration_ms("0s"));
+  // Hours, so that the range the errors name can be written as it is.
+  CHECK(ms_ok("24h") == 24ull * 3600 * 1000);
+  CHECK(ms_ok("1.5h") == 90ull * 60 * 1000);
+  CHECK(parse_duration_ms("25h").error().detail.find("out of range (1ms to 24h)") !=
+        std::string::npos);
 }
 
 TEST_CASE("parse_duration_ms: errors name the input") {
   for (const std::string bad :
-       {"", "-1", "12x", "abc", "0", "3h", "s", "1.5.5s", "2 s", "3sec", "100000m"}) {
+       {"", "-1", "12x", "abc", "0", "3d", "s", "1.5.5s", "2 s", "3sec", "100000m"}) {
     auto r = parse_duration_ms(bad);
     INFO("input: \"", bad, "\"");
     REQUIRE_FALSE(r);
     CHECK(r.error().detail.find("\"" + std::string(bad) + "\"") != std::string::npos);
   }
-  CHECK(parse_duration_ms("3h").error().detail.find("unknown unit") != std::string::npos);
+  CHECK(parse_duration_ms("3d").error().detail.find("unknown unit") != std::string::npos);
   CHECK(parse_duration_ms("100000m").error().detail.find("out of range") != std::string::npos);
 }
