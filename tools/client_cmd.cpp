@@ -480,14 +480,22 @@ httplib::Headers headers_for(const Ctx& c, bool with_token = true) {
 
 // Prints why the request got no answer; returns the exit code.
 int report_transport_error(const Ctx& c, httplib::Error err) {
-  if (err == httplib::Error::Connection || err == httplib::Error::ConnectionTimeout) {
-    std::fprintf(stderr, "nsbox: cannot reach %s: %s (is `nsbox serve` running?)\n",
-                 c.url.display.c_str(), httplib::to_string(err).c_str());
+  // cpp-httplib names its error kinds ("Connection"), not what went wrong.
+  if (err == httplib::Error::Connection) {
+    std::fprintf(stderr,
+                 "nsbox: cannot reach %s: the connection was refused or failed (is `nsbox "
+                 "serve` running, on that address and port?)\n",
+                 c.url.display.c_str());
+  } else if (err == httplib::Error::ConnectionTimeout) {
+    std::fprintf(stderr,
+                 "nsbox: cannot reach %s: no answer to the connection (a firewall, or a "
+                 "host that is down?)\n",
+                 c.url.display.c_str());
   } else if (err == httplib::Error::Read) {
     std::fprintf(stderr,
-                 "nsbox: no answer from %s: %s (the connection closed, or nothing came "
-                 "within %d s)\n",
-                 c.url.display.c_str(), httplib::to_string(err).c_str(), kReadTimeoutSec);
+                 "nsbox: no answer from %s: the connection closed, or nothing came within "
+                 "%d s\n",
+                 c.url.display.c_str(), kReadTimeoutSec);
   } else {
     std::fprintf(stderr, "nsbox: request to %s failed: %s\n", c.url.display.c_str(),
                  httplib::to_string(err).c_str());

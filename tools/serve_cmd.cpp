@@ -541,7 +541,10 @@ int cmd_serve(const std::vector<std::string>& args) {
             next.source.c_str(), applied.empty() ? "" : (applied + " and").c_str());
         continue;
       }
-      LOG_WARN("%s: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+      // The watchdog stops us by the same signal when a spawner died.
+      LOG_WARN("%s: draining in-flight requests", spawner_lost     ? "stopping"
+                                                  : sig == SIGTERM ? "SIGTERM"
+                                                                   : "SIGINT");
       // cpp-httplib's stop() does nothing until its accept loop has begun:
       // a signal just after start would be lost and the daemon would serve
       // on, so repeat it until serving has ended.
