@@ -482,6 +482,11 @@ void Gateway::handle_invoke(httplib::Request& req, httplib::Response& res) {
   InvokeResult r = invocations_.invoke(in);
   if (r.leased) metrics_.start(in.name, r.cold);
   const int status = send_outcome(res, r);
+  // Which of the daemon's outcomes the status is: a function's own proxy
+  // response may carry any status, 404 and 502 included, and a client
+  // (nsbox invoke) must not take it for the daemon's.
+  res.set_header("X-Nsbox-Outcome",
+                 r.outcome == InvokeResult::Outcome::Proxy ? "proxy" : outcome_name(r.outcome));
   // Metrics keep no per-name state for functions that do not exist.
   finish(r.outcome == InvokeResult::Outcome::NotFound ? "-" : in.name, outcome_name(r.outcome),
          status);

@@ -62,8 +62,10 @@ Calls function NAME with the event JSON (default {}; - reads it from stdin)
 and prints what it returned on stdout.
 
 exit codes:
-  0    the function returned; its result is on stdout
-  1    the function raised; the error JSON is on stdout
+  0    the function returned; its result is on stdout (a proxy response's body,
+       whatever statusCode it gave)
+  1    the function raised (the error JSON is on stdout), or returned an invalid
+       statusCode
   2    bad usage, or the event is not JSON
   3    the daemon could not be reached or refused the request
        (no such function, overloaded, ...; the reason is on stderr)
@@ -664,9 +666,15 @@ int do_invoke(Ctx& c, const Args& a) {
   auto res = cli->Post(("/fn/" + name).c_str(), headers_for(c, false), event, "application/json");
   if (!res) return report_transport_error(c, res.error());
   int s = res->status;
-  if (s >= 200 && s <= 299) {
+  const std::string outcome = res->get_header_value("X-Nsbox-Outcome");
+  if ((s >= 200 && s <= 299) || outcome == "proxy") {
+    // A proxy response is what the function returned, whatever its status.
     print_body(res->body);
     return kOk;
+  }
+  if (outcome == "bad_proxy") {  // the function's own mistake, as a raise is
+    report_server_error(c, s, res->body, false);
+    return 1;
   }
   if (s == 500) {
     // The function raised: its error JSON (errorType, errorMessage,

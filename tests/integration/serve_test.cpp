@@ -1373,6 +1373,18 @@ TEST_CASE("serve: the CLI client against the real daemon") {
   o = cli({"invoke", "tpl", R"({"k": 6})"});
   CHECK(o.exit_code == 0);
   CHECK(o.json()["event"]["k"] == 6);
+  // A function's own 404 is what it returned, not "no such function".
+  const std::string proxy = sd.path + ".proxy404.py";
+  std::ofstream(proxy) << "def handler(e, c):\n    return {'statusCode': 404, 'body': 'gone'}\n";
+  o = cli({"deploy", "p404", proxy});
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  o = cli({"invoke", "p404"});
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  CHECK(o.out.find("gone") != std::string::npos);
+  auto raw = d.client()->Post("/fn/p404", "{}", "application/json");
+  REQUIRE(raw);
+  CHECK(raw->status == 404);
+  CHECK(raw->get_header_value("X-Nsbox-Outcome") == "proxy");
   o = cli({"rm", "echo"});
   CHECK(o.exit_code == 0);
   o = cli({"invoke", "echo"});
