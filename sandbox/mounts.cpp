@@ -118,9 +118,14 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
   // host's harmless ones are bind-mounted onto empty files.
   const std::string dev = p.stage + "/dev";
   add(MountOp::Mkdir, "", dev);
+  // Read-only: they are the host's inodes, and a writable mount would let a
+  // function change their times or modes for the host and every sandbox.
+  // (A device opened for writing ignores its mount's read-only flag, so
+  // writing to /dev/null still works.)
   for (const char* d : {"null", "zero", "full", "random", "urandom"}) {
     add(MountOp::Touch, "", dev + "/" + d);
     add(MountOp::Bind, std::string("/dev/") + d, dev + "/" + d);
+    add(MountOp::RemountRo, "", dev + "/" + d, {}, MS_NOSUID | MS_NOEXEC);
   }
   add(MountOp::Mkdir, "", dev + "/shm");
   add(MountOp::Symlink, "/proc/self/fd", dev + "/fd");
@@ -192,7 +197,10 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
     add(k, std::move(src), std::move(dst), std::move(data), flags);
     p.ops.back().optional = true;
   };
-  for (const char* f : kProcMaskedFiles) optional(MountOp::Bind, "/dev/null", proc + "/" + f);
+  for (const char* f : kProcMaskedFiles) {
+    optional(MountOp::Bind, "/dev/null", proc + "/" + f);
+    optional(MountOp::RemountRo, "", proc + "/" + f, {}, MS_NOSUID | MS_NOEXEC);
+  }
   for (const char* d : kProcMaskedDirs) {
     optional(MountOp::Bind, p.stage + "/empty", proc + "/" + d);
     optional(MountOp::RemountRo, "", proc + "/" + d, {}, MS_NOSUID | MS_NODEV | MS_NOEXEC);

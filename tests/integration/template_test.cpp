@@ -179,6 +179,8 @@ TEST_CASE("serve: a sandbox is the same sandbox from either factory") {
     CHECK(r["write_tmp"] == "ok");
     CHECK(r["write_shm"] == "ok");
     CHECK(r["write_dev"] == "Read-only file system");
+    CHECK(r["dev_null_utime"] == "Read-only file system");
+    CHECK(r["dev_null_write"] == "ok");
     CHECK(r["tmpfs_superblocks"] == 1);
     CHECK(r["root_fs"] == "overlay");
     for (const char* opt : {"ro", "nosuid", "nodev"})

@@ -66,6 +66,9 @@ def handler(event, context):
     r["write_tmp"] = _error(lambda: open("/tmp/probe", "w").write("x"))
     r["write_shm"] = _error(lambda: open("/dev/shm/probe", "w").write("x"))
     r["write_dev"] = _error(lambda: open("/dev/probe", "w"))
+    # The host's device inodes: writable as devices, not as files.
+    r["dev_null_utime"] = _error(lambda: os.utime("/dev/null"))
+    r["dev_null_write"] = _error(lambda: open("/dev/null", "w").write("x"))
     r["sticky"] = {d: oct(os.stat(d).st_mode & 0o7777) for d in ("/tmp", "/dev/shm")}
     # Every writable byte is on one tmpfs (sandbox/mounts.cpp says why): these are its
     # directories, not mounts of their own (the device binds under /dev are the host's).
