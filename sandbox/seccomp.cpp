@@ -1,6 +1,7 @@
 #include "sandbox/seccomp.hpp"
 
 #include <fcntl.h>
+#include <linux/fsmap.h>
 #include <linux/seccomp.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -42,7 +43,10 @@ using Ctx = std::unique_ptr<void, CtxDeleter>;
 // into a terminal's input queue and TIOCLINUX (selection paste) does the same
 // on a virtual console (CVE-2017-5226, CVE-2023-28100); TIOCSETD loads a line
 // discipline, a history of kernel bugs; TIOCCONS redirects the console.
-constexpr uint32_t kRefusedIoctls[] = {TIOCSTI, TIOCLINUX, TIOCSETD, TIOCCONS};
+// FS_IOC_GETFSMAP maps a whole file system's physical extents, with their
+// owners, through any fd on it (nsbox run's code is a mount of the host's
+// file): the host's disk layout, and by polling, when files are written.
+constexpr uint32_t kRefusedIoctls[] = {TIOCSTI, TIOCLINUX, TIOCSETD, TIOCCONS, FS_IOC_GETFSMAP};
 
 // The fcntl commands refused whatever fd they target. F_NOTIFY (dnotify)
 // reports every access to files in a watched directory, and a template's

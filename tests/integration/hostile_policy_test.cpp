@@ -36,8 +36,8 @@ void check_report(const json& r, bool sockets, int core = 1) {
   REQUIRE_MESSAGE(r.is_object(), r.dump());
   INFO(r.dump(1));
   // Item 2: terminal ioctls refused on any fd, high bits or not.
-  for (const char* cmd :
-       {"TIOCSTI", "TIOCSTI|1<<32", "TIOCLINUX", "TIOCLINUX|high", "TIOCSETD", "TIOCCONS"})
+  for (const char* cmd : {"TIOCSTI", "TIOCSTI|1<<32", "TIOCLINUX", "TIOCLINUX|high", "TIOCSETD",
+                          "TIOCCONS", "FS_IOC_GETFSMAP"})
     CHECK_MESSAGE(r["ioctl"][cmd] == "EPERM", cmd);
   CHECK(r["ioctl"]["FIONREAD"] == "ok");
   // dnotify and leases refused: a template's clones share their root's inodes.

@@ -134,6 +134,7 @@ def _ioctls():
                            ("TIOCLINUX|high", 0xDEAD00000000 | TIOCLINUX, ctypes.byref(c)),
                            ("TIOCSETD", TIOCSETD, ctypes.byref(n)),
                            ("TIOCCONS", TIOCCONS, None),
+                           ("FS_IOC_GETFSMAP", 0xC0C0583B, None),
                            ("FIONREAD", FIONREAD, ctypes.byref(n))]:
         rc, err = _syscall(_NR_IOCTL, r, cmd, arg)
         out[name] = "ok" if rc >= 0 else _errname(err)

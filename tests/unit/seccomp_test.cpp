@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/bpf.h>
+#include <linux/fsmap.h>
 #include <linux/netlink.h>
 #include <linux/sched.h>
 #include <netinet/in.h>
@@ -96,6 +97,7 @@ enum Probe {
   kIoctlLinux,       // TIOCLINUX, high bits set
   kIoctlSetd,        // TIOCSETD
   kIoctlCons,        // TIOCCONS
+  kIoctlGetfsmap,    // FS_IOC_GETFSMAP
   kIoctlFionread,    // an ordinary ioctl on the same pipe
   kSocketVsock,      // AF_VSOCK
   kSocketVsockHigh,  // AF_VSOCK with bit 32 set
@@ -222,6 +224,7 @@ Report run_probes(const SeccompProgram* prog, uint64_t mask) {
     ioctl_probe(kIoctlLinux, 0xdead00000000ul | TIOCLINUX, &c);
     ioctl_probe(kIoctlSetd, TIOCSETD, &avail);
     ioctl_probe(kIoctlCons, TIOCCONS, nullptr);
+    ioctl_probe(kIoctlGetfsmap, FS_IOC_GETFSMAP, nullptr);
     ioctl_probe(kIoctlFionread, FIONREAD, &avail);
     auto socket_probe = [&](Probe pr, unsigned long family, int type, int proto) {
       if (!want(pr)) return;
@@ -616,6 +619,7 @@ static void check_argument_rules(const Report& r) {
   check_denied(r, kIoctlLinux, EPERM, "ioctl(TIOCLINUX | high bits)");
   check_denied(r, kIoctlSetd, EPERM, "ioctl(TIOCSETD)");
   check_denied(r, kIoctlCons, EPERM, "ioctl(TIOCCONS)");
+  check_denied(r, kIoctlGetfsmap, EPERM, "ioctl(FS_IOC_GETFSMAP)");
   CHECK(r.probe[kIoctlFionread].ret == 0);
   check_denied(r, kSocketVsock, EAFNOSUPPORT, "socket(AF_VSOCK)");
   check_denied(r, kSocketVsockHigh, EAFNOSUPPORT, "socket(AF_VSOCK | 1 << 32)");
