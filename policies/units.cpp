@@ -55,7 +55,8 @@ Result<uint64_t> parse_duration_ms(const std::string& text) {
   double v;
   std::string unit;
   auto bad = [&](const std::string& why) {
-    return make_error("duration", "\"" + text + "\": " + why + " (examples: 500ms, 3s, 1.5s, 2m, 1h)");
+    return make_error("duration",
+                      "\"" + text + "\": " + why + " (examples: 500ms, 3s, 1.5s, 2m, 1h)");
   };
   if (!split_number(text, &v, &unit)) return bad("not a duration");
   double mult;
