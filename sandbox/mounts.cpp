@@ -197,10 +197,9 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
     add(k, std::move(src), std::move(dst), std::move(data), flags);
     p.ops.back().optional = true;
   };
-  for (const char* f : kProcMaskedFiles) {
-    optional(MountOp::Bind, "/dev/null", proc + "/" + f);
-    optional(MountOp::RemountRo, "", proc + "/" + f, {}, MS_NOSUID | MS_NOEXEC);
-  }
+  // From the sandbox's own /dev/null, a read-only mount already: a bind
+  // keeps its source mount's flags, so no remount is needed per mask.
+  for (const char* f : kProcMaskedFiles) optional(MountOp::Bind, r + "/dev/null", proc + "/" + f);
   for (const char* d : kProcMaskedDirs) {
     optional(MountOp::Bind, p.stage + "/empty", proc + "/" + d);
     optional(MountOp::RemountRo, "", proc + "/" + d, {}, MS_NOSUID | MS_NODEV | MS_NOEXEC);

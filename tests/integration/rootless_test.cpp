@@ -48,6 +48,7 @@ TEST_CASE("rootless: isolated through a user namespace, limits on rlimits") {
   CHECK(r["write_dev"] == "Read-only file system");
   CHECK(r["dev_null_utime"] == "Read-only file system");
   CHECK(r["dev_null_write"] == "ok");
+  CHECK(r["proc_mask_utime"] == "Read-only file system");
   CHECK(r["tmpfs_superblocks"] == 1);
   CHECK(r["CapEff"] == "0000000000000000");
   CHECK(r["CapBnd"] == "0000000000000000");

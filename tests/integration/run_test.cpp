@@ -61,6 +61,7 @@ TEST_CASE("a probe sees only its own sandbox") {
     CHECK(r["write_dev"] == "Read-only file system");
     CHECK(r["dev_null_utime"] == "Read-only file system");
     CHECK(r["dev_null_write"] == "ok");
+    CHECK(r["proc_mask_utime"] == "Read-only file system");
     CHECK(r["sticky"]["/tmp"] == "0o1777");
     CHECK(r["sticky"]["/dev/shm"] == "0o1777");
     CHECK(r["tmpfs_superblocks"] == 1);

@@ -181,6 +181,7 @@ TEST_CASE("serve: a sandbox is the same sandbox from either factory") {
     CHECK(r["write_dev"] == "Read-only file system");
     CHECK(r["dev_null_utime"] == "Read-only file system");
     CHECK(r["dev_null_write"] == "ok");
+    CHECK(r["proc_mask_utime"] == "Read-only file system");
     CHECK(r["tmpfs_superblocks"] == 1);
     CHECK(r["root_fs"] == "overlay");
     for (const char* opt : {"ro", "nosuid", "nodev"})

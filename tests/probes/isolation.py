@@ -69,6 +69,7 @@ def handler(event, context):
     # The host's device inodes: writable as devices, not as files.
     r["dev_null_utime"] = _error(lambda: os.utime("/dev/null"))
     r["dev_null_write"] = _error(lambda: open("/dev/null", "w").write("x"))
+    r["proc_mask_utime"] = _error(lambda: os.utime("/proc/interrupts"))  # /dev/null's bind
     r["sticky"] = {d: oct(os.stat(d).st_mode & 0o7777) for d in ("/tmp", "/dev/shm")}
     # Every writable byte is on one tmpfs (sandbox/mounts.cpp says why): these are its
     # directories, not mounts of their own (the device binds under /dev are the host's).
