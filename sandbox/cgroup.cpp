@@ -233,6 +233,16 @@ static std::string group_for(const CgroupLayout& layout, bool v2) {
   return v2 && !layout.cpu_limits ? nocpu_group(layout) : layout.group;
 }
 
+bool cgroup_cpu_per_sandbox(const CgroupLayout& layout) {
+  if (!layout.cpu_limits) return false;
+  if (layout.version == CgroupVersion::V1) return !layout.v1_cpu.empty();
+  if (layout.version != CgroupVersion::V2) return false;
+  std::istringstream cs(read_file(layout.v2_mount + "/cgroup.controllers"));
+  for (std::string c; cs >> c;)
+    if (c == "cpu") return true;
+  return false;
+}
+
 // Where a layout's leaves go under one hierarchy's mount.
 static std::string parent_of(const CgroupLayout& layout, const std::string& mount, bool v2) {
   std::string p = mount + "/" + group_for(layout, v2);

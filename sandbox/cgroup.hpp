@@ -47,6 +47,9 @@ struct CgroupLayout {
 // Reads a mountinfo file (normally /proc/self/mountinfo). v2 is used when a
 // cgroup2 mount offers memory and pids; else v1 when its memory and pids
 // hierarchies are mounted; else None with the reason.
+// Whether each sandbox's leaf gets a cpu controller of its own: cpu_limits,
+// and a cpu hierarchy (v1) or cpu among the mount's controllers (v2).
+bool cgroup_cpu_per_sandbox(const CgroupLayout& layout);
 CgroupLayout cgroup_detect(const std::string& mountinfo = "/proc/self/mountinfo");
 
 // Pure planners: (file, value) pairs relative to the leaf directory.

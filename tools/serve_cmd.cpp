@@ -376,13 +376,20 @@ int cmd_serve(const std::vector<std::string>& args) {
         "no usable cgroups (%s): memory, pids and cpu limits fall back to per-process "
         "rlimits",
         config.rootless ? "rootless" : layout.why_none.c_str());
-  // Without a cpu cgroup of their own, sandboxes are scheduled by session
-  // (the kernel's autogroups): each setsid() is a new group as heavy as a
-  // whole other tenant or the daemon, so a function with 60 children in
-  // sessions of their own took ~10x its share (a review: another function
-  // got 0.3 CPU-seconds of 4.8). setsid is then refused (EPERM), whatever
-  // the policy allows; a sandbox's own session is made before its filter.
-  const bool cpu_grouped = use_cgroups && config.cpu_limits;
+  // Without a cpu cgroup of their own, sandboxes in the root cpu group are
+  // scheduled by session (the kernel's autogroups): each setsid() is a new
+  // group as heavy as a whole other tenant or the daemon, so a function
+  // with 60 children in sessions of their own took ~10x its share (a
+  // review: another function got 0.3 CPU-seconds of 4.8). setsid is then
+  // refused (EPERM), whatever the policy allows; a sandbox's own session
+  // is made before its filter. (Where the shared group is not the root
+  // one, as nsbox-nocpu/ on a v2 host with cpu at its root, setsid would be
+  // harmless; it is refused all the same, one rule being easier to trust.)
+  const bool cpu_grouped = use_cgroups && cgroup_cpu_per_sandbox(layout);
+  if (use_cgroups && config.cpu_limits && !cpu_grouped)
+    LOG_WARN(
+        "cpu_limits = true, but this host's cgroups have no cpu controller for the sandboxes: "
+        "no CPU cap applies, and setsid is refused in sandboxes");
   for (const auto& n : names) {
     auto p = load_policy(n);
     if (!p) return fail(p.error().text());

@@ -836,3 +836,18 @@ TEST_CASE("CgroupLeaf::destroy: a running fork loop does not outlive its leaf" *
   for (const auto& d : dirs) groups.push_back(d.substr(0, d.rfind('/')));
   for (const auto& g : groups) ::rmdir(g.c_str());
 }
+
+TEST_CASE("cgroup_cpu_per_sandbox: cpu_limits and a cpu controller, both") {
+  TempDir t("cg-cpu");
+  CgroupLayout v1 = fake_v1(t, {"cpu,cpuacct"});
+  CHECK(cgroup_cpu_per_sandbox(v1));
+  v1.cpu_limits = false;
+  CHECK_FALSE(cgroup_cpu_per_sandbox(v1));
+  TempDir u("cg-cpu1");
+  CHECK_FALSE(cgroup_cpu_per_sandbox(fake_v1(u)));  // no cpu hierarchy
+  TempDir a("cg-cpu2"), b("cg-cpu3");
+  CHECK(cgroup_cpu_per_sandbox(fake_v2(subdir(a, "root"), "cpuset cpu io memory pids")));
+  CHECK_FALSE(cgroup_cpu_per_sandbox(fake_v2(subdir(b, "root"), "cpuset io memory pids")));
+  CgroupLayout none;
+  CHECK_FALSE(cgroup_cpu_per_sandbox(none));
+}
