@@ -310,7 +310,12 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
       case PoolCore::Step::Cold:
         if (st.resize) {
           lock.unlock();
-          Result<void> limited = spawner_.set_memory(st.worker->id, memory);
+          Result<void> limited = make_error("set memory", "threw");
+          try {
+            limited = spawner_.set_memory(st.worker->id, memory);
+          } catch (const std::exception& e) {
+            limited = make_error("set memory", e.what());
+          }
           lock.lock();
           if (!limited) {
             wake_locked(core_.resize_failed(std::move(st.worker)));
@@ -330,20 +335,35 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         if (forking) forking_.insert(forking);
         lock.unlock();
         std::unique_ptr<Worker> w;
-        bool hung = false;    // the template did not answer in time
-        double fork_ms = 0;   // the spawner's time for it (not its queue's)
-        bool no_fds = false;  // the gateway's fd budget, not the template, refused
+        bool hung = false;   // the template did not answer in time
+        double fork_ms = 0;  // the spawner's time for it (not its queue's)
+        // The gateway's fd budget or its own memory, not the template, failed:
+        // the template stays.
+        bool not_template = false;
         if (tmpl) {
-          nsbox::Status room = reserve_fds();
-          no_fds = !room;
-          auto forked =
-              room ? no_throw("fork instance",
-                              [&] { return spawner_.fork_instance(tmpl, profile, memory); })
-                   : Result<SpawnedSandbox>(room.error());
-          hung = !forked && forked.error().err == ETIMEDOUT;
-          if (forked) fork_ms = forked.value().setup_ms;
-          w = worker(std::move(forked), profile, memory, static_cast<bool>(room));
-          if (w) w->template_id = tmpl;
+          try {
+            nsbox::Status room = reserve_fds();
+            bool threw = false;  // a failure is then given back through worker()
+            auto forked = room ? [&]() -> Result<SpawnedSandbox> {
+              try {
+                return spawner_.fork_instance(tmpl, profile, memory);
+              } catch (const std::exception& e) {
+                threw = true;
+                return make_error("fork instance", e.what());
+              }
+            }()
+                : Result<SpawnedSandbox>(room.error());
+            not_template = !room || threw;
+            hung = !forked && forked.error().err == ETIMEDOUT;
+            if (forked) fork_ms = forked.value().setup_ms;
+            w = worker(std::move(forked), profile, memory, static_cast<bool>(room));
+            if (w) w->template_id = tmpl;
+          } catch (const std::exception& e) {
+            LOG_ERROR("pool: forking from function template %llu: %s", (unsigned long long)tmpl,
+                      e.what());
+            w.reset();
+            not_template = true;
+          }
         }
         lock.lock();
         if (forking) {
@@ -368,7 +388,8 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         // A template that cannot fork is dead or broken: it goes, and this
         // request is served the ordinary way. One refused for the gateway's
         // fds stays: the ordinary spawn meets the same budget.
-        if (tmpl && !no_fds) wake_locked(core_.template_gone(name, std::exchange(tmpl, 0), hung));
+        if (tmpl && !not_template)
+          wake_locked(core_.template_gone(name, std::exchange(tmpl, 0), hung));
         lock.unlock();
         w = spawn(profile, memory);
         lock.lock();

@@ -676,9 +676,13 @@ int do_invoke(Ctx& c, const Args& a) {
     report_server_error(c, s, res->body, false);
     return 1;
   }
-  if (s == 500) {
-    // The function raised: its error JSON (errorType, errorMessage,
-    // stackTrace) goes to stdout like a result, as `nsbox run` does.
+  // The function's own failures (an older daemon sends no outcome): its
+  // error JSON (errorType, errorMessage, stackTrace) goes to stdout like a
+  // result, as `nsbox run` does. The daemon's own 500s (unfit, no_policy,
+  // store_error) are refusals: stderr and exit 3.
+  const bool functions_fault =
+      outcome.empty() || outcome == "raised" || outcome == "load_failed" || outcome == "bad_result";
+  if (s == 500 && functions_fault) {
     print_body(res->body);
     json j = json::parse(res->body, nullptr, false);
     if (!j.is_discarded() && j.is_object() && j.contains("error") && !j.contains("errorType")) {
