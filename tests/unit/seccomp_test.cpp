@@ -641,10 +641,11 @@ static void check_argument_rules(const Report& r) {
 
 constexpr uint64_t kArgumentProbes =
     bit(kIoctlSti) | bit(kIoctlStiHigh) | bit(kIoctlLinux) | bit(kIoctlSetd) | bit(kIoctlCons) |
-    bit(kIoctlFionread) | bit(kSocketVsock) | bit(kSocketVsockHigh) | bit(kSocketNetlink) |
-    bit(kSocketpairVsock) | bit(kSetrlimitCore) | bit(kPrlimitCoreSet) | bit(kPrlimitCoreHigh) |
-    bit(kPrlimitCoreGet) | bit(kPrlimitNofile) | bit(kFcntlNotify) | bit(kFcntlNotifyHigh) |
-    bit(kFcntlSetlease) | bit(kFcntlGetfl) | bit(kMmapHuge) | bit(kMmapHugeHigh) | bit(kMmapPlain);
+    bit(kIoctlGetfsmap) | bit(kIoctlFionread) | bit(kSocketVsock) | bit(kSocketVsockHigh) |
+    bit(kSocketNetlink) | bit(kSocketpairVsock) | bit(kSetrlimitCore) | bit(kPrlimitCoreSet) |
+    bit(kPrlimitCoreHigh) | bit(kPrlimitCoreGet) | bit(kPrlimitNofile) | bit(kFcntlNotify) |
+    bit(kFcntlNotifyHigh) | bit(kFcntlSetlease) | bit(kFcntlGetfl) | bit(kMmapHuge) |
+    bit(kMmapHugeHigh) | bit(kMmapPlain);
 
 TEST_CASE("kernel: every policy refuses terminal ioctls and socket families off the list") {
   for (const char* name : {"default", "strict"}) {
