@@ -244,8 +244,14 @@ std::optional<ServerUrl> parse_server_url(const std::string& url, std::string* e
 
 // ---- arguments ----------------------------------------------------------------
 
+// NSBOX_SERVER, as NSBOX_TOKEN: set once for a daemon that is not on 8080.
+std::string default_server() {
+  const char* env = std::getenv("NSBOX_SERVER");
+  return env && *env ? env : kDefaultServer;
+}
+
 struct Args {
-  std::string server = kDefaultServer;
+  std::string server = default_server();
   std::optional<std::string> token;                             // --token
   std::optional<std::string> token_file;                        // --token-file
   std::optional<std::string> handler, policy, memory, timeout;  // deploy
@@ -278,7 +284,8 @@ std::vector<Option> client_options(const std::string& cmd, Args& a) {
   if (cmd == "ls")
     o.push_back({"json", 0, "", "print the server's JSON answer as is",
                  [&a](const std::string&) { a.json = true; }});
-  o.push_back({"server", 0, "URL", "the daemon (default http://127.0.0.1:8080; http only)",
+  o.push_back({"server", 0, "URL",
+               "the daemon (default $NSBOX_SERVER, else http://127.0.0.1:8080; http only)",
                [&a](const std::string& v) { a.server = v; }, false});
   o.push_back({"token", 0, "TOKEN",
                "API token, or the read-only token for ls and logs (default:\n"

@@ -1355,6 +1355,15 @@ TEST_CASE("serve: the CLI client against the real daemon") {
   o = cli({"ls"});
   CHECK(o.exit_code == 0);
   CHECK(o.out.find("echo") != std::string::npos);
+  {
+    INFO("NSBOX_SERVER names the daemon when --server is not given");
+    nsbox::test::RunSpec env;
+    env.argv = {nsbox::test::nsbox_bin(), "ls"};
+    env.env = {"NSBOX_TOKEN=" + d.token(), "NSBOX_SERVER=" + server};
+    auto e = nsbox::test::run(env);
+    CHECK_MESSAGE(e.exit_code == 0, e.err);
+    CHECK(e.out.find("echo") != std::string::npos);
+  }
   o = cli({"logs", "echo"});
   CHECK(o.out.find("log line from echo") != std::string::npos);
   cli({"deploy", "raises", nsbox::test::probe("raises.py")});
