@@ -144,7 +144,9 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
     } else {
       add(MountOp::Bind, src.code, dst);
     }
-    add(MountOp::RemountRo, "", dst);
+    // nosuid and nodev as every other mount; not noexec: a function's
+    // directory may bundle programs it runs, as a Lambda package may.
+    add(MountOp::RemountRo, "", dst, {}, MS_NOSUID | MS_NODEV);
   };
   // A blank pool sandbox has no code: it arrives later over the request channel.
   const bool blank = src.code.empty() && src.code_tree_fd < 0;
@@ -173,7 +175,7 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
 
   if (code_file) {
     add(MountOp::Bind, p.stage + "/code", code);
-    add(MountOp::RemountRo, "", code);
+    add(MountOp::RemountRo, "", code, {}, MS_NOSUID | MS_NODEV);
   } else if (!blank) {
     attach_code(code);
   }

@@ -205,6 +205,7 @@ TEST_CASE("plan_mounts: a code file gets a directory of its own, so its siblings
   CHECK(place > ro_file);
   CHECK(ro_dir > place);
   CHECK(p.ops[bind].src == file);
+  for (int ro : {ro_file, ro_dir}) CHECK(p.ops[ro].flags == (MS_NOSUID | MS_NODEV));
   CHECK(find_op(p, MountOp::Tmpfs, task) == -1);
   // The directory holding the file is never bound.
   for (const MountOp& op : p.ops) CHECK(op.src != dir.path);
