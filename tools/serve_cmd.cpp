@@ -543,8 +543,8 @@ int cmd_serve(const std::vector<std::string>& args) {
         pool.set_fd_budget(unparked_fd_budget(parking != nullptr, host, next));
         LOG_WARN(
             "reloaded %s: applied%s the [pool] sizes; listen, state_dir, "
-            "max_connections, max_body_kb, batch_scheduling and cpu_limits take effect at the next "
-            "start",
+            "max_connections, max_body_kb, batch_scheduling, cpu_limits and [functions] "
+            "log_lines, log_mb and keep_versions take effect at the next start",
             next.source.c_str(), applied.empty() ? "" : (applied + " and").c_str());
         continue;
       }
