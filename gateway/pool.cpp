@@ -154,11 +154,14 @@ namespace {
 
 // A factory call that throws (bad_alloc) is a failed spawn like any other:
 // the pool's reservations for it are then given back on the usual path.
+// threw, when given, says it was a throw: the gateway's failure, not the
+// factory's.
 template <class F>
-Result<SpawnedSandbox> no_throw(const char* what, F&& f) {
+Result<SpawnedSandbox> no_throw(const char* what, F&& f, bool* threw = nullptr) {
   try {
     return f();
   } catch (const std::exception& e) {
+    if (threw) *threw = true;
     return make_error(what, e.what());
   }
 }
@@ -344,15 +347,11 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
           try {
             nsbox::Status room = reserve_fds();
             bool threw = false;  // a failure is then given back through worker()
-            auto forked = room ? [&]() -> Result<SpawnedSandbox> {
-              try {
-                return spawner_.fork_instance(tmpl, profile, memory);
-              } catch (const std::exception& e) {
-                threw = true;
-                return make_error("fork instance", e.what());
-              }
-            }()
-                : Result<SpawnedSandbox>(room.error());
+            auto forked =
+                room ? no_throw(
+                           "fork instance",
+                           [&] { return spawner_.fork_instance(tmpl, profile, memory); }, &threw)
+                     : Result<SpawnedSandbox>(room.error());
             not_template = !room || threw;
             hung = !forked && forked.error().err == ETIMEDOUT;
             if (forked) fork_ms = forked.value().setup_ms;

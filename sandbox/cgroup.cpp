@@ -390,11 +390,7 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
     if (v2) {
       // Controllers must be enabled top-down before a leaf can use them;
       // cpu is optional (detection requires only memory and pids).
-      std::istringstream cs(read_file(mount + "/cgroup.controllers"));
-      std::string c;
-      have_cpu = false;
-      while (cs >> c) have_cpu |= c == "cpu";
-      have_cpu = have_cpu && layout.cpu_limits;
+      have_cpu = cgroup_cpu_per_sandbox(layout);
       enable = have_cpu ? "+memory +pids +cpu" : "+memory +pids";
       // Before our directory exists, so a refusal leaves nothing behind.
       if (Status s = write_file(mount + "/cgroup.subtree_control", enable, leaf.fake_); !s) {
@@ -444,7 +440,7 @@ Result<CgroupLeaf> CgroupLeaf::create(const CgroupLayout& layout, const std::str
     case CgroupVersion::V1:
       TRY(make(layout.v1_memory, cgroup_v1_limit_writes("memory", limits), false));
       TRY(make(layout.v1_pids, cgroup_v1_limit_writes("pids", limits), false));
-      if (!layout.v1_cpu.empty() && layout.cpu_limits)
+      if (cgroup_cpu_per_sandbox(layout))
         TRY(make(layout.v1_cpu, cgroup_v1_limit_writes("cpu", limits), false));
       if (layout.freeze) TRY(leaf.make_freezer_v1(layout, id));
       break;
