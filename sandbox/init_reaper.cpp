@@ -6,9 +6,10 @@
 #include <stddef.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
-#include <unistd.h>
 
 #include <cerrno>
+
+#include "sandbox/raw_syscall.hpp"
 
 namespace nsbox {
 
@@ -60,13 +61,15 @@ const sock_fprog* init_seccomp_program() {
 }
 
 void init_reap(pid_t runner, bool load_filter) {
-  syscall(SYS_close_range, 0, ~0U, 0);
-  if (load_filter && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &kFprog) != 0) _exit(126);
+  raw_syscall(SYS_close_range, 0, ~0U, 0);
+  if (load_filter &&
+      raw_syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, reinterpret_cast<long>(&kFprog)) != 0)
+    raw_exit(126);
   for (;;) {
-    int st;
-    pid_t w = waitpid(-1, &st, 0);
-    if (w == runner) _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
-    if (w < 0 && errno == ECHILD) _exit(127);
+    int st = 0;
+    long w = raw_syscall(SYS_wait4, -1, reinterpret_cast<long>(&st), 0, 0);
+    if (w == runner) raw_exit(WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
+    if (w == -ECHILD) raw_exit(127);
   }
 }
 

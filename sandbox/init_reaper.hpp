@@ -3,7 +3,8 @@
 // init_loop, which runs them in-process where PID 1 cannot exec nsbox-init
 // and so keeps a copy of its creator's memory. The filter (with
 // PR_SET_DUMPABLE 0) is what makes PID 1 useless to a function that would
-// take it over. Links against nothing but libc: nsbox-init is static.
+// take it over. Calls nothing in libc (raw_syscall.hpp): nsbox-init is
+// linked without one.
 #pragma once
 
 #include <linux/filter.h>

@@ -5,10 +5,12 @@
 // the daemon, even when killed with -9.
 #include <dirent.h>
 #include <doctest/doctest.h>
+#include <elf.h>
 #include <fcntl.h>
 #include <linux/nsfs.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/prctl.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
@@ -112,6 +114,105 @@ TEST_CASE("PID 1 is filtered, unreadable and in its own session: nsbox run, root
 // Uncapped sandboxes share the daemon's cpu group, where the kernel groups
 // tasks by session: a new session would be a new share as large as another
 // tenant's. nsbox run caps every sandbox in a cpu group of its own.
+namespace {
+
+// nsbox-init run as a sandbox's PID 1 runs it, on its own: `runner` is
+// forked first and becomes the runner, then this process execs nsbox-init
+// with its pid (and no_new_privs set, as in a sandbox, so that the filter
+// loads without privilege). Returns the wait status of PID 1's stand-in.
+int run_init(const std::vector<std::string>& args, const std::function<int()>& runner) {
+  std::string init = nsbox::test::nsbox_bin();
+  init = init.substr(0, init.find_last_of('/') + 1) + "nsbox-init";
+  pid_t p = fork();
+  REQUIRE(p >= 0);
+  if (p == 0) {
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    std::vector<std::string> argv = {"nsbox-init"};
+    if (runner) {
+      pid_t r = fork();
+      if (r == 0) _exit(runner());
+      argv.push_back(std::to_string(r));
+    }
+    argv.insert(argv.end(), args.begin(), args.end());
+    std::vector<char*> ptrs;
+    for (auto& a : argv) ptrs.push_back(a.data());
+    ptrs.push_back(nullptr);
+    execv(init.c_str(), ptrs.data());
+    _exit(99);
+  }
+  int st = 0;
+  REQUIRE(waitpid(p, &st, 0) == p);
+  return st;
+}
+
+int exit_code(int st) {
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 1000 + WTERMSIG(st);
+}
+
+}  // namespace
+
+// nsbox-init is linked without a C library, so nothing checks its start-up
+// but the program itself: these are the sandbox's exit statuses.
+TEST_CASE("nsbox-init exits with its runner's status and reaps orphans meanwhile") {
+  // Statuses: the runner's own, 128 + the signal that killed it.
+  CHECK(exit_code(run_init({"1"}, [] { return 7; })) == 7);
+  CHECK(exit_code(run_init({"0"}, [] { return 0; })) == 0);
+  CHECK(exit_code(run_init({"1"}, [] {
+          raise(SIGKILL);
+          return 0;
+        })) == 128 + SIGKILL);
+  // Arguments it was not given by child.cpp: 127, never a wait on pid 0.
+  CHECK(exit_code(run_init({}, nullptr)) == 127);
+  CHECK(exit_code(run_init({"0x12", "1"}, nullptr)) == 127);
+  CHECK(exit_code(run_init({"-1", "1"}, nullptr)) == 127);
+  CHECK(exit_code(run_init({"12", "1", "extra"}, nullptr)) == 127);
+  // An orphan (the runner's grandchild, whose parent exited) is reparented
+  // to PID 1, which reaps it while the runner still runs: the runner sees
+  // it gone (ESRCH), not a zombie, and says so with its status.
+  int st = run_init({"1"}, [] {
+    int fds[2];
+    if (pipe(fds) != 0) return 20;
+    pid_t g = fork();
+    if (g == 0) {
+      pid_t h = fork();
+      if (h > 0 && write(fds[1], &h, sizeof h) != sizeof h) _exit(1);
+      _exit(0);  // h, orphaned, exits at once too
+    }
+    pid_t h = 0;
+    if (g < 0 || read(fds[0], &h, sizeof h) != sizeof h || waitpid(g, nullptr, 0) != g) return 21;
+    for (int i = 0; i < 400; i++) {
+      if (kill(h, 0) != 0 && errno == ESRCH) return 5;
+      usleep(5000);
+    }
+    return 6;  // still a zombie after 2 s: nobody reaped it
+  });
+  CHECK(exit_code(st) == 5);
+}
+
+TEST_CASE("nsbox-init is static and has no C library start-up") {
+  std::string init = nsbox::test::nsbox_bin();
+  init = init.substr(0, init.find_last_of('/') + 1) + "nsbox-init";
+  std::ifstream f(init, std::ios::binary);
+  REQUIRE(f);
+  Elf64_Ehdr eh{};
+  REQUIRE(f.read(reinterpret_cast<char*>(&eh), sizeof eh));
+  REQUIRE(memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0);
+  CHECK(eh.e_type == ET_EXEC);
+  for (int i = 0; i < eh.e_phnum; i++) {
+    // A program header's first word is its type (resolv.h, which a header
+    // here includes, makes p_type a macro).
+    uint32_t type = 0;
+    f.seekg(static_cast<std::streamoff>(eh.e_phoff + static_cast<uint64_t>(i) * eh.e_phentsize));
+    REQUIRE(f.read(reinterpret_cast<char*>(&type), sizeof type));
+    // No loader, and no thread-local storage: a C library's start-up would
+    // set both up (and a static glibc's probes the CPU's caches, which traps
+    // to the hypervisor in a VM).
+    CHECK(type != PT_INTERP);
+    CHECK(type != PT_TLS);
+  }
+}
+
 TEST_CASE("serve without cpu_limits refuses a new session; nsbox run allows it") {
   Outcome o = nsbox::test::nsbox_run("new_session.py", {"--event", host_event()});
   REQUIRE_MESSAGE(o.exit_code == 0, o.err);
