@@ -256,6 +256,7 @@ struct Args {
   std::optional<std::string> token_file;                        // --token-file
   std::optional<std::string> handler, policy, memory, timeout;  // deploy
   std::optional<std::string> use_template;                      // deploy --template
+  std::optional<std::string> event;                             // invoke --event
   bool json = false;                                            // ls
   bool help = false;
   std::vector<std::string> positional;
@@ -281,6 +282,10 @@ std::vector<Option> client_options(const std::string& cmd, Args& a) {
                  "namespaces)",
                  [&a](const std::string&) { a.use_template = "1"; }});
   }
+  if (cmd == "invoke")
+    o.push_back({"event", 0, "JSON|-",
+                 "the event (default {}); - reads it from stdin; or JSON after NAME", to(a.event),
+                 false});
   if (cmd == "ls")
     o.push_back({"json", 0, "", "print the server's JSON answer as is",
                  [&a](const std::string&) { a.json = true; }});
@@ -652,9 +657,11 @@ int do_deploy(Ctx& c, const Args& a) {
 int do_invoke(Ctx& c, const Args& a) {
   if (a.positional.empty()) return usage_error(c.cmd, "needs NAME");
   if (a.positional.size() > 2) return usage_error(c.cmd, "too many arguments (NAME [JSON|-])");
+  if (a.positional.size() == 2 && a.event)
+    return usage_error(c.cmd, "the event is given twice: as JSON after NAME and as --event");
   const std::string& name = a.positional[0];
   if (!valid_function_name(name)) return usage_error(c.cmd, bad_name_message(name));
-  std::string event = a.positional.size() == 2 ? a.positional[1] : "{}";
+  std::string event = a.event ? *a.event : a.positional.size() == 2 ? a.positional[1] : "{}";
   if (event == "-") {
     event.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
   }

@@ -1352,6 +1352,16 @@ TEST_CASE("serve: the CLI client against the real daemon") {
   o = cli({"invoke", "echo", R"({"k": 5})"});
   CHECK(o.exit_code == 0);
   CHECK(o.json()["event"]["k"] == 5);
+  // --event, as `nsbox run` takes it; from stdin too; not twice.
+  o = cli({"invoke", "echo", "--event", R"({"k": 7})"});
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  CHECK(o.json()["event"]["k"] == 7);
+  o = cli({"invoke", "echo", "--event", "-"}, R"({"k": 8})");
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  CHECK(o.json()["event"]["k"] == 8);
+  o = cli({"invoke", "echo", "{}", "--event", "{}"});
+  CHECK(o.exit_code == 2);
+  CHECK(o.err.find("given twice") != std::string::npos);
   o = cli({"ls"});
   CHECK(o.exit_code == 0);
   CHECK(o.out.find("echo") != std::string::npos);
