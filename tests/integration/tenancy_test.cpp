@@ -199,18 +199,25 @@ TEST_CASE("nsbox-init is static and has no C library start-up") {
   REQUIRE(f.read(reinterpret_cast<char*>(&eh), sizeof eh));
   REQUIRE(memcmp(eh.e_ident, ELFMAG, SELFMAG) == 0);
   CHECK(eh.e_type == ET_EXEC);
+  bool stack_seen = false;
   for (int i = 0; i < eh.e_phnum; i++) {
-    // A program header's first word is its type (resolv.h, which a header
-    // here includes, makes p_type a macro).
-    uint32_t type = 0;
+    // A program header starts with its type and flags (resolv.h, which a
+    // header here includes, makes p_type a macro).
+    uint32_t type_flags[2] = {0, 0};
     f.seekg(static_cast<std::streamoff>(eh.e_phoff + static_cast<uint64_t>(i) * eh.e_phentsize));
-    REQUIRE(f.read(reinterpret_cast<char*>(&type), sizeof type));
+    REQUIRE(f.read(reinterpret_cast<char*>(type_flags), sizeof type_flags));
     // No loader, and no thread-local storage: a C library's start-up would
     // set both up (and a static glibc's probes the CPU's caches, which traps
     // to the hypervisor in a VM).
-    CHECK(type != PT_INTERP);
-    CHECK(type != PT_TLS);
+    CHECK(type_flags[0] != PT_INTERP);
+    CHECK(type_flags[0] != PT_TLS);
+    // Its own entry code must not have cost it a non-executable stack.
+    if (type_flags[0] == PT_GNU_STACK) {
+      stack_seen = true;
+      CHECK((type_flags[1] & PF_X) == 0);
+    }
   }
+  CHECK(stack_seen);
 }
 
 TEST_CASE("serve without cpu_limits refuses a new session; nsbox run allows it") {
