@@ -23,13 +23,16 @@
 namespace {
 
 // A pid in decimal, as init_loop (sandbox/child.cpp) writes it; 0 for
-// anything else.
+// anything else, a value above the kernel's largest pid included (none is
+// cut down to a pid it does not name).
 long parse_pid(const char* s) {
+  constexpr long kPidMaxLimit = 4194304;  // PID_MAX_LIMIT on 64-bit
   long v = 0;
   if (*s == '\0') return 0;
   for (; *s; ++s) {
-    if (*s < '0' || *s > '9' || v > 1000000000L) return 0;
+    if (*s < '0' || *s > '9') return 0;
     v = v * 10 + (*s - '0');
+    if (v > kPidMaxLimit) return 0;
   }
   return v;
 }
@@ -47,8 +50,10 @@ extern "C" [[noreturn]] __attribute__((used)) void nsbox_init_main(long* sp) {
   char** argv = reinterpret_cast<char**>(sp + 1);
   if (argc != 3) nsbox::raw_exit(127);
   long runner = parse_pid(argv[1]);
-  if (runner <= 0) nsbox::raw_exit(127);
-  nsbox::init_reap(static_cast<pid_t>(runner), argv[2][0] == '1');
+  const char* filter = argv[2];
+  if (runner <= 0 || (filter[0] != '0' && filter[0] != '1') || filter[1] != '\0')
+    nsbox::raw_exit(127);
+  nsbox::init_reap(static_cast<pid_t>(runner), filter[0] == '1');
 }
 
 // The kernel enters with the stack pointer at argc; the ABI wants it

@@ -8,6 +8,7 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <linux/nsfs.h>
+#include <linux/seccomp.h>
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
@@ -111,18 +112,23 @@ TEST_CASE("PID 1 is filtered, unreadable and in its own session: nsbox run, root
   }
 }
 
-// Uncapped sandboxes share the daemon's cpu group, where the kernel groups
-// tasks by session: a new session would be a new share as large as another
-// tenant's. nsbox run caps every sandbox in a cpu group of its own.
 namespace {
 
-// nsbox-init run as a sandbox's PID 1 runs it, on its own: `runner` is
-// forked first and becomes the runner, then this process execs nsbox-init
-// with its pid (and no_new_privs set, as in a sandbox, so that the filter
-// loads without privilege). Returns the wait status of PID 1's stand-in.
-int run_init(const std::vector<std::string>& args, const std::function<int()>& runner) {
-  std::string init = nsbox::test::nsbox_bin();
-  init = init.substr(0, init.find_last_of('/') + 1) + "nsbox-init";
+std::string init_path() {
+  std::string bin = nsbox::test::nsbox_bin();
+  return bin.substr(0, bin.find_last_of('/') + 1) + "nsbox-init";
+}
+
+// nsbox-init run as a sandbox's PID 1 runs it, on its own: a child of this
+// process's forks `runner` first, then execs nsbox-init with the runner's
+// pid (as pid_text writes it) before `args` (and no_new_privs set, as in a
+// sandbox, so that the filter loads without privilege). The runner gets the read end of a pipe
+// whose write end nsbox-init inherits, so it can tell when its PID 1 has
+// closed its fds. Returns the exit code of PID 1's stand-in, 1000 + the
+// signal that killed it, or -1 if it was still running after 10 s (killed).
+int run_init(const std::vector<std::string>& args, const std::function<int(int)>& runner,
+             const std::function<std::string(pid_t)>& pid_text = nullptr) {
+  const std::string init = init_path();
   pid_t p = fork();
   REQUIRE(p >= 0);
   if (p == 0) {
@@ -130,9 +136,16 @@ int run_init(const std::vector<std::string>& args, const std::function<int()>& r
     prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
     std::vector<std::string> argv = {"nsbox-init"};
     if (runner) {
+      int fds[2];
+      if (pipe(fds) != 0) _exit(98);
       pid_t r = fork();
-      if (r == 0) _exit(runner());
-      argv.push_back(std::to_string(r));
+      if (r < 0) _exit(98);
+      if (r == 0) {
+        close(fds[1]);
+        _exit(runner(fds[0]));
+      }
+      close(fds[0]);
+      argv.push_back(pid_text ? pid_text(r) : std::to_string(r));
     }
     argv.insert(argv.end(), args.begin(), args.end());
     std::vector<char*> ptrs;
@@ -142,12 +155,36 @@ int run_init(const std::vector<std::string>& args, const std::function<int()>& r
     _exit(99);
   }
   int st = 0;
-  REQUIRE(waitpid(p, &st, 0) == p);
-  return st;
+  bool ended = wait_until([&] { return waitpid(p, &st, WNOHANG) == p; }, 10000, "nsbox-init ends");
+  if (!ended) {
+    kill(p, SIGKILL);
+    waitpid(p, &st, 0);
+    return -1;
+  }
+  return WIFEXITED(st) ? WEXITSTATUS(st) : 1000 + WTERMSIG(st);
 }
 
-int exit_code(int st) {
-  return WIFEXITED(st) ? WEXITSTATUS(st) : 1000 + WTERMSIG(st);
+// The runner's view of its PID 1 once that is waiting for it: EOF on fd
+// (nsbox-init has closed the fds it was given), then its Seccomp mode from
+// /proc/PPID/status once it sleeps in wait4. Exits 10 + the mode; 30 if fd
+// never reached EOF, 31 if the mode could not be read.
+int report_pid1(int fd) {
+  char c;
+  if (read(fd, &c, 1) != 0) return 30;
+  for (int i = 0; i < 400; i++) {
+    std::ifstream stat("/proc/" + std::to_string(getppid()) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    auto close = line.rfind(')');
+    if (close != std::string::npos && close + 2 < line.size() && line[close + 2] == 'S') {
+      std::ifstream status("/proc/" + std::to_string(getppid()) + "/status");
+      for (std::string l; std::getline(status, l);)
+        if (l.rfind("Seccomp:", 0) == 0) return 10 + atoi(l.c_str() + 8);
+      return 31;
+    }
+    usleep(5000);
+  }
+  return 31;
 }
 
 }  // namespace
@@ -156,21 +193,44 @@ int exit_code(int st) {
 // but the program itself: these are the sandbox's exit statuses.
 TEST_CASE("nsbox-init exits with its runner's status and reaps orphans meanwhile") {
   // Statuses: the runner's own, 128 + the signal that killed it.
-  CHECK(exit_code(run_init({"1"}, [] { return 7; })) == 7);
-  CHECK(exit_code(run_init({"0"}, [] { return 0; })) == 0);
-  CHECK(exit_code(run_init({"1"}, [] {
+  CHECK(run_init({"1"}, [](int) { return 7; }) == 7);
+  CHECK(run_init({"0"}, [](int) { return 0; }) == 0);
+  CHECK(run_init({"1"}, [](int) {
           raise(SIGKILL);
           return 0;
-        })) == 128 + SIGKILL);
-  // Arguments it was not given by child.cpp: 127, never a wait on pid 0.
-  CHECK(exit_code(run_init({}, nullptr)) == 127);
-  CHECK(exit_code(run_init({"0x12", "1"}, nullptr)) == 127);
-  CHECK(exit_code(run_init({"-1", "1"}, nullptr)) == 127);
-  CHECK(exit_code(run_init({"12", "1", "extra"}, nullptr)) == 127);
+        }) == 128 + SIGKILL);
+  // It closes every fd it was given, then loads its filter (mode 2) if
+  // asked, and only then.
+  CHECK(run_init({"1"}, report_pid1) == 10 + SECCOMP_MODE_FILTER);
+  CHECK(run_init({"0"}, report_pid1) == 10 + SECCOMP_MODE_DISABLED);
+  // Arguments child.cpp does not write: 127, not the runner's 7, however
+  // close to a real pid and flag they are.
+  for (const std::vector<std::string>& bad :
+       std::vector<std::vector<std::string>>{{}, {"1", "extra"}, {"2"}, {"1x"}, {""}}) {
+    CAPTURE(bad.size());
+    CHECK(run_init(bad, [](int) { return 7; }) == 127);
+  }
+  CHECK(run_init({}, nullptr) == 127);
+  // The runner's pid itself, written as child.cpp never writes it: a
+  // lenient parser (strtol, say) would wait for the runner and return 7.
+  for (const char* form : {"+%lld", " %lld", "%lld ", "0x%llx", "%lld.", "-%lld"}) {
+    CAPTURE(form);
+    CHECK(run_init(
+              {"1"}, [](int) { return 7; },
+              [form](pid_t r) {
+                char text[64];
+                snprintf(text, sizeof text, form, static_cast<long long>(r));
+                return std::string(text);
+              }) == 127);
+  }
+  // Past the largest pid, never cut down to the pid it would wrap to.
+  CHECK(run_init(
+            {"1"}, [](int) { return 7; },
+            [](pid_t r) { return std::to_string((1LL << 32) + r); }) == 127);
   // An orphan (the runner's grandchild, whose parent exited) is reparented
   // to PID 1, which reaps it while the runner still runs: the runner sees
   // it gone (ESRCH), not a zombie, and says so with its status.
-  int st = run_init({"1"}, [] {
+  int code = run_init({"1"}, [](int) {
     int fds[2];
     if (pipe(fds) != 0) return 20;
     pid_t g = fork();
@@ -187,13 +247,10 @@ TEST_CASE("nsbox-init exits with its runner's status and reaps orphans meanwhile
     }
     return 6;  // still a zombie after 2 s: nobody reaped it
   });
-  CHECK(exit_code(st) == 5);
+  CHECK(code == 5);
 }
-
 TEST_CASE("nsbox-init is static and has no C library start-up") {
-  std::string init = nsbox::test::nsbox_bin();
-  init = init.substr(0, init.find_last_of('/') + 1) + "nsbox-init";
-  std::ifstream f(init, std::ios::binary);
+  std::ifstream f(init_path(), std::ios::binary);
   REQUIRE(f);
   Elf64_Ehdr eh{};
   REQUIRE(f.read(reinterpret_cast<char*>(&eh), sizeof eh));
@@ -220,6 +277,9 @@ TEST_CASE("nsbox-init is static and has no C library start-up") {
   CHECK(stack_seen);
 }
 
+// Uncapped sandboxes share the daemon's cpu group, where the kernel groups
+// tasks by session: a new session would be a new share as large as another
+// tenant's. nsbox run caps every sandbox in a cpu group of its own.
 TEST_CASE("serve without cpu_limits refuses a new session; nsbox run allows it") {
   Outcome o = nsbox::test::nsbox_run("new_session.py", {"--event", host_event()});
   REQUIRE_MESSAGE(o.exit_code == 0, o.err);
