@@ -18,6 +18,7 @@
 #include "base/hash.hpp"
 #include "base/log.hpp"
 #include "base/spawn.hpp"
+#include "rootfs/rootfs.hpp"
 #include "sandbox/uid_slots.hpp"
 
 namespace nsbox {
@@ -164,17 +165,10 @@ Result<std::unique_ptr<ExternalFactory>> ExternalFactory::start(
         "crun refuses; crun runs in a mount namespace of its own without that mount, on v1");
   }
   if (iso == Isolation::Docker) {
-    // One image per rootfs build: its stamp and its list of copied
-    // libraries name it (a rebuild for a library update keeps the stamp).
-    std::string stamp;
-    for (const char* name : {"/.nsbox-stamp", "/.nsbox-sources"}) {
-      std::ifstream in(rootfs + name);
-      stamp.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-      stamp.push_back('\0');
-    }
+    // One image per rootfs build.
     char tag[64];
     std::snprintf(tag, sizeof tag, "nsbox-runtime:%016llx",
-                  static_cast<unsigned long long>(fnv1a64(stamp)));
+                  static_cast<unsigned long long>(fnv1a64(rootfs_identity(rootfs))));
     f->image_ = tag;
     if (!run_tool({f->tool_, "image", "inspect", f->image_})) {
       std::string tar = work_dir + "/rootfs.tar";

@@ -111,6 +111,17 @@ bool rootfs_fresh(const std::string& dir, const std::string& python) {
   return read_stamp(dir) == rootfs_stamp(python) && sources_unchanged(dir);
 }
 
+std::string rootfs_identity(const std::string& dir) {
+  std::string id;
+  for (const char* name : {"/.nsbox-stamp", "/.nsbox-sources"}) {
+    std::ifstream in(dir + name);
+    if (!in) continue;
+    id.append(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+    id.push_back('\0');
+  }
+  return id;
+}
+
 namespace {
 
 // Builds DIR.tmp-PID and has it renamed into place, the previous tree to

@@ -17,6 +17,10 @@ Result<std::string> default_rootfs_dir();
 // Changes whenever the builder, the runner or the host's python changes.
 std::string rootfs_stamp(const std::string& python = kHostPython);
 bool rootfs_fresh(const std::string& dir, const std::string& python = kHostPython);
+// What names one build of the tree at DIR, whatever its path: its stamp and
+// its list of copied libraries (a rebuild for a library update keeps the
+// stamp). Empty when DIR holds neither.
+std::string rootfs_identity(const std::string& dir);
 
 struct RootfsBuild {
   bool built = false;   // false: it was fresh already

@@ -204,3 +204,20 @@ TEST_CASE("rootfs: another user's tree with updated libraries is used as it is, 
   REQUIRE(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
 }
+
+TEST_CASE("rootfs: a build's identity is its stamp and its library list, not its path") {
+  test::TempDir tmp("rootfs-id");
+  const std::string a = tmp.path + "/a", b = tmp.path + "/b", none = tmp.path + "/none";
+  make_tree(a, "stamp-1");
+  make_tree(b, "stamp-1");
+  REQUIRE(mkdir(none.c_str(), 0755) == 0);
+  CHECK(rootfs_identity(none).empty());
+  CHECK_FALSE(rootfs_identity(a).empty());
+  CHECK(rootfs_identity(a) == rootfs_identity(b));
+  // A rebuild for a library update keeps the stamp and changes the list.
+  std::ofstream(b + "/.nsbox-sources") << "1 0 /usr/lib/libssl.so.3\n";
+  CHECK(rootfs_identity(a) != rootfs_identity(b));
+  std::ofstream(b + "/.nsbox-sources");
+  std::ofstream(b + "/.nsbox-stamp") << "stamp-2";
+  CHECK(rootfs_identity(a) != rootfs_identity(b));
+}
