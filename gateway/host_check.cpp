@@ -1,6 +1,8 @@
 #include "gateway/host_check.hpp"
 
 #include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 
 #include <algorithm>
 
@@ -124,6 +126,36 @@ std::string host_refusal(const HostPolicy& p, const std::string& host_header) {
 
 bool valid_allowed_host(const std::string& entry) {
   return entry == "*" || !host_name_of(entry).empty();
+}
+
+std::string on_this_host(const std::string& name) {
+  if (is_loopback_name(name)) return name;
+  in_addr v4;
+  in6_addr v6;
+  int family = 0;
+  if (inet_aton(name.c_str(), &v4) == 1)
+    family = AF_INET;
+  else if (inet_pton(AF_INET6, name.c_str(), &v6) == 1)
+    family = AF_INET6;
+  else
+    return "";
+  char text[INET6_ADDRSTRLEN];
+  inet_ntop(family, family == AF_INET ? static_cast<void*>(&v4) : &v6, text, sizeof text);
+  if (family == AF_INET && v4.s_addr == htonl(INADDR_ANY)) return "127.0.0.1";
+  if (family == AF_INET && (ntohl(v4.s_addr) >> 24) == 127) return text;
+  if (family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&v6)) return "::1";
+  ifaddrs* all = nullptr;
+  if (getifaddrs(&all) != 0) return "";
+  bool mine = false;
+  for (ifaddrs* i = all; i && !mine; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != family) continue;
+    if (family == AF_INET)
+      mine = reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr == v4.s_addr;
+    else
+      mine = IN6_ARE_ADDR_EQUAL(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr, &v6);
+  }
+  freeifaddrs(all);
+  return mine ? text : "";
 }
 
 }  // namespace nsbox

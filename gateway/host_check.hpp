@@ -33,6 +33,14 @@ bool is_loopback_name(const std::string& name);
 // loopback one.
 bool listens_on_loopback(const std::string& listen_host);
 
+// Where on this host a connection to name (as host_name_of spells it) lands,
+// as an address literal listeners.hpp's foreign_listener takes: a loopback
+// name as it is; the unspecified addresses, which Linux connects to
+// loopback; an address of one of this host's interfaces. "" for another
+// host, and for a name that is not a literal (resolving it here could wait
+// on DNS). IPv4 as the resolver reads it: 127.1, 0 and 0x7f000001 too.
+std::string on_this_host(const std::string& name);
+
 // The host of SCHEME://[USER@]HOST[:PORT][/...], as host_name_of gives it;
 // "" when there is none.
 std::string url_host(const std::string& url);

@@ -5,10 +5,7 @@
 // (1 raised, 124 timed out, 137 killed by a limit).
 #include "tools/client_cmd.hpp"
 
-#include <arpa/inet.h>
 #include <httplib.h>
-#include <ifaddrs.h>
-#include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -384,41 +381,6 @@ bool find_token(const Args& a, Token* t) {
 // would otherwise collect it. Named on the
 // command line (--token, --token-file), it goes where told.
 // Returns false (message printed) to refuse.
-// Where on this host a connection to name lands, as an address literal
-// foreign_listener takes: a loopback name as it is; the unspecified
-// addresses, which Linux connects to loopback; an address of one of this
-// host's interfaces. "" for another host, and for a name that is not a
-// literal (resolving it here could wait on DNS).
-std::string on_this_host(const std::string& name) {
-  if (is_loopback_name(name)) return name;
-  in_addr v4;
-  in6_addr v6;
-  int family = 0;
-  if (inet_aton(name.c_str(), &v4) == 1)  // as the resolver: 127.1, 0 and 0x7f000001 too
-    family = AF_INET;
-  else if (inet_pton(AF_INET6, name.c_str(), &v6) == 1)
-    family = AF_INET6;
-  else
-    return "";
-  char text[INET6_ADDRSTRLEN];
-  inet_ntop(family, family == AF_INET ? static_cast<void*>(&v4) : &v6, text, sizeof text);
-  if (family == AF_INET && v4.s_addr == htonl(INADDR_ANY)) return "127.0.0.1";
-  if (family == AF_INET && (ntohl(v4.s_addr) >> 24) == 127) return text;
-  if (family == AF_INET6 && IN6_IS_ADDR_UNSPECIFIED(&v6)) return "::1";
-  ifaddrs* all = nullptr;
-  if (getifaddrs(&all) != 0) return "";
-  bool mine = false;
-  for (ifaddrs* i = all; i && !mine; i = i->ifa_next) {
-    if (!i->ifa_addr || i->ifa_addr->sa_family != family) continue;
-    if (family == AF_INET)
-      mine = reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr.s_addr == v4.s_addr;
-    else
-      mine = IN6_ARE_ADDR_EQUAL(&reinterpret_cast<sockaddr_in6*>(i->ifa_addr)->sin6_addr, &v6);
-  }
-  freeifaddrs(all);
-  return mine ? text : "";
-}
-
 bool token_may_go(const Token& t, const ServerUrl& url) {
   if (t.value.empty()) return true;
   const bool v6 = url.host.find(':') != std::string::npos;

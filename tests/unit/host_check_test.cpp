@@ -1,6 +1,9 @@
 #include "gateway/host_check.hpp"
 
+#include <arpa/inet.h>
 #include <doctest/doctest.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
 
 using namespace nsbox;
 
@@ -72,4 +75,37 @@ TEST_CASE("host_check: which listen addresses are loopback ones") {
     CHECK_MESSAGE(listens_on_loopback(yes), yes);
   for (const char* no : {"0.0.0.0", "::", "10.0.0.5", "fd00::1", "nsbox.example.org"})
     CHECK_MESSAGE(!listens_on_loopback(no), no);
+}
+
+TEST_CASE("host_check: where on this host a connection to a name lands") {
+  // Loopback names as they are; the unspecified addresses, which Linux
+  // connects to loopback, as loopback.
+  CHECK(on_this_host("localhost") == "localhost");
+  CHECK(on_this_host("127.0.0.1") == "127.0.0.1");
+  CHECK(on_this_host("::1") == "::1");
+  CHECK(on_this_host("0.0.0.0") == "127.0.0.1");
+  CHECK(on_this_host("::") == "::1");
+  // IPv4 as the resolver reads it.
+  CHECK(on_this_host("127.1") == "127.0.0.1");
+  CHECK(on_this_host("0") == "127.0.0.1");
+  CHECK(on_this_host("0x7f000001") == "127.0.0.1");
+  // Another host, or a name that would need a lookup.
+  CHECK(on_this_host("192.0.2.1").empty());  // TEST-NET-1: nobody's interface
+  CHECK(on_this_host("2001:db8::1").empty());
+  CHECK(on_this_host("example.com").empty());
+  CHECK(on_this_host("").empty());
+  // An address of one of this host's own interfaces.
+  ifaddrs* all = nullptr;
+  REQUIRE(getifaddrs(&all) == 0);
+  int checked = 0;
+  for (ifaddrs* i = all; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET) continue;
+    char text[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ifa_addr)->sin_addr, text, sizeof text);
+    CAPTURE(text);
+    CHECK(on_this_host(text) == text);
+    checked++;
+  }
+  freeifaddrs(all);
+  CHECK(checked > 0);
 }
