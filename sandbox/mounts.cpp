@@ -87,7 +87,12 @@ MountPlan plan_mounts(const SandboxSpec& spec, const MountSources& src) {
   p.stage = spec.stage_dir;
   p.new_root = spec.stage_dir + "/root";
   const std::string& r = p.new_root;
-  const std::string tmpfs_size = "size=" + std::to_string(spec.limits.tmpfs_bytes);
+  // Inodes bounded too, one per page of its size (at least 4096): an empty
+  // file takes no page but ~1 kB of kernel memory, which no limit charges
+  // in rootless mode, and the kernel's default allows millions.
+  const uint64_t inodes = std::max<uint64_t>(4096, spec.limits.tmpfs_bytes / 4096);
+  const std::string tmpfs_size =
+      "size=" + std::to_string(spec.limits.tmpfs_bytes) + ",nr_inodes=" + std::to_string(inodes);
   auto add = [&](MountOp::Kind k, std::string src, std::string dst, std::string data = {},
                  unsigned long flags = 0) {
     p.ops.push_back(MountOp{k, std::move(src), std::move(dst), std::move(data), flags});

@@ -72,6 +72,14 @@ TEST_CASE("rootless: denied syscalls, memory limit and timeout") {
 
   Outcome t = run_rootless("spin.py", {"--timeout", "300ms"});
   CHECK(t.exit_code == 124);
+
+  // No memory cgroup charges the tmpfs's inodes here: their number is
+  // bounded by the mount (one per page of tmpfs_mb, 4096 at 16 MiB).
+  Outcome f = run_rootless("tmpfs_fill.py", {"--event", ev, "--policy", "strict"});
+  REQUIRE_MESSAGE(f.exit_code == 0, f.err);
+  CHECK(f.json()["files_error"] == "ENOSPC");
+  CHECK(f.json()["files"].get<int>() < 4096);
+  CHECK(f.json()["tmp_error"] == "ENOSPC");
 }
 
 TEST_CASE("rootless: --factory template is refused with why and what to use") {

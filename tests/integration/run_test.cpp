@@ -171,6 +171,11 @@ TEST_CASE("/tmp and /dev/shm share one tmpfs of tmpfs_mb") {
     CHECK(r["tmp_mb"].get<int>() <= 16);
     CHECK(r["shm_while_tmp_full"] == "ENOSPC");
     CHECK(r["shm_after"] == "ok");
+    // Files too: one inode per page of tmpfs_mb (4096 at 16 MiB), less what
+    // the stage holds.
+    CHECK(r["files_error"] == "ENOSPC");
+    CHECK(r["files"].get<int>() > 4000);
+    CHECK(r["files"].get<int>() < 4096);
   }
 }
 

@@ -1,12 +1,14 @@
 """Fills /tmp until the tmpfs says ENOSPC (at most 256 MiB, written 1 MiB at a
 time into files of 4 MiB, below any RLIMIT_FSIZE), then tries /dev/shm, then frees /tmp and tries /dev/shm again: both
-directories share the sandbox's one tmpfs of tmpfs_mb. Refuses to run outside
+directories share the sandbox's one tmpfs of tmpfs_mb. Then fills it with empty
+files (at most 100,000), which take inodes and no pages. Refuses to run outside
 a sandbox."""
 import errno
 import os
 import socket
 
 CAP_MB = 256
+FILE_CAP = 100000
 
 
 def _fill(prefix, cap_mb):
@@ -40,6 +42,15 @@ def handler(event, context):
     _remove("/tmp/fill")
     shm_mb, shm_err = _fill("/dev/shm/fill", 1)
     _remove("/dev/shm/fill")
-    return {"tmp_mb": tmp_mb, "tmp_error": tmp_err,
+    files, files_err = 0, ""
+    try:
+        while files < FILE_CAP:
+            os.close(os.open("/tmp/e.%d" % files, os.O_CREAT | os.O_WRONLY, 0o600))
+            files += 1
+    except OSError as e:
+        files_err = errno.errorcode.get(e.errno, str(e.errno))
+    _remove("/tmp/e")
+    return {"files": files, "files_error": files_err,
+            "tmp_mb": tmp_mb, "tmp_error": tmp_err,
             "shm_while_tmp_full": shm_full_err or "ok",
             "shm_after": shm_err or "ok", "shm_after_mb": shm_mb}

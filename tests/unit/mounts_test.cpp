@@ -59,6 +59,12 @@ TEST_CASE("plan_mounts: stage, new root and the staging tmpfs first") {
   CHECK(first.kind == MountOp::Tmpfs);
   CHECK(first.dst == "/run/nsbox/stage");
   CHECK(first.data.find("size=" + std::to_string(16ull << 20)) == 0);
+  // Its inodes bounded too: one per page, at least 4096.
+  CHECK(first.data.find(",nr_inodes=4096,") != std::string::npos);
+  SandboxSpec big = spec_for(dir.path);
+  big.limits.tmpfs_bytes = 1ull << 30;
+  CHECK(plan_mounts(big, sources_from_spec(big)).ops[0].data.find(",nr_inodes=262144,") !=
+        std::string::npos);
   CHECK((first.flags & MS_NOSUID) != 0);
   CHECK((first.flags & MS_NODEV) != 0);
 }
