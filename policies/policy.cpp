@@ -129,11 +129,20 @@ std::vector<std::string> builtin_policy_names() {
   return names;
 }
 
+bool policy_is_path(const std::string& name_or_path) {
+  return name_or_path.find('/') != std::string::npos ||
+         (name_or_path.size() > 5 && name_or_path.substr(name_or_path.size() - 5) == ".toml");
+}
+
+Result<Policy> load_policy_fd(int fd, const std::string& path) {
+  std::string text = TRY(read_toml_fd(fd, path, "policy"));
+  auto p = TRY(parse_policy(text, path));
+  p.name = path;
+  return p;
+}
+
 Result<Policy> load_policy(const std::string& name_or_path) {
-  bool is_path =
-      name_or_path.find('/') != std::string::npos ||
-      (name_or_path.size() > 5 && name_or_path.substr(name_or_path.size() - 5) == ".toml");
-  if (!is_path) {
+  if (!policy_is_path(name_or_path)) {
     const EmbeddedFile* f = find_embedded("policies/" + name_or_path + ".toml");
     if (!f) {
       std::string list;

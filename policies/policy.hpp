@@ -16,6 +16,10 @@ Result<Policy> parse_policy(std::string_view text, const std::string& source);
 // NAME of a built-in policy (embedded in the binary), or a path to a file
 // (anything with a '/' or ending in ".toml").
 Result<Policy> load_policy(const std::string& name_or_path);
+// Whether load_policy takes name_or_path as a file's path.
+bool policy_is_path(const std::string& name_or_path);
+// A policy file opened already, named path in errors and as its name.
+Result<Policy> load_policy_fd(int fd, const std::string& path);
 
 std::vector<std::string> builtin_policy_names();
 

@@ -288,20 +288,25 @@ std::string toml_parse_message(const toml::parse_error& e, const std::string& so
 }
 
 Result<std::string> read_toml_file(const std::string& path, const char* what) {
-  // O_NONBLOCK, and only a regular file read: a FIFO would wait in open()
-  // for a writer, a terminal or /dev/kmsg in read(), and on SIGHUP that
-  // would be the daemon's only signal thread waiting.
+  // O_NONBLOCK: a FIFO would wait in open() for a writer, a terminal or
+  // /dev/kmsg in read(), and on SIGHUP that would be the daemon's only
+  // signal thread waiting.
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (fd.get() < 0) return sys_error(what, path);
+  return read_toml_fd(fd.get(), path, what);
+}
+
+Result<std::string> read_toml_fd(int fd, const std::string& path, const char* what) {
+  // Only a regular file is read (see above).
   struct stat st;
-  if (fstat(fd.get(), &st) != 0) return sys_error(what, "fstat " + path);
+  if (fstat(fd, &st) != 0) return sys_error(what, "fstat " + path);
   if (!S_ISREG(st.st_mode))
     return make_error(what, path + ": not a regular file; give the path of a TOML file");
   // Never more than the limit plus one byte: the file may grow as it is read.
   std::string text;
   char buf[65536];
   for (;;) {
-    ssize_t n = read(fd.get(), buf, sizeof buf);
+    ssize_t n = read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return sys_error(what, "read " + path);
     if (n == 0) break;

@@ -39,6 +39,8 @@ std::string toml_parse_message(const toml::parse_error& e, const std::string& so
 // The whole file, reading no more than kMaxTomlBytes + 1 bytes; errors
 // name `what` (e.g. "policy") and the path.
 Result<std::string> read_toml_file(const std::string& path, const char* what);
+// The same from an fd opened already (path names it in errors).
+Result<std::string> read_toml_fd(int fd, const std::string& path, const char* what);
 
 class TomlReader {
  public:

@@ -207,6 +207,14 @@ Status Sandbox::parent_prepare(const SandboxSpec& spec, const SeccompProgram& bp
     l.code_tree.reset(static_cast<int>(syscall(SYS_open_tree, AT_FDCWD, spec.code_path.c_str(),
                                                OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)));
     if (!l.code_tree.valid()) return sys_error("open_tree", spec.code_path);
+    if (spec.code_ino != 0) {
+      struct stat st;
+      if (fstat(l.code_tree.get(), &st) != 0) return sys_error("fstat", spec.code_path);
+      if (st.st_dev != spec.code_dev || st.st_ino != spec.code_ino)
+        return make_error("code", spec.code_path +
+                                      " is not the file that was opened for it (was it "
+                                      "replaced meanwhile?)");
+    }
     l.sources.code_tree_fd = l.code_tree.get();
   }
   // Root mode: a network namespace made ahead (its loopback up) instead of

@@ -87,6 +87,11 @@ struct SandboxSpec {
   std::string id;                        // short, unique on the host, used in cgroup names
   std::string rootfs;                    // host path of the shared read-only lower layer
   std::string code_path;                 // host file or directory, mounted read-only
+  // Non-zero: code_path must be this file (st_dev, st_ino) when it is
+  // mounted, checked on the very tree attached (root mode): `sudo nsbox run`
+  // opened it with the invoking user's rights, and a path swapped since
+  // must not bring root's reach back.
+  uint64_t code_dev = 0, code_ino = 0;
   std::string code_mount = "/var/task";  // fixed path inside
   std::string stage_dir;                 // host dir the child mounts its private staging tmpfs on
   std::string hostname = "nsbox";

@@ -4,13 +4,15 @@ namespace nsbox {
 
 // A field added to these structs must be added to the codec below too.
 // (x86_64 and aarch64 sizes, libstdc++.)
-static_assert(sizeof(SandboxSpec) == 336 && sizeof(Limits) == 48 && sizeof(IdMap) == 24,
+static_assert(sizeof(SandboxSpec) == 352 && sizeof(Limits) == 48 && sizeof(IdMap) == 24,
               "SandboxSpec changed: update encode_spec/decode_spec");
 
 void encode_spec(Encoder& e, const SandboxSpec& s) {
   e.str(s.id);
   e.str(s.rootfs);
   e.str(s.code_path);
+  e.pod(s.code_dev);
+  e.pod(s.code_ino);
   e.str(s.code_mount);
   e.str(s.stage_dir);
   e.str(s.hostname);
@@ -28,6 +30,8 @@ void decode_spec(Decoder& d, SandboxSpec* s) {
   d.str(&s->id);
   d.str(&s->rootfs);
   d.str(&s->code_path);
+  d.pod(&s->code_dev);
+  d.pod(&s->code_ino);
   d.str(&s->code_mount);
   d.str(&s->stage_dir);
   d.str(&s->hostname);

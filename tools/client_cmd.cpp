@@ -5,6 +5,7 @@
 // (1 raised, 124 timed out, 137 killed by a limit).
 #include "tools/client_cmd.hpp"
 
+#include <fcntl.h>
 #include <httplib.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -29,6 +30,7 @@
 #include "gateway/http_status.hpp"
 #include "gateway/registry.hpp"
 #include "tools/args.hpp"
+#include "tools/invoker.hpp"
 
 namespace nsbox {
 
@@ -553,8 +555,20 @@ int do_deploy(Ctx& c, const Args& a) {
   const std::string& name = a.positional[0];
   const std::string& file = a.positional[1];
   if (!valid_function_name(name)) return usage_error(c.cmd, bad_name_message(name));
+  // Under sudo, FILE is opened with the invoking user's rights
+  // (tools/invoker.hpp): the daemon's syntax check quotes what it is sent.
+  auto invoker = sudo_invoker();
+  if (!invoker) {
+    std::fprintf(stderr, "nsbox: %s\n", invoker.error().text().c_str());
+    return kUsage;
+  }
+  auto fd = open_as(invoker.value(), file, O_RDONLY | O_NONBLOCK);
+  if (!fd) {
+    std::fprintf(stderr, "nsbox: %s\n", fd.error().text().c_str());
+    return kUsage;
+  }
   struct stat st {};
-  if (::stat(file.c_str(), &st) != 0) {
+  if (fstat(fd.value().get(), &st) != 0) {
     std::fprintf(stderr, "nsbox: %s: %s\n", file.c_str(), std::strerror(errno));
     return kUsage;
   }
@@ -567,15 +581,21 @@ int do_deploy(Ctx& c, const Args& a) {
                  static_cast<long long>(st.st_size));
     return kUsage;
   }
-  std::ifstream f(file, std::ios::binary);
-  if (!f) {
-    std::fprintf(stderr, "nsbox: cannot read %s: %s\n", file.c_str(), std::strerror(errno));
-    return kUsage;
-  }
-  std::string source((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-  if (source.size() > kMaxSourceBytes) {
-    std::fprintf(stderr, "nsbox: %s: more than the 1 MiB limit\n", file.c_str());
-    return kUsage;
+  std::string source;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(fd.value().get(), buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      std::fprintf(stderr, "nsbox: cannot read %s: %s\n", file.c_str(), std::strerror(errno));
+      return kUsage;
+    }
+    if (n == 0) break;
+    source.append(buf, static_cast<size_t>(n));
+    if (source.size() > kMaxSourceBytes) {
+      std::fprintf(stderr, "nsbox: %s: more than the 1 MiB limit\n", file.c_str());
+      return kUsage;
+    }
   }
   if (!need_token(c)) return kUsage;
 

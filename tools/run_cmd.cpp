@@ -32,6 +32,7 @@
 #include "sandbox/sandbox.hpp"
 #include "sandbox/template.hpp"
 #include "tools/args.hpp"
+#include "tools/invoker.hpp"
 #include "tools/output_relay.hpp"
 #include "tools/stop_signals.hpp"
 
@@ -298,12 +299,25 @@ int cmd_run(const std::vector<std::string>& args) {
   if (o.verbose) set_log_level(LogLevel::Debug);
 
   // Inputs first: every bad input is exit 2 before anything is built.
+  // Under sudo, the files named here are the invoking user's to open
+  // (tools/invoker.hpp): the function is opened as them, and the sandbox
+  // mounts that very file.
+  auto invoker_r = sudo_invoker();
+  if (!invoker_r) return fail(kExitUsage, invoker_r.error().text());
+  const std::optional<Invoker> invoker = invoker_r.value();
   struct stat st;
-  if (stat(o.function.c_str(), &st) != 0)
-    return fail(kExitUsage, o.function + ": " + std::strerror(errno));
+  if (invoker) {
+    auto fd = open_as(invoker, o.function, O_RDONLY | O_NONBLOCK);
+    if (!fd) return fail(kExitUsage, fd.error().text());
+    if (fstat(fd.value().get(), &st) != 0)
+      return fail(kExitUsage, o.function + ": " + std::strerror(errno));
+  } else {
+    if (stat(o.function.c_str(), &st) != 0)
+      return fail(kExitUsage, o.function + ": " + std::strerror(errno));
+    if (S_ISREG(st.st_mode) && access(o.function.c_str(), R_OK) != 0)
+      return fail(kExitUsage, o.function + ": " + std::strerror(errno));
+  }
   if (!S_ISREG(st.st_mode)) return fail(kExitUsage, o.function + ": not a regular file");
-  if (access(o.function.c_str(), R_OK) != 0)
-    return fail(kExitUsage, o.function + ": " + std::strerror(errno));
   char real[PATH_MAX];
   if (!realpath(o.function.c_str(), real))
     return fail(kExitUsage, o.function + ": " + std::strerror(errno));
@@ -342,7 +356,14 @@ int cmd_run(const std::vector<std::string>& args) {
     return fail(kExitUsage, "the event is " + std::to_string(event_text.size()) +
                                 " bytes; the limit is " + std::to_string(kMaxPayload));
 
-  auto policy_r = load_policy(o.policy);
+  Result<Policy> policy_r = make_error("policy", "not loaded");
+  if (invoker && policy_is_path(o.policy)) {
+    auto fd = open_as(invoker, o.policy, O_RDONLY | O_NONBLOCK);
+    if (!fd) return fail(kExitUsage, "policy: " + fd.error().text());
+    policy_r = load_policy_fd(fd.value().get(), o.policy);
+  } else {
+    policy_r = load_policy(o.policy);
+  }
   if (!policy_r) return fail(kExitUsage, policy_r.error().text());
   Policy policy = policy_r.value();
   if (o.memory) {
@@ -363,6 +384,14 @@ int cmd_run(const std::vector<std::string>& args) {
   std::string rootfs;
   if (o.rootfs) {
     rootfs = *o.rootfs;
+    // Root would make a tree (and its lock files) wherever the user says:
+    // under sudo only an existing tree is used; `sudo nsbox rootfs build
+    // --out DIR` is the command that makes one.
+    if (invoker && rootfs_identity(rootfs).empty())
+      return fail(kExitUsage, "--rootfs " + rootfs +
+                                  ": no nsbox rootfs there, and under sudo nsbox run makes none "
+                                  "(sudo nsbox rootfs build --out " +
+                                  rootfs + " does, or leave out --rootfs)");
   } else {
     auto dir = default_rootfs_dir();
     if (!dir) return fail(kExitSetup, dir.error().message());
@@ -415,6 +444,10 @@ int cmd_run(const std::vector<std::string>& args) {
     if (!stage) return fail(kExitSetup, stage.error().message());
     SandboxSpec spec = runner_spec(policy, rootfs, stage.value(), caller_ids(), fn_path);
     spec.id = "run-" + std::to_string(getpid());
+    if (invoker) {
+      spec.code_dev = st.st_dev;
+      spec.code_ino = st.st_ino;
+    }
     fn_inside = function_path_inside(spec);
     CgroupLayout layout;
     if (spec.ids.rootless) {

@@ -655,3 +655,72 @@ TEST_CASE("a set-uid nsbox refuses to run") {
     CHECK(o.err.find("refusing to run set-uid") == std::string::npos);
   }
 }
+
+// `sudo nsbox run` reaches what root reaches; granted alone in sudoers it
+// must not show the user a root-only file (tools/invoker.hpp): the files
+// the user names are opened as the user.
+TEST_CASE("under sudo, nsbox run and deploy open the files named with the invoking user's rights") {
+  nsbox::test::TempDir tmp("sudo");
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  const std::string ok = tmp.path + "/ok.py", priv = tmp.path + "/priv";
+  std::ofstream(ok) << "def handler(event, context):\n    return {'ok': 1}\n";
+  REQUIRE(chmod(ok.c_str(), 0644) == 0);
+  // A file only root can reach, holding what a quoting error would show.
+  REQUIRE(mkdir(priv.c_str(), 0700) == 0);
+  const std::string secret = priv + "/secret.py";
+  std::ofstream(secret) << "ok = root_only_secret_5be1\n";  // a NameError quotes it
+  const std::string link = tmp.path + "/link.py";
+  REQUIRE(symlink(secret.c_str(), link.c_str()) == 0);
+  const std::vector<std::string> sudo_env = {"SUDO_UID=" + std::to_string(kNobody),
+                                             "SUDO_GID=" + std::to_string(kNobody),
+                                             "SUDO_USER=nobody"};
+  auto run = [&](std::vector<std::string> args, bool sudo = true) {
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin()};
+    s.argv.insert(s.argv.end(), args.begin(), args.end());
+    if (sudo) s.env = sudo_env;
+    return nsbox::test::run(s);
+  };
+  // What the user may read runs as before.
+  Outcome o = run({"run", ok});
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  CHECK(o.json()["ok"] == 1);
+  // A policy file they may not read: refused, and none of its lines quoted.
+  o = run({"run", ok, "--policy", "/etc/shadow"});
+  CHECK(o.exit_code == 2);
+  CHECK_MESSAGE(o.err.find("opened as nobody, who ran sudo") != std::string::npos, o.err);
+  CHECK(o.err.find("root:") == std::string::npos);
+  // A function in a directory only root may enter, directly or through a
+  // link: refused, and its source shown nowhere.
+  for (const std::string& fn : {secret, link}) {
+    CAPTURE(fn);
+    o = run({"run", fn});
+    CHECK(o.exit_code == 2);
+    CHECK_MESSAGE(o.err.find("Permission denied (opened as nobody") != std::string::npos, o.err);
+    CHECK(o.err.find("5be1") == std::string::npos);
+    CHECK(o.out.find("5be1") == std::string::npos);
+  }
+  // Root itself, without sudo, still reads it (and Python's error shows it).
+  o = run({"run", secret}, false);
+  CHECK(o.exit_code != 0);
+  CHECK_MESSAGE(o.err.find("5be1") != std::string::npos, o.err);
+  // No tree made where the user says.
+  const std::string elsewhere = tmp.path + "/newroot";
+  o = run({"run", ok, "--rootfs", elsewhere});
+  CHECK(o.exit_code == 2);
+  CHECK_MESSAGE(o.err.find("under sudo nsbox run makes none") != std::string::npos, o.err);
+  struct stat st;
+  CHECK(lstat(elsewhere.c_str(), &st) != 0);
+  CHECK(lstat((elsewhere + ".lock").c_str(), &st) != 0);
+  // A SUDO_UID that does not parse is not taken as root.
+  nsbox::test::RunSpec bad;
+  bad.argv = {nsbox::test::nsbox_bin(), "run", ok};
+  bad.env = {"SUDO_UID=0x1", "SUDO_GID=0"};
+  o = nsbox::test::run(bad);
+  CHECK(o.exit_code == 2);
+  CHECK(o.err.find("SUDO_UID=\"0x1\" is not a uid") != std::string::npos);
+  // deploy reads FILE before it needs a daemon: the same rule.
+  o = run({"deploy", "s", secret, "--server", "http://127.0.0.1:9"});
+  CHECK(o.exit_code == 2);
+  CHECK_MESSAGE(o.err.find("Permission denied (opened as nobody") != std::string::npos, o.err);
+}

@@ -1,0 +1,39 @@
+// Who ran `sudo nsbox ...`, and opening the files they name with their
+// rights, not root's. nsbox refuses to be set-uid because its errors quote
+// the files it reads (a policy file's parse error shows its lines, Python's
+// shows the source), and `sudo nsbox run` reaches as far: granted alone in
+// sudoers, it would show any root-only file to the user. So the files a
+// user names on the command line are opened by a child that has become
+// that user (groups included) and handed back as an fd: what root then
+// reads, mounts or sends is exactly what the user could open.
+#pragma once
+
+#include <sys/types.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/fd.hpp"
+#include "base/result.hpp"
+
+namespace nsbox {
+
+struct Invoker {
+  uid_t uid = 0;
+  gid_t gid = 0;
+  std::string name;  // SUDO_USER, or "uid N"
+  std::vector<gid_t> groups;
+};
+
+// The user behind sudo: set when this process runs as root and sudo's
+// SUDO_UID names someone else (a SUDO_UID that does not parse is refused:
+// root that meant to be someone else must not silently stay root).
+Result<std::optional<Invoker>> sudo_invoker();
+
+// open(path, flags) as `who` (O_CLOEXEC added), or as ourselves when
+// `who` is empty. The error names the path, the errno and, when it was the
+// invoker's rights that failed, whose they were.
+Result<UniqueFd> open_as(const std::optional<Invoker>& who, const std::string& path, int flags);
+
+}  // namespace nsbox
