@@ -340,6 +340,9 @@ class FileStore final : public FunctionStore {
   // Highest version per name whose file exists but did not load: never
   // reused, so put() cannot overwrite evidence kept for inspection.
   std::map<std::string, uint64_t> unloadable_;
+  // Names whose functions/ entry a failed remove() put back without making
+  // that durable: their next put syncs functions/ (guarded by mu_).
+  std::set<std::string> parent_unsynced_;
   const size_t source_cache_bytes_;
   const uint64_t keep_versions_;  // 0: every version
   std::list<std::string> lru_;    // names with a cached source, most recent first
@@ -483,13 +486,26 @@ Status FileStore::load_function_dir(const std::string& name) {
   }
   auto it = index_.find(name);
   auto bad = unloadable_.find(name);
+  if (it == index_.end() && bad == unloadable_.end()) {
+    // Nothing in it (a put that failed before its rename, or one whose
+    // leftover was deleted above): no function, and nothing the API could
+    // delete, so it goes. A non-empty one (a stray file) stays, logged.
+    if (::rmdir(dir.c_str()) == 0)
+      LOG_INFO("deleted %s: no version in it", dir.c_str());
+    else if (errno != ENOTEMPTY && errno != EEXIST)
+      LOG_WARN("could not delete %s, which holds no version: %s", dir.c_str(),
+               std::strerror(errno));
+    return {};
+  }
   if (it != index_.end() && bad != unloadable_.end() && bad->second > it->second.latest.version) {
+    // Said to whoever invokes it, so without the host's paths; the log has
+    // the file and the error.
     it->second.latest.damaged =
         "version " + std::to_string(bad->second) + " of " + name +
-        " cannot be read from the function store (" + newest_unloadable + "); the older version " +
-        std::to_string(it->second.latest.version) + " is not served in its place: deploy " + name +
-        " again, or delete it";
-    LOG_ERROR("%s", it->second.latest.damaged.c_str());
+        " cannot be read from the function store (the daemon's log says which file and why); " +
+        "the older version " + std::to_string(it->second.latest.version) +
+        " is not served in its place: deploy " + name + " again, or delete it";
+    LOG_ERROR("%s: %s", it->second.latest.damaged.c_str(), newest_unloadable.c_str());
   }
   return {};
 }
@@ -548,6 +564,15 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
     created_dir = true;
   else if (errno != EEXIST)
     return sys_error("mkdir", dir);
+  // A put that fails leaves no directory it made: an empty one would name
+  // a function with no version, which neither the API nor a restart shows.
+  struct RemoveMadeDir {
+    const std::string& dir;
+    bool armed;
+    ~RemoveMadeDir() {
+      if (armed) ::rmdir(dir.c_str());
+    }
+  } remove_made_dir{dir, created_dir};
   // Only a directory of its own: a symlink would be followed here and
   // skipped by the next open, losing what this put acknowledges.
   struct stat dst;
@@ -556,7 +581,16 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
     return make_error("put", dir + " is not a directory (a symlink?); move it out of the store");
   // A directory left by a crash may exist without its entry being durable:
   // sync the parent for any name the index does not know yet.
-  if (created_dir || !known) TRY(fsync_dir(functions_));
+  bool parent_unsynced;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    parent_unsynced = parent_unsynced_.count(name) != 0;
+  }
+  if (created_dir || !known || parent_unsynced) TRY(fsync_dir(functions_));
+  if (parent_unsynced) {
+    std::lock_guard<std::mutex> lock(mu_);
+    parent_unsynced_.erase(name);
+  }
 
   const std::string final_path = version_path(name, m.version);
   const std::string tmp = dir + "/." + version_filename(m.version) + ".tmp-" + unique_suffix();
@@ -582,6 +616,7 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
     return std::move(s).error();
   }
 
+  remove_made_dir.armed = false;
   auto source = std::make_shared<const std::string>(fv.source);
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -697,6 +732,12 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
       if (auto it = index_.find(name); it != index_.end()) uncache_source(it->second);
       index_.erase(name);
       unloadable_.erase(name);
+    } else if (!fsync_dir(functions_)) {
+      // The rename back is not durable either: after a power loss the disk
+      // may hold the grave, which the next open deletes, with every version
+      // put meanwhile. The next put of the name syncs functions/ first.
+      std::lock_guard<std::mutex> lock(mu_);
+      parent_unsynced_.insert(name);
     }
     return std::move(s).error();
   }
