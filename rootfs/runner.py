@@ -416,9 +416,11 @@ class Runner:
         # of the function's own module see the half-built module rather than a second copy.
         previous = sys.modules.get(key)
         sys.modules[key] = module
+        pid = os.getpid()
         try:
             exec(code, module.__dict__)
         except BaseException as e:
+            _leave_if_forked(pid)
             # BaseException: a module body calling sys.exit() is a broken function, not a
             # request to stop the runner.
             if previous is None:
@@ -428,6 +430,7 @@ class Runner:
             body = _error_body(e)
             return _load_error("import", body["errorType"], body["errorMessage"],
                                body["stackTrace"])
+        _leave_if_forked(pid)
 
         handler = getattr(module, handler_name, None)
         if handler is None:
@@ -477,14 +480,17 @@ class Runner:
                 reply["id"] = req_id
                 return reply
         ctx = Context(msg.get("context"), self.function_name)
+        pid = os.getpid()
         try:
             result = self.handler(event, ctx)
         except BaseException as e:
+            _leave_if_forked(pid)
             # SystemExit and KeyboardInterrupt included: the sandbox stays alive for the next
             # request and the caller learns what the function did.
             return self._result_error(req_id, "exception", _error_body(e))
         finally:
             _flush_logs()
+        _leave_if_forked(pid)
 
         head = {"type": "result", "id": req_id, "ok": True}
         try:
@@ -574,6 +580,15 @@ class Runner:
         if kind == "load":
             return self.load(msg.get("function"), msg.get("handler", "handler"), payload)
         return _bad_request("unknown frame type %r" % (_clip(kind, 64),))
+
+
+def _leave_if_forked(pid):
+    """Ends a child the function forked that came back into the runner (returned or raised
+    out of the handler or the module body): only the runner answers on the channel it shares
+    with its children, and a second answer would be taken for the next request's."""
+    if os.getpid() != pid:
+        _flush_logs()
+        os._exit(0)
 
 
 def _bad_request(message):

@@ -373,6 +373,31 @@ class RunnerTest(RunnerCase):
         self.assertEqual(msg["error"]["errorType"], "KeyboardInterrupt")
         self.assertEqual(r.invoke("x")["result"], "alive")
 
+    def test_a_forked_child_that_comes_back_never_answers(self):
+        # Children the function forks share the runner's channel: one that returns or raises
+        # out of the handler (or the module body) must end, not answer for the runner.
+        r = self.loaded("""
+            import os
+            pid = os.fork()
+            if pid == 0:
+                raise RuntimeError("child of the module body")
+            os.waitpid(pid, 0)
+
+            def handler(event, context):
+                pid = os.fork()
+                if pid == 0:
+                    if event == "raise":
+                        raise RuntimeError("child")
+                    return "child"
+                os.waitpid(pid, 0)
+                return "parent"
+            """)
+        for i, event in enumerate(["return", "raise", "return"], start=1):
+            msg = r.invoke(event, req_id=i)
+            self.assertEqual((msg["id"], msg["result"]), (i, "parent"))
+        # Nothing else was written: the next frame is this request's answer.
+        self.assertEqual(r.invoke(None, req_id=9)["id"], 9)
+
     def test_non_serialisable_result(self):
         r = self.loaded("def handler(e, c):\n    return {1, 2} if e == 's' else float('nan')\n")
         msg = r.invoke("s")
