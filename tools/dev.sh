@@ -8,6 +8,11 @@
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
+# Whatever this script runs as root is its own work (the test suites' files,
+# the example it deploys): under `sudo tools/dev.sh`, nsbox must not open
+# them with the invoking user's rights, as it does for a user's own `sudo
+# nsbox run` (tools/invoker.hpp).
+unset SUDO_UID SUDO_GID SUDO_USER
 BUILD=${NSBOX_BUILD_DIR:-build}
 USAGE="usage: tools/dev.sh run [nsbox serve ARGS...] | tools/dev.sh test"
 # What building and serving need; `run` installs only these.

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -90,6 +91,10 @@ std::string self_dir() {
 int exec_bench(int argc, char** argv) {
   std::string dir = self_dir();
   if (dir.empty()) return 3;
+  // The bench is an operator's command (it installs packages and runs
+  // daemons) that hands nsbox run files of its own making: under sudo they
+  // are root's, not the invoking user's to open (tools/invoker.hpp).
+  for (const char* var : {"SUDO_UID", "SUDO_GID", "SUDO_USER"}) unsetenv(var);
   std::string script = dir + "/nsbox-bench";
   std::vector<char*> args = {const_cast<char*>("/usr/bin/python3"), script.data()};
   for (int i = 2; i < argc; i++) args.push_back(argv[i]);
