@@ -87,11 +87,6 @@ struct SandboxSpec {
   std::string id;                        // short, unique on the host, used in cgroup names
   std::string rootfs;                    // host path of the shared read-only lower layer
   std::string code_path;                 // host file or directory, mounted read-only
-  // Non-zero: code_path must be this file (st_dev, st_ino) when it is
-  // mounted, checked on the very tree attached (root mode): `sudo nsbox run`
-  // opened it with the invoking user's rights, and a path swapped since
-  // must not bring root's reach back.
-  uint64_t code_dev = 0, code_ino = 0;
   std::string code_mount = "/var/task";  // fixed path inside
   std::string stage_dir;                 // host dir the child mounts its private staging tmpfs on
   std::string hostname = "nsbox";
@@ -102,7 +97,12 @@ struct SandboxSpec {
   int layers = kLayerAll;         // SandboxLayer: always kLayerAll but in nsbox bench
   std::vector<std::string> argv;  // argv[0] is a path inside the sandbox
   std::vector<std::string> env;   // KEY=VALUE, the whole environment
-  int stderr_fd = -1;             // >= 0: the sandbox's stderr (and stdout); else ours
+  // Non-zero: code_path must be this file (st_dev, st_ino) when it is
+  // mounted, checked on the very tree attached (root mode): `sudo nsbox run`
+  // opened it with the invoking user's rights, and a path swapped since
+  // must not bring root's reach back.
+  uint64_t code_dev = 0, code_ino = 0;
+  int stderr_fd = -1;  // >= 0: the sandbox's stderr (and stdout); else ours
   // >= 0: a function template's fork socket (docs/architecture.md §15), fd 6
   // in the runner. Exec'd sandboxes only: never sent to a template.
   int fork_fd = -1;
