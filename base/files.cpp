@@ -186,4 +186,17 @@ Result<std::string> sibling_program(const std::string& name) {
   return path;
 }
 
+Result<std::string> read_up_to(int fd, size_t limit) {
+  std::string text;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return sys_error("read");
+    if (n == 0) return text;
+    text.append(buf, static_cast<size_t>(n));
+    if (text.size() > limit) return sys_error_n(EFBIG, "read");
+  }
+}
+
 }  // namespace nsbox

@@ -41,6 +41,11 @@ bool refuse_setuid(const char* program);
 // write would run or serve whatever that user swaps in.
 Status check_private_ancestors(const std::string& path);
 
+// Reads fd to its end. More than limit bytes is an error with err EFBIG;
+// never reads more than limit plus one buffer, as the file may grow while it
+// is read. A read error keeps its errno (step "read").
+Result<std::string> read_up_to(int fd, size_t limit);
+
 // Makes a rename or a new entry in dir survive power loss (fsync(2): syncing
 // a file does not sync the directory entry naming it).
 Status fsync_dir(const std::string& dir);

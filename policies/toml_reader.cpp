@@ -4,9 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 
 #include "base/fd.hpp"
+#include "base/files.hpp"
 
 namespace nsbox {
 
@@ -302,19 +304,11 @@ Result<std::string> read_toml_fd(int fd, const std::string& path, const char* wh
   if (fstat(fd, &st) != 0) return sys_error(what, "fstat " + path);
   if (!S_ISREG(st.st_mode))
     return make_error(what, path + ": not a regular file; give the path of a TOML file");
-  // Never more than the limit plus one byte: the file may grow as it is read.
-  std::string text;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = read(fd, buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return sys_error(what, "read " + path);
-    if (n == 0) break;
-    text.append(buf, static_cast<size_t>(n));
-    if (text.size() > kMaxTomlBytes)
-      return make_error(what, path + ": larger than 1 MiB (the most a policy or config may have)");
-  }
-  return text;
+  auto text = read_up_to(fd, kMaxTomlBytes);
+  if (text) return text;
+  if (text.error().err == EFBIG)
+    return make_error(what, path + ": larger than 1 MiB (the most a policy or config may have)");
+  return sys_error_n(text.error().err, what, "read " + path);
 }
 
 }  // namespace nsbox

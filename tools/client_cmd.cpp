@@ -23,6 +23,7 @@
 #include <optional>
 #include <sstream>
 
+#include "base/files.hpp"
 #include "base/limits.hpp"
 #include "base/listeners.hpp"
 #include "base/terminal_escape.hpp"
@@ -581,22 +582,16 @@ int do_deploy(Ctx& c, const Args& a) {
                  static_cast<long long>(st.st_size));
     return kUsage;
   }
-  std::string source;
-  char buf[65536];
-  for (;;) {
-    ssize_t n = read(fd.value().get(), buf, sizeof buf);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      std::fprintf(stderr, "nsbox: cannot read %s: %s\n", file.c_str(), std::strerror(errno));
-      return kUsage;
-    }
-    if (n == 0) break;
-    source.append(buf, static_cast<size_t>(n));
-    if (source.size() > kMaxSourceBytes) {
+  auto got = read_up_to(fd.value().get(), kMaxSourceBytes);
+  if (!got) {
+    if (got.error().err == EFBIG)
       std::fprintf(stderr, "nsbox: %s: more than the 1 MiB limit\n", file.c_str());
-      return kUsage;
-    }
+    else
+      std::fprintf(stderr, "nsbox: cannot read %s: %s\n", file.c_str(),
+                   std::strerror(got.error().err));
+    return kUsage;
   }
+  std::string source = std::move(got).value();
   if (!need_token(c)) return kUsage;
 
   std::string query;

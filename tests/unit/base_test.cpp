@@ -7,6 +7,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <csignal>
 #include <cstring>
@@ -256,6 +257,53 @@ void stop(pid_t child) {
 }
 
 }  // namespace
+
+TEST_CASE("base/files: read_up_to reads to the end, and refuses one byte past its limit") {
+  auto fill = [](size_t n) {
+    int p[2];
+    REQUIRE(pipe2(p, O_CLOEXEC) == 0);
+    // Written by a child: more than a pipe holds, in pieces, so the reader
+    // sees short reads.
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      close(p[0]);
+      std::string chunk(1000, 'x');
+      for (size_t done = 0; done < n;) {
+        size_t k = std::min(chunk.size(), n - done);
+        if (write(p[1], chunk.data(), k) != ssize_t(k)) _exit(1);
+        done += k;
+      }
+      _exit(0);
+    }
+    close(p[1]);
+    return std::pair<int, pid_t>{p[0], pid};
+  };
+  auto read_all = [&](size_t n, size_t limit) {
+    auto [fd, pid] = fill(n);
+    auto r = nsbox::read_up_to(fd, limit);
+    close(fd);  // the writer, if still writing, gets EPIPE and exits
+    int st = 0;
+    waitpid(pid, &st, 0);
+    return r;
+  };
+  auto at = read_all(200000, 200000);
+  REQUIRE(at);
+  CHECK(at.value() == std::string(200000, 'x'));
+  auto past = read_all(200001, 200000);
+  REQUIRE(!past);
+  CHECK(past.error().err == EFBIG);
+  // A writer that never stops: the reader stops soon after the limit.
+  auto endless = read_all(size_t(1) << 40, 100000);
+  REQUIRE(!endless);
+  CHECK(endless.error().err == EFBIG);
+  auto empty = read_all(0, 10);
+  REQUIRE(empty);
+  CHECK(empty.value().empty());
+  auto bad = nsbox::read_up_to(-1, 10);
+  REQUIRE(!bad);
+  CHECK(bad.error().err == EBADF);
+}
 
 TEST_CASE("base/listeners: the owner of the listener a connection reaches, IPv4 and IPv6") {
   const uid_t me = geteuid();
