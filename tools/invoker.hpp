@@ -33,7 +33,9 @@ Result<std::optional<Invoker>> sudo_invoker();
 
 // open(path, flags) as `who` (O_CLOEXEC added), or as ourselves when
 // `who` is empty. The error names the path, the errno and, when it was the
-// invoker's rights that failed, whose they were.
+// invoker's rights that failed, whose they were (its text is written for
+// sudo's invoker; `nsbox run --no-isolation` also asks as nobody, and says
+// why itself).
 Result<UniqueFd> open_as(const std::optional<Invoker>& who, const std::string& path, int flags);
 
 }  // namespace nsbox

@@ -11,7 +11,6 @@
 
 #include <cstdio>
 #include <cstring>
-#include <functional>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
@@ -214,23 +213,6 @@ struct PlainChild {
 // Who an unisolated runner started by root runs as.
 constexpr unsigned kNobody = 65534;
 
-// The errno with which call (returning -1 on failure) fails when made as
-// uid (and its gid), in a child: 0 when it succeeds.
-int errno_as(unsigned uid, const std::function<int()>& call) {
-  pid_t pid = fork();
-  if (pid < 0) return errno;
-  if (pid == 0) {
-    const char* step = nullptr;
-    if (child_change_ids(uid, uid, true, &step) != 0) _exit(255);
-    _exit(call() == 0 ? 0 : errno & 0x7f);
-  }
-  int status = 0;
-  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!WIFEXITED(status)) return EIO;
-  return WEXITSTATUS(status) == 255 ? EPERM : WEXITSTATUS(status);
-}
-
 Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const std::string& fn,
                                 const std::string& handler, int output_fd) {
   ChannelEnds chan = TRY(make_channel());
@@ -426,13 +408,16 @@ int cmd_run(const std::vector<std::string>& args) {
   if (o.no_isolation) {
     // Said before it starts, not as the runner's failure to load: a sandbox
     // reads the file through a bind mount, nobody by its path.
-    if (geteuid() == 0)
-      if (int err = errno_as(kNobody, [&] { return access(fn_path.c_str(), R_OK); }))
+    if (geteuid() == 0) {
+      // No supplementary groups: the runner has none (start_plain).
+      auto r = open_as(Invoker{kNobody, kNobody, "nobody", {}}, fn_path, O_RDONLY | O_NONBLOCK);
+      if (!r)
         return fail(kExitUsage, "--no-isolation as root runs the function as nobody (uid " +
                                     std::to_string(kNobody) + "), who cannot read " + fn_path +
-                                    " (" + std::strerror(err) +
+                                    " (" + std::strerror(r.error().err) +
                                     "): make it and the directories above it readable by "
                                     "others, or run without sudo");
+    }
     auto r = start_plain(&plain, rootfs + kRunnerPath, fn_path, o.handler, relay.write_fd());
     if (!r) return fail(kExitSetup, r.error().message());
     to_runner = plain.channel.to_runner.get();

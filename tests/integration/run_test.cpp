@@ -306,7 +306,9 @@ TEST_CASE("results, logs, handlers and exceptions") {
       REQUIRE(chmod(tmp.path.c_str(), 0700) == 0);
       Outcome closed = nsbox::test::run(s);
       CHECK(closed.exit_code == 2);
-      CHECK_MESSAGE(closed.err.find("who cannot read " + fn) != std::string::npos, closed.err);
+      CHECK_MESSAGE(
+          closed.err.find("who cannot read " + fn + " (Permission denied)") != std::string::npos,
+          closed.err);
     }
   }
 }
