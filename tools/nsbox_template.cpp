@@ -232,9 +232,14 @@ Status enter_runtime_tree(const std::string& rootfs) {
   // interpreter, as an exec'd runner's is, rather than a host path. Best
   // effort: without it the link names where nsbox-template is installed.
   int exe = open(kHostPython, O_RDONLY | O_CLOEXEC);
-  if (exe < 0 || prctl(PR_SET_MM, PR_SET_MM_EXE_FILE, exe, 0, 0) != 0)
-    fprintf(stderr, "nsbox-template: warning: cannot set /proc/self/exe to %s: %s\n", kHostPython,
-            strerror(errno));
+  if (exe < 0 || prctl(PR_SET_MM, PR_SET_MM_EXE_FILE, exe, 0, 0) != 0) {
+    const int err = errno;
+    fprintf(stderr,
+            "nsbox-template: note: sandboxes' /proc/self/exe names this program, not %s: %s: "
+            "%s%s\n",
+            kHostPython, exe < 0 ? "open" : "prctl(PR_SET_MM_EXE_FILE)", strerror(err),
+            err == EPERM ? " (it needs CAP_SYS_RESOURCE, which this host withholds)" : "");
+  }
   if (exe >= 0) close(exe);
   return {};
 }
