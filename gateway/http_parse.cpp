@@ -57,6 +57,23 @@ HeadResult fail(int status, std::string message) {
 
 }  // namespace
 
+void parse_query(std::string_view query, httplib::Params* params) {
+  // Not httplib's parse_query_text: it keeps what follows a value's last
+  // '=', so "sig=YWJj==" reached a function as "YWJj".
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    const size_t eq = pair.find('=');
+    const std::string_view name = pair.substr(0, eq);
+    if (name.empty()) continue;
+    const std::string_view value =
+        eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+    params->emplace(httplib::detail::decode_url(std::string(name), true),
+                    httplib::detail::decode_url(std::string(value), true));
+  }
+}
+
 HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::Request* req,
                       HeadScan* scan) {
   HeadScan fresh;
@@ -138,7 +155,7 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
     if (size_t(std::count(query.begin(), query.end(), '&')) >= limits.max_query_params)
       return fail(414,
                   "more than " + std::to_string(limits.max_query_params) + " query parameters");
-    httplib::detail::parse_query_text(std::string(query), req->params);
+    parse_query(query, &req->params);
   }
   req->headers.clear();
 

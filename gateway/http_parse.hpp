@@ -59,6 +59,13 @@ struct HeadScan {
 HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::Request* req,
                       HeadScan* scan = nullptr);
 
+// A query string's parameters ("a=1&b=x%3Dy", no '?') into *params: pairs
+// split at '&', each at its first '=' only, since a value may hold more
+// (base64 padding, a signature). A pair without '=' has an empty value; a
+// pair with an empty name is dropped. Names and values are percent-decoded,
+// '+' as a space (HTML forms).
+void parse_query(std::string_view query, httplib::Params* params);
+
 // Decodes a chunked body as it arrives; trailers are read and dropped.
 class ChunkedDecoder {
  public:

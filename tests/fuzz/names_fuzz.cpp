@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "gateway/http_parse.hpp"
 #include "gateway/names.hpp"
 #include "gateway/registry.hpp"
 #include "policies/units.hpp"
@@ -56,7 +57,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check_name(httplib::detail::decode_url(path, false));
 
   httplib::Params params;
-  httplib::detail::parse_query_text(query, params);
+  nsbox::parse_query(query, &params);
   std::multimap<std::string, std::string> m(params.begin(), params.end());
   std::string why;
   std::optional<std::string> event = nsbox::query_event(m, &why);

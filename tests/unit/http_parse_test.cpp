@@ -2,6 +2,10 @@
 
 #include <doctest/doctest.h>
 
+#include <string>
+#include <utility>
+#include <vector>
+
 #include "gateway/config.hpp"
 
 using namespace nsbox;
@@ -28,6 +32,28 @@ TEST_CASE("http head: a request, its path, query and headers") {
   CHECK(head("GET / HTTP/1.0\r\n\r\n").keep_alive == false);
   CHECK(head("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive == true);
   CHECK(head("GET / HTTP/1.1\r\nHost: h\r\n").state == Parse::NeedMore);
+}
+
+TEST_CASE("http query: each pair split at its first '=', decoded") {
+  auto params = [](std::string_view q) {
+    httplib::Params p;
+    parse_query(q, &p);
+    return std::vector<std::pair<std::string, std::string>>(p.begin(), p.end());
+  };
+  using V = std::vector<std::pair<std::string, std::string>>;
+  CHECK(params("sig=YWJj==") == V{{"sig", "YWJj=="}});
+  CHECK(params("x=a=b&y=%3D%3D") == V{{"x", "a=b"}, {"y", "=="}});
+  CHECK(params("z=1;w=2") == V{{"z", "1;w=2"}});
+  CHECK(params("a+b=c+d%2B") == V{{"a b", "c d+"}});
+  CHECK(params("flag&=lost&&k=") == V{{"flag", ""}, {"k", ""}});
+  CHECK(params("") == V{});
+  CHECK(params("k=1&k=2") == V{{"k", "1"}, {"k", "2"}});
+  // Through the head parser, as the gateway sees it.
+  httplib::Request req;
+  REQUIRE(head("GET /fn/f?sig=YWJj==&x=a=b HTTP/1.1\r\nHost: h\r\n\r\n", &req).state ==
+          Parse::Done);
+  CHECK(req.get_param_value("sig") == "YWJj==");
+  CHECK(req.get_param_value("x") == "a=b");
 }
 
 TEST_CASE("http head: limits and ambiguous framing") {

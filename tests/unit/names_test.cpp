@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "gateway/http_parse.hpp"
+
 using nsbox::query_event;
 using nsbox::valid_identifier;
 using nsbox::valid_utf8;
@@ -16,11 +18,10 @@ using json = nlohmann::json;
 
 namespace {
 
-// The query as httplib hands it to the handler: split on & and =,
-// percent-decoded, '+' as space.
+// The query as the front hands it to the handler (gateway/http_parse).
 std::multimap<std::string, std::string> parse_query(const std::string& q) {
   httplib::Params params;
-  httplib::detail::parse_query_text(q, params);
+  nsbox::parse_query(q, &params);
   return {params.begin(), params.end()};
 }
 
