@@ -98,6 +98,81 @@ std::vector<ConfigKey> config_keys() {
   return keys;
 }
 
+std::vector<std::string> changed_keys(const ServeConfig& a, const ServeConfig& b) {
+  // One line per key: config_test sets each key alone and expects exactly
+  // that key back, so a key added to the parser and not here fails there.
+  const std::pair<const char*, bool> keys[] = {
+      {"listen", a.listen_host != b.listen_host || a.listen_port != b.listen_port},
+      {"state_dir", a.state_dir != b.state_dir},
+      {"keep_versions", a.keep_versions != b.keep_versions},
+      {"token", a.token != b.token},
+      {"read_token", a.read_token != b.read_token},
+      {"max_body_kb", a.max_body_bytes != b.max_body_bytes},
+      {"max_buffered_mb", a.max_buffered_bytes != b.max_buffered_bytes},
+      {"max_connections", a.max_connections != b.max_connections},
+      {"rootless", a.rootless != b.rootless},
+      {"public_url", a.public_url != b.public_url},
+      {"batch_scheduling", a.batch_scheduling != b.batch_scheduling},
+      {"request_timeout_ms", a.request_timeout_ms != b.request_timeout_ms},
+      {"keepalive_timeout_ms", a.keepalive_timeout_ms != b.keepalive_timeout_ms},
+      {"drain_timeout_ms", a.drain_timeout_ms != b.drain_timeout_ms},
+      {"max_sending_per_address", a.max_sending_per_address != b.max_sending_per_address},
+      {"max_head_kb", a.max_head_bytes != b.max_head_bytes},
+      {"max_headers", a.max_headers != b.max_headers},
+      {"trusted_proxies", a.trusted_proxies != b.trusted_proxies},
+      {"allowed_hosts", a.allowed_hosts != b.allowed_hosts},
+      {"blank", a.blank != b.blank},
+      {"max_sandboxes", a.max_sandboxes != b.max_sandboxes},
+      {"memory_budget_mb", a.memory_budget_bytes != b.memory_budget_bytes},
+      {"per_function", a.per_function != b.per_function},
+      {"idle_timeout_ms", a.idle_timeout_ms != b.idle_timeout_ms},
+      {"queue_per_function", a.queue_per_function != b.queue_per_function},
+      {"queue_total", a.queue_total != b.queue_total},
+      {"queue_timeout_ms", a.queue_timeout_ms != b.queue_timeout_ms},
+      {"cpu_limits", a.cpu_limits != b.cpu_limits},
+      {"freeze_idle_ms", a.freeze_idle_ms != b.freeze_idle_ms},
+      {"min_available_mb", a.min_available_bytes != b.min_available_bytes},
+      {"psi_some_avg10", a.psi_some_avg10 != b.psi_some_avg10},
+      {"isolation", a.isolation != b.isolation},
+      {"allow_comparison_isolation", a.allow_comparison_isolation != b.allow_comparison_isolation},
+      {"layers", a.layers != b.layers},
+      {"factory", a.template_factory != b.template_factory},
+      {"template_modules", a.template_modules != b.template_modules},
+      {"template_rotate_after", a.template_rotate_after != b.template_rotate_after},
+      {"default_policy", a.default_policy != b.default_policy},
+      {"log_lines", a.log_lines != b.log_lines},
+      {"log_mb", a.log_bytes != b.log_bytes},
+      {"max_memory_mb", a.max_memory_bytes != b.max_memory_bytes},
+  };
+  std::vector<std::string> out;
+  for (const auto& [key, changed] : keys)
+    if (changed) out.push_back(key);
+  return out;
+}
+
+bool reloadable_key(const std::string& key) {
+  // What SIGHUP hands to the gateway (Gateway::reload) and the pool
+  // (PoolLimits); the README's reload paragraph names the same keys.
+  static const char* const kReloadable[] = {"token",
+                                            "read_token",
+                                            "default_policy",
+                                            "queue_timeout_ms",
+                                            "memory_budget_mb",
+                                            "max_memory_mb",
+                                            "blank",
+                                            "max_sandboxes",
+                                            "per_function",
+                                            "idle_timeout_ms",
+                                            "queue_per_function",
+                                            "queue_total",
+                                            "freeze_idle_ms",
+                                            "min_available_mb",
+                                            "psi_some_avg10"};
+  for (const char* k : kReloadable)
+    if (key == k) return true;
+  return false;
+}
+
 Status parse_listen(const std::string& text, std::string* host, int* port) {
   auto colon = text.rfind(':');
   if (colon == std::string::npos)

@@ -128,6 +128,13 @@ struct ConfigKey {
 };
 std::vector<ConfigKey> config_keys();
 
+// The keys ("listen", "blank", ...) whose values differ between a and b,
+// in config_keys() order: what a reload changed.
+std::vector<std::string> changed_keys(const ServeConfig& a, const ServeConfig& b);
+// Whether a reload (SIGHUP) applies key to the running daemon; any other
+// key takes effect at the next start.
+bool reloadable_key(const std::string& key);
+
 Result<ServeConfig> parse_serve_config(const std::string& text, const std::string& source);
 // path empty: /etc/nsbox/nsbox.toml when it exists, else embedded defaults.
 Result<ServeConfig> load_serve_config(const std::string& path);

@@ -278,6 +278,10 @@ int cmd_serve(const std::vector<std::string>& args) {
   auto cfg = load_serve_config(config_path);
   if (!cfg) return fail(cfg.error().text());
   ServeConfig config = cfg.value();
+  // The file as read, before the command line's overrides: what a reload
+  // compares the file with, to say which keys it applied and which wait.
+  const ServeConfig file_at_start = cfg.value();
+  ServeConfig file_applied = file_at_start;
   if (std::string why = config_file_warning(config); !why.empty()) LOG_WARN("%s", why.c_str());
   if (!listen.empty()) {
     if (Status s = parse_listen(listen, &config.listen_host, &config.listen_port); !s)
@@ -511,6 +515,7 @@ int cmd_serve(const std::vector<std::string>& args) {
                     again.error().message().c_str());
           continue;
         }
+        const ServeConfig file_next = again.value();
         ServeConfig next = std::move(again.value());
         if (std::string why = config_file_warning(next); !why.empty())
           LOG_WARN("reload: %s", why.c_str());
@@ -538,14 +543,33 @@ int cmd_serve(const std::vector<std::string>& args) {
           continue;
         }
         fit_capacity(next, host);
-        std::string applied = gateway.reload(next);
+        const std::string by_gateway = gateway.reload(next);
         pool.set_limits(pool_limits(next));
         pool.set_fd_budget(unparked_fd_budget(parking != nullptr, host, next));
-        LOG_WARN(
-            "reloaded %s: applied%s the [pool] sizes; listen, state_dir, "
-            "max_connections, max_body_kb, batch_scheduling, cpu_limits and [functions] "
-            "log_lines, log_mb and keep_versions take effect at the next start",
-            next.source.c_str(), applied.empty() ? "" : (applied + " and").c_str());
+        // Named key by key: an operator who drops a trusted proxy must learn
+        // that it is still trusted until the restart.
+        std::vector<std::string> applied, waiting;
+        for (const auto& k : changed_keys(file_applied, file_next))
+          if (reloadable_key(k)) applied.push_back(k);
+        for (const auto& k : changed_keys(file_at_start, file_next))
+          if (!reloadable_key(k)) waiting.push_back(k);
+        // STATE/token may have changed with the file's token unset.
+        if (by_gateway.find(" token") != std::string::npos &&
+            std::find(applied.begin(), applied.end(), "token") == applied.end())
+          applied.push_back("token");
+        file_applied = file_next;
+        auto list = [](const std::vector<std::string>& keys) {
+          std::string out;
+          for (const auto& k : keys) out += (out.empty() ? "" : ", ") + k;
+          return out;
+        };
+        LOG_WARN("reloaded %s: %s%s", next.source.c_str(),
+                 applied.empty() ? "no key the running daemon takes changed"
+                                 : ("applied " + list(applied)).c_str(),
+                 waiting.empty() ? ""
+                                 : ("; changed but not in force until the next start: " +
+                                    list(waiting) + " (restart the daemon to apply them)")
+                                       .c_str());
         continue;
       }
       // The watchdog stops us by the same signal when a spawner died.

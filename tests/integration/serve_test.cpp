@@ -1471,6 +1471,18 @@ TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads 
       5000, "the removed token to be refused"));
   httplib::Headers file_token = {{"Authorization", "Bearer " + from_file}};
   CHECK(c->Put("/functions/t", file_token, returns("5"), "text/x-python")->status == 201);
+  // A reload names what it applied and what waits for a restart: a proxy
+  // added to (or dropped from) trusted_proxies is not in force until then.
+  std::ofstream(dir + ".toml") << conf << "trusted_proxies = [\"127.0.0.1\"]\n[pool]\nblank = 1\n";
+  kill(d.pid(), SIGHUP);
+  CHECK(nsbox::test::wait_until(
+      [&] {
+        return d.log().find(
+                   "applied blank; changed but not in force until the next start: "
+                   "trusted_proxies (restart the daemon to apply them)") != std::string::npos;
+      },
+      5000, "the reload to name what it applied and what waits"));
+  std::ofstream(dir + ".toml") << conf;
   // The config gone: the reload is refused, naming the file and why, and
   // the daemon serves on with what it has.
   REQUIRE(rename((dir + ".toml").c_str(), (dir + ".toml.away").c_str()) == 0);

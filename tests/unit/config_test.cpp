@@ -236,6 +236,47 @@ TEST_CASE("config: every key is read, in its unit, into its member") {
   CHECK(set.size() == config_keys().size());
 }
 
+TEST_CASE("config: changed_keys names each key set alone, and only it") {
+  auto defaults = parse_serve_config("", "a.toml");
+  REQUIRE(defaults);
+  // Each line of kEverything on its own, under its table: a key whose
+  // change changed_keys misses, or that shows up as another, fails here.
+  // Keys that cannot stand alone bring what they need, and it is expected
+  // back too.
+  std::string table, line;
+  size_t tried = 0;
+  for (std::istringstream in(kEverything); std::getline(in, line);) {
+    if (line.starts_with("[")) {
+      table = line;
+      continue;
+    }
+    if (line.empty()) continue;
+    const std::string key = line.substr(0, line.find(' '));
+    std::string text = table + "\n" + line + "\n";
+    std::vector<std::string> want{key};
+    if (key == "isolation" || key == "allow_comparison_isolation") {
+      text = "[pool]\nisolation = \"bwrap\"\nallow_comparison_isolation = true\n";
+      want = {"isolation", "allow_comparison_isolation"};
+    } else if (key == "layers") {
+      text = "[pool]\nallow_comparison_isolation = true\nlayers = 3\n";
+      want = {"allow_comparison_isolation", "layers"};
+    }
+    auto c = parse_serve_config(text, "b.toml");
+    REQUIRE_MESSAGE(c, key, ": ", (c ? std::string() : c.error().message()));
+    CHECK_MESSAGE(changed_keys(defaults.value(), c.value()) == want, key);
+    CHECK(changed_keys(c.value(), c.value()).empty());
+    tried++;
+  }
+  CHECK(tried == config_keys().size());
+  // What a reload applies: the gateway's and the pool's keys, nothing of
+  // the front, the spawners or the store.
+  for (const char* k : {"token", "blank", "queue_timeout_ms", "default_policy", "max_memory_mb"})
+    CHECK_MESSAGE(reloadable_key(k), k);
+  for (const char* k : {"trusted_proxies", "allowed_hosts", "listen", "factory", "cpu_limits",
+                        "request_timeout_ms", "log_lines", "nonsense"})
+    CHECK_MESSAGE(!reloadable_key(k), k);
+}
+
 TEST_CASE("config: an unknown key or table is an error naming file:line:col and the key") {
   std::string e = refusal("[server]\nlisten = \"127.0.0.1:8080\"\nlistne = \"x\"\n");
   CHECK_MESSAGE(e.starts_with("nsbox.toml:3:1: unknown key \"listne\" in [server]"), e);

@@ -155,3 +155,16 @@ TEST_CASE("README: the key check notices a key taken out of the block") {
     CHECK(missing_keys(cut) == std::vector<std::string>{k.table + "." + k.key});
   }
 }
+
+TEST_CASE("README: the SIGHUP paragraph names exactly the keys a reload applies") {
+  const std::string readme = read_readme();
+  const size_t from = readme.find("reloads the config file:");
+  REQUIRE(from != std::string::npos);
+  const size_t to = readme.find("apply at once", from);
+  REQUIRE(to != std::string::npos);
+  const std::string said = readme.substr(from, to - from);
+  for (const auto& k : config_keys()) {
+    CAPTURE(k.key);
+    CHECK((said.find("`" + k.key + "`") != std::string::npos) == reloadable_key(k.key));
+  }
+}
