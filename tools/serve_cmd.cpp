@@ -5,7 +5,6 @@
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/random.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -16,7 +15,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <fstream>
 #include <sstream>
 #include <thread>
 
@@ -25,6 +23,7 @@
 #include "base/files.hpp"
 #include "base/host_limits.hpp"
 #include "base/log.hpp"
+#include "gateway/admin_token.hpp"
 #include "gateway/capacity.hpp"
 #include "gateway/config.hpp"
 #include "gateway/external_factory.hpp"
@@ -155,47 +154,6 @@ Status prepare_state_dir(const std::string& path) {
                                        mode_octal(st.st_mode) + ")" + fix);
   if (fchmod(fd.get(), 0711) != 0) return sys_error("chmod", path);
   return {};
-}
-
-// The admin token: from the config, else read from (or generated into)
-// STATE/token with mode 0600.
-Result<std::string> load_token(const ServeConfig& c) {
-  if (!c.token.empty()) return c.token;
-  std::string path = c.state_dir + "/token";
-  std::ifstream in(path);
-  if (in) {
-    std::string t;
-    std::getline(in, t);
-    while (!t.empty() && (t.back() == '\r' || t.back() == ' ' || t.back() == '\t')) t.pop_back();
-    if (!token_chars_ok(t))
-      return make_error("token", path +
-                                     " holds a token with spaces or control characters, which no "
-                                     "Authorization header can carry; put one line of printable "
-                                     "ASCII in it, or delete it to have one generated");
-    if (t.size() >= 16) return t;
-  }
-  unsigned char r[24];
-  if (getrandom(r, sizeof r, 0) != sizeof r) return sys_error("getrandom", "token");
-  std::string t;
-  char hex[3];
-  for (unsigned char b : r) {
-    snprintf(hex, sizeof hex, "%02x", b);
-    t += hex;
-  }
-  std::string tmp = path + ".tmp";
-  unlink(tmp.c_str());
-  int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return sys_error("open", tmp);
-  std::string line = t + "\n";
-  bool ok =
-      write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && fsync(fd) == 0;
-  close(fd);
-  if (!ok || rename(tmp.c_str(), path.c_str()) != 0) return sys_error("write", path);
-  // The rename is durable only once the directory is: a crash before that
-  // could bring back no token after clients were given this one.
-  TRY(fsync_dir(c.state_dir));
-  LOG_WARN("generated an admin token into %s (mode 0600)", path.c_str());
-  return t;
 }
 
 PoolLimits pool_limits(const ServeConfig& c) {
@@ -331,7 +289,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   if (geteuid() == 0 && !config.rootless)
     if (Status s = check_reachable_by_others(config.state_dir); !s)
       return fail("state_dir " + config.state_dir + ": " + s.error().message());
-  auto token = load_token(config);
+  auto token = load_admin_token(config.token, config.state_dir);
   if (!token) return fail(token.error().message());
   auto store = open_file_store(config.state_dir, kSourceCacheBytes, config.keep_versions);
   if (!store) return fail(store.error().message());
@@ -524,7 +482,7 @@ int cmd_serve(const std::vector<std::string>& args) {
         // A token removed from the config falls back to STATE/token, as at
         // a start: the old one must stop working, not stay in force.
         if (next.token.empty()) {
-          auto from_file = load_token(next);
+          auto from_file = load_admin_token(next.token, next.state_dir);
           if (!from_file) {
             LOG_ERROR("reload: %s; keeping the running configuration",
                       from_file.error().message().c_str());
