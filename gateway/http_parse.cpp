@@ -57,6 +57,17 @@ HeadResult fail(int status, std::string message) {
 
 }  // namespace
 
+std::optional<std::string_view> bearer_credentials(std::string_view authorization) {
+  constexpr size_t kScheme = 6;  // "Bearer"
+  if (authorization.size() <= kScheme || !ieq(authorization.substr(0, kScheme), "bearer") ||
+      authorization[kScheme] != ' ')
+    return std::nullopt;
+  std::string_view rest = authorization.substr(kScheme);
+  rest.remove_prefix(std::min(rest.find_first_not_of(' '), rest.size()));
+  if (rest.empty()) return std::nullopt;
+  return rest;
+}
+
 void parse_query(std::string_view query, httplib::Params* params) {
   // Not httplib's parse_query_text: it keeps what follows a value's last
   // '=', so "sig=YWJj==" reached a function as "YWJj".

@@ -9,6 +9,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -65,6 +66,11 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
 // pair with an empty name is dropped. Names and values are percent-decoded,
 // '+' as a space (HTML forms).
 void parse_query(std::string_view query, httplib::Params* params);
+
+// The credentials of an "Authorization: Bearer TOKEN" value: the scheme is
+// case-insensitive (RFC 9110 11.1) and followed by one or more spaces;
+// nullopt for another scheme or no credentials.
+std::optional<std::string_view> bearer_credentials(std::string_view authorization);
 
 // Decodes a chunked body as it arrives; trailers are read and dropped.
 class ChunkedDecoder {

@@ -7,9 +7,12 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
+#include <optional>
+#include <string_view>
 
 #include "base/limits.hpp"
 #include "base/log.hpp"
+#include "gateway/http_parse.hpp"
 #include "gateway/names.hpp"
 #include "policies/units.hpp"
 #include "sandbox/framing.hpp"
@@ -240,18 +243,20 @@ bool Gateway::authorized(const httplib::Request& req, httplib::Response& res, Ac
   std::string want, want_read;
   {
     std::lock_guard<std::mutex> lock(token_mu_);
-    want = "Bearer " + token_;
-    if (access == Access::Read && !read_token_.empty()) want_read = "Bearer " + read_token_;
+    want = token_;
+    if (access == Access::Read && !read_token_.empty()) want_read = read_token_;
   }
-  std::string got = req.get_header_value("Authorization");
-  bool ok = same_secret(got, want);
-  if (!want_read.empty()) ok |= same_secret(got, want_read);
+  const std::string header = req.get_header_value("Authorization");
+  const std::optional<std::string_view> bearer = bearer_credentials(header);
+  const std::string got = bearer ? std::string(*bearer) : std::string();
+  bool ok = bearer && same_secret(got, want);
+  if (bearer && !want_read.empty()) ok |= same_secret(got, want_read);
   if (ok) return true;
-  if (access == Access::Admin) {
+  if (access == Access::Admin && bearer) {
     std::string read;
     {
       std::lock_guard<std::mutex> lock(token_mu_);
-      if (!read_token_.empty()) read = "Bearer " + read_token_;
+      read = read_token_;
     }
     if (!read.empty() && same_secret(got, read)) {
       send_error(res, 403,
@@ -262,9 +267,10 @@ bool Gateway::authorized(const httplib::Request& req, httplib::Response& res, Ac
   }
   res.set_header("WWW-Authenticate", "Bearer");
   send_error(res, 401,
-             got.empty() ? "missing Authorization: Bearer TOKEN (the token is in the state "
-                           "directory's token file)"
-                         : "bad token");
+             header.empty() ? "missing Authorization: Bearer TOKEN (the token is in the state "
+                              "directory's token file)"
+             : !bearer      ? "Authorization must be Bearer TOKEN"
+                            : "bad token");
   return false;
 }
 

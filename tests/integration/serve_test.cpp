@@ -450,6 +450,15 @@ TEST_CASE("serve: the API and its error codes") {
     CHECK(c->Put("/functions/x", bad, returns("1"), "text/x-python")->status == 401);
     CHECK(c->Delete("/functions/hello")->status == 401);
     CHECK(c->Get("/functions/hello/logs")->status == 401);
+    // The scheme is case-insensitive (RFC 9110 11.1); another scheme is
+    // named as the problem, not the token.
+    httplib::Headers lower = {{"Authorization", "bearer  " + d.token()}};
+    CHECK(c->Put("/functions/lower", lower, returns("1"), "text/x-python")->status == 201);
+    httplib::Headers basic = {{"Authorization", "Basic " + d.token()}};
+    auto refused = c->Put("/functions/basic", basic, returns("1"), "text/x-python");
+    REQUIRE(refused);
+    CHECK(refused->status == 401);
+    CHECK(refused->body.find("Authorization must be Bearer TOKEN") != std::string::npos);
     // The generated token file is private to root.
     struct stat st;
     REQUIRE(stat((sd.path + "/token").c_str(), &st) == 0);

@@ -56,6 +56,18 @@ TEST_CASE("http query: each pair split at its first '=', decoded") {
   CHECK(req.get_param_value("x") == "a=b");
 }
 
+TEST_CASE("http auth: Bearer credentials, the scheme in any case (RFC 9110 11.1)") {
+  CHECK(bearer_credentials("Bearer abc") == "abc");
+  CHECK(bearer_credentials("bearer abc") == "abc");
+  CHECK(bearer_credentials("BEARER   abc") == "abc");
+  CHECK(bearer_credentials("Bearer a b") == "a b");  // compared whole, so refused later
+  CHECK(!bearer_credentials("Bearer "));
+  CHECK(!bearer_credentials("Bearer"));
+  CHECK(!bearer_credentials("Bearerabc"));
+  CHECK(!bearer_credentials("Basic YWJj"));
+  CHECK(!bearer_credentials(""));
+}
+
 TEST_CASE("http head: limits and ambiguous framing") {
   std::string many = "GET / HTTP/1.1\r\n";
   for (int i = 0; i < 65; i++) many += "X: y\r\n";
