@@ -741,8 +741,11 @@ bool HttpFront::flush(Conn* c) {
 }
 
 bool HttpFront::after_write(Conn* c, bool from_worker) {
-  c->out_head.clear();
-  c->out_body = std::string();
+  // Swapped out, not assigned an empty string: libstdc++ keeps a string's
+  // buffer when a short one is assigned to it, and an idle connection is
+  // to hold none (a body that came in pieces left one of up to its size).
+  std::string().swap(c->out_head);
+  std::string().swap(c->out_body);
   if (c->refusing) {
     begin_drain(c);
     return false;
@@ -765,6 +768,7 @@ bool HttpFront::after_write(Conn* c, bool from_worker) {
     (void)!write(wake_fd_, &one, sizeof one);
     return false;
   }
+  std::string().swap(c->in);
   arm(c, EPOLLIN);
   return false;
 }
