@@ -392,11 +392,8 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
     fv.meta.memory_mb = m.value() >> 20;
   }
   if (req.has_param("timeout")) {
-    auto t = parse_duration_ms(req.get_param_value("timeout"));
-    if (!t || t.value() > 900000)
-      return send_error(res, 400,
-                        "timeout: " + (t ? std::string("too long") : t.error().detail) +
-                            "; a function's timeout is 1ms to 15m (e.g. 30s)");
+    auto t = parse_duration_ms(req.get_param_value("timeout"), kMaxFunctionTimeoutMs, "15m");
+    if (!t) return send_error(res, 400, "timeout " + t.error().detail);
     fv.meta.timeout_ms = t.value();
   }
   if (req.has_param("template")) {

@@ -8,6 +8,7 @@
 
 #include "policies/embedded.hpp"
 #include "policies/toml_reader.hpp"
+#include "policies/units.hpp"
 #include "sandbox/seccomp.hpp"
 
 namespace nsbox {
@@ -36,7 +37,7 @@ class Parser : public TomlReader {
     p.limits.pids = uint32_t(integer(lim, "pids", L, 2, 32768));
     p.limits.cpu_millicores = uint32_t(integer(lim, "cpu_millicores", L, 10, 256000));
     p.limits.tmpfs_bytes = uint64_t(integer(lim, "tmpfs_mb", L, 1, 65536)) << 20;
-    p.limits.wall_ms = uint32_t(integer(lim, "wall_ms", L, 1, 900000));
+    p.limits.wall_ms = uint32_t(integer(lim, "wall_ms", L, 1, kMaxFunctionTimeoutMs));
     p.limits.nofile = uint32_t(integer(lim, "nofile", L, 16, 1048576));
     p.limits.fsize_bytes = uint64_t(integer(lim, "fsize_mb", L, 1, 1048576)) << 20;
 

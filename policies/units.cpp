@@ -51,12 +51,11 @@ Result<uint64_t> parse_size(const std::string& text) {
   return static_cast<uint64_t>(bytes);
 }
 
-Result<uint64_t> parse_duration_ms(const std::string& text) {
+Result<uint64_t> parse_duration_ms(const std::string& text, uint64_t max_ms, const char* max_text) {
   double v;
   std::string unit;
   auto bad = [&](const std::string& why) {
-    return make_error("duration",
-                      "\"" + text + "\": " + why + " (examples: 500ms, 3s, 1.5s, 2m, 1h)");
+    return make_error("duration", "\"" + text + "\": " + why + " (examples: 500ms, 3s, 1.5s, 2m)");
   };
   if (!split_number(text, &v, &unit)) return bad("not a duration");
   double mult;
@@ -71,7 +70,8 @@ Result<uint64_t> parse_duration_ms(const std::string& text) {
   else
     return bad("unknown unit \"" + unit + "\"");
   double ms = std::floor(v * mult);
-  if (ms < 1 || ms > 24.0 * 3600 * 1000) return bad("out of range (1ms to 24h)");
+  if (ms < 1 || ms > double(max_ms))
+    return bad("out of range (1ms to " + std::string(max_text) + ")");
   return static_cast<uint64_t>(ms);
 }
 

@@ -1770,8 +1770,9 @@ TEST_CASE("serve: deploy options that are unknown, repeated or out of range are 
   const std::pair<const char*, const char*> bad[] = {
       {"?timout=5s", "unknown deploy option \\\"timout\\\""},
       {"?memory=32M&memory=64M", "deploy option \\\"memory\\\" given more than once"},
-      {"?timeout=25h", "a function's timeout is 1ms to 15m"},
-      {"?timeout=16m", "a function's timeout is 1ms to 15m"},
+      {"?timeout=25h", "timeout \\\"25h\\\": out of range (1ms to 15m)"},
+      {"?timeout=16m", "timeout \\\"16m\\\": out of range (1ms to 15m)"},
+      {"?timeout=0", "timeout \\\"0\\\": out of range (1ms to 15m)"},
   };
   for (const auto& [query, why] : bad) {
     CAPTURE(query);
