@@ -625,7 +625,9 @@ void Pool::janitor_loop() {
       lock.unlock();
       for (const auto& d : doomed) {
         auto s = spawner_.destroy(d.id);
-        if (!s)
+        // A spawner no longer running took its sandboxes with it (a drain
+        // cut short shuts it down before the pool stops): nothing to say.
+        if (!s && s.error().err != ESHUTDOWN)
           LOG_WARN("pool: destroying sandbox %llu: %s", (unsigned long long)d.id,
                    s.error().message().c_str());
       }

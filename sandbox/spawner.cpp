@@ -837,7 +837,12 @@ Result<std::unique_ptr<SpawnerClient>> SpawnerClient::start(std::vector<SpawnPro
 Result<SpawnerClient::Reply> SpawnerClient::call(uint32_t op, uint32_t profile, uint64_t id,
                                                  uint64_t value, int* send_fd, int timeout_ms) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!sock_.valid()) return make_error("spawner", "not running");
+  if (!sock_.valid()) {
+    // Shut down, or killed as stuck: either way its sandboxes died with it.
+    Error e = make_error("spawner", "not running");
+    e.err = ESHUTDOWN;
+    return e;
+  }
   Request req = {op, profile, id, value};
   if (send_with_fds(sock_.get(), &req, sizeof req, send_fd, send_fd ? 1 : 0) != sizeof req)
     return sys_error("send", "spawner socket");
