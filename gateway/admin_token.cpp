@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/random.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -18,24 +19,51 @@ namespace {
 
 constexpr size_t kMinTokenChars = 16;  // as the config's token
 
-// Blanks and a line break at its end are an editor's, not the token's.
+constexpr size_t kMaxTokenFile = 4096;
+
+// A file whose contents another user could read is a token they have;
+// one they could write is a token they chose. The config file gets the
+// same rule as a warning (config_file_warning); the token file is only
+// ever the token, so it is refused.
+Status check_token_file(int fd, const std::string& path) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) return sys_error("fstat", path);
+  if (!S_ISREG(st.st_mode))
+    return make_error("token", path +
+                                   " is not a regular file; put the token in a file there, or "
+                                   "delete it to have one generated");
+  if (st.st_uid != geteuid())
+    return make_error("token", path + " belongs to uid " + std::to_string(st.st_uid) +
+                                   ", not to the user nsbox serve runs as (uid " +
+                                   std::to_string(geteuid()) + "): chown it, or delete it");
+  if ((st.st_mode & 077) != 0)
+    return make_error("token", path + " has mode " + mode_octal(st.st_mode) +
+                                   ": other users could read (or write) the admin token; chmod "
+                                   "600 " +
+                                   path + ", and change the token if it was ever exposed");
+  return {};
+}
+
 Result<std::string> read_token_file(int fd, const std::string& path) {
-  auto got = read_up_to(fd, 4096);
+  TRY(check_token_file(fd, path));
+  auto got = read_up_to(fd, kMaxTokenFile);
+  if (!got && got.error().err == EFBIG)
+    return make_error("token", path + " is larger than 4 KiB; a token file holds one line");
   if (!got) return sys_error_n(got.error().err, "read", path);
-  const std::string& text = got.value();
-  std::string t = text.substr(0, text.find('\n'));
-  while (!t.empty() && (t.back() == '\r' || t.back() == ' ' || t.back() == '\t')) t.pop_back();
+  const std::string t = token_text(got.value());
   if (!token_chars_ok(t))
     return make_error("token", path +
-                                   " holds a token with spaces or control characters, which no "
-                                   "Authorization header can carry; put one line of printable "
-                                   "ASCII in it, or delete it to have one generated");
+                                   " holds more than one line, or a token with spaces or control "
+                                   "characters, which no Authorization header can carry; put one "
+                                   "line of printable ASCII in it, or delete it to have one "
+                                   "generated");
   if (t.size() < kMinTokenChars)
     return make_error("token", path + " holds a token of " + std::to_string(t.size()) +
                                    " characters; a token needs at least " +
                                    std::to_string(kMinTokenChars) +
-                                   ": put a longer one in it (e.g. the output of `openssl rand "
-                                   "-hex 24`), or delete it to have one generated");
+                                   ": put a longer one in it (e.g. `(umask 077; openssl rand "
+                                   "-hex 24 > " +
+                                   path + ")`), or delete it to have one generated");
   return t;
 }
 
@@ -73,6 +101,13 @@ Result<std::string> generate_token(const std::string& path, const std::string& s
 
 }  // namespace
 
+std::string token_text(std::string_view text) {
+  const size_t b = text.find_first_not_of(" \t\r\n");
+  if (b == std::string_view::npos) return "";
+  const size_t e = text.find_last_not_of(" \t\r\n");
+  return std::string(text.substr(b, e - b + 1));
+}
+
 Result<std::string> load_admin_token(const std::string& config_token,
                                      const std::string& state_dir) {
   if (!config_token.empty()) return config_token;
@@ -82,6 +117,13 @@ Result<std::string> load_admin_token(const std::string& config_token,
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
   if (fd.valid()) return read_token_file(fd.get(), path);
   if (errno != ENOENT) return sys_error("open", path);
+  // A symlink to nothing: generating a token would fail at the link; say
+  // what is there instead.
+  struct stat st;
+  if (lstat(path.c_str(), &st) == 0)
+    return make_error("token", path +
+                                   " is a symlink to a missing file; point it at the token "
+                                   "file, or delete it to have a token generated");
   return generate_token(path, state_dir);
 }
 

@@ -1,14 +1,21 @@
 // The admin token: from the config, else STATE/token, generated there
 // (mode 0600) the first time. A file that is there is never replaced: an
 // operator who wrote a token into it expects that token to work, or to be
-// told why not.
+// told why not. It must be the daemon user's own regular file, closed to
+// everyone else.
 #pragma once
 
 #include <string>
+#include <string_view>
 
 #include "base/result.hpp"
 
 namespace nsbox {
+
+// A token as the daemon and the client read it from a file or a variable:
+// its text without the blanks and line breaks around it (a line break left
+// inside is refused by token_chars_ok).
+std::string token_text(std::string_view text);
 
 // config_token: [server] token ("" when unset, the parser has checked it).
 // Errors name the file, what is wrong with it and the fix.

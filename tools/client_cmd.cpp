@@ -27,6 +27,8 @@
 #include "base/limits.hpp"
 #include "base/listeners.hpp"
 #include "base/terminal_escape.hpp"
+#include "gateway/admin_token.hpp"
+#include "gateway/config.hpp"
 #include "gateway/host_check.hpp"
 #include "gateway/http_status.hpp"
 #include "gateway/registry.hpp"
@@ -326,8 +328,8 @@ struct Token {
 };
 
 // Returns false (message printed) when an explicitly named token file cannot
-// be read.
-bool find_token(const Args& a, Token* t) {
+// be read, or the token found is not one a header can carry.
+bool find_token_value(const Args& a, Token* t) {
   auto read_file = [](const std::string& path, std::string* out) -> int {
     std::ifstream f(path, std::ios::binary);
     if (!f) return errno ? errno : EIO;
@@ -336,7 +338,7 @@ bool find_token(const Args& a, Token* t) {
     return 0;
   };
   if (a.token) {
-    t->value = trim(*a.token);
+    t->value = token_text(*a.token);
     t->source = "--token";
     return true;
   }
@@ -348,7 +350,7 @@ bool find_token(const Args& a, Token* t) {
                    std::strerror(e));
       return false;
     }
-    t->value = trim(text);
+    t->value = token_text(text);
     t->source = "--token-file " + *a.token_file;
     if (t->value.empty()) {
       std::fprintf(stderr, "nsbox: token file %s is empty\n", a.token_file->c_str());
@@ -357,7 +359,7 @@ bool find_token(const Args& a, Token* t) {
     return true;
   }
   if (const char* env = std::getenv("NSBOX_TOKEN"); env && *env) {
-    t->value = trim(env);
+    t->value = token_text(env);
     t->source = "NSBOX_TOKEN";
     return true;
   }
@@ -365,10 +367,24 @@ bool find_token(const Args& a, Token* t) {
   errno = 0;
   int e = read_file(kDefaultTokenFile, &text);
   if (e == 0) {
-    t->value = trim(text);
+    t->value = token_text(text);
     t->source = kDefaultTokenFile;
   } else if (e != ENOENT) {
     t->default_file_unreadable = true;
+  }
+  return true;
+}
+
+bool find_token(const Args& a, Token* t) {
+  if (!find_token_value(a, t)) return false;
+  // One rule with the daemon's (gateway/admin_token): a header cannot carry
+  // a line break, and the daemon refuses such a token anyway.
+  if (!token_chars_ok(t->value)) {
+    std::fprintf(stderr,
+                 "nsbox: the token from %s holds more than one line, spaces or control "
+                 "characters; a token is one line of printable ASCII\n",
+                 t->source.c_str());
+    return false;
   }
   return true;
 }

@@ -47,33 +47,68 @@ TEST_CASE("admin token: the config's wins; else generated once into STATE/token,
 TEST_CASE("admin token: an operator's file is read as one line, or refused and left alone") {
   nsbox::test::TempDir dir("token");
   const std::string file = dir.path + "/token";
-  std::ofstream(file) << "operator-chosen-token-42  \r\nsecond line\n";
+  auto write = [&](const std::string& text, mode_t mode = 0600) {
+    unlink(file.c_str());
+    std::ofstream(file) << text;
+    REQUIRE(chmod(file.c_str(), mode) == 0);
+  };
+  write("  operator-chosen-token-42 \r\n\n");
   auto t = load_admin_token("", dir.path);
-  REQUIRE(t);
+  REQUIRE_MESSAGE(t, t.error().message());
   CHECK(t.value() == "operator-chosen-token-42");
 
-  for (const char* bad : {"short-token\n", "", "\n"}) {
-    std::ofstream(file) << bad;
+  auto refused = [&](const std::string& text, const std::string& why, mode_t mode = 0600) {
+    CAPTURE(text);
+    write(text, mode);
     auto r = load_admin_token("", dir.path);
-    REQUIRE_MESSAGE(!r, bad);
-    CHECK_MESSAGE(r.error().text().find(file + " holds a token of ") != std::string::npos,
-                  r.error().text());
+    REQUIRE(!r);
+    CHECK_MESSAGE(r.error().text().find(file + why) != std::string::npos, r.error().text());
+    CHECK(slurp(file) == text);  // never replaced
+  };
+  for (const char* shortish : {"short-token\n", "", "\n"}) {
+    refused(shortish, " holds a token of ");
+    write(shortish);
+    auto r = load_admin_token("", dir.path);
+    REQUIRE(!r);
     CHECK(r.error().text().find("at least 16") != std::string::npos);
     CHECK(r.error().text().find("delete it to have one generated") != std::string::npos);
-    CHECK(slurp(file) == bad);  // never replaced
   }
-  std::ofstream(file) << "with a space in it, long enough\n";
-  auto spaced = load_admin_token("", dir.path);
-  REQUIRE(!spaced);
-  CHECK(spaced.error().text().find("spaces or control characters") != std::string::npos);
+  // One line, as the client reads it: a second line would reach the
+  // client's header and not the daemon's comparison.
+  refused("operator-chosen-token-42\nsecond line\n", " holds more than one line");
+  refused("with a space in it, long enough\n", " holds more than one line, or a token with spaces");
+  refused(std::string(5000, 'x'), " is larger than 4 KiB");
+  // Readable or writable by others: the admin token is theirs too.
+  refused("operator-chosen-token-42\n", " has mode 0644: other users could read", 0644);
+  refused("operator-chosen-token-42\n", " has mode 0620", 0620);
+  write("operator-chosen-token-42\n");
+  if (geteuid() == 0) {
+    REQUIRE(chown(file.c_str(), 65534, 65534) == 0);
+    auto r = load_admin_token("", dir.path);
+    REQUIRE(!r);
+    CHECK(r.error().text().find(file + " belongs to uid 65534") != std::string::npos);
+  }
   // Not a file to read: said, not waited on or replaced.
   REQUIRE(unlink(file.c_str()) == 0);
   REQUIRE(mkfifo(file.c_str(), 0600) == 0);
   auto fifo = load_admin_token("", dir.path);
-  CHECK(!fifo);
+  REQUIRE(!fifo);
+  CHECK(fifo.error().text().find(file + " is not a regular file") != std::string::npos);
   REQUIRE(unlink(file.c_str()) == 0);
   REQUIRE(mkdir(file.c_str(), 0700) == 0);
   auto directory = load_admin_token("", dir.path);
   REQUIRE(!directory);
-  CHECK(directory.error().message().find(file) != std::string::npos);
+  CHECK(directory.error().text().find(file + " is not a regular file") != std::string::npos);
+  REQUIRE(rmdir(file.c_str()) == 0);
+  REQUIRE(symlink((dir.path + "/nowhere").c_str(), file.c_str()) == 0);
+  auto dangling = load_admin_token("", dir.path);
+  REQUIRE(!dangling);
+  CHECK(dangling.error().text().find(file + " is a symlink to a missing file") !=
+        std::string::npos);
+}
+
+TEST_CASE("admin token: token_text drops the blanks and line breaks around a token only") {
+  CHECK(nsbox::token_text(" \tabc\r\n\n") == "abc");
+  CHECK(nsbox::token_text("a b\nc\n") == "a b\nc");
+  CHECK(nsbox::token_text("\n\n").empty());
 }
