@@ -743,7 +743,7 @@ bool HttpFront::flush(Conn* c) {
 bool HttpFront::after_write(Conn* c, bool from_worker) {
   // Swapped out, not assigned an empty string: libstdc++ keeps a string's
   // buffer when a short one is assigned to it, and an idle connection is
-  // to hold none (a body that came in pieces left one of up to its size).
+  // to hold none (the answer's body may be megabytes).
   std::string().swap(c->out_head);
   std::string().swap(c->out_body);
   if (c->refusing) {
@@ -768,6 +768,8 @@ bool HttpFront::after_write(Conn* c, bool from_worker) {
     (void)!write(wake_fd_, &one, sizeof one);
     return false;
   }
+  // Empty, but a body that came in more than one read left the buffer it
+  // was gathered in, up to the body's size.
   std::string().swap(c->in);
   arm(c, EPOLLIN);
   return false;

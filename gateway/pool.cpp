@@ -179,7 +179,10 @@ std::unique_ptr<Worker> Pool::worker(Result<SpawnedSandbox> s, uint32_t profile,
   // The reservation becomes the worker's charge, or goes with the failure.
   if (reserved) held_fds_ -= kSandboxFds;
   if (!s) {
-    LOG_WARN("pool: spawning a sandbox failed: %s", s.error().message().c_str());
+    // Not for a spawner that is no longer running: the daemon is stopping
+    // (or the spawner was killed as stuck, which was logged).
+    if (s.error().err != ESHUTDOWN)
+      LOG_WARN("pool: spawning a sandbox failed: %s", s.error().message().c_str());
     return nullptr;
   }
   std::unique_ptr<Worker> w;

@@ -111,9 +111,9 @@ per request: request-id function outcome status latency-ms client).
 options:
 )" + options_help(serve_options(unused)) +
          R"(signals: SIGTERM/SIGINT drain in-flight requests, destroy every sandbox, exit 0;
-         SIGHUP reloads the config file: token, read_token, default_policy, queue_timeout_ms,
-         memory_budget_mb, max_memory_mb and the [pool] sizes apply at once; listen, state_dir,
-         the other [server] keys, batch_scheduling and cpu_limits at the next start.
+         SIGHUP reloads the config file: token, read_token, default_policy, max_memory_mb and
+         the [pool] sizes, queue bounds and memory thresholds apply at once, every other key at
+         the next start (README.md lists them; the reload's log line names each changed key).
 )";
 }
 
@@ -236,20 +236,25 @@ int cmd_serve(const std::vector<std::string>& args) {
   auto cfg = load_serve_config(config_path);
   if (!cfg) return fail(cfg.error().text());
   ServeConfig config = cfg.value();
-  // The file as read, before the command line's overrides: what a reload
-  // compares the file with, to say which keys it applied and which wait.
-  const ServeConfig file_at_start = cfg.value();
-  ServeConfig file_applied = file_at_start;
   if (std::string why = config_file_warning(config); !why.empty()) LOG_WARN("%s", why.c_str());
   if (!listen.empty()) {
     if (Status s = parse_listen(listen, &config.listen_host, &config.listen_port); !s)
       return fail(s.error().detail);
   }
-  if (!state_dir.empty()) {
-    if (state_dir[0] != '/') return fail("--state-dir " + state_dir + ": must be an absolute path");
-    config.state_dir = state_dir;
-  }
-  if (rootless) config.rootless = true;
+  if (!state_dir.empty() && state_dir[0] != '/')
+    return fail("--state-dir " + state_dir + ": must be an absolute path");
+  // The command line's keys win over the file's, at start and at every
+  // reload (checked above, so they cannot fail here).
+  auto command_line_wins = [&](ServeConfig* c) {
+    if (!listen.empty()) (void)parse_listen(listen, &c->listen_host, &c->listen_port);
+    if (!state_dir.empty()) c->state_dir = state_dir;
+    if (rootless) c->rootless = true;
+  };
+  command_line_wins(&config);
+  // What a reload compares the file with, to say which keys it applied and
+  // which wait for a restart: as read, with the command line's keys.
+  const ServeConfig file_at_start = config;
+  ServeConfig file_applied = file_at_start;
   if (geteuid() != 0 && !config.rootless)
     return fail("must run as root (sudo nsbox serve), or ask for rootless mode with --rootless");
   // Before any thread exists: all of them inherit it, and the spawner, so
@@ -473,7 +478,8 @@ int cmd_serve(const std::vector<std::string>& args) {
                     again.error().message().c_str());
           continue;
         }
-        const ServeConfig file_next = again.value();
+        ServeConfig file_next = again.value();
+        command_line_wins(&file_next);
         ServeConfig next = std::move(again.value());
         if (std::string why = config_file_warning(next); !why.empty())
           LOG_WARN("reload: %s", why.c_str());
