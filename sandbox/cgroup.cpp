@@ -252,12 +252,20 @@ static std::string parent_of(const CgroupLayout& layout, const std::string& moun
 namespace {
 // A killed owner stays a zombie until whoever inherited it reaps it, and
 // kill(pid, 0) succeeds on a zombie: an owner killed a moment ago would
-// keep its leaves until the next sweep.
+// keep its leaves until the next sweep. And a dead owner's pid may have
+// gone to another program, which would keep them for as long as it runs:
+// every owner names itself nsbox... (`nsbox run` and the spawner set their
+// names, so a renamed binary does not matter), so a live process named
+// otherwise is not the owner.
 bool owner_alive(pid_t pid) {
   if (kill(pid, 0) != 0 && errno == ESRCH) return false;
   std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
+  auto open = stat.find('(');
   auto close = stat.rfind(')');
-  if (close == std::string::npos || close + 2 >= stat.size()) return !stat.empty();
+  if (open == std::string::npos || close == std::string::npos || close < open ||
+      close + 2 >= stat.size())
+    return !stat.empty();  // unreadable: kept, as a live owner's
+  if (stat.compare(open + 1, 5, "nsbox") != 0) return false;
   char state = stat[close + 2];
   return state != 'Z' && state != 'X';
 }

@@ -86,7 +86,9 @@ bool cgroup_warm_move_lock(const std::string& v1_memory);
 
 // Removes leaves left by an owner that was killed before it could clean up
 // (kill -9 of `nsbox run`). Leaf names are "<kind>-<owner pid>[-...]"; a
-// leaf is removed only when that pid is gone and the leaf holds no task.
+// leaf is removed only when that pid is gone (or is a process whose name
+// does not start with "nsbox": the pid went to another program) and the
+// leaf holds no task.
 // starting: the caller's pid, when it has made no leaf yet. Its leaves are
 // then stale too: left by an earlier owner that had the same pid, they
 // would otherwise never be swept, and block the names the caller makes.

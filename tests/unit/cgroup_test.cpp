@@ -3,6 +3,7 @@
 #include "sandbox/cgroup.hpp"
 
 #include <doctest/doctest.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -703,7 +704,9 @@ TEST_CASE("TemplateFamily (v2, fake tree): controllers enabled for its members")
   CHECK(read(dir + "/pids.max") == "48");
 }
 
-TEST_CASE("cgroup_sweep_stale: a dead owner's leaves, and a starting owner's own") {
+TEST_CASE(
+    "cgroup_sweep_stale: a dead owner's leaves, a pid gone to another program, a starting owner's "
+    "own") {
   TempDir t("cgroup-test");
   CgroupLayout layout = fake_v2(t.path, "memory pids");
   const std::string group = subdir(t, layout.group);
@@ -712,20 +715,44 @@ TEST_CASE("cgroup_sweep_stale: a dead owner's leaves, and a starting owner's own
   if (dead == 0) _exit(0);
   int st;
   REQUIRE(waitpid(dead, &st, 0) == dead);
+  // A live owner: a process named as every owner names itself.
+  int hold[2];
+  REQUIRE(pipe(hold) == 0);
+  pid_t owner = fork();
+  REQUIRE(owner >= 0);
+  if (owner == 0) {
+    prctl(PR_SET_NAME, "nsbox-spawner");
+    close(hold[1]);
+    char c;
+    (void)!read(hold[0], &c, 1);  // until the test ends
+    _exit(0);
+  }
+  close(hold[0]);
+  auto named = [&] {
+    const std::string stat = read("/proc/" + std::to_string(owner) + "/stat");
+    return stat.find("(nsbox-spawner)") != std::string::npos;
+  };
+  for (int i = 0; i < 1000 && !named(); i++) usleep(1000);
+  REQUIRE(named());
   const std::string gone = group + "/srv-" + std::to_string(dead) + "-1";
-  const std::string mine = group + "/srv-" + std::to_string(getpid()) + "-1";
-  const std::string live = group + "/run-1";  // PID 1 never exits
-  for (const auto& d : {gone, mine, live}) REQUIRE(::mkdir(d.c_str(), 0755) == 0);
+  const std::string live = group + "/srv-" + std::to_string(owner) + "-1";
+  // This test's own pid (unit_tests) and PID 1 (init) are alive but are not
+  // nsbox: their pids went to other programs after the owners died.
+  const std::string reused = group + "/run-" + std::to_string(getpid());
+  const std::string init = group + "/run-1";
+  for (const auto& d : {gone, live, reused, init}) REQUIRE(::mkdir(d.c_str(), 0755) == 0);
 
-  CHECK(cgroup_sweep_stale(layout) == 1);
+  CHECK(cgroup_sweep_stale(layout) == 3);
   CHECK_FALSE(exists(gone));
-  CHECK(exists(mine));
+  CHECK_FALSE(exists(reused));
+  CHECK_FALSE(exists(init));
   CHECK(exists(live));
   // A leaf named by the caller's pid, from before it started, is an earlier
   // owner's with the same pid: swept at start, or its names would collide.
-  CHECK(cgroup_sweep_stale(layout, getpid()) == 1);
-  CHECK_FALSE(exists(mine));
-  CHECK(exists(live));
+  CHECK(cgroup_sweep_stale(layout, owner) == 1);
+  CHECK_FALSE(exists(live));
+  close(hold[1]);
+  REQUIRE(waitpid(owner, &st, 0) == owner);
 }
 
 // The real hierarchy (root only; CI runs the unit suite as root): a leaf
