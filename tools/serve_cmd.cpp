@@ -31,6 +31,7 @@
 #include "gateway/host_check.hpp"
 #include "gateway/pool.hpp"
 #include "gateway/registry.hpp"
+#include "gateway/serve_profiles.hpp"
 #include "gateway/server.hpp"
 #include "policies/policy.hpp"
 #include "rootfs/rootfs.hpp"
@@ -53,22 +54,6 @@ void fit_capacity(ServeConfig& c, const HostLimits& host) {
              fit.why.c_str());
     c.max_sandboxes = fit.max_sandboxes;
   }
-}
-
-// A memory budget (0: auto) that cannot hold one sandbox of some policy
-// would leave every request of that policy waiting for room that never
-// comes, while /healthz says ok: refused instead, at start and at reload.
-Status check_memory_budget(const ServeConfig& c, const std::vector<ProfileInfo>& infos) {
-  if (c.memory_budget_bytes == 0) return {};
-  for (const auto& info : infos)
-    if (info.policy.limits.memory_bytes > c.memory_budget_bytes)
-      return make_error("memory_budget_mb",
-                        std::to_string(c.memory_budget_bytes >> 20) +
-                            " MiB cannot hold one sandbox of policy \"" + info.name + "\" (" +
-                            std::to_string(info.policy.limits.memory_bytes >> 20) +
-                            " MiB): raise [pool] memory_budget_mb in " + c.source +
-                            " to at least that, or set it to 0 (auto)");
-  return {};
 }
 
 struct ServeOptions {
@@ -312,14 +297,6 @@ int cmd_serve(const std::vector<std::string>& args) {
   // sandboxes' overlays read.
   const UniqueFd rootfs_in_use = std::move(built.value().in_use);
 
-  // One profile per policy, compiled once; blank sandboxes are per profile.
-  std::vector<ProfileInfo> infos;
-  std::vector<SpawnProfile> profiles;
-  std::vector<uint64_t> profile_memory;
-  std::vector<std::string> names = builtin_policy_names();
-  // The default policy first: the pool prefills blanks of profile 0.
-  std::stable_partition(names.begin(), names.end(),
-                        [&](const std::string& n) { return n == config.default_policy; });
   std::string cache = geteuid() == 0 ? "/var/cache/nsbox" : config.state_dir + "/cache";
   mkdir(cache.c_str(), 0700);
   CgroupLayout layout = cgroup_detect();
@@ -343,40 +320,19 @@ int cmd_serve(const std::vector<std::string>& args) {
         "no usable cgroups (%s): memory, pids and cpu limits fall back to per-process "
         "rlimits",
         config.rootless ? "rootless" : layout.why_none.c_str());
-  // Without a cpu cgroup of their own, sandboxes in the root cpu group are
-  // scheduled by session (the kernel's autogroups): each setsid() is a new
-  // group as heavy as a whole other tenant or the daemon, so a function
-  // with 60 children in sessions of their own took ~10x its share (a
-  // review: another function got 0.3 CPU-seconds of 4.8). setsid is then
-  // refused (EPERM), whatever the policy allows; a sandbox's own session
-  // is made before its filter. (Where the shared group is not the root
-  // one, as nsbox-nocpu/ on a v2 host with cpu at its root, setsid would be
-  // harmless; it is refused all the same, one rule being easier to trust.)
+  // setsid is refused where sandboxes share a cpu group (serve_profiles.cpp).
   const bool cpu_grouped = use_cgroups && cgroup_cpu_per_sandbox(layout);
   if (use_cgroups && config.cpu_limits && !cpu_grouped)
     LOG_WARN(
         "cpu_limits = true, but this host's cgroups have no cpu controller for the sandboxes: "
         "no CPU cap applies, and setsid is refused in sandboxes");
-  for (const auto& n : names) {
-    auto p = load_policy(n);
-    if (!p) return fail(p.error().text());
-    if (!cpu_grouped) std::erase(p.value().seccomp.allow, std::string("setsid"));
-    auto bpf = seccomp_get(p.value().seccomp, cache);
-    if (!bpf) return fail("policy " + n + ": seccomp: " + bpf.error().message());
-    SpawnProfile sp;
-    // Blank: no function; the spawner sets id, memory and stderr per spawn.
-    sp.spec = runner_spec(p.value(), rootfs,
-                          geteuid() == 0 ? "/run/nsbox/stage" : config.state_dir + "/stage",
-                          caller_ids());
-    sp.spec.layers = config.layers;
-    sp.bpf = bpf.value();
-    profiles.push_back(sp);
-    profile_memory.push_back(p.value().limits.memory_bytes);
-    infos.push_back({n, p.value()});
-  }
-  if (infos.empty() || infos[0].name != config.default_policy)
-    return fail("default_policy \"" + config.default_policy + "\" is not a built-in policy");
-  if (Status s = check_memory_budget(config, infos); !s) return fail(s.error().message());
+  auto made = build_serve_profiles(
+      config, rootfs, geteuid() == 0 ? "/run/nsbox/stage" : config.state_dir + "/stage", cache,
+      cpu_grouped);
+  if (!made) return fail(made.error().text());
+  std::vector<ProfileInfo>& infos = made.value().infos;
+  std::vector<SpawnProfile>& profiles = made.value().spawn;
+  const std::vector<uint64_t>& profile_memory = made.value().memory;
 
   // The spawner was forked before any thread existed (never fork a
   // multi-threaded process) and before any secret was read.
