@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -318,6 +319,48 @@ UniqueFd open_build_lock(const std::string& path) {
 }
 
 // Whether this caller may rebuild the tree: it can write beside it.
+// Every entry of an existing tree belongs to the caller (or root) and is
+// writable by no one else. Root's template runs the tree's Python as root
+// (tools/nsbox_template.cpp), and a rebuild renames the tree aside and
+// deletes it: a tree another user could change would run their code as
+// root, and a tree of theirs would be deleted by root. Symlinks' own modes
+// mean nothing; whoever could write their directory is what counts.
+thread_local std::string* g_tree_problem;
+Status check_tree_private(const std::string& dir) {
+  std::string problem;
+  g_tree_problem = &problem;
+  int rc = nftw(
+      dir.c_str(),
+      [](const char* path, const struct stat* st, int type, FTW*) -> int {
+        const uid_t me = geteuid();
+        if (type == FTW_NS || type == FTW_DNR) {
+          *g_tree_problem = std::string(path) + " cannot be read";
+          return 1;
+        }
+        if (st->st_uid != me && st->st_uid != 0) {
+          *g_tree_problem = std::string(path) + " belongs to uid " + std::to_string(st->st_uid);
+          return 1;
+        }
+        if (!S_ISLNK(st->st_mode) && (st->st_mode & (S_IWGRP | S_IWOTH))) {
+          *g_tree_problem = std::string(path) + " is writable by its group or others (mode " +
+                            mode_octal(st->st_mode) + ")";
+          return 1;
+        }
+        return 0;
+      },
+      64, FTW_PHYS);
+  g_tree_problem = nullptr;
+  if (rc < 0) return sys_error("nftw", dir);
+  if (rc == 0) return {};
+  const std::string who = geteuid() == 0 ? "root" : "you (or root)";
+  return make_error("rootfs", "rootfs: " + problem + ": nsbox uses only a tree that " + who +
+                                  " alone can change (its Python runs with nsbox's rights); "
+                                  "make one with " +
+                                  (geteuid() == 0 ? "sudo " : "") +
+                                  "nsbox rootfs build --out NEWDIR and pass that, or fix "
+                                  "the owner and mode");
+}
+
 bool may_rebuild(const std::string& dir) {
   const std::string parent = dir.substr(0, dir.find_last_of('/'));
   return access(parent.empty() ? "/" : parent.c_str(), W_OK) == 0;
@@ -368,6 +411,7 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
     return make_error("rootfs", dir +
                                     " exists and is not a directory; remove it or pick "
                                     "another --rootfs");
+  if (lstat(dir.c_str(), &st) == 0) TRY(check_tree_private(dir));
   bool fresh = !force && rootfs_fresh(dir, python);
   if (!force && !fresh && read_stamp(dir) == rootfs_stamp(python) && !may_rebuild(dir)) {
     // Another user's tree (root's, say) whose libraries were updated since

@@ -712,6 +712,24 @@ TEST_CASE("under sudo, nsbox run and deploy open the files named with the invoki
   struct stat st;
   CHECK(lstat(elsewhere.c_str(), &st) != 0);
   CHECK(lstat((elsewhere + ".lock").c_str(), &st) != 0);
+  // A tree the user owns: the template would run its Python as root, and a
+  // rebuild would delete it. Refused, for either factory, and left as it is.
+  const std::string theirs = tmp.path + "/theirs";
+  nsbox::test::RunSpec copy;
+  copy.argv = {"/bin/cp", "-a", "/var/lib/nsbox/rootfs", theirs};  // built by the root run above
+  REQUIRE(nsbox::test::run(copy).exit_code == 0);
+  copy.argv = {"/bin/chown", "-R", std::to_string(kNobody) + ":" + std::to_string(kNobody), theirs};
+  REQUIRE(nsbox::test::run(copy).exit_code == 0);
+  for (const char* factory : {"template", "exec"}) {
+    CAPTURE(factory);
+    o = run({"run", ok, "--rootfs", theirs, "--factory", factory});
+    CHECK(o.exit_code == 3);
+    CHECK_MESSAGE(
+        o.err.find(theirs + " belongs to uid " + std::to_string(kNobody)) != std::string::npos,
+        o.err);
+    CHECK(o.out.empty());
+  }
+  CHECK(lstat((theirs + "/usr/bin").c_str(), &st) == 0);
   // A SUDO_UID that does not parse is not taken as root.
   nsbox::test::RunSpec bad;
   bad.argv = {nsbox::test::nsbox_bin(), "run", ok};

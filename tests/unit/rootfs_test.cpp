@@ -17,15 +17,18 @@ using namespace nsbox;
 
 namespace {
 
-void make_tree(const std::string& dir, const std::string& stamp) {
-  REQUIRE(mkdir(dir.c_str(), 0755) == 0);
-  if (!stamp.empty()) std::ofstream(dir + "/.nsbox-stamp") << stamp;
-  std::ofstream(dir + "/.nsbox-sources");  // no library to check
-}
-
 bool exists(const std::string& p) {
   struct stat st;
   return lstat(p.c_str(), &st) == 0;
+}
+
+void make_tree(const std::string& dir, const std::string& stamp) {
+  REQUIRE(mkdir(dir.c_str(), 0755) == 0);
+  REQUIRE(chmod(dir.c_str(), 0755) == 0);  // whatever the umask: as the builder leaves it
+  if (!stamp.empty()) std::ofstream(dir + "/.nsbox-stamp") << stamp;
+  std::ofstream(dir + "/.nsbox-sources");  // no library to check
+  for (const char* f : {"/.nsbox-stamp", "/.nsbox-sources"})
+    if (exists(dir + f)) REQUIRE(chmod((dir + f).c_str(), 0644) == 0);
 }
 
 }  // namespace
@@ -220,4 +223,41 @@ TEST_CASE("rootfs: a build's identity is its stamp and its library list, not its
   std::ofstream(b + "/.nsbox-sources");
   std::ofstream(b + "/.nsbox-stamp") << "stamp-2";
   CHECK(rootfs_identity(a) != rootfs_identity(b));
+}
+
+TEST_CASE("rootfs: a tree someone else could change is refused, and left where it is") {
+  test::TempDir tmp("rootfs-owned");
+  const std::string dir = tmp.path + "/rootfs";
+  make_tree(dir, rootfs_stamp());
+  REQUIRE(mkdir((dir + "/usr").c_str(), 0755) == 0);
+  const std::string file = dir + "/usr/os.py";
+  std::ofstream(file) << "# the standard library, say\n";
+  REQUIRE(chmod(file.c_str(), 0644) == 0);
+  REQUIRE(ensure_rootfs(dir, false));
+  // Writable by its group: whoever is in it could put code in the tree.
+  REQUIRE(chmod(file.c_str(), 0664) == 0);
+  auto r = ensure_rootfs(dir, false);
+  REQUIRE(!r);
+  CHECK_MESSAGE(r.error().text().find(file + " is writable by its group or others (mode 0664)") !=
+                    std::string::npos,
+                r.error().text());
+  CHECK(r.error().text().find("nsbox rootfs build --out NEWDIR") != std::string::npos);
+  REQUIRE(chmod(file.c_str(), 0644) == 0);
+  REQUIRE(chmod((dir + "/usr").c_str(), 0757) == 0);
+  CHECK_FALSE(ensure_rootfs(dir, false));
+  REQUIRE(chmod((dir + "/usr").c_str(), 0755) == 0);
+  if (geteuid() == 0) {
+    // Another user's, and stale: root neither runs it nor rebuilds it
+    // (a rebuild renames the tree aside and deletes it).
+    REQUIRE(chown(file.c_str(), 65534, 65534) == 0);
+    std::ofstream(dir + "/.nsbox-stamp") << "stale";
+    unlink((dir + ".lock").c_str());
+    unlink((dir + ".users").c_str());
+    auto theirs = ensure_rootfs(dir, false);
+    REQUIRE(!theirs);
+    CHECK(theirs.error().text().find(file + " belongs to uid 65534") != std::string::npos);
+    CHECK(exists(file));
+    CHECK_FALSE(exists(dir + ".lock"));  // refused before anything is made beside it
+    CHECK_FALSE(exists(dir + ".users"));
+  }
 }
