@@ -1,8 +1,10 @@
 #include "tools/run_cmd.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -11,10 +13,12 @@
 
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <vector>
 
 #include "base/files.hpp"
 #include "base/host_limits.hpp"
@@ -196,7 +200,25 @@ std::string base_name(const std::string& p) {
   return s == std::string::npos ? p : p.substr(s + 1);
 }
 
-// The unisolated baseline: same runner, same framing, a plain child.
+// Every process this one is the parent of, from each thread's children
+// list (a reparented orphan is listed under whichever thread took it).
+std::vector<pid_t> own_children() {
+  std::vector<pid_t> kids;
+  DIR* d = opendir("/proc/self/task");
+  if (!d) return kids;
+  while (dirent* e = readdir(d)) {
+    if (e->d_name[0] == '.') continue;
+    std::ifstream in(std::string("/proc/self/task/") + e->d_name + "/children");
+    for (pid_t p; in >> p;) kids.push_back(p);
+  }
+  closedir(d);
+  return kids;
+}
+
+// The unisolated baseline: same runner, same framing, a plain child. With
+// no sandbox to end, what the function started (a daemonised child, a new
+// session) would outlive the run: nsbox run is their subreaper while the
+// child runs, and stop() kills whatever it has become the parent of.
 struct PlainChild {
   pid_t pid = -1;
   ChannelFds channel;
@@ -204,6 +226,14 @@ struct PlainChild {
     if (pid > 0) {
       ::kill(pid, SIGKILL);
       waitpid(pid, nullptr, 0);
+      // Each round kills the children there are; their own children come
+      // to us as they die. A chain deeper than the rounds is said.
+      for (int round = 0; round < 256; round++) {
+        std::vector<pid_t> kids = own_children();
+        if (kids.empty()) break;
+        for (pid_t k : kids) ::kill(k, SIGKILL);
+        for (pid_t k : kids) waitpid(k, nullptr, 0);
+      }
     }
     pid = -1;
   }
@@ -213,8 +243,11 @@ struct PlainChild {
 // Who an unisolated runner started by root runs as.
 constexpr unsigned kNobody = 65534;
 
+// as: the user behind sudo, whom the runner becomes (groups included); as
+// root without one, it becomes nobody.
 Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const std::string& fn,
-                                const std::string& handler, int output_fd) {
+                                const std::string& handler, int output_fd,
+                                const std::optional<Invoker>& as) {
   ChannelEnds chan = TRY(make_channel());
   std::vector<std::string> args = runner_argv(runner, fn, handler);
   std::vector<char*> argv;
@@ -245,8 +278,17 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
     sigprocmask(SIG_SETMASK, &none, nullptr);
     // Unisolated is not privileged: `sudo nsbox run --no-isolation` would
     // otherwise run the function as host root, which no sandbox ever is.
+    // Under sudo it runs as the user who ran sudo: as nobody, it would let
+    // them act as another user (nobody's files, nobody's daemons).
     const char* step = nullptr;
-    if (geteuid() == 0) {
+    if (geteuid() == 0 && as) {
+      if (setgroups(as->groups.size(), as->groups.data()) != 0 ||
+          setresgid(as->gid, as->gid, as->gid) != 0 || setresuid(as->uid, as->uid, as->uid) != 0) {
+        dprintf(2, "nsbox: --no-isolation: could not become %s (uid %u): %s\n", as->name.c_str(),
+                as->uid, strerror(errno));
+        _exit(127);
+      }
+    } else if (geteuid() == 0) {
       if (int err = child_change_ids(kNobody, kNobody, true, &step)) {
         dprintf(2, "nsbox: --no-isolation: could not drop root to uid %u: %s: %s\n", kNobody, step,
                 strerror(err));
@@ -407,7 +449,7 @@ int cmd_run(const std::vector<std::string>& args) {
   if (o.no_isolation) {
     // Said before it starts, not as the runner's failure to load: a sandbox
     // reads the file through a bind mount, nobody by its path.
-    if (geteuid() == 0) {
+    if (geteuid() == 0 && !invoker) {
       // No supplementary groups: the runner has none (start_plain).
       auto r = open_as(Invoker{kNobody, kNobody, "nobody", {}}, fn_path, O_RDONLY | O_NONBLOCK);
       if (!r)
@@ -417,7 +459,10 @@ int cmd_run(const std::vector<std::string>& args) {
                                     "): make it and the directories above it readable by "
                                     "others, or run without sudo");
     }
-    auto r = start_plain(&plain, rootfs + kRunnerPath, fn_path, o.handler, relay.write_fd());
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0)
+      return fail(kExitSetup, std::string("prctl(PR_SET_CHILD_SUBREAPER): ") + strerror(errno));
+    auto r =
+        start_plain(&plain, rootfs + kRunnerPath, fn_path, o.handler, relay.write_fd(), invoker);
     if (!r) return fail(kExitSetup, r.error().message());
     to_runner = plain.channel.to_runner.get();
     from_runner = plain.channel.from_runner.get();

@@ -1,9 +1,11 @@
 // `nsbox run` as root: every isolation claim checked from inside a sandbox
 // by a probe, then from the host that nothing was left behind.
 #include <doctest/doctest.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <fstream>
 #include <string>
@@ -309,6 +311,31 @@ TEST_CASE("results, logs, handlers and exceptions") {
       CHECK_MESSAGE(
           closed.err.find("who cannot read " + fn + " (Permission denied)") != std::string::npos,
           closed.err);
+      REQUIRE(chmod(tmp.path.c_str(), 0755) == 0);
+      // Under sudo, as the user who ran it, with their groups: as nobody
+      // it would let them act as another user.
+      s.env = {"SUDO_UID=12345", "SUDO_GID=12346"};
+      Outcome as_user = nsbox::test::run(s);
+      REQUIRE_MESSAGE(as_user.exit_code == 0, as_user.err);
+      CHECK(as_user.json() == nlohmann::json::array({12345, 12345, 12346, {12346}}));
+      s.env.clear();
+    }
+    // What the function started outlives nothing: not a child in a session
+    // of its own, nor one whose parent has gone.
+    const std::string bg = tmp.path + "/bg.py";
+    std::ofstream(bg)
+        << "import subprocess\n"
+           "def handler(event, context):\n"
+           "    a = subprocess.Popen(['sleep', '60'], start_new_session=True)\n"
+           "    b = subprocess.Popen(['sh', '-c', 'sleep 60 >/dev/null 2>&1 & echo $!'],\n"
+           "                         stdout=subprocess.PIPE, text=True)\n"
+           "    return [a.pid, int(b.stdout.readline())]\n";
+    s.argv = {nsbox::test::nsbox_bin(), "run", bg, "--no-isolation"};
+    Outcome started = nsbox::test::run(s);
+    REQUIRE_MESSAGE(started.exit_code == 0, started.err);
+    for (const auto& pid : started.json()) {
+      CAPTURE(pid);
+      CHECK((kill(pid.get<pid_t>(), 0) != 0 && errno == ESRCH));
     }
   }
 }
