@@ -18,7 +18,10 @@ namespace {
 
 Result<unsigned long> parse_id(const char* var) {
   const char* v = getenv(var);
-  if (!v || !*v) return make_error(var, "not set");
+  if (!v || !*v)
+    return make_error(var, std::string(var) +
+                               " is not set, though SUDO_UID is (sudo sets both; unset SUDO_UID "
+                               "to act as root)");
   char* end = nullptr;
   errno = 0;
   unsigned long id = strtoul(v, &end, 10);

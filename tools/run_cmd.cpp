@@ -221,21 +221,23 @@ std::vector<pid_t> own_children() {
 // child runs, and stop() kills whatever it has become the parent of.
 struct PlainChild {
   pid_t pid = -1;
+  bool started = false;  // then every child of ours is the function's
   ChannelFds channel;
   void stop() {
     if (pid > 0) {
       ::kill(pid, SIGKILL);
       waitpid(pid, nullptr, 0);
-      // Each round kills the children there are; their own children come
-      // to us as they die. A chain deeper than the rounds is said.
-      for (int round = 0; round < 256; round++) {
-        std::vector<pid_t> kids = own_children();
-        if (kids.empty()) break;
-        for (pid_t k : kids) ::kill(k, SIGKILL);
-        for (pid_t k : kids) waitpid(k, nullptr, 0);
-      }
     }
     pid = -1;
+    if (!started) return;
+    // Each round kills the children there are; their own children come to
+    // us as they die.
+    for (int round = 0; round < 256; round++) {
+      std::vector<pid_t> kids = own_children();
+      if (kids.empty()) break;
+      for (pid_t k : kids) ::kill(k, SIGKILL);
+      for (pid_t k : kids) waitpid(k, nullptr, 0);
+    }
   }
   ~PlainChild() { stop(); }
 };
@@ -299,6 +301,7 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
     _exit(127);
   }
   c->pid = pid;
+  c->started = true;
   c->channel = std::move(chan.host);
   return c;
 }
@@ -586,6 +589,15 @@ int cmd_run(const std::vector<std::string>& args) {
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     json err = {{"errorType", "Runtime.ExitError"},
                 {"errorMessage", "function process exited with status " + std::to_string(code)}};
+    // A filter whose default_action kills (or traps, unhandled) ends the
+    // process with SIGSYS: say so, or it reads as the function's own exit.
+    // In a sandbox PID 1 passes it on as 128 + the signal.
+    if (code == 128 + SIGSYS)
+      err["errorMessage"] =
+          "function process was killed by its seccomp filter (SIGSYS, status " +
+          std::to_string(code) +
+          "): it made a system call the policy does not allow, and the policy's default_action "
+          "kills; run with default_action = \"errno\" to get EPERM instead, or add the call";
     return RunEnd{kExitFunctionError, err.dump() + "\n", ""};
   };
 

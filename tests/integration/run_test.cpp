@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -486,6 +487,35 @@ TEST_CASE("a rootfs that is not ours is refused with exit 3") {
   std::string kept;
   precious >> kept;
   CHECK(kept == "x");
+}
+
+TEST_CASE("a filter that kills is named as the cause, not read as the function's exit") {
+  nsbox::test::TempDir tmp("kill-policy");
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  std::string policy;
+  {
+    std::ifstream in(nsbox::test::probe("../../policies/default.toml"));
+    REQUIRE(in);
+    policy.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  const std::string errno_line = "default_action = \"errno\"";
+  REQUIRE(policy.find(errno_line) != std::string::npos);
+  policy.replace(policy.find(errno_line), errno_line.size(), "default_action = \"kill_process\"");
+  const std::string path = tmp.path + "/kill.toml";
+  std::ofstream(path) << policy;
+  // The handler makes a call no policy lists (swapoff needs more than the
+  // sandbox has anyway).
+  const std::string fn = tmp.path + "/swap.py";
+  std::ofstream(fn) << "import ctypes\n"
+                       "def handler(event, context):\n"
+                       "    ctypes.CDLL(None, use_errno=True).swapoff(b'/nonexistent')\n"
+                       "    return 'not reached'\n";
+  nsbox::test::RunSpec s;
+  s.argv = {nsbox::test::nsbox_bin(), "run", fn, "--policy", path};
+  Outcome o = nsbox::test::run(s);
+  CHECK(o.exit_code == 1);
+  CHECK_MESSAGE(
+      o.out.find("killed by its seccomp filter (SIGSYS, status 159)") != std::string::npos, o.out);
 }
 
 TEST_CASE("a runtime that cannot exec is a setup error naming execve, under every policy") {

@@ -737,6 +737,10 @@ TEST_CASE("under sudo, nsbox run and deploy open the files named with the invoki
   o = nsbox::test::run(bad);
   CHECK(o.exit_code == 2);
   CHECK(o.err.find("SUDO_UID=\"0x1\" is not a uid") != std::string::npos);
+  bad.env = {"SUDO_UID=65534"};
+  o = nsbox::test::run(bad);
+  CHECK(o.exit_code == 2);
+  CHECK_MESSAGE(o.err.find("SUDO_GID is not set, though SUDO_UID is") != std::string::npos, o.err);
   // deploy reads FILE before it needs a daemon: the same rule.
   o = run({"deploy", "s", secret, "--server", "http://127.0.0.1:9"});
   CHECK(o.exit_code == 2);
