@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -357,7 +358,7 @@ Status check_tree_private(const std::string& dir) {
   if (rc < 0) return sys_error("nftw", dir);
   if (rc == 0) return {};
   const std::string who = geteuid() == 0 ? "root" : "you (or root)";
-  return make_error("rootfs", "rootfs: " + problem + ": nsbox uses only a tree that " + who +
+  return make_error("rootfs", problem + ": nsbox uses only a tree that " + who +
                                   " alone can change (its Python runs with nsbox's rights); "
                                   "make one with " +
                                   (geteuid() == 0 ? "sudo " : "") +
@@ -400,7 +401,25 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
   // The builder runs what it copied into DIR.tmp-PID to check it, and
   // sandboxes mount DIR: neither may be somewhere another user can swap.
   TRY(check_private_ancestors(dir));
+  // Checked through the symlinks above it resolved, so used that way too:
+  // a symlink on the way that a user owns could otherwise point at root's
+  // tree for the checks and at theirs for the mount and the template's
+  // Python. The resolved directories are root's or the caller's (checked
+  // above), so what this names stays put.
+  {
+    const size_t slash = dir.find_last_of('/');
+    const std::string parent = slash == 0 ? "/" : dir.substr(0, slash);
+    char real[PATH_MAX];
+    if (!realpath(parent.c_str(), real)) return sys_error("realpath", parent);
+    const std::string resolved = std::string(real) + (real[1] ? "/" : "") + dir.substr(slash + 1);
+    if (resolved.find_first_of(",:\\") != std::string::npos)
+      return make_error("rootfs", "\"" + resolved +
+                                      "\" contains ',', ':' or '\\', which overlayfs options "
+                                      "cannot carry");
+    dir = resolved;
+  }
   RootfsBuild result;
+  result.path = dir;
   // Two locks beside the tree: DIR.lock, held by whoever builds, so that
   // concurrent callers build once; DIR.users, shared by every process that
   // uses the tree (a daemon, for its lifetime), so that a rebuild knows

@@ -23,6 +23,9 @@ bool rootfs_fresh(const std::string& dir, const std::string& python = kHostPytho
 std::string rootfs_identity(const std::string& dir);
 
 struct RootfsBuild {
+  // The tree's path with the symlinks above it resolved: what was checked,
+  // and so the only path to use it by.
+  std::string path;
   bool built = false;   // false: it was fresh already
   std::string summary;  // "rootfs: built DIR: N files, X MiB"
   // A shared lock on DIR.users: keep it while the tree is in use, so that a

@@ -67,7 +67,8 @@ std::vector<Option> run_options(RunOptions& o, bool* event_given) {
        to(o.rootfs)},
       {"no-isolation", 0, "",
        "run the same runner as a plain subprocess (the unisolated baseline;\n"
-       "as root it runs as nobody, 65534)",
+       "as root it runs as nobody, 65534; under sudo as the user who ran sudo;\n"
+       "what it leaves running is killed when the run ends)",
        [&o](const std::string&) { o.no_isolation = true; }},
       {"factory", 0, "exec|template",
        "how the sandbox is made: exec a fresh interpreter (default), or clone\n"
@@ -413,7 +414,11 @@ int cmd_run(const std::vector<std::string>& args) {
     // Root would make a tree (and its lock files) wherever the user says:
     // under sudo only an existing tree is used; `sudo nsbox rootfs build
     // --out DIR` is the command that makes one.
-    if (invoker && rootfs_identity(rootfs).empty())
+    // lstat, not a read: ensure_rootfs checks who owns the tree before it
+    // reads anything in it (a FIFO there would hold root's read).
+    struct stat stamp;
+    if (invoker &&
+        (lstat((rootfs + "/.nsbox-stamp").c_str(), &stamp) != 0 || !S_ISREG(stamp.st_mode)))
       return fail(kExitUsage, "--rootfs " + rootfs +
                                   ": no nsbox rootfs there, and under sudo nsbox run makes none "
                                   "(sudo nsbox rootfs build --out " +
@@ -430,6 +435,7 @@ int cmd_run(const std::vector<std::string>& args) {
   auto built = ensure_rootfs(rootfs, false);
   if (!built) return fail(kExitSetup, built.error().message());
   if (built.value().built) std::fprintf(stderr, "nsbox: %s\n", built.value().summary.c_str());
+  rootfs = built.value().path;  // as checked: symlinks above it resolved
   // Held until the function ends: a rebuild meanwhile keeps the tree that
   // its overlay reads.
   const UniqueFd rootfs_in_use = std::move(built.value().in_use);
@@ -590,14 +596,15 @@ int cmd_run(const std::vector<std::string>& args) {
     json err = {{"errorType", "Runtime.ExitError"},
                 {"errorMessage", "function process exited with status " + std::to_string(code)}};
     // A filter whose default_action kills (or traps, unhandled) ends the
-    // process with SIGSYS: say so, or it reads as the function's own exit.
-    // In a sandbox PID 1 passes it on as 128 + the signal.
-    if (code == 128 + SIGSYS)
+    // process with SIGSYS: said, or it reads as the function's own exit. PID
+    // 1 passes a signal on as 128 + its number, as an exit(159) would be:
+    // hence "most likely". Unisolated, there is no filter.
+    if (code == 128 + SIGSYS && !o.no_isolation)
       err["errorMessage"] =
-          "function process was killed by its seccomp filter (SIGSYS, status " +
-          std::to_string(code) +
-          "): it made a system call the policy does not allow, and the policy's default_action "
-          "kills; run with default_action = \"errno\" to get EPERM instead, or add the call";
+          "function process ended with status " + std::to_string(code) +
+          " (128 + SIGSYS): most likely killed by its seccomp filter for a system call the "
+          "policy does not allow, with a default_action that kills; default_action = "
+          "\"errno\" gives EPERM instead, or add the call";
     return RunEnd{kExitFunctionError, err.dump() + "\n", ""};
   };
 

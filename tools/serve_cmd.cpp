@@ -293,6 +293,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   }
   if (!built) return fail(built.error().message());
   if (built.value().built) LOG_WARN("%s", built.value().summary.c_str());
+  rootfs = built.value().path;  // as checked: symlinks above it resolved
   // Held while the daemon runs: a rebuild meanwhile keeps the tree that its
   // sandboxes' overlays read.
   const UniqueFd rootfs_in_use = std::move(built.value().in_use);

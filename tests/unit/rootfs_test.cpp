@@ -4,6 +4,8 @@
 
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -260,4 +262,23 @@ TEST_CASE("rootfs: a tree someone else could change is refused, and left where i
     CHECK_FALSE(exists(dir + ".lock"));  // refused before anything is made beside it
     CHECK_FALSE(exists(dir + ".users"));
   }
+}
+
+TEST_CASE("rootfs: the tree is used by the path that was checked, symlinks above it resolved") {
+  // Checked through a symlink and then used by the same string, a link
+  // whose owner re-points it in between would swap the tree for theirs.
+  test::TempDir tmp("rootfs-link");
+  REQUIRE(mkdir((tmp.path + "/real").c_str(), 0755) == 0);
+  const std::string dir = tmp.path + "/real/rootfs";
+  make_tree(dir, rootfs_stamp());
+  REQUIRE(symlink((tmp.path + "/real").c_str(), (tmp.path + "/link").c_str()) == 0);
+  char real_tmp[PATH_MAX];
+  REQUIRE(realpath(tmp.path.c_str(), real_tmp));
+  auto r = ensure_rootfs(tmp.path + "/link/rootfs", false);
+  REQUIRE_MESSAGE(r, r.error().message());
+  CHECK(r.value().path == std::string(real_tmp) + "/real/rootfs");
+  CHECK(exists(dir + ".users"));  // its bookkeeping beside the real tree
+  // The tree itself a symlink: refused, as before.
+  REQUIRE(symlink(dir.c_str(), (tmp.path + "/alias").c_str()) == 0);
+  CHECK_FALSE(ensure_rootfs(tmp.path + "/alias", false));
 }
