@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <limits.h>
+#include <linux/magic.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -417,6 +419,15 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
                                       "\" contains ',', ':' or '\\', which overlayfs options "
                                       "cannot carry");
     dir = resolved;
+    // A FUSE filesystem answers stat() as its mounting user's program
+    // likes: every owner and mode checked here could be made up, and the
+    // contents changed after. Root uses no tree on one.
+    struct statfs sf;
+    for (const std::string& p : {std::string(real), dir})
+      if (geteuid() == 0 && statfs(p.c_str(), &sf) == 0 && sf.f_type == FUSE_SUPER_MAGIC)
+        return make_error("rootfs", p + " is on a FUSE filesystem, whose owners and modes its "
+                                        "mounting user decides: as root nsbox uses no rootfs "
+                                        "there; pick a directory on a local filesystem");
   }
   RootfsBuild result;
   result.path = dir;
