@@ -143,15 +143,30 @@ bool callers_private_group(gid_t gid) {
 
 }  // namespace
 
-Status check_private_ancestors(const std::string& path) {
+Result<std::string> check_private_ancestors(const std::string& path) {
   if (path.empty() || path[0] != '/') return make_error("ancestors", path + " is not absolute");
+  // The components below the nearest existing ancestor, which realpath
+  // cannot resolve: plain names only, so that appending them to the
+  // resolved ancestor names what they would have named.
   std::string parent = path.substr(0, path.find_last_of('/'));
+  std::string tail = path.substr(path.find_last_of('/'));  // "/name"
   if (parent.empty()) parent = "/";
   char real[PATH_MAX];
   while (::realpath(parent.c_str(), real) == nullptr) {
     if (errno != ENOENT || parent == "/") return sys_error("realpath", parent);
-    parent = parent.substr(0, parent.find_last_of('/'));
-    if (parent.empty()) parent = "/";
+    const size_t slash = parent.find_last_of('/');
+    tail = parent.substr(slash) + tail;
+    parent = slash == 0 ? "/" : parent.substr(0, slash);
+  }
+  for (size_t at = 0; at < tail.size();) {
+    const size_t next = tail.find('/', at + 1);
+    const std::string name =
+        tail.substr(at + 1, next == std::string::npos ? std::string::npos : next - at - 1);
+    if (name.empty() || name == "." || name == "..")
+      return make_error("ancestors", path +
+                                         ": name the directory without '.', '..' or '//' "
+                                         "below its nearest existing ancestor");
+    at = next == std::string::npos ? tail.size() : next;
   }
   const std::string last(real);
   for (const std::string& dir : path_and_ancestors(last)) {
@@ -171,7 +186,7 @@ Status check_private_ancestors(const std::string& path) {
             ", mode " + mode_octal(st.st_mode) + ") lets another user rename or replace " + path +
             ": use a directory that only root" + (geteuid() == 0 ? "" : " and you") + " can write");
   }
-  return {};
+  return (last == "/" ? std::string() : last) + tail;
 }
 
 Result<std::string> sibling_program(const std::string& name) {

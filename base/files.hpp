@@ -38,8 +38,12 @@ bool refuse_setuid(const char* program);
 // it, but they can plant names beside it. Where path's parent does not
 // exist yet, its nearest existing ancestor counts as the last. A root
 // process building or mounting a tree under a directory another user can
-// write would run or serve whatever that user swaps in.
-Status check_private_ancestors(const std::string& path);
+// write would run or serve whatever that user swaps in. Returns path as
+// checked: its existing ancestors resolved (symlinks, '.', '..'), then the
+// missing components as given (plain names only). Use that string from
+// then on: the path as given may go through a symlink another user can
+// re-point, which resolving it again would follow anew.
+Result<std::string> check_private_ancestors(const std::string& path);
 
 // Reads fd to its end. More than limit bytes is an error with err EFBIG;
 // never reads more than limit plus one buffer, as the file may grow while it

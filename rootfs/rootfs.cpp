@@ -390,8 +390,8 @@ Status lock_build(int fd, const std::string& path) {
 
 }  // namespace
 
-Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
-                                  const std::string& python) {
+Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force, const std::string& python,
+                                  bool use_only) {
   std::string dir = dir_arg;
   while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
   if (dir.empty() || dir[0] != '/' || dir == "/")
@@ -402,28 +402,23 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
         "\"" + dir + "\" contains ',', ':' or '\\', which overlayfs options cannot carry");
   // The builder runs what it copied into DIR.tmp-PID to check it, and
   // sandboxes mount DIR: neither may be somewhere another user can swap.
-  TRY(check_private_ancestors(dir));
   // Checked through the symlinks above it resolved, so used that way too:
   // a symlink on the way that a user owns could otherwise point at root's
   // tree for the checks and at theirs for the mount and the template's
-  // Python. The resolved directories are root's or the caller's (checked
-  // above), so what this names stays put.
+  // Python. The resolved directories are root's or the caller's (checked),
+  // so what this names stays put.
+  dir = TRY(check_private_ancestors(dir));
+  if (dir.find_first_of(",:\\") != std::string::npos)
+    return make_error("rootfs", "\"" + dir_arg + "\" resolves to \"" + dir +
+                                    "\", which contains ',', ':' or '\\', which overlayfs "
+                                    "options cannot carry");
+  // A FUSE filesystem answers stat() as its mounting user's program likes:
+  // every owner and mode checked here could be made up, and the contents
+  // changed after. Root uses no tree on one.
   {
-    const size_t slash = dir.find_last_of('/');
-    const std::string parent = slash == 0 ? "/" : dir.substr(0, slash);
-    char real[PATH_MAX];
-    if (!realpath(parent.c_str(), real)) return sys_error("realpath", parent);
-    const std::string resolved = std::string(real) + (real[1] ? "/" : "") + dir.substr(slash + 1);
-    if (resolved.find_first_of(",:\\") != std::string::npos)
-      return make_error("rootfs", "\"" + resolved +
-                                      "\" contains ',', ':' or '\\', which overlayfs options "
-                                      "cannot carry");
-    dir = resolved;
-    // A FUSE filesystem answers stat() as its mounting user's program
-    // likes: every owner and mode checked here could be made up, and the
-    // contents changed after. Root uses no tree on one.
     struct statfs sf;
-    for (const std::string& p : {std::string(real), dir})
+    const std::string parent = dir.substr(0, std::max<size_t>(1, dir.find_last_of('/')));
+    for (const std::string& p : {parent, dir})
       if (geteuid() == 0 && statfs(p.c_str(), &sf) == 0 && sf.f_type == FUSE_SUPER_MAGIC)
         return make_error("rootfs", p + " is on a FUSE filesystem, whose owners and modes its "
                                         "mounting user decides: as root nsbox uses no rootfs "
@@ -458,6 +453,11 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force,
                  dir.c_str(), dir.c_str());
     fresh = true;
   }
+  if (!fresh && use_only)
+    return make_error("rootfs", "no fresh nsbox rootfs at " + dir +
+                                    ", and under sudo nsbox run makes none (sudo nsbox rootfs "
+                                    "build --out " +
+                                    dir + " does, or leave out --rootfs)");
   if (fresh) {
     // Fresh: used at once, without the build lock, which a build elsewhere
     // may hold for a while. Leftovers go when no one uses the tree and no

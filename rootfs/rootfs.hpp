@@ -34,10 +34,12 @@ struct RootfsBuild {
   UniqueFd in_use;
 };
 // Builds when missing or stale (or always with force), under a lock so that
-// concurrent callers build once. Refuses a non-empty dir that is not ours.
-// SIGINT and SIGTERM stop a build, leaving nothing of it: the error's errno
-// is then EINTR.
+// concurrent callers build once. Refuses a non-empty dir that is not ours,
+// and an existing tree that anyone but the caller and root could change.
+// use_only: never builds (root acting for a user under sudo, on a --rootfs
+// the user named): a missing or stale tree is an error. SIGINT and SIGTERM
+// stop a build, leaving nothing of it: the error's errno is then EINTR.
 Result<RootfsBuild> ensure_rootfs(const std::string& dir, bool force,
-                                  const std::string& python = kHostPython);
+                                  const std::string& python = kHostPython, bool use_only = false);
 
 }  // namespace nsbox

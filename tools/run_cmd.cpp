@@ -432,7 +432,9 @@ int cmd_run(const std::vector<std::string>& args) {
     char cwd[PATH_MAX];
     if (getcwd(cwd, sizeof cwd)) rootfs = std::string(cwd) + "/" + rootfs;
   }
-  auto built = ensure_rootfs(rootfs, false);
+  // Under sudo, a --rootfs the user named is used, never built: root
+  // would make a tree (and its lock files) where the user says.
+  auto built = ensure_rootfs(rootfs, false, kHostPython, invoker && o.rootfs);
   if (!built) return fail(kExitSetup, built.error().message());
   if (built.value().built) std::fprintf(stderr, "nsbox: %s\n", built.value().summary.c_str());
   rootfs = built.value().path;  // as checked: symlinks above it resolved

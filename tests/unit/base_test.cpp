@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <doctest/doctest.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -151,6 +152,37 @@ TEST_CASE("base/files: check_reachable_by_others names the first closed director
   CHECK_FALSE(bool(nsbox::check_reachable_by_others("relative/path")));
   REQUIRE(chmod((top + "/closed").c_str(), 0755) == 0);
   CHECK(bool(nsbox::check_reachable_by_others(top + "/closed/inner")));
+}
+
+TEST_CASE("base/files: check_private_ancestors returns the path it checked, symlinks resolved") {
+  TempDir d("ancestors-path");
+  char real[PATH_MAX];
+  REQUIRE(realpath(d.path.c_str(), real));
+  const std::string top(real);
+  REQUIRE(mkdir((top + "/real").c_str(), 0755) == 0);
+  REQUIRE(symlink((top + "/real").c_str(), (top + "/link").c_str()) == 0);
+  // Through a symlink: the string to use from then on names the real
+  // directory, so re-pointing the link afterwards changes nothing.
+  auto via = nsbox::check_private_ancestors(top + "/link/rootfs");
+  REQUIRE_MESSAGE(via, via.error().message());
+  CHECK(via.value() == top + "/real/rootfs");
+  // Missing levels are kept as given, below the resolved ancestor.
+  auto missing = nsbox::check_private_ancestors(top + "/link/a/b/rootfs");
+  REQUIRE(missing);
+  CHECK(missing.value() == top + "/real/a/b/rootfs");
+  auto dotted = nsbox::check_private_ancestors(top + "/real/../real/rootfs");
+  REQUIRE(dotted);
+  CHECK(dotted.value() == top + "/real/rootfs");
+  // Below the nearest existing ancestor nothing resolves them: refused.
+  for (const char* bad : {"/x/../rootfs", "/x/./rootfs", "/real/..", "/real/.", "/x//rootfs"}) {
+    CAPTURE(bad);
+    auto r = nsbox::check_private_ancestors(top + bad);
+    REQUIRE(!r);
+    CHECK(r.error().message().find("without '.', '..'") != std::string::npos);
+  }
+  auto root_child = nsbox::check_private_ancestors("/nsbox-no-such-dir-39");
+  REQUIRE(root_child);
+  CHECK(root_child.value() == "/nsbox-no-such-dir-39");
 }
 
 // Needs root to give directories to other users.

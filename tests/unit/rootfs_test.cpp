@@ -282,3 +282,22 @@ TEST_CASE("rootfs: the tree is used by the path that was checked, symlinks above
   REQUIRE(symlink(dir.c_str(), (tmp.path + "/alias").c_str()) == 0);
   CHECK_FALSE(ensure_rootfs(tmp.path + "/alias", false));
 }
+
+TEST_CASE("rootfs: use_only (sudo's --rootfs) uses a fresh tree and builds nothing") {
+  test::TempDir tmp("rootfs-use-only");
+  const std::string dir = tmp.path + "/rootfs";
+  make_tree(dir, rootfs_stamp());
+  auto fresh = ensure_rootfs(dir, false, kHostPython, true);
+  REQUIRE_MESSAGE(fresh, fresh.error().message());
+  CHECK_FALSE(fresh.value().built);
+  // Stale, or missing: refused, with nothing made beside it or in it.
+  std::ofstream(dir + "/.nsbox-stamp") << "stale";
+  unlink((dir + ".lock").c_str());
+  auto stale = ensure_rootfs(dir, false, kHostPython, true);
+  REQUIRE(!stale);
+  CHECK(stale.error().text().find("no fresh nsbox rootfs at " + dir) != std::string::npos);
+  CHECK_FALSE(exists(dir + ".lock"));
+  auto missing = ensure_rootfs(tmp.path + "/none/rootfs", false, kHostPython, true);
+  REQUIRE(!missing);
+  CHECK_FALSE(exists(tmp.path + "/none"));
+}
