@@ -128,11 +128,9 @@ std::string percent_encode(const std::string& s) {
   return out;
 }
 
+// Blanks and line breaks around a body or an event, as around a token.
 std::string trim(const std::string& s) {
-  size_t b = s.find_first_not_of(" \t\r\n");
-  if (b == std::string::npos) return "";
-  size_t e = s.find_last_not_of(" \t\r\n");
-  return s.substr(b, e - b + 1);
+  return token_text(s);
 }
 
 // A body may hold what a function printed or returned: escaped when stdout
