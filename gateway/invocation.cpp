@@ -8,6 +8,7 @@
 
 #include "gateway/invoker.hpp"
 #include "gateway/proxy_response.hpp"
+#include "rootfs/json_check.hpp"
 #include "sandbox/framing.hpp"
 
 namespace nsbox {
@@ -114,7 +115,8 @@ InvokeResult Invocations::invoke(const InvokeRequest& req) {
   // into the invoke frame as it is.
   static const std::string kNoEvent = "{}";
   const std::string& event = req.event.empty() ? kNoEvent : req.event;
-  if (!json::accept(event)) return refused(O::BadEvent, "the body is not valid JSON");
+  if (std::string why = json_error(event); !why.empty())
+    return refused(O::BadEvent, "the body is not valid JSON: " + why);
   // The event is the invoke frame's payload, as it is: one within the
   // payload limit always fits a frame (the envelope has its own bounded
   // allowance). Refused here, before a sandbox is leased, whatever

@@ -1,6 +1,8 @@
 #include "rootfs/json_check.hpp"
 
 #include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
 
 namespace nsbox {
 
@@ -239,6 +241,68 @@ bool json_valid(std::string_view text, int max_depth) {
       return false;
     }
   }
+}
+
+namespace {
+
+// Takes every value and keeps the first error: a SAX parse builds nothing.
+class ErrorCatcher : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t&) override { return true; }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override { return true; }
+  bool key(string_t&) override { return true; }
+  bool end_object() override { return true; }
+  bool start_array(std::size_t) override { return true; }
+  bool end_array() override { return true; }
+  bool parse_error(std::size_t position, const std::string&,
+                   const nlohmann::detail::exception& e) override {
+    position_ = position;
+    id_ = e.id;
+    message_ = e.what();
+    return false;
+  }
+
+  std::string describe() const {
+    // The library's overflow (out_of_range.406) names the number's text, not
+    // its place.
+    if (id_ == 406)
+      return "the number that ends at byte " + std::to_string(position_) +
+             " is beyond a double's range (about 1.8e308), the largest nsbox takes";
+    // "[json.exception.parse_error.101] parse error at line 1, column 9:
+    // syntax error while parsing value - invalid literal; last read: '...'"
+    std::string m = message_;
+    if (size_t at = m.find("parse error "); at != std::string::npos) m.erase(0, at + 12);
+    if (size_t lr = m.find("; last read: '"); lr != std::string::npos) {
+      size_t exp = m.rfind("'; expected ");
+      m = m.substr(0, lr) + (exp != std::string::npos && exp > lr ? m.substr(exp + 1) : "");
+    }
+    if (size_t s = m.find("syntax error while parsing "); s != std::string::npos) {
+      size_t dash = m.find(" - ", s);
+      if (dash != std::string::npos) m.erase(s, dash + 3 - s);
+    }
+    for (char& c : m)
+      if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) > 0x7e) c = '?';
+    return m.empty() ? "at byte " + std::to_string(position_) : m;
+  }
+
+ private:
+  size_t position_ = 0;
+  int id_ = 0;
+  std::string message_;
+};
+
+}  // namespace
+
+std::string json_error(std::string_view text) {
+  ErrorCatcher catcher;
+  if (nlohmann::json::sax_parse(text.begin(), text.end(), &catcher)) return "";
+  return catcher.describe();
 }
 
 }  // namespace nsbox

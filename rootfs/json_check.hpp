@@ -4,6 +4,7 @@
 // UTF-8 checked, surrogate escapes paired, any value at the top level).
 #pragma once
 
+#include <string>
 #include <string_view>
 
 namespace nsbox {
@@ -15,5 +16,12 @@ char json_first_byte(std::string_view text);
 // refuses anyway: documents it builds from such text would be serialised
 // recursively.
 bool json_valid(std::string_view text, int max_depth);
+
+// Why the JSON library refuses `text` (the rules json::accept applies, so
+// also a number beyond a double's range, which it refuses as an overflow),
+// or "" when it accepts it: the place (line and column, or byte) and the
+// problem, in printable ASCII, without the text itself: the reason may go
+// to a log or a terminal.
+std::string json_error(std::string_view text);
 
 }  // namespace nsbox

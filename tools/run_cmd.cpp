@@ -26,6 +26,7 @@
 #include "base/terminal_escape.hpp"
 #include "policies/policy.hpp"
 #include "policies/units.hpp"
+#include "rootfs/json_check.hpp"
 #include "rootfs/rootfs.hpp"
 #include "rootfs/runner_client.hpp"
 #include "rootfs/runner_reply.hpp"
@@ -120,7 +121,7 @@ Result<RunOptions> parse_run_args(const std::vector<std::string>& args) {
     const size_t first = second.find_first_not_of(" \t\r\n");
     if (!event && first != std::string::npos &&
         std::string("{[\"").find(second[first]) != std::string::npos)
-      return bad("the event is not valid JSON: " + second);
+      return bad("the event is not valid JSON (" + json_error(second) + "): " + second);
     if (!event || parsed.positional.size() > 2)
       return bad("unexpected argument " + (event ? parsed.positional[2] : second) +
                  " (one function file per run, then at most an EVENT in JSON)");
@@ -373,9 +374,9 @@ int cmd_run(const std::vector<std::string>& args) {
       return fail(kExitUsage, "--event -: stdin holds more than the limit of " +
                                   std::to_string(kMaxPayload) + " bytes");
   }
-  if (!json::accept(event_text))
+  if (std::string why = json_error(event_text); !why.empty())
     return fail(kExitUsage,
-                "--event is not valid JSON: " +
+                "--event is not valid JSON (" + why + "): " +
                     (event_text.size() > 80 ? event_text.substr(0, 80) + "..." : event_text));
   // Accepted above but not by the runtime's decoder: a file saved with a
   // byte order mark is still the event the user meant.

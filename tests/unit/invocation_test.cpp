@@ -390,7 +390,13 @@ TEST_CASE("invocation: events that are not JSON or do not fit a frame are refuse
   rig.deploy("f", "echo");
   InvokeResult bad = rig.call("f", "{not json");
   CHECK(bad.outcome == O::BadEvent);
-  CHECK(bad.message == "the body is not valid JSON");
+  CHECK(
+      bad.message ==
+      "the body is not valid JSON: at line 1, column 3: invalid literal; expected string literal");
+  // Valid JSON, but beyond what the runtime can take as a number: named as that.
+  InvokeResult huge = rig.call("f", "[1e400]");
+  CHECK(huge.outcome == O::BadEvent);
+  CHECK(has(huge.message, "the number that ends at byte 6 is beyond a double's range"));
   InvokeResult big = rig.call("f", "\"" + std::string(kMaxPayload, 'x') + "\"");
   CHECK(big.outcome == O::TooLarge);
   CHECK(has(big.message, "the limit is 6291456"));

@@ -151,3 +151,31 @@ TEST_CASE("json_first_byte tells an object from the rest") {
   CHECK(json_first_byte("[1]") == '[');
   CHECK(json_first_byte("  ") == 0);
 }
+
+TEST_CASE("json_error: empty exactly when the library accepts, and names the place") {
+  for (const char* t : {"{}", "[1, 2.5e3, \"x\"]", " null ", "123456789012345678901234567890"})
+    CHECK(json_error(t).empty());
+  CHECK(json_error("{\"a\":tru}") == "at line 1, column 9: invalid literal");
+  CHECK(json_error("{\"a\":1") == "at line 1, column 7: unexpected end of input; expected '}'");
+  CHECK(json_error("\n\n[1,]") ==
+        "at line 3, column 4: unexpected ']'; expected '[', '{', or a "
+        "literal");
+  CHECK(json_error("-1e400") ==
+        "the number that ends at byte 6 is beyond a double's range (about 1.8e308), the "
+        "largest nsbox takes");
+  CHECK(json_error("") ==
+        "at line 1, column 1: unexpected end of input; expected '[', '{', or a "
+        "literal");
+}
+
+TEST_CASE("json_error: never echoes the text, so a terminal or log line stays clean") {
+  // The library quotes what it last read; a hostile event could carry escape
+  // sequences or a line break into a log line through that quote.
+  std::string hostile = "[\"\x1b[2J\n\", tru\x1b]0;owned\x07]";
+  std::string why = json_error(hostile);
+  REQUIRE_FALSE(why.empty());
+  CHECK(why.find("owned") == std::string::npos);
+  for (char c : why) CHECK((c >= 0x20 && c < 0x7f));
+  std::string bad_utf8 = "\"\xff\xfe\"";
+  for (char c : json_error(bad_utf8)) CHECK((c >= 0x20 && c < 0x7f));
+}
