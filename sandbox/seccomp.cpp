@@ -1,5 +1,6 @@
 #include "sandbox/seccomp.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/fsmap.h>
 #include <linux/seccomp.h>
@@ -18,10 +19,16 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <ctime>
 #include <initializer_list>
 #include <iterator>
 #include <memory>
+#include <string_view>
+#include <tuple>
+#include <utility>
+#include <vector>
 
 #include "base/fd.hpp"
 #include "base/hash.hpp"
@@ -258,6 +265,35 @@ Result<SeccompProgram> read_cache(const std::string& path, const std::string& ca
   return prog;
 }
 
+// Every distinct policy adds a file (each `nsbox run --policy` edit is one),
+// so the oldest go once there are more than kSeccompCacheFiles; a hit
+// refreshes its file's mtime, which makes this least recently used. Also
+// goes: a temporary file an hour old, left by a writer that died.
+void prune_cache(const std::string& dir) {
+  std::unique_ptr<DIR, int (*)(DIR*)> d(opendir(dir.c_str()), closedir);
+  if (!d) return;
+  std::vector<std::pair<struct timespec, std::string>> kept;
+  const time_t now = time(nullptr);
+  while (dirent* e = readdir(d.get())) {
+    std::string_view name = e->d_name;
+    if (!name.starts_with("seccomp-")) continue;
+    struct stat st;
+    if (fstatat(dirfd(d.get()), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode))
+      continue;
+    if (name.find(".tmp.") != std::string_view::npos) {
+      if (now - st.st_mtim.tv_sec > 3600) unlinkat(dirfd(d.get()), e->d_name, 0);
+    } else if (name.ends_with(".bpf")) {
+      kept.emplace_back(st.st_mtim, std::string(name));
+    }
+  }
+  if (kept.size() <= kSeccompCacheFiles) return;
+  std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.first.tv_sec, a.first.tv_nsec) > std::tie(b.first.tv_sec, b.first.tv_nsec);
+  });
+  for (size_t i = kSeccompCacheFiles; i < kept.size(); i++)
+    unlinkat(dirfd(d.get()), kept[i].second.c_str(), 0);
+}
+
 void write_cache(const std::string& path, const std::string& canonical,
                  const SeccompProgram& prog) {
   std::string tmp = path + ".tmp." + std::to_string(getpid());
@@ -451,10 +487,16 @@ Result<SeccompProgram> seccomp_get(const SeccompPolicy& policy, const std::strin
   TRY(refuse_never_allowed(policy));
   if (use_cache) {
     auto cached = read_cache(path, canonical);
-    if (cached) return cached;
+    if (cached) {
+      utimensat(AT_FDCWD, path.c_str(), nullptr, AT_SYMLINK_NOFOLLOW);
+      return cached;
+    }
   }
   auto prog = seccomp_compile(policy);
-  if (prog && use_cache) write_cache(path, canonical, prog.value());
+  if (prog && use_cache) {
+    write_cache(path, canonical, prog.value());
+    prune_cache(cache_dir);
+  }
   return prog;
 }
 

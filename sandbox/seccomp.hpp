@@ -42,6 +42,9 @@ std::string seccomp_canonical(const SeccompPolicy& policy);
 // compare only the low 32 bits of the argument, as the kernel reads it.
 Result<SeccompProgram> seccomp_compile(const SeccompPolicy& policy);
 
+// Compiled filters kept in a cache dir, the most recently used.
+inline constexpr size_t kSeccompCacheFiles = 64;
+
 // Compile or load from cache_dir (ignored when empty or not private to us).
 Result<SeccompProgram> seccomp_get(const SeccompPolicy& policy, const std::string& cache_dir);
 

@@ -482,6 +482,59 @@ TEST_CASE("seccomp_get: the second call really comes from the cache file") {
   CHECK(slurp(dir.path + "/" + files[0]).starts_with(seccomp_canonical(pol) + '\0'));
 }
 
+TEST_CASE("seccomp_get: the cache keeps the most recently used filters, not one per policy ever") {
+  TempDir dir("seccomp-test");
+  REQUIRE(chmod(dir.path.c_str(), 0700) == 0);
+  // A used filter, and more old ones than the cache keeps, each a day older.
+  SeccompPolicy used = builtin_seccomp("strict");
+  REQUIRE(seccomp_get(used, dir.path));
+  const std::string used_file = entries(dir).at(0);
+  const time_t now = time(nullptr);
+  auto age = [&](const std::string& name, time_t seconds) {
+    struct timespec t[2] = {{now - seconds, 0}, {now - seconds, 0}};
+    REQUIRE(utimensat(AT_FDCWD, (dir.path + "/" + name).c_str(), t, 0) == 0);
+  };
+  for (size_t i = 0; i < kSeccompCacheFiles + 10; i++) {
+    char name[64];
+    snprintf(name, sizeof name, "seccomp-%016zx.bpf", i);
+    std::ofstream(dir.path + "/" + name) << "old";
+    age(name, 86400 * time_t(i + 2));
+  }
+  age(used_file, 86400 * 1000);
+  // A writer's leftovers: an hour old goes, a fresh one may still be renamed.
+  std::ofstream(dir.path + "/seccomp-0.bpf.tmp.1") << "x";
+  age("seccomp-0.bpf.tmp.1", 7200);
+  std::ofstream(dir.path + "/seccomp-0.bpf.tmp.2") << "x";
+  // Another file in the directory is not the cache's to remove.
+  std::ofstream(dir.path + "/notes") << "x";
+
+  // A hit makes the old used filter the most recent...
+  REQUIRE(seccomp_get(used, dir.path));
+  // ...and a new policy's file makes the cache prune down to its size.
+  SeccompPolicy fresh = builtin_seccomp("default");
+  REQUIRE(seccomp_get(fresh, dir.path));
+  auto names = entries(dir);
+  size_t bpf = std::count_if(names.begin(), names.end(),
+                             [](const std::string& n) { return n.ends_with(".bpf"); });
+  CHECK(bpf == kSeccompCacheFiles);
+  auto has = [&](const std::string& n) {
+    return std::find(names.begin(), names.end(), n) != names.end();
+  };
+  CHECK(has(used_file));
+  char newest_old[64], oldest_old[64];
+  snprintf(newest_old, sizeof newest_old, "seccomp-%016zx.bpf", size_t(0));
+  snprintf(oldest_old, sizeof oldest_old, "seccomp-%016zx.bpf", kSeccompCacheFiles + 9);
+  CHECK(has(newest_old));
+  CHECK_FALSE(has(oldest_old));
+  CHECK_FALSE(has("seccomp-0.bpf.tmp.1"));
+  CHECK(has("seccomp-0.bpf.tmp.2"));
+  CHECK(has("notes"));
+  // The new policy's own file is there, and serves the next call.
+  auto again = seccomp_get(fresh, dir.path);
+  REQUIRE(again);
+  CHECK(same_program(again.value(), compile(fresh)));
+}
+
 // An older nsbox may have compiled and cached a filter for a policy this one
 // refuses: the cache is not a way around the refusal.
 TEST_CASE("seccomp_get: a cached filter never lets through what compiling refuses") {
