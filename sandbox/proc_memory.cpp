@@ -1,10 +1,10 @@
 #include "sandbox/proc_memory.hpp"
 
-#include <dirent.h>
-
 #include <fstream>
 #include <sstream>
 #include <vector>
+
+#include "base/children.hpp"
 
 namespace nsbox {
 
@@ -61,15 +61,7 @@ Result<ProcessMemory> read_tree_memory(pid_t root) {
     sum.uss += m.uss;
     sum.processes++;
     // Children of every thread: a function may fork from any of them.
-    if (DIR* d = opendir((dir + "/task").c_str())) {
-      while (struct dirent* e = readdir(d)) {
-        if (e->d_name[0] == '.') continue;
-        std::istringstream kids(slurp(dir + "/task/" + e->d_name + "/children", &ok));
-        pid_t child;
-        while (kids >> child) todo.push_back(child);
-      }
-      closedir(d);
-    }
+    for (pid_t child : child_pids(todo[i])) todo.push_back(child);
   }
   return sum;
 }

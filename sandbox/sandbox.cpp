@@ -15,8 +15,8 @@
 
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 
+#include "base/children.hpp"
 #include "base/clock.hpp"
 #include "base/files.hpp"
 #include "base/log.hpp"
@@ -117,11 +117,8 @@ Status prefer_for_oom_killer(pid_t pid, bool rootless) {
 // function's has run before then.
 Status prefer_clone_for_oom_killer(pid_t pid, bool rootless) {
   TRY(prefer_for_oom_killer(pid, rootless));
-  const std::string p = std::to_string(pid);
-  std::ifstream children("/proc/" + p + "/task/" + p + "/children");
-  pid_t child;
   // A runner that is gone already fails the first request, not this.
-  while (children >> child) (void)prefer_for_oom_killer(child, rootless);
+  for (pid_t child : child_pids(pid)) (void)prefer_for_oom_killer(child, rootless);
   return {};
 }
 

@@ -16,11 +16,11 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <functional>
 #include <map>
 #include <set>
 
+#include "base/children.hpp"
 #include "base/clock.hpp"
 #include "base/host_limits.hpp"
 #include "base/log.hpp"
@@ -240,9 +240,7 @@ void reap_strays(const std::map<uint64_t, Sandbox>& sandboxes, const TemplateKee
   if (templates)
     templates->each(
         [&](const std::string&, const TemplateProcess& t) { known.push_back(t.pid()); });
-  std::ifstream children("/proc/self/task/" + std::to_string(getpid()) + "/children");
-  pid_t pid;
-  while (children >> pid)
+  for (pid_t pid : child_pids())
     if (std::find(known.begin(), known.end(), pid) == known.end()) {
       int st;
       waitpid(pid, &st, WNOHANG);

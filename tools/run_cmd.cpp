@@ -1,6 +1,5 @@
 #include "tools/run_cmd.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <signal.h>
@@ -13,13 +12,13 @@
 
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <iostream>
 #include <iterator>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <vector>
 
+#include "base/children.hpp"
 #include "base/files.hpp"
 #include "base/host_limits.hpp"
 #include "base/log.hpp"
@@ -202,21 +201,6 @@ std::string base_name(const std::string& p) {
   return s == std::string::npos ? p : p.substr(s + 1);
 }
 
-// Every process this one is the parent of, from each thread's children
-// list (a reparented orphan is listed under whichever thread took it).
-std::vector<pid_t> own_children() {
-  std::vector<pid_t> kids;
-  DIR* d = opendir("/proc/self/task");
-  if (!d) return kids;
-  while (dirent* e = readdir(d)) {
-    if (e->d_name[0] == '.') continue;
-    std::ifstream in(std::string("/proc/self/task/") + e->d_name + "/children");
-    for (pid_t p; in >> p;) kids.push_back(p);
-  }
-  closedir(d);
-  return kids;
-}
-
 // The unisolated baseline: same runner, same framing, a plain child. With
 // no sandbox to end, what the function started (a daemonised child, a new
 // session) would outlive the run: nsbox run is their subreaper while the
@@ -235,7 +219,7 @@ struct PlainChild {
     // Each round kills the children there are; their own children come to
     // us as they die.
     for (int round = 0; round < 256; round++) {
-      std::vector<pid_t> kids = own_children();
+      std::vector<pid_t> kids = child_pids();
       if (kids.empty()) break;
       for (pid_t k : kids) ::kill(k, SIGKILL);
       for (pid_t k : kids) waitpid(k, nullptr, 0);

@@ -14,8 +14,10 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "base/children.hpp"
 #include "base/clock.hpp"
 #include "base/digest.hpp"
 #include "base/files.hpp"
@@ -472,4 +474,57 @@ TEST_CASE("log_escape: one line, no terminal controls, UTF-8 and tabs kept") {
   // Not cut inside a UTF-8 sequence.
   const std::string wide = nsbox::log_escape(std::string(3799, 'a') + "\xe2\x82\xac");
   CHECK(wide == std::string(3799, 'a') + "...");
+}
+
+TEST_CASE("base/children: child_pids lists children of every thread, and of another process") {
+  auto has = [](const std::vector<pid_t>& v, pid_t p) {
+    return std::find(v.begin(), v.end(), p) != v.end();
+  };
+  pid_t mine = fork();
+  REQUIRE(mine >= 0);
+  if (mine == 0) {
+    pause();
+    _exit(0);
+  }
+  // One forked by another thread is listed under that thread's task only.
+  pid_t theirs = -1;
+  std::thread([&] {
+    theirs = fork();
+    if (theirs == 0) {
+      pause();
+      _exit(0);
+    }
+  }).join();
+  REQUIRE(theirs > 0);
+  std::vector<pid_t> kids = nsbox::child_pids();
+  CHECK(has(kids, mine));
+  CHECK(has(kids, theirs));
+  // Another process's, by pid: the first child's own child.
+  int pipefd[2];
+  REQUIRE(pipe(pipefd) == 0);
+  pid_t parent = fork();
+  REQUIRE(parent >= 0);
+  if (parent == 0) {
+    pid_t grandchild = fork();
+    if (grandchild == 0) {
+      pause();
+      _exit(0);
+    }
+    (void)!write(pipefd[1], &grandchild, sizeof grandchild);
+    pause();
+    _exit(0);
+  }
+  pid_t grandchild = -1;
+  REQUIRE(read(pipefd[0], &grandchild, sizeof grandchild) == sizeof grandchild);
+  close(pipefd[0]);
+  close(pipefd[1]);
+  CHECK(nsbox::child_pids(parent) == std::vector<pid_t>{grandchild});
+  CHECK_FALSE(has(nsbox::child_pids(), grandchild));
+  kill(grandchild, SIGKILL);
+  for (pid_t p : {mine, theirs, parent}) {
+    kill(p, SIGKILL);
+    waitpid(p, nullptr, 0);
+  }
+  // Gone: nothing, not an error.
+  CHECK(nsbox::child_pids(parent).empty());
 }
