@@ -143,6 +143,57 @@ bool callers_private_group(gid_t gid) {
 
 }  // namespace
 
+Result<std::string> resolve_trusted(const std::string& path) {
+  if (path.empty() || path[0] != '/') return make_error("resolve", path + " is not absolute");
+  // What is left to walk, last component first, so a link's target goes on
+  // top; and what is resolved so far ("" is /).
+  std::vector<std::string> todo;
+  auto push_components = [&todo](const std::string& p) {
+    std::vector<std::string> names;
+    for (size_t at = 0; at <= p.size();) {
+      size_t next = p.find('/', at);
+      if (next == std::string::npos) next = p.size();
+      if (next > at) names.push_back(p.substr(at, next - at));
+      at = next + 1;
+    }
+    todo.insert(todo.end(), names.rbegin(), names.rend());
+  };
+  push_components(path);
+  std::string done;
+  int links = 0;
+  while (!todo.empty()) {
+    const std::string name = std::move(todo.back());
+    todo.pop_back();
+    if (name == ".") continue;
+    if (name == "..") {
+      done.erase(done.empty() ? 0 : done.find_last_of('/'));
+      continue;
+    }
+    const std::string next = done + "/" + name;
+    struct stat st;
+    if (::lstat(next.c_str(), &st) != 0) return sys_error("lstat", next);
+    if (S_ISLNK(st.st_mode)) {
+      if (st.st_uid != 0 && st.st_uid != geteuid())
+        return make_error("resolve", next + " is a symbolic link owned by uid " +
+                                         std::to_string(st.st_uid) +
+                                         ", who could point it anywhere: name " + path +
+                                         " by a path whose links are root's" +
+                                         (geteuid() == 0 ? "" : " or yours"));
+      if (++links > 40) return sys_error_n(ELOOP, "resolve", path);
+      char target[PATH_MAX];
+      const ssize_t n = ::readlink(next.c_str(), target, sizeof target - 1);
+      if (n < 0) return sys_error("readlink", next);
+      target[n] = 0;
+      if (target[0] == '/') done.clear();
+      push_components(target);
+      continue;
+    }
+    if (!S_ISDIR(st.st_mode) && !todo.empty()) return sys_error_n(ENOTDIR, "resolve", next);
+    done = next;
+  }
+  return done.empty() ? std::string("/") : done;
+}
+
 Result<std::string> check_private_ancestors(const std::string& path) {
   if (path.empty() || path[0] != '/') return make_error("ancestors", path + " is not absolute");
   // The components below the nearest existing ancestor, which realpath
@@ -151,9 +202,14 @@ Result<std::string> check_private_ancestors(const std::string& path) {
   std::string parent = path.substr(0, path.find_last_of('/'));
   std::string tail = path.substr(path.find_last_of('/'));  // "/name"
   if (parent.empty()) parent = "/";
-  char real[PATH_MAX];
-  while (::realpath(parent.c_str(), real) == nullptr) {
-    if (errno != ENOENT || parent == "/") return sys_error("realpath", parent);
+  std::string last;
+  for (;;) {
+    auto resolved = resolve_trusted(parent);
+    if (resolved) {
+      last = resolved.value();
+      break;
+    }
+    if (resolved.error().err != ENOENT || parent == "/") return resolved.error();
     const size_t slash = parent.find_last_of('/');
     tail = parent.substr(slash) + tail;
     parent = slash == 0 ? "/" : parent.substr(0, slash);
@@ -168,7 +224,6 @@ Result<std::string> check_private_ancestors(const std::string& path) {
                                          "below its nearest existing ancestor");
     at = next == std::string::npos ? tail.size() : next;
   }
-  const std::string last(real);
   for (const std::string& dir : path_and_ancestors(last)) {
     struct stat st;
     if (::stat(dir.c_str(), &st) != 0) return sys_error("stat", dir);

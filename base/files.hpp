@@ -39,11 +39,18 @@ bool refuse_setuid(const char* program);
 // exist yet, its nearest existing ancestor counts as the last. A root
 // process building or mounting a tree under a directory another user can
 // write would run or serve whatever that user swaps in. Returns path as
-// checked: its existing ancestors resolved (symlinks, '.', '..'), then the
+// checked: its existing ancestors resolved (resolve_trusted), then the
 // missing components as given (plain names only). Use that string from
 // then on: the path as given may go through a symlink another user can
 // re-point, which resolving it again would follow anew.
 Result<std::string> check_private_ancestors(const std::string& path);
+
+// realpath(3) that follows only symbolic links of root's or the caller's:
+// a link in a directory others may write (/tmp, without the kernel's
+// protected_symlinks) lets its owner choose where a root process goes, so
+// one of another user's is an error that names it. Every component must
+// exist (ENOENT otherwise, as realpath); at most 40 links.
+Result<std::string> resolve_trusted(const std::string& path);
 
 // Reads fd to its end. More than limit bytes is an error with err EFBIG;
 // never reads more than limit plus one buffer, as the file may grow while it

@@ -119,13 +119,34 @@ int fail(const std::string& msg) {
 // no one else may write. One that exists is checked before it is changed
 // (a state_dir of /tmp or of a file must not be chmod'ed by root). Mode
 // 0711: the sandboxes' unprivileged root must traverse it to reach the
-// rootfs beneath, but may not list it.
-Status prepare_state_dir(const std::string& path) {
+// rootfs beneath, but may not list it. Returns the directory resolved once,
+// through links of root's (or the daemon user's) only, which the daemon
+// uses from then on: the store rebuilds paths from it at every deploy, and
+// a link another user could re-point would move later deploys (and the
+// token it reads at a reload) into their directory.
+Result<std::string> prepare_state_dir(std::string given) {
   const std::string fix = "; give nsbox a directory of its own (state_dir, --state-dir)";
+  while (given.size() > 1 && given.back() == '/') given.pop_back();
+  std::string path;
+  if (auto whole = resolve_trusted(given)) {
+    path = whole.value();
+  } else {
+    const size_t slash = given.find_last_of('/');
+    const std::string name = given.substr(slash + 1);
+    if (whole.error().err != ENOENT || name == "." || name == "..")
+      return make_error("state_dir", whole.error().message() + fix);
+    // Not there yet: its parent resolved, the directory made below it.
+    auto parent = resolve_trusted(slash == 0 ? "/" : given.substr(0, slash));
+    if (!parent) return make_error("state_dir", parent.error().message() + fix);
+    path = (parent.value() == "/" ? "" : parent.value()) + "/" + name;
+  }
   if (mkdir(path.c_str(), 0711) != 0 && errno != EEXIST) return sys_error("mkdir", path);
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  // O_NOFOLLOW: a link made in its place since it was resolved is refused.
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd.valid()) {
     if (errno == ENOTDIR) return make_error("state_dir", path + " is not a directory" + fix);
+    if (errno == ELOOP)
+      return make_error("state_dir", path + " became a symbolic link while nsbox started" + fix);
     return sys_error("open", path);
   }
   struct stat st;
@@ -138,7 +159,7 @@ Status prepare_state_dir(const std::string& path) {
     return make_error("state_dir", path + " is writable by other users (mode " +
                                        mode_octal(st.st_mode) + ")" + fix);
   if (fchmod(fd.get(), 0711) != 0) return sys_error("chmod", path);
-  return {};
+  return path;
 }
 
 PoolLimits pool_limits(const ServeConfig& c) {
@@ -273,7 +294,9 @@ int cmd_serve(const std::vector<std::string>& args) {
       raise_open_files(open_files_wanted(config.max_sandboxes, config.max_connections));
   host.pid_max = pid_max();
   host.uid_slots = config.rootless ? 0 : kSlotCount;
-  if (Status s = prepare_state_dir(config.state_dir); !s) return fail(s.error().message());
+  auto state_dir_used = prepare_state_dir(config.state_dir);
+  if (!state_dir_used) return fail(state_dir_used.error().message());
+  config.state_dir = state_dir_used.value();
   // The sandboxes' unprivileged uid mounts the rootfs beneath it: a closed
   // directory above the state dir would fail every sandbox; refuse to start.
   if (geteuid() == 0 && !config.rootless)

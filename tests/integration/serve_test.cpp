@@ -1538,6 +1538,13 @@ TEST_CASE("serve: refuses a state dir that is not its own, and leaves it as it w
   REQUIRE(chmod(file.c_str(), 0644) == 0);
   REQUIRE(mkdir(theirs.c_str(), 0755) == 0);
   REQUIRE(chown(theirs.c_str(), 65534, 65534) == 0);
+  // A link another user owns, to a directory of root's: they chose where
+  // root's daemon would chmod, write and later deploy (protected_symlinks
+  // is off on some hosts, and says nothing outside sticky directories).
+  const std::string root_dir = tmp.path + "/roots", their_link = tmp.path + "/link";
+  REQUIRE(mkdir(root_dir.c_str(), 0755) == 0);
+  REQUIRE(symlink(root_dir.c_str(), their_link.c_str()) == 0);
+  REQUIRE(lchown(their_link.c_str(), 65534, 65534) == 0);
   auto mode_of = [](const std::string& p) {
     struct stat st {};
     REQUIRE(stat(p.c_str(), &st) == 0);
@@ -1550,6 +1557,8 @@ TEST_CASE("serve: refuses a state dir that is not its own, and leaves it as it w
   for (const Case& k :
        {Case{shared, "writable by other users (mode 1777)", 01777},
         Case{file, "is not a directory", 0644}, Case{theirs, "belongs to uid 65534", 0755},
+        Case{their_link, their_link + " is a symbolic link owned by uid 65534", 0755},
+        Case{their_link + "/state", their_link + " is a symbolic link owned by uid 65534", 0},
         Case{"rel/state", "absolute", 0}}) {
     INFO("state dir ", k.dir);
     nsbox::test::RunSpec s;

@@ -187,6 +187,72 @@ TEST_CASE("base/files: check_private_ancestors returns the path it checked, syml
   CHECK(root_child.value() == "/nsbox-no-such-dir-39");
 }
 
+TEST_CASE("base/files: resolve_trusted resolves as realpath does, links and '..' included") {
+  TempDir d("resolve");
+  char real[PATH_MAX];
+  REQUIRE(realpath(d.path.c_str(), real));
+  const std::string top(real);
+  REQUIRE(mkdir((top + "/a").c_str(), 0755) == 0);
+  REQUIRE(mkdir((top + "/a/b").c_str(), 0755) == 0);
+  std::ofstream(top + "/a/file") << "x";
+  REQUIRE(symlink("a/b", (top + "/rel").c_str()) == 0);                   // relative
+  REQUIRE(symlink((top + "/rel").c_str(), (top + "/abs").c_str()) == 0);  // a chain
+  REQUIRE(symlink("../..", (top + "/a/b/up").c_str()) == 0);
+  REQUIRE(symlink("loop", (top + "/loop").c_str()) == 0);
+  for (const std::string& p : {top + "/abs", top + "/rel/", top + "//a/./b/../b", top + "/a/b/up",
+                               top + "/abs/up/a/file", std::string("/"), std::string("/..")}) {
+    CAPTURE(p);
+    auto r = nsbox::resolve_trusted(p);
+    REQUIRE_MESSAGE(r, r.error().message());
+    REQUIRE(realpath(p.c_str(), real));
+    CHECK(r.value() == std::string(real));
+  }
+  auto missing = nsbox::resolve_trusted(top + "/abs/nope/x");
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().err == ENOENT);
+  auto loop = nsbox::resolve_trusted(top + "/loop/x");
+  REQUIRE_FALSE(loop);
+  CHECK(loop.error().err == ELOOP);
+  auto through_file = nsbox::resolve_trusted(top + "/a/file/x");
+  REQUIRE_FALSE(through_file);
+  CHECK(through_file.error().err == ENOTDIR);
+  CHECK_FALSE(nsbox::resolve_trusted("relative/path"));
+}
+
+// Needs root to give links to other users.
+TEST_CASE("base/files: resolve_trusted and check_private_ancestors refuse another user's link" *
+          doctest::skip(geteuid() != 0)) {
+  TempDir d("resolve-theirs");
+  const std::string& top = d.path;
+  REQUIRE(mkdir((top + "/roots").c_str(), 0755) == 0);
+  REQUIRE(symlink((top + "/roots").c_str(), (top + "/theirs").c_str()) == 0);
+  REQUIRE(lchown((top + "/theirs").c_str(), 65534, 65534) == 0);
+  // Root's own link to theirs: followed to theirs, which is still refused.
+  REQUIRE(symlink((top + "/theirs").c_str(), (top + "/mine").c_str()) == 0);
+  for (const std::string& p : {top + "/theirs", top + "/theirs/x", top + "/mine"}) {
+    CAPTURE(p);
+    auto r = nsbox::resolve_trusted(p);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message().find(top + "/theirs is a symbolic link owned by uid 65534") !=
+          std::string::npos);
+  }
+  // The ancestors check resolves with it: root would otherwise build or
+  // chmod where the link's owner points it (a link to /usr, say).
+  for (const std::string& p : {top + "/theirs/rootfs", top + "/mine/missing/rootfs"}) {
+    CAPTURE(p);
+    auto r = nsbox::check_private_ancestors(p);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message().find("owned by uid 65534") != std::string::npos);
+  }
+  // A link of root's is followed.
+  REQUIRE(symlink((top + "/roots").c_str(), (top + "/ours").c_str()) == 0);
+  auto ours = nsbox::check_private_ancestors(top + "/ours/rootfs");
+  REQUIRE_MESSAGE(ours, ours.error().message());
+  char real[PATH_MAX];
+  REQUIRE(realpath((top + "/roots").c_str(), real));
+  CHECK(ours.value() == std::string(real) + "/rootfs");
+}
+
 // Needs root to give directories to other users.
 TEST_CASE("base/files: check_private_ancestors refuses a path another user could swap" *
           doctest::skip(geteuid() != 0)) {
