@@ -329,6 +329,8 @@ class FileStore final : public FunctionStore {
   // write_mu_ (or in load(), before anyone else has the store).
   void prune(const std::string& name);
   std::optional<FunctionVersion> read_version(const std::string& name, uint64_t version);
+  // What latest_meta() says of a name whose every version file failed to load.
+  static FunctionMeta unreadable_meta(const std::string& name, uint64_t version);
 
   const std::string root_;
   const std::string functions_;
@@ -486,6 +488,9 @@ Status FileStore::load_function_dir(const std::string& name) {
   }
   auto it = index_.find(name);
   auto bad = unloadable_.find(name);
+  if (it == index_.end() && bad != unloadable_.end())
+    LOG_ERROR("%s: %s", unreadable_meta(name, bad->second).damaged.c_str(),
+              newest_unloadable.c_str());
   if (it == index_.end() && bad == unloadable_.end()) {
     // Nothing in it (a put that failed before its rename, or one whose
     // leftover was deleted above): no function, and nothing the API could
@@ -638,11 +643,24 @@ std::optional<FunctionVersion> FileStore::read_version(const std::string& name, 
   return std::nullopt;
 }
 
+FunctionMeta FileStore::unreadable_meta(const std::string& name, uint64_t version) {
+  FunctionMeta m;
+  m.name = name;
+  m.version = version;
+  // Said to whoever invokes it, so without the host's paths.
+  m.damaged = "version " + std::to_string(version) + " of " + name +
+              " cannot be read from the function store, nor any older one (the daemon's log " +
+              "says which file and why): deploy " + name + " again, or delete it";
+  return m;
+}
+
 std::optional<FunctionMeta> FileStore::latest_meta(const std::string& name) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = index_.find(name);
-  if (it == index_.end()) return std::nullopt;
-  return it->second.latest;
+  if (it != index_.end()) return it->second.latest;
+  if (auto bad = unloadable_.find(name); bad != unloadable_.end())
+    return unreadable_meta(name, bad->second);
+  return std::nullopt;
 }
 
 std::optional<FunctionVersion> FileStore::get(const std::string& name, uint64_t version) {
@@ -699,6 +717,15 @@ std::vector<FunctionMeta> FileStore::list() {
   std::vector<FunctionMeta> out;
   out.reserve(index_.size());
   for (const auto& [name, entry] : index_) out.push_back(entry.latest);
+  bool unordered = false;
+  for (const auto& [name, version] : unloadable_)
+    if (!index_.count(name)) {
+      out.push_back(unreadable_meta(name, version));
+      unordered = true;
+    }
+  if (unordered)
+    std::sort(out.begin(), out.end(),
+              [](const FunctionMeta& a, const FunctionMeta& b) { return a.name < b.name; });
   return out;
 }
 

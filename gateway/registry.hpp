@@ -71,7 +71,10 @@ class FunctionStore {
   // used; name, version, created_unix_ms, sha256 and source_bytes are set here.
   virtual Result<FunctionMeta> put(const std::string& name, const FunctionVersion& fv) = 0;
   // The latest version's meta without its source: the request path, where a
-  // warm sandbox already holds the code, must not copy up to 1 MiB of it.
+  // warm sandbox already holds the code, must not copy up to 1 MiB of it. A
+  // function none of whose version files loaded at open is still there, as
+  // a meta with only its name, the newest version number and `damaged` set:
+  // an acknowledged deploy is never reported as one that did not happen.
   virtual std::optional<FunctionMeta> latest_meta(const std::string& name) = 0;
   virtual std::optional<FunctionVersion> get(const std::string& name, uint64_t version) = 0;
   virtual std::vector<FunctionMeta> list() = 0;  // latest meta of each function, sorted by name

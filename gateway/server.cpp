@@ -295,7 +295,11 @@ void Gateway::routes() {
   front_.route("GET", "/functions", Access::Read,
                [this](const httplib::Request&, httplib::Response& res) {
                  json list = json::array();
-                 for (const auto& m : store_.list()) list.push_back(meta_to_json(m));
+                 for (const auto& m : store_.list()) {
+                   json j = meta_to_json(m);
+                   if (!m.damaged.empty()) j["damaged"] = m.damaged;
+                   list.push_back(std::move(j));
+                 }
                  send_json(res, 200, {{"functions", list}});
                });
   front_.route("GET", R"(/functions/([^/]+))", Access::Read,

@@ -382,7 +382,10 @@ TEST_CASE("registry: open cleans crash leftovers and skips bad files") {
   CHECK(damaged.find("the older version 2 is not served in its place") != std::string::npos);
   CHECK_FALSE(store->get("f", 3).has_value());
   CHECK_FALSE(latest_of(*store, "h").has_value());
-  REQUIRE(store->list().size() == 1);
+  // h's only file claims another name: listed, as damaged, not left out.
+  REQUIRE(store->list().size() == 2);
+  CHECK(store->list()[1].name == "h");
+  CHECK(store->list()[1].damaged.find("version 1 of h cannot be read") != std::string::npos);
   // The next version does not overwrite a skipped file.
   CHECK(put_ok(*store, "f", fv_of("three")).version == 7);
   CHECK(fs::exists(fdir + "/6.json"));
@@ -390,6 +393,53 @@ TEST_CASE("registry: open cleans crash leftovers and skips bad files") {
   CHECK(store->latest_meta("f")->damaged.empty());  // a deploy mends it
   store.reset();
   CHECK(open_ok(tmp.path)->latest_meta("f")->damaged.empty());  // 7 is newer than 6
+}
+
+TEST_CASE("registry: a function whose only versions cannot be read is damaged, not unknown") {
+  TempDir tmp("registry");
+  {
+    auto store = open_ok(tmp.path);
+    put_ok(*store, "a", fv_of("a"));
+    put_ok(*store, "f", fv_of("one"));
+    put_ok(*store, "f", fv_of("two"));
+    put_ok(*store, "z", fv_of("z"));
+  }
+  write_text(tmp.path + "/functions/f/1.json", "{\"torn");
+  write_text(tmp.path + "/functions/f/2.json", "");
+  auto store = open_ok(tmp.path);
+  // An acknowledged deploy is never answered as one that did not happen.
+  auto meta = store->latest_meta("f");
+  REQUIRE(meta.has_value());
+  CHECK(meta->version == 2);
+  CHECK_MESSAGE(meta->damaged.find("version 2 of f cannot be read from the function store, nor "
+                                   "any older one") != std::string::npos,
+                meta->damaged);
+  CHECK(meta->damaged.find(tmp.path) == std::string::npos);
+  CHECK(meta->damaged.find("deploy f again, or delete it") != std::string::npos);
+  CHECK_FALSE(store->get("f", 2).has_value());
+  CHECK(store->versions("f").empty());
+  auto all = store->list();
+  REQUIRE(all.size() == 3);
+  CHECK(all[0].name == "a");
+  CHECK(all[1].name == "f");
+  CHECK_FALSE(all[1].damaged.empty());
+  CHECK(all[2].name == "z");
+  // A deploy mends it with the next number; the files stay for inspection.
+  CHECK(put_ok(*store, "f", fv_of("three")).version == 3);
+  CHECK(store->latest_meta("f")->damaged.empty());
+  CHECK(fs::exists(tmp.path + "/functions/f/2.json"));
+  // A delete removes it, damaged files and all.
+  REQUIRE(store->remove("f"));
+  CHECK_FALSE(store->latest_meta("f").has_value());
+  store.reset();
+  write_text(tmp.path + "/functions/a/1.json", "garbage");
+  store = open_ok(tmp.path);
+  REQUIRE(store->latest_meta("a").has_value());
+  auto removed = store->remove("a");
+  REQUIRE(removed);
+  CHECK(removed.value() > 0);
+  CHECK_FALSE(store->latest_meta("a").has_value());
+  CHECK_FALSE(fs::exists(tmp.path + "/functions/a"));
 }
 
 TEST_CASE("registry: an unreadable older version leaves the function undamaged") {
