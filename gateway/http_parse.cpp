@@ -202,6 +202,13 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
       if (have_te) return fail(400, "more than one Transfer-Encoding header");
       if (!ieq(value, "chunked")) return fail(501, "only Transfer-Encoding: chunked is supported");
       have_te = true;
+    } else if (ieq(name, "Content-Encoding")) {
+      // Every body here is text nsbox reads (a JSON event, Python source):
+      // a compressed one would be refused later as invalid, without why.
+      if (!ieq(value, "identity"))
+        return fail(415,
+                    "Content-Encoding is not supported (bodies are read as they are): send "
+                    "the body uncompressed");
     } else if (ieq(name, "Connection")) {
       if (has_token(value, "close")) close = true;
       if (version == "HTTP/1.0" && has_token(value, "keep-alive")) close = false;

@@ -426,7 +426,19 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   auto put = invocations_.deploy(name, fv);
   if (!put) {
     LOG_ERROR("deploy %s: %s", name.c_str(), put.error().message().c_str());
-    return send_error(res, 500, "could not store the function: " + put.error().message());
+    // A full disk or quota is the operator's to fix, and says so (RFC 4918's
+    // 507); nothing of the version was kept, so deploying again is safe.
+    const int err = put.error().err;
+    if (err == ENOSPC || err == EDQUOT)
+      return send_error(res, 507,
+                        "could not store the function: the function store's filesystem is full "
+                        "(" +
+                            put.error().message() +
+                            "); nothing was stored: free space in the daemon's state_dir, then "
+                            "deploy again");
+    return send_error(res, 500,
+                      "could not store the function: " + put.error().message() +
+                          "; nothing was stored (the daemon's log has the error)");
   }
   send_json(
       res, 201,

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -918,6 +919,74 @@ TEST_CASE("serve: a version file damaged after start is a 500 naming the store, 
   CHECK(x->body.find("function store") != std::string::npos);
   CHECK(x->get_header_value("Retry-After").empty());
   CHECK(d.client()->Get("/healthz")->status == 200);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("serve: a function whose only version file rotted while stopped is damaged, not 404") {
+  StateDir sd("rot-only");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "rot", returns("1"))->status == 201);
+  REQUIRE(d.stop() == 0);
+  std::ofstream(sd.path + "/functions/rot/1.json", std::ios::trunc) << "{ not json";
+  REQUIRE(d.start());
+  auto x = d.client()->Get("/fn/rot");
+  REQUIRE(x);
+  CHECK(x->status == 500);
+  CHECK_MESSAGE(
+      x->body.find("version 1 of rot cannot be read from the function store") != std::string::npos,
+      x->body);
+  auto meta = d.client()->Get("/functions/rot", auth(d));
+  REQUIRE(meta);
+  CHECK(meta->status == 200);
+  CHECK(nlohmann::json::parse(meta->body).contains("damaged"));
+  auto list = d.client()->Get("/functions", auth(d));
+  REQUIRE(list);
+  CHECK(list->body.find("\"damaged\"") != std::string::npos);
+  // A deploy mends it.
+  REQUIRE(deploy(d, "rot", returns("2"))->status == 201);
+  auto y = d.client()->Get("/fn/rot");
+  REQUIRE(y);
+  CHECK(y->status == 200);
+  CHECK(y->body == "2\n");
+  CHECK(d.stop() == 0);
+}
+
+// The function store on a full filesystem: a tmpfs of one page over
+// STATE/functions while the daemon runs (the store rebuilds its paths at
+// every deploy), so the rootfs beside it needs no room of its own.
+TEST_CASE("serve: a deploy to a full disk is a 507 that stores nothing; the daemon keeps serving") {
+  StateDir sd("full");
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "before", returns("1"))->status == 201);
+  const std::string functions = sd.path + "/functions";
+  // A second directory to mount on: the real one holds "before".
+  const std::string small = sd.path + "/functions-small";
+  REQUIRE(mkdir(small.c_str(), 0700) == 0);
+  REQUIRE(mount("nsbox-test-full", small.c_str(), "tmpfs", MS_NOSUID | MS_NODEV,
+                "size=4k,mode=0700") == 0);
+  {
+    std::ofstream filler(small + "/filler");
+    filler << std::string(4096, 'x');
+  }
+  REQUIRE(mount(small.c_str(), functions.c_str(), nullptr, MS_BIND, nullptr) == 0);
+  auto r = deploy(d, "after", returns("2"));
+  REQUIRE(r);
+  CHECK(r->status == 507);
+  CHECK_MESSAGE(r->body.find("filesystem is full") != std::string::npos, r->body);
+  CHECK(r->body.find("nothing was stored: free space in the daemon's state_dir") !=
+        std::string::npos);
+  // Nothing half-written was left on the full filesystem.
+  CHECK_FALSE(std::filesystem::exists(functions + "/after"));
+  CHECK(d.client()->Get("/healthz")->status == 200);
+  REQUIRE(umount2(functions.c_str(), MNT_DETACH) == 0);
+  REQUIRE(umount2(small.c_str(), MNT_DETACH) == 0);
+  // Room again: the same deploy is stored, and the first function served.
+  CHECK(deploy(d, "after", returns("2"))->status == 201);
+  auto x = d.client()->Get("/fn/before");
+  REQUIRE(x);
+  CHECK(x->body == "1\n");
   CHECK(d.stop() == 0);
 }
 

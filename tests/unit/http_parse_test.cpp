@@ -94,6 +94,15 @@ TEST_CASE("http head: limits and ambiguous framing") {
       400);
   CHECK(head("POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +1\r\n\r\n").status == 400);
   CHECK(head("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").status == 501);
+  // A compressed body is named as that, not later as invalid JSON or UTF-8.
+  for (const char* coding : {"gzip", "br", "deflate, gzip", "GZIP"}) {
+    auto r = head(std::string("PUT /functions/f HTTP/1.1\r\nHost: h\r\nContent-Encoding: ") +
+                  coding + "\r\nContent-Length: 3\r\n\r\n");
+    CHECK(r.status == 415);
+    CHECK(r.message.find("send the body uncompressed") != std::string::npos);
+  }
+  CHECK(head("POST / HTTP/1.1\r\nHost: h\r\nContent-Encoding: Identity\r\n\r\n").state ==
+        Parse::Done);
   HeadResult twice = head(
       "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: "
       "chunked\r\n\r\n");
