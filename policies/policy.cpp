@@ -85,7 +85,9 @@ class Parser : public TomlReader {
                "syscall names in group \"" + std::string(group.str()) + "\" must be strings");
         if (!seccomp_syscall_known(*s))
           fail(item.source(), "unknown syscall \"" + *s + "\" in group \"" +
-                                  std::string(group.str()) + "\" of [seccomp.allow]");
+                                  std::string(group.str()) +
+                                  "\" of [seccomp.allow] (not an x86_64 system call's name; "
+                                  "remove it)");
         if (const char* why = seccomp_never_allowed(*s))
           fail(item.source(), "syscall \"" + *s + "\" in group \"" + std::string(group.str()) +
                                   "\" may never be allowed: " + why + "; remove it");
