@@ -88,6 +88,14 @@ Error child_error(const ChildMsg& m, const ChildPlan& plan) {
   } else if (m.step == kStepPivot || m.step == kStepDropPrivileges) {
     e.step = m.context;  // the sub-step, e.g. "pivot_root" or "setresuid"
     e.context = m.step == kStepPivot ? plan.mounts.new_root : std::string();
+  } else if (m.step == kStepExec && m.err == EPERM && plan.layers >= kLayerSeccomp &&
+             plan.bpf.len > 0) {
+    // After the filter, whose refusals are EPERM unless the policy says
+    // otherwise: a policy that leaves out execve fails here, and the errno
+    // alone does not say so.
+    e.detail =
+        "the seccomp filter applies from the step before: a policy's [seccomp.allow] "
+        "must list execve";
   }
   return e;
 }

@@ -535,7 +535,31 @@ TEST_CASE("a runtime that cannot exec is a setup error naming execve, under ever
     CHECK(o.exit_code == 3);
     CHECK(o.err.find("execve") != std::string::npos);
     CHECK(o.err.find("/usr/bin/python3") != std::string::npos);
+    // A missing program is not blamed on the policy.
+    CHECK(o.err.find("must list execve") == std::string::npos);
   }
+}
+
+TEST_CASE("a policy that leaves out execve is named as the cause of the failed exec") {
+  nsbox::test::TempDir tmp("noexecve-policy");
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  std::string policy;
+  {
+    std::ifstream in(nsbox::test::probe("../../policies/default.toml"));
+    REQUIRE(in);
+    policy.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  const std::string entry = "\"execve\",";
+  REQUIRE(policy.find(entry) != std::string::npos);
+  policy.erase(policy.find(entry), entry.size());
+  const std::string path = tmp.path + "/noexec.toml";
+  std::ofstream(path) << policy;
+  Outcome o = nsbox_run("echo.py", {"--factory", "exec", "--policy", path});
+  CHECK(o.exit_code == 3);
+  CHECK_MESSAGE(o.err.find("execve(/usr/bin/python3): Operation not permitted: the seccomp filter "
+                           "applies from the step before: a policy's [seccomp.allow] must list "
+                           "execve") != std::string::npos,
+                o.err);
 }
 
 TEST_CASE("a rootfs behind a directory closed to other users is refused by name, not by EACCES") {
