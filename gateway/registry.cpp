@@ -376,14 +376,26 @@ Status FileStore::load() {
   const std::string lock_path = root_ + "/functions.lock";
   lock_.reset(
       ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0600));
-  if (!lock_.valid()) return sys_error("open", lock_path);
+  if (!lock_.valid()) {
+    Error e = sys_error("open", lock_path);
+    // Made by nsbox as a plain file: anything else was put there.
+    if (e.err == ELOOP || e.err == ENXIO || e.err == EISDIR)
+      e.detail = "it must be a regular file; remove it and start again";
+    return e;
+  }
   if (::flock(lock_.get(), LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK) return sys_error("flock", lock_path);
     return make_error("function store",
                       root_ + " is in use by another nsbox serve (it holds " + lock_path +
                           "); stop that one, or give this one another --state-dir");
   }
-  TRY(mkdir_p(functions_, 0700));
+  if (auto made = mkdir_p(functions_, 0700); !made) {
+    Error e = made.error();
+    if (e.err == ENOENT || e.err == ENOTDIR || e.err == EEXIST)
+      e.detail = functions_ + " must be a directory (a dangling link or a file is there?); " +
+                 "move it aside and start again";
+    return e;
+  }
   // Every open, not only the one that made it: a crash before this fsync
   // would leave functions/ in place with its entry never made durable. The
   // same holds for the state directory's own entry and those above it

@@ -113,8 +113,12 @@ TEST_CASE("plan_mounts: the stage is the only tmpfs: /tmp and /dev/shm are stick
     CHECK(count_kind(p, MountOp::Overlay) == 1);
     CHECK(count_kind(p, MountOp::Proc) == 1);
     int ov = find_op(p, MountOp::Overlay, kRoot);
-    for (const auto& [dir_name, dst] :
+    for (const auto& names :
          {std::pair<std::string, std::string>{"tmp", "/tmp"}, {"shm", "/dev/shm"}}) {
+      // Named copies: INFO captures by reference, which clang 14 refuses
+      // for structured bindings.
+      const std::string& dir_name = names.first;
+      const std::string& dst = names.second;
       INFO(dst);
       int mk = find_op(p, MountOp::Mkdir, "/run/nsbox/stage/" + dir_name);
       REQUIRE(mk > 0);

@@ -503,6 +503,24 @@ TEST_CASE("registry: a store is open in one process at a time") {
   CHECK(again->versions("f") == std::vector<uint64_t>{1});
 }
 
+TEST_CASE("registry: a lock file or functions/ that is not what nsbox made says how to fix it") {
+  TempDir tmp("registry");
+  REQUIRE(symlink("/nonexistent-nsbox-target", (tmp.path + "/functions.lock").c_str()) == 0);
+  auto lock = open_file_store(tmp.path);
+  REQUIRE_FALSE(lock);
+  CHECK_MESSAGE(lock.error().message().find("functions.lock") != std::string::npos,
+                lock.error().message());
+  CHECK(lock.error().message().find("must be a regular file; remove it and start again") !=
+        std::string::npos);
+  REQUIRE(unlink((tmp.path + "/functions.lock").c_str()) == 0);
+  REQUIRE(symlink("/nonexistent-nsbox-target", (tmp.path + "/functions").c_str()) == 0);
+  auto dangling = open_file_store(tmp.path);
+  REQUIRE_FALSE(dangling);
+  CHECK_MESSAGE(dangling.error().message().find("must be a directory") != std::string::npos,
+                dangling.error().message());
+  CHECK(dangling.error().message().find("move it aside and start again") != std::string::npos);
+}
+
 TEST_CASE("registry: a function directory that is a symlink is refused, not followed") {
   TempDir tmp("registry");
   { auto store = open_ok(tmp.path); }
