@@ -35,6 +35,13 @@ std::vector<std::string> with(std::vector<std::string> args, const std::string& 
   return args;
 }
 
+// The shipped default policy's text, for a test to change one line of.
+std::string default_policy_text() {
+  std::ifstream in(nsbox::test::probe("../../policies/default.toml"));
+  REQUIRE(in);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 }  // namespace
 
 TEST_CASE("a probe sees only its own sandbox") {
@@ -492,12 +499,7 @@ TEST_CASE("a rootfs that is not ours is refused with exit 3") {
 TEST_CASE("a filter that kills is named as the cause, not read as the function's exit") {
   nsbox::test::TempDir tmp("kill-policy");
   REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
-  std::string policy;
-  {
-    std::ifstream in(nsbox::test::probe("../../policies/default.toml"));
-    REQUIRE(in);
-    policy.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
+  std::string policy = default_policy_text();
   const std::string errno_line = "default_action = \"errno\"";
   REQUIRE(policy.find(errno_line) != std::string::npos);
   policy.replace(policy.find(errno_line), errno_line.size(), "default_action = \"kill_process\"");
@@ -543,12 +545,7 @@ TEST_CASE("a runtime that cannot exec is a setup error naming execve, under ever
 TEST_CASE("a policy that leaves out execve is named as the cause of the failed exec") {
   nsbox::test::TempDir tmp("noexecve-policy");
   REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
-  std::string policy;
-  {
-    std::ifstream in(nsbox::test::probe("../../policies/default.toml"));
-    REQUIRE(in);
-    policy.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  }
+  std::string policy = default_policy_text();
   const std::string entry = "\"execve\",";
   REQUIRE(policy.find(entry) != std::string::npos);
   policy.erase(policy.find(entry), entry.size());
