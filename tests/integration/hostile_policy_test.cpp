@@ -64,23 +64,24 @@ void check_report(const json& r, bool sockets, int core = 1) {
   // Item 3: every family off the allowlist gets what the kernel says for a
   // family it lacks; the allowlist works where the policy allows sockets.
   REQUIRE(r["refused_families"].size() >= 30);
-  for (auto& [name, v] : r["refused_families"].items()) CHECK_MESSAGE(v == "EAFNOSUPPORT", name);
+  for (auto& e : r["refused_families"].items()) CHECK_MESSAGE(e.value() == "EAFNOSUPPORT", e.key());
   // IPv4 and IPv6 only with TCP, UDP and ICMP: another protocol would load
   // its module, on a kernel that has it as one.
   REQUIRE(r["refused_protocols"].size() == 6);
-  for (auto& [name, v] : r["refused_protocols"].items())
-    CHECK_MESSAGE(v == "EPROTONOSUPPORT", name);
+  for (auto& e : r["refused_protocols"].items())
+    CHECK_MESSAGE(e.value() == "EPROTONOSUPPORT", e.key());
   REQUIRE(r["refused_types"].size() == 4);
-  for (auto& [name, v] : r["refused_types"].items()) CHECK_MESSAGE(v == "ESOCKTNOSUPPORT", name);
-  for (auto& [name, v] : r["allowed_families"].items())
-    CHECK_MESSAGE(v == (sockets ? "ok" : "EPERM"), name);
+  for (auto& e : r["refused_types"].items()) CHECK_MESSAGE(e.value() == "ESOCKTNOSUPPORT", e.key());
+  for (auto& e : r["allowed_families"].items())
+    CHECK_MESSAGE(e.value() == (sockets ? "ok" : "EPERM"), e.key());
   CHECK(r["getaddrinfo_addrconfig"] == "ok");
   // Item 4: masked entries absent, empty or unreadable; read-only ones so.
-  for (auto& [name, v] : r["masked"].items()) {
-    std::string s = v.get<std::string>();
-    CHECK_MESSAGE((s == "absent" || s == "empty" || s.rfind("denied:", 0) == 0), name, ": ", s);
+  for (auto& e : r["masked"].items()) {
+    std::string s = e.value().get<std::string>();
+    CHECK_MESSAGE((s == "absent" || s == "empty" || s.rfind("denied:", 0) == 0), e.key(), ": ", s);
   }
-  for (auto& [name, v] : r["read_only"].items()) CHECK_MESSAGE((v == "ro" || v == "absent"), name);
+  for (auto& e : r["read_only"].items())
+    CHECK_MESSAGE((e.value() == "ro" || e.value() == "absent"), e.key());
   CHECK(r["read_only"]["sys"] == "ro");  // every kernel has /proc/sys
   // Its files are 0666 on the host: writable, each open would add a trigger
   // the kernel keeps for the whole machine.

@@ -127,7 +127,7 @@ TEST_CASE("the strict policy denies sockets and child processes, and has its own
       REQUIRE_MESSAGE(o.exit_code == 0, o.err);
       auto allowed = o.json()["allowed_families"];
       REQUIRE(allowed.size() >= 5);
-      for (auto& [name, v] : allowed.items()) CHECK_MESSAGE(v == "EPERM", name);
+      for (auto& e : allowed.items()) CHECK_MESSAGE(e.value() == "EPERM", e.key());
     }
     {  // "no child process: the first fork fails, long before any pids limit"
       Outcome o = nsbox_run("fork_bomb.py", strict);
@@ -245,8 +245,9 @@ TEST_CASE("a runner cloned from a template cannot tell it was not exec'd") {
   auto a = exec.json(), b = tmpl.json();
   REQUIRE(a.is_object());
   REQUIRE(a.size() > 15);
-  for (auto& [k, v] : a.items())
-    CHECK_MESSAGE(b[k] == v, k, ": exec ", v.dump(), ", template ", b[k].dump());
+  for (auto& e : a.items())
+    CHECK_MESSAGE(b[e.key()] == e.value(), e.key(), ": exec ", e.value().dump(), ", template ",
+                  b[e.key()].dump());
   CHECK(a.size() == b.size());
   // Nothing but the runner's own fds, from either factory: no cgroup file,
   // socket or template fd that made the sandbox reaches the function.

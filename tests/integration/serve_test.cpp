@@ -1852,7 +1852,9 @@ TEST_CASE("serve: deploy options that are unknown, repeated or out of range are 
       {"?timeout=16m", "timeout \\\"16m\\\": out of range (1ms to 15m)"},
       {"?timeout=0", "timeout \\\"0\\\": out of range (1ms to 15m)"},
   };
-  for (const auto& [query, why] : bad) {
+  for (const auto& item : bad) {
+    const auto& query = std::get<0>(item);
+    const auto& why = std::get<1>(item);
     CAPTURE(query);
     auto r = deploy(d, "f", src, query);
     REQUIRE(r);

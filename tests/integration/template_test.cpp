@@ -139,7 +139,9 @@ bool check_in_leaf(pid_t pid, pid_t spawner) {
   if (!alive(pid)) return false;
   REQUIRE_MESSAGE(!leaf.empty(), "in no leaf of the spawner");
   int checked = 0;
-  for (const auto& [controllers, path] : lines) {
+  for (const auto& item : lines) {
+    const auto& controllers = std::get<0>(item);
+    const auto& path = std::get<1>(item);
     CAPTURE(controllers);
     const bool has_leaf = controllers.empty() ? is_dir("/sys/fs/cgroup/unified" + leaf) ||
                                                     is_dir("/sys/fs/cgroup" + leaf)

@@ -417,7 +417,9 @@ TEST_CASE("base/listeners: the owner of the listener a connection reaches, IPv4 
       {"::", "127.0.0.1"},
       {"::ffff:0.0.0.0", "127.0.0.1"},
       {"::ffff:127.0.0.1", "127.0.0.1"}};
-  for (const auto& [bound, dest] : cases) {
+  for (const auto& item : cases) {
+    const auto& bound = std::get<0>(item);
+    const auto& dest = std::get<1>(item);
     INFO(bound, " -> ", dest);
     int port = 0;
     pid_t l = listen_as(me, bound, &port);
