@@ -1,12 +1,25 @@
 #include "gateway/capacity.hpp"
 
 #include <algorithm>
+#include <cstdint>
 
 namespace nsbox {
 
 uint64_t open_files_wanted(int max_sandboxes, int max_connections) {
   return kGatewayFdsPerSandbox * static_cast<uint64_t>(std::max(max_sandboxes, 0)) +
          static_cast<uint64_t>(std::max(max_connections, 0)) + kSpareFds;
+}
+
+int fit_max_connections(int max_connections, const HostLimits& host, std::string* why) {
+  if (host.open_files == 0 || max_connections <= 0) return max_connections;
+  const uint64_t half = host.open_files > kSpareFds ? (host.open_files - kSpareFds) / 2 : 0;
+  const int fit = static_cast<int>(std::max<uint64_t>(1, std::min<uint64_t>(half, INT32_MAX)));
+  if (fit >= max_connections) return max_connections;
+  *why = "open files: the limit is " + std::to_string(host.open_files) + ", " +
+         std::to_string(kSpareFds) +
+         " to spare and half the rest for sandboxes; raising it needs CAP_SYS_RESOURCE "
+         "(tools/nsbox.service sets LimitNOFILE=)";
+  return fit;
 }
 
 Capacity fit_max_sandboxes(int max_sandboxes, int max_connections, const HostLimits& host,

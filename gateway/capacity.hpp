@@ -43,6 +43,14 @@ struct HostLimits {
 // What open_files must be for max_sandboxes and max_connections.
 uint64_t open_files_wanted(int max_sandboxes, int max_connections);
 
+// max_connections as the open-files limit allows: at most half of what the
+// spare fds leave, the other half being the sandboxes'. A connection the
+// limit cannot hold fails in accept(), before the front's own defence (it
+// closes the idle or slowest connection to make room at max_connections)
+// can act, so a few hundred silent sockets would lock every client out.
+// why: set when lowered. At least 1.
+int fit_max_connections(int max_connections, const HostLimits& host, std::string* why);
+
 struct Capacity {
   int max_sandboxes = 0;  // what fits, at most the wish, at least 1
   std::string why;        // the limit that lowered it; empty when the wish fits

@@ -432,6 +432,15 @@ int cmd_serve(const std::vector<std::string>& args) {
     }
   }
   host.park_idle = parking && config.freeze_idle_ms > 0;
+  // Before the sandboxes' share is worked out from it; fixed until the
+  // next start, as the front is sized once.
+  std::string connections_why;
+  if (int fit = fit_max_connections(config.max_connections, host, &connections_why);
+      fit < config.max_connections) {
+    LOG_WARN("max_connections lowered from %d to %d: %s", config.max_connections, fit,
+             connections_why.c_str());
+    config.max_connections = fit;
+  }
   fit_capacity(config, host);
   Pool pool(*factory, pool_limits(config), profile_memory);
   pool.set_parking(parking.get(), unparked_fd_budget(parking != nullptr, host, config));

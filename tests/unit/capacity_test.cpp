@@ -69,3 +69,24 @@ TEST_CASE("capacity: with frozen sandboxes' fds parked, the spawner's one fd eac
         (need - 64 - 256) / 4);
   CHECK(fit_max_sandboxes(1000, 64, HostLimits{need + 40, 0, 0, true}, 10).max_sandboxes == 1000);
 }
+
+TEST_CASE("capacity: max_connections takes at most half the open files the spare ones leave") {
+  std::string why;
+  // The review's host: a limit of 1,024 and the default 1,024 connections.
+  CHECK(fit_max_connections(1024, HostLimits{1024, 0, 0}, &why) == (1024 - 256) / 2);
+  CHECK(why.find("open files: the limit is 1024") == 0);
+  CHECK(why.find("LimitNOFILE") != std::string::npos);
+  // What fits is kept, and nothing said.
+  why.clear();
+  CHECK(fit_max_connections(1024, HostLimits{1 << 20, 0, 0}, &why) == 1024);
+  CHECK(why.empty());
+  CHECK(fit_max_connections(384, HostLimits{1024, 0, 0}, &why) == 384);
+  CHECK(why.empty());
+  // Unknown limit: nothing capped; a tiny one: still one connection.
+  CHECK(fit_max_connections(1024, HostLimits{0, 0, 0}, &why) == 1024);
+  CHECK(fit_max_connections(1024, HostLimits{100, 0, 0}, &why) == 1);
+  // The sandboxes then get the other half.
+  HostLimits h{1024, 0, 0};
+  int connections = fit_max_connections(1024, h, &why);
+  CHECK(fit_max_sandboxes(1000, connections, h).max_sandboxes == (1024 - 384 - 256) / 4);
+}
