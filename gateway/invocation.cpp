@@ -133,6 +133,11 @@ InvokeResult Invocations::invoke(const InvokeRequest& req) {
 
 namespace {
 
+// How many sandboxes found dead at lease a request passes over before it
+// takes the next one as it is: each one found is destroyed, so a pool of
+// dead ones runs out well before this unless they are being killed as fast.
+constexpr int kDeadLeaseRetries = 16;
+
 // The runner's end of the reply pipe is closed: it has exited.
 bool hung_up(const Worker& w) {
   struct pollfd p = {w.channel.from_runner.get(), 0, 0};
@@ -182,12 +187,13 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
   for (int attempt = 0;; attempt++) {
     lease = pool_.acquire(req.name, meta.deploy, profile, memory, req.queue_deadline,
                           meta.use_template ? &load_template : nullptr);
-    if (lease.status != Pool::Status::Ok || lease.cold || lease.forked || attempt == 3 ||
+    if (lease.status != Pool::Status::Ok || lease.forked || attempt == kDeadLeaseRetries ||
         !hung_up(*lease.worker))
       break;
-    // A warm sandbox that died while idle (killed, or its function template
-    // went, and its instances with it): nothing was sent to it yet, so the
-    // request takes another rather than fail.
+    // A blank or warm sandbox that died while it waited (killed: the OOM
+    // killer prefers sandboxes; or its function template went, and its
+    // instances with it), between the janitor's checks: nothing was sent to
+    // it yet, so the request takes another rather than fail.
     pool_.release(std::move(lease.worker), false);
   }
   // A deploy or delete returned while we waited: never serve the old code;
@@ -386,7 +392,14 @@ CheckResult Invocations::check(const std::string& name, const std::string& sourc
       self.checks_cv_.notify_one();
     }
   } turn{*this};
-  Pool::Lease lease = pool_.acquire_blank(profile, Clock::now() + queue_time);
+  Pool::Lease lease;
+  for (int attempt = 0;; attempt++) {
+    lease = pool_.acquire_blank(profile, Clock::now() + queue_time);
+    if (lease.status != Pool::Status::Ok || attempt == kDeadLeaseRetries || !hung_up(*lease.worker))
+      break;
+    // Dead while it waited (as in run()): the source is not to blame.
+    pool_.release(std::move(lease.worker), false);
+  }
   if (lease.status != Pool::Status::Ok) {
     r.outcome = CheckResult::Outcome::NoSandbox;
     r.message = "no sandbox free to check the source: " + lease.message;

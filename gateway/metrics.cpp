@@ -92,10 +92,14 @@ std::string render_pool_stats(const PoolStats& s) {
            "# TYPE nsbox_pool_evictions_total counter\nnsbox_pool_evictions_total %llu\n"
            "# TYPE nsbox_pool_idle_expired_total counter\nnsbox_pool_idle_expired_total %llu\n"
            "# TYPE nsbox_pool_spawned_total counter\nnsbox_pool_spawned_total %llu\n"
-           "# TYPE nsbox_pool_spawn_failures_total counter\nnsbox_pool_spawn_failures_total %llu\n",
+           "# TYPE nsbox_pool_spawn_failures_total counter\nnsbox_pool_spawn_failures_total %llu\n"
+           "# HELP nsbox_pool_found_dead_total Blank and idle sandboxes found exited (killed) "
+           "while they waited, and replaced.\n"
+           "# TYPE nsbox_pool_found_dead_total counter\nnsbox_pool_found_dead_total %llu\n",
            s.blank, s.idle, s.busy, s.waiting, s.max_sandboxes, (unsigned long long)s.memory_bytes,
            (unsigned long long)s.evictions, (unsigned long long)s.idle_expired,
-           (unsigned long long)s.spawned, (unsigned long long)s.spawn_failures);
+           (unsigned long long)s.spawned, (unsigned long long)s.spawn_failures,
+           (unsigned long long)s.found_dead);
   out += buf;
   snprintf(buf, sizeof buf,
            "# HELP nsbox_pool_frozen_sandboxes Idle sandboxes frozen (no CPU) until leased.\n"

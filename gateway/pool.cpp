@@ -1,5 +1,7 @@
 #include "gateway/pool.hpp"
 
+#include <poll.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <fstream>
@@ -15,6 +17,9 @@ constexpr auto kSpawnRetryDelay = std::chrono::seconds(1);
 // How often the janitor looks at the machine's memory: a hog grows by
 // hundreds of MB in this time, well within the headroom a threshold leaves.
 constexpr auto kPressureCheck = std::chrono::milliseconds(100);
+// How often the janitor asks whether the sandboxes waiting unleased still
+// run: a poll of each one's reply pipe, all in one call.
+constexpr auto kDeadCheck = std::chrono::seconds(1);
 // A sandbox's fds in the gateway (see gateway_fds).
 constexpr int kSandboxFds = 4;
 // The most sandboxes a freezer pass makes keeper room for before it
@@ -612,15 +617,43 @@ void Pool::freezer_loop() {
   }
 }
 
+int Pool::drop_dead_locked() {
+  std::vector<struct pollfd> fds;
+  core_.each_waiting([&](const Worker& w) {
+    if (w.channel.from_runner.valid()) fds.push_back({w.channel.from_runner.get(), 0, 0});
+  });
+  if (fds.empty() || poll(fds.data(), fds.size(), 0) <= 0) return 0;
+  std::set<int> dead;
+  for (const auto& p : fds)
+    if (p.revents & (POLLHUP | POLLERR | POLLNVAL)) dead.insert(p.fd);
+  if (dead.empty()) return 0;
+  wake_locked(core_.drop_dead([&](const Worker& w) {
+    return w.channel.from_runner.valid() && dead.count(w.channel.from_runner.get()) > 0;
+  }));
+  LOG_WARN("pool: %zu waiting sandbox%s had exited (killed?); replaced as needed", dead.size(),
+           dead.size() == 1 ? "" : "es");
+  return static_cast<int>(dead.size());
+}
+
+int Pool::drop_dead() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return drop_dead_locked();
+}
+
 void Pool::janitor_loop() {
   std::unique_lock<std::mutex> lock(mu_);
   auto next_pressure_check = Clock::now();
+  auto next_dead_check = Clock::now() + kDeadCheck;
   for (;;) {
     if (running_ && Clock::now() >= next_pressure_check) {
       lock.unlock();
       relieve_memory_pressure();
       lock.lock();
       next_pressure_check = Clock::now() + kPressureCheck;
+    }
+    if (running_ && Clock::now() >= next_dead_check) {
+      drop_dead_locked();
+      next_dead_check = Clock::now() + kDeadCheck;
     }
     wake_locked(core_.expire_idle(Clock::now()));
     std::vector<PoolCore::Doomed> doomed = core_.take_doomed();

@@ -71,9 +71,12 @@ class Pool {
   // entry goes once nothing of it is left.
   void revoke(const std::string& name, uint64_t deploy, bool deleted);
   PoolStats stats();
-  // SIGHUP: new caps apply to the next decision; nothing running is killed
-  // (a lower cap is reached as sandboxes idle out or get evicted).
+  // SIGHUP: new caps apply at once: blanks past the new count, and what
+  // waits unleased past a lower cap, go; nothing leased is killed.
   void set_limits(const PoolLimits& limits);
+  // Destroys the blanks and idle sandboxes whose runner has exited (the
+  // janitor's step every second, callable by tests). Returns how many.
+  int drop_dead();
   // One memory-pressure check (the janitor's, callable by tests): under
   // pressure, evicts a quarter of the idle sandboxes (at least one), least
   // recently used first, or else a blank, and holds back the refill.
@@ -118,6 +121,7 @@ class Pool {
   Lease thaw_leased(Lease lease);
   Lease acquire_once(const std::string& name, uint64_t deploy, uint32_t profile, uint64_t memory,
                      Clock::time_point deadline, const TemplateLoader* load_template);
+  int drop_dead_locked();
   std::unique_ptr<Worker> spawn(uint32_t profile, uint64_t memory);
   std::unique_ptr<Worker> worker(Result<SpawnedSandbox> s, uint32_t profile, uint64_t memory,
                                  bool reserved = false);

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 
 namespace nsbox {
 
@@ -607,6 +608,18 @@ Wakes PoolCore::revoke(const std::string& name, uint64_t deploy, bool deleted) {
 Wakes PoolCore::set_limits(const PoolLimits& limits) {
   Wakes wakes;
   limits_ = limits;
+  // Blanks past the count ahead of demand (only the first profile's are
+  // made ahead), then whatever waits unleased while past a cap.
+  if (auto it = blanks_.find(0); it != blanks_.end())
+    while (static_cast<int>(it->second.size()) > std::max(limits_.blank, 0)) {
+      std::unique_ptr<Worker> w = std::move(it->second.back());
+      it->second.pop_back();
+      forget(std::move(w), wakes);
+    }
+  constexpr uint32_t kAnyProfile = std::numeric_limits<uint32_t>::max();
+  while (total_ - dying_ > limits_.max_sandboxes ||
+         memory_ - dying_memory_ > limits_.memory_budget_bytes)
+    if (!drop_blank(kAnyProfile, wakes) && !evict_lru(wakes)) break;
   // Every waiter (a reload is rare): a raised per_function cap may free
   // several waiters of one function at once.
   wake_everyone(wakes);
@@ -659,6 +672,48 @@ Wakes PoolCore::refill_failed(uint64_t memory) {
   memory_ -= memory;
   spawn_failures_++;
   wake_capacity(wakes);
+  check();
+  return wakes;
+}
+
+void PoolCore::each_waiting(const std::function<void(const Worker&)>& f) const {
+  for (const auto& [p, q] : blanks_)
+    for (const auto& w : q) f(*w);
+  for (const auto& [name, fn] : functions_)
+    for (const auto& w : fn.idle)
+      if (!w->frozen) f(*w);
+}
+
+Wakes PoolCore::drop_dead(const std::function<bool(const Worker&)>& dead) {
+  Wakes wakes;
+  for (auto& [p, q] : blanks_)
+    for (auto w = q.begin(); w != q.end();) {
+      if (!dead(**w)) {
+        ++w;
+        continue;
+      }
+      std::unique_ptr<Worker> doomed = std::move(*w);
+      w = q.erase(w);
+      found_dead_++;
+      forget(std::move(doomed), wakes);
+    }
+  for (auto it = functions_.begin(); it != functions_.end();) {
+    auto next = std::next(it);
+    auto& idle = it->second.idle;
+    for (auto w = idle.begin(); w != idle.end();) {
+      if ((*w)->frozen || !dead(**w)) {
+        ++w;
+        continue;
+      }
+      std::unique_ptr<Worker> doomed = std::move(*w);
+      w = idle.erase(w);
+      found_dead_++;
+      forget(std::move(doomed), wakes);
+    }
+    prune(it);
+    it = next;
+  }
+  if (wakes.janitor) wake_capacity(wakes);
   check();
   return wakes;
 }
@@ -826,6 +881,7 @@ PoolStats PoolCore::stats() const {
   s.spawned = spawned_;
   s.spawn_failures = spawn_failures_;
   s.pressure_evictions = pressure_evictions_;
+  s.found_dead = found_dead_;
   s.freezes = freezes_;
   s.thaws = thaws_;
   s.memory_pressure = pressure_;

@@ -116,6 +116,7 @@ struct PoolStats {
   uint64_t memory_bytes = 0;
   uint64_t evictions = 0, idle_expired = 0, spawned = 0, spawn_failures = 0;
   uint64_t pressure_evictions = 0;  // of evictions: made under memory pressure
+  uint64_t found_dead = 0;          // blanks and idle sandboxes whose runner had exited
   uint64_t freezes = 0, thaws = 0;
   bool memory_pressure = false;      // at the last check
   std::vector<uint64_t> ids;         // every live sandbox the pool tracks (not busy ones)
@@ -236,8 +237,19 @@ class PoolCore {
   // their requests are Stale. Revokes may come out of order: the highest
   // number wins.
   Wakes revoke(const std::string& name, uint64_t deploy, bool deleted);
-  // Reload: new caps apply to the next decision; nothing running is killed.
+  // Reload: new caps apply at once to what waits unleased: blanks past the
+  // new count go, then blanks and idle sandboxes, least recently used
+  // first, while the pool is past max_sandboxes or the memory budget.
+  // Nothing leased is killed (its release then finds the pool full).
   Wakes set_limits(const PoolLimits& limits);
+  // The sandboxes that wait unleased and not frozen (blanks, idle ones):
+  // the janitor asks whether their runners still run.
+  void each_waiting(const std::function<void(const Worker&)>& f) const;
+  // Forgets those of them for which dead(w) holds: a runner that exited
+  // while it waited (the OOM killer prefers sandboxes) would otherwise fail
+  // the request that leases it, and a dead blank is never replaced. Counted
+  // in PoolStats::found_dead.
+  Wakes drop_dead(const std::function<bool(const Worker&)>& dead);
 
   // ---- background work -----------------------------------------------------
   struct Refill {
@@ -360,7 +372,7 @@ class PoolCore {
   uint64_t memory_ = 0;
   uint64_t busy_memory_ = 0, refilling_memory_ = 0, dying_memory_ = 0;
   uint64_t evictions_ = 0, idle_expired_ = 0, spawned_ = 0, spawn_failures_ = 0;
-  uint64_t pressure_evictions_ = 0, freezes_ = 0, thaws_ = 0;
+  uint64_t pressure_evictions_ = 0, freezes_ = 0, thaws_ = 0, found_dead_ = 0;
   // Function templates kept or being made, in total_ and memory_.
   int templates_ = 0;
   uint64_t templates_memory_ = 0;

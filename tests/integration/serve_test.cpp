@@ -990,6 +990,119 @@ TEST_CASE("serve: a deploy to a full disk is a 507 that stores nothing; the daem
   CHECK(d.stop() == 0);
 }
 
+// Every runner of the daemon's sandboxes: the children of their PID 1s
+// (nsbox-init), found by walking the daemon's descendants.
+std::vector<pid_t> runners_of(const Daemon& d) {
+  std::vector<pid_t> todo = {d.pid()}, runners;
+  auto comm = [](pid_t p) {
+    std::ifstream in("/proc/" + std::to_string(p) + "/comm");
+    std::string name;
+    std::getline(in, name);
+    return name;
+  };
+  for (size_t i = 0; i < todo.size() && i < 10000; i++) {
+    const bool init = comm(todo[i]) == "nsbox-init";
+    const std::string task = "/proc/" + std::to_string(todo[i]) + "/task";
+    for (const auto& t : std::filesystem::directory_iterator(
+             task, std::filesystem::directory_options::skip_permission_denied)) {
+      std::ifstream children(t.path().string() + "/children");
+      for (pid_t c; children >> c;) {
+        todo.push_back(c);
+        if (init) runners.push_back(c);
+      }
+    }
+  }
+  return runners;
+}
+
+// The OOM killer prefers sandboxes (oom_score_adj 1000), so under pressure
+// it takes the ones waiting for work first: a request must not lease a dead
+// one and fail, a deploy's check must not blame the source for it, and a
+// dead blank must be replaced without waiting for a request.
+TEST_CASE("serve: blanks and idle sandboxes killed while they wait cost no request") {
+  StateDir sd("dead-waiting");
+  Daemon d(sd.path,
+           "[pool]\nblank = 2\nmax_sandboxes = 24\nper_function = 4\nidle_timeout_ms = 60000\n");
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "hello", returns("1"))->status == 201);
+  auto blanks = [&] { return d.metric("nsbox_pool_sandboxes{state=\"blank\"}"); };
+  // Killed and exited (a zombie has closed its fds), as when the OOM killer
+  // struck a while before the request.
+  auto kill_runners = [&] {
+    std::vector<pid_t> runners = runners_of(d);
+    for (pid_t r : runners) kill(r, SIGKILL);
+    for (pid_t r : runners)
+      nsbox::test::wait_until(
+          [&] {
+            std::ifstream stat("/proc/" + std::to_string(r) + "/stat");
+            std::string pid, comm, state;
+            return !(stat >> pid >> comm >> state) || state == "Z";
+          },
+          5000, "runner " + std::to_string(r) + " exited");
+    return runners.size();
+  };
+  for (int round = 0; round < 3; round++) {
+    CAPTURE(round);
+    REQUIRE(nsbox::test::wait_until([&] { return blanks() == 2; }, 30000, "two blanks"));
+    // Now one warm sandbox of hello and two blanks, all killed at once; the
+    // requests right after lease them before the janitor looks.
+    REQUIRE(d.client()->Post("/fn/hello", "{}", "application/json")->status == 200);
+    REQUIRE(nsbox::test::wait_until([&] { return blanks() == 2; }, 30000, "two blanks again"));
+    REQUIRE(kill_runners() >= 3);
+    auto warm = d.client()->Post("/fn/hello", "{}", "application/json");
+    REQUIRE(warm);
+    CHECK_MESSAGE(warm->status == 200, warm->body);
+    REQUIRE(kill_runners() >= 1);
+    auto check = deploy(d, "other" + std::to_string(round), returns("2"));
+    REQUIRE(check);
+    CHECK_MESSAGE(check->status == 201, check->body);
+  }
+  // Left alone, dead blanks are found and replaced: no request needed.
+  REQUIRE(nsbox::test::wait_until([&] { return blanks() == 2; }, 30000, "two blanks"));
+  const double found = d.metric("nsbox_pool_found_dead_total");
+  REQUIRE(kill_runners() >= 2);
+  CHECK(
+      nsbox::test::wait_until([&] { return d.metric("nsbox_pool_found_dead_total") >= found + 2; },
+                              10000, "the janitor finds the dead blanks"));
+  CHECK(nsbox::test::wait_until([&] { return blanks() == 2 && runners_of(d).size() >= 2; }, 30000,
+                                "new blanks"));
+  CHECK(d.log().find("had exited (killed?); replaced as needed") != std::string::npos);
+  CHECK(d.stop() == 0);
+}
+
+// README: the [pool] sizes apply at once on SIGHUP.
+TEST_CASE("serve: a reload that lowers blank or max_sandboxes frees the sandboxes past it") {
+  StateDir sd("reload-trim");
+  Daemon d(sd.path, "[pool]\nblank = 6\nmax_sandboxes = 24\nidle_timeout_ms = 60000\n");
+  REQUIRE(d.start());
+  auto blanks = [&] { return d.metric("nsbox_pool_sandboxes{state=\"blank\"}"); };
+  REQUIRE(nsbox::test::wait_until([&] { return blanks() == 6; }, 30000, "six blanks"));
+  for (int i = 0; i < 3; i++) {
+    REQUIRE(deploy(d, "f" + std::to_string(i), returns("1"))->status == 201);
+    REQUIRE(
+        d.client()->Post(("/fn/f" + std::to_string(i)).c_str(), "{}", "application/json")->status ==
+        200);
+  }
+  REQUIRE(nsbox::test::wait_until([&] { return blanks() == 6; }, 30000, "six blanks"));
+  CHECK(d.metric("nsbox_pool_sandboxes{state=\"idle\"}") == 3);
+  auto rewrite = [&](const std::string& pool) {
+    std::ofstream(sd.path + ".toml") << pool;
+    kill(d.pid(), SIGHUP);
+  };
+  rewrite("[pool]\nblank = 1\nmax_sandboxes = 24\nidle_timeout_ms = 60000\n");
+  CHECK(nsbox::test::wait_until([&] { return blanks() == 1; }, 10000, "one blank"));
+  CHECK(d.metric("nsbox_pool_sandboxes{state=\"idle\"}") == 3);
+  // Below what waits: the blank goes, then the least recently used idle one.
+  rewrite("[pool]\nblank = 0\nmax_sandboxes = 2\nidle_timeout_ms = 60000\n");
+  CHECK(nsbox::test::wait_until(
+      [&] { return blanks() == 0 && d.metric("nsbox_pool_sandboxes{state=\"idle\"}") == 2; }, 10000,
+      "no blank, two idle"));
+  CHECK(nsbox::test::wait_until([&] { return runners_of(d).size() == 2; }, 10000,
+                                "two sandboxes' runners"));
+  CHECK(d.client()->Post("/fn/f0", "{}", "application/json")->status == 200);
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("serve: 150 functions deployed, each invoked, kept across a restart") {
   StateDir sd("many");
   std::string dir = sd.path;

@@ -421,6 +421,67 @@ TEST_CASE("pool core: the refill makes blanks only into spare room and not under
   CHECK(core.refill_step().spawn);
 }
 
+TEST_CASE("pool core: dead blanks and idle sandboxes are dropped; frozen and leased ones kept") {
+  PoolLimits l = limits(8);
+  l.blank = 2;
+  PoolCore core(l, {kMem});
+  warm(core, "f", 1, 3, kT0);
+  warm(core, "g", 1, 4, kT0);
+  for (uint64_t id : {1, 2}) {
+    REQUIRE(core.refill_step().spawn);
+    core.refilled(made(id), true);
+  }
+  std::vector<uint64_t> seen;
+  core.each_waiting([&](const Worker& w) { seen.push_back(w.id); });
+  std::sort(seen.begin(), seen.end());
+  CHECK(seen == std::vector<uint64_t>{1, 2, 3, 4});
+  // 2 (a blank) and 3 (f's idle one) have died.
+  Wakes w = core.drop_dead([](const Worker& x) { return x.id == 2 || x.id == 3; });
+  holds(core);
+  CHECK(w.janitor);
+  PoolStats s = core.stats();
+  CHECK(s.found_dead == 2);
+  CHECK(s.blank == 1);
+  CHECK(s.idle == 1);
+  CHECK(core.refill_step().spawn);
+  // Nothing dead: nothing changes.
+  w = core.drop_dead([](const Worker&) { return false; });
+  CHECK_FALSE(w.janitor);
+  CHECK(core.stats().found_dead == 2);
+  destroy_all(core);
+}
+
+TEST_CASE("pool core: a reload that lowers blank or max_sandboxes frees what waits past it") {
+  PoolLimits l = limits(8);
+  l.blank = 3;
+  PoolCore core(l, {kMem});
+  warm(core, "f", 1, 4, kT0);
+  warm(core, "g", 1, 5, kT0 + 1s);
+  for (uint64_t id : {1, 2, 3}) {
+    REQUIRE(core.refill_step().spawn);
+    core.refilled(made(id), true);
+  }
+  REQUIRE(core.stats().blank == 3);
+  l.blank = 1;
+  Wakes w = core.set_limits(l);
+  holds(core);
+  CHECK(w.janitor);
+  CHECK(core.stats().blank == 1);
+  CHECK(core.stats().idle == 2);
+  CHECK(destroy_all(core) == 2);
+  // A cap below what waits: the blank first, then the least recently used.
+  l.blank = 0;
+  l.max_sandboxes = 1;
+  core.set_limits(l);
+  holds(core);
+  PoolStats s = core.stats();
+  CHECK(s.blank == 0);
+  CHECK(s.idle == 1);
+  CHECK(s.ids == std::vector<uint64_t>{5});
+  CHECK(s.evictions == 1);
+  CHECK(destroy_all(core) == 2);
+}
+
 TEST_CASE("pool core: memory pressure evicts a quarter of the idle sandboxes, LRU first") {
   PoolLimits l = limits(16);
   l.min_available_bytes = 1ull << 30;
