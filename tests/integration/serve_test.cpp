@@ -596,19 +596,21 @@ TEST_CASE("serve: failing functions get their code while others keep answering")
 }
 
 TEST_CASE("serve: with too few open files, max_sandboxes is lowered and the LRU makes room") {
-  // 64 connections + 256 spare + 4 fds for each of 6 sandboxes: the daemon
+  // 12 connections + 256 spare + 4 fds for each of 6 sandboxes: the daemon
   // holds no more than 6, and past them each new function evicts the least
   // recently used one. (The hazard the cap averts, spawns failing and the
   // listener pausing on EMFILE, would come only near 80 sandboxes here: the
   // reserve is for connections this test does not open.)
   StateDir sd("nofile");
   Daemon d(sd.path,
-           "max_connections = 64\n[pool]\nblank = 0\nmax_sandboxes = 100\nper_function = 1\n"
+           "max_connections = 12\n[pool]\nblank = 0\nmax_sandboxes = 100\nper_function = 1\n"
            "idle_timeout_ms = 60000\n");
-  d.limit_open_files(64 + 256 + 4 * 6);
+  d.limit_open_files(12 + 256 + 4 * 6);
   REQUIRE(d.start());
-  CHECK(d.log().find("max_sandboxes lowered from 100 to 6: open files: the limit is 344") !=
+  CHECK(d.log().find("max_sandboxes lowered from 100 to 6: open files: the limit is 292") !=
         std::string::npos);
+  // 12 connections are under half of what the spare fds leave: kept.
+  CHECK(d.log().find("max_connections lowered") == std::string::npos);
   CHECK(d.metric("nsbox_pool_max_sandboxes") == 6);
   auto c = d.client();
   for (int i = 0; i < 10; i++) {
@@ -632,6 +634,21 @@ TEST_CASE("serve: with too few open files, max_sandboxes is lowered and the LRU 
 // bound only the sandboxes in use. 1,324 open files hold 265 sandboxes
 // without parking; here 300 stay warm, are answered again (their fds
 // fetched back), and survive their keeper's death by being replaced.
+// Connections past what the open files hold would fail in accept(), before
+// the front's own room-making at max_connections could close an idle one.
+TEST_CASE("serve: max_connections is lowered to half of what the open files leave") {
+  StateDir sd("nofile-connections");
+  Daemon d(sd.path, "[pool]\nblank = 0\n");
+  d.limit_open_files(1024);
+  REQUIRE(d.start());
+  CHECK_MESSAGE(
+      d.log().find("max_connections lowered from 1024 to 384: open files: the limit is "
+                   "1024, 256 to spare and half the rest for sandboxes") != std::string::npos,
+      d.log());
+  CHECK(d.log().find("max_sandboxes lowered from 256 to 96") != std::string::npos);
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("serve: frozen sandboxes' fds wait in fd keepers, past the gateway's own open files") {
   StateDir sd("parked");
   Daemon d(sd.path,
