@@ -6,8 +6,11 @@
 namespace nsbox {
 
 uint64_t open_files_wanted(int max_sandboxes, int max_connections) {
-  return kGatewayFdsPerSandbox * static_cast<uint64_t>(std::max(max_sandboxes, 0)) +
-         static_cast<uint64_t>(std::max(max_connections, 0)) + kSpareFds;
+  const uint64_t connections = static_cast<uint64_t>(std::max(max_connections, 0));
+  // And at least what fit_max_connections needs to keep max_connections.
+  return std::max(kGatewayFdsPerSandbox * static_cast<uint64_t>(std::max(max_sandboxes, 0)) +
+                      connections + kSpareFds,
+                  2 * connections + kSpareFds);
 }
 
 int fit_max_connections(int max_connections, const HostLimits& host, std::string* why) {

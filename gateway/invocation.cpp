@@ -194,7 +194,7 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
     // killer prefers sandboxes; or its function template went, and its
     // instances with it), between the janitor's checks: nothing was sent to
     // it yet, so the request takes another rather than fail.
-    pool_.release(std::move(lease.worker), false);
+    pool_.release_dead(std::move(lease.worker));
   }
   // A deploy or delete returned while we waited: never serve the old code;
   // the client retries at once and sees what exists now.
@@ -393,12 +393,13 @@ CheckResult Invocations::check(const std::string& name, const std::string& sourc
     }
   } turn{*this};
   Pool::Lease lease;
+  const Clock::time_point lease_deadline = Clock::now() + queue_time;
   for (int attempt = 0;; attempt++) {
-    lease = pool_.acquire_blank(profile, Clock::now() + queue_time);
+    lease = pool_.acquire_blank(profile, lease_deadline);
     if (lease.status != Pool::Status::Ok || attempt == kDeadLeaseRetries || !hung_up(*lease.worker))
       break;
     // Dead while it waited (as in run()): the source is not to blame.
-    pool_.release(std::move(lease.worker), false);
+    pool_.release_dead(std::move(lease.worker));
   }
   if (lease.status != Pool::Status::Ok) {
     r.outcome = CheckResult::Outcome::NoSandbox;

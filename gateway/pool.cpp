@@ -493,6 +493,14 @@ void Pool::release(std::unique_ptr<Worker> w, bool reusable) {
   fire(p);
 }
 
+void Pool::release_dead(std::unique_ptr<Worker> w) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    core_.note_found_dead();
+  }
+  release(std::move(w), false);
+}
+
 void Pool::revoke(const std::string& name, uint64_t deploy, bool deleted) {
   std::lock_guard<std::mutex> lock(mu_);
   wake_locked(core_.revoke(name, deploy, deleted));

@@ -62,6 +62,9 @@ class Pool {
   // reusable=false: the sandbox timed out, died, failed to load or broke
   // protocol; it is destroyed.
   void release(std::unique_ptr<Worker> worker, bool reusable);
+  // A sandbox found dead at lease, before anything was sent to it: released
+  // as not reusable, and counted as the janitor's finds are.
+  void release_dead(std::unique_ptr<Worker> worker);
   // After a deploy or delete returns, no request is served by the old code:
   // with deploy the new deploy's number (or the delete's, from the store),
   // sandboxes of earlier deploys are destroyed (idle ones now, busy ones on

@@ -112,6 +112,11 @@ void PoolCore::forget(std::unique_ptr<Worker> w, Wakes& wakes) {
   wakes.janitor = true;
 }
 
+bool PoolCore::over_caps() const {
+  return total_ - dying_ - refilling_ > limits_.max_sandboxes ||
+         memory_ - dying_memory_ - refilling_memory_ > limits_.memory_budget_bytes;
+}
+
 bool PoolCore::fits(uint64_t memory) const {
   return total_ < limits_.max_sandboxes && memory_ + memory <= limits_.memory_budget_bytes;
 }
@@ -557,7 +562,8 @@ Wakes PoolCore::release(std::unique_ptr<Worker> w, bool reusable, Clock::time_po
   if (fn.tmpl_retiring() && fn.tmpl_busy == 0) forget_template(fn, wakes);
   // An instance whose template has gone died with it.
   const bool orphan = w->template_id != 0 && (!fn.tmpl || fn.tmpl->id != w->template_id);
-  if (!reusable || !running || w->deploy < fn.floor || orphan) {
+  // Past a cap a reload lowered: it goes rather than wait idle.
+  if (!reusable || !running || w->deploy < fn.floor || orphan || over_caps()) {
     forget(std::move(w), wakes);
     prune(it);
     check();
@@ -616,10 +622,12 @@ Wakes PoolCore::set_limits(const PoolLimits& limits) {
       it->second.pop_back();
       forget(std::move(w), wakes);
     }
+  // Blanks still being made are not counted: refilled() drops those that
+  // arrive past the caps (never a warm sandbox evicted for a blank).
   constexpr uint32_t kAnyProfile = std::numeric_limits<uint32_t>::max();
-  while (total_ - dying_ > limits_.max_sandboxes ||
-         memory_ - dying_memory_ > limits_.memory_budget_bytes)
+  while (over_caps()) {
     if (!drop_blank(kAnyProfile, wakes) && !evict_lru(wakes)) break;
+  }
   // Every waiter (a reload is rare): a raised per_function cap may free
   // several waiters of one function at once.
   wake_everyone(wakes);
@@ -654,10 +662,12 @@ Wakes PoolCore::refilled(std::unique_ptr<Worker> w, bool running) {
   refilling_--;
   refilling_memory_ -= w->memory_bytes;
   spawned_++;
-  if (!running) {
+  auto& queue = blanks_[w->profile];
+  // A reload may have lowered the count or a cap since this one was asked for.
+  if (!running || static_cast<int>(queue.size()) >= limits_.blank || over_caps()) {
     forget(std::move(w), wakes);
   } else {
-    blanks_[w->profile].push_back(std::move(w));
+    queue.push_back(std::move(w));
     wake_capacity(wakes);
   }
   check();
@@ -716,6 +726,10 @@ Wakes PoolCore::drop_dead(const std::function<bool(const Worker&)>& dead) {
   if (wakes.janitor) wake_capacity(wakes);
   check();
   return wakes;
+}
+
+void PoolCore::note_found_dead() {
+  found_dead_++;
 }
 
 Wakes PoolCore::expire_idle(Clock::time_point now) {

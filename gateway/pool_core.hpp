@@ -239,8 +239,10 @@ class PoolCore {
   Wakes revoke(const std::string& name, uint64_t deploy, bool deleted);
   // Reload: new caps apply at once to what waits unleased: blanks past the
   // new count go, then blanks and idle sandboxes, least recently used
-  // first, while the pool is past max_sandboxes or the memory budget.
-  // Nothing leased is killed (its release then finds the pool full).
+  // first, while the pool is past max_sandboxes or the memory budget (a
+  // cap below what is leased leaves nothing idle). Nothing leased is
+  // killed: released while the pool is still past a cap, it goes, as does
+  // a blank that arrives past the count or a cap.
   Wakes set_limits(const PoolLimits& limits);
   // The sandboxes that wait unleased and not frozen (blanks, idle ones):
   // the janitor asks whether their runners still run.
@@ -250,6 +252,8 @@ class PoolCore {
   // the request that leases it, and a dead blank is never replaced. Counted
   // in PoolStats::found_dead.
   Wakes drop_dead(const std::function<bool(const Worker&)>& dead);
+  // One found dead at lease (and released as not reusable): counted too.
+  void note_found_dead();
 
   // ---- background work -----------------------------------------------------
   struct Refill {
@@ -354,6 +358,9 @@ class PoolCore {
   // nothing.
   bool eviction_can_make_room(uint64_t memory) const;
   bool fits(uint64_t memory) const;
+  // Past max_sandboxes or the memory budget, blanks being made aside (a
+  // reload lowered a cap): what waits unleased goes.
+  bool over_caps() const;
   void wake_capacity(Wakes& wakes) const;  // a slot or blank: one waiter per function under its cap
   void wake_everyone(Wakes& wakes) const;
 

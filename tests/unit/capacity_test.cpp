@@ -10,7 +10,7 @@ TEST_CASE("capacity: a wish that fits is kept, and nothing is said") {
   Capacity c = fit_max_sandboxes(256, 1024, h);
   CHECK(c.max_sandboxes == 256);
   CHECK(c.why.empty());
-  CHECK(open_files_wanted(256, 1024) == 4 * 256 + 1024 + 256);
+  CHECK(open_files_wanted(256, 1024) == 4 * 256 + 1024 + 256);  // = 2 * 1024 + 256
 }
 
 TEST_CASE("capacity: open files cap it, with connections and spare fds reserved") {
@@ -89,4 +89,15 @@ TEST_CASE("capacity: max_connections takes at most half the open files the spare
   HostLimits h{1024, 0, 0};
   int connections = fit_max_connections(1024, h, &why);
   CHECK(fit_max_sandboxes(1000, connections, h).max_sandboxes == (1024 - 384 - 256) / 4);
+}
+
+TEST_CASE("capacity: the open files asked for keep max_connections too") {
+  // 64 sandboxes, 1,024 connections: 4*64 + 1024 + 256 would leave the
+  // connections more than half of what the spare fds leave.
+  const uint64_t wanted = open_files_wanted(64, 1024);
+  CHECK(wanted == 2 * 1024 + 256);
+  std::string why;
+  CHECK(fit_max_connections(1024, HostLimits{wanted, 0, 0}, &why) == 1024);
+  CHECK(why.empty());
+  CHECK(fit_max_sandboxes(64, 1024, HostLimits{wanted, 0, 0}).max_sandboxes == 64);
 }

@@ -482,6 +482,43 @@ TEST_CASE("pool core: a reload that lowers blank or max_sandboxes frees what wai
   CHECK(destroy_all(core) == 2);
 }
 
+TEST_CASE("pool core: after a reload, blanks in flight and releases past the caps go") {
+  PoolLimits l = limits(4);
+  l.blank = 2;
+  PoolCore core(l, {kMem});
+  // Two blanks asked for, then a reload to none: they go when they arrive,
+  // and no warm sandbox is evicted in their place.
+  warm(core, "f", 1, 1, kT0);
+  REQUIRE(core.refill_step().spawn);
+  REQUIRE(core.refill_step().spawn);
+  l.blank = 0;
+  l.max_sandboxes = 2;
+  core.set_limits(l);
+  holds(core);
+  CHECK(core.stats().idle == 1);
+  CHECK(core.stats().evictions == 0);
+  core.refilled(made(2), true);
+  core.refilled(made(3), true);
+  holds(core);
+  CHECK(core.stats().blank == 0);
+  CHECK(destroy_all(core) == 2);
+  // Leased past a lowered cap: the release does not keep it idle.
+  Request a(core, "g", 1), b(core, "h", 1);
+  REQUIRE(a.run(4) == PoolCore::Step::Spawn);  // f's idle one and this one: the cap
+  REQUIRE(b.run(5) != PoolCore::Step::Spawn);  // past it: f's idle one is evicted first
+  destroy_all(core);
+  if (!b.lease) REQUIRE(b.run(5) == PoolCore::Step::Spawn);
+  l.max_sandboxes = 1;
+  core.set_limits(l);
+  core.release(std::move(a.lease), true, kT0, true);
+  holds(core);
+  CHECK(core.stats().idle == 0);  // g's went: h's lease alone fills the cap
+  core.release(std::move(b.lease), true, kT0, true);
+  holds(core);
+  CHECK(core.stats().idle == 1);  // within the cap again: kept
+  destroy_all(core);
+}
+
 TEST_CASE("pool core: memory pressure evicts a quarter of the idle sandboxes, LRU first") {
   PoolLimits l = limits(16);
   l.min_available_bytes = 1ull << 30;
