@@ -170,8 +170,13 @@ Result<std::string> resolve_trusted(const std::string& path) {
       continue;
     }
     const std::string next = done + "/" + name;
+    // The owner checked and the target read through one fd: by path, a link
+    // in a directory others may write could be swapped between the two
+    // (renameat2 RENAME_EXCHANGE leaves no gap).
+    UniqueFd at(::open(next.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC));
+    if (!at.valid()) return sys_error("open", next);
     struct stat st;
-    if (::lstat(next.c_str(), &st) != 0) return sys_error("lstat", next);
+    if (::fstat(at.get(), &st) != 0) return sys_error("fstat", next);
     if (S_ISLNK(st.st_mode)) {
       if (st.st_uid != 0 && st.st_uid != geteuid())
         return make_error("resolve", next + " is a symbolic link owned by uid " +
@@ -181,7 +186,7 @@ Result<std::string> resolve_trusted(const std::string& path) {
                                          (geteuid() == 0 ? "" : " or yours"));
       if (++links > 40) return sys_error_n(ELOOP, "resolve", path);
       char target[PATH_MAX];
-      const ssize_t n = ::readlink(next.c_str(), target, sizeof target - 1);
+      const ssize_t n = ::readlinkat(at.get(), "", target, sizeof target - 1);
       if (n < 0) return sys_error("readlink", next);
       target[n] = 0;
       if (target[0] == '/') done.clear();
@@ -210,6 +215,13 @@ Result<std::string> check_private_ancestors(const std::string& path) {
       break;
     }
     if (resolved.error().err != ENOENT || parent == "/") return resolved.error();
+    // Only a name that is not there at all counts as missing: a link whose
+    // target is missing would be followed by the mkdir that makes it, to
+    // wherever its target comes to exist.
+    struct stat st;
+    if (::lstat(parent.c_str(), &st) == 0)
+      return make_error("ancestors", parent + " is a symbolic link to something that does not " +
+                                         "exist; name the directory itself, or make its target");
     const size_t slash = parent.find_last_of('/');
     tail = parent.substr(slash) + tail;
     parent = slash == 0 ? "/" : parent.substr(0, slash);

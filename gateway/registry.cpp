@@ -383,6 +383,11 @@ Status FileStore::load() {
       e.detail = "it must be a regular file; remove it and start again";
     return e;
   }
+  struct stat lock_st;
+  if (::fstat(lock_.get(), &lock_st) != 0) return sys_error("fstat", lock_path);
+  if (!S_ISREG(lock_st.st_mode))
+    return make_error("function store",
+                      lock_path + " is not a regular file; remove it and start again");
   if (::flock(lock_.get(), LOCK_EX | LOCK_NB) != 0) {
     if (errno != EWOULDBLOCK) return sys_error("flock", lock_path);
     return make_error("function store",

@@ -434,11 +434,11 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
                         "could not store the function: the function store's filesystem is full "
                         "(" +
                             put.error().message() +
-                            "); nothing was stored: free space in the daemon's state_dir, then "
-                            "deploy again");
+                            "); the function was not deployed: free space in the daemon's "
+                            "state_dir, then deploy again");
     return send_error(res, 500,
                       "could not store the function: " + put.error().message() +
-                          "; nothing was stored (the daemon's log has the error)");
+                          "; the function was not deployed (the daemon's log has the error)");
   }
   send_json(
       res, 201,

@@ -245,6 +245,24 @@ bool json_valid(std::string_view text, int max_depth) {
 
 namespace {
 
+// The library's names of what it expected (lexer::token_type_name).
+constexpr const char* kTokenNames[] = {"<uninitialized>",
+                                       "true literal",
+                                       "false literal",
+                                       "null literal",
+                                       "string literal",
+                                       "number literal",
+                                       "'['",
+                                       "'{'",
+                                       "']'",
+                                       "'}'",
+                                       "':'",
+                                       "','",
+                                       "<parse error>",
+                                       "end of input",
+                                       "'[', '{', or a literal",
+                                       "unknown token"};
+
 // Takes every value and keeps the first error: a SAX parse builds nothing.
 class ErrorCatcher : public nlohmann::json_sax<nlohmann::json> {
  public:
@@ -279,8 +297,13 @@ class ErrorCatcher : public nlohmann::json_sax<nlohmann::json> {
     std::string m = message_;
     if (size_t at = m.find("parse error "); at != std::string::npos) m.erase(0, at + 12);
     if (size_t lr = m.find("; last read: '"); lr != std::string::npos) {
-      size_t exp = m.rfind("'; expected ");
-      m = m.substr(0, lr) + (exp != std::string::npos && exp > lr ? m.substr(exp + 1) : "");
+      // What follows the quote is the library's "; expected TOKEN", whose
+      // names are fixed; anything else in the tail is the input's own text.
+      std::string expected;
+      for (const char* token : kTokenNames)
+        if (m.ends_with(std::string("'; expected ") + token))
+          expected = std::string("; expected ") + token;
+      m = m.substr(0, lr) + expected;
     }
     if (size_t s = m.find("syntax error while parsing "); s != std::string::npos) {
       size_t dash = m.find(" - ", s);

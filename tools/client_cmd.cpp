@@ -747,8 +747,14 @@ int do_ls(Ctx& c, const Args& a) {
   std::sort(fns.begin(), fns.end(),
             [](const json& x, const json& y) { return cell(x, "name") < cell(y, "name"); });
   for (const auto& f : fns) {
-    rows.push_back({cell(f, "name"), cell(f, "version"), cell(f, "handler"), cell(f, "policy"),
-                    iso_utc_from_ms(f)});
+    // A version the daemon cannot read from its store: not served until
+    // redeployed or removed (the daemon's log says which file and why).
+    if (f.contains("damaged"))
+      rows.push_back({cell(f, "name"), cell(f, "version"), "-", "-",
+                      "DAMAGED: deploy it again, or nsbox rm it"});
+    else
+      rows.push_back({cell(f, "name"), cell(f, "version"), cell(f, "handler"), cell(f, "policy"),
+                      iso_utc_from_ms(f)});
   }
   std::vector<size_t> width(5, 0);
   for (const auto& r : rows)

@@ -127,6 +127,8 @@ int fail(const std::string& msg) {
 Result<std::string> prepare_state_dir(std::string given) {
   const std::string fix = "; give nsbox a directory of its own (state_dir, --state-dir)";
   while (given.size() > 1 && given.back() == '/') given.pop_back();
+  if (given.find_first_not_of('/') == std::string::npos)
+    return make_error("state_dir", "/ is the root directory" + fix);
   std::string path;
   if (auto whole = resolve_trusted(given)) {
     path = whole.value();
@@ -144,10 +146,14 @@ Result<std::string> prepare_state_dir(std::string given) {
   // O_NOFOLLOW: a link made in its place since it was resolved is refused.
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!fd.valid()) {
-    if (errno == ENOTDIR) return make_error("state_dir", path + " is not a directory" + fix);
-    if (errno == ELOOP)
+    const int err = errno;
+    struct stat link;
+    // O_DIRECTORY answers ENOTDIR for a link too.
+    if ((err == ENOTDIR || err == ELOOP) && lstat(path.c_str(), &link) == 0 &&
+        S_ISLNK(link.st_mode))
       return make_error("state_dir", path + " became a symbolic link while nsbox started" + fix);
-    return sys_error("open", path);
+    if (err == ENOTDIR) return make_error("state_dir", path + " is not a directory" + fix);
+    return sys_error_n(err, "open", path);
   }
   struct stat st;
   if (fstat(fd.get(), &st) != 0) return sys_error("fstat", path);
@@ -159,6 +165,11 @@ Result<std::string> prepare_state_dir(std::string given) {
     return make_error("state_dir", path + " is writable by other users (mode " +
                                        mode_octal(st.st_mode) + ")" + fix);
   if (fchmod(fd.get(), 0711) != 0) return sys_error("chmod", path);
+  // Before the token and the store are written there, not only when the
+  // rootfs beneath is checked: the directories above must be root's (or
+  // ours) and writable by no one else, sticky ones aside (/tmp).
+  auto checked = check_private_ancestors(path + "/functions");
+  if (!checked) return make_error("state_dir", checked.error().message() + fix);
   return path;
 }
 

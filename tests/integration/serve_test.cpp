@@ -960,6 +960,11 @@ TEST_CASE("serve: a function whose only version file rotted while stopped is dam
   auto list = d.client()->Get("/functions", auth(d));
   REQUIRE(list);
   CHECK(list->body.find("\"damaged\"") != std::string::npos);
+  auto ls = nsbox::test::run(
+      nsbox::test::client_spec({"ls"}, "http://127.0.0.1:" + std::to_string(d.port()), d.token()));
+  CHECK(ls.exit_code == 0);
+  CHECK_MESSAGE(ls.out.find("DAMAGED: deploy it again, or nsbox rm it") != std::string::npos,
+                ls.out);
   // A deploy mends it.
   REQUIRE(deploy(d, "rot", returns("2"))->status == 201);
   auto y = d.client()->Get("/fn/rot");
@@ -992,7 +997,7 @@ TEST_CASE("serve: a deploy to a full disk is a 507 that stores nothing; the daem
   REQUIRE(r);
   CHECK(r->status == 507);
   CHECK_MESSAGE(r->body.find("filesystem is full") != std::string::npos, r->body);
-  CHECK(r->body.find("nothing was stored: free space in the daemon's state_dir") !=
+  CHECK(r->body.find("the function was not deployed: free space in the daemon's state_dir") !=
         std::string::npos);
   // Nothing half-written was left on the full filesystem.
   CHECK_FALSE(std::filesystem::exists(functions + "/after"));
@@ -1744,6 +1749,11 @@ TEST_CASE("serve: refuses a state dir that is not its own, and leaves it as it w
   REQUIRE(mkdir(root_dir.c_str(), 0755) == 0);
   REQUIRE(symlink(root_dir.c_str(), their_link.c_str()) == 0);
   REQUIRE(lchown(their_link.c_str(), 65534, 65534) == 0);
+  // Under a directory anyone may write (not sticky): refused before the
+  // token or the store is written there.
+  const std::string open_parent = tmp.path + "/open";
+  REQUIRE(mkdir(open_parent.c_str(), 0777) == 0);
+  REQUIRE(chmod(open_parent.c_str(), 0777) == 0);
   auto mode_of = [](const std::string& p) {
     struct stat st {};
     REQUIRE(stat(p.c_str(), &st) == 0);
@@ -1758,6 +1768,8 @@ TEST_CASE("serve: refuses a state dir that is not its own, and leaves it as it w
         Case{file, "is not a directory", 0644}, Case{theirs, "belongs to uid 65534", 0755},
         Case{their_link, their_link + " is a symbolic link owned by uid 65534", 0755},
         Case{their_link + "/state", their_link + " is a symbolic link owned by uid 65534", 0},
+        Case{"/", "/ is the root directory", 0}, Case{"//", "/ is the root directory", 0},
+        Case{open_parent + "/state", "lets another user rename or replace", 0},
         Case{"rel/state", "absolute", 0}}) {
     INFO("state dir ", k.dir);
     nsbox::test::RunSpec s;
@@ -1765,6 +1777,7 @@ TEST_CASE("serve: refuses a state dir that is not its own, and leaves it as it w
     auto o = nsbox::test::run(s);
     CHECK(o.exit_code == 1);
     CHECK_MESSAGE(o.err.find(k.says) != std::string::npos, o.err);
+    CHECK(access((open_parent + "/state/token").c_str(), F_OK) != 0);
     if (k.mode == 0) continue;
     CHECK(o.err.find("give nsbox a directory of its own") != std::string::npos);
     CHECK(mode_of(k.dir) == k.mode);

@@ -244,6 +244,17 @@ TEST_CASE("base/files: resolve_trusted and check_private_ancestors refuse anothe
     REQUIRE_FALSE(r);
     CHECK(r.error().message().find("owned by uid 65534") != std::string::npos);
   }
+  // A link of root's whose target is missing is not a missing name: the
+  // mkdir that makes it would follow the link to wherever the target comes
+  // to exist.
+  REQUIRE(symlink((top + "/nowhere").c_str(), (top + "/dangling").c_str()) == 0);
+  for (const std::string& p : {top + "/dangling/rootfs", top + "/dangling/a/rootfs"}) {
+    CAPTURE(p);
+    auto r = nsbox::check_private_ancestors(p);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().message().find(top + "/dangling is a symbolic link to something that does "
+                                         "not exist") != std::string::npos);
+  }
   // A link of root's is followed.
   REQUIRE(symlink((top + "/roots").c_str(), (top + "/ours").c_str()) == 0);
   auto ours = nsbox::check_private_ancestors(top + "/ours/rootfs");

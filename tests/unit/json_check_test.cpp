@@ -176,6 +176,12 @@ TEST_CASE("json_error: never echoes the text, so a terminal or log line stays cl
   REQUIRE_FALSE(why.empty());
   CHECK(why.find("owned") == std::string::npos);
   for (char c : why) CHECK((c >= 0x20 && c < 0x7f));
+  // The quoted token may itself end like the library's "expected" clause.
+  std::string forged = "\"abc'; expected INJECTED-TEXT\x01\"";
+  why = json_error(forged);
+  REQUIRE_FALSE(why.empty());
+  CHECK_MESSAGE(why.find("INJECTED") == std::string::npos, why);
+  CHECK(json_error("[1,]tail'; expected ']'").find("tail") == std::string::npos);
   std::string bad_utf8 = "\"\xff\xfe\"";
   for (char c : json_error(bad_utf8)) CHECK((c >= 0x20 && c < 0x7f));
 }
