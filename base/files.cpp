@@ -199,7 +199,7 @@ Result<std::string> resolve_trusted(const std::string& path) {
   return done.empty() ? std::string("/") : done;
 }
 
-Result<std::string> check_private_ancestors(const std::string& path) {
+Result<std::string> check_private_ancestors(const std::string& path, bool sticky_last_ok) {
   if (path.empty() || path[0] != '/') return make_error("ancestors", path + " is not absolute");
   // The components below the nearest existing ancestor, which realpath
   // cannot resolve: plain names only, so that appending them to the
@@ -208,7 +208,7 @@ Result<std::string> check_private_ancestors(const std::string& path) {
   std::string tail = path.substr(path.find_last_of('/'));  // "/name"
   if (parent.empty()) parent = "/";
   std::string last;
-  for (;;) {
+  for (int made_meanwhile = 0;;) {
     auto resolved = resolve_trusted(parent);
     if (resolved) {
       last = resolved.value();
@@ -219,9 +219,13 @@ Result<std::string> check_private_ancestors(const std::string& path) {
     // target is missing would be followed by the mkdir that makes it, to
     // wherever its target comes to exist.
     struct stat st;
-    if (::lstat(parent.c_str(), &st) == 0)
-      return make_error("ancestors", parent + " is a symbolic link to something that does not " +
-                                         "exist; name the directory itself, or make its target");
+    if (::lstat(parent.c_str(), &st) == 0) {
+      if (S_ISLNK(st.st_mode))
+        return make_error("ancestors", parent + " is a symbolic link to something that does " +
+                                           "not exist; name the directory itself, or make its " +
+                                           "target");
+      if (++made_meanwhile < 3) continue;  // made since it was resolved: again
+    }
     const size_t slash = parent.find_last_of('/');
     tail = parent.substr(slash) + tail;
     parent = slash == 0 ? "/" : parent.substr(0, slash);
@@ -238,14 +242,19 @@ Result<std::string> check_private_ancestors(const std::string& path) {
   }
   for (const std::string& dir : path_and_ancestors(last)) {
     struct stat st;
-    if (::stat(dir.c_str(), &st) != 0) return sys_error("stat", dir);
+    // lstat: `last` holds no link once resolved, so one here is a directory
+    // swapped for a link since (by its owner, whom the check would refuse).
+    if (::lstat(dir.c_str(), &st) != 0) return sys_error("lstat", dir);
+    if (S_ISLNK(st.st_mode))
+      return make_error("ancestors", dir + " turned into a symbolic link while " + path +
+                                         " was checked; try again, and see who changes it");
     const bool owner_ok = st.st_uid == 0 || st.st_uid == geteuid();
     // Group root writing is root writing; the caller's private group (user
     // private groups: umask 002 makes ~/.local 0775) is the caller.
     const bool group_writes =
         (st.st_mode & S_IWGRP) != 0 && st.st_gid != 0 && !callers_private_group(st.st_gid);
     const bool others_write = (st.st_mode & S_IWOTH) != 0;
-    const bool sticky_ok = (st.st_mode & S_ISVTX) != 0 && dir != last;
+    const bool sticky_ok = (st.st_mode & S_ISVTX) != 0 && (dir != last || sticky_last_ok);
     if (owner_ok && ((!group_writes && !others_write) || sticky_ok)) continue;
     return make_error(
         "ancestors",

@@ -245,24 +245,6 @@ bool json_valid(std::string_view text, int max_depth) {
 
 namespace {
 
-// The library's names of what it expected (lexer::token_type_name).
-constexpr const char* kTokenNames[] = {"<uninitialized>",
-                                       "true literal",
-                                       "false literal",
-                                       "null literal",
-                                       "string literal",
-                                       "number literal",
-                                       "'['",
-                                       "'{'",
-                                       "']'",
-                                       "'}'",
-                                       "':'",
-                                       "','",
-                                       "<parse error>",
-                                       "end of input",
-                                       "'[', '{', or a literal",
-                                       "unknown token"};
-
 // Takes every value and keeps the first error: a SAX parse builds nothing.
 class ErrorCatcher : public nlohmann::json_sax<nlohmann::json> {
  public:
@@ -278,9 +260,10 @@ class ErrorCatcher : public nlohmann::json_sax<nlohmann::json> {
   bool end_object() override { return true; }
   bool start_array(std::size_t) override { return true; }
   bool end_array() override { return true; }
-  bool parse_error(std::size_t position, const std::string&,
+  bool parse_error(std::size_t position, const std::string& last_token,
                    const nlohmann::detail::exception& e) override {
     position_ = position;
+    last_token_ = last_token;
     id_ = e.id;
     message_ = e.what();
     return false;
@@ -296,15 +279,14 @@ class ErrorCatcher : public nlohmann::json_sax<nlohmann::json> {
     // syntax error while parsing value - invalid literal; last read: '...'"
     std::string m = message_;
     if (size_t at = m.find("parse error "); at != std::string::npos) m.erase(0, at + 12);
-    if (size_t lr = m.find("; last read: '"); lr != std::string::npos) {
-      // What follows the quote is the library's "; expected TOKEN", whose
-      // names are fixed; anything else in the tail is the input's own text.
-      std::string expected;
-      for (const char* token : kTokenNames)
-        if (m.ends_with(std::string("'; expected ") + token))
-          expected = std::string("; expected ") + token;
-      m = m.substr(0, lr) + expected;
-    }
+    // The quote is the very token the library hands parse_error (its
+    // get_token_string()), so it comes out exactly; a message of another
+    // shape loses everything from the quote on.
+    const std::string quoted = "; last read: '" + last_token_ + "'";
+    if (size_t q = m.find(quoted); q != std::string::npos)
+      m.erase(q, quoted.size());
+    else if (size_t lr = m.find("; last read:"); lr != std::string::npos)
+      m.erase(lr);
     if (size_t s = m.find("syntax error while parsing "); s != std::string::npos) {
       size_t dash = m.find(" - ", s);
       if (dash != std::string::npos) m.erase(s, dash + 3 - s);
@@ -316,6 +298,7 @@ class ErrorCatcher : public nlohmann::json_sax<nlohmann::json> {
 
  private:
   size_t position_ = 0;
+  std::string last_token_;
   int id_ = 0;
   std::string message_;
 };

@@ -137,11 +137,24 @@ Result<std::string> prepare_state_dir(std::string given) {
     const std::string name = given.substr(slash + 1);
     if (whole.error().err != ENOENT || name == "." || name == "..")
       return make_error("state_dir", whole.error().message() + fix);
+    struct stat dangling;
+    if (lstat(given.c_str(), &dangling) == 0 && S_ISLNK(dangling.st_mode))
+      return make_error("state_dir", given +
+                                         " is a symbolic link to something that does not "
+                                         "exist; make its target, or name the directory" +
+                                         fix);
     // Not there yet: its parent resolved, the directory made below it.
     auto parent = resolve_trusted(slash == 0 ? "/" : given.substr(0, slash));
     if (!parent) return make_error("state_dir", parent.error().message() + fix);
     path = (parent.value() == "/" ? "" : parent.value()) + "/" + name;
   }
+  if (path == "/") return make_error("state_dir", given + " is the root directory" + fix);
+  // The directories above, before anything is made or changed there: root's
+  // (or ours) and writable by no one else, sticky ones aside (/tmp: others
+  // cannot rename or replace what root makes in it, and what is there
+  // already is checked to be ours below).
+  auto checked = check_private_ancestors(path, /*sticky_last_ok=*/true);
+  if (!checked) return make_error("state_dir", checked.error().message() + fix);
   if (mkdir(path.c_str(), 0711) != 0 && errno != EEXIST) return sys_error("mkdir", path);
   // O_NOFOLLOW: a link made in its place since it was resolved is refused.
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
@@ -165,11 +178,6 @@ Result<std::string> prepare_state_dir(std::string given) {
     return make_error("state_dir", path + " is writable by other users (mode " +
                                        mode_octal(st.st_mode) + ")" + fix);
   if (fchmod(fd.get(), 0711) != 0) return sys_error("chmod", path);
-  // Before the token and the store are written there, not only when the
-  // rootfs beneath is checked: the directories above must be root's (or
-  // ours) and writable by no one else, sticky ones aside (/tmp).
-  auto checked = check_private_ancestors(path + "/functions");
-  if (!checked) return make_error("state_dir", checked.error().message() + fix);
   return path;
 }
 

@@ -1025,9 +1025,11 @@ std::vector<pid_t> runners_of(const Daemon& d) {
   for (size_t i = 0; i < todo.size() && i < 10000; i++) {
     const bool init = comm(todo[i]) == "nsbox-init";
     const std::string task = "/proc/" + std::to_string(todo[i]) + "/task";
-    for (const auto& t : std::filesystem::directory_iterator(
-             task, std::filesystem::directory_options::skip_permission_denied)) {
-      std::ifstream children(t.path().string() + "/children");
+    // A process may exit while it is walked: no error, no children.
+    std::error_code gone;
+    for (std::filesystem::directory_iterator t(task, gone), end; !gone && t != end;
+         t.increment(gone)) {
+      std::ifstream children(t->path().string() + "/children");
       for (pid_t c; children >> c;) {
         todo.push_back(c);
         if (init) runners.push_back(c);
@@ -1769,6 +1771,8 @@ TEST_CASE("serve: refuses a state dir that is not its own, and leaves it as it w
         Case{their_link, their_link + " is a symbolic link owned by uid 65534", 0755},
         Case{their_link + "/state", their_link + " is a symbolic link owned by uid 65534", 0},
         Case{"/", "/ is the root directory", 0}, Case{"//", "/ is the root directory", 0},
+        Case{"/tmp/..", "/tmp/.. is the root directory", 0},
+        Case{"/.", "/. is the root directory", 0},
         Case{open_parent + "/state", "lets another user rename or replace", 0},
         Case{"rel/state", "absolute", 0}}) {
     INFO("state dir ", k.dir);

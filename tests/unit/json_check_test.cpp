@@ -182,6 +182,9 @@ TEST_CASE("json_error: never echoes the text, so a terminal or log line stays cl
   REQUIRE_FALSE(why.empty());
   CHECK_MESSAGE(why.find("INJECTED") == std::string::npos, why);
   CHECK(json_error("[1,]tail'; expected ']'").find("tail") == std::string::npos);
+  // An unclosed string whose text looks like the clause: nothing added.
+  CHECK(json_error("\"'; expected '[") ==
+        "at line 1, column 16: invalid string: missing closing quote");
   std::string bad_utf8 = "\"\xff\xfe\"";
   for (char c : json_error(bad_utf8)) CHECK((c >= 0x20 && c < 0x7f));
 }
