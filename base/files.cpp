@@ -208,6 +208,7 @@ Result<std::string> check_private_ancestors(const std::string& path, bool sticky
   std::string tail = path.substr(path.find_last_of('/'));  // "/name"
   if (parent.empty()) parent = "/";
   std::string last;
+  bool stepped_up = false;  // `last` is an ancestor above path's parent
   for (int made_meanwhile = 0;;) {
     auto resolved = resolve_trusted(parent);
     if (resolved) {
@@ -227,6 +228,7 @@ Result<std::string> check_private_ancestors(const std::string& path, bool sticky
       if (++made_meanwhile < 3) continue;  // made since it was resolved: again
     }
     const size_t slash = parent.find_last_of('/');
+    stepped_up = true;
     tail = parent.substr(slash) + tail;
     parent = slash == 0 ? "/" : parent.substr(0, slash);
   }
@@ -254,7 +256,11 @@ Result<std::string> check_private_ancestors(const std::string& path, bool sticky
     const bool group_writes =
         (st.st_mode & S_IWGRP) != 0 && st.st_gid != 0 && !callers_private_group(st.st_gid);
     const bool others_write = (st.st_mode & S_IWOTH) != 0;
-    const bool sticky_ok = (st.st_mode & S_ISVTX) != 0 && (dir != last || sticky_last_ok);
+    // A sticky last passes only as path's own parent: one stepped up to
+    // (a missing level, or one its owner removed meanwhile) has names below
+    // it that anyone may make.
+    const bool sticky_ok =
+        (st.st_mode & S_ISVTX) != 0 && (dir != last || (sticky_last_ok && !stepped_up));
     if (owner_ok && ((!group_writes && !others_write) || sticky_ok)) continue;
     return make_error(
         "ancestors",

@@ -43,9 +43,10 @@ bool refuse_setuid(const char* program);
 // missing components as given (plain names only). Use that string from
 // then on: the path as given may go through a symlink another user can
 // re-point, which resolving it again would follow anew.
-// sticky_last_ok: the last may be sticky too, for a directory that is
-// itself checked to be the caller's once made (the daemon's state_dir, in
-// /tmp): others cannot rename or replace it there.
+// sticky_last_ok: path's own parent may be sticky too, for a directory that
+// is itself checked to be the caller's once made (the daemon's state_dir,
+// in /tmp): others cannot rename or replace it there. Not a sticky nearest
+// ancestor further up: the missing levels between could be anyone's.
 Result<std::string> check_private_ancestors(const std::string& path, bool sticky_last_ok = false);
 
 // realpath(3) that follows only symbolic links of root's or the caller's:

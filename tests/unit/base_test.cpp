@@ -289,8 +289,10 @@ TEST_CASE("base/files: check_private_ancestors refuses a path another user could
     CHECK_MESSAGE(
         e.find("lets another user rename or replace " + top + "/w/rootfs") != std::string::npos, e);
     CHECK_MESSAGE(!refusal(top + "/w/not/yet/rootfs").empty(), "below a missing level too");
-    // A last one that is sticky passes only when asked (the state dir).
+    // A last one that is sticky passes only when asked (the state dir), and
+    // only as the parent: below a missing level, anyone could make it.
     CHECK(bool(nsbox::check_private_ancestors(top + "/w/state", true)) == (mode == 01777));
+    CHECK_FALSE(nsbox::check_private_ancestors(top + "/w/gone/state", true));
     // A sticky one above the last passes (as /tmp does); a plain one does not.
     REQUIRE(mkdir((top + "/w/own").c_str(), 0755) == 0);
     CHECK((mode == 01777) == refusal(top + "/w/own/rootfs").empty());
