@@ -112,6 +112,22 @@ void PoolCore::forget(std::unique_ptr<Worker> w, Wakes& wakes) {
   wakes.janitor = true;
 }
 
+template <class List, class Pick>
+int PoolCore::forget_if(List& list, Pick doomed, Wakes& wakes) {
+  int n = 0;
+  for (auto w = list.begin(); w != list.end();) {
+    if (!doomed(**w)) {
+      ++w;
+      continue;
+    }
+    std::unique_ptr<Worker> gone = std::move(*w);
+    w = list.erase(w);
+    forget(std::move(gone), wakes);
+    n++;
+  }
+  return n;
+}
+
 bool PoolCore::over_caps() const {
   return total_ - dying_ - refilling_ > limits_.max_sandboxes ||
          memory_ - dying_memory_ - refilling_memory_ > limits_.memory_budget_bytes;
@@ -617,11 +633,12 @@ Wakes PoolCore::set_limits(const PoolLimits& limits) {
   // Blanks past the count ahead of demand (only the first profile's are
   // made ahead), then whatever waits unleased while past a cap.
   if (auto it = blanks_.find(0); it != blanks_.end())
-    while (static_cast<int>(it->second.size()) > std::max(limits_.blank, 0)) {
-      std::unique_ptr<Worker> w = std::move(it->second.back());
-      it->second.pop_back();
-      forget(std::move(w), wakes);
-    }
+    forget_if(
+        it->second,
+        [kept = 0, keep = std::max(limits_.blank, 0)](const Worker&) mutable {
+          return kept++ >= keep;
+        },
+        wakes);
   // Blanks still being made are not counted: refilled() drops those that
   // arrive past the caps (never a warm sandbox evicted for a blank).
   constexpr uint32_t kAnyProfile = std::numeric_limits<uint32_t>::max();
@@ -696,30 +713,11 @@ void PoolCore::each_waiting(const std::function<void(const Worker&)>& f) const {
 
 Wakes PoolCore::drop_dead(const std::function<bool(const Worker&)>& dead) {
   Wakes wakes;
-  for (auto& [p, q] : blanks_)
-    for (auto w = q.begin(); w != q.end();) {
-      if (!dead(**w)) {
-        ++w;
-        continue;
-      }
-      std::unique_ptr<Worker> doomed = std::move(*w);
-      w = q.erase(w);
-      found_dead_++;
-      forget(std::move(doomed), wakes);
-    }
+  for (auto& [p, q] : blanks_) found_dead_ += forget_if(q, dead, wakes);
   for (auto it = functions_.begin(); it != functions_.end();) {
     auto next = std::next(it);
-    auto& idle = it->second.idle;
-    for (auto w = idle.begin(); w != idle.end();) {
-      if ((*w)->frozen || !dead(**w)) {
-        ++w;
-        continue;
-      }
-      std::unique_ptr<Worker> doomed = std::move(*w);
-      w = idle.erase(w);
-      found_dead_++;
-      forget(std::move(doomed), wakes);
-    }
+    found_dead_ += forget_if(
+        it->second.idle, [&](const Worker& w) { return !w.frozen && dead(w); }, wakes);
     prune(it);
     it = next;
   }
@@ -737,13 +735,8 @@ Wakes PoolCore::expire_idle(Clock::time_point now) {
   const auto idle_limit = std::chrono::milliseconds(limits_.idle_timeout_ms);
   for (auto it = functions_.begin(); it != functions_.end();) {
     auto next = std::next(it);
-    auto& idle = it->second.idle;
-    while (!idle.empty() && now - idle.back()->last_used > idle_limit) {
-      std::unique_ptr<Worker> w = std::move(idle.back());
-      idle.pop_back();
-      idle_expired_++;
-      forget(std::move(w), wakes);
-    }
+    idle_expired_ += forget_if(
+        it->second.idle, [&](const Worker& w) { return now - w.last_used > idle_limit; }, wakes);
     prune(it);
     it = next;
   }

@@ -345,6 +345,10 @@ class PoolCore {
   // Drops the entry once FunctionState::unused().
   void prune(Functions::iterator it);
   void forget(std::unique_ptr<Worker> w, Wakes& wakes);  // to the doomed list
+  // Forgets every sandbox of a blank queue or an idle list that doomed
+  // picks, in the list's order; returns how many went.
+  template <class List, class Pick>
+  int forget_if(List& list, Pick doomed, Wakes& wakes);
   bool evict_lru(Wakes& wakes);
   // Forgets fn's template now (a dying sandbox like any other).
   void forget_template(FunctionState& fn, Wakes& wakes);
