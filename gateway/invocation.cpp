@@ -131,21 +131,6 @@ InvokeResult Invocations::invoke(const InvokeRequest& req) {
   return run(req, *meta, event, static_cast<uint32_t>(profile));
 }
 
-namespace {
-
-// How many sandboxes found dead at lease a request passes over before it
-// takes the next one as it is: each one found is destroyed, so a pool of
-// dead ones runs out well before this unless they are being killed as fast.
-constexpr int kDeadLeaseRetries = 16;
-
-// The runner's end of the reply pipe is closed: it has exited.
-bool hung_up(const Worker& w) {
-  struct pollfd p = {w.channel.from_runner.get(), 0, 0};
-  return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
-}
-
-}  // namespace
-
 std::string Invocations::template_unsupported(uint32_t profile) const {
   const Policy& p = profiles_.at(profile).policy;
   const auto& allow = p.seccomp.allow;
@@ -183,19 +168,8 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
     }
     return lo.kind == Outcome::Ok;
   };
-  Pool::Lease lease;
-  for (int attempt = 0;; attempt++) {
-    lease = pool_.acquire(req.name, meta.deploy, profile, memory, req.queue_deadline,
-                          meta.use_template ? &load_template : nullptr);
-    if (lease.status != Pool::Status::Ok || lease.forked || attempt == kDeadLeaseRetries ||
-        !hung_up(*lease.worker))
-      break;
-    // A blank or warm sandbox that died while it waited (killed: the OOM
-    // killer prefers sandboxes; or its function template went, and its
-    // instances with it), between the janitor's checks: nothing was sent to
-    // it yet, so the request takes another rather than fail.
-    pool_.release_dead(std::move(lease.worker));
-  }
+  Pool::Lease lease = pool_.acquire(req.name, meta.deploy, profile, memory, req.queue_deadline,
+                                    meta.use_template ? &load_template : nullptr);
   // A deploy or delete returned while we waited: never serve the old code;
   // the client retries at once and sees what exists now.
   if (lease.status == Pool::Status::Stale) return refused(O::Stale, kStale);
@@ -392,15 +366,7 @@ CheckResult Invocations::check(const std::string& name, const std::string& sourc
       self.checks_cv_.notify_one();
     }
   } turn{*this};
-  Pool::Lease lease;
-  const Clock::time_point lease_deadline = Clock::now() + queue_time;
-  for (int attempt = 0;; attempt++) {
-    lease = pool_.acquire_blank(profile, lease_deadline);
-    if (lease.status != Pool::Status::Ok || attempt == kDeadLeaseRetries || !hung_up(*lease.worker))
-      break;
-    // Dead while it waited (as in run()): the source is not to blame.
-    pool_.release_dead(std::move(lease.worker));
-  }
+  Pool::Lease lease = pool_.acquire_blank(profile, Clock::now() + queue_time);
   if (lease.status != Pool::Status::Ok) {
     r.outcome = CheckResult::Outcome::NoSandbox;
     r.message = "no sandbox free to check the source: " + lease.message;

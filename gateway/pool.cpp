@@ -31,6 +31,16 @@ constexpr size_t kParkRoomSandboxes = 256;
 std::vector<UniqueFd*> gateway_fds(Worker& w) {
   return {&w.channel.to_runner, &w.channel.from_runner, &w.log, &w.freeze.fd};
 }
+// How many sandboxes a lease passes over, found dead or not thawed, before
+// it returns what it has: each one found is destroyed, so a pool of broken
+// ones runs out well before this unless they are being killed as fast.
+constexpr int kLeaseRetries = 16;
+
+// The runner's end of the reply pipe is closed: it has exited.
+bool runner_gone(const Worker& w) {
+  struct pollfd p = {w.channel.from_runner.get(), 0, 0};
+  return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR | POLLNVAL));
+}
 }  // namespace
 
 MemoryReading read_memory_reading() {
@@ -216,16 +226,26 @@ std::unique_ptr<Worker> Pool::worker(Result<SpawnedSandbox> s, uint32_t profile,
 Pool::Lease Pool::acquire(const std::string& name, uint64_t deploy, uint32_t profile,
                           uint64_t memory, Clock::time_point deadline,
                           const TemplateLoader* load_template) {
-  // A warm sandbox that cannot be thawed (its fds' keeper died, its cgroup
-  // went) is destroyed, and the request takes another rather than failing.
-  // Each failure destroys the sandbox it leased, so the function's frozen
-  // ones run out: after a keeper's death, a function with several parked
-  // sandboxes cold-starts rather than fail.
   for (int attempt = 1;; attempt++) {
     Lease lease = acquire_once(name, deploy, profile, memory, deadline, load_template);
     const bool warm = lease.worker && lease.worker->frozen;
     lease = thaw_leased(std::move(lease));
-    if (!warm || lease.status == Status::Ok || attempt == 16 || Clock::now() >= deadline)
+    // A blank or warm sandbox that died while it waited (killed: the OOM
+    // killer prefers sandboxes; or its function template went, and its
+    // instances with it), between the janitor's checks: nothing was sent to
+    // it yet, so the request takes another rather than fail. (A new
+    // instance of a template is not passed over: it did not wait.)
+    if (lease.status == Status::Ok && !lease.forked && attempt < kLeaseRetries &&
+        runner_gone(*lease.worker)) {
+      release_dead(std::move(lease.worker));
+      continue;
+    }
+    // A warm sandbox that cannot be thawed (its fds' keeper died, its cgroup
+    // went) is destroyed, and the request takes another rather than
+    // failing. Each failure destroys the sandbox it leased, so the
+    // function's frozen ones run out: after a keeper's death, a function
+    // with several parked sandboxes cold-starts rather than fail.
+    if (!warm || lease.status == Status::Ok || attempt == kLeaseRetries || Clock::now() >= deadline)
       return lease;
   }
 }
@@ -452,6 +472,17 @@ Pool::Lease Pool::thaw_leased(Lease lease) {
 }
 
 Pool::Lease Pool::acquire_blank(uint32_t profile, Clock::time_point deadline) {
+  for (int attempt = 1;; attempt++) {
+    Lease lease = acquire_blank_once(profile, deadline);
+    // Dead while it waited, as in acquire(): whatever the caller was to
+    // send it is not to blame.
+    if (lease.status != Status::Ok || attempt == kLeaseRetries || !runner_gone(*lease.worker))
+      return lease;
+    release_dead(std::move(lease.worker));
+  }
+}
+
+Pool::Lease Pool::acquire_blank_once(uint32_t profile, Clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   bool last_try = false;
   for (;;) {

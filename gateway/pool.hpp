@@ -52,8 +52,9 @@ class Pool {
   // Loads the function into a new function template; true when it loaded.
   using TemplateLoader = std::function<bool(Worker&)>;
   // deploy: FunctionMeta::deploy of the deploy the request was planned for.
-  // load_template: for a function deployed with a template (PoolCore's
-  // template_step); new sandboxes are then its instances.
+  // A sandbox found dead or not thawed at lease is destroyed and passed
+  // over (up to 16): nothing was sent to it yet. load_template: for a function deployed with a
+  // template (PoolCore's template_step); new sandboxes are then its instances.
   Lease acquire(const std::string& name, uint64_t deploy, uint32_t profile, uint64_t memory,
                 Clock::time_point queue_deadline, const TemplateLoader* load_template = nullptr);
   // A blank sandbox for a one-off job (the deploy-time syntax check); give it
@@ -62,9 +63,6 @@ class Pool {
   // reusable=false: the sandbox timed out, died, failed to load or broke
   // protocol; it is destroyed.
   void release(std::unique_ptr<Worker> worker, bool reusable);
-  // A sandbox found dead at lease, before anything was sent to it: released
-  // as not reusable, and counted as the janitor's finds are.
-  void release_dead(std::unique_ptr<Worker> worker);
   // After a deploy or delete returns, no request is served by the old code:
   // with deploy the new deploy's number (or the delete's, from the store),
   // sandboxes of earlier deploys are destroyed (idle ones now, busy ones on
@@ -124,6 +122,10 @@ class Pool {
   Lease thaw_leased(Lease lease);
   Lease acquire_once(const std::string& name, uint64_t deploy, uint32_t profile, uint64_t memory,
                      Clock::time_point deadline, const TemplateLoader* load_template);
+  Lease acquire_blank_once(uint32_t profile, Clock::time_point deadline);
+  // A sandbox found dead at lease, before anything was sent to it: released
+  // as not reusable, and counted as the janitor's finds are.
+  void release_dead(std::unique_ptr<Worker> worker);
   int drop_dead_locked();
   std::unique_ptr<Worker> spawn(uint32_t profile, uint64_t memory);
   std::unique_ptr<Worker> worker(Result<SpawnedSandbox> s, uint32_t profile, uint64_t memory,

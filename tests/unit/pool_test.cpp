@@ -112,6 +112,11 @@ class FakeFactory final : public SandboxFactory {
     REQUIRE(write(e[1].get(), reply.data(), reply.size()) == ssize_t(reply.size()));
     REQUIRE(write(e[2].get(), log.data(), log.size()) == ssize_t(log.size()));
   }
+  // As sandbox id's runner exiting: its ends of the pipes close.
+  void runner_exits(uint64_t id) {
+    std::lock_guard<std::mutex> lock(mu_);
+    runner_ends_.erase(id);
+  }
 
  private:
   std::chrono::milliseconds destroy_time_;
@@ -579,6 +584,43 @@ TEST_CASE("pool: frozen sandboxes' fds wait in a keeper; past the fd budget none
   pool.release(std::move(i.worker), true);
   pool.stop();
   CHECK(parking.parked() == 0);  // the stop dropped g's
+  CHECK(factory.alive() == 0);
+}
+
+TEST_CASE("pool: a lease passes over blanks and warm sandboxes whose runner has exited") {
+  FakeFactory factory(1ms);
+  factory.with_pipes = true;
+  Pool pool(factory, limits(8, 3), {kMemory});
+  pool.start();
+  wait_for(pool, [](const PoolStats& s) { return s.blank == 3; });
+  std::vector<uint64_t> blanks = pool.stats().ids;
+  REQUIRE(blanks.size() == 3);
+  // Two of the three die while they wait: the one-off lease (the deploy
+  // check's) gets the third, and the refill replaces the dead ones.
+  factory.runner_exits(blanks[0]);
+  factory.runner_exits(blanks[2]);
+  auto one_off = pool.acquire_blank(0, Clock::now() + 2s);
+  REQUIRE(one_off.status == Pool::Status::Ok);
+  CHECK(one_off.worker->id == blanks[1]);
+  // The lease passed over the dead ones it met; the janitor's step finds
+  // the rest.
+  pool.drop_dead();
+  CHECK(pool.stats().found_dead == 2);
+  pool.release(std::move(one_off.worker), false);
+
+  // A warm sandbox whose runner exits: the next request gets a new one.
+  auto f = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(f.status == Pool::Status::Ok);
+  const uint64_t warm = f.worker->id;
+  pool.release(std::move(f.worker), true);
+  factory.runner_exits(warm);
+  f = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(f.status == Pool::Status::Ok);
+  CHECK(f.worker->id != warm);
+  CHECK(f.cold);
+  CHECK(pool.stats().found_dead == 3);
+  pool.release(std::move(f.worker), true);
+  pool.stop();
   CHECK(factory.alive() == 0);
 }
 
