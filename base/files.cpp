@@ -296,4 +296,59 @@ Result<std::string> read_up_to(int fd, size_t limit) {
   }
 }
 
+Result<std::string> make_private_dir(std::string given, mode_t mode) {
+  while (given.size() > 1 && given.back() == '/') given.pop_back();
+  if (given.find_first_not_of('/') == std::string::npos)
+    return make_error("directory", "/ is the root directory");
+  std::string path;
+  if (auto whole = resolve_trusted(given)) {
+    path = whole.value();
+  } else {
+    const size_t slash = given.find_last_of('/');
+    const std::string name = given.substr(slash + 1);
+    if (whole.error().err != ENOENT || name == "." || name == "..")
+      return make_error("directory", whole.error().message());
+    struct stat dangling;
+    if (lstat(given.c_str(), &dangling) == 0 && S_ISLNK(dangling.st_mode))
+      return make_error("directory", given +
+                                         " is a symbolic link to something that does not "
+                                         "exist; make its target, or name the directory");
+    // Not there yet: its parent resolved, the directory made below it.
+    auto parent = resolve_trusted(slash == 0 ? "/" : given.substr(0, slash));
+    if (!parent) return make_error("directory", parent.error().message());
+    path = (parent.value() == "/" ? "" : parent.value()) + "/" + name;
+  }
+  if (path == "/") return make_error("directory", given + " is the root directory");
+  // The directories above, before anything is made or changed there: root's
+  // (or ours) and writable by no one else, a sticky parent aside (/tmp:
+  // others cannot rename or replace what we make in it, and what is there
+  // already is checked to be ours below).
+  auto checked = check_private_ancestors(path, /*sticky_last_ok=*/true);
+  if (!checked) return make_error("directory", checked.error().message());
+  if (mkdir(path.c_str(), mode) != 0 && errno != EEXIST) return sys_error("mkdir", path);
+  // O_NOFOLLOW: a link made in its place since it was resolved is refused.
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid()) {
+    const int err = errno;
+    struct stat link;
+    // O_DIRECTORY answers ENOTDIR for a link too.
+    if ((err == ENOTDIR || err == ELOOP) && lstat(path.c_str(), &link) == 0 &&
+        S_ISLNK(link.st_mode))
+      return make_error("directory", path + " became a symbolic link while it was being made");
+    if (err == ENOTDIR) return make_error("directory", path + " is not a directory");
+    return sys_error_n(err, "open", path);
+  }
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) return sys_error("fstat", path);
+  if (st.st_uid != geteuid())
+    return make_error("directory", path + " belongs to uid " + std::to_string(st.st_uid) +
+                                       ", not to this process's user (uid " +
+                                       std::to_string(geteuid()) + ")");
+  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+    return make_error("directory",
+                      path + " is writable by other users (mode " + mode_octal(st.st_mode) + ")");
+  if (fchmod(fd.get(), mode) != 0) return sys_error("chmod", path);
+  return path;
+}
+
 }  // namespace nsbox

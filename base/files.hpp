@@ -56,6 +56,16 @@ Result<std::string> check_private_ancestors(const std::string& path, bool sticky
 // exist (ENOENT otherwise, as realpath); at most 40 links.
 Result<std::string> resolve_trusted(const std::string& path);
 
+// A directory of the caller's own that no one else may write, made with
+// mode if missing, else checked and set to mode. Its ancestors pass
+// check_private_ancestors (a sticky parent allowed: the directory itself
+// is checked to be the caller's), so one another user could swap, or a
+// /tmp or a file, is refused before anything is made or chmod'ed. "/"
+// (also as "//", "/tmp/..") is refused. Returns the path resolved once
+// (resolve_trusted): use it from then on, as a link another user could
+// re-point would otherwise move what is made there later.
+Result<std::string> make_private_dir(std::string path, mode_t mode);
+
 // Reads fd to its end. More than limit bytes is an error with err EFBIG;
 // never reads more than limit plus one buffer, as the file may grow while it
 // is read. A read error keeps its errno (step "read").

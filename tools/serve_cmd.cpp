@@ -114,71 +114,13 @@ int fail(const std::string& msg) {
   return 1;
 }
 
-// The state dir holds the token, the function store and the rootfs every
-// sandbox mounts, so it must be the daemon's own: a directory it owns that
-// no one else may write. One that exists is checked before it is changed
-// (a state_dir of /tmp or of a file must not be chmod'ed by root). Mode
-// 0711: the sandboxes' unprivileged root must traverse it to reach the
-// rootfs beneath, but may not list it. Returns the directory resolved once,
-// through links of root's (or the daemon user's) only, which the daemon
-// uses from then on: the store rebuilds paths from it at every deploy, and
-// a link another user could re-point would move later deploys (and the
-// token it reads at a reload) into their directory.
-Result<std::string> prepare_state_dir(std::string given) {
-  const std::string fix = "; give nsbox a directory of its own (state_dir, --state-dir)";
-  while (given.size() > 1 && given.back() == '/') given.pop_back();
-  if (given.find_first_not_of('/') == std::string::npos)
-    return make_error("state_dir", "/ is the root directory" + fix);
-  std::string path;
-  if (auto whole = resolve_trusted(given)) {
-    path = whole.value();
-  } else {
-    const size_t slash = given.find_last_of('/');
-    const std::string name = given.substr(slash + 1);
-    if (whole.error().err != ENOENT || name == "." || name == "..")
-      return make_error("state_dir", whole.error().message() + fix);
-    struct stat dangling;
-    if (lstat(given.c_str(), &dangling) == 0 && S_ISLNK(dangling.st_mode))
-      return make_error("state_dir", given +
-                                         " is a symbolic link to something that does not "
-                                         "exist; make its target, or name the directory" +
-                                         fix);
-    // Not there yet: its parent resolved, the directory made below it.
-    auto parent = resolve_trusted(slash == 0 ? "/" : given.substr(0, slash));
-    if (!parent) return make_error("state_dir", parent.error().message() + fix);
-    path = (parent.value() == "/" ? "" : parent.value()) + "/" + name;
-  }
-  if (path == "/") return make_error("state_dir", given + " is the root directory" + fix);
-  // The directories above, before anything is made or changed there: root's
-  // (or ours) and writable by no one else, sticky ones aside (/tmp: others
-  // cannot rename or replace what root makes in it, and what is there
-  // already is checked to be ours below).
-  auto checked = check_private_ancestors(path, /*sticky_last_ok=*/true);
-  if (!checked) return make_error("state_dir", checked.error().message() + fix);
-  if (mkdir(path.c_str(), 0711) != 0 && errno != EEXIST) return sys_error("mkdir", path);
-  // O_NOFOLLOW: a link made in its place since it was resolved is refused.
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd.valid()) {
-    const int err = errno;
-    struct stat link;
-    // O_DIRECTORY answers ENOTDIR for a link too.
-    if ((err == ENOTDIR || err == ELOOP) && lstat(path.c_str(), &link) == 0 &&
-        S_ISLNK(link.st_mode))
-      return make_error("state_dir", path + " became a symbolic link while nsbox started" + fix);
-    if (err == ENOTDIR) return make_error("state_dir", path + " is not a directory" + fix);
-    return sys_error_n(err, "open", path);
-  }
-  struct stat st;
-  if (fstat(fd.get(), &st) != 0) return sys_error("fstat", path);
-  if (st.st_uid != geteuid())
-    return make_error("state_dir", path + " belongs to uid " + std::to_string(st.st_uid) +
-                                       ", not to the user nsbox serve runs as (uid " +
-                                       std::to_string(geteuid()) + ")" + fix);
-  if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
-    return make_error("state_dir", path + " is writable by other users (mode " +
-                                       mode_octal(st.st_mode) + ")" + fix);
-  if (fchmod(fd.get(), 0711) != 0) return sys_error("chmod", path);
-  return path;
+Result<std::string> prepare_state_dir(const std::string& given) {
+  auto dir = make_private_dir(given, 0711);
+  if (!dir)
+    return make_error("state_dir", dir.error().text() +
+                                       "; give nsbox a directory of its own (state_dir, "
+                                       "--state-dir)");
+  return dir;
 }
 
 PoolLimits pool_limits(const ServeConfig& c) {

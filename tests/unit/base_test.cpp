@@ -373,6 +373,65 @@ void stop(pid_t child) {
 
 }  // namespace
 
+// Needs root to give a directory to another user.
+TEST_CASE("base/files: make_private_dir makes or checks a directory of ours, else changes nothing" *
+          doctest::skip(geteuid() != 0)) {
+  TempDir d("private-dir");
+  const std::string& top = d.path;
+  auto mode_of = [](const std::string& p) {
+    struct stat st;
+    REQUIRE(lstat(p.c_str(), &st) == 0);
+    return st.st_mode & 07777;
+  };
+  auto refusal = [](const std::string& p) {
+    auto r = nsbox::make_private_dir(p, 0711);
+    return r ? std::string() : r.error().text();
+  };
+  char real[PATH_MAX];
+  REQUIRE(realpath(top.c_str(), real));
+
+  // Made, or set to the mode when it is ours; returned resolved.
+  REQUIRE(symlink(top.c_str(), (top + "/link").c_str()) == 0);
+  auto made = nsbox::make_private_dir(top + "/link/state//", 0711);
+  REQUIRE_MESSAGE(made, made.error().message());
+  CHECK(made.value() == std::string(real) + "/state");
+  CHECK(mode_of(top + "/state") == 0711);
+  REQUIRE(chmod((top + "/state").c_str(), 0700) == 0);
+  CHECK(nsbox::make_private_dir(top + "/state", 0711));
+  CHECK(mode_of(top + "/state") == 0711);
+
+  // Refused, and left as it was.
+  REQUIRE(mkdir((top + "/open").c_str(), 0777) == 0);
+  REQUIRE(chmod((top + "/open").c_str(), 0777) == 0);
+  CHECK(refusal(top + "/open").find("writable by other users (mode 0777)") != std::string::npos);
+  CHECK(mode_of(top + "/open") == 0777);
+  REQUIRE(mkdir((top + "/theirs").c_str(), 0755) == 0);
+  REQUIRE(chown((top + "/theirs").c_str(), 65534, 65534) == 0);
+  CHECK(refusal(top + "/theirs").find("belongs to uid 65534") != std::string::npos);
+  CHECK(mode_of(top + "/theirs") == 0755);
+  const int file = open((top + "/file").c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+  REQUIRE(file >= 0);
+  close(file);
+  CHECK(refusal(top + "/file").find("is not a directory") != std::string::npos);
+  REQUIRE(symlink((top + "/nowhere").c_str(), (top + "/dangling").c_str()) == 0);
+  CHECK(refusal(top + "/dangling").find("symbolic link to something that does not exist") !=
+        std::string::npos);
+  CHECK(access((top + "/nowhere").c_str(), F_OK) != 0);
+  // Below a directory another user may write: nothing is made there.
+  CHECK(refusal(top + "/open/state").find("lets another user rename or replace") !=
+        std::string::npos);
+  CHECK(access((top + "/open/state").c_str(), F_OK) != 0);
+  // The root directory however it is spelt; /tmp (sticky, everyone's)
+  // reached through "..": refused, not chmod'ed.
+  for (const char* root : {"/", "//", "/."}) {
+    CAPTURE(root);
+    CHECK(refusal(root).find("is the root directory") != std::string::npos);
+  }
+  const mode_t tmp_mode = mode_of("/tmp");
+  CHECK(refusal(top + "/..").find("writable by other users") != std::string::npos);
+  CHECK(mode_of("/tmp") == tmp_mode);
+}
+
 TEST_CASE("base/files: read_up_to reads to the end, and refuses one byte past its limit") {
   auto fill = [](size_t n) {
     int p[2];
