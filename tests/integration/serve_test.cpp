@@ -31,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include "base/children.hpp"
 #include "tests/integration/daemon.hpp"
 #include "tests/integration/harness.hpp"
 
@@ -1024,16 +1025,9 @@ std::vector<pid_t> runners_of(const Daemon& d) {
   };
   for (size_t i = 0; i < todo.size() && i < 10000; i++) {
     const bool init = comm(todo[i]) == "nsbox-init";
-    const std::string task = "/proc/" + std::to_string(todo[i]) + "/task";
-    // A process may exit while it is walked: no error, no children.
-    std::error_code gone;
-    for (std::filesystem::directory_iterator t(task, gone), end; !gone && t != end;
-         t.increment(gone)) {
-      std::ifstream children(t->path().string() + "/children");
-      for (pid_t c; children >> c;) {
-        todo.push_back(c);
-        if (init) runners.push_back(c);
-      }
+    for (pid_t c : nsbox::child_pids(todo[i])) {
+      todo.push_back(c);
+      if (init) runners.push_back(c);
     }
   }
   return runners;
