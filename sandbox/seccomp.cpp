@@ -130,19 +130,20 @@ std::vector<sock_filter> argument_prefix() {
   const auto ntype = static_cast<uint8_t>(std::size(kAllowedInetTypes));
   const auto nproto = static_cast<uint8_t>(std::size(kAllowedInetProtocols));
   const auto nflag = static_cast<uint8_t>(std::size(kRefusedFlags));
-  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..] dispatch (6 +
+  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..] dispatch (7 +
   // nflag)  [..] ja end  [..] ioctl block  [..] fcntl block  [..] family
   // block  [..] inet type block  [..] inet protocol block  [..] setrlimit
-  // block  [..] prlimit64 block  [..] a block of two per flag rule  [..]
-  // refusals  end:
-  const uint8_t ioctl_at = 3 + 6 + nflag + 1;
+  // block  [..] prlimit64 block  [..] setpriority block  [..] a block of
+  // two per flag rule  [..] refusals  end:
+  const uint8_t ioctl_at = 3 + 7 + nflag + 1;
   const uint8_t fcntl_at = ioctl_at + 1 + nioctl + 1;
   const uint8_t family_at = fcntl_at + 1 + nfcntl + 1;
   const uint8_t type_at = family_at + 1 + nfam + 1;
   const uint8_t protocol_at = type_at + 2 + ntype + 1;
   const uint8_t setrlimit_at = protocol_at + 1 + nproto + 1;
   const uint8_t prlimit_at = setrlimit_at + 3;
-  const uint8_t flags_at = prlimit_at + 6;
+  const uint8_t setpriority_at = prlimit_at + 8;
+  const uint8_t flags_at = setpriority_at + 4;
   const uint8_t eperm_at = flags_at + 2 * nflag;
   const uint8_t end = eperm_at + 1;
   auto to = [&](uint8_t target) { return static_cast<uint8_t>(target - f.size() - 1); };
@@ -155,6 +156,7 @@ std::vector<sock_filter> argument_prefix() {
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_socketpair, to(family_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_setrlimit, to(setrlimit_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_prlimit64, to(prlimit_at), 0));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_setpriority, to(setpriority_at), 0));
   for (uint8_t i = 0; i < nflag; i++)
     f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, uint32_t(kRefusedFlags[i].nr),
                      to(uint8_t(flags_at + 2 * i)), 0));
@@ -198,11 +200,25 @@ std::vector<sock_filter> argument_prefix() {
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(0)));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, RLIMIT_CORE, to(eperm_at), 0));
   f.push_back(stmt(BPF_JMP | BPF_JA, to(end)));
-  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(1)));
-  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, RLIMIT_CORE, 0, to(end)));
+  // prlimit64 sets only the caller's own limits (pid 0, as glibc's
+  // setrlimit passes). The processes of one uid may set each other's
+  // limits, and a function template's instances share its uid: one
+  // request could otherwise lower the template's limits (a CPU second,
+  // no file size) for every later instance of the function. Reading any
+  // pid's goes on.
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(2)));  // new_limit, a pointer
-  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, to(eperm_at)));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, 2));
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_high(2)));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 0, to(end), 0));
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(0)));  // pid
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 0, 0, to(eperm_at)));
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(1)));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, RLIMIT_CORE, to(eperm_at), to(end)));
+  // setpriority only on the caller itself (PRIO_PROCESS, who 0: os.nice),
+  // for the same reason: not a sibling's, the template's nor its uid's.
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(0)));  // which
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, PRIO_PROCESS, 0, to(eperm_at)));
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(1)));  // who
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 0, to(end), to(eperm_at)));
   // A flag rule: the flag set in the argument's low 32 bits (each is an int
   // or unsigned int) is refused; any other value goes on.

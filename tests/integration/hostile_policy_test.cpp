@@ -61,6 +61,12 @@ void check_report(const json& r, bool sockets, int core = 1) {
   CHECK(r["priority"]["rtprio_limit"] == json::array({0, 0}));
   CHECK(r["priority"]["raise"] != "ok");
   CHECK(r["priority"]["lower"] == (sockets ? "ok" : "EPERM"));
+  // Nor another process's limits or priority, though the kernel lets a
+  // process set those of its uid's (a function template's instances share
+  // the template's): read, yes; set, even to what they are, no.
+  CHECK(r["priority"]["parent_limit_get"] == "ok");
+  CHECK(r["priority"]["parent_limit_set"] == "EPERM");
+  CHECK(r["priority"]["parent_nice"] == "EPERM");
   // Item 3: every family off the allowlist gets what the kernel says for a
   // family it lacks; the allowlist works where the policy allows sockets.
   REQUIRE(r["refused_families"].size() >= 30);
@@ -199,6 +205,19 @@ TEST_CASE("hardening: a function under nsbox serve as root, both policies") {
   REQUIRE(d.start());
   auto c = d.client();
   check_serve(*c, nsbox::test::auth(d), d.log());
+  // An instance of a function template: its parent is the template, whose
+  // uid it shares; a limit or priority set on it would pass to every later
+  // instance of the function.
+  auto t = c->Put("/functions/hardening-template?template=1", nsbox::test::auth(d), probe_source(),
+                  "text/x-python");
+  REQUIRE(t);
+  REQUIRE_MESSAGE(t->status == 201, t->body);
+  for (int i = 0; i < 2; i++) {
+    auto r = c->Post("/fn/hardening-template", event(), "application/json");
+    REQUIRE(r);
+    REQUIRE_MESSAGE(r->status == 200, r->body, d.log());
+    check_report(json::parse(r->body, nullptr, false), true);
+  }
   CHECK(d.stop() == 0);
 }
 

@@ -18,7 +18,7 @@ _NR_IOCTL, _NR_SOCKET, _NR_SOCKETPAIR, _NR_SETRLIMIT, _NR_PRLIMIT64 = 16, 41, 53
 _NR_FCNTL, _NR_MMAP, _NR_MUNMAP, _NR_MEMFD_CREATE = 72, 9, 11, 319
 MAP_PRIVATE, MAP_ANONYMOUS, MAP_HUGETLB, MFD_HUGETLB = 0x02, 0x20, 0x40000, 4
 F_GETFL, F_SETLEASE, F_NOTIFY, DN_ACCESS, F_RDLCK = 3, 1024, 1026, 1, 0
-RLIMIT_CORE, RLIMIT_NICE, RLIMIT_RTPRIO = 4, 13, 14
+RLIMIT_CORE, RLIMIT_NOFILE, RLIMIT_NICE, RLIMIT_RTPRIO = 4, 7, 13, 14
 _HIGH = 1 << 32  # the kernel reads ioctl's cmd and socket's family as 32 bits
 
 TIOCSTI, TIOCLINUX, TIOCCONS, TIOCSETD, FIONREAD = 0x5412, 0x541C, 0x541D, 0x5423, 0x541B
@@ -203,6 +203,18 @@ def _priority():
     now = os.getpriority(os.PRIO_PROCESS, 0)
     out["raise"] = _works(lambda: os.setpriority(os.PRIO_PROCESS, 0, now - 1))
     out["lower"] = _works(lambda: os.setpriority(os.PRIO_PROCESS, 0, min(now + 1, 19)))
+    # The parent (PID 1, or a function template) shares this process's uid,
+    # which the kernel lets set its limits and priority: each set to what it
+    # is, so that nothing changes if the filter let it through.
+    parent = os.getppid()
+    lim = (ctypes.c_ulong * 2)()
+    rc, err = _syscall(_NR_PRLIMIT64, parent, RLIMIT_NOFILE, None, lim)
+    out["parent_limit_get"] = "ok" if rc == 0 else _errname(err)
+    if rc == 0:
+        rc, err = _syscall(_NR_PRLIMIT64, parent, RLIMIT_NOFILE, lim, None)
+        out["parent_limit_set"] = "ok" if rc == 0 else _errname(err)
+    out["parent_nice"] = _works(
+        lambda: os.setpriority(os.PRIO_PROCESS, parent, os.getpriority(os.PRIO_PROCESS, parent)))
     return out
 
 

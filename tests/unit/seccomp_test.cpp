@@ -92,43 +92,49 @@ enum Probe {
   kGetpid,
   kSocketInet,
   kSocketpair,
-  kIoctlSti,         // TIOCSTI on a pipe: ENOTTY without a filter
-  kIoctlStiHigh,     // the same with bit 32 set, which the kernel ignores
-  kIoctlLinux,       // TIOCLINUX, high bits set
-  kIoctlSetd,        // TIOCSETD
-  kIoctlCons,        // TIOCCONS
-  kIoctlGetfsmap,    // FS_IOC_GETFSMAP
-  kIoctlFionread,    // an ordinary ioctl on the same pipe
-  kSocketVsock,      // AF_VSOCK
-  kSocketVsockHigh,  // AF_VSOCK with bit 32 set
-  kSocketNetlink,    // AF_NETLINK, NETLINK_ROUTE
-  kSocketInetHigh,   // AF_INET with bit 32 set: the kernel sees AF_INET
-  kSocketpairVsock,  // socketpair(AF_VSOCK)
-  kSetrlimitCore,    // setrlimit(RLIMIT_CORE) to 0
-  kPrlimitCoreSet,   // prlimit64(RLIMIT_CORE) with a new limit
-  kPrlimitCoreHigh,  // the same, the new limit's pointer with only high bits set
-  kPrlimitCoreGet,   // prlimit64(RLIMIT_CORE) reading only
-  kPrlimitNofile,    // prlimit64(RLIMIT_NOFILE) set to what it is
-  kFcntlNotify,      // F_NOTIFY (dnotify) on a directory: 0 without a filter
-  kFcntlNotifyHigh,  // the same with bit 32 set
-  kFcntlSetlease,    // F_SETLEASE on a directory: EINVAL without a filter
-  kFcntlGetfl,       // an ordinary fcntl on the same directory
-  kMmapHuge,         // mmap(MAP_HUGETLB): ENOMEM without a filter and no pool
-  kMmapHugeHigh,     // the same with bit 32 of the flags set
-  kMmapPlain,        // an ordinary anonymous mmap
-  kMemfdHuge,        // memfd_create(MFD_HUGETLB): an fd without a filter
-  kShmgetHuge,       // shmget(SHM_HUGETLB): listed by no built-in policy
-  kSocketSctp,       // socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP)
-  kSocketL2tp6,      // socket(AF_INET6, SOCK_DGRAM, IPPROTO_L2TP)
-  kSocketUdp6,       // socket(AF_INET6, SOCK_DGRAM, IPPROTO_UDP)
-  kSocketDccpType,   // socket(AF_INET, SOCK_DCCP, 0): would load dccp by its type
-  kSocketPacket,     // socket(AF_INET, SOCK_PACKET, 0): an AF_PACKET socket
-  kSocketFlagged,    // socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)
-  kSocketMptcp,      // socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP): built in where it exists
-  kSocketUdplite,    // socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE): likewise
-  kPrctlUndumpable,  // prctl(PR_SET_DUMPABLE, 0): allowed by every filter
-  kPrctlDumpable,    // prctl(PR_SET_DUMPABLE, 1), after it: as the policy says
-  kPrctlHighBits,    // prctl(1 << 32 | PR_SET_DUMPABLE, 0)
+  kIoctlSti,          // TIOCSTI on a pipe: ENOTTY without a filter
+  kIoctlStiHigh,      // the same with bit 32 set, which the kernel ignores
+  kIoctlLinux,        // TIOCLINUX, high bits set
+  kIoctlSetd,         // TIOCSETD
+  kIoctlCons,         // TIOCCONS
+  kIoctlGetfsmap,     // FS_IOC_GETFSMAP
+  kIoctlFionread,     // an ordinary ioctl on the same pipe
+  kSocketVsock,       // AF_VSOCK
+  kSocketVsockHigh,   // AF_VSOCK with bit 32 set
+  kSocketNetlink,     // AF_NETLINK, NETLINK_ROUTE
+  kSocketInetHigh,    // AF_INET with bit 32 set: the kernel sees AF_INET
+  kSocketpairVsock,   // socketpair(AF_VSOCK)
+  kSetrlimitCore,     // setrlimit(RLIMIT_CORE) to 0
+  kPrlimitCoreSet,    // prlimit64(RLIMIT_CORE) with a new limit
+  kPrlimitCoreHigh,   // the same, the new limit's pointer with only high bits set
+  kPrlimitCoreGet,    // prlimit64(RLIMIT_CORE) reading only
+  kPrlimitNofile,     // prlimit64(RLIMIT_NOFILE) set to what it is
+  kPrlimitParent,     // the same on the parent (the test), by its pid
+  kPrlimitOwnPid,     // the same on itself, by its pid rather than 0
+  kPrlimitParentGet,  // prlimit64 reading the parent's RLIMIT_NOFILE
+  kSetprioParent,     // setpriority(PRIO_PROCESS, parent) to what it is
+  kSetprioSelf,       // setpriority(PRIO_PROCESS, 0) to what it is
+  kSetprioPgrp,       // setpriority(PRIO_PGRP) of a group that does not exist: ESRCH
+  kFcntlNotify,       // F_NOTIFY (dnotify) on a directory: 0 without a filter
+  kFcntlNotifyHigh,   // the same with bit 32 set
+  kFcntlSetlease,     // F_SETLEASE on a directory: EINVAL without a filter
+  kFcntlGetfl,        // an ordinary fcntl on the same directory
+  kMmapHuge,          // mmap(MAP_HUGETLB): ENOMEM without a filter and no pool
+  kMmapHugeHigh,      // the same with bit 32 of the flags set
+  kMmapPlain,         // an ordinary anonymous mmap
+  kMemfdHuge,         // memfd_create(MFD_HUGETLB): an fd without a filter
+  kShmgetHuge,        // shmget(SHM_HUGETLB): listed by no built-in policy
+  kSocketSctp,        // socket(AF_INET, SOCK_STREAM, IPPROTO_SCTP)
+  kSocketL2tp6,       // socket(AF_INET6, SOCK_DGRAM, IPPROTO_L2TP)
+  kSocketUdp6,        // socket(AF_INET6, SOCK_DGRAM, IPPROTO_UDP)
+  kSocketDccpType,    // socket(AF_INET, SOCK_DCCP, 0): would load dccp by its type
+  kSocketPacket,      // socket(AF_INET, SOCK_PACKET, 0): an AF_PACKET socket
+  kSocketFlagged,     // socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)
+  kSocketMptcp,       // socket(AF_INET, SOCK_STREAM, IPPROTO_MPTCP): built in where it exists
+  kSocketUdplite,     // socket(AF_INET, SOCK_DGRAM, IPPROTO_UDPLITE): likewise
+  kPrctlUndumpable,   // prctl(PR_SET_DUMPABLE, 0): allowed by every filter
+  kPrctlDumpable,     // prctl(PR_SET_DUMPABLE, 1), after it: as the policy says
+  kPrctlHighBits,     // prctl(1 << 32 | PR_SET_DUMPABLE, 0)
   kProbeCount
 };
 
@@ -258,6 +264,30 @@ Report run_probes(const SeccompProgram* prog, uint64_t mask) {
       r.probe[kPrlimitCoreGet] = outcome(syscall(SYS_prlimit64, 0, RLIMIT_CORE, nullptr, &got));
     if (want(kPrlimitNofile) && getrlimit(RLIMIT_NOFILE, &got) == 0)
       r.probe[kPrlimitNofile] = outcome(syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &got, nullptr));
+    // The processes of one uid may set each other's limits and priority; a
+    // sandbox only its own (a function template's instances share its uid).
+    // Each sets what is there already.
+    const pid_t parent = getppid();
+    struct rlimit theirs = {};
+    if (want(kPrlimitParentGet))
+      r.probe[kPrlimitParentGet] =
+          outcome(syscall(SYS_prlimit64, parent, RLIMIT_NOFILE, nullptr, &theirs));
+    if (want(kPrlimitParent) && prlimit(parent, RLIMIT_NOFILE, nullptr, &theirs) == 0)
+      r.probe[kPrlimitParent] =
+          outcome(syscall(SYS_prlimit64, parent, RLIMIT_NOFILE, &theirs, nullptr));
+    if (want(kPrlimitOwnPid) && getrlimit(RLIMIT_NOFILE, &got) == 0)
+      r.probe[kPrlimitOwnPid] =
+          outcome(syscall(SYS_prlimit64, getpid(), RLIMIT_NOFILE, &got, nullptr));
+    errno = 0;
+    const int parent_nice = getpriority(PRIO_PROCESS, parent),
+              own_nice = getpriority(PRIO_PROCESS, 0);
+    if (want(kSetprioParent) && errno == 0)
+      r.probe[kSetprioParent] =
+          outcome(syscall(SYS_setpriority, PRIO_PROCESS, parent, parent_nice));
+    if (want(kSetprioSelf) && errno == 0)
+      r.probe[kSetprioSelf] = outcome(syscall(SYS_setpriority, PRIO_PROCESS, 0, own_nice));
+    if (want(kSetprioPgrp))
+      r.probe[kSetprioPgrp] = outcome(syscall(SYS_setpriority, PRIO_PGRP, 0x7ffffff0, own_nice));
     int dir = open(quiet, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     auto fcntl_probe = [&](Probe pr, unsigned long cmd, unsigned long arg) {
       if (want(pr)) r.probe[pr] = outcome(syscall(SYS_fcntl, dir, cmd, arg));
@@ -663,6 +693,15 @@ TEST_CASE("kernel: without a filter, RLIMIT_CORE can be lowered (control)") {
   check_denied(r, kPrlimitCoreHigh, EFAULT, "prlimit64(RLIMIT_CORE, bad pointer)");
 }
 
+TEST_CASE("kernel: without a filter, a process sets its parent's limits and priority (control)") {
+  Report r = run_probes(
+      nullptr, bit(kPrlimitParent) | bit(kPrlimitOwnPid) | bit(kSetprioParent) | bit(kSetprioPgrp));
+  CHECK(r.probe[kPrlimitParent].ret == 0);
+  CHECK(r.probe[kPrlimitOwnPid].ret == 0);
+  CHECK(r.probe[kSetprioParent].ret == 0);
+  check_denied(r, kSetprioPgrp, ESRCH, "setpriority(PRIO_PGRP) of no group");
+}
+
 // The refusals an attacker tries on every policy: terminal injection and
 // socket families beyond unix/IPv4/IPv6, with the high half of the argument
 // set to dodge a 64-bit compare.
@@ -683,6 +722,11 @@ static void check_argument_rules(const Report& r) {
   check_denied(r, kPrlimitCoreHigh, EPERM, "prlimit64(RLIMIT_CORE, high-bits pointer)");
   CHECK(r.probe[kPrlimitCoreGet].ret == 0);
   CHECK(r.probe[kPrlimitNofile].ret == 0);
+  check_denied(r, kPrlimitParent, EPERM, "prlimit64(parent, new limit)");
+  check_denied(r, kPrlimitOwnPid, EPERM, "prlimit64(own pid, new limit)");
+  CHECK(r.probe[kPrlimitParentGet].ret == 0);
+  check_denied(r, kSetprioParent, EPERM, "setpriority(PRIO_PROCESS, parent)");
+  check_denied(r, kSetprioPgrp, EPERM, "setpriority(PRIO_PGRP)");
   check_denied(r, kFcntlNotify, EPERM, "fcntl(F_NOTIFY)");
   check_denied(r, kFcntlNotifyHigh, EPERM, "fcntl(F_NOTIFY | 1 << 32)");
   check_denied(r, kFcntlSetlease, EPERM, "fcntl(F_SETLEASE)");
@@ -696,9 +740,10 @@ constexpr uint64_t kArgumentProbes =
     bit(kIoctlSti) | bit(kIoctlStiHigh) | bit(kIoctlLinux) | bit(kIoctlSetd) | bit(kIoctlCons) |
     bit(kIoctlGetfsmap) | bit(kIoctlFionread) | bit(kSocketVsock) | bit(kSocketVsockHigh) |
     bit(kSocketNetlink) | bit(kSocketpairVsock) | bit(kSetrlimitCore) | bit(kPrlimitCoreSet) |
-    bit(kPrlimitCoreHigh) | bit(kPrlimitCoreGet) | bit(kPrlimitNofile) | bit(kFcntlNotify) |
-    bit(kFcntlNotifyHigh) | bit(kFcntlSetlease) | bit(kFcntlGetfl) | bit(kMmapHuge) |
-    bit(kMmapHugeHigh) | bit(kMmapPlain);
+    bit(kPrlimitCoreHigh) | bit(kPrlimitCoreGet) | bit(kPrlimitNofile) | bit(kPrlimitParent) |
+    bit(kPrlimitOwnPid) | bit(kPrlimitParentGet) | bit(kSetprioParent) | bit(kSetprioPgrp) |
+    bit(kFcntlNotify) | bit(kFcntlNotifyHigh) | bit(kFcntlSetlease) | bit(kFcntlGetfl) |
+    bit(kMmapHuge) | bit(kMmapHugeHigh) | bit(kMmapPlain);
 
 TEST_CASE("kernel: every policy refuses terminal ioctls and socket families off the list") {
   for (const char* name : {"default", "strict"}) {
@@ -746,6 +791,7 @@ TEST_CASE("kernel: the default policy denies escapes, allows ordinary work") {
   CHECK(r.probe[kCloneFork].ret > 0);
   CHECK(r.probe[kSocketInet].ret >= 0);
   CHECK(r.probe[kSocketpair].ret == 0);
+  CHECK(r.probe[kSetprioSelf].ret == 0);  // os.nice
 }
 
 TEST_CASE("kernel: without a filter, MPTCP or UDP-Lite sockets are made (control)") {
