@@ -29,12 +29,18 @@ constexpr int kToolTimeoutMs = 60000;   // docker run/rm, crun run/delete
 constexpr int kReadyTimeoutMs = 30000;  // docker: the shim opening its FIFOs
 constexpr size_t kMaxToolOutput = 16 << 10;
 
-// The fds a command starts with: 0 is /dev/null; 1 and 2 are `out`; 3 and 4
-// the runner's channel ends when given. Everything else is closed.
+// The fds a command starts with: 0 is an empty pipe; 1 and 2 are `out`; 3
+// and 4 the runner's channel ends when given. Everything else is closed.
+// Not /dev/null on 0: crun (before 1.9) chowns the stdio it is given to the
+// container's user, which would give the host's /dev/null to a sandbox uid.
 Result<pid_t> start_process(const std::vector<std::string>& argv,
                             const std::vector<std::string>& env, int out, int in3 = -1,
                             int out4 = -1, bool own_group = false) {
-  std::vector<ChildFd> fds = {{1, out}, {2, out}};
+  int p[2];
+  if (pipe2(p, O_CLOEXEC) != 0) return sys_error("pipe2", "stdin for " + argv[0]);
+  UniqueFd empty(p[0]), closed(p[1]);
+  closed.reset();  // reads see end of file at once
+  std::vector<ChildFd> fds = {{0, empty.get()}, {1, out}, {2, out}};
   if (in3 >= 0) fds.push_back({3, in3});
   if (out4 >= 0) fds.push_back({4, out4});
   return spawn_program(argv, env, fds, own_group);

@@ -125,6 +125,7 @@ TEST_CASE("compare: each layer adds what it names, and no layer runs the functio
   CHECK_MESSAGE(after.sandbox_procs == 0, after.describe_procs);
   CHECK(after.cgroup_leaves <= before.cgroup_leaves);
   CHECK(after.mounts == before.mounts);
+  CHECK(after.devices_changed == "");
 }
 
 TEST_CASE("compare: fewer layers are refused without allow_comparison_isolation") {
@@ -176,4 +177,7 @@ TEST_CASE("compare: none, bwrap, crun and runc serve as an unprivileged uid and 
   auto after = nsbox::test::host_residue();
   CHECK_MESSAGE(after.sandbox_procs == 0, after.describe_procs);
   CHECK(after.mounts == before.mounts);
+  // crun before 1.9 chowns its stdio to the container's user, /dev/null
+  // included: it must be given none of the host's device nodes.
+  CHECK(after.devices_changed == "");
 }

@@ -111,6 +111,10 @@ struct HostResidue {
   size_t sandbox_procs = 0;  // processes owned by a sandbox host uid
   std::vector<std::string> describe_leaves;
   std::string describe_procs;  // "pid uid cmdline; ..." of the sandbox processes
+  // The host's shared device nodes that are not root's 0666 (a container
+  // runtime that chowns its stdio to the container's user would give
+  // /dev/null to a sandbox uid): "" when none.
+  std::string devices_changed;
 };
 HostResidue host_residue();
 
