@@ -83,6 +83,7 @@ struct HttpFront::Conn {
   Clock::time_point started;  // began sending its current request
   std::string in;             // bytes read and not used yet
   uint64_t held = 0;          // its request body's bytes counted in buffered_
+  uint64_t answer_held = 0;   // its answer's bytes counted in unread_bytes_
   std::unique_ptr<httplib::Request> req;
   HeadResult head;
   HeadScan scan;  // of the head still arriving
@@ -707,6 +708,8 @@ bool HttpFront::send_response(Conn* c, httplib::Response& res, bool from_worker)
     return false;
   }
   std::lock_guard<std::mutex> lock(mu_);
+  c->answer_held = c->out_head.size() + c->out_body.size();
+  unread_bytes_ += c->answer_held;
   c->state = State::Writing;
   c->deadline = Clock::now() + std::chrono::milliseconds(config_.request_timeout_ms);
   arm(c, EPOLLOUT);
@@ -746,6 +749,7 @@ bool HttpFront::after_write(Conn* c, bool from_worker) {
   // to hold none (the answer's body may be megabytes).
   std::string().swap(c->out_head);
   std::string().swap(c->out_body);
+  release_answer(c);
   if (c->refusing) {
     begin_drain(c);
     return false;
@@ -829,6 +833,11 @@ void HttpFront::release_body(Conn* c) {
   c->held = 0;
 }
 
+void HttpFront::release_answer(Conn* c) {
+  unread_bytes_ -= c->answer_held;
+  c->answer_held = 0;
+}
+
 // Counted as the bytes arrive, not reserved from a Content-Length: a client
 // that announces a large body and trickles it holds no more of the budget
 // than it has sent.
@@ -854,6 +863,7 @@ void HttpFront::close_conn(Conn* c) {
   if (c->dead) return;
   count_sending(c, false);
   release_body(c);
+  release_answer(c);
   // Once c is in the graveyard the epoll thread may free it (and a new
   // connection get its memory): nothing of c is read after the lock.
   const int fd = c->fd;
@@ -980,18 +990,34 @@ void HttpFront::cap_unread(Clock::time_point now) {
           now - (c->deadline - timeout) >= kSendingGrace)
         writing[c->key].push_back(c);
   }
-  const size_t cap = size_t(config_.max_sending_per_address);
-  for (auto& [key, list] : writing) {
-    if (list.size() <= cap) continue;
-    // The newest go, as in enforce_address_caps: the address's older
-    // answers (another user's behind the same NAT, say) are not the
-    // attacker's to choose.
+  // Oldest first. The newest go, as in enforce_address_caps: the address's
+  // older answers (another user's behind the same NAT, say) are not the
+  // attacker's to choose.
+  for (auto& [key, list] : writing)
     std::sort(list.begin(), list.end(),
               [](const Conn* a, const Conn* b) { return a->deadline < b->deadline; });
-    for (size_t i = cap; i < list.size(); i++) {
-      unread_closed_++;
-      close_conn(list[i]);
+  auto close_newest = [&](std::vector<Conn*>& list) {
+    unread_closed_++;
+    close_conn(list.back());
+    list.pop_back();
+  };
+  const size_t cap = size_t(config_.max_sending_per_address);
+  for (auto& [key, list] : writing)
+    while (list.size() > cap) close_newest(list);
+  // All answers together: many addresses each under its cap (a local user
+  // has all of 127/8) could still hold max_connections answers of up to
+  // 6 MiB each. Past max_buffered_bytes, the address holding the most
+  // unread bytes loses its newest answer, until the rest fit.
+  while (unread_bytes_.load() > config_.max_buffered_bytes) {
+    std::vector<Conn*>* heaviest = nullptr;
+    uint64_t most = 0;
+    for (auto& [key, list] : writing) {
+      uint64_t bytes = 0;
+      for (const Conn* c : list) bytes += c->answer_held;
+      if (bytes > most) most = bytes, heaviest = &list;
     }
+    if (!heaviest) break;  // what is over is within its grace, or a proxy's
+    close_newest(*heaviest);
   }
 }
 
@@ -1068,7 +1094,13 @@ std::string HttpFront::render_metrics() {
       "([server] max_buffered_mb).\n"
       "# TYPE nsbox_http_buffered_body_bytes gauge\n"
       "nsbox_http_buffered_body_bytes " +
-      std::to_string(buffered_.load()) + "\n";
+      std::to_string(buffered_.load()) +
+      "\n"
+      "# HELP nsbox_http_unread_answer_bytes Answer bytes waiting for their clients to read them "
+      "(held to [server] max_buffered_mb as well).\n"
+      "# TYPE nsbox_http_unread_answer_bytes gauge\n"
+      "nsbox_http_unread_answer_bytes " +
+      std::to_string(unread_bytes_.load()) + "\n";
   return out;
 }
 

@@ -116,7 +116,8 @@ class HttpFront {
   // Counts c's body, now total bytes, in buffered_; false when that would
   // pass max_buffered_bytes.
   bool hold_body(Conn* c, uint64_t total);
-  void release_body(Conn* c);  // any thread that owns c; idempotent
+  void release_body(Conn* c);    // any thread that owns c; idempotent
+  void release_answer(Conn* c);  // likewise, for unread_bytes_
   void refuse_buffered(Conn* c);
   void count_sending(Conn* c, bool on);
   void arm(Conn* c, uint32_t events);
@@ -152,6 +153,8 @@ class HttpFront {
   bool accept_paused_ = false;
 
   std::atomic<uint64_t> buffered_{0};  // request body bytes held (hold_body)
+  // Bytes of answers waiting for their client to read them (Writing).
+  std::atomic<uint64_t> unread_bytes_{0};
   std::atomic<uint64_t> refused_busy_{0}, refused_buffered_{0}, refused_address_{0}, timeouts_{0},
       too_large_{0}, head_too_large_{0}, unauthorized_{0}, bad_requests_{0}, inline_requests_{0},
       misdirected_{0}, unread_closed_{0};

@@ -717,12 +717,13 @@ TEST_CASE("front: a client that half-closes and never reads its answer does not 
   CHECK(d.stop() == 0);
 }
 
-// n connections from 127.0.0.2 with a small receive buffer, each asking the
-// "big" function for 5 MB that it never reads.
-static std::vector<int> ask_never_read(const Daemon& d, int n) {
+// n connections from an address (127.0.0.2) with a small receive buffer,
+// each asking the "big" function for 5 MB that it never reads.
+static std::vector<int> ask_never_read(const Daemon& d, int n,
+                                       const std::string& from = "127.0.0.2") {
   std::vector<int> fds;
   for (int i = 0; i < n; i++) {
-    int fd = connect_from("127.0.0.2", d.port(), false, 4096);
+    int fd = connect_from(from.c_str(), d.port(), false, 4096);
     send_all(fd, post("/fn/big", "{\"n\": 5000000}"));
     fds.push_back(fd);
   }
@@ -781,6 +782,34 @@ TEST_CASE("front: one address holds at most max_sending_per_address unread answe
   std::string buf;
   CHECK(status_of(read_response(fd, &buf, 10000)) == 200);
   close(fd);
+  CHECK(d.stop() == 0);
+}
+
+TEST_CASE("front: unread answers of many addresses together stay within max_buffered_mb") {
+  StateDir sd("unread-total");
+  Daemon d(sd.path,
+           "max_buffered_mb = 12\n[pool]\nblank = 1\nmax_sandboxes = 12\nper_function = 8\n");
+  REQUIRE(d.start());
+  REQUIRE(deploy(d, "big", kBigAnswer)->status == 201);
+  // Three addresses, each well under max_sending_per_address, ask for six
+  // answers of 5 MB that none reads: 30 MB against a budget of 12.
+  std::vector<int> stuck;
+  for (const char* from : {"127.0.0.2", "127.0.0.3", "127.0.0.4"})
+    for (int fd : ask_never_read(d, 2, from)) stuck.push_back(fd);
+  const std::string closed_key = "nsbox_http_refused_total{reason=\"unread\"}";
+  CHECK(wait_until([&] { return d.metric(closed_key) >= 4; }, 30000, "four unread answers closed"));
+  CHECK(d.metric(closed_key) == 4);  // the two that fit stay
+  CHECK(d.metric("nsbox_http_unread_answer_bytes") <= 12 << 20);
+  CHECK(d.metric("nsbox_http_unread_answer_bytes") > 0);
+  // Another client is answered, its answer read.
+  int fd = connect_from("127.0.0.1", d.port());
+  send_all(fd, post("/fn/big", "{\"n\": 10}"));
+  std::string buf;
+  CHECK(status_of(read_response(fd, &buf, 10000)) == 200);
+  close(fd);
+  for (int s : stuck) close(s);
+  CHECK(wait_until([&] { return d.metric("nsbox_http_unread_answer_bytes") == 0; }, 10000,
+                   "nothing held once the clients are gone"));
   CHECK(d.stop() == 0);
 }
 
