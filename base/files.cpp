@@ -123,6 +123,21 @@ bool refuse_setuid(const char* program) {
   return true;
 }
 
+bool fill_std_fds() {
+  for (int fd = 0; fd <= 2; fd++) {
+    if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF) continue;
+    // The lowest free number: fd itself, those below it being open.
+    const int got = open("/dev/null", O_RDWR);
+    if (got < 0) return false;
+    if (got != fd) {
+      close(got);
+      errno = EBADF;
+      return false;
+    }
+  }
+  return true;
+}
+
 namespace {
 
 // Whether gid is the caller's own group in the user-private-group scheme:

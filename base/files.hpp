@@ -30,6 +30,12 @@ Status check_reachable_by_others(const std::string& path);
 // and returns true: the caller exits.
 bool refuse_setuid(const char* program);
 
+// Puts /dev/null on whichever of fds 0, 1 and 2 is closed; false (errno
+// set) when it cannot. A program started with one closed gets that number
+// from its next open: `nsbox run >&-` wrote the function's result into a
+// state file it opened. As glibc does for set-id programs, for everyone.
+bool fill_std_fds();
+
 // Whether only root and the caller can change what path names: every
 // directory above it, symlinks resolved, must belong to root or the caller
 // and be writable by no one else (group root and the caller's private

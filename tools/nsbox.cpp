@@ -122,6 +122,9 @@ int exec_http(char** argv) {
 
 int main(int argc, char** argv) {
   if (nsbox::refuse_setuid("nsbox")) return 2;
+  // Not even an error message can be written without 1 and 2; 127 is what
+  // a shell answers when it cannot start a program.
+  if (!nsbox::fill_std_fds()) return 127;
   if (argc < 2 || !std::strcmp(argv[1], "-h") || !std::strcmp(argv[1], "--help")) {
     std::fputs(kUsage, argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;

@@ -11,6 +11,9 @@
 
 int main(int argc, char** argv) {
   if (nsbox::refuse_setuid("nsbox")) return 2;
+  // Not even an error message can be written without 1 and 2; 127 is what
+  // a shell answers when it cannot start a program.
+  if (!nsbox::fill_std_fds()) return 127;
   if (argc < 2) {
     std::fprintf(stderr, "usage: nsbox serve|deploy|invoke|ls|rm|logs ...\n");
     return 2;

@@ -464,6 +464,21 @@ TEST_CASE("a reply the protocol forbids is exit 3 naming what broke, as the daem
   }
 }
 
+TEST_CASE("started with stdout and stderr closed, nsbox writes into none of its own files") {
+  // The next open would get 1 and 2: the rootfs's users lock file, which
+  // then received the result and the function's prints (a file anyone may
+  // read, under /var/lib/nsbox).
+  const std::string users = "/var/lib/nsbox/rootfs.users";
+  nsbox::test::RunSpec s;
+  s.argv = {"/bin/sh", "-c", "exec \"$0\" run \"$1\" >&- 2>&-", nsbox::test::nsbox_bin(),
+            nsbox::test::probe("echo.py")};
+  Outcome o = nsbox::test::run(s);
+  CHECK(o.exit_code == 0);
+  struct stat st;
+  REQUIRE(stat(users.c_str(), &st) == 0);  // the default rootfs was used
+  CHECK(st.st_size == 0);
+}
+
 TEST_CASE("a function file whose name is not UTF-8 runs; the context gets U+FFFD for it") {
   // The name goes into the invoke envelope, which must be JSON: nsbox run
   // once threw on it ("internal error", exit 3).
