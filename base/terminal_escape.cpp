@@ -2,9 +2,11 @@
 
 #include <unistd.h>
 
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -175,6 +177,10 @@ bool needs_terminal_escaping(int fd) {
   return isatty(fd) == 1;
 }
 
+namespace {
+std::atomic<int> stdout_errno{0};  // the first failed write_for_display to stdout
+}  // namespace
+
 void write_for_display(int fd, std::string_view s) {
   std::string escaped;
   if (needs_terminal_escaping(fd)) {
@@ -184,9 +190,24 @@ void write_for_display(int fd, std::string_view s) {
   while (!s.empty()) {
     ssize_t w = write(fd, s.data(), s.size());
     if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) return;
+    if (w <= 0) {
+      int expected = 0;
+      if (fd == STDOUT_FILENO) stdout_errno.compare_exchange_strong(expected, w < 0 ? errno : EIO);
+      return;
+    }
     s.remove_prefix(static_cast<size_t>(w));
   }
+}
+
+bool stdout_failed(const char* program) {
+  int err = stdout_errno.load();
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    if (err == 0) err = errno ? errno : EIO;
+  }
+  if (err == 0) return false;
+  if (err != EPIPE)
+    std::fprintf(stderr, "%s: writing to stdout: %s\n", program, std::strerror(err));
+  return true;
 }
 
 }  // namespace nsbox

@@ -56,6 +56,13 @@ bool locale_is_utf8();
 bool needs_terminal_escaping(int fd);
 
 // Writes s to fd (escaped when fd is a terminal), retrying short writes.
+// A failed write to stdout is remembered for stdout_failed().
 void write_for_display(int fd, std::string_view s);
+
+// Flushes stdout; when it or a write_for_display to it failed (a full disk,
+// /dev/full), says so on stderr as "PROGRAM: writing to stdout: ERROR" and
+// returns true: the caller must not exit 0, as a script would take the
+// empty or cut output for the answer. A closed pipe (EPIPE) is not said.
+bool stdout_failed(const char* program);
 
 }  // namespace nsbox

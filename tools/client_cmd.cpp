@@ -70,7 +70,8 @@ exit codes:
        statusCode
   2    bad usage, or the event is not JSON
   3    the daemon could not be reached or refused the request
-       (no such function, overloaded, ...; the reason is on stderr)
+       (no such function, overloaded, ...; the reason is on stderr), or the
+       result could not be written to stdout
   124  the function timed out
   137  the function was killed by a limit (memory, pids) or its sandbox died
 )U";

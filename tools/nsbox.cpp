@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "base/files.hpp"
+#include "base/terminal_escape.hpp"
 #include "rootfs/rootfs.hpp"
 #include "tools/run_cmd.hpp"
 
@@ -136,7 +137,8 @@ int main(int argc, char** argv) {
     // cgroup.hpp), whatever this binary is called.
     if (cmd == "run") {
       prctl(PR_SET_NAME, "nsbox");
-      return nsbox::cmd_run(args);
+      const int rc = nsbox::cmd_run(args);
+      return nsbox::stdout_failed("nsbox") && rc == 0 ? 3 : rc;
     }
     if (cmd == "rootfs") return cmd_rootfs(args);
     if (is_http_command(cmd)) return exec_http(argv);

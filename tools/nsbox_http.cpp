@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "base/files.hpp"
+#include "base/terminal_escape.hpp"
 #include "tools/client_cmd.hpp"
 #include "tools/serve_cmd.hpp"
 
@@ -22,7 +23,10 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   try {
     if (cmd == "serve") return nsbox::cmd_serve(args);
-    if (nsbox::is_client_command(cmd)) return nsbox::cmd_client(cmd, args);
+    if (nsbox::is_client_command(cmd)) {
+      const int rc = nsbox::cmd_client(cmd, args);
+      return nsbox::stdout_failed("nsbox") && rc == 0 ? 3 : rc;
+    }
   } catch (const std::exception& e) {
     std::fprintf(stderr, "nsbox: internal error: %s\n", e.what());
     return 3;

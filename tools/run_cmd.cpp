@@ -97,7 +97,8 @@ exit codes:
   1    the function raised (error JSON with errorType, errorMessage, stackTrace on stdout)
   2    bad usage or input: missing file, syntax error, non-JSON event (or one the
        runtime cannot decode), result not JSON-serialisable, missing handler, bad policy
-  3    the sandbox could not be set up, or the function broke the runner's protocol
+  3    the sandbox could not be set up, the function broke the runner's protocol,
+       or the result could not be written to stdout
   124  the function timed out
   137  the function was killed by a limit (memory or pids; named on stderr)
 )";

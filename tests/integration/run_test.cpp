@@ -479,6 +479,18 @@ TEST_CASE("started with stdout and stderr closed, nsbox writes into none of its 
   CHECK(st.st_size == 0);
 }
 
+TEST_CASE("a result that cannot be written to stdout is not a success") {
+  // A script reading `nsbox run ... > out` must not take an empty file
+  // for the answer.
+  nsbox::test::RunSpec s;
+  s.argv = {"/bin/sh", "-c", "exec \"$0\" run \"$1\" > /dev/full", nsbox::test::nsbox_bin(),
+            nsbox::test::probe("echo.py")};
+  Outcome o = nsbox::test::run(s);
+  CHECK(o.exit_code == 3);
+  CHECK_MESSAGE(
+      o.err.find("nsbox: writing to stdout: No space left on device") != std::string::npos, o.err);
+}
+
 TEST_CASE("a function file whose name is not UTF-8 runs; the context gets U+FFFD for it") {
   // The name goes into the invoke envelope, which must be JSON: nsbox run
   // once threw on it ("internal error", exit 3).
