@@ -5,13 +5,18 @@
 // (1 raised, 124 timed out, 137 killed by a limit).
 #include "tools/client_cmd.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <httplib.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -22,6 +27,8 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
+#include <thread>
+#include <vector>
 
 #include "base/files.hpp"
 #include "base/limits.hpp"
@@ -32,6 +39,8 @@
 #include "gateway/host_check.hpp"
 #include "gateway/http_status.hpp"
 #include "gateway/registry.hpp"
+#include "rootfs/json_check.hpp"
+#include "sandbox/framing.hpp"
 #include "tools/args.hpp"
 #include "tools/invoker.hpp"
 
@@ -45,6 +54,20 @@ constexpr const char* kDefaultServer = "http://127.0.0.1:8080";
 constexpr const char* kDefaultTokenFile = "/var/lib/nsbox/token";
 constexpr int kConnectTimeoutSec = 3;
 constexpr int kReadTimeoutSec = 60;
+// invoke waits for the longest function timeout a deploy may ask (15 min),
+// and a minute more.
+constexpr int kInvokeTimeoutSec = 16 * 60;
+// A whole command, whatever the server sends and however slowly: the read
+// timeout restarts at every byte, so a server trickling one byte at a time
+// would hold the command forever.
+constexpr int kCommandDeadlineSec = 2 * 60;
+// The largest answer read, and the most memory the command may reach while
+// it reads one (a head can be sent forever too): the daemon's answers are at
+// most a 6 MiB result or the logs ring, and JSON around them.
+constexpr size_t kMaxAnswerBytes = 64u << 20;
+constexpr long kMaxResidentKb = 512 << 10;
+// As deep as the daemon's own JSON goes (a deeper answer is not one of its).
+constexpr int kMaxJsonDepth = 256;
 
 enum Exit { kOk = 0, kServerError = 1, kUsage = 2, kUnreachable = 3 };
 
@@ -60,8 +83,9 @@ NAME: 1-63 characters of a-z 0-9 _ -, starting with a letter or digit.
 
 const char* kInvokeUsage = R"U(usage: nsbox invoke NAME [JSON|-] [options]
 
-Calls function NAME with the event JSON (default {}; - reads it from stdin)
-and prints what it returned on stdout.
+Calls function NAME with the event JSON (default {}; - reads it from stdin;
+at most 6 MiB) and prints what it returned on stdout. Waits up to 16 minutes
+for the answer (a deploy may give a function 15).
 
 exit codes:
   0    the function returned; its result is on stdout (a proxy response's body,
@@ -148,6 +172,9 @@ struct ServerUrl {
   std::string host;  // without brackets for IPv6 literals
   int port = 8080;
   std::string display;  // normalised, for messages: http://host:port
+  // host resolved once (resolve_server): the address both the token check
+  // and the connection use.
+  std::string address;
 };
 
 // http://HOST[:PORT][/]; HOST may be a name, an IPv4 address or [IPv6].
@@ -388,6 +415,43 @@ bool find_token(const Args& a, Token* t) {
   return true;
 }
 
+// The numeric address the client connects to, resolved once (an
+// IPv4-mapped IPv6 one as IPv4): of those the name has, the first with a
+// socket listening on port on this host (localhost may be ::1 and
+// 127.0.0.1, the daemon on one of them), else the first. "" and *err when
+// there is none.
+std::string resolve_server(const std::string& host, int port, std::string* err) {
+  addrinfo hints{}, *ai = nullptr;
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  if (int rc = getaddrinfo(host.c_str(), nullptr, &hints, &ai); rc != 0 || !ai) {
+    *err = std::string("cannot resolve ") + host + ": " + gai_strerror(rc);
+    return "";
+  }
+  std::vector<std::string> all;
+  for (addrinfo* i = ai; i; i = i->ai_next) {
+    char text[INET6_ADDRSTRLEN] = "";
+    if (i->ai_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ai_addr)->sin_addr, text, sizeof text);
+    } else if (i->ai_family == AF_INET6) {
+      const in6_addr& a6 = reinterpret_cast<sockaddr_in6*>(i->ai_addr)->sin6_addr;
+      if (IN6_IS_ADDR_V4MAPPED(&a6))
+        inet_ntop(AF_INET, &a6.s6_addr[12], text, sizeof text);
+      else
+        inet_ntop(AF_INET6, &a6, text, sizeof text);
+    }
+    if (*text) all.push_back(text);
+  }
+  freeaddrinfo(ai);
+  if (all.empty()) {
+    *err = "no IPv4 or IPv6 address for " + host;
+    return "";
+  }
+  for (const std::string& a : all)
+    if (!listener_uids(a, port).empty()) return a;
+  return all.front();
+}
+
 // The token found in the daemon's default state dir goes only to the
 // daemon that wrote it: one on a loopback address whose listening socket
 // belongs to the token file's owner. Any local user may bind 127.0.0.1:8080
@@ -401,8 +465,10 @@ bool find_token(const Args& a, Token* t) {
 // Returns false (message printed) to refuse.
 bool token_may_go(const Token& t, const ServerUrl& url) {
   if (t.value.empty()) return true;
-  const bool v6 = url.host.find(':') != std::string::npos;
-  const std::string name = host_name_of(v6 ? "[" + url.host + "]" : url.host);
+  // The address the connection will use, not the name: a name resolves
+  // anew at every lookup, and an IPv4-mapped IPv6 address reaches the same
+  // IPv4 port.
+  const std::string& name = url.address;
   if (t.source == "NSBOX_TOKEN") {
     const std::string here = on_this_host(name);
     if (here.empty()) return true;
@@ -456,14 +522,94 @@ struct Ctx {
   Token token;
 };
 
+int read_timeout_sec(const Ctx& c) {
+  return c.cmd == "invoke" ? kInvokeTimeoutSec : kReadTimeoutSec;
+}
+
 std::unique_ptr<httplib::Client> make_client(const Ctx& c) {
   auto cli = std::make_unique<httplib::Client>(c.url.host, c.url.port);
+  // The address the token check saw; Host stays the name the user gave.
+  cli->set_hostname_addr_map({{c.url.host, c.url.address}});
   cli->set_connection_timeout(kConnectTimeoutSec, 0);
-  cli->set_read_timeout(kReadTimeoutSec, 0);
+  cli->set_read_timeout(read_timeout_sec(c), 0);
   cli->set_write_timeout(kReadTimeoutSec, 0);
   cli->set_url_encode(false);  // paths and queries are encoded here
   cli->set_keep_alive(false);
   return cli;
+}
+
+// JSON from the server, or a discarded value: nothing deeper than the
+// daemon's own limit is parsed (printing a value nested 100,000 deep
+// recursed until the stack ran out).
+json parse_reply(const std::string& text) {
+  if (!json_valid(text, kMaxJsonDepth)) return json(json::value_t::discarded);
+  return json::parse(text, nullptr, false);
+}
+
+// One request; the body is read into the answer up to kMaxAnswerBytes (an
+// error past it: the answer is not one of the daemon's).
+httplib::Result fetch(const Ctx& c, const std::string& method, const std::string& path,
+                      httplib::Headers headers, const std::string& body = {},
+                      const std::string& content_type = {}) {
+  auto cli = make_client(c);
+  httplib::Request req;
+  req.method = method;
+  req.path = path;
+  req.headers = std::move(headers);
+  if (!content_type.empty()) {
+    req.body = body;
+    req.set_header("Content-Type", content_type);
+  }
+  std::string got;
+  bool too_large = false;
+  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
+    if (got.size() + n > kMaxAnswerBytes) {
+      too_large = true;
+      return false;
+    }
+    got.append(data, n);
+    return true;
+  };
+  httplib::Result res = cli->send(req);
+  if (too_large) {
+    std::fprintf(stderr,
+                 "nsbox: the answer from %s is larger than %zu MiB, more than an nsbox daemon "
+                 "sends: is --server (or NSBOX_SERVER) the daemon?\n",
+                 c.url.display.c_str(), kMaxAnswerBytes >> 20);
+    std::exit(kUnreachable);
+  }
+  if (res) res->body = std::move(got);
+  return res;
+}
+
+// Ends the command (exit 3, saying why) once it has run kCommandDeadlineSec
+// (invoke: its read timeout and that again), or once its memory passes
+// kMaxResidentKb while it reads an answer.
+void start_watchdog(const Ctx& c) {
+  const int limit_sec =
+      c.cmd == "invoke" ? kInvokeTimeoutSec + kCommandDeadlineSec : kCommandDeadlineSec;
+  const std::string server = c.url.display;
+  std::thread([limit_sec, server] {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limit_sec);
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      long pages = 0, resident = 0;
+      if (FILE* f = std::fopen("/proc/self/statm", "re")) {
+        if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+        std::fclose(f);
+      }
+      if (resident * (sysconf(_SC_PAGESIZE) / 1024) > kMaxResidentKb) {
+        std::fprintf(stderr,
+                     "nsbox: the answer from %s takes more than %ld MiB, more than an nsbox "
+                     "daemon sends: is --server (or NSBOX_SERVER) the daemon?\n",
+                     server.c_str(), kMaxResidentKb >> 10);
+        std::_Exit(kUnreachable);
+      }
+    }
+    std::fprintf(stderr, "nsbox: no complete answer from %s within %d s\n", server.c_str(),
+                 limit_sec);
+    std::_Exit(kUnreachable);
+  }).detach();
 }
 
 httplib::Headers headers_for(const Ctx& c, bool with_token = true) {
@@ -489,7 +635,7 @@ int report_transport_error(const Ctx& c, httplib::Error err) {
     std::fprintf(stderr,
                  "nsbox: no answer from %s: the connection closed, or nothing came within "
                  "%d s\n",
-                 c.url.display.c_str(), kReadTimeoutSec);
+                 c.url.display.c_str(), read_timeout_sec(c));
   } else {
     std::fprintf(stderr, "nsbox: request to %s failed: %s\n", c.url.display.c_str(),
                  httplib::to_string(err).c_str());
@@ -505,7 +651,7 @@ std::string status_text(int status) {
 // The server's message: "error" of a JSON object body (plus any other keys,
 // e.g. "line"), else the body's text, else the status text.
 std::string server_message(int status, const std::string& body) {
-  json j = json::parse(body, nullptr, false);
+  json j = parse_reply(body);
   if (!j.is_discarded() && j.is_object() && j.contains("error")) {
     std::string msg = j["error"].is_string() ? j["error"].get<std::string>() : j["error"].dump();
     std::string extra;
@@ -623,15 +769,13 @@ int do_deploy(Ctx& c, const Args& a) {
   add("timeout", a.timeout);
   add("template", a.use_template);
 
-  auto cli = make_client(c);
-  auto res =
-      cli->Put(("/functions/" + name + query).c_str(), headers_for(c), source, "text/x-python");
+  auto res = fetch(c, "PUT", "/functions/" + name + query, headers_for(c), source, "text/x-python");
   if (!res) return report_transport_error(c, res.error());
   if (res->status < 200 || res->status > 299) {
     report_server_error(c, res->status, res->body);
     return kServerError;
   }
-  json j = json::parse(res->body, nullptr, false);
+  json j = parse_reply(res->body);
   if (j.is_discarded() || !j.is_object() || !j.contains("url") || !j["url"].is_string() ||
       !j.contains("version")) {
     return unexpected_reply(
@@ -655,9 +799,21 @@ int do_invoke(Ctx& c, const Args& a) {
   if (!valid_function_name(name)) return usage_error(c.cmd, bad_name_message(name));
   std::string event = a.event ? *a.event : a.positional.size() == 2 ? a.positional[1] : "{}";
   if (event == "-") {
-    event.assign(std::istreambuf_iterator<char>(std::cin), std::istreambuf_iterator<char>());
+    auto in = read_up_to(STDIN_FILENO, kMaxPayload);
+    if (!in && in.error().err != EFBIG) {
+      std::fprintf(stderr, "nsbox: reading the event from stdin: %s\n",
+                   std::strerror(in.error().err));
+      return kUsage;
+    }
+    event = in ? std::move(in).value() : std::string(kMaxPayload + 1, ' ');
   }
-  json parsed = json::parse(event, nullptr, false);
+  if (event.size() > kMaxPayload) {
+    std::fprintf(stderr,
+                 "nsbox: the event is larger than 6 MiB, the most a function is given; pass "
+                 "large data by reference (a URL, a key)\n");
+    return kUsage;
+  }
+  json parsed = parse_reply(event);
   if (parsed.is_discarded()) {
     std::string shown = trim(event);
     if (shown.size() > 80) shown = shown.substr(0, 80) + "...";
@@ -665,11 +821,10 @@ int do_invoke(Ctx& c, const Args& a) {
     return kUsage;
   }
 
-  auto cli = make_client(c);
   // Invoking needs no token, so the admin's is not sent: whatever is in
   // front of the daemon, and any redirect, would carry it to a route of the
   // function's choosing.
-  auto res = cli->Post(("/fn/" + name).c_str(), headers_for(c, false), event, "application/json");
+  auto res = fetch(c, "POST", "/fn/" + name, headers_for(c, false), event, "application/json");
   if (!res) return report_transport_error(c, res.error());
   int s = res->status;
   const std::string outcome = res->get_header_value("X-Nsbox-Outcome");
@@ -690,7 +845,7 @@ int do_invoke(Ctx& c, const Args& a) {
       outcome.empty() || outcome == "raised" || outcome == "load_failed" || outcome == "bad_result";
   if (s == 500 && functions_fault) {
     print_body(res->body);
-    json j = json::parse(res->body, nullptr, false);
+    json j = parse_reply(res->body);
     if (!j.is_discarded() && j.is_object() && j.contains("error") && !j.contains("errorType")) {
       report_server_error(c, s, res->body, false);  // a daemon-side failure, say so too
     }
@@ -702,10 +857,24 @@ int do_invoke(Ctx& c, const Args& a) {
   return kUnreachable;
 }
 
+// A table cell: the server's text on one line (a line break in a name
+// from something that is not the daemon would print rows of its own).
 std::string cell(const json& f, const char* key) {
   if (!f.contains(key) || f[key].is_null()) return "-";
   const json& v = f[key];
-  return v.is_string() ? v.get<std::string>() : v.dump();
+  const std::string text = v.is_string() ? v.get<std::string>() : v.dump();
+  std::string out;
+  for (char ch : text) {
+    if (ch == '\n')
+      out += "\\n";
+    else if (ch == '\r')
+      out += "\\r";
+    else if (ch == '\t')
+      out += "\\t";
+    else
+      out += ch;
+  }
+  return out;
 }
 
 std::string iso_utc_from_ms(const json& f) {
@@ -722,14 +891,13 @@ std::string iso_utc_from_ms(const json& f) {
 int do_ls(Ctx& c, const Args& a) {
   if (!a.positional.empty()) return usage_error(c.cmd, "takes no arguments");
   if (!need_token(c)) return kUsage;  // the list is not public
-  auto cli = make_client(c);
-  auto res = cli->Get("/functions", headers_for(c));
+  auto res = fetch(c, "GET", "/functions", headers_for(c));
   if (!res) return report_transport_error(c, res.error());
   if (res->status < 200 || res->status > 299) {
     report_server_error(c, res->status, res->body);
     return kServerError;
   }
-  json j = json::parse(res->body, nullptr, false);
+  json j = parse_reply(res->body);
   if (j.is_discarded() || !j.is_object() || !j.contains("functions") ||
       !j["functions"].is_array()) {
     return unexpected_reply(
@@ -781,9 +949,8 @@ int do_rm_or_logs(Ctx& c, const Args& a) {
   const std::string& name = a.positional[0];
   if (!valid_function_name(name)) return usage_error(c.cmd, bad_name_message(name));
   if (!need_token(c)) return kUsage;
-  auto cli = make_client(c);
-  auto res = rm ? cli->Delete(("/functions/" + name).c_str(), headers_for(c))
-                : cli->Get(("/functions/" + name + "/logs").c_str(), headers_for(c));
+  auto res = rm ? fetch(c, "DELETE", "/functions/" + name, headers_for(c))
+                : fetch(c, "GET", "/functions/" + name + "/logs", headers_for(c));
   if (!res) return report_transport_error(c, res.error());
   if (res->status == 404) {
     std::fprintf(stderr, "nsbox: no function %s\n", name.c_str());
@@ -820,8 +987,19 @@ int cmd_client(const std::string& cmd, const std::vector<std::string>& args) {
   auto url = parse_server_url(a.server, &url_err);
   if (!url) return usage_error(cmd, "--server: " + url_err);
   c.url = *url;
+  std::string resolve_err;
+  c.url.address = resolve_server(c.url.host, c.url.port, &resolve_err);
+  if (c.url.address.empty()) {
+    std::fprintf(stderr, "nsbox: cannot reach %s: %s\n", c.url.display.c_str(),
+                 resolve_err.c_str());
+    return kUnreachable;
+  }
   if (!find_token(a, &c.token)) return kUsage;
   if (!token_may_go(c.token, c.url)) return kUsage;
+  // A server that closes while the request is sent is an error to report,
+  // not a signal to die of.
+  signal(SIGPIPE, SIG_IGN);
+  start_watchdog(c);
   if (cmd == "deploy") return do_deploy(c, a);
   if (cmd == "invoke") return do_invoke(c, a);
   if (cmd == "ls") return do_ls(c, a);

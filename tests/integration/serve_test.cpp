@@ -1507,6 +1507,55 @@ pid_t squat_as_nobody(int* port, int* seen) {
   return pid;
 }
 
+TEST_CASE("the client commands bound what a server that is not the daemon sends") {
+  httplib::Server srv;
+  const std::string huge(80u << 20, 'a');
+  srv.Post("/fn/huge", [&](const httplib::Request&, httplib::Response& res) {
+    res.set_content(huge, "text/plain");
+  });
+  srv.Post("/fn/deep", [](const httplib::Request&, httplib::Response& res) {
+    res.status = 500;
+    res.set_content("{\"error\": " + std::string(100000, '[') + std::string(100000, ']') + "}",
+                    "application/json");
+  });
+  srv.Get("/functions", [](const httplib::Request&, httplib::Response& res) {
+    res.set_content(R"({"functions": [{"name": "a\nb  9  fake row", "version": 1}]})",
+                    "application/json");
+  });
+  const int port = srv.bind_to_any_port("127.0.0.1");
+  REQUIRE(port > 0);
+  std::thread listener([&] { srv.listen_after_bind(); });
+  auto cli = [&](std::vector<std::string> args) {
+    return nsbox::test::run(nsbox::test::client_spec(
+        args, "http://127.0.0.1:" + std::to_string(port), "admin-secret-token"));
+  };
+  // An answer larger than any of the daemon's: refused, not held.
+  auto o = cli({"invoke", "huge"});
+  CHECK(o.exit_code == 3);
+  CHECK_MESSAGE(o.err.find("larger than 64 MiB") != std::string::npos, o.err);
+  CHECK(o.out.empty());
+  // An error nested 100,000 deep: shown as text (printing it as JSON
+  // recursed until the client's stack ran out).
+  o = cli({"invoke", "deep"});
+  CHECK_MESSAGE(o.exit_code == 1, o.err);
+  CHECK(o.out.rfind("{\"error\": [[[", 0) == 0);  // as the function's error JSON
+  // An event larger than a function is given is refused before sending,
+  // whether it comes from stdin or the command line.
+  auto spec = nsbox::test::client_spec({"invoke", "huge", "-"},
+                                       "http://127.0.0.1:" + std::to_string(port), "t");
+  spec.stdin_text = "\"" + std::string(7u << 20, 'e') + "\"";
+  o = nsbox::test::run(spec);
+  CHECK(o.exit_code == 2);
+  CHECK_MESSAGE(o.err.find("the event is larger than 6 MiB") != std::string::npos, o.err);
+  // A line break in a name makes no row of its own.
+  o = cli({"ls"});
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  CHECK(o.out.find("a\\nb  9  fake row") != std::string::npos);
+  CHECK(std::count(o.out.begin(), o.out.end(), '\n') == 2);
+  srv.stop();
+  listener.join();
+}
+
 TEST_CASE("NSBOX_TOKEN goes to no other user's socket on a loopback port") {
   if (geteuid() != 0) return;  // nobody's listener needs root to start
   int port = 0, seen = -1;
@@ -1517,8 +1566,9 @@ TEST_CASE("NSBOX_TOKEN goes to no other user's socket on a loopback port") {
   CHECK(o.exit_code != 0);
   CHECK_MESSAGE(o.err.find("not sending NSBOX_TOKEN to " + url) != std::string::npos, o.err);
   CHECK_MESSAGE(o.err.find("belongs to uid 65534") != std::string::npos, o.err);
-  // Other spellings of this host reach the squatter too.
-  for (const std::string host : {"0.0.0.0", "127.1"}) {
+  // Other spellings of this host reach the squatter too: the check looks
+  // at the address the connection uses, not the name.
+  for (const std::string host : {"0.0.0.0", "127.1", "localhost", "[::ffff:127.0.0.1]"}) {
     const std::string other = "http://" + host + ":" + std::to_string(port);
     o = nsbox::test::run(nsbox::test::client_spec({"deploy", "x", nsbox::test::probe("echo.py")},
                                                   other, "admin-secret-token"));
