@@ -127,4 +127,13 @@ Result<std::string> load_admin_token(const std::string& config_token,
   return generate_token(path, state_dir);
 }
 
+Status check_read_token(const std::string& read_token, const std::string& admin_token,
+                        const std::string& config_source) {
+  if (read_token.empty() || read_token != admin_token) return {};
+  return make_error("read_token", config_source +
+                                      ": [server] read_token is the admin token (the one in "
+                                      "state_dir's token file): it would let every reader deploy "
+                                      "and delete; choose a different read_token");
+}
+
 }  // namespace nsbox

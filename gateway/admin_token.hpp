@@ -21,4 +21,10 @@ std::string token_text(std::string_view text);
 // Errors name the file, what is wrong with it and the fix.
 Result<std::string> load_admin_token(const std::string& config_token, const std::string& state_dir);
 
+// A read_token equal to the admin token in force (the config's, or the one
+// in STATE/token the parser never saw) would let every reader deploy and
+// delete: an error naming config_source, else ok.
+Status check_read_token(const std::string& read_token, const std::string& admin_token,
+                        const std::string& config_source);
+
 }  // namespace nsbox

@@ -265,6 +265,8 @@ int cmd_serve(const std::vector<std::string>& args) {
       return fail("state_dir " + config.state_dir + ": " + s.error().message());
   auto token = load_admin_token(config.token, config.state_dir);
   if (!token) return fail(token.error().message());
+  if (Status s = check_read_token(config.read_token, token.value(), config.source); !s)
+    return fail(s.error().text());
   auto store = open_file_store(config.state_dir, kSourceCacheBytes, config.keep_versions);
   if (!store) return fail(store.error().message());
 
@@ -445,6 +447,10 @@ int cmd_serve(const std::vector<std::string>& args) {
             continue;
           }
           next.token = from_file.value();
+        }
+        if (Status s = check_read_token(next.read_token, next.token, next.source); !s) {
+          LOG_ERROR("reload: %s; keeping the running configuration", s.error().text().c_str());
+          continue;
         }
         // The host again: a larger max_sandboxes may need (and get) more
         // open files, and pid_max may have been raised since.

@@ -1730,6 +1730,21 @@ TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads 
       5000, "the removed token to be refused"));
   httplib::Headers file_token = {{"Authorization", "Bearer " + from_file}};
   CHECK(c->Put("/functions/t", file_token, returns("5"), "text/x-python")->status == 201);
+  // A read_token equal to the admin token in STATE/token (which the
+  // config parser never sees) is refused: it would make readers admins.
+  std::string with_read = conf;
+  REQUIRE(with_read.find("[server]\n") != std::string::npos);
+  with_read.insert(with_read.find("[server]\n") + 9, "read_token = \"" + from_file + "\"\n");
+  std::ofstream(dir + ".toml") << with_read;
+  kill(d.pid(), SIGHUP);
+  CHECK(nsbox::test::wait_until(
+      [&] {
+        return d.log().find("read_token is the admin token") != std::string::npos &&
+               d.log().find("keeping the running configuration") != std::string::npos;
+      },
+      5000, "the reload refused"));
+  CHECK(c->Put("/functions/t", file_token, returns("6"), "text/x-python")->status == 201);
+  std::ofstream(dir + ".toml") << conf;
   // A reload names what it applied and what waits for a restart: a proxy
   // added to (or dropped from) trusted_proxies is not in force until then.
   std::ofstream(dir + ".toml") << conf << "trusted_proxies = [\"127.0.0.1\"]\n[pool]\nblank = 1\n";

@@ -112,3 +112,13 @@ TEST_CASE("admin token: token_text drops the blanks and line breaks around a tok
   CHECK(nsbox::token_text("a b\nc\n") == "a b\nc");
   CHECK(nsbox::token_text("\n\n").empty());
 }
+
+TEST_CASE("check_read_token: a read token equal to the admin token is refused, naming the file") {
+  CHECK(nsbox::check_read_token("", "admin-0123456789abcdef", "/etc/nsbox/nsbox.toml"));
+  CHECK(nsbox::check_read_token("reader-0123456789abcdef", "admin-0123456789abcdef", "f"));
+  auto s = nsbox::check_read_token("admin-0123456789abcdef", "admin-0123456789abcdef",
+                                   "/etc/nsbox/nsbox.toml");
+  REQUIRE_FALSE(s);
+  CHECK(s.error().text().find("/etc/nsbox/nsbox.toml: [server] read_token is the admin token") ==
+        0);
+}
