@@ -1,5 +1,6 @@
 #include "rootfs/json_check.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -252,6 +253,28 @@ bool json_valid(std::string_view text, int max_depth) {
       return false;
     }
   }
+}
+
+int json_depth(std::string_view text) {
+  int depth = 0, most = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      most = std::max(most, ++depth);
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      depth--;
+    }
+  }
+  return most;
 }
 
 namespace {

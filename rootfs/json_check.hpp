@@ -17,6 +17,11 @@ char json_first_byte(std::string_view text);
 // recursively.
 bool json_valid(std::string_view text, int max_depth);
 
+// How deep text's arrays and objects nest, brackets inside strings aside
+// (text need not be valid): tells a result too deep to pass on from one
+// that is not JSON at all.
+int json_depth(std::string_view text);
+
 // Why the JSON library refuses `text` (the rules json::accept applies, so
 // also a number beyond a double's range, which it refuses as an overflow),
 // or "" when it accepts it: the place (line and column, or byte) and the

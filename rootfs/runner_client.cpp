@@ -191,9 +191,22 @@ Outcome classify_invoke(Reply& r, const RunnerInvoke& req) {
       o.proxy = true;
     } else if (!json_valid(r.payload, kMaxNesting)) {
       // Passed on as the result (200 application/json, or nsbox run's
-      // stdout) without being parsed: it must be JSON.
-      return broke("the result is not valid JSON (or nested deeper than " +
-                   std::to_string(kMaxNesting) + ")");
+      // stdout) without being parsed: it must be JSON. One the runtime
+      // encoded but nested deeper than anything passes on is the
+      // function's mistake, as a result it cannot encode is: its sandbox
+      // is unharmed.
+      if (json_depth(r.payload) > kMaxNesting) {
+        Outcome o = outcome(Outcome::BadResult, "ValueError");
+        o.error_kind = "bad_result";
+        o.error_type = "ValueError";
+        const std::string why = "the result is nested deeper than " + std::to_string(kMaxNesting) +
+                                " levels of arrays and objects, " + "the most nsbox passes on";
+        o.payload =
+            json{{"errorType", "ValueError"}, {"errorMessage", why}, {"stackTrace", json::array()}}
+                .dump();
+        return o;
+      }
+      return broke("the result is not valid JSON");
     }
     o.envelope = std::move(r.envelope);
     o.payload = std::move(r.payload);  // no copy of a large result

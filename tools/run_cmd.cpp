@@ -610,7 +610,7 @@ int cmd_run(const std::vector<std::string>& args) {
         return RunEnd{kExitFunctionError, std::move(r.payload), ""};
       case Outcome::BadResult: {
         const auto err = parse_envelope(r.payload);
-        return ended(kExitUsage, "the function's result is not JSON: " +
+        return ended(kExitUsage, "the function's result cannot be passed on: " +
                                      (err ? reply_str(*err, "errorMessage") : std::string()));
       }
       case Outcome::LoadFailed:

@@ -200,3 +200,13 @@ TEST_CASE("json_error: never echoes the text, so a terminal or log line stays cl
   std::string bad_utf8 = "\"\xff\xfe\"";
   for (char c : json_error(bad_utf8)) CHECK((c >= 0x20 && c < 0x7f));
 }
+
+TEST_CASE("json_depth: brackets outside strings, valid or not") {
+  CHECK(json_depth("") == 0);
+  CHECK(json_depth("1") == 0);
+  CHECK(json_depth("[]") == 1);
+  CHECK(json_depth("[{\"a\": [1]}, []]") == 3);
+  CHECK(json_depth("\"[[[[\"") == 0);
+  CHECK(json_depth("[\"\\\"[[\"]") == 1);  // an escaped quote does not end the string
+  CHECK(json_depth(std::string(300, '[')) == 300);
+}

@@ -125,6 +125,26 @@ TEST_CASE("runner client: a proxy response only when the request asked for one")
   }
 }
 
+TEST_CASE("runner client: a result nested deeper than 256 is the function's error, not a break") {
+  const std::string env = R"({"type":"result","id":"req-1","ok":true})";
+  for (int depth : {256, 257, 5000}) {
+    CAPTURE(depth);
+    FakeRuntime rt;
+    rt.reply(env, std::string(size_t(depth), '[') + std::string(size_t(depth), ']'));
+    Outcome o = runner_invoke(rt.channel(), request(), "{}", in(5000));
+    if (depth == 256) {
+      CHECK(o.kind == Outcome::Ok);
+      continue;
+    }
+    CHECK(o.kind == Outcome::BadResult);
+    CHECK_FALSE(o.broke_protocol);
+    json err = json::parse(o.payload);
+    CHECK(err["errorType"] == "ValueError");
+    CHECK(err["errorMessage"].get<std::string>().find("nested deeper than 256") !=
+          std::string::npos);
+  }
+}
+
 TEST_CASE("runner client: errors the function raised, and results it could not serialise") {
   SUBCASE("exception") {
     FakeRuntime rt;
