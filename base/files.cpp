@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <vector>
 
@@ -121,6 +122,14 @@ bool refuse_setuid(const char* program) {
                "(chmod u-s,g-s) and run it with sudo\n",
                program);
   return true;
+}
+
+std::optional<std::string> writable_home() {
+  const char* h = getenv("HOME");
+  struct stat st;
+  if (!h || *h != '/' || stat(h, &st) != 0 || !S_ISDIR(st.st_mode) || access(h, W_OK) != 0)
+    return std::nullopt;
+  return std::string(h);
 }
 
 bool fill_std_fds() {

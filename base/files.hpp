@@ -3,6 +3,7 @@
 
 #include <sys/types.h>
 
+#include <optional>
 #include <string>
 
 #include "base/result.hpp"
@@ -29,6 +30,10 @@ Status check_reachable_by_others(const std::string& path);
 // a caller who gets those rights that way gets root. Prints why to stderr
 // and returns true: the caller exits.
 bool refuse_setuid(const char* program);
+
+// $HOME when it names a directory the caller may write, else nullopt: a
+// system user's HOME is often /nonexistent, or root's.
+std::optional<std::string> writable_home();
 
 // Puts /dev/null on whichever of fds 0, 1 and 2 is closed; false (errno
 // set) when it cannot. A program started with one closed gets that number

@@ -33,11 +33,11 @@ namespace nsbox {
 
 namespace {
 
-// HOME, or without one a private directory: a shared path such as /tmp
-// would let another user plant the tree that sandboxes run.
+// HOME, or without one the caller may write a private directory: a shared
+// path such as /tmp would let another user plant the tree that sandboxes
+// run.
 Result<std::string> home_dir() {
-  const char* h = getenv("HOME");
-  if (h && *h == '/') return std::string(h);
+  if (auto h = writable_home()) return *h;
   return private_tmp_dir();
 }
 

@@ -171,11 +171,10 @@ std::string cache_dir() {
   std::string dir = "/var/cache/nsbox";
   if (geteuid() != 0) {
     const char* xdg = getenv("XDG_CACHE_HOME");
-    const char* home = getenv("HOME");
     if (xdg && *xdg == '/') {
       dir = std::string(xdg) + "/nsbox";
-    } else if (home && *home == '/') {
-      dir = std::string(home) + "/.cache/nsbox";
+    } else if (auto home = writable_home()) {
+      dir = *home + "/.cache/nsbox";
     } else {
       auto tmp = private_tmp_dir();
       if (!tmp) return "";
@@ -475,6 +474,15 @@ int cmd_run(const std::vector<std::string>& args) {
       spec.code_ino = st.st_ino;
     }
     fn_inside = function_path_inside(spec);
+    // As root the function runs as a sandbox uid that is neither the file's
+    // owner nor in its group: said now, not as the runtime's EACCES on a
+    // path inside the sandbox.
+    if (!spec.ids.rootless && (st.st_mode & S_IROTH) == 0)
+      return fail(kExitUsage, o.function + " is readable only by its owner or group (mode " +
+                                  mode_octal(st.st_mode) +
+                                  "), and the function runs as an unprivileged user of its "
+                                  "sandbox that must read it: chmod o+r " +
+                                  o.function);
     CgroupLayout layout;
     if (spec.ids.rootless) {
       spec.use_cgroups = false;

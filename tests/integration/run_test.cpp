@@ -360,6 +360,34 @@ TEST_CASE("bad input gets exit 2 and says what is wrong") {
     CHECK(o.exit_code == 2);
     CHECK(o.err.find("syntax_error.py:2: SyntaxError") != std::string::npos);
   }
+  SUBCASE("a function file only its owner may read, as root") {
+    // The function runs as a sandbox uid: said before a sandbox is made.
+    nsbox::test::TempDir dir("private-fn");
+    REQUIRE(mkdir(dir.path.c_str(), 0755) == 0);
+    const std::string fn = dir.path + "/priv.py";
+    std::ofstream(fn) << "def handler(event, context):\n    return 1\n";
+    REQUIRE(chmod(fn.c_str(), 0600) == 0);
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin(), "run", fn};
+    Outcome o = nsbox::test::run(s);
+    CHECK(o.exit_code == 2);
+    CHECK_MESSAGE(o.err.find("(mode 0600)") != std::string::npos, o.err);
+    CHECK_MESSAGE(o.err.find("chmod o+r " + fn) != std::string::npos, o.err);
+  }
+  SUBCASE("a result nested deeper than the daemon passes on is the function's error") {
+    // Not the sandbox's: it broke no protocol (it was exit 3, and a 502).
+    nsbox::test::TempDir dir("deep-result");
+    REQUIRE(mkdir(dir.path.c_str(), 0755) == 0);
+    const std::string fn = dir.path + "/deep.py";
+    std::ofstream(fn) << "def handler(event, context):\n    x = []\n    for _ in range(300):\n"
+                         "        x = [x]\n    return x\n";
+    REQUIRE(chmod(fn.c_str(), 0644) == 0);
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin(), "run", fn};
+    Outcome o = nsbox::test::run(s);
+    CHECK(o.exit_code == 2);
+    CHECK_MESSAGE(o.err.find("nested deeper than 256") != std::string::npos, o.err);
+  }
   SUBCASE("non-JSON event") {
     Outcome o = nsbox_run("echo.py", {"--event", "{not json"});
     CHECK(o.exit_code == 2);
