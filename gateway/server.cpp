@@ -383,10 +383,17 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   if (req.has_param("memory")) {
     auto m = parse_size(req.get_param_value("memory"));
     if (!m) return send_error(res, 400, "memory: " + m.error().detail);
-    if (m.value() < (16ull << 20) || m.value() > memory_budget)
+    // The bound that is lower names itself: the per-function maximum, or
+    // the whole pool's budget when a reload lowered it below that.
+    if (m.value() < (16ull << 20))
       return send_error(res, 400,
-                        "memory must be between 16M and the pool's memory budget (" +
-                            std::to_string(memory_budget >> 20) + "M, [pool] memory_budget_mb)");
+                        "memory must be at least 16M (Python does not start in less); at most " +
+                            std::to_string(std::min(max_memory, memory_budget) >> 20) + "M here");
+    if (m.value() > memory_budget && memory_budget < max_memory)
+      return send_error(res, 400,
+                        "memory " + std::to_string(m.value() >> 20) +
+                            "M is above the pool's whole memory budget of " +
+                            std::to_string(memory_budget >> 20) + "M ([pool] memory_budget_mb)");
     if (m.value() > max_memory)
       return send_error(res, 400,
                         "memory " + std::to_string(m.value() >> 20) +

@@ -7,8 +7,9 @@ namespace nsbox {
 
 namespace {
 
-// Splits "1.5s" into 1.5 and "s"; rejects empty, negative and junk.
-bool split_number(const std::string& t, double* value, std::string* unit) {
+// Splits "1.5s" into 1.5 and "s"; rejects empty, negative and junk, and
+// (with *too_long) more than 18 digits.
+bool split_number(const std::string& t, double* value, std::string* unit, bool* too_long) {
   size_t i = 0;
   bool digits = false, dot = false;
   while (i < t.size() &&
@@ -19,6 +20,7 @@ bool split_number(const std::string& t, double* value, std::string* unit) {
       digits = true;
     i++;
   }
+  *too_long = digits && i > 18;
   if (!digits || i > 18) return false;
   *value = std::stod(t.substr(0, i));
   *unit = t.substr(i);
@@ -34,7 +36,9 @@ Result<uint64_t> parse_size(const std::string& text) {
   auto bad = [&](const std::string& why) {
     return make_error("size", "\"" + text + "\": " + why + " (examples: 128M, 1G, 512MiB)");
   };
-  if (!split_number(text, &v, &unit)) return bad("not a size");
+  bool too_long = false;
+  if (!split_number(text, &v, &unit, &too_long))
+    return bad(too_long ? "out of range" : "not a size");
   double mult;
   if (unit == "b")
     mult = 1;
@@ -57,7 +61,9 @@ Result<uint64_t> parse_duration_ms(const std::string& text, uint64_t max_ms, con
   auto bad = [&](const std::string& why) {
     return make_error("duration", "\"" + text + "\": " + why + " (examples: 500ms, 3s, 1.5s, 2m)");
   };
-  if (!split_number(text, &v, &unit)) return bad("not a duration");
+  bool too_long = false;
+  if (!split_number(text, &v, &unit, &too_long))
+    return bad(too_long ? "out of range" : "not a duration");
   double mult;
   if (unit == "ms")
     mult = 1;

@@ -384,6 +384,8 @@ int cmd_run(const std::vector<std::string>& args) {
     if (!m) return fail(kExitUsage, "--memory " + m.error().text());
     if (m.value() < (16ull << 20))
       return fail(kExitUsage, "--memory " + *o.memory + ": at least 16M is needed to start Python");
+    if (m.value() > (65536ull << 20))
+      return fail(kExitUsage, "--memory " + *o.memory + ": at most 64G (as a policy's memory_mb)");
     policy.limits.memory_bytes = m.value();
   }
   if (o.timeout) {

@@ -2057,6 +2057,9 @@ TEST_CASE("serve: deploy options that are unknown, repeated or out of range are 
       {"?timeout=25h", "timeout \\\"25h\\\": out of range (1ms to 15m)"},
       {"?timeout=16m", "timeout \\\"16m\\\": out of range (1ms to 15m)"},
       {"?timeout=0", "timeout \\\"0\\\": out of range (1ms to 15m)"},
+      // The bound that applies, not a larger one (it named the pool's budget).
+      {"?memory=1", "memory must be at least 16M"},
+      {"?memory=1000G", "above the per-function maximum"},
   };
   for (const auto& item : bad) {
     const auto& query = std::get<0>(item);

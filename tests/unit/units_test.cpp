@@ -68,6 +68,11 @@ TEST_CASE("parse_size: errors name the input") {
   }
   CHECK(parse_size("12x").error().detail.find("unknown unit") != std::string::npos);
   CHECK(parse_size("0").error().detail.find("out of range") != std::string::npos);
+  // A number too long to read is out of range, not "not a size".
+  CHECK(parse_size("18446744073709551615").error().detail.find("out of range") !=
+        std::string::npos);
+  CHECK(parse_duration_ms("18446744073709551615").error().detail.find("out of range") !=
+        std::string::npos);
 }
 
 TEST_CASE("parse_size: the upper bound is 2^50 bytes (1 PiB)") {
