@@ -121,6 +121,7 @@ Result<TemplateProcess> TemplateProcess::start(const TemplateOptions& o) {
   opts.str(o.rootfs);
   opts.strs(o.modules);
   opts.pod(static_cast<uint8_t>(init_program >= 0));
+  opts.pod(static_cast<uint8_t>(o.quiet));
   // Nothing of the asker's environment: the template's is the runner's
   // concern, and each sandbox gets the spec's.
   char path_env[] = "PATH=/usr/bin:/bin";
@@ -240,6 +241,9 @@ Result<TemplateOptions> template_receive_options(int sock) {
   d.str(&o.rootfs);
   d.strs(&o.modules);
   d.pod(&has_init_program);
+  uint8_t quiet = 0;
+  d.pod(&quiet);
+  o.quiet = quiet != 0;
   if (!d.ok()) return make_error("template options", "malformed");
   if ((has_init_program != 0) != init_fd.valid())
     return make_error("template options", has_init_program ? "the nsbox-init fd did not arrive"

@@ -39,6 +39,10 @@ struct TemplateOptions {
   std::string binary;                // the template program (nsbox-template)
   std::string rootfs;                // the runtime tree its interpreter loads from
   std::vector<std::string> modules;  // imported before the first clone
+  // Notes on what works less well on this host (no CAP_SYS_RESOURCE for
+  // /proc/self/exe) go unsaid: nsbox run without -v, where each run would
+  // repeat them.
+  bool quiet = false;
 };
 
 // What a clone request carries besides the spec: fds in the asker's numbering.

@@ -633,8 +633,8 @@ int report_transport_error(const Ctx& c, httplib::Error err) {
                  c.url.display.c_str());
   } else if (err == httplib::Error::Read) {
     std::fprintf(stderr,
-                 "nsbox: no answer from %s: the connection closed, or nothing came within "
-                 "%d s\n",
+                 "nsbox: no answer from %s: the connection closed, what came was not HTTP, "
+                 "or nothing came within %d s\n",
                  c.url.display.c_str(), read_timeout_sec(c));
   } else {
     std::fprintf(stderr, "nsbox: request to %s failed: %s\n", c.url.display.c_str(),

@@ -218,7 +218,7 @@ Status check_options(const TemplateOptions& o) {
 // paths a sandbox sees after its pivot_root. Everything else stays the
 // host's: each sandbox's own setup needs the host's stage dir, rootfs and
 // a fully visible /proc (docs/architecture.md §3, step 5).
-Status enter_runtime_tree(const std::string& rootfs) {
+Status enter_runtime_tree(const std::string& rootfs, bool quiet) {
   if (unshare(CLONE_NEWNS) != 0) return sys_error("unshare", "CLONE_NEWNS");
   if (mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) != 0)
     return sys_error("mount", "make / private");
@@ -232,7 +232,7 @@ Status enter_runtime_tree(const std::string& rootfs) {
   // interpreter, as an exec'd runner's is, rather than a host path. Best
   // effort: without it the link names where nsbox-template is installed.
   int exe = open(kHostPython, O_RDONLY | O_CLOEXEC);
-  if (exe < 0 || prctl(PR_SET_MM, PR_SET_MM_EXE_FILE, exe, 0, 0) != 0) {
+  if ((exe < 0 || prctl(PR_SET_MM, PR_SET_MM_EXE_FILE, exe, 0, 0) != 0) && !quiet) {
     const int err = errno;
     fprintf(stderr,
             "nsbox-template: note: sandboxes' /proc/self/exe names this program, not %s: %s: "
@@ -410,7 +410,7 @@ int template_main() {
                         "(use the exec factory unprivileged)");
     TemplateOptions o = TRY(template_receive_options(kSock));
     TRY(check_options(o));
-    TRY(enter_runtime_tree(o.rootfs));
+    TRY(enter_runtime_tree(o.rootfs, o.quiet));
     TRY(template_share_root(o.rootfs));
     TRY(start_python(o));
     if (Status s = pack_heap(); !s)

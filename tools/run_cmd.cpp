@@ -519,8 +519,8 @@ int cmd_run(const std::vector<std::string>& args) {
       auto bin = sibling_program("nsbox-template");
       if (!bin) return fail(kExitSetup, bin.error().message());
       const uint64_t t0 = monotonic_us();
-      auto t =
-          TemplateProcess::start(TemplateOptions{bin.value(), rootfs, default_template_modules()});
+      auto t = TemplateProcess::start(
+          TemplateOptions{bin.value(), rootfs, default_template_modules(), !o.verbose});
       if (!t) return fail(kExitSetup, t.error().message());
       tmpl = std::move(t.value());
       LOG_DEBUG("template started in %.1f ms (pid %d)", (monotonic_us() - t0) / 1e3, tmpl.pid());
