@@ -23,7 +23,14 @@ std::string too_many_headers(const HeadLimits& l) {
 }
 
 bool tchar(unsigned char c) {
-  return std::isalnum(c) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr;
+  // Not NUL: strchr finds the terminator for it.
+  return c != 0 && (std::isalnum(c) || std::strchr("!#$%&'*+-.^_`|~", c) != nullptr);
+}
+
+// A control character field text may not hold: anything below a space but
+// the tab, and DEL.
+bool control_char(unsigned char c) {
+  return (c < 0x20 && c != '\t') || c == 0x7f;
 }
 
 bool ieq(std::string_view a, const char* b) {
@@ -282,6 +289,11 @@ Parse ChunkedDecoder::feed(std::string_view in, size_t* used, std::string* body,
       if (k == 0) return error(400);
       while (k < line_.size() && (line_[k] == ' ' || line_[k] == '\t')) k++;
       if (k < line_.size() && line_[k] != ';') return error(400);
+      // Extensions are ignored, but only well-formed text is: no control
+      // character (a bare CR, which another parser in front may take for
+      // the line's end) but the tab.
+      for (; k < line_.size(); k++)
+        if (control_char(static_cast<unsigned char>(line_[k]))) return error(400);
       if (n > max_body_ - std::min<uint64_t>(max_body_, body->size())) return error(413);
       left_ = n;
       state_ = n == 0 ? Trailer : Data;
@@ -293,6 +305,16 @@ Parse ChunkedDecoder::feed(std::string_view in, size_t* used, std::string* body,
         *used = i;
         return Parse::Done;
       }
+      // Ignored too, but each must be a field line as a header is (RFC 9112
+      // 7.1.2): a token, a colon, text without controls. Not a folded
+      // continuation (a leading blank), which RFC 9112 5.2 has refused
+      // since obs-fold was deprecated.
+      const size_t colon = line_.find(':');
+      if (colon == 0 || colon == std::string::npos) return error(400);
+      for (size_t c = 0; c < colon; c++)
+        if (!tchar(static_cast<unsigned char>(line_[c]))) return error(400);
+      for (size_t c = colon + 1; c < line_.size(); c++)
+        if (control_char(static_cast<unsigned char>(line_[c]))) return error(400);
     }
     line_.clear();
   }

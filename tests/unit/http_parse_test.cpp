@@ -232,6 +232,36 @@ TEST_CASE("chunked bodies: decoded across any split, bounded") {
   CHECK(status == 400);
 }
 
+TEST_CASE("chunked bodies: extensions and trailers are well-formed text, or 400") {
+  // A bare CR in an extension (a parser in front might end the line
+  // there), a trailer that is not a field line, a folded one, controls.
+  for (const std::string& wire : std::vector<std::string>{
+           "2;ext=\"a\rb\"\r\n{}\r\n0\r\n\r\n", "2;e\x01\r\n{}\r\n0\r\n\r\n",
+           "2\r\n{}\r\n0\r\nno colon here\r\n\r\n", "2\r\n{}\r\n0\r\nX: a\r\n folded\r\n\r\n",
+           "2\r\n{}\r\n0\r\n: empty name\r\n\r\n", "2\r\n{}\r\n0\r\nX: a\x7f\r\n\r\n",
+           std::string("2\r\n{}\r\n0\r\nX\0Y: a\r\n\r\n", 20)}) {
+    CAPTURE(wire);
+    ChunkedDecoder d(100, 1024);
+    std::string body;
+    size_t used = 0;
+    int status = 0;
+    CHECK(d.feed(wire, &used, &body, &status) == Parse::Error);
+    CHECK(status == 400);
+  }
+  ChunkedDecoder ok(100, 1024);
+  std::string body;
+  size_t used = 0;
+  int status = 0;
+  CHECK(ok.feed("2;a=b;c=\"d e\"\r\n{}\r\n0\r\nX-T: v\tw\r\n\r\n", &used, &body, &status) ==
+        Parse::Done);
+  CHECK(body == "{}");
+}
+
+TEST_CASE("http head: a NUL in a header name is refused") {
+  CHECK(head(std::string("GET / HTTP/1.1\r\nHost: h\r\nX\0A: v\r\n\r\n", 35)).state ==
+        Parse::Error);
+}
+
 TEST_CASE("PROXY v1, trusted proxies and X-Forwarded-For") {
   std::string client;
   size_t len = 0;
