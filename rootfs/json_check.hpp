@@ -1,7 +1,9 @@
 // Validates JSON text without building a document: a function's result
 // (up to 6 MiB) is forwarded as the bytes the runner sent, so checking it
 // must not cost a copy of it. The rules are the JSON library's (RFC 8259,
-// UTF-8 checked, surrogate escapes paired, any value at the top level).
+// UTF-8 checked, surrogate escapes paired, any value at the top level), but
+// for a leading byte order mark (refused) and numbers beyond a double's
+// range (accepted: Python writes ints of up to 4300 digits).
 #pragma once
 
 #include <string>

@@ -1,5 +1,8 @@
-// json_valid must accept exactly what the JSON library accepts: results the
-// daemon once parsed are now forwarded as text after this check.
+// json_valid must accept what the JSON library accepts: results the daemon
+// once parsed are now forwarded as text after this check. Two differences,
+// each tested on its own below: a leading byte order mark (refused here),
+// and numbers beyond a double's range (accepted here: Python encodes an
+// int of up to 4300 digits, and a function may return one).
 #include "rootfs/json_check.hpp"
 
 #include <doctest/doctest.h>
@@ -47,18 +50,6 @@ TEST_CASE("json_valid: agrees with the JSON library on hand-picked texts") {
                                           "+1",
                                           "1.5e3",
                                           "123456789012345678901234567890",
-                                          "1e400",
-                                          "-1e400",
-                                          "1e308",
-                                          "1e309",
-                                          "1e-400",
-                                          "0e999999",
-                                          "[1.5e999]",
-                                          "18446744073709551616",
-                                          "-9223372036854775809",
-                                          std::string(309, '9'),
-                                          std::string(310, '9'),
-                                          "0." + std::string(400, '0') + "1e400",
                                           "\"\"",
                                           "\"a\"",
                                           "\"\\u00e9\"",
@@ -115,6 +106,17 @@ TEST_CASE("json_valid: stricter than the library on one point, a leading byte or
   // so a BOM would reach clients (the library skipped it when it re-serialised).
   CHECK(library_accepts("\xef\xbb\xbf[]"));
   CHECK_FALSE(json_valid("\xef\xbb\xbf[]", 256));
+}
+
+TEST_CASE("json_valid: a number beyond a double's range is JSON, as Python writes it") {
+  // The library reads it as a double and refuses the overflow; the result
+  // is passed on as text, so a client with big integers gets it whole.
+  for (const std::string& n : std::vector<std::string>{"1e400", "-1e400", std::string(400, '9'),
+                                                       "[" + std::string(310, '1') + "]"}) {
+    CAPTURE(n);
+    CHECK(json_valid(n, 256));
+    CHECK_FALSE(library_accepts(n));
+  }
 }
 
 TEST_CASE("json_valid: agrees with the JSON library on random mutations") {

@@ -125,6 +125,15 @@ TEST_CASE("runner client: a proxy response only when the request asked for one")
   }
 }
 
+TEST_CASE("runner client: a result with an integer beyond a double's range is passed on") {
+  // math.factorial(200), 2**1100: Python encodes them, a client may want them.
+  FakeRuntime rt;
+  rt.reply(R"({"type":"result","id":"req-1","ok":true})", "[" + std::string(400, '7') + "]");
+  Outcome o = runner_invoke(rt.channel(), request(), "{}", in(5000));
+  CHECK(o.kind == Outcome::Ok);
+  CHECK(o.payload.size() == 402);
+}
+
 TEST_CASE("runner client: a result nested deeper than 256 is the function's error, not a break") {
   const std::string env = R"({"type":"result","id":"req-1","ok":true})";
   for (int depth : {256, 257, 5000}) {
