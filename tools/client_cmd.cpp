@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -24,9 +25,11 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -172,9 +175,10 @@ struct ServerUrl {
   std::string host;  // without brackets for IPv6 literals
   int port = 8080;
   std::string display;  // normalised, for messages: http://host:port
-  // host resolved once (resolve_server): the address both the token check
-  // and the connection use.
+  // host resolved (resolve_server): the address the token check looks at,
+  // and, pinned, the one the connection uses.
   std::string address;
+  bool pinned = false;
 };
 
 // http://HOST[:PORT][/]; HOST may be a name, an IPv4 address or [IPv6].
@@ -415,20 +419,23 @@ bool find_token(const Args& a, Token* t) {
   return true;
 }
 
-// The numeric address the client connects to, resolved once (an
-// IPv4-mapped IPv6 one as IPv4): of those the name has, the first with a
-// socket listening on port on this host (localhost may be ::1 and
-// 127.0.0.1, the daemon on one of them), else the first. "" and *err when
-// there is none.
-std::string resolve_server(const std::string& host, int port, std::string* err) {
+// Where the client connects: a name with an address on this host is
+// resolved once and pinned there (the token check must see what the
+// connection reaches; of this host's addresses, the first with a socket
+// listening on port: localhost may be ::1 and 127.0.0.1, the daemon on one
+// of them), an IPv4-mapped IPv6 address read as IPv4. A name only of other
+// hosts is left to the connection, which tries each address in turn (a
+// round-robin name with a dead node); url->address is then its first.
+// False and *err when the name has no address.
+bool resolve_server(ServerUrl* url, std::string* err) {
   addrinfo hints{}, *ai = nullptr;
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
-  if (int rc = getaddrinfo(host.c_str(), nullptr, &hints, &ai); rc != 0 || !ai) {
-    *err = std::string("cannot resolve ") + host + ": " + gai_strerror(rc);
-    return "";
+  if (int rc = getaddrinfo(url->host.c_str(), nullptr, &hints, &ai); rc != 0 || !ai) {
+    *err = std::string("cannot resolve ") + url->host + ": " + gai_strerror(rc);
+    return false;
   }
-  std::vector<std::string> all;
+  std::vector<std::string> all, local;
   for (addrinfo* i = ai; i; i = i->ai_next) {
     char text[INET6_ADDRSTRLEN] = "";
     if (i->ai_family == AF_INET) {
@@ -437,19 +444,23 @@ std::string resolve_server(const std::string& host, int port, std::string* err) 
       const in6_addr& a6 = reinterpret_cast<sockaddr_in6*>(i->ai_addr)->sin6_addr;
       if (IN6_IS_ADDR_V4MAPPED(&a6))
         inet_ntop(AF_INET, &a6.s6_addr[12], text, sizeof text);
-      else
+      else if (!IN6_IS_ADDR_LINKLOCAL(&a6))  // its scope would be lost in text
         inet_ntop(AF_INET6, &a6, text, sizeof text);
     }
-    if (*text) all.push_back(text);
+    if (!*text) continue;
+    all.push_back(text);
+    if (!on_this_host(text).empty()) local.push_back(text);
   }
   freeaddrinfo(ai);
-  if (all.empty()) {
-    *err = "no IPv4 or IPv6 address for " + host;
-    return "";
-  }
-  for (const std::string& a : all)
-    if (!listener_uids(a, port).empty()) return a;
-  return all.front();
+  url->pinned = !local.empty();
+  // Only link-local addresses: the connection resolves them with their scope.
+  url->address = local.empty() ? (all.empty() ? std::string() : all.front()) : local.front();
+  for (const std::string& a : local)
+    if (!listener_uids(a, url->port).empty()) {
+      url->address = a;
+      break;
+    }
+  return true;
 }
 
 // The token found in the daemon's default state dir goes only to the
@@ -529,7 +540,7 @@ int read_timeout_sec(const Ctx& c) {
 std::unique_ptr<httplib::Client> make_client(const Ctx& c) {
   auto cli = std::make_unique<httplib::Client>(c.url.host, c.url.port);
   // The address the token check saw; Host stays the name the user gave.
-  cli->set_hostname_addr_map({{c.url.host, c.url.address}});
+  if (c.url.pinned) cli->set_hostname_addr_map({{c.url.host, c.url.address}});
   cli->set_connection_timeout(kConnectTimeoutSec, 0);
   cli->set_read_timeout(read_timeout_sec(c), 0);
   cli->set_write_timeout(kReadTimeoutSec, 0);
@@ -545,6 +556,51 @@ json parse_reply(const std::string& text) {
   if (!json_valid(text, kMaxJsonDepth)) return json(json::value_t::discarded);
   return json::parse(text, nullptr, false);
 }
+
+// While a request waits for its answer: ends the command (exit 3, saying
+// why) once the request has taken kCommandDeadlineSec (invoke: its read
+// timeout and that again), or once the command's memory passes
+// kMaxResidentKb. Disarmed when the answer is in: printing it may take as
+// long as the reader of stdout likes (nsbox logs | less).
+class Watchdog {
+ public:
+  explicit Watchdog(const Ctx& c) {
+    const int limit_sec =
+        c.cmd == "invoke" ? kInvokeTimeoutSec + kCommandDeadlineSec : kCommandDeadlineSec;
+    try {
+      std::thread([done = done_, limit_sec, server = c.url.display] {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limit_sec);
+        while (!*done) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          if (*done) return;
+          long pages = 0, resident = 0;
+          if (FILE* f = std::fopen("/proc/self/statm", "re")) {
+            if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
+            std::fclose(f);
+          }
+          if (resident * (sysconf(_SC_PAGESIZE) / 1024) > kMaxResidentKb) {
+            std::fprintf(stderr,
+                         "nsbox: the answer from %s takes more than %ld MiB, more than an nsbox "
+                         "daemon sends: is --server (or NSBOX_SERVER) the daemon?\n",
+                         server.c_str(), kMaxResidentKb >> 10);
+            std::_Exit(kUnreachable);
+          }
+          if (std::chrono::steady_clock::now() >= deadline && !*done) {
+            std::fprintf(stderr, "nsbox: no complete answer from %s within %d s\n", server.c_str(),
+                         limit_sec);
+            std::_Exit(kUnreachable);
+          }
+        }
+      }).detach();
+    } catch (const std::system_error&) {
+      // No thread to spare (RLIMIT_NPROC): the request goes unwatched.
+    }
+  }
+  ~Watchdog() { *done_ = true; }
+
+ private:
+  std::shared_ptr<std::atomic<bool>> done_ = std::make_shared<std::atomic<bool>>(false);
+};
 
 // One request; the body is read into the answer up to kMaxAnswerBytes (an
 // error past it: the answer is not one of the daemon's).
@@ -570,7 +626,10 @@ httplib::Result fetch(const Ctx& c, const std::string& method, const std::string
     got.append(data, n);
     return true;
   };
-  httplib::Result res = cli->send(req);
+  httplib::Result res = [&] {
+    Watchdog watch(c);
+    return cli->send(req);
+  }();
   if (too_large) {
     std::fprintf(stderr,
                  "nsbox: the answer from %s is larger than %zu MiB, more than an nsbox daemon "
@@ -580,36 +639,6 @@ httplib::Result fetch(const Ctx& c, const std::string& method, const std::string
   }
   if (res) res->body = std::move(got);
   return res;
-}
-
-// Ends the command (exit 3, saying why) once it has run kCommandDeadlineSec
-// (invoke: its read timeout and that again), or once its memory passes
-// kMaxResidentKb while it reads an answer.
-void start_watchdog(const Ctx& c) {
-  const int limit_sec =
-      c.cmd == "invoke" ? kInvokeTimeoutSec + kCommandDeadlineSec : kCommandDeadlineSec;
-  const std::string server = c.url.display;
-  std::thread([limit_sec, server] {
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(limit_sec);
-    while (std::chrono::steady_clock::now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      long pages = 0, resident = 0;
-      if (FILE* f = std::fopen("/proc/self/statm", "re")) {
-        if (std::fscanf(f, "%ld %ld", &pages, &resident) != 2) resident = 0;
-        std::fclose(f);
-      }
-      if (resident * (sysconf(_SC_PAGESIZE) / 1024) > kMaxResidentKb) {
-        std::fprintf(stderr,
-                     "nsbox: the answer from %s takes more than %ld MiB, more than an nsbox "
-                     "daemon sends: is --server (or NSBOX_SERVER) the daemon?\n",
-                     server.c_str(), kMaxResidentKb >> 10);
-        std::_Exit(kUnreachable);
-      }
-    }
-    std::fprintf(stderr, "nsbox: no complete answer from %s within %d s\n", server.c_str(),
-                 limit_sec);
-    std::_Exit(kUnreachable);
-  }).detach();
 }
 
 httplib::Headers headers_for(const Ctx& c, bool with_token = true) {
@@ -988,8 +1017,7 @@ int cmd_client(const std::string& cmd, const std::vector<std::string>& args) {
   if (!url) return usage_error(cmd, "--server: " + url_err);
   c.url = *url;
   std::string resolve_err;
-  c.url.address = resolve_server(c.url.host, c.url.port, &resolve_err);
-  if (c.url.address.empty()) {
+  if (!resolve_server(&c.url, &resolve_err)) {
     std::fprintf(stderr, "nsbox: cannot reach %s: %s\n", c.url.display.c_str(),
                  resolve_err.c_str());
     return kUnreachable;
@@ -999,7 +1027,6 @@ int cmd_client(const std::string& cmd, const std::vector<std::string>& args) {
   // A server that closes while the request is sent is an error to report,
   // not a signal to die of.
   signal(SIGPIPE, SIG_IGN);
-  start_watchdog(c);
   if (cmd == "deploy") return do_deploy(c, a);
   if (cmd == "invoke") return do_invoke(c, a);
   if (cmd == "ls") return do_ls(c, a);
