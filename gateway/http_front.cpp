@@ -1007,8 +1007,14 @@ void HttpFront::cap_unread(Clock::time_point now) {
   // All answers together: many addresses each under its cap (a local user
   // has all of 127/8) could still hold max_connections answers of up to
   // 6 MiB each. Past max_buffered_bytes, the address holding the most
-  // unread bytes loses its newest answer, until the rest fit.
-  while (unread_bytes_.load() > config_.max_buffered_bytes) {
+  // unread bytes loses its newest answer, until the rest fit. Only the
+  // answers this may close count (past the grace, not a trusted proxy's):
+  // others over the budget would have every slow reader closed at every
+  // sweep, to no avail.
+  uint64_t closable = 0;
+  for (const auto& [key, list] : writing)
+    for (const Conn* c : list) closable += c->answer_held;
+  while (closable > config_.max_buffered_bytes) {
     std::vector<Conn*>* heaviest = nullptr;
     uint64_t most = 0;
     for (auto& [key, list] : writing) {
@@ -1016,7 +1022,8 @@ void HttpFront::cap_unread(Clock::time_point now) {
       for (const Conn* c : list) bytes += c->answer_held;
       if (bytes > most) most = bytes, heaviest = &list;
     }
-    if (!heaviest) break;  // what is over is within its grace, or a proxy's
+    if (!heaviest) break;
+    closable -= heaviest->back()->answer_held;
     close_newest(*heaviest);
   }
 }
