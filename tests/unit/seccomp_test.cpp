@@ -115,6 +115,9 @@ enum Probe {
   kSetprioParent,     // setpriority(PRIO_PROCESS, parent) to what it is
   kSetprioSelf,       // setpriority(PRIO_PROCESS, 0) to what it is
   kSetprioPgrp,       // setpriority(PRIO_PGRP) of a group that does not exist: ESRCH
+  kAffinityParent,    // sched_setaffinity(parent) to what it is
+  kAffinitySelf,      // sched_setaffinity(0) to what it is
+  kIoprioParent,      // ioprio_set(IOPRIO_WHO_PROCESS, parent) to what it is
   kFcntlNotify,       // F_NOTIFY (dnotify) on a directory: 0 without a filter
   kFcntlNotifyHigh,   // the same with bit 32 set
   kFcntlSetlease,     // F_SETLEASE on a directory: EINVAL without a filter
@@ -286,6 +289,19 @@ Report run_probes(const SeccompProgram* prog, uint64_t mask) {
           outcome(syscall(SYS_setpriority, PRIO_PROCESS, parent, parent_nice));
     if (want(kSetprioSelf) && errno == 0)
       r.probe[kSetprioSelf] = outcome(syscall(SYS_setpriority, PRIO_PROCESS, 0, own_nice));
+    cpu_set_t mask;
+    if ((want(kAffinityParent) || want(kAffinitySelf)) &&
+        sched_getaffinity(parent, sizeof mask, &mask) == 0) {
+      if (want(kAffinityParent))
+        r.probe[kAffinityParent] =
+            outcome(syscall(SYS_sched_setaffinity, parent, sizeof mask, &mask));
+      if (want(kAffinitySelf) && sched_getaffinity(0, sizeof mask, &mask) == 0)
+        r.probe[kAffinitySelf] = outcome(syscall(SYS_sched_setaffinity, 0, sizeof mask, &mask));
+    }
+    if (want(kIoprioParent)) {
+      const long prio = syscall(SYS_ioprio_get, 1 /* IOPRIO_WHO_PROCESS */, parent);
+      if (prio >= 0) r.probe[kIoprioParent] = outcome(syscall(SYS_ioprio_set, 1, parent, prio));
+    }
     if (want(kSetprioPgrp))
       r.probe[kSetprioPgrp] = outcome(syscall(SYS_setpriority, PRIO_PGRP, 0x7ffffff0, own_nice));
     int dir = open(quiet, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -694,8 +710,10 @@ TEST_CASE("kernel: without a filter, RLIMIT_CORE can be lowered (control)") {
 }
 
 TEST_CASE("kernel: without a filter, a process sets its parent's limits and priority (control)") {
-  Report r = run_probes(
-      nullptr, bit(kPrlimitParent) | bit(kPrlimitOwnPid) | bit(kSetprioParent) | bit(kSetprioPgrp));
+  Report r = run_probes(nullptr, bit(kPrlimitParent) | bit(kPrlimitOwnPid) | bit(kSetprioParent) |
+                                     bit(kSetprioPgrp) | bit(kAffinityParent) | bit(kIoprioParent));
+  CHECK(r.probe[kAffinityParent].ret == 0);
+  CHECK(r.probe[kIoprioParent].ret == 0);
   CHECK(r.probe[kPrlimitParent].ret == 0);
   CHECK(r.probe[kPrlimitOwnPid].ret == 0);
   CHECK(r.probe[kSetprioParent].ret == 0);
@@ -781,6 +799,20 @@ TEST_CASE("kernel: a custom policy cannot drop the argument rules") {
     // prefix did not refuse it first.
     check_denied(r, kShmgetHuge, EPERM, "shmget(SHM_HUGETLB)");
   }
+}
+
+TEST_CASE("kernel: a policy listing the scheduler calls still sets only the caller's own") {
+  // No built-in policy lists them; a custom one may (OpenMP pins threads).
+  SeccompPolicy p = builtin_seccomp("default");
+  for (const char* name : {"sched_setaffinity", "sched_setattr", "sched_setscheduler",
+                           "sched_setparam", "ioprio_set", "ioprio_get"})
+    p.allow.push_back(name);
+  std::sort(p.allow.begin(), p.allow.end());
+  SeccompProgram prog = compile(p);
+  Report r = run_probes(&prog, bit(kAffinityParent) | bit(kAffinitySelf) | bit(kIoprioParent));
+  check_denied(r, kAffinityParent, EPERM, "sched_setaffinity(parent)");
+  CHECK(r.probe[kAffinitySelf].ret == 0);
+  check_denied(r, kIoprioParent, EPERM, "ioprio_set(IOPRIO_WHO_PROCESS, parent)");
 }
 
 TEST_CASE("kernel: the default policy denies escapes, allows ordinary work") {
