@@ -1,5 +1,6 @@
 #include "base/terminal_escape.hpp"
 
+#include <poll.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -190,6 +191,12 @@ void write_for_display(int fd, std::string_view s) {
   while (!s.empty()) {
     ssize_t w = write(fd, s.data(), s.size());
     if (w < 0 && errno == EINTR) continue;
+    if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // A stdout another program left non-blocking (a shared terminal or
+      // pipe): wait until it takes more.
+      struct pollfd p = {fd, POLLOUT, 0};
+      if (poll(&p, 1, -1) >= 0 || errno == EINTR) continue;
+    }
     if (w <= 0) {
       int expected = 0;
       if (fd == STDOUT_FILENO) stdout_errno.compare_exchange_strong(expected, w < 0 ? errno : EIO);
@@ -201,9 +208,12 @@ void write_for_display(int fd, std::string_view s) {
 
 bool stdout_failed(const char* program) {
   int err = stdout_errno.load();
-  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
-    if (err == 0) err = errno ? errno : EIO;
-  }
+  // fflush's own errno; a write stdio failed earlier left none worth
+  // trusting (EIO says only that one failed).
+  const bool was_error = std::ferror(stdout);
+  errno = 0;
+  if (std::fflush(stdout) != 0 && err == 0) err = errno ? errno : EIO;
+  if (was_error && err == 0) err = EIO;
   if (err == 0) return false;
   if (err != EPIPE)
     std::fprintf(stderr, "%s: writing to stdout: %s\n", program, std::strerror(err));
