@@ -1433,6 +1433,25 @@ TEST_CASE("serve: SIGTERM while the rootfs builds leaves no builder and no half-
 // Invoking needs no token: the CLI must not send the admin's to /fn/,
 // where a proxy in front or a redirect of the function's choosing would
 // carry it on. Deploying still sends it (the control).
+// A server of the test's own on a loopback port, standing in for the
+// daemon (or for what answers in its place), served until stop().
+struct Serving {
+  httplib::Server& srv;
+  std::string url;
+  std::thread listener;
+  explicit Serving(httplib::Server& s) : srv(s) {
+    const int port = srv.bind_to_any_port("127.0.0.1");
+    REQUIRE(port > 0);
+    url = "http://127.0.0.1:" + std::to_string(port);
+    listener = std::thread([this] { srv.listen_after_bind(); });
+  }
+  void stop() {
+    srv.stop();
+    if (listener.joinable()) listener.join();
+  }
+  ~Serving() { stop(); }
+};
+
 TEST_CASE("nsbox invoke sends no token; nsbox deploy does") {
   httplib::Server srv;
   std::mutex mu;
@@ -1447,19 +1466,15 @@ TEST_CASE("nsbox invoke sends no token; nsbox deploy does") {
   };
   srv.Post("/fn/x", record);
   srv.Put("/functions/x", record);
-  const int port = srv.bind_to_any_port("127.0.0.1");
-  REQUIRE(port > 0);
-  std::thread listener([&] { srv.listen_after_bind(); });
+  Serving serving(srv);
   auto cli = [&](std::vector<std::string> args) {
-    return nsbox::test::run(nsbox::test::client_spec(
-        args, "http://127.0.0.1:" + std::to_string(port), "admin-secret-token"));
+    return nsbox::test::run(nsbox::test::client_spec(args, serving.url, "admin-secret-token"));
   };
   auto o = cli({"invoke", "x", "{}"});
   CHECK_MESSAGE(o.exit_code == 0, o.err);
   o = cli({"deploy", "x", nsbox::test::probe("echo.py")});
   CHECK_MESSAGE(o.exit_code == 0, o.err);
-  srv.stop();
-  listener.join();
+  serving.stop();
   std::lock_guard<std::mutex> lock(mu);
   CHECK(seen["/fn/x"] == "(none)");
   CHECK(seen["/functions/x"] == "Bearer admin-secret-token");
@@ -1522,12 +1537,9 @@ TEST_CASE("the client commands bound what a server that is not the daemon sends"
     res.set_content(R"({"functions": [{"name": "a\nb  9  fake row", "version": 1}]})",
                     "application/json");
   });
-  const int port = srv.bind_to_any_port("127.0.0.1");
-  REQUIRE(port > 0);
-  std::thread listener([&] { srv.listen_after_bind(); });
+  Serving serving(srv);
   auto cli = [&](std::vector<std::string> args) {
-    return nsbox::test::run(nsbox::test::client_spec(
-        args, "http://127.0.0.1:" + std::to_string(port), "admin-secret-token"));
+    return nsbox::test::run(nsbox::test::client_spec(args, serving.url, "admin-secret-token"));
   };
   // An answer larger than any of the daemon's: refused, not held.
   auto o = cli({"invoke", "huge"});
@@ -1541,8 +1553,7 @@ TEST_CASE("the client commands bound what a server that is not the daemon sends"
   CHECK(o.out.rfind("{\"error\": [[[", 0) == 0);  // as the function's error JSON
   // An event larger than a function is given is refused before sending,
   // whether it comes from stdin or the command line.
-  auto spec = nsbox::test::client_spec({"invoke", "huge", "-"},
-                                       "http://127.0.0.1:" + std::to_string(port), "t");
+  auto spec = nsbox::test::client_spec({"invoke", "huge", "-"}, serving.url, "t");
   spec.stdin_text = "\"" + std::string(7u << 20, 'e') + "\"";
   o = nsbox::test::run(spec);
   CHECK(o.exit_code == 2);
@@ -1552,8 +1563,7 @@ TEST_CASE("the client commands bound what a server that is not the daemon sends"
   CHECK_MESSAGE(o.exit_code == 0, o.err);
   CHECK(o.out.find("a\\nb  9  fake row") != std::string::npos);
   CHECK(std::count(o.out.begin(), o.out.end(), '\n') == 2);
-  srv.stop();
-  listener.join();
+  serving.stop();
 }
 
 TEST_CASE("NSBOX_TOKEN goes to no other user's socket on a loopback port") {
