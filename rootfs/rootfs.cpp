@@ -474,6 +474,16 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force, const 
     return result;
   }
 
+  // Someone else's directory is refused before DIR.lock and DIR.users are
+  // made beside it (checked again under the lock: a build may start).
+  auto foreign = [&]() -> Status {
+    if (read_stamp(dir).empty() && dir_nonempty(dir))
+      return make_error("rootfs", dir +
+                                      " exists but is not an nsbox rootfs (no .nsbox-stamp); "
+                                      "remove it or pick another --rootfs");
+    return {};
+  };
+  TRY(foreign());
   std::string parent = dir.substr(0, dir.find_last_of('/'));
   TRY(mkdir_p(parent.empty() ? "/" : parent, 0755));
   UniqueFd lock = open_build_lock(lock_path);
@@ -484,10 +494,7 @@ Result<RootfsBuild> ensure_rootfs(const std::string& dir_arg, bool force, const 
   const bool unused = claim_unused(result.in_use.get());
   remove_leftovers(dir, unused);
   if (force || !rootfs_fresh(dir, python)) {  // else built while we waited
-    if (read_stamp(dir).empty() && dir_nonempty(dir))
-      return make_error("rootfs", dir +
-                                      " exists but is not an nsbox rootfs (no .nsbox-stamp); "
-                                      "remove it or pick another --rootfs");
+    TRY(foreign());
     result.summary = TRY(run_builder(dir, python, lock.get()));
     result.built = true;
     if (unused) remove_leftovers(dir, true);

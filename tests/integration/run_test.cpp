@@ -545,6 +545,9 @@ TEST_CASE("a rootfs that is not ours is refused with exit 3") {
   Outcome o = nsbox_run("echo.py", {"--rootfs", dir});
   CHECK(o.exit_code == 3);
   CHECK(o.err.find("not an nsbox rootfs") != std::string::npos);
+  // Nothing made beside it either.
+  CHECK(access((dir + ".lock").c_str(), F_OK) != 0);
+  CHECK(access((dir + ".users").c_str(), F_OK) != 0);
   // Refused, not emptied or built over.
   std::ifstream precious(dir + "/precious");
   std::string kept;
