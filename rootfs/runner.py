@@ -279,6 +279,22 @@ def _user_frames(tb):
     return traceback.format_list(frames)
 
 
+def _wide_int(v, depth=0):
+    """Whether v holds an int the daemon's JSON reading of an envelope cannot take: beyond
+    64 bits and beyond a double's range (its fallback). Bounded like the envelope itself."""
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, int):
+        return v.bit_length() > 1023  # past 2**1023: may round to infinity
+    if depth > 64:
+        return False
+    if isinstance(v, dict):
+        return any(_wide_int(x, depth + 1) for x in v.values())
+    if isinstance(v, (list, tuple)):
+        return any(_wide_int(x, depth + 1) for x in v)
+    return False
+
+
 def _safe_str(e):
     # A user exception's __str__ can itself raise; the report must still go out.
     try:
@@ -511,6 +527,14 @@ class Runner:
         headers = result.get("headers")
         if isinstance(headers, dict):
             head["headers"] = headers
+        # The daemon reads the envelope as JSON numbers of at most 64 bits (or doubles): a
+        # wider int there is the function's mistake, not a frame the daemon cannot parse.
+        if _wide_int(head.get("statusCode")) or _wide_int(head.get("headers")):
+            return self._result_error(req_id, "bad_result", {
+                "errorType": "ValueError",
+                "errorMessage": "statusCode and headers may hold no integer wider than 64 "
+                                "bits (or beyond a double's range); send it as a string",
+                "stackTrace": []})
         envelope = json_dumps(head).encode("utf-8")
         if len(envelope) > MAX_ENVELOPE:
             return self._result_error(req_id, "bad_result", {

@@ -506,6 +506,26 @@ class RunnerTest(RunnerCase):
         self.assertIn("headers are too large", msg["error"]["errorMessage"])
         self.assertEqual(r.invoke({"body": "x"}, http=True)["body"], b"x")  # still serving
 
+    def test_proxy_wide_int_in_status_or_headers_is_bad_result(self):
+        # The daemon reads the envelope's numbers as 64-bit ints or doubles: 2**1100 there
+        # was a frame it could not parse (a 502, the sandbox destroyed).
+        r = self.loaded("""
+            def handler(e, c):
+                if e.get("where") == "status":
+                    return {"statusCode": 2 ** 1100}
+                return {"statusCode": 200, "headers": {"X-N": [1, 2 ** 1100]}}
+        """)
+        for where in ("status", "headers"):
+            msg = r.invoke({"where": where}, http=True)
+            self.assertEqual((msg["ok"], msg["kind"]), (False, "bad_result"), where)
+            self.assertIn("wider than 64 bits", msg["error"]["errorMessage"])
+        # A big int within a double's range is a number the daemon reads.
+        r2 = self.loaded("""
+            def handler(e, c):
+                return {"statusCode": 200, "headers": {"X-N": 2 ** 70}}
+        """)
+        self.assertEqual(r2.invoke(http=True)["headers"], {"X-N": 2 ** 70})
+
     def test_proxy_body_over_the_payload_limit_is_bad_result(self):
         r = self.loaded("def handler(e, c):\n    return {'statusCode': 200, "
                         "'body': 'x' * (%d + 1)}\n" % MAX_PAYLOAD)
