@@ -130,13 +130,12 @@ std::vector<sock_filter> argument_prefix() {
   const auto ntype = static_cast<uint8_t>(std::size(kAllowedInetTypes));
   const auto nproto = static_cast<uint8_t>(std::size(kAllowedInetProtocols));
   const auto nflag = static_cast<uint8_t>(std::size(kRefusedFlags));
-  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..] dispatch (12 +
+  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..] dispatch (8 +
   // nflag)  [..] ja end  [..] ioctl block  [..] fcntl block  [..] family
   // block  [..] inet type block  [..] inet protocol block  [..] setrlimit
-  // block  [..] prlimit64 block  [..] setpriority block  [..] own-pid block
-  // (sched_set*)  [..] ioprio_set block  [..] a block of two per flag rule
-  // [..] refusals  end:
-  const uint8_t ioctl_at = 3 + 12 + nflag + 1;
+  // block  [..] prlimit64 block  [..] setpriority block  [..] ioprio_set
+  // block  [..] a block of two per flag rule  [..] refusals  end:
+  const uint8_t ioctl_at = 3 + 8 + nflag + 1;
   const uint8_t fcntl_at = ioctl_at + 1 + nioctl + 1;
   const uint8_t family_at = fcntl_at + 1 + nfcntl + 1;
   const uint8_t type_at = family_at + 1 + nfam + 1;
@@ -144,8 +143,7 @@ std::vector<sock_filter> argument_prefix() {
   const uint8_t setrlimit_at = protocol_at + 1 + nproto + 1;
   const uint8_t prlimit_at = setrlimit_at + 3;
   const uint8_t setpriority_at = prlimit_at + 8;
-  const uint8_t own_pid_at = setpriority_at + 4;
-  const uint8_t ioprio_at = own_pid_at + 2;
+  const uint8_t ioprio_at = setpriority_at + 4;
   const uint8_t flags_at = ioprio_at + 4;
   const uint8_t eperm_at = flags_at + 2 * nflag;
   const uint8_t end = eperm_at + 1;
@@ -160,9 +158,6 @@ std::vector<sock_filter> argument_prefix() {
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_setrlimit, to(setrlimit_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_prlimit64, to(prlimit_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_setpriority, to(setpriority_at), 0));
-  for (uint32_t nr :
-       {__NR_sched_setparam, __NR_sched_setscheduler, __NR_sched_setaffinity, __NR_sched_setattr})
-    f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, nr, to(own_pid_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioprio_set, to(ioprio_at), 0));
   for (uint8_t i = 0; i < nflag; i++)
     f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, uint32_t(kRefusedFlags[i].nr),
@@ -227,14 +222,11 @@ std::vector<sock_filter> argument_prefix() {
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, PRIO_PROCESS, 0, to(eperm_at)));
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(1)));  // who
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 0, to(end), to(eperm_at)));
-  // The scheduler calls (affinity, policy, SCHED_IDLE) only on the
-  // caller's own threads (pid 0): no built-in policy lists them, but a
-  // custom one may (OpenMP pins its threads), and they too would pass from
-  // an instance to its template.
-  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(0)));  // pid
-  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 0, to(end), to(eperm_at)));
   // ioprio_set only IOPRIO_WHO_PROCESS of 0 (the idle class needs no
-  // privilege).
+  // privilege), which no built-in policy lists. Not the scheduler calls
+  // (sched_setaffinity, sched_setattr, ...): glibc's pthread_setaffinity_np
+  // passes a thread's id, so a custom policy that lists them takes their
+  // reach too (docs/security.md).
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(0)));  // which
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 1 /* IOPRIO_WHO_PROCESS */, 0, to(eperm_at)));
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(1)));  // who
