@@ -128,7 +128,10 @@ bool valid_allowed_host(const std::string& entry) {
   return entry == "*" || !host_name_of(entry).empty();
 }
 
-std::string on_this_host(const std::string& name) {
+std::string on_this_host(const std::string& spelt) {
+  // A link-local address may carry its scope ("fe80::1%eth0"): the address
+  // is what an interface holds.
+  const std::string name = spelt.substr(0, spelt.find('%'));
   if (is_loopback_name(name)) return name;
   in_addr v4;
   in6_addr v6;

@@ -71,6 +71,9 @@ constexpr size_t kMaxAnswerBytes = 64u << 20;
 constexpr long kMaxResidentKb = 512 << 10;
 // As deep as the daemon's own JSON goes (a deeper answer is not one of its).
 constexpr int kMaxJsonDepth = 256;
+// The largest answer read as JSON (a 6 MiB error, a list of 10,000
+// functions): above, it is shown as text.
+constexpr size_t kMaxJsonAnswerBytes = 16u << 20;
 
 enum Exit { kOk = 0, kServerError = 1, kUsage = 2, kUnreachable = 3 };
 
@@ -175,10 +178,9 @@ struct ServerUrl {
   std::string host;  // without brackets for IPv6 literals
   int port = 8080;
   std::string display;  // normalised, for messages: http://host:port
-  // host resolved (resolve_server): the address the token check looks at,
-  // and, pinned, the one the connection uses.
-  std::string address;
-  bool pinned = false;
+  // host resolved once (resolve_server), in the order tried: the token
+  // check looks at each, and each connection is pinned to one of them.
+  std::vector<std::string> addresses;
 };
 
 // http://HOST[:PORT][/]; HOST may be a name, an IPv4 address or [IPv6].
@@ -419,14 +421,14 @@ bool find_token(const Args& a, Token* t) {
   return true;
 }
 
-// Where the client connects: a name with an address on this host is
-// resolved once and pinned there (the token check must see what the
-// connection reaches; of this host's addresses, the first with a socket
-// listening on port: localhost may be ::1 and 127.0.0.1, the daemon on one
-// of them), an IPv4-mapped IPv6 address read as IPv4. A name only of other
-// hosts is left to the connection, which tries each address in turn (a
-// round-robin name with a dead node); url->address is then its first.
-// False and *err when the name has no address.
+// The addresses a server name has, resolved once: the token check and the
+// connections use the same ones (a name resolved again at connect could
+// reach what the check never saw). An IPv4-mapped IPv6 address is read as
+// IPv4, a link-local one keeps its scope ("fe80::1%eth0"). This host's
+// addresses with a socket listening on port come first (localhost may be
+// ::1 and 127.0.0.1, the daemon on one of them); the rest in the
+// resolver's order, tried in turn (a round-robin name with a dead node).
+// False and *err when the name has none.
 bool resolve_server(ServerUrl* url, std::string* err) {
   addrinfo hints{}, *ai = nullptr;
   hints.ai_family = AF_UNSPEC;
@@ -435,31 +437,35 @@ bool resolve_server(ServerUrl* url, std::string* err) {
     *err = std::string("cannot resolve ") + url->host + ": " + gai_strerror(rc);
     return false;
   }
-  std::vector<std::string> all, local;
+  std::vector<std::string> listening, rest;
   for (addrinfo* i = ai; i; i = i->ai_next) {
     char text[INET6_ADDRSTRLEN] = "";
+    std::string scope;
     if (i->ai_family == AF_INET) {
       inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(i->ai_addr)->sin_addr, text, sizeof text);
     } else if (i->ai_family == AF_INET6) {
-      const in6_addr& a6 = reinterpret_cast<sockaddr_in6*>(i->ai_addr)->sin6_addr;
-      if (IN6_IS_ADDR_V4MAPPED(&a6))
-        inet_ntop(AF_INET, &a6.s6_addr[12], text, sizeof text);
-      else if (!IN6_IS_ADDR_LINKLOCAL(&a6))  // its scope would be lost in text
-        inet_ntop(AF_INET6, &a6, text, sizeof text);
+      const auto* s6 = reinterpret_cast<sockaddr_in6*>(i->ai_addr);
+      if (IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+        inet_ntop(AF_INET, &s6->sin6_addr.s6_addr[12], text, sizeof text);
+      } else {
+        inet_ntop(AF_INET6, &s6->sin6_addr, text, sizeof text);
+        if (s6->sin6_scope_id != 0) scope = "%" + std::to_string(s6->sin6_scope_id);
+      }
     }
     if (!*text) continue;
-    all.push_back(text);
-    if (!on_this_host(text).empty()) local.push_back(text);
+    const std::string address = text + scope;
+    auto& list = !on_this_host(address).empty() && !listener_uids(text, url->port).empty()
+                     ? listening
+                     : rest;
+    if (std::find(list.begin(), list.end(), address) == list.end()) list.push_back(address);
   }
   freeaddrinfo(ai);
-  url->pinned = !local.empty();
-  // Only link-local addresses: the connection resolves them with their scope.
-  url->address = local.empty() ? (all.empty() ? std::string() : all.front()) : local.front();
-  for (const std::string& a : local)
-    if (!listener_uids(a, url->port).empty()) {
-      url->address = a;
-      break;
-    }
+  url->addresses = listening;
+  url->addresses.insert(url->addresses.end(), rest.begin(), rest.end());
+  if (url->addresses.empty()) {
+    *err = "no IPv4 or IPv6 address for " + url->host;
+    return false;
+  }
   return true;
 }
 
@@ -474,12 +480,17 @@ bool resolve_server(ServerUrl* url, std::string* err) {
 // would otherwise collect it. Named on the
 // command line (--token, --token-file), it goes where told.
 // Returns false (message printed) to refuse.
+bool token_may_go(const Token& t, const ServerUrl& url, const std::string& name);
+
+// Each address the connections may use, not the name (resolve_server).
 bool token_may_go(const Token& t, const ServerUrl& url) {
+  for (const std::string& a : url.addresses)
+    if (!token_may_go(t, url, a)) return false;
+  return true;
+}
+
+bool token_may_go(const Token& t, const ServerUrl& url, const std::string& name) {
   if (t.value.empty()) return true;
-  // The address the connection will use, not the name: a name resolves
-  // anew at every lookup, and an IPv4-mapped IPv6 address reaches the same
-  // IPv4 port.
-  const std::string& name = url.address;
   if (t.source == "NSBOX_TOKEN") {
     const std::string here = on_this_host(name);
     if (here.empty()) return true;
@@ -537,10 +548,11 @@ int read_timeout_sec(const Ctx& c) {
   return c.cmd == "invoke" ? kInvokeTimeoutSec : kReadTimeoutSec;
 }
 
-std::unique_ptr<httplib::Client> make_client(const Ctx& c) {
+// A client for one of the server's addresses (an address the token check
+// saw); Host stays the name the user gave.
+std::unique_ptr<httplib::Client> make_client(const Ctx& c, const std::string& address) {
   auto cli = std::make_unique<httplib::Client>(c.url.host, c.url.port);
-  // The address the token check saw; Host stays the name the user gave.
-  if (c.url.pinned) cli->set_hostname_addr_map({{c.url.host, c.url.address}});
+  cli->set_hostname_addr_map({{c.url.host, address}});
   cli->set_connection_timeout(kConnectTimeoutSec, 0);
   cli->set_read_timeout(read_timeout_sec(c), 0);
   cli->set_write_timeout(kReadTimeoutSec, 0);
@@ -553,7 +565,10 @@ std::unique_ptr<httplib::Client> make_client(const Ctx& c) {
 // daemon's own limit is parsed (printing a value nested 100,000 deep
 // recursed until the stack ran out).
 json parse_reply(const std::string& text) {
-  if (!json_valid(text, kMaxJsonDepth)) return json(json::value_t::discarded);
+  // A document takes many times its text's size (64 MiB of "0," would be
+  // gigabytes): the daemon's JSON answers are a few MiB at most.
+  if (text.size() > kMaxJsonAnswerBytes || !json_valid(text, kMaxJsonDepth))
+    return json(json::value_t::discarded);
   return json::parse(text, nullptr, false);
 }
 
@@ -607,7 +622,6 @@ class Watchdog {
 httplib::Result fetch(const Ctx& c, const std::string& method, const std::string& path,
                       httplib::Headers headers, const std::string& body = {},
                       const std::string& content_type = {}) {
-  auto cli = make_client(c);
   httplib::Request req;
   req.method = method;
   req.path = path;
@@ -628,7 +642,13 @@ httplib::Result fetch(const Ctx& c, const std::string& method, const std::string
   };
   httplib::Result res = [&] {
     Watchdog watch(c);
-    return cli->send(req);
+    for (size_t i = 0;; i++) {
+      httplib::Result r = make_client(c, c.url.addresses[i])->send(req);
+      // Nothing was sent to an address that took no connection: the next.
+      const bool no_connection = !r && (r.error() == httplib::Error::Connection ||
+                                        r.error() == httplib::Error::ConnectionTimeout);
+      if (!no_connection || i + 1 == c.url.addresses.size()) return r;
+    }
   }();
   if (too_large) {
     std::fprintf(stderr,

@@ -106,6 +106,18 @@ TEST_CASE("host_check: where on this host a connection to a name lands") {
     CHECK(on_this_host(text) == text);
     checked++;
   }
+  // A link-local IPv6 address of ours, with its scope as a URL gives it:
+  // this host all the same (it was "another host", so the token went).
+  for (ifaddrs* i = all; i; i = i->ifa_next) {
+    if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET6) continue;
+    const auto* a6 = reinterpret_cast<sockaddr_in6*>(i->ifa_addr);
+    if (!IN6_IS_ADDR_LINKLOCAL(&a6->sin6_addr)) continue;
+    char text[INET6_ADDRSTRLEN];
+    inet_ntop(AF_INET6, &a6->sin6_addr, text, sizeof text);
+    const std::string scoped = std::string(text) + "%" + std::to_string(a6->sin6_scope_id);
+    CAPTURE(scoped);
+    CHECK(on_this_host(scoped) == text);
+  }
   freeifaddrs(all);
   CHECK(checked > 0);
 }
