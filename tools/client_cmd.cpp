@@ -642,6 +642,17 @@ httplib::Result fetch(const Ctx& c, const std::string& method, const std::string
   };
   httplib::Result res = [&] {
     Watchdog watch(c);
+    // A server that closes while the request is sent is an error to
+    // report, not a signal to die of (this httplib sends without
+    // MSG_NOSIGNAL). Only while the request is under way: a reader of
+    // stdout that goes away ends the command as it ends any other.
+    struct sigaction ignore = {}, before = {};
+    ignore.sa_handler = SIG_IGN;
+    sigaction(SIGPIPE, &ignore, &before);
+    struct Restore {
+      struct sigaction& before;
+      ~Restore() { sigaction(SIGPIPE, &before, nullptr); }
+    } restore{before};
     for (size_t i = 0;; i++) {
       httplib::Result r = make_client(c, c.url.addresses[i])->send(req);
       // Nothing was sent to an address that took no connection: the next.
@@ -1044,9 +1055,6 @@ int cmd_client(const std::string& cmd, const std::vector<std::string>& args) {
   }
   if (!find_token(a, &c.token)) return kUsage;
   if (!token_may_go(c.token, c.url)) return kUsage;
-  // A server that closes while the request is sent is an error to report,
-  // not a signal to die of.
-  signal(SIGPIPE, SIG_IGN);
   if (cmd == "deploy") return do_deploy(c, a);
   if (cmd == "invoke") return do_invoke(c, a);
   if (cmd == "ls") return do_ls(c, a);
