@@ -26,6 +26,12 @@ std::vector<RlimitSetting> plan_rlimits(const Limits& l, bool have_cgroups) {
       // above the other tenants' and the daemon's.
       {RLIMIT_NICE, 0},
       {RLIMIT_RTPRIO, 0},
+      // Queued signals are counted per host uid, and a rootless sandbox's
+      // is the user's: one that blocked a real-time signal and queued it to
+      // itself took the user's whole allowance (timer_create and sigqueue
+      // then failed for the daemon and every program of the user). The
+      // kernel checks a task's own limit first.
+      {RLIMIT_SIGPENDING, kSandboxSigpending},
   };
   if (!have_cgroups) {
     // Address space, not resident memory: generous headroom for the

@@ -16,6 +16,10 @@ struct RlimitSetting {
   rlim_t value;
 };
 
+// Signals a sandbox may have queued at once (RLIMIT_SIGPENDING): plenty for
+// any program, a small share of a user's (tens of thousands).
+constexpr rlim_t kSandboxSigpending = 1024;
+
 // Pure: the rlimits a sandbox gets. Without cgroups the memory, pids and cpu
 // limits fall back to RLIMIT_AS, RLIMIT_NPROC and RLIMIT_CPU (weaker: per
 // process, not per sandbox).

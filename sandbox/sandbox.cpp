@@ -70,6 +70,12 @@ std::string rlimit_name(int resource) {
       return "RLIMIT_NPROC";
     case RLIMIT_CPU:
       return "RLIMIT_CPU";
+    case RLIMIT_NICE:
+      return "RLIMIT_NICE";
+    case RLIMIT_RTPRIO:
+      return "RLIMIT_RTPRIO";
+    case RLIMIT_SIGPENDING:
+      return "RLIMIT_SIGPENDING";
   }
   return "rlimit " + std::to_string(resource);
 }

@@ -59,6 +59,9 @@ void check_report(const json& r, bool sockets, int core = 1) {
   // lists setpriority (strict does not).
   CHECK(r["priority"]["nice_limit"] == json::array({0, 0}));
   CHECK(r["priority"]["rtprio_limit"] == json::array({0, 0}));
+  // A share of the user's queued signals, not all of them (rootless, the
+  // sandbox's host uid is the user's).
+  CHECK(r["priority"]["sigpending_limit"] == json::array({1024, 1024}));
   CHECK(r["priority"]["raise"] != "ok");
   CHECK(r["priority"]["lower"] == (sockets ? "ok" : "EPERM"));
   // Nor another process's limits or priority, though the kernel lets a

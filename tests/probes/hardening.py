@@ -18,7 +18,7 @@ _NR_IOCTL, _NR_SOCKET, _NR_SOCKETPAIR, _NR_SETRLIMIT, _NR_PRLIMIT64 = 16, 41, 53
 _NR_FCNTL, _NR_MMAP, _NR_MUNMAP, _NR_MEMFD_CREATE = 72, 9, 11, 319
 MAP_PRIVATE, MAP_ANONYMOUS, MAP_HUGETLB, MFD_HUGETLB = 0x02, 0x20, 0x40000, 4
 F_GETFL, F_SETLEASE, F_NOTIFY, DN_ACCESS, F_RDLCK = 3, 1024, 1026, 1, 0
-RLIMIT_CORE, RLIMIT_NOFILE, RLIMIT_NICE, RLIMIT_RTPRIO = 4, 7, 13, 14
+RLIMIT_CORE, RLIMIT_NOFILE, RLIMIT_SIGPENDING, RLIMIT_NICE, RLIMIT_RTPRIO = 4, 7, 11, 13, 14
 _HIGH = 1 << 32  # the kernel reads ioctl's cmd and socket's family as 32 bits
 
 TIOCSTI, TIOCLINUX, TIOCCONS, TIOCSETD, FIONREAD = 0x5412, 0x541C, 0x541D, 0x5423, 0x541B
@@ -196,7 +196,8 @@ def _priority():
     """RLIMIT_NICE and RLIMIT_RTPRIO as [soft, hard], and whether this
     process may raise its own priority (a lower nice value) or go realtime."""
     out = {}
-    for name, res in [("nice_limit", RLIMIT_NICE), ("rtprio_limit", RLIMIT_RTPRIO)]:
+    for name, res in [("nice_limit", RLIMIT_NICE), ("rtprio_limit", RLIMIT_RTPRIO),
+                      ("sigpending_limit", RLIMIT_SIGPENDING)]:
         lim = (ctypes.c_ulong * 2)()
         rc, err = _syscall(_NR_PRLIMIT64, 0, res, None, lim)
         out[name] = [lim[0], lim[1]] if rc == 0 else _errname(err)

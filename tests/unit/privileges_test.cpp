@@ -28,15 +28,19 @@ Limits test_limits() {
 
 }  // namespace
 
-TEST_CASE("plan_rlimits with cgroups: core 1, nofile, fsize, no nice or realtime priority") {
+TEST_CASE(
+    "plan_rlimits with cgroups: core 1, nofile, fsize, no nice or realtime priority, a share of "
+    "queued signals") {
   auto r = plan_rlimits(test_limits(), true);
-  CHECK(r.size() == 5);
+  CHECK(r.size() == 6);
   for (bool cg : {true, false}) {
     auto p = plan_rlimits(test_limits(), cg);
     REQUIRE(find(p, RLIMIT_NICE));
     CHECK(find(p, RLIMIT_NICE)->value == 0);
     REQUIRE(find(p, RLIMIT_RTPRIO));
     CHECK(find(p, RLIMIT_RTPRIO)->value == 0);
+    REQUIRE(find(p, RLIMIT_SIGPENDING));
+    CHECK(find(p, RLIMIT_SIGPENDING)->value == kSandboxSigpending);
   }
   REQUIRE(find(r, RLIMIT_CORE));
   CHECK(find(r, RLIMIT_CORE)->value == 1);
@@ -52,7 +56,7 @@ TEST_CASE("plan_rlimits with cgroups: core 1, nofile, fsize, no nice or realtime
 
 TEST_CASE("plan_rlimits without cgroups: AS, NPROC and CPU fall back to rlimits") {
   auto r = plan_rlimits(test_limits(), false);
-  CHECK(r.size() == 8);
+  CHECK(r.size() == 9);
   REQUIRE(find(r, RLIMIT_CORE));
   CHECK(find(r, RLIMIT_CORE)->value == 1);
   REQUIRE(find(r, RLIMIT_NOFILE));
