@@ -65,6 +65,14 @@ Capacity fit_max_sandboxes(int max_sandboxes, int max_connections, const HostLim
               std::to_string(kProcessesPerSandbox) +
               " processes per sandbox plus a thread per connection; nsbox never changes it "
               "(sysctl kernel.pid_max)");
+  if (host.user_processes)
+    lower(host.user_processes > connections + kSpareProcesses
+              ? (host.user_processes - connections - kSpareProcesses) / kProcessesPerSandbox
+              : 0,
+          "rootless, the sandboxes' processes are the user's: RLIMIT_NPROC is " +
+              std::to_string(host.user_processes) + ", " + std::to_string(kProcessesPerSandbox) +
+              " processes per sandbox plus a thread per connection (raise it with ulimit -u, "
+              "or LimitNPROC= in a unit)");
   if (host.uid_slots)
     lower(host.uid_slots,
           "root mode has " + std::to_string(host.uid_slots) + " uid slots, one per sandbox");

@@ -38,6 +38,9 @@ struct HostLimits {
   // Frozen idle sandboxes' fds wait in fd keepers (gateway/fd_parking.hpp):
   // the gateway's table then bounds only the sandboxes it has not parked.
   bool park_idle = false;
+  // Rootless: the user's RLIMIT_NPROC, which its sandboxes' processes count
+  // against (they run as its uid); 0: not limiting (root mode, unlimited).
+  uint64_t user_processes = 0;
 };
 
 // What open_files must be for max_sandboxes and max_connections.

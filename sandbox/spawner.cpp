@@ -472,7 +472,12 @@ Setup wait_for_setup(int sock) {
         }
         log_read.reset(p[0]);
         UniqueFd log_write(p[1]);
-        fcntl(p[0], F_SETPIPE_SZ, static_cast<int>(kPipeSize));
+        // Not rootless: pipe pages are counted per host uid, and there the
+        // sandbox's is the user's; 1 MiB logs for 64 sandboxes would
+        // fill the user's allowance and shrink every pipe they make to a
+        // page or two.
+        if (!profiles[req.profile].spec.ids.rootless)
+          fcntl(p[0], F_SETPIPE_SZ, static_cast<int>(kPipeSize));
         fcntl(p[0], F_SETFL, O_NONBLOCK);
         SandboxSpec spec = profiles[req.profile].spec;
         uint64_t id = next_id++;

@@ -123,6 +123,13 @@ Result<std::string> prepare_state_dir(const std::string& given) {
   return dir;
 }
 
+// RLIMIT_NPROC's soft limit, 0 when unlimited.
+uint64_t user_process_limit() {
+  struct rlimit r;
+  if (getrlimit(RLIMIT_NPROC, &r) != 0 || r.rlim_cur == RLIM_INFINITY) return 0;
+  return r.rlim_cur;
+}
+
 PoolLimits pool_limits(const ServeConfig& c) {
   PoolLimits l;
   l.blank = c.blank;
@@ -255,6 +262,7 @@ int cmd_serve(const std::vector<std::string>& args) {
       raise_open_files(open_files_wanted(config.max_sandboxes, config.max_connections));
   host.pid_max = pid_max();
   host.uid_slots = config.rootless ? 0 : kSlotCount;
+  host.user_processes = config.rootless ? user_process_limit() : 0;
   auto state_dir_used = prepare_state_dir(config.state_dir);
   if (!state_dir_used) return fail(state_dir_used.error().message());
   config.state_dir = state_dir_used.value();

@@ -202,6 +202,21 @@ TEST_CASE("serve: template=1 is refused where it cannot work, with the reason") 
   CHECK(d.metric("nsbox_pool_function_templates") == 0);
 }
 
+TEST_CASE("serve --rootless: template=1 is refused at deploy, saying it needs cgroups") {
+  // It was accepted, and every request tried to make a template and fell
+  // back, with a warning each time.
+  StateDir sd("fn-template-rootless");
+  Daemon d(sd.path, "[pool]\nblank = 1\nmax_sandboxes = 4\n");
+  d.run_as(nsbox::test::kNobody);
+  REQUIRE_MESSAGE(d.start(), d.log());
+  auto r = deploy_probe(d, "t", "echo.py", "?template=1");
+  REQUIRE(r);
+  CHECK(r->status == 400);
+  CHECK_MESSAGE(r->body.find("template=1 needs cgroups") != std::string::npos, r->body);
+  REQUIRE(deploy_probe(d, "t", "echo.py", "")->status == 201);  // without it, served
+  CHECK(d.stop() == 0);
+}
+
 // The request that makes a function's template waits for its import, as a
 // cold sandbox's request does, and within the same timeout: an import that
 // hangs is answered 504 once, at the function's timeout, not waited for a

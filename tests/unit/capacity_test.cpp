@@ -37,6 +37,16 @@ TEST_CASE("capacity: pid_max and the uid slots cap it too; the lowest limit is n
   CHECK(c.why.find("uid slots") != std::string::npos);
 }
 
+TEST_CASE("capacity: rootless, the user's process limit caps it too") {
+  HostLimits h{1 << 20, 32768, 0};
+  h.user_processes = 4096;
+  Capacity c = fit_max_sandboxes(30000, 64, h);
+  CHECK(c.max_sandboxes == (4096 - 64 - 1024) / 2);
+  CHECK(c.why.find("RLIMIT_NPROC is 4096") != std::string::npos);
+  h.user_processes = 0;  // unlimited
+  CHECK(fit_max_sandboxes(30000, 64, h).why.find("kernel.pid_max is 32768") == 0);
+}
+
 TEST_CASE("capacity: never below one sandbox, however small the limits") {
   Capacity c = fit_max_sandboxes(64, 1024, HostLimits{512, 100, 0});
   CHECK(c.max_sandboxes == 1);
