@@ -132,6 +132,7 @@ InvokeResult Invocations::invoke(const InvokeRequest& req) {
 }
 
 std::string Invocations::template_unsupported(uint32_t profile) const {
+  if (!templates_unavailable_.empty()) return templates_unavailable_;
   const Policy& p = profiles_.at(profile).policy;
   const auto& allow = p.seccomp.allow;
   auto allowed = [&](const char* name) {
@@ -168,8 +169,9 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
     }
     return lo.kind == Outcome::Ok;
   };
-  Pool::Lease lease = pool_.acquire(req.name, meta.deploy, profile, memory, req.queue_deadline,
-                                    meta.use_template ? &load_template : nullptr);
+  Pool::Lease lease =
+      pool_.acquire(req.name, meta.deploy, profile, memory, req.queue_deadline,
+                    meta.use_template && templates_unavailable_.empty() ? &load_template : nullptr);
   // A deploy or delete returned while we waited: never serve the old code;
   // the client retries at once and sees what exists now.
   if (lease.status == Pool::Status::Stale) return refused(O::Stale, kStale);

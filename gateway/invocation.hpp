@@ -119,6 +119,10 @@ class Invocations {
   // template, or "" when it can: the template's runner forks its instances
   // and receives their fds over a unix socket, so the policy must allow both.
   std::string template_unsupported(uint32_t profile) const;
+  // Whether this daemon can make function templates at all ("" when it
+  // can; else why, for the deploy's 400). Set once, before serving.
+  // Functions stored with template=1 are then served without one.
+  void set_templates_unavailable(std::string why) { templates_unavailable_ = std::move(why); }
 
   // The daemon's drain ran out: the sandboxes still serving requests are
   // being destroyed, and those requests end as Stopped, not Died (the
@@ -140,6 +144,7 @@ class Invocations {
   SandboxFactory& factory_;
   LogStore& logs_;
   const std::vector<ProfileInfo> profiles_;
+  std::string templates_unavailable_;  // set_templates_unavailable
   std::atomic<bool> cut_{false};
   // A check takes a blank, and a full pool evicts an idle sandbox for it:
   // many slow checks at once would evict every tenant's warm sandboxes.

@@ -30,7 +30,8 @@ RunnerChannel channel_of(Worker& w) {
 }
 
 // The runner flushes its output before replying, and the wait for the reply
-// drained the pipe as it filled; what it still holds (up to the pipe's 1 MiB)
+// drained the pipe as it filled; what it still holds (up to the pipe's 1 MiB,
+// rootless 64 KiB)
 // belongs to this exchange, not to the next one's log line.
 Outcome finish(Worker& w, Outcome o) {
   w.pending_log = drain_log(w, 64);

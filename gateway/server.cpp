@@ -414,12 +414,6 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
     else if (v != "0" && v != "false")
       return send_error(res, 400, "template must be 1, true, 0 or false, not \"" + v + "\"");
     if (fv.meta.use_template) {
-      // Its instances move into cgroup leaves of their own: without
-      // cgroups every request would try to make one and fall back.
-      if (config_.rootless)
-        return send_error(res, 400,
-                          "template=1 needs cgroups, which nsbox serve --rootless does not use: "
-                          "deploy without it, or run the daemon as root");
       if (std::string why = invocations_.template_unsupported(static_cast<uint32_t>(profile));
           !why.empty())
         return send_error(res, 400, "template=1: " + why);

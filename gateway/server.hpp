@@ -38,6 +38,11 @@ class Gateway {
   // SIGHUP: applies what can change while serving (tokens, default policy,
   // queue timeout, memory budget for deploys); returns what it applied.
   std::string reload(const ServeConfig& next);
+  // This daemon cannot make function templates (why): template=1 is
+  // refused at deploy and ignored for functions stored with it.
+  void set_templates_unavailable(std::string why) {
+    invocations_.set_templates_unavailable(std::move(why));
+  }
 
  private:
   void routes();

@@ -286,7 +286,7 @@ def _wide_int(v, depth=0):
         return False
     if isinstance(v, int):
         return v.bit_length() > 1023  # past 2**1023: may round to infinity
-    if depth > 64:
+    if depth > 300:  # deeper than the daemon reads an envelope (256): refused there anyway
         return False
     if isinstance(v, dict):
         return any(_wide_int(x, depth + 1) for x in v.values())
@@ -527,20 +527,21 @@ class Runner:
         headers = result.get("headers")
         if isinstance(headers, dict):
             head["headers"] = headers
-        # The daemon reads the envelope as JSON numbers of at most 64 bits (or doubles): a
-        # wider int there is the function's mistake, not a frame the daemon cannot parse.
-        if _wide_int(head.get("statusCode")) or _wide_int(head.get("headers")):
-            return self._result_error(req_id, "bad_result", {
-                "errorType": "ValueError",
-                "errorMessage": "statusCode and headers may hold no integer wider than 64 "
-                                "bits (or beyond a double's range); send it as a string",
-                "stackTrace": []})
         envelope = json_dumps(head).encode("utf-8")
         if len(envelope) > MAX_ENVELOPE:
             return self._result_error(req_id, "bad_result", {
                 "errorType": "ValueError",
                 "errorMessage": "statusCode and headers are too large: %d bytes of JSON, "
                                 "limit %d" % (len(envelope), MAX_ENVELOPE),
+                "stackTrace": []})
+        # The daemon reads the envelope as JSON numbers of at most 64 bits (or doubles): a
+        # wider int there is the function's mistake, not a frame the daemon cannot parse.
+        # After the encoding, which refused cycles, and within the envelope's size.
+        if _wide_int(head.get("statusCode")) or _wide_int(head.get("headers")):
+            return self._result_error(req_id, "bad_result", {
+                "errorType": "ValueError",
+                "errorMessage": "statusCode and headers may hold no integer wider than 64 "
+                                "bits (or beyond a double's range); send it as a string",
                 "stackTrace": []})
         if "body" not in result:
             body = b""

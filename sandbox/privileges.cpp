@@ -31,7 +31,7 @@ std::vector<RlimitSetting> plan_rlimits(const Limits& l, bool have_cgroups) {
       // itself took the user's whole allowance (timer_create and sigqueue
       // then failed for the daemon and every program of the user). The
       // kernel checks a task's own limit first.
-      {RLIMIT_SIGPENDING, kSandboxSigpending},
+      {RLIMIT_SIGPENDING, have_cgroups ? kSandboxSigpending : kRootlessSigpending},
   };
   if (!have_cgroups) {
     // Address space, not resident memory: generous headroom for the

@@ -17,8 +17,11 @@ struct RlimitSetting {
 };
 
 // Signals a sandbox may have queued at once (RLIMIT_SIGPENDING): plenty for
-// any program, a small share of a user's (tens of thousands).
+// any program, a small share of a user's (tens of thousands). Without
+// cgroups (rootless, where every sandbox is the user's own uid and all of
+// them draw on one allowance) less: 256 sandboxes then hold at most 16,384.
 constexpr rlim_t kSandboxSigpending = 1024;
+constexpr rlim_t kRootlessSigpending = 64;
 
 // Pure: the rlimits a sandbox gets. Without cgroups the memory, pids and cpu
 // limits fall back to RLIMIT_AS, RLIMIT_NPROC and RLIMIT_CPU (weaker: per

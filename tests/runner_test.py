@@ -525,6 +525,16 @@ class RunnerTest(RunnerCase):
                 return {"statusCode": 200, "headers": {"X-N": 2 ** 70}}
         """)
         self.assertEqual(r2.invoke(http=True)["headers"], {"X-N": 2 ** 70})
+        # A cycle is refused by the encoder first, at once (the walk would not end).
+        r3 = self.loaded("""
+            def handler(e, c):
+                d = {}
+                d["a"] = d
+                d["b"] = d
+                return {"statusCode": 200, "headers": {"X": d}}
+        """)
+        msg = r3.invoke(http=True)
+        self.assertEqual((msg["ok"], msg["kind"]), (False, "bad_result"))
 
     def test_proxy_body_over_the_payload_limit_is_bad_result(self):
         r = self.loaded("def handler(e, c):\n    return {'statusCode': 200, "

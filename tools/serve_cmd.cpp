@@ -416,6 +416,20 @@ int cmd_serve(const std::vector<std::string>& args) {
   Pool pool(*factory, pool_limits(config), profile_memory);
   pool.set_parking(parking.get(), unparked_fd_budget(parking != nullptr, host, config));
   Gateway gateway(config, *store.value(), pool, *factory, infos, token.value());
+  // A function template's instances move into cgroup leaves of their own
+  // and are made by nsbox's own sandbox, whole (the spawner refuses
+  // otherwise): said at deploy rather than failed at every request.
+  if (config.rootless)
+    gateway.set_templates_unavailable(
+        "needs cgroups, which nsbox serve --rootless does not use: deploy without it, or run "
+        "the daemon as root");
+  else if (!use_cgroups)
+    gateway.set_templates_unavailable(
+        "needs cgroups, and this daemon found none it can use (see its start-up log)");
+  else if (config.layers != kLayerAll || config.isolation != Isolation::Nsbox)
+    gateway.set_templates_unavailable(
+        "needs nsbox's own isolation with every layer ([pool] layers and isolation are for "
+        "nsbox bench only)");
   std::string err;
   if (!gateway.bind(&err)) {
     shutdown_spawners();

@@ -212,7 +212,9 @@ TEST_CASE("serve --rootless: template=1 is refused at deploy, saying it needs cg
   auto r = deploy_probe(d, "t", "echo.py", "?template=1");
   REQUIRE(r);
   CHECK(r->status == 400);
-  CHECK_MESSAGE(r->body.find("template=1 needs cgroups") != std::string::npos, r->body);
+  CHECK_MESSAGE(
+      r->body.find("template=1: needs cgroups, which nsbox serve --rootless") != std::string::npos,
+      r->body);
   REQUIRE(deploy_probe(d, "t", "echo.py", "")->status == 201);  // without it, served
   CHECK(d.stop() == 0);
 }
