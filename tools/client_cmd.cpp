@@ -73,7 +73,7 @@ constexpr long kMaxResidentKb = 512 << 10;
 constexpr int kMaxJsonDepth = 256;
 // The largest answer read as JSON (a 6 MiB error, a list of 10,000
 // functions): above, it is shown as text.
-constexpr size_t kMaxJsonAnswerBytes = 16u << 20;
+constexpr size_t kMaxJsonAnswerBytes = 8u << 20;
 
 enum Exit { kOk = 0, kServerError = 1, kUsage = 2, kUnreachable = 3 };
 
