@@ -30,6 +30,7 @@ import sys
 HEADER = 8
 MAX_ENVELOPE = 16 * 1024
 MAX_PAYLOAD = 6 * 1024 * 1024
+MAX_NESTING = 256  # the deepest envelope the daemon reads (runner_reply.hpp kMaxReplyNesting)
 # Error summaries copied into envelopes (the full error is in the payload): the daemon logs
 # them and decides on them without reading the payload.
 MAX_ERROR_TYPE = 128
@@ -279,6 +280,28 @@ def _user_frames(tb):
     return traceback.format_list(frames)
 
 
+def _json_depth(data):
+    """How deep arrays and objects nest in encoded JSON (bytes), strings aside."""
+    depth = most = 0
+    in_string = escaped = False
+    for b in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif b == 0x5C:  # backslash
+                escaped = True
+            elif b == 0x22:
+                in_string = False
+        elif b == 0x22:
+            in_string = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            most = max(most, depth)
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return most
+
+
 def _wide_int(v, depth=0):
     """Whether v holds an int the daemon's JSON reading of an envelope cannot take: beyond
     64 bits and beyond a double's range (its fallback). Bounded like the envelope itself."""
@@ -513,7 +536,7 @@ class Runner:
             if msg.get("http") is True and isinstance(result, dict) and "statusCode" in result:
                 return self._proxy(req_id, head, result)
             data = json_dumps(result).encode("utf-8") + b"\n"  # strict: no lone surrogates
-        except (TypeError, ValueError, RecursionError) as e:
+        except Exception as e:  # noqa: BLE001 - a dict subclass's items() may raise anything
             return self._not_serialisable(req_id, e)
         if len(data) > MAX_PAYLOAD:
             return self._too_large(req_id, "result", len(data) - 1)
@@ -534,14 +557,21 @@ class Runner:
                 "errorMessage": "statusCode and headers are too large: %d bytes of JSON, "
                                 "limit %d" % (len(envelope), MAX_ENVELOPE),
                 "stackTrace": []})
-        # The daemon reads the envelope as JSON numbers of at most 64 bits (or doubles): a
-        # wider int there is the function's mistake, not a frame the daemon cannot parse.
-        # After the encoding, which refused cycles, and within the envelope's size.
+        # The daemon reads the envelope as JSON at most 256 levels deep, its numbers as
+        # 64-bit ints or doubles: more is the function's mistake, not a frame the daemon
+        # cannot parse. After the encoding, which refused cycles, and within the
+        # envelope's size.
+        if _json_depth(envelope) > MAX_NESTING:
+            return self._result_error(req_id, "bad_result", {
+                "errorType": "ValueError",
+                "errorMessage": "statusCode and headers nest deeper than %d levels of arrays "
+                                "and objects" % MAX_NESTING,
+                "stackTrace": []})
         if _wide_int(head.get("statusCode")) or _wide_int(head.get("headers")):
             return self._result_error(req_id, "bad_result", {
                 "errorType": "ValueError",
-                "errorMessage": "statusCode and headers may hold no integer wider than 64 "
-                                "bits (or beyond a double's range); send it as a string",
+                "errorMessage": "statusCode and headers may hold no integer beyond a double's "
+                                "range (about 1.8e308); send it as a string",
                 "stackTrace": []})
         if "body" not in result:
             body = b""

@@ -101,7 +101,7 @@ void build_child_plan(const SandboxSpec& spec, const MountSources& sources, cons
                       std::vector<std::string>* argv, ChildPlan* plan) {
   ChildPlan& p = *plan;
   p.mounts = plan_mounts(spec, sources);
-  p.rlimits = plan_rlimits(spec.limits, has_cgroup);
+  p.rlimits = plan_rlimits(spec.limits, has_cgroup, ids.rootless);
   // Without a mount namespace the runner sees the host's tree: argv's
   // absolute paths name files inside the rootfs.
   *argv = spec.argv;

@@ -14,7 +14,7 @@
 
 namespace nsbox {
 
-std::vector<RlimitSetting> plan_rlimits(const Limits& l, bool have_cgroups) {
+std::vector<RlimitSetting> plan_rlimits(const Limits& l, bool have_cgroups, bool rootless) {
   std::vector<RlimitSetting> r = {
       // 1, not 0: a core_pattern that pipes ignores the limit, except
       // that 1 aborts the dump (seccomp.cpp keeps it from being changed).
@@ -31,7 +31,7 @@ std::vector<RlimitSetting> plan_rlimits(const Limits& l, bool have_cgroups) {
       // itself took the user's whole allowance (timer_create and sigqueue
       // then failed for the daemon and every program of the user). The
       // kernel checks a task's own limit first.
-      {RLIMIT_SIGPENDING, have_cgroups ? kSandboxSigpending : kRootlessSigpending},
+      {RLIMIT_SIGPENDING, rootless ? kRootlessSigpending : kSandboxSigpending},
   };
   if (!have_cgroups) {
     // Address space, not resident memory: generous headroom for the

@@ -17,16 +17,19 @@ struct RlimitSetting {
 };
 
 // Signals a sandbox may have queued at once (RLIMIT_SIGPENDING): plenty for
-// any program, a small share of a user's (tens of thousands). Without
-// cgroups (rootless, where every sandbox is the user's own uid and all of
-// them draw on one allowance) less: 256 sandboxes then hold at most 16,384.
+// any program, a small share of a user's (tens of thousands). Rootless,
+// where every sandbox is the user's own uid and all of them draw on one
+// allowance, less: 256 sandboxes then hold at most 16,384.
 constexpr rlim_t kSandboxSigpending = 1024;
 constexpr rlim_t kRootlessSigpending = 64;
 
 // Pure: the rlimits a sandbox gets. Without cgroups the memory, pids and cpu
 // limits fall back to RLIMIT_AS, RLIMIT_NPROC and RLIMIT_CPU (weaker: per
 // process, not per sandbox).
-std::vector<RlimitSetting> plan_rlimits(const Limits& limits, bool have_cgroups);
+// rootless: every sandbox is the caller's own uid (a smaller share of its
+// queued signals, kRootlessSigpending).
+std::vector<RlimitSetting> plan_rlimits(const Limits& limits, bool have_cgroups,
+                                        bool rootless = false);
 
 int child_set_hostname(const char* name);
 int child_loopback_up();

@@ -518,7 +518,7 @@ class RunnerTest(RunnerCase):
         for where in ("status", "headers"):
             msg = r.invoke({"where": where}, http=True)
             self.assertEqual((msg["ok"], msg["kind"]), (False, "bad_result"), where)
-            self.assertIn("wider than 64 bits", msg["error"]["errorMessage"])
+            self.assertIn("beyond a double's range", msg["error"]["errorMessage"])
         # A big int within a double's range is a number the daemon reads.
         r2 = self.loaded("""
             def handler(e, c):
@@ -535,6 +535,19 @@ class RunnerTest(RunnerCase):
         """)
         msg = r3.invoke(http=True)
         self.assertEqual((msg["ok"], msg["kind"]), (False, "bad_result"))
+        # Deeper than the daemon reads an envelope (256, counting it and headers): a
+        # bad result, not a frame the daemon refuses as broken.
+        r4 = self.loaded("""
+            def handler(e, c):
+                x = "v"
+                for _ in range(e["n"]):
+                    x = [x]
+                return {"statusCode": 200, "headers": {"X": x}}
+        """)
+        self.assertEqual(r4.invoke({"n": 254}, http=True)["ok"], True)
+        msg = r4.invoke({"n": 255}, http=True)
+        self.assertEqual((msg["ok"], msg["kind"]), (False, "bad_result"))
+        self.assertIn("deeper than 256", msg["error"]["errorMessage"])
 
     def test_proxy_body_over_the_payload_limit_is_bad_result(self):
         r = self.loaded("def handler(e, c):\n    return {'statusCode': 200, "

@@ -71,9 +71,10 @@ constexpr size_t kMaxAnswerBytes = 64u << 20;
 constexpr long kMaxResidentKb = 512 << 10;
 // As deep as the daemon's own JSON goes (a deeper answer is not one of its).
 constexpr int kMaxJsonDepth = 256;
-// The largest answer read as JSON (a 6 MiB error, a list of 10,000
-// functions): above, it is shown as text.
-constexpr size_t kMaxJsonAnswerBytes = 8u << 20;
+// The most values an answer read as JSON may hold (a list of 100,000
+// functions has about 1.2 million): a document takes many times its text,
+// and 64 MiB of "{}," would take gigabytes. Above, it is shown as text.
+constexpr size_t kMaxJsonValues = 2'000'000;
 
 enum Exit { kOk = 0, kServerError = 1, kUsage = 2, kUnreachable = 3 };
 
@@ -565,9 +566,23 @@ std::unique_ptr<httplib::Client> make_client(const Ctx& c, const std::string& ad
 // daemon's own limit is parsed (printing a value nested 100,000 deep
 // recursed until the stack ran out).
 json parse_reply(const std::string& text) {
-  // A document takes many times its text's size (64 MiB of "0," would be
-  // gigabytes): the daemon's JSON answers are a few MiB at most.
-  if (text.size() > kMaxJsonAnswerBytes || !json_valid(text, kMaxJsonDepth))
+  // Values, counted by what separates or opens them outside strings.
+  size_t values = 1;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size() && values <= kMaxJsonValues; i++) {
+    const char ch = text[i];
+    if (in_string) {
+      if (ch == '\\')
+        i++;
+      else if (ch == '"')
+        in_string = false;
+    } else if (ch == '"') {
+      in_string = true;
+    } else if (ch == ',' || ch == '[' || ch == '{' || ch == ':') {
+      values++;
+    }
+  }
+  if (values > kMaxJsonValues || !json_valid(text, kMaxJsonDepth))
     return json(json::value_t::discarded);
   return json::parse(text, nullptr, false);
 }
