@@ -536,7 +536,10 @@ class Runner:
             if msg.get("http") is True and isinstance(result, dict) and "statusCode" in result:
                 return self._proxy(req_id, head, result)
             data = json_dumps(result).encode("utf-8") + b"\n"  # strict: no lone surrogates
-        except Exception as e:  # noqa: BLE001 - a dict subclass's items() may raise anything
+        except BaseException as e:  # noqa: BLE001 - a dict subclass's items() runs user code
+            # As for the handler itself: whatever the function's code raises (SystemExit
+            # included) is its answer, and the sandbox serves on.
+            _leave_if_forked(pid)
             return self._not_serialisable(req_id, e)
         if len(data) > MAX_PAYLOAD:
             return self._too_large(req_id, "result", len(data) - 1)
@@ -561,7 +564,8 @@ class Runner:
         # 64-bit ints or doubles: more is the function's mistake, not a frame the daemon
         # cannot parse. After the encoding, which refused cycles, and within the
         # envelope's size.
-        if _json_depth(envelope) > MAX_NESTING:
+        if (envelope.count(b"[") + envelope.count(b"{") > MAX_NESTING
+                and _json_depth(envelope) > MAX_NESTING):
             return self._result_error(req_id, "bad_result", {
                 "errorType": "ValueError",
                 "errorMessage": "statusCode and headers nest deeper than %d levels of arrays "
@@ -570,8 +574,8 @@ class Runner:
         if _wide_int(head.get("statusCode")) or _wide_int(head.get("headers")):
             return self._result_error(req_id, "bad_result", {
                 "errorType": "ValueError",
-                "errorMessage": "statusCode and headers may hold no integer beyond a double's "
-                                "range (about 1.8e308); send it as a string",
+                "errorMessage": "statusCode and headers may hold no integer of 2**1023 (about "
+                                "9e307) or more; send it as a string",
                 "stackTrace": []})
         if "body" not in result:
             body = b""

@@ -28,8 +28,7 @@ constexpr rlim_t kRootlessSigpending = 64;
 // process, not per sandbox).
 // rootless: every sandbox is the caller's own uid (a smaller share of its
 // queued signals, kRootlessSigpending).
-std::vector<RlimitSetting> plan_rlimits(const Limits& limits, bool have_cgroups,
-                                        bool rootless = false);
+std::vector<RlimitSetting> plan_rlimits(const Limits& limits, bool have_cgroups, bool rootless);
 
 int child_set_hostname(const char* name);
 int child_loopback_up();

@@ -518,7 +518,7 @@ class RunnerTest(RunnerCase):
         for where in ("status", "headers"):
             msg = r.invoke({"where": where}, http=True)
             self.assertEqual((msg["ok"], msg["kind"]), (False, "bad_result"), where)
-            self.assertIn("beyond a double's range", msg["error"]["errorMessage"])
+            self.assertIn("2**1023", msg["error"]["errorMessage"])
         # A big int within a double's range is a number the daemon reads.
         r2 = self.loaded("""
             def handler(e, c):
@@ -548,6 +548,25 @@ class RunnerTest(RunnerCase):
         msg = r4.invoke({"n": 255}, http=True)
         self.assertEqual((msg["ok"], msg["kind"]), (False, "bad_result"))
         self.assertIn("deeper than 256", msg["error"]["errorMessage"])
+
+    def test_result_whose_encoding_raises_anything_is_bad_result(self):
+        # A dict subclass's items() runs the function's code during encoding: SystemExit
+        # there was not caught, and the runner exited without an answer.
+        r = self.loaded("""
+            import sys
+            class D(dict):
+                def items(self):
+                    sys.exit(3)
+                def keys(self):
+                    sys.exit(3)
+                def __iter__(self):
+                    sys.exit(3)
+            def handler(e, c):
+                return D(a=1)
+        """)
+        msg = r.invoke()
+        self.assertEqual((msg["ok"], msg["kind"]), (False, "bad_result"))
+        self.assertEqual(r.invoke()["kind"], "bad_result")  # and it serves on
 
     def test_proxy_body_over_the_payload_limit_is_bad_result(self):
         r = self.loaded("def handler(e, c):\n    return {'statusCode': 200, "

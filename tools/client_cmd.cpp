@@ -888,11 +888,14 @@ int do_invoke(Ctx& c, const Args& a) {
                  "large data by reference (a URL, a key)\n");
     return kUsage;
   }
-  json parsed = parse_reply(event);
-  if (parsed.is_discarded()) {
+  // Checked as the daemon checks it (json_error: the JSON library's rules,
+  // no document built), not as an answer is read.
+  if (const std::string why = json_error(event); !why.empty()) {
     std::string shown = trim(event);
     if (shown.size() > 80) shown = shown.substr(0, 80) + "...";
-    std::fprintf(stderr, "nsbox: the event is not valid JSON: %s\n", shown.c_str());
+    std::fflush(stderr);
+    write_for_display(STDERR_FILENO,
+                      "nsbox: the event is not valid JSON (" + why + "): " + shown + "\n");
     return kUsage;
   }
 

@@ -1537,6 +1537,9 @@ TEST_CASE("the client commands bound what a server that is not the daemon sends"
     res.set_content(R"({"functions": [{"name": "a\nb  9  fake row", "version": 1}]})",
                     "application/json");
   });
+  srv.Post("/fn/size", [](const httplib::Request& req, httplib::Response& res) {
+    res.set_content(std::to_string(req.body.size()), "application/json");
+  });
   Serving serving(srv);
   auto cli = [&](std::vector<std::string> args) {
     return nsbox::test::run(nsbox::test::client_spec(args, serving.url, "admin-secret-token"));
@@ -1558,6 +1561,15 @@ TEST_CASE("the client commands bound what a server that is not the daemon sends"
   o = nsbox::test::run(spec);
   CHECK(o.exit_code == 2);
   CHECK_MESSAGE(o.err.find("the event is larger than 6 MiB") != std::string::npos, o.err);
+  // An event of many values (2.1 million zeros, 4.2 MB) is checked as the
+  // daemon checks it, not refused for what an answer may hold.
+  auto many = nsbox::test::client_spec({"invoke", "size", "-"}, serving.url, "t");
+  many.stdin_text = "[0";
+  for (int i = 0; i < 2'100'000; i++) many.stdin_text += ",0";
+  many.stdin_text += "]";
+  o = nsbox::test::run(many);
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  CHECK(o.out == std::to_string(many.stdin_text.size()) + "\n");
   // A line break in a name makes no row of its own.
   o = cli({"ls"});
   CHECK_MESSAGE(o.exit_code == 0, o.err);

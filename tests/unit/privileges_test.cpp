@@ -31,10 +31,10 @@ Limits test_limits() {
 TEST_CASE(
     "plan_rlimits with cgroups: core 1, nofile, fsize, no nice or realtime priority, a share of "
     "queued signals") {
-  auto r = plan_rlimits(test_limits(), true);
+  auto r = plan_rlimits(test_limits(), true, false);
   CHECK(r.size() == 6);
   for (bool cg : {true, false}) {
-    auto p = plan_rlimits(test_limits(), cg);
+    auto p = plan_rlimits(test_limits(), cg, false);
     REQUIRE(find(p, RLIMIT_NICE));
     CHECK(find(p, RLIMIT_NICE)->value == 0);
     REQUIRE(find(p, RLIMIT_RTPRIO));
@@ -58,7 +58,7 @@ TEST_CASE(
 }
 
 TEST_CASE("plan_rlimits without cgroups: AS, NPROC and CPU fall back to rlimits") {
-  auto r = plan_rlimits(test_limits(), false);
+  auto r = plan_rlimits(test_limits(), false, false);
   CHECK(r.size() == 9);
   REQUIRE(find(r, RLIMIT_CORE));
   CHECK(find(r, RLIMIT_CORE)->value == 1);
@@ -80,7 +80,7 @@ TEST_CASE("plan_rlimits: RLIMIT_CPU is never below the wall-clock limit") {
   for (uint32_t wall : {1u, 999u, 1000u, 1001u, 3000u, 900000u}) {
     Limits l;
     l.wall_ms = wall;
-    auto r = plan_rlimits(l, false);
+    auto r = plan_rlimits(l, false, false);
     REQUIRE(find(r, RLIMIT_CPU));
     rlim_t cpu = find(r, RLIMIT_CPU)->value;
     INFO("wall_ms ", wall);
@@ -91,7 +91,7 @@ TEST_CASE("plan_rlimits: RLIMIT_CPU is never below the wall-clock limit") {
 
 TEST_CASE("plan_rlimits: each resource appears once") {
   for (bool cg : {true, false}) {
-    auto r = plan_rlimits(Limits{}, cg);
+    auto r = plan_rlimits(Limits{}, cg, false);
     for (size_t i = 0; i < r.size(); i++)
       for (size_t j = i + 1; j < r.size(); j++) CHECK(r[i].resource != r[j].resource);
   }
