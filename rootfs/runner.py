@@ -539,8 +539,10 @@ class Runner:
         except BaseException as e:  # noqa: BLE001 - a dict subclass's items() runs user code
             # As for the handler itself: whatever the function's code raises (SystemExit
             # included) is its answer, and the sandbox serves on.
-            _leave_if_forked(pid)
             return self._not_serialisable(req_id, e)
+        finally:
+            # That code may fork too: only the runner answers, whichever way it ends.
+            _leave_if_forked(pid)
         if len(data) > MAX_PAYLOAD:
             return self._too_large(req_id, "result", len(data) - 1)
         # Already encoded: the result travels as the payload, untouched by the daemon.

@@ -568,6 +568,27 @@ class RunnerTest(RunnerCase):
         self.assertEqual((msg["ok"], msg["kind"]), (False, "bad_result"))
         self.assertEqual(r.invoke()["kind"], "bad_result")  # and it serves on
 
+    def test_a_fork_during_encoding_does_not_answer(self):
+        # The child of a fork in a dict subclass's items() returned normally and sent a
+        # second answer on the shared channel; only the runner answers.
+        r = self.loaded("""
+            import os
+            class D(dict):
+                def items(self):
+                    os.fork()
+                    return dict.items(self)
+                def keys(self):
+                    return dict.keys(self)
+            def handler(e, c):
+                if e and e.get("http"):
+                    return D(statusCode=200, body="x")
+                return D(a=1)
+        """)
+        first = r.invoke()
+        self.assertEqual(first.get("result"), {"a": 1}, first)
+        self.assertEqual(r.invoke({"http": 1}, http=True)["body"], b"x")
+        self.assertEqual(r.invoke()["result"], {"a": 1})  # the next answer is this request's
+
     def test_proxy_body_over_the_payload_limit_is_bad_result(self):
         r = self.loaded("def handler(e, c):\n    return {'statusCode': 200, "
                         "'body': 'x' * (%d + 1)}\n" % MAX_PAYLOAD)
