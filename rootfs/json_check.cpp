@@ -244,26 +244,31 @@ bool json_valid(std::string_view text, int max_depth) {
   }
 }
 
-int json_depth(std::string_view text) {
-  int depth = 0, most = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
+JsonShape json_shape(std::string_view text, int max_depth, size_t max_values) {
+  JsonShape shape;
+  shape.values = 1;
+  int depth = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); i++) {
+    const char c = text[i];
     if (in_string) {
-      if (escaped)
-        escaped = false;
-      else if (c == '\\')
-        escaped = true;
+      if (c == '\\')
+        i++;  // the escaped character, whatever it is
       else if (c == '"')
         in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
-      most = std::max(most, ++depth);
-    } else if ((c == ']' || c == '}') && depth > 0) {
-      depth--;
+      shape.values++;
+      if (++depth > shape.depth) shape.depth = depth;
+    } else if (c == ']' || c == '}') {
+      if (depth > 0) depth--;
+    } else if (c == ',' || c == ':') {
+      shape.values++;
     }
+    if (shape.depth > max_depth || shape.values > max_values) break;
   }
-  return most;
+  return shape;
 }
 
 namespace {

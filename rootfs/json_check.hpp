@@ -6,6 +6,8 @@
 // range (accepted: Python writes ints of up to 4300 digits).
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -19,10 +21,20 @@ char json_first_byte(std::string_view text);
 // recursively.
 bool json_valid(std::string_view text, int max_depth);
 
-// How deep text's arrays and objects nest, brackets inside strings aside
-// (text need not be valid): tells a result too deep to pass on from one
-// that is not JSON at all.
-int json_depth(std::string_view text);
+// What text's structure costs to read, strings aside (text need not be
+// valid): how deep its arrays and objects nest, and an upper bound on its
+// values (one, and one more for each '[', '{', ',' and ':'; exact for a
+// valid document's scalars, more for its containers). Used to tell a result
+// too deep to pass on from one that is not JSON, to refuse envelopes a
+// recursive copy would overflow the stack on, and to bound the document a
+// client builds. The scan stops early once depth passes max_depth or the
+// values pass max_values (then both are just past their bound).
+struct JsonShape {
+  int depth = 0;
+  size_t values = 0;
+};
+JsonShape json_shape(std::string_view text, int max_depth = INT32_MAX,
+                     size_t max_values = SIZE_MAX);
 
 // Why the JSON library refuses `text` (the rules json::accept applies, so
 // also a number beyond a double's range, which it refuses as an overflow),

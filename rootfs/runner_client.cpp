@@ -195,7 +195,7 @@ Outcome classify_invoke(Reply& r, const RunnerInvoke& req) {
       // encoded but nested deeper than anything passes on is the
       // function's mistake, as a result it cannot encode is: its sandbox
       // is unharmed.
-      if (json_depth(r.payload) > kMaxNesting) {
+      if (json_shape(r.payload, kMaxNesting).depth > kMaxNesting) {
         Outcome o = outcome(Outcome::BadResult, "ValueError");
         o.error_kind = "bad_result";
         o.error_type = "ValueError";

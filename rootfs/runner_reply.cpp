@@ -1,32 +1,13 @@
 #include "rootfs/runner_reply.hpp"
 
+#include "rootfs/json_check.hpp"
+
 namespace nsbox {
 
 using json = nlohmann::json;
 
-bool nesting_within(const std::string& text, int limit) {
-  int depth = 0;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size(); i++) {
-    char c = text[i];
-    if (in_string) {
-      if (c == '\\')
-        i++;
-      else if (c == '"')
-        in_string = false;
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '[' || c == '{') {
-      if (++depth > limit) return false;
-    } else if (c == ']' || c == '}') {
-      depth--;
-    }
-  }
-  return true;
-}
-
 std::optional<json> parse_envelope(const std::string& text) {
-  if (!nesting_within(text, kMaxReplyNesting)) return std::nullopt;
+  if (json_shape(text, kMaxReplyNesting).depth > kMaxReplyNesting) return std::nullopt;
   json j = json::parse(text, nullptr, false);
   if (!j.is_object()) return std::nullopt;
   return j;

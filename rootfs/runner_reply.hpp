@@ -16,9 +16,6 @@ namespace nsbox {
 // deep would overflow a thread's stack.
 constexpr int kMaxReplyNesting = 256;
 
-// Whether text's arrays and objects nest at most limit deep (strings aware).
-bool nesting_within(const std::string& text, int limit);
-
 // The envelope as a JSON object; nullopt when it is not valid JSON, not an
 // object, or nested deeper than kMaxReplyNesting.
 std::optional<nlohmann::json> parse_envelope(const std::string& text);

@@ -566,23 +566,8 @@ std::unique_ptr<httplib::Client> make_client(const Ctx& c, const std::string& ad
 // daemon's own limit is parsed (printing a value nested 100,000 deep
 // recursed until the stack ran out).
 json parse_reply(const std::string& text) {
-  // Values, counted by what separates or opens them outside strings.
-  size_t values = 1;
-  bool in_string = false;
-  for (size_t i = 0; i < text.size() && values <= kMaxJsonValues; i++) {
-    const char ch = text[i];
-    if (in_string) {
-      if (ch == '\\')
-        i++;
-      else if (ch == '"')
-        in_string = false;
-    } else if (ch == '"') {
-      in_string = true;
-    } else if (ch == ',' || ch == '[' || ch == '{' || ch == ':') {
-      values++;
-    }
-  }
-  if (values > kMaxJsonValues || !json_valid(text, kMaxJsonDepth))
+  if (json_shape(text, kMaxJsonDepth, kMaxJsonValues).values > kMaxJsonValues ||
+      !json_valid(text, kMaxJsonDepth))
     return json(json::value_t::discarded);
   return json::parse(text, nullptr, false);
 }

@@ -203,12 +203,23 @@ TEST_CASE("json_error: never echoes the text, so a terminal or log line stays cl
   for (char c : json_error(bad_utf8)) CHECK((c >= 0x20 && c < 0x7f));
 }
 
-TEST_CASE("json_depth: brackets outside strings, valid or not") {
-  CHECK(json_depth("") == 0);
-  CHECK(json_depth("1") == 0);
-  CHECK(json_depth("[]") == 1);
-  CHECK(json_depth("[{\"a\": [1]}, []]") == 3);
-  CHECK(json_depth("\"[[[[\"") == 0);
-  CHECK(json_depth("[\"\\\"[[\"]") == 1);  // an escaped quote does not end the string
-  CHECK(json_depth(std::string(300, '[')) == 300);
+TEST_CASE("json_shape: depth and values, brackets and separators outside strings") {
+  auto depth = [](std::string_view t) { return json_shape(t).depth; };
+  CHECK(depth("") == 0);
+  CHECK(depth("1") == 0);
+  CHECK(depth("[]") == 1);
+  CHECK(depth("[{\"a\": [1]}, []]") == 3);
+  CHECK(depth("\"[[[[\"") == 0);
+  CHECK(depth("[\"\\\"[[\"]") == 1);  // an escaped quote does not end the string
+  CHECK(depth(std::string(300, '[')) == 300);
+  CHECK(depth("]]][") == 1);  // not JSON: closers never go below zero
+  // Values: a scalar is one; each separator or opener one more.
+  CHECK(json_shape("7").values == 1);
+  CHECK(json_shape("[1,2,3]").values == 4);
+  CHECK(json_shape("{\"a,b:c\": 1}").values == 3);  // the string's , and : are not counted
+  // Stops past a bound, so a bound is cheap to check on a large text.
+  CHECK(json_shape(std::string(1000, '['), 256).depth == 257);
+  CHECK(json_shape("[" + std::string(1000, ','), INT32_MAX, 10).values == 11);
+  // A backslash last in the text is not read past.
+  CHECK(json_shape("\"\\").values == 1);
 }
