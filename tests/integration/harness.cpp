@@ -480,8 +480,8 @@ HostResidue host_residue() {
     std::getline(cmd, c, '\0');
     r.describe_procs += dir + " " + c + " [" + state + "]; ";
   }
-  for (const char* dev : {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom",
-                          "/dev/tty"}) {
+  for (const char* dev :
+       {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"}) {
     struct stat st;
     if (stat(dev, &st) != 0 || st.st_uid != 0 || st.st_gid != 0 || (st.st_mode & 07777) != 0666)
       r.devices_changed += std::string(dev) + " ";
