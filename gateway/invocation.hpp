@@ -123,6 +123,7 @@ class Invocations {
   // can; else why, for the deploy's 400). Set once, before serving.
   // Functions stored with template=1 are then served without one.
   void set_templates_unavailable(std::string why) { templates_unavailable_ = std::move(why); }
+  const std::string& templates_unavailable() const { return templates_unavailable_; }
 
   // The daemon's drain ran out: the sandboxes still serving requests are
   // being destroyed, and those requests end as Stopped, not Died (the

@@ -223,6 +223,16 @@ std::string Gateway::next_request_id() {
   return random_request_id();
 }
 
+json Gateway::function_json(const FunctionMeta& meta) const {
+  json j = meta_to_json(meta);
+  if (!meta.damaged.empty()) j["damaged"] = meta.damaged;
+  // Stored with template=1 by a daemon that could make one: served
+  // without, which the operator should see rather than guess.
+  if (meta.use_template && !invocations_.templates_unavailable().empty())
+    j["template_unavailable"] = invocations_.templates_unavailable();
+  return j;
+}
+
 std::string Gateway::base_url() const {
   if (!config_.public_url.empty()) return config_.public_url;
   std::string host = config_.listen_host == "0.0.0.0" ? "127.0.0.1" : config_.listen_host;
@@ -295,11 +305,7 @@ void Gateway::routes() {
   front_.route("GET", "/functions", Access::Read,
                [this](const httplib::Request&, httplib::Response& res) {
                  json list = json::array();
-                 for (const auto& m : store_.list()) {
-                   json j = meta_to_json(m);
-                   if (!m.damaged.empty()) j["damaged"] = m.damaged;
-                   list.push_back(std::move(j));
-                 }
+                 for (const auto& m : store_.list()) list.push_back(function_json(m));
                  send_json(res, 200, {{"functions", list}});
                });
   front_.route("GET", R"(/functions/([^/]+))", Access::Read,
@@ -309,8 +315,7 @@ void Gateway::routes() {
                    return send_error(res, 400, bad_name_message(name));
                  auto meta = store_.latest_meta(name);
                  if (!meta) return send_error(res, 404, "no function " + name);
-                 json j = meta_to_json(*meta);
-                 if (!meta->damaged.empty()) j["damaged"] = meta->damaged;
+                 json j = function_json(*meta);
                  j["versions"] = store_.versions(name);
                  j["url"] = base_url() + "/fn/" + name;
                  send_json(res, 200, j);

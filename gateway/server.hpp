@@ -53,6 +53,9 @@ class Gateway {
   void handle_deploy(const httplib::Request& req, httplib::Response& res);
   void handle_delete(const httplib::Request& req, httplib::Response& res);
   void handle_metrics(httplib::Response& res);
+  // A function as GET /functions shows it: as stored, and what this daemon
+  // does differently (a template it cannot make).
+  nlohmann::json function_json(const FunctionMeta& meta) const;
   std::string base_url() const;
   std::string next_request_id();
   int queue_timeout_ms();

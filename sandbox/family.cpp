@@ -12,8 +12,8 @@ namespace nsbox {
 
 namespace {
 // /proc/swaps lists a header line, then one per active swap area.
-bool host_has_swap() {
-  std::ifstream in("/proc/swaps");
+bool host_has_swap(const std::string& swaps) {
+  std::ifstream in(swaps);
   std::string line;
   int lines = 0;
   while (std::getline(in, line) && lines < 2) lines++;
@@ -21,19 +21,24 @@ bool host_has_swap() {
 }
 }  // namespace
 
+std::string TemplateFamily::unsupported(const CgroupLayout& layout, const std::string& swaps) {
+  // v1 bounds what its members hand back by refusing a lower limit; with
+  // swap and no swap accounting (no memsw) the kernel would swap it out
+  // instead, uncounted.
+  if (layout.version == CgroupVersion::V1 && !layout.create_files && host_has_swap(swaps) &&
+      access((layout.v1_memory + "/memory.memsw.limit_in_bytes").c_str(), F_OK) != 0)
+    return "needs swap accounting on this host, which has swap and v1 memory cgroups without "
+           "memory.memsw.* (what an instance hands its template could be swapped out "
+           "unbounded): boot with swapaccount=1, or deploy without template=1";
+  return {};
+}
+
 Result<std::shared_ptr<TemplateFamily>> TemplateFamily::create(const CgroupLayout& layout,
                                                                const std::string& id,
                                                                const Limits& template_limits,
                                                                std::function<void()> on_overdrawn) {
-  // v1 bounds what its members hand back by refusing a lower limit; with
-  // swap and no swap accounting (no memsw) the kernel would swap it out
-  // instead, uncounted.
-  if (layout.version == CgroupVersion::V1 && !layout.create_files && host_has_swap() &&
-      access((layout.v1_memory + "/memory.memsw.limit_in_bytes").c_str(), F_OK) != 0)
-    return make_error("function template",
-                      "this host has swap but no swap accounting in its v1 memory cgroups "
-                      "(memory.memsw.*), so what an instance hands its template could be swapped "
-                      "out unbounded; boot with swapaccount=1, or deploy without template=1");
+  if (std::string why = unsupported(layout); !why.empty())
+    return make_error("function template", why);
   std::shared_ptr<TemplateFamily> f(new TemplateFamily());
   Limits own = template_limits;
   own.cpu_millicores = 0;  // each member's leaf keeps its own CPU cap

@@ -32,6 +32,11 @@ namespace nsbox {
 
 class TemplateFamily {
  public:
+  // Why families cannot be made in this layout ("" when they can), so
+  // that a daemon says so once, at start, instead of failing at each
+  // function's first request. swaps: /proc/swaps, or a test's copy.
+  static std::string unsupported(const CgroupLayout& layout,
+                                 const std::string& swaps = "/proc/swaps");
   // Makes the family's group in every hierarchy of layout, limited to the
   // template's limits (memory, swap and pids; no CPU cap of its own: each
   // leaf keeps its own). on_overdrawn is called when a member goes and

@@ -37,6 +37,7 @@
 #include "rootfs/rootfs.hpp"
 #include "rootfs/runner_spec.hpp"
 #include "sandbox/factory_group.hpp"
+#include "sandbox/family.hpp"
 #include "sandbox/spawner.hpp"
 #include "sandbox/uid_slots.hpp"
 #include "tools/args.hpp"
@@ -430,6 +431,11 @@ int cmd_serve(const std::vector<std::string>& args) {
     gateway.set_templates_unavailable(
         "needs nsbox's own isolation with every layer ([pool] layers and isolation are for "
         "nsbox bench only)");
+  else if (std::string why = TemplateFamily::unsupported(layout); !why.empty()) {
+    // A host setting, unlike the cases above: said once in the log too.
+    LOG_WARN("function templates (deploy's template=1) %s", why.c_str());
+    gateway.set_templates_unavailable(why);
+  }
   std::string err;
   if (!gateway.bind(&err)) {
     shutdown_spawners();

@@ -219,6 +219,41 @@ TEST_CASE("serve --rootless: template=1 is refused at deploy, saying it needs cg
   CHECK(d.stop() == 0);
 }
 
+// A function stored with template=1 and a daemon that cannot make
+// templates (here one serving with fewer layers; also --rootless, or v1
+// with swap and no swap accounting): served without one, and the listing
+// says so rather than showing "template": true alone.
+TEST_CASE("serve: a function stored with template=1 is served without one where none can be made") {
+  StateDir sd("fn-template-unavailable");
+  {
+    Daemon d(sd.path, "[pool]\nblank = 1\nmax_sandboxes = 4\n");
+    REQUIRE_MESSAGE(d.start(), d.log());
+    first_templated(d, "t", "echo.py");
+    CHECK(d.metric("nsbox_pool_function_templates") == 1);
+    auto shown = d.client()->Get("/functions/t", auth(d));
+    REQUIRE(shown);
+    CHECK_FALSE(json::parse(shown->body).contains("template_unavailable"));
+    CHECK(d.stop() == 0);
+  }
+  Daemon d(sd.path,
+           "[pool]\nblank = 1\nmax_sandboxes = 4\nlayers = 7\nallow_comparison_isolation = true\n");
+  REQUIRE_MESSAGE(d.start(), d.log());
+  int status = 0;
+  json r = invoke(d, "t", in_sandbox({}), &status);
+  CHECK_MESSAGE(status == 200, r.dump(), d.log());
+  CHECK(d.metric("nsbox_pool_function_templates") == 0);
+  for (const std::string path : {"/functions/t", "/functions"}) {
+    CAPTURE(path);
+    auto got = d.client()->Get(path, auth(d));
+    REQUIRE(got);
+    json j = json::parse(got->body);
+    json f = path == "/functions" ? j["functions"][0] : j;
+    CHECK(f["template"] == true);
+    CHECK(f.value("template_unavailable", "").find("every layer") != std::string::npos);
+  }
+  CHECK(d.stop() == 0);
+}
+
 // The request that makes a function's template waits for its import, as a
 // cold sandbox's request does, and within the same timeout: an import that
 // hangs is answered 504 once, at the function's timeout, not waited for a

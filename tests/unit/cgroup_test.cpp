@@ -676,6 +676,29 @@ TEST_CASE("TemplateFamily (v1 hybrid, fake tree): one group above its members' l
   CHECK(fam.pids() == 32);
 }
 
+// Said once, at the daemon's start (serve_cmd), rather than at every
+// function's first request.
+TEST_CASE("TemplateFamily::unsupported: v1 with swap needs swap accounting") {
+  TempDir t("cgroup-test");
+  CgroupLayout layout = fake_v1(t);
+  layout.create_files = false;  // read as a real hierarchy would be
+  const std::string swaps = t.path + "/swaps", header = "Filename\tType\tSize\tUsed\tPriority\n";
+  auto write_swaps = [&](const std::string& text) { std::ofstream(swaps) << text; };
+  write_swaps(header + "/swapfile\tfile\t1048572\t0\t-2\n");
+  const std::string why = TemplateFamily::unsupported(layout, swaps);
+  CHECK(why.find("swapaccount=1") != std::string::npos);
+  // No swap in use, or swap accounted: families bound what they hold.
+  write_swaps(header);
+  CHECK(TemplateFamily::unsupported(layout, swaps).empty());
+  write_swaps(header + "/swapfile\tfile\t1048572\t0\t-2\n");
+  std::ofstream(layout.v1_memory + "/memory.memsw.limit_in_bytes") << "9223372036854771712\n";
+  CHECK(TemplateFamily::unsupported(layout, swaps).empty());
+  // v2 keeps swap in memory.swap.max, always there with swap.
+  CgroupLayout v2 = fake_v2(subdir(t, "cg2"), "memory pids");
+  v2.create_files = false;
+  CHECK(TemplateFamily::unsupported(v2, swaps).empty());
+}
+
 TEST_CASE("TemplateFamily (v2, fake tree): controllers enabled for its members") {
   TempDir t("cgroup-test");
   CgroupLayout layout = fake_v2(subdir(t, "cg2"), "cpu memory pids");
