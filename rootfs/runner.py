@@ -554,7 +554,11 @@ class Runner:
         head["statusCode"] = result["statusCode"]
         headers = result.get("headers")
         if isinstance(headers, dict):
-            head["headers"] = headers
+            # A header's int past 64 bits would reach the daemon as a double and be sent
+            # rounded: its digits go instead, as the header would hold them. From 2**1023
+            # it is refused below, as anywhere in the envelope.
+            head["headers"] = {k: str(v) if type(v) is int and 63 < v.bit_length() <= 1023
+                               else v for k, v in headers.items()}
         envelope = json_dumps(head).encode("utf-8")
         if len(envelope) > MAX_ENVELOPE:
             return self._result_error(req_id, "bad_result", {

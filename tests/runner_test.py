@@ -519,12 +519,17 @@ class RunnerTest(RunnerCase):
             msg = r.invoke({"where": where}, http=True)
             self.assertEqual((msg["ok"], msg["kind"]), (False, "bad_result"), where)
             self.assertIn("2**1023", msg["error"]["errorMessage"])
-        # A big int within a double's range is a number the daemon reads.
+        # A big int within a double's range: its exact digits, which the daemon would
+        # have read as a double and sent rounded; 64-bit ones and nested ones as they are.
         r2 = self.loaded("""
             def handler(e, c):
-                return {"statusCode": 200, "headers": {"X-N": 2 ** 70}}
+                return {"statusCode": 200, "headers": {"X-N": 2 ** 70, "X-M": -(2 ** 70),
+                                                       "X-S": 2 ** 63 - 1, "X-B": True,
+                                                       "X-L": [2 ** 70]}}
         """)
-        self.assertEqual(r2.invoke(http=True)["headers"], {"X-N": 2 ** 70})
+        self.assertEqual(r2.invoke(http=True)["headers"],
+                         {"X-N": str(2 ** 70), "X-M": str(-(2 ** 70)), "X-S": 2 ** 63 - 1,
+                          "X-B": True, "X-L": [2 ** 70]})
         # A cycle is refused by the encoder first, at once (the walk would not end).
         r3 = self.loaded("""
             def handler(e, c):
