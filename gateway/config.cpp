@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <fstream>
 #include <sstream>
 
@@ -418,13 +419,16 @@ std::string config_file_warning(const ServeConfig& c) {
   return "";
 }
 
-Result<ServeConfig> load_serve_config(const std::string& path) {
+Result<ServeConfig> load_serve_config(const std::string& path, const std::string& default_path) {
   std::string file = path;
   if (file.empty()) {
+    // Only a file that is not there means the defaults: one that cannot be
+    // read (a dangling link, no permission) is an error, or a daemon would
+    // start, or reload, with other tokens and limits than its operator's.
     struct stat st;
-    if (stat("/etc/nsbox/nsbox.toml", &st) != 0)
-      return parse_serve_config("", "<embedded defaults>");
-    file = "/etc/nsbox/nsbox.toml";
+    if (lstat(default_path.c_str(), &st) != 0 && errno == ENOENT)
+      return parse_serve_config("", kEmbeddedDefaults);
+    file = default_path;
   }
   std::string text = TRY(read_toml_file(file, "config"));
   return parse_serve_config(text, file);

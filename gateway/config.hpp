@@ -116,7 +116,7 @@ struct ServeConfig {
   // so that one function at the default per_function cap of 4 cannot be
   // granted more than the machine has).
   uint64_t max_memory_bytes = 0;
-  std::string source;  // file the config came from, or "<embedded defaults>"
+  std::string source;  // file the config came from, or kEmbeddedDefaults
 };
 
 // Every key parse_serve_config accepts, by table ("server", "pool",
@@ -135,9 +135,12 @@ std::vector<std::string> changed_keys(const ServeConfig& a, const ServeConfig& b
 // key takes effect at the next start.
 bool reloadable_key(const std::string& key);
 
+inline constexpr const char* kEmbeddedDefaults = "<embedded defaults>";
 Result<ServeConfig> parse_serve_config(const std::string& text, const std::string& source);
-// path empty: /etc/nsbox/nsbox.toml when it exists, else embedded defaults.
-Result<ServeConfig> load_serve_config(const std::string& path);
+// path empty: default_path when there is anything at that path (a file
+// that cannot be read is an error), else embedded defaults.
+Result<ServeConfig> load_serve_config(const std::string& path,
+                                      const std::string& default_path = "/etc/nsbox/nsbox.toml");
 // A config that sets token or read_token holds secrets: like ssh with a key
 // file, a warning (empty: none) when other users may read it. And whatever
 // it holds, when anyone but root or its owner may change it.

@@ -12,12 +12,14 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <fstream>
 #include <set>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "rootfs/runner_spec.hpp"
+#include "tests/unit/temp_dir.hpp"
 
 using namespace nsbox;
 
@@ -126,11 +128,11 @@ max_memory_mb = 256
 }  // namespace
 
 TEST_CASE("config: no file at all gives the documented defaults") {
-  auto c = parse_serve_config("", "<embedded defaults>");
+  auto c = parse_serve_config("", kEmbeddedDefaults);
   REQUIRE(c);
   const ServeConfig& d = c.value();
   const uint64_t ram = ram_bytes();
-  CHECK(d.source == "<embedded defaults>");
+  CHECK(d.source == kEmbeddedDefaults);
   CHECK(d.listen_host == "127.0.0.1");
   CHECK(d.listen_port == 8080);
   CHECK(d.state_dir == "/var/lib/nsbox");
@@ -639,6 +641,27 @@ TEST_CASE("config: load_serve_config reads the named file and names it in errors
   REQUIRE_FALSE(missing);
   CHECK_MESSAGE(has(missing.error().message(), "/nonexistent/nsbox.toml"),
                 missing.error().message());
+}
+
+// Without --config: the default path when nothing is there, else that
+// file, and one that cannot be read is an error rather than the defaults
+// (a reload of a daemon whose file went would have dropped its tokens).
+TEST_CASE("config: without --config, only a missing default file means the defaults") {
+  nsbox::test::TempDir t("config-test");
+  const std::string file = t.path + "/nsbox.toml";
+  auto absent = load_serve_config("", file);
+  REQUIRE(absent);
+  CHECK(absent.value().source == kEmbeddedDefaults);
+  REQUIRE(symlink((t.path + "/gone.toml").c_str(), file.c_str()) == 0);  // dangling
+  auto dangling = load_serve_config("", file);
+  REQUIRE_FALSE(dangling);
+  CHECK_MESSAGE(has(dangling.error().message(), file), dangling.error().message());
+  REQUIRE(unlink(file.c_str()) == 0);
+  std::ofstream(file) << "[server]\nlisten = \"127.0.0.1:9999\"\n";
+  auto present = load_serve_config("", file);
+  REQUIRE(present);
+  CHECK(present.value().source == file);
+  CHECK(present.value().listen_port == 9999);
 }
 
 TEST_CASE("config: [server] allowed_hosts holds host names, addresses or \"*\"") {
