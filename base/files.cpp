@@ -1,5 +1,6 @@
 #include "base/files.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
@@ -320,7 +321,31 @@ Result<std::string> read_up_to(int fd, size_t limit) {
   }
 }
 
-Result<std::string> make_private_dir(std::string given, mode_t mode) {
+namespace {
+
+// The first entry of the directory fd, "" when it is empty.
+std::string first_entry(int fd) {
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  DIR* d = copy < 0 ? nullptr : fdopendir(copy);
+  if (!d) {
+    if (copy >= 0) close(copy);
+    return "";
+  }
+  std::string first;
+  while (dirent* e = readdir(d)) {
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
+      first = e->d_name;
+      break;
+    }
+  }
+  closedir(d);
+  return first;
+}
+
+}  // namespace
+
+Result<std::string> make_private_dir(std::string given, mode_t mode,
+                                     const std::vector<std::string>& marks) {
   while (given.size() > 1 && given.back() == '/') given.pop_back();
   if (given.find_first_not_of('/') == std::string::npos)
     return make_error("directory", "/ is the root directory");
@@ -371,6 +396,17 @@ Result<std::string> make_private_dir(std::string given, mode_t mode) {
   if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
     return make_error("directory",
                       path + " is writable by other users (mode " + mode_octal(st.st_mode) + ")");
+  if ((st.st_mode & 07777) != mode) {
+    bool marked = false;
+    for (const std::string& m : marks) {
+      struct stat ms;
+      marked = marked || fstatat(fd.get(), m.c_str(), &ms, AT_SYMLINK_NOFOLLOW) == 0;
+    }
+    if (std::string first = marked ? "" : first_entry(fd.get()); !first.empty())
+      return make_error("directory", path + " already holds files that are not ours (" + first +
+                                         ", ...) and is mode " + mode_octal(st.st_mode) +
+                                         ", which would be changed to " + mode_octal(mode));
+  }
   if (fchmod(fd.get(), mode) != 0) return sys_error("chmod", path);
   return path;
 }

@@ -5,6 +5,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "base/result.hpp"
 
@@ -74,8 +75,12 @@ Result<std::string> resolve_trusted(const std::string& path);
 // /tmp or a file, is refused before anything is made or chmod'ed. "/"
 // (also as "//", "/tmp/..") is refused. Returns the path resolved once
 // (resolve_trusted): use it from then on, as a link another user could
-// re-point would otherwise move what is made there later.
-Result<std::string> make_private_dir(std::string path, mode_t mode);
+// re-point would otherwise move what is made there later. An existing
+// directory of another mode that holds anything, but none of `marks` (the
+// entries its user makes there), is refused rather than chmod'ed: it is
+// someone else's.
+Result<std::string> make_private_dir(std::string path, mode_t mode,
+                                     const std::vector<std::string>& marks = {});
 
 // Reads fd to its end. More than limit bytes is an error with err EFBIG;
 // never reads more than limit plus one buffer, as the file may grow while it

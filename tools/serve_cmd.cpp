@@ -116,7 +116,10 @@ int fail(const std::string& msg) {
 }
 
 Result<std::string> prepare_state_dir(const std::string& given) {
-  auto dir = make_private_dir(given, 0711);
+  // Its own entries: a directory of another mode is made 0711 only when it
+  // is empty or nsbox's already (state_dir = "/etc" would have left /etc
+  // unlistable, and /root's files open to anyone who knows their names).
+  auto dir = make_private_dir(given, 0711, {"token", "functions", "rootfs"});
   if (!dir)
     return make_error("state_dir", dir.error().text() +
                                        "; give nsbox a directory of its own (state_dir, "
@@ -211,6 +214,11 @@ int cmd_serve(const std::vector<std::string>& args) {
   auto cfg = load_serve_config(config_path);
   if (!cfg) return fail(cfg.error().text());
   ServeConfig config = cfg.value();
+  // A daemon started from /etc/nsbox/nsbox.toml reloads that file: one it
+  // can no longer read keeps the running configuration rather than
+  // falling back to the embedded defaults (other tokens, other limits).
+  const std::string reload_path =
+      config_path.empty() && config.source != kEmbeddedDefaults ? config.source : config_path;
   if (std::string why = config_file_warning(config); !why.empty()) LOG_WARN("%s", why.c_str());
   if (!listen.empty()) {
     if (Status s = parse_listen(listen, &config.listen_host, &config.listen_port); !s)
@@ -452,7 +460,7 @@ int cmd_serve(const std::vector<std::string>& args) {
       int sig = 0;
       if (sigwait(&sigs, &sig) != 0) continue;
       if (sig == SIGHUP) {
-        auto again = load_serve_config(config_path);
+        auto again = load_serve_config(reload_path);
         if (!again) {
           LOG_ERROR("reload: %s; keeping the running configuration",
                     again.error().message().c_str());

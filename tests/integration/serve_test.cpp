@@ -1825,6 +1825,12 @@ TEST_CASE("serve: refuses a state dir that is not its own, and leaves it as it w
   REQUIRE(chmod(file.c_str(), 0644) == 0);
   REQUIRE(mkdir(theirs.c_str(), 0755) == 0);
   REQUIRE(chown(theirs.c_str(), 65534, 65534) == 0);
+  // Root's own and holding other things (state_dir = "/etc"): left as it
+  // was, where an empty one or nsbox's own (below) is made 0711.
+  const std::string etc_like = tmp.path + "/etc";
+  REQUIRE(mkdir(etc_like.c_str(), 0755) == 0);
+  REQUIRE(chmod(etc_like.c_str(), 0755) == 0);
+  std::ofstream(etc_like + "/passwd") << "root:x:0:0::/root:/bin/sh\n";
   // A link another user owns, to a directory of root's: they chose where
   // root's daemon would chmod, write and later deploy (protected_symlinks
   // is off on some hosts, and says nothing outside sticky directories).
@@ -1849,6 +1855,8 @@ TEST_CASE("serve: refuses a state dir that is not its own, and leaves it as it w
   for (const Case& k :
        {Case{shared, "writable by other users (mode 1777)", 01777},
         Case{file, "is not a directory", 0644}, Case{theirs, "belongs to uid 65534", 0755},
+        Case{etc_like, "already holds files that are not ours (passwd, ...) and is mode 0755",
+             0755},
         Case{their_link, their_link + " is a symbolic link owned by uid 65534", 0755},
         Case{their_link + "/state", their_link + " is a symbolic link owned by uid 65534", 0},
         Case{"/", "/ is the root directory", 0}, Case{"//", "/ is the root directory", 0},

@@ -399,6 +399,21 @@ TEST_CASE("base/files: make_private_dir makes or checks a directory of ours, els
   REQUIRE(chmod((top + "/state").c_str(), 0700) == 0);
   CHECK(nsbox::make_private_dir(top + "/state", 0711));
   CHECK(mode_of(top + "/state") == 0711);
+  // Of another mode and holding things: made 0711 only when one of them
+  // is a mark of ours; else someone else's (state_dir = "/etc").
+  std::ofstream(top + "/state/passwd") << "x";
+  REQUIRE(chmod((top + "/state").c_str(), 0755) == 0);
+  auto foreign = nsbox::make_private_dir(top + "/state", 0711, {"token", "functions"});
+  REQUIRE_FALSE(foreign);
+  CHECK_MESSAGE(
+      foreign.error().text().find("holds files that are not ours (passwd, ...) and is "
+                                  "mode 0755, which would be changed to 0711") != std::string::npos,
+      foreign.error().text());
+  CHECK(mode_of(top + "/state") == 0755);
+  REQUIRE(mkdir((top + "/state/functions").c_str(), 0700) == 0);
+  CHECK(nsbox::make_private_dir(top + "/state", 0711, {"token", "functions"}));
+  CHECK(mode_of(top + "/state") == 0711);
+  CHECK(nsbox::make_private_dir(top + "/state", 0711, {"token"}));  // its mode already
 
   // Refused, and left as it was.
   REQUIRE(mkdir((top + "/open").c_str(), 0777) == 0);
