@@ -630,14 +630,14 @@ Wakes PoolCore::revoke(const std::string& name, uint64_t deploy, bool deleted) {
 Wakes PoolCore::set_limits(const PoolLimits& limits) {
   Wakes wakes;
   limits_ = limits;
-  // Blanks past the count ahead of demand (only the first profile's are
-  // made ahead), then whatever waits unleased while past a cap.
-  if (auto it = blanks_.find(0); it != blanks_.end())
+  // Blanks past the count ahead of demand (only blank_profile's are made
+  // ahead: those of a profile that no longer is all go), then whatever
+  // waits unleased while past a cap.
+  for (auto& [profile, list] : blanks_)
     forget_if(
-        it->second,
-        [kept = 0, keep = std::max(limits_.blank, 0)](const Worker&) mutable {
-          return kept++ >= keep;
-        },
+        list,
+        [kept = 0, keep = profile == limits_.blank_profile ? std::max(limits_.blank, 0) : 0](
+            const Worker&) mutable { return kept++ >= keep; },
         wakes);
   // Blanks still being made are not counted: refilled() drops those that
   // arrive past the caps (never a warm sandbox evicted for a blank).
@@ -656,20 +656,21 @@ Wakes PoolCore::set_limits(const PoolLimits& limits) {
 // ------------------------------------------------------------- background ---
 
 PoolCore::Refill PoolCore::refill_step() {
-  // Blanks of the first profile (the default policy) are made ahead of
-  // demand, only into spare capacity: never by evicting warm sandboxes, and
-  // nothing under memory pressure.
+  // Blanks of blank_profile (the default policy) are made ahead of demand,
+  // only into spare capacity: never by evicting warm sandboxes, and nothing
+  // under memory pressure.
   Refill r;
-  if (profile_memory_.empty() || pressure_) return r;
-  const uint64_t memory = profile_memory_[0];
-  auto it = blanks_.find(0);
+  const uint32_t profile = limits_.blank_profile;
+  if (profile >= profile_memory_.size() || pressure_) return r;
+  const uint64_t memory = profile_memory_[profile];
+  auto it = blanks_.find(profile);
   const int blanks = it == blanks_.end() ? 0 : static_cast<int>(it->second.size());
   if (blanks + refilling_ >= limits_.blank || !fits(memory)) return r;
   refilling_++;
   refilling_memory_ += memory;
   total_++;
   memory_ += memory;
-  r = {true, 0, memory};
+  r = {true, profile, memory};
   check();
   return r;
 }
@@ -680,8 +681,10 @@ Wakes PoolCore::refilled(std::unique_ptr<Worker> w, bool running) {
   refilling_memory_ -= w->memory_bytes;
   spawned_++;
   auto& queue = blanks_[w->profile];
-  // A reload may have lowered the count or a cap since this one was asked for.
-  if (!running || static_cast<int>(queue.size()) >= limits_.blank || over_caps()) {
+  // A reload may have lowered the count or a cap, or changed the default
+  // policy, since this one was asked for.
+  if (!running || w->profile != limits_.blank_profile ||
+      static_cast<int>(queue.size()) >= limits_.blank || over_caps()) {
     forget(std::move(w), wakes);
   } else {
     queue.push_back(std::move(w));

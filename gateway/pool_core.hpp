@@ -30,6 +30,9 @@ using Clock = std::chrono::steady_clock;
 
 struct PoolLimits {
   int blank = 4;
+  // The profile whose blanks are made ahead of demand: the default
+  // policy's, which a reload may change.
+  uint32_t blank_profile = 0;
   int max_sandboxes = 64;
   uint64_t memory_budget_bytes = 4ull << 30;
   int per_function = 4;

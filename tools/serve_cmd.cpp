@@ -134,9 +134,13 @@ uint64_t user_process_limit() {
   return r.rlim_cur;
 }
 
-PoolLimits pool_limits(const ServeConfig& c) {
+PoolLimits pool_limits(const ServeConfig& c, const std::vector<ProfileInfo>& infos) {
   PoolLimits l;
   l.blank = c.blank;
+  // Blanks ahead of demand are the default policy's, also after a reload
+  // changes it (the config's check keeps it among the profiles).
+  for (size_t i = 0; i < infos.size(); i++)
+    if (infos[i].name == c.default_policy) l.blank_profile = static_cast<uint32_t>(i);
   l.max_sandboxes = c.max_sandboxes;
   l.memory_budget_bytes = c.memory_budget_bytes;
   l.per_function = c.per_function;
@@ -422,7 +426,7 @@ int cmd_serve(const std::vector<std::string>& args) {
     config.max_connections = fit;
   }
   fit_capacity(config, host);
-  Pool pool(*factory, pool_limits(config), profile_memory);
+  Pool pool(*factory, pool_limits(config, infos), profile_memory);
   pool.set_parking(parking.get(), unparked_fd_budget(parking != nullptr, host, config));
   Gateway gateway(config, *store.value(), pool, *factory, infos, token.value());
   // A function template's instances move into cgroup leaves of their own
@@ -500,7 +504,7 @@ int cmd_serve(const std::vector<std::string>& args) {
         }
         fit_capacity(next, host);
         const std::string by_gateway = gateway.reload(next);
-        pool.set_limits(pool_limits(next));
+        pool.set_limits(pool_limits(next, infos));
         pool.set_fd_budget(unparked_fd_budget(parking != nullptr, host, next));
         // Named key by key: an operator who drops a trusted proxy must learn
         // that it is still trusted until the restart.

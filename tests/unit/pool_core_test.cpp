@@ -519,6 +519,40 @@ TEST_CASE("pool core: after a reload, blanks in flight and releases past the cap
   destroy_all(core);
 }
 
+// A reload that changes default_policy: blanks ahead of demand are the new
+// default's from then on (they stayed the first profile's until a restart,
+// taking budget while the new default's functions found none).
+TEST_CASE("pool core: a reload's blank_profile is the profile whose blanks are made ahead") {
+  PoolLimits l = limits(8);
+  l.blank = 2;
+  PoolCore core(l, {kMem, 2 * kMem});
+  for (int i = 0; i < 2; i++) {
+    PoolCore::Refill r = core.refill_step();
+    REQUIRE(r.spawn);
+    CHECK(r.profile == 0);
+  }
+  core.refilled(made(1), true);  // the second is in flight across the reload
+  REQUIRE(core.stats().blank == 1);
+  l.blank_profile = 1;
+  core.set_limits(l);
+  holds(core);
+  CHECK(core.stats().blank == 0);  // the old default's: not made ahead any more
+  CHECK(destroy_all(core) == 1);
+  core.refilled(made(2), true);  // the old default's, arriving late: dropped
+  CHECK(core.stats().blank == 0);
+  CHECK(destroy_all(core) == 1);
+  for (uint64_t id : {4, 5}) {
+    PoolCore::Refill r = core.refill_step();
+    REQUIRE(r.spawn);
+    CHECK(r.profile == 1);
+    CHECK(r.memory == 2 * kMem);
+    core.refilled(made(id, 2 * kMem, 1), true);
+  }
+  CHECK_FALSE(core.refill_step().spawn);
+  CHECK(core.stats().blank == 2);
+  holds(core);
+}
+
 TEST_CASE("pool core: memory pressure evicts a quarter of the idle sandboxes, LRU first") {
   PoolLimits l = limits(16);
   l.min_available_bytes = 1ull << 30;
