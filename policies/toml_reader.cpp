@@ -289,6 +289,20 @@ std::string toml_parse_message(const toml::parse_error& e, const std::string& so
   return msg + " (line " + std::to_string(b.line) + ": " + shown + ")";
 }
 
+std::string escape_controls(std::string_view text) {
+  std::string out;
+  char hex[8];
+  for (unsigned char c : text) {
+    if (c < 0x20 || c == 0x7f) {
+      snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    } else {
+      out += char(c);
+    }
+  }
+  return out;
+}
+
 Result<std::string> read_toml_file(const std::string& path, const char* what) {
   // O_NONBLOCK: a FIFO would wait in open() for a writer, a terminal or
   // /dev/kmsg in read(), and on SIGHUP that would be the daemon's only

@@ -36,6 +36,9 @@ toml::table parse_toml(std::string_view text, const std::string& source);
 std::string toml_parse_message(const toml::parse_error& e, const std::string& source,
                                std::string_view text);
 
+// text with each control character (below 0x20, and 0x7f) as \xNN.
+std::string escape_controls(std::string_view text);
+
 // The whole file, reading no more than kMaxTomlBytes + 1 bytes; errors
 // name `what` (e.g. "policy") and the path.
 Result<std::string> read_toml_file(const std::string& path, const char* what);
@@ -47,11 +50,14 @@ class TomlReader {
   explicit TomlReader(std::string source) : source_(std::move(source)) {}
   const std::string& source() const { return source_; }
 
+  // msg may quote the file's keys and values: its control characters are
+  // shown escaped, so that a hostile file cannot forge log lines or drive
+  // the terminal that shows the error.
   [[noreturn]] void fail(const toml::source_region& where, const std::string& msg) const {
     std::string pos = source_;
     if (where.begin.line)
       pos += ":" + std::to_string(where.begin.line) + ":" + std::to_string(where.begin.column);
-    throw TomlError{pos + ": " + msg};
+    throw TomlError{escape_controls(pos + ": " + msg)};
   }
 
   // A typo must not silently fall back to a default.
@@ -101,7 +107,9 @@ class TomlReader {
     if (!n) return def;
     if (!n->is_string())
       fail(n->source(), "\"" + std::string(key) + "\" in " + where + " must be a string");
-    return *n->value<std::string>();
+    std::string v = *n->value<std::string>();
+    no_controls(*n, "\"" + std::string(key) + "\" in " + where, v);
+    return v;
   }
 
   // An array of strings, at most max_items of them.
@@ -119,6 +127,7 @@ class TomlReader {
     for (const toml::node& e : a) {
       if (!e.is_string()) fail(e.source(), what + " must hold only strings");
       out.push_back(*e.value<std::string>());
+      no_controls(e, what, out.back());
     }
     return out;
   }
@@ -132,6 +141,15 @@ class TomlReader {
   }
 
  private:
+  // No path, address, name or token a config or policy holds needs a
+  // control character, and a NUL would cut the value short in every C call
+  // it reaches (state_dir = "/var/lib/nsbox\u0000x" was /var/lib/nsbox).
+  void no_controls(const toml::node& n, const std::string& what, const std::string& v) const {
+    for (unsigned char c : v)
+      if (c < 0x20 || c == 0x7f)
+        fail(n.source(), what + " holds a control character (" +
+                             escape_controls(std::string(1, char(c))) + "): remove it");
+  }
   std::string source_;
 };
 

@@ -459,7 +459,8 @@ TEST_CASE("config: [pool] factory and template_modules") {
                           "json\\n", "\u00e9t\u00e9"}) {
     std::string e = refusal(std::string("[pool]\ntemplate_modules = [\"") + bad + "\"]\n");
     CHECK_MESSAGE(has(e, "nsbox.toml:2:"), bad, " -> ", e);
-    CHECK_MESSAGE(has(e, "not a Python module name"), bad, " -> ", e);
+    CHECK_MESSAGE((has(e, "not a Python module name") || has(e, "holds a control character")), bad,
+                  " -> ", e);
   }
   CHECK(has(refusal("[pool]\ntemplate_modules = \"json\"\n"), "array of strings"));
   CHECK(has(refusal("[pool]\ntemplate_modules = [1]\n"), "only strings"));
@@ -581,8 +582,8 @@ TEST_CASE("config: [server] state_dir is absolute; tokens are long and distinct"
                             "\"0123456789 abcdef\"", "\"0123456789abcdéf\""}) {
       CAPTURE(bad);
       e = refusal(one_key("server", k, bad));
-      CHECK_MESSAGE(e.find("\"" + k + "\" may hold only printable ASCII characters, no spaces") !=
-                        std::string::npos,
+      CHECK_MESSAGE((has(e, "\"" + k + "\" may hold only printable ASCII characters, no spaces") ||
+                     has(e, "\"" + k + "\" in [server] holds a control character (\\x0d)")),
                     e);
     }
   }
@@ -641,6 +642,28 @@ TEST_CASE("config: load_serve_config reads the named file and names it in errors
   REQUIRE_FALSE(missing);
   CHECK_MESSAGE(has(missing.error().message(), "/nonexistent/nsbox.toml"),
                 missing.error().message());
+}
+
+// A NUL cut state_dir short in every C call ("/var/lib/nsbox\0x" was
+// /var/lib/nsbox); a CR LF in public_url went into every deploy's answer.
+// Errors quote keys and values with their control characters escaped, so
+// that a file cannot forge a log line.
+TEST_CASE("config: no control characters in values; none printed raw in errors") {
+  for (const char* text : {"[server]\nstate_dir = \"/var/lib/nsbox\\u0000x\"\n",
+                           "[server]\npublic_url = \"http://x.org/\\r\\nSet-Cookie: a=b\"\n",
+                           "[server]\nlisten = \"127.0.0.1:80\\u001b\"\n",
+                           "[pool]\ntemplate_modules = [\"json\", \"a\\tb\"]\n",
+                           "[functions]\ndefault_policy = \"strict\\u007f\"\n"}) {
+    CAPTURE(text);
+    const std::string e = refusal(text);
+    CHECK_MESSAGE(has(e, "holds a control character (\\x"), e);
+    CHECK(has(e, "nsbox.toml:"));
+    for (unsigned char c : e) CHECK((c >= 0x20 && c != 0x7f));
+  }
+  const std::string e =
+      refusal("[server]\n\"\\u001b[31mX\\nnsbox serve: listening on http://0.0.0.0:80\" = 1\n");
+  CHECK_MESSAGE(has(e, "unknown key \"\\x1b[31mX\\x0ansbox serve"), e);
+  for (unsigned char c : e) CHECK((c >= 0x20 && c != 0x7f));
 }
 
 // Without --config: the default path when nothing is there, else that
