@@ -91,6 +91,14 @@ class Parser : public TomlReader {
         if (const char* why = seccomp_never_allowed(*s))
           fail(item.source(), "syscall \"" + *s + "\" in group \"" + std::string(group.str()) +
                                   "\" may never be allowed: " + why + "; remove it");
+        // Listed, it would be skipped without a word: every policy answers
+        // it ENOSYS, so that glibc falls back to clone, whose flags the
+        // filter can check (clone3 passes them in memory).
+        if (*s == "clone3")
+          fail(item.source(), "syscall \"clone3\" in group \"" + std::string(group.str()) +
+                                  "\" is never allowed: every policy answers it ENOSYS so that "
+                                  "glibc uses clone, whose namespace flags the filter checks; "
+                                  "remove it (list clone)");
         if (!p.seccomp.allow_fork && (*s == "fork" || *s == "vfork"))
           fail(item.source(), "syscall \"" + *s + "\" in group \"" + std::string(group.str()) +
                                   "\" makes child processes, which allow_fork = false forbids; "

@@ -370,6 +370,8 @@ const Never kNever[] = {
       "iopl",        "ioperm",       "syslog",        "vhangup",       "lookup_dcookie"}},
     {"it opens files by handle, past the sandbox's root", {"open_by_handle_at"}},
     {"it changes the process's execution domain (turns off ASLR)", {"personality"}},
+    {"it edits the x86 segment tables, a long record of kernel bugs that no runtime needs",
+     {"modify_ldt"}},
     {"it renames the host, where a sandbox has no UTS namespace", {"sethostname", "setdomainname"}},
 };
 }  // namespace
@@ -386,13 +388,14 @@ std::string seccomp_canonical(const SeccompPolicy& p) {
   // v3: the argument prefix (ioctl commands, socket families); v4: the
   // denials a "log" default needs; v5: RLIMIT_CORE fixed; v6: fcntl commands;
   // v7: huge page flags; v8: prctl(PR_SET_DUMPABLE, 0); v9: inet protocols;
-  // v10: inet types; v11: the file holds this text. The prefix's own
+  // v10: inet types; v11: the file holds this text; v12: modify_ldt never
+  // allowed (a "log" default denies it). The prefix's own
   // instructions are hashed in too, so a change to them needs no bump.
   const std::vector<sock_filter> prefix = argument_prefix();
   const uint64_t prefix_hash = fnv1a64(std::string_view(
       reinterpret_cast<const char*>(prefix.data()), prefix.size() * sizeof(sock_filter)));
   std::string s =
-      "v11 prefix " + std::to_string(prefix_hash) + " libseccomp " + std::to_string(v->major) +
+      "v12 prefix " + std::to_string(prefix_hash) + " libseccomp " + std::to_string(v->major) +
       "." + std::to_string(v->minor) + "." + std::to_string(v->micro) + " action " +
       std::to_string(static_cast<int>(p.default_action)) + " errno " +
       std::to_string(p.errno_value) + " fork " + std::to_string(p.allow_fork) + " allow";
