@@ -14,6 +14,7 @@
 #include "gateway/http_parse.hpp"
 #include "policies/policy.hpp"
 #include "policies/toml_reader.hpp"
+#include "policies/units.hpp"
 #include "rootfs/runner_spec.hpp"
 #include "sandbox/framing.hpp"
 
@@ -386,7 +387,8 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     v = int64_t(d.log_bytes >> 20);
     c.log_bytes = uint64_t(r.integer(f, "log_mb", F, 1, 1 << 16, &v)) << 20;
     v = 0;
-    c.max_memory_bytes = uint64_t(r.integer(f, "max_memory_mb", F, 0, 1 << 24, &v)) << 20;
+    c.max_memory_bytes = uint64_t(r.integer(f, "max_memory_mb", F, 0, int64_t(kMaxMemoryMb), &v))
+                         << 20;
     if (c.max_memory_bytes == 0) {
       c.max_memory_bytes = ram / 4;
     } else if (c.max_memory_bytes < (16ull << 20)) {

@@ -69,6 +69,7 @@
 #include "base/fd.hpp"
 #include "base/files.hpp"
 #include "base/log.hpp"
+#include "policies/units.hpp"
 
 namespace nsbox {
 
@@ -166,6 +167,16 @@ FunctionVersion version_from_json(const json& j) {
   fv.meta.policy = str("policy");
   fv.meta.memory_mb = u64("memory_mb");
   fv.meta.timeout_ms = u64("timeout_ms");
+  // As a deploy bounds them (0: the policy's): a file written otherwise
+  // would overflow the shifts and deadlines they become (2**44 MiB is 0
+  // bytes; a timeout of centuries never fires).
+  if (fv.meta.memory_mb != 0 && (fv.meta.memory_mb < 16 || fv.meta.memory_mb > kMaxMemoryMb))
+    throw std::runtime_error("\"memory_mb\" is " + std::to_string(fv.meta.memory_mb) +
+                             ", outside 16.." + std::to_string(kMaxMemoryMb) +
+                             " (0: the policy's)");
+  if (fv.meta.timeout_ms > kMaxFunctionTimeoutMs)
+    throw std::runtime_error("\"timeout_ms\" is " + std::to_string(fv.meta.timeout_ms) +
+                             ", above 15 minutes");
   // Absent from the files of stores written before templates existed.
   if (auto t = j.find("template"); t != j.end()) {
     if (!t->is_boolean()) throw std::runtime_error("\"template\" is not a boolean");
@@ -264,7 +275,19 @@ Result<FunctionVersion> load_version_file(const std::string& path, const std::st
   std::string text = TRY(read_file(path));
   FunctionVersion fv;
   try {
-    json j = json::parse(text);
+    // One flat object of a dozen keys: anything nested, or many more keys,
+    // is refused as it is read, before it costs what 8 MiB of brackets
+    // would (hundreds of MB, built and freed recursively).
+    int keys = 0;
+    json j = json::parse(text, [&](int depth, json::parse_event_t event, json&) {
+      if ((event == json::parse_event_t::object_start ||
+           event == json::parse_event_t::array_start) &&
+          depth > 0)
+        throw std::runtime_error("nested deeper than a version file's one object");
+      if (event == json::parse_event_t::key && ++keys > 64)
+        throw std::runtime_error("more keys than a version file holds");
+      return true;
+    });
     fv = version_from_json(j);
   } catch (const std::exception& e) {
     return Error{0, "load", path, e.what()};

@@ -19,5 +19,8 @@ Result<uint64_t> parse_duration_ms(const std::string& text, uint64_t max_ms = 24
                                    const char* max_text = "24h");
 // A function's timeout: at most 15 minutes, as Lambda's.
 constexpr uint64_t kMaxFunctionTimeoutMs = 15 * 60 * 1000;
+// The largest [functions] max_memory_mb, so the most a function's ?memory=
+// can be: 16 TiB, far from where MiB << 20 overflows.
+constexpr uint64_t kMaxMemoryMb = 1ull << 24;
 
 }  // namespace nsbox

@@ -455,6 +455,50 @@ TEST_CASE("registry: an unreadable older version leaves the function undamaged")
   CHECK(latest_of(*store, "f")->source == "two");
 }
 
+// Every file in the state dir is hostile input: numbers a deploy would
+// refuse (a memory that wraps to 0 bytes when shifted, a timeout of
+// centuries) and nesting no version file has are refused as damage, the
+// latter as it is read (8 MiB of '[' took 622 MB to parse).
+TEST_CASE("registry: a version file with out-of-range limits or any nesting is refused") {
+  TempDir tmp("registry");
+  const std::string file = tmp.path + "/functions/f/1.json";
+  {
+    auto store = open_ok(tmp.path);
+    put_ok(*store, "f", fv_of("one"));
+  }
+  std::string good;
+  {
+    std::ifstream in(file);
+    good.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  auto edited = [&](const char* key, const nlohmann::json& value) {
+    nlohmann::json j = nlohmann::json::parse(good);
+    j[key] = value;
+    return j.dump();
+  };
+  for (const std::string& text :
+       {edited("memory_mb", 1ull << 44), edited("memory_mb", 8),
+        edited("timeout_ms", 9223372036854ull), edited("timeout_ms", 15 * 60 * 1000 + 1),
+        edited("handler", nlohmann::json::array({"h"})), std::string(8u << 20, '['),
+        std::string("{\"name\": {\"a\": 1}}")}) {
+    CAPTURE(text.substr(0, 120));
+    write_text(file, text);
+    auto store = open_ok(tmp.path);
+    auto meta = store->latest_meta("f");
+    REQUIRE(meta.has_value());
+    CHECK_FALSE(meta->damaged.empty());
+    CHECK_FALSE(store->get("f", 1).has_value());
+  }
+  // Within the bounds (0: the policy's own): served.
+  for (const std::string& text :
+       {good, edited("memory_mb", 16), edited("timeout_ms", 0), edited("memory_mb", 1ull << 24)}) {
+    write_text(file, text);
+    auto store = open_ok(tmp.path);
+    CHECK(store->latest_meta("f")->damaged.empty());
+    CHECK(store->get("f", 1).has_value());
+  }
+}
+
 TEST_CASE("registry: concurrent puts get distinct versions") {
   TempDir tmp("registry");
   auto store = open_ok(tmp.path);
