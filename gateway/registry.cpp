@@ -302,6 +302,23 @@ Result<FunctionVersion> load_version_file(const std::string& path, const std::st
   return fv;
 }
 
+// A directory of the store: this process's user's, and writable by no one
+// else (lstat: a link is refused by the callers' own checks).
+Status check_ours(const std::string& dir) {
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) != 0) return sys_error("lstat", dir);
+  if (st.st_uid == ::geteuid() && (st.st_mode & (S_IWGRP | S_IWOTH)) == 0) return {};
+  char mode[8];
+  snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
+  return make_error("function store",
+                    dir + " belongs to uid " + std::to_string(st.st_uid) + " with mode " + mode +
+                        ", so another user may have put code there: check what it holds, then "
+                        "chown " +
+                        std::to_string(::geteuid()) +
+                        " and chmod go-w it (or move it out of "
+                        "the store), and start again");
+}
+
 // ---------------------------------------------------------------- store ---
 
 class FileStore final : public FunctionStore {
@@ -444,6 +461,11 @@ Status FileStore::load() {
     // keeps no promise either way; only an I/O error is one broken.
     if (::fsync(fd.get()) != 0 && errno != EINVAL && errno != EROFS) return sys_error("fsync", up);
   }
+  // Who could have written the code it serves: only this daemon's user.
+  // A functions/ or function directory another user may write (a chmod
+  // 777 by mistake) could hold their code under a correct sha256; the
+  // daemon says so and does not start rather than serve it.
+  TRY(check_ours(functions_));
   std::vector<std::string> entries = TRY(list_dir(functions_));
   for (const std::string& e : entries) {
     const std::string path = functions_ + "/" + e;
@@ -459,7 +481,11 @@ Status FileStore::load() {
       LOG_WARN("ignoring %s: not a function directory", path.c_str());
       continue;
     }
-    TRY(load_function_dir(e));
+    TRY(check_ours(path));
+    if (Status loaded = load_function_dir(e); !loaded)
+      return make_error("function store", loaded.error().message() +
+                                              "; move it out of the store (or fix its owner and "
+                                              "mode) and start again");
   }
   // Numbered once all are loaded, each function's in version order: a
   // directory lists its files in no particular order.

@@ -499,6 +499,34 @@ TEST_CASE("registry: a version file with out-of-range limits or any nesting is r
   }
 }
 
+// functions/ or a function's directory that another user may write could
+// hold their code under a correct sha256: not served, and said how to fix.
+TEST_CASE("registry: a store directory another user may write is refused at open") {
+  TempDir tmp("registry");
+  {
+    auto store = open_ok(tmp.path);
+    put_ok(*store, "f", fv_of("one"));
+  }
+  for (const std::string& dir : {tmp.path + "/functions", tmp.path + "/functions/f"}) {
+    CAPTURE(dir);
+    REQUIRE(chmod(dir.c_str(), 0777) == 0);
+    auto open = open_file_store(tmp.path);
+    REQUIRE_FALSE(open);
+    CHECK_MESSAGE(open.error().message().find(dir + " belongs to uid " + std::to_string(geteuid()) +
+                                              " with mode 0777") != std::string::npos,
+                  open.error().message());
+    CHECK(open.error().message().find("chmod go-w") != std::string::npos);
+    REQUIRE(chmod(dir.c_str(), 0700) == 0);
+    CHECK(open_ok(tmp.path)->get("f", 1).has_value());
+  }
+  if (geteuid() == 0) {  // another owner, where this test may chown
+    REQUIRE(chown((tmp.path + "/functions/f").c_str(), 65534, 65534) == 0);
+    auto open = open_file_store(tmp.path);
+    REQUIRE_FALSE(open);
+    CHECK(open.error().message().find("belongs to uid 65534") != std::string::npos);
+  }
+}
+
 TEST_CASE("registry: concurrent puts get distinct versions") {
   TempDir tmp("registry");
   auto store = open_ok(tmp.path);
