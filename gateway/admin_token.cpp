@@ -76,22 +76,35 @@ Result<std::string> generate_token(const std::string& path, const std::string& s
     snprintf(hex, sizeof hex, "%02x", b);
     t += hex;
   }
-  std::string tmp = path + ".tmp";
-  unlink(tmp.c_str());
+  // A name of this start's own: two starts on one state dir (one refused
+  // later by the store's lock) must not unlink each other's file and
+  // publish the other's token.
+  std::string tmp = path + ".tmp-" + std::to_string(getpid()) + "-" + t.substr(0, 8);
   UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!fd.valid()) return sys_error("open", tmp);
   std::string line = t + "\n";
-  if (write(fd.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()) ||
-      fsync(fd.get()) != 0)
-    return sys_error("write", tmp);
+  Status written;
+  const ssize_t n = write(fd.get(), line.data(), line.size());
+  if (n < 0)
+    written = sys_error("write", tmp);
+  else if (n != static_cast<ssize_t>(line.size()))
+    written = make_error("write", tmp + ": short write (" + std::to_string(n) + " bytes)");
+  else if (fsync(fd.get()) != 0)
+    written = sys_error("fsync", tmp);
   fd.reset();
   // link, not rename: a file someone wrote meanwhile is theirs, kept.
-  if (link(tmp.c_str(), path.c_str()) != 0) {
-    Error e = sys_error("link", path);
+  if (written && link(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
     unlink(tmp.c_str());
-    return e;
+    // Another start made one first: that one is the token.
+    if (err == EEXIST) {
+      UniqueFd theirs(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+      if (theirs.valid()) return read_token_file(theirs.get(), path);
+    }
+    return sys_error_n(err, "link", path);
   }
   unlink(tmp.c_str());
+  if (!written) return written.error();
   // The new name is durable only once the directory is: a crash before that
   // could bring back no token after clients were given this one.
   TRY(fsync_dir(state_dir));

@@ -6,9 +6,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "tests/unit/temp_dir.hpp"
 
@@ -38,10 +40,21 @@ TEST_CASE("admin token: the config's wins; else generated once into STATE/token,
   struct stat st;
   REQUIRE(stat((dir.path + "/token").c_str(), &st) == 0);
   CHECK((st.st_mode & 07777) == 0600);
-  CHECK(access((dir.path + "/token.tmp").c_str(), F_OK) != 0);
   auto again = load_admin_token("", dir.path);
   REQUIRE(again);
   CHECK(again.value() == made.value());
+  // Nothing left beside it; a leftover of another start's is not touched.
+  std::ofstream(dir.path + "/token.tmp") << "another start's\n";
+  REQUIRE(unlink((dir.path + "/token").c_str()) == 0);
+  auto third = load_admin_token("", dir.path);
+  REQUIRE(third);
+  CHECK(third.value() != made.value());
+  CHECK(slurp(dir.path + "/token.tmp") == "another start's\n");
+  REQUIRE(unlink((dir.path + "/token.tmp").c_str()) == 0);
+  std::vector<std::string> left;
+  for (const auto& e : std::filesystem::directory_iterator(dir.path))
+    left.push_back(e.path().filename());
+  CHECK(left == std::vector<std::string>{"token"});
 }
 
 TEST_CASE("admin token: an operator's file is read as one line, or refused and left alone") {
