@@ -670,9 +670,21 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
   if (renamed != 0 && errno == EINVAL)  // a filesystem without the flag (NFS)
     renamed = ::rename(tmp.c_str(), final_path.c_str());
   if (renamed != 0) {
-    Error e = sys_error("rename", tmp + " -> " + final_path);
+    const int err = errno;
     ::unlink(tmp.c_str());
-    return e;
+    if (err == EEXIST) {
+      // Put there since the store was opened, not by this daemon: never
+      // served, and its number skipped, or every later deploy of the name
+      // would fail on it the same way.
+      std::lock_guard<std::mutex> lock(mu_);
+      uint64_t& hi = unloadable_[name];
+      hi = std::max(hi, m.version);
+      return make_error("put", final_path +
+                                   " exists but was not written by this daemon: it is not "
+                                   "served and its number is skipped; move it out of the store "
+                                   "and deploy again");
+    }
+    return sys_error_n(err, "rename", tmp + " -> " + final_path);
   }
   if (Status s = fsync_dir(dir); !s) {
     // Not acknowledged, so it must not come back after a restart either:

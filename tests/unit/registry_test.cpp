@@ -527,6 +527,23 @@ TEST_CASE("registry: a store directory another user may write is refused at open
   }
 }
 
+// A version file put there while the daemon runs failed every later deploy
+// of the name on the same number.
+TEST_CASE("registry: a version file planted at runtime costs one deploy, not all") {
+  TempDir tmp("registry");
+  auto store = open_ok(tmp.path);
+  put_ok(*store, "f", fv_of("one"));
+  write_text(tmp.path + "/functions/f/2.json", "planted");
+  auto refused = store->put("f", fv_of("two"));
+  REQUIRE_FALSE(refused);
+  CHECK_MESSAGE(refused.error().message().find("2.json exists but was not written by this "
+                                               "daemon") != std::string::npos,
+                refused.error().message());
+  CHECK(put_ok(*store, "f", fv_of("three")).version == 3);
+  CHECK(latest_of(*store, "f")->source == "three");
+  CHECK(store->versions("f") == std::vector<uint64_t>{1, 3});
+}
+
 TEST_CASE("registry: concurrent puts get distinct versions") {
   TempDir tmp("registry");
   auto store = open_ok(tmp.path);
