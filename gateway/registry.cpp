@@ -446,6 +446,9 @@ Status FileStore::load() {
   // same holds for the state directory's own entry and those above it
   // (made by this open, or by `nsbox serve` just before): each is synced.
   TRY(fsync_dir(root_));
+  // And functions/ itself: a remove() whose rename back failed, before a
+  // crash, must not come back once later deploys are acknowledged.
+  TRY(fsync_dir(functions_));
   struct stat root_st;
   if (::stat(root_.c_str(), &root_st) != 0) return sys_error("stat", root_);
   for (std::string up = root_; up.size() > 1;) {
