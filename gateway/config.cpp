@@ -1,5 +1,6 @@
 #include "gateway/config.hpp"
 
+#include <arpa/inet.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
@@ -182,6 +183,28 @@ Status parse_listen(const std::string& text, std::string* host, int* port) {
   std::string h = text.substr(0, colon), p = text.substr(colon + 1);
   if (h.size() >= 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
   if (h.empty()) h = "127.0.0.1";
+  // An address as inet_pton writes it, or a host name: caught here, with
+  // the file's line, rather than at bind after the rootfs is built; and no
+  // 127.1 or 0x7f.0.0.1, which resolve to loopback but would not be taken
+  // for it by the loopback-only Host check.
+  in_addr a4;
+  in6_addr a6;
+  const bool v4 = inet_pton(AF_INET, h.c_str(), &a4) == 1,
+             v6 = inet_pton(AF_INET6, h.c_str(), &a6) == 1;
+  if (!v4 && !v6) {
+    if (inet_aton(h.c_str(), &a4) != 0)
+      return make_error("listen", "\"" + h + "\" in \"" + text +
+                                      "\" is an IPv4 address in a short or numeric form: write "
+                                      "it as four decimal numbers (e.g. 127.0.0.1)");
+    const bool name_chars = h.find_first_not_of(
+                                "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+                                "0123456789.-") == std::string::npos;
+    if (!name_chars || h.front() == '.' || h.front() == '-' || h.find("..") != std::string::npos ||
+        h.size() > 253)
+      return make_error("listen", "\"" + h + "\" in \"" + text +
+                                      "\" is neither an address nor a host name (IPv6 goes in "
+                                      "brackets: [::1]:8080)");
+  }
   int v = 0;
   for (char c : p) {
     if (c < '0' || c > '9' || v > 65535)

@@ -506,7 +506,10 @@ TEST_CASE("config: [server] listen is HOST:PORT") {
     }
     for (const char* bad :
          {"8080", "", "127.0.0.1", "127.0.0.1:", "127.0.0.1:0", "127.0.0.1:65536",
-          "127.0.0.1:99999999999", "127.0.0.1:80a", "127.0.0.1:-1", "127.0.0.1: 80", "[::1]:"}) {
+          "127.0.0.1:99999999999", "127.0.0.1:80a", "127.0.0.1:-1", "127.0.0.1: 80", "[::1]:",
+          // Caught here rather than at bind; short or numeric IPv4 forms
+          // would resolve to loopback unrecognised by the Host check.
+          "exa mple:80", "[::1:8080", "0x7f.1:8080", "127.1:8080", "-x:80", "a..b:80"}) {
       CAPTURE(bad);
       std::string host = "unset";
       int port = -1;
@@ -522,6 +525,8 @@ TEST_CASE("config: [server] listen is HOST:PORT") {
     int port = 0;
     CHECK(has(parse_listen("8080", &host, &port).error().detail, "is not HOST:PORT"));
     CHECK(has(parse_listen(":0", &host, &port).error().detail, "bad port"));
+    CHECK(has(parse_listen("127.1:80", &host, &port).error().detail, "(e.g. 127.0.0.1)"));
+    CHECK(has(parse_listen("[::1:8080", &host, &port).error().detail, "[::1]:8080"));
   }
   SUBCASE("in the config, an error names where the value is") {
     std::string e = refusal("[server]\nlisten = \"127.0.0.1:0\"\n");
