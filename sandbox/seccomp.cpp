@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <initializer_list>
 #include <iterator>
@@ -406,6 +407,16 @@ std::string seccomp_canonical(const SeccompPolicy& p) {
 // Checked by seccomp_compile and by seccomp_get before its cache.
 static Status refuse_never_allowed(const SeccompPolicy& policy) {
   for (const auto& name : policy.allow) {
+    // Compared here as whole strings but resolved by libseccomp as C
+    // strings: a NUL (or anything no syscall name holds) would let
+    // "unshare\0x" past these checks and allow unshare.
+    static constexpr const char* kNameChars = "abcdefghijklmnopqrstuvwxyz0123456789_";
+    if (name.empty() || name.find_first_not_of(kNameChars) != std::string::npos) {
+      std::string shown = name;  // what it holds beyond a name's characters, as '?'
+      for (char& ch : shown)
+        if (!std::strchr(kNameChars, ch) || ch == 0) ch = '?';
+      return make_error("seccomp", "\"" + shown + "\" is not a syscall name");
+    }
     if (const char* why = seccomp_never_allowed(name))
       return make_error("seccomp", "\"" + name + "\" may never be allowed: " + why);
     if (!policy.allow_fork && (name == "fork" || name == "vfork"))

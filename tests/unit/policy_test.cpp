@@ -259,6 +259,22 @@ TEST_CASE("parse_policy: a syscall no policy may allow is refused where it is li
                   name);
 }
 
+// A NUL in a name passed the never-allowed check (compared whole) and was
+// then resolved by libseccomp up to the NUL: "unshare\u0000" allowed
+// unshare. Refused where it is listed.
+TEST_CASE("parse_policy: a syscall name holds lowercase letters, digits and _ only") {
+  for (const char* bad : {"unshare\\u0000", "clone\\u0000x", "fork\\u0000", "Read", "re ad", ""}) {
+    CAPTURE(bad);
+    const std::string e =
+        parse_error(replace_line(14, std::string("basic = [\"read\", \"") + bad + "\"]"));
+    CHECK_MESSAGE(contains(e, "t.toml:14:18: \""), e);
+    CHECK_MESSAGE(contains(e,
+                           "of [seccomp.allow] is not a syscall name (lowercase letters, "
+                           "digits and _ only)"),
+                  e);
+  }
+}
+
 // Listed, clone3 was skipped without a word (every policy answers it
 // ENOSYS): said where it is listed.
 TEST_CASE("parse_policy: clone3 is refused where it is listed, with what to list instead") {

@@ -462,6 +462,21 @@ TEST_CASE("seccomp_compile: a syscall no policy may allow is refused, with why")
   // What functions need stays allowed, clone (with its namespace rule) among them.
   for (const char* name : {"read", "clone", "mmap", "socket", "ioctl", "prctl", "seccomp"})
     CHECK_MESSAGE(seccomp_never_allowed(name) == nullptr, name);
+  // libseccomp resolves a name as a C string: "unshare\0x" compared whole
+  // passed the list above and then allowed unshare; refused, as is any
+  // name with a character no syscall's has.
+  for (const std::string& name :
+       {std::string("unshare\0x", 9), std::string("clone3\0", 7), std::string("fork\0", 5),
+        std::string("Unshare"), std::string("read "), std::string()}) {
+    CAPTURE(name);
+    SeccompPolicy p;
+    p.allow = {"read", name};
+    auto r = seccomp_compile(p);
+    REQUIRE_FALSE(r);
+    CHECK_MESSAGE(r.error().detail.find("is not a syscall name") != std::string::npos,
+                  r.error().detail);
+    CHECK_FALSE(seccomp_get(p, "").operator bool());
+  }
 }
 
 TEST_CASE("seccomp_get: a private cache dir gets exactly one file, reused on the next call") {
