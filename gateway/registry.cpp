@@ -303,10 +303,11 @@ Result<FunctionVersion> load_version_file(const std::string& path, const std::st
 }
 
 // A directory of the store: this process's user's, and writable by no one
-// else (lstat: a link is refused by the callers' own checks).
+// else. What it names, as the store uses it: functions/ may be a link to
+// another disk (a function directory that is one is refused before this).
 Status check_ours(const std::string& dir) {
   struct stat st;
-  if (::lstat(dir.c_str(), &st) != 0) return sys_error("lstat", dir);
+  if (::stat(dir.c_str(), &st) != 0) return sys_error("stat", dir);
   if (st.st_uid == ::geteuid() && (st.st_mode & (S_IWGRP | S_IWOTH)) == 0) return {};
   char mode[8];
   snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));

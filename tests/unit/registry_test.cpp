@@ -519,6 +519,16 @@ TEST_CASE("registry: a store directory another user may write is refused at open
     REQUIRE(chmod(dir.c_str(), 0700) == 0);
     CHECK(open_ok(tmp.path)->get("f", 1).has_value());
   }
+  // functions/ moved to another disk and linked: what the link names is
+  // checked, not the link (whose mode is always 0777).
+  TempDir other("registry-other");
+  const std::string moved = other.path + "/functions";
+  REQUIRE(rename((tmp.path + "/functions").c_str(), moved.c_str()) == 0);
+  REQUIRE(symlink(moved.c_str(), (tmp.path + "/functions").c_str()) == 0);
+  CHECK(open_ok(tmp.path)->get("f", 1).has_value());
+  REQUIRE(chmod(moved.c_str(), 0770) == 0);
+  CHECK_FALSE(open_file_store(tmp.path));
+  REQUIRE(chmod(moved.c_str(), 0700) == 0);
   if (geteuid() == 0) {  // another owner, where this test may chown
     REQUIRE(chown((tmp.path + "/functions/f").c_str(), 65534, 65534) == 0);
     auto open = open_file_store(tmp.path);
