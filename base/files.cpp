@@ -13,6 +13,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "base/fd.hpp"
@@ -323,23 +324,35 @@ Result<std::string> read_up_to(int fd, size_t limit) {
 
 namespace {
 
-// The first entry of the directory fd, "" when it is empty.
-std::string first_entry(int fd) {
+// Whether the directory fd holds an entry named by one of marks (the name,
+// or the name and a suffix after a '.': rootfs.lock, token.tmp-12), else
+// its first entry in *first ("" when it is empty).
+Result<bool> holds_mark(int fd, const std::vector<std::string>& marks, std::string* first) {
   int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-  DIR* d = copy < 0 ? nullptr : fdopendir(copy);
+  if (copy < 0) return sys_error("fcntl", "F_DUPFD_CLOEXEC");
+  DIR* d = fdopendir(copy);
   if (!d) {
-    if (copy >= 0) close(copy);
-    return "";
+    Error e = sys_error("fdopendir");
+    close(copy);
+    return e;
   }
-  std::string first;
+  first->clear();
+  bool marked = false;
+  errno = 0;
   while (dirent* e = readdir(d)) {
-    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
-      first = e->d_name;
-      break;
-    }
+    const std::string_view name = e->d_name;
+    if (name == "." || name == "..") continue;
+    if (first->empty()) *first = name;
+    for (const std::string& m : marks)
+      marked = marked || name == m ||
+               (name.starts_with(m) && name.size() > m.size() && name[m.size()] == '.');
+    if (marked) break;
+    errno = 0;
   }
+  const int err = errno;
   closedir(d);
-  return first;
+  if (!marked && err != 0) return sys_error_n(err, "readdir");
+  return marked;
 }
 
 }  // namespace
@@ -397,12 +410,10 @@ Result<std::string> make_private_dir(std::string given, mode_t mode,
     return make_error("directory",
                       path + " is writable by other users (mode " + mode_octal(st.st_mode) + ")");
   if ((st.st_mode & 07777) != mode) {
-    bool marked = false;
-    for (const std::string& m : marks) {
-      struct stat ms;
-      marked = marked || fstatat(fd.get(), m.c_str(), &ms, AT_SYMLINK_NOFOLLOW) == 0;
-    }
-    if (std::string first = marked ? "" : first_entry(fd.get()); !first.empty())
+    std::string first;
+    auto marked = holds_mark(fd.get(), marks, &first);
+    if (!marked) return make_error("directory", path + ": " + marked.error().message());
+    if (!marked.value() && !first.empty())
       return make_error("directory", path + " already holds files that are not ours (" + first +
                                          ", ...) and is mode " + mode_octal(st.st_mode) +
                                          ", which would be changed to " + mode_octal(mode));

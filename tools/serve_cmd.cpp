@@ -119,7 +119,9 @@ Result<std::string> prepare_state_dir(const std::string& given) {
   // Its own entries: a directory of another mode is made 0711 only when it
   // is empty or nsbox's already (state_dir = "/etc" would have left /etc
   // unlistable, and /root's files open to anyone who knows their names).
-  auto dir = make_private_dir(given, 0711, {"token", "functions", "rootfs"});
+  // (rootfs.lock and rootfs.users: a `sudo nsbox run` made it and its
+  // first rootfs build was cut short; stage and cache: rootless.)
+  auto dir = make_private_dir(given, 0711, {"token", "functions", "rootfs", "stage", "cache"});
   if (!dir)
     return make_error("state_dir", dir.error().text() +
                                        "; give nsbox a directory of its own (state_dir, "
