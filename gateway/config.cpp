@@ -450,13 +450,21 @@ Result<ServeConfig> load_serve_config(const std::string& path, const std::string
     // Only a file that is not there means the defaults: one that cannot be
     // read (a dangling link, no permission) is an error, or a daemon would
     // start, or reload, with other tokens and limits than its operator's.
+    // A user who may not even look into root's /etc/nsbox (a rootless
+    // daemon) has no default file either.
     struct stat st;
-    if (lstat(default_path.c_str(), &st) != 0 && errno == ENOENT)
+    if (lstat(default_path.c_str(), &st) != 0 &&
+        (errno == ENOENT || (errno == EACCES && geteuid() != 0)))
       return parse_serve_config("", kEmbeddedDefaults);
     file = default_path;
   }
-  std::string text = TRY(read_toml_file(file, "config"));
-  return parse_serve_config(text, file);
+  auto text = read_toml_file(file, "config");
+  if (!text && path.empty())
+    return make_error("config", text.error().message() +
+                                    " (the default config file: make it readable to this user, "
+                                    "or name another with --config FILE)");
+  if (!text) return std::move(text).error();
+  return parse_serve_config(text.value(), file);
 }
 
 }  // namespace nsbox

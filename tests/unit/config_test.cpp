@@ -684,6 +684,7 @@ TEST_CASE("config: without --config, only a missing default file means the defau
   auto dangling = load_serve_config("", file);
   REQUIRE_FALSE(dangling);
   CHECK_MESSAGE(has(dangling.error().message(), file), dangling.error().message());
+  CHECK(has(dangling.error().message(), "name another with --config FILE"));
   REQUIRE(unlink(file.c_str()) == 0);
   std::ofstream(file) << "[server]\nlisten = \"127.0.0.1:9999\"\n";
   auto present = load_serve_config("", file);
