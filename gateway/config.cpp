@@ -289,6 +289,9 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
         r.fail(tp->source(), "\"trusted_proxies\" in [server] must be an array of strings");
       for (const toml::node& e : *tp->as_array()) {
         Cidr cidr;
+        // inet_pton stops at a NUL: "10.0.0.1\u0000junk" was a trusted proxy.
+        if (e.is_string())
+          r.no_controls(e, "an entry of \"trusted_proxies\"", *e.value<std::string>());
         if (!e.is_string() || !parse_cidr(*e.value<std::string>(), &cidr))
           r.fail(e.source(),
                  "\"trusted_proxies\" entries must be addresses or CIDR blocks, e.g. "
@@ -300,6 +303,8 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
       if (!ah->is_array())
         r.fail(ah->source(), "\"allowed_hosts\" in [server] must be an array of strings");
       for (const toml::node& e : *ah->as_array()) {
+        if (e.is_string())
+          r.no_controls(e, "an entry of \"allowed_hosts\"", *e.value<std::string>());
         if (!e.is_string() || !valid_allowed_host(*e.value<std::string>()))
           r.fail(e.source(),
                  "\"allowed_hosts\" entries must be host names or addresses clients put in "

@@ -293,7 +293,7 @@ std::string escape_controls(std::string_view text) {
   std::string out;
   char hex[8];
   for (unsigned char c : text) {
-    if (c < 0x20 || c == 0x7f) {
+    if (c < 0x20 || c == 0x7f || c == '\\') {  // '\\' too: "\\x0a" in a file is not LF
       snprintf(hex, sizeof hex, "\\x%02x", c);
       out += hex;
     } else {

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,7 +37,8 @@ toml::table parse_toml(std::string_view text, const std::string& source);
 std::string toml_parse_message(const toml::parse_error& e, const std::string& source,
                                std::string_view text);
 
-// text with each control character (below 0x20, and 0x7f) as \xNN.
+// text with each control character (below 0x20, and 0x7f) and backslash
+// as \xNN, so that what is shown is unambiguous.
 std::string escape_controls(std::string_view text);
 
 // The whole file, reading no more than kMaxTomlBytes + 1 bytes; errors
@@ -140,16 +142,19 @@ class TomlReader {
     return *n->value<bool>();
   }
 
- private:
   // No path, address, name or token a config or policy holds needs a
   // control character, and a NUL would cut the value short in every C call
   // it reaches (state_dir = "/var/lib/nsbox\u0000x" was /var/lib/nsbox).
   void no_controls(const toml::node& n, const std::string& what, const std::string& v) const {
     for (unsigned char c : v)
-      if (c < 0x20 || c == 0x7f)
-        fail(n.source(), what + " holds a control character (" +
-                             escape_controls(std::string(1, char(c))) + "): remove it");
+      if (c < 0x20 || c == 0x7f) {
+        char code[8];
+        snprintf(code, sizeof code, "0x%02x", c);
+        fail(n.source(), what + " holds a control character (" + code + "): remove it");
+      }
   }
+
+ private:
   std::string source_;
 };
 
