@@ -79,7 +79,12 @@ Result<std::string> generate_token(const std::string& path, const std::string& s
   // A name of this start's own: two starts on one state dir (one refused
   // later by the store's lock) must not unlink each other's file and
   // publish the other's token.
-  std::string tmp = path + ".tmp-" + std::to_string(getpid()) + "-" + t.substr(0, 8);
+  unsigned char salt[4];
+  if (getrandom(salt, sizeof salt, 0) != sizeof salt) return sys_error("getrandom", "token");
+  char suffix[16];
+  snprintf(suffix, sizeof suffix, "%02x%02x%02x%02x", salt[0], salt[1], salt[2], salt[3]);
+  // Not from the token: the name may appear in an error or a log.
+  std::string tmp = path + ".tmp-" + std::to_string(getpid()) + "-" + suffix;
   UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!fd.valid()) return sys_error("open", tmp);
   std::string line = t + "\n";
