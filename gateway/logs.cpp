@@ -20,6 +20,7 @@ void LogStore::drop_oldest(Rings::iterator it, size_t floor) {
   do {
     const size_t cost = line_cost(ring.lines.front());
     ring.lines.pop_front();
+    ring.deploys.pop_front();
     ring.bytes -= cost;
     total_ -= cost;
   } while (!ring.lines.empty() && total_ > max_bytes_ && ring.bytes > floor);
@@ -57,11 +58,13 @@ void LogStore::append(const std::string& function, uint64_t deploy, const std::s
     const size_t cost = line_cost(line);
     if (cost + kRingOverhead > max_bytes_) continue;  // could never be kept
     ring.lines.push_back(std::move(line));
+    ring.deploys.push_back(deploy);
     ring.bytes += cost;
     total_ += cost;
     if (ring.lines.size() > max_lines_) {
       const size_t old = line_cost(ring.lines.front());
       ring.lines.pop_front();
+      ring.deploys.pop_front();
       ring.bytes -= old;
       total_ -= old;
     }
@@ -104,9 +107,30 @@ void LogStore::clear(const std::string& function, uint64_t removed_at) {
   }
   auto it = rings_.find(function);
   if (it == rings_.end()) return;
-  by_size_.erase(key(it->second, function));
-  total_ -= it->second.bytes;
-  rings_.erase(it);
+  Ring& ring = it->second;
+  by_size_.erase(key(ring, function));
+  // Only the removed deploys' lines: a deploy made since (the delete's
+  // store work is slow with many versions) keeps what it printed.
+  std::deque<std::string> kept;
+  std::deque<uint64_t> kept_deploys;
+  for (size_t i = 0; i < ring.lines.size(); i++) {
+    if (ring.deploys[i] < removed_at) {
+      const size_t cost = line_cost(ring.lines[i]);
+      ring.bytes -= cost;
+      total_ -= cost;
+    } else {
+      kept.push_back(std::move(ring.lines[i]));
+      kept_deploys.push_back(ring.deploys[i]);
+    }
+  }
+  if (kept.empty()) {
+    total_ -= ring.bytes;  // the ring's own overhead
+    rings_.erase(it);
+    return;
+  }
+  ring.lines = std::move(kept);
+  ring.deploys = std::move(kept_deploys);
+  by_size_.insert(key(ring, function));
 }
 
 size_t LogStore::bytes() {

@@ -49,8 +49,9 @@ class LogStore {
  private:
   struct Ring {
     std::deque<std::string> lines;
-    size_t bytes = 0;    // its lines' costs and its own overhead
-    uint64_t stamp = 0;  // when it was last appended to
+    std::deque<uint64_t> deploys;  // each line's deploy, for clear()
+    size_t bytes = 0;              // its lines' costs and its own overhead
+    uint64_t stamp = 0;            // when it was last appended to
   };
   using Rings = std::map<std::string, Ring>;
   static size_t line_cost(const std::string& line);  // what it counts against max_bytes

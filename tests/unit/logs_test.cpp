@@ -107,6 +107,17 @@ TEST_CASE("logs: after a delete, lines of the deleted deploys are dropped; later
   CHECK(logs.get("f") == "new\n");
   logs.append("g", 1, "", "other");  // other functions are not affected
   CHECK(logs.get("g") == "other\n");
+  // A deploy made while the delete was under way printed before its clear:
+  // only the deleted deploys' lines go (the ring was dropped whole).
+  logs.append("h", 2, "", "old");
+  logs.append("h", 9, "", "newer");
+  logs.append("h", 3, "", "old too");
+  const size_t with_h = logs.bytes();
+  logs.clear("h", 9);
+  CHECK(logs.get("h") == "newer\n");
+  CHECK(logs.bytes() < with_h);
+  logs.clear("h", 10);
+  CHECK(logs.get("h").empty());
   // Only the most recent deletes are remembered: memory stays bounded.
   for (int i = 0; i < 5000; i++) logs.clear("d" + std::to_string(i), 100 + i);
   logs.append("d0", 1, "", "forgotten");  // its delete was 5000 deletes ago
