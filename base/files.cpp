@@ -324,9 +324,8 @@ Result<std::string> read_up_to(int fd, size_t limit) {
 
 namespace {
 
-// Whether the directory fd holds an entry named by one of marks (the name,
-// or the name and a suffix after a '.': rootfs.lock, token.tmp-12), else
-// its first entry in *first ("" when it is empty).
+// Whether the directory fd holds an entry named as one of marks, else its
+// first entry in *first ("" when it is empty).
 Result<bool> holds_mark(int fd, const std::vector<std::string>& marks, std::string* first) {
   int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
   if (copy < 0) return sys_error("fcntl", "F_DUPFD_CLOEXEC");
@@ -343,9 +342,7 @@ Result<bool> holds_mark(int fd, const std::vector<std::string>& marks, std::stri
     const std::string_view name = e->d_name;
     if (name == "." || name == "..") continue;
     if (first->empty()) *first = name;
-    for (const std::string& m : marks)
-      marked = marked || name == m ||
-               (name.starts_with(m) && name.size() > m.size() && name[m.size()] == '.');
+    for (const std::string& m : marks) marked = marked || name == m;
     if (marked) break;
     errno = 0;
   }

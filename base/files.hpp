@@ -76,9 +76,9 @@ Result<std::string> resolve_trusted(const std::string& path);
 // (also as "//", "/tmp/..") is refused. Returns the path resolved once
 // (resolve_trusted): use it from then on, as a link another user could
 // re-point would otherwise move what is made there later. An existing
-// directory of another mode that holds anything, but no entry named by
-// `marks` (those its user makes there: a mark, or a mark and a suffix
-// after a '.'), is refused rather than chmod'ed: it is someone else's.
+// directory of another mode that holds anything, but no entry named as
+// one of `marks` (names its user makes there), is refused rather than
+// chmod'ed: it is someone else's.
 Result<std::string> make_private_dir(std::string path, mode_t mode,
                                      const std::vector<std::string>& marks = {});
 

@@ -119,9 +119,14 @@ Result<std::string> prepare_state_dir(const std::string& given) {
   // Its own entries: a directory of another mode is made 0711 only when it
   // is empty or nsbox's already (state_dir = "/etc" would have left /etc
   // unlistable, and /root's files open to anyone who knows their names).
-  // (rootfs.lock and rootfs.users: a `sudo nsbox run` made it and its
-  // first rootfs build was cut short; stage and cache: rootless.)
-  auto dir = make_private_dir(given, 0711, {"token", "functions", "rootfs", "stage", "cache"});
+  // Exact names, none common: rootfs.lock and rootfs.users are there alone
+  // where `sudo nsbox run` made the directory and its first rootfs build
+  // was cut short; stage and cache are in it only rootless (root's are
+  // under /run and /var/cache, and /var has a cache of its own).
+  std::vector<std::string> marks = {"token",  "functions",   "functions.lock",
+                                    "rootfs", "rootfs.lock", "rootfs.users"};
+  if (geteuid() != 0) marks.insert(marks.end(), {"stage", "cache"});
+  auto dir = make_private_dir(given, 0711, marks);
   if (!dir)
     return make_error("state_dir", dir.error().text() +
                                        "; give nsbox a directory of its own (state_dir, "

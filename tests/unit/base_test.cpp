@@ -414,15 +414,16 @@ TEST_CASE("base/files: make_private_dir makes or checks a directory of ours, els
   CHECK(nsbox::make_private_dir(top + "/state", 0711, {"token", "functions"}));
   CHECK(mode_of(top + "/state") == 0711);
   CHECK(nsbox::make_private_dir(top + "/state", 0711, {"token"}));  // its mode already
-  // A mark with a suffix after a '.' is one too (rootfs.lock of an
-  // interrupted first build).
+  // Marks are whole names: "cache.sqlite" or "token.txt" are no "cache"
+  // or "token" (state_dir = "/var" must not pass for holding cache/).
   REQUIRE(rmdir((top + "/state/functions").c_str()) == 0);
   REQUIRE(unlink((top + "/state/passwd").c_str()) == 0);
-  std::ofstream(top + "/state/rootfs.lock") << "";
+  std::ofstream(top + "/state/token.txt") << "";
   REQUIRE(chmod((top + "/state").c_str(), 0755) == 0);
-  CHECK_FALSE(nsbox::make_private_dir(top + "/state", 0711, {"rootfsx"}));
+  CHECK_FALSE(nsbox::make_private_dir(top + "/state", 0711, {"token", "rootfs.lock"}));
   CHECK(mode_of(top + "/state") == 0755);
-  CHECK(nsbox::make_private_dir(top + "/state", 0711, {"token", "rootfs"}));
+  std::ofstream(top + "/state/rootfs.lock") << "";
+  CHECK(nsbox::make_private_dir(top + "/state", 0711, {"token", "rootfs.lock"}));
   CHECK(mode_of(top + "/state") == 0711);
 
   // Refused, and left as it was.
