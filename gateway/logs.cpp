@@ -8,8 +8,8 @@ namespace {
 constexpr size_t kMaxLineBytes = 4096;
 }
 
-size_t LogStore::line_cost(const std::string& line) {
-  return line.capacity() + kLineOverhead;
+size_t LogStore::line_cost(const Line& line) {
+  return line.text.capacity() + kLineOverhead;
 }
 
 void LogStore::drop_oldest(Rings::iterator it, size_t floor) {
@@ -20,7 +20,6 @@ void LogStore::drop_oldest(Rings::iterator it, size_t floor) {
   do {
     const size_t cost = line_cost(ring.lines.front());
     ring.lines.pop_front();
-    ring.deploys.pop_front();
     ring.bytes -= cost;
     total_ -= cost;
   } while (!ring.lines.empty() && total_ > max_bytes_ && ring.bytes > floor);
@@ -55,16 +54,15 @@ void LogStore::append(const std::string& function, uint64_t deploy, const std::s
     line.reserve(prefix.size() + len);  // exactly: capacity() is what it costs
     line.append(prefix).append(text, start, len);
     start = end + 1;
-    const size_t cost = line_cost(line);
+    Line entry{std::move(line), deploy};
+    const size_t cost = line_cost(entry);
     if (cost + kRingOverhead > max_bytes_) continue;  // could never be kept
-    ring.lines.push_back(std::move(line));
-    ring.deploys.push_back(deploy);
+    ring.lines.push_back(std::move(entry));
     ring.bytes += cost;
     total_ += cost;
     if (ring.lines.size() > max_lines_) {
       const size_t old = line_cost(ring.lines.front());
       ring.lines.pop_front();
-      ring.deploys.pop_front();
       ring.bytes -= old;
       total_ -= old;
     }
@@ -89,7 +87,7 @@ std::string LogStore::get(const std::string& function) {
   std::string out;
   auto it = rings_.find(function);
   if (it == rings_.end()) return out;
-  for (const auto& l : it->second.lines) out += l + "\n";
+  for (const auto& l : it->second.lines) out += l.text + "\n";
   return out;
 }
 
@@ -111,16 +109,14 @@ void LogStore::clear(const std::string& function, uint64_t removed_at) {
   by_size_.erase(key(ring, function));
   // Only the removed deploys' lines: a deploy made since (the delete's
   // store work is slow with many versions) keeps what it printed.
-  std::deque<std::string> kept;
-  std::deque<uint64_t> kept_deploys;
-  for (size_t i = 0; i < ring.lines.size(); i++) {
-    if (ring.deploys[i] < removed_at) {
-      const size_t cost = line_cost(ring.lines[i]);
+  std::deque<Line> kept;
+  for (Line& l : ring.lines) {
+    if (l.deploy < removed_at) {
+      const size_t cost = line_cost(l);
       ring.bytes -= cost;
       total_ -= cost;
     } else {
-      kept.push_back(std::move(ring.lines[i]));
-      kept_deploys.push_back(ring.deploys[i]);
+      kept.push_back(std::move(l));
     }
   }
   if (kept.empty()) {
@@ -129,7 +125,6 @@ void LogStore::clear(const std::string& function, uint64_t removed_at) {
     return;
   }
   ring.lines = std::move(kept);
-  ring.deploys = std::move(kept_deploys);
   by_size_.insert(key(ring, function));
 }
 

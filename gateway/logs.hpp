@@ -35,26 +35,29 @@ class LogStore {
   void clear(const std::string& function, uint64_t removed_at);
   size_t bytes();  // what the lines held count against max_bytes
 
-  // What a line costs beyond its string's capacity (the string object in
-  // the deque, the allocator's header), and a function's ring beyond its
+  // What a line costs beyond its string's capacity (the string object and
+  // its deploy in the deque, the allocator's header), and a function's ring beyond its
   // lines: the budget counts memory, so that many functions of one short
   // line each, or many empty lines, cannot exceed it unseen.
   // (The ring's: its map and set entries, each with a copy of the name of
   // at most 63 bytes, the deque and its first chunk: ~0.9 KiB with glibc.
   // The same for every function, so that equal rings tie and the one
   // appended to longest ago goes first.)
-  static constexpr size_t kLineOverhead = 48;
+  static constexpr size_t kLineOverhead = 56;
   static constexpr size_t kRingOverhead = 1024;
 
  private:
+  struct Line {
+    std::string text;
+    uint64_t deploy;  // for clear()
+  };
   struct Ring {
-    std::deque<std::string> lines;
-    std::deque<uint64_t> deploys;  // each line's deploy, for clear()
-    size_t bytes = 0;              // its lines' costs and its own overhead
-    uint64_t stamp = 0;            // when it was last appended to
+    std::deque<Line> lines;
+    size_t bytes = 0;    // its lines' costs and its own overhead
+    uint64_t stamp = 0;  // when it was last appended to
   };
   using Rings = std::map<std::string, Ring>;
-  static size_t line_cost(const std::string& line);  // what it counts against max_bytes
+  static size_t line_cost(const Line& line);  // what it counts against max_bytes
   // Drops the ring's oldest line, and more while the store is over budget
   // and the ring holds more than floor bytes; an emptied ring goes.
   void drop_oldest(Rings::iterator it, size_t floor);
