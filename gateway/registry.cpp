@@ -470,6 +470,16 @@ Status FileStore::load() {
   // 777 by mistake) could hold their code under a correct sha256; the
   // daemon says so and does not start rather than serve it.
   TRY(check_ours(functions_));
+  // A functions/ linked to another disk: the directories above what it
+  // names must be as private as the state dir's, or another user could
+  // rename the store away under us and put theirs in its place.
+  if (struct stat lst; ::lstat(functions_.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode)) {
+    auto target = resolve_trusted(functions_);
+    if (!target) return make_error("function store", target.error().message());
+    if (auto above = check_private_ancestors(target.value()); !above)
+      return make_error("function store", functions_ + " is a link to " + target.value() + ": " +
+                                              above.error().message());
+  }
   std::vector<std::string> entries = TRY(list_dir(functions_));
   for (const std::string& e : entries) {
     const std::string path = functions_ + "/" + e;

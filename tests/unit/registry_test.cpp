@@ -529,6 +529,15 @@ TEST_CASE("registry: a store directory another user may write is refused at open
   REQUIRE(chmod(moved.c_str(), 0770) == 0);
   CHECK_FALSE(open_file_store(tmp.path));
   REQUIRE(chmod(moved.c_str(), 0700) == 0);
+  // Above what it names, a directory others may write: they could rename
+  // the store away and put theirs in its place.
+  REQUIRE(chmod(other.path.c_str(), 0777) == 0);
+  auto above = open_file_store(tmp.path);
+  REQUIRE_FALSE(above);
+  CHECK_MESSAGE(above.error().message().find("functions is a link") != std::string::npos,
+                above.error().message());
+  REQUIRE(chmod(other.path.c_str(), 0700) == 0);
+  CHECK(open_ok(tmp.path)->get("f", 1).has_value());
   if (geteuid() == 0) {  // another owner, where this test may chown
     REQUIRE(chown((tmp.path + "/functions/f").c_str(), 65534, 65534) == 0);
     auto open = open_file_store(tmp.path);
