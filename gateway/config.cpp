@@ -458,16 +458,23 @@ Result<ServeConfig> load_serve_config(const std::string& path, const std::string
     // A user who may not even look into root's /etc/nsbox (a rootless
     // daemon) has no default file either.
     struct stat st;
-    if (lstat(default_path.c_str(), &st) != 0 &&
-        (errno == ENOENT || (errno == EACCES && geteuid() != 0)))
-      return parse_serve_config("", kEmbeddedDefaults);
+    if (lstat(default_path.c_str(), &st) != 0) {
+      if (errno == ENOENT) return parse_serve_config("", kEmbeddedDefaults);
+      if (errno == EACCES && geteuid() != 0) {
+        LOG_WARN(
+            "%s: not readable by this user (uid %u): starting on the embedded defaults; "
+            "name a config with --config FILE",
+            default_path.c_str(), unsigned(geteuid()));
+        return parse_serve_config("", kEmbeddedDefaults);
+      }
+    }
     file = default_path;
   }
   auto text = read_toml_file(file, "config");
   if (!text && path.empty())
     return make_error("config", text.error().message() +
-                                    " (the default config file: make it readable to this user, "
-                                    "or name another with --config FILE)");
+                                    " (the default config file: fix it, or name another with "
+                                    "--config FILE)");
   if (!text) return std::move(text).error();
   return parse_serve_config(text.value(), file);
 }

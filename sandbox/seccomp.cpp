@@ -468,7 +468,9 @@ Result<SeccompProgram> seccomp_compile(const SeccompPolicy& policy) {
   int rc;
   for (const auto& name : policy.allow) {
     int nr = seccomp_syscall_resolve_name(name.c_str());
-    if (nr == __NR_SCMP_ERROR) return make_error("seccomp", "unknown syscall \"" + name + "\"");
+    // Negative: unknown, or a pseudo-syscall of another architecture
+    // (socketcall), which a rule would silently skip.
+    if (nr < 0) return make_error("seccomp", "unknown syscall \"" + name + "\"");
     if (name == "clone") {
       // Threads yes, namespaces never; children only when the policy allows.
       uint64_t mask = kNamespaceFlags | (policy.allow_fork ? 0 : CLONE_THREAD);
