@@ -35,15 +35,17 @@ class LogStore {
   void clear(const std::string& function, uint64_t removed_at);
   size_t bytes();  // what the lines held count against max_bytes
 
-  // What a line costs beyond its string's capacity (the string object and
-  // its deploy in the deque, the allocator's header), and a function's ring beyond its
+  // What a line costs beyond its string's capacity, an upper bound: the
+  // string and its deploy in the deque (40 bytes, 12 to a 512-byte block:
+  // ~43), and for a string on the heap malloc's header and rounding (up to
+  // 24); a short line inside the string is counted high. A function's ring beyond its
   // lines: the budget counts memory, so that many functions of one short
   // line each, or many empty lines, cannot exceed it unseen.
   // (The ring's: its map and set entries, each with a copy of the name of
   // at most 63 bytes, the deque and its first chunk: ~0.9 KiB with glibc.
   // The same for every function, so that equal rings tie and the one
   // appended to longest ago goes first.)
-  static constexpr size_t kLineOverhead = 56;
+  static constexpr size_t kLineOverhead = 72;
   static constexpr size_t kRingOverhead = 1024;
 
  private:

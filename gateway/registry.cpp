@@ -476,7 +476,9 @@ Status FileStore::load() {
   if (struct stat lst; ::lstat(functions_.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode)) {
     auto target = resolve_trusted(functions_);
     if (!target) return make_error("function store", target.error().message());
-    if (auto above = check_private_ancestors(target.value()); !above)
+    // A sticky parent (/tmp) as for the state dir: the target itself was
+    // checked to be ours just above, and others cannot rename it there.
+    if (auto above = check_private_ancestors(target.value(), /*sticky_last_ok=*/true); !above)
       return make_error("function store", functions_ + " is a link to " + target.value() + ": " +
                                               above.error().message());
   }

@@ -417,6 +417,11 @@ static Status refuse_never_allowed(const SeccompPolicy& policy) {
         if (!std::strchr(kNameChars, ch) || ch == 0) ch = '?';
       return make_error("seccomp", "\"" + shown + "\" is not a syscall name");
     }
+    // Negative: unknown, or a pseudo-syscall of another architecture
+    // (socketcall), which a rule would silently skip; here, so that a
+    // filter cached for such a struct is not used either.
+    if (seccomp_syscall_resolve_name(name.c_str()) < 0)
+      return make_error("seccomp", "unknown syscall \"" + name + "\"");
     if (const char* why = seccomp_never_allowed(name))
       return make_error("seccomp", "\"" + name + "\" may never be allowed: " + why);
     if (!policy.allow_fork && (name == "fork" || name == "vfork"))
@@ -468,9 +473,7 @@ Result<SeccompProgram> seccomp_compile(const SeccompPolicy& policy) {
   int rc;
   for (const auto& name : policy.allow) {
     int nr = seccomp_syscall_resolve_name(name.c_str());
-    // Negative: unknown, or a pseudo-syscall of another architecture
-    // (socketcall), which a rule would silently skip.
-    if (nr < 0) return make_error("seccomp", "unknown syscall \"" + name + "\"");
+    if (nr < 0) return make_error("seccomp", "unknown syscall \"" + name + "\"");  // refused above
     if (name == "clone") {
       // Threads yes, namespaces never; children only when the policy allows.
       uint64_t mask = kNamespaceFlags | (policy.allow_fork ? 0 : CLONE_THREAD);

@@ -119,12 +119,13 @@ Result<std::string> prepare_state_dir(const std::string& given) {
   // Its own entries: a directory of another mode is made 0711 only when it
   // is empty or nsbox's already (state_dir = "/etc" would have left /etc
   // unlistable, and /root's files open to anyone who knows their names).
-  // Exact names, none common: rootfs.lock and rootfs.users are there alone
-  // where `sudo nsbox run` made the directory and its first rootfs build
-  // was cut short; stage and cache are in it only rootless (root's are
-  // under /run and /var/cache, and /var has a cache of its own).
-  std::vector<std::string> marks = {"token",  "functions",   "functions.lock",
-                                    "rootfs", "rootfs.lock", "rootfs.users"};
+  // Names only nsbox makes there (functions/ and rootfs/ alone are too
+  // common: RHEL's /etc/init.d has a functions): the store's lock is made
+  // at its first open, the rootfs's lock and users files at the first
+  // build (alone where `sudo nsbox run` made the directory and that build
+  // was cut short). stage and cache only rootless: root's are under /run
+  // and /var/cache, and /var has a cache of its own.
+  std::vector<std::string> marks = {"token", "functions.lock", "rootfs.lock", "rootfs.users"};
   if (geteuid() != 0) marks.insert(marks.end(), {"stage", "cache"});
   auto dir = make_private_dir(given, 0711, marks);
   if (!dir)
