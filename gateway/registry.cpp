@@ -309,10 +309,9 @@ Status check_ours(const std::string& dir) {
   struct stat st;
   if (::stat(dir.c_str(), &st) != 0) return sys_error("stat", dir);
   if (st.st_uid == ::geteuid() && (st.st_mode & (S_IWGRP | S_IWOTH)) == 0) return {};
-  char mode[8];
-  snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
   return make_error("function store",
-                    dir + " belongs to uid " + std::to_string(st.st_uid) + " with mode " + mode +
+                    dir + " belongs to uid " + std::to_string(st.st_uid) + " with mode " +
+                        mode_octal(st.st_mode) +
                         ", so another user may have put code there: check what it holds, then "
                         "chown " +
                         std::to_string(::geteuid()) +

@@ -83,11 +83,7 @@ class Parser : public TomlReader {
         if (!item.is_string() || !s)
           fail(item.source(),
                "syscall names in group \"" + std::string(group.str()) + "\" must be strings");
-        // libseccomp reads the name as a C string: "unshare\u0000x" would
-        // pass every check below as a name of its own and then allow
-        // unshare itself.
-        if (s->empty() ||
-            s->find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") != std::string::npos)
+        if (!seccomp_name_spelt(*s))  // "unshare\u0000" resolves to unshare
           fail(item.source(), "\"" + *s + "\" in group \"" + std::string(group.str()) +
                                   "\" of [seccomp.allow] is not a syscall name (lowercase "
                                   "letters, digits and _ only)");

@@ -21,7 +21,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <cstring>
 #include <ctime>
 #include <initializer_list>
 #include <iterator>
@@ -341,8 +340,13 @@ void write_cache(const std::string& path, const std::string& canonical,
 // libseccomp resolves names of other architectures' calls (socketcall,
 // umount, ...) to negative pseudo-numbers, which a filter for x86_64 drops
 // without a word: a policy listing one would read as allowing what is not.
+bool seccomp_name_spelt(const std::string& name) {
+  return !name.empty() &&
+         name.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") == std::string::npos;
+}
+
 bool seccomp_syscall_known(const std::string& name) {
-  return seccomp_syscall_resolve_name(name.c_str()) >= 0;
+  return seccomp_name_spelt(name) && seccomp_syscall_resolve_name(name.c_str()) >= 0;
 }
 
 namespace {
@@ -407,20 +411,17 @@ std::string seccomp_canonical(const SeccompPolicy& p) {
 // Checked by seccomp_compile and by seccomp_get before its cache.
 static Status refuse_never_allowed(const SeccompPolicy& policy) {
   for (const auto& name : policy.allow) {
-    // Compared here as whole strings but resolved by libseccomp as C
-    // strings: a NUL (or anything no syscall name holds) would let
-    // "unshare\0x" past these checks and allow unshare.
-    static constexpr const char* kNameChars = "abcdefghijklmnopqrstuvwxyz0123456789_";
-    if (name.empty() || name.find_first_not_of(kNameChars) != std::string::npos) {
-      std::string shown = name;  // what it holds beyond a name's characters, as '?'
+    // Before the lists below compare it whole; a name that resolves to a
+    // pseudo-syscall (another architecture's socketcall) would be skipped
+    // by a rule without a word. Here, so that a filter cached for such a
+    // struct is not used either.
+    if (!seccomp_name_spelt(name)) {
+      std::string shown = name;  // what no name holds, as '?'
       for (char& ch : shown)
-        if (!std::strchr(kNameChars, ch) || ch == 0) ch = '?';
+        if (!seccomp_name_spelt(std::string(1, ch))) ch = '?';
       return make_error("seccomp", "\"" + shown + "\" is not a syscall name");
     }
-    // Negative: unknown, or a pseudo-syscall of another architecture
-    // (socketcall), which a rule would silently skip; here, so that a
-    // filter cached for such a struct is not used either.
-    if (seccomp_syscall_resolve_name(name.c_str()) < 0)
+    if (!seccomp_syscall_known(name))
       return make_error("seccomp", "unknown syscall \"" + name + "\"");
     if (const char* why = seccomp_never_allowed(name))
       return make_error("seccomp", "\"" + name + "\" may never be allowed: " + why);

@@ -21,7 +21,12 @@ struct SeccompProgram {
   }
 };
 
-// True when libseccomp knows the name on this architecture.
+// Whether name is spelt as a syscall's is: lowercase letters, digits and
+// '_' only. libseccomp reads names as C strings, so "unshare\0x" compared
+// whole with the lists here is another name, but resolves to unshare.
+bool seccomp_name_spelt(const std::string& name);
+// True when the name is spelt as a syscall's and libseccomp knows it on
+// this architecture.
 bool seccomp_syscall_known(const std::string& name);
 
 // Why no policy may allow syscall `name`, or nullptr when one may: what it
