@@ -216,6 +216,12 @@ Result<std::string> read_file(const std::string& path) {
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) return sys_error("fstat", path);
   if (!S_ISREG(st.st_mode)) return Error{0, "read", path, "not a regular file"};
+  // put() writes 0600 files as this user; one that another user owns or may
+  // write was not written by this daemon, whatever its sha256 says.
+  if (st.st_uid != ::geteuid() || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
+    return Error{0, "read", path,
+                 "belongs to uid " + std::to_string(st.st_uid) + " with mode " +
+                     mode_octal(st.st_mode) + ", so another user may have written it"};
   if (static_cast<uint64_t>(st.st_size) > kMaxVersionFileBytes)
     return Error{0, "read", path, "larger than any version file the store writes"};
   std::string out(static_cast<size_t>(st.st_size), '\0');
@@ -371,6 +377,8 @@ class FileStore final : public FunctionStore {
   std::optional<FunctionVersion> read_version(const std::string& name, uint64_t version);
   // What latest_meta() says of a name whose every version file failed to load.
   static FunctionMeta unreadable_meta(const std::string& name, uint64_t version);
+  // ... and of one whose directory failed check_ours().
+  static FunctionMeta untrusted_meta(const std::string& name);
 
   const std::string root_;
   const std::string functions_;
@@ -382,6 +390,9 @@ class FileStore final : public FunctionStore {
   // Highest version per name whose file exists but did not load: never
   // reused, so put() cannot overwrite evidence kept for inspection.
   std::map<std::string, uint64_t> unloadable_;
+  // Names whose directory another user may write (found at open): neither
+  // loaded nor written to, only deleted. Under mu_.
+  std::set<std::string> untrusted_;
   // Names whose functions/ entry a failed remove() put back without making
   // that durable: their next put syncs functions/ (guarded by mu_).
   std::set<std::string> parent_unsynced_;
@@ -496,7 +507,13 @@ Status FileStore::load() {
       LOG_WARN("ignoring %s: not a function directory", path.c_str());
       continue;
     }
-    TRY(check_ours(path));
+    if (Status ours = check_ours(path); !ours) {
+      // One function's directory is not the whole store: that function is
+      // not served (and says so), the others are.
+      LOG_ERROR("%s; until then %s is not served", ours.error().message().c_str(), e.c_str());
+      untrusted_.insert(e);
+      continue;
+    }
     if (Status loaded = load_function_dir(e); !loaded)
       return make_error("function store", loaded.error().message() +
                                               "; move it out of the store (or fix its owner and "
@@ -618,6 +635,12 @@ Result<FunctionMeta> FileStore::put(const std::string& name, const FunctionVersi
   bool known = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    if (untrusted_.count(name))
+      return make_error("put", function_dir(name) +
+                                   " may be written by another user (see the log at start): "
+                                   "check what it holds and fix its owner and mode, then restart "
+                                   "the daemon, or delete " +
+                                   name + " before deploying it again");
     uint64_t last = 0;
     if (auto it = index_.find(name); it != index_.end()) {
       known = true;
@@ -747,8 +770,20 @@ FunctionMeta FileStore::unreadable_meta(const std::string& name, uint64_t versio
   return m;
 }
 
+FunctionMeta FileStore::untrusted_meta(const std::string& name) {
+  FunctionMeta m;
+  m.name = name;
+  m.damaged = "function " + name +
+              " is not served: another user may write its directory in the function store, so "
+              "it may hold their code (the daemon's log says which directory); an operator must "
+              "check it, fix its owner and mode and restart the daemon, or delete " +
+              name;
+  return m;
+}
+
 std::optional<FunctionMeta> FileStore::latest_meta(const std::string& name) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (untrusted_.count(name)) return untrusted_meta(name);
   auto it = index_.find(name);
   if (it != index_.end()) return it->second.latest;
   if (auto bad = unloadable_.find(name); bad != unloadable_.end())
@@ -816,6 +851,10 @@ std::vector<FunctionMeta> FileStore::list() {
       out.push_back(unreadable_meta(name, version));
       unordered = true;
     }
+  for (const std::string& name : untrusted_) {
+    out.push_back(untrusted_meta(name));
+    unordered = true;
+  }
   if (unordered)
     std::sort(out.begin(), out.end(),
               [](const FunctionMeta& a, const FunctionMeta& b) { return a.name < b.name; });
@@ -838,11 +877,18 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
     std::lock_guard<std::mutex> lock(mu_);
     // A name with only unloadable files is deletable too: its top number
     // would otherwise block every later put, with no way out but the host.
-    if (!index_.count(name) && !unloadable_.count(name)) return uint64_t{0};
+    if (!index_.count(name) && !unloadable_.count(name) && !untrusted_.count(name))
+      return uint64_t{0};
   }
   const std::string dir = function_dir(name);
   const std::string grave = functions_ + "/.deleted-" + name + "-" + unique_suffix();
   if (::rename(dir.c_str(), grave.c_str()) != 0) return sys_error("rename", dir + " -> " + grave);
+  // Whoever else could write the directory by its old name cannot write
+  // into it by the grave's while it is deleted.
+  if (::lchown(grave.c_str(), ::geteuid(), static_cast<gid_t>(-1)) != 0 ||
+      ::chmod(grave.c_str(), 0700) != 0)
+    LOG_WARN("could not make %s private before deleting it: %s", grave.c_str(),
+             std::strerror(errno));
   if (Status s = fsync_dir(functions_); !s) {
     // Not durable: put it back so memory, disk and the answer agree that the
     // function still exists. If even that fails it is gone from disk and
@@ -852,6 +898,7 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
       if (auto it = index_.find(name); it != index_.end()) uncache_source(it->second);
       index_.erase(name);
       unloadable_.erase(name);
+      untrusted_.erase(name);
     } else if (!fsync_dir(functions_)) {
       // The rename back is not durable either: after a power loss the disk
       // may hold the grave, which the next open deletes, with every version
@@ -867,6 +914,7 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
     if (auto it = index_.find(name); it != index_.end()) uncache_source(it->second);
     index_.erase(name);
     unloadable_.erase(name);
+    untrusted_.erase(name);
     deploy = ++last_deploy_;
   }
   // Unlocked: a function of many versions takes a while to delete, and

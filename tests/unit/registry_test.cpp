@@ -499,26 +499,24 @@ TEST_CASE("registry: a version file with out-of-range limits or any nesting is r
   }
 }
 
-// functions/ or a function's directory that another user may write could
-// hold their code under a correct sha256: not served, and said how to fix.
-TEST_CASE("registry: a store directory another user may write is refused at open") {
+// functions/ that another user may write could hold their code under a
+// correct sha256: not served, and said how to fix.
+TEST_CASE("registry: a functions/ another user may write is refused at open") {
   TempDir tmp("registry");
   {
     auto store = open_ok(tmp.path);
     put_ok(*store, "f", fv_of("one"));
   }
-  for (const std::string& dir : {tmp.path + "/functions", tmp.path + "/functions/f"}) {
-    CAPTURE(dir);
-    REQUIRE(chmod(dir.c_str(), 0777) == 0);
-    auto open = open_file_store(tmp.path);
-    REQUIRE_FALSE(open);
-    CHECK_MESSAGE(open.error().message().find(dir + " belongs to uid " + std::to_string(geteuid()) +
-                                              " with mode 0777") != std::string::npos,
-                  open.error().message());
-    CHECK(open.error().message().find("chmod go-w") != std::string::npos);
-    REQUIRE(chmod(dir.c_str(), 0700) == 0);
-    CHECK(open_ok(tmp.path)->get("f", 1).has_value());
-  }
+  const std::string dir = tmp.path + "/functions";
+  REQUIRE(chmod(dir.c_str(), 0777) == 0);
+  auto open = open_file_store(tmp.path);
+  REQUIRE_FALSE(open);
+  CHECK_MESSAGE(open.error().message().find(dir + " belongs to uid " + std::to_string(geteuid()) +
+                                            " with mode 0777") != std::string::npos,
+                open.error().message());
+  CHECK(open.error().message().find("chmod go-w") != std::string::npos);
+  REQUIRE(chmod(dir.c_str(), 0700) == 0);
+  CHECK(open_ok(tmp.path)->get("f", 1).has_value());
   // functions/ moved to another disk and linked: what the link names is
   // checked, not the link (whose mode is always 0777).
   TempDir other("registry-other");
@@ -538,11 +536,89 @@ TEST_CASE("registry: a store directory another user may write is refused at open
                 above.error().message());
   REQUIRE(chmod(other.path.c_str(), 0700) == 0);
   CHECK(open_ok(tmp.path)->get("f", 1).has_value());
+}
+
+// One function's directory that another user may write (a chmod 777 by
+// mistake, another owner): that function is not served, not deployed into,
+// and can be deleted; the rest of the store is served as before.
+TEST_CASE("registry: a function directory another user may write is that function's damage") {
+  TempDir tmp("registry");
+  {
+    auto store = open_ok(tmp.path);
+    put_ok(*store, "a", fv_of("a"));
+    put_ok(*store, "f", fv_of("one"));
+  }
+  const std::string dir = tmp.path + "/functions/f";
+  auto check_untrusted = [&](FunctionStore& store) {
+    auto meta = store.latest_meta("f");
+    REQUIRE(meta.has_value());
+    CHECK_MESSAGE(meta->damaged.find("function f is not served: another user may write its "
+                                     "directory") != std::string::npos,
+                  meta->damaged);
+    CHECK(meta->damaged.find(tmp.path) == std::string::npos);
+    CHECK_FALSE(store.get("f", 1).has_value());
+    auto all = store.list();
+    REQUIRE(all.size() == 2);
+    CHECK(all[0].name == "a");
+    CHECK(all[0].damaged.empty());
+    CHECK(all[1].name == "f");
+    CHECK_FALSE(all[1].damaged.empty());
+    CHECK(store.get("a", 1).has_value());
+    auto put = store.put("f", fv_of("mine"));
+    REQUIRE_FALSE(put);
+    CHECK_MESSAGE(put.error().message().find(dir + " may be written by another user") !=
+                      std::string::npos,
+                  put.error().message());
+    CHECK_FALSE(fs::exists(dir + "/2.json"));
+  };
+  REQUIRE(chmod(dir.c_str(), 0777) == 0);
+  {
+    auto store = open_ok(tmp.path);
+    check_untrusted(*store);
+  }
+  REQUIRE(chmod(dir.c_str(), 0700) == 0);
+  CHECK(open_ok(tmp.path)->get("f", 1).has_value());
   if (geteuid() == 0) {  // another owner, where this test may chown
-    REQUIRE(chown((tmp.path + "/functions/f").c_str(), 65534, 65534) == 0);
-    auto open = open_file_store(tmp.path);
-    REQUIRE_FALSE(open);
-    CHECK(open.error().message().find("belongs to uid 65534") != std::string::npos);
+    REQUIRE(chown(dir.c_str(), 65534, 65534) == 0);
+    auto store = open_ok(tmp.path);
+    check_untrusted(*store);
+    // A delete takes it, and the name can be deployed again.
+    auto removed = store->remove("f");
+    REQUIRE(removed);
+    CHECK(removed.value() > 0);
+    CHECK_FALSE(fs::exists(dir));
+    CHECK_FALSE(store->latest_meta("f").has_value());
+    CHECK(put_ok(*store, "f", fv_of("two")).version == 1);
+    CHECK(store->get("f", 1)->source == "two");
+  }
+}
+
+// A version file another user owns or may write was not written by this
+// daemon: that version is not served, as a torn one is not.
+TEST_CASE("registry: a version file another user may write is not served") {
+  TempDir tmp("registry");
+  {
+    auto store = open_ok(tmp.path);
+    put_ok(*store, "f", fv_of("one"));
+    put_ok(*store, "f", fv_of("two"));
+  }
+  const std::string file = tmp.path + "/functions/f/2.json";
+  REQUIRE(chmod(file.c_str(), 0622) == 0);
+  {
+    auto store = open_ok(tmp.path);
+    auto meta = store->latest_meta("f");
+    REQUIRE(meta.has_value());
+    CHECK(meta->version == 1);
+    CHECK_FALSE(meta->damaged.empty());
+    CHECK_FALSE(store->get("f", 2).has_value());
+  }
+  REQUIRE(chmod(file.c_str(), 0600) == 0);
+  CHECK(open_ok(tmp.path)->get("f", 2)->source == "two");
+  if (geteuid() == 0) {
+    REQUIRE(chown(file.c_str(), 65534, 65534) == 0);
+    auto store = open_ok(tmp.path);
+    CHECK_FALSE(store->get("f", 2).has_value());
+    CHECK_FALSE(store->latest_meta("f")->damaged.empty());
   }
 }
 
