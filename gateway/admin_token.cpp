@@ -1,12 +1,15 @@
 #include "gateway/admin_token.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdio>
+#include <charconv>
+#include <string_view>
 
 #include "base/fd.hpp"
 #include "base/files.hpp"
@@ -67,23 +70,53 @@ Result<std::string> read_token_file(int fd, const std::string& path) {
   return t;
 }
 
-Result<std::string> generate_token(const std::string& path, const std::string& state_dir) {
-  unsigned char r[24];
-  if (getrandom(r, sizeof r, 0) != sizeof r) return sys_error("getrandom", "token");
-  std::string t;
-  char hex[3];
-  for (unsigned char b : r) {
-    snprintf(hex, sizeof hex, "%02x", b);
-    t += hex;
+// bytes random bytes as lower-case hex.
+Result<std::string> random_hex(size_t bytes) {
+  std::string raw(bytes, '\0');
+  for (size_t got = 0; got < bytes;) {
+    const ssize_t n = getrandom(raw.data() + got, bytes - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return sys_error("getrandom", "token");
+    got += static_cast<size_t>(n);
   }
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string hex;
+  for (unsigned char b : raw) {
+    hex += kDigits[b >> 4];
+    hex += kDigits[b & 15];
+  }
+  return hex;
+}
+
+// A start that crashed between its open and its unlink left its temporary
+// token behind (0600, but a copy of a secret all the same): deleted once
+// the start that made it is gone. The name says which start: PID-HEX.
+void remove_stale_temporaries(const std::string& state_dir) {
+  DIR* d = opendir(state_dir.c_str());
+  if (!d) return;
+  while (struct dirent* e = readdir(d)) {
+    const std::string_view name = e->d_name;
+    constexpr std::string_view kPrefix = "token.tmp-";
+    if (name.substr(0, kPrefix.size()) != kPrefix) continue;
+    const std::string_view rest = name.substr(kPrefix.size());
+    pid_t pid = 0;
+    auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), pid);
+    if (ec != std::errc() || pid <= 0 || end == rest.data() + rest.size() || *end != '-') continue;
+    if (pid == getpid() || kill(pid, 0) == 0 || errno != ESRCH) continue;
+    const std::string path = state_dir + "/" + std::string(name);
+    if (unlinkat(dirfd(d), e->d_name, 0) == 0)
+      LOG_INFO("deleted %s, left by a start that crashed", path.c_str());
+  }
+  closedir(d);
+}
+
+Result<std::string> generate_token(const std::string& path, const std::string& state_dir) {
+  const std::string t = TRY(random_hex(24));
   // A name of this start's own: two starts on one state dir (one refused
   // later by the store's lock) must not unlink each other's file and
-  // publish the other's token.
-  unsigned char salt[4];
-  if (getrandom(salt, sizeof salt, 0) != sizeof salt) return sys_error("getrandom", "token");
-  char suffix[16];
-  snprintf(suffix, sizeof suffix, "%02x%02x%02x%02x", salt[0], salt[1], salt[2], salt[3]);
-  // Not from the token: the name may appear in an error or a log.
+  // publish the other's token. Not from the token: the name may appear in
+  // an error or a log.
+  const std::string suffix = TRY(random_hex(4));
   std::string tmp = path + ".tmp-" + std::to_string(getpid()) + "-" + suffix;
   UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!fd.valid()) return sys_error("open", tmp);
@@ -128,6 +161,7 @@ std::string token_text(std::string_view text) {
 
 Result<std::string> load_admin_token(const std::string& config_token,
                                      const std::string& state_dir) {
+  remove_stale_temporaries(state_dir);
   if (!config_token.empty()) return config_token;
   const std::string path = state_dir + "/token";
   // O_NONBLOCK: a FIFO planted there would otherwise hold the start (or

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -55,6 +56,25 @@ TEST_CASE("admin token: the config's wins; else generated once into STATE/token,
   for (const auto& e : std::filesystem::directory_iterator(dir.path))
     left.push_back(e.path().filename());
   CHECK(left == std::vector<std::string>{"token"});
+}
+
+// A start that crashed between writing its temporary and unlinking it left
+// a copy of a token: gone at the next start, once its maker is gone.
+TEST_CASE("admin token: a crashed start's temporary is deleted, a running one's kept") {
+  nsbox::test::TempDir dir("token");
+  const pid_t dead = fork();
+  REQUIRE(dead >= 0);
+  if (dead == 0) _exit(0);
+  REQUIRE(waitpid(dead, nullptr, 0) == dead);
+  const std::string crashed = dir.path + "/token.tmp-" + std::to_string(dead) + "-0a1b2c3d";
+  const std::string running = dir.path + "/token.tmp-" + std::to_string(getppid()) + "-0a1b2c3d";
+  const std::string other = dir.path + "/token.tmp-not-a-pid";
+  for (const std::string& f : {crashed, running, other}) std::ofstream(f) << "secret\n";
+  // Also when the config names the token: the copy is no less a secret.
+  REQUIRE(load_admin_token("config-token-0123456789", dir.path));
+  CHECK_FALSE(std::filesystem::exists(crashed));
+  CHECK(std::filesystem::exists(running));
+  CHECK(std::filesystem::exists(other));
 }
 
 TEST_CASE("admin token: an operator's file is read as one line, or refused and left alone") {
