@@ -327,8 +327,7 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
     r.check_keys(p, P, kPoolKeys);
     ServeConfig d;
     int64_t v;
-    struct sysinfo si;
-    const uint64_t ram = sysinfo(&si) == 0 ? uint64_t(si.totalram) * si.mem_unit : 8ull << 30;
+    const uint64_t ram = machine_ram_bytes() ? machine_ram_bytes() : 8ull << 30;
     v = d.blank, c.blank = int(r.integer(p, "blank", P, 0, 4096, &v));
     v = d.max_sandboxes, c.max_sandboxes = int(r.integer(p, "max_sandboxes", P, 1, 32768, &v));
     v = 0;
@@ -447,6 +446,41 @@ std::string config_file_warning(const ServeConfig& c) {
     return c.source + " sets token" + (c.read_token.empty() ? "" : " or read_token") +
            " and other users may read it (mode " + mode + "): chmod 600 " + c.source;
   return "";
+}
+
+uint64_t machine_ram_bytes() {
+  struct sysinfo si;
+  return sysinfo(&si) == 0 ? uint64_t(si.totalram) * si.mem_unit : 0;
+}
+
+std::vector<std::string> config_value_warnings(const ServeConfig& c, uint64_t ram_bytes) {
+  std::vector<std::string> out;
+  const std::string& src = c.source;
+  if (c.blank > c.max_sandboxes)
+    out.push_back(src + ": [pool] blank = " + std::to_string(c.blank) + " is more than " +
+                  "max_sandboxes = " + std::to_string(c.max_sandboxes) +
+                  ", which counts blank sandboxes too: lower blank, or raise max_sandboxes");
+  if (ram_bytes > 0 && c.min_available_bytes >= ram_bytes)
+    out.push_back(src + ": [pool] min_available_mb = " +
+                  std::to_string(c.min_available_bytes >> 20) +
+                  " is not below this machine's memory (" + std::to_string(ram_bytes >> 20) +
+                  " MB): every idle sandbox is evicted and no blank one is made; lower it, or "
+                  "remove it for the default (1/32 of memory)");
+  for (const std::string& t : c.trusted_proxies) {
+    Cidr cidr;
+    if (parse_cidr(t, &cidr) && cidr.bits == 0)
+      out.push_back(src + ": [server] trusted_proxies holds \"" + t +
+                    "\", which every client matches: any client may then say which address it "
+                    "has (PROXY, X-Forwarded-For), for the access log and max_sending_per_address; "
+                    "list only the proxies' own addresses");
+  }
+  // The unit's TimeoutStopSec (30 s) ends a drain that lasts longer with
+  // SIGKILL, before the daemon destroys its sandboxes itself.
+  if (c.drain_timeout_ms > 25000)
+    out.push_back(src + ": [server] drain_timeout_ms = " + std::to_string(c.drain_timeout_ms) +
+                  ": under tools/nsbox.service (TimeoutStopSec=30) systemd kills the daemon "
+                  "before such a drain ends; raise TimeoutStopSec above it too");
+  return out;
 }
 
 Result<ServeConfig> load_serve_config(const std::string& path, const std::string& default_path) {

@@ -145,6 +145,13 @@ Result<ServeConfig> load_serve_config(const std::string& path,
 // file, a warning (empty: none) when other users may read it. And whatever
 // it holds, when anyone but root or its owner may change it.
 std::string config_file_warning(const ServeConfig& c);
+// Values each valid alone that together, or on this machine, do not do what
+// their operator likely meant (one line each, naming the keys and the fix):
+// logged at start and at each reload, not refused.
+std::vector<std::string> config_value_warnings(const ServeConfig& c, uint64_t ram_bytes);
+// This machine's memory (sysinfo), 0 when unknown: the base of the
+// defaults that scale with it.
+uint64_t machine_ram_bytes();
 // Whether a token holds only printable ASCII without spaces: what an
 // Authorization header's value can carry once its blanks are trimmed.
 bool token_chars_ok(const std::string& token);

@@ -232,6 +232,8 @@ int cmd_serve(const std::vector<std::string>& args) {
   const std::string reload_path =
       config_path.empty() && config.source != kEmbeddedDefaults ? config.source : config_path;
   if (std::string why = config_file_warning(config); !why.empty()) LOG_WARN("%s", why.c_str());
+  for (const std::string& why : config_value_warnings(config, machine_ram_bytes()))
+    LOG_WARN("%s", why.c_str());
   if (!listen.empty()) {
     if (Status s = parse_listen(listen, &config.listen_host, &config.listen_port); !s)
       return fail(s.error().detail);
@@ -482,6 +484,8 @@ int cmd_serve(const std::vector<std::string>& args) {
         command_line_wins(&file_next);
         ServeConfig next = std::move(again.value());
         if (std::string why = config_file_warning(next); !why.empty())
+          LOG_WARN("reload: %s", why.c_str());
+        for (const std::string& why : config_value_warnings(next, machine_ram_bytes()))
           LOG_WARN("reload: %s", why.c_str());
         next.max_connections = config.max_connections;  // fixed until the next start
         next.state_dir = config.state_dir;

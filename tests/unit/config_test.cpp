@@ -762,3 +762,33 @@ TEST_CASE("config: a config holding a token says so when others may read it") {
   CHECK(config_file_warning(defaults.value()).empty());
   unlink(path);
 }
+
+// Valid values that together, or on this machine, do not do what was meant:
+// one line each, naming the keys; the defaults give none.
+TEST_CASE("config: values that defeat each other are warned of, one line each") {
+  const uint64_t ram = 4ull << 30;
+  auto warnings = [&](const std::string& text) {
+    auto c = parse_serve_config(text, "nsbox.toml");
+    REQUIRE_MESSAGE(c, c.error().message());
+    return config_value_warnings(c.value(), ram);
+  };
+  CHECK(warnings("").empty());
+  CHECK(warnings("[pool]\nblank = 8\nmax_sandboxes = 8\nmin_available_mb = 4095\n"
+                 "[server]\ndrain_timeout_ms = 25000\ntrusted_proxies = [\"10.0.0.0/8\"]\n")
+            .empty());
+  auto one = [&](const std::string& text, const std::string& part) {
+    auto w = warnings(text);
+    REQUIRE(w.size() == 1);
+    CHECK_MESSAGE(has(w[0], part), w[0]);
+    CHECK(w[0].rfind("nsbox.toml: ", 0) == 0);
+  };
+  one("[pool]\nblank = 9\nmax_sandboxes = 8\n",
+      "[pool] blank = 9 is more than max_sandboxes = 8");
+  one("[pool]\nmin_available_mb = 4096\n",
+      "min_available_mb = 4096 is not below this machine's memory (4096 MB)");
+  one("[server]\ntrusted_proxies = [\"127.0.0.1\", \"0.0.0.0/0\"]\n",
+      "trusted_proxies holds \"0.0.0.0/0\", which every client matches");
+  one("[server]\ntrusted_proxies = [\"::/0\"]\n", "\"::/0\", which every client matches");
+  one("[server]\ndrain_timeout_ms = 60000\n", "raise TimeoutStopSec above it too");
+  CHECK(machine_ram_bytes() > 0);
+}
