@@ -461,8 +461,8 @@ std::vector<std::string> config_value_warnings(const ServeConfig& c, uint64_t ra
                   "max_sandboxes = " + std::to_string(c.max_sandboxes) +
                   ", which counts blank sandboxes too: lower blank, or raise max_sandboxes");
   if (ram_bytes > 0 && c.min_available_bytes >= ram_bytes)
-    out.push_back(src + ": [pool] min_available_mb = " +
-                  std::to_string(c.min_available_bytes >> 20) +
+    out.push_back(src +
+                  ": [pool] min_available_mb = " + std::to_string(c.min_available_bytes >> 20) +
                   " is not below this machine's memory (" + std::to_string(ram_bytes >> 20) +
                   " MB): every idle sandbox is evicted and no blank one is made; lower it, or "
                   "remove it for the default (1/32 of memory)");

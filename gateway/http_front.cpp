@@ -98,6 +98,8 @@ struct HttpFront::Conn {
   size_t drained = 0;
 };
 
+thread_local HttpFront::Conn* HttpFront::handling_ = nullptr;
+
 HttpFront::HttpFront(FrontConfig config)
     : config_(std::move(config)),
       max_lingering_(4 * int(std::max(1u, std::thread::hardware_concurrency()))) {
@@ -568,6 +570,11 @@ void HttpFront::hand_off(Conn* c) {
 // Handles the connection's request, and the next ones as long as they are
 // taken inline (take_next_inline).
 void HttpFront::handle(Conn* c) {
+  // The connection whose handler runs on this thread: release_request_body's.
+  struct Current {
+    explicit Current(Conn* c) { handling_ = c; }
+    ~Current() { handling_ = nullptr; }
+  } current(c);
   for (;;) {
     httplib::Response res;
     try {
@@ -641,6 +648,9 @@ bool HttpFront::take_next_inline(Conn* c) {
   if (!route) return false;
   httplib::Response refusal;
   if (!authorize_(req, route->access, refusal)) return false;
+  // Counted as the epoll thread counts a body; past the budget, that
+  // thread parses it again and refuses it.
+  if (!hold_body(c, uint64_t(r.content_length))) return false;
   c->in.erase(0, r.head_len);
   req.body.assign(c->in, 0, size_t(r.content_length));
   c->in.erase(0, size_t(r.content_length));
@@ -815,6 +825,10 @@ void HttpFront::refuse_over_cap(Conn* c) {
   }
   (void)!send(c->fd, over_cap_reply_.data(), over_cap_reply_.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
   close_conn(c);
+}
+
+void HttpFront::release_request_body() {
+  if (handling_) release_body(handling_);
 }
 
 bool HttpFront::hold_body(Conn* c, uint64_t total) {

@@ -74,6 +74,10 @@ class HttpFront {
   void serve();
   void stop();  // async-signal-unsafe but thread-safe; before serve() makes it return at once
   std::string render_metrics();
+  // From a handler, once it holds its request's body no more (an
+  // invocation, once the event is in the sandbox): the body stops counting
+  // against max_buffered_bytes while the handler runs on. Elsewhere a no-op.
+  void release_request_body();
 
  private:
   struct Route {
@@ -116,8 +120,9 @@ class HttpFront {
   // Counts c's body, now total bytes, in buffered_; false when that would
   // pass max_buffered_bytes.
   bool hold_body(Conn* c, uint64_t total);
-  void release_body(Conn* c);    // any thread that owns c; idempotent
-  void release_answer(Conn* c);  // likewise, for unread_bytes_
+  void release_body(Conn* c);           // any thread that owns c; idempotent
+  static thread_local Conn* handling_;  // set by handle() around its handler
+  void release_answer(Conn* c);         // likewise, for unread_bytes_
   void refuse_buffered(Conn* c);
   void count_sending(Conn* c, bool on);
   void arm(Conn* c, uint32_t events);

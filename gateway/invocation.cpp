@@ -219,7 +219,7 @@ InvokeResult Invocations::run(const InvokeRequest& req, const FunctionMeta& meta
     o = load_function(w, *fv, deadline);
   }
   if (!must_load || o.kind == Outcome::Ok)
-    o = nsbox::invoke(w, meta, event, req.request_id, memory >> 20, deadline);
+    o = nsbox::invoke(w, meta, event, req.request_id, memory >> 20, deadline, req.event_sent);
   if (!w.pending_log.empty()) {
     logs_.append(req.name, meta.deploy,
                  "[v" + std::to_string(meta.version) + " " + req.request_id + "] ", w.pending_log);

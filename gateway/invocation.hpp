@@ -10,6 +10,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -34,6 +35,9 @@ struct InvokeRequest {
   std::string name;        // valid_function_name() already
   std::string event;       // the event's JSON text as the client sent it; empty: {}
   std::string request_id;  // the runner's aws_request_id and the log lines' prefix
+  // Called once the event is in the sandbox, where event is read no more:
+  // the caller may free it, and the HTTP front stop counting its bytes.
+  std::function<void()> event_sent;
   // The wait for a sandbox ends here; the function's own timeout starts
   // once it has one.
   Clock::time_point queue_deadline;

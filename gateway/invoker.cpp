@@ -55,14 +55,15 @@ Outcome check_syntax(Worker& w, const std::string& name, const std::string& sour
 }
 
 Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_json,
-               const std::string& request_id, uint64_t memory_mb, Clock::time_point deadline) {
+               const std::string& request_id, uint64_t memory_mb, Clock::time_point deadline,
+               const std::function<void()>& sent) {
   RunnerInvoke req;
   req.id = request_id;
   req.function_name = meta.name;
   req.function_version = std::to_string(meta.version);
   req.memory_mb = memory_mb;
   req.http = true;
-  return finish(w, runner_invoke(channel_of(w), req, event_json, to_monotonic_ms(deadline)));
+  return finish(w, runner_invoke(channel_of(w), req, event_json, to_monotonic_ms(deadline), sent));
 }
 
 std::string drain_log(Worker& w, int max_reads) {

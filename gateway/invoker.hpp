@@ -6,6 +6,7 @@
 // gateway/invocation.cpp turns outcomes into results; server.cpp into statuses.
 #pragma once
 
+#include <functional>
 #include <string>
 
 #include "gateway/pool.hpp"
@@ -22,8 +23,10 @@ Outcome check_syntax(Worker& w, const std::string& name, const std::string& sour
                      Clock::time_point deadline);
 // event_json: a complete, already validated JSON text of at most
 // kMaxPayload bytes (the caller answers 413 beyond, before leasing).
+// sent: as runner_invoke's.
 Outcome invoke(Worker& w, const FunctionMeta& meta, const std::string& event_json,
-               const std::string& request_id, uint64_t memory_mb, Clock::time_point deadline);
+               const std::string& request_id, uint64_t memory_mb, Clock::time_point deadline,
+               const std::function<void()>& sent = nullptr);
 
 // Non-blocking: whatever the sandbox has written to stderr so far, in at
 // most max_reads reads of 16 KiB (a writer may never pause), behind what

@@ -510,6 +510,12 @@ void Gateway::handle_invoke(httplib::Request& req, httplib::Response& res) {
     in.event = std::move(*event);
   }
   in.queue_deadline = t0 + std::chrono::milliseconds(queue_timeout_ms());
+  // A function may run for minutes: its event, once in the sandbox, must
+  // not hold the daemon's memory or the front's body budget meanwhile.
+  in.event_sent = [this, &in] {
+    std::string().swap(in.event);
+    front_.release_request_body();
+  };
   InvokeResult r = invocations_.invoke(in);
   if (r.leased) metrics_.start(in.name, r.cold);
   const int status = send_outcome(res, r);

@@ -267,7 +267,8 @@ Outcome runner_check(const RunnerChannel& ch, const std::string& path, const std
 }
 
 Outcome runner_invoke(const RunnerChannel& ch, const RunnerInvoke& req,
-                      const std::string& event_json, uint64_t deadline_ms) {
+                      const std::string& event_json, uint64_t deadline_ms,
+                      const std::function<void()>& sent) {
   if (req.id.size() > kMaxRequestId || req.function_name.size() > kMaxFunctionName ||
       req.function_version.size() > kMaxFunctionVersion)
     return outcome(Outcome::TooLarge,
@@ -294,6 +295,7 @@ Outcome runner_invoke(const RunnerChannel& ch, const RunnerInvoke& req,
   env += "}}";
   Outcome o = send(ch, env, event_json, deadline_ms);
   if (o.kind != Outcome::Ok) return o;
+  if (sent) sent();
   Reply r;
   o = receive(ch, deadline_ms, &r);
   if (o.kind != Outcome::Ok) return o;

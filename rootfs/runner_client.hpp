@@ -95,8 +95,11 @@ Outcome runner_await_load(const RunnerChannel& ch, uint64_t deadline_ms);
 Outcome runner_check(const RunnerChannel& ch, const std::string& path, const std::string& source,
                      uint64_t deadline_ms);
 // event_json: a complete JSON text, validated by the caller, sent as it is.
-// Ok, Raised, BadResult, BadEvent, TooLarge, or a failed exchange.
+// Ok, Raised, BadResult, BadEvent, TooLarge, or a failed exchange. sent, if
+// set, is called once the event is written and before the reply is awaited:
+// event_json is not read after it, so its owner may free it there.
 Outcome runner_invoke(const RunnerChannel& ch, const RunnerInvoke& req,
-                      const std::string& event_json, uint64_t deadline_ms);
+                      const std::string& event_json, uint64_t deadline_ms,
+                      const std::function<void()>& sent = nullptr);
 
 }  // namespace nsbox

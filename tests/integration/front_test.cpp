@@ -717,6 +717,47 @@ TEST_CASE("front: a client that half-closes and never reads its answer does not 
   CHECK(d.stop() == 0);
 }
 
+// A function may run for minutes: the bodies of requests it is running
+// must not hold max_buffered_mb meanwhile, or a few slow functions given
+// large events would turn every other client's body away.
+TEST_CASE("front: a body stops counting against max_buffered_mb once its event is delivered") {
+  StateDir sd("delivered");
+  Daemon d(sd.path,
+           "max_body_kb = 1024\nmax_buffered_mb = 2\n[pool]\nblank = 1\n"
+           "max_sandboxes = 8\nper_function = 4\n");
+  REQUIRE(d.start());
+  REQUIRE(d.client()
+              ->Put("/functions/slow?timeout=20s", auth(d),
+                    "import time\ndef handler(event, context):\n    time.sleep(event['s'])\n"
+                    "    return len(event['pad'])\n",
+                    "text/x-python")
+              ->status == 201);
+  // Three events of 900 KiB each: more than the 2 MiB budget together.
+  const std::string pad(900 * 1024, 'x');
+  std::vector<int> running;
+  for (const char* src : {"127.0.0.2", "127.0.0.3", "127.0.0.4"}) {
+    int fd = connect_from(src, d.port());
+    send_all(fd, post("/fn/slow", "{\"s\": 6, \"pad\": \"" + pad + "\"}", "Connection: close\r\n"));
+    running.push_back(fd);
+    // Each is read and delivered before the next would pass the budget.
+    REQUIRE(wait_until([&] { return d.metric("nsbox_http_buffered_body_bytes") == 0; }, 5000,
+                       "the body released once delivered"));
+  }
+  // While all three run, another 1 MiB body is read whole (404, not 503).
+  int other = connect_from("127.0.0.5", d.port());
+  send_all(other, post("/fn/none", std::string(1 << 20, 'x'), "Connection: close\r\n"));
+  CHECK(status_of(read_until_close(other, 5000)) == 404);
+  close(other);
+  CHECK(d.metric("nsbox_http_refused_total{reason=\"buffered\"}") == 0);
+  // And the three are answered as sent.
+  for (int fd : running) {
+    const std::string reply = read_until_close(fd, 15000);
+    CHECK_MESSAGE(status_of(reply) == 200, reply.substr(0, 300));
+    CHECK(reply.find("\r\n\r\n" + std::to_string(pad.size())) != std::string::npos);
+    close(fd);
+  }
+}
+
 // n connections from an address (127.0.0.2) with a small receive buffer,
 // each asking the "big" function for 5 MB that it never reads.
 static std::vector<int> ask_never_read(const Daemon& d, int n,
