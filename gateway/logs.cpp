@@ -1,6 +1,7 @@
 #include "gateway/logs.hpp"
 
 #include <algorithm>
+#include <vector>
 
 namespace nsbox {
 
@@ -34,6 +35,27 @@ void LogStore::drop_oldest(Rings::iterator it, size_t floor) {
 void LogStore::append(const std::string& function, uint64_t deploy, const std::string& prefix,
                       const std::string& text) {
   if (text.empty() || max_lines_ == 0 || max_bytes_ == 0) return;
+  // Only the last max_lines_ lines can stay: they alone are built, newest
+  // first and before the lock is taken, so that a function printing 256
+  // KiB of newlines per request costs every other function's append a
+  // bounded wait, not hundreds of thousands of allocations under mu_. The
+  // lines are text split at '\n', a final '\n' ending the last one.
+  std::vector<Line> fresh;
+  size_t stop = text.size() - (text.back() == '\n' ? 1 : 0);
+  for (;;) {
+    const size_t nl = stop == 0 ? std::string::npos : text.rfind('\n', stop - 1);
+    const size_t begin = nl == std::string::npos ? 0 : nl + 1;
+    const size_t len = std::min(stop - begin, kMaxLineBytes);
+    std::string line;
+    line.reserve(prefix.size() + len);  // exactly: capacity() is what it costs
+    line.append(prefix).append(text, begin, len);
+    Line entry{std::move(line), deploy};
+    if (line_cost(entry) + kRingOverhead <= max_bytes_)  // else it could never be kept
+      fresh.push_back(std::move(entry));
+    if (fresh.size() == max_lines_ || nl == std::string::npos) break;
+    stop = nl;
+  }
+  if (fresh.empty()) return;
   std::lock_guard<std::mutex> lock(mu_);
   if (auto gone = removed_.find(function); gone != removed_.end() && deploy < gone->second) return;
   auto [it, made] = rings_.try_emplace(function);
@@ -45,19 +67,9 @@ void LogStore::append(const std::string& function, uint64_t deploy, const std::s
     by_size_.erase(key(ring, function));
   }
   ring.stamp = ++appends_;
-  size_t start = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    const size_t len = std::min(end - start, kMaxLineBytes);
-    std::string line;
-    line.reserve(prefix.size() + len);  // exactly: capacity() is what it costs
-    line.append(prefix).append(text, start, len);
-    start = end + 1;
-    Line entry{std::move(line), deploy};
-    const size_t cost = line_cost(entry);
-    if (cost + kRingOverhead > max_bytes_) continue;  // could never be kept
-    ring.lines.push_back(std::move(entry));
+  for (auto line = fresh.rbegin(); line != fresh.rend(); ++line) {
+    const size_t cost = line_cost(*line);
+    ring.lines.push_back(std::move(*line));
     ring.bytes += cost;
     total_ += cost;
     if (ring.lines.size() > max_lines_) {
@@ -87,7 +99,10 @@ std::string LogStore::get(const std::string& function) {
   std::string out;
   auto it = rings_.find(function);
   if (it == rings_.end()) return out;
-  for (const auto& l : it->second.lines) out += l.text + "\n";
+  size_t size = 0;
+  for (const auto& l : it->second.lines) size += l.text.size() + 1;
+  out.reserve(size);
+  for (const auto& l : it->second.lines) out.append(l.text).push_back('\n');
   return out;
 }
 

@@ -29,6 +29,22 @@ TEST_CASE("logs: a function keeps its last max_lines lines, prefixed") {
   CHECK(logs.bytes() == 0);
 }
 
+// Lines are the text split at '\n', a final '\n' ending the last line;
+// only the last max_lines can stay, and only they are built.
+TEST_CASE("logs: lines split at newlines; empty lines kept; the last max_lines of a flood") {
+  LogStore logs(1000, 1 << 20);
+  logs.append("f", 1, "> ", "\n");
+  logs.append("f", 1, "> ", "a\n\nb");
+  logs.append("f", 1, "> ", "c\n\n");
+  CHECK(logs.get("f") == "> \n> a\n> \n> b\n> c\n> \n");
+  LogStore flood(3, 1 << 20);
+  flood.append("g", 1, "", std::string(300000, '\n') + "x\ny\nz");
+  CHECK(flood.get("g") == "x\ny\nz\n");
+  flood.append("g", 1, "", std::string(300000, '\n'));
+  CHECK(flood.get("g") == "\n\n\n");
+  CHECK(flood.bytes() == LogStore::kRingOverhead + 3 * (15 + LogStore::kLineOverhead));
+}
+
 TEST_CASE("logs: a line longer than 4 KiB is cut") {
   LogStore logs(10, 1 << 20);
   logs.append("f", 1, "", std::string(10000, 'x'));
