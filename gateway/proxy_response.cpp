@@ -13,9 +13,12 @@ bool forbidden_header(const std::string& name) {
   // The last ones act on the whole origin (or host), which every function
   // shares (/fn/NAME): one tenant's answer could wipe the others' storage in
   // a visitor's browser, widen a worker's scope, have every later request to
-  // any function reported to it for a year (NEL with Report-To), or pin
+  // any function reported to it for a year (NEL with Report-To), pin
   // HTTPS and alternative services for the host (the proxy in front sets
-  // Strict-Transport-Security itself).
+  // Strict-Transport-Security itself), set which client hints every page of
+  // the origin is sent (Accept-CH, Critical-CH), its agent clustering, the
+  // browser's login status for it (Set-Login), or write to storage or
+  // attribution state that belongs to the origin.
   static const char* const kForbidden[] = {"content-length",
                                            "transfer-encoding",
                                            "connection",
@@ -30,14 +33,20 @@ bool forbidden_header(const std::string& name) {
                                            "report-to",
                                            "alt-svc",
                                            "reporting-endpoints",
-                                           "strict-transport-security"};
+                                           "strict-transport-security",
+                                           "accept-ch",
+                                           "critical-ch",
+                                           "origin-agent-cluster",
+                                           "set-login",
+                                           "shared-storage-write",
+                                           "observe-browsing-topics"};
   std::string lower;
   for (char c : name) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   // x-nsbox-*: ours (the request id), which a function must not forge.
   // x-accel-*: nginx's orders to itself from the server behind it (an
   // internal redirect to any route, rate limits), which are not a tenant's.
   if (lower.rfind("proxy-", 0) == 0 || lower.rfind("x-nsbox-", 0) == 0 ||
-      lower.rfind("x-accel-", 0) == 0)
+      lower.rfind("x-accel-", 0) == 0 || lower.rfind("attribution-reporting-", 0) == 0)
     return true;
   for (const char* f : kForbidden)
     if (lower == f) return true;

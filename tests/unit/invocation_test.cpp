@@ -287,6 +287,13 @@ class FakeRunners final : public SandboxFactory {
                         {"Reporting-Endpoints", "t=\"https://x.example/r\""},
                         {"Alt-Svc", "h3=\":443\""},
                         {"Strict-Transport-Security", "max-age=1; includeSubDomains"},
+                        {"Accept-CH", "Sec-CH-UA-Full-Version-List"},
+                        {"critical-ch", "Sec-CH-UA-Model"},
+                        {"Origin-Agent-Cluster", "?0"},
+                        {"Set-Login", "logged-in"},
+                        {"Shared-Storage-Write", "clear"},
+                        {"Observe-Browsing-Topics", "?1"},
+                        {"Attribution-Reporting-Register-Source", "{}"},
                         {"X-Good", "yes"},
                         {"X-Number", 7},
                         {"Content-Type", "text/plain"}};
