@@ -110,7 +110,13 @@ std::string Invocations::profile_names() const {
 InvokeResult Invocations::invoke(const InvokeRequest& req) {
   auto meta = store_.latest_meta(req.name);
   if (!meta) return refused(O::NotFound, "no function " + req.name);
-  if (!meta->damaged.empty()) return refused(O::StoreError, meta->damaged);
+  InvokeResult r = invoke(req, *meta);
+  r.deploy = meta->deploy;
+  return r;
+}
+
+InvokeResult Invocations::invoke(const InvokeRequest& req, const FunctionMeta& meta) {
+  if (!meta.damaged.empty()) return refused(O::StoreError, meta.damaged);
   // The event travels as text: validated (no document built) and spliced
   // into the invoke frame as it is.
   static const std::string kNoEvent = "{}";
@@ -125,10 +131,10 @@ InvokeResult Invocations::invoke(const InvokeRequest& req) {
     return refused(O::TooLarge, "the event is " + std::to_string(event.size()) +
                                     " bytes; the limit is " + std::to_string(kMaxPayload) +
                                     " (6 MiB)");
-  int profile = profile_index(meta->policy);
+  int profile = profile_index(meta.policy);
   if (profile < 0)
-    return refused(O::NoPolicy, "the function's policy \"" + meta->policy + "\" is not loaded");
-  return run(req, *meta, event, static_cast<uint32_t>(profile));
+    return refused(O::NoPolicy, "the function's policy \"" + meta.policy + "\" is not loaded");
+  return run(req, meta, event, static_cast<uint32_t>(profile));
 }
 
 std::string Invocations::template_unsupported(uint32_t profile) const {

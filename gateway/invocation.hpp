@@ -72,6 +72,7 @@ struct InvokeResult {
   std::string message;  // every other outcome: what went wrong, for the client
   bool leased = false;  // a sandbox was leased (the metrics count a start)
   bool cold = false;    // it was blank and the function had to be loaded
+  uint64_t deploy = 0;  // the deploy planned for (FunctionMeta::deploy); 0: none was found
 };
 
 // The access log's name of an outcome ("ok", "raised", "stale", ...).
@@ -135,6 +136,8 @@ class Invocations {
   void cut_short() { cut_ = true; }
 
  private:
+  // invoke() once the function's latest deploy is known.
+  InvokeResult invoke(const InvokeRequest& req, const FunctionMeta& meta);
   InvokeResult run(const InvokeRequest& req, const FunctionMeta& meta, const std::string& event,
                    uint32_t profile);
   // Whether the sandbox sent nothing after its reply (then it may serve again).

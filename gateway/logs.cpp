@@ -57,7 +57,7 @@ void LogStore::append(const std::string& function, uint64_t deploy, const std::s
   }
   if (fresh.empty()) return;
   std::lock_guard<std::mutex> lock(mu_);
-  if (auto gone = removed_.find(function); gone != removed_.end() && deploy < gone->second) return;
+  if (deleted_.deleted(function, deploy)) return;
   auto [it, made] = rings_.try_emplace(function);
   Ring& ring = it->second;
   if (made) {
@@ -108,16 +108,7 @@ std::string LogStore::get(const std::string& function) {
 
 void LogStore::clear(const std::string& function, uint64_t removed_at) {
   std::lock_guard<std::mutex> lock(mu_);
-  auto [gone, made] = removed_.try_emplace(function, removed_at);
-  if (!made && gone->second < removed_at) {
-    removed_order_.erase({gone->second, function});
-    gone->second = removed_at;
-  }
-  removed_order_.insert({gone->second, function});
-  if (removed_order_.size() > kMaxRemoved) {
-    removed_.erase(removed_order_.begin()->second);
-    removed_order_.erase(removed_order_.begin());
-  }
+  deleted_.note(function, removed_at);
   auto it = rings_.find(function);
   if (it == rings_.end()) return;
   Ring& ring = it->second;

@@ -12,6 +12,8 @@
 #include <tuple>
 #include <utility>
 
+#include "gateway/deletions.hpp"
+
 namespace nsbox {
 
 class LogStore {
@@ -77,12 +79,9 @@ class LogStore {
   }
   std::set<Key> by_size_;
   uint64_t appends_ = 0;
-  // The latest clear() of each function, the fewest recent ones kept: a
-  // request outliving thousands of later deletes is not worth unbounded
-  // memory (and its lines would still be bounded by max_bytes).
-  static constexpr size_t kMaxRemoved = 4096;
-  std::map<std::string, uint64_t> removed_;
-  std::set<std::pair<uint64_t, std::string>> removed_order_;
+  // The latest clear() of each function (a request's lines forgotten with
+  // it would still be bounded by max_bytes).
+  Deletions deleted_;
 };
 
 }  // namespace nsbox

@@ -13,8 +13,10 @@ constexpr int kRefreshIdleFactor = 19;  // idle time per unit of refresh time
 constexpr auto kSandboxMemoryMaxWait = std::chrono::seconds(60);
 }  // namespace
 
-void Metrics::request(const std::string& function, int status, double seconds) {
+void Metrics::request(const std::string& function, int status, double seconds, uint64_t deploy) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (deleted_.deleted(function, deploy)) return;
+  note_deploy(function, deploy);
   requests_[{function, status}]++;
   Histogram& h = latency_[function];
   for (size_t i = 0; i < kBuckets.size(); i++)
@@ -23,16 +25,40 @@ void Metrics::request(const std::string& function, int status, double seconds) {
   h.sum += seconds;
 }
 
-void Metrics::start(const std::string& function, bool cold) {
+void Metrics::start(const std::string& function, bool cold, uint64_t deploy) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (deleted_.deleted(function, deploy)) return;
+  note_deploy(function, deploy);
   starts_[{function, cold}]++;
 }
 
-void Metrics::forget(const std::string& function) {
-  std::lock_guard<std::mutex> lock(mu_);
+void Metrics::note_deploy(const std::string& function, uint64_t deploy) {
+  if (deploy == 0) return;
+  uint64_t& newest = newest_[function];
+  newest = std::max(newest, deploy);
+}
+
+void Metrics::erase(const std::string& function) {
   std::erase_if(requests_, [&](const auto& kv) { return kv.first.first == function; });
   std::erase_if(starts_, [&](const auto& kv) { return kv.first.first == function; });
   latency_.erase(function);
+  newest_.erase(function);
+}
+
+void Metrics::forget(const std::string& function, uint64_t removed_at) {
+  std::lock_guard<std::mutex> lock(mu_);
+  deleted_.note(function, removed_at);
+  // A deploy made since (a delete of many versions takes a while) has
+  // counted requests already: its series stay, with what the deleted one
+  // counted before in them.
+  if (auto newest = newest_.find(function); newest != newest_.end() && newest->second >= removed_at)
+    return;
+  erase(function);
+}
+
+void Metrics::forget_all(const std::string& function) {
+  std::lock_guard<std::mutex> lock(mu_);
+  erase(function);
 }
 
 std::string Metrics::render() {

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "gateway/deletions.hpp"
 #include "gateway/pool.hpp"
 #include "sandbox/spawner.hpp"
 
@@ -20,11 +21,17 @@ class Metrics {
  public:
   static constexpr std::array<double, 11> kBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                       0.5,   1,    2.5,   5,    10};
-  void request(const std::string& function, int status, double seconds);
-  void start(const std::string& function, bool cold);
-  // Drops a deleted function's series: the statuses are the function's to
-  // choose (up to 400 of them), and names come and go with deploys.
-  void forget(const std::string& function);
+  // deploy: the deploy the request was planned for (FunctionMeta::deploy),
+  // 0 for none. One older than the function's last forget() is not
+  // counted: it ran a deleted function, not what now has its name.
+  void request(const std::string& function, int status, double seconds, uint64_t deploy = 0);
+  void start(const std::string& function, bool cold, uint64_t deploy = 0);
+  // Drops a function's series, deleted by the deploy sequence's number
+  // removed_at: the statuses are the function's to choose (up to 400 of
+  // them), and names come and go with deploys.
+  void forget(const std::string& function, uint64_t removed_at);
+  // Drops a function's series whatever counted them: it exists no more.
+  void forget_all(const std::string& function);
   // Lines for everything recorded so far; the pool's gauges are
   // render_pool_stats'.
   std::string render();
@@ -35,7 +42,12 @@ class Metrics {
     uint64_t count = 0;
     double sum = 0;
   };
+  void note_deploy(const std::string& function, uint64_t deploy);  // under mu_
+  void erase(const std::string& function);                         // under mu_
+
   std::mutex mu_;
+  Deletions deleted_;                       // each function's latest forget()
+  std::map<std::string, uint64_t> newest_;  // the newest deploy each function's series counted
   std::map<std::pair<std::string, int>, uint64_t> requests_;
   std::map<std::string, Histogram> latency_;
   std::map<std::pair<std::string, bool>, uint64_t> starts_;

@@ -464,7 +464,7 @@ void Gateway::handle_delete(const httplib::Request& req, httplib::Response& res)
   auto r = invocations_.remove(name);
   if (!r) return send_error(res, 500, "could not delete: " + r.error().message());
   if (!r.value()) return send_error(res, 404, "no function " + name);
-  metrics_.forget(name);
+  metrics_.forget(name, r.value());
   send_json(res, 200, {{"name", name}, {"deleted", true}});
 }
 
@@ -477,9 +477,11 @@ void Gateway::handle_invoke(httplib::Request& req, httplib::Response& res) {
   // metric_name: "-" where the name may name nothing (metrics keep no
   // per-name state for functions that do not exist); the access log keeps
   // what was asked for.
+  static const std::string kNone = "-";
+  uint64_t deploy = 0;  // the deploy the request was planned for, once known
   auto finish = [&](const std::string& name, const char* outcome, int status,
                     const std::string* metric_name = nullptr) {
-    metrics_.request(metric_name ? *metric_name : name, status, seconds_since(t0));
+    metrics_.request(metric_name ? *metric_name : name, status, seconds_since(t0), deploy);
     access_log_.line(in.request_id, name, outcome, status, seconds_since(t0) * 1000,
                      req.remote_addr);
   };
@@ -494,7 +496,7 @@ void Gateway::handle_invoke(httplib::Request& req, httplib::Response& res) {
     send_error(res, 403,
                "a function cannot be a service worker: all functions share this origin, so its "
                "scope would be every function's pages; serve it from an origin of its own");
-    return finish("-", "service_worker", 403);
+    return finish(in.name, "service_worker", 403, &kNone);
   }
   if (req.method == "POST")
     in.event = std::move(req.body);  // up to max_body_kb, held once
@@ -504,7 +506,6 @@ void Gateway::handle_invoke(httplib::Request& req, httplib::Response& res) {
     if (!event) {
       send_error(res, 400, why);
       // Refused before the pool looked the name up: it may name nothing.
-      static const std::string kNone = "-";
       return finish(in.name, "bad_query", 400, &kNone);
     }
     in.event = std::move(*event);
@@ -517,20 +518,25 @@ void Gateway::handle_invoke(httplib::Request& req, httplib::Response& res) {
     front_.release_request_body();
   };
   InvokeResult r = invocations_.invoke(in);
-  if (r.leased) metrics_.start(in.name, r.cold);
+  if (r.leased) metrics_.start(in.name, r.cold, r.deploy);
   const int status = send_outcome(res, r);
   // Which of the daemon's outcomes the status is: a function's own proxy
   // response may carry any status, 404 and 502 included, and a client
   // (nsbox invoke) must not take it for the daemon's.
   res.set_header("X-Nsbox-Outcome",
                  r.outcome == InvokeResult::Outcome::Proxy ? "proxy" : outcome_name(r.outcome));
-  // Metrics keep no per-name state for functions that do not exist.
-  finish(r.outcome == InvokeResult::Outcome::NotFound ? "-" : in.name, outcome_name(r.outcome),
-         status);
-  // Nor for one deleted while this request ran: the delete's own forget()
-  // may have come before this request's lines.
-  if (r.outcome != InvokeResult::Outcome::NotFound && !invocations_.exists(in.name))
-    metrics_.forget(in.name);
+  // Metrics keep no per-name state for functions that do not exist; the
+  // access log names what was asked for (valid), so that probing for
+  // names shows there.
+  deploy = r.deploy;
+  finish(in.name, outcome_name(r.outcome), status,
+         r.outcome == InvokeResult::Outcome::NotFound ? &kNone : nullptr);
+  // Nor for one deleted while this request ran: a deploy's lines that came
+  // after its delete's forget() are not counted, but one not found in the
+  // store (damaged) has no deploy number to tell by.
+  if (r.deploy == 0 && r.outcome != InvokeResult::Outcome::NotFound &&
+      !invocations_.exists(in.name))
+    metrics_.forget_all(in.name);
 }
 
 void Gateway::handle_metrics(httplib::Response& res) {

@@ -782,8 +782,7 @@ TEST_CASE("config: values that defeat each other are warned of, one line each") 
     CHECK_MESSAGE(has(w[0], part), w[0]);
     CHECK(w[0].rfind("nsbox.toml: ", 0) == 0);
   };
-  one("[pool]\nblank = 9\nmax_sandboxes = 8\n",
-      "[pool] blank = 9 is more than max_sandboxes = 8");
+  one("[pool]\nblank = 9\nmax_sandboxes = 8\n", "[pool] blank = 9 is more than max_sandboxes = 8");
   one("[pool]\nmin_available_mb = 4096\n",
       "min_available_mb = 4096 is not below this machine's memory (4096 MB)");
   one("[server]\ntrusted_proxies = [\"127.0.0.1\", \"0.0.0.0/0\"]\n",

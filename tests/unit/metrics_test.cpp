@@ -162,15 +162,41 @@ TEST_CASE("metrics: a slow refresh waits 19 times as long before the next") {
 
 TEST_CASE("metrics: a deleted function's series go; the others' stay") {
   nsbox::Metrics m;
-  for (int status : {200, 201, 418, 599}) m.request("gone", status, 0.01);
-  m.start("gone", true);
-  m.request("kept", 200, 0.02);
-  m.start("kept", false);
+  for (int status : {200, 201, 418, 599}) m.request("gone", status, 0.01, 3);
+  m.start("gone", true, 3);
+  m.request("kept", 200, 0.02, 4);
+  m.start("kept", false, 4);
   CHECK(m.render().find("function=\"gone\"") != std::string::npos);
-  m.forget("gone");
+  m.forget("gone", 5);
   const std::string out = m.render();
   CHECK(out.find("function=\"gone\"") == std::string::npos);
   CHECK(out.find("nsbox_requests_total{function=\"kept\",status=\"200\"} 1") != std::string::npos);
   CHECK(out.find("nsbox_request_duration_seconds_count{function=\"kept\"} 1") != std::string::npos);
   CHECK(out.find("function=\"kept\",kind=\"warm\"") != std::string::npos);
+}
+
+// Deploy numbers tell a request of a deleted function, still running, from
+// the function deployed under its name since.
+TEST_CASE("metrics: a deleted deploy's late request is not counted; a newer deploy's are kept") {
+  nsbox::Metrics m;
+  m.request("api", 200, 0.01, 1);
+  m.forget("api", 2);              // deleted by deploy number 2
+  m.request("api", 500, 0.01, 1);  // the old deploy's request, finishing late
+  m.start("api", false, 1);
+  CHECK(m.render().find("function=\"api\"") == std::string::npos);
+  m.request("api", 201, 0.01, 4);  // deployed again (3: another function's)
+  m.start("api", true, 4);
+  CHECK(m.render().find("nsbox_requests_total{function=\"api\",status=\"201\"} 1") !=
+        std::string::npos);
+  // A delete whose forget() comes after a later deploy counted requests
+  // (a slow delete of many versions, numbered 3) leaves that deploy's series.
+  m.forget("api", 3);
+  CHECK(m.render().find("nsbox_requests_total{function=\"api\",status=\"201\"} 1") !=
+        std::string::npos);
+  m.forget("api", 5);
+  CHECK(m.render().find("function=\"api\"") == std::string::npos);
+  // forget_all: whatever counted them (no deploy number to tell by).
+  m.request("broken", 502, 0.01);
+  m.forget_all("broken");
+  CHECK(m.render().find("function=\"broken\"") == std::string::npos);
 }

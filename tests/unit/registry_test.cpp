@@ -566,9 +566,9 @@ TEST_CASE("registry: a function directory another user may write is that functio
     CHECK(store.get("a", 1).has_value());
     auto put = store.put("f", fv_of("mine"));
     REQUIRE_FALSE(put);
-    CHECK_MESSAGE(put.error().message().find(dir + " may be written by another user") !=
-                      std::string::npos,
-                  put.error().message());
+    CHECK_MESSAGE(
+        put.error().message().find(dir + " may be written by another user") != std::string::npos,
+        put.error().message());
     CHECK_FALSE(fs::exists(dir + "/2.json"));
   };
   REQUIRE(chmod(dir.c_str(), 0777) == 0);
