@@ -193,8 +193,11 @@ HeadResult parse_head(std::string_view buf, const HeadLimits& limits, httplib::R
     for (unsigned char c : name)
       if (!tchar(c)) return fail(400, "malformed header name");
     std::string_view value = trim_ows(h.substr(colon + 1));
+    // As in trailers (RFC 9110 5.5): no control but the tab. What a value
+    // holds may reach a log or a function's context one day; none of it
+    // may carry an escape sequence there.
     for (unsigned char c : value)
-      if (c == 0 || c == '\r' || c == '\n') return fail(400, "malformed header value");
+      if (control_char(c)) return fail(400, "malformed header value");
     if (ieq(name, "Content-Length")) {
       if (value.empty() || value.size() > 18) return fail(400, "bad Content-Length");
       uint64_t n = 0;

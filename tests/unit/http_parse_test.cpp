@@ -262,6 +262,21 @@ TEST_CASE("http head: a NUL in a header name is refused") {
         Parse::Error);
 }
 
+// RFC 9110 5.5: a field value holds no control but the tab, as trailers
+// are checked; obs-text (bytes from 0x80) passes.
+TEST_CASE("http head: a control character in a header value is refused; tab and obs-text pass") {
+  for (const char* bad : {"\x1b[2J", "a\x0b", "\x7f", "a\x01b"}) {
+    CAPTURE(bad);
+    auto r = head(std::string("GET / HTTP/1.1\r\nHost: h\r\nX: ") + bad + "\r\n\r\n");
+    CHECK(r.state == Parse::Error);
+    CHECK(r.status == 400);
+  }
+  httplib::Request req;
+  REQUIRE(head("GET / HTTP/1.1\r\nHost: h\r\nX: a\tb \xc3\xa9\r\n\r\n", &req).state ==
+          Parse::Done);
+  CHECK(req.get_header_value("X") == "a\tb \xc3\xa9");
+}
+
 TEST_CASE("PROXY v1, trusted proxies and X-Forwarded-For") {
   std::string client;
   size_t len = 0;
