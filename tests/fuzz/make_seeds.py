@@ -106,3 +106,17 @@ for i, t in enumerate([
         "a%2Fb?x=%FF&y=%C3%A9&z=%00&k=1&k=2", "..?a+b=c+d&=&flag",
         "x?memory=1048576b&timeout=2m&q=%22%5C%7B%7D"]):
     write("names", "target%d" % i, t)
+
+# http_fuzz.cpp: a first byte choosing the read size, then what a client sends.
+for i, t in enumerate([
+        "GET /fn/hello?name=you HTTP/1.1\r\nHost: localhost\r\n\r\n",
+        "POST /fn/echo HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}",
+        "POST /fn/echo HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        "2;a=b\r\n{}\r\n0\r\nX-T: v\r\n\r\n",
+        "PROXY TCP4 192.0.2.7 127.0.0.1 5555 8080\r\nGET /healthz HTTP/1.1\r\nHost: h\r\n"
+        "X-Forwarded-For: 198.51.100.1, 10.1.2.3\r\n\r\n",
+        "PROXY TCP6 2001:db8::1 ::1 1 2\r\nPUT /functions/f?memory=64M HTTP/1.1\r\n"
+        "Host: [::1]:8080\r\nAuthorization: Bearer abc\r\nExpect: 100-continue\r\n"
+        "Content-Length: 5\r\n\r\nx = 1",
+        "GET http://h/fn/a HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"]):
+    write("http", "request%d" % i, bytes([i * 3]) + t.encode())
