@@ -49,6 +49,60 @@ Status fsync_dir(const std::string& dir) {
   return {};
 }
 
+namespace {
+
+// name in the directory parent, and all below it; see remove_tree.
+Status remove_tree_at(int parent, const std::string& name, const std::string& shown, int depth) {
+  if (::unlinkat(parent, name.c_str(), 0) == 0 || errno == ENOENT) return {};
+  if (errno != EISDIR) return sys_error("unlink", shown);
+  if (depth >= kMaxTreeDepth)
+    return make_error("remove", shown + ": deeper than " + std::to_string(kMaxTreeDepth) +
+                                    " directories; delete it by hand");
+  UniqueFd dir(::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!dir.valid()) {
+    // Swapped for a link or a file since the unlink: unlinked as what it is.
+    if ((errno == ELOOP || errno == ENOTDIR) && ::unlinkat(parent, name.c_str(), 0) == 0) return {};
+    return sys_error("open", shown);
+  }
+  // Names first, then the deletes: a directory changed while readdir runs
+  // may skip entries.
+  std::vector<std::string> names;
+  {
+    const int listed = ::dup(dir.get());
+    DIR* d = listed >= 0 ? ::fdopendir(listed) : nullptr;
+    if (!d) {
+      if (listed >= 0) ::close(listed);
+      return sys_error("opendir", shown);
+    }
+    while (struct dirent* e = ::readdir(d))
+      if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
+        names.emplace_back(e->d_name);
+    ::closedir(d);
+  }
+  Status first;
+  for (const std::string& n : names)
+    if (Status s = remove_tree_at(dir.get(), n, shown + "/" + n, depth + 1); !s && first)
+      first = std::move(s);
+  if (::unlinkat(parent, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT && first)
+    first = sys_error("rmdir", shown);
+  return first;
+}
+
+}  // namespace
+
+Status remove_tree(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  const std::string parent = slash == std::string::npos ? "."
+                             : slash == 0               ? "/"
+                                                        : path.substr(0, slash);
+  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  if (name.empty() || name == "." || name == "..")
+    return make_error("remove", path + ": not a name in a directory");
+  UniqueFd dir(::open(parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir.valid()) return sys_error("open", parent);
+  return remove_tree_at(dir.get(), name, path, 0);
+}
+
 std::string mode_octal(mode_t mode) {
   char text[8];
   std::snprintf(text, sizeof text, "%04o", unsigned(mode & 07777));

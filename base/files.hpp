@@ -91,6 +91,16 @@ Result<std::string> read_up_to(int fd, size_t limit);
 // a file does not sync the directory entry naming it).
 Status fsync_dir(const std::string& dir);
 
+// Deletes path and, if it is a directory, everything in it, following no
+// symlink below path's parent: each directory is opened O_NOFOLLOW relative
+// to its parent's fd and its entries unlinked there, so one that another
+// user swaps for a link while the walk runs is unlinked as a link, never
+// walked (std::filesystem::remove_all in GCC 12 walks by path and would
+// delete what such a link names). At most kMaxTreeDepth levels; the first
+// failure is returned, after as much as could be deleted was.
+inline constexpr int kMaxTreeDepth = 128;
+Status remove_tree(const std::string& path);
+
 // A mode's permission bits as chmod takes them: "0711", "1777".
 std::string mode_octal(mode_t mode);
 

@@ -3,12 +3,14 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <charconv>
+#include <ctime>
 #include <string_view>
 
 #include "base/fd.hpp"
@@ -88,9 +90,16 @@ Result<std::string> random_hex(size_t bytes) {
   return hex;
 }
 
+// A start holds an exclusive flock on its temporary token from just after
+// it made it until it unlinks it.
+constexpr int kStaleAfterSeconds = 60;
+
 // A start that crashed between its open and its unlink left its temporary
-// token behind (0600, but a copy of a secret all the same): deleted once
-// the start that made it is gone. The name says which start: PID-HEX.
+// token behind (0600, but a copy of a secret all the same): deleted once no
+// start holds it, and either the start its name names (PID-HEX) is gone or
+// the file is older than any start takes. Both, since a start in another
+// PID namespace looks gone from here, a PID may be reused, and a start
+// flocks its file only just after making it.
 void remove_stale_temporaries(const std::string& state_dir) {
   DIR* d = opendir(state_dir.c_str());
   if (!d) return;
@@ -102,7 +111,14 @@ void remove_stale_temporaries(const std::string& state_dir) {
     pid_t pid = 0;
     auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), pid);
     if (ec != std::errc() || pid <= 0 || end == rest.data() + rest.size() || *end != '-') continue;
-    if (pid == getpid() || kill(pid, 0) == 0 || errno != ESRCH) continue;
+    if (pid == getpid()) continue;
+    UniqueFd fd(openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
+    struct stat st;
+    if (!fd.valid() || fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
+        st.st_uid != geteuid() || flock(fd.get(), LOCK_EX | LOCK_NB) != 0)
+      continue;
+    const bool maker_gone = kill(pid, 0) != 0 && errno == ESRCH;
+    if (!maker_gone && time(nullptr) - st.st_mtime < kStaleAfterSeconds) continue;
     const std::string path = state_dir + "/" + std::string(name);
     if (unlinkat(dirfd(d), e->d_name, 0) == 0)
       LOG_INFO("deleted %s, left by a start that crashed", path.c_str());
@@ -120,6 +136,15 @@ Result<std::string> generate_token(const std::string& path, const std::string& s
   std::string tmp = path + ".tmp-" + std::to_string(getpid()) + "-" + suffix;
   UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!fd.valid()) return sys_error("open", tmp);
+  // Held until the unlink below (remove_stale_temporaries): the lock stays
+  // with the open file description, so a second fd keeps it past the
+  // close that checks the write.
+  UniqueFd held(dup(fd.get()));
+  if (!held.valid() || flock(held.get(), LOCK_EX) != 0) {
+    const Error e = sys_error("flock", tmp);
+    unlink(tmp.c_str());
+    return e;
+  }
   std::string line = t + "\n";
   Status written;
   const ssize_t n = write(fd.get(), line.data(), line.size());

@@ -98,7 +98,7 @@ struct HttpFront::Conn {
   size_t drained = 0;
 };
 
-thread_local HttpFront::Conn* HttpFront::handling_ = nullptr;
+thread_local HttpFront::Handling HttpFront::handling_;
 
 HttpFront::HttpFront(FrontConfig config)
     : config_(std::move(config)),
@@ -572,9 +572,9 @@ void HttpFront::hand_off(Conn* c) {
 void HttpFront::handle(Conn* c) {
   // The connection whose handler runs on this thread: release_request_body's.
   struct Current {
-    explicit Current(Conn* c) { handling_ = c; }
-    ~Current() { handling_ = nullptr; }
-  } current(c);
+    Current(const HttpFront* front, Conn* c) { handling_ = {front, c}; }
+    ~Current() { handling_ = {}; }
+  } current(this, c);
   for (;;) {
     httplib::Response res;
     try {
@@ -828,7 +828,7 @@ void HttpFront::refuse_over_cap(Conn* c) {
 }
 
 void HttpFront::release_request_body() {
-  if (handling_) release_body(handling_);
+  if (handling_.front == this && handling_.conn) release_body(handling_.conn);
 }
 
 bool HttpFront::hold_body(Conn* c, uint64_t total) {

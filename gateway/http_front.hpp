@@ -120,9 +120,14 @@ class HttpFront {
   // Counts c's body, now total bytes, in buffered_; false when that would
   // pass max_buffered_bytes.
   bool hold_body(Conn* c, uint64_t total);
-  void release_body(Conn* c);           // any thread that owns c; idempotent
-  static thread_local Conn* handling_;  // set by handle() around its handler
-  void release_answer(Conn* c);         // likewise, for unread_bytes_
+  void release_body(Conn* c);  // any thread that owns c; idempotent
+  // Set by handle() around its handler: the connection, and its front.
+  struct Handling {
+    const HttpFront* front = nullptr;
+    Conn* conn = nullptr;
+  };
+  static thread_local Handling handling_;
+  void release_answer(Conn* c);  // likewise, for unread_bytes_
   void refuse_buffered(Conn* c);
   void count_sending(Conn* c, bool on);
   void arm(Conn* c, uint32_t events);

@@ -334,13 +334,13 @@ Result<FunctionMeta> Invocations::deploy(const std::string& name, const Function
   return put;
 }
 
-Result<bool> Invocations::remove(const std::string& name) {
+Result<uint64_t> Invocations::remove(const std::string& name) {
   auto r = store_.remove(name);
   if (!r) return std::move(r).error();
-  if (r.value() == 0) return false;
+  if (r.value() == 0) return uint64_t{0};
   pool_.revoke(name, r.value(), true);
   logs_.clear(name, r.value());
-  return true;
+  return r.value();
 }
 
 CheckResult Invocations::check(const std::string& name, const std::string& source, uint32_t profile,

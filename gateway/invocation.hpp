@@ -111,10 +111,19 @@ class Invocations {
   // answers: once it has, no request is served by the older code. The one
   // place where the store's writes and the pool's view of them meet.
   Result<FunctionMeta> deploy(const std::string& name, const FunctionVersion& fv);
-  // false: no such function.
-  Result<bool> remove(const std::string& name);
+  // The delete's number in the deploy sequence (FunctionMeta::deploy), by
+  // which later lines of the deleted deploys are told apart; 0: no such
+  // function.
+  Result<uint64_t> remove(const std::string& name);
   // Whether the function is deployed now.
   bool exists(const std::string& name) { return store_.latest_meta(name).has_value(); }
+  // Whether it can be deployed now; if not, why (its directory in the store
+  // is another user's to write).
+  bool deployable(const std::string& name, std::string* why) {
+    auto meta = store_.latest_meta(name);
+    if (meta && meta->untrusted) *why = meta->damaged;
+    return !(meta && meta->untrusted);
+  }
 
   // -1 when no such policy is loaded.
   int profile_index(const std::string& policy) const;

@@ -268,10 +268,10 @@ Result<std::vector<std::string>> list_dir(const std::string& dir) {
   return names;
 }
 
-void remove_tree(const std::string& path) {
-  std::error_code ec;
-  std::filesystem::remove_all(path, ec);
-  if (ec) LOG_WARN("could not delete %s: %s", path.c_str(), ec.message().c_str());
+// Best effort: open() deletes what is left of a grave at the next start.
+void delete_tree(const std::string& path) {
+  if (Status s = remove_tree(path); !s)
+    LOG_WARN("could not delete: %s", s.error().message().c_str());
 }
 
 // Reads and checks one version file; the checks make a torn, hand-edited or
@@ -498,7 +498,7 @@ Status FileStore::load() {
     if (starts_with(e, ".deleted-")) {
       // The rename of a remove() was durable; only the cleanup was cut short.
       LOG_INFO("deleting %s, left by an interrupted remove", path.c_str());
-      remove_tree(path);
+      delete_tree(path);
       continue;
     }
     struct stat st;
@@ -773,6 +773,7 @@ FunctionMeta FileStore::unreadable_meta(const std::string& name, uint64_t versio
 FunctionMeta FileStore::untrusted_meta(const std::string& name) {
   FunctionMeta m;
   m.name = name;
+  m.untrusted = true;
   m.damaged = "function " + name +
               " is not served: another user may write its directory in the function store, so "
               "it may hold their code (the daemon's log says which directory); an operator must "
@@ -883,10 +884,12 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
   const std::string dir = function_dir(name);
   const std::string grave = functions_ + "/.deleted-" + name + "-" + unique_suffix();
   if (::rename(dir.c_str(), grave.c_str()) != 0) return sys_error("rename", dir + " -> " + grave);
-  // Whoever else could write the directory by its old name cannot write
-  // into it by the grave's while it is deleted.
-  if (::lchown(grave.c_str(), ::geteuid(), static_cast<gid_t>(-1)) != 0 ||
-      ::chmod(grave.c_str(), 0700) != 0)
+  // Whoever else could write the directory (another user, for one found
+  // untrusted at open) can no longer add to it while it is deleted; what
+  // they made inside is deleted without following a link (remove_tree).
+  if (UniqueFd g(::open(grave.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      !g.valid() || ::fchown(g.get(), ::geteuid(), static_cast<gid_t>(-1)) != 0 ||
+      ::fchmod(g.get(), 0700) != 0)
     LOG_WARN("could not make %s private before deleting it: %s", grave.c_str(),
              std::strerror(errno));
   if (Status s = fsync_dir(functions_); !s) {
@@ -921,7 +924,7 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
   // nothing else uses the grave. Best effort: open() finishes the job
   // after a crash.
   write_lock.unlock();
-  remove_tree(grave);
+  delete_tree(grave);
   return deploy;
 }
 

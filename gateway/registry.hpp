@@ -48,6 +48,9 @@ struct FunctionMeta {
   // older version included, until it is redeployed or deleted: serving it
   // would silently undo an acknowledged deploy. Not persisted.
   std::string damaged;
+  // Set (with damaged) when another user may write the function's directory:
+  // it cannot be deployed again, only deleted, until an operator fixes it.
+  bool untrusted = false;
 };
 
 struct FunctionVersion {

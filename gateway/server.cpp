@@ -351,6 +351,7 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   if (req.body.size() > kMaxSourceBytes) return send_error(res, 413, "source larger than 1 MiB");
   if (req.body.empty()) return send_error(res, 400, "empty body: send the Python source");
   if (!valid_utf8(req.body)) return send_error(res, 400, "the source is not valid UTF-8");
+  if (std::string why; !invocations_.deployable(name, &why)) return send_error(res, 409, why);
   // A misspelt option would otherwise deploy with the default it meant to
   // change, and a repeated one with whichever came first.
   static const char* const kOptions[] = {"handler", "memory", "policy", "template", "timeout"};
@@ -498,9 +499,14 @@ void Gateway::handle_invoke(httplib::Request& req, httplib::Response& res) {
                "scope would be every function's pages; serve it from an origin of its own");
     return finish(in.name, "service_worker", 403, &kNone);
   }
-  if (req.method == "POST")
+  if (req.method == "POST") {
     in.event = std::move(req.body);  // up to max_body_kb, held once
-  else if (!req.params.empty()) {
+  } else {
+    // A GET's body is no event: dropped, and no longer counted, at once.
+    std::string().swap(req.body);
+    front_.release_request_body();
+  }
+  if (req.method != "POST" && !req.params.empty()) {
     std::string why;
     std::optional<std::string> event = query_event(req.params, &why);
     if (!event) {

@@ -537,8 +537,13 @@ TEST_CASE("serve: the API and its error codes") {
     auto logs = c->Get("/functions/talker/logs", auth(d));
     REQUIRE(logs);
     CHECK(logs->body.find("said 7") != std::string::npos);
+    const std::string series = "nsbox_requests_total{function=\"talker\",status=\"200\"}";
+    CHECK(c->Get("/metrics", auth(d))->body.find(series) != std::string::npos);
     CHECK(c->Delete("/functions/talker", auth(d))->status == 200);
     CHECK(c->Post("/fn/talker", "{}", "application/json")->status == 404);
+    // A deleted function's series go with it; a 404 makes none.
+    const std::string m = c->Get("/metrics", auth(d))->body;
+    CHECK(m.find("function=\"talker\"") == std::string::npos);
   }
   SUBCASE("metrics") {
     auto m = c->Get("/metrics", auth(d));
@@ -1810,6 +1815,51 @@ TEST_CASE("serve: refuses a state dir below a directory closed to other users, n
   CHECK_MESSAGE(o.err.find(closed + " (mode 0700)") != std::string::npos, o.err);
   CHECK(o.err.find("chmod o+x " + closed) != std::string::npos);
   CHECK(access((closed + "/state/rootfs").c_str(), F_OK) != 0);  // refused before building
+}
+
+// A chmod 777 on one function's directory (or another owner) stopped the
+// whole daemon from starting. Now that function alone is not served: it
+// shows damaged, cannot be deployed into, and can be deleted.
+TEST_CASE("serve: one function directory another user may write costs only that function") {
+  StateDir sd("untrusted-fn");
+  {
+    Daemon d(sd.path, kPool);
+    REQUIRE(d.start());
+    REQUIRE(deploy(d, "kept", returns("'kept'"))->status == 201);
+    REQUIRE(deploy(d, "opened", returns("'theirs?'"))->status == 201);
+    CHECK(d.stop() == 0);
+  }
+  const std::string dir = sd.path + "/functions/opened";
+  REQUIRE(chmod(dir.c_str(), 0777) == 0);
+  Daemon d(sd.path, kPool);
+  REQUIRE(d.start());
+  auto c = d.client();
+  auto r = c->Get("/fn/kept");
+  REQUIRE(r);
+  CHECK(r->status == 200);
+  CHECK(r->body.find("kept") != std::string::npos);
+  r = c->Get("/fn/opened");
+  REQUIRE(r);
+  CHECK(r->status == 500);
+  CHECK_MESSAGE(r->body.find("another user may write its directory") != std::string::npos, r->body);
+  CHECK(r->body.find(sd.path) == std::string::npos);  // no host path to an invoker
+  CHECK(d.log().find(dir + " belongs to uid 0 with mode 0777") != std::string::npos);
+  auto list = body(c->Get("/functions", auth(d)));
+  bool listed = false;
+  for (const auto& f : list["functions"])
+    if (f.value("name", "") == "opened") listed = f.contains("damaged");
+  CHECK_MESSAGE(listed, list.dump());
+  // Not deployed into: 409, before any sandbox checks the source.
+  r = deploy(d, "opened", returns("'mine'"));
+  REQUIRE(r);
+  CHECK(r->status == 409);
+  CHECK(access((dir + "/2.json").c_str(), F_OK) != 0);
+  // Deleted, with what is in it; then the name is free again.
+  CHECK(c->Delete("/functions/opened", auth(d))->status == 200);
+  CHECK(access(dir.c_str(), F_OK) != 0);
+  REQUIRE(deploy(d, "opened", returns("'mine'"))->status == 201);
+  CHECK(c->Get("/fn/opened")->body.find("mine") != std::string::npos);
+  CHECK(d.stop() == 0);
 }
 
 TEST_CASE("serve: refuses a state dir that is not its own, and leaves it as it was") {

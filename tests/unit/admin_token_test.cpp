@@ -3,10 +3,13 @@
 #include "gateway/admin_token.hpp"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <ctime>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -68,13 +71,27 @@ TEST_CASE("admin token: a crashed start's temporary is deleted, a running one's 
   REQUIRE(waitpid(dead, nullptr, 0) == dead);
   const std::string crashed = dir.path + "/token.tmp-" + std::to_string(dead) + "-0a1b2c3d";
   const std::string running = dir.path + "/token.tmp-" + std::to_string(getppid()) + "-0a1b2c3d";
+  // Its PID taken by another process since: an hour old, no start holds it.
+  const std::string reused = dir.path + "/token.tmp-" + std::to_string(getppid()) + "-ffffffff";
+  // Made by a start in another PID namespace (its PID means nothing here),
+  // which holds its lock.
+  const std::string elsewhere = dir.path + "/token.tmp-" + std::to_string(dead) + "-12345678";
   const std::string other = dir.path + "/token.tmp-not-a-pid";
-  for (const std::string& f : {crashed, running, other}) std::ofstream(f) << "secret\n";
+  for (const std::string& f : {crashed, running, reused, elsewhere, other})
+    std::ofstream(f) << "secret\n";
+  const timespec old[2] = {{time(nullptr) - 3600, 0}, {time(nullptr) - 3600, 0}};
+  REQUIRE(utimensat(AT_FDCWD, reused.c_str(), old, 0) == 0);
+  const int held = open(elsewhere.c_str(), O_RDONLY | O_CLOEXEC);
+  REQUIRE(held >= 0);
+  REQUIRE(flock(held, LOCK_EX) == 0);
   // Also when the config names the token: the copy is no less a secret.
   REQUIRE(load_admin_token("config-token-0123456789", dir.path));
   CHECK_FALSE(std::filesystem::exists(crashed));
+  CHECK_FALSE(std::filesystem::exists(reused));
   CHECK(std::filesystem::exists(running));
+  CHECK(std::filesystem::exists(elsewhere));
   CHECK(std::filesystem::exists(other));
+  close(held);
 }
 
 TEST_CASE("admin token: an operator's file is read as one line, or refused and left alone") {

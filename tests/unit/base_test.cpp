@@ -458,6 +458,46 @@ TEST_CASE("base/files: make_private_dir makes or checks a directory of ours, els
   CHECK(mode_of("/tmp") == tmp_mode);
 }
 
+// A tree another user could write into: links in it are unlinked, never
+// followed, and what they name is left as it was.
+TEST_CASE("base/files: remove_tree deletes a tree, following no link in it") {
+  nsbox::test::TempDir tmp("rmtree");
+  const std::string outside = tmp.path + "/outside";
+  REQUIRE(mkdir(outside.c_str(), 0755) == 0);
+  std::ofstream(outside + "/keep") << "kept";
+  const std::string tree = tmp.path + "/tree";
+  std::string deep = tree;
+  for (int i = 0; i < 5; i++) {
+    REQUIRE(mkdir(deep.c_str(), 0700) == 0);
+    std::ofstream(deep + "/f") << i;
+    REQUIRE(symlink(outside.c_str(), (deep + "/link").c_str()) == 0);
+    deep += "/d";
+  }
+  REQUIRE(mkdir(deep.c_str(), 0700) == 0);
+  nsbox::Status s = nsbox::remove_tree(tree);
+  CHECK_MESSAGE(s, s.error().message());
+  CHECK(access(tree.c_str(), F_OK) != 0);
+  CHECK(access((outside + "/keep").c_str(), F_OK) == 0);
+  // A path that is itself a link: the link goes, not what it names.
+  const std::string link = tmp.path + "/top";
+  REQUIRE(symlink(outside.c_str(), link.c_str()) == 0);
+  CHECK(nsbox::remove_tree(link));
+  CHECK(access(link.c_str(), F_OK) != 0);
+  CHECK(access((outside + "/keep").c_str(), F_OK) == 0);
+  CHECK(nsbox::remove_tree(tmp.path + "/missing"));  // nothing to delete is no error
+  // Deeper than kMaxTreeDepth: said, and what is above it stays.
+  std::string abyss = tmp.path + "/abyss";
+  REQUIRE(mkdir(abyss.c_str(), 0700) == 0);
+  for (int i = 0; i <= nsbox::kMaxTreeDepth; i++) {
+    abyss += "/d";
+    REQUIRE(mkdir(abyss.c_str(), 0700) == 0);
+  }
+  nsbox::Status too_deep = nsbox::remove_tree(tmp.path + "/abyss");
+  REQUIRE_FALSE(too_deep);
+  CHECK(too_deep.error().message().find("deeper than 128 directories") != std::string::npos);
+  CHECK(access((tmp.path + "/abyss").c_str(), F_OK) == 0);
+}
+
 TEST_CASE("base/files: read_up_to reads to the end, and refuses one byte past its limit") {
   auto fill = [](size_t n) {
     int p[2];

@@ -272,8 +272,7 @@ TEST_CASE("http head: a control character in a header value is refused; tab and 
     CHECK(r.status == 400);
   }
   httplib::Request req;
-  REQUIRE(head("GET / HTTP/1.1\r\nHost: h\r\nX: a\tb \xc3\xa9\r\n\r\n", &req).state ==
-          Parse::Done);
+  REQUIRE(head("GET / HTTP/1.1\r\nHost: h\r\nX: a\tb \xc3\xa9\r\n\r\n", &req).state == Parse::Done);
   CHECK(req.get_header_value("X") == "a\tb \xc3\xa9");
 }
 

@@ -556,6 +556,7 @@ TEST_CASE("registry: a function directory another user may write is that functio
                                      "directory") != std::string::npos,
                   meta->damaged);
     CHECK(meta->damaged.find(tmp.path) == std::string::npos);
+    CHECK(meta->untrusted);
     CHECK_FALSE(store.get("f", 1).has_value());
     auto all = store.list();
     REQUIRE(all.size() == 2);
