@@ -478,7 +478,7 @@ std::vector<std::string> config_value_warnings(const ServeConfig& c, uint64_t ra
   // SIGKILL, before the daemon destroys its sandboxes itself.
   if (c.drain_timeout_ms > 25000)
     out.push_back(src + ": [server] drain_timeout_ms = " + std::to_string(c.drain_timeout_ms) +
-                  ": under tools/nsbox.service (TimeoutStopSec=30) systemd kills the daemon "
+                  ": under tools/nsbox.service (TimeoutStopSec=30) systemd may kill the daemon "
                   "before such a drain ends; raise TimeoutStopSec above it too");
   return out;
 }
