@@ -60,6 +60,7 @@ Status remove_tree_at(int parent, const std::string& name, const std::string& sh
                                     " directories; delete it by hand");
   UniqueFd dir(::openat(parent, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
   if (!dir.valid()) {
+    if (errno == ENOENT) return {};  // gone since the unlink
     // Swapped for a link or a file since the unlink: unlinked as what it is.
     if ((errno == ELOOP || errno == ENOTDIR) && ::unlinkat(parent, name.c_str(), 0) == 0) return {};
     return sys_error("open", shown);
@@ -74,10 +75,15 @@ Status remove_tree_at(int parent, const std::string& name, const std::string& sh
       if (listed >= 0) ::close(listed);
       return sys_error("opendir", shown);
     }
-    while (struct dirent* e = ::readdir(d))
+    errno = 0;
+    while (struct dirent* e = ::readdir(d)) {
       if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0)
         names.emplace_back(e->d_name);
+      errno = 0;
+    }
+    const int err = errno;
     ::closedir(d);
+    if (err != 0) return sys_error_n(err, "readdir", shown);
   }
   Status first;
   for (const std::string& n : names)

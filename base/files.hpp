@@ -97,7 +97,11 @@ Status fsync_dir(const std::string& dir);
 // user swaps for a link while the walk runs is unlinked as a link, never
 // walked (std::filesystem::remove_all in GCC 12 walks by path and would
 // delete what such a link names). At most kMaxTreeDepth levels; the first
-// failure is returned, after as much as could be deleted was.
+// failure is returned, after as much as could be deleted was. A path that
+// is not there is no error; its parent must be, and path must end in a
+// name (not "/", "." or ".."). The walk does not stop at mount points, and
+// whoever may write a directory of the tree can keep adding to it: a tree
+// another user still writes is moved aside for its owner, not walked.
 inline constexpr int kMaxTreeDepth = 128;
 Status remove_tree(const std::string& path);
 

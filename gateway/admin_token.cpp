@@ -2,7 +2,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <sys/file.h>
 #include <sys/random.h>
 #include <sys/stat.h>
@@ -96,10 +95,9 @@ constexpr int kStaleAfterSeconds = 60;
 
 // A start that crashed between its open and its unlink left its temporary
 // token behind (0600, but a copy of a secret all the same): deleted once no
-// start holds it, and either the start its name names (PID-HEX) is gone or
-// the file is older than any start takes. Both, since a start in another
-// PID namespace looks gone from here, a PID may be reused, and a start
-// flocks its file only just after making it.
+// start holds it and it is older than any start takes. Not by its name's
+// PID (PID-HEX): a start in another PID namespace looks gone from here, and
+// a start flocks its file only just after making it.
 void remove_stale_temporaries(const std::string& state_dir) {
   DIR* d = opendir(state_dir.c_str());
   if (!d) return;
@@ -111,14 +109,12 @@ void remove_stale_temporaries(const std::string& state_dir) {
     pid_t pid = 0;
     auto [end, ec] = std::from_chars(rest.data(), rest.data() + rest.size(), pid);
     if (ec != std::errc() || pid <= 0 || end == rest.data() + rest.size() || *end != '-') continue;
-    if (pid == getpid()) continue;
     UniqueFd fd(openat(dirfd(d), e->d_name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC));
     struct stat st;
     if (!fd.valid() || fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) ||
         st.st_uid != geteuid() || flock(fd.get(), LOCK_EX | LOCK_NB) != 0)
       continue;
-    const bool maker_gone = kill(pid, 0) != 0 && errno == ESRCH;
-    if (!maker_gone && time(nullptr) - st.st_mtime < kStaleAfterSeconds) continue;
+    if (time(nullptr) - st.st_mtime < kStaleAfterSeconds) continue;
     const std::string path = state_dir + "/" + std::string(name);
     if (unlinkat(dirfd(d), e->d_name, 0) == 0)
       LOG_INFO("deleted %s, left by a start that crashed", path.c_str());

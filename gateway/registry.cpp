@@ -503,6 +503,13 @@ Status FileStore::load() {
     }
     struct stat st;
     if (::lstat(path.c_str(), &st) != 0) return sys_error("lstat", path);
+    if (starts_with(e, ".untrusted-")) {
+      LOG_WARN(
+          "%s was a deleted function's directory that another user could write: check what "
+          "it holds, then delete it by hand",
+          path.c_str());
+      continue;
+    }
     if (!valid_function_name(e) || !S_ISDIR(st.st_mode)) {
       LOG_WARN("ignoring %s: not a function directory", path.c_str());
       continue;
@@ -874,24 +881,29 @@ std::vector<uint64_t> FileStore::versions(const std::string& name) {
 Result<uint64_t> FileStore::remove(const std::string& name) {
   if (!valid_function_name(name)) return uint64_t{0};
   std::unique_lock<std::mutex> write_lock(write_mu_);
+  bool untrusted;
   {
     std::lock_guard<std::mutex> lock(mu_);
     // A name with only unloadable files is deletable too: its top number
     // would otherwise block every later put, with no way out but the host.
-    if (!index_.count(name) && !unloadable_.count(name) && !untrusted_.count(name))
-      return uint64_t{0};
+    untrusted = untrusted_.count(name) != 0;
+    if (!index_.count(name) && !unloadable_.count(name) && !untrusted) return uint64_t{0};
   }
   const std::string dir = function_dir(name);
-  const std::string grave = functions_ + "/.deleted-" + name + "-" + unique_suffix();
+  // A directory another user could write is not walked by root: what they
+  // put in it (links, a third user's directory moved there, a mount, a tree
+  // they keep growing through an fd held inside) would be root's to
+  // delete. It is moved aside for an operator to inspect and delete, and
+  // each start's log names it (it is no function directory).
+  const std::string grave =
+      functions_ + (untrusted ? "/.untrusted-" : "/.deleted-") + name + "-" + unique_suffix();
   if (::rename(dir.c_str(), grave.c_str()) != 0) return sys_error("rename", dir + " -> " + grave);
-  // Whoever else could write the directory (another user, for one found
-  // untrusted at open) can no longer add to it while it is deleted; what
-  // they made inside is deleted without following a link (remove_tree).
-  if (UniqueFd g(::open(grave.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-      !g.valid() || ::fchown(g.get(), ::geteuid(), static_cast<gid_t>(-1)) != 0 ||
-      ::fchmod(g.get(), 0700) != 0)
-    LOG_WARN("could not make %s private before deleting it: %s", grave.c_str(),
-             std::strerror(errno));
+  if (untrusted) {
+    // Out of reach by path at least, as every entry of functions/ is.
+    if (UniqueFd g(::open(grave.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        !g.valid() || ::fchmod(g.get(), 0700) != 0)
+      LOG_WARN("could not chmod 0700 %s: %s", grave.c_str(), std::strerror(errno));
+  }
   if (Status s = fsync_dir(functions_); !s) {
     // Not durable: put it back so memory, disk and the answer agree that the
     // function still exists. If even that fails it is gone from disk and
@@ -924,7 +936,13 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
   // nothing else uses the grave. Best effort: open() finishes the job
   // after a crash.
   write_lock.unlock();
-  delete_tree(grave);
+  if (untrusted)
+    LOG_WARN(
+        "deleted function %s: its directory, which another user may have written, is now %s; "
+        "check what it holds, then delete it by hand",
+        name.c_str(), grave.c_str());
+  else
+    delete_tree(grave);
   return deploy;
 }
 

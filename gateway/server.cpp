@@ -226,6 +226,8 @@ std::string Gateway::next_request_id() {
 json Gateway::function_json(const FunctionMeta& meta) const {
   json j = meta_to_json(meta);
   if (!meta.damaged.empty()) j["damaged"] = meta.damaged;
+  // Not mended by a deploy (409) as other damage is: an operator must act.
+  if (meta.untrusted) j["untrusted"] = true;
   // Stored with template=1 by a daemon that could make one: served
   // without, which the operator should see rather than guess.
   if (meta.use_template && !invocations_.templates_unavailable().empty())

@@ -588,6 +588,15 @@ TEST_CASE("registry: a function directory another user may write is that functio
     REQUIRE(removed);
     CHECK(removed.value() > 0);
     CHECK_FALSE(fs::exists(dir));
+    // Moved aside whole for an operator, not walked: 0700, with its file.
+    int aside = 0;
+    for (const auto& e : fs::directory_iterator(tmp.path + "/functions"))
+      if (e.path().filename().string().rfind(".untrusted-f-", 0) == 0) {
+        aside++;
+        CHECK(fs::exists(e.path() / "1.json"));
+        CHECK((fs::status(e.path()).permissions() & fs::perms::all) == fs::perms::owner_all);
+      }
+    CHECK(aside == 1);
     CHECK_FALSE(store->latest_meta("f").has_value());
     CHECK(put_ok(*store, "f", fv_of("two")).version == 1);
     CHECK(store->get("f", 1)->source == "two");
