@@ -67,6 +67,7 @@ Status remove_tree_at(int parent, const std::string& name, const std::string& sh
   }
   // Names first, then the deletes: a directory changed while readdir runs
   // may skip entries.
+  Status first;
   std::vector<std::string> names;
   {
     const int listed = ::dup(dir.get());
@@ -83,9 +84,9 @@ Status remove_tree_at(int parent, const std::string& name, const std::string& sh
     }
     const int err = errno;
     ::closedir(d);
-    if (err != 0) return sys_error_n(err, "readdir", shown);
+    // What was listed is still deleted; the error is the one returned.
+    if (err != 0) first = sys_error_n(err, "readdir", shown);
   }
-  Status first;
   for (const std::string& n : names)
     if (Status s = remove_tree_at(dir.get(), n, shown + "/" + n, depth + 1); !s && first)
       first = std::move(s);

@@ -25,6 +25,10 @@
 // damaged one; the unlink need not be durable (a pruned version that comes
 // back after a crash is pruned again at the next open).
 //
+// A function whose directory another user may write (found at open) is not
+// walked by a delete: it is renamed to .untrusted-<name>-<pid>-<counter> and
+// left for an operator, whom each open's log reminds.
+//
 // open scans the tree: *.tmp-* files and .deleted-* trees are crash leftovers
 // and are deleted; each <N>.json is parsed and checked (name and version
 // against its path, sha256 and size against its source). A file that fails
@@ -114,7 +118,10 @@ constexpr size_t kMaxVersionFileBytes = 8 * kMaxSourceBytes;
 std::atomic<uint64_t> g_counter{0};
 
 std::string unique_suffix() {
-  return std::to_string(::getpid()) + "-" + std::to_string(++g_counter);
+  // The clock too: names made by an earlier run with the same PID (a
+  // container's PID 1) may still be there.
+  return std::to_string(::getpid()) + "-" + std::to_string(++g_counter) + "-" +
+         std::to_string(monotonic_ns() % 1000000000);
 }
 
 bool starts_with(const std::string& s, std::string_view prefix) {
@@ -895,15 +902,17 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
   // they keep growing through an fd held inside) would be root's to
   // delete. It is moved aside for an operator to inspect and delete, and
   // each start's log names it (it is no function directory).
-  const std::string grave =
-      functions_ + (untrusted ? "/.untrusted-" : "/.deleted-") + name + "-" + unique_suffix();
-  if (::rename(dir.c_str(), grave.c_str()) != 0) return sys_error("rename", dir + " -> " + grave);
-  if (untrusted) {
-    // Out of reach by path at least, as every entry of functions/ is.
-    if (UniqueFd g(::open(grave.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-        !g.valid() || ::fchmod(g.get(), 0700) != 0)
-      LOG_WARN("could not chmod 0700 %s: %s", grave.c_str(), std::strerror(errno));
+  // .untrusted-* stay across restarts, where the same PID may come again
+  // (a container's PID 1): a name of its own, never one already there.
+  std::string grave;
+  int renamed = -1;
+  for (int attempt = 0; attempt < 8 && renamed != 0; attempt++) {
+    grave = functions_ + (untrusted ? "/.untrusted-" : "/.deleted-") + name + "-" + unique_suffix();
+    renamed = ::renameat2(AT_FDCWD, dir.c_str(), AT_FDCWD, grave.c_str(), RENAME_NOREPLACE);
+    if (renamed != 0 && errno == EINVAL) renamed = ::rename(dir.c_str(), grave.c_str());  // NFS
+    if (renamed != 0 && errno != EEXIST && errno != ENOTEMPTY) break;
   }
+  if (renamed != 0) return sys_error("rename", dir + " -> " + grave);
   if (Status s = fsync_dir(functions_); !s) {
     // Not durable: put it back so memory, disk and the answer agree that the
     // function still exists. If even that fails it is gone from disk and
@@ -922,6 +931,14 @@ Result<uint64_t> FileStore::remove(const std::string& name) {
       parent_unsynced_.insert(name);
     }
     return std::move(s).error();
+  }
+  // Only once the rename is durable (a rollback above must leave the
+  // directory as the operator will find it): out of others' reach by path,
+  // as every entry of functions/ is.
+  if (untrusted) {
+    if (UniqueFd g(::open(grave.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        !g.valid() || ::fchmod(g.get(), 0700) != 0)
+      LOG_WARN("could not chmod 0700 %s: %s", grave.c_str(), std::strerror(errno));
   }
   uint64_t deploy;
   {

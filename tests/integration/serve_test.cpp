@@ -1860,6 +1860,11 @@ TEST_CASE("serve: one function directory another user may write costs only that 
   CHECK(c->Delete("/functions/opened", auth(d))->status == 200);
   CHECK(access(dir.c_str(), F_OK) != 0);
   CHECK(d.log().find("check what it holds, then delete it by hand") != std::string::npos);
+  int aside = 0;
+  for (const auto& e : std::filesystem::directory_iterator(sd.path + "/functions"))
+    if (e.path().filename().string().rfind(".untrusted-opened-", 0) == 0)
+      aside += std::filesystem::exists(e.path() / "1.json");
+  CHECK(aside == 1);
   REQUIRE(deploy(d, "opened", returns("'mine'"))->status == 201);
   CHECK(c->Get("/fn/opened")->body.find("mine") != std::string::npos);
   CHECK(d.stop() == 0);

@@ -572,35 +572,41 @@ TEST_CASE("registry: a function directory another user may write is that functio
         put.error().message());
     CHECK_FALSE(fs::exists(dir + "/2.json"));
   };
-  REQUIRE(chmod(dir.c_str(), 0777) == 0);
-  {
-    auto store = open_ok(tmp.path);
-    check_untrusted(*store);
-  }
-  REQUIRE(chmod(dir.c_str(), 0700) == 0);
-  CHECK(open_ok(tmp.path)->get("f", 1).has_value());
   if (geteuid() == 0) {  // another owner, where this test may chown
     REQUIRE(chown(dir.c_str(), 65534, 65534) == 0);
-    auto store = open_ok(tmp.path);
-    check_untrusted(*store);
-    // A delete takes it, and the name can be deployed again.
-    auto removed = store->remove("f");
-    REQUIRE(removed);
-    CHECK(removed.value() > 0);
-    CHECK_FALSE(fs::exists(dir));
-    // Moved aside whole for an operator, not walked: 0700, with its file.
-    int aside = 0;
-    for (const auto& e : fs::directory_iterator(tmp.path + "/functions"))
-      if (e.path().filename().string().rfind(".untrusted-f-", 0) == 0) {
-        aside++;
-        CHECK(fs::exists(e.path() / "1.json"));
-        CHECK((fs::status(e.path()).permissions() & fs::perms::all) == fs::perms::owner_all);
-      }
-    CHECK(aside == 1);
-    CHECK_FALSE(store->latest_meta("f").has_value());
-    CHECK(put_ok(*store, "f", fv_of("two")).version == 1);
-    CHECK(store->get("f", 1)->source == "two");
+    check_untrusted(*open_ok(tmp.path));
+    REQUIRE(chown(dir.c_str(), 0, 0) == 0);
+    CHECK(open_ok(tmp.path)->get("f", 1).has_value());
   }
+  REQUIRE(chmod(dir.c_str(), 0777) == 0);
+  auto store = open_ok(tmp.path);
+  check_untrusted(*store);
+  // A delete moves it aside whole, for an operator, rather than walk it:
+  // made 0700 (it was 0777), with its file.
+  auto removed = store->remove("f");
+  REQUIRE(removed);
+  CHECK(removed.value() > 0);
+  CHECK_FALSE(fs::exists(dir));
+  auto aside = [&] {
+    std::vector<fs::path> found;
+    for (const auto& e : fs::directory_iterator(tmp.path + "/functions"))
+      if (e.path().filename().string().rfind(".untrusted-f-", 0) == 0) found.push_back(e.path());
+    return found;
+  };
+  REQUIRE(aside().size() == 1);
+  CHECK(fs::exists(aside()[0] / "1.json"));
+  CHECK((fs::status(aside()[0]).permissions() & fs::perms::all) == fs::perms::owner_all);
+  CHECK_FALSE(store->latest_meta("f").has_value());
+  // The name can be deployed again.
+  CHECK(put_ok(*store, "f", fv_of("two")).version == 1);
+  CHECK(store->get("f", 1)->source == "two");
+  // And the next open keeps what was moved aside, beside the new function.
+  store.reset();
+  store = open_ok(tmp.path);
+  REQUIRE(aside().size() == 1);
+  CHECK(fs::exists(aside()[0] / "1.json"));
+  CHECK(store->get("f", 1)->source == "two");
+  CHECK(store->list().size() == 2);
 }
 
 // A version file another user owns or may write was not written by this
