@@ -4,6 +4,8 @@
 
 #include <stdexcept>
 
+#include "base/random.hpp"
+
 namespace nsbox {
 
 std::string sha256_hex(std::string_view data) {
@@ -13,13 +15,7 @@ std::string sha256_hex(std::string_view data) {
   // nothing a caller could recover from.
   if (EVP_Digest(data.data(), data.size(), md, &len, EVP_sha256(), nullptr) != 1 || len != 32)
     throw std::runtime_error("libcrypto: SHA-256 failed");
-  static const char kHex[] = "0123456789abcdef";
-  std::string out(2 * len, '0');
-  for (unsigned int i = 0; i < len; i++) {
-    out[2 * i] = kHex[md[i] >> 4];
-    out[2 * i + 1] = kHex[md[i] & 15];
-  }
-  return out;
+  return hex_of(md, len);
 }
 
 }  // namespace nsbox

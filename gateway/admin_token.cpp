@@ -3,7 +3,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -15,6 +14,7 @@
 #include "base/fd.hpp"
 #include "base/files.hpp"
 #include "base/log.hpp"
+#include "base/random.hpp"
 #include "gateway/config.hpp"
 
 namespace nsbox {
@@ -71,24 +71,6 @@ Result<std::string> read_token_file(int fd, const std::string& path) {
   return t;
 }
 
-// bytes random bytes as lower-case hex.
-Result<std::string> random_hex(size_t bytes) {
-  std::string raw(bytes, '\0');
-  for (size_t got = 0; got < bytes;) {
-    const ssize_t n = getrandom(raw.data() + got, bytes - got, 0);
-    if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) return sys_error("getrandom", "token");
-    got += static_cast<size_t>(n);
-  }
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string hex;
-  for (unsigned char b : raw) {
-    hex += kDigits[b >> 4];
-    hex += kDigits[b & 15];
-  }
-  return hex;
-}
-
 // A start holds an exclusive flock on its temporary token from just after
 // it made it until it unlinks it.
 constexpr int kStaleAfterSeconds = 60;
@@ -123,12 +105,12 @@ void remove_stale_temporaries(const std::string& state_dir) {
 }
 
 Result<std::string> generate_token(const std::string& path, const std::string& state_dir) {
-  const std::string t = TRY(random_hex(24));
+  const std::string t = TRY(random_hex(24, "token"));
   // A name of this start's own: two starts on one state dir (one refused
   // later by the store's lock) must not unlink each other's file and
   // publish the other's token. Not from the token: the name may appear in
   // an error or a log.
-  const std::string suffix = TRY(random_hex(4));
+  const std::string suffix = TRY(random_hex(4, "token"));
   std::string tmp = path + ".tmp-" + std::to_string(getpid()) + "-" + suffix;
   UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!fd.valid()) return sys_error("open", tmp);

@@ -1,6 +1,5 @@
 #include "gateway/server.hpp"
 
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -12,6 +11,7 @@
 
 #include "base/limits.hpp"
 #include "base/log.hpp"
+#include "base/random.hpp"
 #include "gateway/http_parse.hpp"
 #include "gateway/names.hpp"
 #include "policies/units.hpp"
@@ -145,22 +145,10 @@ std::string random_request_id() {
   thread_local unsigned char pool[512];
   thread_local size_t used = sizeof pool;
   if (used + 8 > sizeof pool) {
-    size_t got = 0;
-    while (got < sizeof pool) {
-      ssize_t n = getrandom(pool + got, sizeof pool - got, 0);
-      if (n > 0)
-        got += size_t(n);
-      else if (errno != EINTR)
-        abort();  // no randomness: the kernel is broken
-    }
+    if (!random_bytes(pool, sizeof pool, "request id")) abort();  // the kernel is broken
     used = 0;
   }
-  static const char kHex[] = "0123456789abcdef";
-  std::string id(16, '0');
-  for (int i = 0; i < 8; i++) {
-    id[2 * i] = kHex[pool[used + i] >> 4];
-    id[2 * i + 1] = kHex[pool[used + i] & 15];
-  }
+  std::string id = hex_of(pool + used, 8);
   std::memset(pool + used, 0, 8);
   used += 8;
   return id;

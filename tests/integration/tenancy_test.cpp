@@ -12,7 +12,6 @@
 #include <signal.h>
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/wait.h>
@@ -26,6 +25,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "base/random.hpp"
 #include "tests/integration/daemon.hpp"
 #include "tests/integration/harness.hpp"
 
@@ -39,18 +39,6 @@ using nsbox::test::StateDir;
 using nsbox::test::wait_until;
 
 namespace {
-
-std::string random_hex(size_t bytes) {
-  std::string out;
-  unsigned char b[64];
-  if (getrandom(b, bytes, 0) != static_cast<ssize_t>(bytes)) abort();
-  char hex[3];
-  for (size_t i = 0; i < bytes; i++) {
-    snprintf(hex, sizeof hex, "%02x", b[i]);
-    out += hex;
-  }
-  return out;
-}
 
 uid_t proc_uid(pid_t pid) {
   const std::string v = nsbox::test::proc_status(pid, "Uid");
@@ -304,7 +292,7 @@ TEST_CASE("serve: a function finds no trace of the admin token, root and rootles
   for (bool rootless : {false, true}) {
     CAPTURE(rootless);
     StateDir sd(rootless ? "token-rootless" : "token-root");
-    const std::string token = "nsbox-tenancy-secret-" + random_hex(16);
+    const std::string token = "nsbox-tenancy-secret-" + nsbox::random_hex(16, "test token").value();
     Daemon d(sd.path, "token = \"" + token + "\"\n" + kPool);
     if (rootless) d.run_as(kNobody);
     REQUIRE_MESSAGE(d.start(), d.log());

@@ -24,6 +24,7 @@
 #include "base/hash.hpp"
 #include "base/listeners.hpp"
 #include "base/log.hpp"
+#include "base/random.hpp"
 #include "base/spawn.hpp"
 #include "tests/unit/temp_dir.hpp"
 
@@ -91,6 +92,24 @@ TEST_CASE("base: sha256 test vectors") {
         "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
   CHECK(nsbox::sha256_hex(std::string(1000000, 'a')) ==
         "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST_CASE("base/random: hex_of spells every byte; random_hex draws fresh bytes") {
+  const unsigned char bytes[] = {0x00, 0x0f, 0x10, 0xa5, 0xff};
+  CHECK(nsbox::hex_of(bytes, sizeof bytes) == "000f10a5ff");
+  CHECK(nsbox::hex_of(bytes, 0).empty());
+  auto a = nsbox::random_hex(24, "test");
+  auto b = nsbox::random_hex(24, "test");
+  REQUIRE(a);
+  REQUIRE(b);
+  CHECK(a.value().size() == 48);
+  CHECK(a.value().find_first_not_of("0123456789abcdef") == std::string::npos);
+  // 192 bits each: equal only if the draw is broken.
+  CHECK(a.value() != b.value());
+  unsigned char big[70000] = {};
+  REQUIRE(nsbox::random_bytes(big, sizeof big, "test"));
+  // A short read left unfilled would leave the tail zero.
+  CHECK(std::count(big + sizeof big - 64, big + sizeof big, 0) < 16);
 }
 
 namespace {
