@@ -57,6 +57,7 @@ bool Daemon::start() {
       int fd = open(log_path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
       dup2(fd, 2);
       dup2(fd, 1);
+      signal(SIGPIPE, SIG_DFL);  // as systemd starts it: the daemon must ignore it itself
       if (open_files_) {
         // Gone from every set an exec as root could take it back from.
         __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};

@@ -191,6 +191,10 @@ Outcome run(const RunSpec& original) {
     dup2(in[0], 0);
     dup2(out[1], 1);
     dup2(err[1], 2);
+    // As a shell starts a command: this suite ignores SIGPIPE, and an
+    // ignored disposition survives exec, which would hide a command that
+    // dies of one.
+    signal(SIGPIPE, SIG_DFL);
     for (const auto& e : spec.env) putenv(strdup(e.c_str()));
     if (spec.as_uid) {
       if (setgroups(0, nullptr) || setresgid(spec.as_uid, spec.as_uid, spec.as_uid) ||
@@ -263,6 +267,7 @@ PtyOutcome run_on_pty(const RunSpec& original) {
       dup2(slave, 0);
       dup2(slave, 1);
       dup2(slave, 2);
+      signal(SIGPIPE, SIG_DFL);  // as in run()
       for (const auto& e : spec.env) putenv(strdup(e.c_str()));
       if (spec.as_uid) {
         if (setgroups(0, nullptr) || setresgid(spec.as_uid, spec.as_uid, spec.as_uid) ||
