@@ -7,9 +7,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <fstream>
 #include <sstream>
 
+#include "base/files.hpp"
 #include "base/log.hpp"
 #include "gateway/host_check.hpp"
 #include "gateway/http_parse.hpp"
@@ -429,19 +431,44 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
   return c;
 }
 
+Status check_config_file(const ServeConfig& c) {
+  if (c.source.empty() || c.source[0] == '<') return {};
+  std::string path = c.source;
+  if (path[0] != '/') {
+    char cwd[PATH_MAX];
+    if (!getcwd(cwd, sizeof cwd)) return sys_error("getcwd", c.source);
+    path = std::string(cwd) + "/" + path;
+  }
+  const std::string fix =
+      ": the daemon runs as root what this file names (tokens, limits, "
+      "policies); keep it, and every directory above it, writable by root "
+      "alone";
+  auto resolved = resolve_trusted(path);
+  if (!resolved) return make_error("config", c.source + ": " + resolved.error().message() + fix);
+  auto checked = check_private_ancestors(resolved.value(), /*sticky_last_ok=*/true);
+  if (!checked) return make_error("config", c.source + ": " + checked.error().message() + fix);
+  struct stat st;
+  if (lstat(checked.value().c_str(), &st) != 0) return sys_error("lstat", checked.value());
+  char mode[8];
+  snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
+  if (st.st_uid != 0 && st.st_uid != geteuid())
+    return make_error("config", c.source + " belongs to uid " + std::to_string(st.st_uid) +
+                                    ", who would choose the daemon's tokens, limits and "
+                                    "policies: chown root " +
+                                    c.source);
+  if (st.st_mode & 022)
+    return make_error("config", c.source + " (mode " + mode +
+                                    ") may be changed by other users, who would choose the "
+                                    "daemon's tokens, limits and policies: chmod go-w " +
+                                    c.source);
+  return {};
+}
+
 std::string config_file_warning(const ServeConfig& c) {
   struct stat st;
   if (c.source.empty() || c.source[0] == '<' || stat(c.source.c_str(), &st) != 0) return "";
   char mode[8];
   snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
-  if (st.st_uid != 0 && st.st_uid != geteuid())
-    return c.source + " belongs to uid " + std::to_string(st.st_uid) +
-           ", who would choose the daemon's tokens, limits and policies: chown root " + c.source;
-  if (st.st_mode & 022)
-    return c.source + " (mode " + mode +
-           ") may be changed by other users, who would choose the daemon's tokens, limits and "
-           "policies: chmod go-w " +
-           c.source;
   if ((!c.token.empty() || !c.read_token.empty()) && (st.st_mode & 044))
     return c.source + " sets token" + (c.read_token.empty() ? "" : " or read_token") +
            " and other users may read it (mode " + mode + "): chmod 600 " + c.source;

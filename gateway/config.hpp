@@ -141,9 +141,14 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
 // that cannot be read is an error), else embedded defaults.
 Result<ServeConfig> load_serve_config(const std::string& path,
                                       const std::string& default_path = "/etc/nsbox/nsbox.toml");
+// The daemon's config chooses its tokens, limits and isolation: like sshd's
+// StrictModes, one that anyone but root or the daemon's user owns, or that
+// another user could change or replace (its mode, or a directory above it,
+// symlinks resolved; a sticky parent passes), is refused, at start and at
+// reload. Embedded defaults pass.
+Status check_config_file(const ServeConfig& c);
 // A config that sets token or read_token holds secrets: like ssh with a key
-// file, a warning (empty: none) when other users may read it. And whatever
-// it holds, when anyone but root or its owner may change it.
+// file, a warning (empty: none) when other users may read it.
 std::string config_file_warning(const ServeConfig& c);
 // Values each valid alone that together, or on this machine, do not do what
 // their operator likely meant (one line each, naming the keys and the fix):

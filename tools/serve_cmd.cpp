@@ -231,6 +231,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   // falling back to the embedded defaults (other tokens, other limits).
   const std::string reload_path =
       config_path.empty() && config.source != kEmbeddedDefaults ? config.source : config_path;
+  if (Status ok = check_config_file(config); !ok) return fail(ok.error().text());
   if (std::string why = config_file_warning(config); !why.empty()) LOG_WARN("%s", why.c_str());
   for (const std::string& why : config_value_warnings(config, machine_ram_bytes()))
     LOG_WARN("%s", why.c_str());
@@ -478,6 +479,10 @@ int cmd_serve(const std::vector<std::string>& args) {
         if (!again) {
           LOG_ERROR("reload: %s; keeping the running configuration",
                     again.error().message().c_str());
+          continue;
+        }
+        if (Status ok = check_config_file(again.value()); !ok) {
+          LOG_ERROR("reload: %s; keeping the running configuration", ok.error().text().c_str());
           continue;
         }
         ServeConfig file_next = again.value();

@@ -1846,7 +1846,28 @@ TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads 
       5000, "the reload to be refused, and why"));
   CHECK(c->Put("/functions/t", file_token, returns("6"), "text/x-python")->status == 201);
   REQUIRE(rename((dir + ".toml.away").c_str(), (dir + ".toml").c_str()) == 0);
+  // A config other users may write: its new token is not taken, at reload
+  // nor at a start (they would choose the daemon's tokens and limits).
+  std::ofstream(dir + ".toml") << conf << "token = \"third-token-0123456789\"\n";
+  REQUIRE(chmod((dir + ".toml").c_str(), 0666) == 0);
+  kill(d.pid(), SIGHUP);
+  CHECK(nsbox::test::wait_until(
+      [&] {
+        return d.log().find("reload: " + dir + ".toml (mode 0666) may be changed by other users") !=
+               std::string::npos;
+      },
+      5000, "the reload of a writable config to be refused"));
+  httplib::Headers third = {{"Authorization", "Bearer third-token-0123456789"}};
+  CHECK(c->Put("/functions/t", third, returns("7"), "text/x-python")->status == 401);
+  CHECK(c->Put("/functions/t", file_token, returns("7"), "text/x-python")->status == 201);
   CHECK(d.stop() == 0);
+  nsbox::test::RunSpec again;
+  again.argv = {nsbox::test::nsbox_bin(), "serve", "--config", dir + ".toml"};
+  o = nsbox::test::run(again);
+  CHECK(o.exit_code == 1);
+  CHECK_MESSAGE(o.err.find("nsbox serve: " + dir +
+                           ".toml (mode 0666) may be changed by other users") != std::string::npos,
+                o.err);
 }
 
 TEST_CASE("serve: refuses a state dir below a directory closed to other users, naming it") {

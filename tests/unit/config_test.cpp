@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <fstream>
 #include <set>
@@ -752,15 +753,72 @@ TEST_CASE("config: a config holding a token says so when others may read it") {
       has(w, "sets token and other users may read it (mode 0644): chmod 600 " + std::string(path)),
       w);
   CHECK(has(read(0640), "mode 0640"));
-  CHECK(has(read(0602), "may be changed by other users"));
-  // Without a secret, being readable is fine; being writable is not.
+  // Without a secret, being readable is fine.
   REQUIRE(truncate(path, 0) == 0);
   CHECK(read(0644).empty());
-  CHECK(has(read(0666), "chmod go-w"));
   auto defaults = parse_serve_config("", "<embedded defaults>");
   REQUIRE(defaults);
   CHECK(config_file_warning(defaults.value()).empty());
   unlink(path);
+}
+
+TEST_CASE("config: a config another user could change or replace is refused") {
+  nsbox::test::TempDir tmp("config-owner");
+  const std::string dir = tmp.path + "/etc";
+  REQUIRE(mkdir(dir.c_str(), 0755) == 0);
+  const std::string path = dir + "/nsbox.toml";
+  std::ofstream(path) << "[server]\nlisten = \"127.0.0.1:8080\"\n";
+  auto check = [&](mode_t mode) {
+    REQUIRE(chmod(path.c_str(), mode) == 0);
+    auto c = load_serve_config(path);
+    REQUIRE(c);
+    Status ok = check_config_file(c.value());
+    return ok ? std::string() : ok.error().text();
+  };
+  CHECK(check(0644).empty());
+  CHECK(check(0600).empty());
+  std::string e = check(0664);
+  CHECK_MESSAGE(has(e, "(mode 0664) may be changed by other users"), e);
+  CHECK_MESSAGE(has(e, "chmod go-w " + path), e);
+  CHECK(has(check(0646), "chmod go-w"));
+  // A directory above it that others may write: they could rename their
+  // own file over it.
+  REQUIRE(chmod(dir.c_str(), 0777) == 0);
+  e = check(0644);
+  CHECK_MESSAGE(has(e, dir + " (owner uid"), e);
+  CHECK_MESSAGE(has(e, "lets another user rename or replace"), e);
+  REQUIRE(chmod(dir.c_str(), 0755) == 0);
+  // Owned by someone else.
+  if (geteuid() == 0) {
+    REQUIRE(chown(path.c_str(), 65534, 65534) == 0);
+    e = check(0644);
+    CHECK_MESSAGE(has(e, "belongs to uid 65534"), e);
+    CHECK_MESSAGE(has(e, "chown root " + path), e);
+    REQUIRE(chown(path.c_str(), 0, 0) == 0);
+    // A link another user owns is not followed.
+    const std::string link = dir + "/link.toml";
+    REQUIRE(symlink(path.c_str(), link.c_str()) == 0);
+    REQUIRE(lchown(link.c_str(), 65534, 65534) == 0);
+    auto c = load_serve_config(link);
+    REQUIRE(c);
+    Status ok = check_config_file(c.value());
+    CHECK(!ok);
+  }
+  // A relative path is checked where it leads.
+  char cwd[PATH_MAX];
+  REQUIRE(getcwd(cwd, sizeof cwd));
+  REQUIRE(chdir(dir.c_str()) == 0);
+  auto rel = load_serve_config("nsbox.toml");
+  REQUIRE(chdir(cwd) == 0);
+  REQUIRE(rel);
+  REQUIRE(chmod(path.c_str(), 0666) == 0);
+  REQUIRE(chdir(dir.c_str()) == 0);
+  Status rel_ok = check_config_file(rel.value());
+  REQUIRE(chdir(cwd) == 0);
+  CHECK(!rel_ok);
+  auto defaults = parse_serve_config("", "<embedded defaults>");
+  REQUIRE(defaults);
+  CHECK(check_config_file(defaults.value()));
 }
 
 // Valid values that together, or on this machine, do not do what was meant:
