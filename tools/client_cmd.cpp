@@ -360,15 +360,30 @@ struct Token {
   bool default_file_unreadable = false;  // /var/lib/nsbox/token exists but is not readable
 };
 
+// A token file holds one line: more than this is not one.
+constexpr size_t kMaxTokenFileBytes = 4096;
+
 // Returns false (message printed) when an explicitly named token file cannot
 // be read, or the token found is not one a header can carry.
 bool find_token_value(const Args& a, Token* t) {
-  auto read_file = [](const std::string& path, std::string* out) -> int {
-    std::ifstream f(path, std::ios::binary);
-    if (!f) return errno ? errno : EIO;
-    out->assign(std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>());
-    if (f.bad()) return EIO;
-    return 0;
+  // --token-file under sudo is read with the invoker's rights, as FILE.py
+  // is: a sudo rule for nsbox must not read a root-only file (the daemon's
+  // own token among them) and send it wherever --server points. Only the
+  // default token file is read as root, and that goes to its daemon alone
+  // (token_may_go). A regular file only, and a bounded read: /dev/zero or a
+  // FIFO must not hang or fill the command.
+  auto read_file = [](const std::optional<Invoker>& as,
+                      const std::string& path) -> Result<std::string> {
+    UniqueFd fd = TRY(open_as(as, path, O_RDONLY | O_NONBLOCK | O_NOCTTY));
+    struct stat st {};
+    if (fstat(fd.get(), &st) != 0) return sys_error("fstat", path);
+    if (!S_ISREG(st.st_mode)) return make_error("token", path + ": not a regular file");
+    auto text = read_up_to(fd.get(), kMaxTokenFileBytes);
+    if (!text && text.error().err == EFBIG)
+      return make_error("token", path + ": larger than " + std::to_string(kMaxTokenFileBytes) +
+                                     " bytes, more than a token");
+    if (!text) return std::move(text).error().within(path);
+    return text;
   };
   if (a.token) {
     t->value = token_text(*a.token);
@@ -376,14 +391,17 @@ bool find_token_value(const Args& a, Token* t) {
     return true;
   }
   if (a.token_file) {
-    std::string text;
-    errno = 0;
-    if (int e = read_file(*a.token_file, &text)) {
-      std::fprintf(stderr, "nsbox: cannot read token file %s: %s\n", a.token_file->c_str(),
-                   std::strerror(e));
+    auto invoker = sudo_invoker();
+    if (!invoker) {
+      std::fprintf(stderr, "nsbox: %s\n", invoker.error().text().c_str());
       return false;
     }
-    t->value = token_text(text);
+    auto text = read_file(invoker.value(), *a.token_file);
+    if (!text) {
+      std::fprintf(stderr, "nsbox: cannot read token file: %s\n", text.error().text().c_str());
+      return false;
+    }
+    t->value = token_text(text.value());
     t->source = "--token-file " + *a.token_file;
     if (t->value.empty()) {
       std::fprintf(stderr, "nsbox: token file %s is empty\n", a.token_file->c_str());
@@ -396,13 +414,11 @@ bool find_token_value(const Args& a, Token* t) {
     t->source = "NSBOX_TOKEN";
     return true;
   }
-  std::string text;
-  errno = 0;
-  int e = read_file(kDefaultTokenFile, &text);
-  if (e == 0) {
-    t->value = token_text(text);
+  auto text = read_file(std::nullopt, kDefaultTokenFile);
+  if (text) {
+    t->value = token_text(text.value());
     t->source = kDefaultTokenFile;
-  } else if (e != ENOENT) {
+  } else if (text.error().err != ENOENT) {
     t->default_file_unreadable = true;
   }
   return true;
@@ -479,7 +495,8 @@ bool resolve_server(ServerUrl* url, std::string* err) {
 // command), goes to a port of this host (loopback, 0.0.0.0, an interface's
 // address) only when its socket is root's or the caller's: a squatter there
 // would otherwise collect it. Named on the
-// command line (--token, --token-file), it goes where told.
+// command line (--token, --token-file, the latter read with sudo's
+// invoker's rights), it goes where told.
 // Returns false (message printed) to refuse.
 bool token_may_go(const Token& t, const ServerUrl& url, const std::string& name);
 

@@ -1485,6 +1485,50 @@ TEST_CASE("nsbox invoke sends no token; nsbox deploy does") {
   CHECK(seen["/functions/x"] == "Bearer admin-secret-token");
 }
 
+TEST_CASE("--token-file is read with sudo's invoker's rights, and only a small regular file") {
+  httplib::Server srv;
+  std::atomic<int> requests{0};
+  srv.Get("/functions", [&](const httplib::Request&, httplib::Response& res) {
+    requests++;
+    res.set_content(R"({"functions": []})", "application/json");
+  });
+  Serving serving(srv);
+  StateDir sd("token-file");
+  std::filesystem::create_directories(sd.path);
+  REQUIRE(chmod(sd.path.c_str(), 0755) == 0);
+  const std::string secret = sd.path + "/root-only";
+  std::ofstream(secret) << "root-only-secret-0123456789\n";
+  REQUIRE(chmod(secret.c_str(), 0600) == 0);
+  auto ls = [&](const std::string& file, std::vector<std::string> env) {
+    auto spec = nsbox::test::client_spec({"ls", "--token-file", file}, serving.url, "");
+    spec.env = std::move(env);
+    return nsbox::test::run(spec);
+  };
+  // As root itself it is read (and goes where told).
+  auto o = ls(secret, {});
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  CHECK(requests == 1);
+  if (geteuid() == 0) {
+    // Under sudo by nobody, who cannot read it: refused, nothing sent.
+    o = ls(secret, {"SUDO_UID=65534", "SUDO_GID=65534", "SUDO_USER=nobody"});
+    CHECK(o.exit_code != 0);
+    CHECK_MESSAGE(o.err.find("cannot read token file") != std::string::npos, o.err);
+    CHECK_MESSAGE(o.err.find("Permission denied") != std::string::npos, o.err);
+    CHECK(requests == 1);
+  }
+  // Not a regular file, or far larger than a token: refused at once.
+  o = ls("/dev/zero", {});
+  CHECK(o.exit_code != 0);
+  CHECK_MESSAGE(o.err.find("/dev/zero: not a regular file") != std::string::npos, o.err);
+  const std::string big = sd.path + "/big";
+  std::ofstream(big) << std::string(1u << 20, 'a');
+  o = ls(big, {});
+  CHECK(o.exit_code != 0);
+  CHECK_MESSAGE(o.err.find("more than a token") != std::string::npos, o.err);
+  CHECK(requests == 1);
+  serving.stop();
+}
+
 // A squatter: another user (nobody) listening on a loopback port, as one
 // may while the daemon restarts. Writes every request it gets to *seen.
 pid_t squat_as_nobody(int* port, int* seen) {
