@@ -53,9 +53,23 @@ Result<ParsedArgs> parse_options(const std::vector<Option>& options,
   const int argc = int(argv.size()) - 1;
   for (;;) {
     int index = -1;
+    const int at = optind == 0 ? 1 : optind;  // the word this call starts on
     int c = getopt_long(argc, argv.data(), shorts.c_str(), longs.data(), &index);
     if (c == -1) break;
     if (!error.empty()) continue;  // the first error is the one reported
+    // getopt_long takes any unique prefix of a long name: "--no" would run
+    // a function unisolated, and a new option would change what an old
+    // abbreviation means. Whole names only, as docker's and git's.
+    if ((c >= kFirstOption || c == kHelp) && at < argc + 1 && argv[at]) {
+      const std::string word = argv[at];
+      const std::string name = word.rfind("--", 0) == 0 ? word.substr(2, word.find('=') - 2) : "";
+      const std::string& full =
+          c == kHelp ? std::string("help") : options[size_t(c - kFirstOption)].name;
+      if (name != full) {
+        error = "unknown option --" + name + " (did you mean --" + full + "?)";
+        continue;
+      }
+    }
     if (c == 1) {
       out.positional.push_back(optarg);
       continue;

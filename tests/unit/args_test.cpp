@@ -176,9 +176,20 @@ TEST_CASE("parse_options: one table drives parsing and --help for every command"
   CHECK(missing.error().detail == "-n needs a value");
   auto bad_flag = nsbox::parse_options(table, {"--flag=1"});
   REQUIRE_FALSE(bad_flag);
-  // A unique prefix of a long name is that option, as getopt_long has it.
+  // A prefix of a long name is not that option (getopt_long would take
+  // it): "--no" must not mean --no-isolation.
   name.clear();
-  REQUIRE(nsbox::parse_options(table, {"--na", "y"}));
+  auto prefix = nsbox::parse_options(table, {"--na", "y"});
+  REQUIRE_FALSE(prefix);
+  CHECK(prefix.error().detail == "unknown option --na (did you mean --name?)");
+  CHECK(name.empty());
+  auto prefix_eq = nsbox::parse_options(table, {"a", "--fl"});
+  REQUIRE_FALSE(prefix_eq);
+  CHECK(prefix_eq.error().detail == "unknown option --fl (did you mean --flag?)");
+  auto help_prefix = nsbox::parse_options(table, {"--he"});
+  REQUIRE_FALSE(help_prefix);
+  // The whole name, with its value joined or not, still works.
+  REQUIRE(nsbox::parse_options(table, {"--name=y", "--flag"}));
   CHECK(name == "y");
   // Parsing twice starts afresh (getopt's state is global).
   REQUIRE(nsbox::parse_options(table, {"--name", "z"}));
