@@ -228,6 +228,39 @@ struct PlainChild {
   ~PlainChild() { stop(); }
 };
 
+// From the stop signal's thread: what the unisolated function started
+// holds the channel too, so killing the runner alone left the run waiting
+// for its deadline. Kills every child of ours (we are their subreaper, so
+// the runner's exit hands its own to us: a few rounds) by pidfd, and only
+// while its parent is still us: the main thread may reap one meanwhile,
+// and its pid be reused.
+void kill_plain_descendants() {
+  for (int round = 0; round < 20; round++) {
+    std::vector<pid_t> kids = child_pids();
+    for (pid_t k : kids) {
+      UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, k, 0)));
+      if (!pidfd.valid()) continue;
+      char path[64];
+      snprintf(path, sizeof path, "/proc/%d/stat", k);
+      std::string stat;
+      if (FILE* f = fopen(path, "re")) {
+        char buf[512];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        stat.assign(buf, n);
+        fclose(f);
+      }
+      // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+      const size_t close = stat.rfind(')');
+      if (close == std::string::npos) continue;
+      int ppid = -1;
+      if (sscanf(stat.c_str() + close + 1, " %*c %d", &ppid) != 1 || ppid != getpid()) continue;
+      syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+    }
+    if (kids.empty() && round > 0) return;
+    usleep(5000);
+  }
+}
+
 // Who an unisolated runner started by root runs as.
 constexpr unsigned kNobody = 65534;
 
@@ -245,6 +278,7 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
+  const pid_t parent = getpid();
   pid_t pid = fork();
   if (pid < 0) return sys_error("fork", "runner");
   if (pid == 0) {
@@ -283,6 +317,10 @@ Result<PlainChild*> start_plain(PlainChild* c, const std::string& runner, const 
         _exit(127);
       }
     }
+    // A SIGKILLed nsbox run cannot stop() it: the runner dies with us, as
+    // bwrap's --die-with-parent. Set after the uid change, which clears it;
+    // a parent already gone is checked for once it is set.
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent) _exit(127);
     execve(argv[0], argv.data(), envp.data());
     _exit(127);
   }
@@ -538,6 +576,7 @@ int cmd_run(const std::vector<std::string>& args) {
     plain_pidfd.reset(static_cast<int>(syscall(SYS_pidfd_open, plain.pid, 0)));
     on_stop_signal([fd = plain_pidfd.get()] {
       if (fd >= 0) syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0);
+      kill_plain_descendants();
     });
   } else {
     on_stop_signal([&sandbox] { sandbox.kill(); });
@@ -694,7 +733,9 @@ int cmd_run(const std::vector<std::string>& args) {
     LOG_WARN("%s", d.error().message().c_str());
   relay.finish(kRelayGraceMs);
   if (int sig = stop_signal()) {
-    std::fprintf(stderr, "nsbox: stopped by %s; the sandbox is gone\n", strsignal(sig));
+    std::fprintf(
+        stderr, "nsbox: stopped by %s; %s\n", strsignal(sig),
+        o.no_isolation ? "the function and what it started are gone" : "the sandbox is gone");
     return die_of(sig);
   }
   if (!end.out.empty()) write_for_display(STDOUT_FILENO, end.out);

@@ -21,6 +21,7 @@ sigset_t stop_set() {
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGQUIT);  // Ctrl-\ ends a run as cleanly as Ctrl-C
   return set;
 }
 

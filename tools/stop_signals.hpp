@@ -1,4 +1,4 @@
-// SIGINT, SIGTERM and SIGHUP for `nsbox run`: turned into "kill the
+// SIGINT, SIGTERM, SIGHUP and SIGQUIT for `nsbox run`: turned into "kill the
 // sandbox" so that the run ends the ordinary way, its cgroup leaves and
 // overlay removed, instead of the process dying with them left for a
 // later sweep (Ctrl-C and a closed terminal are the common ways a run

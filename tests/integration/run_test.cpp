@@ -1,11 +1,15 @@
 // `nsbox run` as root: every isolation claim checked from inside a sandbox
 // by a probe, then from the host that nothing was left behind.
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
@@ -654,4 +658,103 @@ TEST_CASE("200 runs in a row leave no mount, cgroup or process behind") {
   CHECK(after.mounts == before.mounts);
   CHECK(after.cgroup_leaves <= before.cgroup_leaves);  // runs also sweep stale leaves
   CHECK(after.sandbox_procs == 0);
+}
+
+namespace {
+
+// Starts `nsbox run ARGS` with stderr on a pipe, waits for the function to
+// print "started PID" (the process it left running), sends sig, and
+// returns the run's exit code (128+N when it died of N) and that pid.
+struct Stopped {
+  int exit_code = -1;
+  double seconds = 0;
+  pid_t left = -1;
+  std::string err;
+};
+
+Stopped stop_run_with(const std::vector<std::string>& args, int sig) {
+  Stopped s;
+  int err[2];
+  REQUIRE(pipe2(err, O_CLOEXEC) == 0);
+  const pid_t pid = fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    dup2(err[1], 2);
+    int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+    dup2(devnull, 0);
+    dup2(devnull, 1);
+    signal(SIGPIPE, SIG_DFL);
+    std::vector<char*> argv;
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(argv[0], argv.data());
+    _exit(127);
+  }
+  close(err[1]);
+  char buf[4096];
+  while (s.err.find("started ") == std::string::npos ||
+         s.err.find('\n', s.err.find("started ")) == std::string::npos) {
+    pollfd p{err[0], POLLIN, 0};
+    if (poll(&p, 1, 60000) <= 0) break;
+    const ssize_t n = read(err[0], buf, sizeof buf);
+    if (n <= 0) break;
+    s.err.append(buf, size_t(n));
+  }
+  if (size_t at = s.err.find("started "); at != std::string::npos)
+    s.left = std::atoi(s.err.c_str() + at + 8);
+  const auto sent = std::chrono::steady_clock::now();
+  kill(pid, sig);
+  for (ssize_t n; (n = read(err[0], buf, sizeof buf)) > 0;) s.err.append(buf, size_t(n));
+  close(err[0]);
+  int st = 0;
+  waitpid(pid, &st, 0);
+  s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
+  s.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return s;
+}
+
+}  // namespace
+
+TEST_CASE("a stop signal ends nsbox run at once, leaving nothing, isolated or not") {
+  nsbox::test::TempDir tmp("stop-run");
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  // Leaves a process running (in a session of its own where allowed) that
+  // holds the runner's channel, then waits far past the test: the run must
+  // end on the signal, not at its 60 s timeout.
+  const std::string fn = tmp.path + "/linger.py";
+  std::ofstream(fn) << "import os, sys, time\n"
+                       "def handler(event, context):\n"
+                       "    pid = os.fork()  # keeps the runner's fds, its channel too\n"
+                       "    if pid == 0:\n"
+                       "        try:\n"
+                       "            os.setsid()\n"
+                       "        except OSError:  # a sandbox refuses a session\n"
+                       "            pass\n"
+                       "        time.sleep(300)\n"
+                       "        os._exit(0)\n"
+                       "    print('started', pid, file=sys.stderr, flush=True)\n"
+                       "    time.sleep(300)\n";
+  const auto before = nsbox::test::host_residue();
+  for (const bool isolated : {false, true}) {
+    for (const int sig : {SIGINT, SIGQUIT}) {
+      CAPTURE(isolated);
+      CAPTURE(sig);
+      std::vector<std::string> args = {nsbox::test::nsbox_bin(), "run", fn, "--timeout", "60s"};
+      if (!isolated) args.push_back("--no-isolation");
+      Stopped s = stop_run_with(args, sig);
+      CHECK_MESSAGE(s.left > 0, s.err);
+      CHECK_MESSAGE(s.exit_code == 128 + sig, s.err);
+      CHECK_MESSAGE(s.seconds < 10, s.seconds);
+      CHECK_MESSAGE(s.err.find("nsbox: stopped by ") != std::string::npos, s.err);
+      // Its pid is the sandbox's own when isolated: there, no sandbox
+      // process at all may be left.
+      if (!isolated && s.left > 0)
+        CHECK(nsbox::test::wait_until([&] { return !nsbox::test::running(s.left); }, 5000,
+                                      "what the function started to be gone"));
+      const auto after = nsbox::test::host_residue();
+      CHECK(after.sandbox_procs <= before.sandbox_procs);
+      CHECK(after.cgroup_leaves <= before.cgroup_leaves);
+      CHECK(after.mounts <= before.mounts);
+    }
+  }
 }
