@@ -50,7 +50,9 @@ class Parser : public TomlReader {
 
     const toml::table& sc = table(root, "seccomp", "seccomp", true);
     check_keys(sc, "[seccomp]", {"default_action", "errno", "allow_fork", "allow"});
-    p.seccomp.allow_fork = boolean(sc, "allow_fork", "[seccomp]", true);
+    // Child processes only when asked for: every other key left out means
+    // the stricter choice too.
+    p.seccomp.allow_fork = boolean(sc, "allow_fork", "[seccomp]", false);
     std::string action = string(sc, "default_action", "[seccomp]", "errno");
     static const std::map<std::string, SeccompDefault> actions = {
         {"errno", SeccompDefault::Errno},
@@ -132,6 +134,16 @@ Result<Policy> parse_policy(std::string_view text, const std::string& source) {
   } catch (const TomlError& e) {
     return make_error("policy", e.msg);
   }
+}
+
+std::vector<std::string> policy_warnings(const Policy& p) {
+  std::vector<std::string> w;
+  if (p.seccomp.default_action == SeccompDefault::Log)
+    w.push_back(p.source +
+                ": [seccomp] default_action = \"log\" lets every system call the policy does not "
+                "list run (the kernel only logs it): a policy to find what a function needs, not "
+                "one to run code you do not trust under");
+  return w;
 }
 
 std::vector<std::string> builtin_policy_names() {

@@ -21,6 +21,10 @@ bool policy_is_path(const std::string& name_or_path);
 // A policy file opened already, named path in errors and as its name.
 Result<Policy> load_policy_fd(int fd, const std::string& path);
 
+// What a valid policy does that its writer may not have meant, one line
+// each (empty: nothing): shown before a run, not refused.
+std::vector<std::string> policy_warnings(const Policy& p);
+
 std::vector<std::string> builtin_policy_names();
 
 }  // namespace nsbox

@@ -417,6 +417,7 @@ int cmd_run(const std::vector<std::string>& args) {
   }
   if (!policy_r) return fail(kExitUsage, policy_r.error().text());
   Policy policy = policy_r.value();
+  for (const std::string& w : policy_warnings(policy)) LOG_WARN("%s", w.c_str());
   if (o.memory) {
     auto m = parse_size(*o.memory);
     if (!m) return fail(kExitUsage, "--memory " + m.error().text());
@@ -705,6 +706,23 @@ int cmd_run(const std::vector<std::string>& args) {
     Outcome hello = o.no_isolation ? runner_await_load(chan, deadline)
                                    : runner_load(chan, fn_inside, o.handler, "", deadline);
     const uint64_t t_ready = monotonic_us();
+    if (hello.kind == Outcome::Died && !hello.broke_protocol && !o.no_isolation &&
+        policy_is_path(o.policy)) {
+      // A policy file that leaves out what the interpreter needs to start
+      // (write, read, mmap...) kills it before it says a word: that is the
+      // likelier cause than the function, and a setup error, not the
+      // function's (the built-in policies allow what it needs).
+      RunEnd end = died();
+      if (end.code != kExitFunctionError) return end;
+      const auto why = parse_envelope(end.out);
+      return ended(kExitSetup, "the runtime ended before it loaded " + o.function + " (" +
+                                   (why ? reply_str(*why, "errorMessage") : std::string("?")) +
+                                   "): most likely the policy " + o.policy +
+                                   " refuses a system call the interpreter needs to start; "
+                                   "compare its [seccomp.allow] with `nsbox run --policy "
+                                   "default`'s (policies/default.toml), or run with "
+                                   "default_action = \"log\" to find it");
+    }
     if (hello.kind != Outcome::Ok) return verdict(hello);
     // No "http": a proxy-shaped result is printed whole, as the function
     // returned it.

@@ -622,6 +622,40 @@ TEST_CASE("a policy that leaves out execve is named as the cause of the failed e
                 o.err);
 }
 
+TEST_CASE("a policy file that leaves out what the interpreter needs is named as the likely cause") {
+  nsbox::test::TempDir tmp("nowrite-policy");
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  for (const std::string call : {"write", "read"}) {
+    CAPTURE(call);
+    std::string policy = default_policy_text();
+    const std::string entry = "\"" + call + "\",";
+    REQUIRE(policy.find(entry) != std::string::npos);
+    policy.erase(policy.find(entry), entry.size());
+    const std::string path = tmp.path + "/no" + call + ".toml";
+    std::ofstream(path) << policy;
+    for (const std::string factory : {"exec", "template"}) {
+      CAPTURE(factory);
+      Outcome o = nsbox_run("echo.py", {"--factory", factory, "--policy", path});
+      // Exit 3 (setup) naming the policy, not exit 1 as if the function
+      // had exited by itself.
+      CHECK_MESSAGE(o.exit_code == 3, o.err);
+      CHECK_MESSAGE(
+          o.err.find("most likely the policy " + path +
+                     " refuses a system call the interpreter needs to start") != std::string::npos,
+          o.err);
+    }
+  }
+  // A function that exits while loading under the built-in policy is still
+  // the function's own doing.
+  const std::string fn = tmp.path + "/exits.py";
+  std::ofstream(fn) << "import os\nos._exit(5)\ndef handler(event, context):\n    return 1\n";
+  nsbox::test::RunSpec s;
+  s.argv = {nsbox::test::nsbox_bin(), "run", fn};
+  Outcome own = nsbox::test::run(s);
+  CHECK_MESSAGE(own.exit_code == 1, own.err);
+  CHECK(own.out.find("exited with status 5") != std::string::npos);
+}
+
 TEST_CASE("a rootfs behind a directory closed to other users is refused by name, not by EACCES") {
   // The overlay is mounted by the sandbox's unprivileged uid: a state or
   // cache directory under a 0700 parent used to fail every sandbox with

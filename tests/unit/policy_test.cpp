@@ -540,3 +540,34 @@ TEST_CASE("parse_policy: fork and vfork are refused where allow_fork = false") {
   REQUIRE_FALSE(r);
   CHECK(contains(r.error().message(), "\"vfork\" makes child processes"));
 }
+
+TEST_CASE("parse_policy: a policy that leaves out allow_fork gets no child processes") {
+  auto r = parse_policy(join(kBase), "t.toml");
+  REQUIRE(r);
+  CHECK_FALSE(r.value().seccomp.allow_fork);
+  auto lines = kBase;
+  lines.insert(lines.begin() + 11, "allow_fork = true");
+  r = parse_policy(join(lines), "t.toml");
+  REQUIRE(r);
+  CHECK(r.value().seccomp.allow_fork);
+  // The built-in policies say so themselves.
+  CHECK(load_policy("default").value().seccomp.allow_fork);
+  CHECK_FALSE(load_policy("strict").value().seccomp.allow_fork);
+  // fork listed without the key: refused, saying how to allow it.
+  lines = kBase;
+  lines.back() = "basic = [\"read\", \"fork\", \"exit_group\"]";
+  CHECK(contains(parse_error(join(lines)), "remove it or set allow_fork = true"));
+}
+
+TEST_CASE("policy_warnings: default_action = \"log\" is said to let unlisted calls run") {
+  auto quiet = parse_policy(join(kBase), "t.toml");
+  REQUIRE(quiet);
+  CHECK(policy_warnings(quiet.value()).empty());
+  CHECK(policy_warnings(load_policy("default").value()).empty());
+  CHECK(policy_warnings(load_policy("strict").value()).empty());
+  auto log = parse_policy(replace_line(11, "default_action = \"log\""), "t.toml");
+  REQUIRE(log);
+  auto w = policy_warnings(log.value());
+  REQUIRE(w.size() == 1);
+  CHECK(w[0].rfind("t.toml: [seccomp] default_action = \"log\" lets every system call", 0) == 0);
+}
