@@ -46,9 +46,17 @@ size_t FactoryGroup::pick() {
 template <typename F>
 Result<SpawnedSandbox> FactoryGroup::made_by(size_t k, F&& f) {
   Member& m = *members_[k];
-  m.in_flight++;
-  Result<SpawnedSandbox> r = f(*m.factory);
-  m.in_flight--;
+  // Given back however f returns: a throw (bad_alloc) that kept it would
+  // steer pick() away from this spawner for good.
+  struct InFlight {
+    Member& m;
+    explicit InFlight(Member& member) : m(member) { m.in_flight++; }
+    ~InFlight() { m.in_flight--; }
+  };
+  Result<SpawnedSandbox> r = [&] {
+    InFlight counted(m);
+    return f(*m.factory);
+  }();
   if (!r) {
     if (!m.factory->healthy()) m.lost = true;
     return r;

@@ -727,6 +727,16 @@ Setup wait_for_setup(int sock) {
         break;
       }
       case kDestroy: {
+        // A function template is killed and thawed, and destroyed once its
+        // PID 1 is gone: at once, unless one of its instances is v1-frozen
+        // (leased, not yet thawed, when the gateway dropped the template),
+        // and then after that instance's destroy, not in a wait without a
+        // bound here that would hold up the instance's own destroy.
+        if (fork_socks.count(req.id) || dead_templates.count(req.id)) {
+          kill_template(req.id);
+          drop_dead_templates(0);
+          break;
+        }
         // A template's instances die with it (they live in its PID
         // namespace); their leaves go when the gateway destroys them.
         frozen_templates.remove(req.id);  // before its socket closes
@@ -799,6 +809,7 @@ Result<std::unique_ptr<SpawnerClient>> SpawnerClient::fork_early(
   int sv[2];
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return sys_error("socketpair", "spawner");
+  UniqueFd ours(sv[0]), theirs(sv[1]);
   pid_t pid = fork();
   if (pid < 0) return sys_error("fork", "spawner");
   if (pid == 0) {
@@ -806,9 +817,9 @@ Result<std::unique_ptr<SpawnerClient>> SpawnerClient::fork_early(
     for (int fd : close_in_child) close(fd);
     spawner_main(sv[1]);
   }
-  close(sv[1]);
+  theirs.reset();
   std::unique_ptr<SpawnerClient> c(new SpawnerClient());
-  c->sock_.reset(sv[0]);
+  c->sock_ = std::move(ours);
   c->pid_ = pid;
   return c;
 }

@@ -104,13 +104,13 @@ Status check_legacy_slots(const std::string& dir, bool remove) {
   }
   // Every file, whatever its name: one pass finds a holder and lists what to delete.
   std::vector<std::string> names;
-  if (DIR* d = fdopendir(dup(dirfd.get()))) {
-    while (dirent* e = readdir(d))
-      if (e->d_type == DT_REG) names.emplace_back(e->d_name);
-    closedir(d);
-  } else {
-    return sys_error("opendir", dir);
-  }
+  UniqueFd copy(fcntl(dirfd.get(), F_DUPFD_CLOEXEC, 0));
+  DIR* d = copy.valid() ? fdopendir(copy.get()) : nullptr;
+  if (!d) return sys_error("opendir", dir);
+  (void)copy.release();  // closedir closes it
+  while (dirent* e = readdir(d))
+    if (e->d_type == DT_REG) names.emplace_back(e->d_name);
+  closedir(d);
   for (const std::string& name : names) {
     UniqueFd fd(openat(dirfd.get(), name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
     if (!fd.valid()) continue;
