@@ -380,6 +380,16 @@ bool parse_cidr(const std::string& text, Cidr* out) {
     c.family = AF_INET6;
     c.bits = bits < 0 ? 128 : bits;
     if (c.bits > 128) return false;
+    // "::ffff:10.0.0.1" is how an IPv4 peer looks on a dual-stack socket,
+    // and cidr_contains reads client addresses so, as IPv4: a block written
+    // that way is the IPv4 block, or it would never match.
+    static constexpr unsigned char kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (c.bits >= 96 && std::memcmp(c.addr, kMapped, sizeof kMapped) == 0) {
+      std::memmove(c.addr, c.addr + 12, 4);
+      std::memset(c.addr + 4, 0, 12);
+      c.family = AF_INET;
+      c.bits -= 96;
+    }
   } else {
     return false;
   }

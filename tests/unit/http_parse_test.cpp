@@ -298,6 +298,18 @@ TEST_CASE("PROXY v1, trusted proxies and X-Forwarded-For") {
   CHECK(cidr_contains(trusted, "10.9.8.7"));
   CHECK(cidr_contains(trusted, "::ffff:10.9.8.7"));
   CHECK_FALSE(cidr_contains(trusted, "11.0.0.1"));
+  // A block written as IPv4-mapped IPv6 is that IPv4 block: client
+  // addresses are compared as IPv4, so it matched nothing.
+  std::vector<Cidr> mapped(2);
+  REQUIRE(parse_cidr("::ffff:10.0.0.1", &mapped[0]));
+  REQUIRE(parse_cidr("::ffff:192.168.0.0/112", &mapped[1]));
+  CHECK(mapped[0].family == AF_INET);
+  CHECK(mapped[1].bits == 16);
+  CHECK(cidr_contains(mapped, "10.0.0.1"));
+  CHECK(cidr_contains(mapped, "::ffff:10.0.0.1"));
+  CHECK(cidr_contains(mapped, "192.168.44.1"));
+  CHECK_FALSE(cidr_contains(mapped, "10.0.0.2"));
+  CHECK_FALSE(cidr_contains(mapped, "192.169.0.1"));
   httplib::Request req;
   req.headers.emplace("X-Forwarded-For", "6.6.6.6, 198.51.100.9, 10.1.1.1");
   CHECK(forwarded_client("10.0.0.2", req, trusted) == "198.51.100.9");
