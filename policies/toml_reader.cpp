@@ -9,6 +9,7 @@
 
 #include "base/fd.hpp"
 #include "base/files.hpp"
+#include "base/terminal_escape.hpp"
 
 namespace nsbox {
 
@@ -300,7 +301,10 @@ std::string escape_controls(std::string_view text) {
       out += char(c);
     }
   }
-  return out;
+  // Then what a terminal obeys above ASCII: C1 controls, bidi overrides,
+  // invalid UTF-8 (a key named "\u009b2J" cleared the screen showing its
+  // error).
+  return escape_for_terminal(out);
 }
 
 Result<std::string> read_toml_file(const std::string& path, const char* what) {

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "base/result.hpp"
+#include "base/terminal_escape.hpp"
 
 namespace nsbox {
 
@@ -145,6 +146,8 @@ class TomlReader {
   // No path, address, name or token a config or policy holds needs a
   // control character, and a NUL would cut the value short in every C call
   // it reaches (state_dir = "/var/lib/nsbox\u0000x" was /var/lib/nsbox).
+  // Nor a character a terminal obeys or shows reordered (C1 controls, bidi
+  // overrides: the value is echoed in errors and logs), nor invalid UTF-8.
   void no_controls(const toml::node& n, const std::string& what, const std::string& v) const {
     for (unsigned char c : v)
       if (c < 0x20 || c == 0x7f) {
@@ -152,6 +155,11 @@ class TomlReader {
         snprintf(code, sizeof code, "0x%02x", c);
         fail(n.source(), what + " holds a control character (" + code + "): remove it");
       }
+    if (escape_for_terminal(v) != v)
+      fail(n.source(), what +
+                           " holds a C1 control, a bidi override or invalid UTF-8 (shown "
+                           "escaped: \"" +
+                           escape_for_terminal(v) + "\"): remove it");
   }
 
  private:

@@ -674,6 +674,29 @@ TEST_CASE("config: no control characters in values; none printed raw in errors")
   for (unsigned char c : e) CHECK((c >= 0x20 && c != 0x7f));
 }
 
+// Above ASCII, what a terminal obeys or shows reordered: a C1 CSI (U+009B
+// clears a screen in 8-bit mode) or a bidi override, in a value or a key.
+TEST_CASE("config: no C1 control or bidi override in values; none printed raw in errors") {
+  for (const char* text : {"[server]\npublic_url = \"http://x/\\u009b2J\"\n",
+                           "[functions]\ndefault_policy = \"\\u202estrict\"\n",
+                           "[server]\nallowed_hosts = [\"fn.example.org\\u2066\"]\n"}) {
+    CAPTURE(text);
+    const std::string e = refusal(text);
+    CHECK_MESSAGE(has(e, "holds a C1 control, a bidi override or invalid UTF-8"),
+                  (std::string(text) + " -> " + e));
+    CHECK(e.find("\xc2\x9b") == std::string::npos);
+    CHECK(e.find("\xe2\x80\xae") == std::string::npos);
+    CHECK(e.find("\xe2\x81\xa6") == std::string::npos);
+  }
+  const std::string e = refusal("[server]\n\"\\u009b2J\\u202e\" = 1\n");
+  CHECK_MESSAGE(has(e, "unknown key"), e);
+  CHECK(e.find("\xc2\x9b") == std::string::npos);
+  CHECK(e.find("\xe2\x80\xae") == std::string::npos);
+  // Other UTF-8 is text: a description may be in any language.
+  CHECK(refusal("[server]\npublic_url = \"http://caf\u00e9.example/\"\n").find("C1") ==
+        std::string::npos);
+}
+
 // Without --config: the default path when nothing is there, else that
 // file, and one that cannot be read is an error rather than the defaults
 // (a reload of a daemon whose file went would have dropped its tokens).
