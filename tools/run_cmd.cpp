@@ -21,6 +21,7 @@
 #include "base/children.hpp"
 #include "base/files.hpp"
 #include "base/host_limits.hpp"
+#include "base/limits.hpp"
 #include "base/log.hpp"
 #include "base/terminal_escape.hpp"
 #include "policies/policy.hpp"
@@ -369,6 +370,11 @@ int cmd_run(const std::vector<std::string>& args) {
       return fail(kExitUsage, o.function + ": " + std::strerror(errno));
   }
   if (!S_ISREG(st.st_mode)) return fail(kExitUsage, o.function + ": not a regular file");
+  // What a deploy takes: a file that runs here must deploy too.
+  if (static_cast<uint64_t>(st.st_size) > uint64_t(kMaxSourceBytes))
+    return fail(kExitUsage, o.function + ": " + std::to_string(st.st_size) +
+                                " bytes, more than the 1 MiB a function's source may have (as "
+                                "nsbox deploy refuses it)");
   char real[PATH_MAX];
   if (!realpath(o.function.c_str(), real))
     return fail(kExitUsage, o.function + ": " + std::strerror(errno));
@@ -565,7 +571,22 @@ int cmd_run(const std::vector<std::string>& args) {
       LOG_DEBUG("template started in %.1f ms (pid %d)", (monotonic_us() - t0) / 1e3, tmpl.pid());
     }
     auto sb = Sandbox::start(spec, bpf.value(), layout, tmpl.pid() > 0 ? &tmpl : nullptr);
-    if (!sb) return fail(kExitSetup, "sandbox: " + sb.error().message());
+    if (!sb) {
+      const Error& e = sb.error();
+      // What bwrap says here: rootless needs unprivileged user namespaces,
+      // which a host may turn off (user.max_user_namespaces = 0, Debian's
+      // kernel.unprivileged_userns_clone = 0, an AppArmor restriction) or
+      // which this user may have used up.
+      if (spec.ids.rootless && e.step == "clone3" &&
+          (e.err == ENOSPC || e.err == EPERM || e.err == EACCES || e.err == EUSERS))
+        return fail(kExitSetup,
+                    "sandbox: " + e.message() +
+                        ": this user may not make a user namespace here (the host turns them off "
+                        "for unprivileged users, or this user has used up "
+                        "user.max_user_namespaces); run with sudo, or --no-isolation to run the "
+                        "function unisolated");
+      return fail(kExitSetup, "sandbox: " + e.message());
+    }
     sandbox = std::move(sb.value());
     to_runner = sandbox.channel().to_runner.get();
     from_runner = sandbox.channel().from_runner.get();

@@ -792,3 +792,21 @@ TEST_CASE("a stop signal ends nsbox run at once, leaving nothing, isolated or no
     }
   }
 }
+
+TEST_CASE("nsbox run refuses a source larger than a deploy takes, before anything starts") {
+  nsbox::test::TempDir tmp("big-source");
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  const std::string fn = tmp.path + "/big.py";
+  std::ofstream(fn) << "def handler(event, context):\n    return 1\n# "
+                    << std::string((1u << 20) - 40, 'x') << "\n";
+  nsbox::test::RunSpec s;
+  s.argv = {nsbox::test::nsbox_bin(), "run", fn};
+  Outcome o = nsbox::test::run(s);
+  CHECK(o.exit_code == 2);
+  CHECK_MESSAGE(o.err.find("more than the 1 MiB a function's source may have") != std::string::npos,
+                o.err);
+  // Exactly the limit runs.
+  REQUIRE(truncate(fn.c_str(), 1 << 20) == 0);
+  o = nsbox::test::run(s);
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+}
