@@ -61,6 +61,7 @@ struct ServeOptions {
   std::string config_path, listen, state_dir, spawners;
   bool rootless = false;
   bool verbose = false;
+  bool check = false;
 };
 
 std::vector<Option> serve_options(ServeOptions& o) {
@@ -83,6 +84,10 @@ std::vector<Option> serve_options(ServeOptions& o) {
        "(default: one per CPU, at most 4; 1..64)",
        to(o.spawners), false},
       {"verbose", 'v', "", "debug logging", on(o.verbose)},
+      {"check", 0, "",
+       "check the config as a start or SIGHUP would (file, owner and mode,\n"
+       "values, memory budget), print its warnings, and exit: 0 valid, 1 not",
+       on(o.check)},
   };
 }
 
@@ -161,6 +166,35 @@ PoolLimits pool_limits(const ServeConfig& c, const std::vector<ProfileInfo>& inf
   return l;
 }
 
+// serve --check: what a start refuses, without starting; a service
+// manager's reload runs it first, so that `systemctl reload` fails on a
+// config the daemon would keep running without.
+int check_only(const ServeOptions& o) {
+  auto cfg = load_serve_config(o.config_path);
+  if (!cfg) return fail(cfg.error().text());
+  const ServeConfig& c = cfg.value();
+  if (Status ok = check_config_file(c); !ok) return fail(ok.error().text());
+  if (!o.listen.empty()) {
+    std::string host;
+    int port = 0;
+    if (Status s = parse_listen(o.listen, &host, &port); !s) return fail(s.error().detail);
+  }
+  std::vector<ProfileInfo> infos;
+  for (const std::string& n : builtin_policy_names()) {
+    auto p = load_policy(n);
+    if (!p) return fail(p.error().text());
+    infos.push_back({n, p.value()});
+  }
+  if (Status s = check_memory_budget(c, infos); !s) return fail(s.error().message());
+  std::vector<std::string> warnings = config_value_warnings(c, machine_ram_bytes());
+  if (std::string why = config_file_warning(c); !why.empty())
+    warnings.insert(warnings.begin(), why);
+  for (const std::string& w : warnings)
+    std::fprintf(stderr, "nsbox serve: warning: %s\n", w.c_str());
+  std::printf("nsbox serve: %s is valid\n", c.source.c_str());
+  return 0;
+}
+
 }  // namespace
 
 int cmd_serve(const std::vector<std::string>& args) {
@@ -176,6 +210,7 @@ int cmd_serve(const std::vector<std::string>& args) {
     std::fputs(serve_usage().c_str(), stdout);
     return 0;
   }
+  if (o.check) return check_only(o);
   // Read before the config: the spawners are forked before it (below).
   int spawner_count = FactoryGroup::default_count();
   if (!o.spawners.empty()) {

@@ -1791,6 +1791,37 @@ TEST_CASE("serve: the CLI client against the real daemon") {
   CHECK(d.stop() == 0);
 }
 
+TEST_CASE("serve --check says whether a start would take the config, and starts nothing") {
+  StateDir sd("check");
+  std::filesystem::create_directories(sd.path);
+  const std::string conf = sd.path + "/nsbox.toml";
+  const std::string state = sd.path + "/state";
+  auto check = [&](const std::string& text, mode_t mode = 0644) {
+    std::ofstream(conf) << text;
+    REQUIRE(chmod(conf.c_str(), mode) == 0);
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin(), "serve", "--check", "--config", conf};
+    return nsbox::test::run(s);
+  };
+  auto o = check("[server]\nstate_dir = \"" + state + "\"\n[pool]\nblank = 9\nmax_sandboxes = 8\n");
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  CHECK(o.out == "nsbox serve: " + conf + " is valid\n");
+  CHECK_MESSAGE(o.err.find("warning: " + conf + ": [pool] blank = 9 is more than max_sandboxes") !=
+                    std::string::npos,
+                o.err);
+  // Nothing was made: no state dir, no spawner left behind.
+  CHECK_FALSE(std::filesystem::exists(state));
+  o = check("[server]\nlisten = \"127.0.0.1:99999\"\n");
+  CHECK(o.exit_code == 1);
+  CHECK_MESSAGE(o.err.find(conf + ":2:") != std::string::npos, o.err);
+  o = check("[pool]\nmemory_budget_mb = 64\n");
+  CHECK(o.exit_code == 1);
+  CHECK_MESSAGE(o.err.find("cannot hold one sandbox") != std::string::npos, o.err);
+  o = check("", 0666);
+  CHECK(o.exit_code == 1);
+  CHECK_MESSAGE(o.err.find("may be changed by other users") != std::string::npos, o.err);
+}
+
 TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads the token") {
   nsbox::test::RunSpec s;
   s.argv = {nsbox::test::nsbox_bin(),  "serve", "--listen", "127.0.0.1:1", "--state-dir",
