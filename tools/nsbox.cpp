@@ -17,6 +17,7 @@
 #include "base/files.hpp"
 #include "base/terminal_escape.hpp"
 #include "rootfs/rootfs.hpp"
+#include "tools/args.hpp"
 #include "tools/run_cmd.hpp"
 
 namespace {
@@ -25,7 +26,7 @@ const char* kUsage = R"(usage: nsbox COMMAND [args]
 
 commands:
   run FN.py [EVENT] [opts]   run one function in a fresh sandbox (nsbox run --help)
-  rootfs build [--out DIR]   build the shared runtime rootfs (rebuilt when stale)
+  rootfs build [options]     build the shared runtime rootfs (nsbox rootfs --help)
   serve [options]            the HTTP daemon (nsbox serve --help)
   deploy NAME FILE.py        deploy a function to a running daemon
   invoke NAME [JSON]         invoke a deployed function
@@ -37,20 +38,35 @@ commands:
 )";
 
 int cmd_rootfs(const std::vector<std::string>& args) {
-  if (args.empty() || args[0] != "build") {
-    std::fprintf(stderr, "usage: nsbox rootfs build [--out DIR] [--python PATH]\n");
-    return 2;
-  }
   std::string out;
   std::string python = nsbox::kHostPython;
-  for (size_t i = 1; i < args.size(); i++) {
-    if ((args[i] == "--out" || args[i] == "--python") && i + 1 < args.size()) {
-      (args[i] == "--out" ? out : python) = args[i + 1];
-      i++;
-    } else {
-      std::fprintf(stderr, "nsbox: rootfs build: unknown argument %s\n", args[i].c_str());
-      return 2;
-    }
+  const std::vector<nsbox::Option> options = {
+      {"out", 0, "DIR", "where to build (default: the daemon's, /var/lib/nsbox/rootfs as root)",
+       [&out](const std::string& v) { out = v; }, false},
+      {"python", 0, "PATH", "the host interpreter to copy (default " + python + ")",
+       [&python](const std::string& v) { python = v; }, false},
+  };
+  const std::string usage =
+      "usage: nsbox rootfs build [options]\n\noptions:\n" + nsbox::options_help(options);
+  if (args.empty() || (args[0] != "build" && args[0] != "--help" && args[0] != "-h")) {
+    std::fprintf(stderr, "%s", usage.c_str());
+    return 2;
+  }
+  if (args[0] != "build") {
+    std::fputs(usage.c_str(), stdout);
+    return 0;
+  }
+  auto parsed = nsbox::parse_options(options, {args.begin() + 1, args.end()});
+  if (!parsed || !parsed.value().positional.empty()) {
+    const std::string why =
+        parsed ? "unexpected argument " + parsed.value().positional[0] : parsed.error().detail;
+    std::fprintf(stderr, "nsbox rootfs build: %s\n%s", nsbox::escape_for_terminal(why).c_str(),
+                 usage.c_str());
+    return 2;
+  }
+  if (parsed.value().help) {
+    std::fputs(usage.c_str(), stdout);
+    return 0;
   }
   if (out.empty()) {
     auto dir = nsbox::default_rootfs_dir();
@@ -147,6 +163,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "nsbox: internal error: %s\n", e.what());
     return 3;
   }
-  std::fprintf(stderr, "nsbox: unknown command \"%s\"\n%s", cmd.c_str(), kUsage);
+  std::fprintf(stderr, "nsbox: unknown command \"%s\"\n%s", nsbox::escape_for_terminal(cmd).c_str(),
+               kUsage);
   return 2;
 }

@@ -557,8 +557,8 @@ int cmd_run(const std::vector<std::string>& args) {
     if (!spec.ids.rootless && !have_cap_sys_resource()) LOG_INFO("%s", kNoOomFloorWarning);
     TemplateProcess tmpl;
     if (o.factory == "template") {
-      if (spec.ids.rootless)
-        return fail(kExitSetup,
+      if (spec.ids.rootless)  // a usage error: the user chose it, and can choose otherwise
+        return fail(kExitUsage,
                     "--factory template needs root (the template clones each sandbox as its "
                     "own host uid); use --factory exec");
       auto bin = sibling_program("nsbox-template");

@@ -810,3 +810,23 @@ TEST_CASE("nsbox run refuses a source larger than a deploy takes, before anythin
   o = nsbox::test::run(s);
   CHECK_MESSAGE(o.exit_code == 0, o.err);
 }
+
+TEST_CASE("nsbox rootfs build parses its options as every command does, echoing nothing raw") {
+  nsbox::test::RunSpec s;
+  s.argv = {nsbox::test::nsbox_bin(), "rootfs", "build", "--help"};
+  Outcome o = nsbox::test::run(s);
+  CHECK(o.exit_code == 0);
+  CHECK(o.out.find("--python PATH") != std::string::npos);
+  s.argv = {nsbox::test::nsbox_bin(), "rootfs", "build", "--out"};
+  o = nsbox::test::run(s);
+  CHECK(o.exit_code == 2);
+  CHECK_MESSAGE(o.err.find("--out needs a value") != std::string::npos, o.err);
+  s.argv = {nsbox::test::nsbox_bin(), "rootfs", "build", "--x\x1b[2J"};
+  o = nsbox::test::run(s);
+  CHECK(o.exit_code == 2);
+  CHECK_MESSAGE(o.err.find("unknown option --x\\x1b[2J") != std::string::npos, o.err);
+  s.argv = {nsbox::test::nsbox_bin(), "\x1b[2J"};
+  o = nsbox::test::run(s);
+  CHECK(o.exit_code == 2);
+  CHECK(o.err.find('\x1b') == std::string::npos);
+}
