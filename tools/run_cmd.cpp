@@ -95,11 +95,14 @@ options:
          R"(
 exit codes:
   0    the function returned; its result is on stdout
-  1    the function raised (error JSON with errorType, errorMessage, stackTrace on stdout)
-  2    bad usage or input: missing file, syntax error, non-JSON event (or one the
-       runtime cannot decode), result not JSON-serialisable, missing handler, bad policy
-  3    the sandbox could not be set up, the function broke the runner's protocol,
-       or the result could not be written to stdout
+  1    the function raised (error JSON with errorType, errorMessage, stackTrace on
+       stdout) or its process exited
+  2    bad usage or input: missing file, source over 1 MiB, syntax error, non-JSON
+       event (or one the runtime cannot decode), result not JSON-serialisable,
+       missing handler, bad policy or option
+  3    the sandbox could not be set up (a policy file the runtime cannot start
+       under is named), the function broke the runner's protocol, or the result
+       could not be written to stdout
   124  the function timed out
   137  the function was killed by a limit (memory or pids; named on stderr)
 )";
