@@ -93,7 +93,8 @@ class TomlReader {
     const toml::node* n = t.get(key);
     if (!n) {
       if (def) return *def;
-      fail(t.source(), "missing key \"" + std::string(key) + "\" in " + where);
+      fail(t.source(), "missing key \"" + std::string(key) + "\" in " + where + ": add " + key +
+                           " = N (" + std::to_string(lo) + ".." + std::to_string(hi) + ")");
     }
     auto v = n->value<int64_t>();
     if (!n->is_integer() || !v)

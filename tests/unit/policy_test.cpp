@@ -571,3 +571,8 @@ TEST_CASE("policy_warnings: default_action = \"log\" is said to let unlisted cal
   REQUIRE(w.size() == 1);
   CHECK(w[0].rfind("t.toml: [seccomp] default_action = \"log\" lets every system call", 0) == 0);
 }
+
+TEST_CASE("parse_policy: a missing [limits] key says what to add and its range") {
+  const std::string e = parse_error(drop_lines(4, 4));
+  CHECK_MESSAGE(contains(e, "missing key \"pids\" in [limits]: add pids = N (2..32768)"), e);
+}
