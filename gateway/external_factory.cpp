@@ -249,14 +249,21 @@ Result<SpawnedSandbox> ExternalFactory::spawn(uint32_t profile, uint64_t memory_
     // (its own) but not replace them, say with a symlink to a host file
     // that the host would then open for writing.
     if (mkdir(p.bundle.c_str(), 0711) != 0) return sys_error("mkdir", p.bundle);
+    // Until the box is reserved below, a failure removes what it made here
+    // itself: nothing else knows of this directory until the daemon stops.
+    auto drop_bundle = [&p](Error e) -> Result<SpawnedSandbox> {
+      std::error_code ec;
+      std::filesystem::remove_all(p.bundle, ec);
+      return e;
+    };
     for (const char* n : {"/in", "/out", "/err"}) {
       std::string f = p.bundle + n;
       if (mkfifo(f.c_str(), 0600) != 0 || chown(f.c_str(), p.uid, p.uid) != 0)
-        return sys_error("mkfifo", f);
+        return drop_bundle(sys_error("mkfifo", f));
     }
     // Readers first, so that the shim's opens for writing do not block.
     UniqueFd err = open_fifo_reader(p.bundle + "/err"), from = open_fifo_reader(p.bundle + "/out");
-    if (!err.valid() || !from.valid()) return sys_error("open FIFO");
+    if (!err.valid() || !from.valid()) return drop_bundle(sys_error("open FIFO"));
     {
       std::lock_guard<std::mutex> g(mu_);
       boxes_[id] = nullptr;  // reserved: destroy() of a half-made box finds nothing
@@ -304,13 +311,28 @@ Result<SpawnedSandbox> ExternalFactory::spawn(uint32_t profile, uint64_t memory_
   UniqueFd log_r(lp[0]), log_w(lp[1]);
   auto ch = make_channel();
   if (!ch) return ch.error();
+  // Reserved before anything starts, so that the box's final store below
+  // allocates nothing: a throw there would leave a started process or
+  // container owned by no one, its uid slot handed out again. A failure
+  // from here on removes the box (its bundle included) and the reservation.
+  {
+    std::lock_guard<std::mutex> g(mu_);
+    boxes_[id] = nullptr;  // destroy() of a half-made box finds nothing
+  }
+  auto give_up = [&](Error e) -> Result<SpawnedSandbox> {
+    (void)remove(*box);
+    std::lock_guard<std::mutex> g(mu_);
+    boxes_.erase(id);
+    return e;
+  };
   if (oci) {
-    if (mkdir(p.bundle.c_str(), 0700) != 0) return sys_error("mkdir", p.bundle);
-    if (Status s = write_text(p.bundle + "/config.json", oci_config(p)); !s) return s.error();
+    if (mkdir(p.bundle.c_str(), 0700) != 0) return give_up(sys_error("mkdir", p.bundle));
+    if (Status s = write_text(p.bundle + "/config.json", oci_config(p)); !s)
+      return give_up(s.error());
   }
   auto pid = start_process(start_argv(p), env_, log_w.get(), ch.value().runner_in.get(),
                            ch.value().runner_out.get(), !oci);
-  if (!pid) return pid.error();
+  if (!pid) return give_up(pid.error());
   if (oci) {
     // The runtime returns once the container runs detached.
     int status = finish(pid.value(), -1, kToolTimeoutMs, nullptr);
@@ -319,8 +341,7 @@ Result<SpawnedSandbox> ExternalFactory::spawn(uint32_t profile, uint64_t memory_
       char buf[2048];
       ssize_t n = read(log_r.get(), buf, sizeof buf - 1);
       std::string why = n > 0 ? trimmed(std::string(buf, size_t(n))) : "no output";
-      (void)remove(*box);
-      return make_error(std::string(isolation_name(iso_)) + " run", why);
+      return give_up(make_error(std::string(isolation_name(iso_)) + " run", why));
     }
   } else {
     box->pid = pid.value();
