@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <grp.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -646,17 +647,32 @@ int cmd_run(const std::vector<std::string>& args) {
     // Reap before killing: the runner usually ended by itself and its status
     // is the function's (os._exit(5) must read 5, not a SIGKILL of ours).
     int status = 0;
+    // A runner that closed its channel and lives on (its code closed fds 3
+    // and 4) is stopped after the same 200 ms either way: unisolated, an
+    // unbounded waitpid held the run until the function chose to exit.
+    bool stopped_by_us = false;
     if (o.no_isolation) {
+      struct pollfd p = {plain_pidfd.get(), POLLIN, 0};
+      if (plain_pidfd.valid() && poll(&p, 1, 200) == 0) {
+        syscall(SYS_pidfd_send_signal, plain_pidfd.get(), SIGKILL, nullptr, 0);
+        stopped_by_us = true;
+      }
       waitpid(plain.pid, &status, 0);
       plain.pid = -1;
     } else if (!sandbox.reap(200, &status)) {
       sandbox.kill();
+      stopped_by_us = true;
       sandbox.reap(-1, &status);
     }
     if (auto e = limit_exit(false)) return *e;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     json err = {{"errorType", "Runtime.ExitError"},
                 {"errorMessage", "function process exited with status " + std::to_string(code)}};
+    // Not the function's exit status, nor a limit's kill: ours.
+    if (stopped_by_us)
+      err["errorMessage"] =
+          "the function's process closed its channel without an answer and did not exit; "
+          "nsbox stopped it";
     // A filter whose default_action kills (or traps, unhandled) ends the
     // process with SIGSYS: said, or it reads as the function's own exit. PID
     // 1 passes a signal on as 128 + its number, as an exit(159) would be:

@@ -830,3 +830,33 @@ TEST_CASE("nsbox rootfs build parses its options as every command does, echoing 
   CHECK(o.exit_code == 2);
   CHECK(o.err.find('\x1b') == std::string::npos);
 }
+
+TEST_CASE(
+    "a function that closes its channel and lives on is stopped, and said to be, in both modes") {
+  nsbox::test::TempDir tmp("closes-channel");
+  REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+  const std::string fn = tmp.path + "/closer.py";
+  std::ofstream(fn) << "import os, time\ndef handler(event, context):\n"
+                       "    os.close(3)\n    os.close(4)\n    time.sleep(300)\n";
+  const std::string exits = tmp.path + "/exits.py";
+  std::ofstream(exits) << "import os\ndef handler(event, context):\n    os._exit(5)\n";
+  for (const bool isolated : {false, true}) {
+    CAPTURE(isolated);
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin(), "run", fn, "--timeout", "60s"};
+    if (!isolated) s.argv.push_back("--no-isolation");
+    s.timeout_s = 30;  // unisolated, the run waited for the function to exit
+    const auto t0 = std::chrono::steady_clock::now();
+    Outcome o = nsbox::test::run(s);
+    CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(20));
+    CHECK_MESSAGE(o.exit_code == 1, o.err);
+    CHECK_MESSAGE(o.out.find("closed its channel without an answer and did not exit; nsbox "
+                             "stopped it") != std::string::npos,
+                  o.out);
+    // A process that exits by itself keeps its own status.
+    s.argv[2] = exits;
+    o = nsbox::test::run(s);
+    CHECK(o.exit_code == 1);
+    CHECK_MESSAGE(o.out.find("exited with status 5") != std::string::npos, o.out);
+  }
+}
