@@ -101,9 +101,8 @@ exit codes:
   2    bad usage or input: missing file, source over 1 MiB, syntax error, non-JSON
        event (or one the runtime cannot decode), result not JSON-serialisable,
        missing handler, bad policy or option
-  3    the sandbox could not be set up (a policy file the runtime cannot start
-       under is named), the function broke the runner's protocol, or the result
-       could not be written to stdout
+  3    the sandbox could not be set up, the function broke the runner's protocol,
+       or the result could not be written to stdout
   124  the function timed out
   137  the function was killed by a limit (memory or pids; named on stderr)
 )";
@@ -749,19 +748,17 @@ int cmd_run(const std::vector<std::string>& args) {
     if (hello.kind == Outcome::Died && !hello.broke_protocol && !o.no_isolation &&
         policy_is_path(o.policy)) {
       // A policy file that leaves out what the interpreter needs to start
-      // (write, read, mmap...) kills it before it says a word: that is the
-      // likelier cause than the function, and a setup error, not the
-      // function's (the built-in policies allow what it needs).
+      // (write, read, mmap...) kills it before it says a word. So does a
+      // module that exits while it is imported: both are reported as the
+      // process's exit (1), with the policy named as a likely cause.
       RunEnd end = died();
-      if (end.code != kExitFunctionError) return end;
-      const auto why = parse_envelope(end.out);
-      return ended(kExitSetup, "the runtime ended before it loaded " + o.function + " (" +
-                                   (why ? reply_str(*why, "errorMessage") : std::string("?")) +
-                                   "): most likely the policy " + o.policy +
-                                   " refuses a system call the interpreter needs to start; "
-                                   "compare its [seccomp.allow] with `nsbox run --policy "
-                                   "default`'s (policies/default.toml), or run with "
-                                   "default_action = \"log\" to find it");
+      if (end.code == kExitFunctionError)
+        end.err = "the runtime ended before it loaded " + o.function +
+                  ": unless its module exits while it is imported, the policy " + o.policy +
+                  " likely refuses a system call the interpreter needs to start; compare its "
+                  "[seccomp.allow] with the default policy's (policies/default.toml), or run "
+                  "with default_action = \"log\" to find it";
+      return end;
     }
     if (hello.kind != Outcome::Ok) return verdict(hello);
     // No "http": a proxy-shaped result is printed whole, as the function
