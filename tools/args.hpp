@@ -1,7 +1,7 @@
 // One command-line parser for every subcommand: the options a command
 // declares drive both parsing (getopt_long's conventions: --opt VALUE,
-// --opt=VALUE, -v, a unique prefix of a long name, "--" ends the options, a
-// lone "-" is an argument, options and arguments in any order) and the
+// --opt=VALUE, -v, "--" ends the options, a lone "-" is an argument, options
+// and arguments in any order; long names whole, never a prefix) and the
 // options block of its --help text. -h/--help is always there.
 #pragma once
 

@@ -881,7 +881,8 @@ def main(argv):
         script = next(p for p in (os.path.join(here, "nsbox-bench-template"),
                                   os.path.join(here, "bench_template.py")) if os.path.exists(p))
         os.execv(sys.executable, [sys.executable, script] + argv[1:])
-    p = argparse.ArgumentParser(prog="nsbox bench", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="nsbox bench", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("what", choices=["paper", "layers", "all"],
                    help="paper: the 2017 protocol per mechanism; layers: nsbox's sandbox one "
                    "layer at a time; all: both")

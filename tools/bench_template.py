@@ -501,7 +501,8 @@ def bare_python(low, high):
 
 
 def main(argv):
-    p = argparse.ArgumentParser(prog="nsbox bench template", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="nsbox bench template", description=__doc__.split("\n\n")[0],
+                                allow_abbrev=False)
     p.add_argument("--sandboxes", type=int, default=1000)
     p.add_argument("--docker", type=int, default=100,
                    help="Docker blanks for the ready-sandbox baseline (0: none)")

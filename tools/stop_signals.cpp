@@ -2,6 +2,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <mutex>
@@ -55,6 +56,11 @@ int stop_signal() {
 }
 
 int die_of(int sig) {
+  // SIGQUIT's default action dumps core: the run ended as asked, it did not
+  // crash, and a core of nsbox run (root's, under sudo in the user's
+  // directory) is nobody's to keep.
+  struct rlimit none = {0, 0};
+  setrlimit(RLIMIT_CORE, &none);
   signal(sig, SIG_DFL);
   sigset_t set;
   sigemptyset(&set);
