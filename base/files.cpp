@@ -230,6 +230,14 @@ bool callers_private_group(gid_t gid) {
 
 }  // namespace
 
+bool writable_by_others(const struct stat& st) {
+  // Group root writing is root writing; the caller's private group (user
+  // private groups: umask 002 makes ~/.local 0775) is the caller.
+  const bool group_writes =
+      (st.st_mode & S_IWGRP) != 0 && st.st_gid != 0 && !callers_private_group(st.st_gid);
+  return group_writes || (st.st_mode & S_IWOTH) != 0;
+}
+
 Result<std::string> resolve_trusted(const std::string& path) {
   if (path.empty() || path[0] != '/') return make_error("resolve", path + " is not absolute");
   // What is left to walk, last component first, so a link's target goes on
@@ -338,17 +346,12 @@ Result<std::string> check_private_ancestors(const std::string& path, bool sticky
       return make_error("ancestors", dir + " turned into a symbolic link while " + path +
                                          " was checked; try again, and see who changes it");
     const bool owner_ok = st.st_uid == 0 || st.st_uid == geteuid();
-    // Group root writing is root writing; the caller's private group (user
-    // private groups: umask 002 makes ~/.local 0775) is the caller.
-    const bool group_writes =
-        (st.st_mode & S_IWGRP) != 0 && st.st_gid != 0 && !callers_private_group(st.st_gid);
-    const bool others_write = (st.st_mode & S_IWOTH) != 0;
     // A sticky last passes only as path's own parent: one stepped up to
     // (a missing level, or one its owner removed meanwhile) has names below
     // it that anyone may make.
     const bool sticky_ok =
         (st.st_mode & S_ISVTX) != 0 && (dir != last || (sticky_last_ok && !stepped_up));
-    if (owner_ok && ((!group_writes && !others_write) || sticky_ok)) continue;
+    if (owner_ok && (!writable_by_others(st) || sticky_ok)) continue;
     return make_error(
         "ancestors",
         dir + " (owner uid " + std::to_string(st.st_uid) + ", gid " + std::to_string(st.st_gid) +

@@ -1,6 +1,7 @@
 // Directories and whole files, with errors as values.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <optional>
@@ -60,6 +61,11 @@ bool fill_std_fds();
 // in /tmp): others cannot rename or replace it there. Not a sticky nearest
 // ancestor further up: the missing levels between could be anyone's.
 Result<std::string> check_private_ancestors(const std::string& path, bool sticky_last_ok = false);
+
+// Whether someone besides root and the caller may write what st describes:
+// others, or a group other than root's and the caller's own private group
+// (user private groups, where umask 002 makes ~/.config 0775).
+bool writable_by_others(const struct stat& st);
 
 // realpath(3) that follows only symbolic links of root's or the caller's:
 // a link in a directory others may write (/tmp, without the kernel's

@@ -456,7 +456,7 @@ Status check_config_file(const ServeConfig& c) {
                                     ", who would choose the daemon's tokens, limits and "
                                     "policies: chown root " +
                                     c.source);
-  if (st.st_mode & 022)
+  if (writable_by_others(st))
     return make_error("config", c.source + " (mode " + mode +
                                     ") may be changed by other users, who would choose the "
                                     "daemon's tokens, limits and policies: chmod go-w " +
