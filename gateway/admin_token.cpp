@@ -162,9 +162,8 @@ std::string token_text(std::string_view text) {
   return std::string(text.substr(b, e - b + 1));
 }
 
-Result<std::string> load_admin_token(const std::string& config_token,
+Result<std::string> peek_admin_token(const std::string& config_token,
                                      const std::string& state_dir) {
-  remove_stale_temporaries(state_dir);
   if (!config_token.empty()) return config_token;
   const std::string path = state_dir + "/token";
   // O_NONBLOCK: a FIFO planted there would otherwise hold the start (or
@@ -179,7 +178,15 @@ Result<std::string> load_admin_token(const std::string& config_token,
     return make_error("token", path +
                                    " is a symlink to a missing file; point it at the token "
                                    "file, or delete it to have a token generated");
-  return generate_token(path, state_dir);
+  return std::string();
+}
+
+Result<std::string> load_admin_token(const std::string& config_token,
+                                     const std::string& state_dir) {
+  remove_stale_temporaries(state_dir);
+  std::string token = TRY(peek_admin_token(config_token, state_dir));
+  if (!token.empty()) return token;
+  return generate_token(state_dir + "/token", state_dir);
 }
 
 Status check_read_token(const std::string& read_token, const std::string& admin_token,

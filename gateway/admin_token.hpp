@@ -20,6 +20,9 @@ std::string token_text(std::string_view text);
 // config_token: [server] token ("" when unset, the parser has checked it).
 // Errors name the file, what is wrong with it and the fix.
 Result<std::string> load_admin_token(const std::string& config_token, const std::string& state_dir);
+// As load_admin_token, changing nothing: "" where a start would generate
+// the token (serve --check).
+Result<std::string> peek_admin_token(const std::string& config_token, const std::string& state_dir);
 
 // A read_token equal to the admin token in force (the config's, or the one
 // in STATE/token the parser never saw) would let every reader deploy and

@@ -174,6 +174,8 @@ int check_only(const ServeOptions& o) {
   if (!cfg) return fail(cfg.error().text());
   const ServeConfig& c = cfg.value();
   if (Status ok = check_config_file(c); !ok) return fail(ok.error().text());
+  if (!o.state_dir.empty() && o.state_dir[0] != '/')
+    return fail("--state-dir " + o.state_dir + ": must be an absolute path");
   if (!o.listen.empty()) {
     std::string host;
     int port = 0;
@@ -186,6 +188,12 @@ int check_only(const ServeOptions& o) {
     infos.push_back({n, p.value()});
   }
   if (Status s = check_memory_budget(c, infos); !s) return fail(s.error().message());
+  // The token a start would use (STATE/token unless the config has one):
+  // broken, or equal to read_token, a start or reload refuses it.
+  auto token = peek_admin_token(c.token, o.state_dir.empty() ? c.state_dir : o.state_dir);
+  if (!token) return fail(token.error().text());
+  if (Status s = check_read_token(c.read_token, token.value(), c.source); !s)
+    return fail(s.error().text());
   std::vector<std::string> warnings = config_value_warnings(c, machine_ram_bytes());
   if (std::string why = config_file_warning(c); !why.empty())
     warnings.insert(warnings.begin(), why);

@@ -1820,6 +1820,26 @@ TEST_CASE("serve --check says whether a start would take the config, and starts 
   o = check("", 0666);
   CHECK(o.exit_code == 1);
   CHECK_MESSAGE(o.err.find("may be changed by other users") != std::string::npos, o.err);
+  // The token a start would take from STATE/token: a read_token equal to
+  // it, or a token file a start would refuse, fails the check as well.
+  std::filesystem::create_directories(state);
+  REQUIRE(chmod(state.c_str(), 0711) == 0);
+  std::ofstream(state + "/token") << "state-admin-token-0123456789\n";
+  REQUIRE(chmod((state + "/token").c_str(), 0600) == 0);
+  const std::string with_state = "[server]\nstate_dir = \"" + state + "\"\n";
+  o = check(with_state + "read_token = \"state-admin-token-0123456789\"\n");
+  CHECK(o.exit_code == 1);
+  CHECK_MESSAGE(o.err.find("read_token is the admin token") != std::string::npos, o.err);
+  o = check(with_state + "read_token = \"another-read-token-0123456789\"\n");
+  CHECK_MESSAGE(o.exit_code == 0, o.err);
+  REQUIRE(chmod((state + "/token").c_str(), 0644) == 0);
+  o = check(with_state);
+  CHECK(o.exit_code == 1);
+  CHECK_MESSAGE(o.err.find(state + "/token") != std::string::npos, o.err);
+  // Read, never written: the check leaves the token file as it found it.
+  struct stat st;
+  REQUIRE(stat((state + "/token").c_str(), &st) == 0);
+  CHECK((st.st_mode & 07777) == 0644);
 }
 
 TEST_CASE("serve: refuses to run as non-root without --rootless; SIGHUP reloads the token") {
