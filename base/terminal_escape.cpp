@@ -6,6 +6,7 @@
 #include <atomic>
 #include <cctype>
 #include <cerrno>
+#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -204,6 +205,21 @@ void write_for_display(int fd, std::string_view s) {
     }
     s.remove_prefix(static_cast<size_t>(w));
   }
+}
+
+void print_for_display(int fd, const char* fmt, ...) {
+  va_list ap, again;
+  va_start(ap, fmt);
+  va_copy(again, ap);
+  const int n = std::vsnprintf(nullptr, 0, fmt, ap);
+  va_end(ap);
+  if (n > 0) {
+    std::string text(size_t(n) + 1, '\0');
+    std::vsnprintf(text.data(), text.size(), fmt, again);
+    text.resize(size_t(n));
+    write_for_display(fd, text);
+  }
+  va_end(again);
 }
 
 bool stdout_failed(const char* program) {

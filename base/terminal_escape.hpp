@@ -58,6 +58,9 @@ bool needs_terminal_escaping(int fd);
 // Writes s to fd (escaped when fd is a terminal), retrying short writes.
 // A failed write to stdout is remembered for stdout_failed().
 void write_for_display(int fd, std::string_view s);
+// printf to fd through write_for_display: for a command's messages, which
+// quote what the user typed or a server sent (a file name, an option).
+void print_for_display(int fd, const char* fmt, ...) __attribute__((format(printf, 2, 3)));
 
 // Flushes stdout; when it or a write_for_display to it failed (a full disk,
 // /dev/full), says so on stderr as "PROGRAM: writing to stdout: ERROR" and

@@ -133,8 +133,8 @@ const char* usage_for(const std::string& cmd) {
 }
 
 int usage_error(const std::string& cmd, const std::string& msg) {
-  std::fprintf(stderr, "nsbox %s: %s\n", cmd.c_str(), msg.c_str());
-  std::fprintf(stderr, "(nsbox %s --help for usage)\n", cmd.c_str());
+  print_for_display(STDERR_FILENO, "nsbox %s: %s\n", cmd.c_str(), msg.c_str());
+  print_for_display(STDERR_FILENO, "(nsbox %s --help for usage)\n", cmd.c_str());
   return kUsage;
 }
 
@@ -393,18 +393,19 @@ bool find_token_value(const Args& a, Token* t) {
   if (a.token_file) {
     auto invoker = sudo_invoker();
     if (!invoker) {
-      std::fprintf(stderr, "nsbox: %s\n", invoker.error().text().c_str());
+      print_for_display(STDERR_FILENO, "nsbox: %s\n", invoker.error().text().c_str());
       return false;
     }
     auto text = read_file(invoker.value(), *a.token_file);
     if (!text) {
-      std::fprintf(stderr, "nsbox: cannot read token file: %s\n", text.error().text().c_str());
+      print_for_display(STDERR_FILENO, "nsbox: cannot read token file: %s\n",
+                        text.error().text().c_str());
       return false;
     }
     t->value = token_text(text.value());
     t->source = "--token-file " + *a.token_file;
     if (t->value.empty()) {
-      std::fprintf(stderr, "nsbox: token file %s is empty\n", a.token_file->c_str());
+      print_for_display(STDERR_FILENO, "nsbox: token file %s is empty\n", a.token_file->c_str());
       return false;
     }
     return true;
@@ -429,10 +430,10 @@ bool find_token(const Args& a, Token* t) {
   // One rule with the daemon's (gateway/admin_token): a header cannot carry
   // a line break, and the daemon refuses such a token anyway.
   if (!token_chars_ok(t->value)) {
-    std::fprintf(stderr,
-                 "nsbox: the token from %s holds more than one line, spaces or control "
-                 "characters; a token is one line of printable ASCII\n",
-                 t->source.c_str());
+    print_for_display(STDERR_FILENO,
+                      "nsbox: the token from %s holds more than one line, spaces or control "
+                      "characters; a token is one line of printable ASCII\n",
+                      t->source.c_str());
     return false;
   }
   return true;
@@ -514,19 +515,19 @@ bool token_may_go(const Token& t, const ServerUrl& url, const std::string& name)
     if (here.empty()) return true;
     std::string why = foreign_listener(here, url.port, 0);
     if (why.empty() || foreign_listener(here, url.port, getuid()).empty()) return true;
-    std::fprintf(stderr,
-                 "nsbox: not sending NSBOX_TOKEN to %s: %s (root) or to you. Another user may "
-                 "have taken the daemon's port while it was down; pass the token with "
-                 "--token-file to send it there anyway\n",
-                 url.display.c_str(), why.c_str());
+    print_for_display(STDERR_FILENO,
+                      "nsbox: not sending NSBOX_TOKEN to %s: %s (root) or to you. Another user may "
+                      "have taken the daemon's port while it was down; pass the token with "
+                      "--token-file to send it there anyway\n",
+                      url.display.c_str(), why.c_str());
     return false;
   }
   if (t.source != kDefaultTokenFile) return true;
   auto refuse = [&](const std::string& why) {
-    std::fprintf(stderr,
-                 "nsbox: not sending the token in %s to %s: %s. Pass --token-file %s to send "
-                 "it there anyway\n",
-                 kDefaultTokenFile, url.display.c_str(), why.c_str(), kDefaultTokenFile);
+    print_for_display(STDERR_FILENO,
+                      "nsbox: not sending the token in %s to %s: %s. Pass --token-file %s to send "
+                      "it there anyway\n",
+                      kDefaultTokenFile, url.display.c_str(), why.c_str(), kDefaultTokenFile);
     return false;
   };
   if (!is_loopback_name(name))
@@ -540,17 +541,17 @@ bool token_may_go(const Token& t, const ServerUrl& url, const std::string& name)
 
 void print_token_hint(const Token& t) {
   if (t.default_file_unreadable) {
-    std::fprintf(stderr,
-                 "nsbox: %s is not readable by you; run\n"
-                 "  export NSBOX_TOKEN=$(sudo cat %s)\n"
-                 "or pass --token-file PATH\n",
-                 kDefaultTokenFile, kDefaultTokenFile);
+    print_for_display(STDERR_FILENO,
+                      "nsbox: %s is not readable by you; run\n"
+                      "  export NSBOX_TOKEN=$(sudo cat %s)\n"
+                      "or pass --token-file PATH\n",
+                      kDefaultTokenFile, kDefaultTokenFile);
   } else {
-    std::fprintf(stderr,
-                 "nsbox: the daemon writes its token to %s; run\n"
-                 "  export NSBOX_TOKEN=$(sudo cat %s)\n"
-                 "or pass --token-file PATH (with --server, use that daemon's token)\n",
-                 kDefaultTokenFile, kDefaultTokenFile);
+    print_for_display(STDERR_FILENO,
+                      "nsbox: the daemon writes its token to %s; run\n"
+                      "  export NSBOX_TOKEN=$(sudo cat %s)\n"
+                      "or pass --token-file PATH (with --server, use that daemon's token)\n",
+                      kDefaultTokenFile, kDefaultTokenFile);
   }
 }
 
@@ -611,15 +612,16 @@ class Watchdog {
             std::fclose(f);
           }
           if (resident * (sysconf(_SC_PAGESIZE) / 1024) > kMaxResidentKb) {
-            std::fprintf(stderr,
-                         "nsbox: the answer from %s takes more than %ld MiB, more than an nsbox "
-                         "daemon sends: is --server (or NSBOX_SERVER) the daemon?\n",
-                         server.c_str(), kMaxResidentKb >> 10);
+            print_for_display(
+                STDERR_FILENO,
+                "nsbox: the answer from %s takes more than %ld MiB, more than an nsbox "
+                "daemon sends: is --server (or NSBOX_SERVER) the daemon?\n",
+                server.c_str(), kMaxResidentKb >> 10);
             std::_Exit(kUnreachable);
           }
           if (std::chrono::steady_clock::now() >= deadline && !*done) {
-            std::fprintf(stderr, "nsbox: no complete answer from %s within %d s\n", server.c_str(),
-                         limit_sec);
+            print_for_display(STDERR_FILENO, "nsbox: no complete answer from %s within %d s\n",
+                              server.c_str(), limit_sec);
             std::_Exit(kUnreachable);
           }
         }
@@ -679,10 +681,10 @@ httplib::Result fetch(const Ctx& c, const std::string& method, const std::string
     }
   }();
   if (too_large) {
-    std::fprintf(stderr,
-                 "nsbox: the answer from %s is larger than %zu MiB, more than an nsbox daemon "
-                 "sends: is --server (or NSBOX_SERVER) the daemon?\n",
-                 c.url.display.c_str(), kMaxAnswerBytes >> 20);
+    print_for_display(STDERR_FILENO,
+                      "nsbox: the answer from %s is larger than %zu MiB, more than an nsbox daemon "
+                      "sends: is --server (or NSBOX_SERVER) the daemon?\n",
+                      c.url.display.c_str(), kMaxAnswerBytes >> 20);
     std::exit(kUnreachable);
   }
   if (res) res->body = std::move(got);
@@ -699,23 +701,23 @@ httplib::Headers headers_for(const Ctx& c, bool with_token = true) {
 int report_transport_error(const Ctx& c, httplib::Error err) {
   // cpp-httplib names its error kinds ("Connection"), not what went wrong.
   if (err == httplib::Error::Connection) {
-    std::fprintf(stderr,
-                 "nsbox: cannot reach %s: the connection was refused or failed (is `nsbox "
-                 "serve` running, on that address and port?)\n",
-                 c.url.display.c_str());
+    print_for_display(STDERR_FILENO,
+                      "nsbox: cannot reach %s: the connection was refused or failed (is `nsbox "
+                      "serve` running, on that address and port?)\n",
+                      c.url.display.c_str());
   } else if (err == httplib::Error::ConnectionTimeout) {
-    std::fprintf(stderr,
-                 "nsbox: cannot reach %s: no answer to the connection (a firewall, or a "
-                 "host that is down?)\n",
-                 c.url.display.c_str());
+    print_for_display(STDERR_FILENO,
+                      "nsbox: cannot reach %s: no answer to the connection (a firewall, or a "
+                      "host that is down?)\n",
+                      c.url.display.c_str());
   } else if (err == httplib::Error::Read) {
-    std::fprintf(stderr,
-                 "nsbox: no answer from %s: the connection closed, what came was not HTTP, "
-                 "or nothing came within %d s\n",
-                 c.url.display.c_str(), read_timeout_sec(c));
+    print_for_display(STDERR_FILENO,
+                      "nsbox: no answer from %s: the connection closed, what came was not HTTP, "
+                      "or nothing came within %d s\n",
+                      c.url.display.c_str(), read_timeout_sec(c));
   } else {
-    std::fprintf(stderr, "nsbox: request to %s failed: %s\n", c.url.display.c_str(),
-                 httplib::to_string(err).c_str());
+    print_for_display(STDERR_FILENO, "nsbox: request to %s failed: %s\n", c.url.display.c_str(),
+                      httplib::to_string(err).c_str());
   }
   return kUnreachable;
 }
@@ -755,15 +757,15 @@ void report_server_error(const Ctx& c, int status, const std::string& body,
   write_for_display(STDERR_FILENO, "nsbox: " + std::to_string(status) + ": " +
                                        server_message(status, body) + "\n");
   if (status == 401 && !sent_token) {
-    std::fprintf(stderr,
-                 "nsbox: invoking needs no token here; something in front of the daemon "
-                 "asked for one\n");
+    print_for_display(STDERR_FILENO,
+                      "nsbox: invoking needs no token here; something in front of the daemon "
+                      "asked for one\n");
   } else if (status == 401) {
     if (c.token.value.empty()) {
-      std::fprintf(stderr, "nsbox: no API token was sent\n");
+      print_for_display(STDERR_FILENO, "nsbox: no API token was sent\n");
     } else {
-      std::fprintf(stderr, "nsbox: the server rejected the token from %s\n",
-                   c.token.source.c_str());
+      print_for_display(STDERR_FILENO, "nsbox: the server rejected the token from %s\n",
+                        c.token.source.c_str());
     }
     print_token_hint(c.token);
   }
@@ -779,7 +781,7 @@ int unexpected_reply(const Ctx& c, int status, const std::string& why) {
 
 bool need_token(const Ctx& c) {
   if (!c.token.value.empty()) return true;
-  std::fprintf(stderr, "nsbox: %s needs the API token\n", c.cmd.c_str());
+  print_for_display(STDERR_FILENO, "nsbox: %s needs the API token\n", c.cmd.c_str());
   print_token_hint(c.token);
   return false;
 }
@@ -798,35 +800,35 @@ int do_deploy(Ctx& c, const Args& a) {
   // (tools/invoker.hpp): the daemon's syntax check quotes what it is sent.
   auto invoker = sudo_invoker();
   if (!invoker) {
-    std::fprintf(stderr, "nsbox: %s\n", invoker.error().text().c_str());
+    print_for_display(STDERR_FILENO, "nsbox: %s\n", invoker.error().text().c_str());
     return kUsage;
   }
   auto fd = open_as(invoker.value(), file, O_RDONLY | O_NONBLOCK);
   if (!fd) {
-    std::fprintf(stderr, "nsbox: %s\n", fd.error().text().c_str());
+    print_for_display(STDERR_FILENO, "nsbox: %s\n", fd.error().text().c_str());
     return kUsage;
   }
   struct stat st {};
   if (fstat(fd.value().get(), &st) != 0) {
-    std::fprintf(stderr, "nsbox: %s: %s\n", file.c_str(), std::strerror(errno));
+    print_for_display(STDERR_FILENO, "nsbox: %s: %s\n", file.c_str(), std::strerror(errno));
     return kUsage;
   }
   if (!S_ISREG(st.st_mode)) {
-    std::fprintf(stderr, "nsbox: %s: not a regular file\n", file.c_str());
+    print_for_display(STDERR_FILENO, "nsbox: %s: not a regular file\n", file.c_str());
     return kUsage;
   }
   if (static_cast<uint64_t>(st.st_size) > uint64_t(kMaxSourceBytes)) {
-    std::fprintf(stderr, "nsbox: %s: %lld bytes, more than the 1 MiB limit\n", file.c_str(),
-                 static_cast<long long>(st.st_size));
+    print_for_display(STDERR_FILENO, "nsbox: %s: %lld bytes, more than the 1 MiB limit\n",
+                      file.c_str(), static_cast<long long>(st.st_size));
     return kUsage;
   }
   auto got = read_up_to(fd.value().get(), kMaxSourceBytes);
   if (!got) {
     if (got.error().err == EFBIG)
-      std::fprintf(stderr, "nsbox: %s: more than the 1 MiB limit\n", file.c_str());
+      print_for_display(STDERR_FILENO, "nsbox: %s: more than the 1 MiB limit\n", file.c_str());
     else
-      std::fprintf(stderr, "nsbox: cannot read %s: %s\n", file.c_str(),
-                   std::strerror(got.error().err));
+      print_for_display(STDERR_FILENO, "nsbox: cannot read %s: %s\n", file.c_str(),
+                        std::strerror(got.error().err));
     return kUsage;
   }
   std::string source = std::move(got).value();
@@ -878,16 +880,16 @@ int do_invoke(Ctx& c, const Args& a) {
   if (event == "-") {
     auto in = read_up_to(STDIN_FILENO, kMaxPayload);
     if (!in && in.error().err != EFBIG) {
-      std::fprintf(stderr, "nsbox: reading the event from stdin: %s\n",
-                   std::strerror(in.error().err));
+      print_for_display(STDERR_FILENO, "nsbox: reading the event from stdin: %s\n",
+                        std::strerror(in.error().err));
       return kUsage;
     }
     event = in ? std::move(in).value() : std::string(kMaxPayload + 1, ' ');
   }
   if (event.size() > kMaxPayload) {
-    std::fprintf(stderr,
-                 "nsbox: the event is larger than 6 MiB, the most a function is given; pass "
-                 "large data by reference (a URL, a key)\n");
+    print_for_display(STDERR_FILENO,
+                      "nsbox: the event is larger than 6 MiB, the most a function is given; pass "
+                      "large data by reference (a URL, a key)\n");
     return kUsage;
   }
   // Checked as the daemon checks it (json_error: the JSON library's rules,
@@ -1033,7 +1035,7 @@ int do_rm_or_logs(Ctx& c, const Args& a) {
                 : fetch(c, "GET", "/functions/" + name + "/logs", headers_for(c));
   if (!res) return report_transport_error(c, res.error());
   if (res->status == 404) {
-    std::fprintf(stderr, "nsbox: no function %s\n", name.c_str());
+    print_for_display(STDERR_FILENO, "nsbox: no function %s\n", name.c_str());
     return kServerError;
   }
   if (res->status < 200 || res->status > 299) {
@@ -1069,8 +1071,8 @@ int cmd_client(const std::string& cmd, const std::vector<std::string>& args) {
   c.url = *url;
   std::string resolve_err;
   if (!resolve_server(&c.url, &resolve_err)) {
-    std::fprintf(stderr, "nsbox: cannot reach %s: %s\n", c.url.display.c_str(),
-                 resolve_err.c_str());
+    print_for_display(STDERR_FILENO, "nsbox: cannot reach %s: %s\n", c.url.display.c_str(),
+                      resolve_err.c_str());
     return kUnreachable;
   }
   if (!find_token(a, &c.token)) return kUsage;

@@ -23,6 +23,7 @@
 #include "base/files.hpp"
 #include "base/host_limits.hpp"
 #include "base/log.hpp"
+#include "base/terminal_escape.hpp"
 #include "gateway/admin_token.hpp"
 #include "gateway/capacity.hpp"
 #include "gateway/config.hpp"
@@ -116,7 +117,7 @@ int64_t unparked_fd_budget(bool parking, const HostLimits& host, const ServeConf
 }
 
 int fail(const std::string& msg) {
-  std::fprintf(stderr, "nsbox serve: %s\n", msg.c_str());
+  print_for_display(STDERR_FILENO, "nsbox serve: %s\n", msg.c_str());
   return 1;
 }
 
@@ -198,7 +199,7 @@ int check_only(const ServeOptions& o) {
   if (std::string why = config_file_warning(c); !why.empty())
     warnings.insert(warnings.begin(), why);
   for (const std::string& w : warnings)
-    std::fprintf(stderr, "nsbox serve: warning: %s\n", w.c_str());
+    print_for_display(STDERR_FILENO, "nsbox serve: warning: %s\n", w.c_str());
   std::printf("nsbox serve: %s is valid\n", c.source.c_str());
   return 0;
 }
@@ -211,7 +212,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   if (!parsed || !parsed.value().positional.empty()) {
     std::string why =
         parsed ? "unexpected argument " + parsed.value().positional[0] : parsed.error().detail;
-    std::fprintf(stderr, "nsbox serve: %s\n%s", why.c_str(), serve_usage().c_str());
+    print_for_display(STDERR_FILENO, "nsbox serve: %s\n%s", why.c_str(), serve_usage().c_str());
     return 2;
   }
   if (parsed.value().help) {
@@ -226,8 +227,9 @@ int cmd_serve(const std::vector<std::string>& args) {
     errno = 0;
     const long n = std::strtol(o.spawners.c_str(), &end, 10);
     if (errno || end == o.spawners.c_str() || *end || n < 1 || n > 64) {
-      std::fprintf(stderr, "nsbox serve: --spawners \"%s\" must be a whole number from 1 to 64\n%s",
-                   o.spawners.c_str(), serve_usage().c_str());
+      print_for_display(STDERR_FILENO,
+                        "nsbox serve: --spawners \"%s\" must be a whole number from 1 to 64\n%s",
+                        o.spawners.c_str(), serve_usage().c_str());
       return 2;
     }
     spawner_count = static_cast<int>(n);
@@ -638,9 +640,9 @@ int cmd_serve(const std::vector<std::string>& args) {
       }
     }
   });
-  std::fprintf(stderr, "nsbox serve: listening on http://%s:%d (state %s, config %s)\n",
-               config.listen_host.c_str(), config.listen_port, config.state_dir.c_str(),
-               config.source.c_str());
+  print_for_display(STDERR_FILENO, "nsbox serve: listening on http://%s:%d (state %s, config %s)\n",
+                    config.listen_host.c_str(), config.listen_port, config.state_dir.c_str(),
+                    config.source.c_str());
   gateway.serve();  // returns after stop(), once connection threads finished
   served = true;
   stopping = true;
@@ -651,7 +653,7 @@ int cmd_serve(const std::vector<std::string>& args) {
   pool.stop();
   external.reset();
   shutdown_spawners();
-  std::fprintf(stderr, "nsbox serve: stopped\n");
+  print_for_display(STDERR_FILENO, "nsbox serve: stopped\n");
   return spawner_lost ? 1 : 0;
 }
 

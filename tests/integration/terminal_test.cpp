@@ -231,3 +231,36 @@ TEST_CASE("terminal: what a server answers to deploy and ls is escaped on a term
   CHECK(has(deployed.screen, "Deployed at http://h/\\x1b]0;pwned\\x07"));
   CHECK(has(listed.screen, "a\\x1b[2J"));
 }
+
+TEST_CASE("terminal: words a command echoes back in its errors are escaped on a terminal") {
+  const std::string esc = "\x1b]0;owned\x07\x1b[2J";
+  std::vector<std::vector<std::string>> commands = {
+      {"serve", "--x" + esc},
+      {"serve", "--check", "--config", "/nonexistent/" + esc},
+      {"rootfs", "build", "--x" + esc},
+      {"run", "/nonexistent/" + esc + ".py"},
+      {esc},
+  };
+  for (const auto& args : commands) {
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin()};
+    s.argv.insert(s.argv.end(), args.begin(), args.end());
+    auto o = nsbox::test::run_on_pty(s);
+    CAPTURE(args[0]);
+    CHECK(o.exit_code != 0);
+    CHECK(o.screen.find('\x1b') == std::string::npos);
+    CHECK(o.screen.find('\x07') == std::string::npos);
+    CHECK(o.screen.find("\\x1b]0;owned") != std::string::npos);
+  }
+  // The client commands: a name, an unknown option, a token file's path.
+  for (const auto& args :
+       std::vector<std::vector<std::string>>{{"invoke", "a" + esc},
+                                             {"ls", "--x" + esc},
+                                             {"ls", "--token-file", "/nonexistent/" + esc}}) {
+    auto o = nsbox::test::run_on_pty(nsbox::test::client_spec(args, "http://127.0.0.1:9", "t"));
+    CAPTURE(args[0]);
+    CHECK(o.exit_code != 0);
+    CHECK(o.screen.find('\x1b') == std::string::npos);
+    CHECK(o.screen.find("\\x1b]0;owned") != std::string::npos);
+  }
+}
