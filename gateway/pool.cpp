@@ -362,8 +362,17 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
           if (cv.wait_until(lock, deadline) == std::cv_status::timeout) tmpl = 0;
         // Another request may have seen the template die since we planned.
         if (tmpl && !core_.template_usable(name, tmpl)) tmpl = 0;
-        const uint64_t forking = tmpl;
-        if (forking) forking_.insert(forking);
+        uint64_t forking = tmpl;
+        // The counts acquire_step planned are given back only further down:
+        // a throw here (bad_alloc) would have kept them for good. Without
+        // its mark, the request goes the ordinary way.
+        if (forking) {
+          try {
+            forking_.insert(forking);
+          } catch (const std::exception&) {
+            forking = tmpl = 0;
+          }
+        }
         lock.unlock();
         std::unique_ptr<Worker> w;
         bool hung = false;   // the template did not answer in time
