@@ -71,17 +71,18 @@ int cmd_rootfs(const std::vector<std::string>& args) {
   if (out.empty()) {
     auto dir = nsbox::default_rootfs_dir();
     if (!dir) {
-      std::fprintf(stderr, "nsbox: rootfs build: %s\n", dir.error().message().c_str());
+      nsbox::print_for_display(STDERR_FILENO, "nsbox: rootfs build: %s\n",
+                               dir.error().message().c_str());
       return 1;
     }
     out = dir.value();
   }
   auto r = nsbox::ensure_rootfs(out, true, python);
   if (!r) {
-    std::fprintf(stderr, "nsbox: %s\n", r.error().message().c_str());
+    nsbox::print_for_display(STDERR_FILENO, "nsbox: %s\n", r.error().message().c_str());
     return 3;
   }
-  std::printf("%s\n", r.value().summary.c_str());
+  nsbox::print_for_display(STDOUT_FILENO, "%s\n", r.value().summary.c_str());
   return 0;
 }
 
@@ -163,7 +164,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "nsbox: internal error: %s\n", e.what());
     return 3;
   }
-  std::fprintf(stderr, "nsbox: unknown command \"%s\"\n%s", nsbox::escape_for_terminal(cmd).c_str(),
-               kUsage);
+  nsbox::print_for_display(STDERR_FILENO, "nsbox: unknown command \"%s\"\n%s", cmd.c_str(), kUsage);
   return 2;
 }

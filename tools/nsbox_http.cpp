@@ -1,5 +1,7 @@
 // nsbox-http: the HTTP half of the CLI (serve and the client commands),
 // exec'd by `nsbox`; see tools/nsbox.cpp for why it is a separate binary.
+#include <unistd.h>
+
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -31,6 +33,6 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "nsbox: internal error: %s\n", e.what());
     return 3;
   }
-  std::fprintf(stderr, "nsbox: unknown command \"%s\"\n", cmd.c_str());
+  nsbox::print_for_display(STDERR_FILENO, "nsbox: unknown command \"%s\"\n", cmd.c_str());
   return 2;
 }

@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <grp.h>
-#include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -471,7 +470,8 @@ int cmd_run(const std::vector<std::string>& args) {
   // would make a tree (and its lock files) where the user says.
   auto built = ensure_rootfs(rootfs, false, kHostPython, invoker && o.rootfs);
   if (!built) return fail(kExitSetup, built.error().message());
-  if (built.value().built) std::fprintf(stderr, "nsbox: %s\n", built.value().summary.c_str());
+  if (built.value().built)
+    print_for_display(STDERR_FILENO, "nsbox: %s\n", built.value().summary.c_str());
   rootfs = built.value().path;  // as checked: symlinks above it resolved
   // Held until the function ends: a rebuild meanwhile keeps the tree that
   // its overlay reads.
@@ -651,18 +651,26 @@ int cmd_run(const std::vector<std::string>& args) {
     // unbounded waitpid held the run until the function chose to exit.
     bool stopped_by_us = false;
     if (o.no_isolation) {
-      struct pollfd p = {plain_pidfd.get(), POLLIN, 0};
-      if (plain_pidfd.valid() && poll(&p, 1, 200) == 0) {
-        syscall(SYS_pidfd_send_signal, plain_pidfd.get(), SIGKILL, nullptr, 0);
-        stopped_by_us = true;
+      // Only this thread reaps the runner, so its pid is its own until the
+      // waitpid below: a kill by pid is safe where no pidfd could be had.
+      bool exited = false;
+      for (int waited = 0; waited < 200 && !exited; waited += 5) {
+        exited = waitpid(plain.pid, &status, WNOHANG) == plain.pid;
+        if (!exited) usleep(5000);
       }
-      waitpid(plain.pid, &status, 0);
+      if (!exited) {
+        kill(plain.pid, SIGKILL);
+        stopped_by_us = true;
+        waitpid(plain.pid, &status, 0);
+      }
       plain.pid = -1;
     } else if (!sandbox.reap(200, &status)) {
       sandbox.kill();
       stopped_by_us = true;
       sandbox.reap(-1, &status);
     }
+    // It may have exited by itself just before our kill landed.
+    stopped_by_us &= WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL;
     if (auto e = limit_exit(false)) return *e;
     int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
     json err = {{"errorType", "Runtime.ExitError"},

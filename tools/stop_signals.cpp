@@ -2,7 +2,7 @@
 
 #include <pthread.h>
 #include <signal.h>
-#include <sys/resource.h>
+#include <sys/prctl.h>
 
 #include <atomic>
 #include <mutex>
@@ -58,9 +58,9 @@ int stop_signal() {
 int die_of(int sig) {
   // SIGQUIT's default action dumps core: the run ended as asked, it did not
   // crash, and a core of nsbox run (root's, under sudo in the user's
-  // directory) is nobody's to keep.
-  struct rlimit none = {0, 0};
-  setrlimit(RLIMIT_CORE, &none);
+  // directory) is nobody's to keep. Non-dumpable, not RLIMIT_CORE 0: a
+  // core_pattern that pipes (systemd-coredump, apport) ignores the limit.
+  prctl(PR_SET_DUMPABLE, 0);
   signal(sig, SIG_DFL);
   sigset_t set;
   sigemptyset(&set);

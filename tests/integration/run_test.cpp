@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -707,12 +708,13 @@ namespace {
 // returns the run's exit code (128+N when it died of N) and that pid.
 struct Stopped {
   int exit_code = -1;
+  bool core_dumped = false;
   double seconds = 0;
   pid_t left = -1;
   std::string err;
 };
 
-Stopped stop_run_with(const std::vector<std::string>& args, int sig) {
+Stopped stop_run_with(const std::vector<std::string>& args, int sig, const std::string& cwd) {
   Stopped s;
   int err[2];
   REQUIRE(pipe2(err, O_CLOEXEC) == 0);
@@ -724,6 +726,10 @@ Stopped stop_run_with(const std::vector<std::string>& args, int sig) {
     dup2(devnull, 0);
     dup2(devnull, 1);
     signal(SIGPIPE, SIG_DFL);
+    // Where a core would go, and a limit that would let one be written:
+    // the run must not dump one of its own for a stop signal (SIGQUIT).
+    struct rlimit core = {RLIM_INFINITY, RLIM_INFINITY};
+    if (chdir(cwd.c_str()) != 0 || setrlimit(RLIMIT_CORE, &core) != 0) _exit(126);
     std::vector<char*> argv;
     for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);
@@ -750,6 +756,7 @@ Stopped stop_run_with(const std::vector<std::string>& args, int sig) {
   waitpid(pid, &st, 0);
   s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - sent).count();
   s.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  s.core_dumped = WIFSIGNALED(st) && WCOREDUMP(st);
   return s;
 }
 
@@ -781,9 +788,10 @@ TEST_CASE("a stop signal ends nsbox run at once, leaving nothing, isolated or no
       CAPTURE(sig);
       std::vector<std::string> args = {nsbox::test::nsbox_bin(), "run", fn, "--timeout", "60s"};
       if (!isolated) args.push_back("--no-isolation");
-      Stopped s = stop_run_with(args, sig);
+      Stopped s = stop_run_with(args, sig, tmp.path);
       CHECK_MESSAGE(s.left > 0, s.err);
       CHECK_MESSAGE(s.exit_code == 128 + sig, s.err);
+      CHECK_FALSE(s.core_dumped);
       CHECK_MESSAGE(s.seconds < 10, s.seconds);
       CHECK_MESSAGE(s.err.find("nsbox: stopped by ") != std::string::npos, s.err);
       // Its pid is the sandbox's own when isolated: there, no sandbox

@@ -238,6 +238,7 @@ TEST_CASE("terminal: words a command echoes back in its errors are escaped on a 
       {"serve", "--x" + esc},
       {"serve", "--check", "--config", "/nonexistent/" + esc},
       {"rootfs", "build", "--x" + esc},
+      {"rootfs", "build", "--out", "rel" + esc},
       {"run", "/nonexistent/" + esc + ".py"},
       {esc},
   };
@@ -251,6 +252,20 @@ TEST_CASE("terminal: words a command echoes back in its errors are escaped on a 
     CHECK(o.screen.find('\x1b') == std::string::npos);
     CHECK(o.screen.find('\x07') == std::string::npos);
     CHECK(o.screen.find("\\x1b]0;owned") != std::string::npos);
+  }
+  // What a command prints on success quotes it too: serve --check's
+  // verdict names the config file.
+  {
+    nsbox::test::TempDir tmp("escaped-check");
+    REQUIRE(mkdir(tmp.path.c_str(), 0755) == 0);
+    const std::string conf = tmp.path + "/" + esc + ".toml";
+    std::ofstream(conf) << "[pool]\nblank = 1\n";
+    nsbox::test::RunSpec s;
+    s.argv = {nsbox::test::nsbox_bin(), "serve", "--check", "--config", conf};
+    auto o = nsbox::test::run_on_pty(s);
+    CHECK(o.exit_code == 0);
+    CHECK(o.screen.find("is valid") != std::string::npos);
+    CHECK(o.screen.find('\x1b') == std::string::npos);
   }
   // The client commands: a name, an unknown option, a token file's path.
   for (const auto& args :
