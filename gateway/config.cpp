@@ -1,6 +1,7 @@
 #include "gateway/config.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
@@ -11,6 +12,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "base/fd.hpp"
 #include "base/files.hpp"
 #include "base/log.hpp"
 #include "gateway/host_check.hpp"
@@ -431,12 +433,17 @@ Result<ServeConfig> parse_serve_config(const std::string& text, const std::strin
   return c;
 }
 
-Status check_config_file(const ServeConfig& c) {
-  if (c.source.empty() || c.source[0] == '<') return {};
-  std::string path = c.source;
+namespace {
+
+// The config file, checked and read through one fd: its directories by
+// path (only root and the caller may rename anything in them, so the name
+// cannot be swapped after), then the file itself by fstat on the fd that is
+// read, so that what is checked is what is read.
+Result<std::string> read_config_file(const std::string& file, mode_t* mode) {
+  std::string path = file;
   if (path[0] != '/') {
     char cwd[PATH_MAX];
-    if (!getcwd(cwd, sizeof cwd)) return sys_error("getcwd", c.source);
+    if (!getcwd(cwd, sizeof cwd)) return sys_error("getcwd", file);
     path = std::string(cwd) + "/" + path;
   }
   const std::string fix =
@@ -444,32 +451,48 @@ Status check_config_file(const ServeConfig& c) {
       "policies); keep it, and every directory above it, writable by root "
       "alone";
   auto resolved = resolve_trusted(path);
-  if (!resolved) return make_error("config", c.source + ": " + resolved.error().message() + fix);
+  // A file that is not there, or that this user may not look at, is said
+  // as an open would say it.
+  if (!resolved && resolved.error().err != 0)
+    return sys_error_n(resolved.error().err, "config", file);
+  if (!resolved) return make_error("config", file + ": " + resolved.error().message() + fix);
+  // Said first, as the fd's check below would: "/" is no config whoever
+  // may write above it.
+  if (struct stat st; stat(resolved.value().c_str(), &st) == 0 && !S_ISREG(st.st_mode))
+    return make_error("config", file + ": not a regular file; give the path of a TOML file");
   auto checked = check_private_ancestors(resolved.value(), /*sticky_last_ok=*/true);
-  if (!checked) return make_error("config", c.source + ": " + checked.error().message() + fix);
+  if (!checked) return make_error("config", file + ": " + checked.error().message() + fix);
+  // O_NONBLOCK: a FIFO would wait in open() for a writer (read_toml_fd
+  // then refuses anything but a regular file).
+  UniqueFd fd(open(checked.value().c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW));
+  if (fd.get() < 0) return sys_error("config", file);
   struct stat st;
-  if (lstat(checked.value().c_str(), &st) != 0) return sys_error("lstat", checked.value());
-  char mode[8];
-  snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
-  if (st.st_uid != 0 && st.st_uid != geteuid())
-    return make_error("config", c.source + " belongs to uid " + std::to_string(st.st_uid) +
-                                    ", who would choose the daemon's tokens, limits and "
-                                    "policies: chown root " +
-                                    c.source);
-  if (writable_by_others(st))
-    return make_error("config", c.source + " (mode " + mode +
-                                    ") may be changed by other users, who would choose the "
-                                    "daemon's tokens, limits and policies: chmod go-w " +
-                                    c.source);
-  return {};
+  if (fstat(fd.get(), &st) != 0) return sys_error("config", "fstat " + file);
+  if (S_ISREG(st.st_mode)) {
+    char shown[8];
+    snprintf(shown, sizeof shown, "%04o", unsigned(st.st_mode & 07777));
+    if (st.st_uid != 0 && st.st_uid != geteuid())
+      return make_error("config", file + " belongs to uid " + std::to_string(st.st_uid) +
+                                      ", who would choose the daemon's tokens, limits and "
+                                      "policies: chown root " +
+                                      file);
+    if (writable_by_others(st))
+      return make_error("config", file + " (mode " + shown +
+                                      ") may be changed by other users, who would choose the "
+                                      "daemon's tokens, limits and policies: chmod go-w " +
+                                      file);
+  }
+  *mode = st.st_mode & 07777;
+  return read_toml_fd(fd.get(), file, "config");
 }
 
+}  // namespace
+
 std::string config_file_warning(const ServeConfig& c) {
-  struct stat st;
-  if (c.source.empty() || c.source[0] == '<' || stat(c.source.c_str(), &st) != 0) return "";
+  if (c.source.empty() || c.source[0] == '<') return "";
   char mode[8];
-  snprintf(mode, sizeof mode, "%04o", unsigned(st.st_mode & 07777));
-  if ((!c.token.empty() || !c.read_token.empty()) && (st.st_mode & 044))
+  snprintf(mode, sizeof mode, "%04o", unsigned(c.source_mode));
+  if ((!c.token.empty() || !c.read_token.empty()) && (c.source_mode & 044))
     return c.source + " sets token" + (c.read_token.empty() ? "" : " or read_token") +
            " and other users may read it (mode " + mode + "): chmod 600 " + c.source;
   return "";
@@ -531,13 +554,16 @@ Result<ServeConfig> load_serve_config(const std::string& path, const std::string
     }
     file = default_path;
   }
-  auto text = read_toml_file(file, "config");
+  mode_t mode = 0;
+  auto text = read_config_file(file, &mode);
   if (!text && path.empty())
     return make_error("config", text.error().message() +
                                     " (the default config file: fix it, or name another with "
                                     "--config FILE)");
   if (!text) return std::move(text).error();
-  return parse_serve_config(text.value(), file);
+  auto c = parse_serve_config(text.value(), file);
+  if (c) c.value().source_mode = mode;
+  return c;
 }
 
 }  // namespace nsbox

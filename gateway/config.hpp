@@ -3,6 +3,8 @@
 // file:line:col and the key).
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -116,7 +118,8 @@ struct ServeConfig {
   // so that one function at the default per_function cap of 4 cannot be
   // granted more than the machine has).
   uint64_t max_memory_bytes = 0;
-  std::string source;  // file the config came from, or kEmbeddedDefaults
+  std::string source;      // file the config came from, or kEmbeddedDefaults
+  mode_t source_mode = 0;  // its permission bits as read (load_serve_config)
 };
 
 // Every key parse_serve_config accepts, by table ("server", "pool",
@@ -139,14 +142,14 @@ inline constexpr const char* kEmbeddedDefaults = "<embedded defaults>";
 Result<ServeConfig> parse_serve_config(const std::string& text, const std::string& source);
 // path empty: default_path when there is anything at that path (a file
 // that cannot be read is an error), else embedded defaults.
-Result<ServeConfig> load_serve_config(const std::string& path,
-                                      const std::string& default_path = "/etc/nsbox/nsbox.toml");
 // The daemon's config chooses its tokens, limits and isolation: like sshd's
 // StrictModes, one that anyone but root or the daemon's user owns, or that
 // another user could change or replace (its mode, or a directory above it,
-// symlinks resolved; a sticky parent passes), is refused, at start and at
-// reload. Embedded defaults pass.
-Status check_config_file(const ServeConfig& c);
+// symlinks resolved; a sticky parent passes), is refused, at start, at
+// reload and by serve --check. The file is checked through the fd it is
+// read from.
+Result<ServeConfig> load_serve_config(const std::string& path,
+                                      const std::string& default_path = "/etc/nsbox/nsbox.toml");
 // A config that sets token or read_token holds secrets: like ssh with a key
 // file, a warning (empty: none) when other users may read it.
 std::string config_file_warning(const ServeConfig& c);

@@ -197,7 +197,8 @@ TEST_CASE("toml: a FIFO, a terminal or a device as the config or policy is refus
     CAPTURE(other);
     auto r = load_serve_config(other);
     REQUIRE_FALSE(r);
-    CHECK(r.error().message().find("not a regular file") != std::string::npos);
+    CHECK_MESSAGE(r.error().message().find("not a regular file") != std::string::npos,
+                  r.error().message());
   }
 }
 
