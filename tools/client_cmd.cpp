@@ -1043,7 +1043,7 @@ int do_rm_or_logs(Ctx& c, const Args& a) {
     return kServerError;
   }
   if (rm)
-    std::printf("Deleted %s\n", name.c_str());
+    print_for_display(STDOUT_FILENO, "Deleted %s\n", name.c_str());
   else
     print_body(res->body);
   return kOk;
