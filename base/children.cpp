@@ -1,10 +1,18 @@
 #include "base/children.hpp"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cstdio>
 #include <fstream>
 #include <memory>
 #include <string>
+
+#include "base/fd.hpp"
 
 namespace nsbox {
 
@@ -19,6 +27,62 @@ std::vector<pid_t> child_pids(pid_t pid) {
     for (pid_t p; in >> p;) kids.push_back(p);
   }
   return kids;
+}
+
+std::optional<ProcStat> parse_proc_stat(std::string_view text) {
+  const size_t open = text.find('(');
+  const size_t close = text.rfind(')');
+  if (open == std::string_view::npos || close == std::string_view::npos || close < open)
+    return std::nullopt;
+  ProcStat st;
+  st.comm = std::string(text.substr(open + 1, close - open - 1));
+  const std::string rest(text.substr(close + 1));
+  // Fields 3 (state) and 4 (ppid), then 18 more to reach 22 (starttime).
+  int ppid = 0, used = 0;
+  if (std::sscanf(rest.c_str(), " %c %d%n", &st.state, &ppid, &used) != 2) return std::nullopt;
+  st.ppid = ppid;
+  const char* p = rest.c_str() + used;
+  for (int field = 5; field < 22; field++) {
+    if (std::sscanf(p, " %*s%n", &used) != 0 || used == 0) return std::nullopt;
+    p += used;
+    used = 0;
+  }
+  if (std::sscanf(p, " %llu", &st.start_time) != 1) return std::nullopt;
+  return st;
+}
+
+std::optional<ProcStat> read_proc_stat(pid_t pid) {
+  char path[64];
+  snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  UniqueFd fd(open(path, O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return std::nullopt;
+  char buf[1024];  // comm is at most 64 bytes; 52 numeric fields fit
+  const ssize_t n = read(fd.get(), buf, sizeof buf - 1);
+  if (n <= 0) return std::nullopt;
+  return parse_proc_stat(std::string_view(buf, size_t(n)));
+}
+
+void kill_our_children(bool reap) {
+  const int rounds = reap ? 256 : 20;
+  for (int round = 0; round < rounds; round++) {
+    const std::vector<pid_t> kids = child_pids();
+    if (kids.empty() && (reap || round > 0)) return;
+    for (pid_t k : kids) {
+      UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, k, 0)));
+      if (!pidfd.valid()) {
+        // Unreaped, it is still ours, whatever state it is in.
+        if (reap && ::kill(k, SIGKILL) == 0) waitpid(k, nullptr, 0);
+        continue;
+      }
+      // Read after the pidfd is held: if this is still our child now, the
+      // pidfd names it and not a later holder of its pid.
+      const auto st = read_proc_stat(k);
+      if (!st || st->ppid != getpid()) continue;
+      syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
+      if (reap) waitpid(k, nullptr, 0);
+    }
+    if (!reap) usleep(5000);
+  }
 }
 
 }  // namespace nsbox

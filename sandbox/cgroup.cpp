@@ -13,6 +13,7 @@
 #include <mutex>
 #include <sstream>
 
+#include "base/children.hpp"
 #include "base/fd.hpp"
 #include "base/log.hpp"
 
@@ -259,15 +260,10 @@ namespace {
 // otherwise is not the owner.
 bool owner_alive(pid_t pid) {
   if (kill(pid, 0) != 0 && errno == ESRCH) return false;
-  std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
-  auto open = stat.find('(');
-  auto close = stat.rfind(')');
-  if (open == std::string::npos || close == std::string::npos || close < open ||
-      close + 2 >= stat.size())
-    return !stat.empty();  // unreadable: kept, as a live owner's
-  if (stat.compare(open + 1, 5, "nsbox") != 0) return false;
-  char state = stat[close + 2];
-  return state != 'Z' && state != 'X';
+  const auto st = read_proc_stat(pid);
+  if (!st) return true;  // unreadable: kept, as a live owner's
+  if (!st->comm.starts_with("nsbox")) return false;
+  return st->state != 'Z' && st->state != 'X';
 }
 }  // namespace
 

@@ -13,6 +13,8 @@
 #include <sstream>
 #include <vector>
 
+#include "base/children.hpp"
+
 namespace nsbox {
 
 namespace {
@@ -45,18 +47,6 @@ std::string proc_stat(pid_t pid) {
   return read_small(AT_FDCWD, path);
 }
 
-// Field 22 (starttime) and field 3 (state) of a /proc/PID/stat text.
-bool parse_stat(const std::string& stat, char* state, unsigned long long* start) {
-  auto close = stat.rfind(')');
-  if (close == std::string::npos) return false;
-  std::istringstream rest(stat.substr(close + 1));
-  std::string field;
-  if (!(rest >> *state)) return false;
-  for (int i = 4; i < 22; i++)
-    if (!(rest >> field)) return false;
-  return static_cast<bool>(rest >> *start);
-}
-
 // The directory must be root's and private: whoever could create or lock
 // its files could hold every slot (a denial of service) or plant records.
 Result<UniqueFd> open_slot_dir(const std::string& dir) {
@@ -79,12 +69,11 @@ bool slot_record_alive(const std::string& record, const std::string& stat_text) 
   long long pid = 0;
   unsigned long long start = 0;
   if (sscanf(record.c_str(), "%lld %llu", &pid, &start) != 2 || pid <= 0) return false;
-  char state = 0;
-  unsigned long long now_start = 0;
-  if (stat_text.empty() || !parse_stat(stat_text, &state, &now_start)) return false;
+  const auto st = parse_proc_stat(stat_text);
+  if (!st) return false;
   // Another process that got the pid later is not the holder; a zombie PID 1
   // has an empty namespace.
-  return now_start == start && state != 'Z' && state != 'X' && state != 'x';
+  return st->start_time == start && st->state != 'Z' && st->state != 'X' && st->state != 'x';
 }
 
 UidSlot& UidSlot::operator=(UidSlot&& o) noexcept {
@@ -179,12 +168,10 @@ Result<UidSlot> UidSlot::acquire(const std::string& dir, uint32_t count) {
 }
 
 Status UidSlot::record_holder(pid_t pid1) {
-  char state = 0;
-  unsigned long long start = 0;
-  if (!parse_stat(proc_stat(pid1), &state, &start))
-    return make_error("uid slot", "no /proc/" + std::to_string(pid1) + "/stat");
+  const auto st = read_proc_stat(pid1);
+  if (!st) return make_error("uid slot", "no /proc/" + std::to_string(pid1) + "/stat");
   char rec[64];
-  int n = snprintf(rec, sizeof rec, "%d %llu\n", static_cast<int>(pid1), start);
+  int n = snprintf(rec, sizeof rec, "%d %llu\n", static_cast<int>(pid1), st->start_time);
   if (pwrite(fd_.get(), rec, n, 0) != n) return sys_error("write", "uid slot record");
   return {};
 }

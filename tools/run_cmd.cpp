@@ -218,51 +218,10 @@ struct PlainChild {
       waitpid(pid, nullptr, 0);
     }
     pid = -1;
-    if (!started) return;
-    // Each round kills the children there are; their own children come to
-    // us as they die.
-    for (int round = 0; round < 256; round++) {
-      std::vector<pid_t> kids = child_pids();
-      if (kids.empty()) break;
-      for (pid_t k : kids) ::kill(k, SIGKILL);
-      for (pid_t k : kids) waitpid(k, nullptr, 0);
-    }
+    if (started) kill_our_children(/*reap=*/true);
   }
   ~PlainChild() { stop(); }
 };
-
-// From the stop signal's thread: what the unisolated function started
-// holds the channel too, so killing the runner alone left the run waiting
-// for its deadline. Kills every child of ours (we are their subreaper, so
-// the runner's exit hands its own to us: a few rounds) by pidfd, and only
-// while its parent is still us: the main thread may reap one meanwhile,
-// and its pid be reused.
-void kill_plain_descendants() {
-  for (int round = 0; round < 20; round++) {
-    std::vector<pid_t> kids = child_pids();
-    for (pid_t k : kids) {
-      UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, k, 0)));
-      if (!pidfd.valid()) continue;
-      char path[64];
-      snprintf(path, sizeof path, "/proc/%d/stat", k);
-      std::string stat;
-      if (FILE* f = fopen(path, "re")) {
-        char buf[512];
-        size_t n = fread(buf, 1, sizeof buf - 1, f);
-        stat.assign(buf, n);
-        fclose(f);
-      }
-      // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-      const size_t close = stat.rfind(')');
-      if (close == std::string::npos) continue;
-      int ppid = -1;
-      if (sscanf(stat.c_str() + close + 1, " %*c %d", &ppid) != 1 || ppid != getpid()) continue;
-      syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
-    }
-    if (kids.empty() && round > 0) return;
-    usleep(5000);
-  }
-}
 
 // Who an unisolated runner started by root runs as.
 constexpr unsigned kNobody = 65534;
@@ -601,7 +560,10 @@ int cmd_run(const std::vector<std::string>& args) {
     plain_pidfd.reset(static_cast<int>(syscall(SYS_pidfd_open, plain.pid, 0)));
     on_stop_signal([fd = plain_pidfd.get()] {
       if (fd >= 0) syscall(SYS_pidfd_send_signal, fd, SIGKILL, nullptr, 0);
-      kill_plain_descendants();
+      // What the function started holds the channel too: killing the
+      // runner alone left the run waiting for its deadline. The main
+      // thread reaps.
+      kill_our_children(/*reap=*/false);
     });
   } else {
     on_stop_signal([&sandbox] { sandbox.kill(); });

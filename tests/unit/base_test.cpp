@@ -3,6 +3,7 @@
 #include <doctest/doctest.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -754,4 +755,50 @@ TEST_CASE("base/children: child_pids lists children of every thread, and of anot
   }
   // Gone: nothing, not an error.
   CHECK(nsbox::child_pids(parent).empty());
+}
+
+TEST_CASE("base/children: /proc/PID/stat fields count from comm's last parenthesis") {
+  auto st = nsbox::parse_proc_stat("9 (a) b) c) R 41 9 9 0 -1 0 1 0 0 0 0 0 0 0 20 0 1 0 77 0 0 0");
+  REQUIRE(st);
+  CHECK(st->comm == "a) b) c");
+  CHECK(st->state == 'R');
+  CHECK(st->ppid == 41);
+  CHECK(st->start_time == 77);
+  CHECK_FALSE(nsbox::parse_proc_stat(""));
+  CHECK_FALSE(nsbox::parse_proc_stat("9 (x) S 1 9 9"));  // cut before field 22
+  // Our own, read live: our parent, and a start time that matches ours.
+  auto self = nsbox::read_proc_stat(getpid());
+  REQUIRE(self);
+  CHECK(self->ppid == getppid());
+  CHECK(self->start_time > 0);
+  CHECK_FALSE(nsbox::read_proc_stat(-1));
+}
+
+// The unisolated run's stop: a child's own children come to a subreaper
+// as it dies, and each round kills those; nothing of ours is left.
+TEST_CASE("base/children: kill_our_children kills children, and theirs as a subreaper") {
+  pid_t sub = fork();
+  REQUIRE(sub >= 0);
+  if (sub == 0) {
+    // A subreaper of its own, so the test runner's other children are not
+    // touched; its child forks a grandchild and both wait to be killed.
+    if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) _exit(10);
+    pid_t c = fork();
+    if (c == 0) {
+      if (fork() == 0) {
+        setsid();
+        for (;;) pause();
+      }
+      for (;;) pause();
+    }
+    usleep(50000);
+    if (nsbox::child_pids().size() != 1) _exit(11);
+    nsbox::kill_our_children(/*reap=*/true);
+    // The grandchild came to us when c died, and was killed in turn.
+    _exit(nsbox::child_pids().empty() && waitpid(-1, nullptr, WNOHANG) < 0 ? 0 : 12);
+  }
+  int status = 0;
+  REQUIRE(waitpid(sub, &status, 0) == sub);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
