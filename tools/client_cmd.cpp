@@ -372,18 +372,9 @@ bool find_token_value(const Args& a, Token* t) {
   // default token file is read as root, and that goes to its daemon alone
   // (token_may_go). A regular file only, and a bounded read: /dev/zero or a
   // FIFO must not hang or fill the command.
-  auto read_file = [](const std::optional<Invoker>& as,
-                      const std::string& path) -> Result<std::string> {
-    UniqueFd fd = TRY(open_as(as, path, O_RDONLY | O_NONBLOCK | O_NOCTTY));
-    struct stat st {};
-    if (fstat(fd.get(), &st) != 0) return sys_error("fstat", path);
-    if (!S_ISREG(st.st_mode)) return make_error("token", path + ": not a regular file");
-    auto text = read_up_to(fd.get(), kMaxTokenFileBytes);
-    if (!text && text.error().err == EFBIG)
-      return make_error("token", path + ": larger than " + std::to_string(kMaxTokenFileBytes) +
-                                     " bytes, more than a token");
-    if (!text) return std::move(text).error().within(path);
-    return text;
+  auto read_file = [](const std::optional<Invoker>& as, const std::string& path) {
+    return read_file_as(as, path, kMaxTokenFileBytes,
+                        "a token (" + std::to_string(kMaxTokenFileBytes) + " bytes)");
   };
   if (a.token) {
     t->value = token_text(*a.token);
@@ -803,32 +794,10 @@ int do_deploy(Ctx& c, const Args& a) {
     print_for_display(STDERR_FILENO, "nsbox: %s\n", invoker.error().text().c_str());
     return kUsage;
   }
-  auto fd = open_as(invoker.value(), file, O_RDONLY | O_NONBLOCK);
-  if (!fd) {
-    print_for_display(STDERR_FILENO, "nsbox: %s\n", fd.error().text().c_str());
-    return kUsage;
-  }
-  struct stat st {};
-  if (fstat(fd.value().get(), &st) != 0) {
-    print_for_display(STDERR_FILENO, "nsbox: %s: %s\n", file.c_str(), std::strerror(errno));
-    return kUsage;
-  }
-  if (!S_ISREG(st.st_mode)) {
-    print_for_display(STDERR_FILENO, "nsbox: %s: not a regular file\n", file.c_str());
-    return kUsage;
-  }
-  if (static_cast<uint64_t>(st.st_size) > uint64_t(kMaxSourceBytes)) {
-    print_for_display(STDERR_FILENO, "nsbox: %s: %lld bytes, more than the 1 MiB limit\n",
-                      file.c_str(), static_cast<long long>(st.st_size));
-    return kUsage;
-  }
-  auto got = read_up_to(fd.value().get(), kMaxSourceBytes);
+  auto got = read_file_as(invoker.value(), file, kMaxSourceBytes,
+                          "the 1 MiB a function's source may have");
   if (!got) {
-    if (got.error().err == EFBIG)
-      print_for_display(STDERR_FILENO, "nsbox: %s: more than the 1 MiB limit\n", file.c_str());
-    else
-      print_for_display(STDERR_FILENO, "nsbox: cannot read %s: %s\n", file.c_str(),
-                        std::strerror(got.error().err));
+    print_for_display(STDERR_FILENO, "nsbox: %s\n", got.error().text().c_str());
     return kUsage;
   }
   std::string source = std::move(got).value();

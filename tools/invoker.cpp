@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "base/files.hpp"
 #include "sandbox/fd_passing.hpp"
 
 namespace nsbox {
@@ -104,6 +106,26 @@ Result<UniqueFd> open_as(const std::optional<Invoker>& who, const std::string& p
                      "root shell that sudo started, unset SUDO_UID to open them as root)");
   }
   return got;
+}
+
+Result<std::string> read_file_as(const std::optional<Invoker>& who, const std::string& path,
+                                 size_t limit, const std::string& limit_text) {
+  UniqueFd fd = TRY(open_as(who, path, O_RDONLY | O_NONBLOCK | O_NOCTTY));
+  struct stat st {};
+  if (fstat(fd.get(), &st) != 0) return sys_error("fstat", path);
+  if (!S_ISREG(st.st_mode)) return make_error("read", path + ": not a regular file");
+  auto too_big = [&](const std::string& size) {
+    return make_error("read", path + ": " + size + "more than " + limit_text);
+  };
+  if (uint64_t(st.st_size) > limit) return too_big(std::to_string(st.st_size) + " bytes, ");
+  auto text = read_up_to(fd.get(), limit);
+  // It grew while it was read.
+  if (!text && text.error().err == EFBIG) return too_big("");
+  if (!text) {
+    const int err = text.error().err;
+    return Error(err, "read", path, path + ": " + std::strerror(err));
+  }
+  return text;
 }
 
 }  // namespace nsbox

@@ -38,4 +38,12 @@ Result<std::optional<Invoker>> sudo_invoker();
 // why itself).
 Result<UniqueFd> open_as(const std::optional<Invoker>& who, const std::string& path, int flags);
 
+// The whole of a regular file opened as `who` (open_as), up to limit
+// bytes: a FIFO, a terminal or /dev/zero must not hang or fill the
+// command. Errors name the path: "not a regular file", "N bytes, more than
+// LIMIT_TEXT" (limit_text says what the limit is for, e.g. "the 1 MiB a
+// function's source may have"), or the read's errno.
+Result<std::string> read_file_as(const std::optional<Invoker>& who, const std::string& path,
+                                 size_t limit, const std::string& limit_text);
+
 }  // namespace nsbox
