@@ -707,18 +707,31 @@ void Pool::janitor_loop() {
     std::vector<PoolCore::Doomed> doomed = core_.take_doomed();
     if (!doomed.empty()) {
       lock.unlock();
-      for (const auto& d : doomed) {
+      // Each slot is given back as it frees: all at the end of the batch,
+      // one slow destroy (a PID 1 freeing gigabytes) held the slots of those
+      // before it, and a full pool's cold starts timed out waiting for room
+      // that was there.
+      for (const PoolCore::Doomed& d : doomed) {
         auto s = spawner_.destroy(d.id);
         // A spawner no longer running took its sandboxes with it (a drain
         // cut short shuts it down before the pool stops): nothing to say.
         if (!s && s.error().err != ESHUTDOWN)
           LOG_WARN("pool: destroying sandbox %llu: %s", (unsigned long long)d.id,
                    s.error().message().c_str());
+        // Only now is the slot free. (A sandbox the spawner failed to
+        // destroy is logged and no longer counted: the spawner keeps no
+        // handle to retry.)
+        lock.lock();
+        wake_locked(core_.destroyed({d}));
+        const bool running = running_;
+        lock.unlock();
+        // A hog does not wait for a long batch to end.
+        if (running && Clock::now() >= next_pressure_check) {
+          relieve_memory_pressure();
+          next_pressure_check = Clock::now() + kPressureCheck;
+        }
       }
       lock.lock();
-      // Only now is the slot free. (A sandbox the spawner failed to destroy
-      // is logged and no longer counted: the spawner keeps no handle to retry.)
-      wake_locked(core_.destroyed(doomed));
       continue;
     }
     if (!running_) break;

@@ -166,8 +166,10 @@ void PoolCore::wake_everyone(Wakes& wakes) const {
   // Every waiter, not one per function: several may have waited on the
   // same dying sandboxes (room_once_dying_gone), and whoever finds no room
   // now evicts for itself.
-  for (const auto& [name, fn] : functions_)
-    if (fn.waiting > 0) wakes.all.push_back(name);
+  // Cheap when no one waits: the janitor calls this after every destroy.
+  if (waiting_ > 0)
+    for (const auto& [name, fn] : functions_)
+      if (fn.waiting > 0) wakes.all.push_back(name);
   wakes.blank_waiters = true;
   wakes.refill = true;
 }

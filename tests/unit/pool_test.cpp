@@ -93,13 +93,21 @@ class FakeFactory final : public SandboxFactory {
   Status set_memory(uint64_t, uint64_t) override { return {}; }
   Result<CgroupEvents> events(uint64_t) override { return CgroupEvents{}; }
   bool healthy() override { return true; }
-  Status destroy(uint64_t) override {
-    std::this_thread::sleep_for(destroy_time_);
+  Status destroy(uint64_t id) override {
+    destroys_started++;
+    std::chrono::milliseconds t = destroy_time_;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (auto it = destroy_time_of.find(id); it != destroy_time_of.end()) t = it->second;
+    }
+    std::this_thread::sleep_for(t);
     --live_;
     return {};
   }
   int most_alive() const { return most_.load(); }
   std::chrono::milliseconds spawn_time{1};
+  std::map<uint64_t, std::chrono::milliseconds> destroy_time_of;  // by id, set before spawns
+  std::atomic<int> destroys_started{0};
   std::atomic<int> fail_spawns{0};
   std::atomic<int> throw_spawns{0};  // as an allocation failure inside the factory
   std::string freeze_dir;            // set: each sandbox gets a freeze switch there
@@ -187,6 +195,49 @@ TEST_CASE("pool: requests waiting on the same dying sandboxes are all served") {
   for (auto& t : ts) t.join();
   CHECK(served == 3);
   CHECK(factory.most_alive() <= 4);
+  for (auto& l : leases)
+    if (l.worker) pool.release(std::move(l.worker), true);
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
+// A batch of destroys gives back each slot as it frees: at the end of the
+// batch, one slow destroy (a PID 1 freeing gigabytes) held the slots of the
+// fast ones before it, and a full pool's cold starts timed out.
+TEST_CASE("pool: a slow destroy does not hold the slots of those destroyed before it") {
+  FakeFactory factory(1ms);
+  factory.destroy_time_of[1] = 300ms;   // keeps the janitor busy while 2 and 3 queue
+  factory.destroy_time_of[3] = 2500ms;  // the slow one, after 2 in the same batch
+  Pool pool(factory, limits(3, 0), {kMemory});
+  pool.start();
+  auto c = pool.acquire("c", 1, 0, kMemory, Clock::now() + 2s);
+  auto b = pool.acquire("b", 1, 0, kMemory, Clock::now() + 2s);
+  auto a = pool.acquire("a", 1, 0, kMemory, Clock::now() + 2s);
+  REQUIRE(c.worker->id == 1);
+  REQUIRE(b.worker->id == 2);
+  REQUIRE(a.worker->id == 3);
+  pool.release(std::move(c.worker), false);
+  for (auto until = Clock::now() + 5s; factory.destroys_started == 0 && Clock::now() < until;)
+    std::this_thread::yield();
+  REQUIRE(factory.destroys_started == 1);
+  pool.release(std::move(b.worker), false);
+  pool.release(std::move(a.worker), false);
+  // Two new functions wait for room: one gets 1's slot, the other 2's,
+  // both long before 3 is gone.
+  std::atomic<int> served{0};
+  std::vector<std::thread> ts;
+  std::mutex mu;
+  std::vector<Pool::Lease> leases;
+  for (const char* name : {"f", "g"})
+    ts.emplace_back([&, name] {
+      auto l = pool.acquire(name, 1, 0, kMemory, Clock::now() + 1500ms);
+      if (l.status == Pool::Status::Ok) served++;
+      std::lock_guard<std::mutex> lock(mu);
+      leases.push_back(std::move(l));
+    });
+  for (auto& t : ts) t.join();
+  CHECK(served == 2);
+  CHECK(factory.most_alive() <= 3);
   for (auto& l : leases)
     if (l.worker) pool.release(std::move(l.worker), true);
   pool.stop();
