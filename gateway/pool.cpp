@@ -131,6 +131,7 @@ void Pool::stop() {
     for (auto& [n, w] : waiters_) w.cv->notify_all();
   }
   cv_.notify_all();
+  fork_done_cv_.notify_all();
   refill_cv_.notify_all();
   janitor_cv_.notify_all();
   freezer_cv_.notify_all();
@@ -359,7 +360,7 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         // Another request's fork from the template first (forking_); out of
         // time for that, this one goes the ordinary way.
         while (tmpl && forking_.count(tmpl) && running_)
-          if (cv.wait_until(lock, deadline) == std::cv_status::timeout) tmpl = 0;
+          if (fork_done_cv_.wait_until(lock, deadline) == std::cv_status::timeout) tmpl = 0;
         // Another request may have seen the template die since we planned.
         if (tmpl && !core_.template_usable(name, tmpl)) tmpl = 0;
         uint64_t forking = tmpl;
@@ -404,7 +405,7 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
         lock.lock();
         if (forking) {
           forking_.erase(forking);
-          cv.notify_all();
+          fork_done_cv_.notify_all();
         }
         if (w && !core_.template_usable(name, tmpl)) {
           // Its deploy was revoked, or the template dropped, while we forked:

@@ -157,6 +157,10 @@ class Pool {
   // the function's code makes it), so that a fork's time is counted against
   // its template (PoolCore::template_forked) before the next one starts.
   std::set<uint64_t> forking_;
+  // Requests waiting for another's fork from the same template: their own
+  // condition, so that a release's notify_one for the function goes to a
+  // request waiting for a sandbox, not to one of these.
+  std::condition_variable fork_done_cv_;
   std::condition_variable cv_;         // acquire_blank waiters
   std::condition_variable refill_cv_;  // a blank was taken or a slot freed
   std::condition_variable janitor_cv_;

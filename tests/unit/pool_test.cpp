@@ -721,6 +721,56 @@ TEST_CASE("pool: a function template forks one instance at a time; slow forks st
   CHECK(factory.alive() == 0);
 }
 
+// Requests waiting for another's fork from the template wait on a
+// condition of their own: a release's wake-up for the function went to one
+// of them, which went back to sleep, and a request waiting for a sandbox
+// slept on until the fork ended.
+TEST_CASE("pool: a released sandbox wakes a request waiting for one, not one waiting on a fork") {
+  FakeFactory factory(1ms);
+  Pool pool(factory, limits(16, 0), {kMemory});
+  pool.start();
+  const Pool::TemplateLoader loads = [](Worker&) { return true; };
+  auto first = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s, &loads);
+  REQUIRE(first.status == Pool::Status::Ok);
+  factory.fork_time = 1500ms;
+  // Three more: one forks, two wait for its fork; per_function (4) is
+  // then reached.
+  std::vector<Pool::Lease> leases(4);
+  std::vector<std::thread> ts;
+  for (size_t i = 0; i < 3; i++)
+    ts.emplace_back(
+        [&, i] { leases[i] = pool.acquire("f", 1, 0, kMemory, Clock::now() + 5s, &loads); });
+  wait_for(pool, [](const PoolStats& s) { return s.busy == 4; });
+  // A fifth waits for a sandbox (every request in acquire counts as
+  // waiting: three, then four); the first is given back.
+  std::atomic<int64_t> waited_ms{-1};
+  std::atomic<int64_t> released_at{0};
+  ts.emplace_back([&] {
+    leases[3] = pool.acquire("f", 1, 0, kMemory, Clock::now() + 5s, &loads);
+    waited_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
+            .count() -
+        released_at;
+  });
+  wait_for(pool, [](const PoolStats& s) { return s.waiting == 4; });
+  std::this_thread::sleep_for(50ms);  // to its wait (were it not there, it would find the sandbox)
+  released_at =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now().time_since_epoch())
+          .count();
+  pool.release(std::move(first.worker), true);
+  for (auto until = Clock::now() + 5s; waited_ms < 0 && Clock::now() < until;)
+    std::this_thread::yield();
+  // Served by the release, long before the fork's 1.5 s end.
+  CHECK(waited_ms >= 0);
+  CHECK_MESSAGE(waited_ms < 1000, waited_ms.load());
+  for (auto& t : ts) t.join();
+  CHECK(leases[3].status == Pool::Status::Ok);
+  for (auto& l : leases)
+    if (l.worker) pool.release(std::move(l.worker), true);
+  pool.stop();
+  CHECK(factory.alive() == 0);
+}
+
 TEST_CASE("pool: a spawn or a template load that throws leaves no count behind") {
   FakeFactory factory(1ms);
   Pool pool(factory, limits(2, 0), {kMemory});
