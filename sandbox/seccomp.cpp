@@ -91,6 +91,15 @@ constexpr uint32_t kSockTypeMask = 0xf;
 constexpr uint32_t kAllowedInetProtocols[] = {0, IPPROTO_TCP, IPPROTO_UDP, IPPROTO_ICMP,
                                               IPPROTO_ICMPV6};
 
+// Calls answered 0 without running them, whatever the policy says. Nothing
+// a function writes outlives its sandbox (its /tmp and overlay upper are
+// tmpfs), so syncing has nothing to keep; but what it can open read-only
+// is the host's own disk (the runtime tree below the overlay, a function
+// file bound in by nsbox run), and a sync of a clean file there still
+// makes ext4 send the disk a cache flush: hundreds a second, slowing every
+// writer on the host. msync reaches the same through a shared mapping.
+constexpr uint32_t kNoOpCalls[] = {__NR_fsync, __NR_fdatasync, __NR_sync_file_range, __NR_msync};
+
 // Offset of the low 32 bits of syscall argument i in seccomp_data. The
 // kernel declares ioctl's cmd `unsigned int` and socket's family `int`, so
 // only these bits count: comparing the whole 64-bit register would let a
@@ -115,7 +124,12 @@ sock_filter jump(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) {
 
 // Argument rules in hand-written BPF, run before libseccomp's program. They
 // are added whatever the policy says (like clone's), and they only ever
-// refuse: a syscall they let through still needs the policy's allowlist.
+// refuse, or answer 0 without running the call (kNoOpCalls, and fadvise's
+// POSIX_FADV_DONTNEED, which would drop the host's cached pages of the
+// runtime tree that every sandbox shares: others' cold starts would read
+// it from disk again, and each page re-read would be charged to the
+// sandbox's memory cgroup and keep it alive in the kernel once removed). A
+// syscall they let through still needs the policy's allowlist.
 // libseccomp 2.5 cannot express them itself: a rule without arguments for
 // the same syscall absorbs every rule with arguments, its 64-bit compares
 // see the high half the kernel ignores, and "family not in a set" has no
@@ -130,12 +144,14 @@ std::vector<sock_filter> argument_prefix() {
   const auto ntype = static_cast<uint8_t>(std::size(kAllowedInetTypes));
   const auto nproto = static_cast<uint8_t>(std::size(kAllowedInetProtocols));
   const auto nflag = static_cast<uint8_t>(std::size(kRefusedFlags));
-  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..] dispatch (8 +
-  // nflag)  [..] ja end  [..] ioctl block  [..] fcntl block  [..] family
-  // block  [..] inet type block  [..] inet protocol block  [..] setrlimit
-  // block  [..] prlimit64 block  [..] setpriority block  [..] ioprio_set
-  // block  [..] a block of two per flag rule  [..] refusals  end:
-  const uint8_t ioctl_at = 3 + 8 + nflag + 1;
+  const auto nnoop = static_cast<uint8_t>(std::size(kNoOpCalls));
+  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..] dispatch (9 +
+  // nnoop + nflag)  [..] ja end  [..] ioctl block  [..] fcntl block  [..]
+  // family block  [..] inet type block  [..] inet protocol block  [..]
+  // setrlimit block  [..] prlimit64 block  [..] setpriority block  [..]
+  // ioprio_set block  [..] fadvise64 block  [..] a block of two per flag
+  // rule  [..] refusal  [..] no-op  end:
+  const uint8_t ioctl_at = 3 + 9 + nnoop + nflag + 1;
   const uint8_t fcntl_at = ioctl_at + 1 + nioctl + 1;
   const uint8_t family_at = fcntl_at + 1 + nfcntl + 1;
   const uint8_t type_at = family_at + 1 + nfam + 1;
@@ -144,9 +160,11 @@ std::vector<sock_filter> argument_prefix() {
   const uint8_t prlimit_at = setrlimit_at + 3;
   const uint8_t setpriority_at = prlimit_at + 8;
   const uint8_t ioprio_at = setpriority_at + 4;
-  const uint8_t flags_at = ioprio_at + 4;
+  const uint8_t fadvise_at = ioprio_at + 4;
+  const uint8_t flags_at = fadvise_at + 2;
   const uint8_t eperm_at = flags_at + 2 * nflag;
-  const uint8_t end = eperm_at + 1;
+  const uint8_t noop_at = eperm_at + 1;
+  const uint8_t end = noop_at + 1;
   auto to = [&](uint8_t target) { return static_cast<uint8_t>(target - f.size() - 1); };
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, arch)));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, seccomp_arch_native(), 0, to(end)));
@@ -159,6 +177,8 @@ std::vector<sock_filter> argument_prefix() {
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_prlimit64, to(prlimit_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_setpriority, to(setpriority_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioprio_set, to(ioprio_at), 0));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_fadvise64, to(fadvise_at), 0));
+  for (uint32_t nr : kNoOpCalls) f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, nr, to(noop_at), 0));
   for (uint8_t i = 0; i < nflag; i++)
     f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, uint32_t(kRefusedFlags[i].nr),
                      to(uint8_t(flags_at + 2 * i)), 0));
@@ -231,6 +251,10 @@ std::vector<sock_filter> argument_prefix() {
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 1 /* IOPRIO_WHO_PROCESS */, 0, to(eperm_at)));
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(1)));  // who
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, 0, to(end), to(eperm_at)));
+  // fadvise64: POSIX_FADV_DONTNEED (its advice an int) is answered 0;
+  // other advice goes on.
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(3)));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, POSIX_FADV_DONTNEED, to(noop_at), to(end)));
   // A flag rule: the flag set in the argument's low 32 bits (each is an int
   // or unsigned int) is refused; any other value goes on.
   for (const FlagRule& r : kRefusedFlags) {
@@ -238,6 +262,7 @@ std::vector<sock_filter> argument_prefix() {
     f.push_back(jump(BPF_JMP | BPF_JSET | BPF_K, r.flag, to(eperm_at), to(end)));
   }
   f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)));
+  f.push_back(stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | 0));  // no-op: returns 0
   // A miscounted layout would jump into libseccomp's program, which the
   // kernel would not refuse.
   if (f.size() != end) abort();

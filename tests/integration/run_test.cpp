@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -259,6 +260,43 @@ TEST_CASE("a runner cloned from a template cannot tell it was not exec'd") {
   CHECK(b["fds"] == nlohmann::json::array({"0", "1", "2", "3", "4", "5"}));
   CHECK(b["exe"] == "/usr/bin/python3");
   CHECK(b["prefix"] == "/usr");
+}
+
+// The runtime tree below the overlay is the host's own files, shared by
+// every sandbox: a function's DONTNEED would drop them from the host's page
+// cache (and a sync of them make the disk flush its cache). The call
+// returns as if done, and the host's cached pages stay.
+TEST_CASE("a function cannot drop the shared runtime tree from the host's page cache") {
+  const std::string file = "/var/lib/nsbox/rootfs/usr/lib/python3.11/json/decoder.py";
+  for (const char* factory : {"exec", "template"}) {
+    CAPTURE(factory);
+    // Cached in whole on the host, counted through a mapping of our own.
+    const int fd = open(file.c_str(), O_RDONLY | O_CLOEXEC);
+    REQUIRE(fd >= 0);
+    struct stat st;
+    REQUIRE(fstat(fd, &st) == 0);
+    std::string all(size_t(st.st_size), '\0');
+    REQUIRE(pread(fd, all.data(), all.size(), 0) == ssize_t(all.size()));
+    const size_t pages = (size_t(st.st_size) + 4095) / 4096;
+    auto resident = [&] {
+      void* m = mmap(nullptr, size_t(st.st_size), PROT_READ, MAP_SHARED, fd, 0);
+      REQUIRE(m != MAP_FAILED);
+      std::vector<unsigned char> vec(pages);
+      REQUIRE(mincore(m, size_t(st.st_size), vec.data()) == 0);
+      munmap(m, size_t(st.st_size));
+      size_t n = 0;
+      for (unsigned char v : vec) n += v & 1;
+      return n;
+    };
+    REQUIRE(resident() == pages);
+    nlohmann::json ev = {{"host_hostname", host_hostname()},
+                         {"path", "/usr/lib/python3.11/json/decoder.py"}};
+    Outcome o = nsbox_run("page_cache.py", {"--factory", factory, "--event", ev.dump()});
+    REQUIRE_MESSAGE(o.exit_code == 0, o.err);
+    CHECK(o.json()["synced"] == true);
+    CHECK(resident() == pages);
+    close(fd);
+  }
 }
 
 TEST_CASE("--factory is exec or template, and a template makes sandboxes only") {

@@ -138,7 +138,11 @@ enum Probe {
   kPrctlUndumpable,   // prctl(PR_SET_DUMPABLE, 0): allowed by every filter
   kPrctlDumpable,     // prctl(PR_SET_DUMPABLE, 1), after it: as the policy says
   kPrctlHighBits,     // prctl(1 << 32 | PR_SET_DUMPABLE, 0)
-  kProbeCount
+  kFadviseDontneed,   // POSIX_FADV_DONTNEED on a cached file on disk: its pages still cached after
+  kFadviseBadFd,      // POSIX_FADV_WILLNEED on fd -1: EBADF whatever the filter
+  kSyncBadFd,         // fsync, fdatasync, sync_file_range on fd -1: how many returned 0
+  kMsyncUnmapped,     // msync(MS_SYNC) of an unmapped page: ENOMEM without a filter
+  kProbeCount         // at most 63: the masks are 64-bit
 };
 
 struct Outcome {
@@ -171,6 +175,15 @@ Outcome try_clone(unsigned long flags) {
 Report run_probes(const SeccompProgram* prog, uint64_t mask) {
   int fds[2];
   REQUIRE(pipe(fds) == 0);
+  // The fadvise probe's file: on disk (/var/tmp, not a tmpfs, whose pages
+  // are never dropped), written back, so that its cached pages are clean.
+  char cached[] = "/var/tmp/nsbox-seccomp-cache-XXXXXX";
+  const int cached_fd = mkstemp(cached);
+  REQUIRE(cached_fd >= 0);
+  const std::string pages(16 * 4096, 'x');
+  REQUIRE(write(cached_fd, pages.data(), pages.size()) == ssize_t(pages.size()));
+  REQUIRE(fsync(cached_fd) == 0);
+  close(cached_fd);
   // The fcntl probes' directory: an empty one of our own, so that an armed
   // F_NOTIFY sees no access (its SIGIO would kill the child).
   char quiet[] = "/tmp/nsbox-seccomp-XXXXXX";
@@ -338,6 +351,37 @@ Report run_probes(const SeccompProgram* prog, uint64_t mask) {
       r.probe[kPrctlHighBits] = outcome(syscall(SYS_prctl, high32 | PR_SET_DUMPABLE, 0, 0, 0, 0));
     if (want(kPrctlDumpable))
       r.probe[kPrctlDumpable] = outcome(syscall(SYS_prctl, PR_SET_DUMPABLE, 1, 0, 0, 0));
+    if (want(kFadviseDontneed)) {
+      // Read in whole, advised away, then counted resident through a
+      // mapping made after the advice (mapped pages are never dropped).
+      int f = open(cached, O_RDONLY | O_CLOEXEC);
+      char buf[4096];
+      while (f >= 0 && read(f, buf, sizeof buf) > 0) {
+      }
+      Outcome o = outcome(syscall(SYS_fadvise64, f, 0, 0, POSIX_FADV_DONTNEED));
+      if (o.ret == 0) {
+        void* m = mmap(nullptr, 16 * 4096, PROT_READ, MAP_SHARED, f, 0);
+        unsigned char vec[16] = {};
+        if (m == MAP_FAILED || mincore(m, 16 * 4096, vec) != 0) {
+          o = outcome(-1);  // a policy without mincore
+        } else {
+          o.ret = 0;
+          for (unsigned char v : vec) o.ret += v & 1;
+        }
+      }
+      r.probe[kFadviseDontneed] = o;
+    }
+    if (want(kFadviseBadFd))
+      r.probe[kFadviseBadFd] = outcome(syscall(SYS_fadvise64, -1, 0, 0, POSIX_FADV_WILLNEED));
+    if (want(kSyncBadFd)) {
+      r.probe[kSyncBadFd].ret = (syscall(SYS_fsync, -1) == 0) + (syscall(SYS_fdatasync, -1) == 0) +
+                                (syscall(SYS_sync_file_range, -1, 0, 0, 0) == 0);
+    }
+    if (want(kMsyncUnmapped)) {
+      void* m = mmap(nullptr, 4096, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (m == MAP_FAILED || munmap(m, 4096) != 0) _exit(4);
+      r.probe[kMsyncUnmapped] = outcome(syscall(SYS_msync, m, 4096, MS_SYNC));
+    }
     (void)!write(fds[1], &r, sizeof r);
     _exit(0);
   }
@@ -348,6 +392,7 @@ Report run_probes(const SeccompProgram* prog, uint64_t mask) {
   int status = 0;
   REQUIRE(waitpid(pid, &status, 0) == pid);
   rmdir(quiet);
+  unlink(cached);
   REQUIRE_MESSAGE(n == ssize_t(sizeof r), "child died before reporting, status " << status);
   REQUIRE_MESSAGE(r.load_ret == 0,
                   "loading the filter failed: " << std::string(strerror(r.load_err)));
@@ -813,6 +858,46 @@ TEST_CASE("kernel: a custom policy cannot drop the argument rules") {
     // Not listed: the policy's EACCES, or let through by "log", if the
     // prefix did not refuse it first.
     check_denied(r, kShmgetHuge, EPERM, "shmget(SHM_HUGETLB)");
+  }
+}
+
+TEST_CASE(
+    "kernel: without a filter, syncs run and POSIX_FADV_DONTNEED drops cached pages (control)") {
+  Report r = run_probes(
+      nullptr, bit(kFadviseDontneed) | bit(kFadviseBadFd) | bit(kSyncBadFd) | bit(kMsyncUnmapped));
+  CHECK_MESSAGE(r.probe[kFadviseDontneed].ret < 16,
+                "resident after: " << r.probe[kFadviseDontneed].ret);
+  check_denied(r, kFadviseBadFd, EBADF, "fadvise64(-1, WILLNEED)");
+  CHECK(r.probe[kSyncBadFd].ret == 0);
+  check_denied(r, kMsyncUnmapped, ENOMEM, "msync(unmapped)");
+}
+
+// The host's disk under the runtime tree: a sandbox can neither drop its
+// cached pages (every other cold start would read them again) nor make the
+// disk flush its cache; a policy that lists none of these calls gets the
+// same answers, so it is the prefix.
+TEST_CASE("kernel: syncs and POSIX_FADV_DONTNEED are answered 0 without running, on every policy") {
+  SeccompPolicy bare = builtin_seccomp("default");
+  bare.allow.erase(std::remove_if(bare.allow.begin(), bare.allow.end(),
+                                  [](const std::string& n) {
+                                    return n == "fsync" || n == "fdatasync" ||
+                                           n == "sync_file_range" || n == "msync" ||
+                                           n == "fadvise64";
+                                  }),
+                   bare.allow.end());
+  for (const SeccompPolicy& p : {builtin_seccomp("default"), builtin_seccomp("strict"), bare}) {
+    SeccompProgram prog = compile(p);
+    const bool can_count = std::find(p.allow.begin(), p.allow.end(), "mincore") != p.allow.end();
+    Report r = run_probes(&prog, (can_count ? bit(kFadviseDontneed) : 0) | bit(kFadviseBadFd) |
+                                     bit(kSyncBadFd) | bit(kMsyncUnmapped));
+    if (can_count) CHECK(r.probe[kFadviseDontneed].ret == 16);
+    // Other advice goes on to the policy: listed, the kernel's EBADF.
+    if (std::find(p.allow.begin(), p.allow.end(), "fadvise64") != p.allow.end())
+      check_denied(r, kFadviseBadFd, EBADF, "fadvise64(-1, WILLNEED)");
+    else
+      CHECK(r.probe[kFadviseBadFd].ret == -1);
+    CHECK(r.probe[kSyncBadFd].ret == 3);
+    CHECK(r.probe[kMsyncUnmapped].ret == 0);
   }
 }
 
