@@ -103,12 +103,14 @@ Result<std::unique_ptr<FdParking::Keeper>> FdParking::start_keeper() {
   if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) != 0)
     return sys_error("socketpair", "fd keeper");
   UniqueFd ours(sv[0]), theirs(sv[1]);
+  // Before the keeper exists: a bad_alloc after it would leave it running,
+  // and a zombie once it saw its socket close.
+  auto k = std::make_unique<Keeper>();
   // stdout to /dev/null, stderr the daemon's (a keeper says why it ends).
   auto spawned = spawn_program({program_}, {}, {{1, -1}, {kKeeperSockFd, theirs.get()}});
   if (!spawned) return spawned.error();
   const pid_t pid = spawned.value();
   theirs.reset();
-  auto k = std::make_unique<Keeper>();
   k->pid = pid;
   k->sock = std::move(ours);
   fcntl(k->sock.get(), F_SETFL, O_NONBLOCK);
