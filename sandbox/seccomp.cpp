@@ -97,8 +97,12 @@ constexpr uint32_t kAllowedInetProtocols[] = {0, IPPROTO_TCP, IPPROTO_UDP, IPPRO
 // is the host's own disk (the runtime tree below the overlay, a function
 // file bound in by nsbox run), and a sync of a clean file there still
 // makes ext4 send the disk a cache flush: hundreds a second, slowing every
-// writer on the host. msync reaches the same through a shared mapping.
-constexpr uint32_t kNoOpCalls[] = {__NR_fsync, __NR_fdatasync, __NR_sync_file_range, __NR_msync};
+// writer on the host. sync and syncfs (listed by no built-in policy) reach
+// a whole file system; msync with MS_SYNC reaches the same through a
+// shared mapping (its own block: MS_ASYNC, a no-op in the kernel, still
+// says ENOMEM for an unmapped range, which libunwind uses to probe).
+constexpr uint32_t kNoOpCalls[] = {__NR_fsync, __NR_fdatasync, __NR_sync_file_range, __NR_sync,
+                                   __NR_syncfs};
 
 // Offset of the low 32 bits of syscall argument i in seccomp_data. The
 // kernel declares ioctl's cmd `unsigned int` and socket's family `int`, so
@@ -124,8 +128,8 @@ sock_filter jump(uint16_t code, uint32_t k, uint8_t jt, uint8_t jf) {
 
 // Argument rules in hand-written BPF, run before libseccomp's program. They
 // are added whatever the policy says (like clone's), and they only ever
-// refuse, or answer 0 without running the call (kNoOpCalls, and fadvise's
-// POSIX_FADV_DONTNEED, which would drop the host's cached pages of the
+// refuse, or answer 0 without running the call (kNoOpCalls, msync with
+// MS_SYNC, and fadvise's POSIX_FADV_DONTNEED, which would drop the host's cached pages of the
 // runtime tree that every sandbox shares: others' cold starts would read
 // it from disk again, and each page re-read would be charged to the
 // sandbox's memory cgroup and keep it alive in the kernel once removed). A
@@ -145,13 +149,13 @@ std::vector<sock_filter> argument_prefix() {
   const auto nproto = static_cast<uint8_t>(std::size(kAllowedInetProtocols));
   const auto nflag = static_cast<uint8_t>(std::size(kRefusedFlags));
   const auto nnoop = static_cast<uint8_t>(std::size(kNoOpCalls));
-  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..] dispatch (9 +
+  // Layout: [0] ld arch  [1] jeq native  [2] ld nr  [3..] dispatch (10 +
   // nnoop + nflag)  [..] ja end  [..] ioctl block  [..] fcntl block  [..]
   // family block  [..] inet type block  [..] inet protocol block  [..]
   // setrlimit block  [..] prlimit64 block  [..] setpriority block  [..]
-  // ioprio_set block  [..] fadvise64 block  [..] a block of two per flag
-  // rule  [..] refusal  [..] no-op  end:
-  const uint8_t ioctl_at = 3 + 9 + nnoop + nflag + 1;
+  // ioprio_set block  [..] fadvise64 block  [..] msync block  [..] a block
+  // of two per flag rule  [..] refusal  [..] no-op  end:
+  const uint8_t ioctl_at = 3 + 10 + nnoop + nflag + 1;
   const uint8_t fcntl_at = ioctl_at + 1 + nioctl + 1;
   const uint8_t family_at = fcntl_at + 1 + nfcntl + 1;
   const uint8_t type_at = family_at + 1 + nfam + 1;
@@ -161,7 +165,8 @@ std::vector<sock_filter> argument_prefix() {
   const uint8_t setpriority_at = prlimit_at + 8;
   const uint8_t ioprio_at = setpriority_at + 4;
   const uint8_t fadvise_at = ioprio_at + 4;
-  const uint8_t flags_at = fadvise_at + 2;
+  const uint8_t msync_at = fadvise_at + 2;
+  const uint8_t flags_at = msync_at + 2;
   const uint8_t eperm_at = flags_at + 2 * nflag;
   const uint8_t noop_at = eperm_at + 1;
   const uint8_t end = noop_at + 1;
@@ -178,6 +183,7 @@ std::vector<sock_filter> argument_prefix() {
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_setpriority, to(setpriority_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_ioprio_set, to(ioprio_at), 0));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_fadvise64, to(fadvise_at), 0));
+  f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, __NR_msync, to(msync_at), 0));
   for (uint32_t nr : kNoOpCalls) f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, nr, to(noop_at), 0));
   for (uint8_t i = 0; i < nflag; i++)
     f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, uint32_t(kRefusedFlags[i].nr),
@@ -255,6 +261,10 @@ std::vector<sock_filter> argument_prefix() {
   // other advice goes on.
   f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(3)));
   f.push_back(jump(BPF_JMP | BPF_JEQ | BPF_K, POSIX_FADV_DONTNEED, to(noop_at), to(end)));
+  // msync: MS_SYNC set (its flags an int) is answered 0; without it the
+  // call goes on.
+  f.push_back(stmt(BPF_LD | BPF_W | BPF_ABS, arg_low(2)));
+  f.push_back(jump(BPF_JMP | BPF_JSET | BPF_K, MS_SYNC, to(noop_at), to(end)));
   // A flag rule: the flag set in the argument's low 32 bits (each is an int
   // or unsigned int) is refused; any other value goes on.
   for (const FlagRule& r : kRefusedFlags) {
