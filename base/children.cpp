@@ -63,25 +63,31 @@ std::optional<ProcStat> read_proc_stat(pid_t pid) {
 }
 
 void kill_our_children(bool reap) {
-  const int rounds = reap ? 256 : 20;
-  for (int round = 0; round < rounds; round++) {
+  if (reap) {
+    // This thread is the only reaper: a listed child is ours until reaped
+    // here. Each round kills a whole generation, then reaps it, so a fork
+    // bomb's siblings do not fork on while one exits.
+    for (int round = 0; round < 256; round++) {
+      const std::vector<pid_t> kids = child_pids();
+      if (kids.empty()) return;
+      for (pid_t k : kids) ::kill(k, SIGKILL);
+      for (pid_t k : kids) waitpid(k, nullptr, 0);
+    }
+    return;
+  }
+  for (int round = 0; round < 20; round++) {
     const std::vector<pid_t> kids = child_pids();
-    if (kids.empty() && (reap || round > 0)) return;
+    if (kids.empty() && round > 0) return;
     for (pid_t k : kids) {
       UniqueFd pidfd(static_cast<int>(syscall(SYS_pidfd_open, k, 0)));
-      if (!pidfd.valid()) {
-        // Unreaped, it is still ours, whatever state it is in.
-        if (reap && ::kill(k, SIGKILL) == 0) waitpid(k, nullptr, 0);
-        continue;
-      }
+      if (!pidfd.valid()) continue;
       // Read after the pidfd is held: if this is still our child now, the
       // pidfd names it and not a later holder of its pid.
       const auto st = read_proc_stat(k);
       if (!st || st->ppid != getpid()) continue;
       syscall(SYS_pidfd_send_signal, pidfd.get(), SIGKILL, nullptr, 0);
-      if (reap) waitpid(k, nullptr, 0);
     }
-    if (!reap) usleep(5000);
+    usleep(5000);
   }
 }
 

@@ -557,7 +557,7 @@ Result<ServeConfig> load_serve_config(const std::string& path, const std::string
   mode_t mode = 0;
   auto text = read_config_file(file, &mode);
   if (!text && path.empty())
-    return make_error("config", text.error().message() +
+    return make_error("config", text.error().text() +
                                     " (the default config file: fix it, or name another with "
                                     "--config FILE)");
   if (!text) return std::move(text).error();

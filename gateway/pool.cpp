@@ -723,7 +723,7 @@ void Pool::janitor_loop() {
         // destroy is logged and no longer counted: the spawner keeps no
         // handle to retry.)
         lock.lock();
-        wake_locked(core_.destroyed({d}));
+        wake_locked(core_.destroyed(std::span(&d, 1)));
         const bool running = running_;
         lock.unlock();
         // A hog does not wait for a long batch to end.

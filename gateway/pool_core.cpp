@@ -755,7 +755,7 @@ std::vector<PoolCore::Doomed> PoolCore::take_doomed() {
   return out;
 }
 
-Wakes PoolCore::destroyed(const std::vector<Doomed>& doomed) {
+Wakes PoolCore::destroyed(std::span<const Doomed> doomed) {
   Wakes wakes;
   for (const Doomed& d : doomed) {
     total_--;

@@ -16,6 +16,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -278,7 +279,7 @@ class PoolCore {
   std::vector<Doomed> take_doomed();
   // Only once destroyed do they leave the counts: the budget bounds what
   // really exists.
-  Wakes destroyed(const std::vector<Doomed>& doomed);
+  Wakes destroyed(std::span<const Doomed> doomed);
 
   struct Pressure {
     bool changed = false;  // began or ended with this reading

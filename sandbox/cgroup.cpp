@@ -260,8 +260,10 @@ namespace {
 // otherwise is not the owner.
 bool owner_alive(pid_t pid) {
   if (kill(pid, 0) != 0 && errno == ESRCH) return false;
-  const auto st = read_proc_stat(pid);
-  if (!st) return true;  // unreadable: kept, as a live owner's
+  const std::string text = read_file("/proc/" + std::to_string(pid) + "/stat");
+  if (text.empty()) return false;  // gone since the kill(0), or hidden from us
+  const auto st = parse_proc_stat(text);
+  if (!st) return true;  // unparsable: kept, as a live owner's
   if (!st->comm.starts_with("nsbox")) return false;
   return st->state != 'Z' && st->state != 'X';
 }

@@ -783,15 +783,19 @@ TEST_CASE("base/children: kill_our_children kills children, and theirs as a subr
     // A subreaper of its own, so the test runner's other children are not
     // touched; its child forks a grandchild and both wait to be killed.
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) _exit(10);
+    int ready[2];
+    if (pipe(ready) != 0) _exit(13);
     pid_t c = fork();
     if (c == 0) {
       if (fork() == 0) {
         setsid();
+        (void)!write(ready[1], "g", 1);  // the grandchild exists
         for (;;) pause();
       }
       for (;;) pause();
     }
-    usleep(50000);
+    char g = 0;
+    if (read(ready[0], &g, 1) != 1) _exit(14);
     if (nsbox::child_pids().size() != 1) _exit(11);
     nsbox::kill_our_children(/*reap=*/true);
     // The grandchild came to us when c died, and was killed in turn.

@@ -829,7 +829,8 @@ TEST_CASE("config: a config another user could change or replace is refused") {
     REQUIRE(symlink(path.c_str(), link.c_str()) == 0);
     REQUIRE(lchown(link.c_str(), 65534, 65534) == 0);
     auto c = load_serve_config(link);
-    CHECK_FALSE(c);
+    REQUIRE_FALSE(c);
+    CHECK_MESSAGE(has(c.error().text(), "symbolic link owned by uid 65534"), c.error().text());
   }
   // A relative path is checked where it leads.
   char cwd[PATH_MAX];
@@ -842,7 +843,9 @@ TEST_CASE("config: a config another user could change or replace is refused") {
   REQUIRE(chdir(dir.c_str()) == 0);
   auto rel_bad = load_serve_config("nsbox.toml");
   REQUIRE(chdir(cwd) == 0);
-  CHECK_FALSE(rel_bad);
+  REQUIRE_FALSE(rel_bad);
+  CHECK_MESSAGE(has(rel_bad.error().text(), "(mode 0666) may be changed by other users"),
+                rel_bad.error().text());
 }
 
 // Valid values that together, or on this machine, do not do what was meant:
