@@ -7,6 +7,7 @@
 #include <pwd.h>
 #include <sys/auxv.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -238,6 +239,29 @@ bool writable_by_others(const struct stat& st) {
   return group_writes || (st.st_mode & S_IWOTH) != 0;
 }
 
+bool acl_lets_others_write(int fd, const std::string& path, const struct stat& st) {
+  // Where an access ACL exists, the mode's group bits are its mask: no
+  // write there, and no named entry may write either.
+  if ((st.st_mode & S_IWGRP) == 0) return false;
+  unsigned char buf[4 + 8 * 64];
+  const ssize_t n = fd >= 0 ? fgetxattr(fd, "system.posix_acl_access", buf, sizeof buf)
+                            : lgetxattr(path.c_str(), "system.posix_acl_access", buf, sizeof buf);
+  if (n < 0) return errno == ERANGE;  // more entries than fit: taken for a writer
+  // The kernel's xattr form: a 32-bit version, then {u16 tag, u16 perm,
+  // u32 id} entries, little-endian.
+  auto u16 = [&](ssize_t at) { return unsigned(buf[at] | buf[at + 1] << 8); };
+  auto u32 = [&](ssize_t at) { return uint32_t(u16(at) | u16(at + 2) << 16); };
+  constexpr unsigned kUser = 0x02, kGroup = 0x08, kWrite = 0x02;
+  for (ssize_t at = 4; at + 8 <= n; at += 8) {
+    const unsigned tag = u16(at), perm = u16(at + 2);
+    const uint32_t id = u32(at + 4);
+    if (!(perm & kWrite)) continue;
+    if (tag == kUser && id != 0 && id != geteuid()) return true;
+    if (tag == kGroup && id != 0 && !callers_private_group(gid_t(id))) return true;
+  }
+  return false;
+}
+
 Result<std::string> resolve_trusted(const std::string& path) {
   if (path.empty() || path[0] != '/') return make_error("resolve", path + " is not absolute");
   // What is left to walk, last component first, so a link's target goes on
@@ -351,12 +375,15 @@ Result<std::string> check_private_ancestors(const std::string& path, bool sticky
     // it that anyone may make.
     const bool sticky_ok =
         (st.st_mode & S_ISVTX) != 0 && (dir != last || (sticky_last_ok && !stepped_up));
-    if (owner_ok && (!writable_by_others(st) || sticky_ok)) continue;
-    return make_error(
-        "ancestors",
-        dir + " (owner uid " + std::to_string(st.st_uid) + ", gid " + std::to_string(st.st_gid) +
-            ", mode " + mode_octal(st.st_mode) + ") lets another user rename or replace " + path +
-            ": use a directory that only root" + (geteuid() == 0 ? "" : " and you") + " can write");
+    const bool acl = acl_lets_others_write(-1, dir, st);
+    if (owner_ok && ((!writable_by_others(st) && !acl) || sticky_ok)) continue;
+    return make_error("ancestors", dir + " (owner uid " + std::to_string(st.st_uid) + ", gid " +
+                                       std::to_string(st.st_gid) + ", mode " +
+                                       mode_octal(st.st_mode) +
+                                       (acl ? ", an ACL entry lets another user write" : "") +
+                                       ") lets another user rename or replace " + path +
+                                       ": use a directory that only root" +
+                                       (geteuid() == 0 ? "" : " and you") + " can write");
   }
   return (last == "/" ? std::string() : last) + tail;
 }

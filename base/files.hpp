@@ -67,6 +67,13 @@ Result<std::string> check_private_ancestors(const std::string& path, bool sticky
 // (user private groups, where umask 002 makes ~/.config 0775).
 bool writable_by_others(const struct stat& st);
 
+// Whether a POSIX access ACL on what st describes (read through fd, or
+// path when fd is -1, without following a link) lets a user other than
+// root and the caller, or a group other than root's and the caller's
+// private one, write it. The mode's bits alone miss it: with an ACL, a
+// 0664 root:root file may be writable by nobody.
+bool acl_lets_others_write(int fd, const std::string& path, const struct stat& st);
+
 // realpath(3) that follows only symbolic links of root's or the caller's:
 // a link in a directory others may write (/tmp, without the kernel's
 // protected_symlinks) lets its owner choose where a root process goes, so

@@ -481,6 +481,12 @@ Result<std::string> read_config_file(const std::string& file, mode_t* mode) {
                                       ") may be changed by other users, who would choose the "
                                       "daemon's tokens, limits and policies: chmod go-w " +
                                       file);
+    if (acl_lets_others_write(fd.get(), file, st))
+      return make_error("config", file +
+                                      " has an ACL entry that lets another user change it, "
+                                      "who would choose the daemon's tokens, limits and "
+                                      "policies: setfacl -b " +
+                                      file);
   }
   *mode = st.st_mode & 07777;
   return read_toml_fd(fd.get(), file, "config");

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -831,6 +832,37 @@ TEST_CASE("config: a config another user could change or replace is refused") {
     auto c = load_serve_config(link);
     REQUIRE_FALSE(c);
     CHECK_MESSAGE(has(c.error().text(), "symbolic link owned by uid 65534"), c.error().text());
+  }
+  // An ACL that lets nobody write: the mode alone (0664, root's group)
+  // passes, the ACL entry does not; on the file, then on a directory above.
+  if (geteuid() == 0) {
+    auto acl_for_nobody = [](const std::string& p) {
+      // version 2; USER_OBJ rw, USER 65534 rw, GROUP_OBJ r, MASK rw, OTHER r
+      const uint32_t e[][2] = {{0x01 | 6u << 16, 0xffffffff},
+                               {0x02 | 6u << 16, 65534},
+                               {0x04 | 4u << 16, 0xffffffff},
+                               {0x10 | 6u << 16, 0xffffffff},
+                               {0x20 | 4u << 16, 0xffffffff}};
+      std::string blob(4, '\0');
+      blob[0] = 2;
+      for (const auto& x : e)
+        for (uint32_t v : x)
+          for (int b = 0; b < 4; b++) blob.push_back(char((v >> (8 * b)) & 0xff));
+      return setxattr(p.c_str(), "system.posix_acl_access", blob.data(), blob.size(), 0);
+    };
+    REQUIRE(chmod(path.c_str(), 0644) == 0);
+    REQUIRE_MESSAGE(acl_for_nobody(path) == 0, strerror(errno));
+    e = check(0664);
+    CHECK_MESSAGE(has(e, "has an ACL entry that lets another user change it"), e);
+    CHECK_MESSAGE(has(e, "setfacl -b " + path), e);
+    REQUIRE(removexattr(path.c_str(), "system.posix_acl_access") == 0);
+    CHECK(check(0644).empty());
+    REQUIRE(chmod(dir.c_str(), 0755) == 0);
+    REQUIRE(acl_for_nobody(dir) == 0);
+    e = check(0644);
+    CHECK_MESSAGE(has(e, "an ACL entry lets another user write"), e);
+    REQUIRE(removexattr(dir.c_str(), "system.posix_acl_access") == 0);
+    REQUIRE(chmod(dir.c_str(), 0755) == 0);
   }
   // A relative path is checked where it leads.
   char cwd[PATH_MAX];
