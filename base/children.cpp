@@ -37,7 +37,7 @@ std::optional<ProcStat> parse_proc_stat(std::string_view text) {
   ProcStat st;
   st.comm = std::string(text.substr(open + 1, close - open - 1));
   const std::string rest(text.substr(close + 1));
-  // Fields 3 (state) and 4 (ppid), then 18 more to reach 22 (starttime).
+  // Fields 3 (state) and 4 (ppid), then 17 more to reach 22 (starttime).
   int ppid = 0, used = 0;
   if (std::sscanf(rest.c_str(), " %c %d%n", &st.state, &ppid, &used) != 2) return std::nullopt;
   st.ppid = ppid;
@@ -51,30 +51,35 @@ std::optional<ProcStat> parse_proc_stat(std::string_view text) {
   return st;
 }
 
-std::optional<ProcStat> read_proc_stat(pid_t pid) {
+std::string read_proc_stat_text(pid_t pid) {
   char path[64];
   snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
   UniqueFd fd(open(path, O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return std::nullopt;
+  if (!fd.valid()) return {};
   char buf[1024];  // comm is at most 64 bytes; 52 numeric fields fit
-  const ssize_t n = read(fd.get(), buf, sizeof buf - 1);
-  if (n <= 0) return std::nullopt;
-  return parse_proc_stat(std::string_view(buf, size_t(n)));
+  const ssize_t n = read(fd.get(), buf, sizeof buf);
+  return n > 0 ? std::string(buf, size_t(n)) : std::string();
 }
 
-void kill_our_children(bool reap) {
-  if (reap) {
-    // This thread is the only reaper: a listed child is ours until reaped
-    // here. Each round kills a whole generation, then reaps it, so a fork
-    // bomb's siblings do not fork on while one exits.
-    for (int round = 0; round < 256; round++) {
-      const std::vector<pid_t> kids = child_pids();
-      if (kids.empty()) return;
-      for (pid_t k : kids) ::kill(k, SIGKILL);
-      for (pid_t k : kids) waitpid(k, nullptr, 0);
-    }
-    return;
+std::optional<ProcStat> read_proc_stat(pid_t pid) {
+  const std::string text = read_proc_stat_text(pid);
+  if (text.empty()) return std::nullopt;
+  return parse_proc_stat(text);
+}
+
+void kill_and_reap_our_children() {
+  // A listed child is ours until reaped here. Killing a whole generation
+  // before reaping any keeps a fork bomb's siblings from forking on while
+  // one exits.
+  for (int round = 0; round < 256; round++) {
+    const std::vector<pid_t> kids = child_pids();
+    if (kids.empty()) return;
+    for (pid_t k : kids) ::kill(k, SIGKILL);
+    for (pid_t k : kids) waitpid(k, nullptr, 0);
   }
+}
+
+void kill_our_children_reaped_elsewhere() {
   for (int round = 0; round < 20; round++) {
     const std::vector<pid_t> kids = child_pids();
     if (kids.empty() && round > 0) return;

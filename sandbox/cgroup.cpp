@@ -260,7 +260,7 @@ namespace {
 // otherwise is not the owner.
 bool owner_alive(pid_t pid) {
   if (kill(pid, 0) != 0 && errno == ESRCH) return false;
-  const std::string text = read_file("/proc/" + std::to_string(pid) + "/stat");
+  const std::string text = read_proc_stat_text(pid);
   if (text.empty()) return false;  // gone since the kill(0), or hidden from us
   const auto st = parse_proc_stat(text);
   if (!st) return true;  // unparsable: kept, as a live owner's

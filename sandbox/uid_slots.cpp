@@ -41,12 +41,6 @@ std::string read_small(int dirfd, const char* name) {
   return n > 0 ? std::string(buf, n) : std::string();
 }
 
-std::string proc_stat(pid_t pid) {
-  char path[64];
-  snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
-  return read_small(AT_FDCWD, path);
-}
-
 // The directory must be root's and private: whoever could create or lock
 // its files could hold every slot (a denial of service) or plant records.
 Result<UniqueFd> open_slot_dir(const std::string& dir) {
@@ -108,7 +102,7 @@ Status check_legacy_slots(const std::string& dir, bool remove) {
       std::string rec = read_small(dirfd.get(), name.c_str());
       long long pid = 0;
       held = sscanf(rec.c_str(), "%lld", &pid) == 1 && pid > 0 &&
-             slot_record_alive(rec, proc_stat(static_cast<pid_t>(pid)));
+             slot_record_alive(rec, read_proc_stat_text(static_cast<pid_t>(pid)));
     }
     if (held)
       return make_error("uid slots",
@@ -150,7 +144,7 @@ Result<UidSlot> UidSlot::acquire(const std::string& dir, uint32_t count) {
       // dying, and its uids must not be shared with a new tenant meanwhile.
       long long pid = 0;
       if (sscanf(rec, "%lld", &pid) == 1 && pid > 0 &&
-          slot_record_alive(rec, proc_stat(static_cast<pid_t>(pid)))) {
+          slot_record_alive(rec, read_proc_stat_text(static_cast<pid_t>(pid)))) {
         dying++;
         continue;
       }

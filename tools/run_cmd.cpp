@@ -218,7 +218,7 @@ struct PlainChild {
       waitpid(pid, nullptr, 0);
     }
     pid = -1;
-    if (started) kill_our_children(/*reap=*/true);
+    if (started) kill_and_reap_our_children();
   }
   ~PlainChild() { stop(); }
 };
@@ -563,7 +563,7 @@ int cmd_run(const std::vector<std::string>& args) {
       // What the function started holds the channel too: killing the
       // runner alone left the run waiting for its deadline. The main
       // thread reaps.
-      kill_our_children(/*reap=*/false);
+      kill_our_children_reaped_elsewhere();
     });
   } else {
     on_stop_signal([&sandbox] { sandbox.kill(); });

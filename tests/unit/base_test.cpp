@@ -776,7 +776,7 @@ TEST_CASE("base/children: /proc/PID/stat fields count from comm's last parenthes
 
 // The unisolated run's stop: a child's own children come to a subreaper
 // as it dies, and each round kills those; nothing of ours is left.
-TEST_CASE("base/children: kill_our_children kills children, and theirs as a subreaper") {
+TEST_CASE("base/children: kill_and_reap_our_children kills children, and theirs as a subreaper") {
   pid_t sub = fork();
   REQUIRE(sub >= 0);
   if (sub == 0) {
@@ -797,7 +797,7 @@ TEST_CASE("base/children: kill_our_children kills children, and theirs as a subr
     char g = 0;
     if (read(ready[0], &g, 1) != 1) _exit(14);
     if (nsbox::child_pids().size() != 1) _exit(11);
-    nsbox::kill_our_children(/*reap=*/true);
+    nsbox::kill_and_reap_our_children();
     // The grandchild came to us when c died, and was killed in turn.
     _exit(nsbox::child_pids().empty() && waitpid(-1, nullptr, WNOHANG) < 0 ? 0 : 12);
   }
