@@ -159,6 +159,26 @@ void warm_up(Pool& pool, const std::string& name) {
   pool.release(std::move(l.worker), true);
 }
 
+// Acquires each name at once, one thread a name, each waiting at most
+// wait; returns how many were served and gives every sandbox back warm.
+int acquire_at_once(Pool& pool, const std::vector<std::string>& names, Clock::duration wait) {
+  std::atomic<int> served{0};
+  std::mutex mu;
+  std::vector<Pool::Lease> leases;
+  std::vector<std::thread> ts;
+  for (const auto& name : names)
+    ts.emplace_back([&, name] {
+      auto l = pool.acquire(name, 1, 0, kMemory, Clock::now() + wait);
+      if (l.status == Pool::Status::Ok) served++;
+      std::lock_guard<std::mutex> lock(mu);
+      leases.push_back(std::move(l));
+    });
+  for (auto& t : ts) t.join();
+  for (auto& l : leases)
+    if (l.worker) pool.release(std::move(l.worker), true);
+  return served;
+}
+
 }  // namespace
 
 TEST_CASE("pool: never more sandboxes alive than max_sandboxes, even while destroys are slow") {
@@ -180,23 +200,8 @@ TEST_CASE("pool: requests waiting on the same dying sandboxes are all served") {
   for (int i = 0; i < 4; i++) warm_up(pool, "other" + std::to_string(i));
   // The pool is full of idle sandboxes of other functions; three cold
   // requests for one function arrive at once.
-  std::atomic<int> served{0};
-  std::vector<std::thread> ts;
-  std::mutex mu;
-  std::vector<Pool::Lease> leases;
-  for (int i = 0; i < 3; i++) {
-    ts.emplace_back([&] {
-      auto l = pool.acquire("f", 1, 0, kMemory, Clock::now() + 2s);
-      if (l.status == Pool::Status::Ok) served++;
-      std::lock_guard<std::mutex> lock(mu);
-      leases.push_back(std::move(l));
-    });
-  }
-  for (auto& t : ts) t.join();
-  CHECK(served == 3);
+  CHECK(acquire_at_once(pool, {"f", "f", "f"}, 2s) == 3);
   CHECK(factory.most_alive() <= 4);
-  for (auto& l : leases)
-    if (l.worker) pool.release(std::move(l.worker), true);
   pool.stop();
   CHECK(factory.alive() == 0);
 }
@@ -224,22 +229,8 @@ TEST_CASE("pool: a slow destroy does not hold the slots of those destroyed befor
   pool.release(std::move(a.worker), false);
   // Two new functions wait for room: one gets 1's slot, the other 2's,
   // both long before 3 is gone.
-  std::atomic<int> served{0};
-  std::vector<std::thread> ts;
-  std::mutex mu;
-  std::vector<Pool::Lease> leases;
-  for (const char* name : {"f", "g"})
-    ts.emplace_back([&, name] {
-      auto l = pool.acquire(name, 1, 0, kMemory, Clock::now() + 1500ms);
-      if (l.status == Pool::Status::Ok) served++;
-      std::lock_guard<std::mutex> lock(mu);
-      leases.push_back(std::move(l));
-    });
-  for (auto& t : ts) t.join();
-  CHECK(served == 2);
+  CHECK(acquire_at_once(pool, {"f", "g"}, 1500ms) == 2);
   CHECK(factory.most_alive() <= 3);
-  for (auto& l : leases)
-    if (l.worker) pool.release(std::move(l.worker), true);
   pool.stop();
   CHECK(factory.alive() == 0);
 }
