@@ -44,8 +44,12 @@ int locked_flags(const char* path, unsigned long* out) {
 
 }  // namespace
 
-const char* const kProcMaskedFiles[7] = {
-    "kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug", "interrupts"};
+// Beyond Docker's masks, "locks": it lists every lock on the host with its
+// device and inode, a sibling sandbox's too, so that one could watch
+// another's (and the host's) locking as it happens.
+const char* const kProcMaskedFiles[8] = {"kcore",      "keys",        "latency_stats",
+                                         "timer_list", "timer_stats", "sched_debug",
+                                         "interrupts", "locks"};
 const char* const kProcMaskedDirs[3] = {"acpi", "asound", "scsi"};
 const char* const kProcReadOnly[6] = {"bus", "fs", "irq", "pressure", "sys", "sysrq-trigger"};
 

@@ -65,10 +65,10 @@ struct MountSources {
 MountSources sources_from_spec(const SandboxSpec& spec);
 
 // /proc entries masked as Docker masks them (moby oci/defaults.go, plus
-// /proc/interrupts): files get /dev/null bound over them, directories an
+// /proc/interrupts and /proc/locks): files get /dev/null bound over them, directories an
 // empty read-only directory. Then the entries made read-only. Each only where
 // the kernel has it.
-extern const char* const kProcMaskedFiles[7];
+extern const char* const kProcMaskedFiles[8];
 extern const char* const kProcMaskedDirs[3];
 extern const char* const kProcReadOnly[6];
 

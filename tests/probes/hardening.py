@@ -90,7 +90,7 @@ ALLOWED = {
 }
 
 MASKED = ["kcore", "keys", "latency_stats", "timer_list", "timer_stats", "sched_debug",
-          "interrupts", "acpi", "asound", "scsi"]
+          "interrupts", "locks", "acpi", "asound", "scsi"]
 READ_ONLY = ["bus", "fs", "irq", "pressure", "sys", "sysrq-trigger"]
 
 

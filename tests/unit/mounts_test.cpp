@@ -253,7 +253,7 @@ TEST_CASE("plan_mounts: /proc is masked as Docker masks it, wherever the kernel 
   REQUIRE(proc >= 0);
   const std::string pr = kRoot + "/proc/";
   for (const std::string f : {"kcore", "keys", "latency_stats", "timer_list", "timer_stats",
-                              "sched_debug", "interrupts"}) {
+                              "sched_debug", "interrupts", "locks"}) {
     INFO("/proc/", f);
     int b = find_op(p, MountOp::Bind, pr + f);
     REQUIRE(b > proc);
