@@ -17,6 +17,14 @@ uint64_t read_number(const char* path) {
   return (f >> v) ? v : 0;
 }
 
+// A sysctl's text up to its first space; empty when this kernel lacks it.
+std::string read_word(const std::string& path) {
+  std::ifstream f(path);
+  std::string w;
+  f >> w;
+  return w;
+}
+
 }  // namespace
 
 rlim_t raise_open_files(rlim_t want) {
@@ -62,6 +70,23 @@ bool have_cap_sys_resource() {
 
 uint64_t pid_max() {
   return read_number("/proc/sys/kernel/pid_max");
+}
+
+std::string userns_restriction(const std::string& sysctls) {
+  // Debian's and Ubuntu's own switch (before 6.x kernels dropped the patch
+  // upstream never took), the kernel's own count, and Ubuntu's AppArmor
+  // rule since 23.10: there the namespace is made, but without
+  // capabilities, so the sandbox fails at its first mount, not at clone.
+  if (read_word(sysctls + "/kernel/unprivileged_userns_clone") == "0")
+    return "kernel.unprivileged_userns_clone is 0, which turns user namespaces off for users "
+           "without privileges (sysctl kernel.unprivileged_userns_clone=1 lifts it)";
+  if (read_word(sysctls + "/user/max_user_namespaces") == "0")
+    return "user.max_user_namespaces is 0, which allows no user namespace at all";
+  if (read_word(sysctls + "/kernel/apparmor_restrict_unprivileged_userns") == "1")
+    return "kernel.apparmor_restrict_unprivileged_userns is 1: a user namespace made by a program "
+           "without an AppArmor profile that allows it (a rule `userns,`) has no capabilities; "
+           "give nsbox such a profile, as Ubuntu does for bwrap";
+  return {};
 }
 
 }  // namespace nsbox

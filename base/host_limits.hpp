@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 
 #include <cstdint>
+#include <string>
 
 namespace nsbox {
 
@@ -39,5 +40,12 @@ inline constexpr char kNoOomFloorWarning[] =
 
 // /proc/sys/kernel/pid_max; 0 when unreadable.
 uint64_t pid_max();
+
+// The host setting that keeps a user without privileges from making a
+// usable user namespace (rootless sandboxes need one), as one sentence
+// naming the setting, its value and what lifts it; empty when none is set
+// (the user may still have used up user.max_user_namespaces). sysctls: the
+// root of the sysctl tree, /proc/sys but for tests.
+std::string userns_restriction(const std::string& sysctls = "/proc/sys");
 
 }  // namespace nsbox

@@ -536,11 +536,16 @@ int cmd_run(const std::vector<std::string>& args) {
     if (!sb) {
       const Error& e = sb.error();
       // What bwrap says here: rootless needs unprivileged user namespaces,
-      // which a host may turn off (user.max_user_namespaces = 0, Debian's
-      // kernel.unprivileged_userns_clone = 0, an AppArmor restriction) or
-      // which this user may have used up.
-      if (spec.ids.rootless && e.step == "clone3" &&
-          (e.err == ENOSPC || e.err == EPERM || e.err == EACCES || e.err == EUSERS))
+      // which a host may turn off or restrict (named when a setting says
+      // so; AppArmor's restriction fails the first mount, not the clone),
+      // or which this user may have used up.
+      const bool denied = e.err == EPERM || e.err == EACCES;
+      const std::string restriction = spec.ids.rootless && denied ? userns_restriction() : "";
+      if (!restriction.empty())
+        return fail(kExitSetup, "sandbox: " + e.message() + ": " + restriction +
+                                    "; or run with sudo, or --no-isolation to run the function "
+                                    "unisolated");
+      if (spec.ids.rootless && e.step == "clone3" && (denied || e.err == ENOSPC || e.err == EUSERS))
         return fail(kExitSetup,
                     "sandbox: " + e.message() +
                         ": this user may not make a user namespace here (the host turns them off "

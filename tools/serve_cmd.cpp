@@ -332,6 +332,11 @@ int cmd_serve(const std::vector<std::string>& args) {
     if (fd >= 0) close(fd);
     if (!config.rootless && !have_cap_sys_resource()) LOG_WARN("%s", kNoOomFloorWarning);
   }
+  // Said once here, not in every failed cold start's log line.
+  if (config.rootless)
+    if (const std::string r = userns_restriction(); !r.empty())
+      LOG_WARN("rootless sandboxes need a user namespace, and %s; or run nsbox serve as root",
+               r.c_str());
 
   HostLimits host;
   host.open_files =

@@ -23,6 +23,7 @@
 #include "base/digest.hpp"
 #include "base/files.hpp"
 #include "base/hash.hpp"
+#include "base/host_limits.hpp"
 #include "base/listeners.hpp"
 #include "base/log.hpp"
 #include "base/random.hpp"
@@ -805,4 +806,26 @@ TEST_CASE("base/children: kill_and_reap_our_children kills children, and theirs 
   REQUIRE(waitpid(sub, &status, 0) == sub);
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+
+// Rootless sandboxes need a user namespace; each host setting that takes it
+// away is named, and a kernel without the setting says nothing.
+TEST_CASE("base/host_limits: userns_restriction names the setting that forbids user namespaces") {
+  TempDir d("base-test");
+  const std::string k = d.path + "/kernel", u = d.path + "/user";
+  REQUIRE(mkdir(k.c_str(), 0755) == 0);
+  REQUIRE(mkdir(u.c_str(), 0755) == 0);
+  auto put = [](const std::string& path, const char* text) { std::ofstream(path) << text; };
+  CHECK(nsbox::userns_restriction(d.path).empty());  // none of the files
+  put(k + "/unprivileged_userns_clone", "1\n");
+  put(u + "/max_user_namespaces", "96367\n");
+  put(k + "/apparmor_restrict_unprivileged_userns", "0\n");
+  CHECK(nsbox::userns_restriction(d.path).empty());  // all allow
+  put(k + "/apparmor_restrict_unprivileged_userns", "1\n");
+  CHECK(nsbox::userns_restriction(d.path).starts_with(
+      "kernel.apparmor_restrict_unprivileged_userns is 1"));
+  put(u + "/max_user_namespaces", "0\n");
+  CHECK(nsbox::userns_restriction(d.path).starts_with("user.max_user_namespaces is 0"));
+  put(k + "/unprivileged_userns_clone", "0\n");
+  CHECK(nsbox::userns_restriction(d.path).starts_with("kernel.unprivileged_userns_clone is 0"));
 }
