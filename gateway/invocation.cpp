@@ -18,7 +18,7 @@ using O = InvokeResult::Outcome;
 
 namespace {
 
-constexpr auto kSyntaxCheckTimeout = std::chrono::seconds(5);
+constexpr auto kSyntaxCheckTimeout = std::chrono::seconds(5);  // at least
 constexpr const char* kStale = "the function changed while this request waited; retry";
 
 InvokeResult refused(O outcome, std::string message) {
@@ -344,7 +344,7 @@ Result<uint64_t> Invocations::remove(const std::string& name) {
 }
 
 CheckResult Invocations::check(const std::string& name, const std::string& source, uint32_t profile,
-                               Clock::time_point queue_deadline) {
+                               const FunctionMeta& meta, Clock::time_point queue_deadline) {
   CheckResult r;
   if (profile >= profiles_.size()) {
     r.message = "no policy profile " + std::to_string(profile) + " is loaded";
@@ -374,7 +374,16 @@ CheckResult Invocations::check(const std::string& name, const std::string& sourc
       self.checks_cv_.notify_one();
     }
   } turn{*this};
-  Pool::Lease lease = pool_.acquire_blank(profile, Clock::now() + queue_time);
+  // Compiling takes memory and time in proportion to the source (a 1 MiB
+  // module of small functions: about 200 MiB and 4 s): checked at the
+  // function's own limits, a source that would import under its ?memory=
+  // and ?timeout= is not refused.
+  const Policy& policy = profiles_[profile].policy;
+  const uint64_t memory = meta.memory_mb ? meta.memory_mb << 20 : policy.limits.memory_bytes;
+  const auto timeout = std::max<Clock::duration>(
+      kSyntaxCheckTimeout,
+      std::chrono::milliseconds(meta.timeout_ms ? meta.timeout_ms : policy.limits.wall_ms));
+  Pool::Lease lease = pool_.acquire_blank(profile, memory, Clock::now() + queue_time);
   if (lease.status != Pool::Status::Ok) {
     r.outcome = CheckResult::Outcome::NoSandbox;
     r.message = "no sandbox free to check the source: " + lease.message;
@@ -382,7 +391,10 @@ CheckResult Invocations::check(const std::string& name, const std::string& sourc
   }
   // A blank used once: the release destroys it, whatever the outcome.
   LeaseGuard guard(pool_, std::move(lease.worker));
-  Outcome o = check_syntax(guard.worker(), name, source, Clock::now() + kSyntaxCheckTimeout);
+  Outcome o = check_syntax(guard.worker(), name, source, Clock::now() + timeout);
+  // Asked before the release: a destroyed sandbox has no cgroup to ask.
+  const std::string died_because =
+      o.kind == Outcome::Died ? death_cause(guard.worker().id, memory, policy) : std::string();
   guard.release(false);
   if (o.kind == Outcome::Ok) {
     r.outcome = CheckResult::Outcome::Ok;
@@ -390,6 +402,10 @@ CheckResult Invocations::check(const std::string& name, const std::string& sourc
     r.outcome = CheckResult::Outcome::SyntaxError;
     r.error = std::move(o.result);
     r.message = o.message;
+  } else if (!died_because.empty()) {
+    r.outcome = CheckResult::Outcome::Failed;
+    r.message = "the source could not be compiled within the function's limits (" + died_because +
+                "): deploy it with more memory (?memory=), or split the module";
   } else {
     r.outcome = CheckResult::Outcome::Failed;
     r.message = "the source could not be compiled within the sandbox's limits (" + o.message + ")";

@@ -481,9 +481,9 @@ Pool::Lease Pool::thaw_leased(Lease lease) {
   return lease;
 }
 
-Pool::Lease Pool::acquire_blank(uint32_t profile, Clock::time_point deadline) {
+Pool::Lease Pool::acquire_blank(uint32_t profile, uint64_t memory, Clock::time_point deadline) {
   for (int attempt = 1;; attempt++) {
-    Lease lease = acquire_blank_once(profile, deadline);
+    Lease lease = acquire_blank_once(profile, memory, deadline);
     // Dead while it waited, as in acquire(): whatever the caller was to
     // send it is not to blame.
     if (lease.status != Status::Ok || attempt == kLeaseRetries || !runner_gone(*lease.worker))
@@ -492,18 +492,18 @@ Pool::Lease Pool::acquire_blank(uint32_t profile, Clock::time_point deadline) {
   }
 }
 
-Pool::Lease Pool::acquire_blank_once(uint32_t profile, Clock::time_point deadline) {
+Pool::Lease Pool::acquire_blank_once(uint32_t profile, uint64_t memory,
+                                     Clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   bool last_try = false;
   for (;;) {
     if (!running_) return {Status::Overloaded, nullptr, false, "shutting down"};
-    PoolCore::Step st = core_.blank_step(profile, last_try);
+    PoolCore::Step st = core_.blank_step(profile, memory, last_try);
     wake_locked(st.wakes);
     switch (st.kind) {
       case PoolCore::Step::Cold:
         return {Status::Ok, std::move(st.worker), true, {}};
       case PoolCore::Step::Spawn: {
-        const uint64_t memory = core_.profile_memory(profile);
         lock.unlock();
         std::unique_ptr<Worker> w = spawn(profile, memory);
         lock.lock();

@@ -57,9 +57,9 @@ class Pool {
   // template (PoolCore's template_step); new sandboxes are then its instances.
   Lease acquire(const std::string& name, uint64_t deploy, uint32_t profile, uint64_t memory,
                 Clock::time_point queue_deadline, const TemplateLoader* load_template = nullptr);
-  // A blank sandbox for a one-off job (the deploy-time syntax check); give it
-  // back with release(..., false).
-  Lease acquire_blank(uint32_t profile, Clock::time_point deadline);
+  // A blank sandbox for a one-off job (the deploy-time syntax check), its
+  // memory limited to memory; give it back with release(..., false).
+  Lease acquire_blank(uint32_t profile, uint64_t memory, Clock::time_point deadline);
   // reusable=false: the sandbox timed out, died, failed to load or broke
   // protocol; it is destroyed.
   void release(std::unique_ptr<Worker> worker, bool reusable);
@@ -122,7 +122,7 @@ class Pool {
   Lease thaw_leased(Lease lease);
   Lease acquire_once(const std::string& name, uint64_t deploy, uint32_t profile, uint64_t memory,
                      Clock::time_point deadline, const TemplateLoader* load_template);
-  Lease acquire_blank_once(uint32_t profile, Clock::time_point deadline);
+  Lease acquire_blank_once(uint32_t profile, uint64_t memory, Clock::time_point deadline);
   // A sandbox found dead at lease, before anything was sent to it: released
   // as not reusable, and counted as the janitor's finds are.
   void release_dead(std::unique_ptr<Worker> worker);

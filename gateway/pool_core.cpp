@@ -403,17 +403,17 @@ Wakes PoolCore::resize_failed(std::unique_ptr<Worker> w) {
   return wakes;
 }
 
-PoolCore::Step PoolCore::blank_step(uint32_t profile, bool last_try) {
+PoolCore::Step PoolCore::blank_step(uint32_t profile, uint64_t memory, bool last_try) {
   Step st;
   auto& blanks = blanks_[profile];
-  if (!blanks.empty()) {
+  if (!blanks.empty() && blanks.front()->memory_bytes == memory) {
     st.worker = std::move(blanks.front());
     blanks.pop_front();
     busy_++;
     busy_memory_ += st.worker->memory_bytes;
     st.wakes.refill = true;
     st.kind = Step::Cold;
-  } else if (uint64_t memory = profile_memory_.at(profile); fits(memory)) {
+  } else if (fits(memory)) {
     busy_++;
     total_++;
     memory_ += memory;

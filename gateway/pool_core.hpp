@@ -229,8 +229,10 @@ class PoolCore {
 
   // ---- a blank for a one-off job (the deploy-time syntax check) --------
   // Warm never; Cold (never resize), Spawn (then spawned_blank or
-  // spawn_failed with an empty name), Retry, Wait, Timeout.
-  Step blank_step(uint32_t profile, bool last_try);
+  // spawn_failed with an empty name), Retry, Wait, Timeout. memory: the
+  // job's limit; a blank of the profile is taken only when it has that
+  // limit, else one is spawned to measure.
+  Step blank_step(uint32_t profile, uint64_t memory, bool last_try);
   std::unique_ptr<Worker> spawned_blank(std::unique_ptr<Worker> w);
 
   // ---- giving back -------------------------------------------------------

@@ -417,7 +417,7 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   }
 
   CheckResult check =
-      invocations_.check(name, fv.source, static_cast<uint32_t>(profile),
+      invocations_.check(name, fv.source, static_cast<uint32_t>(profile), fv.meta,
                          Clock::now() + std::chrono::milliseconds(queue_timeout_ms));
   if (check.outcome == CheckResult::Outcome::NoSandbox) {
     res.set_header("Retry-After", "1");

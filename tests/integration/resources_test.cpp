@@ -196,6 +196,38 @@ TEST_CASE("serve: ?memory= beyond [functions] max_memory_mb is refused with 400"
   CHECK(d.stop() == 0);
 }
 
+// Compiling takes memory in proportion to the source: about 200 MiB for a
+// 1 MiB module of small functions. The deploy check ran at the policy's
+// limit whatever ?memory= said, and refused such a module as if its source
+// were at fault.
+TEST_CASE("serve: a module that compiles only within its ?memory= deploys with it") {
+  StateDir sd("compile-memory");
+  Daemon d(sd.path, "[pool]\nblank = 1\n");
+  REQUIRE(d.start());
+  std::string src;
+  for (int i = 0; src.size() < 450000; i++)
+    src += "def f" + std::to_string(i) + "(x):\n  return [x for x in range(" + std::to_string(i) +
+           ") if x]\n";
+  src += "def handler(event, context):\n    return f3(4)\n";
+  auto c = d.client();
+  // strict: 64 MiB, where compiling this takes more; and 1 s, less than
+  // the import of it takes (each cold start compiles it again).
+  auto small = c->Put("/functions/big?policy=strict", auth(d), src, "text/x-python");
+  REQUIRE(small);
+  CHECK(small->status == 400);
+  CHECK_MESSAGE(small->body.find("memory limit of 64 MiB exceeded") != std::string::npos,
+                small->body);
+  CHECK_MESSAGE(small->body.find("?memory=") != std::string::npos, small->body);
+  auto ok =
+      c->Put("/functions/big?policy=strict&memory=256M&timeout=20s", auth(d), src, "text/x-python");
+  REQUIRE(ok);
+  CHECK_MESSAGE(ok->status == 201, ok->body);
+  int status = 0;
+  CHECK(invoke(d, "big", json::object(), &status) == json::array({1, 2}));
+  CHECK(status == 200);
+  CHECK(d.stop() == 0);
+}
+
 TEST_CASE("serve: the default maximum refuses a limit larger than the machine") {
   StateDir sd("maxmem-default");
   Daemon d(sd.path, "[pool]\nblank = 0\n");

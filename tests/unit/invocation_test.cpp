@@ -110,7 +110,11 @@ class FakeRunners final : public SandboxFactory {
   ~FakeRunners() override {
     for (auto& t : threads_) t.join();
   }
-  Result<SpawnedSandbox> spawn(uint32_t, uint64_t) override {
+  Result<SpawnedSandbox> spawn(uint32_t, uint64_t memory) override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      spawn_memory_.push_back(memory);
+    }
     auto ends = make_channel();
     if (!ends) return ends.error();
     int log[2];
@@ -143,6 +147,11 @@ class FakeRunners final : public SandboxFactory {
   bool healthy() override { return true; }
 
   int spawned() const { return spawned_.load(); }
+  // The memory limit each spawn asked for, in order.
+  std::vector<uint64_t> spawn_memory() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return spawn_memory_;
+  }
   int loads() const { return loads_.load(); }
   // Waits (bounded) for the pool's janitor to destroy n sandboxes.
   bool wait_destroyed(size_t n) {
@@ -185,8 +194,9 @@ class FakeRunners final : public SandboxFactory {
   //   "break"     answers another request's id (a protocol break)
   //   "oom"       dies at once, its cgroup showing an OOM kill
   //   "hang"      never answers
-  // A check answers a syntax error when the source says "syntax error", and
-  // waits for open_gate() first when it says "gated check".
+  // A check answers a syntax error when the source says "syntax error",
+  // waits for open_gate() first when it says "gated check", and dies of its
+  // memory limit when it says "oom check".
   void serve(uint64_t id, int in, int out, int log) {
     FrameDecoder dec;
     std::string source;
@@ -202,6 +212,11 @@ class FakeRunners final : public SandboxFactory {
           gated_++;
           cv_.notify_all();
           cv_.wait_for(lock, 10s, [&] { return gate_open_; });
+        }
+        if (fr.frame.payload.find("oom check") != std::string::npos) {
+          std::lock_guard<std::mutex> lock(mu_);
+          oom_killed_.insert(id);
+          return;
         }
         if (fr.frame.payload.find("syntax error") != std::string::npos)
           // As the runner: the summary in the envelope, the error object
@@ -320,6 +335,7 @@ class FakeRunners final : public SandboxFactory {
   std::mutex mu_;
   std::condition_variable cv_;
   std::set<uint64_t> destroyed_, oom_killed_;
+  std::vector<uint64_t> spawn_memory_;
   int gated_ = 0;
   bool gate_open_ = false;
   std::vector<std::thread> threads_;
@@ -595,13 +611,33 @@ TEST_CASE("invocation: the sandbox goes back to the pool when the request path t
 
 TEST_CASE("invocation: the deploy check compiles in a blank that is destroyed afterwards") {
   Rig rig;
-  CheckResult ok = rig.invocations.check("f", "return 1", 0, Clock::now() + 5s);
+  CheckResult ok = rig.invocations.check("f", "return 1", 0, {}, Clock::now() + 5s);
   CHECK(ok.outcome == CheckResult::Outcome::Ok);
-  CheckResult bad = rig.invocations.check("f", "a syntax error", 0, Clock::now() + 5s);
+  CheckResult bad = rig.invocations.check("f", "a syntax error", 0, {}, Clock::now() + 5s);
   CHECK(bad.outcome == CheckResult::Outcome::SyntaxError);
   CHECK(bad.error == json{{"error", "invalid syntax"}, {"line", 3}});
   CHECK(rig.factory.wait_destroyed(2));
   CHECK(rig.pool.stats().blank == 0);
+}
+
+// Compiling a large module takes memory in proportion to it: checked at the
+// profile's limit, a source that imports fine at its ?memory= was refused,
+// and its 400 blamed the source rather than the limit.
+TEST_CASE("invocation: the deploy check runs at the function's memory, and names a memory death") {
+  Rig rig;
+  FunctionMeta big;
+  big.memory_mb = 512;
+  CheckResult r = rig.invocations.check("f", "oom check", 0, big, Clock::now() + 5s);
+  CHECK(r.outcome == CheckResult::Outcome::Failed);
+  CHECK_MESSAGE(r.message.find("memory limit of 512 MiB exceeded") != std::string::npos, r.message);
+  CHECK_MESSAGE(r.message.find("?memory=") != std::string::npos, r.message);
+  const std::vector<uint64_t> spawns = rig.factory.spawn_memory();
+  CHECK(std::count(spawns.begin(), spawns.end(), uint64_t{512} << 20) == 1);
+  // Without ?memory=, the profile's own limit (64 MiB here), from a blank.
+  CHECK(rig.invocations.check("f", "return 1", 0, {}, Clock::now() + 5s).outcome ==
+        CheckResult::Outcome::Ok);
+  CHECK(rig.factory.wait_destroyed(2));
+  for (uint64_t m : rig.factory.spawn_memory()) CHECK((m == (64u << 20) || m == (512u << 20)));
 }
 
 TEST_CASE("invocation: at most four deploy checks at once; the others wait their turn") {
@@ -612,7 +648,7 @@ TEST_CASE("invocation: at most four deploy checks at once; the others wait their
   // the turn has a bound of its own, and the queue time starts after it.
   for (int i = 0; i < kChecks; i++)
     checks.push_back(std::async(std::launch::async, [&] {
-      return rig.invocations.check("f", "gated check", 0, Clock::now() + 1s);
+      return rig.invocations.check("f", "gated check", 0, {}, Clock::now() + 1s);
     }));
   REQUIRE(rig.factory.wait_gated(Invocations::kConcurrentChecks));
   std::this_thread::sleep_for(1500ms);
@@ -625,11 +661,11 @@ TEST_CASE("invocation: at most four deploy checks at once; the others wait their
   std::vector<std::future<CheckResult>> held;
   for (int i = 0; i < Invocations::kConcurrentChecks; i++)
     held.push_back(std::async(std::launch::async, [&] {
-      return busy.invocations.check("f", "gated check", 0, Clock::now() + 5s);
+      return busy.invocations.check("f", "gated check", 0, {}, Clock::now() + 5s);
     }));
   REQUIRE(busy.factory.wait_gated(Invocations::kConcurrentChecks));
   busy.invocations.set_check_turn_wait(100ms);
-  CheckResult late = busy.invocations.check("f", "return 1", 0, Clock::now() + 50ms);
+  CheckResult late = busy.invocations.check("f", "return 1", 0, {}, Clock::now() + 50ms);
   CHECK(late.outcome == CheckResult::Outcome::NoSandbox);
   CHECK(late.message.find("at most 4 at once") != std::string::npos);
   busy.factory.open_gate();

@@ -222,7 +222,7 @@ TEST_CASE("pool core: no eviction when leased sandboxes alone leave no room for 
   warm(blanks, "b", 2, 2);
   Request busy(blanks, "a", 1);
   REQUIRE(busy.run(9) == PoolCore::Step::Warm);
-  CHECK(blanks.blank_step(1, false).kind == PoolCore::Step::Wait);
+  CHECK(blanks.blank_step(1, 9 * kMem + 1, false).kind == PoolCore::Step::Wait);
   CHECK(blanks.stats().evictions == 0);
   // Once the leased one is back, evicting makes room: then it evicts.
   core.release(std::move(held.lease), true, kT0, true);
@@ -377,20 +377,41 @@ TEST_CASE("pool core: blank leases for one-off jobs come from the blanks, else a
   PoolCore core(l, {kMem});
   REQUIRE(core.refill_step().spawn);
   core.refilled(made(1), true);
-  auto st = core.blank_step(0, false);
+  auto st = core.blank_step(0, kMem, false);
   REQUIRE(st.kind == PoolCore::Step::Cold);
   CHECK(st.worker->function.empty());
   CHECK(st.wakes.refill);
-  auto spawn = core.blank_step(0, false);
+  auto spawn = core.blank_step(0, kMem, false);
   REQUIRE(spawn.kind == PoolCore::Step::Spawn);
   auto second = core.spawned_blank(made(2));
-  CHECK(core.blank_step(0, false).kind == PoolCore::Step::Wait);  // max_sandboxes = 2
-  CHECK(core.blank_step(0, true).kind == PoolCore::Step::Timeout);
+  CHECK(core.blank_step(0, kMem, false).kind == PoolCore::Step::Wait);  // max_sandboxes = 2
+  CHECK(core.blank_step(0, kMem, true).kind == PoolCore::Step::Timeout);
   // Given back, they are destroyed: a one-off job's sandbox is never reused.
   core.release(std::move(st.worker), true, kT0, true);
   core.release(std::move(second), true, kT0, true);
   CHECK(core.stats().blank == 0);
   CHECK(destroy_all(core) == 2);
+}
+
+// The deploy check runs at the function's own memory: a blank made at the
+// profile's is no use to it, and the spawn is counted at what it asked.
+TEST_CASE("pool core: a one-off job of another memory spawns to measure, and is counted so") {
+  PoolLimits l = limits(3);
+  l.blank = 1;
+  PoolCore core(l, {kMem});
+  REQUIRE(core.refill_step().spawn);
+  core.refilled(made(1), true);
+  auto st = core.blank_step(0, 4 * kMem, false);
+  REQUIRE(st.kind == PoolCore::Step::Spawn);
+  CHECK(core.stats().blank == 1);  // the profile's blank stays
+  CHECK(core.stats().memory_bytes == 5 * kMem);
+  core.spawn_failed({}, 4 * kMem);
+  CHECK(core.stats().memory_bytes == kMem);
+  // At the profile's memory, the blank.
+  auto blank = core.blank_step(0, kMem, false);
+  REQUIRE(blank.kind == PoolCore::Step::Cold);
+  core.release(std::move(blank.worker), true, kT0, true);
+  CHECK(destroy_all(core) == 1);
 }
 
 TEST_CASE("pool core: the refill makes blanks only into spare room and not under pressure") {

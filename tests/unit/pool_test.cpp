@@ -641,7 +641,7 @@ TEST_CASE("pool: a lease passes over blanks and warm sandboxes whose runner has 
   // check's) gets the third, and the refill replaces the dead ones.
   factory.runner_exits(blanks[0]);
   factory.runner_exits(blanks[2]);
-  auto one_off = pool.acquire_blank(0, Clock::now() + 2s);
+  auto one_off = pool.acquire_blank(0, kMemory, Clock::now() + 2s);
   REQUIRE(one_off.status == Pool::Status::Ok);
   CHECK(one_off.worker->id == blanks[1]);
   // The lease passed over the dead ones it met; the janitor's step finds
