@@ -18,7 +18,11 @@ using O = InvokeResult::Outcome;
 
 namespace {
 
-constexpr auto kSyntaxCheckTimeout = std::chrono::seconds(5);  // at least
+// The deploy check's time: the function's timeout, within these. At most a
+// minute: one of the four check turns is held meanwhile, and 1 MiB of
+// source compiles in seconds.
+constexpr auto kCheckTimeoutMin = std::chrono::seconds(5);
+constexpr auto kCheckTimeoutMax = std::chrono::seconds(60);
 constexpr const char* kStale = "the function changed while this request waited; retry";
 
 InvokeResult refused(O outcome, std::string message) {
@@ -380,9 +384,9 @@ CheckResult Invocations::check(const std::string& name, const std::string& sourc
   // and ?timeout= is not refused.
   const Policy& policy = profiles_[profile].policy;
   const uint64_t memory = meta.memory_mb ? meta.memory_mb << 20 : policy.limits.memory_bytes;
-  const auto timeout = std::max<Clock::duration>(
-      kSyntaxCheckTimeout,
-      std::chrono::milliseconds(meta.timeout_ms ? meta.timeout_ms : policy.limits.wall_ms));
+  const auto timeout = std::clamp<Clock::duration>(
+      std::chrono::milliseconds(meta.timeout_ms ? meta.timeout_ms : policy.limits.wall_ms),
+      kCheckTimeoutMin, kCheckTimeoutMax);
   Pool::Lease lease = pool_.acquire_blank(profile, memory, Clock::now() + queue_time);
   if (lease.status != Pool::Status::Ok) {
     r.outcome = CheckResult::Outcome::NoSandbox;

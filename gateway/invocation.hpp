@@ -99,9 +99,9 @@ class Invocations {
   // Compiles source in a blank sandbox of the profile, which is destroyed
   // afterwards: hostile source can make the compiler itself exhaust memory
   // or time. Limited as the function will be (meta's memory_mb and
-  // timeout_ms, 0: the profile's), and given at least 5 s. At most kConcurrentChecks at once; the
-  // rest wait their turn (up to check_turn_wait, at least the queue's time), and then have the
-  // queue's time (queue_deadline - now) for a sandbox.
+  // timeout_ms, 0: the profile's), and given from 5 s to a minute. At most kConcurrentChecks at
+  // once; the rest wait their turn (up to check_turn_wait, at least the queue's time), and then
+  // have the queue's time (queue_deadline - now) for a sandbox.
   static constexpr int kConcurrentChecks = 4;
   void set_check_turn_wait(std::chrono::milliseconds wait) { check_turn_wait_ = wait; }
   CheckResult check(const std::string& name, const std::string& source, uint32_t profile,
