@@ -194,8 +194,9 @@ Outcome classify_invoke(Reply& r, const RunnerInvoke& req) {
       // stdout) without being parsed: it must be JSON. One the runtime
       // encoded but nested deeper than anything passes on is the
       // function's mistake, as a result it cannot encode is: its sandbox
-      // is unharmed.
-      if (json_shape(r.payload, kMaxNesting).depth > kMaxNesting) {
+      // is unharmed. Only if it is JSON but for its depth: a forged frame
+      // of 300 '[' and garbage is a broken protocol like any other.
+      if (json_shape(r.payload, kMaxNesting).depth > kMaxNesting && json_error(r.payload).empty()) {
         Outcome o = outcome(Outcome::BadResult, "ValueError");
         o.error_kind = "bad_result";
         o.error_type = "ValueError";

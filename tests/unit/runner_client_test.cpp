@@ -152,6 +152,16 @@ TEST_CASE("runner client: a result nested deeper than 256 is the function's erro
     CHECK(err["errorMessage"].get<std::string>().find("nested deeper than 256") !=
           std::string::npos);
   }
+  // Deep, but not JSON: a frame the function forged, not a result the
+  // runtime encoded. Its sandbox is not given another request.
+  for (const std::string& forged : {std::string(300, '[') + "garbage", std::string(300, '[')}) {
+    FakeRuntime rt;
+    rt.reply(env, forged);
+    Outcome o = runner_invoke(rt.channel(), request(), "{}", in(5000));
+    CHECK(o.kind == Outcome::Died);
+    CHECK(o.broke_protocol);
+    CHECK(o.message.find("not valid JSON") != std::string::npos);
+  }
 }
 
 TEST_CASE("runner client: errors the function raised, and results it could not serialise") {
