@@ -7,13 +7,6 @@ namespace nsbox {
 
 using json = nlohmann::json;
 
-bool valid_identifier(const std::string& s) {
-  if (s.empty() || s.size() > 128 || std::isdigit(static_cast<unsigned char>(s[0]))) return false;
-  for (char c : s)
-    if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
-  return true;
-}
-
 bool valid_utf8(const std::string& s) {
   try {
     (void)json(s).dump();

@@ -11,10 +11,6 @@
 
 namespace nsbox {
 
-// A Python identifier in ASCII (a handler name): 1-128 of [A-Za-z0-9_], not
-// starting with a digit.
-bool valid_identifier(const std::string& s);
-
 // JSON strings (the registry's format, the runner's frames) must be valid
 // UTF-8; asking the JSON library itself keeps the two rules identical.
 bool valid_utf8(const std::string& s);

@@ -11,6 +11,7 @@
 
 #include "base/limits.hpp"
 #include "base/log.hpp"
+#include "base/python_name.hpp"
 #include "base/random.hpp"
 #include "gateway/http_parse.hpp"
 #include "gateway/names.hpp"
@@ -359,8 +360,10 @@ void Gateway::handle_deploy(const httplib::Request& req, httplib::Response& res)
   FunctionVersion fv;
   fv.source = req.body;
   fv.meta.handler = req.has_param("handler") ? req.get_param_value("handler") : "handler";
-  if (!valid_identifier(fv.meta.handler))
-    return send_error(res, 400, "handler \"" + fv.meta.handler + "\" is not a Python identifier");
+  if (!valid_python_identifier(fv.meta.handler))
+    return send_error(res, 400,
+                      "handler \"" + fv.meta.handler +
+                          "\" is not a Python identifier (ASCII, at most 128, not a keyword)");
   int queue_timeout_ms;
   uint64_t memory_budget, max_memory;
   {

@@ -23,6 +23,7 @@
 #include "base/host_limits.hpp"
 #include "base/limits.hpp"
 #include "base/log.hpp"
+#include "base/python_name.hpp"
 #include "base/terminal_escape.hpp"
 #include "policies/policy.hpp"
 #include "policies/units.hpp"
@@ -134,9 +135,9 @@ Result<RunOptions> parse_run_args(const std::vector<std::string>& args) {
     o.event = parsed.positional[1];
   }
   o.function = parsed.positional[0];
-  bool ident = !o.handler.empty() && !std::isdigit(static_cast<unsigned char>(o.handler[0]));
-  for (char c : o.handler) ident &= std::isalnum(static_cast<unsigned char>(c)) || c == '_';
-  if (!ident) return bad("--handler \"" + o.handler + "\" is not a Python identifier");
+  if (!valid_python_identifier(o.handler))
+    return bad("--handler \"" + o.handler +
+               "\" is not a Python identifier (ASCII, at most 128, not a keyword)");
   if (o.factory != "exec" && o.factory != "template")
     return bad("--factory \"" + o.factory + "\": use exec or template");
   if (o.factory == "template" && o.no_isolation)

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "base/python_name.hpp"
 #include "gateway/http_parse.hpp"
 #include "gateway/names.hpp"
 #include "gateway/registry.hpp"
@@ -31,7 +32,7 @@ void check_name(const std::string& name) {
     for (char c : name)
       FUZZ_CHECK((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-');
   }
-  if (nsbox::valid_identifier(name)) {
+  if (nsbox::valid_python_identifier(name)) {
     FUZZ_CHECK(!name.empty() && name.size() <= 128 && !(name[0] >= '0' && name[0] <= '9'));
     for (char c : name)
       FUZZ_CHECK((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||

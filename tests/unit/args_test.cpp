@@ -129,10 +129,11 @@ TEST_CASE("parse_run_args: the function file is required") {
 }
 
 TEST_CASE("parse_run_args: the handler must be a Python identifier") {
-  for (const std::string bad : {"1abc", "a-b", "", "a.b", "a b", "handler()"}) {
+  for (const std::string bad : {"1abc", "a-b", "", "a.b", "a b", "handler()", "class", "None"}) {
     INFO("handler \"", bad, "\"");
     std::string e = usage_error({"fn.py", "--handler", bad});
-    CHECK(e == "--handler \"" + std::string(bad) + "\" is not a Python identifier");
+    CHECK(e == "--handler \"" + std::string(bad) +
+                   "\" is not a Python identifier (ASCII, at most 128, not a keyword)");
   }
   for (const std::string good : {"f", "_private", "handler2", "Main_Handler", "_"}) {
     INFO("handler \"", good, "\"");

@@ -26,6 +26,7 @@
 #include "base/host_limits.hpp"
 #include "base/listeners.hpp"
 #include "base/log.hpp"
+#include "base/python_name.hpp"
 #include "base/random.hpp"
 #include "base/spawn.hpp"
 #include "tests/unit/temp_dir.hpp"
@@ -828,4 +829,26 @@ TEST_CASE("base/host_limits: userns_restriction names the setting that forbids u
   CHECK(nsbox::userns_restriction(d.path).starts_with("user.max_user_namespaces is 0"));
   put(k + "/unprivileged_userns_clone", "0\n");
   CHECK(nsbox::userns_restriction(d.path).starts_with("kernel.unprivileged_userns_clone is 0"));
+}
+
+TEST_CASE("names: nsbox::valid_python_identifier") {
+  CHECK(nsbox::valid_python_identifier("handler"));
+  CHECK(nsbox::valid_python_identifier("_private"));
+  CHECK(nsbox::valid_python_identifier("Handle2"));
+  CHECK(nsbox::valid_python_identifier(std::string(128, 'h')));
+  CHECK_FALSE(nsbox::valid_python_identifier(""));
+  CHECK_FALSE(nsbox::valid_python_identifier(std::string(129, 'h')));
+  CHECK_FALSE(nsbox::valid_python_identifier("2fast"));
+  CHECK_FALSE(nsbox::valid_python_identifier("a.b"));
+  CHECK_FALSE(nsbox::valid_python_identifier("a-b"));
+  CHECK_FALSE(nsbox::valid_python_identifier("os.system"));
+  CHECK_FALSE(
+      nsbox::valid_python_identifier("h\xc3\xa9"));  // Python allows it; the daemon keeps ASCII
+  CHECK_FALSE(nsbox::valid_python_identifier(std::string("a\0b", 3)));
+  // Keywords parse as no name: the first request would fail, not the deploy.
+  for (const char* k : {"class", "None", "True", "False", "lambda", "yield", "await", "def"})
+    CHECK_FALSE(nsbox::valid_python_identifier(k));
+  // Soft keywords, and keywords in another case, are names.
+  for (const char* k : {"match", "case", "_", "none", "Class", "classy"})
+    CHECK(nsbox::valid_python_identifier(k));
 }

@@ -12,7 +12,6 @@
 #include "gateway/http_parse.hpp"
 
 using nsbox::query_event;
-using nsbox::valid_identifier;
 using nsbox::valid_utf8;
 using json = nlohmann::json;
 
@@ -26,21 +25,6 @@ std::multimap<std::string, std::string> parse_query(const std::string& q) {
 }
 
 }  // namespace
-
-TEST_CASE("names: valid_identifier") {
-  CHECK(valid_identifier("handler"));
-  CHECK(valid_identifier("_private"));
-  CHECK(valid_identifier("Handle2"));
-  CHECK(valid_identifier(std::string(128, 'h')));
-  CHECK_FALSE(valid_identifier(""));
-  CHECK_FALSE(valid_identifier(std::string(129, 'h')));
-  CHECK_FALSE(valid_identifier("2fast"));
-  CHECK_FALSE(valid_identifier("a.b"));
-  CHECK_FALSE(valid_identifier("a-b"));
-  CHECK_FALSE(valid_identifier("os.system"));
-  CHECK_FALSE(valid_identifier("h\xc3\xa9"));  // Python allows it; the daemon keeps ASCII
-  CHECK_FALSE(valid_identifier(std::string("a\0b", 3)));
-}
 
 TEST_CASE("names: valid_utf8") {
   CHECK(valid_utf8(""));
