@@ -371,12 +371,25 @@ TEST_CASE(
   CHECK(core.take_doomed().size() == 1);
 }
 
+namespace {
+// A core of one profile (kMem) that keeps one blank, and has made it.
+struct OneBlank {
+  static PoolLimits with_a_blank(int max_sandboxes) {
+    PoolLimits l = limits(max_sandboxes);
+    l.blank = 1;
+    return l;
+  }
+  PoolCore core;
+  explicit OneBlank(int max_sandboxes) : core(with_a_blank(max_sandboxes), {kMem}) {
+    REQUIRE(core.refill_step().spawn);
+    core.refilled(made(1), true);
+  }
+};
+}  // namespace
+
 TEST_CASE("pool core: blank leases for one-off jobs come from the blanks, else a spawn") {
-  PoolLimits l = limits(2);
-  l.blank = 1;
-  PoolCore core(l, {kMem});
-  REQUIRE(core.refill_step().spawn);
-  core.refilled(made(1), true);
+  OneBlank one(2);
+  PoolCore& core = one.core;
   auto st = core.blank_step(0, kMem, false);
   REQUIRE(st.kind == PoolCore::Step::Cold);
   CHECK(st.worker->function.empty());
@@ -396,11 +409,8 @@ TEST_CASE("pool core: blank leases for one-off jobs come from the blanks, else a
 // The deploy check runs at the function's own memory: a blank made at the
 // profile's is no use to it, and the spawn is counted at what it asked.
 TEST_CASE("pool core: a one-off job of another memory spawns to measure, and is counted so") {
-  PoolLimits l = limits(3);
-  l.blank = 1;
-  PoolCore core(l, {kMem});
-  REQUIRE(core.refill_step().spawn);
-  core.refilled(made(1), true);
+  OneBlank one(3);
+  PoolCore& core = one.core;
   auto st = core.blank_step(0, 4 * kMem, false);
   REQUIRE(st.kind == PoolCore::Step::Spawn);
   CHECK(core.stats().blank == 1);  // the profile's blank stays
