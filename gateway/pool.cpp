@@ -168,12 +168,12 @@ nsbox::Status Pool::reserve_fds() {
 
 namespace {
 
-// A factory call that throws (bad_alloc) is a failed spawn like any other:
+// A factory call that throws (bad_alloc) is a failed call like any other:
 // the pool's reservations for it are then given back on the usual path.
 // threw, when given, says it was a throw: the gateway's failure, not the
 // factory's.
 template <class F>
-Result<SpawnedSandbox> no_throw(const char* what, F&& f, bool* threw = nullptr) {
+auto no_throw(const char* what, F&& f, bool* threw = nullptr) -> decltype(f()) {
   try {
     return f();
   } catch (const std::exception& e) {
@@ -342,12 +342,8 @@ Pool::Lease Pool::acquire_admitted(std::unique_lock<std::mutex>& lock, const std
       case PoolCore::Step::Cold:
         if (st.resize) {
           lock.unlock();
-          Result<void> limited = make_error("set memory", "threw");
-          try {
-            limited = spawner_.set_memory(st.worker->id, memory);
-          } catch (const std::exception& e) {
-            limited = make_error("set memory", e.what());
-          }
+          const auto limited =
+              no_throw("set memory", [&] { return spawner_.set_memory(st.worker->id, memory); });
           lock.lock();
           if (!limited) {
             wake_locked(core_.resize_failed(std::move(st.worker)));
@@ -496,12 +492,27 @@ Pool::Lease Pool::acquire_blank_once(uint32_t profile, uint64_t memory,
                                      Clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   bool last_try = false;
+  bool blanks_fit = true;  // false once re-limiting a blank failed
   for (;;) {
     if (!running_) return {Status::Overloaded, nullptr, false, "shutting down"};
-    PoolCore::Step st = core_.blank_step(profile, memory, last_try);
+    PoolCore::Step st = core_.blank_step(profile, memory, last_try, blanks_fit);
     wake_locked(st.wakes);
     switch (st.kind) {
       case PoolCore::Step::Cold:
+        if (st.resize) {
+          lock.unlock();
+          const auto limited =
+              no_throw("set memory", [&] { return spawner_.set_memory(st.worker->id, memory); });
+          if (!limited) {
+            // e.g. no cgroup (rootless): this blank goes, and the next
+            // step spawns one made to measure.
+            release(std::move(st.worker), false);
+            lock.lock();
+            blanks_fit = false;
+            continue;
+          }
+          lock.lock();
+        }
         return {Status::Ok, std::move(st.worker), true, {}};
       case PoolCore::Step::Spawn: {
         lock.unlock();

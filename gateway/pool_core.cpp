@@ -403,14 +403,26 @@ Wakes PoolCore::resize_failed(std::unique_ptr<Worker> w) {
   return wakes;
 }
 
-PoolCore::Step PoolCore::blank_step(uint32_t profile, uint64_t memory, bool last_try) {
+PoolCore::Step PoolCore::blank_step(uint32_t profile, uint64_t memory, bool last_try,
+                                    bool blanks_fit) {
   Step st;
   auto& blanks = blanks_[profile];
-  if (!blanks.empty() && blanks.front()->memory_bytes == memory) {
+  const uint64_t have = blanks.empty() ? 0 : blanks.front()->memory_bytes;
+  const uint64_t extra = memory > have ? memory - have : 0;
+  if (!blanks.empty() && (have == memory || blanks_fit) &&
+      memory_ + extra <= limits_.memory_budget_bytes) {
+    // Another memory than the profile's: the blank is re-limited, as a
+    // cold start's is (a blank kept aside would hold the room a spawn
+    // needs, and the refill would take back any room a dropped one left).
     st.worker = std::move(blanks.front());
     blanks.pop_front();
     busy_++;
-    busy_memory_ += st.worker->memory_bytes;
+    if (have != memory) {
+      memory_ = memory_ - have + memory;
+      st.worker->memory_bytes = memory;
+      st.resize = true;
+    }
+    busy_memory_ += memory;
     st.wakes.refill = true;
     st.kind = Step::Cold;
   } else if (fits(memory)) {
@@ -420,7 +432,9 @@ PoolCore::Step PoolCore::blank_step(uint32_t profile, uint64_t memory, bool last
     busy_memory_ += memory;
     st.kind = Step::Spawn;
   } else if (!last_try && !room_once_dying_gone(memory) && eviction_can_make_room(memory) &&
-             evict_lru(st.wakes)) {
+             (evict_lru(st.wakes) || drop_blank(kNoProfile, st.wakes))) {
+    // A blank too: of another profile, or of this one when it could not
+    // be used (another memory that did not fit, or could not be set).
     st.kind = Step::Retry;
   } else {
     st.kind = last_try ? Step::Timeout : Step::Wait;

@@ -228,11 +228,12 @@ class PoolCore {
   bool template_usable(const std::string& name, uint64_t id) const;
 
   // ---- a blank for a one-off job (the deploy-time syntax check) --------
-  // Warm never; Cold (never resize), Spawn (then spawned_blank or
-  // spawn_failed with an empty name), Retry, Wait, Timeout. memory: the
-  // job's limit; a blank of the profile is taken only when it has that
-  // limit, else one is spawned to measure.
-  Step blank_step(uint32_t profile, uint64_t memory, bool last_try);
+  // Warm never; Cold (resize: set its memory first, and if that fails
+  // release it unreused and step again with blanks_fit false), Spawn (then
+  // spawned_blank or spawn_failed with an empty name), Retry, Wait,
+  // Timeout. memory: the job's limit; blanks_fit false: only a blank
+  // that already has it is taken, else one is spawned to measure.
+  Step blank_step(uint32_t profile, uint64_t memory, bool last_try, bool blanks_fit = true);
   std::unique_ptr<Worker> spawned_blank(std::unique_ptr<Worker> w);
 
   // ---- giving back -------------------------------------------------------
@@ -359,6 +360,8 @@ class PoolCore {
   // Forgets fn's template now (a dying sandbox like any other).
   void forget_template(FunctionState& fn, Wakes& wakes);
   bool evict_own_stale(FunctionState& fn, uint64_t deploy, Wakes& wakes);
+  // Drops one blank not of except_profile (kNoProfile: of any).
+  static constexpr uint32_t kNoProfile = UINT32_MAX;
   bool drop_blank(uint32_t except_profile, Wakes& wakes);
   // Whether the sandboxes already being destroyed will leave room for one
   // more of this size: then the caller waits rather than evicts another.

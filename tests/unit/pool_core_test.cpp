@@ -406,22 +406,42 @@ TEST_CASE("pool core: blank leases for one-off jobs come from the blanks, else a
   CHECK(destroy_all(core) == 2);
 }
 
-// The deploy check runs at the function's own memory: a blank made at the
-// profile's is no use to it, and the spawn is counted at what it asked.
-TEST_CASE("pool core: a one-off job of another memory spawns to measure, and is counted so") {
-  OneBlank one(3);
+// The deploy check runs at the function's own memory. A blank made at the
+// profile's is re-limited for it, as a cold start's is: skipping blanks left
+// a full pool of them waiting for room that nothing would free.
+TEST_CASE("pool core: a one-off job of another memory re-limits a blank, else spawns to measure") {
+  OneBlank one(1);  // the blank is the pool's one sandbox
   PoolCore& core = one.core;
   auto st = core.blank_step(0, 4 * kMem, false);
-  REQUIRE(st.kind == PoolCore::Step::Spawn);
-  CHECK(core.stats().blank == 1);  // the profile's blank stays
-  CHECK(core.stats().memory_bytes == 5 * kMem);
-  core.spawn_failed({}, 4 * kMem);
-  CHECK(core.stats().memory_bytes == kMem);
-  // At the profile's memory, the blank.
-  auto blank = core.blank_step(0, kMem, false);
-  REQUIRE(blank.kind == PoolCore::Step::Cold);
-  core.release(std::move(blank.worker), true, kT0, true);
+  REQUIRE(st.kind == PoolCore::Step::Cold);
+  CHECK(st.resize);
+  CHECK(st.worker->memory_bytes == 4 * kMem);
+  CHECK(core.stats().memory_bytes == 4 * kMem);
+  // Its re-limiting failed (rootless has no cgroup): released unreused;
+  // the next step may not take a blank of another memory, and spawns.
+  core.release(std::move(st.worker), false, kT0, true);
   CHECK(destroy_all(core) == 1);
+  CHECK(core.stats().memory_bytes == 0);
+  REQUIRE(core.refill_step().spawn);
+  core.refilled(made(2), true);
+  // Then the blank that holds the room goes, and the step spawns once it
+  // is destroyed.
+  CHECK(core.blank_step(0, 4 * kMem, false, false).kind == PoolCore::Step::Retry);
+  CHECK(core.stats().blank == 0);
+  CHECK(core.blank_step(0, 4 * kMem, false, false).kind == PoolCore::Step::Wait);
+  CHECK(destroy_all(core) == 1);
+  REQUIRE(core.refill_step().spawn);
+  core.refilled(made(3), true);
+  auto same = core.blank_step(0, kMem, false, false);  // its own memory: taken
+  REQUIRE(same.kind == PoolCore::Step::Cold);
+  CHECK_FALSE(same.resize);
+  core.release(std::move(same.worker), true, kT0, true);
+  CHECK(destroy_all(core) == 1);
+  auto spawn = core.blank_step(0, 4 * kMem, false, false);
+  REQUIRE(spawn.kind == PoolCore::Step::Spawn);
+  CHECK(core.stats().memory_bytes == 4 * kMem);
+  core.spawn_failed({}, 4 * kMem);
+  CHECK(core.stats().memory_bytes == 0);
 }
 
 TEST_CASE("pool core: the refill makes blanks only into spare room and not under pressure") {

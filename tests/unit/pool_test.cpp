@@ -90,7 +90,13 @@ class FakeFactory final : public SandboxFactory {
   std::atomic<int> forks{0}, templates_made{0}, most_forking{0};
   std::chrono::milliseconds fork_time{0};
   double fork_ms = 1;
-  Status set_memory(uint64_t, uint64_t) override { return {}; }
+  Status set_memory(uint64_t, uint64_t) override {
+    memory_sets++;
+    if (refuse_memory) return make_error("set memory", "refused as the test asked");
+    return {};
+  }
+  std::atomic<int> memory_sets{0};
+  std::atomic<bool> refuse_memory{false};  // as a rootless factory, without cgroups
   Result<CgroupEvents> events(uint64_t) override { return CgroupEvents{}; }
   bool healthy() override { return true; }
   Status destroy(uint64_t id) override {
@@ -233,6 +239,33 @@ TEST_CASE("pool: a slow destroy does not hold the slots of those destroyed befor
   CHECK(factory.most_alive() <= 3);
   pool.stop();
   CHECK(factory.alive() == 0);
+}
+
+// A one-off job (the deploy check) at another memory than its profile's, in
+// a pool whose blanks hold all the room: a blank is re-limited for it; where
+// that cannot be done, a blank goes and one is made to measure.
+TEST_CASE("pool: a one-off job of another memory gets a sandbox though blanks fill the pool") {
+  for (bool refuse : {false, true}) {
+    CAPTURE(refuse);
+    FakeFactory factory(1ms);
+    factory.refuse_memory = refuse;
+    Pool pool(factory, limits(2, 2), {kMemory});
+    pool.start();
+    wait_for(pool, [](const PoolStats& s) { return s.blank == 2; });
+    auto job = pool.acquire_blank(0, 2 * kMemory, Clock::now() + 2s);
+    REQUIRE(job.status == Pool::Status::Ok);
+    CHECK(job.worker->memory_bytes == 2 * kMemory);
+    CHECK(factory.memory_sets == 1);
+    // The first blank re-limited; or one made to measure (after the refill
+    // may have replaced the blank that went).
+    if (refuse)
+      CHECK(job.worker->id >= 3);
+    else
+      CHECK(job.worker->id == 1);
+    pool.release(std::move(job.worker), false);
+    pool.stop();
+    CHECK(factory.alive() == 0);
+  }
 }
 
 TEST_CASE("pool: a revoked function's waiting request is refused as stale, its sandboxes go") {
