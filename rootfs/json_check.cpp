@@ -174,7 +174,7 @@ char json_first_byte(std::string_view text) {
 }
 
 bool json_valid(std::string_view text, int max_depth) {
-  constexpr int kDepthCap = 1024;
+  constexpr int kDepthCap = kMaxValidatorDepth;
   if (max_depth > kDepthCap) max_depth = kDepthCap;
   // What each open container is: true for an object (its members are
   // "key": value), false for an array.

@@ -16,9 +16,10 @@ namespace nsbox {
 // First non-whitespace byte, or 0 if none: tells an object from a scalar.
 char json_first_byte(std::string_view text);
 
-// False also for nesting deeper than max_depth (<= 1024), which the daemon
-// refuses anyway: documents it builds from such text would be serialised
-// recursively.
+// False also for nesting deeper than max_depth (at most kMaxValidatorDepth),
+// which the daemon refuses anyway: documents it builds from such text would
+// be serialised recursively.
+inline constexpr int kMaxValidatorDepth = 1024;
 bool json_valid(std::string_view text, int max_depth);
 
 // What text's structure costs to read, strings aside (text need not be

@@ -195,8 +195,13 @@ Outcome classify_invoke(Reply& r, const RunnerInvoke& req) {
       // encoded but nested deeper than anything passes on is the
       // function's mistake, as a result it cannot encode is: its sandbox
       // is unharmed. Only if it is JSON but for its depth: a forged frame
-      // of 300 '[' and garbage is a broken protocol like any other.
-      if (json_shape(r.payload, kMaxNesting).depth > kMaxNesting && json_error(r.payload).empty()) {
+      // of 300 '[' and garbage is a broken protocol like any other. Python
+      // encodes up to its recursion limit (1000 unless raised), which the
+      // validator's own bound covers with big integers and all; deeper,
+      // the JSON library's iterative parser decides (it refuses integers
+      // beyond a double's range).
+      if (json_shape(r.payload, kMaxNesting).depth > kMaxNesting &&
+          (json_valid(r.payload, kMaxValidatorDepth) || json_error(r.payload).empty())) {
         Outcome o = outcome(Outcome::BadResult, "ValueError");
         o.error_kind = "bad_result";
         o.error_type = "ValueError";

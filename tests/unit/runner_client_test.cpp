@@ -136,7 +136,9 @@ TEST_CASE("runner client: a result with an integer beyond a double's range is pa
 
 TEST_CASE("runner client: a result nested deeper than 256 is the function's error, not a break") {
   const std::string env = R"({"type":"result","id":"req-1","ok":true})";
-  for (int depth : {256, 257, 5000}) {
+  // 257-1024 go through the validator (big integers and all), deeper
+  // through the JSON library.
+  for (int depth : {256, 257, 1024, 1025, 5000}) {
     CAPTURE(depth);
     FakeRuntime rt;
     rt.reply(env, std::string(size_t(depth), '[') + std::string(size_t(depth), ']'));
@@ -151,6 +153,13 @@ TEST_CASE("runner client: a result nested deeper than 256 is the function's erro
     CHECK(err["errorType"] == "ValueError");
     CHECK(err["errorMessage"].get<std::string>().find("nested deeper than 256") !=
           std::string::npos);
+  }
+  // Deep with an integer beyond a double's range, as Python encodes 10**400.
+  {
+    FakeRuntime rt;
+    rt.reply(env, std::string(300, '[') + "1" + std::string(400, '0') + std::string(300, ']'));
+    Outcome o = runner_invoke(rt.channel(), request(), "{}", in(5000));
+    CHECK(o.kind == Outcome::BadResult);
   }
   // Deep, but not JSON: a frame the function forged, not a result the
   // runtime encoded. Its sandbox is not given another request.
