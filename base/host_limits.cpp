@@ -72,7 +72,7 @@ uint64_t pid_max() {
   return read_number("/proc/sys/kernel/pid_max");
 }
 
-std::string userns_restriction(const std::string& sysctls) {
+std::string userns_restriction(const std::string& sysctls, const std::string& self_attr) {
   // Debian's and Ubuntu's own switch (before 6.x kernels dropped the patch
   // upstream never took), the kernel's own count, and Ubuntu's AppArmor
   // rule since 23.10: there the namespace is made, but without
@@ -82,7 +82,12 @@ std::string userns_restriction(const std::string& sysctls) {
            "without privileges (sysctl kernel.unprivileged_userns_clone=1 lifts it)";
   if (read_word(sysctls + "/user/max_user_namespaces") == "0")
     return "user.max_user_namespaces is 0, which allows no user namespace at all";
-  if (read_word(sysctls + "/kernel/apparmor_restrict_unprivileged_userns") == "1")
+  // AppArmor's own view of us (5.8 and later), else the first LSM's: a
+  // profile of nsbox's own (one with a rule `userns,`) lifts the rule.
+  std::string label = read_word(self_attr + "/apparmor/current");
+  if (label.empty()) label = read_word(self_attr + "/current");
+  if (read_word(sysctls + "/kernel/apparmor_restrict_unprivileged_userns") == "1" &&
+      label == "unconfined")
     return "kernel.apparmor_restrict_unprivileged_userns is 1: a user namespace made by a program "
            "without an AppArmor profile that allows it (a rule `userns,`) has no capabilities; "
            "give nsbox such a profile, as Ubuntu does for bwrap";

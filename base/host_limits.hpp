@@ -44,8 +44,12 @@ uint64_t pid_max();
 // The host setting that keeps a user without privileges from making a
 // usable user namespace (rootless sandboxes need one), as one sentence
 // naming the setting, its value and what lifts it; empty when none is set
-// (the user may still have used up user.max_user_namespaces). sysctls: the
-// root of the sysctl tree, /proc/sys but for tests.
-std::string userns_restriction(const std::string& sysctls = "/proc/sys");
+// (the user may still have used up user.max_user_namespaces). AppArmor's
+// restriction is named only while this process is unconfined: a profile of
+// nsbox's own decides for it. sysctls: the root of the sysctl tree;
+// self_attr: this process's LSM attributes (/proc/self/attr); both others
+// for tests.
+std::string userns_restriction(const std::string& sysctls = "/proc/sys",
+                               const std::string& self_attr = "/proc/self/attr");
 
 }  // namespace nsbox

@@ -409,7 +409,15 @@ CheckResult Invocations::check(const std::string& name, const std::string& sourc
   } else if (!died_because.empty()) {
     r.outcome = CheckResult::Outcome::Failed;
     r.message = "the source could not be compiled within the function's limits (" + died_because +
-                "): deploy it with more memory (?memory=), or split the module";
+                (died_because.starts_with("memory")
+                     ? "): deploy it with more memory (?memory=), or split the module"
+                     : ")");
+  } else if (o.kind == Outcome::Timeout) {
+    r.outcome = CheckResult::Outcome::Failed;
+    r.message = "the source did not compile within " +
+                std::to_string(std::chrono::duration_cast<std::chrono::seconds>(timeout).count()) +
+                " s (the function's timeout, from 5 s to 60 s here): deploy it with a longer "
+                "?timeout=, or split the module";
   } else {
     r.outcome = CheckResult::Outcome::Failed;
     r.message = "the source could not be compiled within the sandbox's limits (" + o.message + ")";

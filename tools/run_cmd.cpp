@@ -540,13 +540,14 @@ int cmd_run(const std::vector<std::string>& args) {
       // which a host may turn off or restrict (named when a setting says
       // so; AppArmor's restriction fails the first mount, not the clone),
       // or which this user may have used up.
-      const bool denied = e.err == EPERM || e.err == EACCES;
+      // user.max_user_namespaces = 0 fails the clone with ENOSPC.
+      const bool denied = e.err == EPERM || e.err == EACCES || e.err == ENOSPC;
       const std::string restriction = spec.ids.rootless && denied ? userns_restriction() : "";
       if (!restriction.empty())
         return fail(kExitSetup, "sandbox: " + e.message() + ": " + restriction +
                                     "; or run with sudo, or --no-isolation to run the function "
                                     "unisolated");
-      if (spec.ids.rootless && e.step == "clone3" && (denied || e.err == ENOSPC || e.err == EUSERS))
+      if (spec.ids.rootless && e.step == "clone3" && (denied || e.err == EUSERS))
         return fail(kExitSetup,
                     "sandbox: " + e.message() +
                         ": this user may not make a user namespace here (the host turns them off "

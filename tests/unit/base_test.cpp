@@ -813,25 +813,33 @@ TEST_CASE("base/children: kill_and_reap_our_children kills children, and theirs 
 // away is named, and a kernel without the setting says nothing.
 TEST_CASE("base/host_limits: userns_restriction names the setting that forbids user namespaces") {
   TempDir d("base-test");
-  const std::string k = d.path + "/kernel", u = d.path + "/user";
-  REQUIRE(mkdir(k.c_str(), 0755) == 0);
-  REQUIRE(mkdir(u.c_str(), 0755) == 0);
+  const std::string k = d.path + "/kernel", u = d.path + "/user", a = d.path + "/attr";
+  for (const std::string& dir : {k, u, a, a + "/apparmor"}) REQUIRE(mkdir(dir.c_str(), 0755) == 0);
   auto put = [](const std::string& path, const char* text) { std::ofstream(path) << text; };
-  CHECK(nsbox::userns_restriction(d.path).empty());  // none of the files
+  auto restriction = [&] { return nsbox::userns_restriction(d.path, a); };
+  CHECK(restriction().empty());  // none of the files
   put(k + "/unprivileged_userns_clone", "1\n");
   put(u + "/max_user_namespaces", "96367\n");
   put(k + "/apparmor_restrict_unprivileged_userns", "0\n");
-  CHECK(nsbox::userns_restriction(d.path).empty());  // all allow
+  put(a + "/apparmor/current", "unconfined\n");
+  CHECK(restriction().empty());  // all allow
   put(k + "/apparmor_restrict_unprivileged_userns", "1\n");
-  CHECK(nsbox::userns_restriction(d.path).starts_with(
-      "kernel.apparmor_restrict_unprivileged_userns is 1"));
+  CHECK(restriction().starts_with("kernel.apparmor_restrict_unprivileged_userns is 1"));
+  // Under a profile of its own (Ubuntu's default sysctl, and nsbox's
+  // profile with `userns,`), the profile decides: nothing is said.
+  put(a + "/apparmor/current", "nsbox (enforce)\n");
+  CHECK(restriction().empty());
+  // A kernel before 5.8 has only the first LSM's attribute.
+  REQUIRE(unlink((a + "/apparmor/current").c_str()) == 0);
+  put(a + "/current", "unconfined\n");
+  CHECK(restriction().starts_with("kernel.apparmor_restrict_unprivileged_userns is 1"));
   put(u + "/max_user_namespaces", "0\n");
-  CHECK(nsbox::userns_restriction(d.path).starts_with("user.max_user_namespaces is 0"));
+  CHECK(restriction().starts_with("user.max_user_namespaces is 0"));
   put(k + "/unprivileged_userns_clone", "0\n");
-  CHECK(nsbox::userns_restriction(d.path).starts_with("kernel.unprivileged_userns_clone is 0"));
+  CHECK(restriction().starts_with("kernel.unprivileged_userns_clone is 0"));
 }
 
-TEST_CASE("names: nsbox::valid_python_identifier") {
+TEST_CASE("base/python_name: valid_python_identifier, keywords refused") {
   CHECK(nsbox::valid_python_identifier("handler"));
   CHECK(nsbox::valid_python_identifier("_private"));
   CHECK(nsbox::valid_python_identifier("Handle2"));
@@ -845,7 +853,7 @@ TEST_CASE("names: nsbox::valid_python_identifier") {
   CHECK_FALSE(
       nsbox::valid_python_identifier("h\xc3\xa9"));  // Python allows it; the daemon keeps ASCII
   CHECK_FALSE(nsbox::valid_python_identifier(std::string("a\0b", 3)));
-  // Keywords parse as no name: the first request would fail, not the deploy.
+  // No `def` can make a keyword a name: refused where it is typed.
   for (const char* k : {"class", "None", "True", "False", "lambda", "yield", "await", "def"})
     CHECK_FALSE(nsbox::valid_python_identifier(k));
   // Soft keywords, and keywords in another case, are names.
