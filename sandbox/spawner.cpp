@@ -90,6 +90,7 @@ class FrozenTemplates {
     socks_[id] = sock;
     return true;
   }
+  bool contains(uint64_t id) const { return socks_.count(id) != 0; }
   // Whether it was watched (and so frozen).
   bool remove(uint64_t id) {
     auto it = socks_.find(id);
@@ -115,6 +116,13 @@ class FrozenTemplates {
   UniqueFd ep_;
   std::map<uint64_t, int> socks_;
 };
+
+// Whether any child of pid is a zombie, waiting for pid to reap it.
+bool has_zombie_children(pid_t pid) {
+  for (pid_t k : child_pids(pid))
+    if (const auto st = read_proc_stat(k); st && st->state == 'Z') return true;
+  return false;
+}
 
 void fill_error(ReplyMsg* r, const Error& e) {
   r->ok = 0;
@@ -309,6 +317,7 @@ Setup wait_for_setup(int sock) {
   // Function templates' fork sockets (our ends), and their instances.
   std::map<uint64_t, UniqueFd> fork_socks;
   std::map<uint64_t, ForkedInstance> instances;
+  std::map<uint64_t, uint64_t> template_of;  // instance -> its function template
   // Function templates' families (family.hpp), by template. An instance
   // holds its family too, so a family outlives its template while any of
   // its instances' leaves is left.
@@ -322,6 +331,22 @@ Setup wait_for_setup(int sock) {
   // frozen, and only the instance's destroy (by this same thread, when the
   // gateway asks) thaws it.
   std::set<uint64_t> dead_templates;
+  // What an instance started is its template's PID 1's once the instance
+  // dies (the instance itself is its runner's child, and the runner
+  // ignores SIGCHLD, so the kernel reaps it). A frozen PID 1 reaps nothing:
+  // the zombies would be left after the instance's destroy, holding the
+  // function group's pids until the next fork thaws it, and that fork
+  // would fail on them. So the template is thawed for as long as its PID 1
+  // takes to reap them (at most 20 ms), then frozen again.
+  auto let_frozen_template_reap = [&](uint64_t tmpl_id) {
+    auto sb = sandboxes.find(tmpl_id);
+    if (sb == sandboxes.end() || !frozen_templates.contains(tmpl_id)) return;
+    const pid_t pid1 = sb->second.pid();
+    if (!has_zombie_children(pid1)) return;
+    if (!sb->second.set_frozen(false)) return;
+    for (int i = 0; i < 20 && has_zombie_children(pid1); i++) usleep(1000);
+    if (!sb->second.set_frozen(true)) frozen_templates.remove(tmpl_id);
+  };
   auto drop_dead_templates = [&](int wait_ms) {
     for (auto d = dead_templates.begin(); d != dead_templates.end();) {
       if (auto it = sandboxes.find(*d); it != sandboxes.end()) {
@@ -615,6 +640,10 @@ Setup wait_for_setup(int sock) {
                                      s.error().message()));
             break;
           }
+          // Zombies a destroy's check came too early to see (the leaf was
+          // empty a moment before they were reparented) hold pids this
+          // fork needs: PID 1 reaps them first, now that it runs.
+          for (int i = 0; i < 20 && has_zombie_children(tmpl.pid()); i++) usleep(1000);
         }
         auto inst = ForkedInstance::fork(ir, &channel, &log_read);
         if (!inst) {
@@ -624,6 +653,7 @@ Setup wait_for_setup(int sock) {
         reply.setup_ms = (monotonic_ns() - t0) / 1e6;
         reply.id = id;
         auto& placed = instances.emplace(id, std::move(inst.value())).first->second;
+        template_of[id] = req.id;
         // Into its cgroup2 leaf (the hybrid layout), then the template
         // frozen again: the instance was in the template's cgroup2 leaf
         // until then, and must not freeze with it.
@@ -755,10 +785,15 @@ Setup wait_for_setup(int sock) {
           if (!s) fill_error(&reply, s.error());
           instances.erase(in);
         }
+        if (auto t = template_of.find(req.id); t != template_of.end()) {
+          let_frozen_template_reap(t->second);
+          template_of.erase(t);
+        }
         break;
       }
       case kShutdown:
         instances.clear();
+        template_of.clear();
         frozen_templates.clear();
         fork_socks.clear();
         sandboxes.clear();  // each destructor kills, reaps and removes its cgroup

@@ -637,3 +637,40 @@ TEST_CASE("serve: what an instance starts at once follows it into its own leaf")
   CHECK(d.log().find("join leaf") == std::string::npos);
   CHECK(d.stop() == 0);
 }
+
+// What an instance leaves behind is its template's PID 1's to reap once the
+// instance is destroyed; the template is frozen by then, and its zombies
+// stayed until the next fork thawed it, holding the function's pids (that
+// fork then failed on them).
+TEST_CASE("serve: what a destroyed instance left is reaped though its template is frozen") {
+  StateDir sd("fn-template-orphans");
+  Daemon d(sd.path, "[pool]\nidle_timeout_ms = 100\n");
+  REQUIRE(d.start());
+  json first = first_templated(d, "orphans", "template_orphans.py");
+  REQUIRE_MESSAGE(first.contains("left"), first.dump());
+  const TemplateProcs p = template_procs();
+  REQUIRE(p.runner > 0);
+  const pid_t pid1 = static_cast<pid_t>(std::stol(proc_status(p.runner, "PPid")));
+  auto zombies = [&] {
+    int n = 0;
+    std::istringstream kids(
+        read_text("/proc/" + std::to_string(pid1) + "/task/" + std::to_string(pid1) + "/children"));
+    for (pid_t k; kids >> k;)
+      if (proc_status(k, "State").find("Z (zombie)") != std::string::npos) n++;
+    return n;
+  };
+  // Each a cold start: the last instance went after 100 ms idle, and with it
+  // the process it left.
+  for (int i = 0; i < 3; i++) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    int status = 0;
+    json r = invoke(d, "orphans", in_sandbox({}), &status);
+    REQUIRE_MESSAGE(status == 200, r.dump(), d.log());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(600));  // the last one destroyed
+  CHECK(template_procs().instances.empty());
+  CHECK(zombies() == 0);
+  CHECK(cgroup2_frozen(p.runner));  // frozen again once they were reaped
+  CHECK(template_procs().runner == p.runner);
+  CHECK(d.stop() == 0);
+}
