@@ -203,16 +203,22 @@ TEST_CASE("serve: cgroup leaves made ahead are empty until a sandbox takes one, 
         return empty == 4;
       },
       10000, "four spare leaves"));
-  // The function's sandbox is a blank or a new one; either way it went into a leaf made
-  // ahead, not one made on its path (which would be named by its id, srv-<spawner>-<n>).
+  // The sandboxes made from now on (the function's, or the blank that
+  // replaces the one the deploy's check or the function took) go into
+  // leaves made ahead, not ones made on their path (which would be named by
+  // their id, srv-<spawner>-<n>). The refill runs after the request that
+  // emptied a blank, so it may still be on its way: waited for.
   REQUIRE(deploy_probe(d, "f", "echo.py")->status == 201);
   int status = 0;
   invoke(d, "f", {{"n", 1}}, &status);
   CHECK(status == 200);
-  leaves = spare_named_leaves(spawner);
-  int used = 0;
-  for (const auto& [name, procs] : leaves) used += !procs.empty();
-  CHECK_MESSAGE(used >= 1, "no sandbox in a leaf made ahead");
+  CHECK(nsbox::test::wait_until(
+      [&] {
+        int used = 0;
+        for (const auto& [name, procs] : spare_named_leaves(spawner)) used += !procs.empty();
+        return used >= 1;
+      },
+      5000, "a sandbox in a leaf made ahead"));
   CHECK(d.stop() == 0);
   const auto left = leaves_left(spawner);
   for (const auto& leaf : left) CHECK_MESSAGE(false, "left behind: ", leaf);
